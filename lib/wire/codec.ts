@@ -1,0 +1,242 @@
+/**
+ * Encodes and decodes Switchboard messages. Every message starts with a
+ * four-byte header: the magic `"SW"` (0x53 0x57), the protocol version and
+ * the message type code; the fields follow in the order of
+ * {@linkcode MESSAGE_SCHEMAS}, big-endian. See docs/PROTOCOL.md.
+ *
+ * @module
+ */
+import {
+  type FieldKind,
+  type Message,
+  MESSAGE_SCHEMAS,
+  type MessageType,
+} from "./messages.ts";
+import { ProtocolError } from "./protocol_error.ts";
+
+/** First two bytes of every datagram and frame: ASCII "SW". */
+export const MAGIC = [0x53, 0x57] as const;
+
+/** The protocol version this build speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Size of the header that starts every message. */
+export const HEADER_BYTES = 4;
+
+type Schema = { code: number; fields: readonly (readonly [string, FieldKind])[] };
+
+const SCHEMAS = MESSAGE_SCHEMAS as Record<MessageType, Schema>;
+const TYPES_BY_CODE = new Map<number, MessageType>(
+  (Object.keys(SCHEMAS) as MessageType[]).map((type) => [SCHEMAS[type].code, type]),
+);
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const ID64_PATTERN = /^[0-9a-f]{16}$/;
+
+/** Options for {@linkcode encodeMessage}. */
+export interface EncodeOptions {
+  /** Refuse to produce more than this many bytes (a RangeError). */
+  maxBytes?: number;
+}
+
+/**
+ * Encodes a message to bytes.
+ *
+ * @param message the message; its fields must satisfy their bounds
+ * @param options an optional size limit
+ * @returns the encoded bytes, header included
+ * @throws {RangeError} if a field is out of range or the result exceeds `maxBytes`
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeMessage({ type: "deregister_ok", reqId: 7 });
+ * ```
+ */
+export function encodeMessage(message: Message, options: EncodeOptions = {}): Uint8Array {
+  const schema = SCHEMAS[message.type];
+  if (schema === undefined) throw new RangeError(`Cannot encode unknown type "${message.type}"`);
+  const record = message as unknown as Record<string, unknown>;
+  const parts: Uint8Array[] = [];
+  let size = HEADER_BYTES;
+  for (const [field, kind] of schema.fields) {
+    const part = encodeField(field, kind, record[field]);
+    parts.push(part);
+    size += part.length;
+  }
+  if (options.maxBytes !== undefined && size > options.maxBytes) {
+    throw new RangeError(
+      `Cannot encode "${message.type}" in ${options.maxBytes} bytes: it needs ${size}`,
+    );
+  }
+  const out = new Uint8Array(size);
+  out.set([MAGIC[0], MAGIC[1], PROTOCOL_VERSION, schema.code]);
+  let offset = HEADER_BYTES;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function encodeField(field: string, kind: FieldKind, value: unknown): Uint8Array {
+  switch (kind.kind) {
+    case "u8":
+      return Uint8Array.of(checkInt(field, value, 0xff));
+    case "u16": {
+      const n = checkInt(field, value, 0xffff);
+      return Uint8Array.of(n >>> 8, n & 0xff);
+    }
+    case "u32": {
+      const n = checkInt(field, value, 0xffffffff);
+      return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+    }
+    case "id64": {
+      if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
+        throw new RangeError(`Cannot encode field "${field}": not 16 lowercase hex digits`);
+      }
+      const out = new Uint8Array(8);
+      for (let i = 0; i < 8; i++) out[i] = parseInt(value.slice(i * 2, i * 2 + 2), 16);
+      return out;
+    }
+    case "text":
+    case "bytes": {
+      let body: Uint8Array;
+      if (kind.kind === "text") {
+        if (typeof value !== "string") {
+          throw new RangeError(`Cannot encode field "${field}": not a string`);
+        }
+        body = encoder.encode(value);
+      } else {
+        if (!(value instanceof Uint8Array)) {
+          throw new RangeError(`Cannot encode field "${field}": not a Uint8Array`);
+        }
+        body = value;
+      }
+      if (body.length > kind.max) {
+        throw new RangeError(
+          `Cannot encode field "${field}": ${body.length} bytes exceeds ${kind.max}`,
+        );
+      }
+      const out = new Uint8Array(2 + body.length);
+      out[0] = body.length >>> 8;
+      out[1] = body.length & 0xff;
+      out.set(body, 2);
+      return out;
+    }
+  }
+}
+
+function checkInt(field: string, value: unknown, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`Cannot encode field "${field}": ${String(value)} is not in 0..${max}`);
+  }
+  return value;
+}
+
+/**
+ * Decodes one message. It throws nothing but {@linkcode ProtocolError},
+ * whatever the input.
+ *
+ * @param bytes a whole datagram or frame body
+ * @returns the decoded message
+ * @throws {ProtocolError} if the bytes are not exactly one valid message
+ *
+ * @example
+ * ```ts
+ * const message = decodeMessage(encodeMessage({ type: "text_ok", reqId: 1 }));
+ * ```
+ */
+export function decodeMessage(bytes: Uint8Array): Message {
+  if (bytes.length < HEADER_BYTES) {
+    throw new ProtocolError("truncated", `Message of ${bytes.length} bytes has no header`);
+  }
+  if (bytes[0] !== MAGIC[0] || bytes[1] !== MAGIC[1]) {
+    throw new ProtocolError("bad_magic", "Message does not start with the Switchboard magic");
+  }
+  if (bytes[2] !== PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      "bad_version",
+      `Message has protocol version ${bytes[2]}; this build speaks ${PROTOCOL_VERSION}`,
+    );
+  }
+  const type = TYPES_BY_CODE.get(bytes[3]);
+  if (type === undefined) {
+    throw new ProtocolError("unknown_type", `Message type ${bytes[3]} is unknown`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const result: Record<string, unknown> = { type };
+  let offset = HEADER_BYTES;
+  for (const [field, kind] of SCHEMAS[type].fields) {
+    const need = fixedSize(kind);
+    if (offset + need > bytes.length) {
+      throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
+    }
+    switch (kind.kind) {
+      case "u8":
+        result[field] = bytes[offset];
+        break;
+      case "u16":
+        result[field] = view.getUint16(offset);
+        break;
+      case "u32":
+        result[field] = view.getUint32(offset);
+        break;
+      case "id64": {
+        let hex = "";
+        for (let i = 0; i < 8; i++) hex += bytes[offset + i].toString(16).padStart(2, "0");
+        result[field] = hex;
+        break;
+      }
+      case "text":
+      case "bytes": {
+        const length = view.getUint16(offset);
+        if (length > kind.max) {
+          throw new ProtocolError(
+            "too_long",
+            `Field "${field}" of "${type}" is ${length} bytes; the limit is ${kind.max}`,
+          );
+        }
+        const start = offset + 2;
+        if (start + length > bytes.length) {
+          throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
+        }
+        const body = bytes.subarray(start, start + length);
+        if (kind.kind === "bytes") {
+          result[field] = body.slice();
+        } else {
+          try {
+            result[field] = strictDecoder.decode(body);
+          } catch {
+            throw new ProtocolError("bad_utf8", `Field "${field}" of "${type}" is not UTF-8`);
+          }
+        }
+        offset = start + length;
+        continue;
+      }
+    }
+    offset += need;
+  }
+  if (offset !== bytes.length) {
+    throw new ProtocolError(
+      "trailing_bytes",
+      `Message "${type}" has ${bytes.length - offset} bytes after its last field`,
+    );
+  }
+  return result as unknown as Message;
+}
+
+function fixedSize(kind: FieldKind): number {
+  switch (kind.kind) {
+    case "u8":
+      return 1;
+    case "u16":
+    case "text":
+    case "bytes":
+      return 2;
+    case "u32":
+      return 4;
+    case "id64":
+      return 8;
+  }
+}
