@@ -73,15 +73,3 @@ export class SeededRandom implements Random {
     return out;
   }
 }
-
-/**
- * Formats bytes as lowercase hex.
- *
- * @param bytes any bytes
- * @returns two hex digits per byte
- */
-export function toHex(bytes: Uint8Array): string {
-  let out = "";
-  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
-  return out;
-}

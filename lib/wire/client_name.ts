@@ -1,12 +1,12 @@
 /** Longest client name, in characters. */
 export const MAX_NAME_CHARS = 32;
 
-const NAME_PATTERN = /^[\p{L}\p{N} ._-]+$/u;
+const NAME_PATTERN = /^[\p{L}\p{M}\p{N} ._-]+$/u;
 
 /**
  * Checks a client name against the naming rules: 1 to 32 characters of
- * letters, digits, space, `.`, `_` and `-`, not starting or ending with a
- * space.
+ * letters (with their combining marks), digits, space, `.`, `_` and `-`, not
+ * starting or ending with a space.
  *
  * @param name the name as typed
  * @returns undefined if the name is valid, else one sentence saying why not
@@ -35,7 +35,7 @@ export function nameProblem(name: string): string | undefined {
  * so "Alice" and "alice" are the same name.
  *
  * @param name a valid name
- * @returns its case-folded, NFC-normalized form
+ * @returns its NFC-normalized, lowercased form
  */
 export function nameKey(name: string): string {
   return name.normalize("NFC").toLowerCase();

@@ -6,12 +6,7 @@
  *
  * @module
  */
-import {
-  type FieldKind,
-  type Message,
-  MESSAGE_SCHEMAS,
-  type MessageType,
-} from "./messages.ts";
+import { type FieldKind, type Message, MESSAGE_SCHEMAS, type MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
 
 /** First two bytes of every datagram and frame: ASCII "SW". */
@@ -54,7 +49,7 @@ export interface EncodeOptions {
  * ```
  */
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Uint8Array {
-  const schema = SCHEMAS[message.type];
+  const schema = Object.hasOwn(SCHEMAS, message.type) ? SCHEMAS[message.type] : undefined;
   if (schema === undefined) throw new RangeError(`Cannot encode unknown type "${message.type}"`);
   const record = message as unknown as Record<string, unknown>;
   const parts: Uint8Array[] = [];
@@ -105,6 +100,9 @@ function encodeField(field: string, kind: FieldKind, value: unknown): Uint8Array
       if (kind.kind === "text") {
         if (typeof value !== "string") {
           throw new RangeError(`Cannot encode field "${field}": not a string`);
+        }
+        if (!value.isWellFormed()) {
+          throw new RangeError(`Cannot encode field "${field}": it holds a lone surrogate`);
         }
         body = encoder.encode(value);
       } else {

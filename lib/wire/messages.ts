@@ -94,12 +94,13 @@ type ValueOf<K extends FieldKind> = K extends { kind: "text" | "id64" } ? string
 type FieldsOf<T extends MessageType> = (typeof MESSAGE_SCHEMAS)[T]["fields"];
 
 /** One decoded message of type `T`: `{ type, ...fields }`. */
-export type MessageOf<T extends MessageType> =
-  & { readonly type: T }
-  & { readonly [F in FieldsOf<T>[number] as F[0]]: ValueOf<F[1]> };
+export type MessageOf<T extends MessageType> = T extends MessageType ?
+    & { readonly type: T }
+    & { readonly [F in FieldsOf<T>[number] as F[0]]: ValueOf<F[1]> }
+  : never;
 
 /** Any decoded Switchboard message. */
-export type Message = { [T in MessageType]: MessageOf<T> }[MessageType];
+export type Message = MessageOf<MessageType>;
 
 /** Messages a client sends to the server; each carries `reqId` and `client`. */
 export type Request = MessageOf<"hello" | "register" | "deregister" | "text">;

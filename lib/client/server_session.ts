@@ -1,0 +1,167 @@
+/**
+ * The client's requests to the server, sans-I/O: each request gets an id, is
+ * retransmitted over UDP with exponential backoff and jitter until its reply
+ * comes or the give-up time passes, and is matched with its reply.
+ *
+ * @module
+ */
+import { toHex } from "../hex.ts";
+import type { Random } from "../random.ts";
+import type { Message, Reply, Request } from "../wire/messages.ts";
+import { DEFAULT_RETRY_POLICY, retryDelay, type RetryPolicy } from "./retry_policy.ts";
+
+/** Which transport a request travels on. */
+export type Via = "udp" | "tcp";
+
+/** A request without the ids the session adds. */
+export type RequestBody = Request extends infer R
+  ? R extends Request ? Omit<R, "reqId" | "client"> : never
+  : never;
+
+/** What the session asks its driver to do, or reports. */
+export type SessionOutput =
+  | { readonly type: "send"; readonly via: Via; readonly message: Request }
+  | { readonly type: "reply"; readonly reqId: number; readonly reply: Reply }
+  | {
+    readonly type: "failed";
+    readonly reqId: number;
+    readonly reason: string;
+  };
+
+interface Pending {
+  message: Request;
+  via: Via;
+  firstSentAt: number;
+  retransmissions: number;
+  nextAt: number;
+}
+
+/** Options of a {@linkcode ServerSession}. */
+export interface ServerSessionOptions {
+  /** Source of the client id, the first request id and jitter. */
+  random: Random;
+  /** Retransmission schedule. */
+  retry?: RetryPolicy;
+}
+
+/**
+ * Outstanding requests to the server.
+ *
+ * @example
+ * ```ts
+ * const session = new ServerSession({ random: cryptoRandom });
+ * const reqId = session.start(now, { type: "hello" }, "udp");
+ * // send session.poll() outputs; on a reply: session.handle(now, reply)
+ * ```
+ */
+export class ServerSession {
+  /** This process's random id, sent with every request. */
+  readonly clientId: string;
+  #random: Random;
+  #retry: RetryPolicy;
+  #nextReqId: number;
+  #pending = new Map<number, Pending>();
+  #outputs: SessionOutput[] = [];
+  #retransmissions = 0;
+
+  /** @param options randomness and retry policy */
+  constructor(options: ServerSessionOptions) {
+    this.#random = options.random;
+    this.#retry = options.retry ?? DEFAULT_RETRY_POLICY;
+    this.clientId = toHex(this.#random.bytes(8));
+    this.#nextReqId = Math.floor(this.#random.next() * 0x1_0000_0000);
+  }
+
+  /** Retransmissions made since start. */
+  get retransmissions(): number {
+    return this.#retransmissions;
+  }
+
+  /**
+   * Sends a new request.
+   *
+   * @param now current time, ms
+   * @param body the request without ids
+   * @param via transport; only UDP requests are retransmitted
+   * @returns the request id, which its `reply` or `failed` output carries
+   */
+  start(now: number, body: RequestBody, via: Via): number {
+    const reqId = this.#nextReqId;
+    this.#nextReqId = (this.#nextReqId + 1) >>> 0;
+    const message = { ...body, reqId, client: this.clientId } as Request;
+    const nextAt = via === "udp"
+      ? now + retryDelay(0, this.#random, this.#retry)
+      : now + this.#retry.giveUpMs;
+    this.#pending.set(reqId, { message, via, firstSentAt: now, retransmissions: 0, nextAt });
+    this.#outputs.push({ type: "send", via, message });
+    return reqId;
+  }
+
+  /**
+   * Matches a message from the server with its request.
+   *
+   * @param _now current time, ms
+   * @param message a decoded message from the server
+   * @returns true if it answered an outstanding request
+   */
+  handle(_now: number, message: Message): boolean {
+    if (!("reqId" in message) || "client" in message) return false;
+    if (!this.#pending.delete(message.reqId)) return false;
+    this.#outputs.push({ type: "reply", reqId: message.reqId, reply: message as Reply });
+    return true;
+  }
+
+  /**
+   * Fails a request at once, for a transport error such as a refused TCP
+   * connection.
+   *
+   * @param reqId the request
+   * @param reason one sentence
+   */
+  fail(reqId: number, reason: string): void {
+    if (this.#pending.delete(reqId)) this.#outputs.push({ type: "failed", reqId, reason });
+  }
+
+  /** @returns when `onTimeout` should next be called, or undefined */
+  nextTimeout(): number | undefined {
+    let next: number | undefined;
+    for (const p of this.#pending.values()) {
+      if (next === undefined || p.nextAt < next) next = p.nextAt;
+    }
+    return next;
+  }
+
+  /**
+   * Retransmits or gives up on requests whose time has come.
+   *
+   * @param now current time, ms
+   */
+  onTimeout(now: number): void {
+    for (const [reqId, p] of this.#pending) {
+      if (p.nextAt > now) continue;
+      const elapsed = now - p.firstSentAt;
+      if (elapsed >= this.#retry.giveUpMs) {
+        this.#pending.delete(reqId);
+        const seconds = Math.round(this.#retry.giveUpMs / 100) / 10;
+        this.#outputs.push({
+          type: "failed",
+          reqId,
+          reason: `the server did not answer within ${seconds} s (${
+            p.retransmissions + 1
+          } attempts)`,
+        });
+        continue;
+      }
+      p.retransmissions++;
+      this.#retransmissions++;
+      const delay = retryDelay(p.retransmissions, this.#random, this.#retry);
+      p.nextAt = Math.min(now + delay, p.firstSentAt + this.#retry.giveUpMs);
+      this.#outputs.push({ type: "send", via: p.via, message: p.message });
+    }
+  }
+
+  /** @returns the next output, or undefined */
+  poll(): SessionOutput | undefined {
+    return this.#outputs.shift();
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * The registry: every registered client by name, as kept in memory and as
+ * stored in `registrations.json`. Pure data; reading and writing the file is
+ * the driver's job (`lib/driver/registry_file.ts`).
+ *
+ * @module
+ */
+import { nameKey, nameProblem } from "../wire/client_name.ts";
+
+/** One registered client. */
+export interface RegistryRecord {
+  /** The name as the client chose it (display form). */
+  readonly name: string;
+  /** The client's IP address, as the server saw it. */
+  readonly ip: string;
+  /** The client's UDP port, as the server saw it. */
+  readonly udpPort: number;
+  /** The TCP port the client declared. */
+  readonly tcpPort: number;
+  /** When it registered, ISO 8601. */
+  readonly registeredAt: string;
+  /** SHA-256 of its session token, hex; never the token itself. */
+  readonly tokenSha256: string;
+}
+
+/** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
+export type RegistryJson = Record<string, {
+  ip: string;
+  udp_port: number;
+  tcp_port: number;
+  registered_at: string;
+  token_sha256: string;
+}>;
+
+/** Thrown when `registrations.json` does not hold a valid registry. */
+export class RegistryFormatError extends Error {
+  /** @param message what is wrong, one sentence */
+  constructor(message: string) {
+    super(message);
+    this.name = "RegistryFormatError";
+  }
+}
+
+/**
+ * Registered clients, unique by case-insensitive name.
+ *
+ * @example
+ * ```ts
+ * const registry = new Registry();
+ * registry.add({ name: "Alice", ip: "127.0.0.1", udpPort: 5000, tcpPort: 5001,
+ *   registeredAt: new Date().toISOString(), tokenSha256: "" });
+ * registry.get("alice")?.name; // "Alice"
+ * ```
+ */
+export class Registry {
+  #byKey = new Map<string, RegistryRecord>();
+
+  /** How many clients are registered. */
+  get size(): number {
+    return this.#byKey.size;
+  }
+
+  /**
+   * Finds a client by name, ignoring case.
+   *
+   * @param name any name
+   * @returns its record, or undefined
+   */
+  get(name: string): RegistryRecord | undefined {
+    return this.#byKey.get(nameKey(name));
+  }
+
+  /**
+   * Adds a client whose name is not taken.
+   *
+   * @param record the new record
+   * @throws {RangeError} if the name is taken
+   */
+  add(record: RegistryRecord): void {
+    const key = nameKey(record.name);
+    if (this.#byKey.has(key)) throw new RangeError(`Cannot add "${record.name}": name is taken`);
+    this.#byKey.set(key, record);
+  }
+
+  /**
+   * Removes a client.
+   *
+   * @param name its name, any case
+   * @returns the removed record, or undefined if there was none
+   */
+  remove(name: string): RegistryRecord | undefined {
+    const key = nameKey(name);
+    const record = this.#byKey.get(key);
+    this.#byKey.delete(key);
+    return record;
+  }
+
+  /** @returns every record, in registration order */
+  records(): RegistryRecord[] {
+    return [...this.#byKey.values()];
+  }
+
+  /** @returns the registry in the shape of `registrations.json` */
+  toJson(): RegistryJson {
+    const out: RegistryJson = {};
+    for (const r of this.#byKey.values()) {
+      out[r.name] = {
+        ip: r.ip,
+        udp_port: r.udpPort,
+        tcp_port: r.tcpPort,
+        registered_at: r.registeredAt,
+        token_sha256: r.tokenSha256,
+      };
+    }
+    return out;
+  }
+
+  /**
+   * Builds a registry from parsed `registrations.json` content, checking
+   * every entry. Seed files without `registered_at` and `token_sha256` load;
+   * such entries can only be removed by editing the file.
+   *
+   * @param json the parsed file
+   * @returns the registry
+   * @throws {RegistryFormatError} naming the first bad entry
+   */
+  static fromJson(json: unknown): Registry {
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new RegistryFormatError("the top level is not a JSON object of names");
+    }
+    const registry = new Registry();
+    for (const [name, value] of Object.entries(json)) {
+      const problem = nameProblem(name);
+      if (problem !== undefined) throw new RegistryFormatError(`entry "${name}": ${problem}`);
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        throw new RegistryFormatError(`entry "${name}" is not an object`);
+      }
+      const entry = value as Record<string, unknown>;
+      if (typeof entry.ip !== "string" || entry.ip.length === 0 || entry.ip.length > 64) {
+        throw new RegistryFormatError(`entry "${name}" has no valid "ip"`);
+      }
+      for (const field of ["udp_port", "tcp_port"]) {
+        const port = entry[field];
+        if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+          throw new RegistryFormatError(`entry "${name}" has no valid "${field}"`);
+        }
+      }
+      const registeredAt = entry.registered_at ?? "";
+      const tokenSha256 = entry.token_sha256 ?? "";
+      if (typeof registeredAt !== "string") {
+        throw new RegistryFormatError(`entry "${name}" has a bad "registered_at"`);
+      }
+      if (typeof tokenSha256 !== "string" || !/^([0-9a-f]{64})?$/.test(tokenSha256)) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "token_sha256"`);
+      }
+      if (registry.get(name) !== undefined) {
+        throw new RegistryFormatError(`entry "${name}" repeats a name (names ignore case)`);
+      }
+      registry.add({
+        name,
+        ip: entry.ip,
+        udpPort: entry.udp_port as number,
+        tcpPort: entry.tcp_port as number,
+        registeredAt,
+        tokenSha256,
+      });
+    }
+    return registry;
+  }
+}

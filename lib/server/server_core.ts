@@ -1,0 +1,408 @@
+/**
+ * The server's protocol logic, sans-I/O: feed it decoded requests with their
+ * source and the time, then `poll()` for replies to send, registry snapshots
+ * to persist and events to log. A reply that follows a state change is held
+ * back until the driver reports the snapshot durable (`persisted`).
+ *
+ * @module
+ */
+import { sha256 } from "@noble/hashes/sha2";
+import { toHex } from "../hex.ts";
+import type { Random } from "../random.ts";
+import { nameProblem } from "../wire/client_name.ts";
+import { encodeMessage } from "../wire/codec.ts";
+import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
+import {
+  isRequest,
+  type Message,
+  type MessageOf,
+  type Reply,
+  type Request,
+  TOKEN_BYTES,
+} from "../wire/messages.ts";
+import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
+import { ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
+
+/** Where a request came from, and so where its reply goes. */
+export interface Endpoint {
+  /** The transport it arrived on. */
+  readonly transport: "udp" | "tcp";
+  /** The peer's IP address. */
+  readonly address: string;
+  /** The peer's port. */
+  readonly port: number;
+  /** For TCP: the driver's id of the connection. */
+  readonly connId?: number;
+}
+
+/** Something that happened, for the log and the console. */
+export type ServerEvent =
+  | {
+    readonly kind: "registered";
+    readonly name: string;
+    readonly ip: string;
+    readonly udpPort: number;
+    readonly tcpPort: number;
+    readonly transport: "udp" | "tcp";
+  }
+  | { readonly kind: "deregistered"; readonly name: string; readonly transport: "udp" | "tcp" }
+  | {
+    readonly kind: "text";
+    readonly from: Endpoint;
+    readonly name: string;
+    readonly verified: boolean;
+    readonly text: string;
+  }
+  | {
+    readonly kind: "refused";
+    readonly from: Endpoint;
+    readonly request: string;
+    readonly code: ErrorCodeName;
+    readonly reason: string;
+  }
+  | { readonly kind: "replayed"; readonly from: Endpoint; readonly request: string }
+  | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
+  | { readonly kind: "save_failed"; readonly reason: string };
+
+/** What the core asks its driver to do. */
+export type ServerOutput =
+  | { readonly type: "send"; readonly to: Endpoint; readonly message: Reply }
+  | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
+  | { readonly type: "event"; readonly event: ServerEvent };
+
+/** Counters for the operator. */
+export interface ServerStats {
+  /** Requests handled, replays included. */
+  requests: number;
+  /** Requests answered from the replay cache. */
+  replays: number;
+  /** Requests refused with an error reply. */
+  refused: number;
+}
+
+/** Options of a {@linkcode ServerCore}. */
+export interface ServerCoreOptions {
+  /** The registry loaded at start. */
+  registry: Registry;
+  /** Source of session tokens. */
+  random: Random;
+  /** The server's TCP port, told to clients in `hello_ok`. */
+  tcpPort: number;
+  /** The server's version string. */
+  version: string;
+  /** Replay cache limits. */
+  replay?: ReplayCacheOptions;
+}
+
+interface HeldReply {
+  version: number;
+  to: Endpoint;
+  client: string;
+  reqId: number;
+  reply: Reply;
+  event: ServerEvent;
+  undo: () => void;
+  failure: Reply;
+}
+
+/**
+ * The server core.
+ *
+ * @example
+ * ```ts
+ * const core = new ServerCore({ registry: new Registry(), random: cryptoRandom,
+ *   tcpPort: 3001, version: "0.1.0" });
+ * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message);
+ * for (let out = core.poll(); out; out = core.poll()) {
+ *   // send, persist (then core.persisted(version)), or log
+ * }
+ * ```
+ */
+export class ServerCore {
+  #registry: Registry;
+  #random: Random;
+  #tcpPort: number;
+  #version: string;
+  #replay: ReplayCache;
+  #outputs: ServerOutput[] = [];
+  #held: HeldReply[] = [];
+  #version_ = 0;
+  #persistedVersion = 0;
+  #persistInFlight = false;
+  #stats: ServerStats = { requests: 0, replays: 0, refused: 0 };
+
+  /** @param options the registry, randomness and server facts */
+  constructor(options: ServerCoreOptions) {
+    this.#registry = options.registry;
+    this.#random = options.random;
+    this.#tcpPort = options.tcpPort;
+    this.#version = options.version;
+    this.#replay = new ReplayCache(options.replay);
+  }
+
+  /** The live registry (read it; change it only through requests). */
+  get registry(): Registry {
+    return this.#registry;
+  }
+
+  /** Counters since start. */
+  get stats(): Readonly<ServerStats> {
+    return this.#stats;
+  }
+
+  /** True while a registry snapshot is being written or waits to be. */
+  get hasUnsavedChanges(): boolean {
+    return this.#persistedVersion < this.#version_;
+  }
+
+  /**
+   * Handles one decoded message.
+   *
+   * @param now current time, ms since the epoch
+   * @param from where it came from
+   * @param message the decoded message
+   */
+  handle(now: number, from: Endpoint, message: Message): void {
+    if (!isRequest(message)) {
+      this.#emit({ kind: "unexpected", from, type: message.type });
+      return;
+    }
+    this.#stats.requests++;
+    const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
+    const seen = this.#replay.check(now, message.client, message.reqId, fingerprint);
+    if (seen.state === "pending") return;
+    if (seen.state === "done") {
+      this.#stats.replays++;
+      this.#outputs.push({ type: "send", to: from, message: seen.reply });
+      this.#emit({ kind: "replayed", from, request: message.type });
+      return;
+    }
+    this.#replay.begin(now, message.client, message.reqId, fingerprint);
+    this.#execute(now, from, message);
+  }
+
+  /**
+   * Takes the next output.
+   *
+   * @returns the next thing to do, or undefined when there is none
+   */
+  poll(): ServerOutput | undefined {
+    return this.#outputs.shift();
+  }
+
+  /**
+   * Reports that the snapshot of `version` is durable: the replies it held
+   * go out.
+   *
+   * @param version the version from the `persist` output
+   */
+  persisted(version: number): void {
+    this.#persistInFlight = false;
+    this.#persistedVersion = Math.max(this.#persistedVersion, version);
+    const ready = this.#held.filter((h) => h.version <= version);
+    this.#held = this.#held.filter((h) => h.version > version);
+    for (const h of ready) {
+      this.#replay.complete(h.client, h.reqId, h.reply);
+      this.#outputs.push({ type: "send", to: h.to, message: h.reply });
+      this.#emit(h.event);
+    }
+    this.#requestPersist();
+  }
+
+  /**
+   * Reports that writing the snapshot of `version` failed: the changes it
+   * held are undone and their requests answered with an error.
+   *
+   * @param version the version from the `persist` output
+   * @param reason why, for the log
+   */
+  persistFailed(version: number, reason: string): void {
+    this.#persistInFlight = false;
+    this.#emit({ kind: "save_failed", reason });
+    const failed = this.#held.filter((h) => h.version <= version);
+    this.#held = this.#held.filter((h) => h.version > version);
+    for (const h of failed.reverse()) {
+      h.undo();
+      this.#replay.complete(h.client, h.reqId, h.failure);
+      this.#outputs.push({ type: "send", to: h.to, message: h.failure });
+    }
+    this.#persistedVersion = Math.max(this.#persistedVersion, version);
+    this.#requestPersist();
+  }
+
+  #execute(now: number, from: Endpoint, request: Request): void {
+    switch (request.type) {
+      case "hello":
+        this.#answer(from, request, {
+          type: "hello_ok",
+          reqId: request.reqId,
+          tcpPort: this.#tcpPort,
+          serverVersion: this.#version,
+        });
+        return;
+      case "register":
+        this.#register(now, from, request);
+        return;
+      case "deregister":
+        this.#deregister(from, request);
+        return;
+      case "text":
+        this.#text(from, request);
+        return;
+    }
+  }
+
+  #register(now: number, from: Endpoint, request: MessageOf<"register">): void {
+    const name = request.name;
+    const problem = nameProblem(name);
+    if (problem !== undefined) {
+      return this.#refuse(from, request, "invalid_name", `Cannot register: ${lower(problem)}`);
+    }
+    const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    if (udpPort === 0) {
+      return this.#refuse(from, request, "bad_request", `Cannot register "${name}": UDP port 0`);
+    }
+    if (request.tcpPort < 1024) {
+      return this.#refuse(
+        from,
+        request,
+        "bad_request",
+        `Cannot register "${name}": TCP port ${request.tcpPort} is not in 1024..65535`,
+      );
+    }
+    const existing = this.#registry.get(name);
+    if (existing !== undefined) {
+      return this.#refuse(
+        from,
+        request,
+        "name_taken",
+        `Cannot register "${name}": name is taken`,
+      );
+    }
+    const token = this.#random.bytes(TOKEN_BYTES);
+    const record: RegistryRecord = {
+      name,
+      ip: from.address,
+      udpPort,
+      tcpPort: request.tcpPort,
+      registeredAt: new Date(now).toISOString(),
+      tokenSha256: toHex(sha256(token)),
+    };
+    this.#registry.add(record);
+    this.#hold(from, request, {
+      reply: { type: "register_ok", reqId: request.reqId, token },
+      event: {
+        kind: "registered",
+        name,
+        ip: record.ip,
+        udpPort,
+        tcpPort: record.tcpPort,
+        transport: from.transport,
+      },
+      undo: () => this.#registry.remove(name),
+      failureText: `Cannot register "${name}": the server could not save its registry`,
+    });
+  }
+
+  #deregister(from: Endpoint, request: MessageOf<"deregister">): void {
+    const record = this.#registry.get(request.name);
+    if (record === undefined) {
+      return this.#refuse(
+        from,
+        request,
+        "not_registered",
+        `Cannot deregister "${request.name}": not registered`,
+      );
+    }
+    if (!this.#tokenMatches(record, request.token)) {
+      return this.#refuse(
+        from,
+        request,
+        "bad_token",
+        `Cannot deregister "${record.name}": the session token does not match`,
+      );
+    }
+    this.#registry.remove(record.name);
+    this.#hold(from, request, {
+      reply: { type: "deregister_ok", reqId: request.reqId },
+      event: { kind: "deregistered", name: record.name, transport: from.transport },
+      undo: () => this.#registry.add(record),
+      failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
+    });
+  }
+
+  #text(from: Endpoint, request: MessageOf<"text">): void {
+    const record = request.name === "" ? undefined : this.#registry.get(request.name);
+    const verified = record !== undefined && this.#tokenMatches(record, request.token);
+    this.#emit({
+      kind: "text",
+      from,
+      name: verified ? record.name : request.name,
+      verified,
+      text: request.text,
+    });
+    this.#answer(from, request, { type: "text_ok", reqId: request.reqId });
+  }
+
+  #tokenMatches(record: RegistryRecord, token: Uint8Array): boolean {
+    if (record.tokenSha256 === "" || token.length !== TOKEN_BYTES) return false;
+    const actual = toHex(sha256(token));
+    let diff = 0;
+    for (let i = 0; i < actual.length; i++) {
+      diff |= actual.charCodeAt(i) ^ record.tokenSha256.charCodeAt(i);
+    }
+    return diff === 0;
+  }
+
+  #answer(to: Endpoint, request: Request, reply: Reply): void {
+    this.#replay.complete(request.client, request.reqId, reply);
+    this.#outputs.push({ type: "send", to, message: reply });
+  }
+
+  #refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void {
+    this.#stats.refused++;
+    this.#emit({ kind: "refused", from, request: request.type, code, reason });
+    this.#answer(from, request, errorReply(request.reqId, code, reason));
+  }
+
+  #hold(
+    to: Endpoint,
+    request: Request,
+    change: { reply: Reply; event: ServerEvent; undo: () => void; failureText: string },
+  ): void {
+    this.#version_++;
+    this.#held.push({
+      version: this.#version_,
+      to,
+      client: request.client,
+      reqId: request.reqId,
+      reply: change.reply,
+      event: change.event,
+      undo: change.undo,
+      failure: errorReply(request.reqId, "not_saved", change.failureText),
+    });
+    this.#requestPersist();
+  }
+
+  #requestPersist(): void {
+    if (this.#persistInFlight || this.#persistedVersion >= this.#version_) return;
+    this.#persistInFlight = true;
+    this.#outputs.push({
+      type: "persist",
+      version: this.#version_,
+      registry: this.#registry.toJson(),
+    });
+  }
+
+  #emit(event: ServerEvent): void {
+    this.#outputs.push({ type: "event", event });
+  }
+}
+
+function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply {
+  return { type: "error", reqId, code: ERROR_CODES[code], message };
+}
+
+function lower(sentence: string): string {
+  return sentence.charAt(0).toLowerCase() + sentence.slice(1);
+}

@@ -1,0 +1,78 @@
+import type { Endpoint, ServerEvent } from "./server_core.ts";
+
+/** A server event rendered for people: log level and one line. */
+export interface EventText {
+  /** How loud it is. */
+  readonly level: "debug" | "info" | "warning" | "error";
+  /** One line, with the fields that matter and no secrets. */
+  readonly text: string;
+}
+
+/**
+ * Renders a server event for the log and the console.
+ *
+ * @param event the event
+ * @returns its level and text
+ *
+ * @example
+ * ```ts
+ * serverEventText({ kind: "deregistered", name: "Bob", transport: "udp" }).text;
+ * // 'Deregistered "Bob" (over UDP)'
+ * ```
+ */
+export function serverEventText(event: ServerEvent): EventText {
+  switch (event.kind) {
+    case "registered":
+      return {
+        level: "info",
+        text: `Registered "${event.name}" at ${event.ip} (UDP port ${event.udpPort}, ` +
+          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}`,
+      };
+    case "deregistered":
+      return {
+        level: "info",
+        text: `Deregistered "${event.name}" (over ${event.transport.toUpperCase()})`,
+      };
+    case "text":
+      return {
+        level: "info",
+        text: `TCP message from ${
+          event.verified
+            ? `"${event.name}"`
+            : `${endpointText(event.from)}${
+              event.name === "" ? "" : ` (claims "${event.name}", unverified)`
+            }`
+        }: ${JSON.stringify(event.text)}`,
+      };
+    case "refused":
+      return {
+        level: "info",
+        text: `Refused ${event.request} from ${endpointText(event.from)}: ${event.reason}`,
+      };
+    case "replayed":
+      return {
+        level: "debug",
+        text: `Answered a retransmitted ${event.request} from ${
+          endpointText(event.from)
+        } from the replay cache`,
+      };
+    case "unexpected":
+      return {
+        level: "debug",
+        text: `Ignored a "${event.type}" message from ${endpointText(event.from)}`,
+      };
+    case "save_failed":
+      return { level: "error", text: `Could not save the registry: ${event.reason}` };
+  }
+}
+
+/**
+ * Formats an endpoint as `udp 127.0.0.1:5000` or `tcp [::1]:5000`.
+ *
+ * @param endpoint the endpoint
+ * @returns one short string
+ */
+export function endpointText(endpoint: Endpoint): string {
+  const host = endpoint.address.includes(":") ? `[${endpoint.address}]` : endpoint.address;
+  return `${endpoint.transport} ${host}:${endpoint.port}`;
+}

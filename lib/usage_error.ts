@@ -1,0 +1,77 @@
+/**
+ * Thrown for bad command-line usage; entry points print its message as
+ * `error: <message>` and exit with code 2.
+ *
+ * @example
+ * ```ts
+ * throw new UsageError("--udp-port must be a number from 0 to 65535, not \"x\"");
+ * ```
+ */
+export class UsageError extends Error {
+  /** @param message one line: what is wrong and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/**
+ * Reads a port number flag.
+ *
+ * @param flag the flag's name, for the message, such as `"--udp-port"`
+ * @param value the raw value from the parser
+ * @param range the allowed range (default 0 to 65535)
+ * @returns the port
+ * @throws {UsageError} if the value is not an integer in range
+ */
+export function portFlag(
+  flag: string,
+  value: unknown,
+  range: { min: number; max: number } = { min: 0, max: 65535 },
+): number {
+  const text = String(value);
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= range.min && port <= range.max)) {
+    throw new UsageError(
+      `${flag} must be a number from ${range.min} to ${range.max}, not "${text}"`,
+    );
+  }
+  return port;
+}
+
+/**
+ * Reads a positive number of seconds.
+ *
+ * @param flag the flag's name, for the message
+ * @param value the raw value from the parser
+ * @returns the value in milliseconds
+ * @throws {UsageError} if it is not a positive number
+ */
+export function secondsFlag(flag: string, value: unknown): number {
+  const text = String(value);
+  const seconds = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(seconds > 0 && seconds <= 86400)) {
+    throw new UsageError(`${flag} must be a number of seconds above 0, not "${text}"`);
+  }
+  return seconds * 1000;
+}
+
+/**
+ * Rejects flags a program does not know, which `parseArgs` collects in `_`
+ * or as extra keys.
+ *
+ * @param parsed the parser's result
+ * @param known every flag name the program accepts, without dashes
+ * @throws {UsageError} naming the first unknown flag or stray argument
+ */
+export function rejectUnknownFlags(
+  parsed: Record<string, unknown>,
+  known: readonly string[],
+): void {
+  for (const key of Object.keys(parsed)) {
+    if (key === "_" || known.includes(key)) continue;
+    throw new UsageError(`unknown flag --${key}; see --help`);
+  }
+  const rest = parsed._ as unknown[];
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
+}

@@ -1,0 +1,191 @@
+/**
+ * The Switchboard server: flags -> config -> run. Keeps the registry of
+ * clients over UDP (control) and TCP (framed messages).
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli/parse-args";
+import { ServerDriver } from "./lib/driver/server_driver.ts";
+import { RegistryFileError } from "./lib/driver/registry_file.ts";
+import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
+import type { ServerEvent } from "./lib/server/server_core.ts";
+import { serverEventText } from "./lib/server/server_event_text.ts";
+import { portFlag, rejectUnknownFlags, UsageError } from "./lib/usage_error.ts";
+import { VERSION } from "./lib/version.ts";
+
+const HELP = `switchboard-server ${VERSION}: registry and presence server for Switchboard clients
+
+Usage: switchboard-server [flags]
+
+Flags:
+  --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
+  --udp-port N        UDP port for control requests; 0 picks a free one (default 3000)
+  --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
+  --data-dir DIR      where registrations.json is kept (default ./data)
+  --log-dir DIR       where server.log is written (default ./logs)
+  --log-level LEVEL   debug, info, warning or error (default info)
+  -h, --help          show this help
+  -V, --version       print the version
+
+Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one exits at once.`;
+
+interface ServerFlags {
+  host: string;
+  udpPort: number;
+  tcpPort: number;
+  dataDir: string;
+  logDir: string;
+  logLevel: LogLevelName;
+}
+
+function parseFlags(args: string[]): ServerFlags | "help" | "version" {
+  const parsed = parseArgs(args, {
+    string: ["host", "udp-port", "tcp-port", "data-dir", "log-dir", "log-level"],
+    boolean: ["help", "version"],
+    alias: { h: "help", V: "version" },
+    default: {
+      host: "0.0.0.0",
+      "udp-port": "3000",
+      "tcp-port": "3001",
+      "data-dir": "./data",
+      "log-dir": "./logs",
+      "log-level": "info",
+    },
+  });
+  rejectUnknownFlags(parsed, [
+    "host",
+    "udp-port",
+    "tcp-port",
+    "data-dir",
+    "log-dir",
+    "log-level",
+    "help",
+    "version",
+    "h",
+    "V",
+  ]);
+  if (parsed.help) return "help";
+  if (parsed.version) return "version";
+  const logLevel = parsed["log-level"];
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
+  }
+  for (const flag of ["host", "data-dir", "log-dir"] as const) {
+    if (parsed[flag] === "") throw new UsageError(`--${flag} needs a value`);
+  }
+  return {
+    host: parsed.host,
+    udpPort: portFlag("--udp-port", parsed["udp-port"]),
+    tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
+    dataDir: parsed["data-dir"],
+    logDir: parsed["log-dir"],
+    logLevel: logLevel as LogLevelName,
+  };
+}
+
+function printEvent(event: ServerEvent): void {
+  const { level, text } = serverEventText(event);
+  if (level === "debug") return;
+  (level === "info" ? console.log : console.error)(text);
+}
+
+async function main(args: string[]): Promise<number> {
+  let flags;
+  try {
+    flags = parseFlags(args);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`error: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  if (flags === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  if (flags === "version") {
+    console.log(`switchboard-server ${VERSION}`);
+    return 0;
+  }
+  let logging;
+  try {
+    logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
+  } catch (error) {
+    console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
+    return 1;
+  }
+  let server: ServerDriver;
+  try {
+    server = await ServerDriver.start({
+      host: flags.host,
+      udpPort: flags.udpPort,
+      tcpPort: flags.tcpPort,
+      dataDir: flags.dataDir,
+      version: VERSION,
+      onEvent: printEvent,
+    });
+  } catch (error) {
+    await logging.close();
+    console.error(`error: ${startFailure(error, flags)}`);
+    return 1;
+  }
+  console.log(`Server UDP listening on port ${server.udpPort}`);
+  console.log(`Server TCP listening on port ${server.tcpPort}`);
+  console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
+  console.log("Server running... (Press Ctrl+C to stop)");
+
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
+  let stopping = false;
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (stopping) {
+      console.error(`${signal} again: exiting at once`);
+      Deno.exit(130);
+    }
+    stopping = true;
+    stop(signal);
+  };
+  const signals: [Deno.Signal, () => void][] = [
+    ["SIGINT", onSignal("SIGINT")],
+    ["SIGTERM", onSignal("SIGTERM")],
+  ];
+  for (const [signal, handler] of signals) {
+    try {
+      Deno.addSignalListener(signal, handler);
+    } catch {
+      // SIGTERM cannot be listened to on Windows
+    }
+  }
+  const signal = await stopped;
+  console.log(`${signal} received: shutting down...`);
+  await server.close();
+  await logging.close();
+  for (const [sig, handler] of signals) {
+    try {
+      Deno.removeSignalListener(sig, handler);
+    } catch {
+      // not registered
+    }
+  }
+  console.log("Server stopped");
+  return 0;
+}
+
+function startFailure(error: unknown, flags: ServerFlags): string {
+  if (error instanceof RegistryFileError) return error.message;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `port ${flags.udpPort} (UDP) or ${flags.tcpPort} (TCP) is in use; ` +
+      "pass --udp-port and --tcp-port to choose others (0 picks free ones)";
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot bind to ${flags.host}: no such local address; check --host`;
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return `permission denied: ${(error as Error).message}`;
+  }
+  return `cannot start the server: ${(error as Error).message}`;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
