@@ -26,6 +26,8 @@ export interface Logging {
 
 const MAX_FILE_BYTES = 5 * 1024 * 1024;
 const MAX_FILES = 5;
+// Lines reach the file within this long, so `tail -f` and a crash lose little.
+const FLUSH_INTERVAL_MS = 200;
 
 /**
  * Configures LogTape to write `["switchboard", ...]` records to a rotating
@@ -60,6 +62,8 @@ export async function setupLogging(options: LoggingOptions): Promise<Logging> {
         formatter,
         maxSize: MAX_FILE_BYTES,
         maxFiles: MAX_FILES,
+        nonBlocking: true,
+        flushInterval: FLUSH_INTERVAL_MS,
       }),
     },
     loggers: [

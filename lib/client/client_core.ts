@@ -188,12 +188,12 @@ export class ClientCore {
   }
 
   /**
-   * Fails the running TCP request, for a connection error.
+   * Fails the running request if it travels over TCP, for a connection error.
    *
    * @param reason one sentence
    */
-  transportFailed(reason: string): void {
-    if (this.#running !== undefined) this.#session.fail(this.#running.reqId, reason);
+  tcpFailed(reason: string): void {
+    this.#session.failAll("tcp", reason);
     this.#drain();
   }
 

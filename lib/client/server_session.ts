@@ -112,14 +112,18 @@ export class ServerSession {
   }
 
   /**
-   * Fails a request at once, for a transport error such as a refused TCP
-   * connection.
+   * Fails at once every outstanding request on one transport, for an error
+   * such as a refused or broken TCP connection.
    *
-   * @param reqId the request
+   * @param via the transport that failed
    * @param reason one sentence
    */
-  fail(reqId: number, reason: string): void {
-    if (this.#pending.delete(reqId)) this.#outputs.push({ type: "failed", reqId, reason });
+  failAll(via: Via, reason: string): void {
+    for (const [reqId, p] of this.#pending) {
+      if (p.via !== via) continue;
+      this.#pending.delete(reqId);
+      this.#outputs.push({ type: "failed", reqId, reason });
+    }
   }
 
   /** @returns when `onTimeout` should next be called, or undefined */
