@@ -80,12 +80,15 @@ function formatLine({ timestamp, level, category, message, record }: FormattedVa
     : new Set<string>();
   const extras = Object.entries(record.properties)
     .filter(([key]) => !mentioned.has(key))
-    .map(([key, value]) => ` ${key}=${renderValue(value)}`);
+    .map(([key, value]) =>
+      ` ${key}=${typeof value === "string" ? JSON.stringify(value) : renderValue(value)}`
+    );
   return `${timestamp} ${level.padEnd(7)} ${category}: ${message}${extras.join("")}`;
 }
 
 /** Renders a property on one line; errors as `Name: message`, without their stack. */
 function renderValue(value: unknown): string {
+  if (typeof value === "string") return value.replace(/\r?\n/g, "\\n");
   if (value instanceof Error) return JSON.stringify(`${value.name}: ${value.message}`);
   return Deno.inspect(value, { colors: false, compact: true, breakLength: Infinity })
     .replace(/\r?\n\s*/g, " ");

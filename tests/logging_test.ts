@@ -26,7 +26,7 @@ Deno.test("setupLogging() writes one line per record with timestamp, level and c
     assertEquals(lines.length, 3);
     assertMatch(
       lines[0],
-      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z INFO +switchboard\.server: registered "Alice"$/,
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z INFO +switchboard\.server: registered Alice$/,
     );
     assertMatch(
       lines[1],
