@@ -34,7 +34,7 @@ Deno.test("setupLogging() writes one line per record with timestamp, level and c
     );
     assertMatch(
       lines[2],
-      /ERROR +switchboard\.server: cannot save "registry\.json" error="Error: disk full"$/,
+      /ERROR +switchboard\.server: cannot save registry\.json error="Error: disk full"$/,
     );
   });
 });
