@@ -1,0 +1,200 @@
+/**
+ * `deno task demo`: starts a server and two scripted clients on free
+ * loopback ports in a temporary data directory, and shows registration, a
+ * name collision, a TCP message and deregistration. Exits 0 by itself.
+ *
+ * @module
+ */
+import { fromFileUrl, join } from "@std/path";
+
+const ROOT = fromFileUrl(new URL("..", import.meta.url));
+const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
+const DEADLINE_MS = 60_000;
+
+const encoder = new TextEncoder();
+
+/** A running program whose output lines are printed with a prefix. */
+class Program {
+  #child: Deno.ChildProcess;
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #lines: string[] = [];
+  #wakeup: (() => void) | undefined;
+  #done: Promise<void>;
+
+  constructor(label: string, script: string, args: string[], withStdin: boolean) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...PERMISSIONS,
+        "--config",
+        join(ROOT, "deno.json"),
+        join(ROOT, script),
+        ...args,
+      ],
+      stdin: withStdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.#stdin = withStdin ? this.#child.stdin.getWriter() : undefined;
+    this.#done = Promise.all([
+      this.#pump(label, this.#child.stdout, false),
+      this.#pump(label, this.#child.stderr, true),
+    ]).then(() => {});
+  }
+
+  async #pump(label: string, stream: ReadableStream<Uint8Array>, isErr: boolean): Promise<void> {
+    let buffer = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk;
+      let newline;
+      while ((newline = buffer.indexOf("\n")) !== -1) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + 1);
+        console.log(`${label.padEnd(8)} ${isErr ? "! " : "| "}${line}`);
+        this.#lines.push(line);
+        this.#wakeup?.();
+      }
+    }
+  }
+
+  /** Waits for a line matching `pattern` and returns its match. */
+  async waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + DEADLINE_MS;
+    let seen = 0;
+    while (Date.now() < deadline) {
+      for (; seen < this.#lines.length; seen++) {
+        const match = this.#lines[seen].match(pattern);
+        if (match) {
+          this.#lines.splice(0, seen + 1);
+          return match;
+        }
+      }
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#wakeup = resolve;
+      const timer = setTimeout(resolve, 200);
+      await promise;
+      clearTimeout(timer);
+    }
+    throw new Error(`timed out waiting for ${pattern}`);
+  }
+
+  async type(line: string): Promise<void> {
+    console.log(`${"".padEnd(8)} > ${line}`);
+    await this.#stdin!.write(encoder.encode(line + "\n"));
+  }
+
+  async finish(signal?: Deno.Signal): Promise<number> {
+    if (signal) this.#child.kill(signal);
+    if (this.#stdin) await this.#stdin.close().catch(() => {});
+    const status = await this.#child.status;
+    await this.#done;
+    return status.code;
+  }
+}
+
+function step(text: string): void {
+  console.log(`\n== ${text}`);
+}
+
+async function clientRun(label: string, args: string[], commands: string[]): Promise<number> {
+  const dir = await Deno.makeTempDir({ prefix: "switchboard-demo-script-" });
+  const script = join(dir, "commands.txt");
+  await Deno.writeTextFile(script, commands.join("\n") + "\n");
+  console.log(`${"".padEnd(8)} (script: ${commands.join("; ")})`);
+  const code = await new Program(label, "client.ts", [...args, "--script", script], false).finish();
+  await Deno.remove(dir, { recursive: true });
+  return code;
+}
+
+async function main(): Promise<number> {
+  const tmp = await Deno.makeTempDir({ prefix: "switchboard-demo-" });
+  const dataDir = join(tmp, "data");
+  const logDir = join(tmp, "logs");
+  console.log(`Switchboard demo: data and logs in ${tmp}`);
+  let server: Program | undefined;
+  let alice: Program | undefined;
+  try {
+    step("Start the server on free loopback ports");
+    server = new Program("server", "server.ts", [
+      "--host",
+      "127.0.0.1",
+      "--udp-port",
+      "0",
+      "--tcp-port",
+      "0",
+      "--data-dir",
+      dataDir,
+      "--log-dir",
+      logDir,
+    ], false);
+    const udpPort = (await server.waitFor(/^Server UDP listening on port (\d+)/))[1];
+    await server.waitFor(/^Server running/);
+    const common = ["--server", `127.0.0.1:${udpPort}`, "--log-dir", logDir];
+
+    step("Alice registers (an interactive-style session fed line by line)");
+    alice = new Program("alice", "client.ts", [
+      ...common,
+      "--name",
+      "Alice Smith",
+      "--tcp-port",
+      "5001",
+    ], true);
+    await alice.waitFor(/^Connected to server/);
+    await alice.type("register");
+    await alice.waitFor(/^Registered as/);
+    await alice.type("tcp Hello server, this is Alice over TCP");
+    await alice.waitFor(/acknowledged/);
+
+    step('A second client tries the name "alice smith": names ignore case, so it is taken');
+    const collision = await clientRun("bob", [...common, "--tcp-port", "5002"], [
+      "register alice smith",
+    ]);
+    console.log(
+      `${"".padEnd(8)} (exit code ${collision}: the collision is refused, as it must be)`,
+    );
+    if (collision !== 1) throw new Error(`expected the collision to exit 1, got ${collision}`);
+
+    step("So it registers as Bob Jones, sends a TCP message and deregisters");
+    const bob = await clientRun("bob", [...common, "--tcp-port", "5002"], [
+      "register Bob Jones",
+      "tcp Hi from Bob",
+      "status",
+      "deregister",
+    ]);
+    if (bob !== 0) throw new Error(`Bob's script failed with exit code ${bob}`);
+
+    step("Alice deregisters and leaves");
+    await alice.type("deregister");
+    await alice.waitFor(/^Deregistered/);
+    await alice.type("exit");
+    const aliceCode = await alice.finish();
+    alice = undefined;
+    if (aliceCode !== 0) throw new Error(`Alice's client exited with ${aliceCode}`);
+
+    step("Stop the server with Ctrl+C (SIGINT)");
+    const serverCode = await server.finish("SIGINT");
+    server = undefined;
+    if (serverCode !== 0) throw new Error(`the server exited with ${serverCode}`);
+
+    step(`${join(dataDir, "registrations.json")} (empty: everyone deregistered)`);
+    console.log(await Deno.readTextFile(join(dataDir, "registrations.json")));
+    step(`${join(logDir, "server.log")}`);
+    console.log(await Deno.readTextFile(join(logDir, "server.log")));
+    console.log(
+      "Demo finished: registration, collision, TCP message and deregistration all worked.",
+    );
+    return 0;
+  } catch (error) {
+    console.error(`error: demo failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    await alice?.finish("SIGKILL");
+    await server?.finish("SIGKILL");
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
