@@ -17,6 +17,7 @@ import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { loadRegistry, saveRegistry } from "./registry_file.ts";
+import { loadServerKey } from "./server_key_file.ts";
 
 /** Everything the server driver needs to start. */
 export interface ServerConfig {
@@ -108,6 +109,7 @@ export class ServerDriver {
    */
   static async start(config: ServerConfig): Promise<ServerDriver> {
     const registry = await loadRegistry(config.dataDir);
+    const secret = await loadServerKey(config.dataDir);
     const udp = UdpSocket.open({ hostname: config.host, port: config.udpPort });
     let listener: Deno.TcpListener;
     try {
@@ -119,6 +121,7 @@ export class ServerDriver {
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
+      secret,
       tcpPort: (listener.addr as Deno.NetAddr).port,
       version: config.version,
     });

@@ -21,6 +21,8 @@ export interface RegistryRecord {
   readonly registeredAt: string;
   /** SHA-256 of its session token, hex; never the token itself. */
   readonly tokenSha256: string;
+  /** The `client/reqId` of the register request that created it ("" if unknown). */
+  readonly registeredBy: string;
 }
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
@@ -30,6 +32,7 @@ export type RegistryJson = Record<string, {
   tcp_port: number;
   registered_at: string;
   token_sha256: string;
+  registered_by: string;
 }>;
 
 /** Thrown when `registrations.json` does not hold a valid registry. */
@@ -48,7 +51,7 @@ export class RegistryFormatError extends Error {
  * ```ts
  * const registry = new Registry();
  * registry.add({ name: "Alice", ip: "127.0.0.1", udpPort: 5000, tcpPort: 5001,
- *   registeredAt: new Date().toISOString(), tokenSha256: "" });
+ *   registeredAt: new Date().toISOString(), tokenSha256: "", registeredBy: "" });
  * registry.get("alice")?.name; // "Alice"
  * ```
  */
@@ -110,6 +113,7 @@ export class Registry {
         tcp_port: r.tcpPort,
         registered_at: r.registeredAt,
         token_sha256: r.tokenSha256,
+        registered_by: r.registeredBy,
       };
     }
     return out;
@@ -153,6 +157,10 @@ export class Registry {
       if (typeof tokenSha256 !== "string" || !/^([0-9a-f]{64})?$/.test(tokenSha256)) {
         throw new RegistryFormatError(`entry "${name}" has a bad "token_sha256"`);
       }
+      const registeredBy = entry.registered_by ?? "";
+      if (typeof registeredBy !== "string" || registeredBy.length > 64) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "registered_by"`);
+      }
       if (registry.get(name) !== undefined) {
         throw new RegistryFormatError(`entry "${name}" repeats a name (names ignore case)`);
       }
@@ -163,6 +171,7 @@ export class Registry {
         tcpPort: entry.tcp_port as number,
         registeredAt,
         tokenSha256,
+        registeredBy,
       });
     }
     return registry;

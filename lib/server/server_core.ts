@@ -6,10 +6,11 @@
  *
  * @module
  */
+import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
-import { nameProblem } from "../wire/client_name.ts";
+import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
 import {
@@ -40,12 +41,18 @@ export type ServerEvent =
   | {
     readonly kind: "registered";
     readonly name: string;
+    readonly request: string;
     readonly ip: string;
     readonly udpPort: number;
     readonly tcpPort: number;
     readonly transport: "udp" | "tcp";
   }
-  | { readonly kind: "deregistered"; readonly name: string; readonly transport: "udp" | "tcp" }
+  | {
+    readonly kind: "deregistered";
+    readonly name: string;
+    readonly request: string;
+    readonly transport: "udp" | "tcp";
+  }
   | {
     readonly kind: "text";
     readonly from: Endpoint;
@@ -84,8 +91,14 @@ export interface ServerStats {
 export interface ServerCoreOptions {
   /** The registry loaded at start. */
   registry: Registry;
-  /** Source of session tokens. */
+  /** Source of the token secret when none is given. */
   random: Random;
+  /**
+   * The server's secret key (32 bytes) from which session tokens are derived.
+   * Pass the persisted one so that a register executed just before a crash
+   * and retransmitted after the restart gets its original token back.
+   */
+  secret?: Uint8Array;
   /** The server's TCP port, told to clients in `hello_ok`. */
   tcpPort: number;
   /** The server's version string. */
@@ -120,7 +133,7 @@ interface HeldReply {
  */
 export class ServerCore {
   #registry: Registry;
-  #random: Random;
+  #secret: Uint8Array;
   #tcpPort: number;
   #version: string;
   #replay: ReplayCache;
@@ -134,7 +147,7 @@ export class ServerCore {
   /** @param options the registry, randomness and server facts */
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
-    this.#random = options.random;
+    this.#secret = options.secret ?? options.random.bytes(32);
     this.#tcpPort = options.tcpPort;
     this.#version = options.version;
     this.#replay = new ReplayCache(options.replay);
@@ -270,7 +283,12 @@ export class ServerCore {
         `Cannot register "${name}": TCP port ${request.tcpPort} is not in 1024..65535`,
       );
     }
+    const token = this.#token(request);
     const existing = this.#registry.get(name);
+    if (existing !== undefined && existing.registeredBy === requestKey(request)) {
+      // Executed before a crash that lost the replay cache: answer it again.
+      return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, token });
+    }
     if (existing !== undefined) {
       return this.#refuse(
         from,
@@ -279,7 +297,6 @@ export class ServerCore {
         `Cannot register "${name}": name is taken`,
       );
     }
-    const token = this.#random.bytes(TOKEN_BYTES);
     const record: RegistryRecord = {
       name,
       ip: from.address,
@@ -287,6 +304,7 @@ export class ServerCore {
       tcpPort: request.tcpPort,
       registeredAt: new Date(now).toISOString(),
       tokenSha256: toHex(sha256(token)),
+      registeredBy: requestKey(request),
     };
     this.#registry.add(record);
     this.#hold(from, request, {
@@ -294,6 +312,7 @@ export class ServerCore {
       event: {
         kind: "registered",
         name,
+        request: requestKey(request),
         ip: record.ip,
         udpPort,
         tcpPort: record.tcpPort,
@@ -325,7 +344,12 @@ export class ServerCore {
     this.#registry.remove(record.name);
     this.#hold(from, request, {
       reply: { type: "deregister_ok", reqId: request.reqId },
-      event: { kind: "deregistered", name: record.name, transport: from.transport },
+      event: {
+        kind: "deregistered",
+        name: record.name,
+        request: requestKey(request),
+        transport: from.transport,
+      },
       undo: () => this.#registry.add(record),
       failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
     });
@@ -342,6 +366,11 @@ export class ServerCore {
       text: request.text,
     });
     this.#answer(from, request, { type: "text_ok", reqId: request.reqId });
+  }
+
+  #token(request: MessageOf<"register">): Uint8Array {
+    const input = new TextEncoder().encode(`${requestKey(request)}/${nameKey(request.name)}`);
+    return hmac(sha256, this.#secret, input).subarray(0, TOKEN_BYTES);
   }
 
   #tokenMatches(record: RegistryRecord, token: Uint8Array): boolean {
@@ -401,6 +430,10 @@ export class ServerCore {
 
 function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply {
   return { type: "error", reqId, code: ERROR_CODES[code], message };
+}
+
+function requestKey(request: Request): string {
+  return `${request.client}/${request.reqId}`;
 }
 
 function lower(sentence: string): string {

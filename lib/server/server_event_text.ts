@@ -16,8 +16,9 @@ export interface EventText {
  *
  * @example
  * ```ts
- * serverEventText({ kind: "deregistered", name: "Bob", transport: "udp" }).text;
- * // 'Deregistered "Bob" (over UDP)'
+ * serverEventText({ kind: "deregistered", name: "Bob", request: "00aa00aa00aa00aa/7",
+ *   transport: "udp" }).text;
+ * // 'Deregistered "Bob" over UDP, request 00aa00aa00aa00aa/7'
  * ```
  */
 export function serverEventText(event: ServerEvent): EventText {
@@ -26,12 +27,13 @@ export function serverEventText(event: ServerEvent): EventText {
       return {
         level: "info",
         text: `Registered "${event.name}" at ${event.ip} (UDP port ${event.udpPort}, ` +
-          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}`,
+          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}, request ${event.request}`,
       };
     case "deregistered":
       return {
         level: "info",
-        text: `Deregistered "${event.name}" (over ${event.transport.toUpperCase()})`,
+        text:
+          `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.request}`,
       };
     case "text":
       return {

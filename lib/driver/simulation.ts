@@ -1,0 +1,336 @@
+/**
+ * The simulator's driver: runs the real {@linkcode ServerCore} and any number
+ * of {@linkcode ClientCore}s on a {@linkcode SimNetwork} with a virtual clock
+ * and one seeded random source, so a run is exactly reproducible from its
+ * seed. The server's disk is simulated too: a snapshot becomes durable after
+ * a write delay, and a crash loses what was not yet written.
+ *
+ * @module
+ */
+import { ClientCore, type CommandResult, type CoreCommand } from "../client/client_core.ts";
+import type { RetryPolicy } from "../client/retry_policy.ts";
+import type { Via } from "../client/server_session.ts";
+import { VirtualClock } from "../clock.ts";
+import { SeededRandom } from "../random.ts";
+import { Registry, type RegistryJson } from "../server/registry.ts";
+import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
+import { type Impairment, SimNetwork } from "../transport/sim_network.ts";
+import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import type { Message } from "../wire/messages.ts";
+
+const SERVER_HOST = "127.0.0.1";
+const SERVER_UDP = `${SERVER_HOST}:3000`;
+const SERVER_TCP = `${SERVER_HOST}:3001`;
+
+/** Options of a {@linkcode Simulation}. */
+export interface SimulationOptions {
+  /** The seed; equal seeds give identical runs. */
+  seed: number;
+  /** What the network does to datagrams. */
+  impairment: Impairment;
+  /** How long a registry write takes, ms (default 2 to 20). */
+  writeDelayMs?: readonly [number, number];
+  /** The clients' retry policy (default: the product's). */
+  retry?: RetryPolicy;
+}
+
+/** A client of the simulation: a real client core with a command queue. */
+export class SimClient {
+  /** `address:port` of this client. */
+  readonly address: string;
+  /** The client core. */
+  readonly core: ClientCore;
+  /** Results of finished commands, in order. */
+  readonly results: CommandResult[] = [];
+  /** Commands waiting to run. */
+  readonly queue: CoreCommand[] = [];
+
+  /**
+   * @param address `address:port`
+   * @param core the core
+   */
+  constructor(address: string, core: ClientCore) {
+    this.address = address;
+    this.core = core;
+  }
+
+  /** True when no command runs or waits. */
+  get idle(): boolean {
+    return !this.core.busy && this.queue.length === 0;
+  }
+}
+
+interface PendingWrite {
+  at: number;
+  version: number;
+  registry: RegistryJson;
+}
+
+interface Scheduled {
+  at: number;
+  seq: number;
+  action: () => void;
+}
+
+/**
+ * A deterministic simulation of a server and clients.
+ *
+ * @example
+ * ```ts
+ * const sim = new Simulation({ seed: 7, impairment: { ...NO_IMPAIRMENT, loss: 0.3 } });
+ * const alice = sim.addClient({ name: "Alice" });
+ * sim.command(alice, { kind: "register" });
+ * sim.runUntilIdle(120_000);
+ * alice.results[0].ok; // true
+ * ```
+ */
+export class Simulation {
+  /** The virtual clock. */
+  readonly clock: VirtualClock = new VirtualClock(1_000_000);
+  /** The run's only random source. */
+  readonly random: SeededRandom;
+  /** The simulated network. */
+  readonly network: SimNetwork;
+  /** Every server event, in order, across restarts. */
+  readonly serverEvents: ServerEvent[] = [];
+  /** The clients, in the order they were added. */
+  readonly clients: SimClient[] = [];
+  /** Server crashes so far. */
+  crashes = 0;
+  #options: SimulationOptions;
+  #server: ServerCore | undefined;
+  #disk: RegistryJson = {};
+  #writes: PendingWrite[] = [];
+  #scheduled: Scheduled[] = [];
+  #seq = 0;
+  #secret: Uint8Array;
+
+  /** @param options seed, impairment, write delay and retry policy */
+  constructor(options: SimulationOptions) {
+    this.#options = options;
+    this.random = new SeededRandom(options.seed);
+    this.#secret = this.random.bytes(32);
+    this.network = new SimNetwork(this.random, options.impairment);
+    this.#server = this.#newServer();
+  }
+
+  /** The registry as last made durable on the simulated disk. */
+  get disk(): RegistryJson {
+    return this.#disk;
+  }
+
+  /** The running server core, or undefined while it is down. */
+  get server(): ServerCore | undefined {
+    return this.#server;
+  }
+
+  /**
+   * Adds a client.
+   *
+   * @param options its name, transport and TCP port
+   * @returns the client
+   */
+  addClient(options: { name?: string; via?: Via; tcpPort?: number } = {}): SimClient {
+    const index = this.clients.length + 1;
+    const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
+    const core = new ClientCore({
+      random: this.random,
+      retry: this.#options.retry,
+      name: options.name,
+      udpPort: 4000 + index,
+      tcpPort: options.tcpPort ?? 5000 + index,
+      via: options.via ?? "udp",
+      server: SERVER_UDP,
+    });
+    const client = new SimClient(address, core);
+    this.clients.push(client);
+    return client;
+  }
+
+  /**
+   * Queues a command on a client; it runs when the client's previous one is done.
+   *
+   * @param client the client
+   * @param command the command
+   */
+  command(client: SimClient, command: CoreCommand): void {
+    client.queue.push(command);
+    this.#startQueued();
+  }
+
+  /**
+   * Runs an action at a virtual time.
+   *
+   * @param at virtual time, ms
+   * @param action what to do
+   */
+  at(at: number, action: () => void): void {
+    this.#scheduled.push({ at, seq: this.#seq++, action });
+    this.#scheduled.sort((a, b) => a.at - b.at || a.seq - b.seq);
+  }
+
+  /**
+   * Crashes the server: its memory is lost, and a write in progress either
+   * lands or not (a coin toss), as an atomic rename would.
+   */
+  crashServer(): void {
+    if (this.#server === undefined) return;
+    this.#server = undefined;
+    const inProgress = this.#writes[0];
+    if (inProgress !== undefined && this.random.next() < 0.5) this.#disk = inProgress.registry;
+    this.#writes = [];
+    this.crashes++;
+    this.network.dropFor(SERVER_UDP);
+    this.network.dropFor(SERVER_TCP);
+  }
+
+  /** Restarts a crashed server from the simulated disk. */
+  restartServer(): void {
+    if (this.#server !== undefined) return;
+    this.#server = this.#newServer();
+  }
+
+  /**
+   * Runs until nothing is left to do or `maxMs` of virtual time passed.
+   *
+   * @param maxMs the longest virtual time to run
+   * @returns true if the run went idle, false if it hit the limit
+   */
+  runUntilIdle(maxMs: number): boolean {
+    const limit = this.clock.now() + maxMs;
+    while (true) {
+      const next = this.#nextEventTime();
+      if (next === undefined) return true;
+      if (next > limit) {
+        this.clock.set(limit);
+        return false;
+      }
+      this.clock.set(Math.max(this.clock.now(), next));
+      this.#step();
+    }
+  }
+
+  #newServer(): ServerCore {
+    return new ServerCore({
+      registry: Registry.fromJson(this.#disk),
+      random: this.random,
+      secret: this.#secret,
+      tcpPort: 3001,
+      version: "sim",
+    });
+  }
+
+  #nextEventTime(): number | undefined {
+    const times = [
+      this.network.nextDelivery(),
+      this.#writes[0]?.at,
+      this.#scheduled[0]?.at,
+      ...this.clients.map((c) => c.core.nextTimeout()),
+    ].filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  #step(): void {
+    const now = this.clock.now();
+    while (this.#scheduled.length > 0 && this.#scheduled[0].at <= now) {
+      this.#scheduled.shift()!.action();
+    }
+    while (this.#writes.length > 0 && this.#writes[0].at <= now) {
+      const write = this.#writes.shift()!;
+      this.#disk = write.registry;
+      this.#server?.persisted(write.version);
+    }
+    this.#drainServer();
+    for (const packet of this.network.deliverDue(now)) {
+      let message: Message;
+      try {
+        message = decodeMessage(packet.data);
+      } catch {
+        continue;
+      }
+      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
+        if (this.#server === undefined) continue;
+        const [address, port] = splitAddress(packet.from);
+        const tcp = packet.to === SERVER_TCP;
+        const from: Endpoint = tcp
+          ? { transport: "tcp", address, port, connId: port }
+          : { transport: "udp", address, port };
+        this.#server.handle(now, from, message);
+        this.#drainServer();
+      } else {
+        const client = this.clients.find((c) => c.address === packet.to);
+        client?.core.handle(now, message);
+      }
+    }
+    for (const client of this.clients) {
+      const at = client.core.nextTimeout();
+      if (at !== undefined && at <= now) client.core.onTimeout(now);
+    }
+    this.#startQueued();
+  }
+
+  #startQueued(): void {
+    const now = this.clock.now();
+    let progress = true;
+    while (progress) {
+      progress = false;
+      for (const client of this.clients) {
+        progress = this.#drainClient(client) || progress;
+        if (!client.core.busy && client.queue.length > 0) {
+          client.core.run(now, client.queue.shift()!);
+          progress = true;
+        }
+      }
+    }
+  }
+
+  #drainClient(client: SimClient): boolean {
+    const now = this.clock.now();
+    let any = false;
+    for (let out = client.core.poll(); out !== undefined; out = client.core.poll()) {
+      any = true;
+      if (out.type === "result") {
+        client.results.push(out.result);
+        continue;
+      }
+      const bytes = encodeMessage(out.message);
+      if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
+      else this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
+    }
+    return any;
+  }
+
+  #drainServer(): void {
+    const server = this.#server;
+    if (server === undefined) return;
+    const now = this.clock.now();
+    for (let out = server.poll(); out !== undefined; out = server.poll()) {
+      switch (out.type) {
+        case "send": {
+          const to = `${out.to.address}:${out.to.port}`;
+          const bytes = encodeMessage(out.message);
+          if (out.to.transport === "udp") this.network.send(now, SERVER_UDP, to, bytes);
+          else this.network.sendReliable(now, SERVER_TCP, to, bytes);
+          break;
+        }
+        case "persist": {
+          const [min, max] = this.#options.writeDelayMs ?? [2, 20];
+          this.#writes.push({
+            at: now + min + this.random.next() * (max - min),
+            version: out.version,
+            registry: out.registry,
+          });
+          break;
+        }
+        case "event":
+          this.serverEvents.push(out.event);
+          break;
+      }
+    }
+  }
+}
+
+function splitAddress(address: string): [string, number] {
+  const colon = address.lastIndexOf(":");
+  return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}

@@ -1,0 +1,633 @@
+/**
+ * End-to-end tests: the real server and client run as separate processes on
+ * loopback ports chosen at run time, and the client is driven through its
+ * standard input (or a script file) the way a user drives it.
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import {
+  CLIENT_PATH,
+  delay,
+  type Finished,
+  runClient,
+  runProgram,
+  SERVER_PATH,
+  startClient,
+  startServer,
+  tempDir,
+  unusedUdpPort,
+  withTimeout,
+} from "./_processes.ts";
+
+/** Flags every client in these tests gets, so nothing is written to the cwd. */
+function clientArgs(server: string, name: string, logDir: string, ...more: string[]): string[] {
+  return ["--server", server, "--name", name, "--log-dir", logDir, "--timeout", "5", ...more];
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+function nonEmptyLines(text: string): string[] {
+  return text.split("\n").filter((line) => line !== "");
+}
+
+function describe(result: Finished): string {
+  return `exit ${result.code}\n--- stdout ---\n${result.stdout}--- stderr ---\n${result.stderr}`;
+}
+
+function assertExit(result: Finished, code: number): void {
+  assertEquals(result.code, code, describe(result));
+}
+
+/** Asserts stderr is exactly one `error:` line and nothing looks like a stack trace. */
+function assertOneErrorLine(result: Finished, pattern: RegExp): string {
+  const lines = nonEmptyLines(result.stderr);
+  assertEquals(lines.length, 1, `expected one line on stderr\n${describe(result)}`);
+  assertMatch(lines[0], /^error: /);
+  assertMatch(lines[0], pattern);
+  assert(!/^\s+at /m.test(result.stderr + result.stdout), `stack trace\n${describe(result)}`);
+  return lines[0];
+}
+
+type RegistryFile = Record<string, Record<string, unknown>>;
+
+async function readRegistry(dataDir: string): Promise<RegistryFile> {
+  return JSON.parse(await Deno.readTextFile(`${dataDir}/registrations.json`));
+}
+
+function assertRegistryEntry(entry: Record<string, unknown> | undefined, udpPort?: number): void {
+  if (entry === undefined) throw new Error("The registry entry is missing");
+  assertEquals(Object.keys(entry).sort(), [
+    "ip",
+    "registered_at",
+    "tcp_port",
+    "token_sha256",
+    "udp_port",
+  ]);
+  assertEquals(entry.ip, "127.0.0.1");
+  assertEquals(entry.tcp_port, 5001);
+  assert(Number.isInteger(entry.udp_port) && (entry.udp_port as number) > 0, "udp_port");
+  if (udpPort !== undefined) assertEquals(entry.udp_port, udpPort);
+  assert(!Number.isNaN(Date.parse(entry.registered_at as string)), "registered_at is a date");
+  assertMatch(entry.token_sha256 as string, /^[0-9a-f]{64}$/);
+}
+
+Deno.test("server and client register, message, show status and deregister end to end", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir });
+  await using client = startClient(clientArgs(server.address, "Alice Smith", logDir));
+
+  await client.waitForLine(
+    new RegExp(
+      `^Connected to server ${
+        escape(server.address)
+      } \\(version [^)]+, TCP port ${server.tcpPort}\\)$`,
+    ),
+  );
+
+  await client.write("register\n");
+  await client.waitForLine(/^Registered as "Alice Smith"$/);
+  await server.waitForLine(
+    /^Registered "Alice Smith" at 127\.0\.0\.1 \(UDP port \d+, TCP port 5001\) over UDP$/,
+  );
+  // The reply comes only once the registration is durable: the file has it now.
+  const text = await Deno.readTextFile(`${dataDir}/registrations.json`);
+  const registry = JSON.parse(text) as RegistryFile;
+  assertEquals(Object.keys(registry), ["Alice Smith"]);
+  assertRegistryEntry(registry["Alice Smith"]);
+  assert(!/"token"\s*:/.test(text), "no token in clear");
+  if (Deno.build.os !== "windows") {
+    const mode = (await Deno.stat(`${dataDir}/registrations.json`)).mode!;
+    assertEquals(mode & 0o777, 0o600, "registrations.json is private to its owner");
+  }
+
+  await client.write('tcp hello from Alice, with {braces} and "quotes"\n');
+  await client.waitForLine(/^The server acknowledged the TCP message$/);
+  await server.waitForLine(
+    /^TCP message from "Alice Smith": "hello from Alice, with \{braces\} and \\"quotes\\""$/,
+  );
+
+  await client.write("status\n");
+  const status = await client.waitForLine(/^Server /);
+  const statusMatch = new RegExp(
+    `^Server ${escape(server.address)} \\(TCP port ${server.tcpPort}\\); ` +
+      `name "Alice Smith", registered as "Alice Smith"; UDP port (\\d+), TCP port 5001; ` +
+      `requests over UDP$`,
+  ).exec(status);
+  if (statusMatch === null) throw new Error(`Unexpected status line: ${status}`);
+  assertEquals(registry["Alice Smith"].udp_port, Number(statusMatch[1]));
+
+  await client.write("deregister\n");
+  await client.waitForLine(/^Deregistered "Alice Smith"$/);
+  await server.waitForLine(/^Deregistered "Alice Smith" \(over UDP\)$/);
+  assertEquals(await readRegistry(dataDir), {});
+
+  const result = await client.finished();
+  assertExit(result, 0);
+  assertEquals(result.stderr, "");
+
+  assertEquals(await server.stop(), 0);
+  const serverLog = await Deno.readTextFile(`${logDir}/server.log`);
+  assertMatch(serverLog, /INFO .*Registered "Alice Smith" at 127\.0\.0\.1 \(UDP port \d+/);
+  assertMatch(serverLog, /INFO .*TCP message from "Alice Smith": "hello from Alice/);
+  assertMatch(serverLog, /INFO .*Deregistered "Alice Smith" \(over UDP\)/);
+  assert(
+    !serverLog.includes(registry["Alice Smith"].token_sha256 as string),
+    "no token hash in log",
+  );
+  const clientLog = await Deno.stat(`${logDir}/client.log`);
+  assert(clientLog.isFile && clientLog.size > 0, "logs/client.log is written");
+});
+
+Deno.test("client register refuses a name taken in another case, in text and JSON", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir });
+
+  const first = await runClient({
+    args: clientArgs(server.address, "Alice Smith", logDir),
+    stdin: "register\n",
+  });
+  assertExit(first, 0);
+  assertStringIncludes(first.stdout, 'Registered as "Alice Smith"');
+
+  const second = await runClient({
+    args: clientArgs(server.address, "alice SMITH", logDir),
+    stdin: "register\nstatus\n",
+  });
+  assertExit(second, 1);
+  assertOneErrorLine(second, /"alice SMITH".*name is taken/);
+  assert(!second.stdout.includes("Server "), "status after the failure did not run");
+
+  const json = await runClient({
+    args: clientArgs(server.address, "ALICE smith", logDir, "--json"),
+    stdin: "register\n",
+  });
+  assertExit(json, 1);
+  const objects = nonEmptyLines(json.stdout).map((line) => JSON.parse(line));
+  assert(objects.every((o) => typeof o === "object" && o !== null && !Array.isArray(o)));
+  assertEquals(objects[0].event, "connected");
+  const failure = objects.find((o) => o.event === "result" && o.command === "register");
+  assert(failure !== undefined, json.stdout);
+  assertEquals(failure.ok, false);
+  assertEquals(failure.code, "name_taken");
+  assertStringIncludes(failure.error, "ALICE smith");
+
+  assertEquals(Object.keys(await readRegistry(dataDir)), ["Alice Smith"]);
+  await server.waitForLine(/^Refused register from udp 127\.0\.0\.1:\d+: .*"alice SMITH"/);
+  assertEquals(await server.stop(), 0);
+});
+
+Deno.test("client registers and deregisters over TCP with --transport tcp", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir });
+
+  await using client = startClient(
+    clientArgs(server.address, "Erin Stone", logDir, "--transport", "tcp"),
+  );
+  await client.write("register\n");
+  await client.waitForLine(/^Registered as "Erin Stone"$/);
+  await server.waitForLine(
+    /^Registered "Erin Stone" at 127\.0\.0\.1 \(UDP port \d+, TCP port 5001\) over TCP$/,
+  );
+  assertRegistryEntry((await readRegistry(dataDir))["Erin Stone"]);
+  await client.write("status\nderegister\n");
+  await client.waitForLine(/requests over TCP$/);
+  await client.waitForLine(/^Deregistered "Erin Stone"$/);
+  await server.waitForLine(/^Deregistered "Erin Stone" \(over TCP\)$/);
+  assertExit(await client.finished(), 0);
+  assertEquals(await readRegistry(dataDir), {});
+  assertEquals(await server.stop(), 0);
+});
+
+Deno.test("client --script runs a file and stops at the first failing or unknown command", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir });
+
+  await Deno.writeTextFile(
+    dir.join("ok.txt"),
+    "# a comment, then a blank line\n\nregister\ntcp scripted hello\nstatus\nderegister\nexit\n",
+  );
+  const ok = await runClient({
+    args: clientArgs(server.address, "Fay Script", logDir, "--script", dir.join("ok.txt")),
+  });
+  assertExit(ok, 0);
+  assertEquals(ok.stderr, "");
+  assertStringIncludes(ok.stdout, 'Registered as "Fay Script"');
+  assertStringIncludes(ok.stdout, "The server acknowledged the TCP message");
+  assertStringIncludes(ok.stdout, 'Deregistered "Fay Script"');
+  await server.waitForLine(/^TCP message from "Fay Script": "scripted hello"$/);
+
+  await Deno.writeTextFile(
+    dir.join("fails.txt"),
+    "register\nregister\nstatus\ntcp must not be sent after a failure\n",
+  );
+  const fails = await runClient({
+    args: clientArgs(server.address, "Gus Script", logDir, "--script", dir.join("fails.txt")),
+  });
+  assertExit(fails, 1);
+  assertOneErrorLine(fails, /Already registered as "Gus Script"/);
+  assertStringIncludes(fails.stdout, 'Registered as "Gus Script"');
+  assert(!fails.stdout.includes("Server "), `status ran after the failure\n${describe(fails)}`);
+
+  await Deno.writeTextFile(
+    dir.join("unknown.txt"),
+    "status\nfrobnicate the widgets\ntcp must not be sent after an unknown command\n",
+  );
+  const unknown = await runClient({
+    args: clientArgs(server.address, "Hal Script", logDir, "--script", dir.join("unknown.txt")),
+  });
+  assertExit(unknown, 1);
+  assertOneErrorLine(unknown, /frobnicate/);
+
+  // A marker sent after both failures: once the server shows it, the others had their chance.
+  const marker = await runClient({
+    args: clientArgs(server.address, "Ivy Script", logDir),
+    stdin: "tcp marker after the failures\n",
+  });
+  assertExit(marker, 0);
+  await server.waitForLine(/marker after the failures/);
+  assertEquals(server.lines.filter((line) => line.includes("must not be sent")), []);
+  assertEquals(Object.keys(await readRegistry(dataDir)), ["Gus Script"]);
+  assertEquals(await server.stop(), 0);
+});
+
+Deno.test("server keeps acknowledged registrations across SIGINT, SIGTERM and SIGKILL", async (t) => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+
+  await t.step("a graceful SIGINT keeps the registry and exits 0", async () => {
+    await using server = await startServer({ dataDir, logDir });
+    const reg = await runClient({
+      args: clientArgs(server.address, "Carol Jones", logDir),
+      stdin: "register\n",
+    });
+    assertExit(reg, 0);
+    assertEquals(await server.stop("SIGINT"), 0);
+    assertStringIncludes(server.lines.join("\n"), "SIGINT received: shutting down...");
+    assertEquals(server.lines.at(-1), "Server stopped");
+    assertEquals(server.errorLines, []);
+    assertRegistryEntry((await readRegistry(dataDir))["Carol Jones"]);
+  });
+
+  await t.step("after the restart the name is still taken; SIGKILL after an ack", async () => {
+    await using server = await startServer({ dataDir, logDir });
+    await server.waitForLine(/^Registry: 1 registered, in /);
+    const again = await runClient({
+      args: clientArgs(server.address, "CAROL JONES", logDir),
+      stdin: "register\n",
+    });
+    assertExit(again, 1);
+    assertOneErrorLine(again, /"CAROL JONES".*name is taken/);
+
+    const reg = await runClient({
+      args: clientArgs(server.address, "Dave Brown", logDir),
+      stdin: "register\n",
+    });
+    assertExit(reg, 0);
+    assertStringIncludes(reg.stdout, 'Registered as "Dave Brown"');
+    await server.kill9();
+    assert(!server.alive);
+    const registry = await readRegistry(dataDir);
+    assertEquals(Object.keys(registry).sort(), ["Carol Jones", "Dave Brown"]);
+    assertRegistryEntry(registry["Dave Brown"]);
+  });
+
+  await t.step("after SIGKILL the registry loads and SIGTERM exits 0", async () => {
+    await using server = await startServer({ dataDir, logDir });
+    await server.waitForLine(/^Registry: 2 registered, in /);
+    const again = await runClient({
+      args: clientArgs(server.address, "dave brown", logDir, "--json"),
+      stdin: "register\n",
+    });
+    assertExit(again, 1);
+    assertStringIncludes(again.stdout, '"code":"name_taken"');
+    assertEquals(await server.stop("SIGTERM"), 0);
+    assertEquals(server.lines.at(-1), "Server stopped");
+  });
+
+  const left = [...Deno.readDirSync(dataDir)].map((entry) => entry.name);
+  assertEquals(left, ["registrations.json"], "no temp files left behind");
+});
+
+Deno.test("server refuses to start on a corrupt registrations.json and leaves it untouched", async (t) => {
+  await using dir = await tempDir();
+  const corrupt: [string, string][] = [
+    ["truncated JSON", '{"Alice Smith": {"ip": "127.0.0.1", "udp_port": 4'],
+    ["not an object of names", "[1, 2, 3]\n"],
+    ["a bad entry", '{"Alice Smith": {"ip": "127.0.0.1", "udp_port": "x", "tcp_port": 5001}}'],
+    ["binary junk", "\u0000\u00ff\ufffd garbage"],
+  ];
+  for (const [what, content] of corrupt) {
+    await t.step(what, async () => {
+      const dataDir = dir.join(what.replaceAll(" ", "_"));
+      await Deno.mkdir(dataDir);
+      const path = `${dataDir}/registrations.json`;
+      await Deno.writeTextFile(path, content);
+      const before = await Deno.readFile(path);
+      const result = await runProgram(SERVER_PATH, {
+        args: [
+          "--host",
+          "127.0.0.1",
+          "--udp-port",
+          "0",
+          "--tcp-port",
+          "0",
+          "--data-dir",
+          dataDir,
+          "--log-dir",
+          dir.join("logs"),
+        ],
+      });
+      assertExit(result, 1);
+      assertOneErrorLine(result, /registrations\.json/);
+      assert(!result.stdout.includes("listening"), describe(result));
+      assertEquals(await Deno.readFile(path), before, "the corrupt file is unchanged");
+    });
+  }
+});
+
+Deno.test("client gives up on an unreachable server after --timeout with one error line", async () => {
+  await using dir = await tempDir();
+  const port = unusedUdpPort();
+  const started = performance.now();
+  const result = await runClient({
+    args: [
+      "--server",
+      `127.0.0.1:${port}`,
+      "--name",
+      "Nobody Home",
+      "--timeout",
+      "2",
+      "--log-dir",
+      dir.join("logs"),
+    ],
+    stdin: "register\n",
+    timeoutMs: 8_000,
+  });
+  const elapsed = performance.now() - started;
+  assertExit(result, 1);
+  assertOneErrorLine(result, /^error: cannot reach the server: .*did not answer within 2 s/);
+  assert(elapsed >= 1_900 && elapsed < 4_500, `took ${Math.round(elapsed)} ms`);
+});
+
+/** A small seeded PRNG (mulberry32), so a failing run can be replayed from its seed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomBytes(random: () => number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = Math.floor(random() * 256);
+  return out;
+}
+
+function randomHex64(random: () => number): string {
+  return Array.from(randomBytes(random, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Reads until the server closes the connection; returns everything it sent. */
+async function readToEnd(conn: Deno.TcpConn, ms: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const read = async () => {
+    const buffer = new Uint8Array(4096);
+    while (true) {
+      let n: number | null;
+      try {
+        n = await conn.read(buffer);
+      } catch (error) {
+        if (error instanceof Deno.errors.ConnectionReset) return;
+        throw error;
+      }
+      if (n === null) return;
+      chunks.push(buffer.slice(0, n));
+    }
+  };
+  await withTimeout(read(), ms, "the server to close a broken TCP connection");
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+async function connect(port: number): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: "127.0.0.1", port, transport: "tcp" });
+}
+
+/** Sends one broken frame, expects an error frame back and the connection closed. */
+async function expectRejectedFrame(port: number, bytes: Uint8Array, what: string): Promise<void> {
+  const conn = await connect(port);
+  try {
+    await conn.write(bytes);
+    const reply = await readToEnd(conn, 3_000);
+    if (reply.length === 0) return; // closed without a word: also acceptable
+    const length = new DataView(reply.buffer).getUint32(0);
+    assertEquals(reply.length, 4 + length, `${what}: one whole frame back`);
+    const message = decodeMessage(reply.subarray(4));
+    assertEquals(message.type, "error", what);
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("server survives thousands of garbage datagrams and broken TCP frames", async () => {
+  const seed = Date.now() >>> 0;
+  const random = prng(seed);
+  const context = `seed ${seed}`;
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir, extraArgs: ["--log-level", "debug"] });
+
+  // A victim that stays registered while the garbage flies.
+  await using victim = startClient(clientArgs(server.address, "Victor Victim", logDir));
+  await victim.write("register\n");
+  await victim.waitForLine(/^Registered as "Victor Victim"$/);
+
+  const target: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: server.udpPort };
+  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  // Drain the replies the server sends to messages that happen to decode.
+  const drained = (async () => {
+    try {
+      for await (const _ of socket);
+    } catch {
+      // closed
+    }
+  })();
+  try {
+    for (let i = 0; i < 5000; i++) {
+      let bytes: Uint8Array;
+      const kind = i % 4;
+      if (kind === 0 || kind === 1) {
+        bytes = randomBytes(random, Math.floor(random() * 1501));
+      } else if (kind === 2) {
+        // A valid header ("SW", version 1, a type) and a random body.
+        const body = randomBytes(random, Math.floor(random() * 1200));
+        bytes = new Uint8Array(4 + body.length);
+        bytes.set([0x53, 0x57, 1, 1 + Math.floor(random() * 10)]);
+        bytes.set(body, 4);
+      } else {
+        // Well-formed requests with forged tokens: impersonation attempts.
+        const token = randomBytes(random, 16);
+        const client = randomHex64(random);
+        const reqId = Math.floor(random() * 0xffffffff);
+        bytes = i % 8 === 3
+          ? encodeMessage({ type: "deregister", reqId, client, name: "Victor Victim", token })
+          : encodeMessage({ type: "text", reqId, client, name: "Victor Victim", token, text: "x" });
+      }
+      await socket.send(bytes, target);
+      if (i % 100 === 99) await delay(2);
+    }
+  } finally {
+    socket.close();
+    await drained;
+  }
+
+  const tcp = server.tcpPort;
+  // Random bytes, then close without waiting.
+  await Promise.all(Array.from({ length: 40 }, async () => {
+    const conn = await connect(tcp);
+    await conn.write(randomBytes(random, 1 + Math.floor(random() * 3000))).catch(() => 0);
+    conn.close();
+  }));
+  // A huge length prefix, a zero length, a valid length with a garbage body, a
+  // valid header with a random body: each gets an error and a closed connection.
+  await expectRejectedFrame(tcp, Uint8Array.of(0xff, 0xff, 0xff, 0xff), "huge length prefix");
+  await expectRejectedFrame(tcp, Uint8Array.of(0, 0, 0, 0), "zero length prefix");
+  await expectRejectedFrame(tcp, encodeFrame(randomBytes(random, 50).fill(0, 0, 2)), "garbage");
+  await expectRejectedFrame(
+    tcp,
+    encodeFrame(Uint8Array.of(0x53, 0x57, 1, 7, ...randomBytes(random, 30))),
+    "header and random body",
+  );
+  await expectRejectedFrame(tcp, encodeFrame(Uint8Array.of(0x53, 0x57, 9, 1)), "bad version");
+  // Truncated frames: the length promises more than ever comes.
+  await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+    const conn = await connect(tcp);
+    const frame = encodeFrame(
+      encodeMessage({ type: "hello", reqId: i, client: randomHex64(random) }),
+    );
+    await conn.write(frame.subarray(0, 1 + (i % (frame.length - 1)))).catch(() => 0);
+    conn.close();
+  }));
+  // An idle connection held open while a real client works.
+  const idle = await connect(tcp);
+  try {
+    await idle.write(Uint8Array.of(0, 0, 0x10)); // three bytes of a header, then silence
+    const check = await runClient({
+      args: clientArgs(server.address, "Walt Works", logDir),
+      stdin: "register\ntcp still here\nderegister\n",
+    });
+    assertExit(check, 0);
+    assertStringIncludes(check.stdout, 'Deregistered "Walt Works"', context);
+  } finally {
+    idle.close();
+  }
+
+  // None of the forged deregisters worked: the victim is still registered and can leave.
+  assert(server.alive, `the server died (${context})`);
+  assertEquals(Object.keys(await readRegistry(dataDir)), ["Victor Victim"], context);
+  await victim.write("deregister\n");
+  await victim.waitForLine(/^Deregistered "Victor Victim"$/);
+  assertExit(await victim.finished(), 0);
+  assertEquals(await readRegistry(dataDir), {}, context);
+
+  assert(server.alive, `the server died (${context})`);
+  assertEquals(await server.stop(), 0, context);
+  assertEquals(server.errorLines, [], context);
+  const log = await Deno.readTextFile(`${logDir}/server.log`);
+  const rejected = log.split("\n").filter((line) => line.includes("Rejected input from udp"));
+  assert(
+    rejected.length > 500,
+    `only ${rejected.length} datagrams reached the server (${context})`,
+  );
+  assert(log.includes("Rejected input from tcp"), context);
+});
+
+Deno.test("server and client answer --help and --version and reject bad flags with exit 2", async () => {
+  const ok = await Promise.all([
+    runProgram(SERVER_PATH, { args: ["--help"] }),
+    runProgram(SERVER_PATH, { args: ["--version"] }),
+    runProgram(CLIENT_PATH, { args: ["--help"] }),
+    runProgram(CLIENT_PATH, { args: ["-V"] }),
+  ]);
+  for (const result of ok) {
+    assertExit(result, 0);
+    assertEquals(result.stderr, "");
+  }
+  for (const flag of ["--host", "--udp-port", "--tcp-port", "--data-dir", "--log-dir"]) {
+    assertStringIncludes(ok[0].stdout, flag);
+  }
+  for (const flag of ["--server", "--name", "--tcp-port", "--transport", "--script", "--json"]) {
+    assertStringIncludes(ok[2].stdout, flag);
+  }
+  assertMatch(ok[1].stdout, /^switchboard-server \d+\.\d+\.\d+\n$/);
+  assertMatch(ok[3].stdout, /^switchboard-client \d+\.\d+\.\d+\n$/);
+
+  const bad: [string, string[], RegExp][] = [
+    [SERVER_PATH, ["--bogus"], /--bogus/],
+    [SERVER_PATH, ["--udp-port", "x"], /--udp-port.*"x"/],
+    [SERVER_PATH, ["--tcp-port", "70000"], /--tcp-port/],
+    [SERVER_PATH, ["--log-level", "loud"], /--log-level/],
+    [SERVER_PATH, ["stray"], /stray/],
+    [CLIENT_PATH, ["--bogus"], /--bogus/],
+    [CLIENT_PATH, ["--tcp-port", "80"], /--tcp-port.*"80"/],
+    [CLIENT_PATH, ["--transport", "carrier-pigeon"], /--transport/],
+    [CLIENT_PATH, ["--timeout", "-1"], /--timeout/],
+    [CLIENT_PATH, ["--server", "127.0.0.1:notaport"], /--server/],
+    [CLIENT_PATH, ["--name", ""], /--name/],
+    [CLIENT_PATH, ["--script", "/nonexistent/switchboard/script.txt"], /script/],
+  ];
+  const results = await Promise.all(bad.map(([script, args]) => runProgram(script, { args })));
+  results.forEach((result, i) => {
+    const [script, args, pattern] = bad[i];
+    const what = `${script === SERVER_PATH ? "server" : "client"} ${args.join(" ")}`;
+    assertEquals(result.code, 2, `${what}\n${describe(result)}`);
+    assertOneErrorLine(result, pattern);
+    assertEquals(result.stdout, "", what);
+  });
+});
+
+Deno.test("server registers concurrent clients with different names and keeps them all", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir, logDir });
+  const names = ["Ann Lee", "Ben Ortiz", "Cy Young", "Dee Park"];
+  const results = await Promise.all(names.map((name, i) =>
+    runClient({
+      args: clientArgs(server.address, name, logDir, ...(i % 2 ? ["--transport", "tcp"] : [])),
+      stdin: "register\n",
+    })
+  ));
+  results.forEach((result) => assertExit(result, 0));
+  const registry = await readRegistry(dataDir);
+  assertEquals(Object.keys(registry).sort(), names);
+  for (const name of names) assertRegistryEntry(registry[name]);
+  assertEquals(await server.stop(), 0);
+  assertEquals(
+    await readRegistry(dataDir),
+    registry,
+    "a graceful stop writes the same registry",
+  );
+});

@@ -1,0 +1,312 @@
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
+import { join } from "@std/path";
+import {
+  loadRegistry,
+  REGISTRY_FILE,
+  RegistryFileError,
+  saveRegistry,
+} from "../lib/driver/registry_file.ts";
+import { Registry, RegistryFormatError, type RegistryRecord } from "../lib/server/registry.ts";
+import { ReplayCache } from "../lib/server/replay_cache.ts";
+import type { Reply } from "../lib/wire/messages.ts";
+
+const HASH = "ab".repeat(32);
+
+function record(name: string, overrides: Partial<RegistryRecord> = {}): RegistryRecord {
+  return {
+    name,
+    ip: "127.0.0.1",
+    udpPort: 50123,
+    tcpPort: 5001,
+    registeredAt: "2025-01-02T03:04:05.000Z",
+    tokenSha256: HASH,
+    ...overrides,
+  };
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "switchboard_registry_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// --- Registry ---------------------------------------------------------------
+
+Deno.test("Registry.get() and remove() ignore case", () => {
+  const registry = new Registry();
+  registry.add(record("Alice Smith"));
+  assertEquals(registry.size, 1);
+  assertEquals(registry.get("alice smith")?.name, "Alice Smith");
+  assertEquals(registry.get("ALICE SMITH")?.name, "Alice Smith");
+  assertEquals(registry.get("Bob"), undefined);
+  assertEquals(registry.remove("aLiCe SmItH")?.name, "Alice Smith");
+  assertEquals(registry.size, 0);
+  assertEquals(registry.remove("Alice Smith"), undefined);
+});
+
+Deno.test("Registry.add() throws a RangeError for a name taken in another case", () => {
+  const registry = new Registry();
+  registry.add(record("Alice"));
+  const error = assertThrows(() => registry.add(record("ALICE")), RangeError);
+  assertStringIncludes(error.message, "ALICE");
+  assertEquals(registry.size, 1);
+  assertEquals(registry.get("alice")?.name, "Alice");
+});
+
+Deno.test("Registry.records() lists records in registration order", () => {
+  const registry = new Registry();
+  registry.add(record("Carol"));
+  registry.add(record("alice"));
+  registry.add(record("Bob"));
+  assertEquals(registry.records().map((r) => r.name), ["Carol", "alice", "Bob"]);
+});
+
+Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => {
+  const registry = new Registry();
+  registry.add(record("Alice Smith"));
+  registry.add(record("bob", { ip: "10.1.2.3", udpPort: 4000, tcpPort: 4001, tokenSha256: "" }));
+  assertEquals(registry.toJson(), {
+    "Alice Smith": {
+      ip: "127.0.0.1",
+      udp_port: 50123,
+      tcp_port: 5001,
+      registered_at: "2025-01-02T03:04:05.000Z",
+      token_sha256: HASH,
+    },
+    bob: {
+      ip: "10.1.2.3",
+      udp_port: 4000,
+      tcp_port: 4001,
+      registered_at: "2025-01-02T03:04:05.000Z",
+      token_sha256: "",
+    },
+  });
+});
+
+Deno.test("Registry.fromJson() round-trips toJson()", () => {
+  const registry = new Registry();
+  registry.add(record("Alice Smith"));
+  registry.add(record("Bob-2", { tokenSha256: "" }));
+  const copy = Registry.fromJson(JSON.parse(JSON.stringify(registry.toJson())));
+  assertEquals(copy.records(), registry.records());
+});
+
+Deno.test("Registry.fromJson() accepts a seed file without registered_at or token_sha256", () => {
+  const registry = Registry.fromJson({
+    "Alice Smith": { ip: "127.0.0.1", udp_port: 50123, tcp_port: 5001 },
+  });
+  assertEquals(registry.records(), [{
+    name: "Alice Smith",
+    ip: "127.0.0.1",
+    udpPort: 50123,
+    tcpPort: 5001,
+    registeredAt: "",
+    tokenSha256: "",
+  }]);
+  assertEquals(Registry.fromJson({}).size, 0);
+});
+
+Deno.test("Registry.fromJson() rejects a top level that is not an object", () => {
+  for (const json of [null, [], "x", 3, true]) {
+    assertThrows(() => Registry.fromJson(json), RegistryFormatError);
+  }
+});
+
+Deno.test("Registry.fromJson() rejects bad entries, naming the entry", async (t) => {
+  const good = { ip: "127.0.0.1", udp_port: 50123, tcp_port: 5001 };
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["an entry that is not an object", { Alice: "127.0.0.1" }, "Alice"],
+    ["an entry that is an array", { Alice: [1, 2] }, "Alice"],
+    ["an entry that is null", { Alice: null }, "Alice"],
+    ["a missing ip", { Alice: { udp_port: 1, tcp_port: 2 } }, "Alice"],
+    ["an empty ip", { Alice: { ...good, ip: "" } }, "Alice"],
+    ["udp_port 0", { Alice: { ...good, udp_port: 0 } }, "udp_port"],
+    ["udp_port 65536", { Alice: { ...good, udp_port: 65536 } }, "udp_port"],
+    ["a fractional tcp_port", { Alice: { ...good, tcp_port: 5001.5 } }, "tcp_port"],
+    ["a string tcp_port", { Alice: { ...good, tcp_port: "5001" } }, "tcp_port"],
+    ["a missing tcp_port", { Alice: { ip: "1.2.3.4", udp_port: 1 } }, "tcp_port"],
+    ["a name with a slash", { "a/b": good }, "a/b"],
+    ["an empty name", { "": good }, "empty"],
+    ["a name with a leading space", { " Alice": good }, " Alice"],
+    ["a name too long", { ["x".repeat(33)]: good }, "x".repeat(33)],
+    ["names differing in case", { Alice: good, ALICE: good }, "ALICE"],
+    ["a short token_sha256", { Alice: { ...good, token_sha256: "abcd" } }, "token_sha256"],
+    ["an uppercase token_sha256", {
+      Alice: { ...good, token_sha256: "AB".repeat(32) },
+    }, "token_sha256"],
+    ["a numeric token_sha256", { Alice: { ...good, token_sha256: 12 } }, "token_sha256"],
+    ["a numeric registered_at", { Alice: { ...good, registered_at: 12 } }, "registered_at"],
+  ];
+  for (const [label, json, mention] of cases) {
+    await t.step(label, () => {
+      const error = assertThrows(() => Registry.fromJson(json), RegistryFormatError);
+      assertStringIncludes(error.message, mention);
+      if (label !== "an empty name") assertStringIncludes(error.message, "entry");
+    });
+  }
+});
+
+// --- ReplayCache -------------------------------------------------------------
+
+const CLIENT = "00112233aabbccdd";
+
+function reply(reqId: number): Reply {
+  return { type: "text_ok", reqId };
+}
+
+function done(cache: ReplayCache, now: number, client: string, reqId: number): void {
+  cache.begin(now, client, reqId, `fp${reqId}`);
+  cache.complete(client, reqId, reply(reqId));
+}
+
+Deno.test("ReplayCache.check() goes from new to pending to done", () => {
+  const cache = new ReplayCache();
+  assertEquals(cache.check(0, CLIENT, 1, "fp"), { state: "new" });
+  cache.begin(0, CLIENT, 1, "fp");
+  assertEquals(cache.check(10, CLIENT, 1, "fp"), { state: "pending" });
+  cache.complete(CLIENT, 1, reply(1));
+  assertEquals(cache.check(20, CLIENT, 1, "fp"), { state: "done", reply: reply(1) });
+  assertEquals(cache.check(20, CLIENT, 1, "other"), { state: "new" }, "different content");
+  assertEquals(cache.check(20, "ffffffffffffffff", 1, "fp"), { state: "new" }, "other client");
+});
+
+Deno.test("ReplayCache.complete() ignores a request that was not begun", () => {
+  const cache = new ReplayCache();
+  cache.complete(CLIENT, 1, reply(1));
+  assertEquals(cache.check(0, CLIENT, 1, "fp1"), { state: "new" });
+  assertEquals(cache.clientCount, 0);
+});
+
+Deno.test("ReplayCache keeps at most perClient requests per client, oldest out first", () => {
+  const cache = new ReplayCache({ perClient: 3 });
+  for (let reqId = 1; reqId <= 4; reqId++) done(cache, 0, CLIENT, reqId);
+  assertEquals(cache.check(0, CLIENT, 1, "fp1"), { state: "new" });
+  for (const reqId of [2, 3, 4]) {
+    assertEquals(cache.check(0, CLIENT, reqId, `fp${reqId}`).state, "done");
+  }
+});
+
+Deno.test("ReplayCache keeps at most maxClients clients, evicting the least recently used", () => {
+  const cache = new ReplayCache({ maxClients: 2 });
+  const a = "000000000000000a";
+  const b = "000000000000000b";
+  const c = "000000000000000c";
+  done(cache, 0, a, 1);
+  done(cache, 1, b, 1);
+  done(cache, 2, a, 2); // a is now more recent than b
+  done(cache, 3, c, 1); // evicts b
+  assertEquals(cache.clientCount, 2);
+  assertEquals(cache.check(4, b, 1, "fp1"), { state: "new" });
+  assertEquals(cache.check(4, a, 1, "fp1").state, "done");
+  assertEquals(cache.check(4, a, 2, "fp2").state, "done");
+  assertEquals(cache.check(4, c, 1, "fp1").state, "done");
+});
+
+Deno.test("ReplayCache forgets an answered request after ttlMs", () => {
+  const cache = new ReplayCache({ ttlMs: 1000 });
+  done(cache, 5000, CLIENT, 1);
+  assertEquals(cache.check(6000, CLIENT, 1, "fp1").state, "done");
+  assertEquals(cache.check(6001, CLIENT, 1, "fp1"), { state: "new" });
+});
+
+Deno.test("ReplayCache defaults to 64 requests per client and a 120 s ttl", () => {
+  const cache = new ReplayCache();
+  for (let reqId = 0; reqId < 65; reqId++) done(cache, 0, CLIENT, reqId);
+  assertEquals(cache.check(0, CLIENT, 0, "fp0"), { state: "new" });
+  assertEquals(cache.check(0, CLIENT, 1, "fp1").state, "done");
+  assertEquals(cache.check(120_000, CLIENT, 1, "fp1").state, "done");
+  assertEquals(cache.check(120_001, CLIENT, 1, "fp1"), { state: "new" });
+});
+
+// --- registry_file -----------------------------------------------------------
+
+Deno.test("loadRegistry() gives an empty registry when the file is missing", async () => {
+  await withTempDir(async (dir) => {
+    const dataDir = join(dir, "data", "nested");
+    const registry = await loadRegistry(dataDir);
+    assertEquals(registry.size, 0);
+    assert((await Deno.stat(dataDir)).isDirectory, "the data directory is created");
+  });
+});
+
+Deno.test("saveRegistry() and loadRegistry() round-trip a registry", async () => {
+  await withTempDir(async (dir) => {
+    const registry = new Registry();
+    registry.add(record("Alice Smith"));
+    registry.add(record("Bob", { ip: "10.0.0.2", udpPort: 40000, tcpPort: 40001 }));
+    await saveRegistry(dir, registry.toJson());
+    const text = await Deno.readTextFile(join(dir, REGISTRY_FILE));
+    assertEquals(JSON.parse(text), registry.toJson());
+    assert(text.endsWith("\n"));
+    const loaded = await loadRegistry(dir);
+    assertEquals(loaded.records(), registry.records());
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+    assertEquals(names, [REGISTRY_FILE], "no temp files are left");
+  });
+});
+
+Deno.test("loadRegistry() reads a seed-shaped file", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, REGISTRY_FILE),
+      '{\n  "Alice Smith": {\n    "ip": "127.0.0.1",\n    "udp_port": 50123,\n    "tcp_port": 5001\n  }\n}\n',
+    );
+    const registry = await loadRegistry(dir);
+    assertEquals(registry.get("alice smith")?.udpPort, 50123);
+  });
+});
+
+Deno.test("loadRegistry() rejects corrupt JSON, naming the file and leaving it as is", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, REGISTRY_FILE);
+    const corrupt = '{"Alice": {"ip": "127.0.0.1", "udp_port": 1';
+    await Deno.writeTextFile(path, corrupt);
+    const error = await assertRejects(() => loadRegistry(dir), RegistryFileError);
+    assertStringIncludes(error.message, path);
+    assertStringIncludes(error.message, "not valid JSON");
+    assertEquals(await Deno.readTextFile(path), corrupt);
+  });
+});
+
+Deno.test("loadRegistry() rejects an invalid registry, naming the file and the entry", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, REGISTRY_FILE);
+    const bad = JSON.stringify({ Bob: { ip: "127.0.0.1", udp_port: 0, tcp_port: 5001 } });
+    await Deno.writeTextFile(path, bad);
+    const error = await assertRejects(() => loadRegistry(dir), RegistryFileError);
+    assertStringIncludes(error.message, path);
+    assertStringIncludes(error.message, '"Bob"');
+    assertEquals(await Deno.readTextFile(path), bad);
+  });
+});
+
+Deno.test("loadRegistry() removes temp files left by a crash", async () => {
+  await withTempDir(async (dir) => {
+    await saveRegistry(dir, { Alice: seedEntry() });
+    const stale = join(dir, `.${REGISTRY_FILE}.tmp-0123456789abcdef`);
+    await Deno.writeTextFile(stale, "{");
+    const registry = await loadRegistry(dir);
+    assertEquals(registry.size, 1);
+    await assertRejects(() => Deno.stat(stale), Deno.errors.NotFound);
+  });
+});
+
+function seedEntry() {
+  return {
+    ip: "127.0.0.1",
+    udp_port: 50123,
+    tcp_port: 5001,
+    registered_at: "",
+    token_sha256: "",
+  };
+}
