@@ -26,9 +26,9 @@ Usage: deno task bench [flags]
 
 Flags:
   --seconds S       measured seconds per target and round (default 3)
-  --warmup S        warm-up seconds before each measurement, not counted (default 1)
+  --warmup S        warm-up seconds before each measurement, not counted (default 0.5)
   --concurrency K   clients with one request in flight each (default 16)
-  --rounds N        measure echo then Switchboard N times, alternating (default 1)
+  --rounds N        measure echo then Switchboard N times, alternating (default 2)
   --json            print the figures as JSON instead of a table
   -h, --help        show this help
 
@@ -70,6 +70,19 @@ interface TargetResult {
   errorSamples: string[];
 }
 
+/** One round's throughputs and their ratio. */
+interface RoundResult {
+  round: number;
+  echoRoundTripsPerSecond: number;
+  switchboardRoundTripsPerSecond: number;
+  ratio: number;
+}
+
+interface PhaseResult {
+  counters: PhaseCounters;
+  measuredMs: number;
+}
+
 interface PhaseCounters {
   roundTrips: number;
   pairs: number;
@@ -86,7 +99,7 @@ function parseFlags(args: string[]): BenchFlags | "help" {
     string: ["seconds", "warmup", "concurrency", "rounds"],
     boolean: ["json", "help"],
     alias: { h: "help" },
-    default: { seconds: "3", warmup: "1", concurrency: "16", rounds: "1" },
+    default: { seconds: "3", warmup: "0.5", concurrency: "16", rounds: "2" },
   });
   rejectUnknownFlags(parsed, ["seconds", "warmup", "concurrency", "rounds", "json", "help", "h"]);
   if (parsed.help) return "help";
@@ -330,7 +343,7 @@ async function runPhase(
   clients: LoadClient[],
   flags: BenchFlags,
   round: number,
-): Promise<{ counters: PhaseCounters; measuredMs: number }> {
+): Promise<PhaseResult> {
   const counters: PhaseCounters = {
     roundTrips: 0,
     pairs: 0,
@@ -429,7 +442,7 @@ function replyText(message: Message): string {
 
 function summarize(
   target: Target,
-  phases: { counters: PhaseCounters; measuredMs: number }[],
+  phases: PhaseResult[],
 ): TargetResult {
   const latencies = phases.flatMap((p) => p.counters.latencies).sort((a, b) => a - b);
   const sum = (pick: (c: PhaseCounters) => number) =>
@@ -454,6 +467,20 @@ function summarize(
     errors: sum((c) => c.errors),
     errorSamples: phases.flatMap((p) => p.counters.errorSamples).slice(0, 5),
   };
+}
+
+function perRound(phases: Record<Target, PhaseResult[]>): RoundResult[] {
+  const rate = (p: PhaseResult) => p.counters.roundTrips / (p.measuredMs / 1000);
+  return phases.echo.map((echo, i) => {
+    const echoRate = rate(echo);
+    const switchboardRate = rate(phases.switchboard[i]);
+    return {
+      round: i + 1,
+      echoRoundTripsPerSecond: echoRate,
+      switchboardRoundTripsPerSecond: switchboardRate,
+      ratio: echoRate === 0 ? 0 : switchboardRate / echoRate,
+    };
+  });
 }
 
 function percentile(sorted: number[], q: number): number {
@@ -494,6 +521,7 @@ function osRelease(): string {
 function printTable(
   flags: BenchFlags,
   results: TargetResult[],
+  rounds: RoundResult[],
   ratio: number,
   registryLeft: number | undefined,
 ): void {
@@ -544,6 +572,15 @@ function printTable(
       "deregister only after registrations.json is fsynced (atomic write, group commit), so it\n" +
       "is bound by the disk, not by the network, and is much slower than echo.",
   );
+  if (rounds.length > 1) {
+    console.log("");
+    for (const r of rounds) {
+      console.log(
+        `round ${r.round}: echo ${r.echoRoundTripsPerSecond.toFixed(1)} round trips/s, ` +
+          `switchboard ${r.switchboardRoundTripsPerSecond.toFixed(1)}, ratio ${r.ratio.toFixed(3)}`,
+      );
+    }
+  }
   for (const r of results) {
     for (const sample of r.errorSamples) console.log(`${r.target} error: ${sample}`);
   }
@@ -630,7 +667,7 @@ async function main(args: string[]): Promise<number> {
     const clients = Array.from({ length: flags.concurrency }, () => new LoadClient());
     cleanups.push(() => Promise.all(clients.map((c) => c.close())));
 
-    const phases: Record<Target, { counters: PhaseCounters; measuredMs: number }[]> = {
+    const phases: Record<Target, PhaseResult[]> = {
       echo: [],
       switchboard: [],
     };
@@ -658,6 +695,7 @@ async function main(args: string[]): Promise<number> {
 
     const results = [summarize("echo", phases.echo), summarize("switchboard", phases.switchboard)];
     const [echoResult, switchboardResult] = results;
+    const rounds = perRound(phases);
     const ratio = echoResult.roundTripsPerSecond === 0
       ? 0
       : switchboardResult.roundTripsPerSecond / echoResult.roundTripsPerSecond;
@@ -674,6 +712,7 @@ async function main(args: string[]): Promise<number> {
           },
           echo: echoResult,
           switchboard: switchboardResult,
+          rounds,
           ratio,
           registryLeftAfterRun: registryLeft,
           serverExitCode: serverCode,
@@ -682,7 +721,7 @@ async function main(args: string[]): Promise<number> {
         2,
       ));
     } else {
-      printTable(flags, results, ratio, registryLeft);
+      printTable(flags, results, rounds, ratio, registryLeft);
     }
     return switchboardResult.roundTrips > 0 && echoResult.roundTrips > 0 ? 0 : 1;
   } catch (error) {

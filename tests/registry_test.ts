@@ -26,6 +26,7 @@ function record(name: string, overrides: Partial<RegistryRecord> = {}): Registry
     tcpPort: 5001,
     registeredAt: "2025-01-02T03:04:05.000Z",
     tokenSha256: HASH,
+    registeredBy: "00112233aabbccdd/7",
     ...overrides,
   };
 }
@@ -81,6 +82,7 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
       tcp_port: 5001,
       registered_at: "2025-01-02T03:04:05.000Z",
       token_sha256: HASH,
+      registered_by: "00112233aabbccdd/7",
     },
     bob: {
       ip: "10.1.2.3",
@@ -88,6 +90,7 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
       tcp_port: 4001,
       registered_at: "2025-01-02T03:04:05.000Z",
       token_sha256: "",
+      registered_by: "00112233aabbccdd/7",
     },
   });
 });
@@ -111,6 +114,7 @@ Deno.test("Registry.fromJson() accepts a seed file without registered_at or toke
     tcpPort: 5001,
     registeredAt: "",
     tokenSha256: "",
+    registeredBy: "",
   }]);
   assertEquals(Registry.fromJson({}).size, 0);
 });
@@ -145,6 +149,7 @@ Deno.test("Registry.fromJson() rejects bad entries, naming the entry", async (t)
     }, "token_sha256"],
     ["a numeric token_sha256", { Alice: { ...good, token_sha256: 12 } }, "token_sha256"],
     ["a numeric registered_at", { Alice: { ...good, registered_at: 12 } }, "registered_at"],
+    ["a numeric registered_by", { Alice: { ...good, registered_by: 12 } }, "registered_by"],
   ];
   for (const [label, json, mention] of cases) {
     await t.step(label, () => {
@@ -308,5 +313,6 @@ function seedEntry() {
     tcp_port: 5001,
     registered_at: "",
     token_sha256: "",
+    registered_by: "",
   };
 }
