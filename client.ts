@@ -275,12 +275,15 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  const leave = async (code: number): Promise<number> => {
-    await client.close();
-    await lines.cancel();
-    await logging.close();
-    return code;
-  };
+  // The first way out wins: Ctrl+C (130) or the end of the commands.
+  let leaving: Promise<number> | undefined;
+  const leave = (code: number): Promise<number> =>
+    leaving ??= (async () => {
+      await client.close();
+      await lines.cancel();
+      await logging.close();
+      return code;
+    })();
   const onInterrupt = () => {
     leave(130).then((code) => Deno.exit(code));
   };

@@ -145,6 +145,9 @@ interface Started {
   tail: string[];
 }
 
+/** Every child spawned, so that cleanup stops them whatever happened. */
+const children = new Set<Started>();
+
 async function startProcess(
   label: string,
   args: string[],
@@ -158,10 +161,12 @@ async function startProcess(
     stderr: "piped",
   }).spawn();
   const tail: string[] = [];
+  const started: Started = { label, child, port: 0, drained: Promise.resolve(), tail };
+  children.add(started);
   const { promise: portFound, resolve: foundPort } = Promise.withResolvers<number>();
   // Keep reading both streams for the whole run: the server prints one line
   // per registration, and a full pipe would stall it.
-  const drained = Promise.all([
+  started.drained = Promise.all([
     drainLines(child.stdout, tail, (line) => {
       const match = portLine.exec(line);
       if (match) foundPort(Number(match[1]));
@@ -177,7 +182,6 @@ async function startProcess(
     }),
   ]);
   clearTimeout(timer);
-  const started = { label, child, port: 0, drained, tail };
   if (typeof outcome === "string") {
     await stopProcess(started);
     throw new Error(`The ${label} ${outcome}:\n  ${tail.join("\n  ")}`);
@@ -343,6 +347,7 @@ async function runPhase(
   clients: LoadClient[],
   flags: BenchFlags,
   round: number,
+  interrupted: () => boolean,
 ): Promise<PhaseResult> {
   const counters: PhaseCounters = {
     roundTrips: 0,
@@ -373,7 +378,7 @@ async function runPhase(
   const fakeToken = new Uint8Array(TOKEN_BYTES);
 
   await Promise.all(clients.map(async (client, index) => {
-    for (let seq = 0; performance.now() < measureTo; seq++) {
+    for (let seq = 0; performance.now() < measureTo && !interrupted(); seq++) {
       const name = `bench-${target[0]}${round}-${index}-${seq.toString(36)}`;
       const register: MessageOf<"register"> = {
         type: "register",
@@ -393,6 +398,7 @@ async function runPhase(
       );
       let token: Uint8Array;
       if (typeof registered === "string") {
+        if (interrupted()) return;
         fail(`register "${name}": ${registered}`);
         continue;
       } else if (target === "echo" && registered.type === "register") {
@@ -421,6 +427,7 @@ async function runPhase(
         counters,
       );
       if (typeof deregistered === "string") {
+        if (interrupted()) return;
         fail(`deregister "${name}": ${deregistered}`);
         continue;
       }
@@ -612,7 +619,10 @@ async function main(args: string[]): Promise<number> {
     cleaned ??= (async () => {
       for (const step of cleanups.reverse()) await step().catch(() => {});
     })();
+  let interrupted = false;
   const onSignal = () => {
+    if (interrupted) Deno.exit(130);
+    interrupted = true;
     console.error("interrupted: stopping the servers and removing temp files");
     cleanup().finally(() => Deno.exit(130));
   };
@@ -657,10 +667,8 @@ async function main(args: string[]): Promise<number> {
       "--host",
       HOST,
     ], /^Echo UDP listening on port (\d+)$/);
+    cleanups.push(() => Promise.all([...children].map(stopProcess)));
     const [server, echo] = await Promise.allSettled([startServer, startEcho]);
-    for (const started of [server, echo]) {
-      if (started.status === "fulfilled") cleanups.push(() => stopProcess(started.value));
-    }
     if (server.status === "rejected") throw server.reason;
     if (echo.status === "rejected") throw echo.reason;
 
@@ -673,9 +681,12 @@ async function main(args: string[]): Promise<number> {
     };
     for (let round = 1; round <= flags.rounds; round++) {
       for (const target of ["echo", "switchboard"] as const) {
+        if (interrupted) break;
         const port = target === "echo" ? echo.value.port : server.value.port;
         status(`round ${round}/${flags.rounds}: ${target} on UDP port ${port}...`);
-        phases[target].push(await runPhase(target, port, clients, flags, round));
+        phases[target].push(
+          await runPhase(target, port, clients, flags, round, () => interrupted),
+        );
       }
     }
 

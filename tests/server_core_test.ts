@@ -477,3 +477,33 @@ Deno.test("ServerCore gives different tokens to different registrations", () => 
   const b = registerPersisted(core, 1, "Bob", FROM_BOB, BOB_ID);
   assertNotEquals(a, b);
 });
+
+Deno.test("ServerCore.handle() gives a register retransmitted after a restart its original token", () => {
+  const secret = new Uint8Array(32).fill(7);
+  const before = new ServerCore({
+    registry: new Registry(),
+    random: new SeededRandom(1),
+    secret,
+    tcpPort: 3001,
+    version: "9.9.9",
+  });
+  const token = registerPersisted(before, 1, "Alice");
+
+  // A new core (the replay cache is gone) on the persisted registry and key.
+  const after = new ServerCore({
+    registry: Registry.fromJson(before.registry.toJson()),
+    random: new SeededRandom(2),
+    secret,
+    tcpPort: 3001,
+    version: "9.9.9",
+  });
+  after.handle(NOW + 5000, FROM_ALICE, register(1, "Alice"));
+  const out = drain(after);
+  assertEquals(persists(out), [], "nothing changes");
+  assertEquals(sends(out).map((s) => s.message), [{ type: "register_ok", reqId: 1, token }]);
+  assertEquals(after.registry.size, 1);
+
+  // Another client's request for the name is still refused.
+  after.handle(NOW + 5000, FROM_BOB, register(1, "Alice", { client: BOB_ID }));
+  assertError(sends(drain(after))[0].message, "name_taken");
+});
