@@ -507,3 +507,22 @@ Deno.test("ServerCore.handle() gives a register retransmitted after a restart it
   after.handle(NOW + 5000, FROM_BOB, register(1, "Alice", { client: BOB_ID }));
   assertError(sends(drain(after))[0].message, "name_taken");
 });
+
+Deno.test("ServerCore.handle() never hands a token to a changed or late copy of a register", () => {
+  const secret = new Uint8Array(32).fill(9);
+  const options = { random: new SeededRandom(3), secret, tcpPort: 3001, version: "9.9.9" };
+  const before = new ServerCore({ ...options, registry: new Registry() });
+  registerPersisted(before, 1, "Alice");
+  const restarted = () =>
+    new ServerCore({ ...options, registry: Registry.fromJson(before.registry.toJson()) });
+
+  // Same client id and request id, different content: a new request, refused.
+  const changed = restarted();
+  changed.handle(NOW + 5000, FROM_BOB, register(1, "Alice", { tcpPort: 6000 }));
+  assertError(sends(drain(changed))[0].message, "name_taken");
+
+  // The very same request, but after the replay window: refused too.
+  const late = restarted();
+  late.handle(NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice"));
+  assertError(sends(drain(late))[0].message, "name_taken");
+});

@@ -60,7 +60,7 @@ function runScenario(seed: number, impairment: Impairment, crash: boolean): RunR
   }
   // No request was ever executed twice, whatever the network did.
   const executed = sim.serverEvents.flatMap((e) =>
-    e.kind === "registered" || e.kind === "deregistered" ? [`${e.kind} ${e.request}`] : []
+    e.kind === "registered" || e.kind === "deregistered" ? [`${e.kind} ${e.fingerprint}`] : []
   );
   assertEquals(new Set(executed).size, executed.length, `seed ${seed}: a request ran twice`);
   // At no time did two clients hold one name: between two registrations of a

@@ -130,6 +130,9 @@ export class ClientCore {
           data: this.#statusData(),
         });
       case "register": {
+        if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
+          return this.#fail("register", "The server's TCP port is not known yet");
+        }
         const name = command.name ?? this.#name;
         if (name === undefined) {
           return this.#fail("register", "No name given; use register NAME");
@@ -155,6 +158,9 @@ export class ClientCore {
       case "deregister": {
         if (this.#registeredAs === undefined || this.#token === undefined) {
           return this.#fail("deregister", "Not registered in this session; register first");
+        }
+        if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
+          return this.#fail("deregister", "The server's TCP port is not known yet");
         }
         return this.#send(now, command, {
           type: "deregister",

@@ -146,21 +146,27 @@ export class ServerDriver {
   }
 
   /**
-   * Stops accepting, closes every socket and waits for the registry to be
-   * written. Safe to call twice.
+   * Stops accepting requests, waits until every change is written and
+   * answered, then closes every socket. Safe to call twice.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#udp.close();
     try {
       this.#listener.close();
     } catch {
       // already closed
     }
+    // New requests are ignored from here on; changes already made are written
+    // and their replies sent before the sockets close.
+    while (true) {
+      const writing = this.#persisting;
+      await writing;
+      if (writing === this.#persisting && !this.#core.hasUnsavedChanges) break;
+    }
+    this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
-    await this.#persisting;
     log.info("Server stopped");
   }
 
@@ -185,6 +191,7 @@ export class ServerDriver {
   }
 
   #handle(from: Endpoint, message: Message): void {
+    if (this.#closed) return;
     try {
       this.#core.handle(systemClock.now(), from, message);
       this.#drain();

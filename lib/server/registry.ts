@@ -21,7 +21,7 @@ export interface RegistryRecord {
   readonly registeredAt: string;
   /** SHA-256 of its session token, hex; never the token itself. */
   readonly tokenSha256: string;
-  /** The `client/reqId` of the register request that created it ("" if unknown). */
+  /** Fingerprint (hash) of the register request that created it ("" if unknown). */
   readonly registeredBy: string;
 }
 

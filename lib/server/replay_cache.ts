@@ -20,6 +20,9 @@ interface Entry {
   at: number;
 }
 
+/** How long an answered request is remembered by default, ms. */
+export const DEFAULT_REPLAY_TTL_MS = 120_000;
+
 /** Limits of a {@linkcode ReplayCache}. */
 export interface ReplayCacheOptions {
   /** How long an answered request is remembered, in ms (default 120 s). */
@@ -50,7 +53,7 @@ export class ReplayCache {
 
   /** @param options limits */
   constructor(options: ReplayCacheOptions = {}) {
-    this.#ttlMs = options.ttlMs ?? 120_000;
+    this.#ttlMs = options.ttlMs ?? DEFAULT_REPLAY_TTL_MS;
     this.#perClient = options.perClient ?? 64;
     this.#maxClients = options.maxClients ?? 10_000;
   }

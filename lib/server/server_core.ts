@@ -10,7 +10,7 @@ import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
-import { nameKey, nameProblem } from "../wire/client_name.ts";
+import { nameProblem } from "../wire/client_name.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
 import {
@@ -22,7 +22,7 @@ import {
   TOKEN_BYTES,
 } from "../wire/messages.ts";
 import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
-import { ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
+import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 
 /** Where a request came from, and so where its reply goes. */
 export interface Endpoint {
@@ -41,7 +41,9 @@ export type ServerEvent =
   | {
     readonly kind: "registered";
     readonly name: string;
-    readonly request: string;
+    readonly reqId: number;
+    /** Identifies the request (a hash of it); unique per executed request. */
+    readonly fingerprint: string;
     readonly ip: string;
     readonly udpPort: number;
     readonly tcpPort: number;
@@ -50,7 +52,9 @@ export type ServerEvent =
   | {
     readonly kind: "deregistered";
     readonly name: string;
-    readonly request: string;
+    readonly reqId: number;
+    /** Identifies the request (a hash of it); unique per executed request. */
+    readonly fingerprint: string;
     readonly transport: "udp" | "tcp";
   }
   | {
@@ -137,6 +141,7 @@ export class ServerCore {
   #tcpPort: number;
   #version: string;
   #replay: ReplayCache;
+  #replayTtlMs: number;
   #outputs: ServerOutput[] = [];
   #held: HeldReply[] = [];
   #version_ = 0;
@@ -151,6 +156,7 @@ export class ServerCore {
     this.#tcpPort = options.tcpPort;
     this.#version = options.version;
     this.#replay = new ReplayCache(options.replay);
+    this.#replayTtlMs = options.replay?.ttlMs ?? DEFAULT_REPLAY_TTL_MS;
   }
 
   /** The live registry (read it; change it only through requests). */
@@ -191,7 +197,7 @@ export class ServerCore {
       return;
     }
     this.#replay.begin(now, message.client, message.reqId, fingerprint);
-    this.#execute(now, from, message);
+    this.#execute(now, from, message, fingerprint);
   }
 
   /**
@@ -243,7 +249,7 @@ export class ServerCore {
     this.#requestPersist();
   }
 
-  #execute(now: number, from: Endpoint, request: Request): void {
+  #execute(now: number, from: Endpoint, request: Request, fingerprint: string): void {
     switch (request.type) {
       case "hello":
         this.#answer(from, request, {
@@ -254,10 +260,10 @@ export class ServerCore {
         });
         return;
       case "register":
-        this.#register(now, from, request);
+        this.#register(now, from, request, fingerprint);
         return;
       case "deregister":
-        this.#deregister(from, request);
+        this.#deregister(from, request, fingerprint);
         return;
       case "text":
         this.#text(from, request);
@@ -265,7 +271,12 @@ export class ServerCore {
     }
   }
 
-  #register(now: number, from: Endpoint, request: MessageOf<"register">): void {
+  #register(
+    now: number,
+    from: Endpoint,
+    request: MessageOf<"register">,
+    fingerprint: string,
+  ): void {
     const name = request.name;
     const problem = nameProblem(name);
     if (problem !== undefined) {
@@ -283,10 +294,14 @@ export class ServerCore {
         `Cannot register "${name}": TCP port ${request.tcpPort} is not in 1024..65535`,
       );
     }
-    const token = this.#token(request);
+    const token = this.#token(fingerprint);
     const existing = this.#registry.get(name);
-    if (existing !== undefined && existing.registeredBy === requestKey(request)) {
-      // Executed before a crash that lost the replay cache: answer it again.
+    if (
+      existing !== undefined && existing.registeredBy === fingerprint &&
+      now - Date.parse(existing.registeredAt) <= this.#replayTtlMs
+    ) {
+      // This very request was executed just before a crash that lost the
+      // replay cache: answer it again, within the replay window only.
       return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, token });
     }
     if (existing !== undefined) {
@@ -304,7 +319,7 @@ export class ServerCore {
       tcpPort: request.tcpPort,
       registeredAt: new Date(now).toISOString(),
       tokenSha256: toHex(sha256(token)),
-      registeredBy: requestKey(request),
+      registeredBy: fingerprint,
     };
     this.#registry.add(record);
     this.#hold(from, request, {
@@ -312,7 +327,8 @@ export class ServerCore {
       event: {
         kind: "registered",
         name,
-        request: requestKey(request),
+        reqId: request.reqId,
+        fingerprint,
         ip: record.ip,
         udpPort,
         tcpPort: record.tcpPort,
@@ -323,7 +339,7 @@ export class ServerCore {
     });
   }
 
-  #deregister(from: Endpoint, request: MessageOf<"deregister">): void {
+  #deregister(from: Endpoint, request: MessageOf<"deregister">, fingerprint: string): void {
     const record = this.#registry.get(request.name);
     if (record === undefined) {
       return this.#refuse(
@@ -347,7 +363,8 @@ export class ServerCore {
       event: {
         kind: "deregistered",
         name: record.name,
-        request: requestKey(request),
+        reqId: request.reqId,
+        fingerprint,
         transport: from.transport,
       },
       undo: () => this.#registry.add(record),
@@ -368,8 +385,8 @@ export class ServerCore {
     this.#answer(from, request, { type: "text_ok", reqId: request.reqId });
   }
 
-  #token(request: MessageOf<"register">): Uint8Array {
-    const input = new TextEncoder().encode(`${requestKey(request)}/${nameKey(request.name)}`);
+  #token(fingerprint: string): Uint8Array {
+    const input = new TextEncoder().encode(`register/${fingerprint}`);
     return hmac(sha256, this.#secret, input).subarray(0, TOKEN_BYTES);
   }
 
@@ -430,10 +447,6 @@ export class ServerCore {
 
 function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply {
   return { type: "error", reqId, code: ERROR_CODES[code], message };
-}
-
-function requestKey(request: Request): string {
-  return `${request.client}/${request.reqId}`;
 }
 
 function lower(sentence: string): string {

@@ -16,9 +16,9 @@ export interface EventText {
  *
  * @example
  * ```ts
- * serverEventText({ kind: "deregistered", name: "Bob", request: "00aa00aa00aa00aa/7",
+ * serverEventText({ kind: "deregistered", name: "Bob", reqId: 7, fingerprint: "…",
  *   transport: "udp" }).text;
- * // 'Deregistered "Bob" over UDP, request 00aa00aa00aa00aa/7'
+ * // 'Deregistered "Bob" over UDP, request 7'
  * ```
  */
 export function serverEventText(event: ServerEvent): EventText {
@@ -27,13 +27,13 @@ export function serverEventText(event: ServerEvent): EventText {
       return {
         level: "info",
         text: `Registered "${event.name}" at ${event.ip} (UDP port ${event.udpPort}, ` +
-          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}, request ${event.request}`,
+          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
     case "deregistered":
       return {
         level: "info",
         text:
-          `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.request}`,
+          `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
     case "text":
       return {
