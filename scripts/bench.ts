@@ -143,6 +143,8 @@ interface Started {
   drained: Promise<void>;
   /** The last lines it printed, for error messages. */
   tail: string[];
+  /** Set by the first stopProcess(), so that the process gets one SIGTERM only. */
+  stopped?: Promise<number | null>;
 }
 
 /** Every child spawned, so that cleanup stops them whatever happened. */
@@ -212,8 +214,16 @@ async function drainLines(
   if (rest !== "") tail.push(rest);
 }
 
-/** Sends SIGTERM, waits, then SIGKILL; returns the exit code. */
-async function stopProcess(started: Started): Promise<number | null> {
+/**
+ * Sends SIGTERM once (a second one makes the server exit at once, skipping its
+ * shutdown), waits, then SIGKILL; returns the exit code.
+ */
+function stopProcess(started: Started): Promise<number | null> {
+  started.stopped ??= terminate(started);
+  return started.stopped;
+}
+
+async function terminate(started: Started): Promise<number | null> {
   const { child } = started;
   const exited = child.status.then((status) => status.code);
   try {
@@ -296,8 +306,8 @@ class LoadClient {
         let message: Message;
         try {
           message = decodeMessage(received.data);
-        } catch (error) {
-          return `undecodable reply: ${(error as Error).message}`;
+        } catch {
+          continue; // not a Switchboard message: ignore it, as a client does
         }
         if ("reqId" in message && message.reqId === reqId) return message;
         // A late reply to an earlier retransmission: keep waiting.
@@ -501,28 +511,11 @@ function machine() {
   return {
     os: Deno.build.os,
     arch: Deno.build.arch,
-    osRelease: osRelease(),
+    osRelease: Deno.osRelease(),
     hardwareConcurrency: navigator.hardwareConcurrency,
     deno: Deno.version.deno,
     v8: Deno.version.v8,
   };
-}
-
-// `deno task bench` grants no --allow-sys, which Deno.osRelease() needs (and
-// Deno wants all permissions to read /proc), so ask `uname -r` instead.
-function osRelease(): string {
-  try {
-    return Deno.osRelease();
-  } catch {
-    try {
-      const out = new Deno.Command("uname", { args: ["-r"], stderr: "null" }).outputSync();
-      const text = new TextDecoder().decode(out.stdout).trim();
-      if (out.success && text !== "") return text;
-    } catch {
-      // no uname here
-    }
-    return "unknown (needs --allow-sys)";
-  }
 }
 
 function printTable(
@@ -530,7 +523,7 @@ function printTable(
   results: TargetResult[],
   rounds: RoundResult[],
   ratio: number,
-  registryLeft: number | undefined,
+  details: { registryLeft: number | undefined; dataDir: string },
 ): void {
   const m = machine();
   console.log("Switchboard bench: register+deregister over loopback UDP vs a bare UDP echo");
@@ -541,6 +534,9 @@ function printTable(
   console.log(
     `load: ${flags.concurrency} concurrent clients (one socket, one request in flight each), ` +
       `${flags.warmup} s warm-up + ${flags.seconds} s measured per target, ${flags.rounds} round(s)`,
+  );
+  console.log(
+    `registry: written to ${details.dataDir} (set TMPDIR to measure another disk)`,
   );
   console.log("");
   const header = [
@@ -591,8 +587,8 @@ function printTable(
   for (const r of results) {
     for (const sample of r.errorSamples) console.log(`${r.target} error: ${sample}`);
   }
-  if (registryLeft !== undefined && registryLeft !== 0) {
-    console.log(`warning: ${registryLeft} names left in the registry after the run`);
+  if (details.registryLeft !== undefined && details.registryLeft !== 0) {
+    console.log(`warning: ${details.registryLeft} names left in the registry after the run`);
   }
   console.log(`ratio: switchboard/echo = ${ratio.toFixed(3)}`);
 }
@@ -690,6 +686,7 @@ async function main(args: string[]): Promise<number> {
       }
     }
 
+    if (interrupted) return 130;
     await Promise.all(clients.map((c) => c.close()));
     const serverCode = await stopProcess(server.value);
     await stopProcess(echo.value);
@@ -725,6 +722,7 @@ async function main(args: string[]): Promise<number> {
           switchboard: switchboardResult,
           rounds,
           ratio,
+          dataDir,
           registryLeftAfterRun: registryLeft,
           serverExitCode: serverCode,
         },
@@ -732,7 +730,7 @@ async function main(args: string[]): Promise<number> {
         2,
       ));
     } else {
-      printTable(flags, results, rounds, ratio, registryLeft);
+      printTable(flags, results, rounds, ratio, { registryLeft, dataDir });
     }
     return switchboardResult.roundTrips > 0 && echoResult.roundTrips > 0 ? 0 : 1;
   } catch (error) {

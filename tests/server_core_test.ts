@@ -383,7 +383,7 @@ Deno.test("ServerCore.handle() group-commits changes made while a persist is in 
   assertEquals(persists(last), []);
 });
 
-Deno.test("ServerCore.persistFailed() of one batch keeps the next batch's changes", () => {
+Deno.test("ServerCore.persistFailed() undoes every change not yet durable", () => {
   const core = newCore();
   core.handle(NOW, FROM_ALICE, register(1, "Alice"));
   const [first] = persists(drain(core));
@@ -391,12 +391,40 @@ Deno.test("ServerCore.persistFailed() of one batch keeps the next batch's change
   drain(core);
   core.persistFailed(first.version, "disk full");
   const out = drain(core);
-  assertError(sends(out)[0].message, "not_saved");
-  const [second] = persists(out);
-  assertEquals(Object.keys(second.registry), ["Bob"]);
-  core.persisted(second.version);
+  // Bob's change was made on top of Alice's unsaved one, so both are undone.
+  assertEquals(sends(out).map((s) => (s.message as MessageOf<"error">).code), [
+    ERROR_CODES.not_saved,
+    ERROR_CODES.not_saved,
+  ]);
+  assertEquals(persists(out), []);
+  assertEquals(core.registry.size, 0);
+  assertEquals(core.hasUnsavedChanges, false);
+  // The server goes on: the next change is written as usual.
+  core.handle(NOW, FROM_BOB, register(2, "Bob", { client: BOB_ID }));
+  const [next] = persists(drain(core));
+  assertEquals(Object.keys(next.registry), ["Bob"]);
+  core.persisted(next.version);
   assertEquals(sends(drain(core))[0].message.type, "register_ok");
-  assertEquals(core.registry.records().map((r) => r.name), ["Bob"]);
+});
+
+Deno.test("ServerCore.persistFailed() restores a name whose deregister and re-register were pending", () => {
+  const core = newCore();
+  const token = registerPersisted(core, 1, "Alice");
+  core.handle(NOW, FROM_ALICE, {
+    type: "deregister",
+    reqId: 2,
+    client: ALICE_ID,
+    name: "Alice",
+    token,
+  });
+  const [write] = persists(drain(core));
+  core.handle(NOW, FROM_BOB, register(1, "alice", { client: BOB_ID }));
+  drain(core);
+  core.persistFailed(write.version, "disk full");
+  const out = drain(core);
+  assertEquals(sends(out).length, 2);
+  assertEquals(core.registry.records().map((r) => r.name), ["Alice"]);
+  assertEquals(core.hasUnsavedChanges, false);
 });
 
 Deno.test("ServerCore.handle() takes the UDP port from the source over UDP", () => {
@@ -525,4 +553,22 @@ Deno.test("ServerCore.handle() never hands a token to a changed or late copy of 
   const late = restarted();
   late.handle(NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice"));
   assertError(sends(drain(late))[0].message, "name_taken");
+});
+
+Deno.test("ServerCore.handle() holds a retransmission whose cache entry was evicted until the write lands", () => {
+  const core = new ServerCore({
+    registry: new Registry(),
+    random: new SeededRandom(1),
+    tcpPort: 3001,
+    version: "9.9.9",
+    replay: { perClient: 1 },
+  });
+  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  const [write] = persists(drain(core));
+  core.handle(NOW, FROM_ALICE, { type: "hello", reqId: 2, client: ALICE_ID }); // evicts reqId 1
+  drain(core);
+  core.handle(NOW + 500, FROM_ALICE, register(1, "Alice"));
+  assertEquals(sends(drain(core)), [], "no reply before the registration is durable");
+  core.persisted(write.version);
+  assertEquals(sends(drain(core)).map((s) => s.message.type), ["register_ok"]);
 });

@@ -116,6 +116,7 @@ interface HeldReply {
   to: Endpoint;
   client: string;
   reqId: number;
+  fingerprint: string;
   reply: Reply;
   event: ServerEvent;
   undo: () => void;
@@ -229,8 +230,10 @@ export class ServerCore {
   }
 
   /**
-   * Reports that writing the snapshot of `version` failed: the changes it
-   * held are undone and their requests answered with an error.
+   * Reports that writing the snapshot of `version` failed: every change not
+   * yet durable (this snapshot's and any made since, which were built on it)
+   * is undone, newest first, and its request answered with an error, so that
+   * memory matches the disk again.
    *
    * @param version the version from the `persist` output
    * @param reason why, for the log
@@ -238,15 +241,14 @@ export class ServerCore {
   persistFailed(version: number, reason: string): void {
     this.#persistInFlight = false;
     this.#emit({ kind: "save_failed", reason });
-    const failed = this.#held.filter((h) => h.version <= version);
-    this.#held = this.#held.filter((h) => h.version > version);
-    for (const h of failed.reverse()) {
+    const failed = this.#held.reverse();
+    this.#held = [];
+    for (const h of failed) {
       h.undo();
       this.#replay.complete(h.client, h.reqId, h.failure);
       this.#outputs.push({ type: "send", to: h.to, message: h.failure });
     }
-    this.#persistedVersion = Math.max(this.#persistedVersion, version);
-    this.#requestPersist();
+    this.#persistedVersion = Math.max(version, this.#version_);
   }
 
   #execute(now: number, from: Endpoint, request: Request, fingerprint: string): void {
@@ -301,7 +303,9 @@ export class ServerCore {
       now - Date.parse(existing.registeredAt) <= this.#replayTtlMs
     ) {
       // This very request was executed just before a crash that lost the
-      // replay cache: answer it again, within the replay window only.
+      // replay cache: answer it again, within the replay window only, and
+      // only once it is durable.
+      if (this.#held.some((h) => h.fingerprint === fingerprint)) return;
       return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, token });
     }
     if (existing !== undefined) {
@@ -322,7 +326,7 @@ export class ServerCore {
       registeredBy: fingerprint,
     };
     this.#registry.add(record);
-    this.#hold(from, request, {
+    this.#hold(from, request, fingerprint, {
       reply: { type: "register_ok", reqId: request.reqId, token },
       event: {
         kind: "registered",
@@ -358,7 +362,7 @@ export class ServerCore {
       );
     }
     this.#registry.remove(record.name);
-    this.#hold(from, request, {
+    this.#hold(from, request, fingerprint, {
       reply: { type: "deregister_ok", reqId: request.reqId },
       event: {
         kind: "deregistered",
@@ -414,6 +418,7 @@ export class ServerCore {
   #hold(
     to: Endpoint,
     request: Request,
+    fingerprint: string,
     change: { reply: Reply; event: ServerEvent; undo: () => void; failureText: string },
   ): void {
     this.#version_++;
@@ -422,6 +427,7 @@ export class ServerCore {
       to,
       client: request.client,
       reqId: request.reqId,
+      fingerprint,
       reply: change.reply,
       event: change.event,
       undo: change.undo,
