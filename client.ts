@@ -275,17 +275,20 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  // The first way out wins: Ctrl+C (130) or the end of the commands.
+  // Leave once; Ctrl+C at any point before the process ends means exit 130,
+  // even if the end of input was seen first.
+  let interrupted = false;
   let leaving: Promise<number> | undefined;
   const leave = (code: number): Promise<number> =>
     leaving ??= (async () => {
       await client.close();
       await lines.cancel();
       await logging.close();
-      return code;
+      return interrupted ? 130 : code;
     })();
   const onInterrupt = () => {
-    leave(130).then((code) => Deno.exit(code));
+    interrupted = true;
+    leave(130).then(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   try {

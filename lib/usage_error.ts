@@ -73,5 +73,7 @@ export function rejectUnknownFlags(
     throw new UsageError(`unknown flag --${key}; see --help`);
   }
   const rest = parsed._ as unknown[];
-  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
+  if (rest.length === 0) return;
+  if (rest[0] === "") throw new UsageError("a flag was given an empty value; see --help");
+  throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
 }

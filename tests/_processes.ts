@@ -248,6 +248,10 @@ export class RunningProgram implements AsyncDisposable {
    */
   async finished(ms = STOP_MS): Promise<Finished> {
     await this.closeStdin();
+    return await this.#exit(ms);
+  }
+
+  async #exit(ms: number): Promise<Finished> {
     let status: Deno.CommandStatus;
     try {
       status = await withTimeout(this.#status, ms, `${this.#label} to exit`);
@@ -268,7 +272,8 @@ export class RunningProgram implements AsyncDisposable {
   }
 
   /**
-   * Sends a signal and waits for the exit.
+   * Sends a signal and waits for the exit. Standard input stays open until
+   * then, as on a terminal, so the program sees the signal and no end of input.
    *
    * @param signal the signal
    * @param ms the longest wait before SIGKILL
@@ -280,7 +285,11 @@ export class RunningProgram implements AsyncDisposable {
     } catch {
       // already gone
     }
-    return await this.finished(ms);
+    try {
+      return await this.#exit(ms);
+    } finally {
+      await this.closeStdin();
+    }
   }
 
   async #forceKill(): Promise<void> {
