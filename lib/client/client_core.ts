@@ -157,7 +157,11 @@ export class ClientCore {
       }
       case "deregister": {
         if (this.#registeredAs === undefined || this.#token === undefined) {
-          return this.#fail("deregister", "Not registered in this session; register first");
+          return this.#fail(
+            "deregister",
+            "Not registered in this session; only the client that registered a name holds " +
+              "its session token, until it exits",
+          );
         }
         if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
           return this.#fail("deregister", "The server's TCP port is not known yet");

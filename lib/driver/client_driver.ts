@@ -76,7 +76,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       tcpPort: config.tcpPort,
       via: config.via,
-      server: `${config.serverHost}:${config.serverPort}`,
+      server: hostPort(config.serverHost, config.serverPort),
     });
     this.#udpLoop = this.#receiveUdp();
   }
@@ -94,7 +94,7 @@ export class ClientDriver {
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
     log.info("Client started on UDP port {udpPort}; server {server}", {
       udpPort: udp.localPort,
-      server: `${config.serverHost}:${config.serverPort}`,
+      server: hostPort(config.serverHost, config.serverPort),
     });
     return Promise.resolve(new ClientDriver(config, udp, serverAddress));
   }
@@ -199,9 +199,9 @@ export class ClientDriver {
       this.#tcp?.close();
       this.#tcp = undefined;
       this.#core.tcpFailed(
-        `cannot reach the server over TCP at ${this.#config.serverHost}:${this.#core.serverTcpPort}: ${
-          (error as Error).message
-        }`,
+        `cannot reach the server over TCP at ${
+          hostPort(this.#config.serverHost, this.#core.serverTcpPort ?? 0)
+        }: ${(error as Error).message}`,
       );
       this.#drain();
     });
@@ -241,4 +241,8 @@ export class ClientDriver {
       this.#drain();
     }
   }
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
