@@ -14,9 +14,9 @@ import { DEFAULT_RETRY_POLICY, retryDelay, type RetryPolicy } from "./retry_poli
 export type Via = "udp" | "tcp";
 
 /** A request without the ids the session adds. */
-export type RequestBody = Request extends infer R
-  ? R extends Request ? Omit<R, "reqId" | "client"> : never
-  : never;
+export type RequestBody = DistributiveOmit<Request, "reqId" | "client">;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** What the session asks its driver to do, or reports. */
 export type SessionOutput =

@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
+import type { RegistryJson } from "../server/registry.ts";
 import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
 import { serverEventText } from "../server/server_event_text.ts";
 import { FramedConnection } from "../transport/framed_connection.ts";
@@ -304,7 +305,7 @@ export class ServerDriver {
     conn.write(bytes).catch(() => conn.close());
   }
 
-  #persist(version: number, registry: Parameters<typeof saveRegistry>[1]): void {
+  #persist(version: number, registry: RegistryJson): void {
     this.#persisting = this.#persisting.then(async () => {
       try {
         await saveRegistry(this.#config.dataDir, registry);

@@ -140,12 +140,12 @@ export class ServerCore {
   #registry: Registry;
   #secret: Uint8Array;
   #tcpPort: number;
-  #version: string;
+  #serverVersion: string;
   #replay: ReplayCache;
   #replayTtlMs: number;
   #outputs: ServerOutput[] = [];
   #held: HeldReply[] = [];
-  #version_ = 0;
+  #changeVersion = 0;
   #persistedVersion = 0;
   #persistInFlight = false;
   #stats: ServerStats = { requests: 0, replays: 0, refused: 0 };
@@ -155,7 +155,7 @@ export class ServerCore {
     this.#registry = options.registry;
     this.#secret = options.secret ?? options.random.bytes(32);
     this.#tcpPort = options.tcpPort;
-    this.#version = options.version;
+    this.#serverVersion = options.version;
     this.#replay = new ReplayCache(options.replay);
     this.#replayTtlMs = options.replay?.ttlMs ?? DEFAULT_REPLAY_TTL_MS;
   }
@@ -172,7 +172,7 @@ export class ServerCore {
 
   /** True while a registry snapshot is being written or waits to be. */
   get hasUnsavedChanges(): boolean {
-    return this.#persistedVersion < this.#version_;
+    return this.#persistedVersion < this.#changeVersion;
   }
 
   /**
@@ -248,7 +248,7 @@ export class ServerCore {
       this.#replay.complete(h.client, h.reqId, h.failure);
       this.#outputs.push({ type: "send", to: h.to, message: h.failure });
     }
-    this.#persistedVersion = Math.max(version, this.#version_);
+    this.#persistedVersion = Math.max(version, this.#changeVersion);
   }
 
   #execute(now: number, from: Endpoint, request: Request, fingerprint: string): void {
@@ -258,7 +258,7 @@ export class ServerCore {
           type: "hello_ok",
           reqId: request.reqId,
           tcpPort: this.#tcpPort,
-          serverVersion: this.#version,
+          serverVersion: this.#serverVersion,
         });
         return;
       case "register":
@@ -421,9 +421,9 @@ export class ServerCore {
     fingerprint: string,
     change: { reply: Reply; event: ServerEvent; undo: () => void; failureText: string },
   ): void {
-    this.#version_++;
+    this.#changeVersion++;
     this.#held.push({
-      version: this.#version_,
+      version: this.#changeVersion,
       to,
       client: request.client,
       reqId: request.reqId,
@@ -437,11 +437,11 @@ export class ServerCore {
   }
 
   #requestPersist(): void {
-    if (this.#persistInFlight || this.#persistedVersion >= this.#version_) return;
+    if (this.#persistInFlight || this.#persistedVersion >= this.#changeVersion) return;
     this.#persistInFlight = true;
     this.#outputs.push({
       type: "persist",
-      version: this.#version_,
+      version: this.#changeVersion,
       registry: this.#registry.toJson(),
     });
   }
