@@ -13,6 +13,7 @@ import { ClientDriver } from "./lib/driver/client_driver.ts";
 import { LineReader } from "./lib/driver/line_reader.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import { portFlag, rejectUnknownFlags, secondsFlag, UsageError } from "./lib/usage_error.ts";
+import { printable } from "./lib/printable.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 
@@ -134,7 +135,7 @@ class Output {
 
   event(event: string, text: string, data: Record<string, unknown> = {}): void {
     if (this.#json) console.log(JSON.stringify({ event, message: text, ...data }));
-    else console.log(text);
+    else console.log(printable(text));
   }
 
   result(result: CommandResult): void {
@@ -144,17 +145,17 @@ class Output {
         ? { message: result.message, ...result.data }
         : { error: result.error, code: result.code };
       console.log(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) console.error(`error: ${result.error}`);
+      if (!result.ok) console.error(`error: ${printable(result.error)}`);
     } else if (result.ok) {
-      console.log(result.message);
+      console.log(printable(result.message));
     } else {
-      console.error(`error: ${result.error}`);
+      console.error(`error: ${printable(result.error)}`);
     }
   }
 
   error(text: string): void {
     if (this.#json) console.log(JSON.stringify({ event: "error", error: text }));
-    console.error(`error: ${text}`);
+    console.error(`error: ${printable(text)}`);
   }
 }
 
@@ -218,10 +219,59 @@ async function main(args: string[]): Promise<number> {
     }
     throw error;
   }
+  // Everything opened below is closed once, on the way out. Ctrl+C at any
+  // point (a prompt, a pending request) leaves with exit code 130, even if
+  // the end of input was seen at the same moment.
+  let lines: LineReader | undefined;
+  let logging: { close(): Promise<void> } | undefined;
+  let client: ClientDriver | undefined;
+  let interrupted = false;
+  let leaving: Promise<number> | undefined;
+  const leave = (code: number): Promise<number> =>
+    leaving ??= (async () => {
+      await client?.close();
+      await lines?.cancel();
+      await logging?.close();
+      return interrupted ? 130 : code;
+    })();
+  const onInterrupt = () => {
+    interrupted = true;
+    leave(130).then(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  try {
+    return await leave(
+      await session(flags, {
+        openInput: (stream) => lines = new LineReader(stream),
+        openLogging: async () => {
+          logging = await setupLogging({
+            dir: flags.logDir,
+            file: "client.log",
+            level: flags.logLevel,
+          });
+        },
+        openClient: async (config) => client = await ClientDriver.open(config),
+      }),
+    );
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+}
+
+interface Openers {
+  openInput(stream: ReadableStream<Uint8Array>): LineReader;
+  openLogging(): Promise<void>;
+  openClient(config: Parameters<typeof ClientDriver.open>[0]): Promise<ClientDriver>;
+}
+
+/** Runs the client from the parsed flags and returns its exit code. */
+async function session(flags: ClientFlags, open: Openers): Promise<number> {
   const interactive = flags.script === undefined && Deno.stdin.isTerminal();
   let input: ReadableStream<Uint8Array>;
   if (flags.script !== undefined) {
     try {
+      const info = await Deno.stat(flags.script);
+      if (!info.isFile) throw new Error("it is not a regular file");
       input = (await Deno.open(flags.script)).readable;
     } catch (error) {
       console.error(`error: cannot read script ${flags.script}: ${(error as Error).message}`);
@@ -230,7 +280,7 @@ async function main(args: string[]): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
-  const lines = new LineReader(input);
+  const lines = open.openInput(input);
   const output = new Output(flags.json);
   let settings;
   try {
@@ -247,16 +297,15 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
 
-  let logging;
   try {
-    logging = await setupLogging({ dir: flags.logDir, file: "client.log", level: flags.logLevel });
+    await open.openLogging();
   } catch (error) {
     console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
     return 1;
   }
   let client: ClientDriver;
   try {
-    client = await ClientDriver.open({
+    client = await open.openClient({
       serverHost: settings.server.host,
       serverPort: settings.server.port,
       udpPort: settings.udpPort,
@@ -266,7 +315,6 @@ async function main(args: string[]): Promise<number> {
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
     });
   } catch (error) {
-    await logging.close();
     if (error instanceof Deno.errors.AddrInUse) {
       output.error(`UDP port ${settings.udpPort} is in use; pass --udp-port 0 to pick a free one`);
     } else {
@@ -275,37 +323,17 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  // Leave once; Ctrl+C at any point before the process ends means exit 130,
-  // even if the end of input was seen first.
-  let interrupted = false;
-  let leaving: Promise<number> | undefined;
-  const leave = (code: number): Promise<number> =>
-    leaving ??= (async () => {
-      await client.close();
-      await lines.cancel();
-      await logging.close();
-      return interrupted ? 130 : code;
-    })();
-  const onInterrupt = () => {
-    interrupted = true;
-    leave(130).then(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onInterrupt);
-  try {
-    const hello = await client.run({ kind: "hello" });
-    if (!hello.ok) {
-      output.error(`cannot reach the server: ${lowerFirst(hello.error)}`);
-      return await leave(1);
-    }
-    output.event("connected", hello.message, hello.data);
-    if (interactive) {
-      console.log('Type "help" for the commands.');
-      return await leave(await interactiveLoop(client, lines, output));
-    }
-    return await leave(await scriptLoop(client, lines, output));
-  } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
+  const hello = await client.run({ kind: "hello" });
+  if (!hello.ok) {
+    output.error(`cannot reach the server: ${lowerFirst(hello.error)}`);
+    return 1;
   }
+  output.event("connected", hello.message, hello.data);
+  if (interactive) {
+    console.log('Type "help" for the commands.');
+    return await interactiveLoop(client, lines, output);
+  }
+  return await scriptLoop(client, lines, output);
 }
 
 async function runCommand(

@@ -6,12 +6,17 @@
  */
 import { parseArgs } from "@std/cli/parse-args";
 import { ServerDriver } from "./lib/driver/server_driver.ts";
+import { BindError } from "./lib/driver/bind_error.ts";
+import { DataDirLockedError } from "./lib/driver/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/driver/registry_file.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import { portFlag, rejectUnknownFlags, UsageError } from "./lib/usage_error.ts";
 import { VERSION } from "./lib/version.ts";
+
+/** Signals closer together than this count as one. */
+const SECOND_SIGNAL_GAP_MS = 1000;
 
 const HELP = `switchboard-server ${VERSION}: registry and presence server for Switchboard clients
 
@@ -27,7 +32,8 @@ Flags:
   -h, --help          show this help
   -V, --version       print the version
 
-Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one exits at once.`;
+Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one (a second or more
+later) exits at once.`;
 
 interface ServerFlags {
   host: string;
@@ -136,14 +142,20 @@ async function main(args: string[]): Promise<number> {
   console.log("Server running... (Press Ctrl+C to stop)");
 
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
-  let stopping = false;
+  let firstSignalAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => () => {
-    if (stopping) {
-      console.error(`${signal} again: exiting at once`);
-      Deno.exit(130);
+    const now = Date.now();
+    if (firstSignalAt === undefined) {
+      firstSignalAt = now;
+      stop(signal);
+      return;
     }
-    stopping = true;
-    stop(signal);
+    // Ctrl+C in a terminal reaches the server twice at once when it runs
+    // under `deno task` (the process group, and the task runner forwarding
+    // it): only a signal that comes later is a second request.
+    if (now - firstSignalAt < SECOND_SIGNAL_GAP_MS) return;
+    console.error(`${signal} again: exiting at once`);
+    Deno.exit(130);
   };
   const signals: [Deno.Signal, () => void][] = [
     ["SIGINT", onSignal("SIGINT")],
@@ -172,13 +184,21 @@ async function main(args: string[]): Promise<number> {
 }
 
 function startFailure(error: unknown, flags: ServerFlags): string {
-  if (error instanceof RegistryFileError) return error.message;
-  if (error instanceof Deno.errors.AddrInUse) {
-    return `port ${flags.udpPort} (UDP) or ${flags.tcpPort} (TCP) is in use; ` +
-      "pass --udp-port and --tcp-port to choose others (0 picks free ones)";
+  if (error instanceof RegistryFileError || error instanceof DataDirLockedError) {
+    return error.message;
   }
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot bind to ${flags.host}: no such local address; check --host`;
+  if (error instanceof BindError) {
+    switch (error.reason) {
+      case "in_use":
+        return `${error.transport.toUpperCase()} port ${error.port} is in use; pass ` +
+          `--${error.transport}-port to choose another (0 picks a free one)`;
+      case "no_address":
+        return `cannot bind to ${flags.host}: no such local address; check --host`;
+      case "other":
+        return `cannot listen on ${error.transport.toUpperCase()} port ${error.port}: ${
+          (error.cause as Error).message
+        }`;
+    }
   }
   if (error instanceof Deno.errors.PermissionDenied) {
     return `permission denied: ${(error as Error).message}`;

@@ -1,6 +1,7 @@
 import { getRotatingFileSink } from "@logtape/file";
 import { configure, dispose, type FormattedValues, getTextFormatter } from "@logtape/logtape";
 import { join } from "@std/path";
+import { printable } from "./printable.ts";
 
 /** The log levels `--log-level` accepts, from most to least verbose. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
@@ -88,7 +89,7 @@ function formatLine({ timestamp, level, category, message, record }: FormattedVa
 
 /** Renders a property on one line; errors as `Name: message`, without their stack. */
 function renderValue(value: unknown): string {
-  if (typeof value === "string") return value.replace(/\r?\n/g, "\\n");
+  if (typeof value === "string") return printable(value);
   if (value instanceof Error) return JSON.stringify(`${value.name}: ${value.message}`);
   return Deno.inspect(value, { colors: false, compact: true, breakLength: Infinity })
     .replace(/\r?\n\s*/g, " ");

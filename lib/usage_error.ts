@@ -51,7 +51,9 @@ export function secondsFlag(flag: string, value: unknown): number {
   const text = String(value);
   const seconds = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
   if (!(seconds > 0 && seconds <= 86400)) {
-    throw new UsageError(`${flag} must be a number of seconds above 0, not "${text}"`);
+    throw new UsageError(
+      `${flag} must be a number of seconds above 0 and at most 86400, not "${text}"`,
+    );
   }
   return seconds * 1000;
 }

@@ -17,7 +17,6 @@ Deno.test("nameProblem() accepts valid names", () => {
     "snake_case",
     "kebab-case",
     "J. R. R. Tolkien",
-    "..",
   ];
   for (const name of valid) assertEquals(nameProblem(name), undefined, name);
 });
@@ -76,4 +75,13 @@ Deno.test("nameKey() makes NFC and NFD forms equal", () => {
   assertEquals(nameKey(nfc), nameKey(nfd));
   assertEquals(nameKey("Zoe\u0308"), nameKey("zo\u00eb"));
   assertEquals(nameKey(nfd), nameKey(nameKey(nfd)));
+});
+
+Deno.test("nameProblem() rejects names of marks or punctuation alone", () => {
+  for (const name of ["\u0301", "\u0301\u0301", "\u0301a", "...", "-", "_ _"]) {
+    assert(nameProblem(name) !== undefined, `expected ${JSON.stringify(name)} to be rejected`);
+  }
+  for (const name of ["a\u0301", "-x", "x.y", "._9"]) {
+    assertEquals(nameProblem(name), undefined, `expected ${JSON.stringify(name)} to be accepted`);
+  }
 });

@@ -381,3 +381,22 @@ Deno.test("parseCommand() throws CommandError for bad lines", () => {
   assertThrows(() => parseCommand("status now"), CommandError);
   assertThrows(() => parseCommand("deregister Alice"), CommandError);
 });
+
+Deno.test("ClientCore.handle() fails a command whose reply has the wrong type", () => {
+  const core = newClient({ name: "Alice" });
+  core.run(0, { kind: "register" });
+  const { message } = sentRequest(drainClient(core));
+  core.handle(1, { type: "deregister_ok", reqId: message.reqId });
+  const r = failure(result(drainClient(core)));
+  assertStringIncludes(r.error, 'unexpected "deregister_ok"');
+  assertEquals(core.registeredAs, undefined);
+});
+
+Deno.test("ClientCore.run() refuses a tcp message over the limit without sending it", () => {
+  const core = newClient({ name: "Alice" });
+  hello(core);
+  core.run(2, { kind: "tcp", text: "é".repeat(30_001) });
+  const out = drainClient(core);
+  assertEquals(out.filter((o) => o.type === "send"), []);
+  assertStringIncludes(failure(result(out)).error, "60002 bytes of UTF-8; the limit is 60000");
+});

@@ -8,7 +8,7 @@
 import type { Random } from "../random.ts";
 import { nameProblem } from "../wire/client_name.ts";
 import { type ErrorCodeName, errorCodeName } from "../wire/error_code.ts";
-import type { Message, Reply, Request } from "../wire/messages.ts";
+import { MAX_TEXT_BYTES, type Message, type Reply, type Request } from "../wire/messages.ts";
 import type { Command } from "./command.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
@@ -176,6 +176,16 @@ export class ClientCore {
         if (this.#serverTcpPort === undefined) {
           return this.#fail("tcp", "The server's TCP port is not known yet");
         }
+        const size = new TextEncoder().encode(command.text).length;
+        if (size > MAX_TEXT_BYTES) {
+          return this.#fail(
+            "tcp",
+            `The message is ${size} bytes of UTF-8; the limit is ${MAX_TEXT_BYTES}`,
+          );
+        }
+        if (!command.text.isWellFormed()) {
+          return this.#fail("tcp", "The message is not valid Unicode text");
+        }
         return this.#send(now, command, {
           type: "text",
           name: this.#registeredAs ?? this.#name ?? "",
@@ -255,6 +265,9 @@ export class ClientCore {
     if (reply.type === "error") {
       return this.#fail(kind, reply.message, errorCodeName(reply.code));
     }
+    if (reply.type !== EXPECTED_REPLY[kind]) {
+      return this.#fail(kind, `The server answered ${kind} with an unexpected "${reply.type}"`);
+    }
     switch (reply.type) {
       case "hello_ok":
         this.#serverTcpPort = reply.tcpPort;
@@ -327,6 +340,14 @@ export class ClientCore {
     this.#outputs.push({ type: "result", result });
   }
 }
+
+/** The reply that completes each command that asks the server. */
+const EXPECTED_REPLY: Partial<Record<CoreCommand["kind"], Reply["type"]>> = {
+  hello: "hello_ok",
+  register: "register_ok",
+  deregister: "deregister_ok",
+  tcp: "text_ok",
+};
 
 function capitalize(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);

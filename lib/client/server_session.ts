@@ -147,12 +147,14 @@ export class ServerSession {
       if (elapsed >= this.#retry.giveUpMs) {
         this.#pending.delete(reqId);
         const seconds = Math.round(this.#retry.giveUpMs / 100) / 10;
+        const attempts = p.retransmissions + 1;
+        const tries = p.via === "udp"
+          ? ` (${attempts} ${attempts === 1 ? "attempt" : "attempts"})`
+          : "";
         this.#outputs.push({
           type: "failed",
           reqId,
-          reason: `the server did not answer within ${seconds} s (${
-            p.retransmissions + 1
-          } attempts)`,
+          reason: `the server did not answer within ${seconds} s${tries}`,
         });
         continue;
       }

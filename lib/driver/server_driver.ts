@@ -8,7 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
-import type { RegistryJson } from "../server/registry.ts";
+import type { Registry, RegistryJson } from "../server/registry.ts";
 import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
 import { serverEventText } from "../server/server_event_text.ts";
 import { FramedConnection } from "../transport/framed_connection.ts";
@@ -17,7 +17,9 @@ import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
-import { loadRegistry, saveRegistry } from "./registry_file.ts";
+import { BindError } from "./bind_error.ts";
+import { lockDataDir } from "./data_dir_lock.ts";
+import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
 
 /** Everything the server driver needs to start. */
@@ -85,13 +87,16 @@ export class ServerDriver {
   #persisting: Promise<void> = Promise.resolve();
   #loops: Promise<void>[] = [];
   #closed = false;
+  #lock: Deno.FsFile;
 
   private constructor(
     config: ServerConfig,
     core: ServerCore,
     udp: UdpSocket,
     listener: Deno.TcpListener,
+    lock: Deno.FsFile,
   ) {
+    this.#lock = lock;
     this.#config = config;
     this.#core = core;
     this.#udp = udp;
@@ -105,18 +110,41 @@ export class ServerDriver {
    *
    * @param config addresses, ports, data directory
    * @returns the running server
-   * @throws {RegistryFileError} if the registry file is unusable
-   * @throws {Deno.errors.AddrInUse} if a port is taken
+   * @throws {RegistryFileError} if the data directory or a file in it is unusable
+   * @throws {DataDirLockedError} if another server uses the data directory
+   * @throws {BindError} if a socket cannot be bound
    */
   static async start(config: ServerConfig): Promise<ServerDriver> {
-    const registry = await loadRegistry(config.dataDir);
-    const secret = await loadServerKey(config.dataDir);
-    const udp = UdpSocket.open({ hostname: config.host, port: config.udpPort });
-    let listener: Deno.TcpListener;
     try {
-      listener = Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" });
+      await Deno.mkdir(config.dataDir, { recursive: true });
     } catch (error) {
-      udp.close();
+      throw new RegistryFileError(
+        `Cannot use data directory ${config.dataDir}: ${(error as Error).message}`,
+      );
+    }
+    const lock = await lockDataDir(config.dataDir);
+    let udp: UdpSocket | undefined;
+    let listener: Deno.TcpListener;
+    let registry: Registry;
+    let secret: Uint8Array;
+    try {
+      registry = await loadRegistry(config.dataDir);
+      secret = await loadServerKey(config.dataDir);
+      udp = bind(
+        "udp",
+        config.host,
+        config.udpPort,
+        () => UdpSocket.open({ hostname: config.host, port: config.udpPort }),
+      );
+      listener = bind(
+        "tcp",
+        config.host,
+        config.tcpPort,
+        () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
+      );
+    } catch (error) {
+      udp?.close();
+      lock.close();
       throw error;
     }
     const core = new ServerCore({
@@ -126,7 +154,7 @@ export class ServerDriver {
       tcpPort: (listener.addr as Deno.NetAddr).port,
       version: config.version,
     });
-    const server = new ServerDriver(config, core, udp, listener);
+    const server = new ServerDriver(config, core, udp, listener, lock);
     log.info("Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered", {
       udpPort: server.udpPort,
       tcpPort: server.tcpPort,
@@ -168,6 +196,7 @@ export class ServerDriver {
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
+    this.#lock.close();
     log.info("Server stopped");
   }
 
@@ -335,5 +364,13 @@ export class ServerDriver {
         break;
     }
     this.#config.onEvent?.(event);
+  }
+}
+
+function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {
+  try {
+    return open();
+  } catch (error) {
+    throw new BindError(transport, host, port, error);
   }
 }

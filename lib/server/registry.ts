@@ -7,6 +7,9 @@
  */
 import { nameKey, nameProblem } from "../wire/client_name.ts";
 
+// IPv4 dotted quad, or IPv6 hex groups (possibly with an embedded IPv4).
+const IP_PATTERN = /^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$/;
+
 /** One registered client. */
 export interface RegistryRecord {
   /** The name as the client chose it (display form). */
@@ -140,7 +143,7 @@ export class Registry {
         throw new RegistryFormatError(`entry "${name}" is not an object`);
       }
       const entry = value as Record<string, unknown>;
-      if (typeof entry.ip !== "string" || entry.ip.length === 0 || entry.ip.length > 64) {
+      if (typeof entry.ip !== "string" || !IP_PATTERN.test(entry.ip)) {
         throw new RegistryFormatError(`entry "${name}" has no valid "ip"`);
       }
       for (const field of ["udp_port", "tcp_port"]) {

@@ -1,3 +1,4 @@
+import { printable } from "../printable.ts";
 import type { Endpoint, ServerEvent } from "./server_core.ts";
 
 /** A server event rendered for people: log level and one line. */
@@ -9,7 +10,8 @@ export interface EventText {
 }
 
 /**
- * Renders a server event for the log and the console.
+ * Renders a server event for the log and the console, with control
+ * characters from names and messages escaped.
  *
  * @param event the event
  * @returns its level and text
@@ -22,6 +24,11 @@ export interface EventText {
  * ```
  */
 export function serverEventText(event: ServerEvent): EventText {
+  const { level, text } = describe(event);
+  return { level, text: printable(text) };
+}
+
+function describe(event: ServerEvent): EventText {
   switch (event.kind) {
     case "registered":
       return {

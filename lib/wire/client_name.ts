@@ -5,8 +5,9 @@ const NAME_PATTERN = /^[\p{L}\p{M}\p{N} ._-]+$/u;
 
 /**
  * Checks a client name against the naming rules: 1 to 32 characters of
- * letters (with their combining marks), digits, space, `.`, `_` and `-`, not
- * starting or ending with a space.
+ * letters (with their combining marks), digits, space, `.`, `_` and `-`, with
+ * at least one letter or digit, not starting with a space or a combining mark
+ * and not ending with a space.
  *
  * @param name the name as typed
  * @returns undefined if the name is valid, else one sentence saying why not
@@ -27,6 +28,8 @@ export function nameProblem(name: string): string | undefined {
     return `Name "${name}" may only hold letters, digits, space, ".", "_" and "-"`;
   }
   if (name.trim() !== name) return `Name "${name}" starts or ends with a space`;
+  if (!/^[\p{L}\p{N}._-]/u.test(name)) return `Name "${name}" starts with a combining mark`;
+  if (!/[\p{L}\p{N}]/u.test(name)) return `Name "${name}" has no letter or digit`;
   return undefined;
 }
 
