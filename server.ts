@@ -114,33 +114,8 @@ async function main(args: string[]): Promise<number> {
     console.log(`switchboard-server ${VERSION}`);
     return 0;
   }
-  let logging;
-  try {
-    logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
-  } catch (error) {
-    console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
-    return 1;
-  }
-  let server: ServerDriver;
-  try {
-    server = await ServerDriver.start({
-      host: flags.host,
-      udpPort: flags.udpPort,
-      tcpPort: flags.tcpPort,
-      dataDir: flags.dataDir,
-      version: VERSION,
-      onEvent: printEvent,
-    });
-  } catch (error) {
-    await logging.close();
-    console.error(`error: ${startFailure(error, flags)}`);
-    return 1;
-  }
-  console.log(`Server UDP listening on port ${server.udpPort}`);
-  console.log(`Server TCP listening on port ${server.tcpPort}`);
-  console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
-  console.log("Server running... (Press Ctrl+C to stop)");
-
+  // Listen for signals before anything else, so that one arriving during
+  // start-up cannot fall through to the default action.
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
   let firstSignalAt: number | undefined;
   const onSignal = (signal: Deno.Signal) => () => {
@@ -168,17 +143,39 @@ async function main(args: string[]): Promise<number> {
       // SIGTERM cannot be listened to on Windows
     }
   }
+  let logging;
+  try {
+    logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
+  } catch (error) {
+    console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
+    return 1;
+  }
+  let server: ServerDriver;
+  try {
+    server = await ServerDriver.start({
+      host: flags.host,
+      udpPort: flags.udpPort,
+      tcpPort: flags.tcpPort,
+      dataDir: flags.dataDir,
+      version: VERSION,
+      onEvent: printEvent,
+    });
+  } catch (error) {
+    await logging.close();
+    console.error(`error: ${startFailure(error, flags)}`);
+    return 1;
+  }
+  console.log(`Server UDP listening on port ${server.udpPort}`);
+  console.log(`Server TCP listening on port ${server.tcpPort}`);
+  console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
+  console.log("Server running... (Press Ctrl+C to stop)");
+
   const signal = await stopped;
   console.log(`${signal} received: shutting down...`);
   await server.close();
   await logging.close();
-  for (const [sig, handler] of signals) {
-    try {
-      Deno.removeSignalListener(sig, handler);
-    } catch {
-      // not registered
-    }
-  }
+  // The listeners stay until the process exits: a late copy of the signal
+  // must not fall through to the default action (exit 130).
   console.log("Server stopped");
   return 0;
 }
