@@ -12,8 +12,15 @@ import type { Via } from "./lib/client/server_session.ts";
 import { ClientDriver } from "./lib/driver/client_driver.ts";
 import { LineReader } from "./lib/driver/line_reader.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
-import { portFlag, rejectUnknownFlags, secondsFlag, UsageError } from "./lib/usage_error.ts";
+import {
+  portFlag,
+  rejectUnknownFlags,
+  requireValues,
+  secondsFlag,
+  UsageError,
+} from "./lib/usage_error.ts";
 import { printable } from "./lib/printable.ts";
+import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 
@@ -77,6 +84,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     default: { "udp-port": "0", transport: "udp", "log-dir": "./logs", "log-level": "info" },
   });
   rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "h", "V"]);
+  requireValues(parsed, strings);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const via = parsed.transport;
@@ -145,17 +153,17 @@ class Output {
         ? { message: result.message, ...result.data }
         : { error: result.error, code: result.code };
       console.log(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) console.error(`error: ${printable(result.error)}`);
+      if (!result.ok) console.error(errorLine(result.error));
     } else if (result.ok) {
       console.log(printable(result.message));
     } else {
-      console.error(`error: ${printable(result.error)}`);
+      console.error(errorLine(result.error));
     }
   }
 
   error(text: string): void {
     if (this.#json) console.log(JSON.stringify({ event: "error", error: text }));
-    console.error(`error: ${printable(text)}`);
+    console.error(errorLine(text));
   }
 }
 
@@ -175,7 +183,7 @@ async function askSettings(flags: ClientFlags, lines: LineReader): Promise<Requi
     try {
       server = parseServer(answer === "" ? "localhost" : answer);
     } catch (error) {
-      console.error(`error: ${(error as Error).message}`);
+      console.error(errorLine((error as Error).message));
     }
   }
   let tcpPort = flags.tcpPort;
@@ -184,7 +192,7 @@ async function askSettings(flags: ClientFlags, lines: LineReader): Promise<Requi
     try {
       tcpPort = portFlag("TCP port", answer, { min: 1024, max: 65535 });
     } catch (error) {
-      console.error(`error: ${(error as Error).message}`);
+      console.error(errorLine((error as Error).message));
     }
   }
   let name = flags.name;
@@ -194,7 +202,7 @@ async function askSettings(flags: ClientFlags, lines: LineReader): Promise<Requi
     const candidate = [first, last].filter((part) => part !== "").join(" ");
     const problem = nameProblem(candidate);
     if (problem === undefined) name = candidate;
-    else console.error(`error: ${problem}`);
+    else console.error(errorLine(problem));
   }
   return { ...flags, server, tcpPort, name, script: "" };
 }
@@ -214,7 +222,7 @@ async function main(args: string[]): Promise<number> {
     flags = parsed;
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(`error: ${error.message}`);
+      console.error(errorLine(error.message));
       return 2;
     }
     throw error;
@@ -274,7 +282,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
       if (!info.isFile) throw new Error("it is not a regular file");
       input = (await Deno.open(flags.script)).readable;
     } catch (error) {
-      console.error(`error: cannot read script ${flags.script}: ${(error as Error).message}`);
+      console.error(errorLine(`cannot read script ${flags.script}: ${(error as Error).message}`));
       return 2;
     }
   } else {
@@ -291,7 +299,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
     };
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(`error: ${error.message}`);
+      console.error(errorLine(error.message));
       return 2;
     }
     throw error;
@@ -300,7 +308,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
   try {
     await open.openLogging();
   } catch (error) {
-    console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
+    console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
   }
   let client: ClientDriver;
@@ -325,7 +333,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
 
   const hello = await client.run({ kind: "hello" });
   if (!hello.ok) {
-    output.error(`cannot reach the server: ${lowerFirst(hello.error)}`);
+    output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`);
     return 1;
   }
   output.event("connected", hello.message, hello.data);
@@ -392,10 +400,6 @@ async function interactiveLoop(client: ClientDriver, lines: LineReader, output: 
       result = await runCommand(client, { kind: "register", name }, output) as CommandResult;
     }
   }
-}
-
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 if (import.meta.main) {

@@ -12,7 +12,8 @@ import { RegistryFileError } from "./lib/driver/registry_file.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
-import { portFlag, rejectUnknownFlags, UsageError } from "./lib/usage_error.ts";
+import { portFlag, rejectUnknownFlags, requireValues, UsageError } from "./lib/usage_error.ts";
+import { errorLine } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** Signals closer together than this count as one. */
@@ -76,9 +77,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
   }
-  for (const flag of ["host", "data-dir", "log-dir"] as const) {
-    if (parsed[flag] === "") throw new UsageError(`--${flag} needs a value`);
-  }
+  requireValues(parsed, ["host", "udp-port", "tcp-port", "data-dir", "log-dir", "log-level"]);
   return {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
@@ -101,7 +100,7 @@ async function main(args: string[]): Promise<number> {
     flags = parseFlags(args);
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(`error: ${error.message}`);
+      console.error(errorLine(error.message));
       return 2;
     }
     throw error;
@@ -147,7 +146,7 @@ async function main(args: string[]): Promise<number> {
   try {
     logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
   } catch (error) {
-    console.error(`error: cannot write logs to ${flags.logDir}: ${(error as Error).message}`);
+    console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
   }
   let server: ServerDriver;
@@ -162,7 +161,7 @@ async function main(args: string[]): Promise<number> {
     });
   } catch (error) {
     await logging.close();
-    console.error(`error: ${startFailure(error, flags)}`);
+    console.error(errorLine(startFailure(error, flags)));
     return 1;
   }
   console.log(`Server UDP listening on port ${server.udpPort}`);

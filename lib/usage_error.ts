@@ -79,3 +79,16 @@ export function rejectUnknownFlags(
   if (rest[0] === "") throw new UsageError("a flag was given an empty value; see --help");
   throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
 }
+
+/**
+ * Rejects string flags given without a value (`--script --json`, `--name=`).
+ *
+ * @param parsed the parser's result
+ * @param flags the string flags to check, without dashes
+ * @throws {UsageError} naming the first flag with an empty value
+ */
+export function requireValues(parsed: Record<string, unknown>, flags: readonly string[]): void {
+  for (const flag of flags) {
+    if (parsed[flag] === "") throw new UsageError(`--${flag} needs a value`);
+  }
+}

@@ -65,7 +65,7 @@ Deno.test("server refuses a second server on the same data directory", async () 
   const logDir = dir.join("logs");
   await using _server = await startServer({ dataDir, logDir });
   const second = await runProgram(SERVER_PATH, { args: serverArgs(dataDir, logDir) });
-  assertOneErrorLine(second, 1, /Another server is using data directory/);
+  assertOneErrorLine(second, 1, /another server is using data directory/);
 });
 
 Deno.test("server says which port is in use", async () => {

@@ -232,7 +232,7 @@ Deno.test("client --script runs a file and stops at the first failing or unknown
     args: clientArgs(server.address, "Gus Script", logDir, "--script", dir.join("fails.txt")),
   });
   assertExit(fails, 1);
-  assertOneErrorLine(fails, /Already registered as "Gus Script"/);
+  assertOneErrorLine(fails, /already registered as "Gus Script"/);
   assertStringIncludes(fails.stdout, 'Registered as "Gus Script"');
   assert(!fails.stdout.includes("Server "), `status ran after the failure\n${describe(fails)}`);
 

@@ -8,6 +8,7 @@
  */
 import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
+import { lowerFirstWord } from "../error_line.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameProblem } from "../wire/client_name.ts";
@@ -282,7 +283,12 @@ export class ServerCore {
     const name = request.name;
     const problem = nameProblem(name);
     if (problem !== undefined) {
-      return this.#refuse(from, request, "invalid_name", `Cannot register: ${lower(problem)}`);
+      return this.#refuse(
+        from,
+        request,
+        "invalid_name",
+        `Cannot register: ${lowerFirstWord(problem)}`,
+      );
     }
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     if (udpPort === 0) {
@@ -453,8 +459,4 @@ export class ServerCore {
 
 function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply {
   return { type: "error", reqId, code: ERROR_CODES[code], message };
-}
-
-function lower(sentence: string): string {
-  return sentence.charAt(0).toLowerCase() + sentence.slice(1);
 }
