@@ -161,8 +161,8 @@ class Output {
     }
   }
 
-  error(text: string): void {
-    if (this.#json) console.log(JSON.stringify({ event: "error", error: text }));
+  error(text: string, code: string): void {
+    if (this.#json) console.log(JSON.stringify({ event: "error", error: text, code }));
     console.error(errorLine(text));
   }
 }
@@ -324,16 +324,19 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
-      output.error(`UDP port ${settings.udpPort} is in use; pass --udp-port 0 to pick a free one`);
+      output.error(
+        `UDP port ${settings.udpPort} is in use; pass --udp-port 0 to pick a free one`,
+        "udp_port_in_use",
+      );
     } else {
-      output.error(`cannot open a UDP socket: ${(error as Error).message}`);
+      output.error(`cannot open a UDP socket: ${(error as Error).message}`, "udp_failed");
     }
     return 1;
   }
 
   const hello = await client.run({ kind: "hello" });
   if (!hello.ok) {
-    output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`);
+    output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
   }
   output.event("connected", hello.message, hello.data);
@@ -352,8 +355,9 @@ async function runCommand(
   if (command.kind === "exit") return "exit";
   if (command.kind === "help") {
     const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n");
-    output.event("help", text);
-    return { ok: true, command: "help", message: text };
+    const result: CommandResult = { ok: true, command: "help", message: text };
+    output.result(result);
+    return result;
   }
   const result = await client.run(command);
   output.result(result);
@@ -367,7 +371,7 @@ async function scriptLoop(client: ClientDriver, lines: LineReader, output: Outpu
       command = parseCommand(line);
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
-      output.error(error.message);
+      output.result(badCommand(line, error));
       return 1;
     }
     if (command === undefined) continue;
@@ -388,7 +392,7 @@ async function interactiveLoop(client: ClientDriver, lines: LineReader, output: 
       command = parseCommand(line);
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
-      output.error(error.message);
+      output.result(badCommand(line, error));
       continue;
     }
     if (command === undefined) continue;
@@ -400,6 +404,11 @@ async function interactiveLoop(client: ClientDriver, lines: LineReader, output: 
       result = await runCommand(client, { kind: "register", name }, output) as CommandResult;
     }
   }
+}
+
+function badCommand(line: string, error: CommandError): CommandResult {
+  const command = line.trim().split(/\s+/)[0].toLowerCase();
+  return { ok: false, command, error: error.message, code: "bad_command" };
 }
 
 if (import.meta.main) {

@@ -1,9 +1,12 @@
-const CONTROL = /[\p{Cc}\u2028\u2029]/gu;
+// Control characters, line and paragraph separators, and invisible format
+// characters (bidi overrides such as U+202E, zero-width characters).
+const CONTROL = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
 const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
 
 /**
- * Escapes control characters so that text from the network or a file
- * cannot forge extra lines in a log or move a terminal's cursor.
+ * Escapes control and invisible format characters so that text from the
+ * network or a file cannot forge extra lines in a log, move a terminal's
+ * cursor or reverse how the rest of a line reads.
  *
  * @param text any text
  * @returns the text with every control character written as an escape

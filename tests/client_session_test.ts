@@ -160,8 +160,8 @@ Deno.test("ServerSession.failAll() fails only requests on the given transport", 
   drain(session);
   session.failAll("tcp", "connection refused");
   assertEquals(drain(session), [
-    { type: "failed", reqId: tcp1, reason: "connection refused" },
-    { type: "failed", reqId: tcp2, reason: "connection refused" },
+    { type: "failed", reqId: tcp1, code: "connection_failed", reason: "connection refused" },
+    { type: "failed", reqId: tcp2, code: "connection_failed", reason: "connection refused" },
   ]);
   assertEquals(session.nextTimeout(), 500);
   assert(session.handle(1, { type: "text_ok", reqId: udp }));

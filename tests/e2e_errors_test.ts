@@ -129,3 +129,35 @@ Deno.test("server log and console show a forged line break in a name as an escap
   assertStringIncludes(log, "x\\n2026-01-01");
   assert(!server.lines.some((line) => line.startsWith("2026-01-01")), "console line forged");
 });
+
+Deno.test("client --json gives every command a result line and every failure a code", async () => {
+  await using dir = await tempDir();
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir: dir.join("data"), logDir });
+  const run = (stdin: string) =>
+    runClient({
+      args: ["--server", server.address, "--name", "Jo", "--log-dir", logDir, "--json"],
+      stdin,
+    });
+
+  const taken = await run("help\nregister\nregister\n");
+  assertEquals(taken.code, 1, describe(taken));
+  const events = taken.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  assertEquals(events.map((e) => [e.event, e.command, e.ok, e.code]), [
+    ["connected", undefined, undefined, undefined],
+    ["result", "help", true, undefined],
+    ["result", "register", true, undefined],
+    ["result", "register", false, "already_registered"],
+  ]);
+  assertEquals(events[0].serverTcpPort, server.tcpPort);
+
+  const unknown = await run("dance\n");
+  assertEquals(unknown.code, 1, describe(unknown));
+  const last = JSON.parse(unknown.stdout.trim().split("\n").at(-1)!);
+  assertEquals([last.event, last.command, last.ok, last.code], [
+    "result",
+    "dance",
+    false,
+    "bad_command",
+  ]);
+});

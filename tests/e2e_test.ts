@@ -105,7 +105,7 @@ Deno.test("server and client register, message, show status and deregister end t
   await client.write('tcp hello from Alice, with {braces} and "quotes"\n');
   await client.waitForLine(/^The server acknowledged the TCP message$/);
   await server.waitForLine(
-    /^TCP message from "Alice Smith": "hello from Alice, with \{braces\} and \\"quotes\\""/,
+    /^Message from "Alice Smith" over TCP, request \d+: "hello from Alice, with \{braces\} and \\"quotes\\""/,
   );
 
   await client.write("status\n");
@@ -130,7 +130,10 @@ Deno.test("server and client register, message, show status and deregister end t
   assertEquals(await server.stop(), 0);
   const serverLog = await Deno.readTextFile(`${logDir}/server.log`);
   assertMatch(serverLog, /INFO .*Registered "Alice Smith" at 127\.0\.0\.1 \(UDP port \d+/);
-  assertMatch(serverLog, /INFO .*TCP message from "Alice Smith": "hello from Alice/);
+  assertMatch(
+    serverLog,
+    /INFO .*Message from "Alice Smith" over TCP, request \d+: "hello from Alice/,
+  );
   assertMatch(serverLog, /INFO .*Deregistered "Alice Smith"\W.*\bUDP\b/);
   assert(
     !serverLog.includes(registry["Alice Smith"].token_sha256 as string),
@@ -176,7 +179,9 @@ Deno.test("client register refuses a name taken in another case, in text and JSO
   assertStringIncludes(failure.error, "ALICE smith");
 
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Alice Smith"]);
-  await server.waitForLine(/^Refused register from udp 127\.0\.0\.1:\d+: .*"alice SMITH"/);
+  await server.waitForLine(
+    /^Refused register request \d+ from udp 127\.0\.0\.1:\d+: .*"alice SMITH"/,
+  );
   assertEquals(await server.stop(), 0);
 });
 
@@ -222,7 +227,7 @@ Deno.test("client --script runs a file and stops at the first failing or unknown
   assertStringIncludes(ok.stdout, 'Registered as "Fay Script"');
   assertStringIncludes(ok.stdout, "The server acknowledged the TCP message");
   assertStringIncludes(ok.stdout, 'Deregistered "Fay Script"');
-  await server.waitForLine(/^TCP message from "Fay Script": "scripted hello"/);
+  await server.waitForLine(/^Message from "Fay Script" over TCP, request \d+: "scripted hello"/);
 
   await Deno.writeTextFile(
     dir.join("fails.txt"),

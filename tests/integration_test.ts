@@ -85,7 +85,7 @@ Deno.test("ServerDriver and ClientDriver run hello, register, tcp and deregister
     const alice = await h.client("Alice Smith");
 
     const hello = ok(await alice.run({ kind: "hello" }));
-    assertEquals(hello.data?.tcpPort, server.tcpPort);
+    assertEquals(hello.data?.serverTcpPort, server.tcpPort);
     assertEquals(hello.data?.serverVersion, "0.0.0-test");
     assertEquals(alice.core.serverTcpPort, server.tcpPort);
 

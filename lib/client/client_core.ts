@@ -25,8 +25,23 @@ export type CommandResult =
     readonly ok: false;
     readonly command: string;
     readonly error: string;
-    readonly code?: ErrorCodeName;
+    readonly code: FailureCode;
   };
+
+/**
+ * Why a command failed: a server error code, or one found by the client
+ * itself before or instead of an answer.
+ */
+export type FailureCode =
+  | ErrorCodeName
+  | "already_registered"
+  | "bad_command"
+  | "no_name"
+  | "not_connected"
+  | "too_long"
+  | "unexpected_reply"
+  | "timeout"
+  | "connection_failed";
 
 /** What the core asks its driver to do, or reports. */
 export type ClientOutput =
@@ -131,16 +146,20 @@ export class ClientCore {
         });
       case "register": {
         if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
-          return this.#fail("register", "The server's TCP port is not known yet");
+          return this.#fail("register", "The server's TCP port is not known yet", "not_connected");
         }
         const name = command.name ?? this.#name;
         if (name === undefined) {
-          return this.#fail("register", "No name given; use register NAME");
+          return this.#fail("register", "No name given; use register NAME", "no_name");
         }
         const problem = nameProblem(name);
         if (problem !== undefined) return this.#fail("register", problem, "invalid_name");
         if (this.#registeredAs !== undefined) {
-          return this.#fail("register", `Already registered as "${this.#registeredAs}"`);
+          return this.#fail(
+            "register",
+            `Already registered as "${this.#registeredAs}"`,
+            "already_registered",
+          );
         }
         return this.#send(
           now,
@@ -161,10 +180,15 @@ export class ClientCore {
             "deregister",
             "Not registered in this session; only the client that registered a name holds " +
               "its session token, until it exits",
+            "not_registered",
           );
         }
         if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
-          return this.#fail("deregister", "The server's TCP port is not known yet");
+          return this.#fail(
+            "deregister",
+            "The server's TCP port is not known yet",
+            "not_connected",
+          );
         }
         return this.#send(now, command, {
           type: "deregister",
@@ -174,17 +198,18 @@ export class ClientCore {
       }
       case "tcp": {
         if (this.#serverTcpPort === undefined) {
-          return this.#fail("tcp", "The server's TCP port is not known yet");
+          return this.#fail("tcp", "The server's TCP port is not known yet", "not_connected");
         }
         const size = new TextEncoder().encode(command.text).length;
         if (size > MAX_TEXT_BYTES) {
           return this.#fail(
             "tcp",
             `The message is ${size} bytes of UTF-8; the limit is ${MAX_TEXT_BYTES}`,
+            "too_long",
           );
         }
         if (!command.text.isWellFormed()) {
-          return this.#fail("tcp", "The message is not valid Unicode text");
+          return this.#fail("tcp", "The message is not valid Unicode text", "bad_request");
         }
         return this.#send(now, command, {
           type: "text",
@@ -253,7 +278,7 @@ export class ClientCore {
       if (running === undefined || running.reqId !== out.reqId) continue;
       this.#running = undefined;
       if (out.type === "failed") {
-        this.#fail(running.command.kind, capitalize(out.reason));
+        this.#fail(running.command.kind, capitalize(out.reason), out.code);
       } else {
         this.#complete(running, out.reply);
       }
@@ -266,7 +291,11 @@ export class ClientCore {
       return this.#fail(kind, reply.message, errorCodeName(reply.code));
     }
     if (reply.type !== EXPECTED_REPLY[kind]) {
-      return this.#fail(kind, `The server answered ${kind} with an unexpected "${reply.type}"`);
+      return this.#fail(
+        kind,
+        `The server answered ${kind} with an unexpected "${reply.type}"`,
+        "unexpected_reply",
+      );
     }
     switch (reply.type) {
       case "hello_ok":
@@ -277,7 +306,7 @@ export class ClientCore {
           command: kind,
           message: `Connected to server ${this.#options.server} (version ${reply.serverVersion}, ` +
             `TCP port ${reply.tcpPort})`,
-          data: { tcpPort: reply.tcpPort, serverVersion: reply.serverVersion },
+          data: { serverTcpPort: reply.tcpPort, serverVersion: reply.serverVersion },
         });
       case "register_ok":
         this.#registeredAs = running.name;
@@ -332,8 +361,8 @@ export class ClientCore {
       `requests over ${this.#options.via.toUpperCase()}`;
   }
 
-  #fail(command: string, error: string, code?: ErrorCodeName): void {
-    this.#result({ ok: false, command, error, ...(code === undefined ? {} : { code }) });
+  #fail(command: string, error: string, code: FailureCode): void {
+    this.#result({ ok: false, command, error, code });
   }
 
   #result(result: CommandResult): void {

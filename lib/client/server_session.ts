@@ -25,6 +25,8 @@ export type SessionOutput =
   | {
     readonly type: "failed";
     readonly reqId: number;
+    /** `timeout`: no reply in time; `connection_failed`: the transport broke. */
+    readonly code: "timeout" | "connection_failed";
     readonly reason: string;
   };
 
@@ -122,7 +124,7 @@ export class ServerSession {
     for (const [reqId, p] of this.#pending) {
       if (p.via !== via) continue;
       this.#pending.delete(reqId);
-      this.#outputs.push({ type: "failed", reqId, reason });
+      this.#outputs.push({ type: "failed", reqId, code: "connection_failed", reason });
     }
   }
 
@@ -154,6 +156,7 @@ export class ServerSession {
         this.#outputs.push({
           type: "failed",
           reqId,
+          code: "timeout",
           reason: `the server did not answer within ${seconds} s${tries}`,
         });
         continue;

@@ -61,6 +61,7 @@ export type ServerEvent =
   | {
     readonly kind: "text";
     readonly from: Endpoint;
+    readonly reqId: number;
     readonly name: string;
     readonly verified: boolean;
     readonly text: string;
@@ -69,10 +70,16 @@ export type ServerEvent =
     readonly kind: "refused";
     readonly from: Endpoint;
     readonly request: string;
+    readonly reqId: number;
     readonly code: ErrorCodeName;
     readonly reason: string;
   }
-  | { readonly kind: "replayed"; readonly from: Endpoint; readonly request: string }
+  | {
+    readonly kind: "replayed";
+    readonly from: Endpoint;
+    readonly request: string;
+    readonly reqId: number;
+  }
   | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
   | { readonly kind: "save_failed"; readonly reason: string };
 
@@ -195,7 +202,7 @@ export class ServerCore {
     if (seen.state === "done") {
       this.#stats.replays++;
       this.#outputs.push({ type: "send", to: from, message: seen.reply });
-      this.#emit({ kind: "replayed", from, request: message.type });
+      this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
     }
     this.#replay.begin(now, message.client, message.reqId, fingerprint);
@@ -388,6 +395,7 @@ export class ServerCore {
     this.#emit({
       kind: "text",
       from,
+      reqId: request.reqId,
       name: verified ? record.name : request.name,
       verified,
       text: request.text,
@@ -417,7 +425,14 @@ export class ServerCore {
 
   #refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void {
     this.#stats.refused++;
-    this.#emit({ kind: "refused", from, request: request.type, code, reason });
+    this.#emit({
+      kind: "refused",
+      from,
+      request: request.type,
+      reqId: request.reqId,
+      code,
+      reason,
+    });
     this.#answer(from, request, errorReply(request.reqId, code, reason));
   }
 

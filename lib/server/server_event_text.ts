@@ -42,26 +42,29 @@ function describe(event: ServerEvent): EventText {
         text:
           `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
-    case "text":
+    case "text": {
+      const sender = event.verified
+        ? JSON.stringify(event.name)
+        : `${endpointText(event.from)}${
+          event.name === "" ? "" : ` (claims ${JSON.stringify(event.name)}, unverified)`
+        }`;
       return {
         level: "info",
-        text: `TCP message from ${
-          event.verified
-            ? `"${event.name}"`
-            : `${endpointText(event.from)}${
-              event.name === "" ? "" : ` (claims "${event.name}", unverified)`
-            }`
-        }: ${JSON.stringify(event.text)}`,
+        text: `Message from ${sender} over ${event.from.transport.toUpperCase()}, request ` +
+          `${event.reqId}: ${excerpt(event.text)}`,
       };
+    }
     case "refused":
       return {
         level: "info",
-        text: `Refused ${event.request} from ${endpointText(event.from)}: ${event.reason}`,
+        text: `Refused ${event.request} request ${event.reqId} from ${
+          endpointText(event.from)
+        }: ${event.reason}`,
       };
     case "replayed":
       return {
         level: "debug",
-        text: `Answered a retransmitted ${event.request} from ${
+        text: `Answered a retransmitted ${event.request} request ${event.reqId} from ${
           endpointText(event.from)
         } from the replay cache`,
       };
@@ -73,6 +76,17 @@ function describe(event: ServerEvent): EventText {
     case "save_failed":
       return { level: "error", text: `Could not save the registry: ${event.reason}` };
   }
+}
+
+/** How much of a custom message the log keeps. */
+const EXCERPT_CHARS = 200;
+
+/** Quotes a message, cut to its first 200 characters with its full size noted. */
+function excerpt(text: string): string {
+  const chars = [...text];
+  if (chars.length <= EXCERPT_CHARS) return JSON.stringify(text);
+  const bytes = new TextEncoder().encode(text).length;
+  return `${JSON.stringify(chars.slice(0, EXCERPT_CHARS).join(""))}… (${bytes} bytes in all)`;
 }
 
 /**
