@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
 import type { CommandResult } from "./lib/client/client_core.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
@@ -83,8 +84,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     alias: { h: "help", V: "version" },
     default: { "udp-port": "0", transport: "udp", "log-dir": "./logs", "log-level": "info" },
   });
+  requireValues(args, parsed, strings);
   rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "h", "V"]);
-  requireValues(parsed, strings);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const via = parsed.transport;
@@ -244,6 +245,7 @@ async function main(args: string[]): Promise<number> {
     })();
   const onInterrupt = () => {
     interrupted = true;
+    getLogger(["switchboard", "client"]).info("Interrupted by Ctrl+C (SIGINT)");
     leave(130).then(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
@@ -278,8 +280,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
   let input: ReadableStream<Uint8Array>;
   if (flags.script !== undefined) {
     try {
-      const info = await Deno.stat(flags.script);
-      if (!info.isFile) throw new Error("it is not a regular file");
+      if ((await Deno.stat(flags.script)).isDirectory) throw new Error("it is a directory");
       input = (await Deno.open(flags.script)).readable;
     } catch (error) {
       console.error(errorLine(`cannot read script ${flags.script}: ${(error as Error).message}`));

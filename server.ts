@@ -19,7 +19,7 @@ import { VERSION } from "./lib/version.ts";
 /** Signals closer together than this count as one. */
 const SECOND_SIGNAL_GAP_MS = 1000;
 
-const HELP = `switchboard-server ${VERSION}: registry and presence server for Switchboard clients
+const HELP = `switchboard-server ${VERSION}: registration server for Switchboard clients
 
 Usage: switchboard-server [flags]
 
@@ -27,7 +27,7 @@ Flags:
   --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
   --udp-port N        UDP port for control requests; 0 picks a free one (default 3000)
   --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
-  --data-dir DIR      where registrations.json is kept (default ./data)
+  --data-dir DIR      where registrations.json, server.key and server.lock live (default ./data)
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
   -h, --help          show this help
@@ -59,6 +59,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       "log-level": "info",
     },
   });
+  requireValues(args, parsed, ["host", "udp-port", "tcp-port", "data-dir", "log-dir", "log-level"]);
   rejectUnknownFlags(parsed, [
     "host",
     "udp-port",
@@ -77,7 +78,6 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
   }
-  requireValues(parsed, ["host", "udp-port", "tcp-port", "data-dir", "log-dir", "log-level"]);
   return {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
@@ -191,7 +191,7 @@ function startFailure(error: unknown, flags: ServerFlags): string {
       case "no_address":
         return `cannot bind to ${flags.host}: no such local address; check --host`;
       case "other":
-        return `cannot listen on ${error.transport.toUpperCase()} port ${error.port}: ${
+        return `cannot listen on ${flags.host} ${error.transport.toUpperCase()} port ${error.port}: ${
           (error.cause as Error).message
         }`;
     }

@@ -75,19 +75,25 @@ export function rejectUnknownFlags(
     throw new UsageError(`unknown flag --${key}; see --help`);
   }
   const rest = parsed._ as unknown[];
-  if (rest.length === 0) return;
-  if (rest[0] === "") throw new UsageError("a flag was given an empty value; see --help");
-  throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
 }
 
 /**
- * Rejects string flags given without a value (`--script --json`, `--name=`).
+ * Rejects string flags given without a value: `--script --json`, `--name=`
+ * or `--name ""`.
  *
+ * @param args the raw arguments
  * @param parsed the parser's result
  * @param flags the string flags to check, without dashes
  * @throws {UsageError} naming the first flag with an empty value
  */
-export function requireValues(parsed: Record<string, unknown>, flags: readonly string[]): void {
+export function requireValues(
+  args: readonly string[],
+  parsed: Record<string, unknown>,
+  flags: readonly string[],
+): void {
+  const empty = args.findIndex((arg, i) => arg === "" && i > 0 && args[i - 1].startsWith("--"));
+  if (empty !== -1) throw new UsageError(`${args[empty - 1]} needs a value`);
   for (const flag of flags) {
     if (parsed[flag] === "") throw new UsageError(`--${flag} needs a value`);
   }

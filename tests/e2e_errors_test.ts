@@ -98,7 +98,7 @@ Deno.test("client refuses a directory as --script with one line", async () => {
   const result = await runProgram(CLIENT_PATH, {
     args: ["--script", dir.path, "--log-dir", dir.join("logs")],
   });
-  assertOneErrorLine(result, 2, /cannot read script .*not a regular file/);
+  assertOneErrorLine(result, 2, /cannot read script .*it is a directory/);
 });
 
 Deno.test("server log and console show a forged line break in a name as an escape", async () => {

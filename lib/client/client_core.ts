@@ -45,7 +45,13 @@ export type FailureCode =
 
 /** What the core asks its driver to do, or reports. */
 export type ClientOutput =
-  | { readonly type: "send"; readonly via: Via; readonly message: Request }
+  | {
+    readonly type: "send";
+    readonly via: Via;
+    readonly message: Request;
+    /** 1 for the first send, 2 for the first retransmission, and so on. */
+    readonly attempt: number;
+  }
   | { readonly type: "result"; readonly result: CommandResult };
 
 /** A command the core runs: a user command, or `hello` to reach the server. */
@@ -271,7 +277,7 @@ export class ClientCore {
   #drain(): void {
     for (let out = this.#session.poll(); out !== undefined; out = this.#session.poll()) {
       if (out.type === "send") {
-        this.#outputs.push({ type: "send", via: out.via, message: out.message });
+        this.#outputs.push(out);
         continue;
       }
       const running = this.#running;

@@ -20,7 +20,13 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 /** What the session asks its driver to do, or reports. */
 export type SessionOutput =
-  | { readonly type: "send"; readonly via: Via; readonly message: Request }
+  | {
+    readonly type: "send";
+    readonly via: Via;
+    readonly message: Request;
+    /** 1 for the first send, 2 for the first retransmission, and so on. */
+    readonly attempt: number;
+  }
   | { readonly type: "reply"; readonly reqId: number; readonly reply: Reply }
   | {
     readonly type: "failed";
@@ -95,7 +101,7 @@ export class ServerSession {
       ? now + retryDelay(0, this.#random, this.#retry)
       : now + this.#retry.giveUpMs;
     this.#pending.set(reqId, { message, via, firstSentAt: now, retransmissions: 0, nextAt });
-    this.#outputs.push({ type: "send", via, message });
+    this.#outputs.push({ type: "send", via, message, attempt: 1 });
     return reqId;
   }
 
@@ -165,7 +171,12 @@ export class ServerSession {
       this.#retransmissions++;
       const delay = retryDelay(p.retransmissions, this.#random, this.#retry);
       p.nextAt = Math.min(now + delay, p.firstSentAt + this.#retry.giveUpMs);
-      this.#outputs.push({ type: "send", via: p.via, message: p.message });
+      this.#outputs.push({
+        type: "send",
+        via: p.via,
+        message: p.message,
+        attempt: p.retransmissions + 1,
+      });
     }
   }
 

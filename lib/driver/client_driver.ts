@@ -92,7 +92,8 @@ export class ClientDriver {
     const serverAddress = config.serverHost === "localhost" ? "127.0.0.1" : config.serverHost;
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
-    log.info("Client started on UDP port {udpPort}; server {server}", {
+    log.info("Client {pid} started on UDP port {udpPort}; server {server}", {
+      pid: Deno.pid,
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
@@ -129,7 +130,7 @@ export class ClientDriver {
     this.#tcp?.close();
     await this.#udpLoop;
     await this.#tcpLoop;
-    log.info("Client stopped");
+    log.info("Client {pid} stopped", { pid: Deno.pid });
   }
 
   async #receiveUdp(): Promise<void> {
@@ -152,7 +153,7 @@ export class ClientDriver {
   #drain(): void {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       if (out.type === "send") {
-        this.#send(out.via, out.message);
+        this.#send(out.via, out.message, out.attempt);
         continue;
       }
       const result = out.result;
@@ -183,12 +184,13 @@ export class ClientDriver {
     }, Math.max(0, at - systemClock.now()));
   }
 
-  #send(via: Via, message: Request): void {
+  #send(via: Via, message: Request, attempt: number): void {
     const bytes = encodeMessage(message);
     if (via === "udp") {
-      log.debug("Sending {type} request {reqId} over UDP", {
+      log.debug("Sending {type} request {reqId} over UDP (attempt {attempt})", {
         type: message.type,
         reqId: message.reqId,
+        attempt,
       });
       this.#udp.send(bytes, this.#serverAddress, this.#config.serverPort).catch((error) =>
         log.warn("UDP send failed: {error}", { error })

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { join } from "@std/path";
 import { Registry, RegistryFormatError, type RegistryJson } from "../server/registry.ts";
 import { atomicWriteFile, removeStaleTempFiles } from "./atomic_write.ts";
@@ -37,7 +38,13 @@ export async function loadRegistry(dataDir: string): Promise<Registry> {
   const path = join(dataDir, REGISTRY_FILE);
   try {
     await Deno.mkdir(dataDir, { recursive: true });
-    await removeStaleTempFiles(dataDir, REGISTRY_FILE);
+    const removed = await removeStaleTempFiles(dataDir, REGISTRY_FILE);
+    if (removed > 0) {
+      getLogger(["switchboard", "server"]).warn(
+        "Removed {removed} unfinished registry write(s) left by a crash in {dataDir}",
+        { removed, dataDir },
+      );
+    }
   } catch (error) {
     throw new RegistryFileError(`Cannot use data directory ${dataDir}: ${describe(error)}`);
   }

@@ -124,12 +124,11 @@ export class ServerDriver {
     }
     const lock = await lockDataDir(config.dataDir);
     let udp: UdpSocket | undefined;
-    let listener: Deno.TcpListener;
+    let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
     try {
       registry = await loadRegistry(config.dataDir);
-      secret = await loadServerKey(config.dataDir);
       udp = bind(
         "udp",
         config.host,
@@ -142,8 +141,10 @@ export class ServerDriver {
         config.tcpPort,
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
+      secret = await loadServerKey(config.dataDir);
     } catch (error) {
       udp?.close();
+      listener?.close();
       lock.close();
       throw error;
     }
@@ -222,6 +223,13 @@ export class ServerDriver {
 
   #handle(from: Endpoint, message: Message): void {
     if (this.#closed) return;
+    log.debug("Received {type} request {reqId} from {transport} {address}:{port}", {
+      type: message.type,
+      reqId: "reqId" in message ? message.reqId : 0,
+      transport: from.transport,
+      address: from.address,
+      port: from.port,
+    });
     try {
       this.#core.handle(systemClock.now(), from, message);
       this.#drain();
@@ -286,6 +294,7 @@ export class ServerDriver {
     } finally {
       framed.close();
       this.#connections.delete(connId);
+      log.debug("TCP connection {connId} closed", { connId });
     }
   }
 

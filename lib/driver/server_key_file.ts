@@ -7,7 +7,8 @@
  */
 import { join } from "@std/path";
 import { toHex } from "../hex.ts";
-import { atomicWriteFile } from "./atomic_write.ts";
+import { getLogger } from "@logtape/logtape";
+import { atomicWriteFile, removeStaleTempFiles } from "./atomic_write.ts";
 import { RegistryFileError } from "./registry_file.ts";
 
 /** The key's file name inside the data directory. */
@@ -27,6 +28,7 @@ export const SERVER_KEY_FILE = "server.key";
  */
 export async function loadServerKey(dataDir: string): Promise<Uint8Array> {
   const path = join(dataDir, SERVER_KEY_FILE);
+  await removeStaleTempFiles(dataDir, SERVER_KEY_FILE);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -38,6 +40,7 @@ export async function loadServerKey(dataDir: string): Promise<Uint8Array> {
     await atomicWriteFile(path, toHex(key) + "\n", { mode: 0o600 });
     return key;
   }
+  await keepPrivate(path);
   const hex = text.trim();
   if (!/^[0-9a-f]{64}$/.test(hex)) {
     throw new RegistryFileError(
@@ -45,4 +48,16 @@ export async function loadServerKey(dataDir: string): Promise<Uint8Array> {
     );
   }
   return Uint8Array.from(hex.match(/../g)!, (pair) => parseInt(pair, 16));
+}
+
+/** Restores mode 0600 on the key if others can read it, and says so. */
+async function keepPrivate(path: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  const mode = (await Deno.stat(path)).mode;
+  if (mode === null || (mode & 0o077) === 0) return;
+  await Deno.chmod(path, 0o600);
+  getLogger(["switchboard", "server"]).warn(
+    "{path} was readable by others (mode {mode}); set it back to 0600",
+    { path, mode: (mode & 0o777).toString(8) },
+  );
 }
