@@ -12,7 +12,7 @@ import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
 import { ClientDriver } from "./lib/driver/client_driver.ts";
 import { LineReader } from "./lib/driver/line_reader.ts";
-import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
+import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import {
   portFlag,
   rejectUnknownFlags,
@@ -231,16 +231,14 @@ async function main(args: string[]): Promise<number> {
   // Everything opened below is closed once, on the way out. Ctrl+C at any
   // point (a prompt, a pending request) leaves with exit code 130, even if
   // the end of input was seen at the same moment.
-  let lines: LineReader | undefined;
-  let logging: { close(): Promise<void> } | undefined;
-  let client: ClientDriver | undefined;
+  const opened: Opened = {};
   let interrupted = false;
   let leaving: Promise<number> | undefined;
   const leave = (code: number): Promise<number> =>
     leaving ??= (async () => {
-      await client?.close();
-      await lines?.cancel();
-      await logging?.close();
+      await opened.client?.close();
+      await opened.lines?.cancel();
+      await opened.logging?.close();
       return interrupted ? 130 : code;
     })();
   const onInterrupt = () => {
@@ -250,32 +248,21 @@ async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   try {
-    return await leave(
-      await session(flags, {
-        openInput: (stream) => lines = new LineReader(stream),
-        openLogging: async () => {
-          logging = await setupLogging({
-            dir: flags.logDir,
-            file: "client.log",
-            level: flags.logLevel,
-          });
-        },
-        openClient: async (config) => client = await ClientDriver.open(config),
-      }),
-    );
+    return await leave(await session(flags, opened));
   } finally {
     Deno.removeSignalListener("SIGINT", onInterrupt);
   }
 }
 
-interface Openers {
-  openInput(stream: ReadableStream<Uint8Array>): LineReader;
-  openLogging(): Promise<void>;
-  openClient(config: Parameters<typeof ClientDriver.open>[0]): Promise<ClientDriver>;
+/** What a session has opened so far, for `main` to close on the way out. */
+interface Opened {
+  lines?: LineReader;
+  logging?: Logging;
+  client?: ClientDriver;
 }
 
 /** Runs the client from the parsed flags and returns its exit code. */
-async function session(flags: ClientFlags, open: Openers): Promise<number> {
+async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   const interactive = flags.script === undefined && Deno.stdin.isTerminal();
   let input: ReadableStream<Uint8Array>;
   if (flags.script !== undefined) {
@@ -289,7 +276,7 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
-  const lines = open.openInput(input);
+  const lines = opened.lines = new LineReader(input);
   const output = new Output(flags.json);
   let settings;
   try {
@@ -307,14 +294,18 @@ async function session(flags: ClientFlags, open: Openers): Promise<number> {
   }
 
   try {
-    await open.openLogging();
+    opened.logging = await setupLogging({
+      dir: flags.logDir,
+      file: "client.log",
+      level: flags.logLevel,
+    });
   } catch (error) {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
   }
   let client: ClientDriver;
   try {
-    client = await open.openClient({
+    client = opened.client = await ClientDriver.open({
       serverHost: settings.server.host,
       serverPort: settings.server.port,
       udpPort: settings.udpPort,
