@@ -355,6 +355,34 @@ export interface ServerProcess extends AsyncDisposable {
 }
 
 /**
+ * The server flags every test uses: loopback only, ports given (0 picks free
+ * ones), and its own data and log directories.
+ *
+ * @param dataDir the data directory
+ * @param logDir the log directory
+ * @param ports UDP and TCP ports (default 0 and 0)
+ * @returns the arguments for `server.ts`
+ */
+export function serverArgs(
+  dataDir: string,
+  logDir: string,
+  ports: { udp?: number; tcp?: number } = {},
+): string[] {
+  return [
+    "--host",
+    "127.0.0.1",
+    "--udp-port",
+    String(ports.udp ?? 0),
+    "--tcp-port",
+    String(ports.tcp ?? 0),
+    "--data-dir",
+    dataDir,
+    "--log-dir",
+    logDir,
+  ];
+}
+
+/**
  * Starts `server.ts` on 127.0.0.1 with ports 0 and waits for it to print both
  * ports. Use it with `await using`, which kills it if the test did not stop it.
  *
@@ -370,16 +398,7 @@ export interface ServerProcess extends AsyncDisposable {
  */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const program = new RunningProgram("server", SERVER_PATH, [
-    "--host",
-    "127.0.0.1",
-    "--udp-port",
-    "0",
-    "--tcp-port",
-    "0",
-    "--data-dir",
-    options.dataDir,
-    "--log-dir",
-    options.logDir,
+    ...serverArgs(options.dataDir, options.logDir),
     ...(options.extraArgs ?? []),
   ]);
   let udpPort: number;

@@ -10,6 +10,7 @@ import {
   runClient,
   runProgram,
   SERVER_PATH,
+  serverArgs,
   startServer,
   tempDir,
 } from "./_processes.ts";
@@ -25,21 +26,6 @@ function assertOneErrorLine(result: Finished, code: number, pattern: RegExp): vo
   assertMatch(lines[0], /^error: /);
   assertMatch(lines[0], pattern);
   assert(!/^\s+at /m.test(result.stderr + result.stdout), `stack trace\n${describe(result)}`);
-}
-
-function serverArgs(dataDir: string, logDir: string, udpPort = "0", tcpPort = "0"): string[] {
-  return [
-    "--host",
-    "127.0.0.1",
-    "--udp-port",
-    udpPort,
-    "--tcp-port",
-    tcpPort,
-    "--data-dir",
-    dataDir,
-    "--log-dir",
-    logDir,
-  ];
 }
 
 Deno.test("client refuses a TCP message over the size limit with one line and keeps its session", async () => {
@@ -73,11 +59,11 @@ Deno.test("server says which port is in use", async () => {
   const logDir = dir.join("logs");
   await using server = await startServer({ dataDir: dir.join("data"), logDir });
   const udp = await runProgram(SERVER_PATH, {
-    args: serverArgs(dir.join("d2"), logDir, String(server.udpPort), "0"),
+    args: serverArgs(dir.join("d2"), logDir, { udp: server.udpPort }),
   });
   assertOneErrorLine(udp, 1, new RegExp(`^error: UDP port ${server.udpPort} is in use`));
   const tcp = await runProgram(SERVER_PATH, {
-    args: serverArgs(dir.join("d3"), logDir, "0", String(server.tcpPort)),
+    args: serverArgs(dir.join("d3"), logDir, { tcp: server.tcpPort }),
   });
   assertOneErrorLine(tcp, 1, new RegExp(`^error: TCP port ${server.tcpPort} is in use`));
 });

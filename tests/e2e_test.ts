@@ -13,6 +13,7 @@ import {
   runClient,
   runProgram,
   SERVER_PATH,
+  serverArgs,
   startClient,
   startServer,
   tempDir,
@@ -338,20 +339,7 @@ Deno.test("server refuses to start on a corrupt registrations.json and leaves it
       const path = `${dataDir}/registrations.json`;
       await Deno.writeTextFile(path, content);
       const before = await Deno.readFile(path);
-      const result = await runProgram(SERVER_PATH, {
-        args: [
-          "--host",
-          "127.0.0.1",
-          "--udp-port",
-          "0",
-          "--tcp-port",
-          "0",
-          "--data-dir",
-          dataDir,
-          "--log-dir",
-          dir.join("logs"),
-        ],
-      });
+      const result = await runProgram(SERVER_PATH, { args: serverArgs(dataDir, dir.join("logs")) });
       assertExit(result, 1);
       assertOneErrorLine(result, /registrations\.json/);
       assert(!result.stdout.includes("listening"), describe(result));
