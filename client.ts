@@ -10,7 +10,12 @@ import type { CommandResult } from "./lib/client/client_core.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
-import { ClientDriver } from "./lib/driver/client_driver.ts";
+import { ClientDriver, type TransferProgress } from "./lib/driver/client_driver.ts";
+import { findIdentity, IdentityFileError, loadIdentities } from "./lib/driver/identity_file.ts";
+import { sampleReadingLines } from "./lib/client/sample_readings.ts";
+import { cryptoRandom } from "./lib/random.ts";
+import type { ClientEvent } from "./lib/client/client_core.ts";
+import { basename, join } from "@std/path";
 import { LineReader } from "./lib/driver/line_reader.ts";
 import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import {
@@ -43,6 +48,11 @@ Flags:
   --udp-port N        this client's UDP port; 0 picks a free one (default 0)
   --transport T       udp or tcp: how register and deregister travel (default udp)
   --timeout SECONDS   give up on an unanswered request after this long (default 30)
+  --data-dir DIR      where this client keeps its identities (default ./data/client)
+  --identity FILE     the identity file (default DATA-DIR/identities.json)
+  --password-file F   read the login password from F (password servers, script mode);
+                      the SWITCHBOARD_PASSWORD variable works too
+  --download-dir DIR  where download puts files without a DEST (default ./downloads)
   --script FILE       run the commands in FILE instead of reading standard input
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
@@ -64,6 +74,9 @@ interface ClientFlags {
   json: boolean;
   logDir: string;
   logLevel: LogLevelName;
+  identityFile: string;
+  passwordFile?: string;
+  downloadDir: string;
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -77,12 +90,23 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     "script",
     "log-dir",
     "log-level",
+    "data-dir",
+    "identity",
+    "password-file",
+    "download-dir",
   ];
   const parsed = parseArgs(args, {
     string: strings,
     boolean: ["help", "version", "json"],
     alias: { h: "help", V: "version" },
-    default: { "udp-port": "0", transport: "udp", "log-dir": "./logs", "log-level": "info" },
+    default: {
+      "udp-port": "0",
+      transport: "udp",
+      "log-dir": "./logs",
+      "log-level": "info",
+      "data-dir": "./data/client",
+      "download-dir": "./downloads",
+    },
   });
   requireValues(args, parsed, strings);
   rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "h", "V"]);
@@ -116,6 +140,9 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     json: parsed.json,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
+    passwordFile: parsed["password-file"],
+    downloadDir: parsed["download-dir"],
   };
 }
 
@@ -156,10 +183,35 @@ class Output {
       console.log(JSON.stringify({ event: "result", command, ok, ...rest }));
       if (!result.ok) console.error(errorLine(result.error));
     } else if (result.ok) {
-      console.log(printable(result.message));
+      console.log(result.message.split("\n").map(printable).join("\n"));
     } else {
       console.error(errorLine(result.error));
     }
+  }
+
+  clientEvent(event: ClientEvent): void {
+    if (this.#json) {
+      console.log(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+    } else {
+      console.log(printable(event.message));
+    }
+  }
+
+  #progressAt = 0;
+
+  /** Progress of transfers over 1 MiB, on standard error, at most every half second. */
+  progress(p: TransferProgress): void {
+    if (p.total < 1024 * 1024) return;
+    const now = performance.now();
+    const last = p.done === p.total;
+    if (!last && now - this.#progressAt < 500) return;
+    this.#progressAt = now;
+    const verb = { hash: "Hashing", upload: "Uploading", download: "Downloading" }[p.stage];
+    const percent = Math.floor((p.done / p.total) * 100);
+    const mib = (n: number) => (n / 1024 / 1024).toFixed(1);
+    console.error(
+      printable(`${verb} ${p.name}: ${percent}% (${mib(p.done)} of ${mib(p.total)} MiB)`),
+    );
   }
 
   error(text: string, code: string): void {
@@ -177,7 +229,12 @@ async function ask(lines: LineReader, question: string): Promise<string> {
   return answer.trim();
 }
 
-async function askSettings(flags: ClientFlags, lines: LineReader): Promise<Required<ClientFlags>> {
+async function askSettings(
+  flags: ClientFlags,
+  lines: LineReader,
+): Promise<
+  ClientFlags & { server: { host: string; port: number }; tcpPort: number; name: string }
+> {
   let server = flags.server;
   while (server === undefined) {
     const answer = await ask(lines, "Enter server IP address (or 'localhost'): ");
@@ -313,6 +370,9 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       name: settings.name,
       via: settings.via,
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
+      identityFile: settings.identityFile,
+      onEvent: (event) => output.clientEvent(event),
+      onProgress: (progress) => output.progress(progress),
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -332,31 +392,176 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     return 1;
   }
   output.event("connected", hello.message, hello.data);
+  const context: Context = { client, output, flags: settings, lines, interactive };
   if (interactive) {
     console.log('Type "help" for the commands.');
-    return await interactiveLoop(client, lines, output);
+    return await interactiveLoop(context);
   }
-  return await scriptLoop(client, lines, output);
+  return await scriptLoop(context);
 }
 
-async function runCommand(
-  client: ClientDriver,
-  command: Command,
-  output: Output,
-): Promise<CommandResult | "exit"> {
+/** What running a command needs besides the command. */
+interface Context {
+  client: ClientDriver;
+  output: Output;
+  flags: ClientFlags & { server: { host: string; port: number } };
+  lines: LineReader;
+  interactive: boolean;
+}
+
+async function runCommand(context: Context, command: Command): Promise<CommandResult | "exit"> {
   if (command.kind === "exit") return "exit";
-  if (command.kind === "help") {
-    const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n");
-    const result: CommandResult = { ok: true, command: "help", message: text };
-    output.result(result);
-    return result;
-  }
-  const result = await client.run(command);
-  output.result(result);
+  const result = await commandResult(context, command);
+  context.output.result(result);
   return result;
 }
 
-async function scriptLoop(client: ClientDriver, lines: LineReader, output: Output) {
+async function commandResult(context: Context, command: Command): Promise<CommandResult> {
+  const { client, flags } = context;
+  switch (command.kind) {
+    case "help": {
+      const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(20)}  ${text}`).join(
+        "\n",
+      );
+      return { ok: true, command: "help", message: text };
+    }
+    case "login":
+      return await login(context, command.name);
+    case "generate":
+      return await generate(command.file, command.count);
+    case "upload":
+      return await client.upload(command.file, command.name ?? basename(command.file));
+    case "download":
+      return await client.download(
+        command.name,
+        command.dest ?? join(flags.downloadDir, command.name),
+      );
+    case "exit":
+      throw new TypeError("exit has no result");
+    default:
+      return await client.run(command);
+  }
+}
+
+/** Logs in with the saved identity (open servers) or a password (password servers). */
+async function login(context: Context, given: string | undefined): Promise<CommandResult> {
+  const { client, flags } = context;
+  const fail = (error: string, code: "no_identity" | "no_password" | "no_name") =>
+    ({ ok: false, command: "login", error, code }) as const;
+  if (client.core.auth === "password") {
+    const name = given ?? client.core.name;
+    if (name === undefined) return fail("No name given; use login NAME", "no_name");
+    const password = await readPassword(context, name);
+    if (password === undefined) {
+      return fail(
+        "No password: type it at the prompt, or pass --password-file FILE or set " +
+          "SWITCHBOARD_PASSWORD in script mode",
+        "no_password",
+      );
+    }
+    return await client.run({ kind: "login", name, secret: new TextEncoder().encode(password) });
+  }
+  const server = hostPort(flags.server.host, flags.server.port);
+  let identities;
+  try {
+    identities = await loadIdentities(flags.identityFile);
+  } catch (error) {
+    if (!(error instanceof IdentityFileError)) throw error;
+    return fail(error.message, "no_identity");
+  }
+  const identity = findIdentity(identities, server, given ?? client.core.name);
+  if (identity === undefined) {
+    const who = given ?? client.core.name;
+    return fail(
+      who === undefined
+        ? `No single saved identity for ${server} in ${flags.identityFile}; use login NAME`
+        : `No saved identity for "${who}" in ${flags.identityFile}; register first`,
+      "no_identity",
+    );
+  }
+  const key = Uint8Array.from(identity.key.match(/../g)!.map((h) => parseInt(h, 16)));
+  return await client.run({ kind: "login", name: identity.name, secret: key });
+}
+
+/** The password: from --password-file, SWITCHBOARD_PASSWORD, or asked without echo. */
+async function readPassword(context: Context, name: string): Promise<string | undefined> {
+  if (context.flags.passwordFile !== undefined) {
+    try {
+      const text = await Deno.readTextFile(context.flags.passwordFile);
+      return text.split(/\r?\n/)[0];
+    } catch (error) {
+      context.output.error(
+        `cannot read --password-file ${context.flags.passwordFile}: ${(error as Error).message}`,
+        "no_password",
+      );
+      return undefined;
+    }
+  }
+  const fromEnv = Deno.env.get("SWITCHBOARD_PASSWORD");
+  if (fromEnv !== undefined) return fromEnv;
+  if (!context.interactive) return undefined;
+  await Deno.stdout.write(encoder.encode(`Password for "${name}": `));
+  Deno.stdin.setRaw(true, { cbreak: true });
+  let line: string | undefined;
+  try {
+    line = await context.lines.next();
+  } finally {
+    Deno.stdin.setRaw(false);
+    await Deno.stdout.write(encoder.encode("\n"));
+  }
+  if (line === undefined) return undefined;
+  // Without line editing, apply backspaces by hand.
+  let password = "";
+  for (const char of line) {
+    if (char === "\x7f" || char === "\b") password = password.slice(0, -1);
+    else password += char;
+  }
+  return password;
+}
+
+/** Writes COUNT sample readings to a CSV file, streaming, never half-written. */
+async function generate(path: string, count: number): Promise<CommandResult> {
+  const temp = `${path}.part`;
+  try {
+    const file = await Deno.open(temp, { write: true, create: true, truncate: true });
+    const writer = file.writable.getWriter();
+    try {
+      let batch: string[] = [];
+      for (const line of sampleReadingLines(count, { random: cryptoRandom, startMs: Date.now() })) {
+        batch.push(line);
+        if (batch.length === 10_000) {
+          await writer.write(encoder.encode(batch.join("\n") + "\n"));
+          batch = [];
+        }
+      }
+      if (batch.length > 0) await writer.write(encoder.encode(batch.join("\n") + "\n"));
+    } finally {
+      await writer.close();
+    }
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    return {
+      ok: false,
+      command: "generate",
+      error: `Cannot write ${path}: ${(error as Error).message}`,
+      code: "file_error",
+    };
+  }
+  return {
+    ok: true,
+    command: "generate",
+    message: `Wrote ${count} sample readings to ${path}`,
+    data: { file: path, count },
+  };
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+async function scriptLoop(context: Context) {
+  const { lines, output } = context;
   for (let line = await lines.next(); line !== undefined; line = await lines.next()) {
     let command;
     try {
@@ -367,14 +572,15 @@ async function scriptLoop(client: ClientDriver, lines: LineReader, output: Outpu
       return 1;
     }
     if (command === undefined) continue;
-    const result = await runCommand(client, command, output);
+    const result = await runCommand(context, command);
     if (result === "exit") return 0;
     if (!result.ok) return 1;
   }
   return 0;
 }
 
-async function interactiveLoop(client: ClientDriver, lines: LineReader, output: Output) {
+async function interactiveLoop(context: Context) {
+  const { lines, output } = context;
   while (true) {
     await Deno.stdout.write(encoder.encode("> "));
     const line = await lines.next();
@@ -388,12 +594,12 @@ async function interactiveLoop(client: ClientDriver, lines: LineReader, output: 
       continue;
     }
     if (command === undefined) continue;
-    let result = await runCommand(client, command, output);
+    let result = await runCommand(context, command);
     if (result === "exit") return 0;
     while (!result.ok && result.code === "name_taken") {
       const name = await ask(lines, "Pick another name (empty to cancel): ");
       if (name === "") break;
-      result = await runCommand(client, { kind: "register", name }, output) as CommandResult;
+      result = await runCommand(context, { kind: "register", name }) as CommandResult;
     }
   }
 }

@@ -59,6 +59,56 @@ export function secondsFlag(flag: string, value: unknown): number {
 }
 
 /**
+ * Parses a size flag: bytes, or a number with K, M or G (powers of 1024).
+ *
+ * @param flag the flag's name, for the message
+ * @param value the flag's value
+ * @returns the size in bytes
+ * @throws {UsageError} if it is not a size from 1 byte to 1 TiB
+ *
+ * @example
+ * ```ts
+ * sizeFlag("--quota", "100M"); // 104857600
+ * ```
+ */
+export function sizeFlag(flag: string, value: unknown): number {
+  const text = String(value);
+  const match = /^(\d+(?:\.\d+)?)([KMG]?)i?B?$/i.exec(text.trim());
+  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match?.[2]?.toUpperCase() ?? ""];
+  const bytes = match === null || unit === undefined ? NaN : Math.floor(Number(match[1]) * unit);
+  if (!(bytes >= 1 && bytes <= 1024 ** 4)) {
+    throw new UsageError(
+      `${flag} must be a size such as 1048576, 500K, 100M or 2G, not "${text}"`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * Parses a whole-number flag within a range.
+ *
+ * @param flag the flag's name, for the message
+ * @param value the flag's value
+ * @param range the smallest and largest allowed
+ * @returns the number
+ * @throws {UsageError} if it is not a whole number in the range
+ */
+export function integerFlag(
+  flag: string,
+  value: unknown,
+  range: { min: number; max: number },
+): number {
+  const text = String(value);
+  const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= range.min && n <= range.max)) {
+    throw new UsageError(
+      `${flag} must be a whole number from ${range.min} to ${range.max}, not "${text}"`,
+    );
+  }
+  return n;
+}
+
+/**
  * Rejects flags a program does not know, which `parseArgs` collects in `_`
  * or as extra keys.
  *

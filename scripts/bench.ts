@@ -425,7 +425,6 @@ async function runPhase(
         type: "deregister",
         reqId: client.takeReqId(),
         client: client.clientId,
-        name,
         token,
       };
       sentAt = performance.now();

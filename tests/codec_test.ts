@@ -100,6 +100,14 @@ function fieldArbitrary(kind: FieldKind): fc.Arbitrary<unknown> {
       return fc.integer({ min: 0, max: 0xffff });
     case "u32":
       return fc.integer({ min: 0, max: 0xffffffff });
+    case "u64":
+      return fc.oneof(fc.nat(), fc.constant(Number.MAX_SAFE_INTEGER), fc.maxSafeNat());
+    case "list": {
+      const item: Record<string, fc.Arbitrary<unknown>> = {};
+      for (const [field, itemKind] of kind.of) item[field] = fieldArbitrary(itemKind);
+      // Few items: a list of long items can exceed what any datagram or frame holds.
+      return fc.array(fc.record(item), { maxLength: Math.min(kind.max, 3) });
+    }
     case "id64":
       return fc.bigInt({ min: 0n, max: ID64_MAX }).map((n) => n.toString(16).padStart(16, "0"));
     case "text":
@@ -159,6 +167,8 @@ function helloOkWithVersion(body: number[], length = body.length): Uint8Array {
     ...u16(8080),
     ...u16(length),
     ...body,
+    0,
+    ...u32(30000),
   ]);
 }
 
@@ -228,7 +238,7 @@ Deno.test("decodeMessage() reads a message from a subarray with a nonzero offset
 
 Deno.test("decodeMessage() returns bytes fields that do not alias the input", () => {
   const token = Uint8Array.from({ length: 16 }, (_, i) => i);
-  const bytes = encodeMessage({ type: "register_ok", reqId: 3, token });
+  const bytes = encodeMessage({ type: "register_ok", reqId: 3, key: token, token });
   const decoded = decodeMessage(bytes);
   if (decoded.type !== "register_ok") throw new Error(`decoded a ${decoded.type}`);
   bytes.fill(0xee);
@@ -324,8 +334,9 @@ Deno.test("decodeMessage() rejects a bad magic", () => {
   assertProtocolError(new TextEncoder().encode("GET / HTTP/1.1\r\n"), "bad_magic");
 });
 
-Deno.test("decodeMessage() rejects protocol version 2", () => {
-  assertProtocolError(Uint8Array.from([0x53, 0x57, 2, 8, ...u32(1)]), "bad_version");
+Deno.test("decodeMessage() rejects other protocol versions", () => {
+  assertProtocolError(Uint8Array.from([0x53, 0x57, 1, 8, ...u32(1)]), "bad_version");
+  assertProtocolError(Uint8Array.from([0x53, 0x57, 3, 8, ...u32(1)]), "bad_version");
   assertProtocolError(Uint8Array.from([0x53, 0x57, 0, 8, ...u32(1)]), "bad_version");
 });
 
@@ -347,6 +358,48 @@ Deno.test("decodeMessage() rejects a text length above the field maximum as too_
   assertProtocolError(helloOkWithVersion(Array(33).fill(0x61)), "too_long");
   assertProtocolError(helloOkWithVersion([], 33), "too_long");
   assertProtocolError(helloOkWithVersion([], 0xffff), "too_long");
+});
+
+Deno.test("decodeMessage() rejects a list longer than its maximum as too_long", () => {
+  const bytes = Uint8Array.from([
+    ...header(MESSAGE_SCHEMAS.list_page.code),
+    ...u32(1),
+    ...u32(300),
+    0,
+    ...u16(256),
+  ]);
+  assertProtocolError(bytes, "too_long");
+});
+
+Deno.test("decodeMessage() rejects a list that ends inside an item as truncated", () => {
+  const bytes = Uint8Array.from([
+    ...header(MESSAGE_SCHEMAS.list_page.code),
+    ...u32(1),
+    ...u32(2),
+    0,
+    ...u16(2),
+    ...u16(1),
+    0x61,
+  ]);
+  assertProtocolError(bytes, "truncated");
+});
+
+Deno.test("decodeMessage() rejects a u64 above Number.MAX_SAFE_INTEGER", () => {
+  const bytes = Uint8Array.from([
+    ...header(MESSAGE_SCHEMAS.upload_ok.code),
+    ...u32(1),
+    0x00,
+    0x20,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ]);
+  assertProtocolError(bytes, "too_long");
+  const safe = encodeMessage({ type: "upload_ok", reqId: 1, size: Number.MAX_SAFE_INTEGER });
+  assertEquals(decodeMessage(safe), { type: "upload_ok", reqId: 1, size: Number.MAX_SAFE_INTEGER });
 });
 
 Deno.test("decodeMessage() rejects a bytes length above the field maximum as too_long", () => {
@@ -382,7 +435,14 @@ Deno.test("decodeMessage() rejects invalid UTF-8 in a text field as bad_utf8", (
 });
 
 Deno.test("decodeMessage() keeps a leading byte order mark in a text field", () => {
-  const message = { type: "hello_ok", reqId: 1, tcpPort: 2, serverVersion: "\uFEFFv1" } as const;
+  const message = {
+    type: "hello_ok",
+    reqId: 1,
+    tcpPort: 2,
+    serverVersion: "\uFEFFv1",
+    auth: 0,
+    leaseMs: 1,
+  } as const;
   assertEquals(decodeMessage(encodeMessage(message)), message);
 });
 
@@ -422,8 +482,8 @@ Deno.test("encodeMessage() throws RangeError for out-of-range integers", () => {
     { type: "text_ok", reqId: NaN },
     { type: "text_ok", reqId: Infinity },
     { type: "text_ok", reqId: "1" as unknown as number },
-    { type: "hello_ok", reqId: 1, tcpPort: 0x10000, serverVersion: "v" },
-    { type: "hello_ok", reqId: 1, tcpPort: -1, serverVersion: "v" },
+    { type: "hello_ok", reqId: 1, tcpPort: 0x10000, serverVersion: "v", auth: 0, leaseMs: 30000 },
+    { type: "hello_ok", reqId: 1, tcpPort: -1, serverVersion: "v", auth: 0, leaseMs: 30000 },
     { type: "error", reqId: 1, code: 65536, message: "m" },
   ];
   for (const message of bad) {
@@ -470,11 +530,23 @@ Deno.test("encodeMessage() throws RangeError for oversized or mistyped text and 
     name: "😀".repeat(32),
   });
   assertThrows(
-    () => encodeMessage({ type: "register_ok", reqId: 1, token: new Uint8Array(17) }),
+    () =>
+      encodeMessage({
+        type: "register_ok",
+        reqId: 1,
+        key: new Uint8Array(16),
+        token: new Uint8Array(17),
+      }),
     RangeError,
   );
   assertThrows(
-    () => encodeMessage({ type: "register_ok", reqId: 1, token: [1, 2] as unknown as Uint8Array }),
+    () =>
+      encodeMessage({
+        type: "register_ok",
+        reqId: 1,
+        key: new Uint8Array(16),
+        token: [1, 2] as unknown as Uint8Array,
+      }),
     RangeError,
   );
   assertThrows(

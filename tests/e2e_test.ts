@@ -60,7 +60,7 @@ async function readRegistry(dataDir: string): Promise<RegistryFile> {
 
 function assertRegistryEntry(entry: Record<string, unknown> | undefined, udpPort?: number): void {
   if (entry === undefined) throw new Error("The registry entry is missing");
-  for (const key of ["ip", "udp_port", "tcp_port", "registered_at", "token_sha256"]) {
+  for (const key of ["ip", "udp_port", "tcp_port", "registered_at", "key_sha256"]) {
     assert(Object.hasOwn(entry, key), `the entry has "${key}": ${JSON.stringify(entry)}`);
   }
   assert(!Object.hasOwn(entry, "token"), "no token in clear");
@@ -69,7 +69,7 @@ function assertRegistryEntry(entry: Record<string, unknown> | undefined, udpPort
   assert(Number.isInteger(entry.udp_port) && (entry.udp_port as number) > 0, "udp_port");
   if (udpPort !== undefined) assertEquals(entry.udp_port, udpPort);
   assert(!Number.isNaN(Date.parse(entry.registered_at as string)), "registered_at is a date");
-  assertMatch(entry.token_sha256 as string, /^[0-9a-f]{64}$/);
+  assertMatch(entry.key_sha256 as string, /^[0-9a-f]{64}$/);
 }
 
 Deno.test("server and client register, message, show status and deregister end to end", async () => {
@@ -137,7 +137,7 @@ Deno.test("server and client register, message, show status and deregister end t
   );
   assertMatch(serverLog, /INFO .*Deregistered "Alice Smith"\W.*\bUDP\b/);
   assert(
-    !serverLog.includes(registry["Alice Smith"].token_sha256 as string),
+    !serverLog.includes(registry["Alice Smith"].key_sha256 as string),
     "no token hash in log",
   );
   const clientLog = await Deno.stat(`${logDir}/client.log`);

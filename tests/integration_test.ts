@@ -172,7 +172,7 @@ Deno.test("ServerDriver leaves the registry file on disk after close", async () 
     assertEquals(file.Carol.ip, HOST);
     assertEquals(file.Carol.udp_port, carol.udpPort);
     assertEquals(file.Carol.tcp_port, 5001);
-    assertMatch(String(file.Carol.token_sha256), /^[0-9a-f]{64}$/);
+    assertMatch(String(file.Carol.key_sha256), /^[0-9a-f]{64}$/);
     assertMatch(String(file.Carol.registered_at), /^\d{4}-\d\d-\d\dT/);
     if (Deno.build.os !== "windows") {
       const mode = (await Deno.stat(join(h.dataDir, REGISTRY_FILE))).mode!;

@@ -25,7 +25,7 @@ function record(name: string, overrides: Partial<RegistryRecord> = {}): Registry
     udpPort: 50123,
     tcpPort: 5001,
     registeredAt: "2025-01-02T03:04:05.000Z",
-    tokenSha256: HASH,
+    keySha256: HASH,
     registeredBy: "00112233aabbccdd/7",
     ...overrides,
   };
@@ -74,14 +74,14 @@ Deno.test("Registry.records() lists records in registration order", () => {
 Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => {
   const registry = new Registry();
   registry.add(record("Alice Smith"));
-  registry.add(record("bob", { ip: "10.1.2.3", udpPort: 4000, tcpPort: 4001, tokenSha256: "" }));
+  registry.add(record("bob", { ip: "10.1.2.3", udpPort: 4000, tcpPort: 4001, keySha256: "" }));
   assertEquals(registry.toJson(), {
     "Alice Smith": {
       ip: "127.0.0.1",
       udp_port: 50123,
       tcp_port: 5001,
       registered_at: "2025-01-02T03:04:05.000Z",
-      token_sha256: HASH,
+      key_sha256: HASH,
       registered_by: "00112233aabbccdd/7",
     },
     bob: {
@@ -89,7 +89,7 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
       udp_port: 4000,
       tcp_port: 4001,
       registered_at: "2025-01-02T03:04:05.000Z",
-      token_sha256: "",
+      key_sha256: "",
       registered_by: "00112233aabbccdd/7",
     },
   });
@@ -98,12 +98,12 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
 Deno.test("Registry.fromJson() round-trips toJson()", () => {
   const registry = new Registry();
   registry.add(record("Alice Smith"));
-  registry.add(record("Bob-2", { tokenSha256: "" }));
+  registry.add(record("Bob-2", { keySha256: "" }));
   const copy = Registry.fromJson(JSON.parse(JSON.stringify(registry.toJson())));
   assertEquals(copy.records(), registry.records());
 });
 
-Deno.test("Registry.fromJson() accepts a seed file without registered_at or token_sha256", () => {
+Deno.test("Registry.fromJson() accepts a seed file without registered_at or key_sha256", () => {
   const registry = Registry.fromJson({
     "Alice Smith": { ip: "127.0.0.1", udp_port: 50123, tcp_port: 5001 },
   });
@@ -113,7 +113,7 @@ Deno.test("Registry.fromJson() accepts a seed file without registered_at or toke
     udpPort: 50123,
     tcpPort: 5001,
     registeredAt: "",
-    tokenSha256: "",
+    keySha256: "",
     registeredBy: "",
   }]);
   assertEquals(Registry.fromJson({}).size, 0);
@@ -143,11 +143,11 @@ Deno.test("Registry.fromJson() rejects bad entries, naming the entry", async (t)
     ["a name with a leading space", { " Alice": good }, " Alice"],
     ["a name too long", { ["x".repeat(33)]: good }, "x".repeat(33)],
     ["names differing in case", { Alice: good, ALICE: good }, "ALICE"],
-    ["a short token_sha256", { Alice: { ...good, token_sha256: "abcd" } }, "token_sha256"],
-    ["an uppercase token_sha256", {
-      Alice: { ...good, token_sha256: "AB".repeat(32) },
-    }, "token_sha256"],
-    ["a numeric token_sha256", { Alice: { ...good, token_sha256: 12 } }, "token_sha256"],
+    ["a short key_sha256", { Alice: { ...good, key_sha256: "abcd" } }, "key_sha256"],
+    ["an uppercase key_sha256", {
+      Alice: { ...good, key_sha256: "AB".repeat(32) },
+    }, "key_sha256"],
+    ["a numeric key_sha256", { Alice: { ...good, key_sha256: 12 } }, "key_sha256"],
     ["a numeric registered_at", { Alice: { ...good, registered_at: 12 } }, "registered_at"],
     ["a numeric registered_by", { Alice: { ...good, registered_by: 12 } }, "registered_by"],
   ];
@@ -312,7 +312,7 @@ function seedEntry() {
     udp_port: 50123,
     tcp_port: 5001,
     registered_at: "",
-    token_sha256: "",
+    key_sha256: "",
     registered_by: "",
   };
 }

@@ -115,7 +115,7 @@ Deno.test("ServerCore.handle() sends register_ok only after persisted(version)",
   assertEquals(replies[0].message.type, "register_ok");
   const token = (replies[0].message as MessageOf<"register_ok">).token;
   assertEquals(token.length, 16);
-  assertEquals(persist.registry.Alice.token_sha256, toHex(sha256(token)));
+  assertEquals(persist.registry.Alice.key_sha256, toHex(sha256(token)));
   assertEquals(events(after).map((e) => e.kind), ["registered"]);
   assertEquals(persists(after), []);
   assert(!core.hasUnsavedChanges);
@@ -352,7 +352,7 @@ Deno.test("ServerCore.persistFailed() undoes a deregister and answers not_saved"
   assertEquals(core.registry.size, 0);
   core.persistFailed(persist.version, "read-only file system");
   assertError(sends(drain(core))[0].message, "not_saved");
-  assertEquals(core.registry.get("alice")?.tokenSha256, toHex(sha256(token)));
+  assertEquals(core.registry.get("alice")?.keySha256, toHex(sha256(token)));
 });
 
 Deno.test("ServerCore.handle() group-commits changes made while a persist is in flight", () => {

@@ -1,15 +1,26 @@
 /**
  * The client's logic, sans-I/O: runs user commands against the server
- * through a {@linkcode ServerSession} and keeps what the client knows (the
- * server's TCP port, its name, its session token).
+ * through a {@linkcode ServerSession}, keeps the session alive with
+ * heartbeats, logs in again by itself when the server forgot the session
+ * (open mode), and turns the server's presence news into events.
  *
  * @module
  */
+import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameProblem } from "../wire/client_name.ts";
 import { type ErrorCodeName, errorCodeName } from "../wire/error_code.ts";
-import { MAX_TEXT_BYTES, type Message, type Reply, type Request } from "../wire/messages.ts";
-import type { Command } from "./command.ts";
+import { fileNameProblem } from "../wire/file_name.ts";
+import {
+  AUTH_MODES,
+  MAX_TEXT_BYTES,
+  type Message,
+  type MessageOf,
+  PRESENCE_CHANGES,
+  type Reply,
+  type Request,
+  SESSION_END_REASONS,
+} from "../wire/messages.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
 
@@ -35,27 +46,63 @@ export type CommandResult =
 export type FailureCode =
   | ErrorCodeName
   | "already_registered"
+  | "already_logged_in"
   | "bad_command"
   | "no_name"
+  | "no_identity"
+  | "no_password"
   | "not_connected"
   | "too_long"
   | "unexpected_reply"
   | "timeout"
-  | "connection_failed";
+  | "connection_failed"
+  | "file_error";
+
+/** Something that happened without a command: presence news, a session's end. */
+export interface ClientEvent {
+  /** What kind of thing. */
+  readonly kind: "joined" | "left" | "resync" | "session_ended" | "logged_in_again";
+  /** One line for people. */
+  readonly message: string;
+  /** The facts, for `--json`. */
+  readonly data?: Readonly<Record<string, unknown>>;
+}
 
 /** What the core asks its driver to do, or reports. */
 export type ClientOutput =
   | {
     readonly type: "send";
     readonly via: Via;
-    readonly message: Request;
+    readonly message: Request | MessageOf<"presence_ack">;
     /** 1 for the first send, 2 for the first retransmission, and so on. */
     readonly attempt: number;
   }
-  | { readonly type: "result"; readonly result: CommandResult };
+  | { readonly type: "result"; readonly result: CommandResult }
+  | { readonly type: "event"; readonly event: ClientEvent }
+  /** Save this identity (name and secret key) so `login` can use it later. */
+  | { readonly type: "identity"; readonly name: string; readonly key: Uint8Array };
 
-/** A command the core runs: a user command, or `hello` to reach the server. */
-export type CoreCommand = Exclude<Command, { kind: "help" | "exit" }> | { readonly kind: "hello" };
+/** A command the core runs (the driver resolves files and secrets first). */
+export type CoreCommand =
+  | { readonly kind: "hello" }
+  | { readonly kind: "register"; readonly name?: string }
+  | { readonly kind: "login"; readonly name: string; readonly secret: Uint8Array }
+  | { readonly kind: "logout" }
+  | { readonly kind: "deregister" }
+  | { readonly kind: "list" }
+  | { readonly kind: "lookup"; readonly name: string }
+  | { readonly kind: "watch"; readonly on: boolean }
+  | { readonly kind: "tcp"; readonly text: string }
+  | { readonly kind: "status" }
+  | { readonly kind: "files" }
+  | { readonly kind: "delete"; readonly name: string }
+  | {
+    readonly kind: "upload";
+    readonly name: string;
+    readonly size: number;
+    readonly sha256: Uint8Array;
+  }
+  | { readonly kind: "download"; readonly name: string };
 
 /** Options of a {@linkcode ClientCore}. */
 export interface ClientCoreOptions {
@@ -69,17 +116,32 @@ export interface ClientCoreOptions {
   udpPort: number;
   /** The client's declared TCP port. */
   tcpPort: number;
-  /** The transport for register and deregister. */
+  /** The transport for register, login and deregister. */
   via: Via;
   /** The server's address as the user gave it, for messages. */
   server: string;
+}
+
+/** One client in `list` and `lookup` results. */
+export interface OnlineClient {
+  readonly name: string;
+  readonly ip: string;
+  readonly udpPort: number;
+  readonly tcpPort: number;
+  readonly onlineMs: number;
 }
 
 interface Running {
   command: CoreCommand;
   reqId: number;
   name?: string;
+  clients?: OnlineClient[];
 }
+
+type Background = "heartbeat" | "login" | "watch" | "logout";
+
+/** Uploads may take this long per MiB beyond the usual give-up time. */
+const UPLOAD_MS_PER_MIB = 1000;
 
 /**
  * The client core.
@@ -96,11 +158,21 @@ export class ClientCore {
   #session: ServerSession;
   #options: ClientCoreOptions;
   #name: string | undefined;
-  #token: Uint8Array | undefined;
-  #registeredAs: string | undefined;
   #serverTcpPort: number | undefined;
   #serverVersion: string | undefined;
+  #auth: "open" | "password" | undefined;
+  #leaseMs = 30_000;
+  /** The logged-in session, if any. */
+  #loggedInAs: string | undefined;
+  #token: Uint8Array | undefined;
+  /** The identity key (open mode), to log in again by itself. */
+  #key: Uint8Array | undefined;
+  #watching = false;
+  #presenceSeq = 0;
+  #heartbeatAt: number | undefined;
+  #heartbeatReq: number | undefined;
   #running: Running | undefined;
+  #background = new Map<number, Background>();
   #outputs: ClientOutput[] = [];
 
   /** @param options ports, name, transport and randomness */
@@ -115,14 +187,24 @@ export class ClientCore {
     return this.#serverTcpPort;
   }
 
+  /** How the server checks logins, once `hello` has learned it. */
+  get auth(): "open" | "password" | undefined {
+    return this.#auth;
+  }
+
   /** True while a command waits for the server. */
   get busy(): boolean {
     return this.#running !== undefined;
   }
 
-  /** The name this client is registered under in this run, if any. */
-  get registeredAs(): string | undefined {
-    return this.#registeredAs;
+  /** The name this client is logged in as, if any. */
+  get loggedInAs(): string | undefined {
+    return this.#loggedInAs;
+  }
+
+  /** The name given by flag or by the last register/login. */
+  get name(): string | undefined {
+    return this.#name;
   }
 
   /** Retransmissions made since start. */
@@ -140,89 +222,67 @@ export class ClientCore {
    */
   run(now: number, command: CoreCommand): void {
     if (this.#running !== undefined) throw new TypeError("Cannot run two commands at once");
-    switch (command.kind) {
-      case "hello":
-        return this.#send(now, command, { type: "hello" }, "udp");
-      case "status":
-        return this.#result({
-          ok: true,
-          command: "status",
-          message: this.#statusText(),
-          data: this.#statusData(),
-        });
-      case "register": {
-        if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
-          return this.#fail("register", "The server's TCP port is not known yet", "not_connected");
-        }
-        const name = command.name ?? this.#name;
-        if (name === undefined) {
-          return this.#fail("register", "No name given; use register NAME", "no_name");
-        }
-        const problem = nameProblem(name);
-        if (problem !== undefined) return this.#fail("register", problem, "invalid_name");
-        if (this.#registeredAs !== undefined) {
-          return this.#fail(
-            "register",
-            `Already registered as "${this.#registeredAs}"`,
-            "already_registered",
-          );
-        }
+    const kind = command.kind;
+    if (kind === "hello") return this.#send(now, command, { type: "hello" }, "udp");
+    if (kind === "status") {
+      return this.#result({
+        ok: true,
+        command: "status",
+        message: this.#statusText(),
+        data: this.#statusData(),
+      });
+    }
+    const tcpOnly = kind === "tcp" || kind === "upload" || kind === "download" ||
+      kind === "files" || kind === "delete";
+    if ((tcpOnly || this.#options.via === "tcp") && this.#serverTcpPort === undefined) {
+      return this.#fail(kind, "The server's TCP port is not known yet", "not_connected");
+    }
+    if (kind === "register") return this.#register(now, command);
+    if (kind === "login") return this.#login(now, command);
+    if (kind === "tcp") return this.#text(now, command);
+    const token = this.#token;
+    if (token === undefined) {
+      return this.#fail(kind, "Not logged in; use register or login first", "not_logged_in");
+    }
+    switch (kind) {
+      case "logout":
+        return this.#send(now, command, { type: "logout", token }, this.#options.via);
+      case "deregister":
+        return this.#send(now, command, { type: "deregister", token }, this.#options.via);
+      case "list":
+        return this.#send(now, command, { type: "list", token, after: "" }, "udp");
+      case "lookup": {
+        const problem = nameProblem(command.name);
+        if (problem !== undefined) return this.#fail(kind, problem, "invalid_name");
+        return this.#send(now, command, { type: "lookup", token, name: command.name }, "udp");
+      }
+      case "watch":
+        if (command.on) this.#presenceSeq = 0;
+        return this.#send(now, command, { type: "watch", token, on: command.on ? 1 : 0 }, "udp");
+      case "files":
+        return this.#send(now, command, { type: "files", token }, "tcp");
+      case "delete":
+        return this.#send(now, command, { type: "delete", token, name: command.name }, "tcp");
+      case "download":
+        return this.#send(now, command, { type: "download", token, name: command.name }, "tcp");
+      case "upload": {
+        const problem = fileNameProblem(command.name);
+        if (problem !== undefined) return this.#fail(kind, problem, "invalid_file_name");
+        const extraMs = Math.ceil(command.size / (1024 * 1024)) * UPLOAD_MS_PER_MIB;
         return this.#send(
           now,
           command,
           {
-            type: "register",
-            name,
-            udpPort: this.#options.udpPort,
-            tcpPort: this.#options.tcpPort,
+            type: "upload",
+            token,
+            name: command.name,
+            size: command.size,
+            sha256: command.sha256,
           },
-          this.#options.via,
-          name,
+          "tcp",
+          undefined,
+          extraMs,
         );
-      }
-      case "deregister": {
-        if (this.#registeredAs === undefined || this.#token === undefined) {
-          return this.#fail(
-            "deregister",
-            "Not registered in this session; only the client that registered a name holds " +
-              "its session token, until it exits",
-            "not_registered",
-          );
-        }
-        if (this.#options.via === "tcp" && this.#serverTcpPort === undefined) {
-          return this.#fail(
-            "deregister",
-            "The server's TCP port is not known yet",
-            "not_connected",
-          );
-        }
-        return this.#send(now, command, {
-          type: "deregister",
-          name: this.#registeredAs,
-          token: this.#token,
-        }, this.#options.via);
-      }
-      case "tcp": {
-        if (this.#serverTcpPort === undefined) {
-          return this.#fail("tcp", "The server's TCP port is not known yet", "not_connected");
-        }
-        const size = new TextEncoder().encode(command.text).length;
-        if (size > MAX_TEXT_BYTES) {
-          return this.#fail(
-            "tcp",
-            `The message is ${size} bytes of UTF-8; the limit is ${MAX_TEXT_BYTES}`,
-            "too_long",
-          );
-        }
-        if (!command.text.isWellFormed()) {
-          return this.#fail("tcp", "The message is not valid Unicode text", "bad_request");
-        }
-        return this.#send(now, command, {
-          type: "text",
-          name: this.#registeredAs ?? this.#name ?? "",
-          token: this.#token ?? new Uint8Array(0),
-          text: command.text,
-        }, "tcp");
       }
     }
   }
@@ -234,8 +294,10 @@ export class ClientCore {
    * @param message the message
    */
   handle(now: number, message: Message): void {
+    if (message.type === "presence") return this.#presence(message);
+    if (message.type === "session_ended") return this.#sessionEnded(message);
     this.#session.handle(now, message);
-    this.#drain();
+    this.#drain(now);
   }
 
   /**
@@ -245,22 +307,52 @@ export class ClientCore {
    */
   tcpFailed(reason: string): void {
     this.#session.failAll("tcp", reason);
-    this.#drain();
+    this.#drain(0);
   }
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    return this.#session.nextTimeout();
+    const session = this.#session.nextTimeout();
+    if (this.#heartbeatAt === undefined) return session;
+    return session === undefined ? this.#heartbeatAt : Math.min(session, this.#heartbeatAt);
   }
 
   /**
-   * Retransmits or gives up on requests whose time has come.
+   * Retransmits or gives up on requests whose time has come, and sends a
+   * heartbeat when one is due.
    *
    * @param now current time, ms
    */
   onTimeout(now: number): void {
     this.#session.onTimeout(now);
-    this.#drain();
+    if (this.#heartbeatAt !== undefined && now >= this.#heartbeatAt && this.#token) {
+      if (this.#heartbeatReq !== undefined) {
+        this.#session.cancel(this.#heartbeatReq);
+        this.#background.delete(this.#heartbeatReq);
+      }
+      const reqId = this.#session.start(now, { type: "heartbeat", token: this.#token }, "udp");
+      this.#heartbeatReq = reqId;
+      this.#background.set(reqId, "heartbeat");
+      this.#heartbeatAt = now + this.#heartbeatInterval();
+    }
+    this.#drain(now);
+  }
+
+  /**
+   * Ends the session for `exit` or Ctrl+C: sends one `logout` without
+   * waiting; the server also forgets the session when its lease runs out.
+   *
+   * @param now current time, ms
+   * @returns true if there was a session to end
+   */
+  leave(now: number): boolean {
+    const token = this.#token;
+    if (token === undefined) return false;
+    const reqId = this.#session.start(now, { type: "logout", token }, "udp");
+    this.#background.set(reqId, "logout");
+    this.#clearSession();
+    this.#drain(now);
+    return true;
   }
 
   /** @returns the next output, or undefined */
@@ -268,16 +360,107 @@ export class ClientCore {
     return this.#outputs.shift();
   }
 
-  #send(now: number, command: CoreCommand, body: RequestBody, via: Via, name?: string): void {
-    const reqId = this.#session.start(now, body, via);
-    this.#running = { command, reqId, name };
-    this.#drain();
+  #register(now: number, command: { kind: "register"; name?: string }): void {
+    const name = command.name ?? this.#name;
+    if (name === undefined) {
+      return this.#fail("register", "No name given; use register NAME", "no_name");
+    }
+    const problem = nameProblem(name);
+    if (problem !== undefined) return this.#fail("register", problem, "invalid_name");
+    if (this.#loggedInAs !== undefined) {
+      return this.#fail(
+        "register",
+        `Already logged in as "${this.#loggedInAs}"; logout first`,
+        "already_logged_in",
+      );
+    }
+    return this.#send(
+      now,
+      command,
+      {
+        type: "register",
+        name,
+        udpPort: this.#options.udpPort,
+        tcpPort: this.#options.tcpPort,
+      },
+      this.#options.via,
+      name,
+    );
   }
 
-  #drain(): void {
+  #login(now: number, command: { kind: "login"; name: string; secret: Uint8Array }): void {
+    if (this.#loggedInAs !== undefined) {
+      return this.#fail(
+        "login",
+        `Already logged in as "${this.#loggedInAs}"; logout first`,
+        "already_logged_in",
+      );
+    }
+    const problem = nameProblem(command.name);
+    if (problem !== undefined) return this.#fail("login", problem, "invalid_name");
+    return this.#send(
+      now,
+      command,
+      this.#loginBody(command.name, command.secret),
+      this.#options.via,
+      command.name,
+    );
+  }
+
+  #loginBody(name: string, secret: Uint8Array): RequestBody {
+    return {
+      type: "login",
+      name,
+      secret,
+      udpPort: this.#options.udpPort,
+      tcpPort: this.#options.tcpPort,
+    };
+  }
+
+  #text(now: number, command: { kind: "tcp"; text: string }): void {
+    const size = new TextEncoder().encode(command.text).length;
+    if (size > MAX_TEXT_BYTES) {
+      return this.#fail(
+        "tcp",
+        `The message is ${size} bytes of UTF-8; the limit is ${MAX_TEXT_BYTES}`,
+        "too_long",
+      );
+    }
+    if (!command.text.isWellFormed()) {
+      return this.#fail("tcp", "The message is not valid Unicode text", "bad_request");
+    }
+    return this.#send(now, command, {
+      type: "text",
+      name: this.#loggedInAs ?? this.#name ?? "",
+      token: this.#token ?? new Uint8Array(0),
+      text: command.text,
+    }, "tcp");
+  }
+
+  #send(
+    now: number,
+    command: CoreCommand,
+    body: RequestBody,
+    via: Via,
+    name?: string,
+    extraMs = 0,
+  ): void {
+    const reqId = this.#session.start(now, body, via, extraMs);
+    this.#running = { command, reqId, name };
+    this.#drain(now);
+  }
+
+  #drain(now: number): void {
     for (let out = this.#session.poll(); out !== undefined; out = this.#session.poll()) {
       if (out.type === "send") {
         this.#outputs.push(out);
+        continue;
+      }
+      const background = this.#background.get(out.reqId);
+      if (background !== undefined) {
+        this.#background.delete(out.reqId);
+        if (out.reqId === this.#heartbeatReq) this.#heartbeatReq = undefined;
+        if (out.type === "reply") this.#backgroundReply(now, background, out.reply);
         continue;
       }
       const running = this.#running;
@@ -286,12 +469,65 @@ export class ClientCore {
       if (out.type === "failed") {
         this.#fail(running.command.kind, capitalize(out.reason), out.code);
       } else {
-        this.#complete(running, out.reply);
+        this.#complete(now, running, out.reply);
       }
     }
   }
 
-  #complete(running: Running, reply: Reply): void {
+  #backgroundReply(now: number, kind: Background, reply: Reply): void {
+    if (kind === "logout") return;
+    if (kind === "heartbeat" && reply.type === "error") {
+      const code = errorCodeName(reply.code);
+      if (code !== "not_logged_in") return;
+      const name = this.#loggedInAs;
+      const key = this.#key;
+      const watching = this.#watching;
+      this.#clearSession();
+      if (key !== undefined && name !== undefined && this.#auth === "open") {
+        // The server forgot the session (a restart, or a lease lost in a
+        // partition): log in again with the identity key.
+        this.#watching = watching;
+        const reqId = this.#session.start(now, this.#loginBody(name, key), this.#options.via);
+        this.#background.set(reqId, "login");
+        this.#pendingName = name;
+        return;
+      }
+      return this.#event({
+        kind: "session_ended",
+        message: `Your session ended: ${lowerFirst(reply.message)}`,
+        data: { name, reason: code },
+      });
+    }
+    if (kind === "login") {
+      const name = this.#pendingName;
+      this.#pendingName = undefined;
+      if (reply.type !== "login_ok" || name === undefined) {
+        this.#watching = false;
+        return this.#event({
+          kind: "session_ended",
+          message: `Your session ended and logging in again failed: ${
+            reply.type === "error" ? lowerFirst(reply.message) : "unexpected reply"
+          }`,
+          data: { name },
+        });
+      }
+      this.#startSession(now, name, reply.token);
+      this.#event({
+        kind: "logged_in_again",
+        message: `The server had lost your session; logged in again as "${name}"`,
+        data: { name },
+      });
+      if (this.#watching) {
+        this.#presenceSeq = 0;
+        const reqId = this.#session.start(now, { type: "watch", token: reply.token, on: 1 }, "udp");
+        this.#background.set(reqId, "watch");
+      }
+    }
+  }
+
+  #pendingName: string | undefined;
+
+  #complete(now: number, running: Running, reply: Reply): void {
     const kind = running.command.kind;
     if (reply.type === "error") {
       return this.#fail(kind, reply.message, errorCodeName(reply.code));
@@ -307,31 +543,64 @@ export class ClientCore {
       case "hello_ok":
         this.#serverTcpPort = reply.tcpPort;
         this.#serverVersion = reply.serverVersion;
+        this.#auth = reply.auth === AUTH_MODES.password ? "password" : "open";
+        this.#leaseMs = Math.max(1000, reply.leaseMs);
         return this.#result({
           ok: true,
           command: kind,
           message: `Connected to server ${this.#options.server} (version ${reply.serverVersion}, ` +
-            `TCP port ${reply.tcpPort})`,
-          data: { serverTcpPort: reply.tcpPort, serverVersion: reply.serverVersion },
+            `TCP port ${reply.tcpPort}, ${this.#auth} login)`,
+          data: {
+            serverTcpPort: reply.tcpPort,
+            serverVersion: reply.serverVersion,
+            auth: this.#auth,
+            leaseMs: reply.leaseMs,
+          },
         });
-      case "register_ok":
-        this.#registeredAs = running.name;
-        this.#name = running.name;
-        this.#token = reply.token;
+      case "register_ok": {
+        const name = running.name!;
+        this.#key = reply.key;
+        this.#outputs.push({ type: "identity", name, key: reply.key });
+        this.#startSession(now, name, reply.token);
         return this.#result({
           ok: true,
           command: kind,
-          message: `Registered as "${running.name}"`,
-          data: { name: running.name },
+          message: `Registered and logged in as "${name}"`,
+          data: { name },
         });
+      }
+      case "login_ok": {
+        const name = running.name!;
+        if (this.#auth === "open" && running.command.kind === "login") {
+          this.#key = running.command.secret;
+        }
+        this.#startSession(now, name, reply.token);
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `Logged in as "${name}"` +
+            (reply.replaced ? " (your older session elsewhere was ended)" : ""),
+          data: { name, replaced: reply.replaced === 1 },
+        });
+      }
+      case "logout_ok": {
+        const name = this.#loggedInAs;
+        this.#clearSession();
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `Logged out "${name}"`,
+          data: { name },
+        });
+      }
       case "deregister_ok": {
-        const name = this.#registeredAs;
-        this.#registeredAs = undefined;
-        this.#token = undefined;
+        const name = this.#loggedInAs;
+        this.#clearSession();
+        this.#key = undefined;
         return this.#result({
           ok: true,
           command: kind,
-          message: `Deregistered "${name}"`,
+          message: `Deregistered "${name}"; its identity and files are deleted`,
           data: { name },
         });
       }
@@ -341,7 +610,168 @@ export class ClientCore {
           command: kind,
           message: "The server acknowledged the TCP message",
         });
+      case "list_page": {
+        const clients = [...(running.clients ?? []), ...reply.clients];
+        if (reply.more === 1 && reply.clients.length > 0 && this.#token !== undefined) {
+          const after = reply.clients[reply.clients.length - 1].name;
+          const reqId = this.#session.start(
+            now,
+            { type: "list", token: this.#token, after },
+            "udp",
+          );
+          this.#running = { ...running, reqId, clients };
+          return;
+        }
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: listText(clients),
+          data: { clients },
+        });
+      }
+      case "lookup_ok": {
+        const client = onlineClient(reply);
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `"${client.name}" is online at ${hostPort(client.ip, client.udpPort)} ` +
+            `(TCP port ${client.tcpPort}), for ${duration(client.onlineMs)}`,
+          data: { client },
+        });
+      }
+      case "watch_ok": {
+        const on = running.command.kind === "watch" && running.command.on;
+        this.#watching = on;
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: on
+            ? "Watching: you will be told when someone comes online or goes offline"
+            : "No longer watching",
+          data: { watching: on },
+        });
+      }
+      case "file_list": {
+        const files = reply.files.map((f) => ({
+          name: f.name,
+          size: f.size,
+          sha256: toHex(f.sha256),
+          uploadedAt: new Date(f.uploadedAt).toISOString(),
+        }));
+        const lines = files.map((f) =>
+          `  ${f.name}  ${f.size} bytes  ${f.uploadedAt}  sha256 ${f.sha256.slice(0, 16)}…`
+        );
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `${files.length} ${files.length === 1 ? "file" : "files"}, ` +
+            `${reply.usedBytes} of ${reply.quotaBytes} bytes used` +
+            (lines.length > 0 ? `\n${lines.join("\n")}` : ""),
+          data: { files, usedBytes: reply.usedBytes, quotaBytes: reply.quotaBytes },
+        });
+      }
+      case "delete_ok": {
+        const name = running.command.kind === "delete" ? running.command.name : "";
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `Deleted "${name}"`,
+          data: { name },
+        });
+      }
+      case "upload_ok": {
+        const name = running.command.kind === "upload" ? running.command.name : "";
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `Uploaded "${name}" (${reply.size} bytes, SHA-256 checked by the server)`,
+          data: { name, size: reply.size },
+        });
+      }
+      case "download_ok": {
+        const name = running.command.kind === "download" ? running.command.name : "";
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `The server is sending "${name}" (${reply.size} bytes)`,
+          data: { name, size: reply.size, sha256: toHex(reply.sha256), reqId: running.reqId },
+        });
+      }
     }
+  }
+
+  #startSession(now: number, name: string, token: Uint8Array): void {
+    this.#loggedInAs = name;
+    this.#name = name;
+    this.#token = token;
+    this.#heartbeatAt = now + this.#heartbeatInterval();
+  }
+
+  #clearSession(): void {
+    if (this.#heartbeatReq !== undefined) {
+      this.#session.cancel(this.#heartbeatReq);
+      this.#background.delete(this.#heartbeatReq);
+      this.#heartbeatReq = undefined;
+    }
+    this.#loggedInAs = undefined;
+    this.#token = undefined;
+    this.#heartbeatAt = undefined;
+    this.#watching = false;
+  }
+
+  /** A third of the lease: two heartbeats can be lost before the lease runs out. */
+  #heartbeatInterval(): number {
+    return Math.max(200, Math.floor(this.#leaseMs / 3));
+  }
+
+  #presence(message: MessageOf<"presence">): void {
+    if (this.#token === undefined || !sameBytes(message.token, this.#token)) return;
+    if (message.seq === this.#presenceSeq + 1) {
+      this.#presenceSeq = message.seq;
+      const client = onlineClient(message);
+      if (message.change === PRESENCE_CHANGES.joined) {
+        this.#event({
+          kind: "joined",
+          message: `"${client.name}" is online at ${hostPort(client.ip, client.udpPort)} ` +
+            `(TCP port ${client.tcpPort})`,
+          data: { client },
+        });
+      } else if (message.change === PRESENCE_CHANGES.left) {
+        this.#event({
+          kind: "left",
+          message: `"${client.name}" went offline`,
+          data: { client },
+        });
+      } else {
+        this.#event({
+          kind: "resync",
+          message: "Some presence news was lost; use list for who is online now",
+        });
+      }
+    }
+    // Acknowledge what was shown (again for a copy, so the server stops resending).
+    this.#outputs.push({
+      type: "send",
+      via: "udp",
+      message: { type: "presence_ack", token: this.#token, seq: this.#presenceSeq },
+      attempt: 1,
+    });
+  }
+
+  #sessionEnded(message: MessageOf<"session_ended">): void {
+    if (this.#token === undefined || !sameBytes(message.token, this.#token)) return;
+    const name = this.#loggedInAs;
+    this.#clearSession();
+    if (message.reason === SESSION_END_REASONS.replaced) this.#key = undefined;
+    this.#event({
+      kind: "session_ended",
+      message: message.message,
+      data: {
+        name,
+        reason: Object.entries(SESSION_END_REASONS).find(([, v]) => v === message.reason)?.[0] ??
+          "unknown",
+      },
+    });
   }
 
   #statusData(): Record<string, unknown> {
@@ -349,8 +779,10 @@ export class ClientCore {
       server: this.#options.server,
       serverVersion: this.#serverVersion ?? null,
       serverTcpPort: this.#serverTcpPort ?? null,
+      auth: this.#auth ?? null,
       name: this.#name ?? null,
-      registered: this.#registeredAs !== undefined,
+      loggedIn: this.#loggedInAs !== undefined,
+      watching: this.#watching,
       udpPort: this.#options.udpPort,
       tcpPort: this.#options.tcpPort,
       via: this.#options.via,
@@ -358,11 +790,12 @@ export class ClientCore {
   }
 
   #statusText(): string {
-    const registration = this.#registeredAs === undefined
-      ? "not registered"
-      : `registered as "${this.#registeredAs}"`;
-    return `Server ${this.#options.server} (TCP port ${this.#serverTcpPort ?? "unknown"}); ` +
-      `name ${this.#name === undefined ? "not set" : `"${this.#name}"`}, ${registration}; ` +
+    const session = this.#loggedInAs === undefined
+      ? "not logged in"
+      : `logged in as "${this.#loggedInAs}"${this.#watching ? ", watching" : ""}`;
+    return `Server ${this.#options.server} (TCP port ${this.#serverTcpPort ?? "unknown"}, ` +
+      `${this.#auth ?? "unknown"} login); ` +
+      `name ${this.#name === undefined ? "not set" : `"${this.#name}"`}, ${session}; ` +
       `UDP port ${this.#options.udpPort}, TCP port ${this.#options.tcpPort}; ` +
       `requests over ${this.#options.via.toUpperCase()}`;
   }
@@ -374,16 +807,74 @@ export class ClientCore {
   #result(result: CommandResult): void {
     this.#outputs.push({ type: "result", result });
   }
+
+  #event(event: ClientEvent): void {
+    this.#outputs.push({ type: "event", event });
+  }
 }
 
 /** The reply that completes each command that asks the server. */
 const EXPECTED_REPLY: Partial<Record<CoreCommand["kind"], Reply["type"]>> = {
   hello: "hello_ok",
   register: "register_ok",
+  login: "login_ok",
+  logout: "logout_ok",
   deregister: "deregister_ok",
   tcp: "text_ok",
+  list: "list_page",
+  lookup: "lookup_ok",
+  watch: "watch_ok",
+  files: "file_list",
+  delete: "delete_ok",
+  upload: "upload_ok",
+  download: "download_ok",
 };
+
+function onlineClient(m: OnlineClient): OnlineClient {
+  return { name: m.name, ip: m.ip, udpPort: m.udpPort, tcpPort: m.tcpPort, onlineMs: m.onlineMs };
+}
+
+/**
+ * Renders the active list as a table.
+ *
+ * @param clients the online clients
+ * @returns a heading line and one line per client
+ */
+export function listText(clients: readonly OnlineClient[]): string {
+  if (clients.length === 0) return "Nobody is online";
+  const width = Math.max(4, ...clients.map((c) => c.name.length));
+  const lines = clients.map((c) =>
+    `  ${c.name.padEnd(width)}  ${c.ip.padEnd(15)}  UDP ${String(c.udpPort).padEnd(5)}  ` +
+    `TCP ${String(c.tcpPort).padEnd(5)}  online ${duration(c.onlineMs)}`
+  );
+  return `${clients.length} online:\n${lines.join("\n")}`;
+}
+
+/**
+ * Formats a duration for people: `45 s`, `3 min 5 s`, `2 h 10 min`.
+ *
+ * @param ms milliseconds
+ * @returns the text
+ */
+export function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function hostPort(ip: string, port: number): string {
+  return `${ip.includes(":") ? `[${ip}]` : ip}:${port}`;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
 
 function capitalize(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }

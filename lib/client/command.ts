@@ -8,8 +8,18 @@
 /** One parsed command. */
 export type Command =
   | { readonly kind: "register"; readonly name?: string }
+  | { readonly kind: "login"; readonly name?: string }
+  | { readonly kind: "logout" }
   | { readonly kind: "deregister" }
+  | { readonly kind: "list" }
+  | { readonly kind: "lookup"; readonly name: string }
+  | { readonly kind: "watch"; readonly on: boolean }
   | { readonly kind: "tcp"; readonly text: string }
+  | { readonly kind: "generate"; readonly file: string; readonly count: number }
+  | { readonly kind: "upload"; readonly file: string; readonly name?: string }
+  | { readonly kind: "files" }
+  | { readonly kind: "download"; readonly name: string; readonly dest?: string }
+  | { readonly kind: "delete"; readonly name: string }
   | { readonly kind: "status" }
   | { readonly kind: "help" }
   | { readonly kind: "exit" };
@@ -25,12 +35,22 @@ export class CommandError extends Error {
 
 /** The help text: one line per command. */
 export const COMMAND_HELP: readonly (readonly [string, string])[] = [
-  ["register [NAME]", "register with the server (as NAME, or the name you gave)"],
-  ["deregister", "remove your registration from the server"],
+  ["register [NAME]", "create your identity (as NAME, or the name you gave) and log in"],
+  ["login [NAME]", "log in with your saved identity, or your password on a password server"],
+  ["logout", "go offline (your identity stays)"],
+  ["deregister", "delete your identity, and your files, from the server"],
+  ["list", "show who is online: name, address, ports, time online"],
+  ["lookup NAME", "show where NAME is online, or say it is not"],
+  ["watch [on|off]", "be told when someone comes online or goes offline"],
   ["tcp TEXT", "send TEXT to the server over TCP; it logs it and acknowledges"],
-  ["status", "show the server, your name, ports and registration"],
+  ["generate FILE COUNT", "write COUNT sample readings (timestamp,value) to the CSV FILE"],
+  ["upload FILE [NAME]", "store FILE on the server (as NAME), checked with SHA-256"],
+  ["files", "list your files on the server and your quota"],
+  ["download NAME [DEST]", "fetch your file NAME (into DEST, default downloads/NAME)"],
+  ["delete NAME", "delete your file NAME from the server"],
+  ["status", "show the server, your name, ports and session"],
   ["help", "show this list"],
-  ["exit", "leave (your registration stays; use deregister to remove it)"],
+  ["exit", "go offline and leave (your identity stays; deregister deletes it)"],
 ];
 
 /**
@@ -55,10 +75,59 @@ export function parseCommand(line: string): Command | undefined {
   const rest = space === -1 ? "" : trimmed.slice(space + 1).trim();
   switch (word) {
     case "register":
-      return rest === "" ? { kind: "register" } : { kind: "register", name: rest };
+    case "login":
+      return rest === "" ? { kind: word } : { kind: word, name: rest };
     case "tcp":
       if (rest === "") throw new CommandError("tcp needs a message: tcp TEXT");
       return { kind: "tcp", text: rest };
+    case "lookup":
+      if (rest === "") throw new CommandError("lookup needs a name: lookup NAME");
+      return { kind: "lookup", name: rest };
+    case "watch":
+      if (rest === "" || rest.toLowerCase() === "on") return { kind: "watch", on: true };
+      if (rest.toLowerCase() === "off") return { kind: "watch", on: false };
+      throw new CommandError("watch takes on or off");
+    case "generate": {
+      const args = splitArgs(rest);
+      if (args.length !== 2) {
+        throw new CommandError("generate needs a file and a count: generate FILE COUNT");
+      }
+      const count = Number(args[1]);
+      if (!/^\d+$/.test(args[1]) || count < 1 || count > 10_000_000) {
+        throw new CommandError(`COUNT must be a whole number from 1 to 10000000, not "${args[1]}"`);
+      }
+      return { kind: "generate", file: args[0], count };
+    }
+    case "upload": {
+      const args = splitArgs(rest);
+      if (args.length < 1 || args.length > 2) {
+        throw new CommandError("upload needs a file: upload FILE [NAME]");
+      }
+      return args.length === 1 ? { kind: "upload", file: args[0] } : {
+        kind: "upload",
+        file: args[0],
+        name: args[1],
+      };
+    }
+    case "download": {
+      const args = splitArgs(rest);
+      if (args.length < 1 || args.length > 2) {
+        throw new CommandError("download needs a name: download NAME [DEST]");
+      }
+      return args.length === 1 ? { kind: "download", name: args[0] } : {
+        kind: "download",
+        name: args[0],
+        dest: args[1],
+      };
+    }
+    case "delete": {
+      const args = splitArgs(rest);
+      if (args.length !== 1) throw new CommandError("delete needs one name: delete NAME");
+      return { kind: "delete", name: args[0] };
+    }
+    case "logout":
+    case "list":
+    case "files":
     case "deregister":
     case "status":
     case "help":
@@ -70,4 +139,17 @@ export function parseCommand(line: string): Command | undefined {
     default:
       throw new CommandError(`Unknown command "${word}"; type help for the list`);
   }
+}
+
+/**
+ * Splits arguments at spaces; double quotes keep spaces in one argument
+ * (`upload "my data.csv" data.csv`).
+ *
+ * @param text the arguments
+ * @returns the arguments without quotes
+ * @throws {CommandError} for an unclosed quote
+ */
+export function splitArgs(text: string): string[] {
+  if ((text.match(/"/g)?.length ?? 0) % 2 !== 0) throw new CommandError("A quote is not closed");
+  return [...text.matchAll(/"([^"]*)"|([^\s"]+)/g)].map((match) => match[1] ?? match[2]);
 }

@@ -40,6 +40,7 @@ interface Pending {
   message: Request;
   via: Via;
   firstSentAt: number;
+  giveUpAt: number;
   retransmissions: number;
   nextAt: number;
 }
@@ -91,16 +92,23 @@ export class ServerSession {
    * @param now current time, ms
    * @param body the request without ids
    * @param via transport; only UDP requests are retransmitted
+   * @param extraMs extra time before giving up (for a large upload)
    * @returns the request id, which its `reply` or `failed` output carries
    */
-  start(now: number, body: RequestBody, via: Via): number {
+  start(now: number, body: RequestBody, via: Via, extraMs = 0): number {
     const reqId = this.#nextReqId;
     this.#nextReqId = (this.#nextReqId + 1) >>> 0;
     const message = { ...body, reqId, client: this.clientId } as Request;
-    const nextAt = via === "udp"
-      ? now + retryDelay(0, this.#random, this.#retry)
-      : now + this.#retry.giveUpMs;
-    this.#pending.set(reqId, { message, via, firstSentAt: now, retransmissions: 0, nextAt });
+    const giveUpAt = now + this.#retry.giveUpMs + extraMs;
+    const nextAt = via === "udp" ? now + retryDelay(0, this.#random, this.#retry) : giveUpAt;
+    this.#pending.set(reqId, {
+      message,
+      via,
+      firstSentAt: now,
+      giveUpAt,
+      retransmissions: 0,
+      nextAt,
+    });
     this.#outputs.push({ type: "send", via, message, attempt: 1 });
     return reqId;
   }
@@ -113,10 +121,21 @@ export class ServerSession {
    * @returns true if it answered an outstanding request
    */
   handle(_now: number, message: Message): boolean {
-    if (!("reqId" in message) || "client" in message) return false;
+    if (!("reqId" in message) || "client" in message || message.type === "file_chunk") {
+      return false;
+    }
     if (!this.#pending.delete(message.reqId)) return false;
     this.#outputs.push({ type: "reply", reqId: message.reqId, reply: message as Reply });
     return true;
+  }
+
+  /**
+   * Forgets a request: no more retransmissions, no reply or failure output.
+   *
+   * @param reqId the request id from `start`
+   */
+  cancel(reqId: number): void {
+    this.#pending.delete(reqId);
   }
 
   /**
@@ -151,10 +170,9 @@ export class ServerSession {
   onTimeout(now: number): void {
     for (const [reqId, p] of this.#pending) {
       if (p.nextAt > now) continue;
-      const elapsed = now - p.firstSentAt;
-      if (elapsed >= this.#retry.giveUpMs) {
+      if (now >= p.giveUpAt) {
         this.#pending.delete(reqId);
-        const seconds = Math.round(this.#retry.giveUpMs / 100) / 10;
+        const seconds = Math.round((p.giveUpAt - p.firstSentAt) / 100) / 10;
         const attempts = p.retransmissions + 1;
         const tries = p.via === "udp"
           ? ` (${attempts} ${attempts === 1 ? "attempt" : "attempts"})`
@@ -170,7 +188,7 @@ export class ServerSession {
       p.retransmissions++;
       this.#retransmissions++;
       const delay = retryDelay(p.retransmissions, this.#random, this.#retry);
-      p.nextAt = Math.min(now + delay, p.firstSentAt + this.#retry.giveUpMs);
+      p.nextAt = Math.min(now + delay, p.giveUpAt);
       this.#outputs.push({
         type: "send",
         via: p.via,

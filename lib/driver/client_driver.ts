@@ -6,7 +6,14 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { ClientCore, type CommandResult, type CoreCommand } from "../client/client_core.ts";
+import { sha256 } from "@noble/hashes/sha2";
+import { dirname } from "@std/path";
+import {
+  ClientCore,
+  type ClientEvent,
+  type CommandResult,
+  type CoreCommand,
+} from "../client/client_core.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { systemClock } from "../clock.ts";
@@ -14,7 +21,9 @@ import { cryptoRandom } from "../random.ts";
 import { FramedConnection } from "../transport/framed_connection.ts";
 import { UdpSocket } from "../transport/udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
-import { MAX_DATAGRAM_BYTES, type Request } from "../wire/messages.ts";
+import { toHex } from "../hex.ts";
+import { MAX_CHUNK_BYTES, MAX_DATAGRAM_BYTES, type Message } from "../wire/messages.ts";
+import { forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 
 /** Everything the client driver needs to start. */
@@ -33,7 +42,42 @@ export interface ClientConfig {
   via: Via;
   /** Retransmission schedule; the default gives up after 30 s. */
   retry?: RetryPolicy;
+  /** Where identities from `register` are saved (none saved if absent). */
+  identityFile?: string;
+  /** Called for presence news and session ends. */
+  onEvent?: (event: ClientEvent) => void;
+  /** Called as a large upload or download moves on. */
+  onProgress?: (progress: TransferProgress) => void;
 }
+
+/** How far a file transfer has come. */
+export interface TransferProgress {
+  /** `hash`, `upload` or `download`. */
+  readonly stage: "hash" | "upload" | "download";
+  /** The file's name. */
+  readonly name: string;
+  /** Bytes done. */
+  readonly done: number;
+  /** Bytes in all. */
+  readonly total: number;
+}
+
+interface Download {
+  reqId: number;
+  name: string;
+  dest: string;
+  temp: string;
+  file?: Deno.FsFile;
+  size: number;
+  sha256: string;
+  received: number;
+  hasher: ReturnType<typeof sha256.create>;
+  done: PromiseWithResolvers<CommandResult>;
+  failed?: string;
+}
+
+/** A download that receives nothing for this long fails, ms. */
+const DOWNLOAD_STALL_MS = 30_000;
 
 const log = getLogger(["switchboard", "client"]);
 
@@ -63,6 +107,11 @@ export class ClientDriver {
   #timerAt: number | undefined;
   #waiting: ((result: CommandResult) => void) | undefined;
   #closed = false;
+  #saving: Promise<string | undefined> = Promise.resolve(undefined);
+  #tcpChain: Promise<void> = Promise.resolve();
+  #uploadPath = new Map<number, { path: string; name: string; size: number }>();
+  #download: Download | undefined;
+  #udpSends = new Set<Promise<unknown>>();
 
   private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
     this.#config = config;
@@ -121,10 +170,109 @@ export class ClientDriver {
     return promise;
   }
 
-  /** Closes the sockets and the timer. Safe to call twice. */
+  /**
+   * Uploads a local file: hashes it, then sends it over TCP in chunks after
+   * the `upload` request; the server checks the hash before it answers.
+   *
+   * @param path the local file
+   * @param name the name to store it under
+   * @returns the result
+   */
+  async upload(path: string, name: string): Promise<CommandResult> {
+    let size: number;
+    let digest: Uint8Array;
+    try {
+      const info = await Deno.stat(path);
+      if (!info.isFile) throw new Error("it is not a regular file");
+      size = info.size;
+      digest = await hashFile(
+        path,
+        (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: size }),
+      );
+    } catch (error) {
+      return {
+        ok: false,
+        command: "upload",
+        error: `Cannot read ${path}: ${(error as Error).message}`,
+        code: "file_error",
+      };
+    }
+    this.#pendingUpload = { path, name, size };
+    return await this.run({ kind: "upload", name, size, sha256: digest });
+  }
+
+  #pendingUpload: { path: string; name: string; size: number } | undefined;
+
+  /**
+   * Downloads one of the user's files into `dest` (written to a temp file,
+   * checked against the server's SHA-256, then renamed into place).
+   *
+   * @param name the stored file's name
+   * @param dest the local path
+   * @returns the result
+   */
+  async download(name: string, dest: string): Promise<CommandResult> {
+    try {
+      await Deno.mkdir(dirname(dest), { recursive: true });
+      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) {
+        throw new Error("it is a directory");
+      }
+    } catch (error) {
+      return {
+        ok: false,
+        command: "download",
+        error: `Cannot write ${dest}: ${(error as Error).message}`,
+        code: "file_error",
+      };
+    }
+    this.#pendingDownload = { name, dest };
+    const starting = this.run({ kind: "download", name });
+    // Set while the request was sent, so that data arriving with the reply is kept.
+    const download = this.#download;
+    const started = await starting;
+    if (!started.ok || download === undefined) {
+      if (this.#download === download) this.#download = undefined;
+      download?.file?.close();
+      return started;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let last = -1;
+    const watch = () => {
+      timer = setTimeout(() => {
+        if (download.received === last) {
+          this.#finishDownload(
+            download,
+            `no data from the server for ${DOWNLOAD_STALL_MS / 1000} s`,
+          );
+        } else {
+          last = download.received;
+          watch();
+        }
+      }, DOWNLOAD_STALL_MS);
+    };
+    watch();
+    try {
+      return await download.done.promise;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #pendingDownload: { name: string; dest: string } | undefined;
+
+  /**
+   * Goes offline (one `logout`, not waited for), then closes the sockets
+   * and the timer. Safe to call twice.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
+    if (this.#core.leave(systemClock.now())) this.#drain();
+    await Promise.race([
+      Promise.allSettled([...this.#udpSends]),
+      new Promise((resolve) => setTimeout(resolve, 500)),
+    ]);
     this.#closed = true;
+    if (this.#download !== undefined) this.#finishDownload(this.#download, "the client closed");
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#udp.close();
     this.#tcp?.close();
@@ -152,21 +300,76 @@ export class ClientDriver {
 
   #drain(): void {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
-      if (out.type === "send") {
-        this.#send(out.via, out.message, out.attempt);
-        continue;
+      switch (out.type) {
+        case "send":
+          this.#send(out.via, out.message, out.attempt);
+          break;
+        case "event":
+          log.info("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+          this.#config.onEvent?.(out.event);
+          break;
+        case "identity":
+          this.#saveIdentity(out.name, out.key);
+          break;
+        case "result":
+          this.#deliver(out.result);
+          break;
       }
-      const result = out.result;
-      if (result.ok) {
-        log.info("{command}: {message}", { command: result.command, message: result.message });
-      } else {
-        log.warn("{command} failed: {error}", { command: result.command, error: result.error });
-      }
-      const waiting = this.#waiting;
-      this.#waiting = undefined;
-      waiting?.(result);
     }
     this.#armTimer();
+  }
+
+  #saveIdentity(name: string, key: Uint8Array): void {
+    const path = this.#config.identityFile;
+    if (path === undefined) return;
+    const server = hostPort(this.#config.serverHost, this.#config.serverPort);
+    this.#saving = saveIdentity(path, { server, name, key }).then(
+      () => {
+        log.info("Saved the identity of {name} to {path}", { name, path });
+        return undefined;
+      },
+      (error) => {
+        log.error("Could not save the identity of {name}: {error}", { name, error });
+        return (error as Error).message;
+      },
+    );
+  }
+
+  #deliver(result: CommandResult): void {
+    if (result.ok) {
+      log.info("{command}: {message}", { command: result.command, message: result.message });
+    } else {
+      log.warn("{command} failed: {error}", { command: result.command, error: result.error });
+    }
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (waiting === undefined) return;
+    if (result.command === "register" && result.ok) {
+      // The key must be on disk before register reports success.
+      const saving = this.#saving;
+      this.#saving = Promise.resolve(undefined);
+      saving.then((problem) =>
+        waiting(
+          problem === undefined ? result : {
+            ok: true,
+            command: "register",
+            message: `${result.message}, but the identity could not be saved (${problem}); ` +
+              "you will not be able to log in as this name later",
+            data: result.data,
+          },
+        )
+      );
+      return;
+    }
+    if (result.command === "deregister" && result.ok && this.#config.identityFile) {
+      const name = String(result.data?.name ?? "");
+      const server = hostPort(this.#config.serverHost, this.#config.serverPort);
+      forgetIdentity(this.#config.identityFile, server, name).catch((error) =>
+        log.warn("Could not remove the identity of {name}: {error}", { name, error })
+      ).finally(() => waiting(result));
+      return;
+    }
+    waiting(result);
   }
 
   #armTimer(): void {
@@ -184,20 +387,43 @@ export class ClientDriver {
     }, Math.max(0, at - systemClock.now()));
   }
 
-  #send(via: Via, message: Request, attempt: number): void {
+  #send(via: Via, message: Message, attempt: number): void {
     const bytes = encodeMessage(message);
+    const reqId = "reqId" in message ? message.reqId : 0;
     if (via === "udp") {
       log.debug("Sending {type} request {reqId} over UDP (attempt {attempt})", {
         type: message.type,
-        reqId: message.reqId,
+        reqId,
         attempt,
       });
-      this.#udp.send(bytes, this.#serverAddress, this.#config.serverPort).catch((error) =>
-        log.warn("UDP send failed: {error}", { error })
-      );
+      const sent = this.#udp.send(bytes, this.#serverAddress, this.#config.serverPort).catch((
+        error,
+      ) => log.warn("UDP send failed: {error}", { error }));
+      this.#udpSends.add(sent);
+      sent.finally(() => this.#udpSends.delete(sent));
       return;
     }
-    this.#sendTcp(bytes).catch((error) => {
+    if (message.type === "download" && this.#pendingDownload !== undefined) {
+      this.#download = {
+        reqId,
+        ...this.#pendingDownload,
+        temp: `${this.#pendingDownload.dest}.part`,
+        size: 0,
+        sha256: "",
+        received: 0,
+        hasher: sha256.create(),
+        done: Promise.withResolvers<CommandResult>(),
+      };
+      this.#pendingDownload = undefined;
+    }
+    const upload = message.type === "upload" ? this.#pendingUpload : undefined;
+    this.#pendingUpload = undefined;
+    const work = this.#tcpChain.then(async () => {
+      await this.#sendTcp(bytes);
+      if (upload !== undefined) await this.#streamUpload(reqId, upload);
+    });
+    this.#tcpChain = work.catch(() => {});
+    work.catch((error) => {
       this.#tcp?.close();
       this.#tcp = undefined;
       this.#core.tcpFailed(
@@ -227,10 +453,116 @@ export class ClientDriver {
     await this.#tcp.write(bytes);
   }
 
+  async #downloadFrame(message: Message): Promise<void> {
+    const d = this.#download;
+    if (d === undefined || !("reqId" in message) || message.reqId !== d.reqId) return;
+    try {
+      if (message.type === "download_ok") {
+        d.size = message.size;
+        d.sha256 = toHex(message.sha256);
+        d.file = await Deno.open(d.temp, { write: true, create: true, truncate: true });
+        if (d.size === 0) await this.#finishDownload(d);
+        return;
+      }
+      if (message.type !== "file_chunk" || d.file === undefined) return;
+      if (d.received + message.data.length > d.size) {
+        return await this.#finishDownload(d, "the server sent more data than it announced");
+      }
+      d.hasher.update(message.data);
+      let written = 0;
+      while (written < message.data.length) {
+        written += await d.file.write(message.data.subarray(written));
+      }
+      d.received += message.data.length;
+      this.#config.onProgress?.({
+        stage: "download",
+        name: d.name,
+        done: d.received,
+        total: d.size,
+      });
+      if (d.received === d.size) await this.#finishDownload(d);
+    } catch (error) {
+      await this.#finishDownload(d, `cannot write ${d.dest}: ${(error as Error).message}`);
+    }
+  }
+
+  async #finishDownload(d: Download, failure?: string): Promise<void> {
+    if (this.#download !== d) return;
+    this.#download = undefined;
+    let problem = failure;
+    try {
+      if (problem === undefined) {
+        const actual = toHex(d.hasher.digest());
+        if (actual !== d.sha256) {
+          problem = `the SHA-256 of the data received (${actual.slice(0, 16)}…) does not match ` +
+            `the server's (${d.sha256.slice(0, 16)}…)`;
+        } else {
+          await d.file?.sync();
+          d.file?.close();
+          d.file = undefined;
+          await Deno.rename(d.temp, d.dest);
+        }
+      }
+    } catch (error) {
+      problem = `cannot write ${d.dest}: ${(error as Error).message}`;
+    }
+    if (problem !== undefined) {
+      d.file?.close();
+      await Deno.remove(d.temp).catch(() => {});
+      d.done.resolve({
+        ok: false,
+        command: "download",
+        error: `Download of "${d.name}" failed: ${problem}`,
+        code: problem.startsWith("the SHA") ? "checksum_mismatch" : "file_error",
+      });
+      return;
+    }
+    d.done.resolve({
+      ok: true,
+      command: "download",
+      message: `Downloaded "${d.name}" to ${d.dest} (${d.size} bytes, SHA-256 verified)`,
+      data: { name: d.name, dest: d.dest, size: d.size, sha256: d.sha256 },
+    });
+  }
+
+  async #streamUpload(
+    reqId: number,
+    upload: { path: string; name: string; size: number },
+  ): Promise<void> {
+    const file = await Deno.open(upload.path);
+    try {
+      const buffer = new Uint8Array(MAX_CHUNK_BYTES);
+      let sent = 0;
+      while (sent < upload.size) {
+        const n = await file.read(
+          buffer.subarray(0, Math.min(MAX_CHUNK_BYTES, upload.size - sent)),
+        );
+        if (n === null) throw new Error(`${upload.path} became shorter while it was sent`);
+        await this.#tcp!.write(
+          encodeMessage({ type: "file_chunk", reqId, data: buffer.subarray(0, n) }),
+        );
+        sent += n;
+        this.#config.onProgress?.({
+          stage: "upload",
+          name: upload.name,
+          done: sent,
+          total: upload.size,
+        });
+      }
+    } finally {
+      file.close();
+    }
+  }
+
   async #receiveTcp(framed: FramedConnection): Promise<void> {
     try {
       for await (const frame of framed.frames()) {
-        this.#core.handle(systemClock.now(), decodeMessage(frame));
+        const message = decodeMessage(frame);
+        if (message.type === "file_chunk" || message.type === "download_ok") {
+          await this.#downloadFrame(message);
+          if (message.type === "file_chunk") continue;
+        }
+        this.#core.handle(systemClock.now(), message);
         this.#drain();
       }
     } catch (error) {
@@ -238,11 +570,30 @@ export class ClientDriver {
     }
     framed.close();
     if (this.#tcp === framed) this.#tcp = undefined;
+    if (this.#download !== undefined) {
+      this.#finishDownload(this.#download, "the TCP connection to the server closed");
+    }
     if (!this.#closed) {
       this.#core.tcpFailed("the server closed the TCP connection");
       this.#drain();
     }
   }
+}
+
+async function hashFile(path: string, progress: (done: number) => void): Promise<Uint8Array> {
+  const hasher = sha256.create();
+  const file = await Deno.open(path);
+  let done = 0;
+  try {
+    for await (const chunk of file.readable) {
+      hasher.update(chunk);
+      done += chunk.length;
+      progress(done);
+    }
+  } catch (error) {
+    throw error;
+  }
+  return hasher.digest();
 }
 
 function hostPort(host: string, port: number): string {

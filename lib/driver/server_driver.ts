@@ -8,14 +8,26 @@
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
+import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
 import type { Registry, RegistryJson } from "../server/registry.ts";
-import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
+import {
+  type AuthMode,
+  type Endpoint,
+  type PasswordUser,
+  ServerCore,
+  type ServerEvent,
+  type ServerOutput,
+} from "../server/server_core.ts";
+import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
+import { nameKey } from "../wire/client_name.ts";
 import { serverEventText } from "../server/server_event_text.ts";
 import { FramedConnection } from "../transport/framed_connection.ts";
 import { UdpSocket } from "../transport/udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
+import { FileStore, FileStoreError, type Upload } from "./file_store.ts";
+import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
@@ -36,7 +48,22 @@ export interface ServerConfig {
   version: string;
   /** Called for every event after it is logged (the console uses it). */
   onEvent?: (event: ServerEvent) => void;
+  /** `open` (default) or `password`. */
+  auth?: AuthMode;
+  /** Password mode's users file (re-read when it changes). */
+  usersFile?: string;
+  /** Session lease, ms. */
+  leaseMs?: number;
+  /** Failed logins that block a name. */
+  maxAttempts?: number;
+  /** How long a blocked name stays blocked, ms. */
+  lockoutMs?: number;
+  /** Limits on stored files. */
+  storage?: StorageLimits;
 }
+
+/** How often the users file is checked for changes, ms. */
+const USERS_FILE_CHECK_MS = 2000;
 
 /** Traffic counters for the operator. */
 export interface TrafficStats {
@@ -88,6 +115,15 @@ export class ServerDriver {
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
+  #store: FileStore;
+  #uploads = new Map<number, Promise<Upload | undefined>>();
+  #uploadConn = new Map<number, number>();
+  #connWrites = new Map<number, Promise<unknown>>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #usersTimer: ReturnType<typeof setInterval> | undefined;
+  #usersStamp = "";
+  #fileWork = new Set<Promise<unknown>>();
 
   private constructor(
     config: ServerConfig,
@@ -95,8 +131,10 @@ export class ServerDriver {
     udp: UdpSocket,
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
+    store: FileStore,
   ) {
     this.#lock = lock;
+    this.#store = store;
     this.#config = config;
     this.#core = core;
     this.#udp = udp;
@@ -127,8 +165,12 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
+    let store: FileStore;
+    let users: UsersFile | undefined;
     try {
       registry = await loadRegistry(config.dataDir);
+      if (config.auth === "password") users = await loadUsers(usersPath(config));
+      store = await FileStore.open(config.dataDir);
       udp = bind(
         "udp",
         config.host,
@@ -148,21 +190,57 @@ export class ServerDriver {
       lock.close();
       throw error;
     }
+    const storedFiles: [string, StoredFile[]][] = [];
+    for (const user of store.allUsage().keys()) storedFiles.push([user, store.list(user)]);
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
       secret,
       tcpPort: (listener.addr as Deno.NetAddr).port,
       version: config.version,
+      auth: config.auth,
+      users: users === undefined ? undefined : passwordUsers(users),
+      dummyPasswordHash: DUMMY_HASH,
+      leaseMs: config.leaseMs,
+      maxAttempts: config.maxAttempts,
+      lockoutMs: config.lockoutMs,
+      storage: config.storage,
+      storedFiles,
     });
-    const server = new ServerDriver(config, core, udp, listener, lock);
-    log.info("Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered", {
-      udpPort: server.udpPort,
-      tcpPort: server.tcpPort,
-      count: registry.size,
-    });
+    const server = new ServerDriver(config, core, udp, listener, lock, store);
+    for (const line of store.cleanup) log.warn("File store: {line}", { line });
+    log.info(
+      "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +
+        "{auth} auth, lease {lease} s",
+      {
+        udpPort: server.udpPort,
+        tcpPort: server.tcpPort,
+        count: registry.size,
+        auth: config.auth ?? "open",
+        lease: core.sessions.leaseMs / 1000,
+      },
+    );
+    if (users !== undefined) {
+      log.info("Loaded {count} users from {path}", { count: users.size, path: usersPath(config) });
+      server.#usersStamp = await fileStamp(usersPath(config));
+      server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
+    }
     server.#loops.push(server.#udpLoop(), server.#acceptLoop());
     return server;
+  }
+
+  async #reloadUsers(): Promise<void> {
+    const path = usersPath(this.#config);
+    const stamp = await fileStamp(path);
+    if (stamp === this.#usersStamp || this.#closed) return;
+    this.#usersStamp = stamp;
+    try {
+      const users = await loadUsers(path);
+      this.#core.setUsers(passwordUsers(users));
+      log.info("Reloaded {count} users from {path}", { count: users.size, path });
+    } catch (error) {
+      log.error("Kept the previous users: {error}", { error: (error as Error).message });
+    }
   }
 
   /** The protocol core, for counters and the registry. */
@@ -182,11 +260,15 @@ export class ServerDriver {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#usersTimer);
+    clearTimeout(this.#timer);
     try {
       this.#listener.close();
     } catch {
       // already closed
     }
+    this.#core.shutdown();
+    this.#drain();
     // New requests are ignored from here on; changes already made are written
     // and their replies sent before the sockets close.
     while (true) {
@@ -197,6 +279,10 @@ export class ServerDriver {
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
+    while (this.#fileWork.size > 0) await Promise.allSettled([...this.#fileWork]);
+    for (const upload of this.#uploads.values()) await upload.then((u) => u?.abort());
+    await this.#store.close();
+    clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
   }
@@ -277,6 +363,8 @@ export class ServerDriver {
       for await (const frame of framed.frames()) {
         this.traffic.framesIn++;
         this.#handle(from, decodeMessage(frame));
+        // Read no faster than uploads on this connection reach the disk.
+        await this.#connWrites.get(connId);
       }
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
@@ -294,6 +382,9 @@ export class ServerDriver {
     } finally {
       framed.close();
       this.#connections.delete(connId);
+      this.#connWrites.delete(connId);
+      this.#core.connectionClosed(connId);
+      this.#drain();
       log.debug("TCP connection {connId} closed", { connId });
     }
   }
@@ -320,11 +411,174 @@ export class ServerDriver {
         case "event":
           this.#event(out.event);
           break;
+        default:
+          this.#fileOrPassword(out);
       }
+    }
+    this.#armTimer();
+  }
+
+  /** Keeps one timer armed for the core's next timeout. */
+  #armTimer(): void {
+    const at = this.#core.nextTimeout();
+    if (this.#closed || at === undefined || at >= this.#timerAt) return;
+    clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timerAt = Infinity;
+      this.#timer = undefined;
+      if (this.#closed) return;
+      this.#core.onTimeout(systemClock.now());
+      this.#drain();
+    }, Math.max(0, at - systemClock.now()));
+  }
+
+  #fileOrPassword(
+    out: Exclude<ServerOutput, { type: "send" | "persist" | "event" }>,
+  ): void {
+    switch (out.type) {
+      case "verify_password":
+        return this.#track(
+          verifyPassword(out.hash, out.password).catch(() => false).then((ok) => {
+            this.#core.passwordChecked(systemClock.now(), out.id, ok);
+            this.#drain();
+          }),
+        );
+      case "upload_begin": {
+        const begun = this.#store.beginUpload(out.user, out.name).catch((error) => {
+          log.error("Cannot start storing {name}: {error}", { name: out.name, error });
+          return undefined;
+        });
+        this.#uploads.set(out.id, begun);
+        this.#uploadConn.set(out.id, out.connId);
+        return;
+      }
+      case "upload_chunk":
+        return this.#onUpload(out.id, (u) => u.write(out.data));
+      case "upload_abort": {
+        this.#onUpload(out.id, (u) => u.abort());
+        this.#uploads.delete(out.id);
+        this.#uploadConn.delete(out.id);
+        return;
+      }
+      case "upload_commit": {
+        const upload = this.#uploads.get(out.id);
+        this.#uploads.delete(out.id);
+        this.#uploadConn.delete(out.id);
+        if (upload === undefined) return;
+        return this.#track(
+          upload.then(async (u) => {
+            if (u === undefined) throw new FileStoreError("io", "the file could not be created");
+            return await u.commit({ size: out.size, sha256: out.sha256 });
+          }).then(
+            (file) => this.#core.uploadDone(out.id, { ok: true, file }),
+            (error) => {
+              const mismatch = error instanceof FileStoreError &&
+                (error.code === "checksum_mismatch" || error.code === "size_mismatch");
+              if (!mismatch) log.error("Storing a file failed: {error}", { error });
+              this.#core.uploadDone(out.id, {
+                ok: false,
+                code: mismatch ? "checksum_mismatch" : "io",
+                reason: mismatch
+                  ? "The upload's SHA-256 does not match the data received; nothing was stored"
+                  : "The server could not store the file",
+              });
+            },
+          ).then(() => this.#drain()),
+        );
+      }
+      case "download":
+        return this.#track(this.#sendFile(out.to, out.reqId, out.user, out.file));
+      case "delete_file":
+        return this.#track(
+          this.#store.delete(out.user, out.name).then(
+            () => this.#core.fileDeleted(out.id),
+            (error) => {
+              log.error("Deleting a file failed: {error}", { error });
+              this.#core.fileDeleted(out.id, "The server could not delete the file");
+            },
+          ).then(() => this.#drain()),
+        );
+      case "delete_user_files":
+        return this.#track(
+          this.#store.deleteUser(out.user).then(
+            (count) => {
+              if (count > 0) log.info("Deleted {count} files of {user}", { count, user: out.user });
+            },
+            (error) =>
+              log.error("Deleting files of {user} failed: {error}", {
+                user: out.user,
+                error,
+              }),
+          ),
+        );
     }
   }
 
-  #send(to: Endpoint, message: Reply): void {
+  #onUpload(id: number, work: (upload: Upload) => Promise<void>): void {
+    const upload = this.#uploads.get(id);
+    if (upload === undefined) return;
+    const next = upload.then(async (u) => {
+      if (u === undefined) return undefined;
+      try {
+        await work(u);
+        return u;
+      } catch (error) {
+        log.error("Writing an upload failed: {error}", { error });
+        await u.abort();
+        return undefined;
+      }
+    });
+    this.#uploads.set(id, next);
+    // The connection that carries the upload reads on once the write is done.
+    const connId = this.#uploadConn.get(id);
+    if (connId !== undefined) this.#connWrites.set(connId, next);
+  }
+
+  async #sendFile(to: Endpoint, reqId: number, user: string, file: StoredFile): Promise<void> {
+    const conn = to.connId === undefined ? undefined : this.#connections.get(to.connId);
+    if (conn === undefined) return;
+    let reader;
+    try {
+      reader = await this.#store.openRead(user, file.name);
+    } catch (error) {
+      log.error("Cannot read {name} of {user}: {error}", { name: file.name, user, error });
+      const reply: Reply = {
+        type: "error",
+        reqId,
+        code: ERROR_CODES.file_not_found,
+        message: `The server could not read "${file.name}"`,
+      };
+      await conn.write(encodeMessage(reply)).catch(() => conn.close());
+      return;
+    }
+    try {
+      const info = reader.info;
+      await conn.write(encodeMessage({
+        type: "download_ok",
+        reqId,
+        size: info.size,
+        sha256: hexBytes(info.sha256),
+      }));
+      this.traffic.framesOut++;
+      for await (const data of reader) {
+        await conn.write(encodeMessage({ type: "file_chunk", reqId, data }));
+        this.traffic.framesOut++;
+      }
+    } catch (error) {
+      log.warn("Sending {name} to {user} stopped: {error}", { name: file.name, user, error });
+      conn.close();
+    } finally {
+      reader.close();
+    }
+  }
+
+  #track(work: Promise<unknown>): void {
+    this.#fileWork.add(work);
+    work.finally(() => this.#fileWork.delete(work));
+  }
+
+  #send(to: Endpoint, message: Message): void {
     const bytes = encodeMessage(message);
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
@@ -347,7 +601,7 @@ export class ServerDriver {
     this.#persisting = this.#persisting.then(async () => {
       try {
         await saveRegistry(this.#config.dataDir, registry);
-        this.#core.persisted(version);
+        this.#core.persisted(version, systemClock.now());
       } catch (error) {
         this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));
       }
@@ -374,6 +628,29 @@ export class ServerDriver {
     }
     this.#config.onEvent?.(event);
   }
+}
+
+function usersPath(config: ServerConfig): string {
+  return config.usersFile ?? `${config.dataDir}/users.json`;
+}
+
+function passwordUsers(users: UsersFile): Map<string, PasswordUser> {
+  return new Map(users.records().map((u) => [nameKey(u.name), u]));
+}
+
+async function fileStamp(path: string): Promise<string> {
+  try {
+    const info = await Deno.stat(path);
+    return `${info.mtime?.getTime()}/${info.size}/${info.ino}`;
+  } catch {
+    return "missing";
+  }
+}
+
+function hexBytes(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
 }
 
 function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {

@@ -7,13 +7,25 @@
  *
  * @module
  */
-import { ClientCore, type CommandResult, type CoreCommand } from "../client/client_core.ts";
+import {
+  ClientCore,
+  type ClientEvent,
+  type CommandResult,
+  type CoreCommand,
+} from "../client/client_core.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
 import { Registry, type RegistryJson } from "../server/registry.ts";
-import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
+import {
+  type AuthMode,
+  type Endpoint,
+  type PasswordUser,
+  ServerCore,
+  type ServerEvent,
+} from "../server/server_core.ts";
+import { nameKey } from "../wire/client_name.ts";
 import { type Impairment, SimNetwork } from "../transport/sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
@@ -32,7 +44,26 @@ export interface SimulationOptions {
   writeDelayMs?: readonly [number, number];
   /** The clients' retry policy (default: the product's). */
   retry?: RetryPolicy;
+  /** The server's session lease, ms (default the product's 30 s). */
+  leaseMs?: number;
+  /** `open` (default) or `password`. */
+  auth?: AuthMode;
+  /** Password mode's accounts: name and password. */
+  passwords?: Readonly<Record<string, string>>;
+  /** Failed logins that block a name (default 3). */
+  maxAttempts?: number;
+  /** How long a blocked name stays blocked, ms (default 10 s). */
+  lockoutMs?: number;
+  /** How long checking a password takes, ms (default 150, like PBKDF2 here). */
+  passwordCheckMs?: number;
 }
+
+/**
+ * The simulator's stand-in for a password hash: the real driver checks
+ * PBKDF2 hashes off the event loop; the simulation checks this after a
+ * delay, which is what the core sees either way.
+ */
+const SIM_HASH_PREFIX = "sim$";
 
 /** A client of the simulation: a real client core with a command queue. */
 export class SimClient {
@@ -44,6 +75,12 @@ export class SimClient {
   readonly results: CommandResult[] = [];
   /** Commands waiting to run. */
   readonly queue: CoreCommand[] = [];
+  /** Events (presence news, session ends), in order. */
+  readonly events: ClientEvent[] = [];
+  /** The identity key from the last `register`, if any. */
+  identityKey: Uint8Array | undefined;
+  /** False once the client is stopped (killed): it neither sends nor receives. */
+  alive = true;
 
   /**
    * @param address `address:port`
@@ -200,7 +237,7 @@ export class Simulation {
     const limit = this.clock.now() + maxMs;
     while (true) {
       const next = this.#nextEventTime();
-      if (next === undefined) return true;
+      if (next === undefined || this.idle) return true;
       if (next > limit) {
         this.clock.set(limit);
         return false;
@@ -210,14 +247,58 @@ export class Simulation {
     }
   }
 
+  /**
+   * Runs every event for `ms` of virtual time (heartbeats, leases and all).
+   *
+   * @param ms how long
+   */
+  runFor(ms: number): void {
+    const limit = this.clock.now() + ms;
+    while (true) {
+      const next = this.#nextEventTime();
+      if (next === undefined || next > limit) break;
+      this.clock.set(Math.max(this.clock.now(), next));
+      this.#step();
+    }
+    this.clock.set(limit);
+  }
+
+  /**
+   * Stops a client as `kill -9` would: it sends nothing more, and nothing
+   * reaches it.
+   *
+   * @param client the client
+   */
+  kill(client: SimClient): void {
+    client.alive = false;
+    client.queue.length = 0;
+    this.network.dropFor(client.address);
+  }
+
   #newServer(): ServerCore {
+    const users = new Map<string, PasswordUser>();
+    for (const [name, password] of Object.entries(this.#options.passwords ?? {})) {
+      users.set(nameKey(name), { name, passwordHash: SIM_HASH_PREFIX + password });
+    }
     return new ServerCore({
       registry: Registry.fromJson(this.#disk),
       random: this.random,
       secret: this.#secret,
       tcpPort: 3001,
       version: "sim",
+      leaseMs: this.#options.leaseMs,
+      auth: this.#options.auth,
+      users,
+      dummyPasswordHash: `${SIM_HASH_PREFIX}\u0000`,
+      maxAttempts: this.#options.maxAttempts,
+      lockoutMs: this.#options.lockoutMs,
     });
+  }
+
+  /** True when no command, write, packet or scheduled action is pending (timers aside). */
+  get idle(): boolean {
+    return this.#scheduled.length === 0 && this.#writes.length === 0 &&
+      this.network.inFlight === 0 && this.clients.every((c) => !c.alive || c.idle);
   }
 
   #nextEventTime(): number | undefined {
@@ -225,7 +306,8 @@ export class Simulation {
       this.network.nextDelivery(),
       this.#writes[0]?.at,
       this.#scheduled[0]?.at,
-      ...this.clients.map((c) => c.core.nextTimeout()),
+      this.#server?.nextTimeout(),
+      ...this.clients.filter((c) => c.alive).map((c) => c.core.nextTimeout()),
     ].filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
@@ -238,8 +320,11 @@ export class Simulation {
     while (this.#writes.length > 0 && this.#writes[0].at <= now) {
       const write = this.#writes.shift()!;
       this.#disk = write.registry;
-      this.#server?.persisted(write.version);
+      this.#server?.persisted(write.version, now);
     }
+    const server = this.#server;
+    const serverAt = server?.nextTimeout();
+    if (server !== undefined && serverAt !== undefined && serverAt <= now) server.onTimeout(now);
     this.#drainServer();
     for (const packet of this.network.deliverDue(now)) {
       let message: Message;
@@ -259,10 +344,11 @@ export class Simulation {
         this.#drainServer();
       } else {
         const client = this.clients.find((c) => c.address === packet.to);
-        client?.core.handle(now, message);
+        if (client?.alive) client.core.handle(now, message);
       }
     }
     for (const client of this.clients) {
+      if (!client.alive) continue;
       const at = client.core.nextTimeout();
       if (at !== undefined && at <= now) client.core.onTimeout(now);
     }
@@ -275,6 +361,7 @@ export class Simulation {
     while (progress) {
       progress = false;
       for (const client of this.clients) {
+        if (!client.alive) continue;
         progress = this.#drainClient(client) || progress;
         if (!client.core.busy && client.queue.length > 0) {
           client.core.run(now, client.queue.shift()!);
@@ -291,6 +378,14 @@ export class Simulation {
       any = true;
       if (out.type === "result") {
         client.results.push(out.result);
+        continue;
+      }
+      if (out.type === "event") {
+        client.events.push(out.event);
+        continue;
+      }
+      if (out.type === "identity") {
+        client.identityKey = out.key;
         continue;
       }
       const bytes = encodeMessage(out.message);
@@ -324,6 +419,18 @@ export class Simulation {
         }
         case "event":
           this.serverEvents.push(out.event);
+          break;
+        case "verify_password": {
+          const ok = out.hash === SIM_HASH_PREFIX + out.password;
+          this.at(now + (this.#options.passwordCheckMs ?? 150), () => {
+            if (this.#server !== server) return;
+            server.passwordChecked(this.clock.now(), out.id, ok);
+            this.#drainServer();
+          });
+          break;
+        }
+        default:
+          // Files are not simulated: their tests use the real driver.
           break;
       }
     }

@@ -22,8 +22,8 @@ export interface RegistryRecord {
   readonly tcpPort: number;
   /** When it registered, ISO 8601. */
   readonly registeredAt: string;
-  /** SHA-256 of its session token, hex; never the token itself. */
-  readonly tokenSha256: string;
+  /** SHA-256 of its identity key, hex; never the key itself. */
+  readonly keySha256: string;
   /** Fingerprint (hash) of the register request that created it ("" if unknown). */
   readonly registeredBy: string;
 }
@@ -34,7 +34,7 @@ export type RegistryJson = Record<string, {
   udp_port: number;
   tcp_port: number;
   registered_at: string;
-  token_sha256: string;
+  key_sha256: string;
   registered_by: string;
 }>;
 
@@ -54,7 +54,7 @@ export class RegistryFormatError extends Error {
  * ```ts
  * const registry = new Registry();
  * registry.add({ name: "Alice", ip: "127.0.0.1", udpPort: 5000, tcpPort: 5001,
- *   registeredAt: new Date().toISOString(), tokenSha256: "", registeredBy: "" });
+ *   registeredAt: new Date().toISOString(), keySha256: "", registeredBy: "" });
  * registry.get("alice")?.name; // "Alice"
  * ```
  */
@@ -115,7 +115,7 @@ export class Registry {
         udp_port: r.udpPort,
         tcp_port: r.tcpPort,
         registered_at: r.registeredAt,
-        token_sha256: r.tokenSha256,
+        key_sha256: r.keySha256,
         registered_by: r.registeredBy,
       };
     }
@@ -124,7 +124,7 @@ export class Registry {
 
   /**
    * Builds a registry from parsed `registrations.json` content, checking
-   * every entry. Seed files without `registered_at` and `token_sha256` load;
+   * every entry. Seed files without `registered_at` and `key_sha256` load;
    * such entries can only be removed by editing the file.
    *
    * @param json the parsed file
@@ -153,12 +153,13 @@ export class Registry {
         }
       }
       const registeredAt = entry.registered_at ?? "";
-      const tokenSha256 = entry.token_sha256 ?? "";
+      // Version 0.1 stored the hash of its only secret as "token_sha256".
+      const keySha256 = entry.key_sha256 ?? entry.token_sha256 ?? "";
       if (typeof registeredAt !== "string") {
         throw new RegistryFormatError(`entry "${name}" has a bad "registered_at"`);
       }
-      if (typeof tokenSha256 !== "string" || !/^([0-9a-f]{64})?$/.test(tokenSha256)) {
-        throw new RegistryFormatError(`entry "${name}" has a bad "token_sha256"`);
+      if (typeof keySha256 !== "string" || !/^([0-9a-f]{64})?$/.test(keySha256)) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "key_sha256"`);
       }
       const registeredBy = entry.registered_by ?? "";
       if (typeof registeredBy !== "string" || registeredBy.length > 64) {
@@ -173,7 +174,7 @@ export class Registry {
         udpPort: entry.udp_port as number,
         tcpPort: entry.tcp_port as number,
         registeredAt,
-        tokenSha256,
+        keySha256,
         registeredBy,
       });
     }

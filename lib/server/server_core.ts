@@ -1,8 +1,9 @@
 /**
- * The server's protocol logic, sans-I/O: feed it decoded requests with their
- * source and the time, then `poll()` for replies to send, registry snapshots
- * to persist and events to log. A reply that follows a state change is held
- * back until the driver reports the snapshot durable (`persisted`).
+ * The server's protocol logic, sans-I/O: feed it decoded messages with their
+ * source and the time, then `poll()` for messages to send, registry
+ * snapshots to persist, file work and password checks for the driver to do,
+ * and events to log. A reply that follows a registry change is held back
+ * until the driver reports the snapshot durable (`persisted`).
  *
  * @module
  */
@@ -11,21 +12,31 @@ import { sha256 } from "@noble/hashes/sha2";
 import { lowerFirstWord } from "../error_line.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
-import { nameProblem } from "../wire/client_name.ts";
+import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
+import { fileNameProblem } from "../wire/file_name.ts";
 import {
+  AUTH_MODES,
   isRequest,
+  MAX_DATAGRAM_BYTES,
+  MAX_FRAME_BYTES,
   type Message,
   type MessageOf,
+  PRESENCE_CHANGES,
   type Reply,
   type Request,
+  SESSION_END_REASONS,
   TOKEN_BYTES,
 } from "../wire/messages.ts";
+import { LoginLimiter } from "./login_limiter.ts";
+import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
+import { type Session, SessionTable } from "./session_table.ts";
+import { type StorageLimits, type StoredFile, StoredFiles } from "./stored_files.ts";
 
-/** Where a request came from, and so where its reply goes. */
+/** Where a message came from, and so where its reply goes. */
 export interface Endpoint {
   /** The transport it arrived on. */
   readonly transport: "udp" | "tcp";
@@ -35,6 +46,17 @@ export interface Endpoint {
   readonly port: number;
   /** For TCP: the driver's id of the connection. */
   readonly connId?: number;
+}
+
+/** How logins are checked. */
+export type AuthMode = keyof typeof AUTH_MODES;
+
+/** One account of password mode. */
+export interface PasswordUser {
+  /** The name (display form). */
+  readonly name: string;
+  /** The encoded password hash (`lib/server/password_hash.ts`). */
+  readonly passwordHash: string;
 }
 
 /** Something that happened, for the log and the console. */
@@ -58,6 +80,32 @@ export type ServerEvent =
     readonly fingerprint: string;
     readonly transport: "udp" | "tcp";
   }
+  | {
+    readonly kind: "logged_in";
+    readonly name: string;
+    readonly ip: string;
+    readonly udpPort: number;
+    readonly tcpPort: number;
+    readonly transport: "udp" | "tcp";
+    /** True if it replaced an older session of the same name. */
+    readonly replaced: boolean;
+  }
+  | {
+    readonly kind: "logged_out";
+    readonly name: string;
+    /** `exit` (logout), `lease` (no heartbeat in time) or `deregister`. */
+    readonly why: "exit" | "lease" | "deregister" | "shutdown";
+  }
+  | { readonly kind: "active"; readonly names: readonly string[] }
+  | {
+    readonly kind: "file_stored";
+    readonly user: string;
+    readonly name: string;
+    readonly size: number;
+    readonly sha256: string;
+  }
+  | { readonly kind: "file_deleted"; readonly user: string; readonly name: string }
+  | { readonly kind: "file_sent"; readonly user: string; readonly name: string; size: number }
   | {
     readonly kind: "text";
     readonly from: Endpoint;
@@ -85,9 +133,46 @@ export type ServerEvent =
 
 /** What the core asks its driver to do. */
 export type ServerOutput =
-  | { readonly type: "send"; readonly to: Endpoint; readonly message: Reply }
+  | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
   | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
-  | { readonly type: "event"; readonly event: ServerEvent };
+  | { readonly type: "event"; readonly event: ServerEvent }
+  /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
+  | {
+    readonly type: "verify_password";
+    readonly id: number;
+    readonly hash: string;
+    readonly password: string;
+  }
+  /** Start storing a file; chunks follow, then `upload_commit` or `upload_abort`. */
+  | {
+    readonly type: "upload_begin";
+    readonly id: number;
+    readonly user: string;
+    readonly name: string;
+    /** The TCP connection that carries the chunks. */
+    readonly connId: number;
+  }
+  | { readonly type: "upload_chunk"; readonly id: number; readonly data: Uint8Array }
+  /** Check size and hash, make the file durable, then call `uploadDone`. */
+  | {
+    readonly type: "upload_commit";
+    readonly id: number;
+    readonly size: number;
+    readonly sha256: string;
+  }
+  | { readonly type: "upload_abort"; readonly id: number }
+  /** Send `download_ok` then the file's content in `file_chunk` frames to `to`. */
+  | {
+    readonly type: "download";
+    readonly to: Endpoint;
+    readonly reqId: number;
+    readonly user: string;
+    readonly file: StoredFile;
+  }
+  /** Delete a stored file, then call `fileDeleted(id)`. */
+  | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
+  /** Delete every file of a deregistered user. */
+  | { readonly type: "delete_user_files"; readonly user: string };
 
 /** Counters for the operator. */
 export interface ServerStats {
@@ -103,12 +188,12 @@ export interface ServerStats {
 export interface ServerCoreOptions {
   /** The registry loaded at start. */
   registry: Registry;
-  /** Source of the token secret when none is given. */
+  /** Source of session tokens, and of the key secret when none is given. */
   random: Random;
   /**
-   * The server's secret key (32 bytes) from which session tokens are derived.
+   * The server's secret key (32 bytes) from which identity keys are derived.
    * Pass the persisted one so that a register executed just before a crash
-   * and retransmitted after the restart gets its original token back.
+   * and retransmitted after the restart gets its original key back.
    */
   secret?: Uint8Array;
   /** The server's TCP port, told to clients in `hello_ok`. */
@@ -117,7 +202,26 @@ export interface ServerCoreOptions {
   version: string;
   /** Replay cache limits. */
   replay?: ReplayCacheOptions;
+  /** `open` (register creates an identity) or `password` (accounts from a users file). */
+  auth?: AuthMode;
+  /** Password mode's accounts, by name key. */
+  users?: ReadonlyMap<string, PasswordUser>;
+  /** A valid hash of no real password, checked for unknown names so they take as long. */
+  dummyPasswordHash?: string;
+  /** How long a session lives without a heartbeat, ms (default 30 s). */
+  leaseMs?: number;
+  /** Failed logins that block a name (default 3). */
+  maxAttempts?: number;
+  /** How long a blocked name stays blocked, ms (default 10 s). */
+  lockoutMs?: number;
+  /** Limits on stored files. */
+  storage?: StorageLimits;
+  /** Files stored at start: user name and files. */
+  storedFiles?: Iterable<readonly [string, readonly StoredFile[]]>;
 }
+
+/** Default session lease, ms. */
+export const DEFAULT_LEASE_MS = 30_000;
 
 interface HeldReply {
   version: number;
@@ -128,8 +232,40 @@ interface HeldReply {
   reply: Reply;
   event: ServerEvent;
   undo: () => void;
+  done?: (now: number) => void;
   failure: Reply;
 }
+
+interface PendingRequest {
+  from: Endpoint;
+  request: Request;
+}
+
+interface PendingLogin extends PendingRequest {
+  request: MessageOf<"login">;
+  /** The account's name if it exists. */
+  known: string | undefined;
+}
+
+interface Upload extends PendingRequest {
+  id: number;
+  user: string;
+  name: string;
+  size: number;
+  sha256: string;
+  received: number;
+}
+
+interface Deletion extends PendingRequest {
+  user: string;
+  file: StoredFile;
+}
+
+/** How many ended sessions are remembered, to tell their clients why. */
+const ENDED_SESSIONS_KEPT = 10_000;
+
+/** Request types that change nothing and so skip the replay cache. */
+const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "download"]);
 
 /**
  * The server core.
@@ -137,22 +273,36 @@ interface HeldReply {
  * @example
  * ```ts
  * const core = new ServerCore({ registry: new Registry(), random: cryptoRandom,
- *   tcpPort: 3001, version: "0.1.0" });
+ *   tcpPort: 3001, version: "0.2.0" });
  * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message);
  * for (let out = core.poll(); out; out = core.poll()) {
- *   // send, persist (then core.persisted(version)), or log
+ *   // send, persist (then core.persisted(version)), log, or do file work
  * }
+ * // and call core.onTimeout(now) at core.nextTimeout()
  * ```
  */
 export class ServerCore {
   #registry: Registry;
+  #random: Random;
   #secret: Uint8Array;
   #tcpPort: number;
   #serverVersion: string;
+  #auth: AuthMode;
+  #users: ReadonlyMap<string, PasswordUser>;
+  #dummyHash: string;
   #replay: ReplayCache;
   #replayTtlMs: number;
+  #sessions: SessionTable;
+  #feed = new PresenceFeed();
+  #limiter: LoginLimiter;
+  #files: StoredFiles;
+  #ended = new Map<string, string>();
   #outputs: ServerOutput[] = [];
   #held: HeldReply[] = [];
+  #logins = new Map<number, PendingLogin>();
+  #uploads = new Map<string, Upload>();
+  #deletions = new Map<number, Deletion>();
+  #nextId = 1;
   #changeVersion = 0;
   #persistedVersion = 0;
   #persistInFlight = false;
@@ -161,16 +311,40 @@ export class ServerCore {
   /** @param options the registry, randomness and server facts */
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
+    this.#random = options.random;
     this.#secret = options.secret ?? options.random.bytes(32);
     this.#tcpPort = options.tcpPort;
     this.#serverVersion = options.version;
+    this.#auth = options.auth ?? "open";
+    this.#users = options.users ?? new Map();
+    this.#dummyHash = options.dummyPasswordHash ?? "";
     this.#replay = new ReplayCache(options.replay);
     this.#replayTtlMs = options.replay?.ttlMs ?? DEFAULT_REPLAY_TTL_MS;
+    this.#sessions = new SessionTable(options.leaseMs ?? DEFAULT_LEASE_MS);
+    this.#limiter = new LoginLimiter({
+      maxAttempts: options.maxAttempts ?? 3,
+      lockoutMs: options.lockoutMs ?? 10_000,
+    });
+    this.#files = new StoredFiles(
+      options.storage ?? {
+        maxFileSize: 100 * 1024 * 1024,
+        quota: 1024 * 1024 * 1024,
+        maxFiles: 100,
+      },
+    );
+    for (const [user, files] of options.storedFiles ?? []) {
+      for (const file of files) this.#files.add(user, file);
+    }
   }
 
   /** The live registry (read it; change it only through requests). */
   get registry(): Registry {
     return this.#registry;
+  }
+
+  /** The active sessions (read only). */
+  get sessions(): SessionTable {
+    return this.#sessions;
   }
 
   /** Counters since start. */
@@ -184,6 +358,16 @@ export class ServerCore {
   }
 
   /**
+   * Replaces password mode's accounts (the driver re-reads the users file
+   * when it changes). Sessions already open stay open.
+   *
+   * @param users the accounts by name key
+   */
+  setUsers(users: ReadonlyMap<string, PasswordUser>): void {
+    this.#users = users;
+  }
+
+  /**
    * Handles one decoded message.
    *
    * @param now current time, ms since the epoch
@@ -191,11 +375,18 @@ export class ServerCore {
    * @param message the decoded message
    */
   handle(now: number, from: Endpoint, message: Message): void {
+    if (message.type === "presence_ack") {
+      const session = this.#sessions.byToken(message.token);
+      if (session !== undefined) this.#feed.ack(session.token, message.seq);
+      return;
+    }
+    if (message.type === "file_chunk") return this.#chunk(from, message);
     if (!isRequest(message)) {
       this.#emit({ kind: "unexpected", from, type: message.type });
       return;
     }
     this.#stats.requests++;
+    if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
     const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
     const seen = this.#replay.check(now, message.client, message.reqId, fingerprint);
     if (seen.state === "pending") return;
@@ -218,13 +409,51 @@ export class ServerCore {
     return this.#outputs.shift();
   }
 
+  /** @returns when `onTimeout` should next be called, or undefined */
+  nextTimeout(): number | undefined {
+    const times = [this.#sessions.nextExpiry(), this.#feed.nextResend()]
+      .filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  /**
+   * Ends sessions whose lease ran out and resends unacknowledged presence
+   * news.
+   *
+   * @param now current time, ms
+   */
+  onTimeout(now: number): void {
+    const expired = this.#sessions.expire(now);
+    for (const session of expired) {
+      this.#endSession(now, session, "lease", {
+        reason: SESSION_END_REASONS.expired,
+        message: `Your session as "${session.name}" expired: no heartbeat for ` +
+          `${Math.round(this.#sessions.leaseMs / 1000)} s`,
+      });
+    }
+    if (expired.length > 0) this.#emitActive();
+    this.#sendPresence(this.#feed.resend(now));
+  }
+
+  /** Ends every session for a shutdown, telling each client. */
+  shutdown(): void {
+    const sessions = [...this.#sessions.all()];
+    for (const session of sessions) {
+      this.#sessions.close(session);
+      this.#feed.unwatch(session.token);
+      this.#push(session, SESSION_END_REASONS.server_shutdown, "The server is shutting down");
+    }
+    if (sessions.length > 0) this.#emitActive();
+  }
+
   /**
    * Reports that the snapshot of `version` is durable: the replies it held
    * go out.
    *
    * @param version the version from the `persist` output
+   * @param now current time, ms
    */
-  persisted(version: number): void {
+  persisted(version: number, now = 0): void {
     this.#persistInFlight = false;
     this.#persistedVersion = Math.max(this.#persistedVersion, version);
     const ready = this.#held.filter((h) => h.version <= version);
@@ -233,6 +462,7 @@ export class ServerCore {
       this.#replay.complete(h.client, h.reqId, h.reply);
       this.#outputs.push({ type: "send", to: h.to, message: h.reply });
       this.#emit(h.event);
+      h.done?.(now);
     }
     this.#requestPersist();
   }
@@ -259,25 +489,132 @@ export class ServerCore {
     this.#persistedVersion = Math.max(version, this.#changeVersion);
   }
 
+  /**
+   * Reports the result of a `verify_password` output.
+   *
+   * @param now current time, ms
+   * @param id the output's id
+   * @param ok true if the password matched the hash
+   */
+  passwordChecked(now: number, id: number, ok: boolean): void {
+    const pending = this.#logins.get(id);
+    if (pending === undefined) return;
+    this.#logins.delete(id);
+    this.#loginChecked(now, pending, ok && pending.known !== undefined);
+  }
+
+  /**
+   * Reports the end of an upload after `upload_commit`: stored, or why not.
+   *
+   * @param id the upload's id
+   * @param result the stored file, or the failure
+   */
+  uploadDone(
+    id: number,
+    result:
+      | { readonly ok: true; readonly file: StoredFile }
+      | { readonly ok: false; readonly code: "checksum_mismatch" | "io"; readonly reason: string },
+  ): void {
+    const upload = [...this.#uploads.values()].find((u) => u.id === id);
+    if (upload === undefined) return;
+    this.#uploads.delete(uploadKey(upload.from, upload.request.reqId));
+    this.#files.reserve(upload.user, -upload.size);
+    if (!result.ok) {
+      const code = result.code === "io" ? "not_saved" : "checksum_mismatch";
+      return this.#refuse(upload.from, upload.request, code, result.reason);
+    }
+    this.#files.add(upload.user, result.file);
+    this.#emit({
+      kind: "file_stored",
+      user: upload.user,
+      name: result.file.name,
+      size: result.file.size,
+      sha256: result.file.sha256,
+    });
+    this.#answer(upload.from, upload.request, {
+      type: "upload_ok",
+      reqId: upload.request.reqId,
+      size: result.file.size,
+    });
+  }
+
+  /**
+   * Reports that a `delete_file` output was carried out (or failed).
+   *
+   * @param id the output's id
+   * @param error why it failed, or undefined
+   */
+  fileDeleted(id: number, error?: string): void {
+    const deletion = this.#deletions.get(id);
+    if (deletion === undefined) return;
+    this.#deletions.delete(id);
+    if (error !== undefined) {
+      this.#files.add(deletion.user, deletion.file);
+      return this.#refuse(deletion.from, deletion.request, "not_saved", error);
+    }
+    this.#emit({ kind: "file_deleted", user: deletion.user, name: deletion.file.name });
+    this.#answer(deletion.from, deletion.request, {
+      type: "delete_ok",
+      reqId: deletion.request.reqId,
+    });
+  }
+
+  /**
+   * Reports that a TCP connection closed: uploads on it are abandoned.
+   *
+   * @param connId the driver's id of the connection
+   */
+  connectionClosed(connId: number): void {
+    for (const [key, upload] of this.#uploads) {
+      if (upload.from.connId !== connId) continue;
+      this.#uploads.delete(key);
+      this.#files.reserve(upload.user, -upload.size);
+      this.#outputs.push({ type: "upload_abort", id: upload.id });
+      this.#replay.complete(
+        upload.request.client,
+        upload.request.reqId,
+        errorReply(upload.request.reqId, "bad_request", "The connection closed mid-upload"),
+      );
+    }
+  }
+
   #execute(now: number, from: Endpoint, request: Request, fingerprint: string): void {
     switch (request.type) {
       case "hello":
-        this.#answer(from, request, {
+        return this.#answer(from, request, {
           type: "hello_ok",
           reqId: request.reqId,
           tcpPort: this.#tcpPort,
           serverVersion: this.#serverVersion,
+          auth: AUTH_MODES[this.#auth],
+          leaseMs: this.#sessions.leaseMs,
         });
-        return;
       case "register":
-        this.#register(now, from, request, fingerprint);
-        return;
+        return this.#register(now, from, request, fingerprint);
       case "deregister":
-        this.#deregister(from, request, fingerprint);
-        return;
+        return this.#deregister(from, request, fingerprint);
       case "text":
-        this.#text(from, request);
-        return;
+        return this.#text(from, request);
+      case "login":
+        return this.#login(now, from, request);
+      case "logout":
+        return this.#logout(now, from, request);
+      case "heartbeat":
+        return this.#heartbeat(now, from, request);
+      case "list":
+        return this.#list(now, from, request);
+      case "lookup":
+        return this.#lookup(now, from, request);
+      case "watch":
+        return this.#watch(from, request);
+      case "upload":
+        return this.#upload(from, request);
+      case "download":
+        return this.#download(from, request);
+      case "delete":
+        return this.#delete(from, request);
+      case "files":
+        return this.#fileList(from, request);
     }
   }
 
@@ -288,6 +625,15 @@ export class ServerCore {
     fingerprint: string,
   ): void {
     const name = request.name;
+    if (this.#auth === "password") {
+      return this.#refuse(
+        from,
+        request,
+        "not_allowed",
+        "This server uses password accounts; ask its operator to add you " +
+          "(server.ts user add NAME), then log in",
+      );
+    }
     const problem = nameProblem(name);
     if (problem !== undefined) {
       return this.#refuse(
@@ -309,7 +655,7 @@ export class ServerCore {
         `Cannot register "${name}": TCP port ${request.tcpPort} is not in 1024..65535`,
       );
     }
-    const token = this.#token(fingerprint);
+    const key = this.#identityKey(fingerprint);
     const existing = this.#registry.get(name);
     if (
       existing !== undefined && existing.registeredBy === fingerprint &&
@@ -319,7 +665,8 @@ export class ServerCore {
       // replay cache: answer it again, within the replay window only, and
       // only once it is durable.
       if (this.#held.some((h) => h.fingerprint === fingerprint)) return;
-      return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, token });
+      const token = this.#startSession(now, from, existing.name, udpPort, request.tcpPort);
+      return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, key, token });
     }
     if (existing !== undefined) {
       return this.#refuse(
@@ -335,12 +682,13 @@ export class ServerCore {
       udpPort,
       tcpPort: request.tcpPort,
       registeredAt: new Date(now).toISOString(),
-      tokenSha256: toHex(sha256(token)),
+      keySha256: toHex(sha256(key)),
       registeredBy: fingerprint,
     };
     this.#registry.add(record);
+    const token = this.#random.bytes(TOKEN_BYTES);
     this.#hold(from, request, fingerprint, {
-      reply: { type: "register_ok", reqId: request.reqId, token },
+      reply: { type: "register_ok", reqId: request.reqId, key, token },
       event: {
         kind: "registered",
         name,
@@ -352,26 +700,30 @@ export class ServerCore {
         transport: from.transport,
       },
       undo: () => this.#registry.remove(name),
+      done: (at) => this.#startSession(at, from, name, udpPort, request.tcpPort, token),
       failureText: `Cannot register "${name}": the server could not save its registry`,
     });
   }
 
   #deregister(from: Endpoint, request: MessageOf<"deregister">, fingerprint: string): void {
-    const record = this.#registry.get(request.name);
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    if (this.#auth === "password") {
+      return this.#refuse(
+        from,
+        request,
+        "not_allowed",
+        "This server uses password accounts; only its operator can remove them " +
+          "(server.ts user remove NAME)",
+      );
+    }
+    const record = this.#registry.get(session.name);
     if (record === undefined) {
       return this.#refuse(
         from,
         request,
         "not_registered",
-        `Cannot deregister "${request.name}": not registered`,
-      );
-    }
-    if (!this.#tokenMatches(record, request.token)) {
-      return this.#refuse(
-        from,
-        request,
-        "bad_token",
-        `Cannot deregister "${record.name}": the session token does not match`,
+        `Cannot deregister "${session.name}": not registered`,
       );
     }
     this.#registry.remove(record.name);
@@ -385,41 +737,401 @@ export class ServerCore {
         transport: from.transport,
       },
       undo: () => this.#registry.add(record),
+      done: (at) => {
+        if (this.#sessions.byToken(session.token) === session) {
+          this.#sessions.close(session);
+          this.#endSession(at, session, "deregister");
+          this.#emitActive();
+        }
+        this.#files.removeUser(record.name);
+        this.#outputs.push({ type: "delete_user_files", user: record.name });
+      },
       failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
     });
   }
 
   #text(from: Endpoint, request: MessageOf<"text">): void {
-    const record = request.name === "" ? undefined : this.#registry.get(request.name);
-    const verified = record !== undefined && this.#tokenMatches(record, request.token);
+    const session = this.#sessions.byToken(request.token);
+    const verified = session !== undefined &&
+      (request.name === "" || nameKey(request.name) === nameKey(session.name));
     this.#emit({
       kind: "text",
       from,
       reqId: request.reqId,
-      name: verified ? record.name : request.name,
+      name: verified ? session.name : request.name,
       verified,
       text: request.text,
     });
     this.#answer(from, request, { type: "text_ok", reqId: request.reqId });
   }
 
-  #token(fingerprint: string): Uint8Array {
+  #login(now: number, from: Endpoint, request: MessageOf<"login">): void {
+    const key = nameKey(request.name);
+    const block = this.#limiter.check(now, key);
+    if (block.blocked) {
+      return this.#refuse(
+        from,
+        request,
+        "locked_out",
+        `Too many failed logins for "${request.name}"; try again in ${
+          seconds(block.retryAfterMs)
+        } s`,
+      );
+    }
+    if (this.#auth === "open") {
+      const record = this.#registry.get(request.name);
+      const ok = record !== undefined && record.keySha256 !== "" &&
+        request.secret.length === TOKEN_BYTES &&
+        sameText(toHex(sha256(request.secret)), record.keySha256) &&
+        !this.#held.some((h) => h.event.kind === "registered" && h.event.name === record.name);
+      return this.#loginChecked(now, { from, request, known: record?.name }, ok);
+    }
+    const user = this.#users.get(key);
+    let password: string;
+    try {
+      password = new TextDecoder("utf-8", { fatal: true }).decode(request.secret);
+    } catch {
+      password = "";
+    }
+    const id = this.#nextId++;
+    this.#logins.set(id, { from, request, known: user?.name });
+    this.#outputs.push({
+      type: "verify_password",
+      id,
+      hash: user?.passwordHash ?? this.#dummyHash,
+      password,
+    });
+  }
+
+  #loginChecked(now: number, pending: PendingLogin, ok: boolean): void {
+    const { from, request } = pending;
+    const key = nameKey(request.name);
+    if (!ok || pending.known === undefined) {
+      const after = this.#limiter.failed(now, key);
+      const what = this.#auth === "open" ? "identity key" : "password";
+      const tail = after.blocked
+        ? `; "${request.name}" is now blocked for ${seconds(after.retryAfterMs ?? 0)} s`
+        : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
+      return this.#refuse(
+        from,
+        request,
+        after.blocked ? "locked_out" : "login_failed",
+        `Login failed: wrong name or ${what}${tail}`,
+      );
+    }
+    this.#limiter.succeeded(key);
+    const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    const replaced = this.#sessions.byName(pending.known) !== undefined;
+    const token = this.#startSession(now, from, pending.known, udpPort, request.tcpPort);
+    this.#answer(from, request, {
+      type: "login_ok",
+      reqId: request.reqId,
+      token,
+      replaced: replaced ? 1 : 0,
+    });
+  }
+
+  #logout(now: number, from: Endpoint, request: MessageOf<"logout">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    this.#sessions.close(session);
+    this.#endSession(now, session, "exit");
+    this.#emitActive();
+    this.#answer(from, request, { type: "logout_ok", reqId: request.reqId });
+  }
+
+  #heartbeat(now: number, from: Endpoint, request: MessageOf<"heartbeat">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    this.#sessions.renew(now, session);
+    this.#answer(from, request, { type: "heartbeat_ok", reqId: request.reqId });
+  }
+
+  #list(now: number, from: Endpoint, request: MessageOf<"list">): void {
+    if (this.#session(from, request) === undefined) return;
+    const limit = from.transport === "udp" ? MAX_DATAGRAM_BYTES : MAX_FRAME_BYTES;
+    const after = request.after === "" ? "" : nameKey(request.after);
+    const remaining = this.#sessions.list(after);
+    const clients: ReturnType<typeof onlineClient>[] = [];
+    // Room for the header, reqId, total, more and count, then the items.
+    let size = 4 + 4 + 4 + 1 + 2;
+    for (const session of remaining) {
+      const item = onlineClient(now, session);
+      const itemSize = 2 * 3 + byteLength(item.name) + byteLength(item.ip) + 4 + 8;
+      if (size + itemSize > limit || clients.length === 255) break;
+      clients.push(item);
+      size += itemSize;
+    }
+    this.#answer(from, request, {
+      type: "list_page",
+      reqId: request.reqId,
+      total: this.#sessions.size,
+      more: clients.length < remaining.length ? 1 : 0,
+      clients,
+    });
+  }
+
+  #lookup(now: number, from: Endpoint, request: MessageOf<"lookup">): void {
+    if (this.#session(from, request) === undefined) return;
+    const target = this.#sessions.byName(request.name);
+    if (target === undefined) {
+      return this.#refuse(from, request, "not_online", `"${request.name}" is not online`);
+    }
+    this.#answer(from, request, {
+      type: "lookup_ok",
+      reqId: request.reqId,
+      ...onlineClient(now, target),
+    });
+  }
+
+  #watch(from: Endpoint, request: MessageOf<"watch">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    session.watching = request.on !== 0;
+    if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
+    else this.#feed.unwatch(session.token);
+    this.#answer(from, request, { type: "watch_ok", reqId: request.reqId });
+  }
+
+  #upload(from: Endpoint, request: MessageOf<"upload">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    if (from.transport !== "tcp") {
+      return this.#refuse(from, request, "needs_tcp", "Uploads go over TCP");
+    }
+    const problem = fileNameProblem(request.name);
+    if (problem !== undefined) {
+      return this.#refuse(from, request, "invalid_file_name", problem);
+    }
+    if (request.sha256.length !== 32) {
+      return this.#refuse(from, request, "bad_request", "The SHA-256 must be 32 bytes");
+    }
+    const tooMuch = this.#files.uploadProblem(session.name, request.name, request.size);
+    if (tooMuch !== undefined) {
+      const code = request.size > this.#files.limits.maxFileSize
+        ? "file_too_large"
+        : "quota_exceeded";
+      return this.#refuse(from, request, code, tooMuch);
+    }
+    const upload: Upload = {
+      from,
+      request,
+      id: this.#nextId++,
+      user: session.name,
+      name: request.name,
+      size: request.size,
+      sha256: toHex(request.sha256),
+      received: 0,
+    };
+    this.#uploads.set(uploadKey(from, request.reqId), upload);
+    this.#files.reserve(session.name, request.size);
+    this.#outputs.push({
+      type: "upload_begin",
+      id: upload.id,
+      user: upload.user,
+      name: upload.name,
+      connId: from.connId ?? 0,
+    });
+    if (upload.size === 0) this.#commit(upload);
+  }
+
+  #chunk(from: Endpoint, chunk: MessageOf<"file_chunk">): void {
+    const key = uploadKey(from, chunk.reqId);
+    const upload = this.#uploads.get(key);
+    if (upload === undefined || upload.received === upload.size) return;
+    if (upload.received + chunk.data.length > upload.size) {
+      this.#uploads.delete(key);
+      this.#files.reserve(upload.user, -upload.size);
+      this.#outputs.push({ type: "upload_abort", id: upload.id });
+      return this.#refuse(
+        upload.from,
+        upload.request,
+        "bad_request",
+        `The upload of "${upload.name}" sent more than the ${upload.size} bytes it declared`,
+      );
+    }
+    upload.received += chunk.data.length;
+    this.#outputs.push({ type: "upload_chunk", id: upload.id, data: chunk.data });
+    if (upload.received === upload.size) this.#commit(upload);
+  }
+
+  #commit(upload: Upload): void {
+    this.#outputs.push({
+      type: "upload_commit",
+      id: upload.id,
+      size: upload.size,
+      sha256: upload.sha256,
+    });
+  }
+
+  #download(from: Endpoint, request: MessageOf<"download">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    if (from.transport !== "tcp") {
+      return this.#refuse(from, request, "needs_tcp", "Downloads go over TCP");
+    }
+    const file = this.#files.get(session.name, request.name);
+    if (file === undefined) {
+      return this.#refuse(from, request, "file_not_found", `You have no file "${request.name}"`);
+    }
+    this.#outputs.push({
+      type: "download",
+      to: from,
+      reqId: request.reqId,
+      user: session.name,
+      file,
+    });
+    this.#emit({ kind: "file_sent", user: session.name, name: file.name, size: file.size });
+  }
+
+  #delete(from: Endpoint, request: MessageOf<"delete">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    const file = this.#files.remove(session.name, request.name);
+    if (file === undefined) {
+      return this.#refuse(from, request, "file_not_found", `You have no file "${request.name}"`);
+    }
+    const id = this.#nextId++;
+    this.#deletions.set(id, { from, request, user: session.name, file });
+    this.#outputs.push({ type: "delete_file", id, user: session.name, name: file.name });
+  }
+
+  #fileList(from: Endpoint, request: MessageOf<"files">): void {
+    const session = this.#session(from, request);
+    if (session === undefined) return;
+    if (from.transport !== "tcp") {
+      return this.#refuse(from, request, "needs_tcp", "File listings go over TCP");
+    }
+    this.#answer(from, request, {
+      type: "file_list",
+      reqId: request.reqId,
+      usedBytes: this.#files.usage(session.name),
+      quotaBytes: this.#files.limits.quota,
+      files: this.#files.list(session.name).map((f) => ({
+        name: f.name,
+        size: f.size,
+        sha256: fromHex(f.sha256),
+        uploadedAt: Date.parse(f.uploadedAt),
+      })),
+    });
+  }
+
+  /** Finds the session of a request's token, or refuses the request. */
+  #session(
+    from: Endpoint,
+    request: Request & { readonly token: Uint8Array },
+  ): Session | undefined {
+    const session = this.#sessions.byToken(request.token);
+    if (session !== undefined) return session;
+    const ended = this.#ended.get(toHex(request.token));
+    this.#refuse(
+      from,
+      request,
+      "not_logged_in",
+      ended ?? "Not logged in (or the server restarted); log in again",
+    );
+    return undefined;
+  }
+
+  #startSession(
+    now: number,
+    from: Endpoint,
+    name: string,
+    udpPort: number,
+    tcpPort: number,
+    token = this.#random.bytes(TOKEN_BYTES),
+  ): Uint8Array {
+    const { session, replaced } = this.#sessions.open(now, {
+      name,
+      token,
+      ip: from.address,
+      udpPort,
+      tcpPort,
+    });
+    if (replaced !== undefined) {
+      this.#feed.unwatch(replaced.token);
+      this.#push(
+        replaced,
+        SESSION_END_REASONS.replaced,
+        `"${name}" logged in elsewhere (${hostPort(session.ip, session.udpPort)}); ` +
+          "this session has ended",
+      );
+    }
+    this.#emit({
+      kind: "logged_in",
+      name,
+      ip: session.ip,
+      udpPort,
+      tcpPort,
+      transport: from.transport,
+      replaced: replaced !== undefined,
+    });
+    this.#sendPresence(
+      this.#feed.publish(now, PRESENCE_CHANGES.joined, onlineClient(now, session), token),
+    );
+    this.#emitActive();
+    return token;
+  }
+
+  /** After a session was closed: tell watchers, remember why, tell its client. */
+  #endSession(
+    now: number,
+    session: Session,
+    why: "exit" | "lease" | "deregister",
+    notice?: { reason: number; message: string },
+  ): void {
+    this.#feed.unwatch(session.token);
+    this.#emit({ kind: "logged_out", name: session.name, why });
+    if (notice !== undefined) {
+      this.#push(session, notice.reason, notice.message);
+    }
+    this.#sendPresence(
+      this.#feed.publish(now, PRESENCE_CHANGES.left, onlineClient(now, session), session.token),
+    );
+  }
+
+  /** Sends `session_ended` to a session's client and remembers why for its next request. */
+  #push(session: Session, reason: number, message: string): void {
+    this.#ended.set(toHex(session.token), message);
+    while (this.#ended.size > ENDED_SESSIONS_KEPT) {
+      this.#ended.delete(this.#ended.keys().next().value!);
+    }
+    this.#outputs.push({
+      type: "send",
+      to: { transport: "udp", address: session.ip, port: session.udpPort },
+      message: { type: "session_ended", token: session.token, reason, message },
+    });
+  }
+
+  #sendPresence(sends: readonly PresenceSend[]): void {
+    for (const send of sends) {
+      for (const news of send.news) {
+        this.#outputs.push({
+          type: "send",
+          to: { transport: "udp", address: send.ip, port: send.udpPort },
+          message: {
+            type: "presence",
+            token: send.token,
+            seq: news.seq,
+            change: news.change,
+            ...news.entry,
+          },
+        });
+      }
+    }
+  }
+
+  #emitActive(): void {
+    this.#emit({ kind: "active", names: this.#sessions.list().map((s) => s.name) });
+  }
+
+  #identityKey(fingerprint: string): Uint8Array {
     const input = new TextEncoder().encode(`register/${fingerprint}`);
     return hmac(sha256, this.#secret, input).subarray(0, TOKEN_BYTES);
   }
 
-  #tokenMatches(record: RegistryRecord, token: Uint8Array): boolean {
-    if (record.tokenSha256 === "" || token.length !== TOKEN_BYTES) return false;
-    const actual = toHex(sha256(token));
-    let diff = 0;
-    for (let i = 0; i < actual.length; i++) {
-      diff |= actual.charCodeAt(i) ^ record.tokenSha256.charCodeAt(i);
-    }
-    return diff === 0;
-  }
-
   #answer(to: Endpoint, request: Request, reply: Reply): void {
-    this.#replay.complete(request.client, request.reqId, reply);
+    if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
     this.#outputs.push({ type: "send", to, message: reply });
   }
 
@@ -440,7 +1152,13 @@ export class ServerCore {
     to: Endpoint,
     request: Request,
     fingerprint: string,
-    change: { reply: Reply; event: ServerEvent; undo: () => void; failureText: string },
+    change: {
+      reply: Reply;
+      event: ServerEvent;
+      undo: () => void;
+      done?: (now: number) => void;
+      failureText: string;
+    },
   ): void {
     this.#changeVersion++;
     this.#held.push({
@@ -452,6 +1170,7 @@ export class ServerCore {
       reply: change.reply,
       event: change.event,
       undo: change.undo,
+      done: change.done,
       failure: errorReply(request.reqId, "not_saved", change.failureText),
     });
     this.#requestPersist();
@@ -472,6 +1191,45 @@ export class ServerCore {
   }
 }
 
+function onlineClient(now: number, session: Session) {
+  return {
+    name: session.name,
+    ip: session.ip,
+    udpPort: session.udpPort,
+    tcpPort: session.tcpPort,
+    onlineMs: Math.max(0, Math.floor(now - session.since)),
+  };
+}
+
 function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply {
   return { type: "error", reqId, code: ERROR_CODES[code], message };
+}
+
+function uploadKey(from: Endpoint, reqId: number): string {
+  return `${from.connId ?? `${from.address}:${from.port}`}/${reqId}`;
+}
+
+function sameText(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
+function byteLength(text: string): number {
+  return new TextEncoder().encode(text).length;
+}
+
+function hostPort(ip: string, port: number): string {
+  return `${ip.includes(":") ? `[${ip}]` : ip}:${port}`;
+}
+
+function fromHex(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
 }

@@ -42,6 +42,33 @@ function describe(event: ServerEvent): EventText {
         text:
           `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
+    case "logged_in":
+      return {
+        level: "info",
+        text: `"${event.name}" logged in from ${event.ip} (UDP port ${event.udpPort}, ` +
+          `TCP port ${event.tcpPort}) over ${event.transport.toUpperCase()}` +
+          (event.replaced ? ", replacing its older session" : ""),
+      };
+    case "logged_out":
+      return { level: "info", text: `"${event.name}" went offline (${LEFT_BECAUSE[event.why]})` };
+    case "active":
+      return { level: "info", text: activeListText(event.names) };
+    case "file_stored":
+      return {
+        level: "info",
+        text: `Stored file ${JSON.stringify(event.name)} for "${event.user}" ` +
+          `(${event.size} bytes, SHA-256 ${event.sha256})`,
+      };
+    case "file_deleted":
+      return {
+        level: "info",
+        text: `Deleted file ${JSON.stringify(event.name)} of "${event.user}"`,
+      };
+    case "file_sent":
+      return {
+        level: "info",
+        text: `Sending file ${JSON.stringify(event.name)} (${event.size} bytes) to "${event.user}"`,
+      };
     case "text": {
       const sender = event.verified
         ? JSON.stringify(event.name)
@@ -76,6 +103,31 @@ function describe(event: ServerEvent): EventText {
     case "save_failed":
       return { level: "error", text: `Could not save the registry: ${event.reason}` };
   }
+}
+
+const LEFT_BECAUSE = {
+  exit: "exit",
+  lease: "its lease ran out without a heartbeat",
+  deregister: "deregistered",
+  shutdown: "server shutdown",
+} as const;
+
+/** Most names the active list shows in one line. */
+const ACTIVE_NAMES_SHOWN = 20;
+
+/**
+ * Renders the active list as one line: up to 20 names, then a count.
+ *
+ * @param names the active names, in order
+ * @returns for example `Active (2): "Alice", "Bob"`
+ */
+export function activeListText(names: readonly string[]): string {
+  if (names.length === 0) return "Active (0): nobody";
+  const shown = names.slice(0, ACTIVE_NAMES_SHOWN).map((n) => JSON.stringify(n)).join(", ");
+  const more = names.length > ACTIVE_NAMES_SHOWN
+    ? ` and ${names.length - ACTIVE_NAMES_SHOWN} more`
+    : "";
+  return `Active (${names.length}): ${shown}${more}`;
 }
 
 /** How much of a custom message the log keeps. */

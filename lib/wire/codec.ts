@@ -13,7 +13,7 @@ import { ProtocolError } from "./protocol_error.ts";
 export const MAGIC = [0x53, 0x57] as const;
 
 /** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Size of the header that starts every message. */
 export const HEADER_BYTES = 4;
@@ -51,14 +51,10 @@ export interface EncodeOptions {
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Uint8Array {
   const schema = Object.hasOwn(SCHEMAS, message.type) ? SCHEMAS[message.type] : undefined;
   if (schema === undefined) throw new RangeError(`Cannot encode unknown type "${message.type}"`);
-  const record = message as unknown as Record<string, unknown>;
   const parts: Uint8Array[] = [];
+  encodeFields(schema.fields, message as unknown as Record<string, unknown>, parts);
   let size = HEADER_BYTES;
-  for (const [field, kind] of schema.fields) {
-    const part = encodeField(field, kind, record[field]);
-    parts.push(part);
-    size += part.length;
-  }
+  for (const part of parts) size += part.length;
   if (options.maxBytes !== undefined && size > options.maxBytes) {
     throw new RangeError(
       `Cannot encode "${message.type}" in ${options.maxBytes} bytes: it needs ${size}`,
@@ -74,7 +70,38 @@ export function encodeMessage(message: Message, options: EncodeOptions = {}): Ui
   return out;
 }
 
-function encodeField(field: string, kind: FieldKind, value: unknown): Uint8Array {
+function encodeFields(
+  fields: readonly (readonly [string, FieldKind])[],
+  record: Record<string, unknown>,
+  parts: Uint8Array[],
+): void {
+  for (const [field, kind] of fields) {
+    const value = record[field];
+    if (kind.kind !== "list") {
+      parts.push(encodeField(field, kind, value));
+      continue;
+    }
+    if (!Array.isArray(value)) throw new RangeError(`Cannot encode field "${field}": not an array`);
+    if (value.length > kind.max) {
+      throw new RangeError(
+        `Cannot encode field "${field}": ${value.length} items exceeds ${kind.max}`,
+      );
+    }
+    parts.push(Uint8Array.of(value.length >>> 8, value.length & 0xff));
+    for (const item of value) {
+      if (typeof item !== "object" || item === null) {
+        throw new RangeError(`Cannot encode field "${field}": an item is not an object`);
+      }
+      encodeFields(kind.of, item as Record<string, unknown>, parts);
+    }
+  }
+}
+
+function encodeField(
+  field: string,
+  kind: Exclude<FieldKind, { kind: "list" }>,
+  value: unknown,
+): Uint8Array {
   switch (kind.kind) {
     case "u8":
       return Uint8Array.of(checkInt(field, value, 0xff));
@@ -85,6 +112,12 @@ function encodeField(field: string, kind: FieldKind, value: unknown): Uint8Array
     case "u32": {
       const n = checkInt(field, value, 0xffffffff);
       return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+    }
+    case "u64": {
+      const n = checkInt(field, value, Number.MAX_SAFE_INTEGER);
+      const out = new Uint8Array(8);
+      new DataView(out.buffer).setBigUint64(0, BigInt(n));
+      return out;
     }
     case "id64": {
       if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
@@ -164,8 +197,31 @@ export function decodeMessage(bytes: Uint8Array): Message {
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const result: Record<string, unknown> = { type };
-  let offset = HEADER_BYTES;
-  for (const [field, kind] of SCHEMAS[type].fields) {
+  const offset = decodeFields(SCHEMAS[type].fields, { bytes, view, type }, HEADER_BYTES, result);
+  if (offset !== bytes.length) {
+    throw new ProtocolError(
+      "trailing_bytes",
+      `Message "${type}" has ${bytes.length - offset} bytes after its last field`,
+    );
+  }
+  return result as unknown as Message;
+}
+
+interface Input {
+  bytes: Uint8Array;
+  view: DataView;
+  type: string;
+}
+
+function decodeFields(
+  fields: readonly (readonly [string, FieldKind])[],
+  input: Input,
+  start: number,
+  result: Record<string, unknown>,
+): number {
+  const { bytes, view, type } = input;
+  let offset = start;
+  for (const [field, kind] of fields) {
     const need = fixedSize(kind);
     if (offset + need > bytes.length) {
       throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
@@ -180,11 +236,37 @@ export function decodeMessage(bytes: Uint8Array): Message {
       case "u32":
         result[field] = view.getUint32(offset);
         break;
+      case "u64": {
+        const n = view.getBigUint64(offset);
+        if (n > BigInt(Number.MAX_SAFE_INTEGER)) {
+          throw new ProtocolError("too_long", `Field "${field}" of "${type}" is out of range`);
+        }
+        result[field] = Number(n);
+        break;
+      }
       case "id64": {
         let hex = "";
         for (let i = 0; i < 8; i++) hex += bytes[offset + i].toString(16).padStart(2, "0");
         result[field] = hex;
         break;
+      }
+      case "list": {
+        const count = view.getUint16(offset);
+        if (count > kind.max) {
+          throw new ProtocolError(
+            "too_long",
+            `Field "${field}" of "${type}" has ${count} items; the limit is ${kind.max}`,
+          );
+        }
+        const items: Record<string, unknown>[] = [];
+        offset += 2;
+        for (let i = 0; i < count; i++) {
+          const item: Record<string, unknown> = {};
+          offset = decodeFields(kind.of, input, offset, item);
+          items.push(item);
+        }
+        result[field] = items;
+        continue;
       }
       case "text":
       case "bytes": {
@@ -195,11 +277,11 @@ export function decodeMessage(bytes: Uint8Array): Message {
             `Field "${field}" of "${type}" is ${length} bytes; the limit is ${kind.max}`,
           );
         }
-        const start = offset + 2;
-        if (start + length > bytes.length) {
+        const begin = offset + 2;
+        if (begin + length > bytes.length) {
           throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
         }
-        const body = bytes.subarray(start, start + length);
+        const body = bytes.subarray(begin, begin + length);
         if (kind.kind === "bytes") {
           result[field] = body.slice();
         } else {
@@ -209,19 +291,13 @@ export function decodeMessage(bytes: Uint8Array): Message {
             throw new ProtocolError("bad_utf8", `Field "${field}" of "${type}" is not UTF-8`);
           }
         }
-        offset = start + length;
+        offset = begin + length;
         continue;
       }
     }
     offset += need;
   }
-  if (offset !== bytes.length) {
-    throw new ProtocolError(
-      "trailing_bytes",
-      `Message "${type}" has ${bytes.length - offset} bytes after its last field`,
-    );
-  }
-  return result as unknown as Message;
+  return offset;
 }
 
 function fixedSize(kind: FieldKind): number {
@@ -231,9 +307,11 @@ function fixedSize(kind: FieldKind): number {
     case "u16":
     case "text":
     case "bytes":
+    case "list":
       return 2;
     case "u32":
       return 4;
+    case "u64":
     case "id64":
       return 8;
   }

@@ -10,6 +10,17 @@ export const ERROR_CODES = {
   bad_token: 5,
   not_saved: 6,
   busy: 7,
+  login_failed: 8,
+  locked_out: 9,
+  not_logged_in: 10,
+  not_online: 11,
+  not_allowed: 12,
+  quota_exceeded: 13,
+  file_too_large: 14,
+  invalid_file_name: 15,
+  file_not_found: 16,
+  checksum_mismatch: 17,
+  needs_tcp: 18,
 } as const;
 
 /** The name of an error reply's reason, such as `"name_taken"`. */

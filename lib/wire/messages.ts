@@ -25,31 +25,74 @@ export const MAX_TEXT_BYTES = 60000;
 /** Largest UTF-8 size of an error message. */
 export const MAX_ERROR_TEXT_BYTES = 300;
 
+/** Largest size of a login secret: an identity key or a password's UTF-8. */
+export const MAX_SECRET_BYTES = 256;
+
+/** Largest UTF-8 size of a stored file's name on the wire (the rules are stricter). */
+export const MAX_FILE_NAME_BYTES = 400;
+
+/** Largest data in one `file_chunk` frame. */
+export const MAX_CHUNK_BYTES = 60000;
+
 /** How one field is laid out on the wire. */
 export type FieldKind =
   | { readonly kind: "u8" }
   | { readonly kind: "u16" }
   | { readonly kind: "u32" }
+  | { readonly kind: "u64" }
   | { readonly kind: "id64" }
   | { readonly kind: "text"; readonly max: number }
-  | { readonly kind: "bytes"; readonly max: number };
+  | { readonly kind: "bytes"; readonly max: number }
+  | { readonly kind: "list"; readonly max: number; readonly of: readonly ListItemField[] };
 
+/** A field of one item of a `list` field (lists do not nest). */
+export type ListItemField = readonly [string, Exclude<FieldKind, { kind: "list" }>];
+
+const U8 = { kind: "u8" } as const;
 const U16 = { kind: "u16" } as const;
 const U32 = { kind: "u32" } as const;
+const U64 = { kind: "u64" } as const;
 const ID64 = { kind: "id64" } as const;
 const NAME = { kind: "text", max: MAX_NAME_BYTES } as const;
 const TOKEN = { kind: "bytes", max: TOKEN_BYTES } as const;
+const IP = { kind: "text", max: 64 } as const;
+const FILE_NAME = { kind: "text", max: MAX_FILE_NAME_BYTES } as const;
+const SHA256 = { kind: "bytes", max: 32 } as const;
+
+/** The fields that describe one online client, in `list_page` and `lookup_ok`. */
+const ONLINE_CLIENT = [
+  ["name", NAME],
+  ["ip", IP],
+  ["udpPort", U16],
+  ["tcpPort", U16],
+  ["onlineMs", U64],
+] as const;
+
+/** The fields that describe one stored file, in `file_list`. */
+const STORED_FILE = [
+  ["name", FILE_NAME],
+  ["size", U64],
+  ["sha256", SHA256],
+  ["uploadedAt", U64],
+] as const;
 
 /**
  * Every message type: its one-byte code and its fields in wire order.
  * `reqId` pairs a reply with its request; `client` is a random per-process id
- * that, with `reqId`, keys the server's replay cache.
+ * that, with `reqId`, keys the server's replay cache; `token` is the session
+ * token that `register` or `login` returned.
  */
 export const MESSAGE_SCHEMAS = {
   hello: { code: 1, fields: [["reqId", U32], ["client", ID64]] },
   hello_ok: {
     code: 2,
-    fields: [["reqId", U32], ["tcpPort", U16], ["serverVersion", { kind: "text", max: 32 }]],
+    fields: [
+      ["reqId", U32],
+      ["tcpPort", U16],
+      ["serverVersion", { kind: "text", max: 32 }],
+      ["auth", U8],
+      ["leaseMs", U32],
+    ],
   },
   register: {
     code: 3,
@@ -58,11 +101,8 @@ export const MESSAGE_SCHEMAS = {
       U16,
     ]],
   },
-  register_ok: { code: 4, fields: [["reqId", U32], ["token", TOKEN]] },
-  deregister: {
-    code: 5,
-    fields: [["reqId", U32], ["client", ID64], ["name", NAME], ["token", TOKEN]],
-  },
+  register_ok: { code: 4, fields: [["reqId", U32], ["key", TOKEN], ["token", TOKEN]] },
+  deregister: { code: 5, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
   deregister_ok: { code: 6, fields: [["reqId", U32]] },
   text: {
     code: 7,
@@ -79,6 +119,93 @@ export const MESSAGE_SCHEMAS = {
       max: MAX_ERROR_TEXT_BYTES,
     }]],
   },
+  login: {
+    code: 10,
+    fields: [
+      ["reqId", U32],
+      ["client", ID64],
+      ["name", NAME],
+      ["secret", { kind: "bytes", max: MAX_SECRET_BYTES }],
+      ["udpPort", U16],
+      ["tcpPort", U16],
+    ],
+  },
+  login_ok: { code: 11, fields: [["reqId", U32], ["token", TOKEN], ["replaced", U8]] },
+  logout: { code: 12, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
+  logout_ok: { code: 13, fields: [["reqId", U32]] },
+  heartbeat: { code: 14, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
+  heartbeat_ok: { code: 15, fields: [["reqId", U32]] },
+  list: {
+    code: 16,
+    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["after", NAME]],
+  },
+  list_page: {
+    code: 17,
+    fields: [
+      ["reqId", U32],
+      ["total", U32],
+      ["more", U8],
+      ["clients", { kind: "list", max: 255, of: ONLINE_CLIENT }],
+    ],
+  },
+  lookup: {
+    code: 18,
+    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["name", NAME]],
+  },
+  lookup_ok: { code: 19, fields: [["reqId", U32], ...ONLINE_CLIENT] },
+  watch: {
+    code: 20,
+    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["on", U8]],
+  },
+  watch_ok: { code: 21, fields: [["reqId", U32]] },
+  presence: {
+    code: 22,
+    fields: [["token", TOKEN], ["seq", U32], ["change", U8], ...ONLINE_CLIENT],
+  },
+  presence_ack: { code: 23, fields: [["token", TOKEN], ["seq", U32]] },
+  session_ended: {
+    code: 24,
+    fields: [["token", TOKEN], ["reason", U8], ["message", {
+      kind: "text",
+      max: MAX_ERROR_TEXT_BYTES,
+    }]],
+  },
+  upload: {
+    code: 25,
+    fields: [
+      ["reqId", U32],
+      ["client", ID64],
+      ["token", TOKEN],
+      ["name", FILE_NAME],
+      ["size", U64],
+      ["sha256", SHA256],
+    ],
+  },
+  upload_ok: { code: 26, fields: [["reqId", U32], ["size", U64]] },
+  file_chunk: {
+    code: 27,
+    fields: [["reqId", U32], ["data", { kind: "bytes", max: MAX_CHUNK_BYTES }]],
+  },
+  download: {
+    code: 28,
+    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["name", FILE_NAME]],
+  },
+  download_ok: { code: 29, fields: [["reqId", U32], ["size", U64], ["sha256", SHA256]] },
+  delete: {
+    code: 30,
+    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["name", FILE_NAME]],
+  },
+  delete_ok: { code: 31, fields: [["reqId", U32]] },
+  files: { code: 32, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
+  file_list: {
+    code: 33,
+    fields: [
+      ["reqId", U32],
+      ["usedBytes", U64],
+      ["quotaBytes", U64],
+      ["files", { kind: "list", max: 1000, of: STORED_FILE }],
+    ],
+  },
 } as const satisfies Record<
   string,
   { code: number; fields: readonly (readonly [string, FieldKind])[] }
@@ -89,7 +216,13 @@ export type MessageType = keyof typeof MESSAGE_SCHEMAS;
 
 type ValueOf<K extends FieldKind> = K extends { kind: "text" | "id64" } ? string
   : K extends { kind: "bytes" } ? Uint8Array
+  : K extends { kind: "list"; of: infer F extends readonly ListItemField[] } ? readonly ItemOf<F>[]
   : number;
+
+/** One item of a `list` field, as decoded. */
+export type ItemOf<F extends readonly ListItemField[]> = {
+  readonly [G in F[number] as G[0]]: ValueOf<G[1]>;
+};
 
 type FieldsOf<T extends MessageType> = (typeof MESSAGE_SCHEMAS)[T]["fields"];
 
@@ -102,22 +235,66 @@ export type MessageOf<T extends MessageType> = T extends MessageType ?
 /** Any decoded Switchboard message. */
 export type Message = MessageOf<MessageType>;
 
+/** The types of the requests a client sends to the server. */
+export const REQUEST_TYPES = [
+  "hello",
+  "register",
+  "deregister",
+  "text",
+  "login",
+  "logout",
+  "heartbeat",
+  "list",
+  "lookup",
+  "watch",
+  "upload",
+  "download",
+  "delete",
+  "files",
+] as const satisfies readonly MessageType[];
+
 /** Messages a client sends to the server; each carries `reqId` and `client`. */
-export type Request = MessageOf<"hello" | "register" | "deregister" | "text">;
+export type Request = MessageOf<(typeof REQUEST_TYPES)[number]>;
 
 /** Messages the server sends back; each carries the `reqId` it answers. */
 export type Reply = MessageOf<
-  "hello_ok" | "register_ok" | "deregister_ok" | "text_ok" | "error"
+  | "hello_ok"
+  | "register_ok"
+  | "deregister_ok"
+  | "text_ok"
+  | "error"
+  | "login_ok"
+  | "logout_ok"
+  | "heartbeat_ok"
+  | "list_page"
+  | "lookup_ok"
+  | "watch_ok"
+  | "upload_ok"
+  | "download_ok"
+  | "delete_ok"
+  | "file_list"
 >;
 
-const REQUEST_TYPES: ReadonlySet<string> = new Set(["hello", "register", "deregister", "text"]);
+/** Messages the server sends without being asked: presence news and session ends. */
+export type Push = MessageOf<"presence" | "session_ended">;
+
+const REQUEST_TYPE_SET: ReadonlySet<string> = new Set(REQUEST_TYPES);
 
 /**
  * Tells whether a decoded message is a client request.
  *
  * @param message a decoded message
- * @returns true for `hello`, `register`, `deregister` and `text`
+ * @returns true for the types in {@linkcode REQUEST_TYPES}
  */
 export function isRequest(message: Message): message is Request {
-  return REQUEST_TYPES.has(message.type);
+  return REQUEST_TYPE_SET.has(message.type);
 }
+
+/** How the server authenticates logins, as told in `hello_ok`. */
+export const AUTH_MODES = { open: 0, password: 1 } as const;
+
+/** What a `presence` message reports. */
+export const PRESENCE_CHANGES = { joined: 1, left: 2, resync: 3 } as const;
+
+/** Why a session ended, as told in `session_ended`. */
+export const SESSION_END_REASONS = { replaced: 1, expired: 2, server_shutdown: 3 } as const;
