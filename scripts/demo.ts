@@ -132,37 +132,54 @@ async function main(): Promise<number> {
     await server.waitFor(/^Server running/);
     const common = ["--server", `127.0.0.1:${udpPort}`, "--log-dir", logDir];
 
-    step("Alice registers (an interactive-style session fed line by line)");
+    step("Alice registers and watches who comes and goes (a session fed line by line)");
     alice = new Program("alice", "client.ts", [
       ...common,
       "--name",
       "Alice Smith",
       "--tcp-port",
       "5001",
+      "--data-dir",
+      join(tmp, "alice"),
     ], true);
     await alice.waitFor(/^Connected to server/);
     await alice.type("register");
-    await alice.waitFor(/^Registered as/);
+    await alice.waitFor(/^Registered and logged in as/);
+    await alice.type("watch");
+    await alice.waitFor(/^Watching/);
     await alice.type("tcp Hello server, this is Alice over TCP");
     await alice.waitFor(/acknowledged/);
 
     step('A second client tries the name "alice smith": names ignore case, so it is taken');
-    const collision = await clientRun("bob", [...common, "--tcp-port", "5002"], [
-      "register alice smith",
-    ]);
+    const bobArgs = [...common, "--tcp-port", "5002", "--data-dir", join(tmp, "bob")];
+    const collision = await clientRun("bob", bobArgs, ["register alice smith"]);
     console.log(
       `${"".padEnd(8)} (exit code ${collision}: the collision is refused, as it must be)`,
     );
     if (collision !== 1) throw new Error(`expected the collision to exit 1, got ${collision}`);
 
-    step("So it registers as Bob Jones, sends a TCP message and deregisters");
-    const bob = await clientRun("bob", [...common, "--tcp-port", "5002"], [
+    step("Bob registers, finds Alice, and shares a data file with the server");
+    const csv = join(tmp, "readings.csv");
+    const bob = await clientRun("bob", bobArgs, [
       "register Bob Jones",
-      "tcp Hi from Bob",
-      "status",
-      "deregister",
+      "list",
+      "lookup alice smith",
+      `generate ${csv} 1000`,
+      `upload ${csv}`,
+      "files",
+      `download readings.csv ${join(tmp, "readings-copy.csv")}`,
+      "exit",
     ]);
     if (bob !== 0) throw new Error(`Bob's script failed with exit code ${bob}`);
+    await alice.waitFor(/"Bob Jones" went offline/);
+
+    step("Bob comes back later: login uses the identity saved by register");
+    const again = await clientRun("bob", bobArgs, [
+      "login Bob Jones",
+      "delete readings.csv",
+      "deregister",
+    ]);
+    if (again !== 0) throw new Error(`Bob's second script failed with exit code ${again}`);
 
     step("Alice deregisters and leaves");
     await alice.type("deregister");
@@ -182,7 +199,7 @@ async function main(): Promise<number> {
     step(`${join(logDir, "server.log")}`);
     console.log(await Deno.readTextFile(join(logDir, "server.log")));
     console.log(
-      "Demo finished: registration, collision, TCP message and deregistration all worked.",
+      "Demo finished: identities, presence, discovery, files and deregistration all worked.",
     );
     return 0;
   } catch (error) {
