@@ -295,7 +295,7 @@ export class ClientCore {
    */
   handle(now: number, message: Message): void {
     if (message.type === "presence") return this.#presence(message);
-    if (message.type === "session_ended") return this.#sessionEnded(message);
+    if (message.type === "session_ended") return this.#sessionEnded(now, message);
     this.#session.handle(now, message);
     this.#drain(now);
   }
@@ -312,9 +312,9 @@ export class ClientCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const session = this.#session.nextTimeout();
-    if (this.#heartbeatAt === undefined) return session;
-    return session === undefined ? this.#heartbeatAt : Math.min(session, this.#heartbeatAt);
+    const times = [this.#session.nextTimeout(), this.#heartbeatAt, this.#relogin?.at]
+      .filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
   }
 
   /**
@@ -325,6 +325,17 @@ export class ClientCore {
    */
   onTimeout(now: number): void {
     this.#session.onTimeout(now);
+    const relogin = this.#relogin;
+    if (relogin !== undefined && now >= relogin.at && this.#token === undefined) {
+      this.#relogin = undefined;
+      const reqId = this.#session.start(
+        now,
+        this.#loginBody(relogin.name, relogin.key),
+        this.#options.via,
+      );
+      this.#background.set(reqId, "login");
+      this.#pendingName = relogin.name;
+    }
     if (this.#heartbeatAt !== undefined && now >= this.#heartbeatAt && this.#token) {
       if (this.#heartbeatReq !== undefined) {
         this.#session.cancel(this.#heartbeatReq);
@@ -460,7 +471,17 @@ export class ClientCore {
       if (background !== undefined) {
         this.#background.delete(out.reqId);
         if (out.reqId === this.#heartbeatReq) this.#heartbeatReq = undefined;
-        if (out.type === "reply") this.#backgroundReply(now, background, out.reply);
+        if (out.type === "reply") {
+          this.#backgroundReply(now, background, out.reply);
+        } else if (background === "login" && this.#pendingName !== undefined && this.#key) {
+          // The server is unreachable (down, or a partition): try again later.
+          this.#relogin = {
+            name: this.#pendingName,
+            key: this.#key,
+            at: now + this.#heartbeatInterval(),
+          };
+          this.#pendingName = undefined;
+        }
         continue;
       }
       const running = this.#running;
@@ -480,16 +501,12 @@ export class ClientCore {
       const code = errorCodeName(reply.code);
       if (code !== "not_logged_in") return;
       const name = this.#loggedInAs;
-      const key = this.#key;
       const watching = this.#watching;
       this.#clearSession();
-      if (key !== undefined && name !== undefined && this.#auth === "open") {
-        // The server forgot the session (a restart, or a lease lost in a
-        // partition): log in again with the identity key.
+      // The server forgot the session (a restart, or a lease lost in a
+      // partition): log in again with the identity key.
+      if (this.#scheduleRelogin(now, name, 0)) {
         this.#watching = watching;
-        const reqId = this.#session.start(now, this.#loginBody(name, key), this.#options.via);
-        this.#background.set(reqId, "login");
-        this.#pendingName = name;
         return;
       }
       return this.#event({
@@ -526,6 +543,14 @@ export class ClientCore {
   }
 
   #pendingName: string | undefined;
+  #relogin: { name: string; key: Uint8Array; at: number } | undefined;
+
+  /** In open mode with a key: logs in again after `delayMs`; false if it cannot. */
+  #scheduleRelogin(now: number, name: string | undefined, delayMs: number): boolean {
+    if (this.#key === undefined || name === undefined || this.#auth !== "open") return false;
+    this.#relogin = { name, key: this.#key, at: now + delayMs };
+    return true;
+  }
 
   #complete(now: number, running: Running, reply: Reply): void {
     const kind = running.command.kind;
@@ -701,6 +726,7 @@ export class ClientCore {
   }
 
   #startSession(now: number, name: string, token: Uint8Array): void {
+    this.#relogin = undefined;
     this.#loggedInAs = name;
     this.#name = name;
     this.#token = token;
@@ -708,6 +734,7 @@ export class ClientCore {
   }
 
   #clearSession(): void {
+    this.#relogin = undefined;
     if (this.#heartbeatReq !== undefined) {
       this.#session.cancel(this.#heartbeatReq);
       this.#background.delete(this.#heartbeatReq);
@@ -758,11 +785,24 @@ export class ClientCore {
     });
   }
 
-  #sessionEnded(message: MessageOf<"session_ended">): void {
+  #sessionEnded(now: number, message: MessageOf<"session_ended">): void {
     if (this.#token === undefined || !sameBytes(message.token, this.#token)) return;
     const name = this.#loggedInAs;
+    const watching = this.#watching;
     this.#clearSession();
-    if (message.reason === SESSION_END_REASONS.replaced) this.#key = undefined;
+    if (message.reason === SESSION_END_REASONS.replaced) {
+      this.#key = undefined;
+    } else if (
+      // Expired (a partition that healed) or the server stopped: log in
+      // again, at once or after a heartbeat interval, while the key lasts.
+      this.#scheduleRelogin(
+        now,
+        name,
+        message.reason === SESSION_END_REASONS.expired ? 0 : this.#heartbeatInterval(),
+      )
+    ) {
+      this.#watching = watching;
+    }
     this.#event({
       kind: "session_ended",
       message: message.message,
