@@ -1,0 +1,172 @@
+/**
+ * The receiving half of a reliable channel's bookkeeping: out-of-order
+ * segments held within the receive window, the cumulative point, duplicate
+ * detection and reassembly of whole messages.
+ *
+ * @module
+ */
+import { type DataSegment, MAX_MESSAGE_BYTES, MAX_SEQ, type SackRange } from "./segment.ts";
+
+/** What {@linkcode ReceiveBuffer.offer} did with a segment. */
+export type OfferResult =
+  /** New and within the window: kept. */
+  | "accepted"
+  /** Below the cumulative point or already held: discarded. */
+  | "duplicate"
+  /** At or beyond `cumulative + window`: dropped, not acknowledged. */
+  | "out_of_window"
+  /** Breaks the fragment sequence of a message: the stream is unusable; see `problem`. */
+  | "malformed";
+
+/**
+ * Holds received data segments and turns them into whole messages in order.
+ *
+ * A segment is accepted when `cumulative <= seq < cumulative + window`.
+ * In-order segments move at once into the message being reassembled, which
+ * is bounded by {@linkcode MAX_MESSAGE_BYTES} and does not count against the
+ * window, so a message larger than the window still completes. Only the
+ * segments above a gap are held, at most `window - 1` of them.
+ *
+ * @example
+ * ```ts
+ * const buffer = new ReceiveBuffer(0, 64);
+ * const part = (seq: number, fragment: number) =>
+ *   ({ kind: "data", seq, fragment, fragments: 2, payload: new Uint8Array([seq]) }) as const;
+ * buffer.offer(part(1, 1)); // "accepted", held above the gap at 0
+ * buffer.ranges(16); // [{ start: 1, end: 2 }]
+ * buffer.offer(part(0, 0)); // "accepted"
+ * buffer.cumulative; // 2
+ * buffer.takeMessages(); // [Uint8Array [0, 1]]
+ * buffer.offer(part(0, 0)); // "duplicate"
+ * ```
+ */
+export class ReceiveBuffer {
+  #cumulative: number;
+  #window: number;
+  #held = new Map<number, DataSegment>();
+  #parts: Uint8Array[] = [];
+  #partBytes = 0;
+  #partFragments = 0;
+  #ready: Uint8Array[] = [];
+  #problem: string | undefined;
+
+  /**
+   * Creates an empty buffer.
+   *
+   * @param initialSeq the peer's first sequence number
+   * @param window how many sequence numbers from the cumulative point are accepted, at least 1
+   */
+  constructor(initialSeq: number, window: number) {
+    if (!Number.isInteger(initialSeq) || initialSeq < 0 || initialSeq > MAX_SEQ) {
+      throw new RangeError(`Cannot start receiving at sequence number ${initialSeq}`);
+    }
+    if (!Number.isInteger(window) || window < 1) {
+      throw new RangeError(`Cannot use a receive window of ${window} segments`);
+    }
+    this.#cumulative = initialSeq;
+    this.#window = window;
+  }
+
+  /** The next sequence number expected: everything below it was received. */
+  get cumulative(): number {
+    return this.#cumulative;
+  }
+
+  /** How many sequence numbers from the cumulative point are accepted. */
+  get window(): number {
+    return this.#window;
+  }
+
+  /** Segments held above a gap. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  /** Why the stream broke, after an offer returned `"malformed"`. */
+  get problem(): string | undefined {
+    return this.#problem;
+  }
+
+  /**
+   * Takes a data segment (already checked with `validateSegment`).
+   *
+   * @param segment the segment
+   * @returns what was done with it
+   */
+  offer(segment: DataSegment): OfferResult {
+    if (this.#problem !== undefined) return "malformed";
+    const { seq } = segment;
+    if (seq < this.#cumulative || this.#held.has(seq)) return "duplicate";
+    if (seq >= this.#cumulative + this.#window) return "out_of_window";
+    this.#held.set(seq, segment);
+    for (
+      let next = this.#held.get(this.#cumulative);
+      next;
+      next = this.#held.get(this.#cumulative)
+    ) {
+      this.#held.delete(this.#cumulative);
+      this.#cumulative++;
+      this.#problem = this.#reassemble(next);
+      if (this.#problem !== undefined) return "malformed";
+    }
+    return "accepted";
+  }
+
+  /**
+   * Hands over the whole messages completed so far.
+   *
+   * @returns the messages completed since the last call, in order
+   */
+  takeMessages(): Uint8Array[] {
+    const ready = this.#ready;
+    this.#ready = [];
+    return ready;
+  }
+
+  /**
+   * The held segments as SACK ranges, lowest first.
+   *
+   * @param max most ranges to return
+   * @returns up to `max` ranges `[start, end)`
+   */
+  ranges(max: number): SackRange[] {
+    const seqs = [...this.#held.keys()].sort((a, b) => a - b);
+    const ranges: SackRange[] = [];
+    for (let i = 0; i < seqs.length && ranges.length < max;) {
+      const start = seqs[i];
+      let end = start + 1;
+      while (++i < seqs.length && seqs[i] === end) end++;
+      ranges.push({ start, end });
+    }
+    return ranges;
+  }
+
+  #reassemble(segment: DataSegment): string | undefined {
+    const expected = this.#parts.length;
+    if (
+      segment.fragment !== expected || (expected > 0 && segment.fragments !== this.#partFragments)
+    ) {
+      return `Segment ${segment.seq} is fragment ${segment.fragment} of ${segment.fragments} where fragment ${expected}${
+        expected > 0 ? ` of ${this.#partFragments}` : ""
+      } was expected`;
+    }
+    this.#parts.push(segment.payload);
+    this.#partBytes += segment.payload.length;
+    this.#partFragments = segment.fragments;
+    if (this.#partBytes > MAX_MESSAGE_BYTES) {
+      return `A message grew beyond ${MAX_MESSAGE_BYTES} bytes at segment ${segment.seq}`;
+    }
+    if (segment.fragment === segment.fragments - 1) {
+      const message = new Uint8Array(this.#partBytes);
+      let offset = 0;
+      for (const part of this.#parts) {
+        message.set(part, offset);
+        offset += part.length;
+      }
+      this.#ready.push(message);
+      this.#parts = [];
+      this.#partBytes = 0;
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * The sending half of a reliable channel's bookkeeping: application messages
+ * cut into numbered fragments, those waiting to be sent, and those sent and
+ * not yet acknowledged.
+ *
+ * @module
+ */
+import { MAX_SEGMENT_PAYLOAD, MAX_SEQ, type SackRange } from "./segment.ts";
+
+/** A data segment the sender holds until it is acknowledged. */
+export interface OutgoingSegment {
+  /** Sequence number. */
+  readonly seq: number;
+  /** Id of the message it belongs to. */
+  readonly messageId: number;
+  /** Index of the fragment within the message. */
+  readonly fragment: number;
+  /** Number of fragments of the message. */
+  readonly fragments: number;
+  /** The fragment's bytes. */
+  readonly payload: Uint8Array;
+  /** How many times it was transmitted (0 while queued). */
+  transmissions: number;
+  /** Time of the latest transmission, ms. */
+  sentAt: number;
+  /** Position of the latest transmission in the channel's order of transmissions. */
+  order: number;
+  /** True once the peer reported it received (cumulatively or in a SACK range). */
+  acked: boolean;
+}
+
+/**
+ * Fragments and numbers outgoing messages and tracks them until they are
+ * acknowledged. Segments are sent in sequence order; the "flight" is every
+ * segment from the lowest not cumulatively acknowledged one up to the last
+ * one sent (SACKed ones included), so its size is a span of sequence numbers.
+ *
+ * @example
+ * ```ts
+ * const buffer = new SendBuffer(0);
+ * buffer.push(1, new Uint8Array(1101)); // 2 fragments, seq 0 and 1
+ * buffer.takeUnsent(); // seq 0, now in flight
+ * buffer.acknowledge(1, []).length; // 1: seq 0 is acknowledged
+ * buffer.flightSize; // 0
+ * ```
+ */
+export class SendBuffer {
+  #flight: OutgoingSegment[] = [];
+  #queue: OutgoingSegment[] = [];
+  #queueHead = 0;
+  #nextSeq: number;
+  #unackedBytes = 0;
+
+  /**
+   * Creates an empty buffer.
+   *
+   * @param initialSeq sequence number of the first fragment
+   */
+  constructor(initialSeq: number) {
+    if (!Number.isInteger(initialSeq) || initialSeq < 0 || initialSeq > MAX_SEQ) {
+      throw new RangeError(`Cannot start at sequence number ${initialSeq}`);
+    }
+    this.#nextSeq = initialSeq;
+  }
+
+  /** Sequence number the next fragment pushed will get. */
+  get nextSeq(): number {
+    return this.#nextSeq;
+  }
+
+  /** Sequence number of the first segment not yet sent: acknowledgements at or above it are bogus. */
+  get sendNext(): number {
+    return this.#queue[this.#queueHead]?.seq ?? this.#nextSeq;
+  }
+
+  /** Segments waiting for their first transmission. */
+  get queued(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** Span of sequence numbers sent and not cumulatively acknowledged. */
+  get flightSize(): number {
+    return this.#flight.length;
+  }
+
+  /** Payload bytes sent and not yet acknowledged. */
+  get unackedBytes(): number {
+    return this.#unackedBytes;
+  }
+
+  /** Segments queued or in flight. */
+  get size(): number {
+    return this.flightSize + this.queued;
+  }
+
+  /**
+   * Cuts a message into fragments of at most {@linkcode MAX_SEGMENT_PAYLOAD}
+   * bytes (one empty fragment for an empty message) and queues them.
+   *
+   * @param messageId id of the message
+   * @param message its bytes, copied
+   * @returns the number of fragments
+   */
+  push(messageId: number, message: Uint8Array): number {
+    const fragments = Math.max(1, Math.ceil(message.length / MAX_SEGMENT_PAYLOAD));
+    if (this.#nextSeq + fragments - 1 > MAX_SEQ) {
+      throw new RangeError(
+        `Cannot send ${fragments} more segments: the sequence space ends at ${MAX_SEQ}`,
+      );
+    }
+    for (let fragment = 0; fragment < fragments; fragment++) {
+      const start = fragment * MAX_SEGMENT_PAYLOAD;
+      this.#queue.push({
+        seq: this.#nextSeq++,
+        messageId,
+        fragment,
+        fragments,
+        payload: message.slice(start, start + MAX_SEGMENT_PAYLOAD),
+        transmissions: 0,
+        sentAt: 0,
+        order: 0,
+        acked: false,
+      });
+    }
+    return fragments;
+  }
+
+  /**
+   * Looks at the next segment to send for the first time.
+   *
+   * @returns the first queued segment, or `undefined` when none waits
+   */
+  peekUnsent(): OutgoingSegment | undefined {
+    return this.#queue[this.#queueHead];
+  }
+
+  /**
+   * Takes the next segment to send for the first time into the flight.
+   *
+   * @returns the first queued segment, or `undefined` when none waits
+   */
+  takeUnsent(): OutgoingSegment | undefined {
+    const segment = this.#queue[this.#queueHead];
+    if (segment === undefined) return undefined;
+    this.#queueHead++;
+    if (this.#queueHead >= 1024 && this.#queueHead * 2 >= this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+    this.#flight.push(segment);
+    this.#unackedBytes += segment.payload.length;
+    return segment;
+  }
+
+  /**
+   * Lists what may need retransmitting.
+   *
+   * @returns the segments sent and not acknowledged, in sequence order
+   */
+  unacked(): OutgoingSegment[] {
+    return this.#flight.filter((segment) => !segment.acked);
+  }
+
+  /**
+   * Applies an acknowledgement: marks what it covers as acknowledged and
+   * forgets everything below the cumulative point.
+   *
+   * @param cumulative the peer's next expected sequence number
+   * @param ranges SACK ranges above it
+   * @returns the segments acknowledged for the first time, in sequence order
+   */
+  acknowledge(cumulative: number, ranges: readonly SackRange[]): OutgoingSegment[] {
+    const newly: OutgoingSegment[] = [];
+    for (const segment of this.#flight) {
+      if (segment.acked) continue;
+      if (
+        segment.seq < cumulative ||
+        ranges.some((r) => r.start <= segment.seq && segment.seq < r.end)
+      ) {
+        segment.acked = true;
+        this.#unackedBytes -= segment.payload.length;
+        newly.push(segment);
+      }
+    }
+    let drop = 0;
+    while (drop < this.#flight.length && this.#flight[drop].seq < cumulative) drop++;
+    if (drop > 0) this.#flight.splice(0, drop);
+    return newly;
+  }
+}

@@ -1,0 +1,561 @@
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import {
+  type ChannelOutput,
+  DEFAULT_CHANNEL_OPTIONS,
+  LOW_LATENCY_CHANNEL_OPTIONS,
+  ReliableChannel,
+} from "../lib/reliable/reliable_channel.ts";
+import {
+  type AckSegment,
+  type DataSegment,
+  MAX_MESSAGE_BYTES,
+  MAX_SEQ,
+  type Segment,
+} from "../lib/reliable/segment.ts";
+
+function drain(channel: ReliableChannel): ChannelOutput[] {
+  const outputs: ChannelOutput[] = [];
+  for (let out = channel.poll(); out !== undefined; out = channel.poll()) outputs.push(out);
+  return outputs;
+}
+
+function segmentsOf(outputs: ChannelOutput[]): Segment[] {
+  return outputs.flatMap((out) => out.type === "segment" ? [out.segment] : []);
+}
+
+function dataOf(outputs: ChannelOutput[]): DataSegment[] {
+  return segmentsOf(outputs).filter((s): s is DataSegment => s.kind === "data");
+}
+
+function acksOf(outputs: ChannelOutput[]): AckSegment[] {
+  return segmentsOf(outputs).filter((s): s is AckSegment => s.kind === "ack");
+}
+
+function deliveredOf(outputs: ChannelOutput[]): Uint8Array[] {
+  return outputs.flatMap((out) => out.type === "deliver" ? [out.message] : []);
+}
+
+function ack(cumulative: number, ranges: [number, number][] = [], window = 128): AckSegment {
+  return {
+    kind: "ack",
+    cumulative,
+    ranges: ranges.map(([start, end]) => ({ start, end })),
+    window,
+  };
+}
+
+function bytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff;
+  return out;
+}
+
+/**
+ * Connects two channels by a perfect link with a fixed one-way delay and runs
+ * them until both are idle and quiet, or until `until`.
+ */
+function runPerfectLink(
+  a: ReliableChannel,
+  b: ReliableChannel,
+  start: number,
+  options: { delayMs?: number; until?: number; shuffle?: boolean; stopWhenIdle?: boolean } = {},
+): { atA: Uint8Array[]; atB: Uint8Array[]; end: number } {
+  const delay = options.delayMs ?? 10;
+  const until = options.until ?? start + 600_000;
+  const atA: Uint8Array[] = [], atB: Uint8Array[] = [];
+  let flight: { at: number; to: ReliableChannel; segment: Segment }[] = [];
+  let now = start;
+  const pump = () => {
+    for (const [from, to, inbox] of [[a, b, atA], [b, a, atB]] as const) {
+      const batch: Segment[] = [];
+      for (const out of drain(from)) {
+        if (out.type === "segment") batch.push(out.segment);
+        if (out.type === "deliver") inbox.push(out.message);
+      }
+      if (options.shuffle) batch.reverse();
+      for (const segment of batch) flight.push({ at: now + delay, to, segment });
+    }
+  };
+  pump();
+  const stopWhenIdle = options.stopWhenIdle ?? true;
+  while (now < until && !(stopWhenIdle && a.idle && b.idle && flight.length === 0)) {
+    const next = Math.min(
+      ...flight.map((f) => f.at),
+      a.nextTimeout() ?? Infinity,
+      b.nextTimeout() ?? Infinity,
+    );
+    now = next;
+    const due = flight.filter((f) => f.at <= now);
+    flight = flight.filter((f) => f.at > now);
+    for (const f of due) f.to.receive(now, f.segment);
+    for (const channel of [a, b]) {
+      if ((channel.nextTimeout() ?? Infinity) <= now) channel.onTimeout(now);
+    }
+    pump();
+    pump();
+  }
+  return { atA, atB, end: now };
+}
+
+Deno.test("ReliableChannel sends, acknowledges and delivers", async (t) => {
+  await t.step("delivers a message and reports it acknowledged", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    const id = a.send(0, new TextEncoder().encode("hello"));
+    const sent = drain(a);
+    assertEquals(dataOf(sent).map((s) => [s.seq, s.fragment, s.fragments]), [[0, 0, 1]]);
+    for (const segment of segmentsOf(sent)) b.receive(30, segment);
+    const atB = drain(b);
+    assertEquals(acksOf(atB), [ack(1)]);
+    assertEquals(new TextDecoder().decode(deliveredOf(atB)[0]), "hello");
+    for (const segment of segmentsOf(atB)) a.receive(60, segment);
+    assertEquals(drain(a), [{ type: "acked", id }]);
+    assert(a.idle);
+    assertEquals(a.stats.rttSamples, 1);
+    assertEquals(a.stats.srttMs, 60);
+    assertEquals(a.stats.rttvarMs, 30);
+    assertEquals(a.stats.rtoMs, 200); // max(minRto 200, 60 + 4 * 30)
+    assertEquals(b.stats.messagesDelivered, 1);
+    assertEquals(b.stats.acksSent, 1);
+    assertEquals(a.stats.acksReceived, 1);
+  });
+
+  await t.step("starts at the given sequence numbers", () => {
+    const a = new ReliableChannel(0, { initialSeq: 1000, peerInitialSeq: 5 });
+    const b = new ReliableChannel(0, { initialSeq: 5, peerInitialSeq: 1000 });
+    a.send(0, bytes(3000));
+    b.send(0, bytes(10, 2));
+    const { atA, atB } = runPerfectLink(a, b, 0);
+    assertEquals(atB, [bytes(3000)]);
+    assertEquals(atA, [bytes(10, 2)]);
+    assertEquals(a.stats.dataSegmentsSent, 3);
+  });
+
+  await t.step(
+    "acknowledges every data segment, duplicates included, and discards duplicates",
+    () => {
+      const b = new ReliableChannel(0);
+      const segment: DataSegment = {
+        kind: "data",
+        seq: 0,
+        fragment: 0,
+        fragments: 1,
+        payload: new Uint8Array([7]),
+      };
+      b.receive(1, segment);
+      const first = drain(b);
+      b.receive(2, segment);
+      const second = drain(b);
+      assertEquals(deliveredOf(first).length, 1);
+      assertEquals(deliveredOf(second).length, 0);
+      assertEquals(acksOf(first), [ack(1)]);
+      assertEquals(acksOf(second), [ack(1)]);
+      assertEquals(b.stats.duplicatesDiscarded, 1);
+      assertEquals(b.stats.acksSent, 2);
+    },
+  );
+
+  await t.step("sends one ack for a batch of segments received between two polls", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    for (let i = 0; i < 5; i++) a.send(0, bytes(10, i));
+    for (const segment of segmentsOf(drain(a))) b.receive(10, segment);
+    const outputs = drain(b);
+    assertEquals(acksOf(outputs), [ack(5)]);
+    assertEquals(deliveredOf(outputs).length, 5);
+  });
+
+  await t.step("ignores invalid segments and acks of unsent data without throwing", () => {
+    const a = new ReliableChannel(0);
+    a.send(0, bytes(10));
+    drain(a);
+    a.receive(1, { kind: "bogus" } as unknown as Segment);
+    a.receive(1, null as unknown as Segment);
+    a.receive(1, ack(5));
+    a.receive(1, { kind: "data", seq: 0, fragment: 3, fragments: 1, payload: new Uint8Array() });
+    assertEquals(a.stats.invalidSegments, 4);
+    assertEquals(drain(a), []);
+    assert(!a.idle);
+  });
+
+  await t.step("rejects bad options", () => {
+    assertThrows(() => new ReliableChannel(0, { sendWindow: 0 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { receiveWindow: 1.5 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { maxSackRanges: 17 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { dupThresh: 0 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { keepaliveMs: -1 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { copies: 0 }), RangeError);
+    assertThrows(() => new ReliableChannel(0, { mode: "go_back_n" as "selective" }), RangeError);
+    assertThrows(() => new ReliableChannel(NaN), RangeError);
+    assertEquals(new ReliableChannel(0, { sendWindow: undefined }).options.sendWindow, 64);
+  });
+});
+
+Deno.test("ReliableChannel fragments and reassembles messages", async (t) => {
+  for (const [size, fragments] of [[0, 1], [1, 1], [1100, 1], [1101, 2], [100 * 1024, 94]]) {
+    await t.step(`a message of ${size} bytes travels as ${fragments} segments`, () => {
+      const a = new ReliableChannel(0), b = new ReliableChannel(0);
+      const message = bytes(size, size);
+      a.send(0, message);
+      const sent = dataOf(drain(a));
+      assertEquals(sent.length, Math.min(fragments, DEFAULT_CHANNEL_OPTIONS.sendWindow));
+      assert(sent.every((s) => s.fragments === fragments && s.payload.length <= 1100));
+      assertEquals(sent.reduce((sum, s) => sum + s.payload.length, 0), Math.min(size, 64 * 1100));
+      for (const segment of sent) b.receive(10, segment);
+      const { atB } = runPerfectLink(a, b, 10);
+      assertEquals(atB, [message]);
+    });
+  }
+
+  await t.step("reassembles fragments that arrive in reverse order", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    const messages = [bytes(100 * 1024, 1), bytes(0), bytes(2201, 3)];
+    for (const message of messages) a.send(0, message);
+    const { atB } = runPerfectLink(a, b, 0, { shuffle: true });
+    assertEquals(atB, messages);
+    assertEquals(a.stats.messagesAcked, 3);
+  });
+
+  await t.step("carries a message of MAX_MESSAGE_BYTES and refuses one byte more", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    assertThrows(() => a.send(0, new Uint8Array(MAX_MESSAGE_BYTES + 1)), RangeError);
+    assertThrows(() => a.send(0, "text" as unknown as Uint8Array), TypeError);
+    const big = bytes(MAX_MESSAGE_BYTES, 9);
+    a.send(0, big);
+    const { atB } = runPerfectLink(a, b, 0);
+    assertEquals(atB.length, 1);
+    assertEquals(atB[0], big);
+  });
+
+  await t.step("refuses messages beyond the end of the sequence space", () => {
+    const a = new ReliableChannel(0, { initialSeq: MAX_SEQ });
+    a.send(0, bytes(1100));
+    assertThrows(() => a.send(0, bytes(1)), RangeError);
+  });
+
+  await t.step("declares the channel dead when the peer breaks the fragment sequence", () => {
+    const b = new ReliableChannel(0);
+    b.receive(0, { kind: "data", seq: 0, fragment: 0, fragments: 3, payload: bytes(1100) });
+    b.receive(0, { kind: "data", seq: 1, fragment: 0, fragments: 1, payload: bytes(1) });
+    const outputs = drain(b);
+    assertEquals(segmentsOf(outputs), []);
+    assertEquals(outputs.length, 1);
+    assertEquals(outputs[0].type, "dead");
+    assert(b.deadReason!.startsWith("The peer broke the message stream"), b.deadReason);
+  });
+});
+
+Deno.test("ReliableChannel respects its windows", async (t) => {
+  await t.step("keeps at most sendWindow segments in flight", () => {
+    const a = new ReliableChannel(0, { sendWindow: 4 });
+    for (let i = 0; i < 10; i++) a.send(0, bytes(5, i));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2, 3]);
+    assertEquals(a.backlog, 10);
+    a.receive(50, ack(2));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [4, 5]);
+    // SACKed segments still count: the window is a span of sequence numbers, so
+    // only the fast retransmission of the gap at 2 goes out.
+    a.receive(60, ack(2, [[3, 6]]));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [2]);
+    a.receive(70, ack(6));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [6, 7, 8, 9]);
+  });
+
+  await t.step("never sends beyond the peer's advertised window", () => {
+    const a = new ReliableChannel(0);
+    a.send(0, bytes(10));
+    drain(a);
+    a.receive(10, ack(1, [], 2));
+    for (let i = 0; i < 5; i++) a.send(20, bytes(10, i));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 2]);
+    a.receive(30, ack(2, [], 0));
+    assertEquals(dataOf(drain(a)).length, 0);
+    a.receive(40, ack(3, [], 3));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [3, 4, 5]);
+  });
+
+  await t.step("drops segments beyond the receive window without acknowledging them", () => {
+    const b = new ReliableChannel(0, { receiveWindow: 4 });
+    const seg = (seq: number): DataSegment => ({
+      kind: "data",
+      seq,
+      fragment: 0,
+      fragments: 1,
+      payload: new Uint8Array([seq]),
+    });
+    b.receive(1, seg(4));
+    assertEquals(acksOf(drain(b)), [ack(0, [], 4)]);
+    b.receive(2, seg(3));
+    b.receive(2, seg(1));
+    assertEquals(acksOf(drain(b)), [ack(0, [[1, 2], [3, 4]], 4)]);
+    b.receive(3, seg(0));
+    const outputs = drain(b);
+    assertEquals(acksOf(outputs), [ack(2, [[3, 4]], 4)]);
+    assertEquals(deliveredOf(outputs).map((m) => m[0]), [0, 1]);
+    assertEquals(b.stats.outOfWindowDropped, 1);
+  });
+
+  await t.step("carries at most maxSackRanges ranges", () => {
+    const b = new ReliableChannel(0, { maxSackRanges: 2 });
+    for (const seq of [2, 4, 6, 8]) {
+      b.receive(1, { kind: "data", seq, fragment: 0, fragments: 1, payload: new Uint8Array() });
+    }
+    assertEquals(acksOf(drain(b)), [ack(0, [[2, 3], [4, 5]])]);
+  });
+});
+
+Deno.test("ReliableChannel retransmits on timeout with exponential backoff", async (t) => {
+  await t.step("doubles the RTO on each timeout and resets it on a new ack", () => {
+    const a = new ReliableChannel(0, { keepaliveMs: 100_000, deadAfterMs: 100_000 });
+    a.send(0, bytes(10));
+    drain(a);
+    const times: number[] = [];
+    while (times.length < 5) {
+      const at = a.nextTimeout()!;
+      a.onTimeout(at);
+      const seqs = dataOf(drain(a)).map((s) => s.seq);
+      assertEquals(seqs, [0]);
+      times.push(at);
+    }
+    assertEquals(times, [1000, 3000, 7000, 15000, 31000]);
+    assertEquals(a.stats.timeoutRetransmissions, 5);
+    assertEquals(a.stats.rtoMs, 32000);
+    a.receive(31_050, ack(1));
+    assertEquals(a.stats.rttSamples, 0, "Karn: no sample from a retransmitted segment");
+    assertEquals(a.stats.rtoMs, 1000, "backoff reset by the new ack");
+    a.send(40_000, bytes(10));
+    drain(a);
+    assertEquals(a.nextTimeout(), 41_000);
+  });
+
+  await t.step("retransmits every segment older than the RTO at once", () => {
+    const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
+    a.send(0, bytes(10));
+    a.send(0, bytes(10));
+    a.send(500, bytes(10));
+    drain(a);
+    a.onTimeout(999);
+    assertEquals(drain(a), []);
+    a.onTimeout(1000);
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1]);
+    assertEquals(a.nextTimeout(), 2500); // seq 2, sent at 500, with the RTO now 2000
+  });
+
+  await t.step("takes RTT samples only from segments sent once (Karn)", () => {
+    const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
+    a.send(0, bytes(10));
+    a.send(0, bytes(10));
+    drain(a);
+    a.onTimeout(1000); // both retransmitted
+    drain(a);
+    a.send(1100, bytes(10));
+    drain(a);
+    a.receive(1180, ack(3));
+    assertEquals(a.stats.rttSamples, 1);
+    assertEquals(a.stats.srttMs, 80);
+  });
+});
+
+Deno.test("ReliableChannel fast-retransmits on SACK evidence", async (t) => {
+  await t.step("retransmits at once when dupThresh later segments are acknowledged", () => {
+    const a = new ReliableChannel(0);
+    for (let i = 0; i < 4; i++) a.send(0, bytes(10, i));
+    drain(a);
+    a.receive(50, ack(0, [[1, 2]]));
+    assertEquals(dataOf(drain(a)), [], "one later segment is not enough with dupThresh 2");
+    a.receive(51, ack(0, [[1, 3]]));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0]);
+    assertEquals(a.stats.fastRetransmissions, 1);
+  });
+
+  await t.step("retransmits a segment once per round trip", () => {
+    const a = new ReliableChannel(0);
+    for (let i = 0; i < 4; i++) a.send(0, bytes(10, i));
+    drain(a);
+    a.receive(50, ack(0, [[1, 3]]));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0]);
+    a.receive(52, ack(0, [[1, 3]]));
+    a.receive(53, ack(0, [[1, 4]]));
+    assertEquals(dataOf(drain(a)), [], "seq 3 left before the retransmission: no new evidence");
+    a.send(60, bytes(10, 4));
+    a.send(60, bytes(10, 5));
+    drain(a);
+    a.receive(110, ack(0, [[1, 6]]));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0], "the retransmission was lost too");
+    assertEquals(a.stats.fastRetransmissions, 2);
+    a.receive(160, ack(6));
+    assert(a.idle);
+  });
+
+  await t.step("obeys dupThresh 1", () => {
+    const a = new ReliableChannel(0, { dupThresh: 1 });
+    for (let i = 0; i < 3; i++) a.send(0, bytes(10, i));
+    drain(a);
+    a.receive(50, ack(0, [[2, 3]]));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1]);
+  });
+
+  await t.step("sends redundant copies while the stream is thin", () => {
+    const a = new ReliableChannel(0, LOW_LATENCY_CHANNEL_OPTIONS);
+    a.send(0, bytes(10));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 0]);
+    a.send(0, bytes(5000));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 1, 2, 2, 3, 3, 4, 5]);
+    assertEquals(a.stats.redundantCopies, 4);
+    a.receive(100, ack(6));
+    assertEquals(a.stats.rttSamples, 1, "copies sent together keep the sample valid");
+  });
+});
+
+Deno.test("ReliableChannel keeps the peer informed and detects its death", async (t) => {
+  await t.step("sends a keepalive after keepaliveMs of silence and the peer acks it", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    assertEquals(a.nextTimeout(), 5000);
+    a.onTimeout(4999);
+    assertEquals(drain(a), []);
+    a.onTimeout(5000);
+    const out = segmentsOf(drain(a));
+    assertEquals(out, [{ kind: "keepalive" }]);
+    b.receive(5010, out[0]);
+    const reply = segmentsOf(drain(b));
+    assertEquals(reply, [ack(0)]);
+    a.receive(5020, reply[0]);
+    assertEquals(a.nextTimeout(), 10_000);
+    assertEquals(a.stats.keepalivesSent, 1);
+    assertEquals(b.stats.keepalivesReceived, 1);
+  });
+
+  await t.step("stays alive over an idle, working link", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    runPerfectLink(a, b, 0, { until: 120_000, stopWhenIdle: false });
+    assert(a.stats.keepalivesSent + b.stats.keepalivesSent >= 120_000 / 5000 - 1);
+    a.send(120_000, bytes(10));
+    const { atB } = runPerfectLink(a, b, 120_000);
+    assertEquals(atB.length, 1);
+    assertEquals(a.deadReason, undefined);
+    assertEquals(b.deadReason, undefined);
+  });
+
+  await t.step("reports dead once after deadAfterMs of silence and stops", () => {
+    const a = new ReliableChannel(0);
+    a.send(0, bytes(10));
+    const outputs: ChannelOutput[] = drain(a);
+    for (let at = a.nextTimeout(); at !== undefined; at = a.nextTimeout()) {
+      a.onTimeout(at);
+      outputs.push(...drain(a));
+    }
+    const dead = outputs.filter((out) => out.type === "dead");
+    assertEquals(dead, [{ type: "dead", reason: "Nothing was heard from the peer for 20000 ms" }]);
+    assertEquals(outputs.at(-1)!.type, "dead");
+    assertEquals(a.deadReason, "Nothing was heard from the peer for 20000 ms");
+    assertEquals(a.nextTimeout(), undefined);
+    assertThrows(() => a.send(30_000, bytes(1)), TypeError);
+    a.receive(30_000, ack(1));
+    a.onTimeout(40_000);
+    assertEquals(drain(a), []);
+  });
+
+  await t.step("reports dead when a segment was retransmitted maxRetransmits times", () => {
+    const a = new ReliableChannel(0, { maxRetransmits: 3 });
+    a.send(0, bytes(10));
+    let sends = dataOf(drain(a)).length;
+    const outputs: ChannelOutput[] = [];
+    for (let at = a.nextTimeout(); at !== undefined; at = a.nextTimeout()) {
+      a.receive(at, { kind: "keepalive" }); // the peer is alive, but the data never arrives
+      a.onTimeout(at);
+      const out = drain(a);
+      sends += dataOf(out).length;
+      outputs.push(...out);
+    }
+    assertEquals(sends, 4);
+    assertEquals(outputs.at(-1), {
+      type: "dead",
+      reason: "Segment 0 was retransmitted 3 times without being acknowledged",
+    });
+  });
+
+  await t.step("dies after a partition and keeps what was delivered", () => {
+    const a = new ReliableChannel(0), b = new ReliableChannel(0);
+    a.send(0, bytes(10, 1));
+    b.send(0, bytes(10, 2));
+    const { atA, atB, end } = runPerfectLink(a, b, 0);
+    assertEquals([atA.length, atB.length], [1, 1]);
+    a.send(end, bytes(10, 3)); // the link is cut from now on
+    drain(a);
+    drain(b);
+    let now = end;
+    while (a.deadReason === undefined || b.deadReason === undefined) {
+      now = Math.min(a.nextTimeout() ?? Infinity, b.nextTimeout() ?? Infinity);
+      a.onTimeout(now);
+      b.onTimeout(now);
+      drain(a);
+      drain(b);
+    }
+    assert(now - end <= 20_000 + 1, `dead after ${now - end} ms`);
+    assertEquals(a.stats.messagesDelivered, 1);
+  });
+});
+
+Deno.test("ReliableChannel in stop-and-wait mode", async (t) => {
+  await t.step("keeps one segment in flight, ignores SACKs and waits the fixed timeout", () => {
+    const a = new ReliableChannel(0, { mode: "stop_and_wait", deadAfterMs: 1e9 });
+    for (let i = 0; i < 3; i++) a.send(0, bytes(10, i));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0]);
+    a.receive(50, ack(0, [[1, 3]]));
+    assertEquals(dataOf(drain(a)), [], "no fast retransmit, no new segment");
+    assertEquals(a.nextTimeout(), 5000, "keepalive first");
+    a.onTimeout(5000);
+    assertEquals(segmentsOf(drain(a)), [{ kind: "keepalive" }]);
+    assertEquals(a.nextTimeout(), 10_000);
+    a.onTimeout(10_000);
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0]);
+    assertEquals(a.nextTimeout(), 15_000, "keepalive again: no backoff of the 10 s timeout");
+    a.onTimeout(15_000);
+    drain(a);
+    assertEquals(a.nextTimeout(), 20_000);
+    a.receive(20_000, ack(1));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1]);
+    assertEquals(a.stats.rtoMs, 10_000);
+  });
+
+  await t.step("accepts only the next segment and advertises a window of 1", () => {
+    const b = new ReliableChannel(0, { mode: "stop_and_wait" });
+    const seg = (seq: number): DataSegment => ({
+      kind: "data",
+      seq,
+      fragment: 0,
+      fragments: 1,
+      payload: new Uint8Array([seq]),
+    });
+    b.receive(0, seg(1));
+    assertEquals(acksOf(drain(b)), [ack(0, [], 1)]);
+    b.receive(0, seg(0));
+    assertEquals(acksOf(drain(b)), [ack(1, [], 1)]);
+  });
+
+  await t.step("is much slower than selective mode over a long link", () => {
+    const run = (mode: "selective" | "stop_and_wait") => {
+      const a = new ReliableChannel(0, { mode }), b = new ReliableChannel(0, { mode });
+      for (let i = 0; i < 20; i++) a.send(0, bytes(2000, i));
+      return runPerfectLink(a, b, 0, { delayMs: 50 });
+    };
+    const selective = run("selective"), stopAndWait = run("stop_and_wait");
+    assertEquals(selective.atB.length, 20);
+    assertEquals(stopAndWait.atB.length, 20);
+    // 40 segments: one round trip each in stop-and-wait, a single window in selective mode.
+    assert(stopAndWait.end >= 40 * 100, `stop-and-wait took ${stopAndWait.end} ms`);
+    assert(selective.end <= 2 * 100 + 1, `selective took ${selective.end} ms`);
+  });
+});
+
+Deno.test("ReliableChannel sends nothing after dying during an ack", () => {
+  const a = new ReliableChannel(0, { maxRetransmits: 0, sendWindow: 4, dupThresh: 1 });
+  for (let i = 0; i < 5; i++) a.send(0, bytes(10, i));
+  assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2, 3]);
+  // The ack opens the window for seq 4, but seq 1 needs a retransmission it may not have.
+  a.receive(50, ack(1, [[3, 4]]));
+  const outputs = drain(a);
+  assertEquals(outputs, [
+    { type: "acked", id: 1 },
+    { type: "acked", id: 4 },
+    { type: "dead", reason: "Segment 1 was retransmitted 0 times without being acknowledged" },
+  ]);
+});
