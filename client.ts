@@ -504,7 +504,7 @@ async function readPassword(context: Context, name: string): Promise<string | un
   Deno.stdin.setRaw(true, { cbreak: true });
   let line: string | undefined;
   try {
-    line = await context.lines.next();
+    line = await context.lines.next({ carriageReturn: true });
   } finally {
     Deno.stdin.setRaw(false);
     await Deno.stdout.write(encoder.encode("\n"));

@@ -18,13 +18,22 @@ export class LineReader {
     this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** @returns the next line without its line ending, or undefined at the end */
-  async next(): Promise<string | undefined> {
+  /**
+   * Reads the next line.
+   *
+   * @param options `carriageReturn`: a lone CR ends the line too (a terminal
+   *   in raw mode sends CR for Enter)
+   * @returns the next line without its line ending, or undefined at the end
+   */
+  async next(options: { carriageReturn?: boolean } = {}): Promise<string | undefined> {
     while (true) {
-      const newline = this.#buffer.indexOf("\n");
+      const newline = options.carriageReturn
+        ? this.#buffer.search(/[\r\n]/)
+        : this.#buffer.indexOf("\n");
       if (newline !== -1) {
         const line = this.#buffer.slice(0, newline).replace(/\r$/, "");
-        this.#buffer = this.#buffer.slice(newline + 1);
+        const crlf = this.#buffer.startsWith("\r\n", newline);
+        this.#buffer = this.#buffer.slice(newline + (crlf ? 2 : 1));
         return line;
       }
       if (this.#done) {
