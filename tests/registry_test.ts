@@ -119,6 +119,37 @@ Deno.test("Registry.fromJson() accepts a seed file without registered_at or key_
   assertEquals(Registry.fromJson({}).size, 0);
 });
 
+Deno.test("Registry.fromJson() loads a version 0.1 file whose hash is token_sha256", () => {
+  const registry = Registry.fromJson({
+    Alice: { ip: "127.0.0.1", udp_port: 50123, tcp_port: 5001, token_sha256: HASH },
+  });
+  assertEquals(registry.get("alice")?.keySha256, HASH);
+  // It is written back under the new field name only.
+  const json = registry.toJson();
+  assertEquals(json.Alice.key_sha256, HASH);
+  assertEquals(Object.keys(json.Alice).includes("token_sha256"), false);
+});
+
+Deno.test("Registry.fromJson() prefers key_sha256 to token_sha256", () => {
+  const other = "cd".repeat(32);
+  const registry = Registry.fromJson({
+    Alice: { ip: "127.0.0.1", udp_port: 1, tcp_port: 2, key_sha256: HASH, token_sha256: other },
+  });
+  assertEquals(registry.get("Alice")?.keySha256, HASH);
+});
+
+Deno.test("Registry.fromJson() rejects a bad token_sha256 as a bad key hash", () => {
+  const error = assertThrows(
+    () =>
+      Registry.fromJson({
+        Alice: { ip: "127.0.0.1", udp_port: 1, tcp_port: 2, token_sha256: "xyz" },
+      }),
+    RegistryFormatError,
+  );
+  assertStringIncludes(error.message, "Alice");
+  assertStringIncludes(error.message, "key_sha256");
+});
+
 Deno.test("Registry.fromJson() rejects a top level that is not an object", () => {
   for (const json of [null, [], "x", 3, true]) {
     assertThrows(() => Registry.fromJson(json), RegistryFormatError);
@@ -268,6 +299,30 @@ Deno.test("loadRegistry() reads a seed-shaped file", async () => {
     );
     const registry = await loadRegistry(dir);
     assertEquals(registry.get("alice smith")?.udpPort, 50123);
+  });
+});
+
+Deno.test("loadRegistry() reads a version 0.1 file with token_sha256", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, REGISTRY_FILE),
+      JSON.stringify({
+        Bob: {
+          ip: "10.0.0.2",
+          udp_port: 40000,
+          tcp_port: 40001,
+          registered_at: "2025-01-02T03:04:05.000Z",
+          token_sha256: HASH,
+          registered_by: "",
+        },
+      }),
+    );
+    const registry = await loadRegistry(dir);
+    assertEquals(registry.get("bob")?.keySha256, HASH);
+    await saveRegistry(dir, registry.toJson());
+    const saved = JSON.parse(await Deno.readTextFile(join(dir, REGISTRY_FILE)));
+    assertEquals(saved.Bob.key_sha256, HASH);
+    assertEquals("token_sha256" in saved.Bob, false);
   });
 });
 

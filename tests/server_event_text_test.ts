@@ -30,3 +30,111 @@ Deno.test("serverEventText() escapes line breaks, quotes and bidi overrides in n
   assertEquals(text.includes("\n") || text.includes("\u202E"), false);
   assertStringIncludes(text, '(claims "Mal\\"lory\\n\\u202eevil", unverified)');
 });
+
+Deno.test("serverEventText() tells a login, and whether it replaced an older session", () => {
+  const event = {
+    kind: "logged_in",
+    name: "Alice",
+    ip: "10.0.0.1",
+    udpPort: 40001,
+    tcpPort: 5001,
+    transport: "udp",
+    replaced: false,
+  } as const;
+  assertEquals(serverEventText(event), {
+    level: "info",
+    text: '"Alice" logged in from 10.0.0.1 (UDP port 40001, TCP port 5001) over UDP',
+  });
+  assertEquals(
+    serverEventText({ ...event, transport: "tcp", replaced: true }).text,
+    '"Alice" logged in from 10.0.0.1 (UDP port 40001, TCP port 5001) over TCP, ' +
+      "replacing its older session",
+  );
+});
+
+Deno.test("serverEventText() tells why a client went offline", () => {
+  const cases = [
+    ["exit", '"Bob" went offline (exit)'],
+    ["lease", '"Bob" went offline (its lease ran out without a heartbeat)'],
+    ["deregister", '"Bob" went offline (deregistered)'],
+    ["shutdown", '"Bob" went offline (server shutdown)'],
+  ] as const;
+  for (const [why, text] of cases) {
+    assertEquals(serverEventText({ kind: "logged_out", name: "Bob", why }), {
+      level: "info",
+      text,
+    });
+  }
+});
+
+Deno.test("serverEventText() shows at most 20 active names, then a count", () => {
+  assertEquals(serverEventText({ kind: "active", names: [] }).text, "Active (0): nobody");
+  assertEquals(
+    serverEventText({ kind: "active", names: ["Alice", "Bob"] }).text,
+    'Active (2): "Alice", "Bob"',
+  );
+  const twenty = Array.from({ length: 20 }, (_, i) => `user${i}`);
+  const exactly = serverEventText({ kind: "active", names: twenty }).text;
+  assertStringIncludes(exactly, '"user19"');
+  assertEquals(exactly.includes("more"), false);
+
+  const names = Array.from({ length: 25 }, (_, i) => `user${i}`);
+  const { level, text } = serverEventText({ kind: "active", names });
+  assertEquals(level, "info");
+  assert(text.startsWith('Active (25): "user0", "user1", '), text);
+  assert(text.endsWith('"user19" and 5 more'), text);
+  assertEquals(text.includes('"user20"'), false);
+});
+
+Deno.test("serverEventText() escapes control characters in active names", () => {
+  const { text } = serverEventText({ kind: "active", names: ["a\u001b[31mb"] });
+  assertEquals(text.includes("\u001b"), false);
+});
+
+Deno.test("serverEventText() tells stored, deleted and sent files", () => {
+  const sha256 = "ab".repeat(32);
+  assertEquals(
+    serverEventText({ kind: "file_stored", user: "Alice", name: "data 1.csv", size: 42, sha256 }),
+    {
+      level: "info",
+      text: `Stored file "data 1.csv" for "Alice" (42 bytes, SHA-256 ${sha256})`,
+    },
+  );
+  assertEquals(serverEventText({ kind: "file_deleted", user: "Alice", name: "data 1.csv" }), {
+    level: "info",
+    text: 'Deleted file "data 1.csv" of "Alice"',
+  });
+  assertEquals(
+    serverEventText({ kind: "file_sent", user: "Alice", name: "data 1.csv", size: 42 }),
+    { level: "info", text: 'Sending file "data 1.csv" (42 bytes) to "Alice"' },
+  );
+});
+
+Deno.test("serverEventText() renders registrations without secrets", () => {
+  assertEquals(
+    serverEventText({
+      kind: "registered",
+      name: "Alice",
+      reqId: 3,
+      fingerprint: "00".repeat(16),
+      ip: "10.0.0.1",
+      udpPort: 40001,
+      tcpPort: 5001,
+      transport: "udp",
+    }),
+    {
+      level: "info",
+      text: 'Registered "Alice" at 10.0.0.1 (UDP port 40001, TCP port 5001) over UDP, request 3',
+    },
+  );
+  assertEquals(
+    serverEventText({
+      kind: "deregistered",
+      name: "Bob",
+      reqId: 7,
+      fingerprint: "00".repeat(16),
+      transport: "udp",
+    }).text,
+    'Deregistered "Bob" over UDP, request 7',
+  );
+});

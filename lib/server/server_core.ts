@@ -453,7 +453,7 @@ export class ServerCore {
    * @param version the version from the `persist` output
    * @param now current time, ms
    */
-  persisted(version: number, now = 0): void {
+  persisted(version: number, now: number): void {
     this.#persistInFlight = false;
     this.#persistedVersion = Math.max(this.#persistedVersion, version);
     const ready = this.#held.filter((h) => h.version <= version);
@@ -518,7 +518,7 @@ export class ServerCore {
     const upload = [...this.#uploads.values()].find((u) => u.id === id);
     if (upload === undefined) return;
     this.#uploads.delete(uploadKey(upload.from, upload.request.reqId));
-    this.#files.reserve(upload.user, -upload.size);
+    this.#files.reserve(upload.user, -upload.size, -1);
     if (!result.ok) {
       const code = result.code === "io" ? "not_saved" : "checksum_mismatch";
       return this.#refuse(upload.from, upload.request, code, result.reason);
@@ -568,7 +568,7 @@ export class ServerCore {
     for (const [key, upload] of this.#uploads) {
       if (upload.from.connId !== connId) continue;
       this.#uploads.delete(key);
-      this.#files.reserve(upload.user, -upload.size);
+      this.#files.reserve(upload.user, -upload.size, -1);
       this.#outputs.push({ type: "upload_abort", id: upload.id });
       this.#replay.complete(
         upload.request.client,
@@ -743,6 +743,7 @@ export class ServerCore {
           this.#endSession(at, session, "deregister");
           this.#emitActive();
         }
+        this.#abortUploadsOf(record.name, "Your identity was deregistered during the upload");
         this.#files.removeUser(record.name);
         this.#outputs.push({ type: "delete_user_files", user: record.name });
       },
@@ -785,6 +786,16 @@ export class ServerCore {
         sameText(toHex(sha256(request.secret)), record.keySha256) &&
         !this.#held.some((h) => h.event.kind === "registered" && h.event.name === record.name);
       return this.#loginChecked(now, { from, request, known: record?.name }, ok);
+    }
+    if ([...this.#logins.values()].some((p) => nameKey(p.request.name) === key)) {
+      // One password check per name at a time, so that guesses sent
+      // together cannot outrun the lockout.
+      return this.#refuse(
+        from,
+        request,
+        "busy",
+        `A login for "${request.name}" is already being checked; try again in a moment`,
+      );
     }
     const user = this.#users.get(key);
     let password: string;
@@ -924,7 +935,7 @@ export class ServerCore {
       received: 0,
     };
     this.#uploads.set(uploadKey(from, request.reqId), upload);
-    this.#files.reserve(session.name, request.size);
+    this.#files.reserve(session.name, request.size, 1);
     this.#outputs.push({
       type: "upload_begin",
       id: upload.id,
@@ -941,7 +952,7 @@ export class ServerCore {
     if (upload === undefined || upload.received === upload.size) return;
     if (upload.received + chunk.data.length > upload.size) {
       this.#uploads.delete(key);
-      this.#files.reserve(upload.user, -upload.size);
+      this.#files.reserve(upload.user, -upload.size, -1);
       this.#outputs.push({ type: "upload_abort", id: upload.id });
       return this.#refuse(
         upload.from,
@@ -953,6 +964,16 @@ export class ServerCore {
     upload.received += chunk.data.length;
     this.#outputs.push({ type: "upload_chunk", id: upload.id, data: chunk.data });
     if (upload.received === upload.size) this.#commit(upload);
+  }
+
+  #abortUploadsOf(user: string, reason: string): void {
+    for (const [key, upload] of this.#uploads) {
+      if (nameKey(upload.user) !== nameKey(user)) continue;
+      this.#uploads.delete(key);
+      this.#files.reserve(upload.user, -upload.size, -1);
+      this.#outputs.push({ type: "upload_abort", id: upload.id });
+      this.#refuse(upload.from, upload.request, "not_registered", reason);
+    }
   }
 
   #commit(upload: Upload): void {

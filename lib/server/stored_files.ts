@@ -52,6 +52,7 @@ export class StoredFiles {
   readonly limits: StorageLimits;
   #byUser = new Map<string, Map<string, StoredFile>>();
   #reserved = new Map<string, number>();
+  #reservedFiles = new Map<string, number>();
 
   /** @param limits the limits to enforce */
   constructor(limits: StorageLimits) {
@@ -105,7 +106,8 @@ export class StoredFiles {
       return `"${name}" is ${size} bytes; the largest file allowed is ${this.limits.maxFileSize}`;
     }
     const existing = this.get(user, name);
-    if (existing === undefined && this.list(user).length >= this.limits.maxFiles) {
+    const files = this.list(user).length + (this.#reservedFiles.get(nameKey(user)) ?? 0);
+    if (existing === undefined && files >= this.limits.maxFiles) {
       return `You already store ${this.limits.maxFiles} files, the most allowed; delete one first`;
     }
     const after = this.usage(user) - (existing?.size ?? 0) +
@@ -118,16 +120,16 @@ export class StoredFiles {
   }
 
   /**
-   * Reserves room for an upload in progress (or frees it, with a negative size).
+   * Reserves room for an upload in progress (or frees it, with negative numbers).
    *
    * @param user the user's name
    * @param size bytes to reserve
+   * @param files file slots to reserve (1 for an upload, -1 to free it)
    */
-  reserve(user: string, size: number): void {
+  reserve(user: string, size: number, files = 0): void {
     const key = nameKey(user);
-    const total = (this.#reserved.get(key) ?? 0) + size;
-    if (total <= 0) this.#reserved.delete(key);
-    else this.#reserved.set(key, total);
+    adjust(this.#reserved, key, size);
+    adjust(this.#reservedFiles, key, files);
   }
 
   /**
@@ -165,4 +167,10 @@ export class StoredFiles {
   removeUser(user: string): void {
     this.#byUser.delete(nameKey(user));
   }
+}
+
+function adjust(map: Map<string, number>, key: string, delta: number): void {
+  const total = (map.get(key) ?? 0) + delta;
+  if (total <= 0) map.delete(key);
+  else map.set(key, total);
 }
