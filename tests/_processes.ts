@@ -52,6 +52,56 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Calls `probe` until it returns something other than undefined, pausing
+ * between calls; for conditions that come true at an unknown moment.
+ *
+ * @param probe returns the value once the condition holds, else undefined
+ * @param ms the deadline, from now
+ * @param what names the condition in the error
+ * @param pauseMs the pause between calls
+ * @returns the probe's first defined value
+ * @throws {Error} if the deadline passes first
+ *
+ * @example
+ * ```ts
+ * await pollUntil(async () => (await names()).includes("Bob") || undefined, 3_000, "Bob online");
+ * ```
+ */
+export async function pollUntil<T>(
+  probe: () => Promise<T | undefined>,
+  ms: number,
+  what: string,
+  pauseMs = 100,
+): Promise<T> {
+  const deadline = performance.now() + ms;
+  while (true) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (performance.now() >= deadline) throw new Error(`Timed out after ${ms} ms: ${what}`);
+    await delay(pauseMs);
+  }
+}
+
+/**
+ * Lists every file under a directory, recursively, as paths relative to it.
+ *
+ * @param root the directory
+ * @returns the relative paths of its files (not directories), sorted
+ */
+export async function listFiles(root: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, prefix: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = prefix === "" ? entry.name : `${prefix}/${entry.name}`;
+      if (entry.isDirectory) await walk(`${dir}/${entry.name}`, path);
+      else found.push(path);
+    }
+  };
+  await walk(root, "");
+  return found.sort();
+}
+
 /** A temporary directory that removes itself when disposed. */
 export interface TempDir extends AsyncDisposable {
   /** Its absolute path. */
@@ -137,11 +187,12 @@ export class LineCollector {
    * @param pattern the line
    * @param ms the longest wait
    * @param what names the stream in errors
+   * @param from the index of the first line to look at (default 0: all of them)
    * @returns the first matching line
    * @throws {Error} with the output so far if the stream ends or time runs out first
    */
-  async waitFor(pattern: RegExp, ms: number, what: string): Promise<string> {
-    const found = () => this.lines.find((line) => pattern.test(line));
+  async waitFor(pattern: RegExp, ms: number, what: string, from = 0): Promise<string> {
+    const found = () => this.lines.slice(from).find((line) => pattern.test(line));
     const wait = async () => {
       while (true) {
         const line = found();
@@ -176,6 +227,18 @@ export interface Finished {
   readonly stderr: string;
 }
 
+/** Where and how a program runs, besides its flags. */
+export interface ProgramOptions {
+  /**
+   * Its working directory (default: the test's). Give clients a temporary one
+   * so that their default paths (`./data/client`, `./downloads`, `./logs`)
+   * stay out of the source tree.
+   */
+  cwd?: string;
+  /** More environment variables (`NO_COLOR=1` is always set). */
+  env?: Record<string, string>;
+}
+
 /** A running program with piped standard streams. */
 export class RunningProgram implements AsyncDisposable {
   /** The child process. */
@@ -190,14 +253,26 @@ export class RunningProgram implements AsyncDisposable {
   #exited = false;
   #stdinClosed = false;
 
-  constructor(label: string, script: string, args: readonly string[]) {
+  /**
+   * @param label names the program in errors
+   * @param script `SERVER_PATH` or `CLIENT_PATH`
+   * @param args its flags
+   * @param options its working directory and more environment variables
+   */
+  constructor(
+    label: string,
+    script: string,
+    args: readonly string[],
+    options: ProgramOptions = {},
+  ) {
     this.#label = label;
     this.process = new Deno.Command(Deno.execPath(), {
       args: ["run", ...PERMISSIONS, "--config", CONFIG_PATH, script, ...args],
+      cwd: options.cwd,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...options.env },
     }).spawn();
     this.#writer = this.process.stdin.getWriter();
     this.stdout = new LineCollector(this.process.stdout);
@@ -233,10 +308,26 @@ export class RunningProgram implements AsyncDisposable {
    *
    * @param pattern the line to wait for
    * @param ms the longest wait
+   * @param from the index of the first line to look at (default 0); pass
+   *   `stdout.lines.length` before writing a command to see only its output
    * @returns the first matching line
    */
-  waitForLine(pattern: RegExp, ms = 5_000): Promise<string> {
-    return this.stdout.waitFor(pattern, ms, `${this.#label} stdout`);
+  waitForLine(pattern: RegExp, ms = 5_000, from = 0): Promise<string> {
+    return this.stdout.waitFor(pattern, ms, `${this.#label} stdout`, from);
+  }
+
+  /**
+   * Writes one command line and waits for the line that answers it.
+   *
+   * @param command the command, without the newline
+   * @param pattern the answer
+   * @param ms the longest wait
+   * @returns the first matching line printed after the command was written
+   */
+  async command(command: string, pattern: RegExp, ms = 5_000): Promise<string> {
+    const from = this.stdout.lines.length;
+    await this.write(command + "\n");
+    return await this.waitForLine(pattern, ms, from);
   }
 
   /**
@@ -342,8 +433,9 @@ export interface ServerProcess extends AsyncDisposable {
    *
    * @param pattern the line
    * @param ms the longest wait
+   * @param from the index of the first line to look at (default 0)
    */
-  waitForLine(pattern: RegExp, ms?: number): Promise<string>;
+  waitForLine(pattern: RegExp, ms?: number, from?: number): Promise<string>;
   /**
    * Sends a signal (default SIGINT) and waits for the exit.
    *
@@ -423,7 +515,7 @@ export async function startServer(options: ServerOptions): Promise<ServerProcess
     get alive() {
       return !program.exited;
     },
-    waitForLine: (pattern, ms) => program.waitForLine(pattern, ms),
+    waitForLine: (pattern, ms, from) => program.waitForLine(pattern, ms, from),
     stop: async (signal = "SIGINT") => (await program.signal(signal)).code,
     kill9: async () => {
       await program.signal("SIGKILL");
@@ -433,7 +525,7 @@ export async function startServer(options: ServerOptions): Promise<ServerProcess
 }
 
 /** Options of {@linkcode runClient} and {@linkcode runProgram}. */
-export interface RunOptions {
+export interface RunOptions extends ProgramOptions {
   /** Command-line flags. */
   args: readonly string[];
   /** Everything to write to standard input before closing it. */
@@ -451,7 +543,7 @@ export interface RunOptions {
  */
 export async function runProgram(script: string, options: RunOptions): Promise<Finished> {
   const label = script === SERVER_PATH ? "server" : "client";
-  await using program = new RunningProgram(label, script, options.args);
+  await using program = new RunningProgram(label, script, options.args, options);
   if (options.stdin !== undefined) await program.write(options.stdin);
   return await program.finished(options.timeoutMs ?? 10_000);
 }
@@ -478,10 +570,14 @@ export function runClient(options: RunOptions): Promise<Finished> {
  * Starts `client.ts` and leaves it running, to be fed line by line.
  *
  * @param args command-line flags
+ * @param options working directory and environment
  * @returns the running client; `await using` kills it if left running
  */
-export function startClient(args: readonly string[]): RunningProgram {
-  return new RunningProgram("client", CLIENT_PATH, args);
+export function startClient(
+  args: readonly string[],
+  options: ProgramOptions = {},
+): RunningProgram {
+  return new RunningProgram("client", CLIENT_PATH, args, options);
 }
 
 /**

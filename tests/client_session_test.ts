@@ -1,12 +1,24 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
-import { ClientCore, type ClientOutput, type CommandResult } from "../lib/client/client_core.ts";
+import {
+  ClientCore,
+  type ClientEvent,
+  type ClientOutput,
+  type CommandResult,
+  type CoreCommand,
+} from "../lib/client/client_core.ts";
 import { CommandError, parseCommand } from "../lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/client/retry_policy.ts";
 import { ServerSession, type SessionOutput } from "../lib/client/server_session.ts";
 import { VirtualClock } from "../lib/clock.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
-import type { Request } from "../lib/wire/messages.ts";
+import {
+  AUTH_MODES,
+  type MessageOf,
+  PRESENCE_CHANGES,
+  type Request,
+  SESSION_END_REASONS,
+} from "../lib/wire/messages.ts";
 
 const NO_JITTER: RetryPolicy = { ...DEFAULT_RETRY_POLICY, jitter: 0 };
 
@@ -99,7 +111,14 @@ Deno.test("ServerSession.handle() stops retransmission when the reply comes", ()
   session.onTimeout(clock.now());
   assertEquals(drain(session).map((o) => o.type), ["send"]);
 
-  const reply = { type: "hello_ok", reqId, tcpPort: 3001, serverVersion: "1" } as const;
+  const reply = {
+    type: "hello_ok",
+    reqId,
+    tcpPort: 3001,
+    serverVersion: "1",
+    auth: 0,
+    leaseMs: 30_000,
+  } as const;
   assert(session.handle(clock.now(), reply));
   assertEquals(drain(session), [{ type: "reply", reqId, reply }]);
   assertEquals(session.nextTimeout(), undefined);
@@ -170,6 +189,12 @@ Deno.test("ServerSession.failAll() fails only requests on the given transport", 
 
 // --- ClientCore --------------------------------------------------------------
 
+const KEY = new Uint8Array(16).fill(7);
+const TOKEN = new Uint8Array(16).fill(9);
+const TOKEN2 = new Uint8Array(16).fill(10);
+const SHA = new Uint8Array(32).fill(1);
+const MIB = 1024 * 1024;
+
 function newClient(options: { name?: string; via?: "udp" | "tcp" } = {}): ClientCore {
   return new ClientCore({
     random: new SeededRandom(11),
@@ -188,12 +213,26 @@ function drainClient(core: ClientCore): ClientOutput[] {
   return out;
 }
 
-function sentRequest(outputs: ClientOutput[]): { via: string; message: Request } {
-  const sends = outputs.filter((o) => o.type === "send");
-  assertEquals(sends.length, 1, "expected one send");
-  const send = sends[0];
-  if (send.type !== "send") throw new Error("unreachable");
-  return { via: send.via, message: send.message };
+type Send = Extract<ClientOutput, { type: "send" }>;
+
+function sends(outputs: ClientOutput[]): Send[] {
+  return outputs.flatMap((o) => o.type === "send" ? [o] : []);
+}
+
+function sentRequest(outputs: ClientOutput[]): { via: string; message: Request; attempt: number } {
+  const all = sends(outputs);
+  assertEquals(all.length, 1, "expected one send");
+  const { via, message, attempt } = all[0];
+  if (message.type === "presence_ack") throw new Error("expected a request, got presence_ack");
+  return { via, message, attempt };
+}
+
+function events(outputs: ClientOutput[]): ClientEvent[] {
+  return outputs.flatMap((o) => o.type === "event" ? [o.event] : []);
+}
+
+function acks(outputs: ClientOutput[]): number[] {
+  return sends(outputs).flatMap((s) => s.message.type === "presence_ack" ? [s.message.seq] : []);
 }
 
 function result(outputs: ClientOutput[]): CommandResult {
@@ -215,27 +254,94 @@ function failure(r: CommandResult): Failure {
   return r;
 }
 
-function hello(core: ClientCore): void {
-  core.run(0, { kind: "hello" });
+function hello(
+  core: ClientCore,
+  options: { now?: number; auth?: "open" | "password"; leaseMs?: number } = {},
+): Ok {
+  const now = options.now ?? 0;
+  core.run(now, { kind: "hello" });
   const { message } = sentRequest(drainClient(core));
-  core.handle(1, { type: "hello_ok", reqId: message.reqId, tcpPort: 3001, serverVersion: "1.2.3" });
+  core.handle(now + 1, {
+    type: "hello_ok",
+    reqId: message.reqId,
+    tcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: AUTH_MODES[options.auth ?? "open"],
+    leaseMs: options.leaseMs ?? 30_000,
+  });
+  return ok(result(drainClient(core)));
+}
+
+/** Registers `name` at `now` (answered at once) and returns the outputs of the reply. */
+function register(core: ClientCore, now: number, name = "Alice", token = TOKEN): ClientOutput[] {
+  core.run(now, { kind: "register", name });
+  const { message } = sentRequest(drainClient(core));
+  core.handle(now, { type: "register_ok", reqId: message.reqId, key: KEY, token });
+  return drainClient(core);
+}
+
+/** Logs in at `now` (answered at once) and returns the result. */
+function login(core: ClientCore, now: number, name: string, secret: Uint8Array): Ok {
+  core.run(now, { kind: "login", name, secret });
+  const { message } = sentRequest(drainClient(core));
+  core.handle(now, { type: "login_ok", reqId: message.reqId, token: TOKEN, replaced: 0 });
+  return ok(result(drainClient(core)));
+}
+
+/** Runs `watch on` at `now`, answered at once. */
+function watch(core: ClientCore, now: number): void {
+  core.run(now, { kind: "watch", on: true });
+  const { message } = sentRequest(drainClient(core));
+  assertEquals(message.type, "watch");
+  core.handle(now, { type: "watch_ok", reqId: message.reqId });
   ok(result(drainClient(core)));
 }
 
-Deno.test("ClientCore.run() registers over UDP before hello", () => {
+/** Moves the clock to the core's next timeout and returns what that produced. */
+function tick(core: ClientCore, clock: VirtualClock): ClientOutput[] {
+  const next = core.nextTimeout();
+  if (next === undefined) throw new Error("no timeout armed");
+  clock.set(next);
+  core.onTimeout(clock.now());
+  return drainClient(core);
+}
+
+function presence(
+  token: Uint8Array,
+  seq: number,
+  change: keyof typeof PRESENCE_CHANGES,
+  name: string,
+): MessageOf<"presence"> {
+  return {
+    type: "presence",
+    token,
+    seq,
+    change: PRESENCE_CHANGES[change],
+    name,
+    ip: "10.0.0.2",
+    udpPort: 4002,
+    tcpPort: 5002,
+    onlineMs: 1500,
+  };
+}
+
+Deno.test("ClientCore.run() registers over UDP before hello and outputs the identity first", () => {
   const core = newClient({ name: "Alice" });
   core.run(0, { kind: "register" });
   const { via, message } = sentRequest(drainClient(core));
   assertEquals(via, "udp");
-  assertEquals(message.type, "register");
-  if (message.type !== "register") throw new Error("unreachable");
+  if (message.type !== "register") throw new Error(`expected register, got ${message.type}`);
   assertEquals(message.name, "Alice");
   assertEquals(message.udpPort, 40000);
   assertEquals(message.tcpPort, 5001);
   assert(core.busy);
-  core.handle(1, { type: "register_ok", reqId: message.reqId, token: new Uint8Array(16) });
-  ok(result(drainClient(core)));
-  assertEquals(core.registeredAs, "Alice");
+  core.handle(1, { type: "register_ok", reqId: message.reqId, key: KEY, token: TOKEN });
+  const out = drainClient(core);
+  assertEquals(out.map((o) => o.type), ["identity", "result"]);
+  assertEquals(out[0], { type: "identity", name: "Alice", key: KEY });
+  assertStringIncludes(ok(result(out)).message, 'Registered and logged in as "Alice"');
+  assertEquals(core.loggedInAs, "Alice");
+  assertEquals(core.name, "Alice");
   assert(!core.busy);
 });
 
@@ -243,27 +349,43 @@ Deno.test("ClientCore.run() fails tcp before hello with a clear message", () => 
   const core = newClient();
   core.run(0, { kind: "tcp", text: "hi" });
   const out = drainClient(core);
-  assertEquals(out.filter((o) => o.type === "send"), []);
+  assertEquals(sends(out), []);
   const r = failure(result(out));
+  assertEquals(r.code, "not_connected");
   assertStringIncludes(r.error, "TCP port is not known");
   assert(!core.busy);
 });
 
-Deno.test("ClientCore.run() registers after hello_ok and status shows it", () => {
+Deno.test("ClientCore.run() learns auth mode and lease from hello_ok", () => {
+  const open = newClient();
+  const r = hello(open, { leaseMs: 12_000 });
+  assertEquals(r.data, {
+    serverTcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: "open",
+    leaseMs: 12_000,
+  });
+  assertStringIncludes(r.message, "open login");
+  assertEquals(open.auth, "open");
+  assertEquals(open.serverTcpPort, 3001);
+
+  const password = newClient();
+  assertStringIncludes(hello(password, { auth: "password" }).message, "password login");
+  assertEquals(password.auth, "password");
+});
+
+Deno.test("ClientCore.run() registers after hello_ok and status shows the session", () => {
   const core = newClient();
   hello(core);
-  assertEquals(core.serverTcpPort, 3001);
-  core.run(2, { kind: "register", name: "Alice Smith" });
-  const { message } = sentRequest(drainClient(core));
-  core.handle(3, { type: "register_ok", reqId: message.reqId, token: new Uint8Array(16).fill(9) });
-  const registered = ok(result(drainClient(core)));
-  assertStringIncludes(registered.message, "Alice Smith");
+  register(core, 2, "Alice Smith");
 
   core.run(4, { kind: "status" });
   const status = ok(result(drainClient(core)));
-  assertStringIncludes(status.message, 'registered as "Alice Smith"');
-  assertEquals(status.data?.registered, true);
+  assertStringIncludes(status.message, 'logged in as "Alice Smith"');
+  assertEquals(status.data?.loggedIn, true);
+  assertEquals(status.data?.watching, false);
   assertEquals(status.data?.name, "Alice Smith");
+  assertEquals(status.data?.auth, "open");
   assertEquals(status.data?.serverTcpPort, 3001);
   assertEquals(status.data?.serverVersion, "1.2.3");
 
@@ -273,7 +395,7 @@ Deno.test("ClientCore.run() registers after hello_ok and status shows it", () =>
   assertEquals(tcp.via, "tcp");
   if (tcp.message.type !== "text") throw new Error("expected a text request");
   assertEquals(tcp.message.name, "Alice Smith");
-  assertEquals(tcp.message.token, new Uint8Array(16).fill(9));
+  assertEquals(tcp.message.token, TOKEN);
   assertEquals(tcp.message.text, "hello server");
 });
 
@@ -287,29 +409,147 @@ Deno.test("ClientCore.run() reports a server error with its code", () => {
     code: ERROR_CODES.name_taken,
     message: 'Cannot register "Alice": name is taken',
   });
-  const r = failure(result(drainClient(core)));
+  const out = drainClient(core);
+  assertEquals(out.filter((o) => o.type === "identity"), []);
+  const r = failure(result(out));
   assertEquals(r.code, "name_taken");
   assertEquals(r.error, 'Cannot register "Alice": name is taken');
-  assertEquals(core.registeredAs, undefined);
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined, "no heartbeat without a session");
 });
 
-Deno.test("ClientCore.run() fails deregister locally when not registered", () => {
+Deno.test("ClientCore.run() fails commands that need a session locally when not logged in", () => {
   const core = newClient({ name: "Alice" });
-  core.run(0, { kind: "deregister" });
+  hello(core);
+  const commands: CoreCommand[] = [
+    { kind: "deregister" },
+    { kind: "logout" },
+    { kind: "list" },
+    { kind: "lookup", name: "Bob" },
+    { kind: "watch", on: true },
+    { kind: "files" },
+    { kind: "delete", name: "a.txt" },
+    { kind: "download", name: "a.txt" },
+    { kind: "upload", name: "a.txt", size: 1, sha256: SHA },
+  ];
+  for (const command of commands) {
+    core.run(2, command);
+    const out = drainClient(core);
+    assertEquals(sends(out), [], command.kind);
+    const r = failure(result(out));
+    assertEquals(r.code, "not_logged_in", command.kind);
+    assertEquals(r.command, command.kind);
+    assertStringIncludes(r.error, "Not logged in; use register or login first");
+    assert(!core.busy);
+  }
+});
+
+Deno.test("ClientCore.run() deregisters with the session token and forgets the session", () => {
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 10);
+  core.run(20, { kind: "deregister" });
+  const { via, message } = sentRequest(drainClient(core));
+  assertEquals(via, "udp");
+  if (message.type !== "deregister") throw new Error(`expected deregister, got ${message.type}`);
+  assertEquals(message.token, TOKEN);
+  core.handle(21, { type: "deregister_ok", reqId: message.reqId });
+  const r = ok(result(drainClient(core)));
+  assertStringIncludes(r.message, 'Deregistered "Alice"');
+  assertEquals(r.data, { name: "Alice" });
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined, "heartbeats stop");
+  core.run(22, { kind: "deregister" });
+  assertEquals(failure(result(drainClient(core))).code, "not_logged_in");
+});
+
+Deno.test("ClientCore.run() deregisters over TCP when told to", () => {
+  const core = newClient({ via: "tcp" });
+  hello(core);
+  register(core, 2);
+  core.run(3, { kind: "deregister" });
+  assertEquals(sentRequest(drainClient(core)).via, "tcp");
+});
+
+Deno.test("ClientCore.run() logs in with name and secret and reports a takeover", () => {
+  const core = newClient();
+  hello(core);
+  core.run(2, { kind: "login", name: "Alice", secret: KEY });
+  const { via, message } = sentRequest(drainClient(core));
+  assertEquals(via, "udp");
+  if (message.type !== "login") throw new Error(`expected login, got ${message.type}`);
+  assertEquals(message.name, "Alice");
+  assertEquals(message.secret, KEY);
+  assertEquals(message.udpPort, 40000);
+  assertEquals(message.tcpPort, 5001);
+  core.handle(3, { type: "login_ok", reqId: message.reqId, token: TOKEN, replaced: 1 });
   const out = drainClient(core);
-  assertEquals(out.filter((o) => o.type === "send"), []);
-  const r = failure(result(out));
-  assertStringIncludes(r.error, "Not registered");
+  assertEquals(out.filter((o) => o.type === "identity"), [], "login saves no identity");
+  const r = ok(result(out));
+  assertStringIncludes(r.message, 'Logged in as "Alice" (your older session elsewhere was ended)');
+  assertEquals(r.data, { name: "Alice", replaced: true });
+  assertEquals(core.loggedInAs, "Alice");
+});
+
+Deno.test("ClientCore.run() refuses register and login while logged in", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 2);
+  core.run(3, { kind: "login", name: "Bob", secret: KEY });
+  const a = drainClient(core);
+  assertEquals(sends(a), []);
+  assertEquals(failure(result(a)).code, "already_logged_in");
+  core.run(3, { kind: "register", name: "Bob" });
+  const b = drainClient(core);
+  assertEquals(sends(b), []);
+  const r = failure(result(b));
+  assertEquals(r.code, "already_logged_in");
+  assertStringIncludes(r.error, 'Already logged in as "Alice"; logout first');
+});
+
+Deno.test("ClientCore.run() logs out and stops heartbeats", () => {
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 10);
+  assertEquals(core.nextTimeout(), 1010);
+  core.run(20, { kind: "logout" });
+  const { message } = sentRequest(drainClient(core));
+  if (message.type !== "logout") throw new Error(`expected logout, got ${message.type}`);
+  assertEquals(message.token, TOKEN);
+  core.handle(21, { type: "logout_ok", reqId: message.reqId });
+  assertEquals(ok(result(drainClient(core))).data, { name: "Alice" });
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined);
+});
+
+Deno.test("ClientCore.leave() sends one logout without waiting and forgets the session", () => {
+  const core = newClient();
+  hello(core);
+  assert(!core.leave(1), "nothing to leave before login");
+  register(core, 2);
+  assert(core.leave(3));
+  const { message } = sentRequest(drainClient(core));
+  if (message.type !== "logout") throw new Error(`expected logout, got ${message.type}`);
+  assertEquals(message.token, TOKEN);
+  assertEquals(core.loggedInAs, undefined);
+  assert(!core.busy);
+  assert(!core.leave(4));
+  // Its reply, if it comes, shows nothing.
+  core.handle(5, { type: "logout_ok", reqId: message.reqId });
+  assertEquals(drainClient(core), []);
 });
 
 Deno.test("ClientCore.run() fails register without a name or with an invalid one", () => {
   const core = newClient();
   core.run(0, { kind: "register" });
   const noName = failure(result(drainClient(core)));
+  assertEquals(noName.code, "no_name");
   assertStringIncludes(noName.error, "No name");
   core.run(0, { kind: "register", name: "a/b" });
   const bad = failure(result(drainClient(core)));
   assertEquals(bad.code, "invalid_name");
+  core.run(0, { kind: "login", name: "a/b", secret: KEY });
+  assertEquals(failure(result(drainClient(core))).code, "invalid_name");
 });
 
 Deno.test("ClientCore.run() refuses a second command while one runs", () => {
@@ -324,14 +564,11 @@ Deno.test("ClientCore.onTimeout() fails a request the server never answers", () 
   core.run(clock.now(), { kind: "hello" });
   let r: CommandResult | undefined;
   while (r === undefined) {
-    const next = core.nextTimeout();
-    if (next === undefined) throw new Error("no timeout armed");
-    clock.set(next);
-    core.onTimeout(clock.now());
-    r = drainClient(core).find((o) => o.type === "result")?.result as CommandResult | undefined;
+    r = tick(core, clock).find((o) => o.type === "result")?.result as CommandResult | undefined;
   }
   const f = failure(r);
   assertEquals(f.command, "hello");
+  assertEquals(f.code, "timeout");
   assertStringIncludes(f.error, "The server did not answer within 30 s");
   assertEquals(clock.now(), 30_000);
   assertEquals(core.retransmissions, 6);
@@ -345,8 +582,611 @@ Deno.test("ClientCore.tcpFailed() fails a running tcp command", () => {
   core.tcpFailed("connection refused");
   const r = failure(result(drainClient(core)));
   assertEquals(r.command, "tcp");
+  assertEquals(r.code, "connection_failed");
   assertEquals(r.error, "Connection refused");
   assert(!core.busy);
+});
+
+Deno.test("ClientCore.handle() fails a command whose reply has the wrong type", () => {
+  const core = newClient({ name: "Alice" });
+  core.run(0, { kind: "register" });
+  const { message } = sentRequest(drainClient(core));
+  core.handle(1, { type: "deregister_ok", reqId: message.reqId });
+  const r = failure(result(drainClient(core)));
+  assertEquals(r.code, "unexpected_reply");
+  assertStringIncludes(r.error, 'unexpected "deregister_ok"');
+  assertEquals(core.loggedInAs, undefined);
+});
+
+Deno.test("ClientCore.run() refuses a tcp message over the limit without sending it", () => {
+  const core = newClient({ name: "Alice" });
+  hello(core);
+  core.run(2, { kind: "tcp", text: "é".repeat(30_001) });
+  const out = drainClient(core);
+  assertEquals(sends(out), []);
+  assertStringIncludes(failure(result(out)).error, "60002 bytes of UTF-8; the limit is 60000");
+});
+
+// --- ClientCore: heartbeats and automatic re-login ----------------------------
+
+Deno.test("ClientCore.onTimeout() sends a heartbeat every lease/3 after login", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  assertEquals(core.nextTimeout(), undefined, "no heartbeat before login");
+  clock.set(20);
+  register(core, clock.now());
+  const at: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const { via, message, attempt } = sentRequest(tick(core, clock));
+    at.push(clock.now());
+    assertEquals(via, "udp");
+    assertEquals(attempt, 1);
+    if (message.type !== "heartbeat") throw new Error(`expected heartbeat, got ${message.type}`);
+    assertEquals(message.token, TOKEN);
+    clock.advance(5);
+    core.handle(clock.now(), { type: "heartbeat_ok", reqId: message.reqId });
+    assertEquals(drainClient(core), [], "a heartbeat's reply shows nothing");
+  }
+  assertEquals(at, [1020, 2020, 3020, 4020, 5020]);
+  assert(!core.busy, "heartbeats do not block commands");
+});
+
+Deno.test("ClientCore heartbeat interval is a third of the lease, with floors", () => {
+  // [lease from hello_ok, expected interval]: the lease is taken as at least 1 s.
+  for (const [leaseMs, interval] of [[300, 333], [3000, 1000], [90_000, 30_000]]) {
+    const core = newClient();
+    hello(core, { leaseMs });
+    register(core, 100);
+    assertEquals(core.nextTimeout(), 100 + interval, `lease ${leaseMs}`);
+  }
+});
+
+Deno.test("ClientCore.onTimeout() replaces an unanswered heartbeat with a fresh one", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  clock.set(20);
+  register(core, clock.now());
+  const first = sentRequest(tick(core, clock));
+  assertEquals(clock.now(), 1020);
+  const retry = sentRequest(tick(core, clock));
+  assertEquals(clock.now(), 1520);
+  assertEquals(retry.message.reqId, first.message.reqId);
+  assertEquals(retry.attempt, 2);
+  const second = sentRequest(tick(core, clock));
+  assertEquals(clock.now(), 2020);
+  assertEquals(second.attempt, 1);
+  assert(second.message.reqId !== first.message.reqId);
+  // Only the new heartbeat is retransmitted from now on.
+  const retry2 = sentRequest(tick(core, clock));
+  assertEquals(clock.now(), 2520);
+  assertEquals(retry2.message.reqId, second.message.reqId);
+  // A late answer to the first one is ignored.
+  core.handle(clock.now(), { type: "heartbeat_ok", reqId: first.message.reqId });
+  assertEquals(drainClient(core), []);
+  assertEquals(core.loggedInAs, "Alice");
+});
+
+/**
+ * Answers the next heartbeat with not_logged_in and returns what the client
+ * does within the same instant (the re-login may wait for `onTimeout(now)`).
+ */
+function loseSession(
+  core: ClientCore,
+  clock: VirtualClock,
+  message = "Not logged in",
+): ClientOutput[] {
+  const heartbeat = sentRequest(tick(core, clock));
+  if (heartbeat.message.type !== "heartbeat") {
+    throw new Error(`expected heartbeat, got ${heartbeat.message.type}`);
+  }
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: heartbeat.message.reqId,
+    code: ERROR_CODES.not_logged_in,
+    message,
+  });
+  const out = drainClient(core);
+  const next = core.nextTimeout();
+  if (sends(out).length === 0 && next !== undefined && next <= clock.now()) {
+    core.onTimeout(clock.now());
+    out.push(...drainClient(core));
+  }
+  return out;
+}
+
+/** Asserts that `outputs` hold exactly one re-login as Alice with KEY, and returns it. */
+function reloginOf(outputs: ClientOutput[]): MessageOf<"login"> {
+  const { via, message } = sentRequest(outputs);
+  assertEquals(via, "udp");
+  if (message.type !== "login") throw new Error(`expected login, got ${message.type}`);
+  assertEquals(message.name, "Alice");
+  assertEquals(message.secret, KEY);
+  return message;
+}
+
+Deno.test("ClientCore logs in again with its key when a heartbeat finds the session gone, and watches again", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  clock.set(20);
+  register(core, clock.now());
+  watch(core, clock.now());
+  assertEquals(events(drainAfter(core, presence(TOKEN, 1, "joined", "Bob"))).length, 1);
+
+  const lost = loseSession(
+    core,
+    clock,
+    "Not logged in (or the server restarted); log in again",
+  );
+  assertEquals(events(lost), [], "no event until the new login succeeds");
+  const relogin = { message: reloginOf(lost) };
+  assertEquals(clock.now(), 1020, "the re-login goes out at once");
+  assertEquals(core.loggedInAs, undefined);
+  assert(!core.busy, "the re-login runs in the background");
+
+  clock.advance(5);
+  core.handle(clock.now(), {
+    type: "login_ok",
+    reqId: relogin.message.reqId,
+    token: TOKEN2,
+    replaced: 0,
+  });
+  const after = drainClient(core);
+  assertEquals(after.map((o) => o.type), ["event", "send"]);
+  const [event] = events(after);
+  assertEquals(event.kind, "logged_in_again");
+  assertStringIncludes(event.message, 'logged in again as "Alice"');
+  assertEquals(event.data, { name: "Alice" });
+  const rewatch = sentRequest(after);
+  if (rewatch.message.type !== "watch") {
+    throw new Error(`expected watch, got ${rewatch.message.type}`);
+  }
+  assertEquals(rewatch.message.token, TOKEN2);
+  assertEquals(rewatch.message.on, 1);
+  assertEquals(core.loggedInAs, "Alice");
+  core.handle(clock.now(), { type: "watch_ok", reqId: rewatch.message.reqId });
+  assertEquals(drainClient(core), [], "the background watch shows no result");
+
+  // The new session's presence feed starts at 1 again; the old token is dead.
+  assertEquals(events(drainAfter(core, presence(TOKEN, 2, "left", "Bob"))), []);
+  const news = drainAfter(core, presence(TOKEN2, 1, "left", "Bob"));
+  assertEquals(events(news).map((e) => e.kind), ["left"]);
+  assertEquals(acks(news), [1]);
+  core.run(clock.now(), { kind: "status" });
+  assertEquals(ok(result(drainClient(core))).data?.watching, true);
+
+  // Heartbeats go on with the new token.
+  const next = sentRequest(tick(core, clock));
+  if (next.message.type !== "heartbeat") throw new Error(`expected heartbeat`);
+  assertEquals(next.message.token, TOKEN2);
+  assertEquals(clock.now(), 1025 + 1000);
+});
+
+Deno.test("ClientCore logs in again with the key of a login command and does not watch unasked", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  login(core, 0, "Alice", KEY);
+  const relogin = reloginOf(loseSession(core, clock));
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  const out = drainClient(core);
+  assertEquals(sends(out), [], "no watch: it was not watching");
+  assertEquals(events(out).map((e) => e.kind), ["logged_in_again"]);
+  assertEquals(core.loggedInAs, "Alice");
+});
+
+Deno.test("ClientCore ends the session with an event when re-login is refused", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  watch(core, 0);
+  const relogin = reloginOf(loseSession(core, clock));
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: relogin.reqId,
+    code: ERROR_CODES.login_failed,
+    message: "Login failed: wrong name or identity key; 2 attempts left",
+  });
+  const out = drainClient(core);
+  assertEquals(sends(out), []);
+  const [event] = events(out);
+  assertEquals(event.kind, "session_ended");
+  assertStringIncludes(event.message, "logging in again failed: login failed");
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined, "it does not try again");
+  core.run(clock.now(), { kind: "status" });
+  assertEquals(ok(result(drainClient(core))).data?.watching, false);
+});
+
+Deno.test("ClientCore retries a re-login the server never answers every heartbeat interval", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  watch(core, 0);
+  const first = reloginOf(loseSession(core, clock));
+  assertEquals(clock.now(), 1000);
+  // Retransmitted until the give-up time, then tried afresh a heartbeat interval later.
+  let next: MessageOf<"login"> | undefined;
+  for (let guard = 0; guard < 100 && next === undefined; guard++) {
+    for (const send of sends(tick(core, clock))) {
+      if (send.message.type === "login" && send.message.reqId !== first.reqId) {
+        next = send.message;
+      }
+    }
+  }
+  if (next === undefined) throw new Error("no second re-login");
+  assertEquals(clock.now(), 1000 + 30_000 + 1000);
+  assertEquals(next.secret, KEY);
+  assertEquals(core.loggedInAs, undefined);
+  core.handle(clock.now(), { type: "login_ok", reqId: next.reqId, token: TOKEN2, replaced: 0 });
+  const out = drainClient(core);
+  assertEquals(events(out).map((e) => e.kind), ["logged_in_again"]);
+  const rewatch = sentRequest(out);
+  assertEquals(rewatch.message.type, "watch", "it still watches after the long outage");
+  assertEquals(core.loggedInAs, "Alice");
+});
+
+Deno.test("ClientCore in password mode ends the session with an event instead of re-login", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { auth: "password", leaseMs: 3000 });
+  login(core, 0, "Alice", new TextEncoder().encode("correct horse"));
+  const out = loseSession(core, clock, "Not logged in (or the server restarted); log in again");
+  assertEquals(sends(out), [], "no automatic login with a password");
+  const [event] = events(out);
+  assertEquals(event.kind, "session_ended");
+  assertEquals(event.data, { name: "Alice", reason: "not_logged_in" });
+  assertStringIncludes(event.message, "Your session ended: not logged in");
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined);
+});
+
+Deno.test("ClientCore ignores other heartbeat errors", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  const heartbeat = sentRequest(tick(core, clock));
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: heartbeat.message.reqId,
+    code: ERROR_CODES.busy,
+    message: "Busy",
+  });
+  assertEquals(drainClient(core), []);
+  assertEquals(core.loggedInAs, "Alice");
+  assertEquals(core.nextTimeout(), 2000);
+});
+
+// --- ClientCore: pushes from the server ---------------------------------------
+
+function drainAfter(
+  core: ClientCore,
+  message: MessageOf<"presence" | "session_ended">,
+  now = 0,
+): ClientOutput[] {
+  core.handle(now, message);
+  return drainClient(core);
+}
+
+Deno.test("ClientCore handles session_ended(replaced): clears the session, tells, no re-login", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  watch(core, 0);
+  const text = '"Alice" logged in elsewhere (10.0.0.9:4000); this session has ended';
+  const ended = {
+    type: "session_ended",
+    token: TOKEN,
+    reason: SESSION_END_REASONS.replaced,
+    message: text,
+  } as const;
+
+  // Another session's notice changes nothing.
+  assertEquals(drainAfter(core, { ...ended, token: TOKEN2 }), []);
+  assertEquals(core.loggedInAs, "Alice");
+
+  const out = drainAfter(core, ended);
+  assertEquals(sends(out), []);
+  assertEquals(events(out), [{
+    kind: "session_ended",
+    message: text,
+    data: { name: "Alice", reason: "replaced" },
+  }]);
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined, "no more heartbeats, so no re-login either");
+  clock.set(120_000);
+  core.onTimeout(clock.now());
+  assertEquals(drainClient(core), []);
+  // A copy of the notice, and news for the old session, are ignored.
+  assertEquals(drainAfter(core, ended), []);
+  assertEquals(drainAfter(core, presence(TOKEN, 1, "joined", "Bob")), []);
+  core.run(clock.now(), { kind: "status" });
+  const status = ok(result(drainClient(core)));
+  assertEquals(status.data?.loggedIn, false);
+  assertEquals(status.data?.watching, false);
+});
+
+Deno.test("ClientCore logs in again after session_ended(expired) at once, after a shutdown later", () => {
+  // [reason, its name, delay before the re-login]: the heartbeat interval is 1 s.
+  const cases = [[2, "expired", 0], [3, "server_shutdown", 1000], [99, "unknown", 1000]] as const;
+  for (const [reason, name, delay] of cases) {
+    const clock = new VirtualClock(500);
+    const core = newClient();
+    hello(core, { leaseMs: 3000 });
+    register(core, 0);
+    const out = drainAfter(
+      core,
+      { type: "session_ended", token: TOKEN, reason, message: "Ended" },
+      clock.now(),
+    );
+    assertEquals(events(out), [{
+      kind: "session_ended",
+      message: "Ended",
+      data: { name: "Alice", reason: name },
+    }]);
+    assertEquals(core.loggedInAs, undefined);
+    assertEquals(core.nextTimeout(), 500 + delay, name);
+    reloginOf(tick(core, clock));
+  }
+});
+
+Deno.test("ClientCore in password mode does not log in again after session_ended", () => {
+  const core = newClient();
+  hello(core, { auth: "password", leaseMs: 3000 });
+  login(core, 0, "Alice", new TextEncoder().encode("correct horse"));
+  const out = drainAfter(core, {
+    type: "session_ended",
+    token: TOKEN,
+    reason: SESSION_END_REASONS.expired,
+    message: "Expired",
+  });
+  assertEquals(events(out).map((e) => e.kind), ["session_ended"]);
+  assertEquals(core.nextTimeout(), undefined);
+});
+
+Deno.test("ClientCore shows presence news once and in order, and acknowledges each copy", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  watch(core, 0);
+
+  // Another session's news: no event, no acknowledgement.
+  assertEquals(drainAfter(core, presence(TOKEN2, 1, "joined", "Mallory")), []);
+
+  const first = drainAfter(core, presence(TOKEN, 1, "joined", "Bob"));
+  assertEquals(events(first).map((e) => e.kind), ["joined"]);
+  assertStringIncludes(
+    events(first)[0].message,
+    '"Bob" is online at 10.0.0.2:4002 (TCP port 5002)',
+  );
+  assertEquals(events(first)[0].data, {
+    client: { name: "Bob", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 1500 },
+  });
+  assertEquals(acks(first), [1]);
+  const ack = sends(first)[0];
+  assertEquals(ack.via, "udp");
+  assertEquals(ack.message, { type: "presence_ack", token: TOKEN, seq: 1 });
+
+  // A duplicate is acknowledged again but not shown again.
+  const copy = drainAfter(core, presence(TOKEN, 1, "joined", "Bob"));
+  assertEquals(events(copy), []);
+  assertEquals(acks(copy), [1]);
+
+  // News out of order waits: 3 is not shown before 2, and the ack stays at 1.
+  const early = drainAfter(core, presence(TOKEN, 3, "left", "Bob"));
+  assertEquals(events(early), []);
+  assertEquals(acks(early), [1]);
+  const second = drainAfter(core, presence(TOKEN, 2, "joined", "Carol"));
+  assertEquals(events(second).map((e) => [e.kind, e.data?.client]), [[
+    "joined",
+    { name: "Carol", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 1500 },
+  ]]);
+  assertEquals(acks(second), [2]);
+  // The server resends 3 (it was not acknowledged): now it is shown.
+  const third = drainAfter(core, presence(TOKEN, 3, "left", "Bob"));
+  assertEquals(events(third).map((e) => e.kind), ["left"]);
+  assertEquals(events(third)[0].message, '"Bob" went offline');
+  assertEquals(acks(third), [3]);
+
+  const resync = drainAfter(core, presence(TOKEN, 4, "resync", "Dave"));
+  assertEquals(events(resync).map((e) => e.kind), ["resync"]);
+  assertStringIncludes(events(resync)[0].message, "use list");
+  assertEquals(acks(resync), [4]);
+});
+
+Deno.test("ClientCore ignores presence news before login", () => {
+  const core = newClient();
+  hello(core);
+  assertEquals(drainAfter(core, presence(TOKEN, 1, "joined", "Bob")), []);
+});
+
+// --- ClientCore: list, lookup, files ------------------------------------------
+
+function online(name: string, udpPort: number) {
+  return { name, ip: "10.0.0.1", udpPort, tcpPort: 5001, onlineMs: 65_000 };
+}
+
+Deno.test("ClientCore.run() list follows pages and collects every client", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  core.run(1, { kind: "list" });
+  const first = sentRequest(drainClient(core));
+  assertEquals(first.via, "udp");
+  if (first.message.type !== "list") throw new Error(`expected list, got ${first.message.type}`);
+  assertEquals(first.message.after, "");
+  assertEquals(first.message.token, TOKEN);
+  core.handle(2, {
+    type: "list_page",
+    reqId: first.message.reqId,
+    total: 3,
+    more: 1,
+    clients: [online("Alice", 4001), online("Bob", 4002)],
+  });
+  const out = drainClient(core);
+  assertEquals(out.filter((o) => o.type === "result"), [], "not done after the first page");
+  const second = sentRequest(out);
+  if (second.message.type !== "list") throw new Error(`expected list, got ${second.message.type}`);
+  assertEquals(second.message.after, "Bob");
+  assert(second.message.reqId !== first.message.reqId);
+  assert(core.busy);
+  // A copy of the first page is not taken for the second.
+  core.handle(3, {
+    type: "list_page",
+    reqId: first.message.reqId,
+    total: 3,
+    more: 1,
+    clients: [online("Alice", 4001), online("Bob", 4002)],
+  });
+  assertEquals(drainClient(core), []);
+  core.handle(4, {
+    type: "list_page",
+    reqId: second.message.reqId,
+    total: 3,
+    more: 0,
+    clients: [online("Carol", 4003)],
+  });
+  const r = ok(result(drainClient(core)));
+  assertEquals(r.data, {
+    clients: [online("Alice", 4001), online("Bob", 4002), online("Carol", 4003)],
+  });
+  assertStringIncludes(r.message, "3 online:");
+  assertStringIncludes(r.message, "Carol");
+  assertStringIncludes(r.message, "online 1 min 5 s");
+  assert(!core.busy);
+});
+
+Deno.test("ClientCore.run() list reports an empty active list", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  core.run(1, { kind: "list" });
+  const { message } = sentRequest(drainClient(core));
+  core.handle(2, { type: "list_page", reqId: message.reqId, total: 0, more: 0, clients: [] });
+  assertEquals(ok(result(drainClient(core))).message, "Nobody is online");
+});
+
+Deno.test("ClientCore.run() lookup reports where a client is, or that it is not online", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  core.run(1, { kind: "lookup", name: "bad/name" });
+  assertEquals(failure(result(drainClient(core))).code, "invalid_name");
+
+  core.run(1, { kind: "lookup", name: "Bob" });
+  const { message } = sentRequest(drainClient(core));
+  if (message.type !== "lookup") throw new Error(`expected lookup, got ${message.type}`);
+  assertEquals(message.name, "Bob");
+  core.handle(2, { type: "lookup_ok", reqId: message.reqId, ...online("Bob", 4002) });
+  const found = ok(result(drainClient(core)));
+  assertStringIncludes(found.message, '"Bob" is online at 10.0.0.1:4002 (TCP port 5001)');
+  assertEquals(found.data, { client: online("Bob", 4002) });
+
+  core.run(3, { kind: "lookup", name: "Carol" });
+  const again = sentRequest(drainClient(core));
+  core.handle(4, {
+    type: "error",
+    reqId: again.message.reqId,
+    code: ERROR_CODES.not_online,
+    message: '"Carol" is not online',
+  });
+  assertEquals(failure(result(drainClient(core))).code, "not_online");
+});
+
+/** Runs a command that is never answered and returns how long it took to fail. */
+function timeToGiveUp(core: ClientCore, clock: VirtualClock, command: CoreCommand): number {
+  const start = clock.now();
+  core.run(start, command);
+  const first = drainClient(core);
+  assertEquals(sentRequest(first).via, "tcp");
+  for (let guard = 0; guard < 100; guard++) {
+    const r = tick(core, clock).find((o) => o.type === "result");
+    if (r?.type === "result") {
+      assertEquals(failure(r.result).code, "timeout");
+      assertStringIncludes(
+        failure(r.result).error,
+        `did not answer within ${(clock.now() - start) / 1000} s`,
+      );
+      return clock.now() - start;
+    }
+  }
+  throw new Error("the command never gave up");
+}
+
+Deno.test("ClientCore.run() gives an upload one more second per started MiB", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  // A long lease keeps heartbeats out of the way.
+  hello(core, { leaseMs: 3_600_000 });
+  register(core, 0);
+  const upload = (size: number): CoreCommand => ({
+    kind: "upload",
+    name: "big.bin",
+    size,
+    sha256: SHA,
+  });
+  assertEquals(timeToGiveUp(core, clock, { kind: "files" }), 30_000);
+  assertEquals(timeToGiveUp(core, clock, upload(0)), 30_000);
+  assertEquals(timeToGiveUp(core, clock, upload(1)), 31_000);
+  assertEquals(timeToGiveUp(core, clock, upload(MIB)), 31_000);
+  assertEquals(timeToGiveUp(core, clock, upload(MIB + 1)), 32_000);
+  assertEquals(timeToGiveUp(core, clock, upload(50 * MIB)), 80_000);
+});
+
+Deno.test("ClientCore.run() sends an upload over TCP with its size and hash", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  core.run(1, { kind: "upload", name: "../evil", size: 1, sha256: SHA });
+  assertEquals(failure(result(drainClient(core))).code, "invalid_file_name");
+  core.run(1, { kind: "upload", name: "data.csv", size: 1234, sha256: SHA });
+  const { via, message } = sentRequest(drainClient(core));
+  assertEquals(via, "tcp");
+  if (message.type !== "upload") throw new Error(`expected upload, got ${message.type}`);
+  assertEquals([message.name, message.size, message.sha256, message.token], [
+    "data.csv",
+    1234,
+    SHA,
+    TOKEN,
+  ]);
+  core.handle(2, { type: "upload_ok", reqId: message.reqId, size: 1234 });
+  const r = ok(result(drainClient(core)));
+  assertEquals(r.data, { name: "data.csv", size: 1234 });
+});
+
+Deno.test("ClientCore.run() lists and deletes files over TCP", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  core.run(1, { kind: "files" });
+  const files = sentRequest(drainClient(core));
+  assertEquals(files.via, "tcp");
+  core.handle(2, {
+    type: "file_list",
+    reqId: files.message.reqId,
+    usedBytes: 10,
+    quotaBytes: 100,
+    files: [{ name: "a.txt", size: 10, sha256: new Uint8Array(32).fill(0xab), uploadedAt: 0 }],
+  });
+  const listed = ok(result(drainClient(core)));
+  assertStringIncludes(listed.message, "1 file, 10 of 100 bytes used");
+  assertEquals(listed.data?.files, [{
+    name: "a.txt",
+    size: 10,
+    sha256: "ab".repeat(32),
+    uploadedAt: "1970-01-01T00:00:00.000Z",
+  }]);
+  core.run(3, { kind: "delete", name: "a.txt" });
+  const del = sentRequest(drainClient(core));
+  assertEquals(del.via, "tcp");
+  core.handle(4, { type: "delete_ok", reqId: del.message.reqId });
+  assertEquals(ok(result(drainClient(core))).message, 'Deleted "a.txt"');
 });
 
 // --- parseCommand ------------------------------------------------------------
@@ -380,23 +1220,4 @@ Deno.test("parseCommand() throws CommandError for bad lines", () => {
   assertStringIncludes(unknown.message, "frobnicate");
   assertThrows(() => parseCommand("status now"), CommandError);
   assertThrows(() => parseCommand("deregister Alice"), CommandError);
-});
-
-Deno.test("ClientCore.handle() fails a command whose reply has the wrong type", () => {
-  const core = newClient({ name: "Alice" });
-  core.run(0, { kind: "register" });
-  const { message } = sentRequest(drainClient(core));
-  core.handle(1, { type: "deregister_ok", reqId: message.reqId });
-  const r = failure(result(drainClient(core)));
-  assertStringIncludes(r.error, 'unexpected "deregister_ok"');
-  assertEquals(core.registeredAs, undefined);
-});
-
-Deno.test("ClientCore.run() refuses a tcp message over the limit without sending it", () => {
-  const core = newClient({ name: "Alice" });
-  hello(core);
-  core.run(2, { kind: "tcp", text: "é".repeat(30_001) });
-  const out = drainClient(core);
-  assertEquals(out.filter((o) => o.type === "send"), []);
-  assertStringIncludes(failure(result(out)).error, "60002 bytes of UTF-8; the limit is 60000");
 });

@@ -34,12 +34,14 @@ Deno.test("client refuses a TCP message over the size limit with one line and ke
   await using server = await startServer({ dataDir: dir.join("data"), logDir });
   const result = await runClient({
     args: ["--server", server.address, "--name", "Big", "--log-dir", logDir],
+    cwd: dir.path,
     stdin: `register\ntcp ${"x".repeat(60_001)}\n`,
   });
   assertOneErrorLine(result, 1, /60001 bytes.*limit is 60000/);
   // It left cleanly after the failure; the same text at the limit goes through.
   const ok = await runClient({
     args: ["--server", server.address, "--name", "Fits", "--log-dir", logDir],
+    cwd: dir.path,
     stdin: `tcp ${"y".repeat(60_000)}\n`,
   });
   assertEquals(ok.code, 0, describe(ok));
@@ -123,6 +125,7 @@ Deno.test("client --json gives every command a result line and every failure a c
   const run = (stdin: string) =>
     runClient({
       args: ["--server", server.address, "--name", "Jo", "--log-dir", logDir, "--json"],
+      cwd: dir.path,
       stdin,
     });
 
@@ -133,7 +136,7 @@ Deno.test("client --json gives every command a result line and every failure a c
     ["connected", undefined, undefined, undefined],
     ["result", "help", true, undefined],
     ["result", "register", true, undefined],
-    ["result", "register", false, "already_registered"],
+    ["result", "register", false, "already_logged_in"],
   ]);
   assertEquals(events[0].serverTcpPort, server.tcpPort);
 

@@ -4,6 +4,7 @@
  * standard input (or a script file) the way a user drives it.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import { dirname, join } from "@std/path";
 import { encodeFrame } from "../lib/transport/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import {
@@ -21,9 +22,24 @@ import {
   withTimeout,
 } from "./_processes.ts";
 
-/** Flags every client in these tests gets, so nothing is written to the cwd. */
+/**
+ * Flags every client in these tests gets, so nothing is written to the cwd:
+ * logs in `logDir`, identities in `client/` beside it.
+ */
 function clientArgs(server: string, name: string, logDir: string, ...more: string[]): string[] {
-  return ["--server", server, "--name", name, "--log-dir", logDir, "--timeout", "5", ...more];
+  return [
+    "--server",
+    server,
+    "--name",
+    name,
+    "--log-dir",
+    logDir,
+    "--data-dir",
+    join(dirname(logDir), "client"),
+    "--timeout",
+    "5",
+    ...more,
+  ];
 }
 
 function escape(text: string): string {
@@ -54,6 +70,16 @@ function assertOneErrorLine(result: Finished, pattern: RegExp): string {
 
 type RegistryFile = Record<string, Record<string, unknown>>;
 
+interface SavedIdentity {
+  server: string;
+  name: string;
+  key: string;
+}
+
+async function readIdentities(path: string): Promise<SavedIdentity[]> {
+  return JSON.parse(await Deno.readTextFile(path)).identities;
+}
+
 async function readRegistry(dataDir: string): Promise<RegistryFile> {
   return JSON.parse(await Deno.readTextFile(`${dataDir}/registrations.json`));
 }
@@ -76,6 +102,7 @@ Deno.test("server and client register, message, show status and deregister end t
   await using dir = await tempDir();
   const dataDir = dir.join("data");
   const logDir = dir.join("logs");
+  const identityFile = dir.join("client", "identities.json");
   await using server = await startServer({ dataDir, logDir });
   await using client = startClient(clientArgs(server.address, "Alice Smith", logDir));
 
@@ -83,12 +110,12 @@ Deno.test("server and client register, message, show status and deregister end t
     new RegExp(
       `^Connected to server ${
         escape(server.address)
-      } \\(version [^)]+, TCP port ${server.tcpPort}\\)$`,
+      } \\(version [^)]+, TCP port ${server.tcpPort}, open login\\)$`,
     ),
   );
 
   await client.write("register\n");
-  await client.waitForLine(/^Registered as "Alice Smith"$/);
+  await client.waitForLine(/^Registered and logged in as "Alice Smith"$/);
   await server.waitForLine(
     /^Registered "Alice Smith" at 127\.0\.0\.1 \(UDP port \d+, TCP port 5001\).* UDP\b/,
   );
@@ -102,6 +129,13 @@ Deno.test("server and client register, message, show status and deregister end t
     const mode = (await Deno.stat(`${dataDir}/registrations.json`)).mode!;
     assertEquals(mode & 0o777, 0o600, "registrations.json is private to its owner");
   }
+  // register saved the identity key before it said so, privately.
+  const identities = await readIdentities(identityFile);
+  assertEquals(identities.map((i) => [i.server, i.name]), [[server.address, "Alice Smith"]]);
+  assertMatch(identities[0].key, /^[0-9a-f]{32}$/);
+  if (Deno.build.os !== "windows") {
+    assertEquals((await Deno.stat(identityFile)).mode! & 0o777, 0o600, "identities are private");
+  }
 
   await client.write('tcp hello from Alice, with {braces} and "quotes"\n');
   await client.waitForLine(/^The server acknowledged the TCP message$/);
@@ -112,17 +146,18 @@ Deno.test("server and client register, message, show status and deregister end t
   await client.write("status\n");
   const status = await client.waitForLine(/^Server /);
   const statusMatch = new RegExp(
-    `^Server ${escape(server.address)} \\(TCP port ${server.tcpPort}\\); ` +
-      `name "Alice Smith", registered as "Alice Smith"; UDP port (\\d+), TCP port 5001; ` +
+    `^Server ${escape(server.address)} \\(TCP port ${server.tcpPort}, open login\\); ` +
+      `name "Alice Smith", logged in as "Alice Smith"; UDP port (\\d+), TCP port 5001; ` +
       `requests over UDP$`,
   ).exec(status);
   if (statusMatch === null) throw new Error(`Unexpected status line: ${status}`);
   assertEquals(registry["Alice Smith"].udp_port, Number(statusMatch[1]));
 
   await client.write("deregister\n");
-  await client.waitForLine(/^Deregistered "Alice Smith"$/);
+  await client.waitForLine(/^Deregistered "Alice Smith"; its identity and files are deleted$/);
   await server.waitForLine(/^Deregistered "Alice Smith"\W.*\bUDP\b/);
   assertEquals(await readRegistry(dataDir), {});
+  assertEquals(await readIdentities(identityFile), [], "deregister forgets the saved identity");
 
   const result = await client.finished();
   assertExit(result, 0);
@@ -140,6 +175,9 @@ Deno.test("server and client register, message, show status and deregister end t
     !serverLog.includes(registry["Alice Smith"].key_sha256 as string),
     "no token hash in log",
   );
+  assert(!serverLog.includes(identities[0].key), "no identity key in the server log");
+  const clientLogText = await Deno.readTextFile(`${logDir}/client.log`);
+  assert(!clientLogText.includes(identities[0].key), "no identity key in the client log");
   const clientLog = await Deno.stat(`${logDir}/client.log`);
   assert(clientLog.isFile && clientLog.size > 0, "logs/client.log is written");
 });
@@ -155,7 +193,7 @@ Deno.test("client register refuses a name taken in another case, in text and JSO
     stdin: "register\n",
   });
   assertExit(first, 0);
-  assertStringIncludes(first.stdout, 'Registered as "Alice Smith"');
+  assertStringIncludes(first.stdout, 'Registered and logged in as "Alice Smith"');
 
   const second = await runClient({
     args: clientArgs(server.address, "alice SMITH", logDir),
@@ -196,14 +234,14 @@ Deno.test("client registers and deregisters over TCP with --transport tcp", asyn
     clientArgs(server.address, "Erin Stone", logDir, "--transport", "tcp"),
   );
   await client.write("register\n");
-  await client.waitForLine(/^Registered as "Erin Stone"$/);
+  await client.waitForLine(/^Registered and logged in as "Erin Stone"$/);
   await server.waitForLine(
     /^Registered "Erin Stone" at 127\.0\.0\.1 \(UDP port \d+, TCP port 5001\).* TCP\b/,
   );
   assertRegistryEntry((await readRegistry(dataDir))["Erin Stone"]);
   await client.write("status\nderegister\n");
   await client.waitForLine(/requests over TCP$/);
-  await client.waitForLine(/^Deregistered "Erin Stone"$/);
+  await client.waitForLine(/^Deregistered "Erin Stone"; /);
   await server.waitForLine(/^Deregistered "Erin Stone"\W.*\bTCP\b/);
   assertExit(await client.finished(), 0);
   assertEquals(await readRegistry(dataDir), {});
@@ -225,7 +263,7 @@ Deno.test("client --script runs a file and stops at the first failing or unknown
   });
   assertExit(ok, 0);
   assertEquals(ok.stderr, "");
-  assertStringIncludes(ok.stdout, 'Registered as "Fay Script"');
+  assertStringIncludes(ok.stdout, 'Registered and logged in as "Fay Script"');
   assertStringIncludes(ok.stdout, "The server acknowledged the TCP message");
   assertStringIncludes(ok.stdout, 'Deregistered "Fay Script"');
   await server.waitForLine(/^Message from "Fay Script" over TCP, request \d+: "scripted hello"/);
@@ -238,8 +276,8 @@ Deno.test("client --script runs a file and stops at the first failing or unknown
     args: clientArgs(server.address, "Gus Script", logDir, "--script", dir.join("fails.txt")),
   });
   assertExit(fails, 1);
-  assertOneErrorLine(fails, /already registered as "Gus Script"/);
-  assertStringIncludes(fails.stdout, 'Registered as "Gus Script"');
+  assertOneErrorLine(fails, /already logged in as "Gus Script"/);
+  assertStringIncludes(fails.stdout, 'Registered and logged in as "Gus Script"');
   assert(!fails.stdout.includes("Server "), `status ran after the failure\n${describe(fails)}`);
 
   await Deno.writeTextFile(
@@ -298,7 +336,7 @@ Deno.test("server keeps acknowledged registrations across SIGINT, SIGTERM and SI
       stdin: "register\n",
     });
     assertExit(reg, 0);
-    assertStringIncludes(reg.stdout, 'Registered as "Dave Brown"');
+    assertStringIncludes(reg.stdout, 'Registered and logged in as "Dave Brown"');
     await server.kill9();
     assert(!server.alive);
     const registry = await readRegistry(dataDir);
@@ -453,7 +491,7 @@ Deno.test("server survives thousands of garbage datagrams and broken TCP frames"
   // A victim that stays registered while the garbage flies.
   await using victim = startClient(clientArgs(server.address, "Victor Victim", logDir));
   await victim.write("register\n");
-  await victim.waitForLine(/^Registered as "Victor Victim"$/);
+  await victim.waitForLine(/^Registered and logged in as "Victor Victim"$/);
 
   const target: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: server.udpPort };
   const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -483,7 +521,7 @@ Deno.test("server survives thousands of garbage datagrams and broken TCP frames"
         const client = randomHex64(random);
         const reqId = Math.floor(random() * 0xffffffff);
         bytes = i % 8 === 3
-          ? encodeMessage({ type: "deregister", reqId, client, name: "Victor Victim", token })
+          ? encodeMessage({ type: "deregister", reqId, client, token })
           : encodeMessage({ type: "text", reqId, client, name: "Victor Victim", token, text: "x" });
       }
       await socket.send(bytes, target);
@@ -539,7 +577,7 @@ Deno.test("server survives thousands of garbage datagrams and broken TCP frames"
   assert(server.alive, `the server died (${context})`);
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Victor Victim"], context);
   await victim.write("deregister\n");
-  await victim.waitForLine(/^Deregistered "Victor Victim"$/);
+  await victim.waitForLine(/^Deregistered "Victor Victim"; /);
   assertExit(await victim.finished(), 0);
   assertEquals(await readRegistry(dataDir), {}, context);
 
@@ -623,17 +661,52 @@ Deno.test("server registers concurrent clients with different names and keeps th
   );
 });
 
-Deno.test("client exits 130 on Ctrl-C (SIGINT) and its registration stays", async () => {
+Deno.test("client exits 130 on Ctrl-C (SIGINT), goes offline, and its registration stays", async () => {
   await using dir = await tempDir();
   const dataDir = dir.join("data");
   const logDir = dir.join("logs");
   await using server = await startServer({ dataDir, logDir });
   await using client = startClient(clientArgs(server.address, "Ike Interrupt", logDir));
   await client.write("register\n");
-  await client.waitForLine(/^Registered as "Ike Interrupt"$/);
+  await client.waitForLine(/^Registered and logged in as "Ike Interrupt"$/);
   const result = await client.signal("SIGINT", 5_000);
   assertExit(result, 130);
   assert(!/^\s+at /m.test(result.stderr), describe(result));
+  // It went offline on the way out, and its identity stays.
+  await server.waitForLine(/^"Ike Interrupt" went offline \(exit\)$/);
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Ike Interrupt"]);
+  assertEquals(await server.stop(), 0);
+});
+
+Deno.test("client exit logs out; deregister in a later run needs login first", async () => {
+  await using dir = await tempDir();
+  const dataDir = dir.join("data");
+  const logDir = dir.join("logs");
+  const identityFile = dir.join("client", "identities.json");
+  await using server = await startServer({ dataDir, logDir });
+  const args = clientArgs(server.address, "Kim Later", logDir);
+
+  const first = await runClient({ args, stdin: "register\nexit\nstatus\n" });
+  assertExit(first, 0);
+  assertStringIncludes(first.stdout, 'Registered and logged in as "Kim Later"');
+  assert(!first.stdout.includes("Server "), "nothing runs after exit");
+  await server.waitForLine(/^"Kim Later" went offline \(exit\)$/);
+
+  const notLoggedIn = await runClient({ args, stdin: "deregister\n" });
+  assertExit(notLoggedIn, 1);
+  assertOneErrorLine(notLoggedIn, /not logged in; use register or login first/i);
+  assertEquals(Object.keys(await readRegistry(dataDir)), ["Kim Later"]);
+
+  const later = await runClient({ args, stdin: "login\nstatus\nderegister\n" });
+  assertExit(later, 0);
+  assertStringIncludes(later.stdout, 'Logged in as "Kim Later"');
+  assertMatch(later.stdout, /name "Kim Later", logged in as "Kim Later";/);
+  assertStringIncludes(later.stdout, 'Deregistered "Kim Later"; its identity and files are deleted');
+  assertEquals(await readRegistry(dataDir), {});
+  assertEquals(await readIdentities(identityFile), []);
+
+  const gone = await runClient({ args, stdin: "login\n" });
+  assertExit(gone, 1);
+  assertOneErrorLine(gone, /no saved identity for "Kim Later"/i);
   assertEquals(await server.stop(), 0);
 });

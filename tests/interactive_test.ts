@@ -27,11 +27,12 @@ class TerminalClient {
   #text = "";
   #reading: Promise<void>;
 
-  constructor(args: string[]) {
+  constructor(args: string[], cwd: string) {
     const command = [Deno.execPath(), "run", "-A", "--config", CONFIG_PATH, CLIENT_PATH, ...args]
       .map(quote).join(" ");
     this.#child = new Deno.Command("script", {
       args: ["-q", "-e", "-c", command, "/dev/null"],
+      cwd,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -86,10 +87,11 @@ Deno.test({
     const first = await runClient({
       args: ["--server", server.address, "--name", "Alice Smith", "--log-dir", `${dir.path}/logs`],
       stdin: "register\n",
+      cwd: dir.path,
     });
     assertEquals(first.code, 0, first.stderr);
 
-    const client = new TerminalClient(["--log-dir", `${dir.path}/logs`]);
+    const client = new TerminalClient(["--log-dir", `${dir.path}/logs`], dir.path);
     let at = await client.waitFor("Enter server IP address (or 'localhost'): ");
     await client.type(server.address);
     at = await client.waitFor("Enter client TCP port (1024–65535): ", at);
@@ -101,17 +103,19 @@ Deno.test({
     await client.type("Alice");
     at = await client.waitFor("Enter your last name: ", at);
     await client.type("Smith");
+    at = await client.waitFor(`Connected to server ${server.address} (version `, at);
+    at = await client.waitFor(`, TCP port ${server.tcpPort}, open login)`, at);
     at = await client.waitFor("> ", at);
     await client.type("register");
     at = await client.waitFor("name is taken", at);
     at = await client.waitFor("Pick another name (empty to cancel): ", at);
     await client.type("Alice Jones");
-    at = await client.waitFor('Registered as "Alice Jones"', at);
+    at = await client.waitFor('Registered and logged in as "Alice Jones"', at);
     at = await client.waitFor("> ", at);
     await client.type("status");
-    at = await client.waitFor('registered as "Alice Jones"', at);
+    at = await client.waitFor('logged in as "Alice Jones"', at);
     await client.type("deregister");
-    at = await client.waitFor('Deregistered "Alice Jones"', at);
+    at = await client.waitFor('Deregistered "Alice Jones"; its identity and files are deleted', at);
     await client.type("exit");
     assertEquals(await client.finish(), 0, client.text);
     assert(!client.text.includes("    at "), `no stack trace expected:\n${client.text}`);
@@ -119,5 +123,10 @@ Deno.test({
     const registry = JSON.parse(await Deno.readTextFile(`${dir.path}/data/registrations.json`));
     assertEquals(Object.keys(registry), ["Alice Smith"]);
     assertStringIncludes(server.lines.join("\n"), 'Deregistered "Alice Jones"');
+    // Both runs kept their identities under the working directory's ./data/client.
+    const saved = JSON.parse(
+      await Deno.readTextFile(`${dir.path}/data/client/identities.json`),
+    ).identities.map((i: { name: string }) => i.name);
+    assertEquals(saved, ["Alice Smith"], "deregister forgot Alice Jones");
   },
 });

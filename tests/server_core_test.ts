@@ -1735,7 +1735,7 @@ Deno.test("ServerCore.shutdown() ends every session and tells each client", () =
   assertEquals(events(out).at(-1), { kind: "active", names: [] });
 });
 
-// --- known bugs (ignored until fixed) ---------------------------------------------------------
+// --- regressions: lockout under concurrent guesses, file slots, deregister mid-upload ---
 
 Deno.test({
   name: "ServerCore.handle() counts logins still being checked against the lockout (password mode)",

@@ -4,7 +4,7 @@
  * A failing run names its seed; replay it with SIM_SEED=<seed>.
  */
 import { assert, assertEquals } from "@std/assert";
-import { Simulation } from "../lib/driver/simulation.ts";
+import { type SimClient, Simulation } from "../lib/driver/simulation.ts";
 import type { Impairment } from "../lib/transport/sim_network.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 
@@ -52,11 +52,9 @@ function runScenario(seed: number, impairment: Impairment, crash: boolean): RunR
   for (const client of sim.clients) {
     assertEquals(client.queue.length, 0, `seed ${seed}: a command never ran`);
     assert(!client.core.busy, `seed ${seed}: a command never finished`);
-    const registered = client.results.find((r) => r.command === "register" && r.ok);
+    const name = registeredName(client);
     const deregisters = client.results.some((r) => r.command === "deregister");
-    if (registered !== undefined && !deregisters) {
-      acknowledged.set(nameKey(client.core.registeredAs!), client.core.registeredAs!);
-    }
+    if (name !== undefined && !deregisters) acknowledged.set(nameKey(name), name);
   }
   // No request was ever executed twice, whatever the network did.
   const executed = sim.serverEvents.flatMap((e) =>
@@ -76,6 +74,20 @@ function runScenario(seed: number, impairment: Impairment, crash: boolean): RunR
     assert(holders.get(key)! <= 1, `seed ${seed}: "${key}" was registered twice at once`);
   }
   return { seed, acknowledged, disk: sim.disk, sim };
+}
+
+/** The name a client's `register` was acknowledged for, if it was. */
+function registeredName(client: SimClient): string | undefined {
+  const registered = client.results.find((r) => r.command === "register" && r.ok);
+  return registered?.ok ? String(registered.data?.name) : undefined;
+}
+
+function registerTimedOut(client: SimClient): boolean {
+  return client.results.some((r) => r.command === "register" && !r.ok && r.code === "timeout");
+}
+
+function deregistered(client: SimClient): boolean {
+  return client.results.some((r) => r.command === "deregister" && r.ok);
 }
 
 function seeds(count: number, offset: number): number[] {
@@ -100,15 +112,16 @@ for (const [profile, impairment] of Object.entries(PROFILES)) {
       }
       // Names of pairs that deregistered are gone unless a deregister failed.
       for (const client of sim.clients) {
-        const ok = client.results.filter((r) => r.ok).map((r) => r.command);
-        if (ok.includes("deregister") && client.core.registeredAs === undefined) {
-          const name = (client.results.find((r) => r.command === "deregister") as {
-            data?: { name?: string };
-          }).data?.name;
-          const others = sim.clients.filter((c) => c !== client && c.core.registeredAs === name);
-          if (others.length === 0) {
-            assert(!onDisk.has(nameKey(name!)), `seed ${seed}: "${name}" survived deregister`);
-          }
+        const name = registeredName(client);
+        if (name === undefined || !deregistered(client)) continue;
+        // Another client may hold the name: one registered and not gone, or
+        // one whose register timed out (executed, but its reply was lost).
+        const others = sim.clients.filter((c) =>
+          c !== client && nameKey(c.core.name ?? "") === nameKey(name) &&
+          (registeredName(c) !== undefined && !deregistered(c) || registerTimedOut(c))
+        );
+        if (others.length === 0) {
+          assert(!onDisk.has(nameKey(name)), `seed ${seed}: "${name}" survived deregister`);
         }
       }
     }
