@@ -763,10 +763,10 @@ Deno.test("ServerCore.handle() login with the key from another address replaces 
     assertEquals(core.sessions.size, 2);
   });
 
-  await t.step("the old token gets not_logged_in saying it was replaced", () => {
+  await t.step("the old token gets session_replaced saying it was replaced", () => {
     const error = assertError(
       ask(core, NOW + 300, FROM_ALICE, withToken("heartbeat", 3, alice.token)),
-      "not_logged_in",
+      "session_replaced",
     );
     assertStringIncludes(error.message, "logged in elsewhere");
     assertEquals(

@@ -257,7 +257,8 @@ export class ClientCore {
         return this.#send(now, command, { type: "lookup", token, name: command.name }, "udp");
       }
       case "watch":
-        if (command.on) this.#presenceSeq = 0;
+        // A new watcher numbers its news from 1; an existing one goes on.
+        if (command.on && !this.#watching) this.#presenceSeq = 0;
         return this.#send(now, command, { type: "watch", token, on: command.on ? 1 : 0 }, "udp");
       case "files":
         return this.#send(now, command, { type: "files", token }, "tcp");
@@ -499,6 +500,16 @@ export class ClientCore {
     if (kind === "logout") return;
     if (kind === "heartbeat" && reply.type === "error") {
       const code = errorCodeName(reply.code);
+      if (code === "session_replaced") {
+        // The push that said so was lost: never take the name back.
+        this.#clearSession();
+        this.#key = undefined;
+        return this.#event({
+          kind: "session_ended",
+          message: reply.message,
+          data: { name: this.#name, reason: "replaced" },
+        });
+      }
       if (code !== "not_logged_in") return;
       const name = this.#loggedInAs;
       const watching = this.#watching;
@@ -753,7 +764,8 @@ export class ClientCore {
 
   #presence(message: MessageOf<"presence">): void {
     if (this.#token === undefined || !sameBytes(message.token, this.#token)) return;
-    if (message.seq === this.#presenceSeq + 1) {
+    const resync = message.change === PRESENCE_CHANGES.resync && message.seq > this.#presenceSeq;
+    if (message.seq === this.#presenceSeq + 1 || resync) {
       this.#presenceSeq = message.seq;
       const client = onlineClient(message);
       if (message.change === PRESENCE_CHANGES.joined) {

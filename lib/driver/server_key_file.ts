@@ -1,6 +1,6 @@
 /**
  * The server's secret key in `<data-dir>/server.key`: 32 random bytes, hex,
- * created on first start with mode 0600. Session tokens are derived from it,
+ * created on first start with mode 0600. Identity keys are derived from it,
  * so it must survive restarts and never leave the machine.
  *
  * @module

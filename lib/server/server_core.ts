@@ -296,7 +296,7 @@ export class ServerCore {
   #feed = new PresenceFeed();
   #limiter: LoginLimiter;
   #files: StoredFiles;
-  #ended = new Map<string, string>();
+  #ended = new Map<string, { code: ErrorCodeName; message: string }>();
   #outputs: ServerOutput[] = [];
   #held: HeldReply[] = [];
   #logins = new Map<number, PendingLogin>();
@@ -832,6 +832,14 @@ export class ServerCore {
     }
     this.#limiter.succeeded(key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    const portProblem = udpPort === 0
+      ? "UDP port 0"
+      : request.tcpPort < 1024
+      ? `TCP port ${request.tcpPort} is not in 1024..65535`
+      : undefined;
+    if (portProblem !== undefined) {
+      return this.#refuse(from, request, "bad_request", `Cannot log in: ${portProblem}`);
+    }
     const replaced = this.#sessions.byName(pending.known) !== undefined;
     const token = this.#startSession(now, from, pending.known, udpPort, request.tcpPort);
     this.#answer(from, request, {
@@ -1048,8 +1056,8 @@ export class ServerCore {
     this.#refuse(
       from,
       request,
-      "not_logged_in",
-      ended ?? "Not logged in (or the server restarted); log in again",
+      ended?.code ?? "not_logged_in",
+      ended?.message ?? "Not logged in (or the server restarted); log in again",
     );
     return undefined;
   }
@@ -1113,7 +1121,10 @@ export class ServerCore {
 
   /** Sends `session_ended` to a session's client and remembers why for its next request. */
   #push(session: Session, reason: number, message: string): void {
-    this.#ended.set(toHex(session.token), message);
+    this.#ended.set(toHex(session.token), {
+      code: reason === SESSION_END_REASONS.replaced ? "session_replaced" : "not_logged_in",
+      message,
+    });
     while (this.#ended.size > ENDED_SESSIONS_KEPT) {
       this.#ended.delete(this.#ended.keys().next().value!);
     }

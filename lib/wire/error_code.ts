@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   file_not_found: 16,
   checksum_mismatch: 17,
   needs_tcp: 18,
+  session_replaced: 19,
 } as const;
 
 /** The name of an error reply's reason, such as `"name_taken"`. */
