@@ -845,6 +845,64 @@ Deno.test("ClientCore in password mode ends the session with an event instead of
   assertEquals(core.nextTimeout(), undefined);
 });
 
+Deno.test("ClientCore ends the session without re-login when a heartbeat says it was replaced", () => {
+  // The session_ended push was lost; the heartbeat's answer says why.
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  watch(core, 0);
+  const heartbeat = sentRequest(tick(core, clock));
+  const text = '"Alice" logged in elsewhere (10.0.0.9:4000); this session has ended';
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: heartbeat.message.reqId,
+    code: ERROR_CODES.session_replaced,
+    message: text,
+  });
+  const out = drainClient(core);
+  assertEquals(sends(out), []);
+  assertEquals(events(out), [{
+    kind: "session_ended",
+    message: text,
+    data: { name: "Alice", reason: "replaced" },
+  }]);
+  assertEquals(core.loggedInAs, undefined);
+  assertEquals(core.nextTimeout(), undefined, "it never takes the name back");
+});
+
+Deno.test({
+  name: "ClientCore does not claim to watch when the re-watch after a re-login failed",
+  fn: () => {
+    const clock = new VirtualClock();
+    const core = newClient();
+    hello(core, { leaseMs: 3_600_000 });
+    register(core, 0);
+    watch(core, 0);
+    const relogin = reloginOf(loseSession(core, clock));
+    core.handle(clock.now(), {
+      type: "login_ok",
+      reqId: relogin.reqId,
+      token: TOKEN2,
+      replaced: 0,
+    });
+    const rewatch = sentRequest(drainClient(core));
+    assertEquals(rewatch.message.type, "watch");
+    // The watch and all its retransmissions are lost until the client gives up.
+    const seen: ClientOutput[] = [];
+    while (clock.now() < 1_200_000 + 31_000) seen.push(...tick(core, clock));
+    const retried = sends(seen).some((s) =>
+      s.message.type === "watch" && s.message.reqId !== rewatch.message.reqId
+    );
+    core.run(clock.now(), { kind: "status" });
+    const watching = ok(result(drainClient(core))).data?.watching;
+    assert(
+      retried || watching === false || events(seen).length > 0,
+      "the client still says it is watching, tells nobody and does not try again",
+    );
+  },
+});
+
 Deno.test("ClientCore ignores other heartbeat errors", () => {
   const clock = new VirtualClock();
   const core = newClient();
@@ -998,6 +1056,35 @@ Deno.test("ClientCore shows presence news once and in order, and acknowledges ea
   assertEquals(events(resync).map((e) => e.kind), ["resync"]);
   assertStringIncludes(events(resync)[0].message, "use list");
   assertEquals(acks(resync), [4]);
+});
+
+Deno.test("ClientCore keeps its presence numbering when watch on is given again", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  watch(core, 0);
+  assertEquals(acks(drainAfter(core, presence(TOKEN, 1, "joined", "Bob"))), [1]);
+  // The server keeps numbering an existing watcher's news.
+  watch(core, 1);
+  const next = drainAfter(core, presence(TOKEN, 2, "joined", "Carol"));
+  assertEquals(events(next).map((e) => e.kind), ["joined"]);
+  assertEquals(acks(next), [2]);
+});
+
+Deno.test("ClientCore takes a resync notice ahead of the gap it replaces", () => {
+  const core = newClient();
+  hello(core);
+  register(core, 0);
+  watch(core, 0);
+  drainAfter(core, presence(TOKEN, 1, "joined", "Bob"));
+  // The server dropped news 2..6 for a watcher that did not acknowledge.
+  const resync = drainAfter(core, presence(TOKEN, 7, "resync", "Bob"));
+  assertEquals(events(resync).map((e) => e.kind), ["resync"]);
+  assertEquals(acks(resync), [7]);
+  const after = drainAfter(core, presence(TOKEN, 8, "left", "Bob"));
+  assertEquals(events(after).map((e) => e.kind), ["left"]);
+  // An old resync copy is not shown again.
+  assertEquals(events(drainAfter(core, presence(TOKEN, 7, "resync", "Bob"))), []);
 });
 
 Deno.test("ClientCore ignores presence news before login", () => {

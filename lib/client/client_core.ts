@@ -474,6 +474,13 @@ export class ClientCore {
         if (out.reqId === this.#heartbeatReq) this.#heartbeatReq = undefined;
         if (out.type === "reply") {
           this.#backgroundReply(now, background, out.reply);
+        } else if (background === "watch") {
+          this.#watching = false;
+          this.#event({
+            kind: "session_ended",
+            message: "Logged in again, but watching could not be restored; use watch",
+            data: { name: this.#loggedInAs, reason: "watch_failed" },
+          });
         } else if (background === "login" && this.#pendingName !== undefined && this.#key) {
           // The server is unreachable (down, or a partition): try again later.
           this.#relogin = {

@@ -392,6 +392,12 @@ export class ServerCore {
     if (seen.state === "pending") return;
     if (seen.state === "done") {
       this.#stats.replays++;
+      if (
+        (seen.reply.type === "register_ok" || seen.reply.type === "login_ok") &&
+        (message.type === "register" || message.type === "login")
+      ) {
+        this.#resumeSession(now, from, message, seen.reply.token);
+      }
       this.#outputs.push({ type: "send", to: from, message: seen.reply });
       this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
@@ -1060,6 +1066,29 @@ export class ServerCore {
       ended?.message ?? "Not logged in (or the server restarted); log in again",
     );
     return undefined;
+  }
+
+  /**
+   * The client had not heard its `register_ok` or `login_ok` until now: its
+   * session's lease starts now, and a session that expired meanwhile (and
+   * was not replaced) opens again with the same token.
+   */
+  #resumeSession(
+    now: number,
+    from: Endpoint,
+    request: MessageOf<"register" | "login">,
+    token: Uint8Array,
+  ): void {
+    const session = this.#sessions.byToken(token);
+    if (session !== undefined) return this.#sessions.renew(now, session);
+    const ended = this.#ended.get(toHex(token));
+    const name = this.#registry.get(request.name)?.name ??
+      this.#users.get(nameKey(request.name))?.name;
+    if (ended?.code !== "not_logged_in" || name === undefined) return;
+    if (this.#sessions.byName(name) !== undefined) return;
+    this.#ended.delete(toHex(token));
+    const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    this.#startSession(now, from, name, udpPort, request.tcpPort, token);
   }
 
   #startSession(
