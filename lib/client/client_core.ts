@@ -8,20 +8,27 @@
  */
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
-import { nameProblem } from "../wire/client_name.ts";
+import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { type ErrorCodeName, errorCodeName } from "../wire/error_code.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import {
   AUTH_MODES,
+  isPeerMessage,
   MAX_TEXT_BYTES,
   type Message,
   type MessageOf,
+  type PeerMessage,
   PRESENCE_CHANGES,
   type Reply,
   type Request,
   SESSION_END_REASONS,
 } from "../wire/messages.ts";
-import type { RetryPolicy } from "./retry_policy.ts";
+import {
+  LOW_LATENCY_CHANNEL_OPTIONS,
+  type ReliableChannelOptions,
+} from "../reliable/reliable_channel.ts";
+import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
 
 /** The outcome of one command. */
@@ -56,12 +63,25 @@ export type FailureCode =
   | "unexpected_reply"
   | "timeout"
   | "connection_failed"
-  | "file_error";
+  | "file_error"
+  | "rejected"
+  | "no_session"
+  | "no_request"
+  | "peer_gone";
 
 /** Something that happened without a command: presence news, a session's end. */
 export interface ClientEvent {
   /** What kind of thing. */
-  readonly kind: "joined" | "left" | "resync" | "session_ended" | "logged_in_again";
+  readonly kind:
+    | "joined"
+    | "left"
+    | "resync"
+    | "session_ended"
+    | "logged_in_again"
+    | "request"
+    | "request_refused"
+    | "message"
+    | "peer_ended";
   /** One line for people. */
   readonly message: string;
   /** The facts, for `--json`. */
@@ -80,7 +100,25 @@ export type ClientOutput =
   | { readonly type: "result"; readonly result: CommandResult }
   | { readonly type: "event"; readonly event: ClientEvent }
   /** Save this identity (name and secret key) so `login` can use it later. */
-  | { readonly type: "identity"; readonly name: string; readonly key: Uint8Array };
+  | { readonly type: "identity"; readonly name: string; readonly key: Uint8Array }
+  /** Send a datagram to another client. */
+  | { readonly type: "peer_send"; readonly to: PeerAddress; readonly message: PeerMessage }
+  /** A peer message was sent, acknowledged or delivered (for the log and the simulator). */
+  | { readonly type: "trace"; readonly trace: PeerTrace };
+
+/** One step of a peer message's life, for the log and the simulator's invariants. */
+export interface PeerTrace {
+  /** `sent` (handed to the channel), `acked` (the peer has it) or `delivered` (to us). */
+  readonly step: "sent" | "acked" | "delivered";
+  /** The session id. */
+  readonly session: string;
+  /** The other client's name. */
+  readonly peer: string;
+  /** The message's number in its session and direction, from 0. */
+  readonly index: number;
+  /** The text. */
+  readonly text: string;
+}
 
 /** A command the core runs (the driver resolves files and secrets first). */
 export type CoreCommand =
@@ -102,7 +140,20 @@ export type CoreCommand =
     readonly size: number;
     readonly sha256: Uint8Array;
   }
-  | { readonly kind: "download"; readonly name: string };
+  | { readonly kind: "download"; readonly name: string }
+  | { readonly kind: "connect"; readonly name: string }
+  | { readonly kind: "accept"; readonly name?: string }
+  | { readonly kind: "reject"; readonly name?: string }
+  | { readonly kind: "send"; readonly to?: string; readonly text: string }
+  | { readonly kind: "terminate"; readonly name?: string }
+  | { readonly kind: "peers" }
+  | {
+    readonly kind: "wait";
+    readonly for: "messages" | "request" | "terminate";
+    readonly count?: number;
+    readonly name?: string;
+    readonly withinMs?: number;
+  };
 
 /** Options of a {@linkcode ClientCore}. */
 export interface ClientCoreOptions {
@@ -120,6 +171,8 @@ export interface ClientCoreOptions {
   via: Via;
   /** The server's address as the user gave it, for messages. */
   server: string;
+  /** Options of peer sessions' reliable channels (default: the low-latency preset). */
+  peerChannel?: ReliableChannelOptions;
 }
 
 /** One client in `list` and `lookup` results. */
@@ -133,12 +186,24 @@ export interface OnlineClient {
 
 interface Running {
   command: CoreCommand;
+  /** The server request it waits for, or -1 when it waits for something else. */
   reqId: number;
   name?: string;
   clients?: OnlineClient[];
+  /** A peer command: the session it waits on. */
+  session?: string;
+  /** `send`: the channel's id of the message. */
+  messageId?: number;
+  /** `send`: the message's index in its session. */
+  index?: number;
+  /** `accept` and `wait`: when to give up. */
+  deadline?: number;
 }
 
-type Background = "heartbeat" | "login" | "watch" | "logout";
+type Background = "heartbeat" | "login" | "watch" | "logout" | { verify: string };
+
+/** Closed peer sessions kept to answer late copies of their messages. */
+const CLOSED_PEERS_KEPT = 256;
 
 /** Uploads may take this long per MiB beyond the usual give-up time. */
 const UPLOAD_MS_PER_MIB = 1000;
@@ -174,11 +239,16 @@ export class ClientCore {
   #running: Running | undefined;
   #background = new Map<number, Background>();
   #outputs: ClientOutput[] = [];
+  #random: Random;
+  #peers = new Map<string, PeerSession>();
+  #messagesReceived = new Map<string, number>();
+  #endedPeers: string[] = [];
 
   /** @param options ports, name, transport and randomness */
   constructor(options: ClientCoreOptions) {
     this.#options = options;
     this.#name = options.name;
+    this.#random = options.random;
     this.#session = new ServerSession({ random: options.random, retry: options.retry });
   }
 
@@ -237,6 +307,18 @@ export class ClientCore {
     if ((tcpOnly || this.#options.via === "tcp") && this.#serverTcpPort === undefined) {
       return this.#fail(kind, "The server's TCP port is not known yet", "not_connected");
     }
+    if (kind === "peers") return this.#peerList();
+    if (kind === "accept" || kind === "reject" || kind === "send" || kind === "terminate") {
+      return this.#peerCommand(now, command);
+    }
+    if (kind === "wait") {
+      this.#running = {
+        command,
+        reqId: -1,
+        deadline: now + (command.withinMs ?? this.#retryPolicy().giveUpMs),
+      };
+      return this.#checkWaiting(now);
+    }
     if (kind === "register") return this.#register(now, command);
     if (kind === "login") return this.#login(now, command);
     if (kind === "tcp") return this.#text(now, command);
@@ -251,6 +333,22 @@ export class ClientCore {
         return this.#send(now, command, { type: "deregister", token }, this.#options.via);
       case "list":
         return this.#send(now, command, { type: "list", token, after: "" }, "udp");
+      case "connect": {
+        const problem = nameProblem(command.name);
+        if (problem !== undefined) return this.#fail(kind, problem, "invalid_name");
+        if (nameKey(command.name) === nameKey(this.#loggedInAs ?? "")) {
+          return this.#fail(kind, "You cannot connect to yourself", "bad_command");
+        }
+        const existing = this.#peerByName(command.name, ["connecting", "open", "closing"]);
+        if (existing !== undefined) {
+          return this.#fail(
+            kind,
+            `Already in a session with "${existing.peerName}"`,
+            "bad_command",
+          );
+        }
+        return this.#send(now, command, { type: "lookup", token, name: command.name }, "udp");
+      }
       case "lookup": {
         const problem = nameProblem(command.name);
         if (problem !== undefined) return this.#fail(kind, problem, "invalid_name");
@@ -295,6 +393,7 @@ export class ClientCore {
    * @param message the message
    */
   handle(now: number, message: Message): void {
+    if (isPeerMessage(message)) return;
     if (message.type === "presence") return this.#presence(message);
     if (message.type === "session_ended") return this.#sessionEnded(now, message);
     this.#session.handle(now, message);
@@ -313,8 +412,13 @@ export class ClientCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const times = [this.#session.nextTimeout(), this.#heartbeatAt, this.#relogin?.at]
-      .filter((t): t is number => t !== undefined);
+    const times = [
+      this.#session.nextTimeout(),
+      this.#heartbeatAt,
+      this.#relogin?.at,
+      this.#running?.deadline,
+      ...[...this.#peers.values()].map((p) => p.nextTimeout()),
+    ].filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
@@ -326,6 +430,14 @@ export class ClientCore {
    */
   onTimeout(now: number): void {
     this.#session.onTimeout(now);
+    for (const peer of this.#peers.values()) {
+      const at = peer.nextTimeout();
+      if (at !== undefined && at <= now) {
+        peer.onTimeout(now);
+        this.#drainPeer(now, peer);
+      }
+    }
+    this.#checkWaiting(now);
     const relogin = this.#relogin;
     if (relogin !== undefined && now >= relogin.at && this.#token === undefined) {
       this.#relogin = undefined;
@@ -358,6 +470,12 @@ export class ClientCore {
    * @returns true if there was a session to end
    */
   leave(now: number): boolean {
+    for (const peer of this.#peers.values()) {
+      if (peer.state === "closed") continue;
+      peer.terminate(now, `${this.#loggedInAs ?? "the peer"} left`);
+      // Leaving does not wait: one terminate goes out, the peer's lease on us does the rest.
+      this.#drainPeer(now, peer);
+    }
     const token = this.#token;
     if (token === undefined) return false;
     const reqId = this.#session.start(now, { type: "logout", token }, "udp");
@@ -474,6 +592,8 @@ export class ClientCore {
         if (out.reqId === this.#heartbeatReq) this.#heartbeatReq = undefined;
         if (out.type === "reply") {
           this.#backgroundReply(now, background, out.reply);
+        } else if (typeof background === "object") {
+          this.#verified(now, background.verify, undefined);
         } else if (background === "watch") {
           this.#watching = false;
           this.#event({
@@ -505,6 +625,7 @@ export class ClientCore {
 
   #backgroundReply(now: number, kind: Background, reply: Reply): void {
     if (kind === "logout") return;
+    if (typeof kind === "object") return this.#verified(now, kind.verify, reply);
     if (kind === "heartbeat" && reply.type === "error") {
       const code = errorCodeName(reply.code);
       if (code === "session_replaced") {
@@ -673,6 +794,7 @@ export class ClientCore {
         });
       }
       case "lookup_ok": {
+        if (running.command.kind === "connect") return this.#connect(now, running, reply);
         const client = onlineClient(reply);
         return this.#result({
           ok: true,
@@ -741,6 +863,391 @@ export class ClientCore {
         });
       }
     }
+  }
+
+  /**
+   * Handles a datagram from another client.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param message a peer message
+   */
+  handlePeer(now: number, from: PeerAddress, message: PeerMessage): void {
+    const known = this.#peers.get(message.session);
+    if (known !== undefined) {
+      known.handle(now, from, message);
+      this.#drainPeer(now, known);
+      this.#checkWaiting(now);
+      return;
+    }
+    if (message.type !== "peer_connect") return;
+    const reject = (reason: string): void => {
+      this.#outputs.push({
+        type: "peer_send",
+        to: from,
+        message: { type: "peer_reject", session: message.session, reason },
+      });
+    };
+    if (this.#token === undefined || this.#loggedInAs === undefined) {
+      return reject("the client you called is not logged in");
+    }
+    if (nameProblem(message.name) !== undefined) return reject("your name is not valid");
+    const peer = new PeerSession(now, {
+      id: message.session,
+      ownName: this.#loggedInAs,
+      peerName: message.name,
+      address: from,
+      outgoing: false,
+      random: this.#random,
+      retry: this.#retryPolicy(),
+      channel: this.#options.peerChannel ?? LOW_LATENCY_CHANNEL_OPTIONS,
+    });
+    this.#addPeer(peer);
+    // Nobody may pose as another client: ask the server where that name is.
+    const reqId = this.#session.start(
+      now,
+      { type: "lookup", token: this.#token, name: message.name },
+      "udp",
+    );
+    this.#background.set(reqId, { verify: peer.id });
+    this.#drain(now);
+  }
+
+  #verified(now: number, id: string, reply: Reply | undefined): void {
+    const peer = this.#peers.get(id);
+    if (peer === undefined || peer.state !== "verifying") return;
+    const address = peer.address;
+    if (
+      reply?.type === "lookup_ok" && reply.ip === address.ip && reply.udpPort === address.port
+    ) {
+      peer.verified();
+      this.#event({
+        kind: "request",
+        message: `"${peer.peerName}" wants to connect (${hostPort(address.ip, address.port)}): ` +
+          `accept or reject`,
+        data: { name: peer.peerName, ip: address.ip, udpPort: address.port },
+      });
+      this.#checkWaiting(now);
+      return;
+    }
+    const where = reply?.type === "lookup_ok"
+      ? `the server has "${reply.name}" at ${hostPort(reply.ip, reply.udpPort)}`
+      : reply?.type === "error"
+      ? lowerFirst(reply.message)
+      : "the server did not answer";
+    peer.reject(`could not verify that you are "${peer.peerName}"`);
+    this.#drainPeer(now, peer);
+    this.#event({
+      kind: "request_refused",
+      message: `Refused a connection request from ${hostPort(address.ip, address.port)} ` +
+        `claiming to be "${peer.peerName}": ${where}`,
+      data: { name: peer.peerName, ip: address.ip, udpPort: address.port },
+    });
+  }
+
+  #connect(now: number, running: Running, reply: MessageOf<"lookup_ok">): void {
+    const id = toHex(this.#random.bytes(8));
+    const peer = new PeerSession(now, {
+      id,
+      ownName: this.#loggedInAs ?? this.#name ?? "",
+      peerName: reply.name,
+      address: { ip: reply.ip, port: reply.udpPort },
+      outgoing: true,
+      random: this.#random,
+      retry: this.#retryPolicy(),
+      channel: this.#options.peerChannel ?? LOW_LATENCY_CHANNEL_OPTIONS,
+    });
+    this.#addPeer(peer);
+    this.#running = { ...running, reqId: -1, session: id };
+    this.#drainPeer(now, peer);
+  }
+
+  #peerCommand(
+    now: number,
+    command: Extract<CoreCommand, { kind: "accept" | "reject" | "send" | "terminate" }>,
+  ): void {
+    const kind = command.kind;
+    const name = kind === "send" ? command.to : command.name;
+    if (kind === "accept" || kind === "reject") {
+      const peer = this.#peerByName(name, ["pending"]);
+      if (peer === undefined) {
+        if (kind === "reject") {
+          return this.#fail(kind, requestMissing(name), "no_request");
+        }
+        // Wait (bounded) for a request to come.
+        this.#running = { command, reqId: -1, deadline: now + this.#retryPolicy().giveUpMs };
+        return;
+      }
+      if (kind === "reject") {
+        peer.reject(`${this.#loggedInAs ?? "the client"} declined`);
+        this.#drainPeer(now, peer);
+        return this.#result({
+          ok: true,
+          command: kind,
+          message: `Refused the request from "${peer.peerName}"`,
+          data: { name: peer.peerName },
+        });
+      }
+      return this.#acceptPeer(now, peer);
+    }
+    const open = this.#openPeers(name);
+    if (open.length !== 1) {
+      const names = open.map((p) => `"${p.peerName}"`).join(", ");
+      return this.#fail(
+        kind,
+        open.length === 0
+          ? name === undefined
+            ? "No open session; use connect NAME"
+            : `No open session with "${name}"`
+          : `Sessions with ${names} are open; name one: ${kind} ${
+            kind === "send" ? "@NAME TEXT" : "NAME"
+          }`,
+        "no_session",
+      );
+    }
+    const peer = open[0];
+    if (kind === "terminate") {
+      this.#running = { command, reqId: -1, session: peer.id };
+      peer.terminate(now, `${this.#loggedInAs ?? "the peer"} ended the session`);
+      return this.#drainPeer(now, peer);
+    }
+    const index = peer.counts.sent;
+    const messageId = peer.send(now, command.text);
+    this.#running = { command, reqId: -1, session: peer.id, messageId, index };
+    this.#outputs.push({
+      type: "trace",
+      trace: { step: "sent", session: peer.id, peer: peer.peerName, index, text: command.text },
+    });
+    this.#drainPeer(now, peer);
+  }
+
+  #acceptPeer(now: number, peer: PeerSession): void {
+    this.#running = undefined;
+    peer.accept(now);
+    this.#drainPeer(now, peer);
+    this.#result({
+      ok: true,
+      command: "accept",
+      message: `Connected with "${peer.peerName}"`,
+      data: { name: peer.peerName, session: peer.id },
+    });
+  }
+
+  #peerList(): void {
+    const live = [...this.#peers.values()].filter((p) => p.state !== "closed");
+    const lines = live.map((p) =>
+      `  ${p.peerName}  ${p.state}  ${hostPort(p.address.ip, p.address.port)}  ` +
+      `${p.counts.sent} sent, ${p.counts.received} received`
+    );
+    this.#result({
+      ok: true,
+      command: "peers",
+      message: live.length === 0
+        ? "No peer sessions"
+        : `${live.length} peer sessions:\n${lines.join("\n")}`,
+      data: {
+        peers: live.map((p) => ({
+          name: p.peerName,
+          state: p.state,
+          ip: p.address.ip,
+          udpPort: p.address.port,
+          ...p.counts,
+        })),
+      },
+    });
+  }
+
+  #drainPeer(now: number, peer: PeerSession): void {
+    for (let out = peer.poll(); out !== undefined; out = peer.poll()) {
+      this.#peerOutput(now, peer, out);
+    }
+  }
+
+  #peerOutput(now: number, peer: PeerSession, out: PeerSessionOutput): void {
+    const running = this.#running;
+    const mine = running !== undefined && running.session === peer.id;
+    switch (out.type) {
+      case "send":
+        this.#outputs.push({ type: "peer_send", to: out.to, message: out.message });
+        return;
+      case "opened":
+        if (mine && running.command.kind === "connect") {
+          this.#running = undefined;
+          this.#result({
+            ok: true,
+            command: "connect",
+            message: `Connected with "${peer.peerName}"`,
+            data: { name: peer.peerName, session: peer.id },
+          });
+        }
+        return;
+      case "message": {
+        const key = nameKey(peer.peerName);
+        this.#messagesReceived.set(key, (this.#messagesReceived.get(key) ?? 0) + 1);
+        this.#messagesReceived.set("", (this.#messagesReceived.get("") ?? 0) + 1);
+        this.#outputs.push({
+          type: "trace",
+          trace: {
+            step: "delivered",
+            session: peer.id,
+            peer: peer.peerName,
+            index: out.index,
+            text: out.text,
+          },
+        });
+        this.#event({
+          kind: "message",
+          message: `[${peer.peerName}] ${out.text}`,
+          data: { from: peer.peerName, text: out.text, index: out.index },
+        });
+        return this.#checkWaiting(now);
+      }
+      case "acked":
+        if (mine && running.command.kind === "send" && running.messageId === out.id) {
+          this.#running = undefined;
+          this.#outputs.push({
+            type: "trace",
+            trace: {
+              step: "acked",
+              session: peer.id,
+              peer: peer.peerName,
+              index: running.index ?? 0,
+              text: running.command.text,
+            },
+          });
+          this.#result({
+            ok: true,
+            command: "send",
+            message: `Delivered to "${peer.peerName}"`,
+            data: { to: peer.peerName, index: running.index },
+          });
+        }
+        return;
+      case "closed": {
+        this.#endedPeers.push(peer.peerName);
+        if (mine) {
+          this.#running = undefined;
+          const kind = running.command.kind;
+          if (kind === "terminate" && out.by === "us") {
+            this.#result({
+              ok: true,
+              command: kind,
+              message: `Ended the session with "${peer.peerName}"`,
+              data: { name: peer.peerName },
+            });
+          } else {
+            this.#fail(
+              kind,
+              capitalize(out.reason),
+              out.by === "rejected" ? "rejected" : out.by === "timeout" ? "timeout" : "peer_gone",
+            );
+          }
+        }
+        if (out.by === "peer" || out.by === "dead" || (out.by === "timeout" && !peer.outgoing)) {
+          this.#event({
+            kind: "peer_ended",
+            message: out.by === "peer"
+              ? `"${peer.peerName}" ended the session: ${out.reason}`
+              : capitalize(out.reason),
+            data: { name: peer.peerName, by: out.by, reason: out.reason },
+          });
+        }
+        this.#pruneClosedPeers();
+        return this.#checkWaiting(now);
+      }
+    }
+  }
+
+  /** Completes a waiting `accept` or `wait` when its condition holds or its time is up. */
+  #checkWaiting(now: number): void {
+    const running = this.#running;
+    if (running === undefined || running.reqId !== -1 || running.deadline === undefined) return;
+    const command = running.command;
+    if (command.kind === "accept") {
+      const peer = this.#peerByName(command.name, ["pending"]);
+      if (peer !== undefined) return this.#acceptPeer(now, peer);
+      if (now >= running.deadline) {
+        this.#running = undefined;
+        this.#fail(
+          "accept",
+          `${requestMissing(command.name)} within ${
+            Math.round(this.#retryPolicy().giveUpMs / 1000)
+          } s`,
+          "timeout",
+        );
+      }
+      return;
+    }
+    if (command.kind !== "wait") return;
+    const key = command.name === undefined ? "" : nameKey(command.name);
+    let done = false;
+    let message = "";
+    switch (command.for) {
+      case "messages": {
+        const count = this.#messagesReceived.get(key) ?? 0;
+        done = count >= (command.count ?? 1);
+        message = `${count} messages received` + (command.name ? ` from "${command.name}"` : "");
+        break;
+      }
+      case "request": {
+        const peer = this.#peerByName(command.name, ["pending"]);
+        done = peer !== undefined;
+        message = peer === undefined ? "" : `"${peer.peerName}" wants to connect`;
+        break;
+      }
+      case "terminate":
+        done = this.#endedPeers.some((n) => key === "" || nameKey(n) === key);
+        message = "A session ended";
+        break;
+    }
+    if (done) {
+      this.#running = undefined;
+      return this.#result({ ok: true, command: "wait", message });
+    }
+    if (now >= running.deadline) {
+      this.#running = undefined;
+      this.#fail(
+        "wait",
+        `Waited ${
+          Math.round((command.withinMs ?? this.#retryPolicy().giveUpMs) / 1000)
+        } s in vain` + (message ? ` (${message})` : ""),
+        "timeout",
+      );
+    }
+  }
+
+  #peerByName(name: string | undefined, states: readonly string[]): PeerSession | undefined {
+    for (const peer of this.#peers.values()) {
+      if (!states.includes(peer.state)) continue;
+      if (name === undefined || nameKey(peer.peerName) === nameKey(name)) return peer;
+    }
+    return undefined;
+  }
+
+  #openPeers(name: string | undefined): PeerSession[] {
+    return [...this.#peers.values()].filter((p) =>
+      p.state === "open" && (name === undefined || nameKey(p.peerName) === nameKey(name))
+    );
+  }
+
+  #addPeer(peer: PeerSession): void {
+    this.#peers.set(peer.id, peer);
+  }
+
+  #pruneClosedPeers(): void {
+    const closed = [...this.#peers.values()].filter((p) => p.state === "closed");
+    for (const peer of closed.slice(0, Math.max(0, closed.length - CLOSED_PEERS_KEPT))) {
+      this.#peers.delete(peer.id);
+    }
+  }
+
+  #retryPolicy(): RetryPolicy {
+    return this.#options.retry ?? DEFAULT_RETRY_POLICY;
+  }
+
+  /** Every peer session, closed ones included (for status and the simulator). */
+  get peers(): readonly PeerSession[] {
+    return [...this.#peers.values()];
   }
 
   #startSession(now: number, name: string, token: Uint8Array): void {
@@ -882,6 +1389,7 @@ const EXPECTED_REPLY: Partial<Record<CoreCommand["kind"], Reply["type"]>> = {
   tcp: "text_ok",
   list: "list_page",
   lookup: "lookup_ok",
+  connect: "lookup_ok",
   watch: "watch_ok",
   files: "file_list",
   delete: "delete_ok",
@@ -928,6 +1436,10 @@ function hostPort(ip: string, port: number): string {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+function requestMissing(name: string | undefined): string {
+  return name === undefined ? "No connection request" : `No connection request from "${name}"`;
 }
 
 function capitalize(text: string): string {

@@ -20,6 +20,19 @@ export type Command =
   | { readonly kind: "files" }
   | { readonly kind: "download"; readonly name: string; readonly dest?: string }
   | { readonly kind: "delete"; readonly name: string }
+  | { readonly kind: "connect"; readonly name: string }
+  | { readonly kind: "accept"; readonly name?: string }
+  | { readonly kind: "reject"; readonly name?: string }
+  | { readonly kind: "send"; readonly to?: string; readonly text: string }
+  | { readonly kind: "terminate"; readonly name?: string }
+  | { readonly kind: "peers" }
+  | {
+    readonly kind: "wait";
+    readonly for: "messages" | "request" | "terminate";
+    readonly count?: number;
+    readonly name?: string;
+    readonly withinMs?: number;
+  }
   | { readonly kind: "status" }
   | { readonly kind: "help" }
   | { readonly kind: "exit" };
@@ -48,6 +61,14 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["files", "list your files on the server and your quota"],
   ["download NAME [DEST]", "fetch your file NAME (into DEST, default downloads/NAME)"],
   ["delete NAME", "delete your file NAME from the server"],
+  ["connect NAME", "ask NAME for a direct session (the server says where NAME is)"],
+  ["accept [NAME]", "accept a connection request (waits for one if none has come yet)"],
+  ["reject [NAME]", "refuse a connection request"],
+  ["send [@NAME] TEXT", "send TEXT over your session (with NAME); done once NAME has it"],
+  ["terminate [NAME]", "end your session (with NAME)"],
+  ["peers", "show your direct sessions"],
+  ["wait messages N [from NAME] [within S]", "wait until N messages have come (scripts)"],
+  ["wait request|terminate [from NAME] [within S]", "wait for a request or a session's end"],
   ["status", "show the server, your name, ports and session"],
   ["help", "show this list"],
   ["exit", "go offline and leave (your identity stays; deregister deletes it)"],
@@ -125,6 +146,23 @@ export function parseCommand(line: string): Command | undefined {
       if (args.length !== 1) throw new CommandError("delete needs one name: delete NAME");
       return { kind: "delete", name: args[0] };
     }
+    case "connect":
+      if (rest === "") throw new CommandError("connect needs a name: connect NAME");
+      return { kind: "connect", name: rest };
+    case "accept":
+    case "reject":
+    case "terminate":
+      return rest === "" ? { kind: word } : { kind: word, name: rest };
+    case "send": {
+      if (rest === "") throw new CommandError("send needs a message: send [@NAME] TEXT");
+      if (!rest.startsWith("@")) return { kind: "send", text: rest };
+      const space = rest.search(/\s/);
+      if (space === -1) throw new CommandError("send @NAME needs a message: send @NAME TEXT");
+      return { kind: "send", to: rest.slice(1, space), text: rest.slice(space + 1).trim() };
+    }
+    case "wait":
+      return parseWait(rest);
+    case "peers":
     case "logout":
     case "list":
     case "files":
@@ -152,4 +190,52 @@ export function parseCommand(line: string): Command | undefined {
 export function splitArgs(text: string): string[] {
   if ((text.match(/"/g)?.length ?? 0) % 2 !== 0) throw new CommandError("A quote is not closed");
   return [...text.matchAll(/"([^"]*)"|([^\s"]+)/g)].map((match) => match[1] ?? match[2]);
+}
+
+/**
+ * Parses the arguments of `wait`: `messages N`, `request` or `terminate`,
+ * then optionally `from NAME` and `within SECONDS`.
+ */
+function parseWait(rest: string): Command {
+  let text = rest;
+  let withinMs: number | undefined;
+  const within = /\s*\bwithin\s+(\S+)\s*$/i.exec(text);
+  if (within !== null) {
+    const seconds = Number(within[1]);
+    if (!(seconds > 0 && seconds <= 86400)) {
+      throw new CommandError(`within needs seconds above 0, not "${within[1]}"`);
+    }
+    withinMs = seconds * 1000;
+    text = text.slice(0, within.index);
+  }
+  let name: string | undefined;
+  const from = /\s*\bfrom\s+(.+)$/i.exec(text);
+  if (from !== null) {
+    name = from[1].trim();
+    text = text.slice(0, from.index);
+  }
+  const [what, count, ...extra] = text.trim().split(/\s+/);
+  const usage = "wait messages N | wait request | wait terminate, then [from NAME] [within S]";
+  switch (what?.toLowerCase()) {
+    case "message":
+    case "messages": {
+      const n = count === undefined ? 1 : Number(count);
+      if (!Number.isInteger(n) || n < 1 || extra.length > 0) {
+        throw new CommandError(`wait messages needs a count of 1 or more: ${usage}`);
+      }
+      return { kind: "wait", for: "messages", count: n, name, withinMs };
+    }
+    case "request":
+    case "terminate":
+    case "terminated":
+      if (count !== undefined) throw new CommandError(usage);
+      return {
+        kind: "wait",
+        for: what.toLowerCase() === "request" ? "request" : "terminate",
+        name,
+        withinMs,
+      };
+    default:
+      throw new CommandError(usage);
+  }
 }

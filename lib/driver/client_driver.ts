@@ -22,7 +22,12 @@ import { FramedConnection } from "../transport/framed_connection.ts";
 import { UdpSocket } from "../transport/udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import { toHex } from "../hex.ts";
-import { MAX_CHUNK_BYTES, MAX_DATAGRAM_BYTES, type Message } from "../wire/messages.ts";
+import {
+  isPeerMessage,
+  MAX_CHUNK_BYTES,
+  MAX_DATAGRAM_BYTES,
+  type Message,
+} from "../wire/messages.ts";
 import { forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 
@@ -286,7 +291,15 @@ export class ClientDriver {
       if (datagram.data.length > MAX_DATAGRAM_BYTES) continue;
       try {
         const message = decodeMessage(datagram.data);
-        this.#core.handle(systemClock.now(), message);
+        if (isPeerMessage(message)) {
+          this.#core.handlePeer(
+            systemClock.now(),
+            { ip: unmapped(datagram.address), port: datagram.port },
+            message,
+          );
+        } else {
+          this.#core.handle(systemClock.now(), message);
+        }
         this.#drain();
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
@@ -313,6 +326,21 @@ export class ClientDriver {
           break;
         case "result":
           this.#deliver(out.result);
+          break;
+        case "peer_send": {
+          const sent = this.#udp.send(encodeMessage(out.message), out.to.ip, out.to.port).catch(
+            (error) => log.warn("UDP send to a peer failed: {error}", { error }),
+          );
+          this.#udpSends.add(sent);
+          sent.finally(() => this.#udpSends.delete(sent));
+          break;
+        }
+        case "trace":
+          log.debug("Peer message {step}: {peer} #{index}", {
+            step: out.trace.step,
+            peer: out.trace.peer,
+            index: out.trace.index,
+          });
           break;
       }
     }
@@ -594,6 +622,11 @@ async function hashFile(path: string, progress: (done: number) => void): Promise
     throw error;
   }
   return hasher.digest();
+}
+
+/** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack socket) as `127.0.0.1`. */
+function unmapped(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
 function hostPort(host: string, port: number): string {

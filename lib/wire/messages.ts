@@ -34,6 +34,12 @@ export const MAX_FILE_NAME_BYTES = 400;
 /** Largest data in one `file_chunk` frame. */
 export const MAX_CHUNK_BYTES = 60000;
 
+/** Largest payload of one `peer_data` datagram (the reliability engine's segment size). */
+export const MAX_PEER_PAYLOAD_BYTES = 1100;
+
+/** Most selective-acknowledgement ranges in one `peer_ack`. */
+export const MAX_SACK_RANGES = 16;
+
 /** How one field is laid out on the wire. */
 export type FieldKind =
   | { readonly kind: "u8" }
@@ -206,10 +212,66 @@ export const MESSAGE_SCHEMAS = {
       ["files", { kind: "list", max: 1000, of: STORED_FILE }],
     ],
   },
+  peer_connect: {
+    code: 40,
+    fields: [["session", ID64], ["name", NAME]],
+  },
+  peer_accept: { code: 41, fields: [["session", ID64]] },
+  peer_reject: {
+    code: 42,
+    fields: [["session", ID64], ["reason", { kind: "text", max: MAX_ERROR_TEXT_BYTES }]],
+  },
+  peer_data: {
+    code: 43,
+    fields: [
+      ["session", ID64],
+      ["seq", U32],
+      ["fragment", U16],
+      ["fragments", U16],
+      ["payload", { kind: "bytes", max: MAX_PEER_PAYLOAD_BYTES }],
+    ],
+  },
+  peer_ack: {
+    code: 44,
+    fields: [
+      ["session", ID64],
+      ["cumulative", U32],
+      ["window", U32],
+      ["ranges", { kind: "list", max: MAX_SACK_RANGES, of: [["start", U32], ["end", U32]] }],
+    ],
+  },
+  peer_keepalive: { code: 45, fields: [["session", ID64]] },
+  peer_terminate: {
+    code: 46,
+    fields: [["session", ID64], ["reason", { kind: "text", max: MAX_ERROR_TEXT_BYTES }]],
+  },
+  peer_terminate_ok: { code: 47, fields: [["session", ID64]] },
 } as const satisfies Record<
   string,
   { code: number; fields: readonly (readonly [string, FieldKind])[] }
 >;
+
+/** Messages between two peers (client to client, over UDP). */
+export type PeerMessage = MessageOf<
+  | "peer_connect"
+  | "peer_accept"
+  | "peer_reject"
+  | "peer_data"
+  | "peer_ack"
+  | "peer_keepalive"
+  | "peer_terminate"
+  | "peer_terminate_ok"
+>;
+
+/**
+ * Tells whether a decoded message is a peer message.
+ *
+ * @param message a decoded message
+ * @returns true for the `peer_*` types
+ */
+export function isPeerMessage(message: Message): message is PeerMessage {
+  return message.type.startsWith("peer_");
+}
 
 /** The name of a message type, such as `"register"`. */
 export type MessageType = keyof typeof MESSAGE_SCHEMAS;
