@@ -12,6 +12,7 @@ import {
   type ClientEvent,
   type CommandResult,
   type CoreCommand,
+  type PeerTrace,
 } from "../client/client_core.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
@@ -26,6 +27,8 @@ import {
   type ServerEvent,
 } from "../server/server_core.ts";
 import { nameKey } from "../wire/client_name.ts";
+import type { Command } from "../client/command.ts";
+import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "../transport/sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
@@ -65,6 +68,26 @@ export interface SimulationOptions {
  */
 const SIM_HASH_PREFIX = "sim$";
 
+/** A peer message as the simulator saw it, for invariants and the summary. */
+export interface SimPeerMessage {
+  /** Sender's name. */
+  readonly from: string;
+  /** Receiver's name. */
+  readonly to: string;
+  /** The session id. */
+  readonly session: string;
+  /** Its number in its session and direction, from 0. */
+  readonly index: number;
+  /** The text. */
+  readonly text: string;
+  /** When it was handed to the channel (sent only). */
+  readonly sentAt: number;
+  /** When the sender learnt it was acknowledged (sent only). */
+  ackedAt?: number;
+  /** When it was delivered (delivered only). */
+  deliveredAt?: number;
+}
+
 /** A client of the simulation: a real client core with a command queue. */
 export class SimClient {
   /** `address:port` of this client. */
@@ -81,14 +104,22 @@ export class SimClient {
   identityKey: Uint8Array | undefined;
   /** False once the client is stopped (killed): it neither sends nor receives. */
   alive = true;
+  /** The name it was added with (or `clientN`). */
+  readonly name: string;
+  /** Set by `exit`: go offline and stop once the queued commands are done. */
+  exitWhenIdle = false;
+  /** True once `userCommand` has queued the opening `hello`. */
+  greeted = false;
 
   /**
    * @param address `address:port`
    * @param core the core
+   * @param name its name in scenarios and reports
    */
-  constructor(address: string, core: ClientCore) {
+  constructor(address: string, core: ClientCore, name: string) {
     this.address = address;
     this.core = core;
+    this.name = name;
   }
 
   /** True when no command runs or waits. */
@@ -134,6 +165,10 @@ export class Simulation {
   readonly clients: SimClient[] = [];
   /** Server crashes so far. */
   crashes = 0;
+  /** Every peer message handed to a channel, in order (for the invariants). */
+  readonly peerSent: SimPeerMessage[] = [];
+  /** Every peer message delivered to a client, in order. */
+  readonly peerDelivered: SimPeerMessage[] = [];
   #options: SimulationOptions;
   #server: ServerCore | undefined;
   #disk: RegistryJson = {};
@@ -179,7 +214,7 @@ export class Simulation {
       via: options.via ?? "udp",
       server: SERVER_UDP,
     });
-    const client = new SimClient(address, core);
+    const client = new SimClient(address, core, options.name ?? `client${index}`);
     this.clients.push(client);
     return client;
   }
@@ -264,6 +299,85 @@ export class Simulation {
   }
 
   /**
+   * Queues a command of the client's command language, as a user would type
+   * it: `login` uses the identity from `register` (open mode) or the
+   * password from the options (password mode); `exit` goes offline and
+   * stops the client. Commands that need local files are refused.
+   *
+   * @param client the client
+   * @param command the parsed command
+   */
+  userCommand(client: SimClient, command: Command): void {
+    if (!client.greeted) {
+      // Like the real client, reach the server first.
+      client.greeted = true;
+      this.command(client, { kind: "hello" });
+    }
+    switch (command.kind) {
+      case "help":
+        client.results.push({ ok: true, command: "help", message: "help" });
+        return;
+      case "exit":
+        client.exitWhenIdle = true;
+        this.#startQueued();
+        return;
+      case "generate":
+      case "upload":
+      case "download":
+        client.results.push({
+          ok: false,
+          command: command.kind,
+          error: "Files are not simulated",
+          code: "bad_command",
+        });
+        return;
+      case "login": {
+        const name = command.name ?? client.core.name ?? client.name;
+        const password = this.#options.passwords?.[name];
+        const secret = this.#options.auth === "password"
+          ? new TextEncoder().encode(password ?? "")
+          : client.identityKey ?? new Uint8Array(0);
+        return this.command(client, { kind: "login", name, secret });
+      }
+      default:
+        return this.command(client, command);
+    }
+  }
+
+  /**
+   * Totals of every peer channel so far.
+   *
+   * @returns retransmissions (timeout and fast) and duplicates discarded
+   */
+  peerStats(): { retransmitted: number; duplicatesDiscarded: number } {
+    let retransmitted = 0;
+    let duplicatesDiscarded = 0;
+    for (const client of this.clients) {
+      for (const peer of client.core.peers) {
+        const stats = peer.channel?.stats;
+        if (stats === undefined) continue;
+        retransmitted += stats.timeoutRetransmissions + stats.fastRetransmissions;
+        duplicatesDiscarded += stats.duplicatesDiscarded;
+      }
+    }
+    return { retransmitted, duplicatesDiscarded };
+  }
+
+  #trace(now: number, client: SimClient, trace: PeerTrace): void {
+    const self = client.core.loggedInAs ?? client.name;
+    if (trace.step === "sent") {
+      this.peerSent.push({ ...base(self, trace.peer, trace), sentAt: now });
+    } else if (trace.step === "acked") {
+      const sent = this.peerSent.findLast((m) =>
+        m.session === trace.session && m.index === trace.index && m.from === self
+      );
+      if (sent !== undefined) sent.ackedAt = now;
+    } else {
+      this.peerDelivered.push({ ...base(trace.peer, self, trace), sentAt: 0, deliveredAt: now });
+    }
+  }
+
+  /**
    * Stops a client as `kill -9` would: it sends nothing more, and nothing
    * reaches it.
    *
@@ -344,7 +458,13 @@ export class Simulation {
         this.#drainServer();
       } else {
         const client = this.clients.find((c) => c.address === packet.to);
-        if (client?.alive) client.core.handle(now, message);
+        if (!client?.alive) continue;
+        if (isPeerMessage(message)) {
+          const [ip, port] = splitAddress(packet.from);
+          client.core.handlePeer(now, { ip, port }, message);
+        } else {
+          client.core.handle(now, message);
+        }
       }
     }
     for (const client of this.clients) {
@@ -366,6 +486,11 @@ export class Simulation {
         if (!client.core.busy && client.queue.length > 0) {
           client.core.run(now, client.queue.shift()!);
           progress = true;
+        } else if (!client.core.busy && client.exitWhenIdle) {
+          client.core.leave(now);
+          this.#drainClient(client);
+          client.alive = false;
+          progress = true;
         }
       }
     }
@@ -386,6 +511,15 @@ export class Simulation {
       }
       if (out.type === "identity") {
         client.identityKey = out.key;
+        continue;
+      }
+      if (out.type === "peer_send") {
+        const bytes = encodeMessage(out.message);
+        this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, bytes);
+        continue;
+      }
+      if (out.type === "trace") {
+        this.#trace(now, client, out.trace);
         continue;
       }
       const bytes = encodeMessage(out.message);
@@ -435,6 +569,10 @@ export class Simulation {
       }
     }
   }
+}
+
+function base(from: string, to: string, trace: PeerTrace) {
+  return { from, to, session: trace.session, index: trace.index, text: trace.text };
 }
 
 function splitAddress(address: string): [string, number] {
