@@ -1,7 +1,8 @@
 /**
  * `deno task demo`: starts a server and two scripted clients on free
  * loopback ports in a temporary data directory, and shows registration, a
- * name collision, a TCP message and deregistration. Exits 0 by itself.
+ * name collision, presence, discovery, files shared with the server, a
+ * direct peer-to-peer chat and deregistration. Exits 0 by itself.
  *
  * @module
  */
@@ -173,12 +174,31 @@ async function main(): Promise<number> {
     if (bob !== 0) throw new Error(`Bob's script failed with exit code ${bob}`);
     await alice.waitFor(/"Bob Jones" went offline/);
 
-    step("Bob comes back later: login uses the identity saved by register");
-    const again = await clientRun("bob", bobArgs, [
+    step("Bob comes back later (login uses the identity saved by register) and chats with Alice");
+    const chatDir = await Deno.makeTempDir({ prefix: "switchboard-demo-script-" });
+    const bobScript = join(chatDir, "commands.txt");
+    const bobCommands = [
       "login Bob Jones",
+      "connect Alice Smith",
+      "send Hi Alice, this goes straight to you over UDP, no server in between",
+      "send Retransmitted if lost, delivered once and in order",
+      "wait messages 1 from Alice Smith within 30",
+      "terminate",
       "delete readings.csv",
       "deregister",
-    ]);
+    ];
+    await Deno.writeTextFile(bobScript, bobCommands.join("\n") + "\n");
+    console.log(`${"".padEnd(8)} (script: ${bobCommands.join("; ")})`);
+    const bobAgain = new Program("bob", "client.ts", [...bobArgs, "--script", bobScript], false);
+    await alice.waitFor(/wants to connect/);
+    await alice.type("accept");
+    await alice.waitFor(/^Connected with "Bob Jones"/);
+    await alice.waitFor(/^\[Bob Jones\] Retransmitted/);
+    await alice.type("send Hello Bob, got both of them");
+    await alice.waitFor(/^Delivered to "Bob Jones"/);
+    await alice.waitFor(/"Bob Jones" ended the session/);
+    const again = await bobAgain.finish();
+    await Deno.remove(chatDir, { recursive: true });
     if (again !== 0) throw new Error(`Bob's second script failed with exit code ${again}`);
 
     step("Alice deregisters and leaves");
@@ -199,7 +219,8 @@ async function main(): Promise<number> {
     step(`${join(logDir, "server.log")}`);
     console.log(await Deno.readTextFile(join(logDir, "server.log")));
     console.log(
-      "Demo finished: identities, presence, discovery, files and deregistration all worked.",
+      "Demo finished: identities, presence, discovery, files, a peer-to-peer chat and " +
+        "deregistration all worked.",
     );
     return 0;
   } catch (error) {

@@ -472,7 +472,7 @@ export class ClientCore {
   leave(now: number): boolean {
     for (const peer of this.#peers.values()) {
       if (peer.state === "closed") continue;
-      peer.terminate(now, `${this.#loggedInAs ?? "the peer"} left`);
+      peer.terminate(now, "exit");
       // Leaving does not wait: one terminate goes out, the peer's lease on us does the rest.
       this.#drainPeer(now, peer);
     }
@@ -1008,7 +1008,7 @@ export class ClientCore {
     const peer = open[0];
     if (kind === "terminate") {
       this.#running = { command, reqId: -1, session: peer.id };
-      peer.terminate(now, `${this.#loggedInAs ?? "the peer"} ended the session`);
+      peer.terminate(now, "terminate");
       return this.#drainPeer(now, peer);
     }
     const index = peer.counts.sent;
@@ -1147,7 +1147,12 @@ export class ClientCore {
           this.#event({
             kind: "peer_ended",
             message: out.by === "peer"
-              ? `"${peer.peerName}" ended the session: ${out.reason}`
+              ? `"${peer.peerName}" ended the session` +
+                (out.reason === "exit"
+                  ? " (it left)"
+                  : out.reason === "terminate"
+                  ? ""
+                  : `: ${out.reason}`)
               : capitalize(out.reason),
             data: { name: peer.peerName, by: out.by, reason: out.reason },
           });
@@ -1186,7 +1191,8 @@ export class ClientCore {
       case "messages": {
         const count = this.#messagesReceived.get(key) ?? 0;
         done = count >= (command.count ?? 1);
-        message = `${count} messages received` + (command.name ? ` from "${command.name}"` : "");
+        message = `${count} ${count === 1 ? "message" : "messages"} received` +
+          (command.name ? ` from "${command.name}"` : "");
         break;
       }
       case "request": {
