@@ -29,6 +29,7 @@ import { printable } from "./lib/printable.ts";
 import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
+import { fileNameProblem } from "./lib/wire/file_name.ts";
 
 const DEFAULT_SERVER_PORT = 3000;
 const DEFAULT_TCP_PORT = 5001;
@@ -431,11 +432,16 @@ async function commandResult(context: Context, command: Command): Promise<Comman
       return await generate(command.file, command.count);
     case "upload":
       return await client.upload(command.file, command.name ?? basename(command.file));
-    case "download":
+    case "download": {
+      const problem = fileNameProblem(command.name);
+      if (problem !== undefined) {
+        return { ok: false, command: "download", error: problem, code: "invalid_file_name" };
+      }
       return await client.download(
         command.name,
         command.dest ?? join(flags.downloadDir, command.name),
       );
+    }
     case "exit":
       throw new TypeError("exit has no result");
     default:

@@ -19,6 +19,11 @@ const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-en
 
 /** How long a server gets to print its ports. */
 const SERVER_START_MS = 10_000;
+/**
+ * How long a wait for a line lasts by default: generous, because a process
+ * starting on a small machine busy with parallel tests can take seconds.
+ */
+const LINE_MS = 10_000;
 /** How long a stopping process gets before it is killed. */
 const STOP_MS = 10_000;
 
@@ -312,22 +317,8 @@ export class RunningProgram implements AsyncDisposable {
    *   `stdout.lines.length` before writing a command to see only its output
    * @returns the first matching line
    */
-  waitForLine(pattern: RegExp, ms = 5_000, from = 0): Promise<string> {
+  waitForLine(pattern: RegExp, ms = LINE_MS, from = 0): Promise<string> {
     return this.stdout.waitFor(pattern, ms, `${this.#label} stdout`, from);
-  }
-
-  /**
-   * Writes one command line and waits for the line that answers it.
-   *
-   * @param command the command, without the newline
-   * @param pattern the answer
-   * @param ms the longest wait
-   * @returns the first matching line printed after the command was written
-   */
-  async command(command: string, pattern: RegExp, ms = 5_000): Promise<string> {
-    const from = this.stdout.lines.length;
-    await this.write(command + "\n");
-    return await this.waitForLine(pattern, ms, from);
   }
 
   /**
@@ -408,6 +399,8 @@ export interface ServerOptions {
   logDir: string;
   /** More flags. */
   extraArgs?: readonly string[];
+  /** UDP and TCP ports (default 0 and 0: free ones), e.g. to restart on the same ports. */
+  ports?: { udp?: number; tcp?: number };
 }
 
 /** A server process listening on loopback ports chosen at start. */
@@ -475,7 +468,7 @@ export function serverArgs(
 }
 
 /**
- * Starts `server.ts` on 127.0.0.1 with ports 0 and waits for it to print both
+ * Starts `server.ts` on 127.0.0.1 (ports 0 unless given) and waits for it to print both
  * ports. Use it with `await using`, which kills it if the test did not stop it.
  *
  * @param options data and log directories, more flags
@@ -490,7 +483,7 @@ export function serverArgs(
  */
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const program = new RunningProgram("server", SERVER_PATH, [
-    ...serverArgs(options.dataDir, options.logDir),
+    ...serverArgs(options.dataDir, options.logDir, options.ports),
     ...(options.extraArgs ?? []),
   ]);
   let udpPort: number;

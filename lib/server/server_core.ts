@@ -243,6 +243,8 @@ interface PendingRequest {
 
 interface PendingLogin extends PendingRequest {
   request: MessageOf<"login">;
+  /** When the attempt arrived: a failure counts from then. */
+  at: number;
   /** The account's name if it exists. */
   known: string | undefined;
 }
@@ -791,7 +793,7 @@ export class ServerCore {
         request.secret.length === TOKEN_BYTES &&
         sameText(toHex(sha256(request.secret)), record.keySha256) &&
         !this.#held.some((h) => h.event.kind === "registered" && h.event.name === record.name);
-      return this.#loginChecked(now, { from, request, known: record?.name }, ok);
+      return this.#loginChecked(now, { from, request, known: record?.name, at: now }, ok);
     }
     if ([...this.#logins.values()].some((p) => nameKey(p.request.name) === key)) {
       // One password check per name at a time, so that guesses sent
@@ -811,7 +813,7 @@ export class ServerCore {
       password = "";
     }
     const id = this.#nextId++;
-    this.#logins.set(id, { from, request, known: user?.name });
+    this.#logins.set(id, { from, request, known: user?.name, at: now });
     this.#outputs.push({
       type: "verify_password",
       id,
@@ -824,7 +826,7 @@ export class ServerCore {
     const { from, request } = pending;
     const key = nameKey(request.name);
     if (!ok || pending.known === undefined) {
-      const after = this.#limiter.failed(now, key);
+      const after = this.#limiter.failed(pending.at, key);
       const what = this.#auth === "open" ? "identity key" : "password";
       const tail = after.blocked
         ? `; "${request.name}" is now blocked for ${seconds(after.retryAfterMs ?? 0)} s`
