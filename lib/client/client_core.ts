@@ -27,6 +27,7 @@ import {
   LOW_LATENCY_CHANNEL_OPTIONS,
   type ReliableChannelOptions,
 } from "../reliable/reliable_channel.ts";
+import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
@@ -472,8 +473,8 @@ export class ClientCore {
   leave(now: number): boolean {
     for (const peer of this.#peers.values()) {
       if (peer.state === "closed") continue;
-      peer.terminate(now, "exit");
-      // Leaving does not wait: one terminate goes out, the peer's lease on us does the rest.
+      // Leaving does not wait: one terminate goes out (and again for each copy the peer sends).
+      peer.abort("exit");
       this.#drainPeer(now, peer);
     }
     const token = this.#token;
@@ -920,7 +921,7 @@ export class ClientCore {
     if (
       reply?.type === "lookup_ok" && reply.ip === address.ip && reply.udpPort === address.port
     ) {
-      peer.verified();
+      peer.verified(now);
       this.#event({
         kind: "request",
         message: `"${peer.peerName}" wants to connect (${hostPort(address.ip, address.port)}): ` +
@@ -1010,6 +1011,17 @@ export class ClientCore {
       this.#running = { command, reqId: -1, session: peer.id };
       peer.terminate(now, "terminate");
       return this.#drainPeer(now, peer);
+    }
+    const size = new TextEncoder().encode(command.text).length;
+    if (size >= MAX_MESSAGE_BYTES) {
+      return this.#fail(
+        kind,
+        `The message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES - 1}`,
+        "too_long",
+      );
+    }
+    if (!command.text.isWellFormed()) {
+      return this.#fail(kind, "The message is not valid Unicode text", "bad_request");
     }
     const index = peer.counts.sent;
     const messageId = peer.send(now, command.text);
@@ -1128,12 +1140,14 @@ export class ClientCore {
         if (mine) {
           this.#running = undefined;
           const kind = running.command.kind;
-          if (kind === "terminate" && out.by === "us") {
+          if (kind === "terminate") {
+            // The session is over whichever way it ended.
             this.#result({
               ok: true,
               command: kind,
-              message: `Ended the session with "${peer.peerName}"`,
-              data: { name: peer.peerName },
+              message: `Ended the session with "${peer.peerName}"` +
+                (out.by === "us" ? "" : ` (${lowerFirst(out.reason)})`),
+              data: { name: peer.peerName, confirmed: out.by === "us" },
             });
           } else {
             this.#fail(

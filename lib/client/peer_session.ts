@@ -133,9 +133,16 @@ export class PeerSession {
     return this.#channel;
   }
 
-  /** For an incoming request: the server confirmed the peer's name and address. */
-  verified(): void {
-    if (this.#state === "verifying") this.#state = "pending";
+  /**
+   * For an incoming request: the server confirmed the peer's name and
+   * address; the request now waits (bounded) for accept or reject.
+   *
+   * @param now current time, ms
+   */
+  verified(now: number): void {
+    if (this.#state !== "verifying") return;
+    this.#state = "pending";
+    this.#startedAt = now;
   }
 
   /**
@@ -193,9 +200,8 @@ export class PeerSession {
   terminate(now: number, reason: string): void {
     if (this.#state === "closed" || this.#state === "closing") return;
     if (this.#state !== "open") {
-      // Not open yet: tell the peer once and stop.
-      this.#emitSend({ type: "peer_terminate", session: this.id, reason });
-      return this.#close("us", reason);
+      // Not open yet: tell the peer once and stop (copies are answered again).
+      return this.abort(reason);
     }
     this.#state = "closing";
     this.#terminateReason = reason;
@@ -206,19 +212,40 @@ export class PeerSession {
   }
 
   /**
+   * Ends the session at once, without waiting for what was sent: one
+   * `peer_terminate` goes out (and again for each copy the peer sends).
+   *
+   * @param reason told to the peer
+   */
+  abort(reason: string): void {
+    if (this.#state === "closed") return;
+    this.#terminateReason = reason;
+    this.#emitSend({ type: "peer_terminate", session: this.id, reason });
+    this.#close("us", reason);
+  }
+
+  /**
    * Handles a message from the peer for this session.
    *
    * @param now current time, ms
-   * @param from where it came from (the peer may move, as after a NAT rebinding)
+   * @param from where it came from; anything not from the peer's address is ignored
    * @param message the message
    */
   handle(now: number, from: PeerAddress, message: PeerMessage): void {
+    if (from.ip !== this.#address.ip || from.port !== this.#address.port) return;
     if (this.#state === "closed") {
       // Answer copies so that the peer can finish too.
       if (message.type === "peer_terminate") {
         this.#emitSend({ type: "peer_terminate_ok", session: this.id });
       } else if (message.type === "peer_connect" && this.#terminateReason !== "") {
         this.#emitSend({ type: "peer_reject", session: this.id, reason: this.#terminateReason });
+      } else if (
+        this.#terminateReason !== "" &&
+        (message.type === "peer_accept" || message.type === "peer_data" ||
+          message.type === "peer_keepalive")
+      ) {
+        // We gave up (or left) before the peer accepted or finished: tell it.
+        this.#emitSend({ type: "peer_terminate", session: this.id, reason: this.#terminateReason });
       }
       return;
     }
@@ -239,7 +266,9 @@ export class PeerSession {
         return;
       case "peer_terminate":
         this.#emitSend({ type: "peer_terminate_ok", session: this.id });
-        this.#close("peer", message.reason);
+        // Both ended it at once: ours is as good as acknowledged.
+        if (this.#state === "closing") this.#close("us", this.#terminateReason);
+        else this.#close("peer", message.reason);
         return;
       case "peer_terminate_ok":
         if (this.#state === "closing") this.#close("us", this.#terminateReason);
@@ -248,7 +277,6 @@ export class PeerSession {
         // Channel traffic: in `connecting` it means our accept was lost on the way.
         if (this.#state === "connecting") this.#open(now);
         if (this.#channel === undefined) return;
-        this.#address = from;
         this.#channel.receive(now, segmentOf(message));
         this.#drainChannel(now);
     }
@@ -260,7 +288,7 @@ export class PeerSession {
     const times = [this.#nextSendAt, this.#channel?.nextTimeout()].filter((t): t is number =>
       t !== undefined
     );
-    if (this.#state === "pending" || this.#state === "verifying") {
+    if (this.#state === "pending" || this.#state === "connecting") {
       times.push(this.#startedAt + this.#options.retry.giveUpMs);
     }
     return times.length === 0 ? undefined : Math.min(...times);
@@ -275,14 +303,21 @@ export class PeerSession {
   onTimeout(now: number): void {
     const giveUpAt = this.#startedAt + this.#options.retry.giveUpMs;
     const seconds = Math.round(this.#options.retry.giveUpMs / 1000);
-    if (this.#state === "pending" || this.#state === "verifying") {
+    if (this.#state === "verifying") return;
+    if (this.#state === "pending") {
       if (now >= giveUpAt) {
+        this.#terminateReason = `the request was not accepted within ${seconds} s`;
+        this.#emitSend({ type: "peer_reject", session: this.id, reason: this.#terminateReason });
         this.#close(
           "timeout",
-          `the request from ${this.peerName} was not accepted in ${seconds} s`,
+          `The request from ${this.peerName} was not accepted in ${seconds} s`,
         );
       }
       return;
+    }
+    if (this.#state === "connecting" && now >= giveUpAt) {
+      this.#terminateReason = `${this.#options.ownName} gave up waiting`;
+      return this.#close("timeout", `${this.peerName} did not answer within ${seconds} s`);
     }
     if (this.#channel !== undefined) {
       this.#channel.onTimeout(now);
@@ -294,11 +329,8 @@ export class PeerSession {
       this.#sendHandshake(now);
     }
     if (this.#nextSendAt === undefined || now < this.#nextSendAt) return;
-    if (now >= (this.#state === "closing" ? giveUpAt + this.#options.retry.giveUpMs : giveUpAt)) {
-      if (this.#state === "connecting") {
-        return this.#close("timeout", `${this.peerName} did not answer within ${seconds} s`);
-      }
-      return this.#close("us", this.#terminateReason);
+    if (this.#state === "closing" && now >= giveUpAt + this.#options.retry.giveUpMs) {
+      return this.#close("timeout", `${this.peerName} did not confirm the end of the session`);
     }
     this.#sendHandshake(now);
   }
@@ -323,8 +355,10 @@ export class PeerSession {
     } else {
       return;
     }
-    this.#nextSendAt = now +
-      retryDelay(this.#attempts++, this.#options.random, this.#options.retry);
+    const delay = retryDelay(this.#attempts++, this.#options.random, this.#options.retry);
+    this.#nextSendAt = this.#state === "connecting"
+      ? Math.min(now + delay, this.#startedAt + this.#options.retry.giveUpMs)
+      : now + delay;
   }
 
   #drainChannel(now: number): void {
@@ -350,11 +384,7 @@ export class PeerSession {
           this.#outputs.push({ type: "acked", id: out.id });
           break;
         case "dead":
-          if (this.#state === "closing") {
-            this.#close("us", this.#terminateReason);
-          } else {
-            this.#close("dead", `${this.peerName} stopped answering (${out.reason})`);
-          }
+          this.#close("dead", `${this.peerName} stopped answering (${out.reason})`);
           return;
       }
     }

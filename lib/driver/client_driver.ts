@@ -271,7 +271,8 @@ export class ClientDriver {
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    if (this.#core.leave(systemClock.now())) this.#drain();
+    this.#core.leave(systemClock.now());
+    this.#drain();
     await Promise.race([
       Promise.allSettled([...this.#udpSends]),
       new Promise((resolve) => setTimeout(resolve, 500)),
@@ -318,7 +319,10 @@ export class ClientDriver {
           this.#send(out.via, out.message, out.attempt);
           break;
         case "event":
-          log.info("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+          (out.event.kind === "request_refused" ? log.warn : log.info)("{kind}: {message}", {
+            kind: out.event.kind,
+            message: out.event.message,
+          });
           this.#config.onEvent?.(out.event);
           break;
         case "identity":

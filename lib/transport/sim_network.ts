@@ -1,7 +1,13 @@
 /**
  * A simulated datagram network for the simulator: packets between named
- * endpoints, with seeded loss, duplication, reordering and delay, delivered
- * on a virtual clock. No sockets.
+ * endpoints, with seeded loss (independent or in bursts), duplication,
+ * reordering, delay and partitions, delivered on a virtual clock. No sockets.
+ *
+ * Every random draw comes from the one {@linkcode Random} given to the
+ * constructor, in a fixed order, so a run is reproducible from its seed:
+ * per datagram one draw for loss, one for duplication, then per copy one for
+ * the delay, one for reordering and, when reordered, one for the extra hold.
+ * Partitions draw nothing.
  *
  * @module
  */
@@ -9,8 +15,15 @@ import type { Random } from "../random.ts";
 
 /** How the simulated network mistreats packets. */
 export interface Impairment {
-  /** Probability that a packet is dropped, 0 to 1. */
+  /** Probability that a packet is dropped, 0 to 1 (the long-run rate when `burst` is set). */
   loss: number;
+  /**
+   * Mean length of a run of consecutive losses, in packets, on each directed
+   * link. Absent or at most 1: losses are independent. Above 1: a
+   * Gilbert-Elliott two-state model whose long-run loss rate is `loss` and
+   * whose mean loss-run length is `burst`.
+   */
+  burst?: number;
   /** Probability that a packet is delivered twice, 0 to 1. */
   duplicate: number;
   /** Probability that a packet is held back so later ones overtake it, 0 to 1. */
@@ -42,6 +55,8 @@ export interface SimPacket {
   readonly deliverAt: number;
   /** Tie-breaker that keeps delivery order deterministic. */
   readonly seq: number;
+  /** True for a stream (`sendReliable`) packet. */
+  readonly reliable?: boolean;
 }
 
 /** What the network did, for the run's summary. */
@@ -50,50 +65,151 @@ export interface NetworkStats {
   sent: number;
   /** Packets delivered, duplicates included. */
   delivered: number;
-  /** Packets dropped. */
+  /** Packets dropped, by loss, by a partition or by a host crash. */
   lost: number;
   /** Extra copies made. */
   duplicated: number;
   /** Packets held back to be reordered. */
   reordered: number;
+  /** Datagrams dropped by a partition (counted in `lost` too). */
+  partitioned: number;
+  /** Stream packets that waited for a partition to heal (never lost for it). */
+  stalled: number;
+}
+
+/** One cut between two sets of endpoints. */
+export interface Partition {
+  /** One side: a host (`127.0.0.1`), an endpoint (`127.0.0.1:3000`) or `*` for every one. */
+  readonly a: string;
+  /** The other side, written the same way. */
+  readonly b: string;
+  /** True if only `a` to `b` is cut; `b` still reaches `a`. */
+  readonly oneWay: boolean;
+}
+
+/**
+ * Says what is wrong with an impairment, if anything.
+ *
+ * @param impairment the impairment to check
+ * @returns one sentence, or undefined if it is valid
+ *
+ * @example
+ * ```ts
+ * impairmentProblem({ ...NO_IMPAIRMENT, loss: 0.8, burst: 2 });
+ * // "Loss 0.8 needs a mean burst of at least 4 packets, not 2"
+ * ```
+ */
+export function impairmentProblem(impairment: Impairment): string | undefined {
+  const { loss, burst, duplicate, reorder, minDelayMs, maxDelayMs } = impairment;
+  for (const [name, p] of [["loss", loss], ["duplicate", duplicate], ["reorder", reorder]]) {
+    if (typeof p !== "number" || !(p >= 0 && p <= 1)) {
+      return `The ${name} probability must be from 0 to 1, not ${p}`;
+    }
+  }
+  if (!(minDelayMs >= 0) || !(maxDelayMs >= minDelayMs) || !Number.isFinite(maxDelayMs)) {
+    return `The delay range must satisfy 0 <= min <= max, not ${minDelayMs} to ${maxDelayMs} ms`;
+  }
+  if (burst !== undefined) {
+    if (!(burst >= 1) || !Number.isFinite(burst)) {
+      return `The mean burst length must be at least 1 packet, not ${burst}`;
+    }
+    if (burst > 1 && loss > 0 && loss < 1 && goodToBad(loss, burst) > 1 + 1e-9) {
+      const least = loss / (1 - loss);
+      return `Loss ${loss} needs a mean burst of at least ${
+        Number(least.toFixed(3))
+      } packets, not ${burst}`;
+    }
+  }
+  return undefined;
+}
+
+/** Gilbert-Elliott: the chance to enter the losing state from the good one. */
+function goodToBad(loss: number, burst: number): number {
+  // Stationary loss = p / (p + r) with r = 1 / burst, so p = loss * r / (1 - loss).
+  return loss / (burst * (1 - loss));
 }
 
 /**
  * The simulated network.
  *
+ * Partitions match by host or by endpoint: a side written as a host
+ * (`127.0.0.1`) covers every port of that host, one written as `host:port`
+ * covers that endpoint only, and `*` covers everyone. Datagrams across a
+ * partition are dropped, both when sent and when they would arrive; stream
+ * packets (`sendReliable`) across one wait, in order, and flow again after
+ * `heal`, as a TCP connection stalls and resumes.
+ *
  * @example
  * ```ts
- * const net = new SimNetwork(new SeededRandom(1), { ...NO_IMPAIRMENT, loss: 0.1 });
- * net.send(0, "a:1", "b:2", bytes);
+ * const net = new SimNetwork(new SeededRandom(1), { ...NO_IMPAIRMENT, loss: 0.1, burst: 3 });
+ * net.partition("127.0.0.1", "127.0.0.2", true); // 127.0.0.1 no longer reaches 127.0.0.2
+ * net.send(0, "127.0.0.1:1", "127.0.0.2:2", bytes); // dropped
+ * net.heal();
  * const due = net.deliverDue(net.nextDelivery() ?? 0);
  * ```
  */
 export class SimNetwork {
   /** What happened so far. */
-  readonly stats: NetworkStats = { sent: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0 };
+  readonly stats: NetworkStats = {
+    sent: 0,
+    delivered: 0,
+    lost: 0,
+    duplicated: 0,
+    reordered: 0,
+    partitioned: 0,
+    stalled: 0,
+  };
   #random: Random;
   #impairment: Impairment;
   #queue: SimPacket[] = [];
   #seq = 0;
+  #now = 0;
   #reliable = new Map<string, number>();
+  /** Per directed link (`from>to`): true while in the losing state of the burst model. */
+  #bursting = new Map<string, boolean>();
+  #partitions: Partition[] = [];
+  /** Stream packets waiting for a partition to heal, per directed link, in order. */
+  #stalled = new Map<string, SimPacket[]>();
 
   /**
    * @param random the run's seeded random source
    * @param impairment loss, duplication, reordering and delay
+   * @throws {RangeError} if the impairment is not valid (see {@linkcode impairmentProblem})
    */
   constructor(random: Random, impairment: Impairment) {
     this.#random = random;
-    this.#impairment = impairment;
+    this.#impairment = checked(impairment);
   }
 
-  /** Changes the impairment from now on. */
+  /** The impairment in force. */
+  get impairment(): Impairment {
+    return this.#impairment;
+  }
+
+  /**
+   * Changes the impairment from now on.
+   *
+   * @throws {RangeError} if the impairment is not valid
+   */
   set impairment(impairment: Impairment) {
-    this.#impairment = impairment;
+    this.#impairment = checked(impairment);
   }
 
-  /** Packets still in flight. */
+  /** Packets scheduled for delivery (stream packets stalled by a partition not included). */
   get inFlight(): number {
     return this.#queue.length;
+  }
+
+  /** Stream packets waiting for a partition to heal. */
+  get stalled(): number {
+    let count = 0;
+    for (const packets of this.#stalled.values()) count += packets.length;
+    return count;
+  }
+
+  /** The partitions in force, oldest first. */
+  get partitions(): readonly Partition[] {
+    return this.#partitions;
   }
 
   /**
@@ -105,9 +221,15 @@ export class SimNetwork {
    * @param data payload
    */
   send(now: number, from: string, to: string, data: Uint8Array): void {
+    this.#now = Math.max(this.#now, now);
     this.stats.sent++;
+    if (this.blocked(from, to)) {
+      this.stats.lost++;
+      this.stats.partitioned++;
+      return;
+    }
     const imp = this.#impairment;
-    if (this.#random.next() < imp.loss) {
+    if (this.#lose(`${from}>${to}`, imp)) {
       this.stats.lost++;
       return;
     }
@@ -125,7 +247,8 @@ export class SimNetwork {
 
   /**
    * Sends over a simulated stream: never lost, duplicated or reordered,
-   * delivered in order per direction after the minimum delay.
+   * delivered in order per direction after the minimum delay. Across a
+   * partition it waits until the partition heals.
    *
    * @param now current virtual time, ms
    * @param from sender `address:port`
@@ -133,11 +256,16 @@ export class SimNetwork {
    * @param data payload
    */
   sendReliable(now: number, from: string, to: string, data: Uint8Array): void {
+    this.#now = Math.max(this.#now, now);
     this.stats.sent++;
     const key = `${from}>${to}`;
-    const at = Math.max(now + this.#impairment.minDelayMs, this.#reliable.get(key) ?? 0);
-    this.#reliable.set(key, at);
-    this.#enqueue({ from, to, data, deliverAt: at, seq: this.#seq++ });
+    const packet = { from, to, data, deliverAt: now, seq: this.#seq++, reliable: true };
+    const waiting = this.#stalled.get(key);
+    if (waiting !== undefined || this.blocked(from, to)) {
+      this.#stall(key, packet);
+      return;
+    }
+    this.#schedule(key, packet, now);
   }
 
   /** @returns the time of the next delivery, or undefined when nothing is in flight */
@@ -147,21 +275,39 @@ export class SimNetwork {
 
   /**
    * Removes and returns every packet due by `now`, in delivery order.
+   * Datagrams that would cross a partition are dropped instead; stream
+   * packets that would cross one wait for the heal.
    *
    * @param now current virtual time, ms
    * @returns the packets to deliver
    */
   deliverDue(now: number): SimPacket[] {
+    this.#now = Math.max(this.#now, now);
     let count = 0;
     while (count < this.#queue.length && this.#queue[count].deliverAt <= now) count++;
     const due = this.#queue.splice(0, count);
-    this.stats.delivered += due.length;
-    return due;
+    if (this.#partitions.length === 0) {
+      this.stats.delivered += due.length;
+      return due;
+    }
+    const delivered: SimPacket[] = [];
+    for (const packet of due) {
+      if (!this.blocked(packet.from, packet.to)) {
+        delivered.push(packet);
+      } else if (packet.reliable) {
+        this.#stall(`${packet.from}>${packet.to}`, packet);
+      } else {
+        this.stats.lost++;
+        this.stats.partitioned++;
+      }
+    }
+    this.stats.delivered += delivered.length;
+    return delivered;
   }
 
   /**
-   * Drops every packet in flight to or from an address, as when a host
-   * crashes.
+   * Drops every packet in flight to an address, as when a host crashes,
+   * stalled stream packets included.
    *
    * @param address `address:port` of the host
    * @returns how many packets were dropped
@@ -169,9 +315,111 @@ export class SimNetwork {
   dropFor(address: string): number {
     const before = this.#queue.length;
     this.#queue = this.#queue.filter((p) => p.to !== address);
-    const dropped = before - this.#queue.length;
+    let dropped = before - this.#queue.length;
+    for (const [key, packets] of [...this.#stalled]) {
+      if (packets[0].to !== address) continue;
+      dropped += packets.length;
+      this.#stalled.delete(key);
+    }
     this.stats.lost += dropped;
     return dropped;
+  }
+
+  /**
+   * Cuts the network between two sides: nothing goes from `a` to `b`, nor
+   * from `b` to `a` unless `oneWay`. A side is a host (`127.0.0.1`, every
+   * port), an endpoint (`127.0.0.1:3000`) or `*` (everyone).
+   *
+   * @param a one side
+   * @param b the other side
+   * @param oneWay cut only the direction from `a` to `b`
+   *
+   * @example
+   * ```ts
+   * net.partition("127.0.0.1", "*"); // isolate the host 127.0.0.1
+   * net.partition("127.0.1.2", "127.0.0.1", true); // 127.0.1.2 can hear 127.0.0.1 but not reach it
+   * ```
+   */
+  partition(a: string, b: string, oneWay = false): void {
+    this.#partitions.push({ a, b, oneWay });
+    // Stream packets already on their way now wait, in order, ahead of later ones.
+    const kept: SimPacket[] = [];
+    for (const packet of this.#queue) {
+      if (packet.reliable && this.blocked(packet.from, packet.to)) {
+        this.#stall(`${packet.from}>${packet.to}`, packet);
+      } else {
+        kept.push(packet);
+      }
+    }
+    this.#queue = kept;
+  }
+
+  /**
+   * Removes partitions and lets stalled stream packets flow again, in order,
+   * from `now` on (default: the latest time the network was given).
+   * `heal()` removes every partition; `heal(a)` every one with `a` as a
+   * side; `heal(a, b)` every one between `a` and `b`, in either direction.
+   * Sides are matched as written in {@linkcode SimNetwork.partition}.
+   *
+   * @param a one side
+   * @param b the other side
+   * @param options the current virtual time
+   * @returns how many partitions were removed
+   */
+  heal(a?: string, b?: string, options: { now?: number } = {}): number {
+    const before = this.#partitions.length;
+    this.#partitions = this.#partitions.filter((p) => {
+      if (a === undefined) return false;
+      if (b === undefined) return p.a !== a && p.b !== a;
+      return !((p.a === a && p.b === b) || (p.a === b && p.b === a));
+    });
+    const now = Math.max(this.#now, options.now ?? 0);
+    for (const [key, packets] of [...this.#stalled]) {
+      if (this.blocked(packets[0].from, packets[0].to)) continue;
+      this.#stalled.delete(key);
+      for (const packet of packets) this.#schedule(key, packet, now);
+    }
+    return before - this.#partitions.length;
+  }
+
+  /**
+   * Tells whether a partition cuts the direction from one endpoint to another.
+   *
+   * @param from sender `address:port`
+   * @param to receiver `address:port`
+   * @returns true if a packet from `from` to `to` cannot pass now
+   */
+  blocked(from: string, to: string): boolean {
+    for (const p of this.#partitions) {
+      if (covers(p.a, from) && covers(p.b, to)) return true;
+      if (!p.oneWay && covers(p.b, from) && covers(p.a, to)) return true;
+    }
+    return false;
+  }
+
+  /** Draws whether the next datagram on a link is lost: exactly one draw. */
+  #lose(link: string, imp: Impairment): boolean {
+    const u = this.#random.next();
+    const burst = imp.burst ?? 1;
+    if (burst <= 1 || imp.loss <= 0 || imp.loss >= 1) return u < imp.loss;
+    // Gilbert-Elliott: step the link's state, then lose the packet in the bad state.
+    const bad = this.#bursting.get(link) ?? false;
+    const next = bad ? u >= 1 / burst : u < goodToBad(imp.loss, burst);
+    this.#bursting.set(link, next);
+    return next;
+  }
+
+  #stall(key: string, packet: SimPacket): void {
+    const waiting = this.#stalled.get(key);
+    if (waiting === undefined) this.#stalled.set(key, [packet]);
+    else waiting.push(packet);
+    this.stats.stalled++;
+  }
+
+  #schedule(key: string, packet: SimPacket, now: number): void {
+    const at = Math.max(now + this.#impairment.minDelayMs, this.#reliable.get(key) ?? 0);
+    this.#reliable.set(key, at);
+    this.#enqueue({ ...packet, deliverAt: at, seq: packet.seq });
   }
 
   #enqueue(packet: SimPacket): void {
@@ -189,4 +437,17 @@ export class SimNetwork {
     }
     this.#queue.splice(lo, 0, packet);
   }
+}
+
+function checked(impairment: Impairment): Impairment {
+  const problem = impairmentProblem(impairment);
+  if (problem !== undefined) throw new RangeError(problem);
+  return impairment;
+}
+
+/** True if a partition side covers an `address:port`. */
+function covers(side: string, address: string): boolean {
+  if (side === "*" || side === address) return true;
+  const colon = address.lastIndexOf(":");
+  return colon !== -1 && address.slice(0, colon) === side;
 }
