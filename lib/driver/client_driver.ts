@@ -319,10 +319,11 @@ export class ClientDriver {
           this.#send(out.via, out.message, out.attempt);
           break;
         case "event":
-          (out.event.kind === "request_refused" ? log.warn : log.info)("{kind}: {message}", {
-            kind: out.event.kind,
-            message: out.event.message,
-          });
+          if (out.event.kind === "request_refused") {
+            log.warn("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+          } else {
+            log.info("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+          }
           this.#config.onEvent?.(out.event);
           break;
         case "identity":
