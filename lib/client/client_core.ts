@@ -203,6 +203,20 @@ interface Running {
 
 type Background = "heartbeat" | "login" | "watch" | "logout" | { verify: string };
 
+/**
+ * The channel options of peer chat sessions: the low-latency preset (a
+ * redundant copy of chat-sized segments, fast retransmit on the first gap),
+ * with the retransmission timeout capped at 8 s and a keepalive every 2 s of
+ * silence, so a session rides out a partition of several seconds and a
+ * peer that is really gone is declared so after 30 s.
+ */
+export const PEER_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Object.freeze({
+  ...LOW_LATENCY_CHANNEL_OPTIONS,
+  maxRtoMs: 8000,
+  keepaliveMs: 2000,
+  deadAfterMs: 30_000,
+});
+
 /** Closed peer sessions kept to answer late copies of their messages. */
 const CLOSED_PEERS_KEPT = 256;
 
@@ -901,7 +915,7 @@ export class ClientCore {
       outgoing: false,
       random: this.#random,
       retry: this.#retryPolicy(),
-      channel: this.#options.peerChannel ?? LOW_LATENCY_CHANNEL_OPTIONS,
+      channel: this.#options.peerChannel ?? PEER_CHANNEL_OPTIONS,
     });
     this.#addPeer(peer);
     // Nobody may pose as another client: ask the server where that name is.
@@ -956,7 +970,7 @@ export class ClientCore {
       outgoing: true,
       random: this.#random,
       retry: this.#retryPolicy(),
-      channel: this.#options.peerChannel ?? LOW_LATENCY_CHANNEL_OPTIONS,
+      channel: this.#options.peerChannel ?? PEER_CHANNEL_OPTIONS,
     });
     this.#addPeer(peer);
     this.#running = { ...running, reqId: -1, session: id };
