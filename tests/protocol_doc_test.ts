@@ -17,6 +17,10 @@ import { ServerCore } from "../lib/server/server_core.ts";
 import { decodeMessage, encodeMessage, PROTOCOL_VERSION } from "../lib/wire/codec.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import {
+  DEFAULT_CHANNEL_OPTIONS,
+  LOW_LATENCY_CHANNEL_OPTIONS,
+} from "../lib/reliable/reliable_channel.ts";
+import {
   AUTH_MODES,
   type FieldKind,
   MAX_FRAME_BYTES,
@@ -211,6 +215,13 @@ Deno.test("PROTOCOL.md: the examples include register, register_ok, login_ok and
   }
 });
 
+Deno.test("PROTOCOL.md: every peer message has a labelled example", () => {
+  const shown = new Set(blocks.filter((b) => b.label === "message").map((b) => b.type));
+  for (const type of TYPES.filter((t) => t.startsWith("peer_"))) {
+    assert(shown.has(type), `no labelled example of "${type}"`);
+  }
+});
+
 for (const block of blocks) {
   Deno.test(`PROTOCOL.md: the ${block.label} example "${block.type}" at line ${block.line}`, () => {
     assert(Object.hasOwn(SCHEMAS, block.type), `"${block.type}" is not a message type`);
@@ -335,3 +346,21 @@ for (const type of TYPES) {
     assertEquals(Number(size[1].replaceAll(",", "")), baseSize(fields), `${heading}: wrong size`);
   });
 }
+
+Deno.test("PROTOCOL.md: the peer channel's option table matches the defaults and the chat preset", () => {
+  const { from, to } = section("### Peer channel");
+  const table = tableWith(tables(from, to), "Option", "Default", "Chat sessions");
+  const chat: Record<string, unknown> = {
+    ...DEFAULT_CHANNEL_OPTIONS,
+    ...LOW_LATENCY_CHANNEL_OPTIONS,
+  };
+  const defaults: Record<string, unknown> = { ...DEFAULT_CHANNEL_OPTIONS };
+  const number = (cell: string) => Number(cell.replaceAll("*", "").replaceAll(",", ""));
+  assert(table.rows.length > 0, "the option table is empty");
+  for (const row of table.rows) {
+    const name = unquote(row[0]);
+    assert(Object.hasOwn(defaults, name), `"${name}" is not a channel option`);
+    assertEquals(number(row[1]), defaults[name], `the default of ${name}`);
+    assertEquals(number(row[2]), chat[name], `${name} in chat sessions`);
+  }
+});

@@ -1166,7 +1166,7 @@ export class ClientCore {
           } else {
             this.#fail(
               kind,
-              capitalize(out.reason),
+              endText(peer.peerName, out),
               out.by === "rejected" ? "rejected" : out.by === "timeout" ? "timeout" : "peer_gone",
             );
           }
@@ -1174,14 +1174,7 @@ export class ClientCore {
         if (out.by === "peer" || out.by === "dead" || (out.by === "timeout" && !peer.outgoing)) {
           this.#event({
             kind: "peer_ended",
-            message: out.by === "peer"
-              ? `"${peer.peerName}" ended the session` +
-                (out.reason === "exit"
-                  ? " (it left)"
-                  : out.reason === "terminate"
-                  ? ""
-                  : `: ${out.reason}`)
-              : capitalize(out.reason),
+            message: endText(peer.peerName, out),
             data: { name: peer.peerName, by: out.by, reason: out.reason },
           });
         }
@@ -1470,6 +1463,17 @@ function hostPort(ip: string, port: number): string {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+/** How a peer session's end reads for people. */
+function endText(name: string, out: { by: string; reason: string }): string {
+  if (out.by !== "peer") return capitalize(out.reason);
+  const why = out.reason === "exit"
+    ? " (it left)"
+    : out.reason === "terminate"
+    ? ""
+    : `: ${out.reason}`;
+  return `"${name}" ended the session${why}`;
 }
 
 function requestMissing(name: string | undefined): string {

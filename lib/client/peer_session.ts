@@ -220,7 +220,7 @@ export class PeerSession {
   abort(reason: string): void {
     if (this.#state === "closed") return;
     this.#terminateReason = reason;
-    this.#emitSend({ type: "peer_terminate", session: this.id, reason });
+    this.#emitSend(this.#terminateMessage());
     this.#close("us", reason);
   }
 
@@ -245,7 +245,7 @@ export class PeerSession {
           message.type === "peer_keepalive")
       ) {
         // We gave up (or left) before the peer accepted or finished: tell it.
-        this.#emitSend({ type: "peer_terminate", session: this.id, reason: this.#terminateReason });
+        this.#emitSend(this.#terminateMessage());
       }
       return;
     }
@@ -266,6 +266,16 @@ export class PeerSession {
         return;
       case "peer_terminate":
         this.#emitSend({ type: "peer_terminate_ok", session: this.id });
+        if (this.#channel !== undefined) {
+          // What the peer received, so that sends it had but never acknowledged complete.
+          this.#channel.receive(now, {
+            kind: "ack",
+            cumulative: message.cumulative,
+            ranges: [],
+            window: 1,
+          });
+          this.#drainChannel(now);
+        }
         // Both ended it at once: ours is as good as acknowledged.
         if (this.#state === "closing") this.#close("us", this.#terminateReason);
         else this.#close("peer", message.reason);
@@ -351,7 +361,7 @@ export class PeerSession {
     if (this.#state === "connecting") {
       this.#emitSend({ type: "peer_connect", session: this.id, name: this.#options.ownName });
     } else if (this.#state === "closing") {
-      this.#emitSend({ type: "peer_terminate", session: this.id, reason: this.#terminateReason });
+      this.#emitSend(this.#terminateMessage());
     } else {
       return;
     }
@@ -398,6 +408,15 @@ export class PeerSession {
     this.#state = "closed";
     this.#nextSendAt = undefined;
     this.#outputs.push({ type: "closed", by, reason });
+  }
+
+  #terminateMessage(): PeerMessage {
+    return {
+      type: "peer_terminate",
+      session: this.id,
+      cumulative: this.#channel?.receivedUpTo ?? 0,
+      reason: this.#terminateReason,
+    };
   }
 
   #emitSend(message: PeerMessage): void {

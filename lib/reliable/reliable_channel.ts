@@ -286,6 +286,11 @@ export class ReliableChannel {
     return this.#options;
   }
 
+  /** The next sequence number expected from the peer: everything below it was received. */
+  get receivedUpTo(): number {
+    return this.#receive.cumulative;
+  }
+
   /** True when nothing sent is unacknowledged and nothing waits to be sent. */
   get idle(): boolean {
     return this.#send.size === 0;

@@ -243,7 +243,11 @@ export const MESSAGE_SCHEMAS = {
   peer_keepalive: { code: 45, fields: [["session", ID64]] },
   peer_terminate: {
     code: 46,
-    fields: [["session", ID64], ["reason", { kind: "text", max: MAX_ERROR_TEXT_BYTES }]],
+    fields: [
+      ["session", ID64],
+      ["cumulative", U32],
+      ["reason", { kind: "text", max: MAX_ERROR_TEXT_BYTES }],
+    ],
   },
   peer_terminate_ok: { code: 47, fields: [["session", ID64]] },
 } as const satisfies Record<
