@@ -64,7 +64,10 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["connect NAME", "ask NAME for a direct session (the server says where NAME is)"],
   ["accept [NAME]", "accept a connection request (waits for one if none has come yet)"],
   ["reject [NAME]", "refuse a connection request"],
-  ["send [@NAME] TEXT", "send TEXT over your session (with NAME); done once NAME has it"],
+  [
+    "send [@NAME] TEXT",
+    'send TEXT over your session (with NAME, or @"A NAME"); done once NAME has it',
+  ],
   ["terminate [NAME]", "end your session (with NAME)"],
   ["peers", "show your direct sessions"],
   ["wait messages N [from NAME] [within S]", "wait until N messages have come (scripts)"],
@@ -156,6 +159,15 @@ export function parseCommand(line: string): Command | undefined {
     case "send": {
       if (rest === "") throw new CommandError("send needs a message: send [@NAME] TEXT");
       if (!rest.startsWith("@")) return { kind: "send", text: rest };
+      if (rest.startsWith('@"')) {
+        // A name with spaces: send @"Alice Smith" TEXT
+        const close = rest.indexOf('"', 2);
+        const text = close === -1 ? "" : rest.slice(close + 1).trim();
+        if (close === -1 || text === "") {
+          throw new CommandError('send @"NAME" needs a closing quote and a message');
+        }
+        return { kind: "send", to: rest.slice(2, close), text };
+      }
       const space = rest.search(/\s/);
       if (space === -1) throw new CommandError("send @NAME needs a message: send @NAME TEXT");
       return { kind: "send", to: rest.slice(1, space), text: rest.slice(space + 1).trim() };
