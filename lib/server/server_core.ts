@@ -752,6 +752,9 @@ export class ServerCore {
           this.#emitActive();
         }
         this.#abortUploadsOf(record.name, "Your identity was deregistered during the upload");
+        for (const file of this.#files.list(record.name)) {
+          this.#emit({ kind: "file_deleted", user: record.name, name: file.name });
+        }
         this.#files.removeUser(record.name);
         this.#outputs.push({ type: "delete_user_files", user: record.name });
       },
