@@ -22,7 +22,7 @@ const KCP_FAST = { averageMs: [136, 141], maxMs: [347, 404] };
 const MODES: { name: string; channel: ReliableChannelOptions }[] = [
   { name: "selective (defaults)", channel: {} },
   { name: "selective (low latency)", channel: LOW_LATENCY_CHANNEL_OPTIONS },
-  { name: "stop-and-wait", channel: { mode: "stop_and_wait" } },
+  { name: "stop-and-wait", channel: { mode: "stop_and_wait", deadAfterMs: 3_600_000 } },
 ];
 
 interface Summary {

@@ -211,7 +211,7 @@ Deno.test("connect gives up within the --timeout when the peer never accepts", a
   const a = await alice.finished(30_000);
   const took = performance.now() - connecting;
   assertEquals(a.code, 1, describe("Alice", a));
-  assertOneErrorLine("Alice", a, /^error: bob did not answer within 3 s$/i);
+  assertOneErrorLine("Alice", a, /^error: "bob" did not answer within 3 s$/i);
   assert(took >= 2500 && took <= 5000, `connect gave up after ${Math.round(took)} ms`);
   console.log(`  connect gave up ${Math.round(took)} ms after Alice registered (--timeout 3)`);
   await bob.waitForLine(/^"Alice" wants to connect \(127\.0\.0\.1:\d+\): accept or reject$/);

@@ -375,7 +375,7 @@ Deno.test("PeerSession reject closes both sides with the reason", () => {
   assert(link.runUntil(5000, () => link.a.state === "closed"));
   const closed = link.closed("a");
   assertEquals(closed.by, "rejected");
-  assertEquals(closed.reason, "Bob refused: Bob declined");
+  assertEquals(closed.reason, '"Bob" refused: Bob declined');
   assertEquals(link.a.nextTimeout(), undefined);
   assertEquals(link.b!.nextTimeout(), undefined);
 });
@@ -389,7 +389,7 @@ Deno.test("PeerSession answers a connect retransmitted after a lost reject with 
   assertEquals(times(link.sent("a", "peer_connect")), [0, 500]);
   assertEquals(link.sent("b", "peer_reject").map((w) => w.dropped), [true, false]);
   assertEquals(link.closed("a").by, "rejected");
-  assertEquals(link.closed("a").reason, "Bob refused: busy");
+  assertEquals(link.closed("a").reason, '"Bob" refused: busy');
   assertEquals(link.closed("b").by, "rejected", "Bob closed once, at his reject");
 });
 
@@ -407,12 +407,12 @@ Deno.test("PeerSession retransmits an unanswered connect with backoff and times 
   const { sends, closed } = unansweredConnect(NO_JITTER);
   assertEquals(sends, [0, 500, 1500, 3500, 7500, 15500, 23500]);
   assertEquals(closed.by, "timeout");
-  assertEquals(closed.reason, "Bob did not answer within 30 s");
+  assertEquals(closed.reason, '"Bob" did not answer within 30 s');
   assertEquals(closed.at, NO_JITTER.giveUpMs);
   for (const giveUpMs of [3000, 10_000]) {
     const run = unansweredConnect({ ...NO_JITTER, giveUpMs });
     assertEquals(run.closed.at, giveUpMs);
-    assertEquals(run.closed.reason, `Bob did not answer within ${giveUpMs / 1000} s`);
+    assertEquals(run.closed.reason, `"Bob" did not answer within ${giveUpMs / 1000} s`);
   }
   // With jitter the gaps stay within ±20% of 500 ms doubling to 8 s.
   for (let seed = 1; seed <= 30; seed++) {
@@ -458,7 +458,7 @@ Deno.test("PeerSession expires an incoming request nobody accepts, and tells the
   const closed = session.poll();
   if (closed?.type !== "closed") throw new Error(`expected closed, got ${JSON.stringify(closed)}`);
   assertEquals(closed.by, "timeout");
-  assertStringIncludes(closed.reason, "from Alice was not accepted in 30 s");
+  assertStringIncludes(closed.reason, 'from "Alice" was not accepted in 30 s');
   assertEquals(session.nextTimeout(), undefined);
   assertThrows(() => session.accept(32_001), TypeError, "closed");
   // A late copy of the connect gets the same answer.
@@ -637,7 +637,7 @@ Deno.test("PeerSession closes as dead when the peer goes silent", () => {
   assert(idle.runUntil(openedAt + 5 * DEAD_AFTER_MS, () => idle.a.state === "closed"));
   const closed = idle.closed("a");
   assertEquals(closed.by, "dead");
-  assertStringIncludes(closed.reason, "Bob stopped answering");
+  assertStringIncludes(closed.reason, '"Bob" stopped answering');
   assert(closed.at - openedAt <= DEAD_AFTER_MS, `dead after ${closed.at - openedAt} ms`);
   assert(idle.sent("a", "peer_keepalive").length > 0, "keepalives were tried");
 
@@ -1191,7 +1191,7 @@ Deno.test("ClientCore send fails when the peer goes silent", () => {
   const start = world.now;
   const r = failed(world.command(alice, { kind: "send", text: "hello?" }));
   assertEquals(r.code, "peer_gone");
-  assertStringIncludes(r.error, "Bob stopped answering");
+  assertStringIncludes(r.error, '"Bob" stopped answering');
   assert(world.now - start <= DEAD_AFTER_MS, `failed after ${world.now - start} ms`);
   assertEquals(kinds(alice).at(-1), "peer_ended");
   assertEquals(alice.events.at(-1)?.data?.by, "dead");
@@ -1236,7 +1236,7 @@ Deno.test("ClientCore refuses connect requests while it is logged out", () => {
   // The stand-in server still gives Bob's address; Bob himself says no.
   const r = failed(world.command(alice, { kind: "connect", name: "Bob" }));
   assertEquals(r.code, "rejected");
-  assertEquals(r.error, "Bob refused: the client you called is not logged in");
+  assertEquals(r.error, '"Bob" refused: the client you called is not logged in');
   assertEquals(kinds(bob), []);
 });
 

@@ -1070,7 +1070,7 @@ export class ClientCore {
       command: "peers",
       message: live.length === 0
         ? "No peer sessions"
-        : `${live.length} peer sessions:\n${lines.join("\n")}`,
+        : `${live.length} peer ${live.length === 1 ? "session" : "sessions"}:\n${lines.join("\n")}`,
       data: {
         peers: live.map((p) => ({
           name: p.peerName,
@@ -1160,7 +1160,7 @@ export class ClientCore {
               ok: true,
               command: kind,
               message: `Ended the session with "${peer.peerName}"` +
-                (out.by === "us" ? "" : ` (${lowerFirst(out.reason)})`),
+                (out.by === "us" ? "" : `; ${out.reason}`),
               data: { name: peer.peerName, confirmed: out.by === "us" },
             });
           } else {

@@ -151,11 +151,11 @@ export function parseCommand(line: string): Command | undefined {
     }
     case "connect":
       if (rest === "") throw new CommandError("connect needs a name: connect NAME");
-      return { kind: "connect", name: rest };
+      return { kind: "connect", name: unquote(rest) };
     case "accept":
     case "reject":
     case "terminate":
-      return rest === "" ? { kind: word } : { kind: word, name: rest };
+      return rest === "" ? { kind: word } : { kind: word, name: unquote(rest) };
     case "send": {
       if (rest === "") throw new CommandError("send needs a message: send [@NAME] TEXT");
       if (!rest.startsWith("@")) return { kind: "send", text: rest };
@@ -223,7 +223,7 @@ function parseWait(rest: string): Command {
   let name: string | undefined;
   const from = /\s*\bfrom\s+(.+)$/i.exec(text);
   if (from !== null) {
-    name = from[1].trim();
+    name = unquote(from[1].trim());
     text = text.slice(0, from.index);
   }
   const [what, count, ...extra] = text.trim().split(/\s+/);
@@ -250,4 +250,9 @@ function parseWait(rest: string): Command {
     default:
       throw new CommandError(usage);
   }
+}
+
+/** A name typed in double quotes (`"Alice Smith"`) without them. */
+function unquote(name: string): string {
+  return /^".*"$/.test(name) && name.length >= 2 ? name.slice(1, -1) : name;
 }

@@ -261,7 +261,7 @@ export class PeerSession {
         return;
       case "peer_reject":
         if (this.#state === "connecting") {
-          this.#close("rejected", `${this.peerName} refused: ${message.reason}`);
+          this.#close("rejected", `"${this.peerName}" refused: ${message.reason}`);
         }
         return;
       case "peer_terminate":
@@ -320,14 +320,14 @@ export class PeerSession {
         this.#emitSend({ type: "peer_reject", session: this.id, reason: this.#terminateReason });
         this.#close(
           "timeout",
-          `The request from ${this.peerName} was not accepted in ${seconds} s`,
+          `The request from "${this.peerName}" was not accepted in ${seconds} s`,
         );
       }
       return;
     }
     if (this.#state === "connecting" && now >= giveUpAt) {
       this.#terminateReason = `${this.#options.ownName} gave up waiting`;
-      return this.#close("timeout", `${this.peerName} did not answer within ${seconds} s`);
+      return this.#close("timeout", `"${this.peerName}" did not answer within ${seconds} s`);
     }
     if (this.#channel !== undefined) {
       this.#channel.onTimeout(now);
@@ -340,7 +340,7 @@ export class PeerSession {
     }
     if (this.#nextSendAt === undefined || now < this.#nextSendAt) return;
     if (this.#state === "closing" && now >= giveUpAt + this.#options.retry.giveUpMs) {
-      return this.#close("timeout", `${this.peerName} did not confirm the end of the session`);
+      return this.#close("timeout", `"${this.peerName}" did not confirm the end of the session`);
     }
     this.#sendHandshake(now);
   }
@@ -394,7 +394,7 @@ export class PeerSession {
           this.#outputs.push({ type: "acked", id: out.id });
           break;
         case "dead":
-          this.#close("dead", `${this.peerName} stopped answering (${out.reason})`);
+          this.#close("dead", `"${this.peerName}" stopped answering: ${lowerFirst(out.reason)}`);
           return;
       }
     }
@@ -481,4 +481,8 @@ export function segmentOf(message: PeerMessage): Segment {
     default:
       return { kind: "keepalive" };
   }
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
