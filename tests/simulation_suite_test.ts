@@ -65,6 +65,12 @@ for (const profile of PROFILES) {
         }
       }
       assertEquals(failures, []);
+      if (profile.minComplete !== undefined) {
+        assert(
+          complete / profile.seeds >= profile.minComplete,
+          `only ${complete} of ${profile.seeds} chats completed (${profile.fullChat} messages each)`,
+        );
+      }
     },
   );
 }
