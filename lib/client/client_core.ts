@@ -29,6 +29,7 @@ import {
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
+import type { Command } from "./command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
 
@@ -124,17 +125,7 @@ export interface PeerTrace {
 /** A command the core runs (the driver resolves files and secrets first). */
 export type CoreCommand =
   | { readonly kind: "hello" }
-  | { readonly kind: "register"; readonly name?: string }
   | { readonly kind: "login"; readonly name: string; readonly secret: Uint8Array }
-  | { readonly kind: "logout" }
-  | { readonly kind: "deregister" }
-  | { readonly kind: "list" }
-  | { readonly kind: "lookup"; readonly name: string }
-  | { readonly kind: "watch"; readonly on: boolean }
-  | { readonly kind: "tcp"; readonly text: string }
-  | { readonly kind: "status" }
-  | { readonly kind: "files" }
-  | { readonly kind: "delete"; readonly name: string }
   | {
     readonly kind: "upload";
     readonly name: string;
@@ -142,19 +133,8 @@ export type CoreCommand =
     readonly sha256: Uint8Array;
   }
   | { readonly kind: "download"; readonly name: string }
-  | { readonly kind: "connect"; readonly name: string }
-  | { readonly kind: "accept"; readonly name?: string }
-  | { readonly kind: "reject"; readonly name?: string }
-  | { readonly kind: "send"; readonly to?: string; readonly text: string }
-  | { readonly kind: "terminate"; readonly name?: string }
-  | { readonly kind: "peers" }
-  | {
-    readonly kind: "wait";
-    readonly for: "messages" | "request" | "terminate";
-    readonly count?: number;
-    readonly name?: string;
-    readonly withinMs?: number;
-  };
+  /** The user commands the core runs as typed. */
+  | Exclude<Command, { kind: "login" | "upload" | "download" | "generate" | "help" | "exit" }>;
 
 /** Options of a {@linkcode ClientCore}. */
 export interface ClientCoreOptions {
