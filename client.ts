@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { fromHex } from "./lib/hex.ts";
+import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
 import type { CommandResult } from "./lib/client/client_core.ts";
@@ -485,7 +487,7 @@ async function login(context: Context, given: string | undefined): Promise<Comma
       "no_identity",
     );
   }
-  const key = Uint8Array.from(identity.key.match(/../g)!.map((h) => parseInt(h, 16)));
+  const key = fromHex(identity.key);
   return await client.run({ kind: "login", name: identity.name, secret: key });
 }
 
@@ -560,10 +562,6 @@ async function generate(path: string, count: number): Promise<CommandResult> {
     message: `Wrote ${count} sample readings to ${path}`,
     data: { file: path, count },
   };
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function scriptLoop(context: Context) {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { hostPort } from "../host_port.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
@@ -1435,10 +1436,6 @@ export function duration(ms: number): string {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-}
-
-function hostPort(ip: string, port: number): string {
-  return `${ip.includes(":") ? `[${ip}]` : ip}:${port}`;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

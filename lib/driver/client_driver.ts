@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { sha256 } from "@noble/hashes/sha2";
 import { dirname } from "@std/path";
@@ -632,8 +633,4 @@ async function hashFile(path: string, progress: (done: number) => void): Promise
 /** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack socket) as `127.0.0.1`. */
 function unmapped(address: string): string {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { fromHex } from "../hex.ts";
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
@@ -558,7 +559,7 @@ export class ServerDriver {
         type: "download_ok",
         reqId,
         size: info.size,
-        sha256: hexBytes(info.sha256),
+        sha256: fromHex(info.sha256),
       }));
       this.traffic.framesOut++;
       for await (const data of reader) {
@@ -645,12 +646,6 @@ async function fileStamp(path: string): Promise<string> {
   } catch {
     return "missing";
   }
-}
-
-function hexBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
 }
 
 function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {

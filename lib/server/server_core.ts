@@ -7,10 +7,11 @@
  *
  * @module
  */
+import { hostPort } from "../host_port.ts";
 import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
 import { lowerFirstWord } from "../error_line.ts";
-import { toHex } from "../hex.ts";
+import { fromHex, toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { encodeMessage } from "../wire/codec.ts";
@@ -34,7 +35,12 @@ import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { type Session, SessionTable } from "./session_table.ts";
-import { type StorageLimits, type StoredFile, StoredFiles } from "./stored_files.ts";
+import {
+  DEFAULT_STORAGE_LIMITS,
+  type StorageLimits,
+  type StoredFile,
+  StoredFiles,
+} from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
 export interface Endpoint {
@@ -327,13 +333,7 @@ export class ServerCore {
       maxAttempts: options.maxAttempts ?? 3,
       lockoutMs: options.lockoutMs ?? 10_000,
     });
-    this.#files = new StoredFiles(
-      options.storage ?? {
-        maxFileSize: 100 * 1024 * 1024,
-        quota: 1024 * 1024 * 1024,
-        maxFiles: 100,
-      },
-    );
+    this.#files = new StoredFiles(options.storage ?? DEFAULT_STORAGE_LIMITS);
     for (const [user, files] of options.storedFiles ?? []) {
       for (const file of files) this.#files.add(user, file);
     }
@@ -1288,14 +1288,4 @@ function seconds(ms: number): number {
 
 function byteLength(text: string): number {
   return new TextEncoder().encode(text).length;
-}
-
-function hostPort(ip: string, port: number): string {
-  return `${ip.includes(":") ? `[${ip}]` : ip}:${port}`;
-}
-
-function fromHex(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
 }
