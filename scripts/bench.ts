@@ -11,14 +11,27 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { fromFileUrl, join } from "@std/path";
+import { join } from "@std/path";
 import { DEFAULT_RETRY_POLICY, retryDelay } from "../lib/client/retry_policy.ts";
 import { toHex } from "../lib/hex.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
-import { errorCodeName } from "../lib/wire/error_code.ts";
 import { type Message, type MessageOf, TOKEN_BYTES } from "../lib/wire/messages.ts";
 import { rejectUnknownFlags, UsageError } from "../lib/usage_error.ts";
+import {
+  Cleanup,
+  countRegistered,
+  DECLARED_TCP_PORT,
+  flagsOrExitCode,
+  HOST,
+  percentile,
+  RECEIVE_BUFFER_BYTES,
+  replyText,
+  startServers,
+  stopAllProcesses,
+  stopProcess,
+  table,
+} from "./_bench_support.ts";
 
 const HELP = `bench: Switchboard register+deregister round trips/s vs a bare UDP echo server
 
@@ -35,16 +48,8 @@ Flags:
 Both servers run as separate processes on 127.0.0.1 with ports chosen at run
 time; the Switchboard server gets a fresh data directory, removed at the end.`;
 
-const REPO = fromFileUrl(new URL("../", import.meta.url));
-const ECHO_SCRIPT = fromFileUrl(new URL("./udp_echo_server.ts", import.meta.url));
-const HOST = "127.0.0.1";
-/** The TCP port the bench clients declare; the server only checks it is >= 1024. */
-const DECLARED_TCP_PORT = 40000;
 /** How long a request may stay unanswered once the measured window is over. */
 const DRAIN_GIVE_UP_MS = 2000;
-const STARTUP_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 5000;
-const RECEIVE_BUFFER_BYTES = 2048;
 
 interface BenchFlags {
   seconds: number;
@@ -130,126 +135,6 @@ function integerFlag(flag: string, value: string, range: { min: number; max: num
     );
   }
   return n;
-}
-
-// ---------------------------------------------------------------- processes
-
-/** A child process that printed the port it listens on. */
-interface Started {
-  label: string;
-  child: Deno.ChildProcess;
-  port: number;
-  /** Resolves when both output streams are drained. */
-  drained: Promise<void>;
-  /** The last lines it printed, for error messages. */
-  tail: string[];
-  /** Set by the first stopProcess(), so that the process gets one SIGTERM only. */
-  stopped?: Promise<number | null>;
-}
-
-/** Every child spawned, so that cleanup stops them whatever happened. */
-const children = new Set<Started>();
-
-async function startProcess(
-  label: string,
-  args: string[],
-  portLine: RegExp,
-): Promise<Started> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: REPO,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const tail: string[] = [];
-  const started: Started = { label, child, port: 0, drained: Promise.resolve(), tail };
-  children.add(started);
-  const { promise: portFound, resolve: foundPort } = Promise.withResolvers<number>();
-  // Keep reading both streams for the whole run: the server prints one line
-  // per registration, and a full pipe would stall it.
-  started.drained = Promise.all([
-    drainLines(child.stdout, tail, (line) => {
-      const match = portLine.exec(line);
-      if (match) foundPort(Number(match[1]));
-    }),
-    drainLines(child.stderr, tail, () => {}),
-  ]).then(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const outcome = await Promise.race([
-    portFound,
-    child.status.then((status) => `exited with code ${status.code} before listening`),
-    new Promise<string>((resolve) => {
-      timer = setTimeout(() => resolve("did not start listening in time"), STARTUP_TIMEOUT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (typeof outcome === "string") {
-    await stopProcess(started);
-    throw new Error(`The ${label} ${outcome}:\n  ${tail.join("\n  ")}`);
-  }
-  started.port = outcome;
-  return started;
-}
-
-async function drainLines(
-  stream: ReadableStream<Uint8Array>,
-  tail: string[],
-  onLine: (line: string) => void,
-): Promise<void> {
-  let rest = "";
-  try {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      const lines = (rest + text).split("\n");
-      rest = lines.pop()!;
-      for (const line of lines) {
-        onLine(line);
-        tail.push(line);
-        if (tail.length > 20) tail.shift();
-      }
-    }
-  } catch {
-    // The process went away: nothing more to read.
-  }
-  if (rest !== "") tail.push(rest);
-}
-
-/**
- * Sends SIGTERM once (a second one makes the server exit at once, skipping its
- * shutdown), waits, then SIGKILL; returns the exit code.
- */
-function stopProcess(started: Started): Promise<number | null> {
-  started.stopped ??= terminate(started);
-  return started.stopped;
-}
-
-async function terminate(started: Started): Promise<number | null> {
-  const { child } = started;
-  const exited = child.status.then((status) => status.code);
-  try {
-    child.kill("SIGTERM");
-  } catch {
-    // already gone
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let code: number | null | undefined = await Promise.race([
-    exited,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), STOP_TIMEOUT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (code === undefined) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await exited;
-    code = null;
-  }
-  await started.drained;
-  return code;
 }
 
 // ---------------------------------------------------------------- load
@@ -451,11 +336,6 @@ async function runPhase(
   return { counters, measuredMs: measureTo - measureFrom };
 }
 
-function replyText(message: Message): string {
-  if (message.type === "error") return `error ${errorCodeName(message.code)}: ${message.message}`;
-  return `unexpected ${message.type}`;
-}
-
 function summarize(
   target: Target,
   phases: PhaseResult[],
@@ -497,11 +377,6 @@ function perRound(phases: Record<Target, PhaseResult[]>): RoundResult[] {
       ratio: echoRate === 0 ? 0 : switchboardRate / echoRate,
     };
   });
-}
-
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
 // ---------------------------------------------------------------- output
@@ -560,13 +435,7 @@ function printTable(
     String(r.retransmissions),
     String(r.errors),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) =>
-    cells.map((cell, i) => i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))
-      .join("  ");
-  console.log(line(header));
-  console.log(line(widths.map((w) => "-".repeat(w))));
-  for (const row of rows) console.log(line(row));
+  for (const line of table(header, rows)) console.log(line);
   console.log("");
   console.log(
     "A round trip is one request and its reply; a pair is one register plus one deregister\n" +
@@ -595,80 +464,26 @@ function printTable(
 // ---------------------------------------------------------------- main
 
 async function main(args: string[]): Promise<number> {
-  let flags;
-  try {
-    flags = parseFlags(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    console.error(`error: ${error.message}`);
-    return 2;
-  }
-  if (flags === "help") {
-    console.log(HELP);
-    return 0;
-  }
+  const flags = flagsOrExitCode(() => parseFlags(args), HELP);
+  if (typeof flags === "number") return flags;
 
-  const cleanups: (() => Promise<unknown>)[] = [];
-  let cleaned: Promise<void> | undefined;
-  const cleanup = () =>
-    cleaned ??= (async () => {
-      for (const step of cleanups.reverse()) await step().catch(() => {});
-    })();
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) Deno.exit(130);
-    interrupted = true;
-    console.error("interrupted: stopping the servers and removing temp files");
-    cleanup().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-
+  const cleanup = new Cleanup();
   const status = (text: string) => console.error(text);
   try {
     const tmp = await Deno.makeTempDir({ prefix: "switchboard-bench-" });
-    cleanups.push(() => Deno.remove(tmp, { recursive: true }));
+    cleanup.add(() => Deno.remove(tmp, { recursive: true }));
     const dataDir = join(tmp, "data");
-    const config = join(REPO, "deno.json");
 
     status("starting the Switchboard server and the echo server...");
-    const startServer = startProcess("Switchboard server", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--config",
-      config,
-      join(REPO, "server.ts"),
-      "--host",
-      HOST,
-      "--udp-port",
-      "0",
-      "--tcp-port",
-      "0",
-      "--data-dir",
+    cleanup.add(stopAllProcesses);
+    const { server, echo } = await startServers({
       dataDir,
-      "--log-dir",
-      join(tmp, "logs"),
-      "--log-level",
-      "warning",
-    ], /^Server UDP listening on port (\d+)$/);
-    const startEcho = startProcess("echo server", [
-      "run",
-      "--allow-net",
-      "--config",
-      config,
-      ECHO_SCRIPT,
-      "--host",
-      HOST,
-    ], /^Echo UDP listening on port (\d+)$/);
-    cleanups.push(() => Promise.all([...children].map(stopProcess)));
-    const [server, echo] = await Promise.allSettled([startServer, startEcho]);
-    if (server.status === "rejected") throw server.reason;
-    if (echo.status === "rejected") throw echo.reason;
+      logDir: join(tmp, "logs"),
+      stopSignal: "SIGTERM",
+    });
 
     const clients = Array.from({ length: flags.concurrency }, () => new LoadClient());
-    cleanups.push(() => Promise.all(clients.map((c) => c.close())));
+    cleanup.add(() => Promise.all(clients.map((c) => c.close())));
 
     const phases: Record<Target, PhaseResult[]> = {
       echo: [],
@@ -676,29 +491,23 @@ async function main(args: string[]): Promise<number> {
     };
     for (let round = 1; round <= flags.rounds; round++) {
       for (const target of ["echo", "switchboard"] as const) {
-        if (interrupted) break;
-        const port = target === "echo" ? echo.value.port : server.value.port;
+        if (cleanup.interrupted) break;
+        const port = target === "echo" ? echo.port : server.port;
         status(`round ${round}/${flags.rounds}: ${target} on UDP port ${port}...`);
         phases[target].push(
-          await runPhase(target, port, clients, flags, round, () => interrupted),
+          await runPhase(target, port, clients, flags, round, () => cleanup.interrupted),
         );
       }
     }
 
-    if (interrupted) return 130;
+    if (cleanup.interrupted) return 130;
     await Promise.all(clients.map((c) => c.close()));
-    const serverCode = await stopProcess(server.value);
-    await stopProcess(echo.value);
+    const serverCode = await stopProcess(server);
+    await stopProcess(echo);
     if (serverCode !== 0) {
       status(`warning: the Switchboard server exited with code ${serverCode} on SIGTERM`);
     }
-    let registryLeft: number | undefined;
-    try {
-      const text = await Deno.readTextFile(join(dataDir, "registrations.json"));
-      registryLeft = Object.keys(JSON.parse(text)).length;
-    } catch {
-      registryLeft = undefined;
-    }
+    const registryLeft = await countRegistered(dataDir);
 
     const results = [summarize("echo", phases.echo), summarize("switchboard", phases.switchboard)];
     const [echoResult, switchboardResult] = results;
@@ -736,8 +545,7 @@ async function main(args: string[]): Promise<number> {
     console.error(`error: ${(error as Error).message}`);
     return 1;
   } finally {
-    await cleanup();
-    Deno.removeSignalListener("SIGINT", onSignal);
+    await cleanup.close();
   }
 }
 

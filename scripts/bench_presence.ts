@@ -17,12 +17,11 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { fromFileUrl, join } from "@std/path";
+import { join } from "@std/path";
 import { DEFAULT_RETRY_POLICY, retryDelay } from "../lib/client/retry_policy.ts";
 import { toHex } from "../lib/hex.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
-import { errorCodeName } from "../lib/wire/error_code.ts";
 import type { Message, MessageType, Request } from "../lib/wire/messages.ts";
 import {
   integerFlag,
@@ -31,6 +30,20 @@ import {
   secondsFlag,
   UsageError,
 } from "../lib/usage_error.ts";
+import {
+  Cleanup,
+  countRegistered,
+  DECLARED_TCP_PORT,
+  flagsOrExitCode,
+  HOST,
+  percentile,
+  RECEIVE_BUFFER_BYTES,
+  replyText,
+  startServers,
+  stopAllProcesses,
+  stopProcess,
+  table,
+} from "./_bench_support.ts";
 
 const HELP = `bench_presence: Switchboard lookups/s and heartbeats/s with many registered and active
 clients, against a bare UDP echo server, and the server's memory per client
@@ -57,11 +70,6 @@ time; the Switchboard server runs with --lease 60 and a fresh data directory
 under TMPDIR, removed at the end. Memory is the server's VmRSS, from
 /proc/PID/status under --allow-all, else from \`ps -o rss= -p PID\`.`;
 
-const REPO = fromFileUrl(new URL("../", import.meta.url));
-const ECHO_SCRIPT = fromFileUrl(new URL("./udp_echo_server.ts", import.meta.url));
-const HOST = "127.0.0.1";
-/** The TCP port the bench clients declare; the server only checks it is >= 1024. */
-const DECLARED_TCP_PORT = 40000;
 /** The server's session lease, s: long enough for the whole set-up. */
 const LEASE_SECONDS = 60;
 /** A session not renewed for this long is renewed before the next phase. */
@@ -74,9 +82,8 @@ const WARMUP_HELLOS = 2000;
 const IDLE_BEFORE_SAMPLE_MS = 1000;
 const MEMORY_SAMPLES = 5;
 const MEMORY_SAMPLE_GAP_MS = 200;
-const STARTUP_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 5000;
-const RECEIVE_BUFFER_BYTES = 2048;
+/** How long the server's V8 inspector gets to collect garbage and report its heap. */
+const INSPECTOR_TIMEOUT_MS = 10_000;
 /** How many error texts a phase keeps for the summary. */
 const ERROR_SAMPLES = 3;
 
@@ -212,128 +219,6 @@ function parseFlags(args: string[]): Flags | "help" {
   return flags;
 }
 
-// ---------------------------------------------------------------- processes
-
-/** A child process that printed the port it listens on. */
-interface Started {
-  label: string;
-  child: Deno.ChildProcess;
-  port: number;
-  /** Resolves when both output streams are drained. */
-  drained: Promise<void>;
-  /** The last lines it printed, for error messages. */
-  tail: string[];
-  /** The V8 inspector's WebSocket address, when it runs with --inspect. */
-  inspector?: string;
-  /** Set by the first stopProcess(), so that the process gets one SIGINT only. */
-  stopped?: Promise<number | null>;
-}
-
-/** Every child spawned, so that cleanup stops them whatever happened. */
-const children = new Set<Started>();
-
-async function startProcess(label: string, args: string[], portLine: RegExp): Promise<Started> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: REPO,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const tail: string[] = [];
-  const started: Started = { label, child, port: 0, drained: Promise.resolve(), tail };
-  children.add(started);
-  const { promise: portFound, resolve: foundPort } = Promise.withResolvers<number>();
-  // Keep reading both streams for the whole run: the server prints several
-  // lines per registration and login, and a full pipe would stall it.
-  started.drained = Promise.all([
-    drainLines(child.stdout, tail, (line) => {
-      const match = portLine.exec(line);
-      if (match) foundPort(Number(match[1]));
-    }),
-    drainLines(child.stderr, tail, (line) => {
-      const match = /^Debugger listening on (ws:\/\/\S+)$/.exec(line);
-      if (match) started.inspector = match[1];
-    }),
-  ]).then(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const outcome = await Promise.race([
-    portFound,
-    child.status.then((status) => `exited with code ${status.code} before listening`),
-    new Promise<string>((resolve) => {
-      timer = setTimeout(() => resolve("did not start listening in time"), STARTUP_TIMEOUT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (typeof outcome === "string") {
-    await stopProcess(started);
-    const last = tail.filter((line) => line.trim() !== "").at(-1);
-    throw new Error(`the ${label} ${outcome}${last === undefined ? "" : `: ${last.trim()}`}`);
-  }
-  started.port = outcome;
-  return started;
-}
-
-async function drainLines(
-  stream: ReadableStream<Uint8Array>,
-  tail: string[],
-  onLine: (line: string) => void,
-): Promise<void> {
-  let rest = "";
-  try {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      const lines = (rest + text).split("\n");
-      rest = lines.pop()!;
-      for (const line of lines) {
-        onLine(line);
-        tail.push(line);
-        if (tail.length > 20) tail.shift();
-      }
-    }
-  } catch {
-    // The process went away: nothing more to read.
-  }
-  if (rest !== "") tail.push(rest);
-}
-
-/**
- * Sends SIGINT once (a second one makes the server exit at once, skipping its
- * shutdown), waits, then SIGKILL; returns the exit code.
- */
-function stopProcess(started: Started): Promise<number | null> {
-  started.stopped ??= terminate(started);
-  return started.stopped;
-}
-
-async function terminate(started: Started): Promise<number | null> {
-  const { child } = started;
-  const exited = child.status.then((status) => status.code);
-  try {
-    child.kill("SIGINT");
-  } catch {
-    // already gone
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let code: number | null | undefined = await Promise.race([
-    exited,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), STOP_TIMEOUT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (code === undefined) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await exited;
-    code = null;
-  }
-  await started.drained;
-  return code;
-}
-
 // ---------------------------------------------------------------- memory
 
 /** Where the server's memory figures come from, once known. */
@@ -404,7 +289,7 @@ async function collectGarbage(inspectorUrl: string): Promise<number> {
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () => reject(new Error("the server's V8 inspector did not answer in time")),
-      STOP_TIMEOUT_MS * 2,
+      INSPECTOR_TIMEOUT_MS,
     );
   });
   try {
@@ -564,12 +449,6 @@ class LoadSocket {
     }
     await this.#loop;
   }
-}
-
-function replyText(reply: Message | string): string {
-  if (typeof reply === "string") return reply;
-  if (reply.type === "error") return `error ${errorCodeName(reply.code)}: ${reply.message}`;
-  return `unexpected ${reply.type}`;
 }
 
 /** Thrown by set-up steps that cannot go on; main prints its message on one line. */
@@ -786,11 +665,6 @@ async function runPhase(
 
 // ---------------------------------------------------------------- figures
 
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
 function summarize(
   phases: Phase[],
   op: Operation,
@@ -854,14 +728,6 @@ const MIB = 1024 * 1024;
 
 function mib(bytes: number): string {
   return (bytes / MIB).toFixed(1);
-}
-
-function table(header: string[], rows: string[][], leftColumns = 1): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) =>
-    cells.map((cell, i) => i < leftColumns ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))
-      .join("  ").trimEnd();
-  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)];
 }
 
 function machineLine(): string {
@@ -978,7 +844,7 @@ function printReport(r: Report): void {
         String(s.errors),
         s.target === "switchboard" ? ratios[s.op].toFixed(3) : "",
       ]),
-      2,
+      { leftColumns: 2 },
     ),
   );
   if (flags.rounds > 1) {
@@ -1063,35 +929,11 @@ function printReport(r: Report): void {
 // ---------------------------------------------------------------- main
 
 async function main(args: string[]): Promise<number> {
-  let flags;
-  try {
-    flags = parseFlags(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    console.error(`error: ${error.message}`);
-    return 2;
-  }
-  if (flags === "help") {
-    console.log(HELP);
-    return 0;
-  }
+  const flags = flagsOrExitCode(() => parseFlags(args), HELP);
+  if (typeof flags === "number") return flags;
 
-  const cleanups: (() => Promise<unknown>)[] = [];
-  let cleaned: Promise<void> | undefined;
-  const cleanup = () =>
-    cleaned ??= (async () => {
-      for (const step of cleanups.reverse()) await step().catch(() => {});
-    })();
-  let interrupted = false;
-  const isInterrupted = () => interrupted;
-  const onSignal = () => {
-    if (interrupted) Deno.exit(130);
-    interrupted = true;
-    console.error("interrupted: stopping the servers and removing temp files");
-    cleanup().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-
+  const cleanup = new Cleanup();
+  const isInterrupted = () => cleanup.interrupted;
   const status = (text: string) => console.error(text);
   let serverGone: string | undefined;
   try {
@@ -1100,55 +942,29 @@ async function main(args: string[]): Promise<number> {
         throw new Error(`cannot make a temp directory (TMPDIR): ${(error as Error).message}`);
       },
     );
-    cleanups.push(() => Deno.remove(tmp, { recursive: true }));
+    cleanup.add(() => Deno.remove(tmp, { recursive: true }));
     const dataDir = join(tmp, "data");
-    const config = join(REPO, "deno.json");
 
     status("starting the Switchboard server and the echo server...");
-    const startServer = startProcess("Switchboard server", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      ...(flags.gc ? ["--inspect=127.0.0.1:0"] : []),
-      "--config",
-      config,
-      join(REPO, "server.ts"),
-      "--host",
-      HOST,
-      "--udp-port",
-      "0",
-      "--tcp-port",
-      "0",
-      "--data-dir",
+    // The server's V8 inspector address, which it prints on stderr under --inspect.
+    let inspector: string | undefined;
+    cleanup.add(stopAllProcesses);
+    const { server, echo } = await startServers({
       dataDir,
-      "--log-dir",
-      join(tmp, "logs"),
-      "--log-level",
-      "warning",
-      "--lease",
-      String(LEASE_SECONDS),
-    ], /^Server UDP listening on port (\d+)$/);
-    const startEcho = startProcess("echo server", [
-      "run",
-      "--allow-net",
-      "--config",
-      config,
-      ECHO_SCRIPT,
-      "--host",
-      HOST,
-    ], /^Echo UDP listening on port (\d+)$/);
-    cleanups.push(() => Promise.all([...children].map(stopProcess)));
-    const [serverStart, echoStart] = await Promise.allSettled([startServer, startEcho]);
-    if (serverStart.status === "rejected") throw serverStart.reason;
-    if (echoStart.status === "rejected") throw echoStart.reason;
-    const server = serverStart.value;
-    const echo = echoStart.value;
+      logDir: join(tmp, "logs"),
+      stopSignal: "SIGINT",
+      denoFlags: flags.gc ? ["--inspect=127.0.0.1:0"] : [],
+      serverFlags: ["--lease", String(LEASE_SECONDS)],
+      onServerStderrLine: (line) => {
+        const match = /^Debugger listening on (ws:\/\/\S+)$/.exec(line);
+        if (match) inspector = match[1];
+      },
+      oneLineError: true,
+    });
     if (flags.gc) {
       // The inspector's address comes on stderr, maybe just after the port line.
-      for (let i = 0; i < 40 && server.inspector === undefined; i++) await sleep(50);
-      if (server.inspector === undefined) {
+      for (let i = 0; i < 40 && inspector === undefined; i++) await sleep(50);
+      if (inspector === undefined) {
         throw new Error("the Switchboard server did not print its V8 inspector address");
       }
     }
@@ -1158,7 +974,7 @@ async function main(args: string[]): Promise<number> {
       { length: Math.max(flags.concurrency, flags.setupConcurrency) },
       () => new LoadSocket(),
     );
-    cleanups.push(() => Promise.all(sockets.map((s) => s.close())));
+    cleanup.add(() => Promise.all(sockets.map((s) => s.close())));
     // If the server dies, say so at once instead of waiting for requests to time out.
     for (const started of [server, echo]) {
       started.child.status.then((exit) => {
@@ -1177,7 +993,7 @@ async function main(args: string[]): Promise<number> {
     const memory: (MemoryPoint | undefined)[] = [];
     status(`warming the server up with ${WARMUP_HELLOS} hello requests...`);
     await warmUp(loadSockets, server.port);
-    memory.push(await sampleMemory(pid, "start (0 registered)", server.inspector));
+    memory.push(await sampleMemory(pid, "start (0 registered)", inspector));
 
     const width = String(flags.registered - 1).length;
     const identities: Identity[] = Array.from({ length: flags.registered }, (_, i) => ({
@@ -1194,10 +1010,10 @@ async function main(args: string[]): Promise<number> {
       identities,
       isInterrupted,
     );
-    if (interrupted) return 130;
+    if (cleanup.interrupted) return 130;
     checkServer();
     memory.push(
-      await sampleMemory(pid, `${flags.registered} registered, 0 active`, server.inspector),
+      await sampleMemory(pid, `${flags.registered} registered, 0 active`, inspector),
     );
 
     // A random choice of identities comes online.
@@ -1209,23 +1025,23 @@ async function main(args: string[]): Promise<number> {
     chosen.length = flags.active;
     status(`logging ${flags.active} identities in, ${flags.concurrency} in flight...`);
     const login = await loginAll(loadSockets, server.port, chosen, isInterrupted);
-    if (interrupted) return 130;
+    if (cleanup.interrupted) return 130;
     checkServer();
     memory.push(
       await sampleMemory(
         pid,
         `${flags.registered} registered, ${flags.active} active`,
-        server.inspector,
+        inspector,
       ),
     );
     const onlineBefore = await onlineCount(loadSockets[0], server.port);
     const onlineNames = chosen.map((identity) => identity.name);
 
     const phases: Phase[] = [];
-    for (let round = 1; round <= flags.rounds && !interrupted; round++) {
+    for (let round = 1; round <= flags.rounds && !cleanup.interrupted; round++) {
       for (const op of ["lookup", "heartbeat"] as const) {
         for (const target of ["echo", "switchboard"] as const) {
-          if (interrupted) break;
+          if (cleanup.interrupted) break;
           await renewStale(loadSockets, server.port);
           const port = target === "echo" ? echo.port : server.port;
           status(`round ${round}/${flags.rounds}: ${op} against ${target} on UDP port ${port}...`);
@@ -1236,10 +1052,10 @@ async function main(args: string[]): Promise<number> {
         }
       }
     }
-    if (interrupted) return 130;
+    if (cleanup.interrupted) return 130;
     await renewStale(loadSockets, server.port);
     const onlineAfter = await onlineCount(loadSockets[0], server.port);
-    memory.push(await sampleMemory(pid, "after the load phases", server.inspector));
+    memory.push(await sampleMemory(pid, "after the load phases", inspector));
     const peakRss = await procStatusBytes(pid, "VmHWM");
     checkServer();
 
@@ -1247,13 +1063,7 @@ async function main(args: string[]): Promise<number> {
     const serverExitCode = await stopProcess(server);
     await stopProcess(echo);
     await Promise.all(sockets.map((s) => s.close()));
-    let registryOnDisk: number | undefined;
-    try {
-      const text = await Deno.readTextFile(join(dataDir, "registrations.json"));
-      registryOnDisk = Object.keys(JSON.parse(text)).length;
-    } catch {
-      registryOnDisk = undefined;
-    }
+    const registryOnDisk = await countRegistered(dataDir);
 
     printReport({
       flags,
@@ -1280,8 +1090,7 @@ async function main(args: string[]): Promise<number> {
     console.error(`error: ${message.split("\n")[0]}`);
     return 1;
   } finally {
-    await cleanup();
-    Deno.removeSignalListener("SIGINT", onSignal);
+    await cleanup.close();
   }
 }
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 
 /** The project's `deno.json`, found from this file so tests run from any directory. */
@@ -230,6 +231,80 @@ export interface Finished {
   readonly stdout: string;
   /** All of standard error. */
   readonly stderr: string;
+}
+
+/** Options of {@linkcode describeRun} and {@linkcode assertOneErrorLine}. */
+export interface DescribeOptions {
+  /** Names the program: the description starts `<label>: `. */
+  label?: string;
+  /** Shows only the last this many characters of each stream. */
+  lastChars?: number;
+}
+
+/**
+ * Describes a finished run for an assertion message: its exit code and what
+ * it printed.
+ *
+ * @param result the run
+ * @param options a name for the program, and how much output to show
+ * @returns `exit <code>` then its standard output and standard error
+ */
+export function describeRun(result: Finished, options: DescribeOptions = {}): string {
+  const { label, lastChars } = options;
+  const shown = (text: string) => lastChars === undefined ? text : text.slice(-lastChars);
+  return `${label === undefined ? "" : `${label}: `}exit ${result.code}\n--- stdout ---\n${
+    shown(result.stdout)
+  }--- stderr ---\n${shown(result.stderr)}`;
+}
+
+/**
+ * Splits text into lines, leaving out empty ones.
+ *
+ * @param text the text
+ * @returns its non-empty lines
+ */
+export function nonEmptyLines(text: string): string[] {
+  return text.split("\n").filter((line) => line !== "");
+}
+
+/**
+ * Asserts a run ended with an exit code, showing its output if not.
+ *
+ * @param result the run
+ * @param code the expected exit code
+ */
+export function assertExit(result: Finished, code: number): void {
+  assertEquals(result.code, code, describeRun(result));
+}
+
+/**
+ * Asserts stderr is exactly one `error:` line matching, and nothing looks like
+ * a stack trace.
+ *
+ * @param result the run
+ * @param pattern what the line must match
+ * @param options how a failure describes the run
+ * @returns the line
+ *
+ * @example
+ * ```ts
+ * assertOneErrorLine(result, /^error: you have no file "nothere\.csv"$/);
+ * ```
+ */
+export function assertOneErrorLine(
+  result: Finished,
+  pattern: RegExp,
+  options: DescribeOptions = {},
+): string {
+  const lines = nonEmptyLines(result.stderr);
+  assertEquals(lines.length, 1, `expected one line on stderr\n${describeRun(result, options)}`);
+  assertMatch(lines[0], /^error: /);
+  assertMatch(lines[0], pattern);
+  assert(
+    !/^\s+at /m.test(result.stderr + result.stdout),
+    `stack trace\n${describeRun(result, options)}`,
+  );
+  return lines[0];
 }
 
 /** Where and how a program runs, besides its flags. */
@@ -571,6 +646,78 @@ export function startClient(
   options: ProgramOptions = {},
 ): RunningProgram {
   return new RunningProgram("client", CLIENT_PATH, args, options);
+}
+
+/** A server in a fresh temporary directory, and a working directory for clients. */
+export interface World extends AsyncDisposable {
+  /** The temporary directory, removed on disposal. */
+  readonly dir: TempDir;
+  /** The server, killed on disposal if still running. */
+  readonly server: ServerProcess;
+  /** The server's data directory: `server` in `dir`. */
+  readonly dataDir: string;
+  /** The clients' working directory: `client` in `dir`. */
+  readonly cwd: string;
+  /**
+   * The flags every client gets: the server, logs in the temp dir, a request timeout
+   * short enough to fail fast and long enough for a busy machine.
+   *
+   * @param more more flags
+   */
+  args(...more: string[]): string[];
+}
+
+/** Options of {@linkcode startWorld}. */
+export interface WorldOptions {
+  /** More server flags. */
+  serverFlags?: readonly string[];
+  /** Runs before the server starts, such as to add users to its data directory. */
+  before?: (dataDir: string) => Promise<void>;
+}
+
+/**
+ * Makes a temporary directory with a working directory for clients, and
+ * starts a server with its data (`server`) and logs (`logs`) in it. Use it
+ * with `await using`, which stops the server and removes the directory.
+ *
+ * @param prefix the temporary directory's name prefix
+ * @param options more server flags, and what to do before it starts
+ * @returns the world
+ * @throws {Error} if the server does not start; the directory is removed
+ *
+ * @example
+ * ```ts
+ * await using w = await startWorld("switchboard_files_", { serverFlags: ["--quota", "10K"] });
+ * const result = await runClient({ args: w.args(), stdin: "register Ann\n", cwd: w.cwd });
+ * ```
+ */
+export async function startWorld(prefix: string, options: WorldOptions = {}): Promise<World> {
+  const dir = await tempDir(prefix);
+  const dataDir = dir.join("server");
+  const logDir = dir.join("logs");
+  const cwd = dir.join("client");
+  await Deno.mkdir(cwd);
+  let server: ServerProcess;
+  try {
+    await options.before?.(dataDir);
+    server = await startServer({ dataDir, logDir, extraArgs: options.serverFlags });
+  } catch (error) {
+    await dir[Symbol.asyncDispose]();
+    throw error;
+  }
+  return {
+    dir,
+    server,
+    dataDir,
+    cwd,
+    args: (
+      ...more
+    ) => ["--server", server.address, "--log-dir", logDir, "--timeout", "10", ...more],
+    async [Symbol.asyncDispose]() {
+      await server[Symbol.asyncDispose]();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
 }
 
 /**

@@ -12,76 +12,31 @@ import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import {
+  assertExit,
+  assertOneErrorLine,
   type Finished,
   listFiles,
   runClient,
   type ServerProcess,
   startServer,
-  type TempDir,
-  tempDir,
+  startWorld,
   withTimeout,
+  type World,
 } from "./_processes.ts";
 
-/** A server in a fresh temporary directory, and a working directory for clients. */
-interface World extends AsyncDisposable {
-  readonly dir: TempDir;
-  readonly server: ServerProcess;
-  /** The server's data directory. */
-  readonly dataDir: string;
-  /** The clients' working directory. */
-  readonly cwd: string;
+/** A {@linkcode World} whose clients run with the usual flags and standard input. */
+interface FilesWorld extends World {
   /** Runs a client in `cwd` with the usual flags, more flags and standard input. */
   client(stdin: string, ...more: string[]): Promise<Finished>;
 }
 
-async function world(serverFlags: string[] = []): Promise<World> {
-  const dir = await tempDir("switchboard_files_");
-  const dataDir = dir.join("server");
-  const logDir = dir.join("logs");
-  const cwd = dir.join("client");
-  await Deno.mkdir(cwd);
-  let server: ServerProcess;
-  try {
-    server = await startServer({ dataDir, logDir, extraArgs: serverFlags });
-  } catch (error) {
-    await dir[Symbol.asyncDispose]();
-    throw error;
-  }
+async function world(serverFlags: string[] = []): Promise<FilesWorld> {
+  const w = await startWorld("switchboard_files_", { serverFlags });
   return {
-    dir,
-    server,
-    dataDir,
-    cwd,
+    ...w,
     client: (stdin, ...more) =>
-      runClient({
-        args: ["--server", server.address, "--log-dir", logDir, "--timeout", "10", ...more],
-        stdin,
-        cwd,
-        timeoutMs: 20_000,
-      }),
-    async [Symbol.asyncDispose]() {
-      await server[Symbol.asyncDispose]();
-      await dir[Symbol.asyncDispose]();
-    },
+      runClient({ args: w.args(...more), stdin, cwd: w.cwd, timeoutMs: 20_000 }),
   };
-}
-
-function describe(result: Finished): string {
-  return `exit ${result.code}\n--- stdout ---\n${result.stdout}--- stderr ---\n${result.stderr}`;
-}
-
-function assertExit(result: Finished, code: number): void {
-  assertEquals(result.code, code, describe(result));
-}
-
-/** Asserts stderr is exactly one `error:` line matching, and nothing looks like a stack trace. */
-function assertOneErrorLine(result: Finished, pattern: RegExp): string {
-  const lines = result.stderr.split("\n").filter((line) => line !== "");
-  assertEquals(lines.length, 1, `expected one line on stderr\n${describe(result)}`);
-  assertMatch(lines[0], /^error: /);
-  assertMatch(lines[0], pattern);
-  assert(!/^\s+at /m.test(result.stderr + result.stdout), `stack trace\n${describe(result)}`);
-  return lines[0];
 }
 
 async function sha256Of(path: string): Promise<string> {

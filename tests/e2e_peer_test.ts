@@ -5,7 +5,11 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import {
+  assertOneErrorLine,
+  type DescribeOptions,
+  describeRun,
   type Finished,
+  nonEmptyLines,
   type RunningProgram,
   startClient,
   startServer,
@@ -41,27 +45,13 @@ async function clientArgs(
   ];
 }
 
+/** How a failure shows a client's run: named, with only the end of each (long) stream. */
+function shown(label: string): DescribeOptions {
+  return { label, lastChars: 3000 };
+}
+
 function describe(label: string, result: Finished): string {
-  return `${label}: exit ${result.code}\n--- stdout ---\n${
-    result.stdout.slice(-3000)
-  }--- stderr ---\n${result.stderr.slice(-3000)}`;
-}
-
-function nonEmptyLines(text: string): string[] {
-  return text.split("\n").filter((line) => line !== "");
-}
-
-/** Asserts stderr is exactly one `error:` line matching, with no stack trace. */
-function assertOneErrorLine(label: string, result: Finished, pattern: RegExp): string {
-  const lines = nonEmptyLines(result.stderr);
-  assertEquals(lines.length, 1, `expected one line on stderr\n${describe(label, result)}`);
-  assertMatch(lines[0], /^error: /);
-  assertMatch(lines[0], pattern);
-  assert(
-    !/^\s+at /m.test(result.stderr + result.stdout),
-    `stack trace\n${describe(label, result)}`,
-  );
-  return lines[0];
+  return describeRun(result, shown(label));
 }
 
 type JsonLine = Record<string, unknown> & { event: string };
@@ -175,8 +165,8 @@ Deno.test("a refused connection request fails connect with a clear refused line"
   await using alice = startClient(aliceArgs, { cwd: dir.path });
   const [a, b] = await Promise.all([alice.finished(60_000), bob.finished(60_000)]);
   assertEquals(a.code, 1, describe("Alice", a) + describe("Bob", b));
-  assertOneErrorLine("Alice", a, /\brefused\b/);
-  assertOneErrorLine("Alice", a, /Bob/);
+  assertOneErrorLine(a, /\brefused\b/, shown("Alice"));
+  assertOneErrorLine(a, /Bob/, shown("Alice"));
   assertEquals(b.code, 0, describe("Bob", b));
   assertMatch(b.stdout, /^"Alice" wants to connect \(127\.0\.0\.1:\d+\): accept or reject$/m);
   assertMatch(b.stdout, /^Refused the request from "Alice"$/m);
@@ -211,7 +201,7 @@ Deno.test("connect gives up within the --timeout when the peer never accepts", a
   const a = await alice.finished(30_000);
   const took = performance.now() - connecting;
   assertEquals(a.code, 1, describe("Alice", a));
-  assertOneErrorLine("Alice", a, /^error: "bob" did not answer within 3 s$/i);
+  assertOneErrorLine(a, /^error: "bob" did not answer within 3 s$/i, shown("Alice"));
   assert(took >= 2500 && took <= 5000, `connect gave up after ${Math.round(took)} ms`);
   console.log(`  connect gave up ${Math.round(took)} ms after Alice registered (--timeout 3)`);
   await bob.waitForLine(/^"Alice" wants to connect \(127\.0\.0\.1:\d+\): accept or reject$/);
@@ -259,7 +249,7 @@ Deno.test("connect to a name that is not online fails at once with the lookup er
   const a = await alice.finished(30_000);
   const took = performance.now() - connecting;
   assertEquals(a.code, 1, describe("Alice", a));
-  assertOneErrorLine("Alice", a, /^error: "Nobody" is not online$/);
+  assertOneErrorLine(a, /^error: "Nobody" is not online$/, shown("Alice"));
   assert(took < 3000, `it took ${Math.round(took)} ms (the default --timeout is 30 s)`);
   assertEquals(await server.stop(), 0);
 });
@@ -274,6 +264,6 @@ Deno.test("send without a session fails with a one-line error", async () => {
   await using alice = startClient(aliceArgs, { cwd: dir.path });
   const a = await alice.finished(30_000);
   assertEquals(a.code, 1, describe("Alice", a));
-  assertOneErrorLine("Alice", a, /^error: no open session; use connect NAME$/);
+  assertOneErrorLine(a, /^error: no open session; use connect NAME$/, shown("Alice"));
   assertEquals(await server.stop(), 0);
 });

@@ -7,90 +7,34 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import {
+  assertExit,
+  assertOneErrorLine,
   delay,
+  describeRun,
   type Finished,
   pollUntil,
   runClient,
   type RunningProgram,
   runProgram,
   SERVER_PATH,
-  type ServerProcess,
   startClient,
   startServer,
-  type TempDir,
-  tempDir,
+  startWorld,
+  type World,
 } from "./_processes.ts";
 
-/** A server in a fresh temporary directory, and a working directory for clients. */
-interface World extends AsyncDisposable {
-  readonly dir: TempDir;
-  readonly server: ServerProcess;
-  /** The server's data directory. */
-  readonly dataDir: string;
-  /** The clients' working directory. */
-  readonly cwd: string;
+/** A {@linkcode World} whose clients keep their identities in its working directory. */
+interface PresenceWorld extends World {
   /** Where clients run in `cwd` keep their identities by default. */
   readonly identityFile: string;
-  /**
-   * The flags every client gets: the server, logs in the temp dir, a request timeout
-   * short enough to fail fast and long enough for a busy machine.
-   *
-   * @param more more flags
-   */
-  args(...more: string[]): string[];
 }
 
-async function world(serverFlags: string[] = [], before?: (dataDir: string) => Promise<void>) {
-  const dir = await tempDir("switchboard_presence_");
-  const dataDir = dir.join("server");
-  const cwd = dir.join("client");
-  await Deno.mkdir(cwd);
-  let server: ServerProcess;
-  try {
-    await before?.(dataDir);
-    server = await startServer({ dataDir, logDir: dir.join("logs"), extraArgs: serverFlags });
-  } catch (error) {
-    await dir[Symbol.asyncDispose]();
-    throw error;
-  }
-  return {
-    dir,
-    server,
-    dataDir,
-    cwd,
-    identityFile: `${cwd}/data/client/identities.json`,
-    args: (...more: string[]) => [
-      "--server",
-      server.address,
-      "--log-dir",
-      dir.join("logs"),
-      "--timeout",
-      "10",
-      ...more,
-    ],
-    async [Symbol.asyncDispose]() {
-      await server[Symbol.asyncDispose]();
-      await dir[Symbol.asyncDispose]();
-    },
-  } satisfies World;
-}
-
-function describe(result: Finished): string {
-  return `exit ${result.code}\n--- stdout ---\n${result.stdout}--- stderr ---\n${result.stderr}`;
-}
-
-function assertExit(result: Finished, code: number): void {
-  assertEquals(result.code, code, describe(result));
-}
-
-/** Asserts stderr is exactly one `error:` line matching, and returns it. */
-function assertOneErrorLine(result: Finished, pattern: RegExp): string {
-  const lines = result.stderr.split("\n").filter((line) => line !== "");
-  assertEquals(lines.length, 1, `expected one line on stderr\n${describe(result)}`);
-  assertMatch(lines[0], /^error: /);
-  assertMatch(lines[0], pattern);
-  assert(!/^\s+at /m.test(result.stderr + result.stdout), `stack trace\n${describe(result)}`);
-  return lines[0];
+async function world(
+  serverFlags: string[] = [],
+  before?: (dataDir: string) => Promise<void>,
+): Promise<PresenceWorld> {
+  const w = await startWorld("switchboard_presence_", { serverFlags, before });
+  return { ...w, identityFile: `${w.cwd}/data/client/identities.json` };
 }
 
 /**
@@ -559,7 +503,7 @@ Deno.test("lookup finds an online name, in any case, and says an offline or unkn
   });
   assertExit(look, 1);
   const found = look.stdout.split("\n").filter((line) => line.includes(" is online at "));
-  assertEquals(found.length, 2, describe(look));
+  assertEquals(found.length, 2, describeRun(look));
   for (const line of found) {
     assertMatch(
       line,
