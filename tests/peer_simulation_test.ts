@@ -6,6 +6,7 @@
  * client killed mid-chat. A failing run names its seed; replay it with
  * SIM_SEED=<seed> deno test --allow-all tests/peer_simulation_test.ts
  */
+import { forSeeds, seeds } from "./_seeds.ts";
 import { assert, assertEquals } from "@std/assert";
 import { type CommandResult, PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
 import { parseCommand } from "../lib/client/command.ts";
@@ -50,28 +51,6 @@ const NAMES = ["Alice", "Bob", "Carol", "Dave"];
 /** Limit of `wait` in the scripts, s (virtual). */
 const WAIT_S = 900;
 const DEAD_AFTER_MS = PEER_CHANNEL_OPTIONS.deadAfterMs ?? DEFAULT_CHANNEL_OPTIONS.deadAfterMs;
-
-function seeds(count: number, offset: number): number[] {
-  const fixed = Deno.env.get("SIM_SEED");
-  if (fixed !== undefined) return [Number(fixed)];
-  return Array.from({ length: count }, (_, i) => offset + i);
-}
-
-/** Runs `check` for each seed; a failure names its seed and how to replay it. */
-function forSeeds(count: number, offset: number, check: (seed: number) => void): void {
-  for (const seed of seeds(count, offset)) {
-    try {
-      check(seed);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      throw new Error(
-        `seed ${seed} failed (replay: SIM_SEED=${seed} deno test --allow-all ` +
-          `tests/peer_simulation_test.ts): ${message}`,
-        { cause: error },
-      );
-    }
-  }
-}
 
 /** Queues lines of the command language on a client, as a user would type them. */
 function script(sim: Simulation, client: SimClient, lines: string[]): void {
@@ -244,7 +223,7 @@ for (const [profile, impairment] of Object.entries(PROFILES)) {
     const abnormal: number[] = [];
     let retransmitted = 0;
     let duplicatesDiscarded = 0;
-    forSeeds(SEEDS_PER_PROFILE, first, (seed) => {
+    forSeeds("tests/peer_simulation_test.ts", SEEDS_PER_PROFILE, first, (seed) => {
       const { outcome, stats } = runChat(seed, impairment);
       if (outcome === "abnormal") abnormal.push(seed);
       retransmitted += stats.retransmitted;
@@ -264,7 +243,7 @@ for (const [profile, impairment] of Object.entries(PROFILES)) {
 }
 
 Deno.test("Simulation peer chat survives a server crash and restart once sessions are open", () => {
-  forSeeds(SEEDS_PER_PROFILE, 200_000, (seed) => {
+  forSeeds("tests/peer_simulation_test.ts", SEEDS_PER_PROFILE, 200_000, (seed) => {
     const count = [2, 3, 4][seed % 3];
     const chat = setUpChat(seed, count, MILD);
     const { sim, hub, others } = chat;
@@ -290,7 +269,7 @@ Deno.test("Simulation peer chat survives a server crash and restart once session
 });
 
 Deno.test("Simulation peer chat ends a session as dead when the other client is killed", () => {
-  forSeeds(SEEDS_PER_PROFILE, 300_000, (seed) => {
+  forSeeds("tests/peer_simulation_test.ts", SEEDS_PER_PROFILE, 300_000, (seed) => {
     const chat = setUpChat(seed, 2, MILD);
     const { sim, hub: alice, others: [bob] } = chat;
     // Kill Bob halfway through Alice's messages, while both still send.

@@ -4,6 +4,7 @@
  * seeds and under loss. A failing run names its seed; replay it with
  * SIM_SEED=<seed> deno test --allow-all tests/presence_simulation_test.ts
  */
+import { forSeeds } from "./_seeds.ts";
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import type { ClientEvent } from "../lib/client/client_core.ts";
 import { type SimClient, Simulation, type SimulationOptions } from "../lib/driver/simulation.ts";
@@ -36,28 +37,6 @@ const NO_LOSS: Impairment = {
 const LEASE_MS = 30_000;
 /** Longest a packet can still be in flight: the largest delay plus the reordering hold. */
 const IN_FLIGHT_MS = 3 * LOSSY.maxDelayMs + 10;
-
-function seeds(count: number, offset: number): number[] {
-  const fixed = Deno.env.get("SIM_SEED");
-  if (fixed !== undefined) return [Number(fixed)];
-  return Array.from({ length: count }, (_, i) => offset + i);
-}
-
-/** Runs `check` for each seed; a failure names its seed and how to replay it. */
-function forSeeds(count: number, offset: number, check: (seed: number) => void): void {
-  for (const seed of seeds(count, offset)) {
-    try {
-      check(seed);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      throw new Error(
-        `seed ${seed} failed (replay: SIM_SEED=${seed} deno test --allow-all ` +
-          `tests/presence_simulation_test.ts): ${message}`,
-        { cause: error },
-      );
-    }
-  }
-}
 
 /** Records the virtual time of every server event, index for index. */
 function eventTimes(sim: Simulation): number[] {
@@ -110,7 +89,7 @@ function presenceNews(events: readonly ClientEvent[]): string[] {
 // --- (a) leases ---------------------------------------------------------------
 
 Deno.test("Simulation drops killed clients after their lease and keeps live ones, under 30% loss", () => {
-  forSeeds(60, 20_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 60, 20_000, (seed) => {
     const sim = new Simulation({ seed, impairment: LOSSY, leaseMs: LEASE_MS });
     const times = eventTimes(sim);
     const clients = Array.from({ length: 8 }, (_, i) => sim.addClient({ name: `Node ${i}` }));
@@ -158,7 +137,7 @@ Deno.test("Simulation drops killed clients after their lease and keeps live ones
 Deno.test("Simulation expires a lease at its end on the server's clock", () => {
   // No loss, fixed delays: the last heartbeat lands at a known time and the
   // session must end exactly one lease later, not before.
-  forSeeds(10, 21_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 10, 21_000, (seed) => {
     const fixed: Impairment = { ...CLEAN, minDelayMs: 10, maxDelayMs: 10 };
     const sim = new Simulation({ seed, impairment: fixed, leaseMs: 6000 });
     const times = eventTimes(sim);
@@ -186,7 +165,7 @@ Deno.test({
   name:
     "Simulation reopens a session whose register reply was delayed past the lease, and keeps it",
   fn: () => {
-    forSeeds(5, 22_000, (seed) => {
+    forSeeds("tests/presence_simulation_test.ts", 5, 22_000, (seed) => {
       const fixed: Impairment = { ...CLEAN, minDelayMs: 10, maxDelayMs: 10 };
       const sim = new Simulation({ seed, impairment: fixed, leaseMs: 6000 });
       const alice = sim.addClient({ name: "Alice" });
@@ -215,7 +194,7 @@ Deno.test({
 Deno.test("Simulation locks a name for exactly lockoutMs after maxAttempts failures, under loss", () => {
   const LOCKOUT_MS = 60_000;
   const MAX_ATTEMPTS = 3;
-  forSeeds(40, 23_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 40, 23_000, (seed) => {
     const sim = new Simulation({
       seed,
       impairment: LOSSY,
@@ -292,7 +271,7 @@ Deno.test("Simulation locks a name for exactly lockoutMs after maxAttempts failu
 
 Deno.test("Simulation does not count a retransmitted failed login twice", () => {
   // Heavy loss makes many copies of each attempt reach the server.
-  forSeeds(20, 24_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 20, 24_000, (seed) => {
     const sim = new Simulation({
       seed,
       impairment: { ...LOSSY, loss: 0.5, duplicate: 0.3 },
@@ -376,19 +355,19 @@ function takeover(seed: number, impairment: Impairment): void {
 }
 
 Deno.test("Simulation hands a name over to the newer login, once, with copies and reordering", () => {
-  forSeeds(60, 25_000, (seed) => takeover(seed, NO_LOSS));
+  forSeeds("tests/presence_simulation_test.ts", 60, 25_000, (seed) => takeover(seed, NO_LOSS));
 });
 
 Deno.test("Simulation hands a name over to the newer login, once, under 30% loss", () => {
   // The older client's session_ended may be lost: its next heartbeat is then
   // answered session_replaced, and it must not take the name back.
-  forSeeds(60, 25_000, (seed) => takeover(seed, LOSSY));
+  forSeeds("tests/presence_simulation_test.ts", 60, 25_000, (seed) => takeover(seed, LOSSY));
 });
 
 // --- (d) server crash and restart ---------------------------------------------
 
 Deno.test("Simulation rebuilds the active list within a lease after a server crash, under loss", () => {
-  forSeeds(40, 26_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 40, 26_000, (seed) => {
     const sim = new Simulation({ seed, impairment: LOSSY_20, leaseMs: LEASE_MS });
     const clients = Array.from({ length: 8 }, (_, i) => sim.addClient({ name: `Node ${i}` }));
     const watchers = clients.filter((_, i) => i % 2 === 0);
@@ -434,7 +413,7 @@ Deno.test("Simulation rebuilds the active list within a lease after a server cra
 Deno.test("Simulation brings every client back within a heartbeat interval of a restart, without loss", () => {
   // Same as above, deterministic network: every client is back within a
   // heartbeat interval plus a round trip.
-  forSeeds(10, 27_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 10, 27_000, (seed) => {
     const sim = new Simulation({ seed, impairment: CLEAN, leaseMs: 9000 });
     const clients = Array.from({ length: 5 }, (_, i) => sim.addClient({ name: `Node ${i}` }));
     connect(sim, clients, { kind: "register" });
@@ -449,7 +428,7 @@ Deno.test("Simulation brings every client back within a heartbeat interval of a 
 // --- (e) watching under loss --------------------------------------------------
 
 Deno.test("Simulation shows each watcher every join and leave once and in order, under loss", () => {
-  forSeeds(60, 28_000, (seed) => {
+  forSeeds("tests/presence_simulation_test.ts", 60, 28_000, (seed) => {
     const sim = new Simulation({ seed, impairment: CLEAN });
     const watchers = [0, 1, 2].map((i) => sim.addClient({ name: `Watcher ${i}` }));
     connect(sim, watchers, { kind: "register" }, { kind: "watch", on: true });
