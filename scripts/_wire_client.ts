@@ -1,0 +1,222 @@
+/**
+ * A bare-bones protocol client for the fault-injection tools
+ * (`scripts/fuzz.ts`, `tests/crash_safety_test.ts`): requests built with the
+ * codec in `lib/wire/` and sent over UDP (with retransmission) or TCP (framed),
+ * without the client core, so that a test controls every byte and every
+ * instant, and can record exactly which requests were acknowledged.
+ *
+ * @module
+ */
+import { toHex } from "../lib/hex.ts";
+import { FramedConnection } from "../lib/transport/framed_connection.ts";
+import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
+
+/** Requests without the `reqId` and `client` that the requester fills in. */
+export type RequestBody = Request extends infer R
+  ? R extends Request ? Omit<R, "reqId" | "client"> : never
+  : never;
+
+/** How a UDP request is retried. */
+export interface RetryOptions {
+  /** The wait before each retransmission, ms (default 250). */
+  retransmitMs?: number;
+  /** Give up after this long, ms (default 5000). */
+  timeoutMs?: number;
+}
+
+/**
+ * Sends requests to a server over one UDP socket, matches replies by
+ * `reqId`, and retransmits the same bytes until a reply comes or time runs
+ * out. One random client id per requester, request ids counting up.
+ *
+ * @example
+ * ```ts
+ * using udp = new UdpRequester({ hostname: "127.0.0.2", server: { hostname: "127.0.0.1", port } });
+ * const reply = await udp.request({ type: "hello" });
+ * ```
+ */
+export class UdpRequester implements Disposable {
+  /** The random client id sent with every request. */
+  readonly client: string;
+  /** The local port. */
+  readonly localPort: number;
+  readonly #socket: Deno.DatagramConn;
+  readonly #server: Deno.NetAddr;
+  readonly #waiting = new Map<number, (reply: Message | undefined) => void>();
+  readonly #loop: Promise<void>;
+  readonly #record: Uint8Array[] | undefined;
+  #nextReqId: number;
+  #closed = false;
+
+  /**
+   * Binds the socket and starts reading replies.
+   *
+   * @param options the local address to bind, the server's UDP address, and
+   *   where to record each request's bytes as first sent
+   */
+  constructor(
+    options: {
+      hostname: string;
+      server: { hostname: string; port: number };
+      record?: Uint8Array[];
+    },
+  ) {
+    this.#record = options.record;
+    this.#socket = Deno.listenDatagram({ transport: "udp", hostname: options.hostname, port: 0 });
+    this.localPort = (this.#socket.addr as Deno.NetAddr).port;
+    this.#server = { transport: "udp", ...options.server };
+    this.client = toHex(crypto.getRandomValues(new Uint8Array(8)));
+    this.#nextReqId = crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
+    this.#loop = this.#read();
+  }
+
+  /** @returns a fresh request id */
+  nextReqId(): number {
+    return this.#nextReqId = (this.#nextReqId + 1) >>> 0;
+  }
+
+  /**
+   * Sends a request and waits for its reply, retransmitting the same bytes.
+   *
+   * @param body the request, without `reqId` and `client`
+   * @param options retransmission interval and time limit
+   * @returns the reply, or undefined if none came in time or the socket closed
+   */
+  async request(body: RequestBody, options: RetryOptions = {}): Promise<Message | undefined> {
+    const reqId = this.nextReqId();
+    const bytes = encodeMessage({ ...body, reqId, client: this.client } as Request);
+    this.#record?.push(bytes);
+    const { promise, resolve } = Promise.withResolvers<Message | undefined>();
+    this.#waiting.set(reqId, resolve);
+    const deadline = performance.now() + (options.timeoutMs ?? 5000);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const attempt = () => {
+      if (this.#closed || performance.now() >= deadline) return resolve(undefined);
+      this.send(bytes);
+      timer = setTimeout(attempt, options.retransmitMs ?? 250);
+    };
+    attempt();
+    try {
+      return await promise;
+    } finally {
+      clearTimeout(timer);
+      this.#waiting.delete(reqId);
+    }
+  }
+
+  /**
+   * Sends raw bytes to the server, best effort.
+   *
+   * @param bytes the datagram
+   */
+  send(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    this.#socket.send(bytes, this.#server).catch(() => {});
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(2048);
+    while (!this.#closed) {
+      let data: Uint8Array;
+      try {
+        [data] = await this.#socket.receive(buffer);
+      } catch (error) {
+        if (this.#closed || error instanceof Deno.errors.BadResource) return;
+        continue; // an ICMP error from an earlier send: the socket is fine
+      }
+      let message: Message;
+      try {
+        message = decodeMessage(data.slice());
+      } catch {
+        continue;
+      }
+      if ("reqId" in message) this.#waiting.get(message.reqId)?.(message);
+    }
+  }
+
+  /** Closes the socket; waiting requests resolve undefined. */
+  async close(): Promise<void> {
+    this[Symbol.dispose]();
+    await this.#loop;
+  }
+
+  /** Closes the socket at once; waiting requests resolve undefined. */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#socket.close();
+    } catch {
+      // already closed
+    }
+    for (const resolve of this.#waiting.values()) resolve(undefined);
+  }
+}
+
+/**
+ * One TCP connection to the server carrying framed messages, read one at a
+ * time in order.
+ */
+export class TcpExchange implements Disposable {
+  readonly #conn: FramedConnection;
+  readonly #frames: AsyncGenerator<Uint8Array>;
+
+  private constructor(conn: FramedConnection) {
+    this.#conn = conn;
+    this.#frames = conn.frames();
+  }
+
+  /**
+   * Connects.
+   *
+   * @param hostname the server's address
+   * @param port its TCP port
+   * @returns the connection
+   */
+  static async connect(hostname: string, port: number): Promise<TcpExchange> {
+    return new TcpExchange(new FramedConnection(await Deno.connect({ hostname, port })));
+  }
+
+  /**
+   * Sends one message as a frame.
+   *
+   * @param message the message
+   */
+  async send(message: Message): Promise<void> {
+    await this.#conn.write(encodeMessage(message));
+  }
+
+  /**
+   * Reads the next message.
+   *
+   * @returns it, or undefined if the connection ended (or broke)
+   */
+  async next(): Promise<Message | undefined> {
+    try {
+      const { value, done } = await this.#frames.next();
+      return done ? undefined : decodeMessage(value);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Closes the connection. */
+  [Symbol.dispose](): void {
+    this.#conn.close();
+  }
+}
+
+/**
+ * Narrows a reply to one type.
+ *
+ * @param reply a reply, or undefined
+ * @param type the type wanted
+ * @returns the reply if it has that type, else undefined
+ */
+export function replyOf<T extends Message["type"]>(
+  reply: Message | undefined,
+  type: T,
+): MessageOf<T> | undefined {
+  return reply?.type === type ? reply as MessageOf<T> : undefined;
+}

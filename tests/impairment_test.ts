@@ -1,0 +1,240 @@
+/**
+ * The impairment proxy: its sans-I/O relay core (`ImpairedRelay`: NAT-style
+ * routing between clients, their peers and the server, with the simulator's
+ * loss, duplication, reordering and delay) and the command line of
+ * `scripts/impair_proxy.ts` (help, one-line usage errors with exit code 2,
+ * and a real relay of datagrams with its counts on exit).
+ */
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import { fromFileUrl } from "@std/path";
+import { SeededRandom } from "../lib/random.ts";
+import {
+  ImpairedRelay,
+  LISTEN_SOCKET,
+  type RelayDatagram,
+} from "../lib/transport/impaired_relay.ts";
+import { type Impairment, NO_IMPAIRMENT } from "../lib/transport/sim_network.ts";
+import { assertOneErrorLine, describeRun, RunningProgram, runProgram } from "./_processes.ts";
+
+const PROXY_PATH = fromFileUrl(new URL("../scripts/impair_proxy.ts", import.meta.url));
+
+const SERVER = "127.0.0.1:3000";
+const ALICE = "127.0.0.1:50001";
+const BOB = "127.0.0.1:50002";
+
+function relay(impairment: Impairment = NO_IMPAIRMENT, options: { maxClients?: number } = {}) {
+  let next = 1;
+  const opened: string[] = [];
+  const core = new ImpairedRelay({
+    target: SERVER,
+    impairment,
+    random: new SeededRandom(7),
+    openUpstream: (client) => {
+      opened.push(client);
+      return next++;
+    },
+    maxClients: options.maxClients,
+  });
+  return { core, opened };
+}
+
+function bytes(n: number): Uint8Array {
+  return Uint8Array.of(n & 0xff, n >> 8);
+}
+
+function summary(out: RelayDatagram[]): [number, string, number][] {
+  return out.map((d) => [d.from, d.to, d.data[0] | (d.data[1] << 8)]);
+}
+
+Deno.test("ImpairedRelay sends a client's datagrams to the target from the client's own socket", () => {
+  const { core, opened } = relay();
+  assert(core.receive(0, LISTEN_SOCKET, ALICE, bytes(1)));
+  assert(core.receive(0, LISTEN_SOCKET, BOB, bytes(2)));
+  assert(core.receive(0, LISTEN_SOCKET, ALICE, bytes(3)));
+  assertEquals(opened, [ALICE, BOB], "one upstream socket per client, opened once");
+  assertEquals(core.upstreamOf(ALICE), 1);
+  assertEquals(core.upstreamOf(BOB), 2);
+  assertEquals(core.due(0), [], "nothing before the 1 ms delay");
+  assertEquals(summary(core.due(1)), [[1, SERVER, 1], [2, SERVER, 2], [1, SERVER, 3]]);
+  assertEquals(core.stats.fromClients, 3);
+  assertEquals(core.stats.clients, 2);
+});
+
+Deno.test("ImpairedRelay sends the target's answers to the client from the listening socket", () => {
+  const { core } = relay();
+  core.receive(0, LISTEN_SOCKET, ALICE, bytes(1));
+  core.receive(0, LISTEN_SOCKET, BOB, bytes(2));
+  core.due(1);
+  assert(core.receive(2, 2, SERVER, bytes(3)));
+  assert(core.receive(2, 1, SERVER, bytes(4)));
+  assertEquals(summary(core.due(3)), [[LISTEN_SOCKET, BOB, 3], [LISTEN_SOCKET, ALICE, 4]]);
+  assertEquals(core.stats.fromTarget, 2);
+});
+
+Deno.test("ImpairedRelay relays peer traffic from the sender's upstream socket, as a NAT does", async (t) => {
+  const { core } = relay();
+  core.receive(0, LISTEN_SOCKET, ALICE, bytes(1)); // Alice is 1
+  core.receive(0, LISTEN_SOCKET, BOB, bytes(2)); // Bob is 2
+  core.due(1);
+  await t.step("Alice writes to Bob's relayed address: Bob sees it from Alice's", () => {
+    assert(core.receive(5, 2, ALICE, bytes(10)));
+    assertEquals(summary(core.due(6)), [[1, BOB, 10]]);
+  });
+  await t.step("Bob answers to the address he saw: Alice sees it from Bob's", () => {
+    assert(core.receive(7, 1, BOB, bytes(11)));
+    assertEquals(summary(core.due(8)), [[2, ALICE, 11]]);
+  });
+  assertEquals(core.stats.betweenClients, 2);
+});
+
+Deno.test("ImpairedRelay drops what it cannot route and counts it", () => {
+  const { core, opened } = relay(NO_IMPAIRMENT, { maxClients: 1 });
+  core.receive(0, LISTEN_SOCKET, ALICE, bytes(1));
+  assertEquals(core.receive(0, 1, "127.0.0.9:9999", bytes(2)), false, "a stranger at an upstream");
+  assertEquals(core.receive(0, 7, SERVER, bytes(3)), false, "an unknown socket");
+  assertEquals(
+    core.receive(0, LISTEN_SOCKET, SERVER, bytes(4)),
+    false,
+    "the target at the listener",
+  );
+  assertEquals(core.receive(0, LISTEN_SOCKET, BOB, bytes(5)), false, "one client too many");
+  assertEquals(opened, [ALICE]);
+  assertEquals(core.stats.unroutable, 4);
+  assertEquals(summary(core.due(10)), [[1, SERVER, 1]]);
+});
+
+Deno.test("ImpairedRelay refuses an upstream socket id that is not new", () => {
+  const core = new ImpairedRelay({
+    target: SERVER,
+    impairment: NO_IMPAIRMENT,
+    random: new SeededRandom(1),
+    openUpstream: () => 0,
+  });
+  assertThrows(() => core.receive(0, LISTEN_SOCKET, ALICE, bytes(1)), RangeError);
+  assertThrows(
+    () =>
+      new ImpairedRelay({
+        target: SERVER,
+        impairment: { ...NO_IMPAIRMENT, loss: 2 },
+        random: new SeededRandom(1),
+        openUpstream: () => 1,
+      }),
+    RangeError,
+  );
+});
+
+Deno.test("ImpairedRelay loses, duplicates, reorders and delays as the simulator does", async (t) => {
+  const impairment: Impairment = {
+    loss: 0.1,
+    duplicate: 0.1,
+    reorder: 0.1,
+    minDelayMs: 10,
+    maxDelayMs: 30,
+  };
+  const run = () => {
+    const { core } = relay(impairment);
+    const out: RelayDatagram[] = [];
+    for (let i = 0; i < 2000; i++) {
+      core.receive(i, LISTEN_SOCKET, ALICE, bytes(i));
+      assertEquals(core.due(i).length, 0, "nothing leaves before the smallest delay");
+      out.push(...core.due(i + 10));
+    }
+    out.push(...core.due(1e9));
+    return { core, out };
+  };
+  const { core, out } = run();
+  await t.step("the counts add up", () => {
+    const s = core.stats;
+    assertEquals(s.impaired, 2000);
+    assertEquals(s.forwarded, out.length);
+    assertEquals(s.forwarded, 2000 - s.lost + s.duplicated);
+    assert(s.lost > 120 && s.lost < 280, `lost ${s.lost}`);
+    assert(s.duplicated > 120 && s.duplicated < 280, `duplicated ${s.duplicated}`);
+    assert(s.reordered > 120 && s.reordered < 280, `reordered ${s.reordered}`);
+    assertEquals(core.inFlight, 0);
+  });
+  await t.step("some datagrams overtake others; every survivor arrives at most twice", () => {
+    const ids = out.map((d) => d.data[0] | (d.data[1] << 8));
+    assert(ids.some((id, i) => i > 0 && id < ids[i - 1]), "some reordering");
+    const seen = new Map<number, number>();
+    for (const id of ids) seen.set(id, (seen.get(id) ?? 0) + 1);
+    assert([...seen.values()].every((n) => n <= 2));
+  });
+  await t.step("the same seed makes the same decisions", () => {
+    assertEquals(summary(run().out), summary(out));
+  });
+});
+
+Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line with exit 2", async (t) => {
+  await t.step("--help lists every flag with its default", async () => {
+    const result = await runProgram(PROXY_PATH, { args: ["--help"] });
+    assertEquals(result.code, 0, describeRun(result));
+    for (
+      const flag of [
+        "--target",
+        "--listen",
+        "--loss",
+        "--duplicate",
+        "--reorder",
+        "--delay",
+        "--jitter",
+        "--seed",
+        "--help",
+      ]
+    ) {
+      assertMatch(result.stdout, new RegExp(`^  (?:-h, )?${flag}\\b`, "m"));
+    }
+  });
+  const cases: [string[], RegExp][] = [
+    [[], /^error: --target HOST:PORT is required$/],
+    [["--target", "127.0.0.1:3000", "--loss", "1.5"], /^error: --loss must be a probability/],
+    [["--target", "127.0.0.1:3000", "--duplicate", "x"], /^error: --duplicate must be/],
+    [["--target", "127.0.0.1:3000", "--reorder=-1"], /^error: --reorder must be/],
+    [["--target", "127.0.0.1:3000", "--delay", "1e9"], /^error: --delay must be/],
+    [["--target", "127.0.0.1:3000", "--jitter=-5"], /^error: --jitter must be/],
+    [["--target", "127.0.0.1:3000", "--seed", "x"], /^error: --seed must be/],
+    [["--target", "127.0.0.1"], /^error: --target must look like HOST:PORT/],
+    [["--target", "example.com:3000"], /^error: --target needs an IP address/],
+    [["--target", "127.0.0.1:0"], /^error: --target port must be a number from 1/],
+    [["--target", "127.0.0.1:3000", "--listen", "127.0.0.1:70000"], /^error: --listen port/],
+    [["--target", "127.0.0.1:3000", "--lossy", "1"], /^error: unknown flag --lossy/],
+    [["--target", "127.0.0.1:3000", "extra"], /^error: unexpected argument "extra"/],
+  ];
+  for (const [args, pattern] of cases) {
+    await t.step(args.join(" ") || "(no flags)", async () => {
+      const result = await runProgram(PROXY_PATH, { args });
+      assertEquals(result.code, 2, describeRun(result));
+      assertOneErrorLine(result, pattern);
+      assertEquals(result.stdout, "");
+    });
+  }
+});
+
+Deno.test("impair_proxy.ts relays datagrams both ways and prints its counts on SIGTERM", async () => {
+  const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
+  const targetPort = (target.addr as Deno.NetAddr).port;
+  await using proxy = new RunningProgram("proxy", PROXY_PATH, [
+    "--target",
+    `127.0.0.1:${targetPort}`,
+    "--seed",
+    "1",
+  ]);
+  const port = Number((await proxy.waitForLine(/^Proxy UDP listening on port \d+$/)).split(" ")[5]);
+  await proxy.waitForLine(/loss 0%, duplicate 0%, reorder 0%, delay 0 ms ± 0 ms; seed 1$/);
+  const buffer = new Uint8Array(100);
+  await client.send(Uint8Array.of(1, 2, 3), { transport: "udp", hostname: "127.0.0.1", port });
+  const [request, upstream] = await target.receive(buffer);
+  assertEquals([...request], [1, 2, 3]);
+  await target.send(Uint8Array.of(4, 5), upstream);
+  const [reply, from] = await client.receive(buffer);
+  assertEquals([...reply], [4, 5]);
+  assertEquals((from as Deno.NetAddr).port, port, "the answer comes from the listening port");
+  const stopped = await proxy.signal("SIGTERM");
+  assertEquals(stopped.code, 0, describeRun(stopped));
+  assertMatch(
+    stopped.stdout,
+    /^Counts: 1 from clients, 1 from the target, 0 between clients, 0 unroutable; 2 impaired: 0 lost, 0 duplicated, 0 reordered, 2 forwarded; 1 client$/m,
+  );
+});
