@@ -11,6 +11,13 @@ import { UsersFileError } from "./lib/driver/users_file.ts";
 import { FileStoreError } from "./lib/driver/file_store.ts";
 import { DEFAULT_STORAGE_LIMITS } from "./lib/server/stored_files.ts";
 import { BindError } from "./lib/driver/bind_error.ts";
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+  DEFAULT_TCP_FRAME_MS,
+  DEFAULT_TCP_IDLE_MS,
+} from "./lib/server/connection_limits.ts";
+import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT } from "./lib/server/rate_limiter.ts";
 import { DataDirLockedError } from "./lib/driver/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/driver/registry_file.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
@@ -50,13 +57,29 @@ Flags:
   --lockout SECONDS   how long a blocked name stays blocked (default 10)
   --max-file-size S   largest file a client may store, e.g. 500K, 100M (default 100M)
   --quota S           most bytes stored per user (default 1G)
+  --rate-limit N      UDP datagrams a second from one IP address without a session,
+                      garbage included (bursts of 2N); 0 for no limit (default ${DEFAULT_RATE_LIMIT})
+  --session-rate-limit N
+                      UDP datagrams a second from one IP address with a session
+                      (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
+  --max-connections N TCP connections open at once in all (default ${DEFAULT_MAX_CONNECTIONS})
+  --max-connections-per-ip N
+                      TCP connections open at once from one IP address (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
+  --tcp-idle SECONDS  close a TCP connection silent this long between frames (default ${
+  DEFAULT_TCP_IDLE_MS / 1000
+})
+  --tcp-frame-timeout SECONDS
+                      close a TCP connection whose frame has not arrived whole this long
+                      after its first byte (default ${DEFAULT_TCP_FRAME_MS / 1000})
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
   -h, --help          show this help
   -V, --version       print the version
 
 Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one (a second or more
-later) exits at once.`;
+later) exits at once. SIGUSR2, or "status" (or an empty line) typed on the server's
+input, prints a status line: registered, active, traffic and rejected inputs. (Not
+SIGUSR1: on it the Deno runtime opens a debugger port, 127.0.0.1:9229.)`;
 
 interface ServerFlags {
   host: string;
@@ -72,6 +95,12 @@ interface ServerFlags {
   lockoutMs: number;
   maxFileSize: number;
   quota: number;
+  rateLimit: number;
+  sessionRateLimit: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  tcpIdleMs: number;
+  tcpFrameMs: number;
 }
 
 const STRING_FLAGS = [
@@ -88,6 +117,12 @@ const STRING_FLAGS = [
   "lockout",
   "max-file-size",
   "quota",
+  "rate-limit",
+  "session-rate-limit",
+  "max-connections",
+  "max-connections-per-ip",
+  "tcp-idle",
+  "tcp-frame-timeout",
 ];
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
@@ -108,6 +143,12 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       lockout: "10",
       "max-file-size": "100M",
       quota: "1G",
+      "rate-limit": String(DEFAULT_RATE_LIMIT),
+      "session-rate-limit": String(DEFAULT_SESSION_RATE_LIMIT),
+      "max-connections": String(DEFAULT_MAX_CONNECTIONS),
+      "max-connections-per-ip": String(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+      "tcp-idle": String(DEFAULT_TCP_IDLE_MS / 1000),
+      "tcp-frame-timeout": String(DEFAULT_TCP_FRAME_MS / 1000),
     },
   });
   requireValues(args, parsed, STRING_FLAGS);
@@ -141,6 +182,22 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     lockoutMs: secondsFlag("--lockout", parsed.lockout),
     maxFileSize,
     quota,
+    rateLimit: integerFlag("--rate-limit", parsed["rate-limit"], { min: 0, max: 1_000_000 }),
+    sessionRateLimit: integerFlag("--session-rate-limit", parsed["session-rate-limit"], {
+      min: 0,
+      max: 1_000_000,
+    }),
+    maxConnections: integerFlag("--max-connections", parsed["max-connections"], {
+      min: 1,
+      max: 100_000,
+    }),
+    maxConnectionsPerIp: integerFlag(
+      "--max-connections-per-ip",
+      parsed["max-connections-per-ip"],
+      { min: 1, max: 100_000 },
+    ),
+    tcpIdleMs: secondsFlag("--tcp-idle", parsed["tcp-idle"]),
+    tcpFrameMs: secondsFlag("--tcp-frame-timeout", parsed["tcp-frame-timeout"]),
   };
 }
 
@@ -188,15 +245,20 @@ async function main(args: string[]): Promise<number> {
     console.error(`${signal} again: exiting at once`);
     Deno.exit(130);
   };
+  // The status line on demand; the server exists once it has started.
+  let showStatus = (): void => {};
   const signals: [Deno.Signal, () => void][] = [
     ["SIGINT", onSignal("SIGINT")],
     ["SIGTERM", onSignal("SIGTERM")],
+    // Not SIGUSR1: Deno (2.9.2 and later), like Node, opens its V8 inspector
+    // on 127.0.0.1:9229 when it gets SIGUSR1, whatever the program listens to.
+    ["SIGUSR2", () => showStatus()],
   ];
   for (const [signal, handler] of signals) {
     try {
       Deno.addSignalListener(signal, handler);
     } catch {
-      // SIGTERM cannot be listened to on Windows
+      // SIGTERM and SIGUSR2 cannot be listened to on Windows
     }
   }
   let logging;
@@ -225,6 +287,14 @@ async function main(args: string[]): Promise<number> {
         quota: flags.quota,
         maxFiles: DEFAULT_STORAGE_LIMITS.maxFiles,
       },
+      limits: {
+        rateLimit: flags.rateLimit,
+        sessionRateLimit: flags.sessionRateLimit,
+        maxConnections: flags.maxConnections,
+        maxConnectionsPerAddress: flags.maxConnectionsPerIp,
+        tcpIdleMs: flags.tcpIdleMs,
+        tcpFrameMs: flags.tcpFrameMs,
+      },
     });
   } catch (error) {
     await logging.close();
@@ -242,9 +312,13 @@ async function main(args: string[]): Promise<number> {
       `; lease ${flags.leaseMs / 1000} s; ${flags.maxAttempts} failed logins block a name for ` +
       `${flags.lockoutMs / 1000} s`,
   );
+  console.log(`Limits: ${limitsText(flags)}`);
   console.log("Server running... (Press Ctrl+C to stop)");
+  showStatus = () => console.log(server.reportStatus());
+  readStatusCommands(() => showStatus());
 
   const signal = await stopped;
+  showStatus = () => {};
   console.log(`${signal} received: shutting down...`);
   await server.close();
   await logging.close();
@@ -252,6 +326,52 @@ async function main(args: string[]): Promise<number> {
   // must not fall through to the default action (exit 130).
   console.log("Server stopped");
   return 0;
+}
+
+function limitsText(flags: ServerFlags): string {
+  const rate = (n: number) => n === 0 ? "no limit" : `${n}/s`;
+  return `UDP per IP address ${rate(flags.rateLimit)} without a session, ` +
+    `${rate(flags.sessionRateLimit)} with one; TCP ${flags.maxConnectionsPerIp} connections ` +
+    `per IP address, ${flags.maxConnections} in all, closed after ${flags.tcpIdleMs / 1000} s ` +
+    `idle or a frame slower than ${flags.tcpFrameMs / 1000} s`;
+}
+
+/** Input that goes on this long without a line break is not a person typing: stop reading. */
+const MAX_COMMAND_INPUT_BYTES = 64 * 1024;
+
+/**
+ * Reads the operator's commands from standard input, whatever it is (a
+ * terminal, a pipe, a file; /dev/null ends at once): "status" or an empty line
+ * shows the status line, anything else gets a hint. The end of the input ends
+ * the reading, nothing else, and so does input that is not lines (64 KiB
+ * without a line break). A read still waiting at shutdown does not hold the
+ * process: it exits.
+ *
+ * @param show prints the status line
+ */
+function readStatusCommands(show: () => void): void {
+  (async () => {
+    const buffer = new Uint8Array(4096);
+    const decoder = new TextDecoder();
+    let pending = "";
+    while (true) {
+      const n = await Deno.stdin.read(buffer);
+      if (n === null) return;
+      pending += decoder.decode(buffer.subarray(0, n), { stream: true });
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      if (pending.length > MAX_COMMAND_INPUT_BYTES) return;
+      for (const line of lines) {
+        const command = line.trim().toLowerCase();
+        if (command === "" || command === "status" || command === "s") show();
+        else {console.log(
+            `Unknown command ${JSON.stringify(line.trim())}: type status (or press Enter)`,
+          );}
+      }
+    }
+  })().catch(() => {
+    // stdin went away: nothing more to read
+  });
 }
 
 function startFailure(error: unknown, flags: ServerFlags): string {

@@ -1788,3 +1788,50 @@ Deno.test({
     assertEquals(listing.files, [], "the new owner of the name sees no file");
   },
 });
+
+// --- counters and the session check of the rate limits ------------------------------
+
+Deno.test("ServerCore.hasLiveSession() holds for a live session's token only", () => {
+  const core = newCore({ leaseMs: 1000 });
+  const { key, token } = registerPersisted(core, 1, "Alice");
+  assert(core.hasLiveSession(withToken("heartbeat", 2, token)));
+  assert(core.hasLiveSession({ type: "presence_ack", token, seq: 0 }));
+  assert(!core.hasLiveSession(withToken("heartbeat", 2, key)), "the identity key is no token");
+  assert(!core.hasLiveSession(withToken("heartbeat", 2, new Uint8Array(0))));
+  assert(!core.hasLiveSession({ type: "hello", reqId: 1, client: ALICE_ID }), "no token field");
+  assert(!core.hasLiveSession(register(3, "Bob")));
+  advance(core, NOW + 2000);
+  assert(!core.hasLiveSession(withToken("heartbeat", 2, token)), "the lease ran out");
+});
+
+Deno.test("ServerCore.stats counts auth failures, presence resends and shortened replies", () => {
+  const core = newCore({ leaseMs: 60_000 });
+  const alice = registerPersisted(core, 1, "Alice");
+  const bob = registerPersisted(core, 1, "Bob", FROM_BOB, BOB_ID);
+  ask(core, NOW, FROM_BOB, watch(2, bob.token, BOB_ID));
+  assertEquals(core.watchers, 1);
+  assertEquals(core.stats.authFailures, 0);
+  // Two refusals for a dead token, two failed logins: four auth failures.
+  assertError(
+    ask(core, NOW, FROM_CAROL, withToken("logout", 5, new Uint8Array(16))),
+    "not_logged_in",
+  );
+  assertError(ask(core, NOW, FROM_CAROL, list(6, new Uint8Array(0))), "not_logged_in");
+  assertError(ask(core, NOW, FROM_CAROL, login(7, "Alice", new Uint8Array(16))), "login_failed");
+  assertError(ask(core, NOW, FROM_CAROL, login(8, "Nobody", new Uint8Array(16))), "login_failed");
+  // Refusals of another kind are not auth failures.
+  assertError(ask(core, NOW, FROM_CAROL, register(9, "alice", { client: CAROL_ID })), "name_taken");
+  assertEquals(core.stats.authFailures, 4);
+  assertEquals(core.stats.refused, 5);
+  // Both token refusals went to a source that had no session: shortened to fit.
+  assertEquals(core.stats.shortenedReplies, 2);
+
+  // Alice logs out: Bob is told, does not acknowledge, and the news is resent twice.
+  ask(core, NOW, FROM_ALICE, withToken("logout", 3, alice.token));
+  assertEquals(core.stats.presenceResent, 0);
+  advance(core, NOW + 1600);
+  assertEquals(core.stats.presenceResent, 2, "at 500 ms and 1.5 s");
+  core.handle(NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
+  advance(core, NOW + 20_000);
+  assertEquals(core.stats.presenceResent, 2, "quiet once acknowledged");
+});

@@ -22,9 +22,26 @@ import {
 import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { serverEventText } from "../server/server_event_text.ts";
+import {
+  type ConnectionLimitHit,
+  ConnectionLimits,
+  connectionLimitText,
+} from "../server/connection_limits.ts";
+import {
+  DEFAULT_RATE_LIMIT,
+  DEFAULT_SESSION_RATE_LIMIT,
+  RateLimiter,
+} from "../server/rate_limiter.ts";
+import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "../transport/framed_connection.ts";
 import { UdpSocket } from "../transport/udp_socket.ts";
-import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  HEADER_BYTES,
+  MAGIC,
+  PROTOCOL_VERSION,
+} from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { FileStore, FileStoreError, type Upload } from "./file_store.ts";
@@ -61,6 +78,33 @@ export interface ServerConfig {
   lockoutMs?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
+  /** Limits that keep one address or a flood from taking the server over. */
+  limits?: ServerLimits;
+}
+
+/**
+ * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
+ * off.
+ */
+export interface ServerLimits {
+  /**
+   * UDP datagrams per second per address that carry no live session token,
+   * garbage included (default 100, bursts of twice that); 0 for no limit.
+   */
+  rateLimit?: number;
+  /**
+   * UDP datagrams per second per address that carry a live session token
+   * (default 2,000, bursts of twice that); 0 for no limit.
+   */
+  sessionRateLimit?: number;
+  /** Most TCP connections open at once from one address (default 32). */
+  maxConnectionsPerAddress?: number;
+  /** Most TCP connections open at once in all (default 512). */
+  maxConnections?: number;
+  /** A TCP connection silent this long between frames is closed, ms (default 60,000). */
+  tcpIdleMs?: number;
+  /** A TCP frame must arrive whole within this long of its first byte, ms (default 30,000). */
+  tcpFrameMs?: number;
 }
 
 /** How often the users file is checked for changes, ms. */
@@ -78,6 +122,12 @@ export interface TrafficStats {
   framesOut: number;
   /** Datagrams and frames that were not valid messages. */
   rejected: number;
+  /** Datagrams dropped by the per-address rate limits. */
+  rateLimited: number;
+  /** TCP connections refused by the connection limits. */
+  tcpRefused: number;
+  /** TCP connections closed for being idle or too slow. */
+  tcpTimedOut: number;
 }
 
 const log = getLogger(["switchboard", "server"]);
@@ -105,6 +155,9 @@ export class ServerDriver {
     framesIn: 0,
     framesOut: 0,
     rejected: 0,
+    rateLimited: 0,
+    tcpRefused: 0,
+    tcpTimedOut: 0,
   };
   #config: ServerConfig;
   #core: ServerCore;
@@ -125,6 +178,12 @@ export class ServerDriver {
   #usersTimer: ReturnType<typeof setInterval> | undefined;
   #usersStamp = "";
   #fileWork = new Set<Promise<unknown>>();
+  #startedAt = systemClock.now();
+  #limiter: RateLimiter | undefined;
+  #sessionLimiter: RateLimiter | undefined;
+  #connLimits: ConnectionLimits;
+  #connTimer: ReturnType<typeof setInterval> | undefined;
+  #closing = new Set<number>();
 
   private constructor(
     config: ServerConfig,
@@ -142,6 +201,17 @@ export class ServerDriver {
     this.#listener = listener;
     this.udpPort = udp.localPort;
     this.tcpPort = (listener.addr as Deno.NetAddr).port;
+    const limits = config.limits ?? {};
+    const rate = limits.rateLimit ?? DEFAULT_RATE_LIMIT;
+    const sessionRate = limits.sessionRateLimit ?? DEFAULT_SESSION_RATE_LIMIT;
+    if (rate > 0) this.#limiter = new RateLimiter({ ratePerSecond: rate });
+    if (sessionRate > 0) this.#sessionLimiter = new RateLimiter({ ratePerSecond: sessionRate });
+    this.#connLimits = new ConnectionLimits({
+      maxPerAddress: limits.maxConnectionsPerAddress,
+      maxTotal: limits.maxConnections,
+      idleMs: limits.tcpIdleMs,
+      frameMs: limits.tcpFrameMs,
+    });
   }
 
   /**
@@ -226,6 +296,10 @@ export class ServerDriver {
       server.#usersStamp = await fileStamp(usersPath(config));
       server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
     }
+    const { idleMs, frameMs } = server.#connLimits;
+    // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
+    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
+    server.#connTimer = setInterval(() => server.#checkConnections(), every);
     server.#loops.push(server.#udpLoop(), server.#acceptLoop());
     return server;
   }
@@ -255,6 +329,44 @@ export class ServerDriver {
   }
 
   /**
+   * The counters for the operator's status line.
+   *
+   * @returns the registry, sessions, traffic and refusals so far
+   */
+  status(): ServerStatus {
+    const core = this.#core.stats;
+    return {
+      uptimeMs: systemClock.now() - this.#startedAt,
+      registered: this.#core.registry.size,
+      active: this.#core.sessions.size,
+      watchers: this.#core.watchers,
+      tcpConnections: this.#connections.size,
+      datagramsIn: this.traffic.datagramsIn,
+      datagramsOut: this.traffic.datagramsOut,
+      framesIn: this.traffic.framesIn,
+      framesOut: this.traffic.framesOut,
+      requests: core.requests,
+      presenceResent: core.presenceResent,
+      malformed: this.traffic.rejected,
+      rateLimited: this.traffic.rateLimited,
+      authFailures: core.authFailures,
+      tcpRefused: this.traffic.tcpRefused,
+      tcpTimedOut: this.traffic.tcpTimedOut,
+    };
+  }
+
+  /**
+   * Logs the status line and returns it, for the console.
+   *
+   * @returns the line, starting `Status: `
+   */
+  reportStatus(): string {
+    const text = serverStatusText(this.status());
+    log.info(text.replaceAll("{", "{{").replaceAll("}", "}}"));
+    return text;
+  }
+
+  /**
    * Stops accepting requests, waits until every change is written and
    * answered, then closes every socket. Safe to call twice.
    */
@@ -262,6 +374,7 @@ export class ServerDriver {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#usersTimer);
+    clearInterval(this.#connTimer);
     clearTimeout(this.#timer);
     try {
       this.#listener.close();
@@ -292,20 +405,63 @@ export class ServerDriver {
     for await (const datagram of this.#udp.receive()) {
       this.traffic.datagramsIn++;
       const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
-      if (datagram.data.length > MAX_DATAGRAM_BYTES) {
-        this.#reject(from, `datagram of ${datagram.data.length} bytes exceeds the limit`);
-        continue;
+      let message: Message | undefined;
+      let problem: string | undefined;
+      const data = datagram.data;
+      if (data.length > MAX_DATAGRAM_BYTES) {
+        problem = `datagram of ${data.length} bytes exceeds the limit`;
+      } else if (
+        data.length < HEADER_BYTES || data[0] !== MAGIC[0] || data[1] !== MAGIC[1] ||
+        data[2] !== PROTOCOL_VERSION
+      ) {
+        // Garbage, the commonest flood: refused without the cost of a thrown error.
+        problem = "not a Switchboard message of this version";
+      } else {
+        try {
+          message = decodeMessage(datagram.data);
+        } catch (error) {
+          if (!(error instanceof ProtocolError)) throw error;
+          problem = error.message;
+        }
       }
-      let message;
-      try {
-        message = decodeMessage(datagram.data);
-      } catch (error) {
-        if (!(error instanceof ProtocolError)) throw error;
-        this.#reject(from, error.message);
-        continue;
-      }
-      this.#handle(from, message);
+      if (!this.#admit(from, message)) continue;
+      if (message === undefined) this.#reject(from, problem ?? "not a message");
+      else this.#handle(from, message);
     }
+  }
+
+  /**
+   * Applies the per-address rate limit of a datagram: the loose one if it
+   * carries a live session token, else the strict one (garbage included).
+   *
+   * @returns true if it may be handled
+   */
+  #admit(from: Endpoint, message: Message | undefined): boolean {
+    const session = message !== undefined && this.#core.hasLiveSession(message);
+    const limiter = session ? this.#sessionLimiter : this.#limiter;
+    if (limiter === undefined) return true;
+    const decision = limiter.take(systemClock.now(), from.address);
+    if (decision.allowed) return true;
+    this.traffic.rateLimited++;
+    if (decision.report !== undefined) {
+      log.warn(
+        "Rate limit: dropped {dropped} UDP datagrams from {address} {what} since the last " +
+          "report (limit {rate}/s per address, bursts of {burst}); the next report comes " +
+          "10 s from now at the earliest",
+        {
+          dropped: decision.report.dropped,
+          address: from.address,
+          what: session ? "with a session" : "without a session",
+          rate: limiter.ratePerSecond,
+          burst: 2 * limiter.ratePerSecond,
+        },
+      );
+    }
+    log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
+      address: from.address,
+      port: from.port,
+    });
+    return false;
   }
 
   #handle(from: Endpoint, message: Message): void {
@@ -330,23 +486,133 @@ export class ServerDriver {
   }
 
   async #acceptLoop(): Promise<void> {
-    const handlers: Promise<void>[] = [];
-    try {
-      for await (const conn of this.#listener) {
-        if (this.#closed) {
-          conn.close();
-          break;
+    // Connections being served or refused; each leaves the set when done, so
+    // a flood of connections leaves nothing behind.
+    const handlers = new Set<Promise<void>>();
+    const track = (handler: Promise<void>) => {
+      handlers.add(handler);
+      const done = () => handlers.delete(handler);
+      handler.then(done, done);
+    };
+    let failures = 0;
+    while (!this.#closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+        failures = 0;
+      } catch (error) {
+        if (this.#closed || error instanceof Deno.errors.BadResource) break;
+        // A connection reset or aborted before it was accepted is that
+        // connection's problem, not the listener's: accept the next one.
+        if (
+          error instanceof Deno.errors.NotConnected ||
+          error instanceof Deno.errors.ConnectionReset ||
+          error instanceof Deno.errors.ConnectionAborted ||
+          error instanceof Deno.errors.Interrupted
+        ) {
+          continue;
         }
-        handlers.push(this.#serveConnection(conn));
+        // Anything else (out of file descriptors, say): say so, pause, go on.
+        if (failures++ === 0) log.error("TCP accept failed: {error}", { error });
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 10 * failures)));
+        continue;
       }
-    } catch (error) {
-      if (!this.#closed) log.error("TCP accept failed: {error}", { error });
+      if (this.#closed) {
+        conn.close();
+        break;
+      }
+      const connId = this.#nextConnId++;
+      const address = (conn.remoteAddr as Deno.NetAddr).hostname ?? "";
+      const refused = this.#connLimits.open(systemClock.now(), connId, address);
+      if (refused !== undefined) {
+        track(this.#refuseConnection(conn, address, refused.hit, refused.report));
+        continue;
+      }
+      track(this.#serveConnection(conn, connId));
     }
-    await Promise.all(handlers);
+    await Promise.all([...handlers]);
   }
 
-  async #serveConnection(conn: Deno.TcpConn): Promise<void> {
-    const connId = this.#nextConnId++;
+  /** Tells a connection over the limits why, and closes it. */
+  async #refuseConnection(
+    conn: Deno.TcpConn,
+    address: string,
+    hit: ConnectionLimitHit,
+    report: { refused: number } | undefined,
+  ): Promise<void> {
+    this.traffic.tcpRefused++;
+    const reason = connectionLimitText(hit, address);
+    if (report !== undefined) {
+      log.warn(
+        "TCP limit: refused {refused} connections from {address} since the last report: {reason}",
+        { refused: report.refused, address, reason },
+      );
+    }
+    const framed = new FramedConnection(conn);
+    const reply: Reply = {
+      type: "error",
+      reqId: 0,
+      code: ERROR_CODES.bad_request,
+      message: `Closing the connection: ${reason}`,
+    };
+    // A new connection's send buffer is empty: the frame goes at once.
+    await framed.write(encodeMessage(reply)).catch(() => {});
+    this.traffic.framesOut++;
+    framed.close();
+  }
+
+  /** Closes connections that were idle or sent a frame too slowly. */
+  #checkConnections(): void {
+    if (this.#closed) return;
+    const now = systemClock.now();
+    const busy = new Set(this.#uploadConn.values());
+    for (const [connId, framed] of this.#connections) {
+      const hit = this.#connLimits.check(now, connId, {
+        bytesRead: framed.bytesRead,
+        bytesWritten: framed.bytesWritten,
+        framesRead: framed.framesRead,
+        pendingBytes: framed.pendingBytes,
+        reading: framed.reading,
+        busy: busy.has(connId),
+        writing: framed.writesQueued > 0,
+      });
+      if (hit === undefined) continue;
+      if (this.#closing.has(connId)) {
+        // Told once already; its last frame did not go out in time.
+        framed.close();
+        continue;
+      }
+      this.#closing.add(connId);
+      this.traffic.tcpTimedOut++;
+      const reason = connectionLimitText(hit, framed.remoteAddr.hostname);
+      const logged = {
+        connId,
+        address: framed.remoteAddr.hostname,
+        port: framed.remoteAddr.port,
+        reason,
+      };
+      if (hit.kind === "idle") {
+        log.info("Closed TCP connection {connId} from {address}:{port}: {reason}", logged);
+      } else {
+        log.warn("TCP limit: closed connection {connId} from {address}:{port}: {reason}", logged);
+      }
+      if (framed.writesQueued > 0) {
+        // Its peer is not taking what was sent already: no last word.
+        framed.close();
+        continue;
+      }
+      const reply: Reply = {
+        type: "error",
+        reqId: 0,
+        code: ERROR_CODES.bad_request,
+        message: `Closing the connection: ${reason}`,
+      };
+      this.traffic.framesOut++;
+      framed.write(encodeMessage(reply)).catch(() => {}).finally(() => framed.close());
+    }
+  }
+
+  async #serveConnection(conn: Deno.TcpConn, connId: number): Promise<void> {
     const framed = new FramedConnection(conn);
     this.#connections.set(connId, framed);
     const from: Endpoint = {
@@ -372,6 +638,14 @@ export class ServerDriver {
         if (!this.#closed) log.warn("TCP connection {connId} failed: {error}", { connId, error });
       } else {
         this.#reject(from, error.message);
+        if (error.code === "too_large") {
+          log.warn("TCP limit: closed connection {connId} from {address}:{port}: {reason}", {
+            connId,
+            address: from.address,
+            port: from.port,
+            reason: error.message,
+          });
+        }
         const reply: Reply = {
           type: "error",
           reqId: 0,
@@ -383,6 +657,8 @@ export class ServerDriver {
     } finally {
       framed.close();
       this.#connections.delete(connId);
+      this.#connLimits.close(connId);
+      this.#closing.delete(connId);
       this.#connWrites.delete(connId);
       this.#core.connectionClosed(connId);
       this.#drain();
@@ -465,8 +741,11 @@ export class ServerDriver {
       case "upload_commit": {
         const upload = this.#uploads.get(out.id);
         this.#uploads.delete(out.id);
-        this.#uploadConn.delete(out.id);
-        if (upload === undefined) return;
+        if (upload === undefined) {
+          this.#uploadConn.delete(out.id);
+          return;
+        }
+        // The connection counts as busy (not idle) until the file is stored.
         return this.#track(
           upload.then(async (u) => {
             if (u === undefined) throw new FileStoreError("io", "the file could not be created");
@@ -485,7 +764,7 @@ export class ServerDriver {
                   : "The server could not store the file",
               });
             },
-          ).then(() => this.#drain()),
+          ).then(() => this.#drain()).finally(() => this.#uploadConn.delete(out.id)),
         );
       }
       case "download":

@@ -188,7 +188,25 @@ export interface ServerStats {
   replays: number;
   /** Requests refused with an error reply. */
   refused: number;
+  /**
+   * Refusals for want of a live session or a right secret: `not_logged_in`,
+   * `session_replaced`, `login_failed`, `locked_out`.
+   */
+  authFailures: number;
+  /** `presence` messages sent again because the watcher had not acknowledged them. */
+  presenceResent: number;
+  /** UDP error replies whose message was shortened so as not to outgrow their request. */
+  shortenedReplies: number;
 }
+
+/**
+ * Over UDP, a reply to `hello`, `register` or `login` (or to `text` without a
+ * live token) is at most this many times the size of its request: the limit
+ * QUIC sets on a server before it has validated a client's address (RFC 9000,
+ * section 8). A reply to any other request without a live session token is at
+ * most the size of its request.
+ */
+export const UNVALIDATED_REPLY_FACTOR = 3;
 
 /** Options of a {@linkcode ServerCore}. */
 export interface ServerCoreOptions {
@@ -232,6 +250,8 @@ export const DEFAULT_LEASE_MS = 30_000;
 interface HeldReply {
   version: number;
   to: Endpoint;
+  /** The most bytes the reply may take (see `#replyLimit`). */
+  limit: number;
   client: string;
   reqId: number;
   fingerprint: string;
@@ -272,8 +292,33 @@ interface Deletion extends PendingRequest {
 /** How many ended sessions are remembered, to tell their clients why. */
 const ENDED_SESSIONS_KEPT = 10_000;
 
+/** Why a session ended, and where its client was, for its client's next request. */
+interface EndedSession {
+  code: ErrorCodeName;
+  message: string;
+  ip: string;
+  udpPort: number;
+}
+
+/** Refusals that count as authentication failures. */
+const AUTH_FAILURES: ReadonlySet<ErrorCodeName> = new Set([
+  "not_logged_in",
+  "session_replaced",
+  "login_failed",
+  "locked_out",
+]);
+
+/** Size of an `error` reply without its message: header, reqId, code, message length. */
+const ERROR_REPLY_BASE_BYTES = 4 + 4 + 2 + 2;
+
 /** Request types that change nothing and so skip the replay cache. */
 const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "download"]);
+
+/**
+ * Requests a client sends before it has a session, whose replies it needs
+ * whole (and `text`, whose reply is 8 bytes).
+ */
+const OPENS_SESSION: ReadonlySet<string> = new Set(["hello", "register", "login", "text"]);
 
 /**
  * The server core.
@@ -304,7 +349,7 @@ export class ServerCore {
   #feed = new PresenceFeed();
   #limiter: LoginLimiter;
   #files: StoredFiles;
-  #ended = new Map<string, { code: ErrorCodeName; message: string }>();
+  #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
   #held: HeldReply[] = [];
   #logins = new Map<number, PendingLogin>();
@@ -314,7 +359,14 @@ export class ServerCore {
   #changeVersion = 0;
   #persistedVersion = 0;
   #persistInFlight = false;
-  #stats: ServerStats = { requests: 0, replays: 0, refused: 0 };
+  #stats: ServerStats = {
+    requests: 0,
+    replays: 0,
+    refused: 0,
+    authFailures: 0,
+    presenceResent: 0,
+    shortenedReplies: 0,
+  };
 
   /** @param options the registry, randomness and server facts */
   constructor(options: ServerCoreOptions) {
@@ -352,6 +404,25 @@ export class ServerCore {
   /** Counters since start. */
   get stats(): Readonly<ServerStats> {
     return this.#stats;
+  }
+
+  /** How many sessions watch presence news. */
+  get watchers(): number {
+    return this.#feed.size;
+  }
+
+  /**
+   * Tells whether a message carries the token of a live session: the line
+   * between the loose and the strict rate limits, and between replies of any
+   * size and replies no larger than their request.
+   *
+   * @param message a decoded message
+   * @returns true if its `token` field belongs to a live session
+   */
+  hasLiveSession(message: Message): boolean {
+    if (!("token" in message)) return false;
+    const token = (message as { token: unknown }).token;
+    return token instanceof Uint8Array && this.#sessions.byToken(token) !== undefined;
   }
 
   /** True while a registry snapshot is being written or waits to be. */
@@ -400,7 +471,7 @@ export class ServerCore {
       ) {
         this.#resumeSession(now, from, message, seen.reply.token);
       }
-      this.#outputs.push({ type: "send", to: from, message: seen.reply });
+      this.#send(from, seen.reply, this.#replyLimit(from, message));
       this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
     }
@@ -440,7 +511,9 @@ export class ServerCore {
       });
     }
     if (expired.length > 0) this.#emitActive();
-    this.#sendPresence(this.#feed.resend(now));
+    const resent = this.#feed.resend(now);
+    for (const send of resent) this.#stats.presenceResent += send.news.length;
+    this.#sendPresence(resent);
   }
 
   /** Ends every session for a shutdown, telling each client. */
@@ -468,7 +541,7 @@ export class ServerCore {
     this.#held = this.#held.filter((h) => h.version > version);
     for (const h of ready) {
       this.#replay.complete(h.client, h.reqId, h.reply);
-      this.#outputs.push({ type: "send", to: h.to, message: h.reply });
+      this.#send(h.to, h.reply, h.limit);
       this.#emit(h.event);
       h.done?.(now);
     }
@@ -492,7 +565,7 @@ export class ServerCore {
     for (const h of failed) {
       h.undo();
       this.#replay.complete(h.client, h.reqId, h.failure);
-      this.#outputs.push({ type: "send", to: h.to, message: h.failure });
+      this.#send(h.to, h.failure, h.limit);
     }
     this.#persistedVersion = Math.max(version, this.#changeVersion);
   }
@@ -1158,6 +1231,8 @@ export class ServerCore {
     this.#ended.set(toHex(session.token), {
       code: reason === SESSION_END_REASONS.replaced ? "session_replaced" : "not_logged_in",
       message,
+      ip: session.ip,
+      udpPort: session.udpPort,
     });
     while (this.#ended.size > ENDED_SESSIONS_KEPT) {
       this.#ended.delete(this.#ended.keys().next().value!);
@@ -1198,11 +1273,56 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
+    this.#send(to, reply, this.#replyLimit(to, request));
+  }
+
+  /**
+   * Sends a reply, its message shortened if it is an error that would
+   * outgrow `limit` bytes. (The other replies to requests without a live
+   * session are small by their layout: see `tests/amplification_test.ts`.)
+   */
+  #send(to: Endpoint, reply: Reply, limit: number): void {
+    if (reply.type === "error" && ERROR_REPLY_BASE_BYTES + byteLength(reply.message) > limit) {
+      this.#stats.shortenedReplies++;
+      const message = shorten(reply.message, Math.max(0, limit - ERROR_REPLY_BASE_BYTES));
+      reply = { ...reply, message };
+    }
     this.#outputs.push({ type: "send", to, message: reply });
+  }
+
+  /**
+   * The most bytes a reply to this request may take: no limit over TCP (its
+   * handshake proved the address) or for a request that carries a live
+   * session token, or a token sent again from the address the session was
+   * at (its client proved it receives what is sent there); otherwise
+   * {@linkcode UNVALIDATED_REPLY_FACTOR} times the request for the requests
+   * that open a session, and the size of the request for the rest. A source
+   * address over UDP can be forged: this keeps the server from being an
+   * amplifier aimed at someone else.
+   */
+  #replyLimit(to: Endpoint, request: Request): number {
+    if (to.transport !== "udp") return Infinity;
+    const token = "token" in request ? request.token : undefined;
+    if (token !== undefined && token.length > 0) {
+      if (this.#sessions.byToken(token) !== undefined) return Infinity;
+      const ended = this.#ended.get(toHex(token));
+      if (ended !== undefined && ended.ip === to.address && ended.udpPort === to.port) {
+        return Infinity;
+      }
+    }
+    let size: number;
+    try {
+      size = encodeMessage(request).length;
+    } catch {
+      // Not from the wire (only tests build such messages): no limit to derive.
+      return Infinity;
+    }
+    return OPENS_SESSION.has(request.type) ? UNVALIDATED_REPLY_FACTOR * size : size;
   }
 
   #refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void {
     this.#stats.refused++;
+    if (AUTH_FAILURES.has(code)) this.#stats.authFailures++;
     this.#emit({
       kind: "refused",
       from,
@@ -1230,6 +1350,7 @@ export class ServerCore {
     this.#held.push({
       version: this.#changeVersion,
       to,
+      limit: this.#replyLimit(to, request),
       client: request.client,
       reqId: request.reqId,
       fingerprint,
@@ -1288,4 +1409,33 @@ function seconds(ms: number): number {
 
 function byteLength(text: string): number {
   return new TextEncoder().encode(text).length;
+}
+
+/**
+ * Cuts a message for people to at most `maxBytes` of UTF-8: at the end of
+ * the longest leading clause that fits (before ` (`, `; `, `: ` or `, `),
+ * else of the longest run of whole words, else of whole characters.
+ */
+function shorten(text: string, maxBytes: number): string {
+  if (byteLength(text) <= maxBytes) return text;
+  let clause = "";
+  for (const match of text.matchAll(/ \(|; |: |, /g)) {
+    const head = text.slice(0, match.index);
+    if (byteLength(head) > maxBytes) break;
+    clause = head;
+  }
+  if (clause !== "") return clause;
+  let words = "";
+  for (const match of text.matchAll(/ /g)) {
+    const head = text.slice(0, match.index);
+    if (byteLength(head) > maxBytes) break;
+    words = head;
+  }
+  if (words !== "") return words;
+  let out = "";
+  for (const char of text) {
+    if (byteLength(out + char) > maxBytes) break;
+    out += char;
+  }
+  return out;
 }

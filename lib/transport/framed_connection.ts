@@ -37,6 +37,11 @@ export class FramedConnection {
   #decoder: FrameDecoder;
   #writeTail: Promise<void> = Promise.resolve();
   #closed = false;
+  #bytesRead = 0;
+  #bytesWritten = 0;
+  #framesRead = 0;
+  #reading = false;
+  #writesQueued = 0;
 
   /**
    * @param conn an open TCP connection; this object now owns it
@@ -49,6 +54,39 @@ export class FramedConnection {
     this.#decoder = new FrameDecoder(options);
     const addr = conn.remoteAddr as Partial<Deno.NetAddr>;
     this.remoteAddr = { hostname: addr.hostname ?? "", port: addr.port ?? 0 };
+  }
+
+  /** Bytes read from the peer so far. */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
+  /** Bytes written to the peer so far (length prefixes included). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  /** Frames read whole so far. */
+  get framesRead(): number {
+    return this.#framesRead;
+  }
+
+  /** Bytes of an unfinished frame held, length prefix included; 0 between frames. */
+  get pendingBytes(): number {
+    return this.#decoder.pendingBytes;
+  }
+
+  /**
+   * True while `frames()` waits for the peer's bytes; false while its caller
+   * has not asked for the next frame yet, or before and after reading.
+   */
+  get reading(): boolean {
+    return this.#reading;
+  }
+
+  /** Frames queued or being written. */
+  get writesQueued(): number {
+    return this.#writesQueued;
   }
 
   /**
@@ -65,11 +103,14 @@ export class FramedConnection {
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
     while (true) {
       let n: number | null;
+      this.#reading = true;
       try {
         n = await this.#conn.read(buffer);
       } catch (error) {
         if (this.#closed || isGone(error)) return;
         throw error;
+      } finally {
+        this.#reading = false;
       }
       if (n === null) {
         if (decoder.pendingBytes > 0 && !this.#closed) {
@@ -80,7 +121,11 @@ export class FramedConnection {
         }
         return;
       }
-      yield* decoder.push(buffer.subarray(0, n));
+      this.#bytesRead += n;
+      for (const frame of decoder.push(buffer.subarray(0, n))) {
+        this.#framesRead++;
+        yield frame;
+      }
     }
   }
 
@@ -100,7 +145,10 @@ export class FramedConnection {
     } catch (error) {
       return Promise.reject(error);
     }
-    const run = this.#writeTail.then(() => this.#writeAll(frame));
+    this.#writesQueued++;
+    const run = this.#writeTail.then(() => this.#writeAll(frame)).finally(() =>
+      this.#writesQueued--
+    );
     this.#writeTail = run.catch(() => {});
     return run;
   }
@@ -120,7 +168,9 @@ export class FramedConnection {
     if (this.#closed) throw new Deno.errors.BadResource("Cannot write: the connection is closed");
     let offset = 0;
     while (offset < frame.length) {
-      offset += await this.#conn.write(frame.subarray(offset));
+      const n = await this.#conn.write(frame.subarray(offset));
+      offset += n;
+      this.#bytesWritten += n;
     }
   }
 }

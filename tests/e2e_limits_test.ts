@@ -1,0 +1,681 @@
+/**
+ * The server's limits on real loopback sockets: TCP connections that idle,
+ * dribble a frame (slowloris), send one too large or come too many at once
+ * are closed with a last `error` frame saying why; uploads that take long but
+ * keep coming are not; UDP floods from one address are dropped by its rate
+ * limit while other addresses and live sessions go on. Small limits keep each
+ * test within a few seconds.
+ */
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { sha256 } from "@noble/hashes/sha2";
+import { join } from "@std/path";
+import { ClientDriver } from "../lib/driver/client_driver.ts";
+import { ServerDriver, type ServerLimits } from "../lib/driver/server_driver.ts";
+import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import type { Message, MessageOf } from "../lib/wire/messages.ts";
+import {
+  assertOneErrorLine,
+  pollUntil,
+  runProgram,
+  SERVER_PATH,
+  serverArgs,
+  startClient,
+  startServer,
+  tempDir,
+  withTimeout,
+} from "./_processes.ts";
+
+const HOST = "127.0.0.1";
+const FAST_RETRY = { initialMs: 100, maxMs: 400, jitter: 0.2, giveUpMs: 5000 };
+
+/** Runs `fn` with a server with these limits, closing it and its data afterwards. */
+async function withServer(
+  limits: ServerLimits,
+  fn: (server: ServerDriver, dataDir: string) => Promise<void>,
+): Promise<void> {
+  const dataDir = await Deno.makeTempDir({ prefix: "switchboard_limits_" });
+  const server = await ServerDriver.start({
+    host: HOST,
+    udpPort: 0,
+    tcpPort: 0,
+    dataDir,
+    version: "0.0.0-test",
+    limits,
+  });
+  try {
+    await fn(server, dataDir);
+  } finally {
+    await server.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+/** Reads a connection to its end; returns the frames the server sent and how long it took. */
+async function framesUntilClosed(
+  conn: Deno.TcpConn,
+  ms: number,
+): Promise<{ messages: Message[]; elapsedMs: number }> {
+  const started = performance.now();
+  const chunks: number[] = [];
+  const buffer = new Uint8Array(4096);
+  const read = async () => {
+    while (true) {
+      let n: number | null;
+      try {
+        n = await conn.read(buffer);
+      } catch (error) {
+        if (error instanceof Deno.errors.ConnectionReset) return;
+        throw error;
+      }
+      if (n === null) return;
+      chunks.push(...buffer.subarray(0, n));
+    }
+  };
+  await withTimeout(read(), ms, "the server to close the connection");
+  const bytes = Uint8Array.from(chunks);
+  const messages: Message[] = [];
+  for (let at = 0; at + 4 <= bytes.length;) {
+    const length = new DataView(bytes.buffer, at).getUint32(0);
+    messages.push(decodeMessage(bytes.subarray(at + 4, at + 4 + length)));
+    at += 4 + length;
+  }
+  return { messages, elapsedMs: performance.now() - started };
+}
+
+function closingReason(messages: Message[]): string {
+  const last = messages.at(-1);
+  if (last?.type !== "error" || last.reqId !== 0) {
+    throw new Error(`expected a closing error frame, got ${JSON.stringify(messages)}`);
+  }
+  return last.message;
+}
+
+async function connect(server: ServerDriver): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: HOST, port: server.tcpPort, transport: "tcp" });
+}
+
+/** Sends one request over TCP and reads its reply. */
+async function askTcp(conn: Deno.TcpConn, request: Message): Promise<Message> {
+  await writeAll(conn, encodeFrame(encodeMessage(request)));
+  const header = new Uint8Array(4);
+  await readExactly(conn, header);
+  const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
+  await readExactly(conn, body);
+  return decodeMessage(body);
+}
+
+/** Writes every byte: `Conn.write` may take only part of a large buffer. */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+async function readExactly(conn: Deno.Conn, into: Uint8Array): Promise<void> {
+  let filled = 0;
+  while (filled < into.length) {
+    const n = await conn.read(into.subarray(filled));
+    if (n === null) throw new Error("the connection closed early");
+    filled += n;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Waits until `condition` holds, checking every 20 ms, for at most `ms`. */
+async function waitFor(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const until = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await delay(20);
+  }
+}
+
+/** A UDP socket that asks the server and waits (bounded) for the reply with the same reqId. */
+class RawUdp {
+  readonly socket: Deno.DatagramConn;
+  readonly #target: Deno.NetAddr;
+  constructor(hostname: string, serverPort: number) {
+    this.socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+    this.#target = { transport: "udp", hostname: HOST, port: serverPort };
+  }
+  async send(message: Message | Uint8Array): Promise<void> {
+    const bytes = message instanceof Uint8Array ? message : encodeMessage(message);
+    await this.socket.send(bytes, this.#target);
+  }
+  async ask(request: Message & { reqId: number }, ms = 10_000): Promise<Message> {
+    await this.send(request);
+    const until = performance.now() + ms;
+    while (true) {
+      const left = until - performance.now();
+      if (left <= 0) throw new Error(`no reply to ${request.type} ${request.reqId}`);
+      const [data] = await withTimeout(this.socket.receive(), left, `a reply to ${request.type}`);
+      const reply = decodeMessage(data);
+      if ("reqId" in reply && reply.reqId === request.reqId) return reply;
+    }
+  }
+  /** Like `ask`, but undefined if nothing comes within `ms`. */
+  async tryAsk(request: Message & { reqId: number }, ms: number): Promise<Message | undefined> {
+    try {
+      return await this.ask(request, ms);
+    } catch {
+      return undefined;
+    }
+  }
+  close(): void {
+    this.socket.close();
+  }
+}
+
+async function registerRaw(udp: RawUdp, name: string, reqId = 1): Promise<Uint8Array> {
+  const reply = await udp.ask({
+    type: "register",
+    reqId,
+    client: "00000000000000" + (reqId & 0xff).toString(16).padStart(2, "0"),
+    name,
+    udpPort: 0,
+    tcpPort: 5001,
+  });
+  if (reply.type !== "register_ok") throw new Error(`register ${name}: ${JSON.stringify(reply)}`);
+  return reply.token;
+}
+
+// ------------------------------------------------------------------ TCP
+
+Deno.test("ServerDriver closes a TCP connection idle for tcpIdleMs, saying why", async () => {
+  await withServer({ tcpIdleMs: 300, tcpFrameMs: 5000 }, async (server) => {
+    const conn = await connect(server);
+    try {
+      // A request answered, then silence.
+      const hello = await askTcp(conn, { type: "hello", reqId: 5, client: "0123456789abcdef" });
+      assertEquals(hello.type, "hello_ok");
+      const { messages, elapsedMs } = await framesUntilClosed(conn, 5000);
+      assertEquals(
+        closingReason(messages),
+        "Closing the connection: nothing came or went for 0.3 s",
+      );
+      assert(elapsedMs >= 250, `closed after ${elapsedMs} ms`);
+      assertEquals(server.traffic.tcpTimedOut, 1);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("ServerDriver closes a frame that dribbles in (slowloris) after tcpFrameMs", async () => {
+  await withServer({ tcpIdleMs: 10_000, tcpFrameMs: 500 }, async (server) => {
+    const conn = await connect(server);
+    try {
+      // A frame of 100 bytes, sent a byte every 50 ms: always progressing, never done in time.
+      const header = Uint8Array.of(0, 0, 0, 100);
+      const dribble = (async () => {
+        try {
+          for (const byte of [...header, ...new Uint8Array(100)]) {
+            await conn.write(Uint8Array.of(byte));
+            await delay(50);
+          }
+        } catch {
+          // closed by the server, as it should be
+        }
+      })();
+      const { messages, elapsedMs } = await framesUntilClosed(conn, 5000);
+      await dribble;
+      assertStringIncludes(
+        closingReason(messages),
+        "Closing the connection: a frame did not arrive whole within 0.5 s of its first byte",
+      );
+      assert(elapsedMs < 4500, `closed after ${elapsedMs} ms, before the frame could finish`);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("ServerDriver refuses a frame over the size limit with a clear error", async () => {
+  await withServer({}, async (server) => {
+    const conn = await connect(server);
+    try {
+      await conn.write(Uint8Array.of(0, 1, 0, 1)); // 65,537 bytes announced
+      const { messages } = await framesUntilClosed(conn, 5000);
+      assertEquals(
+        closingReason(messages),
+        "Closing the connection: Frame declares 65537 bytes; the limit is 65536",
+      );
+      assertEquals(server.traffic.rejected, 1);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("ServerDriver caps TCP connections per address and in all", async (t) => {
+  await t.step("per address", async () => {
+    await withServer({ maxConnectionsPerAddress: 2, tcpIdleMs: 10_000 }, async (server) => {
+      const first = await connect(server);
+      const second = await connect(server);
+      try {
+        await waitFor(() => server.connectionCount === 2, "two connections");
+        const third = await connect(server);
+        try {
+          const { messages } = await framesUntilClosed(third, 5000);
+          assertEquals(
+            closingReason(messages),
+            "Closing the connection: too many connections from 127.0.0.1 (the limit is 2); " +
+              "close one and try again",
+          );
+        } finally {
+          third.close();
+        }
+        assertEquals(server.traffic.tcpRefused, 1);
+        // Those admitted still work; closing one lets a new one in.
+        const hello = { type: "hello", reqId: 1, client: "0123456789abcdef" } as const;
+        assertEquals((await askTcp(second, hello)).type, "hello_ok");
+        first.close();
+        await waitFor(() => server.connectionCount === 1, "the first to be gone");
+        const fourth = await connect(server);
+        try {
+          assertEquals((await askTcp(fourth, hello)).type, "hello_ok");
+        } finally {
+          fourth.close();
+        }
+      } finally {
+        try {
+          first.close();
+        } catch {
+          // closed above
+        }
+        second.close();
+      }
+    });
+  });
+
+  await t.step("in all", async () => {
+    await withServer({ maxConnections: 1, tcpIdleMs: 10_000 }, async (server) => {
+      const first = await connect(server);
+      try {
+        await waitFor(() => server.connectionCount === 1, "one connection");
+        const second = await connect(server);
+        try {
+          const { messages } = await framesUntilClosed(second, 5000);
+          assertEquals(
+            closingReason(messages),
+            "Closing the connection: the server has too many connections (the limit is 1); " +
+              "try again later",
+          );
+        } finally {
+          second.close();
+        }
+      } finally {
+        first.close();
+      }
+    });
+  });
+});
+
+Deno.test("ServerDriver takes an upload that lasts longer than every limit while it keeps coming", async () => {
+  await withServer({ tcpIdleMs: 800, tcpFrameMs: 800 }, async (server) => {
+    const udp = new RawUdp(HOST, server.udpPort);
+    // Registered first: the registry write can take longer than the idle limit.
+    const token = await registerRaw(udp, "Slow Steady").catch((error) => {
+      udp.close();
+      throw error;
+    });
+    const conn = await connect(server);
+    try {
+      const chunks = Array.from({ length: 6 }, (_, i) => new Uint8Array(3000).fill(i + 1));
+      const content = Uint8Array.from(chunks.flatMap((c) => [...c]));
+      const upload: MessageOf<"upload"> = {
+        type: "upload",
+        reqId: 41,
+        client: "00000000000000c1",
+        token,
+        name: "slow.bin",
+        size: content.length,
+        sha256: sha256(content),
+      };
+      const started = performance.now();
+      await writeAll(conn, encodeFrame(encodeMessage(upload)));
+      for (const data of chunks) {
+        // Each frame arrives in two halves 200 ms apart, with 250 ms between frames:
+        // never silent for 800 ms, no frame slower than 800 ms, 2.7 s in all.
+        const frame = encodeFrame(encodeMessage({ type: "file_chunk", reqId: 41, data }));
+        await delay(250);
+        await writeAll(conn, frame.subarray(0, 1500));
+        await delay(200);
+        await writeAll(conn, frame.subarray(1500));
+      }
+      const header = new Uint8Array(4);
+      await withTimeout(readExactly(conn, header), 5000, "upload_ok");
+      const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
+      await readExactly(conn, body);
+      assertEquals(decodeMessage(body), { type: "upload_ok", reqId: 41, size: content.length });
+      assert(performance.now() - started > 2000, "the upload took longer than the limits");
+      assertEquals(server.traffic.tcpTimedOut, 0);
+    } finally {
+      conn.close();
+      udp.close();
+    }
+  });
+});
+
+Deno.test("ServerDriver closes a connection that stops reading its download", async () => {
+  await withServer({ tcpIdleMs: 500, tcpFrameMs: 5000 }, async (server) => {
+    const udp = new RawUdp(HOST, server.udpPort);
+    // Registered first: the registry write can take longer than the idle limit.
+    const token = await registerRaw(udp, "Stops Reading").catch((error) => {
+      udp.close();
+      throw error;
+    });
+    const conn = await connect(server);
+    try {
+      // 16 MiB: more than the loopback socket buffers of both ends hold.
+      const size = 16 * 1024 * 1024;
+      const content = new Uint8Array(size);
+      for (let i = 0; i < size; i += 4096) content[i] = i >> 12;
+      const client = "00000000000000d1";
+      await writeAll(
+        conn,
+        encodeFrame(encodeMessage({
+          type: "upload",
+          reqId: 1,
+          client,
+          token,
+          name: "big.bin",
+          size,
+          sha256: sha256(content),
+        })),
+      );
+      for (let at = 0; at < size; at += 60_000) {
+        const data = content.subarray(at, Math.min(size, at + 60_000));
+        await writeAll(conn, encodeFrame(encodeMessage({ type: "file_chunk", reqId: 1, data })));
+      }
+      const header = new Uint8Array(4);
+      await withTimeout(readExactly(conn, header), 10_000, "upload_ok");
+      const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
+      await readExactly(conn, body);
+      assertEquals(decodeMessage(body).type, "upload_ok");
+      // Ask for it back, and read nothing: the server's writes stall, then it gives up.
+      const before = server.traffic.tcpTimedOut;
+      await writeAll(
+        conn,
+        encodeFrame(encodeMessage({
+          type: "download",
+          reqId: 2,
+          client,
+          token,
+          name: "big.bin",
+        })),
+      );
+      await waitFor(
+        () => server.traffic.tcpTimedOut > before,
+        "the stalled download's close",
+        8000,
+      );
+      await waitFor(() => server.connectionCount === 0, "the connection to be gone");
+    } finally {
+      conn.close();
+      udp.close();
+    }
+  });
+});
+
+Deno.test("ClientDriver uploads under tight TCP limits and reconnects after an idle close", async () => {
+  await withServer({ tcpIdleMs: 500, tcpFrameMs: 1000 }, async (server, dataDir) => {
+    const client = await ClientDriver.open({
+      serverHost: HOST,
+      serverPort: server.udpPort,
+      udpPort: 0,
+      tcpPort: 5001,
+      name: "Idle Ida",
+      via: "udp",
+      retry: FAST_RETRY,
+    });
+    try {
+      const hello = await client.run({ kind: "hello" });
+      assert(hello.ok, JSON.stringify(hello));
+      const registered = await client.run({ kind: "register" });
+      assert(registered.ok, JSON.stringify(registered));
+      const path = join(dataDir, "blob.bin");
+      const bytes = new Uint8Array(2 * 1024 * 1024);
+      for (let i = 0; i < bytes.length; i += 65536) {
+        crypto.getRandomValues(bytes.subarray(i, i + 65536));
+      }
+      await Deno.writeFile(path, bytes);
+      const uploaded = await client.upload(path, "blob.bin");
+      assert(uploaded.ok, JSON.stringify(uploaded));
+      // The client keeps its connection; the server closes it once idle.
+      await waitFor(() => server.traffic.tcpTimedOut === 1, "the idle close", 5000);
+      await waitFor(() => server.connectionCount === 0, "the connection to be gone");
+      const again = await client.run({ kind: "tcp", text: "still here" });
+      assert(again.ok, JSON.stringify(again));
+      const files = await client.run({ kind: "files" });
+      assert(files.ok, JSON.stringify(files));
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ UDP
+
+Deno.test("ServerDriver rate-limits one address's flood without starving others or sessions", async () => {
+  await withServer({ rateLimit: 1, sessionRateLimit: 1000 }, async (server) => {
+    const flooder = new RawUdp("127.0.0.2", server.udpPort);
+    const neighbour = new RawUdp("127.0.0.2", server.udpPort);
+    const other = new RawUdp(HOST, server.udpPort);
+    try {
+      // A session on the flooding address, opened before the flood.
+      const token = await registerRaw(neighbour, "Near Flood", 1);
+      // 2,000 datagrams of garbage and 200 forged requests, in bursts of 110 (a
+      // socket's receive buffer holds about 256 small datagrams, and the server
+      // shares this test's event loop).
+      for (let i = 0; i < 2000; i++) {
+        await flooder.send(Uint8Array.of(0x53, 0x57, 2, 99, i & 0xff));
+        if (i % 10 === 0) {
+          await flooder.send({
+            type: "heartbeat",
+            reqId: i,
+            client: "00000000000000ee",
+            token: new Uint8Array(16),
+          });
+        }
+        if (i % 100 === 99) await delay(5);
+      }
+      await waitFor(
+        () => server.traffic.datagramsIn >= 1000,
+        "the flood to arrive (a loaded machine may drop some)",
+      );
+      assert(server.traffic.rateLimited > 500, `only ${server.traffic.rateLimited} dropped`);
+      // The flooding address gets nothing more without a session ...
+      const hello = { type: "hello", reqId: 7001, client: "00000000000000ef" } as const;
+      assertEquals(await flooder.tryAsk(hello, 300), undefined, "over its limit");
+      // ... but its live session goes on, and so does everyone else.
+      const beat = await neighbour.ask({
+        type: "heartbeat",
+        reqId: 7002,
+        client: "0000000000000001",
+        token,
+      });
+      assertEquals(beat.type, "heartbeat_ok");
+      assertEquals((await other.ask({ ...hello, reqId: 7003 })).type, "hello_ok");
+      await registerRaw(other, "Far Away", 2);
+      // A second later the bucket has earned a token: the address may ask again.
+      await delay(1100);
+      assertEquals((await flooder.ask({ ...hello, reqId: 7004 })).type, "hello_ok");
+    } finally {
+      flooder.close();
+      neighbour.close();
+      other.close();
+    }
+  });
+});
+
+Deno.test("ServerDriver with rate limits off answers every request", async () => {
+  await withServer({ rateLimit: 0, sessionRateLimit: 0 }, async (server) => {
+    const udp = new RawUdp(HOST, server.udpPort);
+    try {
+      // 600 hellos, three times the burst of the default limit, 50 at a time
+      // (a socket's receive buffer holds about 256 small datagrams).
+      let replies = 0;
+      for (let batch = 0; batch < 12; batch++) {
+        for (let i = 0; i < 50; i++) {
+          await udp.send({ type: "hello", reqId: batch * 50 + i, client: "00000000000000aa" });
+        }
+        for (let i = 0; i < 50; i++) {
+          try {
+            await withTimeout(udp.socket.receive(), 2000, "replies");
+          } catch {
+            break;
+          }
+          replies++;
+        }
+      }
+      assertEquals(server.traffic.rateLimited, 0);
+      assert(replies > 500, `${replies} replies (a loaded machine may drop a few)`);
+    } finally {
+      udp.close();
+    }
+  });
+});
+
+// ------------------------------------------------------------------ the server process
+
+Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when a limit triggers", async () => {
+  await using dir = await tempDir();
+  const logDir = dir.join("logs");
+  await using server = await startServer({
+    dataDir: dir.join("data"),
+    logDir,
+    extraArgs: ["--rate-limit", "10", "--max-connections-per-ip", "1", "--tcp-idle", "1"],
+  });
+  await server.waitForLine(
+    /^Limits: UDP per IP address 10\/s without a session, 2000\/s with one; TCP 1 connections per IP address, 512 in all, closed after 1 s idle or a frame slower than 30 s$/,
+  );
+  await server.waitForLine(/^Server running/);
+
+  // A flood from 127.0.0.2: 300 datagrams of garbage, far over 10/s.
+  const flooder = new RawUdp("127.0.0.2", server.udpPort);
+  try {
+    for (let i = 0; i < 300; i++) {
+      await flooder.send(Uint8Array.of(1, 2, 3, i & 0xff));
+      if (i % 50 === 49) await delay(5);
+    }
+  } finally {
+    flooder.close();
+  }
+  // Two TCP connections at once from one address: the second is refused; the first idles out.
+  const first = await Deno.connect({ hostname: HOST, port: server.tcpPort });
+  const second = await Deno.connect({ hostname: HOST, port: server.tcpPort });
+  try {
+    const refused = await framesUntilClosed(second, 5000);
+    assertStringIncludes(closingReason(refused.messages), "too many connections from 127.0.0.1");
+    const idled = await framesUntilClosed(first, 5000);
+    assertStringIncludes(closingReason(idled.messages), "nothing came or went for 1 s");
+  } finally {
+    first.close();
+    second.close();
+  }
+
+  let from = server.lines.length;
+  server.process.kill("SIGUSR2");
+  const onSignal = await server.waitForLine(/^Status: /, 5000, from);
+  const rateLimited = Number(/(\d+) rate-limited/.exec(onSignal)?.[1]);
+  assert(rateLimited > 100, onSignal);
+  assertStringIncludes(onSignal, "1 TCP refused, 1 TCP timed out");
+  // (The closed connections may still be counted: the server forgets them a moment after.)
+  assertStringIncludes(onSignal, "0 registered, 0 active (0 watching), ");
+
+  from = server.lines.length;
+  await server.program.write("status\n");
+  const typed = await server.waitForLine(/^Status: /, 5000, from);
+  assert(Number(/(\d+) rate-limited/.exec(typed)?.[1]) >= rateLimited, typed);
+  from = server.lines.length;
+  await server.program.write("help me\n");
+  await server.waitForLine(
+    /^Unknown command "help me": type status \(or press Enter\)$/,
+    5000,
+    from,
+  );
+  // The end of its input changes nothing: it still stops cleanly on a signal.
+  await server.program.closeStdin();
+  assertEquals(await server.stop("SIGTERM"), 0);
+  assertEquals(server.errorLines, [], "nothing on stderr: the limits log to the file only");
+
+  const log = await Deno.readTextFile(join(logDir, "server.log"));
+  const rateLines = log.split("\n").filter((line) => line.includes("Rate limit: dropped"));
+  assertEquals(rateLines.length, 1, "one line per address per 10 s, not one per datagram");
+  assertStringIncludes(rateLines[0], "UDP datagrams from 127.0.0.2 without a session");
+  assertStringIncludes(log, "TCP limit: refused 1 connections from 127.0.0.1");
+  assertStringIncludes(log, "Closed TCP connection 1 from 127.0.0.1");
+  assert(
+    log.split("\n").filter((line) => line.includes("INFO    switchboard.server: Status: "))
+      .length === 2,
+  );
+});
+
+Deno.test("client carries on, saying nothing, when the server closes its idle TCP connection", async () => {
+  await using dir = await tempDir();
+  const logDir = dir.join("logs");
+  await using server = await startServer({
+    dataDir: dir.join("data"),
+    logDir,
+    extraArgs: ["--tcp-idle", "0.5"],
+  });
+  await using client = startClient(
+    ["--server", server.address, "--name", "Ivy Idle", "--log-dir", logDir, "--tcp-port", "5001"],
+    { cwd: dir.path },
+  );
+  await client.write("register\ntcp first\n");
+  await client.waitForLine(/^Registered and logged in as "Ivy Idle"$/);
+  const first = client.stdout.lines.length;
+  await server.waitForLine(/first/);
+  // Past the idle limit: the server closes the client's connection, and logs it.
+  const logFile = join(logDir, "server.log");
+  await pollUntil(
+    async () => (await Deno.readTextFile(logFile)).includes("nothing came or went") || undefined,
+    5000,
+    "the idle close in the log",
+  );
+  await client.write("tcp second\n");
+  await server.waitForLine(/second/);
+  const result = await client.finished();
+  assertEquals(result.code, 0, result.stderr);
+  assertEquals(result.stderr, "");
+  assert(
+    !client.stdout.lines.slice(first).some((line) => /closed|connection|error/i.test(line)),
+    client.stdout.text,
+  );
+  assertEquals(await server.stop(), 0);
+});
+
+Deno.test("server refuses bad limit flags with exit 2 and lists them in --help", async () => {
+  await using dir = await tempDir();
+  const help = await runProgram(SERVER_PATH, { args: ["--help"] });
+  for (
+    const flag of [
+      "--rate-limit",
+      "--session-rate-limit",
+      "--max-connections",
+      "--max-connections-per-ip",
+      "--tcp-idle",
+      "--tcp-frame-timeout",
+    ]
+  ) {
+    assertStringIncludes(help.stdout, flag);
+  }
+  const cases: [string[], RegExp][] = [
+    [["--rate-limit", "1.5"], /--rate-limit must be a whole number from 0 to 1000000/],
+    [["--max-connections", "0"], /--max-connections must be a whole number from 1/],
+    [["--max-connections-per-ip", "x"], /--max-connections-per-ip must be a whole number/],
+    [["--tcp-idle", "0"], /--tcp-idle must be a number of seconds above 0/],
+    [["--tcp-frame-timeout", "soon"], /--tcp-frame-timeout must be a number of seconds/],
+  ];
+  for (const [args, pattern] of cases) {
+    const result = await runProgram(SERVER_PATH, {
+      args: [...serverArgs(dir.join("data"), dir.join("logs")), ...args],
+    });
+    assertEquals(result.code, 2, result.stderr);
+    assertOneErrorLine(result, pattern);
+  }
+});
