@@ -340,7 +340,7 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     assertEquals(a.nextTimeout(), 41_000);
   });
 
-  await t.step("retransmits every segment older than the RTO at once", () => {
+  await t.step("retransmits every outstanding segment once the oldest times out", () => {
     const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000 });
     a.send(0, bytes(10));
     a.send(0, bytes(10));
@@ -349,8 +349,9 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     a.onTimeout(999);
     assertEquals(drain(a), []);
     a.onTimeout(1000);
-    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1]);
-    assertEquals(a.nextTimeout(), 2500); // seq 2, sent at 500, with the RTO now 2000
+    // RFC 6675 5.1: seq 2 (sent at 500) goes too, not after another, doubled, RTO.
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2]);
+    assertEquals(a.nextTimeout(), 3000); // all resent at 1000, with the RTO now 2000
   });
 
   await t.step("takes RTT samples only from segments sent once (Karn)", () => {

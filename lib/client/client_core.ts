@@ -1133,6 +1133,26 @@ export class ClientCore {
     this.#drainPeer(now, peer);
   }
 
+  /**
+   * Tells whether `sendfile` has one open session to use, before the
+   * driver spends time hashing the file.
+   *
+   * @param to the peer's name, if given
+   * @returns undefined, or why not, one sentence
+   */
+  sendFileProblem(to?: string): string | undefined {
+    const open = this.#openPeers(to);
+    if (open.length === 1) return undefined;
+    if (open.length === 0) {
+      return to === undefined
+        ? "No open session; use connect NAME first"
+        : `No open session with "${to}"`;
+    }
+    return `Sessions with ${
+      open.map((p) => `"${p.peerName}"`).join(", ")
+    } are open; name one: sendfile @NAME PATH`;
+  }
+
   #fileCommand(
     now: number,
     command: Extract<
@@ -1151,21 +1171,9 @@ export class ClientCore {
       });
     }
     if (kind === "sendfile") {
-      const open = this.#openPeers(command.to);
-      if (open.length !== 1) {
-        return this.#fail(
-          kind,
-          open.length === 0
-            ? command.to === undefined
-              ? "No open session; use connect NAME first"
-              : `No open session with "${command.to}"`
-            : `Sessions with ${
-              open.map((p) => `"${p.peerName}"`).join(", ")
-            } are open; name one: sendfile @NAME PATH`,
-          "no_session",
-        );
-      }
-      const peer = open[0];
+      const problem = this.sendFileProblem(command.to);
+      if (problem !== undefined) return this.#fail(kind, problem, "no_session");
+      const peer = this.#openPeers(command.to)[0];
       const id = this.#transfers.offer(now, peer, command);
       this.#drainPeer(now, peer);
       return this.#result({
@@ -1442,7 +1450,7 @@ export class ClientCore {
         if (done) {
           this.#running = undefined;
           for (const t of mine) this.#transfersReported.add(t.id);
-          const failed = mine.filter((t) => t.state !== "done");
+          const failed = mine.filter((t) => t.state !== "done" && t.resumedBy === undefined);
           const lines = mine.map((t) => `${transferLine(t)}`);
           if (failed.length > 0) {
             return this.#fail(

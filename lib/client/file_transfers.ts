@@ -7,6 +7,7 @@
  * @module
  */
 import { toHex } from "../hex.ts";
+import { nameKey } from "../wire/client_name.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { FILE_CHUNK_BYTES, MAX_REASON_BYTES } from "../wire/peer_payload.ts";
 import type { FilePayload, PeerSession } from "./peer_session.ts";
@@ -60,6 +61,8 @@ export interface TransferInfo {
   readonly reason?: string;
   /** The local file: the source, or where a received file landed. */
   readonly path?: string;
+  /** An interrupted transfer: the later transfer of the same file, with the same peer, that resumed it. */
+  readonly resumedBy?: number;
 }
 
 /** What the transfers ask the driver to do, or report. */
@@ -118,6 +121,7 @@ export type TransferEventKind =
 
 interface Transfer {
   id: number;
+  resumedBy?: number;
   /** The id on the wire: the sender's local id. */
   wireId: number;
   direction: TransferDirection;
@@ -147,6 +151,12 @@ const MAX_READS = 4;
  * twice the largest congestion window, so the window never waits for the disk.
  */
 const MAX_BACKLOG_SEGMENTS = 2048;
+/** Segments of one chunk on the channel (1100 bytes of payload a segment). */
+const CHUNK_SEGMENTS = Math.ceil(FILE_CHUNK_BYTES / 1100);
+/** The backlog allowed on top of twice the congestion window: the reads in flight. */
+const MIN_BACKLOG_SEGMENTS = MAX_READS * CHUNK_SEGMENTS;
+/** The reason a cancel by a user carries (others report a problem). */
+const USER_CANCEL_REASON = "cancelled by the user";
 /** Progress events at most this often per transfer, ms. */
 const PROGRESS_INTERVAL_MS = 500;
 
@@ -276,7 +286,7 @@ export class FileTransfers {
       kind: "file_cancel",
       transfer: t.wireId,
       bySender: t.direction === "send",
-      reason: "cancelled by the user",
+      reason: USER_CANCEL_REASON,
     });
     this.#end(t, "cancelled", "cancelled by you");
     return undefined;
@@ -320,7 +330,14 @@ export class FileTransfers {
       case "file_decline":
         return this.#end(t, "declined", `"${t.session.peerName}" declined it: ${payload.reason}`);
       case "file_cancel":
-        return this.#end(t, "cancelled", `"${t.session.peerName}" cancelled it: ${payload.reason}`);
+        // A cancel by the other user is a cancel; one for a problem (a full disk) is a failure.
+        return this.#end(
+          t,
+          payload.reason === USER_CANCEL_REASON ? "cancelled" : "failed",
+          `"${t.session.peerName}" ${
+            payload.reason === USER_CANCEL_REASON ? "cancelled it" : "stopped it"
+          }: ${payload.reason}`,
+        );
       case "file_done":
         if (!payload.ok) {
           return this.#end(t, "failed", `"${t.session.peerName}": ${payload.reason}`);
@@ -505,6 +522,17 @@ export class FileTransfers {
       reads: 0,
       chunks: new Map(),
     };
+    // Sending a file again after an interruption resumes it: the earlier attempt is not a failure.
+    const sha = toHex(t.sha256);
+    for (const old of this.#transfers.values()) {
+      if (
+        old.state === "interrupted" && old.resumedBy === undefined &&
+        old.direction === t.direction && old.name === t.name && toHex(old.sha256) === sha &&
+        nameKey(old.session.peerName) === nameKey(t.session.peerName)
+      ) {
+        old.resumedBy = t.id;
+      }
+    }
     this.#transfers.set(t.id, t);
     return t;
   }
@@ -569,8 +597,8 @@ export class FileTransfers {
       for (const t of this.#transfers.values()) {
         if (t.direction !== "send" || t.state !== "active" || t.next >= t.size) continue;
         if (t.reads >= MAX_READS) continue;
-        const queued = t.session.backlog + t.reads * Math.ceil(FILE_CHUNK_BYTES / 1100);
-        if (queued >= MAX_BACKLOG_SEGMENTS) continue;
+        const queued = t.session.backlog + t.reads * CHUNK_SEGMENTS;
+        if (queued >= backlogLimit(t.session)) continue;
         const length = Math.min(FILE_CHUNK_BYTES, t.size - t.next);
         this.#outputs.push({ type: "read", id: t.id, path: t.path!, offset: t.next, length });
         t.next += length;
@@ -660,6 +688,19 @@ export class FileTransfers {
   }
 }
 
+/**
+ * Segments a session's channel may hold before more chunks are read: twice
+ * its congestion window plus the reads in flight, so the window stays full,
+ * but no more: what is queued must go out before a cancel, a verdict or a
+ * chat message on the same channel, so megabytes queued on a slow or lossy
+ * link would let a cancelled file arrive whole and hold chat back for seconds.
+ */
+function backlogLimit(session: PeerSession): number {
+  const window = session.channel?.congestionWindow;
+  if (window === undefined) return MAX_BACKLOG_SEGMENTS;
+  return Math.min(MAX_BACKLOG_SEGMENTS, 2 * window + MIN_BACKLOG_SEGMENTS);
+}
+
 function info(t: Transfer): TransferInfo {
   return {
     id: t.id,
@@ -673,6 +714,7 @@ function info(t: Transfer): TransferInfo {
     startOffset: t.startOffset,
     ...(t.reason === undefined ? {} : { reason: t.reason }),
     ...(t.path === undefined ? {} : { path: t.path }),
+    ...(t.resumedBy === undefined ? {} : { resumedBy: t.resumedBy }),
   };
 }
 

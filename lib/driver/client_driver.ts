@@ -10,7 +10,7 @@ import { TransferFiles } from "./transfer_files.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
-import { sha256 } from "@noble/hashes/sha2";
+import { createSha256, hashFile, type Sha256 } from "./file_hash.ts";
 import { basename, dirname } from "@std/path";
 import {
   ClientCore,
@@ -86,7 +86,7 @@ interface Download {
   size: number;
   sha256: string;
   received: number;
-  hasher: ReturnType<typeof sha256.create>;
+  hasher: Sha256;
   done: PromiseWithResolvers<CommandResult>;
   failed?: string;
 }
@@ -255,6 +255,11 @@ export class ClientDriver {
       const info = await Deno.stat(path);
       if (!info.isFile) throw new Error("it is not a regular file");
       size = info.size;
+      // Before hashing what may be gigabytes: is there a session to send it over?
+      const noSession = this.#core.sendFileProblem(to);
+      if (noSession !== undefined) {
+        return { ok: false, command: "sendfile", error: noSession, code: "no_session" };
+      }
       digest = await hashFile(
         path,
         (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: size }),
@@ -536,7 +541,7 @@ export class ClientDriver {
         size: 0,
         sha256: "",
         received: 0,
-        hasher: sha256.create(),
+        hasher: createSha256(),
         done: Promise.withResolvers<CommandResult>(),
       };
       this.#pendingDownload = undefined;
@@ -703,22 +708,6 @@ export class ClientDriver {
       this.#drain();
     }
   }
-}
-
-async function hashFile(path: string, progress: (done: number) => void): Promise<Uint8Array> {
-  const hasher = sha256.create();
-  const file = await Deno.open(path);
-  let done = 0;
-  try {
-    for await (const chunk of file.readable) {
-      hasher.update(chunk);
-      done += chunk.length;
-      progress(done);
-    }
-  } catch (error) {
-    throw error;
-  }
-  return hasher.digest();
 }
 
 /** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack socket) as `127.0.0.1`. */

@@ -577,10 +577,22 @@ export class Simulation {
       case "send_end":
         return;
       case "receive_begin": {
-        const partial = `downloads/.${op.name}.${op.sha256.slice(0, 16)}.part`;
-        const have = (client.files.get(partial) ?? new Uint8Array()).slice(0, op.size);
+        // As the real driver: two transfers of the same content at once do
+        // not share a partial file; the second gets one of its own.
+        const shared = `downloads/.${op.name}.${op.sha256.slice(0, 16)}.part`;
+        const own = this.#claimed.has(`${client.address}/${shared}`);
+        const partial = own ? shared.replace(/\.part$/, `.${op.id}.part`) : shared;
+        this.#claimed.add(`${client.address}/${partial}`);
+        const have = own
+          ? new Uint8Array()
+          : (client.files.get(partial) ?? new Uint8Array()).slice(0, op.size);
         client.files.set(partial, have);
-        receiving.set(`${client.address}/${op.id}`, { partial, name: op.name, sha256: op.sha256 });
+        receiving.set(`${client.address}/${op.id}`, {
+          partial,
+          own,
+          name: op.name,
+          sha256: op.sha256,
+        });
         return core.fileReceiveReady(now, op.id, have.length);
       }
       case "write": {
@@ -591,6 +603,7 @@ export class Simulation {
         if (used + op.data.length > client.diskBytes) {
           client.files.delete(r.partial);
           receiving.delete(`${client.address}/${op.id}`);
+          this.#claimed.delete(`${client.address}/${r.partial}`);
           return core.fileFailed(
             now,
             op.id,
@@ -608,6 +621,7 @@ export class Simulation {
         const r = receiving.get(key);
         if (r === undefined) return;
         receiving.delete(key);
+        this.#claimed.delete(`${client.address}/${r.partial}`);
         const data = client.files.get(r.partial)!;
         client.files.delete(r.partial);
         if (toHex(sha256(data)) !== r.sha256) {
@@ -624,13 +638,20 @@ export class Simulation {
         const key = `${client.address}/${op.id}`;
         const r = receiving.get(key);
         receiving.delete(key);
-        if (r !== undefined && !op.keepPartial) client.files.delete(r.partial);
+        if (r === undefined) return;
+        this.#claimed.delete(`${client.address}/${r.partial}`);
+        if (!op.keepPartial || r.own) client.files.delete(r.partial);
         return;
       }
     }
   }
 
-  #receiving = new Map<string, { partial: string; name: string; sha256: string }>();
+  #receiving = new Map<
+    string,
+    { partial: string; own: boolean; name: string; sha256: string }
+  >();
+  /** `address/path` of the partial files a receiving transfer holds. */
+  #claimed = new Set<string>();
 
   #drainServer(): void {
     const server = this.#server;

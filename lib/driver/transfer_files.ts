@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { sha256 } from "@noble/hashes/sha2";
+import { createSha256, type Sha256 } from "./file_hash.ts";
 import { extname, join } from "@std/path";
 import type { FileOperation } from "../client/client_core.ts";
 import { toHex } from "../hex.ts";
@@ -30,8 +30,13 @@ interface Receiving {
   size: number;
   sha256: string;
   partial: string;
+  /**
+   * True for a partial file of this transfer alone (another transfer of the
+   * same content holds the usual one): never resumed, removed if it stops.
+   */
+  own: boolean;
   file?: Deno.FsFile;
-  hasher: ReturnType<typeof sha256.create>;
+  hasher: Sha256;
   broken: boolean;
 }
 
@@ -69,6 +74,8 @@ export class TransferFiles {
   #sending = new Map<number, Sending>();
   #receiving = new Map<number, Receiving>();
   #chains = new Map<number, Promise<void>>();
+  /** Partial files held by a receiving transfer, from its begin until its file work is over. */
+  #claimed = new Set<string>();
 
   /**
    * @param downloadDir where received files land
@@ -100,6 +107,7 @@ export class TransferFiles {
     for (const r of this.#receiving.values()) r.file?.close();
     this.#sending.clear();
     this.#receiving.clear();
+    this.#claimed.clear();
   }
 
   async #do(op: FileOperation): Promise<void> {
@@ -146,19 +154,30 @@ export class TransferFiles {
   async #begin(
     op: Extract<FileOperation, { type: "receive_begin" }>,
   ): Promise<void> {
-    const partial = partialPath(this.#dir, op.name, op.sha256);
+    // Two transfers of the same content at once must not share a partial
+    // file: the second gets one of its own.
+    const shared = partialPath(this.#dir, op.name, op.sha256);
+    const own = this.#claimed.has(shared);
+    const partial = own ? `${shared.slice(0, -".part".length)}.${op.id}.part` : shared;
+    this.#claimed.add(partial);
     const r: Receiving = {
       name: op.name,
       size: op.size,
       sha256: op.sha256,
       partial,
-      hasher: sha256.create(),
+      own,
+      hasher: createSha256(),
       broken: false,
     };
     this.#receiving.set(op.id, r);
     try {
       await Deno.mkdir(this.#dir, { recursive: true });
-      r.file = await Deno.open(partial, { read: true, write: true, create: true });
+      // Only a regular file is resumed: a link planted there must not redirect the peer's bytes.
+      const existing = await Deno.lstat(partial).catch(() => undefined);
+      if (existing !== undefined && !existing.isFile) {
+        throw new Error(`${partial} is in the way and is not a regular file`);
+      }
+      r.file = await Deno.open(partial, { read: true, write: true, create: true, truncate: own });
       const size = (await r.file.stat()).size;
       const have = Math.min(size, op.size);
       // Resume: the part already there goes into the hash; more than the file is cut.
@@ -211,6 +230,7 @@ export class TransferFiles {
       const actual = toHex(r.hasher.digest());
       if (actual !== r.sha256) {
         await Deno.remove(r.partial).catch(() => {});
+        this.#claimed.delete(r.partial);
         this.#report.failed(
           id,
           `The SHA-256 of "${r.name}" as received (${actual.slice(0, 16)}…) does not match ` +
@@ -218,10 +238,13 @@ export class TransferFiles {
         );
         return;
       }
-      this.#report.received(id, await placeWithoutOverwriting(r.partial, this.#dir, r.name));
+      const path = await placeWithoutOverwriting(r.partial, this.#dir, r.name);
+      this.#claimed.delete(r.partial);
+      this.#report.received(id, path);
     } catch (error) {
       r.file?.close();
       await Deno.remove(r.partial).catch(() => {});
+      this.#claimed.delete(r.partial);
       this.#report.failed(id, `Cannot store ${r.name}: ${(error as Error).message}`);
     }
   }
@@ -232,7 +255,8 @@ export class TransferFiles {
     this.#receiving.delete(id);
     r.file?.close();
     r.file = undefined;
-    if (!keepPartial) await Deno.remove(r.partial).catch(() => {});
+    if (!keepPartial || r.own) await Deno.remove(r.partial).catch(() => {});
+    this.#claimed.delete(r.partial);
   }
 }
 

@@ -101,6 +101,13 @@ export interface ReliableChannelOptions {
  */
 export const THIN_STREAM_BYTES = 4 * MAX_SEGMENT_PAYLOAD;
 
+/**
+ * The fast retransmit threshold of a stream that is not thin, at least (as
+ * TCP's three duplicate acks): a bulk transfer over a path that reorders
+ * does not take every overtaken segment for lost.
+ */
+export const BULK_DUP_THRESH = 3;
+
 /** The options of a channel with every default filled in. */
 export type ResolvedChannelOptions = Required<ReliableChannelOptions>;
 
@@ -354,6 +361,11 @@ export class ReliableChannel {
     return this.#send.size;
   }
 
+  /** The congestion window, segments (the send window without congestion control). */
+  get congestionWindow(): number {
+    return this.#cc?.window ?? this.#sendLimit();
+  }
+
   /** Why the channel died, or `undefined` while it is alive. */
   get deadReason(): string | undefined {
     return this.#dead;
@@ -474,11 +486,22 @@ export class ReliableChannel {
     const rto = this.#currentRto();
     const inFlight = this.#inFlight();
     let due = 0;
-    for (let oldest = this.#oldestTransmission(); oldest; oldest = this.#oldestTransmission()) {
-      if (oldest.sentAt + rto > now) break;
-      this.#transmissionsHead++;
-      this.#markLost(oldest);
-      due++;
+    const oldest = this.#oldestTransmission();
+    if (oldest !== undefined && oldest.sentAt + rto <= now) {
+      // As RFC 6675 section 5.1: after a timeout everything outstanding is
+      // taken as lost and resent as the reduced window allows. Marking only
+      // what is older than the (now doubled) RTO would leave the rest
+      // counted in flight above the window, and stall the sender until the
+      // backoff reaches maxRtoMs.
+      for (
+        let next: OutgoingSegment | undefined = oldest;
+        next;
+        next = this.#oldestTransmission()
+      ) {
+        this.#transmissionsHead++;
+        this.#markLost(next);
+        due++;
+      }
     }
     if (due > 0) {
       this.#stats.timeoutRetransmissions += due;
@@ -598,14 +621,23 @@ export class ReliableChannel {
 
   #noteAckedOrder(order: number): void {
     const orders = this.#ackedOrders;
+    const keep = Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
+    if (orders.length >= keep && order <= orders[keep - 1]) return;
     orders.push(order);
     orders.sort((x, y) => y - x);
-    if (orders.length > this.#options.dupThresh) orders.length = this.#options.dupThresh;
+    if (orders.length > keep) orders.length = keep;
   }
 
-  /** Marks lost every unacked segment with `dupThresh` acked transmissions after its own. */
+  /**
+   * Marks lost every unacked segment with `dupThresh` acked transmissions
+   * after its own; at least {@linkcode BULK_DUP_THRESH} once the stream is
+   * not thin, so that reordering within a bulk flow is not taken for loss.
+   */
   #findLosses(): void {
-    const threshold = this.#ackedOrders[this.#options.dupThresh - 1];
+    const dupThresh = this.#send.unackedBytes <= THIN_STREAM_BYTES
+      ? this.#options.dupThresh
+      : Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
+    const threshold = this.#ackedOrders[dupThresh - 1];
     if (threshold === undefined) return;
     const inFlight = this.#inFlight();
     for (let oldest = this.#oldestTransmission(); oldest; oldest = this.#oldestTransmission()) {

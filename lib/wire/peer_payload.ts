@@ -70,7 +70,8 @@ const KINDS = Object.fromEntries(Object.entries(TAGS).map(([k, v]) => [v, k])) a
 >;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the text, not a byte order mark to drop.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Encodes a peer payload: a tag byte, then big-endian fields (transfer u32,
@@ -136,6 +137,7 @@ export function encodePeerPayload(payload: PeerPayload): Uint8Array {
  * @throws {ProtocolError} for an unknown tag, a short message, bad UTF-8 or a value out of range
  */
 export function decodePeerPayload(bytes: Uint8Array): PeerPayload {
+  if (bytes.length === 0) throw new ProtocolError("truncated", "A peer payload is empty");
   const kind = KINDS[bytes[0]];
   if (kind === undefined) {
     throw new ProtocolError("unknown_type", `Unknown peer payload tag ${bytes[0]}`);
