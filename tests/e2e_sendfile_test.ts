@@ -830,3 +830,55 @@ Deno.test("sendfile rejects a missing file, a directory, a bad name and no sessi
   }
   assertEquals(await s.server.stop(), 0);
 });
+
+Deno.test("two transfers into one receiver at once share its link fairly (within 2x)", async () => {
+  // Alice and Carol each send Bob 12 MiB at the same time. Bob's one UDP
+  // socket, and its buffer, is the bottleneck both congestion windows share.
+  await using s = await setup();
+  const size = 12 * MIB;
+  const files = { Alice: s.dir.join("from-alice.bin"), Carol: s.dir.join("from-carol.bin") };
+  const digests = {
+    Alice: await randomFile(files.Alice, size),
+    Carol: await randomFile(files.Carol, size),
+  };
+  const bob = await s.client("Bob", undefined, "--json", "--accept-files");
+  await using _bob = bob;
+  await type(bob, "register Bob");
+  await loggedIn(bob, "Bob");
+  const senders = await Promise.all(
+    (["Alice", "Carol"] as const).map((name) => s.client(name, undefined, "--json")),
+  );
+  await using _alice = senders[0];
+  await using _carol = senders[1];
+  for (const [i, name] of (["Alice", "Carol"] as const).entries()) {
+    await type(senders[i], `register ${name}`, "connect Bob");
+    await type(bob, "accept");
+    await waitForEvent(senders[i], name, (l) => l.command === "connect" && l.ok === true);
+  }
+  // Both offers go at once; each sender's time runs from there to its verified end.
+  const started = performance.now();
+  const took: Record<string, number> = {};
+  await Promise.all((["Alice", "Carol"] as const).map(async (name, i) => {
+    await type(senders[i], `sendfile ${files[name]}`, "wait transfers within 120", "terminate");
+    await senders[i].closeStdin();
+    await senders[i].waitForLine(/^\{"event":"file_done"/, RUN_MS);
+    took[name] = performance.now() - started;
+  }));
+  await type(bob, "exit");
+  await bob.closeStdin();
+  for (const program of [...senders, bob]) {
+    const result = await program.finished(RUN_MS);
+    assertEquals(result.code, 0, describe("client", result));
+  }
+  for (const name of ["Alice", "Carol"] as const) {
+    const dest = `${downloads(s.dir, "Bob")}/from-${name.toLowerCase()}.bin`;
+    assertEquals(await sha256Of(dest), digests[name], `${name}'s file arrived intact`);
+  }
+  const [fast, slow] = [Math.min(took.Alice, took.Carol), Math.max(took.Alice, took.Carol)];
+  console.log(
+    `  12 MiB each at once: Alice ${Math.round(took.Alice)} ms, Carol ${
+      Math.round(took.Carol)
+    } ms (slower/faster ${(slow / fast).toFixed(2)})`,
+  );
+  assertLess(slow / fast, 2, "neither transfer took twice as long as the other");
+});
