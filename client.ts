@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { PEER_CHANNEL_OPTIONS } from "./lib/client/client_core.ts";
+import { formatBytes } from "./lib/client/file_transfers.ts";
 import { fromHex } from "./lib/hex.ts";
 import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
@@ -55,7 +57,10 @@ Flags:
   --identity FILE     the identity file (default DATA-DIR/identities.json)
   --password-file F   read the login password from F (password servers, script mode);
                       the SWITCHBOARD_PASSWORD variable works too
-  --download-dir DIR  where download puts files without a DEST (default ./downloads)
+  --download-dir DIR  where download and files from peers land (default ./downloads)
+  --accept-files      accept every file a peer offers (else: acceptfile / declinefile)
+  --channel-mode M    selective (default), or stop-and-wait: seed 001's one segment
+                      at a time with a 10 s timeout, only as a baseline for benchmarks
   --script FILE       run the commands in FILE instead of reading standard input
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
@@ -80,6 +85,8 @@ interface ClientFlags {
   identityFile: string;
   passwordFile?: string;
   downloadDir: string;
+  acceptFiles: boolean;
+  channelMode: "selective" | "stop_and_wait";
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -97,10 +104,11 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     "identity",
     "password-file",
     "download-dir",
+    "channel-mode",
   ];
   const parsed = parseArgs(args, {
     string: strings,
-    boolean: ["help", "version", "json"],
+    boolean: ["help", "version", "json", "accept-files"],
     alias: { h: "help", V: "version" },
     default: {
       "udp-port": "0",
@@ -109,10 +117,11 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
       "log-level": "info",
       "data-dir": "./data/client",
       "download-dir": "./downloads",
+      "channel-mode": "selective",
     },
   });
   requireValues(args, parsed, strings);
-  rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "h", "V"]);
+  rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "accept-files", "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const via = parsed.transport;
@@ -122,6 +131,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
   const logLevel = parsed["log-level"];
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
+  }
+  const channelMode = parsed["channel-mode"];
+  if (channelMode !== "selective" && channelMode !== "stop-and-wait") {
+    throw new UsageError(`--channel-mode must be selective or stop-and-wait, not "${channelMode}"`);
   }
   const name = parsed.name;
   if (name !== undefined) {
@@ -146,6 +159,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
     passwordFile: parsed["password-file"],
     downloadDir: parsed["download-dir"],
+    acceptFiles: parsed["accept-files"],
+    channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
   };
 }
 
@@ -195,9 +210,42 @@ class Output {
   clientEvent(event: ClientEvent): void {
     if (this.#json) {
       console.log(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+    } else if (event.kind === "file_progress" && Deno.stderr.isTerminal()) {
+      this.#progressBar(event);
     } else {
+      if (this.#barShown) this.#endBar();
       console.log(printable(event.message));
     }
+  }
+
+  #barShown = false;
+
+  /** One line on the terminal, redrawn: bar, bytes, rate and time left. */
+  #progressBar(event: ClientEvent): void {
+    const d = event.data as {
+      name: string;
+      done: number;
+      size: number;
+      rate: number;
+      etaSeconds: number | null;
+      direction: string;
+    };
+    const fraction = d.size === 0 ? 1 : d.done / d.size;
+    const width = 24;
+    const filled = Math.round(fraction * width);
+    const bar = "#".repeat(filled) + "-".repeat(width - filled);
+    const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
+    const line = `${d.direction === "send" ? "→" : "←"} ${d.name} [${bar}] ${
+      Math.floor(fraction * 100)
+    }% ${formatBytes(d.done)}/${formatBytes(d.size)} ${formatBytes(d.rate)}/s${eta}`;
+    Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K${printable(line)}`));
+    this.#barShown = true;
+    if (d.done >= d.size) this.#endBar();
+  }
+
+  #endBar(): void {
+    Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    this.#barShown = false;
   }
 
   #progressAt = 0;
@@ -224,6 +272,12 @@ class Output {
 }
 
 const encoder = new TextEncoder();
+
+function formatSeconds(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  const m = Math.floor(seconds / 60), sec = seconds % 60;
+  return m < 60 ? `${m} min ${sec} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
 
 async function ask(lines: LineReader, question: string): Promise<string> {
   await Deno.stdout.write(encoder.encode(question));
@@ -376,6 +430,11 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       identityFile: settings.identityFile,
       onEvent: (event) => output.clientEvent(event),
       onProgress: (progress) => output.progress(progress),
+      downloadDir: settings.downloadDir,
+      acceptFiles: settings.acceptFiles,
+      peerChannel: settings.channelMode === "selective"
+        ? undefined
+        : { ...PEER_CHANNEL_OPTIONS, mode: "stop_and_wait", copies: 1 },
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -434,6 +493,8 @@ async function commandResult(context: Context, command: Command): Promise<Comman
       return await generate(command.file, command.count);
     case "upload":
       return await client.upload(command.file, command.name ?? basename(command.file));
+    case "sendfile":
+      return await client.sendFile(command.path, command.to);
     case "download": {
       const problem = fileNameProblem(command.name);
       if (problem !== undefined) {

@@ -152,6 +152,12 @@ export async function startServers(
     options.logDir,
     "--log-level",
     "warning",
+    // A load generator is one address sending thousands of requests a
+    // second: the per-address rate limits would measure themselves.
+    "--rate-limit",
+    "0",
+    "--session-rate-limit",
+    "0",
     ...(options.serverFlags ?? []),
   ], {
     ...common,

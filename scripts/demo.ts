@@ -142,6 +142,8 @@ async function main(): Promise<number> {
       "5001",
       "--data-dir",
       join(tmp, "alice"),
+      "--download-dir",
+      join(tmp, "alice-downloads"),
     ], true);
     await alice.waitFor(/^Connected to server/);
     await alice.type("register");
@@ -174,7 +176,10 @@ async function main(): Promise<number> {
     if (bob !== 0) throw new Error(`Bob's script failed with exit code ${bob}`);
     await alice.waitFor(/"Bob Jones" went offline/);
 
-    step("Bob comes back later (login uses the identity saved by register) and chats with Alice");
+    step(
+      "Bob comes back later (login uses the identity saved by register), chats with Alice " +
+        "and sends her the readings directly",
+    );
     const chatDir = await Deno.makeTempDir({ prefix: "switchboard-demo-script-" });
     const bobScript = join(chatDir, "commands.txt");
     const bobCommands = [
@@ -182,6 +187,8 @@ async function main(): Promise<number> {
       "connect Alice Smith",
       "send Hi Alice, this goes straight to you over UDP, no server in between",
       "send Retransmitted if lost, delivered once and in order",
+      `sendfile ${csv}`,
+      "wait transfers within 60",
       "wait messages 1 from Alice Smith within 30",
       "terminate",
       "delete readings.csv",
@@ -194,7 +201,10 @@ async function main(): Promise<number> {
     await alice.type("accept");
     await alice.waitFor(/^Connected with "Bob Jones"/);
     await alice.waitFor(/^\[Bob Jones\] Retransmitted/);
-    await alice.type("send Hello Bob, got both of them");
+    await alice.waitFor(/offers "readings\.csv"/);
+    await alice.type("acceptfile");
+    await alice.waitFor(/^Received "readings\.csv" from "Bob Jones"/);
+    await alice.type("send Hello Bob, got both of them, and the file");
     await alice.waitFor(/^Delivered to "Bob Jones"/);
     await alice.waitFor(/"Bob Jones" ended the session/);
     const again = await bobAgain.finish();
@@ -219,8 +229,8 @@ async function main(): Promise<number> {
     step(`${join(logDir, "server.log")}`);
     console.log(await Deno.readTextFile(join(logDir, "server.log")));
     console.log(
-      "Demo finished: identities, presence, discovery, files, a peer-to-peer chat and " +
-        "deregistration all worked.",
+      "Demo finished: identities, presence, discovery, files, a peer-to-peer chat, a " +
+        "peer-to-peer file transfer and deregistration all worked.",
     );
     return 0;
   } catch (error) {

@@ -317,6 +317,12 @@ export interface ProgramOptions {
   cwd?: string;
   /** More environment variables (`NO_COLOR=1` is always set). */
   env?: Record<string, string>;
+  /**
+   * A command that runs the program for it, given the `deno run ...` command
+   * line as its last arguments: `["unshare", "-rm", "sh", "-c", SCRIPT, "sh"]`
+   * (default: none, Deno runs the program directly).
+   */
+  wrapper?: readonly string[];
 }
 
 /** A running program with piped standard streams. */
@@ -346,8 +352,18 @@ export class RunningProgram implements AsyncDisposable {
     options: ProgramOptions = {},
   ) {
     this.#label = label;
-    this.process = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...PERMISSIONS, "--config", CONFIG_PATH, script, ...args],
+    const command = [
+      ...(options.wrapper ?? []),
+      Deno.execPath(),
+      "run",
+      ...PERMISSIONS,
+      "--config",
+      CONFIG_PATH,
+      script,
+      ...args,
+    ];
+    this.process = new Deno.Command(command[0], {
+      args: command.slice(1),
       cwd: options.cwd,
       stdin: "piped",
       stdout: "piped",

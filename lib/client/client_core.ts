@@ -29,6 +29,13 @@ import {
   type ReliableChannelOptions,
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
+import {
+  FileTransfers,
+  type FileTransfersOutput,
+  formatBytes,
+  type TransferEventKind,
+  type TransferInfo,
+} from "./file_transfers.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { Command } from "./command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
@@ -70,7 +77,9 @@ export type FailureCode =
   | "rejected"
   | "no_session"
   | "no_request"
-  | "peer_gone";
+  | "peer_gone"
+  | "no_transfer"
+  | "transfer_failed";
 
 /** Something that happened without a command: presence news, a session's end. */
 export interface ClientEvent {
@@ -84,7 +93,8 @@ export interface ClientEvent {
     | "request"
     | "request_refused"
     | "message"
-    | "peer_ended";
+    | "peer_ended"
+    | TransferEventKind;
   /** One line for people. */
   readonly message: string;
   /** The facts, for `--json`. */
@@ -107,7 +117,12 @@ export type ClientOutput =
   /** Send a datagram to another client. */
   | { readonly type: "peer_send"; readonly to: PeerAddress; readonly message: PeerMessage }
   /** A peer message was sent, acknowledged or delivered (for the log and the simulator). */
-  | { readonly type: "trace"; readonly trace: PeerTrace };
+  | { readonly type: "trace"; readonly trace: PeerTrace }
+  /** File work for a transfer between peers; report back with the `file...` methods. */
+  | { readonly type: "file"; readonly op: FileOperation };
+
+/** The file work of peer transfers: read, write, verify, close. */
+export type FileOperation = Exclude<FileTransfersOutput, { type: "event" }>;
 
 /** One step of a peer message's life, for the log and the simulator's invariants. */
 export interface PeerTrace {
@@ -134,8 +149,20 @@ export type CoreCommand =
     readonly sha256: Uint8Array;
   }
   | { readonly kind: "download"; readonly name: string }
+  /** `sendfile` once the driver has read the file's size and SHA-256. */
+  | {
+    readonly kind: "sendfile";
+    readonly to?: string;
+    readonly path: string;
+    readonly name: string;
+    readonly size: number;
+    readonly sha256: Uint8Array;
+  }
   /** The user commands the core runs as typed. */
-  | Exclude<Command, { kind: "login" | "upload" | "download" | "generate" | "help" | "exit" }>;
+  | Exclude<
+    Command,
+    { kind: "login" | "upload" | "download" | "sendfile" | "generate" | "help" | "exit" }
+  >;
 
 /** Options of a {@linkcode ClientCore}. */
 export interface ClientCoreOptions {
@@ -155,6 +182,8 @@ export interface ClientCoreOptions {
   server: string;
   /** Options of peer sessions' reliable channels (default: the low-latency preset). */
   peerChannel?: ReliableChannelOptions;
+  /** Accept every file offered by a peer at once (`--accept-files`). */
+  acceptFiles?: boolean;
 }
 
 /** One client in `list` and `lookup` results. */
@@ -239,10 +268,14 @@ export class ClientCore {
   #peers = new Map<string, PeerSession>();
   #messagesReceived = new Map<string, number>();
   #endedPeers: string[] = [];
+  #transfers: FileTransfers;
+  /** Transfers whose end a `wait transfers` has reported. */
+  #transfersReported = new Set<number>();
 
   /** @param options ports, name, transport and randomness */
   constructor(options: ClientCoreOptions) {
     this.#options = options;
+    this.#transfers = new FileTransfers({ autoAccept: options.acceptFiles === true });
     this.#name = options.name;
     this.#random = options.random;
     this.#session = new ServerSession({ random: options.random, retry: options.retry });
@@ -304,6 +337,12 @@ export class ClientCore {
       return this.#fail(kind, "The server's TCP port is not known yet", "not_connected");
     }
     if (kind === "peers") return this.#peerList();
+    if (
+      kind === "sendfile" || kind === "acceptfile" || kind === "declinefile" ||
+      kind === "cancel" || kind === "transfers"
+    ) {
+      return this.#fileCommand(now, command);
+    }
     if (kind === "accept" || kind === "reject" || kind === "send" || kind === "terminate") {
       return this.#peerCommand(now, command);
     }
@@ -311,7 +350,10 @@ export class ClientCore {
       this.#running = {
         command,
         reqId: -1,
-        deadline: now + (command.withinMs ?? this.#retryPolicy().giveUpMs),
+        // Transfers end by themselves (a silent peer ends its session), so
+        // waiting for them is bounded only when the script says so.
+        deadline: now + (command.withinMs ??
+          (command.for === "transfers" ? 86_400_000 : this.#retryPolicy().giveUpMs)),
       };
       return this.#checkWaiting(now);
     }
@@ -404,6 +446,69 @@ export class ClientCore {
   tcpFailed(reason: string): void {
     this.#session.failAll("tcp", reason);
     this.#drain(0);
+  }
+
+  /**
+   * The driver read a chunk of a file being sent.
+   *
+   * @param now current time, ms
+   * @param id the transfer
+   * @param offset where the chunk starts
+   * @param data the bytes
+   */
+  fileRead(now: number, id: number, offset: number, data: Uint8Array): void {
+    this.#transfers.readDone(now, id, offset, data);
+    this.#drainPeers(now);
+  }
+
+  /**
+   * The driver is ready to receive a file; `offset` bytes of a partial
+   * file with the same content are already there.
+   *
+   * @param now current time, ms
+   * @param id the transfer
+   * @param offset where receiving starts
+   */
+  fileReceiveReady(now: number, id: number, offset: number): void {
+    this.#transfers.receiveReady(now, id, offset);
+    this.#drainPeers(now);
+  }
+
+  /**
+   * The driver wrote a received file up to `upTo` (for progress).
+   *
+   * @param now current time, ms
+   * @param id the transfer
+   * @param upTo bytes written
+   */
+  fileWritten(now: number, id: number, upTo: number): void {
+    this.#transfers.written(now, id, upTo);
+    this.#drainTransfers(now);
+  }
+
+  /**
+   * The driver verified a received file and put it at `path`.
+   *
+   * @param now current time, ms
+   * @param id the transfer
+   * @param path where it is
+   */
+  fileReceived(now: number, id: number, path: string): void {
+    this.#transfers.received(now, id, path);
+    this.#drainPeers(now);
+  }
+
+  /**
+   * The driver could not read, write or verify a file: the transfer fails
+   * and the peer is told.
+   *
+   * @param now current time, ms
+   * @param id the transfer
+   * @param problem one sentence
+   */
+  fileFailed(now: number, id: number, problem: string): void {
+    this.#transfers.failed(now, id, problem);
+    this.#drainPeers(now);
   }
 
   /** @returns when `onTimeout` should next be called, or undefined */
@@ -1028,6 +1133,98 @@ export class ClientCore {
     this.#drainPeer(now, peer);
   }
 
+  /**
+   * Tells whether `sendfile` has one open session to use, before the
+   * driver spends time hashing the file.
+   *
+   * @param to the peer's name, if given
+   * @returns undefined, or why not, one sentence
+   */
+  sendFileProblem(to?: string): string | undefined {
+    const open = this.#openPeers(to);
+    if (open.length === 1) return undefined;
+    if (open.length === 0) {
+      return to === undefined
+        ? "No open session; use connect NAME first"
+        : `No open session with "${to}"`;
+    }
+    return `Sessions with ${
+      open.map((p) => `"${p.peerName}"`).join(", ")
+    } are open; name one: sendfile @NAME PATH`;
+  }
+
+  #fileCommand(
+    now: number,
+    command: Extract<
+      CoreCommand,
+      { kind: "sendfile" | "acceptfile" | "declinefile" | "cancel" | "transfers" }
+    >,
+  ): void {
+    const kind = command.kind;
+    if (kind === "transfers") {
+      const list = this.#transfers.list();
+      return this.#result({
+        ok: true,
+        command: kind,
+        message: list.length === 0 ? "No transfers" : list.map(transferLine).join("\n"),
+        data: { transfers: list },
+      });
+    }
+    if (kind === "sendfile") {
+      const problem = this.sendFileProblem(command.to);
+      if (problem !== undefined) return this.#fail(kind, problem, "no_session");
+      const peer = this.#openPeers(command.to)[0];
+      const id = this.#transfers.offer(now, peer, command);
+      this.#drainPeer(now, peer);
+      return this.#result({
+        ok: true,
+        command: kind,
+        message: `Offered "${command.name}" (${
+          formatBytes(command.size)
+        }) to "${peer.peerName}" as transfer ${id}`,
+        data: { id, to: peer.peerName, name: command.name, size: command.size },
+      });
+    }
+    const candidates = this.#transfers.list().filter((t) =>
+      kind === "cancel"
+        ? FILE_STATES_RUNNING.has(t.state)
+        : t.direction === "receive" && t.state === "offered"
+    );
+    let id = command.id;
+    if (id === undefined) {
+      if (candidates.length !== 1) {
+        return this.#fail(
+          kind,
+          candidates.length === 0
+            ? kind === "cancel" ? "No transfer is running" : "No file is offered to you"
+            : `Transfers ${
+              candidates.map((t) => t.id).join(", ")
+            } could be meant; say which: ${kind} ID`,
+          "no_transfer",
+        );
+      }
+      id = candidates[0].id;
+    }
+    const problem = kind === "acceptfile"
+      ? this.#transfers.accept(now, id)
+      : kind === "declinefile"
+      ? this.#transfers.decline(now, id, `${this.#loggedInAs ?? "the receiver"} declined`)
+      : this.#transfers.cancel(now, id);
+    this.#drainPeers(now);
+    if (problem !== undefined) return this.#fail(kind, problem, "no_transfer");
+    const t = this.#transfers.get(id)!;
+    this.#result({
+      ok: true,
+      command: kind,
+      message: kind === "acceptfile"
+        ? `Accepting "${t.name}" from "${t.peer}"`
+        : kind === "declinefile"
+        ? `Declined "${t.name}" from "${t.peer}"`
+        : `Cancelled transfer ${id} ("${t.name}")`,
+      data: { id, name: t.name, peer: t.peer },
+    });
+  }
+
   #acceptPeer(now: number, peer: PeerSession): void {
     this.#running = undefined;
     peer.accept(now);
@@ -1068,6 +1265,26 @@ export class ClientCore {
     for (let out = peer.poll(); out !== undefined; out = peer.poll()) {
       this.#peerOutput(now, peer, out);
     }
+    this.#drainTransfers(now);
+  }
+
+  /** Drains every session (file transfers may have sent on any). */
+  #drainPeers(now: number): void {
+    for (const peer of this.#peers.values()) this.#drainPeer(now, peer);
+    this.#drainTransfers(now);
+  }
+
+  #drainTransfers(now: number): void {
+    let any = false;
+    for (let out = this.#transfers.poll(); out !== undefined; out = this.#transfers.poll()) {
+      any = true;
+      if (out.type === "event") {
+        this.#event({ kind: out.kind, message: out.message, data: out.data });
+      } else {
+        this.#outputs.push({ type: "file", op: out });
+      }
+    }
+    if (any) this.#checkWaiting(now);
   }
 
   #peerOutput(now: number, peer: PeerSession, out: PeerSessionOutput): void {
@@ -1109,7 +1326,11 @@ export class ClientCore {
         });
         return this.#checkWaiting(now);
       }
+      case "file":
+        this.#transfers.handle(now, peer, out.payload);
+        return;
       case "acked":
+        this.#transfers.acked(now, peer, out.id);
         if (mine && running.command.kind === "send" && running.messageId === out.id) {
           this.#running = undefined;
           this.#outputs.push({
@@ -1132,6 +1353,7 @@ export class ClientCore {
         return;
       case "closed": {
         this.#endedPeers.push(peer.peerName);
+        this.#transfers.sessionEnded(peer, endText(peer.peerName, out));
         if (mine) {
           this.#running = undefined;
           const kind = running.command.kind;
@@ -1207,6 +1429,48 @@ export class ClientCore {
         done = this.#endedPeers.some((n) => key === "" || nameKey(n) === key);
         message = "A session ended";
         break;
+      case "offer": {
+        const offer = this.#transfers.list().find((t) =>
+          t.direction === "receive" && t.state === "offered" &&
+          (key === "" || nameKey(t.peer) === key)
+        );
+        done = offer !== undefined;
+        message = offer === undefined
+          ? ""
+          : `"${offer.peer}" offers "${offer.name}" (${formatBytes(offer.size)}) as ${offer.id}`;
+        break;
+      }
+      case "transfers": {
+        const mine = this.#transfers.list().filter((t) =>
+          !this.#transfersReported.has(t.id) && (key === "" || nameKey(t.peer) === key)
+        );
+        const running = mine.filter((t) => FILE_STATES_RUNNING.has(t.state));
+        done = running.length === 0;
+        message = `${running.length} of ${mine.length} transfers still running`;
+        if (done) {
+          this.#running = undefined;
+          for (const t of mine) this.#transfersReported.add(t.id);
+          const failed = mine.filter((t) => t.state !== "done" && t.resumedBy === undefined);
+          const lines = mine.map((t) => `${transferLine(t)}`);
+          if (failed.length > 0) {
+            return this.#fail(
+              "wait",
+              `${failed.length} of ${mine.length} transfers did not finish: ` +
+                failed.map((t) => `${t.id} ${t.state}${t.reason ? ` (${t.reason})` : ""}`).join(
+                  "; ",
+                ),
+              "transfer_failed",
+            );
+          }
+          return this.#result({
+            ok: true,
+            command: "wait",
+            message: mine.length === 0 ? "No transfers" : lines.join("\n"),
+            data: { transfers: mine },
+          });
+        }
+        break;
+      }
     }
     if (done) {
       this.#running = undefined;
@@ -1463,4 +1727,20 @@ function capitalize(text: string): string {
 
 function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+/** Transfer states that are not over. */
+const FILE_STATES_RUNNING: ReadonlySet<string> = new Set([
+  "offered",
+  "preparing",
+  "active",
+  "verifying",
+]);
+
+function transferLine(t: TransferInfo): string {
+  const arrow = t.direction === "send" ? `to "${t.peer}"` : `from "${t.peer}"`;
+  const percent = t.size === 0 ? 100 : Math.floor((t.done / t.size) * 100);
+  return `${t.id}  ${t.direction} "${t.name}" ${arrow}  ${formatBytes(t.done)} of ${
+    formatBytes(t.size)
+  } (${percent}%)  ${t.state}${t.reason ? `: ${t.reason}` : ""}`;
 }

@@ -26,9 +26,14 @@ export type Command =
   | { readonly kind: "send"; readonly to?: string; readonly text: string }
   | { readonly kind: "terminate"; readonly name?: string }
   | { readonly kind: "peers" }
+  | { readonly kind: "sendfile"; readonly to?: string; readonly path: string }
+  | { readonly kind: "acceptfile"; readonly id?: number }
+  | { readonly kind: "declinefile"; readonly id?: number }
+  | { readonly kind: "cancel"; readonly id?: number }
+  | { readonly kind: "transfers" }
   | {
     readonly kind: "wait";
-    readonly for: "messages" | "request" | "terminate";
+    readonly for: "messages" | "request" | "terminate" | "transfers" | "offer";
     readonly count?: number;
     readonly name?: string;
     readonly withinMs?: number;
@@ -70,8 +75,20 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ],
   ["terminate [NAME]", "end your session (with NAME)"],
   ["peers", "show your direct sessions"],
+  [
+    "sendfile [@NAME] PATH",
+    "offer the file PATH over your session (to NAME); it goes on in the background",
+  ],
+  ["acceptfile [ID]", "take a file offered to you (into --download-dir; resumes a partial one)"],
+  ["declinefile [ID]", "refuse a file offered to you"],
+  ["cancel [ID]", "stop a file transfer, either way"],
+  ["transfers", "show file transfers: direction, peer, progress, state"],
   ["wait messages N [from NAME] [within S]", "wait until N messages have come (scripts)"],
   ["wait request|terminate [from NAME] [within S]", "wait for a request or a session's end"],
+  [
+    "wait offer|transfers [from NAME] [within S]",
+    "wait for a file offer, or until no transfer runs",
+  ],
   ["status", "show the server, your name, ports and session"],
   ["help", "show this list"],
   ["exit", "go offline and leave (your identity stays; deregister deletes it)"],
@@ -159,21 +176,27 @@ export function parseCommand(line: string): Command | undefined {
     case "send": {
       if (rest === "") throw new CommandError("send needs a message: send [@NAME] TEXT");
       if (!rest.startsWith("@")) return { kind: "send", text: rest };
-      if (rest.startsWith('@"')) {
-        // A name with spaces: send @"Alice Smith" TEXT
-        const close = rest.indexOf('"', 2);
-        const text = close === -1 ? "" : rest.slice(close + 1).trim();
-        if (close === -1 || text === "") {
-          throw new CommandError('send @"NAME" needs a closing quote and a message');
-        }
-        return { kind: "send", to: rest.slice(2, close), text };
+      const [to, text] = splitAddressee(rest, "send");
+      return { kind: "send", to, text };
+    }
+    case "sendfile": {
+      if (rest === "") throw new CommandError("sendfile needs a file: sendfile [@NAME] PATH");
+      if (!rest.startsWith("@")) return { kind: "sendfile", path: onePath(rest) };
+      const [to, after] = splitAddressee(rest, "sendfile");
+      return { kind: "sendfile", to, path: onePath(after) };
+    }
+    case "acceptfile":
+    case "declinefile":
+    case "cancel": {
+      if (rest === "") return { kind: word };
+      if (!/^\d{1,9}$/.test(rest)) {
+        throw new CommandError(`${word} takes a transfer number (see transfers), not "${rest}"`);
       }
-      const space = rest.search(/\s/);
-      if (space === -1) throw new CommandError("send @NAME needs a message: send @NAME TEXT");
-      return { kind: "send", to: rest.slice(1, space), text: rest.slice(space + 1).trim() };
+      return { kind: word, id: Number(rest) };
     }
     case "wait":
       return parseWait(rest);
+    case "transfers":
     case "peers":
     case "logout":
     case "list":
@@ -227,7 +250,8 @@ function parseWait(rest: string): Command {
     text = text.slice(0, from.index);
   }
   const [what, count, ...extra] = text.trim().split(/\s+/);
-  const usage = "wait messages N | wait request | wait terminate, then [from NAME] [within S]";
+  const usage =
+    "wait messages N | wait request | wait terminate | wait offer | wait transfers, then [from NAME] [within S]";
   switch (what?.toLowerCase()) {
     case "message":
     case "messages": {
@@ -240,16 +264,50 @@ function parseWait(rest: string): Command {
     case "request":
     case "terminate":
     case "terminated":
+    case "offer":
+    case "transfers": {
       if (count !== undefined) throw new CommandError(usage);
+      const word = what.toLowerCase();
       return {
         kind: "wait",
-        for: what.toLowerCase() === "request" ? "request" : "terminate",
+        for: word === "terminated" ? "terminate" : word as "request" | "offer" | "transfers",
         name,
         withinMs,
       };
+    }
     default:
       throw new CommandError(usage);
   }
+}
+
+/**
+ * Splits `@NAME REST` or `@"A NAME" REST` (names with spaces) for send and sendfile.
+ *
+ * @returns the name and the rest, trimmed
+ */
+function splitAddressee(text: string, word: string): [string, string] {
+  const what = word === "send" ? "a message" : "a file";
+  const usage = word === "send" ? "TEXT" : "PATH";
+  if (text.startsWith('@"')) {
+    const close = text.indexOf('"', 2);
+    const after = close === -1 ? "" : text.slice(close + 1).trim();
+    if (close === -1 || after === "") {
+      throw new CommandError(`${word} @"NAME" needs a closing quote and ${what}`);
+    }
+    return [text.slice(2, close), after];
+  }
+  const space = text.search(/\s/);
+  if (space === -1) throw new CommandError(`${word} @NAME needs ${what}: ${word} @NAME ${usage}`);
+  return [text.slice(1, space), text.slice(space + 1).trim()];
+}
+
+/** One path, quoted if it holds spaces. */
+function onePath(text: string): string {
+  const args = splitArgs(text);
+  if (args.length !== 1) {
+    throw new CommandError('sendfile takes one file; quote a path with spaces: "my file.csv"');
+  }
+  return args[0];
 }
 
 /** A name typed in double quotes (`"Alice Smith"`) without them. */

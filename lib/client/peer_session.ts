@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { decodePeerPayload, encodePeerPayload, type PeerPayload } from "../wire/peer_payload.ts";
 import type { Random } from "../random.ts";
 import { ReliableChannel, type ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Segment } from "../reliable/segment.ts";
@@ -34,6 +35,8 @@ export type PeerSessionOutput =
   | { readonly type: "opened" }
   /** A whole text message arrived, in order, exactly once. */
   | { readonly type: "message"; readonly text: string; readonly index: number }
+  /** A file transfer message arrived, in order, exactly once. */
+  | { readonly type: "file"; readonly payload: FilePayload }
   /** The peer acknowledged the message with this id (from `send`). */
   | { readonly type: "acked"; readonly id: number }
   /** The session ended; `by` says who ended it. */
@@ -63,11 +66,8 @@ export interface PeerSessionOptions {
   channel?: ReliableChannelOptions;
 }
 
-/** The first byte of every channel message: what it carries. */
-const PAYLOAD_TEXT = 1;
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+/** The payloads of file transfers (everything but chat text). */
+export type FilePayload = Exclude<PeerPayload, { kind: "text" }>;
 
 /**
  * One peer session.
@@ -177,17 +177,30 @@ export class PeerSession {
    * @throws {TypeError} unless the session is open
    */
   send(now: number, text: string): number {
+    this.#sentMessages++;
+    return this.sendPayload(now, { kind: "text", text });
+  }
+
+  /**
+   * Sends any peer payload (file transfers use it) over the open session.
+   *
+   * @param now current time, ms
+   * @param payload the payload
+   * @returns its id; an `acked` output with it follows once the peer has it
+   * @throws {TypeError} unless the session is open
+   */
+  sendPayload(now: number, payload: PeerPayload): number {
     if (this.#state !== "open" || this.#channel === undefined) {
       throw new TypeError(`Cannot send on a ${this.#state} session`);
     }
-    const body = encoder.encode(text);
-    const payload = new Uint8Array(1 + body.length);
-    payload[0] = PAYLOAD_TEXT;
-    payload.set(body, 1);
-    this.#sentMessages++;
-    const id = this.#channel.send(now, payload);
+    const id = this.#channel.send(now, encodePeerPayload(payload));
     this.#drainChannel(now);
     return id;
+  }
+
+  /** Segments queued or in flight on the channel (0 before it opens), for backpressure. */
+  get backlog(): number {
+    return this.#channel?.backlog ?? 0;
   }
 
   /**
@@ -380,14 +393,22 @@ export class PeerSession {
           this.#emitSend(messageOf(this.id, out.segment));
           break;
         case "deliver": {
-          if (out.message[0] !== PAYLOAD_TEXT) break;
-          let text: string;
+          let payload: PeerPayload;
           try {
-            text = decoder.decode(out.message.subarray(1));
+            payload = decodePeerPayload(out.message);
           } catch {
+            // A payload this version does not know (or a broken one): skipped, as documented.
             break;
           }
-          this.#outputs.push({ type: "message", text, index: this.#receivedMessages++ });
+          if (payload.kind === "text") {
+            this.#outputs.push({
+              type: "message",
+              text: payload.text,
+              index: this.#receivedMessages++,
+            });
+          } else {
+            this.#outputs.push({ type: "file", payload });
+          }
           break;
         }
         case "acked":

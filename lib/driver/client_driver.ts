@@ -5,10 +5,13 @@
  *
  * @module
  */
+import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
+import { TransferFiles } from "./transfer_files.ts";
+import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
-import { sha256 } from "@noble/hashes/sha2";
-import { dirname } from "@std/path";
+import { createSha256, hashFile, type Sha256 } from "./file_hash.ts";
+import { basename, dirname } from "@std/path";
 import {
   ClientCore,
   type ClientEvent,
@@ -54,6 +57,12 @@ export interface ClientConfig {
   onEvent?: (event: ClientEvent) => void;
   /** Called as a large upload or download moves on. */
   onProgress?: (progress: TransferProgress) => void;
+  /** Where files sent by peers land. Default `./downloads`. */
+  downloadDir?: string;
+  /** Accept every file a peer offers (`--accept-files`). */
+  acceptFiles?: boolean;
+  /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
+  peerChannel?: ReliableChannelOptions;
 }
 
 /** How far a file transfer has come. */
@@ -77,7 +86,7 @@ interface Download {
   size: number;
   sha256: string;
   received: number;
-  hasher: ReturnType<typeof sha256.create>;
+  hasher: Sha256;
   done: PromiseWithResolvers<CommandResult>;
   failed?: string;
 }
@@ -118,6 +127,7 @@ export class ClientDriver {
   #uploadPath = new Map<number, { path: string; name: string; size: number }>();
   #download: Download | undefined;
   #udpSends = new Set<Promise<unknown>>();
+  #transferFiles: TransferFiles;
 
   private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
     this.#config = config;
@@ -132,6 +142,22 @@ export class ClientDriver {
       tcpPort: config.tcpPort,
       via: config.via,
       server: hostPort(config.serverHost, config.serverPort),
+      acceptFiles: config.acceptFiles,
+      peerChannel: config.peerChannel,
+    });
+    const core = this.#core;
+    const now = () => systemClock.now();
+    const after = (work: () => void) => {
+      if (this.#closed) return;
+      work();
+      this.#drain();
+    };
+    this.#transferFiles = new TransferFiles(config.downloadDir ?? "./downloads", {
+      read: (id, offset, data) => after(() => core.fileRead(now(), id, offset, data)),
+      ready: (id, offset) => after(() => core.fileReceiveReady(now(), id, offset)),
+      written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
+      received: (id, path) => after(() => core.fileReceived(now(), id, path)),
+      failed: (id, problem) => after(() => core.fileFailed(now(), id, problem)),
     });
     this.#udpLoop = this.#receiveUdp();
   }
@@ -210,6 +236,46 @@ export class ClientDriver {
   #pendingUpload: { path: string; name: string; size: number } | undefined;
 
   /**
+   * Offers a local file to a peer (`sendfile`): hashes it, then the offer
+   * goes out and the transfer runs in the background.
+   *
+   * @param path the local file
+   * @param to the peer's name, when several sessions are open
+   * @returns the result of the offer
+   */
+  async sendFile(path: string, to?: string): Promise<CommandResult> {
+    const name = basename(path);
+    const problem = fileNameProblem(name);
+    if (problem !== undefined) {
+      return { ok: false, command: "sendfile", error: problem, code: "invalid_file_name" };
+    }
+    let size: number;
+    let digest: Uint8Array;
+    try {
+      const info = await Deno.stat(path);
+      if (!info.isFile) throw new Error("it is not a regular file");
+      size = info.size;
+      // Before hashing what may be gigabytes: is there a session to send it over?
+      const noSession = this.#core.sendFileProblem(to);
+      if (noSession !== undefined) {
+        return { ok: false, command: "sendfile", error: noSession, code: "no_session" };
+      }
+      digest = await hashFile(
+        path,
+        (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: size }),
+      );
+    } catch (error) {
+      return {
+        ok: false,
+        command: "sendfile",
+        error: `Cannot read ${path}: ${(error as Error).message}`,
+        code: "file_error",
+      };
+    }
+    return await this.run({ kind: "sendfile", to, path, name, size, sha256: digest });
+  }
+
+  /**
    * Downloads one of the user's files into `dest` (written to a temp file,
    * checked against the server's SHA-256, then renamed into place).
    *
@@ -279,6 +345,29 @@ export class ClientDriver {
       new Promise((resolve) => setTimeout(resolve, 500)),
     ]);
     this.#closed = true;
+    for (const peer of this.#core.peers) {
+      const stats = peer.channel?.stats;
+      if (stats === undefined) continue;
+      log.info(
+        "Channel with {peer}: {sent} data segments sent ({timeouts} retransmitted on timeout, " +
+          "{fast} fast), {received} segments received ({duplicates} duplicates), " +
+          "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions",
+        {
+          peer: peer.peerName,
+          sent: stats.dataSegmentsSent,
+          timeouts: stats.timeoutRetransmissions,
+          fast: stats.fastRetransmissions,
+          received: stats.segmentsReceived,
+          duplicates: stats.duplicatesDiscarded,
+          srtt: `${stats.srttMs?.toFixed(2)} (min ${stats.minRttMs?.toFixed(2)}, mean ${
+            stats.meanRttMs?.toFixed(2)
+          })`,
+          cwnd: stats.congestionWindow,
+          reductions: stats.congestionReductions,
+        },
+      );
+    }
+    await this.#transferFiles.close();
     if (this.#download !== undefined) this.#finishDownload(this.#download, "the client closed");
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#udp.close();
@@ -341,6 +430,9 @@ export class ClientDriver {
           sent.finally(() => this.#udpSends.delete(sent));
           break;
         }
+        case "file":
+          this.#transferFiles.run(out.op);
+          break;
         case "trace":
           log.debug("Peer message {step}: {peer} #{index}", {
             step: out.trace.step,
@@ -409,6 +501,10 @@ export class ClientDriver {
   #armTimer(): void {
     const at = this.#core.nextTimeout();
     if (at === this.#timerAt) return;
+    // A timer due earlier than needed stays: firing early is harmless (the
+    // core then does nothing and the timer is armed again), and re-arming
+    // after every datagram of a transfer would cost more than the work.
+    if (at !== undefined && this.#timerAt !== undefined && this.#timerAt <= at) return;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = at;
@@ -445,7 +541,7 @@ export class ClientDriver {
         size: 0,
         sha256: "",
         received: 0,
-        hasher: sha256.create(),
+        hasher: createSha256(),
         done: Promise.withResolvers<CommandResult>(),
       };
       this.#pendingDownload = undefined;
@@ -612,22 +708,6 @@ export class ClientDriver {
       this.#drain();
     }
   }
-}
-
-async function hashFile(path: string, progress: (done: number) => void): Promise<Uint8Array> {
-  const hasher = sha256.create();
-  const file = await Deno.open(path);
-  let done = 0;
-  try {
-    for await (const chunk of file.readable) {
-      hasher.update(chunk);
-      done += chunk.length;
-      progress(done);
-    }
-  } catch (error) {
-    throw error;
-  }
-  return hasher.digest();
 }
 
 /** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack socket) as `127.0.0.1`. */

@@ -7,11 +7,14 @@
  *
  * @module
  */
+import { sha256 } from "@noble/hashes/sha2";
+import { toHex } from "../hex.ts";
 import {
   ClientCore,
   type ClientEvent,
   type CommandResult,
   type CoreCommand,
+  type FileOperation,
   type PeerTrace,
 } from "../client/client_core.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
@@ -110,6 +113,13 @@ export class SimClient {
   exitWhenIdle = false;
   /** True once `userCommand` has queued the opening `hello`. */
   greeted = false;
+  /**
+   * Its files, by path: what `sendfile` reads, and where files from peers
+   * land (`downloads/NAME`, partial ones as `downloads/.NAME.SHA.part`).
+   */
+  readonly files: Map<string, Uint8Array> = new Map();
+  /** Most bytes its download directory holds; writes beyond fail as a full disk would. */
+  diskBytes = Infinity;
 
   /**
    * @param address `address:port`
@@ -321,6 +331,24 @@ export class Simulation {
         client.exitWhenIdle = true;
         this.#startQueued();
         return;
+      case "sendfile": {
+        const data = client.files.get(command.path);
+        if (data === undefined) {
+          client.results.push({
+            ok: false,
+            command: "sendfile",
+            error: `Cannot read ${command.path}: no such file`,
+            code: "file_error",
+          });
+          return;
+        }
+        return this.command(client, {
+          ...command,
+          name: command.path.split("/").at(-1)!,
+          size: data.length,
+          sha256: sha256(data),
+        });
+      }
       case "generate":
       case "upload":
       case "download":
@@ -522,12 +550,108 @@ export class Simulation {
         this.#trace(now, client, out.trace);
         continue;
       }
+      if (out.type === "file") {
+        this.#fileOperation(client, out.op);
+        continue;
+      }
       const bytes = encodeMessage(out.message);
       if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
       else this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
     }
     return any;
   }
+
+  /** The file work of peer transfers, on the client's in-memory files, at once. */
+  #fileOperation(client: SimClient, op: FileOperation): void {
+    const now = this.clock.now();
+    const core = client.core;
+    const receiving = this.#receiving;
+    switch (op.type) {
+      case "read": {
+        const data = client.files.get(op.path);
+        if (data === undefined || data.length < op.offset + op.length) {
+          return core.fileFailed(now, op.id, `Cannot read ${op.path}: it changed`);
+        }
+        return core.fileRead(now, op.id, op.offset, data.slice(op.offset, op.offset + op.length));
+      }
+      case "send_end":
+        return;
+      case "receive_begin": {
+        // As the real driver: two transfers of the same content at once do
+        // not share a partial file; the second gets one of its own.
+        const shared = `downloads/.${op.name}.${op.sha256.slice(0, 16)}.part`;
+        const own = this.#claimed.has(`${client.address}/${shared}`);
+        const partial = own ? shared.replace(/\.part$/, `.${op.id}.part`) : shared;
+        this.#claimed.add(`${client.address}/${partial}`);
+        const have = own
+          ? new Uint8Array()
+          : (client.files.get(partial) ?? new Uint8Array()).slice(0, op.size);
+        client.files.set(partial, have);
+        receiving.set(`${client.address}/${op.id}`, {
+          partial,
+          own,
+          name: op.name,
+          sha256: op.sha256,
+        });
+        return core.fileReceiveReady(now, op.id, have.length);
+      }
+      case "write": {
+        const r = receiving.get(`${client.address}/${op.id}`);
+        if (r === undefined) return;
+        const have = client.files.get(r.partial)!;
+        const used = [...client.files.values()].reduce((sum, f) => sum + f.length, 0);
+        if (used + op.data.length > client.diskBytes) {
+          client.files.delete(r.partial);
+          receiving.delete(`${client.address}/${op.id}`);
+          this.#claimed.delete(`${client.address}/${r.partial}`);
+          return core.fileFailed(
+            now,
+            op.id,
+            `Cannot write ${r.name}: No space left on device (os error 28)`,
+          );
+        }
+        const grown = new Uint8Array(have.length + op.data.length);
+        grown.set(have);
+        grown.set(op.data, have.length);
+        client.files.set(r.partial, grown);
+        return core.fileWritten(now, op.id, op.offset + op.data.length);
+      }
+      case "receive_end": {
+        const key = `${client.address}/${op.id}`;
+        const r = receiving.get(key);
+        if (r === undefined) return;
+        receiving.delete(key);
+        this.#claimed.delete(`${client.address}/${r.partial}`);
+        const data = client.files.get(r.partial)!;
+        client.files.delete(r.partial);
+        if (toHex(sha256(data)) !== r.sha256) {
+          return core.fileFailed(now, op.id, `The SHA-256 of "${r.name}" does not match`);
+        }
+        const dot = r.name.lastIndexOf(".");
+        const [stem, ext] = dot > 0 ? [r.name.slice(0, dot), r.name.slice(dot)] : [r.name, ""];
+        let path = `downloads/${r.name}`;
+        for (let n = 1; client.files.has(path); n++) path = `downloads/${stem} (${n})${ext}`;
+        client.files.set(path, data);
+        return core.fileReceived(now, op.id, path);
+      }
+      case "receive_abort": {
+        const key = `${client.address}/${op.id}`;
+        const r = receiving.get(key);
+        receiving.delete(key);
+        if (r === undefined) return;
+        this.#claimed.delete(`${client.address}/${r.partial}`);
+        if (!op.keepPartial || r.own) client.files.delete(r.partial);
+        return;
+      }
+    }
+  }
+
+  #receiving = new Map<
+    string,
+    { partial: string; own: boolean; name: string; sha256: string }
+  >();
+  /** `address/path` of the partial files a receiving transfer holds. */
+  #claimed = new Set<string>();
 
   #drainServer(): void {
     const server = this.#server;

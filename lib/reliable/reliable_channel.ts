@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { CongestionControl } from "./congestion_control.ts";
 import { ReceiveBuffer } from "./receive_buffer.ts";
 import { RttEstimator } from "./rtt_estimator.ts";
 import {
@@ -33,14 +34,35 @@ export interface ReliableChannelOptions {
   initialSeq?: number;
   /** Sequence number of the peer's first data segment. Default 0. */
   peerInitialSeq?: number;
-  /** Most segments in flight (a span of sequence numbers). Default 64; 1 in stop-and-wait. */
+  /**
+   * Most segments in flight (a span of sequence numbers), and the largest
+   * congestion window. Default 1024; 1 in stop-and-wait.
+   */
   sendWindow?: number;
   /**
    * Sequence numbers accepted from the cumulative point on, so at most
    * `receiveWindow - 1` out-of-order segments are buffered; advertised to
-   * the peer. Default 128; 1 in stop-and-wait.
+   * the peer. Default 1024; 1 in stop-and-wait.
    */
   receiveWindow?: number;
+  /**
+   * Congestion control and pacing (see {@linkcode CongestionControl}).
+   * Default true; false in stop-and-wait, which has one segment in flight.
+   */
+  congestionControl?: boolean;
+  /** Congestion window at the start, segments. Default 10 (RFC 6928). */
+  initialWindow?: number;
+  /** Most segments sent back to back before pacing spaces them out. Default 32. */
+  maxBurst?: number;
+  /**
+   * Acknowledge at once after this many in-order data segments that did
+   * not complete a message (delayed acks, as TCP's every second segment).
+   * Segments that complete a message, arrive out of order, fill a gap or
+   * are duplicates are acknowledged at once. Default 2; 1 in stop-and-wait.
+   */
+  ackEvery?: number;
+  /** Longest delay of an acknowledgement, ms. Default 10. */
+  ackDelayMs?: number;
   /** Most SACK ranges per ack, 0 to 16. Default 16; 0 in stop-and-wait. */
   maxSackRanges?: number;
   /**
@@ -79,6 +101,13 @@ export interface ReliableChannelOptions {
  */
 export const THIN_STREAM_BYTES = 4 * MAX_SEGMENT_PAYLOAD;
 
+/**
+ * The fast retransmit threshold of a stream that is not thin, at least (as
+ * TCP's three duplicate acks): a bulk transfer over a path that reorders
+ * does not take every overtaken segment for lost.
+ */
+export const BULK_DUP_THRESH = 3;
+
 /** The options of a channel with every default filled in. */
 export type ResolvedChannelOptions = Required<ReliableChannelOptions>;
 
@@ -87,8 +116,13 @@ export const DEFAULT_CHANNEL_OPTIONS: Readonly<ResolvedChannelOptions> = Object.
   mode: "selective",
   initialSeq: 0,
   peerInitialSeq: 0,
-  sendWindow: 64,
-  receiveWindow: 128,
+  sendWindow: 1024,
+  receiveWindow: 1024,
+  congestionControl: true,
+  initialWindow: 10,
+  maxBurst: 32,
+  ackEvery: 2,
+  ackDelayMs: 10,
   maxSackRanges: MAX_SACK_RANGES,
   dupThresh: 2,
   initialRtoMs: 1000,
@@ -164,6 +198,12 @@ export interface ChannelStats {
   keepalivesSent: number;
   /** Keepalives received. */
   keepalivesReceived: number;
+  /** Congestion window, segments (the send window without congestion control). */
+  congestionWindow: number;
+  /** Slow start threshold, segments (`Infinity` until the first loss). */
+  slowStartThreshold: number;
+  /** Times the congestion window was reduced for a loss or a timeout. */
+  congestionReductions: number;
   /** Smoothed RTT, ms, or `undefined` before the first sample. */
   srttMs: number | undefined;
   /** RTT variation, ms, or `undefined` before the first sample. */
@@ -225,9 +265,22 @@ export class ReliableChannel {
   #rtt: RttEstimator;
   #send: SendBuffer;
   #receive: ReceiveBuffer;
+  #cc: CongestionControl | undefined;
   #outbox: ChannelOutput[] = [];
   #outboxHead = 0;
   #ackPending = false;
+  /** In-order data segments received since the last ack, while acks are delayed. */
+  #delayedSegments = 0;
+  #ackDueAt: number | undefined;
+  /** Transmissions in order, oldest first; an entry is stale once its segment is acked or sent again. */
+  #transmissions: { segment: OutgoingSegment; order: number }[] = [];
+  #transmissionsHead = 0;
+  /** Segments judged lost, waiting for their retransmission, oldest first. */
+  #lost: OutgoingSegment[] = [];
+  #lostHead = 0;
+  #lostCount = 0;
+  /** True when data waits only for pacing: `nextTimeout` then includes the pacing time. */
+  #pacingBlocked = false;
   #lastHeard: number;
   #lastSent: number;
   #order = 0;
@@ -274,6 +327,13 @@ export class ReliableChannel {
     this.#rtt = new RttEstimator(o);
     this.#send = new SendBuffer(o.initialSeq);
     this.#receive = new ReceiveBuffer(o.peerInitialSeq, o.receiveWindow);
+    if (o.congestionControl) {
+      this.#cc = new CongestionControl({
+        initialWindow: o.initialWindow,
+        maxWindow: o.sendWindow,
+        maxBurst: o.maxBurst,
+      });
+    }
     this.#lastHeard = now;
     this.#lastSent = now;
     this.#peerCumulative = o.initialSeq;
@@ -301,6 +361,11 @@ export class ReliableChannel {
     return this.#send.size;
   }
 
+  /** The congestion window, segments (the send window without congestion control). */
+  get congestionWindow(): number {
+    return this.#cc?.window ?? this.#sendLimit();
+  }
+
   /** Why the channel died, or `undefined` while it is alive. */
   get deadReason(): string | undefined {
     return this.#dead;
@@ -317,6 +382,9 @@ export class ReliableChannel {
       minRttMs: this.#rttMin,
       maxRttMs: this.#rttMax,
       meanRttMs: this.#rttSamples === 0 ? undefined : this.#rttSum / this.#rttSamples,
+      congestionWindow: this.#cc?.window ?? this.#sendLimit(),
+      slowStartThreshold: this.#cc?.slowStartThreshold ?? Infinity,
+      congestionReductions: this.#cc?.reductions ?? 0,
     };
   }
 
@@ -345,7 +413,7 @@ export class ReliableChannel {
     const id = this.#nextMessageId++;
     this.#unackedFragments.set(id, this.#send.push(id, message));
     this.#stats.messagesSent++;
-    this.#transmitNew(now);
+    this.#sendWhatWindowsAllow(now);
     return id;
   }
 
@@ -394,8 +462,10 @@ export class ReliableChannel {
       this.#lastHeard + this.#options.deadAfterMs,
       this.#lastSent + this.#options.keepaliveMs,
     );
-    const rto = this.#currentRto();
-    for (const segment of this.#send.unacked()) next = Math.min(next, segment.sentAt + rto);
+    const oldest = this.#oldestTransmission();
+    if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
+    if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
+    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.nextSendTime());
     return next;
   }
 
@@ -412,13 +482,34 @@ export class ReliableChannel {
       this.#die(`Nothing was heard from the peer for ${o.deadAfterMs} ms`);
       return;
     }
+    if (this.#ackDueAt !== undefined && now >= this.#ackDueAt) this.#requestAck(now);
     const rto = this.#currentRto();
-    const due = this.#send.unacked().filter((segment) => segment.sentAt + rto <= now);
-    for (const segment of due) {
-      if (!this.#retransmit(now, segment)) return;
-      this.#stats.timeoutRetransmissions++;
+    const inFlight = this.#inFlight();
+    let due = 0;
+    const oldest = this.#oldestTransmission();
+    if (oldest !== undefined && oldest.sentAt + rto <= now) {
+      // As RFC 6675 section 5.1: after a timeout everything outstanding is
+      // taken as lost and resent as the reduced window allows. Marking only
+      // what is older than the (now doubled) RTO would leave the rest
+      // counted in flight above the window, and stall the sender until the
+      // backoff reaches maxRtoMs.
+      for (
+        let next: OutgoingSegment | undefined = oldest;
+        next;
+        next = this.#oldestTransmission()
+      ) {
+        this.#transmissionsHead++;
+        this.#markLost(next);
+        due++;
+      }
     }
-    if (due.length > 0 && o.mode === "selective") this.#rtt.backoff();
+    if (due > 0) {
+      this.#stats.timeoutRetransmissions += due;
+      this.#cc?.onTimeout(inFlight, this.#send.sendNext);
+      if (o.mode === "selective") this.#rtt.backoff();
+    }
+    this.#sendWhatWindowsAllow(now);
+    if (this.#dead !== undefined) return;
     if (now >= this.#lastSent + o.keepaliveMs) {
       this.#stats.keepalivesSent++;
       this.#emit(now, { kind: "keepalive" });
@@ -434,6 +525,8 @@ export class ReliableChannel {
   poll(): ChannelOutput | undefined {
     if (this.#ackPending) {
       this.#ackPending = false;
+      this.#delayedSegments = 0;
+      this.#ackDueAt = undefined;
       this.#stats.acksSent++;
       this.#stats.segmentsSent++;
       const segment: AckSegment = {
@@ -455,15 +548,23 @@ export class ReliableChannel {
   }
 
   #onData(now: number, segment: DataSegment): void {
+    const before = this.#receive.cumulative;
     const result = this.#receive.offer(segment);
     if (result === "duplicate") this.#stats.duplicatesDiscarded++;
     if (result === "out_of_window") this.#stats.outOfWindowDropped++;
-    for (const message of this.#receive.takeMessages()) {
+    const messages = this.#receive.takeMessages();
+    for (const message of messages) {
       this.#stats.messagesDelivered++;
       this.#outbox.push({ type: "deliver", message });
     }
     if (result === "malformed") {
       this.#die(`The peer broke the message stream: ${this.#receive.problem}`);
+      return;
+    }
+    const plainInOrder = result === "accepted" && messages.length === 0 &&
+      this.#receive.cumulative === before + 1 && this.#receive.held === 0;
+    if (plainInOrder && ++this.#delayedSegments < this.#options.ackEvery) {
+      this.#ackDueAt ??= now + this.#options.ackDelayMs;
       return;
     }
     this.#requestAck(now);
@@ -481,7 +582,12 @@ export class ReliableChannel {
     if (newly.length > 0) {
       this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
+      this.#cc?.onAck(now, newly.length, { srttMs: this.#rtt.srtt, minRttMs: this.#rttMin });
       for (const segment of newly) {
+        if (segment.lost) {
+          segment.lost = false;
+          this.#lostCount--;
+        }
         this.#noteAckedOrder(segment.order);
         const left = this.#unackedFragments.get(segment.messageId)! - 1;
         if (left > 0) {
@@ -492,9 +598,9 @@ export class ReliableChannel {
           this.#outbox.push({ type: "acked", id: segment.messageId });
         }
       }
-      if (selective) this.#fastRetransmit(now);
+      if (selective) this.#findLosses();
     }
-    this.#transmitNew(now);
+    this.#sendWhatWindowsAllow(now);
   }
 
   /** Karn's rule: only segments transmitted once; the most recently sent gives the tightest bound. */
@@ -515,30 +621,105 @@ export class ReliableChannel {
 
   #noteAckedOrder(order: number): void {
     const orders = this.#ackedOrders;
+    const keep = Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
+    if (orders.length >= keep && order <= orders[keep - 1]) return;
     orders.push(order);
     orders.sort((x, y) => y - x);
-    if (orders.length > this.#options.dupThresh) orders.length = this.#options.dupThresh;
+    if (orders.length > keep) orders.length = keep;
   }
 
-  /** Retransmits every unacked segment with `dupThresh` acked transmissions after its own. */
-  #fastRetransmit(now: number): void {
-    const threshold = this.#ackedOrders[this.#options.dupThresh - 1];
+  /**
+   * Marks lost every unacked segment with `dupThresh` acked transmissions
+   * after its own; at least {@linkcode BULK_DUP_THRESH} once the stream is
+   * not thin, so that reordering within a bulk flow is not taken for loss.
+   */
+  #findLosses(): void {
+    const dupThresh = this.#send.unackedBytes <= THIN_STREAM_BYTES
+      ? this.#options.dupThresh
+      : Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
+    const threshold = this.#ackedOrders[dupThresh - 1];
     if (threshold === undefined) return;
-    for (const segment of this.#send.unacked()) {
-      if (segment.order >= threshold) continue;
-      if (!this.#retransmit(now, segment)) return;
+    const inFlight = this.#inFlight();
+    for (let oldest = this.#oldestTransmission(); oldest; oldest = this.#oldestTransmission()) {
+      if (oldest.order >= threshold) break;
+      this.#transmissionsHead++;
+      this.#markLost(oldest);
       this.#stats.fastRetransmissions++;
+      this.#cc?.onLoss(oldest.seq, inFlight, this.#send.sendNext);
     }
   }
 
-  /** Sends queued segments while both windows allow. */
-  #transmitNew(now: number): void {
-    if (this.#dead !== undefined) return;
-    const limit = this.#options.mode === "selective" ? this.#options.sendWindow : 1;
-    for (let next = this.#send.peekUnsent(); next; next = this.#send.peekUnsent()) {
-      if (this.#send.flightSize >= limit) return;
-      if (next.seq >= this.#peerCumulative + this.#peerWindow) return;
-      this.#transmit(now, this.#send.takeUnsent()!);
+  #markLost(segment: OutgoingSegment): void {
+    segment.lost = true;
+    this.#lostCount++;
+    this.#lost.push(segment);
+  }
+
+  /** The unacked segment transmitted longest ago (not judged lost), dropping stale entries. */
+  #oldestTransmission(): OutgoingSegment | undefined {
+    const entries = this.#transmissions;
+    while (this.#transmissionsHead < entries.length) {
+      const { segment, order } = entries[this.#transmissionsHead];
+      if (!segment.acked && !segment.lost && segment.order === order) return segment;
+      this.#transmissionsHead++;
+    }
+    this.#transmissions = [];
+    this.#transmissionsHead = 0;
+    return undefined;
+  }
+
+  /** The next segment judged lost and still unacked, dropping acked ones. */
+  #nextLost(): OutgoingSegment | undefined {
+    while (this.#lostHead < this.#lost.length) {
+      const segment = this.#lost[this.#lostHead];
+      if (segment.lost) return segment;
+      this.#lostHead++;
+    }
+    this.#lost = [];
+    this.#lostHead = 0;
+    return undefined;
+  }
+
+  /** Segments in the network as far as we know: sent, not acknowledged, not judged lost. */
+  #inFlight(): number {
+    return this.#send.unackedCount - this.#lostCount;
+  }
+
+  #sendLimit(): number {
+    return this.#options.mode === "selective" ? this.#options.sendWindow : 1;
+  }
+
+  /**
+   * Retransmits segments judged lost, then sends new ones, while the
+   * congestion window, pacing, the send window and the peer's window allow.
+   */
+  #sendWhatWindowsAllow(now: number): void {
+    this.#pacingBlocked = false;
+    const cc = this.#cc;
+    while (this.#dead === undefined) {
+      const lost = this.#nextLost();
+      const next = lost ?? this.#send.peekUnsent();
+      if (next === undefined) return;
+      if (lost === undefined) {
+        if (this.#send.flightSize >= this.#sendLimit()) return;
+        if (next.seq >= this.#peerCumulative + this.#peerWindow) return;
+      }
+      if (cc) {
+        if (this.#inFlight() >= cc.window) return;
+        if (!cc.mayPace(now)) {
+          this.#pacingBlocked = true;
+          return;
+        }
+        cc.spend();
+      }
+      if (lost !== undefined) {
+        this.#lostHead++;
+        lost.lost = false;
+        this.#lostCount--;
+        this.#retransmit(now, lost);
+      } else {
+        this.#transmit(now, this.#send.takeUnsent()!);
+      }
     }
   }
 
@@ -557,6 +738,7 @@ export class ReliableChannel {
     segment.transmissions++;
     segment.sentAt = now;
     segment.order = ++this.#order;
+    this.#transmissions.push({ segment, order: segment.order });
     const { seq, fragment, fragments, payload } = segment;
     const copies = this.#send.unackedBytes <= THIN_STREAM_BYTES ? this.#options.copies : 1;
     this.#stats.dataSegmentsSent += copies;
@@ -594,7 +776,9 @@ function resolveOptions(options: ReliableChannelOptions): ResolvedChannelOptions
   const stopAndWait = options.mode === "stop_and_wait";
   const o: ResolvedChannelOptions = {
     ...DEFAULT_CHANNEL_OPTIONS,
-    ...(stopAndWait ? { sendWindow: 1, receiveWindow: 1, maxSackRanges: 0 } : {}),
+    ...(stopAndWait
+      ? { sendWindow: 1, receiveWindow: 1, maxSackRanges: 0, congestionControl: false, ackEvery: 1 }
+      : {}),
     ...withoutUndefined(options),
   };
   if (o.mode !== "selective" && o.mode !== "stop_and_wait") {
@@ -606,7 +790,15 @@ function resolveOptions(options: ReliableChannelOptions): ResolvedChannelOptions
   integer("dupThresh", o.dupThresh, 1, 0xffff);
   integer("maxRetransmits", o.maxRetransmits, 0, 0xffff);
   integer("copies", o.copies, 1, 4);
-  for (const name of ["stopAndWaitRtoMs", "keepaliveMs", "deadAfterMs"] as const) {
+  integer("initialWindow", o.initialWindow, 1, 0xffff_ffff);
+  integer("maxBurst", o.maxBurst, 1, 0xffff_ffff);
+  integer("ackEvery", o.ackEvery, 1, 0xffff);
+  if (typeof o.congestionControl !== "boolean") {
+    throw new RangeError(
+      `Cannot use congestionControl ${o.congestionControl}: it must be a boolean`,
+    );
+  }
+  for (const name of ["stopAndWaitRtoMs", "keepaliveMs", "deadAfterMs", "ackDelayMs"] as const) {
     if (!(o[name] > 0) || !Number.isFinite(o[name])) {
       throw new RangeError(`Cannot use ${name} ${o[name]}: it must be a positive number`);
     }

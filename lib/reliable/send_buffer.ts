@@ -27,6 +27,8 @@ export interface OutgoingSegment {
   order: number;
   /** True once the peer reported it received (cumulatively or in a SACK range). */
   acked: boolean;
+  /** True while it is judged lost and waits for its retransmission. */
+  lost: boolean;
 }
 
 /**
@@ -45,11 +47,15 @@ export interface OutgoingSegment {
  * ```
  */
 export class SendBuffer {
+  // The flight is `#flight[#flightHead..]`, consecutive sequence numbers from
+  // the lowest not cumulatively acknowledged, so a seq's index is arithmetic.
   #flight: OutgoingSegment[] = [];
+  #flightHead = 0;
   #queue: OutgoingSegment[] = [];
   #queueHead = 0;
   #nextSeq: number;
   #unackedBytes = 0;
+  #unackedCount = 0;
 
   /**
    * Creates an empty buffer.
@@ -80,7 +86,12 @@ export class SendBuffer {
 
   /** Span of sequence numbers sent and not cumulatively acknowledged. */
   get flightSize(): number {
-    return this.#flight.length;
+    return this.#flight.length - this.#flightHead;
+  }
+
+  /** Segments sent and not acknowledged (SACKed ones excluded). */
+  get unackedCount(): number {
+    return this.#unackedCount;
   }
 
   /** Payload bytes sent and not yet acknowledged. */
@@ -120,6 +131,7 @@ export class SendBuffer {
         sentAt: 0,
         order: 0,
         acked: false,
+        lost: false,
       });
     }
     return fragments;
@@ -149,6 +161,7 @@ export class SendBuffer {
     }
     this.#flight.push(segment);
     this.#unackedBytes += segment.payload.length;
+    this.#unackedCount++;
     return segment;
   }
 
@@ -158,7 +171,7 @@ export class SendBuffer {
    * @returns the segments sent and not acknowledged, in sequence order
    */
   unacked(): OutgoingSegment[] {
-    return this.#flight.filter((segment) => !segment.acked);
+    return this.#flight.slice(this.#flightHead).filter((segment) => !segment.acked);
   }
 
   /**
@@ -171,20 +184,38 @@ export class SendBuffer {
    */
   acknowledge(cumulative: number, ranges: readonly SackRange[]): OutgoingSegment[] {
     const newly: OutgoingSegment[] = [];
-    for (const segment of this.#flight) {
-      if (segment.acked) continue;
-      if (
-        segment.seq < cumulative ||
-        ranges.some((r) => r.start <= segment.seq && segment.seq < r.end)
-      ) {
-        segment.acked = true;
-        this.#unackedBytes -= segment.payload.length;
-        newly.push(segment);
+    const flight = this.#flight;
+    const head = this.#flightHead;
+    if (head >= flight.length) return newly;
+    const base = flight[head].seq;
+    const end = base + flight.length - head;
+    const cumulativeEnd = Math.min(Math.max(cumulative, base), end);
+    for (let seq = base; seq < cumulativeEnd; seq++) {
+      this.#markAcked(flight[head + seq - base], newly);
+    }
+    for (const range of ranges) {
+      const last = Math.min(range.end, end);
+      for (let seq = Math.max(range.start, cumulativeEnd); seq < last; seq++) {
+        this.#markAcked(flight[head + seq - base], newly);
       }
     }
-    let drop = 0;
-    while (drop < this.#flight.length && this.#flight[drop].seq < cumulative) drop++;
-    if (drop > 0) this.#flight.splice(0, drop);
+    if (ranges.length > 1) newly.sort((x, y) => x.seq - y.seq);
+    this.#flightHead = head + cumulativeEnd - base;
+    if (this.#flightHead >= 1024 && this.#flightHead * 2 >= flight.length) {
+      this.#flight = flight.slice(this.#flightHead);
+      this.#flightHead = 0;
+    } else if (this.#flightHead === flight.length) {
+      this.#flight = [];
+      this.#flightHead = 0;
+    }
     return newly;
+  }
+
+  #markAcked(segment: OutgoingSegment, newly: OutgoingSegment[]): void {
+    if (segment.acked) return;
+    segment.acked = true;
+    this.#unackedBytes -= segment.payload.length;
+    this.#unackedCount--;
+    newly.push(segment);
   }
 }

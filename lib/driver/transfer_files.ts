@@ -1,0 +1,295 @@
+/**
+ * The file side of peer transfers on a real file system: reads chunks of
+ * files being sent, keeps partial files of files being received (so a
+ * transfer cut off can resume), checks their SHA-256 and moves them into
+ * the download directory without overwriting anything.
+ *
+ * @module
+ */
+import { createSha256, type Sha256 } from "./file_hash.ts";
+import { extname, join } from "@std/path";
+import type { FileOperation } from "../client/client_core.ts";
+import { toHex } from "../hex.ts";
+
+/** Where the results of file work go: the client core's `file...` methods. */
+export interface TransferReport {
+  read(id: number, offset: number, data: Uint8Array): void;
+  ready(id: number, offset: number): void;
+  written(id: number, upTo: number): void;
+  received(id: number, path: string): void;
+  failed(id: number, problem: string): void;
+}
+
+interface Sending {
+  path: string;
+  file?: Deno.FsFile;
+}
+
+interface Receiving {
+  name: string;
+  size: number;
+  sha256: string;
+  partial: string;
+  /**
+   * True for a partial file of this transfer alone (another transfer of the
+   * same content holds the usual one): never resumed, removed if it stops.
+   */
+  own: boolean;
+  file?: Deno.FsFile;
+  hasher: Sha256;
+  broken: boolean;
+}
+
+/**
+ * The partial file of a transfer: hidden, named after the file and its
+ * content, so only the same content resumes into it.
+ *
+ * @param dir the download directory
+ * @param name the offered name
+ * @param sha256 the offered SHA-256, hex
+ * @returns the path
+ */
+export function partialPath(dir: string, name: string, sha256: string): string {
+  return join(dir, `.${name}.${sha256.slice(0, 16)}.part`);
+}
+
+/**
+ * Runs the file operations of peer transfers, in order per transfer.
+ *
+ * @example
+ * ```ts
+ * const files = new TransferFiles("./downloads", {
+ *   read: (id, offset, data) => core.fileRead(now(), id, offset, data),
+ *   ready: (id, offset) => core.fileReceiveReady(now(), id, offset),
+ *   written: (id, upTo) => core.fileWritten(now(), id, upTo),
+ *   received: (id, path) => core.fileReceived(now(), id, path),
+ *   failed: (id, problem) => core.fileFailed(now(), id, problem),
+ * });
+ * files.run({ type: "read", id: 1, path: "a.bin", offset: 0, length: 32768 });
+ * ```
+ */
+export class TransferFiles {
+  #dir: string;
+  #report: TransferReport;
+  #sending = new Map<number, Sending>();
+  #receiving = new Map<number, Receiving>();
+  #chains = new Map<number, Promise<void>>();
+  /** Partial files held by a receiving transfer, from its begin until its file work is over. */
+  #claimed = new Set<string>();
+
+  /**
+   * @param downloadDir where received files land
+   * @param report where results go
+   */
+  constructor(downloadDir: string, report: TransferReport) {
+    this.#dir = downloadDir;
+    this.#report = report;
+  }
+
+  /**
+   * Queues one operation behind the earlier ones of its transfer.
+   *
+   * @param op the operation
+   */
+  run(op: FileOperation): void {
+    const chain = (this.#chains.get(op.id) ?? Promise.resolve()).then(() => this.#do(op));
+    const settled = chain.catch(() => {});
+    this.#chains.set(op.id, settled);
+    settled.then(() => {
+      if (this.#chains.get(op.id) === settled) this.#chains.delete(op.id);
+    });
+  }
+
+  /** Waits for every queued operation, then closes every file (partial files stay). */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#chains.values()]);
+    for (const s of this.#sending.values()) s.file?.close();
+    for (const r of this.#receiving.values()) r.file?.close();
+    this.#sending.clear();
+    this.#receiving.clear();
+    this.#claimed.clear();
+  }
+
+  async #do(op: FileOperation): Promise<void> {
+    switch (op.type) {
+      case "read":
+        return await this.#read(op.id, op.path, op.offset, op.length);
+      case "send_end":
+        this.#sending.get(op.id)?.file?.close();
+        this.#sending.delete(op.id);
+        return;
+      case "receive_begin":
+        return await this.#begin(op);
+      case "write":
+        return await this.#write(op.id, op.offset, op.data);
+      case "receive_end":
+        return await this.#finish(op.id);
+      case "receive_abort":
+        return await this.#abort(op.id, op.keepPartial);
+    }
+  }
+
+  async #read(id: number, path: string, offset: number, length: number): Promise<void> {
+    let sending = this.#sending.get(id);
+    if (sending === undefined) {
+      sending = { path };
+      this.#sending.set(id, sending);
+    }
+    try {
+      sending.file ??= await Deno.open(path, { read: true });
+      await sending.file.seek(offset, Deno.SeekMode.Start);
+      const data = new Uint8Array(length);
+      let got = 0;
+      while (got < length) {
+        const n = await sending.file.read(data.subarray(got));
+        if (n === null) throw new Error("the file became shorter while it was sent");
+        got += n;
+      }
+      this.#report.read(id, offset, data);
+    } catch (error) {
+      this.#report.failed(id, `Cannot read ${path}: ${(error as Error).message}`);
+    }
+  }
+
+  async #begin(
+    op: Extract<FileOperation, { type: "receive_begin" }>,
+  ): Promise<void> {
+    // Two transfers of the same content at once must not share a partial
+    // file: the second gets one of its own.
+    const shared = partialPath(this.#dir, op.name, op.sha256);
+    const own = this.#claimed.has(shared);
+    const partial = own ? `${shared.slice(0, -".part".length)}.${op.id}.part` : shared;
+    this.#claimed.add(partial);
+    const r: Receiving = {
+      name: op.name,
+      size: op.size,
+      sha256: op.sha256,
+      partial,
+      own,
+      hasher: createSha256(),
+      broken: false,
+    };
+    this.#receiving.set(op.id, r);
+    try {
+      await Deno.mkdir(this.#dir, { recursive: true });
+      // Only a regular file is resumed: a link planted there must not redirect the peer's bytes.
+      const existing = await Deno.lstat(partial).catch(() => undefined);
+      if (existing !== undefined && !existing.isFile) {
+        throw new Error(`${partial} is in the way and is not a regular file`);
+      }
+      r.file = await Deno.open(partial, { read: true, write: true, create: true, truncate: own });
+      const size = (await r.file.stat()).size;
+      const have = Math.min(size, op.size);
+      // Resume: the part already there goes into the hash; more than the file is cut.
+      if (size > have) await r.file.truncate(have);
+      await r.file.seek(0, Deno.SeekMode.Start);
+      const buffer = new Uint8Array(1024 * 1024);
+      let hashed = 0;
+      while (hashed < have) {
+        const n = await r.file.read(buffer.subarray(0, Math.min(buffer.length, have - hashed)));
+        if (n === null) break;
+        r.hasher.update(buffer.subarray(0, n));
+        hashed += n;
+      }
+      await r.file.seek(hashed, Deno.SeekMode.Start);
+      this.#report.ready(op.id, hashed);
+    } catch (error) {
+      r.broken = true;
+      r.file?.close();
+      r.file = undefined;
+      this.#report.failed(op.id, `Cannot write into ${this.#dir}: ${(error as Error).message}`);
+    }
+  }
+
+  async #write(id: number, offset: number, data: Uint8Array): Promise<void> {
+    const r = this.#receiving.get(id);
+    if (r === undefined || r.broken || r.file === undefined) return;
+    try {
+      let done = 0;
+      while (done < data.length) done += await r.file.write(data.subarray(done));
+      r.hasher.update(data);
+      this.#report.written(id, offset + data.length);
+    } catch (error) {
+      // A full disk, most often: nothing half-written stays behind.
+      r.broken = true;
+      r.file.close();
+      r.file = undefined;
+      await Deno.remove(r.partial).catch(() => {});
+      this.#report.failed(id, `Cannot write ${r.name}: ${(error as Error).message}`);
+    }
+  }
+
+  async #finish(id: number): Promise<void> {
+    const r = this.#receiving.get(id);
+    if (r === undefined || r.broken || r.file === undefined) return;
+    this.#receiving.delete(id);
+    try {
+      await r.file.sync();
+      r.file.close();
+      r.file = undefined;
+      const actual = toHex(r.hasher.digest());
+      if (actual !== r.sha256) {
+        await Deno.remove(r.partial).catch(() => {});
+        this.#claimed.delete(r.partial);
+        this.#report.failed(
+          id,
+          `The SHA-256 of "${r.name}" as received (${actual.slice(0, 16)}…) does not match ` +
+            `the sender's (${r.sha256.slice(0, 16)}…); the file was removed`,
+        );
+        return;
+      }
+      const path = await placeWithoutOverwriting(r.partial, this.#dir, r.name);
+      this.#claimed.delete(r.partial);
+      this.#report.received(id, path);
+    } catch (error) {
+      r.file?.close();
+      await Deno.remove(r.partial).catch(() => {});
+      this.#claimed.delete(r.partial);
+      this.#report.failed(id, `Cannot store ${r.name}: ${(error as Error).message}`);
+    }
+  }
+
+  async #abort(id: number, keepPartial: boolean): Promise<void> {
+    const r = this.#receiving.get(id);
+    if (r === undefined) return;
+    this.#receiving.delete(id);
+    r.file?.close();
+    r.file = undefined;
+    if (!keepPartial || r.own) await Deno.remove(r.partial).catch(() => {});
+    this.#claimed.delete(r.partial);
+  }
+}
+
+/**
+ * Moves a finished file to `dir/name`, or `name (1).ext`, `name (2).ext`...
+ * when taken. A hard link claims the name atomically, so two files arriving
+ * at once never overwrite each other; where links are not supported it
+ * falls back to checking and renaming.
+ *
+ * @param from the finished partial file
+ * @param dir the download directory
+ * @param name the offered name
+ * @returns the path it landed at
+ */
+export async function placeWithoutOverwriting(
+  from: string,
+  dir: string,
+  name: string,
+): Promise<string> {
+  const ext = extname(name);
+  const stem = ext === "" || ext === name ? name : name.slice(0, -ext.length);
+  for (let n = 0; n < 10_000; n++) {
+    const candidate = join(dir, n === 0 ? name : `${stem} (${n})${ext}`);
+    try {
+      await Deno.link(from, candidate);
+      await Deno.remove(from);
+      return candidate;
+    } catch (error) {
+      if (error instanceof Deno.errors.AlreadyExists) continue;
+      if (await Deno.stat(candidate).then(() => true, () => false)) continue;
+      await Deno.rename(from, candidate);
+      return candidate;
+    }
+  }
+  throw new Error(`Cannot find a free name for ${name} in ${dir}`);
+}

@@ -1,0 +1,247 @@
+/**
+ * NewReno-style congestion control with Veno's loss discrimination and
+ * pacing, for a reliable channel.
+ *
+ * @module
+ */
+
+/** Options of a {@linkcode CongestionControl}. */
+export interface CongestionControlOptions {
+  /** Congestion window at the start, segments (RFC 6928: 10). */
+  initialWindow: number;
+  /** Largest congestion window, segments (the channel's send window). */
+  maxWindow: number;
+  /** Most segments sent back to back before pacing spaces them out. */
+  maxBurst: number;
+}
+
+/** The smallest congestion window, segments (RFC 3390's initial window). */
+export const MIN_CONGESTION_WINDOW = 4;
+
+/**
+ * The congestion window never allows less than this rate, segments per ms
+ * (100 segments, about 110 KB, a second): losses on a lossy link do not
+ * make an interactive stream (a message every 20 ms over a 100 ms round
+ * trip) or a small file queue behind the window, and a rate this low
+ * cannot hurt a network. Above it, the window backs off as NewReno does.
+ */
+export const MIN_RATE_SEGMENTS_PER_MS = 0.1;
+
+/**
+ * Veno's threshold: with fewer segments than this queued in the network
+ * (estimated from the RTT above the smallest seen), a loss is taken as
+ * random, not congestion.
+ */
+export const RANDOM_LOSS_BACKLOG = 3;
+
+/** Window kept after a random loss (Veno: 4/5). */
+const RANDOM_LOSS_FACTOR = 0.8;
+/** Window kept after a congestion loss (Reno: 1/2). */
+const CONGESTION_LOSS_FACTOR = 0.5;
+
+/** Rounding slack of the token count, so a refill at the announced time always yields a token. */
+const TOKEN_EPSILON = 1e-6;
+
+/** Pacing rate over cwnd/srtt in slow start (as Linux), so the window can double each round trip. */
+const SLOW_START_PACING_GAIN = 2;
+/** Pacing rate over cwnd/srtt in congestion avoidance (as Linux). */
+const AVOIDANCE_PACING_GAIN = 1.25;
+
+/**
+ * Decides how many segments may be in flight and when the next may leave.
+ *
+ * - Slow start: the window grows by the segments each ack newly covers (at
+ *   most two per ack, RFC 3465), so it doubles every round trip.
+ * - Congestion avoidance (window at or above `ssthresh`): one segment per
+ *   window of acknowledged segments, so one more per round trip.
+ * - A loss found by fast retransmit reduces the window once per round trip
+ *   of data (NewReno: losses of segments sent before the first reduction
+ *   take effect with it). As TCP Veno (Fu and Liew, 2003), it estimates the
+ *   segments queued in the network, `cwnd * (srtt - minRtt) / srtt`: below
+ *   {@linkcode RANDOM_LOSS_BACKLOG} the loss is random (a lossy radio
+ *   link, not a full queue) and the window keeps 4/5; otherwise it halves.
+ *   A retransmission timeout sets `ssthresh` the same way and restarts
+ *   slow start from {@linkcode MIN_CONGESTION_WINDOW}.
+ * - Pacing: a token bucket refilled at `gain * cwnd / srtt` and holding at
+ *   most `maxBurst` segments, so a large window is not sent as one burst
+ *   that overflows the receiver's socket buffer.
+ *
+ * @example
+ * ```ts
+ * const cc = new CongestionControl({ initialWindow: 10, maxWindow: 1024, maxBurst: 32 });
+ * cc.window; // 10
+ * cc.onAck(0, 4, { srttMs: 50, minRttMs: 50 }); // slow start: +2 (at most two per ack)
+ * cc.window; // 12
+ * cc.onLoss(60, 12, 100); // no queue behind the RTT: a random loss keeps 4/5
+ * cc.window; // 9
+ * ```
+ */
+export class CongestionControl {
+  #options: CongestionControlOptions;
+  #cwnd: number;
+  #ssthresh = Infinity;
+  /** Segments at or above this sequence number were sent after the last reduction. */
+  #recoveryEnd = -1;
+  #tokens: number;
+  #refilledAt: number | undefined;
+  #rate = Infinity;
+  #reductions = 0;
+  #srtt: number | undefined;
+  #minRtt: number | undefined;
+
+  /**
+   * Creates a controller in slow start.
+   *
+   * @param options windows and burst size, in segments
+   */
+  constructor(options: CongestionControlOptions) {
+    for (const name of ["initialWindow", "maxWindow", "maxBurst"] as const) {
+      if (!Number.isInteger(options[name]) || options[name] < 1) {
+        throw new RangeError(`Cannot use ${name} ${options[name]}: it must be a positive integer`);
+      }
+    }
+    this.#options = { ...options };
+    this.#cwnd = Math.min(options.initialWindow, options.maxWindow);
+    this.#tokens = options.maxBurst;
+  }
+
+  /** The congestion window, whole segments. */
+  get window(): number {
+    return Math.max(this.#floor(), Math.floor(this.#cwnd));
+  }
+
+  /** The slow start threshold, segments (`Infinity` until the first loss). */
+  get slowStartThreshold(): number {
+    return this.#ssthresh;
+  }
+
+  /** How many times the window was reduced for a loss or a timeout. */
+  get reductions(): number {
+    return this.#reductions;
+  }
+
+  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
+  get pacingRate(): number {
+    return this.#rate;
+  }
+
+  /**
+   * Grows the window for newly acknowledged segments.
+   *
+   * @param now the current time, ms
+   * @param acked segments this ack newly covers
+   * @param rtt the smoothed and the smallest RTT after this ack, ms (undefined before a sample)
+   */
+  onAck(
+    now: number,
+    acked: number,
+    rtt: { srttMs: number | undefined; minRttMs: number | undefined },
+  ): void {
+    this.#srtt = rtt.srttMs;
+    this.#minRtt = rtt.minRttMs;
+    if (acked <= 0) return;
+    if (this.#cwnd < this.#ssthresh) {
+      this.#cwnd += Math.min(acked, 2);
+    } else {
+      this.#cwnd += acked / this.#cwnd;
+    }
+    this.#cwnd = Math.min(this.#cwnd, this.#options.maxWindow);
+    this.#updateRate(now, rtt.srttMs);
+  }
+
+  /**
+   * Reacts to a segment found lost by fast retransmit.
+   *
+   * @param seq the lost segment's sequence number
+   * @param inFlight segments in flight when it was found lost
+   * @param sendNext the sequence number of the next new segment
+   */
+  onLoss(seq: number, inFlight: number, sendNext: number): void {
+    if (seq < this.#recoveryEnd) return;
+    this.#ssthresh = this.#thresholdAfterLoss(inFlight);
+    this.#reduceTo(this.#ssthresh, sendNext);
+  }
+
+  /**
+   * Reacts to a retransmission timeout.
+   *
+   * @param inFlight segments in flight when the timer expired
+   * @param sendNext the sequence number of the next new segment
+   */
+  onTimeout(inFlight: number, sendNext: number): void {
+    this.#ssthresh = this.#thresholdAfterLoss(inFlight);
+    this.#reduceTo(this.#floor(), sendNext);
+  }
+
+  /** The smallest window: MIN_CONGESTION_WINDOW, or MIN_RATE_SEGMENTS_PER_MS over a round trip. */
+  #floor(): number {
+    const rtt = this.#srtt ?? 0;
+    return Math.max(MIN_CONGESTION_WINDOW, Math.ceil(MIN_RATE_SEGMENTS_PER_MS * rtt));
+  }
+
+  /** True when the RTT shows fewer than RANDOM_LOSS_BACKLOG segments queued (Veno). */
+  get #lossLooksRandom(): boolean {
+    if (this.#srtt === undefined || this.#minRtt === undefined || this.#srtt <= 0) return false;
+    const backlog = this.#cwnd * (this.#srtt - this.#minRtt) / this.#srtt;
+    return backlog < RANDOM_LOSS_BACKLOG;
+  }
+
+  #thresholdAfterLoss(inFlight: number): number {
+    const factor = this.#lossLooksRandom ? RANDOM_LOSS_FACTOR : CONGESTION_LOSS_FACTOR;
+    return Math.max(this.#floor(), Math.floor(Math.max(inFlight, 1) * factor));
+  }
+
+  #reduceTo(window: number, sendNext: number): void {
+    // The pacing rate follows the window at once, not at the next ack.
+    this.#rate *= window / this.#cwnd;
+    this.#cwnd = window;
+    this.#recoveryEnd = sendNext;
+    this.#reductions++;
+  }
+
+  /**
+   * Tells whether pacing lets a segment leave now.
+   *
+   * @param now the current time, ms
+   * @returns true when a token is available
+   */
+  mayPace(now: number): boolean {
+    this.#refill(now);
+    return this.#tokens >= 1 - TOKEN_EPSILON;
+  }
+
+  /** Spends a token for a segment that left. */
+  spend(): void {
+    this.#tokens = Math.max(0, this.#tokens - 1);
+  }
+
+  /**
+   * Tells when pacing lets the next segment leave.
+   *
+   * @returns the time, ms (at most the time of the last check when a token is available)
+   */
+  nextSendTime(): number {
+    const at = this.#refilledAt ?? 0;
+    if (this.#tokens >= 1 - TOKEN_EPSILON || !Number.isFinite(this.#rate)) return at;
+    return at + (1 - this.#tokens) / this.#rate;
+  }
+
+  #refill(now: number): void {
+    if (this.#refilledAt === undefined || !Number.isFinite(this.#rate)) {
+      this.#tokens = this.#options.maxBurst;
+    } else if (now > this.#refilledAt) {
+      this.#tokens = Math.min(
+        this.#options.maxBurst,
+        this.#tokens + (now - this.#refilledAt) * this.#rate,
+      );
+    }
+    this.#refilledAt = now;
+  }
+
+  #updateRate(now: number, srttMs: number | undefined): void {
+    if (srttMs === undefined) return;
+    this.#refill(now);
+    const gain = this.#cwnd < this.#ssthresh ? SLOW_START_PACING_GAIN : AVOIDANCE_PACING_GAIN;
+    this.#rate = gain * this.#cwnd / Math.max(srttMs, 0.01);
+  }
+}

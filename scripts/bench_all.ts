@@ -1,0 +1,236 @@
+/**
+ * `deno task bench`: every benchmark, each figure a ratio against a baseline
+ * measured in the same run, then one summary table for docs/BENCHMARKS.md.
+ *
+ * 1. Peer file transfer (`scripts/bench_transfer.ts`): 64 MiB on loopback
+ *    vs a bare UDP blast and plain TCP; 5% and 10% loss with 20 ms delay
+ *    through the impairment proxy vs stop-and-wait.
+ * 2. KCP's latency test in the simulator (`runKcpScenario`, 20 seeds) beside
+ *    KCP's published fast-mode figures.
+ * 3. The simulator's speed: virtual seconds per wall second, 100 clients
+ *    (the `crowd` scenario).
+ * 4. The server: register+deregister (`scripts/bench.ts`) and lookups and
+ *    heartbeats (`scripts/bench_presence.ts`), each vs a bare UDP echo server.
+ *
+ * Usage: deno task bench [--quick]
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli/parse-args";
+import { fromFileUrl, join } from "@std/path";
+import { BUILT_IN_SCENARIOS } from "../lib/driver/built_in_scenarios.ts";
+import { parseScenario, runScenario } from "../lib/driver/scenario.ts";
+import { runKcpScenario } from "../lib/reliable/kcp_scenario.ts";
+import { LOW_LATENCY_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
+import { rejectUnknownFlags } from "../lib/usage_error.ts";
+
+const REPO = fromFileUrl(new URL("..", import.meta.url));
+const HELP = `bench: every Switchboard benchmark, each against a baseline measured in the same run
+
+Usage: deno task bench [--quick]
+
+  --quick     smaller runs (16 MiB transfer, fewer seeds, short server rounds)
+  -h, --help  show this help
+
+Each part also runs alone: deno task bench:transfer, bench:register, bench:presence.`;
+
+/** KCP's fast mode on the same test (skywind3000/kcp README): average and maximum RTT, ms. */
+const KCP_FAST = { average: [136, 141], max: [347, 404] };
+
+interface Row {
+  figure: string;
+  value: string;
+  baseline: string;
+  ratio: string;
+  command: string;
+}
+
+async function runScript(script: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--config", join(REPO, "deno.json"), join(REPO, script), ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  if (!output.success) throw new Error(`${script} failed:\n${text}`);
+  return text;
+}
+
+/** The JSON object that ends a script's output (one line, or pretty-printed). */
+function lastJson(text: string): Record<string, unknown> {
+  const lines = text.trimEnd().split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (!lines[i].startsWith("{")) continue;
+    try {
+      return JSON.parse(lines.slice(i).join("\n"));
+    } catch {
+      // Not where the object starts: look further up.
+    }
+  }
+  throw new Error(`No JSON in:\n${text}`);
+}
+
+const mbps = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(2)} MB/s`;
+
+async function transferRows(quick: boolean): Promise<Row[]> {
+  const args = quick ? ["--size", "16", "--lossy-size", "1024", "--saw-size", "8"] : [];
+  console.log("Peer file transfer...");
+  const r = lastJson(await runScript("scripts/bench_transfer.ts", [...args, "--json"])) as {
+    sizeBytes: number;
+    udpBlastBytesPerSecond: number;
+    tcpBytesPerSecond: number;
+    sendfileBytesPerSecond: number;
+    lossy: {
+      loss: number;
+      sendfileBytesPerSecond: number;
+      stopAndWaitBytesPerSecond: number;
+      ratio: number;
+    }[];
+  };
+  const mib = r.sizeBytes / 1024 / 1024;
+  const command = `deno task bench:transfer${quick ? " " + args.join(" ") : ""}`;
+  return [
+    {
+      figure: `sendfile ${mib} MiB, loopback`,
+      value: mbps(r.sendfileBytesPerSecond),
+      baseline: `bare UDP blast ${mbps(r.udpBlastBytesPerSecond)}`,
+      ratio: (r.sendfileBytesPerSecond / r.udpBlastBytesPerSecond).toFixed(2),
+      command,
+    },
+    {
+      figure: `sendfile ${mib} MiB, loopback`,
+      value: mbps(r.sendfileBytesPerSecond),
+      baseline: `plain TCP ${mbps(r.tcpBytesPerSecond)}`,
+      ratio: (r.sendfileBytesPerSecond / r.tcpBytesPerSecond).toFixed(2),
+      command,
+    },
+    ...r.lossy.map((l) => ({
+      figure: `sendfile, ${l.loss * 100}% loss, 20 ms delay`,
+      value: mbps(l.sendfileBytesPerSecond),
+      baseline: `stop-and-wait ${mbps(l.stopAndWaitBytesPerSecond)}`,
+      ratio: l.ratio.toFixed(1),
+      command,
+    })),
+  ];
+}
+
+function kcpRows(quick: boolean): Row[] {
+  const seeds = quick ? 5 : 20;
+  console.log(`KCP's latency test, ${seeds} seeds...`);
+  let sum = 0, count = 0, max = 0;
+  for (let seed = 1; seed <= seeds; seed++) {
+    const run = runKcpScenario(seed, { channel: LOW_LATENCY_CHANNEL_OPTIONS });
+    sum += run.averageRttMs * run.rtts.length;
+    count += run.rtts.length;
+    max = Math.max(max, run.maxRttMs);
+  }
+  const average = sum / count;
+  const command = `deno task simulate --scenario kcp --seeds ${seeds}`;
+  return [
+    {
+      figure: "KCP test, chat preset: average RTT",
+      value: `${average.toFixed(1)} ms`,
+      baseline: `KCP fast mode ${KCP_FAST.average.join("-")} ms`,
+      ratio: `${(average / KCP_FAST.average[1]).toFixed(2)}-${
+        (average / KCP_FAST.average[0]).toFixed(2)
+      }`,
+      command,
+    },
+    {
+      figure: "KCP test, chat preset: max RTT",
+      value: `${max} ms`,
+      baseline: `KCP fast mode ${KCP_FAST.max.join("-")} ms`,
+      ratio: `${(max / KCP_FAST.max[1]).toFixed(2)}-${(max / KCP_FAST.max[0]).toFixed(2)}`,
+      command,
+    },
+  ];
+}
+
+function simulatorRows(quick: boolean): Row[] {
+  const seeds = quick ? 1 : 3;
+  console.log(`Simulator, 100 clients, ${seeds} seeds...`);
+  const scenario = parseScenario(BUILT_IN_SCENARIOS.crowd, "crowd");
+  let virtualMs = 0;
+  const started = performance.now();
+  for (let seed = 1; seed <= seeds; seed++) {
+    virtualMs += runScenario(scenario, { seed, clients: 100 }).summary.virtualMs;
+  }
+  const wallMs = performance.now() - started;
+  return [{
+    figure: "simulator, 100 clients (crowd)",
+    value: `${(virtualMs / 1000).toFixed(1)} virtual s in ${(wallMs / 1000).toFixed(2)} s`,
+    baseline: "wall clock",
+    ratio: `${(virtualMs / wallMs).toFixed(1)}x`,
+    command: `deno task simulate --scenario crowd --clients 100 --seeds ${seeds} --timing`,
+  }];
+}
+
+async function serverRows(quick: boolean): Promise<Row[]> {
+  console.log("Server: register+deregister...");
+  const registerArgs = quick ? ["--rounds", "1", "--seconds", "2"] : [];
+  const register = lastJson(await runScript("scripts/bench.ts", [...registerArgs, "--json"]));
+  console.log("Server: lookups and heartbeats...");
+  const presenceArgs = quick
+    ? ["--rounds", "1", "--registered", "2000", "--active", "500", "--seconds", "2"]
+    : ["--rounds", "1"];
+  const presence = await runScript("scripts/bench_presence.ts", presenceArgs);
+  const rows: Row[] = [];
+  const perSecond = (side: unknown) =>
+    Math.round((side as { roundTripsPerSecond: number }).roundTripsPerSecond);
+  rows.push({
+    figure: "register+deregister pairs/s",
+    value: `${perSecond(register.switchboard)}/s`,
+    baseline: `UDP echo ${perSecond(register.echo)}/s`,
+    ratio: (register.ratio as number).toFixed(3),
+    command: `deno task bench:register${quick ? " " + registerArgs.join(" ") : ""}`,
+  });
+  for (const line of presence.split("\n").filter((l) => /ratio/i.test(l)).slice(0, 4)) {
+    rows.push({
+      figure: "presence",
+      value: line.trim(),
+      baseline: "UDP echo",
+      ratio: "",
+      command: `deno task bench:presence ${presenceArgs.join(" ")}`,
+    });
+  }
+  return rows;
+}
+
+function machine(): string {
+  const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
+  const cores = navigator.hardwareConcurrency;
+  const memory = Math.round(Deno.systemMemoryInfo().total / 1024 / 1024 / 1024);
+  return `${cpu}, ${cores} cores, ${memory} GiB, ${Deno.build.os} ${Deno.osRelease()}, Deno ${Deno.version.deno}, load ${
+    Deno.loadavg().map((l) => l.toFixed(1)).join(" ")
+  }`;
+}
+
+async function main(args: string[]): Promise<number> {
+  const parsed = parseArgs(args, { boolean: ["quick", "help"], alias: { h: "help" } });
+  try {
+    rejectUnknownFlags(parsed, ["quick", "help", "h"]);
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}`);
+    return 2;
+  }
+  if (parsed.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const quick = parsed.quick;
+  const rows = [
+    ...await transferRows(quick),
+    ...kcpRows(quick),
+    ...simulatorRows(quick),
+    ...await serverRows(quick),
+  ];
+  console.log(`\n${new Date().toISOString().slice(0, 10)}, ${machine()}\n`);
+  console.log("| figure | value | baseline (same run) | ratio | command |");
+  console.log("|---|---:|---|---:|---|");
+  for (const r of rows) {
+    console.log(`| ${r.figure} | ${r.value} | ${r.baseline} | ${r.ratio} | \`${r.command}\` |`);
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
