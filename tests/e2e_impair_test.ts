@@ -157,18 +157,61 @@ Deno.test("two clients chat through the impairment proxy at 10% loss: intact, on
   assertEquals(await server.stop(), 0);
 });
 
-// TODO(issue 6): peer file transfer through the proxy. `sendfile PATH` and
-// `--accept-files` were not in the client yet (lib/client/command.ts) when this
-// file was written. Once they are: start the server, the proxy (IMPAIRMENT as
-// above) and two clients through it as in the chat test; Bob runs with
-// `--accept-files`, Alice connects and sends a file of a few hundred KiB
-// (several windows of fragments) with `sendfile`; assert both exit 0, the
-// received file's SHA-256 equals the sent one's, and the proxy's counts show
-// loss, duplication and reordering between the clients.
-Deno.test({
-  name: "TODO: a file sent peer to peer through the impairment proxy arrives with its SHA-256",
-  ignore: true,
-  fn() {
-    throw new Error("Not written yet: waiting for sendfile and --accept-files in the client");
-  },
+Deno.test("a file sent peer to peer through the impairment proxy at 10% loss arrives whole", async () => {
+  const seed = Number(Deno.env.get("IMPAIR_SEED") ?? Math.floor(Math.random() * 1_000_000));
+  console.log(`  proxy seed ${seed} (IMPAIR_SEED=${seed} repeats its decisions)`);
+  await using dir = await tempDir("switchboard_e2e_impair_file_");
+  await using server = await startServer({ dataDir: dir.join("data"), logDir: dir.join("logs") });
+  const started = await startProxy(server.address, seed);
+  await using proxy = started.proxy;
+  const via = `127.0.0.1:${started.port}`;
+  // 600 KiB: hundreds of segments, so windows, SACK and recovery all work.
+  const source = dir.join("survey.bin");
+  const bytes = new Uint8Array(600 * 1024);
+  for (let at = 0; at < bytes.length; at += 65536) {
+    crypto.getRandomValues(bytes.subarray(at, Math.min(bytes.length, at + 65536)));
+  }
+  await Deno.writeFile(source, bytes);
+  const downloads = dir.join("bob-downloads");
+  const bobArgs = await scriptArgs(dir, via, "Bob", [
+    "register Bob",
+    "accept",
+    "send ready",
+    "wait transfers within 120",
+    "wait terminate within 60",
+  ]);
+  const aliceArgs = await scriptArgs(dir, via, "Alice", [
+    "register Alice",
+    "connect Bob",
+    "wait messages 1 within 30",
+    `sendfile ${source}`,
+    "send chat goes on during the transfer",
+    "wait transfers within 120",
+    "terminate",
+  ]);
+  const t0 = performance.now();
+  await using bob = startClient([...bobArgs, "--accept-files", "--download-dir", downloads], {
+    cwd: dir.path,
+  });
+  await bob.waitForLine(/"command":"register","ok":true/, 30_000);
+  await using alice = startClient(aliceArgs, { cwd: dir.path });
+  const [a, b] = await Promise.all([alice.finished(240_000), bob.finished(240_000)]);
+  const took = Math.round(performance.now() - t0);
+  const shown = (label: string, r: Finished) => describeRun(r, { label, lastChars: 3000 });
+  assertEquals(a.code, 0, shown("Alice", a) + shown("Bob", b));
+  assertEquals(b.code, 0, shown("Bob", b) + shown("Alice", a));
+  const received = await Deno.readFile(`${downloads}/survey.bin`);
+  assertEquals(received.length, bytes.length);
+  assertEquals(received, bytes, "the file arrived byte for byte");
+  const done = jsonLines("Bob", b).filter((l) => l.event === "file_done");
+  assertEquals(done.length, 1, "one verified file");
+  const chat = jsonLines("Bob", b).filter((l) => l.event === "message").map((l) => l.text);
+  assertEquals(chat, ["chat goes on during the transfer"]);
+  const stopped = await proxy.signal("SIGINT");
+  const counts = stopped.stdout.split("\n").find((line) => line.startsWith("Counts: ")) ?? "";
+  console.log(`  600 KiB through the proxy in ${took} ms; proxy ${counts}`);
+  const number = (pattern: RegExp) => Number(pattern.exec(counts)?.[1] ?? NaN);
+  assertGreater(number(/(\d+) between clients/), 500, "the file crossed the proxy");
+  assertGreater(number(/(\d+) lost/), 0, "the proxy lost datagrams");
+  assertEquals(await server.stop(), 0);
 });
