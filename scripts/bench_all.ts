@@ -178,18 +178,24 @@ async function serverRows(quick: boolean): Promise<Row[]> {
   const perSecond = (side: unknown) =>
     Math.round((side as { roundTripsPerSecond: number }).roundTripsPerSecond);
   rows.push({
-    figure: "register+deregister pairs/s",
+    figure: "register+deregister round trips/s",
     value: `${perSecond(register.switchboard)}/s`,
     baseline: `UDP echo ${perSecond(register.echo)}/s`,
     ratio: (register.ratio as number).toFixed(3),
     command: `deno task bench:register${quick ? " " + registerArgs.join(" ") : ""}`,
   });
-  for (const line of presence.split("\n").filter((l) => /ratio/i.test(l)).slice(0, 4)) {
+  const ratios =
+    /ratio lookup: switchboard\/echo = ([\d.]+); ratio heartbeat: switchboard\/echo = ([\d.]+)/
+      .exec(presence);
+  if (ratios === null) throw new Error(`bench_presence printed no ratios:\n${presence}`);
+  for (const [i, operation] of ["lookup", "heartbeat"].entries()) {
     rows.push({
-      figure: "presence",
-      value: line.trim(),
+      figure: `${operation} round trips/s (${
+        quick ? "2,000 registered, 500" : "10,000 registered, 1,000"
+      } online)`,
+      value: "Switchboard",
       baseline: "UDP echo",
-      ratio: "",
+      ratio: Number(ratios[i + 1]).toFixed(2),
       command: `deno task bench:presence ${presenceArgs.join(" ")}`,
     });
   }
@@ -197,10 +203,9 @@ async function serverRows(quick: boolean): Promise<Row[]> {
 }
 
 function machine(): string {
-  const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
   const cores = navigator.hardwareConcurrency;
   const memory = Math.round(Deno.systemMemoryInfo().total / 1024 / 1024 / 1024);
-  return `${cpu}, ${cores} cores, ${memory} GiB, ${Deno.build.os} ${Deno.osRelease()}, Deno ${Deno.version.deno}, load ${
+  return `${Deno.build.arch}, ${cores} cores, ${memory} GiB, ${Deno.build.os} ${Deno.osRelease()}, Deno ${Deno.version.deno}, load ${
     Deno.loadavg().map((l) => l.toFixed(1)).join(" ")
   }`;
 }
@@ -218,12 +223,16 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const quick = parsed.quick;
-  const rows = [
-    ...await transferRows(quick),
-    ...kcpRows(quick),
-    ...simulatorRows(quick),
-    ...await serverRows(quick),
-  ];
+  const rows: Row[] = [];
+  // Each part's rows are printed as they come, so a failure later loses nothing.
+  const part = (found: Row[]) => {
+    for (const r of found) console.log(`  ${r.figure}: ${r.value} vs ${r.baseline}: ${r.ratio}`);
+    rows.push(...found);
+  };
+  part(await transferRows(quick));
+  part(kcpRows(quick));
+  part(simulatorRows(quick));
+  part(await serverRows(quick));
   console.log(`\n${new Date().toISOString().slice(0, 10)}, ${machine()}\n`);
   console.log("| figure | value | baseline (same run) | ratio | command |");
   console.log("|---|---:|---|---:|---|");
