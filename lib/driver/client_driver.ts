@@ -211,26 +211,10 @@ export class ClientDriver {
    * @returns the result
    */
   async upload(path: string, name: string): Promise<CommandResult> {
-    let size: number;
-    let digest: Uint8Array;
-    try {
-      const info = await Deno.stat(path);
-      if (!info.isFile) throw new Error("it is not a regular file");
-      size = info.size;
-      digest = await hashFile(
-        path,
-        (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: size }),
-      );
-    } catch (error) {
-      return {
-        ok: false,
-        command: "upload",
-        error: `Cannot read ${path}: ${(error as Error).message}`,
-        code: "file_error",
-      };
-    }
-    this.#pendingUpload = { path, name, size };
-    return await this.run({ kind: "upload", name, size, sha256: digest });
+    const file = await this.#readFile("upload", path, name);
+    if ("ok" in file) return file;
+    this.#pendingUpload = { path, name, size: file.size };
+    return await this.run({ kind: "upload", name, size: file.size, sha256: file.sha256 });
   }
 
   #pendingUpload: { path: string; name: string; size: number } | undefined;
@@ -249,30 +233,40 @@ export class ClientDriver {
     if (problem !== undefined) {
       return { ok: false, command: "sendfile", error: problem, code: "invalid_file_name" };
     }
-    let size: number;
-    let digest: Uint8Array;
+    // Before hashing what may be gigabytes: is there a session to send it over?
+    const file = await this.#readFile("sendfile", path, name, () => this.#core.sendFileProblem(to));
+    if ("ok" in file) return file;
+    return await this.run({ kind: "sendfile", to, path, name, ...file });
+  }
+
+  /**
+   * Checks that `path` is a regular file, then (unless `before` finds a
+   * problem) hashes it with progress.
+   */
+  async #readFile(
+    command: "upload" | "sendfile",
+    path: string,
+    name: string,
+    before: () => string | undefined = () => undefined,
+  ): Promise<{ size: number; sha256: Uint8Array } | CommandResult> {
     try {
       const info = await Deno.stat(path);
       if (!info.isFile) throw new Error("it is not a regular file");
-      size = info.size;
-      // Before hashing what may be gigabytes: is there a session to send it over?
-      const noSession = this.#core.sendFileProblem(to);
-      if (noSession !== undefined) {
-        return { ok: false, command: "sendfile", error: noSession, code: "no_session" };
-      }
-      digest = await hashFile(
+      const problem = before();
+      if (problem !== undefined) return { ok: false, command, error: problem, code: "no_session" };
+      const sha256 = await hashFile(
         path,
-        (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: size }),
+        (done) => this.#config.onProgress?.({ stage: "hash", name, done, total: info.size }),
       );
+      return { size: info.size, sha256 };
     } catch (error) {
       return {
         ok: false,
-        command: "sendfile",
+        command,
         error: `Cannot read ${path}: ${(error as Error).message}`,
         code: "file_error",
       };
     }
-    return await this.run({ kind: "sendfile", to, path, name, size, sha256: digest });
   }
 
   /**
