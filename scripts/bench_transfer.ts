@@ -23,7 +23,8 @@ import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { MAX_PEER_PAYLOAD_BYTES } from "../lib/wire/messages.ts";
-import { integerFlag, rejectUnknownFlags, UsageError } from "../lib/usage_error.ts";
+import { integerFlag, rejectUnknownFlags } from "../lib/usage_error.ts";
+import { flagsOrExitCode } from "./_bench_support.ts";
 
 const REPO = fromFileUrl(new URL("..", import.meta.url));
 const CONFIG = join(REPO, "deno.json");
@@ -293,18 +294,8 @@ async function randomFile(path: string, bytes: number): Promise<void> {
 const mb = (bytesPerSecond: number) => (bytesPerSecond / 1e6).toFixed(2);
 
 async function main(args: string[]): Promise<number> {
-  let flags: Flags | "help";
-  try {
-    flags = parseFlags(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    console.error(`error: ${error.message}`);
-    return 2;
-  }
-  if (flags === "help") {
-    console.log(HELP);
-    return 0;
-  }
+  const flags = flagsOrExitCode(() => parseFlags(args), HELP);
+  if (typeof flags === "number") return flags;
   const dir = await Deno.makeTempDir({ prefix: "switchboard_bench_transfer_" });
   try {
     const big = join(dir, "big.bin");
