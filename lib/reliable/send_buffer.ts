@@ -119,6 +119,8 @@ export class SendBuffer {
         `Cannot send ${fragments} more segments: the sequence space ends at ${MAX_SEQ}`,
       );
     }
+    // One copy of the whole message; its fragments are views on it.
+    const copy = message.slice();
     for (let fragment = 0; fragment < fragments; fragment++) {
       const start = fragment * MAX_SEGMENT_PAYLOAD;
       this.#queue.push({
@@ -126,7 +128,7 @@ export class SendBuffer {
         messageId,
         fragment,
         fragments,
-        payload: message.slice(start, start + MAX_SEGMENT_PAYLOAD),
+        payload: copy.subarray(start, start + MAX_SEGMENT_PAYLOAD),
         transmissions: 0,
         sentAt: 0,
         order: 0,

@@ -8,6 +8,7 @@
  */
 import { type FieldKind, type Message, MESSAGE_SCHEMAS, type MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
+import { allocateBytes } from "../byte_pool.ts";
 
 /** First two bytes of every datagram and frame: ASCII "SW". */
 export const MAGIC = [0x53, 0x57] as const;
@@ -28,6 +29,8 @@ const TYPES_BY_CODE = new Map<number, MessageType>(
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const ID64_PATTERN = /^[0-9a-f]{16}$/;
+/** Two lowercase hex digits of each byte value. */
+const HEX_BYTES = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 
 /** Options for {@linkcode encodeMessage}. */
 export interface EncodeOptions {
@@ -51,110 +54,175 @@ export interface EncodeOptions {
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Uint8Array {
   const schema = Object.hasOwn(SCHEMAS, message.type) ? SCHEMAS[message.type] : undefined;
   if (schema === undefined) throw new RangeError(`Cannot encode unknown type "${message.type}"`);
-  const parts: Uint8Array[] = [];
-  encodeFields(schema.fields, message as unknown as Record<string, unknown>, parts);
-  let size = HEADER_BYTES;
-  for (const part of parts) size += part.length;
+  const record = message as unknown as Record<string, unknown>;
+  // Two passes over the fields: the first checks every value and sums the
+  // size (keeping the UTF-8 of text fields), the second writes into one
+  // array. Peer data goes through here for every datagram.
+  const texts: Uint8Array[] = [];
+  const size = HEADER_BYTES + measureFields(schema.fields, record, texts);
   if (options.maxBytes !== undefined && size > options.maxBytes) {
     throw new RangeError(
       `Cannot encode "${message.type}" in ${options.maxBytes} bytes: it needs ${size}`,
     );
   }
-  const out = new Uint8Array(size);
-  out.set([MAGIC[0], MAGIC[1], PROTOCOL_VERSION, schema.code]);
-  let offset = HEADER_BYTES;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
+  const out = allocateBytes(size);
+  out[0] = MAGIC[0];
+  out[1] = MAGIC[1];
+  out[2] = PROTOCOL_VERSION;
+  out[3] = schema.code;
+  const writer: Writer = {
+    out,
+    view: new DataView(out.buffer, out.byteOffset, size),
+    offset: HEADER_BYTES,
+    texts,
+    text: 0,
+  };
+  writeFields(schema.fields, record, writer);
   return out;
 }
 
-function encodeFields(
-  fields: readonly (readonly [string, FieldKind])[],
+type Fields = readonly (readonly [string, FieldKind])[];
+
+/** Checks the values of `fields` in `record` and returns their encoded size. */
+function measureFields(
+  fields: Fields,
   record: Record<string, unknown>,
-  parts: Uint8Array[],
-): void {
+  texts: Uint8Array[],
+): number {
+  let size = 0;
   for (const [field, kind] of fields) {
     const value = record[field];
-    if (kind.kind !== "list") {
-      parts.push(encodeField(field, kind, value));
-      continue;
-    }
-    if (!Array.isArray(value)) throw new RangeError(`Cannot encode field "${field}": not an array`);
-    if (value.length > kind.max) {
-      throw new RangeError(
-        `Cannot encode field "${field}": ${value.length} items exceeds ${kind.max}`,
-      );
-    }
-    parts.push(Uint8Array.of(value.length >>> 8, value.length & 0xff));
-    for (const item of value) {
-      if (typeof item !== "object" || item === null) {
-        throw new RangeError(`Cannot encode field "${field}": an item is not an object`);
-      }
-      encodeFields(kind.of, item as Record<string, unknown>, parts);
-    }
-  }
-}
-
-function encodeField(
-  field: string,
-  kind: Exclude<FieldKind, { kind: "list" }>,
-  value: unknown,
-): Uint8Array {
-  switch (kind.kind) {
-    case "u8":
-      return Uint8Array.of(checkInt(field, value, 0xff));
-    case "u16": {
-      const n = checkInt(field, value, 0xffff);
-      return Uint8Array.of(n >>> 8, n & 0xff);
-    }
-    case "u32": {
-      const n = checkInt(field, value, 0xffffffff);
-      return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
-    }
-    case "u64": {
-      const n = checkInt(field, value, Number.MAX_SAFE_INTEGER);
-      const out = new Uint8Array(8);
-      new DataView(out.buffer).setBigUint64(0, BigInt(n));
-      return out;
-    }
-    case "id64": {
-      if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
-        throw new RangeError(`Cannot encode field "${field}": not 16 lowercase hex digits`);
-      }
-      const out = new Uint8Array(8);
-      for (let i = 0; i < 8; i++) out[i] = parseInt(value.slice(i * 2, i * 2 + 2), 16);
-      return out;
-    }
-    case "text":
-    case "bytes": {
-      let body: Uint8Array;
-      if (kind.kind === "text") {
+    switch (kind.kind) {
+      case "u8":
+        checkInt(field, value, 0xff);
+        size += 1;
+        break;
+      case "u16":
+        checkInt(field, value, 0xffff);
+        size += 2;
+        break;
+      case "u32":
+        checkInt(field, value, 0xffffffff);
+        size += 4;
+        break;
+      case "u64":
+        checkInt(field, value, Number.MAX_SAFE_INTEGER);
+        size += 8;
+        break;
+      case "id64":
+        if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
+          throw new RangeError(`Cannot encode field "${field}": not 16 lowercase hex digits`);
+        }
+        size += 8;
+        break;
+      case "text": {
         if (typeof value !== "string") {
           throw new RangeError(`Cannot encode field "${field}": not a string`);
         }
         if (!value.isWellFormed()) {
           throw new RangeError(`Cannot encode field "${field}": it holds a lone surrogate`);
         }
-        body = encoder.encode(value);
-      } else {
+        const body = encoder.encode(value);
+        checkLength(field, body.length, kind.max);
+        texts.push(body);
+        size += 2 + body.length;
+        break;
+      }
+      case "bytes":
         if (!(value instanceof Uint8Array)) {
           throw new RangeError(`Cannot encode field "${field}": not a Uint8Array`);
         }
-        body = value;
+        checkLength(field, value.length, kind.max);
+        size += 2 + value.length;
+        break;
+      case "list": {
+        if (!Array.isArray(value)) {
+          throw new RangeError(`Cannot encode field "${field}": not an array`);
+        }
+        if (value.length > kind.max) {
+          throw new RangeError(
+            `Cannot encode field "${field}": ${value.length} items exceeds ${kind.max}`,
+          );
+        }
+        size += 2;
+        for (const item of value) {
+          if (typeof item !== "object" || item === null) {
+            throw new RangeError(`Cannot encode field "${field}": an item is not an object`);
+          }
+          size += measureFields(kind.of, item as Record<string, unknown>, texts);
+        }
+        break;
       }
-      if (body.length > kind.max) {
-        throw new RangeError(
-          `Cannot encode field "${field}": ${body.length} bytes exceeds ${kind.max}`,
-        );
-      }
-      const out = new Uint8Array(2 + body.length);
-      out[0] = body.length >>> 8;
-      out[1] = body.length & 0xff;
-      out.set(body, 2);
-      return out;
     }
+  }
+  return size;
+}
+
+interface Writer {
+  out: Uint8Array;
+  view: DataView;
+  offset: number;
+  /** The UTF-8 of the text fields, in order, from `measureFields`. */
+  texts: Uint8Array[];
+  /** The next of `texts`. */
+  text: number;
+}
+
+/** Writes fields that `measureFields` checked. */
+function writeFields(fields: Fields, record: Record<string, unknown>, w: Writer): void {
+  for (const [field, kind] of fields) {
+    const value = record[field];
+    switch (kind.kind) {
+      case "u8":
+        w.out[w.offset++] = value as number;
+        break;
+      case "u16":
+        w.view.setUint16(w.offset, value as number);
+        w.offset += 2;
+        break;
+      case "u32":
+        w.view.setUint32(w.offset, value as number);
+        w.offset += 4;
+        break;
+      case "u64":
+        w.view.setBigUint64(w.offset, BigInt(value as number));
+        w.offset += 8;
+        break;
+      case "id64": {
+        const hex = value as string;
+        for (let i = 0; i < 8; i++) {
+          w.out[w.offset++] = (hexDigit(hex.charCodeAt(2 * i)) << 4) |
+            hexDigit(hex.charCodeAt(2 * i + 1));
+        }
+        break;
+      }
+      case "text":
+      case "bytes": {
+        const body = kind.kind === "text" ? w.texts[w.text++] : value as Uint8Array;
+        w.view.setUint16(w.offset, body.length);
+        w.out.set(body, w.offset + 2);
+        w.offset += 2 + body.length;
+        break;
+      }
+      case "list": {
+        const items = value as Record<string, unknown>[];
+        w.view.setUint16(w.offset, items.length);
+        w.offset += 2;
+        for (const item of items) writeFields(kind.of, item, w);
+        break;
+      }
+    }
+  }
+}
+
+/** The value of one lowercase hex digit (checked by ID64_PATTERN). */
+function hexDigit(code: number): number {
+  return code <= 0x39 ? code - 0x30 : code - 0x57;
+}
+
+function checkLength(field: string, length: number, max: number): void {
+  if (length > max) {
+    throw new RangeError(`Cannot encode field "${field}": ${length} bytes exceeds ${max}`);
   }
 }
 
@@ -246,7 +314,7 @@ function decodeFields(
       }
       case "id64": {
         let hex = "";
-        for (let i = 0; i < 8; i++) hex += bytes[offset + i].toString(16).padStart(2, "0");
+        for (let i = 0; i < 8; i++) hex += HEX_BYTES[bytes[offset + i]];
         result[field] = hex;
         break;
       }
