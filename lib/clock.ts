@@ -53,3 +53,21 @@ export class VirtualClock implements Clock {
     this.#now = ms;
   }
 }
+
+/**
+ * The earlier of two optional times, without allocating (timers are asked
+ * for after every datagram).
+ *
+ * @param a a time, or undefined for none
+ * @param b a time, or undefined for none
+ * @returns the earlier, or undefined when neither is set
+ *
+ * @example
+ * ```ts
+ * earlier(5, undefined); // 5
+ * ```
+ */
+export function earlier(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  return b === undefined || a <= b ? a : b;
+}

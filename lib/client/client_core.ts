@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { earlier } from "../clock.ts";
 import { hostPort } from "../host_port.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
@@ -513,14 +514,11 @@ export class ClientCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const times = [
-      this.#session.nextTimeout(),
-      this.#heartbeatAt,
-      this.#relogin?.at,
-      this.#running?.deadline,
-      ...[...this.#peers.values()].map((p) => p.nextTimeout()),
-    ].filter((t): t is number => t !== undefined);
-    return times.length === 0 ? undefined : Math.min(...times);
+    let next = earlier(this.#session.nextTimeout(), this.#heartbeatAt);
+    next = earlier(next, this.#relogin?.at);
+    next = earlier(next, this.#running?.deadline);
+    for (const peer of this.#peers.values()) next = earlier(next, peer.nextTimeout());
+    return next;
   }
 
   /**

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { earlier } from "../clock.ts";
 import { decodePeerPayload, encodePeerPayload, type PeerPayload } from "../wire/peer_payload.ts";
 import type { Random } from "../random.ts";
 import { ReliableChannel, type ReliableChannelOptions } from "../reliable/reliable_channel.ts";
@@ -308,13 +309,11 @@ export class PeerSession {
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
     if (this.#state === "closed") return undefined;
-    const times = [this.#nextSendAt, this.#channel?.nextTimeout()].filter((t): t is number =>
-      t !== undefined
-    );
+    const next = earlier(this.#nextSendAt, this.#channel?.nextTimeout());
     if (this.#state === "pending" || this.#state === "connecting") {
-      times.push(this.#startedAt + this.#options.retry.giveUpMs);
+      return earlier(next, this.#startedAt + this.#options.retry.giveUpMs);
     }
-    return times.length === 0 ? undefined : Math.min(...times);
+    return next;
   }
 
   /**

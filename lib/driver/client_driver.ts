@@ -126,7 +126,9 @@ export class ClientDriver {
   #tcpChain: Promise<void> = Promise.resolve();
   #uploadPath = new Map<number, { path: string; name: string; size: number }>();
   #download: Download | undefined;
-  #udpSends = new Set<Promise<unknown>>();
+  /** UDP sends not yet completed, and what `close` waits on for them to reach 0. */
+  #udpSending = 0;
+  #udpSendsDone: PromiseWithResolvers<void> | undefined;
   #transferFiles: TransferFiles;
 
   private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
@@ -335,7 +337,7 @@ export class ClientDriver {
     this.#core.leave(systemClock.now());
     this.#drain();
     await Promise.race([
-      Promise.allSettled([...this.#udpSends]),
+      this.#allUdpSent(),
       new Promise((resolve) => setTimeout(resolve, 500)),
     ]);
     this.#closed = true;
@@ -417,11 +419,7 @@ export class ClientDriver {
           this.#deliver(out.result);
           break;
         case "peer_send": {
-          const sent = this.#udp.send(encodeMessage(out.message), out.to.ip, out.to.port).catch(
-            (error) => log.warn("UDP send to a peer failed: {error}", { error }),
-          );
-          this.#udpSends.add(sent);
-          sent.finally(() => this.#udpSends.delete(sent));
+          this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
           break;
         }
         case "file":
@@ -511,6 +509,34 @@ export class ClientDriver {
     }, Math.max(0, at - systemClock.now()));
   }
 
+  /**
+   * Sends a datagram without waiting; counted, so that `close` can let the
+   * last ones (a logout, a terminate) leave first. A file transfer sends tens
+   * of thousands a second, so this costs one promise reaction each.
+   */
+  #sendUdp(bytes: Uint8Array, address: string, port: number): void {
+    this.#udpSending++;
+    this.#udp.send(bytes, address, port).then(this.#udpSent, this.#udpSendFailed);
+  }
+
+  #udpSent = (): void => {
+    if (--this.#udpSending > 0 || this.#udpSendsDone === undefined) return;
+    this.#udpSendsDone.resolve();
+    this.#udpSendsDone = undefined;
+  };
+
+  #udpSendFailed = (error: unknown): void => {
+    log.warn("A UDP send failed: {error}", { error });
+    this.#udpSent();
+  };
+
+  /** Resolves once every UDP send so far has completed. */
+  #allUdpSent(): Promise<void> {
+    if (this.#udpSending === 0) return Promise.resolve();
+    this.#udpSendsDone ??= Promise.withResolvers<void>();
+    return this.#udpSendsDone.promise;
+  }
+
   #send(via: Via, message: Message, attempt: number): void {
     const bytes = encodeMessage(message);
     const reqId = "reqId" in message ? message.reqId : 0;
@@ -520,11 +546,7 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      const sent = this.#udp.send(bytes, this.#serverAddress, this.#config.serverPort).catch((
-        error,
-      ) => log.warn("UDP send failed: {error}", { error }));
-      this.#udpSends.add(sent);
-      sent.finally(() => this.#udpSends.delete(sent));
+      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
