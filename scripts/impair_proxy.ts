@@ -224,7 +224,8 @@ async function run(options: ProxyOptions): Promise<number> {
 
   async function receiveLoop(id: SocketId, socket: UdpSocket): Promise<void> {
     for await (const { data, address, port } of socket.receive()) {
-      relay.receive(performance.now(), id, hostPort(address, port), data);
+      // The relay holds datagrams for their delay: a copy, not the socket's buffer.
+      relay.receive(performance.now(), id, hostPort(address, port), data.slice());
       if (relay.nextDue() !== undefined && relay.nextDue()! <= performance.now()) flush();
       else arm();
     }
