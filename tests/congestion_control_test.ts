@@ -8,6 +8,7 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import {
   CongestionControl,
+  MAX_QUEUED_SEGMENTS,
   MIN_CONGESTION_WINDOW,
   MIN_RATE_SEGMENTS_PER_MS,
   RANDOM_LOSS_BACKLOG,
@@ -71,6 +72,23 @@ Deno.test("CongestionControl slow start doubles the window each round trip", () 
     assertEquals(cc.window, 2 * window);
   }
   assertEquals(cc.window, 160);
+});
+
+Deno.test("CongestionControl ends slow start and shrinks when the RTT shows a long queue", () => {
+  const cc = controller(100);
+  // 100 in flight, srtt 2 ms over a 0.1 ms path: about 95 of them queued.
+  cc.onAck(0, 2, { srttMs: 2, minRttMs: 0.1, inFlight: 100 });
+  assert(cc.slowStartThreshold < 100, `slow start ended (ssthresh ${cc.slowStartThreshold})`);
+  assert(cc.window < 100, `shrank to ${cc.window}`);
+  // One segment per round trip: a window of acks takes one off.
+  for (let i = 0; i < 49; i++) cc.onAck(0, 2, { srttMs: 2, minRttMs: 0.1, inFlight: 100 });
+  const shrunk = cc.window;
+  assert(shrunk === 98 || shrunk === 99, `one segment less after a window of acks: ${shrunk}`);
+  // With its queue under the bound, the window grows again (avoidance: +1 per window).
+  for (let i = 0; i < 50; i++) {
+    cc.onAck(0, 2, { srttMs: 2, minRttMs: 0.1, inFlight: MAX_QUEUED_SEGMENTS });
+  }
+  assert(cc.window > shrunk && cc.window <= shrunk + 2, `grew from ${shrunk} to ${cc.window}`);
 });
 
 Deno.test("CongestionControl never grows beyond the maximum window", () => {
@@ -285,6 +303,8 @@ interface BulkRun {
   /** Data segments the sender sent at or beyond the window the receiver advertised. */
   beyondWindow: number;
   dropsAtQueue: number;
+  /** Segments waiting at the bottleneck each time one arrived there, with the time. */
+  queue: { at: number; length: number }[];
 }
 
 /** Sends `messages` from a sender to a receiver over a bottleneck with a queue, or a lossy path. */
@@ -311,6 +331,7 @@ function bulk(
     maxAhead: 0,
     beyondWindow: 0,
     dropsAtQueue: 0,
+    queue: [],
   };
   let cumulative = 0;
   let advertised = options.receiver?.receiveWindow ?? 1024;
@@ -324,6 +345,7 @@ function bulk(
     let at = now + link.delayMs;
     if (Number.isFinite(link.rate)) {
       while (departures.length > 0 && departures[0] <= now) departures.shift();
+      run.queue.push({ at: now, length: departures.length });
       if (departures.length >= link.queue) {
         run.dropsAtQueue++;
         return;
@@ -413,6 +435,23 @@ Deno.test("ReliableChannel grows its window, then backs off at a bottleneck's fu
   // Backing off is not collapsing: the bottleneck stays mostly busy.
   const ideal = run.sender.stats.dataSegmentsSent / link.rate + 2 * link.delayMs;
   assert(run.end < ideal * 2, `took ${run.end} ms; the bottleneck alone needs ${ideal}`);
+});
+
+Deno.test("ReliableChannel keeps a deep bottleneck queue short instead of filling it", () => {
+  // Like loopback: 40 segments/ms into a receiver whose socket buffer holds
+  // 90 datagrams. A loss-driven window would fill it and halve, again and again.
+  const link: Link = { delayMs: 0.05, rate: 40, queue: 90, loss: 0 };
+  const messages = payloads(256, 32 * 1024); // 8 MiB, about 7700 segments
+  const run = bulk(link, messages);
+  assertEquals(run.delivered, messages);
+  const stats = run.sender.stats;
+  assert(stats.congestionReductions <= 1, `${stats.congestionReductions} reductions`);
+  const late = run.queue.filter((q) => q.at > run.end / 2).map((q) => q.length);
+  const longest = Math.max(...late);
+  assert(longest <= MAX_QUEUED_SEGMENTS * 1.5, `the queue reached ${longest}`);
+  // Short is not empty: the bottleneck stays busy.
+  const ideal = stats.dataSegmentsSent / link.rate + 2 * link.delayMs;
+  assert(run.end < ideal * 1.3, `took ${run.end.toFixed(1)} ms; the bottleneck needs ${ideal}`);
 });
 
 // A regression test: once, only transmissions older than the backed-off RTO

@@ -34,6 +34,17 @@ export const MIN_RATE_SEGMENTS_PER_MS = 0.1;
  */
 export const RANDOM_LOSS_BACKLOG = 3;
 
+/**
+ * Most segments the window keeps queued in the network, estimated as Veno
+ * does from the RTT above the smallest (TCP Vegas' "diff"). Above it the
+ * window stops growing and gives back one segment per round trip, so the
+ * queue in front of the bottleneck stays short: on loopback that queue is
+ * the receiver's socket buffer (about 90 datagrams of 1122 bytes at Linux's
+ * default 208 KiB), which a loss-driven window would fill until it
+ * overflows, halving the window each time.
+ */
+export const MAX_QUEUED_SEGMENTS = 40;
+
 /** Window kept after a random loss (Veno: 4/5). */
 const RANDOM_LOSS_FACTOR = 0.8;
 /** Window kept after a congestion loss (Reno: 1/2). */
@@ -54,6 +65,9 @@ const AVOIDANCE_PACING_GAIN = 1.25;
  *   most two per ack, RFC 3465), so it doubles every round trip.
  * - Congestion avoidance (window at or above `ssthresh`): one segment per
  *   window of acknowledged segments, so one more per round trip.
+ * - Delay bound (TCP Vegas): with more than {@linkcode MAX_QUEUED_SEGMENTS}
+ *   segments estimated queued in the network, slow start ends and the
+ *   window shrinks by one segment per round trip instead of growing.
  * - A loss found by fast retransmit reduces the window once per round trip
  *   of data (NewReno: losses of segments sent before the first reduction
  *   take effect with it). As TCP Veno (Fu and Liew, 2003), it estimates the
@@ -130,17 +144,23 @@ export class CongestionControl {
    *
    * @param now the current time, ms
    * @param acked segments this ack newly covers
-   * @param rtt the smoothed and the smallest RTT after this ack, ms (undefined before a sample)
+   * @param rtt the smoothed and the smallest recent RTT after this ack, ms
+   * (undefined before a sample), and the segments still in flight (the window
+   * when not given)
    */
   onAck(
     now: number,
     acked: number,
-    rtt: { srttMs: number | undefined; minRttMs: number | undefined },
+    rtt: { srttMs: number | undefined; minRttMs: number | undefined; inFlight?: number },
   ): void {
     this.#srtt = rtt.srttMs;
     this.#minRtt = rtt.minRttMs;
     if (acked <= 0) return;
-    if (this.#cwnd < this.#ssthresh) {
+    if (this.#queued(rtt.inFlight ?? this.#cwnd) > MAX_QUEUED_SEGMENTS) {
+      this.#cwnd = Math.max(this.#floor(), this.#cwnd - acked / this.#cwnd);
+      // Out of slow start, and not back into it when the queue drains.
+      this.#ssthresh = Math.min(this.#ssthresh, this.#cwnd);
+    } else if (this.#cwnd < this.#ssthresh) {
       this.#cwnd += Math.min(acked, 2);
     } else {
       this.#cwnd += acked / this.#cwnd;
@@ -179,11 +199,20 @@ export class CongestionControl {
     return Math.max(MIN_CONGESTION_WINDOW, Math.ceil(MIN_RATE_SEGMENTS_PER_MS * rtt));
   }
 
+  /**
+   * Segments of `inFlight` estimated queued in the network: those beyond
+   * what the smallest RTT would hold, `inFlight * (srtt - minRtt) / srtt`
+   * (0 before an RTT sample).
+   */
+  #queued(inFlight: number): number {
+    if (this.#srtt === undefined || this.#minRtt === undefined || this.#srtt <= 0) return 0;
+    return inFlight * (this.#srtt - this.#minRtt) / this.#srtt;
+  }
+
   /** True when the RTT shows fewer than RANDOM_LOSS_BACKLOG segments queued (Veno). */
   get #lossLooksRandom(): boolean {
-    if (this.#srtt === undefined || this.#minRtt === undefined || this.#srtt <= 0) return false;
-    const backlog = this.#cwnd * (this.#srtt - this.#minRtt) / this.#srtt;
-    return backlog < RANDOM_LOSS_BACKLOG;
+    if (this.#srtt === undefined || this.#minRtt === undefined) return false;
+    return this.#queued(this.#cwnd) < RANDOM_LOSS_BACKLOG;
   }
 
   #thresholdAfterLoss(inFlight: number): number {

@@ -154,6 +154,9 @@ export const LOW_LATENCY_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Obj
   dupThresh: 1,
 });
 
+/** How long one window of the recent smallest RTT lasts, ms (BBR's min RTT filter: 10 s). */
+const MIN_RTT_WINDOW_MS = 10_000;
+
 /** What a channel asks its driver to do, from {@linkcode ReliableChannel.poll}. */
 export type ChannelOutput =
   /** Send this segment to the peer. */
@@ -314,6 +317,10 @@ export class ReliableChannel {
   #rttSum = 0;
   #rttMin: number | undefined;
   #rttMax: number | undefined;
+  /** The smallest RTT of the current and the previous MIN_RTT_WINDOW_MS (see `#recentMinRtt`). */
+  #windowMinRtt: number | undefined;
+  #previousWindowMinRtt: number | undefined;
+  #minRttWindowStart = 0;
 
   /**
    * Creates a channel; the peer is taken as heard from at `now`.
@@ -583,7 +590,11 @@ export class ReliableChannel {
     if (newly.length > 0) {
       this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
-      this.#cc?.onAck(now, newly.length, { srttMs: this.#rtt.srtt, minRttMs: this.#rttMin });
+      this.#cc?.onAck(now, newly.length, {
+        srttMs: this.#rtt.srtt,
+        minRttMs: this.#recentMinRtt(),
+        inFlight: this.#inFlight(),
+      });
       for (const segment of newly) {
         if (segment.lost) {
           segment.lost = false;
@@ -618,6 +629,22 @@ export class ReliableChannel {
     this.#rttSum += sample;
     this.#rttMin = Math.min(this.#rttMin ?? sample, sample);
     this.#rttMax = Math.max(this.#rttMax ?? sample, sample);
+    if (now - this.#minRttWindowStart >= MIN_RTT_WINDOW_MS) {
+      this.#previousWindowMinRtt = this.#windowMinRtt;
+      this.#windowMinRtt = sample;
+      this.#minRttWindowStart = now;
+    } else {
+      this.#windowMinRtt = Math.min(this.#windowMinRtt ?? sample, sample);
+    }
+  }
+
+  /**
+   * The smallest RTT of the last 10 to 20 s: congestion control's idea of
+   * the path without a queue, which forgets a path that got longer.
+   */
+  #recentMinRtt(): number | undefined {
+    if (this.#previousWindowMinRtt === undefined) return this.#windowMinRtt;
+    return Math.min(this.#previousWindowMinRtt, this.#windowMinRtt ?? Infinity);
   }
 
   #noteAckedOrder(order: number): void {
