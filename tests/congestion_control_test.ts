@@ -51,24 +51,26 @@ Deno.test("CongestionControl starts in slow start at the initial window, capped 
   assertEquals(controller(10, 6).window, 6);
 });
 
-Deno.test("CongestionControl slow start adds the segments an ack covers, at most two", () => {
+Deno.test("CongestionControl slow start adds the segments an ack covers", () => {
   const cc = controller(10);
   cc.onAck(0, 1, rtt(20));
   assertEquals(cc.window, 11);
   cc.onAck(1, 2, rtt(20));
   assertEquals(cc.window, 13);
-  cc.onAck(2, 7, rtt(20)); // RFC 3465: L = 2
-  assertEquals(cc.window, 15);
+  cc.onAck(2, 8, rtt(20)); // a delayed ack of 8: no cap, pacing spreads the burst
+  assertEquals(cc.window, 21);
   cc.onAck(3, 0, rtt(20)); // covers nothing new
-  assertEquals(cc.window, 15);
+  assertEquals(cc.window, 21);
 });
 
 Deno.test("CongestionControl slow start doubles the window each round trip", () => {
   const cc = controller(10);
   for (let round = 0; round < 4; round++) {
     const window = cc.window;
-    // A round trip: the window's segments come back, acknowledged two at a time.
-    for (let acked = 0; acked < window; acked += 2) cc.onAck(round * 20, 2, rtt(20));
+    // A round trip: the window's segments come back, acknowledged eight at a time.
+    for (let acked = 0; acked < window; acked += 8) {
+      cc.onAck(round * 20, Math.min(8, window - acked), rtt(20));
+    }
     assertEquals(cc.window, 2 * window);
   }
   assertEquals(cc.window, 160);

@@ -61,8 +61,9 @@ const AVOIDANCE_PACING_GAIN = 1.25;
 /**
  * Decides how many segments may be in flight and when the next may leave.
  *
- * - Slow start: the window grows by the segments each ack newly covers (at
- *   most two per ack, RFC 3465), so it doubles every round trip.
+ * - Slow start: the window grows by the segments each ack newly covers, so
+ *   it doubles every round trip whatever the ack frequency (as Linux; RFC
+ *   3465's cap of two per ack guards against bursts, which pacing spreads).
  * - Congestion avoidance (window at or above `ssthresh`): one segment per
  *   window of acknowledged segments, so one more per round trip.
  * - Delay bound (TCP Vegas): with more than {@linkcode MAX_QUEUED_SEGMENTS}
@@ -84,10 +85,10 @@ const AVOIDANCE_PACING_GAIN = 1.25;
  * ```ts
  * const cc = new CongestionControl({ initialWindow: 10, maxWindow: 1024, maxBurst: 32 });
  * cc.window; // 10
- * cc.onAck(0, 4, { srttMs: 50, minRttMs: 50 }); // slow start: +2 (at most two per ack)
- * cc.window; // 12
- * cc.onLoss(60, 12, 100); // no queue behind the RTT: a random loss keeps 4/5
- * cc.window; // 9
+ * cc.onAck(0, 4, { srttMs: 50, minRttMs: 50 }); // slow start: +4
+ * cc.window; // 14
+ * cc.onLoss(60, 14, 100); // no queue behind the RTT: a random loss keeps 4/5
+ * cc.window; // 11
  * ```
  */
 export class CongestionControl {
@@ -161,7 +162,7 @@ export class CongestionControl {
       // Out of slow start, and not back into it when the queue drains.
       this.#ssthresh = Math.min(this.#ssthresh, this.#cwnd);
     } else if (this.#cwnd < this.#ssthresh) {
-      this.#cwnd += Math.min(acked, 2);
+      this.#cwnd += acked;
     } else {
       this.#cwnd += acked / this.#cwnd;
     }
