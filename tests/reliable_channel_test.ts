@@ -412,10 +412,13 @@ Deno.test("ReliableChannel fast-retransmits on SACK evidence", async (t) => {
     const a = new ReliableChannel(0, LOW_LATENCY_CHANNEL_OPTIONS);
     a.send(0, bytes(10));
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 0]);
+    a.send(0, bytes(3000));
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 1, 2, 2, 3, 3]);
+    // Five more segments waiting: a bulk stream, even with little in flight.
     a.send(0, bytes(5000));
-    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 1, 2, 2, 3, 3, 4, 5]);
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [4, 5, 6, 7, 8]);
     assertEquals(a.stats.redundantCopies, 4);
-    a.receive(100, ack(6));
+    a.receive(100, ack(9));
     assertEquals(a.stats.rttSamples, 1, "copies sent together keep the sample valid");
   });
 });

@@ -346,13 +346,15 @@ export class ClientDriver {
       if (stats === undefined) continue;
       log.info(
         "Channel with {peer}: {sent} data segments sent ({timeouts} retransmitted on timeout, " +
-          "{fast} fast), {received} segments received ({duplicates} duplicates), " +
+          "{fast} fast, {copies} redundant copies), {received} segments received " +
+          "({duplicates} duplicates), " +
           "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions",
         {
           peer: peer.peerName,
           sent: stats.dataSegmentsSent,
           timeouts: stats.timeoutRetransmissions,
           fast: stats.fastRetransmissions,
+          copies: stats.redundantCopies,
           received: stats.segmentsReceived,
           duplicates: stats.duplicatesDiscarded,
           srtt: `${stats.srttMs?.toFixed(2)} (min ${stats.minRttMs?.toFixed(2)}, mean ${

@@ -89,7 +89,7 @@ export interface ReliableChannelOptions {
   maxRetransmits?: number;
   /**
    * Copies of each data segment transmission while the stream is thin (at
-   * most {@linkcode THIN_STREAM_BYTES} unacknowledged): 1 sends it once; 2
+   * most {@linkcode THIN_STREAM_BYTES} unacknowledged or waiting): 1 sends it once; 2
    * sends a redundant copy right behind it, which hides most single losses
    * from the latency for twice the packets of a thin stream. Default 1.
    */
@@ -97,8 +97,10 @@ export interface ReliableChannelOptions {
 }
 
 /**
- * A stream with at most this many payload bytes unacknowledged (four full
- * segments) is thin: interactive traffic, where redundant copies cost little.
+ * A stream with at most this many payload bytes unacknowledged or waiting
+ * to be sent (four full segments) is thin: interactive traffic, where
+ * redundant copies cost little. A bulk stream whose flight drained while its
+ * sender was busy is not thin: it has more waiting.
  */
 export const THIN_STREAM_BYTES = 4 * MAX_SEGMENT_PAYLOAD;
 
@@ -662,7 +664,7 @@ export class ReliableChannel {
    * not thin, so that reordering within a bulk flow is not taken for loss.
    */
   #findLosses(): void {
-    const dupThresh = this.#send.unackedBytes <= THIN_STREAM_BYTES
+    const dupThresh = this.#thin()
       ? this.#options.dupThresh
       : Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
     const threshold = this.#ackedOrders[dupThresh - 1];
@@ -768,12 +770,17 @@ export class ReliableChannel {
     segment.order = ++this.#order;
     this.#transmissions.push({ segment, order: segment.order });
     const { seq, fragment, fragments, payload } = segment;
-    const copies = this.#send.unackedBytes <= THIN_STREAM_BYTES ? this.#options.copies : 1;
+    const copies = this.#thin() ? this.#options.copies : 1;
     this.#stats.dataSegmentsSent += copies;
     this.#stats.redundantCopies += copies - 1;
     for (let i = 0; i < copies; i++) {
       this.#emit(now, { kind: "data", seq, fragment, fragments, payload });
     }
+  }
+
+  /** True for a thin stream (see {@linkcode THIN_STREAM_BYTES}). */
+  #thin(): boolean {
+    return this.#send.unackedBytes + this.#send.queued * MAX_SEGMENT_PAYLOAD <= THIN_STREAM_BYTES;
   }
 
   #emit(now: number, segment: Segment): void {
