@@ -975,8 +975,9 @@ export class ClientCore {
     const known = this.#peers.get(message.session);
     if (known !== undefined) {
       known.handle(now, from, message);
-      this.#drainPeer(now, known);
-      this.#checkWaiting(now);
+      // Most datagrams of a transfer produce only an ack: a `wait` can
+      // change only when something else came out.
+      if (this.#drainPeer(now, known)) this.#checkWaiting(now);
       return;
     }
     if (message.type !== "peer_connect") return;
@@ -1108,7 +1109,8 @@ export class ClientCore {
     if (kind === "terminate") {
       this.#running = { command, reqId: -1, session: peer.id };
       peer.terminate(now, "terminate");
-      return this.#drainPeer(now, peer);
+      this.#drainPeer(now, peer);
+      return;
     }
     const size = new TextEncoder().encode(command.text).length;
     if (size >= MAX_MESSAGE_BYTES) {
@@ -1259,11 +1261,15 @@ export class ClientCore {
     });
   }
 
-  #drainPeer(now: number, peer: PeerSession): void {
+  /** @returns true if the session put out more than datagrams to send */
+  #drainPeer(now: number, peer: PeerSession): boolean {
+    let news = false;
     for (let out = peer.poll(); out !== undefined; out = peer.poll()) {
+      if (out.type !== "send") news = true;
       this.#peerOutput(now, peer, out);
     }
     this.#drainTransfers(now);
+    return news;
   }
 
   /** Drains every session (file transfers may have sent on any). */
