@@ -23,6 +23,8 @@ export interface TransferReport {
 interface Sending {
   path: string;
   file?: Deno.FsFile;
+  /** Where the file's position is after the last whole read (undefined: unknown). */
+  position?: number;
 }
 
 interface Receiving {
@@ -137,7 +139,10 @@ export class TransferFiles {
     }
     try {
       sending.file ??= await Deno.open(path, { read: true });
-      await sending.file.seek(offset, Deno.SeekMode.Start);
+      // Chunks are read in order: a seek (an operation on the I/O threads,
+      // like the read) only to start or resume elsewhere.
+      if (sending.position !== offset) await sending.file.seek(offset, Deno.SeekMode.Start);
+      sending.position = undefined;
       const data = new Uint8Array(length);
       let got = 0;
       while (got < length) {
@@ -145,6 +150,7 @@ export class TransferFiles {
         if (n === null) throw new Error("the file became shorter while it was sent");
         got += n;
       }
+      sending.position = offset + length;
       this.#report.read(id, offset, data);
     } catch (error) {
       this.#report.failed(id, `Cannot read ${path}: ${(error as Error).message}`);
