@@ -37,6 +37,11 @@ const DAVE: Endpoint = { transport: "udp", address: "10.0.0.5", port: 5005 };
 /** The forged source: the victim of a reflection attack. */
 const VICTIM: Endpoint = { transport: "udp", address: "198.51.100.77", port: 53 };
 
+/** Hands the core a message as the driver does: with the size of its encoding. */
+function handle(core: ServerCore, now: number, from: Endpoint, message: Message): void {
+  core.handle(now, from, message, encodeMessage(message).length);
+}
+
 /** Requests whose replies a client needs whole before it has a session. */
 const OPENS_SESSION = new Set(["hello", "register", "login", "text"]);
 
@@ -117,7 +122,7 @@ function world(auth: "open" | "password"): World {
   const ended: World["ended"] = [];
   const open = (from: Endpoint, name: string, reqId: number) => {
     if (auth === "open") {
-      core.handle(NOW, from, {
+      handle(core, NOW, from, {
         type: "register",
         reqId,
         client: "00000000000000" + reqId.toString(16).padStart(2, "0"),
@@ -130,7 +135,7 @@ function world(auth: "open" | "password"): World {
       if (ok?.type !== "register_ok") throw new Error(`${name} did not register`);
       return { key: ok.key, token: ok.token };
     }
-    core.handle(NOW, from, login(reqId, name, new TextEncoder().encode("password")));
+    handle(core, NOW, from, login(reqId, name, new TextEncoder().encode("password")));
     const verify = drain(core).find((o) => o.type === "verify_password");
     if (verify?.type !== "verify_password") throw new Error(`${name}: no password check`);
     core.passwordChecked(NOW, verify.id, true);
@@ -139,7 +144,7 @@ function world(auth: "open" | "password"): World {
     return { key: new TextEncoder().encode("password"), token: ok.token };
   };
   const alice = open(ALICE, "Alice", 1);
-  core.handle(NOW, ALICE, {
+  handle(core, NOW, ALICE, {
     type: "watch",
     reqId: 2,
     client: "00000000000000a1",
@@ -147,7 +152,7 @@ function world(auth: "open" | "password"): World {
     on: 1,
   });
   const carol = open(CAROL_FIRST, "Carol", 3);
-  core.handle(NOW, CAROL_SECOND, login(4, "Carol", carol.key));
+  handle(core, NOW, CAROL_SECOND, login(4, "Carol", carol.key));
   for (const o of drain(core)) {
     // A password login goes through verify_password: this one succeeds.
     if (o.type === "verify_password") core.passwordChecked(NOW, o.id, true);
@@ -159,7 +164,7 @@ function world(auth: "open" | "password"): World {
   ended.push({ token: carol.token, at: CAROL_FIRST });
   const dave = open(DAVE, "Dave", 5);
   // Dave stops: his lease runs out while Alice keeps hers.
-  core.handle(NOW + 20_000, ALICE, {
+  handle(core, NOW + 20_000, ALICE, {
     type: "heartbeat",
     reqId: 6,
     client: "00000000000000a1",
@@ -260,7 +265,7 @@ for (const auth of ["open", "password"] as const) {
         if (w.core.hasLiveSession(decoded)) return;
         for (let copy = 0; copy < (twice ? 2 : 1); copy++) {
           now += 1;
-          w.core.handle(now, VICTIM, decoded);
+          w.core.handle(now, VICTIM, decoded, bytes.length);
           const replies = sendsTo(settle(w.core, now), VICTIM);
           if (!(REQUEST_TYPES as readonly string[]).includes(decoded.type)) {
             assertEquals(replies, [], `${decoded.type} is not a request: no reply`);
@@ -309,7 +314,7 @@ Deno.test("ServerCore answers a token-bearing request without a live session wit
         [["type", type], ...fields.map(([n]) => [n, (message as Record<string, unknown>)[n]])],
       ) as unknown as Message;
       const size = encodeMessage(request).length;
-      w.core.handle(NOW + 50_000, VICTIM, request);
+      w.core.handle(NOW + 50_000, VICTIM, request, size);
       const [reply] = sendsTo(settle(w.core, NOW + 50_000), VICTIM);
       assert(reply?.type === "error", `${type}: ${JSON.stringify(reply)}`);
       assert(
@@ -329,9 +334,9 @@ Deno.test("ServerCore shortens such a reply at a clause, and keeps it whole for 
     client: "0123456789abcdef",
     token: carol.token,
   };
-  w.core.handle(NOW + 50_000, VICTIM, heartbeat);
+  handle(w.core, NOW + 50_000, VICTIM, heartbeat);
   const short = errorOf(sendsTo(settle(w.core, NOW + 50_000), VICTIM)[0]);
-  w.core.handle(NOW + 50_000, carol.at, heartbeat);
+  handle(w.core, NOW + 50_000, carol.at, heartbeat);
   const whole = errorOf(sendsTo(settle(w.core, NOW + 50_000), carol.at)[0]);
   assertEquals(
     whole.message,
@@ -342,12 +347,12 @@ Deno.test("ServerCore shortens such a reply at a clause, and keeps it whole for 
   assertEquals(short.code, whole.code, "the code is the same: clients act on it");
   // Over TCP (its handshake proves the address) nothing is shortened.
   const tcp: Endpoint = { transport: "tcp", address: "198.51.100.77", port: 40000, connId: 1 };
-  w.core.handle(NOW + 50_000, tcp, heartbeat);
+  handle(w.core, NOW + 50_000, tcp, heartbeat);
   const overTcp = errorOf(sendsTo(settle(w.core, NOW + 50_000), tcp)[0]);
   assertEquals(overTcp.message, whole.message);
   // An unknown token: the message is cut to its first clause.
   // ("Not logged in (or the server restarted); log in again")
-  w.core.handle(NOW + 50_000, VICTIM, { ...heartbeat, token: new Uint8Array(16) });
+  handle(w.core, NOW + 50_000, VICTIM, { ...heartbeat, token: new Uint8Array(16) });
   const unknown = errorOf(sendsTo(settle(w.core, NOW + 50_000), VICTIM)[0]);
   assertEquals(unknown.message, "Not logged in");
   assert(w.core.stats.shortenedReplies >= 2);
@@ -364,11 +369,11 @@ Deno.test("ServerCore fits a reply cached for a TCP request when a copy comes ov
     udpPort: 5000,
     tcpPort: 80,
   };
-  w.core.handle(NOW + 50_000, tcp, register);
+  handle(w.core, NOW + 50_000, tcp, register);
   const first = errorOf(sendsTo(settle(w.core, NOW + 50_000), tcp)[0]);
   const size = encodeMessage(register).length;
   assert(encodeMessage(first).length > size, "over TCP the refusal is whole");
-  w.core.handle(NOW + 50_001, VICTIM, register);
+  handle(w.core, NOW + 50_001, VICTIM, register);
   const copy = errorOf(sendsTo(settle(w.core, NOW + 50_001), VICTIM)[0]);
   assertEquals(copy.code, first.code);
   assert(encodeMessage(copy).length <= UNVALIDATED_REPLY_FACTOR * size);
@@ -377,7 +382,7 @@ Deno.test("ServerCore fits a reply cached for a TCP request when a copy comes ov
 Deno.test("hello_ok for this version stays within the bound for a 16-byte hello", () => {
   const w = world("open");
   const hello: Message = { type: "hello", reqId: 1, client: "0123456789abcdef" };
-  w.core.handle(NOW, VICTIM, hello);
+  handle(w.core, NOW, VICTIM, hello);
   const [reply] = sendsTo(settle(w.core, NOW), VICTIM);
   assert(reply?.type === "hello_ok");
   assertEquals(encodeMessage(hello).length, 16);

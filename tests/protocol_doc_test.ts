@@ -257,7 +257,7 @@ Deno.test("PROTOCOL.md: the worked example's fingerprint and key are what the se
     version: "0.0.0",
   });
   const from = { transport: "udp", address: "192.0.2.10", port: register.udpPort } as const;
-  core.handle(Date.UTC(2025, 0, 1), from, register);
+  core.handle(Date.UTC(2025, 0, 1), from, register, encodeMessage(register).length);
   const replies: Message[] = [];
   for (let out = core.poll(); out !== undefined; out = core.poll()) {
     if (out.type === "persist") core.persisted(out.version, Date.UTC(2025, 0, 1));

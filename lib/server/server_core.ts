@@ -327,7 +327,9 @@ const OPENS_SESSION: ReadonlySet<string> = new Set(["hello", "register", "login"
  * ```ts
  * const core = new ServerCore({ registry: new Registry(), random: cryptoRandom,
  *   tcpPort: 3001, version: "0.2.0" });
- * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message);
+ * const message = decodeMessage(datagram);
+ * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message,
+ *   datagram.length);
  * for (let out = core.poll(); out; out = core.poll()) {
  *   // send, persist (then core.persisted(version)), log, or do file work
  * }
@@ -351,6 +353,8 @@ export class ServerCore {
   #files: StoredFiles;
   #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
+  /** How many bytes each request arrived in, by the decoded request (see `#replyLimit`). */
+  #received = new WeakMap<Request, number>();
   #held: HeldReply[] = [];
   #logins = new Map<number, PendingLogin>();
   #uploads = new Map<string, Upload>();
@@ -446,8 +450,11 @@ export class ServerCore {
    * @param now current time, ms since the epoch
    * @param from where it came from
    * @param message the decoded message
+   * @param receivedBytes the size of the datagram (or frame body) it was
+   *   decoded from: over UDP, it bounds the replies to a request without a
+   *   live session token
    */
-  handle(now: number, from: Endpoint, message: Message): void {
+  handle(now: number, from: Endpoint, message: Message, receivedBytes: number): void {
     if (message.type === "presence_ack") {
       const session = this.#sessions.byToken(message.token);
       if (session !== undefined) this.#feed.ack(session.token, message.seq);
@@ -459,6 +466,7 @@ export class ServerCore {
       return;
     }
     this.#stats.requests++;
+    this.#received.set(message, receivedBytes);
     if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
     const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
     const seen = this.#replay.check(now, message.client, message.reqId, fingerprint);
@@ -1295,8 +1303,9 @@ export class ServerCore {
    * handshake proved the address) or for a request that carries a live
    * session token, or a token sent again from the address the session was
    * at (its client proved it receives what is sent there); otherwise
-   * {@linkcode UNVALIDATED_REPLY_FACTOR} times the request for the requests
-   * that open a session, and the size of the request for the rest. A source
+   * {@linkcode UNVALIDATED_REPLY_FACTOR} times the size of the datagram the
+   * request came in for the requests that open a session, and that size for
+   * the rest. A source
    * address over UDP can be forged: this keeps the server from being an
    * amplifier aimed at someone else.
    */
@@ -1310,13 +1319,9 @@ export class ServerCore {
         return Infinity;
       }
     }
-    let size: number;
-    try {
-      size = encodeMessage(request).length;
-    } catch {
-      // Not from the wire (only tests build such messages): no limit to derive.
-      return Infinity;
-    }
+    // Every request comes through handle(), which records its size; were
+    // one not to, nothing would be sent rather than too much.
+    const size = this.#received.get(request) ?? 0;
     return OPENS_SESSION.has(request.type) ? UNVALIDATED_REPLY_FACTOR * size : size;
   }
 
