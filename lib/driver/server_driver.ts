@@ -350,6 +350,7 @@ export class ServerDriver {
       malformed: this.traffic.rejected,
       rateLimited: this.traffic.rateLimited,
       authFailures: core.authFailures,
+      undersized: core.undersizedRequests,
       tcpRefused: this.traffic.tcpRefused,
       tcpTimedOut: this.traffic.tcpTimedOut,
     };
