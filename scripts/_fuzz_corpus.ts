@@ -11,7 +11,7 @@
  * @module
  */
 import { SeededRandom } from "../lib/random.ts";
-import { encodeMessage, HEADER_BYTES } from "../lib/wire/codec.ts";
+import { encodeMessage, HEADER_BYTES, MIN_PADDED_REQUEST_BYTES } from "../lib/wire/codec.ts";
 import { nameProblem } from "../lib/wire/client_name.ts";
 import {
   type FieldKind,
@@ -19,6 +19,7 @@ import {
   type Message,
   MESSAGE_SCHEMAS,
   type MessageType,
+  PADDED_REQUEST_TYPES,
   REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
 
@@ -71,6 +72,7 @@ const NOT_REQUESTS = ALL_TYPES.filter((t) => !REQUEST_CODES.has(SCHEMAS[t].code)
 /** Requests that could create state (registrations, lockouts): never byte-flipped per send. */
 const GUARDED_CODES = new Set([SCHEMAS.register.code, SCHEMAS.login.code, SCHEMAS.hello.code]);
 const KNOWN_CODES = new Set(ALL_TYPES.map((t) => SCHEMAS[t].code));
+const PADDED_CODES = new Set([...PADDED_REQUEST_TYPES].map((t) => SCHEMAS[t].code));
 
 /** Invalid UTF-8: overlong forms, surrogates, above U+10FFFF, truncated, stray bytes. */
 export const BAD_UTF8: readonly (readonly number[])[] = [
@@ -372,8 +374,22 @@ export class FuzzCorpus {
 
   // ------------------------------------------------------------ mutations
 
-  /** Applies one to three random mutations to a valid message. */
+  /**
+   * Applies one to three random mutations to a valid message. Padding is
+   * most of the bytes of a `hello`, `register` or `login`: mostly their
+   * fields are mutated alone, then padded again (or not, now and then), so
+   * that mutations reach the fields and the handlers behind them, not only
+   * the check of the padding.
+   */
   #mutate(source: Uint8Array): Uint8Array {
+    const last = PADDED_CODES.has(source[3]) ? layout(source).at(-1) : undefined;
+    if (last === undefined || this.#chance(0.2)) return this.#mutateBytes(source);
+    const fields = this.#mutateBytes(source.subarray(0, last.at + last.size));
+    if (fields.length >= MIN_PADDED_REQUEST_BYTES || this.#chance(0.25)) return fields;
+    return concat(fields, new Uint8Array(MIN_PADDED_REQUEST_BYTES - fields.length));
+  }
+
+  #mutateBytes(source: Uint8Array): Uint8Array {
     let bytes: Uint8Array = source.slice();
     const rounds = 1 + this.#int(3);
     for (let i = 0; i < rounds; i++) {

@@ -5,6 +5,7 @@ import {
   encodeMessage,
   HEADER_BYTES,
   MAGIC,
+  MIN_PADDED_REQUEST_BYTES,
   PROTOCOL_VERSION,
 } from "../lib/wire/codec.ts";
 import {
@@ -13,6 +14,7 @@ import {
   type Message,
   MESSAGE_SCHEMAS,
   type MessageType,
+  PADDED_REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
 import { ProtocolError, type ProtocolErrorCode } from "../lib/wire/protocol_error.ts";
 
@@ -142,9 +144,26 @@ function decodeOrProtocolError(bytes: Uint8Array): Message | ProtocolError {
   }
 }
 
-/** Decoding accepts only canonical encodings: a decoded message re-encodes to the same bytes. */
+/**
+ * Decoding accepts only canonical encodings: a decoded message re-encodes to
+ * the same bytes, but for how many zero bytes pad a padded request.
+ */
 function assertCanonical(bytes: Uint8Array, message: Message): void {
-  assertEquals(encodeMessage(message), bytes);
+  const encoded = encodeMessage(message);
+  if (!PADDED_REQUEST_TYPES.has(message.type)) return assertEquals(encoded, bytes);
+  const common = Math.min(encoded.length, bytes.length);
+  assertEquals(encoded.subarray(0, common), bytes.subarray(0, common));
+  const rest = encoded.length > common ? encoded.subarray(common) : bytes.subarray(common);
+  assert(rest.every((b) => b === 0), "only zero bytes of padding differ");
+}
+
+/** The length of a padded request's fields: its encoding without the padding. */
+function unpaddedLength(message: Message): number {
+  const bytes = encodeMessage(message);
+  for (let end = HEADER_BYTES; end <= bytes.length; end++) {
+    if (!(decodeOrProtocolError(bytes.subarray(0, end)) instanceof ProtocolError)) return end;
+  }
+  throw new Error("no prefix decodes");
 }
 
 function header(code: number): number[] {
@@ -291,12 +310,17 @@ Deno.test("decodeMessage() decodes or throws ProtocolError for a valid encoding 
   );
 });
 
-Deno.test("decodeMessage() rejects every truncation of a valid encoding as truncated", () => {
+Deno.test("decodeMessage() rejects every truncation of a valid encoding as truncated, but of padding", () => {
   fc.assert(
     fc.property(anyMessage, fc.nat(), (message, at) => {
       const bytes = encodeMessage(message);
       const cut = at % bytes.length;
       const result = decodeOrProtocolError(bytes.subarray(0, cut));
+      if (PADDED_REQUEST_TYPES.has(message.type) && cut >= unpaddedLength(message)) {
+        // Padding cut short, or left out: the same message.
+        assertEquals(result, decodeMessage(bytes));
+        return;
+      }
       if (!(result instanceof ProtocolError)) {
         throw new Error(`cut at ${cut} of ${bytes.length} bytes decoded`);
       }
@@ -306,16 +330,96 @@ Deno.test("decodeMessage() rejects every truncation of a valid encoding as trunc
   );
 });
 
-Deno.test("decodeMessage() rejects a valid encoding with bytes appended as trailing_bytes", () => {
+Deno.test("decodeMessage() rejects a valid encoding with bytes appended as trailing_bytes, but zeros after a padded request", () => {
   fc.assert(
     fc.property(anyMessage, fc.uint8Array({ minLength: 1, maxLength: 40 }), (message, extra) => {
       const bytes = Uint8Array.from([...encodeMessage(message), ...extra]);
       const result = decodeOrProtocolError(bytes);
+      if (PADDED_REQUEST_TYPES.has(message.type) && extra.every((b) => b === 0)) {
+        assertEquals(result, decodeMessage(encodeMessage(message)));
+        return;
+      }
       if (!(result instanceof ProtocolError)) throw new Error("appended bytes decoded");
       assertEquals(result.code, "trailing_bytes", result.message);
     }),
     { numRuns: 200 },
   );
+});
+
+Deno.test("encodeMessage() pads hello, register and login with zero bytes to MIN_PADDED_REQUEST_BYTES", () => {
+  assertEquals(MIN_PADDED_REQUEST_BYTES, 312);
+  const client = "0123456789abcdef";
+  const hello = encodeMessage({ type: "hello", reqId: 1, client });
+  assertEquals(hello.length, 312);
+  assertEquals(
+    hello.subarray(0, 16),
+    Uint8Array.from([...header(1), ...u32(1), 1, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]),
+  );
+  assert(hello.subarray(16).every((b) => b === 0));
+  const register: Message = {
+    type: "register",
+    reqId: 1,
+    client,
+    name: "Alice",
+    udpPort: 5000,
+    tcpPort: 5001,
+  };
+  assertEquals(encodeMessage(register).length, 312);
+  // A login with a long password is longer than the padding: it goes as it is.
+  const login: Message = {
+    type: "login",
+    reqId: 1,
+    client,
+    name: "A".repeat(128),
+    secret: new Uint8Array(256).fill(7),
+    udpPort: 0,
+    tcpPort: 5001,
+  };
+  assertEquals(encodeMessage(login).length, 24 + 128 + 256);
+  // Other messages are not padded, text included (its reply is 8 bytes).
+  const text: Message = {
+    type: "text",
+    reqId: 1,
+    client,
+    name: "",
+    token: new Uint8Array(0),
+    text: "hi",
+  };
+  assertEquals(encodeMessage(text).length, 24);
+  assertEquals(
+    encodeMessage({
+      type: "hello_ok",
+      reqId: 1,
+      tcpPort: 3001,
+      serverVersion: "0.2.0",
+      auth: 0,
+      leaseMs: 30_000,
+    }).length,
+    22,
+  );
+});
+
+Deno.test("decodeMessage() reads a padded request with any number of zero bytes after its fields, and no other bytes", () => {
+  const hello: Message = { type: "hello", reqId: 7, client: "0123456789abcdef" };
+  const padded = encodeMessage(hello);
+  for (const length of [16, 17, 100, 311, 312]) {
+    assertEquals(decodeMessage(padded.subarray(0, length)), hello);
+  }
+  const longer = new Uint8Array(1200);
+  longer.set(padded);
+  assertEquals(decodeMessage(longer), hello);
+  for (const at of [16, 200, 311]) {
+    const bad = padded.slice();
+    bad[at] = 1;
+    assertProtocolError(bad, "trailing_bytes");
+  }
+  assertProtocolError(padded.subarray(0, 15), "truncated");
+});
+
+Deno.test("encodeMessage() refuses to pad beyond maxBytes", () => {
+  const hello: Message = { type: "hello", reqId: 7, client: "0123456789abcdef" };
+  assertEquals(encodeMessage(hello, { maxBytes: 312 }).length, 312);
+  assertThrows(() => encodeMessage(hello, { maxBytes: 311 }), RangeError, "padded, it needs 312");
 });
 
 // ---------------------------------------------------------------------------

@@ -8,13 +8,20 @@
  * `<!-- message: TYPE -->` (the bytes are one encoded message) or
  * `<!-- frame: TYPE -->` (the bytes are one TCP frame: a four-byte length,
  * then one encoded message). Every ```hex fence must carry such a label.
+ * In a fence, a line `00 × N` stands for N bytes of `00` (the padding of
+ * hello, register and login); the test expands it and checks every byte.
  */
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
 import { Registry } from "../lib/server/registry.ts";
 import { ServerCore } from "../lib/server/server_core.ts";
-import { decodeMessage, encodeMessage, PROTOCOL_VERSION } from "../lib/wire/codec.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  MIN_PADDED_REQUEST_BYTES,
+  PROTOCOL_VERSION,
+} from "../lib/wire/codec.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import {
   DEFAULT_CHANNEL_OPTIONS,
@@ -27,6 +34,7 @@ import {
   type Message,
   MESSAGE_SCHEMAS,
   type MessageType,
+  PADDED_REQUEST_TYPES,
   PRESENCE_CHANGES,
   SESSION_END_REASONS,
 } from "../lib/wire/messages.ts";
@@ -76,16 +84,24 @@ function hexBlocks(): HexBlock[] {
   return blocks;
 }
 
-/** Parses whitespace-separated pairs of lowercase hex digits. */
+/** Parses whitespace-separated pairs of lowercase hex digits, and lines `XX × N` (N times XX). */
 function parseHex(block: HexBlock): Uint8Array {
-  const tokens = block.text.split(/\s+/).filter((t) => t !== "");
-  for (const token of tokens) {
-    assert(
-      /^[0-9a-f]{2}$/.test(token),
-      `line ${block.line}: "${token}" is not one byte in lowercase hex`,
-    );
+  const bytes: number[] = [];
+  for (const line of block.text.split("\n")) {
+    const run = /^([0-9a-f]{2}) × (\d+)$/.exec(line.trim());
+    if (run !== null) {
+      for (let i = 0; i < Number(run[2]); i++) bytes.push(parseInt(run[1], 16));
+      continue;
+    }
+    for (const token of line.split(/\s+/).filter((t) => t !== "")) {
+      assert(
+        /^[0-9a-f]{2}$/.test(token),
+        `line ${block.line}: "${token}" is not one byte in lowercase hex`,
+      );
+      bytes.push(parseInt(token, 16));
+    }
   }
-  return Uint8Array.from(tokens, (t) => parseInt(t, 16));
+  return Uint8Array.from(bytes);
 }
 
 /** A markdown table: its header cells and its rows of cells. */
@@ -257,7 +273,7 @@ Deno.test("PROTOCOL.md: the worked example's fingerprint and key are what the se
     version: "0.0.0",
   });
   const from = { transport: "udp", address: "192.0.2.10", port: register.udpPort } as const;
-  core.handle(Date.UTC(2025, 0, 1), from, register);
+  core.handle(Date.UTC(2025, 0, 1), from, register, encodeMessage(register).length);
   const replies: Message[] = [];
   for (let out = core.poll(); out !== undefined; out = core.poll()) {
     if (out.type === "persist") core.persisted(out.version, Date.UTC(2025, 0, 1));
@@ -344,6 +360,12 @@ for (const type of TYPES) {
       `${heading}: no "Size:" line`,
     );
     assertEquals(Number(size[1].replaceAll(",", "")), baseSize(fields), `${heading}: wrong size`);
+    const padded = `padded to ${MIN_PADDED_REQUEST_BYTES}`;
+    assertEquals(
+      lines.slice(from, to).join(" ").includes(padded),
+      PADDED_REQUEST_TYPES.has(type),
+      `${heading}: "${padded}" is said of the padded requests only`,
+    );
   });
 }
 

@@ -86,9 +86,17 @@ function assertError(message: Message | undefined, code: keyof typeof ERROR_CODE
   return error;
 }
 
+/**
+ * Hands the core one message as a driver does: with the size it arrived in,
+ * that of its encoding (padding included), as a client of this build sends it.
+ */
+function handle(core: ServerCore, now: number, from: Endpoint, message: Message): void {
+  core.handle(now, from, message, encodeMessage(message).length);
+}
+
 /** Handles one message and returns every output. */
 function call(core: ServerCore, now: number, from: Endpoint, message: Message): ServerOutput[] {
-  core.handle(now, from, message);
+  handle(core, now, from, message);
   return drain(core);
 }
 
@@ -186,7 +194,7 @@ function registerPersisted(
   client = ALICE_ID,
   now = NOW,
 ): Identity {
-  core.handle(now, from, register(reqId, name, { client }));
+  handle(core, now, from, register(reqId, name, { client }));
   const [persist] = persists(drain(core));
   assert(persist !== undefined, "no persist output");
   core.persisted(persist.version, now);
@@ -222,7 +230,7 @@ Deno.test("ServerCore.handle() answers hello with the TCP port, version, auth mo
 
 Deno.test("ServerCore.handle() sends register_ok only after persisted(version, now)", () => {
   const core = newCore();
-  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW, FROM_ALICE, register(1, "Alice"));
   const before = drain(core);
   assertEquals(sends(before), [], "nothing may be sent before the registry is durable");
   assertEquals(before.length, 1);
@@ -296,7 +304,7 @@ Deno.test("ServerCore.handle() refuses a TCP port below 1024", () => {
 
 Deno.test("ServerCore.handle() answers a retransmitted register from the replay cache", () => {
   const core = newCore();
-  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW, FROM_ALICE, register(1, "Alice"));
   const [persist] = persists(drain(core));
   core.persisted(persist.version, NOW);
   const first = drain(core);
@@ -327,10 +335,10 @@ Deno.test("ServerCore.handle() answers a refused request again with the same err
 
 Deno.test("ServerCore.handle() drops a retransmission while the write is pending", () => {
   const core = newCore();
-  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW, FROM_ALICE, register(1, "Alice"));
   const [persist] = persists(drain(core));
-  core.handle(NOW + 500, FROM_ALICE, register(1, "Alice"));
-  core.handle(NOW + 1500, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW + 500, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW + 1500, FROM_ALICE, register(1, "Alice"));
   assertEquals(drain(core), [], "retransmissions of a pending request are dropped");
   core.persisted(persist.version, NOW + 1600);
   const out = drain(core);
@@ -460,7 +468,7 @@ Deno.test("ServerCore.handle() deregisters only with the session token", async (
       auth: "password",
       users: new Map([["alice", { name: "Alice", passwordHash: "H" }]]),
     });
-    core.handle(NOW, FROM_ALICE, login(1, "Alice", new TextEncoder().encode("pw")));
+    handle(core, NOW, FROM_ALICE, login(1, "Alice", new TextEncoder().encode("pw")));
     const [verify] = outputsOf(drain(core), "verify_password");
     core.passwordChecked(NOW, verify.id, true);
     const { token } = as(messagesOf(drain(core), "login_ok")[0], "login_ok");
@@ -471,7 +479,7 @@ Deno.test("ServerCore.handle() deregisters only with the session token", async (
 
 Deno.test("ServerCore.persistFailed() undoes a register and answers not_saved", () => {
   const core = newCore();
-  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW, FROM_ALICE, register(1, "Alice"));
   const [persist] = persists(drain(core));
   assertEquals(core.registry.size, 1);
   core.persistFailed(persist.version, "disk full");
@@ -511,8 +519,8 @@ Deno.test("ServerCore.handle() group-commits changes made while a persist is in 
   const [first] = persists(call(core, NOW, FROM_ALICE, register(1, "Alice")));
   assertEquals(Object.keys(first.registry), ["Alice"]);
 
-  core.handle(NOW, FROM_BOB, register(1, "Bob", { client: BOB_ID }));
-  core.handle(NOW, FROM_CAROL, register(1, "Carol", { client: CAROL_ID }));
+  handle(core, NOW, FROM_BOB, register(1, "Bob", { client: BOB_ID }));
+  handle(core, NOW, FROM_CAROL, register(1, "Carol", { client: CAROL_ID }));
   assertEquals(drain(core), [], "no second persist while the first is in flight");
 
   core.persisted(first.version, NOW);
@@ -1005,7 +1013,7 @@ Deno.test("ServerCore leases: heartbeats renew, silence expires, logout ends at 
   const bob = registerPersisted(core, 1, "Bob", FROM_BOB, BOB_ID, NOW);
   assertEquals(as(ask(core, NOW, FROM_BOB, watch(2, bob.token, BOB_ID)), "watch_ok").reqId, 2);
   const alice = registerPersisted(core, 1, "Alice", FROM_ALICE, ALICE_ID, NOW + 1000);
-  core.handle(NOW + 1000, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
+  handle(core, NOW + 1000, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
 
   await t.step("a heartbeat renews the lease", () => {
     assertEquals(core.nextTimeout(), NOW + LEASE);
@@ -1058,7 +1066,7 @@ Deno.test("ServerCore leases: heartbeats renew, silence expires, logout ends at 
 
   await t.step("logout removes the session at once", () => {
     const t0 = NOW + 1000 + LEASE + 3;
-    core.handle(t0, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 3 });
+    handle(core, t0, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 3 });
     const session = core.sessions.byName("Alice");
     if (session === undefined) throw new Error("Alice is not online");
     const out = call(core, t0, FROM_ALICE, withToken("logout", 5, session.token));
@@ -1089,7 +1097,8 @@ Deno.test("ServerCore.handle() pages list replies to fit a datagram", async (t) 
       address: `2001:0db8:85a3:0000:0000:8a2e:0370:${hex}`,
       port: 10_000 + i,
     };
-    core.handle(
+    handle(
+      core,
       NOW,
       from,
       register(1, name, { client: `00000000000${(0x10000 + i).toString(16)}` }),
@@ -1186,7 +1195,7 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
   }
 
   await t.step("a join is told to every watcher with its own sequence number", () => {
-    core.handle(NOW + 100, FROM_ALICE, register(1, "Alice"));
+    handle(core, NOW + 100, FROM_ALICE, register(1, "Alice"));
     core.persisted(persists(drain(core))[0].version, NOW + 100);
     const out = drain(core);
     alice = {
@@ -1213,7 +1222,7 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
     const first = advance(core, NOW + 600);
     assertEquals(presenceTo(first, FROM_BOB).map((p) => p.seq), [1]);
     assertEquals(presenceTo(first, FROM_CAROL).map((p) => p.seq), [1]);
-    core.handle(NOW + 700, FROM_CAROL, { type: "presence_ack", token: carol.token, seq: 1 });
+    handle(core, NOW + 700, FROM_CAROL, { type: "presence_ack", token: carol.token, seq: 1 });
     assertEquals(core.nextTimeout(), NOW + 1600, "the interval doubled");
     const second = advance(core, NOW + 1600);
     assertEquals(presenceTo(second, FROM_BOB).map((p) => p.seq), [1]);
@@ -1221,7 +1230,7 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
   });
 
   await t.step("an acknowledgement stops the resends", () => {
-    core.handle(NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
+    handle(core, NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
     assertEquals(drain(core), []);
     assertEquals(sends(advance(core, NOW + 20_000)), []);
   });
@@ -1230,10 +1239,10 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
     const out = call(core, NOW + 21_000, FROM_ALICE, withToken("logout", 2, alice.token));
     const [left] = presenceTo(out, FROM_BOB);
     assertEquals([left.seq, left.change, left.name], [2, PRESENCE_CHANGES.left, "Alice"]);
-    core.handle(NOW + 21_100, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
+    handle(core, NOW + 21_100, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
     assertEquals(presenceTo(advance(core, NOW + 21_500), FROM_BOB).map((p) => p.seq), [2]);
-    core.handle(NOW + 21_600, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 2 });
-    core.handle(NOW + 21_600, FROM_CAROL, { type: "presence_ack", token: carol.token, seq: 2 });
+    handle(core, NOW + 21_600, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 2 });
+    handle(core, NOW + 21_600, FROM_CAROL, { type: "presence_ack", token: carol.token, seq: 2 });
     assertEquals(sends(advance(core, NOW + 40_000)), []);
   });
 
@@ -1251,8 +1260,8 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
   });
 
   await t.step("an ack with a wrong token changes nothing", () => {
-    core.handle(NOW + 41_100, FROM_CAROL, { type: "presence_ack", token: bob.token, seq: 3 });
-    core.handle(NOW + 41_100, FROM_CAROL, {
+    handle(core, NOW + 41_100, FROM_CAROL, { type: "presence_ack", token: bob.token, seq: 3 });
+    handle(core, NOW + 41_100, FROM_CAROL, {
       type: "presence_ack",
       token: new Uint8Array(16),
       seq: 3,
@@ -1295,7 +1304,7 @@ Deno.test("ServerCore events never hold keys, tokens or passwords", () => {
 
   const core = newCore();
   const tcp: Endpoint = { transport: "tcp", address: "10.0.0.1", port: 51000, connId: 1 };
-  core.handle(NOW, FROM_ALICE, register(1, "Alice"));
+  handle(core, NOW, FROM_ALICE, register(1, "Alice"));
   keep(drain(core));
   core.persisted(1, NOW);
   const out = drain(core);
@@ -1346,7 +1355,7 @@ Deno.test("ServerCore events never hold keys, tokens or passwords", () => {
       sha256: new Uint8Array(32),
     }),
   );
-  core.handle(NOW, tcp, {
+  handle(core, NOW, tcp, {
     type: "upload",
     reqId: 70,
     client: CAROL_ID,
@@ -1358,7 +1367,7 @@ Deno.test("ServerCore events never hold keys, tokens or passwords", () => {
   const [commit] = outputsOf(drain(core), "upload_commit");
   core.uploadDone(commit.id, { ok: true, file: stored("a.txt", 0) });
   keep(drain(core));
-  core.handle(NOW, FROM_BOB, withToken("deregister", 8, bob.token, BOB_ID));
+  handle(core, NOW, FROM_BOB, withToken("deregister", 8, bob.token, BOB_ID));
   const [write] = persists(drain(core));
   core.persisted(write.version, NOW);
   keep(drain(core));
@@ -1772,7 +1781,7 @@ Deno.test({
   fn: () => {
     const { core, token } = filesCore();
     const id = begin(core, 2, token, "secret.txt", 10);
-    core.handle(NOW, FROM_ALICE, withToken("deregister", 3, token));
+    handle(core, NOW, FROM_ALICE, withToken("deregister", 3, token));
     core.persisted(persists(drain(core))[0].version, NOW);
     drain(core);
     // The driver may already have the bytes and commit them: the core must not keep the file.
@@ -1831,7 +1840,7 @@ Deno.test("ServerCore.stats counts auth failures, presence resends and shortened
   assertEquals(core.stats.presenceResent, 0);
   advance(core, NOW + 1600);
   assertEquals(core.stats.presenceResent, 2, "at 500 ms and 1.5 s");
-  core.handle(NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
+  handle(core, NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
   advance(core, NOW + 20_000);
   assertEquals(core.stats.presenceResent, 2, "quiet once acknowledged");
 });

@@ -16,6 +16,7 @@ const ZERO: ServerStatus = {
   malformed: 0,
   rateLimited: 0,
   authFailures: 0,
+  undersized: 0,
   tcpRefused: 0,
   tcpTimedOut: 0,
 };
@@ -37,12 +38,14 @@ Deno.test("serverStatusText() shows every counter and adds up the rejected input
       malformed: 20,
       rateLimited: 9,
       authFailures: 2,
+      undersized: 3,
       tcpRefused: 1,
       tcpTimedOut: 4,
     }),
     "Status: 12 registered, 5 active (2 watching), 1 TCP connection; in 1042 datagrams, 12 frames; " +
-      "out 1015 datagrams, 13 frames; 1051 requests; 3 presence resends; rejected 36 (20 malformed, " +
-      "9 rate-limited, 2 auth failures, 1 TCP refused, 4 TCP timed out); up 12 min 5 s",
+      "out 1015 datagrams, 13 frames; 1051 requests; 3 presence resends; rejected 39 (20 malformed, " +
+      "9 rate-limited, 2 auth failures, 3 undersized, 1 TCP refused, 4 TCP timed out); " +
+      "up 12 min 5 s",
   );
 });
 
@@ -52,7 +55,7 @@ Deno.test("serverStatusText() counts in the singular and the plural, and shows l
     one,
     "Status: 0 registered, 0 active (0 watching), 0 TCP connections; in 1 datagram, 0 frames; " +
       "out 0 datagrams, 0 frames; 0 requests; 1 presence resend; rejected 1 (0 malformed, " +
-      "0 rate-limited, 1 auth failure, 0 TCP refused, 0 TCP timed out); up 0 s",
+      "0 rate-limited, 1 auth failure, 0 undersized, 0 TCP refused, 0 TCP timed out); up 0 s",
   );
   const up = (ms: number) => serverStatusText({ ...ZERO, uptimeMs: ms }).split("; up ")[1];
   assertEquals(up(59_999), "59 s");

@@ -350,6 +350,7 @@ export class ServerDriver {
       malformed: this.traffic.rejected,
       rateLimited: this.traffic.rateLimited,
       authFailures: core.authFailures,
+      undersized: core.undersizedRequests,
       tcpRefused: this.traffic.tcpRefused,
       tcpTimedOut: this.traffic.tcpTimedOut,
     };
@@ -426,7 +427,7 @@ export class ServerDriver {
       }
       if (!this.#admit(from, message)) continue;
       if (message === undefined) this.#reject(from, problem ?? "not a message");
-      else this.#handle(from, message);
+      else this.#handle(from, message, data.length);
     }
   }
 
@@ -464,7 +465,8 @@ export class ServerDriver {
     return false;
   }
 
-  #handle(from: Endpoint, message: Message): void {
+  /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
+  #handle(from: Endpoint, message: Message, receivedBytes: number): void {
     if (this.#closed) return;
     log.debug("Received {type} request {reqId} from {transport} {address}:{port}", {
       type: message.type,
@@ -474,7 +476,7 @@ export class ServerDriver {
       port: from.port,
     });
     try {
-      this.#core.handle(systemClock.now(), from, message);
+      this.#core.handle(systemClock.now(), from, message, receivedBytes);
       this.#drain();
     } catch (error) {
       log.error("Internal error handling {type} from {address}: {error}", {
@@ -629,7 +631,7 @@ export class ServerDriver {
     try {
       for await (const frame of framed.frames()) {
         this.traffic.framesIn++;
-        this.#handle(from, decodeMessage(frame));
+        this.#handle(from, decodeMessage(frame), frame.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#connWrites.get(connId);
       }

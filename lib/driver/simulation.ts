@@ -482,7 +482,7 @@ export class Simulation {
         const from: Endpoint = tcp
           ? { transport: "tcp", address, port, connId: port }
           : { transport: "udp", address, port };
-        this.#server.handle(now, from, message);
+        this.#server.handle(now, from, message, packet.data.length);
         this.#drainServer();
       } else {
         const client = this.clients.find((c) => c.address === packet.to);

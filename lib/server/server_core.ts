@@ -14,7 +14,7 @@ import { lowerFirstWord } from "../error_line.ts";
 import { fromHex, toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import { encodeMessage } from "../wire/codec.ts";
+import { encodeMessage, MIN_PADDED_REQUEST_BYTES } from "../wire/codec.ts";
 import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import {
@@ -24,6 +24,7 @@ import {
   MAX_FRAME_BYTES,
   type Message,
   type MessageOf,
+  PADDED_REQUEST_TYPES,
   PRESENCE_CHANGES,
   type Reply,
   type Request,
@@ -197,16 +198,15 @@ export interface ServerStats {
   presenceResent: number;
   /** UDP error replies whose message was shortened so as not to outgrow their request. */
   shortenedReplies: number;
+  /**
+   * UDP requests refused (`bad_request`) because their reply would not fit in
+   * them: a `hello`, `register` or `login` that arrived smaller than
+   * {@linkcode MIN_PADDED_REQUEST_BYTES} (refused before it runs, so it
+   * changes nothing), or, as a safety net, any request whose reply other
+   * than an `error` would have outgrown it.
+   */
+  undersizedRequests: number;
 }
-
-/**
- * Over UDP, a reply to `hello`, `register` or `login` (or to `text` without a
- * live token) is at most this many times the size of its request: the limit
- * QUIC sets on a server before it has validated a client's address (RFC 9000,
- * section 8). A reply to any other request without a live session token is at
- * most the size of its request.
- */
-export const UNVALIDATED_REPLY_FACTOR = 3;
 
 /** Options of a {@linkcode ServerCore}. */
 export interface ServerCoreOptions {
@@ -250,6 +250,8 @@ export const DEFAULT_LEASE_MS = 30_000;
 interface HeldReply {
   version: number;
   to: Endpoint;
+  /** The type of the request it answers. */
+  request: string;
   /** The most bytes the reply may take (see `#replyLimit`). */
   limit: number;
   client: string;
@@ -315,19 +317,15 @@ const ERROR_REPLY_BASE_BYTES = 4 + 4 + 2 + 2;
 const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "download"]);
 
 /**
- * Requests a client sends before it has a session, whose replies it needs
- * whole (and `text`, whose reply is 8 bytes).
- */
-const OPENS_SESSION: ReadonlySet<string> = new Set(["hello", "register", "login", "text"]);
-
-/**
  * The server core.
  *
  * @example
  * ```ts
  * const core = new ServerCore({ registry: new Registry(), random: cryptoRandom,
  *   tcpPort: 3001, version: "0.2.0" });
- * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message);
+ * const message = decodeMessage(datagram);
+ * core.handle(now, { transport: "udp", address: "127.0.0.1", port: 5000 }, message,
+ *   datagram.length);
  * for (let out = core.poll(); out; out = core.poll()) {
  *   // send, persist (then core.persisted(version)), log, or do file work
  * }
@@ -351,6 +349,8 @@ export class ServerCore {
   #files: StoredFiles;
   #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
+  /** How many bytes each request arrived in, by the decoded request (see `#replyLimit`). */
+  #received = new WeakMap<Request, number>();
   #held: HeldReply[] = [];
   #logins = new Map<number, PendingLogin>();
   #uploads = new Map<string, Upload>();
@@ -366,6 +366,7 @@ export class ServerCore {
     authFailures: 0,
     presenceResent: 0,
     shortenedReplies: 0,
+    undersizedRequests: 0,
   };
 
   /** @param options the registry, randomness and server facts */
@@ -446,8 +447,11 @@ export class ServerCore {
    * @param now current time, ms since the epoch
    * @param from where it came from
    * @param message the decoded message
+   * @param receivedBytes the size of the datagram (or frame body) it was
+   *   decoded from: over UDP, no reply to a request without a live session
+   *   token is larger than this
    */
-  handle(now: number, from: Endpoint, message: Message): void {
+  handle(now: number, from: Endpoint, message: Message, receivedBytes: number): void {
     if (message.type === "presence_ack") {
       const session = this.#sessions.byToken(message.token);
       if (session !== undefined) this.#feed.ack(session.token, message.seq);
@@ -459,6 +463,23 @@ export class ServerCore {
       return;
     }
     this.#stats.requests++;
+    this.#received.set(message, receivedBytes);
+    if (
+      from.transport === "udp" && PADDED_REQUEST_TYPES.has(message.type) &&
+      receivedBytes < MIN_PADDED_REQUEST_BYTES
+    ) {
+      // Its reply might not fit in it: refuse it before it runs, so that
+      // nothing changes (not even the replay cache) for a reply never sent.
+      return this.#refuseUndersized(
+        from,
+        message.type,
+        message.reqId,
+        `Pad ${message.type} to ${MIN_PADDED_REQUEST_BYTES} bytes (it came in ${receivedBytes}): ` +
+          "over UDP the server answers a request from an unproven address with no more bytes " +
+          "than it received",
+        receivedBytes,
+      );
+    }
     if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
     const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
     const seen = this.#replay.check(now, message.client, message.reqId, fingerprint);
@@ -471,7 +492,7 @@ export class ServerCore {
       ) {
         this.#resumeSession(now, from, message, seen.reply.token);
       }
-      this.#send(from, seen.reply, this.#replyLimit(from, message));
+      this.#send(from, message.type, seen.reply, this.#replyLimit(from, message));
       this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
     }
@@ -541,7 +562,7 @@ export class ServerCore {
     this.#held = this.#held.filter((h) => h.version > version);
     for (const h of ready) {
       this.#replay.complete(h.client, h.reqId, h.reply);
-      this.#send(h.to, h.reply, h.limit);
+      this.#send(h.to, h.request, h.reply, h.limit);
       this.#emit(h.event);
       h.done?.(now);
     }
@@ -565,7 +586,7 @@ export class ServerCore {
     for (const h of failed) {
       h.undo();
       this.#replay.complete(h.client, h.reqId, h.failure);
-      this.#send(h.to, h.failure, h.limit);
+      this.#send(h.to, h.request, h.failure, h.limit);
     }
     this.#persistedVersion = Math.max(version, this.#changeVersion);
   }
@@ -1273,32 +1294,75 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
-    this.#send(to, reply, this.#replyLimit(to, request));
+    this.#send(to, request.type, reply, this.#replyLimit(to, request));
   }
 
   /**
-   * Sends a reply, its message shortened if it is an error that would
-   * outgrow `limit` bytes. (The other replies to requests without a live
-   * session are small by their layout: see `tests/amplification_test.ts`.)
+   * Sends a reply within `limit` bytes: an `error` has its message shortened
+   * to fit; any other reply that does not fit is not sent, and an error
+   * saying so goes instead (the replies to requests without a live session
+   * fit by their layout and the padding of `hello`, `register` and `login`,
+   * which `handle` checks before it runs them: see
+   * `tests/amplification_test.ts`); if not even an error with no message
+   * fits, nothing is sent.
    */
-  #send(to: Endpoint, reply: Reply, limit: number): void {
-    if (reply.type === "error" && ERROR_REPLY_BASE_BYTES + byteLength(reply.message) > limit) {
+  #send(to: Endpoint, request: string, reply: Reply, limit: number): void {
+    if (limit === Infinity) {
+      this.#outputs.push({ type: "send", to, message: reply });
+      return;
+    }
+    if (reply.type !== "error") {
+      const size = encodeMessage(reply).length;
+      if (size <= limit) {
+        this.#outputs.push({ type: "send", to, message: reply });
+        return;
+      }
+      const what = PADDED_REQUEST_TYPES.has(request as Request["type"])
+        ? `Pad ${request} to ${MIN_PADDED_REQUEST_BYTES} bytes`
+        : "Send it over TCP";
+      return this.#refuseUndersized(
+        to,
+        request,
+        reply.reqId,
+        `${what} (it came in ${limit}): its ${reply.type} reply of ${size} bytes would be ` +
+          "larger than the request, and the address is unproven",
+        limit,
+      );
+    }
+    if (ERROR_REPLY_BASE_BYTES > limit) return;
+    if (ERROR_REPLY_BASE_BYTES + byteLength(reply.message) > limit) {
       this.#stats.shortenedReplies++;
-      const message = shorten(reply.message, Math.max(0, limit - ERROR_REPLY_BASE_BYTES));
+      const message = shorten(reply.message, limit - ERROR_REPLY_BASE_BYTES);
       reply = { ...reply, message };
     }
     this.#outputs.push({ type: "send", to, message: reply });
   }
 
   /**
+   * Refuses a UDP request whose reply would not fit in it (see `#send`),
+   * with a `bad_request` cut to fit: counted and logged, nothing else.
+   */
+  #refuseUndersized(
+    to: Endpoint,
+    request: string,
+    reqId: number,
+    reason: string,
+    limit: number,
+  ): void {
+    this.#stats.refused++;
+    this.#stats.undersizedRequests++;
+    this.#emit({ kind: "refused", from: to, request, reqId, code: "bad_request", reason });
+    this.#send(to, request, errorReply(reqId, "bad_request", reason), limit);
+  }
+
+  /**
    * The most bytes a reply to this request may take: no limit over TCP (its
    * handshake proved the address) or for a request that carries a live
    * session token, or a token sent again from the address the session was
-   * at (its client proved it receives what is sent there); otherwise
-   * {@linkcode UNVALIDATED_REPLY_FACTOR} times the request for the requests
-   * that open a session, and the size of the request for the rest. A source
-   * address over UDP can be forged: this keeps the server from being an
-   * amplifier aimed at someone else.
+   * at (its client proved it receives what is sent there); otherwise the
+   * size of the datagram the request came in. A source address over UDP can
+   * be forged: this keeps the server from being an amplifier aimed at
+   * someone else.
    */
   #replyLimit(to: Endpoint, request: Request): number {
     if (to.transport !== "udp") return Infinity;
@@ -1310,14 +1374,9 @@ export class ServerCore {
         return Infinity;
       }
     }
-    let size: number;
-    try {
-      size = encodeMessage(request).length;
-    } catch {
-      // Not from the wire (only tests build such messages): no limit to derive.
-      return Infinity;
-    }
-    return OPENS_SESSION.has(request.type) ? UNVALIDATED_REPLY_FACTOR * size : size;
+    // Every request comes through handle(), which records its size; were
+    // one not to, nothing would be sent rather than too much.
+    return this.#received.get(request) ?? 0;
   }
 
   #refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void {
@@ -1350,6 +1409,7 @@ export class ServerCore {
     this.#held.push({
       version: this.#changeVersion,
       to,
+      request: request.type,
       limit: this.#replyLimit(to, request),
       client: request.client,
       reqId: request.reqId,

@@ -34,6 +34,8 @@ export interface ServerStatus {
   readonly rateLimited: number;
   /** Requests refused for want of a live session or a right secret. */
   readonly authFailures: number;
+  /** UDP requests refused because their reply would outgrow them (an unpadded `hello`, say). */
+  readonly undersized: number;
   /** TCP connections refused by the connection limits. */
   readonly tcpRefused: number;
   /** TCP connections closed for being idle or too slow. */
@@ -54,14 +56,16 @@ export interface ServerStatus {
  */
 export function serverStatusText(status: ServerStatus): string {
   const s = status;
-  const rejected = s.malformed + s.rateLimited + s.authFailures + s.tcpRefused + s.tcpTimedOut;
+  const rejected = s.malformed + s.rateLimited + s.authFailures + s.undersized + s.tcpRefused +
+    s.tcpTimedOut;
   return `Status: ${s.registered} registered, ${s.active} active (${s.watchers} watching), ` +
     `${plural(s.tcpConnections, "TCP connection")}; ` +
     `in ${plural(s.datagramsIn, "datagram")}, ${plural(s.framesIn, "frame")}; ` +
     `out ${plural(s.datagramsOut, "datagram")}, ${plural(s.framesOut, "frame")}; ` +
     `${plural(s.requests, "request")}; ${plural(s.presenceResent, "presence resend")}; ` +
     `rejected ${rejected} (${s.malformed} malformed, ${s.rateLimited} rate-limited, ` +
-    `${plural(s.authFailures, "auth failure")}, ${s.tcpRefused} TCP refused, ` +
+    `${plural(s.authFailures, "auth failure")}, ${s.undersized} undersized, ` +
+    `${s.tcpRefused} TCP refused, ` +
     `${s.tcpTimedOut} TCP timed out); up ${duration(s.uptimeMs)}`;
 }
 

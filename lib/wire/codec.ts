@@ -19,7 +19,12 @@ export const PROTOCOL_VERSION = 2;
 /** Size of the header that starts every message. */
 export const HEADER_BYTES = 4;
 
-type Schema = { code: number; fields: readonly (readonly [string, FieldKind])[] };
+type Schema = {
+  code: number;
+  fields: readonly (readonly [string, FieldKind])[];
+  /** Padded with zero bytes to {@linkcode MIN_PADDED_REQUEST_BYTES}. */
+  padded?: true;
+};
 
 const SCHEMAS = MESSAGE_SCHEMAS as Record<MessageType, Schema>;
 const TYPES_BY_CODE = new Map<number, MessageType>(
@@ -39,11 +44,12 @@ export interface EncodeOptions {
 }
 
 /**
- * Encodes a message to bytes.
+ * Encodes a message to bytes. A `padded` request (`hello`, `register`,
+ * `login`) is followed by zero bytes up to {@linkcode MIN_PADDED_REQUEST_BYTES}.
  *
  * @param message the message; its fields must satisfy their bounds
  * @param options an optional size limit
- * @returns the encoded bytes, header included
+ * @returns the encoded bytes, header (and padding) included
  * @throws {RangeError} if a field is out of range or the result exceeds `maxBytes`
  *
  * @example
@@ -52,6 +58,23 @@ export interface EncodeOptions {
  * ```
  */
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Uint8Array {
+  const bytes = encodeUnpadded(message, options);
+  if (SCHEMAS[message.type].padded !== true || bytes.length >= MIN_PADDED_REQUEST_BYTES) {
+    return bytes;
+  }
+  if (options.maxBytes !== undefined && MIN_PADDED_REQUEST_BYTES > options.maxBytes) {
+    throw new RangeError(
+      `Cannot encode "${message.type}" in ${options.maxBytes} bytes: ` +
+        `padded, it needs ${MIN_PADDED_REQUEST_BYTES}`,
+    );
+  }
+  const padded = new Uint8Array(MIN_PADDED_REQUEST_BYTES);
+  padded.set(bytes);
+  return padded;
+}
+
+/** Encodes a message's header and fields, without padding. */
+function encodeUnpadded(message: Message, options: EncodeOptions): Uint8Array {
   const schema = Object.hasOwn(SCHEMAS, message.type) ? SCHEMAS[message.type] : undefined;
   if (schema === undefined) throw new RangeError(`Cannot encode unknown type "${message.type}"`);
   const record = message as unknown as Record<string, unknown>;
@@ -266,7 +289,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const result: Record<string, unknown> = { type };
   const offset = decodeFields(SCHEMAS[type].fields, { bytes, view, type }, HEADER_BYTES, result);
-  if (offset !== bytes.length) {
+  if (offset !== bytes.length && !(SCHEMAS[type].padded === true && allZero(bytes, offset))) {
     throw new ProtocolError(
       "trailing_bytes",
       `Message "${type}" has ${bytes.length - offset} bytes after its last field`,
@@ -383,4 +406,46 @@ function fixedSize(kind: FieldKind): number {
     case "id64":
       return 8;
   }
+}
+
+/**
+ * The most bytes a message of a type can take: each `text` and `bytes` field
+ * at its maximum length and each `list` at its most items.
+ *
+ * @param type a message type
+ * @returns its largest encoded size, header included
+ */
+export function maxMessageBytes(type: MessageType): number {
+  return HEADER_BYTES + maxFieldsBytes(SCHEMAS[type].fields);
+}
+
+function maxFieldsBytes(fields: readonly (readonly [string, FieldKind])[]): number {
+  let size = 0;
+  for (const [, kind] of fields) {
+    if (kind.kind === "list") size += 2 + kind.max * maxFieldsBytes(kind.of);
+    else if (kind.kind === "text" || kind.kind === "bytes") size += 2 + kind.max;
+    else size += fixedSize(kind);
+  }
+  return size;
+}
+
+/**
+ * The size to which the encoder pads `hello`, `register` and `login` with
+ * zero bytes: the largest reply any of them can get. That is an `error` with
+ * the longest message (4 + 4 + 2 + 2 + 300 = 312 bytes); `hello_ok`,
+ * `register_ok` and `login_ok` are smaller at their largest. So over UDP the
+ * server can answer these requests, which come before a session and so from
+ * an unproven address, without ever sending more than it received (as QUIC
+ * pads a client's Initial packets, RFC 9000 section 8.1).
+ */
+export const MIN_PADDED_REQUEST_BYTES: number = Math.max(
+  ...(["error", "hello_ok", "register_ok", "login_ok"] as const).map(maxMessageBytes),
+);
+
+/** True if every byte of `bytes` from `start` on is zero. */
+function allZero(bytes: Uint8Array, start: number): boolean {
+  for (let i = start; i < bytes.length; i++) {
+    if (bytes[i] !== 0) return false;
+  }
+  return true;
 }

@@ -86,10 +86,13 @@ const STORED_FILE = [
  * Every message type: its one-byte code and its fields in wire order.
  * `reqId` pairs a reply with its request; `client` is a random per-process id
  * that, with `reqId`, keys the server's replay cache; `token` is the session
- * token that `register` or `login` returned.
+ * token that `register` or `login` returned. A `padded` request (`hello`,
+ * `register`, `login`: those a client sends before it has a session) is
+ * followed by zero bytes up to `MIN_PADDED_REQUEST_BYTES` (codec.ts), so that
+ * the server can answer it over UDP without sending more than it received.
  */
 export const MESSAGE_SCHEMAS = {
-  hello: { code: 1, fields: [["reqId", U32], ["client", ID64]] },
+  hello: { code: 1, fields: [["reqId", U32], ["client", ID64]], padded: true },
   hello_ok: {
     code: 2,
     fields: [
@@ -106,6 +109,7 @@ export const MESSAGE_SCHEMAS = {
       "tcpPort",
       U16,
     ]],
+    padded: true,
   },
   register_ok: { code: 4, fields: [["reqId", U32], ["key", TOKEN], ["token", TOKEN]] },
   deregister: { code: 5, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
@@ -135,6 +139,7 @@ export const MESSAGE_SCHEMAS = {
       ["udpPort", U16],
       ["tcpPort", U16],
     ],
+    padded: true,
   },
   login_ok: { code: 11, fields: [["reqId", U32], ["token", TOKEN], ["replaced", U8]] },
   logout: { code: 12, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
@@ -252,7 +257,7 @@ export const MESSAGE_SCHEMAS = {
   peer_terminate_ok: { code: 47, fields: [["session", ID64]] },
 } as const satisfies Record<
   string,
-  { code: number; fields: readonly (readonly [string, FieldKind])[] }
+  { code: number; fields: readonly (readonly [string, FieldKind])[]; padded?: true }
 >;
 
 /** Messages between two peers (client to client, over UDP). */
@@ -318,6 +323,16 @@ export const REQUEST_TYPES = [
   "delete",
   "files",
 ] as const satisfies readonly MessageType[];
+
+/**
+ * The requests that are padded with zero bytes to `MIN_PADDED_REQUEST_BYTES`
+ * (codec.ts): those marked `padded` in {@linkcode MESSAGE_SCHEMAS}.
+ */
+export const PADDED_REQUEST_TYPES: ReadonlySet<MessageType> = new Set(
+  (Object.keys(MESSAGE_SCHEMAS) as MessageType[]).filter((type) =>
+    "padded" in MESSAGE_SCHEMAS[type]
+  ),
+);
 
 /** Messages a client sends to the server; each carries `reqId` and `client`. */
 export type Request = MessageOf<(typeof REQUEST_TYPES)[number]>;
