@@ -11,9 +11,15 @@
  */
 export function toHex(bytes: Uint8Array): string {
   let out = "";
-  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  for (const byte of bytes) out += HEX_OF_BYTE[byte];
   return out;
 }
+
+/** Two lowercase hex digits of each byte value, by value. */
+export const HEX_OF_BYTE: readonly string[] = Array.from(
+  { length: 256 },
+  (_, b) => b.toString(16).padStart(2, "0"),
+);
 
 /**
  * Parses lowercase or uppercase hex into bytes.

@@ -9,6 +9,7 @@
 import { type FieldKind, type Message, MESSAGE_SCHEMAS, type MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
 import { allocateBytes } from "../byte_pool.ts";
+import { HEX_OF_BYTE } from "../hex.ts";
 
 /** First two bytes of every datagram and frame: ASCII "SW". */
 export const MAGIC = [0x53, 0x57] as const;
@@ -34,8 +35,6 @@ const TYPES_BY_CODE = new Map<number, MessageType>(
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const ID64_PATTERN = /^[0-9a-f]{16}$/;
-/** Two lowercase hex digits of each byte value. */
-const HEX_BYTES = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 
 /** Options for {@linkcode encodeMessage}. */
 export interface EncodeOptions {
@@ -337,7 +336,7 @@ function decodeFields(
       }
       case "id64": {
         let hex = "";
-        for (let i = 0; i < 8; i++) hex += HEX_BYTES[bytes[offset + i]];
+        for (let i = 0; i < 8; i++) hex += HEX_OF_BYTE[bytes[offset + i]];
         result[field] = hex;
         break;
       }
