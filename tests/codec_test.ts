@@ -1,5 +1,11 @@
 import fc from "fast-check";
-import { assert, assertEquals, assertNotStrictEquals, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertNotStrictEquals,
+  assertStrictEquals,
+  assertThrows,
+} from "@std/assert";
 import {
   decodeMessage,
   encodeMessage,
@@ -263,6 +269,28 @@ Deno.test("decodeMessage() returns bytes fields that do not alias the input", ()
   bytes.fill(0xee);
   assertEquals(decoded.token, token);
   assertNotStrictEquals(decoded.token.buffer, bytes.buffer);
+});
+
+Deno.test("decodeMessage() returns peer_data's payload as a view on the input, and only that", () => {
+  const payload = Uint8Array.from({ length: 100 }, (_, i) => i);
+  const bytes = encodeMessage({
+    type: "peer_data",
+    session: "0123456789abcdef",
+    seq: 7,
+    fragment: 0,
+    fragments: 1,
+    payload,
+  });
+  const decoded = decodeMessage(bytes);
+  if (decoded.type !== "peer_data") throw new Error(`decoded a ${decoded.type}`);
+  assertEquals(decoded.payload, payload);
+  assertStrictEquals(decoded.payload.buffer, bytes.buffer);
+  const viewFields = Object.entries(MESSAGE_SCHEMAS).flatMap(([type, schema]) =>
+    (schema.fields as readonly (readonly [string, FieldKind])[]).filter(([, kind]) =>
+      kind.kind === "bytes" && kind.view === true
+    ).map(([f]) => `${type}.${f}`)
+  );
+  assertEquals(viewFields, ["peer_data.payload"]);
 });
 
 // ---------------------------------------------------------------------------

@@ -145,6 +145,40 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     assertEquals(buffer.held, 0);
   });
 
+  await t.step("copies payloads: the caller may reuse them once offer returns", () => {
+    const buffer = new ReceiveBuffer(0, 8);
+    // One reused buffer, as the UDP driver's: held, in order, and a message of three fragments.
+    const reused = new Uint8Array(MAX_SEGMENT_PAYLOAD);
+    const offer = (
+      seq: number,
+      fragment: number,
+      fragments: number,
+      fill: number,
+      length: number,
+    ) => {
+      reused.fill(fill);
+      const result = buffer.offer({
+        kind: "data",
+        seq,
+        fragment,
+        fragments,
+        payload: reused.subarray(0, length),
+      });
+      reused.fill(0xee);
+      return result;
+    };
+    assertEquals(offer(3, 0, 1, 3, 5), "accepted"); // held above the gap
+    assertEquals(offer(0, 0, 3, 0, MAX_SEGMENT_PAYLOAD), "accepted");
+    assertEquals(offer(2, 2, 3, 2, 7), "accepted"); // held
+    assertEquals(offer(1, 1, 3, 1, MAX_SEGMENT_PAYLOAD), "accepted");
+    const [long, short] = buffer.takeMessages();
+    assertEquals(long.length, 2 * MAX_SEGMENT_PAYLOAD + 7);
+    assertEquals(long.subarray(0, MAX_SEGMENT_PAYLOAD), new Uint8Array(MAX_SEGMENT_PAYLOAD));
+    assertEquals([...new Set(long.subarray(MAX_SEGMENT_PAYLOAD, 2 * MAX_SEGMENT_PAYLOAD))], [1]);
+    assertEquals([...long.subarray(2 * MAX_SEGMENT_PAYLOAD)], [2, 2, 2, 2, 2, 2, 2]);
+    assertEquals([...short], [3, 3, 3, 3, 3]);
+  });
+
   await t.step("discards duplicates below the cumulative point and already held", () => {
     const buffer = new ReceiveBuffer(0, 8);
     buffer.offer(data(0));

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { type DataSegment, MAX_MESSAGE_BYTES, MAX_SEQ, type SackRange } from "./segment.ts";
+import {
+  type DataSegment,
+  MAX_MESSAGE_BYTES,
+  MAX_SEGMENT_PAYLOAD,
+  MAX_SEQ,
+  type SackRange,
+} from "./segment.ts";
 
 /** What {@linkcode ReceiveBuffer.offer} did with a segment. */
 export type OfferResult =
@@ -27,6 +33,12 @@ export type OfferResult =
  * window, so a message larger than the window still completes. Only the
  * segments above a gap are held, at most `window - 1` of them.
  *
+ * Payloads are copied: an offered segment's payload may be a view on a
+ * buffer the caller reuses for the next datagram. An in-order fragment is
+ * copied straight into its message, which is allocated once at its first
+ * fragment with room for every fragment at full size: no allocation per
+ * datagram on the path a bulk transfer takes.
+ *
  * @example
  * ```ts
  * const buffer = new ReceiveBuffer(0, 64);
@@ -44,8 +56,10 @@ export class ReceiveBuffer {
   #cumulative: number;
   #window: number;
   #held = new Map<number, DataSegment>();
-  #parts: Uint8Array[] = [];
-  #partBytes = 0;
+  /** The message being reassembled, with room for all its fragments. */
+  #message: Uint8Array | undefined;
+  #messageBytes = 0;
+  #nextFragment = 0;
   #partFragments = 0;
   #ready: Uint8Array[] = [];
   #problem: string | undefined;
@@ -88,7 +102,8 @@ export class ReceiveBuffer {
   }
 
   /**
-   * Takes a data segment (already checked with `validateSegment`).
+   * Takes a data segment (already checked with `validateSegment`). Its
+   * payload is copied, so the caller may reuse it once this returns.
    *
    * @param segment the segment
    * @returns what was done with it
@@ -98,13 +113,16 @@ export class ReceiveBuffer {
     const { seq } = segment;
     if (seq < this.#cumulative || this.#held.has(seq)) return "duplicate";
     if (seq >= this.#cumulative + this.#window) return "out_of_window";
-    this.#held.set(seq, segment);
+    if (seq !== this.#cumulative) {
+      this.#held.set(seq, { ...segment, payload: segment.payload.slice() });
+      return "accepted";
+    }
     for (
-      let next = this.#held.get(this.#cumulative);
+      let next: DataSegment | undefined = segment;
       next;
       next = this.#held.get(this.#cumulative)
     ) {
-      this.#held.delete(this.#cumulative);
+      if (next !== segment) this.#held.delete(this.#cumulative);
       this.#cumulative++;
       this.#problem = this.#reassemble(next);
       if (this.#problem !== undefined) return "malformed";
@@ -142,30 +160,35 @@ export class ReceiveBuffer {
   }
 
   #reassemble(segment: DataSegment): string | undefined {
-    const expected = this.#parts.length;
-    if (
-      segment.fragment !== expected || (expected > 0 && segment.fragments !== this.#partFragments)
-    ) {
-      return `Segment ${segment.seq} is fragment ${segment.fragment} of ${segment.fragments} where fragment ${expected}${
+    const expected = this.#nextFragment;
+    const { fragment, fragments, payload } = segment;
+    if (fragment !== expected || (expected > 0 && fragments !== this.#partFragments)) {
+      return `Segment ${segment.seq} is fragment ${fragment} of ${fragments} where fragment ${expected}${
         expected > 0 ? ` of ${this.#partFragments}` : ""
       } was expected`;
     }
-    this.#parts.push(segment.payload);
-    this.#partBytes += segment.payload.length;
-    this.#partFragments = segment.fragments;
-    if (this.#partBytes > MAX_MESSAGE_BYTES) {
+    if (this.#messageBytes + payload.length > MAX_MESSAGE_BYTES) {
       return `A message grew beyond ${MAX_MESSAGE_BYTES} bytes at segment ${segment.seq}`;
     }
-    if (segment.fragment === segment.fragments - 1) {
-      const message = new Uint8Array(this.#partBytes);
-      let offset = 0;
-      for (const part of this.#parts) {
-        message.set(part, offset);
-        offset += part.length;
-      }
-      this.#ready.push(message);
-      this.#parts = [];
-      this.#partBytes = 0;
+    if (fragment === 0) {
+      this.#partFragments = fragments;
+      // Every fragment holds at most MAX_SEGMENT_PAYLOAD bytes, so this is room enough.
+      this.#message = new Uint8Array(
+        fragments === 1
+          ? payload.length
+          : Math.min(fragments * MAX_SEGMENT_PAYLOAD, MAX_MESSAGE_BYTES),
+      );
+    }
+    const message = this.#message!;
+    message.set(payload, this.#messageBytes);
+    this.#messageBytes += payload.length;
+    this.#nextFragment++;
+    if (fragment === fragments - 1) {
+      const bytes = this.#messageBytes;
+      this.#ready.push(bytes === message.length ? message : message.subarray(0, bytes));
+      this.#message = undefined;
+      this.#messageBytes = 0;
+      this.#nextFragment = 0;
     }
     return undefined;
   }

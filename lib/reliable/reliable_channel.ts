@@ -432,7 +432,8 @@ export class ReliableChannel {
    * nothing the peer sends makes this throw.
    *
    * @param now the current time, ms
-   * @param segment the decoded segment
+   * @param segment the decoded segment; what is kept of its payload is
+   * copied, so the payload may be a view on a buffer reused afterwards
    */
   receive(now: number, segment: Segment): void {
     if (this.#dead !== undefined) return;

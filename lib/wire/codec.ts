@@ -373,7 +373,7 @@ function decodeFields(
         }
         const body = bytes.subarray(begin, begin + length);
         if (kind.kind === "bytes") {
-          result[field] = body.slice();
+          result[field] = kind.view ? body : body.slice();
         } else {
           try {
             result[field] = strictDecoder.decode(body);

@@ -48,7 +48,14 @@ export type FieldKind =
   | { readonly kind: "u64" }
   | { readonly kind: "id64" }
   | { readonly kind: "text"; readonly max: number }
-  | { readonly kind: "bytes"; readonly max: number }
+  /**
+   * Bytes. Decoded as a copy, unless `view` is set: then as a view on the
+   * decoded input, for the one field of the busiest datagram (`peer_data`'s
+   * payload, which the reliable channel copies once into its message), so a
+   * file transfer allocates nothing per datagram. Whoever keeps a view field
+   * must copy it before the input is reused.
+   */
+  | { readonly kind: "bytes"; readonly max: number; readonly view?: true }
   | { readonly kind: "list"; readonly max: number; readonly of: readonly ListItemField[] };
 
 /** A field of one item of a `list` field (lists do not nest). */
@@ -233,7 +240,7 @@ export const MESSAGE_SCHEMAS = {
       ["seq", U32],
       ["fragment", U16],
       ["fragments", U16],
-      ["payload", { kind: "bytes", max: MAX_PEER_PAYLOAD_BYTES }],
+      ["payload", { kind: "bytes", max: MAX_PEER_PAYLOAD_BYTES, view: true }],
     ],
   },
   peer_ack: {
