@@ -108,23 +108,24 @@ export class UdpSocket {
    * @throws {RangeError} if the payload is too large or the port is invalid
    * @throws {URIError} if the address is not a valid host
    */
-  async send(data: Uint8Array, address: string, port: number): Promise<boolean> {
+  send(data: Uint8Array, address: string, port: number): Promise<boolean> {
     if (data.length > MAX_DATAGRAM_BYTES) {
-      throw new RangeError(
-        `Cannot send a datagram of ${data.length} bytes: the limit is ${MAX_DATAGRAM_BYTES}`,
+      return Promise.reject(
+        new RangeError(
+          `Cannot send a datagram of ${data.length} bytes: the limit is ${MAX_DATAGRAM_BYTES}`,
+        ),
       );
     }
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError(`Cannot send to port ${port}: not an integer in 1..65535`);
+      return Promise.reject(
+        new RangeError(`Cannot send to port ${port}: not an integer in 1..65535`),
+      );
     }
-    if (this.#closed) return false;
-    try {
-      await this.#conn.send(data, { transport: "udp", hostname: address, port });
-      return true;
-    } catch (error) {
-      if (isSystemError(error)) return false;
-      throw error;
-    }
+    if (this.#closed) return Promise.resolve(false);
+    // Not an async function: a file transfer sends tens of thousands of
+    // datagrams a second, and each await would add a promise and a turn.
+    return this.#conn.send(data, { transport: "udp", hostname: address, port })
+      .then(sent, refused);
   }
 
   /** Closes the socket and ends `receive()`; safe to call more than once. */
@@ -137,6 +138,16 @@ export class UdpSocket {
       // Already closed: nothing left to release.
     }
   }
+}
+
+function sent(): boolean {
+  return true;
+}
+
+/** A system error is one more lost datagram; anything else is a bug and stays thrown. */
+function refused(error: unknown): boolean {
+  if (isSystemError(error)) return false;
+  throw error;
 }
 
 function isClosedError(error: unknown): boolean {
