@@ -15,7 +15,7 @@
  * (`file_accepted`) to the verified file (`file_done`); baselines are timed
  * by their receivers from the first byte to the last.
  *
- * Usage: deno task bench:transfer [--size MIB] [--lossy-size KIB] [--saw-size KIB] [--skip-lossy] [--json]
+ * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--lossy-size KIB] [--saw-size KIB] [--skip-lossy] [--json]
  *
  * @module
  */
@@ -37,6 +37,9 @@ Usage: deno task bench:transfer [flags]
 
 Flags:
   --size MIB        the loopback file (default 64)
+  --rounds N        loopback rounds of blast, TCP and sendfile (default 3):
+                    the figures are medians, the ratios medians of each
+                    round's own ratio, as the machine's speed drifts
   --lossy-size KIB  the file sent through the lossy proxy (default 4096)
   --saw-size KIB    the file stop-and-wait sends through it (default 16)
   --skip-lossy      only the loopback figures
@@ -45,6 +48,7 @@ Flags:
 
 interface Flags {
   sizeMiB: number;
+  rounds: number;
   lossyKiB: number;
   sawKiB: number;
   skipLossy: boolean;
@@ -52,17 +56,18 @@ interface Flags {
 }
 
 function parseFlags(args: string[]): Flags | "help" {
-  const strings = ["size", "lossy-size", "saw-size"];
+  const strings = ["size", "rounds", "lossy-size", "saw-size"];
   const parsed = parseArgs(args, {
     string: strings,
     boolean: ["help", "json", "skip-lossy"],
     alias: { h: "help" },
-    default: { size: "64", "lossy-size": "4096", "saw-size": "16" },
+    default: { size: "64", rounds: "3", "lossy-size": "4096", "saw-size": "16" },
   });
   rejectUnknownFlags(parsed, [...strings, "help", "json", "skip-lossy", "h"]);
   if (parsed.help) return "help";
   return {
     sizeMiB: integerFlag("--size", parsed.size, { min: 1, max: 4096 }),
+    rounds: integerFlag("--rounds", parsed.rounds, { min: 1, max: 50 }),
     lossyKiB: integerFlag("--lossy-size", parsed["lossy-size"], { min: 1, max: 1_048_576 }),
     sawKiB: integerFlag("--saw-size", parsed["saw-size"], { min: 1, max: 1_048_576 }),
     skipLossy: parsed["skip-lossy"],
@@ -293,6 +298,12 @@ async function randomFile(path: string, bytes: number): Promise<void> {
 
 const mb = (bytesPerSecond: number) => (bytesPerSecond / 1e6).toFixed(2);
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
 async function main(args: string[]): Promise<number> {
   const flags = flagsOrExitCode(() => parseFlags(args), HELP);
   if (typeof flags === "number") return flags;
@@ -305,25 +316,40 @@ async function main(args: string[]): Promise<number> {
     const datagrams = Math.ceil(size / MAX_PEER_PAYLOAD_BYTES);
     const say = (text: string) => flags.json || console.log(text);
     say(`Loopback, ${flags.sizeMiB} MiB (${datagrams} datagrams of ${datagram} bytes):`);
-    const blast = await udpBlast(dir, datagrams, datagram);
-    say(`  bare UDP blast    ${mb(blast)} MB/s`);
-    const tcp = await tcpCopy(dir, big);
-    say(`  plain TCP         ${mb(tcp)} MB/s`);
-    const switchboard = await sendfile(dir, big);
-    say(`  sendfile          ${mb(switchboard)} MB/s`);
+    // Rounds back to back, each its own baseline: the machines are shared,
+    // and their speed drifts by a third within a minute.
+    const blasts: number[] = [], tcps: number[] = [], sendfiles: number[] = [];
+    for (let round = 1; round <= flags.rounds; round++) {
+      const blast = await udpBlast(dir, datagrams, datagram);
+      const tcp = await tcpCopy(dir, big);
+      const switchboard = await sendfile(dir, big);
+      blasts.push(blast);
+      tcps.push(tcp);
+      sendfiles.push(switchboard);
+      say(
+        `  round ${round}: UDP blast ${mb(blast)} MB/s, TCP ${mb(tcp)} MB/s, ` +
+          `sendfile ${mb(switchboard)} MB/s (${(switchboard / blast).toFixed(2)} of the blast)`,
+      );
+    }
+    const toBlast = median(sendfiles.map((s, i) => s / blasts[i]));
+    const toTcp = median(sendfiles.map((s, i) => s / tcps[i]));
+    say(`  bare UDP blast    ${mb(median(blasts))} MB/s (median)`);
+    say(`  plain TCP         ${mb(median(tcps))} MB/s`);
+    say(`  sendfile          ${mb(median(sendfiles))} MB/s`);
     say(
-      `  sendfile / UDP blast ${(switchboard / blast).toFixed(2)}, sendfile / TCP ${
-        (switchboard / tcp).toFixed(2)
-      }`,
+      `  sendfile / UDP blast ${toBlast.toFixed(2)}, sendfile / TCP ${toTcp.toFixed(2)} ` +
+        `(medians of ${flags.rounds} rounds)`,
     );
     const result: Record<string, unknown> = {
       sizeBytes: size,
       datagramBytes: datagram,
-      udpBlastBytesPerSecond: Math.round(blast),
-      tcpBytesPerSecond: Math.round(tcp),
-      sendfileBytesPerSecond: Math.round(switchboard),
-      ratioToUdpBlast: switchboard / blast,
-      ratioToTcp: switchboard / tcp,
+      rounds: flags.rounds,
+      udpBlastBytesPerSecond: Math.round(median(blasts)),
+      tcpBytesPerSecond: Math.round(median(tcps)),
+      sendfileBytesPerSecond: Math.round(median(sendfiles)),
+      ratioToUdpBlast: toBlast,
+      ratioToTcp: toTcp,
+      ratiosToUdpBlast: sendfiles.map((s, i) => s / blasts[i]),
     };
     if (!flags.skipLossy) {
       const lossy = join(dir, "lossy.bin"), small = join(dir, "saw.bin");
