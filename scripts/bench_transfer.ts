@@ -24,7 +24,7 @@ import { fromFileUrl, join } from "@std/path";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { MAX_PEER_PAYLOAD_BYTES } from "../lib/wire/messages.ts";
 import { integerFlag, rejectUnknownFlags } from "../lib/usage_error.ts";
-import { flagsOrExitCode } from "./_bench_support.ts";
+import { flagsOrExitCode, percentile } from "./_bench_support.ts";
 
 const REPO = fromFileUrl(new URL("..", import.meta.url));
 const CONFIG = join(REPO, "deno.json");
@@ -298,10 +298,9 @@ async function randomFile(path: string, bytes: number): Promise<void> {
 
 const mb = (bytesPerSecond: number) => (bytesPerSecond / 1e6).toFixed(2);
 
+/** The middle value (the upper one of an even count), as the other benchmarks report. */
 function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  return percentile([...values].sort((a, b) => a - b), 0.5);
 }
 
 async function main(args: string[]): Promise<number> {
