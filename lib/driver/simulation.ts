@@ -610,10 +610,7 @@ export class Simulation {
             `Cannot write ${r.name}: No space left on device (os error 28)`,
           );
         }
-        const grown = new Uint8Array(have.length + op.data.length);
-        grown.set(have);
-        grown.set(op.data, have.length);
-        client.files.set(r.partial, grown);
+        client.files.set(r.partial, appended(have, op.data));
         return core.fileWritten(now, op.id, op.offset + op.data.length);
       }
       case "receive_end": {
@@ -702,4 +699,26 @@ function base(from: string, to: string, trace: PeerTrace) {
 function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(":");
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}
+
+/** Buffers of partial files made by `appended`, which no one else writes to. */
+const GROWABLE = new WeakSet<ArrayBufferLike>();
+
+/**
+ * `data` after `have`: written in place behind `have` when its buffer has
+ * room (a partial file grows by doubling, so a large transfer copies each
+ * byte a few times, not once per chunk after it).
+ */
+function appended(have: Uint8Array, data: Uint8Array): Uint8Array {
+  const length = have.length + data.length;
+  if (GROWABLE.has(have.buffer) && have.byteOffset === 0 && have.buffer.byteLength >= length) {
+    const grown = new Uint8Array(have.buffer, 0, length);
+    grown.set(data, have.length);
+    return grown;
+  }
+  const buffer = new Uint8Array(Math.max(length, 2 * have.length, 64 * 1024));
+  GROWABLE.add(buffer.buffer);
+  buffer.set(have);
+  buffer.set(data, have.length);
+  return buffer.subarray(0, length);
 }
