@@ -20,11 +20,24 @@ export interface TransferReport {
   failed(id: number, problem: string): void;
 }
 
+/**
+ * Files are read and written a block at a time, and chunks are cut from the
+ * block read or gathered into the block to write. Each read or write of
+ * Deno's files is an operation on its I/O threads that costs about 50 µs of
+ * CPU whatever its size: reading 64 MiB took 184 ms in 32 KiB reads and
+ * 29 ms in 1 MiB reads (on the 2-core machine of docs/BENCHMARKS.md), CPU a
+ * loopback transfer needs for its datagrams.
+ */
+export const FILE_BLOCK_BYTES = 1024 * 1024;
+
 interface Sending {
   path: string;
   file?: Deno.FsFile;
-  /** Where the file's position is after the last whole read (undefined: unknown). */
+  /** Where the file's position is after the last read (undefined: unknown). */
   position?: number;
+  /** The last block read, and where in the file it starts. */
+  block?: Uint8Array;
+  blockAt: number;
 }
 
 interface Receiving {
@@ -40,6 +53,11 @@ interface Receiving {
   file?: Deno.FsFile;
   hasher: Sha256;
   broken: boolean;
+  /** Data received and not yet written (hashed as it is written), in a block. */
+  staged?: Uint8Array;
+  stagedBytes: number;
+  /** The offset after the staged data. */
+  stagedEnd: number;
 }
 
 /**
@@ -102,9 +120,13 @@ export class TransferFiles {
     });
   }
 
-  /** Waits for every queued operation, then closes every file (partial files stay). */
+  /**
+   * Waits for every queued operation, writes what is staged, then closes
+   * every file (partial files stay, to be resumed).
+   */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#chains.values()]);
+    for (const [id, r] of this.#receiving) await this.#flush(id, r);
     for (const s of this.#sending.values()) s.file?.close();
     for (const r of this.#receiving.values()) r.file?.close();
     this.#sending.clear();
@@ -134,27 +156,41 @@ export class TransferFiles {
   async #read(id: number, path: string, offset: number, length: number): Promise<void> {
     let sending = this.#sending.get(id);
     if (sending === undefined) {
-      sending = { path };
+      sending = { path, blockAt: 0 };
       this.#sending.set(id, sending);
     }
     try {
-      sending.file ??= await Deno.open(path, { read: true });
-      // Chunks are read in order: a seek (an operation on the I/O threads,
-      // like the read) only to start or resume elsewhere.
-      if (sending.position !== offset) await sending.file.seek(offset, Deno.SeekMode.Start);
-      sending.position = undefined;
-      const data = new Uint8Array(length);
-      let got = 0;
-      while (got < length) {
-        const n = await sending.file.read(data.subarray(got));
-        if (n === null) throw new Error("the file became shorter while it was sent");
-        got += n;
+      const { block, blockAt } = sending;
+      if (block === undefined || offset < blockAt || offset + length > blockAt + block.length) {
+        await this.#readBlock(sending, offset, length);
       }
-      sending.position = offset + length;
-      this.#report.read(id, offset, data);
+      const start = offset - sending.blockAt;
+      // A view: the block is never written again (the next one is new).
+      this.#report.read(id, offset, sending.block!.subarray(start, start + length));
     } catch (error) {
       this.#report.failed(id, `Cannot read ${path}: ${(error as Error).message}`);
     }
+  }
+
+  /** Reads the block of the file that starts at `offset`: at least `length` bytes. */
+  async #readBlock(sending: Sending, offset: number, length: number): Promise<void> {
+    sending.block = undefined;
+    sending.file ??= await Deno.open(sending.path, { read: true });
+    // Blocks are read in order: a seek (an operation on the I/O threads,
+    // like the read) only to start or resume elsewhere.
+    if (sending.position !== offset) await sending.file.seek(offset, Deno.SeekMode.Start);
+    sending.position = undefined;
+    const block = new Uint8Array(Math.max(FILE_BLOCK_BYTES, length));
+    let got = 0;
+    while (got < block.length) {
+      const n = await sending.file.read(block.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    if (got < length) throw new Error("the file became shorter while it was sent");
+    sending.position = offset + got;
+    sending.block = block.subarray(0, got);
+    sending.blockAt = offset;
   }
 
   async #begin(
@@ -174,6 +210,8 @@ export class TransferFiles {
       own,
       hasher: createSha256(),
       broken: false,
+      stagedBytes: 0,
+      stagedEnd: 0,
     };
     this.#receiving.set(op.id, r);
     try {
@@ -207,14 +245,37 @@ export class TransferFiles {
     }
   }
 
+  /** Stages `data`, and writes the block once full. */
   async #write(id: number, offset: number, data: Uint8Array): Promise<void> {
     const r = this.#receiving.get(id);
     if (r === undefined || r.broken || r.file === undefined) return;
+    r.staged ??= new Uint8Array(FILE_BLOCK_BYTES);
+    if (r.stagedBytes + data.length > r.staged.length) await this.#flush(id, r);
+    if (data.length > r.staged.length) {
+      return await this.#writeOut(id, r, data, offset + data.length);
+    }
+    r.staged.set(data, r.stagedBytes);
+    r.stagedBytes += data.length;
+    r.stagedEnd = offset + data.length;
+    if (r.stagedBytes === r.staged.length) await this.#flush(id, r);
+  }
+
+  /** Writes what is staged. */
+  async #flush(id: number, r: Receiving): Promise<void> {
+    if (r.stagedBytes === 0 || r.staged === undefined) return;
+    const data = r.staged.subarray(0, r.stagedBytes);
+    r.stagedBytes = 0;
+    await this.#writeOut(id, r, data, r.stagedEnd);
+  }
+
+  /** Writes and hashes `data`, which ends at offset `end`. */
+  async #writeOut(id: number, r: Receiving, data: Uint8Array, end: number): Promise<void> {
+    if (r.broken || r.file === undefined) return;
     try {
       let done = 0;
       while (done < data.length) done += await r.file.write(data.subarray(done));
       r.hasher.update(data);
-      this.#report.written(id, offset + data.length);
+      this.#report.written(id, end);
     } catch (error) {
       // A full disk, most often: nothing half-written stays behind.
       r.broken = true;
@@ -228,6 +289,8 @@ export class TransferFiles {
   async #finish(id: number): Promise<void> {
     const r = this.#receiving.get(id);
     if (r === undefined || r.broken || r.file === undefined) return;
+    await this.#flush(id, r);
+    if (r.broken || r.file === undefined) return;
     this.#receiving.delete(id);
     try {
       await r.file.sync();
@@ -258,6 +321,8 @@ export class TransferFiles {
   async #abort(id: number, keepPartial: boolean): Promise<void> {
     const r = this.#receiving.get(id);
     if (r === undefined) return;
+    // What arrived stays in a partial file that will be resumed.
+    if (keepPartial && !r.own) await this.#flush(id, r);
     this.#receiving.delete(id);
     r.file?.close();
     r.file = undefined;
