@@ -691,7 +691,15 @@ export class ReliableChannel {
     const entries = this.#transmissions;
     while (this.#transmissionsHead < entries.length) {
       const { segment, order } = entries[this.#transmissionsHead];
-      if (!segment.acked && !segment.lost && segment.order === order) return segment;
+      if (!segment.acked && !segment.lost && segment.order === order) {
+        // Entries behind the head go, or a bulk transfer that never drains
+        // its flight would keep every segment it sent, payloads included.
+        if (this.#transmissionsHead >= 1024 && this.#transmissionsHead * 2 >= entries.length) {
+          this.#transmissions = entries.slice(this.#transmissionsHead);
+          this.#transmissionsHead = 0;
+        }
+        return segment;
+      }
       this.#transmissionsHead++;
     }
     this.#transmissions = [];
