@@ -8,6 +8,7 @@ import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
 import { FILE_BLOCK_BYTES, partialPath, TransferFiles } from "../lib/driver/transfer_files.ts";
 import { toHex } from "../lib/hex.ts";
+import { tempDir } from "./_processes.ts";
 
 const CHUNK = 32 * 1024;
 
@@ -38,178 +39,160 @@ class Reports {
 }
 
 Deno.test("TransferFiles reads a file in chunks, in order and after a jump back", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const data = content(2 * FILE_BLOCK_BYTES + 12_345);
-    const path = join(dir, "send.bin");
-    await Deno.writeFile(path, data);
-    const reports = new Reports();
-    const files = reports.files(join(dir, "downloads"));
-    const offsets: number[] = [];
-    for (let offset = 0; offset < data.length; offset += CHUNK) offsets.push(offset);
-    // A resume: back to the middle of the first block, then on across a block edge.
-    offsets.push(CHUNK * 3 + 100, FILE_BLOCK_BYTES - 50);
-    for (const offset of offsets) {
-      const length = Math.min(CHUNK, data.length - offset);
-      files.run({ type: "read", id: 1, path, offset, length });
-    }
-    files.run({ type: "send_end", id: 1 });
-    await files.close();
-    assertEquals(reports.failed, []);
-    assertEquals(reports.reads.map((r) => r.offset), offsets);
-    for (const { offset, data: chunk } of reports.reads) {
-      assertEquals(chunk, data.subarray(offset, offset + chunk.length), `chunk at ${offset}`);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const data = content(2 * FILE_BLOCK_BYTES + 12_345);
+  const path = join(dir, "send.bin");
+  await Deno.writeFile(path, data);
+  const reports = new Reports();
+  const files = reports.files(join(dir, "downloads"));
+  const offsets: number[] = [];
+  for (let offset = 0; offset < data.length; offset += CHUNK) offsets.push(offset);
+  // A resume: back to the middle of the first block, then on across a block edge.
+  offsets.push(CHUNK * 3 + 100, FILE_BLOCK_BYTES - 50);
+  for (const offset of offsets) {
+    const length = Math.min(CHUNK, data.length - offset);
+    files.run({ type: "read", id: 1, path, offset, length });
+  }
+  files.run({ type: "send_end", id: 1 });
+  await files.close();
+  assertEquals(reports.failed, []);
+  assertEquals(reports.reads.map((r) => r.offset), offsets);
+  for (const { offset, data: chunk } of reports.reads) {
+    assertEquals(chunk, data.subarray(offset, offset + chunk.length), `chunk at ${offset}`);
   }
 });
 
 Deno.test("TransferFiles reports a file that became shorter than a chunk asked for", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = join(dir, "send.bin");
-    await Deno.writeFile(path, content(CHUNK + 10));
-    const reports = new Reports();
-    const files = reports.files(dir);
-    files.run({ type: "read", id: 7, path, offset: CHUNK, length: CHUNK });
-    await files.close();
-    assertEquals(reports.reads, []);
-    assertEquals(reports.failed.length, 1);
-    assertStringIncludes(reports.failed[0].problem, "became shorter");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const path = join(dir, "send.bin");
+  await Deno.writeFile(path, content(CHUNK + 10));
+  const reports = new Reports();
+  const files = reports.files(dir);
+  files.run({ type: "read", id: 7, path, offset: CHUNK, length: CHUNK });
+  await files.close();
+  assertEquals(reports.reads, []);
+  assertEquals(reports.failed.length, 1);
+  assertStringIncludes(reports.failed[0].problem, "became shorter");
 });
 
 Deno.test("TransferFiles writes chunks gathered in blocks and places the checked file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const data = content(FILE_BLOCK_BYTES * 2 + 777);
-    const sha = toHex(sha256(data));
-    const reports = new Reports();
-    const files = reports.files(dir);
-    files.run({
-      type: "receive_begin",
-      id: 2,
-      peer: "Alice",
-      name: "got.bin",
-      size: data.length,
-      sha256: sha,
-    });
-    for (let offset = 0; offset < data.length; offset += CHUNK) {
-      const chunk = data.subarray(offset, Math.min(data.length, offset + CHUNK));
-      // Each chunk in an array of its own that is dropped (or reused) after the call.
-      files.run({ type: "write", id: 2, offset, data: chunk.slice() });
-    }
-    files.run({ type: "receive_end", id: 2 });
-    await files.close();
-    assertEquals(reports.failed, []);
-    assertEquals(reports.received, [{ id: 2, path: join(dir, "got.bin") }]);
-    assertEquals(await Deno.readFile(join(dir, "got.bin")), data);
-    // Progress came block by block, ending at the size.
-    const ups = reports.written.map((w) => w.upTo);
-    assertEquals(ups.at(-1), data.length);
-    assert(ups.length <= 4, `${ups.length} progress reports for 3 blocks`);
-    assertEquals(ups, [...ups].sort((a, b) => a - b));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const data = content(FILE_BLOCK_BYTES * 2 + 777);
+  const sha = toHex(sha256(data));
+  const reports = new Reports();
+  const files = reports.files(dir);
+  files.run({
+    type: "receive_begin",
+    id: 2,
+    peer: "Alice",
+    name: "got.bin",
+    size: data.length,
+    sha256: sha,
+  });
+  for (let offset = 0; offset < data.length; offset += CHUNK) {
+    const chunk = data.subarray(offset, Math.min(data.length, offset + CHUNK));
+    // Each chunk in an array of its own that is dropped (or reused) after the call.
+    files.run({ type: "write", id: 2, offset, data: chunk.slice() });
   }
+  files.run({ type: "receive_end", id: 2 });
+  await files.close();
+  assertEquals(reports.failed, []);
+  assertEquals(reports.received, [{ id: 2, path: join(dir, "got.bin") }]);
+  assertEquals(await Deno.readFile(join(dir, "got.bin")), data);
+  // Progress came block by block, ending at the size.
+  const ups = reports.written.map((w) => w.upTo);
+  assertEquals(ups.at(-1), data.length);
+  assert(ups.length <= 4, `${ups.length} progress reports for 3 blocks`);
+  assertEquals(ups, [...ups].sort((a, b) => a - b));
 });
 
 Deno.test("TransferFiles keeps what is staged in the partial file when a transfer stops", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const data = content(FILE_BLOCK_BYTES + 5 * CHUNK);
-    const sha = toHex(sha256(data));
-    const begin = {
-      type: "receive_begin",
-      id: 3,
-      peer: "Alice",
-      name: "big.bin",
-      size: data.length,
-      sha256: sha,
-    };
-    const reports = new Reports();
-    const files = reports.files(dir);
-    files.run({ ...begin, type: "receive_begin" });
-    const arrived = FILE_BLOCK_BYTES + 3 * CHUNK;
-    for (let offset = 0; offset < arrived; offset += CHUNK) {
-      files.run({ type: "write", id: 3, offset, data: data.slice(offset, offset + CHUNK) });
-    }
-    // The peer was lost: the partial file keeps every byte that arrived, staged ones too.
-    files.run({ type: "receive_abort", id: 3, keepPartial: true });
-    await files.close();
-    const partial = partialPath(dir, "big.bin", sha);
-    assertEquals(await Deno.readFile(partial), data.subarray(0, arrived));
-
-    // A new transfer of the same content resumes from there and completes.
-    const again = new Reports();
-    const resumed = again.files(dir);
-    resumed.run({ ...begin, id: 4, type: "receive_begin" });
-    await resumed.close();
-    assertEquals(again.ready, [{ id: 4, offset: arrived }]);
-    const more = again.files(dir);
-    more.run({ ...begin, id: 5, type: "receive_begin" });
-    for (let offset = arrived; offset < data.length; offset += CHUNK) {
-      more.run({ type: "write", id: 5, offset, data: data.slice(offset, offset + CHUNK) });
-    }
-    more.run({ type: "receive_end", id: 5 });
-    await more.close();
-    assertEquals(again.failed, []);
-    assertEquals(await Deno.readFile(join(dir, "big.bin")), data);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const data = content(FILE_BLOCK_BYTES + 5 * CHUNK);
+  const sha = toHex(sha256(data));
+  const begin = {
+    type: "receive_begin",
+    id: 3,
+    peer: "Alice",
+    name: "big.bin",
+    size: data.length,
+    sha256: sha,
+  };
+  const reports = new Reports();
+  const files = reports.files(dir);
+  files.run({ ...begin, type: "receive_begin" });
+  const arrived = FILE_BLOCK_BYTES + 3 * CHUNK;
+  for (let offset = 0; offset < arrived; offset += CHUNK) {
+    files.run({ type: "write", id: 3, offset, data: data.slice(offset, offset + CHUNK) });
   }
+  // The peer was lost: the partial file keeps every byte that arrived, staged ones too.
+  files.run({ type: "receive_abort", id: 3, keepPartial: true });
+  await files.close();
+  const partial = partialPath(dir, "big.bin", sha);
+  assertEquals(await Deno.readFile(partial), data.subarray(0, arrived));
+
+  // A new transfer of the same content resumes from there and completes.
+  const again = new Reports();
+  const resumed = again.files(dir);
+  resumed.run({ ...begin, id: 4, type: "receive_begin" });
+  await resumed.close();
+  assertEquals(again.ready, [{ id: 4, offset: arrived }]);
+  const more = again.files(dir);
+  more.run({ ...begin, id: 5, type: "receive_begin" });
+  for (let offset = arrived; offset < data.length; offset += CHUNK) {
+    more.run({ type: "write", id: 5, offset, data: data.slice(offset, offset + CHUNK) });
+  }
+  more.run({ type: "receive_end", id: 5 });
+  await more.close();
+  assertEquals(again.failed, []);
+  assertEquals(await Deno.readFile(join(dir, "big.bin")), data);
 });
 
 Deno.test("TransferFiles.close() writes what is staged into the partial file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const data = content(3 * CHUNK);
-    const sha = toHex(sha256(data));
-    const reports = new Reports();
-    const files = reports.files(dir);
-    files.run({
-      type: "receive_begin",
-      id: 6,
-      peer: "Alice",
-      name: "c.bin",
-      size: 10 * CHUNK,
-      sha256: sha,
-    });
-    files.run({ type: "write", id: 6, offset: 0, data: data.slice() });
-    await files.close();
-    assertEquals(await Deno.readFile(partialPath(dir, "c.bin", sha)), data);
-    assertEquals(reports.written.at(-1), { id: 6, upTo: data.length });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const data = content(3 * CHUNK);
+  const sha = toHex(sha256(data));
+  const reports = new Reports();
+  const files = reports.files(dir);
+  files.run({
+    type: "receive_begin",
+    id: 6,
+    peer: "Alice",
+    name: "c.bin",
+    size: 10 * CHUNK,
+    sha256: sha,
+  });
+  files.run({ type: "write", id: 6, offset: 0, data: data.slice() });
+  await files.close();
+  assertEquals(await Deno.readFile(partialPath(dir, "c.bin", sha)), data);
+  assertEquals(reports.written.at(-1), { id: 6, upTo: data.length });
 });
 
 Deno.test("TransferFiles removes a file whose SHA-256 does not match, staged data included", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const data = content(2 * CHUNK);
-    const reports = new Reports();
-    const files = reports.files(dir);
-    const sha = "00".repeat(32);
-    files.run({
-      type: "receive_begin",
-      id: 8,
-      peer: "Alice",
-      name: "bad.bin",
-      size: data.length,
-      sha256: sha,
-    });
-    files.run({ type: "write", id: 8, offset: 0, data: data.slice() });
-    files.run({ type: "receive_end", id: 8 });
-    await files.close();
-    assertEquals(reports.received, []);
-    assertEquals(reports.failed.length, 1);
-    assertStringIncludes(reports.failed[0].problem, "does not match");
-    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const data = content(2 * CHUNK);
+  const reports = new Reports();
+  const files = reports.files(dir);
+  const sha = "00".repeat(32);
+  files.run({
+    type: "receive_begin",
+    id: 8,
+    peer: "Alice",
+    name: "bad.bin",
+    size: data.length,
+    sha256: sha,
+  });
+  files.run({ type: "write", id: 8, offset: 0, data: data.slice() });
+  files.run({ type: "receive_end", id: 8 });
+  await files.close();
+  assertEquals(reports.received, []);
+  assertEquals(reports.failed.length, 1);
+  assertStringIncludes(reports.failed[0].problem, "does not match");
+  assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), []);
 });
