@@ -7,6 +7,7 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
 import { FILE_BLOCK_BYTES, partialPath, TransferFiles } from "../lib/driver/transfer_files.ts";
+import type { FileOperation } from "../lib/client/client_core.ts";
 import { toHex } from "../lib/hex.ts";
 import { tempDir } from "./_processes.ts";
 
@@ -17,6 +18,11 @@ function content(size: number): Uint8Array {
   const bytes = new Uint8Array(size);
   for (let i = 0; i < size; i++) bytes[i] = (i * 31 + (i >> 11)) & 0xff;
   return bytes;
+}
+
+/** The operation that starts receiving a file from Alice. */
+function receiveBegin(id: number, name: string, size: number, sha256: string): FileOperation {
+  return { type: "receive_begin", id, peer: "Alice", name, size, sha256 };
 }
 
 /** Everything a TransferFiles reported, in order. */
@@ -84,14 +90,7 @@ Deno.test("TransferFiles writes chunks gathered in blocks and places the checked
   const sha = toHex(sha256(data));
   const reports = new Reports();
   const files = reports.files(dir);
-  files.run({
-    type: "receive_begin",
-    id: 2,
-    peer: "Alice",
-    name: "got.bin",
-    size: data.length,
-    sha256: sha,
-  });
+  files.run(receiveBegin(2, "got.bin", data.length, sha));
   for (let offset = 0; offset < data.length; offset += CHUNK) {
     const chunk = data.subarray(offset, Math.min(data.length, offset + CHUNK));
     // Each chunk in an array of its own that is dropped (or reused) after the call.
@@ -114,17 +113,9 @@ Deno.test("TransferFiles keeps what is staged in the partial file when a transfe
   const dir = temp.path;
   const data = content(FILE_BLOCK_BYTES + 5 * CHUNK);
   const sha = toHex(sha256(data));
-  const begin = {
-    type: "receive_begin",
-    id: 3,
-    peer: "Alice",
-    name: "big.bin",
-    size: data.length,
-    sha256: sha,
-  };
   const reports = new Reports();
   const files = reports.files(dir);
-  files.run({ ...begin, type: "receive_begin" });
+  files.run(receiveBegin(3, "big.bin", data.length, sha));
   const arrived = FILE_BLOCK_BYTES + 3 * CHUNK;
   for (let offset = 0; offset < arrived; offset += CHUNK) {
     files.run({ type: "write", id: 3, offset, data: data.slice(offset, offset + CHUNK) });
@@ -138,11 +129,11 @@ Deno.test("TransferFiles keeps what is staged in the partial file when a transfe
   // A new transfer of the same content resumes from there and completes.
   const again = new Reports();
   const resumed = again.files(dir);
-  resumed.run({ ...begin, id: 4, type: "receive_begin" });
+  resumed.run(receiveBegin(4, "big.bin", data.length, sha));
   await resumed.close();
   assertEquals(again.ready, [{ id: 4, offset: arrived }]);
   const more = again.files(dir);
-  more.run({ ...begin, id: 5, type: "receive_begin" });
+  more.run(receiveBegin(5, "big.bin", data.length, sha));
   for (let offset = arrived; offset < data.length; offset += CHUNK) {
     more.run({ type: "write", id: 5, offset, data: data.slice(offset, offset + CHUNK) });
   }
@@ -159,14 +150,7 @@ Deno.test("TransferFiles.close() writes what is staged into the partial file", a
   const sha = toHex(sha256(data));
   const reports = new Reports();
   const files = reports.files(dir);
-  files.run({
-    type: "receive_begin",
-    id: 6,
-    peer: "Alice",
-    name: "c.bin",
-    size: 10 * CHUNK,
-    sha256: sha,
-  });
+  files.run(receiveBegin(6, "c.bin", 10 * CHUNK, sha));
   files.run({ type: "write", id: 6, offset: 0, data: data.slice() });
   await files.close();
   assertEquals(await Deno.readFile(partialPath(dir, "c.bin", sha)), data);
@@ -180,14 +164,7 @@ Deno.test("TransferFiles removes a file whose SHA-256 does not match, staged dat
   const reports = new Reports();
   const files = reports.files(dir);
   const sha = "00".repeat(32);
-  files.run({
-    type: "receive_begin",
-    id: 8,
-    peer: "Alice",
-    name: "bad.bin",
-    size: data.length,
-    sha256: sha,
-  });
+  files.run(receiveBegin(8, "bad.bin", data.length, sha));
   files.run({ type: "write", id: 8, offset: 0, data: data.slice() });
   files.run({ type: "receive_end", id: 8 });
   await files.close();
