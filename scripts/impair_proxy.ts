@@ -222,13 +222,13 @@ async function run(options: ProxyOptions): Promise<number> {
     timer = setTimeout(flush, Math.max(0, next - performance.now()));
   };
 
-  async function receiveLoop(id: SocketId, socket: UdpSocket): Promise<void> {
-    for await (const { data, address, port } of socket.receive()) {
+  function receiveLoop(id: SocketId, socket: UdpSocket): Promise<void> {
+    return socket.receiveEach(({ data, address, port }) => {
       // The relay holds datagrams for their delay: a copy, not the socket's buffer.
       relay.receive(performance.now(), id, hostPort(address, port), data.slice());
       if (relay.nextDue() !== undefined && relay.nextDue()! <= performance.now()) flush();
       else arm();
-    }
+    });
   }
 
   const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();

@@ -5,10 +5,26 @@ import { type Datagram, UdpSocket } from "../lib/transport/udp_socket.ts";
 import { MAX_DATAGRAM_BYTES, MAX_FRAME_BYTES } from "../lib/wire/messages.ts";
 import { ProtocolError } from "../lib/wire/protocol_error.ts";
 
-async function next(stream: AsyncGenerator<Datagram>): Promise<Datagram> {
-  const result = await stream.next();
-  assert(!result.done, "receive() ended early");
-  return result.value;
+/** What `receiveEach` handed over so far (data copied), and a way to wait for more. */
+class Inbox {
+  readonly datagrams: Datagram[] = [];
+  readonly done: Promise<void>;
+  #wake: (() => void) | undefined;
+
+  constructor(socket: UdpSocket) {
+    this.done = socket.receiveEach((datagram) => {
+      this.datagrams.push({ ...datagram, data: datagram.data.slice() });
+      this.#wake?.();
+    });
+  }
+
+  /** The datagram at `index`, waiting for it if it has not come yet. */
+  async at(index: number): Promise<Datagram> {
+    while (this.datagrams.length <= index) {
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    return this.datagrams[index];
+  }
 }
 
 async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
@@ -23,14 +39,15 @@ for (const hostname of ["127.0.0.1", "::1"]) {
     const b = UdpSocket.open({ hostname, port: 0 });
     try {
       assert(a.localPort > 0 && a.localPort !== b.localPort);
-      const stream = b.receive();
+      const inbox = new Inbox(b);
       const payload = new Uint8Array(MAX_DATAGRAM_BYTES).fill(7);
       assertEquals(await a.send(payload, hostname, b.localPort), true);
-      assertEquals(await next(stream), { data: payload, address: hostname, port: a.localPort });
+      assertEquals(await inbox.at(0), { data: payload, address: hostname, port: a.localPort });
       assertEquals(await a.send(Uint8Array.of(1, 2), hostname, b.localPort), true);
-      assertEquals((await next(stream)).data, Uint8Array.of(1, 2));
+      assertEquals((await inbox.at(1)).data, Uint8Array.of(1, 2));
       b.close();
-      assertEquals(await stream.next(), { done: true, value: undefined });
+      await inbox.done;
+      assertEquals(inbox.datagrams.length, 2);
     } finally {
       a.close();
       b.close();
@@ -38,27 +55,46 @@ for (const hostname of ["127.0.0.1", "::1"]) {
   });
 }
 
-Deno.test("UdpSocket.receive() ends when the socket is closed while waiting", async () => {
+Deno.test("UdpSocket.receiveEach() settles when the socket is closed while waiting", async () => {
   const socket = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
-  const pending = collect(socket.receive());
+  const inbox = new Inbox(socket);
   await new Promise((resolve) => setTimeout(resolve, 10));
   socket.close();
-  assertEquals(await pending, []);
+  await inbox.done;
+  assertEquals(inbox.datagrams, []);
 });
 
-Deno.test("UdpSocket.receive() yields a datagram larger than MAX_DATAGRAM_BYTES", async () => {
+Deno.test("UdpSocket.receiveEach() hands over a datagram larger than MAX_DATAGRAM_BYTES", async () => {
   const socket = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
   const raw = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   try {
-    const stream = socket.receive();
+    const inbox = new Inbox(socket);
     const payload = new Uint8Array(5000).fill(9);
     await raw.send(payload, { transport: "udp", hostname: "127.0.0.1", port: socket.localPort });
-    assertEquals((await next(stream)).data, payload);
+    assertEquals((await inbox.at(0)).data, payload);
     socket.close();
-    await stream.return(undefined);
+    await inbox.done;
   } finally {
     socket.close();
     raw.close();
+  }
+});
+
+Deno.test("UdpSocket.send() goes to each destination in turn, not only the first", async () => {
+  const a = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
+  const b = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
+  const c = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const atB = new Inbox(b), atC = new Inbox(c);
+    for (const [to, byte] of [[b, 1], [c, 2], [b, 3], [c, 4]] as const) {
+      assertEquals(await a.send(Uint8Array.of(byte), "127.0.0.1", to.localPort), true);
+    }
+    assertEquals([(await atB.at(0)).data[0], (await atB.at(1)).data[0]], [1, 3]);
+    assertEquals([(await atC.at(0)).data[0], (await atC.at(1)).data[0]], [2, 4]);
+  } finally {
+    a.close();
+    b.close();
+    c.close();
   }
 });
 

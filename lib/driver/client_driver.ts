@@ -375,9 +375,9 @@ export class ClientDriver {
     log.info("Client {pid} stopped", { pid: Deno.pid });
   }
 
-  async #receiveUdp(): Promise<void> {
-    for await (const datagram of this.#udp.receive()) {
-      if (datagram.data.length > MAX_DATAGRAM_BYTES) continue;
+  #receiveUdp(): Promise<void> {
+    return this.#udp.receiveEach((datagram) => {
+      if (datagram.data.length > MAX_DATAGRAM_BYTES) return;
       try {
         const message = decodeMessage(datagram.data);
         if (isPeerMessage(message)) {
@@ -397,7 +397,7 @@ export class ClientDriver {
           reason: error.message,
         });
       }
-    }
+    });
   }
 
   #drain(): void {

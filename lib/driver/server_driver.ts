@@ -402,8 +402,8 @@ export class ServerDriver {
     log.info("Server stopped");
   }
 
-  async #udpLoop(): Promise<void> {
-    for await (const datagram of this.#udp.receive()) {
+  #udpLoop(): Promise<void> {
+    return this.#udp.receiveEach((datagram) => {
       this.traffic.datagramsIn++;
       const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
       let message: Message | undefined;
@@ -425,10 +425,10 @@ export class ServerDriver {
           problem = error.message;
         }
       }
-      if (!this.#admit(from, message)) continue;
+      if (!this.#admit(from, message)) return;
       if (message === undefined) this.#reject(from, problem ?? "not a message");
       else this.#handle(from, message, data.length);
-    }
+    });
   }
 
   /**

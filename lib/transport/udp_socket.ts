@@ -31,18 +31,18 @@ export interface Datagram {
 const RECEIVE_BUFFER_BYTES = 65536;
 
 /**
- * A bound UDP socket: receive datagrams as an async stream, send them one by
- * one. Sending is best effort, like UDP itself.
+ * A bound UDP socket: datagrams handed to a callback as they arrive, sent one
+ * by one. Sending is best effort, like UDP itself.
  *
  * @example
  * ```ts
  * const socket = UdpSocket.open({ hostname: "127.0.0.1", port: 0 });
- * await socket.send(new Uint8Array([1]), "127.0.0.1", socket.localPort);
- * for await (const { data, address, port } of socket.receive()) {
+ * const received = socket.receiveEach(({ data, address, port }) => {
  *   console.log(data, address, port);
- *   break;
- * }
- * socket.close();
+ *   socket.close();
+ * });
+ * await socket.send(new Uint8Array([1]), "127.0.0.1", socket.localPort);
+ * await received;
  * ```
  */
 export class UdpSocket {
@@ -50,6 +50,8 @@ export class UdpSocket {
   readonly localPort: number;
   #conn: Deno.DatagramConn;
   #closed = false;
+  /** The address of the last send, reused: a transfer sends every datagram to one peer. */
+  #lastDestination: Deno.NetAddr = { transport: "udp", hostname: "", port: 0 };
 
   private constructor(conn: Deno.DatagramConn) {
     this.#conn = conn;
@@ -71,12 +73,17 @@ export class UdpSocket {
   }
 
   /**
-   * Yields datagrams as they arrive, until the socket is closed. Datagrams
-   * larger than `MAX_DATAGRAM_BYTES` are yielded too; callers decide.
+   * Hands each datagram to `onDatagram` as it arrives, until the socket is
+   * closed. Datagrams larger than `MAX_DATAGRAM_BYTES` are handed over too;
+   * callers decide. A plain loop and a call, not an async iterator: a file
+   * transfer receives tens of thousands of datagrams a second, and each
+   * step of an iterator costs promises.
    *
-   * @returns the datagrams, each with its sender's address
+   * @param onDatagram called with each datagram; its `data` is valid only
+   * during the call
+   * @returns a promise that settles once the socket is closed
    */
-  async *receive(): AsyncGenerator<Datagram> {
+  async receiveEach(onDatagram: (datagram: Datagram) => void): Promise<void> {
     const buffer = new Uint8Array(RECEIVE_BUFFER_BYTES);
     while (!this.#closed) {
       let received: [Uint8Array, Deno.Addr];
@@ -90,9 +97,8 @@ export class UdpSocket {
         if (error instanceof Deno.errors.ConnectionRefused) continue;
         throw error;
       }
-      const [data, from] = received;
-      const { hostname, port } = from as Deno.NetAddr;
-      yield { data, address: hostname, port };
+      const from = received[1] as Deno.NetAddr;
+      onDatagram({ data: received[0], address: from.hostname, port: from.port });
     }
   }
 
@@ -124,11 +130,14 @@ export class UdpSocket {
     if (this.#closed) return Promise.resolve(false);
     // Not an async function: a file transfer sends tens of thousands of
     // datagrams a second, and each await would add a promise and a turn.
-    return this.#conn.send(data, { transport: "udp", hostname: address, port })
-      .then(sent, refused);
+    let to = this.#lastDestination;
+    if (to.hostname !== address || to.port !== port) {
+      to = this.#lastDestination = { transport: "udp", hostname: address, port };
+    }
+    return this.#conn.send(data, to).then(sent, refused);
   }
 
-  /** Closes the socket and ends `receive()`; safe to call more than once. */
+  /** Closes the socket and ends `receiveEach()`; safe to call more than once. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
