@@ -43,6 +43,11 @@ Flags:
   --lossy-size KIB  the file sent through the lossy proxy (default 4096)
   --saw-size KIB    the file stop-and-wait sends through it (default 16)
   --skip-lossy      only the loopback figures
+  --model US,...    also, in each round, a bare windowed protocol (window of
+                    48, ack every 8, as sendfile's channel runs on loopback)
+                    spending each of these microseconds of busy work per
+                    datagram on both sides: how much of the blast a
+                    protocol keeps for what it costs per datagram
   --json            one JSON object at the end instead of the table
   -h, --help        show this help`;
 
@@ -53,15 +58,17 @@ interface Flags {
   sawKiB: number;
   skipLossy: boolean;
   json: boolean;
+  /** Busy microseconds per datagram of the windowed model runs; empty for none. */
+  modelWorkUs: number[];
 }
 
 function parseFlags(args: string[]): Flags | "help" {
-  const strings = ["size", "rounds", "lossy-size", "saw-size"];
+  const strings = ["size", "rounds", "lossy-size", "saw-size", "model"];
   const parsed = parseArgs(args, {
     string: strings,
     boolean: ["help", "json", "skip-lossy"],
     alias: { h: "help" },
-    default: { size: "64", rounds: "3", "lossy-size": "4096", "saw-size": "16" },
+    default: { size: "64", rounds: "3", "lossy-size": "4096", "saw-size": "16", model: "" },
   });
   rejectUnknownFlags(parsed, [...strings, "help", "json", "skip-lossy", "h"]);
   if (parsed.help) return "help";
@@ -72,6 +79,11 @@ function parseFlags(args: string[]): Flags | "help" {
     sawKiB: integerFlag("--saw-size", parsed["saw-size"], { min: 1, max: 1_048_576 }),
     skipLossy: parsed["skip-lossy"],
     json: parsed.json,
+    modelWorkUs: parsed.model === ""
+      ? []
+      : parsed.model.split(",").map((us: string) =>
+        integerFlag("--model", us, { min: 0, max: 1000 })
+      ),
   };
 }
 
@@ -183,6 +195,47 @@ async function tcpCopy(dir: string, file: string): Promise<number> {
   await sender.done;
   const line = await receiver.waitFor(/^\{/, 120_000);
   await Deno.remove(out);
+  const { bytes, ms } = JSON.parse(line.text) as { bytes: number; ms: number };
+  return bytes / (ms / 1000);
+}
+
+/** The window and ack frequency of the model: what sendfile's channel runs at on loopback. */
+const MODEL_WINDOW = 48;
+const MODEL_ACK_EVERY = 8;
+
+/** A bare windowed protocol with `workUs` of busy work per datagram on each side; bytes per second. */
+async function windowModel(
+  dir: string,
+  count: number,
+  size: number,
+  workUs: number,
+): Promise<number> {
+  const receiver = new Child(
+    "model receiver",
+    deno(
+      "scripts/transfer_baselines.ts",
+      "window-receive",
+      String(workUs),
+      String(MODEL_ACK_EVERY),
+    ),
+    dir,
+  );
+  const port = (await receiver.waitFor(/^PORT \d+$/, 20_000)).text.split(" ")[1];
+  const sender = new Child(
+    "model sender",
+    deno(
+      "scripts/transfer_baselines.ts",
+      "window-send",
+      port,
+      String(count),
+      String(size),
+      String(MODEL_WINDOW),
+      String(workUs),
+    ),
+    dir,
+  );
+  await sender.done;
+  const line = await receiver.waitFor(/^\{/, 60_000);
   const { bytes, ms } = JSON.parse(line.text) as { bytes: number; ms: number };
   return bytes / (ms / 1000);
 }
@@ -318,6 +371,7 @@ async function main(args: string[]): Promise<number> {
     // Rounds back to back, each its own baseline: the machines are shared,
     // and their speed drifts by a third within a minute.
     const blasts: number[] = [], tcps: number[] = [], sendfiles: number[] = [];
+    const models = flags.modelWorkUs.map(() => [] as number[]);
     for (let round = 1; round <= flags.rounds; round++) {
       const blast = await udpBlast(dir, datagrams, datagram);
       const tcp = await tcpCopy(dir, big);
@@ -329,6 +383,13 @@ async function main(args: string[]): Promise<number> {
         `  round ${round}: UDP blast ${mb(blast)} MB/s, TCP ${mb(tcp)} MB/s, ` +
           `sendfile ${mb(switchboard)} MB/s (${(switchboard / blast).toFixed(2)} of the blast)`,
       );
+      for (const [i, workUs] of flags.modelWorkUs.entries()) {
+        const model = await windowModel(dir, datagrams, datagram, workUs);
+        models[i].push(model / blast);
+        say(
+          `    model, ${workUs} us per datagram: ${mb(model)} MB/s (${(model / blast).toFixed(2)})`,
+        );
+      }
     }
     const toBlast = median(sendfiles.map((s, i) => s / blasts[i]));
     const toTcp = median(sendfiles.map((s, i) => s / tcps[i]));
@@ -339,6 +400,9 @@ async function main(args: string[]): Promise<number> {
       `  sendfile / UDP blast ${toBlast.toFixed(2)}, sendfile / TCP ${toTcp.toFixed(2)} ` +
         `(medians of ${flags.rounds} rounds)`,
     );
+    for (const [i, workUs] of flags.modelWorkUs.entries()) {
+      say(`  model, ${workUs} us per datagram / UDP blast ${median(models[i]).toFixed(2)}`);
+    }
     const result: Record<string, unknown> = {
       sizeBytes: size,
       datagramBytes: datagram,
@@ -349,6 +413,7 @@ async function main(args: string[]): Promise<number> {
       ratioToUdpBlast: toBlast,
       ratioToTcp: toTcp,
       ratiosToUdpBlast: sendfiles.map((s, i) => s / blasts[i]),
+      model: flags.modelWorkUs.map((workUs, i) => ({ workUs, ratioToUdpBlast: median(models[i]) })),
     };
     if (!flags.skipLossy) {
       const lossy = join(dir, "lossy.bin"), small = join(dir, "saw.bin");
