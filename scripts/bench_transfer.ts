@@ -234,7 +234,12 @@ async function windowModel(
     ),
     dir,
   );
-  await sender.done;
+  const status = await sender.done;
+  if (!status.success) {
+    receiver.stop();
+    const why = sender.lines.map((l) => l.text).join(" ");
+    throw new Error(`The model's sender failed: ${why}`);
+  }
   const line = await receiver.waitFor(/^\{/, 60_000);
   const { bytes, ms } = JSON.parse(line.text) as { bytes: number; ms: number };
   return bytes / (ms / 1000);

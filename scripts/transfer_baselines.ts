@@ -69,6 +69,8 @@ async function udpSend(port: number, count: number, size: number): Promise<void>
 const END_SEQ = 0xffffffff;
 /** The windowed sender resends from the first unacked datagram after this long without progress, ms. */
 const WINDOW_RESEND_MS = 20;
+/** The windowed sender gives up after this long without an ack that moves, ms. */
+const WINDOW_GIVE_UP_MS = 10_000;
 /** The windowed receiver acks at most this long after a datagram, ms. */
 const WINDOW_ACK_DELAY_MS = 1;
 
@@ -139,7 +141,7 @@ async function windowSend(
 ): Promise<void> {
   const socket = Deno.listenDatagram({ transport: "udp", hostname: HOST, port: 0 });
   const to = { transport: "udp" as const, hostname: HOST, port };
-  let acked = 0, sent = 0, progressAt = performance.now();
+  let acked = 0, sent = 0, progressAt = performance.now(), movedAt = progressAt;
   let wake: (() => void) | undefined;
   const acks = (async () => {
     const buffer = new Uint8Array(64);
@@ -149,7 +151,7 @@ async function windowSend(
         const upTo = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(0);
         if (upTo > acked) {
           acked = upTo;
-          progressAt = performance.now();
+          progressAt = movedAt = performance.now();
         }
         wake?.();
       }
@@ -173,6 +175,10 @@ async function windowSend(
       };
     });
     wake = undefined;
+    if (performance.now() - movedAt >= WINDOW_GIVE_UP_MS) {
+      socket.close();
+      throw new Error(`no ack moved for ${WINDOW_GIVE_UP_MS} ms: the receiver is gone`);
+    }
     if (performance.now() - progressAt >= WINDOW_RESEND_MS) {
       sent = acked;
       progressAt = performance.now();
@@ -229,7 +235,12 @@ async function main(args: string[]): Promise<number> {
       return 0;
     case "window-send": {
       const [port, count, size, window, workUs] = rest.map(Number);
-      await windowSend(port, count, size, window, workUs);
+      try {
+        await windowSend(port, count, size, window, workUs);
+      } catch (error) {
+        console.error(`error: ${(error as Error).message}`);
+        return 1;
+      }
       return 0;
     }
     default:
