@@ -16,8 +16,8 @@ export interface UdpSocketOptions {
 /** One received datagram and where it came from. */
 export interface Datagram {
   /**
-   * The payload: a view on the socket's receive buffer, valid until the
-   * next datagram is asked for (copy it to keep it). One allocation less per
+   * The payload: a view on the socket's receive buffer, valid only during
+   * the `receiveEach` callback (copy it to keep it). One allocation less per
    * datagram, where a file transfer receives tens of thousands a second.
    */
   data: Uint8Array;
