@@ -194,40 +194,55 @@ Deno.test("Registry.fromJson() rejects bad entries, naming the entry", async (t)
 // --- ReplayCache -------------------------------------------------------------
 
 const CLIENT = "00112233aabbccdd";
+const HOST = "192.0.2.7";
 
 function reply(reqId: number): Reply {
   return { type: "text_ok", reqId };
 }
 
 function done(cache: ReplayCache, now: number, client: string, reqId: number): void {
-  cache.begin(now, client, reqId, `fp${reqId}`);
+  cache.begin(now, client, reqId, `fp${reqId}`, HOST);
   cache.complete(client, reqId, reply(reqId));
 }
 
 Deno.test("ReplayCache.check() goes from new to pending to done", () => {
   const cache = new ReplayCache();
-  assertEquals(cache.check(0, CLIENT, 1, "fp"), { state: "new" });
-  cache.begin(0, CLIENT, 1, "fp");
-  assertEquals(cache.check(10, CLIENT, 1, "fp"), { state: "pending" });
+  assertEquals(cache.check(0, CLIENT, 1, "fp", HOST), { state: "new" });
+  cache.begin(0, CLIENT, 1, "fp", HOST);
+  assertEquals(cache.check(10, CLIENT, 1, "fp", HOST), { state: "pending" });
   cache.complete(CLIENT, 1, reply(1));
-  assertEquals(cache.check(20, CLIENT, 1, "fp"), { state: "done", reply: reply(1) });
-  assertEquals(cache.check(20, CLIENT, 1, "other"), { state: "new" }, "different content");
-  assertEquals(cache.check(20, "ffffffffffffffff", 1, "fp"), { state: "new" }, "other client");
+  assertEquals(cache.check(20, CLIENT, 1, "fp", HOST), { state: "done", reply: reply(1) });
+  assertEquals(cache.check(20, CLIENT, 1, "other", HOST), { state: "new" }, "different content");
+  assertEquals(
+    cache.check(20, "ffffffffffffffff", 1, "fp", HOST),
+    { state: "new" },
+    "other client",
+  );
+});
+
+Deno.test("ReplayCache.check() tells a copy of a request sent from another address", () => {
+  const cache = new ReplayCache({ ttlMs: 1000 });
+  cache.begin(0, CLIENT, 1, "fp", HOST);
+  assertEquals(cache.check(10, CLIENT, 1, "fp", "198.51.100.9"), { state: "elsewhere" }, "pending");
+  cache.complete(CLIENT, 1, reply(1));
+  assertEquals(cache.check(20, CLIENT, 1, "fp", "198.51.100.9"), { state: "elsewhere" }, "done");
+  assertEquals(cache.check(20, CLIENT, 1, "fp", HOST).state, "done", "the first address still");
+  assertEquals(cache.check(1001, CLIENT, 1, "fp", "198.51.100.9"), { state: "new" }, "expired");
 });
 
 Deno.test("ReplayCache.complete() ignores a request that was not begun", () => {
   const cache = new ReplayCache();
   cache.complete(CLIENT, 1, reply(1));
-  assertEquals(cache.check(0, CLIENT, 1, "fp1"), { state: "new" });
+  assertEquals(cache.check(0, CLIENT, 1, "fp1", HOST), { state: "new" });
   assertEquals(cache.clientCount, 0);
 });
 
 Deno.test("ReplayCache keeps at most perClient requests per client, oldest out first", () => {
   const cache = new ReplayCache({ perClient: 3 });
   for (let reqId = 1; reqId <= 4; reqId++) done(cache, 0, CLIENT, reqId);
-  assertEquals(cache.check(0, CLIENT, 1, "fp1"), { state: "new" });
+  assertEquals(cache.check(0, CLIENT, 1, "fp1", HOST), { state: "new" });
   for (const reqId of [2, 3, 4]) {
-    assertEquals(cache.check(0, CLIENT, reqId, `fp${reqId}`).state, "done");
+    assertEquals(cache.check(0, CLIENT, reqId, `fp${reqId}`, HOST).state, "done");
   }
 });
 
@@ -241,26 +256,26 @@ Deno.test("ReplayCache keeps at most maxClients clients, evicting the least rece
   done(cache, 2, a, 2); // a is now more recent than b
   done(cache, 3, c, 1); // evicts b
   assertEquals(cache.clientCount, 2);
-  assertEquals(cache.check(4, b, 1, "fp1"), { state: "new" });
-  assertEquals(cache.check(4, a, 1, "fp1").state, "done");
-  assertEquals(cache.check(4, a, 2, "fp2").state, "done");
-  assertEquals(cache.check(4, c, 1, "fp1").state, "done");
+  assertEquals(cache.check(4, b, 1, "fp1", HOST), { state: "new" });
+  assertEquals(cache.check(4, a, 1, "fp1", HOST).state, "done");
+  assertEquals(cache.check(4, a, 2, "fp2", HOST).state, "done");
+  assertEquals(cache.check(4, c, 1, "fp1", HOST).state, "done");
 });
 
 Deno.test("ReplayCache forgets an answered request after ttlMs", () => {
   const cache = new ReplayCache({ ttlMs: 1000 });
   done(cache, 5000, CLIENT, 1);
-  assertEquals(cache.check(6000, CLIENT, 1, "fp1").state, "done");
-  assertEquals(cache.check(6001, CLIENT, 1, "fp1"), { state: "new" });
+  assertEquals(cache.check(6000, CLIENT, 1, "fp1", HOST).state, "done");
+  assertEquals(cache.check(6001, CLIENT, 1, "fp1", HOST), { state: "new" });
 });
 
 Deno.test("ReplayCache defaults to 64 requests per client and a 120 s ttl", () => {
   const cache = new ReplayCache();
   for (let reqId = 0; reqId < 65; reqId++) done(cache, 0, CLIENT, reqId);
-  assertEquals(cache.check(0, CLIENT, 0, "fp0"), { state: "new" });
-  assertEquals(cache.check(0, CLIENT, 1, "fp1").state, "done");
-  assertEquals(cache.check(120_000, CLIENT, 1, "fp1").state, "done");
-  assertEquals(cache.check(120_001, CLIENT, 1, "fp1"), { state: "new" });
+  assertEquals(cache.check(0, CLIENT, 0, "fp0", HOST), { state: "new" });
+  assertEquals(cache.check(0, CLIENT, 1, "fp1", HOST).state, "done");
+  assertEquals(cache.check(120_000, CLIENT, 1, "fp1", HOST).state, "done");
+  assertEquals(cache.check(120_001, CLIENT, 1, "fp1", HOST), { state: "new" });
 });
 
 // --- registry_file -----------------------------------------------------------

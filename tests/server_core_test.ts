@@ -325,6 +325,34 @@ Deno.test("ServerCore.handle() answers a retransmitted register from the replay 
   assertEquals(core.stats.requests, 2);
 });
 
+Deno.test("ServerCore.handle() never hands a register's reply to a copy sent from another host", () => {
+  const secret = new Uint8Array(32).fill(5);
+  const core = newCore({ secret });
+  const original = registerPersisted(core, 1, "Alice");
+  const sameHostNewPort: Endpoint = { ...FROM_ALICE, port: 40999 };
+
+  // The same bytes from another host: refused, the key and token stay private.
+  const copy = call(core, NOW + 1000, FROM_BOB, register(1, "Alice"));
+  assertEquals(messagesOf(copy, "register_ok"), []);
+  assertStringIncludes(
+    assertError(sends(copy)[0].message, "bad_request").message,
+    "came from another address",
+  );
+  assertEquals(core.sessions.size, 1);
+  // A retransmission from the same host (a NAT that rebound the port) is still answered.
+  const [again] = messagesOf(
+    call(core, NOW + 2000, sameHostNewPort, register(1, "Alice")),
+    "register_ok",
+  );
+  assertEquals(again.key, original.key);
+
+  // After a restart (no replay cache), the copy from another host is a new request for a taken name.
+  const restarted = newCore({ secret, registry: Registry.fromJson(core.registry.toJson()) });
+  const late = call(restarted, NOW + 3000, FROM_BOB, register(1, "Alice"));
+  assertEquals(messagesOf(late, "register_ok"), []);
+  assertError(sends(late)[0].message, "name_taken");
+});
+
 Deno.test("ServerCore.handle() answers a refused request again with the same error", () => {
   const core = newCore();
   const [first] = sends(call(core, NOW, FROM_ALICE, register(1, "a/b")));

@@ -2,7 +2,9 @@
  * Remembers recent requests per client so that a retransmitted request is
  * answered again and never executed twice. Keyed by the client's random id
  * and the request id; a fingerprint of the request guards against a forged
- * request that reuses someone else's ids.
+ * request that reuses someone else's ids, and the address it first came
+ * from against a copy of it sent from elsewhere (which would otherwise be
+ * handed the reply: a `register_ok` holds an identity key).
  *
  * @module
  */
@@ -12,10 +14,12 @@ import type { Reply } from "../wire/messages.ts";
 export type ReplayState =
   | { readonly state: "new" }
   | { readonly state: "pending" }
-  | { readonly state: "done"; readonly reply: Reply };
+  | { readonly state: "done"; readonly reply: Reply }
+  | { readonly state: "elsewhere" };
 
 interface Entry {
   fingerprint: string;
+  origin: string;
   reply: Reply | undefined;
   at: number;
 }
@@ -39,10 +43,11 @@ export interface ReplayCacheOptions {
  * @example
  * ```ts
  * const cache = new ReplayCache();
- * cache.check(now, "00aa00aa00aa00aa", 1, "fp"); // { state: "new" }
- * cache.begin(now, "00aa00aa00aa00aa", 1, "fp");
+ * cache.check(now, "00aa00aa00aa00aa", 1, "fp", "192.0.2.7"); // { state: "new" }
+ * cache.begin(now, "00aa00aa00aa00aa", 1, "fp", "192.0.2.7");
  * cache.complete("00aa00aa00aa00aa", 1, reply);
- * cache.check(now, "00aa00aa00aa00aa", 1, "fp"); // { state: "done", reply }
+ * cache.check(now, "00aa00aa00aa00aa", 1, "fp", "192.0.2.7"); // { state: "done", reply }
+ * cache.check(now, "00aa00aa00aa00aa", 1, "fp", "198.51.100.9"); // { state: "elsewhere" }
  * ```
  */
 export class ReplayCache {
@@ -70,13 +75,23 @@ export class ReplayCache {
    * @param client the client's id
    * @param reqId the request id
    * @param fingerprint identifies the request's content
-   * @returns "new" (execute it), "pending" (drop it) or "done" (send the reply again)
+   * @param origin the address it came from (a retransmission may come from
+   * another port of the same host, behind a NAT that rebinds)
+   * @returns "new" (execute it), "pending" (drop it), "done" (send the reply
+   * again) or "elsewhere" (the same request, seen from another address: refuse it)
    */
-  check(now: number, client: string, reqId: number, fingerprint: string): ReplayState {
+  check(
+    now: number,
+    client: string,
+    reqId: number,
+    fingerprint: string,
+    origin: string,
+  ): ReplayState {
     const entry = this.#clients.get(client)?.get(reqId);
     if (entry === undefined || entry.fingerprint !== fingerprint) return { state: "new" };
+    if (entry.reply !== undefined && now - entry.at > this.#ttlMs) return { state: "new" };
+    if (entry.origin !== origin) return { state: "elsewhere" };
     if (entry.reply === undefined) return { state: "pending" };
-    if (now - entry.at > this.#ttlMs) return { state: "new" };
     return { state: "done", reply: entry.reply };
   }
 
@@ -87,8 +102,9 @@ export class ReplayCache {
    * @param client the client's id
    * @param reqId the request id
    * @param fingerprint identifies the request's content
+   * @param origin the address it came from
    */
-  begin(now: number, client: string, reqId: number, fingerprint: string): void {
+  begin(now: number, client: string, reqId: number, fingerprint: string, origin: string): void {
     let requests = this.#clients.get(client);
     if (requests === undefined) {
       requests = new Map();
@@ -97,7 +113,7 @@ export class ReplayCache {
     }
     this.#clients.set(client, requests);
     requests.delete(reqId);
-    requests.set(reqId, { fingerprint, reply: undefined, at: now });
+    requests.set(reqId, { fingerprint, origin, reply: undefined, at: now });
     while (requests.size > this.#perClient) {
       requests.delete(requests.keys().next().value!);
     }

@@ -33,6 +33,7 @@ import {
 } from "../wire/messages.ts";
 import { LoginLimiter } from "./login_limiter.ts";
 import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
+import { addressKey } from "./rate_limiter.ts";
 import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { type Session, SessionTable } from "./session_table.ts";
@@ -470,7 +471,8 @@ export class ServerCore {
     ) {
       // Its reply might not fit in it: refuse it before it runs, so that
       // nothing changes (not even the replay cache) for a reply never sent.
-      return this.#refuseUndersized(
+      this.#stats.undersizedRequests++;
+      return this.#refuseUncached(
         from,
         message.type,
         message.reqId,
@@ -482,8 +484,19 @@ export class ServerCore {
     }
     if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
     const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
-    const seen = this.#replay.check(now, message.client, message.reqId, fingerprint);
+    const origin = addressKey(from.address);
+    const seen = this.#replay.check(now, message.client, message.reqId, fingerprint, origin);
     if (seen.state === "pending") return;
+    if (seen.state === "elsewhere") {
+      return this.#refuseUncached(
+        from,
+        message.type,
+        message.reqId,
+        `Request ${message.reqId} of this client came from another address; ` +
+          "it is answered there only",
+        this.#replyLimit(from, message),
+      );
+    }
     if (seen.state === "done") {
       this.#stats.replays++;
       if (
@@ -496,7 +509,7 @@ export class ServerCore {
       this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
     }
-    this.#replay.begin(now, message.client, message.reqId, fingerprint);
+    this.#replay.begin(now, message.client, message.reqId, fingerprint, origin);
     this.#execute(now, from, message, fingerprint);
   }
 
@@ -761,7 +774,8 @@ export class ServerCore {
     const existing = this.#registry.get(name);
     if (
       existing !== undefined && existing.registeredBy === fingerprint &&
-      now - Date.parse(existing.registeredAt) <= this.#replayTtlMs
+      now - Date.parse(existing.registeredAt) <= this.#replayTtlMs &&
+      addressKey(existing.ip) === addressKey(from.address)
     ) {
       // This very request was executed just before a crash that lost the
       // replay cache: answer it again, within the replay window only, and
@@ -1320,7 +1334,8 @@ export class ServerCore {
       const what = PADDED_REQUEST_TYPES.has(request as Request["type"])
         ? `Pad ${request} to ${MIN_PADDED_REQUEST_BYTES} bytes`
         : "Send it over TCP";
-      return this.#refuseUndersized(
+      this.#stats.undersizedRequests++;
+      return this.#refuseUncached(
         to,
         request,
         reply.reqId,
@@ -1339,10 +1354,12 @@ export class ServerCore {
   }
 
   /**
-   * Refuses a UDP request whose reply would not fit in it (see `#send`),
-   * with a `bad_request` cut to fit: counted and logged, nothing else.
+   * Refuses a request with a `bad_request` cut to fit `limit` (see `#send`),
+   * without touching the replay cache: an undersized UDP request, or a copy
+   * of an earlier request sent from another address. Counted and logged,
+   * nothing else.
    */
-  #refuseUndersized(
+  #refuseUncached(
     to: Endpoint,
     request: string,
     reqId: number,
@@ -1350,7 +1367,6 @@ export class ServerCore {
     limit: number,
   ): void {
     this.#stats.refused++;
-    this.#stats.undersizedRequests++;
     this.#emit({ kind: "refused", from: to, request, reqId, code: "bad_request", reason });
     this.#send(to, request, errorReply(reqId, "bad_request", reason), limit);
   }
