@@ -1162,6 +1162,37 @@ Deno.test("ClientCore wait terminate completes for a session that ended before t
   assertEquals(send.error, "No open session; use connect NAME");
 });
 
+Deno.test("ClientCore wait terminate reports each end once and only ends the peer made", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  okResult(world.command(alice, { kind: "terminate" }));
+  world.settle();
+  const first = okResult(world.command(bob, { kind: "wait", for: "terminate", withinMs: 1000 }));
+  assertEquals(first.message, 'The session with "Alice" ended');
+  // That end was reported: the next wait waits for the next session's end.
+  connectPair(world, alice, bob);
+  world.run(bob, { kind: "wait", for: "terminate", withinMs: 10_000 });
+  world.runUntil(world.now + 1000);
+  const waiting = bob.results.length;
+  okResult(world.command(alice, { kind: "send", text: "still here" }));
+  assertEquals(bob.results.length, waiting, "still waiting while the session is open");
+  okResult(world.command(alice, { kind: "terminate" }));
+  world.settle();
+  okResult(bob.results[waiting]);
+  // A refused request and a session Bob ended himself are not waited for.
+  world.run(alice, { kind: "connect", name: "Bob" });
+  okResult(world.command(bob, { kind: "wait", for: "request", withinMs: 5000 }));
+  okResult(world.command(bob, { kind: "reject" }));
+  world.settle();
+  connectPair(world, alice, bob);
+  okResult(world.command(bob, { kind: "terminate" }));
+  world.settle();
+  const none = failed(world.command(bob, { kind: "wait", for: "terminate", withinMs: 2000 }));
+  assertEquals(none.code, "timeout");
+});
+
 Deno.test("ClientCore terminate succeeds on both sides when both terminate at once", () => {
   const world = new World();
   const alice = world.add("Alice", ALICE);

@@ -268,6 +268,7 @@ export class ClientCore {
   #random: Random;
   #peers = new Map<string, PeerSession>();
   #messagesReceived = new Map<string, number>();
+  /** Peers whose sessions they ended (or that died), not yet reported by a `wait terminate`. */
   #endedPeers: string[] = [];
   #transfers: FileTransfers;
   /** Transfers whose end a `wait transfers` has reported. */
@@ -1356,7 +1357,8 @@ export class ClientCore {
         }
         return;
       case "closed": {
-        this.#endedPeers.push(peer.peerName);
+        // What `wait terminate` waits for: an open session its peer ended, or that died.
+        if (out.by === "peer" || out.by === "dead") this.#endedPeers.push(peer.peerName);
         this.#transfers.sessionEnded(peer, endText(peer.peerName, out));
         if (mine) {
           this.#running = undefined;
@@ -1429,10 +1431,13 @@ export class ClientCore {
         message = peer === undefined ? "" : `"${peer.peerName}" wants to connect`;
         break;
       }
-      case "terminate":
-        done = this.#endedPeers.some((n) => key === "" || nameKey(n) === key);
-        message = "A session ended";
+      case "terminate": {
+        // Each end is reported once, so a script can accept and wait again.
+        const at = this.#endedPeers.findIndex((n) => key === "" || nameKey(n) === key);
+        done = at !== -1;
+        if (done) message = `The session with "${this.#endedPeers.splice(at, 1)[0]}" ended`;
         break;
+      }
       case "offer": {
         const offer = this.#transfers.list().find((t) =>
           t.direction === "receive" && t.state === "offered" &&

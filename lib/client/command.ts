@@ -84,7 +84,10 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["cancel [ID]", "stop a file transfer, either way"],
   ["transfers", "show file transfers: direction, peer, progress, state"],
   ["wait messages N [from NAME] [within S]", "wait until N messages have come (scripts)"],
-  ["wait request|terminate [from NAME] [within S]", "wait for a request or a session's end"],
+  [
+    "wait request|terminate [from NAME] [within S]",
+    "wait for a request, or for a peer to end a session (each end counts once)",
+  ],
   [
     "wait offer|transfers [from NAME] [within S]",
     "wait for a file offer, or until no transfer runs",
