@@ -150,3 +150,38 @@ Deno.test("client --json gives every command a result line and every failure a c
     "bad_command",
   ]);
 });
+
+Deno.test("client refuses to register when its identity file is corrupt or unwritable, and the name stays free", async () => {
+  await using dir = await tempDir();
+  const logDir = dir.join("logs");
+  await using server = await startServer({ dataDir: dir.join("data"), logDir });
+  const corrupt = dir.join("corrupt.json");
+  await Deno.writeTextFile(corrupt, "{garbage");
+  const notADir = dir.join("afile");
+  await Deno.writeTextFile(notADir, "");
+  for (
+    const [identity, pattern] of [
+      [corrupt, /cannot register: .*corrupt\.json is not a valid identity file/],
+      [`${notADir}/ids.json`, /cannot register: cannot write .*afile\/ids\.json/],
+    ] as const
+  ) {
+    const refused = await runClient({
+      args: ["--server", server.address, "--name", "Kept Free", "--identity", identity],
+      cwd: dir.path,
+      stdin: "register\n",
+    });
+    assertOneErrorLine(refused, 1, pattern);
+  }
+  assertEquals(
+    await Deno.readTextFile(corrupt),
+    "{garbage",
+    "the corrupt file is left for the user",
+  );
+  const ok = await runClient({
+    args: ["--server", server.address, "--name", "Kept Free", "--log-dir", logDir],
+    cwd: dir.path,
+    stdin: "register\n",
+  });
+  assertEquals(ok.code, 0, describe(ok));
+  assertStringIncludes(ok.stdout, 'Registered and logged in as "Kept Free"');
+});

@@ -32,7 +32,8 @@ import {
   MAX_DATAGRAM_BYTES,
   type Message,
 } from "../wire/messages.ts";
-import { forgetIdentity, saveIdentity } from "./identity_file.ts";
+import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
+import { lowerFirstWord } from "../error_line.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 
 /** Everything the client driver needs to start. */
@@ -196,6 +197,23 @@ export class ClientDriver {
    */
   run(command: CoreCommand): Promise<CommandResult> {
     if (this.#closed) throw new TypeError("Cannot run a command on a closed client");
+    const identityFile = this.#config.identityFile;
+    if (command.kind === "register" && identityFile !== undefined) {
+      // Before the server hands out a key: one that cannot be saved orphans the name.
+      return checkIdentityFile(identityFile).then(
+        () => this.#run(command),
+        (error: Error) => ({
+          ok: false,
+          command: "register",
+          error: `Cannot register: ${lowerFirstWord(error.message)}`,
+          code: "file_error",
+        }),
+      );
+    }
+    return this.#run(command);
+  }
+
+  #run(command: CoreCommand): Promise<CommandResult> {
     const { promise, resolve } = Promise.withResolvers<CommandResult>();
     this.#waiting = resolve;
     log.debug("Command {kind}", { kind: command.kind });

@@ -115,6 +115,18 @@ export async function saveIdentity(
 }
 
 /**
+ * Checks, before a `register`, that the identity file is valid and can be
+ * written, by writing back what it holds (an empty file if there is none):
+ * a key the server hands out but the client cannot keep would orphan the name.
+ *
+ * @param path the identity file
+ * @throws {IdentityFileError} if the file is malformed or cannot be written
+ */
+export async function checkIdentityFile(path: string): Promise<void> {
+  await withLock(path, async () => await write(path, await loadIdentities(path)));
+}
+
+/**
  * Forgets the identity of a server and name (after `deregister`).
  *
  * @param path the identity file
