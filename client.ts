@@ -14,7 +14,11 @@ import type { CommandResult } from "./lib/client/client_core.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
-import { ClientDriver, type TransferProgress } from "./lib/driver/client_driver.ts";
+import {
+  ClientDriver,
+  ServerNameError,
+  type TransferProgress,
+} from "./lib/driver/client_driver.ts";
 import { findIdentity, IdentityFileError, loadIdentities } from "./lib/driver/identity_file.ts";
 import { sampleReadingLines } from "./lib/client/sample_readings.ts";
 import { cryptoRandom } from "./lib/random.ts";
@@ -437,7 +441,9 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
         : { ...PEER_CHANNEL_OPTIONS, mode: "stop_and_wait", copies: 1 },
     });
   } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) {
+    if (error instanceof ServerNameError) {
+      output.error(error.message, "connection_failed");
+    } else if (error instanceof Deno.errors.AddrInUse) {
       output.error(
         `UDP port ${settings.udpPort} is in use; pass --udp-port 0 to pick a free one`,
         "udp_port_in_use",

@@ -185,3 +185,23 @@ Deno.test("client refuses to register when its identity file is corrupt or unwri
   assertEquals(ok.code, 0, describe(ok));
   assertStringIncludes(ok.stdout, 'Registered and logged in as "Kept Free"');
 });
+
+Deno.test("client says at once that a server name does not resolve, instead of retrying", async () => {
+  await using dir = await tempDir();
+  const started = performance.now();
+  const result = await runClient({
+    args: [
+      "--server",
+      "no-such-host.invalid:3000",
+      "--timeout",
+      "60",
+      "--log-dir",
+      dir.join("logs"),
+    ],
+    cwd: dir.path,
+    stdin: "",
+  });
+  assertOneErrorLine(result, 1, /cannot resolve the server name "no-such-host\.invalid"/);
+  // Retrying would take the whole --timeout; only the resolver's own time is spent.
+  assert(performance.now() - started < 30_000, "it retried");
+});

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferFiles } from "./transfer_files.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
@@ -97,6 +99,34 @@ const DOWNLOAD_STALL_MS = 30_000;
 
 const log = getLogger(["switchboard", "client"]);
 
+/** Thrown by {@linkcode ClientDriver.open} when the server's host name does not resolve. */
+export class ServerNameError extends Error {
+  /** @param message what is wrong, one sentence */
+  constructor(message: string) {
+    super(message);
+    this.name = "ServerNameError";
+  }
+}
+
+/**
+ * The address datagrams to the server go to: an IP address as given, or the
+ * first address a host name resolves to (the system's resolver, so
+ * `/etc/hosts` counts), looked up once rather than on every send, and so
+ * that a name that does not resolve fails at once instead of after every
+ * retry.
+ */
+async function resolveServer(host: string): Promise<string> {
+  if (host === "localhost") return "127.0.0.1";
+  if (isIP(host) !== 0) return host;
+  try {
+    return (await lookup(host)).address;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const why = code === "ENOTFOUND" ? "no such host" : (error as Error).message;
+    throw new ServerNameError(`Cannot resolve the server name "${host}": ${why}`);
+  }
+}
+
 /**
  * A running client.
  *
@@ -171,9 +201,10 @@ export class ClientDriver {
    * @param config server address, ports, name and transport
    * @returns the client, ready for commands
    * @throws {Deno.errors.AddrInUse} if the UDP port is taken
+   * @throws {ServerNameError} if the server's host name does not resolve
    */
-  static open(config: ClientConfig): Promise<ClientDriver> {
-    const serverAddress = config.serverHost === "localhost" ? "127.0.0.1" : config.serverHost;
+  static async open(config: ClientConfig): Promise<ClientDriver> {
+    const serverAddress = await resolveServer(config.serverHost);
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
     log.info("Client {pid} started on UDP port {udpPort}; server {server}", {
@@ -181,7 +212,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return Promise.resolve(new ClientDriver(config, udp, serverAddress));
+    return new ClientDriver(config, udp, serverAddress);
   }
 
   /** The core, for its state. */
