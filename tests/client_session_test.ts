@@ -1291,6 +1291,28 @@ Deno.test("parseCommand() parses each command", () => {
   assertEquals(parseCommand("help"), { kind: "help" });
   assertEquals(parseCommand("exit"), { kind: "exit" });
   assertEquals(parseCommand("quit"), { kind: "exit" });
+  assertEquals(parseCommand("leave"), { kind: "exit" }, "seed 001");
+  assertEquals(parseCommand("OUT"), { kind: "exit" }, "seed 004");
+  assertThrows(() => parseCommand("leave now"), CommandError, "leave takes no arguments");
+});
+
+Deno.test("parseCommand() says when a file command got too many words, and why", () => {
+  assertThrows(
+    () => parseCommand("upload small.txt my notes.txt"),
+    CommandError,
+    'upload got 3 words, too many: upload FILE [NAME] (quote a name with spaces in it: "my notes.txt")',
+  );
+  assertThrows(() => parseCommand("delete my notes.txt"), CommandError, "delete got 2 words");
+  assertThrows(
+    () => parseCommand("upload"),
+    CommandError,
+    "upload needs a file: upload FILE [NAME]",
+  );
+  assertEquals(parseCommand('upload small.txt "my notes.txt"'), {
+    kind: "upload",
+    file: "small.txt",
+    name: "my notes.txt",
+  });
 });
 
 Deno.test("parseCommand() gives undefined for blank and comment lines", () => {

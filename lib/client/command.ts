@@ -94,7 +94,7 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ],
   ["status", "show the server, your name, ports and session"],
   ["help", "show this list"],
-  ["exit", "go offline and leave (your identity stays; deregister deletes it)"],
+  ["exit", "go offline and leave (also quit, leave, out; your identity stays)"],
 ];
 
 /**
@@ -145,7 +145,9 @@ export function parseCommand(line: string): Command | undefined {
     case "upload": {
       const args = splitArgs(rest);
       if (args.length < 1 || args.length > 2) {
-        throw new CommandError("upload needs a file: upload FILE [NAME]");
+        throw new CommandError(
+          tooManyWords(args.length, "upload needs a file: upload FILE [NAME]"),
+        );
       }
       return args.length === 1 ? { kind: "upload", file: args[0] } : {
         kind: "upload",
@@ -156,7 +158,9 @@ export function parseCommand(line: string): Command | undefined {
     case "download": {
       const args = splitArgs(rest);
       if (args.length < 1 || args.length > 2) {
-        throw new CommandError("download needs a name: download NAME [DEST]");
+        throw new CommandError(
+          tooManyWords(args.length, "download needs a name: download NAME [DEST]"),
+        );
       }
       return args.length === 1 ? { kind: "download", name: args[0] } : {
         kind: "download",
@@ -166,7 +170,9 @@ export function parseCommand(line: string): Command | undefined {
     }
     case "delete": {
       const args = splitArgs(rest);
-      if (args.length !== 1) throw new CommandError("delete needs one name: delete NAME");
+      if (args.length !== 1) {
+        throw new CommandError(tooManyWords(args.length, "delete needs one name: delete NAME"));
+      }
       return { kind: "delete", name: args[0] };
     }
     case "connect":
@@ -211,6 +217,9 @@ export function parseCommand(line: string): Command | undefined {
       if (rest !== "") throw new CommandError(`${word} takes no arguments`);
       return { kind: word };
     case "quit":
+    case "leave": // seed 001's name for it
+    case "out": // seed 004's
+      if (rest !== "") throw new CommandError(`${word} takes no arguments`);
       return { kind: "exit" };
     default:
       throw new CommandError(`Unknown command "${word}"; type help for the list`);
@@ -316,4 +325,12 @@ function onePath(text: string): string {
 /** A name typed in double quotes (`"Alice Smith"`) without them. */
 function unquote(name: string): string {
   return /^".*"$/.test(name) && name.length >= 2 ? name.slice(1, -1) : name;
+}
+
+/** The usage error for a command given `count` words, saying so when there were too many. */
+function tooManyWords(count: number, usage: string): string {
+  if (count === 0) return usage;
+  const [command, form] = usage.split(": ");
+  return `${command.split(" ")[0]} got ${count} words, too many: ${form} ` +
+    '(quote a name with spaces in it: "my notes.txt")';
 }
