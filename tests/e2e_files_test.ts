@@ -384,6 +384,32 @@ Deno.test("server enforces --quota and --max-file-size with a clear message", as
   });
 });
 
+Deno.test("download never overwrites a local file, and into a directory keeps the name", async () => {
+  await using w = await world();
+  const { cwd } = w;
+  const bytes = await randomFile(`${cwd}/r.csv`, 3000);
+  await Deno.writeTextFile(`${cwd}/precious.txt`, "IMPORTANT\n");
+  await Deno.mkdir(`${cwd}/box`);
+  const result = await w.client(
+    [
+      "register Olly Overwrite",
+      "upload r.csv",
+      "download r.csv precious.txt",
+      "download r.csv",
+      "download r.csv",
+      "download r.csv box",
+    ].join("\n") + "\n",
+  );
+  assertExit(result, 0);
+  for (
+    const landed of ["precious (1).txt", "downloads/r.csv", "downloads/r (1).csv", "box/r.csv"]
+  ) {
+    assertStringIncludes(result.stdout, `Downloaded "r.csv" to ${landed} (3000 bytes`);
+    assertEquals(await Deno.readFile(`${cwd}/${landed}`), bytes, landed);
+  }
+  assertEquals(await Deno.readTextFile(`${cwd}/precious.txt`), "IMPORTANT\n", "left alone");
+});
+
 Deno.test("a 5 MiB upload and download show progress on stderr and arrive intact", async () => {
   await using w = await world();
   const { cwd } = w;

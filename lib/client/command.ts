@@ -64,7 +64,7 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["generate FILE COUNT", "write COUNT sample readings (timestamp,value) to the CSV FILE"],
   ["upload FILE [NAME]", "store FILE on the server (as NAME), checked with SHA-256"],
   ["files", "list your files on the server and your quota"],
-  ["download NAME [DEST]", "fetch your file NAME (into DEST, default downloads/NAME)"],
+  ["download NAME [DEST]", "fetch your file NAME into DEST, a file or folder (never overwrites)"],
   ["delete NAME", "delete your file NAME from the server"],
   ["connect NAME", "ask NAME for a direct session (the server says where NAME is)"],
   ["accept [NAME]", "accept a connection request (waits for one if none has come yet)"],

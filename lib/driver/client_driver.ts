@@ -8,12 +8,12 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
-import { TransferFiles } from "./transfer_files.ts";
+import { placeWithoutOverwriting, TransferFiles } from "./transfer_files.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { createSha256, hashFile, type Sha256 } from "./file_hash.ts";
-import { basename, dirname } from "@std/path";
+import { basename, dirname, join } from "@std/path";
 import {
   ClientCore,
   type ClientEvent,
@@ -322,18 +322,18 @@ export class ClientDriver {
 
   /**
    * Downloads one of the user's files into `dest` (written to a temp file,
-   * checked against the server's SHA-256, then renamed into place).
+   * checked against the server's SHA-256, then moved into place). Nothing is
+   * overwritten: a taken name becomes `name (1).ext` and so on, as files
+   * from peers do; a directory `dest` receives the file under its name.
    *
    * @param name the stored file's name
    * @param dest the local path
-   * @returns the result
+   * @returns the result, with the path the file landed at
    */
   async download(name: string, dest: string): Promise<CommandResult> {
     try {
+      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
       await Deno.mkdir(dirname(dest), { recursive: true });
-      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) {
-        throw new Error("it is a directory");
-      }
     } catch (error) {
       return {
         ok: false,
@@ -697,7 +697,7 @@ export class ClientDriver {
           await d.file?.sync();
           d.file?.close();
           d.file = undefined;
-          await Deno.rename(d.temp, d.dest);
+          d.dest = await placeWithoutOverwriting(d.temp, dirname(d.dest), basename(d.dest));
         }
       }
     } catch (error) {
