@@ -68,6 +68,12 @@ Deno.test("nameKey() makes names equal regardless of case", () => {
   assertNotEquals(nameKey("alice"), nameKey("alice2"));
 });
 
+Deno.test("nameKey() makes names equal that differ only in how many spaces run together", () => {
+  assertEquals(nameKey("Bob  Jones"), nameKey("Bob Jones"));
+  assertEquals(nameKey("Bob   Q  Jones"), nameKey("bob q jones"));
+  assertNotEquals(nameKey("BobJones"), nameKey("Bob Jones"));
+});
+
 Deno.test("nameKey() makes NFC and NFD forms equal", () => {
   const nfc = "Zoë Ångström".normalize("NFC");
   const nfd = "Zoë Ångström".normalize("NFD");

@@ -288,6 +288,14 @@ Deno.test("ServerCore.handle() refuses invalid names with invalid_name", () => {
   }
 });
 
+Deno.test("ServerCore.handle() refuses a name that differs from a registered one only in spaces", () => {
+  const core = newCore();
+  registerPersisted(core, 1, "Bob Jones");
+  const out = call(core, NOW, FROM_BOB, register(1, "Bob  Jones", { client: BOB_ID }));
+  assertError(sends(out)[0].message, "name_taken");
+  assertEquals(core.registry.size, 1);
+});
+
 Deno.test("ServerCore.handle() refuses a TCP port below 1024", () => {
   const core = newCore();
   const out = call(core, NOW, FROM_ALICE, register(1, "Alice", { tcpPort: 1023 }));

@@ -35,11 +35,12 @@ export function nameProblem(name: string): string | undefined {
 
 /**
  * The key under which a name is unique: names differ only if their keys do,
- * so "Alice" and "alice" are the same name.
+ * so "Alice" and "alice" are the same name, and so are "Bob Jones" and
+ * "Bob  Jones" (which look alike in a list).
  *
  * @param name a valid name
- * @returns its NFC-normalized, lowercased form
+ * @returns its NFC-normalized, lowercased form with runs of spaces as one
  */
 export function nameKey(name: string): string {
-  return name.normalize("NFC").toLowerCase();
+  return name.normalize("NFC").toLowerCase().replace(/ {2,}/g, " ");
 }
