@@ -667,7 +667,8 @@ async function interactiveLoop(context: Context) {
     if (command === undefined) continue;
     let result = await runCommand(context, command);
     if (result === "exit") return 0;
-    while (!result.ok && result.code === "name_taken") {
+    // A taken or invalid name asks for another, until one works or the user gives up.
+    while (!result.ok && (result.code === "name_taken" || result.code === "invalid_name")) {
       const name = await ask(lines, "Pick another name (empty to cancel): ");
       if (name === "") break;
       result = await runCommand(context, { kind: "register", name }) as CommandResult;

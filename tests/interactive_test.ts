@@ -109,6 +109,9 @@ Deno.test({
     await client.type("register");
     at = await client.waitFor("name is taken", at);
     at = await client.waitFor("Pick another name (empty to cancel): ", at);
+    await client.type("bad/name");
+    at = await client.waitFor('name "bad/name" may only hold', at);
+    at = await client.waitFor("Pick another name (empty to cancel): ", at);
     await client.type("Alice Jones");
     at = await client.waitFor('Registered and logged in as "Alice Jones"', at);
     at = await client.waitFor("> ", at);
