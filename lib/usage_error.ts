@@ -145,6 +145,12 @@ export function requireValues(
   const empty = args.findIndex((arg, i) => arg === "" && i > 0 && args[i - 1].startsWith("--"));
   if (empty !== -1) throw new UsageError(`${args[empty - 1]} needs a value`);
   for (const flag of flags) {
-    if (parsed[flag] === "") throw new UsageError(`--${flag} needs a value`);
+    if (parsed[flag] !== "") continue;
+    // The parser takes "-1" for a flag: say what was meant.
+    const next = args[args.indexOf(`--${flag}`) + 1] ?? "";
+    if (args.includes(`--${flag}`) && /^-\d/.test(next)) {
+      throw new UsageError(`--${flag} cannot be negative, not "${next}"`);
+    }
+    throw new UsageError(`--${flag} needs a value`);
   }
 }

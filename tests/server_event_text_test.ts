@@ -54,7 +54,7 @@ Deno.test("serverEventText() tells a login, and whether it replaced an older ses
 
 Deno.test("serverEventText() tells why a client went offline", () => {
   const cases = [
-    ["exit", '"Bob" went offline (exit)'],
+    ["exit", '"Bob" went offline (logged out)'],
     ["lease", '"Bob" went offline (its lease ran out without a heartbeat)'],
     ["deregister", '"Bob" went offline (deregistered)'],
     ["shutdown", '"Bob" went offline (server shutdown)'],

@@ -106,7 +106,7 @@ function describe(event: ServerEvent): EventText {
 }
 
 const LEFT_BECAUSE = {
-  exit: "exit",
+  exit: "logged out",
   lease: "its lease ran out without a heartbeat",
   deregister: "deregistered",
   shutdown: "server shutdown",

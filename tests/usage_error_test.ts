@@ -1,0 +1,18 @@
+import { assertThrows } from "@std/assert";
+import { parseArgs } from "@std/cli/parse-args";
+import { requireValues, UsageError } from "../lib/usage_error.ts";
+
+function check(args: string[]): void {
+  requireValues(args, parseArgs(args, { string: ["udp-port", "name"] }), ["udp-port", "name"]);
+}
+
+Deno.test("requireValues() names a flag without a value, and a negative number the parser took for a flag", () => {
+  assertThrows(() => check(["--name", "--udp-port", "3"]), UsageError, "--name needs a value");
+  assertThrows(() => check(["--name", ""]), UsageError, "--name needs a value");
+  assertThrows(
+    () => check(["--udp-port", "-1"]),
+    UsageError,
+    '--udp-port cannot be negative, not "-1"',
+  );
+  check(["--udp-port", "0", "--name", "Al"]);
+});
