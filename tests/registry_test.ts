@@ -289,6 +289,18 @@ Deno.test("loadRegistry() gives an empty registry when the file is missing", asy
   });
 });
 
+Deno.test("loadRegistry() refuses a registry that is a link to a missing file", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.symlink(join(dir, "gone.json"), join(dir, "registrations.json"));
+    await assertRejects(
+      () => loadRegistry(dir),
+      RegistryFileError,
+      "symbolic link to a missing file",
+    );
+    assert((await Deno.lstat(join(dir, "registrations.json"))).isSymlink, "the link is left alone");
+  });
+});
+
 Deno.test("saveRegistry() and loadRegistry() round-trip a registry", async () => {
   await withTempDir(async (dir) => {
     const registry = new Registry();

@@ -52,6 +52,14 @@ export async function loadRegistry(dataDir: string): Promise<Registry> {
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
+    const dangling = error instanceof Deno.errors.NotFound &&
+      (await Deno.lstat(path).then((s) => s.isSymlink, () => false));
+    if (dangling) {
+      // Starting empty would hide every registration, and the first save would replace the link.
+      throw new RegistryFileError(
+        `${path} is a symbolic link to a missing file; restore its target or remove the link`,
+      );
+    }
     if (error instanceof Deno.errors.NotFound) return new Registry();
     throw new RegistryFileError(`Cannot read ${path}: ${describe(error)}`);
   }
