@@ -458,6 +458,8 @@ Deno.test("ServerCore shortens such a reply at a clause, and keeps it whole for 
 Deno.test("ServerCore fits a reply cached for a TCP request to the datagram of a copy over UDP", () => {
   const w = world("open");
   const tcp: Endpoint = { transport: "tcp", address: "10.0.0.9", port: 40000, connId: 1 };
+  // Over UDP from the same host: an unproven address (its source could be forged).
+  const udp: Endpoint = { transport: "udp", address: "10.0.0.9", port: 53 };
   // A refusal cached over TCP, its copy from an unproven address in 34 bytes.
   const deregister: Message = {
     type: "deregister",
@@ -468,8 +470,8 @@ Deno.test("ServerCore fits a reply cached for a TCP request to the datagram of a
   handle(w.core, NOW + 50_000, tcp, deregister);
   const first = errorOf(sendsTo(settle(w.core, NOW + 50_000), tcp)[0]);
   assertEquals(first.message, "Not logged in (or the server restarted); log in again");
-  handle(w.core, NOW + 50_001, VICTIM, deregister);
-  const copy = errorOf(sendsTo(settle(w.core, NOW + 50_001), VICTIM)[0]);
+  handle(w.core, NOW + 50_001, udp, deregister);
+  const copy = errorOf(sendsTo(settle(w.core, NOW + 50_001), udp)[0]);
   assertEquals(copy.code, first.code);
   assertEquals(copy.message, "Not logged in");
   assert(encodeMessage(copy).length <= encodeMessage(deregister).length);
@@ -484,10 +486,15 @@ Deno.test("ServerCore fits a reply cached for a TCP request to the datagram of a
   };
   handle(w.core, NOW + 50_000, tcp, register);
   const refusal = errorOf(sendsTo(settle(w.core, NOW + 50_000), tcp)[0]);
-  handle(w.core, NOW + 50_001, VICTIM, register);
-  const again = errorOf(sendsTo(settle(w.core, NOW + 50_001), VICTIM)[0]);
+  handle(w.core, NOW + 50_001, udp, register);
+  const again = errorOf(sendsTo(settle(w.core, NOW + 50_001), udp)[0]);
   assertEquals(again, refusal);
   assert(encodeMessage(again).length <= MIN_PADDED_REQUEST_BYTES);
+  // A copy from another host is refused, not answered from the cache, and fits too.
+  handle(w.core, NOW + 50_002, VICTIM, deregister);
+  const elsewhere = errorOf(sendsTo(settle(w.core, NOW + 50_002), VICTIM)[0]);
+  assertEquals(elsewhere.code, ERROR_CODES.bad_request);
+  assert(encodeMessage(elsewhere).length <= encodeMessage(deregister).length);
 });
 
 Deno.test("ServerCore gives a padded hello, register and login from an unproven address their whole replies", () => {

@@ -143,7 +143,7 @@ Deno.test("client logs in again in a new process from its saved identity: login 
   });
   assertExit(first, 0);
   assertStringIncludes(first.stdout, 'Registered and logged in as "Ann Lee"');
-  await server.waitForLine(/^"Ann Lee" went offline \(exit\)$/);
+  await server.waitForLine(/^"Ann Lee" went offline \(logged out\)$/);
   // The default identity file is ./data/client/identities.json in the working directory.
   const saved = await readIdentities(w.identityFile);
   assertEquals(saved.map((i) => [i.server, i.name]), [[server.address, "Ann Lee"]]);
@@ -494,7 +494,7 @@ Deno.test("lookup finds an online name, in any case, and says an offline or unkn
   const annPort = await udpPortOf(ann);
   const bo = await runClient({ args: w.args(), stdin: "register Bo Offline\nexit\n", cwd });
   assertExit(bo, 0);
-  await server.waitForLine(/^"Bo Offline" went offline \(exit\)$/);
+  await server.waitForLine(/^"Bo Offline" went offline \(logged out\)$/);
 
   const look = await runClient({
     args: w.args(),

@@ -373,7 +373,7 @@ Deno.test("a declined offer fails the sender's wait transfers with a clear line 
     'Receiving "report.csv" from "Alice" was declined: Bob declined',
     'Declined "report.csv" from "Alice"',
     '"Alice" ended the session (it left)',
-    "A session ended",
+    'The session with "Alice" ended',
   ], describe("Bob", b));
   assertEquals(b.stderr, "", describe("Bob", b));
   assertEquals(await filesIn(downloads(s.dir, "Bob")), [], "nothing written on the receiver");

@@ -676,7 +676,7 @@ Deno.test("client exits 130 on Ctrl-C (SIGINT), goes offline, and its registrati
   assertExit(result, 130);
   assert(!/^\s+at /m.test(result.stderr), describe(result));
   // It went offline on the way out, and its identity stays.
-  await server.waitForLine(/^"Ike Interrupt" went offline \(exit\)$/);
+  await server.waitForLine(/^"Ike Interrupt" went offline \(logged out\)$/);
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Ike Interrupt"]);
   assertEquals(await server.stop(), 0);
 });
@@ -693,7 +693,7 @@ Deno.test("client exit logs out; deregister in a later run needs login first", a
   assertExit(first, 0);
   assertStringIncludes(first.stdout, 'Registered and logged in as "Kim Later"');
   assert(!first.stdout.includes("Server "), "nothing runs after exit");
-  await server.waitForLine(/^"Kim Later" went offline \(exit\)$/);
+  await server.waitForLine(/^"Kim Later" went offline \(logged out\)$/);
 
   const notLoggedIn = await runClient({ args, stdin: "deregister\n" });
   assertExit(notLoggedIn, 1);
