@@ -332,6 +332,42 @@ Deno.test("sendfile delivers 0 B, 1 B, 32 KiB and 5 MiB files intact and never o
   assertEquals(await s.server.stop(), 0);
 });
 
+Deno.test("with --accept-files, wait offer reports each offer once and wait transfers its end", async () => {
+  await using s = await setup();
+  const one = await randomFile(s.dir.join("one.bin"), 1101);
+  const two = await randomFile(s.dir.join("two.bin"), 40_000);
+  const bob = await s.client("Bob", [
+    "register Bob",
+    "accept",
+    "wait offer within 30",
+    "wait offer within 30",
+    "wait transfers within 60",
+    "send got both",
+    "wait terminate within 30",
+  ], "--accept-files");
+  await using _bob = bob;
+  await bob.waitForLine(/^Registered and logged in as "Bob"$/, 20_000);
+  const alice = await s.client("Alice", [
+    "register Alice",
+    "connect Bob",
+    `sendfile ${s.dir.join("one.bin")}`,
+    `sendfile ${s.dir.join("two.bin")}`,
+    "wait transfers within 60",
+    "wait messages 1 within 30",
+    "terminate",
+  ]);
+  await using _alice = alice;
+  const a = await alice.finished(RUN_MS);
+  const b = await bob.finished(RUN_MS);
+  assertEquals(b.code, 0, describe("Bob", b) + describe("Alice", a));
+  assertEquals(a.code, 0, describe("Alice", a) + describe("Bob", b));
+  assertMatch(b.stdout, /^"Alice" offer(s|ed) "one\.bin" \(1\.1 KiB\) as 1\b/m);
+  assertMatch(b.stdout, /^"Alice" offer(s|ed) "two\.bin" \(39\.1 KiB\) as 2\b/m);
+  assertEquals(await sha256Of(`${downloads(s.dir, "Bob")}/one.bin`), one);
+  assertEquals(await sha256Of(`${downloads(s.dir, "Bob")}/two.bin`), two);
+  assertEquals(await s.server.stop(), 0);
+});
+
 Deno.test("a declined offer fails the sender's wait transfers with a clear line and writes nothing", async () => {
   await using s = await setup();
   const file = s.dir.join("report.csv");

@@ -273,6 +273,8 @@ export class ClientCore {
   #transfers: FileTransfers;
   /** Transfers whose end a `wait transfers` has reported. */
   #transfersReported = new Set<number>();
+  /** Offers a `wait offer` has reported. */
+  #offersReported = new Set<number>();
 
   /** @param options ports, name, transport and randomness */
   constructor(options: ClientCoreOptions) {
@@ -1439,14 +1441,20 @@ export class ClientCore {
         break;
       }
       case "offer": {
+        // Each offer is reported once, whatever happened to it since: with
+        // --accept-files it is accepted (or even done) the moment it comes.
         const offer = this.#transfers.list().find((t) =>
-          t.direction === "receive" && t.state === "offered" &&
+          t.direction === "receive" && !this.#offersReported.has(t.id) &&
           (key === "" || nameKey(t.peer) === key)
         );
         done = offer !== undefined;
-        message = offer === undefined
-          ? ""
-          : `"${offer.peer}" offers "${offer.name}" (${formatBytes(offer.size)}) as ${offer.id}`;
+        if (offer !== undefined) {
+          this.#offersReported.add(offer.id);
+          const what = `"${offer.name}" (${formatBytes(offer.size)}) as ${offer.id}`;
+          message = offer.state === "offered"
+            ? `"${offer.peer}" offers ${what}`
+            : `"${offer.peer}" offered ${what}, now ${offer.state}`;
+        }
         break;
       }
       case "transfers": {
