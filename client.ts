@@ -28,6 +28,7 @@ import { LineReader } from "./lib/driver/line_reader.ts";
 import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import {
   portFlag,
+  rejectSwitchValues,
   rejectUnknownFlags,
   requireValues,
   secondsFlag,
@@ -125,6 +126,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     },
   });
   requireValues(args, parsed, strings);
+  rejectSwitchValues(args, ["help", "version", "json", "accept-files"]);
   rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "accept-files", "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";

@@ -26,6 +26,7 @@ import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
   integerFlag,
   portFlag,
+  rejectSwitchValues,
   rejectUnknownFlags,
   requireValues,
   secondsFlag,
@@ -152,6 +153,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     },
   });
   requireValues(args, parsed, STRING_FLAGS);
+  rejectSwitchValues(args, ["help", "version"]);
   rejectUnknownFlags(parsed, [...STRING_FLAGS, "help", "version", "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";

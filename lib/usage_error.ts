@@ -154,3 +154,21 @@ export function requireValues(
     throw new UsageError(`--${flag} needs a value`);
   }
 }
+
+/**
+ * Rejects a value given to an on/off flag, such as `--accept-files=no`,
+ * which the parser would take as on. Only `true` and `false` are allowed.
+ *
+ * @param args the raw arguments
+ * @param switches the boolean flags, without dashes
+ * @throws {UsageError} naming the first such flag
+ */
+export function rejectSwitchValues(args: readonly string[], switches: readonly string[]): void {
+  for (const arg of args) {
+    if (arg === "--") return;
+    const match = /^--([^=]+)=(.*)$/s.exec(arg);
+    if (match === null || !switches.includes(match[1])) continue;
+    if (match[2] === "true" || match[2] === "false") continue;
+    throw new UsageError(`--${match[1]} takes no value, not "${match[2]}"; leave it out for off`);
+  }
+}

@@ -1,6 +1,6 @@
 import { assertThrows } from "@std/assert";
 import { parseArgs } from "@std/cli/parse-args";
-import { requireValues, UsageError } from "../lib/usage_error.ts";
+import { rejectSwitchValues, requireValues, UsageError } from "../lib/usage_error.ts";
 
 function check(args: string[]): void {
   requireValues(args, parseArgs(args, { string: ["udp-port", "name"] }), ["udp-port", "name"]);
@@ -15,4 +15,14 @@ Deno.test("requireValues() names a flag without a value, and a negative number t
     '--udp-port cannot be negative, not "-1"',
   );
   check(["--udp-port", "0", "--name", "Al"]);
+});
+
+Deno.test("rejectSwitchValues() refuses a value for an on/off flag other than true or false", () => {
+  assertThrows(
+    () => rejectSwitchValues(["--accept-files=no"], ["accept-files"]),
+    UsageError,
+    '--accept-files takes no value, not "no"; leave it out for off',
+  );
+  rejectSwitchValues(["--accept-files", "--json=false", "--name=x"], ["accept-files", "json"]);
+  rejectSwitchValues(["--", "--json=no"], ["json"]);
 });

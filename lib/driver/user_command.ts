@@ -8,7 +8,12 @@ import { parseArgs } from "@std/cli/parse-args";
 import { promptSecret } from "@std/cli/prompt-secret";
 import { errorLine } from "../error_line.ts";
 import { hashPassword, passwordProblem } from "../server/password_hash.ts";
-import { rejectUnknownFlags, requireValues, UsageError } from "../usage_error.ts";
+import {
+  rejectSwitchValues,
+  rejectUnknownFlags,
+  requireValues,
+  UsageError,
+} from "../usage_error.ts";
 import { nameProblem } from "../wire/client_name.ts";
 import {
   defaultUsersPath,
@@ -140,6 +145,7 @@ function parseUserArgs(args: string[]): UserArgs {
     default: { "data-dir": "./data" },
   });
   requireValues(args, parsed, ["users", "data-dir"]);
+  rejectSwitchValues(args, ["help", "replace"]);
   const positional = (parsed._ as unknown[]).map(String);
   rejectUnknownFlags({ ...parsed, _: [] }, ["users", "data-dir", "help", "replace", "h"]);
   if (parsed.help) return { command: "help" };
