@@ -1,7 +1,13 @@
 import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import { isAbsolute, join, normalize, relative, resolve, SEPARATOR } from "@std/path";
 import fc from "fast-check";
-import { fileNameKey, fileNameProblem, MAX_FILE_NAME_CHARS } from "../lib/wire/file_name.ts";
+import {
+  fileNameKey,
+  fileNameProblem,
+  MAX_FILE_NAME_BYTES,
+  MAX_FILE_NAME_CHARS,
+} from "../lib/wire/file_name.ts";
+import { partialPath } from "../lib/driver/transfer_files.ts";
 
 Deno.test("fileNameProblem() accepts valid names", () => {
   const valid = [
@@ -15,7 +21,8 @@ Deno.test("fileNameProblem() accepts valid names", () => {
     "a..b",
     "a".repeat(MAX_FILE_NAME_CHARS),
     "é".repeat(MAX_FILE_NAME_CHARS),
-    "\u{1D400}".repeat(MAX_FILE_NAME_CHARS),
+    "\u{1D400}".repeat(MAX_FILE_NAME_BYTES / 4),
+    "文".repeat(66),
     "Zoës notes",
     "Отчёт.txt",
     "报告.pdf",
@@ -201,4 +208,18 @@ Deno.test("fileNameProblem() never accepts a name that leaves its directory", ()
     { numRuns: 2000 },
   );
   assert(accepted > 500, `the generator produced only ${accepted} valid names`);
+});
+
+Deno.test("fileNameProblem() keeps names short enough in bytes for a partial file and a suffix", () => {
+  assertEquals(
+    fileNameProblem("文".repeat(84)),
+    `File name "${"文".repeat(30)}…${"文".repeat(9)}" takes 252 bytes in UTF-8; the limit is 200`,
+  );
+  const longest = "文".repeat(66) + "ab";
+  assertEquals(fileNameProblem(longest), undefined);
+  // The partial file of a second transfer of the same content adds ".ID" too.
+  const partial = partialPath("/d", longest, "ab".repeat(32)).slice("/d/".length);
+  const own = partial.replace(/\.part$/, ".4294967295.part");
+  assert(new TextEncoder().encode(own).length <= 255, `${own.length} bytes`);
+  assert(new TextEncoder().encode(`${longest} (9999)`).length <= 255);
 });

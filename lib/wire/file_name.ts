@@ -7,6 +7,13 @@
 /** Longest file name, in characters (code points). */
 export const MAX_FILE_NAME_CHARS = 100;
 
+/**
+ * Longest file name in UTF-8 bytes: file systems allow 255, and a received
+ * file needs room for its partial file's `.NAME.<16 hex>.part` and for a
+ * ` (1)` when the name is taken.
+ */
+export const MAX_FILE_NAME_BYTES = 200;
+
 const FILE_NAME_PATTERN = /^[\p{L}\p{M}\p{N} ._-]+$/u;
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
 // Device names Windows reserves in every directory, with or without an
@@ -15,7 +22,8 @@ const WINDOWS_RESERVED = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])$/u;
 const QUOTED_CHARS = 40;
 
 /**
- * Checks a file name against the naming rules: 1 to 100 characters of letters
+ * Checks a file name against the naming rules: 1 to 100 characters (and at
+ * most 200 bytes of UTF-8) of letters
  * (with their combining marks), digits, space, `.`, `_` and `-`; not `.` or
  * `..`, not starting with `.`, a space or a combining mark, not ending with a
  * space or `.`, and not a device name Windows reserves (`CON`, `NUL.txt`,
@@ -37,6 +45,10 @@ export function fileNameProblem(name: string): string | undefined {
   const quoted = quote(name);
   if (length > MAX_FILE_NAME_CHARS) {
     return `File name ${quoted} is ${length} characters long; the limit is ${MAX_FILE_NAME_CHARS}`;
+  }
+  const bytes = new TextEncoder().encode(name).length;
+  if (bytes > MAX_FILE_NAME_BYTES) {
+    return `File name ${quoted} takes ${bytes} bytes in UTF-8; the limit is ${MAX_FILE_NAME_BYTES}`;
   }
   for (const separator of ["/", "\\"]) {
     if (name.includes(separator)) return `File name ${quoted} may not contain "${separator}"`;
