@@ -164,7 +164,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     logLevel: logLevel as LogLevelName,
     identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
     passwordFile: parsed["password-file"],
-    downloadDir: parsed["download-dir"],
+    downloadDir: downloadDirFlag(parsed["download-dir"]),
     acceptFiles: parsed["accept-files"],
     channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
   };
@@ -650,6 +650,18 @@ async function scriptLoop(context: Context) {
     if (!result.ok) return 1;
   }
   return 0;
+}
+
+/** Checks `--download-dir` at start, not when the first file arrives: missing is fine (it is made). */
+function downloadDirFlag(dir: string): string {
+  let isDirectory: boolean;
+  try {
+    isDirectory = Deno.statSync(dir).isDirectory;
+  } catch {
+    return dir;
+  }
+  if (!isDirectory) throw new UsageError(`--download-dir ${dir} is not a directory`);
+  return dir;
 }
 
 async function interactiveLoop(context: Context) {

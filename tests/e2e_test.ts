@@ -629,6 +629,10 @@ Deno.test("server and client answer --help and --version and reject bad flags wi
     [CLIENT_PATH, ["--server", "127.0.0.1:notaport"], /--server/],
     [CLIENT_PATH, ["--name="], /--name/],
     [CLIENT_PATH, ["--script", "/nonexistent/switchboard/script.txt"], /script/],
+    [CLIENT_PATH, ["--accept-files=no"], /--accept-files takes no value, not "no"/],
+    [CLIENT_PATH, ["--udp-port", "-1"], /--udp-port cannot be negative/],
+    [CLIENT_PATH, ["--download-dir", CLIENT_PATH], /--download-dir .* is not a directory/],
+    [SERVER_PATH, ["--lease", "-5"], /--lease cannot be negative/],
   ];
   const results = await Promise.all(bad.map(([script, args]) => runProgram(script, { args })));
   results.forEach((result, i) => {
