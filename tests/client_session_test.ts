@@ -1303,6 +1303,8 @@ Deno.test("parseCommand() says when a file command got too many words, and why",
     'upload got 3 words, too many: upload FILE [NAME] (quote a name with spaces in it: "my notes.txt")',
   );
   assertThrows(() => parseCommand("delete my notes.txt"), CommandError, "delete got 2 words");
+  assertThrows(() => parseCommand("sendfile @ f1"), CommandError, 'needs a name after "@"');
+  assertThrows(() => parseCommand("send @ hi"), CommandError, 'needs a name after "@"');
   assertThrows(
     () => parseCommand("upload"),
     CommandError,

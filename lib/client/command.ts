@@ -310,6 +310,9 @@ function splitAddressee(text: string, word: string): [string, string] {
   }
   const space = text.search(/\s/);
   if (space === -1) throw new CommandError(`${word} @NAME needs ${what}: ${word} @NAME ${usage}`);
+  if (space === 1) {
+    throw new CommandError(`${word} @NAME needs a name after "@": ${word} @NAME ${usage}`);
+  }
   return [text.slice(1, space), text.slice(space + 1).trim()];
 }
 
