@@ -586,28 +586,27 @@ Deno.test("a transfer cut off by a lost peer or a crashed receiver resumes from 
   const kept2 = (await sizeOf(partial)) ?? 0;
   assertGreater(kept2, start2, "the partial file survives kill -9, with more in it");
   assertLess(kept2, size, "the receiver was killed midway");
-  // Alice's session with the dead Bob would last 30 s: she leaves at once instead.
-  const a2 = await alice2.signal("SIGINT");
-  assertEquals(a2.code, 130, describe("Alice (2)", a2));
 
   // Round 3: a new receiver process, same identity and download directory.
+  // Alice is still in her session with the dead Bob (it would take 30 s to
+  // find it dead) and connects again at once: Bob is online at a new
+  // address, so that session is over and the new one resumes the file.
   const bob2 = await s.client("Bob", undefined, "--json", "--accept-files");
   await using _bob2 = bob2;
   await type(bob2, "login", "accept");
-  const alice3 = await s.client("Alice", undefined, "--json");
-  await using _alice3 = alice3;
-  await type(alice3, "login");
   await loggedIn(bob2, "Bob");
-  await loggedIn(alice3, "Alice (3)");
-  await type(alice3, "connect Bob", `sendfile ${file}`, "wait transfers within 60");
+  const restartedAt = performance.now();
+  await type(alice2, "connect Bob", `sendfile ${file}`, "wait transfers within 60");
   const b2Done = await waitForEvent(bob2, "Bob (2)", (l) => l.event === "file_done", RUN_MS);
+  assertLess(performance.now() - restartedAt, 25_000, "no wait for the old session to die");
   await bob2.closeStdin();
-  const a3 = await alice3.finished(RUN_MS);
+  const a3 = await alice2.finished(RUN_MS);
   const b2 = await bob2.finished(RUN_MS);
-  assertEquals(a3.code, 0, describe("Alice (3)", a3));
+  assertEquals(a3.code, 0, describe("Alice (2)", a3));
   assertEquals(b2.code, 0, describe("Bob (2)", b2));
-  const accepted3 = jsonLines("Alice (3)", a3.stdout).filter((l) => l.event === "file_accepted");
-  assertEquals(accepted3.map((l) => l.startOffset), [kept2], "resumed where the crash left it");
+  assertMatch(a3.stdout, /"event":"peer_ended".*it started a new one/);
+  const accepted3 = jsonLines("Alice (2)", a3.stdout).filter((l) => l.event === "file_accepted")
+    .slice(1);
   const bobAccepted3 = jsonLines("Bob (2)", b2.stdout).filter((l) => l.event === "file_accepted");
   assertEquals(bobAccepted3.map((l) => l.startOffset), [kept2]);
   assertEquals(b2Done.path, `${dl}/big.bin`);

@@ -528,6 +528,50 @@ Deno.test("Simulation file transfer resumes from a new sender process after a ki
   });
 });
 
+Deno.test("Simulation file transfer resumes from a sender restarted before the receiver noticed", () => {
+  forSeeds(FILE, 3, 580_000, (seed) => {
+    const w = world(seed, ["Alice", "Bob"], MILD);
+    const { sim, clients: { Alice, Bob } } = w;
+    const data = content(MIB, seed);
+    Alice.files.set("a.bin", data);
+    connect(w, ["Bob"]);
+    script(sim, Alice, ["sendfile a.bin"]);
+    script(sim, Bob, [`wait offer within ${WAIT_S}`, "acceptfile"]);
+    runUntil(sim, () => (partialOf(Bob)?.[1].length ?? 0) > 256 * 1024);
+    sim.kill(Alice);
+    // At once, well inside the 30 s Bob's side takes to find the old session dead.
+    const again = sim.addClient({ name: "Alice" });
+    again.identityKey = Alice.identityKey;
+    again.files.set("a.bin", data);
+    w.from.set(again, 0);
+    const reads = countReads(again);
+    script(sim, again, [
+      "login",
+      "connect Bob",
+      "sendfile a.bin",
+      `wait transfers within ${WAIT_S}`,
+    ]);
+    script(sim, Bob, [
+      `wait request from Alice within ${WAIT_S}`,
+      "accept Alice",
+      `wait offer within ${WAIT_S}`,
+      "acceptfile",
+      `wait transfers within ${WAIT_S}`,
+    ]);
+    assert(sim.runUntilIdle(60 * 60_000));
+    assertAllOk(w, again);
+    // The old session was replaced, not found dead, and its transfer resumed.
+    const ended = Bob.events.filter((e) => e.kind === "peer_ended").map((e) => e.data?.by);
+    assertEquals(ended, ["replaced"], describe(Bob.results));
+    const accepted = fileEvents(again, "file_accepted").at(-1)!;
+    const start = Number(accepted.data?.startOffset);
+    assert(start >= 256 * 1024, `resumed at ${start}`);
+    assertEquals(reads.get(1), data.length - start);
+    assertEquals(Bob.files.get("downloads/a.bin"), data);
+    assertEquals([...Bob.files.keys()], ["downloads/a.bin"]);
+  });
+});
+
 // ---------------------------------------------------------------------------
 // Fairness. The simulated network has no bandwidth model (no bottleneck, no
 // queue: each datagram gets an independent delay), so sessions do not

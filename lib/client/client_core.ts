@@ -381,7 +381,8 @@ export class ClientCore {
         if (nameKey(command.name) === nameKey(this.#loggedInAs ?? "")) {
           return this.#fail(kind, "You cannot connect to yourself", "bad_command");
         }
-        const existing = this.#peerByName(command.name, ["connecting", "open", "closing"]);
+        // An open session is checked against the lookup (see #connect).
+        const existing = this.#peerByName(command.name, ["connecting"]);
         if (existing !== undefined) {
           return this.#fail(
             kind,
@@ -1049,6 +1050,21 @@ export class ClientCore {
   }
 
   #connect(now: number, running: Running, reply: MessageOf<"lookup_ok">): void {
+    const existing = this.#peerByName(reply.name, ["connecting", "open", "closing"]);
+    if (existing !== undefined) {
+      const moved = existing.state !== "connecting" &&
+        (existing.address.ip !== reply.ip || existing.address.port !== reply.udpPort);
+      if (!moved) {
+        return this.#fail(
+          "connect",
+          `Already in a session with "${existing.peerName}"`,
+          "bad_command",
+        );
+      }
+      // The peer is online at a new address: it restarted, and the old
+      // session is dead (its transfers keep their partial files to resume).
+      this.#replaceSession(now, existing);
+    }
     const id = toHex(this.#random.bytes(8));
     const peer = new PeerSession(now, {
       id,
@@ -1230,6 +1246,14 @@ export class ClientCore {
 
   #acceptPeer(now: number, peer: PeerSession): void {
     this.#running = undefined;
+    // A peer asks again only when it lost its session with us (it refuses
+    // to connect twice): an older one is dead, though we may not know yet.
+    for (const old of [...this.#peers.values()]) {
+      if (
+        old !== peer && old.state !== "closed" && old.state !== "pending" &&
+        nameKey(old.peerName) === nameKey(peer.peerName)
+      ) this.#replaceSession(now, old);
+    }
     peer.accept(now);
     this.#drainPeer(now, peer);
     this.#result({
@@ -1237,6 +1261,18 @@ export class ClientCore {
       command: "accept",
       message: `Connected with "${peer.peerName}"`,
       data: { name: peer.peerName, session: peer.id },
+    });
+  }
+
+  /** Ends a session its peer has replaced with a new one, at once. */
+  #replaceSession(now: number, old: PeerSession): void {
+    const reason = `"${old.peerName}" started a new session`;
+    old.abort(reason);
+    this.#drainPeer(now, old);
+    this.#event({
+      kind: "peer_ended",
+      message: `The session with "${old.peerName}" ended: it started a new one`,
+      data: { name: old.peerName, by: "replaced", reason },
     });
   }
 
