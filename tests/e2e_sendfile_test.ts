@@ -607,6 +607,7 @@ Deno.test("a transfer cut off by a lost peer or a crashed receiver resumes from 
   assertMatch(a3.stdout, /"event":"peer_ended".*it started a new one/);
   const accepted3 = jsonLines("Alice (2)", a3.stdout).filter((l) => l.event === "file_accepted")
     .slice(1);
+  assertEquals(accepted3.map((l) => l.startOffset), [kept2], "resumed where the crash left it");
   const bobAccepted3 = jsonLines("Bob (2)", b2.stdout).filter((l) => l.event === "file_accepted");
   assertEquals(bobAccepted3.map((l) => l.startOffset), [kept2]);
   assertEquals(b2Done.path, `${dl}/big.bin`);
