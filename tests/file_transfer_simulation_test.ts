@@ -476,6 +476,36 @@ Deno.test("Simulation file transfer resumes after a partition ended the session"
   });
 });
 
+/**
+ * Starts a new process for a killed Alice, with her identity and her file,
+ * that logs in, connects to Bob and sends `a.bin` again; Bob accepts both.
+ */
+function sendAgain(
+  w: World,
+  Alice: SimClient,
+  data: Uint8Array,
+): { again: SimClient; reads: Map<number, number> } {
+  const again = w.sim.addClient({ name: "Alice" });
+  again.identityKey = Alice.identityKey;
+  again.files.set("a.bin", data);
+  w.from.set(again, 0);
+  const reads = countReads(again);
+  script(w.sim, again, [
+    "login",
+    "connect Bob",
+    "sendfile a.bin",
+    `wait transfers within ${WAIT_S}`,
+  ]);
+  script(w.sim, w.clients.Bob, [
+    `wait request from Alice within ${WAIT_S}`,
+    "accept Alice",
+    `wait offer within ${WAIT_S}`,
+    "acceptfile",
+    `wait transfers within ${WAIT_S}`,
+  ]);
+  return { again, reads };
+}
+
 Deno.test("Simulation file transfer resumes from a new sender process after a kill", () => {
   forSeeds(FILE, 3, 570_000, (seed) => {
     const w = world(seed, ["Alice", "Bob"], MILD);
@@ -498,24 +528,7 @@ Deno.test("Simulation file transfer resumes from a new sender process after a ki
     assertStringIncludes(interrupted.error, "the part received is kept");
     const [, partial] = partialOf(Bob)!;
     // Alice starts again: a new process with her identity and her file.
-    const again = sim.addClient({ name: "Alice" });
-    again.identityKey = Alice.identityKey;
-    again.files.set("a.bin", data);
-    w.from.set(again, 0);
-    const reads = countReads(again);
-    script(sim, again, [
-      "login",
-      "connect Bob",
-      "sendfile a.bin",
-      `wait transfers within ${WAIT_S}`,
-    ]);
-    script(sim, Bob, [
-      `wait request from Alice within ${WAIT_S}`,
-      "accept Alice",
-      `wait offer within ${WAIT_S}`,
-      "acceptfile",
-      `wait transfers within ${WAIT_S}`,
-    ]);
+    const { again, reads } = sendAgain(w, Alice, data);
     assert(sim.runUntilIdle(60 * 60_000));
     assertAllOk(w, again);
     assert(Bob.results.at(-1)!.ok, describe([Bob.results.at(-1)!]));
@@ -540,24 +553,7 @@ Deno.test("Simulation file transfer resumes from a sender restarted before the r
     runUntil(sim, () => (partialOf(Bob)?.[1].length ?? 0) > 256 * 1024);
     sim.kill(Alice);
     // At once, well inside the 30 s Bob's side takes to find the old session dead.
-    const again = sim.addClient({ name: "Alice" });
-    again.identityKey = Alice.identityKey;
-    again.files.set("a.bin", data);
-    w.from.set(again, 0);
-    const reads = countReads(again);
-    script(sim, again, [
-      "login",
-      "connect Bob",
-      "sendfile a.bin",
-      `wait transfers within ${WAIT_S}`,
-    ]);
-    script(sim, Bob, [
-      `wait request from Alice within ${WAIT_S}`,
-      "accept Alice",
-      `wait offer within ${WAIT_S}`,
-      "acceptfile",
-      `wait transfers within ${WAIT_S}`,
-    ]);
+    const { again, reads } = sendAgain(w, Alice, data);
     assert(sim.runUntilIdle(60 * 60_000));
     assertAllOk(w, again);
     // The old session was replaced, not found dead, and its transfer resumed.
