@@ -25,6 +25,7 @@ import { cryptoRandom } from "./lib/random.ts";
 import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/driver/line_reader.ts";
+import { Terminal } from "./lib/driver/terminal.ts";
 import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import {
   portFlag,
@@ -185,17 +186,34 @@ function parseServer(text: string): { host: string; port: number } {
   return { host, port };
 }
 
-/** Writes results and events: plain text, or JSON lines with `--json`. */
+/**
+ * Writes results and events: plain text, or JSON lines with `--json`; on an
+ * interactive terminal, above the prompt.
+ */
 class Output {
   #json: boolean;
+  #terminal: Terminal | undefined;
 
-  constructor(json: boolean) {
+  constructor(json: boolean, terminal?: Terminal) {
     this.#json = json;
+    this.#terminal = terminal;
+  }
+
+  /** A line (or lines) on standard output. */
+  #out(text: string): void {
+    if (this.#terminal) this.#terminal.print(text);
+    else console.log(text);
+  }
+
+  /** A line on standard error. */
+  #err(text: string): void {
+    if (this.#terminal && Deno.stderr.isTerminal()) this.#terminal.print(text);
+    else console.error(text);
   }
 
   event(event: string, text: string, data: Record<string, unknown> = {}): void {
-    if (this.#json) console.log(JSON.stringify({ event, message: text, ...data }));
-    else console.log(printable(text));
+    if (this.#json) this.#out(JSON.stringify({ event, message: text, ...data }));
+    else this.#out(printable(text));
   }
 
   result(result: CommandResult): void {
@@ -204,23 +222,23 @@ class Output {
       const rest = result.ok
         ? { message: result.message, ...result.data }
         : { error: result.error, code: result.code };
-      console.log(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) console.error(errorLine(result.error));
+      this.#out(JSON.stringify({ event: "result", command, ok, ...rest }));
+      if (!result.ok) this.#err(errorLine(result.error));
     } else if (result.ok) {
-      console.log(result.message.split("\n").map(printable).join("\n"));
+      this.#out(result.message.split("\n").map(printable).join("\n"));
     } else {
-      console.error(errorLine(result.error));
+      this.#err(errorLine(result.error));
     }
   }
 
   clientEvent(event: ClientEvent): void {
     if (this.#json) {
-      console.log(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
-    } else if (event.kind === "file_progress" && Deno.stderr.isTerminal()) {
+      this.#out(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+    } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
     } else {
       if (this.#barShown) this.#endBar();
-      console.log(printable(event.message));
+      this.#out(printable(event.message));
     }
   }
 
@@ -241,16 +259,36 @@ class Output {
     const filled = Math.round(fraction * width);
     const bar = "#".repeat(filled) + "-".repeat(width - filled);
     const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
-    const line = `${d.direction === "send" ? "→" : "←"} ${d.name} [${bar}] ${
-      Math.floor(fraction * 100)
-    }% ${formatBytes(d.done)}/${formatBytes(d.size)} ${formatBytes(d.rate)}/s${eta}`;
-    Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K${printable(line)}`));
+    const line = printable(
+      `${d.direction === "send" ? "→" : "←"} ${d.name} [${bar}] ${Math.floor(fraction * 100)}% ${
+        formatBytes(d.done)
+      }/${formatBytes(d.size)} ${formatBytes(d.rate)}/s${eta}`,
+    );
+    this.#status(line, d.done >= d.size);
+  }
+
+  /**
+   * A line redrawn in place: the status line above the prompt on an
+   * interactive terminal, else the last line of standard error. A `last`
+   * one stays on the screen.
+   */
+  #status(line: string, last: boolean): void {
+    if (this.#terminal) {
+      if (last) {
+        this.#terminal.status(undefined);
+        this.#terminal.print(line);
+      } else {
+        this.#terminal.status(line);
+      }
+      return;
+    }
+    Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${line}`));
     this.#barShown = true;
-    if (d.done >= d.size) this.#endBar();
+    if (last) this.#endBar();
   }
 
   #endBar(): void {
-    Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    Deno.stderr.writeSync(encoder.encode("\n"));
     this.#barShown = false;
   }
 
@@ -266,14 +304,26 @@ class Output {
     const verb = { hash: "Hashing", upload: "Uploading", download: "Downloading" }[p.stage];
     const percent = Math.floor((p.done / p.total) * 100);
     const mib = (n: number) => (n / 1024 / 1024).toFixed(1);
-    console.error(
-      printable(`${verb} ${p.name}: ${percent}% (${mib(p.done)} of ${mib(p.total)} MiB)`),
+    const line = printable(
+      `${verb} ${p.name}: ${percent}% (${mib(p.done)} of ${mib(p.total)} MiB)`,
     );
+    if (this.#terminal) this.#status(line, last);
+    else console.error(line);
   }
 
   error(text: string, code: string): void {
-    if (this.#json) console.log(JSON.stringify({ event: "error", error: text, code }));
-    console.error(errorLine(text));
+    if (this.#json) this.#out(JSON.stringify({ event: "error", error: text, code }));
+    this.#err(errorLine(text));
+  }
+
+  /** A plain line for the person at the terminal, in text and JSON mode alike. */
+  note(text: string): void {
+    this.#out(text);
+  }
+
+  /** A problem with what the user typed, on standard error. */
+  problem(text: string): void {
+    this.#err(errorLine(text));
   }
 }
 
@@ -285,16 +335,26 @@ function formatSeconds(seconds: number): string {
   return m < 60 ? `${m} min ${sec} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-async function ask(lines: LineReader, question: string): Promise<string> {
-  await Deno.stdout.write(encoder.encode(question));
-  const answer = await lines.next();
+/** Where typed lines come from: the interactive terminal, or a stream (piped stdin, a script). */
+type Lines = Terminal | LineReader;
+
+/** Shows `prompt` and reads a line; undefined at the end of input. */
+async function prompted(lines: Lines, prompt: string): Promise<string | undefined> {
+  if (lines instanceof Terminal) return await lines.next({ prompt });
+  await Deno.stdout.write(encoder.encode(prompt));
+  return await lines.next();
+}
+
+async function ask(lines: Lines, question: string): Promise<string> {
+  const answer = await prompted(lines, question);
   if (answer === undefined) throw new UsageError("input ended before the question was answered");
   return answer.trim();
 }
 
 async function askSettings(
   flags: ClientFlags,
-  lines: LineReader,
+  lines: Lines,
+  output: Output,
 ): Promise<
   ClientFlags & { server: { host: string; port: number }; tcpPort: number; name: string }
 > {
@@ -304,7 +364,7 @@ async function askSettings(
     try {
       server = parseServer(answer === "" ? "localhost" : answer);
     } catch (error) {
-      console.error(errorLine((error as Error).message));
+      output.problem((error as Error).message);
     }
   }
   let tcpPort = flags.tcpPort;
@@ -313,7 +373,7 @@ async function askSettings(
     try {
       tcpPort = portFlag("TCP port", answer, { min: 1024, max: 65535 });
     } catch (error) {
-      console.error(errorLine((error as Error).message));
+      output.problem((error as Error).message);
     }
   }
   let name = flags.name;
@@ -323,7 +383,7 @@ async function askSettings(
     const candidate = [first, last].filter((part) => part !== "").join(" ");
     const problem = nameProblem(candidate);
     if (problem === undefined) name = candidate;
-    else console.error(errorLine(problem));
+    else output.problem(problem);
   }
   return { ...flags, server, tcpPort, name, script: "" };
 }
@@ -376,7 +436,7 @@ async function main(args: string[]): Promise<number> {
 
 /** What a session has opened so far, for `main` to close on the way out. */
 interface Opened {
-  lines?: LineReader;
+  lines?: Lines;
   logging?: Logging;
   client?: ClientDriver;
 }
@@ -396,18 +456,19 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
-  const lines = opened.lines = new LineReader(input);
-  const output = new Output(flags.json);
+  const terminal = interactive ? Terminal.open() : undefined;
+  const lines = opened.lines = terminal ?? new LineReader(input);
+  const output = new Output(flags.json, terminal);
   let settings;
   try {
-    settings = interactive ? await askSettings(flags, lines) : {
+    settings = interactive ? await askSettings(flags, lines, output) : {
       ...flags,
       server: flags.server ?? { host: "localhost", port: DEFAULT_SERVER_PORT },
       tcpPort: flags.tcpPort ?? DEFAULT_TCP_PORT,
     };
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(errorLine(error.message));
+      output.problem(error.message);
       return 2;
     }
     throw error;
@@ -464,7 +525,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   output.event("connected", hello.message, hello.data);
   const context: Context = { client, output, flags: settings, lines, interactive };
   if (interactive) {
-    console.log('Type "help" for the commands.');
+    output.note('Type "help" for the commands.');
     return await interactiveLoop(context);
   }
   return await scriptLoop(context);
@@ -475,7 +536,7 @@ interface Context {
   client: ClientDriver;
   output: Output;
   flags: ClientFlags & { server: { host: string; port: number } };
-  lines: LineReader;
+  lines: Lines;
   interactive: boolean;
 }
 
@@ -577,7 +638,11 @@ async function readPassword(context: Context, name: string): Promise<string | un
   const fromEnv = Deno.env.get("SWITCHBOARD_PASSWORD");
   if (fromEnv !== undefined) return fromEnv;
   if (!context.interactive) return undefined;
-  await Deno.stdout.write(encoder.encode(`Password for "${name}": `));
+  const question = `Password for "${name}": `;
+  if (context.lines instanceof Terminal) {
+    return await context.lines.next({ prompt: question, secret: true });
+  }
+  await Deno.stdout.write(encoder.encode(question));
   Deno.stdin.setRaw(true, { cbreak: true });
   let line: string | undefined;
   try {
@@ -667,8 +732,7 @@ function downloadDirFlag(dir: string): string {
 async function interactiveLoop(context: Context) {
   const { lines, output } = context;
   while (true) {
-    await Deno.stdout.write(encoder.encode("> "));
-    const line = await lines.next();
+    const line = await prompted(lines, "> ");
     if (line === undefined) return 0;
     let command;
     try {

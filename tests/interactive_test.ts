@@ -8,7 +8,10 @@ import {
   CLIENT_PATH,
   CONFIG_PATH,
   runClient,
+  runProgram,
+  SERVER_PATH,
   startServer,
+  startWorld,
   tempDir,
   withTimeout,
 } from "./_processes.ts";
@@ -27,7 +30,8 @@ class TerminalClient {
   #text = "";
   #reading: Promise<void>;
 
-  constructor(args: string[], cwd: string) {
+  /** `term`: TERM for the client; "dumb" (the default) keeps the terminal in line mode. */
+  constructor(args: string[], cwd: string, term = "dumb") {
     const command = [Deno.execPath(), "run", "-A", "--config", CONFIG_PATH, CLIENT_PATH, ...args]
       .map(quote).join(" ");
     this.#child = new Deno.Command("script", {
@@ -36,7 +40,7 @@ class TerminalClient {
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", TERM: "dumb" },
+      env: { NO_COLOR: "1", TERM: term },
     }).spawn();
     this.#writer = this.#child.stdin.getWriter();
     this.#reading = this.#read(this.#child.stdout);
@@ -63,7 +67,12 @@ class TerminalClient {
   }
 
   async type(line: string): Promise<void> {
-    await this.#writer.write(new TextEncoder().encode(line + "\r"));
+    await this.keys(line + "\r");
+  }
+
+  /** Types keys without Enter. */
+  async keys(text: string): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(text));
   }
 
   async finish(): Promise<number> {
@@ -131,5 +140,126 @@ Deno.test({
       await Deno.readTextFile(`${dir.path}/data/client/identities.json`),
     ).identities.map((i: { name: string }) => i.name);
     assertEquals(saved, ["Alice Smith"], "deregister forgot Alice Jones");
+  },
+});
+
+Deno.test({
+  name: "client on a terminal keeps a half-typed line below chat and the progress bar",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using dir = await tempDir();
+    await using server = await startServer({
+      dataDir: `${dir.path}/data`,
+      logDir: `${dir.path}/logs`,
+    });
+    const common = (who: string) => [
+      "--server",
+      server.address,
+      "--udp-port",
+      "0",
+      "--data-dir",
+      `${dir.path}/${who}`,
+      "--log-dir",
+      `${dir.path}/logs`,
+      "--download-dir",
+      `${dir.path}/${who}-downloads`,
+    ];
+    const file = `${dir.path}/big.bin`;
+    const bigger = crypto.getRandomValues(new Uint8Array(65536));
+    await Deno.writeFile(file, new Uint8Array(4 * 65536).map((_, i) => bigger[i % 65536] ^ i));
+
+    const bob = new TerminalClient(
+      [...common("bob"), "--name", "Bob", "--tcp-port", "5002", "--accept-files"],
+      dir.path,
+    );
+    let bobAt = await bob.waitFor("> ");
+    await bob.type("register");
+    bobAt = await bob.waitFor('Registered and logged in as "Bob"', bobAt);
+
+    const alice = new TerminalClient(
+      // Stop-and-wait makes the transfer slow enough for the bar to be redrawn.
+      [
+        ...common("alice"),
+        ...["--name", "Alice", "--tcp-port", "5001", "--channel-mode", "stop-and-wait"],
+      ],
+      dir.path,
+      "xterm",
+    );
+    let at = await alice.waitFor("> ");
+    await alice.type("register");
+    at = await alice.waitFor('Registered and logged in as "Alice"', at);
+    await alice.type("connect Bob");
+    bobAt = await bob.waitFor("Alice", bobAt);
+    await bob.type("accept");
+    at = await alice.waitFor("Bob", at);
+    at = await alice.waitFor("> ", at);
+
+    // Alice has typed half a message when Bob's arrives.
+    await alice.keys("send hel");
+    at = await alice.waitFor("send hel", at);
+    await bob.type("send hi Alice");
+    at = await alice.waitFor("hi Alice", at);
+    // The chat line is printed on its own line, then the prompt and the half-typed text again.
+    at = await alice.waitFor("\r\n> send hel", at);
+    await alice.keys("lo there\r");
+    bobAt = await bob.waitFor("hello there", bobAt);
+
+    // While the file goes, the progress bar sits above the prompt and its half-typed text.
+    await alice.type(`sendfile ${file}`);
+    await alice.keys("send still");
+    at = await alice.waitFor("→ big.bin [", at);
+    await alice.waitFor("100%", at);
+    await alice.keys(" here\r");
+    bobAt = await bob.waitFor("still here", bobAt);
+    // Each bar is drawn in place of the last, with the prompt and the typed text below it.
+    const screen = alice.text.slice(at - "→ big.bin [".length);
+    const bars = [
+      // deno-lint-ignore no-control-regex -- the escape sequences are what is checked
+      ...screen.matchAll(/(\x1b\[1A)?\x1b\[J→ big\.bin \[[#-]+\] \d+%[^\r\n]*\r*\n([^\r\x1b]*)/g),
+    ];
+    assert(bars.filter((bar) => bar[1] !== undefined).length >= 2, `no bar redrawn:\n${screen}`);
+    for (const bar of bars) assertEquals(bar[2], "> send still", screen);
+    await alice.type("exit");
+    assertEquals(await alice.finish(), 0, alice.text);
+    await bob.type("exit");
+    assertEquals(await bob.finish(), 0, bob.text);
+    assertEquals(
+      await Deno.readFile(`${dir.path}/bob-downloads/big.bin`),
+      await Deno.readFile(file),
+    );
+  },
+});
+
+Deno.test({
+  name: "client on a terminal asks for a password without showing it, then edits lines again",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    const password = "correct horse";
+    await using w = await startWorld("switchboard_tty_", {
+      serverFlags: ["--auth", "password"],
+      before: async (dataDir) => {
+        const added = await runProgram(SERVER_PATH, {
+          args: ["user", "add", "alice", "--data-dir", dataDir],
+          stdin: `${password}\n`,
+        });
+        assertEquals(added.code, 0, added.stderr);
+      },
+    });
+    const client = new TerminalClient(
+      w.args("--name", "alice", "--tcp-port", "5001", "--udp-port", "0"),
+      w.cwd,
+      "xterm",
+    );
+    let at = await client.waitFor("> ");
+    await client.type("login");
+    at = await client.waitFor('Password for "alice": ', at);
+    // A typo fixed with Backspace.
+    await client.keys("correct horsf\x7fe\r");
+    at = await client.waitFor('Logged in as "alice"', at);
+    await client.keys("statux\x7fs\r");
+    at = await client.waitFor('logged in as "alice"', at);
+    await client.type("exit");
+    assertEquals(await client.finish(), 0, client.text);
+    assert(!client.text.includes("horse"), `the password was shown:\n${client.text}`);
   },
 });
