@@ -1371,6 +1371,8 @@ export class ClientCore {
       }
       case "file":
         this.#transfers.handle(now, peer, out.payload);
+        // Its events now, before any chat delivered after it in the same batch.
+        this.#drainTransfers(now);
         return;
       case "acked":
         this.#transfers.acked(now, peer, out.id);
