@@ -6,6 +6,7 @@ import {
   fileNameProblem,
   MAX_FILE_NAME_BYTES,
   MAX_FILE_NAME_CHARS,
+  numberedName,
 } from "../lib/wire/file_name.ts";
 import { partialPath } from "../lib/driver/transfer_files.ts";
 
@@ -222,4 +223,19 @@ Deno.test("fileNameProblem() keeps names short enough in bytes for a partial fil
   const own = partial.replace(/\.part$/, ".4294967295.part");
   assert(new TextEncoder().encode(own).length <= 255, `${own.length} bytes`);
   assert(new TextEncoder().encode(`${longest} (9999)`).length <= 255);
+});
+
+Deno.test("numberedName() puts the number before the extension, a compound one kept whole", () => {
+  const cases: [string, number, string][] = [
+    ["report.csv", 0, "report.csv"],
+    ["report.csv", 1, "report (1).csv"],
+    ["a.tar.gz", 1, "a (1).tar.gz"],
+    ["backup.2026.tar.xz", 3, "backup.2026 (3).tar.xz"],
+    ["archive.gz", 2, "archive (2).gz"],
+    ["notes", 1, "notes (1)"],
+    [".env", 1, ".env (1)"],
+    [".tar.gz", 1, ".tar (1).gz"],
+    ["v1.2.3", 1, "v1.2 (1).3"],
+  ];
+  for (const [name, n, want] of cases) assertEquals(numberedName(name, n), want, name);
 });

@@ -298,13 +298,19 @@ Deno.test("Simulation file transfer to a full disk fails clearly on both sides a
       `wait transfers within ${WAIT_S}`,
     ]);
     assert(sim.runUntilIdle(60 * 60_000));
-    for (const client of [Alice, Bob]) {
+    const told: [SimClient, string][] = [
+      [Alice, "the receiver's disk is full"],
+      [Bob, "No space left"],
+    ];
+    for (const [client, text] of told) {
       const wait = failure(client.results.at(-1));
       assertEquals(wait.code, "transfer_failed");
-      assertStringIncludes(wait.error, "No space left on device");
+      assertStringIncludes(wait.error, text);
       const [failed] = fileEvents(client, "file_failed");
-      assertStringIncludes(failed.message, "No space left on device");
+      assertStringIncludes(failed.message, text);
     }
+    // Bob's operating system's words stay with him.
+    assert(!fileEvents(Alice, "file_failed")[0].message.includes("os error"));
     assertEquals(Bob.core.peers.filter((p) => p.state === "open").length, 1);
     assertEquals([...Bob.files.keys()], [], "no partial file and no final one");
     // The session itself is fine: chat still works.
@@ -326,7 +332,7 @@ Deno.test("Simulation file transfer declined by the receiver tells the sender", 
     assert(sim.runUntilIdle(60 * 60_000));
     const wait = failure(Alice.results.at(-1));
     assertEquals(wait.code, "transfer_failed");
-    assertStringIncludes(wait.error, '1 declined ("Bob" declined it: Bob declined)');
+    assertStringIncludes(wait.error, '1 declined ("Bob" declined it)');
     assert(Bob.results.at(-1)!.ok);
     assertEquals([...Bob.files.keys()], []);
     assertEquals(Bob.core.peers.filter((p) => p.state === "open").length, 1);
@@ -430,6 +436,29 @@ Deno.test("Simulation chat sent after sendfile is shown after the offer, even wh
   assert(
     offerResent > 0 || Deno.env.get("SIM_SEED") !== undefined,
     "no seed delivered both at once",
+  );
+});
+
+Deno.test("Simulation file transfer ended by the sender's terminate says so in plain words", () => {
+  const w = world(570_000, ["Alice", "Bob"], CLEAN);
+  const { sim, clients: { Alice, Bob } } = w;
+  Alice.files.set("a.bin", content(2 * MIB, 1));
+  connect(w, ["Bob"]);
+  script(sim, Alice, ["sendfile a.bin"]);
+  script(sim, Bob, [`wait offer within ${WAIT_S}`, "acceptfile"]);
+  runUntil(sim, () => fileEvents(Alice, "file_progress").length > 0);
+  script(sim, Alice, ["terminate"]);
+  assert(sim.runUntilIdle(60 * 60_000));
+  const [sent] = fileEvents(Alice, "file_failed");
+  assertEquals(
+    sent.message,
+    'Sending "a.bin" to "Bob" was interrupted: You ended the session with "Bob"',
+  );
+  const [received] = fileEvents(Bob, "file_failed");
+  assertEquals(
+    received.message,
+    'Receiving "a.bin" from "Alice" was interrupted: "Alice" ended the session; ' +
+      "the part received is kept, so sending it again resumes",
   );
 });
 

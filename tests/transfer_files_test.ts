@@ -8,6 +8,7 @@ import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
 import { FILE_BLOCK_BYTES, partialPath, TransferFiles } from "../lib/driver/transfer_files.ts";
 import type { FileOperation } from "../lib/client/client_core.ts";
+import type { FileFailure } from "../lib/client/file_transfers.ts";
 import { toHex } from "../lib/hex.ts";
 import { tempDir } from "./_processes.ts";
 
@@ -31,7 +32,7 @@ class Reports {
   ready: { id: number; offset: number }[] = [];
   written: { id: number; upTo: number }[] = [];
   received: { id: number; path: string }[] = [];
-  failed: { id: number; problem: string }[] = [];
+  failed: { id: number; problem: string; failure: FileFailure }[] = [];
   files(dir: string): TransferFiles {
     return new TransferFiles(dir, {
       // A copy: the driver's data is a view valid for the call.
@@ -39,7 +40,7 @@ class Reports {
       ready: (id, offset) => this.ready.push({ id, offset }),
       written: (id, upTo) => this.written.push({ id, upTo }),
       received: (id, path) => this.received.push({ id, path }),
-      failed: (id, problem) => this.failed.push({ id, problem }),
+      failed: (id, problem, failure) => this.failed.push({ id, problem, failure }),
     });
   }
 }

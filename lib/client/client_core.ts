@@ -31,6 +31,7 @@ import {
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import {
+  type FileFailure,
   FileTransfers,
   type FileTransfersOutput,
   formatBytes,
@@ -509,10 +510,11 @@ export class ClientCore {
    *
    * @param now current time, ms
    * @param id the transfer
-   * @param problem one sentence
+   * @param problem one sentence, for this side's user only
+   * @param failure what failed, all the peer is told
    */
-  fileFailed(now: number, id: number, problem: string): void {
-    this.#transfers.failed(now, id, problem);
+  fileFailed(now: number, id: number, problem: string, failure: FileFailure): void {
+    this.#transfers.failed(now, id, problem, failure);
     this.#drainPeers(now);
   }
 
@@ -1227,7 +1229,7 @@ export class ClientCore {
     const problem = kind === "acceptfile"
       ? this.#transfers.accept(now, id)
       : kind === "declinefile"
-      ? this.#transfers.decline(now, id, `${this.#loggedInAs ?? "the receiver"} declined`)
+      ? this.#transfers.decline(now, id)
       : this.#transfers.cancel(now, id);
     this.#drainPeers(now);
     if (problem !== undefined) return this.#fail(kind, problem, "no_transfer");
@@ -1763,6 +1765,11 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 /** How a peer session's end reads for people. */
 function endText(name: string, out: { by: string; reason: string }): string {
+  if (out.by === "us") {
+    // Our own ending, named by its command.
+    if (out.reason === "terminate") return `You ended the session with "${name}"`;
+    if (out.reason === "exit") return `You left the session with "${name}"`;
+  }
   if (out.by !== "peer") return capitalize(out.reason);
   const why = out.reason === "exit"
     ? " (it left)"

@@ -157,6 +157,23 @@ const CHUNK_SEGMENTS = Math.ceil(FILE_CHUNK_BYTES / 1100);
 const MIN_BACKLOG_SEGMENTS = MAX_READS * CHUNK_SEGMENTS;
 /** The reason a cancel by a user carries (others report a problem). */
 const USER_CANCEL_REASON = "cancelled by the user";
+/** The reason a decline by a user carries (an offer refused for its name says why). */
+const USER_DECLINE_REASON = "declined by the user";
+
+/** What went wrong with a transfer's file work on this side. */
+export type FileFailure = "read" | "write" | "disk_full" | "checksum";
+
+/**
+ * What the peer is told when this side's file work fails: one plain reason,
+ * never a local path or the operating system's words, which stay in the
+ * local message.
+ */
+const FAILURE_TOLD_TO_PEER: Record<FileFailure, string> = {
+  read: "the sender could not read the file",
+  write: "the receiver could not save the file",
+  disk_full: "the receiver's disk is full",
+  checksum: "the file arrived damaged (its SHA-256 did not match) and was removed",
+};
 /** Progress events at most this often per transfer, ms. */
 const PROGRESS_INTERVAL_MS = 500;
 
@@ -259,15 +276,14 @@ export class FileTransfers {
    *
    * @param now the current time, ms
    * @param id the transfer
-   * @param reason told to the sender
    * @returns undefined, or why it cannot be declined
    */
-  decline(now: number, id: number, reason: string): string | undefined {
+  decline(now: number, id: number): string | undefined {
     const t = this.#transfers.get(id);
     if (t === undefined || t.direction !== "receive") return `There is no offer ${id}`;
     if (t.state !== "offered") return `Transfer ${id} is ${t.state}, not waiting for an answer`;
-    this.#tell(now, t, { kind: "file_decline", transfer: t.wireId, reason: clip(reason) });
-    this.#end(t, "declined", reason);
+    this.#tell(now, t, { kind: "file_decline", transfer: t.wireId, reason: USER_DECLINE_REASON });
+    this.#end(t, "declined");
     return undefined;
   }
 
@@ -288,7 +304,7 @@ export class FileTransfers {
       bySender: t.direction === "send",
       reason: USER_CANCEL_REASON,
     });
-    this.#end(t, "cancelled", "cancelled by you");
+    this.#end(t, "cancelled");
     return undefined;
   }
 
@@ -328,15 +344,21 @@ export class FileTransfers {
         if (t.next === t.size) t.state = "verifying";
         return this.#pump(now);
       case "file_decline":
-        return this.#end(t, "declined", `"${t.session.peerName}" declined it: ${payload.reason}`);
+        return this.#end(
+          t,
+          "declined",
+          `"${t.session.peerName}" declined it` +
+            (payload.reason === USER_DECLINE_REASON ? "" : `: ${payload.reason}`),
+        );
       case "file_cancel":
         // A cancel by the other user is a cancel; one for a problem (a full disk) is a failure.
         return this.#end(
           t,
           payload.reason === USER_CANCEL_REASON ? "cancelled" : "failed",
-          `"${t.session.peerName}" ${
-            payload.reason === USER_CANCEL_REASON ? "cancelled it" : "stopped it"
-          }: ${payload.reason}`,
+          `"${t.session.peerName}" ` +
+            (payload.reason === USER_CANCEL_REASON
+              ? "cancelled it"
+              : `stopped it: ${payload.reason}`),
         );
       case "file_done":
         if (!payload.ok) {
@@ -458,12 +480,13 @@ export class FileTransfers {
    *
    * @param now the current time, ms
    * @param id the transfer
-   * @param problem one sentence
+   * @param problem one sentence, for this side's user only
+   * @param failure what failed, all the peer is told
    */
-  failed(now: number, id: number, problem: string): void {
+  failed(now: number, id: number, problem: string, failure: FileFailure): void {
     const t = this.#transfers.get(id);
     if (t === undefined || FINAL_STATES.has(t.state)) return;
-    this.#fail(now, t, problem);
+    this.#fail(now, t, problem, FAILURE_TOLD_TO_PEER[failure]);
   }
 
   /**
@@ -625,13 +648,15 @@ export class FileTransfers {
     );
   }
 
-  #fail(now: number, t: Transfer, problem: string): void {
+  /** Fails a transfer; the peer is told `toPeer`, by default the problem itself. */
+  #fail(now: number, t: Transfer, problem: string, toPeer = problem): void {
     const kind = t.direction === "receive" && t.state === "verifying" ? "file_done" : "file_cancel";
+    const reason = clip(toPeer);
     if (kind === "file_done") {
-      this.#tell(now, t, { kind, transfer: t.wireId, ok: false, reason: clip(problem) });
+      this.#tell(now, t, { kind, transfer: t.wireId, ok: false, reason });
     } else {
       const bySender = t.direction === "send";
-      this.#tell(now, t, { kind, transfer: t.wireId, bySender, reason: clip(problem) });
+      this.#tell(now, t, { kind, transfer: t.wireId, bySender, reason });
     }
     this.#end(t, "failed", problem);
   }
@@ -674,7 +699,8 @@ export class FileTransfers {
       );
     } else {
       const verb = t.direction === "send" ? `Sending "${t.name}" to` : `Receiving "${t.name}" from`;
-      this.#emit(t, "file_failed", `${verb} "${peer}" ${wording(state)}: ${reason}`);
+      const why = reason === undefined ? "" : `: ${reason}`;
+      this.#emit(t, "file_failed", `${verb} "${peer}" ${wording(state)}${why}`);
     }
   }
 

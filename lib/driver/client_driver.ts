@@ -190,7 +190,7 @@ export class ClientDriver {
       ready: (id, offset) => after(() => core.fileReceiveReady(now(), id, offset)),
       written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
       received: (id, path) => after(() => core.fileReceived(now(), id, path)),
-      failed: (id, problem) => after(() => core.fileFailed(now(), id, problem)),
+      failed: (id, problem, failure) => after(() => core.fileFailed(now(), id, problem, failure)),
     });
     this.#udpLoop = this.#receiveUdp();
   }

@@ -30,6 +30,7 @@ import {
   type ServerEvent,
 } from "../server/server_core.ts";
 import { nameKey } from "../wire/client_name.ts";
+import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "../transport/sim_network.ts";
@@ -570,7 +571,7 @@ export class Simulation {
       case "read": {
         const data = client.files.get(op.path);
         if (data === undefined || data.length < op.offset + op.length) {
-          return core.fileFailed(now, op.id, `Cannot read ${op.path}: it changed`);
+          return core.fileFailed(now, op.id, `Cannot read ${op.path}: it changed`, "read");
         }
         return core.fileRead(now, op.id, op.offset, data.slice(op.offset, op.offset + op.length));
       }
@@ -608,6 +609,7 @@ export class Simulation {
             now,
             op.id,
             `Cannot write ${r.name}: No space left on device (os error 28)`,
+            "disk_full",
           );
         }
         client.files.set(r.partial, appended(have, op.data));
@@ -622,12 +624,15 @@ export class Simulation {
         const data = client.files.get(r.partial)!;
         client.files.delete(r.partial);
         if (toHex(sha256(data)) !== r.sha256) {
-          return core.fileFailed(now, op.id, `The SHA-256 of "${r.name}" does not match`);
+          return core.fileFailed(
+            now,
+            op.id,
+            `The SHA-256 of "${r.name}" does not match`,
+            "checksum",
+          );
         }
-        const dot = r.name.lastIndexOf(".");
-        const [stem, ext] = dot > 0 ? [r.name.slice(0, dot), r.name.slice(dot)] : [r.name, ""];
         let path = `downloads/${r.name}`;
-        for (let n = 1; client.files.has(path); n++) path = `downloads/${stem} (${n})${ext}`;
+        for (let n = 1; client.files.has(path); n++) path = `downloads/${numberedName(r.name, n)}`;
         client.files.set(path, data);
         return core.fileReceived(now, op.id, path);
       }

@@ -7,8 +7,10 @@
  * @module
  */
 import { createSha256, type Sha256 } from "./file_hash.ts";
-import { extname, join } from "@std/path";
+import { join } from "@std/path";
+import { numberedName } from "../wire/file_name.ts";
 import type { FileOperation } from "../client/client_core.ts";
+import type { FileFailure } from "../client/file_transfers.ts";
 import { toHex } from "../hex.ts";
 
 /** Where the results of file work go: the client core's `file...` methods. */
@@ -17,7 +19,13 @@ export interface TransferReport {
   ready(id: number, offset: number): void;
   written(id: number, upTo: number): void;
   received(id: number, path: string): void;
-  failed(id: number, problem: string): void;
+  failed(id: number, problem: string, failure: FileFailure): void;
+}
+
+/** A write that failed for want of space (or of quota) rather than anything else. */
+function writeFailure(error: unknown): FileFailure {
+  const code = (error as { code?: unknown }).code;
+  return code === "ENOSPC" || code === "EDQUOT" ? "disk_full" : "write";
 }
 
 /**
@@ -83,7 +91,7 @@ export function partialPath(dir: string, name: string, sha256: string): string {
  *   ready: (id, offset) => core.fileReceiveReady(now(), id, offset),
  *   written: (id, upTo) => core.fileWritten(now(), id, upTo),
  *   received: (id, path) => core.fileReceived(now(), id, path),
- *   failed: (id, problem) => core.fileFailed(now(), id, problem),
+ *   failed: (id, problem, failure) => core.fileFailed(now(), id, problem, failure),
  * });
  * files.run({ type: "read", id: 1, path: "a.bin", offset: 0, length: 32768 });
  * ```
@@ -168,7 +176,7 @@ export class TransferFiles {
       // A view: the block is never written again (the next one is new).
       this.#report.read(id, offset, sending.block!.subarray(start, start + length));
     } catch (error) {
-      this.#report.failed(id, `Cannot read ${path}: ${(error as Error).message}`);
+      this.#report.failed(id, `Cannot read ${path}: ${(error as Error).message}`, "read");
     }
   }
 
@@ -241,7 +249,11 @@ export class TransferFiles {
       r.broken = true;
       r.file?.close();
       r.file = undefined;
-      this.#report.failed(op.id, `Cannot write into ${this.#dir}: ${(error as Error).message}`);
+      this.#report.failed(
+        op.id,
+        `Cannot write into ${this.#dir}: ${(error as Error).message}`,
+        writeFailure(error),
+      );
     }
   }
 
@@ -282,7 +294,11 @@ export class TransferFiles {
       r.file.close();
       r.file = undefined;
       await Deno.remove(r.partial).catch(() => {});
-      this.#report.failed(id, `Cannot write ${r.name}: ${(error as Error).message}`);
+      this.#report.failed(
+        id,
+        `Cannot write ${r.name}: ${(error as Error).message}`,
+        writeFailure(error),
+      );
     }
   }
 
@@ -304,6 +320,7 @@ export class TransferFiles {
           id,
           `The SHA-256 of "${r.name}" as received (${actual.slice(0, 16)}…) does not match ` +
             `the sender's (${r.sha256.slice(0, 16)}…); the file was removed`,
+          "checksum",
         );
         return;
       }
@@ -314,7 +331,11 @@ export class TransferFiles {
       r.file?.close();
       await Deno.remove(r.partial).catch(() => {});
       this.#claimed.delete(r.partial);
-      this.#report.failed(id, `Cannot store ${r.name}: ${(error as Error).message}`);
+      this.#report.failed(
+        id,
+        `Cannot store ${r.name}: ${(error as Error).message}`,
+        writeFailure(error),
+      );
     }
   }
 
@@ -347,10 +368,8 @@ export async function placeWithoutOverwriting(
   dir: string,
   name: string,
 ): Promise<string> {
-  const ext = extname(name);
-  const stem = ext === "" || ext === name ? name : name.slice(0, -ext.length);
   for (let n = 0; n < 10_000; n++) {
-    const candidate = join(dir, n === 0 ? name : `${stem} (${n})${ext}`);
+    const candidate = join(dir, numberedName(name, n));
     try {
       await Deno.link(from, candidate);
       await Deno.remove(from);

@@ -105,3 +105,29 @@ function escape(char: string): string {
 function codePoint(char: string): string {
   return `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
 }
+
+/** Compound extensions kept whole when a number is put into a name. */
+const COMPOUND_EXTENSIONS = /\.tar\.(?:gz|bz2|xz|zst|lz|lzma|Z)$/i;
+
+/**
+ * The `n`th name to try for a file whose name is taken: the number goes
+ * before the extension (`report (1).csv`), and before a compound one too
+ * (`a (1).tar.gz`); a dot file's name is all stem (`.env (1)`).
+ *
+ * @param name the file's name
+ * @param n 0 for the name itself, then 1, 2, …
+ * @returns the name to try
+ *
+ * @example
+ * ```ts
+ * numberedName("report.csv", 1); // "report (1).csv"
+ * numberedName("a.tar.gz", 2); // "a (2).tar.gz"
+ * ```
+ */
+export function numberedName(name: string, n: number): string {
+  if (n === 0) return name;
+  const compound = COMPOUND_EXTENSIONS.exec(name);
+  const dot = name.lastIndexOf(".");
+  const at = compound !== null && compound.index > 0 ? compound.index : dot > 0 ? dot : name.length;
+  return `${name.slice(0, at)} (${n})${name.slice(at)}`;
+}
