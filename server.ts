@@ -209,8 +209,25 @@ function printEvent(event: ServerEvent): void {
   (level === "info" ? console.log : console.error)(text);
 }
 
+/**
+ * Where the `user` subcommand's word is, if the arguments hold it where a
+ * command goes (first, or after flags such as `--data-dir DIR`): the user
+ * command reads the flags around it itself.
+ */
+function userCommandAt(args: string[]): number {
+  const positional = (parseArgs(args, { string: STRING_FLAGS, boolean: ["help", "version"] })
+    ._ as unknown[]).map(String);
+  if (positional[0] !== "user") return -1;
+  return args.findIndex((arg, i) =>
+    arg === "user" &&
+    (i === 0 || !args[i - 1].startsWith("--") || args[i - 1].includes("=") ||
+      !STRING_FLAGS.includes(args[i - 1].slice(2)))
+  );
+}
+
 async function main(args: string[]): Promise<number> {
-  if (args[0] === "user") return await userCommand(args.slice(1));
+  const user = userCommandAt(args);
+  if (user !== -1) return await userCommand(args.toSpliced(user, 1));
   let flags;
   try {
     flags = parseFlags(args);

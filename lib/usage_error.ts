@@ -114,18 +114,20 @@ export function integerFlag(
  *
  * @param parsed the parser's result
  * @param known every flag name the program accepts, without dashes
+ * @param help where the user reads about them (`--help`, `user --help`)
  * @throws {UsageError} naming the first unknown flag or stray argument
  */
 export function rejectUnknownFlags(
   parsed: Record<string, unknown>,
   known: readonly string[],
+  help = "--help",
 ): void {
   for (const key of Object.keys(parsed)) {
     if (key === "_" || known.includes(key)) continue;
-    throw new UsageError(`unknown flag --${key}; see --help`);
+    throw new UsageError(`unknown flag --${key}; see ${help}`);
   }
   const rest = parsed._ as unknown[];
-  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"; see --help`);
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"; see ${help}`);
 }
 
 /**

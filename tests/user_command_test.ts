@@ -3,7 +3,7 @@ import { join, toFileUrl } from "@std/path";
 import { USER_HELP, userCommand, type UserCommandIo } from "../lib/driver/user_command.ts";
 import { loadUsers } from "../lib/driver/users_file.ts";
 import { verifyPassword } from "../lib/server/password_hash.ts";
-import { CONFIG_PATH } from "./_processes.ts";
+import { CONFIG_PATH, runProgram, SERVER_PATH } from "./_processes.ts";
 
 const NOW = new Date("2025-01-02T03:04:05.000Z");
 const LATER = new Date("2025-02-03T04:05:06.000Z");
@@ -436,3 +436,21 @@ async function assertMissing(path: string): Promise<void> {
   }
   throw new Error(`${path} exists`);
 }
+
+Deno.test("server.ts runs the user command with the server's flags before or after it", async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, "elsewhere");
+    const before = await runProgram(SERVER_PATH, {
+      args: ["--data-dir", data, "user", "add", "alice"],
+      stdin: "correct horse\n",
+    });
+    assertEquals(before.code, 0, before.stderr);
+    const after = await runProgram(SERVER_PATH, { args: ["user", "list", "--data-dir", data] });
+    assertEquals(after.code, 0, after.stderr);
+    assertStringIncludes(after.stdout, "alice");
+    // A flag that is not the user command's is refused in one line.
+    const wrong = await runProgram(SERVER_PATH, { args: ["--host", "user", "user", "list"] });
+    assertEquals(wrong.code, 2);
+    assertEquals(wrong.stderr, "error: unknown flag --host; see user --help\n");
+  });
+});

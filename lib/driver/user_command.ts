@@ -147,7 +147,11 @@ function parseUserArgs(args: string[]): UserArgs {
   requireValues(args, parsed, ["users", "data-dir"]);
   rejectSwitchValues(args, ["help", "replace"]);
   const positional = (parsed._ as unknown[]).map(String);
-  rejectUnknownFlags({ ...parsed, _: [] }, ["users", "data-dir", "help", "replace", "h"]);
+  rejectUnknownFlags(
+    { ...parsed, _: [] },
+    ["users", "data-dir", "help", "replace", "h"],
+    "user --help",
+  );
   if (parsed.help) return { command: "help" };
   const [command, ...rest] = positional;
   const path = parsed.users ?? defaultUsersPath(parsed["data-dir"]);
