@@ -16,6 +16,7 @@ import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
 import {
   ClientDriver,
+  resolveServer,
   ServerNameError,
   type TransferProgress,
 } from "./lib/driver/client_driver.ts";
@@ -26,6 +27,7 @@ import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/driver/line_reader.ts";
 import { Terminal } from "./lib/driver/terminal.ts";
+import { displayWidth } from "./lib/client/line_editor.ts";
 import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
 import {
   portFlag,
@@ -172,17 +174,17 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
 }
 
 /**
- * Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
+ * Parses `host`, `host:port`, `[v6]` or `[v6]:port`; `what` names it in errors.
  */
-function parseServer(text: string): { host: string; port: number } {
+function parseServer(text: string, what = "--server"): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:\[\]]+))(?::(.*))?$/.exec(text.trim());
   if (match === null) {
-    throw new UsageError(`--server must look like HOST:PORT, not "${text}"`);
+    throw new UsageError(`${what} must look like HOST:PORT, not "${text}"`);
   }
   const host = match[1] ?? match[2];
   const port = match[3] === undefined
     ? DEFAULT_SERVER_PORT
-    : portFlag("--server port", match[3], { min: 1, max: 65535 });
+    : portFlag(`${what} port`, match[3], { min: 1, max: 65535 });
   return { host, port };
 }
 
@@ -237,6 +239,9 @@ class Output {
     } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
     } else {
+      // A transfer that ended (cancelled, failed) takes its bar with it.
+      const ended = event.kind === "file_done" || event.kind === "file_failed";
+      if (ended && this.#terminal) this.#terminal.status(undefined);
       if (this.#barShown) this.#endBar();
       this.#out(printable(event.message));
     }
@@ -255,15 +260,16 @@ class Output {
       direction: string;
     };
     const fraction = d.size === 0 ? 1 : d.done / d.size;
-    const width = 24;
-    const filled = Math.round(fraction * width);
-    const bar = "#".repeat(filled) + "-".repeat(width - filled);
     const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
-    const line = printable(
-      `${d.direction === "send" ? "→" : "←"} ${d.name} [${bar}] ${Math.floor(fraction * 100)}% ${
-        formatBytes(d.done)
-      }/${formatBytes(d.size)} ${formatBytes(d.rate)}/s${eta}`,
-    );
+    const head = printable(`${d.direction === "send" ? "→" : "←"} ${d.name} `);
+    const tail = ` ${Math.floor(fraction * 100)}% ${formatBytes(d.done)}/${formatBytes(d.size)} ${
+      formatBytes(d.rate)
+    }/s${eta}`;
+    // The bar gives way on a narrow terminal, so that the figures still fit.
+    const room = (this.#terminal?.columns ?? 80) - 1 - displayWidth(head + tail) - 2;
+    const width = Math.max(4, Math.min(24, room));
+    const filled = Math.round(fraction * width);
+    const line = `${head}[${"#".repeat(filled)}${"-".repeat(width - filled)}]${tail}`;
     this.#status(line, d.done >= d.size);
   }
 
@@ -362,16 +368,25 @@ async function askSettings(
   while (server === undefined) {
     const answer = await ask(lines, "Enter server IP address (or 'localhost'): ");
     try {
-      server = parseServer(answer === "" ? "localhost" : answer);
+      const given = parseServer(answer === "" ? "localhost" : answer, "The server address");
+      // A name that does not resolve is asked again now, not found out after every question.
+      await resolveServer(given.host);
+      server = given;
     } catch (error) {
-      output.problem((error as Error).message);
+      if (!(error instanceof UsageError || error instanceof ServerNameError)) throw error;
+      output.problem(error.message);
     }
   }
   let tcpPort = flags.tcpPort;
   while (tcpPort === undefined) {
-    const answer = await ask(lines, "Enter client TCP port (1024–65535): ");
+    const answer = await ask(
+      lines,
+      `Enter client TCP port (1024–65535, Enter for ${DEFAULT_TCP_PORT}): `,
+    );
     try {
-      tcpPort = portFlag("TCP port", answer, { min: 1024, max: 65535 });
+      tcpPort = answer === ""
+        ? DEFAULT_TCP_PORT
+        : portFlag("TCP port", answer, { min: 1024, max: 65535 });
     } catch (error) {
       output.problem((error as Error).message);
     }
@@ -412,25 +427,35 @@ async function main(args: string[]): Promise<number> {
   // point (a prompt, a pending request) leaves with exit code 130, even if
   // the end of input was seen at the same moment.
   const opened: Opened = {};
-  let interrupted = false;
+  let signalled: number | undefined;
   let leaving: Promise<number> | undefined;
   const leave = (code: number): Promise<number> =>
     leaving ??= (async () => {
       await opened.client?.close();
       await opened.lines?.cancel();
       await opened.logging?.close();
-      return interrupted ? 130 : code;
+      return signalled ?? code;
     })();
-  const onInterrupt = () => {
-    interrupted = true;
-    getLogger(["switchboard", "client"]).info("Interrupted by Ctrl+C (SIGINT)");
-    leave(130).then(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onInterrupt);
+  // SIGTERM, SIGHUP and Ctrl+\ (SIGQUIT) leave the same way: logged out, the terminal given back.
+  const signals = Deno.build.os === "windows" ? [["SIGINT", 130, "Ctrl+C"]] as const : [
+    ["SIGINT", 130, "Ctrl+C"],
+    ["SIGTERM", 143, "a termination request"],
+    ["SIGHUP", 129, "a closed terminal"],
+    ["SIGQUIT", 131, "Ctrl+\\"],
+  ] as const;
+  const handlers = signals.map(([signal, code, what]) => {
+    const handler = () => {
+      signalled ??= code;
+      getLogger(["switchboard", "client"]).info(`Interrupted by ${what} (${signal})`);
+      leave(code).then((exit) => Deno.exit(exit));
+    };
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
   try {
     return await leave(await session(flags, opened));
   } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
+    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
   }
 }
 
@@ -456,7 +481,12 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
-  const terminal = interactive ? Terminal.open() : undefined;
+  const terminal = interactive
+    ? Terminal.open({
+      // On a password server, what follows `login` (a pasted password) is not echoed.
+      secretAfter: (line) => opened.client?.core.auth === "password" && isLogin(line),
+    })
+    : undefined;
   const lines = opened.lines = terminal ?? new LineReader(input);
   const output = new Output(flags.json, terminal);
   let settings;
@@ -590,6 +620,11 @@ async function login(context: Context, given: string | undefined): Promise<Comma
     const name = given ?? client.core.name;
     if (name === undefined) return fail("No name given; use login NAME", "no_name");
     const password = await readPassword(context, name);
+    const asked = context.flags.passwordFile === undefined &&
+      Deno.env.get("SWITCHBOARD_PASSWORD") === undefined && context.lines instanceof Terminal;
+    if (password === undefined && asked) {
+      return fail("No password typed; not logged in", "no_password");
+    }
     if (password === undefined) {
       return fail(
         "No password: type it at the prompt, or pass --password-file FILE or set " +
@@ -640,7 +675,9 @@ async function readPassword(context: Context, name: string): Promise<string | un
   if (!context.interactive) return undefined;
   const question = `Password for "${name}": `;
   if (context.lines instanceof Terminal) {
-    return await context.lines.next({ prompt: question, secret: true });
+    const typed = await context.lines.next({ prompt: question, secret: true });
+    // Nothing typed (Enter, or Ctrl+D) cancels the login rather than failing it at the server.
+    return typed === "" ? undefined : typed;
   }
   await Deno.stdout.write(encoder.encode(question));
   Deno.stdin.setRaw(true, { cbreak: true });
@@ -745,12 +782,24 @@ async function interactiveLoop(context: Context) {
     if (command === undefined) continue;
     let result = await runCommand(context, command);
     if (result === "exit") return 0;
-    // A taken or invalid name asks for another, until one works or the user gives up.
-    while (!result.ok && (result.code === "name_taken" || result.code === "invalid_name")) {
+    // A taken or invalid name to register under asks for another, until one works or the user gives up.
+    while (
+      command.kind === "register" && !result.ok &&
+      (result.code === "name_taken" || result.code === "invalid_name")
+    ) {
       const name = await ask(lines, "Pick another name (empty to cancel): ");
       if (name === "") break;
       result = await runCommand(context, { kind: "register", name }) as CommandResult;
     }
+  }
+}
+
+/** True for a `login` command line. */
+function isLogin(line: string): boolean {
+  try {
+    return parseCommand(line)?.kind === "login";
+  } catch {
+    return false;
   }
 }
 

@@ -3,7 +3,7 @@
  * pseudo-terminal, so it asks its questions and shows its prompt as it does
  * for a person, and the test types the answers.
  */
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import {
   CLIENT_PATH,
   CONFIG_PATH,
@@ -30,10 +30,13 @@ class TerminalClient {
   #text = "";
   #reading: Promise<void>;
 
-  /** `term`: TERM for the client; "dumb" (the default) keeps the terminal in line mode. */
-  constructor(args: string[], cwd: string, term = "dumb") {
+  /**
+   * `term`: TERM for the client; "dumb" (the default) keeps the terminal in
+   * line mode. `then`: shell commands run on the terminal after the client.
+   */
+  constructor(args: string[], cwd: string, term = "dumb", then = "") {
     const command = [Deno.execPath(), "run", "-A", "--config", CONFIG_PATH, CLIENT_PATH, ...args]
-      .map(quote).join(" ");
+      .map(quote).join(" ") + then;
     this.#child = new Deno.Command("script", {
       args: ["-q", "-e", "-c", command, "/dev/null"],
       cwd,
@@ -102,11 +105,15 @@ Deno.test({
 
     const client = new TerminalClient(["--log-dir", `${dir.path}/logs`], dir.path);
     let at = await client.waitFor("Enter server IP address (or 'localhost'): ");
+    // A name that does not resolve is asked again at once.
+    await client.type("bogus.invalid");
+    at = await client.waitFor('cannot resolve the server name "bogus.invalid"', at);
+    at = await client.waitFor("Enter server IP address (or 'localhost'): ", at);
     await client.type(server.address);
-    at = await client.waitFor("Enter client TCP port (1024–65535): ", at);
+    at = await client.waitFor("Enter client TCP port (1024–65535, Enter for 5001): ", at);
     await client.type("80");
     at = await client.waitFor('not "80"', at);
-    at = await client.waitFor("Enter client TCP port (1024–65535): ", at);
+    at = await client.waitFor("Enter client TCP port (1024–65535, Enter for 5001): ", at);
     await client.type("5001");
     at = await client.waitFor("Enter your first name: ", at);
     await client.type("Alice");
@@ -126,8 +133,12 @@ Deno.test({
     at = await client.waitFor("> ", at);
     await client.type("status");
     at = await client.waitFor('logged in as "Alice Jones"', at);
+    // An invalid name in anything but register is only an error.
+    await client.type("lookup B@d");
+    const lookupAt = at = await client.waitFor('name "B@d" may only hold', at);
     await client.type("deregister");
     at = await client.waitFor('Deregistered "Alice Jones"; its identity and files are deleted', at);
+    assert(!client.text.slice(lookupAt, at).includes("Pick another name"), client.text);
     await client.type("exit");
     assertEquals(await client.finish(), 0, client.text);
     assert(!client.text.includes("    at "), `no stack trace expected:\n${client.text}`);
@@ -219,6 +230,16 @@ Deno.test({
     ];
     assert(bars.filter((bar) => bar[1] !== undefined).length >= 2, `no bar redrawn:\n${screen}`);
     for (const bar of bars) assertEquals(bar[2], "> send still", screen);
+
+    // A cancelled transfer takes its bar away.
+    await alice.type(`sendfile ${file}`);
+    at = await alice.waitFor("→ big.bin [", await alice.waitFor("Offered", at));
+    await alice.type("cancel");
+    at = await alice.waitFor("was cancelled", at);
+    await alice.type("status");
+    at = await alice.waitFor("logged in as", at);
+    await alice.waitFor("\r\n> ", at);
+    assert(!alice.text.slice(at).includes("big.bin ["), alice.text.slice(at));
     await alice.type("exit");
     assertEquals(await alice.finish(), 0, alice.text);
     await bob.type("exit");
@@ -253,13 +274,54 @@ Deno.test({
     let at = await client.waitFor("> ");
     await client.type("login");
     at = await client.waitFor('Password for "alice": ', at);
+    // Ctrl+D answers nothing: the login is cancelled, the client goes on.
+    await client.keys("\x04");
+    at = await client.waitFor("error: no password typed; not logged in", at);
+    await client.type("login");
+    at = await client.waitFor('Password for "alice": ', at);
     // A typo fixed with Backspace.
     await client.keys("correct horsf\x7fe\r");
     at = await client.waitFor('Logged in as "alice"', at);
     await client.keys("statux\x7fs\r");
     at = await client.waitFor('logged in as "alice"', at);
+    // A paste of the command and the password at once does not show the password either.
+    await client.type("logout");
+    at = await client.waitFor('Logged out "alice"', at);
+    await client.keys(`login\r${password}\r`);
+    at = await client.waitFor('Logged in as "alice"', at);
     await client.type("exit");
     assertEquals(await client.finish(), 0, client.text);
     assert(!client.text.includes("horse"), `the password was shown:\n${client.text}`);
+  },
+});
+
+Deno.test({
+  name: "client on a terminal gives the terminal back when it is terminated",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using w = await startWorld("switchboard_tty_");
+    const marker = w.dir.join("terminated-client-data");
+    const client = new TerminalClient(
+      [...w.args("--name", "Ann", "--tcp-port", "5001", "--udp-port", "0"), "--data-dir", marker],
+      w.cwd,
+      "xterm",
+      // Then what the terminal is left like.
+      '; echo "RC=$?"; stty -a',
+    );
+    let at = await client.waitFor("> ");
+    await client.keys("half typed");
+    at = await client.waitFor("half typed", at);
+    // The client itself, not `script` or the shell around it, whose command lines hold it too.
+    const pattern = `^${Deno.execPath()} run .*${marker}`;
+    const kill = await new Deno.Command("pkill", { args: ["-TERM", "-f", pattern] }).output();
+    assert(kill.success, "no client process to terminate");
+    await client.finish();
+    const after = client.text.slice(at);
+    assertStringIncludes(after, "RC=143");
+    // Line mode and echo are back: not "-icanon", "-echo".
+    assertMatch(after, /(^|\s)icanon(\s|$)/m);
+    assertMatch(after, /(^|\s)echo(\s|$)/m);
+    // The half-typed line stays on the screen.
+    assertStringIncludes(after, "> half typed\r");
   },
 });

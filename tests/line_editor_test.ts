@@ -30,7 +30,7 @@ Deno.test("LineEditor.status() keeps one line above the prompt, cut to the width
   assertEquals(editor.status("x"), "\r\x1b[1A\x1b[J" + "x\r\n> ab");
   assertEquals(editor.print("done"), "\r\x1b[1A\x1b[J" + "done\r\nx\r\n> ab");
   assertEquals(editor.status(undefined), "\r\x1b[1A\x1b[J" + "> ab");
-  assertEquals(editor.close(), ERASE);
+  assertEquals(editor.close(), ERASE + "> ab\r\n");
 });
 
 Deno.test("LineEditor counts the rows of a wrapped input line", () => {
@@ -88,4 +88,50 @@ Deno.test("displayWidth() counts wide characters twice and combining marks not a
   assertEquals(displayWidth("abc"), 3);
   assertEquals(displayWidth("日本"), 4);
   assertEquals(displayWidth("e\u0301"), 1);
+});
+
+Deno.test("LineEditor Backspace removes a whole character as seen: emoji, flags, accents", () => {
+  const editor = new LineEditor(() => 80);
+  editor.ask("> ");
+  const thumb = "\u{1F44D}\u{1F3FD}"; // with a skin tone
+  editor.type(`a${thumb}`);
+  editor.type("\x7f");
+  assertEquals(editor.input, "a");
+  editor.type("\u{1F1EB}\u{1F1F7}e\u0301\x7f");
+  assertEquals(editor.input, "a\u{1F1EB}\u{1F1F7}");
+  editor.type("\x7f\x7f");
+  assertEquals(editor.input, "");
+});
+
+Deno.test("LineEditor hides what is typed after a line that leads to a secret question", () => {
+  const editor = new LineEditor(() => 80, { secretAfter: (line) => line === "login" });
+  editor.ask("> ");
+  // A paste: the command and the password at once.
+  const typed = editor.type("login\rhunter22\r");
+  assertEquals(typed.lines, ["login", "hunter22"]);
+  assertEquals(typed.screen.includes("hunter"), false, typed.screen);
+  // The next question shows normally again.
+  assertEquals(editor.ask("> "), ERASE + "> ");
+  assertEquals(editor.type("ok").screen, "ok");
+});
+
+Deno.test("LineEditor answers a secret question with nothing on Ctrl+D, instead of ending", () => {
+  const editor = new LineEditor(() => 80);
+  editor.ask("Password: ", { secret: true });
+  const typed = editor.type("\x04");
+  assertEquals(typed.lines, [""]);
+  assertEquals(typed.ended, false);
+});
+
+Deno.test("LineEditor.close() leaves a half-typed line on screen, not a bare prompt", () => {
+  const editor = new LineEditor(() => 80);
+  editor.ask("> ");
+  editor.status("bar");
+  editor.type("half");
+  assertEquals(editor.close(), "\r\x1b[1A\x1b[J" + "> half\r\n");
+  editor.ask("> ");
+  assertEquals(editor.close(), ERASE);
+  editor.ask("Password: ", { secret: true });
+  editor.type("secret");
+  assertEquals(editor.close(), ERASE);
 });

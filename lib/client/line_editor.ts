@@ -9,9 +9,11 @@
  * one) and below it the prompt and what is typed, which may wrap over several
  * rows. Everything else scrolls above that block.
  *
- * Keys: printable text, Enter, Backspace, Ctrl+U (clear the line), Ctrl+W
- * (delete a word), Ctrl+L (redraw), Ctrl+D on an empty line (end of input).
- * Other control keys and escape sequences (arrows, function keys) are ignored.
+ * Keys: printable text, Enter, Backspace (a whole character as seen, emoji
+ * and accents included), Ctrl+U (clear the line), Ctrl+W (delete a word),
+ * Ctrl+L (redraw), Ctrl+D on an empty line (end of input; at a secret
+ * question, an empty answer). Other control keys and escape sequences
+ * (arrows, function keys) are ignored.
  *
  * @module
  */
@@ -28,6 +30,17 @@ export interface Typed {
 
 /** Erases from the cursor to the end of the screen. */
 const ERASE_BELOW = "\x1b[J";
+const graphemes = new Intl.Segmenter();
+
+/** Options of {@linkcode LineEditor}. */
+export interface LineEditorOptions {
+  /**
+   * True for a line after which the program will ask a secret question
+   * (`login` on a password server): what is typed after it, such as a
+   * pasted password, is not echoed while the question is not yet shown.
+   */
+  secretAfter?: (line: string) => boolean;
+}
 
 /**
  * A terminal's input line with output and a status line above it.
@@ -54,10 +67,15 @@ export class LineEditor {
   /** The last key was a CR, so a following LF is the same Enter. */
   #afterCr = false;
   #ended = false;
+  #secretAfter: (line: string) => boolean;
 
-  /** @param columns the terminal's width now, read at every redraw */
-  constructor(columns: () => number) {
+  /**
+   * @param columns the terminal's width now, read at every redraw
+   * @param options see {@linkcode LineEditorOptions}
+   */
+  constructor(columns: () => number, options: LineEditorOptions = {}) {
     this.#columns = columns;
+    this.#secretAfter = options.secretAfter ?? (() => false);
   }
 
   /** What is typed so far on the current line. */
@@ -99,11 +117,17 @@ export class LineEditor {
         screen += this.#erase() + this.#committed() + "\r\n";
         this.#input = "";
         this.#rowsAbove = 0;
+        if (!this.#secret && this.#secretAfter(lines.at(-1)!)) {
+          // Until the question is shown, nothing typed is echoed.
+          this.#prompt = "";
+          this.#secret = true;
+        }
         screen += this.#draw();
       } else if (key === "\n") {
         // The LF of a CR LF: already handled.
       } else if (key === "\x7f" || key === "\b") {
-        screen += this.#edit(Array.from(this.#input).slice(0, -1).join(""));
+        const last = Array.from(graphemes.segment(this.#input)).at(-1);
+        screen += this.#edit(this.#input.slice(0, last?.index ?? 0));
       } else if (key === "\x15") {
         screen += this.#edit("");
       } else if (key === "\x17") {
@@ -111,7 +135,13 @@ export class LineEditor {
       } else if (key === "\x0c") {
         screen += "\x1b[H\x1b[2J" + this.redraw();
       } else if (key === "\x04") {
-        if (this.#input === "") this.#ended = true;
+        if (this.#input !== "") continue;
+        if (this.#secret) {
+          lines.push("");
+          screen += this.#erase() + this.#committed() + "\r\n" + this.redraw();
+        } else {
+          this.#ended = true;
+        }
       } else if (key === "\x1b") {
         this.#escape = "esc";
       } else if (key === "\t") {
@@ -148,16 +178,18 @@ export class LineEditor {
   }
 
   /**
-   * Removes the status line and the prompt from the screen, for the end.
+   * Removes the status line from the screen, and the prompt unless
+   * something was typed after it, for the end.
    *
    * @returns text to write
    */
   close(): string {
     const erase = this.#erase();
+    const typed = this.#input === "" || this.#secret ? "" : this.#committed() + "\r\n";
     this.#status = undefined;
     this.#prompt = "";
     this.#input = "";
-    return erase;
+    return erase + typed;
   }
 
   #skipEscape(key: string): void {

@@ -114,8 +114,12 @@ export class ServerNameError extends Error {
  * `/etc/hosts` counts), looked up once rather than on every send, and so
  * that a name that does not resolve fails at once instead of after every
  * retry.
+ *
+ * @param host an IP address or a host name
+ * @returns the IP address to send to
+ * @throws {ServerNameError} if the name does not resolve
  */
-async function resolveServer(host: string): Promise<string> {
+export async function resolveServer(host: string): Promise<string> {
   if (host === "localhost") return "127.0.0.1";
   if (isIP(host) !== 0) return host;
   try {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { LineEditor } from "../client/line_editor.ts";
+import { LineEditor, type LineEditorOptions } from "../client/line_editor.ts";
 
 const encoder = new TextEncoder();
 
@@ -24,7 +24,7 @@ const encoder = new TextEncoder();
  * ```
  */
 export class Terminal {
-  #editor = new LineEditor(columns);
+  #editor: LineEditor;
   #lines: string[] = [];
   #ended = false;
   #wake: (() => void) | undefined;
@@ -38,7 +38,8 @@ export class Terminal {
     this.#write("\r\n" + this.#editor.redraw());
   };
 
-  private constructor() {
+  private constructor(options: LineEditorOptions) {
+    this.#editor = new LineEditor(columns, options);
     Deno.stdin.setRaw(true, { cbreak: true });
     if (Deno.build.os !== "windows") Deno.addSignalListener("SIGCONT", this.#resume);
     this.#reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
@@ -47,14 +48,21 @@ export class Terminal {
 
   /**
    * Takes over the terminal when standard input and output are both one
-   * that can move its cursor (not `TERM=dumb`).
+   * that can move its cursor (`TERM` set, and not `dumb`).
    *
+   * @param options the line editor's
    * @returns the terminal, or undefined when there is none to take
    */
-  static open(): Terminal | undefined {
+  static open(options: LineEditorOptions = {}): Terminal | undefined {
     if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) return undefined;
-    if ((Deno.env.get("TERM") ?? "dumb") === "dumb") return undefined;
-    return new Terminal();
+    const term = Deno.env.get("TERM") ?? "";
+    if (term === "" || term === "dumb") return undefined;
+    return new Terminal(options);
+  }
+
+  /** The terminal's width now. */
+  get columns(): number {
+    return columns();
   }
 
   /**
