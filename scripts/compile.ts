@@ -60,7 +60,7 @@ export const PROGRAMS: readonly Program[] = [
       "--allow-net",
       "--allow-read",
       "--allow-write",
-      "--allow-env=SWITCHBOARD_PASSWORD",
+      "--allow-env=SWITCHBOARD_PASSWORD,TERM",
     ],
   },
 ];
@@ -86,7 +86,8 @@ Builds switchboard-server and switchboard-client with deno compile: first for
 this machine (${Deno.build.target}), named without a suffix, then for every
 other target, named with the target as a suffix (and .exe for Windows), such as
 switchboard-server-aarch64-apple-darwin. Each has its permissions baked in:
-network, read and write, and for the client the SWITCHBOARD_PASSWORD variable.
+network, read and write, and for the client the SWITCHBOARD_PASSWORD and TERM
+variables.
 
 Flags:
   --target TARGET  build for TARGET only, one of:

@@ -55,7 +55,12 @@ export class Terminal {
    */
   static open(options: LineEditorOptions = {}): Terminal | undefined {
     if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) return undefined;
-    const term = Deno.env.get("TERM") ?? "";
+    let term: string;
+    try {
+      term = Deno.env.get("TERM") ?? "";
+    } catch {
+      return undefined; // Not allowed to read it: line mode, which works everywhere.
+    }
     if (term === "" || term === "dumb") return undefined;
     return new Terminal(options);
   }
