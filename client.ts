@@ -19,16 +19,16 @@ import {
   resolveServer,
   ServerNameError,
   type TransferProgress,
-} from "./lib/driver/client_driver.ts";
-import { findIdentity, IdentityFileError, loadIdentities } from "./lib/driver/identity_file.ts";
+} from "./lib/io/client_driver.ts";
+import { findIdentity, IdentityFileError, loadIdentities } from "./lib/io/identity_file.ts";
 import { sampleReadingLines } from "./lib/client/sample_readings.ts";
 import { cryptoRandom } from "./lib/random.ts";
 import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
-import { LineReader } from "./lib/driver/line_reader.ts";
-import { Terminal } from "./lib/driver/terminal.ts";
-import { displayWidth } from "./lib/client/line_editor.ts";
-import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/logging.ts";
+import { LineReader } from "./lib/cli/line_reader.ts";
+import { Terminal } from "./lib/cli/terminal.ts";
+import { displayWidth } from "./lib/cli/line_editor.ts";
+import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
 import {
   portFlag,
   rejectSwitchValues,
@@ -36,7 +36,7 @@ import {
   requireValues,
   secondsFlag,
   UsageError,
-} from "./lib/usage_error.ts";
+} from "./lib/cli/usage_error.ts";
 import { printable } from "./lib/printable.ts";
 import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";

@@ -5,12 +5,12 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { ServerDriver } from "./lib/driver/server_driver.ts";
-import { userCommand } from "./lib/driver/user_command.ts";
-import { UsersFileError } from "./lib/driver/users_file.ts";
-import { FileStoreError } from "./lib/driver/file_store.ts";
+import { ServerDriver } from "./lib/io/server_driver.ts";
+import { userCommand } from "./lib/cli/user_command.ts";
+import { UsersFileError } from "./lib/io/users_file.ts";
+import { BlobStoreError } from "./lib/io/blob_store.ts";
 import { DEFAULT_STORAGE_LIMITS } from "./lib/server/stored_files.ts";
-import { BindError } from "./lib/driver/bind_error.ts";
+import { BindError } from "./lib/io/bind_error.ts";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -18,9 +18,9 @@ import {
   DEFAULT_TCP_IDLE_MS,
 } from "./lib/server/connection_limits.ts";
 import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT } from "./lib/server/rate_limiter.ts";
-import { DataDirLockedError } from "./lib/driver/data_dir_lock.ts";
-import { RegistryFileError } from "./lib/driver/registry_file.ts";
-import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/logging.ts";
+import { DataDirLockedError } from "./lib/io/data_dir_lock.ts";
+import { RegistryFileError } from "./lib/io/registry_file.ts";
+import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
@@ -32,7 +32,7 @@ import {
   secondsFlag,
   sizeFlag,
   UsageError,
-} from "./lib/usage_error.ts";
+} from "./lib/cli/usage_error.ts";
 import { errorLine } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -396,7 +396,7 @@ function readStatusCommands(show: () => void): void {
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
-    error instanceof UsersFileError || error instanceof FileStoreError
+    error instanceof UsersFileError || error instanceof BlobStoreError
   ) {
     return error.message;
   }

@@ -7,7 +7,7 @@
  * @module
  */
 import { fromFileUrl, join } from "@std/path";
-import { UsageError } from "../lib/usage_error.ts";
+import { UsageError } from "../lib/cli/usage_error.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 

@@ -8,7 +8,7 @@
  * @module
  */
 import { toHex } from "../lib/hex.ts";
-import { FramedConnection } from "../lib/transport/framed_connection.ts";
+import { FramedConnection } from "../lib/io/framed_connection.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
 

@@ -17,7 +17,7 @@ import { toHex } from "../lib/hex.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { type Message, type MessageOf, TOKEN_BYTES } from "../lib/wire/messages.ts";
-import { rejectUnknownFlags, UsageError } from "../lib/usage_error.ts";
+import { rejectUnknownFlags, UsageError } from "../lib/cli/usage_error.ts";
 import {
   Cleanup,
   countRegistered,

@@ -18,11 +18,11 @@
  */
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
-import { BUILT_IN_SCENARIOS } from "../lib/driver/built_in_scenarios.ts";
-import { parseScenario, runScenario } from "../lib/driver/scenario.ts";
-import { runKcpScenario } from "../lib/reliable/kcp_scenario.ts";
+import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
+import { parseScenario, runScenario } from "../lib/sim/scenario.ts";
+import { runKcpScenario } from "./_kcp_scenario.ts";
 import { LOW_LATENCY_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
-import { rejectUnknownFlags } from "../lib/usage_error.ts";
+import { rejectUnknownFlags } from "../lib/cli/usage_error.ts";
 
 const REPO = fromFileUrl(new URL("..", import.meta.url));
 const HELP = `bench: every Switchboard benchmark, each against a baseline measured in the same run

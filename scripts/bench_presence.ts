@@ -29,7 +29,7 @@ import {
   requireValues,
   secondsFlag,
   UsageError,
-} from "../lib/usage_error.ts";
+} from "../lib/cli/usage_error.ts";
 import {
   Cleanup,
   countRegistered,

@@ -23,7 +23,7 @@ import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { MAX_PEER_PAYLOAD_BYTES } from "../lib/wire/messages.ts";
-import { integerFlag, rejectUnknownFlags } from "../lib/usage_error.ts";
+import { integerFlag, rejectUnknownFlags } from "../lib/cli/usage_error.ts";
 import { flagsOrExitCode, percentile } from "./_bench_support.ts";
 
 const REPO = fromFileUrl(new URL("..", import.meta.url));

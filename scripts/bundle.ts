@@ -12,7 +12,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { join, resolve } from "@std/path";
 import { errorLine } from "../lib/error_line.ts";
-import { rejectUnknownFlags, requireValues, UsageError } from "../lib/usage_error.ts";
+import { rejectUnknownFlags, requireValues, UsageError } from "../lib/cli/usage_error.ts";
 import {
   denoErrorSummary,
   formatSize,

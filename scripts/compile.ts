@@ -18,7 +18,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join, relative, resolve } from "@std/path";
 import { errorLine } from "../lib/error_line.ts";
-import { rejectUnknownFlags, requireValues, UsageError } from "../lib/usage_error.ts";
+import { rejectUnknownFlags, requireValues, UsageError } from "../lib/cli/usage_error.ts";
 import { VERSION } from "../lib/version.ts";
 
 /** The repository's root directory. */

@@ -23,7 +23,7 @@ import * as net from "node:net";
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { toHex } from "../lib/hex.ts";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { MAX_FRAME_BYTES, type Message } from "../lib/wire/messages.ts";
 import {
@@ -32,7 +32,7 @@ import {
   rejectUnknownFlags,
   requireValues,
   UsageError,
-} from "../lib/usage_error.ts";
+} from "../lib/cli/usage_error.ts";
 import { Cleanup, flagsOrExitCode, percentile } from "./_bench_support.ts";
 import {
   FastRandom,

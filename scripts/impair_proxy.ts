@@ -4,11 +4,11 @@
  * between the clients themselves, with wall-clock timers on real sockets.
  *
  * Point clients' `--server` at the proxy. The proxy relays like a NAT box
- * (see `lib/transport/impaired_relay.ts`): each client gets its own upstream
+ * (see `lib/sim/impaired_relay.ts`): each client gets its own upstream
  * socket, the server records that socket's address, and peer messages sent
  * to it are relayed too, so a chat between two clients crosses the proxy both
  * ways with no client flag. TCP is not proxied. The impairment decisions are
- * the simulator's (`lib/transport/sim_network.ts`), drawn from one seeded
+ * the simulator's (`lib/sim/sim_network.ts`), drawn from one seeded
  * random source.
  *
  * Exit codes: 0 after Ctrl+C or SIGTERM (the counts are printed), 1 if a
@@ -25,16 +25,16 @@ import {
   LISTEN_SOCKET,
   type RelayStats,
   type SocketId,
-} from "../lib/transport/impaired_relay.ts";
-import type { Impairment } from "../lib/transport/sim_network.ts";
-import { UdpSocket } from "../lib/transport/udp_socket.ts";
+} from "../lib/sim/impaired_relay.ts";
+import type { Impairment } from "../lib/sim/sim_network.ts";
+import { UdpSocket } from "../lib/io/udp_socket.ts";
 import {
   integerFlag,
   portFlag,
   rejectUnknownFlags,
   requireValues,
   UsageError,
-} from "../lib/usage_error.ts";
+} from "../lib/cli/usage_error.ts";
 
 const HELP = `deno task impair: a lossy UDP proxy for Switchboard
 

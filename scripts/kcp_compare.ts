@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { type KcpScenarioResult, runKcpScenario } from "../lib/reliable/kcp_scenario.ts";
+import { type KcpScenarioResult, runKcpScenario } from "./_kcp_scenario.ts";
 import {
   LOW_LATENCY_CHANNEL_OPTIONS,
   type ReliableChannelOptions,

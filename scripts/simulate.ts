@@ -11,7 +11,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { BUILT_IN_SCENARIOS } from "../lib/driver/built_in_scenarios.ts";
+import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
 import {
   describeClients,
   type ImpairmentOverrides,
@@ -21,14 +21,19 @@ import {
   type RunSummary,
   type Scenario,
   ScenarioError,
-} from "../lib/driver/scenario.ts";
+} from "../lib/sim/scenario.ts";
 import { errorLine, lowerFirstWord } from "../lib/error_line.ts";
-import { type KcpScenarioResult, runKcpScenario } from "../lib/reliable/kcp_scenario.ts";
+import { type KcpScenarioResult, runKcpScenario } from "./_kcp_scenario.ts";
 import {
   LOW_LATENCY_CHANNEL_OPTIONS,
   type ReliableChannelOptions,
 } from "../lib/reliable/reliable_channel.ts";
-import { integerFlag, rejectUnknownFlags, requireValues, UsageError } from "../lib/usage_error.ts";
+import {
+  integerFlag,
+  rejectUnknownFlags,
+  requireValues,
+  UsageError,
+} from "../lib/cli/usage_error.ts";
 
 const HELP = `deno task simulate: the Switchboard simulator
 

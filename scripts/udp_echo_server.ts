@@ -9,7 +9,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
-import { portFlag, rejectUnknownFlags, UsageError } from "../lib/usage_error.ts";
+import { portFlag, rejectUnknownFlags, UsageError } from "../lib/cli/usage_error.ts";
 
 // Room for any UDP payload, as the Switchboard server's socket has.
 const RECEIVE_BUFFER_BYTES = 65536;

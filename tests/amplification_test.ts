@@ -10,7 +10,7 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import fc from "fast-check";
-import { ServerDriver } from "../lib/driver/server_driver.ts";
+import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { Registry } from "../lib/server/registry.ts";
 import { serverStatusText } from "../lib/server/server_status_text.ts";

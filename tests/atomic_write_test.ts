@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { fromFileUrl, join } from "@std/path";
-import { atomicWriteFile, removeStaleTempFiles } from "../lib/driver/atomic_write.ts";
+import { atomicWriteFile, removeStaleTempFiles } from "../lib/io/atomic_write.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "switchboard_atomic_" });
@@ -76,7 +76,7 @@ Deno.test("atomicWriteFile() never leaves a torn file when the writer is killed"
   const versions = ["A", "B"].map((v) => JSON.stringify({ version: v, fill: v.repeat(size) }));
   const kills = 20;
   const config = fromFileUrl(new URL("../deno.json", import.meta.url));
-  const moduleUrl = new URL("../lib/driver/atomic_write.ts", import.meta.url).href;
+  const moduleUrl = new URL("../lib/io/atomic_write.ts", import.meta.url).href;
 
   await withTempDir(async (dir) => {
     const path = join(dir, "registry.json");

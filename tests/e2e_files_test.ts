@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";

@@ -9,9 +9,9 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { join } from "@std/path";
-import { ClientDriver } from "../lib/driver/client_driver.ts";
-import { ServerDriver, type ServerLimits } from "../lib/driver/server_driver.ts";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { ClientDriver } from "../lib/io/client_driver.ts";
+import { ServerDriver, type ServerLimits } from "../lib/io/server_driver.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import {

@@ -15,7 +15,7 @@ import {
 } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
-import { partialPath } from "../lib/driver/transfer_files.ts";
+import { partialPath } from "../lib/io/transfer_disk.ts";
 import {
   assertOneErrorLine,
   type DescribeOptions,

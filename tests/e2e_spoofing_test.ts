@@ -8,9 +8,9 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
-import { ServerDriver } from "../lib/driver/server_driver.ts";
+import { ServerDriver } from "../lib/io/server_driver.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { dirname, join } from "@std/path";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import {
   CLIENT_PATH,

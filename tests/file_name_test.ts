@@ -8,7 +8,7 @@ import {
   MAX_FILE_NAME_CHARS,
   numberedName,
 } from "../lib/wire/file_name.ts";
-import { partialPath } from "../lib/driver/transfer_files.ts";
+import { partialPath } from "../lib/io/transfer_disk.ts";
 
 Deno.test("fileNameProblem() accepts valid names", () => {
   const valid = [

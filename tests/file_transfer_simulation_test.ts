@@ -16,9 +16,9 @@ import {
   PEER_CHANNEL_OPTIONS,
 } from "../lib/client/client_core.ts";
 import { parseCommand } from "../lib/client/command.ts";
-import { type SimClient, Simulation } from "../lib/driver/simulation.ts";
+import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
-import type { Impairment } from "../lib/transport/sim_network.ts";
+import type { Impairment } from "../lib/sim/sim_network.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
 
 const FILE = "tests/file_transfer_simulation_test.ts";

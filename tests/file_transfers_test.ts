@@ -15,7 +15,7 @@ import {
 import type { FilePayload, PeerSession, PeerState } from "../lib/client/peer_session.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import type { CommandResult } from "../lib/client/client_core.ts";
-import { type SimClient, Simulation } from "../lib/driver/simulation.ts";
+import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
 

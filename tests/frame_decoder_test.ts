@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "@std/assert";
 import fc from "fast-check";
-import { encodeFrame, FrameDecoder } from "../lib/transport/frame_decoder.ts";
+import { encodeFrame, FrameDecoder } from "../lib/wire/frame_decoder.ts";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { MAX_FRAME_BYTES } from "../lib/wire/messages.ts";
 import { ProtocolError } from "../lib/wire/protocol_error.ts";

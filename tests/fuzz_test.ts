@@ -10,7 +10,7 @@
 import * as net from "node:net";
 import { assert, assertEquals, assertGreater, assertLess } from "@std/assert";
 import { fromFileUrl } from "@std/path";
-import { FrameDecoder } from "../lib/transport/frame_decoder.ts";
+import { FrameDecoder } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage } from "../lib/wire/codec.ts";
 import { ProtocolError } from "../lib/wire/protocol_error.ts";
 import { FastRandom, FuzzCorpus, variantForSend } from "../scripts/_fuzz_corpus.ts";

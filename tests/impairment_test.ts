@@ -8,12 +8,8 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 import { SeededRandom } from "../lib/random.ts";
-import {
-  ImpairedRelay,
-  LISTEN_SOCKET,
-  type RelayDatagram,
-} from "../lib/transport/impaired_relay.ts";
-import { type Impairment, NO_IMPAIRMENT } from "../lib/transport/sim_network.ts";
+import { ImpairedRelay, LISTEN_SOCKET, type RelayDatagram } from "../lib/sim/impaired_relay.ts";
+import { type Impairment, NO_IMPAIRMENT } from "../lib/sim/sim_network.ts";
 import { assertOneErrorLine, describeRun, RunningProgram, runProgram } from "./_processes.ts";
 
 const PROXY_PATH = fromFileUrl(new URL("../scripts/impair_proxy.ts", import.meta.url));

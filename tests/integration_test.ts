@@ -8,11 +8,11 @@ import {
 import { join } from "@std/path";
 import type { ClientEvent, CommandResult } from "../lib/client/client_core.ts";
 import type { Via } from "../lib/client/server_session.ts";
-import { ClientDriver } from "../lib/driver/client_driver.ts";
-import { REGISTRY_FILE } from "../lib/driver/registry_file.ts";
-import { findIdentity, loadIdentities } from "../lib/driver/identity_file.ts";
-import { type ServerConfig, ServerDriver } from "../lib/driver/server_driver.ts";
-import { saveUsers, UsersFile } from "../lib/driver/users_file.ts";
+import { ClientDriver } from "../lib/io/client_driver.ts";
+import { REGISTRY_FILE } from "../lib/io/registry_file.ts";
+import { findIdentity, loadIdentities } from "../lib/io/identity_file.ts";
+import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
+import { saveUsers, UsersFile } from "../lib/io/users_file.ts";
 import { hashPassword } from "../lib/server/password_hash.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
 import { encodeMessage } from "../lib/wire/codec.ts";

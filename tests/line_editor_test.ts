@@ -1,5 +1,5 @@
 import { assertEquals } from "@std/assert";
-import { displayWidth, LineEditor } from "../lib/client/line_editor.ts";
+import { displayWidth, LineEditor } from "../lib/cli/line_editor.ts";
 
 const ERASE = "\r\x1b[J";
 

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
 import { getLogger } from "@logtape/logtape";
-import { LOG_LEVELS, setupLogging } from "../lib/logging.ts";
+import { LOG_LEVELS, setupLogging } from "../lib/io/logging.ts";
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "switchboard_logging_" });

@@ -10,9 +10,9 @@ import { forSeeds, seeds } from "./_seeds.ts";
 import { assert, assertEquals } from "@std/assert";
 import { type CommandResult, PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
 import { parseCommand } from "../lib/client/command.ts";
-import { type SimClient, type SimPeerMessage, Simulation } from "../lib/driver/simulation.ts";
+import { type SimClient, type SimPeerMessage, Simulation } from "../lib/sim/simulation.ts";
 import { DEFAULT_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
-import type { Impairment } from "../lib/transport/sim_network.ts";
+import type { Impairment } from "../lib/sim/sim_network.ts";
 
 const CLEAN: Impairment = { loss: 0, duplicate: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 5 };
 

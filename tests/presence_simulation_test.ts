@@ -7,9 +7,9 @@
 import { forSeeds } from "./_seeds.ts";
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import type { ClientEvent } from "../lib/client/client_core.ts";
-import { type SimClient, Simulation, type SimulationOptions } from "../lib/driver/simulation.ts";
+import { type SimClient, Simulation, type SimulationOptions } from "../lib/sim/simulation.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
-import type { Impairment } from "../lib/transport/sim_network.ts";
+import type { Impairment } from "../lib/sim/sim_network.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 
 /** 5 to 40 ms one way, no loss: for setting a scene up. */

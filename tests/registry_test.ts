@@ -11,7 +11,7 @@ import {
   REGISTRY_FILE,
   RegistryFileError,
   saveRegistry,
-} from "../lib/driver/registry_file.ts";
+} from "../lib/io/registry_file.ts";
 import { Registry, RegistryFormatError, type RegistryRecord } from "../lib/server/registry.ts";
 import { ReplayCache } from "../lib/server/replay_cache.ts";
 import type { Reply } from "../lib/wire/messages.ts";

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "@std/assert";
-import { runKcpScenario } from "../lib/reliable/kcp_scenario.ts";
+import { runKcpScenario } from "../scripts/_kcp_scenario.ts";
 import { LOW_LATENCY_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
 
 // KCP's fast mode on this test: average RTT 136-141 ms, maximum 347-404 ms.

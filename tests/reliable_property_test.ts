@@ -13,7 +13,7 @@ import {
   type ReliableChannelOptions,
 } from "../lib/reliable/reliable_channel.ts";
 import type { Segment } from "../lib/reliable/segment.ts";
-import { type Impairment, SimNetwork } from "../lib/transport/sim_network.ts";
+import { type Impairment, SimNetwork } from "../lib/sim/sim_network.ts";
 
 const A = "10.0.0.1:4000";
 const B = "10.0.0.2:4000";

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import { fromFileUrl } from "@std/path";
-import { BUILT_IN_SCENARIOS } from "../lib/driver/built_in_scenarios.ts";
+import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
 import {
   checkInvariants,
   checkPeerMessages,
@@ -18,8 +18,8 @@ import {
   ScenarioError,
   type Step,
   withOverrides,
-} from "../lib/driver/scenario.ts";
-import type { SimPeerMessage } from "../lib/driver/simulation.ts";
+} from "../lib/sim/scenario.ts";
+import type { SimPeerMessage } from "../lib/sim/simulation.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 import { main } from "../scripts/simulate.ts";
 import { CONFIG_PATH } from "./_processes.ts";

@@ -10,7 +10,7 @@ import {
   NO_IMPAIRMENT,
   SimNetwork,
   type SimPacket,
-} from "../lib/transport/sim_network.ts";
+} from "../lib/sim/sim_network.ts";
 
 const A = "127.0.0.1:3000";
 const A_TCP = "127.0.0.1:3001";

@@ -8,8 +8,8 @@
  * @module
  */
 import { assert, assertEquals } from "@std/assert";
-import { BUILT_IN_SCENARIOS } from "../lib/driver/built_in_scenarios.ts";
-import { type ImpairmentOverrides, parseScenario, runScenario } from "../lib/driver/scenario.ts";
+import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
+import { type ImpairmentOverrides, parseScenario, runScenario } from "../lib/sim/scenario.ts";
 
 interface Profile {
   scenario: string;

@@ -6,8 +6,8 @@
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
-import { type SimClient, Simulation } from "../lib/driver/simulation.ts";
-import type { Impairment } from "../lib/transport/sim_network.ts";
+import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import type { Impairment } from "../lib/sim/sim_network.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 
 const PROFILES: Record<string, Impairment> = {

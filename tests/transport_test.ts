@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "@std/assert";
-import { encodeFrame } from "../lib/transport/frame_decoder.ts";
-import { FramedConnection } from "../lib/transport/framed_connection.ts";
-import { type Datagram, UdpSocket } from "../lib/transport/udp_socket.ts";
+import { encodeFrame } from "../lib/wire/frame_decoder.ts";
+import { FramedConnection } from "../lib/io/framed_connection.ts";
+import { type Datagram, UdpSocket } from "../lib/io/udp_socket.ts";
 import { MAX_DATAGRAM_BYTES, MAX_FRAME_BYTES } from "../lib/wire/messages.ts";
 import { ProtocolError } from "../lib/wire/protocol_error.ts";
 

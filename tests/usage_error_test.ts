@@ -1,6 +1,6 @@
 import { assertThrows } from "@std/assert";
 import { parseArgs } from "@std/cli/parse-args";
-import { rejectSwitchValues, requireValues, UsageError } from "../lib/usage_error.ts";
+import { rejectSwitchValues, requireValues, UsageError } from "../lib/cli/usage_error.ts";
 
 function check(args: string[]): void {
   requireValues(args, parseArgs(args, { string: ["udp-port", "name"] }), ["udp-port", "name"]);

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { join, toFileUrl } from "@std/path";
-import { USER_HELP, userCommand, type UserCommandIo } from "../lib/driver/user_command.ts";
-import { loadUsers } from "../lib/driver/users_file.ts";
+import { USER_HELP, userCommand, type UserCommandIo } from "../lib/cli/user_command.ts";
+import { loadUsers } from "../lib/io/users_file.ts";
 import { verifyPassword } from "../lib/server/password_hash.ts";
 import { CONFIG_PATH, runProgram, SERVER_PATH } from "./_processes.ts";
 
@@ -372,7 +372,7 @@ Deno.test("userCommand() rejects bad usage with exit 2 and one line", async (t) 
 Deno.test("userCommand() as a process: piped password, default ./data, list", async () => {
   await withTempDir(async (dir) => {
     const script = join(dir, "user_main.ts");
-    const module = toFileUrl(join(import.meta.dirname!, "..", "lib", "driver", "user_command.ts"));
+    const module = toFileUrl(join(import.meta.dirname!, "..", "lib", "cli", "user_command.ts"));
     await Deno.writeTextFile(
       script,
       `import { userCommand } from ${JSON.stringify(module.href)};\n` +

@@ -13,7 +13,7 @@ import {
   type UserRecord,
   UsersFile,
   UsersFileError,
-} from "../lib/driver/users_file.ts";
+} from "../lib/io/users_file.ts";
 import { hashPassword, verifyPassword } from "../lib/server/password_hash.ts";
 
 const HASH = await hashPassword("correct horse battery staple", {

@@ -1,7 +1,7 @@
 /**
  * The registry: every registered client by name, as kept in memory and as
  * stored in `registrations.json`. Pure data; reading and writing the file is
- * the driver's job (`lib/driver/registry_file.ts`).
+ * the driver's job (`lib/io/registry_file.ts`).
  *
  * @module
  */

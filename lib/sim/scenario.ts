@@ -64,9 +64,10 @@
  */
 import { type Command, CommandError, parseCommand, splitArgs } from "../client/command.ts";
 import type { CommandResult } from "../client/client_core.ts";
-import { type Impairment, impairmentProblem, type NetworkStats } from "../transport/sim_network.ts";
+import { type Impairment, impairmentProblem, type NetworkStats } from "./sim_network.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { lowerFirstWord } from "../error_line.ts";
+import { DEFAULT_LEASE_MS } from "../server/server_core.ts";
 import { type SimClient, type SimPeerMessage, Simulation } from "./simulation.ts";
 
 /** The server's host in the simulation, as partitions name it. */
@@ -80,9 +81,6 @@ export const DEFAULT_IMPAIRMENT: Impairment = {
   minDelayMs: 5,
   maxDelayMs: 40,
 };
-
-/** The product's session lease, which scenarios use unless they say `lease`. */
-export const DEFAULT_LEASE_MS = 30_000;
 
 /** How long the final settle may take, virtual ms. */
 const FINAL_SETTLE_MS = 10 * 60_000;

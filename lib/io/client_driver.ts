@@ -8,7 +8,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
-import { placeWithoutOverwriting, TransferFiles } from "./transfer_files.ts";
+import { placeWithoutOverwriting, TransferDisk } from "./transfer_disk.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
@@ -24,8 +24,8 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
-import { FramedConnection } from "../transport/framed_connection.ts";
-import { UdpSocket } from "../transport/udp_socket.ts";
+import { FramedConnection } from "./framed_connection.ts";
+import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import { toHex } from "../hex.ts";
 import {
@@ -164,7 +164,7 @@ export class ClientDriver {
   /** UDP sends not yet completed, and what `close` waits on for them to reach 0. */
   #udpSending = 0;
   #udpSendsDone: PromiseWithResolvers<void> | undefined;
-  #transferFiles: TransferFiles;
+  #transferFiles: TransferDisk;
 
   private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
     this.#config = config;
@@ -189,7 +189,7 @@ export class ClientDriver {
       work();
       this.#drain();
     };
-    this.#transferFiles = new TransferFiles(config.downloadDir ?? "./downloads", {
+    this.#transferFiles = new TransferDisk(config.downloadDir ?? "./downloads", {
       read: (id, offset, data) => after(() => core.fileRead(now(), id, offset, data)),
       ready: (id, offset) => after(() => core.fileReceiveReady(now(), id, offset)),
       written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),

@@ -33,8 +33,8 @@ import {
   RateLimiter,
 } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
-import { FramedConnection } from "../transport/framed_connection.ts";
-import { UdpSocket } from "../transport/udp_socket.ts";
+import { FramedConnection } from "./framed_connection.ts";
+import { UdpSocket } from "./udp_socket.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -44,7 +44,7 @@ import {
 } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
-import { FileStore, FileStoreError, type Upload } from "./file_store.ts";
+import { BlobStore, BlobStoreError, type Upload } from "./blob_store.ts";
 import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
@@ -169,7 +169,7 @@ export class ServerDriver {
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
-  #store: FileStore;
+  #store: BlobStore;
   #uploads = new Map<number, Promise<Upload | undefined>>();
   #uploadConn = new Map<number, number>();
   #connWrites = new Map<number, Promise<unknown>>();
@@ -191,7 +191,7 @@ export class ServerDriver {
     udp: UdpSocket,
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
-    store: FileStore,
+    store: BlobStore,
   ) {
     this.#lock = lock;
     this.#store = store;
@@ -236,12 +236,12 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
-    let store: FileStore;
+    let store: BlobStore;
     let users: UsersFile | undefined;
     try {
       registry = await loadRegistry(config.dataDir);
       if (config.auth === "password") users = await loadUsers(usersPath(config));
-      store = await FileStore.open(config.dataDir);
+      store = await BlobStore.open(config.dataDir);
       udp = bind(
         "udp",
         config.host,
@@ -750,12 +750,12 @@ export class ServerDriver {
         // The connection counts as busy (not idle) until the file is stored.
         return this.#track(
           upload.then(async (u) => {
-            if (u === undefined) throw new FileStoreError("io", "the file could not be created");
+            if (u === undefined) throw new BlobStoreError("io", "the file could not be created");
             return await u.commit({ size: out.size, sha256: out.sha256 });
           }).then(
             (file) => this.#core.uploadDone(out.id, { ok: true, file }),
             (error) => {
-              const mismatch = error instanceof FileStoreError &&
+              const mismatch = error instanceof BlobStoreError &&
                 (error.code === "checksum_mismatch" || error.code === "size_mismatch");
               if (!mismatch) log.error("Storing a file failed: {error}", { error });
               this.#core.uploadDone(out.id, {

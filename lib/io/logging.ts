@@ -1,7 +1,7 @@
 import { getRotatingFileSink } from "@logtape/file";
 import { configure, dispose, type FormattedValues, getTextFormatter } from "@logtape/logtape";
 import { join } from "@std/path";
-import { printable } from "./printable.ts";
+import { printable } from "../printable.ts";
 
 /** The log levels `--log-level` accepts, from most to least verbose. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;

@@ -1,12 +1,12 @@
 /**
- * TransferFiles on a real file system: chunks cut from blocks read ahead,
+ * TransferDisk on a real file system: chunks cut from blocks read ahead,
  * chunks gathered into blocks before they are written, and what is staged
  * reaching the partial file when a transfer stops or the client closes.
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
-import { FILE_BLOCK_BYTES, partialPath, TransferFiles } from "../lib/driver/transfer_files.ts";
+import { FILE_BLOCK_BYTES, partialPath, TransferDisk } from "../lib/io/transfer_disk.ts";
 import type { FileOperation } from "../lib/client/client_core.ts";
 import type { FileFailure } from "../lib/client/file_transfers.ts";
 import { toHex } from "../lib/hex.ts";
@@ -26,15 +26,15 @@ function receiveBegin(id: number, name: string, size: number, sha256: string): F
   return { type: "receive_begin", id, peer: "Alice", name, size, sha256 };
 }
 
-/** Everything a TransferFiles reported, in order. */
+/** Everything a TransferDisk reported, in order. */
 class Reports {
   reads: { id: number; offset: number; data: Uint8Array }[] = [];
   ready: { id: number; offset: number }[] = [];
   written: { id: number; upTo: number }[] = [];
   received: { id: number; path: string }[] = [];
   failed: { id: number; problem: string; failure: FileFailure }[] = [];
-  files(dir: string): TransferFiles {
-    return new TransferFiles(dir, {
+  files(dir: string): TransferDisk {
+    return new TransferDisk(dir, {
       // A copy: the driver's data is a view valid for the call.
       read: (id, offset, data) => this.reads.push({ id, offset, data: data.slice() }),
       ready: (id, offset) => this.ready.push({ id, offset }),
@@ -45,7 +45,7 @@ class Reports {
   }
 }
 
-Deno.test("TransferFiles reads a file in chunks, in order and after a jump back", async () => {
+Deno.test("TransferDisk reads a file in chunks, in order and after a jump back", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const data = content(2 * FILE_BLOCK_BYTES + 12_345);
@@ -70,7 +70,7 @@ Deno.test("TransferFiles reads a file in chunks, in order and after a jump back"
   }
 });
 
-Deno.test("TransferFiles reports a file that became shorter than a chunk asked for", async () => {
+Deno.test("TransferDisk reports a file that became shorter than a chunk asked for", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const path = join(dir, "send.bin");
@@ -84,7 +84,7 @@ Deno.test("TransferFiles reports a file that became shorter than a chunk asked f
   assertStringIncludes(reports.failed[0].problem, "became shorter");
 });
 
-Deno.test("TransferFiles writes chunks gathered in blocks and places the checked file", async () => {
+Deno.test("TransferDisk writes chunks gathered in blocks and places the checked file", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const data = content(FILE_BLOCK_BYTES * 2 + 777);
@@ -109,7 +109,7 @@ Deno.test("TransferFiles writes chunks gathered in blocks and places the checked
   assertEquals(ups, [...ups].sort((a, b) => a - b));
 });
 
-Deno.test("TransferFiles keeps what is staged in the partial file when a transfer stops", async () => {
+Deno.test("TransferDisk keeps what is staged in the partial file when a transfer stops", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const data = content(FILE_BLOCK_BYTES + 5 * CHUNK);
@@ -144,7 +144,7 @@ Deno.test("TransferFiles keeps what is staged in the partial file when a transfe
   assertEquals(await Deno.readFile(join(dir, "big.bin")), data);
 });
 
-Deno.test("TransferFiles.close() writes what is staged into the partial file", async () => {
+Deno.test("TransferDisk.close() writes what is staged into the partial file", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const data = content(3 * CHUNK);
@@ -158,7 +158,7 @@ Deno.test("TransferFiles.close() writes what is staged into the partial file", a
   assertEquals(reports.written.at(-1), { id: 6, upTo: data.length });
 });
 
-Deno.test("TransferFiles removes a file whose SHA-256 does not match, staged data included", async () => {
+Deno.test("TransferDisk removes a file whose SHA-256 does not match, staged data included", async () => {
   await using temp = await tempDir("switchboard_files_");
   const dir = temp.path;
   const data = content(2 * CHUNK);

@@ -17,7 +17,7 @@
  * validation cannot escape the directory. A replacement is written to a new
  * blob and the index switched over atomically before the old blob is
  * removed, so a crash at any instant leaves either the old or the new file,
- * with an index that matches it; {@link FileStore.open} clears what a crash
+ * with an index that matches it; {@link BlobStore.open} clears what a crash
  * left behind.
  *
  * @module
@@ -46,7 +46,7 @@ const UPLOAD_PREFIX = ".upload-";
 const UPLOAD_SUFFIX = ".part";
 const FILE_MODE = 0o600;
 
-/** What a caller may expect to catch from a {@link FileStore}. */
+/** What a caller may expect to catch from a {@link BlobStore}. */
 export type FileStoreErrorCode =
   | "invalid_name"
   | "not_found"
@@ -59,7 +59,7 @@ export type FileStoreErrorCode =
  * A failed file store operation. Messages are one sentence that may be shown
  * to the user concerned: they name the file, never a path on the server.
  */
-export class FileStoreError extends Error {
+export class BlobStoreError extends Error {
   /** Why the operation failed. */
   readonly code: FileStoreErrorCode;
 
@@ -72,7 +72,7 @@ export class FileStoreError extends Error {
    */
   constructor(code: FileStoreErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
-    this.name = "FileStoreError";
+    this.name = "BlobStoreError";
     this.code = code;
   }
 }
@@ -89,7 +89,7 @@ export interface FileInfo {
   readonly uploadedAt: string;
 }
 
-/** An upload in progress, from {@link FileStore.beginUpload}. */
+/** An upload in progress, from {@link BlobStore.beginUpload}. */
 export interface Upload {
   /** The owner, as passed to `beginUpload`. */
   readonly user: string;
@@ -102,7 +102,7 @@ export interface Upload {
    * call order, and the chunk may be reused as soon as the call returns.
    *
    * @param chunk the next bytes of the file
-   * @throws {FileStoreError} `aborted` after `abort()` or a failed commit, `io` if the disk fails
+   * @throws {BlobStoreError} `aborted` after `abort()` or a failed commit, `io` if the disk fails
    */
   write(chunk: Uint8Array): Promise<void>;
   /**
@@ -112,14 +112,14 @@ export interface Upload {
    *
    * @param expected the size and SHA-256 (hex) the sender announced
    * @returns the stored file
-   * @throws {FileStoreError} `size_mismatch`, `checksum_mismatch`, `aborted` or `io`
+   * @throws {BlobStoreError} `size_mismatch`, `checksum_mismatch`, `aborted` or `io`
    */
   commit(expected: { size: number; sha256: string }): Promise<FileInfo>;
   /** Discards the upload; safe to call at any time, any number of times. */
   abort(): Promise<void>;
 }
 
-/** A stored file opened for download, from {@link FileStore.openRead}. */
+/** A stored file opened for download, from {@link BlobStore.openRead}. */
 export interface FileDownload extends AsyncIterable<Uint8Array> {
   /** The file being read. */
   readonly info: FileInfo;
@@ -127,13 +127,13 @@ export interface FileDownload extends AsyncIterable<Uint8Array> {
   close(): void;
 }
 
-/** Options for {@link FileStore.open}. */
+/** Options for {@link BlobStore.open}. */
 export interface FileStoreOptions {
   /** Where upload times come from; the system clock by default. */
   clock?: Clock;
 }
 
-/** Options for {@link FileStore.openRead}. */
+/** Options for {@link BlobStore.openRead}. */
 export interface ReadOptions {
   /** Largest chunk to yield, in bytes; {@link DEFAULT_READ_CHUNK} by default. */
   chunkSize?: number;
@@ -160,19 +160,19 @@ interface IndexJson {
 
 /**
  * Per-user file storage on disk: upload, list, download, delete. Quotas are
- * the caller's business; {@link FileStore.usage} tells it what is stored.
+ * the caller's business; {@link BlobStore.usage} tells it what is stored.
  *
  * @example
  * ```ts
- * const store = await FileStore.open("./data");
+ * const store = await BlobStore.open("./data");
  * const upload = await store.beginUpload("alice", "notes.txt");
  * await upload.write(new TextEncoder().encode("hello"));
  * await upload.commit({ size: 5, sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" });
  * store.list("alice"); // [{ name: "notes.txt", size: 5, ... }]
  * ```
  */
-export class FileStore {
-  /** What {@link FileStore.open} cleaned up or set aside, one line each, for the log. */
+export class BlobStore {
+  /** What {@link BlobStore.open} cleaned up or set aside, one line each, for the log. */
   readonly cleanup: readonly string[];
   readonly #root: string;
   readonly #clock: Clock;
@@ -197,18 +197,18 @@ export class FileStore {
    * @param dataDir the data directory
    * @param options the clock for upload times
    * @returns the store; its `cleanup` lists what was cleared
-   * @throws {FileStoreError} `io` if the directory cannot be created or read
+   * @throws {BlobStoreError} `io` if the directory cannot be created or read
    *
    * @example
    * ```ts
-   * const store = await FileStore.open("./data");
+   * const store = await BlobStore.open("./data");
    * for (const line of store.cleanup) console.warn(line);
    * ```
    */
-  static async open(dataDir: string, options: FileStoreOptions = {}): Promise<FileStore> {
+  static async open(dataDir: string, options: FileStoreOptions = {}): Promise<BlobStore> {
     const root = join(dataDir, FILES_DIR);
     const cleanup: string[] = [];
-    const store = new FileStore(root, options.clock ?? systemClock, cleanup);
+    const store = new BlobStore(root, options.clock ?? systemClock, cleanup);
     try {
       await Deno.mkdir(root, { recursive: true });
       const dirs: string[] = [];
@@ -217,8 +217,8 @@ export class FileStore {
       }
       for (const dir of dirs.sort()) await store.#load(dir, cleanup);
     } catch (error) {
-      const cause = error instanceof FileStoreError && error.cause ? error.cause : error;
-      throw new FileStoreError("io", `Cannot open the file store in ${root}: ${describe(cause)}`, {
+      const cause = error instanceof BlobStoreError && error.cause ? error.cause : error;
+      throw new BlobStoreError("io", `Cannot open the file store in ${root}: ${describe(cause)}`, {
         cause,
       });
     }
@@ -299,13 +299,13 @@ export class FileStore {
    * @param user the owner's name
    * @param name the file name (see `fileNameProblem`)
    * @returns the upload, to write to and then commit or abort
-   * @throws {FileStoreError} `invalid_name` for a bad name, `io` if the disk fails
-   * @throws {TypeError} after {@link FileStore.close}
+   * @throws {BlobStoreError} `invalid_name` for a bad name, `io` if the disk fails
+   * @throws {TypeError} after {@link BlobStore.close}
    */
   async beginUpload(user: string, name: string): Promise<Upload> {
     if (this.#closed) throw new TypeError("The file store is closed");
     const problem = fileNameProblem(name);
-    if (problem !== undefined) throw new FileStoreError("invalid_name", problem);
+    if (problem !== undefined) throw new BlobStoreError("invalid_name", problem);
     const key = nameKey(user);
     const dir = join(this.#root, userDirName(key));
     return await this.#withLock(key, async () => {
@@ -342,7 +342,7 @@ export class FileStore {
    * @param name the file name, in any case
    * @param options the largest chunk to yield
    * @returns the open file: iterate it for chunks, or close it
-   * @throws {FileStoreError} `not_found` if there is no such file, `io` if it cannot be opened
+   * @throws {BlobStoreError} `not_found` if there is no such file, `io` if it cannot be opened
    *
    * @example
    * ```ts
@@ -377,7 +377,7 @@ export class FileStore {
    * @param user the owner's name
    * @param name the file name, in any case
    * @returns the content
-   * @throws {FileStoreError} `not_found` or `io`
+   * @throws {BlobStoreError} `not_found` or `io`
    */
   async readAll(user: string, name: string): Promise<Uint8Array> {
     const download = await this.openRead(user, name);
@@ -396,7 +396,7 @@ export class FileStore {
    * @param user the owner's name
    * @param name the file name, in any case
    * @returns true if it was deleted, false if there was no such file
-   * @throws {FileStoreError} `io` if the index cannot be written
+   * @throws {BlobStoreError} `io` if the index cannot be written
    */
   async delete(user: string, name: string): Promise<boolean> {
     const key = nameKey(user);
@@ -420,7 +420,7 @@ export class FileStore {
    *
    * @param user the owner's name
    * @returns how many stored files were deleted
-   * @throws {FileStoreError} `io` if the directory cannot be removed
+   * @throws {BlobStoreError} `io` if the directory cannot be removed
    */
   async deleteUser(user: string): Promise<number> {
     const key = nameKey(user);
@@ -465,7 +465,7 @@ export class FileStore {
     const dir = join(this.#root, userDirName(key));
     return await this.#withLock(key, async () => {
       if (!this.#uploads.get(key)?.has(upload)) {
-        throw new FileStoreError(
+        throw new BlobStoreError(
           "aborted",
           `The upload of ${quote(upload.name)} was cancelled: the user's files were deleted`,
         );
@@ -673,7 +673,7 @@ class UploadImpl implements Upload {
       await this.#writes;
       if (this.#writeError !== undefined) throw this.#writeError;
       if (expected.size !== this.#size) {
-        throw new FileStoreError(
+        throw new BlobStoreError(
           "size_mismatch",
           `File ${
             quote(this.name)
@@ -682,7 +682,7 @@ class UploadImpl implements Upload {
       }
       const digest = toHex(this.#hash.digest());
       if (String(expected.sha256).toLowerCase() !== digest) {
-        throw new FileStoreError(
+        throw new BlobStoreError(
           "checksum_mismatch",
           `File ${quote(this.name)} does not match its announced SHA-256 checksum`,
         );
@@ -728,8 +728,8 @@ class UploadImpl implements Upload {
     this.#file = undefined;
   }
 
-  #notOpen(): FileStoreError {
-    return new FileStoreError(
+  #notOpen(): BlobStoreError {
+    return new BlobStoreError(
       "aborted",
       `The upload of ${quote(this.name)} is ${
         this.#state === "done" ? "already committed" : "no longer open"
@@ -773,7 +773,7 @@ class Download implements FileDownload {
             throw ioError(`Cannot read file ${quote(this.info.name)}`, error);
           }
           if (n === null) {
-            throw new FileStoreError(
+            throw new BlobStoreError(
               "io",
               `Cannot read file ${
                 quote(this.info.name)
@@ -854,17 +854,17 @@ function quote(text: string): string {
   return `"${printable(text)}"`;
 }
 
-function notFound(name: string): FileStoreError {
-  return new FileStoreError("not_found", `File ${quote(name)} was not found`);
+function notFound(name: string): BlobStoreError {
+  return new BlobStoreError("not_found", `File ${quote(name)} was not found`);
 }
 
 /** Wraps an OS error without its message, which would show paths on the server. */
-function ioError(what: string, cause: unknown): FileStoreError {
-  if (cause instanceof FileStoreError) return cause;
+function ioError(what: string, cause: unknown): BlobStoreError {
+  if (cause instanceof BlobStoreError) return cause;
   const kind = isNoSpace(cause)
     ? "the server's disk is full"
     : "a storage error occurred on the server";
-  return new FileStoreError("io", `${what}: ${kind}`, { cause });
+  return new BlobStoreError("io", `${what}: ${kind}`, { cause });
 }
 
 function isNoSpace(error: unknown): boolean {

@@ -33,7 +33,7 @@ import { nameKey } from "../wire/client_name.ts";
 import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
-import { type Impairment, SimNetwork } from "../transport/sim_network.ts";
+import { type Impairment, SimNetwork } from "./sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
 

@@ -2,7 +2,7 @@
  * The client's input line on a terminal, sans I/O: it takes what the user
  * types and what the program prints, and returns the exact text to write so
  * that output and a progress line appear above the prompt while the
- * half-typed command stays where it was. The driver (`lib/driver/terminal.ts`)
+ * half-typed command stays where it was. The driver (`lib/cli/terminal.ts`)
  * puts the terminal in cbreak mode and does the reading and writing.
  *
  * The screen's bottom block is the status line (a progress bar, when there is

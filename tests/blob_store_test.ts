@@ -3,23 +3,23 @@ import { sha256 } from "@noble/hashes/sha2";
 import { join } from "@std/path";
 import { VirtualClock } from "../lib/clock.ts";
 import {
+  BlobStore,
+  BlobStoreError,
   FILES_DIR,
-  FileStore,
-  FileStoreError,
   INDEX_FILE,
   type Upload,
-} from "../lib/driver/file_store.ts";
+} from "../lib/io/blob_store.ts";
 import { toHex } from "../lib/hex.ts";
 import { SeededRandom } from "../lib/random.ts";
 
 const T0 = Date.UTC(2024, 4, 1, 12, 0, 0);
 
 async function withStore(
-  fn: (store: FileStore, dataDir: string, clock: VirtualClock) => Promise<void>,
+  fn: (store: BlobStore, dataDir: string, clock: VirtualClock) => Promise<void>,
 ): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "switchboard_files_" });
   const clock = new VirtualClock(T0);
-  const store = await FileStore.open(dataDir, { clock });
+  const store = await BlobStore.open(dataDir, { clock });
   try {
     await fn(store, dataDir, clock);
   } finally {
@@ -37,7 +37,7 @@ function hashOf(data: Uint8Array): string {
 }
 
 async function upload(
-  store: FileStore,
+  store: BlobStore,
   user: string,
   name: string,
   data: Uint8Array,
@@ -71,13 +71,13 @@ async function userDir(dataDir: string): Promise<string> {
   return join(dataDir, FILES_DIR, dirs[0]);
 }
 
-async function assertCode(promise: Promise<unknown>, code: string): Promise<FileStoreError> {
-  const error = await assertRejects(() => promise, FileStoreError);
+async function assertCode(promise: Promise<unknown>, code: string): Promise<BlobStoreError> {
+  const error = await assertRejects(() => promise, BlobStoreError);
   assertEquals(error.code, code, error.message);
   return error;
 }
 
-Deno.test("FileStore round-trips a file uploaded in chunks", async () => {
+Deno.test("BlobStore round-trips a file uploaded in chunks", async () => {
   await withStore(async (store, dataDir) => {
     const data = bytes(150_001);
     const up = await store.beginUpload("Alice", "readings.csv");
@@ -116,12 +116,12 @@ Deno.test("FileStore round-trips a file uploaded in chunks", async () => {
   });
 });
 
-Deno.test("FileStore keeps files across a reopen", async () => {
+Deno.test("BlobStore keeps files across a reopen", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "b.txt", bytes(10, 2));
     await upload(store, "alice", "A.txt", bytes(0));
     await upload(store, "bob", "c.txt", bytes(5, 3));
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     assertEquals(again.cleanup, []);
     assertEquals(again.list("alice"), store.list("alice"));
     assertEquals(again.list("alice").map((f) => f.name), ["A.txt", "b.txt"]);
@@ -131,7 +131,7 @@ Deno.test("FileStore keeps files across a reopen", async () => {
   });
 });
 
-Deno.test("FileStore.beginUpload() replaces a file of the same name in any case", async () => {
+Deno.test("BlobStore.beginUpload() replaces a file of the same name in any case", async () => {
   await withStore(async (store, dataDir, clock) => {
     await upload(store, "alice", "report.csv", bytes(5000, 1));
     clock.advance(60_000);
@@ -179,7 +179,7 @@ Deno.test("Upload.commit() rejects a size mismatch and leaves nothing behind", a
     assertEquals(error.message, 'File "short.bin" arrived with 100 bytes, not the 101 announced');
     assertEquals(await listNames(await userDir(dataDir)), []);
     assertEquals(store.list("alice"), []);
-    assertEquals(await FileStore.open(dataDir).then((s) => s.cleanup.length), 0);
+    assertEquals(await BlobStore.open(dataDir).then((s) => s.cleanup.length), 0);
   });
 });
 
@@ -215,7 +215,7 @@ Deno.test("Upload.write() takes overlapping calls in order and copies the chunk"
   });
 });
 
-Deno.test("FileStore.delete() removes a file and its index entry", async () => {
+Deno.test("BlobStore.delete() removes a file and its index entry", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "a.txt", bytes(10));
     await upload(store, "alice", "b.txt", bytes(20));
@@ -229,11 +229,11 @@ Deno.test("FileStore.delete() removes a file and its index entry", async () => {
     assertEquals((await listNames(await userDir(dataDir))).length, 2);
     const error = await assertCode(store.openRead("alice", "a.txt"), "not_found");
     assertEquals(error.message, 'File "a.txt" was not found');
-    assertEquals((await FileStore.open(dataDir)).list("alice").map((f) => f.name), ["b.txt"]);
+    assertEquals((await BlobStore.open(dataDir)).list("alice").map((f) => f.name), ["b.txt"]);
   });
 });
 
-Deno.test("FileStore.openRead() reads the content it opened even if it is replaced", async () => {
+Deno.test("BlobStore.openRead() reads the content it opened even if it is replaced", async () => {
   await withStore(async (store) => {
     await upload(store, "alice", "f.bin", bytes(100_000, 1));
     const download = await store.openRead("alice", "f.bin", { chunkSize: 1000 });
@@ -248,7 +248,7 @@ Deno.test("FileStore.openRead() reads the content it opened even if it is replac
   });
 });
 
-Deno.test("FileStore.openRead() closes the file when the reader stops early or closes", async () => {
+Deno.test("BlobStore.openRead() closes the file when the reader stops early or closes", async () => {
   await withStore(async (store) => {
     await upload(store, "alice", "f.bin", bytes(10_000));
     const download = await store.openRead("alice", "f.bin", { chunkSize: 100 });
@@ -261,7 +261,7 @@ Deno.test("FileStore.openRead() closes the file when the reader stops early or c
   });
 });
 
-Deno.test("FileStore.openRead() rejects a bad chunk size", async () => {
+Deno.test("BlobStore.openRead() rejects a bad chunk size", async () => {
   await withStore(async (store) => {
     await upload(store, "alice", "f.bin", bytes(10));
     for (const chunkSize of [0, -1, 1.5, NaN]) {
@@ -270,7 +270,7 @@ Deno.test("FileStore.openRead() rejects a bad chunk size", async () => {
   });
 });
 
-Deno.test("FileStore keeps users apart", async () => {
+Deno.test("BlobStore keeps users apart", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "same.txt", bytes(10, 1));
     await upload(store, "bob", "same.txt", bytes(20, 2));
@@ -283,13 +283,13 @@ Deno.test("FileStore keeps users apart", async () => {
     assertEquals(store.list("alice"), []);
     assertEquals(await store.readAll("bob", "same.txt"), bytes(20, 2));
     assertEquals((await listNames(join(dataDir, FILES_DIR))).length, 1);
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     assertEquals(again.list("alice"), []);
     assertEquals(again.list("bob").length, 1);
   });
 });
 
-Deno.test("FileStore never uses a user's or file's raw name on disk", async () => {
+Deno.test("BlobStore never uses a user's or file's raw name on disk", async () => {
   await withStore(async (store, dataDir) => {
     const users = ["../../etc", "a/b", "..", "", "\0", "CON", "C:\\x", "é".repeat(300), "x\u202ey"];
     for (const user of users) await upload(store, user, "Ünïcödé name.txt", bytes(3));
@@ -302,13 +302,13 @@ Deno.test("FileStore never uses a user's or file's raw name on disk", async () =
     }
     assertEquals(paths.filter((p) => !p.includes("/")).length, users.length);
     for (const user of users) assertEquals(store.list(user).length, 1, JSON.stringify(user));
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     assertEquals(again.cleanup, []);
     for (const user of users) assertEquals(again.list(user).length, 1, JSON.stringify(user));
   });
 });
 
-Deno.test("FileStore.beginUpload() rejects invalid file names", async () => {
+Deno.test("BlobStore.beginUpload() rejects invalid file names", async () => {
   await withStore(async (store, dataDir) => {
     for (const name of ["../x", "..", "/etc/passwd", "a\\b", "C:x", ".hidden", "", "nul.txt"]) {
       const error = await assertCode(store.beginUpload("alice", name), "invalid_name");
@@ -318,7 +318,7 @@ Deno.test("FileStore.beginUpload() rejects invalid file names", async () => {
   });
 });
 
-Deno.test("FileStore keeps concurrent uploads of the same name apart: one wins whole", async () => {
+Deno.test("BlobStore keeps concurrent uploads of the same name apart: one wins whole", async () => {
   await withStore(async (store, dataDir) => {
     const random = new SeededRandom(4);
     for (let round = 0; round < 10; round++) {
@@ -353,7 +353,7 @@ Deno.test("FileStore keeps concurrent uploads of the same name apart: one wins w
   });
 });
 
-Deno.test("FileStore keeps the upload committed last, not the one begun last", async () => {
+Deno.test("BlobStore keeps the upload committed last, not the one begun last", async () => {
   await withStore(async (store) => {
     const early = await store.beginUpload("alice", "f.txt");
     const late = await store.beginUpload("alice", "F.TXT");
@@ -366,7 +366,7 @@ Deno.test("FileStore keeps the upload committed last, not the one begun last", a
   });
 });
 
-Deno.test("FileStore.deleteUser() cancels the user's uploads in progress", async () => {
+Deno.test("BlobStore.deleteUser() cancels the user's uploads in progress", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "old.txt", bytes(10));
     const open = await store.beginUpload("alice", "open.txt");
@@ -379,7 +379,7 @@ Deno.test("FileStore.deleteUser() cancels the user's uploads in progress", async
       committing.commit({ size: 5, sha256: hashOf(bytes(5)) }).catch((error) => error),
     ]);
     assertEquals(deleted, 1);
-    assert(late instanceof FileStoreError && late.code === "aborted", String(late));
+    assert(late instanceof BlobStoreError && late.code === "aborted", String(late));
     await assertCode(open.write(bytes(1)), "aborted");
     assertEquals(store.list("alice"), []);
     assertEquals(store.pendingUsage("alice"), 0);
@@ -389,10 +389,10 @@ Deno.test("FileStore.deleteUser() cancels the user's uploads in progress", async
   });
 });
 
-Deno.test("FileStore.close() aborts open uploads and refuses new ones", async () => {
+Deno.test("BlobStore.close() aborts open uploads and refuses new ones", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "switchboard_files_" });
   try {
-    const store = await FileStore.open(dataDir);
+    const store = await BlobStore.open(dataDir);
     const up = await store.beginUpload("alice", "x.bin");
     await up.write(bytes(10));
     await store.close();
@@ -406,7 +406,7 @@ Deno.test("FileStore.close() aborts open uploads and refuses new ones", async ()
   }
 });
 
-Deno.test("FileStore.open() cleans up what a crash left behind", async () => {
+Deno.test("BlobStore.open() cleans up what a crash left behind", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "keep.txt", bytes(10, 1));
     await upload(store, "alice", "lost.txt", bytes(20, 2));
@@ -433,7 +433,7 @@ Deno.test("FileStore.open() cleans up what a crash left behind", async () => {
     await Deno.writeTextFile(join(daveDir, INDEX_FILE), "{ not json");
     await Deno.writeTextFile(join(dataDir, FILES_DIR, "README"), "hello");
 
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     const cleanup = again.cleanup.join("\n");
     assertEquals(again.cleanup.length, 7, cleanup);
     assert(
@@ -470,21 +470,21 @@ Deno.test("FileStore.open() cleans up what a crash left behind", async () => {
     assert(top.includes("README"));
     assert(!top.includes(carolDir.slice(-64)));
     // Cleaning converges: a second open finds nothing to do.
-    assertEquals((await FileStore.open(dataDir)).cleanup, []);
+    assertEquals((await BlobStore.open(dataDir)).cleanup, []);
     // The fixed index is durable.
     const fixed = JSON.parse(await Deno.readTextFile(join(aliceDir, INDEX_FILE)));
     assertEquals(fixed.files.map((f: { name: string }) => f.name), ["keep.txt"]);
   });
 });
 
-Deno.test("FileStore.open() sets aside an index that belongs to another user", async () => {
+Deno.test("BlobStore.open() sets aside an index that belongs to another user", async () => {
   await withStore(async (store, dataDir) => {
     await upload(store, "alice", "a.txt", bytes(10));
     const dir = await userDir(dataDir);
     const index = JSON.parse(await Deno.readTextFile(join(dir, INDEX_FILE)));
     index.user = "mallory";
     await Deno.writeTextFile(join(dir, INDEX_FILE), JSON.stringify(index));
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     assertEquals(again.cleanup.length, 1);
     assert(again.cleanup[0].includes("belongs to another directory"), again.cleanup[0]);
     assertEquals(again.list("alice"), []);
@@ -492,12 +492,12 @@ Deno.test("FileStore.open() sets aside an index that belongs to another user", a
   });
 });
 
-Deno.test("FileStore handles file names that are special in JavaScript objects", async () => {
+Deno.test("BlobStore handles file names that are special in JavaScript objects", async () => {
   await withStore(async (store, dataDir) => {
     for (const name of ["__proto__", "constructor", "toString", "hasOwnProperty"]) {
       await upload(store, "alice", name, new TextEncoder().encode(name));
     }
-    const again = await FileStore.open(dataDir);
+    const again = await BlobStore.open(dataDir);
     assertEquals(again.list("alice").map((f) => f.name), [
       "__proto__",
       "constructor",
@@ -508,7 +508,7 @@ Deno.test("FileStore handles file names that are special in JavaScript objects",
   });
 });
 
-Deno.test("FileStoreError messages name the file, never a path on the server", async () => {
+Deno.test("BlobStoreError messages name the file, never a path on the server", async () => {
   await withStore(async (store, dataDir) => {
     const up = await store.beginUpload("alice", "a.txt");
     await up.write(bytes(3));

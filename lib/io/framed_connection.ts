@@ -5,7 +5,7 @@
  */
 import { MAX_FRAME_BYTES } from "../wire/messages.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
-import { encodeFrame, FrameDecoder, type FrameOptions } from "./frame_decoder.ts";
+import { encodeFrame, FrameDecoder, type FrameOptions } from "../wire/frame_decoder.ts";
 
 const READ_BUFFER_BYTES = 64 * 1024;
 

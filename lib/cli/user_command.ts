@@ -13,7 +13,7 @@ import {
   rejectUnknownFlags,
   requireValues,
   UsageError,
-} from "../usage_error.ts";
+} from "./usage_error.ts";
 import { nameProblem } from "../wire/client_name.ts";
 import {
   defaultUsersPath,
@@ -22,7 +22,7 @@ import {
   USERS_FILE,
   type UsersFile,
   UsersFileError,
-} from "./users_file.ts";
+} from "../io/users_file.ts";
 
 /** The help text of `switchboard-server user --help`. */
 export const USER_HELP = `switchboard-server user: manage the users of the server's password mode

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { MAX_FRAME_BYTES } from "../wire/messages.ts";
-import { ProtocolError } from "../wire/protocol_error.ts";
+import { MAX_FRAME_BYTES } from "./messages.ts";
+import { ProtocolError } from "./protocol_error.ts";
 
 /** Size of the length prefix that starts every frame. */
 export const FRAME_HEADER_BYTES = 4;

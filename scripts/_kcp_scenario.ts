@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { SeededRandom } from "../random.ts";
-import { ReliableChannel, type ReliableChannelOptions } from "./reliable_channel.ts";
-import type { Segment } from "./segment.ts";
+import { SeededRandom } from "../lib/random.ts";
+import { ReliableChannel, type ReliableChannelOptions } from "../lib/reliable/reliable_channel.ts";
+import type { Segment } from "../lib/reliable/segment.ts";
 
 /** The conditions of the KCP test; the defaults are KCP's. */
 export interface KcpScenarioOptions {

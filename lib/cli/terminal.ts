@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { LineEditor, type LineEditorOptions } from "../client/line_editor.ts";
+import { LineEditor, type LineEditorOptions } from "./line_editor.ts";
 
 const encoder = new TextEncoder();
 

@@ -86,7 +86,7 @@ export function partialPath(dir: string, name: string, sha256: string): string {
  *
  * @example
  * ```ts
- * const files = new TransferFiles("./downloads", {
+ * const files = new TransferDisk("./downloads", {
  *   read: (id, offset, data) => core.fileRead(now(), id, offset, data),
  *   ready: (id, offset) => core.fileReceiveReady(now(), id, offset),
  *   written: (id, upTo) => core.fileWritten(now(), id, upTo),
@@ -96,7 +96,7 @@ export function partialPath(dir: string, name: string, sha256: string): string {
  * files.run({ type: "read", id: 1, path: "a.bin", offset: 0, length: 32768 });
  * ```
  */
-export class TransferFiles {
+export class TransferDisk {
   #dir: string;
   #report: TransferReport;
   #sending = new Map<number, Sending>();
