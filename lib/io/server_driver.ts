@@ -22,16 +22,7 @@ import {
 import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { serverEventText } from "../server/server_event_text.ts";
-import {
-  type ConnectionLimitHit,
-  ConnectionLimits,
-  connectionLimitText,
-} from "../server/connection_limits.ts";
-import {
-  DEFAULT_RATE_LIMIT,
-  DEFAULT_SESSION_RATE_LIMIT,
-  RateLimiter,
-} from "../server/rate_limiter.ts";
+import type { ServerLimits } from "../server/admission.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
@@ -82,30 +73,7 @@ export interface ServerConfig {
   limits?: ServerLimits;
 }
 
-/**
- * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
- * off.
- */
-export interface ServerLimits {
-  /**
-   * UDP datagrams per second per address that carry no live session token,
-   * garbage included (default 100, bursts of twice that); 0 for no limit.
-   */
-  rateLimit?: number;
-  /**
-   * UDP datagrams per second per address that carry a live session token
-   * (default 2,000, bursts of twice that); 0 for no limit.
-   */
-  sessionRateLimit?: number;
-  /** Most TCP connections open at once from one address (default 32). */
-  maxConnectionsPerAddress?: number;
-  /** Most TCP connections open at once in all (default 512). */
-  maxConnections?: number;
-  /** A TCP connection silent this long between frames is closed, ms (default 60,000). */
-  tcpIdleMs?: number;
-  /** A TCP frame must arrive whole within this long of its first byte, ms (default 30,000). */
-  tcpFrameMs?: number;
-}
+export type { ServerLimits } from "../server/admission.ts";
 
 /** How often the users file is checked for changes, ms. */
 const USERS_FILE_CHECK_MS = 2000;
@@ -122,12 +90,12 @@ export interface TrafficStats {
   framesOut: number;
   /** Datagrams and frames that were not valid messages. */
   rejected: number;
-  /** Datagrams dropped by the per-address rate limits. */
-  rateLimited: number;
-  /** TCP connections refused by the connection limits. */
-  tcpRefused: number;
-  /** TCP connections closed for being idle or too slow. */
-  tcpTimedOut: number;
+  /** Datagrams dropped by the per-address rate limits (the core's count). */
+  readonly rateLimited: number;
+  /** TCP connections refused by the connection limits (the core's count). */
+  readonly tcpRefused: number;
+  /** TCP connections closed for being idle or too slow (the core's count). */
+  readonly tcpTimedOut: number;
 }
 
 const log = getLogger(["switchboard", "server"]);
@@ -149,16 +117,7 @@ export class ServerDriver {
   /** The bound TCP port. */
   readonly tcpPort: number;
   /** Traffic counters. */
-  readonly traffic: TrafficStats = {
-    datagramsIn: 0,
-    datagramsOut: 0,
-    framesIn: 0,
-    framesOut: 0,
-    rejected: 0,
-    rateLimited: 0,
-    tcpRefused: 0,
-    tcpTimedOut: 0,
-  };
+  readonly traffic: TrafficStats;
   #config: ServerConfig;
   #core: ServerCore;
   #udp: UdpSocket;
@@ -179,11 +138,9 @@ export class ServerDriver {
   #usersStamp = "";
   #fileWork = new Set<Promise<unknown>>();
   #startedAt = systemClock.now();
-  #limiter: RateLimiter | undefined;
-  #sessionLimiter: RateLimiter | undefined;
-  #connLimits: ConnectionLimits;
   #connTimer: ReturnType<typeof setInterval> | undefined;
-  #closing = new Set<number>();
+  /** The last frame queued on each TCP connection, to close it after. */
+  #lastWrite = new Map<number, Promise<unknown>>();
 
   private constructor(
     config: ServerConfig,
@@ -201,17 +158,23 @@ export class ServerDriver {
     this.#listener = listener;
     this.udpPort = udp.localPort;
     this.tcpPort = (listener.addr as Deno.NetAddr).port;
-    const limits = config.limits ?? {};
-    const rate = limits.rateLimit ?? DEFAULT_RATE_LIMIT;
-    const sessionRate = limits.sessionRateLimit ?? DEFAULT_SESSION_RATE_LIMIT;
-    if (rate > 0) this.#limiter = new RateLimiter({ ratePerSecond: rate });
-    if (sessionRate > 0) this.#sessionLimiter = new RateLimiter({ ratePerSecond: sessionRate });
-    this.#connLimits = new ConnectionLimits({
-      maxPerAddress: limits.maxConnectionsPerAddress,
-      maxTotal: limits.maxConnections,
-      idleMs: limits.tcpIdleMs,
-      frameMs: limits.tcpFrameMs,
-    });
+    const stats = core.stats;
+    this.traffic = {
+      datagramsIn: 0,
+      datagramsOut: 0,
+      framesIn: 0,
+      framesOut: 0,
+      rejected: 0,
+      get rateLimited() {
+        return stats.rateLimited;
+      },
+      get tcpRefused() {
+        return stats.tcpRefused;
+      },
+      get tcpTimedOut() {
+        return stats.tcpTimedOut;
+      },
+    };
   }
 
   /**
@@ -277,6 +240,7 @@ export class ServerDriver {
       lockoutMs: config.lockoutMs,
       storage: config.storage,
       storedFiles,
+      limits: config.limits,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store);
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
@@ -296,7 +260,7 @@ export class ServerDriver {
       server.#usersStamp = await fileStamp(usersPath(config));
       server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
     }
-    const { idleMs, frameMs } = server.#connLimits;
+    const { idleMs, frameMs } = core.connectionTimes;
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
     const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
@@ -425,44 +389,17 @@ export class ServerDriver {
           problem = error.message;
         }
       }
-      if (!this.#admit(from, message)) return;
+      if (!this.#core.admit(systemClock.now(), from, message)) {
+        log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
+          address: from.address,
+          port: from.port,
+        });
+        // Only a report may come out: no timer to re-arm.
+        return this.#drain(false);
+      }
       if (message === undefined) this.#reject(from, problem ?? "not a message");
       else this.#handle(from, message, data.length);
     });
-  }
-
-  /**
-   * Applies the per-address rate limit of a datagram: the loose one if it
-   * carries a live session token, else the strict one (garbage included).
-   *
-   * @returns true if it may be handled
-   */
-  #admit(from: Endpoint, message: Message | undefined): boolean {
-    const session = message !== undefined && this.#core.hasLiveSession(message);
-    const limiter = session ? this.#sessionLimiter : this.#limiter;
-    if (limiter === undefined) return true;
-    const decision = limiter.take(systemClock.now(), from.address);
-    if (decision.allowed) return true;
-    this.traffic.rateLimited++;
-    if (decision.report !== undefined) {
-      log.warn(
-        "Rate limit: dropped {dropped} UDP datagrams from {address} {what} since the last " +
-          "report (limit {rate}/s per address, bursts of {burst}); the next report comes " +
-          "10 s from now at the earliest",
-        {
-          dropped: decision.report.dropped,
-          address: from.address,
-          what: session ? "with a session" : "without a session",
-          rate: limiter.ratePerSecond,
-          burst: 2 * limiter.ratePerSecond,
-        },
-      );
-    }
-    log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
-      address: from.address,
-      port: from.port,
-    });
-    return false;
   }
 
   /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
@@ -524,105 +461,57 @@ export class ServerDriver {
         break;
       }
       const connId = this.#nextConnId++;
-      const address = (conn.remoteAddr as Deno.NetAddr).hostname ?? "";
-      const refused = this.#connLimits.open(systemClock.now(), connId, address);
-      if (refused !== undefined) {
-        track(this.#refuseConnection(conn, address, refused.hit, refused.report));
+      const framed = new FramedConnection(conn);
+      const from: Endpoint = {
+        transport: "tcp",
+        address: framed.remoteAddr.hostname,
+        port: framed.remoteAddr.port,
+        connId,
+      };
+      // Known before the core decides, so that a refusal can be sent on it.
+      this.#connections.set(connId, framed);
+      if (!this.#core.connectionOpened(systemClock.now(), from)) {
+        // Refused: the core said why (a frame) and asked to close it.
+        this.#drain();
+        const told = this.#lastWrite.get(connId) ?? Promise.resolve();
+        this.#connections.delete(connId);
+        this.#lastWrite.delete(connId);
+        track(told.then(() => {}, () => {}).finally(() => framed.close()));
         continue;
       }
-      track(this.#serveConnection(conn, connId));
+      track(this.#serveConnection(framed, from));
     }
     await Promise.all([...handlers]);
   }
 
-  /** Tells a connection over the limits why, and closes it. */
-  async #refuseConnection(
-    conn: Deno.TcpConn,
-    address: string,
-    hit: ConnectionLimitHit,
-    report: { refused: number } | undefined,
-  ): Promise<void> {
-    this.traffic.tcpRefused++;
-    const reason = connectionLimitText(hit, address);
-    if (report !== undefined) {
-      log.warn(
-        "TCP limit: refused {refused} connections from {address} since the last report: {reason}",
-        { refused: report.refused, address, reason },
-      );
-    }
-    const framed = new FramedConnection(conn);
-    const reply: Reply = {
-      type: "error",
-      reqId: 0,
-      code: ERROR_CODES.bad_request,
-      message: `Closing the connection: ${reason}`,
-    };
-    // A new connection's send buffer is empty: the frame goes at once.
-    await framed.write(encodeMessage(reply)).catch(() => {});
-    this.traffic.framesOut++;
-    framed.close();
-  }
-
-  /** Closes connections that were idle or sent a frame too slowly. */
+  /** Asks the core about connections that may be idle or sending a frame too slowly. */
   #checkConnections(): void {
     if (this.#closed) return;
     const now = systemClock.now();
-    const busy = new Set(this.#uploadConn.values());
     for (const [connId, framed] of this.#connections) {
-      const hit = this.#connLimits.check(now, connId, {
+      const { hostname: address, port } = framed.remoteAddr;
+      this.#core.checkConnection(now, { transport: "tcp", address, port, connId }, {
         bytesRead: framed.bytesRead,
         bytesWritten: framed.bytesWritten,
         framesRead: framed.framesRead,
         pendingBytes: framed.pendingBytes,
         reading: framed.reading,
-        busy: busy.has(connId),
         writing: framed.writesQueued > 0,
       });
-      if (hit === undefined) continue;
-      if (this.#closing.has(connId)) {
-        // Told once already; its last frame did not go out in time.
-        framed.close();
-        continue;
-      }
-      this.#closing.add(connId);
-      this.traffic.tcpTimedOut++;
-      const reason = connectionLimitText(hit, framed.remoteAddr.hostname);
-      const logged = {
-        connId,
-        address: framed.remoteAddr.hostname,
-        port: framed.remoteAddr.port,
-        reason,
-      };
-      if (hit.kind === "idle") {
-        log.info("Closed TCP connection {connId} from {address}:{port}: {reason}", logged);
-      } else {
-        log.warn("TCP limit: closed connection {connId} from {address}:{port}: {reason}", logged);
-      }
-      if (framed.writesQueued > 0) {
-        // Its peer is not taking what was sent already: no last word.
-        framed.close();
-        continue;
-      }
-      const reply: Reply = {
-        type: "error",
-        reqId: 0,
-        code: ERROR_CODES.bad_request,
-        message: `Closing the connection: ${reason}`,
-      };
-      this.traffic.framesOut++;
-      framed.write(encodeMessage(reply)).catch(() => {}).finally(() => framed.close());
     }
+    this.#drain();
   }
 
-  async #serveConnection(conn: Deno.TcpConn, connId: number): Promise<void> {
-    const framed = new FramedConnection(conn);
-    this.#connections.set(connId, framed);
-    const from: Endpoint = {
-      transport: "tcp",
-      address: framed.remoteAddr.hostname,
-      port: framed.remoteAddr.port,
-      connId,
-    };
+  /** Closes a connection once the frames queued on it are written (or failed). */
+  #close(connId: number): void {
+    const framed = this.#connections.get(connId);
+    if (framed === undefined) return;
+    const last = this.#lastWrite.get(connId) ?? Promise.resolve();
+    last.catch(() => {}).finally(() => framed.close());
+  }
+
+  async #serveConnection(framed: FramedConnection, from: Endpoint): Promise<void> {
+    const connId = from.connId!;
     log.debug("TCP connection {connId} from {address}:{port}", {
       connId,
       address: from.address,
@@ -659,8 +548,7 @@ export class ServerDriver {
     } finally {
       framed.close();
       this.#connections.delete(connId);
-      this.#connLimits.close(connId);
-      this.#closing.delete(connId);
+      this.#lastWrite.delete(connId);
       this.#connWrites.delete(connId);
       this.#core.connectionClosed(connId);
       this.#drain();
@@ -678,7 +566,7 @@ export class ServerDriver {
     });
   }
 
-  #drain(): void {
+  #drain(armTimer = true): void {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       switch (out.type) {
         case "send":
@@ -690,11 +578,14 @@ export class ServerDriver {
         case "event":
           this.#event(out.event);
           break;
+        case "close":
+          this.#close(out.connId);
+          break;
         default:
           this.#fileOrPassword(out);
       }
     }
-    this.#armTimer();
+    if (armTimer) this.#armTimer();
   }
 
   /** Keeps one timer armed for the core's next timeout. */
@@ -713,7 +604,7 @@ export class ServerDriver {
   }
 
   #fileOrPassword(
-    out: Exclude<ServerOutput, { type: "send" | "persist" | "event" }>,
+    out: Exclude<ServerOutput, { type: "send" | "persist" | "event" | "close" }>,
   ): void {
     switch (out.type) {
       case "verify_password":
@@ -876,7 +767,9 @@ export class ServerDriver {
     const conn = to.connId === undefined ? undefined : this.#connections.get(to.connId);
     if (conn === undefined) return;
     this.traffic.framesOut++;
-    conn.write(bytes).catch(() => conn.close());
+    const written = conn.write(bytes);
+    written.catch(() => conn.close());
+    this.#lastWrite.set(to.connId!, written);
   }
 
   #persist(version: number, registry: RegistryJson): void {

@@ -11,12 +11,11 @@ import { hostPort } from "../host_port.ts";
 import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
 import { lowerFirstWord } from "../error_line.ts";
-import { fromHex, toHex } from "../hex.ts";
+import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import { encodeMessage, MIN_PADDED_REQUEST_BYTES } from "../wire/codec.ts";
+import { encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES, type ErrorCodeName } from "../wire/error_code.ts";
-import { fileNameProblem } from "../wire/file_name.ts";
 import {
   AUTH_MODES,
   isRequest,
@@ -24,37 +23,28 @@ import {
   MAX_FRAME_BYTES,
   type Message,
   type MessageOf,
-  PADDED_REQUEST_TYPES,
   PRESENCE_CHANGES,
   type Reply,
   type Request,
   SESSION_END_REASONS,
   TOKEN_BYTES,
 } from "../wire/messages.ts";
+import { Admission, type ServerLimits } from "./admission.ts";
+import { CommitLog } from "./commit_log.ts";
+import { connectionLimitText, type ConnectionSample } from "./connection_limits.ts";
 import { LoginLimiter } from "./login_limiter.ts";
 import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import { addressKey } from "./rate_limiter.ts";
-import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
+import { Registry, type RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
+import { ReplySizing } from "./reply_sizing.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import { type Session, SessionTable } from "./session_table.ts";
-import {
-  DEFAULT_STORAGE_LIMITS,
-  type StorageLimits,
-  type StoredFile,
-  StoredFiles,
-} from "./stored_files.ts";
+import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
 
-/** Where a message came from, and so where its reply goes. */
-export interface Endpoint {
-  /** The transport it arrived on. */
-  readonly transport: "udp" | "tcp";
-  /** The peer's IP address. */
-  readonly address: string;
-  /** The peer's port. */
-  readonly port: number;
-  /** For TCP: the driver's id of the connection. */
-  readonly connId?: number;
-}
+export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+export type { ServerLimits } from "./admission.ts";
 
 /** How logins are checked. */
 export type AuthMode = keyof typeof AUTH_MODES;
@@ -66,121 +56,6 @@ export interface PasswordUser {
   /** The encoded password hash (`lib/server/password_hash.ts`). */
   readonly passwordHash: string;
 }
-
-/** Something that happened, for the log and the console. */
-export type ServerEvent =
-  | {
-    readonly kind: "registered";
-    readonly name: string;
-    readonly reqId: number;
-    /** Identifies the request (a hash of it); unique per executed request. */
-    readonly fingerprint: string;
-    readonly ip: string;
-    readonly udpPort: number;
-    readonly tcpPort: number;
-    readonly transport: "udp" | "tcp";
-  }
-  | {
-    readonly kind: "deregistered";
-    readonly name: string;
-    readonly reqId: number;
-    /** Identifies the request (a hash of it); unique per executed request. */
-    readonly fingerprint: string;
-    readonly transport: "udp" | "tcp";
-  }
-  | {
-    readonly kind: "logged_in";
-    readonly name: string;
-    readonly ip: string;
-    readonly udpPort: number;
-    readonly tcpPort: number;
-    readonly transport: "udp" | "tcp";
-    /** True if it replaced an older session of the same name. */
-    readonly replaced: boolean;
-  }
-  | {
-    readonly kind: "logged_out";
-    readonly name: string;
-    /** `exit` (logout), `lease` (no heartbeat in time) or `deregister`. */
-    readonly why: "exit" | "lease" | "deregister" | "shutdown";
-  }
-  | { readonly kind: "active"; readonly names: readonly string[] }
-  | {
-    readonly kind: "file_stored";
-    readonly user: string;
-    readonly name: string;
-    readonly size: number;
-    readonly sha256: string;
-  }
-  | { readonly kind: "file_deleted"; readonly user: string; readonly name: string }
-  | { readonly kind: "file_sent"; readonly user: string; readonly name: string; size: number }
-  | {
-    readonly kind: "text";
-    readonly from: Endpoint;
-    readonly reqId: number;
-    readonly name: string;
-    readonly verified: boolean;
-    readonly text: string;
-  }
-  | {
-    readonly kind: "refused";
-    readonly from: Endpoint;
-    readonly request: string;
-    readonly reqId: number;
-    readonly code: ErrorCodeName;
-    readonly reason: string;
-  }
-  | {
-    readonly kind: "replayed";
-    readonly from: Endpoint;
-    readonly request: string;
-    readonly reqId: number;
-  }
-  | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
-  | { readonly kind: "save_failed"; readonly reason: string };
-
-/** What the core asks its driver to do. */
-export type ServerOutput =
-  | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
-  | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
-  | { readonly type: "event"; readonly event: ServerEvent }
-  /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
-  | {
-    readonly type: "verify_password";
-    readonly id: number;
-    readonly hash: string;
-    readonly password: string;
-  }
-  /** Start storing a file; chunks follow, then `upload_commit` or `upload_abort`. */
-  | {
-    readonly type: "upload_begin";
-    readonly id: number;
-    readonly user: string;
-    readonly name: string;
-    /** The TCP connection that carries the chunks. */
-    readonly connId: number;
-  }
-  | { readonly type: "upload_chunk"; readonly id: number; readonly data: Uint8Array }
-  /** Check size and hash, make the file durable, then call `uploadDone`. */
-  | {
-    readonly type: "upload_commit";
-    readonly id: number;
-    readonly size: number;
-    readonly sha256: string;
-  }
-  | { readonly type: "upload_abort"; readonly id: number }
-  /** Send `download_ok` then the file's content in `file_chunk` frames to `to`. */
-  | {
-    readonly type: "download";
-    readonly to: Endpoint;
-    readonly reqId: number;
-    readonly user: string;
-    readonly file: StoredFile;
-  }
-  /** Delete a stored file, then call `fileDeleted(id)`. */
-  | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
-  /** Delete every file of a deregistered user. */
-  | { readonly type: "delete_user_files"; readonly user: string };
 
 /** Counters for the operator. */
 export interface ServerStats {
@@ -202,11 +77,17 @@ export interface ServerStats {
   /**
    * UDP requests refused (`bad_request`) because their reply would not fit in
    * them: a `hello`, `register` or `login` that arrived smaller than
-   * {@linkcode MIN_PADDED_REQUEST_BYTES} (refused before it runs, so it
+   * `MIN_PADDED_REQUEST_BYTES` (refused before it runs, so it
    * changes nothing), or, as a safety net, any request whose reply other
    * than an `error` would have outgrown it.
    */
   undersizedRequests: number;
+  /** UDP datagrams dropped by the per-address rate limits. */
+  rateLimited: number;
+  /** TCP connections refused by the connection limits. */
+  tcpRefused: number;
+  /** TCP connections closed for being idle or too slow. */
+  tcpTimedOut: number;
 }
 
 /** Options of a {@linkcode ServerCore}. */
@@ -243,17 +124,19 @@ export interface ServerCoreOptions {
   storage?: StorageLimits;
   /** Files stored at start: user name and files. */
   storedFiles?: Iterable<readonly [string, readonly StoredFile[]]>;
+  /** Rate and connection limits (`lib/server/admission.ts`). */
+  limits?: ServerLimits;
 }
 
 /** Default session lease, ms. */
 export const DEFAULT_LEASE_MS = 30_000;
 
+/** A reply to a change, held in the commit log until the change is durable. */
 interface HeldReply {
-  version: number;
   to: Endpoint;
   /** The type of the request it answers. */
   request: string;
-  /** The most bytes the reply may take (see `#replyLimit`). */
+  /** The most bytes the reply may take (see `ReplySizing.limit`). */
   limit: number;
   client: string;
   reqId: number;
@@ -278,20 +161,6 @@ interface PendingLogin extends PendingRequest {
   known: string | undefined;
 }
 
-interface Upload extends PendingRequest {
-  id: number;
-  user: string;
-  name: string;
-  size: number;
-  sha256: string;
-  received: number;
-}
-
-interface Deletion extends PendingRequest {
-  user: string;
-  file: StoredFile;
-}
-
 /** How many ended sessions are remembered, to tell their clients why. */
 const ENDED_SESSIONS_KEPT = 10_000;
 
@@ -310,9 +179,6 @@ const AUTH_FAILURES: ReadonlySet<ErrorCodeName> = new Set([
   "login_failed",
   "locked_out",
 ]);
-
-/** Size of an `error` reply without its message: header, reqId, code, message length. */
-const ERROR_REPLY_BASE_BYTES = 4 + 4 + 2 + 2;
 
 /** Request types that change nothing and so skip the replay cache. */
 const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "download"]);
@@ -347,19 +213,14 @@ export class ServerCore {
   #sessions: SessionTable;
   #feed = new PresenceFeed();
   #limiter: LoginLimiter;
-  #files: StoredFiles;
+  #admission: Admission;
+  #sizing: ReplySizing;
+  #commits = new CommitLog<HeldReply>();
+  #storage: ServerStorage;
   #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
-  /** How many bytes each request arrived in, by the decoded request (see `#replyLimit`). */
-  #received = new WeakMap<Request, number>();
-  #held: HeldReply[] = [];
   #logins = new Map<number, PendingLogin>();
-  #uploads = new Map<string, Upload>();
-  #deletions = new Map<number, Deletion>();
   #nextId = 1;
-  #changeVersion = 0;
-  #persistedVersion = 0;
-  #persistInFlight = false;
   #stats: ServerStats = {
     requests: 0,
     replays: 0,
@@ -368,6 +229,9 @@ export class ServerCore {
     presenceResent: 0,
     shortenedReplies: 0,
     undersizedRequests: 0,
+    rateLimited: 0,
+    tcpRefused: 0,
+    tcpTimedOut: 0,
   };
 
   /** @param options the registry, randomness and server facts */
@@ -387,10 +251,20 @@ export class ServerCore {
       maxAttempts: options.maxAttempts ?? 3,
       lockoutMs: options.lockoutMs ?? 10_000,
     });
-    this.#files = new StoredFiles(options.storage ?? DEFAULT_STORAGE_LIMITS);
-    for (const [user, files] of options.storedFiles ?? []) {
-      for (const file of files) this.#files.add(user, file);
-    }
+    this.#admission = new Admission(options.limits);
+    this.#sizing = new ReplySizing((token, to) => this.#proves(token, to));
+    this.#storage = new ServerStorage({
+      refuse: (from, request, code, reason) => this.#refuse(from, request, code, reason),
+      answer: (from, request, reply) => this.#answer(from, request, reply),
+      settle: (request, code, reason) =>
+        this.#replay.complete(
+          request.client,
+          request.reqId,
+          errorReply(request.reqId, code, reason),
+        ),
+      emit: (event) => this.#emit(event),
+      output: (output) => this.#outputs.push(output),
+    }, { limits: options.storage ?? DEFAULT_STORAGE_LIMITS, stored: options.storedFiles });
   }
 
   /** The live registry (read it; change it only through requests). */
@@ -429,7 +303,7 @@ export class ServerCore {
 
   /** True while a registry snapshot is being written or waits to be. */
   get hasUnsavedChanges(): boolean {
-    return this.#persistedVersion < this.#changeVersion;
+    return this.#commits.hasUnsavedChanges;
   }
 
   /**
@@ -458,29 +332,19 @@ export class ServerCore {
       if (session !== undefined) this.#feed.ack(session.token, message.seq);
       return;
     }
-    if (message.type === "file_chunk") return this.#chunk(from, message);
+    if (message.type === "file_chunk") return this.#storage.chunk(from, message);
     if (!isRequest(message)) {
       this.#emit({ kind: "unexpected", from, type: message.type });
       return;
     }
     this.#stats.requests++;
-    this.#received.set(message, receivedBytes);
-    if (
-      from.transport === "udp" && PADDED_REQUEST_TYPES.has(message.type) &&
-      receivedBytes < MIN_PADDED_REQUEST_BYTES
-    ) {
+    this.#sizing.received(message, receivedBytes);
+    const undersized = this.#sizing.undersized(from, message, receivedBytes);
+    if (undersized !== undefined) {
       // Its reply might not fit in it: refuse it before it runs, so that
       // nothing changes (not even the replay cache) for a reply never sent.
       this.#stats.undersizedRequests++;
-      return this.#refuseUncached(
-        from,
-        message.type,
-        message.reqId,
-        `Pad ${message.type} to ${MIN_PADDED_REQUEST_BYTES} bytes (it came in ${receivedBytes}): ` +
-          "over UDP the server answers a request from an unproven address with no more bytes " +
-          "than it received",
-        receivedBytes,
-      );
+      return this.#refuseUncached(from, message.type, message.reqId, undersized, receivedBytes);
     }
     if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
     const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
@@ -494,7 +358,7 @@ export class ServerCore {
         message.reqId,
         `Request ${message.reqId} of this client came from another address; ` +
           "it is answered there only",
-        this.#replyLimit(from, message),
+        this.#sizing.limit(from, message),
       );
     }
     if (seen.state === "done") {
@@ -505,7 +369,7 @@ export class ServerCore {
       ) {
         this.#resumeSession(now, from, message, seen.reply.token);
       }
-      this.#send(from, message.type, seen.reply, this.#replyLimit(from, message));
+      this.#send(from, message.type, seen.reply, this.#sizing.limit(from, message));
       this.#emit({ kind: "replayed", from, request: message.type, reqId: message.reqId });
       return;
     }
@@ -569,11 +433,7 @@ export class ServerCore {
    * @param now current time, ms
    */
   persisted(version: number, now: number): void {
-    this.#persistInFlight = false;
-    this.#persistedVersion = Math.max(this.#persistedVersion, version);
-    const ready = this.#held.filter((h) => h.version <= version);
-    this.#held = this.#held.filter((h) => h.version > version);
-    for (const h of ready) {
+    for (const h of this.#commits.persisted(version)) {
       this.#replay.complete(h.client, h.reqId, h.reply);
       this.#send(h.to, h.request, h.reply, h.limit);
       this.#emit(h.event);
@@ -592,16 +452,12 @@ export class ServerCore {
    * @param reason why, for the log
    */
   persistFailed(version: number, reason: string): void {
-    this.#persistInFlight = false;
     this.#emit({ kind: "save_failed", reason });
-    const failed = this.#held.reverse();
-    this.#held = [];
-    for (const h of failed) {
+    for (const h of this.#commits.failed(version)) {
       h.undo();
       this.#replay.complete(h.client, h.reqId, h.failure);
       this.#send(h.to, h.request, h.failure, h.limit);
     }
-    this.#persistedVersion = Math.max(version, this.#changeVersion);
   }
 
   /**
@@ -624,33 +480,8 @@ export class ServerCore {
    * @param id the upload's id
    * @param result the stored file, or the failure
    */
-  uploadDone(
-    id: number,
-    result:
-      | { readonly ok: true; readonly file: StoredFile }
-      | { readonly ok: false; readonly code: "checksum_mismatch" | "io"; readonly reason: string },
-  ): void {
-    const upload = [...this.#uploads.values()].find((u) => u.id === id);
-    if (upload === undefined) return;
-    this.#uploads.delete(uploadKey(upload.from, upload.request.reqId));
-    this.#files.reserve(upload.user, -upload.size, -1);
-    if (!result.ok) {
-      const code = result.code === "io" ? "not_saved" : "checksum_mismatch";
-      return this.#refuse(upload.from, upload.request, code, result.reason);
-    }
-    this.#files.add(upload.user, result.file);
-    this.#emit({
-      kind: "file_stored",
-      user: upload.user,
-      name: result.file.name,
-      size: result.file.size,
-      sha256: result.file.sha256,
-    });
-    this.#answer(upload.from, upload.request, {
-      type: "upload_ok",
-      reqId: upload.request.reqId,
-      size: result.file.size,
-    });
+  uploadDone(id: number, result: UploadResult): void {
+    this.#storage.uploadDone(id, result);
   }
 
   /**
@@ -660,18 +491,88 @@ export class ServerCore {
    * @param error why it failed, or undefined
    */
   fileDeleted(id: number, error?: string): void {
-    const deletion = this.#deletions.get(id);
-    if (deletion === undefined) return;
-    this.#deletions.delete(id);
-    if (error !== undefined) {
-      this.#files.add(deletion.user, deletion.file);
-      return this.#refuse(deletion.from, deletion.request, "not_saved", error);
+    this.#storage.fileDeleted(id, error);
+  }
+
+  /**
+   * Takes one UDP datagram (decoded or not) against the rate limits: the
+   * loose one if it carries a live session token, else the strict one
+   * (garbage included). Call it before `handle`; drop the datagram if it
+   * says no.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param message the decoded message, or undefined for garbage
+   * @returns true if it may be handled
+   */
+  admit(now: number, from: Endpoint, message: Message | undefined): boolean {
+    const session = message !== undefined && this.hasLiveSession(message);
+    const verdict = this.#admission.datagram(now, from.address, session);
+    if (verdict.admitted) return true;
+    this.#stats.rateLimited++;
+    if (verdict.report !== undefined) {
+      this.#emit({ kind: "rate_limited", address: from.address, ...verdict.report });
     }
-    this.#emit({ kind: "file_deleted", user: deletion.user, name: deletion.file.name });
-    this.#answer(deletion.from, deletion.request, {
-      type: "delete_ok",
-      reqId: deletion.request.reqId,
-    });
+    return false;
+  }
+
+  /**
+   * Reports a new TCP connection, and admits it or not: a refused one is
+   * told why (a `send` to it), then closed (a `close` output).
+   *
+   * @param now current time, ms
+   * @param from the connection's endpoint, with its `connId`
+   * @returns true if it may be served
+   */
+  connectionOpened(now: number, from: Endpoint): boolean {
+    const connId = from.connId ?? 0;
+    const refused = this.#admission.openConnection(now, connId, from.address);
+    if (refused === undefined) return true;
+    this.#stats.tcpRefused++;
+    if (refused.report !== undefined) {
+      this.#emit({
+        kind: "connection_refused",
+        address: from.address,
+        refused: refused.report.refused,
+        hit: refused.hit,
+      });
+    }
+    this.#closeConnection(from, connectionLimitText(refused.hit, from.address));
+    return false;
+  }
+
+  /**
+   * Reports what an open TCP connection did so far; one that overstayed is
+   * told why (unless it takes nothing of what it is sent) and closed.
+   *
+   * @param now current time, ms
+   * @param from the connection's endpoint, with its `connId`
+   * @param sample its counters now (whether the core is busy with it is the core's to say)
+   */
+  checkConnection(now: number, from: Endpoint, sample: Omit<ConnectionSample, "busy">): void {
+    const connId = from.connId ?? 0;
+    const busy = this.#storage.busy(connId);
+    const verdict = this.#admission.checkConnection(now, connId, { ...sample, busy });
+    if (verdict.action === "keep") return;
+    if (verdict.hit !== undefined) {
+      this.#stats.tcpTimedOut++;
+      this.#emit({
+        kind: "connection_closed",
+        connId,
+        address: from.address,
+        port: from.port,
+        hit: verdict.hit,
+      });
+    }
+    const reason = verdict.tell && verdict.hit !== undefined
+      ? connectionLimitText(verdict.hit, from.address)
+      : undefined;
+    this.#closeConnection(from, reason);
+  }
+
+  /** The connection limits' idle and frame times, ms, for how often to check connections. */
+  get connectionTimes(): { idleMs: number; frameMs: number } {
+    return { idleMs: this.#admission.idleMs, frameMs: this.#admission.frameMs };
   }
 
   /**
@@ -680,17 +581,20 @@ export class ServerCore {
    * @param connId the driver's id of the connection
    */
   connectionClosed(connId: number): void {
-    for (const [key, upload] of this.#uploads) {
-      if (upload.from.connId !== connId) continue;
-      this.#uploads.delete(key);
-      this.#files.reserve(upload.user, -upload.size, -1);
-      this.#outputs.push({ type: "upload_abort", id: upload.id });
-      this.#replay.complete(
-        upload.request.client,
-        upload.request.reqId,
-        errorReply(upload.request.reqId, "bad_request", "The connection closed mid-upload"),
-      );
+    this.#admission.closeConnection(connId);
+    this.#storage.connectionClosed(connId);
+  }
+
+  /** Tells a TCP connection why it is being closed (if `reason`), then closes it. */
+  #closeConnection(to: Endpoint, reason: string | undefined): void {
+    if (reason !== undefined) {
+      this.#outputs.push({
+        type: "send",
+        to,
+        message: errorReply(0, "bad_request", `Closing the connection: ${reason}`),
+      });
     }
+    this.#outputs.push({ type: "close", connId: to.connId ?? 0 });
   }
 
   #execute(now: number, from: Endpoint, request: Request, fingerprint: string): void {
@@ -723,13 +627,10 @@ export class ServerCore {
       case "watch":
         return this.#watch(from, request);
       case "upload":
-        return this.#upload(from, request);
       case "download":
-        return this.#download(from, request);
       case "delete":
-        return this.#delete(from, request);
       case "files":
-        return this.#fileList(from, request);
+        return this.#storageRequest(from, request);
     }
   }
 
@@ -780,7 +681,7 @@ export class ServerCore {
       // This very request was executed just before a crash that lost the
       // replay cache: answer it again, within the replay window only, and
       // only once it is durable.
-      if (this.#held.some((h) => h.fingerprint === fingerprint)) return;
+      if (this.#commits.holds((h) => h.fingerprint === fingerprint)) return;
       const token = this.#startSession(now, from, existing.name, udpPort, request.tcpPort);
       return this.#answer(from, request, { type: "register_ok", reqId: request.reqId, key, token });
     }
@@ -859,12 +760,7 @@ export class ServerCore {
           this.#endSession(at, session, "deregister");
           this.#emitActive();
         }
-        this.#abortUploadsOf(record.name, "Your identity was deregistered during the upload");
-        for (const file of this.#files.list(record.name)) {
-          this.#emit({ kind: "file_deleted", user: record.name, name: file.name });
-        }
-        this.#files.removeUser(record.name);
-        this.#outputs.push({ type: "delete_user_files", user: record.name });
+        this.#storage.removeUser(record.name);
       },
       failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
     });
@@ -903,7 +799,7 @@ export class ServerCore {
       const ok = record !== undefined && record.keySha256 !== "" &&
         request.secret.length === TOKEN_BYTES &&
         sameText(toHex(sha256(request.secret)), record.keySha256) &&
-        !this.#held.some((h) => h.event.kind === "registered" && h.event.name === record.name);
+        !this.#commits.holds((h) => h.event.kind === "registered" && h.event.name === record.name);
       return this.#loginChecked(now, { from, request, known: record?.name, at: now }, ok);
     }
     if ([...this.#logins.values()].some((p) => nameKey(p.request.name) === key)) {
@@ -1031,137 +927,19 @@ export class ServerCore {
     this.#answer(from, request, { type: "watch_ok", reqId: request.reqId });
   }
 
-  #upload(from: Endpoint, request: MessageOf<"upload">): void {
+  #storageRequest(from: Endpoint, request: MessageOf<"upload" | "download" | "delete" | "files">) {
     const session = this.#session(from, request);
     if (session === undefined) return;
-    if (from.transport !== "tcp") {
-      return this.#refuse(from, request, "needs_tcp", "Uploads go over TCP");
+    switch (request.type) {
+      case "upload":
+        return this.#storage.upload(from, request, session.name);
+      case "download":
+        return this.#storage.download(from, request, session.name);
+      case "delete":
+        return this.#storage.delete(from, request, session.name);
+      case "files":
+        return this.#storage.list(from, request, session.name);
     }
-    const problem = fileNameProblem(request.name);
-    if (problem !== undefined) {
-      return this.#refuse(from, request, "invalid_file_name", problem);
-    }
-    if (request.sha256.length !== 32) {
-      return this.#refuse(from, request, "bad_request", "The SHA-256 must be 32 bytes");
-    }
-    const tooMuch = this.#files.uploadProblem(session.name, request.name, request.size);
-    if (tooMuch !== undefined) {
-      const code = request.size > this.#files.limits.maxFileSize
-        ? "file_too_large"
-        : "quota_exceeded";
-      return this.#refuse(from, request, code, tooMuch);
-    }
-    const upload: Upload = {
-      from,
-      request,
-      id: this.#nextId++,
-      user: session.name,
-      name: request.name,
-      size: request.size,
-      sha256: toHex(request.sha256),
-      received: 0,
-    };
-    this.#uploads.set(uploadKey(from, request.reqId), upload);
-    this.#files.reserve(session.name, request.size, 1);
-    this.#outputs.push({
-      type: "upload_begin",
-      id: upload.id,
-      user: upload.user,
-      name: upload.name,
-      connId: from.connId ?? 0,
-    });
-    if (upload.size === 0) this.#commit(upload);
-  }
-
-  #chunk(from: Endpoint, chunk: MessageOf<"file_chunk">): void {
-    const key = uploadKey(from, chunk.reqId);
-    const upload = this.#uploads.get(key);
-    if (upload === undefined || upload.received === upload.size) return;
-    if (upload.received + chunk.data.length > upload.size) {
-      this.#uploads.delete(key);
-      this.#files.reserve(upload.user, -upload.size, -1);
-      this.#outputs.push({ type: "upload_abort", id: upload.id });
-      return this.#refuse(
-        upload.from,
-        upload.request,
-        "bad_request",
-        `The upload of "${upload.name}" sent more than the ${upload.size} bytes it declared`,
-      );
-    }
-    upload.received += chunk.data.length;
-    this.#outputs.push({ type: "upload_chunk", id: upload.id, data: chunk.data });
-    if (upload.received === upload.size) this.#commit(upload);
-  }
-
-  #abortUploadsOf(user: string, reason: string): void {
-    for (const [key, upload] of this.#uploads) {
-      if (nameKey(upload.user) !== nameKey(user)) continue;
-      this.#uploads.delete(key);
-      this.#files.reserve(upload.user, -upload.size, -1);
-      this.#outputs.push({ type: "upload_abort", id: upload.id });
-      this.#refuse(upload.from, upload.request, "not_registered", reason);
-    }
-  }
-
-  #commit(upload: Upload): void {
-    this.#outputs.push({
-      type: "upload_commit",
-      id: upload.id,
-      size: upload.size,
-      sha256: upload.sha256,
-    });
-  }
-
-  #download(from: Endpoint, request: MessageOf<"download">): void {
-    const session = this.#session(from, request);
-    if (session === undefined) return;
-    if (from.transport !== "tcp") {
-      return this.#refuse(from, request, "needs_tcp", "Downloads go over TCP");
-    }
-    const file = this.#files.get(session.name, request.name);
-    if (file === undefined) {
-      return this.#refuse(from, request, "file_not_found", `You have no file "${request.name}"`);
-    }
-    this.#outputs.push({
-      type: "download",
-      to: from,
-      reqId: request.reqId,
-      user: session.name,
-      file,
-    });
-    this.#emit({ kind: "file_sent", user: session.name, name: file.name, size: file.size });
-  }
-
-  #delete(from: Endpoint, request: MessageOf<"delete">): void {
-    const session = this.#session(from, request);
-    if (session === undefined) return;
-    const file = this.#files.remove(session.name, request.name);
-    if (file === undefined) {
-      return this.#refuse(from, request, "file_not_found", `You have no file "${request.name}"`);
-    }
-    const id = this.#nextId++;
-    this.#deletions.set(id, { from, request, user: session.name, file });
-    this.#outputs.push({ type: "delete_file", id, user: session.name, name: file.name });
-  }
-
-  #fileList(from: Endpoint, request: MessageOf<"files">): void {
-    const session = this.#session(from, request);
-    if (session === undefined) return;
-    if (from.transport !== "tcp") {
-      return this.#refuse(from, request, "needs_tcp", "File listings go over TCP");
-    }
-    this.#answer(from, request, {
-      type: "file_list",
-      reqId: request.reqId,
-      usedBytes: this.#files.usage(session.name),
-      quotaBytes: this.#files.limits.quota,
-      files: this.#files.list(session.name).map((f) => ({
-        name: f.name,
-        size: f.size,
-        sha256: fromHex(f.sha256),
-        uploadedAt: Date.parse(f.uploadedAt),
-      })),
-    });
   }
 
   /** Finds the session of a request's token, or refuses the request. */
@@ -1308,49 +1086,27 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
-    this.#send(to, request.type, reply, this.#replyLimit(to, request));
+    this.#send(to, request.type, reply, this.#sizing.limit(to, request));
   }
 
   /**
-   * Sends a reply within `limit` bytes: an `error` has its message shortened
-   * to fit; any other reply that does not fit is not sent, and an error
-   * saying so goes instead (the replies to requests without a live session
-   * fit by their layout and the padding of `hello`, `register` and `login`,
-   * which `handle` checks before it runs them: see
-   * `tests/amplification_test.ts`); if not even an error with no message
-   * fits, nothing is sent.
+   * Sends a reply within `limit` bytes, as reply sizing fits it (the one
+   * place every reply passes): an `error` shortened, any other reply that
+   * does not fit replaced by a refusal, nothing if not even that fits.
    */
   #send(to: Endpoint, request: string, reply: Reply, limit: number): void {
-    if (limit === Infinity) {
-      this.#outputs.push({ type: "send", to, message: reply });
-      return;
-    }
-    if (reply.type !== "error") {
-      const size = encodeMessage(reply).length;
-      if (size <= limit) {
-        this.#outputs.push({ type: "send", to, message: reply });
+    const sized = this.#sizing.fit(request, reply, limit);
+    switch (sized.kind) {
+      case "send":
+        if (sized.shortened) this.#stats.shortenedReplies++;
+        this.#outputs.push({ type: "send", to, message: sized.reply });
         return;
-      }
-      const what = PADDED_REQUEST_TYPES.has(request as Request["type"])
-        ? `Pad ${request} to ${MIN_PADDED_REQUEST_BYTES} bytes`
-        : "Send it over TCP";
-      this.#stats.undersizedRequests++;
-      return this.#refuseUncached(
-        to,
-        request,
-        reply.reqId,
-        `${what} (it came in ${limit}): its ${reply.type} reply of ${size} bytes would be ` +
-          "larger than the request, and the address is unproven",
-        limit,
-      );
+      case "refuse":
+        this.#stats.undersizedRequests++;
+        return this.#refuseUncached(to, request, reply.reqId, sized.reason, limit);
+      case "drop":
+        return;
     }
-    if (ERROR_REPLY_BASE_BYTES > limit) return;
-    if (ERROR_REPLY_BASE_BYTES + byteLength(reply.message) > limit) {
-      this.#stats.shortenedReplies++;
-      const message = shorten(reply.message, limit - ERROR_REPLY_BASE_BYTES);
-      reply = { ...reply, message };
-    }
-    this.#outputs.push({ type: "send", to, message: reply });
   }
 
   /**
@@ -1372,27 +1128,14 @@ export class ServerCore {
   }
 
   /**
-   * The most bytes a reply to this request may take: no limit over TCP (its
-   * handshake proved the address) or for a request that carries a live
-   * session token, or a token sent again from the address the session was
-   * at (its client proved it receives what is sent there); otherwise the
-   * size of the datagram the request came in. A source address over UDP can
-   * be forged: this keeps the server from being an amplifier aimed at
-   * someone else.
+   * Tells whether a token proves its sender receives what is sent to `to`:
+   * a live session's token, or one sent again from the address its ended
+   * session was at.
    */
-  #replyLimit(to: Endpoint, request: Request): number {
-    if (to.transport !== "udp") return Infinity;
-    const token = "token" in request ? request.token : undefined;
-    if (token !== undefined && token.length > 0) {
-      if (this.#sessions.byToken(token) !== undefined) return Infinity;
-      const ended = this.#ended.get(toHex(token));
-      if (ended !== undefined && ended.ip === to.address && ended.udpPort === to.port) {
-        return Infinity;
-      }
-    }
-    // Every request comes through handle(), which records its size; were
-    // one not to, nothing would be sent rather than too much.
-    return this.#received.get(request) ?? 0;
+  #proves(token: Uint8Array, to: Endpoint): boolean {
+    if (this.#sessions.byToken(token) !== undefined) return true;
+    const ended = this.#ended.get(toHex(token));
+    return ended !== undefined && ended.ip === to.address && ended.udpPort === to.port;
   }
 
   #refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void {
@@ -1421,12 +1164,10 @@ export class ServerCore {
       failureText: string;
     },
   ): void {
-    this.#changeVersion++;
-    this.#held.push({
-      version: this.#changeVersion,
+    this.#commits.hold({
       to,
       request: request.type,
-      limit: this.#replyLimit(to, request),
+      limit: this.#sizing.limit(to, request),
       client: request.client,
       reqId: request.reqId,
       fingerprint,
@@ -1440,13 +1181,9 @@ export class ServerCore {
   }
 
   #requestPersist(): void {
-    if (this.#persistInFlight || this.#persistedVersion >= this.#changeVersion) return;
-    this.#persistInFlight = true;
-    this.#outputs.push({
-      type: "persist",
-      version: this.#changeVersion,
-      registry: this.#registry.toJson(),
-    });
+    const version = this.#commits.nextSnapshot();
+    if (version === undefined) return;
+    this.#outputs.push({ type: "persist", version, registry: this.#registry.toJson() });
   }
 
   #emit(event: ServerEvent): void {
@@ -1468,10 +1205,6 @@ function errorReply(reqId: number, code: ErrorCodeName, message: string): Reply 
   return { type: "error", reqId, code: ERROR_CODES[code], message };
 }
 
-function uploadKey(from: Endpoint, reqId: number): string {
-  return `${from.connId ?? `${from.address}:${from.port}`}/${reqId}`;
-}
-
 function sameText(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
   let diff = 0;
@@ -1485,33 +1218,4 @@ function seconds(ms: number): number {
 
 function byteLength(text: string): number {
   return new TextEncoder().encode(text).length;
-}
-
-/**
- * Cuts a message for people to at most `maxBytes` of UTF-8: at the end of
- * the longest leading clause that fits (before ` (`, `; `, `: ` or `, `),
- * else of the longest run of whole words, else of whole characters.
- */
-function shorten(text: string, maxBytes: number): string {
-  if (byteLength(text) <= maxBytes) return text;
-  let clause = "";
-  for (const match of text.matchAll(/ \(|; |: |, /g)) {
-    const head = text.slice(0, match.index);
-    if (byteLength(head) > maxBytes) break;
-    clause = head;
-  }
-  if (clause !== "") return clause;
-  let words = "";
-  for (const match of text.matchAll(/ /g)) {
-    const head = text.slice(0, match.index);
-    if (byteLength(head) > maxBytes) break;
-    words = head;
-  }
-  if (words !== "") return words;
-  let out = "";
-  for (const char of text) {
-    if (byteLength(out + char) > maxBytes) break;
-    out += char;
-  }
-  return out;
 }
