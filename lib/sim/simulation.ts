@@ -3,7 +3,9 @@
  * of {@linkcode ClientCore}s on a {@linkcode SimNetwork} with a virtual clock
  * and one seeded random source, so a run is exactly reproducible from its
  * seed. The server's disk is simulated too: a snapshot becomes durable after
- * a write delay, and a crash loses what was not yet written.
+ * a write delay, and a crash loses what was not yet written; stored files
+ * live in a {@linkcode MemoryBlobStore}, and the server's rate and
+ * connection limits are the core's own.
  *
  * @module
  */
@@ -22,17 +24,24 @@ import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
 import { Registry, type RegistryJson } from "../server/registry.ts";
+import type { ServerLimits } from "../server/admission.ts";
+import type { StorageLimits } from "../server/stored_files.ts";
+import { sampleReadingsCsv } from "../client/sample_readings.ts";
+import { MemoryBlobStore } from "./memory_blob_store.ts";
+import { SimServerFiles } from "./sim_server_files.ts";
 import {
   type AuthMode,
   type Endpoint,
   type PasswordUser,
   ServerCore,
   type ServerEvent,
+  type ServerOutput,
 } from "../server/server_core.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
-import { isPeerMessage } from "../wire/messages.ts";
+import { ERROR_CODES } from "../wire/error_code.ts";
+import { isPeerMessage, MAX_CHUNK_BYTES } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
@@ -63,6 +72,10 @@ export interface SimulationOptions {
   lockoutMs?: number;
   /** How long checking a password takes, ms (default 150, like PBKDF2 here). */
   passwordCheckMs?: number;
+  /** The server's rate and connection limits (default the product's). */
+  limits?: ServerLimits;
+  /** The server's limits on stored files (default the product's). */
+  storage?: StorageLimits;
 }
 
 /**
@@ -187,6 +200,15 @@ export class Simulation {
   #scheduled: Scheduled[] = [];
   #seq = 0;
   #secret: Uint8Array;
+  /** The server's stored files: its disk, which outlives a crash. */
+  readonly blobs: MemoryBlobStore = new MemoryBlobStore();
+  #serverFiles = new SimServerFiles((client, bytes) =>
+    this.network.sendReliable(this.clock.now(), client.address, SERVER_TCP, bytes)
+  );
+  /** The open TCP connection of each client address to the server, by connId. */
+  #tcpConns = new Map<string, number>();
+  #connAddress = new Map<number, string>();
+  #nextConnId = 1;
 
   /** @param options seed, impairment, write delay and retry policy */
   constructor(options: SimulationOptions) {
@@ -262,6 +284,9 @@ export class Simulation {
     const inProgress = this.#writes[0];
     if (inProgress !== undefined && this.random.next() < 0.5) this.#disk = inProgress.registry;
     this.#writes = [];
+    this.blobs.crash();
+    this.#tcpConns.clear();
+    this.#connAddress.clear();
     this.crashes++;
     this.network.dropFor(SERVER_UDP);
     this.network.dropFor(SERVER_TCP);
@@ -350,16 +375,47 @@ export class Simulation {
           sha256: sha256(data),
         });
       }
-      case "generate":
-      case "upload":
-      case "download":
+      case "generate": {
+        const csv = sampleReadingsCsv(command.count, {
+          random: this.random,
+          startMs: this.clock.now(),
+        });
+        client.files.set(command.file, new TextEncoder().encode(csv));
         client.results.push({
-          ok: false,
-          command: command.kind,
-          error: "Files are not simulated",
-          code: "bad_command",
+          ok: true,
+          command: "generate",
+          message: `Wrote ${command.count} sample readings to ${command.file}`,
+          data: { file: command.file, count: command.count },
         });
         return;
+      }
+      case "upload": {
+        const data = client.files.get(command.file);
+        if (data === undefined) {
+          client.results.push({
+            ok: false,
+            command: "upload",
+            error: `Cannot read ${command.file}: no such file`,
+            code: "file_error",
+          });
+          return;
+        }
+        this.#serverFiles.prepareUpload(client, data);
+        const name = command.name ?? command.file.split("/").at(-1)!;
+        return this.command(client, {
+          kind: "upload",
+          name,
+          size: data.length,
+          sha256: sha256(data),
+        });
+      }
+      case "download":
+        this.#serverFiles.prepareDownload(
+          client,
+          command.name,
+          command.dest ?? `downloads/${command.name}`,
+        );
+        return this.command(client, { kind: "download", name: command.name });
       case "login": {
         const name = command.name ?? client.core.name ?? client.name;
         const password = this.#options.passwords?.[name];
@@ -416,6 +472,9 @@ export class Simulation {
     client.alive = false;
     client.queue.length = 0;
     this.network.dropFor(client.address);
+    // Its TCP connection to the server ends with it.
+    const connId = this.#tcpConns.get(client.address);
+    if (connId !== undefined) this.#closeConnection(connId, false);
   }
 
   #newServer(): ServerCore {
@@ -435,6 +494,9 @@ export class Simulation {
       dummyPasswordHash: `${SIM_HASH_PREFIX}\u0000`,
       maxAttempts: this.#options.maxAttempts,
       lockoutMs: this.#options.lockoutMs,
+      limits: this.#options.limits,
+      storage: this.#options.storage,
+      storedFiles: this.blobs.stored(),
     });
   }
 
@@ -470,30 +532,31 @@ export class Simulation {
     if (server !== undefined && serverAt !== undefined && serverAt <= now) server.onTimeout(now);
     this.#drainServer();
     for (const packet of this.network.deliverDue(now)) {
+      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
+        this.#serverReceive(now, packet.from, packet.to === SERVER_TCP, packet.data);
+        continue;
+      }
+      if (packet.from === SERVER_TCP && packet.data.length === 0) {
+        // The end of the stream: the server closed this client's connection.
+        const client = this.clients.find((c) => c.address === packet.to);
+        if (!client?.alive) continue;
+        this.#serverFiles.closed(client);
+        client.core.tcpFailed("the server closed the TCP connection");
+        continue;
+      }
       let message: Message;
       try {
         message = decodeMessage(packet.data);
       } catch {
         continue;
       }
-      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
-        if (this.#server === undefined) continue;
-        const [address, port] = splitAddress(packet.from);
-        const tcp = packet.to === SERVER_TCP;
-        const from: Endpoint = tcp
-          ? { transport: "tcp", address, port, connId: port }
-          : { transport: "udp", address, port };
-        this.#server.handle(now, from, message, packet.data.length);
-        this.#drainServer();
-      } else {
-        const client = this.clients.find((c) => c.address === packet.to);
-        if (!client?.alive) continue;
-        if (isPeerMessage(message)) {
-          const [ip, port] = splitAddress(packet.from);
-          client.core.handlePeer(now, { ip, port }, message);
-        } else {
-          client.core.handle(now, message);
-        }
+      const client = this.clients.find((c) => c.address === packet.to);
+      if (!client?.alive) continue;
+      if (isPeerMessage(message)) {
+        const [ip, port] = splitAddress(packet.from);
+        client.core.handlePeer(now, { ip, port }, message);
+      } else if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
+        client.core.handle(now, message);
       }
     }
     for (const client of this.clients) {
@@ -531,7 +594,8 @@ export class Simulation {
     for (let out = client.core.poll(); out !== undefined; out = client.core.poll()) {
       any = true;
       if (out.type === "result") {
-        client.results.push(out.result);
+        const result = this.#serverFiles.result(client, out.result);
+        if (result !== undefined) client.results.push(result);
         continue;
       }
       if (out.type === "event") {
@@ -557,7 +621,10 @@ export class Simulation {
       }
       const bytes = encodeMessage(out.message);
       if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
-      else this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
+      else {
+        this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
+        this.#serverFiles.sent(client, out.message);
+      }
     }
     return any;
   }
@@ -689,9 +756,114 @@ export class Simulation {
           });
           break;
         }
-        default:
-          // Files are not simulated: their tests use the real driver.
+        case "close":
+          this.#closeConnection(out.connId, true);
           break;
+        default:
+          this.#storageWork(server, out);
+      }
+    }
+  }
+
+  /**
+   * A datagram or frame reaches the server: rate limits first for UDP; for
+   * TCP, the first frame of a client opens its connection, which the
+   * connection limits may refuse.
+   */
+  #serverReceive(now: number, source: string, tcp: boolean, data: Uint8Array): void {
+    const server = this.#server;
+    if (server === undefined) return;
+    const [address, port] = splitAddress(source);
+    let message: Message | undefined;
+    try {
+      message = decodeMessage(data);
+    } catch {
+      message = undefined;
+    }
+    let from: Endpoint = { transport: "udp", address, port };
+    if (!tcp && !server.admit(now, from, message)) return this.#drainServer();
+    if (tcp) {
+      let connId = this.#tcpConns.get(source);
+      if (connId === undefined) {
+        connId = this.#nextConnId++;
+        this.#tcpConns.set(source, connId);
+        this.#connAddress.set(connId, source);
+        from = { transport: "tcp", address, port, connId };
+        const admitted = server.connectionOpened(now, from);
+        this.#drainServer();
+        if (!admitted) return;
+      }
+      from = { transport: "tcp", address, port, connId };
+    }
+    if (message === undefined) return;
+    server.handle(now, from, message, data.length);
+    this.#drainServer();
+  }
+
+  /** Ends a client's TCP connection to the server; `tell` sends the client its end. */
+  #closeConnection(connId: number, tell: boolean): void {
+    const address = this.#connAddress.get(connId);
+    if (address === undefined) return;
+    this.#connAddress.delete(connId);
+    this.#tcpConns.delete(address);
+    if (tell) this.network.sendReliable(this.clock.now(), SERVER_TCP, address, new Uint8Array(0));
+    this.#server?.connectionClosed(connId);
+  }
+
+  /**
+   * The server's file work, on {@linkcode blobs}: a commit or a deletion is
+   * durable after a write delay (a crash before then loses it).
+   */
+  #storageWork(server: ServerCore, out: ServerOutput): void {
+    const now = this.clock.now();
+    const [min, max] = this.#options.writeDelayMs ?? [2, 20];
+    const later = (work: () => void) =>
+      this.at(now + min + this.random.next() * (max - min), () => {
+        if (this.#server !== server) return;
+        work();
+        this.#drainServer();
+      });
+    switch (out.type) {
+      case "upload_begin":
+        return this.blobs.beginUpload(out.id, out.user, out.name);
+      case "upload_chunk":
+        return this.blobs.write(out.id, out.data);
+      case "upload_abort":
+        return this.blobs.abort(out.id);
+      case "upload_commit":
+        return later(() =>
+          server.uploadDone(out.id, this.blobs.commit(out.id, out, this.clock.now()))
+        );
+      case "delete_file":
+        return later(() =>
+          server.fileDeleted(
+            out.id,
+            this.blobs.delete(out.user, out.name)
+              ? undefined
+              : "The server could not delete the file",
+          )
+        );
+      case "delete_user_files":
+        return this.blobs.deleteUser(out.user);
+      case "download": {
+        const to = `${out.to.address}:${out.to.port}`;
+        const send = (message: Message) =>
+          this.network.sendReliable(now, SERVER_TCP, to, encodeMessage(message));
+        const data = this.blobs.read(out.user, out.file.name);
+        if (data === undefined) {
+          return send({
+            type: "error",
+            reqId: out.reqId,
+            code: ERROR_CODES.file_not_found,
+            message: `The server could not read "${out.file.name}"`,
+          });
+        }
+        send({ type: "download_ok", reqId: out.reqId, size: data.length, sha256: sha256(data) });
+        for (let at = 0; at < data.length; at += MAX_CHUNK_BYTES) {
+          const chunk = data.subarray(at, Math.min(data.length, at + MAX_CHUNK_BYTES));
+          send({ type: "file_chunk", reqId: out.reqId, data: chunk });
+        }
+        return;
       }
     }
   }
