@@ -8,13 +8,14 @@
  *
  * @module
  */
+import { ERROR_CODES } from "../wire/error_code.ts";
 import {
-  type ConnectionLimitHit,
   ConnectionLimits,
-  type ConnectionRefusal,
+  connectionLimitText,
   type ConnectionSample,
 } from "./connection_limits.ts";
 import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT, RateLimiter } from "./rate_limiter.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 
 /**
  * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
@@ -41,43 +42,30 @@ export interface ServerLimits {
   tcpFrameMs?: number;
 }
 
-/** What admission says about one datagram. */
-export type DatagramAdmission =
-  | { readonly admitted: true }
-  | {
-    readonly admitted: false;
-    /** Present at most once per report period per address: time to log the drops. */
-    readonly report?: {
-      readonly dropped: number;
-      readonly session: boolean;
-      readonly ratePerSecond: number;
-      readonly burst: number;
-    };
-  };
-
-/** What admission says about an open TCP connection. */
-export type ConnectionVerdict =
-  | { readonly action: "keep" }
-  /**
-   * Close it. `hit` is set the first time (count it, log it); `tell` says
-   * whether to send a last error frame first (not when the peer takes
-   * nothing of what it is sent, nor when it was told once already).
-   */
-  | { readonly action: "close"; readonly hit?: ConnectionLimitHit; readonly tell: boolean };
-
-const ADMITTED: DatagramAdmission = { admitted: true };
+/** What admission needs of the core that holds it. */
+export interface AdmissionHost {
+  /** Logs an event (a report of drops, refusals, closes). */
+  emit(event: ServerEvent): void;
+  /** Tells a connection why it is closed (`send`), and closes it (`close`). */
+  output(output: ServerOutput): void;
+  /** True while the server has work of its own for a connection (an upload being stored). */
+  busy(connId: number): boolean;
+  /** The counters it keeps. */
+  readonly stats: { rateLimited: number; tcpRefused: number; tcpTimedOut: number };
+}
 
 /**
  * The rate limits and connection limits of one server.
  *
  * @example
  * ```ts
- * const admission = new Admission({ rateLimit: 100, maxConnectionsPerAddress: 4 });
- * if (!admission.datagram(now, "192.0.2.7", false).admitted) return; // drop it
- * const refused = admission.openConnection(now, connId, "192.0.2.7");
+ * const admission = new Admission(host, { rateLimit: 100, maxConnectionsPerAddress: 4 });
+ * if (!admission.datagram(now, from, false)) return; // drop it
+ * if (!admission.openConnection(now, tcpFrom)) return; // told why, and closed
  * ```
  */
 export class Admission {
+  #host: AdmissionHost;
   #limiter: RateLimiter | undefined;
   #sessionLimiter: RateLimiter | undefined;
   #connections: ConnectionLimits;
@@ -85,10 +73,12 @@ export class Admission {
   #closing = new Set<number>();
 
   /**
+   * @param host the core's events, outputs and counters
    * @param limits the limits (defaults for those not given)
    * @throws {RangeError} if a limit is out of range
    */
-  constructor(limits: ServerLimits = {}) {
+  constructor(host: AdmissionHost, limits: ServerLimits = {}) {
+    this.#host = host;
     const rate = limits.rateLimit ?? DEFAULT_RATE_LIMIT;
     const sessionRate = limits.sessionRateLimit ?? DEFAULT_SESSION_RATE_LIMIT;
     if (rate > 0) this.#limiter = new RateLimiter({ ratePerSecond: rate });
@@ -112,59 +102,83 @@ export class Admission {
   }
 
   /**
-   * Takes one UDP datagram against its address's rate limit.
+   * Takes one UDP datagram against its address's rate limit (with a report
+   * of the drops at most once per period per address).
    *
    * @param now the current time, ms
-   * @param address its source IP address
+   * @param from where it came from
    * @param session true if it carries a live session token (the loose limit)
-   * @returns admitted, or dropped (with a report at most once per period)
+   * @returns true if it may be handled, false to drop it
    */
-  datagram(now: number, address: string, session: boolean): DatagramAdmission {
+  datagram(now: number, from: Endpoint, session: boolean): boolean {
     const limiter = session ? this.#sessionLimiter : this.#limiter;
-    if (limiter === undefined) return ADMITTED;
-    const decision = limiter.take(now, address);
-    if (decision.allowed) return ADMITTED;
-    if (decision.report === undefined) return { admitted: false };
-    return {
-      admitted: false,
-      report: {
+    if (limiter === undefined) return true;
+    const decision = limiter.take(now, from.address);
+    if (decision.allowed) return true;
+    this.#host.stats.rateLimited++;
+    if (decision.report !== undefined) {
+      this.#host.emit({
+        kind: "rate_limited",
+        address: from.address,
         dropped: decision.report.dropped,
         session,
         ratePerSecond: limiter.ratePerSecond,
         burst: 2 * limiter.ratePerSecond,
-      },
-    };
+      });
+    }
+    return false;
   }
 
   /**
-   * Admits a new TCP connection, or says why not; an admitted one counts
-   * until `closeConnection`.
+   * Admits a new TCP connection, or tells it why not and closes it; an
+   * admitted one counts until `closeConnection`.
    *
    * @param now the current time, ms
-   * @param connId the driver's id of the connection
-   * @param address the peer's IP address
-   * @returns undefined if admitted, else the limit it would break
+   * @param from the connection's endpoint, with its `connId`
+   * @returns true if admitted
    */
-  openConnection(now: number, connId: number, address: string): ConnectionRefusal | undefined {
-    return this.#connections.open(now, connId, address);
+  openConnection(now: number, from: Endpoint): boolean {
+    const refused = this.#connections.open(now, from.connId ?? 0, from.address);
+    if (refused === undefined) return true;
+    this.#host.stats.tcpRefused++;
+    if (refused.report !== undefined) {
+      this.#host.emit({
+        kind: "connection_refused",
+        address: from.address,
+        refused: refused.report.refused,
+        hit: refused.hit,
+      });
+    }
+    this.#close(from, connectionLimitText(refused.hit, from.address));
+    return false;
   }
 
   /**
-   * Says whether an open connection has overstayed (see
-   * {@linkcode ConnectionLimits.check}).
+   * Closes a connection that has overstayed (see
+   * {@linkcode ConnectionLimits.check}), telling it why first unless it
+   * takes nothing of what it is sent or was told once already.
    *
    * @param now the current time, ms
-   * @param connId the driver's id of the connection
-   * @param sample what it did so far
-   * @returns keep it, or close it
+   * @param from the connection's endpoint, with its `connId`
+   * @param sample what it did so far (whether the server is busy with it is asked of the host)
    */
-  checkConnection(now: number, connId: number, sample: ConnectionSample): ConnectionVerdict {
-    const hit = this.#connections.check(now, connId, sample);
-    if (hit === undefined) return { action: "keep" };
+  checkConnection(now: number, from: Endpoint, sample: Omit<ConnectionSample, "busy">): void {
+    const connId = from.connId ?? 0;
+    const busy = this.#host.busy(connId);
+    const hit = this.#connections.check(now, connId, { ...sample, busy });
+    if (hit === undefined) return;
     // Told once already: its last frame did not go out in time.
-    if (this.#closing.has(connId)) return { action: "close", tell: false };
+    if (this.#closing.has(connId)) return this.#close(from, undefined);
     this.#closing.add(connId);
-    return { action: "close", hit, tell: !sample.writing };
+    this.#host.stats.tcpTimedOut++;
+    this.#host.emit({
+      kind: "connection_closed",
+      connId,
+      address: from.address,
+      port: from.port,
+      hit,
+    });
+    this.#close(from, sample.writing ? undefined : connectionLimitText(hit, from.address));
   }
 
   /**
@@ -175,5 +189,22 @@ export class Admission {
   closeConnection(connId: number): void {
     this.#connections.close(connId);
     this.#closing.delete(connId);
+  }
+
+  /** Tells a TCP connection why it is being closed (if `reason`), then closes it. */
+  #close(to: Endpoint, reason: string | undefined): void {
+    if (reason !== undefined) {
+      this.#host.output({
+        type: "send",
+        to,
+        message: {
+          type: "error",
+          reqId: 0,
+          code: ERROR_CODES.bad_request,
+          message: `Closing the connection: ${reason}`,
+        },
+      });
+    }
+    this.#host.output({ type: "close", connId: to.connId ?? 0 });
   }
 }
