@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { fromHex } from "../hex.ts";
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
@@ -17,7 +16,6 @@ import {
   type PasswordUser,
   ServerCore,
   type ServerEvent,
-  type ServerOutput,
 } from "../server/server_core.ts";
 import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
 import { nameKey } from "../wire/client_name.ts";
@@ -35,7 +33,8 @@ import {
 } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
-import { BlobStore, BlobStoreError, type Upload } from "./blob_store.ts";
+import { BlobStore } from "./blob_store.ts";
+import { StorageDriver } from "./storage_driver.ts";
 import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
@@ -128,15 +127,13 @@ export class ServerDriver {
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
-  #store: BlobStore;
-  #uploads = new Map<number, Promise<Upload | undefined>>();
-  #uploadConn = new Map<number, number>();
-  #connWrites = new Map<number, Promise<unknown>>();
+  #storage: StorageDriver;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #usersTimer: ReturnType<typeof setInterval> | undefined;
   #usersStamp = "";
-  #fileWork = new Set<Promise<unknown>>();
+  /** Password checks under way. */
+  #checks = new Set<Promise<unknown>>();
   #startedAt = systemClock.now();
   #connTimer: ReturnType<typeof setInterval> | undefined;
   /** The last frame queued on each TCP connection, to close it after. */
@@ -151,7 +148,12 @@ export class ServerDriver {
     store: BlobStore,
   ) {
     this.#lock = lock;
-    this.#store = store;
+    this.#storage = new StorageDriver(store, {
+      core,
+      drain: () => this.#drain(),
+      connection: (connId: number) => this.#connections.get(connId),
+      frameSent: () => this.traffic.framesOut++,
+    });
     this.#config = config;
     this.#core = core;
     this.#udp = udp;
@@ -358,9 +360,8 @@ export class ServerDriver {
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
-    while (this.#fileWork.size > 0) await Promise.allSettled([...this.#fileWork]);
-    for (const upload of this.#uploads.values()) await upload.then((u) => u?.abort());
-    await this.#store.close();
+    while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
+    await this.#storage.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
@@ -522,7 +523,7 @@ export class ServerDriver {
         this.traffic.framesIn++;
         this.#handle(from, decodeMessage(frame), frame.length);
         // Read no faster than uploads on this connection reach the disk.
-        await this.#connWrites.get(connId);
+        await this.#storage.readGate(connId);
       }
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
@@ -549,7 +550,7 @@ export class ServerDriver {
       framed.close();
       this.#connections.delete(connId);
       this.#lastWrite.delete(connId);
-      this.#connWrites.delete(connId);
+      this.#storage.connectionClosed(connId);
       this.#core.connectionClosed(connId);
       this.#drain();
       log.debug("TCP connection {connId} closed", { connId });
@@ -581,8 +582,11 @@ export class ServerDriver {
         case "close":
           this.#close(out.connId);
           break;
+        case "verify_password":
+          this.#verifyPassword(out.id, out.hash, out.password);
+          break;
         default:
-          this.#fileOrPassword(out);
+          this.#storage.execute(out);
       }
     }
     if (armTimer) this.#armTimer();
@@ -603,152 +607,13 @@ export class ServerDriver {
     }, Math.max(0, at - systemClock.now()));
   }
 
-  #fileOrPassword(
-    out: Exclude<ServerOutput, { type: "send" | "persist" | "event" | "close" }>,
-  ): void {
-    switch (out.type) {
-      case "verify_password":
-        return this.#track(
-          verifyPassword(out.hash, out.password).catch(() => false).then((ok) => {
-            this.#core.passwordChecked(systemClock.now(), out.id, ok);
-            this.#drain();
-          }),
-        );
-      case "upload_begin": {
-        const begun = this.#store.beginUpload(out.user, out.name).catch((error) => {
-          log.error("Cannot start storing {name}: {error}", { name: out.name, error });
-          return undefined;
-        });
-        this.#uploads.set(out.id, begun);
-        this.#uploadConn.set(out.id, out.connId);
-        return;
-      }
-      case "upload_chunk":
-        return this.#onUpload(out.id, (u) => u.write(out.data));
-      case "upload_abort": {
-        this.#onUpload(out.id, (u) => u.abort());
-        this.#uploads.delete(out.id);
-        this.#uploadConn.delete(out.id);
-        return;
-      }
-      case "upload_commit": {
-        const upload = this.#uploads.get(out.id);
-        this.#uploads.delete(out.id);
-        if (upload === undefined) {
-          this.#uploadConn.delete(out.id);
-          return;
-        }
-        // The connection counts as busy (not idle) until the file is stored.
-        return this.#track(
-          upload.then(async (u) => {
-            if (u === undefined) throw new BlobStoreError("io", "the file could not be created");
-            return await u.commit({ size: out.size, sha256: out.sha256 });
-          }).then(
-            (file) => this.#core.uploadDone(out.id, { ok: true, file }),
-            (error) => {
-              const mismatch = error instanceof BlobStoreError &&
-                (error.code === "checksum_mismatch" || error.code === "size_mismatch");
-              if (!mismatch) log.error("Storing a file failed: {error}", { error });
-              this.#core.uploadDone(out.id, {
-                ok: false,
-                code: mismatch ? "checksum_mismatch" : "io",
-                reason: mismatch
-                  ? "The upload's SHA-256 does not match the data received; nothing was stored"
-                  : "The server could not store the file",
-              });
-            },
-          ).then(() => this.#drain()).finally(() => this.#uploadConn.delete(out.id)),
-        );
-      }
-      case "download":
-        return this.#track(this.#sendFile(out.to, out.reqId, out.user, out.file));
-      case "delete_file":
-        return this.#track(
-          this.#store.delete(out.user, out.name).then(
-            () => this.#core.fileDeleted(out.id),
-            (error) => {
-              log.error("Deleting a file failed: {error}", { error });
-              this.#core.fileDeleted(out.id, "The server could not delete the file");
-            },
-          ).then(() => this.#drain()),
-        );
-      case "delete_user_files":
-        return this.#track(
-          this.#store.deleteUser(out.user).then(
-            (count) => {
-              if (count > 0) log.info("Deleted {count} files of {user}", { count, user: out.user });
-            },
-            (error) =>
-              log.error("Deleting files of {user} failed: {error}", {
-                user: out.user,
-                error,
-              }),
-          ),
-        );
-    }
-  }
-
-  #onUpload(id: number, work: (upload: Upload) => Promise<void>): void {
-    const upload = this.#uploads.get(id);
-    if (upload === undefined) return;
-    const next = upload.then(async (u) => {
-      if (u === undefined) return undefined;
-      try {
-        await work(u);
-        return u;
-      } catch (error) {
-        log.error("Writing an upload failed: {error}", { error });
-        await u.abort();
-        return undefined;
-      }
+  #verifyPassword(id: number, hash: string, password: string): void {
+    const check = verifyPassword(hash, password).catch(() => false).then((ok) => {
+      this.#core.passwordChecked(systemClock.now(), id, ok);
+      this.#drain();
     });
-    this.#uploads.set(id, next);
-    // The connection that carries the upload reads on once the write is done.
-    const connId = this.#uploadConn.get(id);
-    if (connId !== undefined) this.#connWrites.set(connId, next);
-  }
-
-  async #sendFile(to: Endpoint, reqId: number, user: string, file: StoredFile): Promise<void> {
-    const conn = to.connId === undefined ? undefined : this.#connections.get(to.connId);
-    if (conn === undefined) return;
-    let reader;
-    try {
-      reader = await this.#store.openRead(user, file.name);
-    } catch (error) {
-      log.error("Cannot read {name} of {user}: {error}", { name: file.name, user, error });
-      const reply: Reply = {
-        type: "error",
-        reqId,
-        code: ERROR_CODES.file_not_found,
-        message: `The server could not read "${file.name}"`,
-      };
-      await conn.write(encodeMessage(reply)).catch(() => conn.close());
-      return;
-    }
-    try {
-      const info = reader.info;
-      await conn.write(encodeMessage({
-        type: "download_ok",
-        reqId,
-        size: info.size,
-        sha256: fromHex(info.sha256),
-      }));
-      this.traffic.framesOut++;
-      for await (const data of reader) {
-        await conn.write(encodeMessage({ type: "file_chunk", reqId, data }));
-        this.traffic.framesOut++;
-      }
-    } catch (error) {
-      log.warn("Sending {name} to {user} stopped: {error}", { name: file.name, user, error });
-      conn.close();
-    } finally {
-      reader.close();
-    }
-  }
-
-  #track(work: Promise<unknown>): void {
-    this.#fileWork.add(work);
-    work.finally(() => this.#fileWork.delete(work));
+    this.#checks.add(check);
+    check.finally(() => this.#checks.delete(check));
   }
 
   #send(to: Endpoint, message: Message): void {
