@@ -2,10 +2,8 @@
  * The simulator's driver: runs the real {@linkcode ServerCore} and any number
  * of {@linkcode ClientCore}s on a {@linkcode SimNetwork} with a virtual clock
  * and one seeded random source, so a run is exactly reproducible from its
- * seed. The server's disk is simulated too: a snapshot becomes durable after
- * a write delay, and a crash loses what was not yet written; stored files
- * live in a {@linkcode MemoryBlobStore}, and the server's rate and
- * connection limits are the core's own.
+ * seed. The server side (its disk, files, password checks and connections)
+ * is {@linkcode SimServer}.
  *
  * @module
  */
@@ -23,32 +21,20 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
-import { Registry, type RegistryJson } from "../server/registry.ts";
+import type { RegistryJson } from "../server/registry.ts";
 import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
 import { sampleReadingsCsv } from "../client/sample_readings.ts";
-import { MemoryBlobStore } from "./memory_blob_store.ts";
+import type { MemoryBlobStore } from "./memory_blob_store.ts";
+import { SERVER_TCP, SERVER_UDP, SimServer } from "./sim_server.ts";
 import { SimServerFiles } from "./sim_server_files.ts";
-import {
-  type AuthMode,
-  type Endpoint,
-  type PasswordUser,
-  ServerCore,
-  type ServerEvent,
-  type ServerOutput,
-} from "../server/server_core.ts";
-import { nameKey } from "../wire/client_name.ts";
+import type { AuthMode, ServerCore, ServerEvent } from "../server/server_core.ts";
 import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
-import { ERROR_CODES } from "../wire/error_code.ts";
-import { isPeerMessage, MAX_CHUNK_BYTES } from "../wire/messages.ts";
+import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
-
-const SERVER_HOST = "127.0.0.1";
-const SERVER_UDP = `${SERVER_HOST}:3000`;
-const SERVER_TCP = `${SERVER_HOST}:3001`;
 
 /** Options of a {@linkcode Simulation}. */
 export interface SimulationOptions {
@@ -77,13 +63,6 @@ export interface SimulationOptions {
   /** The server's limits on stored files (default the product's). */
   storage?: StorageLimits;
 }
-
-/**
- * The simulator's stand-in for a password hash: the real driver checks
- * PBKDF2 hashes off the event loop; the simulation checks this after a
- * delay, which is what the core sees either way.
- */
-const SIM_HASH_PREFIX = "sim$";
 
 /** A peer message as the simulator saw it, for invariants and the summary. */
 export interface SimPeerMessage {
@@ -152,12 +131,6 @@ export class SimClient {
   }
 }
 
-interface PendingWrite {
-  at: number;
-  version: number;
-  registry: RegistryJson;
-}
-
 interface Scheduled {
   at: number;
   seq: number;
@@ -187,46 +160,45 @@ export class Simulation {
   readonly serverEvents: ServerEvent[] = [];
   /** The clients, in the order they were added. */
   readonly clients: SimClient[] = [];
-  /** Server crashes so far. */
-  crashes = 0;
   /** Every peer message handed to a channel, in order (for the invariants). */
   readonly peerSent: SimPeerMessage[] = [];
   /** Every peer message delivered to a client, in order. */
   readonly peerDelivered: SimPeerMessage[] = [];
   #options: SimulationOptions;
-  #server: ServerCore | undefined;
-  #disk: RegistryJson = {};
-  #writes: PendingWrite[] = [];
+  #server: SimServer;
   #scheduled: Scheduled[] = [];
   #seq = 0;
-  #secret: Uint8Array;
-  /** The server's stored files: its disk, which outlives a crash. */
-  readonly blobs: MemoryBlobStore = new MemoryBlobStore();
   #serverFiles = new SimServerFiles((client, bytes) =>
     this.network.sendReliable(this.clock.now(), client.address, SERVER_TCP, bytes)
   );
-  /** The open TCP connection of each client address to the server, by connId. */
-  #tcpConns = new Map<string, number>();
-  #connAddress = new Map<number, string>();
-  #nextConnId = 1;
 
   /** @param options seed, impairment, write delay and retry policy */
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
-    this.#secret = this.random.bytes(32);
+    const secret = this.random.bytes(32);
     this.network = new SimNetwork(this.random, options.impairment);
-    this.#server = this.#newServer();
+    this.#server = new SimServer(this, options, secret, this.serverEvents);
   }
 
   /** The registry as last made durable on the simulated disk. */
   get disk(): RegistryJson {
-    return this.#disk;
+    return this.#server.disk;
   }
 
   /** The running server core, or undefined while it is down. */
   get server(): ServerCore | undefined {
-    return this.#server;
+    return this.#server.core;
+  }
+
+  /** The server's stored files: its disk, which outlives a crash. */
+  get blobs(): MemoryBlobStore {
+    return this.#server.blobs;
+  }
+
+  /** Server crashes so far. */
+  get crashes(): number {
+    return this.#server.crashes;
   }
 
   /**
@@ -279,23 +251,12 @@ export class Simulation {
    * lands or not (a coin toss), as an atomic rename would.
    */
   crashServer(): void {
-    if (this.#server === undefined) return;
-    this.#server = undefined;
-    const inProgress = this.#writes[0];
-    if (inProgress !== undefined && this.random.next() < 0.5) this.#disk = inProgress.registry;
-    this.#writes = [];
-    this.blobs.crash();
-    this.#tcpConns.clear();
-    this.#connAddress.clear();
-    this.crashes++;
-    this.network.dropFor(SERVER_UDP);
-    this.network.dropFor(SERVER_TCP);
+    this.#server.crash();
   }
 
   /** Restarts a crashed server from the simulated disk. */
   restartServer(): void {
-    if (this.#server !== undefined) return;
-    this.#server = this.#newServer();
+    this.#server.restart();
   }
 
   /**
@@ -473,45 +434,20 @@ export class Simulation {
     client.queue.length = 0;
     this.network.dropFor(client.address);
     // Its TCP connection to the server ends with it.
-    const connId = this.#tcpConns.get(client.address);
-    if (connId !== undefined) this.#closeConnection(connId, false);
-  }
-
-  #newServer(): ServerCore {
-    const users = new Map<string, PasswordUser>();
-    for (const [name, password] of Object.entries(this.#options.passwords ?? {})) {
-      users.set(nameKey(name), { name, passwordHash: SIM_HASH_PREFIX + password });
-    }
-    return new ServerCore({
-      registry: Registry.fromJson(this.#disk),
-      random: this.random,
-      secret: this.#secret,
-      tcpPort: 3001,
-      version: "sim",
-      leaseMs: this.#options.leaseMs,
-      auth: this.#options.auth,
-      users,
-      dummyPasswordHash: `${SIM_HASH_PREFIX}\u0000`,
-      maxAttempts: this.#options.maxAttempts,
-      lockoutMs: this.#options.lockoutMs,
-      limits: this.#options.limits,
-      storage: this.#options.storage,
-      storedFiles: this.blobs.stored(),
-    });
+    this.#server.clientGone(client.address);
   }
 
   /** True when no command, write, packet or scheduled action is pending (timers aside). */
   get idle(): boolean {
-    return this.#scheduled.length === 0 && this.#writes.length === 0 &&
+    return this.#scheduled.length === 0 && !this.#server.writing &&
       this.network.inFlight === 0 && this.clients.every((c) => !c.alive || c.idle);
   }
 
   #nextEventTime(): number | undefined {
     const times = [
       this.network.nextDelivery(),
-      this.#writes[0]?.at,
       this.#scheduled[0]?.at,
-      this.#server?.nextTimeout(),
+      this.#server.nextEventTime(),
       ...this.clients.filter((c) => c.alive).map((c) => c.core.nextTimeout()),
     ].filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
@@ -522,18 +458,10 @@ export class Simulation {
     while (this.#scheduled.length > 0 && this.#scheduled[0].at <= now) {
       this.#scheduled.shift()!.action();
     }
-    while (this.#writes.length > 0 && this.#writes[0].at <= now) {
-      const write = this.#writes.shift()!;
-      this.#disk = write.registry;
-      this.#server?.persisted(write.version, now);
-    }
-    const server = this.#server;
-    const serverAt = server?.nextTimeout();
-    if (server !== undefined && serverAt !== undefined && serverAt <= now) server.onTimeout(now);
-    this.#drainServer();
+    this.#server.step(now);
     for (const packet of this.network.deliverDue(now)) {
       if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
-        this.#serverReceive(now, packet.from, packet.to === SERVER_TCP, packet.data);
+        this.#server.receive(now, packet.from, packet.to === SERVER_TCP, packet.data);
         continue;
       }
       if (packet.from === SERVER_TCP && packet.data.length === 0) {
@@ -721,152 +649,6 @@ export class Simulation {
   >();
   /** `address/path` of the partial files a receiving transfer holds. */
   #claimed = new Set<string>();
-
-  #drainServer(): void {
-    const server = this.#server;
-    if (server === undefined) return;
-    const now = this.clock.now();
-    for (let out = server.poll(); out !== undefined; out = server.poll()) {
-      switch (out.type) {
-        case "send": {
-          const to = `${out.to.address}:${out.to.port}`;
-          const bytes = encodeMessage(out.message);
-          if (out.to.transport === "udp") this.network.send(now, SERVER_UDP, to, bytes);
-          else this.network.sendReliable(now, SERVER_TCP, to, bytes);
-          break;
-        }
-        case "persist": {
-          const [min, max] = this.#options.writeDelayMs ?? [2, 20];
-          this.#writes.push({
-            at: now + min + this.random.next() * (max - min),
-            version: out.version,
-            registry: out.registry,
-          });
-          break;
-        }
-        case "event":
-          this.serverEvents.push(out.event);
-          break;
-        case "verify_password": {
-          const ok = out.hash === SIM_HASH_PREFIX + out.password;
-          this.at(now + (this.#options.passwordCheckMs ?? 150), () => {
-            if (this.#server !== server) return;
-            server.passwordChecked(this.clock.now(), out.id, ok);
-            this.#drainServer();
-          });
-          break;
-        }
-        case "close":
-          this.#closeConnection(out.connId, true);
-          break;
-        default:
-          this.#storageWork(server, out);
-      }
-    }
-  }
-
-  /**
-   * A datagram or frame reaches the server: rate limits first for UDP; for
-   * TCP, the first frame of a client opens its connection, which the
-   * connection limits may refuse.
-   */
-  #serverReceive(now: number, source: string, tcp: boolean, data: Uint8Array): void {
-    const server = this.#server;
-    if (server === undefined) return;
-    const [address, port] = splitAddress(source);
-    let message: Message | undefined;
-    try {
-      message = decodeMessage(data);
-    } catch {
-      message = undefined;
-    }
-    let from: Endpoint = { transport: "udp", address, port };
-    if (!tcp && !server.admit(now, from, message)) return this.#drainServer();
-    if (tcp) {
-      let connId = this.#tcpConns.get(source);
-      if (connId === undefined) {
-        connId = this.#nextConnId++;
-        this.#tcpConns.set(source, connId);
-        this.#connAddress.set(connId, source);
-        from = { transport: "tcp", address, port, connId };
-        const admitted = server.connectionOpened(now, from);
-        this.#drainServer();
-        if (!admitted) return;
-      }
-      from = { transport: "tcp", address, port, connId };
-    }
-    if (message === undefined) return;
-    server.handle(now, from, message, data.length);
-    this.#drainServer();
-  }
-
-  /** Ends a client's TCP connection to the server; `tell` sends the client its end. */
-  #closeConnection(connId: number, tell: boolean): void {
-    const address = this.#connAddress.get(connId);
-    if (address === undefined) return;
-    this.#connAddress.delete(connId);
-    this.#tcpConns.delete(address);
-    if (tell) this.network.sendReliable(this.clock.now(), SERVER_TCP, address, new Uint8Array(0));
-    this.#server?.connectionClosed(connId);
-  }
-
-  /**
-   * The server's file work, on {@linkcode blobs}: a commit or a deletion is
-   * durable after a write delay (a crash before then loses it).
-   */
-  #storageWork(server: ServerCore, out: ServerOutput): void {
-    const now = this.clock.now();
-    const [min, max] = this.#options.writeDelayMs ?? [2, 20];
-    const later = (work: () => void) =>
-      this.at(now + min + this.random.next() * (max - min), () => {
-        if (this.#server !== server) return;
-        work();
-        this.#drainServer();
-      });
-    switch (out.type) {
-      case "upload_begin":
-        return this.blobs.beginUpload(out.id, out.user, out.name);
-      case "upload_chunk":
-        return this.blobs.write(out.id, out.data);
-      case "upload_abort":
-        return this.blobs.abort(out.id);
-      case "upload_commit":
-        return later(() =>
-          server.uploadDone(out.id, this.blobs.commit(out.id, out, this.clock.now()))
-        );
-      case "delete_file":
-        return later(() =>
-          server.fileDeleted(
-            out.id,
-            this.blobs.delete(out.user, out.name)
-              ? undefined
-              : "The server could not delete the file",
-          )
-        );
-      case "delete_user_files":
-        return this.blobs.deleteUser(out.user);
-      case "download": {
-        const to = `${out.to.address}:${out.to.port}`;
-        const send = (message: Message) =>
-          this.network.sendReliable(now, SERVER_TCP, to, encodeMessage(message));
-        const data = this.blobs.read(out.user, out.file.name);
-        if (data === undefined) {
-          return send({
-            type: "error",
-            reqId: out.reqId,
-            code: ERROR_CODES.file_not_found,
-            message: `The server could not read "${out.file.name}"`,
-          });
-        }
-        send({ type: "download_ok", reqId: out.reqId, size: data.length, sha256: sha256(data) });
-        for (let at = 0; at < data.length; at += MAX_CHUNK_BYTES) {
-          const chunk = data.subarray(at, Math.min(data.length, at + MAX_CHUNK_BYTES));
-          send({ type: "file_chunk", reqId: out.reqId, data: chunk });
-        }
-        return;
-      }
-    }
-  }
 }
 
 function base(from: string, to: string, trace: PeerTrace) {
