@@ -5,6 +5,14 @@
  * and events to log. A reply that follows a registry change is held back
  * until the driver reports the snapshot durable (`persisted`).
  *
+ * The core routes each request to the part that owns it and keeps what
+ * cuts across them: the replay cache, the commit log (`commit_log.ts`) and
+ * reply sizing (`reply_sizing.ts`, every reply passes `#send`). The parts:
+ * `directory.ts` (sessions, presence, list/lookup/watch), `accounts.ts`
+ * (register, deregister, login), `server_storage.ts` (server files) and
+ * `admission.ts` (rate and connection limits, asked through `admit`,
+ * `connectionOpened` and `checkConnection`).
+ *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
