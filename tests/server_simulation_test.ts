@@ -37,6 +37,7 @@ function result(client: SimClient, command: string) {
 }
 
 Deno.test("Simulation uploads, lists, downloads and deletes a server file under loss", () => {
+  let lost = 0;
   forSeeds("tests/server_simulation_test.ts", 12, 100, (seed) => {
     const sim = new Simulation({ seed, impairment: LOSSY });
     const alice = sim.addClient({ name: "Alice" });
@@ -74,7 +75,9 @@ Deno.test("Simulation uploads, lists, downloads and deletes a server file under 
     const kinds = sim.serverEvents.map((e) => e.kind);
     assert(kinds.includes("file_stored") && kinds.includes("file_sent"));
     assert(kinds.includes("file_deleted"));
+    lost += sim.network.stats.lost;
   });
+  assert(lost > 0, "the network lost datagrams on the way");
 });
 
 Deno.test("Simulation refuses uploads over the quota and over the largest file size", () => {
