@@ -204,8 +204,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
 }
 
 function printEvent(event: ServerEvent): void {
-  const { level, text } = serverEventText(event);
-  if (level === "debug") return;
+  const { level, text, quiet } = serverEventText(event);
+  if (level === "debug" || quiet) return;
   (level === "info" ? console.log : console.error)(text);
 }
 

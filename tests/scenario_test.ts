@@ -161,7 +161,6 @@ Deno.test("parseScenario() errors name the line and say what is wrong", () => {
   parseError("a/b: list", 1, "may only hold letters");
   parseError("Server: list", 1, "is the server here");
   parseError("alice every 2: list", 1, "every K needs a pattern");
-  parseError("alice: upload data.csv", 1, 'the simulator has no files; "upload" cannot run');
   parseError('partition "alice bob', 1, "the line has a quote that is not closed");
 });
 
@@ -230,6 +229,22 @@ Deno.test("runScenario() registers, watches and lists on a lossy network", () =>
   assertEquals(run.summary.clients, 3);
   assert(run.summary.network.lost > 0);
   assertEquals(run.summary.commands.failed, 0);
+});
+
+Deno.test("runScenario() stores a generated file on the server and fetches it back", () => {
+  const run = runScenario(
+    parseScenario(
+      "loss 20%\nalice: register\nalice: generate data.csv 3000\nalice: upload data.csv\n" +
+        "settle\nalice: download data.csv copy.csv\n",
+      "files",
+    ),
+    { seed: 4 },
+  );
+  assertEquals(run.summary.violations, []);
+  assertEquals(run.summary.commands.failed, 0);
+  const [alice] = run.sim.clients;
+  assertEquals(alice.files.get("copy.csv"), alice.files.get("data.csv"));
+  assert(alice.files.get("copy.csv")!.length > 60_000);
 });
 
 Deno.test("runScenario() keeps acknowledged registrations across a crash and restart", () => {

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { fromHex } from "../hex.ts";
 import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
@@ -17,21 +16,11 @@ import {
   type PasswordUser,
   ServerCore,
   type ServerEvent,
-  type ServerOutput,
 } from "../server/server_core.ts";
 import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { serverEventText } from "../server/server_event_text.ts";
-import {
-  type ConnectionLimitHit,
-  ConnectionLimits,
-  connectionLimitText,
-} from "../server/connection_limits.ts";
-import {
-  DEFAULT_RATE_LIMIT,
-  DEFAULT_SESSION_RATE_LIMIT,
-  RateLimiter,
-} from "../server/rate_limiter.ts";
+import type { ServerLimits } from "../server/admission.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
@@ -44,7 +33,8 @@ import {
 } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
-import { BlobStore, BlobStoreError, type Upload } from "./blob_store.ts";
+import { BlobStore } from "./blob_store.ts";
+import { StorageDriver } from "./storage_driver.ts";
 import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
@@ -82,30 +72,7 @@ export interface ServerConfig {
   limits?: ServerLimits;
 }
 
-/**
- * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
- * off.
- */
-export interface ServerLimits {
-  /**
-   * UDP datagrams per second per address that carry no live session token,
-   * garbage included (default 100, bursts of twice that); 0 for no limit.
-   */
-  rateLimit?: number;
-  /**
-   * UDP datagrams per second per address that carry a live session token
-   * (default 2,000, bursts of twice that); 0 for no limit.
-   */
-  sessionRateLimit?: number;
-  /** Most TCP connections open at once from one address (default 32). */
-  maxConnectionsPerAddress?: number;
-  /** Most TCP connections open at once in all (default 512). */
-  maxConnections?: number;
-  /** A TCP connection silent this long between frames is closed, ms (default 60,000). */
-  tcpIdleMs?: number;
-  /** A TCP frame must arrive whole within this long of its first byte, ms (default 30,000). */
-  tcpFrameMs?: number;
-}
+export type { ServerLimits } from "../server/admission.ts";
 
 /** How often the users file is checked for changes, ms. */
 const USERS_FILE_CHECK_MS = 2000;
@@ -122,12 +89,12 @@ export interface TrafficStats {
   framesOut: number;
   /** Datagrams and frames that were not valid messages. */
   rejected: number;
-  /** Datagrams dropped by the per-address rate limits. */
-  rateLimited: number;
-  /** TCP connections refused by the connection limits. */
-  tcpRefused: number;
-  /** TCP connections closed for being idle or too slow. */
-  tcpTimedOut: number;
+  /** Datagrams dropped by the per-address rate limits (the core's count). */
+  readonly rateLimited: number;
+  /** TCP connections refused by the connection limits (the core's count). */
+  readonly tcpRefused: number;
+  /** TCP connections closed for being idle or too slow (the core's count). */
+  readonly tcpTimedOut: number;
 }
 
 const log = getLogger(["switchboard", "server"]);
@@ -149,16 +116,7 @@ export class ServerDriver {
   /** The bound TCP port. */
   readonly tcpPort: number;
   /** Traffic counters. */
-  readonly traffic: TrafficStats = {
-    datagramsIn: 0,
-    datagramsOut: 0,
-    framesIn: 0,
-    framesOut: 0,
-    rejected: 0,
-    rateLimited: 0,
-    tcpRefused: 0,
-    tcpTimedOut: 0,
-  };
+  readonly traffic: TrafficStats;
   #config: ServerConfig;
   #core: ServerCore;
   #udp: UdpSocket;
@@ -169,21 +127,17 @@ export class ServerDriver {
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
-  #store: BlobStore;
-  #uploads = new Map<number, Promise<Upload | undefined>>();
-  #uploadConn = new Map<number, number>();
-  #connWrites = new Map<number, Promise<unknown>>();
+  #storage: StorageDriver;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #usersTimer: ReturnType<typeof setInterval> | undefined;
   #usersStamp = "";
-  #fileWork = new Set<Promise<unknown>>();
+  /** Password checks under way. */
+  #checks = new Set<Promise<unknown>>();
   #startedAt = systemClock.now();
-  #limiter: RateLimiter | undefined;
-  #sessionLimiter: RateLimiter | undefined;
-  #connLimits: ConnectionLimits;
   #connTimer: ReturnType<typeof setInterval> | undefined;
-  #closing = new Set<number>();
+  /** The last frame queued on each TCP connection, to close it after. */
+  #lastWrite = new Map<number, Promise<unknown>>();
 
   private constructor(
     config: ServerConfig,
@@ -194,24 +148,35 @@ export class ServerDriver {
     store: BlobStore,
   ) {
     this.#lock = lock;
-    this.#store = store;
+    this.#storage = new StorageDriver(store, {
+      core,
+      drain: () => this.#drain(),
+      connection: (connId: number) => this.#connections.get(connId),
+      frameSent: () => this.traffic.framesOut++,
+    });
     this.#config = config;
     this.#core = core;
     this.#udp = udp;
     this.#listener = listener;
     this.udpPort = udp.localPort;
     this.tcpPort = (listener.addr as Deno.NetAddr).port;
-    const limits = config.limits ?? {};
-    const rate = limits.rateLimit ?? DEFAULT_RATE_LIMIT;
-    const sessionRate = limits.sessionRateLimit ?? DEFAULT_SESSION_RATE_LIMIT;
-    if (rate > 0) this.#limiter = new RateLimiter({ ratePerSecond: rate });
-    if (sessionRate > 0) this.#sessionLimiter = new RateLimiter({ ratePerSecond: sessionRate });
-    this.#connLimits = new ConnectionLimits({
-      maxPerAddress: limits.maxConnectionsPerAddress,
-      maxTotal: limits.maxConnections,
-      idleMs: limits.tcpIdleMs,
-      frameMs: limits.tcpFrameMs,
-    });
+    const stats = core.stats;
+    this.traffic = {
+      datagramsIn: 0,
+      datagramsOut: 0,
+      framesIn: 0,
+      framesOut: 0,
+      rejected: 0,
+      get rateLimited() {
+        return stats.rateLimited;
+      },
+      get tcpRefused() {
+        return stats.tcpRefused;
+      },
+      get tcpTimedOut() {
+        return stats.tcpTimedOut;
+      },
+    };
   }
 
   /**
@@ -277,6 +242,7 @@ export class ServerDriver {
       lockoutMs: config.lockoutMs,
       storage: config.storage,
       storedFiles,
+      limits: config.limits,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store);
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
@@ -296,7 +262,7 @@ export class ServerDriver {
       server.#usersStamp = await fileStamp(usersPath(config));
       server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
     }
-    const { idleMs, frameMs } = server.#connLimits;
+    const { idleMs, frameMs } = core.connectionTimes;
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
     const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
@@ -394,9 +360,8 @@ export class ServerDriver {
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
-    while (this.#fileWork.size > 0) await Promise.allSettled([...this.#fileWork]);
-    for (const upload of this.#uploads.values()) await upload.then((u) => u?.abort());
-    await this.#store.close();
+    while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
+    await this.#storage.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
@@ -425,44 +390,17 @@ export class ServerDriver {
           problem = error.message;
         }
       }
-      if (!this.#admit(from, message)) return;
+      if (!this.#core.admit(systemClock.now(), from, message)) {
+        log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
+          address: from.address,
+          port: from.port,
+        });
+        // Only a report may come out: no timer to re-arm.
+        return this.#drain(false);
+      }
       if (message === undefined) this.#reject(from, problem ?? "not a message");
       else this.#handle(from, message, data.length);
     });
-  }
-
-  /**
-   * Applies the per-address rate limit of a datagram: the loose one if it
-   * carries a live session token, else the strict one (garbage included).
-   *
-   * @returns true if it may be handled
-   */
-  #admit(from: Endpoint, message: Message | undefined): boolean {
-    const session = message !== undefined && this.#core.hasLiveSession(message);
-    const limiter = session ? this.#sessionLimiter : this.#limiter;
-    if (limiter === undefined) return true;
-    const decision = limiter.take(systemClock.now(), from.address);
-    if (decision.allowed) return true;
-    this.traffic.rateLimited++;
-    if (decision.report !== undefined) {
-      log.warn(
-        "Rate limit: dropped {dropped} UDP datagrams from {address} {what} since the last " +
-          "report (limit {rate}/s per address, bursts of {burst}); the next report comes " +
-          "10 s from now at the earliest",
-        {
-          dropped: decision.report.dropped,
-          address: from.address,
-          what: session ? "with a session" : "without a session",
-          rate: limiter.ratePerSecond,
-          burst: 2 * limiter.ratePerSecond,
-        },
-      );
-    }
-    log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
-      address: from.address,
-      port: from.port,
-    });
-    return false;
   }
 
   /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
@@ -524,105 +462,57 @@ export class ServerDriver {
         break;
       }
       const connId = this.#nextConnId++;
-      const address = (conn.remoteAddr as Deno.NetAddr).hostname ?? "";
-      const refused = this.#connLimits.open(systemClock.now(), connId, address);
-      if (refused !== undefined) {
-        track(this.#refuseConnection(conn, address, refused.hit, refused.report));
+      const framed = new FramedConnection(conn);
+      const from: Endpoint = {
+        transport: "tcp",
+        address: framed.remoteAddr.hostname,
+        port: framed.remoteAddr.port,
+        connId,
+      };
+      // Known before the core decides, so that a refusal can be sent on it.
+      this.#connections.set(connId, framed);
+      if (!this.#core.connectionOpened(systemClock.now(), from)) {
+        // Refused: the core said why (a frame) and asked to close it.
+        this.#drain();
+        const told = this.#lastWrite.get(connId) ?? Promise.resolve();
+        this.#connections.delete(connId);
+        this.#lastWrite.delete(connId);
+        track(told.then(() => {}, () => {}).finally(() => framed.close()));
         continue;
       }
-      track(this.#serveConnection(conn, connId));
+      track(this.#serveConnection(framed, from));
     }
     await Promise.all([...handlers]);
   }
 
-  /** Tells a connection over the limits why, and closes it. */
-  async #refuseConnection(
-    conn: Deno.TcpConn,
-    address: string,
-    hit: ConnectionLimitHit,
-    report: { refused: number } | undefined,
-  ): Promise<void> {
-    this.traffic.tcpRefused++;
-    const reason = connectionLimitText(hit, address);
-    if (report !== undefined) {
-      log.warn(
-        "TCP limit: refused {refused} connections from {address} since the last report: {reason}",
-        { refused: report.refused, address, reason },
-      );
-    }
-    const framed = new FramedConnection(conn);
-    const reply: Reply = {
-      type: "error",
-      reqId: 0,
-      code: ERROR_CODES.bad_request,
-      message: `Closing the connection: ${reason}`,
-    };
-    // A new connection's send buffer is empty: the frame goes at once.
-    await framed.write(encodeMessage(reply)).catch(() => {});
-    this.traffic.framesOut++;
-    framed.close();
-  }
-
-  /** Closes connections that were idle or sent a frame too slowly. */
+  /** Asks the core about connections that may be idle or sending a frame too slowly. */
   #checkConnections(): void {
     if (this.#closed) return;
     const now = systemClock.now();
-    const busy = new Set(this.#uploadConn.values());
     for (const [connId, framed] of this.#connections) {
-      const hit = this.#connLimits.check(now, connId, {
+      const { hostname: address, port } = framed.remoteAddr;
+      this.#core.checkConnection(now, { transport: "tcp", address, port, connId }, {
         bytesRead: framed.bytesRead,
         bytesWritten: framed.bytesWritten,
         framesRead: framed.framesRead,
         pendingBytes: framed.pendingBytes,
         reading: framed.reading,
-        busy: busy.has(connId),
         writing: framed.writesQueued > 0,
       });
-      if (hit === undefined) continue;
-      if (this.#closing.has(connId)) {
-        // Told once already; its last frame did not go out in time.
-        framed.close();
-        continue;
-      }
-      this.#closing.add(connId);
-      this.traffic.tcpTimedOut++;
-      const reason = connectionLimitText(hit, framed.remoteAddr.hostname);
-      const logged = {
-        connId,
-        address: framed.remoteAddr.hostname,
-        port: framed.remoteAddr.port,
-        reason,
-      };
-      if (hit.kind === "idle") {
-        log.info("Closed TCP connection {connId} from {address}:{port}: {reason}", logged);
-      } else {
-        log.warn("TCP limit: closed connection {connId} from {address}:{port}: {reason}", logged);
-      }
-      if (framed.writesQueued > 0) {
-        // Its peer is not taking what was sent already: no last word.
-        framed.close();
-        continue;
-      }
-      const reply: Reply = {
-        type: "error",
-        reqId: 0,
-        code: ERROR_CODES.bad_request,
-        message: `Closing the connection: ${reason}`,
-      };
-      this.traffic.framesOut++;
-      framed.write(encodeMessage(reply)).catch(() => {}).finally(() => framed.close());
     }
+    this.#drain();
   }
 
-  async #serveConnection(conn: Deno.TcpConn, connId: number): Promise<void> {
-    const framed = new FramedConnection(conn);
-    this.#connections.set(connId, framed);
-    const from: Endpoint = {
-      transport: "tcp",
-      address: framed.remoteAddr.hostname,
-      port: framed.remoteAddr.port,
-      connId,
-    };
+  /** Closes a connection once the frames queued on it are written (or failed). */
+  #close(connId: number): void {
+    const framed = this.#connections.get(connId);
+    if (framed === undefined) return;
+    const last = this.#lastWrite.get(connId) ?? Promise.resolve();
+    last.catch(() => {}).finally(() => framed.close());
+  }
+
+  async #serveConnection(framed: FramedConnection, from: Endpoint): Promise<void> {
+    const connId = from.connId!;
     log.debug("TCP connection {connId} from {address}:{port}", {
       connId,
       address: from.address,
@@ -633,7 +523,7 @@ export class ServerDriver {
         this.traffic.framesIn++;
         this.#handle(from, decodeMessage(frame), frame.length);
         // Read no faster than uploads on this connection reach the disk.
-        await this.#connWrites.get(connId);
+        await this.#storage.readGate(connId);
       }
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
@@ -659,9 +549,8 @@ export class ServerDriver {
     } finally {
       framed.close();
       this.#connections.delete(connId);
-      this.#connLimits.close(connId);
-      this.#closing.delete(connId);
-      this.#connWrites.delete(connId);
+      this.#lastWrite.delete(connId);
+      this.#storage.connectionClosed(connId);
       this.#core.connectionClosed(connId);
       this.#drain();
       log.debug("TCP connection {connId} closed", { connId });
@@ -678,7 +567,7 @@ export class ServerDriver {
     });
   }
 
-  #drain(): void {
+  #drain(armTimer = true): void {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       switch (out.type) {
         case "send":
@@ -690,11 +579,17 @@ export class ServerDriver {
         case "event":
           this.#event(out.event);
           break;
+        case "close":
+          this.#close(out.connId);
+          break;
+        case "verify_password":
+          this.#verifyPassword(out.id, out.hash, out.password);
+          break;
         default:
-          this.#fileOrPassword(out);
+          this.#storage.execute(out);
       }
     }
-    this.#armTimer();
+    if (armTimer) this.#armTimer();
   }
 
   /** Keeps one timer armed for the core's next timeout. */
@@ -712,152 +607,13 @@ export class ServerDriver {
     }, Math.max(0, at - systemClock.now()));
   }
 
-  #fileOrPassword(
-    out: Exclude<ServerOutput, { type: "send" | "persist" | "event" }>,
-  ): void {
-    switch (out.type) {
-      case "verify_password":
-        return this.#track(
-          verifyPassword(out.hash, out.password).catch(() => false).then((ok) => {
-            this.#core.passwordChecked(systemClock.now(), out.id, ok);
-            this.#drain();
-          }),
-        );
-      case "upload_begin": {
-        const begun = this.#store.beginUpload(out.user, out.name).catch((error) => {
-          log.error("Cannot start storing {name}: {error}", { name: out.name, error });
-          return undefined;
-        });
-        this.#uploads.set(out.id, begun);
-        this.#uploadConn.set(out.id, out.connId);
-        return;
-      }
-      case "upload_chunk":
-        return this.#onUpload(out.id, (u) => u.write(out.data));
-      case "upload_abort": {
-        this.#onUpload(out.id, (u) => u.abort());
-        this.#uploads.delete(out.id);
-        this.#uploadConn.delete(out.id);
-        return;
-      }
-      case "upload_commit": {
-        const upload = this.#uploads.get(out.id);
-        this.#uploads.delete(out.id);
-        if (upload === undefined) {
-          this.#uploadConn.delete(out.id);
-          return;
-        }
-        // The connection counts as busy (not idle) until the file is stored.
-        return this.#track(
-          upload.then(async (u) => {
-            if (u === undefined) throw new BlobStoreError("io", "the file could not be created");
-            return await u.commit({ size: out.size, sha256: out.sha256 });
-          }).then(
-            (file) => this.#core.uploadDone(out.id, { ok: true, file }),
-            (error) => {
-              const mismatch = error instanceof BlobStoreError &&
-                (error.code === "checksum_mismatch" || error.code === "size_mismatch");
-              if (!mismatch) log.error("Storing a file failed: {error}", { error });
-              this.#core.uploadDone(out.id, {
-                ok: false,
-                code: mismatch ? "checksum_mismatch" : "io",
-                reason: mismatch
-                  ? "The upload's SHA-256 does not match the data received; nothing was stored"
-                  : "The server could not store the file",
-              });
-            },
-          ).then(() => this.#drain()).finally(() => this.#uploadConn.delete(out.id)),
-        );
-      }
-      case "download":
-        return this.#track(this.#sendFile(out.to, out.reqId, out.user, out.file));
-      case "delete_file":
-        return this.#track(
-          this.#store.delete(out.user, out.name).then(
-            () => this.#core.fileDeleted(out.id),
-            (error) => {
-              log.error("Deleting a file failed: {error}", { error });
-              this.#core.fileDeleted(out.id, "The server could not delete the file");
-            },
-          ).then(() => this.#drain()),
-        );
-      case "delete_user_files":
-        return this.#track(
-          this.#store.deleteUser(out.user).then(
-            (count) => {
-              if (count > 0) log.info("Deleted {count} files of {user}", { count, user: out.user });
-            },
-            (error) =>
-              log.error("Deleting files of {user} failed: {error}", {
-                user: out.user,
-                error,
-              }),
-          ),
-        );
-    }
-  }
-
-  #onUpload(id: number, work: (upload: Upload) => Promise<void>): void {
-    const upload = this.#uploads.get(id);
-    if (upload === undefined) return;
-    const next = upload.then(async (u) => {
-      if (u === undefined) return undefined;
-      try {
-        await work(u);
-        return u;
-      } catch (error) {
-        log.error("Writing an upload failed: {error}", { error });
-        await u.abort();
-        return undefined;
-      }
+  #verifyPassword(id: number, hash: string, password: string): void {
+    const check = verifyPassword(hash, password).catch(() => false).then((ok) => {
+      this.#core.passwordChecked(systemClock.now(), id, ok);
+      this.#drain();
     });
-    this.#uploads.set(id, next);
-    // The connection that carries the upload reads on once the write is done.
-    const connId = this.#uploadConn.get(id);
-    if (connId !== undefined) this.#connWrites.set(connId, next);
-  }
-
-  async #sendFile(to: Endpoint, reqId: number, user: string, file: StoredFile): Promise<void> {
-    const conn = to.connId === undefined ? undefined : this.#connections.get(to.connId);
-    if (conn === undefined) return;
-    let reader;
-    try {
-      reader = await this.#store.openRead(user, file.name);
-    } catch (error) {
-      log.error("Cannot read {name} of {user}: {error}", { name: file.name, user, error });
-      const reply: Reply = {
-        type: "error",
-        reqId,
-        code: ERROR_CODES.file_not_found,
-        message: `The server could not read "${file.name}"`,
-      };
-      await conn.write(encodeMessage(reply)).catch(() => conn.close());
-      return;
-    }
-    try {
-      const info = reader.info;
-      await conn.write(encodeMessage({
-        type: "download_ok",
-        reqId,
-        size: info.size,
-        sha256: fromHex(info.sha256),
-      }));
-      this.traffic.framesOut++;
-      for await (const data of reader) {
-        await conn.write(encodeMessage({ type: "file_chunk", reqId, data }));
-        this.traffic.framesOut++;
-      }
-    } catch (error) {
-      log.warn("Sending {name} to {user} stopped: {error}", { name: file.name, user, error });
-      conn.close();
-    } finally {
-      reader.close();
-    }
-  }
-
-  #track(work: Promise<unknown>): void {
-    this.#fileWork.add(work);
-    work.finally(() => this.#fileWork.delete(work));
+    this.#checks.add(check);
+    check.finally(() => this.#checks.delete(check));
   }
 
   #send(to: Endpoint, message: Message): void {
@@ -876,7 +632,9 @@ export class ServerDriver {
     const conn = to.connId === undefined ? undefined : this.#connections.get(to.connId);
     if (conn === undefined) return;
     this.traffic.framesOut++;
-    conn.write(bytes).catch(() => conn.close());
+    const written = conn.write(bytes);
+    written.catch(() => conn.close());
+    this.#lastWrite.set(to.connId!, written);
   }
 
   #persist(version: number, registry: RegistryJson): void {
