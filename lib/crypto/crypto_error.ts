@@ -1,5 +1,9 @@
 /** Machine-readable reasons the cryptographic layer refused an input. */
 export type CryptoErrorCode =
+  /** Not a secure-layer datagram: wrong magic, unknown kind, bad length or field. */
+  | "malformed"
+  /** A Switchboard datagram of another protocol version (such as a version 2 peer). */
+  | "bad_version"
   /** A message is shorter than its fixed fields, or has the wrong length. */
   | "truncated"
   /** An AEAD tag did not verify: the bytes were altered, or the key is wrong. */
