@@ -85,8 +85,10 @@ function sourceBytes(source: SourceAddress): Uint8Array {
  * ```ts
  * const checker = new CookieChecker(serverKeys.publicKey, { random: cryptoRandom });
  * const verdict = checker.check(datagram, { address: "192.0.2.7", port: 4500 }, now, underLoad);
- * if (verdict.kind === "accept") handshake.readMessage(...);
- * else if (verdict.kind === "cookie") send(encodeCookieReply(senderIndex, verdict.reply));
+ * if (verdict.kind === "accept") handshake.readMessage(initiation.handshake);
+ * else if (verdict.kind === "cookie") {
+ *   send(encodeSecureDatagram({ kind: "cookie_reply", receiver: initiation.sender, ...verdict.reply }));
+ * }
  * ```
  */
 export class CookieChecker {

@@ -61,9 +61,10 @@ const EMPTY = new Uint8Array(0);
  *
  * @example
  * ```ts
- * const session = new TransportSession(handshake.split(), { now, initiator: true });
- * const { counter, ciphertext } = session.seal(datagram, now);
- * const plain = peerSession.open(counter, ciphertext, now);
+ * const mine = new TransportSession(handshake.split(), { now, initiator: true });
+ * const { counter, ciphertext } = mine.seal(message, now);
+ * // on the other side, with its own TransportSession of the same handshake:
+ * const plain = theirs.open(counter, ciphertext, now);
  * ```
  */
 export class TransportSession {
