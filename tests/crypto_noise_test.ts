@@ -204,3 +204,35 @@ Deno.test("HandshakeState: both sides agree on the hash and the keys", () => {
   const back = b.send.encryptWithAd(new Uint8Array(), Uint8Array.of(4));
   assertEquals(a.receive.decryptWithAd(new Uint8Array(), back), Uint8Array.of(4));
 });
+
+Deno.test("HandshakeState: an IKpsk2 responder can take its PSK after reading message 1", () => {
+  const psk = new Uint8Array(32).fill(5);
+  const { initiator, responder, client } = pair("IKpsk2", 9, [psk, undefined]);
+  responder.readMessage(initiator.writeMessage());
+  assertEquals(responder.remoteStaticKey, client.publicKey); // who it is: pick the introduction's PSK
+  assertThrows(() => responder.writeMessage(), TypeError);
+  responder.setPsk(psk);
+  initiator.readMessage(responder.writeMessage());
+  assertEquals(initiator.handshakeHash, responder.handshakeHash);
+  assertThrows(() => responder.setPsk(psk), TypeError);
+  assertThrows(() => initiator.setPsk(psk), TypeError);
+});
+
+Deno.test("HandshakeState: refuses a PSK for IK, a missing initiator PSK and a short one", () => {
+  const random = new SeededRandom(10);
+  const keys = keyPairFromPrivateKey(random.bytes(32));
+  const base = { staticKeyPair: keys, remoteStaticKey: keys.publicKey, random };
+  assertThrows(
+    () => new HandshakeState({ ...base, pattern: "IK", initiator: true, psk: new Uint8Array(32) }),
+    TypeError,
+  );
+  assertThrows(
+    () => new HandshakeState({ ...base, pattern: "IKpsk2", initiator: true }),
+    TypeError,
+  );
+  assertThrows(
+    () =>
+      new HandshakeState({ ...base, pattern: "IKpsk2", initiator: true, psk: new Uint8Array(31) }),
+    RangeError,
+  );
+});

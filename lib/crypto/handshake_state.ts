@@ -50,7 +50,11 @@ export interface HandshakeOptions {
   staticKeyPair: KeyPair;
   /** The responder's static public key; required of the initiator (the `<- s` pre-message). */
   remoteStaticKey?: Uint8Array;
-  /** The 32-byte pre-shared key; required for `IKpsk2`. */
+  /**
+   * The 32-byte pre-shared key; required for `IKpsk2`. A responder may give
+   * it later with {@link HandshakeState.setPsk}, once message 1 has told it
+   * who the initiator is (as WireGuard picks the peer's PSK).
+   */
   psk?: Uint8Array;
   /** Bytes both sides bind into the handshake (a protocol label); empty if absent. */
   prologue?: Uint8Array;
@@ -107,10 +111,13 @@ export class HandshakeState {
     if (remoteStaticKey !== undefined && remoteStaticKey.length !== KEY_LENGTH) {
       throw new RangeError(`Cannot use a ${remoteStaticKey.length}-byte remote static key`);
     }
-    if (pattern === "IKpsk2") {
-      if (psk === undefined) throw new TypeError("Cannot start an IKpsk2 handshake without a PSK");
-      if (psk.length !== PSK_LENGTH) throw new RangeError(`Cannot use a ${psk.length}-byte PSK`);
+    if (pattern === "IKpsk2" && initiator && psk === undefined) {
+      throw new TypeError("Cannot start an IKpsk2 handshake without a PSK");
     }
+    if (pattern === "IK" && psk !== undefined) {
+      throw new TypeError("Cannot use a PSK with the IK pattern");
+    }
+    if (psk !== undefined) checkPsk(psk);
     this.#pattern = pattern;
     this.#initiator = initiator;
     this.#static = staticKeyPair;
@@ -143,6 +150,22 @@ export class HandshakeState {
   }
 
   /**
+   * Gives an IKpsk2 responder its pre-shared key after it has read message 1
+   * and knows, from {@link remoteStaticKey}, which introduction it belongs to.
+   *
+   * @param psk 32 bytes
+   * @throws {TypeError} if this is not an IKpsk2 responder before message 2
+   * @throws {RangeError} if the key is not 32 bytes
+   */
+  setPsk(psk: Uint8Array): void {
+    if (this.#pattern !== "IKpsk2" || this.#initiator || this.#step > 1) {
+      throw new TypeError("Cannot set a PSK: only an IKpsk2 responder before message 2 takes one");
+    }
+    checkPsk(psk);
+    this.#psk = psk.slice();
+  }
+
+  /**
    * The length of the message this side writes next with a payload of `payloadLength`.
    *
    * @param payloadLength bytes of payload
@@ -168,6 +191,9 @@ export class HandshakeState {
   writeMessage(payload: Uint8Array = new Uint8Array(0)): Uint8Array {
     this.#checkUsable();
     if (!this.isMyTurn) throw new TypeError("Cannot write a handshake message: not our turn");
+    if (this.#psk === undefined && MESSAGES[this.#pattern][this.#step].includes("psk")) {
+      throw new TypeError("Cannot write IKpsk2 message 2 without a PSK: call setPsk() first");
+    }
     const parts: Uint8Array[] = [];
     for (const token of MESSAGES[this.#pattern][this.#step]) {
       if (token === "e") {
@@ -250,7 +276,7 @@ export class HandshakeState {
 
   #mixEphemeral(publicKey: Uint8Array): void {
     this.#symmetric.mixHash(publicKey);
-    if (this.#psk !== undefined) this.#symmetric.mixKey(publicKey);
+    if (this.#pattern === "IKpsk2") this.#symmetric.mixKey(publicKey);
   }
 
   #mixToken(token: Exclude<Token, "e" | "s">): void {
@@ -268,6 +294,10 @@ export class HandshakeState {
       : dh(ours(responderKey).privateKey, theirs(initiatorKey));
     this.#symmetric.mixKey(shared);
   }
+}
+
+function checkPsk(psk: Uint8Array): void {
+  if (psk.length !== PSK_LENGTH) throw new RangeError(`Cannot use a ${psk.length}-byte PSK`);
 }
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {
