@@ -1,7 +1,8 @@
 /**
  * The AEAD pieces of lib/crypto against published vectors:
  * draft-irtf-cfrg-xchacha-03 section 2.2.1 (HChaCha20) and appendix A.3.1
- * (AEAD_XChaCha20_Poly1305), which WireGuard's cookie replies use.
+ * (AEAD_XChaCha20_Poly1305), which WireGuard's cookie replies use; and
+ * HMAC-SHA256 against RFC 4231 and node:crypto's own HMAC.
  */
 import { assertEquals, assertThrows } from "@std/assert";
 import { fromHex, toHex } from "../lib/hex.ts";
@@ -14,6 +15,8 @@ import {
 } from "../lib/crypto/chacha20_poly1305.ts";
 import { CryptoError } from "../lib/crypto/crypto_error.ts";
 import { hchacha20 } from "../lib/crypto/hchacha20.ts";
+import { hmacSha256 } from "../lib/crypto/symmetric_state.ts";
+import { createHmac } from "node:crypto";
 
 function sequence(first: number, length: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => first + i);
@@ -69,4 +72,21 @@ Deno.test("chacha20Poly1305Open() refuses short input, a wrong nonce and wrong a
     code(() => chacha20Poly1305Open(key, counterNonce(7), Uint8Array.of(8), sealed)),
     "auth_failed",
   );
+});
+
+Deno.test("hmacSha256() matches node:crypto's HMAC and RFC 4231 test case 2", () => {
+  assertEquals(
+    toHex(
+      hmacSha256(
+        new TextEncoder().encode("Jefe"),
+        new TextEncoder().encode("what do ya want for nothing?"),
+      ),
+    ),
+    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  );
+  for (const keyLength of [0, 1, 32, 63, 64, 65, 200]) {
+    const key = sequence(3, keyLength), message = sequence(9, keyLength + 7);
+    const expected = new Uint8Array(createHmac("sha256", key).update(message).digest());
+    assertEquals(hmacSha256(key, message.subarray(0, 5), message.subarray(5)), expected);
+  }
 });
