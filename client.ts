@@ -27,7 +27,10 @@ import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/cli/line_reader.ts";
 import { Terminal } from "./lib/cli/terminal.ts";
-import { displayWidth } from "./lib/cli/line_editor.ts";
+import { displayWidth } from "./lib/display_width.ts";
+import { commandCompleter } from "./lib/cli/command_completer.ts";
+import { LineHistory } from "./lib/cli/line_history.ts";
+import { OnlineNames } from "./lib/cli/online_names.ts";
 import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
 import {
   portFlag,
@@ -45,6 +48,8 @@ import { fileNameProblem } from "./lib/wire/file_name.ts";
 
 const DEFAULT_SERVER_PORT = 3000;
 const DEFAULT_TCP_PORT = 5001;
+/** The command words, for Tab completion. */
+const COMMAND_WORDS = [...new Set(COMMAND_HELP.map(([usage]) => usage.split(" ")[0]))];
 
 const HELP = `switchboard-client ${VERSION}: a Switchboard client
 
@@ -90,6 +95,7 @@ interface ClientFlags {
   json: boolean;
   logDir: string;
   logLevel: LogLevelName;
+  dataDir: string;
   identityFile: string;
   passwordFile?: string;
   downloadDir: string;
@@ -165,6 +171,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     json: parsed.json,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    dataDir: parsed["data-dir"],
     identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
     passwordFile: parsed["password-file"],
     downloadDir: downloadDirFlag(parsed["download-dir"]),
@@ -345,8 +352,12 @@ function formatSeconds(seconds: number): string {
 type Lines = Terminal | LineReader;
 
 /** Shows `prompt` and reads a line; undefined at the end of input. */
-async function prompted(lines: Lines, prompt: string): Promise<string | undefined> {
-  if (lines instanceof Terminal) return await lines.next({ prompt });
+async function prompted(
+  lines: Lines,
+  prompt: string,
+  history?: LineHistory,
+): Promise<string | undefined> {
+  if (lines instanceof Terminal) return await lines.next({ prompt, history });
   await Deno.stdout.write(encoder.encode(prompt));
   return await lines.next();
 }
@@ -433,6 +444,7 @@ async function main(args: string[]): Promise<number> {
     leaving ??= (async () => {
       await opened.client?.close();
       await opened.lines?.cancel();
+      await opened.history?.flush();
       await opened.logging?.close();
       return signalled ?? code;
     })();
@@ -464,6 +476,7 @@ interface Opened {
   lines?: Lines;
   logging?: Logging;
   client?: ClientDriver;
+  history?: LineHistory;
 }
 
 /** Runs the client from the parsed flags and returns its exit code. */
@@ -481,10 +494,12 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
+  const online = new OnlineNames();
   const terminal = interactive
     ? Terminal.open({
       // On a password server, what follows `login` (a pasted password) is not echoed.
       secretAfter: (line) => opened.client?.core.auth === "password" && isLogin(line),
+      complete: commandCompleter(COMMAND_WORDS, () => online.names),
     })
     : undefined;
   const lines = opened.lines = terminal ?? new LineReader(input);
@@ -525,7 +540,10 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       via: settings.via,
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
       identityFile: settings.identityFile,
-      onEvent: (event) => output.clientEvent(event),
+      onEvent: (event) => {
+        online.observe(event.kind, event.data);
+        output.clientEvent(event);
+      },
       onProgress: (progress) => output.progress(progress),
       downloadDir: settings.downloadDir,
       acceptFiles: settings.acceptFiles,
@@ -553,9 +571,14 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     return 1;
   }
   output.event("connected", hello.message, hello.data);
-  const context: Context = { client, output, flags: settings, lines, interactive };
+  const context: Context = { client, output, flags: settings, lines, interactive, online };
   if (interactive) {
     output.note('Type "help" for the commands.');
+    // Per user: the name, made safe as a file name.
+    const file = encodeURIComponent((settings.name ?? "").toLowerCase()).replaceAll(".", "%2E");
+    context.history = opened.history = await LineHistory.load(
+      join(settings.dataDir, "history", `${file}.txt`),
+    );
     return await interactiveLoop(context);
   }
   return await scriptLoop(context);
@@ -568,11 +591,16 @@ interface Context {
   flags: ClientFlags & { server: { host: string; port: number } };
   lines: Lines;
   interactive: boolean;
+  /** Who was last seen online, for Tab completion. */
+  online: OnlineNames;
+  /** The command history, on a terminal. */
+  history?: LineHistory;
 }
 
 async function runCommand(context: Context, command: Command): Promise<CommandResult | "exit"> {
   if (command.kind === "exit") return "exit";
   const result = await commandResult(context, command);
+  if (result.ok) context.online.observe(result.command, result.data);
   context.output.result(result);
   return result;
 }
@@ -769,7 +797,7 @@ function downloadDirFlag(dir: string): string {
 async function interactiveLoop(context: Context) {
   const { lines, output } = context;
   while (true) {
-    const line = await prompted(lines, "> ");
+    const line = await prompted(lines, "> ", context.history);
     if (line === undefined) return 0;
     let command;
     try {

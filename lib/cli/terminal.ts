@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { LineEditor, type LineEditorOptions } from "./line_editor.ts";
+import { type AskOptions, LineEditor, type LineEditorOptions } from "./line_editor.ts";
 
 const encoder = new TextEncoder();
 
@@ -73,10 +73,11 @@ export class Terminal {
   /**
    * Shows `prompt` and waits for a line (one typed ahead is taken at once).
    *
+   * @param options the prompt, and the editor's `secret` and `history` (see `AskOptions`)
    * @returns the line, or undefined at the end of input (Ctrl+D)
    */
-  async next(options: { prompt?: string; secret?: boolean } = {}): Promise<string | undefined> {
-    this.#write(this.#editor.ask(options.prompt ?? "", { secret: options.secret }));
+  async next(options: AskOptions & { prompt?: string } = {}): Promise<string | undefined> {
+    this.#write(this.#editor.ask(options.prompt ?? "", options));
     while (this.#lines.length === 0 && !this.#ended) {
       await new Promise<void>((wake) => this.#wake = wake);
     }
