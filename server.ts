@@ -35,6 +35,9 @@ import {
 } from "./lib/cli/usage_error.ts";
 import { errorLine } from "./lib/error_line.ts";
 import { VERSION } from "./lib/version.ts";
+import { MetricsObserver } from "./lib/io/metrics_observer.ts";
+import { directoryBytes, MetricsServer } from "./lib/io/metrics_server.ts";
+import { hostPort } from "./lib/host_port.ts";
 
 /** Signals closer together than this count as one. */
 const SECOND_SIGNAL_GAP_MS = 1000;
@@ -72,6 +75,9 @@ Flags:
   --tcp-frame-timeout SECONDS
                       close a TCP connection whose frame has not arrived whole this long
                       after its first byte (default ${DEFAULT_TCP_FRAME_MS / 1000})
+  --metrics [HOST:]PORT
+                      serve /healthz and Prometheus /metrics over HTTP on PORT, on
+                      HOST (default 127.0.0.1: loopback only) (default off)
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
   -h, --help          show this help
@@ -102,6 +108,7 @@ interface ServerFlags {
   maxConnectionsPerIp: number;
   tcpIdleMs: number;
   tcpFrameMs: number;
+  metrics?: { host: string; port: number };
 }
 
 const STRING_FLAGS = [
@@ -124,6 +131,7 @@ const STRING_FLAGS = [
   "max-connections-per-ip",
   "tcp-idle",
   "tcp-frame-timeout",
+  "metrics",
 ];
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
@@ -200,7 +208,17 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     ),
     tcpIdleMs: secondsFlag("--tcp-idle", parsed["tcp-idle"]),
     tcpFrameMs: secondsFlag("--tcp-frame-timeout", parsed["tcp-frame-timeout"]),
+    metrics: parsed.metrics === undefined ? undefined : metricsFlag(parsed.metrics),
   };
+}
+
+/** Reads `--metrics [HOST:]PORT`: a bare port listens on loopback only. */
+function metricsFlag(text: string): { host: string; port: number } {
+  const match = /^(?:(?:\[([^\]]+)\]|([^:\[\]]+)):)?([^:]+)$/.exec(text);
+  if (match === null) {
+    throw new UsageError(`--metrics must look like PORT, HOST:PORT or [IPv6]:PORT, not "${text}"`);
+  }
+  return { host: match[1] ?? match[2] ?? "127.0.0.1", port: portFlag("--metrics port", match[3]) };
 }
 
 function printEvent(event: ServerEvent): void {
@@ -287,7 +305,48 @@ async function main(args: string[]): Promise<number> {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
   }
-  let server: ServerDriver;
+  let server: ServerDriver | undefined;
+  let serving = false;
+  const metrics = new MetricsObserver(VERSION, {
+    registered: () => server?.status().registered ?? 0,
+    active: () => server?.status().active ?? 0,
+    watchers: () => server?.status().watchers ?? 0,
+    tcpConnections: () => server?.status().tcpConnections ?? 0,
+    storageBytes: () => directoryBytes(`${flags.dataDir}/files`),
+    uptimeSeconds: () => (server?.status().uptimeMs ?? 0) / 1000,
+    counters: () => {
+      const s = server?.status();
+      return {
+        presenceResent: s?.presenceResent ?? 0,
+        authFailures: s?.authFailures ?? 0,
+        undersized: s?.undersized ?? 0,
+        tcpRefused: s?.tcpRefused ?? 0,
+        tcpTimedOut: s?.tcpTimedOut ?? 0,
+      };
+    },
+  });
+  let http: MetricsServer | undefined;
+  if (flags.metrics !== undefined) {
+    try {
+      http = MetricsServer.start(flags.metrics.host, flags.metrics.port, {
+        version: VERSION,
+        uptimeSeconds: () => (server?.status().uptimeMs ?? 0) / 1000,
+        serving: () => serving,
+        storeReachable: async () =>
+          (await Deno.stat(flags.dataDir).catch(() => null))?.isDirectory ?? false,
+        metrics: () => metrics.render(),
+      });
+    } catch (error) {
+      await logging.close();
+      const where = hostPort(flags.metrics.host, flags.metrics.port);
+      console.error(errorLine(
+        error instanceof BindError && error.reason === "in_use"
+          ? `metrics port ${flags.metrics.port} is in use; pass --metrics with another`
+          : `cannot serve metrics on ${where}: ${(error as Error).message}`,
+      ));
+      return 1;
+    }
+  }
   try {
     server = await ServerDriver.start({
       host: flags.host,
@@ -314,8 +373,10 @@ async function main(args: string[]): Promise<number> {
         tcpIdleMs: flags.tcpIdleMs,
         tcpFrameMs: flags.tcpFrameMs,
       },
+      observer: metrics,
     });
   } catch (error) {
+    await http?.close();
     await logging.close();
     console.error(errorLine(startFailure(error, flags)));
     return 1;
@@ -332,14 +393,21 @@ async function main(args: string[]): Promise<number> {
       `${flags.lockoutMs / 1000} s`,
   );
   console.log(`Limits: ${limitsText(flags)}`);
+  if (http !== undefined) {
+    console.log(`Metrics: http://${hostPort(http.host, http.port)}/metrics and /healthz`);
+  }
   console.log("Server running... (Press Ctrl+C to stop)");
-  showStatus = () => console.log(server.reportStatus());
+  serving = true;
+  const running = server;
+  showStatus = () => console.log(running.reportStatus());
   readStatusCommands(() => showStatus());
 
   const signal = await stopped;
   showStatus = () => {};
   console.log(`${signal} received: shutting down...`);
+  serving = false;
   await server.close();
+  await http?.close();
   await logging.close();
   // The listeners stay until the process exits: a late copy of the signal
   // must not fall through to the default action (exit 130).

@@ -51,6 +51,7 @@ import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
 import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
+import type { ServerObserver } from "./metrics_observer.ts";
 
 /** Everything the server driver needs to start. */
 export interface ServerConfig {
@@ -80,6 +81,8 @@ export interface ServerConfig {
   storage?: StorageLimits;
   /** Limits that keep one address or a flood from taking the server over. */
   limits?: ServerLimits;
+  /** Told what comes in and goes out, every event and registry write (for `/metrics`). */
+  observer?: ServerObserver;
 }
 
 /**
@@ -444,6 +447,7 @@ export class ServerDriver {
     const decision = limiter.take(systemClock.now(), from.address);
     if (decision.allowed) return true;
     this.traffic.rateLimited++;
+    this.#config.observer?.rateLimited(from, message);
     if (decision.report !== undefined) {
       log.warn(
         "Rate limit: dropped {dropped} UDP datagrams from {address} {what} since the last " +
@@ -468,6 +472,7 @@ export class ServerDriver {
   /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
   #handle(from: Endpoint, message: Message, receivedBytes: number): void {
     if (this.#closed) return;
+    this.#config.observer?.received(from, message);
     log.debug("Received {type} request {reqId} from {transport} {address}:{port}", {
       type: message.type,
       reqId: "reqId" in message ? message.reqId : 0,
@@ -670,6 +675,7 @@ export class ServerDriver {
 
   #reject(from: Endpoint, reason: string): void {
     this.traffic.rejected++;
+    this.#config.observer?.rejected(from, reason);
     log.debug("Rejected input from {transport} {address}:{port}: {reason}", {
       transport: from.transport,
       address: from.address,
@@ -862,6 +868,7 @@ export class ServerDriver {
 
   #send(to: Endpoint, message: Message): void {
     const bytes = encodeMessage(message);
+    this.#config.observer?.sent(to, message);
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
       this.#udp.send(bytes, to.address, to.port).catch((error) =>
@@ -881,10 +888,15 @@ export class ServerDriver {
 
   #persist(version: number, registry: RegistryJson): void {
     this.#persisting = this.#persisting.then(async () => {
+      const started = performance.now();
+      const stored = (ok: boolean) =>
+        this.#config.observer?.stored((performance.now() - started) / 1000, ok);
       try {
         await saveRegistry(this.#config.dataDir, registry);
+        stored(true);
         this.#core.persisted(version, systemClock.now());
       } catch (error) {
+        stored(false);
         this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));
       }
       this.#drain();
@@ -908,6 +920,7 @@ export class ServerDriver {
         log.error(text);
         break;
     }
+    this.#config.observer?.event(event);
     this.#config.onEvent?.(event);
   }
 }
