@@ -42,6 +42,7 @@ import {
 } from "./lib/cli/usage_error.ts";
 import { printable } from "./lib/printable.ts";
 import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
+import { type FlagSpec, parseWithSources } from "./lib/cli/flag_sources.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 import { fileNameProblem } from "./lib/wire/file_name.ts";
@@ -78,8 +79,14 @@ Flags:
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --config FILE       read flags from the TOML file FILE (server = "host:3000"); also
+                      SWITCHBOARD_CONFIG
   -h, --help          show this help
   -V, --version       print the version
+
+Every flag can also come from the environment as SWITCHBOARD_<FLAG>
+(SWITCHBOARD_SERVER=host:3000, SWITCHBOARD_ACCEPT_FILES=true) or from the config
+file; a flag on the command line beats the environment, which beats the file.
 
 Commands:
 ${COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n")}`;
@@ -103,8 +110,9 @@ interface ClientFlags {
   channelMode: "selective" | "stop_and_wait";
 }
 
-function parseFlags(args: string[]): ClientFlags | "help" | "version" {
-  const strings = [
+/** The client's flags, for the environment and the config file. */
+export const CLIENT_FLAGS: FlagSpec = {
+  strings: [
     "server",
     "name",
     "tcp-port",
@@ -119,10 +127,15 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     "password-file",
     "download-dir",
     "channel-mode",
-  ];
+  ],
+  booleans: ["help", "version", "json", "accept-files"],
+};
+
+function parseFlags(args: string[]): ClientFlags | "help" | "version" {
+  const strings = CLIENT_FLAGS.strings;
   const parsed = parseArgs(args, {
     string: strings,
-    boolean: ["help", "version", "json", "accept-files"],
+    boolean: CLIENT_FLAGS.booleans,
     alias: { h: "help", V: "version" },
     default: {
       "udp-port": "0",
@@ -186,7 +199,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
 function parseServer(text: string, what = "--server"): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:\[\]]+))(?::(.*))?$/.exec(text.trim());
   if (match === null) {
-    throw new UsageError(`${what} must look like HOST:PORT, not "${text}"`);
+    // An IPv6 address with a port needs brackets, as in URLs.
+    const v6 = /^((?:[0-9a-f]*:){2,}[0-9a-f.]*):(\d+)$/i.exec(text.trim());
+    const hint = v6 === null ? "" : `; an IPv6 address goes in brackets: [${v6[1]}]:${v6[2]}`;
+    throw new UsageError(`${what} must look like HOST:PORT, not "${text}"${hint}`);
   }
   const host = match[1] ?? match[2];
   const port = match[3] === undefined
@@ -417,7 +433,7 @@ async function askSettings(
 async function main(args: string[]): Promise<number> {
   let flags: ClientFlags;
   try {
-    const parsed = parseFlags(args);
+    const parsed = parseWithSources(args, CLIENT_FLAGS, parseFlags);
     if (parsed === "help") {
       console.log(HELP);
       return 0;

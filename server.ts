@@ -34,6 +34,7 @@ import {
   UsageError,
 } from "./lib/cli/usage_error.ts";
 import { errorLine } from "./lib/error_line.ts";
+import { type FlagSpec, parseWithSources } from "./lib/cli/flag_sources.ts";
 import { VERSION } from "./lib/version.ts";
 import { MetricsObserver } from "./lib/io/metrics_observer.ts";
 import { directoryBytes, MetricsServer } from "./lib/io/metrics_server.ts";
@@ -80,8 +81,14 @@ Flags:
                       HOST (default 127.0.0.1: loopback only) (default off)
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --config FILE       read flags from the TOML file FILE (udp-port = 3000); also
+                      SWITCHBOARD_CONFIG
   -h, --help          show this help
   -V, --version       print the version
+
+Every flag can also come from the environment as SWITCHBOARD_<FLAG>
+(SWITCHBOARD_UDP_PORT=3000, SWITCHBOARD_METRICS=9464) or from the config file;
+a flag on the command line beats the environment, which beats the file.
 
 Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one (a second or more
 later) exits at once. SIGUSR2, or "status" (or an empty line) typed on the server's
@@ -133,6 +140,9 @@ const STRING_FLAGS = [
   "tcp-frame-timeout",
   "metrics",
 ];
+
+/** The server's flags, for the environment and the config file. */
+export const SERVER_FLAGS: FlagSpec = { strings: STRING_FLAGS, booleans: ["help", "version"] };
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   const parsed = parseArgs(args, {
@@ -248,7 +258,7 @@ async function main(args: string[]): Promise<number> {
   if (user !== -1) return await userCommand(args.toSpliced(user, 1));
   let flags;
   try {
-    flags = parseFlags(args);
+    flags = parseWithSources(args, SERVER_FLAGS, parseFlags);
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(errorLine(error.message));
