@@ -31,7 +31,14 @@ import { displayWidth } from "./lib/display_width.ts";
 import { commandCompleter } from "./lib/cli/command_completer.ts";
 import { LineHistory } from "./lib/cli/line_history.ts";
 import { OnlineNames } from "./lib/cli/online_names.ts";
-import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
+import {
+  LOG_LEVELS,
+  type LogFormatName,
+  type Logging,
+  type LogLevelName,
+  setupLogging,
+} from "./lib/io/logging.ts";
+import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import {
   portFlag,
   rejectSwitchValues,
@@ -79,6 +86,8 @@ Flags:
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --log-format F      text (one line a record) or json (one object a line) (default text)
+  --log-stderr        log to standard error instead of DIR/client.log
   --config FILE       read flags from the TOML file FILE (server = "host:3000"); also
                       SWITCHBOARD_CONFIG
   -h, --help          show this help
@@ -102,6 +111,8 @@ interface ClientFlags {
   json: boolean;
   logDir: string;
   logLevel: LogLevelName;
+  logFormat: LogFormatName;
+  logStderr: boolean;
   dataDir: string;
   identityFile: string;
   passwordFile?: string;
@@ -122,13 +133,14 @@ export const CLIENT_FLAGS: FlagSpec = {
     "script",
     "log-dir",
     "log-level",
+    "log-format",
     "data-dir",
     "identity",
     "password-file",
     "download-dir",
     "channel-mode",
   ],
-  booleans: ["help", "version", "json", "accept-files"],
+  booleans: ["help", "version", "json", "accept-files", "log-stderr"],
 };
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -142,14 +154,15 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
       transport: "udp",
       "log-dir": "./logs",
       "log-level": "info",
+      "log-format": "text",
       "data-dir": "./data/client",
       "download-dir": "./downloads",
       "channel-mode": "selective",
     },
   });
   requireValues(args, parsed, strings);
-  rejectSwitchValues(args, ["help", "version", "json", "accept-files"]);
-  rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "accept-files", "h", "V"]);
+  rejectSwitchValues(args, CLIENT_FLAGS.booleans);
+  rejectUnknownFlags(parsed, [...strings, ...CLIENT_FLAGS.booleans, "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const via = parsed.transport;
@@ -184,6 +197,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     json: parsed.json,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    logFormat: logFormatFlag(parsed["log-format"]),
+    logStderr: parsed["log-stderr"],
     dataDir: parsed["data-dir"],
     identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
     passwordFile: parsed["password-file"],
@@ -540,6 +555,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       dir: flags.logDir,
       file: "client.log",
       level: flags.logLevel,
+      format: flags.logFormat,
+      stderr: flags.logStderr,
     });
   } catch (error) {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));

@@ -20,7 +20,13 @@ import {
 import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT } from "./lib/server/rate_limiter.ts";
 import { DataDirLockedError } from "./lib/io/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/io/registry_file.ts";
-import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
+import {
+  LOG_LEVELS,
+  type LogFormatName,
+  type LogLevelName,
+  setupLogging,
+} from "./lib/io/logging.ts";
+import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
@@ -81,6 +87,9 @@ Flags:
                       HOST (default 127.0.0.1: loopback only) (default off)
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --log-format F      text (one line a record, for people) or json (one object a
+                      line, for machines) (default text)
+  --log-stderr        log to standard error instead of DIR/server.log (containers)
   --config FILE       read flags from the TOML file FILE (udp-port = 3000); also
                       SWITCHBOARD_CONFIG
   -h, --help          show this help
@@ -102,6 +111,8 @@ interface ServerFlags {
   dataDir: string;
   logDir: string;
   logLevel: LogLevelName;
+  logFormat: LogFormatName;
+  logStderr: boolean;
   auth: "open" | "password";
   usersFile?: string;
   leaseMs: number;
@@ -125,6 +136,7 @@ const STRING_FLAGS = [
   "data-dir",
   "log-dir",
   "log-level",
+  "log-format",
   "auth",
   "users",
   "lease",
@@ -141,13 +153,15 @@ const STRING_FLAGS = [
   "metrics",
 ];
 
+const BOOLEAN_FLAGS = ["help", "version", "log-stderr"];
+
 /** The server's flags, for the environment and the config file. */
-export const SERVER_FLAGS: FlagSpec = { strings: STRING_FLAGS, booleans: ["help", "version"] };
+export const SERVER_FLAGS: FlagSpec = { strings: STRING_FLAGS, booleans: BOOLEAN_FLAGS };
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   const parsed = parseArgs(args, {
     string: STRING_FLAGS,
-    boolean: ["help", "version"],
+    boolean: BOOLEAN_FLAGS,
     alias: { h: "help", V: "version" },
     default: {
       host: "0.0.0.0",
@@ -156,6 +170,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       "data-dir": "./data",
       "log-dir": "./logs",
       "log-level": "info",
+      "log-format": "text",
       auth: "open",
       lease: "30",
       "max-attempts": "3",
@@ -171,8 +186,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     },
   });
   requireValues(args, parsed, STRING_FLAGS);
-  rejectSwitchValues(args, ["help", "version"]);
-  rejectUnknownFlags(parsed, [...STRING_FLAGS, "help", "version", "h", "V"]);
+  rejectSwitchValues(args, BOOLEAN_FLAGS);
+  rejectUnknownFlags(parsed, [...STRING_FLAGS, ...BOOLEAN_FLAGS, "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const logLevel = parsed["log-level"];
@@ -195,6 +210,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     dataDir: parsed["data-dir"],
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    logFormat: logFormatFlag(parsed["log-format"]),
+    logStderr: parsed["log-stderr"],
     auth,
     usersFile: parsed.users,
     leaseMs: secondsFlag("--lease", parsed.lease),
@@ -310,7 +327,13 @@ async function main(args: string[]): Promise<number> {
   }
   let logging;
   try {
-    logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
+    logging = await setupLogging({
+      dir: flags.logDir,
+      file: "server.log",
+      level: flags.logLevel,
+      format: flags.logFormat,
+      stderr: flags.logStderr,
+    });
   } catch (error) {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
