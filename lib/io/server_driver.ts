@@ -227,6 +227,8 @@ export class ServerDriver {
    * @throws {BindError} if a socket cannot be bound
    */
   static async start(config: ServerConfig): Promise<ServerDriver> {
+    // A data directory made for a start that fails is not left behind.
+    const isNew = await Deno.stat(config.dataDir).then(() => false, () => true);
     try {
       await Deno.mkdir(config.dataDir, { recursive: true });
     } catch (error) {
@@ -239,7 +241,7 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
-    let store: BlobStore;
+    let store: BlobStore | undefined;
     let users: UsersFile | undefined;
     try {
       registry = await loadRegistry(config.dataDir);
@@ -261,7 +263,9 @@ export class ServerDriver {
     } catch (error) {
       udp?.close();
       listener?.close();
+      await store?.close();
       lock.close();
+      if (isNew) await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
       throw error;
     }
     const storedFiles: [string, StoredFile[]][] = [];
