@@ -598,7 +598,15 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     return 1;
   }
 
+  // While the server is reached, the last question is not shown again; what
+  // is typed meanwhile (an answer given twice) is not run as a command.
+  terminal?.show(`Connecting to ${hostPort(settings.server.host, settings.server.port)}... `);
   const hello = await client.run({ kind: "hello" });
+  const early = terminal?.discard() ?? [];
+  terminal?.show("");
+  if (early.some((line) => line.trim() !== "")) {
+    output.note(`Not run (typed while connecting): ${early.map((l) => printable(l)).join(", ")}`);
+  }
   if (!hello.ok) {
     output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
@@ -834,7 +842,10 @@ async function interactiveLoop(context: Context) {
     if (line === undefined) return 0;
     let command;
     try {
-      command = parseCommand(line);
+      // A bare tcp asks for its message, as seed 000's client did.
+      command = line.trim().toLowerCase() === "tcp"
+        ? await askTcpMessage(lines)
+        : parseCommand(line);
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
       output.result(badCommand(line, error));
@@ -853,6 +864,12 @@ async function interactiveLoop(context: Context) {
       result = await runCommand(context, { kind: "register", name }) as CommandResult;
     }
   }
+}
+
+/** Asks for the message of a bare `tcp`; an empty answer cancels it. */
+async function askTcpMessage(lines: Lines): Promise<Command | undefined> {
+  const text = await prompted(lines, "Message to send over TCP (empty to cancel): ");
+  return text === undefined || text.trim() === "" ? undefined : { kind: "tcp", text: text.trim() };
 }
 
 /** True for a `login` command line. */

@@ -121,3 +121,49 @@ Deno.test({
     assertStringIncludes(again.text, "exit");
   },
 });
+
+Deno.test({
+  name:
+    "client on a terminal says it is connecting, runs nothing typed meanwhile, and asks a bare tcp for its message",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using dir = await tempDir();
+    // A port with no server yet: the client keeps sending hello until one starts there.
+    const probe = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    const udpPort = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const client = new Pty([
+      ...["--server", `127.0.0.1:${udpPort}`, "--tcp-port", "5004", "--udp-port", "0"],
+      ...["--data-dir", `${dir.path}/ann`, "--log-dir", `${dir.path}/logs`],
+    ], dir.path);
+    let at = await client.waitFor("Enter your first name: ");
+    await client.keys("Ann\r");
+    at = await client.waitFor("Enter your last name: ", at);
+    await client.keys("Jones\r");
+    at = await client.waitFor(`Connecting to 127.0.0.1:${udpPort}... `, at);
+    // The user thinks the question is still open and answers again.
+    await client.keys("Jones\r");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assertEquals(client.text.slice(at).includes("Enter your last name"), false, client.text);
+    await using server = await startServer({
+      dataDir: `${dir.path}/data`,
+      logDir: `${dir.path}/logs`,
+      ports: { udp: udpPort },
+    });
+    at = await client.waitFor("Not run (typed while connecting): Jones", at);
+    at = await client.waitFor("> ", at);
+    await client.keys("register\r");
+    at = await client.waitFor('Registered and logged in as "Ann Jones"', at);
+    await client.keys("tcp\r");
+    at = await client.waitFor("Message to send over TCP (empty to cancel): ", at);
+    await client.keys("hello over tcp\r");
+    await server.waitForLine(/hello over tcp/);
+    at = await client.waitFor("> ", at);
+    await client.keys("tcp\r\r");
+    at = await client.waitFor("> ", await client.waitFor("Message to send over TCP", at));
+    await client.keys("exit\r");
+    assertEquals(await client.finish(), 0, client.text);
+    assert(!client.text.includes("unknown command"), client.text);
+    assert(!client.text.includes("tcp needs a message"), client.text);
+  },
+});

@@ -84,6 +84,23 @@ export class Terminal {
     return this.#lines.shift();
   }
 
+  /**
+   * Shows `prompt` without waiting for a line, for a wait the user should
+   * see (such as connecting); what is typed meanwhile is kept.
+   */
+  show(prompt: string): void {
+    this.#write(this.#editor.ask(prompt));
+  }
+
+  /**
+   * Drops the lines typed but not read yet.
+   *
+   * @returns them, oldest first
+   */
+  discard(): string[] {
+    return this.#lines.splice(0);
+  }
+
   /** Prints lines above the prompt. */
   print(text: string): void {
     this.#write(this.#editor.print(text));
