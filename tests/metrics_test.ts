@@ -123,9 +123,10 @@ Deno.test("server --metrics serves /healthz and a /metrics page that follows the
   assertEquals(missing.status, 404);
   await missing.body?.cancel();
 
+  await Deno.writeFile(`${dir.path}/data.bin`, new Uint8Array(200_000).fill(7));
   const client = await runClient({
     args: ["--server", server.address, "--name", "Ann", "--log-dir", `${dir.path}/logs`],
-    stdin: "register\nlist\ntcp hello\nlookup Nobody\n",
+    stdin: "register\nlist\ntcp hello\nupload data.bin\ndownload data.bin copy.bin\nlookup Nobody\n",
     cwd: dir.path,
   });
   assertEquals(client.code, 1, client.stderr); // the lookup of Nobody fails
@@ -159,6 +160,8 @@ Deno.test("server --metrics serves /healthz and a /metrics page that follows the
   );
   assertEquals(value(families, "switchboard_requests_refused_total", { code: "not_online" }), 1);
   assertEquals(value(families, "switchboard_events_total", { kind: "registered" }), 1);
+  assert(value(families, "switchboard_frames_sent_total", { type: "file_chunk" })! >= 1);
+  assert(value(families, "switchboard_storage_used_bytes")! >= 200_000);
   assertEquals(value(families, "switchboard_handshake_failures_total"), 0);
   assertEquals(value(families, "switchboard_relay_bytes_total"), 0);
   for (const name of ["switchboard_active_sessions", "switchboard_storage_used_bytes"]) {

@@ -846,16 +846,20 @@ export class ServerDriver {
     }
     try {
       const info = reader.info;
-      await conn.write(encodeMessage({
+      const ok: Message = {
         type: "download_ok",
         reqId,
         size: info.size,
         sha256: fromHex(info.sha256),
-      }));
+      };
+      await conn.write(encodeMessage(ok));
       this.traffic.framesOut++;
+      this.#config.observer?.sent(to, ok);
       for await (const data of reader) {
-        await conn.write(encodeMessage({ type: "file_chunk", reqId, data }));
+        const chunk: Message = { type: "file_chunk", reqId, data };
+        await conn.write(encodeMessage(chunk));
         this.traffic.framesOut++;
+        this.#config.observer?.sent(to, chunk);
       }
     } catch (error) {
       log.warn("Sending {name} to {user} stopped: {error}", { name: file.name, user, error });
