@@ -126,7 +126,8 @@ Deno.test("server --metrics serves /healthz and a /metrics page that follows the
   await Deno.writeFile(`${dir.path}/data.bin`, new Uint8Array(200_000).fill(7));
   const client = await runClient({
     args: ["--server", server.address, "--name", "Ann", "--log-dir", `${dir.path}/logs`],
-    stdin: "register\nlist\ntcp hello\nupload data.bin\ndownload data.bin copy.bin\nlookup Nobody\n",
+    stdin:
+      "register\nlist\ntcp hello\nupload data.bin\ndownload data.bin copy.bin\nlookup Nobody\n",
     cwd: dir.path,
   });
   assertEquals(client.code, 1, client.stderr); // the lookup of Nobody fails
