@@ -49,7 +49,8 @@ import {
 } from "./lib/cli/usage_error.ts";
 import { printable } from "./lib/printable.ts";
 import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
-import { type FlagSpec, parseWithSources } from "./lib/cli/flag_sources.ts";
+import { parseWithSources } from "./lib/cli/flag_sources.ts";
+import { CLIENT_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 import { fileNameProblem } from "./lib/wire/file_name.ts";
@@ -120,28 +121,6 @@ interface ClientFlags {
   acceptFiles: boolean;
   channelMode: "selective" | "stop_and_wait";
 }
-
-/** The client's flags, for the environment and the config file. */
-export const CLIENT_FLAGS: FlagSpec = {
-  strings: [
-    "server",
-    "name",
-    "tcp-port",
-    "udp-port",
-    "transport",
-    "timeout",
-    "script",
-    "log-dir",
-    "log-level",
-    "log-format",
-    "data-dir",
-    "identity",
-    "password-file",
-    "download-dir",
-    "channel-mode",
-  ],
-  booleans: ["help", "version", "json", "accept-files", "log-stderr"],
-};
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
   const strings = CLIENT_FLAGS.strings;

@@ -40,7 +40,8 @@ import {
   UsageError,
 } from "./lib/cli/usage_error.ts";
 import { errorLine } from "./lib/error_line.ts";
-import { type FlagSpec, parseWithSources } from "./lib/cli/flag_sources.ts";
+import { parseWithSources } from "./lib/cli/flag_sources.ts";
+import { SERVER_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
 import { MetricsObserver } from "./lib/io/metrics_observer.ts";
 import { directoryBytes, MetricsServer } from "./lib/io/metrics_server.ts";
@@ -129,34 +130,9 @@ interface ServerFlags {
   metrics?: { host: string; port: number };
 }
 
-const STRING_FLAGS = [
-  "host",
-  "udp-port",
-  "tcp-port",
-  "data-dir",
-  "log-dir",
-  "log-level",
-  "log-format",
-  "auth",
-  "users",
-  "lease",
-  "max-attempts",
-  "lockout",
-  "max-file-size",
-  "quota",
-  "rate-limit",
-  "session-rate-limit",
-  "max-connections",
-  "max-connections-per-ip",
-  "tcp-idle",
-  "tcp-frame-timeout",
-  "metrics",
-];
+const STRING_FLAGS = SERVER_FLAGS.strings;
 
-const BOOLEAN_FLAGS = ["help", "version", "log-stderr"];
-
-/** The server's flags, for the environment and the config file. */
-export const SERVER_FLAGS: FlagSpec = { strings: STRING_FLAGS, booleans: BOOLEAN_FLAGS };
+const BOOLEAN_FLAGS = SERVER_FLAGS.booleans;
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   const parsed = parseArgs(args, {

@@ -21,8 +21,7 @@ import { errorLine } from "../lib/error_line.ts";
 import { rejectUnknownFlags, requireValues, UsageError } from "../lib/cli/usage_error.ts";
 import { VERSION } from "../lib/version.ts";
 import { envNames } from "../lib/cli/flag_sources.ts";
-import { SERVER_FLAGS } from "../server.ts";
-import { CLIENT_FLAGS } from "../client.ts";
+import { CLIENT_FLAGS, SERVER_FLAGS } from "../lib/cli/program_flags.ts";
 
 /** The repository's root directory. */
 export const ROOT: string = fromFileUrl(new URL("..", import.meta.url));

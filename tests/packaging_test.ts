@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { envNames } from "../lib/cli/flag_sources.ts";
-import { SERVER_FLAGS } from "../server.ts";
+import { SERVER_FLAGS } from "../lib/cli/program_flags.ts";
 
 const UNIT = new URL("../packaging/switchboard-server.service", import.meta.url);
 const HAS_SYSTEMD_ANALYZE = new Deno.Command("sh", {
