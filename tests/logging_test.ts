@@ -81,7 +81,7 @@ Deno.test("setupLogging() writes JSON lines that parse, one object a record", as
     const records = lines.map((line) => JSON.parse(line));
     assertEquals(records[0].level, "INFO");
     assertEquals(records[0].logger, "switchboard.server");
-    assertEquals(records[0].message, 'registered "Alice"');
+    assertEquals(records[0].message, "registered Alice");
     assertEquals(records[0].properties, { name: "Alice", reqId: 7 });
     assertMatch(records[0]["@timestamp"], /^\d{4}-\d{2}-\d{2}T/);
     assertEquals(records[1].properties.error, "Error: disk full");

@@ -135,7 +135,8 @@ export const REDACTED = "[REDACTED]";
 /**
  * Wraps a sink so that no secret reaches it: properties named like a
  * secret, and bytes of any name, become {@link REDACTED}, in the message
- * and in the properties. For JSON, errors become `Name: message`.
+ * and in the properties. For JSON, errors become `Name: message`, and the
+ * message is rendered as in the text format.
  */
 function withoutSecrets(sink: Sink, json: boolean): Sink {
   const wrapped = (record: LogRecord) => {
@@ -148,9 +149,13 @@ function withoutSecrets(sink: Sink, json: boolean): Sink {
         : json && value instanceof Error
         ? `${value.name}: ${value.message}`
         : value;
-    const message = record.message.map((part, i) =>
+    const parts = record.message.map((part, i) =>
       i % 2 === 0 ? part : clean(names[(i - 1) / 2], part)
     );
+    // JSON gets the message as the text format words it (no quotes around names).
+    const message = json
+      ? [parts.map((part, i) => i % 2 === 0 ? part : renderValue(part)).join("")]
+      : parts;
     const properties = Object.fromEntries(
       Object.entries(record.properties).map(([key, value]) => [key, clean(key, value)]),
     );
