@@ -41,6 +41,7 @@ import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
 import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
+import type { ServerObserver } from "./metrics_observer.ts";
 
 /** Everything the server driver needs to start. */
 export interface ServerConfig {
@@ -70,6 +71,8 @@ export interface ServerConfig {
   storage?: StorageLimits;
   /** Limits that keep one address or a flood from taking the server over. */
   limits?: ServerLimits;
+  /** Told what comes in and goes out, every event and registry write (for `/metrics`). */
+  observer?: ServerObserver;
 }
 
 export type { ServerLimits } from "../server/admission.ts";
@@ -152,7 +155,10 @@ export class ServerDriver {
       core,
       drain: () => this.#drain(),
       connection: (connId: number) => this.#connections.get(connId),
-      frameSent: () => this.traffic.framesOut++,
+      frameSent: (to, message) => {
+        this.traffic.framesOut++;
+        this.#config.observer?.sent(to, message);
+      },
     });
     this.#config = config;
     this.#core = core;
@@ -189,6 +195,8 @@ export class ServerDriver {
    * @throws {BindError} if a socket cannot be bound
    */
   static async start(config: ServerConfig): Promise<ServerDriver> {
+    // A data directory made for a start that fails is not left behind.
+    const isNew = await Deno.stat(config.dataDir).then(() => false, () => true);
     try {
       await Deno.mkdir(config.dataDir, { recursive: true });
     } catch (error) {
@@ -201,7 +209,7 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
-    let store: BlobStore;
+    let store: BlobStore | undefined;
     let users: UsersFile | undefined;
     try {
       registry = await loadRegistry(config.dataDir);
@@ -223,7 +231,9 @@ export class ServerDriver {
     } catch (error) {
       udp?.close();
       listener?.close();
+      await store?.close();
       lock.close();
+      if (isNew) await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
       throw error;
     }
     const storedFiles: [string, StoredFile[]][] = [];
@@ -391,6 +401,7 @@ export class ServerDriver {
         }
       }
       if (!this.#core.admit(systemClock.now(), from, message)) {
+        this.#config.observer?.rateLimited(from, message);
         log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
           address: from.address,
           port: from.port,
@@ -406,6 +417,7 @@ export class ServerDriver {
   /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
   #handle(from: Endpoint, message: Message, receivedBytes: number): void {
     if (this.#closed) return;
+    this.#config.observer?.received(from, message);
     log.debug("Received {type} request {reqId} from {transport} {address}:{port}", {
       type: message.type,
       reqId: "reqId" in message ? message.reqId : 0,
@@ -559,6 +571,7 @@ export class ServerDriver {
 
   #reject(from: Endpoint, reason: string): void {
     this.traffic.rejected++;
+    this.#config.observer?.rejected(from, reason);
     log.debug("Rejected input from {transport} {address}:{port}: {reason}", {
       transport: from.transport,
       address: from.address,
@@ -618,6 +631,7 @@ export class ServerDriver {
 
   #send(to: Endpoint, message: Message): void {
     const bytes = encodeMessage(message);
+    this.#config.observer?.sent(to, message);
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
       this.#udp.send(bytes, to.address, to.port).catch((error) =>
@@ -639,10 +653,15 @@ export class ServerDriver {
 
   #persist(version: number, registry: RegistryJson): void {
     this.#persisting = this.#persisting.then(async () => {
+      const started = performance.now();
+      const stored = (ok: boolean) =>
+        this.#config.observer?.stored((performance.now() - started) / 1000, ok);
       try {
         await saveRegistry(this.#config.dataDir, registry);
+        stored(true);
         this.#core.persisted(version, systemClock.now());
       } catch (error) {
+        stored(false);
         this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));
       }
       this.#drain();
@@ -666,6 +685,7 @@ export class ServerDriver {
         log.error(text);
         break;
     }
+    this.#config.observer?.event(event);
     this.#config.onEvent?.(event);
   }
 }

@@ -9,7 +9,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { fromHex } from "../hex.ts";
-import type { ServerCore, ServerOutput } from "../server/server_core.ts";
+import type { Endpoint, ServerCore, ServerOutput } from "../server/server_core.ts";
+import type { Message } from "../wire/messages.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { type BlobStore, BlobStoreError, type Upload } from "./blob_store.ts";
@@ -38,8 +39,8 @@ export interface StorageDriverHost {
   drain(): void;
   /** The open TCP connection of an id, if any. */
   connection(connId: number): FramedConnection | undefined;
-  /** Counts a frame sent. */
-  frameSent(): void;
+  /** Counts a frame sent to a client. */
+  frameSent(to: Endpoint, message: Message): void;
 }
 
 const log = getLogger(["switchboard", "server"]);
@@ -217,16 +218,18 @@ export class StorageDriver {
     }
     try {
       const info = reader.info;
-      await conn.write(encodeMessage({
+      const ok: Message = {
         type: "download_ok",
         reqId,
         size: info.size,
         sha256: fromHex(info.sha256),
-      }));
-      this.#host.frameSent();
+      };
+      await conn.write(encodeMessage(ok));
+      this.#host.frameSent(to, ok);
       for await (const data of reader) {
-        await conn.write(encodeMessage({ type: "file_chunk", reqId, data }));
-        this.#host.frameSent();
+        const chunk: Message = { type: "file_chunk", reqId, data };
+        await conn.write(encodeMessage(chunk));
+        this.#host.frameSent(to, chunk);
       }
     } catch (error) {
       log.warn("Sending {name} to {user} stopped: {error}", { name: file.name, user, error });
