@@ -10,7 +10,8 @@ import { fromHex } from "./lib/hex.ts";
 import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
-import type { CommandResult } from "./lib/client/client_core.ts";
+import type { ClientEvent, CommandResult } from "./lib/client/client_event.ts";
+import { clientEventText, commandResultText } from "./lib/client/client_event_text.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
@@ -23,7 +24,6 @@ import {
 import { findIdentity, IdentityFileError, loadIdentities } from "./lib/io/identity_file.ts";
 import { sampleReadingLines } from "./lib/client/sample_readings.ts";
 import { cryptoRandom } from "./lib/random.ts";
-import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/cli/line_reader.ts";
 import { Terminal } from "./lib/cli/terminal.ts";
@@ -220,14 +220,17 @@ class Output {
 
   result(result: CommandResult): void {
     if (this.#json) {
-      const { ok, command } = result;
-      const rest = result.ok
-        ? { message: result.message, ...result.data }
-        : { error: result.error, code: result.code };
-      this.#out(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) this.#err(errorLine(result.error));
+      if (result.ok) {
+        const { ok, command, ...facts } = result;
+        const message = commandResultText(result);
+        this.#out(JSON.stringify({ event: "result", command, ok, message, ...facts }));
+      } else {
+        const { ok, command, error, code } = result;
+        this.#out(JSON.stringify({ event: "result", command, ok, error, code }));
+        this.#err(errorLine(result.error));
+      }
     } else if (result.ok) {
-      this.#out(result.message.split("\n").map(printable).join("\n"));
+      this.#out(commandResultText(result).split("\n").map(printable).join("\n"));
     } else {
       this.#err(errorLine(result.error));
     }
@@ -235,7 +238,8 @@ class Output {
 
   clientEvent(event: ClientEvent): void {
     if (this.#json) {
-      this.#out(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+      const { kind, ...facts } = event;
+      this.#out(JSON.stringify({ event: kind, message: clientEventText(event), ...facts }));
     } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
     } else {
@@ -243,22 +247,14 @@ class Output {
       const ended = event.kind === "file_done" || event.kind === "file_failed";
       if (ended && this.#terminal) this.#terminal.status(undefined);
       if (this.#barShown) this.#endBar();
-      this.#out(printable(event.message));
+      this.#out(printable(clientEventText(event)));
     }
   }
 
   #barShown = false;
 
   /** One line on the terminal, redrawn: bar, bytes, rate and time left. */
-  #progressBar(event: ClientEvent): void {
-    const d = event.data as {
-      name: string;
-      done: number;
-      size: number;
-      rate: number;
-      etaSeconds: number | null;
-      direction: string;
-    };
+  #progressBar(d: Extract<ClientEvent, { kind: "file_progress" }>): void {
     const fraction = d.size === 0 ? 1 : d.done / d.size;
     const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
     const head = printable(`${d.direction === "send" ? "→" : "←"} ${d.name} `);
@@ -552,7 +548,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
   }
-  output.event("connected", hello.message, hello.data);
+  const { ok: _ok, command: _command, ...facts } = hello;
+  output.event("connected", commandResultText(hello), facts);
   const context: Context = { client, output, flags: settings, lines, interactive };
   if (interactive) {
     output.note('Type "help" for the commands.');
@@ -580,12 +577,8 @@ async function runCommand(context: Context, command: Command): Promise<CommandRe
 async function commandResult(context: Context, command: Command): Promise<CommandResult> {
   const { client, flags } = context;
   switch (command.kind) {
-    case "help": {
-      const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(20)}  ${text}`).join(
-        "\n",
-      );
-      return { ok: true, command: "help", message: text };
-    }
+    case "help":
+      return { ok: true, command: "help" };
     case "login":
       return await login(context, command.name);
     case "generate":
@@ -730,8 +723,8 @@ async function generate(path: string, count: number): Promise<CommandResult> {
   return {
     ok: true,
     command: "generate",
-    message: `Wrote ${count} sample readings to ${path}`,
-    data: { file: path, count },
+    file: path,
+    count,
   };
 }
 

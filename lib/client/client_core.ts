@@ -7,11 +7,10 @@
  * @module
  */
 import { earlier } from "../clock.ts";
-import { hostPort } from "../host_port.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import { type ErrorCodeName, errorCodeName } from "../wire/error_code.ts";
+import { errorCodeName } from "../wire/error_code.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import {
   AUTH_MODES,
@@ -34,74 +33,21 @@ import {
   type FileFailure,
   FileTransfers,
   type FileTransfersOutput,
-  formatBytes,
-  type TransferEventKind,
   type TransferInfo,
 } from "./file_transfers.ts";
+import type {
+  ClientEvent,
+  ClientStatus,
+  CommandResult,
+  FailureCode,
+  OnlineClient,
+  SessionEndReason,
+} from "./client_event.ts";
+import { messagesWaitedText, peerEndText } from "./client_event_text.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { Command } from "./command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
-
-/** The outcome of one command. */
-export type CommandResult =
-  | {
-    readonly ok: true;
-    readonly command: string;
-    readonly message: string;
-    readonly data?: Readonly<Record<string, unknown>>;
-  }
-  | {
-    readonly ok: false;
-    readonly command: string;
-    readonly error: string;
-    readonly code: FailureCode;
-  };
-
-/**
- * Why a command failed: a server error code, or one found by the client
- * itself before or instead of an answer.
- */
-export type FailureCode =
-  | ErrorCodeName
-  | "already_registered"
-  | "already_logged_in"
-  | "bad_command"
-  | "no_name"
-  | "no_identity"
-  | "no_password"
-  | "not_connected"
-  | "too_long"
-  | "unexpected_reply"
-  | "timeout"
-  | "connection_failed"
-  | "file_error"
-  | "rejected"
-  | "no_session"
-  | "no_request"
-  | "peer_gone"
-  | "no_transfer"
-  | "transfer_failed";
-
-/** Something that happened without a command: presence news, a session's end. */
-export interface ClientEvent {
-  /** What kind of thing. */
-  readonly kind:
-    | "joined"
-    | "left"
-    | "resync"
-    | "session_ended"
-    | "logged_in_again"
-    | "request"
-    | "request_refused"
-    | "message"
-    | "peer_ended"
-    | TransferEventKind;
-  /** One line for people. */
-  readonly message: string;
-  /** The facts, for `--json`. */
-  readonly data?: Readonly<Record<string, unknown>>;
-}
 
 /** What the core asks its driver to do, or reports. */
 export type ClientOutput =
@@ -186,15 +132,6 @@ export interface ClientCoreOptions {
   peerChannel?: ReliableChannelOptions;
   /** Accept every file offered by a peer at once (`--accept-files`). */
   acceptFiles?: boolean;
-}
-
-/** One client in `list` and `lookup` results. */
-export interface OnlineClient {
-  readonly name: string;
-  readonly ip: string;
-  readonly udpPort: number;
-  readonly tcpPort: number;
-  readonly onlineMs: number;
 }
 
 interface Running {
@@ -329,12 +266,7 @@ export class ClientCore {
     const kind = command.kind;
     if (kind === "hello") return this.#send(now, command, { type: "hello" }, "udp");
     if (kind === "status") {
-      return this.#result({
-        ok: true,
-        command: "status",
-        message: this.#statusText(),
-        data: this.#statusData(),
-      });
+      return this.#result({ ok: true, command: "status", ...this.#statusData() });
     }
     const tcpOnly = kind === "tcp" || kind === "upload" || kind === "download" ||
       kind === "files" || kind === "delete";
@@ -701,11 +633,7 @@ export class ClientCore {
           this.#verified(now, background.verify, undefined);
         } else if (background === "watch") {
           this.#watching = false;
-          this.#event({
-            kind: "session_ended",
-            message: "Logged in again, but watching could not be restored; use watch",
-            data: { name: this.#loggedInAs, reason: "watch_failed" },
-          });
+          this.#event({ kind: "session_ended", name: this.#loggedInAs, reason: "watch_failed" });
         } else if (background === "login" && this.#pendingName !== undefined && this.#key) {
           // The server is unreachable (down, or a partition): try again later.
           this.#relogin = {
@@ -739,8 +667,9 @@ export class ClientCore {
         this.#key = undefined;
         return this.#event({
           kind: "session_ended",
-          message: reply.message,
-          data: { name: this.#name, reason: "replaced" },
+          name: this.#name,
+          reason: "replaced",
+          detail: reply.message,
         });
       }
       if (code !== "not_logged_in") return;
@@ -755,8 +684,9 @@ export class ClientCore {
       }
       return this.#event({
         kind: "session_ended",
-        message: `Your session ended: ${lowerFirst(reply.message)}`,
-        data: { name, reason: code },
+        name,
+        reason: "not_logged_in",
+        detail: reply.message,
       });
     }
     if (kind === "login") {
@@ -766,18 +696,13 @@ export class ClientCore {
         this.#watching = false;
         return this.#event({
           kind: "session_ended",
-          message: `Your session ended and logging in again failed: ${
-            reply.type === "error" ? lowerFirst(reply.message) : "unexpected reply"
-          }`,
-          data: { name },
+          name,
+          reason: "relogin_failed",
+          detail: reply.type === "error" ? reply.message : undefined,
         });
       }
       this.#startSession(now, name, reply.token);
-      this.#event({
-        kind: "logged_in_again",
-        message: `The server had lost your session; logged in again as "${name}"`,
-        data: { name },
-      });
+      this.#event({ kind: "logged_in_again", name });
       if (this.#watching) {
         this.#presenceSeq = 0;
         const reqId = this.#session.start(now, { type: "watch", token: reply.token, on: 1 }, "udp");
@@ -816,27 +741,19 @@ export class ClientCore {
         this.#leaseMs = Math.max(1000, reply.leaseMs);
         return this.#result({
           ok: true,
-          command: kind,
-          message: `Connected to server ${this.#options.server} (version ${reply.serverVersion}, ` +
-            `TCP port ${reply.tcpPort}, ${this.#auth} login)`,
-          data: {
-            serverTcpPort: reply.tcpPort,
-            serverVersion: reply.serverVersion,
-            auth: this.#auth,
-            leaseMs: reply.leaseMs,
-          },
+          command: "hello",
+          server: this.#options.server,
+          serverTcpPort: reply.tcpPort,
+          serverVersion: reply.serverVersion,
+          auth: this.#auth,
+          leaseMs: reply.leaseMs,
         });
       case "register_ok": {
         const name = running.name!;
         this.#key = reply.key;
         this.#outputs.push({ type: "identity", name, key: reply.key });
         this.#startSession(now, name, reply.token);
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Registered and logged in as "${name}"`,
-          data: { name },
-        });
+        return this.#result({ ok: true, command: "register", name });
       }
       case "login_ok": {
         const name = running.name!;
@@ -844,41 +761,21 @@ export class ClientCore {
           this.#key = running.command.secret;
         }
         this.#startSession(now, name, reply.token);
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Logged in as "${name}"` +
-            (reply.replaced ? " (your older session elsewhere was ended)" : ""),
-          data: { name, replaced: reply.replaced === 1 },
-        });
+        return this.#result({ ok: true, command: "login", name, replaced: reply.replaced === 1 });
       }
       case "logout_ok": {
         const name = this.#loggedInAs;
         this.#clearSession();
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Logged out "${name}"`,
-          data: { name },
-        });
+        return this.#result({ ok: true, command: "logout", name: name ?? "" });
       }
       case "deregister_ok": {
         const name = this.#loggedInAs;
         this.#clearSession();
         this.#key = undefined;
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Deregistered "${name}"; its identity and files are deleted`,
-          data: { name },
-        });
+        return this.#result({ ok: true, command: "deregister", name: name ?? "" });
       }
       case "text_ok":
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: "The server acknowledged the TCP message",
-        });
+        return this.#result({ ok: true, command: "tcp" });
       case "list_page": {
         const clients = [...(running.clients ?? []), ...reply.clients];
         if (reply.more === 1 && reply.clients.length > 0 && this.#token !== undefined) {
@@ -891,35 +788,17 @@ export class ClientCore {
           this.#running = { ...running, reqId, clients };
           return;
         }
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: listText(clients),
-          data: { clients },
-        });
+        return this.#result({ ok: true, command: "list", clients });
       }
       case "lookup_ok": {
         if (running.command.kind === "connect") return this.#connect(now, running, reply);
         const client = onlineClient(reply);
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `"${client.name}" is online at ${hostPort(client.ip, client.udpPort)} ` +
-            `(TCP port ${client.tcpPort}), for ${duration(client.onlineMs)}`,
-          data: { client },
-        });
+        return this.#result({ ok: true, command: "lookup", client });
       }
       case "watch_ok": {
         const on = running.command.kind === "watch" && running.command.on;
         this.#watching = on;
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: on
-            ? "Watching: you will be told when someone comes online or goes offline"
-            : "No longer watching",
-          data: { watching: on },
-        });
+        return this.#result({ ok: true, command: "watch", watching: on });
       }
       case "file_list": {
         const files = reply.files.map((f) => ({
@@ -928,43 +807,31 @@ export class ClientCore {
           sha256: toHex(f.sha256),
           uploadedAt: new Date(f.uploadedAt).toISOString(),
         }));
-        const lines = files.map((f) =>
-          `  ${f.name}  ${f.size} bytes  ${f.uploadedAt}  sha256 ${f.sha256.slice(0, 16)}…`
-        );
         return this.#result({
           ok: true,
-          command: kind,
-          message: `${files.length} ${files.length === 1 ? "file" : "files"}, ` +
-            `${reply.usedBytes} of ${reply.quotaBytes} bytes used` +
-            (lines.length > 0 ? `\n${lines.join("\n")}` : ""),
-          data: { files, usedBytes: reply.usedBytes, quotaBytes: reply.quotaBytes },
+          command: "files",
+          files,
+          usedBytes: reply.usedBytes,
+          quotaBytes: reply.quotaBytes,
         });
       }
       case "delete_ok": {
         const name = running.command.kind === "delete" ? running.command.name : "";
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Deleted "${name}"`,
-          data: { name },
-        });
+        return this.#result({ ok: true, command: "delete", name });
       }
       case "upload_ok": {
         const name = running.command.kind === "upload" ? running.command.name : "";
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Uploaded "${name}" (${reply.size} bytes, SHA-256 checked by the server)`,
-          data: { name, size: reply.size },
-        });
+        return this.#result({ ok: true, command: "upload", name, size: reply.size });
       }
       case "download_ok": {
         const name = running.command.kind === "download" ? running.command.name : "";
         return this.#result({
           ok: true,
-          command: kind,
-          message: `The server is sending "${name}" (${reply.size} bytes)`,
-          data: { name, size: reply.size, sha256: toHex(reply.sha256), reqId: running.reqId },
+          command: "download",
+          name,
+          size: reply.size,
+          sha256: toHex(reply.sha256),
+          reqId: running.reqId,
         });
       }
     }
@@ -1027,27 +894,22 @@ export class ClientCore {
       reply?.type === "lookup_ok" && reply.ip === address.ip && reply.udpPort === address.port
     ) {
       peer.verified(now);
-      this.#event({
-        kind: "request",
-        message: `"${peer.peerName}" wants to connect (${hostPort(address.ip, address.port)}): ` +
-          `accept or reject`,
-        data: { name: peer.peerName, ip: address.ip, udpPort: address.port },
-      });
+      this.#event({ kind: "request", name: peer.peerName, ip: address.ip, udpPort: address.port });
       this.#checkWaiting(now);
       return;
     }
-    const where = reply?.type === "lookup_ok"
-      ? `the server has "${reply.name}" at ${hostPort(reply.ip, reply.udpPort)}`
-      : reply?.type === "error"
-      ? lowerFirst(reply.message)
-      : "the server did not answer";
     peer.reject(`could not verify that you are "${peer.peerName}"`);
     this.#drainPeer(now, peer);
     this.#event({
       kind: "request_refused",
-      message: `Refused a connection request from ${hostPort(address.ip, address.port)} ` +
-        `claiming to be "${peer.peerName}": ${where}`,
-      data: { name: peer.peerName, ip: address.ip, udpPort: address.port },
+      name: peer.peerName,
+      ip: address.ip,
+      udpPort: address.port,
+      ...(reply?.type === "lookup_ok"
+        ? { registered: { name: reply.name, ip: reply.ip, udpPort: reply.udpPort } }
+        : reply?.type === "error"
+        ? { error: reply.message }
+        : {}),
     });
   }
 
@@ -1102,12 +964,7 @@ export class ClientCore {
       if (kind === "reject") {
         peer.reject(`${this.#loggedInAs ?? "the client"} declined`);
         this.#drainPeer(now, peer);
-        return this.#result({
-          ok: true,
-          command: kind,
-          message: `Refused the request from "${peer.peerName}"`,
-          data: { name: peer.peerName },
-        });
+        return this.#result({ ok: true, command: "reject", name: peer.peerName });
       }
       return this.#acceptPeer(now, peer);
     }
@@ -1184,12 +1041,7 @@ export class ClientCore {
     const kind = command.kind;
     if (kind === "transfers") {
       const list = this.#transfers.list();
-      return this.#result({
-        ok: true,
-        command: kind,
-        message: list.length === 0 ? "No transfers" : list.map(transferLine).join("\n"),
-        data: { transfers: list },
-      });
+      return this.#result({ ok: true, command: "transfers", transfers: list });
     }
     if (kind === "sendfile") {
       const problem = this.sendFileProblem(command.to);
@@ -1199,11 +1051,11 @@ export class ClientCore {
       this.#drainPeer(now, peer);
       return this.#result({
         ok: true,
-        command: kind,
-        message: `Offered "${command.name}" (${
-          formatBytes(command.size)
-        }) to "${peer.peerName}" as transfer ${id}`,
-        data: { id, to: peer.peerName, name: command.name, size: command.size },
+        command: "sendfile",
+        id,
+        to: peer.peerName,
+        name: command.name,
+        size: command.size,
       });
     }
     const candidates = this.#transfers.list().filter((t) =>
@@ -1234,16 +1086,7 @@ export class ClientCore {
     this.#drainPeers(now);
     if (problem !== undefined) return this.#fail(kind, problem, "no_transfer");
     const t = this.#transfers.get(id)!;
-    this.#result({
-      ok: true,
-      command: kind,
-      message: kind === "acceptfile"
-        ? `Accepting "${t.name}" from "${t.peer}"`
-        : kind === "declinefile"
-        ? `Declined "${t.name}" from "${t.peer}"`
-        : `Cancelled transfer ${id} ("${t.name}")`,
-      data: { id, name: t.name, peer: t.peer },
-    });
+    this.#result({ ok: true, command: kind, id, name: t.name, peer: t.peer } as const);
   }
 
   #acceptPeer(now: number, peer: PeerSession): void {
@@ -1258,12 +1101,7 @@ export class ClientCore {
     }
     peer.accept(now);
     this.#drainPeer(now, peer);
-    this.#result({
-      ok: true,
-      command: "accept",
-      message: `Connected with "${peer.peerName}"`,
-      data: { name: peer.peerName, session: peer.id },
-    });
+    this.#result({ ok: true, command: "accept", name: peer.peerName, session: peer.id });
   }
 
   /** Ends a session its peer has replaced with a new one, at once. */
@@ -1271,34 +1109,21 @@ export class ClientCore {
     const reason = `"${old.peerName}" started a new session`;
     old.abort(reason);
     this.#drainPeer(now, old);
-    this.#event({
-      kind: "peer_ended",
-      message: `The session with "${old.peerName}" ended: it started a new one`,
-      data: { name: old.peerName, by: "replaced", reason },
-    });
+    this.#event({ kind: "peer_ended", name: old.peerName, by: "replaced", reason });
   }
 
   #peerList(): void {
     const live = [...this.#peers.values()].filter((p) => p.state !== "closed");
-    const lines = live.map((p) =>
-      `  ${p.peerName}  ${p.state}  ${hostPort(p.address.ip, p.address.port)}  ` +
-      `${p.counts.sent} sent, ${p.counts.received} received`
-    );
     this.#result({
       ok: true,
       command: "peers",
-      message: live.length === 0
-        ? "No peer sessions"
-        : `${live.length} peer ${live.length === 1 ? "session" : "sessions"}:\n${lines.join("\n")}`,
-      data: {
-        peers: live.map((p) => ({
-          name: p.peerName,
-          state: p.state,
-          ip: p.address.ip,
-          udpPort: p.address.port,
-          ...p.counts,
-        })),
-      },
+      peers: live.map((p) => ({
+        name: p.peerName,
+        state: p.state,
+        ip: p.address.ip,
+        udpPort: p.address.port,
+        ...p.counts,
+      })),
     });
   }
 
@@ -1324,7 +1149,7 @@ export class ClientCore {
     for (let out = this.#transfers.poll(); out !== undefined; out = this.#transfers.poll()) {
       any = true;
       if (out.type === "event") {
-        this.#event({ kind: out.kind, message: out.message, data: out.data });
+        this.#event(out.event);
       } else {
         this.#outputs.push({ type: "file", op: out });
       }
@@ -1342,12 +1167,7 @@ export class ClientCore {
       case "opened":
         if (mine && running.command.kind === "connect") {
           this.#running = undefined;
-          this.#result({
-            ok: true,
-            command: "connect",
-            message: `Connected with "${peer.peerName}"`,
-            data: { name: peer.peerName, session: peer.id },
-          });
+          this.#result({ ok: true, command: "connect", name: peer.peerName, session: peer.id });
         }
         return;
       case "message": {
@@ -1364,11 +1184,7 @@ export class ClientCore {
             text: out.text,
           },
         });
-        this.#event({
-          kind: "message",
-          message: `[${peer.peerName}] ${out.text}`,
-          data: { from: peer.peerName, text: out.text, index: out.index },
-        });
+        this.#event({ kind: "message", from: peer.peerName, text: out.text, index: out.index });
         return this.#checkWaiting(now);
       }
       case "file":
@@ -1390,18 +1206,13 @@ export class ClientCore {
               text: running.command.text,
             },
           });
-          this.#result({
-            ok: true,
-            command: "send",
-            message: `Delivered to "${peer.peerName}"`,
-            data: { to: peer.peerName, index: running.index },
-          });
+          this.#result({ ok: true, command: "send", to: peer.peerName, index: running.index ?? 0 });
         }
         return;
       case "closed": {
         // What `wait terminate` waits for: an open session its peer ended, or that died.
         if (out.by === "peer" || out.by === "dead") this.#endedPeers.push(peer.peerName);
-        this.#transfers.sessionEnded(peer, endText(peer.peerName, out));
+        this.#transfers.sessionEnded(peer, peerEndText(peer.peerName, out.by, out.reason));
         if (mine) {
           this.#running = undefined;
           const kind = running.command.kind;
@@ -1410,24 +1221,20 @@ export class ClientCore {
             this.#result({
               ok: true,
               command: kind,
-              message: `Ended the session with "${peer.peerName}"` +
-                (out.by === "us" ? "" : `; ${out.reason}`),
-              data: { name: peer.peerName, confirmed: out.by === "us" },
+              name: peer.peerName,
+              confirmed: out.by === "us",
+              ...(out.by === "us" ? {} : { reason: out.reason }),
             });
           } else {
             this.#fail(
               kind,
-              endText(peer.peerName, out),
+              peerEndText(peer.peerName, out.by, out.reason),
               out.by === "rejected" ? "rejected" : out.by === "timeout" ? "timeout" : "peer_gone",
             );
           }
         }
         if (out.by === "peer" || out.by === "dead" || (out.by === "timeout" && !peer.outgoing)) {
-          this.#event({
-            kind: "peer_ended",
-            message: endText(peer.peerName, out),
-            data: { name: peer.peerName, by: out.by, reason: out.reason },
-          });
+          this.#event({ kind: "peer_ended", name: peer.peerName, by: out.by, reason: out.reason });
         }
         this.#pruneClosedPeers();
         return this.#checkWaiting(now);
@@ -1456,29 +1263,68 @@ export class ClientCore {
       return;
     }
     if (command.kind !== "wait") return;
+    const done = this.#waitOutcome(command);
+    if (done !== undefined) {
+      this.#running = undefined;
+      if (done.ok) {
+        for (const t of done.transfers ?? []) this.#transfersReported.add(t.id);
+        if (done.offer !== undefined) this.#offersReported.add(done.offer.id);
+        if (done.ended !== undefined) this.#endedPeers.splice(done.ended, 1);
+      }
+      return this.#result(done.result);
+    }
+    if (now >= running.deadline) {
+      this.#running = undefined;
+      const seen = this.#waitProgress(command);
+      this.#fail(
+        "wait",
+        `Waited ${
+          Math.round((command.withinMs ?? this.#retryPolicy().giveUpMs) / 1000)
+        } s in vain` + (seen ? ` (${seen})` : ""),
+        "timeout",
+      );
+    }
+  }
+
+  /** The result of a `wait` whose condition holds, and what it reports, or undefined. */
+  #waitOutcome(command: Extract<CoreCommand, { kind: "wait" }>):
+    | {
+      ok: boolean;
+      result: CommandResult;
+      transfers?: readonly TransferInfo[];
+      offer?: TransferInfo;
+      ended?: number;
+    }
+    | undefined {
     const key = command.name === undefined ? "" : nameKey(command.name);
-    let done = false;
-    let message = "";
     switch (command.for) {
       case "messages": {
         const count = this.#messagesReceived.get(key) ?? 0;
-        done = count >= (command.count ?? 1);
-        message = `${count} ${count === 1 ? "message" : "messages"} received` +
-          (command.name ? ` from "${command.name}"` : "");
-        break;
+        if (count < (command.count ?? 1)) return undefined;
+        const result = { ok: true, command: "wait", for: "messages", count } as const;
+        return {
+          ok: true,
+          result: command.name === undefined ? result : { ...result, name: command.name },
+        };
       }
       case "request": {
         const peer = this.#peerByName(command.name, ["pending"]);
-        done = peer !== undefined;
-        message = peer === undefined ? "" : `"${peer.peerName}" wants to connect`;
-        break;
+        if (peer === undefined) return undefined;
+        return {
+          ok: true,
+          result: { ok: true, command: "wait", for: "request", name: peer.peerName },
+        };
       }
       case "terminate": {
         // Each end is reported once, so a script can accept and wait again.
         const at = this.#endedPeers.findIndex((n) => key === "" || nameKey(n) === key);
-        done = at !== -1;
-        if (done) message = `The session with "${this.#endedPeers.splice(at, 1)[0]}" ended`;
-        break;
+        if (at === -1) return undefined;
+        const name = this.#endedPeers[at];
+        return {
+          ok: true,
+          ended: at,
+          result: { ok: true, command: "wait", for: "terminate", name },
+        };
       }
       case "offer": {
         // Each offer is reported once, whatever happened to it since: with
@@ -1487,62 +1333,48 @@ export class ClientCore {
           t.direction === "receive" && !this.#offersReported.has(t.id) &&
           (key === "" || nameKey(t.peer) === key)
         );
-        done = offer !== undefined;
-        if (offer !== undefined) {
-          this.#offersReported.add(offer.id);
-          const what = `"${offer.name}" (${formatBytes(offer.size)}) as ${offer.id}`;
-          message = offer.state === "offered"
-            ? `"${offer.peer}" offers ${what}`
-            : `"${offer.peer}" offered ${what}, now ${offer.state}`;
-        }
-        break;
+        if (offer === undefined) return undefined;
+        return { ok: true, offer, result: { ok: true, command: "wait", for: "offer", offer } };
       }
       case "transfers": {
-        const mine = this.#transfers.list().filter((t) =>
-          !this.#transfersReported.has(t.id) && (key === "" || nameKey(t.peer) === key)
-        );
-        const running = mine.filter((t) => FILE_STATES_RUNNING.has(t.state));
-        done = running.length === 0;
-        message = `${running.length} of ${mine.length} transfers still running`;
-        if (done) {
-          this.#running = undefined;
-          for (const t of mine) this.#transfersReported.add(t.id);
-          const failed = mine.filter((t) => t.state !== "done" && t.resumedBy === undefined);
-          const lines = mine.map((t) => `${transferLine(t)}`);
-          if (failed.length > 0) {
-            return this.#fail(
-              "wait",
-              `${failed.length} of ${mine.length} transfers did not finish: ` +
-                failed.map((t) => `${t.id} ${t.state}${t.reason ? ` (${t.reason})` : ""}`).join(
-                  "; ",
-                ),
-              "transfer_failed",
-            );
-          }
-          return this.#result({
-            ok: true,
+        const mine = this.#waitedTransfers(key);
+        if (mine.some((t) => FILE_STATES_RUNNING.has(t.state))) return undefined;
+        const failed = mine.filter((t) => t.state !== "done" && t.resumedBy === undefined);
+        const result: CommandResult = failed.length > 0
+          ? {
+            ok: false,
             command: "wait",
-            message: mine.length === 0 ? "No transfers" : lines.join("\n"),
-            data: { transfers: mine },
-          });
-        }
-        break;
+            error: `${failed.length} of ${mine.length} transfers did not finish: ` +
+              failed.map((t) => `${t.id} ${t.state}${t.reason ? ` (${t.reason})` : ""}`).join(
+                "; ",
+              ),
+            code: "transfer_failed",
+          }
+          : { ok: true, command: "wait", for: "transfers", transfers: mine };
+        // Reported either way: a later wait looks only at later transfers.
+        return { ok: true, transfers: mine, result };
       }
     }
-    if (done) {
-      this.#running = undefined;
-      return this.#result({ ok: true, command: "wait", message });
+  }
+
+  /** What a `wait` has seen so far, for its time-out error. */
+  #waitProgress(command: Extract<CoreCommand, { kind: "wait" }>): string {
+    const key = command.name === undefined ? "" : nameKey(command.name);
+    if (command.for === "messages") {
+      return messagesWaitedText(this.#messagesReceived.get(key) ?? 0, command.name);
     }
-    if (now >= running.deadline) {
-      this.#running = undefined;
-      this.#fail(
-        "wait",
-        `Waited ${
-          Math.round((command.withinMs ?? this.#retryPolicy().giveUpMs) / 1000)
-        } s in vain` + (message ? ` (${message})` : ""),
-        "timeout",
-      );
+    if (command.for === "transfers") {
+      const mine = this.#waitedTransfers(key);
+      const running = mine.filter((t) => FILE_STATES_RUNNING.has(t.state));
+      return `${running.length} of ${mine.length} transfers still running`;
     }
+    return "";
+  }
+
+  #waitedTransfers(key: string): TransferInfo[] {
+    return this.#transfers.list().filter((t) =>
+      !this.#transfersReported.has(t.id) && (key === "" || nameKey(t.peer) === key)
+    );
   }
 
   #peerByName(name: string | undefined, states: readonly string[]): PeerSession | undefined {
@@ -1612,23 +1444,11 @@ export class ClientCore {
       this.#presenceSeq = message.seq;
       const client = onlineClient(message);
       if (message.change === PRESENCE_CHANGES.joined) {
-        this.#event({
-          kind: "joined",
-          message: `"${client.name}" is online at ${hostPort(client.ip, client.udpPort)} ` +
-            `(TCP port ${client.tcpPort})`,
-          data: { client },
-        });
+        this.#event({ kind: "joined", client });
       } else if (message.change === PRESENCE_CHANGES.left) {
-        this.#event({
-          kind: "left",
-          message: `"${client.name}" went offline`,
-          data: { client },
-        });
+        this.#event({ kind: "left", client });
       } else {
-        this.#event({
-          kind: "resync",
-          message: "Some presence news was lost; use list for who is online now",
-        });
+        this.#event({ kind: "resync" });
       }
     }
     // Acknowledge what was shown (again for a copy, so the server stops resending).
@@ -1660,16 +1480,14 @@ export class ClientCore {
     }
     this.#event({
       kind: "session_ended",
-      message: message.message,
-      data: {
-        name,
-        reason: Object.entries(SESSION_END_REASONS).find(([, v]) => v === message.reason)?.[0] ??
-          "unknown",
-      },
+      name,
+      reason: (Object.entries(SESSION_END_REASONS).find(([, v]) => v === message.reason)?.[0] ??
+        "unknown") as SessionEndReason,
+      detail: message.message,
     });
   }
 
-  #statusData(): Record<string, unknown> {
+  #statusData(): ClientStatus {
     return {
       server: this.#options.server,
       serverVersion: this.#serverVersion ?? null,
@@ -1682,17 +1500,6 @@ export class ClientCore {
       tcpPort: this.#options.tcpPort,
       via: this.#options.via,
     };
-  }
-
-  #statusText(): string {
-    const session = this.#loggedInAs === undefined
-      ? "not logged in"
-      : `logged in as "${this.#loggedInAs}"${this.#watching ? ", watching" : ""}`;
-    return `Server ${this.#options.server} (TCP port ${this.#serverTcpPort ?? "unknown"}, ` +
-      `${this.#auth ?? "unknown"} login); ` +
-      `name ${this.#name === undefined ? "not set" : `"${this.#name}"`}, ${session}; ` +
-      `UDP port ${this.#options.udpPort}, TCP port ${this.#options.tcpPort}; ` +
-      `requests over ${this.#options.via.toUpperCase()}`;
   }
 
   #fail(command: string, error: string, code: FailureCode): void {
@@ -1730,53 +1537,8 @@ function onlineClient(m: OnlineClient): OnlineClient {
   return { name: m.name, ip: m.ip, udpPort: m.udpPort, tcpPort: m.tcpPort, onlineMs: m.onlineMs };
 }
 
-/**
- * Renders the active list as a table.
- *
- * @param clients the online clients
- * @returns a heading line and one line per client
- */
-export function listText(clients: readonly OnlineClient[]): string {
-  if (clients.length === 0) return "Nobody is online";
-  const width = Math.max(4, ...clients.map((c) => c.name.length));
-  const lines = clients.map((c) =>
-    `  ${c.name.padEnd(width)}  ${c.ip.padEnd(15)}  UDP ${String(c.udpPort).padEnd(5)}  ` +
-    `TCP ${String(c.tcpPort).padEnd(5)}  online ${duration(c.onlineMs)}`
-  );
-  return `${clients.length} online:\n${lines.join("\n")}`;
-}
-
-/**
- * Formats a duration for people: `45 s`, `3 min 5 s`, `2 h 10 min`.
- *
- * @param ms milliseconds
- * @returns the text
- */
-export function duration(ms: number): string {
-  const s = Math.floor(ms / 1000);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-}
-
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
-/** How a peer session's end reads for people. */
-function endText(name: string, out: { by: string; reason: string }): string {
-  if (out.by === "us") {
-    // Our own ending, named by its command.
-    if (out.reason === "terminate") return `You ended the session with "${name}"`;
-    if (out.reason === "exit") return `You left the session with "${name}"`;
-  }
-  if (out.by !== "peer") return capitalize(out.reason);
-  const why = out.reason === "exit"
-    ? " (it left)"
-    : out.reason === "terminate"
-    ? ""
-    : `: ${out.reason}`;
-  return `"${name}" ended the session${why}`;
 }
 
 function requestMissing(name: string | undefined): string {
@@ -1787,10 +1549,6 @@ function capitalize(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
-}
-
 /** Transfer states that are not over. */
 const FILE_STATES_RUNNING: ReadonlySet<string> = new Set([
   "offered",
@@ -1798,11 +1556,3 @@ const FILE_STATES_RUNNING: ReadonlySet<string> = new Set([
   "active",
   "verifying",
 ]);
-
-function transferLine(t: TransferInfo): string {
-  const arrow = t.direction === "send" ? `to "${t.peer}"` : `from "${t.peer}"`;
-  const percent = t.size === 0 ? 100 : Math.floor((t.done / t.size) * 100);
-  return `${t.id}  ${t.direction} "${t.name}" ${arrow}  ${formatBytes(t.done)} of ${
-    formatBytes(t.size)
-  } (${percent}%)  ${t.state}${t.reason ? `: ${t.reason}` : ""}`;
-}

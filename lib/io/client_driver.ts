@@ -14,12 +14,9 @@ import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { createSha256, hashFile, type Sha256 } from "./file_hash.ts";
 import { basename, dirname, join } from "@std/path";
-import {
-  ClientCore,
-  type ClientEvent,
-  type CommandResult,
-  type CoreCommand,
-} from "../client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../client/client_core.ts";
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
+import { clientEventText, commandResultText } from "../client/client_event_text.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { systemClock } from "../clock.ts";
@@ -461,9 +458,15 @@ export class ClientDriver {
           break;
         case "event":
           if (out.event.kind === "request_refused") {
-            log.warn("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+            log.warn("{kind}: {message}", {
+              kind: out.event.kind,
+              message: clientEventText(out.event),
+            });
           } else {
-            log.info("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+            log.info("{kind}: {message}", {
+              kind: out.event.kind,
+              message: clientEventText(out.event),
+            });
           }
           this.#config.onEvent?.(out.event);
           break;
@@ -510,32 +513,29 @@ export class ClientDriver {
 
   #deliver(result: CommandResult): void {
     if (result.ok) {
-      log.info("{command}: {message}", { command: result.command, message: result.message });
+      log.info("{command}: {message}", {
+        command: result.command,
+        message: commandResultText(result),
+      });
     } else {
       log.warn("{command} failed: {error}", { command: result.command, error: result.error });
     }
     const waiting = this.#waiting;
     this.#waiting = undefined;
     if (waiting === undefined) return;
-    if (result.command === "register" && result.ok) {
+    if (result.ok && result.command === "register") {
       // The key must be on disk before register reports success.
       const saving = this.#saving;
       this.#saving = Promise.resolve(undefined);
       saving.then((problem) =>
         waiting(
-          problem === undefined ? result : {
-            ok: true,
-            command: "register",
-            message: `${result.message}, but the identity could not be saved (${problem}); ` +
-              "you will not be able to log in as this name later",
-            data: result.data,
-          },
+          problem === undefined ? result : { ...result, identityProblem: problem },
         )
       );
       return;
     }
-    if (result.command === "deregister" && result.ok && this.#config.identityFile) {
-      const name = String(result.data?.name ?? "");
+    if (result.ok && result.command === "deregister" && this.#config.identityFile) {
+      const name = result.name;
       const server = hostPort(this.#config.serverHost, this.#config.serverPort);
       forgetIdentity(this.#config.identityFile, server, name).catch((error) =>
         log.warn("Could not remove the identity of {name}: {error}", { name, error })
@@ -721,8 +721,10 @@ export class ClientDriver {
     d.done.resolve({
       ok: true,
       command: "download",
-      message: `Downloaded "${d.name}" to ${d.dest} (${d.size} bytes, SHA-256 verified)`,
-      data: { name: d.name, dest: d.dest, size: d.size, sha256: d.sha256 },
+      name: d.name,
+      dest: d.dest,
+      size: d.size,
+      sha256: d.sha256,
     });
   }
 

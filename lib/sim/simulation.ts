@@ -11,12 +11,11 @@ import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
 import {
   ClientCore,
-  type ClientEvent,
-  type CommandResult,
   type CoreCommand,
   type FileOperation,
   type PeerTrace,
 } from "../client/client_core.ts";
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
@@ -326,7 +325,7 @@ export class Simulation {
     }
     switch (command.kind) {
       case "help":
-        client.results.push({ ok: true, command: "help", message: "help" });
+        client.results.push({ ok: true, command: "help" });
         return;
       case "exit":
         client.exitWhenIdle = true;
