@@ -4,14 +4,13 @@
  *
  * @module
  */
-import { PEER_CHANNEL_OPTIONS } from "./lib/client/client_core.ts";
-import { formatBytes } from "./lib/client/file_transfers.ts";
+import { PEER_CHANNEL_OPTIONS } from "./lib/client/peer_table.ts";
 import { fromHex } from "./lib/hex.ts";
 import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
 import type { ClientEvent, CommandResult } from "./lib/client/client_event.ts";
-import { clientEventText, commandResultText } from "./lib/client/client_event_text.ts";
+import { clientEventText, commandResultText, formatBytes } from "./lib/client/client_event_text.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";

@@ -10,7 +10,7 @@ import {
   peerEndText,
   transferLine,
 } from "../lib/client/client_event_text.ts";
-import type { TransferInfo } from "../lib/client/file_transfers.ts";
+import type { TransferInfo } from "../lib/client/client_event.ts";
 
 const BOB = { name: "Bob", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 65_000 };
 

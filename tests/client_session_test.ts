@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
-import { ClientCore, type ClientOutput, type CoreCommand } from "../lib/client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../lib/client/client_core.ts";
+import type { ClientOutput } from "../lib/client/outbox.ts";
 import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import { CommandError, parseCommand } from "../lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/client/retry_policy.ts";

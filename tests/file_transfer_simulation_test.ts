@@ -10,7 +10,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { forSeeds } from "./_seeds.ts";
-import { PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
 import type { ClientEvent, CommandResult, TransferEvent } from "../lib/client/client_event.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import { type SimClient, Simulation } from "../lib/sim/simulation.ts";

@@ -7,14 +7,10 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
-import {
-  FileTransfers,
-  type FileTransfersOutput,
-  type TransferInfo,
-} from "../lib/client/file_transfers.ts";
+import { FileTransfers, type FileTransfersOutput } from "../lib/client/file_transfers.ts";
 import type { FilePayload, PeerSession, PeerState } from "../lib/client/peer_session.ts";
 import { parseCommand } from "../lib/client/command.ts";
-import type { CommandResult, TransferEvent } from "../lib/client/client_event.ts";
+import type { CommandResult, TransferEvent, TransferInfo } from "../lib/client/client_event.ts";
 import { commandResultText } from "../lib/client/client_event_text.ts";
 import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";

@@ -5,7 +5,8 @@
  * stand-in server (impersonation, `send @NAME`, `accept` waiting, `wait`).
  */
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
-import { ClientCore, type CoreCommand, PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
 import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import {
   messageOf,

@@ -8,7 +8,7 @@
  */
 import { forSeeds, seeds } from "./_seeds.ts";
 import { assert, assertEquals } from "@std/assert";
-import { PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
 import type { CommandResult } from "../lib/client/client_event.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import { type SimClient, type SimPeerMessage, Simulation } from "../lib/sim/simulation.ts";

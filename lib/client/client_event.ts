@@ -6,7 +6,6 @@
  * @module
  */
 import type { ErrorCodeName } from "../wire/error_code.ts";
-import type { TransferInfo } from "./file_transfers.ts";
 import type { PeerState } from "./peer_session.ts";
 
 /** One client in `list` and `lookup` results and in presence news. */
@@ -247,3 +246,47 @@ export type TransferEvent =
     readonly rate: number;
     readonly etaSeconds: number | null;
   } & TransferInfo);
+
+/** Which way a transfer goes. */
+export type TransferDirection = "send" | "receive";
+
+/** Where a transfer is. */
+export type TransferState =
+  /** Offered; the receiver has not answered (or, receiving, the user has not). */
+  | "offered"
+  /** Accepted; the receiver prepares its file. */
+  | "preparing"
+  /** Data flows. */
+  | "active"
+  /** All data is there; the receiver checks the SHA-256. */
+  | "verifying"
+  /** Received whole and verified. */
+  | "done"
+  | "declined"
+  | "cancelled"
+  | "failed"
+  /** The session ended first; sending the file again resumes it. */
+  | "interrupted";
+
+/** What a transfer looks like from outside. */
+export interface TransferInfo {
+  /** Local id, for `acceptfile`, `declinefile` and `cancel`. */
+  readonly id: number;
+  readonly direction: TransferDirection;
+  readonly peer: string;
+  readonly name: string;
+  readonly size: number;
+  /** The SHA-256, hex. */
+  readonly sha256: string;
+  readonly state: TransferState;
+  /** Bytes the receiver has (acknowledged ones, when sending). */
+  readonly done: number;
+  /** Where receiving started (above 0 when resumed). */
+  readonly startOffset: number;
+  /** Why it ended, when it did not end well. */
+  readonly reason?: string;
+  /** The local file: the source, or where a received file landed. */
+  readonly path?: string;
+  /** An interrupted transfer: the later transfer of the same file, with the same peer, that resumed it. */
+  readonly resumedBy?: number;
+}

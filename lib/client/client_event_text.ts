@@ -7,9 +7,8 @@
 import { durationText } from "../duration_text.ts";
 import { lowerFirstWord } from "../error_line.ts";
 import { hostPort } from "../host_port.ts";
-import type { ClientEvent, CommandResult, OnlineClient } from "./client_event.ts";
+import type { ClientEvent, CommandResult, OnlineClient, TransferInfo } from "./client_event.ts";
 import { COMMAND_HELP } from "./command.ts";
-import { formatBytes, type TransferInfo } from "./file_transfers.ts";
 
 /**
  * Renders an event as one line (a chat message as `[name] text`).
@@ -301,3 +300,20 @@ const TRANSFER_END_WORDS: Partial<Record<TransferInfo["state"], string>> = {
   cancelled: "was cancelled",
   interrupted: "was interrupted",
 };
+
+/**
+ * Formats a byte count for people: `512 B`, `1.5 KiB`, `64.0 MiB`.
+ *
+ * @param bytes a count of bytes
+ * @returns the text
+ */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
+}

@@ -11,28 +11,12 @@ import { nameKey } from "../wire/client_name.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { FILE_CHUNK_BYTES, MAX_REASON_BYTES } from "../wire/peer_payload.ts";
 import type { FilePayload, PeerSession } from "./peer_session.ts";
-import type { TransferEvent } from "./client_event.ts";
-
-/** Which way a transfer goes. */
-export type TransferDirection = "send" | "receive";
-
-/** Where a transfer is. */
-export type TransferState =
-  /** Offered; the receiver has not answered (or, receiving, the user has not). */
-  | "offered"
-  /** Accepted; the receiver prepares its file. */
-  | "preparing"
-  /** Data flows. */
-  | "active"
-  /** All data is there; the receiver checks the SHA-256. */
-  | "verifying"
-  /** Received whole and verified. */
-  | "done"
-  | "declined"
-  | "cancelled"
-  | "failed"
-  /** The session ended first; sending the file again resumes it. */
-  | "interrupted";
+import type {
+  TransferDirection,
+  TransferEvent,
+  TransferInfo,
+  TransferState,
+} from "./client_event.ts";
 
 /** The states a transfer does not leave. */
 const FINAL_STATES: ReadonlySet<TransferState> = new Set([
@@ -42,29 +26,6 @@ const FINAL_STATES: ReadonlySet<TransferState> = new Set([
   "failed",
   "interrupted",
 ]);
-
-/** What a transfer looks like from outside. */
-export interface TransferInfo {
-  /** Local id, for `acceptfile`, `declinefile` and `cancel`. */
-  readonly id: number;
-  readonly direction: TransferDirection;
-  readonly peer: string;
-  readonly name: string;
-  readonly size: number;
-  /** The SHA-256, hex. */
-  readonly sha256: string;
-  readonly state: TransferState;
-  /** Bytes the receiver has (acknowledged ones, when sending). */
-  readonly done: number;
-  /** Where receiving started (above 0 when resumed). */
-  readonly startOffset: number;
-  /** Why it ended, when it did not end well. */
-  readonly reason?: string;
-  /** The local file: the source, or where a received file landed. */
-  readonly path?: string;
-  /** An interrupted transfer: the later transfer of the same file, with the same peer, that resumed it. */
-  readonly resumedBy?: number;
-}
 
 /** What the transfers ask the driver to do, or report. */
 export type FileTransfersOutput =
@@ -702,21 +663,4 @@ function clip(reason: string): string {
     out = [...out].slice(0, -1).join("");
   }
   return out;
-}
-
-/**
- * Formats a byte count for people: `512 B`, `1.5 KiB`, `64.0 MiB`.
- *
- * @param bytes a count of bytes
- * @returns the text
- */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }

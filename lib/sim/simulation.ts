@@ -9,12 +9,8 @@
  */
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
-import {
-  ClientCore,
-  type CoreCommand,
-  type FileOperation,
-  type PeerTrace,
-} from "../client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../client/client_core.ts";
+import type { FileOperation, PeerTrace } from "../client/outbox.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
