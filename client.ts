@@ -772,6 +772,15 @@ async function interactiveLoop(context: Context) {
       continue;
     }
     if (command === undefined) continue;
+    if (command.kind === "exit") return 0;
+    if (!waitsForTheTerminal(context, command)) {
+      // The next line is read at once: commands on other sessions, and the
+      // server's, never wait for this one (the core keeps one session's in order).
+      runCommand(context, command).catch((error) => {
+        if (!context.client.closed) output.problem((error as Error).message);
+      });
+      continue;
+    }
     let result = await runCommand(context, command);
     if (result === "exit") return 0;
     // A taken or invalid name to register under asks for another, until one works or the user gives up.
@@ -784,6 +793,15 @@ async function interactiveLoop(context: Context) {
       result = await runCommand(context, { kind: "register", name }) as CommandResult;
     }
   }
+}
+
+/**
+ * True for the commands that may ask the person something before they end:
+ * `register` (another name, if taken) and `login` on a password server.
+ */
+function waitsForTheTerminal(context: Context, command: Command): boolean {
+  return command.kind === "register" ||
+    (command.kind === "login" && context.client.core.auth === "password");
 }
 
 /** True for a `login` command line. */

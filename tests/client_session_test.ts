@@ -568,10 +568,52 @@ Deno.test("ClientCore.run() fails register without a name or with an invalid one
   assertEquals(failure(result(drainClient(core))).code, "invalid_name");
 });
 
-Deno.test("ClientCore.run() refuses a second command while one runs", () => {
+Deno.test("ClientCore.run() answers status at once while a server command runs", () => {
   const core = newClient();
-  core.run(0, { kind: "hello" });
-  assertThrows(() => core.run(0, { kind: "status" }), TypeError);
+  const helloId = core.run(0, { kind: "hello" });
+  const hello = sentRequest(drainClient(core));
+  const statusId = core.run(0, { kind: "status" });
+  const out = drainClient(core);
+  assertEquals(out.map((o) => o.type === "result" ? [o.id, o.result.command] : o.type), [
+    [statusId, "status"],
+  ]);
+  assert(core.busy, "hello still runs");
+  core.handle(1, {
+    type: "hello_ok",
+    reqId: hello.message.reqId,
+    tcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: AUTH_MODES.open,
+    leaseMs: 30_000,
+  });
+  const done = drainClient(core).flatMap((o) => o.type === "result" ? [o.id] : []);
+  assertEquals(done, [helloId]);
+  assert(!core.busy);
+});
+
+Deno.test("ClientCore.run() queues server commands behind each other, in order", () => {
+  const core = newClient();
+  const helloId = core.run(0, { kind: "hello" });
+  const hello = sentRequest(drainClient(core));
+  const registerId = core.run(0, { kind: "register", name: "Alice" });
+  assertEquals(sends(drainClient(core)), [], "register waits for hello");
+  core.handle(1, {
+    type: "hello_ok",
+    reqId: hello.message.reqId,
+    tcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: AUTH_MODES.open,
+    leaseMs: 30_000,
+  });
+  const out = drainClient(core);
+  assertEquals(out.flatMap((o) => o.type === "result" ? [o.id] : []), [helloId]);
+  const register = sentRequest(out);
+  assertEquals(register.message.type, "register", "then register goes out");
+  core.handle(2, { type: "register_ok", reqId: register.message.reqId, key: KEY, token: TOKEN });
+  const results = drainClient(core).flatMap((o) =>
+    o.type === "result" ? [[o.id, o.result.ok]] : []
+  );
+  assertEquals(results, [[registerId, true]]);
 });
 
 Deno.test("ClientCore.onTimeout() fails a request the server never answers", () => {

@@ -905,6 +905,20 @@ class World {
       }
       case "heartbeat":
         return { type: "heartbeat_ok", reqId: message.reqId };
+      case "list":
+        return {
+          type: "list_page",
+          reqId: message.reqId,
+          total: this.#online.size,
+          more: 0,
+          clients: [...this.#online.values()].map((c) => ({
+            name: c.name,
+            ip: c.address.ip,
+            udpPort: c.address.port,
+            tcpPort: 5001,
+            onlineMs: 1000,
+          })),
+        };
       case "logout":
         return { type: "logout_ok", reqId: message.reqId };
       default:
@@ -1352,4 +1366,62 @@ Deno.test("ClientCore leave tells open peers that the client left", () => {
     reason: "exit",
   });
   assertEquals(okResult(bob.results.at(-1)!).command, "wait");
+});
+
+Deno.test("ClientCore commands on a silent peer's session hold up neither other sessions nor the server", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const carol = world.add("Carol", { ip: "10.0.0.3", port: 4003 });
+  connectPair(world, alice, bob);
+  connectPair(world, alice, carol);
+  alice.results.length = 0;
+  // Carol stops: nothing reaches her, she sends nothing (kill -STOP).
+  world.nodes.splice(world.nodes.indexOf(carol), 1);
+  const start = world.now;
+  world.run(alice, { kind: "send", to: "Carol", text: "are you there?" });
+  world.run(alice, { kind: "send", to: "Bob", text: "hello" });
+  world.run(alice, { kind: "list" });
+  world.run(alice, { kind: "send", to: "carol", text: "still there?" });
+  world.runUntil(start + 1000, () => alice.results.length >= 2);
+  assert(world.now - start < 100, `Bob's send and list took ${world.now - start} ms`);
+  assertEquals(alice.results.map((r) => [r.command, r.ok]).sort(), [["list", true], [
+    "send",
+    true,
+  ]]);
+  assertEquals(done(alice.results.find((r) => r.command === "send")!), ["send", "Bob"]);
+  assert(alice.core.busy, "the sends to Carol still wait");
+  world.settle();
+  assertEquals(bob.events.filter((e) => e.kind === "message").map((e) => "text" in e && e.text), [
+    "hello",
+  ]);
+  // Carol's sends end in their order: the first when she is found dead,
+  // the second after it, on a session that is no longer open.
+  world.runUntil(start + 3 * DEAD_AFTER_MS, () => alice.results.length >= 4);
+  const [first, second] = alice.results.slice(2).map(failed);
+  assertEquals([first.command, first.code], ["send", "peer_gone"]);
+  assertEquals([second.command, second.code], ["send", "no_session"]);
+  assert(!alice.core.busy);
+});
+
+Deno.test("ClientCore runs commands on one session in order, each after the one before", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  alice.results.length = 0;
+  for (const text of ["one", "two", "three"]) {
+    world.run(alice, { kind: "send", to: "Bob", text });
+  }
+  world.run(alice, { kind: "terminate", name: "Bob" });
+  // Only the first is on the wire until Bob acknowledges it.
+  assertEquals(alice.core.peers[0].counts.sent, 1);
+  world.runUntil(world.now + 10_000, () => alice.results.length >= 4);
+  assertEquals(alice.results.map((r) => r.command), ["send", "send", "send", "terminate"]);
+  assert(alice.results.every((r) => r.ok));
+  world.settle();
+  assertEquals(
+    bob.events.flatMap((e) => e.kind === "message" ? [e.text] : []),
+    ["one", "two", "three"],
+  );
 });

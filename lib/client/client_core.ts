@@ -11,11 +11,15 @@
  * - {@linkcode TransferCommands} over {@linkcode FileTransfers}: files between peers;
  * - {@linkcode ScriptWaits}: `wait` and an `accept` that comes first.
  *
- * Their deadlines are one {@linkcode TimerTable}.
+ * Their deadlines are one {@linkcode TimerTable}. Commands never wait on
+ * each other, except those on one session: each runs in a lane (the server,
+ * one peer, the script waits), a lane runs its commands one after another,
+ * and lanes run side by side, so a silent peer holds up nothing but its own.
  *
  * @module
  */
 import type { Random } from "../random.ts";
+import { nameKey } from "../wire/client_name.ts";
 import { isPeerMessage, type Message, type PeerMessage } from "../wire/messages.ts";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Command } from "./command.ts";
@@ -105,8 +109,14 @@ export class ClientCore {
   #transfers: TransferCommands;
   #waits: ScriptWaits;
   #nextId = 1;
-  /** Commands started and not finished. */
+  /** Commands started or queued, and not finished. */
   #running = new Set<number>();
+  /** Lanes with a command running, and the commands queued behind it. */
+  #lanes = new Map<string, { running: number; queue: { id: number; command: CoreCommand }[] }>();
+  /** The lane of each running command that has one. */
+  #laneOf = new Map<number, string>();
+  /** The latest time the core was given. */
+  #now = 0;
 
   /** @param options ports, name, transport and randomness */
   constructor(options: ClientCoreOptions) {
@@ -147,9 +157,9 @@ export class ClientCore {
     return this.#link.auth;
   }
 
-  /** True while a command runs. */
+  /** True while a command runs or waits for its lane. */
   get busy(): boolean {
-    this.#settle();
+    this.#settle(this.#now);
     return this.#running.size > 0;
   }
 
@@ -174,20 +184,31 @@ export class ClientCore {
   }
 
   /**
-   * Starts a command; its `result` output, which carries the returned
-   * number, comes later (or at once for commands that need no server).
+   * Starts a command, or queues it behind the command running in its lane
+   * (commands on one session keep their order); its `result` output, which
+   * carries the returned number, comes later (or at once for commands that
+   * need no server and no peer).
    *
    * @param now current time, ms
    * @param command the command
    * @returns the command's number
-   * @throws {TypeError} if another command is still running
    */
   run(now: number, command: CoreCommand): number {
-    if (this.busy) throw new TypeError("Cannot run two commands at once");
+    this.#settle(now);
     const id = this.#nextId++;
     this.#running.add(id);
+    const lane = this.#lane(command);
+    const busy = lane === undefined ? undefined : this.#lanes.get(lane);
+    if (busy !== undefined) {
+      busy.queue.push({ id, command });
+      return id;
+    }
+    if (lane !== undefined) {
+      this.#lanes.set(lane, { running: id, queue: [] });
+      this.#laneOf.set(id, lane);
+    }
     this.#start(now, id, command);
-    this.#settle();
+    this.#settle(now);
     return id;
   }
 
@@ -202,6 +223,7 @@ export class ClientCore {
     if (message.type === "presence") this.#presence.handle(message);
     else if (message.type === "session_ended") this.#link.sessionEnded(now, message);
     else this.#link.handle(now, message);
+    this.#settle(now);
   }
 
   /**
@@ -213,6 +235,7 @@ export class ClientCore {
    */
   handlePeer(now: number, from: PeerAddress, message: PeerMessage): void {
     this.#peers.handle(now, from, message);
+    this.#settle(now);
   }
 
   /**
@@ -222,6 +245,7 @@ export class ClientCore {
    */
   tcpFailed(reason: string): void {
     this.#link.tcpFailed(reason);
+    this.#settle(this.#now);
   }
 
   /**
@@ -234,6 +258,7 @@ export class ClientCore {
    */
   fileRead(now: number, id: number, offset: number, data: Uint8Array): void {
     this.#transfers.read(now, id, offset, data);
+    this.#settle(now);
   }
 
   /**
@@ -246,6 +271,7 @@ export class ClientCore {
    */
   fileReceiveReady(now: number, id: number, offset: number): void {
     this.#transfers.receiveReady(now, id, offset);
+    this.#settle(now);
   }
 
   /**
@@ -257,6 +283,7 @@ export class ClientCore {
    */
   fileWritten(now: number, id: number, upTo: number): void {
     this.#transfers.written(now, id, upTo);
+    this.#settle(now);
   }
 
   /**
@@ -268,6 +295,7 @@ export class ClientCore {
    */
   fileReceived(now: number, id: number, path: string): void {
     this.#transfers.received(now, id, path);
+    this.#settle(now);
   }
 
   /**
@@ -281,6 +309,7 @@ export class ClientCore {
    */
   fileFailed(now: number, id: number, problem: string, failure: FileFailure): void {
     this.#transfers.failed(now, id, problem, failure);
+    this.#settle(now);
   }
 
   /**
@@ -313,6 +342,7 @@ export class ClientCore {
       else if (timer === "waits") this.#waits.check(now);
       else this.#link.onTimeout(now, timer);
     }
+    this.#settle(now);
   }
 
   /**
@@ -325,7 +355,9 @@ export class ClientCore {
    */
   leave(now: number): boolean {
     this.#peers.leave(now);
-    return this.#link.leave(now);
+    const left = this.#link.leave(now);
+    this.#settle(now);
+    return left;
   }
 
   /** @returns the next output, or undefined */
@@ -395,8 +427,65 @@ export class ClientCore {
     });
   }
 
-  /** Forgets the commands that have finished. */
-  #settle(): void {
-    for (const id of this.#outbox.takeFinished()) this.#running.delete(id);
+  /**
+   * The lane a command runs in: the server, one peer, unnamed `accept`s or
+   * script waits; none for commands that finish at once.
+   */
+  #lane(command: CoreCommand): string | undefined {
+    const peer = (name: string | undefined): string | undefined => {
+      if (name !== undefined) return `peer ${nameKey(name)}`;
+      // Unnamed, it means the one open session (or fails at once).
+      const open = this.#peers.open(undefined);
+      return open.length === 1 ? `peer ${nameKey(open[0].peerName)}` : undefined;
+    };
+    switch (command.kind) {
+      case "status":
+      case "peers":
+      case "transfers":
+      case "sendfile":
+      case "acceptfile":
+      case "declinefile":
+      case "cancel":
+        return undefined;
+      case "wait":
+        return "wait";
+      case "accept":
+        return command.name === undefined ? "accept" : peer(command.name);
+      case "reject":
+        return command.name === undefined ? undefined : peer(command.name);
+      case "connect":
+        return peer(command.name);
+      case "send":
+        return peer(command.to);
+      case "terminate":
+        return peer(command.name);
+      default:
+        return "server";
+    }
+  }
+
+  /** Forgets the commands that have finished and starts those queued behind them. */
+  #settle(now: number): void {
+    this.#now = Math.max(this.#now, now);
+    for (
+      let done = this.#outbox.takeFinished();
+      done.length > 0;
+      done = this.#outbox.takeFinished()
+    ) {
+      for (const id of done) {
+        this.#running.delete(id);
+        const lane = this.#laneOf.get(id);
+        if (lane === undefined) continue;
+        this.#laneOf.delete(id);
+        const next = this.#lanes.get(lane)?.queue.shift();
+        if (next === undefined) {
+          this.#lanes.delete(lane);
+          continue;
+        }
+        this.#lanes.get(lane)!.running = next.id;
+        this.#laneOf.set(next.id, lane);
+        this.#start(this.#now, next.id, next.command);
+      }
+    }
   }
 }

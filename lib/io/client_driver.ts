@@ -152,7 +152,10 @@ export class ClientDriver {
   #udpLoop: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
-  #waiting: ((result: CommandResult) => void) | undefined;
+  /** Who waits for the result of each command the core runs, by its number. */
+  #waiting = new Map<number, (result: CommandResult) => void>();
+  /** Uploads and downloads, one after another (they stream over the one TCP connection). */
+  #fileChain: Promise<unknown> = Promise.resolve();
   #closed = false;
   #saving: Promise<string | undefined> = Promise.resolve(undefined);
   #tcpChain: Promise<void> = Promise.resolve();
@@ -216,13 +219,20 @@ export class ClientDriver {
     return new ClientDriver(config, udp, serverAddress);
   }
 
+  /** True once `close` has begun. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** The core, for its state. */
   get core(): ClientCore {
     return this.#core;
   }
 
   /**
-   * Runs one command and waits for its result.
+   * Runs one command and waits for its result. Commands may run at once:
+   * those on one session (the server, or one peer) run in order, others
+   * side by side.
    *
    * @param command the command
    * @returns the result; failures are results too, never exceptions
@@ -247,9 +257,9 @@ export class ClientDriver {
 
   #run(command: CoreCommand): Promise<CommandResult> {
     const { promise, resolve } = Promise.withResolvers<CommandResult>();
-    this.#waiting = resolve;
     log.debug("Command {kind}", { kind: command.kind });
-    this.#core.run(systemClock.now(), command);
+    const id = this.#core.run(systemClock.now(), command);
+    this.#waiting.set(id, resolve);
     this.#drain();
     return promise;
   }
@@ -262,11 +272,20 @@ export class ClientDriver {
    * @param name the name to store it under
    * @returns the result
    */
-  async upload(path: string, name: string): Promise<CommandResult> {
-    const file = await this.#readFile("upload", path, name);
-    if ("ok" in file) return file;
-    this.#pendingUpload = { path, name, size: file.size };
-    return await this.run({ kind: "upload", name, size: file.size, sha256: file.sha256 });
+  upload(path: string, name: string): Promise<CommandResult> {
+    return this.#serially(async () => {
+      const file = await this.#readFile("upload", path, name);
+      if ("ok" in file) return file;
+      this.#pendingUpload = { path, name, size: file.size };
+      return await this.run({ kind: "upload", name, size: file.size, sha256: file.sha256 });
+    });
+  }
+
+  /** Runs uploads and downloads one after another. */
+  #serially(work: () => Promise<CommandResult>): Promise<CommandResult> {
+    const done = this.#fileChain.then(work);
+    this.#fileChain = done.catch(() => {});
+    return done;
   }
 
   #pendingUpload: { path: string; name: string; size: number } | undefined;
@@ -331,7 +350,11 @@ export class ClientDriver {
    * @param dest the local path
    * @returns the result, with the path the file landed at
    */
-  async download(name: string, dest: string): Promise<CommandResult> {
+  download(name: string, dest: string): Promise<CommandResult> {
+    return this.#serially(() => this.#downloadNow(name, dest));
+  }
+
+  async #downloadNow(name: string, dest: string): Promise<CommandResult> {
     try {
       if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
       await Deno.mkdir(dirname(dest), { recursive: true });
@@ -474,7 +497,7 @@ export class ClientDriver {
           this.#saveIdentity(out.name, out.key);
           break;
         case "result":
-          this.#deliver(out.result);
+          this.#deliver(out.id, out.result);
           break;
         case "peer_send": {
           this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
@@ -511,7 +534,7 @@ export class ClientDriver {
     );
   }
 
-  #deliver(result: CommandResult): void {
+  #deliver(id: number, result: CommandResult): void {
     if (result.ok) {
       log.info("{command}: {message}", {
         command: result.command,
@@ -520,8 +543,8 @@ export class ClientDriver {
     } else {
       log.warn("{command} failed: {error}", { command: result.command, error: result.error });
     }
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
+    const waiting = this.#waiting.get(id);
+    this.#waiting.delete(id);
     if (waiting === undefined) return;
     if (result.ok && result.command === "register") {
       // The key must be on disk before register reports success.
