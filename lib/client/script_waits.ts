@@ -75,11 +75,6 @@ export class ScriptWaits implements PeerNews {
     options.peers.listen(this);
   }
 
-  /** True while a command waits. */
-  get busy(): boolean {
-    return this.#waiting.size > 0;
-  }
-
   /**
    * Starts a `wait`, or an `accept` (at once if a request is pending).
    *

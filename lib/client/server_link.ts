@@ -143,7 +143,7 @@ export class ServerLink {
   }
 
   /** A third of the lease: two heartbeats can be lost before the lease runs out. */
-  get heartbeatInterval(): number {
+  get #heartbeatInterval(): number {
     return Math.max(200, Math.floor(this.#leaseMs / 3));
   }
 
@@ -310,7 +310,7 @@ export class ServerLink {
     const resuming = !replaced && this.#canRelogin(name);
     this.#clearSession(resuming);
     if (resuming) {
-      const delay = message.reason === SESSION_END_REASONS.expired ? 0 : this.heartbeatInterval;
+      const delay = message.reason === SESSION_END_REASONS.expired ? 0 : this.#heartbeatInterval;
       this.#scheduleRelogin(now, name!, delay);
     }
     const reason = Object.entries(SESSION_END_REASONS).find(([, v]) => v === message.reason)?.[0];
@@ -474,7 +474,7 @@ export class ServerLink {
         this.#heartbeatRefused(at, outcome.reply);
       }
     });
-    this.#timers.set("heartbeat", now + this.heartbeatInterval);
+    this.#timers.set("heartbeat", now + this.#heartbeatInterval);
   }
 
   #heartbeatRefused(now: number, reply: MessageOf<"error">): void {
@@ -510,7 +510,7 @@ export class ServerLink {
     this.request(now, this.#loginBody(name, key), this.#options.via, (at, outcome) => {
       if (outcome.type === "failed") {
         // The server is unreachable (down, or a partition): try again later.
-        if (this.#key !== undefined) this.#scheduleRelogin(at, name, this.heartbeatInterval);
+        if (this.#key !== undefined) this.#scheduleRelogin(at, name, this.#heartbeatInterval);
         return;
       }
       const reply = outcome.reply;
@@ -545,7 +545,7 @@ export class ServerLink {
     this.#loggedInAs = name;
     this.#name = name;
     this.#token = token;
-    this.#timers.set("heartbeat", now + this.heartbeatInterval);
+    this.#timers.set("heartbeat", now + this.#heartbeatInterval);
   }
 
   #clearSession(resuming: boolean): void {

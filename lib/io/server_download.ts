@@ -65,11 +65,6 @@ export class ServerDownload {
     return this.#done.promise;
   }
 
-  /** True once it ended, either way. */
-  get finished(): boolean {
-    return this.#finished;
-  }
-
   /** Fails the download if the server sends nothing for 30 s at a time. */
   watchStall(): void {
     let last = -1;
