@@ -4,13 +4,13 @@
  *
  * @module
  */
-import { PEER_CHANNEL_OPTIONS } from "./lib/client/client_core.ts";
-import { formatBytes } from "./lib/client/file_transfers.ts";
+import { PEER_CHANNEL_OPTIONS } from "./lib/client/peer_table.ts";
 import { fromHex } from "./lib/hex.ts";
 import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
-import type { CommandResult } from "./lib/client/client_core.ts";
+import type { ClientEvent, CommandResult } from "./lib/client/client_event.ts";
+import { clientEventText, commandResultText, formatBytes } from "./lib/client/client_event_text.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
@@ -23,7 +23,6 @@ import {
 import { findIdentity, IdentityFileError, loadIdentities } from "./lib/io/identity_file.ts";
 import { sampleReadingLines } from "./lib/client/sample_readings.ts";
 import { cryptoRandom } from "./lib/random.ts";
-import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/cli/line_reader.ts";
 import { Terminal } from "./lib/cli/terminal.ts";
@@ -237,14 +236,17 @@ class Output {
 
   result(result: CommandResult): void {
     if (this.#json) {
-      const { ok, command } = result;
-      const rest = result.ok
-        ? { message: result.message, ...result.data }
-        : { error: result.error, code: result.code };
-      this.#out(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) this.#err(errorLine(result.error));
+      if (result.ok) {
+        const { ok, command, ...facts } = result;
+        const message = commandResultText(result);
+        this.#out(JSON.stringify({ event: "result", command, ok, message, ...facts }));
+      } else {
+        const { ok, command, error, code } = result;
+        this.#out(JSON.stringify({ event: "result", command, ok, error, code }));
+        this.#err(errorLine(result.error));
+      }
     } else if (result.ok) {
-      this.#out(result.message.split("\n").map(printable).join("\n"));
+      this.#out(commandResultText(result).split("\n").map(printable).join("\n"));
     } else {
       this.#err(errorLine(result.error));
     }
@@ -252,7 +254,8 @@ class Output {
 
   clientEvent(event: ClientEvent): void {
     if (this.#json) {
-      this.#out(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+      const { kind, ...facts } = event;
+      this.#out(JSON.stringify({ event: kind, message: clientEventText(event), ...facts }));
     } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
     } else {
@@ -260,22 +263,14 @@ class Output {
       const ended = event.kind === "file_done" || event.kind === "file_failed";
       if (ended && this.#terminal) this.#terminal.status(undefined);
       if (this.#barShown) this.#endBar();
-      this.#out(printable(event.message));
+      this.#out(printable(clientEventText(event)));
     }
   }
 
   #barShown = false;
 
   /** One line on the terminal, redrawn: bar, bytes, rate and time left. */
-  #progressBar(event: ClientEvent): void {
-    const d = event.data as {
-      name: string;
-      done: number;
-      size: number;
-      rate: number;
-      etaSeconds: number | null;
-      direction: string;
-    };
+  #progressBar(d: Extract<ClientEvent, { kind: "file_progress" }>): void {
     const fraction = d.size === 0 ? 1 : d.done / d.size;
     const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
     const head = printable(`${d.direction === "send" ? "→" : "←"} ${d.name} `);
@@ -553,7 +548,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
       identityFile: settings.identityFile,
       onEvent: (event) => {
-        online.observe(event.kind, event.data);
+        online.observe(event);
         output.clientEvent(event);
       },
       onProgress: (progress) => output.progress(progress),
@@ -590,7 +585,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
   }
-  output.event("connected", hello.message, hello.data);
+  const { ok: _ok, command: _command, ...facts } = hello;
+  output.event("connected", commandResultText(hello), facts);
   const context: Context = { client, output, flags: settings, lines, interactive, online };
   if (interactive) {
     output.note('Type "help" for the commands.');
@@ -620,7 +616,7 @@ interface Context {
 async function runCommand(context: Context, command: Command): Promise<CommandResult | "exit"> {
   if (command.kind === "exit") return "exit";
   const result = await commandResult(context, command);
-  if (result.ok) context.online.observe(result.command, result.data);
+  context.online.observe(result);
   context.output.result(result);
   return result;
 }
@@ -628,12 +624,8 @@ async function runCommand(context: Context, command: Command): Promise<CommandRe
 async function commandResult(context: Context, command: Command): Promise<CommandResult> {
   const { client, flags } = context;
   switch (command.kind) {
-    case "help": {
-      const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(20)}  ${text}`).join(
-        "\n",
-      );
-      return { ok: true, command: "help", message: text };
-    }
+    case "help":
+      return { ok: true, command: "help" };
     case "login":
       return await login(context, command.name);
     case "generate":
@@ -778,8 +770,8 @@ async function generate(path: string, count: number): Promise<CommandResult> {
   return {
     ok: true,
     command: "generate",
-    message: `Wrote ${count} sample readings to ${path}`,
-    data: { file: path, count },
+    file: path,
+    count,
   };
 }
 
@@ -831,6 +823,15 @@ async function interactiveLoop(context: Context) {
       continue;
     }
     if (command === undefined) continue;
+    if (command.kind === "exit") return 0;
+    if (!waitsForTheTerminal(context, command)) {
+      // The next line is read at once: commands on other sessions, and the
+      // server's, never wait for this one (the core keeps one session's in order).
+      runCommand(context, command).catch((error) => {
+        if (!context.client.closed) output.problem((error as Error).message);
+      });
+      continue;
+    }
     let result = await runCommand(context, command);
     if (result === "exit") return 0;
     // A taken or invalid name to register under asks for another, until one works or the user gives up.
@@ -849,6 +850,15 @@ async function interactiveLoop(context: Context) {
 async function askTcpMessage(lines: Lines): Promise<Command | undefined> {
   const text = await prompted(lines, "Message to send over TCP (empty to cancel): ");
   return text === undefined || text.trim() === "" ? undefined : { kind: "tcp", text: text.trim() };
+}
+
+/**
+ * True for the commands that may ask the person something before they end:
+ * `register` (another name, if taken) and `login` on a password server.
+ */
+function waitsForTheTerminal(context: Context, command: Command): boolean {
+  return command.kind === "register" ||
+    (command.kind === "login" && context.client.core.auth === "password");
 }
 
 /** True for a `login` command line. */

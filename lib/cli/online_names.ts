@@ -6,13 +6,15 @@
  * @module
  */
 
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
+
 /**
  * A set of names online, fed with the client's events and results.
  *
  * @example
  * ```ts
  * const online = new OnlineNames();
- * online.observe("joined", { client: { name: "Ann" } });
+ * online.observe({ kind: "joined", client: { name: "Ann", ip: "10.0.0.1", udpPort: 1, tcpPort: 2, onlineMs: 0 } });
  * [...online.names]; // ["Ann"]
  * ```
  */
@@ -25,23 +27,18 @@ export class OnlineNames {
   }
 
   /**
-   * Takes an event or a result's data.
+   * Takes an event (`joined`, `left`) or a command's result (`list`, `lookup`); ignores the rest.
    *
-   * @param kind the event's kind or the result's command (`joined`, `left`, `list`, `lookup`)
-   * @param data its data, if any
+   * @param news the event or result
    */
-  observe(kind: string, data: Record<string, unknown> | undefined): void {
-    const one = nameOf(data?.client);
-    if (kind === "joined" && one !== undefined) this.#names.add(one);
-    else if (kind === "left" && one !== undefined) this.#names.delete(one);
-    else if (kind === "lookup" && one !== undefined) this.#names.add(one);
-    else if (kind === "list" && Array.isArray(data?.clients)) {
-      this.#names = new Set(data.clients.map(nameOf).filter((n) => n !== undefined));
+  observe(news: ClientEvent | CommandResult): void {
+    if ("kind" in news) {
+      if (news.kind === "joined") this.#names.add(news.client.name);
+      else if (news.kind === "left") this.#names.delete(news.client.name);
+    } else if (news.ok && news.command === "lookup") {
+      this.#names.add(news.client.name);
+    } else if (news.ok && news.command === "list") {
+      this.#names = new Set(news.clients.map((c) => c.name));
     }
   }
-}
-
-function nameOf(client: unknown): string | undefined {
-  const name = (client as { name?: unknown } | undefined)?.name;
-  return typeof name === "string" ? name : undefined;
 }

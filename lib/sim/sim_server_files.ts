@@ -8,7 +8,7 @@
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
-import type { CommandResult } from "../client/client_core.ts";
+import type { CommandResult } from "../client/client_event.ts";
 import { toHex } from "../hex.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { numberedName } from "../wire/file_name.ts";
@@ -197,8 +197,10 @@ export class SimServerFiles {
       final = {
         ok: true,
         command: "download",
-        message: `Downloaded "${d.name}" to ${dest} (${data.length} bytes, SHA-256 verified)`,
-        data: { name: d.name, dest, size: data.length, sha256: actual },
+        name: d.name,
+        dest,
+        size: data.length,
+        sha256: actual,
       };
     }
     const state = this.#state(client);

@@ -9,14 +9,9 @@
  */
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
-import {
-  ClientCore,
-  type ClientEvent,
-  type CommandResult,
-  type CoreCommand,
-  type FileOperation,
-  type PeerTrace,
-} from "../client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../client/client_core.ts";
+import type { FileOperation, PeerTrace } from "../client/outbox.ts";
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
@@ -312,7 +307,7 @@ export class Simulation {
     }
     switch (command.kind) {
       case "help":
-        client.results.push({ ok: true, command: "help", message: "help" });
+        client.results.push({ ok: true, command: "help" });
         return;
       case "exit":
         client.exitWhenIdle = true;
@@ -345,8 +340,8 @@ export class Simulation {
         client.results.push({
           ok: true,
           command: "generate",
-          message: `Wrote ${command.count} sample readings to ${command.file}`,
-          data: { file: command.file, count: command.count },
+          file: command.file,
+          count: command.count,
         });
         return;
       }
