@@ -334,8 +334,15 @@ export class Natlab implements AsyncDisposable {
       const messages = (program: NamespacedProgram) =>
         events(program).filter((e) => e.event === "message").length;
       const arrived = events(bob).some((e) => e.event === "file_done" && e.direction === "receive");
-      const error = [alice, bob].map((p) => p.stderr.find((l) => l.text.startsWith("error:")))
+      const printed = [alice, bob].map((p) => p.stderr.find((l) => l.text.startsWith("error:")))
         .find((line) => line !== undefined)?.text;
+      const requested = events(bob).some((e) => e.event === "request");
+      const error = printed ??
+        (connected !== undefined
+          ? undefined
+          : `no session within ${Math.round(timeoutMs / 1000)} s; ${bName} ${
+            requested ? "saw the request" : "never saw the request"
+          }`);
       return {
         initiator: initiatorKind,
         acceptor: acceptorKind,

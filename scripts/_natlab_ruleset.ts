@@ -26,7 +26,7 @@ export const NAT_KINDS = [
 export type NatKind = typeof NAT_KINDS[number];
 
 /** The pseudo-kind of two clients on one LAN behind one router that hairpins. */
-export const SAME_LAN = "same-lan";
+export const SAME_LAN = "same-lan" as const;
 
 /** How a NAT maps (RFC 4787): endpoint-independent, address-dependent, address-and-port-dependent. */
 export type Mapping = "EIM" | "ADM" | "APDM";

@@ -125,9 +125,10 @@ export class NatlabTopology implements AsyncDisposable {
   /** The outside host's namespace: {@linkcode OUTSIDE_ADDRESS}. */
   readonly outside: string;
   readonly #namespaces = new Set<string>();
-  readonly #sides = new Set<LabSide>();
+  readonly #pending = new Set<Promise<unknown>>();
   #nextWan = 0;
   #destroyed = false;
+  #destroying: Promise<void> | undefined;
 
   private constructor(id: string) {
     this.id = id;
@@ -187,16 +188,24 @@ export class NatlabTopology implements AsyncDisposable {
    * @param side what {@linkcode addSide} or {@linkcode addSameLan} returned
    */
   async removeSide(side: LabSide): Promise<void> {
-    this.#sides.delete(side);
     for (const host of side.hosts) await this.#removeNamespace(host.namespace);
     await this.#removeNamespace(side.router);
   }
 
-  /** Removes every namespace of this run. Safe to call twice. */
-  async destroy(): Promise<void> {
-    if (this.#destroyed) return;
+  /** Removes every namespace of this run; a second call waits for the first. */
+  destroy(): Promise<void> {
+    this.#destroying ??= this.#destroy();
+    return this.#destroying;
+  }
+
+  async #destroy(): Promise<void> {
     this.#destroyed = true;
-    for (const name of [...this.#namespaces].reverse()) await this.#removeNamespace(name);
+    // Commands under way (a signal may come in the middle of building) finish
+    // first, so that a namespace they add is removed too.
+    do {
+      await Promise.allSettled([...this.#pending]);
+      for (const name of [...this.#namespaces].reverse()) await this.#removeNamespace(name);
+    } while (this.#pending.size > 0 || this.#namespaces.size > 0);
   }
 
   /** Removes every namespace of this run; for `await using`. */
@@ -221,7 +230,6 @@ export class NatlabTopology implements AsyncDisposable {
       udpPort: CLIENT_UDP_PORT + i,
     }));
     const side: LabSide = { kind, router, wanAddress, hosts };
-    this.#sides.add(side);
     try {
       await this.#namespace(router);
       await this.#sysctl(router, "net.ipv4.ip_forward=1");
@@ -248,7 +256,7 @@ export class NatlabTopology implements AsyncDisposable {
         hosts,
         serverAddresses: [SERVER_ADDRESS, SERVER_ADDRESS_2],
       });
-      await runCommand(["ip", "netns", "exec", router, "nft", "-f", "-"], rules);
+      await this.#track(runCommand(["ip", "netns", "exec", router, "nft", "-f", "-"], rules));
     } catch (error) {
       await this.removeSide(side);
       throw error;
@@ -296,9 +304,20 @@ export class NatlabTopology implements AsyncDisposable {
   }
 
   async #namespace(name: string): Promise<void> {
-    await runCommand(["ip", "netns", "add", name]);
-    this.#namespaces.add(name);
+    if (this.#destroyed) throw new NatlabError("The lab is being removed");
+    await this.#track(
+      runCommand(["ip", "netns", "add", name]).then(() => {
+        this.#namespaces.add(name);
+      }),
+    );
+    if (this.#destroyed) throw new NatlabError("The lab is being removed");
     await this.#ip(name, "link", "set", "lo", "up");
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#pending.add(promise);
+    promise.finally(() => this.#pending.delete(promise)).catch(() => {});
+    return promise;
   }
 
   async #removeNamespace(name: string): Promise<void> {
@@ -307,11 +326,11 @@ export class NatlabTopology implements AsyncDisposable {
   }
 
   #ip(namespace: string, ...args: string[]): Promise<string> {
-    return runCommand(["ip", "-n", namespace, ...args]);
+    return this.#track(runCommand(["ip", "-n", namespace, ...args]));
   }
 
   #sysctl(namespace: string, setting: string): Promise<string> {
-    return runCommand(["ip", "netns", "exec", namespace, "sysctl", "-qw", setting]);
+    return this.#track(runCommand(["ip", "netns", "exec", namespace, "sysctl", "-qw", setting]));
   }
 
   /**

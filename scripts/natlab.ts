@@ -19,7 +19,7 @@ import {
 import { type CellResult, Natlab, type SelfCheck } from "./_natlab_lab.ts";
 import { formatMatrix, formatSelfCheck, summarizePairs } from "./_natlab_matrix.ts";
 import { NAT_KINDS, type NatKind, SAME_LAN } from "./_natlab_ruleset.ts";
-import { natlabUnavailable, removeLeftovers } from "./_natlab_topology.ts";
+import { NAMESPACE_PREFIX, natlabUnavailable, removeLeftovers } from "./_natlab_topology.ts";
 
 const HELP = `Usage: deno task natlab [flags]
 
@@ -143,8 +143,9 @@ async function main(args: string[]): Promise<number> {
     if (stopping) Deno.exit(130); // a second signal: at once (`--cleanup` removes the rest)
     stopping = true;
     console.error("natlab: stopping; removing the lab");
-    lab?.killAll();
-    await lab?.topology.destroy();
+    if (lab === undefined) return; // still opening: main removes it once open
+    lab.killAll();
+    await lab.topology.destroy();
     await Deno.remove(workDir, { recursive: true }).catch(() => {});
     Deno.exit(130);
   };
@@ -152,8 +153,11 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
     lab = await Natlab.open({ workDir });
+    if (stopping) return 130;
+    console.error(`natlab: namespaces ${NAMESPACE_PREFIX}${lab.topology.id}-*`);
     return await run(options, lab);
   } catch (error) {
+    if (stopping) return 130; // the signal's cleanup broke the run; not an error
     console.error(`error: ${(error as Error).message}`);
     return 1;
   } finally {
