@@ -334,7 +334,9 @@ export class Natlab implements AsyncDisposable {
       const messages = (program: NamespacedProgram) =>
         events(program).filter((e) => e.event === "message").length;
       const arrived = events(bob).some((e) => e.event === "file_done" && e.direction === "receive");
-      const printed = [alice, bob].map((p) => p.stderr.find((l) => l.text.startsWith("error:")))
+      // What a client said when the cell's time ran out and it was stopped is not the cause.
+      const printed = [alice, bob]
+        .map((p) => p.stderr.find((l) => l.text.startsWith("error:") && l.at < deadline))
         .find((line) => line !== undefined)?.text;
       const requested = events(bob).some((e) => e.event === "request");
       const error = printed ??
