@@ -288,7 +288,8 @@ export class Natlab implements AsyncDisposable {
       `wait transfers within ${within}`,
       `wait terminate within ${within}`,
     ], ["--accept-files"]);
-    const deadline = performance.now() + timeoutMs;
+    // The cell's time starts once the initiator is registered: starting Deno is not the NAT's doing.
+    let deadline = Number.POSITIVE_INFINITY;
     const left = () => Math.max(0, deadline - performance.now());
     let alice: NamespacedProgram | undefined;
     try {
@@ -321,6 +322,7 @@ export class Natlab implements AsyncDisposable {
         await alice.stop();
         return failed(`${aName} did not register: ${alice.errorText || "no answer"}`);
       }
+      deadline = registered.at + timeoutMs;
       const connected = await alice.waitFor(/"command":"connect","ok":true/, left());
       await Promise.all([alice.finish(left()), bob.finish(left())]);
       const events = (program: NamespacedProgram) =>
