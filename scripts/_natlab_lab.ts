@@ -68,6 +68,8 @@ export interface CellResult {
   readonly sent: number;
   /** True if the file arrived, SHA-256 checked. */
   readonly file: boolean;
+  /** Where the acceptor saw the request come from (`ip:port`), if it came. */
+  readonly requestFrom?: string;
   /** The first error a client printed, if any. */
   readonly error?: string;
 }
@@ -340,7 +342,8 @@ export class Natlab implements AsyncDisposable {
       const printed = [alice, bob]
         .map((p) => p.stderr.find((l) => l.text.startsWith("error:") && l.at < deadline))
         .find((line) => line !== undefined)?.text;
-      const requested = events(bob).some((e) => e.event === "request");
+      const request = events(bob).find((e) => e.event === "request");
+      const requested = request !== undefined;
       const error = printed ??
         (connected !== undefined
           ? undefined
@@ -355,6 +358,7 @@ export class Natlab implements AsyncDisposable {
         delivered: messages(alice) + messages(bob),
         sent: CELL_MESSAGES + 1,
         file: arrived,
+        ...(requested ? { requestFrom: `${request.ip}:${request.udpPort}` } : {}),
         ...(error === undefined ? {} : { error }),
       };
     } finally {

@@ -61,6 +61,8 @@ Deno.test({
         assertEquals(cell.delivered, cell.sent);
         assertEquals(cell.sent, 4);
         assert(cell.file, "the file arrived, SHA-256 checked");
+        // through the router (hairpin), from the initiator's public mapping, not across the LAN
+        assertMatch(cell.requestFrom ?? "", /^100\.64\.0\.\d+:40000$/);
         assert(
           cell.sessionMs !== null && cell.sessionMs < 5_000,
           `session in ${cell.sessionMs} ms`,
