@@ -9,7 +9,14 @@
 import { fromFileUrl } from "@std/path";
 import { NamespacedProgram } from "./_natlab_process.ts";
 import type { ProbeReport } from "./_natlab_probe.ts";
-import { type Behaviour, EXPECTED, type NatKind, SAME_LAN } from "./_natlab_ruleset.ts";
+import {
+  type Behaviour,
+  EXPECTED,
+  isLanKind,
+  type LabKind,
+  type LanKind,
+  type NatKind,
+} from "./_natlab_ruleset.ts";
 import {
   type LabHost,
   type LabSide,
@@ -41,7 +48,7 @@ const CELL_FILE_BYTES = 64 * 1024;
 /** The result of the self-check for one kind. */
 export interface SelfCheck {
   /** The kind checked. */
-  readonly kind: NatKind | typeof SAME_LAN;
+  readonly kind: LabKind;
   /** What it must show. */
   readonly expected: Behaviour;
   /** What the probe measured, or undefined if the probe failed. */
@@ -54,7 +61,7 @@ export interface SelfCheck {
 
 /** What one test cell found. */
 export interface CellResult {
-  /** The initiator's NAT kind (`same-lan` for the same-LAN cell). */
+  /** The initiator's NAT kind (the router's, for a same-LAN cell). */
   readonly initiator: string;
   /** The acceptor's NAT kind. */
   readonly acceptor: string;
@@ -154,15 +161,17 @@ export class Natlab implements AsyncDisposable {
    * Checks that each kind of NAT behaves as intended: a side of each kind is
    * built, the probe classifies it, the sides are removed.
    *
-   * @param kinds the kinds to check (and `same-lan`, checked from its first host)
+   * @param kinds the kinds to check (a same-LAN router from its first host)
    * @returns one result per kind, in order
    */
-  async selfCheck(kinds: readonly (NatKind | typeof SAME_LAN)[]): Promise<SelfCheck[]> {
+  async selfCheck(kinds: readonly LabKind[]): Promise<SelfCheck[]> {
     const sides: LabSide[] = [];
     try {
       for (const kind of kinds) {
         sides.push(
-          kind === SAME_LAN ? await this.topology.addSameLan() : await this.topology.addSide(kind),
+          isLanKind(kind)
+            ? await this.topology.addSameLan(kind)
+            : await this.topology.addSide(kind),
         );
       }
       return await Promise.all(sides.map((side) => this.#classify(side)));
@@ -202,13 +211,14 @@ export class Natlab implements AsyncDisposable {
   /**
    * Runs the same cell between two hosts on one LAN behind one router.
    *
+   * @param kind which same-LAN router
    * @param options how long the cell may take in all
    * @returns what worked
    */
-  async runSameLan(options: { timeoutMs: number }): Promise<CellResult> {
-    const side = await this.topology.addSameLan();
+  async runSameLan(kind: LanKind, options: { timeoutMs: number }): Promise<CellResult> {
+    const side = await this.topology.addSameLan(kind);
     try {
-      return await this.#chat(SAME_LAN, SAME_LAN, side.hosts[0], side.hosts[1], options.timeoutMs);
+      return await this.#chat(kind, kind, side.hosts[0], side.hosts[1], options.timeoutMs);
     } finally {
       await this.topology.removeSide(side);
     }

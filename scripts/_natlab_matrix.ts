@@ -5,6 +5,7 @@
  * @module
  */
 import type { CellResult, SelfCheck } from "./_natlab_lab.ts";
+import { LAN_KINDS } from "./_natlab_ruleset.ts";
 
 /** The figures of one ordered pair over its runs. */
 export interface PairSummary {
@@ -105,7 +106,8 @@ export function formatSelfCheck(checks: readonly SelfCheck[]): string {
 export function formatMatrix(cells: readonly CellResult[]): string {
   const summaries = summarizePairs(cells);
   const unique = (values: string[]) => [...new Set(values)];
-  const grid = summaries.filter((s) => s.initiator !== "same-lan" || s.acceptor !== "same-lan");
+  const lan: readonly string[] = LAN_KINDS;
+  const grid = summaries.filter((s) => !lan.includes(s.initiator));
   const parts: string[] = [];
   if (grid.length > 0) {
     const rows = unique(grid.map((s) => s.initiator));

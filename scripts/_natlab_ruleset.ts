@@ -25,8 +25,32 @@ export const NAT_KINDS = [
 /** One kind of NAT (see {@linkcode NAT_KINDS}). */
 export type NatKind = typeof NAT_KINDS[number];
 
-/** The pseudo-kind of two clients on one LAN behind one router that hairpins. */
-export const SAME_LAN = "same-lan" as const;
+/**
+ * Two clients on one LAN behind one port-restricted router: `same-lan`
+ * hairpins (a host that sends to the other's public mapping reaches it, seen
+ * from its own public mapping, as RFC 4787 REQ-9 asks), `same-lan-no-hairpin`
+ * does not, as many home routers do not.
+ */
+export const LAN_KINDS = ["same-lan", "same-lan-no-hairpin"] as const;
+
+/** One kind of same-LAN router (see {@linkcode LAN_KINDS}). */
+export type LanKind = typeof LAN_KINDS[number];
+
+/** Any place a lab client can sit. */
+export type LabKind = NatKind | LanKind;
+
+/** Every kind, NATs first. */
+export const ALL_KINDS: readonly LabKind[] = [...NAT_KINDS, ...LAN_KINDS];
+
+/**
+ * Tells a same-LAN kind from a NAT kind.
+ *
+ * @param kind a kind
+ * @returns true for the kinds in {@linkcode LAN_KINDS}
+ */
+export function isLanKind(kind: LabKind): kind is LanKind {
+  return (LAN_KINDS as readonly string[]).includes(kind);
+}
 
 /** How a NAT maps (RFC 4787): endpoint-independent, address-dependent, address-and-port-dependent. */
 export type Mapping = "EIM" | "ADM" | "APDM";
@@ -44,13 +68,14 @@ export interface Behaviour {
 }
 
 /** The behaviour each kind (and the same-LAN router) must show to the probe. */
-export const EXPECTED: Readonly<Record<NatKind | typeof SAME_LAN, Behaviour>> = {
+export const EXPECTED: Readonly<Record<LabKind, Behaviour>> = {
   "full-cone": { mapping: "EIM", filtering: "EIF", outside: true },
   "addr-restricted": { mapping: "EIM", filtering: "ADF", outside: true },
   "port-restricted": { mapping: "EIM", filtering: "APDF", outside: true },
   "symmetric": { mapping: "APDM", filtering: "APDF", outside: true },
   "blocked": { mapping: "EIM", filtering: "APDF", outside: false },
   "same-lan": { mapping: "EIM", filtering: "APDF", outside: true },
+  "same-lan-no-hairpin": { mapping: "EIM", filtering: "APDF", outside: true },
 };
 
 /** One inside host of a NAT, with the UDP port its client binds. */
@@ -74,9 +99,8 @@ export interface NatPlacement {
 /**
  * Makes the nftables ruleset of one NAT.
  *
- * @param kind the kind of NAT, or `same-lan` for a port-restricted router
- *   that also hairpins between its hosts (RFC 4787 REQ-9: a host reaching
- *   another's public mapping is seen from the sender's public mapping)
+ * @param kind the kind of NAT, or a same-LAN router (port-restricted, and
+ *   `same-lan` also hairpins between its hosts)
  * @param placement its addresses
  * @returns the ruleset, for `nft -f -`
  * @throws {RangeError} if a full cone NAT has no host to forward to
@@ -90,7 +114,7 @@ export interface NatPlacement {
  * });
  * ```
  */
-export function natlabRuleset(kind: NatKind | typeof SAME_LAN, placement: NatPlacement): string {
+export function natlabRuleset(kind: LabKind, placement: NatPlacement): string {
   const wan = placement.wanAddress;
   const cone = kind === "full-cone" || kind === "addr-restricted";
   const first = placement.hosts[0];

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { type NatKind, natlabRuleset, SAME_LAN } from "./_natlab_ruleset.ts";
+import { type LabKind, type LanKind, type NatKind, natlabRuleset } from "./_natlab_ruleset.ts";
 
 /** The prefix of every namespace the lab creates. */
 export const NAMESPACE_PREFIX = "sbnl-";
@@ -91,13 +91,13 @@ export interface LabHost {
 
 /** A NAT router and the hosts behind it, removed together. */
 export interface LabSide {
-  /** The kind of NAT, or `same-lan`. */
-  readonly kind: NatKind | typeof SAME_LAN;
+  /** The kind of NAT or same-LAN router. */
+  readonly kind: LabKind;
   /** The router's namespace. */
   readonly router: string;
   /** The router's internet address. */
   readonly wanAddress: string;
-  /** The hosts behind it: one, or two for `same-lan`. */
+  /** The hosts behind it: one, or two for a same-LAN router. */
   readonly hosts: readonly LabHost[];
 }
 
@@ -173,13 +173,14 @@ export class NatlabTopology implements AsyncDisposable {
 
   /**
    * Adds a router with two hosts on one LAN behind it; it masquerades as a
-   * port-restricted NAT and hairpins between the two.
+   * port-restricted NAT, and `same-lan` hairpins between the two.
    *
+   * @param kind which same-LAN router
    * @returns the side
    * @throws {NatlabError} if a command fails
    */
-  addSameLan(): Promise<LabSide> {
-    return this.#addRouter(SAME_LAN, 2);
+  addSameLan(kind: LanKind): Promise<LabSide> {
+    return this.#addRouter(kind, 2);
   }
 
   /**
@@ -218,7 +219,7 @@ export class NatlabTopology implements AsyncDisposable {
     return [...this.#namespaces];
   }
 
-  async #addRouter(kind: NatKind | typeof SAME_LAN, hostCount: number): Promise<LabSide> {
+  async #addRouter(kind: LabKind, hostCount: number): Promise<LabSide> {
     const octet = FIRST_WAN_OCTET + this.#nextWan;
     this.#nextWan = (this.#nextWan + 1) % WAN_OCTETS;
     const router = this.#name(`nat${octet}`);

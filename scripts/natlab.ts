@@ -18,7 +18,7 @@ import {
 } from "../lib/cli/usage_error.ts";
 import { type CellResult, Natlab, type SelfCheck } from "./_natlab_lab.ts";
 import { formatMatrix, formatSelfCheck, summarizePairs } from "./_natlab_matrix.ts";
-import { NAT_KINDS, type NatKind, SAME_LAN } from "./_natlab_ruleset.ts";
+import { ALL_KINDS, isLanKind, type LabKind, type NatKind } from "./_natlab_ruleset.ts";
 import { NAMESPACE_PREFIX, natlabUnavailable, removeLeftovers } from "./_natlab_topology.ts";
 
 const HELP = `Usage: deno task natlab [flags]
@@ -27,7 +27,7 @@ Builds NATs from Linux network namespaces and nftables (needs root, ip, nft),
 checks each kind with a UDP probe, then runs the real server and clients
 through every ordered pair of kinds: connect, chat, sendfile.
 
-  --kinds LIST   comma-separated kinds (default: all): ${[...NAT_KINDS, SAME_LAN].join(", ")}
+  --kinds LIST   comma-separated kinds (default: all): ${ALL_KINDS.join(", ")}
   --runs N       runs of each pair (default 1)
   --timeout S    seconds a pair gets before it counts as failed (default 15)
   --json         print one JSON object instead of tables
@@ -37,7 +37,7 @@ through every ordered pair of kinds: connect, chat, sendfile.
 
 /** The parsed flags. */
 interface Options {
-  readonly kinds: readonly (NatKind | typeof SAME_LAN)[];
+  readonly kinds: readonly LabKind[];
   readonly runs: number;
   readonly timeoutMs: number;
   readonly json: boolean;
@@ -53,7 +53,7 @@ function parseOptions(args: string[]): Options | "help" {
   });
   rejectUnknownFlags(parsed, ["kinds", "runs", "timeout", "json", "check", "cleanup", "help"]);
   if (parsed.help) return "help";
-  const known: readonly string[] = [...NAT_KINDS, SAME_LAN];
+  const known: readonly string[] = ALL_KINDS;
   const kinds = parsed.kinds === undefined
     ? known
     : String(parsed.kinds).split(",").map((k: string) => k.trim());
@@ -63,7 +63,7 @@ function parseOptions(args: string[]): Options | "help" {
     }
   }
   return {
-    kinds: [...new Set(kinds)] as (NatKind | typeof SAME_LAN)[],
+    kinds: [...new Set(kinds)] as LabKind[],
     runs: integerFlag("--runs", parsed.runs, { min: 1, max: 1000 }),
     timeoutMs: secondsFlag("--timeout", parsed.timeout),
     json: parsed.json,
@@ -78,17 +78,18 @@ async function run(options: Options, lab: Natlab): Promise<number> {
   if (!options.json) console.log(formatSelfCheck(checks) + "\n");
   const cells: CellResult[] = [];
   if (!options.check) {
-    const nats = options.kinds.filter((k): k is NatKind => k !== SAME_LAN);
-    const pairs: [NatKind | typeof SAME_LAN, NatKind | typeof SAME_LAN][] = nats.flatMap((a) =>
-      nats.map((b) => [a, b] as [NatKind, NatKind])
-    );
-    if (options.kinds.includes(SAME_LAN)) pairs.push([SAME_LAN, SAME_LAN]);
+    // Every ordered pair of NAT kinds, then each same-LAN router with itself.
+    const nats = options.kinds.filter((k): k is NatKind => !isLanKind(k));
+    const pairs: [LabKind, LabKind][] = [
+      ...nats.flatMap((a) => nats.map((b) => [a, b] as [LabKind, LabKind])),
+      ...options.kinds.filter(isLanKind).map((k) => [k, k] as [LabKind, LabKind]),
+    ];
     const total = pairs.length * options.runs;
     for (let run = 1; run <= options.runs; run++) {
       for (const [a, b] of pairs) {
-        const cell = a === SAME_LAN || b === SAME_LAN
-          ? await lab.runSameLan({ timeoutMs: options.timeoutMs })
-          : await lab.runCell(a, b, { timeoutMs: options.timeoutMs });
+        const cell = isLanKind(a)
+          ? await lab.runSameLan(a, { timeoutMs: options.timeoutMs })
+          : await lab.runCell(a, b as NatKind, { timeoutMs: options.timeoutMs });
         cells.push(cell);
         const time = cell.sessionMs === null ? "" : ` in ${cell.sessionMs} ms`;
         say(

@@ -10,7 +10,7 @@ import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 import { Natlab } from "../scripts/_natlab_lab.ts";
 import { formatMatrix, summarizePairs } from "../scripts/_natlab_matrix.ts";
-import { EXPECTED, NAT_KINDS, natlabRuleset, SAME_LAN } from "../scripts/_natlab_ruleset.ts";
+import { ALL_KINDS, EXPECTED, natlabRuleset } from "../scripts/_natlab_ruleset.ts";
 import { NAMESPACE_PREFIX, natlabUnavailable, runCommand } from "../scripts/_natlab_topology.ts";
 
 const NATLAB_PATH = fromFileUrl(new URL("../scripts/natlab.ts", import.meta.url));
@@ -37,7 +37,7 @@ Deno.test({
     assert((await labNamespaces(id)).length >= 3, "the lab made its namespaces");
 
     await t.step("selfCheck() measures each kind as intended", async () => {
-      const checks = await lab.selfCheck([...NAT_KINDS, SAME_LAN]);
+      const checks = await lab.selfCheck(ALL_KINDS);
       for (const check of checks) {
         assertEquals(
           check.measured && {
@@ -56,7 +56,7 @@ Deno.test({
     await t.step(
       "runSameLan() connects, chats and sends a file with the real programs",
       async () => {
-        const cell = await lab.runSameLan({ timeoutMs: 20_000 });
+        const cell = await lab.runSameLan("same-lan", { timeoutMs: 20_000 });
         assertEquals(cell.path, "direct", cell.error);
         assertEquals(cell.delivered, cell.sent);
         assertEquals(cell.sent, 4);
@@ -116,7 +116,7 @@ Deno.test("natlabRuleset() shapes each kind's mapping and filtering", () => {
     serverAddresses: ["100.64.0.2", "100.64.0.3"],
   };
   const rules = Object.fromEntries(
-    [...NAT_KINDS, SAME_LAN].map((kind) => [kind, natlabRuleset(kind, placement)]),
+    ALL_KINDS.map((kind) => [kind, natlabRuleset(kind, placement)]),
   );
   assertMatch(rules["full-cone"], /snat to 100\.64\.0\.11\n.*/);
   assertMatch(rules["full-cone"], /iifname "wan" meta l4proto udp dnat to 10\.11\.0\.2\n/);
@@ -125,6 +125,7 @@ Deno.test("natlabRuleset() shapes each kind's mapping and filtering", () => {
   assertMatch(rules["symmetric"], /oifname "wan" masquerade fully-random\n/);
   assertMatch(rules["blocked"], /udp ip daddr != \{ 100\.64\.0\.2, 100\.64\.0\.3 \} drop/);
   assertMatch(rules["same-lan"], /udp dport 40001 dnat to 10\.11\.0\.3\n/);
+  assertEquals(rules["same-lan-no-hairpin"].includes("dnat"), false, "no hairpin");
   for (const text of Object.values(rules)) {
     assertMatch(text, /chain input \{\n.*policy drop;/, "the router's own input drops strangers");
   }
@@ -186,6 +187,6 @@ Deno.test("natlab.ts rejects an unknown kind with one line and exit code 2", asy
   assertEquals(
     new TextDecoder().decode(stderr),
     'error: --kinds: unknown kind "cgnat"; known: full-cone, addr-restricted, port-restricted, ' +
-      "symmetric, blocked, same-lan\n",
+      "symmetric, blocked, same-lan, same-lan-no-hairpin\n",
   );
 });
