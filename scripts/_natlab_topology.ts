@@ -234,7 +234,7 @@ export class NatlabTopology implements AsyncDisposable {
     try {
       await this.#namespace(router);
       await this.#sysctl(router, "net.ipv4.ip_forward=1");
-      await this.#attach(router, octet, wanAddress);
+      await this.#attach(router, `p${octet}`, [wanAddress]);
       if (hostCount > 1) {
         await this.#ip(router, "link", "add", "lan", "type", "bridge");
         await this.#noBridgeFilter(router);
@@ -268,11 +268,7 @@ export class NatlabTopology implements AsyncDisposable {
   /** Puts a namespace on the internet bridge with its addresses on interface `wan`. */
   async #internetHost(name: string, port: string, addresses: readonly string[]): Promise<void> {
     await this.#namespace(name);
-    await this.#attachAs(name, port, addresses);
-  }
-
-  async #attach(name: string, octet: number, address: string): Promise<void> {
-    await this.#attachAs(name, `p${octet}`, [address]);
+    await this.#attach(name, port, addresses);
   }
 
   /**
@@ -280,7 +276,7 @@ export class NatlabTopology implements AsyncDisposable {
    * address follows from the first IP address, so a side re-created on the
    * same address is not hidden by a stale ARP entry elsewhere.
    */
-  async #attachAs(name: string, port: string, addresses: readonly string[]): Promise<void> {
+  async #attach(name: string, port: string, addresses: readonly string[]): Promise<void> {
     const last = Number(addresses[0].split(".")[3]);
     const mac = `02:64:40:00:00:${last.toString(16).padStart(2, "0")}`;
     await this.#ip(
