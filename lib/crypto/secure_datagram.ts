@@ -240,3 +240,19 @@ function u64(value: number): Uint8Array {
   view.setUint32(4, value >>> 0);
   return out;
 }
+
+/** Bytes both sides bind into the client-server handshake (Noise's prologue). */
+export const CLIENT_SERVER_PROLOGUE: Uint8Array = new TextEncoder().encode(
+  "switchboard/3 client-server",
+);
+
+/**
+ * Draws a random 32-bit session index.
+ *
+ * @param random where the bytes come from
+ * @returns an index in [0, 2^32)
+ */
+export function randomIndex(random: { bytes(length: number): Uint8Array }): number {
+  const b = random.bytes(4);
+  return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+}
