@@ -51,6 +51,8 @@ import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
 import { parseWithSources } from "./lib/cli/flag_sources.ts";
 import { CLIENT_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
+import { normalizeFingerprint } from "./lib/crypto/fingerprint.ts";
+import { KnownServersFileError, knownServersPathBeside } from "./lib/io/known_servers_file.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 import { fileNameProblem } from "./lib/wire/file_name.ts";
 
@@ -72,6 +74,9 @@ Flags:
   --name NAME         the name to register under (asked on a terminal as first and last name)
   --tcp-port N        this client's TCP port, 1024 to 65535 (default ${DEFAULT_TCP_PORT}; asked on a terminal)
   --udp-port N        this client's UDP port; 0 picks a free one (default 0)
+  --server-key FP     the fingerprint of the server's key (what \`switchboard-server key\`
+                      prints); without it the first key seen is trusted and pinned in
+                      known_servers.json beside the identity file, and a changed key is refused
   --transport T       udp or tcp: how register and deregister travel (default udp)
   --timeout SECONDS   give up on an unanswered request after this long (default 30)
   --data-dir DIR      where this client keeps its identities (default ./data/client)
@@ -119,6 +124,7 @@ interface ClientFlags {
   downloadDir: string;
   acceptFiles: boolean;
   channelMode: "selective" | "stop_and_wait";
+  serverKey?: string;
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -155,6 +161,16 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
   if (channelMode !== "selective" && channelMode !== "stop-and-wait") {
     throw new UsageError(`--channel-mode must be selective or stop-and-wait, not "${channelMode}"`);
   }
+  const serverKey = parsed["server-key"] === undefined
+    ? undefined
+    : normalizeFingerprint(parsed["server-key"]);
+  if (parsed["server-key"] !== undefined && serverKey === undefined) {
+    throw new UsageError(
+      `--server-key must be a key fingerprint like abcd-efgh-ijkl-mnop-qrst-uvwx-yz23-4567, not "${
+        parsed["server-key"]
+      }"`,
+    );
+  }
   const name = parsed.name;
   if (name !== undefined) {
     const problem = nameProblem(name);
@@ -183,6 +199,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     downloadDir: downloadDirFlag(parsed["download-dir"]),
     acceptFiles: parsed["accept-files"],
     channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
+    serverKey,
   };
 }
 
@@ -547,6 +564,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       via: settings.via,
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
       identityFile: settings.identityFile,
+      serverKey: settings.serverKey,
+      knownServersFile: knownServersPathBeside(settings.identityFile),
       onEvent: (event) => {
         online.observe(event);
         output.clientEvent(event);
@@ -561,6 +580,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } catch (error) {
     if (error instanceof ServerNameError) {
       output.error(error.message, "connection_failed");
+    } else if (error instanceof KnownServersFileError) {
+      output.error(error.message, "file_error");
     } else if (error instanceof Deno.errors.AddrInUse) {
       output.error(
         `UDP port ${settings.udpPort} is in use; pass --udp-port 0 to pick a free one`,

@@ -46,6 +46,7 @@ import { VERSION } from "./lib/version.ts";
 import { MetricsObserver } from "./lib/io/metrics_observer.ts";
 import { directoryBytes, MetricsServer } from "./lib/io/metrics_server.ts";
 import { hostPort } from "./lib/host_port.ts";
+import { loadServerIdentity, ServerIdentityFileError } from "./lib/io/server_identity_file.ts";
 
 /** Signals closer together than this count as one. */
 const SECOND_SIGNAL_GAP_MS = 1000;
@@ -54,6 +55,8 @@ const HELP = `switchboard-server ${VERSION}: registration server for Switchboard
 
 Usage: switchboard-server [flags]
        switchboard-server user add|remove|list ...   manage password-mode users (user --help)
+       switchboard-server key [--data-dir DIR]       print the fingerprint of the server's key
+                                                     (created if absent), for clients' --server-key
 
 Flags:
   --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
@@ -235,12 +238,12 @@ function printEvent(event: ServerEvent): void {
  * command goes (first, or after flags such as `--data-dir DIR`): the user
  * command reads the flags around it itself.
  */
-function userCommandAt(args: string[]): number {
+function userCommandAt(args: string[], word = "user"): number {
   const positional = (parseArgs(args, { string: STRING_FLAGS, boolean: ["help", "version"] })
     ._ as unknown[]).map(String);
-  if (positional[0] !== "user") return -1;
+  if (positional[0] !== word) return -1;
   return args.findIndex((arg, i) =>
-    arg === "user" &&
+    arg === word &&
     (i === 0 || !args[i - 1].startsWith("--") || args[i - 1].includes("=") ||
       !STRING_FLAGS.includes(args[i - 1].slice(2)))
   );
@@ -249,6 +252,8 @@ function userCommandAt(args: string[]): number {
 async function main(args: string[]): Promise<number> {
   const user = userCommandAt(args);
   if (user !== -1) return await userCommand(args.toSpliced(user, 1));
+  const key = userCommandAt(args, "key");
+  if (key !== -1) return await keyCommand(args.toSpliced(key, 1));
   let flags;
   try {
     flags = parseWithSources(args, SERVER_FLAGS, parseFlags);
@@ -393,6 +398,7 @@ async function main(args: string[]): Promise<number> {
   console.log(`Server UDP listening on port ${server.udpPort}`);
   console.log(`Server TCP listening on port ${server.tcpPort}`);
   console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
+  console.log(`Server key: ${server.fingerprint} (clients pin it: --server-key)`);
   console.log(
     `Logins: ${flags.auth}` +
       (flags.auth === "password"
@@ -422,6 +428,44 @@ async function main(args: string[]): Promise<number> {
   // must not fall through to the default action (exit 130).
   console.log("Server stopped");
   return 0;
+}
+
+const KEY_HELP = `Usage: switchboard-server key [--data-dir DIR]
+
+Prints the fingerprint of the server's static key (DIR/server_identity.json,
+created with mode 0600 if absent; default DIR ./data). Give it to users: a
+client started with --server-key FINGERPRINT talks to no other key.
+
+Flags:
+  --data-dir DIR   the server's data directory (default ./data)
+  -h, --help       show this help`;
+
+/** `switchboard-server key`: prints the fingerprint of the server's key. */
+async function keyCommand(args: string[]): Promise<number> {
+  const parsed = parseArgs(args, {
+    string: ["data-dir"],
+    boolean: ["help"],
+    alias: { h: "help" },
+    default: { "data-dir": Deno.env.get("SWITCHBOARD_DATA_DIR") ?? "./data" },
+  });
+  if (parsed.help) {
+    console.log(KEY_HELP);
+    return 0;
+  }
+  const unknown = Object.keys(parsed).find((k) => !["_", "data-dir", "help", "h"].includes(k));
+  if (unknown !== undefined || parsed._.length > 0) {
+    console.error(errorLine(`key takes only --data-dir; see switchboard-server key --help`));
+    return 2;
+  }
+  try {
+    await Deno.mkdir(parsed["data-dir"], { recursive: true });
+    const identity = await loadServerIdentity(parsed["data-dir"]);
+    console.log(identity.fingerprint);
+    return 0;
+  } catch (error) {
+    console.error(errorLine(`cannot read the server's key: ${(error as Error).message}`));
+    return 1;
+  }
 }
 
 function limitsText(flags: ServerFlags): string {
@@ -473,7 +517,8 @@ function readStatusCommands(show: () => void): void {
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
-    error instanceof UsersFileError || error instanceof BlobStoreError
+    error instanceof UsersFileError || error instanceof BlobStoreError ||
+    error instanceof ServerIdentityFileError
   ) {
     return error.message;
   }

@@ -2,13 +2,19 @@
  * A bare-bones protocol client for the fault-injection tools
  * (`scripts/fuzz.ts`, `tests/crash_safety_test.ts`): requests built with the
  * codec in `lib/wire/` and sent over UDP (with retransmission) or TCP (framed),
- * without the client core, so that a test controls every byte and every
- * instant, and can record exactly which requests were acknowledged.
+ * without the client core, so that a test controls every request and every
+ * instant, and can record exactly which requests were acknowledged. Version
+ * 3 seals them: the client's `ServerGuard` on UDP (a clear `hello` learns the
+ * server's key), a `ServerChannel` with its own handshake per TCP connection.
  *
  * @module
  */
 import { toHex } from "../lib/hex.ts";
 import { FramedConnection } from "../lib/io/framed_connection.ts";
+import { ServerGuard } from "../lib/client/server_guard.ts";
+import type { ServerChannel } from "../lib/client/server_channel.ts";
+import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
 
@@ -46,6 +52,7 @@ export class UdpRequester implements Disposable {
   readonly #waiting = new Map<number, (reply: Message | undefined) => void>();
   readonly #loop: Promise<void>;
   readonly #record: Uint8Array[] | undefined;
+  readonly #guard: ServerGuard;
   #nextReqId: number;
   #closed = false;
 
@@ -66,9 +73,19 @@ export class UdpRequester implements Disposable {
     this.#socket = Deno.listenDatagram({ transport: "udp", hostname: options.hostname, port: 0 });
     this.localPort = (this.#socket.addr as Deno.NetAddr).port;
     this.#server = { transport: "udp", ...options.server };
+    this.#guard = new ServerGuard({
+      staticKeyPair: generateKeyPair(cryptoRandom),
+      random: cryptoRandom,
+      server: `${options.server.hostname}:${options.server.port}`,
+    });
     this.client = toHex(crypto.getRandomValues(new Uint8Array(8)));
     this.#nextReqId = crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
     this.#loop = this.#read();
+  }
+
+  /** @returns a channel for a TCP connection to the same server (its key known from a hello) */
+  tcpChannel(): ServerChannel {
+    return this.#guard.tcpChannel();
   }
 
   /** @returns a fresh request id */
@@ -77,7 +94,7 @@ export class UdpRequester implements Disposable {
   }
 
   /**
-   * Sends a request and waits for its reply, retransmitting the same bytes.
+   * Sends a request and waits for its reply, retransmitting it (sealed anew each time).
    *
    * @param body the request, without `reqId` and `client`
    * @param options retransmission interval and time limit
@@ -85,15 +102,17 @@ export class UdpRequester implements Disposable {
    */
   async request(body: RequestBody, options: RetryOptions = {}): Promise<Message | undefined> {
     const reqId = this.nextReqId();
-    const bytes = encodeMessage({ ...body, reqId, client: this.client } as Request);
-    this.#record?.push(bytes);
+    const message = { ...body, reqId, client: this.client } as Request;
     const { promise, resolve } = Promise.withResolvers<Message | undefined>();
     this.#waiting.set(reqId, resolve);
     const deadline = performance.now() + (options.timeoutMs ?? 5000);
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let attempts = 0;
     const attempt = () => {
       if (this.#closed || performance.now() >= deadline) return resolve(undefined);
-      this.send(bytes);
+      const datagrams = this.#guard.outgoing(message, performance.now(), ++attempts);
+      if (attempts === 1) this.#record?.push(...datagrams);
+      for (const bytes of datagrams) this.send(bytes);
       timer = setTimeout(attempt, options.retransmitMs ?? 250);
     };
     attempt();
@@ -125,13 +144,11 @@ export class UdpRequester implements Disposable {
         if (this.#closed || error instanceof Deno.errors.BadResource) return;
         continue; // an ICMP error from an earlier send: the socket is fine
       }
-      let message: Message;
-      try {
-        message = decodeMessage(data.slice());
-      } catch {
-        continue;
+      const input = this.#guard.incoming(data.slice(), performance.now());
+      for (const bytes of input.send) this.send(bytes);
+      for (const message of input.messages) {
+        if ("reqId" in message) this.#waiting.get(message.reqId)?.(message);
       }
-      if ("reqId" in message) this.#waiting.get(message.reqId)?.(message);
     }
   }
 
@@ -161,30 +178,56 @@ export class UdpRequester implements Disposable {
 export class TcpExchange implements Disposable {
   readonly #conn: FramedConnection;
   readonly #frames: AsyncGenerator<Uint8Array>;
+  readonly #channel: ServerChannel | undefined;
 
-  private constructor(conn: FramedConnection) {
+  private constructor(conn: FramedConnection, channel: ServerChannel | undefined) {
     this.#conn = conn;
     this.#frames = conn.frames();
+    this.#channel = channel;
   }
 
   /**
-   * Connects.
+   * Connects, and with a channel runs its handshake (the first frame each way).
    *
    * @param hostname the server's address
    * @param port its TCP port
+   * @param channel a channel to the server (`UdpRequester.tcpChannel()`); without one the
+   *   connection carries messages in clear, which a version 3 server refuses
    * @returns the connection
+   * @throws {Error} if the handshake fails
    */
-  static async connect(hostname: string, port: number): Promise<TcpExchange> {
-    return new TcpExchange(new FramedConnection(await Deno.connect({ hostname, port })));
+  static async connect(
+    hostname: string,
+    port: number,
+    channel?: ServerChannel,
+  ): Promise<TcpExchange> {
+    const conn = new FramedConnection(await Deno.connect({ hostname, port }));
+    const exchange = new TcpExchange(conn, channel);
+    if (channel === undefined) return exchange;
+    try {
+      await conn.write(channel.initiate(performance.now()));
+      const { value, done } = await exchange.#frames.next();
+      const input = done ? undefined : channel.receive(value, performance.now());
+      if (input?.kind !== "established") throw new Error("the TCP handshake failed");
+      for (const bytes of input.send) await conn.write(bytes);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
+    return exchange;
   }
 
   /**
-   * Sends one message as a frame.
+   * Sends one message as a frame (sealed, with a channel).
    *
    * @param message the message
    */
   async send(message: Message): Promise<void> {
-    await this.#conn.write(encodeMessage(message));
+    const bytes = encodeMessage(message);
+    if (this.#channel === undefined) return await this.#conn.write(bytes);
+    for (const sealed of this.#channel.send(bytes, performance.now())) {
+      await this.#conn.write(sealed);
+    }
   }
 
   /**
@@ -194,8 +237,15 @@ export class TcpExchange implements Disposable {
    */
   async next(): Promise<Message | undefined> {
     try {
-      const { value, done } = await this.#frames.next();
-      return done ? undefined : decodeMessage(value);
+      while (true) {
+        const { value, done } = await this.#frames.next();
+        if (done) return undefined;
+        if (this.#channel === undefined || (value[3] & 0x80) === 0) return decodeMessage(value);
+        const input = this.#channel.receive(value, performance.now());
+        if (input.kind === "message" && input.plaintext.length > 0) {
+          return decodeMessage(input.plaintext);
+        }
+      }
     } catch {
       return undefined;
     }

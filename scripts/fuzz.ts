@@ -42,6 +42,7 @@ import {
   variantForSend,
 } from "./_fuzz_corpus.ts";
 import { replyOf, TcpExchange, UdpRequester } from "./_wire_client.ts";
+import type { ServerChannel } from "../lib/client/server_channel.ts";
 
 const HELP = `deno task fuzz: fuzz a Switchboard server while real clients use it
 
@@ -1142,23 +1143,22 @@ interface ProbeFigures {
   failures: string[];
 }
 
-/** A `hello` over a new TCP connection; resolves to the round trip, or undefined. */
+/** A handshake over a new TCP connection; resolves to the round trip, or undefined. */
 async function tcpHello(
   host: string,
   port: number,
   timeoutMs: number,
+  channel: () => ServerChannel,
 ): Promise<number | undefined> {
   const started = performance.now();
   let tcp = undefined as TcpExchange | undefined;
   let over = false;
   const attempt = (async () => {
-    tcp = await TcpExchange.connect(host, port);
-    if (over) return undefined;
-    await tcp.send({ type: "hello", reqId: 1, client: "0000000000000001" });
-    return await tcp.next();
+    tcp = await TcpExchange.connect(host, port, channel());
+    return over ? undefined : true;
   })().catch(() => undefined);
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const reply = await Promise.race([
+  const done = await Promise.race([
     attempt,
     new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), timeoutMs)),
   ]);
@@ -1167,7 +1167,7 @@ async function tcpHello(
   // Closing ends a read still waiting; a connection made later closes when it is made.
   attempt.finally(() => tcp?.[Symbol.dispose]());
   tcp?.[Symbol.dispose]();
-  return reply?.type === "hello_ok" ? performance.now() - started : undefined;
+  return done ? performance.now() - started : undefined;
 }
 
 /**
@@ -1195,7 +1195,7 @@ async function probeLiveness(
       else {figures.failures.push(
           `a UDP hello from 127.0.0.1 had no answer within ${timeoutMs} ms (${at} s in)`,
         );}
-      const ms = await tcpHello(host, server.tcpPort, timeoutMs);
+      const ms = await tcpHello(host, server.tcpPort, timeoutMs, () => udp.tcpChannel());
       if (ms !== undefined) figures.tcpMs.push(ms);
       else {figures.failures.push(
           `a TCP hello from 127.0.0.1 had no answer within ${timeoutMs} ms (${at} s in)`,

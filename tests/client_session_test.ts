@@ -114,6 +114,7 @@ Deno.test("ServerSession.handle() stops retransmission when the reply comes", ()
     serverVersion: "1",
     auth: 0,
     leaseMs: 30_000,
+    serverKey: new Uint8Array(32),
   } as const;
   assert(session.handle(clock.now(), reply));
   assertEquals(drain(session), [{ type: "reply", reqId, reply }]);
@@ -269,6 +270,7 @@ function hello(
     serverVersion: "1.2.3",
     auth: AUTH_MODES[options.auth ?? "open"],
     leaseMs: options.leaseMs ?? 30_000,
+    serverKey: new Uint8Array(32),
   });
   return ok(result(drainClient(core)));
 }
@@ -585,6 +587,7 @@ Deno.test("ClientCore.run() answers status at once while a server command runs",
     serverVersion: "1.2.3",
     auth: AUTH_MODES.open,
     leaseMs: 30_000,
+    serverKey: new Uint8Array(32),
   });
   const done = drainClient(core).flatMap((o) => o.type === "result" ? [o.id] : []);
   assertEquals(done, [helloId]);
@@ -604,6 +607,7 @@ Deno.test("ClientCore.run() queues server commands behind each other, in order",
     serverVersion: "1.2.3",
     auth: AUTH_MODES.open,
     leaseMs: 30_000,
+    serverKey: new Uint8Array(32),
   });
   const out = drainClient(core);
   assertEquals(out.flatMap((o) => o.type === "result" ? [o.id] : []), [helloId]);

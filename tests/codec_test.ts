@@ -194,8 +194,13 @@ function helloOkWithVersion(body: number[], length = body.length): Uint8Array {
     ...body,
     0,
     ...u32(30000),
+    ...u16(32),
+    ...new Uint8Array(32),
   ]);
 }
+
+/** Bytes of a `hello_ok` before its `serverVersion` text: header, reqId, tcpPort, length. */
+const HEADER_LENGTH_OF_HELLO_OK_TEXT = 4 + 4 + 2 + 2;
 
 function assertProtocolError(bytes: Uint8Array, code: ProtocolErrorCode): void {
   const error = assertThrows(() => decodeMessage(bytes), ProtocolError);
@@ -422,8 +427,9 @@ Deno.test("encodeMessage() pads hello, register and login with zero bytes to MIN
       serverVersion: "0.2.0",
       auth: 0,
       leaseMs: 30_000,
+      serverKey: new Uint8Array(32),
     }).length,
-    22,
+    22 + 2 + 32, // version 3: the server's key, for trust on first use
   );
 });
 
@@ -468,7 +474,8 @@ Deno.test("decodeMessage() rejects a bad magic", () => {
 
 Deno.test("decodeMessage() rejects other protocol versions", () => {
   assertProtocolError(Uint8Array.from([0x53, 0x57, 1, 8, ...u32(1)]), "bad_version");
-  assertProtocolError(Uint8Array.from([0x53, 0x57, 3, 8, ...u32(1)]), "bad_version");
+  assertProtocolError(Uint8Array.from([0x53, 0x57, 2, 8, ...u32(1)]), "bad_version");
+  assertProtocolError(Uint8Array.from([0x53, 0x57, 4, 8, ...u32(1)]), "bad_version");
   assertProtocolError(Uint8Array.from([0x53, 0x57, 0, 8, ...u32(1)]), "bad_version");
 });
 
@@ -545,7 +552,9 @@ Deno.test("decodeMessage() rejects a bytes length above the field maximum as too
 });
 
 Deno.test("decodeMessage() rejects a text body shorter than its length as truncated", () => {
-  assertProtocolError(helloOkWithVersion([0x61, 0x62], 3), "truncated");
+  const bytes = helloOkWithVersion([0x61, 0x62], 3);
+  // The message ends inside the text: what follows the text is cut off.
+  assertProtocolError(bytes.subarray(0, HEADER_LENGTH_OF_HELLO_OK_TEXT + 2), "truncated");
 });
 
 Deno.test("decodeMessage() rejects invalid UTF-8 in a text field as bad_utf8", () => {
@@ -574,6 +583,7 @@ Deno.test("decodeMessage() keeps a leading byte order mark in a text field", () 
     serverVersion: "\uFEFFv1",
     auth: 0,
     leaseMs: 1,
+    serverKey: new Uint8Array(32),
   } as const;
   assertEquals(decodeMessage(encodeMessage(message)), message);
 });
@@ -614,8 +624,24 @@ Deno.test("encodeMessage() throws RangeError for out-of-range integers", () => {
     { type: "text_ok", reqId: NaN },
     { type: "text_ok", reqId: Infinity },
     { type: "text_ok", reqId: "1" as unknown as number },
-    { type: "hello_ok", reqId: 1, tcpPort: 0x10000, serverVersion: "v", auth: 0, leaseMs: 30000 },
-    { type: "hello_ok", reqId: 1, tcpPort: -1, serverVersion: "v", auth: 0, leaseMs: 30000 },
+    {
+      type: "hello_ok",
+      reqId: 1,
+      tcpPort: 0x10000,
+      serverVersion: "v",
+      auth: 0,
+      leaseMs: 30000,
+      serverKey: new Uint8Array(32),
+    },
+    {
+      type: "hello_ok",
+      reqId: 1,
+      tcpPort: -1,
+      serverVersion: "v",
+      auth: 0,
+      leaseMs: 30000,
+      serverKey: new Uint8Array(32),
+    },
     { type: "error", reqId: 1, code: 65536, message: "m" },
   ];
   for (const message of bad) {

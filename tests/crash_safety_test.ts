@@ -128,6 +128,22 @@ async function registrar(
   }
 }
 
+/** A sealed TCP connection to the server: a UDP hello learns its key, then the handshake runs. */
+async function tcpTo(server: ServerProcess): Promise<TcpExchange> {
+  const udp = new UdpRequester({
+    hostname: "127.0.0.1",
+    server: { hostname: "127.0.0.1", port: server.udpPort },
+  });
+  try {
+    if (replyOf(await udp.request({ type: "hello" }), "hello_ok") === undefined) {
+      throw new Error("no hello_ok: the server's key is unknown");
+    }
+    return await TcpExchange.connect("127.0.0.1", server.tcpPort, udp.tcpChannel());
+  } finally {
+    await udp.close();
+  }
+}
+
 /** Uploads versions of the uploader's files one at a time, recording acknowledgements. */
 async function uploadLoop(
   server: ServerProcess,
@@ -150,7 +166,7 @@ async function uploadLoop(
     ledger.counts.attemptedUploads++;
     let reply: Message | undefined;
     try {
-      using tcp = await TcpExchange.connect("127.0.0.1", server.tcpPort);
+      using tcp = await tcpTo(server);
       await tcp.send({ type: "upload", reqId, client, token, name, size, sha256: digest });
       for (let at = 0; at < size; at += MAX_CHUNK_BYTES) {
         await tcp.send({
@@ -282,7 +298,7 @@ async function verifyFiles(
   context: string,
 ): Promise<void> {
   const client = toHex(crypto.getRandomValues(new Uint8Array(8)));
-  using tcp = await TcpExchange.connect("127.0.0.1", server.tcpPort);
+  using tcp = await tcpTo(server);
   await tcp.send({ type: "files", reqId: 1, client, token });
   const list = must(
     replyOf(await tcp.next(), "file_list"),

@@ -3,7 +3,7 @@
  * right exit code, no stack trace, and a server that goes on serving.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import { encodeMessage } from "../lib/wire/codec.ts";
+import { SealedUdp } from "./_sealed_wire.ts";
 import {
   CLIENT_PATH,
   type Finished,
@@ -94,9 +94,9 @@ Deno.test("server log and console show a forged line break in a name as an escap
   const logDir = dir.join("logs");
   await using server = await startServer({ dataDir: dir.join("data"), logDir });
   // A name with a line break cannot be typed, so send it as a raw request.
-  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const udp = new SealedUdp("127.0.0.1", server.udpPort);
   try {
-    const forged = encodeMessage({
+    await udp.ask({
       type: "register",
       reqId: 1,
       client: "0123456789abcdef",
@@ -104,10 +104,8 @@ Deno.test("server log and console show a forged line break in a name as an escap
       udpPort: 0,
       tcpPort: 5001,
     });
-    await socket.send(forged, { transport: "udp", hostname: "127.0.0.1", port: server.udpPort });
-    await socket.receive();
   } finally {
-    socket.close();
+    await udp.close();
   }
   assertEquals(await server.stop(), 0);
   const log = await Deno.readTextFile(`${logDir}/server.log`);

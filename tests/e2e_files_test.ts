@@ -7,10 +7,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
-import { encodeFrame } from "../lib/wire/frame_decoder.ts";
-import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
-import type { Message } from "../lib/wire/messages.ts";
 import {
   assertExit,
   assertOneErrorLine,
@@ -23,6 +20,7 @@ import {
   withTimeout,
   type World,
 } from "./_processes.ts";
+import { SealedStream, SealedUdp } from "./_sealed_wire.ts";
 
 /** A {@linkcode World} whose clients run with the usual flags and standard input. */
 interface FilesWorld extends World {
@@ -177,26 +175,11 @@ Deno.test("client reports a missing local file, a directory and unknown server f
   assertEquals(await listFiles(`${w.cwd}`), [
     "data/client/identities.json",
     "data/client/identities.json.lock",
+    "data/client/known_servers.json",
+    "data/client/known_servers.json.lock",
   ]);
   assertEquals(await w.server.stop(), 0);
 });
-
-/** Reads one length-prefixed frame and decodes it. */
-async function readFrame(conn: Deno.TcpConn): Promise<Message> {
-  const read = async (n: number) => {
-    const out = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const count = await conn.read(out.subarray(got));
-      if (count === null) throw new Error("The server closed the connection");
-      got += count;
-    }
-    return out;
-  };
-  const header = await read(4);
-  const length = new DataView(header.buffer).getUint32(0);
-  return decodeMessage(await read(length));
-}
 
 /**
  * Logs in over raw UDP with a saved identity key, then asks for uploads with
@@ -211,10 +194,11 @@ async function rawUploads(
 ): Promise<string[]> {
   const client = "0123456789abcdef";
   const key = Uint8Array.from(identity.key.match(/../g)!.map((h) => parseInt(h, 16)));
-  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const udp = new SealedUdp("127.0.0.1", server.udpPort);
   let token: Uint8Array;
+  let channel;
   try {
-    const login = encodeMessage({
+    const reply = await udp.ask({
       type: "login",
       reqId: 1,
       client,
@@ -222,21 +206,19 @@ async function rawUploads(
       secret: key,
       udpPort: 0,
       tcpPort: 5001,
-    });
-    await socket.send(login, { transport: "udp", hostname: "127.0.0.1", port: server.udpPort });
-    const [data] = await withTimeout(socket.receive(), 5_000, "the login reply");
-    const reply = decodeMessage(data);
+    }, 5_000);
     if (reply.type !== "login_ok") throw new Error(`login failed: ${JSON.stringify(reply)}`);
     token = reply.token;
+    channel = udp.tcpChannel();
   } finally {
-    socket.close();
+    await udp.close();
   }
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.tcpPort });
+  const conn = await SealedStream.open(server.tcpPort, channel);
   try {
     const answers: string[] = [];
     for (const [i, name] of names.entries()) {
       const body = new TextEncoder().encode("evil");
-      await conn.write(encodeFrame(encodeMessage({
+      const reply = await conn.ask({
         type: "upload",
         reqId: 100 + i,
         client,
@@ -244,8 +226,7 @@ async function rawUploads(
         name,
         size: body.length,
         sha256: sha256(body),
-      })));
-      const reply = await withTimeout(readFrame(conn), 5_000, `the reply for ${name}`);
+      });
       answers.push(reply.type === "error" ? errorCodeName(reply.code) : reply.type);
       if (reply.type === "upload_ok") break;
     }
@@ -317,12 +298,14 @@ Deno.test("file names that could escape are refused, by the client and by the se
       "client/data.csv",
       "client/data/client/identities.json",
       "client/data/client/identities.json.lock",
+    "client/data/client/known_servers.json",
+    "client/data/client/known_servers.json.lock",
     ],
   );
   for (const path of everything.filter((p) => p.startsWith("server/"))) {
     assertMatch(
       path,
-      /^server\/(registrations\.json|server\.key|server\.lock|files\/[0-9a-f]{64}\/index\.json)$/,
+      /^server\/(registrations\.json|server\.key|server_identity\.json|server\.lock|files\/[0-9a-f]{64}\/index\.json)$/,
     );
   }
 });

@@ -11,8 +11,7 @@ import { sha256 } from "@noble/hashes/sha2";
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { ServerDriver, type ServerLimits } from "../lib/io/server_driver.ts";
-import { encodeFrame } from "../lib/wire/frame_decoder.ts";
-import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import type { ServerChannel } from "../lib/client/server_channel.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import {
   assertOneErrorLine,
@@ -25,6 +24,7 @@ import {
   tempDir,
   withTimeout,
 } from "./_processes.ts";
+import { channelTo, handshakeOn, openedFrame, sealedFrame, SealedUdp } from "./_sealed_wire.ts";
 
 const HOST = "127.0.0.1";
 const FAST_RETRY = { initialMs: 100, maxMs: 400, jitter: 0.2, giveUpMs: 5000 };
@@ -55,6 +55,7 @@ async function withServer(
 async function framesUntilClosed(
   conn: Deno.TcpConn,
   ms: number,
+  channel?: ServerChannel,
 ): Promise<{ messages: Message[]; elapsedMs: number }> {
   const started = performance.now();
   const chunks: number[] = [];
@@ -77,7 +78,8 @@ async function framesUntilClosed(
   const messages: Message[] = [];
   for (let at = 0; at + 4 <= bytes.length;) {
     const length = new DataView(bytes.buffer, at).getUint32(0);
-    messages.push(decodeMessage(bytes.subarray(at + 4, at + 4 + length)));
+    const message = openedFrame(channel, bytes.subarray(at + 4, at + 4 + length));
+    if (message !== undefined) messages.push(message);
     at += 4 + length;
   }
   return { messages, elapsedMs: performance.now() - started };
@@ -95,14 +97,23 @@ async function connect(server: ServerDriver): Promise<Deno.TcpConn> {
   return await Deno.connect({ hostname: HOST, port: server.tcpPort, transport: "tcp" });
 }
 
-/** Sends one request over TCP and reads its reply. */
-async function askTcp(conn: Deno.TcpConn, request: Message): Promise<Message> {
-  await writeAll(conn, encodeFrame(encodeMessage(request)));
+/** Reads one frame and opens it. */
+async function readSealed(
+  conn: Deno.TcpConn,
+  channel: ServerChannel,
+): Promise<Message | undefined> {
   const header = new Uint8Array(4);
   await readExactly(conn, header);
   const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
   await readExactly(conn, body);
-  return decodeMessage(body);
+  return openedFrame(channel, body);
+}
+
+/** Runs a handshake on a new connection: the secure channel's one round trip. */
+async function handshake(server: ServerDriver, conn: Deno.TcpConn): Promise<ServerChannel> {
+  const channel = channelTo(server.publicKey);
+  await handshakeOn(conn, channel);
+  return channel;
 }
 
 /** Writes every byte: `Conn.write` may take only part of a large buffer. */
@@ -132,39 +143,11 @@ async function waitFor(condition: () => boolean, what: string, ms = 10_000): Pro
   }
 }
 
-/** A UDP socket that asks the server and waits (bounded) for the reply with the same reqId. */
-class RawUdp {
-  readonly socket: Deno.DatagramConn;
-  readonly #target: Deno.NetAddr;
-  constructor(hostname: string, serverPort: number) {
-    this.socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-    this.#target = { transport: "udp", hostname: HOST, port: serverPort };
-  }
-  async send(message: Message | Uint8Array): Promise<void> {
-    const bytes = message instanceof Uint8Array ? message : encodeMessage(message);
-    await this.socket.send(bytes, this.#target);
-  }
-  async ask(request: Message & { reqId: number }, ms = 10_000): Promise<Message> {
-    await this.send(request);
-    const until = performance.now() + ms;
-    while (true) {
-      const left = until - performance.now();
-      if (left <= 0) throw new Error(`no reply to ${request.type} ${request.reqId}`);
-      const [data] = await withTimeout(this.socket.receive(), left, `a reply to ${request.type}`);
-      const reply = decodeMessage(data);
-      if ("reqId" in reply && reply.reqId === request.reqId) return reply;
-    }
-  }
-  /** Like `ask`, but undefined if nothing comes within `ms`. */
-  async tryAsk(request: Message & { reqId: number }, ms: number): Promise<Message | undefined> {
-    try {
-      return await this.ask(request, ms);
-    } catch {
-      return undefined;
-    }
-  }
-  close(): void {
-    this.socket.close();
+/** A UDP socket whose messages are sealed for the server; raw bytes go as they are. */
+class RawUdp extends SealedUdp {
+  override async send(message: Message | Uint8Array, attempt = 1): Promise<void> {
+    if (message instanceof Uint8Array) return await this.sendRaw(message);
+    return await super.send(message, attempt);
   }
 }
 
@@ -187,10 +170,9 @@ Deno.test("ServerDriver closes a TCP connection idle for tcpIdleMs, saying why",
   await withServer({ tcpIdleMs: 300, tcpFrameMs: 5000 }, async (server) => {
     const conn = await connect(server);
     try {
-      // A request answered, then silence.
-      const hello = await askTcp(conn, { type: "hello", reqId: 5, client: "0123456789abcdef" });
-      assertEquals(hello.type, "hello_ok");
-      const { messages, elapsedMs } = await framesUntilClosed(conn, 5000);
+      // A handshake answered, then silence.
+      const channel = await handshake(server, conn);
+      const { messages, elapsedMs } = await framesUntilClosed(conn, 5000, channel);
       assertEquals(
         closingReason(messages),
         "Closing the connection: nothing came or went for 0.3 s",
@@ -269,13 +251,12 @@ Deno.test("ServerDriver caps TCP connections per address and in all", async (t) 
         }
         assertEquals(server.traffic.tcpRefused, 1);
         // Those admitted still work; closing one lets a new one in.
-        const hello = { type: "hello", reqId: 1, client: "0123456789abcdef" } as const;
-        assertEquals((await askTcp(second, hello)).type, "hello_ok");
+        await handshake(server, second);
         first.close();
         await waitFor(() => server.connectionCount === 1, "the first to be gone");
         const fourth = await connect(server);
         try {
-          assertEquals((await askTcp(fourth, hello)).type, "hello_ok");
+          await handshake(server, fourth);
         } finally {
           fourth.close();
         }
@@ -317,8 +298,8 @@ Deno.test("ServerDriver takes an upload that lasts longer than every limit while
   await withServer({ tcpIdleMs: 800, tcpFrameMs: 800 }, async (server) => {
     const udp = new RawUdp(HOST, server.udpPort);
     // Registered first: the registry write can take longer than the idle limit.
-    const token = await registerRaw(udp, "Slow Steady").catch((error) => {
-      udp.close();
+    const token = await registerRaw(udp, "Slow Steady").catch(async (error) => {
+      await udp.close();
       throw error;
     });
     const conn = await connect(server);
@@ -335,26 +316,27 @@ Deno.test("ServerDriver takes an upload that lasts longer than every limit while
         sha256: sha256(content),
       };
       const started = performance.now();
-      await writeAll(conn, encodeFrame(encodeMessage(upload)));
+      const channel = await handshake(server, conn);
+      await writeAll(conn, sealedFrame(channel, upload));
       for (const data of chunks) {
         // Each frame arrives in two halves 200 ms apart, with 250 ms between frames:
         // never silent for 800 ms, no frame slower than 800 ms, 2.7 s in all.
-        const frame = encodeFrame(encodeMessage({ type: "file_chunk", reqId: 41, data }));
+        const frame = sealedFrame(channel, { type: "file_chunk", reqId: 41, data });
         await delay(250);
         await writeAll(conn, frame.subarray(0, 1500));
         await delay(200);
         await writeAll(conn, frame.subarray(1500));
       }
-      const header = new Uint8Array(4);
-      await withTimeout(readExactly(conn, header), 5000, "upload_ok");
-      const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
-      await readExactly(conn, body);
-      assertEquals(decodeMessage(body), { type: "upload_ok", reqId: 41, size: content.length });
+      assertEquals(await withTimeout(readSealed(conn, channel), 5000, "upload_ok"), {
+        type: "upload_ok",
+        reqId: 41,
+        size: content.length,
+      });
       assert(performance.now() - started > 2000, "the upload took longer than the limits");
       assertEquals(server.traffic.tcpTimedOut, 0);
     } finally {
       conn.close();
-      udp.close();
+      await udp.close();
     }
   });
 });
@@ -363,8 +345,8 @@ Deno.test("ServerDriver closes a connection that stops reading its download", as
   await withServer({ tcpIdleMs: 500, tcpFrameMs: 5000 }, async (server) => {
     const udp = new RawUdp(HOST, server.udpPort);
     // Registered first: the registry write can take longer than the idle limit.
-    const token = await registerRaw(udp, "Stops Reading").catch((error) => {
-      udp.close();
+    const token = await registerRaw(udp, "Stops Reading").catch(async (error) => {
+      await udp.close();
       throw error;
     });
     const conn = await connect(server);
@@ -374,9 +356,10 @@ Deno.test("ServerDriver closes a connection that stops reading its download", as
       const content = new Uint8Array(size);
       for (let i = 0; i < size; i += 4096) content[i] = i >> 12;
       const client = "00000000000000d1";
+      const channel = await handshake(server, conn);
       await writeAll(
         conn,
-        encodeFrame(encodeMessage({
+        sealedFrame(channel, {
           type: "upload",
           reqId: 1,
           client,
@@ -384,28 +367,19 @@ Deno.test("ServerDriver closes a connection that stops reading its download", as
           name: "big.bin",
           size,
           sha256: sha256(content),
-        })),
+        }),
       );
       for (let at = 0; at < size; at += 60_000) {
         const data = content.subarray(at, Math.min(size, at + 60_000));
-        await writeAll(conn, encodeFrame(encodeMessage({ type: "file_chunk", reqId: 1, data })));
+        await writeAll(conn, sealedFrame(channel, { type: "file_chunk", reqId: 1, data }));
       }
-      const header = new Uint8Array(4);
-      await withTimeout(readExactly(conn, header), 10_000, "upload_ok");
-      const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
-      await readExactly(conn, body);
-      assertEquals(decodeMessage(body).type, "upload_ok");
+      const ok = await withTimeout(readSealed(conn, channel), 10_000, "upload_ok");
+      assertEquals(ok?.type, "upload_ok");
       // Ask for it back, and read nothing: the server's writes stall, then it gives up.
       const before = server.traffic.tcpTimedOut;
       await writeAll(
         conn,
-        encodeFrame(encodeMessage({
-          type: "download",
-          reqId: 2,
-          client,
-          token,
-          name: "big.bin",
-        })),
+        sealedFrame(channel, { type: "download", reqId: 2, client, token, name: "big.bin" }),
       );
       await waitFor(
         () => server.traffic.tcpTimedOut > before,
@@ -415,7 +389,7 @@ Deno.test("ServerDriver closes a connection that stops reading its download", as
       await waitFor(() => server.connectionCount === 0, "the connection to be gone");
     } finally {
       conn.close();
-      udp.close();
+      await udp.close();
     }
   });
 });
@@ -504,9 +478,9 @@ Deno.test("ServerDriver rate-limits one address's flood without starving others 
       await delay(1100);
       assertEquals((await flooder.ask({ ...hello, reqId: 7004 })).type, "hello_ok");
     } finally {
-      flooder.close();
-      neighbour.close();
-      other.close();
+      await flooder.close();
+      await neighbour.close();
+      await other.close();
     }
   });
 });
@@ -517,24 +491,20 @@ Deno.test("ServerDriver with rate limits off answers every request", async () =>
     try {
       // 600 hellos, three times the burst of the default limit, 50 at a time
       // (a socket's receive buffer holds about 256 small datagrams).
-      let replies = 0;
       for (let batch = 0; batch < 12; batch++) {
         for (let i = 0; i < 50; i++) {
           await udp.send({ type: "hello", reqId: batch * 50 + i, client: "00000000000000aa" });
         }
-        for (let i = 0; i < 50; i++) {
-          try {
-            await withTimeout(udp.socket.receive(), 2000, "replies");
-          } catch {
-            break;
-          }
-          replies++;
+        const until = performance.now() + 2000;
+        while (udp.received.length < (batch + 1) * 50 && performance.now() < until) {
+          await delay(10);
         }
       }
+      const replies = udp.received.length;
       assertEquals(server.traffic.rateLimited, 0);
       assert(replies > 500, `${replies} replies (a loaded machine may drop a few)`);
     } finally {
-      udp.close();
+      await udp.close();
     }
   });
 });
@@ -562,7 +532,7 @@ Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when
       if (i % 50 === 49) await delay(5);
     }
   } finally {
-    flooder.close();
+    await flooder.close();
   }
   // Two TCP connections at once from one address: the second is refused; the first idles out.
   const first = await Deno.connect({ hostname: HOST, port: server.tcpPort });

@@ -4,110 +4,34 @@
  * whether they come from another address (127.0.0.2) or from the victim's own
  * IP address. The core tests (tests/server_core_test.ts) check the same rules
  * one handler at a time; this checks them through the driver, over UDP and
- * TCP, for every request that a session token guards.
+ * TCP, for every request that a session token guards. Each forger has a
+ * secure channel of its own (version 3): the channel proves nothing about
+ * who it speaks for.
  */
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
-import { encodeFrame } from "../lib/wire/frame_decoder.ts";
-import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { withTimeout } from "./_processes.ts";
+import { SealedStream, SealedUdp } from "./_sealed_wire.ts";
 
 const HOST = "127.0.0.1";
 
-/** One UDP endpoint that sends requests and collects everything sent to it. */
-class Peer {
-  readonly socket: Deno.DatagramConn;
-  readonly received: Message[] = [];
-  readonly #target: Deno.NetAddr;
-  readonly #loop: Promise<void>;
-  #waiters = new Set<() => void>();
+/** One UDP endpoint that sends sealed requests and collects everything sent to it. */
+const Peer = SealedUdp;
 
-  constructor(hostname: string, serverPort: number) {
-    const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-    this.socket = socket;
-    this.#target = { transport: "udp", hostname: HOST, port: serverPort };
-    this.#loop = (async () => {
-      try {
-        for await (const [data] of socket) {
-          this.received.push(decodeMessage(data));
-          for (const wake of this.#waiters) wake();
-        }
-      } catch {
-        // closed
-      }
-    })();
-  }
-
-  async ask(request: Message & { reqId: number }): Promise<Message> {
-    await this.socket.send(encodeMessage(request), this.#target);
-    const found = () =>
-      this.received.find((m) =>
-        "reqId" in m && m.reqId === request.reqId && m.type !== "file_chunk"
-      );
-    const wait = async () => {
-      while (found() === undefined) {
-        await new Promise<void>((resolve) => {
-          const wake = () => {
-            this.#waiters.delete(wake);
-            resolve();
-          };
-          this.#waiters.add(wake);
-        });
-      }
-      return found()!;
-    };
-    return await withTimeout(wait(), 10_000, `a reply to ${request.type} ${request.reqId}`);
-  }
-
-  async send(message: Message): Promise<void> {
-    await this.socket.send(encodeMessage(message), this.#target);
-  }
-
-  async close(): Promise<void> {
-    this.socket.close();
-    for (const wake of this.#waiters) wake();
-    await this.#loop;
-  }
+/** A sealed TCP connection of its own, whose handshake runs with the key `peer` learned. */
+async function openStream(port: number, peer: SealedUdp): Promise<SealedStream> {
+  return await SealedStream.open(port, peer.tcpChannel());
 }
 
-/** A TCP connection that sends frames and reads replies in order. */
-class Stream {
-  readonly #conn: Deno.TcpConn;
-  constructor(conn: Deno.TcpConn) {
-    this.#conn = conn;
-  }
-  static async open(port: number): Promise<Stream> {
-    return new Stream(await Deno.connect({ hostname: HOST, port, transport: "tcp" }));
-  }
-  async write(message: Message): Promise<void> {
-    await this.#conn.write(encodeFrame(encodeMessage(message)));
-  }
-  async read(): Promise<Message> {
-    const header = await this.#exactly(4);
-    const body = await this.#exactly(new DataView(header.buffer).getUint32(0));
-    return decodeMessage(body);
-  }
-  async ask(request: Message): Promise<Message> {
-    await this.write(request);
-    return await withTimeout(this.read(), 10_000, `a reply to ${request.type}`);
-  }
-  async #exactly(length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
-    let filled = 0;
-    while (filled < length) {
-      const n = await this.#conn.read(out.subarray(filled));
-      if (n === null) throw new Error("the server closed the connection");
-      filled += n;
-    }
-    return out;
-  }
-  close(): void {
-    this.#conn.close();
-  }
+/** The next message on a stream, which must come. */
+async function next(stream: SealedStream, what: string): Promise<Message> {
+  const message = await withTimeout(stream.read(), 10_000, what);
+  if (message === undefined) throw new Error(`the connection closed before ${what}`);
+  return message;
 }
 
 function assertRefused(reply: Message, code: keyof typeof ERROR_CODES, what: string): void {
@@ -131,7 +55,7 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
   const victim = new Peer(HOST, server.udpPort);
   const outsider = new Peer("127.0.0.2", server.udpPort);
   const neighbour = new Peer(HOST, server.udpPort); // same IP address, another port
-  const streams: Stream[] = [];
+  const streams: SealedStream[] = [];
   try {
     // Victor registers, watches, and stores a file.
     const client = "1111111111111111";
@@ -149,7 +73,7 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
       (await victim.ask({ type: "watch", reqId: 2, client, token, on: 1 })).type,
       "watch_ok",
     );
-    const own = await Stream.open(server.tcpPort);
+    const own = await openStream(server.tcpPort, victim);
     streams.push(own);
     const content = new TextEncoder().encode("Victor's data\n");
     await own.write({
@@ -162,7 +86,7 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
       sha256: sha256(content),
     });
     await own.write({ type: "file_chunk", reqId: 3, data: content });
-    assertEquals((await withTimeout(own.read(), 10_000, "upload_ok")).type, "upload_ok");
+    assertEquals((await next(own, "upload_ok")).type, "upload_ok");
     assertEquals(
       (await victim.ask({ type: "heartbeat", reqId: 4, client, token })).type,
       "heartbeat_ok",
@@ -237,7 +161,7 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
     }
 
     // Over TCP, from a connection of its own.
-    const forger = await Stream.open(server.tcpPort);
+    const forger = await openStream(server.tcpPort, outsider);
     streams.push(forger);
     for (const forged of forgedTokens) {
       const attacker = "4444444444444444";
@@ -285,7 +209,7 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
       name: "notes.txt",
     });
     assertEquals(download.type, "download_ok");
-    const chunk = await withTimeout(own.read(), 10_000, "the file's content");
+    const chunk = await next(own, "the file's content");
     assertEquals(chunk.type === "file_chunk" && [...chunk.data], [...content]);
     // The victim heard nothing of it: no session_ended, no presence news.
     assertEquals(

@@ -877,6 +877,7 @@ class World {
           serverVersion: "test",
           auth: AUTH_MODES.open,
           leaseMs: 30_000,
+          serverKey: new Uint8Array(32),
         };
       case "register": {
         const token = TOKEN_OF(this.#online.size + 1);

@@ -217,6 +217,7 @@ Deno.test("ServerCore.handle() answers hello with the TCP port, version, auth mo
         serverVersion: "9.9.9",
         auth: AUTH_MODES.open,
         leaseMs: 30_000,
+        serverKey: new Uint8Array(32),
       },
     },
   ]);

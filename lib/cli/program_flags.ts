@@ -55,6 +55,7 @@ export const CLIENT_FLAGS: FlagSpec = {
     "password-file",
     "download-dir",
     "channel-mode",
+    "server-key",
   ],
   booleans: [
     "help",

@@ -32,6 +32,11 @@ import {
   type Message,
 } from "../wire/messages.ts";
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
+import { ServerGuard } from "../client/server_guard.ts";
+import type { ServerChannel } from "../client/server_channel.ts";
+import { generateKeyPair } from "../crypto/key_pair.ts";
+import { fromHex } from "../hex.ts";
+import { checkServerKey, loadKnownServers } from "./known_servers_file.ts";
 import { lowerFirstWord } from "../error_line.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 
@@ -63,7 +68,14 @@ export interface ClientConfig {
   acceptFiles?: boolean;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
+  /** The server key's fingerprint the user pinned (`--server-key`), canonical form. */
+  serverKey?: string;
+  /** Where server keys are trusted on first use (`known_servers.json`); none kept if absent. */
+  knownServersFile?: string;
 }
+
+/** How long a TCP connection may take to finish its handshake, ms. */
+const TCP_HANDSHAKE_MS = 10_000;
 
 /** How far a file transfer has come. */
 export interface TransferProgress {
@@ -131,6 +143,9 @@ export class ClientDriver {
   #udp: UdpSocket;
   #serverAddress: string;
   #tcp: FramedConnection | undefined;
+  #tcpChannel: ServerChannel | undefined;
+  #tcpReady: PromiseWithResolvers<void> | undefined;
+  #guard: ServerGuard;
   #tcpLoop: Promise<void> = Promise.resolve();
   #udpLoop: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -149,8 +164,21 @@ export class ClientDriver {
   #udpSendsDone: PromiseWithResolvers<void> | undefined;
   #transferFiles: TransferDisk;
 
-  private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
+  private constructor(
+    config: ClientConfig,
+    udp: UdpSocket,
+    serverAddress: string,
+    pinnedKey: Uint8Array | undefined,
+  ) {
     this.#config = config;
+    this.#guard = new ServerGuard({
+      staticKeyPair: generateKeyPair(cryptoRandom),
+      random: cryptoRandom,
+      server: hostPort(config.serverHost, config.serverPort),
+      expectedFingerprint: config.serverKey,
+      pinnedKey,
+      pinFile: config.knownServersFile,
+    });
     this.#udp = udp;
     this.#serverAddress = serverAddress;
     this.udpPort = udp.localPort;
@@ -192,6 +220,11 @@ export class ClientDriver {
    */
   static async open(config: ClientConfig): Promise<ClientDriver> {
     const serverAddress = await resolveServer(config.serverHost);
+    const server = hostPort(config.serverHost, config.serverPort).toLowerCase();
+    const pins = config.knownServersFile === undefined
+      ? []
+      : await loadKnownServers(config.knownServersFile);
+    const pin = pins.find((p) => p.server.toLowerCase() === server);
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
     log.info("Client {pid} started on UDP port {udpPort}; server {server}", {
@@ -199,7 +232,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return new ClientDriver(config, udp, serverAddress);
+    return new ClientDriver(config, udp, serverAddress, pin && fromHex(pin.publicKey));
   }
 
   /** True once `close` has begun. */
@@ -417,17 +450,15 @@ export class ClientDriver {
   #receiveUdp(): Promise<void> {
     return this.#udp.receiveEach((datagram) => {
       if (datagram.data.length > MAX_DATAGRAM_BYTES) return;
+      const address = unmapped(datagram.address);
+      if (address === this.#serverAddress && datagram.port === this.#config.serverPort) {
+        return this.#fromServer(datagram.data);
+      }
       try {
         const message = decodeMessage(datagram.data);
-        if (isPeerMessage(message)) {
-          this.#core.handlePeer(
-            systemClock.now(),
-            { ip: unmapped(datagram.address), port: datagram.port },
-            message,
-          );
-        } else {
-          this.#core.handle(systemClock.now(), message);
-        }
+        // Only the server's own channel speaks for the server.
+        if (!isPeerMessage(message)) return;
+        this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, message);
         this.#drain();
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
@@ -437,6 +468,27 @@ export class ClientDriver {
         });
       }
     });
+  }
+
+  /** A datagram from the server's address: through the guard, sealed or a clear `hello_ok`. */
+  #fromServer(data: Uint8Array): void {
+    const now = systemClock.now();
+    const input = this.#guard.incoming(data, now);
+    for (const bytes of input.send) {
+      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
+    }
+    if (input.dropped !== undefined) {
+      log.debug("Dropped a datagram from the server: {reason}", { reason: input.dropped });
+    }
+    if (input.trustKey !== undefined && this.#config.knownServersFile !== undefined) {
+      const server = hostPort(this.#config.serverHost, this.#config.serverPort);
+      checkServerKey(this.#config.knownServersFile, server, input.trustKey, new Date()).then(
+        (verdict) => log.info("Server key of {server}: {verdict}", { server, verdict }),
+        (error) => log.error("Cannot pin the key of {server}: {error}", { server, error }),
+      );
+    }
+    for (const message of input.messages) this.#core.handle(now, message);
+    this.#drain();
   }
 
   #drain(): void {
@@ -590,7 +642,9 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
+      for (const sealed of this.#guard.outgoing(message, systemClock.now(), attempt)) {
+        this.#sendUdp(sealed, this.#serverAddress, this.#config.serverPort);
+      }
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
@@ -631,10 +685,40 @@ export class ClientDriver {
         return;
       }
       const framed = new FramedConnection(conn);
+      let channel: ServerChannel;
+      try {
+        channel = this.#guard.tcpChannel();
+      } catch (error) {
+        framed.close();
+        throw error;
+      }
       this.#tcp = framed;
-      this.#tcpLoop = this.#receiveTcp(framed);
+      this.#tcpChannel = channel;
+      const ready = Promise.withResolvers<void>();
+      this.#tcpReady = ready;
+      this.#tcpLoop = this.#receiveTcp(framed, channel);
+      await framed.write(channel.initiate(systemClock.now()));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("the server did not finish the encrypted handshake")),
+          TCP_HANDSHAKE_MS,
+        );
+      });
+      try {
+        await Promise.race([ready.promise, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     }
-    await this.#tcp.write(bytes);
+    await this.#writeTcp(bytes);
+  }
+
+  /** Seals a message for the TCP connection and writes it. */
+  async #writeTcp(bytes: Uint8Array): Promise<void> {
+    for (const sealed of this.#tcpChannel!.send(bytes, systemClock.now())) {
+      await this.#tcp!.write(sealed);
+    }
   }
 
   async #streamUpload(
@@ -650,7 +734,7 @@ export class ClientDriver {
           buffer.subarray(0, Math.min(MAX_CHUNK_BYTES, upload.size - sent)),
         );
         if (n === null) throw new Error(`${upload.path} became shorter while it was sent`);
-        await this.#tcp!.write(
+        await this.#writeTcp(
           encodeMessage({ type: "file_chunk", reqId, data: buffer.subarray(0, n) }),
         );
         sent += n;
@@ -666,10 +750,21 @@ export class ClientDriver {
     }
   }
 
-  async #receiveTcp(framed: FramedConnection): Promise<void> {
+  async #receiveTcp(framed: FramedConnection, channel: ServerChannel): Promise<void> {
     try {
       for await (const frame of framed.frames()) {
-        const message = decodeMessage(frame);
+        const input = channel.receive(frame, systemClock.now());
+        if (input.kind === "established") {
+          for (const sealed of input.send) await framed.write(sealed);
+          this.#tcpReady?.resolve();
+          continue;
+        }
+        if (input.kind === "dropped") {
+          log.debug("Dropped a frame from the server: {reason}", { reason: input.reason });
+          continue;
+        }
+        if (input.plaintext.length === 0) continue;
+        const message = decodeMessage(input.plaintext);
         if (message.type === "file_chunk" || message.type === "download_ok") {
           if (message.reqId === this.#download?.reqId) await this.#download.frame(message);
           if (message.type === "file_chunk") continue;
@@ -681,7 +776,12 @@ export class ClientDriver {
       log.warn("TCP connection to the server failed: {error}", { error });
     }
     framed.close();
-    if (this.#tcp === framed) this.#tcp = undefined;
+    this.#tcpReady?.reject(new Error("the server closed the TCP connection"));
+    this.#tcpReady?.promise.catch(() => {});
+    if (this.#tcp === framed) {
+      this.#tcp = undefined;
+      this.#tcpChannel = undefined;
+    }
     await this.#download?.finish("the TCP connection to the server closed");
     if (!this.#closed) {
       this.#core.tcpFailed("the server closed the TCP connection");

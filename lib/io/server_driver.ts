@@ -41,6 +41,9 @@ import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
 import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
+import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
+import { ClientChannels } from "../server/client_channels.ts";
+import { SECURE_KIND, SECURE_VERSION } from "../crypto/secure_datagram.ts";
 import type { ServerObserver } from "./metrics_observer.ts";
 
 /** Everything the server driver needs to start. */
@@ -120,7 +123,12 @@ export class ServerDriver {
   readonly tcpPort: number;
   /** Traffic counters. */
   readonly traffic: TrafficStats;
+  /** The fingerprint of the server's static key, which clients pin. */
+  readonly fingerprint: string;
+  /** The server's static public key. */
+  readonly publicKey: Uint8Array;
   #config: ServerConfig;
+  #channels: ClientChannels;
   #core: ServerCore;
   #udp: UdpSocket;
   #listener: Deno.TcpListener;
@@ -149,12 +157,26 @@ export class ServerDriver {
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
     store: BlobStore,
+    identity: ServerIdentity,
   ) {
     this.#lock = lock;
+    this.fingerprint = identity.fingerprint;
+    this.publicKey = identity.keyPair.publicKey;
+    this.#channels = new ClientChannels({ staticKeyPair: identity.keyPair, random: cryptoRandom });
     this.#storage = new StorageDriver(store, {
       core,
       drain: () => this.#drain(),
-      connection: (connId: number) => this.#connections.get(connId),
+      connection: (connId: number) => {
+        const framed = this.#connections.get(connId);
+        if (framed === undefined) return undefined;
+        return {
+          write: (bytes: Uint8Array) => {
+            const sealed = this.#channels.seal(`tcp ${connId}`, bytes, systemClock.now());
+            return sealed === undefined ? Promise.resolve() : framed.write(sealed);
+          },
+          close: () => framed.close(),
+        };
+      },
       frameSent: (to, message) => {
         this.traffic.framesOut++;
         this.#config.observer?.sent(to, message);
@@ -209,6 +231,7 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registry: Registry;
     let secret: Uint8Array;
+    let identity: ServerIdentity;
     let store: BlobStore | undefined;
     let users: UsersFile | undefined;
     try {
@@ -228,6 +251,7 @@ export class ServerDriver {
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
       secret = await loadServerKey(config.dataDir);
+      identity = await loadServerIdentity(config.dataDir);
     } catch (error) {
       udp?.close();
       listener?.close();
@@ -242,6 +266,7 @@ export class ServerDriver {
       registry,
       random: cryptoRandom,
       secret,
+      serverKey: identity.keyPair.publicKey,
       tcpPort: (listener.addr as Deno.NetAddr).port,
       version: config.version,
       auth: config.auth,
@@ -254,7 +279,7 @@ export class ServerDriver {
       storedFiles,
       limits: config.limits,
     });
-    const server = new ServerDriver(config, core, udp, listener, lock, store);
+    const server = new ServerDriver(config, core, udp, listener, lock, store, identity);
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
       "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +
@@ -267,6 +292,10 @@ export class ServerDriver {
         lease: core.sessions.leaseMs / 1000,
       },
     );
+    log.info("Server key {fingerprint}{created}", {
+      fingerprint: identity.fingerprint,
+      created: identity.created ? " (new)" : "",
+    });
     if (users !== undefined) {
       log.info("Loaded {count} users from {path}", { count: users.size, path: usersPath(config) });
       server.#usersStamp = await fileStamp(usersPath(config));
@@ -381,37 +410,97 @@ export class ServerDriver {
     return this.#udp.receiveEach((datagram) => {
       this.traffic.datagramsIn++;
       const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
-      let message: Message | undefined;
-      let problem: string | undefined;
       const data = datagram.data;
       if (data.length > MAX_DATAGRAM_BYTES) {
-        problem = `datagram of ${data.length} bytes exceeds the limit`;
-      } else if (
+        return this.#admitAndReject(from, `datagram of ${data.length} bytes exceeds the limit`);
+      }
+      if (
         data.length < HEADER_BYTES || data[0] !== MAGIC[0] || data[1] !== MAGIC[1] ||
         data[2] !== PROTOCOL_VERSION
       ) {
         // Garbage, the commonest flood: refused without the cost of a thrown error.
-        problem = "not a Switchboard message of this version";
-      } else {
-        try {
-          message = decodeMessage(datagram.data);
-        } catch (error) {
-          if (!(error instanceof ProtocolError)) throw error;
-          problem = error.message;
-        }
+        if (data[2] === 2) return this.#refuseVersion2(from, data);
+        return this.#admitAndReject(from, "not a Switchboard message of this version");
       }
-      if (!this.#core.admit(systemClock.now(), from, message)) {
-        this.#config.observer?.rateLimited(from, message);
-        log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
-          address: from.address,
-          port: from.port,
-        });
-        // Only a report may come out: no timer to re-arm.
-        return this.#drain(false);
+      if ((data[3] & 0x80) !== 0) return this.#secureDatagram(from, data);
+      // In clear, only `hello` (which tells the server's key): the rest is sealed.
+      let message: Message;
+      try {
+        message = decodeMessage(data);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        return this.#admitAndReject(from, error.message);
       }
-      if (message === undefined) this.#reject(from, problem ?? "not a message");
-      else this.#handle(from, message, data.length);
+      if (message.type !== "hello") {
+        return this.#admitAndReject(from, `${message.type} in clear text; version 3 seals it`);
+      }
+      if (this.#admitted(from, message)) this.#handle(from, message, data.length);
     });
+  }
+
+  /** A datagram of the secure layer: a handshake initiation or a sealed message. */
+  #secureDatagram(from: Endpoint, data: Uint8Array): void {
+    const now = systemClock.now();
+    const route = routeOf(from);
+    if (data[3] !== SECURE_KIND.transport) {
+      if (!this.#admitted(from, undefined)) return;
+      const input = this.#channels.receive(data, route, from, now);
+      if (input.kind === "reply") return this.#sendBytes(from, input.bytes);
+      return this.#reject(from, `handshake dropped: ${input.kind === "dropped" && input.reason}`);
+    }
+    const input = this.#channels.receive(data, route, from, now);
+    if (input.kind !== "message") {
+      if (this.#admitted(from, undefined)) {
+        this.#reject(from, `sealed datagram dropped: ${input.kind === "dropped" && input.reason}`);
+      }
+      return;
+    }
+    if (input.plaintext.length === 0) return void this.#admitted(from, undefined, true);
+    let message: Message;
+    try {
+      message = decodeMessage(input.plaintext);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      return this.#admitAndReject(from, error.message);
+    }
+    if (this.#admitted(from, message, true)) this.#handle(from, message, input.plaintext.length);
+  }
+
+  /** Asks the core to admit a datagram; a refused one is reported and dropped. */
+  #admitted(from: Endpoint, message: Message | undefined, sealed = false): boolean {
+    if (this.#core.admit(systemClock.now(), from, sealed)) return true;
+    this.#config.observer?.rateLimited(from, message);
+    log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
+      address: from.address,
+      port: from.port,
+    });
+    // Only a report may come out: no timer to re-arm.
+    this.#drain(false);
+    return false;
+  }
+
+  #admitAndReject(from: Endpoint, reason: string): void {
+    if (this.#admitted(from, undefined)) this.#reject(from, reason);
+  }
+
+  /**
+   * Tells a version 2 client, in version 2's own `error`, that version 3 is
+   * required, if its request was padded (so the answer is no larger).
+   */
+  #refuseVersion2(from: Endpoint, data: Uint8Array): void {
+    if (!this.#admitted(from, undefined)) return;
+    this.#reject(from, "a version 2 message");
+    // hello, register, login: the padded requests of version 2.
+    if (data.length < HEADER_BYTES + 4 || ![1, 3, 10].includes(data[3])) return;
+    const reqId = new DataView(data.buffer, data.byteOffset).getUint32(HEADER_BYTES);
+    const reply = encodeMessage({
+      type: "error",
+      reqId,
+      code: ERROR_CODES.bad_request,
+      message: VERSION_2_REFUSAL,
+    });
+    reply[2] = 2; // version 2's error has the same layout
+    if (reply.length <= data.length) this.#sendBytes(from, reply);
   }
 
   /** Handles a message that arrived in `receivedBytes` bytes (a datagram or a frame body). */
@@ -531,9 +620,20 @@ export class ServerDriver {
       port: from.port,
     });
     try {
+      const route = routeOf(from);
       for await (const frame of framed.frames()) {
         this.traffic.framesIn++;
-        this.#handle(from, decodeMessage(frame), frame.length);
+        const input = this.#channels.receive(frame, route, from, systemClock.now());
+        if (input.kind === "reply") {
+          await framed.write(input.bytes);
+          continue;
+        }
+        if (input.kind === "dropped") {
+          // A stream has no loss: an input that fails is an attack or a bug. Closed, saying why.
+          throw new ProtocolError("bad_value", `the secure layer refused a frame (${input.reason})`);
+        }
+        if (input.plaintext.length === 0) continue;
+        this.#handle(from, decodeMessage(input.plaintext), input.plaintext.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#storage.readGate(connId);
       }
@@ -556,9 +656,12 @@ export class ServerDriver {
           code: ERROR_CODES.bad_request,
           message: `Closing the connection: ${error.message}`,
         };
-        await framed.write(encodeMessage(reply)).catch(() => {});
+        const plain = encodeMessage(reply);
+        const sealed = this.#channels.seal(routeOf(from), plain, systemClock.now()) ?? plain;
+        await framed.write(sealed).catch(() => {});
       }
     } finally {
+      this.#channels.forget(routeOf(from));
       framed.close();
       this.#connections.delete(connId);
       this.#lastWrite.delete(connId);
@@ -630,8 +733,32 @@ export class ServerDriver {
   }
 
   #send(to: Endpoint, message: Message): void {
-    const bytes = encodeMessage(message);
+    const plain = encodeMessage(message);
+    let bytes = this.#channels.seal(routeOf(to), plain, systemClock.now());
+    // Without a session only these go out, in clear: the answers to a clear
+    // `hello` over UDP, and on TCP the error that says why a connection that
+    // has no session yet is closed (a limit): neither holds a secret.
+    if (
+      bytes === undefined &&
+      (message.type === "error" || (message.type === "hello_ok" && to.transport === "udp"))
+    ) {
+      bytes = plain;
+    }
+    if (bytes === undefined) {
+      log.debug("No secure session to send {type} to {transport} {address}:{port}", {
+        type: message.type,
+        transport: to.transport,
+        address: to.address,
+        port: to.port,
+      });
+      return;
+    }
     this.#config.observer?.sent(to, message);
+    this.#sendBytes(to, bytes);
+  }
+
+  /** Sends bytes as they are: a datagram, or a frame on a connection. */
+  #sendBytes(to: Endpoint, bytes: Uint8Array): void {
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
       this.#udp.send(bytes, to.address, to.port).catch((error) =>
@@ -688,6 +815,17 @@ export class ServerDriver {
     this.#config.observer?.event(event);
     this.#config.onEvent?.(event);
   }
+}
+
+/** What a version 2 client is told, in version 2's `error`. */
+export const VERSION_2_REFUSAL =
+  "This server speaks Switchboard protocol version 3 (encrypted); upgrade the client";
+
+/** The name of a route for the secure channels: a UDP address and port, or a TCP connection. */
+function routeOf(endpoint: Endpoint): string {
+  return endpoint.transport === "udp"
+    ? `udp ${endpoint.address} ${endpoint.port}`
+    : `tcp ${endpoint.connId}`;
 }
 
 function usersPath(config: ServerConfig): string {

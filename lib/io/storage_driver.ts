@@ -37,8 +37,8 @@ export interface StorageDriverHost {
   readonly core: ServerCore;
   /** Runs the core's outputs after a result was reported. */
   drain(): void;
-  /** The open TCP connection of an id, if any. */
-  connection(connId: number): FramedConnection | undefined;
+  /** The open TCP connection of an id, if any: what is written to it is sealed for its client. */
+  connection(connId: number): Pick<FramedConnection, "write" | "close"> | undefined;
   /** Counts a frame sent to a client. */
   frameSent(to: Endpoint, message: Message): void;
 }

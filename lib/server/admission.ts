@@ -102,18 +102,22 @@ export class Admission {
   }
 
   /**
-   * Takes one UDP datagram against its address's rate limit (with a report
-   * of the drops at most once per period per address).
+   * Takes one UDP datagram against its rate limit (with a report of the
+   * drops at most once per period per key). Unproven traffic is budgeted per
+   * address; traffic that proved its address **and port** (it opened under
+   * the keys of a secure session, whose handshake answer went to that port)
+   * is budgeted per address and port, so that a flood from other ports of a
+   * shared address (a NAT) does not share a validated client's fate.
    *
    * @param now the current time, ms
    * @param from where it came from
-   * @param session true if it carries a live session token (the loose limit)
+   * @param session true if it came in a secure session (the loose limit, per address and port)
    * @returns true if it may be handled, false to drop it
    */
   datagram(now: number, from: Endpoint, session: boolean): boolean {
     const limiter = session ? this.#sessionLimiter : this.#limiter;
     if (limiter === undefined) return true;
-    const decision = limiter.take(now, from.address);
+    const decision = limiter.take(now, session ? `${from.address} ${from.port}` : from.address);
     if (decision.allowed) return true;
     this.#host.stats.rateLimited++;
     if (decision.report !== undefined) {

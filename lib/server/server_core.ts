@@ -92,6 +92,12 @@ export interface ServerCoreOptions {
    * and retransmitted after the restart gets its original key back.
    */
   secret?: Uint8Array;
+  /**
+   * The server's static public key (X25519), told in `hello_ok` so that a
+   * client can pin it on first use. Without one (the simulator, which runs
+   * the cores without the secure layer) `hello_ok` carries 32 zero bytes.
+   */
+  serverKey?: Uint8Array;
   /** The server's TCP port, told to clients in `hello_ok`. */
   tcpPort: number;
   /** The server's version string. */
@@ -168,6 +174,7 @@ const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "dow
 export class ServerCore {
   #registry: Registry;
   #tcpPort: number;
+  #serverKey: Uint8Array;
   #serverVersion: string;
   #replay: ReplayCache;
   #directory: Directory;
@@ -194,6 +201,7 @@ export class ServerCore {
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
     this.#tcpPort = options.tcpPort;
+    this.#serverKey = options.serverKey ?? new Uint8Array(32);
     this.#serverVersion = options.version;
     this.#replay = new ReplayCache(options.replay);
     const host = {
@@ -447,21 +455,18 @@ export class ServerCore {
 
   /**
    * Takes one UDP datagram (decoded or not) against the rate limits: the
-   * loose one if it carries a live session token, else the strict one
-   * (garbage included). Call it before `handle`; drop the datagram if it
-   * says no.
+   * loose one, per address and port, if it opened under a secure session's
+   * keys (that proves the address and port), else the strict one per address
+   * (garbage and handshakes included). Call it before `handle`; drop the
+   * datagram if it says no.
    *
    * @param now current time, ms
    * @param from where it came from
-   * @param message the decoded message, or undefined for garbage
+   * @param sealed true if it opened under a secure session's keys
    * @returns true if it may be handled
    */
-  admit(now: number, from: Endpoint, message: Message | undefined): boolean {
-    return this.#admission.datagram(
-      now,
-      from,
-      message !== undefined && this.hasLiveSession(message),
-    );
+  admit(now: number, from: Endpoint, sealed: boolean): boolean {
+    return this.#admission.datagram(now, from, sealed);
   }
 
   /**
@@ -513,6 +518,7 @@ export class ServerCore {
           serverVersion: this.#serverVersion,
           auth: AUTH_MODES[this.#accounts.auth],
           leaseMs: this.#directory.sessions.leaseMs,
+          serverKey: this.#serverKey,
         });
       case "register":
         return this.#accounts.register(now, from, request, fingerprint);

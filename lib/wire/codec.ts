@@ -15,7 +15,7 @@ import { HEX_OF_BYTE } from "../hex.ts";
 export const MAGIC = [0x53, 0x57] as const;
 
 /** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Size of the header that starts every message. */
 export const HEADER_BYTES = 4;

@@ -108,6 +108,7 @@ export const MESSAGE_SCHEMAS = {
       ["serverVersion", { kind: "text", max: 32 }],
       ["auth", U8],
       ["leaseMs", U32],
+      ["serverKey", { kind: "bytes", max: 32 }],
     ],
   },
   register: {

@@ -1,0 +1,272 @@
+/**
+ * What stands between the client core and the server on UDP (protocol
+ * version 3): learns the server's static key from a clear `hello_ok`,
+ * checks it against the pin (`--server-key`, or the key trusted on first
+ * use), then runs every other message through a {@link ServerChannel}.
+ * Sans-I/O: the driver gives it each message the core sends to the server and
+ * each datagram from the server's address, and sends what it returns.
+ *
+ * Only `hello` and its answers (`hello_ok`, `error`) ever travel in clear, and
+ * only answers to a `hello` this guard sent are believed. A key that differs
+ * from the pin turns the `hello_ok` into an `error` for the core (the hello
+ * fails with one line) and no channel is made, so nothing is ever sent in
+ * clear instead: no downgrade. Messages the core sends before the key is
+ * known wait, and the guard asks for the key with a `hello` of its own.
+ *
+ * @module
+ */
+import type { KeyPair } from "../crypto/key_pair.ts";
+import { fingerprint } from "../crypto/fingerprint.ts";
+import { SECURE_VERSION } from "../crypto/secure_datagram.ts";
+import type { Random } from "../random.ts";
+import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import { ERROR_CODES } from "../wire/error_code.ts";
+import type { Message } from "../wire/messages.ts";
+import { ProtocolError } from "../wire/protocol_error.ts";
+import { MAX_QUEUED_MESSAGES, ServerChannel } from "./server_channel.ts";
+
+/** Options for a {@link ServerGuard}. */
+export interface ServerGuardOptions {
+  /** This client's static key pair. */
+  staticKeyPair: KeyPair;
+  /** Ephemeral keys, indexes, the guard's own hello. */
+  random: Random;
+  /** The server as the user named it, `host:port`, for messages. */
+  server: string;
+  /** The fingerprint the user pinned (`--server-key`), canonical form. */
+  expectedFingerprint?: string;
+  /** The key trusted on first use earlier, if any. */
+  pinnedKey?: Uint8Array;
+  /** Where pins are kept, for the message that names it. */
+  pinFile?: string;
+}
+
+/** What one datagram from the server came to. */
+export interface GuardInput {
+  /** Messages for the core. */
+  readonly messages: Message[];
+  /** Datagrams to send to the server now. */
+  readonly send: Uint8Array[];
+  /** Set when the first handshake with an unpinned key succeeded: pin it now. */
+  readonly trustKey?: Uint8Array;
+  /** Why the datagram was dropped, if it was. */
+  readonly dropped?: string;
+}
+
+/** The reqIds of the guard's own `hello`s, far from the core's, which count up from 1. */
+const OWN_HELLO_BASE = 0xffff_0000;
+
+/**
+ * The client's guard on its server path.
+ *
+ * @example
+ * ```ts
+ * const guard = new ServerGuard({ staticKeyPair, random, server: "example.org:3000" });
+ * for (const bytes of guard.outgoing(message, now, attempt)) udp.send(bytes, server);
+ * const input = guard.incoming(datagram, now);
+ * for (const message of input.messages) core.handle(now, message);
+ * ```
+ */
+export class ServerGuard {
+  #options: ServerGuardOptions;
+  #channel: ServerChannel | undefined;
+  #serverKey: Uint8Array | undefined;
+  #refusal: string | undefined;
+  #clearHellos = new Set<number>();
+  #ownHellos = 0;
+  #clientId: string;
+  #waiting: { bytes: Uint8Array; attempt: number }[] = [];
+  #trusted = false;
+
+  /** @param options keys, randomness and the pin */
+  constructor(options: ServerGuardOptions) {
+    this.#options = options;
+    this.#trusted = options.pinnedKey !== undefined || options.expectedFingerprint !== undefined;
+    const id = options.random.bytes(8);
+    this.#clientId = Array.from(id, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** The server's static key, once learned and accepted. */
+  get serverKey(): Uint8Array | undefined {
+    return this.#serverKey;
+  }
+
+  /** Why the server's key was refused, if it was: one line. */
+  get refusal(): string | undefined {
+    return this.#refusal;
+  }
+
+  /**
+   * A new channel to the same server for a TCP connection.
+   *
+   * @returns the channel
+   * @throws {Error} if the server's key is not known (or was refused)
+   */
+  tcpChannel(): ServerChannel {
+    if (this.#serverKey === undefined) {
+      throw new Error(this.#refusal ?? "the server's key is not known yet (no hello answered)");
+    }
+    return new ServerChannel({ ...this.#options, serverKey: this.#serverKey });
+  }
+
+  /**
+   * Turns a message for the server into the datagrams to send.
+   *
+   * @param message the message
+   * @param now current time, ms
+   * @param attempt 1 for the first send, more for retransmissions
+   * @returns datagrams to send to the server
+   */
+  outgoing(message: Message, now: number, attempt: number): Uint8Array[] {
+    if (message.type === "hello") {
+      this.#clearHellos.add(message.reqId);
+      return [encodeMessage(message)];
+    }
+    const bytes = encodeMessage(message);
+    if (this.#channel !== undefined) return this.#channel.send(bytes, now, attempt >= 3);
+    if (this.#refusal !== undefined) return [];
+    this.#waiting.push({ bytes, attempt });
+    if (this.#waiting.length > MAX_QUEUED_MESSAGES) this.#waiting.shift();
+    // Ask for the key: the core's retransmissions repeat the question.
+    const reqId = OWN_HELLO_BASE + (this.#ownHellos++ & 0xffff);
+    this.#clearHellos.add(reqId);
+    return [encodeMessage({ type: "hello", reqId, client: this.#clientId })];
+  }
+
+  /**
+   * Takes a datagram that came from the server's address and port.
+   *
+   * @param bytes the datagram
+   * @param now current time, ms
+   * @returns messages for the core and datagrams to send
+   */
+  incoming(bytes: Uint8Array, now: number): GuardInput {
+    if (bytes.length >= 4 && bytes[2] === SECURE_VERSION && (bytes[3] & 0x80) !== 0) {
+      return this.#sealed(bytes, now);
+    }
+    if (bytes.length >= 4 && bytes[2] === 2) return this.#version2(bytes);
+    let message: Message;
+    try {
+      message = decodeMessage(bytes);
+    } catch (error) {
+      if (error instanceof ProtocolError) return nothing(error.message);
+      throw error;
+    }
+    if (message.type !== "hello_ok" && message.type !== "error") {
+      return nothing(`a ${message.type} in clear text`);
+    }
+    if (!this.#clearHellos.has(message.reqId)) return nothing("an answer to no hello of ours");
+    const own = message.reqId >= OWN_HELLO_BASE;
+    if (message.type === "error") return own ? nothing("error") : { messages: [message], send: [] };
+    const problem = this.#accept(message.serverKey);
+    if (problem !== undefined) {
+      const refusal: Message = {
+        type: "error",
+        reqId: message.reqId,
+        code: ERROR_CODES.bad_request,
+        message: problem,
+      };
+      return { messages: own ? [] : [refusal], send: [], dropped: problem };
+    }
+    const send = this.#flush(now);
+    return { messages: own ? [] : [message], send };
+  }
+
+  #sealed(bytes: Uint8Array, now: number): GuardInput {
+    const channel = this.#channel;
+    if (channel === undefined) return nothing("no channel yet");
+    const input = channel.receive(bytes, now);
+    switch (input.kind) {
+      case "dropped":
+        return nothing(input.reason);
+      case "established": {
+        const trustKey = this.#trusted ? undefined : this.#serverKey;
+        this.#trusted = true;
+        return { messages: [], send: input.send, trustKey };
+      }
+      case "message": {
+        if (input.plaintext.length === 0) return nothing("keepalive");
+        try {
+          return { messages: [decodeMessage(input.plaintext)], send: [] };
+        } catch (error) {
+          if (error instanceof ProtocolError) return nothing(error.message);
+          throw error;
+        }
+      }
+    }
+  }
+
+  /** A version 2 server's answer: the core hears that it cannot be used. */
+  #version2(bytes: Uint8Array): GuardInput {
+    const copy = bytes.slice();
+    copy[2] = 3;
+    try {
+      const message = decodeMessage(copy);
+      if (!("reqId" in message) || !this.#clearHellos.has(message.reqId)) {
+        return nothing("version 2");
+      }
+      return {
+        messages: [{
+          type: "error",
+          reqId: message.reqId,
+          code: ERROR_CODES.bad_request,
+          message:
+            `${this.#options.server} speaks Switchboard protocol version 2; this client needs version 3`,
+        }],
+        send: [],
+      };
+    } catch {
+      return nothing("version 2");
+    }
+  }
+
+  /** Checks a presented key; returns why it is refused, or undefined. */
+  #accept(key: Uint8Array): string | undefined {
+    if (this.#refusal !== undefined) return this.#refusal;
+    const { expectedFingerprint, pinnedKey, server, pinFile } = this.#options;
+    const presented = fingerprint(key);
+    let problem: string | undefined;
+    if (key.length !== 32 || key.every((b) => b === 0)) {
+      problem = `${server} presented no usable server key`;
+    } else if (expectedFingerprint !== undefined && presented !== expectedFingerprint) {
+      problem =
+        `The key of ${server} is ${presented}, not ${expectedFingerprint} as --server-key says: refusing to connect`;
+    } else if (pinnedKey !== undefined && !sameKey(pinnedKey, key)) {
+      problem = `The key of ${server} has changed (pinned ${
+        fingerprint(pinnedKey)
+      }, now ${presented}): refusing to connect; if the server's key really changed, remove its entry from ${
+        pinFile ?? "the known-servers file"
+      }`;
+    } else if (this.#serverKey !== undefined && !sameKey(this.#serverKey, key)) {
+      problem = `The key of ${server} changed while connected (was ${
+        fingerprint(this.#serverKey)
+      }, now ${presented}): refusing to go on`;
+    }
+    if (problem !== undefined) {
+      this.#refusal = problem;
+      this.#channel = undefined;
+      this.#serverKey = undefined;
+      this.#waiting = [];
+      return problem;
+    }
+    if (this.#serverKey === undefined) {
+      this.#serverKey = key.slice();
+      this.#channel = new ServerChannel({ ...this.#options, serverKey: this.#serverKey });
+    }
+    return undefined;
+  }
+
+  #flush(now: number): Uint8Array[] {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    return waiting.flatMap(({ bytes }) => this.#channel!.send(bytes, now));
+  }
+}
+
+function nothing(dropped: string): GuardInput {
+  return { messages: [], send: [], dropped };
+}
+
+function sameKey(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
