@@ -8,7 +8,7 @@
  * core, over every message type with random fields, padding cut or grown, and
  * missing, random, short and ended tokens, and on real sockets.
  */
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 import fc from "fast-check";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SeededRandom } from "../lib/random.ts";
@@ -35,6 +35,7 @@ import {
   REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
 import { VERSION } from "../lib/version.ts";
+import { channelTo } from "./_sealed_wire.ts";
 
 const NOW = Date.UTC(2026, 0, 1);
 const ALICE: Endpoint = { transport: "udp", address: "10.0.0.1", port: 5000 };
@@ -291,7 +292,7 @@ Deno.test("MIN_PADDED_REQUEST_BYTES is the largest reply to hello, register or l
   assertEquals(MIN_PADDED_REQUEST_BYTES, 4 + 4 + 2 + 2 + MAX_ERROR_TEXT_BYTES);
   assertEquals(MIN_PADDED_REQUEST_BYTES, 312);
   assertEquals(maxMessageBytes("error"), 312);
-  assertEquals(maxMessageBytes("hello_ok"), 49);
+  assertEquals(maxMessageBytes("hello_ok"), 49 + 2 + 32); // version 3: with the server key
   assertEquals(maxMessageBytes("register_ok"), 44);
   assertEquals(maxMessageBytes("login_ok"), 27);
   assertEquals([...PADDED_REQUEST_TYPES].sort(), ["hello", "login", "register"]);
@@ -594,7 +595,7 @@ for (const auth of ["open", "password"] as const) {
 
 // ------------------------------------------------------------------ real sockets
 
-Deno.test("ServerDriver answers raw datagrams without a live token with no more bytes than they carry", async () => {
+Deno.test("ServerDriver answers unauthenticated datagrams (clear hello, handshakes, version 2) with no more bytes than they carry", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "switchboard_amplification_" });
   const server = await ServerDriver.start({
     host: "127.0.0.1",
@@ -606,6 +607,7 @@ Deno.test("ServerDriver answers raw datagrams without a live token with no more 
   const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const target: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: server.udpPort };
   const exchange = async (bytes: Uint8Array, reqId: number) => {
+    // Each exchange waits for its own answer: nothing else is in flight.
     await socket.send(bytes, target);
     const [data] = await receiveWithin(socket, 10_000);
     const reply = decodeMessage(data);
@@ -650,32 +652,46 @@ Deno.test("ServerDriver answers raw datagrams without a live token with no more 
       { type: "files", reqId: 17, client, token },
     ];
     assertEquals(new Set(requests.map((r) => r.type)).size, REQUEST_TYPES.length);
-    const got: string[] = [];
+    // Version 3: in clear only hello is answered, and with fewer bytes; the
+    // rest gets nothing at all (it must come sealed).
     for (const request of requests) {
       const bytes = encodeMessage(request);
-      const { data, reply } = await exchange(bytes, (request as { reqId: number }).reqId);
-      got.push(reply.type);
-      assert(
-        data.length <= bytes.length,
-        `${request.type} (${bytes.length} bytes) got ${reply.type} of ${data.length} bytes`,
-      );
+      await socket.send(bytes, target);
+      if (request.type !== "hello") continue;
+      const [data] = await receiveWithin(socket, 10_000);
+      assertEquals(decodeMessage(data).type, "hello_ok");
+      assert(data.length <= bytes.length, `hello_ok of ${data.length} bytes`);
     }
-    assertEquals(got.slice(0, 5), ["hello_ok", "error", "error", "register_ok", "error"]);
-    // Unpadded, hello, register and login get a short bad_request, and run not.
-    const unpaddedRequests: Message[] = [
-      { type: "hello", reqId: 21, client },
-      { type: "register", reqId: 22, client, name: "Unpadded", udpPort: 0, tcpPort: 5001 },
-      { ...requests[5], reqId: 23 } as Message,
-    ];
-    for (const request of unpaddedRequests) {
-      const bytes = unpadded(encodeMessage(request));
-      const { data, reply } = await exchange(bytes, (request as { reqId: number }).reqId);
-      assert(data.length <= bytes.length, `${request.type} of ${bytes.length}: ${data.length}`);
-      assertEquals(errorOf(reply).code, ERROR_CODES.bad_request);
-    }
-    assertEquals(server.core.registry.get("Unpadded"), undefined);
-    assertEquals(server.core.stats.undersizedRequests, 3);
-    assert(/3 undersized/.test(serverStatusText(server.status())));
+    // Unpadded, hello gets a short bad_request, and runs not.
+    const bare = unpadded(encodeMessage({ type: "hello", reqId: 21, client }));
+    const { data, reply } = await exchange(bare, 21);
+    assert(data.length <= bare.length, `hello of ${bare.length}: ${data.length}`);
+    assertEquals(errorOf(reply).code, ERROR_CODES.bad_request);
+    assertEquals(server.core.stats.undersizedRequests, 1);
+    assert(/1 undersized/.test(serverStatusText(server.status())));
+    // A handshake initiation gets a response smaller than itself; one whose
+    // mac1 is wrong (a sender that does not know the server's key) gets nothing.
+    const channel = channelTo(server.publicKey);
+    const initiation = channel.initiate(performance.now());
+    await socket.send(initiation, target);
+    const [response] = await receiveWithin(socket, 10_000);
+    assertEquals(response[3], 0x82);
+    assert(response.length < initiation.length, `${response.length} >= ${initiation.length}`);
+    const stranger = channelTo(new Uint8Array(32).fill(9)).initiate(performance.now());
+    await socket.send(stranger, target);
+    // A version 2 hello, padded, is told in version 2 that version 3 is required.
+    const v2 = encodeMessage({ type: "hello", reqId: 31, client });
+    v2[2] = 2;
+    await socket.send(v2, target);
+    const [refusal] = await receiveWithin(socket, 10_000);
+    assertEquals(refusal[2], 2);
+    assert(refusal.length <= v2.length);
+    const v3 = refusal.slice();
+    v3[2] = 3;
+    assertStringIncludes(errorOf(decodeMessage(v3)).message, "protocol version 3");
+    // Nothing else came: the clear requests, the stranger's initiation got no answer.
+    await assertRejects(() => receiveWithin(socket, 300));
+    assertEquals(server.core.registry.size, 0);
   } finally {
     socket.close();
     await server.close();
