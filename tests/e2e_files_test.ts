@@ -17,7 +17,6 @@ import {
   type ServerProcess,
   startServer,
   startWorld,
-  withTimeout,
   type World,
 } from "./_processes.ts";
 import { SealedStream, SealedUdp } from "./_sealed_wire.ts";

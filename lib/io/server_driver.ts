@@ -48,7 +48,7 @@ import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.t
 import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
-import { SECURE_KIND, SECURE_VERSION } from "../crypto/secure_datagram.ts";
+import { SECURE_KIND } from "../crypto/secure_datagram.ts";
 import type { ServerObserver } from "./metrics_observer.ts";
 
 /** Everything the server driver needs to start. */
