@@ -297,8 +297,8 @@ Deno.test("file names that could escape are refused, by the client and by the se
       "client/data.csv",
       "client/data/client/identities.json",
       "client/data/client/identities.json.lock",
-    "client/data/client/known_servers.json",
-    "client/data/client/known_servers.json.lock",
+      "client/data/client/known_servers.json",
+      "client/data/client/known_servers.json.lock",
     ],
   );
   for (const path of everything.filter((p) => p.startsWith("server/"))) {
