@@ -229,7 +229,14 @@ export class ClientDriver {
     const server = hostPort(config.serverHost, config.serverPort).toLowerCase();
     const pins = config.knownServersFile === undefined
       ? []
-      : await loadKnownServers(config.knownServersFile);
+      : await loadKnownServers(config.knownServersFile).catch(async (error) => {
+        // A pin file that exists and cannot be read is an error; a place where
+        // none can exist (its directory is a file) only means no pin is kept.
+        const exists = await Deno.stat(config.knownServersFile!).then(() => true, () => false);
+        if (exists) throw error;
+        log.warn("No server keys pinned: {error}", { error: (error as Error).message });
+        return [];
+      });
     const pin = pins.find((p) => p.server.toLowerCase() === server);
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
