@@ -179,3 +179,22 @@ Deno.test("ServerChannel re-handshakes with a restarted server once a request go
   ]);
   assertNotEquals(restarted.seal(ROUTE, encoder.encode("ok"), 1_630), undefined);
 });
+
+Deno.test("ClientChannels answers an initiation under load with a cookie for its port, then serves the one that brings it", () => {
+  const { client, server } = setUp(6);
+  const first = client.send(encoder.encode("register"), 0);
+  const cookie = server.receive(first[0], ROUTE, SOURCE, 0, true);
+  if (cookie.kind !== "reply") throw new Error(`expected a cookie reply, got ${cookie.kind}`);
+  assertEquals(cookie.bytes.length, 64);
+  assert(cookie.bytes.length < first[0].length, "the cookie is smaller than the initiation");
+  assertEquals(server.size, 0, "no state for a cookie");
+  assertEquals(client.receive(cookie.bytes, 10).kind, "dropped");
+  // The next send carries mac2; from another port of the same address it is not valid.
+  const second = client.send(encoder.encode("register"), 500);
+  const otherPort = server.receive(second[0], ROUTE, { ...SOURCE, port: 40_001 }, 500, true);
+  assertEquals(otherPort.kind === "reply" && otherPort.bytes.length, 64, "another cookie");
+  const served = server.receive(second[0], ROUTE, SOURCE, 500, true);
+  if (served.kind !== "reply") throw new Error(`expected a response, got ${served.kind}`);
+  assertEquals(served.bytes[3], 0x82);
+  assertEquals(server.size, 1);
+});

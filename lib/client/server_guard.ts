@@ -7,7 +7,8 @@
  * each datagram from the server's address, and sends what it returns.
  *
  * Only `hello` and its answers (`hello_ok`, `error`) ever travel in clear, and
- * only answers to a `hello` this guard sent are believed. A key that differs
+ * only answers to a `hello` this guard sent are believed; with a pinned key
+ * even `hello` is sealed. A key that differs
  * from the pin turns the `hello_ok` into an `error` for the core (the hello
  * fails with one line) and no channel is made, so nothing is ever sent in
  * clear instead: no downgrade. Messages the core sends before the key is
@@ -77,6 +78,8 @@ export class ServerGuard {
   #clientId: string;
   #waiting: { bytes: Uint8Array; attempt: number }[] = [];
   #trusted = false;
+  /** The reqId of the core's last `hello`, when it went sealed. */
+  #sealedHello: number | undefined;
 
   /** @param options keys, randomness and the pin */
   constructor(options: ServerGuardOptions) {
@@ -84,6 +87,16 @@ export class ServerGuard {
     this.#trusted = options.pinnedKey !== undefined || options.expectedFingerprint !== undefined;
     const id = options.random.bytes(8);
     this.#clientId = Array.from(id, (b) => b.toString(16).padStart(2, "0")).join("");
+    const pinned = options.pinnedKey;
+    if (pinned !== undefined && options.expectedFingerprint !== undefined) {
+      if (fingerprint(pinned) !== options.expectedFingerprint) return; // the hello will say so
+    }
+    if (pinned !== undefined) {
+      // The key is known: even `hello` goes sealed, so that nothing is in clear
+      // and a flood on the address cannot keep this client from the server.
+      this.#serverKey = pinned.slice();
+      this.#channel = new ServerChannel({ ...options, serverKey: this.#serverKey });
+    }
   }
 
   /** The server's static key, once learned and accepted. */
@@ -119,8 +132,14 @@ export class ServerGuard {
    */
   outgoing(message: Message, now: number, attempt: number): Uint8Array[] {
     if (message.type === "hello") {
-      this.#clearHellos.add(message.reqId);
-      return [encodeMessage(message)];
+      if (this.#channel === undefined) {
+        this.#clearHellos.add(message.reqId);
+        return [encodeMessage(message)];
+      }
+      // Sealed, with a clear hello of our own beside it: if another key answers
+      // it, the user hears that the key changed rather than that nothing came.
+      this.#sealedHello = message.reqId;
+      return [...this.#channel.send(encodeMessage(message), now, attempt >= 3), this.#ownHello()];
     }
     const bytes = encodeMessage(message);
     if (this.#channel !== undefined) return this.#channel.send(bytes, now, attempt >= 3);
@@ -128,9 +147,14 @@ export class ServerGuard {
     this.#waiting.push({ bytes, attempt });
     if (this.#waiting.length > MAX_QUEUED_MESSAGES) this.#waiting.shift();
     // Ask for the key: the core's retransmissions repeat the question.
+    return [this.#ownHello()];
+  }
+
+  /** A clear `hello` of the guard's own, to learn (or check) the server's key. */
+  #ownHello(): Uint8Array {
     const reqId = OWN_HELLO_BASE + (this.#ownHellos++ & 0xffff);
     this.#clearHellos.add(reqId);
-    return [encodeMessage({ type: "hello", reqId, client: this.#clientId })];
+    return encodeMessage({ type: "hello", reqId, client: this.#clientId });
   }
 
   /**
@@ -166,7 +190,10 @@ export class ServerGuard {
         code: ERROR_CODES.bad_request,
         message: problem,
       };
-      return { messages: own ? [] : [refusal], send: [], dropped: problem };
+      // The core hears it on its own hello, sealed or clear.
+      const coreHello = own ? this.#sealedHello : message.reqId;
+      const messages = coreHello === undefined ? [] : [{ ...refusal, reqId: coreHello }];
+      return { messages, send: [], dropped: problem };
     }
     const send = this.#flush(now);
     return { messages: own ? [] : [message], send };

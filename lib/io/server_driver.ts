@@ -448,9 +448,14 @@ export class ServerDriver {
     const now = systemClock.now();
     const route = routeOf(from);
     if (data[3] !== SECURE_KIND.transport) {
-      if (!this.#admitted(from, undefined)) return;
-      const input = this.#channels.receive(data, route, from, now);
+      // An address over its budget is "under load": its initiations get a
+      // cookie bound to address and port (64 bytes, no state, no DH); one that
+      // returns with the cookie proved its port and is charged to that port.
+      const underLoad = !this.#core.admit(now, from, false);
+      if (underLoad && !this.#core.admit(now, from, true)) return;
+      const input = this.#channels.receive(data, route, from, now, underLoad);
       if (input.kind === "reply") return this.#sendBytes(from, input.bytes);
+      if (underLoad) return; // counted by the rate limit already
       return this.#reject(from, `handshake dropped: ${input.kind === "dropped" && input.reason}`);
     }
     const input = this.#channels.receive(data, route, from, now);
