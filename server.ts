@@ -54,8 +54,8 @@ Flags:
                       (accounts from the users file, added with: user add NAME)
   --users FILE        password mode's users file (default DATA-DIR/users.json)
   --lease SECONDS     a client without a heartbeat for this long goes offline (default 30)
-  --max-attempts N    failed logins, 1 to 5, that block a name (default 3)
-  --lockout SECONDS   how long a blocked name stays blocked (default 10)
+  --max-attempts N    failed logins, 1 to 5, that block an address for a name (default 3)
+  --lockout SECONDS   how long the first block lasts; later ones double (default 10)
   --max-file-size S   largest file a client may store, e.g. 500K, 100M (default 100M)
   --quota S           most bytes stored per user (default 1G)
   --rate-limit N      UDP datagrams a second from one IP address without a session,
@@ -328,7 +328,9 @@ async function main(args: string[]): Promise<number> {
       (flags.auth === "password"
         ? ` (users from ${flags.usersFile ?? `${flags.dataDir}/users.json`})`
         : "") +
-      `; lease ${flags.leaseMs / 1000} s; ${flags.maxAttempts} failed logins block a name for ` +
+      `; lease ${
+        flags.leaseMs / 1000
+      } s; ${flags.maxAttempts} failed logins block an address for a name for ` +
       `${flags.lockoutMs / 1000} s`,
   );
   console.log(`Limits: ${limitsText(flags)}`);

@@ -828,12 +828,14 @@ Deno.test("ServerCore.handle() login with the key from another address replaces 
   });
 });
 
-Deno.test("ServerCore.handle() locks a name out after failed logins and lets it in after lockoutMs", async (t) => {
+Deno.test("ServerCore.handle() blocks the address that fails logins for a name, not the name", async (t) => {
   const core = newCore({ maxAttempts: 3, lockoutMs: 10_000 });
   const { key } = registerPersisted(core, 1, "Alice");
   const wrong = key.slice();
   wrong[5] ^= 0x01;
   const messages: string[] = [];
+  // Another port of the guesser's address counts as the guesser.
+  const BOB_OTHER_PORT: Endpoint = { ...FROM_BOB, port: FROM_BOB.port + 1 };
 
   await t.step("a wrong key gives login_failed with the attempts left", () => {
     const first = assertError(
@@ -849,34 +851,50 @@ Deno.test("ServerCore.handle() locks a name out after failed logins and lets it 
     messages.push(first.message, second.message);
   });
 
-  await t.step("the third failure locks the name out for N s", () => {
+  await t.step("the third failure blocks the address for N s", () => {
     const third = assertError(
       ask(core, NOW + 3, FROM_BOB, login(12, "Alice", new Uint8Array(3), { client: BOB_ID })),
       "locked_out",
     );
     assertStringIncludes(third.message, "Login failed: wrong name or identity key");
-    assertStringIncludes(third.message, '"Alice" is now blocked for 10 s');
+    assertStringIncludes(third.message, '"Alice" is now blocked for 10 s from your address');
     messages.push(third.message);
   });
 
-  await t.step("during the lockout even the right key is refused, with the time left", () => {
+  await t.step("during the block even the right key is refused from that address", () => {
     const refused = assertError(
-      ask(core, NOW + 5003, FROM_ALICE, login(13, "Alice", key)),
+      ask(core, NOW + 5003, BOB_OTHER_PORT, login(13, "Alice", key, { client: BOB_ID })),
       "locked_out",
     );
-    assertStringIncludes(refused.message, "try again in 5 s");
+    assertEquals(
+      refused.message,
+      'Too many failed logins for "Alice" from your address; try again in 5 s',
+    );
     assertEquals(core.sessions.size, 1, "still only the session from register");
     assertEquals(core.sessions.byName("Alice")?.since, NOW);
   });
 
-  await t.step("after lockoutMs the right key works", () => {
-    const ok = as(ask(core, NOW + 10_003, FROM_ALICE, login(14, "Alice", key)), "login_ok");
+  await t.step("the owner on another address logs in during the block", () => {
+    const ok = as(ask(core, NOW + 5004, FROM_ALICE, login(14, "Alice", key)), "login_ok");
+    assertEquals(core.sessions.byToken(ok.token)?.name, "Alice");
+    // and that does not lift the guesser's block
+    assertError(
+      ask(core, NOW + 5005, FROM_BOB, login(15, "Alice", key, { client: BOB_ID })),
+      "locked_out",
+    );
+  });
+
+  await t.step("after lockoutMs the right key works from the blocked address too", () => {
+    const ok = as(
+      ask(core, NOW + 10_003, FROM_BOB, login(16, "Alice", key, { client: BOB_ID })),
+      "login_ok",
+    );
     assertEquals(core.sessions.byToken(ok.token)?.name, "Alice");
   });
 
   await t.step("a success clears the count", () => {
     const again = assertError(
-      ask(core, NOW + 10_004, FROM_BOB, login(15, "Alice", wrong, { client: BOB_ID })),
+      ask(core, NOW + 10_004, FROM_BOB, login(17, "Alice", wrong, { client: BOB_ID })),
       "login_failed",
     );
     assertStringIncludes(again.message, "2 attempts left");

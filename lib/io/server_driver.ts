@@ -72,7 +72,7 @@ export interface ServerConfig {
   usersFile?: string;
   /** Session lease, ms. */
   leaseMs?: number;
-  /** Failed logins that block a name. */
+  /** Failed logins from one address that block it for a name. */
   maxAttempts?: number;
   /** How long a blocked name stays blocked, ms. */
   lockoutMs?: number;

@@ -235,9 +235,9 @@ export interface ServerCoreOptions {
   dummyPasswordHash?: string;
   /** How long a session lives without a heartbeat, ms (default 30 s). */
   leaseMs?: number;
-  /** Failed logins that block a name (default 3). */
+  /** Failed logins from one address that block it for the name (default 3). */
   maxAttempts?: number;
-  /** How long a blocked name stays blocked, ms (default 10 s). */
+  /** How long the first block lasts, ms (default 10 s); each later one from the same address doubles. */
   lockoutMs?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
@@ -887,13 +887,14 @@ export class ServerCore {
 
   #login(now: number, from: Endpoint, request: MessageOf<"login">): void {
     const key = nameKey(request.name);
-    const block = this.#limiter.check(now, key);
+    const source = addressKey(from.address);
+    const block = this.#limiter.check(now, source, key);
     if (block.blocked) {
       return this.#refuse(
         from,
         request,
         "locked_out",
-        `Too many failed logins for "${request.name}"; try again in ${
+        `Too many failed logins for "${request.name}" from your address; try again in ${
           seconds(block.retryAfterMs)
         } s`,
       );
@@ -906,9 +907,14 @@ export class ServerCore {
         !this.#held.some((h) => h.event.kind === "registered" && h.event.name === record.name);
       return this.#loginChecked(now, { from, request, known: record?.name, at: now }, ok);
     }
-    if ([...this.#logins.values()].some((p) => nameKey(p.request.name) === key)) {
-      // One password check per name at a time, so that guesses sent
-      // together cannot outrun the lockout.
+    if (
+      [...this.#logins.values()].some((p) =>
+        nameKey(p.request.name) === key && addressKey(p.from.address) === source
+      )
+    ) {
+      // One password check per name and source at a time, so that guesses
+      // sent together cannot outrun the lockout (and a guesser elsewhere
+      // cannot keep the owner busy).
       return this.#refuse(
         from,
         request,
@@ -936,11 +942,14 @@ export class ServerCore {
   #loginChecked(now: number, pending: PendingLogin, ok: boolean): void {
     const { from, request } = pending;
     const key = nameKey(request.name);
+    const source = addressKey(from.address);
     if (!ok || pending.known === undefined) {
-      const after = this.#limiter.failed(pending.at, key);
+      const after = this.#limiter.failed(pending.at, source, key);
       const what = this.#auth === "open" ? "identity key" : "password";
       const tail = after.blocked
-        ? `; "${request.name}" is now blocked for ${seconds(after.retryAfterMs ?? 0)} s`
+        ? `; "${request.name}" is now blocked for ${
+          seconds(after.retryAfterMs ?? 0)
+        } s from your address`
         : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
       return this.#refuse(
         from,
@@ -949,7 +958,7 @@ export class ServerCore {
         `Login failed: wrong name or ${what}${tail}`,
       );
     }
-    this.#limiter.succeeded(key);
+    this.#limiter.succeeded(source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"

@@ -1,0 +1,82 @@
+/**
+ * Attacks on the real server process over loopback (which holds all of
+ * 127.0.0.0/8, so an attacker can have an address of its own): a guesser
+ * next door must not keep the real user out.
+ */
+import { assert, assertMatch } from "@std/assert";
+import { ERROR_CODES } from "../lib/wire/error_code.ts";
+import type { Message } from "../lib/wire/messages.ts";
+import { UdpRequester } from "../scripts/_wire_client.ts";
+import { pollUntil, type RunningProgram, startClient, startWorld } from "./_processes.ts";
+
+/** Writes a command to a client and waits for its first new stdout line or `error:` line. */
+async function answer(client: RunningProgram, command: string): Promise<string> {
+  const out = client.stdout.lines.length;
+  const err = client.stderr.lines.length;
+  await client.write(command + "\n");
+  const seen = await pollUntil(
+    () => {
+      const error = client.stderr.lines.slice(err).find((line) => line.startsWith("error: "));
+      return Promise.resolve(error ?? client.stdout.lines[out]);
+    },
+    10_000,
+    `an answer to "${command}"`,
+    20,
+  ).catch((error) => {
+    throw new Error(`${error.message}\n${client.stdout.text}\n${client.stderr.text}`);
+  });
+  return seen;
+}
+
+Deno.test("the real user on 127.0.0.1 logs in every time while 127.0.0.2 guesses the key", async () => {
+  await using w = await startWorld("switchboard_abuse_", {
+    serverFlags: ["--max-attempts", "3", "--lockout", "1"],
+  });
+  const owner = startClient(w.args(), { cwd: w.cwd });
+  try {
+    await owner.waitForLine(/^Connected to server/);
+    assertMatch(await answer(owner, "register alice"), /^Registered and logged in as "alice"/);
+    using guesser = new UdpRequester({
+      hostname: "127.0.0.2",
+      server: { hostname: "127.0.0.1", port: w.server.udpPort },
+    });
+    const codes: number[] = [];
+    let guessing = true;
+    const guesses = (async () => {
+      while (guessing) {
+        const reply: Message | undefined = await guesser.request({
+          type: "login",
+          name: "alice",
+          secret: crypto.getRandomValues(new Uint8Array(16)),
+          udpPort: 0,
+          tcpPort: 40000,
+        }, { timeoutMs: 2000 });
+        if (reply?.type === "error") codes.push(reply.code);
+        else throw new Error(`a guess got ${reply?.type ?? "no answer"}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const startedAt = performance.now();
+    const logins: string[] = [];
+    try {
+      for (let i = 0; i < 10; i++) {
+        await answer(owner, "logout");
+        logins.push(await answer(owner, "login alice"));
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+    } finally {
+      guessing = false;
+      await guesses;
+    }
+    const seconds = (performance.now() - startedAt) / 1000;
+    for (const line of logins) assert(line.startsWith('Logged in as "alice"'), line);
+    // The guesser was refused and slowed: blocks of 1, 2, 4 s... allow 3 tries each.
+    const tried = codes.filter((c) => c === ERROR_CODES.login_failed).length;
+    const blocked = codes.filter((c) => c === ERROR_CODES.locked_out).length;
+    assert(blocked > tried, `${tried} guesses checked, ${blocked} refused unchecked`);
+    assert(tried <= 3 * Math.ceil(Math.log2(seconds + 1) + 1), `${tried} guesses in ${seconds} s`);
+  } finally {
+    await owner.write("quit\n").catch(() => {});
+    await owner[Symbol.asyncDispose]();
+  }
+});
