@@ -17,7 +17,11 @@ import {
   DEFAULT_TCP_FRAME_MS,
   DEFAULT_TCP_IDLE_MS,
 } from "./lib/server/connection_limits.ts";
-import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT } from "./lib/server/rate_limiter.ts";
+import {
+  DEFAULT_RATE_LIMIT,
+  DEFAULT_REGISTER_RATE,
+  DEFAULT_SESSION_RATE_LIMIT,
+} from "./lib/server/rate_limiter.ts";
 import { DataDirLockedError } from "./lib/io/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/io/registry_file.ts";
 import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
@@ -63,6 +67,8 @@ Flags:
   --session-rate-limit N
                       UDP datagrams a second from one IP address with a session
                       (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
+  --register-rate N   new names one IP address may register a minute, over UDP and
+                      TCP together (bursts of N); 0 for no limit (default ${DEFAULT_REGISTER_RATE})
   --max-connections N TCP connections open at once in all (default ${DEFAULT_MAX_CONNECTIONS})
   --max-connections-per-ip N
                       TCP connections open at once from one IP address (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
@@ -98,6 +104,7 @@ interface ServerFlags {
   quota: number;
   rateLimit: number;
   sessionRateLimit: number;
+  registerRate: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
   tcpIdleMs: number;
@@ -120,6 +127,7 @@ const STRING_FLAGS = [
   "quota",
   "rate-limit",
   "session-rate-limit",
+  "register-rate",
   "max-connections",
   "max-connections-per-ip",
   "tcp-idle",
@@ -146,6 +154,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       quota: "1G",
       "rate-limit": String(DEFAULT_RATE_LIMIT),
       "session-rate-limit": String(DEFAULT_SESSION_RATE_LIMIT),
+      "register-rate": String(DEFAULT_REGISTER_RATE),
       "max-connections": String(DEFAULT_MAX_CONNECTIONS),
       "max-connections-per-ip": String(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
       "tcp-idle": String(DEFAULT_TCP_IDLE_MS / 1000),
@@ -186,6 +195,10 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     quota,
     rateLimit: integerFlag("--rate-limit", parsed["rate-limit"], { min: 0, max: 1_000_000 }),
     sessionRateLimit: integerFlag("--session-rate-limit", parsed["session-rate-limit"], {
+      min: 0,
+      max: 1_000_000,
+    }),
+    registerRate: integerFlag("--register-rate", parsed["register-rate"], {
       min: 0,
       max: 1_000_000,
     }),
@@ -309,6 +322,7 @@ async function main(args: string[]): Promise<number> {
       limits: {
         rateLimit: flags.rateLimit,
         sessionRateLimit: flags.sessionRateLimit,
+        registerRate: flags.registerRate,
         maxConnections: flags.maxConnections,
         maxConnectionsPerAddress: flags.maxConnectionsPerIp,
         tcpIdleMs: flags.tcpIdleMs,
@@ -354,7 +368,10 @@ function limitsText(flags: ServerFlags): string {
   return `UDP per IP address ${rate(flags.rateLimit)} without a session, ` +
     `${rate(flags.sessionRateLimit)} with one; TCP ${flags.maxConnectionsPerIp} connections ` +
     `per IP address, ${flags.maxConnections} in all, closed after ${flags.tcpIdleMs / 1000} s ` +
-    `idle or a frame slower than ${flags.tcpFrameMs / 1000} s`;
+    `idle or a frame slower than ${flags.tcpFrameMs / 1000} s; ` +
+    (flags.registerRate === 0
+      ? "new names: no limit"
+      : `${flags.registerRate} new names a minute per IP address`);
 }
 
 /** Input that goes on this long without a line break is not a person typing: stop reading. */

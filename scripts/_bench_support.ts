@@ -158,6 +158,8 @@ export async function startServers(
     "0",
     "--session-rate-limit",
     "0",
+    "--register-rate",
+    "0",
     ...(options.serverFlags ?? []),
   ], {
     ...common,

@@ -3,10 +3,10 @@
  * 127.0.0.0/8, so an attacker can have an address of its own): a guesser
  * next door must not keep the real user out.
  */
-import { assert, assertMatch } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
-import { UdpRequester } from "../scripts/_wire_client.ts";
+import { TcpExchange, UdpRequester } from "../scripts/_wire_client.ts";
 import { pollUntil, type RunningProgram, startClient, startWorld } from "./_processes.ts";
 
 /** Writes a command to a client and waits for its first new stdout line or `error:` line. */
@@ -79,4 +79,57 @@ Deno.test("the real user on 127.0.0.1 logs in every time while 127.0.0.2 guesses
     await owner.write("quit\n").catch(() => {});
     await owner[Symbol.asyncDispose]();
   }
+});
+
+Deno.test("a registration storm from one address over UDP and TCP is cut off; a neighbour still registers", async () => {
+  await using w = await startWorld("switchboard_abuse_");
+  using storm = new UdpRequester({
+    hostname: "127.0.0.1",
+    server: { hostname: "127.0.0.1", port: w.server.udpPort },
+  });
+  const codes: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    const reply = await storm.request({
+      type: "register",
+      name: `u${i}`,
+      udpPort: 0,
+      tcpPort: 40000,
+    });
+    codes.push(reply?.type === "error" ? `error ${reply.code}` : reply?.type ?? "none");
+  }
+  using tcp = await TcpExchange.connect("127.0.0.1", w.server.tcpPort);
+  for (let i = 0; i < 20; i++) {
+    await tcp.send({
+      type: "register",
+      reqId: i + 1,
+      client: "00000000000000ee",
+      name: `t${i}`,
+      udpPort: 40001,
+      tcpPort: 40000,
+    });
+    const reply = await tcp.next();
+    codes.push(reply?.type === "error" ? `error ${reply.code}` : reply?.type ?? "none");
+  }
+  const registered = codes.filter((c) => c === "register_ok").length;
+  // The default is 20 a minute in bursts of 20; the storm took a few seconds at most.
+  assert(registered >= 20 && registered <= 22, codes.join(", "));
+  // TCP is no way around it: the same budget, and a busy reply rather than silence.
+  assert(codes.slice(30).filter((c) => c === "register_ok").length <= 2, codes.join(", "));
+  assert(
+    codes.every((c) => c === "register_ok" || c === `error ${ERROR_CODES.busy}`),
+    codes.join(),
+  );
+  using neighbour = new UdpRequester({
+    hostname: "127.0.0.2",
+    server: { hostname: "127.0.0.1", port: w.server.udpPort },
+  });
+  const reply = await neighbour.request({
+    type: "register",
+    name: "neighbour",
+    udpPort: 0,
+    tcpPort: 40000,
+  });
+  assertEquals(reply?.type, "register_ok");
+  const file = JSON.parse(await Deno.readTextFile(`${w.dataDir}/registrations.json`));
+  assertEquals(Object.keys(file).length, registered + 1);
 });

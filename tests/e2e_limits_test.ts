@@ -550,7 +550,7 @@ Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when
     extraArgs: ["--rate-limit", "10", "--max-connections-per-ip", "1", "--tcp-idle", "1"],
   });
   await server.waitForLine(
-    /^Limits: UDP per IP address 10\/s without a session, 2000\/s with one; TCP 1 connections per IP address, 512 in all, closed after 1 s idle or a frame slower than 30 s$/,
+    /^Limits: UDP per IP address 10\/s without a session, 2000\/s with one; TCP 1 connections per IP address, 512 in all, closed after 1 s idle or a frame slower than 30 s; 20 new names a minute per IP address$/,
   );
   await server.waitForLine(/^Server running/);
 

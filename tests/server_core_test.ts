@@ -1898,3 +1898,42 @@ Deno.test("ServerCore.stats counts auth failures, presence resends and shortened
   advance(core, NOW + 20_000);
   assertEquals(core.stats.presenceResent, 2, "quiet once acknowledged");
 });
+
+// --- bounded growth: new names per address ---
+
+Deno.test("ServerCore.handle() limits new names per address over UDP and TCP together", () => {
+  const core = newCore({ registerRatePerMinute: 3 });
+  const tcpAlice: Endpoint = { transport: "tcp", address: "10.0.0.1", port: 50000, connId: 7 };
+  registerPersisted(core, 1, "a1");
+  registerPersisted(core, 2, "a2");
+  // A TCP register from the same address spends the same budget.
+  handle(core, NOW, tcpAlice, register(3, "a3", { udpPort: 40001 }));
+  core.persisted(persists(drain(core))[0].version, NOW);
+  as(sends(drain(core))[0].message, "register_ok");
+  const refused = assertError(
+    ask(core, NOW + 1, tcpAlice, register(4, "a4", { udpPort: 40001 })),
+    "busy",
+  );
+  assertEquals(
+    refused.message,
+    'Cannot register "a4": too many new names from your address (at most 3 a minute); ' +
+      "try again later",
+  );
+  assertError(ask(core, NOW + 2, FROM_ALICE, register(5, "a5")), "busy");
+  assertEquals(core.registry.size, 3, "nothing was added for a refused register");
+  // Another address is not affected.
+  registerPersisted(core, 1, "b1", FROM_BOB, BOB_ID);
+  // The budget comes back at 3 a minute: one new name every 20 s.
+  assertError(ask(core, NOW + 19_000, FROM_ALICE, register(6, "a6")), "busy");
+  registerPersisted(core, 7, "a7", FROM_ALICE, ALICE_ID, NOW + 20_001);
+  assertEquals(core.registry.size, 5);
+});
+
+Deno.test("ServerCore.handle() does not spend the register budget on a taken name or a retransmission", () => {
+  const core = newCore({ registerRatePerMinute: 1 });
+  registerPersisted(core, 1, "alice");
+  // The retransmission is answered from the replay cache, a taken name is refused as taken.
+  as(ask(core, NOW + 1, FROM_ALICE, register(1, "alice")), "register_ok");
+  assertError(ask(core, NOW + 2, FROM_ALICE, register(2, "ALICE")), "name_taken");
+  assertError(ask(core, NOW + 3, FROM_ALICE, register(3, "bob")), "busy");
+});

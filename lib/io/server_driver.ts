@@ -29,6 +29,7 @@ import {
 } from "../server/connection_limits.ts";
 import {
   DEFAULT_RATE_LIMIT,
+  DEFAULT_REGISTER_RATE,
   DEFAULT_SESSION_RATE_LIMIT,
   RateLimiter,
 } from "../server/rate_limiter.ts";
@@ -43,7 +44,7 @@ import {
   PROTOCOL_VERSION,
 } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
-import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
+import { isRequest, MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { BlobStore, BlobStoreError, type Upload } from "./blob_store.ts";
 import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
@@ -97,6 +98,11 @@ export interface ServerLimits {
    * (default 2,000, bursts of twice that); 0 for no limit.
    */
   sessionRateLimit?: number;
+  /**
+   * New names one address may register per minute, over UDP and TCP together
+   * (default 20, bursts of as many); 0 for no limit.
+   */
+  registerRate?: number;
   /** Most TCP connections open at once from one address (default 32). */
   maxConnectionsPerAddress?: number;
   /** Most TCP connections open at once in all (default 512). */
@@ -275,6 +281,7 @@ export class ServerDriver {
       leaseMs: config.leaseMs,
       maxAttempts: config.maxAttempts,
       lockoutMs: config.lockoutMs,
+      registerRatePerMinute: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
       storage: config.storage,
       storedFiles,
     });
@@ -434,6 +441,7 @@ export class ServerDriver {
   /**
    * Applies the per-address rate limit of a datagram: the loose one if it
    * carries a live session token, else the strict one (garbage included).
+   * TCP requests without a live session take from the strict one too.
    *
    * @returns true if it may be handled
    */
@@ -446,11 +454,12 @@ export class ServerDriver {
     this.traffic.rateLimited++;
     if (decision.report !== undefined) {
       log.warn(
-        "Rate limit: dropped {dropped} UDP datagrams from {address} {what} since the last " +
+        "Rate limit: dropped {dropped} {unit} from {address} {what} since the last " +
           "report (limit {rate}/s per address, bursts of {burst}); the next report comes " +
           "10 s from now at the earliest",
         {
           dropped: decision.report.dropped,
+          unit: from.transport === "udp" ? "UDP datagrams" : "TCP requests",
           address: from.address,
           what: session ? "with a session" : "without a session",
           rate: limiter.ratePerSecond,
@@ -458,7 +467,8 @@ export class ServerDriver {
         },
       );
     }
-    log.debug("Rejected input from udp {address}:{port}: over the rate limit", {
+    log.debug("Rejected input from {transport} {address}:{port}: over the rate limit", {
+      transport: from.transport,
       address: from.address,
       port: from.port,
     });
@@ -631,7 +641,15 @@ export class ServerDriver {
     try {
       for await (const frame of framed.frames()) {
         this.traffic.framesIn++;
-        this.#handle(from, decodeMessage(frame), frame.length);
+        const message = decodeMessage(frame);
+        if (
+          isRequest(message) && !this.#core.hasLiveSession(message) && !this.#admit(from, message)
+        ) {
+          // The same per-address budget as UDP, so TCP is no way around it.
+          this.#refuseFrame(framed, message);
+          continue;
+        }
+        this.#handle(from, message, frame.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#connWrites.get(connId);
       }
@@ -666,6 +684,19 @@ export class ServerDriver {
       this.#drain();
       log.debug("TCP connection {connId} closed", { connId });
     }
+  }
+
+  /** Answers a TCP request over the per-address rate limit with `busy`. */
+  #refuseFrame(framed: FramedConnection, message: Message): void {
+    if (!("reqId" in message) || this.#closed) return;
+    const reply: Reply = {
+      type: "error",
+      reqId: message.reqId,
+      code: ERROR_CODES.busy,
+      message: "Too many requests without a session from your address; try again in a moment",
+    };
+    this.traffic.framesOut++;
+    framed.write(encodeMessage(reply)).catch(() => {});
   }
 
   #reject(from: Endpoint, reason: string): void {

@@ -33,7 +33,7 @@ import {
 } from "../wire/messages.ts";
 import { LoginLimiter } from "./login_limiter.ts";
 import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
-import { addressKey } from "./rate_limiter.ts";
+import { addressKey, RateLimiter } from "./rate_limiter.ts";
 import { Registry, type RegistryJson, type RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { type Session, SessionTable } from "./session_table.ts";
@@ -239,6 +239,11 @@ export interface ServerCoreOptions {
   maxAttempts?: number;
   /** How long the first block lasts, ms (default 10 s); each later one from the same address doubles. */
   lockoutMs?: number;
+  /**
+   * New names one address may register per minute, over UDP and TCP
+   * together (bursts of as many); 0 or absent for no limit.
+   */
+  registerRatePerMinute?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
   /** Files stored at start: user name and files. */
@@ -347,6 +352,7 @@ export class ServerCore {
   #sessions: SessionTable;
   #feed = new PresenceFeed();
   #limiter: LoginLimiter;
+  #registerLimiter: RateLimiter | undefined;
   #files: StoredFiles;
   #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
@@ -387,6 +393,13 @@ export class ServerCore {
       maxAttempts: options.maxAttempts ?? 3,
       lockoutMs: options.lockoutMs ?? 10_000,
     });
+    const registerRate = options.registerRatePerMinute ?? 0;
+    if (registerRate > 0) {
+      this.#registerLimiter = new RateLimiter({
+        ratePerSecond: registerRate / 60,
+        burst: registerRate,
+      });
+    }
     this.#files = new StoredFiles(options.storage ?? DEFAULT_STORAGE_LIMITS);
     for (const [user, files] of options.storedFiles ?? []) {
       for (const file of files) this.#files.add(user, file);
@@ -790,6 +803,17 @@ export class ServerCore {
         request,
         "name_taken",
         `Cannot register "${name}": name is taken`,
+      );
+    }
+    if (this.#registerLimiter?.take(now, from.address).allowed === false) {
+      return this.#refuse(
+        from,
+        request,
+        "busy",
+        `Cannot register "${name}": too many new names from your address ` +
+          `(at most ${
+            Math.round(this.#registerLimiter.ratePerSecond * 60)
+          } a minute); try again later`,
       );
     }
     const record: RegistryRecord = {
