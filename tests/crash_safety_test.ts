@@ -20,6 +20,7 @@
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
+import { loadRegistry } from "../lib/io/registry_file.ts";
 import { SeededRandom } from "../lib/random.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { MAX_CHUNK_BYTES } from "../lib/wire/messages.ts";
@@ -234,10 +235,8 @@ async function verify(
   restarted = true,
 ): Promise<Uint8Array[]> {
   const loaded = await server.waitForLine(/^Registry: \d+ registered/);
-  const registry = JSON.parse(await Deno.readTextFile(`${dataDir}/registrations.json`)) as Record<
-    string,
-    { key_sha256: string }
-  >;
+  // The snapshot and the change log, as the server loaded them.
+  const registry = (await loadRegistry(dataDir)).toJson();
   if (restarted) {
     assertEquals(
       loaded.split(" ")[1],

@@ -4,6 +4,7 @@
  * next door must not keep the real user out.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
+import { loadRegistry } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { TcpExchange, UdpRequester } from "../scripts/_wire_client.ts";
@@ -130,6 +131,5 @@ Deno.test("a registration storm from one address over UDP and TCP is cut off; a 
     tcpPort: 40000,
   });
   assertEquals(reply?.type, "register_ok");
-  const file = JSON.parse(await Deno.readTextFile(`${w.dataDir}/registrations.json`));
-  assertEquals(Object.keys(file).length, registered + 1);
+  assertEquals((await loadRegistry(w.dataDir)).size, registered + 1);
 });

@@ -538,7 +538,8 @@ Deno.test("lookup finds an online name, in any case, and says an offline or unkn
 });
 
 Deno.test("list shows 40 clients that registered at the same moment, each once, over several pages", async () => {
-  await using w = await world(["--log-level", "debug"]);
+  // 40 new names from one address in a moment: over the default --register-rate.
+  await using w = await world(["--log-level", "debug", "--register-rate", "40"]);
   const { server, cwd } = w;
   const names = Array.from({ length: 40 }, (_, i) => `Node ${String(i + 1).padStart(2, "0")}`);
   // A generous --timeout: 40 processes starting at once on a small, busy machine are slow, and

@@ -1,7 +1,7 @@
 /**
  * Runs the {@linkcode ServerCore} on real sockets: UDP datagrams and TCP
- * frames in, replies out, registry snapshots written atomically before the
- * replies they hold are released.
+ * frames in, replies out, registry changes made durable
+ * (`registry_file.ts`) before the replies they hold are released.
  *
  * @module
  */
@@ -10,7 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
-import type { Registry, RegistryJson } from "../server/registry.ts";
+import type { RegistryJson } from "../server/registry.ts";
 import {
   type AuthMode,
   type Endpoint,
@@ -50,7 +50,7 @@ import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
-import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
+import { RegistryFile, RegistryFileError } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
 
 /** Everything the server driver needs to start. */
@@ -175,6 +175,7 @@ export class ServerDriver {
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
+  #registryFile!: RegistryFile;
   #store: BlobStore;
   #uploads = new Map<number, Promise<Upload | undefined>>();
   #uploadConn = new Map<number, number>();
@@ -240,12 +241,12 @@ export class ServerDriver {
     const lock = await lockDataDir(config.dataDir);
     let udp: UdpSocket | undefined;
     let listener: Deno.TcpListener | undefined;
-    let registry: Registry;
+    let registryFile: RegistryFile | undefined;
     let secret: Uint8Array;
     let store: BlobStore;
     let users: UsersFile | undefined;
     try {
-      registry = await loadRegistry(config.dataDir);
+      registryFile = await RegistryFile.open(config.dataDir);
       if (config.auth === "password") users = await loadUsers(usersPath(config));
       store = await BlobStore.open(config.dataDir);
       udp = bind(
@@ -264,11 +265,13 @@ export class ServerDriver {
     } catch (error) {
       udp?.close();
       listener?.close();
+      registryFile?.release();
       lock.close();
       throw error;
     }
     const storedFiles: [string, StoredFile[]][] = [];
     for (const user of store.allUsage().keys()) storedFiles.push([user, store.list(user)]);
+    const registry = registryFile.registry;
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
@@ -286,6 +289,7 @@ export class ServerDriver {
       storedFiles,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store);
+    server.#registryFile = registryFile;
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
       "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +
@@ -404,6 +408,7 @@ export class ServerDriver {
     while (this.#fileWork.size > 0) await Promise.allSettled([...this.#fileWork]);
     for (const upload of this.#uploads.values()) await upload.then((u) => u?.abort());
     await this.#store.close();
+    await this.#registryFile.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
@@ -913,7 +918,7 @@ export class ServerDriver {
   #persist(version: number, registry: RegistryJson): void {
     this.#persisting = this.#persisting.then(async () => {
       try {
-        await saveRegistry(this.#config.dataDir, registry);
+        await this.#registryFile.save(registry);
         this.#core.persisted(version, systemClock.now());
       } catch (error) {
         this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));

@@ -30,12 +30,12 @@ export interface RegistryRecord {
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
 export type RegistryJson = Record<string, {
-  ip: string;
-  udp_port: number;
-  tcp_port: number;
-  registered_at: string;
-  key_sha256: string;
-  registered_by: string;
+  readonly ip: string;
+  readonly udp_port: number;
+  readonly tcp_port: number;
+  readonly registered_at: string;
+  readonly key_sha256: string;
+  readonly registered_by: string;
 }>;
 
 /** Thrown when `registrations.json` does not hold a valid registry. */
@@ -60,6 +60,7 @@ export class RegistryFormatError extends Error {
  */
 export class Registry {
   #byKey = new Map<string, RegistryRecord>();
+  #entries = new WeakMap<RegistryRecord, RegistryJson[string]>();
 
   /** How many clients are registered. */
   get size(): number {
@@ -106,18 +107,30 @@ export class Registry {
     return [...this.#byKey.values()];
   }
 
-  /** @returns the registry in the shape of `registrations.json` */
+  /**
+   * The registry in the shape of `registrations.json`. Each entry object is
+   * made once per record and shared by every later call, so a writer can
+   * tell what changed since its last save by identity alone (see
+   * `lib/io/registry_file.ts`); treat the entries as read-only.
+   *
+   * @returns a new object holding the (shared) entries, in registration order
+   */
   toJson(): RegistryJson {
     const out: RegistryJson = {};
     for (const r of this.#byKey.values()) {
-      out[r.name] = {
-        ip: r.ip,
-        udp_port: r.udpPort,
-        tcp_port: r.tcpPort,
-        registered_at: r.registeredAt,
-        key_sha256: r.keySha256,
-        registered_by: r.registeredBy,
-      };
+      let entry = this.#entries.get(r);
+      if (entry === undefined) {
+        entry = Object.freeze({
+          ip: r.ip,
+          udp_port: r.udpPort,
+          tcp_port: r.tcpPort,
+          registered_at: r.registeredAt,
+          key_sha256: r.keySha256,
+          registered_by: r.registeredBy,
+        });
+        this.#entries.set(r, entry);
+      }
+      out[r.name] = entry;
     }
     return out;
   }
