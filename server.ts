@@ -62,6 +62,8 @@ Flags:
   --lockout SECONDS   how long the first block lasts; later ones double (default 10)
   --max-file-size S   largest file a client may store, e.g. 500K, 100M (default 100M)
   --quota S           most bytes stored per user (default 1G)
+  --max-storage S     most bytes stored by all users together; uploads past it are
+                      refused (default 10G)
   --rate-limit N      UDP datagrams a second from one IP address without a session,
                       garbage included (bursts of 2N); 0 for no limit (default ${DEFAULT_RATE_LIMIT})
   --session-rate-limit N
@@ -102,6 +104,7 @@ interface ServerFlags {
   lockoutMs: number;
   maxFileSize: number;
   quota: number;
+  maxStorage: number;
   rateLimit: number;
   sessionRateLimit: number;
   registerRate: number;
@@ -125,6 +128,7 @@ const STRING_FLAGS = [
   "lockout",
   "max-file-size",
   "quota",
+  "max-storage",
   "rate-limit",
   "session-rate-limit",
   "register-rate",
@@ -152,6 +156,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       lockout: "10",
       "max-file-size": "100M",
       quota: "1G",
+      "max-storage": "10G",
       "rate-limit": String(DEFAULT_RATE_LIMIT),
       "session-rate-limit": String(DEFAULT_SESSION_RATE_LIMIT),
       "register-rate": String(DEFAULT_REGISTER_RATE),
@@ -179,6 +184,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   }
   const maxFileSize = sizeFlag("--max-file-size", parsed["max-file-size"]);
   const quota = sizeFlag("--quota", parsed.quota);
+  const maxStorage = sizeFlag("--max-storage", parsed["max-storage"]);
   return {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
@@ -193,6 +199,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     lockoutMs: secondsFlag("--lockout", parsed.lockout),
     maxFileSize,
     quota,
+    maxStorage,
     rateLimit: integerFlag("--rate-limit", parsed["rate-limit"], { min: 0, max: 1_000_000 }),
     sessionRateLimit: integerFlag("--session-rate-limit", parsed["session-rate-limit"], {
       min: 0,
@@ -318,6 +325,7 @@ async function main(args: string[]): Promise<number> {
         maxFileSize: flags.maxFileSize,
         quota: flags.quota,
         maxFiles: DEFAULT_STORAGE_LIMITS.maxFiles,
+        maxStorage: flags.maxStorage,
       },
       limits: {
         rateLimit: flags.rateLimit,

@@ -8,7 +8,15 @@ import { loadRegistry } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { TcpExchange, UdpRequester } from "../scripts/_wire_client.ts";
-import { pollUntil, type RunningProgram, startClient, startWorld } from "./_processes.ts";
+import {
+  assertExit,
+  assertOneErrorLine,
+  pollUntil,
+  runClient,
+  type RunningProgram,
+  startClient,
+  startWorld,
+} from "./_processes.ts";
 
 /** Writes a command to a client and waits for its first new stdout line or `error:` line. */
 async function answer(client: RunningProgram, command: string): Promise<string> {
@@ -132,4 +140,24 @@ Deno.test("a registration storm from one address over UDP and TCP is cut off; a 
   });
   assertEquals(reply?.type, "register_ok");
   assertEquals((await loadRegistry(w.dataDir)).size, registered + 1);
+});
+
+Deno.test("--max-storage caps what all users store together, with a clear refusal", async () => {
+  await using w = await startWorld("switchboard_abuse_", {
+    serverFlags: ["--quota", "10K", "--max-storage", "15K"],
+  });
+  await Deno.writeFile(`${w.cwd}/six.bin`, crypto.getRandomValues(new Uint8Array(6000)));
+  const run = (stdin: string) => runClient({ args: w.args(), stdin, cwd: w.cwd });
+  for (const user of ["Ann", "Ben"]) {
+    assertExit(await run(`register ${user}\nupload six.bin\n`), 0);
+  }
+  // 12,000 of 15,360 bytes used: Cy is within his quota, not within the server's room.
+  const full = await run("register Cy\nupload six.bin\n");
+  assertExit(full, 1);
+  assertOneErrorLine(
+    full,
+    /^error: the server's storage is full: it holds 12000 of its 15360 bytes for everyone, too little room for "six\.bin" \(6000 bytes\); try again once files are deleted$/,
+  );
+  assertExit(await run("login Ann\ndelete six.bin\n"), 0);
+  assertExit(await run("login Cy\nupload six.bin\n"), 0);
 });
