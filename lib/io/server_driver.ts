@@ -113,6 +113,9 @@ export interface ServerLimits {
   tcpFrameMs?: number;
 }
 
+/** How long a TCP connection is not read after a request over the per-address rate limit, ms. */
+const REFUSED_FRAME_PAUSE_MS = 1000;
+
 /** How often the users file is checked for changes, ms. */
 const USERS_FILE_CHECK_MS = 2000;
 
@@ -650,8 +653,11 @@ export class ServerDriver {
         if (
           isRequest(message) && !this.#core.hasLiveSession(message) && !this.#admit(from, message)
         ) {
-          // The same per-address budget as UDP, so TCP is no way around it.
+          // The same per-address budget as UDP, so TCP is no way around it;
+          // and this connection is not read for a while, or a sender that
+          // gets its refusal at once would only ask again at once.
           this.#refuseFrame(framed, message);
+          await new Promise((resolve) => setTimeout(resolve, REFUSED_FRAME_PAUSE_MS));
           continue;
         }
         this.#handle(from, message, frame.length);
