@@ -62,6 +62,9 @@ Flags:
   --lockout SECONDS   how long the first block lasts; later ones double (default 10)
   --max-file-size S   largest file a client may store, e.g. 500K, 100M (default 100M)
   --quota S           most bytes stored per user (default 1G)
+  --expire-after DURATION
+                      remove an identity not seen (registered, logged in, online) for
+                      this long, with its files, e.g. 90d, 12h, 30m (default off)
   --max-storage S     most bytes stored by all users together; uploads past it are
                       refused (default 10G)
   --rate-limit N      UDP datagrams a second from one IP address without a session,
@@ -105,6 +108,7 @@ interface ServerFlags {
   maxFileSize: number;
   quota: number;
   maxStorage: number;
+  expireAfterMs: number;
   rateLimit: number;
   sessionRateLimit: number;
   registerRate: number;
@@ -129,6 +133,7 @@ const STRING_FLAGS = [
   "max-file-size",
   "quota",
   "max-storage",
+  "expire-after",
   "rate-limit",
   "session-rate-limit",
   "register-rate",
@@ -157,6 +162,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       "max-file-size": "100M",
       quota: "1G",
       "max-storage": "10G",
+      "expire-after": "off",
       "rate-limit": String(DEFAULT_RATE_LIMIT),
       "session-rate-limit": String(DEFAULT_SESSION_RATE_LIMIT),
       "register-rate": String(DEFAULT_REGISTER_RATE),
@@ -200,6 +206,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     maxFileSize,
     quota,
     maxStorage,
+    expireAfterMs: durationFlag("--expire-after", parsed["expire-after"]),
     rateLimit: integerFlag("--rate-limit", parsed["rate-limit"], { min: 0, max: 1_000_000 }),
     sessionRateLimit: integerFlag("--session-rate-limit", parsed["session-rate-limit"], {
       min: 0,
@@ -321,6 +328,7 @@ async function main(args: string[]): Promise<number> {
       leaseMs: flags.leaseMs,
       maxAttempts: flags.maxAttempts,
       lockoutMs: flags.lockoutMs,
+      expireAfterMs: flags.expireAfterMs,
       storage: {
         maxFileSize: flags.maxFileSize,
         quota: flags.quota,
@@ -369,6 +377,28 @@ async function main(args: string[]): Promise<number> {
   // must not fall through to the default action (exit 130).
   console.log("Server stopped");
   return 0;
+}
+
+/** Seconds, minutes, hours or days in a duration flag. */
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Parses a duration such as `90d`, `12h`, `30m` or `45s` (a bare number is
+ * seconds), or `off`.
+ *
+ * @returns milliseconds, 0 for off
+ */
+function durationFlag(flag: string, value: string): number {
+  if (value === "off" || value === "0") return 0;
+  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(value);
+  const ms = match === null ? NaN : Number(match[1]) * DURATION_UNITS[match[2] || "s"];
+  if (!(ms >= 1000 && ms <= 100 * 365 * 86_400_000)) {
+    throw new UsageError(
+      `${flag} must be a duration such as 90d, 12h, 30m or 45s (at least 1 s), or off, ` +
+        `not "${value}"`,
+    );
+  }
+  return ms;
 }
 
 function limitsText(flags: ServerFlags): string {

@@ -14,6 +14,8 @@ import {
   pollUntil,
   runClient,
   type RunningProgram,
+  runProgram,
+  SERVER_PATH,
   startClient,
   startWorld,
 } from "./_processes.ts";
@@ -180,4 +182,64 @@ Deno.test("TCP requests without a session spend the address's --rate-limit budge
     "hello_ok",
   ]);
   assert(performance.now() - started >= 990, "the refused connection was read again at once");
+});
+
+Deno.test("--expire-after removes an identity not seen for that long, with its files, and logs it; one online stays", async () => {
+  await using w = await startWorld("switchboard_abuse_", { serverFlags: ["--expire-after", "2s"] });
+  await w.server.waitForLine(/^Server running/);
+  await Deno.writeFile(`${w.cwd}/six.bin`, crypto.getRandomValues(new Uint8Array(6000)));
+  const online = startClient(w.args(), { cwd: w.cwd });
+  try {
+    await online.waitForLine(/^Connected to server/);
+    assertMatch(await answer(online, "register alive"), /^Registered and logged in as "alive"/);
+    const ghost = await runClient({
+      args: w.args(),
+      stdin: "register ghost\nupload six.bin\n",
+      cwd: w.cwd,
+    });
+    assertExit(ghost, 0);
+    const gone = performance.now();
+    await w.server.waitForLine(
+      /^Expired "ghost": not seen since \S+; removed with 1 stored file$/,
+      10_000,
+    );
+    // Not before 2 s, and within the sweep period (a second) after.
+    const took = performance.now() - gone;
+    assert(took >= 1500 && took < 6000, `${took} ms`);
+    // The registry write follows the log line.
+    await pollUntil(
+      async () => (await loadRegistry(w.dataDir)).get("ghost") === undefined || undefined,
+      5000,
+      "ghost gone from the registry files",
+    );
+    assertEquals((await loadRegistry(w.dataDir)).records().map((r) => r.name), ["alive"]);
+    const files = [];
+    for await (const entry of Deno.readDir(`${w.dataDir}/files`)) files.push(entry.name);
+    assertEquals(files, [], "the expired identity's files are gone");
+    // The one online is still there and its name still taken.
+    assertMatch(await answer(online, "status"), /logged in as "alive"/);
+    const taken = await runClient({ args: w.args(), stdin: "register alive\n", cwd: w.cwd });
+    assertOneErrorLine(taken, /name is taken/);
+  } finally {
+    await online.write("quit\n").catch(() => {});
+    await online[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("server refuses bad --expire-after, --register-rate and --max-storage with exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--expire-after", "soon"], /--expire-after must be a duration such as 90d, 12h, 30m or 45s/],
+    [["--expire-after", "0.5"], /--expire-after must be a duration .*not "0\.5"/],
+    [["--register-rate", "1.5"], /--register-rate must be a whole number from 0 to 1000000/],
+    [["--max-storage", "lots"], /--max-storage must be a size such as/],
+  ];
+  for (const [args, pattern] of cases) {
+    const result = await runProgram(SERVER_PATH, { args: [...args, "--udp-port", "0"] });
+    assertExit(result, 2);
+    assertOneErrorLine(result, pattern);
+  }
+  const help = await runProgram(SERVER_PATH, { args: ["--help"] });
+  for (const flag of ["--expire-after", "--register-rate", "--max-storage"]) {
+    assert(help.stdout.includes(flag), flag);
+  }
 });

@@ -405,3 +405,29 @@ function seedEntry() {
     registered_by: "",
   };
 }
+
+Deno.test("Registry keeps last_seen through JSON, and refuses a bad one", () => {
+  const registry = new Registry();
+  registry.add(record("Alice", { lastSeenAt: "2026-01-02T03:04:05.000Z" }));
+  registry.add(record("Bob"));
+  const json = registry.toJson();
+  assertEquals(json.Alice.last_seen, "2026-01-02T03:04:05.000Z");
+  assertEquals("last_seen" in json.Bob, false, "absent when unknown, as in older files");
+  const back = Registry.fromJson(JSON.parse(JSON.stringify(json)));
+  assertEquals(back.records(), registry.records());
+  assertThrows(
+    () => Registry.fromJson({ Bob: { ...json.Bob, last_seen: "yesterday" } }),
+    RegistryFormatError,
+    'entry "Bob" has a bad "last_seen"',
+  );
+});
+
+Deno.test("Registry.toJson() shares each record's entry between calls until the record changes", () => {
+  const registry = new Registry();
+  registry.add(record("Alice"));
+  const first = registry.toJson();
+  assertEquals(registry.toJson().Alice === first.Alice, true);
+  registry.replace({ ...registry.get("alice")!, lastSeenAt: "2026-01-02T03:04:05.000Z" });
+  assertEquals(registry.toJson().Alice === first.Alice, false);
+  assertThrows(() => registry.replace(record("Nobody")), RangeError, "not registered");
+});

@@ -1937,3 +1937,97 @@ Deno.test("ServerCore.handle() does not spend the register budget on a taken nam
   assertError(ask(core, NOW + 2, FROM_ALICE, register(2, "ALICE")), "name_taken");
   assertError(ask(core, NOW + 3, FROM_ALICE, register(3, "bob")), "busy");
 });
+
+// --- bounded growth: identities not seen expire ---
+
+/** Runs timeouts up to `to`, acknowledging every registry write, and returns the outputs. */
+function advanceSaved(core: ServerCore, to: number): ServerOutput[] {
+  const out: ServerOutput[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const next = core.nextTimeout();
+    if (next === undefined || next > to) return out;
+    core.onTimeout(next);
+    const step = drain(core);
+    out.push(...step);
+    for (const p of persists(step)) {
+      core.persisted(p.version, next);
+      out.push(...drain(core));
+    }
+  }
+  throw new Error("onTimeout does not make progress");
+}
+
+Deno.test("ServerCore with expireAfterMs removes identities not seen for that long, with their files", () => {
+  const EXPIRE = 60_000;
+  const core = newCore({
+    expireAfterMs: EXPIRE,
+    storedFiles: [["Bob", [{ name: "b.txt", size: 3, sha256: "ab".repeat(32), uploadedAt: "" }]]],
+  });
+  const alice = registerPersisted(core, 1, "Alice");
+  const bob = registerPersisted(core, 1, "Bob", FROM_BOB, BOB_ID);
+  handle(core, NOW, FROM_ALICE, withToken("logout", 2, alice.token));
+  handle(core, NOW, FROM_BOB, withToken("logout", 2, bob.token, BOB_ID));
+  drain(core);
+  // Alice logs in again at +50 s: her last-seen time is written, no reply waits on it.
+  const out = call(core, NOW + 50_000, FROM_ALICE, login(3, "Alice", alice.key));
+  as(sends(out)[0].message, "login_ok");
+  const [touch] = persists(out);
+  assertEquals(touch.registry.Alice.last_seen, new Date(NOW + 50_000).toISOString());
+  assertEquals(touch.registry.Bob.last_seen, new Date(NOW).toISOString());
+  core.persisted(touch.version, NOW + 50_000);
+  handle(
+    core,
+    NOW + 50_000,
+    FROM_ALICE,
+    withToken("logout", 4, core.sessions.byName("Alice")!.token),
+  );
+  drain(core);
+
+  const swept = advanceSaved(core, NOW + EXPIRE);
+  assertEquals(events(swept).filter((e) => e.kind === "expired" || e.kind === "file_deleted"), [
+    { kind: "file_deleted", user: "Bob", name: "b.txt" },
+    { kind: "expired", name: "Bob", lastSeen: new Date(NOW).toISOString(), files: 1 },
+  ]);
+  assertEquals(outputsOf(swept, "delete_user_files"), [{ type: "delete_user_files", user: "Bob" }]);
+  assertEquals(Object.keys(persists(swept).at(-1)!.registry), ["Alice"]);
+  assertEquals(core.registry.records().map((r) => r.name), ["Alice"]);
+  // The name is free again, and Alice goes a minute after she was last seen (checked every
+  // expireAfterMs / 10).
+  registerPersisted(core, 9, "bob", FROM_CAROL, "0123012301230123", NOW + EXPIRE);
+  const expired = (out: ServerOutput[]) =>
+    events(out).flatMap((e) => e.kind === "expired" ? [e.name] : []);
+  assertEquals(expired(advanceSaved(core, NOW + 50_000 + EXPIRE - 1)), []);
+  const later = advanceSaved(core, NOW + 50_000 + EXPIRE + 6_000);
+  assertEquals(expired(later), ["Alice"]);
+});
+
+Deno.test("ServerCore with expireAfterMs keeps an identity whose session lives on heartbeats", () => {
+  const core = newCore({ expireAfterMs: 60_000 });
+  const carol = registerPersisted(core, 1, "Carol");
+  for (let t = 20_000; t <= 300_000; t += 20_000) {
+    advanceSaved(core, NOW + t);
+    const out = call(core, NOW + t, FROM_ALICE, withToken("heartbeat", 1 + t / 1000, carol.token));
+    as(sends(out)[0].message, "heartbeat_ok");
+    for (const p of persists(out)) core.persisted(p.version, NOW + t);
+  }
+  assertEquals(core.registry.size, 1);
+  // Heartbeats refresh the last-seen time every expireAfterMs / 10 at most.
+  const seen = Date.parse(core.registry.get("Carol")!.lastSeenAt!);
+  assert(seen >= NOW + 300_000 - 6_000, new Date(seen).toISOString());
+  // Once the session is gone, the minute starts from then.
+  handle(core, NOW + 300_000, FROM_ALICE, withToken("logout", 999, carol.token));
+  drain(core);
+  advanceSaved(core, NOW + 300_000 + 59_000);
+  assertEquals(core.registry.size, 1);
+  advanceSaved(core, NOW + 300_000 + 61_000);
+  assertEquals(core.registry.size, 0);
+});
+
+Deno.test("ServerCore without expireAfterMs never removes an identity", () => {
+  const core = newCore();
+  const alice = registerPersisted(core, 1, "Alice");
+  handle(core, NOW, FROM_ALICE, withToken("logout", 2, alice.token));
+  drain(core);
+  core.onTimeout(NOW + 10 * 365 * 86_400_000);
+  assertEquals(core.registry.size, 1);
+});

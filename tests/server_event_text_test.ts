@@ -138,3 +138,15 @@ Deno.test("serverEventText() renders registrations without secrets", () => {
     'Deregistered "Bob" over UDP, request 7',
   );
 });
+
+Deno.test("serverEventText() tells an expired identity, when it was last seen and its files", () => {
+  const lastSeen = "2026-01-02T03:04:05.000Z";
+  assertEquals(serverEventText({ kind: "expired", name: "Bob", lastSeen, files: 1 }), {
+    level: "info",
+    text: `Expired "Bob": not seen since ${lastSeen}; removed with 1 stored file`,
+  });
+  assertStringIncludes(
+    serverEventText({ kind: "expired", name: "Bob", lastSeen, files: 0 }).text,
+    "removed with 0 stored files",
+  );
+});

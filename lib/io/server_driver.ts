@@ -77,6 +77,8 @@ export interface ServerConfig {
   maxAttempts?: number;
   /** How long a blocked name stays blocked, ms. */
   lockoutMs?: number;
+  /** Open mode: remove an identity not seen for this long, with its files, ms (0 or absent: never). */
+  expireAfterMs?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
   /** Limits that keep one address or a flood from taking the server over. */
@@ -288,11 +290,17 @@ export class ServerDriver {
       maxAttempts: config.maxAttempts,
       lockoutMs: config.lockoutMs,
       registerRatePerMinute: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
+      expireAfterMs: config.expireAfterMs,
       storage: config.storage,
       storedFiles,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store);
     server.#registryFile = registryFile;
+    if ((config.expireAfterMs ?? 0) > 0) {
+      // The first sweep for identities not seen, now rather than at the first request.
+      core.onTimeout(systemClock.now());
+      server.#drain();
+    }
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
       "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +

@@ -26,6 +26,12 @@ export interface RegistryRecord {
   readonly keySha256: string;
   /** Fingerprint (hash) of the register request that created it ("" if unknown). */
   readonly registeredBy: string;
+  /**
+   * When it was last seen, ISO 8601: its registration, latest login or a
+   * heartbeat of its session, to within the server's refresh interval.
+   * Absent in files from before it was kept.
+   */
+  readonly lastSeenAt?: string;
 }
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
@@ -36,6 +42,7 @@ export type RegistryJson = Record<string, {
   readonly registered_at: string;
   readonly key_sha256: string;
   readonly registered_by: string;
+  readonly last_seen?: string;
 }>;
 
 /** Thrown when `registrations.json` does not hold a valid registry. */
@@ -90,6 +97,20 @@ export class Registry {
   }
 
   /**
+   * Replaces the record of a registered name (same name, any field changed).
+   *
+   * @param record the new record
+   * @throws {RangeError} if the name is not registered
+   */
+  replace(record: RegistryRecord): void {
+    const key = nameKey(record.name);
+    if (!this.#byKey.has(key)) {
+      throw new RangeError(`Cannot replace "${record.name}": not registered`);
+    }
+    this.#byKey.set(key, record);
+  }
+
+  /**
    * Removes a client.
    *
    * @param name its name, any case
@@ -127,6 +148,7 @@ export class Registry {
           registered_at: r.registeredAt,
           key_sha256: r.keySha256,
           registered_by: r.registeredBy,
+          ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
         });
         this.#entries.set(r, entry);
       }
@@ -178,6 +200,10 @@ export class Registry {
       if (typeof registeredBy !== "string" || registeredBy.length > 64) {
         throw new RegistryFormatError(`entry "${name}" has a bad "registered_by"`);
       }
+      const lastSeen = entry.last_seen;
+      if (lastSeen !== undefined && (typeof lastSeen !== "string" || isNaN(Date.parse(lastSeen)))) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "last_seen"`);
+      }
       if (registry.get(name) !== undefined) {
         throw new RegistryFormatError(`entry "${name}" repeats a name (names ignore case)`);
       }
@@ -189,6 +215,7 @@ export class Registry {
         registeredAt,
         keySha256,
         registeredBy,
+        ...(lastSeen === undefined ? {} : { lastSeenAt: lastSeen }),
       });
     }
     return registry;

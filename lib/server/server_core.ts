@@ -31,6 +31,7 @@ import {
   SESSION_END_REASONS,
   TOKEN_BYTES,
 } from "../wire/messages.ts";
+import { IdentityExpiry } from "./identity_expiry.ts";
 import { LoginLimiter } from "./login_limiter.ts";
 import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import { addressKey, RateLimiter } from "./rate_limiter.ts";
@@ -137,7 +138,15 @@ export type ServerEvent =
     readonly reqId: number;
   }
   | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
-  | { readonly kind: "save_failed"; readonly reason: string };
+  | { readonly kind: "save_failed"; readonly reason: string }
+  | {
+    readonly kind: "expired";
+    readonly name: string;
+    /** When it was last seen (or registered), ISO 8601. */
+    readonly lastSeen: string;
+    /** How many stored files went with it. */
+    readonly files: number;
+  };
 
 /** What the core asks its driver to do. */
 export type ServerOutput =
@@ -244,6 +253,12 @@ export interface ServerCoreOptions {
    * together (bursts of as many); 0 or absent for no limit.
    */
   registerRatePerMinute?: number;
+  /**
+   * Open mode: an identity not seen (registered, logged in, or kept alive by
+   * a session) for this long, ms, is removed with its files; 0 or absent
+   * never removes one.
+   */
+  expireAfterMs?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
   /** Files stored at start: user name and files. */
@@ -353,6 +368,7 @@ export class ServerCore {
   #feed = new PresenceFeed();
   #limiter: LoginLimiter;
   #registerLimiter: RateLimiter | undefined;
+  #expiry: IdentityExpiry;
   #files: StoredFiles;
   #ended = new Map<string, EndedSession>();
   #outputs: ServerOutput[] = [];
@@ -393,6 +409,7 @@ export class ServerCore {
       maxAttempts: options.maxAttempts ?? 3,
       lockoutMs: options.lockoutMs ?? 10_000,
     });
+    this.#expiry = new IdentityExpiry(options.expireAfterMs ?? 0);
     const registerRate = options.registerRatePerMinute ?? 0;
     if (registerRate > 0) {
       this.#registerLimiter = new RateLimiter({
@@ -466,6 +483,7 @@ export class ServerCore {
    *   token is larger than this
    */
   handle(now: number, from: Endpoint, message: Message, receivedBytes: number): void {
+    this.#expiry.start(now);
     if (message.type === "presence_ack") {
       const session = this.#sessions.byToken(message.token);
       if (session !== undefined) this.#feed.ack(session.token, message.seq);
@@ -537,14 +555,17 @@ export class ServerCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const times = [this.#sessions.nextExpiry(), this.#feed.nextResend()]
-      .filter((t): t is number => t !== undefined);
+    const times = [
+      this.#sessions.nextExpiry(),
+      this.#feed.nextResend(),
+      this.#expiry.nextCheck(),
+    ].filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
   /**
-   * Ends sessions whose lease ran out and resends unacknowledged presence
-   * news.
+   * Ends sessions whose lease ran out, resends unacknowledged presence
+   * news, and removes identities not seen for `expireAfterMs`.
    *
    * @param now current time, ms
    */
@@ -558,6 +579,7 @@ export class ServerCore {
       });
     }
     if (expired.length > 0) this.#emitActive();
+    this.#expireIdentities(now);
     const resent = this.#feed.resend(now);
     for (const send of resent) this.#stats.presenceResent += send.news.length;
     this.#sendPresence(resent);
@@ -824,6 +846,7 @@ export class ServerCore {
       registeredAt: new Date(now).toISOString(),
       keySha256: toHex(sha256(key)),
       registeredBy: fingerprint,
+      lastSeenAt: new Date(now).toISOString(),
     };
     this.#registry.add(record);
     const token = this.#random.bytes(TOKEN_BYTES);
@@ -992,6 +1015,7 @@ export class ServerCore {
     if (portProblem !== undefined) {
       return this.#refuse(from, request, "bad_request", `Cannot log in: ${portProblem}`);
     }
+    if (this.#auth === "open") this.#seen(now, pending.known);
     const replaced = this.#sessions.byName(pending.known) !== undefined;
     const token = this.#startSession(now, from, pending.known, udpPort, request.tcpPort);
     this.#answer(from, request, {
@@ -1015,6 +1039,7 @@ export class ServerCore {
     const session = this.#session(from, request);
     if (session === undefined) return;
     this.#sessions.renew(now, session);
+    if (this.#auth === "open") this.#seen(now, session.name);
     this.#answer(from, request, { type: "heartbeat_ok", reqId: request.reqId });
   }
 
@@ -1469,6 +1494,42 @@ export class ServerCore {
       done: change.done,
       failure: errorReply(request.reqId, "not_saved", change.failureText),
     });
+    this.#requestPersist();
+  }
+
+  /**
+   * Notes that an identity was seen: its `lastSeenAt` is rewritten once it
+   * is stale (see `IdentityExpiry`), and saved with no reply waiting on it.
+   */
+  #seen(now: number, name: string): void {
+    const record = this.#registry.get(name);
+    if (record === undefined) return;
+    if (!this.#expiry.isStale(now, record)) return;
+    this.#registry.replace({ ...record, lastSeenAt: new Date(now).toISOString() });
+    this.#changeVersion++;
+    this.#requestPersist();
+  }
+
+  /** Removes, with their files, the identities that lapsed (when a check is due). */
+  #expireIdentities(now: number): void {
+    this.#expiry.start(now);
+    if (now < (this.#expiry.nextCheck() ?? Infinity)) return;
+    const online = (name: string) => this.#sessions.byName(name) !== undefined;
+    const lapsed = this.#expiry.lapsed(now, this.#registry.records(), online);
+    for (const record of lapsed) {
+      const lastSeen = record.lastSeenAt ?? record.registeredAt;
+      this.#registry.remove(record.name);
+      this.#abortUploadsOf(record.name, "Your identity expired during the upload");
+      const files = this.#files.list(record.name);
+      for (const file of files) {
+        this.#emit({ kind: "file_deleted", user: record.name, name: file.name });
+      }
+      this.#files.removeUser(record.name);
+      this.#outputs.push({ type: "delete_user_files", user: record.name });
+      this.#emit({ kind: "expired", name: record.name, lastSeen, files: files.length });
+    }
+    if (lapsed.length === 0) return;
+    this.#changeVersion++;
     this.#requestPersist();
   }
 

@@ -102,6 +102,12 @@ function describe(event: ServerEvent): EventText {
       };
     case "save_failed":
       return { level: "error", text: `Could not save the registry: ${event.reason}` };
+    case "expired":
+      return {
+        level: "info",
+        text: `Expired "${event.name}": not seen since ${event.lastSeen}; removed with ` +
+          `${event.files} stored ${event.files === 1 ? "file" : "files"}`,
+      };
   }
 }
 
