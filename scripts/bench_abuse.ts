@@ -1,7 +1,9 @@
 /**
  * Attacks on a real server process over loopback, measured: a registration
  * storm from one address (UDP and TCP) while a neighbour registers, and a
- * guesser next door while the owner logs in once a second. With `--before
+ * guesser next door while the owner logs in once a second; then the cost of
+ * one registry save at 10,000 names, whole file against appended line (in
+ * this process, both ways, same run). With `--before
  * DIR` (another checkout, such as `git archive <commit> | tar -x -C DIR`)
  * the same run goes against that server too, for figures side by side.
  *
@@ -12,6 +14,8 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { integerFlag } from "../lib/cli/usage_error.ts";
+import { atomicWriteFile } from "../lib/io/atomic_write.ts";
+import { RegistryFile } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { flagsOrExitCode, percentile, table } from "./_bench_support.ts";
@@ -282,6 +286,68 @@ async function guessing(server: Server, seconds: number): Promise<LoginFigures> 
   return figures;
 }
 
+/** One registry save, timed: the whole file rewritten (before the log) or a line appended. */
+interface WriteFigures {
+  names: number;
+  wholeP50: number;
+  wholeKiB: number;
+  appendP50: number;
+  appendBytes: number;
+}
+
+/**
+ * Saves a registry of `names` names 30 times with one new name each: once
+ * rewriting `registrations.json` whole (atomically, as every save did before
+ * the log), once through `RegistryFile` (a line appended and fsynced).
+ */
+async function registryWrites(names: number): Promise<WriteFigures> {
+  const dir = await Deno.makeTempDir({ prefix: "switchboard_bench_registry_" });
+  try {
+    const file = await RegistryFile.open(dir);
+    const add = (name: string) =>
+      file.registry.add({
+        name,
+        ip: "127.0.0.1",
+        udpPort: 40001,
+        tcpPort: DECLARED_TCP_PORT,
+        registeredAt: new Date().toISOString(),
+        keySha256: "ab".repeat(32),
+        registeredBy: "00112233445566778899aabbccddeeff",
+        lastSeenAt: new Date().toISOString(),
+      });
+    for (let i = 0; i < names; i++) add(`user${i}`);
+    await file.save(file.registry.toJson());
+    const whole: number[] = [];
+    const append: number[] = [];
+    let wholeBytes = 0;
+    for (let i = 0; i < 30; i++) {
+      add(`whole${i}`);
+      const text = JSON.stringify(file.registry.toJson(), null, 2) + "\n";
+      wholeBytes = text.length;
+      let started = performance.now();
+      await atomicWriteFile(join(dir, "whole.json"), text, { mode: 0o600 });
+      whole.push(performance.now() - started);
+      add(`append${i}`);
+      started = performance.now();
+      await file.save(file.registry.toJson());
+      append.push(performance.now() - started);
+    }
+    const appendBytes = file.logBytes / 60;
+    await file.close();
+    whole.sort((a, b) => a - b);
+    append.sort((a, b) => a - b);
+    return {
+      names,
+      wholeP50: percentile(whole, 0.5),
+      wholeKiB: wholeBytes / 1024,
+      appendP50: percentile(append, 0.5),
+      appendBytes,
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 async function measure(checkout: string, flags: Flags) {
   const stormServer = await startServer(checkout);
   let stormFigures: StormFigures;
@@ -334,6 +400,17 @@ async function main(args: string[]): Promise<number> {
       row("guesses sent / checked", (f) => `${f.guesses} / ${f.guessesChecked}`),
     ])
   ) console.log(line);
+  const writes = await registryWrites(10_000);
+  console.log(`\nOne registry save at ${writes.names} names, one change each (p50 of 30):`);
+  console.log(
+    `  whole file rewritten (before): ${writes.wholeP50.toFixed(1)} ms, ` +
+      `${writes.wholeKiB.toFixed(0)} KiB`,
+  );
+  console.log(
+    `  line appended (registrations.log): ${writes.appendP50.toFixed(1)} ms, ` +
+      `${writes.appendBytes.toFixed(0)} bytes ` +
+      `(${(writes.wholeP50 / writes.appendP50).toFixed(1)}x faster)`,
+  );
   return 0;
 }
 
