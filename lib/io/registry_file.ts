@@ -13,7 +13,9 @@
  * at any instant leaves either snapshot + log or the new snapshot + a log
  * whose replay changes nothing (every line sets a name to its final state).
  * A torn last line (no newline, or not JSON) is a write that never
- * finished, so never acknowledged: it is ignored and cut off.
+ * finished, so never acknowledged: it is ignored and cut off. A failed
+ * append is cut off before the next one; only if that cut fails too and the
+ * process then dies can a change the server refused come back at restart.
  *
  * @module
  */
