@@ -4,13 +4,13 @@
  *
  * @module
  */
-import { PEER_CHANNEL_OPTIONS } from "./lib/client/client_core.ts";
-import { formatBytes } from "./lib/client/file_transfers.ts";
+import { PEER_CHANNEL_OPTIONS } from "./lib/client/peer_table.ts";
 import { fromHex } from "./lib/hex.ts";
 import { hostPort } from "./lib/host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { parseArgs } from "@std/cli/parse-args";
-import type { CommandResult } from "./lib/client/client_core.ts";
+import type { ClientEvent, CommandResult } from "./lib/client/client_event.ts";
+import { clientEventText, commandResultText, formatBytes } from "./lib/client/client_event_text.ts";
 import { type Command, COMMAND_HELP, CommandError, parseCommand } from "./lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY } from "./lib/client/retry_policy.ts";
 import type { Via } from "./lib/client/server_session.ts";
@@ -23,12 +23,21 @@ import {
 import { findIdentity, IdentityFileError, loadIdentities } from "./lib/io/identity_file.ts";
 import { sampleReadingLines } from "./lib/client/sample_readings.ts";
 import { cryptoRandom } from "./lib/random.ts";
-import type { ClientEvent } from "./lib/client/client_core.ts";
 import { basename, join } from "@std/path";
 import { LineReader } from "./lib/cli/line_reader.ts";
 import { Terminal } from "./lib/cli/terminal.ts";
-import { displayWidth } from "./lib/cli/line_editor.ts";
-import { LOG_LEVELS, type Logging, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
+import { displayWidth } from "./lib/display_width.ts";
+import { commandCompleter } from "./lib/cli/command_completer.ts";
+import { LineHistory } from "./lib/cli/line_history.ts";
+import { OnlineNames } from "./lib/cli/online_names.ts";
+import {
+  LOG_LEVELS,
+  type LogFormatName,
+  type Logging,
+  type LogLevelName,
+  setupLogging,
+} from "./lib/io/logging.ts";
+import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import {
   portFlag,
   rejectSwitchValues,
@@ -39,12 +48,16 @@ import {
 } from "./lib/cli/usage_error.ts";
 import { printable } from "./lib/printable.ts";
 import { errorLine, lowerFirstWord } from "./lib/error_line.ts";
+import { parseWithSources } from "./lib/cli/flag_sources.ts";
+import { CLIENT_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 import { fileNameProblem } from "./lib/wire/file_name.ts";
 
 const DEFAULT_SERVER_PORT = 3000;
 const DEFAULT_TCP_PORT = 5001;
+/** The command words, for Tab completion. */
+const COMMAND_WORDS = [...new Set(COMMAND_HELP.map(([usage]) => usage.split(" ")[0]))];
 
 const HELP = `switchboard-client ${VERSION}: a Switchboard client
 
@@ -73,8 +86,16 @@ Flags:
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --log-format F      text (one line a record) or json (one object a line) (default text)
+  --log-stderr        log to standard error instead of DIR/client.log
+  --config FILE       read flags from the TOML file FILE (server = "host:3000"); also
+                      SWITCHBOARD_CONFIG
   -h, --help          show this help
   -V, --version       print the version
+
+Every flag can also come from the environment as SWITCHBOARD_<FLAG>
+(SWITCHBOARD_SERVER=host:3000, SWITCHBOARD_ACCEPT_FILES=true) or from the config
+file; a flag on the command line beats the environment, which beats the file.
 
 Commands:
 ${COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n")}`;
@@ -90,6 +111,9 @@ interface ClientFlags {
   json: boolean;
   logDir: string;
   logLevel: LogLevelName;
+  logFormat: LogFormatName;
+  logStderr: boolean;
+  dataDir: string;
   identityFile: string;
   passwordFile?: string;
   downloadDir: string;
@@ -98,39 +122,25 @@ interface ClientFlags {
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
-  const strings = [
-    "server",
-    "name",
-    "tcp-port",
-    "udp-port",
-    "transport",
-    "timeout",
-    "script",
-    "log-dir",
-    "log-level",
-    "data-dir",
-    "identity",
-    "password-file",
-    "download-dir",
-    "channel-mode",
-  ];
+  const strings = CLIENT_FLAGS.strings;
   const parsed = parseArgs(args, {
     string: strings,
-    boolean: ["help", "version", "json", "accept-files"],
+    boolean: CLIENT_FLAGS.booleans,
     alias: { h: "help", V: "version" },
     default: {
       "udp-port": "0",
       transport: "udp",
       "log-dir": "./logs",
       "log-level": "info",
+      "log-format": "text",
       "data-dir": "./data/client",
       "download-dir": "./downloads",
       "channel-mode": "selective",
     },
   });
   requireValues(args, parsed, strings);
-  rejectSwitchValues(args, ["help", "version", "json", "accept-files"]);
-  rejectUnknownFlags(parsed, [...strings, "help", "version", "json", "accept-files", "h", "V"]);
+  rejectSwitchValues(args, CLIENT_FLAGS.booleans);
+  rejectUnknownFlags(parsed, [...strings, ...CLIENT_FLAGS.booleans, "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const via = parsed.transport;
@@ -165,6 +175,9 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     json: parsed.json,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    logFormat: logFormatFlag(parsed["log-format"]),
+    logStderr: parsed["log-stderr"],
+    dataDir: parsed["data-dir"],
     identityFile: parsed.identity ?? join(parsed["data-dir"], "identities.json"),
     passwordFile: parsed["password-file"],
     downloadDir: downloadDirFlag(parsed["download-dir"]),
@@ -179,7 +192,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
 function parseServer(text: string, what = "--server"): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:\[\]]+))(?::(.*))?$/.exec(text.trim());
   if (match === null) {
-    throw new UsageError(`${what} must look like HOST:PORT, not "${text}"`);
+    // An IPv6 address with a port needs brackets, as in URLs.
+    const v6 = /^((?:[0-9a-f]*:){2,}[0-9a-f.]*):(\d+)$/i.exec(text.trim());
+    const hint = v6 === null ? "" : `; an IPv6 address goes in brackets: [${v6[1]}]:${v6[2]}`;
+    throw new UsageError(`${what} must look like HOST:PORT, not "${text}"${hint}`);
   }
   const host = match[1] ?? match[2];
   const port = match[3] === undefined
@@ -220,14 +236,17 @@ class Output {
 
   result(result: CommandResult): void {
     if (this.#json) {
-      const { ok, command } = result;
-      const rest = result.ok
-        ? { message: result.message, ...result.data }
-        : { error: result.error, code: result.code };
-      this.#out(JSON.stringify({ event: "result", command, ok, ...rest }));
-      if (!result.ok) this.#err(errorLine(result.error));
+      if (result.ok) {
+        const { ok, command, ...facts } = result;
+        const message = commandResultText(result);
+        this.#out(JSON.stringify({ event: "result", command, ok, message, ...facts }));
+      } else {
+        const { ok, command, error, code } = result;
+        this.#out(JSON.stringify({ event: "result", command, ok, error, code }));
+        this.#err(errorLine(result.error));
+      }
     } else if (result.ok) {
-      this.#out(result.message.split("\n").map(printable).join("\n"));
+      this.#out(commandResultText(result).split("\n").map(printable).join("\n"));
     } else {
       this.#err(errorLine(result.error));
     }
@@ -235,7 +254,8 @@ class Output {
 
   clientEvent(event: ClientEvent): void {
     if (this.#json) {
-      this.#out(JSON.stringify({ event: event.kind, message: event.message, ...event.data }));
+      const { kind, ...facts } = event;
+      this.#out(JSON.stringify({ event: kind, message: clientEventText(event), ...facts }));
     } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
     } else {
@@ -243,22 +263,14 @@ class Output {
       const ended = event.kind === "file_done" || event.kind === "file_failed";
       if (ended && this.#terminal) this.#terminal.status(undefined);
       if (this.#barShown) this.#endBar();
-      this.#out(printable(event.message));
+      this.#out(printable(clientEventText(event)));
     }
   }
 
   #barShown = false;
 
   /** One line on the terminal, redrawn: bar, bytes, rate and time left. */
-  #progressBar(event: ClientEvent): void {
-    const d = event.data as {
-      name: string;
-      done: number;
-      size: number;
-      rate: number;
-      etaSeconds: number | null;
-      direction: string;
-    };
+  #progressBar(d: Extract<ClientEvent, { kind: "file_progress" }>): void {
     const fraction = d.size === 0 ? 1 : d.done / d.size;
     const eta = d.etaSeconds === null ? "" : ` ETA ${formatSeconds(d.etaSeconds)}`;
     const head = printable(`${d.direction === "send" ? "→" : "←"} ${d.name} `);
@@ -345,8 +357,12 @@ function formatSeconds(seconds: number): string {
 type Lines = Terminal | LineReader;
 
 /** Shows `prompt` and reads a line; undefined at the end of input. */
-async function prompted(lines: Lines, prompt: string): Promise<string | undefined> {
-  if (lines instanceof Terminal) return await lines.next({ prompt });
+async function prompted(
+  lines: Lines,
+  prompt: string,
+  history?: LineHistory,
+): Promise<string | undefined> {
+  if (lines instanceof Terminal) return await lines.next({ prompt, history });
   await Deno.stdout.write(encoder.encode(prompt));
   return await lines.next();
 }
@@ -406,7 +422,7 @@ async function askSettings(
 async function main(args: string[]): Promise<number> {
   let flags: ClientFlags;
   try {
-    const parsed = parseFlags(args);
+    const parsed = parseWithSources(args, CLIENT_FLAGS, parseFlags);
     if (parsed === "help") {
       console.log(HELP);
       return 0;
@@ -433,6 +449,7 @@ async function main(args: string[]): Promise<number> {
     leaving ??= (async () => {
       await opened.client?.close();
       await opened.lines?.cancel();
+      await opened.history?.flush();
       await opened.logging?.close();
       return signalled ?? code;
     })();
@@ -464,6 +481,7 @@ interface Opened {
   lines?: Lines;
   logging?: Logging;
   client?: ClientDriver;
+  history?: LineHistory;
 }
 
 /** Runs the client from the parsed flags and returns its exit code. */
@@ -481,10 +499,12 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } else {
     input = Deno.stdin.readable;
   }
+  const online = new OnlineNames();
   const terminal = interactive
     ? Terminal.open({
       // On a password server, what follows `login` (a pasted password) is not echoed.
       secretAfter: (line) => opened.client?.core.auth === "password" && isLogin(line),
+      complete: commandCompleter(COMMAND_WORDS, () => online.names),
     })
     : undefined;
   const lines = opened.lines = terminal ?? new LineReader(input);
@@ -509,6 +529,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       dir: flags.logDir,
       file: "client.log",
       level: flags.logLevel,
+      format: flags.logFormat,
+      stderr: flags.logStderr,
     });
   } catch (error) {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
@@ -525,7 +547,10 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       via: settings.via,
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
       identityFile: settings.identityFile,
-      onEvent: (event) => output.clientEvent(event),
+      onEvent: (event) => {
+        online.observe(event);
+        output.clientEvent(event);
+      },
       onProgress: (progress) => output.progress(progress),
       downloadDir: settings.downloadDir,
       acceptFiles: settings.acceptFiles,
@@ -547,15 +572,29 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     return 1;
   }
 
+  // While the server is reached, the last question is not shown again; what
+  // is typed meanwhile (an answer given twice) is not run as a command.
+  terminal?.show(`Connecting to ${hostPort(settings.server.host, settings.server.port)}... `);
   const hello = await client.run({ kind: "hello" });
+  const early = terminal?.discard() ?? [];
+  terminal?.show("");
+  if (early.some((line) => line.trim() !== "")) {
+    output.note(`Not run (typed while connecting): ${early.map((l) => printable(l)).join(", ")}`);
+  }
   if (!hello.ok) {
     output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
   }
-  output.event("connected", hello.message, hello.data);
-  const context: Context = { client, output, flags: settings, lines, interactive };
+  const { ok: _ok, command: _command, ...facts } = hello;
+  output.event("connected", commandResultText(hello), facts);
+  const context: Context = { client, output, flags: settings, lines, interactive, online };
   if (interactive) {
     output.note('Type "help" for the commands.');
+    // Per user: the name, made safe as a file name.
+    const file = encodeURIComponent((settings.name ?? "").toLowerCase()).replaceAll(".", "%2E");
+    context.history = opened.history = await LineHistory.load(
+      join(settings.dataDir, "history", `${file}.txt`),
+    );
     return await interactiveLoop(context);
   }
   return await scriptLoop(context);
@@ -568,11 +607,16 @@ interface Context {
   flags: ClientFlags & { server: { host: string; port: number } };
   lines: Lines;
   interactive: boolean;
+  /** Who was last seen online, for Tab completion. */
+  online: OnlineNames;
+  /** The command history, on a terminal. */
+  history?: LineHistory;
 }
 
 async function runCommand(context: Context, command: Command): Promise<CommandResult | "exit"> {
   if (command.kind === "exit") return "exit";
   const result = await commandResult(context, command);
+  context.online.observe(result);
   context.output.result(result);
   return result;
 }
@@ -580,12 +624,8 @@ async function runCommand(context: Context, command: Command): Promise<CommandRe
 async function commandResult(context: Context, command: Command): Promise<CommandResult> {
   const { client, flags } = context;
   switch (command.kind) {
-    case "help": {
-      const text = COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(20)}  ${text}`).join(
-        "\n",
-      );
-      return { ok: true, command: "help", message: text };
-    }
+    case "help":
+      return { ok: true, command: "help" };
     case "login":
       return await login(context, command.name);
     case "generate":
@@ -730,8 +770,8 @@ async function generate(path: string, count: number): Promise<CommandResult> {
   return {
     ok: true,
     command: "generate",
-    message: `Wrote ${count} sample readings to ${path}`,
-    data: { file: path, count },
+    file: path,
+    count,
   };
 }
 
@@ -769,17 +809,29 @@ function downloadDirFlag(dir: string): string {
 async function interactiveLoop(context: Context) {
   const { lines, output } = context;
   while (true) {
-    const line = await prompted(lines, "> ");
+    const line = await prompted(lines, "> ", context.history);
     if (line === undefined) return 0;
     let command;
     try {
-      command = parseCommand(line);
+      // A bare tcp asks for its message, as seed 000's client did.
+      command = line.trim().toLowerCase() === "tcp"
+        ? await askTcpMessage(lines)
+        : parseCommand(line);
     } catch (error) {
       if (!(error instanceof CommandError)) throw error;
       output.result(badCommand(line, error));
       continue;
     }
     if (command === undefined) continue;
+    if (command.kind === "exit") return 0;
+    if (!waitsForTheTerminal(context, command)) {
+      // The next line is read at once: commands on other sessions, and the
+      // server's, never wait for this one (the core keeps one session's in order).
+      runCommand(context, command).catch((error) => {
+        if (!context.client.closed) output.problem((error as Error).message);
+      });
+      continue;
+    }
     let result = await runCommand(context, command);
     if (result === "exit") return 0;
     // A taken or invalid name to register under asks for another, until one works or the user gives up.
@@ -792,6 +844,21 @@ async function interactiveLoop(context: Context) {
       result = await runCommand(context, { kind: "register", name }) as CommandResult;
     }
   }
+}
+
+/** Asks for the message of a bare `tcp`; an empty answer cancels it. */
+async function askTcpMessage(lines: Lines): Promise<Command | undefined> {
+  const text = await prompted(lines, "Message to send over TCP (empty to cancel): ");
+  return text === undefined || text.trim() === "" ? undefined : { kind: "tcp", text: text.trim() };
+}
+
+/**
+ * True for the commands that may ask the person something before they end:
+ * `register` (another name, if taken) and `login` on a password server.
+ */
+function waitsForTheTerminal(context: Context, command: Command): boolean {
+  return command.kind === "register" ||
+    (command.kind === "login" && context.client.core.auth === "password");
 }
 
 /** True for a `login` command line. */

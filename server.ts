@@ -24,7 +24,13 @@ import {
 } from "./lib/server/rate_limiter.ts";
 import { DataDirLockedError } from "./lib/io/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/io/registry_file.ts";
-import { LOG_LEVELS, type LogLevelName, setupLogging } from "./lib/io/logging.ts";
+import {
+  LOG_LEVELS,
+  type LogFormatName,
+  type LogLevelName,
+  setupLogging,
+} from "./lib/io/logging.ts";
+import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
@@ -38,7 +44,12 @@ import {
   UsageError,
 } from "./lib/cli/usage_error.ts";
 import { errorLine } from "./lib/error_line.ts";
+import { parseWithSources } from "./lib/cli/flag_sources.ts";
+import { SERVER_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
+import { MetricsObserver } from "./lib/io/metrics_observer.ts";
+import { directoryBytes, MetricsServer } from "./lib/io/metrics_server.ts";
+import { hostPort } from "./lib/host_port.ts";
 
 /** Signals closer together than this count as one. */
 const SECOND_SIGNAL_GAP_MS = 1000;
@@ -83,10 +94,22 @@ Flags:
   --tcp-frame-timeout SECONDS
                       close a TCP connection whose frame has not arrived whole this long
                       after its first byte (default ${DEFAULT_TCP_FRAME_MS / 1000})
+  --metrics [HOST:]PORT
+                      serve /healthz and Prometheus /metrics over HTTP on PORT, on
+                      HOST (default 127.0.0.1: loopback only) (default off)
   --log-dir DIR       where server.log is written (default ./logs)
   --log-level LEVEL   debug, info, warning or error (default info)
+  --log-format F      text (one line a record, for people) or json (one object a
+                      line, for machines) (default text)
+  --log-stderr        log to standard error instead of DIR/server.log (containers)
+  --config FILE       read flags from the TOML file FILE (udp-port = 3000); also
+                      SWITCHBOARD_CONFIG
   -h, --help          show this help
   -V, --version       print the version
+
+Every flag can also come from the environment as SWITCHBOARD_<FLAG>
+(SWITCHBOARD_UDP_PORT=3000, SWITCHBOARD_METRICS=9464) or from the config file;
+a flag on the command line beats the environment, which beats the file.
 
 Ctrl+C (SIGINT) or SIGTERM shuts down gracefully; a second one (a second or more
 later) exits at once. SIGUSR2, or "status" (or an empty line) typed on the server's
@@ -100,6 +123,8 @@ interface ServerFlags {
   dataDir: string;
   logDir: string;
   logLevel: LogLevelName;
+  logFormat: LogFormatName;
+  logStderr: boolean;
   auth: "open" | "password";
   usersFile?: string;
   leaseMs: number;
@@ -116,37 +141,17 @@ interface ServerFlags {
   maxConnectionsPerIp: number;
   tcpIdleMs: number;
   tcpFrameMs: number;
+  metrics?: { host: string; port: number };
 }
 
-const STRING_FLAGS = [
-  "host",
-  "udp-port",
-  "tcp-port",
-  "data-dir",
-  "log-dir",
-  "log-level",
-  "auth",
-  "users",
-  "lease",
-  "max-attempts",
-  "lockout",
-  "max-file-size",
-  "quota",
-  "max-storage",
-  "expire-after",
-  "rate-limit",
-  "session-rate-limit",
-  "register-rate",
-  "max-connections",
-  "max-connections-per-ip",
-  "tcp-idle",
-  "tcp-frame-timeout",
-];
+const STRING_FLAGS = SERVER_FLAGS.strings;
+
+const BOOLEAN_FLAGS = SERVER_FLAGS.booleans;
 
 function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   const parsed = parseArgs(args, {
     string: STRING_FLAGS,
-    boolean: ["help", "version"],
+    boolean: BOOLEAN_FLAGS,
     alias: { h: "help", V: "version" },
     default: {
       host: "0.0.0.0",
@@ -155,6 +160,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       "data-dir": "./data",
       "log-dir": "./logs",
       "log-level": "info",
+      "log-format": "text",
       auth: "open",
       lease: "30",
       "max-attempts": "3",
@@ -173,8 +179,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     },
   });
   requireValues(args, parsed, STRING_FLAGS);
-  rejectSwitchValues(args, ["help", "version"]);
-  rejectUnknownFlags(parsed, [...STRING_FLAGS, "help", "version", "h", "V"]);
+  rejectSwitchValues(args, BOOLEAN_FLAGS);
+  rejectUnknownFlags(parsed, [...STRING_FLAGS, ...BOOLEAN_FLAGS, "h", "V"]);
   if (parsed.help) return "help";
   if (parsed.version) return "version";
   const logLevel = parsed["log-level"];
@@ -198,6 +204,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     dataDir: parsed["data-dir"],
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
+    logFormat: logFormatFlag(parsed["log-format"]),
+    logStderr: parsed["log-stderr"],
     auth,
     usersFile: parsed.users,
     leaseMs: secondsFlag("--lease", parsed.lease),
@@ -227,12 +235,22 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     ),
     tcpIdleMs: secondsFlag("--tcp-idle", parsed["tcp-idle"]),
     tcpFrameMs: secondsFlag("--tcp-frame-timeout", parsed["tcp-frame-timeout"]),
+    metrics: parsed.metrics === undefined ? undefined : metricsFlag(parsed.metrics),
   };
 }
 
+/** Reads `--metrics [HOST:]PORT`: a bare port listens on loopback only. */
+function metricsFlag(text: string): { host: string; port: number } {
+  const match = /^(?:(?:\[([^\]]+)\]|([^:\[\]]+)):)?([^:]+)$/.exec(text);
+  if (match === null) {
+    throw new UsageError(`--metrics must look like PORT, HOST:PORT or [IPv6]:PORT, not "${text}"`);
+  }
+  return { host: match[1] ?? match[2] ?? "127.0.0.1", port: portFlag("--metrics port", match[3]) };
+}
+
 function printEvent(event: ServerEvent): void {
-  const { level, text } = serverEventText(event);
-  if (level === "debug") return;
+  const { level, text, quiet } = serverEventText(event);
+  if (level === "debug" || quiet) return;
   (level === "info" ? console.log : console.error)(text);
 }
 
@@ -257,7 +275,7 @@ async function main(args: string[]): Promise<number> {
   if (user !== -1) return await userCommand(args.toSpliced(user, 1));
   let flags;
   try {
-    flags = parseFlags(args);
+    flags = parseWithSources(args, SERVER_FLAGS, parseFlags);
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(errorLine(error.message));
@@ -309,12 +327,59 @@ async function main(args: string[]): Promise<number> {
   }
   let logging;
   try {
-    logging = await setupLogging({ dir: flags.logDir, file: "server.log", level: flags.logLevel });
+    logging = await setupLogging({
+      dir: flags.logDir,
+      file: "server.log",
+      level: flags.logLevel,
+      format: flags.logFormat,
+      stderr: flags.logStderr,
+    });
   } catch (error) {
     console.error(errorLine(`cannot write logs to ${flags.logDir}: ${(error as Error).message}`));
     return 1;
   }
-  let server: ServerDriver;
+  let server: ServerDriver | undefined;
+  let serving = false;
+  const metrics = new MetricsObserver(VERSION, {
+    registered: () => server?.status().registered ?? 0,
+    active: () => server?.status().active ?? 0,
+    watchers: () => server?.status().watchers ?? 0,
+    tcpConnections: () => server?.status().tcpConnections ?? 0,
+    storageBytes: () => directoryBytes(`${flags.dataDir}/files`),
+    uptimeSeconds: () => (server?.status().uptimeMs ?? 0) / 1000,
+    counters: () => {
+      const s = server?.status();
+      return {
+        presenceResent: s?.presenceResent ?? 0,
+        authFailures: s?.authFailures ?? 0,
+        undersized: s?.undersized ?? 0,
+        tcpRefused: s?.tcpRefused ?? 0,
+        tcpTimedOut: s?.tcpTimedOut ?? 0,
+      };
+    },
+  });
+  let http: MetricsServer | undefined;
+  if (flags.metrics !== undefined) {
+    try {
+      http = MetricsServer.start(flags.metrics.host, flags.metrics.port, {
+        version: VERSION,
+        uptimeSeconds: () => (server?.status().uptimeMs ?? 0) / 1000,
+        serving: () => serving,
+        storeReachable: async () =>
+          (await Deno.stat(flags.dataDir).catch(() => null))?.isDirectory ?? false,
+        metrics: () => metrics.render(),
+      });
+    } catch (error) {
+      await logging.close();
+      const where = hostPort(flags.metrics.host, flags.metrics.port);
+      console.error(errorLine(
+        error instanceof BindError && error.reason === "in_use"
+          ? `metrics port ${flags.metrics.port} is in use; pass --metrics with another`
+          : `cannot serve metrics on ${where}: ${(error as Error).message}`,
+      ));
+      return 1;
+    }
+  }
   try {
     server = await ServerDriver.start({
       host: flags.host,
@@ -344,8 +409,10 @@ async function main(args: string[]): Promise<number> {
         tcpIdleMs: flags.tcpIdleMs,
         tcpFrameMs: flags.tcpFrameMs,
       },
+      observer: metrics,
     });
   } catch (error) {
+    await http?.close();
     await logging.close();
     console.error(errorLine(startFailure(error, flags)));
     return 1;
@@ -364,14 +431,21 @@ async function main(args: string[]): Promise<number> {
       `${flags.lockoutMs / 1000} s`,
   );
   console.log(`Limits: ${limitsText(flags)}`);
+  if (http !== undefined) {
+    console.log(`Metrics: http://${hostPort(http.host, http.port)}/metrics and /healthz`);
+  }
   console.log("Server running... (Press Ctrl+C to stop)");
-  showStatus = () => console.log(server.reportStatus());
+  serving = true;
+  const running = server;
+  showStatus = () => console.log(running.reportStatus());
   readStatusCommands(() => showStatus());
 
   const signal = await stopped;
   showStatus = () => {};
   console.log(`${signal} received: shutting down...`);
+  serving = false;
   await server.close();
+  await http?.close();
   await logging.close();
   // The listeners stay until the process exits: a late copy of the signal
   // must not fall through to the default action (exit 130).

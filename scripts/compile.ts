@@ -20,6 +20,8 @@ import { fromFileUrl, join, relative, resolve } from "@std/path";
 import { errorLine } from "../lib/error_line.ts";
 import { rejectUnknownFlags, requireValues, UsageError } from "../lib/cli/usage_error.ts";
 import { VERSION } from "../lib/version.ts";
+import { envNames } from "../lib/cli/flag_sources.ts";
+import { CLIENT_FLAGS, SERVER_FLAGS } from "../lib/cli/program_flags.ts";
 
 /** The repository's root directory. */
 export const ROOT: string = fromFileUrl(new URL("..", import.meta.url));
@@ -44,14 +46,20 @@ export const UNSTABLE_FLAGS: readonly string[] = ["--unstable-net"];
  * The server and the client. Network, read and write are not scoped: the
  * host, ports and every directory and file are run-time flags and commands
  * (see docs/DECISIONS.md, "Standalone executables"). The environment is
- * scoped to the one variable the code reads; nothing else (run, sys, ffi) is
- * granted.
+ * scoped to the variables the code reads: `SWITCHBOARD_<FLAG>` for each flag
+ * and `SWITCHBOARD_CONFIG` (`lib/cli/flag_sources.ts`), and for the client
+ * `SWITCHBOARD_PASSWORD` and `TERM`; nothing else (run, sys, ffi) is granted.
  */
 export const PROGRAMS: readonly Program[] = [
   {
     name: "switchboard-server",
     entry: "server.ts",
-    permissions: ["--allow-net", "--allow-read", "--allow-write"],
+    permissions: [
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      `--allow-env=${envNames(SERVER_FLAGS).join(",")}`,
+    ],
   },
   {
     name: "switchboard-client",
@@ -60,7 +68,7 @@ export const PROGRAMS: readonly Program[] = [
       "--allow-net",
       "--allow-read",
       "--allow-write",
-      "--allow-env=SWITCHBOARD_PASSWORD,TERM",
+      `--allow-env=${[...envNames(CLIENT_FLAGS), "SWITCHBOARD_PASSWORD", "TERM"].join(",")}`,
     ],
   },
 ];
@@ -86,8 +94,9 @@ Builds switchboard-server and switchboard-client with deno compile: first for
 this machine (${Deno.build.target}), named without a suffix, then for every
 other target, named with the target as a suffix (and .exe for Windows), such as
 switchboard-server-aarch64-apple-darwin. Each has its permissions baked in:
-network, read and write, and for the client the SWITCHBOARD_PASSWORD and TERM
-variables.
+network, read and write, and the environment variables it reads
+(SWITCHBOARD_<FLAG>, SWITCHBOARD_CONFIG; for the client also
+SWITCHBOARD_PASSWORD and TERM).
 
 Flags:
   --target TARGET  build for TARGET only, one of:

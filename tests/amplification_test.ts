@@ -13,6 +13,7 @@ import fc from "fast-check";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { Registry } from "../lib/server/registry.ts";
+import { ReplySizing } from "../lib/server/reply_sizing.ts";
 import { serverStatusText } from "../lib/server/server_status_text.ts";
 import { type Endpoint, ServerCore, type ServerOutput } from "../lib/server/server_core.ts";
 import {
@@ -698,3 +699,42 @@ async function receiveWithin(
     clearTimeout(timer);
   }
 }
+
+Deno.test("ReplySizing limits replies to unproven UDP addresses to the request's size", () => {
+  const proven = new Uint8Array(16).fill(7);
+  const sizing = new ReplySizing((token) => token[0] === 7);
+  const udp: Endpoint = { transport: "udp", address: "192.0.2.7", port: 5000 };
+  const list = { type: "list", reqId: 1, client: "0123456789abcdef", after: "" } as const;
+  const withToken = { ...list, token: proven };
+  const withOther = { ...list, token: new Uint8Array(16) };
+  for (const request of [withToken, withOther]) sizing.received(request, 40);
+  assertEquals(sizing.limit(udp, withToken), Infinity, "a proven token");
+  assertEquals(sizing.limit(udp, withOther), 40, "the size it came in");
+  assertEquals(sizing.limit({ ...udp, transport: "tcp", connId: 1 }, withOther), Infinity);
+  assertEquals(sizing.limit(udp, { ...list, token: new Uint8Array(16) }), 0, "never recorded");
+
+  const error = {
+    type: "error",
+    reqId: 1,
+    code: 1,
+    message: "Not logged in; log in again",
+  } as const;
+  const shortened = sizing.fit("list", error, 12 + 13);
+  assertEquals(shortened, {
+    kind: "send",
+    reply: { ...error, message: "Not logged in" },
+    shortened: true,
+  });
+  assertEquals(sizing.fit("list", error, 11), { kind: "drop" });
+  const ok = { type: "heartbeat_ok", reqId: 1 } as const;
+  assertEquals(sizing.fit("heartbeat", ok, 4).kind, "refuse");
+  assertEquals(sizing.fit("heartbeat", ok, Infinity), {
+    kind: "send",
+    reply: ok,
+    shortened: false,
+  });
+  assertStringIncludes(
+    (sizing.fit("hello", ok, 4) as { reason: string }).reason,
+    `Pad hello to ${MIN_PADDED_REQUEST_BYTES} bytes`,
+  );
+});

@@ -1,11 +1,7 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
-import {
-  ClientCore,
-  type ClientEvent,
-  type ClientOutput,
-  type CommandResult,
-  type CoreCommand,
-} from "../lib/client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../lib/client/client_core.ts";
+import type { ClientOutput } from "../lib/client/outbox.ts";
+import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import { CommandError, parseCommand } from "../lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/client/retry_policy.ts";
 import { ServerSession, type SessionOutput } from "../lib/client/server_session.ts";
@@ -249,8 +245,13 @@ function ok(r: CommandResult): Ok {
   return r;
 }
 
+function watchingOf(r: Ok): boolean {
+  if (r.command !== "status") throw new Error(`expected status, got ${r.command}`);
+  return r.watching;
+}
+
 function failure(r: CommandResult): Failure {
-  if (r.ok) throw new Error(`expected a failure, got: ${r.message}`);
+  if (r.ok) throw new Error(`expected a failure, got: ${r.command}`);
   return r;
 }
 
@@ -339,7 +340,7 @@ Deno.test("ClientCore.run() registers over UDP before hello and outputs the iden
   const out = drainClient(core);
   assertEquals(out.map((o) => o.type), ["identity", "result"]);
   assertEquals(out[0], { type: "identity", name: "Alice", key: KEY });
-  assertStringIncludes(ok(result(out)).message, 'Registered and logged in as "Alice"');
+  assertEquals(ok(result(out)), { ok: true, command: "register", name: "Alice" });
   assertEquals(core.loggedInAs, "Alice");
   assertEquals(core.name, "Alice");
   assert(!core.busy);
@@ -359,18 +360,28 @@ Deno.test("ClientCore.run() fails tcp before hello with a clear message", () => 
 Deno.test("ClientCore.run() learns auth mode and lease from hello_ok", () => {
   const open = newClient();
   const r = hello(open, { leaseMs: 12_000 });
-  assertEquals(r.data, {
+  assertEquals(r, {
+    ok: true,
+    command: "hello",
+    server: "127.0.0.1:3000",
     serverTcpPort: 3001,
     serverVersion: "1.2.3",
     auth: "open",
     leaseMs: 12_000,
   });
-  assertStringIncludes(r.message, "open login");
   assertEquals(open.auth, "open");
   assertEquals(open.serverTcpPort, 3001);
 
   const password = newClient();
-  assertStringIncludes(hello(password, { auth: "password" }).message, "password login");
+  assertEquals(hello(password, { auth: "password" }), {
+    ok: true,
+    command: "hello",
+    server: "127.0.0.1:3000",
+    serverTcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: "password",
+    leaseMs: 30_000,
+  });
   assertEquals(password.auth, "password");
 });
 
@@ -381,13 +392,20 @@ Deno.test("ClientCore.run() registers after hello_ok and status shows the sessio
 
   core.run(4, { kind: "status" });
   const status = ok(result(drainClient(core)));
-  assertStringIncludes(status.message, 'logged in as "Alice Smith"');
-  assertEquals(status.data?.loggedIn, true);
-  assertEquals(status.data?.watching, false);
-  assertEquals(status.data?.name, "Alice Smith");
-  assertEquals(status.data?.auth, "open");
-  assertEquals(status.data?.serverTcpPort, 3001);
-  assertEquals(status.data?.serverVersion, "1.2.3");
+  assertEquals(status, {
+    ok: true,
+    command: "status",
+    server: "127.0.0.1:3000",
+    serverVersion: "1.2.3",
+    serverTcpPort: 3001,
+    auth: "open",
+    name: "Alice Smith",
+    loggedIn: true,
+    watching: false,
+    udpPort: 40000,
+    tcpPort: 5001,
+    via: "udp",
+  });
 
   // tcp now carries the name and the token.
   core.run(5, { kind: "tcp", text: "hello server" });
@@ -455,8 +473,7 @@ Deno.test("ClientCore.run() deregisters with the session token and forgets the s
   assertEquals(message.token, TOKEN);
   core.handle(21, { type: "deregister_ok", reqId: message.reqId });
   const r = ok(result(drainClient(core)));
-  assertStringIncludes(r.message, 'Deregistered "Alice"');
-  assertEquals(r.data, { name: "Alice" });
+  assertEquals(r, { ok: true, command: "deregister", name: "Alice" });
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined, "heartbeats stop");
   core.run(22, { kind: "deregister" });
@@ -486,8 +503,7 @@ Deno.test("ClientCore.run() logs in with name and secret and reports a takeover"
   const out = drainClient(core);
   assertEquals(out.filter((o) => o.type === "identity"), [], "login saves no identity");
   const r = ok(result(out));
-  assertStringIncludes(r.message, 'Logged in as "Alice" (your older session elsewhere was ended)');
-  assertEquals(r.data, { name: "Alice", replaced: true });
+  assertEquals(r, { ok: true, command: "login", name: "Alice", replaced: true });
   assertEquals(core.loggedInAs, "Alice");
 });
 
@@ -517,7 +533,7 @@ Deno.test("ClientCore.run() logs out and stops heartbeats", () => {
   if (message.type !== "logout") throw new Error(`expected logout, got ${message.type}`);
   assertEquals(message.token, TOKEN);
   core.handle(21, { type: "logout_ok", reqId: message.reqId });
-  assertEquals(ok(result(drainClient(core))).data, { name: "Alice" });
+  assertEquals(ok(result(drainClient(core))), { ok: true, command: "logout", name: "Alice" });
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined);
 });
@@ -552,10 +568,52 @@ Deno.test("ClientCore.run() fails register without a name or with an invalid one
   assertEquals(failure(result(drainClient(core))).code, "invalid_name");
 });
 
-Deno.test("ClientCore.run() refuses a second command while one runs", () => {
+Deno.test("ClientCore.run() answers status at once while a server command runs", () => {
   const core = newClient();
-  core.run(0, { kind: "hello" });
-  assertThrows(() => core.run(0, { kind: "status" }), TypeError);
+  const helloId = core.run(0, { kind: "hello" });
+  const hello = sentRequest(drainClient(core));
+  const statusId = core.run(0, { kind: "status" });
+  const out = drainClient(core);
+  assertEquals(out.map((o) => o.type === "result" ? [o.id, o.result.command] : o.type), [
+    [statusId, "status"],
+  ]);
+  assert(core.busy, "hello still runs");
+  core.handle(1, {
+    type: "hello_ok",
+    reqId: hello.message.reqId,
+    tcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: AUTH_MODES.open,
+    leaseMs: 30_000,
+  });
+  const done = drainClient(core).flatMap((o) => o.type === "result" ? [o.id] : []);
+  assertEquals(done, [helloId]);
+  assert(!core.busy);
+});
+
+Deno.test("ClientCore.run() queues server commands behind each other, in order", () => {
+  const core = newClient();
+  const helloId = core.run(0, { kind: "hello" });
+  const hello = sentRequest(drainClient(core));
+  const registerId = core.run(0, { kind: "register", name: "Alice" });
+  assertEquals(sends(drainClient(core)), [], "register waits for hello");
+  core.handle(1, {
+    type: "hello_ok",
+    reqId: hello.message.reqId,
+    tcpPort: 3001,
+    serverVersion: "1.2.3",
+    auth: AUTH_MODES.open,
+    leaseMs: 30_000,
+  });
+  const out = drainClient(core);
+  assertEquals(out.flatMap((o) => o.type === "result" ? [o.id] : []), [helloId]);
+  const register = sentRequest(out);
+  assertEquals(register.message.type, "register", "then register goes out");
+  core.handle(2, { type: "register_ok", reqId: register.message.reqId, key: KEY, token: TOKEN });
+  const results = drainClient(core).flatMap((o) =>
+    o.type === "result" ? [[o.id, o.result.ok]] : []
+  );
+  assertEquals(results, [[registerId, true]]);
 });
 
 Deno.test("ClientCore.onTimeout() fails a request the server never answers", () => {
@@ -736,9 +794,7 @@ Deno.test("ClientCore logs in again with its key when a heartbeat finds the sess
   const after = drainClient(core);
   assertEquals(after.map((o) => o.type), ["event", "send"]);
   const [event] = events(after);
-  assertEquals(event.kind, "logged_in_again");
-  assertStringIncludes(event.message, 'logged in again as "Alice"');
-  assertEquals(event.data, { name: "Alice" });
+  assertEquals(event, { kind: "logged_in_again", name: "Alice" });
   const rewatch = sentRequest(after);
   if (rewatch.message.type !== "watch") {
     throw new Error(`expected watch, got ${rewatch.message.type}`);
@@ -755,7 +811,7 @@ Deno.test("ClientCore logs in again with its key when a heartbeat finds the sess
   assertEquals(events(news).map((e) => e.kind), ["left"]);
   assertEquals(acks(news), [1]);
   core.run(clock.now(), { kind: "status" });
-  assertEquals(ok(result(drainClient(core))).data?.watching, true);
+  assertEquals(watchingOf(ok(result(drainClient(core)))), true);
 
   // Heartbeats go on with the new token.
   const next = sentRequest(tick(core, clock));
@@ -793,12 +849,16 @@ Deno.test("ClientCore ends the session with an event when re-login is refused", 
   const out = drainClient(core);
   assertEquals(sends(out), []);
   const [event] = events(out);
-  assertEquals(event.kind, "session_ended");
-  assertStringIncludes(event.message, "logging in again failed: login failed");
+  assertEquals(event, {
+    kind: "session_ended",
+    name: "Alice",
+    reason: "relogin_failed",
+    detail: "Login failed: wrong name or identity key; 2 attempts left",
+  });
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined, "it does not try again");
   core.run(clock.now(), { kind: "status" });
-  assertEquals(ok(result(drainClient(core))).data?.watching, false);
+  assertEquals(watchingOf(ok(result(drainClient(core)))), false);
 });
 
 Deno.test("ClientCore retries a re-login the server never answers every heartbeat interval", () => {
@@ -838,9 +898,12 @@ Deno.test("ClientCore in password mode ends the session with an event instead of
   const out = loseSession(core, clock, "Not logged in (or the server restarted); log in again");
   assertEquals(sends(out), [], "no automatic login with a password");
   const [event] = events(out);
-  assertEquals(event.kind, "session_ended");
-  assertEquals(event.data, { name: "Alice", reason: "not_logged_in" });
-  assertStringIncludes(event.message, "Your session ended: not logged in");
+  assertEquals(event, {
+    kind: "session_ended",
+    name: "Alice",
+    reason: "not_logged_in",
+    detail: "Not logged in (or the server restarted); log in again",
+  });
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined);
 });
@@ -864,8 +927,9 @@ Deno.test("ClientCore ends the session without re-login when a heartbeat says it
   assertEquals(sends(out), []);
   assertEquals(events(out), [{
     kind: "session_ended",
-    message: text,
-    data: { name: "Alice", reason: "replaced" },
+    name: "Alice",
+    reason: "replaced",
+    detail: text,
   }]);
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined, "it never takes the name back");
@@ -895,7 +959,7 @@ Deno.test({
       s.message.type === "watch" && s.message.reqId !== rewatch.message.reqId
     );
     core.run(clock.now(), { kind: "status" });
-    const watching = ok(result(drainClient(core))).data?.watching;
+    const watching = watchingOf(ok(result(drainClient(core))));
     assert(
       retried || watching === false || events(seen).length > 0,
       "the client still says it is watching, tells nobody and does not try again",
@@ -953,8 +1017,9 @@ Deno.test("ClientCore handles session_ended(replaced): clears the session, tells
   assertEquals(sends(out), []);
   assertEquals(events(out), [{
     kind: "session_ended",
-    message: text,
-    data: { name: "Alice", reason: "replaced" },
+    name: "Alice",
+    reason: "replaced",
+    detail: text,
   }]);
   assertEquals(core.loggedInAs, undefined);
   assertEquals(core.nextTimeout(), undefined, "no more heartbeats, so no re-login either");
@@ -966,8 +1031,7 @@ Deno.test("ClientCore handles session_ended(replaced): clears the session, tells
   assertEquals(drainAfter(core, presence(TOKEN, 1, "joined", "Bob")), []);
   core.run(clock.now(), { kind: "status" });
   const status = ok(result(drainClient(core)));
-  assertEquals(status.data?.loggedIn, false);
-  assertEquals(status.data?.watching, false);
+  assert(status.command === "status" && !status.loggedIn && !status.watching);
 });
 
 Deno.test("ClientCore logs in again after session_ended(expired) at once, after a shutdown later", () => {
@@ -985,8 +1049,9 @@ Deno.test("ClientCore logs in again after session_ended(expired) at once, after 
     );
     assertEquals(events(out), [{
       kind: "session_ended",
-      message: "Ended",
-      data: { name: "Alice", reason: name },
+      name: "Alice",
+      reason: name,
+      detail: "Ended",
     }]);
     assertEquals(core.loggedInAs, undefined);
     assertEquals(core.nextTimeout(), 500 + delay, name);
@@ -1019,11 +1084,8 @@ Deno.test("ClientCore shows presence news once and in order, and acknowledges ea
 
   const first = drainAfter(core, presence(TOKEN, 1, "joined", "Bob"));
   assertEquals(events(first).map((e) => e.kind), ["joined"]);
-  assertStringIncludes(
-    events(first)[0].message,
-    '"Bob" is online at 10.0.0.2:4002 (TCP port 5002)',
-  );
-  assertEquals(events(first)[0].data, {
+  assertEquals(events(first)[0], {
+    kind: "joined",
     client: { name: "Bob", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 1500 },
   });
   assertEquals(acks(first), [1]);
@@ -1041,20 +1103,20 @@ Deno.test("ClientCore shows presence news once and in order, and acknowledges ea
   assertEquals(events(early), []);
   assertEquals(acks(early), [1]);
   const second = drainAfter(core, presence(TOKEN, 2, "joined", "Carol"));
-  assertEquals(events(second).map((e) => [e.kind, e.data?.client]), [[
-    "joined",
-    { name: "Carol", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 1500 },
-  ]]);
+  assertEquals(events(second), [{
+    kind: "joined",
+    client: { name: "Carol", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 1500 },
+  }]);
   assertEquals(acks(second), [2]);
   // The server resends 3 (it was not acknowledged): now it is shown.
   const third = drainAfter(core, presence(TOKEN, 3, "left", "Bob"));
-  assertEquals(events(third).map((e) => e.kind), ["left"]);
-  assertEquals(events(third)[0].message, '"Bob" went offline');
+  assertEquals(events(third).map((e) => [e.kind, "client" in e && e.client.name]), [
+    ["left", "Bob"],
+  ]);
   assertEquals(acks(third), [3]);
 
   const resync = drainAfter(core, presence(TOKEN, 4, "resync", "Dave"));
-  assertEquals(events(resync).map((e) => e.kind), ["resync"]);
-  assertStringIncludes(events(resync)[0].message, "use list");
+  assertEquals(events(resync), [{ kind: "resync" }]);
   assertEquals(acks(resync), [4]);
 });
 
@@ -1140,12 +1202,11 @@ Deno.test("ClientCore.run() list follows pages and collects every client", () =>
     clients: [online("Carol", 4003)],
   });
   const r = ok(result(drainClient(core)));
-  assertEquals(r.data, {
+  assertEquals(r, {
+    ok: true,
+    command: "list",
     clients: [online("Alice", 4001), online("Bob", 4002), online("Carol", 4003)],
   });
-  assertStringIncludes(r.message, "3 online:");
-  assertStringIncludes(r.message, "Carol");
-  assertStringIncludes(r.message, "online 1 min 5 s");
   assert(!core.busy);
 });
 
@@ -1156,7 +1217,7 @@ Deno.test("ClientCore.run() list reports an empty active list", () => {
   core.run(1, { kind: "list" });
   const { message } = sentRequest(drainClient(core));
   core.handle(2, { type: "list_page", reqId: message.reqId, total: 0, more: 0, clients: [] });
-  assertEquals(ok(result(drainClient(core))).message, "Nobody is online");
+  assertEquals(ok(result(drainClient(core))), { ok: true, command: "list", clients: [] });
 });
 
 Deno.test("ClientCore.run() lookup reports where a client is, or that it is not online", () => {
@@ -1172,8 +1233,7 @@ Deno.test("ClientCore.run() lookup reports where a client is, or that it is not 
   assertEquals(message.name, "Bob");
   core.handle(2, { type: "lookup_ok", reqId: message.reqId, ...online("Bob", 4002) });
   const found = ok(result(drainClient(core)));
-  assertStringIncludes(found.message, '"Bob" is online at 10.0.0.1:4002 (TCP port 5001)');
-  assertEquals(found.data, { client: online("Bob", 4002) });
+  assertEquals(found, { ok: true, command: "lookup", client: online("Bob", 4002) });
 
   core.run(3, { kind: "lookup", name: "Carol" });
   const again = sentRequest(drainClient(core));
@@ -1244,7 +1304,7 @@ Deno.test("ClientCore.run() sends an upload over TCP with its size and hash", ()
   ]);
   core.handle(2, { type: "upload_ok", reqId: message.reqId, size: 1234 });
   const r = ok(result(drainClient(core)));
-  assertEquals(r.data, { name: "data.csv", size: 1234 });
+  assertEquals(r, { ok: true, command: "upload", name: "data.csv", size: 1234 });
 });
 
 Deno.test("ClientCore.run() lists and deletes files over TCP", () => {
@@ -1262,18 +1322,23 @@ Deno.test("ClientCore.run() lists and deletes files over TCP", () => {
     files: [{ name: "a.txt", size: 10, sha256: new Uint8Array(32).fill(0xab), uploadedAt: 0 }],
   });
   const listed = ok(result(drainClient(core)));
-  assertStringIncludes(listed.message, "1 file, 10 of 100 bytes used");
-  assertEquals(listed.data?.files, [{
-    name: "a.txt",
-    size: 10,
-    sha256: "ab".repeat(32),
-    uploadedAt: "1970-01-01T00:00:00.000Z",
-  }]);
+  assertEquals(listed, {
+    ok: true,
+    command: "files",
+    usedBytes: 10,
+    quotaBytes: 100,
+    files: [{
+      name: "a.txt",
+      size: 10,
+      sha256: "ab".repeat(32),
+      uploadedAt: "1970-01-01T00:00:00.000Z",
+    }],
+  });
   core.run(3, { kind: "delete", name: "a.txt" });
   const del = sentRequest(drainClient(core));
   assertEquals(del.via, "tcp");
   core.handle(4, { type: "delete_ok", reqId: del.message.reqId });
-  assertEquals(ok(result(drainClient(core))).message, 'Deleted "a.txt"');
+  assertEquals(ok(result(drainClient(core))), { ok: true, command: "delete", name: "a.txt" });
 });
 
 // --- parseCommand ------------------------------------------------------------

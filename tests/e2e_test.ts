@@ -613,8 +613,8 @@ Deno.test("server and client answer --help and --version and reject bad flags wi
   for (const flag of ["--server", "--name", "--tcp-port", "--transport", "--script", "--json"]) {
     assertStringIncludes(ok[2].stdout, flag);
   }
-  assertMatch(ok[1].stdout, /^switchboard-server \d+\.\d+\.\d+\n$/);
-  assertMatch(ok[3].stdout, /^switchboard-client \d+\.\d+\.\d+\n$/);
+  assertMatch(ok[1].stdout, /^switchboard-server \d+\.\d+\.\d+(-[\w.]+)?\n$/);
+  assertMatch(ok[3].stdout, /^switchboard-client \d+\.\d+\.\d+(-[\w.]+)?\n$/);
 
   const bad: [string, string[], RegExp][] = [
     [SERVER_PATH, ["--bogus"], /--bogus/],

@@ -10,11 +10,8 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { forSeeds } from "./_seeds.ts";
-import {
-  type ClientEvent,
-  type CommandResult,
-  PEER_CHANNEL_OPTIONS,
-} from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
+import type { ClientEvent, CommandResult, TransferEvent } from "../lib/client/client_event.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
@@ -126,7 +123,7 @@ function describe(results: CommandResult[]): string {
 /** The code and error of a failed result; a success fails the test. */
 function failure(r: CommandResult | undefined): { code: string; error: string } {
   if (r === undefined) throw new Error("no result");
-  if (r.ok) throw new Error(`${r.command} succeeded: ${r.message}`);
+  if (r.ok) throw new Error(`${r.command} succeeded`);
   return r;
 }
 
@@ -135,9 +132,13 @@ function assertAllOk(w: World, client: SimClient): void {
   assert(results.every((r) => r.ok), `${client.name}: ${describe(results)}`);
 }
 
-function fileEvents(client: SimClient, kind: ClientEvent["kind"], name?: string): ClientEvent[] {
-  return client.events.filter((e) =>
-    e.kind === kind && (name === undefined || e.data?.name === name)
+function fileEvents(
+  client: SimClient,
+  kind: TransferEvent["kind"],
+  name?: string,
+): TransferEvent[] {
+  return client.events.filter((e): e is TransferEvent =>
+    e.kind === kind && (name === undefined || e.name === name)
   );
 }
 
@@ -244,7 +245,7 @@ Deno.test("Simulation file transfer: 3 MiB under 10% loss, duplication and reord
     assert(net.lost > 0 && net.duplicated > 0 && net.reordered > 0, JSON.stringify(net));
     // The sender's view agrees: every byte acknowledged, from offset 0.
     const [sent] = fileEvents(w.clients.Alice, "file_done");
-    assertEquals([sent.data?.done, sent.data?.startOffset], [3 * MIB, 0]);
+    assertEquals([sent.done, sent.startOffset], [3 * MIB, 0]);
   });
 });
 
@@ -255,7 +256,7 @@ Deno.test("Simulation file transfer runs are identical for the same seed", () =>
     return JSON.stringify({
       now: w.sim.clock.now(),
       net: w.sim.network.stats,
-      events: w.clients.Bob.events.map((e) => e.message),
+      events: w.clients.Bob.events,
     });
   };
   assertEquals(summary(3), summary(3));
@@ -307,10 +308,10 @@ Deno.test("Simulation file transfer to a full disk fails clearly on both sides a
       assertEquals(wait.code, "transfer_failed");
       assertStringIncludes(wait.error, text);
       const [failed] = fileEvents(client, "file_failed");
-      assertStringIncludes(failed.message, text);
+      assertStringIncludes(failed.reason!, text);
     }
     // Bob's operating system's words stay with him.
-    assert(!fileEvents(Alice, "file_failed")[0].message.includes("os error"));
+    assert(!fileEvents(Alice, "file_failed")[0].reason!.includes("os error"));
     assertEquals(Bob.core.peers.filter((p) => p.state === "open").length, 1);
     assertEquals([...Bob.files.keys()], [], "no partial file and no final one");
     // The session itself is fine: chat still works.
@@ -364,7 +365,7 @@ Deno.test("Simulation file transfer cancelled mid-transfer by either side stops 
           assertStringIncludes(wait.error, "1 cancelled");
         }
         assertStringIncludes(
-          fileEvents(other, "file_failed")[0].message,
+          fileEvents(other, "file_failed")[0].reason!,
           `"${canceller}" cancelled it`,
         );
         assertEquals([...Bob.files.keys()], [], "the partial file is removed");
@@ -451,15 +452,15 @@ Deno.test("Simulation file transfer ended by the sender's terminate says so in p
   assert(sim.runUntilIdle(60 * 60_000));
   const [sent] = fileEvents(Alice, "file_failed");
   assertEquals(
-    sent.message,
-    'Sending "a.bin" to "Bob" was interrupted: You ended the session with "Bob"',
+    [sent.direction, sent.state, sent.reason],
+    ["send", "interrupted", 'You ended the session with "Bob"'],
   );
   const [received] = fileEvents(Bob, "file_failed");
-  assertEquals(
-    received.message,
-    'Receiving "a.bin" from "Alice" was interrupted: "Alice" ended the session; ' +
-      "the part received is kept, so sending it again resumes",
-  );
+  assertEquals([received.direction, received.state, received.reason], [
+    "receive",
+    "interrupted",
+    '"Alice" ended the session; the part received is kept, so sending it again resumes',
+  ]);
 });
 
 // ---------------------------------------------------------------------------
@@ -497,8 +498,8 @@ Deno.test("Simulation file transfer resumes after a partition ended the session"
     sim.network.heal();
     // Both sides report the interruption (and a later wait only the new transfer).
     for (const client of [Alice, Bob]) {
-      const t = client.events.filter((e) => e.kind === "file_failed").at(-1);
-      assertEquals(t?.data?.state, "interrupted", `${client.name}: ${t?.message}`);
+      const t = fileEvents(client, "file_failed").at(-1);
+      assertEquals(t?.state, "interrupted", `${client.name}: ${t?.reason}`);
       script(sim, client, ["wait transfers within 1"]);
     }
     assert(sim.runUntilIdle(60_000));
@@ -521,9 +522,8 @@ Deno.test("Simulation file transfer resumes after a partition ended the session"
       assert(wait.ok, describe([wait]));
     }
     const accepted = fileEvents(Alice, "file_accepted").at(-1)!;
-    const start = accepted.data?.startOffset as number;
+    const start = accepted.startOffset;
     assertEquals(start, partial.length, "resumed where the partial file ends");
-    assertStringIncludes(accepted.message, "resuming at");
     assertEquals(reads.get(2), data.length - start, "only the rest was read the second time");
     assertEquals(Bob.files.get("downloads/a.bin"), data);
     assertEquals(Bob.files.has(partialPath), false);
@@ -588,7 +588,7 @@ Deno.test("Simulation file transfer resumes from a new sender process after a ki
     assertAllOk(w, again);
     assert(Bob.results.at(-1)!.ok, describe([Bob.results.at(-1)!]));
     const accepted = fileEvents(again, "file_accepted").at(-1)!;
-    assertEquals(accepted.data?.startOffset, partial.length);
+    assertEquals(accepted.startOffset, partial.length);
     assert(partial.length > 0);
     assertEquals(reads.get(1), data.length - partial.length);
     assertEquals(Bob.files.get("downloads/a.bin"), data);
@@ -612,10 +612,10 @@ Deno.test("Simulation file transfer resumes from a sender restarted before the r
     assert(sim.runUntilIdle(60 * 60_000));
     assertAllOk(w, again);
     // The old session was replaced, not found dead, and its transfer resumed.
-    const ended = Bob.events.filter((e) => e.kind === "peer_ended").map((e) => e.data?.by);
+    const ended = Bob.events.flatMap((e) => e.kind === "peer_ended" ? [e.by] : []);
     assertEquals(ended, ["replaced"], describe(Bob.results));
     const accepted = fileEvents(again, "file_accepted").at(-1)!;
-    const start = Number(accepted.data?.startOffset);
+    const start = accepted.startOffset;
     assert(start >= 256 * 1024, `resumed at ${start}`);
     assertEquals(reads.get(1), data.length - start);
     assertEquals(Bob.files.get("downloads/a.bin"), data);
@@ -632,7 +632,7 @@ Deno.test("Simulation file transfer resumes from a sender restarted before the r
 function durations(w: World, client: SimClient, kind: "file_done", direction: string): number[] {
   const times = w.eventAt.get(client)!;
   return client.events.flatMap((e, i) =>
-    e.kind === kind && e.data?.direction === direction ? [times[i]] : []
+    e.kind === kind && e.direction === direction ? [times[i]] : []
   );
 }
 

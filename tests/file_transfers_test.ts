@@ -7,14 +7,10 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
-import {
-  FileTransfers,
-  type FileTransfersOutput,
-  type TransferInfo,
-} from "../lib/client/file_transfers.ts";
+import { FileTransfers, type FileTransfersOutput } from "../lib/client/file_transfers.ts";
 import type { FilePayload, PeerSession, PeerState } from "../lib/client/peer_session.ts";
 import { parseCommand } from "../lib/client/command.ts";
-import type { CommandResult } from "../lib/client/client_core.ts";
+import type { CommandResult, TransferEvent, TransferInfo } from "../lib/client/client_event.ts";
 import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
@@ -58,7 +54,7 @@ class FakeSession {
 class Side {
   readonly transfers: FileTransfers;
   readonly files = new Map<string, Uint8Array>();
-  readonly events: (FileTransfersOutput & { type: "event" })[] = [];
+  readonly events: TransferEvent[] = [];
   /** Every file operation, in order. */
   readonly ops: Exclude<FileTransfersOutput, { type: "event" }>[] = [];
   /** While true, reads wait in `pendingReads` until `releaseReads`. */
@@ -79,7 +75,7 @@ class Side {
     for (let out = this.transfers.poll(); out !== undefined; out = this.transfers.poll()) {
       any = true;
       if (out.type === "event") {
-        this.events.push(out);
+        this.events.push(out.event);
         continue;
       }
       this.ops.push(out);
@@ -277,9 +273,12 @@ Deno.test("FileTransfers sends a file: offer, accept, chunks, verified done", ()
   // Bob was asked; nothing moves until he answers.
   assertEquals(pair.bob.eventKinds(), ["file_offer"]);
   const offer = pair.bob.events[0];
-  assertStringIncludes(offer.message, '"Alice" offers "a.bin"');
-  assertStringIncludes(offer.message, "acceptfile 1 or declinefile 1");
-  assertEquals(offer.data.sha256, toHex(sha256(data)));
+  assertEquals(
+    [offer.kind, offer.peer, offer.name, offer.id, offer.direction],
+    ["file_offer", "Alice", "a.bin", 1, "receive"],
+  );
+  assert(offer.kind === "file_offer" && !offer.autoAccept, "the user is asked");
+  assertEquals(offer.sha256, toHex(sha256(data)));
   assertEquals(pair.bob.info().state, "offered");
   assert(pair.alice.transfers.busy && pair.bob.transfers.busy);
   assertEquals(pair.alice.bytesRead, 0);
@@ -306,8 +305,9 @@ Deno.test("FileTransfers sends a file: offer, accept, chunks, verified done", ()
   assertEquals(pair.alice.opTypes().filter((t) => t === "send_end"), ["send_end"]);
   assertEquals(pair.alice.eventKinds(), ["file_accepted", "file_done"]);
   assertEquals(pair.bob.eventKinds(), ["file_offer", "file_accepted", "file_done"]);
-  assertStringIncludes(pair.alice.events.at(-1)!.message, 'Sent "a.bin" to "Bob"');
-  assertStringIncludes(pair.bob.events.at(-1)!.message, "into downloads/a.bin");
+  const sentDone = pair.alice.events.at(-1)!;
+  assertEquals([sentDone.direction, sentDone.peer, sentDone.name], ["send", "Bob", "a.bin"]);
+  assertEquals(pair.bob.events.at(-1)!.path, "downloads/a.bin");
   for (const side of [pair.alice, pair.bob]) {
     const t = side.info();
     assertEquals([t.state, t.done, t.size, t.startOffset], ["done", SIZE, SIZE, 0]);
@@ -327,7 +327,8 @@ Deno.test("FileTransfers accepts every offer at once with autoAccept", () => {
   pair.offer(data);
   assertEquals(pair.bob.files.get("downloads/a.bin"), data);
   assertEquals(pair.bob.info().state, "done");
-  assert(!pair.bob.events[0].message.includes("acceptfile"), pair.bob.events[0].message);
+  const offer = pair.bob.events[0];
+  assert(offer.kind === "file_offer" && offer.autoAccept, "the offer says it was taken at once");
 });
 
 Deno.test("FileTransfers sends an empty file without a chunk", () => {
@@ -366,7 +367,7 @@ Deno.test("FileTransfers declines an offer and tells the sender, in plain words"
   assertEquals(pair.alice.opTypes(), [], "nothing was read, so nothing to close");
   assertEquals(pair.bob.opTypes(), [], "nothing was prepared");
   assertEquals(pair.alice.eventKinds(), ["file_failed"]);
-  assertStringIncludes(pair.alice.events[0].message, "was declined");
+  assertEquals(pair.alice.events[0].state, "declined");
   // Answered already.
   assertEquals(
     pair.bob.transfers.decline(pair.now, 1),
@@ -493,8 +494,8 @@ Deno.test("FileTransfers resumes an interrupted file: only the rest is sent", ()
     transfer: 2,
     offset: 2 * FILE_CHUNK_BYTES,
   });
-  const accepted = pair.alice.events.find((e) => e.kind === "file_accepted" && e.data.id === 2);
-  assertStringIncludes(accepted!.message, "resuming at 64.0 KiB");
+  const accepted = pair.alice.events.find((e) => e.kind === "file_accepted" && e.id === 2);
+  assertEquals(accepted!.startOffset, 2 * FILE_CHUNK_BYTES);
   assertEquals(pair.bob.files.get("downloads/a.bin"), data);
   assertEquals([...pair.bob.files.keys()], ["downloads/a.bin"]);
 });
@@ -585,7 +586,7 @@ Deno.test("FileTransfers declines offers whose name could leave the download dir
       assertEquals(pair.bob.opTypes(), [], "nothing was prepared or written");
       assertEquals([...pair.bob.files.keys()], []);
       assertEquals(pair.bob.eventKinds(), ["file_failed"]);
-      assertStringIncludes(pair.bob.events[0].message, 'refused an offer from "Alice"');
+      assertStringIncludes(pair.bob.events[0].reason!, 'refused an offer from "Alice"');
       const sent = pair.alice.info();
       assertEquals(sent.state, "declined");
       assertStringIncludes(sent.reason!, '"Bob" declined it: File name');
@@ -674,7 +675,7 @@ Deno.test("FileTransfers counts the sender's progress from acknowledged chunks",
   assertEquals(pair.alice.info().state, "done");
   const progress = pair.alice.events.filter((e) => e.kind === "file_progress");
   assert(progress.length >= 1, "a progress event for the last bytes");
-  assertEquals(progress.at(-1)!.data.done, data.length);
+  assertEquals(progress.at(-1)!.done, data.length);
 });
 
 // ---------------------------------------------------------------------------
@@ -709,13 +710,8 @@ function last(client: SimClient): CommandResult {
   return client.results.at(-1)!;
 }
 
-function messageOf(r: CommandResult): string {
-  if (!r.ok) throw new Error(`${r.command} failed: ${r.error}`);
-  return r.message;
-}
-
 function errorOf(r: CommandResult): [string, string] {
-  if (r.ok) throw new Error(`${r.command} succeeded: ${r.message}`);
+  if (r.ok) throw new Error(`${r.command} succeeded`);
   return [r.code, r.error];
 }
 
@@ -729,7 +725,7 @@ Deno.test("ClientCore acceptfile, declinefile and cancel without a transfer say 
     ["no_transfer", "No transfer is running"],
     ["no_transfer", "There is no offer 7"],
   ]);
-  assertEquals(messageOf(last(Bob)), "No transfers");
+  assertEquals(last(Bob), { ok: true, command: "transfers", transfers: [] });
 });
 
 Deno.test("ClientCore sendfile needs one open session and a readable file", () => {
@@ -765,8 +761,20 @@ Deno.test("ClientCore acceptfile without an id asks which of several offers", ()
   script(sim, Alice, ["wait transfers within 60"]);
   sim.runUntilIdle(120_000);
   const [accepted, declined, waited] = Bob.results.slice(-3);
-  assertEquals(messageOf(accepted), 'Accepting "two.bin" from "Alice"');
-  assertEquals(messageOf(declined), 'Declined "one.bin" from "Alice"');
+  assertEquals(accepted, {
+    ok: true,
+    command: "acceptfile",
+    id: 2,
+    name: "two.bin",
+    peer: "Alice",
+  });
+  assertEquals(declined, {
+    ok: true,
+    command: "declinefile",
+    id: 1,
+    name: "one.bin",
+    peer: "Alice",
+  });
   // One declined, so waiting reports the transfers did not all finish.
   assertEquals(errorOf(waited)[0], "transfer_failed");
   assertStringIncludes(errorOf(waited)[1], "1 of 2 transfers did not finish: 1 declined");
@@ -777,12 +785,13 @@ Deno.test("ClientCore acceptfile without an id asks which of several offers", ()
   assertStringIncludes(errorOf(aliceWait)[1], '"Bob" declined it)');
   script(sim, Alice, ["transfers"]);
   sim.runUntilIdle(10_000);
-  const listing = messageOf(last(Alice));
-  assertEquals(listing.split("\n").length, 2);
-  assertStringIncludes(listing, '1  send "one.bin" to "Bob"');
-  assertStringIncludes(listing, "declined");
-  assertStringIncludes(
-    listing,
-    '2  send "two.bin" to "Bob"  2.0 KiB of 2.0 KiB (100%)  done',
+  const listing = last(Alice);
+  if (!listing.ok || listing.command !== "transfers") throw new Error("expected transfers");
+  assertEquals(
+    listing.transfers.map((t) => [t.id, t.direction, t.name, t.peer, t.done, t.size, t.state]),
+    [
+      [1, "send", "one.bin", "Bob", 0, 1000, "declined"],
+      [2, "send", "two.bin", "Bob", 2000, 2000, "done"],
+    ],
   );
 });

@@ -6,7 +6,7 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { join } from "@std/path";
-import type { ClientEvent, CommandResult } from "../lib/client/client_core.ts";
+import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import type { Via } from "../lib/client/server_session.ts";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { REGISTRY_FILE } from "../lib/io/registry_file.ts";
@@ -121,8 +121,18 @@ function ok(result: CommandResult): Ok {
   return result;
 }
 
+/** The facts of a successful `command`; anything else fails the test. */
+function as<C extends Ok["command"]>(
+  result: CommandResult,
+  command: C,
+): Extract<Ok, { command: C }> {
+  const r = ok(result);
+  if (r.command !== command) throw new Error(`expected ${command}, got ${r.command}`);
+  return r as Extract<Ok, { command: C }>;
+}
+
 function failure(result: CommandResult): Failure {
-  if (result.ok) throw new Error(`${result.command} should have failed: ${result.message}`);
+  if (result.ok) throw new Error(`${result.command} should have failed`);
   return result;
 }
 
@@ -135,11 +145,11 @@ Deno.test("ServerDriver and ClientDriver run hello, register, tcp and deregister
     const server = await h.start();
     const alice = await h.client("Alice Smith");
 
-    const hello = ok(await alice.run({ kind: "hello" }));
-    assertEquals(hello.data?.serverTcpPort, server.tcpPort);
-    assertEquals(hello.data?.serverVersion, "0.0.0-test");
-    assertEquals(hello.data?.auth, "open");
-    assertEquals(hello.data?.leaseMs, 30_000);
+    const hello = as(await alice.run({ kind: "hello" }), "hello");
+    assertEquals(hello.serverTcpPort, server.tcpPort);
+    assertEquals(hello.serverVersion, "0.0.0-test");
+    assertEquals(hello.auth, "open");
+    assertEquals(hello.leaseMs, 30_000);
     assertEquals(alice.core.serverTcpPort, server.tcpPort);
 
     ok(await alice.run({ kind: "register" }));
@@ -150,8 +160,7 @@ Deno.test("ServerDriver and ClientDriver run hello, register, tcp and deregister
     assertEquals(record?.udpPort, alice.udpPort);
     assertEquals(record?.tcpPort, 5001);
 
-    const tcp = ok(await alice.run({ kind: "tcp", text: "hello over TCP" }));
-    assertStringIncludes(tcp.message, "acknowledged");
+    as(await alice.run({ kind: "tcp", text: "hello over TCP" }), "tcp");
     const text = h.events.find((e) => e.kind === "text");
     if (text?.kind !== "text") throw new Error("the server saw no text");
     assertEquals(text.text, "hello over TCP");
@@ -341,16 +350,15 @@ Deno.test("ServerDriver lists, looks up, tells watchers and logs out", async () 
       ok(await client.run({ kind: "hello" }));
       ok(await client.run({ kind: "register" }));
     }
-    const list = ok(await alice.run({ kind: "list" }));
-    const clients = list.data?.clients as { name: string; ip: string; udpPort: number }[];
+    const list = as(await alice.run({ kind: "list" }), "list");
+    const clients = list.clients;
     assertEquals(clients.map((c) => [c.name, c.ip, c.udpPort]), [
       ["Alice", HOST, alice.udpPort],
       ["Bob", HOST, bob.udpPort],
     ]);
-    assertStringIncludes(list.message, "2 online:");
 
-    const found = ok(await alice.run({ kind: "lookup", name: "BOB" }));
-    assertEquals((found.data?.client as { udpPort: number }).udpPort, bob.udpPort);
+    const found = as(await alice.run({ kind: "lookup", name: "BOB" }), "lookup");
+    assertEquals(found.client.udpPort, bob.udpPort);
     assertEquals(failure(await alice.run({ kind: "lookup", name: "Nobody" })).code, "not_online");
 
     ok(await alice.run({ kind: "watch", on: true }));
@@ -365,12 +373,12 @@ Deno.test("ServerDriver lists, looks up, tells watchers and logs out", async () 
     assertEquals(server.core.registry.get("Bob")?.name, "Bob", "logout keeps the identity");
     await waitFor(() => news.some((e) => e.kind === "left"), "Bob's leave");
     assertEquals(
-      news.map((e) => [e.kind, (e.data?.client as { name: string }).name]),
+      news.map((e) => [e.kind, "client" in e && e.client.name]),
       [["joined", "Carol"], ["left", "Bob"]],
     );
     assertEquals(failure(await alice.run({ kind: "lookup", name: "Bob" })).code, "not_online");
-    const after = ok(await alice.run({ kind: "list" }));
-    assertEquals((after.data?.clients as { name: string }[]).map((c) => c.name), [
+    const after = as(await alice.run({ kind: "list" }), "list");
+    assertEquals(after.clients.map((c) => c.name), [
       "Alice",
       "Carol",
     ]);
@@ -409,16 +417,20 @@ Deno.test("ClientDriver logs in with the key another client saved and replaces i
 
     const second = await h.client();
     ok(await second.run({ kind: "hello" }));
-    const login = ok(
+    const login = as(
       await second.run({ kind: "login", name: "Alice", secret: fromHex(identities[0].key) }),
+      "login",
     );
-    assertEquals(login.data?.replaced, true);
+    assertEquals(login.replaced, true);
     assertEquals(second.core.loggedInAs, "Alice");
     assertEquals(server.core.sessions.size, 1);
     assertEquals(server.core.sessions.byName("alice")?.udpPort, second.udpPort);
 
     await waitFor(() => ended.some((e) => e.kind === "session_ended"), "the older session's end");
-    assertEquals(ended.map((e) => [e.kind, e.data?.reason]), [["session_ended", "replaced"]]);
+    assertEquals(ended.map((e) => [e.kind, "reason" in e && e.reason]), [[
+      "session_ended",
+      "replaced",
+    ]]);
     assertEquals(first.core.loggedInAs, undefined);
     assertEquals(failure(await first.run({ kind: "list" })).code, "not_logged_in");
     const loggedIn = h.events.filter((e) => e.kind === "logged_in");
@@ -448,7 +460,7 @@ Deno.test("ClientDriver uploads a 3 MB file over TCP, downloads it intact and de
       const { path, bytes } = await randomFile(h.dataDir, "upload.bin", size);
 
       const uploaded = ok(await alice.upload(path, "blob.bin"));
-      assertEquals(uploaded.data, { name: "blob.bin", size });
+      assertEquals(uploaded, { ok: true, command: "upload", name: "blob.bin", size });
       assert(progress.includes("hash") && progress.includes("upload"));
       const stored = h.events.find((e) => e.kind === "file_stored");
       assertEquals(stored?.kind === "file_stored" && [stored.user, stored.name, stored.size], [
@@ -457,16 +469,17 @@ Deno.test("ClientDriver uploads a 3 MB file over TCP, downloads it intact and de
         size,
       ]);
 
-      const files = ok(await alice.run({ kind: "files" }));
-      const listed = files.data?.files as { name: string; size: number; sha256: string }[];
+      const files = as(await alice.run({ kind: "files" }), "files");
+      const listed = files.files;
       assertEquals(listed.map((f) => [f.name, f.size]), [["blob.bin", size]]);
       assertMatch(listed[0].sha256, /^[0-9a-f]{64}$/);
-      assertEquals(files.data?.usedBytes, size);
+      assertEquals(files.usedBytes, size);
 
       const dest = join(h.dataDir, "downloads", "copy.bin");
-      const downloaded = ok(await alice.download("BLOB.BIN", dest));
-      assertEquals(downloaded.data?.size, size);
-      assertEquals(downloaded.data?.sha256, listed[0].sha256);
+      const downloaded = as(await alice.download("BLOB.BIN", dest), "download");
+      assertEquals(downloaded.size, size);
+      assertEquals(downloaded.sha256, listed[0].sha256);
+      assertEquals(downloaded.dest, dest);
       const copy = await Deno.readFile(dest);
       assertEquals(copy.length, bytes.length);
       assert(copy.every((b, i) => b === bytes[i]), "the downloaded bytes differ");
@@ -475,16 +488,16 @@ Deno.test("ClientDriver uploads a 3 MB file over TCP, downloads it intact and de
 
       // An empty file goes both ways too.
       const none = await randomFile(h.dataDir, "empty.txt", 0);
-      assertEquals(ok(await alice.upload(none.path, "empty.txt")).data?.size, 0);
+      assertEquals(as(await alice.upload(none.path, "empty.txt"), "upload").size, 0);
       const emptyCopy = join(h.dataDir, "downloads", "empty.txt");
       ok(await alice.download("empty.txt", emptyCopy));
       assertEquals((await Deno.readFile(emptyCopy)).length, 0);
       ok(await alice.run({ kind: "delete", name: "empty.txt" }));
 
       ok(await alice.run({ kind: "delete", name: "blob.bin" }));
-      const empty = ok(await alice.run({ kind: "files" }));
-      assertEquals(empty.data?.files, []);
-      assertEquals(empty.data?.usedBytes, 0);
+      const empty = as(await alice.run({ kind: "files" }), "files");
+      assertEquals(empty.files, []);
+      assertEquals(empty.usedBytes, 0);
       const missing = failure(await alice.download("blob.bin", join(h.dataDir, "gone.bin")));
       assertEquals(missing.code, "file_not_found");
       assertEquals(
@@ -522,13 +535,13 @@ Deno.test("ServerDriver refuses uploads over the quota or the file size limit", 
     assertStringIncludes(tooMany.error, "2 files");
 
     // The refused uploads' data, already streamed, was not stored.
-    const files = ok(await bob.run({ kind: "files" }));
-    assertEquals((files.data?.files as { name: string }[]).map((f) => f.name), [
+    const files = as(await bob.run({ kind: "files" }), "files");
+    assertEquals(files.files.map((f) => f.name), [
       "one.bin",
       "small.bin",
     ]);
-    assertEquals(files.data?.usedBytes, MIB + 1000);
-    assertEquals(files.data?.quotaBytes, 1.5 * MIB);
+    assertEquals(files.usedBytes, MIB + 1000);
+    assertEquals(files.quotaBytes, 1.5 * MIB);
   });
 });
 
@@ -578,8 +591,8 @@ Deno.test("ServerDriver checks passwords from the users file and locks a name ou
     );
     await h.start({ auth: "password", usersFile, maxAttempts: 2, lockoutMs: 1500 });
     const dana = await h.client("Dana");
-    const hello = ok(await dana.run({ kind: "hello" }));
-    assertEquals(hello.data?.auth, "password");
+    const hello = as(await dana.run({ kind: "hello" }), "hello");
+    assertEquals(hello.auth, "password");
     assertEquals(failure(await dana.run({ kind: "register" })).code, "not_allowed");
 
     const secret = (text: string) => new TextEncoder().encode(text);

@@ -10,6 +10,7 @@ import {
   runClient,
   runProgram,
   SERVER_PATH,
+  startClient,
   startServer,
   startWorld,
   tempDir,
@@ -324,5 +325,51 @@ Deno.test({
     assertMatch(after, /(^|\s)echo(\s|$)/m);
     // The half-typed line stays on the screen.
     assertStringIncludes(after, "> half typed\r");
+  },
+});
+
+Deno.test({
+  name: "client on a terminal: a stopped peer holds up neither another peer's chat nor the server",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using w = await startWorld("switchboard_tty_");
+    const peer = async (name: string) => {
+      const script = w.dir.join(`${name}.txt`);
+      await Deno.writeTextFile(script, `register ${name}\naccept\nwait terminate within 120\n`);
+      const args = w.args("--udp-port", "0", "--data-dir", w.dir.join(`${name}-data`));
+      const client = startClient([...args, "--script", script], { cwd: w.cwd });
+      await client.waitForLine(new RegExp(`^Registered and logged in as "${name}"$`), 20_000);
+      return client;
+    };
+    await using bob = await peer("Bob");
+    await using carol = await peer("Carol");
+    const alice = new TerminalClient(
+      [
+        ...w.args("--name", "Alice", "--tcp-port", "5001", "--udp-port", "0"),
+        "--data-dir",
+        w.dir.join("Alice-data"),
+      ],
+      w.cwd,
+    );
+    let at = await alice.waitFor("> ");
+    await alice.type("register");
+    at = await alice.waitFor('Registered and logged in as "Alice"', at);
+    await alice.type("connect Bob");
+    at = await alice.waitFor('Connected with "Bob"', at);
+    await alice.type("connect Carol");
+    at = await alice.waitFor('Connected with "Carol"', at);
+    carol.process.kill("SIGSTOP");
+    const typed = performance.now();
+    await alice.type("send @Carol are you there?");
+    await alice.type("send @Bob hello");
+    await alice.type("list");
+    await alice.waitFor('Delivered to "Bob"', at);
+    await alice.waitFor("3 online:", at);
+    const took = performance.now() - typed;
+    assert(took < 5000, `Bob's chat and list waited ${Math.round(took)} ms for Carol`);
+    await bob.waitForLine(/^\[Alice\] hello$/, 5000);
+    assert(!alice.text.slice(at).includes('Carol" stopped answering'), alice.text);
+    await alice.type("exit");
+    assertEquals(await alice.finish(), 0, alice.text);
   },
 });

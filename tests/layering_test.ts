@@ -124,7 +124,7 @@ Deno.test("layering: only the driver, simulator and terminal folders call Deno.*
   assertEquals(problems, []);
 });
 
-Deno.test("layering: no two files in lib/ are named with the same words reordered", async () => {
+Deno.test("layering: no two files in lib/ are named with the same words reordered", () => {
   const seen = new Map<string, string>();
   const problems: string[] = [];
   for (const file of ALL_FILES.filter((f) => f.startsWith("lib/"))) {

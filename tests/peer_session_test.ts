@@ -4,14 +4,10 @@
  * delays what the test says; then the client core's peer commands against a
  * stand-in server (impersonation, `send @NAME`, `accept` waiting, `wait`).
  */
-import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
-import {
-  ClientCore,
-  type ClientEvent,
-  type CommandResult,
-  type CoreCommand,
-  PEER_CHANNEL_OPTIONS,
-} from "../lib/client/client_core.ts";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
+import { ClientCore, type CoreCommand } from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
+import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import {
   messageOf,
   type PeerAddress,
@@ -909,6 +905,20 @@ class World {
       }
       case "heartbeat":
         return { type: "heartbeat_ok", reqId: message.reqId };
+      case "list":
+        return {
+          type: "list_page",
+          reqId: message.reqId,
+          total: this.#online.size,
+          more: 0,
+          clients: [...this.#online.values()].map((c) => ({
+            name: c.name,
+            ip: c.address.ip,
+            udpPort: c.address.port,
+            tcpPort: 5001,
+            onlineMs: 1000,
+          })),
+        };
       case "logout":
         return { type: "logout_ok", reqId: message.reqId };
       default:
@@ -986,8 +996,14 @@ function okResult(result: CommandResult): Extract<CommandResult, { ok: true }> {
 }
 
 function failed(result: CommandResult): Extract<CommandResult, { ok: false }> {
-  if (result.ok) throw new Error(`expected a failure, got: ${result.message}`);
+  if (result.ok) throw new Error(`expected a failure, got: ${result.command}`);
   return result;
+}
+
+/** A result's command and the peer it names (`name` or `to`), for connect, accept, send, terminate. */
+function done(result: CommandResult): [string, string] {
+  const r = okResult(result);
+  return [r.command, String("name" in r ? r.name : "to" in r ? r.to : "")];
 }
 
 function kinds(node: Node): string[] {
@@ -1001,7 +1017,7 @@ function connectPair(world: World, alice: Node, bob: Node): void {
   const r = world.command(alice, { kind: "connect", name: bob.name });
   okResult(r);
   world.runUntil(world.now + 10_000, () => bob.results.length > bobBefore);
-  assertEquals(okResult(bob.results[bobBefore]).message, `Connected with "${alice.name}"`);
+  assertEquals(done(bob.results[bobBefore]), ["accept", alice.name]);
 }
 
 Deno.test("ClientCore refuses a connect request whose name the server places elsewhere", () => {
@@ -1020,10 +1036,13 @@ Deno.test("ClientCore refuses a connect request whose name the server places els
   assertEquals(refusals[0].message.session, "6666666666666666");
   assertEquals(kinds(bob), ["request_refused"]);
   const refused = bob.events[0];
-  assertStringIncludes(refused.message, "10.6.6.6:6666");
-  assertStringIncludes(refused.message, '"Alice"');
-  assertStringIncludes(refused.message, "10.0.0.1:4001");
-  assertEquals(refused.data, { name: "Alice", ip: "10.6.6.6", udpPort: 6666 });
+  assertEquals(refused, {
+    kind: "request_refused",
+    name: "Alice",
+    ip: "10.6.6.6",
+    udpPort: 6666,
+    registered: { name: "Alice", ip: "10.0.0.1", udpPort: 4001 },
+  });
   assertEquals(bob.results, [], "accept did not take the forged request");
   assertEquals(
     bob.peerSends.filter((s) => sameAddress(s.to, ALICE)).length,
@@ -1037,9 +1056,9 @@ Deno.test("ClientCore refuses a connect request whose name the server places els
   assertEquals(kinds(bob), ["request_refused"]);
   // The real Alice still gets through to the waiting accept.
   const r = world.command(alice, { kind: "connect", name: "Bob" });
-  assertEquals(okResult(r).message, 'Connected with "Bob"');
+  assertEquals(done(r), ["connect", "Bob"]);
   world.settle();
-  assertEquals(okResult(bob.results[0]).message, 'Connected with "Alice"');
+  assertEquals(done(bob.results[0]), ["accept", "Alice"]);
   assertEquals(kinds(bob), ["request_refused", "request"]);
 });
 
@@ -1050,11 +1069,16 @@ Deno.test("ClientCore refuses a connect request from a name that is not online",
   world.inject(ghost, bob, { type: "peer_connect", session: "9999999999999999", name: "Ghost" });
   world.settle();
   assertEquals(kinds(bob), ["request_refused"]);
-  assertStringIncludes(bob.events[0].message, "is not online");
+  const refused = bob.events[0];
+  assertStringIncludes(refused.kind === "request_refused" ? refused.error! : "", "is not online");
   assertEquals(bob.peerSends.map((s) => [s.to, s.message.type]), [[ghost, "peer_reject"]]);
   const w = world.command(bob, { kind: "wait", for: "request", withinMs: 2000 });
   assertEquals(failed(w).code, "timeout");
-  assertEquals(okResult(world.command(bob, { kind: "peers" })).message, "No peer sessions");
+  assertEquals(okResult(world.command(bob, { kind: "peers" })), {
+    ok: true,
+    command: "peers",
+    peers: [],
+  });
 });
 
 Deno.test("ClientCore send needs @NAME when two sessions are open", () => {
@@ -1071,10 +1095,10 @@ Deno.test("ClientCore send needs @NAME when two sessions are open", () => {
   assertStringIncludes(ambiguous.error, "@NAME");
   assertEquals(bob.peerSends.filter((s) => s.message.type === "peer_data").length, 0);
   const sent = okResult(world.command(bob, { kind: "send", to: "carol", text: "hi Carol" }));
-  assertEquals(sent.message, 'Delivered to "Carol"');
+  assertEquals(sent, { ok: true, command: "send", to: "Carol", index: 0 });
   world.settle();
-  assertEquals(carol.events.filter((e) => e.kind === "message").map((e) => e.message), [
-    "[Bob] hi Carol",
+  assertEquals(carol.events.filter((e) => e.kind === "message"), [
+    { kind: "message", from: "Bob", text: "hi Carol", index: 0 },
   ]);
   assertEquals(alice.events.filter((e) => e.kind === "message"), []);
   // Alice has one session: she needs no name.
@@ -1083,7 +1107,10 @@ Deno.test("ClientCore send needs @NAME when two sessions are open", () => {
   assertEquals(nobody.code, "no_session");
   assertEquals(nobody.error, 'No open session with "Carol"');
   const peers = okResult(world.command(bob, { kind: "peers" }));
-  assertStringIncludes(peers.message, "2 peer sessions");
+  assertEquals(peers.command === "peers" && peers.peers.map((p) => [p.name, p.state]), [
+    ["Alice", "open"],
+    ["Carol", "open"],
+  ]);
 });
 
 Deno.test("ClientCore accept waits for a request that comes later", () => {
@@ -1095,9 +1122,11 @@ Deno.test("ClientCore accept waits for a request that comes later", () => {
   world.runUntil(world.now + 10_000);
   assertEquals(bob.results, [], "still waiting after 10 s");
   const r = world.command(alice, { kind: "connect", name: "Bob" });
-  assertEquals(okResult(r).data, { name: "Bob", session: r.ok ? r.data?.session : "" });
+  assertEquals(done(r), ["connect", "Bob"]);
   world.settle();
-  assertEquals(okResult(bob.results[0]).message, 'Connected with "Alice"');
+  assertEquals(done(bob.results[0]), ["accept", "Alice"]);
+  const sessions = [r, bob.results[0]].map((x) => x.ok && "session" in x ? x.session : "");
+  assertEquals(sessions[0], sessions[1], "both name the same session");
   assertEquals(kinds(bob), ["request"]);
   okResult(world.command(alice, { kind: "send", text: "it works" }));
 });
@@ -1124,16 +1153,22 @@ Deno.test("ClientCore wait messages counts messages that came before the wait", 
   okResult(world.command(alice, { kind: "send", text: "one" }));
   okResult(world.command(alice, { kind: "send", text: "two" }));
   const now = world.now;
-  const done = okResult(world.command(bob, { kind: "wait", for: "messages", count: 2 }));
+  const waited = okResult(world.command(bob, { kind: "wait", for: "messages", count: 2 }));
   assertEquals(world.now, now, "done at once");
-  assertEquals(done.message, "2 messages received");
+  assertEquals(waited, { ok: true, command: "wait", for: "messages", count: 2 });
   // Waiting for a third completes when it arrives.
   world.run(bob, { kind: "wait", for: "messages", count: 3, name: "alice", withinMs: 10_000 });
   world.runUntil(world.now + 1000);
   assertEquals(bob.results.length, 2, "still waiting");
   okResult(world.command(alice, { kind: "send", text: "three" }));
   world.settle();
-  assertEquals(okResult(bob.results[2]).message, '3 messages received from "alice"');
+  assertEquals(okResult(bob.results[2]), {
+    ok: true,
+    command: "wait",
+    for: "messages",
+    count: 3,
+    name: "alice",
+  });
   // Too many: the wait fails after its time, saying how many came.
   const late = failed(
     world.command(bob, { kind: "wait", for: "messages", count: 5, withinMs: 2000 }),
@@ -1141,8 +1176,8 @@ Deno.test("ClientCore wait messages counts messages that came before the wait", 
   assertEquals(late.code, "timeout");
   assertEquals(late.error, "Waited 2 s in vain (3 messages received)");
   assertEquals(
-    bob.events.filter((e) => e.kind === "message").map((e) => e.data),
-    ["one", "two", "three"].map((text, index) => ({ from: "Alice", text, index })),
+    bob.events.filter((e) => e.kind === "message"),
+    ["one", "two", "three"].map((text, index) => ({ kind: "message", from: "Alice", text, index })),
   );
 });
 
@@ -1152,11 +1187,15 @@ Deno.test("ClientCore wait terminate completes for a session that ended before t
   const bob = world.add("Bob", BOB);
   connectPair(world, alice, bob);
   const t = okResult(world.command(alice, { kind: "terminate" }));
-  assertEquals(t.message, 'Ended the session with "Bob"');
+  assertEquals(t, { ok: true, command: "terminate", name: "Bob", confirmed: true });
   world.settle();
   assertEquals(kinds(bob), ["request", "peer_ended"]);
-  assertMatch(bob.events[1].message, /^"Alice" ended the session\b/);
-  assertEquals(bob.events[1].data?.by, "peer");
+  assertEquals(bob.events[1], {
+    kind: "peer_ended",
+    name: "Alice",
+    by: "peer",
+    reason: "terminate",
+  });
   okResult(world.command(bob, { kind: "wait", for: "terminate", withinMs: 1000 }));
   const send = failed(world.command(bob, { kind: "send", text: "anyone?" }));
   assertEquals(send.error, "No open session; use connect NAME");
@@ -1170,7 +1209,7 @@ Deno.test("ClientCore wait terminate reports each end once and only ends the pee
   okResult(world.command(alice, { kind: "terminate" }));
   world.settle();
   const first = okResult(world.command(bob, { kind: "wait", for: "terminate", withinMs: 1000 }));
-  assertEquals(first.message, 'The session with "Alice" ended');
+  assertEquals(first, { ok: true, command: "wait", for: "terminate", name: "Alice" });
   // That end was reported: the next wait waits for the next session's end.
   connectPair(world, alice, bob);
   world.run(bob, { kind: "wait", for: "terminate", withinMs: 10_000 });
@@ -1203,8 +1242,8 @@ Deno.test("ClientCore terminate succeeds on both sides when both terminate at on
   world.run(alice, { kind: "terminate" });
   world.run(bob, { kind: "terminate" });
   world.runUntil(world.now + 120_000, () => alice.results.length > a && bob.results.length > b);
-  assertEquals(okResult(alice.results[a]).message, 'Ended the session with "Bob"');
-  assertEquals(okResult(bob.results[b]).message, 'Ended the session with "Alice"');
+  assertEquals(done(alice.results[a]), ["terminate", "Bob"]);
+  assertEquals(done(bob.results[b]), ["terminate", "Alice"]);
   world.settle();
   for (const node of [alice, bob]) {
     assert(node.core.peers.every((p) => p.state === "closed"), `${node.name} left it open`);
@@ -1225,7 +1264,8 @@ Deno.test("ClientCore send fails when the peer goes silent", () => {
   assertStringIncludes(r.error, '"Bob" stopped answering');
   assert(world.now - start <= DEAD_AFTER_MS, `failed after ${world.now - start} ms`);
   assertEquals(kinds(alice).at(-1), "peer_ended");
-  assertEquals(alice.events.at(-1)?.data?.by, "dead");
+  const ended = alice.events.at(-1);
+  assertEquals(ended?.kind === "peer_ended" && ended.by, "dead");
 });
 
 Deno.test("ClientCore fails a running send with a clear message when the peer ends the session", () => {
@@ -1319,6 +1359,69 @@ Deno.test("ClientCore leave tells open peers that the client left", () => {
   world.leave(alice);
   world.settle();
   assertEquals(bob.events.at(-1)?.kind, "peer_ended");
-  assertEquals(bob.events.at(-1)?.message, '"Alice" ended the session (it left)');
+  assertEquals(bob.events.at(-1), {
+    kind: "peer_ended",
+    name: "Alice",
+    by: "peer",
+    reason: "exit",
+  });
   assertEquals(okResult(bob.results.at(-1)!).command, "wait");
+});
+
+Deno.test("ClientCore commands on a silent peer's session hold up neither other sessions nor the server", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const carol = world.add("Carol", { ip: "10.0.0.3", port: 4003 });
+  connectPair(world, alice, bob);
+  connectPair(world, alice, carol);
+  alice.results.length = 0;
+  // Carol stops: nothing reaches her, she sends nothing (kill -STOP).
+  world.nodes.splice(world.nodes.indexOf(carol), 1);
+  const start = world.now;
+  world.run(alice, { kind: "send", to: "Carol", text: "are you there?" });
+  world.run(alice, { kind: "send", to: "Bob", text: "hello" });
+  world.run(alice, { kind: "list" });
+  world.run(alice, { kind: "send", to: "carol", text: "still there?" });
+  world.runUntil(start + 1000, () => alice.results.length >= 2);
+  assert(world.now - start < 100, `Bob's send and list took ${world.now - start} ms`);
+  assertEquals(alice.results.map((r) => [r.command, r.ok]).sort(), [["list", true], [
+    "send",
+    true,
+  ]]);
+  assertEquals(done(alice.results.find((r) => r.command === "send")!), ["send", "Bob"]);
+  assert(alice.core.busy, "the sends to Carol still wait");
+  world.settle();
+  assertEquals(bob.events.filter((e) => e.kind === "message").map((e) => "text" in e && e.text), [
+    "hello",
+  ]);
+  // Carol's sends end in their order: the first when she is found dead,
+  // the second after it, on a session that is no longer open.
+  world.runUntil(start + 3 * DEAD_AFTER_MS, () => alice.results.length >= 4);
+  const [first, second] = alice.results.slice(2).map(failed);
+  assertEquals([first.command, first.code], ["send", "peer_gone"]);
+  assertEquals([second.command, second.code], ["send", "no_session"]);
+  assert(!alice.core.busy);
+});
+
+Deno.test("ClientCore runs commands on one session in order, each after the one before", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  alice.results.length = 0;
+  for (const text of ["one", "two", "three"]) {
+    world.run(alice, { kind: "send", to: "Bob", text });
+  }
+  world.run(alice, { kind: "terminate", name: "Bob" });
+  // Only the first is on the wire until Bob acknowledges it.
+  assertEquals(alice.core.peers[0].counts.sent, 1);
+  world.runUntil(world.now + 10_000, () => alice.results.length >= 4);
+  assertEquals(alice.results.map((r) => r.command), ["send", "send", "send", "terminate"]);
+  assert(alice.results.every((r) => r.ok));
+  world.settle();
+  assertEquals(
+    bob.events.flatMap((e) => e.kind === "message" ? [e.text] : []),
+    ["one", "two", "three"],
+  );
 });

@@ -8,7 +8,8 @@
  */
 import { forSeeds, seeds } from "./_seeds.ts";
 import { assert, assertEquals } from "@std/assert";
-import { type CommandResult, PEER_CHANNEL_OPTIONS } from "../lib/client/client_core.ts";
+import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
+import type { CommandResult } from "../lib/client/client_event.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import { type SimClient, type SimPeerMessage, Simulation } from "../lib/sim/simulation.ts";
 import { DEFAULT_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
@@ -288,7 +289,8 @@ Deno.test("Simulation peer chat ends a session as dead when the other client is 
     checkInvariants(sim);
     const ended = alice.events.findIndex((e) => e.kind === "peer_ended");
     assert(ended >= 0, `Alice never saw the session end: ${JSON.stringify(alice.events)}`);
-    assertEquals(alice.events[ended].data?.by, "dead");
+    const end = alice.events[ended];
+    assertEquals(end.kind === "peer_ended" && end.by, "dead");
     // Datagrams Bob sent before he died may still arrive for a while.
     const after = eventAt[ended] - killedAt;
     assert(after <= DEAD_AFTER_MS + IN_FLIGHT_MS, `the session ended ${after} ms after the kill`);

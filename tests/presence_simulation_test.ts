@@ -6,7 +6,7 @@
  */
 import { forSeeds } from "./_seeds.ts";
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
-import type { ClientEvent } from "../lib/client/client_core.ts";
+import type { ClientEvent } from "../lib/client/client_event.ts";
 import { type SimClient, Simulation, type SimulationOptions } from "../lib/sim/simulation.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
 import type { Impairment } from "../lib/sim/sim_network.ts";
@@ -81,8 +81,7 @@ type SimulationCommand = Parameters<Simulation["command"]>[1];
 function presenceNews(events: readonly ClientEvent[]): string[] {
   return events.flatMap((e) => {
     if (e.kind !== "joined" && e.kind !== "left") return [];
-    const client = e.data?.client as { name: string };
-    return [`${e.kind} ${client.name}`];
+    return [`${e.kind} ${e.client.name}`];
   });
 }
 
@@ -333,7 +332,7 @@ function takeover(seed: number, impairment: Impairment): void {
   assert(sim.runUntilIdle(10 * 60_000));
   const login = newer.results.at(-1)!;
   if (!login.ok) throw new Error(`the takeover failed: ${login.error}`);
-  assertEquals(login.data?.replaced, true);
+  assertEquals(login.command === "login" && login.replaced, true);
   sim.runFor(3 * LEASE_MS);
 
   for (const e of sim.serverEvents) {
@@ -346,7 +345,11 @@ function takeover(seed: number, impairment: Impairment): void {
   assertEquals(newer.core.loggedInAs, "Alice");
   assertEquals(older.core.loggedInAs, undefined);
   const ended = older.events.filter((e) => e.kind === "session_ended");
-  assertEquals(ended.map((e) => e.data?.reason), ["replaced"], "the older was not told once");
+  assertEquals(
+    ended.map((e) => e.kind === "session_ended" && e.reason),
+    ["replaced"],
+    "the older was not told once",
+  );
   const logins = sim.serverEvents.slice(mark).flatMap((e) =>
     e.kind === "logged_in" ? [{ udpPort: e.udpPort, replaced: e.replaced }] : []
   );

@@ -161,7 +161,6 @@ Deno.test("parseScenario() errors name the line and say what is wrong", () => {
   parseError("a/b: list", 1, "may only hold letters");
   parseError("Server: list", 1, "is the server here");
   parseError("alice every 2: list", 1, "every K needs a pattern");
-  parseError("alice: upload data.csv", 1, 'the simulator has no files; "upload" cannot run');
   parseError('partition "alice bob', 1, "the line has a quote that is not closed");
 });
 
@@ -224,12 +223,32 @@ Deno.test("runScenario() registers, watches and lists on a lossy network", () =>
   assertEquals(run.summary.violations, []);
   assert(run.summary.passed);
   const [alice, bob] = run.sim.clients;
-  assert(bob.results.some((r) => r.ok && r.command === "list" && r.message.includes("carol")));
-  assert(alice.events.some((e) => e.kind === "joined" && e.message.includes("carol")));
+  assert(
+    bob.results.some((r) =>
+      r.ok && r.command === "list" && r.clients.some((c) => c.name === "carol")
+    ),
+  );
+  assert(alice.events.some((e) => e.kind === "joined" && e.client.name === "carol"));
   assertEquals(online(run).sort(), ["alice", "bob", "carol"]);
   assertEquals(run.summary.clients, 3);
   assert(run.summary.network.lost > 0);
   assertEquals(run.summary.commands.failed, 0);
+});
+
+Deno.test("runScenario() stores a generated file on the server and fetches it back", () => {
+  const run = runScenario(
+    parseScenario(
+      "loss 20%\nalice: register\nalice: generate data.csv 3000\nalice: upload data.csv\n" +
+        "settle\nalice: download data.csv copy.csv\n",
+      "files",
+    ),
+    { seed: 4 },
+  );
+  assertEquals(run.summary.violations, []);
+  assertEquals(run.summary.commands.failed, 0);
+  const [alice] = run.sim.clients;
+  assertEquals(alice.files.get("copy.csv"), alice.files.get("data.csv"));
+  assert(alice.files.get("copy.csv")!.length > 60_000);
 });
 
 Deno.test("runScenario() keeps acknowledged registrations across a crash and restart", () => {
@@ -281,8 +300,9 @@ Deno.test("runScenario() partitions a client from the server, then heals", () =>
   const [alice, bob] = run.sim.clients;
   const lists = bob.results.filter((r) => r.command === "list" && r.ok);
   assertEquals(lists.length, 2);
-  assert(lists[0].ok && !lists[0].message.includes("alice"), "alice outlived her lease");
-  assert(lists[1].ok && lists[1].message.includes("alice"), "alice did not come back");
+  const names = lists.map((r) => r.ok && r.command === "list" ? r.clients.map((c) => c.name) : []);
+  assert(!names[0].includes("alice"), "alice outlived her lease");
+  assert(names[1].includes("alice"), "alice did not come back");
   assert(alice.events.some((e) => e.kind === "logged_in_again"));
   assert(bob.events.some((e) => e.kind === "left") && bob.events.some((e) => e.kind === "joined"));
 });
@@ -448,8 +468,7 @@ Deno.test("checkInvariants() detects an acknowledged registration missing from d
   sim.clients[0].results.push({
     ok: true,
     command: "register",
-    message: 'Registered and logged in as "phantom"',
-    data: { name: "phantom" },
+    name: "phantom",
   });
   assertEquals(checkInvariants(sim), [
     'Lost registration: "phantom" (client 127.0.1.1:4001) was acknowledged but is not on disk',

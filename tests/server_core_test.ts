@@ -1902,7 +1902,7 @@ Deno.test("ServerCore.stats counts auth failures, presence resends and shortened
 // --- bounded growth: new names per address ---
 
 Deno.test("ServerCore.handle() limits new names per address over UDP and TCP together", () => {
-  const core = newCore({ registerRatePerMinute: 3 });
+  const core = newCore({ limits: { registerRate: 3 } });
   const tcpAlice: Endpoint = { transport: "tcp", address: "10.0.0.1", port: 50000, connId: 7 };
   registerPersisted(core, 1, "a1");
   registerPersisted(core, 2, "a2");
@@ -1930,7 +1930,7 @@ Deno.test("ServerCore.handle() limits new names per address over UDP and TCP tog
 });
 
 Deno.test("ServerCore.handle() does not spend the register budget on a taken name or a retransmission", () => {
-  const core = newCore({ registerRatePerMinute: 1 });
+  const core = newCore({ limits: { registerRate: 1 } });
   registerPersisted(core, 1, "alice");
   // The retransmission is answered from the replay cache, a taken name is refused as taken.
   as(ask(core, NOW + 1, FROM_ALICE, register(1, "alice")), "register_ok");

@@ -150,3 +150,52 @@ Deno.test("serverEventText() tells an expired identity, when it was last seen an
     "removed with 0 stored files",
   );
 });
+
+Deno.test("serverEventText() tells what the limits did, for the log only", () => {
+  const rate = serverEventText({
+    kind: "rate_limited",
+    transport: "udp",
+    address: "192.0.2.7",
+    dropped: 12,
+    session: false,
+    ratePerSecond: 100,
+    burst: 200,
+  });
+  assertEquals(rate.level, "warning");
+  assertEquals(rate.quiet, true);
+  assertStringIncludes(
+    rate.text,
+    "Rate limit: dropped 12 UDP datagrams from 192.0.2.7 without a session since the last " +
+      "report (limit 100/s per address, bursts of 200)",
+  );
+  const refused = serverEventText({
+    kind: "connection_refused",
+    address: "192.0.2.7",
+    refused: 3,
+    hit: { kind: "total", limit: 512 },
+  });
+  assertEquals(refused.quiet, true);
+  assertStringIncludes(refused.text, "TCP limit: refused 3 connections from 192.0.2.7");
+  const idle = serverEventText({
+    kind: "connection_closed",
+    connId: 4,
+    address: "192.0.2.7",
+    port: 6000,
+    hit: { kind: "idle", limitMs: 60_000 },
+  });
+  assertEquals([idle.level, idle.quiet], ["info", true]);
+  assertEquals(
+    idle.text,
+    "Closed TCP connection 4 from 192.0.2.7:6000: nothing came or went for 60 s",
+  );
+  const slow = serverEventText({
+    kind: "connection_closed",
+    connId: 5,
+    address: "192.0.2.7",
+    port: 6001,
+    hit: { kind: "slow_frame", limitMs: 30_000, pendingBytes: 10 },
+  });
+  assertEquals(slow.level, "warning");
+  assertStringIncludes(slow.text, "TCP limit: closed connection 5 from 192.0.2.7:6001: a frame");
+  assertEquals(serverEventText({ kind: "active", names: [] }).quiet, undefined);
+});

@@ -81,7 +81,7 @@ function runScenario(seed: number, impairment: Impairment, crash: boolean): RunR
 /** The name a client's `register` was acknowledged for, if it was. */
 function registeredName(client: SimClient): string | undefined {
   const registered = client.results.find((r) => r.command === "register" && r.ok);
-  return registered?.ok ? String(registered.data?.name) : undefined;
+  return registered?.ok && registered.command === "register" ? registered.name : undefined;
 }
 
 function registerTimedOut(client: SimClient): boolean {

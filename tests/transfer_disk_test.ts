@@ -7,7 +7,7 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
 import { FILE_BLOCK_BYTES, partialPath, TransferDisk } from "../lib/io/transfer_disk.ts";
-import type { FileOperation } from "../lib/client/client_core.ts";
+import type { FileOperation } from "../lib/client/outbox.ts";
 import type { FileFailure } from "../lib/client/file_transfers.ts";
 import { toHex } from "../lib/hex.ts";
 import { tempDir } from "./_processes.ts";

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { LineEditor, type LineEditorOptions } from "./line_editor.ts";
+import { type AskOptions, LineEditor, type LineEditorOptions } from "./line_editor.ts";
 
 const encoder = new TextEncoder();
 
@@ -73,14 +73,32 @@ export class Terminal {
   /**
    * Shows `prompt` and waits for a line (one typed ahead is taken at once).
    *
+   * @param options the prompt, and the editor's `secret` and `history` (see `AskOptions`)
    * @returns the line, or undefined at the end of input (Ctrl+D)
    */
-  async next(options: { prompt?: string; secret?: boolean } = {}): Promise<string | undefined> {
-    this.#write(this.#editor.ask(options.prompt ?? "", { secret: options.secret }));
+  async next(options: AskOptions & { prompt?: string } = {}): Promise<string | undefined> {
+    this.#write(this.#editor.ask(options.prompt ?? "", options));
     while (this.#lines.length === 0 && !this.#ended) {
       await new Promise<void>((wake) => this.#wake = wake);
     }
     return this.#lines.shift();
+  }
+
+  /**
+   * Shows `prompt` without waiting for a line, for a wait the user should
+   * see (such as connecting); what is typed meanwhile is kept.
+   */
+  show(prompt: string): void {
+    this.#write(this.#editor.ask(prompt));
+  }
+
+  /**
+   * Drops the lines typed but not read yet.
+   *
+   * @returns them, oldest first
+   */
+  discard(): string[] {
+    return this.#lines.splice(0);
   }
 
   /** Prints lines above the prompt. */

@@ -1,3 +1,5 @@
+import { LOG_FORMATS, type LogFormatName } from "../io/logging.ts";
+
 /**
  * Thrown for bad command-line usage; entry points print its message as
  * `error: <message>` and exit with code 2.
@@ -173,4 +175,19 @@ export function rejectSwitchValues(args: readonly string[], switches: readonly s
     if (match[2] === "true" || match[2] === "false") continue;
     throw new UsageError(`--${match[1]} takes no value, not "${match[2]}"; leave it out for off`);
   }
+}
+
+/**
+ * Reads `--log-format`.
+ *
+ * @param value the raw value
+ * @returns `text` or `json`
+ * @throws {UsageError} for anything else
+ */
+export function logFormatFlag(value: unknown): LogFormatName {
+  const text = String(value);
+  if (!(LOG_FORMATS as readonly string[]).includes(text)) {
+    throw new UsageError(`--log-format must be text or json, not "${text}"`);
+  }
+  return text as LogFormatName;
 }

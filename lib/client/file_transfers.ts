@@ -11,27 +11,12 @@ import { nameKey } from "../wire/client_name.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { FILE_CHUNK_BYTES, MAX_REASON_BYTES } from "../wire/peer_payload.ts";
 import type { FilePayload, PeerSession } from "./peer_session.ts";
-
-/** Which way a transfer goes. */
-export type TransferDirection = "send" | "receive";
-
-/** Where a transfer is. */
-export type TransferState =
-  /** Offered; the receiver has not answered (or, receiving, the user has not). */
-  | "offered"
-  /** Accepted; the receiver prepares its file. */
-  | "preparing"
-  /** Data flows. */
-  | "active"
-  /** All data is there; the receiver checks the SHA-256. */
-  | "verifying"
-  /** Received whole and verified. */
-  | "done"
-  | "declined"
-  | "cancelled"
-  | "failed"
-  /** The session ended first; sending the file again resumes it. */
-  | "interrupted";
+import type {
+  TransferDirection,
+  TransferEvent,
+  TransferInfo,
+  TransferState,
+} from "./client_event.ts";
 
 /** The states a transfer does not leave. */
 const FINAL_STATES: ReadonlySet<TransferState> = new Set([
@@ -41,29 +26,6 @@ const FINAL_STATES: ReadonlySet<TransferState> = new Set([
   "failed",
   "interrupted",
 ]);
-
-/** What a transfer looks like from outside. */
-export interface TransferInfo {
-  /** Local id, for `acceptfile`, `declinefile` and `cancel`. */
-  readonly id: number;
-  readonly direction: TransferDirection;
-  readonly peer: string;
-  readonly name: string;
-  readonly size: number;
-  /** The SHA-256, hex. */
-  readonly sha256: string;
-  readonly state: TransferState;
-  /** Bytes the receiver has (acknowledged ones, when sending). */
-  readonly done: number;
-  /** Where receiving started (above 0 when resumed). */
-  readonly startOffset: number;
-  /** Why it ended, when it did not end well. */
-  readonly reason?: string;
-  /** The local file: the source, or where a received file landed. */
-  readonly path?: string;
-  /** An interrupted transfer: the later transfer of the same file, with the same peer, that resumed it. */
-  readonly resumedBy?: number;
-}
 
 /** What the transfers ask the driver to do, or report. */
 export type FileTransfersOutput =
@@ -104,20 +66,7 @@ export type FileTransfersOutput =
   /** Receiving stopped: close the partial file, and remove it unless `keepPartial`. */
   | { readonly type: "receive_abort"; readonly id: number; readonly keepPartial: boolean }
   /** Something for the user. */
-  | {
-    readonly type: "event";
-    readonly kind: TransferEventKind;
-    readonly message: string;
-    readonly data: TransferInfo & Record<string, unknown>;
-  };
-
-/** The kinds of events transfers report. */
-export type TransferEventKind =
-  | "file_offer"
-  | "file_accepted"
-  | "file_progress"
-  | "file_done"
-  | "file_failed";
+  | { readonly type: "event"; readonly event: TransferEvent };
 
 interface Transfer {
   id: number;
@@ -335,12 +284,7 @@ export class FileTransfers {
         t.state = "active";
         t.next = t.done = t.startOffset = payload.offset;
         t.startedAt = t.progressAt = now;
-        this.#emit(
-          t,
-          "file_accepted",
-          `"${t.session.peerName}" accepted "${t.name}"` +
-            (t.startOffset > 0 ? `; resuming at ${formatBytes(t.startOffset)}` : ""),
-        );
+        this.#emit({ kind: "file_accepted", ...info(t) });
         if (t.next === t.size) t.state = "verifying";
         return this.#pump(now);
       case "file_decline":
@@ -435,12 +379,7 @@ export class FileTransfers {
     t.next = t.done = t.startOffset = Math.min(offset, t.size);
     t.progressAt = now;
     this.#tell(now, t, { kind: "file_accept", transfer: t.wireId, offset: t.next });
-    this.#emit(
-      t,
-      "file_accepted",
-      `Receiving "${t.name}" from "${t.session.peerName}"` +
-        (t.startOffset > 0 ? `, resuming at ${formatBytes(t.startOffset)}` : ""),
-    );
+    this.#emit({ kind: "file_accepted", ...info(t) });
     if (t.next === t.size) this.#finishReceiving(t);
   }
 
@@ -584,12 +523,7 @@ export class FileTransfers {
       this.#tell(now, t, { kind: "file_decline", transfer: t.wireId, reason: clip(problem) });
       return this.#end(t, "declined", `refused an offer from "${session.peerName}": ${problem}`);
     }
-    this.#emit(
-      t,
-      "file_offer",
-      `"${session.peerName}" offers "${t.name}" (${formatBytes(t.size)})` +
-        (this.#options.autoAccept ? "" : `; acceptfile ${t.id} or declinefile ${t.id}`),
-    );
+    this.#emit({ kind: "file_offer", autoAccept: this.#options.autoAccept, ...info(t) });
     if (this.#options.autoAccept) this.accept(now, t.id);
   }
 
@@ -638,14 +572,12 @@ export class FileTransfers {
     const seconds = Math.max(0.001, (now - t.startedAt) / 1000);
     const rate = (t.done - t.startOffset) / seconds;
     const eta = rate > 0 ? (t.size - t.done) / rate : undefined;
-    this.#emit(
-      t,
-      "file_progress",
-      `${t.direction === "send" ? "Sending" : "Receiving"} "${t.name}": ` +
-        `${formatBytes(t.done)} of ${formatBytes(t.size)}, ${formatBytes(rate)}/s` +
-        (eta === undefined ? "" : `, ${Math.ceil(eta)} s left`),
-      { rate: Math.round(rate), etaSeconds: eta === undefined ? null : Math.ceil(eta) },
-    );
+    this.#emit({
+      kind: "file_progress",
+      ...info(t),
+      rate: Math.round(rate),
+      etaSeconds: eta === undefined ? null : Math.ceil(eta),
+    });
   }
 
   /** Fails a transfer; the peer is told `toPeer`, by default the problem itself. */
@@ -686,31 +618,11 @@ export class FileTransfers {
         keepPartial: options.keepPartial === true,
       });
     }
-    const peer = t.session.peerName;
-    if (state === "done") {
-      this.#emit(
-        t,
-        "file_done",
-        t.direction === "send"
-          ? `Sent "${t.name}" to "${peer}" (${formatBytes(t.size)}, SHA-256 verified)`
-          : `Received "${t.name}" from "${peer}" into ${t.path} (${
-            formatBytes(t.size)
-          }, SHA-256 verified)`,
-      );
-    } else {
-      const verb = t.direction === "send" ? `Sending "${t.name}" to` : `Receiving "${t.name}" from`;
-      const why = reason === undefined ? "" : `: ${reason}`;
-      this.#emit(t, "file_failed", `${verb} "${peer}" ${wording(state)}${why}`);
-    }
+    this.#emit({ kind: state === "done" ? "file_done" : "file_failed", ...info(t) });
   }
 
-  #emit(
-    t: Transfer,
-    kind: TransferEventKind,
-    message: string,
-    extra: Record<string, unknown> = {},
-  ): void {
-    this.#outputs.push({ type: "event", kind, message, data: { ...info(t), ...extra } });
+  #emit(event: TransferEvent): void {
+    this.#outputs.push({ type: "event", event });
   }
 }
 
@@ -744,19 +656,6 @@ function info(t: Transfer): TransferInfo {
   };
 }
 
-function wording(state: TransferState): string {
-  switch (state) {
-    case "declined":
-      return "was declined";
-    case "cancelled":
-      return "was cancelled";
-    case "interrupted":
-      return "was interrupted";
-    default:
-      return "failed";
-  }
-}
-
 /** Cuts a reason to MAX_REASON_BYTES of UTF-8 (by characters, to stay valid). */
 function clip(reason: string): string {
   let out = reason;
@@ -764,21 +663,4 @@ function clip(reason: string): string {
     out = [...out].slice(0, -1).join("");
   }
   return out;
-}
-
-/**
- * Formats a byte count for people: `512 B`, `1.5 KiB`, `64.0 MiB`.
- *
- * @param bytes a count of bytes
- * @returns the text
- */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { lowerFirstWord } from "../error_line.ts";
 import { earlier } from "../clock.ts";
 import { decodePeerPayload, encodePeerPayload, type PeerPayload } from "../wire/peer_payload.ts";
 import type { Random } from "../random.ts";
@@ -414,7 +415,10 @@ export class PeerSession {
           this.#outputs.push({ type: "acked", id: out.id });
           break;
         case "dead":
-          this.#close("dead", `"${this.peerName}" stopped answering: ${lowerFirst(out.reason)}`);
+          this.#close(
+            "dead",
+            `"${this.peerName}" stopped answering: ${lowerFirstWord(out.reason)}`,
+          );
           return;
       }
     }
@@ -501,8 +505,4 @@ export function segmentOf(message: PeerMessage): Segment {
     default:
       return { kind: "keepalive" };
   }
-}
-
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
 }

@@ -20,6 +20,11 @@
  * with an index that matches it; {@link BlobStore.open} clears what a crash
  * left behind.
  *
+ * The file is over 700 lines on purpose: the store, its upload and its
+ * reader share one lock table and one crash-safety argument (what is on
+ * disk at each instant), which is easier to check read in one place than
+ * across files.
+ *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";

@@ -8,18 +8,16 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
-import { placeWithoutOverwriting, TransferDisk } from "./transfer_disk.ts";
+import { TransferDisk } from "./transfer_disk.ts";
+import { ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
-import { createSha256, hashFile, type Sha256 } from "./file_hash.ts";
+import { hashFile } from "./file_hash.ts";
 import { basename, dirname, join } from "@std/path";
-import {
-  ClientCore,
-  type ClientEvent,
-  type CommandResult,
-  type CoreCommand,
-} from "../client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../client/client_core.ts";
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
+import { clientEventText, commandResultText } from "../client/client_event_text.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { systemClock } from "../clock.ts";
@@ -27,7 +25,6 @@ import { cryptoRandom } from "../random.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
-import { toHex } from "../hex.ts";
 import {
   isPeerMessage,
   MAX_CHUNK_BYTES,
@@ -79,23 +76,6 @@ export interface TransferProgress {
   /** Bytes in all. */
   readonly total: number;
 }
-
-interface Download {
-  reqId: number;
-  name: string;
-  dest: string;
-  temp: string;
-  file?: Deno.FsFile;
-  size: number;
-  sha256: string;
-  received: number;
-  hasher: Sha256;
-  done: PromiseWithResolvers<CommandResult>;
-  failed?: string;
-}
-
-/** A download that receives nothing for this long fails, ms. */
-const DOWNLOAD_STALL_MS = 30_000;
 
 const log = getLogger(["switchboard", "client"]);
 
@@ -155,12 +135,15 @@ export class ClientDriver {
   #udpLoop: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
-  #waiting: ((result: CommandResult) => void) | undefined;
+  /** Who waits for the result of each command the core runs, by its number. */
+  #waiting = new Map<number, (result: CommandResult) => void>();
+  /** Uploads and downloads, one after another (they stream over the one TCP connection). */
+  #fileChain: Promise<unknown> = Promise.resolve();
   #closed = false;
   #saving: Promise<string | undefined> = Promise.resolve(undefined);
   #tcpChain: Promise<void> = Promise.resolve();
   #uploadPath = new Map<number, { path: string; name: string; size: number }>();
-  #download: Download | undefined;
+  #download: ServerDownload | undefined;
   /** UDP sends not yet completed, and what `close` waits on for them to reach 0. */
   #udpSending = 0;
   #udpSendsDone: PromiseWithResolvers<void> | undefined;
@@ -219,13 +202,20 @@ export class ClientDriver {
     return new ClientDriver(config, udp, serverAddress);
   }
 
+  /** True once `close` has begun. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** The core, for its state. */
   get core(): ClientCore {
     return this.#core;
   }
 
   /**
-   * Runs one command and waits for its result.
+   * Runs one command and waits for its result. Commands may run at once:
+   * those on one session (the server, or one peer) run in order, others
+   * side by side.
    *
    * @param command the command
    * @returns the result; failures are results too, never exceptions
@@ -250,9 +240,9 @@ export class ClientDriver {
 
   #run(command: CoreCommand): Promise<CommandResult> {
     const { promise, resolve } = Promise.withResolvers<CommandResult>();
-    this.#waiting = resolve;
     log.debug("Command {kind}", { kind: command.kind });
-    this.#core.run(systemClock.now(), command);
+    const id = this.#core.run(systemClock.now(), command);
+    this.#waiting.set(id, resolve);
     this.#drain();
     return promise;
   }
@@ -265,11 +255,20 @@ export class ClientDriver {
    * @param name the name to store it under
    * @returns the result
    */
-  async upload(path: string, name: string): Promise<CommandResult> {
-    const file = await this.#readFile("upload", path, name);
-    if ("ok" in file) return file;
-    this.#pendingUpload = { path, name, size: file.size };
-    return await this.run({ kind: "upload", name, size: file.size, sha256: file.sha256 });
+  upload(path: string, name: string): Promise<CommandResult> {
+    return this.#serially(async () => {
+      const file = await this.#readFile("upload", path, name);
+      if ("ok" in file) return file;
+      this.#pendingUpload = { path, name, size: file.size };
+      return await this.run({ kind: "upload", name, size: file.size, sha256: file.sha256 });
+    });
+  }
+
+  /** Runs uploads and downloads one after another. */
+  #serially(work: () => Promise<CommandResult>): Promise<CommandResult> {
+    const done = this.#fileChain.then(work);
+    this.#fileChain = done.catch(() => {});
+    return done;
   }
 
   #pendingUpload: { path: string; name: string; size: number } | undefined;
@@ -334,7 +333,11 @@ export class ClientDriver {
    * @param dest the local path
    * @returns the result, with the path the file landed at
    */
-  async download(name: string, dest: string): Promise<CommandResult> {
+  download(name: string, dest: string): Promise<CommandResult> {
+    return this.#serially(() => this.#downloadNow(name, dest));
+  }
+
+  async #downloadNow(name: string, dest: string): Promise<CommandResult> {
     try {
       if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
       await Deno.mkdir(dirname(dest), { recursive: true });
@@ -353,30 +356,13 @@ export class ClientDriver {
     const started = await starting;
     if (!started.ok || download === undefined) {
       if (this.#download === download) this.#download = undefined;
-      download?.file?.close();
+      await download?.finish("the server refused it");
       return started;
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let last = -1;
-    const watch = () => {
-      timer = setTimeout(() => {
-        if (download.received === last) {
-          this.#finishDownload(
-            download,
-            `no data from the server for ${DOWNLOAD_STALL_MS / 1000} s`,
-          );
-        } else {
-          last = download.received;
-          watch();
-        }
-      }, DOWNLOAD_STALL_MS);
-    };
-    watch();
-    try {
-      return await download.done.promise;
-    } finally {
-      clearTimeout(timer);
-    }
+    download.watchStall();
+    const result = await download.result;
+    if (this.#download === download) this.#download = undefined;
+    return result;
   }
 
   #pendingDownload: { name: string; dest: string } | undefined;
@@ -419,7 +405,7 @@ export class ClientDriver {
       );
     }
     await this.#transferFiles.close();
-    if (this.#download !== undefined) this.#finishDownload(this.#download, "the client closed");
+    await this.#download?.finish("the client closed");
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#udp.close();
     this.#tcp?.close();
@@ -461,9 +447,15 @@ export class ClientDriver {
           break;
         case "event":
           if (out.event.kind === "request_refused") {
-            log.warn("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+            log.warn("{kind}: {message}", {
+              kind: out.event.kind,
+              message: clientEventText(out.event),
+            });
           } else {
-            log.info("{kind}: {message}", { kind: out.event.kind, message: out.event.message });
+            log.info("{kind}: {message}", {
+              kind: out.event.kind,
+              message: clientEventText(out.event),
+            });
           }
           this.#config.onEvent?.(out.event);
           break;
@@ -471,7 +463,7 @@ export class ClientDriver {
           this.#saveIdentity(out.name, out.key);
           break;
         case "result":
-          this.#deliver(out.result);
+          this.#deliver(out.id, out.result);
           break;
         case "peer_send": {
           this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
@@ -508,34 +500,31 @@ export class ClientDriver {
     );
   }
 
-  #deliver(result: CommandResult): void {
+  #deliver(id: number, result: CommandResult): void {
     if (result.ok) {
-      log.info("{command}: {message}", { command: result.command, message: result.message });
+      log.info("{command}: {message}", {
+        command: result.command,
+        message: commandResultText(result),
+      });
     } else {
       log.warn("{command} failed: {error}", { command: result.command, error: result.error });
     }
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
+    const waiting = this.#waiting.get(id);
+    this.#waiting.delete(id);
     if (waiting === undefined) return;
-    if (result.command === "register" && result.ok) {
+    if (result.ok && result.command === "register") {
       // The key must be on disk before register reports success.
       const saving = this.#saving;
       this.#saving = Promise.resolve(undefined);
       saving.then((problem) =>
         waiting(
-          problem === undefined ? result : {
-            ok: true,
-            command: "register",
-            message: `${result.message}, but the identity could not be saved (${problem}); ` +
-              "you will not be able to log in as this name later",
-            data: result.data,
-          },
+          problem === undefined ? result : { ...result, identityProblem: problem },
         )
       );
       return;
     }
-    if (result.command === "deregister" && result.ok && this.#config.identityFile) {
-      const name = String(result.data?.name ?? "");
+    if (result.ok && result.command === "deregister" && this.#config.identityFile) {
+      const name = result.name;
       const server = hostPort(this.#config.serverHost, this.#config.serverPort);
       forgetIdentity(this.#config.identityFile, server, name).catch((error) =>
         log.warn("Could not remove the identity of {name}: {error}", { name, error })
@@ -605,16 +594,10 @@ export class ClientDriver {
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
-      this.#download = {
-        reqId,
-        ...this.#pendingDownload,
-        temp: `${this.#pendingDownload.dest}.part`,
-        size: 0,
-        sha256: "",
-        received: 0,
-        hasher: createSha256(),
-        done: Promise.withResolvers<CommandResult>(),
-      };
+      const { name, dest } = this.#pendingDownload;
+      const progress = (done: number, total: number) =>
+        this.#config.onProgress?.({ stage: "download", name, done, total });
+      this.#download = new ServerDownload(reqId, name, dest, progress);
       this.#pendingDownload = undefined;
     }
     const upload = message.type === "upload" ? this.#pendingUpload : undefined;
@@ -654,78 +637,6 @@ export class ClientDriver {
     await this.#tcp.write(bytes);
   }
 
-  async #downloadFrame(message: Message): Promise<void> {
-    const d = this.#download;
-    if (d === undefined || !("reqId" in message) || message.reqId !== d.reqId) return;
-    try {
-      if (message.type === "download_ok") {
-        d.size = message.size;
-        d.sha256 = toHex(message.sha256);
-        d.file = await Deno.open(d.temp, { write: true, create: true, truncate: true });
-        if (d.size === 0) await this.#finishDownload(d);
-        return;
-      }
-      if (message.type !== "file_chunk" || d.file === undefined) return;
-      if (d.received + message.data.length > d.size) {
-        return await this.#finishDownload(d, "the server sent more data than it announced");
-      }
-      d.hasher.update(message.data);
-      let written = 0;
-      while (written < message.data.length) {
-        written += await d.file.write(message.data.subarray(written));
-      }
-      d.received += message.data.length;
-      this.#config.onProgress?.({
-        stage: "download",
-        name: d.name,
-        done: d.received,
-        total: d.size,
-      });
-      if (d.received === d.size) await this.#finishDownload(d);
-    } catch (error) {
-      await this.#finishDownload(d, `cannot write ${d.dest}: ${(error as Error).message}`);
-    }
-  }
-
-  async #finishDownload(d: Download, failure?: string): Promise<void> {
-    if (this.#download !== d) return;
-    this.#download = undefined;
-    let problem = failure;
-    try {
-      if (problem === undefined) {
-        const actual = toHex(d.hasher.digest());
-        if (actual !== d.sha256) {
-          problem = `the SHA-256 of the data received (${actual.slice(0, 16)}…) does not match ` +
-            `the server's (${d.sha256.slice(0, 16)}…)`;
-        } else {
-          await d.file?.sync();
-          d.file?.close();
-          d.file = undefined;
-          d.dest = await placeWithoutOverwriting(d.temp, dirname(d.dest), basename(d.dest));
-        }
-      }
-    } catch (error) {
-      problem = `cannot write ${d.dest}: ${(error as Error).message}`;
-    }
-    if (problem !== undefined) {
-      d.file?.close();
-      await Deno.remove(d.temp).catch(() => {});
-      d.done.resolve({
-        ok: false,
-        command: "download",
-        error: `Download of "${d.name}" failed: ${problem}`,
-        code: problem.startsWith("the SHA") ? "checksum_mismatch" : "file_error",
-      });
-      return;
-    }
-    d.done.resolve({
-      ok: true,
-      command: "download",
-      message: `Downloaded "${d.name}" to ${d.dest} (${d.size} bytes, SHA-256 verified)`,
-      data: { name: d.name, dest: d.dest, size: d.size, sha256: d.sha256 },
-    });
-  }
-
   async #streamUpload(
     reqId: number,
     upload: { path: string; name: string; size: number },
@@ -760,7 +671,7 @@ export class ClientDriver {
       for await (const frame of framed.frames()) {
         const message = decodeMessage(frame);
         if (message.type === "file_chunk" || message.type === "download_ok") {
-          await this.#downloadFrame(message);
+          if (message.reqId === this.#download?.reqId) await this.#download.frame(message);
           if (message.type === "file_chunk") continue;
         }
         this.#core.handle(systemClock.now(), message);
@@ -771,9 +682,7 @@ export class ClientDriver {
     }
     framed.close();
     if (this.#tcp === framed) this.#tcp = undefined;
-    if (this.#download !== undefined) {
-      this.#finishDownload(this.#download, "the TCP connection to the server closed");
-    }
+    await this.#download?.finish("the TCP connection to the server closed");
     if (!this.#closed) {
       this.#core.tcpFailed("the server closed the TCP connection");
       this.#drain();

@@ -9,7 +9,7 @@
 import { createSha256, type Sha256 } from "./file_hash.ts";
 import { join } from "@std/path";
 import { numberedName } from "../wire/file_name.ts";
-import type { FileOperation } from "../client/client_core.ts";
+import type { FileOperation } from "../client/outbox.ts";
 import type { FileFailure } from "../client/file_transfers.ts";
 import { toHex } from "../hex.ts";
 

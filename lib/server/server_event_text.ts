@@ -1,5 +1,6 @@
 import { printable } from "../printable.ts";
-import type { Endpoint, ServerEvent } from "./server_core.ts";
+import { connectionLimitText } from "./connection_limits.ts";
+import type { Endpoint, ServerEvent } from "./server_event.ts";
 
 /** A server event rendered for people: log level and one line. */
 export interface EventText {
@@ -7,6 +8,11 @@ export interface EventText {
   readonly level: "debug" | "info" | "warning" | "error";
   /** One line, with the fields that matter and no secrets. */
   readonly text: string;
+  /**
+   * True for a line for the log file only, not the console: what the
+   * limits do under a flood.
+   */
+  readonly quiet?: boolean;
 }
 
 /**
@@ -24,8 +30,8 @@ export interface EventText {
  * ```
  */
 export function serverEventText(event: ServerEvent): EventText {
-  const { level, text } = describe(event);
-  return { level, text: printable(text) };
+  const { level, text, quiet } = describe(event);
+  return quiet ? { level, text: printable(text), quiet } : { level, text: printable(text) };
 }
 
 function describe(event: ServerEvent): EventText {
@@ -108,6 +114,32 @@ function describe(event: ServerEvent): EventText {
         text: `Expired "${event.name}": not seen since ${event.lastSeen}; removed with ` +
           `${event.files} stored ${event.files === 1 ? "file" : "files"}`,
       };
+    case "rate_limited":
+      return {
+        level: "warning",
+        quiet: true,
+        text:
+          `Rate limit: dropped ${event.dropped} ${
+            event.transport === "udp" ? "UDP datagrams" : "TCP requests"
+          } from ${event.address} ` +
+          `${event.session ? "with" : "without"} a session since the last report (limit ` +
+          `${event.ratePerSecond}/s per address, bursts of ${event.burst}); the next report ` +
+          "comes 10 s from now at the earliest",
+      };
+    case "connection_refused":
+      return {
+        level: "warning",
+        quiet: true,
+        text: `TCP limit: refused ${event.refused} connections from ${event.address} since the ` +
+          `last report: ${connectionLimitText(event.hit, event.address)}`,
+      };
+    case "connection_closed": {
+      const where = `${event.connId} from ${event.address}:${event.port}: ` +
+        connectionLimitText(event.hit, event.address);
+      return event.hit.kind === "idle"
+        ? { level: "info", quiet: true, text: `Closed TCP connection ${where}` }
+        : { level: "warning", quiet: true, text: `TCP limit: closed connection ${where}` };
+    }
   }
 }
 

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { durationText as duration } from "../duration_text.ts";
 
 /** The counters the status line shows. */
 export interface ServerStatus {
@@ -71,16 +72,4 @@ export function serverStatusText(status: ServerStatus): string {
 
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? "" : "s"}`;
-}
-
-function duration(ms: number): string {
-  const total = Math.max(0, Math.floor(ms / 1000));
-  const d = Math.floor(total / 86_400);
-  const h = Math.floor((total % 86_400) / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = total % 60;
-  if (d > 0) return `${d} d ${h} h`;
-  if (h > 0) return `${h} h ${m} min`;
-  if (m > 0) return `${m} min ${s} s`;
-  return `${s} s`;
 }

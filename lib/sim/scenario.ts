@@ -63,7 +63,8 @@
  * @module
  */
 import { type Command, CommandError, parseCommand, splitArgs } from "../client/command.ts";
-import type { CommandResult } from "../client/client_core.ts";
+import type { CommandResult } from "../client/client_event.ts";
+import { clientEventText, commandResultText } from "../client/client_event_text.ts";
 import { type Impairment, impairmentProblem, type NetworkStats } from "./sim_network.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { lowerFirstWord } from "../error_line.ts";
@@ -206,9 +207,6 @@ function parseLine(line: number, text: string): Step {
     }
     if (command === undefined) {
       throw new ScenarioError(line, "Client lines need a command after the colon");
-    }
-    if (command.kind === "generate" || command.kind === "upload" || command.kind === "download") {
-      throw new ScenarioError(line, `The simulator has no files; "${command.kind}" cannot run`);
     }
     return { line, kind: "client", who, command };
   }
@@ -741,8 +739,8 @@ export function checkInvariants(sim: Simulation): string[] {
 function acknowledgedRegistrations(results: readonly CommandResult[]): string[] {
   const names = new Map<string, string>();
   for (const result of results) {
-    if (result.command === "register" && result.ok && typeof result.data?.name === "string") {
-      names.set(nameKey(result.data.name), result.data.name);
+    if (result.ok && result.command === "register") {
+      names.set(nameKey(result.name), result.name);
     } else if (result.command === "deregister") {
       // Failed or not, the server may have executed it (a lost reply).
       names.clear();
@@ -896,11 +894,11 @@ export function describeClients(sim: Simulation): string[] {
     for (const r of client.results) {
       lines.push(
         r.ok
-          ? `    ok ${r.command}: ${indent(r.message)}`
+          ? `    ok ${r.command}: ${indent(commandResultText(r))}`
           : `    FAILED ${r.command} (${r.code}): ${indent(r.error)}`,
       );
     }
-    for (const e of client.events) lines.push(`    event ${e.kind}: ${indent(e.message)}`);
+    for (const e of client.events) lines.push(`    event ${e.kind}: ${indent(clientEventText(e))}`);
   }
   return lines;
 }

@@ -2,44 +2,34 @@
  * The simulator's driver: runs the real {@linkcode ServerCore} and any number
  * of {@linkcode ClientCore}s on a {@linkcode SimNetwork} with a virtual clock
  * and one seeded random source, so a run is exactly reproducible from its
- * seed. The server's disk is simulated too: a snapshot becomes durable after
- * a write delay, and a crash loses what was not yet written.
+ * seed. The server side (its disk, files, password checks and connections)
+ * is {@linkcode SimServer}.
  *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
-import {
-  ClientCore,
-  type ClientEvent,
-  type CommandResult,
-  type CoreCommand,
-  type FileOperation,
-  type PeerTrace,
-} from "../client/client_core.ts";
+import { ClientCore, type CoreCommand } from "../client/client_core.ts";
+import type { FileOperation, PeerTrace } from "../client/outbox.ts";
+import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
-import { Registry, type RegistryJson } from "../server/registry.ts";
-import {
-  type AuthMode,
-  type Endpoint,
-  type PasswordUser,
-  ServerCore,
-  type ServerEvent,
-} from "../server/server_core.ts";
-import { nameKey } from "../wire/client_name.ts";
+import type { RegistryJson } from "../server/registry.ts";
+import type { ServerLimits } from "../server/admission.ts";
+import type { StorageLimits } from "../server/stored_files.ts";
+import { sampleReadingsCsv } from "../client/sample_readings.ts";
+import type { MemoryBlobStore } from "./memory_blob_store.ts";
+import { SERVER_TCP, SERVER_UDP, SimServer } from "./sim_server.ts";
+import { SimServerFiles } from "./sim_server_files.ts";
+import type { AuthMode, ServerCore, ServerEvent } from "../server/server_core.ts";
 import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
-
-const SERVER_HOST = "127.0.0.1";
-const SERVER_UDP = `${SERVER_HOST}:3000`;
-const SERVER_TCP = `${SERVER_HOST}:3001`;
 
 /** Options of a {@linkcode Simulation}. */
 export interface SimulationOptions {
@@ -63,14 +53,11 @@ export interface SimulationOptions {
   lockoutMs?: number;
   /** How long checking a password takes, ms (default 150, like PBKDF2 here). */
   passwordCheckMs?: number;
+  /** The server's rate and connection limits (default the product's). */
+  limits?: ServerLimits;
+  /** The server's limits on stored files (default the product's). */
+  storage?: StorageLimits;
 }
-
-/**
- * The simulator's stand-in for a password hash: the real driver checks
- * PBKDF2 hashes off the event loop; the simulation checks this after a
- * delay, which is what the core sees either way.
- */
-const SIM_HASH_PREFIX = "sim$";
 
 /** A peer message as the simulator saw it, for invariants and the summary. */
 export interface SimPeerMessage {
@@ -139,12 +126,6 @@ export class SimClient {
   }
 }
 
-interface PendingWrite {
-  at: number;
-  version: number;
-  registry: RegistryJson;
-}
-
 interface Scheduled {
   at: number;
   seq: number;
@@ -174,37 +155,45 @@ export class Simulation {
   readonly serverEvents: ServerEvent[] = [];
   /** The clients, in the order they were added. */
   readonly clients: SimClient[] = [];
-  /** Server crashes so far. */
-  crashes = 0;
   /** Every peer message handed to a channel, in order (for the invariants). */
   readonly peerSent: SimPeerMessage[] = [];
   /** Every peer message delivered to a client, in order. */
   readonly peerDelivered: SimPeerMessage[] = [];
   #options: SimulationOptions;
-  #server: ServerCore | undefined;
-  #disk: RegistryJson = {};
-  #writes: PendingWrite[] = [];
+  #server: SimServer;
   #scheduled: Scheduled[] = [];
   #seq = 0;
-  #secret: Uint8Array;
+  #serverFiles = new SimServerFiles((client, bytes) =>
+    this.network.sendReliable(this.clock.now(), client.address, SERVER_TCP, bytes)
+  );
 
   /** @param options seed, impairment, write delay and retry policy */
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
-    this.#secret = this.random.bytes(32);
+    const secret = this.random.bytes(32);
     this.network = new SimNetwork(this.random, options.impairment);
-    this.#server = this.#newServer();
+    this.#server = new SimServer(this, options, secret, this.serverEvents);
   }
 
   /** The registry as last made durable on the simulated disk. */
   get disk(): RegistryJson {
-    return this.#disk;
+    return this.#server.disk;
   }
 
   /** The running server core, or undefined while it is down. */
   get server(): ServerCore | undefined {
-    return this.#server;
+    return this.#server.core;
+  }
+
+  /** The server's stored files: its disk, which outlives a crash. */
+  get blobs(): MemoryBlobStore {
+    return this.#server.blobs;
+  }
+
+  /** Server crashes so far. */
+  get crashes(): number {
+    return this.#server.crashes;
   }
 
   /**
@@ -257,20 +246,12 @@ export class Simulation {
    * lands or not (a coin toss), as an atomic rename would.
    */
   crashServer(): void {
-    if (this.#server === undefined) return;
-    this.#server = undefined;
-    const inProgress = this.#writes[0];
-    if (inProgress !== undefined && this.random.next() < 0.5) this.#disk = inProgress.registry;
-    this.#writes = [];
-    this.crashes++;
-    this.network.dropFor(SERVER_UDP);
-    this.network.dropFor(SERVER_TCP);
+    this.#server.crash();
   }
 
   /** Restarts a crashed server from the simulated disk. */
   restartServer(): void {
-    if (this.#server !== undefined) return;
-    this.#server = this.#newServer();
+    this.#server.restart();
   }
 
   /**
@@ -326,7 +307,7 @@ export class Simulation {
     }
     switch (command.kind) {
       case "help":
-        client.results.push({ ok: true, command: "help", message: "help" });
+        client.results.push({ ok: true, command: "help" });
         return;
       case "exit":
         client.exitWhenIdle = true;
@@ -350,16 +331,47 @@ export class Simulation {
           sha256: sha256(data),
         });
       }
-      case "generate":
-      case "upload":
-      case "download":
+      case "generate": {
+        const csv = sampleReadingsCsv(command.count, {
+          random: this.random,
+          startMs: this.clock.now(),
+        });
+        client.files.set(command.file, new TextEncoder().encode(csv));
         client.results.push({
-          ok: false,
-          command: command.kind,
-          error: "Files are not simulated",
-          code: "bad_command",
+          ok: true,
+          command: "generate",
+          file: command.file,
+          count: command.count,
         });
         return;
+      }
+      case "upload": {
+        const data = client.files.get(command.file);
+        if (data === undefined) {
+          client.results.push({
+            ok: false,
+            command: "upload",
+            error: `Cannot read ${command.file}: no such file`,
+            code: "file_error",
+          });
+          return;
+        }
+        this.#serverFiles.prepareUpload(client, data);
+        const name = command.name ?? command.file.split("/").at(-1)!;
+        return this.command(client, {
+          kind: "upload",
+          name,
+          size: data.length,
+          sha256: sha256(data),
+        });
+      }
+      case "download":
+        this.#serverFiles.prepareDownload(
+          client,
+          command.name,
+          command.dest ?? `downloads/${command.name}`,
+        );
+        return this.command(client, { kind: "download", name: command.name });
       case "login": {
         const name = command.name ?? client.core.name ?? client.name;
         const password = this.#options.passwords?.[name];
@@ -416,40 +428,21 @@ export class Simulation {
     client.alive = false;
     client.queue.length = 0;
     this.network.dropFor(client.address);
-  }
-
-  #newServer(): ServerCore {
-    const users = new Map<string, PasswordUser>();
-    for (const [name, password] of Object.entries(this.#options.passwords ?? {})) {
-      users.set(nameKey(name), { name, passwordHash: SIM_HASH_PREFIX + password });
-    }
-    return new ServerCore({
-      registry: Registry.fromJson(this.#disk),
-      random: this.random,
-      secret: this.#secret,
-      tcpPort: 3001,
-      version: "sim",
-      leaseMs: this.#options.leaseMs,
-      auth: this.#options.auth,
-      users,
-      dummyPasswordHash: `${SIM_HASH_PREFIX}\u0000`,
-      maxAttempts: this.#options.maxAttempts,
-      lockoutMs: this.#options.lockoutMs,
-    });
+    // Its TCP connection to the server ends with it.
+    this.#server.clientGone(client.address);
   }
 
   /** True when no command, write, packet or scheduled action is pending (timers aside). */
   get idle(): boolean {
-    return this.#scheduled.length === 0 && this.#writes.length === 0 &&
+    return this.#scheduled.length === 0 && !this.#server.writing &&
       this.network.inFlight === 0 && this.clients.every((c) => !c.alive || c.idle);
   }
 
   #nextEventTime(): number | undefined {
     const times = [
       this.network.nextDelivery(),
-      this.#writes[0]?.at,
       this.#scheduled[0]?.at,
-      this.#server?.nextTimeout(),
+      this.#server.nextEventTime(),
       ...this.clients.filter((c) => c.alive).map((c) => c.core.nextTimeout()),
     ].filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
@@ -460,40 +453,33 @@ export class Simulation {
     while (this.#scheduled.length > 0 && this.#scheduled[0].at <= now) {
       this.#scheduled.shift()!.action();
     }
-    while (this.#writes.length > 0 && this.#writes[0].at <= now) {
-      const write = this.#writes.shift()!;
-      this.#disk = write.registry;
-      this.#server?.persisted(write.version, now);
-    }
-    const server = this.#server;
-    const serverAt = server?.nextTimeout();
-    if (server !== undefined && serverAt !== undefined && serverAt <= now) server.onTimeout(now);
-    this.#drainServer();
+    this.#server.step(now);
     for (const packet of this.network.deliverDue(now)) {
+      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
+        this.#server.receive(now, packet.from, packet.to === SERVER_TCP, packet.data);
+        continue;
+      }
+      if (packet.from === SERVER_TCP && packet.data.length === 0) {
+        // The end of the stream: the server closed this client's connection.
+        const client = this.clients.find((c) => c.address === packet.to);
+        if (!client?.alive) continue;
+        this.#serverFiles.closed(client);
+        client.core.tcpFailed("the server closed the TCP connection");
+        continue;
+      }
       let message: Message;
       try {
         message = decodeMessage(packet.data);
       } catch {
         continue;
       }
-      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
-        if (this.#server === undefined) continue;
-        const [address, port] = splitAddress(packet.from);
-        const tcp = packet.to === SERVER_TCP;
-        const from: Endpoint = tcp
-          ? { transport: "tcp", address, port, connId: port }
-          : { transport: "udp", address, port };
-        this.#server.handle(now, from, message, packet.data.length);
-        this.#drainServer();
-      } else {
-        const client = this.clients.find((c) => c.address === packet.to);
-        if (!client?.alive) continue;
-        if (isPeerMessage(message)) {
-          const [ip, port] = splitAddress(packet.from);
-          client.core.handlePeer(now, { ip, port }, message);
-        } else {
-          client.core.handle(now, message);
-        }
+      const client = this.clients.find((c) => c.address === packet.to);
+      if (!client?.alive) continue;
+      if (isPeerMessage(message)) {
+        const [ip, port] = splitAddress(packet.from);
+        client.core.handlePeer(now, { ip, port }, message);
+      } else if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
+        client.core.handle(now, message);
       }
     }
     for (const client of this.clients) {
@@ -531,7 +517,8 @@ export class Simulation {
     for (let out = client.core.poll(); out !== undefined; out = client.core.poll()) {
       any = true;
       if (out.type === "result") {
-        client.results.push(out.result);
+        const result = this.#serverFiles.result(client, out.result);
+        if (result !== undefined) client.results.push(result);
         continue;
       }
       if (out.type === "event") {
@@ -557,7 +544,10 @@ export class Simulation {
       }
       const bytes = encodeMessage(out.message);
       if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
-      else this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
+      else {
+        this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
+        this.#serverFiles.sent(client, out.message);
+      }
     }
     return any;
   }
@@ -654,47 +644,6 @@ export class Simulation {
   >();
   /** `address/path` of the partial files a receiving transfer holds. */
   #claimed = new Set<string>();
-
-  #drainServer(): void {
-    const server = this.#server;
-    if (server === undefined) return;
-    const now = this.clock.now();
-    for (let out = server.poll(); out !== undefined; out = server.poll()) {
-      switch (out.type) {
-        case "send": {
-          const to = `${out.to.address}:${out.to.port}`;
-          const bytes = encodeMessage(out.message);
-          if (out.to.transport === "udp") this.network.send(now, SERVER_UDP, to, bytes);
-          else this.network.sendReliable(now, SERVER_TCP, to, bytes);
-          break;
-        }
-        case "persist": {
-          const [min, max] = this.#options.writeDelayMs ?? [2, 20];
-          this.#writes.push({
-            at: now + min + this.random.next() * (max - min),
-            version: out.version,
-            registry: out.registry,
-          });
-          break;
-        }
-        case "event":
-          this.serverEvents.push(out.event);
-          break;
-        case "verify_password": {
-          const ok = out.hash === SIM_HASH_PREFIX + out.password;
-          this.at(now + (this.#options.passwordCheckMs ?? 150), () => {
-            if (this.#server !== server) return;
-            server.passwordChecked(this.clock.now(), out.id, ok);
-            this.#drainServer();
-          });
-          break;
-        }
-        default:
-          // Files are not simulated: their tests use the real driver.
-          break;
-      }
-    }
-  }
 }
 
 function base(from: string, to: string, trace: PeerTrace) {

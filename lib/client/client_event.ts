@@ -1,0 +1,292 @@
+/**
+ * What the client core reports, as facts: the result of each command and
+ * the events that come without one. The words for people are made from
+ * them in one place, `client_event_text.ts`.
+ *
+ * @module
+ */
+import type { ErrorCodeName } from "../wire/error_code.ts";
+import type { PeerState } from "./peer_session.ts";
+
+/** One client in `list` and `lookup` results and in presence news. */
+export interface OnlineClient {
+  readonly name: string;
+  readonly ip: string;
+  readonly udpPort: number;
+  readonly tcpPort: number;
+  readonly onlineMs: number;
+}
+
+/** One file stored on the server, as `files` lists it. */
+export interface StoredFileInfo {
+  readonly name: string;
+  readonly size: number;
+  /** SHA-256, hex. */
+  readonly sha256: string;
+  /** ISO 8601. */
+  readonly uploadedAt: string;
+}
+
+/** One peer session, as `peers` lists it. */
+export interface PeerInfo {
+  readonly name: string;
+  readonly state: PeerState;
+  readonly ip: string;
+  readonly udpPort: number;
+  readonly sent: number;
+  readonly received: number;
+}
+
+/** How the client reaches the server and who it is: what `status` reports. */
+export interface ClientStatus {
+  /** The server's address as the user gave it. */
+  readonly server: string;
+  readonly serverVersion: string | null;
+  readonly serverTcpPort: number | null;
+  readonly auth: "open" | "password" | null;
+  readonly name: string | null;
+  readonly loggedIn: boolean;
+  readonly watching: boolean;
+  readonly udpPort: number;
+  readonly tcpPort: number;
+  readonly via: "udp" | "tcp";
+}
+
+/** The facts of a successful command, by command. */
+export type CommandSuccess =
+  | {
+    readonly command: "hello";
+    /** The server's address as the user gave it. */
+    readonly server: string;
+    readonly serverTcpPort: number;
+    readonly serverVersion: string;
+    readonly auth: "open" | "password";
+    readonly leaseMs: number;
+  }
+  | ({ readonly command: "status" } & ClientStatus)
+  | { readonly command: "logout" | "deregister"; readonly name: string }
+  | {
+    readonly command: "register";
+    readonly name: string;
+    /** Set when the identity could not be saved: why. */
+    readonly identityProblem?: string;
+  }
+  | { readonly command: "login"; readonly name: string; readonly replaced: boolean }
+  | { readonly command: "tcp" }
+  | { readonly command: "list"; readonly clients: readonly OnlineClient[] }
+  | { readonly command: "lookup"; readonly client: OnlineClient }
+  | { readonly command: "watch"; readonly watching: boolean }
+  | {
+    readonly command: "files";
+    readonly files: readonly StoredFileInfo[];
+    readonly usedBytes: number;
+    readonly quotaBytes: number;
+  }
+  | { readonly command: "delete"; readonly name: string }
+  | { readonly command: "upload"; readonly name: string; readonly size: number }
+  | {
+    readonly command: "download";
+    readonly name: string;
+    readonly size: number;
+    readonly sha256: string;
+    /** The core's answer: the server is sending, under this request id. */
+    readonly reqId?: number;
+    /** The driver's answer: where the verified file landed. */
+    readonly dest?: string;
+  }
+  | { readonly command: "connect" | "accept"; readonly name: string; readonly session: string }
+  | { readonly command: "reject"; readonly name: string }
+  | { readonly command: "send"; readonly to: string; readonly index: number }
+  | {
+    readonly command: "terminate";
+    readonly name: string;
+    /** True if the peer acknowledged the end. */
+    readonly confirmed: boolean;
+    /** How it ended otherwise. */
+    readonly reason?: string;
+  }
+  | { readonly command: "peers"; readonly peers: readonly PeerInfo[] }
+  | { readonly command: "transfers"; readonly transfers: readonly TransferInfo[] }
+  | {
+    readonly command: "sendfile";
+    readonly id: number;
+    readonly to: string;
+    readonly name: string;
+    readonly size: number;
+  }
+  | {
+    readonly command: "acceptfile" | "declinefile" | "cancel";
+    readonly id: number;
+    readonly name: string;
+    readonly peer: string;
+  }
+  | {
+    readonly command: "wait";
+    readonly for: "messages";
+    readonly count: number;
+    /** The peer waited on, if one was named. */
+    readonly name?: string;
+  }
+  | {
+    readonly command: "wait";
+    readonly for: "request" | "terminate";
+    readonly name: string;
+  }
+  | { readonly command: "wait"; readonly for: "offer"; readonly offer: TransferInfo }
+  | {
+    readonly command: "wait";
+    readonly for: "transfers";
+    readonly transfers: readonly TransferInfo[];
+  }
+  | { readonly command: "help" }
+  | { readonly command: "generate"; readonly file: string; readonly count: number };
+
+/**
+ * Why a command failed: a server error code, or one found by the client
+ * itself before or instead of an answer.
+ */
+export type FailureCode =
+  | ErrorCodeName
+  | "already_registered"
+  | "already_logged_in"
+  | "bad_command"
+  | "no_name"
+  | "no_identity"
+  | "no_password"
+  | "not_connected"
+  | "too_long"
+  | "unexpected_reply"
+  | "timeout"
+  | "connection_failed"
+  | "file_error"
+  | "rejected"
+  | "no_session"
+  | "no_request"
+  | "peer_gone"
+  | "no_transfer"
+  | "transfer_failed";
+
+/** A failed command: its code, and one sentence saying what failed and the value. */
+export interface CommandFailure {
+  readonly ok: false;
+  readonly command: string;
+  readonly error: string;
+  readonly code: FailureCode;
+}
+
+/** The outcome of one command: its facts, or why it failed. */
+export type CommandResult = ({ readonly ok: true } & CommandSuccess) | CommandFailure;
+
+/** Why the session with the server ended. */
+export type SessionEndReason =
+  /** Another login of the same name took over. */
+  | "replaced"
+  /** The server's lease ran out (a partition). */
+  | "expired"
+  /** The server stopped. */
+  | "server_shutdown"
+  /** The server no longer knew the session, and logging in again was not possible. */
+  | "not_logged_in"
+  /** Logged in again, but watching could not be restored. */
+  | "watch_failed"
+  /** Logging in again was refused or not understood. */
+  | "relogin_failed"
+  | "unknown";
+
+/** Something that happened without a command: presence news, a session's end, a peer's doing. */
+export type ClientEvent =
+  | { readonly kind: "joined" | "left"; readonly client: OnlineClient }
+  | { readonly kind: "resync" }
+  | {
+    readonly kind: "session_ended";
+    readonly name: string | undefined;
+    readonly reason: SessionEndReason;
+    /** The server's own words, when it gave some. */
+    readonly detail?: string;
+  }
+  | { readonly kind: "logged_in_again"; readonly name: string }
+  | {
+    readonly kind: "request";
+    readonly name: string;
+    readonly ip: string;
+    readonly udpPort: number;
+  }
+  | {
+    readonly kind: "request_refused";
+    readonly name: string;
+    readonly ip: string;
+    readonly udpPort: number;
+    /** Where the server has that name, when it is elsewhere. */
+    readonly registered?: { readonly name: string; readonly ip: string; readonly udpPort: number };
+    /** The server's error, when the lookup failed. */
+    readonly error?: string;
+  }
+  | {
+    readonly kind: "message";
+    readonly from: string;
+    readonly text: string;
+    readonly index: number;
+  }
+  | {
+    readonly kind: "peer_ended";
+    readonly name: string;
+    /** `peer` (it ended it), `dead` (it stopped answering), `timeout`, or `replaced`. */
+    readonly by: "us" | "peer" | "rejected" | "timeout" | "dead" | "replaced";
+    readonly reason: string;
+  }
+  | TransferEvent;
+
+/** What a peer file transfer reports: its state, and for an offer whether it was taken at once. */
+export type TransferEvent =
+  | ({ readonly kind: "file_offer"; readonly autoAccept: boolean } & TransferInfo)
+  | ({ readonly kind: "file_accepted" | "file_done" | "file_failed" } & TransferInfo)
+  | ({
+    readonly kind: "file_progress";
+    /** Bytes a second. */
+    readonly rate: number;
+    readonly etaSeconds: number | null;
+  } & TransferInfo);
+
+/** Which way a transfer goes. */
+export type TransferDirection = "send" | "receive";
+
+/** Where a transfer is. */
+export type TransferState =
+  /** Offered; the receiver has not answered (or, receiving, the user has not). */
+  | "offered"
+  /** Accepted; the receiver prepares its file. */
+  | "preparing"
+  /** Data flows. */
+  | "active"
+  /** All data is there; the receiver checks the SHA-256. */
+  | "verifying"
+  /** Received whole and verified. */
+  | "done"
+  | "declined"
+  | "cancelled"
+  | "failed"
+  /** The session ended first; sending the file again resumes it. */
+  | "interrupted";
+
+/** What a transfer looks like from outside. */
+export interface TransferInfo {
+  /** Local id, for `acceptfile`, `declinefile` and `cancel`. */
+  readonly id: number;
+  readonly direction: TransferDirection;
+  readonly peer: string;
+  readonly name: string;
+  readonly size: number;
+  /** The SHA-256, hex. */
+  readonly sha256: string;
+  readonly state: TransferState;
+  /** Bytes the receiver has (acknowledged ones, when sending). */
+  readonly done: number;
+  /** Where receiving started (above 0 when resumed). */
+  readonly startOffset: number;
+  /** Why it ended, when it did not end well. */
+  readonly reason?: string;
+  /** The local file: the source, or where a received file landed. */
+  readonly path?: string;
+  /** An interrupted transfer: the later transfer of the same file, with the same peer, that resumed it. */
+  readonly resumedBy?: number;
+}

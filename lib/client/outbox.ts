@@ -1,0 +1,110 @@
+/**
+ * What the client core asks its driver to do, or reports, and the queue its
+ * parts put that into.
+ *
+ * @module
+ */
+import type { MessageOf, PeerMessage, Request } from "../wire/messages.ts";
+import type { ClientEvent, CommandResult, FailureCode } from "./client_event.ts";
+import type { FileTransfersOutput } from "./file_transfers.ts";
+import type { PeerAddress } from "./peer_session.ts";
+import type { Via } from "./server_session.ts";
+
+/** File work for a transfer between peers: read, write, verify, close. */
+export type FileOperation = Exclude<FileTransfersOutput, { type: "event" }>;
+
+/** One step of a peer message's life, for the log and the simulator's invariants. */
+export interface PeerTrace {
+  /** `sent` (handed to the channel), `acked` (the peer has it) or `delivered` (to us). */
+  readonly step: "sent" | "acked" | "delivered";
+  /** The session id. */
+  readonly session: string;
+  /** The other client's name. */
+  readonly peer: string;
+  /** The message's number in its session and direction, from 0. */
+  readonly index: number;
+  /** The text. */
+  readonly text: string;
+}
+
+/** What the core asks its driver to do, or reports. */
+export type ClientOutput =
+  | {
+    readonly type: "send";
+    readonly via: Via;
+    readonly message: Request | MessageOf<"presence_ack">;
+    /** 1 for the first send, 2 for the first retransmission, and so on. */
+    readonly attempt: number;
+  }
+  /** The result of the command `run` numbered `id`. */
+  | { readonly type: "result"; readonly id: number; readonly result: CommandResult }
+  | { readonly type: "event"; readonly event: ClientEvent }
+  /** Save this identity (name and secret key) so `login` can use it later. */
+  | { readonly type: "identity"; readonly name: string; readonly key: Uint8Array }
+  /** Send a datagram to another client. */
+  | { readonly type: "peer_send"; readonly to: PeerAddress; readonly message: PeerMessage }
+  /** A peer message was sent, acknowledged or delivered (for the log and the simulator). */
+  | { readonly type: "trace"; readonly trace: PeerTrace }
+  /** File work for a transfer between peers; report back with the `file...` methods. */
+  | { readonly type: "file"; readonly op: FileOperation };
+
+/**
+ * The queue of a client core's outputs, shared by its parts; it also
+ * remembers which commands have finished, so the core can start the next.
+ *
+ * @example
+ * ```ts
+ * const outbox = new Outbox();
+ * outbox.fail(1, "send", "No open session", "no_session");
+ * outbox.poll(); // { type: "result", id: 1, result: { ok: false, ... } }
+ * ```
+ */
+export class Outbox {
+  #outputs: ClientOutput[] = [];
+  #finished: number[] = [];
+
+  /** @param output the output to queue */
+  push(output: ClientOutput): void {
+    this.#outputs.push(output);
+  }
+
+  /**
+   * Reports the result of a command.
+   *
+   * @param id the command's number
+   * @param result its result
+   */
+  result(id: number, result: CommandResult): void {
+    this.#finished.push(id);
+    this.#outputs.push({ type: "result", id, result });
+  }
+
+  /**
+   * Reports a failed command.
+   *
+   * @param id the command's number
+   * @param command its name
+   * @param error one sentence
+   * @param code why, for programs
+   */
+  fail(id: number, command: string, error: string, code: FailureCode): void {
+    this.result(id, { ok: false, command, error, code });
+  }
+
+  /** @param event an event to report */
+  event(event: ClientEvent): void {
+    this.#outputs.push({ type: "event", event });
+  }
+
+  /** @returns the numbers of the commands finished since the last call */
+  takeFinished(): number[] {
+    const finished = this.#finished;
+    this.#finished = [];
+    return finished;
+  }
+
+  /** @returns the next output, or undefined */
+  poll(): ClientOutput | undefined {
+    return this.#outputs.shift();
+  }
+}

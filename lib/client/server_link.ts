@@ -1,0 +1,591 @@
+/**
+ * The client's link to the server: hello, register, login, logout,
+ * deregister and TCP text; heartbeats that hold the session's lease, and a
+ * new login by itself (open mode) when the server forgot the session. Other
+ * parts send their requests through it.
+ *
+ * @module
+ */
+import type { Random } from "../random.ts";
+import { nameProblem } from "../wire/client_name.ts";
+import { errorCodeName } from "../wire/error_code.ts";
+import {
+  AUTH_MODES,
+  MAX_TEXT_BYTES,
+  type Message,
+  type MessageOf,
+  type Reply,
+  SESSION_END_REASONS,
+} from "../wire/messages.ts";
+import type { FailureCode, SessionEndReason } from "./client_event.ts";
+import type { Outbox } from "./outbox.ts";
+import type { RetryPolicy } from "./retry_policy.ts";
+import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
+import type { ClientTimer, TimerTable } from "./timer_table.ts";
+
+/** How a request to the server ended: its reply, or why there is none. */
+export type RequestOutcome =
+  | { readonly type: "reply"; readonly reply: Reply }
+  | { readonly type: "failed"; readonly code: FailureCode; readonly reason: string };
+
+/** The commands the server link runs. */
+export type LinkCommand =
+  | { readonly kind: "hello" | "logout" | "deregister" }
+  | { readonly kind: "register"; readonly name?: string }
+  | { readonly kind: "login"; readonly name: string; readonly secret: Uint8Array }
+  | { readonly kind: "tcp"; readonly text: string };
+
+/** Told when the session with the server ends or comes back by itself. */
+export interface LinkListener {
+  /** The session ended; `resuming` if a new login by itself will follow. */
+  ended(resuming: boolean): void;
+  /** Logged in again by itself, with a new token. */
+  resumed(now: number, token: Uint8Array): void;
+}
+
+/** Options of a {@linkcode ServerLink}. */
+export interface ServerLinkOptions {
+  random: Random;
+  retry?: RetryPolicy;
+  /** The name to register under, if known. */
+  name?: string;
+  /** The client's own UDP port. */
+  udpPort: number;
+  /** The client's declared TCP port. */
+  tcpPort: number;
+  /** The transport for register, login, logout and deregister. */
+  via: Via;
+  /** The server's address as the user gave it, for messages. */
+  server: string;
+  /** Where outputs go. */
+  outbox: Outbox;
+  /** The core's timers; the link owns `requests`, `heartbeat` and `relogin`. */
+  timers: TimerTable<ClientTimer>;
+}
+
+/**
+ * The server link.
+ *
+ * @example
+ * ```ts
+ * const link = new ServerLink({ random, udpPort: 5000, tcpPort: 5001, via: "udp",
+ *   server: "localhost:3000", outbox, timers });
+ * link.run(now, 1, { kind: "hello" });
+ * ```
+ */
+export class ServerLink {
+  #session: ServerSession;
+  #options: ServerLinkOptions;
+  #outbox: Outbox;
+  #timers: TimerTable<ClientTimer>;
+  #handlers = new Map<number, (now: number, outcome: RequestOutcome) => void>();
+  #listener: LinkListener | undefined;
+  #name: string | undefined;
+  #serverTcpPort: number | undefined;
+  #serverVersion: string | undefined;
+  #auth: "open" | "password" | undefined;
+  #leaseMs = 30_000;
+  #loggedInAs: string | undefined;
+  #token: Uint8Array | undefined;
+  /** The identity key (open mode), to log in again by itself. */
+  #key: Uint8Array | undefined;
+  #heartbeatReq: number | undefined;
+  /** Who to log in again as when the `relogin` timer fires. */
+  #relogin: { name: string; key: Uint8Array } | undefined;
+
+  /** @param options ports, name, transport, randomness, outbox and timers */
+  constructor(options: ServerLinkOptions) {
+    this.#options = options;
+    this.#outbox = options.outbox;
+    this.#timers = options.timers;
+    this.#name = options.name;
+    this.#session = new ServerSession({ random: options.random, retry: options.retry });
+  }
+
+  /** @param listener told when the session ends or comes back */
+  listen(listener: LinkListener): void {
+    this.#listener = listener;
+  }
+
+  /** The server's TCP port, once `hello` has learned it. */
+  get serverTcpPort(): number | undefined {
+    return this.#serverTcpPort;
+  }
+
+  /** The server's version, once `hello` has learned it. */
+  get serverVersion(): string | undefined {
+    return this.#serverVersion;
+  }
+
+  /** How the server checks logins, once `hello` has learned it. */
+  get auth(): "open" | "password" | undefined {
+    return this.#auth;
+  }
+
+  /** The name given by flag or by the last register/login. */
+  get name(): string | undefined {
+    return this.#name;
+  }
+
+  /** The name this client is logged in as, if any. */
+  get loggedInAs(): string | undefined {
+    return this.#loggedInAs;
+  }
+
+  /** The session token, while logged in. */
+  get token(): Uint8Array | undefined {
+    return this.#token;
+  }
+
+  /** Retransmissions made since start. */
+  get retransmissions(): number {
+    return this.#session.retransmissions;
+  }
+
+  /** A third of the lease: two heartbeats can be lost before the lease runs out. */
+  get #heartbeatInterval(): number {
+    return Math.max(200, Math.floor(this.#leaseMs / 3));
+  }
+
+  /**
+   * Sends a request; `handler` gets its reply or failure.
+   *
+   * @param now current time, ms
+   * @param body the request
+   * @param via its transport
+   * @param handler called once with the outcome
+   * @param extraMs more time before giving up (large uploads)
+   * @returns the request id
+   */
+  request(
+    now: number,
+    body: RequestBody,
+    via: Via,
+    handler: (now: number, outcome: RequestOutcome) => void,
+    extraMs = 0,
+  ): number {
+    const reqId = this.#session.start(now, body, via, extraMs);
+    this.#handlers.set(reqId, handler);
+    this.#drain(now);
+    return reqId;
+  }
+
+  /**
+   * Sends a command's request: a failure, an error reply or an unexpected
+   * reply fails the command; the expected reply goes to `onReply`.
+   *
+   * @param now current time, ms
+   * @param id the command's number
+   * @param request the command's name, the request, its transport and the reply it expects
+   * @param onReply called with the expected reply
+   * @returns the request id
+   */
+  ask<T extends Reply["type"]>(
+    now: number,
+    id: number,
+    request: { command: string; body: RequestBody; via: Via; expect: T; extraMs?: number },
+    onReply: (now: number, reply: Extract<Reply, { type: T }>, reqId: number) => void,
+  ): number {
+    const { command, expect } = request;
+    const reqId: number = this.request(now, request.body, request.via, (at, outcome) => {
+      if (outcome.type === "failed") {
+        return this.#outbox.fail(id, command, capitalize(outcome.reason), outcome.code);
+      }
+      const reply = outcome.reply;
+      if (reply.type === "error") {
+        return this.#outbox.fail(id, command, reply.message, errorCodeName(reply.code));
+      }
+      if (reply.type !== expect) {
+        return this.#outbox.fail(
+          id,
+          command,
+          `The server answered ${command} with an unexpected "${reply.type}"`,
+          "unexpected_reply",
+        );
+      }
+      onReply(at, reply as Extract<Reply, { type: T }>, reqId);
+    }, request.extraMs);
+    return reqId;
+  }
+
+  /**
+   * Runs a command of the link.
+   *
+   * @param now current time, ms
+   * @param id the command's number, which its result carries
+   * @param command the command
+   */
+  run(now: number, id: number, command: LinkCommand): void {
+    const via = this.#options.via;
+    switch (command.kind) {
+      case "hello":
+        this.ask(now, id, {
+          command: "hello",
+          body: { type: "hello" },
+          via: "udp",
+          expect: "hello_ok",
+        }, (_, reply) => {
+          this.#serverTcpPort = reply.tcpPort;
+          this.#serverVersion = reply.serverVersion;
+          const auth = reply.auth === AUTH_MODES.password ? "password" : "open";
+          this.#auth = auth;
+          this.#leaseMs = Math.max(1000, reply.leaseMs);
+          this.#outbox.result(id, {
+            ok: true,
+            command: "hello",
+            server: this.#options.server,
+            serverTcpPort: reply.tcpPort,
+            serverVersion: reply.serverVersion,
+            auth,
+            leaseMs: reply.leaseMs,
+          });
+        });
+        return;
+      case "register":
+        return this.#register(now, id, command.name ?? this.#name);
+      case "login":
+        return this.#login(now, id, command.name, command.secret);
+      case "tcp":
+        return this.#text(now, id, command.text);
+    }
+    const token = this.#token;
+    if (token === undefined) {
+      return this.#outbox.fail(
+        id,
+        command.kind,
+        "Not logged in; use register or login first",
+        "not_logged_in",
+      );
+    }
+    if (command.kind === "logout") {
+      this.ask(now, id, {
+        command: "logout",
+        body: { type: "logout", token },
+        via,
+        expect: "logout_ok",
+      }, () => {
+        const name = this.#loggedInAs ?? "";
+        this.#clearSession(false);
+        this.#outbox.result(id, { ok: true, command: "logout", name });
+      });
+    } else {
+      this.ask(now, id, {
+        command: "deregister",
+        body: { type: "deregister", token },
+        via,
+        expect: "deregister_ok",
+      }, () => {
+        const name = this.#loggedInAs ?? "";
+        this.#clearSession(false);
+        this.#key = undefined;
+        this.#outbox.result(id, { ok: true, command: "deregister", name });
+      });
+    }
+  }
+
+  /**
+   * Handles a message from the server that answers a request.
+   *
+   * @param now current time, ms
+   * @param message the message
+   */
+  handle(now: number, message: Message): void {
+    this.#session.handle(now, message);
+    this.#drain(now);
+  }
+
+  /**
+   * Handles the server's notice that it ended the session.
+   *
+   * @param now current time, ms
+   * @param message the notice
+   */
+  sessionEnded(now: number, message: MessageOf<"session_ended">): void {
+    if (!this.ownsToken(message.token)) return;
+    const name = this.#loggedInAs;
+    const replaced = message.reason === SESSION_END_REASONS.replaced;
+    if (replaced) this.#key = undefined;
+    // Expired (a partition that healed) or the server stopped: log in
+    // again, at once or after a heartbeat interval, while the key lasts.
+    const resuming = !replaced && this.#canRelogin(name);
+    this.#clearSession(resuming);
+    if (resuming) {
+      const delay = message.reason === SESSION_END_REASONS.expired ? 0 : this.#heartbeatInterval;
+      this.#scheduleRelogin(now, name!, delay);
+    }
+    const reason = Object.entries(SESSION_END_REASONS).find(([, v]) => v === message.reason)?.[0];
+    this.#outbox.event({
+      kind: "session_ended",
+      name,
+      reason: (reason ?? "unknown") as SessionEndReason,
+      detail: message.message,
+    });
+  }
+
+  /**
+   * @param token a token from the server
+   * @returns true if it is this session's
+   */
+  ownsToken(token: Uint8Array): boolean {
+    const mine = this.#token;
+    return mine !== undefined && mine.length === token.length &&
+      mine.every((byte, i) => byte === token[i]);
+  }
+
+  /**
+   * Fails every request over TCP, for a connection error.
+   *
+   * @param reason one sentence
+   */
+  tcpFailed(reason: string): void {
+    this.#session.failAll("tcp", reason);
+    this.#drain(0);
+  }
+
+  /**
+   * Retransmits or gives up on requests whose time has come, sends a due
+   * heartbeat, or logs in again.
+   *
+   * @param now current time, ms
+   * @param timer which of the link's timers fired
+   */
+  onTimeout(now: number, timer: "requests" | "heartbeat" | "relogin"): void {
+    if (timer === "requests") {
+      this.#session.onTimeout(now);
+    } else if (timer === "relogin") {
+      this.#timers.set("relogin", undefined);
+      const relogin = this.#relogin;
+      this.#relogin = undefined;
+      if (relogin !== undefined && this.#token === undefined) this.#reloginNow(now, relogin);
+    } else {
+      this.#heartbeat(now);
+    }
+    this.#drain(now);
+  }
+
+  /**
+   * Sends one `logout` without waiting, for `exit` or Ctrl+C.
+   *
+   * @param now current time, ms
+   * @returns true if there was a session to end
+   */
+  leave(now: number): boolean {
+    const token = this.#token;
+    if (token === undefined) return false;
+    this.request(now, { type: "logout", token }, "udp", () => {});
+    this.#clearSession(false);
+    return true;
+  }
+
+  #register(now: number, id: number, name: string | undefined): void {
+    if (name === undefined) {
+      return this.#outbox.fail(id, "register", "No name given; use register NAME", "no_name");
+    }
+    const problem = nameProblem(name);
+    if (problem !== undefined) return this.#outbox.fail(id, "register", problem, "invalid_name");
+    if (this.#loggedInAs !== undefined) {
+      return this.#outbox.fail(
+        id,
+        "register",
+        `Already logged in as "${this.#loggedInAs}"; logout first`,
+        "already_logged_in",
+      );
+    }
+    const { udpPort, tcpPort, via } = this.#options;
+    const body = { type: "register", name, udpPort, tcpPort } as const;
+    this.ask(now, id, { command: "register", body, via, expect: "register_ok" }, (at, reply) => {
+      this.#key = reply.key;
+      this.#outbox.push({ type: "identity", name, key: reply.key });
+      this.#startSession(at, name, reply.token);
+      this.#outbox.result(id, { ok: true, command: "register", name });
+    });
+  }
+
+  #login(now: number, id: number, name: string, secret: Uint8Array): void {
+    if (this.#loggedInAs !== undefined) {
+      return this.#outbox.fail(
+        id,
+        "login",
+        `Already logged in as "${this.#loggedInAs}"; logout first`,
+        "already_logged_in",
+      );
+    }
+    const problem = nameProblem(name);
+    if (problem !== undefined) return this.#outbox.fail(id, "login", problem, "invalid_name");
+    const body = this.#loginBody(name, secret);
+    this.ask(
+      now,
+      id,
+      { command: "login", body, via: this.#options.via, expect: "login_ok" },
+      (at, reply) => {
+        if (this.#auth === "open") this.#key = secret;
+        this.#startSession(at, name, reply.token);
+        this.#outbox.result(id, {
+          ok: true,
+          command: "login",
+          name,
+          replaced: reply.replaced === 1,
+        });
+      },
+    );
+  }
+
+  #loginBody(name: string, secret: Uint8Array): RequestBody {
+    return {
+      type: "login",
+      name,
+      secret,
+      udpPort: this.#options.udpPort,
+      tcpPort: this.#options.tcpPort,
+    };
+  }
+
+  #text(now: number, id: number, text: string): void {
+    const size = new TextEncoder().encode(text).length;
+    if (size > MAX_TEXT_BYTES) {
+      return this.#outbox.fail(
+        id,
+        "tcp",
+        `The message is ${size} bytes of UTF-8; the limit is ${MAX_TEXT_BYTES}`,
+        "too_long",
+      );
+    }
+    if (!text.isWellFormed()) {
+      return this.#outbox.fail(id, "tcp", "The message is not valid Unicode text", "bad_request");
+    }
+    const body = {
+      type: "text",
+      name: this.#loggedInAs ?? this.#name ?? "",
+      token: this.#token ?? new Uint8Array(0),
+      text,
+    } as const;
+    this.ask(now, id, { command: "tcp", body, via: "tcp", expect: "text_ok" }, () => {
+      this.#outbox.result(id, { ok: true, command: "tcp" });
+    });
+  }
+
+  #heartbeat(now: number): void {
+    const token = this.#token;
+    if (token === undefined) return this.#timers.set("heartbeat", undefined);
+    if (this.#heartbeatReq !== undefined) this.#cancel(this.#heartbeatReq);
+    this.#heartbeatReq = this.request(now, { type: "heartbeat", token }, "udp", (at, outcome) => {
+      this.#heartbeatReq = undefined;
+      if (outcome.type === "reply" && outcome.reply.type === "error") {
+        this.#heartbeatRefused(at, outcome.reply);
+      }
+    });
+    this.#timers.set("heartbeat", now + this.#heartbeatInterval);
+  }
+
+  #heartbeatRefused(now: number, reply: MessageOf<"error">): void {
+    const code = errorCodeName(reply.code);
+    if (code === "session_replaced") {
+      // The push that said so was lost: never take the name back.
+      this.#clearSession(false);
+      this.#key = undefined;
+      return this.#outbox.event({
+        kind: "session_ended",
+        name: this.#name,
+        reason: "replaced",
+        detail: reply.message,
+      });
+    }
+    if (code !== "not_logged_in") return;
+    const name = this.#loggedInAs;
+    // The server forgot the session (a restart, or a lease lost in a
+    // partition): log in again with the identity key.
+    const resuming = this.#canRelogin(name);
+    this.#clearSession(resuming);
+    if (resuming) return this.#scheduleRelogin(now, name!, 0);
+    this.#outbox.event({
+      kind: "session_ended",
+      name,
+      reason: "not_logged_in",
+      detail: reply.message,
+    });
+  }
+
+  #reloginNow(now: number, relogin: { name: string; key: Uint8Array }): void {
+    const { name, key } = relogin;
+    this.request(now, this.#loginBody(name, key), this.#options.via, (at, outcome) => {
+      if (outcome.type === "failed") {
+        // The server is unreachable (down, or a partition): try again later.
+        if (this.#key !== undefined) this.#scheduleRelogin(at, name, this.#heartbeatInterval);
+        return;
+      }
+      const reply = outcome.reply;
+      if (reply.type !== "login_ok") {
+        this.#listener?.ended(false);
+        return this.#outbox.event({
+          kind: "session_ended",
+          name,
+          reason: "relogin_failed",
+          detail: reply.type === "error" ? reply.message : undefined,
+        });
+      }
+      this.#startSession(at, name, reply.token);
+      this.#outbox.event({ kind: "logged_in_again", name });
+      this.#listener?.resumed(at, reply.token);
+    });
+  }
+
+  /** In open mode with a key, a lost session is logged in again by itself. */
+  #canRelogin(name: string | undefined): boolean {
+    return this.#key !== undefined && name !== undefined && this.#auth === "open";
+  }
+
+  #scheduleRelogin(now: number, name: string, delayMs: number): void {
+    this.#relogin = { name, key: this.#key! };
+    this.#timers.set("relogin", now + delayMs);
+  }
+
+  #startSession(now: number, name: string, token: Uint8Array): void {
+    this.#relogin = undefined;
+    this.#timers.set("relogin", undefined);
+    this.#loggedInAs = name;
+    this.#name = name;
+    this.#token = token;
+    this.#timers.set("heartbeat", now + this.#heartbeatInterval);
+  }
+
+  #clearSession(resuming: boolean): void {
+    this.#relogin = undefined;
+    this.#timers.set("relogin", undefined);
+    if (this.#heartbeatReq !== undefined) {
+      this.#cancel(this.#heartbeatReq);
+      this.#heartbeatReq = undefined;
+    }
+    this.#loggedInAs = undefined;
+    this.#token = undefined;
+    this.#timers.set("heartbeat", undefined);
+    this.#listener?.ended(resuming);
+  }
+
+  #cancel(reqId: number): void {
+    this.#session.cancel(reqId);
+    this.#handlers.delete(reqId);
+  }
+
+  #drain(now: number): void {
+    for (let out = this.#session.poll(); out !== undefined; out = this.#session.poll()) {
+      if (out.type === "send") {
+        this.#outbox.push(out);
+        continue;
+      }
+      const handler = this.#handlers.get(out.reqId);
+      if (handler === undefined) continue;
+      this.#handlers.delete(out.reqId);
+      handler(
+        now,
+        out.type === "reply"
+          ? { type: "reply", reply: out.reply }
+          : { type: "failed", code: out.code, reason: out.reason },
+      );
+    }
+    this.#timers.set("requests", this.#session.nextTimeout());
+  }
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

@@ -1,0 +1,245 @@
+/**
+ * Admission, sans-I/O: which datagrams and TCP connections the server takes
+ * at all. Per-address rate limits on UDP (a strict one for traffic without a
+ * live session, garbage included, and a loose one for session traffic; TCP
+ * requests without a session spend the strict one too), and
+ * limits on TCP connections (per address, in all, idle time, slow frames).
+ * The server core asks it from one place for each; the drivers only report
+ * what arrived and what each connection did.
+ *
+ * @module
+ */
+import { ERROR_CODES } from "../wire/error_code.ts";
+import type { Request } from "../wire/messages.ts";
+import {
+  ConnectionLimits,
+  connectionLimitText,
+  type ConnectionSample,
+} from "./connection_limits.ts";
+import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT, RateLimiter } from "./rate_limiter.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+
+/**
+ * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
+ * off.
+ */
+export interface ServerLimits {
+  /**
+   * UDP datagrams per second per address that carry no live session token,
+   * garbage included (default 100, bursts of twice that); 0 for no limit.
+   */
+  rateLimit?: number;
+  /**
+   * UDP datagrams per second per address that carry a live session token
+   * (default 2,000, bursts of twice that); 0 for no limit.
+   */
+  sessionRateLimit?: number;
+  /**
+   * New names one address may register per minute, over UDP and TCP
+   * together (bursts of as many); 0 or absent for no limit. Enforced by
+   * `accounts.ts`; the server program defaults to 20.
+   */
+  registerRate?: number;
+  /** Most TCP connections open at once from one address (default 32). */
+  maxConnectionsPerAddress?: number;
+  /** Most TCP connections open at once in all (default 512). */
+  maxConnections?: number;
+  /** A TCP connection silent this long between frames is closed, ms (default 60,000). */
+  tcpIdleMs?: number;
+  /** A TCP frame must arrive whole within this long of its first byte, ms (default 30,000). */
+  tcpFrameMs?: number;
+}
+
+/** What admission needs of the core that holds it. */
+export interface AdmissionHost {
+  /** Logs an event (a report of drops, refusals, closes). */
+  emit(event: ServerEvent): void;
+  /** Tells a connection why it is closed (`send`), and closes it (`close`). */
+  output(output: ServerOutput): void;
+  /** True while the server has work of its own for a connection (an upload being stored). */
+  busy(connId: number): boolean;
+  /** The counters it keeps. */
+  readonly stats: { rateLimited: number; tcpRefused: number; tcpTimedOut: number };
+}
+
+/**
+ * The rate limits and connection limits of one server.
+ *
+ * @example
+ * ```ts
+ * const admission = new Admission(host, { rateLimit: 100, maxConnectionsPerAddress: 4 });
+ * if (!admission.datagram(now, from, false)) return; // drop it
+ * if (!admission.openConnection(now, tcpFrom)) return; // told why, and closed
+ * ```
+ */
+export class Admission {
+  #host: AdmissionHost;
+  #limiter: RateLimiter | undefined;
+  #sessionLimiter: RateLimiter | undefined;
+  #connections: ConnectionLimits;
+  /** Connections already told why they are being closed. */
+  #closing = new Set<number>();
+
+  /**
+   * @param host the core's events, outputs and counters
+   * @param limits the limits (defaults for those not given)
+   * @throws {RangeError} if a limit is out of range
+   */
+  constructor(host: AdmissionHost, limits: ServerLimits = {}) {
+    this.#host = host;
+    const rate = limits.rateLimit ?? DEFAULT_RATE_LIMIT;
+    const sessionRate = limits.sessionRateLimit ?? DEFAULT_SESSION_RATE_LIMIT;
+    if (rate > 0) this.#limiter = new RateLimiter({ ratePerSecond: rate });
+    if (sessionRate > 0) this.#sessionLimiter = new RateLimiter({ ratePerSecond: sessionRate });
+    this.#connections = new ConnectionLimits({
+      maxPerAddress: limits.maxConnectionsPerAddress,
+      maxTotal: limits.maxConnections,
+      idleMs: limits.tcpIdleMs,
+      frameMs: limits.tcpFrameMs,
+    });
+  }
+
+  /** The idle limit of TCP connections, ms. */
+  get idleMs(): number {
+    return this.#connections.idleMs;
+  }
+
+  /** The time a started TCP frame has to arrive whole, ms. */
+  get frameMs(): number {
+    return this.#connections.frameMs;
+  }
+
+  /**
+   * Takes one UDP datagram against its address's rate limit (with a report
+   * of the drops at most once per period per address).
+   *
+   * @param now the current time, ms
+   * @param from where it came from
+   * @param session true if it carries a live session token (the loose limit)
+   * @returns true if it may be handled, false to drop it
+   */
+  datagram(now: number, from: Endpoint, session: boolean): boolean {
+    const limiter = session ? this.#sessionLimiter : this.#limiter;
+    if (limiter === undefined) return true;
+    const decision = limiter.take(now, from.address);
+    if (decision.allowed) return true;
+    this.#host.stats.rateLimited++;
+    if (decision.report !== undefined) {
+      this.#host.emit({
+        kind: "rate_limited",
+        transport: from.transport,
+        address: from.address,
+        dropped: decision.report.dropped,
+        session,
+        ratePerSecond: limiter.ratePerSecond,
+        burst: 2 * limiter.ratePerSecond,
+      });
+    }
+    return false;
+  }
+
+  /**
+   * Takes a TCP request without a live session against the same strict
+   * per-address budget as UDP datagrams without one, so that TCP is no way
+   * around it. A refused one is answered with `busy` (and the driver reads
+   * nothing more from its connection for a while).
+   *
+   * @param now the current time, ms
+   * @param from the connection's endpoint
+   * @param request the request
+   * @returns true if it may be handled
+   */
+  sessionlessRequest(now: number, from: Endpoint, request: Request): boolean {
+    if (this.datagram(now, from, false)) return true;
+    this.#host.output({
+      type: "send",
+      to: from,
+      message: {
+        type: "error",
+        reqId: request.reqId,
+        code: ERROR_CODES.busy,
+        message: "Too many requests without a session from your address; try again in a moment",
+      },
+    });
+    return false;
+  }
+
+  /**
+   * Admits a new TCP connection, or tells it why not and closes it; an
+   * admitted one counts until `closeConnection`.
+   *
+   * @param now the current time, ms
+   * @param from the connection's endpoint, with its `connId`
+   * @returns true if admitted
+   */
+  openConnection(now: number, from: Endpoint): boolean {
+    const refused = this.#connections.open(now, from.connId ?? 0, from.address);
+    if (refused === undefined) return true;
+    this.#host.stats.tcpRefused++;
+    if (refused.report !== undefined) {
+      this.#host.emit({
+        kind: "connection_refused",
+        address: from.address,
+        refused: refused.report.refused,
+        hit: refused.hit,
+      });
+    }
+    this.#close(from, connectionLimitText(refused.hit, from.address));
+    return false;
+  }
+
+  /**
+   * Closes a connection that has overstayed (see
+   * {@linkcode ConnectionLimits.check}), telling it why first unless it
+   * takes nothing of what it is sent or was told once already.
+   *
+   * @param now the current time, ms
+   * @param from the connection's endpoint, with its `connId`
+   * @param sample what it did so far (whether the server is busy with it is asked of the host)
+   */
+  checkConnection(now: number, from: Endpoint, sample: Omit<ConnectionSample, "busy">): void {
+    const connId = from.connId ?? 0;
+    const busy = this.#host.busy(connId);
+    const hit = this.#connections.check(now, connId, { ...sample, busy });
+    if (hit === undefined) return;
+    // Told once already: its last frame did not go out in time.
+    if (this.#closing.has(connId)) return this.#close(from, undefined);
+    this.#closing.add(connId);
+    this.#host.stats.tcpTimedOut++;
+    this.#host.emit({
+      kind: "connection_closed",
+      connId,
+      address: from.address,
+      port: from.port,
+      hit,
+    });
+    this.#close(from, sample.writing ? undefined : connectionLimitText(hit, from.address));
+  }
+
+  /**
+   * Forgets a closed connection. Safe to call for one never admitted.
+   *
+   * @param connId the driver's id of the connection
+   */
+  closeConnection(connId: number): void {
+    this.#connections.close(connId);
+    this.#closing.delete(connId);
+  }
+
+  /** Tells a TCP connection why it is being closed (if `reason`), then closes it. */
+  #close(to: Endpoint, reason: string | undefined): void {
+    if (reason !== undefined) {
+      this.#host.output({
+        type: "send",
+        to,
+        message: {
+          type: "error",
+          reqId: 0,
+          code: ERROR_CODES.bad_request,
+          message: `Closing the connection: ${reason}`,
+        },
+      });
+    }
+    this.#host.output({ type: "close", connId: to.connId ?? 0 });
+  }
+}

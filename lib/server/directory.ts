@@ -1,0 +1,408 @@
+/**
+ * The directory, sans-I/O: who is online. It opens, renews and ends
+ * sessions (leases kept by heartbeats), remembers why a session ended so
+ * that its client is told on its next request, publishes joins and leaves to
+ * watchers (resending what they did not acknowledge), and answers
+ * `logout`, `heartbeat`, `list`, `lookup` and `watch`.
+ *
+ * @module
+ */
+import { toHex } from "../hex.ts";
+import { hostPort } from "../host_port.ts";
+import type { Random } from "../random.ts";
+import { nameKey } from "../wire/client_name.ts";
+import type { ErrorCodeName } from "../wire/error_code.ts";
+import {
+  MAX_DATAGRAM_BYTES,
+  MAX_FRAME_BYTES,
+  type MessageOf,
+  PRESENCE_CHANGES,
+  type Reply,
+  type Request,
+  SESSION_END_REASONS,
+  TOKEN_BYTES,
+} from "../wire/messages.ts";
+import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+import { type Session, SessionTable } from "./session_table.ts";
+
+/** What the directory needs of the core that holds it. */
+export interface DirectoryHost {
+  /** Answers a request with an error (counted, logged, remembered for replays). */
+  refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void;
+  /** Answers a request. */
+  answer(from: Endpoint, request: Request, reply: Reply): void;
+  /** Logs an event. */
+  emit(event: ServerEvent): void;
+  /** Sends a message that answers no request (`session_ended`, `presence`). */
+  output(output: ServerOutput): void;
+}
+
+/** The requests the directory answers. */
+export type DirectoryRequest = MessageOf<"logout" | "heartbeat" | "list" | "lookup" | "watch">;
+
+/** How many ended sessions are remembered, to tell their clients why. */
+const ENDED_SESSIONS_KEPT = 10_000;
+
+/** Why a session ended, and where its client was, for its client's next request. */
+interface EndedSession {
+  code: ErrorCodeName;
+  message: string;
+  ip: string;
+  udpPort: number;
+}
+
+/**
+ * The sessions, their presence news and the memory of ended ones.
+ *
+ * @example
+ * ```ts
+ * const directory = new Directory(host, { random, leaseMs: 30_000, stats });
+ * const token = directory.start(now, from, "Alice", 4000, 5000);
+ * directory.session(from, request); // Alice's session, or refused
+ * ```
+ */
+export class Directory {
+  #host: DirectoryHost;
+  #random: Random;
+  #stats: { presenceResent: number };
+  #sessions: SessionTable;
+  #feed = new PresenceFeed();
+  #ended = new Map<string, EndedSession>();
+
+  /**
+   * @param host the core's replies, events and outputs
+   * @param options the token source, the lease and the counter of resent news
+   */
+  constructor(
+    host: DirectoryHost,
+    options: { random: Random; leaseMs: number; stats: { presenceResent: number } },
+  ) {
+    this.#host = host;
+    this.#random = options.random;
+    this.#stats = options.stats;
+    this.#sessions = new SessionTable(options.leaseMs);
+  }
+
+  /** The active sessions (read only). */
+  get sessions(): SessionTable {
+    return this.#sessions;
+  }
+
+  /** How many sessions watch presence news. */
+  get watchers(): number {
+    return this.#feed.size;
+  }
+
+  /**
+   * Finds the session of a request's token, or refuses the request (saying
+   * why its session ended, when that is remembered).
+   *
+   * @param from where it came from
+   * @param request a request with a token
+   * @returns the session, or undefined once refused
+   */
+  session(from: Endpoint, request: Request & { readonly token: Uint8Array }): Session | undefined {
+    const session = this.#sessions.byToken(request.token);
+    if (session !== undefined) return session;
+    const ended = this.#ended.get(toHex(request.token));
+    this.#host.refuse(
+      from,
+      request,
+      ended?.code ?? "not_logged_in",
+      ended?.message ?? "Not logged in (or the server restarted); log in again",
+    );
+    return undefined;
+  }
+
+  /**
+   * Tells whether a token proves its sender receives what is sent to `to`:
+   * a live session's token, or one sent again from the address its ended
+   * session was at.
+   *
+   * @param token a session token
+   * @param to where a reply would go
+   * @returns true if proven
+   */
+  proves(token: Uint8Array, to: Endpoint): boolean {
+    if (this.#sessions.byToken(token) !== undefined) return true;
+    const ended = this.#ended.get(toHex(token));
+    return ended !== undefined && ended.ip === to.address && ended.udpPort === to.port;
+  }
+
+  /**
+   * Records a watcher's acknowledgement of presence news.
+   *
+   * @param token the watcher's session token
+   * @param seq the news acknowledged
+   */
+  ack(token: Uint8Array, seq: number): void {
+    const session = this.#sessions.byToken(token);
+    if (session !== undefined) this.#feed.ack(session.token, seq);
+  }
+
+  /**
+   * Opens a session (replacing one of the same name, whose client is told),
+   * and publishes the join.
+   *
+   * @param now current time, ms
+   * @param from where its client is
+   * @param name the account's name
+   * @param udpPort the client's UDP port
+   * @param tcpPort the client's TCP port
+   * @param token the token to use (a new random one by default)
+   * @returns the token
+   */
+  start(
+    now: number,
+    from: Endpoint,
+    name: string,
+    udpPort: number,
+    tcpPort: number,
+    token: Uint8Array = this.#random.bytes(TOKEN_BYTES),
+  ): Uint8Array {
+    const { session, replaced } = this.#sessions.open(now, {
+      name,
+      token,
+      ip: from.address,
+      udpPort,
+      tcpPort,
+    });
+    if (replaced !== undefined) {
+      this.#feed.unwatch(replaced.token);
+      this.#push(
+        replaced,
+        SESSION_END_REASONS.replaced,
+        `"${name}" logged in elsewhere (${hostPort(session.ip, session.udpPort)}); ` +
+          "this session has ended",
+      );
+    }
+    this.#host.emit({
+      kind: "logged_in",
+      name,
+      ip: session.ip,
+      udpPort,
+      tcpPort,
+      transport: from.transport,
+      replaced: replaced !== undefined,
+    });
+    this.#sendPresence(
+      this.#feed.publish(now, PRESENCE_CHANGES.joined, onlineClient(now, session), token),
+    );
+    this.#emitActive();
+    return token;
+  }
+
+  /**
+   * The client had not heard its `register_ok` or `login_ok` until now: its
+   * session's lease starts now, and a session that expired meanwhile (and
+   * was not replaced) opens again with the same token.
+   *
+   * @param now current time, ms
+   * @param from where the retransmitted request came from
+   * @param request the request
+   * @param token the token its reply carried
+   * @param name the account's name, if it still exists
+   */
+  resume(
+    now: number,
+    from: Endpoint,
+    request: MessageOf<"register" | "login">,
+    token: Uint8Array,
+    name: string | undefined,
+  ): void {
+    const session = this.#sessions.byToken(token);
+    if (session !== undefined) return this.#sessions.renew(now, session);
+    const ended = this.#ended.get(toHex(token));
+    if (ended?.code !== "not_logged_in" || name === undefined) return;
+    if (this.#sessions.byName(name) !== undefined) return;
+    this.#ended.delete(toHex(token));
+    const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    this.start(now, from, name, udpPort, request.tcpPort, token);
+  }
+
+  /**
+   * Closes a session if it is still open, and publishes the leave.
+   *
+   * @param now current time, ms
+   * @param session the session
+   * @param why `exit` (logout) or `deregister`
+   */
+  close(now: number, session: Session, why: "exit" | "deregister"): void {
+    if (this.#sessions.byToken(session.token) !== session) return;
+    this.#sessions.close(session);
+    this.#end(now, session, why);
+    this.#emitActive();
+  }
+
+  /**
+   * Answers a directory request of a live session.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param request the request
+   * @param session its session
+   */
+  handle(now: number, from: Endpoint, request: DirectoryRequest, session: Session): void {
+    const host = this.#host;
+    switch (request.type) {
+      case "logout":
+        this.close(now, session, "exit");
+        return host.answer(from, request, { type: "logout_ok", reqId: request.reqId });
+      case "heartbeat":
+        this.#sessions.renew(now, session);
+        return host.answer(from, request, { type: "heartbeat_ok", reqId: request.reqId });
+      case "list":
+        return host.answer(from, request, this.#list(now, from, request));
+      case "lookup": {
+        const target = this.#sessions.byName(request.name);
+        if (target === undefined) {
+          return host.refuse(from, request, "not_online", `"${request.name}" is not online`);
+        }
+        return host.answer(from, request, {
+          type: "lookup_ok",
+          reqId: request.reqId,
+          ...onlineClient(now, target),
+        });
+      }
+      case "watch":
+        session.watching = request.on !== 0;
+        if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
+        else this.#feed.unwatch(session.token);
+        return host.answer(from, request, { type: "watch_ok", reqId: request.reqId });
+    }
+  }
+
+  /** @returns when `onTimeout` should next be called, or undefined */
+  nextTimeout(): number | undefined {
+    const times = [this.#sessions.nextExpiry(), this.#feed.nextResend()]
+      .filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  /**
+   * Ends sessions whose lease ran out and resends unacknowledged presence
+   * news.
+   *
+   * @param now current time, ms
+   */
+  onTimeout(now: number): void {
+    const expired = this.#sessions.expire(now);
+    for (const session of expired) {
+      this.#end(now, session, "lease", {
+        reason: SESSION_END_REASONS.expired,
+        message: `Your session as "${session.name}" expired: no heartbeat for ` +
+          `${Math.round(this.#sessions.leaseMs / 1000)} s`,
+      });
+    }
+    if (expired.length > 0) this.#emitActive();
+    const resent = this.#feed.resend(now);
+    for (const send of resent) this.#stats.presenceResent += send.news.length;
+    this.#sendPresence(resent);
+  }
+
+  /** Ends every session for a shutdown, telling each client. */
+  shutdown(): void {
+    const sessions = [...this.#sessions.all()];
+    for (const session of sessions) {
+      this.#sessions.close(session);
+      this.#feed.unwatch(session.token);
+      this.#push(session, SESSION_END_REASONS.server_shutdown, "The server is shutting down");
+    }
+    if (sessions.length > 0) this.#emitActive();
+  }
+
+  #list(now: number, from: Endpoint, request: MessageOf<"list">): Reply {
+    const limit = from.transport === "udp" ? MAX_DATAGRAM_BYTES : MAX_FRAME_BYTES;
+    const after = request.after === "" ? "" : nameKey(request.after);
+    const remaining = this.#sessions.list(after);
+    const clients: ReturnType<typeof onlineClient>[] = [];
+    // Room for the header, reqId, total, more and count, then the items.
+    let size = 4 + 4 + 4 + 1 + 2;
+    for (const session of remaining) {
+      const item = onlineClient(now, session);
+      const itemSize = 2 * 3 + byteLength(item.name) + byteLength(item.ip) + 4 + 8;
+      if (size + itemSize > limit || clients.length === 255) break;
+      clients.push(item);
+      size += itemSize;
+    }
+    return {
+      type: "list_page",
+      reqId: request.reqId,
+      total: this.#sessions.size,
+      more: clients.length < remaining.length ? 1 : 0,
+      clients,
+    };
+  }
+
+  /** After a session was closed: tell watchers, remember why, tell its client. */
+  #end(
+    now: number,
+    session: Session,
+    why: "exit" | "lease" | "deregister",
+    notice?: { reason: number; message: string },
+  ): void {
+    this.#feed.unwatch(session.token);
+    this.#host.emit({ kind: "logged_out", name: session.name, why });
+    if (notice !== undefined) {
+      this.#push(session, notice.reason, notice.message);
+    }
+    this.#sendPresence(
+      this.#feed.publish(now, PRESENCE_CHANGES.left, onlineClient(now, session), session.token),
+    );
+  }
+
+  /** Sends `session_ended` to a session's client and remembers why for its next request. */
+  #push(session: Session, reason: number, message: string): void {
+    this.#ended.set(toHex(session.token), {
+      code: reason === SESSION_END_REASONS.replaced ? "session_replaced" : "not_logged_in",
+      message,
+      ip: session.ip,
+      udpPort: session.udpPort,
+    });
+    while (this.#ended.size > ENDED_SESSIONS_KEPT) {
+      this.#ended.delete(this.#ended.keys().next().value!);
+    }
+    this.#host.output({
+      type: "send",
+      to: { transport: "udp", address: session.ip, port: session.udpPort },
+      message: { type: "session_ended", token: session.token, reason, message },
+    });
+  }
+
+  #sendPresence(sends: readonly PresenceSend[]): void {
+    for (const send of sends) {
+      for (const news of send.news) {
+        this.#host.output({
+          type: "send",
+          to: { transport: "udp", address: send.ip, port: send.udpPort },
+          message: {
+            type: "presence",
+            token: send.token,
+            seq: news.seq,
+            change: news.change,
+            ...news.entry,
+          },
+        });
+      }
+    }
+  }
+
+  #emitActive(): void {
+    this.#host.emit({ kind: "active", names: this.#sessions.list().map((s) => s.name) });
+  }
+}
+
+function onlineClient(now: number, session: Session) {
+  return {
+    name: session.name,
+    ip: session.ip,
+    udpPort: session.udpPort,
+    tcpPort: session.tcpPort,
+    onlineMs: Math.max(0, Math.floor(now - session.since)),
+  };
+}
+
+function byteLength(text: string): number {
+  return new TextEncoder().encode(text).length;
+}

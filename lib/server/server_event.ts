@@ -1,0 +1,182 @@
+/**
+ * The server core's vocabulary with its drivers: where a message came from
+ * ({@linkcode Endpoint}), what happened ({@linkcode ServerEvent}, for the log
+ * and the console; `server_event_text.ts` makes the words) and what the core
+ * asks its driver to do ({@linkcode ServerOutput}).
+ *
+ * @module
+ */
+import type { ErrorCodeName } from "../wire/error_code.ts";
+import type { Message } from "../wire/messages.ts";
+import type { ConnectionLimitHit } from "./connection_limits.ts";
+import type { RegistryJson } from "./registry.ts";
+import type { StoredFile } from "./stored_files.ts";
+
+/** Where a message came from, and so where its reply goes. */
+export interface Endpoint {
+  /** The transport it arrived on. */
+  readonly transport: "udp" | "tcp";
+  /** The peer's IP address. */
+  readonly address: string;
+  /** The peer's port. */
+  readonly port: number;
+  /** For TCP: the driver's id of the connection. */
+  readonly connId?: number;
+}
+
+/** Something that happened, for the log and the console. */
+export type ServerEvent =
+  | {
+    readonly kind: "registered";
+    readonly name: string;
+    readonly reqId: number;
+    /** Identifies the request (a hash of it); unique per executed request. */
+    readonly fingerprint: string;
+    readonly ip: string;
+    readonly udpPort: number;
+    readonly tcpPort: number;
+    readonly transport: "udp" | "tcp";
+  }
+  | {
+    readonly kind: "deregistered";
+    readonly name: string;
+    readonly reqId: number;
+    /** Identifies the request (a hash of it); unique per executed request. */
+    readonly fingerprint: string;
+    readonly transport: "udp" | "tcp";
+  }
+  | {
+    readonly kind: "logged_in";
+    readonly name: string;
+    readonly ip: string;
+    readonly udpPort: number;
+    readonly tcpPort: number;
+    readonly transport: "udp" | "tcp";
+    /** True if it replaced an older session of the same name. */
+    readonly replaced: boolean;
+  }
+  | {
+    readonly kind: "logged_out";
+    readonly name: string;
+    /** `exit` (logout), `lease` (no heartbeat in time) or `deregister`. */
+    readonly why: "exit" | "lease" | "deregister" | "shutdown";
+  }
+  | { readonly kind: "active"; readonly names: readonly string[] }
+  | {
+    readonly kind: "file_stored";
+    readonly user: string;
+    readonly name: string;
+    readonly size: number;
+    readonly sha256: string;
+  }
+  | { readonly kind: "file_deleted"; readonly user: string; readonly name: string }
+  | { readonly kind: "file_sent"; readonly user: string; readonly name: string; size: number }
+  | {
+    readonly kind: "text";
+    readonly from: Endpoint;
+    readonly reqId: number;
+    readonly name: string;
+    readonly verified: boolean;
+    readonly text: string;
+  }
+  | {
+    readonly kind: "refused";
+    readonly from: Endpoint;
+    readonly request: string;
+    readonly reqId: number;
+    readonly code: ErrorCodeName;
+    readonly reason: string;
+  }
+  | {
+    readonly kind: "replayed";
+    readonly from: Endpoint;
+    readonly request: string;
+    readonly reqId: number;
+  }
+  | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
+  | { readonly kind: "save_failed"; readonly reason: string }
+  /** An open-mode identity not seen for `expireAfterMs` was removed, with its files. */
+  | {
+    readonly kind: "expired";
+    readonly name: string;
+    /** When it was last seen (or registered), ISO 8601. */
+    readonly lastSeen: string;
+    /** How many stored files went with it. */
+    readonly files: number;
+  }
+  /**
+   * UDP datagrams (or TCP requests without a session) from one address were
+   * dropped by a rate limit: at most one such event per address per report
+   * period, counting the drops since the last.
+   */
+  | {
+    readonly kind: "rate_limited";
+    /** Where the drops came in: UDP datagrams, or TCP requests (refused with `busy`). */
+    readonly transport: "udp" | "tcp";
+    readonly address: string;
+    readonly dropped: number;
+    /** True for the loose limit on datagrams with a live session token. */
+    readonly session: boolean;
+    readonly ratePerSecond: number;
+    readonly burst: number;
+  }
+  /** TCP connections from one address were refused (at most one event per report period). */
+  | {
+    readonly kind: "connection_refused";
+    readonly address: string;
+    readonly refused: number;
+    readonly hit: ConnectionLimitHit;
+  }
+  /** A TCP connection was closed for being idle or sending a frame too slowly. */
+  | {
+    readonly kind: "connection_closed";
+    readonly connId: number;
+    readonly address: string;
+    readonly port: number;
+    readonly hit: ConnectionLimitHit;
+  };
+
+/** What the core asks its driver to do. */
+export type ServerOutput =
+  | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
+  | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
+  | { readonly type: "event"; readonly event: ServerEvent }
+  /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
+  | {
+    readonly type: "verify_password";
+    readonly id: number;
+    readonly hash: string;
+    readonly password: string;
+  }
+  /** Start storing a file; chunks follow, then `upload_commit` or `upload_abort`. */
+  | {
+    readonly type: "upload_begin";
+    readonly id: number;
+    readonly user: string;
+    readonly name: string;
+    /** The TCP connection that carries the chunks. */
+    readonly connId: number;
+  }
+  | { readonly type: "upload_chunk"; readonly id: number; readonly data: Uint8Array }
+  /** Check size and hash, make the file durable, then call `uploadDone`. */
+  | {
+    readonly type: "upload_commit";
+    readonly id: number;
+    readonly size: number;
+    readonly sha256: string;
+  }
+  | { readonly type: "upload_abort"; readonly id: number }
+  /** Send `download_ok` then the file's content in `file_chunk` frames to `to`. */
+  | {
+    readonly type: "download";
+    readonly to: Endpoint;
+    readonly reqId: number;
+    readonly user: string;
+    readonly file: StoredFile;
+  }
+  /** Delete a stored file, then call `fileDeleted(id)`. */
+  | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
+  /** Delete every file of a deregistered user. */
+  | { readonly type: "delete_user_files"; readonly user: string }
+  /** Close a TCP connection once what was sent on it before is written. */
+  | { readonly type: "close"; readonly connId: number };

@@ -1,0 +1,354 @@
+/**
+ * Server storage, sans-I/O: the `upload`, `download`, `delete` and `files`
+ * requests, decided here and carried out by a driver against its blob store
+ * (`lib/io/blob_store.ts` on disk, `lib/sim/memory_blob_store.ts` in the
+ * simulator) through {@linkcode ServerOutput}s, whose results come back as
+ * `uploadDone` and `fileDeleted`.
+ *
+ * @module
+ */
+import { fromHex, toHex } from "../hex.ts";
+import { nameKey } from "../wire/client_name.ts";
+import type { ErrorCodeName } from "../wire/error_code.ts";
+import { fileNameProblem } from "../wire/file_name.ts";
+import type { MessageOf, Reply, Request } from "../wire/messages.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+import { type StorageLimits, type StoredFile, StoredFiles } from "./stored_files.ts";
+
+/** What storage needs of the core that holds it. */
+export interface StorageHost {
+  /** Answers a request with an error (counted, logged, remembered for replays). */
+  refuse(from: Endpoint, request: Request, code: ErrorCodeName, reason: string): void;
+  /** Answers a request (remembered for replays). */
+  answer(from: Endpoint, request: Request, reply: Reply): void;
+  /** Remembers a request's failure for replays without sending it. */
+  settle(request: Request, code: ErrorCodeName, reason: string): void;
+  /** Logs an event. */
+  emit(event: ServerEvent): void;
+  /** Asks the driver for file work. */
+  output(output: ServerOutput): void;
+}
+
+/** The end of an upload after `upload_commit`: stored, or why not. */
+export type UploadResult =
+  | { readonly ok: true; readonly file: StoredFile }
+  | { readonly ok: false; readonly code: "checksum_mismatch" | "io"; readonly reason: string };
+
+interface Upload {
+  from: Endpoint;
+  request: MessageOf<"upload">;
+  id: number;
+  user: string;
+  name: string;
+  size: number;
+  sha256: string;
+  received: number;
+}
+
+interface Deletion {
+  from: Endpoint;
+  request: MessageOf<"delete">;
+  user: string;
+  file: StoredFile;
+}
+
+/**
+ * Each user's stored files, the uploads in progress and the deletions in
+ * flight. The requests reach it with their session's user name already
+ * checked by the core.
+ *
+ * @example
+ * ```ts
+ * const storage = new ServerStorage(host, { limits: DEFAULT_STORAGE_LIMITS });
+ * storage.upload(from, request, "Alice"); // outputs upload_begin, then chunks follow
+ * ```
+ */
+export class ServerStorage {
+  #host: StorageHost;
+  #files: StoredFiles;
+  #uploads = new Map<string, Upload>();
+  #deletions = new Map<number, Deletion>();
+  #nextId = 1;
+
+  /**
+   * @param host the core's replies, events and outputs
+   * @param options the limits, and the files stored at start (user name and files)
+   */
+  constructor(
+    host: StorageHost,
+    options: {
+      limits: StorageLimits;
+      stored?: Iterable<readonly [string, readonly StoredFile[]]>;
+    },
+  ) {
+    this.#host = host;
+    this.#files = new StoredFiles(options.limits);
+    for (const [user, files] of options.stored ?? []) {
+      for (const file of files) this.#files.add(user, file);
+    }
+  }
+
+  /**
+   * Tells whether the server has work of its own for a TCP connection (an
+   * upload on it not yet stored), so that its idle clock does not run.
+   *
+   * @param connId the driver's id of the connection
+   * @returns true while an upload on it is in progress
+   */
+  busy(connId: number): boolean {
+    for (const upload of this.#uploads.values()) {
+      if (upload.from.connId === connId) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Starts an upload: checks the name, hash length and limits, reserves room.
+   *
+   * @param from where it came from
+   * @param request the request
+   * @param user its session's user
+   */
+  upload(from: Endpoint, request: MessageOf<"upload">, user: string): void {
+    const host = this.#host;
+    if (from.transport !== "tcp") {
+      return host.refuse(from, request, "needs_tcp", "Uploads go over TCP");
+    }
+    const problem = fileNameProblem(request.name);
+    if (problem !== undefined) return host.refuse(from, request, "invalid_file_name", problem);
+    if (request.sha256.length !== 32) {
+      return host.refuse(from, request, "bad_request", "The SHA-256 must be 32 bytes");
+    }
+    const tooMuch = this.#files.uploadProblem(user, request.name, request.size);
+    if (tooMuch !== undefined) {
+      const code = request.size > this.#files.limits.maxFileSize
+        ? "file_too_large"
+        : "quota_exceeded";
+      return host.refuse(from, request, code, tooMuch);
+    }
+    const upload: Upload = {
+      from,
+      request,
+      id: this.#nextId++,
+      user,
+      name: request.name,
+      size: request.size,
+      sha256: toHex(request.sha256),
+      received: 0,
+    };
+    this.#uploads.set(uploadKey(from, request.reqId), upload);
+    this.#files.reserve(user, request.size, 1);
+    host.output({
+      type: "upload_begin",
+      id: upload.id,
+      user: upload.user,
+      name: upload.name,
+      connId: from.connId ?? 0,
+    });
+    if (upload.size === 0) this.#commit(upload);
+  }
+
+  /**
+   * Takes a chunk of an upload in progress (ignored if none matches).
+   *
+   * @param from where it came from
+   * @param chunk the chunk
+   */
+  chunk(from: Endpoint, chunk: MessageOf<"file_chunk">): void {
+    const key = uploadKey(from, chunk.reqId);
+    const upload = this.#uploads.get(key);
+    if (upload === undefined || upload.received === upload.size) return;
+    if (upload.received + chunk.data.length > upload.size) {
+      this.#abort(key, upload);
+      return this.#host.refuse(
+        upload.from,
+        upload.request,
+        "bad_request",
+        `The upload of "${upload.name}" sent more than the ${upload.size} bytes it declared`,
+      );
+    }
+    upload.received += chunk.data.length;
+    this.#host.output({ type: "upload_chunk", id: upload.id, data: chunk.data });
+    if (upload.received === upload.size) this.#commit(upload);
+  }
+
+  /**
+   * Reports the end of an upload after `upload_commit`.
+   *
+   * @param id the upload's id
+   * @param result the stored file, or the failure
+   */
+  uploadDone(id: number, result: UploadResult): void {
+    const upload = [...this.#uploads.values()].find((u) => u.id === id);
+    if (upload === undefined) return;
+    this.#uploads.delete(uploadKey(upload.from, upload.request.reqId));
+    this.#files.reserve(upload.user, -upload.size, -1);
+    if (!result.ok) {
+      const code = result.code === "io" ? "not_saved" : "checksum_mismatch";
+      return this.#host.refuse(upload.from, upload.request, code, result.reason);
+    }
+    this.#files.add(upload.user, result.file);
+    this.#host.emit({
+      kind: "file_stored",
+      user: upload.user,
+      name: result.file.name,
+      size: result.file.size,
+      sha256: result.file.sha256,
+    });
+    this.#host.answer(upload.from, upload.request, {
+      type: "upload_ok",
+      reqId: upload.request.reqId,
+      size: result.file.size,
+    });
+  }
+
+  /**
+   * Starts a download: the driver sends `download_ok` and the content.
+   *
+   * @param from where it came from
+   * @param request the request
+   * @param user its session's user
+   */
+  download(from: Endpoint, request: MessageOf<"download">, user: string): void {
+    if (from.transport !== "tcp") {
+      return this.#host.refuse(from, request, "needs_tcp", "Downloads go over TCP");
+    }
+    const file = this.#files.get(user, request.name);
+    if (file === undefined) {
+      return this.#host.refuse(
+        from,
+        request,
+        "file_not_found",
+        `You have no file "${request.name}"`,
+      );
+    }
+    this.#host.output({ type: "download", to: from, reqId: request.reqId, user, file });
+    this.#host.emit({ kind: "file_sent", user, name: file.name, size: file.size });
+  }
+
+  /**
+   * Deletes a file: forgotten now, restored if the driver cannot delete it.
+   *
+   * @param from where it came from
+   * @param request the request
+   * @param user its session's user
+   */
+  delete(from: Endpoint, request: MessageOf<"delete">, user: string): void {
+    const file = this.#files.remove(user, request.name);
+    if (file === undefined) {
+      return this.#host.refuse(
+        from,
+        request,
+        "file_not_found",
+        `You have no file "${request.name}"`,
+      );
+    }
+    const id = this.#nextId++;
+    this.#deletions.set(id, { from, request, user, file });
+    this.#host.output({ type: "delete_file", id, user, name: file.name });
+  }
+
+  /**
+   * Reports that a `delete_file` output was carried out (or failed).
+   *
+   * @param id the output's id
+   * @param error why it failed, or undefined
+   */
+  fileDeleted(id: number, error?: string): void {
+    const deletion = this.#deletions.get(id);
+    if (deletion === undefined) return;
+    this.#deletions.delete(id);
+    if (error !== undefined) {
+      this.#files.add(deletion.user, deletion.file);
+      return this.#host.refuse(deletion.from, deletion.request, "not_saved", error);
+    }
+    this.#host.emit({ kind: "file_deleted", user: deletion.user, name: deletion.file.name });
+    this.#host.answer(deletion.from, deletion.request, {
+      type: "delete_ok",
+      reqId: deletion.request.reqId,
+    });
+  }
+
+  /**
+   * Answers `files` with the user's listing.
+   *
+   * @param from where it came from
+   * @param request the request
+   * @param user its session's user
+   */
+  list(from: Endpoint, request: MessageOf<"files">, user: string): void {
+    if (from.transport !== "tcp") {
+      return this.#host.refuse(from, request, "needs_tcp", "File listings go over TCP");
+    }
+    this.#host.answer(from, request, {
+      type: "file_list",
+      reqId: request.reqId,
+      usedBytes: this.#files.usage(user),
+      quotaBytes: this.#files.limits.quota,
+      files: this.#files.list(user).map((f) => ({
+        name: f.name,
+        size: f.size,
+        sha256: fromHex(f.sha256),
+        uploadedAt: Date.parse(f.uploadedAt),
+      })),
+    });
+  }
+
+  /**
+   * Removes everything of a deregistered (or expired) user: uploads in
+   * progress fail, and every file is deleted.
+   *
+   * @param user the user's name
+   * @param why what became of the identity, for the uploads' refusals
+   * @returns how many stored files went
+   */
+  removeUser(user: string, why: "deregistered" | "expired" = "deregistered"): number {
+    for (const [key, upload] of this.#uploads) {
+      if (nameKey(upload.user) !== nameKey(user)) continue;
+      this.#abort(key, upload);
+      this.#host.refuse(
+        upload.from,
+        upload.request,
+        "not_registered",
+        `Your identity was ${why} during the upload`,
+      );
+    }
+    const files = this.#files.list(user);
+    for (const file of files) this.#host.emit({ kind: "file_deleted", user, name: file.name });
+    this.#files.removeUser(user);
+    this.#host.output({ type: "delete_user_files", user });
+    return files.length;
+  }
+
+  /**
+   * Abandons the uploads on a closed TCP connection.
+   *
+   * @param connId the driver's id of the connection
+   */
+  connectionClosed(connId: number): void {
+    for (const [key, upload] of this.#uploads) {
+      if (upload.from.connId !== connId) continue;
+      this.#abort(key, upload);
+      this.#host.settle(upload.request, "bad_request", "The connection closed mid-upload");
+    }
+  }
+
+  #abort(key: string, upload: Upload): void {
+    this.#uploads.delete(key);
+    this.#files.reserve(upload.user, -upload.size, -1);
+    this.#host.output({ type: "upload_abort", id: upload.id });
+  }
+
+  #commit(upload: Upload): void {
+    this.#host.output({
+      type: "upload_commit",
+      id: upload.id,
+      size: upload.size,
+      sha256: upload.sha256,
+    });
+  }
+}
+
+function uploadKey(from: Endpoint, reqId: number): string {
+  return `${from.connId ?? `${from.address}:${from.port}`}/${reqId}`;
+}

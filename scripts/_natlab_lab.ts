@@ -1,0 +1,424 @@
+/**
+ * The NAT lab at work: the topology, the real server and the probe's
+ * reflectors running in it, the self-check that each NAT kind classifies as
+ * intended, and test cells that run two real clients through a pair of NATs
+ * (connect, chat, sendfile) and report what worked.
+ *
+ * @module
+ */
+import { fromFileUrl } from "@std/path";
+import { NamespacedProgram } from "./_natlab_process.ts";
+import type { ProbeReport } from "./_natlab_probe.ts";
+import {
+  type Behaviour,
+  EXPECTED,
+  isLanKind,
+  type LabKind,
+  type LanKind,
+  type NatKind,
+} from "./_natlab_ruleset.ts";
+import {
+  type LabHost,
+  type LabSide,
+  NatlabError,
+  NatlabTopology,
+  OUTSIDE_ADDRESS,
+  SERVER_ADDRESS,
+  SERVER_ADDRESS_2,
+} from "./_natlab_topology.ts";
+
+const SERVER_PATH = fromFileUrl(new URL("../server.ts", import.meta.url));
+const CLIENT_PATH = fromFileUrl(new URL("../client.ts", import.meta.url));
+const PROBE_PATH = fromFileUrl(new URL("./_natlab_probe.ts", import.meta.url));
+const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
+
+/** The server's UDP and TCP ports inside its namespace. */
+const SERVER_UDP_PORT = 3000;
+const SERVER_TCP_PORT = 3001;
+/** The reflector's two ports, on both server addresses and the outside host. */
+const REFLECT_PORT = 3478;
+const REFLECT_PORT_2 = 3479;
+/** How long a program gets to start (Deno starts in about a second; the machine may be busy). */
+const START_MS = 20_000;
+/** Chat messages the initiator sends in a cell; the acceptor answers with one. */
+const CELL_MESSAGES = 3;
+/** The size of the file a cell sends. */
+const CELL_FILE_BYTES = 64 * 1024;
+
+/** The result of the self-check for one kind. */
+export interface SelfCheck {
+  /** The kind checked. */
+  readonly kind: LabKind;
+  /** What it must show. */
+  readonly expected: Behaviour;
+  /** What the probe measured, or undefined if the probe failed. */
+  readonly measured?: ProbeReport;
+  /** Why the probe failed. */
+  readonly error?: string;
+  /** True if the measurement matches. */
+  readonly ok: boolean;
+}
+
+/** What one test cell found. */
+export interface CellResult {
+  /** The initiator's NAT kind (the router's, for a same-LAN cell). */
+  readonly initiator: string;
+  /** The acceptor's NAT kind. */
+  readonly acceptor: string;
+  /** `direct` if the session was set up, else `failed` (there is no traversal yet). */
+  readonly path: "direct" | "failed";
+  /** From the initiator's `connect` to its session being up, in ms. */
+  readonly sessionMs: number | null;
+  /** Chat messages delivered, both ways. */
+  readonly delivered: number;
+  /** Chat messages sent, both ways. */
+  readonly sent: number;
+  /** True if the file arrived, SHA-256 checked. */
+  readonly file: boolean;
+  /** Where the acceptor saw the request come from (`ip:port`), if it came. */
+  readonly requestFrom?: string;
+  /** The first error a client printed, if any. */
+  readonly error?: string;
+}
+
+/** Options of {@linkcode Natlab.open}. */
+export interface NatlabOptions {
+  /** A directory for the programs' data, logs and files (it must exist). */
+  readonly workDir: string;
+}
+
+/**
+ * A running lab: build it with {@linkcode Natlab.open}, close it to remove
+ * everything (processes, namespaces).
+ *
+ * @example
+ * ```ts
+ * await using lab = await Natlab.open({ workDir: await Deno.makeTempDir() });
+ * const checks = await lab.selfCheck(["symmetric"]);
+ * const cell = await lab.runCell("full-cone", "port-restricted", { timeoutMs: 15_000 });
+ * ```
+ */
+export class Natlab implements AsyncDisposable {
+  /** The network. */
+  readonly topology: NatlabTopology;
+  readonly #workDir: string;
+  readonly #programs = new Set<NamespacedProgram>();
+  #cells = 0;
+
+  private constructor(topology: NatlabTopology, workDir: string) {
+    this.topology = topology;
+    this.#workDir = workDir;
+  }
+
+  /**
+   * Builds the topology and starts the server and the reflectors.
+   *
+   * @param options where the programs write
+   * @returns the lab
+   * @throws {NatlabError} if a command or program fails to start; what was made is removed
+   */
+  static async open(options: NatlabOptions): Promise<Natlab> {
+    const topology = await NatlabTopology.create();
+    const lab = new Natlab(topology, options.workDir);
+    try {
+      await Promise.all([
+        lab.#startReady("reflector", topology.server, [
+          "--allow-net",
+          PROBE_PATH,
+          "reflect",
+          ...[SERVER_ADDRESS, SERVER_ADDRESS_2].flatMap((a) =>
+            [REFLECT_PORT, REFLECT_PORT_2].map((p) => `${a}:${p}`)
+          ),
+        ], /^ready$/),
+        lab.#startReady("outside reflector", topology.outside, [
+          "--allow-net",
+          PROBE_PATH,
+          "reflect",
+          `${OUTSIDE_ADDRESS}:${REFLECT_PORT}`,
+        ], /^ready$/),
+        lab.#startReady("server", topology.server, [
+          ...PERMISSIONS,
+          SERVER_PATH,
+          ...["--host", SERVER_ADDRESS, "--udp-port", `${SERVER_UDP_PORT}`],
+          ...["--tcp-port", `${SERVER_TCP_PORT}`],
+          ...["--data-dir", `${options.workDir}/server-data`],
+          ...["--log-dir", `${options.workDir}/server-logs`],
+        ], /^Server running/),
+      ]);
+    } catch (error) {
+      await lab.close();
+      throw error;
+    }
+    return lab;
+  }
+
+  /** The server's UDP address, as clients give it to `--server`. */
+  get serverAddress(): string {
+    return `${SERVER_ADDRESS}:${SERVER_UDP_PORT}`;
+  }
+
+  /**
+   * Checks that each kind of NAT behaves as intended: a side of each kind is
+   * built, the probe classifies it, the sides are removed.
+   *
+   * @param kinds the kinds to check (a same-LAN router from its first host)
+   * @returns one result per kind, in order
+   */
+  async selfCheck(kinds: readonly LabKind[]): Promise<SelfCheck[]> {
+    const sides: LabSide[] = [];
+    try {
+      for (const kind of kinds) {
+        sides.push(
+          isLanKind(kind)
+            ? await this.topology.addSameLan(kind)
+            : await this.topology.addSide(kind),
+        );
+      }
+      return await Promise.all(sides.map((side) => this.#classify(side)));
+    } finally {
+      for (const side of sides) await this.topology.removeSide(side);
+    }
+  }
+
+  /**
+   * Runs the real client in two places through the server: the initiator
+   * registers, connects to the acceptor, sends three messages and a file,
+   * waits for one message back, and terminates.
+   *
+   * @param initiator the initiator's NAT kind
+   * @param acceptor the acceptor's NAT kind
+   * @param options how long the cell may take in all
+   * @returns what worked
+   */
+  async runCell(
+    initiator: NatKind,
+    acceptor: NatKind,
+    options: { timeoutMs: number },
+  ): Promise<CellResult> {
+    const a = await this.topology.addSide(initiator);
+    try {
+      const b = await this.topology.addSide(acceptor);
+      try {
+        return await this.#chat(initiator, acceptor, a.hosts[0], b.hosts[0], options.timeoutMs);
+      } finally {
+        await this.topology.removeSide(b);
+      }
+    } finally {
+      await this.topology.removeSide(a);
+    }
+  }
+
+  /**
+   * Runs the same cell between two hosts on one LAN behind one router.
+   *
+   * @param kind which same-LAN router
+   * @param options how long the cell may take in all
+   * @returns what worked
+   */
+  async runSameLan(kind: LanKind, options: { timeoutMs: number }): Promise<CellResult> {
+    const side = await this.topology.addSameLan(kind);
+    try {
+      return await this.#chat(kind, kind, side.hosts[0], side.hosts[1], options.timeoutMs);
+    } finally {
+      await this.topology.removeSide(side);
+    }
+  }
+
+  /** Stops every program and removes the network. Safe to call twice. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#programs].map((program) => program.stop()));
+    this.#programs.clear();
+    await this.topology.destroy();
+  }
+
+  /** Closes the lab; for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Kills every program at once, without waiting: for a signal handler that
+   * must clean up before the process exits.
+   */
+  killAll(): void {
+    for (const program of this.#programs) {
+      try {
+        Deno.kill(program.pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+  }
+
+  async #classify(side: LabSide): Promise<SelfCheck> {
+    const kind = side.kind;
+    const expected = EXPECTED[kind];
+    const probe = this.#start(`probe (${kind})`, side.hosts[0].namespace, [
+      "--allow-net",
+      PROBE_PATH,
+      "classify",
+      ...["--primary", `${SERVER_ADDRESS}:${REFLECT_PORT}`],
+      ...["--other-port", `${SERVER_ADDRESS}:${REFLECT_PORT_2}`],
+      ...["--other-address", `${SERVER_ADDRESS_2}:${REFLECT_PORT}`],
+      ...["--outside", `${OUTSIDE_ADDRESS}:${REFLECT_PORT}`],
+    ]);
+    try {
+      const code = await probe.finish(START_MS);
+      const line = probe.stdout.find((l) => l.text.startsWith("{"));
+      if (code !== 0 || line === undefined) {
+        return { kind, expected, ok: false, error: probe.errorText || `exit ${code}` };
+      }
+      const measured = JSON.parse(line.text) as ProbeReport;
+      const ok = measured.mapping === expected.mapping &&
+        measured.filtering === expected.filtering && measured.outside === expected.outside;
+      return { kind, expected, measured, ok };
+    } finally {
+      this.#programs.delete(probe);
+    }
+  }
+
+  async #chat(
+    initiatorKind: string,
+    acceptorKind: string,
+    initiator: LabHost,
+    acceptor: LabHost,
+    timeoutMs: number,
+  ): Promise<CellResult> {
+    const n = ++this.#cells;
+    const dir = `${this.#workDir}/cell${n}`;
+    await Deno.mkdir(dir, { recursive: true });
+    const file = `${dir}/payload.bin`;
+    await Deno.writeFile(file, crypto.getRandomValues(new Uint8Array(CELL_FILE_BYTES)));
+    const [aName, bName] = [`a${n}`, `b${n}`];
+    const within = Math.max(1, Math.ceil(timeoutMs / 1000));
+    const bob = await this.#client(bName, acceptor, dir, [
+      `register ${bName}`,
+      "accept",
+      `wait messages ${CELL_MESSAGES} within ${within}`,
+      "send back",
+      `wait offer within ${within}`,
+      `wait transfers within ${within}`,
+      `wait terminate within ${within}`,
+    ], ["--accept-files"]);
+    // The cell's time starts once the initiator is registered: starting Deno is not the NAT's doing.
+    let deadline = Number.POSITIVE_INFINITY;
+    const left = () => Math.max(0, deadline - performance.now());
+    let alice: NamespacedProgram | undefined;
+    try {
+      const failed = (error: string): CellResult => ({
+        initiator: initiatorKind,
+        acceptor: acceptorKind,
+        path: "failed",
+        sessionMs: null,
+        delivered: 0,
+        sent: CELL_MESSAGES + 1,
+        file: false,
+        error,
+      });
+      const bobIn = await bob.waitFor(/"command":"register","ok":true/, START_MS);
+      if (bobIn === undefined) {
+        await bob.stop();
+        return failed(`${bName} did not register: ${bob.errorText || "no answer"}`);
+      }
+      alice = await this.#client(aName, initiator, dir, [
+        `register ${aName}`,
+        `connect ${bName}`,
+        ...Array.from({ length: CELL_MESSAGES }, (_, i) => `send m${i + 1}`),
+        `sendfile ${file}`,
+        `wait transfers within ${within}`,
+        `wait messages 1 within ${within}`,
+        "terminate",
+      ]);
+      const registered = await alice.waitFor(/"command":"register","ok":true/, START_MS);
+      if (registered === undefined) {
+        await alice.stop();
+        return failed(`${aName} did not register: ${alice.errorText || "no answer"}`);
+      }
+      deadline = registered.at + timeoutMs;
+      const connected = await alice.waitFor(/"command":"connect","ok":true/, left());
+      await Promise.all([alice.finish(left()), bob.finish(left())]);
+      const events = (program: NamespacedProgram) =>
+        program.stdout.flatMap((line) => {
+          try {
+            return [JSON.parse(line.text) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        });
+      const messages = (program: NamespacedProgram) =>
+        events(program).filter((e) => e.event === "message").length;
+      const arrived = events(bob).some((e) => e.event === "file_done" && e.direction === "receive");
+      // What a client said when the cell's time ran out and it was stopped is not the cause.
+      const printed = [alice, bob]
+        .map((p) => p.stderr.find((l) => l.text.startsWith("error:") && l.at < deadline))
+        .find((line) => line !== undefined)?.text;
+      const request = events(bob).find((e) => e.event === "request");
+      const requested = request !== undefined;
+      const error = printed ??
+        (connected !== undefined
+          ? undefined
+          : `no session within ${Math.round(timeoutMs / 1000)} s; ${bName} ${
+            requested ? "saw the request" : "never saw the request"
+          }`);
+      return {
+        initiator: initiatorKind,
+        acceptor: acceptorKind,
+        path: connected === undefined ? "failed" : "direct",
+        sessionMs: connected === undefined ? null : Math.round(connected.at - registered.at),
+        delivered: messages(alice) + messages(bob),
+        sent: CELL_MESSAGES + 1,
+        file: arrived,
+        ...(requested ? { requestFrom: `${request.ip}:${request.udpPort}` } : {}),
+        ...(error === undefined ? {} : { error }),
+      };
+    } finally {
+      await Promise.all([bob.stop(), alice?.stop()]);
+      this.#programs.delete(bob);
+      if (alice !== undefined) this.#programs.delete(alice);
+    }
+  }
+
+  async #client(
+    name: string,
+    host: LabHost,
+    dir: string,
+    script: readonly string[],
+    more: readonly string[] = [],
+  ): Promise<NamespacedProgram> {
+    const path = `${dir}/${name}.txt`;
+    await Deno.writeTextFile(path, script.join("\n") + "\n");
+    return this.#start(name, host.namespace, [
+      ...PERMISSIONS,
+      CLIENT_PATH,
+      ...["--server", this.serverAddress, "--udp-port", `${host.udpPort}`],
+      ...["--data-dir", `${dir}/${name}-data`, "--log-dir", `${dir}/${name}-logs`],
+      ...["--download-dir", `${dir}/${name}-downloads`],
+      "--json",
+      ...["--script", path],
+      ...more,
+    ], dir);
+  }
+
+  #start(
+    label: string,
+    namespace: string,
+    args: readonly string[],
+    cwd?: string,
+  ): NamespacedProgram {
+    const program = NamespacedProgram.start(label, namespace, args, { cwd });
+    this.#programs.add(program);
+    return program;
+  }
+
+  async #startReady(
+    label: string,
+    namespace: string,
+    args: readonly string[],
+    ready: RegExp,
+  ): Promise<void> {
+    const program = this.#start(label, namespace, args);
+    if (await program.waitFor(ready, START_MS) === undefined) {
+      throw new NatlabError(`The ${label} did not start: ${program.errorText || "no output"}`);
+    }
+  }
+}

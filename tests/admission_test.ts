@@ -1,0 +1,117 @@
+import { assert, assertEquals } from "@std/assert";
+import { Admission } from "../lib/server/admission.ts";
+import { ERROR_CODES } from "../lib/wire/error_code.ts";
+import type { ConnectionSample } from "../lib/server/connection_limits.ts";
+import type { Endpoint, ServerEvent, ServerOutput } from "../lib/server/server_event.ts";
+
+function host() {
+  const events: ServerEvent[] = [];
+  const outputs: ServerOutput[] = [];
+  const busy = new Set<number>();
+  const stats = { rateLimited: 0, tcpRefused: 0, tcpTimedOut: 0 };
+  return {
+    events,
+    outputs,
+    busy,
+    stats,
+    host: {
+      emit: (e: ServerEvent) => events.push(e),
+      output: (o: ServerOutput) => outputs.push(o),
+      busy: (id: number) => busy.has(id),
+      stats,
+    },
+  };
+}
+
+const UDP: Endpoint = { transport: "udp", address: "192.0.2.7", port: 5000 };
+
+function tcp(connId: number, address = "192.0.2.7"): Endpoint {
+  return { transport: "tcp", address, port: 6000 + connId, connId };
+}
+
+function sample(over: Partial<Omit<ConnectionSample, "busy">> = {}) {
+  return { bytesRead: 0, bytesWritten: 0, framesRead: 0, pendingBytes: 0, reading: true, ...over };
+}
+
+Deno.test("Admission.datagram() applies the strict limit without a session and the loose one with", () => {
+  const h = host();
+  const admission = new Admission(h.host, { rateLimit: 1, sessionRateLimit: 10 });
+  // Bursts of twice the rate, then drops.
+  assertEquals([1, 2, 3].map(() => admission.datagram(0, UDP, false)), [true, true, false]);
+  assertEquals(h.stats.rateLimited, 1);
+  assertEquals(h.events, [{
+    kind: "rate_limited",
+    transport: "udp",
+    address: "192.0.2.7",
+    dropped: 1,
+    session: false,
+    ratePerSecond: 1,
+    burst: 2,
+  }]);
+  assertEquals(admission.datagram(0, UDP, false), false);
+  assertEquals(h.events.length, 1, "one report per period");
+  assert(admission.datagram(0, UDP, true), "session traffic has its own bucket");
+  assert(new Admission(h.host, { rateLimit: 0 }).datagram(0, UDP, false), "0 is no limit");
+});
+
+Deno.test("Admission.openConnection() tells a connection over the limit why, then closes it", () => {
+  const h = host();
+  const admission = new Admission(h.host, { maxConnectionsPerAddress: 1 });
+  assert(admission.openConnection(0, tcp(1)));
+  assertEquals(h.outputs, []);
+  assertEquals(admission.openConnection(0, tcp(2)), false);
+  assertEquals(h.stats.tcpRefused, 1);
+  const [send, close] = h.outputs;
+  if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
+  assertEquals(send.to.connId, 2);
+  assert(send.message.message.startsWith("Closing the connection: too many connections from"));
+  assertEquals(close, { type: "close", connId: 2 });
+  assertEquals(h.events[0]?.kind, "connection_refused");
+  admission.closeConnection(1);
+  assert(admission.openConnection(0, tcp(3)), "room again once one closed");
+});
+
+Deno.test("Admission.checkConnection() closes an idle connection once, saying why unless it is not reading", () => {
+  const h = host();
+  const admission = new Admission(h.host, { tcpIdleMs: 1000 });
+  admission.openConnection(0, tcp(1));
+  admission.openConnection(0, tcp(2));
+  admission.checkConnection(500, tcp(1), sample());
+  assertEquals(h.outputs, []);
+  // Busy with an upload: the idle clock does not run.
+  h.busy.add(2);
+  admission.checkConnection(1500, tcp(2), sample());
+  assertEquals(h.outputs, []);
+  admission.checkConnection(1500, tcp(1), sample());
+  assertEquals(h.stats.tcpTimedOut, 1);
+  assertEquals(h.outputs.map((o) => o.type), ["send", "close"]);
+  assertEquals(h.events.map((e) => e.kind), ["connection_closed"]);
+  // Told once already: closed again without a word, not counted twice.
+  admission.checkConnection(1600, tcp(1), sample());
+  assertEquals(h.outputs.map((o) => o.type), ["send", "close", "close"]);
+  assertEquals(h.stats.tcpTimedOut, 1);
+  // A peer that takes nothing of what it is sent gets no last word.
+  h.busy.delete(2);
+  admission.checkConnection(1600, tcp(2), sample({ writing: true }));
+  admission.checkConnection(2700, tcp(2), sample({ writing: true }));
+  assertEquals(h.outputs.at(-1), { type: "close", connId: 2 });
+  assertEquals(h.outputs.at(-2)?.type, "close");
+});
+
+Deno.test("Admission.sessionlessRequest() spends the strict UDP budget and answers busy past it", () => {
+  const h = host();
+  const admission = new Admission(h.host, { rateLimit: 1 });
+  const from = tcp(1);
+  const hello = { type: "hello", reqId: 7, client: "0123456789abcdef" } as const;
+  assert(admission.datagram(0, UDP, false), "one UDP datagram from the same address");
+  assert(admission.sessionlessRequest(0, from, hello), "the burst has room for one more");
+  assertEquals(admission.sessionlessRequest(0, from, hello), false);
+  assertEquals(h.stats.rateLimited, 1);
+  const [reply, ...rest] = h.outputs;
+  assertEquals(rest, []);
+  if (reply?.type !== "send" || reply.message.type !== "error") throw new Error("no error reply");
+  assertEquals(reply.to, from);
+  assertEquals([reply.message.reqId, reply.message.code], [7, ERROR_CODES.busy]);
+  assert(h.events.some((e) => e.kind === "rate_limited" && e.transport === "tcp"));
+  assertEquals(admission.datagram(0, UDP, false), false, "and UDP from there waits too");
+});

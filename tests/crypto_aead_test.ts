@@ -1,0 +1,92 @@
+/**
+ * The AEAD pieces of lib/crypto against published vectors:
+ * draft-irtf-cfrg-xchacha-03 section 2.2.1 (HChaCha20) and appendix A.3.1
+ * (AEAD_XChaCha20_Poly1305), which WireGuard's cookie replies use; and
+ * HMAC-SHA256 against RFC 4231 and node:crypto's own HMAC.
+ */
+import { assertEquals, assertThrows } from "@std/assert";
+import { fromHex, toHex } from "../lib/hex.ts";
+import {
+  chacha20Poly1305Open,
+  chacha20Poly1305Seal,
+  counterNonce,
+  xchacha20Poly1305Open,
+  xchacha20Poly1305Seal,
+} from "../lib/crypto/chacha20_poly1305.ts";
+import { CryptoError } from "../lib/crypto/crypto_error.ts";
+import { hchacha20 } from "../lib/crypto/hchacha20.ts";
+import { hmacSha256 } from "../lib/crypto/symmetric_state.ts";
+import { createHmac } from "node:crypto";
+
+function sequence(first: number, length: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => first + i);
+}
+
+Deno.test("hchacha20() matches draft-irtf-cfrg-xchacha-03 section 2.2.1", () => {
+  assertEquals(
+    toHex(hchacha20(sequence(0, 32), fromHex("000000090000004a0000000031415927"))),
+    "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc",
+  );
+});
+
+Deno.test("xchacha20Poly1305Seal() matches draft-irtf-cfrg-xchacha-03 appendix A.3.1", () => {
+  const key = sequence(0x80, 32), nonce = sequence(0x40, 24);
+  const ad = fromHex("50515253c0c1c2c3c4c5c6c7");
+  const plaintext = new TextEncoder().encode(
+    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+  );
+  const expected = "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb" +
+    "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452" +
+    "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9" +
+    "21f9664c97637da9768812f615c68b13b52e" + "c0875924c1c7987947deafd8780acf49";
+  const sealed = xchacha20Poly1305Seal(key, nonce, ad, plaintext);
+  assertEquals(toHex(sealed), expected);
+  assertEquals(xchacha20Poly1305Open(key, nonce, ad, sealed), plaintext);
+  const bad = sealed.slice();
+  bad[0] ^= 1;
+  assertEquals(
+    assertThrows(() => xchacha20Poly1305Open(key, nonce, ad, bad), CryptoError).code,
+    "auth_failed",
+  );
+});
+
+Deno.test("counterNonce() puts the counter little-endian after four zero bytes", () => {
+  assertEquals(toHex(counterNonce(0)), "000000000000000000000000");
+  assertEquals(toHex(counterNonce(0x0102030405)), "000000000504030201000000");
+  assertEquals(toHex(counterNonce(2 ** 53 - 1)), "00000000ffffffffffff1f00");
+  assertThrows(() => counterNonce(-1), RangeError);
+  assertThrows(() => counterNonce(2 ** 53), RangeError);
+});
+
+Deno.test("chacha20Poly1305Open() refuses short input, a wrong nonce and wrong associated data", () => {
+  const key = sequence(1, 32), ad = Uint8Array.of(9);
+  const sealed = chacha20Poly1305Seal(key, counterNonce(7), ad, Uint8Array.of(1, 2, 3));
+  assertEquals(chacha20Poly1305Open(key, counterNonce(7), ad, sealed), Uint8Array.of(1, 2, 3));
+  const code = (f: () => unknown) => assertThrows(f, CryptoError).code;
+  assertEquals(
+    code(() => chacha20Poly1305Open(key, counterNonce(7), ad, sealed.subarray(0, 15))),
+    "truncated",
+  );
+  assertEquals(code(() => chacha20Poly1305Open(key, counterNonce(8), ad, sealed)), "auth_failed");
+  assertEquals(
+    code(() => chacha20Poly1305Open(key, counterNonce(7), Uint8Array.of(8), sealed)),
+    "auth_failed",
+  );
+});
+
+Deno.test("hmacSha256() matches node:crypto's HMAC and RFC 4231 test case 2", () => {
+  assertEquals(
+    toHex(
+      hmacSha256(
+        new TextEncoder().encode("Jefe"),
+        new TextEncoder().encode("what do ya want for nothing?"),
+      ),
+    ),
+    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  );
+  for (const keyLength of [0, 1, 32, 63, 64, 65, 200]) {
+    const key = sequence(3, keyLength), message = sequence(9, keyLength + 7);
+    const expected = new Uint8Array(createHmac("sha256", key).update(message).digest());
+    assertEquals(hmacSha256(key, message.subarray(0, 5), message.subarray(5)), expected);
+  }
+});

@@ -1,0 +1,177 @@
+/**
+ * The server's files and limits in the simulator: uploads, downloads and
+ * deletions through the core's storage outputs on an in-memory blob store,
+ * and the rate and connection limits as the core decides them, with the
+ * real client cores on the simulated network. A failing run names its seed;
+ * replay it with SIM_SEED=<seed>.
+ */
+import { assert, assertEquals } from "@std/assert";
+import { sha256 } from "@noble/hashes/sha2";
+import { parseCommand } from "../lib/client/command.ts";
+import { toHex } from "../lib/hex.ts";
+import { MemoryBlobStore } from "../lib/sim/memory_blob_store.ts";
+import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import { type Impairment, NO_IMPAIRMENT } from "../lib/sim/sim_network.ts";
+import { encodeMessage } from "../lib/wire/codec.ts";
+import { forSeeds } from "./_seeds.ts";
+
+const LOSSY: Impairment = {
+  loss: 0.25,
+  duplicate: 0.05,
+  reorder: 0.1,
+  minDelayMs: 5,
+  maxDelayMs: 60,
+};
+const CLEAN: Impairment = { ...NO_IMPAIRMENT, minDelayMs: 1, maxDelayMs: 5 };
+
+function type(sim: Simulation, client: SimClient, ...lines: string[]): void {
+  for (const line of lines) sim.userCommand(client, parseCommand(line)!);
+}
+
+function runIdle(sim: Simulation, seed: number): void {
+  assert(sim.runUntilIdle(10 * 60_000), `seed ${seed}: the run did not finish`);
+}
+
+function result(client: SimClient, command: string) {
+  return client.results.filter((r) => r.command === command);
+}
+
+Deno.test("Simulation uploads, lists, downloads and deletes a server file under loss", () => {
+  let lost = 0;
+  forSeeds("tests/server_simulation_test.ts", 12, 100, (seed) => {
+    const sim = new Simulation({ seed, impairment: LOSSY });
+    const alice = sim.addClient({ name: "Alice" });
+    // 6,000 readings: about 140 kB, so several chunks each way.
+    type(sim, alice, "register", "generate data.csv 6000", "upload data.csv", "files");
+    runIdle(sim, seed);
+    const [uploaded] = result(alice, "upload");
+    assert(uploaded?.ok, JSON.stringify(uploaded));
+    const original = alice.files.get("data.csv")!;
+    assert(original.length > 120_000, `only ${original.length} bytes`);
+    assertEquals(sim.blobs.read("Alice", "data.csv"), original);
+    const [listed] = result(alice, "files");
+    assert(listed?.ok, JSON.stringify(listed));
+
+    // A crash and restart: the file was durable, so it is still there
+    // (the client logs in again on its next heartbeat).
+    sim.crashServer();
+    sim.restartServer();
+    sim.runFor(40_000);
+    type(sim, alice, "download data.csv", "download data.csv");
+    runIdle(sim, seed);
+    const downloads = result(alice, "download");
+    assertEquals(downloads.length, 2, JSON.stringify(downloads));
+    assert(downloads.every((r) => r.ok), JSON.stringify(downloads));
+    assertEquals(alice.files.get("downloads/data.csv"), original);
+    // The second did not overwrite the first.
+    assertEquals(alice.files.get("downloads/data (1).csv"), original);
+
+    type(sim, alice, "delete data.csv", "download data.csv");
+    runIdle(sim, seed);
+    assert(result(alice, "delete")[0]?.ok);
+    const missing = result(alice, "download")[2];
+    assert(missing !== undefined && !missing.ok && missing.code === "file_not_found");
+    assertEquals(sim.blobs.read("Alice", "data.csv"), undefined);
+    const kinds = sim.serverEvents.map((e) => e.kind);
+    assert(kinds.includes("file_stored") && kinds.includes("file_sent"));
+    assert(kinds.includes("file_deleted"));
+    lost += sim.network.stats.lost;
+  });
+  assert(lost > 0, "the network lost datagrams on the way");
+});
+
+Deno.test("Simulation refuses uploads over the quota and over the largest file size", () => {
+  const sim = new Simulation({
+    seed: 5,
+    impairment: CLEAN,
+    storage: { maxFileSize: 1000, quota: 1500, maxFiles: 10 },
+  });
+  const bob = sim.addClient({ name: "Bob" });
+  bob.files.set("a.bin", new Uint8Array(900).fill(1));
+  bob.files.set("big.bin", new Uint8Array(2000));
+  type(sim, bob, "register", "upload a.bin", "upload a.bin b.bin", "upload big.bin");
+  runIdle(sim, 5);
+  const uploads = result(bob, "upload");
+  assertEquals(uploads.map((r) => r.ok ? "ok" : r.code), [
+    "ok",
+    "quota_exceeded",
+    "file_too_large",
+  ]);
+  assertEquals(sim.blobs.stored().map(([user, files]) => [user, files.length]), [["Bob", 1]]);
+});
+
+Deno.test("MemoryBlobStore.commit() stores nothing when size or SHA-256 do not match", () => {
+  const store = new MemoryBlobStore();
+  const data = new TextEncoder().encode("hello");
+  store.beginUpload(1, "Carol", "a.txt");
+  store.write(1, data);
+  const wrong = store.commit(1, { size: 5, sha256: "00".repeat(32) }, 0);
+  assertEquals(wrong.ok ? "stored" : wrong.code, "checksum_mismatch");
+  store.beginUpload(2, "Carol", "a.txt");
+  store.write(2, data);
+  const right = store.commit(2, { size: 5, sha256: toHex(sha256(data)) }, 0);
+  assert(right.ok);
+  assertEquals(store.read("carol", "A.TXT"), data);
+  store.beginUpload(3, "Carol", "b.txt");
+  store.crash();
+  assertEquals(store.commit(3, { size: 0, sha256: toHex(sha256(new Uint8Array())) }, 0).ok, false);
+});
+
+Deno.test("Simulation rate limit drops a flood from one address and serves a polite client", () => {
+  forSeeds("tests/server_simulation_test.ts", 4, 200, (seed) => {
+    const sim = new Simulation({
+      seed,
+      impairment: CLEAN,
+      limits: { rateLimit: 20 },
+    });
+    const polite = sim.addClient({ name: "Polite" });
+    type(sim, polite, "register", "list", "files", "logout");
+    // 2,000 datagrams a second for 3 s from one address: garbage and
+    // unpadded hellos, neither with a session.
+    const flooder = "198.51.100.9:6000";
+    const hello = encodeMessage({ type: "hello", reqId: 1, client: "0123456789abcdef" });
+    const start = sim.clock.now();
+    for (let i = 0; i < 6000; i++) {
+      sim.at(start + i / 2, () => {
+        const data = i % 2 === 0 ? hello : new Uint8Array([1, 2, 3, 4, 5]);
+        sim.network.send(sim.clock.now(), flooder, "127.0.0.1:3000", data);
+      });
+    }
+    runIdle(sim, seed);
+    assert(polite.results.every((r) => r.ok), JSON.stringify(polite.results));
+    assertEquals(polite.results.length, 5);
+    const stats = sim.server!.stats;
+    // At 20 a second with bursts of 40, 3 s lets through about 100 of 6,000.
+    assert(stats.rateLimited > 5800, `only ${stats.rateLimited} dropped`);
+    const reports = sim.serverEvents.filter((e) => e.kind === "rate_limited");
+    assert(reports.length >= 1 && reports.length <= 2, `${reports.length} reports`);
+    for (const report of reports) {
+      assert(report.kind === "rate_limited" && report.address === "198.51.100.9");
+    }
+  });
+});
+
+Deno.test("Simulation connection limit refuses a TCP connection over it, then admits once one closes", () => {
+  const sim = new Simulation({ seed: 9, impairment: CLEAN, limits: { maxConnections: 2 } });
+  const [a, b, c] = ["A", "B", "C"].map((name) => sim.addClient({ name }));
+  for (const client of [a, b, c]) type(sim, client, "register");
+  runIdle(sim, 9);
+  type(sim, a, "files");
+  type(sim, b, "files");
+  runIdle(sim, 9);
+  type(sim, c, "files");
+  runIdle(sim, 9);
+  const refused = result(c, "files")[0];
+  if (refused === undefined || refused.ok) throw new Error(JSON.stringify(refused));
+  assert(refused.error.includes("closed the TCP connection"), refused.error);
+  assertEquals(sim.server!.stats.tcpRefused, 1);
+  const event = sim.serverEvents.find((e) => e.kind === "connection_refused");
+  assert(event?.kind === "connection_refused" && event.hit.kind === "total");
+
+  // A's connection ends with A; C's next try opens a new one.
+  sim.kill(a);
+  type(sim, c, "files");
+  runIdle(sim, 9);
+  assert(result(c, "files")[1]?.ok, JSON.stringify(result(c, "files")));
+  assert(result(b, "files")[0]?.ok);
+});
