@@ -10,6 +10,7 @@ import { sha256 } from "@noble/hashes/sha2";
 import { parseCommand } from "../lib/client/command.ts";
 import { toHex } from "../lib/hex.ts";
 import { MemoryBlobStore } from "../lib/sim/memory_blob_store.ts";
+import { SERVER_TCP } from "../lib/sim/sim_server.ts";
 import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
 import { type Impairment, NO_IMPAIRMENT } from "../lib/sim/sim_network.ts";
 import { encodeMessage } from "../lib/wire/codec.ts";
@@ -148,6 +149,48 @@ Deno.test("Simulation rate limit drops a flood from one address and serves a pol
     for (const report of reports) {
       assert(report.kind === "rate_limited" && report.address === "198.51.100.9");
     }
+  });
+});
+
+Deno.test("Simulation register rate cuts off a registration storm from one address while another registers", () => {
+  forSeeds("tests/server_simulation_test.ts", 4, 300, (seed) => {
+    const sim = new Simulation({ seed, impairment: CLEAN, limits: { registerRate: 5 } });
+    const polite = sim.addClient({ name: "Polite" });
+    // 20 new names a second for 10 s from one address, each from its own
+    // client id, over UDP and TCP in turn: well under the datagram limit,
+    // far over 5 new names a minute.
+    const storm = "198.51.100.9";
+    const start = sim.clock.now();
+    for (let i = 0; i < 200; i++) {
+      sim.at(start + i * 50, () => {
+        const register = encodeMessage({
+          type: "register",
+          reqId: 1,
+          client: i.toString(16).padStart(16, "0"),
+          name: `storm${i}`,
+          udpPort: 6000,
+          tcpPort: 7000,
+        });
+        if (i % 2 === 0) {
+          sim.network.send(sim.clock.now(), `${storm}:6000`, "127.0.0.1:3000", register);
+        } else sim.network.sendReliable(sim.clock.now(), `${storm}:6001`, SERVER_TCP, register);
+      });
+    }
+    sim.at(start + 5_000, () => type(sim, polite, "register", "list"));
+    runIdle(sim, seed);
+    assert(polite.results.every((r) => r.ok), JSON.stringify(polite.results));
+    assertEquals(polite.results.map((r) => r.command), ["hello", "register", "list"]);
+    const names = sim.server!.registry.records().map((r) => r.name);
+    const stormed = names.filter((n) => n.startsWith("storm"));
+    // A burst of 5, and 5 a minute after it: nothing more in 10 s.
+    assertEquals(stormed.length, 5, names.join(" "));
+    assert(names.includes("Polite"));
+    const cutOff = sim.serverEvents.filter((e) =>
+      e.kind === "refused" && e.code === "busy" && e.from.address === storm &&
+      e.reason.includes("too many new names from your address")
+    );
+    assertEquals(cutOff.length, 195);
+    assert(cutOff.some((e) => e.kind === "refused" && e.from.transport === "tcp"));
   });
 });
 

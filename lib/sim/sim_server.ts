@@ -227,7 +227,9 @@ export class SimServer {
   /**
    * A datagram or frame reaches the server: rate limits first for UDP; for
    * TCP, the first frame of a client opens its connection, which the
-   * connection limits may refuse.
+   * connection limits may refuse, and a request without a session spends
+   * the same per-address budget as UDP (`admitFrame`; the real driver also
+   * pauses the connection, which needs no model here).
    */
   receive(now: number, source: string, tcp: boolean, data: Uint8Array): void {
     const server = this.#core;
@@ -255,6 +257,7 @@ export class SimServer {
       from = { transport: "tcp", address, port, connId };
     }
     if (message === undefined) return;
+    if (tcp && !server.admitFrame(now, from, message)) return this.drain();
     server.handle(now, from, message, data.length);
     this.drain();
   }

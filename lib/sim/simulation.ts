@@ -53,7 +53,10 @@ export interface SimulationOptions {
   lockoutMs?: number;
   /** How long checking a password takes, ms (default 150, like PBKDF2 here). */
   passwordCheckMs?: number;
-  /** The server's rate and connection limits (default the product's). */
+  /**
+   * The server's rate and connection limits (default the core's: the
+   * product's, except `registerRate`, off unless given).
+   */
   limits?: ServerLimits;
   /** The server's limits on stored files (default the product's). */
   storage?: StorageLimits;
