@@ -19,7 +19,8 @@ import {
 } from "./scenario.ts";
 import { checkInvariants } from "./scenario_invariants.ts";
 import { type Impairment, impairmentProblem, type NetworkStats } from "./sim_network.ts";
-import { type SimClient, Simulation } from "./simulation.ts";
+import type { SimClient } from "./sim_client.ts";
+import { Simulation } from "./simulation.ts";
 
 /** The server's host in the simulation, as partitions name it. */
 const SERVER_HOST = "127.0.0.1";
