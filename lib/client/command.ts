@@ -67,7 +67,7 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["download NAME [DEST]", "fetch your file NAME into DEST, a file or folder (never overwrites)"],
   ["delete NAME", "delete your file NAME from the server"],
   ["connect NAME", "ask NAME for a direct session (the server says where NAME is)"],
-  ["accept [NAME]", "accept a connection request (waits for one if none has come yet)"],
+  ["accept [NAME]", "accept a connection request (name one if several wait; else waits for one)"],
   ["reject [NAME]", "refuse a connection request"],
   [
     "send [@NAME] TEXT",
