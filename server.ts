@@ -260,13 +260,14 @@ function printEvent(event: ServerEvent): void {
  * command reads the flags around it itself.
  */
 function userCommandAt(args: string[]): number {
-  const positional = (parseArgs(args, { string: STRING_FLAGS, boolean: ["help", "version"] })
+  const strings = [...STRING_FLAGS, "config"];
+  const positional = (parseArgs(args, { string: strings, boolean: ["help", "version"] })
     ._ as unknown[]).map(String);
   if (positional[0] !== "user") return -1;
   return args.findIndex((arg, i) =>
     arg === "user" &&
     (i === 0 || !args[i - 1].startsWith("--") || args[i - 1].includes("=") ||
-      !STRING_FLAGS.includes(args[i - 1].slice(2)))
+      !strings.includes(args[i - 1].slice(2)))
   );
 }
 

@@ -19,7 +19,8 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
-import { parseScenario, runScenario } from "../lib/sim/scenario.ts";
+import { parseScenario } from "../lib/sim/scenario.ts";
+import { runScenario } from "../lib/sim/scenario_runner.ts";
 import { runKcpScenario } from "./_kcp_scenario.ts";
 import { LOW_LATENCY_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
 import { rejectUnknownFlags } from "../lib/cli/usage_error.ts";

@@ -3,6 +3,7 @@
  * people read it. The core's tests assert the facts; these assert wording.
  */
 import { assertEquals } from "@std/assert";
+import { displayWidth } from "../lib/display_width.ts";
 import {
   clientEventText,
   commandResultText,
@@ -113,13 +114,37 @@ Deno.test("commandResultText() words status", () => {
   );
 });
 
+Deno.test("listText() aligns columns by display width: CJK and emoji names, IPv4-mapped addresses", () => {
+  const clients = [
+    { ...BOB, name: "Bob 日本語", ip: "::ffff:127.0.0.1" },
+    { ...BOB, name: "🚀 Ann ✅", ip: "10.0.0.1", udpPort: 7, tcpPort: 65535 },
+    { ...BOB, name: "👨‍👩‍👧 Kim", ip: "2001:db8::1234:5678:9abc", onlineMs: 3_000 },
+    { ...BOB, name: "Zoë", ip: "127.0.0.1" },
+  ];
+  const lines = listText(clients).split("\n");
+  assertEquals(lines[0], "4 online:");
+  // Every column starts at the same terminal column on every line.
+  const starts = (line: string) =>
+    [" 10.", " ::", " 127.", " 2001:", "UDP ", "TCP ", "online "].flatMap((word) => {
+      const at = line.indexOf(word, word.startsWith(" ") ? 3 : 0);
+      return at === -1 ? [] : [displayWidth(line.slice(0, at + (word.startsWith(" ") ? 1 : 0)))];
+    });
+  const table = lines.slice(1).map(starts);
+  for (const columns of table) assertEquals(columns, table[0]);
+  assertEquals(table[0], [14, 40, 51, 62]);
+  assertEquals(
+    lines[2],
+    "  🚀 Ann ✅   10.0.0.1                  UDP 7      TCP 65535  online 1 min 5 s",
+  );
+});
+
 Deno.test("commandResultText() words presence and lookups", () => {
   assertEquals(commandResultText({ ok: true, command: "list", clients: [] }), "Nobody is online");
   const list = commandResultText({ ok: true, command: "list", clients: [BOB] });
   assertEquals(list, listText([BOB]));
   assertEquals(
     list,
-    "1 online:\n  Bob   10.0.0.2         UDP 4002   TCP 5002   online 1 min 5 s",
+    "1 online:\n  Bob  10.0.0.2  UDP 4002   TCP 5002   online 1 min 5 s",
   );
   assertEquals(
     commandResultText({ ok: true, command: "lookup", client: BOB }),

@@ -1350,6 +1350,9 @@ Deno.test("parseCommand() parses each command", () => {
     name: "Alice Smith",
   });
   assertEquals(parseCommand("REGISTER Bob"), { kind: "register", name: "Bob" });
+  assertEquals(parseCommand('login "Alice Smith"'), { kind: "login", name: "Alice Smith" });
+  assertEquals(parseCommand('register "Alice Smith"'), { kind: "register", name: "Alice Smith" });
+  assertEquals(parseCommand('lookup "Alice Smith"'), { kind: "lookup", name: "Alice Smith" });
   assertEquals(parseCommand("tcp hello  there"), { kind: "tcp", text: "hello  there" });
   assertEquals(parseCommand("deregister"), { kind: "deregister" });
   assertEquals(parseCommand("status"), { kind: "status" });

@@ -685,7 +685,7 @@ Deno.test("client exits 130 on Ctrl-C (SIGINT), goes offline, and its registrati
   assertEquals(await server.stop(), 0);
 });
 
-Deno.test("client exit logs out; deregister in a later run needs login first", async () => {
+Deno.test("client exit logs out; a later run logs in (by a quoted name too); deregister needs login first", async () => {
   await using dir = await tempDir();
   const dataDir = dir.join("data");
   const logDir = dir.join("logs");
@@ -703,6 +703,13 @@ Deno.test("client exit logs out; deregister in a later run needs login first", a
   assertExit(notLoggedIn, 1);
   assertOneErrorLine(notLoggedIn, /not logged in; use register or login first/i);
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Kim Later"]);
+
+  // A name with a space may be quoted, as in send @"A NAME".
+  const otherArgs = clientArgs(server.address, "Someone Else", logDir);
+  const quoted = await runClient({ args: otherArgs, stdin: 'login "Kim Later"\nexit\n' });
+  assertExit(quoted, 0);
+  assertStringIncludes(quoted.stdout, 'Logged in as "Kim Later"');
+  await server.waitForLine(/^"Kim Later" went offline \(logged out\)$/);
 
   const later = await runClient({ args, stdin: "login\nstatus\nderegister\n" });
   assertExit(later, 0);

@@ -11,7 +11,8 @@ import { FileTransfers, type FileTransfersOutput } from "../lib/client/file_tran
 import type { FilePayload, PeerSession, PeerState } from "../lib/client/peer_session.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import type { CommandResult, TransferEvent, TransferInfo } from "../lib/client/client_event.ts";
-import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
 

@@ -1113,6 +1113,28 @@ Deno.test("ClientCore send needs @NAME when two sessions are open", () => {
   ]);
 });
 
+Deno.test("ClientCore bare accept and reject ask to name one when two requests are pending", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const carol = world.add("Carol", { ip: "10.0.0.3", port: 4003 });
+  world.run(alice, { kind: "connect", name: "Bob" });
+  world.run(carol, { kind: "connect", name: "Bob" });
+  world.runUntil(world.now + 1_000);
+  assertEquals(kinds(bob), ["request", "request"]);
+  for (const kind of ["accept", "reject"] as const) {
+    const ambiguous = failed(world.command(bob, { kind }));
+    assertEquals(ambiguous.code, "no_request");
+    assertEquals(
+      ambiguous.error,
+      `Requests from "Alice", "Carol" are pending; name one: ${kind} NAME`,
+    );
+  }
+  assertEquals(done(world.command(bob, { kind: "accept", name: "carol" })), ["accept", "Carol"]);
+  // One request is left: a bare accept takes it.
+  assertEquals(done(world.command(bob, { kind: "accept" })), ["accept", "Alice"]);
+});
+
 Deno.test("ClientCore accept waits for a request that comes later", () => {
   const world = new World();
   const alice = world.add("Alice", ALICE);

@@ -7,7 +7,8 @@
 import { forSeeds } from "./_seeds.ts";
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import type { ClientEvent } from "../lib/client/client_event.ts";
-import { type SimClient, Simulation, type SimulationOptions } from "../lib/sim/simulation.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { Simulation, type SimulationOptions } from "../lib/sim/simulation.ts";
 import type { ServerEvent } from "../lib/server/server_core.ts";
 import type { Impairment } from "../lib/sim/sim_network.ts";
 import { nameKey } from "../lib/wire/client_name.ts";

@@ -9,7 +9,8 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
-import { type ImpairmentOverrides, parseScenario, runScenario } from "../lib/sim/scenario.ts";
+import { parseScenario } from "../lib/sim/scenario.ts";
+import { type ImpairmentOverrides, runScenario } from "../lib/sim/scenario_runner.ts";
 
 interface Profile {
   scenario: string;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { alignColumns } from "../display_width.ts";
 import { durationText } from "../duration_text.ts";
 import { lowerFirstWord } from "../error_line.ts";
 import { hostPort } from "../host_port.ts";
@@ -232,19 +233,23 @@ export function messagesWaitedText(count: number, name?: string): string {
 }
 
 /**
- * Renders the active list as a table.
+ * Renders the active list as a table whose columns align on a terminal:
+ * widths are display columns (`lib/display_width.ts`), so CJK and emoji
+ * names and long addresses such as `::ffff:127.0.0.1` line up.
  *
  * @param clients the online clients
  * @returns a heading line and one line per client
  */
 export function listText(clients: readonly OnlineClient[]): string {
   if (clients.length === 0) return "Nobody is online";
-  const width = Math.max(4, ...clients.map((c) => c.name.length));
-  const lines = clients.map((c) =>
-    `  ${c.name.padEnd(width)}  ${c.ip.padEnd(15)}  UDP ${String(c.udpPort).padEnd(5)}  ` +
-    `TCP ${String(c.tcpPort).padEnd(5)}  online ${durationText(c.onlineMs)}`
-  );
-  return `${clients.length} online:\n${lines.join("\n")}`;
+  const rows = clients.map((c) => [
+    c.name,
+    c.ip,
+    `UDP ${String(c.udpPort).padEnd(5)}`,
+    `TCP ${String(c.tcpPort).padEnd(5)}`,
+    `online ${durationText(c.onlineMs)}`,
+  ]);
+  return `${clients.length} online:\n${alignColumns(rows).map((line) => `  ${line}`).join("\n")}`;
 }
 
 /**

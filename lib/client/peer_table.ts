@@ -132,6 +132,8 @@ export class PeerTable {
       case "connect":
         return this.#connect(now, id, command.name);
       case "reject": {
+        const problem = this.requestProblem(command.name, "reject");
+        if (problem !== undefined) return this.#outbox.fail(id, "reject", problem, "no_request");
         const peer = this.byName(command.name, ["pending"]);
         if (peer === undefined) {
           return this.#outbox.fail(id, "reject", requestMissing(command.name), "no_request");
@@ -202,6 +204,26 @@ export class PeerTable {
     };
     return `Sessions with ${open.map((p) => `"${p.peerName}"`).join(", ")} are open; ` +
       `name one: ${usage[command]}`;
+  }
+
+  /**
+   * Tells whether a bare `accept` or `reject` would have to guess, as
+   * {@linkcode PeerTable.sessionProblem} does for `send`: requests from more
+   * than one peer are pending.
+   *
+   * @param name the peer's name, if given
+   * @param command the command, for the hint
+   * @returns undefined, or why not, one sentence
+   */
+  requestProblem(name: string | undefined, command: "accept" | "reject"): string | undefined {
+    if (name !== undefined) return undefined;
+    const names = new Map<string, string>();
+    for (const peer of this.#peers.values()) {
+      if (peer.state === "pending") names.set(nameKey(peer.peerName), peer.peerName);
+    }
+    if (names.size < 2) return undefined;
+    return `Requests from ${[...names.values()].map((n) => `"${n}"`).join(", ")} are pending; ` +
+      `name one: ${command} NAME`;
   }
 
   /**

@@ -9,12 +9,12 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
-import { ServerDownload } from "./server_download.ts";
+import { downloadPath, ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { hashFile } from "./file_hash.ts";
-import { basename, dirname, join } from "@std/path";
+import { basename } from "@std/path";
 import { ClientCore, type CoreCommand } from "../client/client_core.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import { clientEventText, commandResultText } from "../client/client_event_text.ts";
@@ -339,8 +339,7 @@ export class ClientDriver {
 
   async #downloadNow(name: string, dest: string): Promise<CommandResult> {
     try {
-      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
-      await Deno.mkdir(dirname(dest), { recursive: true });
+      dest = await downloadPath(name, dest);
     } catch (error) {
       return {
         ok: false,
