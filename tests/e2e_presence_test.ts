@@ -538,8 +538,9 @@ Deno.test("lookup finds an online name, in any case, and says an offline or unkn
 });
 
 Deno.test("list shows 40 clients that registered at the same moment, each once, over several pages", async () => {
-  // 40 new names from one address in a moment: over the default --register-rate.
-  await using w = await world(["--log-level", "debug", "--register-rate", "40"]);
+  // 41 new names (40 and the observer) from one address in a moment: over the default
+  // --register-rate, and over 40 unless a token refilled meanwhile (1.5 s at 40 a minute).
+  await using w = await world(["--log-level", "debug", "--register-rate", "41"]);
   const { server, cwd } = w;
   const names = Array.from({ length: 40 }, (_, i) => `Node ${String(i + 1).padStart(2, "0")}`);
   // A generous --timeout: 40 processes starting at once on a small, busy machine are slow, and
