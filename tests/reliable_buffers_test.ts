@@ -78,13 +78,27 @@ Deno.test("validateSegment() accepts valid segments and names what is wrong", as
   });
 });
 
+Deno.test("SendBuffer sends an urgent message ahead of queued bulk ones, not inside one", () => {
+  const buffer = new SendBuffer(0);
+  buffer.push(1, new Uint8Array(2200)); // seq 0, 1 once numbered
+  buffer.push(2, new Uint8Array(2200));
+  assertEquals(buffer.takeUnsent()!.seq, 0, "message 1 is now being sent");
+  buffer.push(3, Uint8Array.of(42), true);
+  buffer.push(4, Uint8Array.of(43), true);
+  const order = [];
+  for (let s = buffer.takeUnsent(); s; s = buffer.takeUnsent()) order.push([s.seq, s.messageId]);
+  assertEquals(order, [[1, 1], [2, 3], [3, 4], [4, 2], [5, 2]]);
+  assertEquals(buffer.queued, 0);
+  assertEquals(buffer.sendNext, 6);
+});
+
 Deno.test("SendBuffer fragments, numbers and acknowledges", async (t) => {
   await t.step("cuts messages into fragments of at most 1100 bytes", () => {
     const buffer = new SendBuffer(7);
     assertEquals(buffer.push(1, new Uint8Array(0)), 1);
     assertEquals(buffer.push(2, new Uint8Array(1100)), 1);
     assertEquals(buffer.push(3, new Uint8Array(1101)), 2);
-    assertEquals(buffer.nextSeq, 11);
+    assertEquals(buffer.sendNext, 7, "nothing sent yet");
     assertEquals(buffer.queued, 4);
     const taken = [buffer.takeUnsent()!, buffer.takeUnsent()!, buffer.takeUnsent()!];
     assertEquals(taken.map((s) => [s.seq, s.messageId, s.fragment, s.fragments]), [

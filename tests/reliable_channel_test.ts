@@ -578,3 +578,40 @@ Deno.test("ReliableChannel sends nothing after dying during an ack", () => {
     { type: "dead", reason: "Segment 1 was retransmitted 0 times without being acknowledged" },
   ]);
 });
+
+Deno.test("ReliableChannel sends an urgent message ahead of queued bulk data", async (t) => {
+  for (const urgent of [true, false]) {
+    await t.step(urgent ? "urgent" : "not urgent", () => {
+      const a = new ReliableChannel(0), b = new ReliableChannel(0);
+      for (let i = 0; i < 10; i++) a.send(0, new Uint8Array(32 * 1024).fill(i));
+      const chat = a.send(0, Uint8Array.of(200), { urgent });
+      const delivered: number[] = [];
+      let ackedAt: number | undefined;
+      for (let now = 0; now < 60_000 && delivered.length < 11; now += 5) {
+        for (let out = a.poll(); out; out = a.poll()) {
+          if (out.type === "segment") b.receive(now + 20, out.segment);
+          if (out.type === "acked" && out.id === chat) ackedAt ??= now;
+        }
+        for (let out = b.poll(); out; out = b.poll()) {
+          if (out.type === "segment") a.receive(now + 20, out.segment);
+          if (out.type === "deliver") delivered.push(out.message[0]);
+        }
+        if ((a.nextTimeout() ?? Infinity) <= now) a.onTimeout(now);
+        if ((b.nextTimeout() ?? Infinity) <= now) b.onTimeout(now);
+      }
+      // The first message was already being sent: the chat can only follow it.
+      const position = delivered.indexOf(200);
+      assertEquals(position, urgent ? 1 : 10);
+    });
+  }
+});
+
+Deno.test("ReliableChannel runs BBR by default and NewReno on request, and rejects others", () => {
+  assertEquals(new ReliableChannel(0).options.congestion, "bbr");
+  assertEquals(new ReliableChannel(0, { congestion: "newreno" }).options.congestion, "newreno");
+  assertThrows(
+    () => new ReliableChannel(0, { congestion: "cubic" as "bbr" }),
+    RangeError,
+    'Cannot use congestion "cubic"',
+  );
+});
