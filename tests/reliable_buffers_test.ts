@@ -215,12 +215,19 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     assertEquals(buffer.offer(data(14)), "accepted");
   });
 
-  await t.step("reports at most the requested number of ranges, lowest first", () => {
+  await t.step("reports at most the requested number of ranges: the lowest and the highest", () => {
     const buffer = new ReceiveBuffer(0, 100);
     for (let seq = 2; seq < 60; seq += 2) buffer.offer(data(seq));
-    assertEquals(buffer.ranges(3), [{ start: 2, end: 3 }, { start: 4, end: 5 }, {
-      start: 6,
-      end: 7,
+    assertEquals(buffer.ranges(30).length, 29, "all 29 when they fit");
+    assertEquals(buffer.ranges(4), [
+      { start: 2, end: 3 },
+      { start: 4, end: 5 },
+      { start: 56, end: 57 },
+      { start: 58, end: 59 },
+    ]);
+    assertEquals(buffer.ranges(3), [{ start: 2, end: 3 }, { start: 56, end: 57 }, {
+      start: 58,
+      end: 59,
     }]);
     assertEquals(buffer.ranges(16).length, 16);
     assertEquals(buffer.ranges(0), []);
