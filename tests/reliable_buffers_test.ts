@@ -215,9 +215,10 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     assertEquals(buffer.offer(data(14)), "accepted");
   });
 
-  await t.step("reports at most the requested number of ranges: the lowest and the highest", () => {
+  await t.step("reports at most the requested number of ranges: latest, lowest, highest", () => {
     const buffer = new ReceiveBuffer(0, 100);
     for (let seq = 2; seq < 60; seq += 2) buffer.offer(data(seq));
+    // The latest one received (58) is the highest here.
     assertEquals(buffer.ranges(30).length, 29, "all 29 when they fit");
     assertEquals(buffer.ranges(4), [
       { start: 2, end: 3 },
@@ -231,6 +232,16 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     }]);
     assertEquals(buffer.ranges(16).length, 16);
     assertEquals(buffer.ranges(0), []);
+    // A retransmission arriving in the middle is reported at once, so it is not sent again.
+    assertEquals(buffer.offer(data(30)), "duplicate");
+    assertEquals(buffer.ranges(4), [
+      { start: 2, end: 3 },
+      { start: 4, end: 5 },
+      { start: 30, end: 31 },
+      { start: 58, end: 59 },
+    ]);
+    buffer.offer(data(31));
+    assertEquals(buffer.ranges(3)[1], { start: 30, end: 33 }, "31 joins 30 and 32");
   });
 
   await t.step("completes a message larger than the window", () => {
