@@ -11,8 +11,17 @@ import {
   BBR_PROBE_RTT_MS,
   BbrControl,
 } from "../lib/reliable/bbr_control.ts";
-import { DeliveryRateSampler, type RateSample } from "../lib/reliable/delivery_rate_sampler.ts";
+import {
+  DeliveryRateSampler,
+  type DeliveryStamp,
+  type RateSample,
+} from "../lib/reliable/delivery_rate_sampler.ts";
 import { Pacer } from "../lib/reliable/pacer.ts";
+
+/** An unstamped record for the sampler. */
+function blank(): DeliveryStamp {
+  return { delivered: 0, deliveredAt: 0, firstSentAt: 0, sentAt: 0, appLimited: false };
+}
 
 function bbr(initialWindow = 10): BbrControl {
   return new BbrControl({ initialWindow, maxWindow: 100_000, maxBurst: 32 });
@@ -175,7 +184,7 @@ Deno.test("BbrControl does not probe the RTT of a flow short of data", () => {
 Deno.test("DeliveryRateSampler measures segments over the longer of the send and ack intervals", () => {
   const sampler = new DeliveryRateSampler();
   // 10 segments sent 1 ms apart from an idle start, acked 40 ms later, 1 ms apart.
-  const stamps = Array.from({ length: 10 }, (_, i) => sampler.stamp(i, i));
+  const stamps = Array.from({ length: 10 }, (_, i) => sampler.stamp(i, i, blank()));
   const samples = stamps.map((stamp, i) => sampler.onAcked(40 + i, [stamp], 40)!);
   assertEquals(samples[0].rate, 1 / 40);
   const last = samples[9];
@@ -189,18 +198,18 @@ Deno.test("DeliveryRateSampler measures segments over the longer of the send and
 
 Deno.test("DeliveryRateSampler marks samples app-limited until the flight it saw is delivered", () => {
   const sampler = new DeliveryRateSampler();
-  const a = sampler.stamp(0, 0);
+  const a = sampler.stamp(0, 0, blank());
   sampler.onAppLimited(1);
-  const b = sampler.stamp(1, 1);
+  const b = sampler.stamp(1, 1, blank());
   assertEquals(sampler.onAcked(50, [a], undefined)!.appLimited, false);
   assertEquals(sampler.onAcked(51, [b], undefined)!.appLimited, true);
-  const c = sampler.stamp(52, 0);
+  const c = sampler.stamp(52, 0, blank());
   assertEquals(sampler.onAcked(100, [c], undefined)!.appLimited, false);
 });
 
 Deno.test("DeliveryRateSampler gives no rate over an interval shorter than the smallest RTT", () => {
   const sampler = new DeliveryRateSampler();
-  const a = sampler.stamp(0, 0);
+  const a = sampler.stamp(0, 0, blank());
   const sample = sampler.onAcked(5, [a], 40)!;
   assertEquals(sample.rate, undefined);
   assertEquals(sample.totalDelivered, 1);

@@ -5,7 +5,10 @@
  * @module
  */
 
-/** What the sampler stamps on each transmission of a segment. */
+/**
+ * What the sampler stamps on each transmission of a segment: fields of the
+ * segment's own record, so stamping allocates nothing per datagram.
+ */
 export interface DeliveryStamp {
   /** Segments delivered when it was sent. */
   delivered: number;
@@ -45,7 +48,8 @@ export interface RateSample {
  * @example
  * ```ts
  * const sampler = new DeliveryRateSampler();
- * const a = sampler.stamp(0, 0), b = sampler.stamp(1, 1);
+ * const blank = () => ({ delivered: 0, deliveredAt: 0, firstSentAt: 0, sentAt: 0, appLimited: false });
+ * const a = sampler.stamp(0, 0, blank()), b = sampler.stamp(1, 1, blank());
  * sampler.onAcked(40, [a], undefined)?.rate; // 1 segment over 40 ms: 0.025
  * sampler.onAcked(41, [b], 40)?.rate; // 2 segments over 41 ms
  * ```
@@ -67,21 +71,21 @@ export class DeliveryRateSampler {
    *
    * @param now the time it leaves, ms
    * @param inFlight segments in flight before it
-   * @returns the stamp to keep with the segment until it is acknowledged
+   * @param into the record to stamp (the segment's), kept until it is acknowledged
+   * @returns `into`, stamped
    */
-  stamp(now: number, inFlight: number): DeliveryStamp {
+  stamp<T extends DeliveryStamp>(now: number, inFlight: number, into: T): T {
     if (inFlight === 0) {
       // A new flight: measure from now, not from an ack long ago.
       this.#firstSentAt = now;
       this.#deliveredAt = now;
     }
-    return {
-      delivered: this.#delivered,
-      deliveredAt: this.#deliveredAt,
-      firstSentAt: this.#firstSentAt,
-      sentAt: now,
-      appLimited: this.#appLimitedUntil !== 0,
-    };
+    into.delivered = this.#delivered;
+    into.deliveredAt = this.#deliveredAt;
+    into.firstSentAt = this.#firstSentAt;
+    into.sentAt = now;
+    into.appLimited = this.#appLimitedUntil !== 0;
+    return into;
   }
 
   /**

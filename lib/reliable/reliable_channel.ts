@@ -625,7 +625,7 @@ export class ReliableChannel {
           minRttMs,
           inFlight: this.#inFlight(),
           rttSampleMs,
-          sample: this.#sampler.onAcked(now, newly.map((segment) => segment.stamp!), minRttMs),
+          sample: this.#sampler.onAcked(now, newly, minRttMs),
         });
       }
       for (const segment of newly) {
@@ -814,7 +814,7 @@ export class ReliableChannel {
 
   #transmit(now: number, segment: OutgoingSegment): void {
     // In flight before this transmission: the segment is counted already.
-    if (this.#cc) segment.stamp = this.#sampler.stamp(now, this.#inFlight() - 1);
+    if (this.#cc) this.#sampler.stamp(now, this.#inFlight() - 1, segment);
     segment.transmissions++;
     segment.sentAt = now;
     segment.order = ++this.#order;

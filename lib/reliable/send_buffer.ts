@@ -8,8 +8,8 @@
 import type { DeliveryStamp } from "./delivery_rate_sampler.ts";
 import { MAX_SEGMENT_PAYLOAD, MAX_SEQ, type SackRange } from "./segment.ts";
 
-/** A data segment the sender holds until it is acknowledged. */
-export interface OutgoingSegment {
+/** A data segment the sender holds until it is acknowledged (its delivery stamp included). */
+export interface OutgoingSegment extends DeliveryStamp {
   /** Sequence number. */
   readonly seq: number;
   /** Id of the message it belongs to. */
@@ -30,8 +30,6 @@ export interface OutgoingSegment {
   acked: boolean;
   /** True while it is judged lost and waits for its retransmission. */
   lost: boolean;
-  /** Delivery rate bookkeeping of its latest transmission (with congestion control). */
-  stamp: DeliveryStamp | undefined;
 }
 
 /** A message waiting for its first fragment to be sent, not yet numbered. */
@@ -182,7 +180,10 @@ export class SendBuffer {
         order: 0,
         acked: false,
         lost: false,
-        stamp: undefined,
+        delivered: 0,
+        deliveredAt: 0,
+        firstSentAt: 0,
+        appLimited: false,
       });
     }
   }
