@@ -247,3 +247,16 @@ Deno.test("BbrControl takes a loss behind a queue for congestion: 15% off the mo
   cc.onLoss(5001, 100, 6000);
   assertAlmostEquals(cc.bandwidth, bandwidth * 0.85, 1e-9, "once per round trip");
 });
+
+Deno.test("BbrControl makes up for random loss: window and pacing scale by 1 / (1 - loss)", () => {
+  const cc = bbr();
+  drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40 });
+  assert(cc.window <= 136, `no loss: 1.5 BDP + 16, window ${cc.window}`);
+  // 2 segments acked and one lost every 2 ms: 20% of what is sent is lost, with no queue.
+  for (let t = 2000; t < 3000; t++) {
+    drive(cc, { from: t, to: t + 1, rate: 2, rttMs: 40 });
+    if (t % 2 === 0) cc.onLoss(t, 80, 10_000);
+  }
+  assert(cc.window >= 150, `window ${cc.window}: about 1.5 x 80 / 0.8 + 16 = 166`);
+  assertEquals(cc.reductions, 0, "random loss is not congestion");
+});

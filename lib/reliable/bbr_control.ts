@@ -37,6 +37,10 @@ export const BBR_CWND_GAIN = 1.5;
  * (TCP Veno's test, on BBR's model).
  */
 export const BBR_CONGESTION_RTT_FACTOR = 1.5;
+/** A round trip's losses count as random when SRTT is within this many smallest RTTs. */
+export const BBR_RANDOM_LOSS_RTT_FACTOR = 1.25;
+/** The most random loss pacing makes up for (a factor of 2 at most). */
+export const BBR_MAX_RANDOM_LOSS = 0.5;
 /** The bandwidth estimate kept after a congestion loss, at most once a round trip. */
 export const BBR_CONGESTION_BACKOFF = 0.85;
 /** Pacing gains of probe_bw's eight phases, one smallest RTT each: probe up, drain, cruise. */
@@ -90,6 +94,12 @@ const FULL_BANDWIDTH_ROUNDS = 3;
  *   round trips), cruise), and probe_rtt (every 2.5 s without a new
  *   smallest RTT: half a BDP in flight for 200 ms and a round trip, so
  *   flows sharing a queue see it empty and agree on the path's RTT).
+ * - **Random loss made up for**: the delivery rate counts what arrives, but
+ *   the bottleneck also carried what random loss took after it. The loss
+ *   rate of round trips without a queue (SRTT within 1.25 smallest RTTs),
+ *   averaged over round trips, scales pacing and the window by
+ *   `1 / (1 - loss)` (at most 2), so at 20% loss the link stays busy
+ *   instead of settling at 80% of what reaches the receiver.
  * - **Loss**: a random loss costs a retransmission, not the rate. A loss
  *   while the RTT shows a queue of half a BDP or more is congestion, and
  *   cuts the bandwidth estimate by 15% (see {@linkcode BbrControl.onLoss});
@@ -132,6 +142,10 @@ export class BbrControl implements CongestionController {
   #reductions = 0;
   #delivered = 0;
   #srtt: number | undefined;
+  #ackedThisRound = 0;
+  #lostThisRound = 0;
+  /** Moving average of the loss rate of round trips without a queue. */
+  #randomLoss = 0;
   /** The round trip of the last congestion loss. */
   #lossRound = -1;
 
@@ -213,6 +227,7 @@ export class BbrControl implements CongestionController {
         this.#nextRoundDelivered = sample.totalDelivered;
         this.#round++;
         roundStart = true;
+        this.#endLossRound();
       }
       if (sample.rate !== undefined && (!sample.appLimited || sample.rate >= this.bandwidth)) {
         this.#recordBandwidth(sample.rate);
@@ -224,6 +239,7 @@ export class BbrControl implements CongestionController {
     }
     this.#checkDrain(now, inFlight);
     this.#updateMinRtt(now, signals.rttSampleMs, inFlight, roundStart, sample?.appLimited ?? false);
+    this.#ackedThisRound += acked;
     this.#setPacingRate(now, signals.srttMs);
     this.#setWindow(acked);
   }
@@ -238,6 +254,7 @@ export class BbrControl implements CongestionController {
    * it until their estimates age out.
    */
   onLoss(_seq: number, _inFlight: number, _sendNext: number): void {
+    this.#lostThisRound++;
     if (this.#mode !== "probe_bw" || this.#lossRound === this.#round) return;
     if (this.#srtt === undefined || this.#srtt <= BBR_CONGESTION_RTT_FACTOR * this.#minRtt) return;
     this.#lossRound = this.#round;
@@ -377,6 +394,28 @@ export class BbrControl implements CongestionController {
     }
   }
 
+  /** Folds the last round trip's loss rate into the random loss estimate, if the path showed no queue. */
+  #endLossRound(): void {
+    const total = this.#ackedThisRound + this.#lostThisRound;
+    const noQueue = this.#srtt !== undefined &&
+      this.#srtt <= BBR_RANDOM_LOSS_RTT_FACTOR * this.#minRtt;
+    if (total > 0) {
+      const rate = noQueue ? this.#lostThisRound / total : 0;
+      this.#randomLoss += (rate - this.#randomLoss) / 4;
+    }
+    this.#ackedThisRound = 0;
+    this.#lostThisRound = 0;
+  }
+
+  /**
+   * 1 / (1 - random loss): the delivery rate counts what arrives, but the
+   * bottleneck also carried what random loss took after it, so pacing and
+   * the window scale up by that much to keep the link busy.
+   */
+  #lossCompensation(): number {
+    return 1 / (1 - Math.min(this.#randomLoss, BBR_MAX_RANDOM_LOSS));
+  }
+
   #probeRttWindow(): number {
     return Math.max(BBR_MIN_WINDOW, BBR_PROBE_RTT_GAIN * (this.bdp ?? 0));
   }
@@ -385,7 +424,7 @@ export class BbrControl implements CongestionController {
     const bandwidth = this.bandwidth;
     let rate: number;
     if (bandwidth > 0) {
-      rate = this.#pacingGain * bandwidth;
+      rate = this.#pacingGain * bandwidth * this.#lossCompensation();
     } else if (srttMs !== undefined) {
       // No rate sample yet: the initial window over the first RTT, at startup's gain.
       rate = BBR_HIGH_GAIN * this.#cwnd / Math.max(srttMs, 0.01);
@@ -411,7 +450,7 @@ export class BbrControl implements CongestionController {
     if (bdp === undefined) {
       this.#cwnd += acked;
     } else {
-      const target = this.#cwndGain * bdp + BBR_ACK_ALLOWANCE;
+      const target = this.#cwndGain * bdp * this.#lossCompensation() + BBR_ACK_ALLOWANCE;
       if (this.#filledPipe) this.#cwnd = Math.min(this.#cwnd + acked, target);
       else if (this.#cwnd < target) this.#cwnd += acked;
     }
