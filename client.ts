@@ -80,8 +80,9 @@ Flags:
                       the SWITCHBOARD_PASSWORD variable works too
   --download-dir DIR  where download and files from peers land (default ./downloads)
   --accept-files      accept every file a peer offers (else: acceptfile / declinefile)
-  --channel-mode M    selective (default), or stop-and-wait: seed 001's one segment
-                      at a time with a 10 s timeout, only as a baseline for benchmarks
+  --channel-mode M    selective (default), or baselines for benchmarks: newreno
+                      (selective with the congestion control before BBR) or
+                      stop-and-wait (seed 001's one segment at a time, 10 s timeout)
   --script FILE       run the commands in FILE instead of reading standard input
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
@@ -118,7 +119,7 @@ interface ClientFlags {
   passwordFile?: string;
   downloadDir: string;
   acceptFiles: boolean;
-  channelMode: "selective" | "stop_and_wait";
+  channelMode: "selective" | "newreno" | "stop_and_wait";
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -152,8 +153,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
   }
   const channelMode = parsed["channel-mode"];
-  if (channelMode !== "selective" && channelMode !== "stop-and-wait") {
-    throw new UsageError(`--channel-mode must be selective or stop-and-wait, not "${channelMode}"`);
+  if (channelMode !== "selective" && channelMode !== "newreno" && channelMode !== "stop-and-wait") {
+    throw new UsageError(
+      `--channel-mode must be selective, newreno or stop-and-wait, not "${channelMode}"`,
+    );
   }
   const name = parsed.name;
   if (name !== undefined) {
@@ -182,7 +185,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     passwordFile: parsed["password-file"],
     downloadDir: downloadDirFlag(parsed["download-dir"]),
     acceptFiles: parsed["accept-files"],
-    channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
+    channelMode: channelMode === "stop-and-wait" ? "stop_and_wait" : channelMode,
   };
 }
 
@@ -556,6 +559,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       acceptFiles: settings.acceptFiles,
       peerChannel: settings.channelMode === "selective"
         ? undefined
+        : settings.channelMode === "newreno"
+        ? { ...PEER_CHANNEL_OPTIONS, congestion: "newreno" }
         : { ...PEER_CHANNEL_OPTIONS, mode: "stop_and_wait", copies: 1 },
     });
   } catch (error) {
