@@ -85,9 +85,11 @@ Flags:
                       (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
   --register-rate N   new names one IP address may register a minute, over UDP and
                       TCP together (bursts of N); 0 for no limit (default ${DEFAULT_REGISTER_RATE})
-  --max-connections N TCP connections open at once in all (default ${DEFAULT_MAX_CONNECTIONS})
+  --max-connections N TCP connections open at once in all; when reached, the oldest
+                      without a login gives way (default ${DEFAULT_MAX_CONNECTIONS})
   --max-connections-per-ip N
-                      TCP connections open at once from one IP address (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
+                      TCP connections without a login open at once from one IP address;
+                      when reached, its oldest gives way (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
   --tcp-idle SECONDS  close a TCP connection silent this long between frames (default ${
   DEFAULT_TCP_IDLE_MS / 1000
 })
@@ -480,7 +482,9 @@ function limitsText(flags: ServerFlags): string {
   const rate = (n: number) => n === 0 ? "no limit" : `${n}/s`;
   return `UDP per IP address ${rate(flags.rateLimit)} without a session, ` +
     `${rate(flags.sessionRateLimit)} with one; TCP ${flags.maxConnectionsPerIp} connections ` +
-    `per IP address, ${flags.maxConnections} in all, closed after ${flags.tcpIdleMs / 1000} s ` +
+    `without a login per IP address, ${flags.maxConnections} in all, closed after ${
+      flags.tcpIdleMs / 1000
+    } s ` +
     `idle or a frame slower than ${flags.tcpFrameMs / 1000} s; ` +
     (flags.registerRate === 0
       ? "new names: no limit"
