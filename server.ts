@@ -34,6 +34,7 @@ import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
+  durationFlag,
   integerFlag,
   portFlag,
   rejectSwitchValues,
@@ -454,28 +455,6 @@ async function main(args: string[]): Promise<number> {
   // must not fall through to the default action (exit 130).
   console.log("Server stopped");
   return 0;
-}
-
-/** Seconds, minutes, hours or days in a duration flag. */
-const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/**
- * Parses a duration such as `90d`, `12h`, `30m` or `45s` (a bare number is
- * seconds), or `off`.
- *
- * @returns milliseconds, 0 for off
- */
-function durationFlag(flag: string, value: string): number {
-  if (value === "off" || value === "0") return 0;
-  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(value);
-  const ms = match === null ? NaN : Number(match[1]) * DURATION_UNITS[match[2] || "s"];
-  if (!(ms >= 1000 && ms <= 100 * 365 * 86_400_000)) {
-    throw new UsageError(
-      `${flag} must be a duration such as 90d, 12h, 30m or 45s (at least 1 s), or off, ` +
-        `not "${value}"`,
-    );
-  }
-  return ms;
 }
 
 function limitsText(flags: ServerFlags): string {
