@@ -7,11 +7,14 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { loadRegistry } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
+import { fromFileUrl } from "@std/path";
+import { clientFloods } from "../scripts/_client_floods.ts";
 import { TcpSquatters } from "../scripts/_tcp_squatters.ts";
 import { TcpExchange, UdpRequester } from "../scripts/_wire_client.ts";
 import {
   assertExit,
   assertOneErrorLine,
+  CLIENT_PATH,
   pollUntil,
   runClient,
   type RunningProgram,
@@ -288,5 +291,32 @@ Deno.test("the TCP cap held by idle connections from 16 addresses does not stop 
   } finally {
     await owner.write("quit\n").catch(() => {});
     await owner[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("a client under 2,000 offers of 1 TB and a stranger's connect flood stays under 160 MiB and lets its real peer in", async () => {
+  await using w = await startWorld("switchboard_abuse_");
+  const figures = await clientFloods({
+    checkout: fromFileUrl(new URL("../", import.meta.url)),
+    serverPort: w.server.udpPort,
+  });
+  // Before (bb3c84a): 1,897 partial files, a peak of 203 to 232 MiB.
+  assertEquals(figures.partialFiles, 0, JSON.stringify(figures));
+  assert(figures.strangerConnects > 10_000, JSON.stringify(figures));
+  assert(figures.connectMs < 2000, JSON.stringify(figures));
+  assert(figures.peakRssMiB < 160, JSON.stringify(figures));
+});
+
+Deno.test("client refuses bad --max-receive and --keep-partial with exit 2", async () => {
+  for (
+    const [args, pattern] of [
+      [["--max-receive", "lots"], /^error: --max-receive must be a size such as/],
+      [["--keep-partial", "off"], /^error: --keep-partial must be a duration such as 1d or 12h/],
+      [["--keep-partial", "2x"], /^error: --keep-partial must be a duration such as 90d/],
+    ] as const
+  ) {
+    const result = await runProgram(CLIENT_PATH, { args: [...args] });
+    assertExit(result, 2);
+    assertOneErrorLine(result, pattern);
   }
 });
