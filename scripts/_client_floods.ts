@@ -111,14 +111,6 @@ class Victim {
   }
 }
 
-/** A free UDP port on 127.0.0.1 (bound, then freed). */
-function freeUdpPort(): number {
-  const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (socket.addr as Deno.NetAddr).port;
-  socket.close();
-  return port;
-}
-
 async function peer(serverPort: number, name: string): Promise<ClientDriver> {
   const driver = await ClientDriver.open({
     serverHost: "127.0.0.1",
@@ -148,12 +140,11 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
   const offers = options.offers ?? 2000;
   const dir = await Deno.makeTempDir({ prefix: "switchboard_client_floods_" });
   const downloads = join(dir, "downloads");
-  const udpPort = freeUdpPort();
   const victim = new Victim(options.checkout, [
     "--server",
     `127.0.0.1:${options.serverPort}`,
     "--udp-port",
-    String(udpPort),
+    "0",
     "--accept-files",
     "--download-dir",
     downloads,
@@ -165,6 +156,14 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
   const drivers: ClientDriver[] = [];
   try {
     await victim.waitFor(/Connected to server/, 0);
+    // Its UDP port, from its log (one chosen here and freed could be taken meanwhile).
+    let udpPort = NaN;
+    for (let tries = 0; !(udpPort > 0) && tries < 200; tries++) {
+      if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      const log = await Deno.readTextFile(join(dir, "logs", "client.log")).catch(() => "");
+      udpPort = Number(/started on UDP port (\d+)/.exec(log)?.[1]);
+    }
+    if (!(udpPort > 0)) throw new Error("The victim's log names no UDP port");
     let at = victim.length;
     await victim.write("register Bob");
     at = await victim.waitFor(/Registered/, at);
