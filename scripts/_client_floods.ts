@@ -94,7 +94,10 @@ class Victim {
   }
 
   async memory(): Promise<{ rss: number; peak: number }> {
-    const status = await Deno.readTextFile(`/proc/${this.child.pid}/status`);
+    // Read by `cat`: Deno asks for every permission to read /proc (and tests run without it).
+    const { stdout } = await new Deno.Command("cat", { args: [`/proc/${this.child.pid}/status`] })
+      .output();
+    const status = new TextDecoder().decode(stdout);
     const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1]);
     return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
   }
