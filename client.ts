@@ -37,7 +37,7 @@ import {
   type LogLevelName,
   setupLogging,
 } from "./lib/io/logging.ts";
-import { logFormatFlag } from "./lib/cli/usage_error.ts";
+import { durationFlag, logFormatFlag, sizeFlag } from "./lib/cli/usage_error.ts";
 import {
   portFlag,
   rejectSwitchValues,
@@ -80,6 +80,9 @@ Flags:
                       the SWITCHBOARD_PASSWORD variable works too
   --download-dir DIR  where download and files from peers land (default ./downloads)
   --accept-files      accept every file a peer offers (else: acceptfile / declinefile)
+  --max-receive SIZE  decline offers of files larger than this (default 4G)
+  --keep-partial D    remove partial files of ended transfers after D, such as 12h
+                      or 30m (default 1d)
   --channel-mode M    selective (default), or baselines for benchmarks: newreno
                       (selective with the congestion control before BBR) or
                       stop-and-wait (seed 001's one segment at a time, 10 s timeout)
@@ -119,6 +122,8 @@ interface ClientFlags {
   passwordFile?: string;
   downloadDir: string;
   acceptFiles: boolean;
+  maxReceive: number;
+  keepPartialMs: number;
   channelMode: "selective" | "newreno" | "stop_and_wait";
 }
 
@@ -136,6 +141,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
       "log-format": "text",
       "data-dir": "./data/client",
       "download-dir": "./downloads",
+      "max-receive": "4G",
+      "keep-partial": "1d",
       "channel-mode": "selective",
     },
   });
@@ -185,6 +192,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     passwordFile: parsed["password-file"],
     downloadDir: downloadDirFlag(parsed["download-dir"]),
     acceptFiles: parsed["accept-files"],
+    maxReceive: sizeFlag("--max-receive", parsed["max-receive"]),
+    keepPartialMs: keepPartialFlag(parsed["keep-partial"]),
     channelMode: channelMode === "stop-and-wait" ? "stop_and_wait" : channelMode,
   };
 }
@@ -557,6 +566,8 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       onProgress: (progress) => output.progress(progress),
       downloadDir: settings.downloadDir,
       acceptFiles: settings.acceptFiles,
+      maxReceive: settings.maxReceive,
+      keepPartialMs: settings.keepPartialMs,
       peerChannel: settings.channelMode === "selective"
         ? undefined
         : settings.channelMode === "newreno"
@@ -797,6 +808,15 @@ async function scriptLoop(context: Context) {
     if (!result.ok) return 1;
   }
   return 0;
+}
+
+/** `--keep-partial`: a duration; `off` is not one (partial files must not pile up). */
+function keepPartialFlag(value: string): number {
+  const ms = durationFlag("--keep-partial", value);
+  if (ms === 0) {
+    throw new UsageError(`--keep-partial must be a duration such as 1d or 12h, not "${value}"`);
+  }
+  return ms;
 }
 
 /** Checks `--download-dir` at start, not when the first file arrives: missing is fine (it is made). */

@@ -34,6 +34,7 @@ import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
+  durationFlag,
   integerFlag,
   portFlag,
   rejectSwitchValues,
@@ -85,9 +86,11 @@ Flags:
                       (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
   --register-rate N   new names one IP address may register a minute, over UDP and
                       TCP together (bursts of N); 0 for no limit (default ${DEFAULT_REGISTER_RATE})
-  --max-connections N TCP connections open at once in all (default ${DEFAULT_MAX_CONNECTIONS})
+  --max-connections N TCP connections open at once in all; when reached, the oldest
+                      without a login gives way (default ${DEFAULT_MAX_CONNECTIONS})
   --max-connections-per-ip N
-                      TCP connections open at once from one IP address (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
+                      TCP connections without a login open at once from one IP address;
+                      when reached, its oldest gives way (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
   --tcp-idle SECONDS  close a TCP connection silent this long between frames (default ${
   DEFAULT_TCP_IDLE_MS / 1000
 })
@@ -454,33 +457,13 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-/** Seconds, minutes, hours or days in a duration flag. */
-const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/**
- * Parses a duration such as `90d`, `12h`, `30m` or `45s` (a bare number is
- * seconds), or `off`.
- *
- * @returns milliseconds, 0 for off
- */
-function durationFlag(flag: string, value: string): number {
-  if (value === "off" || value === "0") return 0;
-  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(value);
-  const ms = match === null ? NaN : Number(match[1]) * DURATION_UNITS[match[2] || "s"];
-  if (!(ms >= 1000 && ms <= 100 * 365 * 86_400_000)) {
-    throw new UsageError(
-      `${flag} must be a duration such as 90d, 12h, 30m or 45s (at least 1 s), or off, ` +
-        `not "${value}"`,
-    );
-  }
-  return ms;
-}
-
 function limitsText(flags: ServerFlags): string {
   const rate = (n: number) => n === 0 ? "no limit" : `${n}/s`;
   return `UDP per IP address ${rate(flags.rateLimit)} without a session, ` +
     `${rate(flags.sessionRateLimit)} with one; TCP ${flags.maxConnectionsPerIp} connections ` +
-    `per IP address, ${flags.maxConnections} in all, closed after ${flags.tcpIdleMs / 1000} s ` +
+    `without a login per IP address, ${flags.maxConnections} in all, closed after ${
+      flags.tcpIdleMs / 1000
+    } s ` +
     `idle or a frame slower than ${flags.tcpFrameMs / 1000} s; ` +
     (flags.registerRate === 0
       ? "new names: no limit"

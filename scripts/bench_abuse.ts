@@ -1,9 +1,12 @@
 /**
  * Attacks on a real server process over loopback, measured: a registration
  * storm from one address (UDP and TCP) while a neighbour registers, and a
- * guesser next door while the owner logs in once a second; then the cost of
- * one registry save at 10,000 names, whole file against appended line (in
- * this process, both ways, same run). With `--before
+ * guesser next door while the owner logs in once a second; TCP slots held by
+ * connections that send a `hello` every 20 s (32 from the uploader's own
+ * address, then 512 from 16 others) while a client uploads; a client under
+ * 2,000 offers of 1 TB and a stranger's `peer_connect` flood
+ * (`_client_floods.ts`); then the cost of one registry save at 10,000 names,
+ * whole file against appended line (in this process, both ways, same run). With `--before
  * DIR` (another checkout, such as `git archive <commit> | tar -x -C DIR`)
  * the same run goes against that server too, for figures side by side.
  *
@@ -19,12 +22,15 @@ import { RegistryFile } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
 import { flagsOrExitCode, percentile, table } from "./_bench_support.ts";
+import { type ClientFloodFigures, clientFloods } from "./_client_floods.ts";
+import { TcpSquatters } from "./_tcp_squatters.ts";
 import { TcpExchange, UdpRequester } from "./_wire_client.ts";
 
 const HELP = `Usage: deno run -A scripts/bench_abuse.ts [options]
 
-Runs a registration storm and a login-guessing attack against a real server
-on loopback and prints what its users and its memory saw.
+Runs a registration storm, a login-guessing attack and TCP slot squatting
+against a real server, and offer and connect floods against a real client,
+on loopback, and prints what their users and their memory saw.
 
   --before DIR       also run against the server of the checkout in DIR
   --storm SECONDS    how long the registration storm lasts (default 20)
@@ -348,6 +354,77 @@ async function registryWrites(names: number): Promise<WriteFigures> {
   }
 }
 
+/** Whether an upload got through while others held the TCP slots, and how long it took (or why not). */
+interface SlotFigures {
+  ownAddress: string;
+  allSlots: string;
+}
+
+/** Runs the checkout's client on `stdin`; returns whether it succeeded and how long it took. */
+async function runClient(checkout: string, server: Server, stdin: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "switchboard_bench_client_" });
+  try {
+    const started = performance.now();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--config",
+        join(checkout, "deno.json"),
+        join(checkout, "client.ts"),
+        "--server",
+        `127.0.0.1:${server.udpPort}`,
+        "--timeout",
+        "10",
+        "--data-dir",
+        join(dir, "data"),
+        "--log-dir",
+        join(dir, "logs"),
+      ],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+    const { code, stderr } = await child.output();
+    const ms = performance.now() - started;
+    if (code === 0) return `ok in ${(ms / 1000).toFixed(1)} s`;
+    const error = new TextDecoder().decode(stderr).trim().split("\n").at(-1) ?? "";
+    return `failed: ${error.replace(/^error: /, "").replace(/ at [\d.]+:\d+/, "").slice(0, 48)}`;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * A client on 127.0.0.1 registers and uploads 1 MiB while 32 connections
+ * from its own address hold their slots with a `hello` every 20 s; then
+ * another while 512 from 127.0.0.2 to 127.0.0.17 hold the global cap.
+ */
+async function tcpSlots(checkout: string): Promise<SlotFigures> {
+  const server = await startServer(checkout);
+  const file = await Deno.makeTempFile({ prefix: "switchboard_bench_upload_" });
+  try {
+    await Deno.writeFile(file, new Uint8Array(1024 * 1024).fill(7));
+    const upload = (name: string) =>
+      runClient(checkout, server, `register ${name}\nupload ${file}\n`);
+    const hold = (sources: string[]) =>
+      TcpSquatters.start({ hostname: "127.0.0.1", port: server.tcpPort, sources, perAddress: 32 });
+    let squatters = await hold(["127.0.0.1"]);
+    const ownAddress = await upload("Ann");
+    await squatters.stop();
+    squatters = await hold(Array.from({ length: 16 }, (_, i) => `127.0.0.${2 + i}`));
+    const allSlots = await upload("Ben");
+    await squatters.stop();
+    return { ownAddress, allSlots };
+  } finally {
+    await Deno.remove(file);
+    await server.stop();
+  }
+}
+
 async function measure(checkout: string, flags: Flags) {
   const stormServer = await startServer(checkout);
   let stormFigures: StormFigures;
@@ -363,7 +440,15 @@ async function measure(checkout: string, flags: Flags) {
   } finally {
     await loginServer.stop();
   }
-  return { ...stormFigures, ...loginFigures };
+  const slots = await tcpSlots(checkout);
+  const floodServer = await startServer(checkout);
+  let floods: ClientFloodFigures;
+  try {
+    floods = await clientFloods({ checkout, serverPort: floodServer.udpPort });
+  } finally {
+    await floodServer.stop();
+  }
+  return { ...stormFigures, ...loginFigures, slots, floods };
 }
 
 async function main(args: string[]): Promise<number> {
@@ -382,7 +467,16 @@ async function main(args: string[]): Promise<number> {
   );
   console.log(
     `Guessing: the owner on 127.0.0.1 logs in once a second for ${flags.loginS} s; ` +
-      "a guesser on 127.0.0.2 guesses again each time its lock ends\n",
+      "a guesser on 127.0.0.2 guesses again each time its lock ends",
+  );
+  console.log(
+    "TCP slots: a client registers and uploads 1 MiB while connections that send a hello " +
+      "every 20 s hold its address's 32 slots, then all 512 (default limits)",
+  );
+  console.log(
+    "Client floods: a peer offers 2,000 files of 1 TB to a client with --accept-files, then " +
+      "leaves; a stranger on 127.0.0.2 sends 4,000 peer_connect a second for 4 s while the " +
+      "real peer connects\n",
   );
   for (
     const line of table(["", ...runs.map(([name]) => name)], [
@@ -398,6 +492,18 @@ async function main(args: string[]): Promise<number> {
       row("registry on disk (KiB)", (f) => f.registryKiB.toFixed(0)),
       row("owner logins that got in", (f) => `${f.ownerOk} of ${f.ownerTried}`),
       row("guesses sent / checked", (f) => `${f.guesses} / ${f.guessesChecked}`),
+      row("upload, 32 slots of its address held", (f) => f.slots.ownAddress),
+      row("upload, all 512 slots held (16 addresses)", (f) => f.slots.allSlots),
+      row("client: partial files after 2,000 offers", (f) => String(f.floods.partialFiles)),
+      row(
+        "client: real connect in the connect flood",
+        (f) =>
+          Number.isFinite(f.floods.connectMs) ? `${f.floods.connectMs.toFixed(1)} ms` : "failed",
+      ),
+      row(
+        "client RSS end / peak (MiB)",
+        (f) => `${f.floods.rssMiB.toFixed(0)} / ${f.floods.peakRssMiB.toFixed(0)}`,
+      ),
     ])
   ) console.log(line);
   const writes = await registryWrites(10_000);

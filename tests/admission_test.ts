@@ -54,17 +54,46 @@ Deno.test("Admission.datagram() applies the strict limit without a session and t
   assert(new Admission(h.host, { rateLimit: 0 }).datagram(0, UDP, false), "0 is no limit");
 });
 
-Deno.test("Admission.openConnection() tells a connection over the limit why, then closes it", () => {
+Deno.test("Admission.openConnection() closes the oldest connection without a login to make room, saying why", () => {
   const h = host();
   const admission = new Admission(h.host, { maxConnectionsPerAddress: 1 });
   assert(admission.openConnection(0, tcp(1)));
   assertEquals(h.outputs, []);
-  assertEquals(admission.openConnection(0, tcp(2)), false);
+  assert(admission.openConnection(0, tcp(2)));
+  assertEquals(h.stats.tcpRefused, 1);
+  const [send, close] = h.outputs;
+  if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
+  assertEquals(send.to.connId, 1);
+  assertEquals(
+    send.message.message,
+    "Closing the connection: making room for a newer connection from 192.0.2.7 (at most 1 " +
+      "connections without a login from one address); log in to keep a connection",
+  );
+  assertEquals(close, { type: "close", connId: 1 });
+  assertEquals(h.events, [{
+    kind: "connection_made_room",
+    address: "192.0.2.7",
+    closed: 1,
+    hit: { kind: "made_room", scope: "per_address", limit: 1 },
+  }]);
+  // A connection that carried a session keeps its slot.
+  admission.authenticated(2, "Ann");
+  assert(admission.openConnection(0, tcp(3)));
+  assertEquals(h.outputs.length, 2, "nothing closed");
+  admission.closeConnection(1); // the driver reports the close: harmless
+});
+
+Deno.test("Admission.openConnection() tells a connection over the total cap why when none can give way", () => {
+  const h = host();
+  const admission = new Admission(h.host, { maxConnections: 1 });
+  assert(admission.openConnection(0, tcp(1)));
+  admission.authenticated(1, "Ann");
+  assertEquals(admission.openConnection(0, tcp(2, "192.0.2.8")), false);
   assertEquals(h.stats.tcpRefused, 1);
   const [send, close] = h.outputs;
   if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
   assertEquals(send.to.connId, 2);
-  assert(send.message.message.startsWith("Closing the connection: too many connections from"));
+  assert(send.message.message.startsWith("Closing the connection: the server has too many"));
   assertEquals(close, { type: "close", connId: 2 });
   assertEquals(h.events[0]?.kind, "connection_refused");
   admission.closeConnection(1);

@@ -317,6 +317,16 @@ Deno.test("clientEventText() words presence news and session ends", () => {
     clientEventText({ kind: "logged_in_again", name: "Alice" }),
     'The server had lost your session; logged in again as "Alice"',
   );
+  assertEquals(
+    clientEventText({
+      kind: "relogin_refused",
+      name: "Alice",
+      detail: "Too many failed logins from your address",
+      retryMs: 1900,
+    }),
+    'The server had lost your session, and logging in again as "Alice" was refused: ' +
+      "too many failed logins from your address; trying again in 2 s",
+  );
   const ended = { kind: "session_ended", name: "Alice" } as const;
   assertEquals(
     clientEventText({ ...ended, reason: "not_logged_in", detail: "Not logged in" }),

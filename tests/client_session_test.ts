@@ -861,6 +861,40 @@ Deno.test("ClientCore ends the session with an event when re-login is refused", 
   assertEquals(watchingOf(ok(result(drainClient(core)))), false);
 });
 
+Deno.test("ClientCore waits out a locked-out re-login with a growing backoff, then logs in again", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  let relogin = reloginOf(loseSession(core, clock));
+  const waits: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    core.handle(clock.now(), {
+      type: "error",
+      reqId: relogin.reqId,
+      code: i === 2 ? ERROR_CODES.busy : ERROR_CODES.locked_out,
+      message: 'Too many failed logins for "Alice" from your address; try again in 8 s',
+    });
+    const out = drainClient(core);
+    assertEquals(sends(out), []);
+    const [event] = events(out);
+    if (event?.kind !== "relogin_refused") throw new Error(JSON.stringify(out));
+    assertEquals(event.name, "Alice");
+    const at = core.nextTimeout()!;
+    assertEquals(at - clock.now(), event.retryMs);
+    waits.push(event.retryMs);
+    assertEquals(core.loggedInAs, undefined);
+    clock.set(at);
+    core.onTimeout(at);
+    relogin = reloginOf(drainClient(core));
+  }
+  // 1 s, doubling, ±20%.
+  waits.forEach((ms, i) => assert(ms >= 800 * 2 ** i && ms <= 1200 * 2 ** i, `wait ${i}: ${ms}`));
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  assertEquals(events(drainClient(core)).map((e) => e.kind), ["logged_in_again"]);
+  assertEquals(core.loggedInAs, "Alice");
+});
+
 Deno.test("ClientCore retries a re-login the server never answers every heartbeat interval", () => {
   const clock = new VirtualClock();
   const core = newClient();

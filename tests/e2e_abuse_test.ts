@@ -7,10 +7,14 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { loadRegistry } from "../lib/io/registry_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
+import { fromFileUrl } from "@std/path";
+import { clientFloods } from "../scripts/_client_floods.ts";
+import { TcpSquatters } from "../scripts/_tcp_squatters.ts";
 import { TcpExchange, UdpRequester } from "../scripts/_wire_client.ts";
 import {
   assertExit,
   assertOneErrorLine,
+  CLIENT_PATH,
   pollUntil,
   runClient,
   type RunningProgram,
@@ -241,5 +245,78 @@ Deno.test("server refuses bad --expire-after, --register-rate and --max-storage 
   const help = await runProgram(SERVER_PATH, { args: ["--help"] });
   for (const flag of ["--expire-after", "--register-rate", "--max-storage"]) {
     assert(help.stdout.includes(flag), flag);
+  }
+});
+
+Deno.test("32 connections that send a hello every 20 s no longer keep a client on their address from uploading", async () => {
+  await using w = await startWorld("switchboard_abuse_");
+  await Deno.writeFile(`${w.cwd}/six.bin`, crypto.getRandomValues(new Uint8Array(6000)));
+  await using squatters = await TcpSquatters.start({
+    hostname: "127.0.0.1",
+    port: w.server.tcpPort,
+    sources: ["127.0.0.1"],
+    perAddress: 32,
+  });
+  const result = await runClient({
+    args: w.args(),
+    stdin: "register Ann\nupload six.bin\nfiles\n",
+    cwd: w.cwd,
+  });
+  assertExit(result, 0);
+  assertMatch(result.stdout, /six\.bin/);
+  // The oldest squatter gave way (and came back): the address keeps its cap.
+  assert(squatters.reopened >= 1, `reopened ${squatters.reopened}`);
+  assertEquals(squatters.open, 32);
+});
+
+Deno.test("the TCP cap held by idle connections from 16 addresses does not stop a logged-in user's upload", async () => {
+  await using w = await startWorld("switchboard_abuse_", {
+    serverFlags: ["--max-connections", "64"],
+  });
+  await Deno.writeFile(`${w.cwd}/six.bin`, crypto.getRandomValues(new Uint8Array(6000)));
+  const owner = startClient(w.args(), { cwd: w.cwd });
+  try {
+    await owner.waitForLine(/^Connected to server/);
+    assertMatch(await answer(owner, "register alice"), /^Registered and logged in as "alice"/);
+    await using squatters = await TcpSquatters.start({
+      hostname: "127.0.0.1",
+      port: w.server.tcpPort,
+      sources: Array.from({ length: 16 }, (_, i) => `127.0.0.${2 + i}`),
+      perAddress: 4,
+    });
+    assertEquals(squatters.open, 64);
+    assertMatch(await answer(owner, "upload six.bin"), /six\.bin/);
+    assertMatch(await answer(owner, "files"), /^1 file, 6000 of/);
+    assert(squatters.reopened >= 1, `reopened ${squatters.reopened}`);
+  } finally {
+    await owner.write("quit\n").catch(() => {});
+    await owner[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("a client under 2,000 offers of 1 TB and a stranger's connect flood stays under 160 MiB and lets its real peer in", async () => {
+  await using w = await startWorld("switchboard_abuse_");
+  const figures = await clientFloods({
+    checkout: fromFileUrl(new URL("../", import.meta.url)),
+    serverPort: w.server.udpPort,
+  });
+  // Before (bb3c84a): 1,849 to 1,897 partial files, a peak of 196 to 232 MiB.
+  assertEquals(figures.partialFiles, 0, JSON.stringify(figures));
+  assert(figures.strangerConnects > 10_000, JSON.stringify(figures));
+  assert(figures.connectMs < 2000, JSON.stringify(figures));
+  assert(figures.peakRssMiB < 160, JSON.stringify(figures));
+});
+
+Deno.test("client refuses bad --max-receive and --keep-partial with exit 2", async () => {
+  for (
+    const [args, pattern] of [
+      [["--max-receive", "lots"], /^error: --max-receive must be a size such as/],
+      [["--keep-partial", "off"], /^error: --keep-partial must be a duration such as 1d or 12h/],
+      [["--keep-partial", "2x"], /^error: --keep-partial must be a duration such as 90d/],
+    ] as const
+  ) {
+    const result = await runProgram(CLIENT_PATH, { args: [...args] });
+    assertExit(result, 2);
+    assertOneErrorLine(result, pattern);
   }
 });

@@ -219,3 +219,62 @@ Deno.test("Simulation connection limit refuses a TCP connection over it, then ad
   assert(result(c, "files")[1]?.ok, JSON.stringify(result(c, "files")));
   assert(result(b, "files")[0]?.ok);
 });
+
+Deno.test("Simulation: idle TCP connections without a login give way to logged-in users, per address and in all", () => {
+  forSeeds("tests/server_simulation_test.ts", 4, 301, (seed) => {
+    const sim = new Simulation({
+      seed,
+      impairment: CLEAN,
+      limits: { maxConnectionsPerAddress: 3, maxConnections: 6 },
+    });
+    const [a, b] = ["A", "B"].map((name) => sim.addClient({ name }));
+    for (const client of [a, b]) type(sim, client, "register");
+    runIdle(sim, seed);
+    const aIp = a.address.slice(0, a.address.lastIndexOf(":"));
+    // Strangers hold every slot: 3 from A's own address, 3 from others,
+    // each with one valid `hello` over TCP and nothing after.
+    const hello = (i: number) =>
+      encodeMessage({ type: "hello", reqId: 1, client: i.toString(16).padStart(16, "0") });
+    const strangers = [
+      ...[0, 1, 2].map((i) => `${aIp}:${9000 + i}`),
+      ...[1, 2, 3].map((i) => `198.51.100.${i}:9000`),
+    ];
+    strangers.forEach((source, i) =>
+      sim.at(sim.clock.now() + i, () => {
+        sim.network.sendReliable(sim.clock.now(), source, SERVER_TCP, hello(i));
+      })
+    );
+    runIdle(sim, seed);
+    assertEquals(sim.server!.stats.tcpRefused, 0);
+    // A's own address is at its cap: its oldest stranger gives way. Then the
+    // total is reached: the oldest stranger of all gives way for B.
+    type(sim, a, "files");
+    runIdle(sim, seed);
+    type(sim, b, "files");
+    runIdle(sim, seed);
+    assert(result(a, "files")[0]?.ok, JSON.stringify(result(a, "files")));
+    assert(result(b, "files")[0]?.ok, JSON.stringify(result(b, "files")));
+    assertEquals(sim.server!.stats.tcpRefused, 2);
+    // Both were A's address's strangers (the oldest); one report per period.
+    const madeRoom = sim.serverEvents.filter((e) => e.kind === "connection_made_room");
+    assertEquals(
+      madeRoom.map((e) => e.kind === "connection_made_room" && [e.address, e.hit]),
+      [[aIp, { kind: "made_room", scope: "per_address", limit: 3 }]],
+    );
+    // More strangers only push each other out; A's and B's connections,
+    // which carried sessions, stay, and they are never told to close.
+    for (let i = 4; i < 14; i++) {
+      sim.network.sendReliable(sim.clock.now(), `198.51.100.${i}:9000`, SERVER_TCP, hello(i));
+    }
+    runIdle(sim, seed);
+    assertEquals(sim.server!.stats.tcpRefused, 12);
+    type(sim, a, "files");
+    type(sim, b, "files");
+    runIdle(sim, seed);
+    assert(result(a, "files")[1]?.ok && result(b, "files")[1]?.ok);
+    for (const client of [a, b]) {
+      const told = client.events.filter((e) => JSON.stringify(e).includes("making room"));
+      assertEquals(told, [], client.name);
+    }
+  });
+});

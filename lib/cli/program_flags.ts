@@ -57,6 +57,8 @@ export const CLIENT_FLAGS: FlagSpec = {
     "identity",
     "password-file",
     "download-dir",
+    "max-receive",
+    "keep-partial",
     "channel-mode",
   ],
   booleans: [

@@ -82,6 +82,8 @@ export interface ClientCoreOptions {
   peerChannel?: ReliableChannelOptions;
   /** Accept every file offered by a peer at once (`--accept-files`). */
   acceptFiles?: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
 }
 
 /** The order in which timers that are due together are served. */
@@ -127,7 +129,10 @@ export class ClientCore {
     this.#link = new ServerLink({ ...options, outbox, timers });
     this.#presence = new PresenceWatch(this.#link, outbox);
     this.#files = new ServerFiles(this.#link, outbox);
-    const transfers = new FileTransfers({ autoAccept: options.acceptFiles === true });
+    const transfers = new FileTransfers({
+      autoAccept: options.acceptFiles === true,
+      maxReceive: options.maxReceive,
+    });
     this.#peers = new PeerTable({
       random,
       retry: retry ?? DEFAULT_RETRY_POLICY,

@@ -197,6 +197,16 @@ export type SessionEndReason =
 export type ClientEvent =
   | { readonly kind: "joined" | "left"; readonly client: OnlineClient }
   | { readonly kind: "resync" }
+  /**
+   * Logging in again by itself was refused for now (the name is locked out
+   * from this address, or the server is busy); it tries again after `retryMs`.
+   */
+  | {
+    readonly kind: "relogin_refused";
+    readonly name: string;
+    readonly detail: string;
+    readonly retryMs: number;
+  }
   | {
     readonly kind: "session_ended";
     readonly name: string | undefined;

@@ -34,6 +34,11 @@ export function clientEventText(event: ClientEvent): string {
       return "Some presence news was lost; use list for who is online now";
     case "session_ended":
       return sessionEndedText(event);
+    case "relogin_refused":
+      return `The server had lost your session, and logging in again as "${event.name}" was ` +
+        `refused: ${lowerFirstWord(event.detail)}; trying again in ${
+          Math.max(1, Math.round(event.retryMs / 1000))
+        } s`;
     case "logged_in_again":
       return `The server had lost your session; logged in again as "${event.name}"`;
     case "request":

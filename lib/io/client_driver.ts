@@ -61,6 +61,10 @@ export interface ClientConfig {
   downloadDir?: string;
   /** Accept every file a peer offers (`--accept-files`). */
   acceptFiles?: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
+  /** Partial files of ended transfers are removed after this long, ms (`--keep-partial`, default 1 day). */
+  keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
 }
@@ -163,6 +167,7 @@ export class ClientDriver {
       via: config.via,
       server: hostPort(config.serverHost, config.serverPort),
       acceptFiles: config.acceptFiles,
+      maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
     });
     const core = this.#core;
@@ -178,7 +183,7 @@ export class ClientDriver {
       written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
       received: (id, path) => after(() => core.fileReceived(now(), id, path)),
       failed: (id, problem, failure) => after(() => core.fileFailed(now(), id, problem, failure)),
-    });
+    }, { keepPartialMs: config.keepPartialMs });
     this.#udpLoop = this.#receiveUdp();
   }
 

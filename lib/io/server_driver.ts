@@ -247,9 +247,9 @@ export class ServerDriver {
       server.#users = users;
       users.start((accounts) => core.setUsers(accounts));
     }
-    const { idleMs, frameMs } = core.connectionTimes;
+    const { idleMs, frameMs, firstFrameMs } = core.connectionTimes;
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
-    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
+    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs, firstFrameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
     server.#loops.push(server.#udpLoop(), server.#acceptLoop());
     return server;
@@ -454,6 +454,8 @@ export class ServerDriver {
         track(told.then(() => {}, () => {}).finally(() => framed.close()));
         continue;
       }
+      // An older connection may have been closed to make room.
+      this.#drain();
       track(this.#serveConnection(framed, from));
     }
     await Promise.all([...handlers]);

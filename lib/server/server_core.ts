@@ -74,7 +74,7 @@ export interface ServerStats {
   undersizedRequests: number;
   /** UDP datagrams (and TCP requests without a session) dropped by the per-address rate limits. */
   rateLimited: number;
-  /** TCP connections refused by the connection limits. */
+  /** TCP connections refused by the connection limits, or closed to make room for newer ones. */
   tcpRefused: number;
   /** TCP connections closed for being idle or too slow. */
   tcpTimedOut: number;
@@ -483,8 +483,10 @@ export class ServerCore {
 
   /**
    * Takes a TCP request without a live session token against the strict
-   * per-address rate limit (anything else passes). A refused one is answered
-   * `busy`; the driver then pauses that connection's reading for a while.
+   * per-address rate limit (anything else passes); one with a live session
+   * marks its connection authenticated (see `admission.ts`). A refused one is
+   * answered `busy`; the driver then pauses that connection's reading for a
+   * while.
    *
    * @param now current time, ms
    * @param from the connection's endpoint, with its `connId`
@@ -492,8 +494,14 @@ export class ServerCore {
    * @returns true if it may be handled
    */
   admitFrame(now: number, from: Endpoint, message: Message): boolean {
-    if (!isRequest(message) || this.hasLiveSession(message)) return true;
-    return this.#admission.sessionlessRequest(now, from, message);
+    if (!isRequest(message)) return true;
+    const session = "token" in message && message.token instanceof Uint8Array
+      ? this.#directory.sessions.byToken(message.token)
+      : undefined;
+    if (session === undefined) return this.#admission.sessionlessRequest(now, from, message);
+    // The connection has earned its slot: it counts against its user now.
+    this.#admission.authenticated(from.connId ?? 0, session.name);
+    return true;
   }
 
   /**
@@ -520,9 +528,13 @@ export class ServerCore {
     this.#admission.checkConnection(now, from, sample);
   }
 
-  /** The connection limits' idle and frame times, ms, for how often to check connections. */
-  get connectionTimes(): { idleMs: number; frameMs: number } {
-    return { idleMs: this.#admission.idleMs, frameMs: this.#admission.frameMs };
+  /** The connection limits' times, ms, for how often to check connections. */
+  get connectionTimes(): { idleMs: number; frameMs: number; firstFrameMs: number } {
+    return {
+      idleMs: this.#admission.idleMs,
+      frameMs: this.#admission.frameMs,
+      firstFrameMs: this.#admission.firstFrameMs,
+    };
   }
 
   /**

@@ -127,6 +127,16 @@ export type ServerEvent =
     readonly refused: number;
     readonly hit: ConnectionLimitHit;
   }
+  /**
+   * Unauthenticated TCP connections from an address were closed to make
+   * room for newer ones (reported at most once per period per address).
+   */
+  | {
+    readonly kind: "connection_made_room";
+    readonly address: string;
+    readonly closed: number;
+    readonly hit: ConnectionLimitHit;
+  }
   /** A TCP connection was closed for being idle or sending a frame too slowly. */
   | {
     readonly kind: "connection_closed";

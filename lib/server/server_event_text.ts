@@ -133,6 +133,13 @@ function describe(event: ServerEvent): EventText {
         text: `TCP limit: refused ${event.refused} connections from ${event.address} since the ` +
           `last report: ${connectionLimitText(event.hit, event.address)}`,
       };
+    case "connection_made_room":
+      return {
+        level: "info",
+        quiet: true,
+        text: `TCP limit: closed ${event.closed} connections from ${event.address} since the ` +
+          `last report, ${connectionLimitText(event.hit, event.address)}`,
+      };
     case "connection_closed": {
       const where = `${event.connId} from ${event.address}:${event.port}: ` +
         connectionLimitText(event.hit, event.address);
