@@ -27,6 +27,7 @@ import type { AuthMode, ServerCore, ServerEvent } from "../server/server_core.ts
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
+import type { SimNat } from "./sim_nat.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
 
@@ -154,12 +155,18 @@ export class Simulation {
   /**
    * Adds a client.
    *
-   * @param options its name, transport and TCP port
+   * @param options its name, transport, TCP port and the NAT it sits behind (none by default)
    * @returns the client
    */
-  addClient(options: { name?: string; via?: Via; tcpPort?: number } = {}): SimClient {
+  addClient(
+    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat } = {},
+  ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
+    if (options.nat !== undefined) {
+      options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
+      this.network.addNat(options.nat);
+    }
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
