@@ -9,6 +9,14 @@ import { SeededRandom } from "../lib/random.ts";
 import { NO_IMPAIRMENT, SimNetwork, type SimPacket } from "../lib/sim/sim_network.ts";
 import { type NatBehavior, SimNat } from "../lib/sim/sim_nat.ts";
 import { Simulation } from "../lib/sim/simulation.ts";
+import type { ClientStatus, CommandResult } from "../lib/client/client_event.ts";
+
+function statusOf(result: CommandResult | undefined): ClientStatus {
+  if (result?.ok !== true || result.command !== "status") {
+    throw new Error(`Not a status: ${JSON.stringify(result)}`);
+  }
+  return result;
+}
 
 const INSIDE = "10.0.0.2:5000";
 const INSIDE2 = "10.0.0.3:5000";
@@ -143,4 +151,56 @@ Deno.test("Simulation places a client behind a NAT: the server sees the public a
   assert(nat.stats.mapped >= 1);
   const registered = sim.serverEvents.find((e) => e.kind === "registered");
   assertEquals(registered?.kind === "registered" && registered.ip, PUBLIC);
+});
+
+/** Registers a client behind `nat` (or none) and returns its `status` after discovery. */
+function discovered(nat: SimNat | undefined, options: { secondPort?: boolean } = {}) {
+  const sim = new Simulation({ seed: 5, impairment: NO_IMPAIRMENT, ...options });
+  const alice = sim.addClient({ name: "alice", nat });
+  sim.command(alice, { kind: "register" });
+  sim.runUntilIdle(60_000);
+  sim.runFor(10_000);
+  sim.command(alice, { kind: "status" });
+  sim.runUntilIdle(60_000);
+  return { status: statusOf(alice.results.at(-1)), alice };
+}
+
+const MAPPINGS: [NatBehavior | "none", string][] = [
+  ["none", "endpoint-independent"],
+  ["endpoint-independent", "endpoint-independent"],
+  // One server address cannot tell address-dependent mapping apart (documented).
+  ["address-dependent", "endpoint-independent"],
+  ["address-and-port-dependent", "destination-dependent"],
+];
+
+for (const [mapping, expected] of MAPPINGS) {
+  Deno.test(`Address discovery behind ${mapping} mapping reports ${expected} and the public address`, () => {
+    const nat = mapping === "none" ? undefined : new SimNat(PUBLIC, { mapping });
+    const { status, alice } = discovered(nat);
+    assertEquals(status.mapping, expected);
+    const seen = nat === undefined ? alice.address : `${PUBLIC}:40000`;
+    assertEquals(status.publicAddress, seen);
+  });
+}
+
+Deno.test("Address discovery without a second server port knows the address but not the mapping", () => {
+  const { status } = discovered(new SimNat(PUBLIC), { secondPort: false });
+  assertEquals(status.publicAddress, `${PUBLIC}:40000`);
+  assertEquals(status.mapping, "unknown");
+});
+
+Deno.test("Address discovery gives up as unknown when the second port does not answer", () => {
+  const sim = new Simulation({ seed: 5, impairment: NO_IMPAIRMENT });
+  sim.network.partition("*", "127.0.0.1:3002");
+  const alice = sim.addClient({ name: "alice" });
+  sim.command(alice, { kind: "register" });
+  sim.runUntilIdle(60_000);
+  sim.command(alice, { kind: "status" });
+  sim.runUntilIdle(60_000);
+  assertEquals(statusOf(alice.results.at(-1)).mapping, null, "still asking");
+  sim.runFor(10_000);
+  sim.command(alice, { kind: "status" });
+  sim.runUntilIdle(60_000);
+  assertEquals(statusOf(alice.results.at(-1)).mapping, "unknown");
+  assertEquals(sim.network.stats.partitioned, 4, "sent once and retransmitted 3 times");
 });
