@@ -63,6 +63,9 @@ Flags:
   --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
   --udp-port N        UDP port for control requests; 0 picks a free one (default 3000)
   --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
+  --udp-port2 N       second UDP port, for clients' address discovery (NAT mapping
+                      type); 0 turns it off (default the UDP port + 2; a free one
+                      when --udp-port is 0)
   --data-dir DIR      where registrations.json, server.key, users.json, files/ and
                       server.lock live (default ./data)
   --auth MODE         open (register creates an identity; default) or password
@@ -120,6 +123,8 @@ interface ServerFlags {
   host: string;
   udpPort: number;
   tcpPort: number;
+  /** The second UDP port; 0 picks a free one; undefined: none. */
+  udpPort2: number | undefined;
   dataDir: string;
   logDir: string;
   logLevel: LogLevelName;
@@ -201,6 +206,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
+    udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
@@ -386,6 +392,7 @@ async function main(args: string[]): Promise<number> {
       host: flags.host,
       udpPort: flags.udpPort,
       tcpPort: flags.tcpPort,
+      udpPort2: flags.udpPort2,
       dataDir: flags.dataDir,
       version: VERSION,
       onEvent: printEvent,
@@ -420,6 +427,9 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(`Server UDP listening on port ${server.udpPort}`);
   console.log(`Server TCP listening on port ${server.tcpPort}`);
+  if (server.udpPort2 !== 0) {
+    console.log(`Server UDP listening on port ${server.udpPort2} for address discovery`);
+  }
   console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
   console.log(
     `Logins: ${flags.auth}` +
@@ -525,6 +535,18 @@ function readStatusCommands(show: () => void): void {
   });
 }
 
+/**
+ * The second UDP port from `--udp-port2`: 0 turns it off; by default the
+ * UDP port + 2, or a free one when the UDP port is picked (0).
+ */
+function secondPort(value: string | undefined, udpPort: number): number | undefined {
+  if (value === undefined) {
+    return udpPort === 0 ? 0 : udpPort + 2 <= 65535 ? udpPort + 2 : undefined;
+  }
+  const port = portFlag("--udp-port2", value);
+  return port === 0 ? undefined : port;
+}
+
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
@@ -535,6 +557,9 @@ function startFailure(error: unknown, flags: ServerFlags): string {
   if (error instanceof BindError) {
     switch (error.reason) {
       case "in_use":
+        if (error.transport === "udp" && error.port === flags.udpPort2) {
+          return `UDP port ${error.port} is in use; pass --udp-port2 to choose another (0: none)`;
+        }
         return `${error.transport.toUpperCase()} port ${error.port} is in use; pass ` +
           `--${error.transport}-port to choose another (0 picks a free one)`;
       case "no_address":
