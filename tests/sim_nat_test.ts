@@ -204,3 +204,26 @@ Deno.test("Address discovery gives up as unknown when the second port does not a
   assertEquals(statusOf(alice.results.at(-1)).mapping, "unknown");
   assertEquals(sim.network.stats.partitioned, 4, "sent once and retransmitted 3 times");
 });
+
+Deno.test("Heartbeats hold a 30 s NAT binding to the server even with a 120 s lease", () => {
+  const sim = new Simulation({ seed: 9, impairment: NO_IMPAIRMENT, leaseMs: 120_000 });
+  const nat = new SimNat(PUBLIC, { bindingTimeoutMs: 30_000 }); // port-restricted, like masquerade
+  const alice = sim.addClient({ name: "alice", nat });
+  sim.command(alice, { kind: "hello" }); // learns the 120 s lease
+  sim.command(alice, { kind: "register" });
+  sim.command(alice, { kind: "watch", on: true });
+  sim.runUntilIdle(60_000);
+  sim.runFor(5 * 60_000);
+  assertEquals(nat.stats.expired, 0, "the binding never lapsed");
+  assertEquals(nat.stats.mapped, 1, "one binding all along: the server always saw one address");
+  // So the server's pushes still get in: alice hears bob join at once.
+  const bob = sim.addClient({ name: "bob" });
+  sim.command(bob, { kind: "register" });
+  sim.runFor(2_000);
+  assertEquals(
+    alice.events.filter((e) => e.kind === "joined").map((e) =>
+      e.kind === "joined" && e.client.name
+    ),
+    ["bob"],
+  );
+});
