@@ -94,7 +94,8 @@ export interface CellOptions {
   readonly timeoutMs: number;
   /**
    * Flush the routers' connection tracking (`conntrack -F`, every NAT
-   * binding gone) this long after the initiator registered, ms; absent: never.
+   * binding gone) this long after the session came up, ms, while the chat
+   * and the file go on; absent: never.
    */
   readonly flushAtMs?: number;
 }
@@ -363,14 +364,14 @@ export class Natlab implements AsyncDisposable {
         return failed(`${aName} did not register: ${alice.errorText || "no answer"}`);
       }
       deadline = registered.at + timeoutMs;
-      if (options.flushAtMs !== undefined) {
-        const at = Math.max(0, registered.at + options.flushAtMs - performance.now());
-        const routers = options.routers;
-        flush = { timer: setTimeout(() => flush!.done = flushRouters(routers), at) };
-      }
       // The session's time starts at the connect, after address discovery's `status`.
       const asked = await alice.waitFor(/"command":"status"/, left());
       const connected = await alice.waitFor(/"command":"connect","ok":true/, left());
+      if (options.flushAtMs !== undefined && connected !== undefined) {
+        const at = Math.max(0, connected.at + options.flushAtMs - performance.now());
+        const routers = options.routers;
+        flush = { timer: setTimeout(() => flush!.done = flushRouters(routers), at) };
+      }
       await Promise.all([alice.finish(left()), bob.finish(left())]);
       const events = (program: NamespacedProgram) =>
         program.stdout.flatMap((line) => {

@@ -36,7 +36,7 @@ through every ordered pair of kinds: connect, chat, sendfile.
   --runs N       runs of each pair (default 1)
   --timeout S    seconds a pair gets before it counts as failed (default 15)
   --flush-at S   flush the NATs' connection tracking (conntrack -F) S seconds
-                 after the initiator registered, mid-session (needs conntrack)
+                 after the session came up, mid-session (needs conntrack)
   --json         print one JSON object instead of tables
   --check        only the self-check of the kinds
   --cleanup      remove namespaces (sbnl-*) left by a killed run, and exit

@@ -72,9 +72,8 @@ Deno.test({
           timeoutMs: 20_000,
           flushAtMs: 0,
         });
-        assertEquals(cell.flushed, true);
-        // Flushed before the connect: the bindings are made again, as for a new session.
         assertEquals(cell.path, "direct", cell.error);
+        assertEquals(cell.flushed, true, "flushed as the session came up");
         assertEquals(cell.initiatorMapping, "endpoint-independent");
       },
     });
