@@ -393,8 +393,10 @@ export class Natlab implements AsyncDisposable {
         const status = events(program).find((e) => e.command === "status");
         return typeof status?.mapping === "string" ? { mapping: status.mapping } : {};
       };
+      // A flush not yet started when the cell ended does not happen.
       clearTimeout(flush?.timer);
-      const flushed = flush?.done !== undefined && (await flush.done, true);
+      const flushed = flush?.done !== undefined;
+      await flush?.done;
       const requested = request !== undefined;
       const error = printed ??
         (connected !== undefined
