@@ -64,6 +64,9 @@ Flags:
   --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
   --udp-port N        UDP port for control requests; 0 picks a free one (default 3000)
   --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
+  --udp-port2 N       second UDP port, for clients' address discovery (NAT mapping
+                      type); 0 turns it off (default the UDP port + 2; a free one
+                      when --udp-port is 0)
   --data-dir DIR      where registrations.json, server.key, users.json, files/ and
                       server.lock live (default ./data)
   --auth MODE         open (register creates an identity; default) or password
@@ -123,6 +126,8 @@ interface ServerFlags {
   host: string;
   udpPort: number;
   tcpPort: number;
+  /** The second UDP port; 0 picks a free one; undefined: none. */
+  udpPort2: number | undefined;
   dataDir: string;
   logDir: string;
   logLevel: LogLevelName;
@@ -204,6 +209,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
+    udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
@@ -389,6 +395,7 @@ async function main(args: string[]): Promise<number> {
       host: flags.host,
       udpPort: flags.udpPort,
       tcpPort: flags.tcpPort,
+      udpPort2: flags.udpPort2,
       dataDir: flags.dataDir,
       version: VERSION,
       onEvent: printEvent,
@@ -423,6 +430,9 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(`Server UDP listening on port ${server.udpPort}`);
   console.log(`Server TCP listening on port ${server.tcpPort}`);
+  if (server.udpPort2 !== 0) {
+    console.log(`Server UDP listening on port ${server.udpPort2} for address discovery`);
+  }
   console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
   console.log(
     `Logins: ${flags.auth}` +
@@ -508,6 +518,18 @@ function readStatusCommands(show: () => void): void {
   });
 }
 
+/**
+ * The second UDP port from `--udp-port2`: 0 turns it off; by default the
+ * UDP port + 2, or a free one when the UDP port is picked (0).
+ */
+function secondPort(value: string | undefined, udpPort: number): number | undefined {
+  if (value === undefined) {
+    return udpPort === 0 ? 0 : udpPort + 2 <= 65535 ? udpPort + 2 : undefined;
+  }
+  const port = portFlag("--udp-port2", value);
+  return port === 0 ? undefined : port;
+}
+
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
@@ -518,6 +540,9 @@ function startFailure(error: unknown, flags: ServerFlags): string {
   if (error instanceof BindError) {
     switch (error.reason) {
       case "in_use":
+        if (error.transport === "udp" && error.port === flags.udpPort2) {
+          return `UDP port ${error.port} is in use; pass --udp-port2 to choose another (0: none)`;
+        }
         return `${error.transport.toUpperCase()} port ${error.port} is in use; pass ` +
           `--${error.transport}-port to choose another (0 picks a free one)`;
       case "no_address":

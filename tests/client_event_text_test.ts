@@ -94,11 +94,14 @@ Deno.test("commandResultText() words status", () => {
     udpPort: 40000,
     tcpPort: 5001,
     via: "udp",
+    publicAddress: "203.0.113.1:40000",
+    mapping: "destination-dependent",
   } as const;
   assertEquals(
     commandResultText(status),
     'Server 127.0.0.1:3000 (TCP port 3001, open login); name "Alice Smith", logged in as ' +
-      '"Alice Smith", watching; UDP port 40000, TCP port 5001; requests over UDP',
+      '"Alice Smith", watching; UDP port 40000, TCP port 5001; requests over UDP; ' +
+      "public address 203.0.113.1:40000, NAT mapping destination-dependent",
   );
   assertEquals(
     commandResultText({
@@ -108,6 +111,8 @@ Deno.test("commandResultText() words status", () => {
       name: null,
       loggedIn: false,
       watching: false,
+      publicAddress: null,
+      mapping: null,
     }),
     "Server 127.0.0.1:3000 (TCP port unknown, unknown login); name not set, not logged in; " +
       "UDP port 40000, TCP port 5001; requests over UDP",

@@ -200,6 +200,8 @@ function newClient(options: { name?: string; via?: "udp" | "tcp" } = {}): Client
     tcpPort: 5001,
     via: options.via ?? "udp",
     server: "127.0.0.1:3000",
+    // Address discovery's own tests: tests/address_discovery_test.ts.
+    discover: false,
   });
 }
 
@@ -219,7 +221,9 @@ function sentRequest(outputs: ClientOutput[]): { via: string; message: Request; 
   const all = sends(outputs);
   assertEquals(all.length, 1, "expected one send");
   const { via, message, attempt } = all[0];
-  if (message.type === "presence_ack") throw new Error("expected a request, got presence_ack");
+  if (message.type === "presence_ack" || message.type === "reflect") {
+    throw new Error(`expected a request, got ${message.type}`);
+  }
   return { via, message, attempt };
 }
 
@@ -405,6 +409,8 @@ Deno.test("ClientCore.run() registers after hello_ok and status shows the sessio
     udpPort: 40000,
     tcpPort: 5001,
     via: "udp",
+    publicAddress: null,
+    mapping: null,
   });
 
   // tcp now carries the name and the token.
@@ -690,9 +696,15 @@ Deno.test("ClientCore.onTimeout() sends a heartbeat every lease/3 after login", 
   assert(!core.busy, "heartbeats do not block commands");
 });
 
-Deno.test("ClientCore heartbeat interval is a third of the lease, with floors", () => {
-  // [lease from hello_ok, expected interval]: the lease is taken as at least 1 s.
-  for (const [leaseMs, interval] of [[300, 333], [3000, 1000], [90_000, 30_000]]) {
+Deno.test("ClientCore heartbeat interval is a third of the lease, with a floor and a 25 s ceiling", () => {
+  // [lease from hello_ok, expected interval]: the lease is taken as at least 1 s;
+  // at most 25 s, which holds a NAT binding of 30 s.
+  for (
+    const [leaseMs, interval] of [[300, 333], [3000, 1000], [60_000, 20_000], [90_000, 25_000], [
+      600_000,
+      25_000,
+    ]]
+  ) {
     const core = newClient();
     hello(core, { leaseMs });
     register(core, 100);

@@ -15,6 +15,7 @@ export const SERVER_FLAGS: FlagSpec = {
     "host",
     "udp-port",
     "tcp-port",
+    "udp-port2",
     "data-dir",
     "log-dir",
     "log-level",

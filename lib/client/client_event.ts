@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { MappingType } from "./address_discovery.ts";
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { PeerState } from "./peer_session.ts";
 
@@ -50,6 +51,10 @@ export interface ClientStatus {
   readonly udpPort: number;
   readonly tcpPort: number;
   readonly via: "udp" | "tcp";
+  /** The public `address:port` of the UDP socket as the server saw it; null until discovered. */
+  readonly publicAddress: string | null;
+  /** The NAT mapping of the UDP socket (see `address_discovery.ts`); null until discovered. */
+  readonly mapping: MappingType | null;
 }
 
 /** The facts of a successful command, by command. */

@@ -117,7 +117,9 @@ export function commandResultText(result: CommandResult): string {
         `${result.auth ?? "unknown"} login); ` +
         `name ${result.name === null ? "not set" : `"${result.name}"`}, ${session}; ` +
         `UDP port ${result.udpPort}, TCP port ${result.tcpPort}; ` +
-        `requests over ${result.via.toUpperCase()}`;
+        `requests over ${result.via.toUpperCase()}` +
+        (result.publicAddress === null ? "" : `; public address ${result.publicAddress}`) +
+        (result.mapping === null ? "" : `, NAT mapping ${result.mapping}`);
     }
     case "register":
       return `Registered and logged in as "${result.name}"` +

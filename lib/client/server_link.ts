@@ -63,6 +63,9 @@ export interface ServerLinkOptions {
   timers: TimerTable<ClientTimer>;
 }
 
+/** The longest wait between heartbeats, ms: they also keep NAT bindings to the server alive. */
+export const MAX_HEARTBEAT_INTERVAL_MS = 25_000;
+
 /**
  * The server link.
  *
@@ -144,9 +147,13 @@ export class ServerLink {
     return this.#session.retransmissions;
   }
 
-  /** A third of the lease: two heartbeats can be lost before the lease runs out. */
+  /**
+   * A third of the lease (two heartbeats can be lost before it runs out),
+   * at most 25 s, so that a NAT's binding for the UDP socket (often 30 s)
+   * is refreshed even with a long lease.
+   */
   get #heartbeatInterval(): number {
-    return Math.max(200, Math.floor(this.#leaseMs / 3));
+    return Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.max(200, Math.floor(this.#leaseMs / 3)));
   }
 
   /**

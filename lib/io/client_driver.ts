@@ -447,7 +447,7 @@ export class ClientDriver {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       switch (out.type) {
         case "send":
-          this.#send(out.via, out.message, out.attempt);
+          this.#send(out.via, out.message, out.attempt, out.port);
           break;
         case "event":
           if (out.event.kind === "request_refused") {
@@ -585,7 +585,7 @@ export class ClientDriver {
     return this.#udpSendsDone.promise;
   }
 
-  #send(via: Via, message: Message, attempt: number): void {
+  #send(via: Via, message: Message, attempt: number, port?: number): void {
     const bytes = encodeMessage(message);
     const reqId = "reqId" in message ? message.reqId : 0;
     if (via === "udp") {
@@ -594,7 +594,7 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
+      this.#sendUdp(bytes, this.#serverAddress, port ?? this.#config.serverPort);
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {

@@ -19,6 +19,8 @@ export interface ServerConfig {
   udpPort: number;
   /** TCP port; 0 picks a free one. */
   tcpPort: number;
+  /** Second UDP port, for address discovery; 0 picks a free one; absent: none. */
+  udpPort2?: number;
   /** Where `registrations.json` lives. */
   dataDir: string;
   /** The version reported to clients. */

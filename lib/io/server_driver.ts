@@ -80,11 +80,15 @@ export class ServerDriver {
   readonly udpPort: number;
   /** The bound TCP port. */
   readonly tcpPort: number;
+  /** The bound second UDP port (address discovery), 0 when there is none. */
+  readonly udpPort2: number;
   /** Traffic counters. */
   readonly traffic: TrafficStats;
   #config: ServerConfig;
   #core: ServerCore;
   #udp: UdpSocket;
+  /** The second UDP socket, for address discovery's `reflect`. */
+  #udp2: UdpSocket | undefined;
   #listener: Deno.TcpListener;
   #connections = new Map<number, FramedConnection>();
   #nextConnId = 1;
@@ -112,8 +116,11 @@ export class ServerDriver {
     lock: Deno.FsFile,
     store: BlobStore,
     registryFile: RegistryFile,
+    udp2: UdpSocket | undefined,
   ) {
     this.#lock = lock;
+    this.#udp2 = udp2;
+    this.udpPort2 = udp2?.localPort ?? 0;
     this.#registryFile = registryFile;
     this.#storage = new StorageDriver(store, {
       core,
@@ -170,6 +177,7 @@ export class ServerDriver {
     }
     const lock = await lockDataDir(config.dataDir);
     let udp: UdpSocket | undefined;
+    let udp2: UdpSocket | undefined;
     let listener: Deno.TcpListener | undefined;
     let registryFile: RegistryFile | undefined;
     let secret: Uint8Array;
@@ -185,6 +193,9 @@ export class ServerDriver {
         config.udpPort,
         () => UdpSocket.open({ hostname: config.host, port: config.udpPort }),
       );
+      const port2 = config.udpPort2;
+      const open2 = () => UdpSocket.open({ hostname: config.host, port: port2! });
+      if (port2 !== undefined) udp2 = bind("udp", config.host, port2, open2);
       listener = bind(
         "tcp",
         config.host,
@@ -194,6 +205,7 @@ export class ServerDriver {
       secret = await loadServerKey(config.dataDir);
     } catch (error) {
       udp?.close();
+      udp2?.close();
       listener?.close();
       await store?.close();
       registryFile?.release();
@@ -209,6 +221,7 @@ export class ServerDriver {
       random: cryptoRandom,
       secret,
       tcpPort: (listener.addr as Deno.NetAddr).port,
+      udpPort2: udp2?.localPort ?? 0,
       version: config.version,
       auth: config.auth,
       users: users?.users,
@@ -224,7 +237,7 @@ export class ServerDriver {
         registerRate: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
       },
     });
-    const server = new ServerDriver(config, core, udp, listener, lock, store, registryFile);
+    const server = new ServerDriver(config, core, udp, listener, lock, store, registryFile, udp2);
     if ((config.expireAfterMs ?? 0) > 0) {
       // The first sweep for identities not seen, now rather than at the first request.
       core.onTimeout(systemClock.now());
@@ -251,7 +264,8 @@ export class ServerDriver {
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
     const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs, firstFrameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
-    server.#loops.push(server.#udpLoop(), server.#acceptLoop());
+    server.#loops.push(server.#udpLoop(udp, false), server.#acceptLoop());
+    if (udp2 !== undefined) server.#loops.push(server.#udpLoop(udp2, true));
     return server;
   }
 
@@ -329,6 +343,7 @@ export class ServerDriver {
       if (writing === this.#persisting && !this.#core.hasUnsavedChanges) break;
     }
     this.#udp.close();
+    this.#udp2?.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
     while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
@@ -339,10 +354,13 @@ export class ServerDriver {
     log.info("Server stopped");
   }
 
-  #udpLoop(): Promise<void> {
-    return this.#udp.receiveEach((datagram) => {
+  /** Serves one UDP socket; `second` for the second port, which the core answers `reflect` on only. */
+  #udpLoop(socket: UdpSocket, second: boolean): Promise<void> {
+    return socket.receiveEach((datagram) => {
       this.traffic.datagramsIn++;
-      const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
+      const from: Endpoint = second
+        ? { transport: "udp", address: datagram.address, port: datagram.port, second }
+        : { transport: "udp", address: datagram.address, port: datagram.port };
       let message: Message | undefined;
       let problem: string | undefined;
       const data = datagram.data;
@@ -609,7 +627,8 @@ export class ServerDriver {
     this.#config.observer?.sent(to, message);
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
-      this.#udp.send(bytes, to.address, to.port).catch((error) =>
+      const socket = to.second === true ? this.#udp2 ?? this.#udp : this.#udp;
+      socket.send(bytes, to.address, to.port).catch((error) =>
         log.warn("Could not send to {address}:{port}: {error}", {
           address: to.address,
           port: to.port,

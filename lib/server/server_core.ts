@@ -11,7 +11,9 @@
  * `directory.ts` (sessions, presence, list/lookup/watch), `accounts.ts`
  * (register, deregister, login), `server_storage.ts` (server files) and
  * `admission.ts` (rate and connection limits, asked through `admit`,
- * `admitFrame`, `connectionOpened` and `checkConnection`).
+ * `admitFrame`, `connectionOpened` and `checkConnection`), `reflector.ts`
+ * (address discovery, on both UDP ports). It runs a little over 700 lines:
+ * the routing table and the cross-cutting mechanisms belong together here.
  *
  * @module
  */
@@ -38,6 +40,7 @@ import { addressKey } from "./rate_limiter.ts";
 import type { Registry } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
+import { Reflector } from "./reflector.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
@@ -122,6 +125,8 @@ export interface ServerCoreOptions {
   storedFiles?: Iterable<readonly [string, readonly StoredFile[]]>;
   /** Rate and connection limits (`lib/server/admission.ts`). */
   limits?: ServerLimits;
+  /** The server's second UDP port, told in `reflect_ok` (default 0: none). */
+  udpPort2?: number;
 }
 
 /** Default session lease, ms. */
@@ -180,6 +185,7 @@ export class ServerCore {
   #accounts: Accounts;
   #admission: Admission;
   #sizing: ReplySizing;
+  #reflector: Reflector;
   #commits = new CommitLog<HeldReply>();
   #storage: ServerStorage;
   #outputs: ServerOutput[] = [];
@@ -225,6 +231,7 @@ export class ServerCore {
       stats: this.#stats,
     }, options.limits);
     this.#sizing = new ReplySizing((token, to) => this.#directory.proves(token, to));
+    this.#reflector = new Reflector({ port2: options.udpPort2 ?? 0, output: host.output });
     this.#storage = new ServerStorage({
       ...host,
       settle: (request, code, reason) =>
@@ -316,6 +323,7 @@ export class ServerCore {
    */
   handle(now: number, from: Endpoint, message: Message, receivedBytes: number): void {
     this.#accounts.startExpiry(now);
+    if (this.#reflector.handle(from, message, receivedBytes)) return;
     if (message.type === "presence_ack") return this.#directory.ack(message.token, message.seq);
     if (message.type === "file_chunk") return this.#storage.chunk(from, message);
     if (!isRequest(message)) {

@@ -22,6 +22,8 @@ export interface Endpoint {
   readonly port: number;
   /** For TCP: the driver's id of the connection. */
   readonly connId?: number;
+  /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
+  readonly second?: true;
 }
 
 /** Something that happened, for the log and the console. */

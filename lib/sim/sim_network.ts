@@ -13,6 +13,7 @@
  * @module
  */
 import type { Random } from "../random.ts";
+import type { SimNat } from "./sim_nat.ts";
 
 /** How the simulated network mistreats packets. */
 export interface Impairment {
@@ -219,6 +220,8 @@ export class SimNetwork {
   #partitions: Partition[] = [];
   /** Stream packets waiting for a partition to heal, per directed link, in order. */
   #stalled = new Map<string, SimPacket[]>();
+  /** NATs in front of hosts: datagrams are translated on the way out and on arrival. */
+  #nats: SimNat[] = [];
 
   /**
    * @param random the run's seeded random source
@@ -274,6 +277,11 @@ export class SimNetwork {
   send(now: number, from: string, to: string, data: Uint8Array): void {
     this.#now = Math.max(this.#now, now);
     this.stats.sent++;
+    const outside = this.#natOut(now, from, to);
+    if (outside === undefined) {
+      this.stats.lost++;
+      return;
+    }
     if (this.blocked(from, to)) {
       this.stats.lost++;
       this.stats.partitioned++;
@@ -298,7 +306,7 @@ export class SimNetwork {
         this.stats.reordered++;
         delay += imp.maxDelayMs + this.#random.next() * (imp.maxDelayMs + 10);
       }
-      this.#enqueue({ from, to, data, deliverAt: departAt + delay, seq: this.#seq++ });
+      this.#enqueue({ from: outside, to, data, deliverAt: departAt + delay, seq: this.#seq++ });
     }
   }
 
@@ -377,7 +385,7 @@ export class SimNetwork {
     this.#now = Math.max(this.#now, now);
     let count = 0;
     while (count < this.#queue.length && this.#queue[count].deliverAt <= now) count++;
-    const due = this.#queue.splice(0, count);
+    const due = this.#natIn(now, this.#queue.splice(0, count));
     if (this.#partitions.length === 0) {
       this.stats.delivered += due.length;
       return due;
@@ -489,6 +497,42 @@ export class SimNetwork {
     return false;
   }
 
+  /**
+   * Puts a NAT in front of its hosts (see {@linkcode SimNat}): their
+   * datagrams leave with its public address, datagrams to it reach them only
+   * as its bindings and filtering allow, and an inside address cannot be
+   * reached from outside. Stream packets are not translated.
+   *
+   * @param nat the NAT; adding it twice changes nothing
+   */
+  addNat(nat: SimNat): void {
+    if (!this.#nats.includes(nat)) this.#nats.push(nat);
+  }
+
+  /** The sender as seen outside its NAT, or undefined if the datagram goes nowhere. */
+  #natOut(now: number, from: string, to: string): string | undefined {
+    if (this.#nats.length === 0) return from;
+    const nat = this.#nats.find((n) => n.covers(from));
+    const target = this.#nats.find((n) => n.covers(to));
+    if (target !== undefined && target !== nat) return undefined;
+    return nat === undefined ? from : nat.outbound(now, from, to);
+  }
+
+  /** Arriving datagrams with NATs' public addresses translated; those a NAT drops are lost. */
+  #natIn(now: number, due: SimPacket[]): SimPacket[] {
+    if (this.#nats.length === 0) return due;
+    const kept: SimPacket[] = [];
+    for (const packet of due) {
+      const nat = packet.reliable
+        ? undefined
+        : this.#nats.find((n) => n.publicIp === hostOf(packet.to));
+      const to = nat === undefined ? packet.to : nat.inbound(now, packet.from, packet.to);
+      if (to === undefined) this.stats.lost++;
+      else kept.push(to === packet.to ? packet : { ...packet, to });
+    }
+    return kept;
+  }
+
   /** Draws whether the next datagram on a link is lost: exactly one draw. */
   #lose(link: string, imp: Impairment): boolean {
     const u = this.#random.next();
@@ -542,4 +586,8 @@ function covers(side: string, address: string): boolean {
   if (side === "*" || side === address) return true;
   const colon = address.lastIndexOf(":");
   return colon !== -1 && address.slice(0, colon) === side;
+}
+
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":"));
 }

@@ -20,13 +20,14 @@ import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
 import { sampleReadingsCsv } from "../client/sample_readings.ts";
 import type { MemoryBlobStore } from "./memory_blob_store.ts";
-import { SERVER_TCP, SERVER_UDP, SimServer } from "./sim_server.ts";
+import { SERVER_TCP, SERVER_UDP, SERVER_UDP2, SimServer } from "./sim_server.ts";
 import { SimClient } from "./sim_client.ts";
 import { SimServerFiles } from "./sim_server_files.ts";
 import type { AuthMode, ServerCore, ServerEvent } from "../server/server_core.ts";
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
+import type { SimNat } from "./sim_nat.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
 
@@ -59,6 +60,8 @@ export interface SimulationOptions {
   limits?: ServerLimits;
   /** The server's limits on stored files (default the product's). */
   storage?: StorageLimits;
+  /** Whether the server has a second UDP port for address discovery (default true). */
+  secondPort?: boolean;
 }
 
 /** A peer message as the simulator saw it, for invariants and the summary. */
@@ -154,12 +157,18 @@ export class Simulation {
   /**
    * Adds a client.
    *
-   * @param options its name, transport and TCP port
+   * @param options its name, transport, TCP port and the NAT it sits behind (none by default)
    * @returns the client
    */
-  addClient(options: { name?: string; via?: Via; tcpPort?: number } = {}): SimClient {
+  addClient(
+    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat } = {},
+  ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
+    if (options.nat !== undefined) {
+      options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
+      this.network.addNat(options.nat);
+    }
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
@@ -410,8 +419,9 @@ export class Simulation {
     }
     this.#server.step(now);
     for (const packet of this.network.deliverDue(now)) {
-      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
-        this.#server.receive(now, packet.from, packet.to === SERVER_TCP, packet.data);
+      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP || packet.to === SERVER_UDP2) {
+        const tcp = packet.to === SERVER_TCP;
+        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2);
         continue;
       }
       if (packet.from === SERVER_TCP && packet.data.length === 0) {
@@ -498,8 +508,10 @@ export class Simulation {
         continue;
       }
       const bytes = encodeMessage(out.message);
-      if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
-      else {
+      if (out.via === "udp") {
+        const to = out.port === undefined ? SERVER_UDP : `${hostOf(SERVER_UDP)}:${out.port}`;
+        this.network.send(now, client.address, to, bytes);
+      } else {
         this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
         this.#serverFiles.sent(client, out.message);
       }
@@ -515,4 +527,8 @@ function base(from: string, to: string, trace: PeerTrace) {
 function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(":");
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}
+
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":"));
 }
