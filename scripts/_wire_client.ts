@@ -12,7 +12,9 @@
 import { toHex } from "../lib/hex.ts";
 import { FramedConnection } from "../lib/io/framed_connection.ts";
 import { ServerGuard } from "../lib/client/server_guard.ts";
-import type { ServerChannel } from "../lib/client/server_channel.ts";
+import { ServerChannel } from "../lib/client/server_channel.ts";
+import { loadServerIdentity, SERVER_IDENTITY_FILE } from "../lib/io/server_identity_file.ts";
+import { join } from "@std/path";
 import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
@@ -255,6 +257,53 @@ export class TcpExchange implements Disposable {
   [Symbol.dispose](): void {
     this.#conn.close();
   }
+}
+
+/**
+ * A guard for the load generators (`bench.ts`, `bench_presence.ts`): seals
+ * what one simulated client sends to the server and opens what comes back,
+ * with a key pair of its own. Given the server's key (`serverKeyIn`) it
+ * starts sealed; without, its first request learns the key by a clear `hello`.
+ *
+ * @param server the server as `host:port`, for messages
+ * @param serverKey the server's static public key, if known
+ * @returns the guard
+ */
+export function benchGuard(server: string, serverKey?: Uint8Array): ServerGuard {
+  return new ServerGuard({
+    staticKeyPair: generateKeyPair(cryptoRandom),
+    random: cryptoRandom,
+    server,
+    pinnedKey: serverKey,
+  });
+}
+
+/**
+ * The static public key of the server whose data directory this is (it
+ * writes `server_identity.json` when it starts).
+ *
+ * @param dataDir the server's data directory
+ * @returns the key
+ * @throws {Error} if the file is missing or invalid
+ */
+export async function serverKeyIn(dataDir: string): Promise<Uint8Array> {
+  // Stat first: loading would make a key where there is none.
+  await Deno.stat(join(dataDir, SERVER_IDENTITY_FILE));
+  return (await loadServerIdentity(dataDir)).keyPair.publicKey;
+}
+
+/**
+ * A channel for a TCP connection to a server whose key is known.
+ *
+ * @param serverKey the server's static public key
+ * @returns a fresh channel with a key pair of its own
+ */
+export function channelTo(serverKey: Uint8Array): ServerChannel {
+  return new ServerChannel({
+    serverKey,
+    staticKeyPair: generateKeyPair(cryptoRandom),
+    random: cryptoRandom,
+  });
 }
 
 /**

@@ -2,7 +2,10 @@
  * Measures register+deregister round trips per second over loopback UDP
  * against the real Switchboard server, and the same load against a bare Deno
  * UDP echo server in the same run, and prints the ratio. Both servers run as
- * separate processes; this process is the load generator.
+ * separate processes; this process is the load generator. Requests to
+ * Switchboard go sealed (protocol version 3, one handshake per simulated
+ * client in the warm-up), so its figure includes the cipher both ways; the
+ * echo server gets them in clear.
  *
  * Usage: `deno task bench [--seconds S] [--warmup S] [--concurrency K] [--rounds N] [--json]`
  *
@@ -18,6 +21,8 @@ import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { type Message, type MessageOf, TOKEN_BYTES } from "../lib/wire/messages.ts";
 import { rejectUnknownFlags, UsageError } from "../lib/cli/usage_error.ts";
+import type { ServerGuard } from "../lib/client/server_guard.ts";
+import { benchGuard, serverKeyIn } from "./_wire_client.ts";
 import {
   Cleanup,
   countRegistered,
@@ -144,6 +149,8 @@ type Received = { data: Uint8Array } | { closed: true };
 /** One simulated client: one socket, one client id, one request in flight. */
 class LoadClient {
   readonly clientId = toHex(cryptoRandom.bytes(8));
+  /** Seals what goes to the Switchboard server (set once it runs). */
+  guard: ServerGuard | undefined;
   #socket: Deno.DatagramConn;
   #buffer = new Uint8Array(RECEIVE_BUFFER_BYTES);
   #pendingReceive: Promise<Received> | undefined;
@@ -166,19 +173,26 @@ class LoadClient {
   /**
    * Sends one request and waits for the message whose reqId answers it,
    * retransmitting on the client's real schedule (500 ms doubling, jitter).
-   * Returns the reply, or a string saying why there is none.
+   * With a guard (Switchboard) the request goes sealed, as a real client's
+   * does (version 3); without (the echo server) in clear. Returns the reply,
+   * or a string saying why there is none.
    */
   async roundTrip(
     port: number,
-    reqId: number,
-    bytes: Uint8Array,
+    message: Message & { reqId: number },
+    guard: ServerGuard | undefined,
     giveUpAt: () => number,
     counters: PhaseCounters,
   ): Promise<Message | string> {
     const to: Deno.NetAddr = { transport: "udp", hostname: HOST, port };
+    const reqId = message.reqId;
+    const clear = guard === undefined ? encodeMessage(message) : undefined;
     let attempt = 0;
     while (true) {
-      await this.#socket.send(bytes, to).catch(() => 0);
+      const datagrams = clear !== undefined
+        ? [clear]
+        : guard!.outgoing(message, performance.now(), attempt + 1);
+      for (const bytes of datagrams) await this.#socket.send(bytes, to).catch(() => 0);
       const wait = Math.min(
         retryDelay(attempt, cryptoRandom, DEFAULT_RETRY_POLICY),
         Math.max(0, giveUpAt() - performance.now()),
@@ -188,13 +202,21 @@ class LoadClient {
         const received = await this.#receiveUntil(deadline);
         if (received === "timeout") break;
         if ("closed" in received) return "socket closed";
-        let message: Message;
-        try {
-          message = decodeMessage(received.data);
-        } catch {
-          continue; // not a Switchboard message: ignore it, as a client does
+        let messages: Message[];
+        if (guard !== undefined) {
+          // Sealed replies, and the handshake's own datagrams.
+          const input = guard.incoming(received.data, performance.now());
+          for (const bytes of input.send) await this.#socket.send(bytes, to).catch(() => 0);
+          messages = input.messages;
+        } else {
+          try {
+            messages = [decodeMessage(received.data)];
+          } catch {
+            continue; // not a Switchboard message: ignore it, as a client does
+          }
         }
-        if ("reqId" in message && message.reqId === reqId) return message;
+        const reply = messages.find((m) => "reqId" in m && m.reqId === reqId);
+        if (reply !== undefined) return reply;
         // A late reply to an earlier retransmission: keep waiting.
       }
       if (performance.now() >= giveUpAt()) return `no reply after ${attempt + 1} attempts`;
@@ -271,6 +293,8 @@ async function runPhase(
     return true;
   };
   const fakeToken = new Uint8Array(TOKEN_BYTES);
+  // The echo server gets the messages in clear; Switchboard sealed (version 3).
+  const guard = (client: LoadClient) => target === "echo" ? undefined : client.guard;
 
   await Promise.all(clients.map(async (client, index) => {
     for (let seq = 0; performance.now() < measureTo && !interrupted(); seq++) {
@@ -286,8 +310,8 @@ async function runPhase(
       let sentAt = performance.now();
       const registered = await client.roundTrip(
         port,
-        register.reqId,
-        encodeMessage(register),
+        register,
+        guard(client),
         giveUpAt(sentAt),
         counters,
       );
@@ -315,8 +339,8 @@ async function runPhase(
       sentAt = performance.now();
       const deregistered = await client.roundTrip(
         port,
-        deregister.reqId,
-        encodeMessage(deregister),
+        deregister,
+        guard(client),
         giveUpAt(sentAt),
         counters,
       );
@@ -441,7 +465,8 @@ function printTable(
     "A round trip is one request and its reply; a pair is one register plus one deregister\n" +
       "(2 round trips). The echo server answers at once; Switchboard answers a register or\n" +
       "deregister only after registrations.json is fsynced (atomic write, group commit), so it\n" +
-      "is bound by the disk, not by the network, and is much slower than echo.",
+      "is bound by the disk, not by the network, and is much slower than echo. Requests to\n" +
+      "Switchboard are sealed (version 3); the echo server gets them in clear.",
   );
   if (rounds.length > 1) {
     console.log("");
@@ -484,6 +509,8 @@ async function main(args: string[]): Promise<number> {
 
     const clients = Array.from({ length: flags.concurrency }, () => new LoadClient());
     cleanup.add(() => Promise.all(clients.map((c) => c.close())));
+    const serverKey = await serverKeyIn(dataDir);
+    for (const client of clients) client.guard = benchGuard(`${HOST}:${server.port}`, serverKey);
 
     const phases: Record<Target, PhaseResult[]> = {
       echo: [],

@@ -8,7 +8,8 @@
  * its live heap right after a forced full GC) at start, after the
  * registrations and after the logins, and reports bytes per registered and
  * per active client. Both servers run as separate processes; this process is
- * the load generator.
+ * the load generator. Requests to Switchboard go sealed (protocol version 3,
+ * one handshake per socket); the echo server gets the same requests in clear.
  *
  * Usage: `deno task bench:presence [--rounds N] [--concurrency K] [--registered N] [--active M]`
  *
@@ -23,6 +24,9 @@ import { toHex } from "../lib/hex.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageType, Request } from "../lib/wire/messages.ts";
+import type { ServerGuard } from "../lib/client/server_guard.ts";
+import { TRANSPORT_OVERHEAD } from "../lib/crypto/secure_datagram.ts";
+import { benchGuard, serverKeyIn } from "./_wire_client.ts";
 import {
   integerFlag,
   rejectUnknownFlags,
@@ -360,6 +364,8 @@ class LoadSocket {
   #loop: Promise<void>;
   /** The sessions this socket logged in and uses as the requester. */
   readonly sessions: ActiveSession[] = [];
+  /** Seals what goes to the Switchboard server's port (version 3); the echo server's is clear. */
+  sealed: { port: number; guard: ServerGuard } | undefined;
 
   constructor() {
     this.#socket = Deno.listenDatagram({ transport: "udp", hostname: HOST, port: 0 });
@@ -380,26 +386,42 @@ class LoadSocket {
     const buffer = new Uint8Array(RECEIVE_BUFFER_BYTES);
     while (!this.#closed) {
       let data: Uint8Array;
+      let from: Deno.Addr;
       try {
-        [data] = await this.#socket.receive(buffer);
+        [data, from] = await this.#socket.receive(buffer);
       } catch (error) {
         // ICMP errors from earlier sends: the socket itself is fine.
         if (error instanceof Deno.errors.ConnectionRefused) continue;
         if (error instanceof Deno.errors.ConnectionReset) continue;
         return;
       }
-      let message: Message;
-      try {
-        message = decodeMessage(data.slice());
-      } catch {
-        continue; // not a Switchboard message: ignore it, as a client does
+      for (const message of this.#open(data.slice(), (from as Deno.NetAddr).port)) {
+        if (!("reqId" in message)) continue; // such as session_ended at shutdown
+        const waiter = this.#waiting.get(message.reqId);
+        if (waiter === undefined) continue; // a late reply to a retransmission
+        this.#waiting.delete(message.reqId);
+        waiter(message);
       }
-      if (!("reqId" in message)) continue; // such as session_ended at shutdown
-      const waiter = this.#waiting.get(message.reqId);
-      if (waiter === undefined) continue; // a late reply to a retransmission
-      this.#waiting.delete(message.reqId);
-      waiter(message);
     }
+  }
+
+  /** The messages in a datagram: through the guard from the server, else in clear. */
+  #open(data: Uint8Array, port: number): Message[] {
+    const sealed = this.sealed;
+    if (sealed !== undefined && port === sealed.port) {
+      const input = sealed.guard.incoming(data, performance.now());
+      for (const bytes of input.send) this.#send(bytes, port);
+      return input.messages;
+    }
+    try {
+      return [decodeMessage(data)];
+    } catch {
+      return []; // not a Switchboard message: ignore it, as a client does
+    }
+  }
+
+  #send(bytes: Uint8Array, port: number): Promise<unknown> {
+    return this.#socket.send(bytes, { transport: "udp", hostname: HOST, port }).catch(() => 0);
   }
 
   /**
@@ -408,8 +430,8 @@ class LoadSocket {
    * @returns the reply, or a string saying why there is none
    */
   async request(port: number, request: Request, counters: Counters): Promise<Message | string> {
-    const bytes = encodeMessage(request);
-    const to: Deno.NetAddr = { transport: "udp", hostname: HOST, port };
+    const guard = this.sealed?.port === port ? this.sealed.guard : undefined;
+    const clear = guard === undefined ? encodeMessage(request) : undefined;
     const { promise, resolve } = Promise.withResolvers<Message | "closed">();
     this.#waiting.set(request.reqId, resolve);
     const start = performance.now();
@@ -417,7 +439,10 @@ class LoadSocket {
       for (let attempt = 0;; attempt++) {
         if (this.#closed) return "socket closed";
         if (attempt > 0) counters.retransmissions++;
-        await this.#socket.send(bytes, to).catch(() => 0);
+        const datagrams = clear !== undefined
+          ? [clear]
+          : guard!.outgoing(request, performance.now(), attempt + 1);
+        for (const bytes of datagrams) await this.#send(bytes, port);
         const left = DEFAULT_RETRY_POLICY.giveUpMs - (performance.now() - start);
         if (left <= 0) return `no reply after ${attempt + 1} attempts`;
         const wait = Math.min(retryDelay(attempt, cryptoRandom, DEFAULT_RETRY_POLICY), left);
@@ -847,6 +872,10 @@ function printReport(r: Report): void {
       { leftColumns: 2 },
     ),
   );
+  out.push(
+    `(bytes are the messages; to Switchboard each goes sealed, ${TRANSPORT_OVERHEAD} bytes more ` +
+      "each way, version 3)",
+  );
   if (flags.rounds > 1) {
     for (const op of ["lookup", "heartbeat"] as const) {
       const perRound: string[] = [];
@@ -975,6 +1004,10 @@ async function main(args: string[]): Promise<number> {
       () => new LoadSocket(),
     );
     cleanup.add(() => Promise.all(sockets.map((s) => s.close())));
+    const serverKey = await serverKeyIn(dataDir);
+    for (const socket of sockets) {
+      socket.sealed = { port: server.port, guard: benchGuard(`${HOST}:${server.port}`, serverKey) };
+    }
     // If the server dies, say so at once instead of waiting for requests to time out.
     for (const started of [server, echo]) {
       started.child.status.then((exit) => {

@@ -15,12 +15,12 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
-import { ServerDownload } from "./server_download.ts";
+import { downloadPath, ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { hashFile } from "./file_hash.ts";
-import { basename, dirname, join } from "@std/path";
+import { basename } from "@std/path";
 import { ClientCore, type CoreCommand } from "../client/client_core.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import { clientEventText, commandResultText } from "../client/client_event_text.ts";
@@ -72,6 +72,10 @@ export interface ClientConfig {
   downloadDir?: string;
   /** Accept every file a peer offers (`--accept-files`). */
   acceptFiles?: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
+  /** Partial files of ended transfers are removed after this long, ms (`--keep-partial`, default 1 day). */
+  keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
   /** The server key's fingerprint the user pinned (`--server-key`), canonical form. */
@@ -152,6 +156,8 @@ export class ClientDriver {
   #tcpChannel: ServerChannel | undefined;
   #tcpReady: PromiseWithResolvers<void> | undefined;
   #guard: ServerGuard;
+  /** The server's second UDP port, once `reflect` went there (it answers in clear). */
+  #reflectPort: number | undefined;
   #tcpLoop: Promise<void> = Promise.resolve();
   #udpLoop: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -197,6 +203,7 @@ export class ClientDriver {
       via: config.via,
       server: hostPort(config.serverHost, config.serverPort),
       acceptFiles: config.acceptFiles,
+      maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
     });
     const core = this.#core;
@@ -212,7 +219,7 @@ export class ClientDriver {
       written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
       received: (id, path) => after(() => core.fileReceived(now(), id, path)),
       failed: (id, problem, failure) => after(() => core.fileFailed(now(), id, problem, failure)),
-    });
+    }, { keepPartialMs: config.keepPartialMs });
     this.#udpLoop = this.#receiveUdp();
   }
 
@@ -385,8 +392,7 @@ export class ClientDriver {
 
   async #downloadNow(name: string, dest: string): Promise<CommandResult> {
     try {
-      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
-      await Deno.mkdir(dirname(dest), { recursive: true });
+      dest = await downloadPath(name, dest);
     } catch (error) {
       return {
         ok: false,
@@ -467,6 +473,9 @@ export class ClientDriver {
       if (address === this.#serverAddress && datagram.port === this.#config.serverPort) {
         return this.#fromServer(datagram.data);
       }
+      if (address === this.#serverAddress && datagram.port === this.#reflectPort) {
+        return this.#fromReflector(datagram.data);
+      }
       try {
         const message = decodeMessage(datagram.data);
         // Only the server's own channel speaks for the server.
@@ -481,6 +490,19 @@ export class ClientDriver {
         });
       }
     });
+  }
+
+  /** A datagram from the server's second port: only a clear `reflect_ok` is taken. */
+  #fromReflector(data: Uint8Array): void {
+    try {
+      const message = decodeMessage(data);
+      if (message.type !== "reflect_ok") return;
+      this.#core.handle(systemClock.now(), message);
+      this.#drain();
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      log.debug("Ignored a bad datagram from the second port: {reason}", { reason: error.message });
+    }
   }
 
   /** A datagram from the server's address: through the guard, sealed or a clear `hello_ok`. */
@@ -508,7 +530,7 @@ export class ClientDriver {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       switch (out.type) {
         case "send":
-          this.#send(out.via, out.message, out.attempt);
+          this.#send(out.via, out.message, out.attempt, out.port);
           break;
         case "event":
           if (out.event.kind === "request_refused") {
@@ -646,7 +668,7 @@ export class ClientDriver {
     return this.#udpSendsDone.promise;
   }
 
-  #send(via: Via, message: Message, attempt: number): void {
+  #send(via: Via, message: Message, attempt: number, port?: number): void {
     const bytes = encodeMessage(message);
     const reqId = "reqId" in message ? message.reqId : 0;
     if (via === "udp") {
@@ -655,6 +677,13 @@ export class ClientDriver {
         reqId,
         attempt,
       });
+      if (port !== undefined && port !== this.#config.serverPort) {
+        // The second port (address discovery) has no session: `reflect` goes
+        // there in clear, padded, holding nothing secret.
+        this.#reflectPort = port;
+        this.#sendUdp(bytes, this.#serverAddress, port);
+        return;
+      }
       for (const sealed of this.#guard.outgoing(message, systemClock.now(), attempt)) {
         this.#sendUdp(sealed, this.#serverAddress, this.#config.serverPort);
       }

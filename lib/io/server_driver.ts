@@ -1,8 +1,10 @@
 /**
  * Runs the {@linkcode ServerCore} on real sockets: UDP datagrams and TCP
- * frames in, replies out, registry snapshots written atomically before the
- * replies they hold are released. Every datagram and frame after a clear
- * `hello` goes through the sans-I/O `ClientChannels` (protocol version 3).
+ * frames in, replies out, registry changes made durable
+ * (`registry_file.ts`) before the replies they hold are released. Every
+ * datagram and frame after a clear `hello` goes through the sans-I/O
+ * `ClientChannels` (protocol version 3); the second UDP port (address
+ * discovery) answers clear, padded `reflect` only.
  *
  * Over 700 lines (it was 716 before version 3): the UDP intake (admission,
  * the secure layer, the version 2 refusal) is the part to move into its own
@@ -14,18 +16,11 @@ import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
-import type { Registry, RegistryJson } from "../server/registry.ts";
-import {
-  type AuthMode,
-  type Endpoint,
-  type PasswordUser,
-  ServerCore,
-  type ServerEvent,
-} from "../server/server_core.ts";
-import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
-import { nameKey } from "../wire/client_name.ts";
+import type { RegistryJson } from "../server/registry.ts";
+import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
+import type { StoredFile } from "../server/stored_files.ts";
 import { serverEventText } from "../server/server_event_text.ts";
-import type { ServerLimits } from "../server/admission.ts";
+import { DEFAULT_REGISTER_RATE } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
@@ -40,53 +35,22 @@ import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { BlobStore } from "./blob_store.ts";
 import { StorageDriver } from "./storage_driver.ts";
-import { loadUsers, type UsersFile } from "./users_file.ts";
+import { UsersFileWatch } from "./users_file_watch.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
-import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
+import { RegistryFile, RegistryFileError } from "./registry_file.ts";
 import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
 import { SECURE_KIND } from "../crypto/secure_datagram.ts";
-import type { ServerObserver } from "./metrics_observer.ts";
+import type { ServerConfig } from "./server_config.ts";
 
-/** Everything the server driver needs to start. */
-export interface ServerConfig {
-  /** Address to bind both sockets to. */
-  host: string;
-  /** UDP port; 0 picks a free one. */
-  udpPort: number;
-  /** TCP port; 0 picks a free one. */
-  tcpPort: number;
-  /** Where `registrations.json` lives. */
-  dataDir: string;
-  /** The version reported to clients. */
-  version: string;
-  /** Called for every event after it is logged (the console uses it). */
-  onEvent?: (event: ServerEvent) => void;
-  /** `open` (default) or `password`. */
-  auth?: AuthMode;
-  /** Password mode's users file (re-read when it changes). */
-  usersFile?: string;
-  /** Session lease, ms. */
-  leaseMs?: number;
-  /** Failed logins that block a name. */
-  maxAttempts?: number;
-  /** How long a blocked name stays blocked, ms. */
-  lockoutMs?: number;
-  /** Limits on stored files. */
-  storage?: StorageLimits;
-  /** Limits that keep one address or a flood from taking the server over. */
-  limits?: ServerLimits;
-  /** Told what comes in and goes out, every event and registry write (for `/metrics`). */
-  observer?: ServerObserver;
-}
-
+export type { ServerConfig } from "./server_config.ts";
 export type { ServerLimits } from "../server/admission.ts";
 
-/** How often the users file is checked for changes, ms. */
-const USERS_FILE_CHECK_MS = 2000;
+/** How long a TCP connection is not read after a request over the per-address rate limit, ms. */
+const REFUSED_FRAME_PAUSE_MS = 1000;
 
 /** Traffic counters for the operator. */
 export interface TrafficStats {
@@ -126,6 +90,8 @@ export class ServerDriver {
   readonly udpPort: number;
   /** The bound TCP port. */
   readonly tcpPort: number;
+  /** The bound second UDP port (address discovery), 0 when there is none. */
+  readonly udpPort2: number;
   /** Traffic counters. */
   readonly traffic: TrafficStats;
   /** The fingerprint of the server's static key, which clients pin. */
@@ -136,6 +102,8 @@ export class ServerDriver {
   #channels: ClientChannels;
   #core: ServerCore;
   #udp: UdpSocket;
+  /** The second UDP socket, for address discovery's `reflect`. */
+  #udp2: UdpSocket | undefined;
   #listener: Deno.TcpListener;
   #connections = new Map<number, FramedConnection>();
   #nextConnId = 1;
@@ -144,10 +112,10 @@ export class ServerDriver {
   #closed = false;
   #lock: Deno.FsFile;
   #storage: StorageDriver;
+  #registryFile: RegistryFile;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
-  #usersTimer: ReturnType<typeof setInterval> | undefined;
-  #usersStamp = "";
+  #users: UsersFileWatch | undefined;
   /** Password checks under way. */
   #checks = new Set<Promise<unknown>>();
   #startedAt = systemClock.now();
@@ -162,9 +130,14 @@ export class ServerDriver {
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
     store: BlobStore,
+    registryFile: RegistryFile,
+    udp2: UdpSocket | undefined,
     identity: ServerIdentity,
   ) {
     this.#lock = lock;
+    this.#udp2 = udp2;
+    this.udpPort2 = udp2?.localPort ?? 0;
+    this.#registryFile = registryFile;
     this.fingerprint = identity.fingerprint;
     this.publicKey = identity.keyPair.publicKey;
     this.#channels = new ClientChannels({ staticKeyPair: identity.keyPair, random: cryptoRandom });
@@ -233,15 +206,16 @@ export class ServerDriver {
     }
     const lock = await lockDataDir(config.dataDir);
     let udp: UdpSocket | undefined;
+    let udp2: UdpSocket | undefined;
     let listener: Deno.TcpListener | undefined;
-    let registry: Registry;
+    let registryFile: RegistryFile | undefined;
     let secret: Uint8Array;
     let identity: ServerIdentity;
     let store: BlobStore | undefined;
-    let users: UsersFile | undefined;
+    let users: UsersFileWatch | undefined;
     try {
-      registry = await loadRegistry(config.dataDir);
-      if (config.auth === "password") users = await loadUsers(usersPath(config));
+      registryFile = await RegistryFile.open(config.dataDir);
+      if (config.auth === "password") users = await UsersFileWatch.open(usersPath(config));
       store = await BlobStore.open(config.dataDir);
       udp = bind(
         "udp",
@@ -249,6 +223,9 @@ export class ServerDriver {
         config.udpPort,
         () => UdpSocket.open({ hostname: config.host, port: config.udpPort }),
       );
+      const port2 = config.udpPort2;
+      const open2 = () => UdpSocket.open({ hostname: config.host, port: port2! });
+      if (port2 !== undefined) udp2 = bind("udp", config.host, port2, open2);
       listener = bind(
         "tcp",
         config.host,
@@ -259,32 +236,55 @@ export class ServerDriver {
       identity = await loadServerIdentity(config.dataDir);
     } catch (error) {
       udp?.close();
+      udp2?.close();
       listener?.close();
       await store?.close();
+      registryFile?.release();
       lock.close();
       if (isNew) await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
       throw error;
     }
     const storedFiles: [string, StoredFile[]][] = [];
     for (const user of store.allUsage().keys()) storedFiles.push([user, store.list(user)]);
+    const registry = registryFile.registry;
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
       secret,
       serverKey: identity.keyPair.publicKey,
       tcpPort: (listener.addr as Deno.NetAddr).port,
+      udpPort2: udp2?.localPort ?? 0,
       version: config.version,
       auth: config.auth,
-      users: users === undefined ? undefined : passwordUsers(users),
+      users: users?.users,
       dummyPasswordHash: DUMMY_HASH,
       leaseMs: config.leaseMs,
       maxAttempts: config.maxAttempts,
       lockoutMs: config.lockoutMs,
+      expireAfterMs: config.expireAfterMs,
       storage: config.storage,
       storedFiles,
-      limits: config.limits,
+      limits: {
+        ...config.limits,
+        registerRate: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
+      },
     });
-    const server = new ServerDriver(config, core, udp, listener, lock, store, identity);
+    const server = new ServerDriver(
+      config,
+      core,
+      udp,
+      listener,
+      lock,
+      store,
+      registryFile,
+      udp2,
+      identity,
+    );
+    if ((config.expireAfterMs ?? 0) > 0) {
+      // The first sweep for identities not seen, now rather than at the first request.
+      core.onTimeout(systemClock.now());
+      server.#drain();
+    }
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
       "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +
@@ -302,30 +302,17 @@ export class ServerDriver {
       created: identity.created ? " (new)" : "",
     });
     if (users !== undefined) {
-      log.info("Loaded {count} users from {path}", { count: users.size, path: usersPath(config) });
-      server.#usersStamp = await fileStamp(usersPath(config));
-      server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
+      log.info("Loaded {count} users from {path}", { count: users.users.size, path: users.path });
+      server.#users = users;
+      users.start((accounts) => core.setUsers(accounts));
     }
-    const { idleMs, frameMs } = core.connectionTimes;
+    const { idleMs, frameMs, firstFrameMs } = core.connectionTimes;
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
-    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
+    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs, firstFrameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
-    server.#loops.push(server.#udpLoop(), server.#acceptLoop());
+    server.#loops.push(server.#udpLoop(udp, false), server.#acceptLoop());
+    if (udp2 !== undefined) server.#loops.push(server.#udpLoop(udp2, true));
     return server;
-  }
-
-  async #reloadUsers(): Promise<void> {
-    const path = usersPath(this.#config);
-    const stamp = await fileStamp(path);
-    if (stamp === this.#usersStamp || this.#closed) return;
-    this.#usersStamp = stamp;
-    try {
-      const users = await loadUsers(path);
-      this.#core.setUsers(passwordUsers(users));
-      log.info("Reloaded {count} users from {path}", { count: users.size, path });
-    } catch (error) {
-      log.error("Kept the previous users: {error}", { error: (error as Error).message });
-    }
   }
 
   /** The protocol core, for counters and the registry. */
@@ -384,7 +371,7 @@ export class ServerDriver {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#usersTimer);
+    this.#users?.stop();
     clearInterval(this.#connTimer);
     clearTimeout(this.#timer);
     try {
@@ -402,19 +389,24 @@ export class ServerDriver {
       if (writing === this.#persisting && !this.#core.hasUnsavedChanges) break;
     }
     this.#udp.close();
+    this.#udp2?.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
     while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
     await this.#storage.close();
+    await this.#registryFile.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
   }
 
-  #udpLoop(): Promise<void> {
-    return this.#udp.receiveEach((datagram) => {
+  /** Serves one UDP socket; `second` for the second port, which the core answers `reflect` on only. */
+  #udpLoop(socket: UdpSocket, second: boolean): Promise<void> {
+    return socket.receiveEach((datagram) => {
       this.traffic.datagramsIn++;
-      const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
+      const from: Endpoint = second
+        ? { transport: "udp", address: datagram.address, port: datagram.port, second }
+        : { transport: "udp", address: datagram.address, port: datagram.port };
       const data = datagram.data;
       if (data.length > MAX_DATAGRAM_BYTES) {
         return this.#admitAndReject(from, `datagram of ${data.length} bytes exceeds the limit`);
@@ -427,8 +419,9 @@ export class ServerDriver {
         if (data[2] === 2) return this.#refuseVersion2(from, data);
         return this.#admitAndReject(from, "not a Switchboard message of this version");
       }
-      if ((data[3] & 0x80) !== 0) return this.#secureDatagram(from, data);
-      // In clear, only `hello` (which tells the server's key): the rest is sealed.
+      if ((data[3] & 0x80) !== 0 && !second) return this.#secureDatagram(from, data);
+      // In clear, only `hello` (which tells the server's key) on the main port
+      // and `reflect` on the second, which has no sessions: the rest is sealed.
       let message: Message;
       try {
         message = decodeMessage(data);
@@ -436,8 +429,13 @@ export class ServerDriver {
         if (!(error instanceof ProtocolError)) throw error;
         return this.#admitAndReject(from, error.message);
       }
-      if (message.type !== "hello") {
-        return this.#admitAndReject(from, `${message.type} in clear text; version 3 seals it`);
+      if (message.type !== (second ? "reflect" : "hello")) {
+        return this.#admitAndReject(
+          from,
+          second
+            ? `${message.type} on the address discovery port, which answers reflect only`
+            : `${message.type} in clear text; version 3 seals it`,
+        );
       }
       if (this.#admitted(from, message)) this.#handle(from, message, data.length);
     });
@@ -591,6 +589,8 @@ export class ServerDriver {
         track(told.then(() => {}, () => {}).finally(() => framed.close()));
         continue;
       }
+      // An older connection may have been closed to make room.
+      this.#drain();
       track(this.#serveConnection(framed, from));
     }
     await Promise.all([...handlers]);
@@ -646,7 +646,18 @@ export class ServerDriver {
           );
         }
         if (input.plaintext.length === 0) continue;
-        this.#handle(from, decodeMessage(input.plaintext), input.plaintext.length);
+        const message = decodeMessage(input.plaintext);
+        if (!this.#closed && !this.#core.admitFrame(systemClock.now(), from, message)) {
+          // The same per-address budget as UDP, so TCP is no way around it;
+          // refused with `busy`, and this connection is not read for a
+          // while, or a sender that gets its refusal at once would only ask
+          // again at once.
+          this.#config.observer?.rateLimited(from, message);
+          this.#drain(false);
+          await new Promise((resolve) => setTimeout(resolve, REFUSED_FRAME_PAUSE_MS));
+          continue;
+        }
+        this.#handle(from, message, input.plaintext.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#storage.readGate(connId);
       }
@@ -747,7 +758,11 @@ export class ServerDriver {
 
   #send(to: Endpoint, message: Message): void {
     const plain = encodeMessage(message);
-    let bytes = this.#channels.seal(routeOf(to), plain, systemClock.now());
+    // The second port has no sessions: its `reflect_ok` goes in clear (it
+    // holds only the address it answers and the port numbers).
+    let bytes = to.second === true
+      ? plain
+      : this.#channels.seal(routeOf(to), plain, systemClock.now());
     // Without a session only these go out, in clear: the answers to a clear
     // `hello` over UDP, and on TCP the error that says why a connection that
     // has no session yet is closed (a limit): neither holds a secret.
@@ -774,7 +789,8 @@ export class ServerDriver {
   #sendBytes(to: Endpoint, bytes: Uint8Array): void {
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
-      this.#udp.send(bytes, to.address, to.port).catch((error) =>
+      const socket = to.second === true ? this.#udp2 ?? this.#udp : this.#udp;
+      socket.send(bytes, to.address, to.port).catch((error) =>
         log.warn("Could not send to {address}:{port}: {error}", {
           address: to.address,
           port: to.port,
@@ -797,7 +813,7 @@ export class ServerDriver {
       const stored = (ok: boolean) =>
         this.#config.observer?.stored((performance.now() - started) / 1000, ok);
       try {
-        await saveRegistry(this.#config.dataDir, registry);
+        await this.#registryFile.save(registry);
         stored(true);
         this.#core.persisted(version, systemClock.now());
       } catch (error) {
@@ -843,19 +859,6 @@ function routeOf(endpoint: Endpoint): string {
 
 function usersPath(config: ServerConfig): string {
   return config.usersFile ?? `${config.dataDir}/users.json`;
-}
-
-function passwordUsers(users: UsersFile): Map<string, PasswordUser> {
-  return new Map(users.records().map((u) => [nameKey(u.name), u]));
-}
-
-async function fileStamp(path: string): Promise<string> {
-  try {
-    const info = await Deno.stat(path);
-    return `${info.mtime?.getTime()}/${info.size}/${info.ino}`;
-  } catch {
-    return "missing";
-  }
 }
 
 function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {
