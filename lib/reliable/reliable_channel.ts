@@ -448,9 +448,13 @@ export class ReliableChannel {
       this.#die(`The peer broke the message stream: ${this.#receive.problem}`);
       return;
     }
-    const plainInOrder = result === "accepted" && messages.length === 0 &&
-      this.#receive.cumulative === before + 1 && this.#receive.held === 0;
-    if (plainInOrder && ++this.#delayedSegments < this.#options.ackEvery) {
+    const cumulative = this.#receive.cumulative;
+    const held = this.#receive.held;
+    // In order with nothing held, or held above a gap the sender knows of
+    // already (not the first held segment): the next ack can wait.
+    const delayable = result === "accepted" && messages.length === 0 &&
+      ((cumulative === before + 1 && held === 0) || (cumulative === before && held > 1));
+    if (delayable && ++this.#delayedSegments < this.#options.ackEvery) {
       this.#ackDueAt ??= now + this.#options.ackDelayMs;
       return;
     }
