@@ -88,8 +88,8 @@ Flags:
   --rate-limit N      UDP datagrams a second from one IP address without a session,
                       garbage included (bursts of 2N); 0 for no limit (default ${DEFAULT_RATE_LIMIT})
   --session-rate-limit N
-                      UDP datagrams a second from one IP address with a session
-                      (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
+                      UDP datagrams a second from one IP address and port sealed in
+                      a secure session (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
   --register-rate N   new names one IP address may register a minute, over UDP and
                       TCP together (bursts of N); 0 for no limit (default ${DEFAULT_REGISTER_RATE})
   --max-connections N TCP connections open at once in all; when reached, the oldest
