@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
+import { StoreError } from "./lib/server/store.ts";
 import { ServerDriver } from "./lib/io/server_driver.ts";
 import { userCommand } from "./lib/cli/user_command.ts";
 import { UsersFileError } from "./lib/io/users_file.ts";
@@ -61,6 +62,9 @@ Flags:
   --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
   --data-dir DIR      where registrations.json, server.key, users.json, files/ and
                       server.lock live (default ./data)
+  --store URL         keep the registry in Redis, shared by every instance given the
+                      same URL: redis://HOST:PORT[/DB] (default: DATA-DIR's file);
+                      Redis must run with appendonly yes and appendfsync always
   --auth MODE         open (register creates an identity; default) or password
                       (accounts from the users file, added with: user add NAME)
   --users FILE        password mode's users file (default DATA-DIR/users.json)
@@ -110,6 +114,7 @@ interface ServerFlags {
   udpPort: number;
   tcpPort: number;
   dataDir: string;
+  store?: string;
   logDir: string;
   logLevel: LogLevelName;
   logFormat: LogFormatName;
@@ -184,6 +189,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
     dataDir: parsed["data-dir"],
+    store: parsed.store,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
     logFormat: logFormatFlag(parsed["log-format"]),
@@ -362,6 +368,7 @@ async function main(args: string[]): Promise<number> {
       udpPort: flags.udpPort,
       tcpPort: flags.tcpPort,
       dataDir: flags.dataDir,
+      store: flags.store,
       version: VERSION,
       onEvent: printEvent,
       auth: flags.auth,
@@ -392,7 +399,9 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(`Server UDP listening on port ${server.udpPort}`);
   console.log(`Server TCP listening on port ${server.tcpPort}`);
-  console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
+  console.log(
+    `Registry: ${server.core.registry.size} registered, in ${flags.store ?? flags.dataDir}`,
+  );
   console.log(
     `Logins: ${flags.auth}` +
       (flags.auth === "password"
@@ -473,7 +482,8 @@ function readStatusCommands(show: () => void): void {
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
-    error instanceof UsersFileError || error instanceof BlobStoreError
+    error instanceof UsersFileError || error instanceof BlobStoreError ||
+    error instanceof StoreError
   ) {
     return error.message;
   }

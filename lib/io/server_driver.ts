@@ -1,7 +1,10 @@
 /**
  * Runs the {@linkcode ServerCore} on real sockets: UDP datagrams and TCP
- * frames in, replies out, registry snapshots written atomically before the
- * replies they hold are released.
+ * frames in, replies out, registry changes made durable in the store
+ * (`store_writer.ts`: the data directory's file, or Redis) before the
+ * replies they hold are released. Over 700 lines: it is the one place where
+ * sockets, timers, the stores and the core meet, and every part it delegates
+ * to (storage, store writes, admission) already lives in its own file.
  *
  * @module
  */
@@ -9,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
-import type { Registry, RegistryJson } from "../server/registry.ts";
+import type { Registry } from "../server/registry.ts";
 import {
   type AuthMode,
   type Endpoint,
@@ -39,7 +42,10 @@ import { loadUsers, type UsersFile } from "./users_file.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
-import { loadRegistry, RegistryFileError, saveRegistry } from "./registry_file.ts";
+import { RegistryFileError } from "./registry_file.ts";
+import type { Store } from "../server/store.ts";
+import { openStore } from "./open_store.ts";
+import { StoreWriter } from "./store_writer.ts";
 import { loadServerKey } from "./server_key_file.ts";
 import type { ServerObserver } from "./metrics_observer.ts";
 
@@ -53,6 +59,8 @@ export interface ServerConfig {
   tcpPort: number;
   /** Where `registrations.json` lives. */
   dataDir: string;
+  /** Where the registry is kept: the data directory (default) or `redis://HOST:PORT[/DB]`. */
+  store?: string;
   /** The version reported to clients. */
   version: string;
   /** Called for every event after it is logged (the console uses it). */
@@ -126,7 +134,8 @@ export class ServerDriver {
   #listener: Deno.TcpListener;
   #connections = new Map<number, FramedConnection>();
   #nextConnId = 1;
-  #persisting: Promise<void> = Promise.resolve();
+  #registryStore: Store;
+  #writer: StoreWriter;
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
@@ -149,8 +158,15 @@ export class ServerDriver {
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
     store: BlobStore,
+    registryStore: Store,
   ) {
     this.#lock = lock;
+    this.#registryStore = registryStore;
+    this.#writer = new StoreWriter(registryStore, {
+      core,
+      drain: () => this.#drain(),
+      stored: (seconds, ok) => this.#config.observer?.stored(seconds, ok),
+    });
     this.#storage = new StorageDriver(store, {
       core,
       drain: () => this.#drain(),
@@ -191,6 +207,7 @@ export class ServerDriver {
    * @param config addresses, ports, data directory
    * @returns the running server
    * @throws {RegistryFileError} if the data directory or a file in it is unusable
+   * @throws {StoreError} if the Redis store cannot be used
    * @throws {DataDirLockedError} if another server uses the data directory
    * @throws {BindError} if a socket cannot be bound
    */
@@ -210,9 +227,11 @@ export class ServerDriver {
     let registry: Registry;
     let secret: Uint8Array;
     let store: BlobStore | undefined;
+    let registryStore: Store | undefined;
     let users: UsersFile | undefined;
     try {
-      registry = await loadRegistry(config.dataDir);
+      registryStore = await openStore(config.store, config.dataDir);
+      registry = await registryStore.load();
       if (config.auth === "password") users = await loadUsers(usersPath(config));
       store = await BlobStore.open(config.dataDir);
       udp = bind(
@@ -232,6 +251,7 @@ export class ServerDriver {
       udp?.close();
       listener?.close();
       await store?.close();
+      await registryStore?.close();
       lock.close();
       if (isNew) await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
       throw error;
@@ -254,7 +274,13 @@ export class ServerDriver {
       storedFiles,
       limits: config.limits,
     });
-    const server = new ServerDriver(config, core, udp, listener, lock, store);
+    const server = new ServerDriver(config, core, udp, listener, lock, store, registryStore);
+    try {
+      await server.#writer.listen();
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
       "Server started: UDP port {udpPort}, TCP port {tcpPort}, {count} registered, " +
@@ -362,16 +388,14 @@ export class ServerDriver {
     this.#drain();
     // New requests are ignored from here on; changes already made are written
     // and their replies sent before the sockets close.
-    while (true) {
-      const writing = this.#persisting;
-      await writing;
-      if (writing === this.#persisting && !this.#core.hasUnsavedChanges) break;
-    }
+    await this.#writer.idle();
+    this.#writer.close();
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
     while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
     await this.#storage.close();
+    await this.#registryStore.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
@@ -587,7 +611,7 @@ export class ServerDriver {
           this.#send(out.to, out.message);
           break;
         case "persist":
-          this.#persist(out.version, out.registry);
+          this.#writer.persist(out.version, out.registry, out.changes);
           break;
         case "event":
           this.#event(out.event);
@@ -649,23 +673,6 @@ export class ServerDriver {
     const written = conn.write(bytes);
     written.catch(() => conn.close());
     this.#lastWrite.set(to.connId!, written);
-  }
-
-  #persist(version: number, registry: RegistryJson): void {
-    this.#persisting = this.#persisting.then(async () => {
-      const started = performance.now();
-      const stored = (ok: boolean) =>
-        this.#config.observer?.stored((performance.now() - started) / 1000, ok);
-      try {
-        await saveRegistry(this.#config.dataDir, registry);
-        stored(true);
-        this.#core.persisted(version, systemClock.now());
-      } catch (error) {
-        stored(false);
-        this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));
-      }
-      this.#drain();
-    });
   }
 
   #event(event: ServerEvent): void {

@@ -35,7 +35,7 @@ import { CommitLog } from "./commit_log.ts";
 import type { ConnectionSample } from "./connection_limits.ts";
 import { Directory } from "./directory.ts";
 import { addressKey } from "./rate_limiter.ts";
-import type { Registry } from "./registry.ts";
+import type { Registry, RegistryChange, RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -412,6 +412,34 @@ export class ServerCore {
       this.#replay.complete(h.client, h.reqId, h.failure);
       this.#send(h.to, h.request, h.failure, h.limit);
     }
+    // The undos restored memory to what is durable: nothing left to write.
+    this.#registry.takeChanges();
+  }
+
+  /**
+   * Applies registry changes another instance made durable in the shared
+   * store (told by the store's news), so that this instance answers with
+   * them too.
+   *
+   * @param changes the changes, oldest first
+   */
+  registryChanged(changes: readonly RegistryChange[]): void {
+    this.#registry.apply(changes);
+  }
+
+  /**
+   * Replaces the registry with the shared store's content, after news may
+   * have been missed or a write failed. Call it only while
+   * `hasUnsavedChanges` is false, or changes not yet written would vanish.
+   *
+   * @param records every record the store holds
+   * @throws {RangeError} if changes are waiting to be written
+   */
+  registrySynced(records: Iterable<RegistryRecord>): void {
+    if (this.hasUnsavedChanges) {
+      throw new RangeError("Cannot resync the registry while changes are unsaved");
+    }
+    this.#registry.replaceAll(records);
   }
 
   /**
@@ -654,7 +682,12 @@ export class ServerCore {
   #requestPersist(): void {
     const version = this.#commits.nextSnapshot();
     if (version === undefined) return;
-    this.#outputs.push({ type: "persist", version, registry: this.#registry.toJson() });
+    this.#outputs.push({
+      type: "persist",
+      version,
+      registry: this.#registry.toJson(),
+      changes: this.#registry.takeChanges(),
+    });
   }
 
   #emit(event: ServerEvent): void {

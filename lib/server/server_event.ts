@@ -9,7 +9,7 @@
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
-import type { RegistryJson } from "./registry.ts";
+import type { RegistryChange, RegistryJson } from "./registry.ts";
 import type { StoredFile } from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
@@ -127,7 +127,17 @@ export type ServerEvent =
 /** What the core asks its driver to do. */
 export type ServerOutput =
   | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
-  | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
+  /**
+   * Make the registry durable as `version`, then call `persisted` (or
+   * `persistFailed`): a file store writes the snapshot, a shared store
+   * applies the changes made since the previous `persist`.
+   */
+  | {
+    readonly type: "persist";
+    readonly version: number;
+    readonly registry: RegistryJson;
+    readonly changes: readonly RegistryChange[];
+  }
   | { readonly type: "event"; readonly event: ServerEvent }
   /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
   | {

@@ -1,0 +1,152 @@
+/**
+ * Hands the core's `persist` outputs to a store one at a time, reports the
+ * outcome to the core, and keeps the registry replica of a shared store in
+ * step: the other instances' changes are applied as they are told, and after
+ * a lost subscription or a failed write the whole registry is read again
+ * once nothing of ours is waiting to be written.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { RegistryChange, RegistryJson } from "../server/registry.ts";
+import type { ServerCore } from "../server/server_core.ts";
+import type { Store } from "../server/store.ts";
+import { systemClock } from "../clock.ts";
+
+const log = getLogger(["switchboard", "server"]);
+
+/** What the writer needs of its driver. */
+export interface StoreWriterHost {
+  /** The core to report to. */
+  core: ServerCore;
+  /** Sends what the core has to send after a report. */
+  drain(): void;
+  /** Told how long each write took and whether it worked (metrics). */
+  stored?(seconds: number, ok: boolean): void;
+}
+
+/**
+ * Serial writes and replica upkeep for one store.
+ *
+ * @example
+ * ```ts
+ * const writer = new StoreWriter(store, { core, drain: () => driver.drain() });
+ * await writer.listen();
+ * writer.persist(out.version, out.registry, out.changes);
+ * await writer.idle();
+ * ```
+ */
+export class StoreWriter {
+  #store: Store;
+  #host: StoreWriterHost;
+  #chain: Promise<void> = Promise.resolve();
+  /** Writes started, to notice one that ran while the registry was read. */
+  #writes = 0;
+  #resyncWanted = false;
+  #resyncing = false;
+  /** News that came while the registry was being read, applied again after. */
+  #newsDuringResync: (readonly RegistryChange[])[] = [];
+  #closed = false;
+
+  /**
+   * @param store where to write
+   * @param host the core and the driver's drain
+   */
+  constructor(store: Store, host: StoreWriterHost) {
+    this.#store = store;
+    this.#host = host;
+  }
+
+  /** Subscribes to a shared store's news (nothing for the file store). */
+  async listen(): Promise<void> {
+    if (!this.#store.shared) return;
+    await this.#store.listen({
+      changed: (changes) => {
+        if (this.#closed) return;
+        if (this.#resyncing) this.#newsDuringResync.push(changes);
+        this.#host.core.registryChanged(changes);
+      },
+      resync: () => this.#wantResync(),
+    });
+  }
+
+  /**
+   * Writes a version after those before it, then tells the core.
+   *
+   * @param version the `persist` output's version
+   * @param registry its snapshot
+   * @param changes its changes
+   */
+  persist(version: number, registry: RegistryJson, changes: readonly RegistryChange[]): void {
+    this.#writes++;
+    this.#chain = this.#chain.then(async () => {
+      const started = performance.now();
+      try {
+        await this.#store.persist(registry, changes);
+        this.#host.stored?.((performance.now() - started) / 1000, true);
+        this.#host.core.persisted(version, systemClock.now());
+      } catch (error) {
+        this.#host.stored?.((performance.now() - started) / 1000, false);
+        this.#host.core.persistFailed(
+          version,
+          error instanceof Error ? error.message : String(error),
+        );
+        if (this.#store.shared) this.#resyncWanted = true;
+      }
+      this.#host.drain();
+      this.#maybeResync();
+    });
+  }
+
+  /** Resolves once every write asked for so far is done. */
+  async idle(): Promise<void> {
+    while (true) {
+      const chain = this.#chain;
+      await chain;
+      if (chain === this.#chain && !this.#host.core.hasUnsavedChanges) return;
+    }
+  }
+
+  /** Stops applying news and resyncs. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  #wantResync(): void {
+    this.#resyncWanted = true;
+    this.#maybeResync();
+  }
+
+  async #maybeResync(): Promise<void> {
+    if (!this.#resyncWanted || this.#resyncing || this.#closed) return;
+    if (this.#host.core.hasUnsavedChanges) return; // after the writes under way
+    this.#resyncing = true;
+    this.#resyncWanted = false;
+    const writes = this.#writes;
+    try {
+      const records = await this.#store.records();
+      if (this.#closed) return;
+      if (writes !== this.#writes || this.#host.core.hasUnsavedChanges) {
+        this.#resyncWanted = true; // ours came in between: read again after them
+      } else {
+        this.#host.core.registrySynced(records);
+        for (const changes of this.#newsDuringResync) this.#host.core.registryChanged(changes);
+        log.info("Registry resynced from the {kind} store: {count} registered", {
+          kind: this.#store.kind,
+          count: records.length,
+        });
+      }
+    } catch (error) {
+      // The next resubscription asks again.
+      log.warn("Cannot resync the registry: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      this.#resyncing = false;
+      this.#newsDuringResync = [];
+    }
+    if (this.#resyncWanted && !this.#host.core.hasUnsavedChanges) {
+      queueMicrotask(() => this.#maybeResync());
+    }
+  }
+}
