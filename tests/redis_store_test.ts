@@ -11,7 +11,7 @@ import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
 import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
-import { redisUnavailable, TestRedis } from "./_redis.ts";
+import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
 
 if (redisUnavailable !== undefined) console.log(`redis_store_test: skipped: ${redisUnavailable}`);
 

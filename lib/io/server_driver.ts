@@ -45,7 +45,7 @@ import { lockDataDir } from "./data_dir_lock.ts";
 import { RegistryFileError } from "./registry_file.ts";
 import type { Store } from "../server/store.ts";
 import { openStore } from "./open_store.ts";
-import { StoreWriter } from "./store_writer.ts";
+import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
 import { loadServerKey } from "./server_key_file.ts";
 import type { ServerObserver } from "./metrics_observer.ts";
 
@@ -273,6 +273,7 @@ export class ServerDriver {
       storage: config.storage,
       storedFiles,
       limits: config.limits,
+      writesInFlight: registryStore.shared ? SHARED_STORE_WRITES_IN_FLIGHT : 1,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store, registryStore);
     try {

@@ -116,6 +116,8 @@ export interface ServerCoreOptions {
   storedFiles?: Iterable<readonly [string, readonly StoredFile[]]>;
   /** Rate and connection limits (`lib/server/admission.ts`). */
   limits?: ServerLimits;
+  /** Registry writes under way at once: 1 for snapshots, more for an ordered store. */
+  writesInFlight?: number;
 }
 
 /** Default session lease, ms. */
@@ -174,7 +176,7 @@ export class ServerCore {
   #accounts: Accounts;
   #admission: Admission;
   #sizing: ReplySizing;
-  #commits = new CommitLog<HeldReply>();
+  #commits: CommitLog<HeldReply>;
   #storage: ServerStorage;
   #outputs: ServerOutput[] = [];
   #stats: ServerStats = {
@@ -193,6 +195,7 @@ export class ServerCore {
   /** @param options the registry, randomness and server facts */
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
+    this.#commits = new CommitLog(options.writesInFlight);
     this.#tcpPort = options.tcpPort;
     this.#serverVersion = options.version;
     this.#replay = new ReplayCache(options.replay);
@@ -417,9 +420,7 @@ export class ServerCore {
   }
 
   /**
-   * Applies registry changes another instance made durable in the shared
-   * store (told by the store's news), so that this instance answers with
-   * them too.
+   * Applies registry changes another instance made durable in the shared store.
    *
    * @param changes the changes, oldest first
    */
@@ -428,9 +429,8 @@ export class ServerCore {
   }
 
   /**
-   * Replaces the registry with the shared store's content, after news may
-   * have been missed or a write failed. Call it only while
-   * `hasUnsavedChanges` is false, or changes not yet written would vanish.
+   * Replaces the registry with the shared store's (news may have been lost,
+   * or a write failed); only while `hasUnsavedChanges` is false.
    *
    * @param records every record the store holds
    * @throws {RangeError} if changes are waiting to be written

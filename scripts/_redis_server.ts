@@ -1,5 +1,5 @@
 /**
- * A real `redis-server` for tests: started on a free loopback port in a
+ * A real `redis-server` for tests and `scripts/bench_store.ts`: started on a free loopback port in a
  * temporary directory with the append-only file fsynced on every write
  * (`--appendonly yes --appendfsync always --save ''`), killed (-9) and
  * restarted on the same port and files when a test asks, and removed at
