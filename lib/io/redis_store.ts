@@ -92,6 +92,8 @@ export class RedisStore implements Store {
   /** Distinguishes this instance's own news from the others'. */
   #origin = crypto.randomUUID();
   #closed = false;
+  /** The SHA-1 of the loaded apply script (Redis forgets it on restart). */
+  #applySha: string | undefined;
 
   private constructor(url: string, client: Client, prefix: string) {
     this.url = url;
@@ -177,15 +179,20 @@ export class RedisStore implements Store {
    */
   async persist(_registry: RegistryJson, changes: readonly RegistryChange[]): Promise<void> {
     if (changes.length === 0) return;
-    const body = JSON.stringify(changes.map(toWire));
-    const result = await this.#run(
-      (c) =>
-        c.eval(APPLY_SCRIPT, {
-          keys: [this.#key("registry"), this.#key("registry:news")],
-          arguments: [this.#origin, body],
-        }),
-      "save the registry",
-    ) as [string, string];
+    const options = {
+      keys: [this.#key("registry"), this.#key("registry:news")],
+      arguments: [this.#origin, JSON.stringify(changes.map(toWire))],
+    };
+    const result = await this.#run(async (c) => {
+      this.#applySha ??= await c.scriptLoad(APPLY_SCRIPT);
+      try {
+        return await c.evalSha(this.#applySha, options);
+      } catch (error) {
+        if (!describe(error).startsWith("NOSCRIPT")) throw error;
+        this.#applySha = await c.scriptLoad(APPLY_SCRIPT);
+        return await c.evalSha(this.#applySha, options);
+      }
+    }, "save the registry") as [string, string];
     if (result[0] === "conflict") {
       throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
     }
