@@ -68,7 +68,7 @@ async function measure(
   const end = performance.now() + options.seconds * 1000;
   await Promise.all(requesters.map(async (udp, i) => {
     const name = `b${tag}-${i}`;
-    let token = fake;
+    let token: Uint8Array = fake;
     if (work !== "register") {
       const reply = await udp.request({
         type: "register",

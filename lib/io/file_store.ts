@@ -5,7 +5,7 @@
  * @module
  */
 import type { Registry, RegistryJson, RegistryRecord } from "../server/registry.ts";
-import type { Store } from "../server/store.ts";
+import type { PresenceRecord, Store } from "../server/store.ts";
 import { loadRegistry, saveRegistry } from "./registry_file.ts";
 
 /**
@@ -45,6 +45,21 @@ export class FileStore implements Store {
   /** @returns the records in the file */
   async records(): Promise<RegistryRecord[]> {
     return (await this.load()).records();
+  }
+
+  /** Nothing to share: sessions stay in this instance's memory. */
+  presence(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Nothing to sweep: this instance ends its own leases. */
+  sweep(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** @returns no other instance's sessions */
+  presenceRecords(): Promise<PresenceRecord[]> {
+    return Promise.resolve([]);
   }
 
   /** Nothing to release. */

@@ -27,7 +27,12 @@ import {
   type RegistryJson,
   type RegistryRecord,
 } from "../server/registry.ts";
-import { type Store, StoreError, type StoreListener } from "../server/store.ts";
+import {
+  type PresenceRecord,
+  type Store,
+  StoreError,
+  type StoreListener,
+} from "../server/store.ts";
 import { nameKey } from "../wire/client_name.ts";
 
 /** How long a command may take before it counts as failed, ms. */
@@ -64,6 +69,49 @@ redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
 return {'ok', ''}
 `;
 
+// KEYS: leases (sorted set of deadlines), sessions (hash), news channel.
+// ARGV: op, name key, instance, deadline, record JSON. A session's hash value
+// is "<instance> <record>"; news is "<instance> <op> <record>".
+const PRESENCE_SCRIPT = `
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+local mine = cur and string.sub(cur, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. ' '
+if ARGV[1] == 'leave' then
+  if mine then
+    redis.call('ZREM', KEYS[1], ARGV[2])
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' leave ' .. ARGV[5])
+  end
+  return 0
+end
+if ARGV[1] == 'renew' and mine and redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[2])
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' join ' .. ARGV[5])
+return 1
+`;
+
+// KEYS as above; ARGV: now, most leases to end. Whoever removes a lease
+// publishes its leave, so each leave is told once.
+const SWEEP_SCRIPT = `
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, key in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], key)
+  local cur = redis.call('HGET', KEYS[2], key)
+  redis.call('HDEL', KEYS[2], key)
+  if cur then
+    local space = string.find(cur, ' ', 1, true)
+    redis.call('PUBLISH', KEYS[3], 'sweep leave ' .. string.sub(cur, space + 1))
+  end
+end
+return #expired
+`;
+
+/** Leases one sweep ends at most (the next sweep takes the rest). */
+const SWEEP_LIMIT = 500;
+
 /** Options of {@linkcode RedisStore.open}. */
 export interface RedisStoreOptions {
   /** Prefix of every key and channel (default `sb:`). */
@@ -92,8 +140,8 @@ export class RedisStore implements Store {
   /** Distinguishes this instance's own news from the others'. */
   #origin = crypto.randomUUID();
   #closed = false;
-  /** The SHA-1 of the loaded apply script (Redis forgets it on restart). */
-  #applySha: string | undefined;
+  /** The SHA-1 of each loaded Lua script (Redis forgets them on restart). */
+  #shas = new Map<string, string>();
 
   private constructor(url: string, client: Client, prefix: string) {
     this.url = url;
@@ -183,16 +231,10 @@ export class RedisStore implements Store {
       keys: [this.#key("registry"), this.#key("registry:news")],
       arguments: [this.#origin, JSON.stringify(changes.map(toWire))],
     };
-    const result = await this.#run(async (c) => {
-      this.#applySha ??= await c.scriptLoad(APPLY_SCRIPT);
-      try {
-        return await c.evalSha(this.#applySha, options);
-      } catch (error) {
-        if (!describe(error).startsWith("NOSCRIPT")) throw error;
-        this.#applySha = await c.scriptLoad(APPLY_SCRIPT);
-        return await c.evalSha(this.#applySha, options);
-      }
-    }, "save the registry") as [string, string];
+    const result = await this.#script("apply", APPLY_SCRIPT, options, "save the registry") as [
+      string,
+      string,
+    ];
     if (result[0] === "conflict") {
       throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
     }
@@ -224,6 +266,95 @@ export class RedisStore implements Store {
       }),
       "Cannot subscribe to Redis",
     );
+    await withDeadline(
+      subscriber.subscribe(this.#key("presence:news"), (message: string) => {
+        const [origin, op] = message.split(" ", 2);
+        if (origin === this.#origin || (op !== "join" && op !== "leave")) return;
+        const record = parsePresence(message.slice(origin.length + op.length + 2));
+        if (record !== undefined) listener.presence(op, record);
+      }),
+      "Cannot subscribe to Redis",
+    );
+  }
+
+  /**
+   * Publishes a session of this instance (a Lua script: the lease in the
+   * sorted set, the session in the hash, the news on the channel). A renew
+   * of a lease a sweep ended joins again.
+   *
+   * @param op `join`, `renew` or `leave`
+   * @param record the session
+   * @param deadline when its lease runs out, ms since the epoch
+   */
+  async presence(
+    op: "join" | "renew" | "leave",
+    record: PresenceRecord,
+    deadline: number,
+  ): Promise<void> {
+    const { name, ip, udpPort, tcpPort, since } = record;
+    await this.#script("presence", PRESENCE_SCRIPT, {
+      keys: this.#presenceKeys(),
+      arguments: [
+        op,
+        nameKey(name),
+        this.#origin,
+        String(Math.round(deadline)),
+        JSON.stringify({ name, ip, udpPort, tcpPort, since }),
+      ],
+    }, "publish a session");
+  }
+
+  /**
+   * Ends every lease whose deadline is past, publishing each leave once.
+   *
+   * @param now the time, ms since the epoch
+   */
+  async sweep(now: number): Promise<void> {
+    await this.#script("sweep", SWEEP_SCRIPT, {
+      keys: this.#presenceKeys(),
+      arguments: [String(Math.floor(now)), String(SWEEP_LIMIT)],
+    }, "sweep the leases");
+  }
+
+  /** @returns the sessions of the other instances */
+  async presenceRecords(): Promise<PresenceRecord[]> {
+    const all = await this.#run((c) => c.hGetAll(this.#key("presence")), "read the sessions");
+    const records: PresenceRecord[] = [];
+    for (const value of Object.values(all) as string[]) {
+      const space = value.indexOf(" ");
+      if (value.slice(0, space) === this.#origin) continue;
+      const record = parsePresence(value.slice(space + 1));
+      if (record !== undefined) records.push(record);
+    }
+    return records;
+  }
+
+  #presenceKeys(): string[] {
+    return [this.#key("leases"), this.#key("presence"), this.#key("presence:news")];
+  }
+
+  /** Runs a Lua script by its SHA, loading it first, and again after a Redis restart. */
+  #script(
+    name: string,
+    script: string,
+    options: { keys: string[]; arguments: string[] },
+    what: string,
+  ): Promise<unknown> {
+    return this.#run(async (c) => {
+      let sha = this.#shas.get(name);
+      if (sha === undefined) {
+        sha = await c.scriptLoad(script);
+        this.#shas.set(name, sha);
+      }
+      try {
+        return await c.evalSha(sha, options);
+      } catch (error) {
+        if (!describe(error).startsWith("NOSCRIPT")) throw error;
+        sha = await c.scriptLoad(script);
+        this.#shas.set(name, sha);
+        return await c.evalSha(sha, options);
+      }
+    }, what);
   }
 
   /** Closes both connections. */
@@ -340,6 +471,19 @@ function parseChanges(text: string): RegistryChange[] | undefined {
       }
     }
     return changes;
+  } catch {
+    return undefined;
+  }
+}
+
+function parsePresence(text: string): PresenceRecord | undefined {
+  try {
+    const r = JSON.parse(text);
+    const ok = typeof r?.name === "string" && typeof r.ip === "string" &&
+      Number.isInteger(r.udpPort) && Number.isInteger(r.tcpPort) && typeof r.since === "number";
+    return ok
+      ? { name: r.name, ip: r.ip, udpPort: r.udpPort, tcpPort: r.tcpPort, since: r.since }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -274,6 +274,7 @@ export class ServerDriver {
       storedFiles,
       limits: config.limits,
       writesInFlight: registryStore.shared ? SHARED_STORE_WRITES_IN_FLIGHT : 1,
+      sharedPresence: registryStore.shared,
     });
     const server = new ServerDriver(config, core, udp, listener, lock, store, registryStore);
     try {
@@ -390,7 +391,7 @@ export class ServerDriver {
     // New requests are ignored from here on; changes already made are written
     // and their replies sent before the sockets close.
     await this.#writer.idle();
-    this.#writer.close();
+    await this.#writer.close();
     this.#udp.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
@@ -613,6 +614,9 @@ export class ServerDriver {
           break;
         case "persist":
           this.#writer.persist(out.version, out.registry, out.changes);
+          break;
+        case "presence_store":
+          this.#writer.presence(out.op, out.record, out.deadline);
           break;
         case "event":
           this.#event(out.event);

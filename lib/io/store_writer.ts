@@ -10,7 +10,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { Store } from "../server/store.ts";
+import type { PresenceRecord, Store } from "../server/store.ts";
 import { systemClock } from "../clock.ts";
 
 const log = getLogger(["switchboard", "server"]);
@@ -22,6 +22,9 @@ const log = getLogger(["switchboard", "server"]);
  * one at a time, over 50k with 32 in flight); a file snapshot is one at a time.
  */
 export const SHARED_STORE_WRITES_IN_FLIGHT = 32;
+
+/** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
+export const SWEEP_EVERY_MS = 100;
 
 /** What the writer needs of its driver. */
 export interface StoreWriterHost {
@@ -57,6 +60,10 @@ export class StoreWriter {
   /** News that came while the registry was being read, applied again after. */
   #newsDuringResync: (readonly RegistryChange[])[] = [];
   #closed = false;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweeping = false;
+  /** Presence writes under way, awaited at close. */
+  #presence = new Set<Promise<void>>();
 
   /**
    * @param store where to write
@@ -67,7 +74,10 @@ export class StoreWriter {
     this.#host = host;
   }
 
-  /** Subscribes to a shared store's news (nothing for the file store). */
+  /**
+   * Subscribes to a shared store's news, reads the other instances'
+   * sessions and starts sweeping leases (nothing for the file store).
+   */
   async listen(): Promise<void> {
     if (!this.#store.shared) return;
     await this.#store.listen({
@@ -76,8 +86,62 @@ export class StoreWriter {
         if (this.#resyncing) this.#newsDuringResync.push(changes);
         this.#host.core.registryChanged(changes);
       },
-      resync: () => this.#wantResync(),
+      presence: (op, record) => {
+        if (this.#closed) return;
+        this.#host.core.presenceChanged(systemClock.now(), op, record);
+        this.#host.drain();
+      },
+      resync: () => {
+        this.#wantResync();
+        this.#resyncPresence();
+      },
     });
+    await this.#resyncPresence();
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_EVERY_MS);
+  }
+
+  /**
+   * Publishes a session of this instance; a failure is logged (the next
+   * heartbeat publishes it again).
+   *
+   * @param op `join`, `renew` or `leave`
+   * @param record the session
+   * @param deadline its lease's end
+   */
+  presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
+    const written = this.#store.presence(op, record, deadline).catch((error) =>
+      log.warn("Cannot publish the session of {name}: {error}", {
+        name: record.name,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(written);
+    written.finally(() => this.#presence.delete(written));
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.#closed) return;
+    this.#sweeping = true;
+    try {
+      await this.#store.sweep(systemClock.now());
+    } catch {
+      // Redis is away: the next sweep after it is back ends what expired meanwhile.
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  async #resyncPresence(): Promise<void> {
+    try {
+      const records = await this.#store.presenceRecords();
+      if (this.#closed) return;
+      this.#host.core.presenceSynced(systemClock.now(), records);
+      this.#host.drain();
+    } catch (error) {
+      log.warn("Cannot read the other instances' sessions: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 
   /**
@@ -127,9 +191,13 @@ export class StoreWriter {
     }
   }
 
-  /** Stops applying news and resyncs. */
-  close(): void {
+  /** Stops applying news, resyncs and sweeps; waits for presence writes. */
+  async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweeper);
+    while (this.#sweeping || this.#presence.size > 0) {
+      await Promise.allSettled([...this.#presence, new Promise((r) => setTimeout(r, 5))]);
+    }
   }
 
   #wantResync(): void {

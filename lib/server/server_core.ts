@@ -13,6 +13,10 @@
  * `admission.ts` (rate and connection limits, asked through `admit`,
  * `connectionOpened` and `checkConnection`).
  *
+ * Over 700 lines: it is the core's one surface, every input a driver feeds
+ * (requests, timers, store results, other instances' news) and the routing
+ * table; the work itself lives in the parts.
+ *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
@@ -41,6 +45,7 @@ import { ReplySizing } from "./reply_sizing.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
+import type { PresenceRecord } from "./store.ts";
 import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
 
 export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -118,6 +123,8 @@ export interface ServerCoreOptions {
   limits?: ServerLimits;
   /** Registry writes under way at once: 1 for snapshots, more for an ordered store. */
   writesInFlight?: number;
+  /** Share sessions with other instances: `presence_store` outputs, `presenceChanged` inputs. */
+  sharedPresence?: boolean;
 }
 
 /** Default session lease, ms. */
@@ -211,6 +218,7 @@ export class ServerCore {
       random: options.random,
       leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
       stats: this.#stats,
+      shared: options.sharedPresence,
     });
     this.#admission = new Admission({
       ...host,
@@ -426,6 +434,27 @@ export class ServerCore {
    */
   registryChanged(changes: readonly RegistryChange[]): void {
     this.#registry.apply(changes);
+  }
+
+  /**
+   * Takes news of another instance's session (shared presence).
+   *
+   * @param now current time, ms
+   * @param op `join` (or moved) or `leave`
+   * @param record the session
+   */
+  presenceChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
+    this.#directory.remoteChanged(now, op, record);
+  }
+
+  /**
+   * Replaces what is known of the other instances' sessions (after a resubscribe).
+   *
+   * @param now current time, ms
+   * @param records every session of the other instances
+   */
+  presenceSynced(now: number, records: readonly PresenceRecord[]): void {
+    this.#directory.remoteSynced(now, records);
   }
 
   /**

@@ -10,6 +10,7 @@ import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
 import type { RegistryChange, RegistryJson } from "./registry.ts";
+import type { PresenceRecord } from "./store.ts";
 import type { StoredFile } from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
@@ -139,6 +140,14 @@ export type ServerOutput =
     readonly changes: readonly RegistryChange[];
   }
   | { readonly type: "event"; readonly event: ServerEvent }
+  /** Tell the other instances of a session of this one (shared presence only). */
+  | {
+    readonly type: "presence_store";
+    readonly op: "join" | "renew" | "leave";
+    readonly record: PresenceRecord;
+    /** When its lease runs out unless renewed, ms since the epoch. */
+    readonly deadline: number;
+  }
   /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
   | {
     readonly type: "verify_password";

@@ -9,10 +9,26 @@
  */
 import type { Registry, RegistryChange, RegistryJson, RegistryRecord } from "./registry.ts";
 
+/** A session as every instance sees it: who is online where, since when. */
+export interface PresenceRecord {
+  /** The account's name (display form). */
+  readonly name: string;
+  /** The client's IP address. */
+  readonly ip: string;
+  /** The client's UDP port. */
+  readonly udpPort: number;
+  /** The client's TCP port. */
+  readonly tcpPort: number;
+  /** When its session opened, ms since the epoch. */
+  readonly since: number;
+}
+
 /** What a shared store tells an instance about the others' changes. */
 export interface StoreListener {
   /** Changes another instance made durable. */
   changed(changes: readonly RegistryChange[]): void;
+  /** A client joined (or moved) on another instance, or left (logged out, lease ran out). */
+  presence(op: "join" | "leave", record: PresenceRecord): void;
   /** News may have been lost (the subscription was restored): read everything again. */
   resync(): void;
 }
@@ -39,6 +55,16 @@ export interface Store {
   listen(listener: StoreListener): Promise<void>;
   /** Every record, for a resync. */
   records(): Promise<RegistryRecord[]>;
+  /**
+   * Publishes a session of this instance: opened (`join`), renewed by a
+   * heartbeat until `deadline` (`renew`), or ended (`leave`). Not awaited by
+   * replies: presence is soft state, renewed by every heartbeat.
+   */
+  presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
+  /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
+  sweep(now: number): Promise<void>;
+  /** The sessions of the other instances, for a resync. */
+  presenceRecords(): Promise<PresenceRecord[]>;
   /** Releases connections. */
   close(): Promise<void>;
 }
