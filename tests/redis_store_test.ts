@@ -376,3 +376,32 @@ async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
     }
   }
 }
+
+Deno.test({
+  name: "Failed logins spread over A and B block the name together",
+  ignore,
+  async fn() {
+    await withRedis(async (_redis, start, requester) => {
+      const a = await start();
+      const b = await start();
+      const onA = requester(a);
+      const onB = requester(b);
+      const reply = await register(onA, "victim");
+      assert(isOk(reply));
+      const registered = reply as MessageOf<"register_ok">;
+      await waitFor(() => b.core.registry.get("victim") !== undefined, "victim on B");
+      const login = (on: UdpRequester, secret: Uint8Array) =>
+        on.request({ type: "login", name: "victim", secret, udpPort: on.localPort, tcpPort: 5001 });
+      const wrong = new Uint8Array(registered.key.length);
+      for (const on of [onA, onB, onA]) {
+        const refused = await login(on, wrong);
+        assertEquals(refused?.type, "error");
+        await new Promise((resolve) => setTimeout(resolve, 30)); // the news travels
+      }
+      // The third failure (on A, counting B's) blocked the name: B refuses the right key too.
+      const right = await login(onB, registered.key);
+      assertEquals(right?.type, "error", JSON.stringify(right));
+      assertMatch((right as MessageOf<"error">).message, /Too many failed logins/);
+    });
+  },
+});

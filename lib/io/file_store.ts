@@ -52,6 +52,11 @@ export class FileStore implements Store {
     return Promise.resolve();
   }
 
+  /** Nothing to tell: the failed-login counters stay in this instance's memory. */
+  login(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Nothing to sweep: this instance ends its own leases. */
   sweep(): Promise<void> {
     return Promise.resolve();

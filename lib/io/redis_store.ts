@@ -275,6 +275,27 @@ export class RedisStore implements Store {
       }),
       "Cannot subscribe to Redis",
     );
+    await withDeadline(
+      subscriber.subscribe(this.#key("logins"), (message: string) => {
+        const [origin, outcome, name] = message.split(" ", 3);
+        if (origin !== this.#origin && name !== undefined) listener.login(name, outcome === "ok");
+      }),
+      "Cannot subscribe to Redis",
+    );
+  }
+
+  /**
+   * Tells the other instances of a login that failed or succeeded here
+   * (pub/sub only: the counters live a lockout long, in each instance).
+   *
+   * @param name the name key
+   * @param ok true if it succeeded
+   */
+  async login(name: string, ok: boolean): Promise<void> {
+    await this.#run(
+      (c) => c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${name}`),
+      "publish a login",
+    );
   }
 
   /**

@@ -615,6 +615,9 @@ export class ServerDriver {
         case "persist":
           this.#writer.persist(out.version, out.registry, out.changes);
           break;
+        case "login_store":
+          this.#writer.login(out.name, out.ok);
+          break;
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);
           break;

@@ -91,6 +91,9 @@ export class StoreWriter {
         this.#host.core.presenceChanged(systemClock.now(), op, record);
         this.#host.drain();
       },
+      login: (name, ok) => {
+        if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), name, ok);
+      },
       resync: () => {
         this.#wantResync();
         this.#resyncPresence();
@@ -112,6 +115,23 @@ export class StoreWriter {
     const written = this.#store.presence(op, record, deadline).catch((error) =>
       log.warn("Cannot publish the session of {name}: {error}", {
         name: record.name,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(written);
+    written.finally(() => this.#presence.delete(written));
+  }
+
+  /**
+   * Tells the other instances of a login; a failure to is logged.
+   *
+   * @param name the name key
+   * @param ok true if it succeeded
+   */
+  login(name: string, ok: boolean): void {
+    const written = this.#store.login(name, ok).catch((error) =>
+      log.warn("Cannot share a login of {name}: {error}", {
+        name,
         error: error instanceof Error ? error.message : String(error),
       })
     );

@@ -145,6 +145,19 @@ export class Accounts {
     this.#storage = options.storage;
   }
 
+  /**
+   * Counts a failed (`ok` false) or successful login another instance saw,
+   * so that failures spread over instances block the name together.
+   *
+   * @param now current time, ms
+   * @param key the name key
+   * @param ok true for a success (which clears the failures)
+   */
+  loginElsewhere(now: number, key: string, ok: boolean): void {
+    if (ok) this.#limiter.succeeded(key);
+    else this.#limiter.failed(now, key);
+  }
+
   /** `open` or `password`. */
   get auth(): AuthMode {
     return this.#auth;

@@ -123,7 +123,7 @@ export interface ServerCoreOptions {
   limits?: ServerLimits;
   /** Registry writes under way at once: 1 for snapshots, more for an ordered store. */
   writesInFlight?: number;
-  /** Share sessions with other instances: `presence_store` outputs, `presenceChanged` inputs. */
+  /** Share sessions and failed logins with other instances (`presence_store`, `login_store`). */
   sharedPresence?: boolean;
 }
 
@@ -184,6 +184,8 @@ export class ServerCore {
   #admission: Admission;
   #sizing: ReplySizing;
   #commits: CommitLog<HeldReply>;
+  /** True when state is shared with other instances (`sharedPresence`). */
+  #shared: boolean;
   #storage: ServerStorage;
   #outputs: ServerOutput[] = [];
   #stats: ServerStats = {
@@ -203,6 +205,7 @@ export class ServerCore {
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
     this.#commits = new CommitLog(options.writesInFlight);
+    this.#shared = options.sharedPresence ?? false;
     this.#tcpPort = options.tcpPort;
     this.#serverVersion = options.version;
     this.#replay = new ReplayCache(options.replay);
@@ -437,6 +440,18 @@ export class ServerCore {
   }
 
   /**
+   * Counts a login another instance saw (shared state): failures spread
+   * over instances block a name together.
+   *
+   * @param now current time, ms
+   * @param name the name key
+   * @param ok true if it succeeded
+   */
+  loginElsewhere(now: number, name: string, ok: boolean): void {
+    this.#accounts.loginElsewhere(now, name, ok);
+  }
+
+  /**
    * Takes news of another instance's session (shared presence).
    *
    * @param now current time, ms
@@ -631,6 +646,13 @@ export class ServerCore {
   /** Sends `session_ended` to a session's client and remembers why for its next request. */
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
+    if (this.#shared && request.type === "login") {
+      const failed = reply.type === "error" &&
+        (reply.code === ERROR_CODES.login_failed || reply.code === ERROR_CODES.locked_out);
+      if (failed || reply.type === "login_ok") {
+        this.#outputs.push({ type: "login_store", name: nameKey(request.name), ok: !failed });
+      }
+    }
     this.#send(to, request.type, reply, this.#sizing.limit(to, request));
   }
 

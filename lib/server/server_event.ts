@@ -140,6 +140,8 @@ export type ServerOutput =
     readonly changes: readonly RegistryChange[];
   }
   | { readonly type: "event"; readonly event: ServerEvent }
+  /** Tell the other instances of a login that failed or succeeded here (shared state only). */
+  | { readonly type: "login_store"; readonly name: string; readonly ok: boolean }
   /** Tell the other instances of a session of this one (shared presence only). */
   | {
     readonly type: "presence_store";
