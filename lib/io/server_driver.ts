@@ -613,7 +613,7 @@ export class ServerDriver {
           this.#send(out.to, out.message);
           break;
         case "persist":
-          this.#writer.persist(out.version, out.registry, out.changes);
+          this.#writer.persist(out.version, out, out.changes);
           break;
         case "login_store":
           this.#writer.login(out.name, out.ok);

@@ -168,11 +168,17 @@ export class StoreWriter {
    * Writes a version after those before it, then tells the core.
    *
    * @param version the `persist` output's version
-   * @param registry its snapshot
+   * @param snapshot the output, whose `registry` snapshot is read only for a file store
    * @param changes its changes
    */
-  persist(version: number, registry: RegistryJson, changes: readonly RegistryChange[]): void {
+  persist(
+    version: number,
+    snapshot: { readonly registry: RegistryJson },
+    changes: readonly RegistryChange[],
+  ): void {
     this.#writes++;
+    // Only the file store reads the snapshot, made now, as it is at this version.
+    const registry = this.#store.shared ? {} : snapshot.registry;
     const write = async () => {
       const started = performance.now();
       try {

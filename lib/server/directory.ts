@@ -42,6 +42,12 @@ export interface DirectoryHost {
 /** The requests the directory answers. */
 export type DirectoryRequest = MessageOf<"logout" | "heartbeat" | "list" | "lookup" | "watch">;
 
+/**
+ * How often a session's lease is written again to the shared store, at most,
+ * ms: its shared deadline trails the real one by less than this.
+ */
+const RENEW_EVERY_MS = 100;
+
 /** How many ended sessions are remembered, to tell their clients why. */
 const ENDED_SESSIONS_KEPT = 10_000;
 
@@ -74,6 +80,8 @@ export class Directory {
   #shared: boolean;
   /** The other instances' sessions, by name key. */
   #remote = new Map<string, PresenceRecord>();
+  /** When each session's lease was last written to the shared store. */
+  #sharedAt = new WeakMap<Session, number>();
 
   /**
    * @param host the core's replies, events and outputs
@@ -375,6 +383,10 @@ export class Directory {
 
   #share(now: number, op: "join" | "renew" | "leave", session: Session): void {
     if (!this.#shared) return;
+    // A lease written less than RENEW_EVERY_MS ago is fresh enough: a flood
+    // of heartbeats costs the shared store one write per session per interval.
+    if (op === "renew" && now - (this.#sharedAt.get(session) ?? -Infinity) < RENEW_EVERY_MS) return;
+    this.#sharedAt.set(session, now);
     const { name, ip, udpPort, tcpPort, since } = session;
     this.#host.output({
       type: "presence_store",

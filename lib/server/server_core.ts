@@ -733,10 +733,14 @@ export class ServerCore {
   #requestPersist(): void {
     const version = this.#commits.nextSnapshot();
     if (version === undefined) return;
+    const registry = this.#registry;
     this.#outputs.push({
       type: "persist",
       version,
-      registry: this.#registry.toJson(),
+      // A snapshot costs a pass over every record: made only if read, when polled.
+      get registry() {
+        return registry.toJson();
+      },
       changes: this.#registry.takeChanges(),
     });
   }

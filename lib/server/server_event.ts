@@ -130,8 +130,9 @@ export type ServerOutput =
   | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
   /**
    * Make the registry durable as `version`, then call `persisted` (or
-   * `persistFailed`): a file store writes the snapshot, a shared store
-   * applies the changes made since the previous `persist`.
+   * `persistFailed`): a file store writes the snapshot (read it when
+   * polled: it is made on reading), a shared store applies the changes
+   * made since the previous `persist`.
    */
   | {
     readonly type: "persist";
