@@ -68,7 +68,9 @@ With piped input or --script it runs the commands in order and stops at the
 first failure (exit 1).
 
 Flags:
-  --server HOST:PORT  the server's UDP address (default localhost:${DEFAULT_SERVER_PORT}; asked on a terminal)
+  --server HOST:PORT  the server's UDP address (default localhost:${DEFAULT_SERVER_PORT}; asked on a terminal);
+                      HOST:PORT,HOST:PORT,... for instances sharing one Redis: the client
+                      moves to the next when one stops answering
   --name NAME         the name to register under (asked on a terminal as first and last name)
   --tcp-port N        this client's TCP port, 1024 to 65535 (default ${DEFAULT_TCP_PORT}; asked on a terminal)
   --udp-port N        this client's UDP port; 0 picks a free one (default 0)
@@ -102,6 +104,8 @@ ${COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n
 
 interface ClientFlags {
   server?: { host: string; port: number };
+  /** Other instances after the first in `--server a:3000,b:3000`. */
+  failover?: { host: string; port: number }[];
   name?: string;
   tcpPort?: number;
   udpPort: number;
@@ -161,7 +165,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     if (problem !== undefined) throw new UsageError(`--name: ${problem}`);
   }
   return {
-    server: parsed.server === undefined ? undefined : parseServer(parsed.server),
+    ...serverFlag(parsed.server),
     name,
     tcpPort: parsed["tcp-port"] === undefined
       ? undefined
@@ -184,6 +188,13 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     acceptFiles: parsed["accept-files"],
     channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
   };
+}
+
+/** Reads `--server`: one address, or several instances of one service, comma-separated. */
+function serverFlag(text: string | undefined): Pick<ClientFlags, "server" | "failover"> {
+  if (text === undefined) return {};
+  const [server, ...failover] = text.split(",").map((part) => parseServer(part));
+  return { server, failover };
 }
 
 /**
@@ -541,6 +552,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     client = opened.client = await ClientDriver.open({
       serverHost: settings.server.host,
       serverPort: settings.server.port,
+      failover: settings.failover,
       udpPort: settings.udpPort,
       tcpPort: settings.tcpPort,
       name: settings.name,

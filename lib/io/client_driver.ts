@@ -1,7 +1,9 @@
 /**
  * Runs the {@linkcode ClientCore} on real sockets: a UDP socket for requests
  * to the server, a TCP connection opened when first needed, and one
- * wall-clock timer for retransmissions.
+ * wall-clock timer for retransmissions. Over 700 lines: it is where the
+ * client's sockets, files and timers meet; the work lives in the core, the
+ * transfer disk, the download and the failover (`server_failover.ts`).
  *
  * @module
  */
@@ -9,6 +11,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
+import { ServerFailover } from "./server_failover.ts";
 import { ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
@@ -63,6 +66,8 @@ export interface ClientConfig {
   acceptFiles?: boolean;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
+  /** Other instances of the service, moved to when one stops answering (`server_failover.ts`). */
+  failover?: readonly { host: string; port: number }[];
 }
 
 /** How far a file transfer has come. */
@@ -130,6 +135,7 @@ export class ClientDriver {
   #core: ClientCore;
   #udp: UdpSocket;
   #serverAddress: string;
+  #failover: ServerFailover;
   #tcp: FramedConnection | undefined;
   #tcpLoop: Promise<void> = Promise.resolve();
   #udpLoop: Promise<void>;
@@ -149,10 +155,11 @@ export class ClientDriver {
   #udpSendsDone: PromiseWithResolvers<void> | undefined;
   #transferFiles: TransferDisk;
 
-  private constructor(config: ClientConfig, udp: UdpSocket, serverAddress: string) {
+  private constructor(config: ClientConfig, udp: UdpSocket, failover: ServerFailover) {
     this.#config = config;
     this.#udp = udp;
-    this.#serverAddress = serverAddress;
+    this.#failover = failover;
+    this.#serverAddress = failover.current.address;
     this.udpPort = udp.localPort;
     this.#core = new ClientCore({
       random: cryptoRandom,
@@ -192,6 +199,12 @@ export class ClientDriver {
    */
   static async open(config: ClientConfig): Promise<ClientDriver> {
     const serverAddress = await resolveServer(config.serverHost);
+    const failover = new ServerFailover([
+      { host: config.serverHost, address: serverAddress, port: config.serverPort },
+      ...await Promise.all(
+        (config.failover ?? []).map(async (o) => ({ ...o, address: await resolveServer(o.host) })),
+      ),
+    ]);
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
     log.info("Client {pid} started on UDP port {udpPort}; server {server}", {
@@ -199,7 +212,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return new ClientDriver(config, udp, serverAddress);
+    return new ClientDriver(config, udp, failover);
   }
 
   /** True once `close` has begun. */
@@ -426,6 +439,7 @@ export class ClientDriver {
             message,
           );
         } else {
+          this.#failover.heard();
           this.#core.handle(systemClock.now(), message);
         }
         this.#drain();
@@ -590,7 +604,8 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
+      const to = this.#failover.target("reqId" in message, systemClock.now());
+      this.#sendUdp(bytes, to.address, to.port);
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
