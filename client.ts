@@ -37,7 +37,7 @@ import {
   type LogLevelName,
   setupLogging,
 } from "./lib/io/logging.ts";
-import { logFormatFlag } from "./lib/cli/usage_error.ts";
+import { durationFlag, logFormatFlag, sizeFlag } from "./lib/cli/usage_error.ts";
 import {
   portFlag,
   rejectSwitchValues,
@@ -82,8 +82,12 @@ Flags:
                       the SWITCHBOARD_PASSWORD variable works too
   --download-dir DIR  where download and files from peers land (default ./downloads)
   --accept-files      accept every file a peer offers (else: acceptfile / declinefile)
-  --channel-mode M    selective (default), or stop-and-wait: seed 001's one segment
-                      at a time with a 10 s timeout, only as a baseline for benchmarks
+  --max-receive SIZE  decline offers of files larger than this (default 4G)
+  --keep-partial D    remove partial files of ended transfers after D, such as 12h
+                      or 30m (default 1d)
+  --channel-mode M    selective (default), or baselines for benchmarks: newreno
+                      (selective with the congestion control before BBR) or
+                      stop-and-wait (seed 001's one segment at a time, 10 s timeout)
   --script FILE       run the commands in FILE instead of reading standard input
   --json              print one JSON object per line for every event and result
   --log-dir DIR       where client.log is written (default ./logs)
@@ -122,7 +126,9 @@ interface ClientFlags {
   passwordFile?: string;
   downloadDir: string;
   acceptFiles: boolean;
-  channelMode: "selective" | "stop_and_wait";
+  maxReceive: number;
+  keepPartialMs: number;
+  channelMode: "selective" | "newreno" | "stop_and_wait";
 }
 
 function parseFlags(args: string[]): ClientFlags | "help" | "version" {
@@ -139,6 +145,8 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
       "log-format": "text",
       "data-dir": "./data/client",
       "download-dir": "./downloads",
+      "max-receive": "4G",
+      "keep-partial": "1d",
       "channel-mode": "selective",
     },
   });
@@ -156,8 +164,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
   }
   const channelMode = parsed["channel-mode"];
-  if (channelMode !== "selective" && channelMode !== "stop-and-wait") {
-    throw new UsageError(`--channel-mode must be selective or stop-and-wait, not "${channelMode}"`);
+  if (channelMode !== "selective" && channelMode !== "newreno" && channelMode !== "stop-and-wait") {
+    throw new UsageError(
+      `--channel-mode must be selective, newreno or stop-and-wait, not "${channelMode}"`,
+    );
   }
   const name = parsed.name;
   if (name !== undefined) {
@@ -186,7 +196,9 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     passwordFile: parsed["password-file"],
     downloadDir: downloadDirFlag(parsed["download-dir"]),
     acceptFiles: parsed["accept-files"],
-    channelMode: channelMode === "selective" ? "selective" : "stop_and_wait",
+    maxReceive: sizeFlag("--max-receive", parsed["max-receive"]),
+    keepPartialMs: keepPartialFlag(parsed["keep-partial"]),
+    channelMode: channelMode === "stop-and-wait" ? "stop_and_wait" : channelMode,
   };
 }
 
@@ -566,8 +578,12 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       onProgress: (progress) => output.progress(progress),
       downloadDir: settings.downloadDir,
       acceptFiles: settings.acceptFiles,
+      maxReceive: settings.maxReceive,
+      keepPartialMs: settings.keepPartialMs,
       peerChannel: settings.channelMode === "selective"
         ? undefined
+        : settings.channelMode === "newreno"
+        ? { ...PEER_CHANNEL_OPTIONS, congestion: "newreno" }
         : { ...PEER_CHANNEL_OPTIONS, mode: "stop_and_wait", copies: 1 },
     });
   } catch (error) {
@@ -804,6 +820,15 @@ async function scriptLoop(context: Context) {
     if (!result.ok) return 1;
   }
   return 0;
+}
+
+/** `--keep-partial`: a duration; `off` is not one (partial files must not pile up). */
+function keepPartialFlag(value: string): number {
+  const ms = durationFlag("--keep-partial", value);
+  if (ms === 0) {
+    throw new UsageError(`--keep-partial must be a duration such as 1d or 12h, not "${value}"`);
+  }
+  return ms;
 }
 
 /** Checks `--download-dir` at start, not when the first file arrives: missing is fine (it is made). */

@@ -18,7 +18,11 @@ import {
   DEFAULT_TCP_FRAME_MS,
   DEFAULT_TCP_IDLE_MS,
 } from "./lib/server/connection_limits.ts";
-import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT } from "./lib/server/rate_limiter.ts";
+import {
+  DEFAULT_RATE_LIMIT,
+  DEFAULT_REGISTER_RATE,
+  DEFAULT_SESSION_RATE_LIMIT,
+} from "./lib/server/rate_limiter.ts";
 import { DataDirLockedError } from "./lib/io/data_dir_lock.ts";
 import { RegistryFileError } from "./lib/io/registry_file.ts";
 import {
@@ -31,6 +35,7 @@ import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
 import {
+  durationFlag,
   integerFlag,
   portFlag,
   rejectSwitchValues,
@@ -60,6 +65,9 @@ Flags:
   --host ADDRESS      address to bind UDP and TCP to (default 0.0.0.0)
   --udp-port N        UDP port for control requests; 0 picks a free one (default 3000)
   --tcp-port N        TCP port for framed messages; 0 picks a free one (default 3001)
+  --udp-port2 N       second UDP port, for clients' address discovery (NAT mapping
+                      type); 0 turns it off (default the UDP port + 2; a free one
+                      when --udp-port is 0)
   --data-dir DIR      where registrations.json, server.key, users.json, files/ and
                       server.lock live (default ./data)
   --store URL         keep the registry in Redis, shared by every instance given the
@@ -69,18 +77,27 @@ Flags:
                       (accounts from the users file, added with: user add NAME)
   --users FILE        password mode's users file (default DATA-DIR/users.json)
   --lease SECONDS     a client without a heartbeat for this long goes offline (default 30)
-  --max-attempts N    failed logins, 1 to 5, that block a name (default 3)
-  --lockout SECONDS   how long a blocked name stays blocked (default 10)
+  --max-attempts N    failed logins, 1 to 5, that block an address for a name (default 3)
+  --lockout SECONDS   how long the first block lasts; later ones double (default 10)
   --max-file-size S   largest file a client may store, e.g. 500K, 100M (default 100M)
   --quota S           most bytes stored per user (default 1G)
+  --expire-after DURATION
+                      remove an identity not seen (registered, logged in, online) for
+                      this long, with its files, e.g. 90d, 12h, 30m (default off)
+  --max-storage S     most bytes stored by all users together; uploads past it are
+                      refused (default 10G)
   --rate-limit N      UDP datagrams a second from one IP address without a session,
                       garbage included (bursts of 2N); 0 for no limit (default ${DEFAULT_RATE_LIMIT})
   --session-rate-limit N
                       UDP datagrams a second from one IP address with a session
                       (bursts of 2N); 0 for no limit (default ${DEFAULT_SESSION_RATE_LIMIT})
-  --max-connections N TCP connections open at once in all (default ${DEFAULT_MAX_CONNECTIONS})
+  --register-rate N   new names one IP address may register a minute, over UDP and
+                      TCP together (bursts of N); 0 for no limit (default ${DEFAULT_REGISTER_RATE})
+  --max-connections N TCP connections open at once in all; when reached, the oldest
+                      without a login gives way (default ${DEFAULT_MAX_CONNECTIONS})
   --max-connections-per-ip N
-                      TCP connections open at once from one IP address (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
+                      TCP connections without a login open at once from one IP address;
+                      when reached, its oldest gives way (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
   --tcp-idle SECONDS  close a TCP connection silent this long between frames (default ${
   DEFAULT_TCP_IDLE_MS / 1000
 })
@@ -113,6 +130,8 @@ interface ServerFlags {
   host: string;
   udpPort: number;
   tcpPort: number;
+  /** The second UDP port; 0 picks a free one; undefined: none. */
+  udpPort2: number | undefined;
   dataDir: string;
   store?: string;
   logDir: string;
@@ -126,8 +145,11 @@ interface ServerFlags {
   lockoutMs: number;
   maxFileSize: number;
   quota: number;
+  maxStorage: number;
+  expireAfterMs: number;
   rateLimit: number;
   sessionRateLimit: number;
+  registerRate: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
   tcpIdleMs: number;
@@ -158,8 +180,11 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
       lockout: "10",
       "max-file-size": "100M",
       quota: "1G",
+      "max-storage": "10G",
+      "expire-after": "off",
       "rate-limit": String(DEFAULT_RATE_LIMIT),
       "session-rate-limit": String(DEFAULT_SESSION_RATE_LIMIT),
+      "register-rate": String(DEFAULT_REGISTER_RATE),
       "max-connections": String(DEFAULT_MAX_CONNECTIONS),
       "max-connections-per-ip": String(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
       "tcp-idle": String(DEFAULT_TCP_IDLE_MS / 1000),
@@ -184,10 +209,12 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   }
   const maxFileSize = sizeFlag("--max-file-size", parsed["max-file-size"]);
   const quota = sizeFlag("--quota", parsed.quota);
+  const maxStorage = sizeFlag("--max-storage", parsed["max-storage"]);
   return {
     host: parsed.host,
     udpPort: portFlag("--udp-port", parsed["udp-port"]),
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
+    udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
     store: parsed.store,
     logDir: parsed["log-dir"],
@@ -201,8 +228,14 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     lockoutMs: secondsFlag("--lockout", parsed.lockout),
     maxFileSize,
     quota,
+    maxStorage,
+    expireAfterMs: durationFlag("--expire-after", parsed["expire-after"]),
     rateLimit: integerFlag("--rate-limit", parsed["rate-limit"], { min: 0, max: 1_000_000 }),
     sessionRateLimit: integerFlag("--session-rate-limit", parsed["session-rate-limit"], {
+      min: 0,
+      max: 1_000_000,
+    }),
+    registerRate: integerFlag("--register-rate", parsed["register-rate"], {
       min: 0,
       max: 1_000_000,
     }),
@@ -242,13 +275,14 @@ function printEvent(event: ServerEvent): void {
  * command reads the flags around it itself.
  */
 function userCommandAt(args: string[]): number {
-  const positional = (parseArgs(args, { string: STRING_FLAGS, boolean: ["help", "version"] })
+  const strings = [...STRING_FLAGS, "config"];
+  const positional = (parseArgs(args, { string: strings, boolean: ["help", "version"] })
     ._ as unknown[]).map(String);
   if (positional[0] !== "user") return -1;
   return args.findIndex((arg, i) =>
     arg === "user" &&
     (i === 0 || !args[i - 1].startsWith("--") || args[i - 1].includes("=") ||
-      !STRING_FLAGS.includes(args[i - 1].slice(2)))
+      !strings.includes(args[i - 1].slice(2)))
   );
 }
 
@@ -367,6 +401,7 @@ async function main(args: string[]): Promise<number> {
       host: flags.host,
       udpPort: flags.udpPort,
       tcpPort: flags.tcpPort,
+      udpPort2: flags.udpPort2,
       dataDir: flags.dataDir,
       store: flags.store,
       version: VERSION,
@@ -376,14 +411,17 @@ async function main(args: string[]): Promise<number> {
       leaseMs: flags.leaseMs,
       maxAttempts: flags.maxAttempts,
       lockoutMs: flags.lockoutMs,
+      expireAfterMs: flags.expireAfterMs,
       storage: {
         maxFileSize: flags.maxFileSize,
         quota: flags.quota,
         maxFiles: DEFAULT_STORAGE_LIMITS.maxFiles,
+        maxStorage: flags.maxStorage,
       },
       limits: {
         rateLimit: flags.rateLimit,
         sessionRateLimit: flags.sessionRateLimit,
+        registerRate: flags.registerRate,
         maxConnections: flags.maxConnections,
         maxConnectionsPerAddress: flags.maxConnectionsPerIp,
         tcpIdleMs: flags.tcpIdleMs,
@@ -399,6 +437,9 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(`Server UDP listening on port ${server.udpPort}`);
   console.log(`Server TCP listening on port ${server.tcpPort}`);
+  if (server.udpPort2 !== 0) {
+    console.log(`Server UDP listening on port ${server.udpPort2} for address discovery`);
+  }
   console.log(
     `Registry: ${server.core.registry.size} registered, in ${flags.store ?? flags.dataDir}`,
   );
@@ -407,7 +448,9 @@ async function main(args: string[]): Promise<number> {
       (flags.auth === "password"
         ? ` (users from ${flags.usersFile ?? `${flags.dataDir}/users.json`})`
         : "") +
-      `; lease ${flags.leaseMs / 1000} s; ${flags.maxAttempts} failed logins block a name for ` +
+      `; lease ${
+        flags.leaseMs / 1000
+      } s; ${flags.maxAttempts} failed logins block an address for a name for ` +
       `${flags.lockoutMs / 1000} s`,
   );
   console.log(`Limits: ${limitsText(flags)}`);
@@ -437,8 +480,13 @@ function limitsText(flags: ServerFlags): string {
   const rate = (n: number) => n === 0 ? "no limit" : `${n}/s`;
   return `UDP per IP address ${rate(flags.rateLimit)} without a session, ` +
     `${rate(flags.sessionRateLimit)} with one; TCP ${flags.maxConnectionsPerIp} connections ` +
-    `per IP address, ${flags.maxConnections} in all, closed after ${flags.tcpIdleMs / 1000} s ` +
-    `idle or a frame slower than ${flags.tcpFrameMs / 1000} s`;
+    `without a login per IP address, ${flags.maxConnections} in all, closed after ${
+      flags.tcpIdleMs / 1000
+    } s ` +
+    `idle or a frame slower than ${flags.tcpFrameMs / 1000} s; ` +
+    (flags.registerRate === 0
+      ? "new names: no limit"
+      : `${flags.registerRate} new names a minute per IP address`);
 }
 
 /** Input that goes on this long without a line break is not a person typing: stop reading. */
@@ -479,6 +527,18 @@ function readStatusCommands(show: () => void): void {
   });
 }
 
+/**
+ * The second UDP port from `--udp-port2`: 0 turns it off; by default the
+ * UDP port + 2, or a free one when the UDP port is picked (0).
+ */
+function secondPort(value: string | undefined, udpPort: number): number | undefined {
+  if (value === undefined) {
+    return udpPort === 0 ? 0 : udpPort + 2 <= 65535 ? udpPort + 2 : undefined;
+  }
+  const port = portFlag("--udp-port2", value);
+  return port === 0 ? undefined : port;
+}
+
 function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
@@ -490,6 +550,9 @@ function startFailure(error: unknown, flags: ServerFlags): string {
   if (error instanceof BindError) {
     switch (error.reason) {
       case "in_use":
+        if (error.transport === "udp" && error.port === flags.udpPort2) {
+          return `UDP port ${error.port} is in use; pass --udp-port2 to choose another (0: none)`;
+        }
         return `${error.transport.toUpperCase()} port ${error.port} is in use; pass ` +
           `--${error.transport}-port to choose another (0 picks a free one)`;
       case "no_address":

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { loadRegistry } from "../lib/io/registry_file.ts";
 import { fromFileUrl, join } from "@std/path";
 import { UsageError } from "../lib/cli/usage_error.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
@@ -157,6 +158,8 @@ export async function startServers(
     "--rate-limit",
     "0",
     "--session-rate-limit",
+    "0",
+    "--register-rate",
     "0",
     ...(options.serverFlags ?? []),
   ], {
@@ -428,15 +431,14 @@ export function table(
 }
 
 /**
- * Counts the names in the server's `registrations.json`.
+ * Counts the names in the server's registry files (snapshot and change log).
  *
  * @param dataDir the server's data directory
- * @returns the count, or undefined if the file cannot be read or parsed
+ * @returns the count, or undefined if the files cannot be read or parsed
  */
 export async function countRegistered(dataDir: string): Promise<number | undefined> {
   try {
-    const text = await Deno.readTextFile(join(dataDir, "registrations.json"));
-    return Object.keys(JSON.parse(text)).length;
+    return (await loadRegistry(dataDir)).size;
   } catch {
     return undefined;
   }

@@ -23,6 +23,7 @@ import {
   NatlabError,
   NatlabTopology,
   OUTSIDE_ADDRESS,
+  runCommand,
   SERVER_ADDRESS,
   SERVER_ADDRESS_2,
 } from "./_natlab_topology.ts";
@@ -79,6 +80,24 @@ export interface CellResult {
   readonly requestFrom?: string;
   /** The first error a client printed, if any. */
   readonly error?: string;
+  /** The initiator's NAT mapping as its address discovery found it (`status`), if it said. */
+  readonly initiatorMapping?: string;
+  /** The acceptor's, the same way. */
+  readonly acceptorMapping?: string;
+  /** True if the routers' connection tracking was flushed (`flushAtMs`) before the cell ended. */
+  readonly flushed?: boolean;
+}
+
+/** Options of {@linkcode Natlab.runCell} and {@linkcode Natlab.runSameLan}. */
+export interface CellOptions {
+  /** How long the cell may take in all, ms. */
+  readonly timeoutMs: number;
+  /**
+   * Flush the routers' connection tracking (`conntrack -F`, every NAT
+   * binding gone) this long after the session came up, ms, while the chat
+   * and the file go on; absent: never.
+   */
+  readonly flushAtMs?: number;
 }
 
 /** Options of {@linkcode Natlab.open}. */
@@ -187,19 +206,22 @@ export class Natlab implements AsyncDisposable {
    *
    * @param initiator the initiator's NAT kind
    * @param acceptor the acceptor's NAT kind
-   * @param options how long the cell may take in all
+   * @param options how long the cell may take in all, and when to flush the NATs
    * @returns what worked
    */
   async runCell(
     initiator: NatKind,
     acceptor: NatKind,
-    options: { timeoutMs: number },
+    options: CellOptions,
   ): Promise<CellResult> {
     const a = await this.topology.addSide(initiator);
     try {
       const b = await this.topology.addSide(acceptor);
       try {
-        return await this.#chat(initiator, acceptor, a.hosts[0], b.hosts[0], options.timeoutMs);
+        return await this.#chat(initiator, acceptor, a.hosts[0], b.hosts[0], {
+          ...options,
+          routers: [a.router, b.router],
+        });
       } finally {
         await this.topology.removeSide(b);
       }
@@ -212,13 +234,16 @@ export class Natlab implements AsyncDisposable {
    * Runs the same cell between two hosts on one LAN behind one router.
    *
    * @param kind which same-LAN router
-   * @param options how long the cell may take in all
+   * @param options how long the cell may take in all, and when to flush the router
    * @returns what worked
    */
-  async runSameLan(kind: LanKind, options: { timeoutMs: number }): Promise<CellResult> {
+  async runSameLan(kind: LanKind, options: CellOptions): Promise<CellResult> {
     const side = await this.topology.addSameLan(kind);
     try {
-      return await this.#chat(kind, kind, side.hosts[0], side.hosts[1], options.timeoutMs);
+      return await this.#chat(kind, kind, side.hosts[0], side.hosts[1], {
+        ...options,
+        routers: [side.router],
+      });
     } finally {
       await this.topology.removeSide(side);
     }
@@ -282,8 +307,9 @@ export class Natlab implements AsyncDisposable {
     acceptorKind: string,
     initiator: LabHost,
     acceptor: LabHost,
-    timeoutMs: number,
+    options: CellOptions & { readonly routers: readonly string[] },
   ): Promise<CellResult> {
+    const { timeoutMs } = options;
     const n = ++this.#cells;
     const dir = `${this.#workDir}/cell${n}`;
     await Deno.mkdir(dir, { recursive: true });
@@ -293,6 +319,7 @@ export class Natlab implements AsyncDisposable {
     const within = Math.max(1, Math.ceil(timeoutMs / 1000));
     const bob = await this.#client(bName, acceptor, dir, [
       `register ${bName}`,
+      ...discovered(bName),
       "accept",
       `wait messages ${CELL_MESSAGES} within ${within}`,
       "send back",
@@ -304,6 +331,7 @@ export class Natlab implements AsyncDisposable {
     let deadline = Number.POSITIVE_INFINITY;
     const left = () => Math.max(0, deadline - performance.now());
     let alice: NamespacedProgram | undefined;
+    let flush: { timer: ReturnType<typeof setTimeout>; done?: Promise<unknown> } | undefined;
     try {
       const failed = (error: string): CellResult => ({
         initiator: initiatorKind,
@@ -322,6 +350,7 @@ export class Natlab implements AsyncDisposable {
       }
       alice = await this.#client(aName, initiator, dir, [
         `register ${aName}`,
+        ...discovered(aName),
         `connect ${bName}`,
         ...Array.from({ length: CELL_MESSAGES }, (_, i) => `send m${i + 1}`),
         `sendfile ${file}`,
@@ -335,7 +364,14 @@ export class Natlab implements AsyncDisposable {
         return failed(`${aName} did not register: ${alice.errorText || "no answer"}`);
       }
       deadline = registered.at + timeoutMs;
+      // The session's time starts at the connect, after address discovery's `status`.
+      const asked = await alice.waitFor(/"command":"status"/, left());
       const connected = await alice.waitFor(/"command":"connect","ok":true/, left());
+      if (options.flushAtMs !== undefined && connected !== undefined) {
+        const at = Math.max(0, connected.at + options.flushAtMs - performance.now());
+        const routers = options.routers;
+        flush = { timer: setTimeout(() => flush!.done = flushRouters(routers), at) };
+      }
       await Promise.all([alice.finish(left()), bob.finish(left())]);
       const events = (program: NamespacedProgram) =>
         program.stdout.flatMap((line) => {
@@ -353,6 +389,14 @@ export class Natlab implements AsyncDisposable {
         .map((p) => p.stderr.find((l) => l.text.startsWith("error:") && l.at < deadline))
         .find((line) => line !== undefined)?.text;
       const request = events(bob).find((e) => e.event === "request");
+      const mapping = (program: NamespacedProgram) => {
+        const status = events(program).find((e) => e.command === "status");
+        return typeof status?.mapping === "string" ? { mapping: status.mapping } : {};
+      };
+      // A flush not yet started when the cell ended does not happen.
+      clearTimeout(flush?.timer);
+      const flushed = flush?.done !== undefined;
+      await flush?.done;
       const requested = request !== undefined;
       const error = printed ??
         (connected !== undefined
@@ -364,14 +408,21 @@ export class Natlab implements AsyncDisposable {
         initiator: initiatorKind,
         acceptor: acceptorKind,
         path: connected === undefined ? "failed" : "direct",
-        sessionMs: connected === undefined ? null : Math.round(connected.at - registered.at),
+        sessionMs: connected === undefined
+          ? null
+          : Math.round(connected.at - (asked ?? registered).at),
         delivered: messages(alice) + messages(bob),
         sent: CELL_MESSAGES + 1,
         file: arrived,
         ...(requested ? { requestFrom: `${request.ip}:${request.udpPort}` } : {}),
         ...(error === undefined ? {} : { error }),
+        ...prefixed("initiator", mapping(alice)),
+        ...prefixed("acceptor", mapping(bob)),
+        ...(options.flushAtMs === undefined ? {} : { flushed }),
       };
     } finally {
+      clearTimeout(flush?.timer);
+      await flush?.done;
       await Promise.all([bob.stop(), alice?.stop()]);
       this.#programs.delete(bob);
       if (alice !== undefined) this.#programs.delete(alice);
@@ -421,4 +472,35 @@ export class Natlab implements AsyncDisposable {
       throw new NatlabError(`The ${label} did not start: ${program.errorText || "no output"}`);
     }
   }
+}
+
+/**
+ * Script lines that leave a client's address discovery done before `status`
+ * reports it: discovery's two `reflect`s leave before the first `lookup` and
+ * after the first answer, so on a path without loss two lookups answered in
+ * order mean both `reflect_ok`s are in.
+ */
+function discovered(name: string): string[] {
+  return [`lookup ${name}`, `lookup ${name}`, "status"];
+}
+
+function prefixed(
+  side: "initiator" | "acceptor",
+  found: { mapping?: string },
+): { initiatorMapping?: string } | { acceptorMapping?: string } {
+  if (found.mapping === undefined) return {};
+  return side === "initiator"
+    ? { initiatorMapping: found.mapping }
+    : { acceptorMapping: found.mapping };
+}
+
+/** Forgets every NAT binding of the routers (`conntrack -F` in each namespace). */
+function flushRouters(routers: readonly string[]): Promise<unknown> {
+  return Promise.all(
+    routers.map((router) =>
+      runCommand(["ip", "netns", "exec", router, "conntrack", "-F"]).catch((error) =>
+        console.error(`natlab: could not flush ${router}: ${(error as Error).message}`)
+      )
+    ),
+  );
 }

@@ -1,6 +1,7 @@
 /**
  * The NAT lab's text output: the self-check table, the matrix of paths
- * (initiator's NAT by acceptor's NAT) and one line per pair with the figures.
+ * (initiator's NAT by acceptor's NAT) and one line per pair with the figures
+ * and the NAT mapping each side's address discovery found.
  *
  * @module
  */
@@ -27,6 +28,12 @@ export interface PairSummary {
   readonly sent: number;
   /** Runs whose file arrived. */
   readonly files: number;
+  /**
+   * The NAT mappings address discovery found, initiator's and acceptor's, in
+   * short (`EI` endpoint-independent, `DD` destination-dependent, `?`
+   * unknown, `-` not reported), as `EI/DD`; runs that differ are joined by `,`.
+   */
+  readonly mappings: string;
 }
 
 /**
@@ -54,8 +61,25 @@ export function summarizePairs(cells: readonly CellResult[]): PairSummary[] {
       delivered: runs.reduce((sum, r) => sum + r.delivered, 0),
       sent: runs.reduce((sum, r) => sum + r.sent, 0),
       files: runs.filter((r) => r.file).length,
+      mappings: [
+        ...new Set(runs.map((r) => `${short(r.initiatorMapping)}/${short(r.acceptorMapping)}`)),
+      ].join(","),
     };
   });
+}
+
+/** A mapping type in short, for the table. */
+function short(mapping: string | undefined): string {
+  switch (mapping) {
+    case "endpoint-independent":
+      return "EI";
+    case "destination-dependent":
+      return "DD";
+    case "unknown":
+      return "?";
+    default:
+      return "-";
+  }
 }
 
 function table(rows: readonly (readonly string[])[]): string {
@@ -121,7 +145,7 @@ export function formatMatrix(cells: readonly CellResult[]): string {
   }
   const ms = (value: number | null) => value === null ? "-" : `${value}`;
   parts.push(table([
-    ["initiator", "acceptor", "path", "session p50 ms", "max ms", "messages", "files"],
+    ["initiator", "acceptor", "path", "session p50 ms", "max ms", "messages", "files", "mapping"],
     ...summaries.map((s) => [
       s.initiator,
       s.acceptor,
@@ -130,7 +154,12 @@ export function formatMatrix(cells: readonly CellResult[]): string {
       ms(s.maxMs),
       `${s.delivered}/${s.sent}`,
       `${s.files}/${s.runs}`,
+      s.mappings,
     ]),
   ]));
+  parts.push(
+    "mapping: initiator/acceptor, as address discovery found it: EI endpoint-independent, " +
+      "DD destination-dependent (symmetric), ? unknown",
+  );
   return parts.join("\n\n");
 }

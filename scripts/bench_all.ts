@@ -19,7 +19,8 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
-import { parseScenario, runScenario } from "../lib/sim/scenario.ts";
+import { parseScenario } from "../lib/sim/scenario.ts";
+import { runScenario } from "../lib/sim/scenario_runner.ts";
 import { runKcpScenario } from "./_kcp_scenario.ts";
 import { LOW_LATENCY_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
 import { rejectUnknownFlags } from "../lib/cli/usage_error.ts";
@@ -73,7 +74,7 @@ function lastJson(text: string): Record<string, unknown> {
 const mbps = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(2)} MB/s`;
 
 async function transferRows(quick: boolean): Promise<Row[]> {
-  const args = quick ? ["--size", "16", "--lossy-size", "1024", "--saw-size", "8"] : [];
+  const args = quick ? ["--size", "16", "--link-size", "4", "--losses", "1,5,10"] : [];
   console.log("Peer file transfer...");
   const r = lastJson(await runScript("scripts/bench_transfer.ts", [...args, "--json"])) as {
     sizeBytes: number;
@@ -83,12 +84,14 @@ async function transferRows(quick: boolean): Promise<Row[]> {
     rounds: number;
     ratioToUdpBlast: number;
     ratioToTcp: number;
-    lossy: {
-      loss: number;
-      sendfileBytesPerSecond: number;
-      stopAndWaitBytesPerSecond: number;
-      ratio: number;
-    }[];
+    bottleneck: {
+      rows: {
+        loss: number;
+        shareOfLink: number;
+        newrenoShareOfLink: number;
+        mathisShareOfLink: number;
+      }[];
+    };
   };
   const mib = r.sizeBytes / 1024 / 1024;
   const command = `deno task bench:transfer${quick ? " " + args.join(" ") : ""}`;
@@ -108,11 +111,13 @@ async function transferRows(quick: boolean): Promise<Row[]> {
       ratio: r.ratioToTcp.toFixed(2),
       command,
     },
-    ...r.lossy.map((l) => ({
-      figure: `sendfile, ${l.loss * 100}% loss, 20 ms delay`,
-      value: mbps(l.sendfileBytesPerSecond),
-      baseline: `stop-and-wait ${mbps(l.stopAndWaitBytesPerSecond)}`,
-      ratio: l.ratio.toFixed(1),
+    ...r.bottleneck.rows.map((l) => ({
+      figure: `sendfile, 8 MB/s link, ${l.loss * 100}% loss, 20 ms`,
+      value: `${l.shareOfLink.toFixed(2)} of the link`,
+      baseline: `NewReno-Veno ${l.newrenoShareOfLink.toFixed(3)}, Reno ${
+        l.mathisShareOfLink.toFixed(3)
+      }`,
+      ratio: (l.shareOfLink / l.newrenoShareOfLink).toFixed(1),
       command,
     })),
   ];

@@ -1,21 +1,25 @@
 /**
  * Measures peer-to-peer file transfer goodput between two real client
- * processes on loopback, each figure beside a baseline measured in the same
- * run:
+ * processes, each figure beside a baseline measured in the same run:
  *
- * - a 64 MiB `sendfile` against a bare UDP blast of the same number of
- *   datagrams of the same size (the ceiling of any reliable protocol on
- *   Deno's UDP) and against the same file over one plain TCP connection;
- * - `sendfile` through `scripts/impair_proxy.ts` at 5% and 10% loss with
- *   20 ms one-way delay, against the same path in stop-and-wait mode
- *   (seed 001's protocol: one segment at a time, 10 s timeout), per byte
- *   (stop-and-wait moves a smaller file, or it would take hours).
+ * - on loopback, a 64 MiB `sendfile` against a bare UDP blast of the same
+ *   number of datagrams of the same size (the ceiling of any reliable
+ *   protocol on Deno's UDP), the same file over one plain TCP connection,
+ *   and the windowed model at 0 us of work per datagram (`--model`);
+ * - through `scripts/impair_proxy.ts` as a bottleneck (an 8 MB/s link,
+ *   20 ms one-way delay, a drop-tail queue of one bandwidth-delay product)
+ *   at 0, 1, 5, 10 and 20% random loss each way: a 16 MiB `sendfile` as a
+ *   share of the link rate, beside the Mathis figure for TCP Reno at that
+ *   loss and round trip and beside the controller before BBR
+ *   (`--channel-mode newreno`, with a smaller file where it is slow); the
+ *   proxy's mean queueing delay; and the time of a chat `send` (until the
+ *   peer acknowledges it) during each transfer against the same session idle.
  *
  * Goodput is file bytes over the receiver's time from accepting the offer
  * (`file_accepted`) to the verified file (`file_done`); baselines are timed
  * by their receivers from the first byte to the last.
  *
- * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--lossy-size KIB] [--saw-size KIB] [--skip-lossy] [--json]
+ * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--link-size MIB] [--baseline-size MIB] [--losses P,...] [--skip-lossy] [--json]
  *
  * @module
  */
@@ -30,54 +34,83 @@ const REPO = fromFileUrl(new URL("..", import.meta.url));
 const CONFIG = join(REPO, "deno.json");
 const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
 
-const HELP =
-  `bench:transfer: peer file transfer goodput vs a bare UDP blast, plain TCP, and stop-and-wait
+const HELP = `bench:transfer: peer file transfer goodput vs a bare UDP blast and plain TCP on
+loopback, and vs the link rate, TCP Reno's Mathis figure and the controller
+before BBR through a lossy 8 MB/s bottleneck
 
 Usage: deno task bench:transfer [flags]
 
 Flags:
-  --size MIB        the loopback file (default 64)
-  --rounds N        loopback rounds of blast, TCP and sendfile (default 3):
-                    the figures are medians, the ratios medians of each
-                    round's own ratio, as the machine's speed drifts
-  --lossy-size KIB  the file sent through the lossy proxy (default 4096)
-  --saw-size KIB    the file stop-and-wait sends through it (default 16)
-  --skip-lossy      only the loopback figures
-  --model US,...    also, in each round, a bare windowed protocol (window of
-                    48, ack every 8, as sendfile's channel runs on loopback)
-                    spending each of these microseconds of busy work per
-                    datagram on both sides: how much of the blast a
-                    protocol keeps for what it costs per datagram
-  --json            one JSON object at the end instead of the table
-  -h, --help        show this help`;
+  --size MIB           the loopback file (default 64)
+  --rounds N           loopback rounds of blast, TCP and sendfile (default 3):
+                       the figures are medians, the ratios medians of each
+                       round's own ratio, as the machine's speed drifts
+  --model US,...       in each round, a bare windowed protocol (window of 48,
+                       ack every 8) spending each of these microseconds of
+                       busy work per datagram on both sides (default 0; none
+                       for an empty value)
+  --link-size MIB      the file sent through the bottleneck (default 16)
+  --baseline-size MIB  the file the controller before BBR sends through it at
+                       5% loss and more, where it moves about 0.2 MB/s or less
+                       (default 1; 4 at 1% loss; the full file at 0%)
+  --losses P,...       random loss each way through the bottleneck, percent
+                       (default 0,1,5,10,20)
+  --skip-lossy         only the loopback figures
+  --skip-loopback      only the bottleneck figures
+  --json               one JSON object at the end instead of the table
+  -h, --help           show this help`;
+
+/** The bottleneck of the lossy runs: link rate (bytes a second), one-way delay (ms), queue (bytes). */
+const LINK_RATE = 8_000_000;
+const LINK_DELAY_MS = 20;
+const LINK_QUEUE = LINK_RATE * 2 * LINK_DELAY_MS / 1000;
+/** Payload bytes of a full data segment: the MSS of the Mathis figure. */
+const SEGMENT_BYTES = 1100;
+/** Chat sends while the session is idle, then during the transfer. */
+const IDLE_CHATS = 10;
+const BUSY_CHATS = 60;
 
 interface Flags {
   sizeMiB: number;
   rounds: number;
-  lossyKiB: number;
-  sawKiB: number;
+  linkMiB: number;
+  baselineMiB: number;
+  losses: number[];
   skipLossy: boolean;
+  skipLoopback: boolean;
   json: boolean;
   /** Busy microseconds per datagram of the windowed model runs; empty for none. */
   modelWorkUs: number[];
 }
 
 function parseFlags(args: string[]): Flags | "help" {
-  const strings = ["size", "rounds", "lossy-size", "saw-size", "model"];
+  const strings = ["size", "rounds", "link-size", "baseline-size", "losses", "model"];
+  const switches = ["help", "json", "skip-lossy", "skip-loopback"];
   const parsed = parseArgs(args, {
     string: strings,
-    boolean: ["help", "json", "skip-lossy"],
+    boolean: switches,
     alias: { h: "help" },
-    default: { size: "64", rounds: "3", "lossy-size": "4096", "saw-size": "16", model: "" },
+    default: {
+      size: "64",
+      rounds: "3",
+      "link-size": "16",
+      "baseline-size": "1",
+      losses: "0,1,5,10,20",
+      model: "0",
+    },
   });
-  rejectUnknownFlags(parsed, [...strings, "help", "json", "skip-lossy", "h"]);
+  rejectUnknownFlags(parsed, [...strings, ...switches, "h"]);
   if (parsed.help) return "help";
   return {
     sizeMiB: integerFlag("--size", parsed.size, { min: 1, max: 4096 }),
     rounds: integerFlag("--rounds", parsed.rounds, { min: 1, max: 50 }),
-    lossyKiB: integerFlag("--lossy-size", parsed["lossy-size"], { min: 1, max: 1_048_576 }),
-    sawKiB: integerFlag("--saw-size", parsed["saw-size"], { min: 1, max: 1_048_576 }),
+    linkMiB: integerFlag("--link-size", parsed["link-size"], { min: 1, max: 4096 }),
+    baselineMiB: integerFlag("--baseline-size", parsed["baseline-size"], { min: 1, max: 4096 }),
+    losses: parsed.losses.split(",").map((p: string) =>
+      integerFlag("--losses", p, { min: 0, max: 50 }) / 100
+    ),
     skipLossy: parsed["skip-lossy"],
+    skipLoopback: parsed["skip-loopback"],
     json: parsed.json,
     modelWorkUs: parsed.model === ""
       ? []
@@ -91,12 +124,12 @@ function parseFlags(args: string[]): Flags | "help" {
 class Child {
   readonly lines: { at: number; text: string }[] = [];
   readonly process: Deno.ChildProcess;
-  readonly #label: string;
+  readonly label: string;
   #waiters: (() => void)[] = [];
   readonly done: Promise<Deno.CommandStatus>;
 
   constructor(label: string, args: string[], cwd: string) {
-    this.#label = label;
+    this.label = label;
     this.process = new Deno.Command(Deno.execPath(), {
       args,
       cwd,
@@ -127,7 +160,7 @@ class Child {
       if (hit) return hit;
       if (exited || performance.now() > deadline) {
         const tail = this.lines.slice(-8).map((l) => `  ${l.text}`).join("\n");
-        throw new Error(`The ${this.#label} never printed ${pattern}:\n${tail}`);
+        throw new Error(`The ${this.label} never printed ${pattern}:\n${tail}`);
       }
       await new Promise<void>((wake) => {
         this.#waiters.push(wake);
@@ -248,11 +281,28 @@ async function windowModel(
 interface TransferOptions {
   /** Put scripts/impair_proxy.ts in the path with these flags. */
   proxy?: string[];
-  mode?: "selective" | "stop-and-wait";
+  mode?: "selective" | "newreno";
+  /** Time chat sends: some before the file, more while it moves. */
+  chat?: boolean;
 }
 
-/** One `sendfile` between two client processes; returns goodput, bytes per second. */
-async function sendfile(dir: string, file: string, options: TransferOptions = {}): Promise<number> {
+interface TransferResult {
+  /** File bytes a second. */
+  goodput: number;
+  /** The proxy's counts line, printed when it stops. */
+  proxyCounts?: string;
+  /** Durations of chat sends (until acknowledged) with the session idle, ms. */
+  chatIdleMs: number[];
+  /** Durations of chat sends that ended while the file was moving, ms. */
+  chatBusyMs: number[];
+}
+
+/** One `sendfile` between two client processes. */
+async function sendfile(
+  dir: string,
+  file: string,
+  options: TransferOptions = {},
+): Promise<TransferResult> {
   const run = await Deno.makeTempDir({ dir, prefix: "run_" });
   const children: Child[] = [];
   try {
@@ -322,10 +372,14 @@ async function sendfile(dir: string, file: string, options: TransferOptions = {}
       "wait terminate within 600",
     ], ["--accept-files"]);
     await bob.waitFor(/"command":"register","ok":true/, 60_000);
+    const chats = (count: number, label: string) =>
+      Array.from({ length: count }, (_, i) => `send Bob ${label} ${i}`);
     const alice = await client("alice", [
       "register Alice",
       "connect Bob",
+      ...(options.chat ? chats(IDLE_CHATS, "idle") : []),
       `sendfile ${file}`,
+      ...(options.chat ? chats(BUSY_CHATS, "busy") : []),
       "wait transfers within 3600",
       "terminate",
     ], []);
@@ -334,7 +388,28 @@ async function sendfile(dir: string, file: string, options: TransferOptions = {}
     if (done.text.includes("file_failed")) throw new Error(`The transfer failed: ${done.text}`);
     await Promise.all([alice.done, bob.done]);
     const size = (await Deno.stat(file)).size;
-    return size / ((done.at - accepted.at) / 1000);
+    // A command's duration: from the previous command's result to its own.
+    const results = alice.lines.filter((line) => line.text.includes('"event":"result"'));
+    const offered = results.findIndex((line) => line.text.includes('"command":"sendfile"'));
+    const chatIdleMs: number[] = [], chatBusyMs: number[] = [];
+    for (let i = 1; i < results.length; i++) {
+      const line = results[i];
+      if (!line.text.includes('"command":"send","ok":true')) continue;
+      const ms = line.at - results[i - 1].at;
+      if (i < offered) chatIdleMs.push(ms);
+      else if (results[i - 1].at >= accepted.at && line.at <= done.at) chatBusyMs.push(ms);
+    }
+    const proxy = children.find((child) => child.label === "proxy");
+    if (proxy !== undefined) {
+      proxy.stop();
+      await proxy.done;
+    }
+    return {
+      goodput: size / ((done.at - accepted.at) / 1000),
+      proxyCounts: proxy?.lines.find((line) => line.text.startsWith("Counts: "))?.text,
+      chatIdleMs,
+      chatBusyMs,
+    };
   } finally {
     for (const child of children.reverse()) child.stop();
     await Promise.allSettled(children.map((c) => c.done));
@@ -361,87 +436,149 @@ function median(values: number[]): number {
   return percentile([...values].sort((a, b) => a - b), 0.5);
 }
 
+/** TCP Reno's goodput by the Mathis formula, MSS/RTT x 1.22/sqrt(p), bytes a second (at most the link). */
+function mathis(loss: number): number {
+  if (loss === 0) return LINK_RATE;
+  const rtt = 2 * LINK_DELAY_MS / 1000;
+  return Math.min(LINK_RATE, SEGMENT_BYTES / rtt * 1.22 / Math.sqrt(loss));
+}
+
+/** The file size the controller before BBR sends at a loss, MiB: it is slow where loss is high. */
+function baselineMiB(flags: Flags, loss: number): number {
+  if (loss === 0) return flags.linkMiB;
+  if (loss < 0.05) return Math.min(flags.linkMiB, 4 * flags.baselineMiB);
+  return Math.min(flags.linkMiB, flags.baselineMiB);
+}
+
+async function loopback(dir: string, flags: Flags, say: (text: string) => void) {
+  const big = join(dir, "big.bin");
+  const size = flags.sizeMiB * 1024 * 1024;
+  await randomFile(big, size);
+  const datagram = peerDataDatagramBytes();
+  const datagrams = Math.ceil(size / MAX_PEER_PAYLOAD_BYTES);
+  say(`Loopback, ${flags.sizeMiB} MiB (${datagrams} datagrams of ${datagram} bytes):`);
+  // Rounds back to back, each its own baseline: the machines are shared,
+  // and their speed drifts by a third within a minute.
+  const blasts: number[] = [], tcps: number[] = [], sendfiles: number[] = [];
+  const models = flags.modelWorkUs.map(() => [] as number[]);
+  for (let round = 1; round <= flags.rounds; round++) {
+    const blast = await udpBlast(dir, datagrams, datagram);
+    const tcp = await tcpCopy(dir, big);
+    const switchboard = (await sendfile(dir, big)).goodput;
+    blasts.push(blast);
+    tcps.push(tcp);
+    sendfiles.push(switchboard);
+    say(
+      `  round ${round}: UDP blast ${mb(blast)} MB/s, TCP ${mb(tcp)} MB/s, ` +
+        `sendfile ${mb(switchboard)} MB/s (${(switchboard / blast).toFixed(2)} of the blast)`,
+    );
+    for (const [i, workUs] of flags.modelWorkUs.entries()) {
+      const model = await windowModel(dir, datagrams, datagram, workUs);
+      models[i].push(model / blast);
+      say(
+        `    model, ${workUs} us per datagram: ${mb(model)} MB/s (${(model / blast).toFixed(2)})`,
+      );
+    }
+  }
+  await Deno.remove(big);
+  const toBlast = median(sendfiles.map((s, i) => s / blasts[i]));
+  const toTcp = median(sendfiles.map((s, i) => s / tcps[i]));
+  // Item 6 of issue 20: sendfile against the windowed model at 0 us, round by round.
+  const zero = flags.modelWorkUs.indexOf(0);
+  const toModel = zero === -1
+    ? undefined
+    : median(sendfiles.map((s, i) => s / blasts[i] / models[zero][i]));
+  say(`  bare UDP blast    ${mb(median(blasts))} MB/s (median)`);
+  say(`  plain TCP         ${mb(median(tcps))} MB/s`);
+  say(`  sendfile          ${mb(median(sendfiles))} MB/s`);
+  say(
+    `  sendfile / UDP blast ${toBlast.toFixed(2)}, sendfile / TCP ${toTcp.toFixed(2)}` +
+      (toModel === undefined ? "" : `, sendfile / model at 0 us ${toModel.toFixed(2)}`) +
+      ` (medians of ${flags.rounds} rounds)`,
+  );
+  for (const [i, workUs] of flags.modelWorkUs.entries()) {
+    say(`  model, ${workUs} us per datagram / UDP blast ${median(models[i]).toFixed(2)}`);
+  }
+  return {
+    sizeBytes: size,
+    datagramBytes: datagram,
+    rounds: flags.rounds,
+    udpBlastBytesPerSecond: Math.round(median(blasts)),
+    tcpBytesPerSecond: Math.round(median(tcps)),
+    sendfileBytesPerSecond: Math.round(median(sendfiles)),
+    ratioToUdpBlast: toBlast,
+    ratioToTcp: toTcp,
+    ratioToModelAt0Us: toModel,
+    ratiosToUdpBlast: sendfiles.map((s, i) => s / blasts[i]),
+    model: flags.modelWorkUs.map((workUs, i) => ({ workUs, ratioToUdpBlast: median(models[i]) })),
+  };
+}
+
+async function bottleneck(dir: string, flags: Flags, say: (text: string) => void) {
+  const file = join(dir, "link.bin");
+  await randomFile(file, flags.linkMiB * 1024 * 1024);
+  const baselineFiles = new Map<number, string>();
+  say(
+    `Through the proxy: a ${LINK_RATE / 1e6} MB/s link, ${LINK_DELAY_MS} ms one-way delay, ` +
+      `a queue of ${LINK_QUEUE} bytes (one BDP); ${flags.linkMiB} MiB, shares of the link rate:`,
+  );
+  const rows = [];
+  for (const loss of flags.losses) {
+    const proxy = [
+      ...["--loss", String(loss), "--delay", String(LINK_DELAY_MS)],
+      ...["--rate", String(LINK_RATE), "--queue", String(LINK_QUEUE), "--seed", "1"],
+    ];
+    const bbr = await sendfile(dir, file, { proxy, chat: true });
+    const mib = baselineMiB(flags, loss);
+    const baselineFile = baselineFiles.get(mib) ??
+      (mib === flags.linkMiB ? file : join(dir, `baseline-${mib}.bin`));
+    if (!baselineFiles.has(mib)) {
+      if (baselineFile !== file) await randomFile(baselineFile, mib * 1024 * 1024);
+      baselineFiles.set(mib, baselineFile);
+    }
+    const old = await sendfile(dir, baselineFile, { proxy, mode: "newreno" });
+    const wait = /mean wait (\d+\.\d+) ms/.exec(bbr.proxyCounts ?? "")?.[1];
+    const row = {
+      loss,
+      sendfileBytesPerSecond: Math.round(bbr.goodput),
+      shareOfLink: bbr.goodput / LINK_RATE,
+      newrenoBytesPerSecond: Math.round(old.goodput),
+      newrenoShareOfLink: old.goodput / LINK_RATE,
+      newrenoFileBytes: mib * 1024 * 1024,
+      mathisShareOfLink: mathis(loss) / LINK_RATE,
+      meanQueueingDelayMs: wait === undefined ? undefined : Number(wait),
+      chatIdleMs: median(bbr.chatIdleMs),
+      chatBusyMs: bbr.chatBusyMs.length === 0 ? undefined : median(bbr.chatBusyMs),
+      chatBusyCount: bbr.chatBusyMs.length,
+    };
+    rows.push(row);
+    say(
+      `  ${String(loss * 100).padStart(2)}% loss: sendfile ${row.shareOfLink.toFixed(2)} ` +
+        `(${mb(bbr.goodput)} MB/s); NewReno-Veno ${row.newrenoShareOfLink.toFixed(3)} ` +
+        `(${mib} MiB); Reno by Mathis ${row.mathisShareOfLink.toFixed(3)}; queueing ` +
+        `${row.meanQueueingDelayMs ?? "?"} ms; chat send ${row.chatIdleMs.toFixed(0)} ms idle, ` +
+        `${row.chatBusyMs?.toFixed(0) ?? "-"} ms during (median of ${row.chatBusyCount})`,
+    );
+  }
+  return rows;
+}
+
 async function main(args: string[]): Promise<number> {
   const flags = flagsOrExitCode(() => parseFlags(args), HELP);
   if (typeof flags === "number") return flags;
   const dir = await Deno.makeTempDir({ prefix: "switchboard_bench_transfer_" });
   try {
-    const big = join(dir, "big.bin");
-    const size = flags.sizeMiB * 1024 * 1024;
-    await randomFile(big, size);
-    const datagram = peerDataDatagramBytes();
-    const datagrams = Math.ceil(size / MAX_PEER_PAYLOAD_BYTES);
     const say = (text: string) => flags.json || console.log(text);
-    say(`Loopback, ${flags.sizeMiB} MiB (${datagrams} datagrams of ${datagram} bytes):`);
-    // Rounds back to back, each its own baseline: the machines are shared,
-    // and their speed drifts by a third within a minute.
-    const blasts: number[] = [], tcps: number[] = [], sendfiles: number[] = [];
-    const models = flags.modelWorkUs.map(() => [] as number[]);
-    for (let round = 1; round <= flags.rounds; round++) {
-      const blast = await udpBlast(dir, datagrams, datagram);
-      const tcp = await tcpCopy(dir, big);
-      const switchboard = await sendfile(dir, big);
-      blasts.push(blast);
-      tcps.push(tcp);
-      sendfiles.push(switchboard);
-      say(
-        `  round ${round}: UDP blast ${mb(blast)} MB/s, TCP ${mb(tcp)} MB/s, ` +
-          `sendfile ${mb(switchboard)} MB/s (${(switchboard / blast).toFixed(2)} of the blast)`,
-      );
-      for (const [i, workUs] of flags.modelWorkUs.entries()) {
-        const model = await windowModel(dir, datagrams, datagram, workUs);
-        models[i].push(model / blast);
-        say(
-          `    model, ${workUs} us per datagram: ${mb(model)} MB/s (${(model / blast).toFixed(2)})`,
-        );
-      }
-    }
-    const toBlast = median(sendfiles.map((s, i) => s / blasts[i]));
-    const toTcp = median(sendfiles.map((s, i) => s / tcps[i]));
-    say(`  bare UDP blast    ${mb(median(blasts))} MB/s (median)`);
-    say(`  plain TCP         ${mb(median(tcps))} MB/s`);
-    say(`  sendfile          ${mb(median(sendfiles))} MB/s`);
-    say(
-      `  sendfile / UDP blast ${toBlast.toFixed(2)}, sendfile / TCP ${toTcp.toFixed(2)} ` +
-        `(medians of ${flags.rounds} rounds)`,
-    );
-    for (const [i, workUs] of flags.modelWorkUs.entries()) {
-      say(`  model, ${workUs} us per datagram / UDP blast ${median(models[i]).toFixed(2)}`);
-    }
-    const result: Record<string, unknown> = {
-      sizeBytes: size,
-      datagramBytes: datagram,
-      rounds: flags.rounds,
-      udpBlastBytesPerSecond: Math.round(median(blasts)),
-      tcpBytesPerSecond: Math.round(median(tcps)),
-      sendfileBytesPerSecond: Math.round(median(sendfiles)),
-      ratioToUdpBlast: toBlast,
-      ratioToTcp: toTcp,
-      ratiosToUdpBlast: sendfiles.map((s, i) => s / blasts[i]),
-      model: flags.modelWorkUs.map((workUs, i) => ({ workUs, ratioToUdpBlast: median(models[i]) })),
-    };
+    const result: Record<string, unknown> = flags.skipLoopback
+      ? {}
+      : await loopback(dir, flags, say);
     if (!flags.skipLossy) {
-      const lossy = join(dir, "lossy.bin"), small = join(dir, "saw.bin");
-      await randomFile(lossy, flags.lossyKiB * 1024);
-      await randomFile(small, flags.sawKiB * 1024);
-      const rows = [];
-      for (const loss of [0.05, 0.1]) {
-        const proxy = ["--loss", String(loss), "--delay", "20", "--seed", "1"];
-        say(`Through the proxy, ${loss * 100}% loss each way, 20 ms one-way delay:`);
-        const selective = await sendfile(dir, lossy, { proxy });
-        say(`  sendfile (${flags.lossyKiB} KiB)        ${mb(selective)} MB/s`);
-        const saw = await sendfile(dir, small, { proxy, mode: "stop-and-wait" });
-        say(`  stop-and-wait (${flags.sawKiB} KiB)     ${mb(saw)} MB/s`);
-        say(`  sendfile / stop-and-wait ${(selective / saw).toFixed(1)}`);
-        rows.push({
-          loss,
-          delayMs: 20,
-          sendfileBytesPerSecond: Math.round(selective),
-          stopAndWaitBytesPerSecond: Math.round(saw),
-          ratio: selective / saw,
-        });
-      }
-      result.lossy = rows;
+      result.bottleneck = {
+        rateBytesPerSecond: LINK_RATE,
+        delayMs: LINK_DELAY_MS,
+        queueBytes: LINK_QUEUE,
+        rows: await bottleneck(dir, flags, say),
+      };
     }
     if (flags.json) console.log(JSON.stringify(result));
     return 0;

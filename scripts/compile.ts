@@ -48,7 +48,8 @@ export const UNSTABLE_FLAGS: readonly string[] = ["--unstable-net"];
  * (see docs/DECISIONS.md, "Standalone executables"). The environment is
  * scoped to the variables the code reads: `SWITCHBOARD_<FLAG>` for each flag
  * and `SWITCHBOARD_CONFIG` (`lib/cli/flag_sources.ts`), and for the client
- * `SWITCHBOARD_PASSWORD` and `TERM`; nothing else (run, sys, ffi) is granted.
+ * `SWITCHBOARD_PASSWORD` and `TERM`, and `statfs` for the client's free-space check;
+ * nothing else (run, other sys, ffi) is granted.
  */
 export const PROGRAMS: readonly Program[] = [
   {
@@ -71,6 +72,8 @@ export const PROGRAMS: readonly Program[] = [
       "--allow-net",
       "--allow-read",
       "--allow-write",
+      // The free space of the download directory, before a file is accepted.
+      "--allow-sys=statfs",
       `--allow-env=${[...envNames(CLIENT_FLAGS), "SWITCHBOARD_PASSWORD", "TERM"].join(",")}`,
     ],
   },

@@ -265,6 +265,10 @@ async function startServer(dir: string, host: string): Promise<ServerUnderTest> 
       join(dir, "data"),
       "--log-dir",
       join(dir, "logs"),
+      // The real clients register a new name after each deregister, many a
+      // minute from 127.0.0.1: more than the default --register-rate allows.
+      "--register-rate",
+      "600",
     ],
     stdin: "piped",
     stdout: "piped",

@@ -54,6 +54,11 @@ Flags:
   --reorder P          hold a copy back so later ones overtake it (default 0)
   --delay MS           one-way delay in ms (default 0)
   --jitter MS          the delay varies by up to ±MS, at least 0 (default 0)
+  --rate BYTES         a bottleneck: the link sends this many bytes a second,
+                       both ways together, one datagram at a time (default:
+                       no bottleneck)
+  --queue BYTES        the bottleneck's drop-tail queue, in bytes (default:
+                       unbounded; needs --rate)
   --seed N             seed of the impairment decisions (default: random, printed)
   -h, --help           show this help
 
@@ -68,9 +73,13 @@ const STRING_FLAGS = [
   "reorder",
   "delay",
   "jitter",
+  "rate",
+  "queue",
   "seed",
 ];
 const MAX_DELAY_MS = 60_000;
+/** The largest --rate and --queue, bytes (a second): what integerFlag reads. */
+const MAX_RATE = 999_999_999;
 
 /** The proxy's settings, from its flags. */
 interface ProxyOptions {
@@ -124,6 +133,15 @@ function parseOptions(args: string[]): ProxyOptions | "help" {
   const jitterMs = parsed.jitter === undefined
     ? 0
     : integerFlag("--jitter", parsed.jitter, { min: 0, max: MAX_DELAY_MS });
+  const rate = parsed.rate === undefined
+    ? undefined
+    : integerFlag("--rate", parsed.rate, { min: 1, max: MAX_RATE });
+  const queue = parsed.queue === undefined
+    ? undefined
+    : integerFlag("--queue", parsed.queue, { min: 1, max: MAX_RATE });
+  if (queue !== undefined && rate === undefined) {
+    throw new UsageError("--queue needs --rate: a queue forms only behind a link rate");
+  }
   const probability = (flag: "loss" | "duplicate" | "reorder") =>
     parsed[flag] === undefined ? 0 : probabilityFlag(`--${flag}`, parsed[flag]);
   return {
@@ -135,6 +153,8 @@ function parseOptions(args: string[]): ProxyOptions | "help" {
       reorder: probability("reorder"),
       minDelayMs: Math.max(0, delayMs - jitterMs),
       maxDelayMs: delayMs + jitterMs,
+      ...(rate === undefined ? {} : { rate }),
+      ...(queue === undefined ? {} : { queue }),
     },
     delayMs,
     jitterMs,
@@ -153,6 +173,10 @@ function countsLine(s: RelayStats, oversized: number): string {
     `${s.betweenClients} between clients, ${s.unroutable} unroutable; ` +
     `${s.impaired} impaired: ${s.lost} lost, ${s.duplicated} duplicated, ` +
     `${s.reordered} reordered, ${s.forwarded} forwarded` +
+    (s.queued > 0
+      ? `; bottleneck: ${s.queued} queued, ${s.queueDropped} dropped by the full queue, ` +
+        `mean wait ${(s.queueDelayMs / s.queued).toFixed(2)} ms`
+      : "") +
     (oversized > 0 ? ` (${oversized} too large to send)` : "") +
     `; ${s.clients} ${s.clients === 1 ? "client" : "clients"}`;
 }
@@ -241,7 +265,13 @@ async function run(options: ProxyOptions): Promise<number> {
     `Relaying ${hostPort(options.listen.host, listen.localPort)} to ` +
       `${hostPort(options.target.host, options.target.port)}: loss ${percent(imp.loss)}, ` +
       `duplicate ${percent(imp.duplicate)}, reorder ${percent(imp.reorder)}, delay ` +
-      `${options.delayMs} ms ± ${options.jitterMs} ms; seed ${options.seed}`,
+      `${options.delayMs} ms ± ${options.jitterMs} ms` +
+      (imp.rate === undefined
+        ? ""
+        : `, rate ${imp.rate} B/s, queue ${imp.queue ?? "unbounded"}${
+          imp.queue === undefined ? "" : " B"
+        }`) +
+      `; seed ${options.seed}`,
   );
   console.log("Proxy running... (Press Ctrl+C to stop)");
   await stopped;

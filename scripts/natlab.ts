@@ -5,7 +5,7 @@
  * chat, sendfile) and prints the matrix: path, time to a working session,
  * messages delivered. Needs root, `ip` (iproute2) and `nft` (nftables).
  *
- * Usage: `deno task natlab [--kinds a,b] [--runs N] [--timeout S] [--json] [--check] [--cleanup]`
+ * Usage: `deno task natlab [--kinds a,b] [--runs N] [--timeout S] [--flush-at S] [--json] [--check] [--cleanup]`
  *
  * @module
  */
@@ -19,7 +19,12 @@ import {
 import { type CellResult, Natlab, type SelfCheck } from "./_natlab_lab.ts";
 import { formatMatrix, formatSelfCheck, summarizePairs } from "./_natlab_matrix.ts";
 import { ALL_KINDS, isLanKind, type LabKind, type NatKind } from "./_natlab_ruleset.ts";
-import { NAMESPACE_PREFIX, natlabUnavailable, removeLeftovers } from "./_natlab_topology.ts";
+import {
+  NAMESPACE_PREFIX,
+  natlabUnavailable,
+  removeLeftovers,
+  runCommand,
+} from "./_natlab_topology.ts";
 
 const HELP = `Usage: deno task natlab [flags]
 
@@ -30,6 +35,8 @@ through every ordered pair of kinds: connect, chat, sendfile.
   --kinds LIST   comma-separated kinds (default: all): ${ALL_KINDS.join(", ")}
   --runs N       runs of each pair (default 1)
   --timeout S    seconds a pair gets before it counts as failed (default 15)
+  --flush-at S   flush the NATs' connection tracking (conntrack -F) S seconds
+                 after the session came up, mid-session (needs conntrack)
   --json         print one JSON object instead of tables
   --check        only the self-check of the kinds
   --cleanup      remove namespaces (sbnl-*) left by a killed run, and exit
@@ -40,6 +47,7 @@ interface Options {
   readonly kinds: readonly LabKind[];
   readonly runs: number;
   readonly timeoutMs: number;
+  readonly flushAtMs?: number;
   readonly json: boolean;
   readonly check: boolean;
   readonly cleanup: boolean;
@@ -47,11 +55,20 @@ interface Options {
 
 function parseOptions(args: string[]): Options | "help" {
   const parsed = parseArgs(args, {
-    string: ["kinds", "runs", "timeout"],
+    string: ["kinds", "runs", "timeout", "flush-at"],
     boolean: ["json", "check", "cleanup", "help"],
     default: { runs: "1", timeout: "15" },
   });
-  rejectUnknownFlags(parsed, ["kinds", "runs", "timeout", "json", "check", "cleanup", "help"]);
+  rejectUnknownFlags(parsed, [
+    "kinds",
+    "runs",
+    "timeout",
+    "flush-at",
+    "json",
+    "check",
+    "cleanup",
+    "help",
+  ]);
   if (parsed.help) return "help";
   const known: readonly string[] = ALL_KINDS;
   const kinds = parsed.kinds === undefined
@@ -66,6 +83,9 @@ function parseOptions(args: string[]): Options | "help" {
     kinds: [...new Set(kinds)] as LabKind[],
     runs: integerFlag("--runs", parsed.runs, { min: 1, max: 1000 }),
     timeoutMs: secondsFlag("--timeout", parsed.timeout),
+    ...(parsed["flush-at"] === undefined
+      ? {}
+      : { flushAtMs: secondsFlag("--flush-at", parsed["flush-at"]) }),
     json: parsed.json,
     check: parsed.check,
     cleanup: parsed.cleanup,
@@ -87,9 +107,10 @@ async function run(options: Options, lab: Natlab): Promise<number> {
     const total = pairs.length * options.runs;
     for (let run = 1; run <= options.runs; run++) {
       for (const [a, b] of pairs) {
+        const cellOptions = { timeoutMs: options.timeoutMs, flushAtMs: options.flushAtMs };
         const cell = isLanKind(a)
-          ? await lab.runSameLan(a, { timeoutMs: options.timeoutMs })
-          : await lab.runCell(a, b as NatKind, { timeoutMs: options.timeoutMs });
+          ? await lab.runSameLan(a, cellOptions)
+          : await lab.runCell(a, b as NatKind, cellOptions);
         cells.push(cell);
         const time = cell.sessionMs === null ? "" : ` in ${cell.sessionMs} ms`;
         say(
@@ -130,6 +151,10 @@ async function main(args: string[]): Promise<number> {
     console.error(`error: ${unavailable}`);
     return 1;
   }
+  if (options.flushAtMs !== undefined && !await hasConntrack()) {
+    console.error("error: --flush-at needs conntrack; install it: apt-get install -y conntrack");
+    return 1;
+  }
   if (options.cleanup) {
     const removed = await removeLeftovers();
     console.log(
@@ -165,6 +190,12 @@ async function main(args: string[]): Promise<number> {
     await lab?.close();
     await Deno.remove(workDir, { recursive: true }).catch(() => {});
   }
+}
+
+/** True if the `conntrack` tool is installed. */
+async function hasConntrack(): Promise<boolean> {
+  const found = await runCommand(["sh", "-c", "command -v conntrack"]).catch(() => "");
+  return found.trim() !== "";
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

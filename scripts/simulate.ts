@@ -12,16 +12,14 @@
  */
 import { parseArgs } from "@std/cli/parse-args";
 import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
+import { parseScenario, type Scenario, ScenarioError } from "../lib/sim/scenario.ts";
 import {
   describeClients,
   type ImpairmentOverrides,
-  parseScenario,
   rttSummary,
   runScenario,
   type RunSummary,
-  type Scenario,
-  ScenarioError,
-} from "../lib/sim/scenario.ts";
+} from "../lib/sim/scenario_runner.ts";
 import { errorLine, lowerFirstWord } from "../lib/error_line.ts";
 import { type KcpScenarioResult, runKcpScenario } from "./_kcp_scenario.ts";
 import {

@@ -16,7 +16,13 @@ export const SERVER_PATH: string = fromFileUrl(new URL("../server.ts", import.me
 /** The client entry point. */
 export const CLIENT_PATH: string = fromFileUrl(new URL("../client.ts", import.meta.url));
 
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys=statfs",
+];
 
 /** How long a server gets to print its ports. */
 const SERVER_START_MS = 10_000;

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "@std/assert";
 import { Admission } from "../lib/server/admission.ts";
+import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { ConnectionSample } from "../lib/server/connection_limits.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "../lib/server/server_event.ts";
 
@@ -40,6 +41,7 @@ Deno.test("Admission.datagram() applies the strict limit without a session and t
   assertEquals(h.stats.rateLimited, 1);
   assertEquals(h.events, [{
     kind: "rate_limited",
+    transport: "udp",
     address: "192.0.2.7",
     dropped: 1,
     session: false,
@@ -52,17 +54,46 @@ Deno.test("Admission.datagram() applies the strict limit without a session and t
   assert(new Admission(h.host, { rateLimit: 0 }).datagram(0, UDP, false), "0 is no limit");
 });
 
-Deno.test("Admission.openConnection() tells a connection over the limit why, then closes it", () => {
+Deno.test("Admission.openConnection() closes the oldest connection without a login to make room, saying why", () => {
   const h = host();
   const admission = new Admission(h.host, { maxConnectionsPerAddress: 1 });
   assert(admission.openConnection(0, tcp(1)));
   assertEquals(h.outputs, []);
-  assertEquals(admission.openConnection(0, tcp(2)), false);
+  assert(admission.openConnection(0, tcp(2)));
+  assertEquals(h.stats.tcpRefused, 1);
+  const [send, close] = h.outputs;
+  if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
+  assertEquals(send.to.connId, 1);
+  assertEquals(
+    send.message.message,
+    "Closing the connection: making room for a newer connection from 192.0.2.7 (at most 1 " +
+      "connections without a login from one address); log in to keep a connection",
+  );
+  assertEquals(close, { type: "close", connId: 1 });
+  assertEquals(h.events, [{
+    kind: "connection_made_room",
+    address: "192.0.2.7",
+    closed: 1,
+    hit: { kind: "made_room", scope: "per_address", limit: 1 },
+  }]);
+  // A connection that carried a session keeps its slot.
+  admission.authenticated(2, "Ann");
+  assert(admission.openConnection(0, tcp(3)));
+  assertEquals(h.outputs.length, 2, "nothing closed");
+  admission.closeConnection(1); // the driver reports the close: harmless
+});
+
+Deno.test("Admission.openConnection() tells a connection over the total cap why when none can give way", () => {
+  const h = host();
+  const admission = new Admission(h.host, { maxConnections: 1 });
+  assert(admission.openConnection(0, tcp(1)));
+  admission.authenticated(1, "Ann");
+  assertEquals(admission.openConnection(0, tcp(2, "192.0.2.8")), false);
   assertEquals(h.stats.tcpRefused, 1);
   const [send, close] = h.outputs;
   if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
   assertEquals(send.to.connId, 2);
-  assert(send.message.message.startsWith("Closing the connection: too many connections from"));
+  assert(send.message.message.startsWith("Closing the connection: the server has too many"));
   assertEquals(close, { type: "close", connId: 2 });
   assertEquals(h.events[0]?.kind, "connection_refused");
   admission.closeConnection(1);
@@ -94,4 +125,22 @@ Deno.test("Admission.checkConnection() closes an idle connection once, saying wh
   admission.checkConnection(2700, tcp(2), sample({ writing: true }));
   assertEquals(h.outputs.at(-1), { type: "close", connId: 2 });
   assertEquals(h.outputs.at(-2)?.type, "close");
+});
+
+Deno.test("Admission.sessionlessRequest() spends the strict UDP budget and answers busy past it", () => {
+  const h = host();
+  const admission = new Admission(h.host, { rateLimit: 1 });
+  const from = tcp(1);
+  const hello = { type: "hello", reqId: 7, client: "0123456789abcdef" } as const;
+  assert(admission.datagram(0, UDP, false), "one UDP datagram from the same address");
+  assert(admission.sessionlessRequest(0, from, hello), "the burst has room for one more");
+  assertEquals(admission.sessionlessRequest(0, from, hello), false);
+  assertEquals(h.stats.rateLimited, 1);
+  const [reply, ...rest] = h.outputs;
+  assertEquals(rest, []);
+  if (reply?.type !== "send" || reply.message.type !== "error") throw new Error("no error reply");
+  assertEquals(reply.to, from);
+  assertEquals([reply.message.reqId, reply.message.code], [7, ERROR_CODES.busy]);
+  assert(h.events.some((e) => e.kind === "rate_limited" && e.transport === "tcp"));
+  assertEquals(admission.datagram(0, UDP, false), false, "and UDP from there waits too");
 });

@@ -294,9 +294,13 @@ Deno.test("MIN_PADDED_REQUEST_BYTES is the largest reply to hello, register or l
   assertEquals(maxMessageBytes("hello_ok"), 49);
   assertEquals(maxMessageBytes("register_ok"), 44);
   assertEquals(maxMessageBytes("login_ok"), 27);
-  assertEquals([...PADDED_REQUEST_TYPES].sort(), ["hello", "login", "register"]);
+  assertEquals(maxMessageBytes("reflect_ok"), 78);
+  assertEquals([...PADDED_REQUEST_TYPES].sort(), ["hello", "login", "reflect", "register"]);
   assertEquals(encodeMessage({ type: "hello", reqId: 1, client: "0123456789abcdef" }).length, 312);
 });
+
+/** The messages the server answers: the requests and address discovery's `reflect`. */
+const ANSWERED_TYPES: readonly string[] = [...REQUEST_TYPES, "reflect"];
 
 /** The largest reply of each type seen to each request type, and the datagram it answered. */
 const largest = new Map<string, { reply: number; request: number }>();
@@ -336,7 +340,7 @@ for (const auth of ["open", "password"] as const) {
           w.core.handle(now, VICTIM, decoded, bytes.length);
           const outputs = settle(w.core, now);
           const replies = sendsTo(outputs, VICTIM);
-          if (!(REQUEST_TYPES as readonly string[]).includes(decoded.type)) {
+          if (!ANSWERED_TYPES.includes(decoded.type)) {
             assertEquals(replies, [], `${decoded.type} is not a request: no reply`);
           }
           for (const reply of replies) {
@@ -354,7 +358,11 @@ for (const auth of ["open", "password"] as const) {
               largest.set(key, { reply: size, request: bytes.length });
             }
           }
-          if (padded && bytes.length < MIN_PADDED_REQUEST_BYTES) {
+          if (decoded.type === "reflect") {
+            // Address discovery answers a reflect only when the reply fits in
+            // it (checked above), and never with an error.
+            assertEquals(replies.filter((r) => r.type !== "reflect_ok"), []);
+          } else if (padded && bytes.length < MIN_PADDED_REQUEST_BYTES) {
             // Refused before it runs: one short bad_request, and nothing else happens.
             assertEquals(replies.length, 1);
             assertEquals(errorOf(replies[0]).code, ERROR_CODES.bad_request);
@@ -375,7 +383,7 @@ for (const auth of ["open", "password"] as const) {
       { numRuns: 4000, seed: 20260101 },
     );
     assert(answered > 500, `only ${answered} replies were checked`);
-    assertEquals([...answeredTypes].sort(), [...REQUEST_TYPES].sort(), "every request type");
+    assertEquals([...answeredTypes].sort(), [...ANSWERED_TYPES].sort(), "every request type");
     if (Deno.env.get("AMPLIFICATION_REPORT") !== undefined) {
       for (const [key, seen] of [...largest].sort()) {
         console.log(`${auth}: ${key}: largest ${seen.reply} bytes (to ${seen.request} bytes)`);

@@ -3,6 +3,7 @@
  * people read it. The core's tests assert the facts; these assert wording.
  */
 import { assertEquals } from "@std/assert";
+import { displayWidth } from "../lib/display_width.ts";
 import {
   clientEventText,
   commandResultText,
@@ -93,11 +94,14 @@ Deno.test("commandResultText() words status", () => {
     udpPort: 40000,
     tcpPort: 5001,
     via: "udp",
+    publicAddress: "203.0.113.1:40000",
+    mapping: "destination-dependent",
   } as const;
   assertEquals(
     commandResultText(status),
     'Server 127.0.0.1:3000 (TCP port 3001, open login); name "Alice Smith", logged in as ' +
-      '"Alice Smith", watching; UDP port 40000, TCP port 5001; requests over UDP',
+      '"Alice Smith", watching; UDP port 40000, TCP port 5001; requests over UDP; ' +
+      "public address 203.0.113.1:40000, NAT mapping destination-dependent",
   );
   assertEquals(
     commandResultText({
@@ -107,9 +111,35 @@ Deno.test("commandResultText() words status", () => {
       name: null,
       loggedIn: false,
       watching: false,
+      publicAddress: null,
+      mapping: null,
     }),
     "Server 127.0.0.1:3000 (TCP port unknown, unknown login); name not set, not logged in; " +
       "UDP port 40000, TCP port 5001; requests over UDP",
+  );
+});
+
+Deno.test("listText() aligns columns by display width: CJK and emoji names, IPv4-mapped addresses", () => {
+  const clients = [
+    { ...BOB, name: "Bob 日本語", ip: "::ffff:127.0.0.1" },
+    { ...BOB, name: "🚀 Ann ✅", ip: "10.0.0.1", udpPort: 7, tcpPort: 65535 },
+    { ...BOB, name: "👨‍👩‍👧 Kim", ip: "2001:db8::1234:5678:9abc", onlineMs: 3_000 },
+    { ...BOB, name: "Zoë", ip: "127.0.0.1" },
+  ];
+  const lines = listText(clients).split("\n");
+  assertEquals(lines[0], "4 online:");
+  // Every column starts at the same terminal column on every line.
+  const starts = (line: string) =>
+    [" 10.", " ::", " 127.", " 2001:", "UDP ", "TCP ", "online "].flatMap((word) => {
+      const at = line.indexOf(word, word.startsWith(" ") ? 3 : 0);
+      return at === -1 ? [] : [displayWidth(line.slice(0, at + (word.startsWith(" ") ? 1 : 0)))];
+    });
+  const table = lines.slice(1).map(starts);
+  for (const columns of table) assertEquals(columns, table[0]);
+  assertEquals(table[0], [14, 40, 51, 62]);
+  assertEquals(
+    lines[2],
+    "  🚀 Ann ✅   10.0.0.1                  UDP 7      TCP 65535  online 1 min 5 s",
   );
 });
 
@@ -119,7 +149,7 @@ Deno.test("commandResultText() words presence and lookups", () => {
   assertEquals(list, listText([BOB]));
   assertEquals(
     list,
-    "1 online:\n  Bob   10.0.0.2         UDP 4002   TCP 5002   online 1 min 5 s",
+    "1 online:\n  Bob  10.0.0.2  UDP 4002   TCP 5002   online 1 min 5 s",
   );
   assertEquals(
     commandResultText({ ok: true, command: "lookup", client: BOB }),
@@ -291,6 +321,16 @@ Deno.test("clientEventText() words presence news and session ends", () => {
   assertEquals(
     clientEventText({ kind: "logged_in_again", name: "Alice" }),
     'The server had lost your session; logged in again as "Alice"',
+  );
+  assertEquals(
+    clientEventText({
+      kind: "relogin_refused",
+      name: "Alice",
+      detail: "Too many failed logins from your address",
+      retryMs: 1900,
+    }),
+    'The server had lost your session, and logging in again as "Alice" was refused: ' +
+      "too many failed logins from your address; trying again in 2 s",
   );
   const ended = { kind: "session_ended", name: "Alice" } as const;
   assertEquals(

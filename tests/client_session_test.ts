@@ -200,6 +200,8 @@ function newClient(options: { name?: string; via?: "udp" | "tcp" } = {}): Client
     tcpPort: 5001,
     via: options.via ?? "udp",
     server: "127.0.0.1:3000",
+    // Address discovery's own tests: tests/address_discovery_test.ts.
+    discover: false,
   });
 }
 
@@ -219,7 +221,9 @@ function sentRequest(outputs: ClientOutput[]): { via: string; message: Request; 
   const all = sends(outputs);
   assertEquals(all.length, 1, "expected one send");
   const { via, message, attempt } = all[0];
-  if (message.type === "presence_ack") throw new Error("expected a request, got presence_ack");
+  if (message.type === "presence_ack" || message.type === "reflect") {
+    throw new Error(`expected a request, got ${message.type}`);
+  }
   return { via, message, attempt };
 }
 
@@ -405,6 +409,8 @@ Deno.test("ClientCore.run() registers after hello_ok and status shows the sessio
     udpPort: 40000,
     tcpPort: 5001,
     via: "udp",
+    publicAddress: null,
+    mapping: null,
   });
 
   // tcp now carries the name and the token.
@@ -690,9 +696,15 @@ Deno.test("ClientCore.onTimeout() sends a heartbeat every lease/3 after login", 
   assert(!core.busy, "heartbeats do not block commands");
 });
 
-Deno.test("ClientCore heartbeat interval is a third of the lease, with floors", () => {
-  // [lease from hello_ok, expected interval]: the lease is taken as at least 1 s.
-  for (const [leaseMs, interval] of [[300, 333], [3000, 1000], [90_000, 30_000]]) {
+Deno.test("ClientCore heartbeat interval is a third of the lease, with a floor and a 25 s ceiling", () => {
+  // [lease from hello_ok, expected interval]: the lease is taken as at least 1 s;
+  // at most 25 s, which holds a NAT binding of 30 s.
+  for (
+    const [leaseMs, interval] of [[300, 333], [3000, 1000], [60_000, 20_000], [90_000, 25_000], [
+      600_000,
+      25_000,
+    ]]
+  ) {
     const core = newClient();
     hello(core, { leaseMs });
     register(core, 100);
@@ -859,6 +871,40 @@ Deno.test("ClientCore ends the session with an event when re-login is refused", 
   assertEquals(core.nextTimeout(), undefined, "it does not try again");
   core.run(clock.now(), { kind: "status" });
   assertEquals(watchingOf(ok(result(drainClient(core)))), false);
+});
+
+Deno.test("ClientCore waits out a locked-out re-login with a growing backoff, then logs in again", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  let relogin = reloginOf(loseSession(core, clock));
+  const waits: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    core.handle(clock.now(), {
+      type: "error",
+      reqId: relogin.reqId,
+      code: i === 2 ? ERROR_CODES.busy : ERROR_CODES.locked_out,
+      message: 'Too many failed logins for "Alice" from your address; try again in 8 s',
+    });
+    const out = drainClient(core);
+    assertEquals(sends(out), []);
+    const [event] = events(out);
+    if (event?.kind !== "relogin_refused") throw new Error(JSON.stringify(out));
+    assertEquals(event.name, "Alice");
+    const at = core.nextTimeout()!;
+    assertEquals(at - clock.now(), event.retryMs);
+    waits.push(event.retryMs);
+    assertEquals(core.loggedInAs, undefined);
+    clock.set(at);
+    core.onTimeout(at);
+    relogin = reloginOf(drainClient(core));
+  }
+  // 1 s, doubling, ±20%.
+  waits.forEach((ms, i) => assert(ms >= 800 * 2 ** i && ms <= 1200 * 2 ** i, `wait ${i}: ${ms}`));
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  assertEquals(events(drainClient(core)).map((e) => e.kind), ["logged_in_again"]);
+  assertEquals(core.loggedInAs, "Alice");
 });
 
 Deno.test("ClientCore retries a re-login the server never answers every heartbeat interval", () => {
@@ -1350,6 +1396,9 @@ Deno.test("parseCommand() parses each command", () => {
     name: "Alice Smith",
   });
   assertEquals(parseCommand("REGISTER Bob"), { kind: "register", name: "Bob" });
+  assertEquals(parseCommand('login "Alice Smith"'), { kind: "login", name: "Alice Smith" });
+  assertEquals(parseCommand('register "Alice Smith"'), { kind: "register", name: "Alice Smith" });
+  assertEquals(parseCommand('lookup "Alice Smith"'), { kind: "lookup", name: "Alice Smith" });
   assertEquals(parseCommand("tcp hello  there"), { kind: "tcp", text: "hello  there" });
   assertEquals(parseCommand("deregister"), { kind: "deregister" });
   assertEquals(parseCommand("status"), { kind: "status" });

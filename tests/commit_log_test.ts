@@ -50,3 +50,16 @@ Deno.test("CommitLog with several writes in flight hands out each new version at
   log.hold("d");
   assertEquals(log.nextSnapshot(), 4);
 });
+
+Deno.test("CommitLog.touch() asks for a snapshot with nothing to release", () => {
+  const log = new CommitLog<string>();
+  log.touch();
+  assertEquals(log.hasUnsavedChanges, true);
+  assertEquals(log.nextSnapshot(), 1);
+  log.hold("a");
+  log.touch();
+  assertEquals(log.persisted(1), [], "the touch alone was written");
+  assertEquals(log.nextSnapshot(), 3);
+  assertEquals(log.persisted(3), ["a"]);
+  assertEquals(log.hasUnsavedChanges, false);
+});

@@ -416,12 +416,16 @@ function payloads(count: number, size: number): Uint8Array[] {
   });
 }
 
-Deno.test("ReliableChannel grows its window, then backs off at a bottleneck's full queue", () => {
+// The next two are about the NewReno-Veno controller's window; BBR's model is
+// tested in bbr_control_test.ts.
+const NEWRENO: ReliableChannelOptions = { congestion: "newreno" };
+
+Deno.test("ReliableChannel (newreno) grows its window, then backs off at a bottleneck's full queue", () => {
   // 1 segment/ms (about 1.1 MB/s), 20 ms each way: the pipe holds about 40
   // segments, the queue 20 more.
   const link: Link = { delayMs: 20, rate: 1, queue: 20, loss: 0 };
   const messages = payloads(64, 32 * 1024); // 2 MiB, about 1900 segments
-  const run = bulk(link, messages);
+  const run = bulk(link, messages, { sender: NEWRENO });
   assertEquals(run.delivered, messages, "everything arrives, in order");
   const peakAt = run.windows.reduce(
     (best, w, i) => w.window > run.windows[best].window ? i : best,
@@ -465,27 +469,29 @@ Deno.test("ReliableChannel keeps a deep bottleneck queue short instead of fillin
 Deno.test({
   name: "ReliableChannel finishes promptly whatever the bottleneck's queue (no RTO backoff stall)",
   fn: async (t) => {
-    for (const queue of [30, 50, 100]) {
-      await t.step(`queue ${queue}`, () => {
-        const link: Link = { delayMs: 20, rate: 1, queue, loss: 0 };
-        const messages = payloads(64, 32 * 1024);
-        const run = bulk(link, messages);
-        assertEquals(run.delivered, messages);
-        const ideal = run.sender.stats.dataSegmentsSent / link.rate + 2 * link.delayMs;
-        assert(
-          run.end < ideal * 2,
-          `took ${Math.round(run.end)} ms; the bottleneck needs ${ideal}`,
-        );
-        assert(run.sender.stats.rtoMs < 5000, `RTO backed off to ${run.sender.stats.rtoMs} ms`);
-      });
+    for (const congestion of ["bbr", "newreno"] as const) {
+      for (const queue of [30, 50, 100]) {
+        await t.step(`${congestion}, queue ${queue}`, () => {
+          const link: Link = { delayMs: 20, rate: 1, queue, loss: 0 };
+          const messages = payloads(64, 32 * 1024);
+          const run = bulk(link, messages, { sender: { congestion } });
+          assertEquals(run.delivered, messages);
+          const ideal = run.sender.stats.dataSegmentsSent / link.rate + 2 * link.delayMs;
+          assert(
+            run.end < ideal * 2,
+            `took ${Math.round(run.end)} ms; the bottleneck needs ${ideal}`,
+          );
+          assert(run.sender.stats.rtoMs < 5000, `RTO backed off to ${run.sender.stats.rtoMs} ms`);
+        });
+      }
     }
   },
 });
 
-Deno.test("ReliableChannel keeps a large window on a link with rare random loss and no queue", () => {
+Deno.test("ReliableChannel (newreno) keeps a large window on a link with rare random loss and no queue", () => {
   const link: Link = { delayMs: 25, rate: Infinity, queue: Infinity, loss: 0.005 };
   const messages = payloads(64, 32 * 1024);
-  const run = bulk(link, messages, { seed: 3 });
+  const run = bulk(link, messages, { seed: 3, sender: NEWRENO });
   assertEquals(run.delivered, messages);
   const stats = run.sender.stats;
   assert(stats.congestionReductions >= 1, "some loss was seen");

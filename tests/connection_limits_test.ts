@@ -34,6 +34,74 @@ Deno.test("ConnectionLimits.open() caps connections per address and in all", () 
   assertEquals(limits.open(0, 7, "192.0.2.1"), undefined, "a closed one frees its slot");
 });
 
+Deno.test("ConnectionLimits.makeRoom() closes the oldest unauthenticated connection of the address at its cap", () => {
+  const limits = new ConnectionLimits({ maxPerAddress: 2, maxTotal: 10 });
+  assertEquals(limits.makeRoom(0, "192.0.2.1"), undefined, "room enough");
+  limits.open(0, 1, "192.0.2.1");
+  limits.open(1, 2, "192.0.2.1");
+  limits.open(2, 3, "192.0.2.2");
+  // Another address's cap is its own.
+  assertEquals(limits.makeRoom(3, "192.0.2.2"), undefined);
+  const room = limits.makeRoom(3, "::ffff:192.0.2.1");
+  assertEquals(room, {
+    connId: 1,
+    hit: { kind: "made_room", scope: "per_address", limit: 2 },
+    report: { closed: 1 },
+  });
+  assertEquals(limits.size, 2, "forgotten at once");
+  assertEquals(limits.open(3, 4, "192.0.2.1"), undefined);
+  assertEquals(limits.makeRoom(4, "192.0.2.1")?.connId, 2, "then the next oldest");
+  assertEquals(limits.makeRoom(4, "192.0.2.1"), undefined, "room again");
+  limits.close(1); // already forgotten: harmless
+  assertEquals(limits.size, 2);
+});
+
+Deno.test("ConnectionLimits.authenticate() moves a connection to its user's allowance; it never gives way", () => {
+  const limits = new ConnectionLimits({ maxPerAddress: 2, maxPerUser: 2, maxTotal: 4 });
+  limits.open(0, 1, "192.0.2.1");
+  limits.open(0, 2, "192.0.2.1");
+  assert(limits.authenticate(1, "ann"));
+  assert(limits.authenticate(1, "ann"), "twice is harmless");
+  // The address has one unauthenticated connection: room for one more.
+  assertEquals(limits.makeRoom(0, "192.0.2.1"), undefined);
+  assertEquals(limits.open(0, 3, "192.0.2.1"), undefined);
+  assert(limits.authenticate(3, "ann"));
+  // Ann is at her allowance: a third stays unauthenticated.
+  limits.open(0, 4, "192.0.2.3");
+  assertEquals(limits.authenticate(4, "ann"), false);
+  // The total (4) is reached: the oldest unauthenticated one (2) gives way,
+  // not the older authenticated 1.
+  assertEquals(limits.makeRoom(1, "192.0.2.9")?.connId, 2);
+  assertEquals(limits.open(1, 5, "192.0.2.9"), undefined);
+  assertEquals(limits.makeRoom(1, "192.0.2.9")?.connId, 4);
+  assertEquals(limits.open(1, 6, "192.0.2.9"), undefined);
+  assert(limits.authenticate(5, "bob"));
+  assert(limits.authenticate(6, "bob"));
+  // All four authenticated: nobody gives way, the new one is refused.
+  assertEquals(limits.makeRoom(2, "192.0.2.10"), undefined);
+  assertEquals(limits.open(2, 7, "192.0.2.10")?.hit, { kind: "total", limit: 4 });
+  // Closing an authenticated one frees its user's allowance.
+  limits.close(1);
+  limits.open(3, 8, "192.0.2.1");
+  assert(limits.authenticate(8, "ann"));
+  assertEquals(limits.authenticate(99, "ann"), false, "unknown connection");
+});
+
+Deno.test("ConnectionLimits.check() closes a connection whose first frame does not come within firstFrameMs", () => {
+  const limits = new ConnectionLimits({ firstFrameMs: 5000, idleMs: 60_000, frameMs: 30_000 });
+  limits.open(0, 1, "192.0.2.1");
+  limits.open(0, 2, "192.0.2.1");
+  // Bytes keep coming, but the first frame never completes.
+  assertEquals(limits.check(4000, 1, sample({ bytesRead: 3, pendingBytes: 3 })), undefined);
+  assertEquals(limits.check(5000, 1, sample({ bytesRead: 5, pendingBytes: 5 })), {
+    kind: "no_request",
+    limitMs: 5000,
+  });
+  // One whole frame in time: the deadline no longer applies.
+  assertEquals(limits.check(1000, 2, sample({ bytesRead: 20, framesRead: 1 })), undefined);
+  assertEquals(limits.check(20_000, 2, sample({ bytesRead: 20, framesRead: 1 })), undefined);
+});
+
 Deno.test("ConnectionLimits.open() reports refusals once per period per address", () => {
   const limits = new ConnectionLimits({ maxPerAddress: 1, reportEveryMs: 10_000 });
   limits.open(0, 1, "192.0.2.1");
@@ -133,11 +201,12 @@ Deno.test("ConnectionLimits.check() closes a frame that does not arrive whole wi
   await t.step("while the server stores an upload, the connection is not idle", () => {
     const limits = new ConnectionLimits({ idleMs: 1000, frameMs: 1000 });
     limits.open(0, 1, "192.0.2.1");
+    // Busy: its upload_begin came, and the upload is being stored.
     for (let now = 0; now <= 10_000; now += 500) {
-      assertEquals(limits.check(now, 1, sample({ busy: true })), undefined);
+      assertEquals(limits.check(now, 1, sample({ busy: true, framesRead: 1 })), undefined);
     }
-    assertEquals(limits.check(10_500, 1, sample()), undefined);
-    assertEquals(limits.check(11_000, 1, sample())?.kind, "idle");
+    assertEquals(limits.check(10_500, 1, sample({ framesRead: 1 })), undefined);
+    assertEquals(limits.check(11_000, 1, sample({ framesRead: 1 }))?.kind, "idle");
   });
 });
 
@@ -183,5 +252,14 @@ Deno.test("connectionLimitText() says which limit and what to do", () => {
   assertEquals(
     connectionLimitText({ kind: "slow_frame", limitMs: 1500, pendingBytes: 3 }, "x"),
     "a frame did not arrive whole within 1.5 s of its first byte (3 bytes came)",
+  );
+  assertEquals(
+    connectionLimitText({ kind: "no_request", limitMs: 5000 }, "x"),
+    "no whole request came within 5 s of connecting",
+  );
+  assertEquals(
+    connectionLimitText({ kind: "made_room", scope: "total", limit: 512 }, "x"),
+    "making room for a newer connection (the server has 512 connections; those without a " +
+      "login give way first)",
   );
 });

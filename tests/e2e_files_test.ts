@@ -384,7 +384,7 @@ Deno.test("server enforces --quota and --max-file-size with a clear message", as
   });
 });
 
-Deno.test("download never overwrites a local file, and into a directory keeps the name", async () => {
+Deno.test("download never overwrites a local file, and into a directory (new or not) keeps the name", async () => {
   await using w = await world();
   const { cwd } = w;
   const bytes = await randomFile(`${cwd}/r.csv`, 3000);
@@ -398,11 +398,20 @@ Deno.test("download never overwrites a local file, and into a directory keeps th
       "download r.csv",
       "download r.csv",
       "download r.csv box",
+      "download r.csv fresh/",
+      "download r.csv made/on/demand/x.csv",
     ].join("\n") + "\n",
   );
   assertExit(result, 0);
   for (
-    const landed of ["precious (1).txt", "downloads/r.csv", "downloads/r (1).csv", "box/r.csv"]
+    const landed of [
+      "precious (1).txt",
+      "downloads/r.csv",
+      "downloads/r (1).csv",
+      "box/r.csv",
+      "fresh/r.csv",
+      "made/on/demand/x.csv",
+    ]
   ) {
     assertStringIncludes(result.stdout, `Downloaded "r.csv" to ${landed} (3000 bytes`);
     assertEquals(await Deno.readFile(`${cwd}/${landed}`), bytes, landed);

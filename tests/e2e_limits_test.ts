@@ -232,6 +232,37 @@ Deno.test("ServerDriver closes a frame that dribbles in (slowloris) after tcpFra
   });
 });
 
+Deno.test("ServerDriver closes a connection whose first request does not come whole within tcpFirstFrameMs", async () => {
+  await withServer(
+    { tcpIdleMs: 10_000, tcpFrameMs: 10_000, tcpFirstFrameMs: 400 },
+    async (server) => {
+      const conn = await connect(server);
+      try {
+        // Bytes keep coming, well within the idle and frame limits, but no whole frame.
+        const dribble = (async () => {
+          try {
+            for (const byte of [0, 0, 0, 100, ...new Uint8Array(100)]) {
+              await conn.write(Uint8Array.of(byte));
+              await delay(50);
+            }
+          } catch {
+            // closed by the server, as it should be
+          }
+        })();
+        const { messages, elapsedMs } = await framesUntilClosed(conn, 5000);
+        await dribble;
+        assertEquals(
+          closingReason(messages),
+          "Closing the connection: no whole request came within 0.4 s of connecting",
+        );
+        assert(elapsedMs < 3000, `closed after ${elapsedMs} ms`);
+      } finally {
+        conn.close();
+      }
+    },
+  );
+});
+
 Deno.test("ServerDriver refuses a frame over the size limit with a clear error", async () => {
   await withServer({}, async (server) => {
     const conn = await connect(server);
@@ -250,7 +281,7 @@ Deno.test("ServerDriver refuses a frame over the size limit with a clear error",
 });
 
 Deno.test("ServerDriver caps TCP connections per address and in all", async (t) => {
-  await t.step("per address", async () => {
+  await t.step("per address: the oldest connection without a login gives way", async () => {
     await withServer({ maxConnectionsPerAddress: 2, tcpIdleMs: 10_000 }, async (server) => {
       const first = await connect(server);
       const second = await connect(server);
@@ -258,51 +289,42 @@ Deno.test("ServerDriver caps TCP connections per address and in all", async (t) 
         await waitFor(() => server.connectionCount === 2, "two connections");
         const third = await connect(server);
         try {
-          const { messages } = await framesUntilClosed(third, 5000);
+          const { messages } = await framesUntilClosed(first, 5000);
           assertEquals(
             closingReason(messages),
-            "Closing the connection: too many connections from 127.0.0.1 (the limit is 2); " +
-              "close one and try again",
+            "Closing the connection: making room for a newer connection from 127.0.0.1 (at most " +
+              "2 connections without a login from one address); log in to keep a connection",
           );
+          assertEquals(server.traffic.tcpRefused, 1);
+          // Those admitted work.
+          const hello = { type: "hello", reqId: 1, client: "0123456789abcdef" } as const;
+          assertEquals((await askTcp(second, hello)).type, "hello_ok");
+          assertEquals((await askTcp(third, hello)).type, "hello_ok");
         } finally {
           third.close();
         }
-        assertEquals(server.traffic.tcpRefused, 1);
-        // Those admitted still work; closing one lets a new one in.
-        const hello = { type: "hello", reqId: 1, client: "0123456789abcdef" } as const;
-        assertEquals((await askTcp(second, hello)).type, "hello_ok");
-        first.close();
-        await waitFor(() => server.connectionCount === 1, "the first to be gone");
-        const fourth = await connect(server);
-        try {
-          assertEquals((await askTcp(fourth, hello)).type, "hello_ok");
-        } finally {
-          fourth.close();
-        }
       } finally {
-        try {
-          first.close();
-        } catch {
-          // closed above
-        }
+        first.close();
         second.close();
       }
     });
   });
 
-  await t.step("in all", async () => {
+  await t.step("in all: the oldest connection without a login gives way", async () => {
     await withServer({ maxConnections: 1, tcpIdleMs: 10_000 }, async (server) => {
       const first = await connect(server);
       try {
         await waitFor(() => server.connectionCount === 1, "one connection");
         const second = await connect(server);
         try {
-          const { messages } = await framesUntilClosed(second, 5000);
+          const { messages } = await framesUntilClosed(first, 5000);
           assertEquals(
             closingReason(messages),
-            "Closing the connection: the server has too many connections (the limit is 1); " +
-              "try again later",
+            "Closing the connection: making room for a newer connection (the server has 1 " +
+              "connections; those without a login give way first)",
           );
+          const hello = { type: "hello", reqId: 1, client: "0123456789abcdef" } as const;
+          assertEquals((await askTcp(second, hello)).type, "hello_ok");
         } finally {
           second.close();
         }
@@ -550,7 +572,7 @@ Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when
     extraArgs: ["--rate-limit", "10", "--max-connections-per-ip", "1", "--tcp-idle", "1"],
   });
   await server.waitForLine(
-    /^Limits: UDP per IP address 10\/s without a session, 2000\/s with one; TCP 1 connections per IP address, 512 in all, closed after 1 s idle or a frame slower than 30 s$/,
+    /^Limits: UDP per IP address 10\/s without a session, 2000\/s with one; TCP 1 connections without a login per IP address, 512 in all, closed after 1 s idle or a frame slower than 30 s; 20 new names a minute per IP address$/,
   );
   await server.waitForLine(/^Server running/);
 
@@ -564,13 +586,16 @@ Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when
   } finally {
     flooder.close();
   }
-  // Two TCP connections at once from one address: the second is refused; the first idles out.
+  // Two TCP connections at once from one address: the first gives way; the second idles out.
   const first = await Deno.connect({ hostname: HOST, port: server.tcpPort });
   const second = await Deno.connect({ hostname: HOST, port: server.tcpPort });
   try {
-    const refused = await framesUntilClosed(second, 5000);
-    assertStringIncludes(closingReason(refused.messages), "too many connections from 127.0.0.1");
-    const idled = await framesUntilClosed(first, 5000);
+    const refused = await framesUntilClosed(first, 5000);
+    assertStringIncludes(
+      closingReason(refused.messages),
+      "making room for a newer connection from 127.0.0.1",
+    );
+    const idled = await framesUntilClosed(second, 5000);
     assertStringIncludes(closingReason(idled.messages), "nothing came or went for 1 s");
   } finally {
     first.close();
@@ -606,8 +631,8 @@ Deno.test("server prints a status line on SIGUSR2 and on 'status', and logs when
   const rateLines = log.split("\n").filter((line) => line.includes("Rate limit: dropped"));
   assertEquals(rateLines.length, 1, "one line per address per 10 s, not one per datagram");
   assertStringIncludes(rateLines[0], "UDP datagrams from 127.0.0.2 without a session");
-  assertStringIncludes(log, "TCP limit: refused 1 connections from 127.0.0.1");
-  assertStringIncludes(log, "Closed TCP connection 1 from 127.0.0.1");
+  assertStringIncludes(log, "TCP limit: closed 1 connections from 127.0.0.1 since the last report");
+  assertStringIncludes(log, "Closed TCP connection 2 from 127.0.0.1");
   assert(
     log.split("\n").filter((line) => line.includes("INFO    switchboard.server: Status: "))
       .length === 2,

@@ -662,7 +662,7 @@ async function canMountTmpfs(): Promise<boolean> {
 }
 
 Deno.test({
-  name: "a full download directory fails both sides with a no-space error and leaves nothing",
+  name: "a download directory without room for the file fails both sides before a byte is written",
   ignore: !(await canMountTmpfs()),
   async fn() {
     await using s = await setup();
@@ -670,7 +670,7 @@ Deno.test({
     await randomFile(file, 512 * 1024);
     const dl = downloads(s.dir, "Bob");
     await Deno.mkdir(dl);
-    // 192 KiB of space for a 512 KiB file: the first chunks fit, then ENOSPC.
+    // 192 KiB of space for a 512 KiB file: refused up front (statfs), not at ENOSPC.
     const bob = await s.client(
       "Bob",
       [
@@ -696,18 +696,22 @@ Deno.test({
     const a = await alice.finished(RUN_MS);
     assertEquals(b.code, 1, describe("Bob", b) + describe("Alice", a));
     assertEquals(a.code, 1, describe("Alice", a) + describe("Bob", b));
-    // Bob sees the operating system's words; Alice only that his disk is full, not his paths.
+    // Bob sees how much room is missing; Alice only that there is too little, not his paths.
     assertOneErrorLine(b, /^error: 1 of 1 transfers did not finish: 1 failed \(/, shown("Bob"));
-    assertOneErrorLine(b, /No space left on device \(os error 28\)/, shown("Bob"));
+    assertOneErrorLine(
+      b,
+      /Not enough free space in .*Bob-downloads for "x\.bin": it needs 524288 more bytes, \d+ are free/,
+      shown("Bob"),
+    );
     assertOneErrorLine(
       a,
-      /^error: 1 of 1 transfers did not finish: 1 failed \("Bob"(: | stopped it: )the receiver's disk is full\)$/,
+      /^error: 1 of 1 transfers did not finish: 1 failed \("Bob"(: | stopped it: )the receiver has too little free space for the file\)$/,
       shown("Alice"),
     );
     assert(!a.stdout.includes(dl) && !a.stderr.includes(dl), `Bob's path reached Alice`);
     assertMatch(
       b.stdout,
-      /^Receiving "x\.bin" from "Alice" failed: Cannot write x\.bin: No space left on device/m,
+      /^Receiving "x\.bin" from "Alice" failed: Not enough free space in /m,
     );
     const bobOut = nonEmptyLines(b.stdout);
     const left = bobOut.indexOf(LEFT_MARKER);

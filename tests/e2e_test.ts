@@ -148,10 +148,12 @@ Deno.test("server and client register, message, show status and deregister end t
   const statusMatch = new RegExp(
     `^Server ${escape(server.address)} \\(TCP port ${server.tcpPort}, open login\\); ` +
       `name "Alice Smith", logged in as "Alice Smith"; UDP port (\\d+), TCP port 5001; ` +
-      `requests over UDP$`,
+      `requests over UDP(?:; public address 127\\.0\\.0\\.1:(\\d+), NAT mapping endpoint-independent)?$`,
   ).exec(status);
   if (statusMatch === null) throw new Error(`Unexpected status line: ${status}`);
   assertEquals(registry["Alice Smith"].udp_port, Number(statusMatch[1]));
+  // Address discovery (tests/e2e_discovery_test.ts), if done, saw the same port.
+  if (statusMatch[2] !== undefined) assertEquals(Number(statusMatch[2]), Number(statusMatch[1]));
 
   await client.write("deregister\n");
   await client.waitForLine(/^Deregistered "Alice Smith"; its identity and files are deleted$/);
@@ -240,7 +242,7 @@ Deno.test("client registers and deregisters over TCP with --transport tcp", asyn
   );
   assertRegistryEntry((await readRegistry(dataDir))["Erin Stone"]);
   await client.write("status\nderegister\n");
-  await client.waitForLine(/requests over TCP$/);
+  await client.waitForLine(/requests over TCP(?:;.*NAT mapping [a-z-]+)?$/);
   await client.waitForLine(/^Deregistered "Erin Stone"; /);
   await server.waitForLine(/^Deregistered "Erin Stone"\W.*\bTCP\b/);
   assertExit(await client.finished(), 0);
@@ -685,7 +687,7 @@ Deno.test("client exits 130 on Ctrl-C (SIGINT), goes offline, and its registrati
   assertEquals(await server.stop(), 0);
 });
 
-Deno.test("client exit logs out; deregister in a later run needs login first", async () => {
+Deno.test("client exit logs out; a later run logs in (by a quoted name too); deregister needs login first", async () => {
   await using dir = await tempDir();
   const dataDir = dir.join("data");
   const logDir = dir.join("logs");
@@ -703,6 +705,13 @@ Deno.test("client exit logs out; deregister in a later run needs login first", a
   assertExit(notLoggedIn, 1);
   assertOneErrorLine(notLoggedIn, /not logged in; use register or login first/i);
   assertEquals(Object.keys(await readRegistry(dataDir)), ["Kim Later"]);
+
+  // A name with a space may be quoted, as in send @"A NAME".
+  const otherArgs = clientArgs(server.address, "Someone Else", logDir);
+  const quoted = await runClient({ args: otherArgs, stdin: 'login "Kim Later"\nexit\n' });
+  assertExit(quoted, 0);
+  assertStringIncludes(quoted.stdout, 'Logged in as "Kim Later"');
+  await server.waitForLine(/^"Kim Later" went offline \(logged out\)$/);
 
   const later = await runClient({ args, stdin: "login\nstatus\nderegister\n" });
   assertExit(later, 0);

@@ -11,7 +11,8 @@ import { FileTransfers, type FileTransfersOutput } from "../lib/client/file_tran
 import type { FilePayload, PeerSession, PeerState } from "../lib/client/peer_session.ts";
 import { parseCommand } from "../lib/client/command.ts";
 import type { CommandResult, TransferEvent, TransferInfo } from "../lib/client/client_event.ts";
-import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { Simulation } from "../lib/sim/simulation.ts";
 import { toHex } from "../lib/hex.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
 
@@ -794,4 +795,83 @@ Deno.test("ClientCore acceptfile without an id asks which of several offers", ()
       [2, "send", "two.bin", "Bob", 2000, 2000, "done"],
     ],
   );
+});
+
+Deno.test("FileTransfers declines an offer larger than maxReceive, saying so to both sides", () => {
+  const transfers = new FileTransfers({ autoAccept: true, maxReceive: 1000 });
+  const alice = new FakeSession("Alice");
+  const offer = (transfer: number, size: number): FilePayload => ({
+    kind: "file_offer",
+    transfer,
+    size,
+    sha256: new Uint8Array(32),
+    name: "big.bin",
+  });
+  transfers.handle(0, alice.asSession, offer(1, 1001));
+  transfers.handle(0, alice.asSession, offer(2, 1000));
+  const outputs: FileTransfersOutput[] = [];
+  for (let out = transfers.poll(); out !== undefined; out = transfers.poll()) outputs.push(out);
+  assertEquals(alice.sent[0], {
+    kind: "file_decline",
+    transfer: 1,
+    reason: "the file (1001 bytes) is larger than the receiver takes (1000 bytes; --max-receive)",
+  });
+  assertEquals(transfers.get(1)?.state, "declined");
+  assertStringIncludes(transfers.get(1)!.reason!, 'refused an offer from "Alice": the file');
+  // One of exactly the limit is prepared.
+  assertEquals(outputs.filter((o) => o.type === "receive_begin").map((o) => o.id), [2]);
+  // The default limit is 4 GiB.
+  const byDefault = new FileTransfers({ autoAccept: true });
+  byDefault.handle(0, alice.asSession, offer(3, 4 * 1024 ** 3 + 1));
+  assertEquals(byDefault.get(1)?.state, "declined");
+});
+
+Deno.test("FileTransfers keeps at most 4 offers open; more are declined with nothing kept", () => {
+  const transfers = new FileTransfers({ autoAccept: false });
+  const stranger = new FakeSession("Mallory");
+  for (let i = 1; i <= 2000; i++) {
+    transfers.handle(0, stranger.asSession, {
+      kind: "file_offer",
+      transfer: i,
+      size: 2 ** 40,
+      sha256: new Uint8Array(32),
+      name: `x${i}.bin`,
+    });
+  }
+  let events = 0;
+  for (let out = transfers.poll(); out !== undefined; out = transfers.poll()) events++;
+  // 1 TB is over --max-receive: each is declined at once, with a line.
+  assertEquals(transfers.list().length, 2000);
+  assert(transfers.list().every((t) => t.state === "declined"));
+  assertEquals(events, 2000);
+
+  // Offers within the limit wait for an answer: four at once, no more.
+  const small = new FileTransfers({ autoAccept: false });
+  for (let i = 1; i <= 2000; i++) {
+    small.handle(0, stranger.asSession, {
+      kind: "file_offer",
+      transfer: 10_000 + i,
+      size: 10,
+      sha256: new Uint8Array(32),
+      name: `y${i}.bin`,
+    });
+  }
+  assertEquals(small.list().map((t) => t.state), ["offered", "offered", "offered", "offered"]);
+  const refused = stranger.sent.filter((p) => p.kind === "file_decline" && p.transfer > 10_004);
+  assertEquals(refused.length, 1996);
+  assertEquals(refused[0], {
+    kind: "file_decline",
+    transfer: 10_005,
+    reason: "the receiver has 4 offers waiting or being received; try again later",
+  });
+  // Once one is answered, there is room for another.
+  small.decline(0, 1);
+  small.handle(0, stranger.asSession, {
+    kind: "file_offer",
+    transfer: 20_000,
+    size: 10,
+    sha256: new Uint8Array(32),
+    name: "z.bin",
+  });
+  assertEquals(small.list().at(-1)?.state, "offered");
 });

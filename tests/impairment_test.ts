@@ -161,6 +161,27 @@ Deno.test("ImpairedRelay loses, duplicates, reorders and delays as the simulator
   });
 });
 
+Deno.test("ImpairedRelay holds datagrams behind its bottleneck and counts the queue", () => {
+  // 100,000 bytes a second, 1,000-byte datagrams: one leaves every 10 ms; the queue holds 3.
+  const { core } = relay({
+    ...NO_IMPAIRMENT,
+    minDelayMs: 5,
+    maxDelayMs: 5,
+    rate: 100_000,
+    queue: 3000,
+  });
+  for (let i = 0; i < 5; i++) core.receive(0, LISTEN_SOCKET, ALICE, new Uint8Array(1000));
+  const times: number[] = [];
+  for (let now = 0; now <= 100; now++) {
+    for (const _ of core.due(now)) times.push(now);
+  }
+  assertEquals(times, [15, 25, 35], "three fit the queue, then one every 10 ms, plus 5 ms");
+  assertEquals(core.stats.queueDropped, 2);
+  assertEquals(core.stats.lost, 2);
+  assertEquals(core.stats.queued, 3);
+  assertEquals(core.stats.queueDelayMs, 0 + 10 + 20);
+});
+
 Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line with exit 2", async (t) => {
   await t.step("--help lists every flag with its default", async () => {
     const result = await runProgram(PROXY_PATH, { args: ["--help"] });
@@ -174,6 +195,8 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
         "--reorder",
         "--delay",
         "--jitter",
+        "--rate",
+        "--queue",
         "--seed",
         "--help",
       ]
@@ -189,6 +212,9 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
     [["--target", "127.0.0.1:3000", "--delay", "1e9"], /^error: --delay must be/],
     [["--target", "127.0.0.1:3000", "--jitter=-5"], /^error: --jitter must be/],
     [["--target", "127.0.0.1:3000", "--seed", "x"], /^error: --seed must be/],
+    [["--target", "127.0.0.1:3000", "--rate", "0"], /^error: --rate must be a whole number/],
+    [["--target", "127.0.0.1:3000", "--rate", "8e6"], /^error: --rate must be a whole number/],
+    [["--target", "127.0.0.1:3000", "--queue", "1000"], /^error: --queue needs --rate/],
     [["--target", "127.0.0.1"], /^error: --target must look like HOST:PORT/],
     [["--target", "example.com:3000"], /^error: --target needs an IP address/],
     [["--target", "127.0.0.1:0"], /^error: --target port must be a number from 1/],
@@ -232,5 +258,43 @@ Deno.test("impair_proxy.ts relays datagrams both ways and prints its counts on S
   assertMatch(
     stopped.stdout,
     /^Counts: 1 from clients, 1 from the target, 0 between clients, 0 unroutable; 2 impaired: 0 lost, 0 duplicated, 0 reordered, 2 forwarded; 1 client$/m,
+  );
+});
+
+Deno.test("impair_proxy.ts --rate spaces datagrams out and --queue drops what overflows", async () => {
+  const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
+  const targetPort = (target.addr as Deno.NetAddr).port;
+  // 20,000 bytes a second: a 1,000-byte datagram takes 50 ms; the queue holds 4 of them.
+  await using proxy = new RunningProgram("proxy", PROXY_PATH, [
+    "--target",
+    `127.0.0.1:${targetPort}`,
+    "--rate",
+    "20000",
+    "--queue",
+    "4000",
+    "--seed",
+    "1",
+  ]);
+  const port = Number((await proxy.waitForLine(/^Proxy UDP listening on port \d+$/)).split(" ")[5]);
+  await proxy.waitForLine(/rate 20000 B\/s, queue 4000 B; seed 1$/);
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  const started = performance.now();
+  for (let i = 0; i < 6; i++) await client.send(new Uint8Array(1000).fill(i), to);
+  const buffer = new Uint8Array(2000);
+  const arrivals: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const [data] = await target.receive(buffer);
+    arrivals.push(data[0]);
+  }
+  const elapsed = performance.now() - started;
+  assertEquals(arrivals, [0, 1, 2, 3], "the first four, in order; the rest overflowed");
+  assert(elapsed >= 190, `four datagrams of 50 ms each took ${elapsed.toFixed(0)} ms`);
+  const stopped = await proxy.signal("SIGTERM");
+  assertEquals(stopped.code, 0, describeRun(stopped));
+  assertMatch(
+    stopped.stdout,
+    /; bottleneck: 4 queued, 2 dropped by the full queue, mean wait \d+\.\d\d ms; 1 client$/m,
   );
 });

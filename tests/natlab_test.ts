@@ -17,6 +17,8 @@ const NATLAB_PATH = fromFileUrl(new URL("../scripts/natlab.ts", import.meta.url)
 const CONFIG_PATH = fromFileUrl(new URL("../deno.json", import.meta.url));
 
 const unavailable = await natlabUnavailable();
+const hasConntrack =
+  (await runCommand(["sh", "-c", "command -v conntrack"]).catch(() => "")).trim() !== "";
 if (unavailable !== undefined) console.log(`natlab_test: lab tests skipped: ${unavailable}`);
 
 async function labNamespaces(id: string): Promise<string[]> {
@@ -51,6 +53,29 @@ Deno.test({
         assert(check.ok);
         assertMatch(check.measured!.observed, /^100\.64\.0\.\d+:\d+$/, "seen at the NAT's address");
       }
+    });
+
+    await t.step(
+      "address discovery finds full cone endpoint-independent and symmetric destination-dependent",
+      async () => {
+        const cell = await lab.runCell("full-cone", "symmetric", { timeoutMs: 5_000 });
+        assertEquals(cell.initiatorMapping, "endpoint-independent", cell.error);
+        assertEquals(cell.acceptorMapping, "destination-dependent", cell.error);
+      },
+    );
+
+    await t.step({
+      name: "runCell() flushes the NATs' connection tracking when asked, and the lab goes on",
+      ignore: !hasConntrack,
+      fn: async () => {
+        const cell = await lab.runCell("port-restricted", "full-cone", {
+          timeoutMs: 20_000,
+          flushAtMs: 0,
+        });
+        assertEquals(cell.path, "direct", cell.error);
+        assertEquals(cell.flushed, true, "flushed as the session came up");
+        assertEquals(cell.initiatorMapping, "endpoint-independent");
+      },
     });
 
     await t.step(
@@ -133,6 +158,8 @@ Deno.test("natlabRuleset() shapes each kind's mapping and filtering", () => {
 });
 
 Deno.test("formatMatrix() prints the paths by pair, then the figures of each pair", () => {
+  const mapping = (kind: string) =>
+    kind === "symmetric" ? "destination-dependent" : "endpoint-independent";
   const cell = (initiator: string, acceptor: string, ms: number | null) => ({
     initiator,
     acceptor,
@@ -141,6 +168,9 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
     delivered: ms === null ? 0 : 4,
     sent: 4,
     file: ms !== null,
+    ...(initiator === "same-lan"
+      ? { acceptorMapping: "unknown" }
+      : { initiatorMapping: mapping(initiator), acceptorMapping: mapping(acceptor) }),
   });
   const cells = [
     cell("full-cone", "full-cone", 12),
@@ -161,6 +191,7 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
     delivered: 8,
     sent: 12,
     files: 2,
+    mappings: "EI/DD",
   });
   assertEquals(
     formatMatrix(cells),
@@ -168,12 +199,14 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
 full-cone             direct     direct 2/3
 symmetric             failed     failed
 
-initiator  acceptor   path        session p50 ms  max ms  messages  files
-full-cone  full-cone  direct      12              12      4/4       1/1
-full-cone  symmetric  direct 2/3  30              50      8/12      2/3
-symmetric  full-cone  failed      -               -       0/4       0/1
-symmetric  symmetric  failed      -               -       0/4       0/1
-same-lan   same-lan   direct      8               8       4/4       1/1`,
+initiator  acceptor   path        session p50 ms  max ms  messages  files  mapping
+full-cone  full-cone  direct      12              12      4/4       1/1    EI/EI
+full-cone  symmetric  direct 2/3  30              50      8/12      2/3    EI/DD
+symmetric  full-cone  failed      -               -       0/4       0/1    DD/EI
+symmetric  symmetric  failed      -               -       0/4       0/1    DD/DD
+same-lan   same-lan   direct      8               8       4/4       1/1    -/?
+
+mapping: initiator/acceptor, as address discovery found it: EI endpoint-independent, DD destination-dependent (symmetric), ? unknown`,
   );
 });
 

@@ -784,6 +784,8 @@ const TOKEN_OF = (i: number) => new Uint8Array(16).fill(i);
  */
 class World {
   now = 1_000_000;
+  /** Lookups the server answered. */
+  lookups = 0;
   readonly nodes: Node[] = [];
   #flight: Packet[] = [];
   #seq = 0;
@@ -884,6 +886,7 @@ class World {
         return { type: "register_ok", reqId: message.reqId, key: TOKEN_OF(99), token };
       }
       case "lookup": {
+        this.lookups++;
         const found = this.#online.get(nameKey(message.name));
         if (found === undefined) {
           return {
@@ -1111,6 +1114,28 @@ Deno.test("ClientCore send needs @NAME when two sessions are open", () => {
     ["Alice", "open"],
     ["Carol", "open"],
   ]);
+});
+
+Deno.test("ClientCore bare accept and reject ask to name one when two requests are pending", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const carol = world.add("Carol", { ip: "10.0.0.3", port: 4003 });
+  world.run(alice, { kind: "connect", name: "Bob" });
+  world.run(carol, { kind: "connect", name: "Bob" });
+  world.runUntil(world.now + 1_000);
+  assertEquals(kinds(bob), ["request", "request"]);
+  for (const kind of ["accept", "reject"] as const) {
+    const ambiguous = failed(world.command(bob, { kind }));
+    assertEquals(ambiguous.code, "no_request");
+    assertEquals(
+      ambiguous.error,
+      `Requests from "Alice", "Carol" are pending; name one: ${kind} NAME`,
+    );
+  }
+  assertEquals(done(world.command(bob, { kind: "accept", name: "carol" })), ["accept", "Carol"]);
+  // One request is left: a bare accept takes it.
+  assertEquals(done(world.command(bob, { kind: "accept" })), ["accept", "Alice"]);
 });
 
 Deno.test("ClientCore accept waits for a request that comes later", () => {
@@ -1424,4 +1449,53 @@ Deno.test("ClientCore runs commands on one session in order, each after the one 
     bob.events.flatMap((e) => e.kind === "message" ? [e.text] : []),
     ["one", "two", "three"],
   );
+});
+
+Deno.test("ClientCore answers a flood of connect requests from a stranger without work, and its real peer at once", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const stranger: PeerAddress = { ip: "10.6.6.6", port: 6666 };
+  // 1,000 requests at once, each a new session, in Alice's name and others'.
+  for (let i = 0; i < 1000; i++) {
+    const session = i.toString(16).padStart(16, "0");
+    world.inject(stranger, bob, { type: "peer_connect", session, name: i % 2 ? "Alice" : `N${i}` });
+  }
+  world.settle();
+  // A burst of 5 lookups for the stranger's address; every other request was
+  // refused without a session or a lookup.
+  assertEquals(world.lookups, 5);
+  const refusals = bob.peerSends.filter((s) => s.message.type === "peer_reject");
+  assertEquals(refusals.length, 1000);
+  const reasons = new Set(
+    refusals.map((s) => s.message.type === "peer_reject" && s.message.reason),
+  );
+  assert(
+    reasons.has("too many requests from your address; try again in a moment"),
+    [...reasons].join(),
+  );
+  assert(bob.core.peers.length <= 5, `${bob.core.peers.length} sessions kept`);
+  // Alice, from her own address, is looked up and gets through at once.
+  world.run(bob, { kind: "accept" });
+  const r = world.command(alice, { kind: "connect", name: "Bob" });
+  assertEquals(done(r), ["connect", "Bob"]);
+  world.settle();
+  assertEquals(done(bob.results[0]), ["accept", "Alice"]);
+});
+
+Deno.test("ClientCore keeps at most 8 connect requests waiting; more are refused without a lookup", () => {
+  const world = new World();
+  const bob = world.add("Bob", BOB);
+  const names = Array.from({ length: 10 }, (_, i) => `P${i}`);
+  const nodes = names.map((name, i) => world.add(name, { ip: `10.1.0.${i + 1}`, port: 5000 }));
+  for (const node of nodes) world.run(node, { kind: "connect", name: "Bob" });
+  world.settle();
+  const waiting = bob.core.peers.filter((p) => p.state === "pending");
+  assertEquals(waiting.length, 8);
+  assertEquals(bob.events.filter((e) => e.kind === "request").length, 8);
+  const refused = bob.peerSends.filter((s) =>
+    s.message.type === "peer_reject" &&
+    s.message.reason === "too many requests are waiting for an answer; try again later"
+  );
+  assertEquals(refused.length >= 2, true, `${refused.length} refused`);
 });

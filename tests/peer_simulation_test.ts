@@ -11,7 +11,8 @@ import { assert, assertEquals } from "@std/assert";
 import { PEER_CHANNEL_OPTIONS } from "../lib/client/peer_table.ts";
 import type { CommandResult } from "../lib/client/client_event.ts";
 import { parseCommand } from "../lib/client/command.ts";
-import { type SimClient, type SimPeerMessage, Simulation } from "../lib/sim/simulation.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { type SimPeerMessage, Simulation } from "../lib/sim/simulation.ts";
 import { DEFAULT_CHANNEL_OPTIONS } from "../lib/reliable/reliable_channel.ts";
 import type { Impairment } from "../lib/sim/sim_network.ts";
 

@@ -150,7 +150,7 @@ async function withInstances(
         version: "0.0.0-test",
         store: redis.url,
         leaseMs,
-        limits: { rateLimit: 0, sessionRateLimit: 0 },
+        limits: { rateLimit: 0, sessionRateLimit: 0, registerRate: 0 },
       });
       servers.push(server);
       return server;

@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { RedisStore } from "../lib/io/redis_store.ts";
-import { ServerDriver } from "../lib/io/server_driver.ts";
+import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
@@ -19,7 +19,11 @@ const HOST = "127.0.0.1";
 const ignore = redisUnavailable !== undefined;
 
 /** Starts an instance on the test Redis with its own data directory. */
-async function instance(redis: TestRedis, dirs: string[]): Promise<ServerDriver> {
+async function instance(
+  redis: TestRedis,
+  dirs: string[],
+  extra: Partial<ServerConfig> = {},
+): Promise<ServerDriver> {
   const dataDir = await Deno.makeTempDir({ prefix: "switchboard_instance_" });
   dirs.push(dataDir);
   return await ServerDriver.start({
@@ -30,7 +34,8 @@ async function instance(redis: TestRedis, dirs: string[]): Promise<ServerDriver>
     version: "0.0.0-test",
     store: redis.url,
     leaseMs: 2000,
-    limits: { rateLimit: 0, sessionRateLimit: 0 },
+    limits: { rateLimit: 0, sessionRateLimit: 0, registerRate: 0 },
+    ...extra,
   });
 }
 
@@ -38,7 +43,7 @@ async function instance(redis: TestRedis, dirs: string[]): Promise<ServerDriver>
 async function withRedis(
   fn: (
     redis: TestRedis,
-    start: () => Promise<ServerDriver>,
+    start: (extra?: Partial<ServerConfig>) => Promise<ServerDriver>,
     requester: (server: { udpPort: number }) => UdpRequester,
   ) => Promise<void>,
 ): Promise<void> {
@@ -49,8 +54,8 @@ async function withRedis(
   try {
     await fn(
       redis,
-      async () => {
-        const server = await instance(redis, dirs);
+      async (extra) => {
+        const server = await instance(redis, dirs, extra);
         servers.push(server);
         return server;
       },
@@ -315,6 +320,8 @@ Deno.test({
           "0",
           "--session-rate-limit",
           "0",
+          "--register-rate",
+          "0",
           "--store",
           redis.url,
         ],
@@ -378,7 +385,8 @@ async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
 }
 
 Deno.test({
-  name: "Failed logins spread over A and B block the name together",
+  name:
+    "Failed logins from one address spread over A and B block it for the name together; another address still logs in",
   ignore,
   async fn() {
     await withRedis(async (_redis, start, requester) => {
@@ -402,6 +410,61 @@ Deno.test({
       const right = await login(onB, registered.key);
       assertEquals(right?.type, "error", JSON.stringify(right));
       assertMatch((right as MessageOf<"error">).message, /Too many failed logins/);
+      // The block is per (address, name), on B as on one instance: the owner elsewhere gets in.
+      using owner = new UdpRequester({
+        hostname: "127.0.0.2",
+        server: { hostname: HOST, port: b.udpPort },
+      });
+      const ownerLogin = await owner.request({
+        type: "login",
+        name: "victim",
+        secret: registered.key,
+        udpPort: owner.localPort,
+        tcpPort: 5001,
+      });
+      assertEquals(ownerLogin?.type, "login_ok", JSON.stringify(ownerLogin));
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Last-seen dates and identity expiry work across instances: a login on A dates the record on B, an expiry on A removes the name from B and Redis",
+  ignore,
+  async fn() {
+    await withRedis(async (_redis, start, requester) => {
+      const a = await start({ expireAfterMs: 3000 }); // refreshes last_seen after 300 ms
+      const b = await start();
+      const onA = requester(a);
+      const onB = requester(b);
+      const kept = await register(onB, "kept");
+      assert(isOk(kept), JSON.stringify(kept));
+      assert(isOk(await register(onB, "gone")));
+      await waitFor(() => a.core.registry.get("gone") !== undefined, "gone on A");
+      const registeredSeen = b.core.registry.get("kept")!.lastSeenAt!;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const login = await onA.request({
+        type: "login",
+        name: "kept",
+        secret: (kept as MessageOf<"register_ok">).key,
+        udpPort: onA.localPort,
+        tcpPort: 5001,
+      });
+      assertEquals(login?.type, "login_ok", JSON.stringify(login));
+      await waitFor(
+        () => (b.core.registry.get("kept")?.lastSeenAt ?? "") > registeredSeen,
+        "A's last_seen of kept on B",
+      );
+      // "gone" is seen nowhere: A's sweep removes it, and the removal reaches B and Redis.
+      await waitFor(() => b.core.registry.get("gone") === undefined, "gone expired on B", 8000);
+      assert(a.core.registry.get("gone") === undefined);
+      const c = await start();
+      assertEquals(c.core.registry.get("gone"), undefined);
+      assertEquals(
+        c.core.registry.get("kept")?.lastSeenAt,
+        b.core.registry.get("kept")?.lastSeenAt,
+      );
+      assert(c.core.registry.get("kept") !== undefined, "kept is online on A: never expired");
     });
   },
 });

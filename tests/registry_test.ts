@@ -9,8 +9,8 @@ import { join } from "@std/path";
 import {
   loadRegistry,
   REGISTRY_FILE,
+  RegistryFile,
   RegistryFileError,
-  saveRegistry,
 } from "../lib/io/registry_file.ts";
 import { Registry, RegistryFormatError, type RegistryRecord } from "../lib/server/registry.ts";
 import { ReplayCache } from "../lib/server/replay_cache.ts";
@@ -280,11 +280,12 @@ Deno.test("ReplayCache defaults to 64 requests per client and a 120 s ttl", () =
 
 // --- registry_file -----------------------------------------------------------
 
-Deno.test("loadRegistry() gives an empty registry when the file is missing", async () => {
+Deno.test("RegistryFile.open() gives an empty registry when the file is missing", async () => {
   await withTempDir(async (dir) => {
     const dataDir = join(dir, "data", "nested");
-    const registry = await loadRegistry(dataDir);
-    assertEquals(registry.size, 0);
+    const file = await RegistryFile.open(dataDir);
+    file.release();
+    assertEquals(file.registry.size, 0);
     assert((await Deno.stat(dataDir)).isDirectory, "the data directory is created");
   });
 });
@@ -301,12 +302,14 @@ Deno.test("loadRegistry() refuses a registry that is a link to a missing file", 
   });
 });
 
-Deno.test("saveRegistry() and loadRegistry() round-trip a registry", async () => {
+Deno.test("RegistryFile.save() and loadRegistry() round-trip a registry", async () => {
   await withTempDir(async (dir) => {
-    const registry = new Registry();
+    const file = await RegistryFile.open(dir);
+    const registry = file.registry;
     registry.add(record("Alice Smith"));
     registry.add(record("Bob", { ip: "10.0.0.2", udpPort: 40000, tcpPort: 40001 }));
-    await saveRegistry(dir, registry.toJson());
+    await file.save(registry.toJson());
+    await file.close();
     const text = await Deno.readTextFile(join(dir, REGISTRY_FILE));
     assertEquals(JSON.parse(text), registry.toJson());
     assert(text.endsWith("\n"));
@@ -344,9 +347,12 @@ Deno.test("loadRegistry() reads a version 0.1 file with token_sha256", async () 
         },
       }),
     );
-    const registry = await loadRegistry(dir);
+    const file = await RegistryFile.open(dir);
+    const registry = file.registry;
     assertEquals(registry.get("bob")?.keySha256, HASH);
-    await saveRegistry(dir, registry.toJson());
+    registry.add(record("Carol"));
+    await file.save(registry.toJson());
+    await file.close();
     const saved = JSON.parse(await Deno.readTextFile(join(dir, REGISTRY_FILE)));
     assertEquals(saved.Bob.key_sha256, HASH);
     assertEquals("token_sha256" in saved.Bob, false);
@@ -377,13 +383,14 @@ Deno.test("loadRegistry() rejects an invalid registry, naming the file and the e
   });
 });
 
-Deno.test("loadRegistry() removes temp files left by a crash", async () => {
+Deno.test("RegistryFile.open() removes temp files left by a crash", async () => {
   await withTempDir(async (dir) => {
-    await saveRegistry(dir, { Alice: seedEntry() });
+    await Deno.writeTextFile(join(dir, REGISTRY_FILE), JSON.stringify({ Alice: seedEntry() }));
     const stale = join(dir, `.${REGISTRY_FILE}.tmp-0123456789abcdef`);
     await Deno.writeTextFile(stale, "{");
-    const registry = await loadRegistry(dir);
-    assertEquals(registry.size, 1);
+    const file = await RegistryFile.open(dir);
+    file.release();
+    assertEquals(file.registry.size, 1);
     await assertRejects(() => Deno.stat(stale), Deno.errors.NotFound);
   });
 });
@@ -398,3 +405,29 @@ function seedEntry() {
     registered_by: "",
   };
 }
+
+Deno.test("Registry keeps last_seen through JSON, and refuses a bad one", () => {
+  const registry = new Registry();
+  registry.add(record("Alice", { lastSeenAt: "2026-01-02T03:04:05.000Z" }));
+  registry.add(record("Bob"));
+  const json = registry.toJson();
+  assertEquals(json.Alice.last_seen, "2026-01-02T03:04:05.000Z");
+  assertEquals("last_seen" in json.Bob, false, "absent when unknown, as in older files");
+  const back = Registry.fromJson(JSON.parse(JSON.stringify(json)));
+  assertEquals(back.records(), registry.records());
+  assertThrows(
+    () => Registry.fromJson({ Bob: { ...json.Bob, last_seen: "yesterday" } }),
+    RegistryFormatError,
+    'entry "Bob" has a bad "last_seen"',
+  );
+});
+
+Deno.test("Registry.toJson() shares each record's entry between calls until the record changes", () => {
+  const registry = new Registry();
+  registry.add(record("Alice"));
+  const first = registry.toJson();
+  assertEquals(registry.toJson().Alice === first.Alice, true);
+  registry.replace({ ...registry.get("alice")!, lastSeenAt: "2026-01-02T03:04:05.000Z" });
+  assertEquals(registry.toJson().Alice === first.Alice, false);
+  assertThrows(() => registry.replace(record("Nobody")), RangeError, "not registered");
+});

@@ -78,13 +78,27 @@ Deno.test("validateSegment() accepts valid segments and names what is wrong", as
   });
 });
 
+Deno.test("SendBuffer sends an urgent message ahead of queued bulk ones, not inside one", () => {
+  const buffer = new SendBuffer(0);
+  buffer.push(1, new Uint8Array(2200)); // seq 0, 1 once numbered
+  buffer.push(2, new Uint8Array(2200));
+  assertEquals(buffer.takeUnsent()!.seq, 0, "message 1 is now being sent");
+  buffer.push(3, Uint8Array.of(42), true);
+  buffer.push(4, Uint8Array.of(43), true);
+  const order = [];
+  for (let s = buffer.takeUnsent(); s; s = buffer.takeUnsent()) order.push([s.seq, s.messageId]);
+  assertEquals(order, [[1, 1], [2, 3], [3, 4], [4, 2], [5, 2]]);
+  assertEquals(buffer.queued, 0);
+  assertEquals(buffer.sendNext, 6);
+});
+
 Deno.test("SendBuffer fragments, numbers and acknowledges", async (t) => {
   await t.step("cuts messages into fragments of at most 1100 bytes", () => {
     const buffer = new SendBuffer(7);
     assertEquals(buffer.push(1, new Uint8Array(0)), 1);
     assertEquals(buffer.push(2, new Uint8Array(1100)), 1);
     assertEquals(buffer.push(3, new Uint8Array(1101)), 2);
-    assertEquals(buffer.nextSeq, 11);
+    assertEquals(buffer.sendNext, 7, "nothing sent yet");
     assertEquals(buffer.queued, 4);
     const taken = [buffer.takeUnsent()!, buffer.takeUnsent()!, buffer.takeUnsent()!];
     assertEquals(taken.map((s) => [s.seq, s.messageId, s.fragment, s.fragments]), [
@@ -201,15 +215,33 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     assertEquals(buffer.offer(data(14)), "accepted");
   });
 
-  await t.step("reports at most the requested number of ranges, lowest first", () => {
+  await t.step("reports at most the requested number of ranges: latest, lowest, highest", () => {
     const buffer = new ReceiveBuffer(0, 100);
     for (let seq = 2; seq < 60; seq += 2) buffer.offer(data(seq));
-    assertEquals(buffer.ranges(3), [{ start: 2, end: 3 }, { start: 4, end: 5 }, {
-      start: 6,
-      end: 7,
+    // The latest one received (58) is the highest here.
+    assertEquals(buffer.ranges(30).length, 29, "all 29 when they fit");
+    assertEquals(buffer.ranges(4), [
+      { start: 2, end: 3 },
+      { start: 4, end: 5 },
+      { start: 56, end: 57 },
+      { start: 58, end: 59 },
+    ]);
+    assertEquals(buffer.ranges(3), [{ start: 2, end: 3 }, { start: 56, end: 57 }, {
+      start: 58,
+      end: 59,
     }]);
     assertEquals(buffer.ranges(16).length, 16);
     assertEquals(buffer.ranges(0), []);
+    // A retransmission arriving in the middle is reported at once, so it is not sent again.
+    assertEquals(buffer.offer(data(30)), "duplicate");
+    assertEquals(buffer.ranges(4), [
+      { start: 2, end: 3 },
+      { start: 4, end: 5 },
+      { start: 30, end: 31 },
+      { start: 58, end: 59 },
+    ]);
+    buffer.offer(data(31));
+    assertEquals(buffer.ranges(3)[1], { start: 30, end: 33 }, "31 joins 30 and 32");
   });
 
   await t.step("completes a message larger than the window", () => {

@@ -312,7 +312,8 @@ Deno.test("ReliableChannel respects its windows", async (t) => {
     for (const seq of [2, 4, 6, 8]) {
       b.receive(1, { kind: "data", seq, fragment: 0, fragments: 1, payload: new Uint8Array() });
     }
-    assertEquals(acksOf(drain(b)), [ack(0, [[2, 3], [4, 5]])]);
+    // The lowest and the highest: what blocks delivery, and what the sender sent last.
+    assertEquals(acksOf(drain(b)), [ack(0, [[2, 3], [8, 9]])]);
   });
 });
 
@@ -577,4 +578,41 @@ Deno.test("ReliableChannel sends nothing after dying during an ack", () => {
     { type: "acked", id: 4 },
     { type: "dead", reason: "Segment 1 was retransmitted 0 times without being acknowledged" },
   ]);
+});
+
+Deno.test("ReliableChannel sends an urgent message ahead of queued bulk data", async (t) => {
+  for (const urgent of [true, false]) {
+    await t.step(urgent ? "urgent" : "not urgent", () => {
+      const a = new ReliableChannel(0), b = new ReliableChannel(0);
+      for (let i = 0; i < 10; i++) a.send(0, new Uint8Array(32 * 1024).fill(i));
+      const chat = a.send(0, Uint8Array.of(200), { urgent });
+      const delivered: number[] = [];
+      let ackedAt: number | undefined;
+      for (let now = 0; now < 60_000 && delivered.length < 11; now += 5) {
+        for (let out = a.poll(); out; out = a.poll()) {
+          if (out.type === "segment") b.receive(now + 20, out.segment);
+          if (out.type === "acked" && out.id === chat) ackedAt ??= now;
+        }
+        for (let out = b.poll(); out; out = b.poll()) {
+          if (out.type === "segment") a.receive(now + 20, out.segment);
+          if (out.type === "deliver") delivered.push(out.message[0]);
+        }
+        if ((a.nextTimeout() ?? Infinity) <= now) a.onTimeout(now);
+        if ((b.nextTimeout() ?? Infinity) <= now) b.onTimeout(now);
+      }
+      // The first message was already being sent: the chat can only follow it.
+      const position = delivered.indexOf(200);
+      assertEquals(position, urgent ? 1 : 10);
+    });
+  }
+});
+
+Deno.test("ReliableChannel runs BBR by default and NewReno on request, and rejects others", () => {
+  assertEquals(new ReliableChannel(0).options.congestion, "bbr");
+  assertEquals(new ReliableChannel(0, { congestion: "newreno" }).options.congestion, "newreno");
+  assertThrows(
+    () => new ReliableChannel(0, { congestion: "cubic" as "bbr" }),
+    RangeError,
+    'Cannot use congestion "cubic"',
+  );
 });

@@ -6,19 +6,20 @@ import { assert, assertEquals, assertMatch, assertStringIncludes, assertThrows }
 import { fromFileUrl } from "@std/path";
 import { BUILT_IN_SCENARIOS } from "../lib/sim/built_in_scenarios.ts";
 import {
-  checkInvariants,
-  checkPeerMessages,
   DEFAULT_IMPAIRMENT,
-  describeClients,
-  initialImpairment,
   parseDuration,
   parseScenario,
-  rttSummary,
-  runScenario,
   ScenarioError,
   type Step,
-  withOverrides,
 } from "../lib/sim/scenario.ts";
+import {
+  describeClients,
+  initialImpairment,
+  rttSummary,
+  runScenario,
+  withOverrides,
+} from "../lib/sim/scenario_runner.ts";
+import { checkInvariants, checkPeerMessages } from "../lib/sim/scenario_invariants.ts";
 import type { SimPeerMessage } from "../lib/sim/simulation.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 import { main } from "../scripts/simulate.ts";

@@ -828,12 +828,14 @@ Deno.test("ServerCore.handle() login with the key from another address replaces 
   });
 });
 
-Deno.test("ServerCore.handle() locks a name out after failed logins and lets it in after lockoutMs", async (t) => {
+Deno.test("ServerCore.handle() blocks the address that fails logins for a name, not the name", async (t) => {
   const core = newCore({ maxAttempts: 3, lockoutMs: 10_000 });
   const { key } = registerPersisted(core, 1, "Alice");
   const wrong = key.slice();
   wrong[5] ^= 0x01;
   const messages: string[] = [];
+  // Another port of the guesser's address counts as the guesser.
+  const BOB_OTHER_PORT: Endpoint = { ...FROM_BOB, port: FROM_BOB.port + 1 };
 
   await t.step("a wrong key gives login_failed with the attempts left", () => {
     const first = assertError(
@@ -849,34 +851,50 @@ Deno.test("ServerCore.handle() locks a name out after failed logins and lets it 
     messages.push(first.message, second.message);
   });
 
-  await t.step("the third failure locks the name out for N s", () => {
+  await t.step("the third failure blocks the address for N s", () => {
     const third = assertError(
       ask(core, NOW + 3, FROM_BOB, login(12, "Alice", new Uint8Array(3), { client: BOB_ID })),
       "locked_out",
     );
     assertStringIncludes(third.message, "Login failed: wrong name or identity key");
-    assertStringIncludes(third.message, '"Alice" is now blocked for 10 s');
+    assertStringIncludes(third.message, '"Alice" is now blocked for 10 s from your address');
     messages.push(third.message);
   });
 
-  await t.step("during the lockout even the right key is refused, with the time left", () => {
+  await t.step("during the block even the right key is refused from that address", () => {
     const refused = assertError(
-      ask(core, NOW + 5003, FROM_ALICE, login(13, "Alice", key)),
+      ask(core, NOW + 5003, BOB_OTHER_PORT, login(13, "Alice", key, { client: BOB_ID })),
       "locked_out",
     );
-    assertStringIncludes(refused.message, "try again in 5 s");
+    assertEquals(
+      refused.message,
+      'Too many failed logins for "Alice" from your address; try again in 5 s',
+    );
     assertEquals(core.sessions.size, 1, "still only the session from register");
     assertEquals(core.sessions.byName("Alice")?.since, NOW);
   });
 
-  await t.step("after lockoutMs the right key works", () => {
-    const ok = as(ask(core, NOW + 10_003, FROM_ALICE, login(14, "Alice", key)), "login_ok");
+  await t.step("the owner on another address logs in during the block", () => {
+    const ok = as(ask(core, NOW + 5004, FROM_ALICE, login(14, "Alice", key)), "login_ok");
+    assertEquals(core.sessions.byToken(ok.token)?.name, "Alice");
+    // and that does not lift the guesser's block
+    assertError(
+      ask(core, NOW + 5005, FROM_BOB, login(15, "Alice", key, { client: BOB_ID })),
+      "locked_out",
+    );
+  });
+
+  await t.step("after lockoutMs the right key works from the blocked address too", () => {
+    const ok = as(
+      ask(core, NOW + 10_003, FROM_BOB, login(16, "Alice", key, { client: BOB_ID })),
+      "login_ok",
+    );
     assertEquals(core.sessions.byToken(ok.token)?.name, "Alice");
   });
 
   await t.step("a success clears the count", () => {
     const again = assertError(
-      ask(core, NOW + 10_004, FROM_BOB, login(15, "Alice", wrong, { client: BOB_ID })),
+      ask(core, NOW + 10_004, FROM_BOB, login(17, "Alice", wrong, { client: BOB_ID })),
       "login_failed",
     );
     assertStringIncludes(again.message, "2 attempts left");
@@ -1879,4 +1897,137 @@ Deno.test("ServerCore.stats counts auth failures, presence resends and shortened
   handle(core, NOW + 1700, FROM_BOB, { type: "presence_ack", token: bob.token, seq: 1 });
   advance(core, NOW + 20_000);
   assertEquals(core.stats.presenceResent, 2, "quiet once acknowledged");
+});
+
+// --- bounded growth: new names per address ---
+
+Deno.test("ServerCore.handle() limits new names per address over UDP and TCP together", () => {
+  const core = newCore({ limits: { registerRate: 3 } });
+  const tcpAlice: Endpoint = { transport: "tcp", address: "10.0.0.1", port: 50000, connId: 7 };
+  registerPersisted(core, 1, "a1");
+  registerPersisted(core, 2, "a2");
+  // A TCP register from the same address spends the same budget.
+  handle(core, NOW, tcpAlice, register(3, "a3", { udpPort: 40001 }));
+  core.persisted(persists(drain(core))[0].version, NOW);
+  as(sends(drain(core))[0].message, "register_ok");
+  const refused = assertError(
+    ask(core, NOW + 1, tcpAlice, register(4, "a4", { udpPort: 40001 })),
+    "busy",
+  );
+  assertEquals(
+    refused.message,
+    'Cannot register "a4": too many new names from your address (at most 3 a minute); ' +
+      "try again later",
+  );
+  assertError(ask(core, NOW + 2, FROM_ALICE, register(5, "a5")), "busy");
+  assertEquals(core.registry.size, 3, "nothing was added for a refused register");
+  // Another address is not affected.
+  registerPersisted(core, 1, "b1", FROM_BOB, BOB_ID);
+  // The budget comes back at 3 a minute: one new name every 20 s.
+  assertError(ask(core, NOW + 19_000, FROM_ALICE, register(6, "a6")), "busy");
+  registerPersisted(core, 7, "a7", FROM_ALICE, ALICE_ID, NOW + 20_001);
+  assertEquals(core.registry.size, 5);
+});
+
+Deno.test("ServerCore.handle() does not spend the register budget on a taken name or a retransmission", () => {
+  const core = newCore({ limits: { registerRate: 1 } });
+  registerPersisted(core, 1, "alice");
+  // The retransmission is answered from the replay cache, a taken name is refused as taken.
+  as(ask(core, NOW + 1, FROM_ALICE, register(1, "alice")), "register_ok");
+  assertError(ask(core, NOW + 2, FROM_ALICE, register(2, "ALICE")), "name_taken");
+  assertError(ask(core, NOW + 3, FROM_ALICE, register(3, "bob")), "busy");
+});
+
+// --- bounded growth: identities not seen expire ---
+
+/** Runs timeouts up to `to`, acknowledging every registry write, and returns the outputs. */
+function advanceSaved(core: ServerCore, to: number): ServerOutput[] {
+  const out: ServerOutput[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const next = core.nextTimeout();
+    if (next === undefined || next > to) return out;
+    core.onTimeout(next);
+    const step = drain(core);
+    out.push(...step);
+    for (const p of persists(step)) {
+      core.persisted(p.version, next);
+      out.push(...drain(core));
+    }
+  }
+  throw new Error("onTimeout does not make progress");
+}
+
+Deno.test("ServerCore with expireAfterMs removes identities not seen for that long, with their files", () => {
+  const EXPIRE = 60_000;
+  const core = newCore({
+    expireAfterMs: EXPIRE,
+    storedFiles: [["Bob", [{ name: "b.txt", size: 3, sha256: "ab".repeat(32), uploadedAt: "" }]]],
+  });
+  const alice = registerPersisted(core, 1, "Alice");
+  const bob = registerPersisted(core, 1, "Bob", FROM_BOB, BOB_ID);
+  handle(core, NOW, FROM_ALICE, withToken("logout", 2, alice.token));
+  handle(core, NOW, FROM_BOB, withToken("logout", 2, bob.token, BOB_ID));
+  drain(core);
+  // Alice logs in again at +50 s: her last-seen time is written, no reply waits on it.
+  const out = call(core, NOW + 50_000, FROM_ALICE, login(3, "Alice", alice.key));
+  as(sends(out)[0].message, "login_ok");
+  const [touch] = persists(out);
+  assertEquals(touch.registry.Alice.last_seen, new Date(NOW + 50_000).toISOString());
+  assertEquals(touch.registry.Bob.last_seen, new Date(NOW).toISOString());
+  core.persisted(touch.version, NOW + 50_000);
+  handle(
+    core,
+    NOW + 50_000,
+    FROM_ALICE,
+    withToken("logout", 4, core.sessions.byName("Alice")!.token),
+  );
+  drain(core);
+
+  const swept = advanceSaved(core, NOW + EXPIRE);
+  assertEquals(events(swept).filter((e) => e.kind === "expired" || e.kind === "file_deleted"), [
+    { kind: "file_deleted", user: "Bob", name: "b.txt" },
+    { kind: "expired", name: "Bob", lastSeen: new Date(NOW).toISOString(), files: 1 },
+  ]);
+  assertEquals(outputsOf(swept, "delete_user_files"), [{ type: "delete_user_files", user: "Bob" }]);
+  assertEquals(Object.keys(persists(swept).at(-1)!.registry), ["Alice"]);
+  assertEquals(core.registry.records().map((r) => r.name), ["Alice"]);
+  // The name is free again, and Alice goes a minute after she was last seen (checked every
+  // expireAfterMs / 10).
+  registerPersisted(core, 9, "bob", FROM_CAROL, "0123012301230123", NOW + EXPIRE);
+  const expired = (out: ServerOutput[]) =>
+    events(out).flatMap((e) => e.kind === "expired" ? [e.name] : []);
+  assertEquals(expired(advanceSaved(core, NOW + 50_000 + EXPIRE - 1)), []);
+  const later = advanceSaved(core, NOW + 50_000 + EXPIRE + 6_000);
+  assertEquals(expired(later), ["Alice"]);
+});
+
+Deno.test("ServerCore with expireAfterMs keeps an identity whose session lives on heartbeats", () => {
+  const core = newCore({ expireAfterMs: 60_000 });
+  const carol = registerPersisted(core, 1, "Carol");
+  for (let t = 20_000; t <= 300_000; t += 20_000) {
+    advanceSaved(core, NOW + t);
+    const out = call(core, NOW + t, FROM_ALICE, withToken("heartbeat", 1 + t / 1000, carol.token));
+    as(sends(out)[0].message, "heartbeat_ok");
+    for (const p of persists(out)) core.persisted(p.version, NOW + t);
+  }
+  assertEquals(core.registry.size, 1);
+  // Heartbeats refresh the last-seen time every expireAfterMs / 10 at most.
+  const seen = Date.parse(core.registry.get("Carol")!.lastSeenAt!);
+  assert(seen >= NOW + 300_000 - 6_000, new Date(seen).toISOString());
+  // Once the session is gone, the minute starts from then.
+  handle(core, NOW + 300_000, FROM_ALICE, withToken("logout", 999, carol.token));
+  drain(core);
+  advanceSaved(core, NOW + 300_000 + 59_000);
+  assertEquals(core.registry.size, 1);
+  advanceSaved(core, NOW + 300_000 + 61_000);
+  assertEquals(core.registry.size, 0);
+});
+
+Deno.test("ServerCore without expireAfterMs never removes an identity", () => {
+  const core = newCore();
+  const alice = registerPersisted(core, 1, "Alice");
+  handle(core, NOW, FROM_ALICE, withToken("logout", 2, alice.token));
+  drain(core);
+  core.onTimeout(NOW + 10 * 365 * 86_400_000);
+  assertEquals(core.registry.size, 1);
 });

@@ -139,9 +139,22 @@ Deno.test("serverEventText() renders registrations without secrets", () => {
   );
 });
 
+Deno.test("serverEventText() tells an expired identity, when it was last seen and its files", () => {
+  const lastSeen = "2026-01-02T03:04:05.000Z";
+  assertEquals(serverEventText({ kind: "expired", name: "Bob", lastSeen, files: 1 }), {
+    level: "info",
+    text: `Expired "Bob": not seen since ${lastSeen}; removed with 1 stored file`,
+  });
+  assertStringIncludes(
+    serverEventText({ kind: "expired", name: "Bob", lastSeen, files: 0 }).text,
+    "removed with 0 stored files",
+  );
+});
+
 Deno.test("serverEventText() tells what the limits did, for the log only", () => {
   const rate = serverEventText({
     kind: "rate_limited",
+    transport: "udp",
     address: "192.0.2.7",
     dropped: 12,
     session: false,

@@ -10,7 +10,9 @@ import { sha256 } from "@noble/hashes/sha2";
 import { parseCommand } from "../lib/client/command.ts";
 import { toHex } from "../lib/hex.ts";
 import { MemoryBlobStore } from "../lib/sim/memory_blob_store.ts";
-import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import { SERVER_TCP } from "../lib/sim/sim_server.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { Simulation } from "../lib/sim/simulation.ts";
 import { type Impairment, NO_IMPAIRMENT } from "../lib/sim/sim_network.ts";
 import { encodeMessage } from "../lib/wire/codec.ts";
 import { forSeeds } from "./_seeds.ts";
@@ -151,6 +153,48 @@ Deno.test("Simulation rate limit drops a flood from one address and serves a pol
   });
 });
 
+Deno.test("Simulation register rate cuts off a registration storm from one address while another registers", () => {
+  forSeeds("tests/server_simulation_test.ts", 4, 300, (seed) => {
+    const sim = new Simulation({ seed, impairment: CLEAN, limits: { registerRate: 5 } });
+    const polite = sim.addClient({ name: "Polite" });
+    // 20 new names a second for 10 s from one address, each from its own
+    // client id, over UDP and TCP in turn: well under the datagram limit,
+    // far over 5 new names a minute.
+    const storm = "198.51.100.9";
+    const start = sim.clock.now();
+    for (let i = 0; i < 200; i++) {
+      sim.at(start + i * 50, () => {
+        const register = encodeMessage({
+          type: "register",
+          reqId: 1,
+          client: i.toString(16).padStart(16, "0"),
+          name: `storm${i}`,
+          udpPort: 6000,
+          tcpPort: 7000,
+        });
+        if (i % 2 === 0) {
+          sim.network.send(sim.clock.now(), `${storm}:6000`, "127.0.0.1:3000", register);
+        } else sim.network.sendReliable(sim.clock.now(), `${storm}:6001`, SERVER_TCP, register);
+      });
+    }
+    sim.at(start + 5_000, () => type(sim, polite, "register", "list"));
+    runIdle(sim, seed);
+    assert(polite.results.every((r) => r.ok), JSON.stringify(polite.results));
+    assertEquals(polite.results.map((r) => r.command), ["hello", "register", "list"]);
+    const names = sim.server!.registry.records().map((r) => r.name);
+    const stormed = names.filter((n) => n.startsWith("storm"));
+    // A burst of 5, and 5 a minute after it: nothing more in 10 s.
+    assertEquals(stormed.length, 5, names.join(" "));
+    assert(names.includes("Polite"));
+    const cutOff = sim.serverEvents.filter((e) =>
+      e.kind === "refused" && e.code === "busy" && e.from.address === storm &&
+      e.reason.includes("too many new names from your address")
+    );
+    assertEquals(cutOff.length, 195);
+    assert(cutOff.some((e) => e.kind === "refused" && e.from.transport === "tcp"));
+  });
+});
+
 Deno.test("Simulation connection limit refuses a TCP connection over it, then admits once one closes", () => {
   const sim = new Simulation({ seed: 9, impairment: CLEAN, limits: { maxConnections: 2 } });
   const [a, b, c] = ["A", "B", "C"].map((name) => sim.addClient({ name }));
@@ -174,4 +218,63 @@ Deno.test("Simulation connection limit refuses a TCP connection over it, then ad
   runIdle(sim, 9);
   assert(result(c, "files")[1]?.ok, JSON.stringify(result(c, "files")));
   assert(result(b, "files")[0]?.ok);
+});
+
+Deno.test("Simulation: idle TCP connections without a login give way to logged-in users, per address and in all", () => {
+  forSeeds("tests/server_simulation_test.ts", 4, 301, (seed) => {
+    const sim = new Simulation({
+      seed,
+      impairment: CLEAN,
+      limits: { maxConnectionsPerAddress: 3, maxConnections: 6 },
+    });
+    const [a, b] = ["A", "B"].map((name) => sim.addClient({ name }));
+    for (const client of [a, b]) type(sim, client, "register");
+    runIdle(sim, seed);
+    const aIp = a.address.slice(0, a.address.lastIndexOf(":"));
+    // Strangers hold every slot: 3 from A's own address, 3 from others,
+    // each with one valid `hello` over TCP and nothing after.
+    const hello = (i: number) =>
+      encodeMessage({ type: "hello", reqId: 1, client: i.toString(16).padStart(16, "0") });
+    const strangers = [
+      ...[0, 1, 2].map((i) => `${aIp}:${9000 + i}`),
+      ...[1, 2, 3].map((i) => `198.51.100.${i}:9000`),
+    ];
+    strangers.forEach((source, i) =>
+      sim.at(sim.clock.now() + i, () => {
+        sim.network.sendReliable(sim.clock.now(), source, SERVER_TCP, hello(i));
+      })
+    );
+    runIdle(sim, seed);
+    assertEquals(sim.server!.stats.tcpRefused, 0);
+    // A's own address is at its cap: its oldest stranger gives way. Then the
+    // total is reached: the oldest stranger of all gives way for B.
+    type(sim, a, "files");
+    runIdle(sim, seed);
+    type(sim, b, "files");
+    runIdle(sim, seed);
+    assert(result(a, "files")[0]?.ok, JSON.stringify(result(a, "files")));
+    assert(result(b, "files")[0]?.ok, JSON.stringify(result(b, "files")));
+    assertEquals(sim.server!.stats.tcpRefused, 2);
+    // Both were A's address's strangers (the oldest); one report per period.
+    const madeRoom = sim.serverEvents.filter((e) => e.kind === "connection_made_room");
+    assertEquals(
+      madeRoom.map((e) => e.kind === "connection_made_room" && [e.address, e.hit]),
+      [[aIp, { kind: "made_room", scope: "per_address", limit: 3 }]],
+    );
+    // More strangers only push each other out; A's and B's connections,
+    // which carried sessions, stay, and they are never told to close.
+    for (let i = 4; i < 14; i++) {
+      sim.network.sendReliable(sim.clock.now(), `198.51.100.${i}:9000`, SERVER_TCP, hello(i));
+    }
+    runIdle(sim, seed);
+    assertEquals(sim.server!.stats.tcpRefused, 12);
+    type(sim, a, "files");
+    type(sim, b, "files");
+    runIdle(sim, seed);
+    assert(result(a, "files")[1]?.ok && result(b, "files")[1]?.ok);
+    for (const client of [a, b]) {
+      const told = client.events.filter((e) => JSON.stringify(e).includes("making room"));
+      assertEquals(told, [], client.name);
+    }
+  });
 });

@@ -2,7 +2,7 @@
  * The simulated network: bursty loss statistics, partitions one-way and
  * two-way with heal, stalled streams, and determinism from the seed.
  */
-import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { SeededRandom } from "../lib/random.ts";
 import {
   type Impairment,
@@ -171,6 +171,10 @@ Deno.test("SimNetwork drops a datagram in flight when a partition cuts its path"
     reordered: 0,
     partitioned: 1,
     stalled: 0,
+    queueDropped: 0,
+    queued: 0,
+    queueDelayMs: 0,
+    maxQueueBytes: 0,
   });
 });
 
@@ -250,4 +254,90 @@ Deno.test("SimNetwork runs are identical for a seed, bursts and partitions inclu
   assertEquals(run(42), first);
   assert(JSON.stringify(run(43)) !== JSON.stringify(first));
   assert(first.stats.partitioned > 0 && first.stats.duplicated > 0);
+});
+
+// ---------------------------------------------------------------------------
+// The bottleneck: a link rate behind a drop-tail queue
+
+Deno.test("SimNetwork bottleneck adds queueing delay behind earlier datagrams", () => {
+  // 1,000,000 bytes a second: 1,000 bytes take 1 ms on the link; 10 ms of delay after it.
+  const net = new SimNetwork(new SeededRandom(1), {
+    ...NO_IMPAIRMENT,
+    minDelayMs: 10,
+    maxDelayMs: 10,
+    rate: 1_000_000,
+  });
+  for (let i = 0; i < 5; i++) net.send(0, A, B, new Uint8Array(1000).fill(i));
+  assertEquals(net.queueBytes(0), 5000);
+  assertEquals(net.queueBytes(2.5), 2500);
+  const arrivals = drain(net).map((p) => p.deliverAt);
+  assertEquals(arrivals, [11, 12, 13, 14, 15]);
+  assertEquals(net.stats.queued, 5);
+  assertEquals(net.stats.queueDelayMs, 0 + 1 + 2 + 3 + 4);
+  assertEquals(net.stats.maxQueueBytes, 5000);
+  // An idle link sends at once again.
+  net.send(100, A, B, new Uint8Array(1000));
+  assertEquals(net.nextDelivery(), 111);
+});
+
+Deno.test("SimNetwork bottleneck drops at the tail of a full queue, drawing nothing", () => {
+  const impairment: Impairment = { ...NO_IMPAIRMENT, rate: 1_000_000, queue: 3000 };
+  const net = new SimNetwork(new SeededRandom(1), impairment);
+  for (let i = 0; i < 5; i++) net.send(0, A, B, new Uint8Array(1000).fill(i));
+  assertEquals(net.stats.queueDropped, 2);
+  assertEquals(net.stats.lost, 2);
+  assertEquals(drain(net).map((p) => p.data[0]), [0, 1, 2], "the first three, in order");
+  // The queue draws nothing: the loss draws of later datagrams are the same as without it.
+  const lossy = { ...impairment, loss: 0.5 };
+  const a = new SimNetwork(new SeededRandom(9), lossy);
+  const b = new SimNetwork(new SeededRandom(9), { ...lossy, queue: undefined });
+  for (let i = 0; i < 5; i++) a.send(0, A, B, new Uint8Array(1000));
+  for (let i = 0; i < 3; i++) b.send(0, A, B, new Uint8Array(1000));
+  for (let i = 0; i < 200; i++) {
+    a.send(1000 + 10 * i, A, B, bytes(i));
+    b.send(1000 + 10 * i, A, B, bytes(i));
+  }
+  assertEquals(drain(a).map(id).slice(-100), drain(b).map(id).slice(-100));
+});
+
+Deno.test("SimNetwork bottleneck holds its rate under overload, lost datagrams included", () => {
+  // Offered 2 MB/s into a 1 MB/s link for 2 s, 10% random loss after the link.
+  const net = new SimNetwork(new SeededRandom(3), {
+    ...NO_IMPAIRMENT,
+    loss: 0.1,
+    rate: 1_000_000,
+    queue: 20_000,
+  });
+  let delivered = 0;
+  for (let t = 0; t < 2000; t += 0.5) {
+    net.send(t, A, B, new Uint8Array(1000));
+    for (const p of net.deliverDue(t)) delivered += p.data.length;
+  }
+  for (const p of drain(net)) {
+    if (p.deliverAt <= 2001) delivered += p.data.length;
+  }
+  // The link moves 1,000 datagrams a second; 10% of them are lost on the way.
+  assertAlmostEquals(delivered / 2, 900_000, 30_000);
+  assert(net.stats.queueDropped > 1800, `${net.stats.queueDropped} dropped by the queue`);
+  assert(net.stats.maxQueueBytes <= 20_000);
+});
+
+Deno.test("SimNetwork bottleneck links: shared by default, separate by linkOf", () => {
+  const shared = new SimNetwork(new SeededRandom(1), { ...NO_IMPAIRMENT, rate: 1_000_000 });
+  shared.send(0, A, B, new Uint8Array(1000));
+  shared.send(0, B, A, new Uint8Array(1000));
+  assertEquals(drain(shared).map((p) => p.deliverAt), [2, 3], "one half-duplex link");
+  const split = new SimNetwork(new SeededRandom(1), { ...NO_IMPAIRMENT, rate: 1_000_000 }, {
+    linkOf: (_from, to) => to,
+  });
+  split.send(0, A, B, new Uint8Array(1000));
+  split.send(0, B, A, new Uint8Array(1000));
+  assertEquals(drain(split).map((p) => p.deliverAt), [2, 2], "one link each way");
+});
+
+Deno.test("impairmentProblem() rejects a bad rate or queue", () => {
+  assertEquals(impairmentProblem({ ...NO_IMPAIRMENT, rate: 1e6, queue: 1e4 }), undefined);
+  assertMatch(impairmentProblem({ ...NO_IMPAIRMENT, rate: -1 })!, /link rate/);
+  assertMatch(impairmentProblem({ ...NO_IMPAIRMENT, rate: Infinity })!, /link rate/);
+  assertMatch(impairmentProblem({ ...NO_IMPAIRMENT, rate: 1e6, queue: 0 })!, /queue/);
 });

@@ -6,7 +6,8 @@
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
-import { type SimClient, Simulation } from "../lib/sim/simulation.ts";
+import type { SimClient } from "../lib/sim/sim_client.ts";
+import { Simulation } from "../lib/sim/simulation.ts";
 import type { Impairment } from "../lib/sim/sim_network.ts";
 import { nameKey } from "../lib/wire/client_name.ts";
 

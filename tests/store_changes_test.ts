@@ -4,7 +4,10 @@
  * to write again, and another instance's changes apply without being
  * written back.
  */
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import { join } from "@std/path";
+import { FileStore } from "../lib/io/file_store.ts";
+import { loadRegistry, REGISTRY_LOG_FILE } from "../lib/io/registry_file.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { Registry, type RegistryRecord } from "../lib/server/registry.ts";
 import { type Endpoint, ServerCore, type ServerOutput } from "../lib/server/server_core.ts";
@@ -104,3 +107,42 @@ Deno.test("ServerCore persist outputs carry the changes; a failed write leaves n
   core.registrySynced([record("Erin")]);
   assertEquals(core.registry.records().map((r) => r.name), ["Erin"]);
 });
+
+Deno.test("Registry.replace() (a last-seen date) is a put of the same record for a shared store", () => {
+  const registry = new Registry();
+  registry.add(record("Alice"));
+  registry.takeChanges();
+  const seen = { ...record("Alice"), lastSeenAt: "2025-01-03T00:00:00.000Z" };
+  registry.replace(seen);
+  assertEquals(registry.takeChanges(), [{ op: "put", record: seen }]);
+});
+
+Deno.test("FileStore writes through the registry's append-only log and compacts it at close", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "switchboard_file_store_" });
+  try {
+    const store = new FileStore(dir, { compactBytes: 256 });
+    const registry = await store.load();
+    for (let i = 0; i < 20; i++) {
+      registry.add(record(`user${i}`));
+      await store.persist(registry.toJson());
+    }
+    const logged = await Deno.stat(join(dir, REGISTRY_LOG_FILE));
+    assert(logged.size > 0, "past compactBytes, saves append to the log");
+    assertEquals((await loadRegistry(dir)).size, 20, "snapshot + log hold every record");
+    await store.close();
+    await assertRejectsNotFound(join(dir, REGISTRY_LOG_FILE));
+    assertEquals((await loadRegistry(dir)).size, 20);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function assertRejectsNotFound(path: string): Promise<void> {
+  try {
+    await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  throw new Error(`${path} still exists`);
+}

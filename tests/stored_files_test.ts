@@ -97,3 +97,26 @@ Deno.test("DEFAULT_STORAGE_LIMITS are 100 MiB a file, 1 GiB and 100 files a user
     maxFiles: 100,
   });
 });
+
+Deno.test("StoredFiles refuses an upload past maxStorage, everyone's files and uploads in progress together", () => {
+  const files = new StoredFiles({ maxFileSize: 1000, quota: 1000, maxFiles: 10, maxStorage: 2000 });
+  files.add("Alice", file("a.txt", 900));
+  files.add("Bob", file("b.txt", 600));
+  assertEquals(files.totalUsage, 1500);
+  assertEquals(files.uploadProblem("Carol", "c.txt", 500), undefined);
+  files.reserve("Carol", 500, 1);
+  const full = files.uploadProblem("Dave", "d.txt", 1);
+  assertEquals(
+    full,
+    "The server's storage is full: it holds 1500 of its 2000 bytes for everyone, too little " +
+      'room for "d.txt" (1 bytes); try again once files are deleted',
+  );
+  // Replacing a file counts only the difference; deleting makes room.
+  files.reserve("Carol", -500, -1);
+  assertEquals(files.uploadProblem("Alice", "A.TXT", 1000), undefined);
+  assertStringIncludes(files.uploadProblem("Carol", "new.txt", 501) ?? "", "storage is full");
+  files.remove("Bob", "b.txt");
+  files.removeUser("Alice");
+  assertEquals(files.totalUsage, 0);
+  assertEquals(files.uploadProblem("Dave", "d.txt", 1000), undefined);
+});

@@ -6,7 +6,12 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { join } from "@std/path";
 import { sha256 } from "@noble/hashes/sha2";
-import { FILE_BLOCK_BYTES, partialPath, TransferDisk } from "../lib/io/transfer_disk.ts";
+import {
+  FILE_BLOCK_BYTES,
+  partialPath,
+  TransferDisk,
+  type TransferDiskOptions,
+} from "../lib/io/transfer_disk.ts";
 import type { FileOperation } from "../lib/client/outbox.ts";
 import type { FileFailure } from "../lib/client/file_transfers.ts";
 import { toHex } from "../lib/hex.ts";
@@ -33,7 +38,7 @@ class Reports {
   written: { id: number; upTo: number }[] = [];
   received: { id: number; path: string }[] = [];
   failed: { id: number; problem: string; failure: FileFailure }[] = [];
-  files(dir: string): TransferDisk {
+  files(dir: string, options: TransferDiskOptions = {}): TransferDisk {
     return new TransferDisk(dir, {
       // A copy: the driver's data is a view valid for the call.
       read: (id, offset, data) => this.reads.push({ id, offset, data: data.slice() }),
@@ -41,7 +46,7 @@ class Reports {
       written: (id, upTo) => this.written.push({ id, upTo }),
       received: (id, path) => this.received.push({ id, path }),
       failed: (id, problem, failure) => this.failed.push({ id, problem, failure }),
-    });
+    }, options);
   }
 }
 
@@ -173,4 +178,54 @@ Deno.test("TransferDisk removes a file whose SHA-256 does not match, staged data
   assertEquals(reports.failed.length, 1);
   assertStringIncludes(reports.failed[0].problem, "does not match");
   assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), []);
+});
+
+Deno.test("TransferDisk refuses to begin a file larger than the free space, creating nothing", async () => {
+  await using temp = await tempDir("switchboard_files_");
+  const dir = join(temp.path, "downloads");
+  const reports = new Reports();
+  const files = reports.files(dir, { freeBytes: () => Promise.resolve(1000) });
+  const sha = "ab".repeat(32);
+  files.run(receiveBegin(1, "big.bin", 2 ** 40, sha));
+  // A partial file of 600 bytes already there: only the rest (500) must fit.
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeFile(partialPath(dir, "half.bin", sha), new Uint8Array(600));
+  files.run(receiveBegin(2, "half.bin", 1100, sha));
+  await files.close();
+  assertEquals(reports.failed.map((f) => [f.id, f.failure]), [[1, "no_room"]]);
+  assertEquals(
+    reports.failed[0].problem,
+    `Not enough free space in ${dir} for "big.bin": it needs 1099511627776 more bytes, 1000 are free`,
+  );
+  assertEquals(reports.ready, [{ id: 2, offset: 600 }]);
+  const names = [];
+  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  assertEquals(names, [`.half.bin.${sha.slice(0, 16)}.part`], "no partial file for big.bin");
+});
+
+Deno.test("TransferDisk removes partial files over --keep-partial, and the oldest beyond the bound", async () => {
+  await using temp = await tempDir("switchboard_files_");
+  const dir = temp.path;
+  const now = Date.now() / 1000;
+  const plant = async (name: string, ageSeconds: number) => {
+    const path = join(dir, `.${name}.0123456789abcdef.part`);
+    await Deno.writeFile(path, new Uint8Array(10));
+    await Deno.utime(path, now - ageSeconds, now - ageSeconds);
+  };
+  await plant("old", 7200);
+  for (let i = 0; i < 5; i++) await plant(`recent${i}`, 10 * (i + 1));
+  await Deno.writeFile(join(dir, "kept.txt"), new Uint8Array(1)); // not a partial file
+  const files = new Reports().files(dir, { keepPartialMs: 3_600_000, maxPartialFiles: 3 });
+  // The constructor began a sweep too: between them, the old one and the 2 oldest recent ones go.
+  const removed = await files.sweepPartials();
+  assert(removed <= 3, `removed ${removed}`);
+  const names = [];
+  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  assertEquals(names.sort(), [
+    ".recent0.0123456789abcdef.part",
+    ".recent1.0123456789abcdef.part",
+    ".recent2.0123456789abcdef.part",
+    "kept.txt",
+  ]);
+  await files.close();
 });

@@ -454,3 +454,41 @@ Deno.test("server.ts runs the user command with the server's flags before or aft
     assertEquals(wrong.stderr, "error: unknown flag --host; see user --help\n");
   });
 });
+
+Deno.test("server.ts user reads --data-dir and --users from SWITCHBOARD_* and --config, a flag first", async () => {
+  await withTempDir(async (dir) => {
+    const fromEnv = join(dir, "env-data");
+    const added = await runProgram(SERVER_PATH, {
+      args: ["user", "add", "alice"],
+      stdin: "correct horse\n",
+      env: { SWITCHBOARD_DATA_DIR: fromEnv },
+    });
+    assertEquals(added.code, 0, added.stderr);
+    assert((await loadUsers(join(fromEnv, "users.json"))).get("alice") !== undefined);
+
+    // The server's config file configures the server too: its other settings are no error here.
+    const usersFile = join(dir, "file-users.json");
+    const config = join(dir, "server.toml");
+    await Deno.writeTextFile(config, `udp-port = 3000\nusers = ${JSON.stringify(usersFile)}\n`);
+    for (const args of [["--config", config, "user", "add", "bob"], ["user", "add", "carol"]]) {
+      const result = await runProgram(SERVER_PATH, {
+        args,
+        stdin: "correct horse\n",
+        env: { SWITCHBOARD_CONFIG: config },
+      });
+      assertEquals(result.code, 0, result.stderr);
+    }
+    assertEquals((await loadUsers(usersFile)).records().map((u) => u.name), ["bob", "carol"]);
+
+    // A flag beats the environment, which beats the file.
+    const env = { SWITCHBOARD_CONFIG: config, SWITCHBOARD_USERS: join(fromEnv, "users.json") };
+    const byEnv = await runProgram(SERVER_PATH, { args: ["user", "list"], env });
+    assertEquals(byEnv.code, 0, byEnv.stderr);
+    assertMatch(byEnv.stdout, /^1 user in .*env-data\/users\.json:\n {2}alice /);
+    const byFlag = await runProgram(SERVER_PATH, {
+      args: ["user", "list", "--users", usersFile],
+      env,
+    });
+    assertMatch(byFlag.stdout, /^2 users in .*file-users\.json:\n {2}bob .*\n {2}carol /);
+  });
+});

@@ -27,6 +27,12 @@ export interface FlagSourcesOptions {
   env?: (name: string) => string | undefined;
   /** Reads a file as text. */
   readFile?: (path: string) => string;
+  /**
+   * Take only these flags from the environment and the file (a subcommand
+   * that reads a few of the program's flags); the file may still hold the
+   * others. Default: every flag of the spec.
+   */
+  only?: readonly string[];
 }
 
 /** Flags no other source gives: they act on this run only. */
@@ -140,6 +146,7 @@ export function addSources(
   const added: string[] = [];
   for (const flag of [...spec.strings, ...spec.booleans]) {
     if (COMMAND_LINE_ONLY.has(flag) || given.has(flag)) continue;
+    if (options.only !== undefined && !options.only.includes(flag)) continue;
     const boolean = spec.booleans.includes(flag);
     const fromEnv = nonEmpty(env(envName(flag)));
     if (fromEnv !== undefined) {

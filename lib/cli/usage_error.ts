@@ -60,6 +60,36 @@ export function secondsFlag(flag: string, value: unknown): number {
   return seconds * 1000;
 }
 
+/** Seconds, minutes, hours or days in a duration flag. */
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Parses a duration such as `90d`, `12h`, `30m` or `45s` (a bare number is
+ * seconds), or `off`.
+ *
+ * @param flag the flag's name, for the message
+ * @param value the flag's value
+ * @returns milliseconds, 0 for off
+ * @throws {UsageError} if it is neither
+ *
+ * @example
+ * ```ts
+ * durationFlag("--keep-partial", "12h"); // 43200000
+ * ```
+ */
+export function durationFlag(flag: string, value: string): number {
+  if (value === "off" || value === "0") return 0;
+  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(value);
+  const ms = match === null ? NaN : Number(match[1]) * DURATION_UNITS[match[2] || "s"];
+  if (!(ms >= 1000 && ms <= 100 * 365 * 86_400_000)) {
+    throw new UsageError(
+      `${flag} must be a duration such as 90d, 12h, 30m or 45s (at least 1 s), or off, ` +
+        `not "${value}"`,
+    );
+  }
+  return ms;
+}
+
 /**
  * Parses a size flag: bytes, or a number with K, M or G (powers of 1024).
  *

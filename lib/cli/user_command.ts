@@ -8,6 +8,8 @@ import { parseArgs } from "@std/cli/parse-args";
 import { promptSecret } from "@std/cli/prompt-secret";
 import { errorLine } from "../error_line.ts";
 import { hashPassword, passwordProblem } from "../server/password_hash.ts";
+import { addSources, type FlagSourcesOptions } from "./flag_sources.ts";
+import { SERVER_FLAGS } from "./program_flags.ts";
 import {
   rejectSwitchValues,
   rejectUnknownFlags,
@@ -44,7 +46,12 @@ Flags:
   --users FILE    the users file (default <data-dir>/${USERS_FILE})
   --replace       with add: change the password of a user who exists
                   (adds the user if not)
+  --config FILE   the server's TOML config file; its data-dir and users apply
   -h, --help      show this help
+
+--data-dir and --users also come from SWITCHBOARD_DATA_DIR and
+SWITCHBOARD_USERS, and from the config file (SWITCHBOARD_CONFIG); a flag beats
+the environment, which beats the file.
 
 Names: 1 to 32 letters, digits, spaces, ".", "_" or "-", unique ignoring case.
 Passwords: at least 8 characters, at most 256 bytes of UTF-8, no control
@@ -75,6 +82,8 @@ export interface UserCommandIo {
   now?: () => Date;
   /** PBKDF2 iterations for new hashes (default 600,000; tests pass fewer). */
   iterations?: number;
+  /** Where `SWITCHBOARD_*` and `--config FILE` are read from (the real ones by default). */
+  sources?: Omit<FlagSourcesOptions, "only">;
 }
 
 type UserArgs =
@@ -106,7 +115,9 @@ export async function userCommand(args: string[], io: UserCommandIo = {}): Promi
   const stderr = io.stderr ?? console.error;
   let parsed: UserArgs;
   try {
-    parsed = parseUserArgs(args);
+    // --data-dir and --users come from SWITCHBOARD_* and --config as the server's do.
+    const { args: merged } = addSources(args, SERVER_FLAGS, { ...io.sources, only: USER_FLAGS });
+    parsed = parseUserArgs(merged);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     stderr(errorLine(error.message));
@@ -136,6 +147,9 @@ export async function userCommand(args: string[], io: UserCommandIo = {}): Promi
     return 1;
   }
 }
+
+/** The server's flags the user command reads. */
+const USER_FLAGS = ["data-dir", "users"];
 
 function parseUserArgs(args: string[]): UserArgs {
   const parsed = parseArgs(args, {

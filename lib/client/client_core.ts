@@ -9,7 +9,8 @@
  * - {@linkcode ServerFiles}: the user's files on the server;
  * - {@linkcode PeerTable}: peer sessions, connect, verification, accept, send, terminate;
  * - {@linkcode TransferCommands} over {@linkcode FileTransfers}: files between peers;
- * - {@linkcode ScriptWaits}: `wait` and an `accept` that comes first.
+ * - {@linkcode ScriptWaits}: `wait` and an `accept` that comes first;
+ * - {@linkcode AddressDiscovery}: the public address and NAT mapping type, after each login.
  *
  * Their deadlines are one {@linkcode TimerTable}. Commands never wait on
  * each other, except those on one session: each runs in a lane (the server,
@@ -19,6 +20,7 @@
  * @module
  */
 import type { Random } from "../random.ts";
+import { AddressDiscovery } from "./address_discovery.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { isPeerMessage, type Message, type PeerMessage } from "../wire/messages.ts";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
@@ -82,10 +84,21 @@ export interface ClientCoreOptions {
   peerChannel?: ReliableChannelOptions;
   /** Accept every file offered by a peer at once (`--accept-files`). */
   acceptFiles?: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
+  /** Ask the server for the public address and NAT mapping after each login (default true). */
+  discover?: boolean;
 }
 
 /** The order in which timers that are due together are served. */
-const TIMER_ORDER: readonly ClientTimer[] = ["requests", "peers", "waits", "relogin", "heartbeat"];
+const TIMER_ORDER: readonly ClientTimer[] = [
+  "requests",
+  "peers",
+  "waits",
+  "relogin",
+  "heartbeat",
+  "discovery",
+];
 
 /**
  * The client core.
@@ -108,6 +121,9 @@ export class ClientCore {
   #peers: PeerTable;
   #transfers: TransferCommands;
   #waits: ScriptWaits;
+  #discovery: AddressDiscovery;
+  /** The login address discovery last started for (it starts again after each login). */
+  #discoveredFor: string | undefined;
   #nextId = 1;
   /** Commands started or queued, and not finished. */
   #running = new Set<number>();
@@ -127,7 +143,10 @@ export class ClientCore {
     this.#link = new ServerLink({ ...options, outbox, timers });
     this.#presence = new PresenceWatch(this.#link, outbox);
     this.#files = new ServerFiles(this.#link, outbox);
-    const transfers = new FileTransfers({ autoAccept: options.acceptFiles === true });
+    const transfers = new FileTransfers({
+      autoAccept: options.acceptFiles === true,
+      maxReceive: options.maxReceive,
+    });
     this.#peers = new PeerTable({
       random,
       retry: retry ?? DEFAULT_RETRY_POLICY,
@@ -145,6 +164,7 @@ export class ClientCore {
       timers,
       giveUpMs: (retry ?? DEFAULT_RETRY_POLICY).giveUpMs,
     });
+    this.#discovery = new AddressDiscovery({ outbox, timers });
   }
 
   /** The server's TCP port, once `hello` has learned it. */
@@ -222,6 +242,7 @@ export class ClientCore {
     if (isPeerMessage(message)) return;
     if (message.type === "presence") this.#presence.handle(message);
     else if (message.type === "session_ended") this.#link.sessionEnded(now, message);
+    else if (message.type === "reflect_ok") this.#discovery.handle(now, message);
     else this.#link.handle(now, message);
     this.#settle(now);
   }
@@ -340,6 +361,7 @@ export class ClientCore {
       if (!due.includes(timer)) continue;
       if (timer === "peers") this.#peers.onTimeout(now);
       else if (timer === "waits") this.#waits.check(now);
+      else if (timer === "discovery") this.#discovery.onTimeout(now);
       else this.#link.onTimeout(now, timer);
     }
     this.#settle(now);
@@ -424,6 +446,8 @@ export class ClientCore {
       udpPort,
       tcpPort,
       via,
+      publicAddress: this.#discovery.publicAddress ?? null,
+      mapping: this.#discovery.mapping ?? null,
     });
   }
 
@@ -464,9 +488,19 @@ export class ClientCore {
     }
   }
 
+  /** Starts address discovery once per login (a token stands for one login). */
+  #discover(now: number): void {
+    const token = this.#link.token;
+    const login = token === undefined ? undefined : token.join(",");
+    if (login === this.#discoveredFor) return;
+    this.#discoveredFor = login;
+    if (login !== undefined && this.#options.discover !== false) this.#discovery.start(now);
+  }
+
   /** Forgets the commands that have finished and starts those queued behind them. */
   #settle(now: number): void {
     this.#now = Math.max(this.#now, now);
+    this.#discover(this.#now);
     for (
       let done = this.#outbox.takeFinished();
       done.length > 0;

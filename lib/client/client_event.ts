@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { MappingType } from "./address_discovery.ts";
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { PeerState } from "./peer_session.ts";
 
@@ -50,6 +51,10 @@ export interface ClientStatus {
   readonly udpPort: number;
   readonly tcpPort: number;
   readonly via: "udp" | "tcp";
+  /** The public `address:port` of the UDP socket as the server saw it; null until discovered. */
+  readonly publicAddress: string | null;
+  /** The NAT mapping of the UDP socket (see `address_discovery.ts`); null until discovered. */
+  readonly mapping: MappingType | null;
 }
 
 /** The facts of a successful command, by command. */
@@ -197,6 +202,16 @@ export type SessionEndReason =
 export type ClientEvent =
   | { readonly kind: "joined" | "left"; readonly client: OnlineClient }
   | { readonly kind: "resync" }
+  /**
+   * Logging in again by itself was refused for now (the name is locked out
+   * from this address, or the server is busy); it tries again after `retryMs`.
+   */
+  | {
+    readonly kind: "relogin_refused";
+    readonly name: string;
+    readonly detail: string;
+    readonly retryMs: number;
+  }
   | {
     readonly kind: "session_ended";
     readonly name: string | undefined;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { alignColumns } from "../display_width.ts";
 import { durationText } from "../duration_text.ts";
 import { lowerFirstWord } from "../error_line.ts";
 import { hostPort } from "../host_port.ts";
@@ -33,6 +34,11 @@ export function clientEventText(event: ClientEvent): string {
       return "Some presence news was lost; use list for who is online now";
     case "session_ended":
       return sessionEndedText(event);
+    case "relogin_refused":
+      return `The server had lost your session, and logging in again as "${event.name}" was ` +
+        `refused: ${lowerFirstWord(event.detail)}; trying again in ${
+          Math.max(1, Math.round(event.retryMs / 1000))
+        } s`;
     case "logged_in_again":
       return `The server had lost your session; logged in again as "${event.name}"`;
     case "request":
@@ -111,7 +117,9 @@ export function commandResultText(result: CommandResult): string {
         `${result.auth ?? "unknown"} login); ` +
         `name ${result.name === null ? "not set" : `"${result.name}"`}, ${session}; ` +
         `UDP port ${result.udpPort}, TCP port ${result.tcpPort}; ` +
-        `requests over ${result.via.toUpperCase()}`;
+        `requests over ${result.via.toUpperCase()}` +
+        (result.publicAddress === null ? "" : `; public address ${result.publicAddress}`) +
+        (result.mapping === null ? "" : `, NAT mapping ${result.mapping}`);
     }
     case "register":
       return `Registered and logged in as "${result.name}"` +
@@ -232,19 +240,23 @@ export function messagesWaitedText(count: number, name?: string): string {
 }
 
 /**
- * Renders the active list as a table.
+ * Renders the active list as a table whose columns align on a terminal:
+ * widths are display columns (`lib/display_width.ts`), so CJK and emoji
+ * names and long addresses such as `::ffff:127.0.0.1` line up.
  *
  * @param clients the online clients
  * @returns a heading line and one line per client
  */
 export function listText(clients: readonly OnlineClient[]): string {
   if (clients.length === 0) return "Nobody is online";
-  const width = Math.max(4, ...clients.map((c) => c.name.length));
-  const lines = clients.map((c) =>
-    `  ${c.name.padEnd(width)}  ${c.ip.padEnd(15)}  UDP ${String(c.udpPort).padEnd(5)}  ` +
-    `TCP ${String(c.tcpPort).padEnd(5)}  online ${durationText(c.onlineMs)}`
-  );
-  return `${clients.length} online:\n${lines.join("\n")}`;
+  const rows = clients.map((c) => [
+    c.name,
+    c.ip,
+    `UDP ${String(c.udpPort).padEnd(5)}`,
+    `TCP ${String(c.tcpPort).padEnd(5)}`,
+    `online ${durationText(c.onlineMs)}`,
+  ]);
+  return `${clients.length} online:\n${alignColumns(rows).map((line) => `  ${line}`).join("\n")}`;
 }
 
 /**

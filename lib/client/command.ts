@@ -67,7 +67,7 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
   ["download NAME [DEST]", "fetch your file NAME into DEST, a file or folder (never overwrites)"],
   ["delete NAME", "delete your file NAME from the server"],
   ["connect NAME", "ask NAME for a direct session (the server says where NAME is)"],
-  ["accept [NAME]", "accept a connection request (waits for one if none has come yet)"],
+  ["accept [NAME]", "accept a connection request (name one if several wait; else waits for one)"],
   ["reject [NAME]", "refuse a connection request"],
   [
     "send [@NAME] TEXT",
@@ -108,6 +108,7 @@ export const COMMAND_HELP: readonly (readonly [string, string])[] = [
  * @example
  * ```ts
  * parseCommand("register Alice Smith"); // { kind: "register", name: "Alice Smith" }
+ * parseCommand('login "Alice Smith"'); // { kind: "login", name: "Alice Smith" }
  * parseCommand("tcp hello there"); // { kind: "tcp", text: "hello there" }
  * ```
  */
@@ -120,13 +121,13 @@ export function parseCommand(line: string): Command | undefined {
   switch (word) {
     case "register":
     case "login":
-      return rest === "" ? { kind: word } : { kind: word, name: rest };
+      return rest === "" ? { kind: word } : { kind: word, name: unquote(rest) };
     case "tcp":
       if (rest === "") throw new CommandError("tcp needs a message: tcp TEXT");
       return { kind: "tcp", text: rest };
     case "lookup":
       if (rest === "") throw new CommandError("lookup needs a name: lookup NAME");
-      return { kind: "lookup", name: rest };
+      return { kind: "lookup", name: unquote(rest) };
     case "watch":
       if (rest === "" || rest.toLowerCase() === "on") return { kind: "watch", on: true };
       if (rest.toLowerCase() === "off") return { kind: "watch", on: false };

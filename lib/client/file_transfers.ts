@@ -110,7 +110,7 @@ const USER_CANCEL_REASON = "cancelled by the user";
 const USER_DECLINE_REASON = "declined by the user";
 
 /** What went wrong with a transfer's file work on this side. */
-export type FileFailure = "read" | "write" | "disk_full" | "checksum";
+export type FileFailure = "read" | "write" | "disk_full" | "no_room" | "checksum";
 
 /**
  * What the peer is told when this side's file work fails: one plain reason,
@@ -121,15 +121,28 @@ const FAILURE_TOLD_TO_PEER: Record<FileFailure, string> = {
   read: "the sender could not read the file",
   write: "the receiver could not save the file",
   disk_full: "the receiver's disk is full",
+  no_room: "the receiver has too little free space for the file",
   checksum: "the file arrived damaged (its SHA-256 did not match) and was removed",
 };
 /** Progress events at most this often per transfer, ms. */
 const PROGRESS_INTERVAL_MS = 500;
 
+/** Default largest file accepted from a peer, bytes (4 GiB). */
+export const DEFAULT_MAX_RECEIVE = 4 * 1024 ** 3;
+/** Default most offers waiting for an answer or being received at once. */
+export const DEFAULT_MAX_OPEN_OFFERS = 4;
+
 /** Options of {@linkcode FileTransfers}. */
 export interface FileTransfersOptions {
   /** Accept every offer at once (`--accept-files`). */
   autoAccept: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
+  /**
+   * Most offers waiting for an answer or being received at once (default
+   * 4); more are declined without a record or a line for the user.
+   */
+  maxOpenOffers?: number;
 }
 
 /**
@@ -508,6 +521,19 @@ export class FileTransfers {
 
   #onOffer(now: number, session: PeerSession, offer: FilePayload & { kind: "file_offer" }): void {
     if (this.#find(session, offer.transfer, "receive") !== undefined) return;
+    const open =
+      [...this.#transfers.values()].filter((t) =>
+        t.direction === "receive" && !FINAL_STATES.has(t.state)
+      ).length;
+    if (open >= (this.#options.maxOpenOffers ?? DEFAULT_MAX_OPEN_OFFERS)) {
+      // A flood of offers costs one short answer each, and nothing kept.
+      session.sendPayload(now, {
+        kind: "file_decline",
+        transfer: offer.transfer,
+        reason: `the receiver has ${open} offers waiting or being received; try again later`,
+      });
+      return;
+    }
     const t = this.#add({
       id: this.#nextId++,
       wireId: offer.transfer,
@@ -518,13 +544,20 @@ export class FileTransfers {
       sha256: offer.sha256,
       now,
     });
-    const problem = fileNameProblem(offer.name);
+    const problem = fileNameProblem(offer.name) ?? this.#tooLarge(offer.size);
     if (problem !== undefined) {
       this.#tell(now, t, { kind: "file_decline", transfer: t.wireId, reason: clip(problem) });
       return this.#end(t, "declined", `refused an offer from "${session.peerName}": ${problem}`);
     }
     this.#emit({ kind: "file_offer", autoAccept: this.#options.autoAccept, ...info(t) });
     if (this.#options.autoAccept) this.accept(now, t.id);
+  }
+
+  /** Why a file of `size` bytes is refused for its size, or undefined. */
+  #tooLarge(size: number): string | undefined {
+    const max = this.#options.maxReceive ?? DEFAULT_MAX_RECEIVE;
+    if (size <= max) return undefined;
+    return `the file (${size} bytes) is larger than the receiver takes (${max} bytes; --max-receive)`;
   }
 
   #onChunk(now: number, t: Transfer, offset: number, data: Uint8Array): void {

@@ -32,9 +32,11 @@ export type ClientOutput =
   | {
     readonly type: "send";
     readonly via: Via;
-    readonly message: Request | MessageOf<"presence_ack">;
+    readonly message: Request | MessageOf<"presence_ack" | "reflect">;
     /** 1 for the first send, 2 for the first retransmission, and so on. */
     readonly attempt: number;
+    /** The server's UDP port to send to when not its main one (address discovery's second port). */
+    readonly port?: number;
   }
   /** The result of the command `run` numbered `id`. */
   | { readonly type: "result"; readonly id: number; readonly result: CommandResult }

@@ -195,7 +195,9 @@ export class PeerSession {
     if (this.#state !== "open" || this.#channel === undefined) {
       throw new TypeError(`Cannot send on a ${this.#state} session`);
     }
-    const id = this.#channel.send(now, encodePeerPayload(payload));
+    const id = this.#channel.send(now, encodePeerPayload(payload), {
+      urgent: payload.kind === "text", // chat goes ahead of queued file data
+    });
     this.#drainChannel(now);
     return id;
   }

@@ -18,6 +18,7 @@ import { nameKey, nameProblem } from "../wire/client_name.ts";
 import type { MessageOf, PeerMessage, Reply } from "../wire/messages.ts";
 import { peerEndText } from "./client_event_text.ts";
 import type { FileTransfers } from "./file_transfers.ts";
+import { LookupBudget } from "./lookup_budget.ts";
 import type { Outbox } from "./outbox.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
@@ -40,6 +41,8 @@ export const PEER_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Object.fre
 
 /** Closed peer sessions kept to answer late copies of their messages. */
 const CLOSED_PEERS_KEPT = 256;
+/** Most incoming requests being verified or waiting for `accept` at once. */
+export const MAX_INCOMING_REQUESTS = 8;
 
 /** The commands on peer sessions that the table runs. */
 export type PeerCommand =
@@ -99,6 +102,8 @@ export class PeerTable {
   #waiting = new Map<string, { id: number; kind: "connect" | "terminate" }>();
   /** `send`s waiting for their acknowledgement, by session id, then message id. */
   #sending = new Map<string, Map<number, Sending>>();
+  /** The lookups incoming requests may cause, per IP address. */
+  #lookups = new LookupBudget();
 
   /** @param options policies, the link, the transfers, the outbox and the timers */
   constructor(options: PeerTableOptions) {
@@ -132,6 +137,8 @@ export class PeerTable {
       case "connect":
         return this.#connect(now, id, command.name);
       case "reject": {
+        const problem = this.requestProblem(command.name, "reject");
+        if (problem !== undefined) return this.#outbox.fail(id, "reject", problem, "no_request");
         const peer = this.byName(command.name, ["pending"]);
         if (peer === undefined) {
           return this.#outbox.fail(id, "reject", requestMissing(command.name), "no_request");
@@ -205,6 +212,26 @@ export class PeerTable {
   }
 
   /**
+   * Tells whether a bare `accept` or `reject` would have to guess, as
+   * {@linkcode PeerTable.sessionProblem} does for `send`: requests from more
+   * than one peer are pending.
+   *
+   * @param name the peer's name, if given
+   * @param command the command, for the hint
+   * @returns undefined, or why not, one sentence
+   */
+  requestProblem(name: string | undefined, command: "accept" | "reject"): string | undefined {
+    if (name !== undefined) return undefined;
+    const names = new Map<string, string>();
+    for (const peer of this.#peers.values()) {
+      if (peer.state === "pending") names.set(nameKey(peer.peerName), peer.peerName);
+    }
+    if (names.size < 2) return undefined;
+    return `Requests from ${[...names.values()].map((n) => `"${n}"`).join(", ")} are pending; ` +
+      `name one: ${command} NAME`;
+  }
+
+  /**
    * Accepts a pending request.
    *
    * @param now current time, ms
@@ -255,6 +282,16 @@ export class PeerTable {
       return reject("the client you called is not logged in");
     }
     if (nameProblem(message.name) !== undefined) return reject("your name is not valid");
+    // Refused without work: no session kept, no lookup sent.
+    const incoming =
+      [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
+        .length;
+    if (incoming >= MAX_INCOMING_REQUESTS) {
+      return reject("too many requests are waiting for an answer; try again later");
+    }
+    if (!this.#lookups.take(now, from.ip)) {
+      return reject("too many requests from your address; try again in a moment");
+    }
     const peer = this.#add(now, {
       id: message.session,
       ownName,

@@ -84,6 +84,8 @@ export class ScriptWaits implements PeerNews {
    */
   run(now: number, id: number, command: WaitCommand): void {
     if (command.kind === "accept") {
+      const problem = this.#options.peers.requestProblem(command.name, "accept");
+      if (problem !== undefined) return this.#outbox.fail(id, "accept", problem, "no_request");
       const peer = this.#options.peers.byName(command.name, ["pending"]);
       if (peer !== undefined) return this.#options.peers.accept(now, id, peer);
     }

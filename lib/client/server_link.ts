@@ -19,7 +19,7 @@ import {
 } from "../wire/messages.ts";
 import type { FailureCode, SessionEndReason } from "./client_event.ts";
 import type { Outbox } from "./outbox.ts";
-import type { RetryPolicy } from "./retry_policy.ts";
+import { retryDelay, type RetryPolicy } from "./retry_policy.ts";
 import { type RequestBody, ServerSession, type Via } from "./server_session.ts";
 import type { ClientTimer, TimerTable } from "./timer_table.ts";
 
@@ -63,6 +63,9 @@ export interface ServerLinkOptions {
   timers: TimerTable<ClientTimer>;
 }
 
+/** The longest wait between heartbeats, ms: they also keep NAT bindings to the server alive. */
+export const MAX_HEARTBEAT_INTERVAL_MS = 25_000;
+
 /**
  * The server link.
  *
@@ -92,6 +95,8 @@ export class ServerLink {
   #heartbeatReq: number | undefined;
   /** Who to log in again as when the `relogin` timer fires. */
   #relogin: { name: string; key: Uint8Array } | undefined;
+  /** Re-logins refused in a row (`locked_out`, `busy`), for the backoff. */
+  #reloginRefusals = 0;
 
   /** @param options ports, name, transport, randomness, outbox and timers */
   constructor(options: ServerLinkOptions) {
@@ -142,9 +147,13 @@ export class ServerLink {
     return this.#session.retransmissions;
   }
 
-  /** A third of the lease: two heartbeats can be lost before the lease runs out. */
+  /**
+   * A third of the lease (two heartbeats can be lost before it runs out),
+   * at most 25 s, so that a NAT's binding for the UDP socket (often 30 s)
+   * is refreshed even with a long lease.
+   */
   get #heartbeatInterval(): number {
-    return Math.max(200, Math.floor(this.#leaseMs / 3));
+    return Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.max(200, Math.floor(this.#leaseMs / 3)));
   }
 
   /**
@@ -514,6 +523,20 @@ export class ServerLink {
         return;
       }
       const reply = outcome.reply;
+      const code = reply.type === "error" ? errorCodeName(reply.code) : undefined;
+      if (reply.type === "error" && RELOGIN_REFUSALS_TO_OUTLAST.has(code!)) {
+        // Someone else's guesses locked the name out from this address, or
+        // the server is busy: wait, longer each time, and try again.
+        if (this.#key === undefined) return;
+        const delayMs = retryDelay(this.#reloginRefusals++, this.#options.random, RELOGIN_BACKOFF);
+        this.#scheduleRelogin(at, name, delayMs);
+        return this.#outbox.event({
+          kind: "relogin_refused",
+          name,
+          detail: reply.message,
+          retryMs: delayMs,
+        });
+      }
       if (reply.type !== "login_ok") {
         this.#listener?.ended(false);
         return this.#outbox.event({
@@ -540,6 +563,7 @@ export class ServerLink {
   }
 
   #startSession(now: number, name: string, token: Uint8Array): void {
+    this.#reloginRefusals = 0;
     this.#relogin = undefined;
     this.#timers.set("relogin", undefined);
     this.#loggedInAs = name;
@@ -585,6 +609,17 @@ export class ServerLink {
     this.#timers.set("requests", this.#session.nextTimeout());
   }
 }
+
+/** Re-login refusals that pass with time: they are waited out, not taken as the end. */
+const RELOGIN_REFUSALS_TO_OUTLAST: ReadonlySet<string> = new Set(["locked_out", "busy"]);
+
+/** The wait after each refused re-login: 1 s, doubling, at most 5 min, ±20%. */
+const RELOGIN_BACKOFF: RetryPolicy = {
+  initialMs: 1000,
+  maxMs: 300_000,
+  jitter: 0.2,
+  giveUpMs: Infinity,
+};
 
 function capitalize(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);

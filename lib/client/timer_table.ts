@@ -59,6 +59,7 @@ export class TimerTable<Name extends string> {
 /**
  * The client core's timers, each owned by one part: `requests` (the server
  * link's retransmissions), `heartbeat` and `relogin` (the server link),
- * `waits` (script waits' deadlines) and `peers` (the peer sessions' earliest).
+ * `waits` (script waits' deadlines), `peers` (the peer sessions' earliest)
+ * and `discovery` (address discovery's retransmissions).
  */
-export type ClientTimer = "requests" | "heartbeat" | "relogin" | "waits" | "peers";
+export type ClientTimer = "requests" | "heartbeat" | "relogin" | "waits" | "peers" | "discovery";

@@ -1,23 +1,23 @@
 /**
  * Runs the {@linkcode ClientCore} on real sockets: a UDP socket for requests
  * to the server, a TCP connection opened when first needed, and one
- * wall-clock timer for retransmissions. Over 700 lines: it is where the
- * client's sockets, files and timers meet; the work lives in the core, the
+ * wall-clock timer for retransmissions; the work lives in the core, the
  * transfer disk, the download and the failover (`server_failover.ts`).
  *
  * @module
  */
-import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
 import { ServerFailover } from "./server_failover.ts";
-import { ServerDownload } from "./server_download.ts";
+import { resolveServer } from "./resolve_server.ts";
+
+export { resolveServer, ServerNameError } from "./resolve_server.ts";
+import { downloadPath, ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
 import { getLogger } from "@logtape/logtape";
 import { hashFile } from "./file_hash.ts";
-import { basename, dirname, join } from "@std/path";
+import { basename } from "@std/path";
 import { ClientCore, type CoreCommand } from "../client/client_core.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import { clientEventText, commandResultText } from "../client/client_event_text.ts";
@@ -64,6 +64,10 @@ export interface ClientConfig {
   downloadDir?: string;
   /** Accept every file a peer offers (`--accept-files`). */
   acceptFiles?: boolean;
+  /** Offers of larger files are declined, bytes (`--max-receive`, default 4 GiB). */
+  maxReceive?: number;
+  /** Partial files of ended transfers are removed after this long, ms (`--keep-partial`, default 1 day). */
+  keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
   /** Other instances of the service, moved to when one stops answering (`server_failover.ts`). */
@@ -83,38 +87,6 @@ export interface TransferProgress {
 }
 
 const log = getLogger(["switchboard", "client"]);
-
-/** Thrown by {@linkcode ClientDriver.open} when the server's host name does not resolve. */
-export class ServerNameError extends Error {
-  /** @param message what is wrong, one sentence */
-  constructor(message: string) {
-    super(message);
-    this.name = "ServerNameError";
-  }
-}
-
-/**
- * The address datagrams to the server go to: an IP address as given, or the
- * first address a host name resolves to (the system's resolver, so
- * `/etc/hosts` counts), looked up once rather than on every send, and so
- * that a name that does not resolve fails at once instead of after every
- * retry.
- *
- * @param host an IP address or a host name
- * @returns the IP address to send to
- * @throws {ServerNameError} if the name does not resolve
- */
-export async function resolveServer(host: string): Promise<string> {
-  if (host === "localhost") return "127.0.0.1";
-  if (isIP(host) !== 0) return host;
-  try {
-    return (await lookup(host)).address;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    const why = code === "ENOTFOUND" ? "no such host" : (error as Error).message;
-    throw new ServerNameError(`Cannot resolve the server name "${host}": ${why}`);
-  }
-}
 
 /**
  * A running client.
@@ -170,6 +142,7 @@ export class ClientDriver {
       via: config.via,
       server: hostPort(config.serverHost, config.serverPort),
       acceptFiles: config.acceptFiles,
+      maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
     });
     const core = this.#core;
@@ -185,7 +158,7 @@ export class ClientDriver {
       written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
       received: (id, path) => after(() => core.fileReceived(now(), id, path)),
       failed: (id, problem, failure) => after(() => core.fileFailed(now(), id, problem, failure)),
-    });
+    }, { keepPartialMs: config.keepPartialMs });
     this.#udpLoop = this.#receiveUdp();
   }
 
@@ -352,8 +325,7 @@ export class ClientDriver {
 
   async #downloadNow(name: string, dest: string): Promise<CommandResult> {
     try {
-      if ((await Deno.stat(dest).catch(() => undefined))?.isDirectory) dest = join(dest, name);
-      await Deno.mkdir(dirname(dest), { recursive: true });
+      dest = await downloadPath(name, dest);
     } catch (error) {
       return {
         ok: false,
@@ -457,7 +429,7 @@ export class ClientDriver {
     for (let out = this.#core.poll(); out !== undefined; out = this.#core.poll()) {
       switch (out.type) {
         case "send":
-          this.#send(out.via, out.message, out.attempt);
+          this.#send(out.via, out.message, out.attempt, out.port);
           break;
         case "event":
           if (out.event.kind === "request_refused") {
@@ -595,7 +567,7 @@ export class ClientDriver {
     return this.#udpSendsDone.promise;
   }
 
-  #send(via: Via, message: Message, attempt: number): void {
+  #send(via: Via, message: Message, attempt: number, port?: number): void {
     const bytes = encodeMessage(message);
     const reqId = "reqId" in message ? message.reqId : 0;
     if (via === "udp") {
@@ -604,8 +576,10 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      const to = this.#failover.target("reqId" in message, systemClock.now());
-      this.#sendUdp(bytes, to.address, to.port);
+      // A probe of the second port may go unanswered by design (a NAT that
+      // filters): only requests to the main port count towards failover.
+      const to = this.#failover.target("reqId" in message && port === undefined, systemClock.now());
+      this.#sendUdp(bytes, to.address, port ?? to.port);
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {

@@ -1,15 +1,16 @@
 /**
- * The embedded store: `registrations.json` in the data directory, written
- * atomically for every version (today's behaviour, unchanged).
+ * The embedded store: the data directory's registry files
+ * (`registrations.json` and its append-only log, `registry_file.ts`),
+ * written for every version.
  *
  * @module
  */
 import type { Registry, RegistryJson, RegistryRecord } from "../server/registry.ts";
 import type { PresenceRecord, Store } from "../server/store.ts";
-import { loadRegistry, saveRegistry } from "./registry_file.ts";
+import { RegistryFile, type RegistryFileOptions } from "./registry_file.ts";
 
 /**
- * The registry file as a {@linkcode Store}.
+ * The registry files as a {@linkcode Store}.
  *
  * @example
  * ```ts
@@ -21,30 +22,46 @@ export class FileStore implements Store {
   readonly kind = "file";
   readonly shared = false;
   #dataDir: string;
+  #options: RegistryFileOptions;
+  #file: RegistryFile | undefined;
 
-  /** @param dataDir the data directory */
-  constructor(dataDir: string) {
+  /**
+   * @param dataDir the data directory
+   * @param options when to compact the log
+   */
+  constructor(dataDir: string, options: RegistryFileOptions = {}) {
     this.#dataDir = dataDir;
+    this.#options = options;
   }
 
-  /** @returns the registry from the file (empty if none) */
-  load(): Promise<Registry> {
-    return loadRegistry(this.#dataDir);
+  /**
+   * Opens the registry files; later saves diff against the registry
+   * returned here (`RegistryFile.save`), so keep changing that one.
+   *
+   * @returns the registry from the files (empty if none)
+   */
+  async load(): Promise<Registry> {
+    this.#file?.release();
+    this.#file = await RegistryFile.open(this.#dataDir, this.#options);
+    return this.#file.registry;
   }
 
-  /** @param registry the snapshot to write atomically */
+  /** @param registry the snapshot: its changed names are appended to the log */
   persist(registry: RegistryJson): Promise<void> {
-    return saveRegistry(this.#dataDir, registry);
+    if (this.#file === undefined) {
+      return Promise.reject(new Error("Cannot save the registry: the store was not loaded"));
+    }
+    return this.#file.save(registry);
   }
 
-  /** Nothing to listen to: the file has one writer. */
+  /** Nothing to listen to: the files have one writer. */
   listen(): Promise<void> {
     return Promise.resolve();
   }
 
-  /** @returns the records in the file */
-  async records(): Promise<RegistryRecord[]> {
-    return (await this.load()).records();
+  /** @returns the records as loaded and changed since */
+  records(): Promise<RegistryRecord[]> {
+    return Promise.resolve(this.#file?.registry.records() ?? []);
   }
 
   /** Nothing to share: sessions stay in this instance's memory. */
@@ -67,8 +84,9 @@ export class FileStore implements Store {
     return Promise.resolve([]);
   }
 
-  /** Nothing to release. */
-  close(): Promise<void> {
-    return Promise.resolve();
+  /** Compacts the log into the snapshot and closes it. */
+  async close(): Promise<void> {
+    await this.#file?.close();
+    this.#file = undefined;
   }
 }

@@ -22,7 +22,7 @@ export interface ServerObserver {
   received(from: Endpoint, message: Message): void;
   /** A datagram or frame was not a valid message. */
   rejected(from: Endpoint, reason: string): void;
-  /** A datagram was dropped by a per-address rate limit (`message` if it decoded). */
+  /** A datagram or TCP request was dropped by a per-address rate limit (`message` if it decoded). */
   rateLimited(from: Endpoint, message: Message | undefined): void;
   /** A message was sent. */
   sent(to: Endpoint, message: Message): void;
@@ -108,7 +108,10 @@ export class MetricsObserver implements ServerObserver {
       "Datagrams and frames that were not valid messages, by reason",
       [{ reason: "oversized" }, { reason: "not_switchboard" }, { reason: "malformed" }],
     );
-    m.counter("switchboard_rate_limited_total", "UDP datagrams dropped by the per-address limits");
+    m.counter(
+      "switchboard_rate_limited_total",
+      "UDP datagrams and TCP requests dropped by the per-address limits",
+    );
     m.counter("switchboard_requests_refused_total", "Requests refused, by error code", []);
     m.counter(
       "switchboard_requests_replayed_total",

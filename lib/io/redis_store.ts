@@ -277,8 +277,10 @@ export class RedisStore implements Store {
     );
     await withDeadline(
       subscriber.subscribe(this.#key("logins"), (message: string) => {
-        const [origin, outcome, name] = message.split(" ", 3);
-        if (origin !== this.#origin && name !== undefined) listener.login(name, outcome === "ok");
+        const [origin, outcome, source, name] = message.split(" ", 4);
+        if (origin !== this.#origin && name !== undefined) {
+          listener.login(source, name, outcome === "ok");
+        }
       }),
       "Cannot subscribe to Redis",
     );
@@ -288,12 +290,14 @@ export class RedisStore implements Store {
    * Tells the other instances of a login that failed or succeeded here
    * (pub/sub only: the counters live a lockout long, in each instance).
    *
-   * @param name the name key
+   * @param source the source's address key (no spaces)
+   * @param name the name key (no spaces)
    * @param ok true if it succeeded
    */
-  async login(name: string, ok: boolean): Promise<void> {
+  async login(source: string, name: string, ok: boolean): Promise<void> {
     await this.#run(
-      (c) => c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${name}`),
+      (c) =>
+        c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${source} ${name}`),
       "publish a login",
     );
   }
@@ -464,6 +468,7 @@ function toWire(change: RegistryChange): WireChange {
       registered_at: r.registeredAt,
       key_sha256: r.keySha256,
       registered_by: r.registeredBy,
+      ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
     },
   };
 }

@@ -5,12 +5,34 @@
  *
  * @module
  */
-import { basename, dirname } from "@std/path";
+import { basename, dirname, join, SEPARATOR } from "@std/path";
 import type { CommandResult } from "../client/client_event.ts";
 import { toHex } from "../hex.ts";
 import type { Message } from "../wire/messages.ts";
 import { createSha256 } from "./file_hash.ts";
 import { placeWithoutOverwriting } from "./transfer_disk.ts";
+
+/**
+ * Where a download of `name` to `dest` lands, with its folder created: a
+ * `dest` that is a directory, or ends with a separator (`newdir/`), receives
+ * the file under its own name.
+ *
+ * @param name the stored file's name
+ * @param dest the path the user gave
+ * @returns the file's path
+ * @throws {Deno.errors.PermissionDenied} or another file system error when the folder cannot be made
+ * @example
+ * ```ts
+ * await downloadPath("a.csv", "newdir/"); // "newdir/a.csv", and newdir exists
+ * ```
+ */
+export async function downloadPath(name: string, dest: string): Promise<string> {
+  const isFolder = dest.endsWith("/") || dest.endsWith(SEPARATOR) ||
+    (await Deno.stat(dest).catch(() => undefined))?.isDirectory === true;
+  const path = isFolder ? join(dest, name) : dest;
+  await Deno.mkdir(dirname(path), { recursive: true });
+  return path;
+}
 
 /** A download that receives nothing for this long fails, ms. */
 const STALL_MS = 30_000;

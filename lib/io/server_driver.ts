@@ -1,10 +1,8 @@
 /**
  * Runs the {@linkcode ServerCore} on real sockets: UDP datagrams and TCP
  * frames in, replies out, registry changes made durable in the store
- * (`store_writer.ts`: the data directory's file, or Redis) before the
- * replies they hold are released. Over 700 lines: it is the one place where
- * sockets, timers, the stores and the core meet, and every part it delegates
- * to (storage, store writes, admission) already lives in its own file.
+ * (`store_writer.ts`: the data directory's files, or Redis) before the
+ * replies they hold are released.
  *
  * @module
  */
@@ -12,18 +10,10 @@ import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
-import type { Registry } from "../server/registry.ts";
-import {
-  type AuthMode,
-  type Endpoint,
-  type PasswordUser,
-  ServerCore,
-  type ServerEvent,
-} from "../server/server_core.ts";
-import type { StorageLimits, StoredFile } from "../server/stored_files.ts";
-import { nameKey } from "../wire/client_name.ts";
+import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
+import type { StoredFile } from "../server/stored_files.ts";
 import { serverEventText } from "../server/server_event_text.ts";
-import type { ServerLimits } from "../server/admission.ts";
+import { DEFAULT_REGISTER_RATE } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
@@ -38,55 +28,23 @@ import { ERROR_CODES } from "../wire/error_code.ts";
 import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
 import { BlobStore } from "./blob_store.ts";
 import { StorageDriver } from "./storage_driver.ts";
-import { loadUsers, type UsersFile } from "./users_file.ts";
+import { UsersFileWatch } from "./users_file_watch.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
 import { RegistryFileError } from "./registry_file.ts";
+import type { Registry } from "../server/registry.ts";
 import type { Store } from "../server/store.ts";
 import { openStore } from "./open_store.ts";
 import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
 import { loadServerKey } from "./server_key_file.ts";
-import type { ServerObserver } from "./metrics_observer.ts";
+import { type ServerConfig, usersPath } from "./server_config.ts";
 
-/** Everything the server driver needs to start. */
-export interface ServerConfig {
-  /** Address to bind both sockets to. */
-  host: string;
-  /** UDP port; 0 picks a free one. */
-  udpPort: number;
-  /** TCP port; 0 picks a free one. */
-  tcpPort: number;
-  /** Where `registrations.json` lives. */
-  dataDir: string;
-  /** Where the registry is kept: the data directory (default) or `redis://HOST:PORT[/DB]`. */
-  store?: string;
-  /** The version reported to clients. */
-  version: string;
-  /** Called for every event after it is logged (the console uses it). */
-  onEvent?: (event: ServerEvent) => void;
-  /** `open` (default) or `password`. */
-  auth?: AuthMode;
-  /** Password mode's users file (re-read when it changes). */
-  usersFile?: string;
-  /** Session lease, ms. */
-  leaseMs?: number;
-  /** Failed logins that block a name. */
-  maxAttempts?: number;
-  /** How long a blocked name stays blocked, ms. */
-  lockoutMs?: number;
-  /** Limits on stored files. */
-  storage?: StorageLimits;
-  /** Limits that keep one address or a flood from taking the server over. */
-  limits?: ServerLimits;
-  /** Told what comes in and goes out, every event and registry write (for `/metrics`). */
-  observer?: ServerObserver;
-}
-
+export type { ServerConfig } from "./server_config.ts";
 export type { ServerLimits } from "../server/admission.ts";
 
-/** How often the users file is checked for changes, ms. */
-const USERS_FILE_CHECK_MS = 2000;
+/** How long a TCP connection is not read after a request over the per-address rate limit, ms. */
+const REFUSED_FRAME_PAUSE_MS = 1000;
 
 /** Traffic counters for the operator. */
 export interface TrafficStats {
@@ -126,11 +84,15 @@ export class ServerDriver {
   readonly udpPort: number;
   /** The bound TCP port. */
   readonly tcpPort: number;
+  /** The bound second UDP port (address discovery), 0 when there is none. */
+  readonly udpPort2: number;
   /** Traffic counters. */
   readonly traffic: TrafficStats;
   #config: ServerConfig;
   #core: ServerCore;
   #udp: UdpSocket;
+  /** The second UDP socket, for address discovery's `reflect`. */
+  #udp2: UdpSocket | undefined;
   #listener: Deno.TcpListener;
   #connections = new Map<number, FramedConnection>();
   #nextConnId = 1;
@@ -142,8 +104,7 @@ export class ServerDriver {
   #storage: StorageDriver;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
-  #usersTimer: ReturnType<typeof setInterval> | undefined;
-  #usersStamp = "";
+  #users: UsersFileWatch | undefined;
   /** Password checks under way. */
   #checks = new Set<Promise<unknown>>();
   #startedAt = systemClock.now();
@@ -159,8 +120,11 @@ export class ServerDriver {
     lock: Deno.FsFile,
     store: BlobStore,
     registryStore: Store,
+    udp2: UdpSocket | undefined,
   ) {
     this.#lock = lock;
+    this.#udp2 = udp2;
+    this.udpPort2 = udp2?.localPort ?? 0;
     this.#registryStore = registryStore;
     this.#writer = new StoreWriter(registryStore, {
       core,
@@ -223,16 +187,17 @@ export class ServerDriver {
     }
     const lock = await lockDataDir(config.dataDir);
     let udp: UdpSocket | undefined;
+    let udp2: UdpSocket | undefined;
     let listener: Deno.TcpListener | undefined;
+    let registryStore: Store | undefined;
     let registry: Registry;
     let secret: Uint8Array;
     let store: BlobStore | undefined;
-    let registryStore: Store | undefined;
-    let users: UsersFile | undefined;
+    let users: UsersFileWatch | undefined;
     try {
       registryStore = await openStore(config.store, config.dataDir);
       registry = await registryStore.load();
-      if (config.auth === "password") users = await loadUsers(usersPath(config));
+      if (config.auth === "password") users = await UsersFileWatch.open(usersPath(config));
       store = await BlobStore.open(config.dataDir);
       udp = bind(
         "udp",
@@ -240,6 +205,9 @@ export class ServerDriver {
         config.udpPort,
         () => UdpSocket.open({ hostname: config.host, port: config.udpPort }),
       );
+      const port2 = config.udpPort2;
+      const open2 = () => UdpSocket.open({ hostname: config.host, port: port2! });
+      if (port2 !== undefined) udp2 = bind("udp", config.host, port2, open2);
       listener = bind(
         "tcp",
         config.host,
@@ -249,6 +217,7 @@ export class ServerDriver {
       secret = await loadServerKey(config.dataDir);
     } catch (error) {
       udp?.close();
+      udp2?.close();
       listener?.close();
       await store?.close();
       await registryStore?.close();
@@ -263,25 +232,35 @@ export class ServerDriver {
       random: cryptoRandom,
       secret,
       tcpPort: (listener.addr as Deno.NetAddr).port,
+      udpPort2: udp2?.localPort ?? 0,
       version: config.version,
       auth: config.auth,
-      users: users === undefined ? undefined : passwordUsers(users),
+      users: users?.users,
       dummyPasswordHash: DUMMY_HASH,
       leaseMs: config.leaseMs,
       maxAttempts: config.maxAttempts,
       lockoutMs: config.lockoutMs,
+      expireAfterMs: config.expireAfterMs,
       storage: config.storage,
       storedFiles,
-      limits: config.limits,
+      limits: {
+        ...config.limits,
+        registerRate: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
+      },
       writesInFlight: registryStore.shared ? SHARED_STORE_WRITES_IN_FLIGHT : 1,
       sharedPresence: registryStore.shared,
     });
-    const server = new ServerDriver(config, core, udp, listener, lock, store, registryStore);
+    const server = new ServerDriver(config, core, udp, listener, lock, store, registryStore, udp2);
     try {
       await server.#writer.listen();
     } catch (error) {
       await server.close();
       throw error;
+    }
+    if ((config.expireAfterMs ?? 0) > 0) {
+      // The first sweep for identities not seen, now rather than at the first request.
+      core.onTimeout(systemClock.now());
+      server.#drain();
     }
     for (const line of store.cleanup) log.warn("File store: {line}", { line });
     log.info(
@@ -296,30 +275,17 @@ export class ServerDriver {
       },
     );
     if (users !== undefined) {
-      log.info("Loaded {count} users from {path}", { count: users.size, path: usersPath(config) });
-      server.#usersStamp = await fileStamp(usersPath(config));
-      server.#usersTimer = setInterval(() => server.#reloadUsers(), USERS_FILE_CHECK_MS);
+      log.info("Loaded {count} users from {path}", { count: users.users.size, path: users.path });
+      server.#users = users;
+      users.start((accounts) => core.setUsers(accounts));
     }
-    const { idleMs, frameMs } = core.connectionTimes;
+    const { idleMs, frameMs, firstFrameMs } = core.connectionTimes;
     // A tenth of the shorter limit, within 50 ms to 1 s: precise enough.
-    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs) / 10));
+    const every = Math.min(1000, Math.max(50, Math.min(idleMs, frameMs, firstFrameMs) / 10));
     server.#connTimer = setInterval(() => server.#checkConnections(), every);
-    server.#loops.push(server.#udpLoop(), server.#acceptLoop());
+    server.#loops.push(server.#udpLoop(udp, false), server.#acceptLoop());
+    if (udp2 !== undefined) server.#loops.push(server.#udpLoop(udp2, true));
     return server;
-  }
-
-  async #reloadUsers(): Promise<void> {
-    const path = usersPath(this.#config);
-    const stamp = await fileStamp(path);
-    if (stamp === this.#usersStamp || this.#closed) return;
-    this.#usersStamp = stamp;
-    try {
-      const users = await loadUsers(path);
-      this.#core.setUsers(passwordUsers(users));
-      log.info("Reloaded {count} users from {path}", { count: users.size, path });
-    } catch (error) {
-      log.error("Kept the previous users: {error}", { error: (error as Error).message });
-    }
   }
 
   /** The protocol core, for counters and the registry. */
@@ -378,7 +344,7 @@ export class ServerDriver {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#usersTimer);
+    this.#users?.stop();
     clearInterval(this.#connTimer);
     clearTimeout(this.#timer);
     try {
@@ -393,6 +359,7 @@ export class ServerDriver {
     await this.#writer.idle();
     await this.#writer.close();
     this.#udp.close();
+    this.#udp2?.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
     while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
@@ -403,10 +370,13 @@ export class ServerDriver {
     log.info("Server stopped");
   }
 
-  #udpLoop(): Promise<void> {
-    return this.#udp.receiveEach((datagram) => {
+  /** Serves one UDP socket; `second` for the second port, which the core answers `reflect` on only. */
+  #udpLoop(socket: UdpSocket, second: boolean): Promise<void> {
+    return socket.receiveEach((datagram) => {
       this.traffic.datagramsIn++;
-      const from: Endpoint = { transport: "udp", address: datagram.address, port: datagram.port };
+      const from: Endpoint = second
+        ? { transport: "udp", address: datagram.address, port: datagram.port, second }
+        : { transport: "udp", address: datagram.address, port: datagram.port };
       let message: Message | undefined;
       let problem: string | undefined;
       const data = datagram.data;
@@ -518,6 +488,8 @@ export class ServerDriver {
         track(told.then(() => {}, () => {}).finally(() => framed.close()));
         continue;
       }
+      // An older connection may have been closed to make room.
+      this.#drain();
       track(this.#serveConnection(framed, from));
     }
     await Promise.all([...handlers]);
@@ -559,7 +531,18 @@ export class ServerDriver {
     try {
       for await (const frame of framed.frames()) {
         this.traffic.framesIn++;
-        this.#handle(from, decodeMessage(frame), frame.length);
+        const message = decodeMessage(frame);
+        if (!this.#closed && !this.#core.admitFrame(systemClock.now(), from, message)) {
+          // The same per-address budget as UDP, so TCP is no way around it;
+          // refused with `busy`, and this connection is not read for a
+          // while, or a sender that gets its refusal at once would only ask
+          // again at once.
+          this.#config.observer?.rateLimited(from, message);
+          this.#drain(false);
+          await new Promise((resolve) => setTimeout(resolve, REFUSED_FRAME_PAUSE_MS));
+          continue;
+        }
+        this.#handle(from, message, frame.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#storage.readGate(connId);
       }
@@ -616,7 +599,7 @@ export class ServerDriver {
           this.#writer.persist(out.version, out, out.changes);
           break;
         case "login_store":
-          this.#writer.login(out.name, out.ok);
+          this.#writer.login(out.source, out.name, out.ok);
           break;
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);
@@ -666,7 +649,8 @@ export class ServerDriver {
     this.#config.observer?.sent(to, message);
     if (to.transport === "udp") {
       this.traffic.datagramsOut++;
-      this.#udp.send(bytes, to.address, to.port).catch((error) =>
+      const socket = to.second === true ? this.#udp2 ?? this.#udp : this.#udp;
+      socket.send(bytes, to.address, to.port).catch((error) =>
         log.warn("Could not send to {address}:{port}: {error}", {
           address: to.address,
           port: to.port,
@@ -702,23 +686,6 @@ export class ServerDriver {
     }
     this.#config.observer?.event(event);
     this.#config.onEvent?.(event);
-  }
-}
-
-function usersPath(config: ServerConfig): string {
-  return config.usersFile ?? `${config.dataDir}/users.json`;
-}
-
-function passwordUsers(users: UsersFile): Map<string, PasswordUser> {
-  return new Map(users.records().map((u) => [nameKey(u.name), u]));
-}
-
-async function fileStamp(path: string): Promise<string> {
-  try {
-    const info = await Deno.stat(path);
-    return `${info.mtime?.getTime()}/${info.size}/${info.ino}`;
-  } catch {
-    return "missing";
   }
 }
 

@@ -91,8 +91,8 @@ export class StoreWriter {
         this.#host.core.presenceChanged(systemClock.now(), op, record);
         this.#host.drain();
       },
-      login: (name, ok) => {
-        if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), name, ok);
+      login: (source, name, ok) => {
+        if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), source, name, ok);
       },
       resync: () => {
         this.#wantResync();
@@ -125,11 +125,12 @@ export class StoreWriter {
   /**
    * Tells the other instances of a login; a failure to is logged.
    *
+   * @param source the source's address key
    * @param name the name key
    * @param ok true if it succeeded
    */
-  login(name: string, ok: boolean): void {
-    const written = this.#store.login(name, ok).catch((error) =>
+  login(source: string, name: string, ok: boolean): void {
+    const written = this.#store.login(source, name, ok).catch((error) =>
       log.warn("Cannot share a login of {name}: {error}", {
         name,
         error: error instanceof Error ? error.message : String(error),

@@ -2,10 +2,14 @@
  * The file side of peer transfers on a real file system: reads chunks of
  * files being sent, keeps partial files of files being received (so a
  * transfer cut off can resume), checks their SHA-256 and moves them into
- * the download directory without overwriting anything.
+ * the download directory without overwriting anything. A file is not begun
+ * unless the download directory's file system has room for the rest of it;
+ * partial files left by ended sessions are removed after `keepPartialMs`,
+ * and no more than `maxPartialFiles` are kept.
  *
  * @module
  */
+import { statfs } from "node:fs/promises";
 import { createSha256, type Sha256 } from "./file_hash.ts";
 import { join } from "@std/path";
 import { numberedName } from "../wire/file_name.ts";
@@ -20,6 +24,35 @@ export interface TransferReport {
   written(id: number, upTo: number): void;
   received(id: number, path: string): void;
   failed(id: number, problem: string, failure: FileFailure): void;
+}
+
+/** Default time a partial file of an ended session is kept, ms (1 day). */
+export const DEFAULT_KEEP_PARTIAL_MS = 24 * 60 * 60 * 1000;
+/** Default most partial files kept in the download directory. */
+export const DEFAULT_MAX_PARTIAL_FILES = 16;
+
+/** Options of {@linkcode TransferDisk}. */
+export interface TransferDiskOptions {
+  /** Partial files not written for this long are removed, ms (default 1 day). */
+  keepPartialMs?: number;
+  /** Most partial files kept; the oldest beyond are removed (default 16). */
+  maxPartialFiles?: number;
+  /** The free bytes of the file system of `dir` (default: `statfs`). */
+  freeBytes?: (dir: string) => Promise<number>;
+}
+
+/**
+ * The bytes an unprivileged user may still write on the file system of
+ * `dir`; Infinity when that cannot be learned (no `--allow-sys=statfs`, or
+ * a platform without it), where a full disk still shows as a failed write.
+ */
+async function statfsFreeBytes(dir: string): Promise<number> {
+  try {
+    const stats = await statfs(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return Infinity;
+  }
 }
 
 /** A write that failed for want of space (or of quota) rather than anything else. */
@@ -104,14 +137,54 @@ export class TransferDisk {
   #chains = new Map<number, Promise<void>>();
   /** Partial files held by a receiving transfer, from its begin until its file work is over. */
   #claimed = new Set<string>();
+  #keepPartialMs: number;
+  #maxPartialFiles: number;
+  #freeBytes: (dir: string) => Promise<number>;
 
   /**
    * @param downloadDir where received files land
    * @param report where results go
+   * @param options how long and how many partial files are kept, and the free space
    */
-  constructor(downloadDir: string, report: TransferReport) {
+  constructor(downloadDir: string, report: TransferReport, options: TransferDiskOptions = {}) {
     this.#dir = downloadDir;
     this.#report = report;
+    this.#keepPartialMs = options.keepPartialMs ?? DEFAULT_KEEP_PARTIAL_MS;
+    this.#maxPartialFiles = options.maxPartialFiles ?? DEFAULT_MAX_PARTIAL_FILES;
+    this.#freeBytes = options.freeBytes ?? statfsFreeBytes;
+    // Partial files that earlier runs left and that are over their time go at once.
+    this.sweepPartials().catch(() => {});
+  }
+
+  /**
+   * Removes partial files of the download directory that no transfer holds
+   * and that were not written for `keepPartialMs`, then the oldest beyond
+   * `maxPartialFiles`. Runs at construction, before each file is begun and
+   * after one stops.
+   *
+   * @returns how many were removed
+   */
+  async sweepPartials(): Promise<number> {
+    const found: { path: string; mtime: number }[] = [];
+    try {
+      for await (const entry of Deno.readDir(this.#dir)) {
+        if (!entry.isFile || !entry.name.startsWith(".") || !entry.name.endsWith(".part")) continue;
+        const path = join(this.#dir, entry.name);
+        if (this.#claimed.has(path)) continue;
+        const stat = await Deno.lstat(path).catch(() => undefined);
+        if (stat?.isFile) found.push({ path, mtime: stat.mtime?.getTime() ?? 0 });
+      }
+    } catch {
+      return 0; // no download directory yet
+    }
+    found.sort((a, b) => b.mtime - a.mtime);
+    const now = Date.now();
+    let removed = 0;
+    for (const [i, { path, mtime }] of found.entries()) {
+      if (i < this.#maxPartialFiles && now - mtime < this.#keepPartialMs) continue;
+      if (await Deno.remove(path).then(() => true, () => false)) removed++;
+    }
+    return removed;
   }
 
   /**
@@ -224,10 +297,24 @@ export class TransferDisk {
     this.#receiving.set(op.id, r);
     try {
       await Deno.mkdir(this.#dir, { recursive: true });
+      await this.sweepPartials();
       // Only a regular file is resumed: a link planted there must not redirect the peer's bytes.
       const existing = await Deno.lstat(partial).catch(() => undefined);
       if (existing !== undefined && !existing.isFile) {
         throw new Error(`${partial} is in the way and is not a regular file`);
+      }
+      const needed = op.size - Math.min(own ? 0 : existing?.size ?? 0, op.size);
+      const free = await this.#freeBytes(this.#dir);
+      if (needed > free) {
+        r.broken = true;
+        this.#claimed.delete(partial);
+        this.#receiving.delete(op.id);
+        return this.#report.failed(
+          op.id,
+          `Not enough free space in ${this.#dir} for "${op.name}": it needs ${needed} more bytes, ` +
+            `${free} are free`,
+          "no_room",
+        );
       }
       r.file = await Deno.open(partial, { read: true, write: true, create: true, truncate: own });
       const size = (await r.file.stat()).size;
@@ -349,6 +436,7 @@ export class TransferDisk {
     r.file = undefined;
     if (!keepPartial || r.own) await Deno.remove(r.partial).catch(() => {});
     this.#claimed.delete(r.partial);
+    if (keepPartial) await this.sweepPartials();
   }
 }
 

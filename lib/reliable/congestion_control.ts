@@ -1,9 +1,54 @@
 /**
  * NewReno-style congestion control with Veno's loss discrimination and
- * pacing, for a reliable channel.
+ * pacing, for a reliable channel (the `"newreno"` choice, kept as the
+ * baseline of {@linkcode BbrControl}), and the interface every controller
+ * of a channel implements.
  *
  * @module
  */
+import { Pacer } from "./pacer.ts";
+import type { RateSample } from "./delivery_rate_sampler.ts";
+
+/** What a channel tells its congestion controller on each acknowledgement. */
+export interface AckSignals {
+  /** Smoothed RTT, ms (undefined before a sample). */
+  srttMs: number | undefined;
+  /** The smallest recent RTT, ms (undefined before a sample). */
+  minRttMs: number | undefined;
+  /** Segments still in flight after this ack (the window when not given). */
+  inFlight?: number;
+  /** This ack's RTT sample, ms, if it gave one (Karn's rule). */
+  rttSampleMs?: number;
+  /** This ack's delivery rate sample, if it gave one. */
+  sample?: RateSample;
+}
+
+/**
+ * A reliable channel's congestion controller: how many segments may be in
+ * flight and when the next may leave. Sans-I/O: time comes from the calls.
+ */
+export interface CongestionController {
+  /** Segments allowed in flight. */
+  readonly window: number;
+  /** The slow start threshold, segments (`Infinity` where the controller has none). */
+  readonly slowStartThreshold: number;
+  /** How many times the window was cut for a loss or a timeout. */
+  readonly reductions: number;
+  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
+  readonly pacingRate: number;
+  /** Takes an acknowledgement that newly covers `acked` segments (0 for none). */
+  onAck(now: number, acked: number, signals: AckSignals): void;
+  /** Takes a segment found lost by fast retransmit. */
+  onLoss(seq: number, inFlight: number, sendNext: number): void;
+  /** Takes a retransmission timeout. */
+  onTimeout(inFlight: number, sendNext: number): void;
+  /** Tells whether pacing lets a segment leave now. */
+  mayPace(now: number): boolean;
+  /** Spends pacing's token for a segment that left. */
+  spend(): void;
+  /** Tells when pacing lets the next segment leave, ms. */
+  nextSendTime(): number;
+}
 
 /** Options of a {@linkcode CongestionControl}. */
 export interface CongestionControlOptions {
@@ -50,9 +95,6 @@ const RANDOM_LOSS_FACTOR = 0.8;
 /** Window kept after a congestion loss (Reno: 1/2). */
 const CONGESTION_LOSS_FACTOR = 0.5;
 
-/** Rounding slack of the token count, so a refill at the announced time always yields a token. */
-const TOKEN_EPSILON = 1e-6;
-
 /** Pacing rate over cwnd/srtt in slow start (as Linux), so the window can double each round trip. */
 const SLOW_START_PACING_GAIN = 2;
 /** Pacing rate over cwnd/srtt in congestion avoidance (as Linux). */
@@ -91,15 +133,13 @@ const AVOIDANCE_PACING_GAIN = 1.25;
  * cc.window; // 11
  * ```
  */
-export class CongestionControl {
+export class CongestionControl implements CongestionController {
   #options: CongestionControlOptions;
   #cwnd: number;
   #ssthresh = Infinity;
   /** Segments at or above this sequence number were sent after the last reduction. */
   #recoveryEnd = -1;
-  #tokens: number;
-  #refilledAt: number | undefined;
-  #rate = Infinity;
+  #pacer: Pacer;
   #reductions = 0;
   #srtt: number | undefined;
   #minRtt: number | undefined;
@@ -117,7 +157,7 @@ export class CongestionControl {
     }
     this.#options = { ...options };
     this.#cwnd = Math.min(options.initialWindow, options.maxWindow);
-    this.#tokens = options.maxBurst;
+    this.#pacer = new Pacer(options.maxBurst);
   }
 
   /** The congestion window, whole segments. */
@@ -137,7 +177,7 @@ export class CongestionControl {
 
   /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
   get pacingRate(): number {
-    return this.#rate;
+    return this.#pacer.rate;
   }
 
   /**
@@ -149,11 +189,7 @@ export class CongestionControl {
    * (undefined before a sample), and the segments still in flight (the window
    * when not given)
    */
-  onAck(
-    now: number,
-    acked: number,
-    rtt: { srttMs: number | undefined; minRttMs: number | undefined; inFlight?: number },
-  ): void {
+  onAck(now: number, acked: number, rtt: AckSignals): void {
     this.#srtt = rtt.srttMs;
     this.#minRtt = rtt.minRttMs;
     if (acked <= 0) return;
@@ -223,7 +259,7 @@ export class CongestionControl {
 
   #reduceTo(window: number, sendNext: number): void {
     // The pacing rate follows the window at once, not at the next ack.
-    this.#rate *= window / this.#cwnd;
+    this.#pacer.rate *= window / this.#cwnd;
     this.#cwnd = window;
     this.#recoveryEnd = sendNext;
     this.#reductions++;
@@ -236,13 +272,12 @@ export class CongestionControl {
    * @returns true when a token is available
    */
   mayPace(now: number): boolean {
-    this.#refill(now);
-    return this.#tokens >= 1 - TOKEN_EPSILON;
+    return this.#pacer.mayPace(now);
   }
 
   /** Spends a token for a segment that left. */
   spend(): void {
-    this.#tokens = Math.max(0, this.#tokens - 1);
+    this.#pacer.spend();
   }
 
   /**
@@ -251,27 +286,13 @@ export class CongestionControl {
    * @returns the time, ms (at most the time of the last check when a token is available)
    */
   nextSendTime(): number {
-    const at = this.#refilledAt ?? 0;
-    if (this.#tokens >= 1 - TOKEN_EPSILON || !Number.isFinite(this.#rate)) return at;
-    return at + (1 - this.#tokens) / this.#rate;
-  }
-
-  #refill(now: number): void {
-    if (this.#refilledAt === undefined || !Number.isFinite(this.#rate)) {
-      this.#tokens = this.#options.maxBurst;
-    } else if (now > this.#refilledAt) {
-      this.#tokens = Math.min(
-        this.#options.maxBurst,
-        this.#tokens + (now - this.#refilledAt) * this.#rate,
-      );
-    }
-    this.#refilledAt = now;
+    return this.#pacer.nextSendTime();
   }
 
   #updateRate(now: number, srttMs: number | undefined): void {
     if (srttMs === undefined) return;
-    this.#refill(now);
+    this.#pacer.refill(now);
     const gain = this.#cwnd < this.#ssthresh ? SLOW_START_PACING_GAIN : AVOIDANCE_PACING_GAIN;
-    this.#rate = gain * this.#cwnd / Math.max(srttMs, 0.01);
+    this.#pacer.rate = gain * this.#cwnd / Math.max(srttMs, 0.01);
   }
 }

@@ -5,10 +5,11 @@
  *
  * @module
  */
+import type { DeliveryStamp } from "./delivery_rate_sampler.ts";
 import { MAX_SEGMENT_PAYLOAD, MAX_SEQ, type SackRange } from "./segment.ts";
 
-/** A data segment the sender holds until it is acknowledged. */
-export interface OutgoingSegment {
+/** A data segment the sender holds until it is acknowledged (its delivery stamp included). */
+export interface OutgoingSegment extends DeliveryStamp {
   /** Sequence number. */
   readonly seq: number;
   /** Id of the message it belongs to. */
@@ -31,11 +32,22 @@ export interface OutgoingSegment {
   lost: boolean;
 }
 
+/** A message waiting for its first fragment to be sent, not yet numbered. */
+interface PendingMessage {
+  readonly messageId: number;
+  readonly bytes: Uint8Array;
+  readonly fragments: number;
+}
+
 /**
  * Fragments and numbers outgoing messages and tracks them until they are
  * acknowledged. Segments are sent in sequence order; the "flight" is every
  * segment from the lowest not cumulatively acknowledged one up to the last
  * one sent (SACKed ones included), so its size is a span of sequence numbers.
+ *
+ * A message is numbered when its first fragment is about to leave, so an
+ * urgent message pushed after bulk ones goes ahead of all of them but the
+ * one already being sent (a message's fragments are consecutive).
  *
  * @example
  * ```ts
@@ -51,8 +63,15 @@ export class SendBuffer {
   // the lowest not cumulatively acknowledged, so a seq's index is arithmetic.
   #flight: OutgoingSegment[] = [];
   #flightHead = 0;
+  /** Numbered segments of the message being sent, not yet sent. */
   #queue: OutgoingSegment[] = [];
   #queueHead = 0;
+  /** Messages not yet numbered: urgent ones first, then the rest, each in order. */
+  #urgent: PendingMessage[] = [];
+  #urgentHead = 0;
+  #bulk: PendingMessage[] = [];
+  #bulkHead = 0;
+  #pendingFragments = 0;
   #nextSeq: number;
   #unackedBytes = 0;
   #unackedCount = 0;
@@ -69,11 +88,6 @@ export class SendBuffer {
     this.#nextSeq = initialSeq;
   }
 
-  /** Sequence number the next fragment pushed will get. */
-  get nextSeq(): number {
-    return this.#nextSeq;
-  }
-
   /** Sequence number of the first segment not yet sent: acknowledgements at or above it are bogus. */
   get sendNext(): number {
     return this.#queue[this.#queueHead]?.seq ?? this.#nextSeq;
@@ -81,7 +95,7 @@ export class SendBuffer {
 
   /** Segments waiting for their first transmission. */
   get queued(): number {
-    return this.#queue.length - this.#queueHead;
+    return this.#queue.length - this.#queueHead + this.#pendingFragments;
   }
 
   /** Span of sequence numbers sent and not cumulatively acknowledged. */
@@ -105,22 +119,54 @@ export class SendBuffer {
   }
 
   /**
-   * Cuts a message into fragments of at most {@linkcode MAX_SEGMENT_PAYLOAD}
-   * bytes (one empty fragment for an empty message) and queues them.
+   * Queues a message, to be cut into fragments of at most
+   * {@linkcode MAX_SEGMENT_PAYLOAD} bytes (one empty fragment for an empty
+   * message) when its turn comes.
    *
    * @param messageId id of the message
    * @param message its bytes, copied
+   * @param urgent true to send it ahead of every message queued without it
    * @returns the number of fragments
    */
-  push(messageId: number, message: Uint8Array): number {
+  push(messageId: number, message: Uint8Array, urgent = false): number {
     const fragments = Math.max(1, Math.ceil(message.length / MAX_SEGMENT_PAYLOAD));
-    if (this.#nextSeq + fragments - 1 > MAX_SEQ) {
+    if (this.#nextSeq + this.#pendingFragments + fragments - 1 > MAX_SEQ) {
       throw new RangeError(
         `Cannot send ${fragments} more segments: the sequence space ends at ${MAX_SEQ}`,
       );
     }
-    // One copy of the whole message; its fragments are views on it.
-    const copy = message.slice();
+    // One copy of the whole message; its fragments will be views on it.
+    const pending = { messageId, bytes: message.slice(), fragments };
+    if (urgent) this.#urgent.push(pending);
+    else this.#bulk.push(pending);
+    this.#pendingFragments += fragments;
+    return fragments;
+  }
+
+  /** Numbers the next pending message's fragments into the queue, when the queue is empty. */
+  #numberNext(): void {
+    if (this.#queueHead < this.#queue.length) return;
+    let pending: PendingMessage | undefined;
+    if (this.#urgentHead < this.#urgent.length) {
+      pending = this.#urgent[this.#urgentHead];
+      this.#urgent[this.#urgentHead++] = undefined!;
+      if (this.#urgentHead === this.#urgent.length) {
+        this.#urgent = [];
+        this.#urgentHead = 0;
+      }
+    } else if (this.#bulkHead < this.#bulk.length) {
+      pending = this.#bulk[this.#bulkHead];
+      this.#bulk[this.#bulkHead++] = undefined!;
+      if (this.#bulkHead >= 1024 || this.#bulkHead === this.#bulk.length) {
+        this.#bulk = this.#bulk.slice(this.#bulkHead);
+        this.#bulkHead = 0;
+      }
+    }
+    if (pending === undefined) return;
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#pendingFragments -= pending.fragments;
+    const { messageId, bytes: copy, fragments } = pending;
     for (let fragment = 0; fragment < fragments; fragment++) {
       const start = fragment * MAX_SEGMENT_PAYLOAD;
       this.#queue.push({
@@ -134,9 +180,12 @@ export class SendBuffer {
         order: 0,
         acked: false,
         lost: false,
+        delivered: 0,
+        deliveredAt: 0,
+        firstSentAt: 0,
+        appLimited: false,
       });
     }
-    return fragments;
   }
 
   /**
@@ -145,6 +194,7 @@ export class SendBuffer {
    * @returns the first queued segment, or `undefined` when none waits
    */
   peekUnsent(): OutgoingSegment | undefined {
+    this.#numberNext();
     return this.#queue[this.#queueHead];
   }
 
@@ -154,13 +204,10 @@ export class SendBuffer {
    * @returns the first queued segment, or `undefined` when none waits
    */
   takeUnsent(): OutgoingSegment | undefined {
+    this.#numberNext();
     const segment = this.#queue[this.#queueHead];
     if (segment === undefined) return undefined;
-    this.#queueHead++;
-    if (this.#queueHead >= 1024 && this.#queueHead * 2 >= this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#queueHead);
-      this.#queueHead = 0;
-    }
+    this.#queue[this.#queueHead++] = undefined!;
     this.#flight.push(segment);
     this.#unackedBytes += segment.payload.length;
     this.#unackedCount++;

@@ -1,7 +1,10 @@
 /**
  * Accounts, sans-I/O: `register` and `deregister` of open mode's
- * identities (changes held in the commit log until durable), and `login`
- * with an identity key or a password, under the failed-login limiter.
+ * identities (changes held in the commit log until durable; new names per
+ * address under `--register-rate`), `login` with an identity key or a
+ * password, under the failed-login limiter (per source address and name),
+ * and open mode's identity expiry (`identity_expiry.ts`): when each was
+ * last seen, and the removal of those not seen for `expireAfterMs`.
  *
  * @module
  */
@@ -20,8 +23,9 @@ import {
   TOKEN_BYTES,
 } from "../wire/messages.ts";
 import type { Directory } from "./directory.ts";
+import { IdentityExpiry } from "./identity_expiry.ts";
 import { LoginLimiter } from "./login_limiter.ts";
-import { addressKey } from "./rate_limiter.ts";
+import { addressKey, RateLimiter } from "./rate_limiter.ts";
 import type { Registry, RegistryRecord } from "./registry.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import type { ServerStorage } from "./server_storage.ts";
@@ -63,6 +67,10 @@ export interface AccountsHost {
   holds(match: (held: { fingerprint: string; event: ServerEvent }) => boolean): boolean;
   /** Asks the driver for work (`verify_password`). */
   output(output: ServerOutput): void;
+  /** Logs an event (an identity expired). */
+  emit(event: ServerEvent): void;
+  /** Notes a registry change no reply waits on (a last-seen date, an expiry): it is saved. */
+  changed(): void;
 }
 
 /** Options of {@linkcode Accounts}. */
@@ -81,10 +89,20 @@ export interface AccountsOptions {
   dummyPasswordHash: string;
   /** How long a request is remembered for replays, ms. */
   replayTtlMs: number;
-  /** Failed logins that block a name. */
+  /** Failed logins from one address that block it for a name. */
   maxAttempts: number;
-  /** How long a blocked name stays blocked, ms. */
+  /** How long the first block lasts, ms; each later one from the same address doubles. */
   lockoutMs: number;
+  /**
+   * New names one address may register per minute, over UDP and TCP
+   * together (bursts of as many); 0 for no limit.
+   */
+  registerRatePerMinute: number;
+  /**
+   * Open mode: an identity not seen (registered, logged in, or kept alive by
+   * a session) for this long, ms, is removed with its files; 0 never removes one.
+   */
+  expireAfterMs: number;
   /** The sessions logins open and deregistrations close. */
   directory: Directory;
   /** The files deregistrations delete. */
@@ -119,6 +137,8 @@ export class Accounts {
   #dummyHash: string;
   #replayTtlMs: number;
   #limiter: LoginLimiter;
+  #registerLimiter: RateLimiter | undefined;
+  #expiry: IdentityExpiry;
   #directory: Directory;
   #storage: ServerStorage;
   #logins = new Map<number, PendingLogin>();
@@ -141,21 +161,30 @@ export class Accounts {
       maxAttempts: options.maxAttempts,
       lockoutMs: options.lockoutMs,
     });
+    if (options.registerRatePerMinute > 0) {
+      this.#registerLimiter = new RateLimiter({
+        ratePerSecond: options.registerRatePerMinute / 60,
+        burst: options.registerRatePerMinute,
+      });
+    }
+    this.#expiry = new IdentityExpiry(options.expireAfterMs);
     this.#directory = options.directory;
     this.#storage = options.storage;
   }
 
   /**
    * Counts a failed (`ok` false) or successful login another instance saw,
-   * so that failures spread over instances block the name together.
+   * so that one source's failures spread over instances block it for the
+   * name together.
    *
    * @param now current time, ms
+   * @param source the source's address key (`addressKey`)
    * @param key the name key
    * @param ok true for a success (which clears the failures)
    */
-  loginElsewhere(now: number, key: string, ok: boolean): void {
-    if (ok) this.#limiter.succeeded(key);
-    else this.#limiter.failed(now, key);
+  loginElsewhere(now: number, source: string, key: string, ok: boolean): void {
+    if (ok) this.#limiter.succeeded(source, key);
+    else this.#limiter.failed(now, source, key);
   }
 
   /** `open` or `password`. */
@@ -273,6 +302,17 @@ export class Accounts {
         `Cannot register "${name}": name is taken`,
       );
     }
+    if (this.#registerLimiter?.take(now, from.address).allowed === false) {
+      return this.#host.refuse(
+        from,
+        request,
+        "busy",
+        `Cannot register "${name}": too many new names from your address ` +
+          `(at most ${
+            Math.round(this.#registerLimiter.ratePerSecond * 60)
+          } a minute); try again later`,
+      );
+    }
     const record: RegistryRecord = {
       name,
       ip: from.address,
@@ -281,6 +321,7 @@ export class Accounts {
       registeredAt: new Date(now).toISOString(),
       keySha256: toHex(sha256(key)),
       registeredBy: fingerprint,
+      lastSeenAt: new Date(now).toISOString(),
     };
     this.#registry.add(record);
     const token = this.#random.bytes(TOKEN_BYTES);
@@ -360,13 +401,14 @@ export class Accounts {
    */
   login(now: number, from: Endpoint, request: MessageOf<"login">): void {
     const key = nameKey(request.name);
-    const block = this.#limiter.check(now, key);
+    const source = addressKey(from.address);
+    const block = this.#limiter.check(now, source, key);
     if (block.blocked) {
       return this.#host.refuse(
         from,
         request,
         "locked_out",
-        `Too many failed logins for "${request.name}"; try again in ${
+        `Too many failed logins for "${request.name}" from your address; try again in ${
           seconds(block.retryAfterMs)
         } s`,
       );
@@ -379,9 +421,14 @@ export class Accounts {
         !this.#host.holds((h) => h.event.kind === "registered" && h.event.name === record.name);
       return this.#loginChecked(now, { from, request, known: record?.name, at: now }, ok);
     }
-    if ([...this.#logins.values()].some((p) => nameKey(p.request.name) === key)) {
-      // One password check per name at a time, so that guesses sent
-      // together cannot outrun the lockout.
+    if (
+      [...this.#logins.values()].some((p) =>
+        nameKey(p.request.name) === key && addressKey(p.from.address) === source
+      )
+    ) {
+      // One password check per name and source at a time, so that guesses
+      // sent together cannot outrun the lockout (and a guesser elsewhere
+      // cannot keep the owner busy).
       return this.#host.refuse(
         from,
         request,
@@ -409,11 +456,14 @@ export class Accounts {
   #loginChecked(now: number, pending: PendingLogin, ok: boolean): void {
     const { from, request } = pending;
     const key = nameKey(request.name);
+    const source = addressKey(from.address);
     if (!ok || pending.known === undefined) {
-      const after = this.#limiter.failed(pending.at, key);
+      const after = this.#limiter.failed(pending.at, source, key);
       const what = this.#auth === "open" ? "identity key" : "password";
       const tail = after.blocked
-        ? `; "${request.name}" is now blocked for ${seconds(after.retryAfterMs ?? 0)} s`
+        ? `; "${request.name}" is now blocked for ${
+          seconds(after.retryAfterMs ?? 0)
+        } s from your address`
         : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
       return this.#host.refuse(
         from,
@@ -422,7 +472,7 @@ export class Accounts {
         `Login failed: wrong name or ${what}${tail}`,
       );
     }
-    this.#limiter.succeeded(key);
+    this.#limiter.succeeded(source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"
@@ -432,6 +482,7 @@ export class Accounts {
     if (portProblem !== undefined) {
       return this.#host.refuse(from, request, "bad_request", `Cannot log in: ${portProblem}`);
     }
+    this.seen(now, pending.known);
     const replaced = this.#directory.sessions.byName(pending.known) !== undefined;
     const token = this.#directory.start(now, from, pending.known, udpPort, request.tcpPort);
     this.#host.answer(from, request, {
@@ -440,6 +491,55 @@ export class Accounts {
       token,
       replaced: replaced ? 1 : 0,
     });
+  }
+
+  /**
+   * Notes that an open-mode identity was seen (logged in, or its session
+   * renewed): its `lastSeenAt` is rewritten once it is stale (see
+   * `IdentityExpiry`), and saved with no reply waiting on it.
+   *
+   * @param now current time, ms
+   * @param name the identity's name
+   */
+  seen(now: number, name: string): void {
+    if (this.#auth !== "open") return;
+    const record = this.#registry.get(name);
+    if (record === undefined || !this.#expiry.isStale(now, record)) return;
+    this.#registry.replace({ ...record, lastSeenAt: new Date(now).toISOString() });
+    this.#host.changed();
+  }
+
+  /**
+   * Starts the expiry checks at `now` if they have not started (a no-op
+   * when expiry is off): the first one is due at once.
+   *
+   * @param now current time, ms
+   */
+  startExpiry(now: number): void {
+    this.#expiry.start(now);
+  }
+
+  /** @returns when `onTimeout` should next be called for expiry, or undefined */
+  nextTimeout(): number | undefined {
+    return this.#expiry.nextCheck();
+  }
+
+  /**
+   * Removes, with their files, the identities not seen for `expireAfterMs`
+   * (when a check is due; the first call starts the checks).
+   *
+   * @param now current time, ms
+   */
+  onTimeout(now: number): void {
+    const online = (name: string) => this.#directory.isOnline(name);
+    const lapsed = this.#expiry.lapsed(now, this.#registry.records(), online);
+    for (const record of lapsed) {
+      const lastSeen = record.lastSeenAt ?? record.registeredAt;
+      this.#registry.remove(record.name);
+      const files = this.#storage.removeUser(record.name, "expired");
+      this.#host.emit({ kind: "expired", name: record.name, lastSeen, files });
+    }
+    if (lapsed.length > 0) this.#host.changed();
   }
 
   #identityKey(fingerprint: string): Uint8Array {

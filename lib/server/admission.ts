@@ -1,14 +1,20 @@
 /**
  * Admission, sans-I/O: which datagrams and TCP connections the server takes
  * at all. Per-address rate limits on UDP (a strict one for traffic without a
- * live session, garbage included, and a loose one for session traffic), and
- * limits on TCP connections (per address, in all, idle time, slow frames).
+ * live session, garbage included, and a loose one for session traffic; TCP
+ * requests without a session spend the strict one too), and
+ * limits on TCP connections (unauthenticated ones per address, authenticated
+ * ones per user, in all, first frame, idle time, slow frames); a connection
+ * earns its slot by carrying a live session, and the oldest unauthenticated
+ * one gives way when a cap is reached.
  * The server core asks it from one place for each; the drivers only report
  * what arrived and what each connection did.
  *
  * @module
  */
+import { nameKey } from "../wire/client_name.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
+import type { Request } from "../wire/messages.ts";
 import {
   ConnectionLimits,
   connectionLimitText,
@@ -32,8 +38,18 @@ export interface ServerLimits {
    * (default 2,000, bursts of twice that); 0 for no limit.
    */
   sessionRateLimit?: number;
-  /** Most TCP connections open at once from one address (default 32). */
+  /**
+   * New names one address may register per minute, over UDP and TCP
+   * together (bursts of as many); 0 or absent for no limit. Enforced by
+   * `accounts.ts`; the server program defaults to 20.
+   */
+  registerRate?: number;
+  /** Most unauthenticated TCP connections open at once from one address (default 32). */
   maxConnectionsPerAddress?: number;
+  /** Most TCP connections that carried a live session, per user (default 8). */
+  maxConnectionsPerUser?: number;
+  /** A TCP connection's first frame must arrive whole within this long, ms (default 5,000). */
+  tcpFirstFrameMs?: number;
   /** Most TCP connections open at once in all (default 512). */
   maxConnections?: number;
   /** A TCP connection silent this long between frames is closed, ms (default 60,000). */
@@ -71,6 +87,8 @@ export class Admission {
   #connections: ConnectionLimits;
   /** Connections already told why they are being closed. */
   #closing = new Set<number>();
+  /** The endpoints of admitted connections, to tell one that gives way why. */
+  #endpoints = new Map<number, Endpoint>();
 
   /**
    * @param host the core's events, outputs and counters
@@ -85,6 +103,8 @@ export class Admission {
     if (sessionRate > 0) this.#sessionLimiter = new RateLimiter({ ratePerSecond: sessionRate });
     this.#connections = new ConnectionLimits({
       maxPerAddress: limits.maxConnectionsPerAddress,
+      maxPerUser: limits.maxConnectionsPerUser,
+      firstFrameMs: limits.tcpFirstFrameMs,
       maxTotal: limits.maxConnections,
       idleMs: limits.tcpIdleMs,
       frameMs: limits.tcpFrameMs,
@@ -99,6 +119,11 @@ export class Admission {
   /** The time a started TCP frame has to arrive whole, ms. */
   get frameMs(): number {
     return this.#connections.frameMs;
+  }
+
+  /** The time a TCP connection's first frame has to arrive whole, ms. */
+  get firstFrameMs(): number {
+    return this.#connections.firstFrameMs;
   }
 
   /**
@@ -119,6 +144,7 @@ export class Admission {
     if (decision.report !== undefined) {
       this.#host.emit({
         kind: "rate_limited",
+        transport: from.transport,
         address: from.address,
         dropped: decision.report.dropped,
         session,
@@ -130,16 +156,64 @@ export class Admission {
   }
 
   /**
+   * Takes a TCP request without a live session against the same strict
+   * per-address budget as UDP datagrams without one, so that TCP is no way
+   * around it. A refused one is answered with `busy` (and the driver reads
+   * nothing more from its connection for a while).
+   *
+   * @param now the current time, ms
+   * @param from the connection's endpoint
+   * @param request the request
+   * @returns true if it may be handled
+   */
+  sessionlessRequest(now: number, from: Endpoint, request: Request): boolean {
+    if (this.datagram(now, from, false)) return true;
+    this.#host.output({
+      type: "send",
+      to: from,
+      message: {
+        type: "error",
+        reqId: request.reqId,
+        code: ERROR_CODES.busy,
+        message: "Too many requests without a session from your address; try again in a moment",
+      },
+    });
+    return false;
+  }
+
+  /**
    * Admits a new TCP connection, or tells it why not and closes it; an
-   * admitted one counts until `closeConnection`.
+   * admitted one counts until `closeConnection`. If a cap is reached, the
+   * oldest unauthenticated connection (of the same address, else of all)
+   * is told why and closed to make room; only when none can give way is the
+   * new one refused.
    *
    * @param now the current time, ms
    * @param from the connection's endpoint, with its `connId`
    * @returns true if admitted
    */
   openConnection(now: number, from: Endpoint): boolean {
+    const room = this.#connections.makeRoom(now, from.address);
+    if (room !== undefined) {
+      const evicted = this.#endpoints.get(room.connId)!;
+      this.#endpoints.delete(room.connId);
+      this.#closing.add(room.connId);
+      this.#host.stats.tcpRefused++;
+      if (room.report !== undefined) {
+        this.#host.emit({
+          kind: "connection_made_room",
+          address: evicted.address,
+          closed: room.report.closed,
+          hit: room.hit,
+        });
+      }
+      this.#close(evicted, connectionLimitText(room.hit, evicted.address));
+    }
     const refused = this.#connections.open(now, from.connId ?? 0, from.address);
-    if (refused === undefined) return true;
+    if (refused === undefined) {
+      this.#endpoints.set(from.connId ?? 0, from);
+      return true;
+    }
     this.#host.stats.tcpRefused++;
     if (refused.report !== undefined) {
       this.#host.emit({
@@ -151,6 +225,18 @@ export class Admission {
     }
     this.#close(from, connectionLimitText(refused.hit, from.address));
     return false;
+  }
+
+  /**
+   * Marks a TCP connection as one that carried a live session of `user`: it
+   * then counts against that user's allowance, not its address's, and never
+   * gives way to a new connection (unless the user is at the allowance).
+   *
+   * @param connId the driver's id of the connection
+   * @param user the session's user name
+   */
+  authenticated(connId: number, user: string): void {
+    this.#connections.authenticate(connId, nameKey(user));
   }
 
   /**
@@ -189,6 +275,7 @@ export class Admission {
   closeConnection(connId: number): void {
     this.#connections.close(connId);
     this.#closing.delete(connId);
+    this.#endpoints.delete(connId);
   }
 
   /** Tells a TCP connection why it is being closed (if `reason`), then closes it. */

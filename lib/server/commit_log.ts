@@ -54,6 +54,15 @@ export class CommitLog<T> {
   }
 
   /**
+   * Notes a change made in memory that no reply waits on (a last-seen
+   * date, an expired identity): the next snapshot carries it, and a failed
+   * write leaves it in memory for the one after.
+   */
+  touch(): void {
+    this.#changeVersion++;
+  }
+
+  /**
    * Tells whether a held change matches.
    *
    * @param match the test

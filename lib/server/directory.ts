@@ -115,6 +115,17 @@ export class Directory {
   }
 
   /**
+   * Tells whether a name is online here or, with shared presence, on
+   * another instance.
+   *
+   * @param name any name
+   * @returns true if it has a live session somewhere
+   */
+  isOnline(name: string): boolean {
+    return this.#sessions.byName(name) !== undefined || this.#remote.has(nameKey(name));
+  }
+
+  /**
    * Finds the session of a request's token, or refuses the request (saying
    * why its session ended, when that is remembered).
    *

@@ -1,17 +1,24 @@
 /**
- * Per-name lockout after repeated failed logins, sans-I/O: the caller passes
+ * Login throttling per source address and name, sans-I/O: the caller passes
  * the time in, nothing here reads a clock.
+ *
+ * OWASP's advice for known user names: a lock on the name as a whole lets
+ * anyone who knows it keep its owner out, so failures count per (source,
+ * name) and the source that fails is slowed down with growing delays, while
+ * the owner on another address still gets in.
  *
  * @module
  */
 
 /** Options for {@link LoginLimiter}. */
 export interface LoginLimiterOptions {
-  /** Consecutive failures that lock a name, 1 to 5 (default 3). */
+  /** Consecutive failures from one source that block it for the name, 1 to 5 (default 3). */
   maxAttempts?: number;
-  /** How long a name stays locked, in milliseconds (default 10,000). */
+  /** How long the first block lasts, in milliseconds (default 10,000); each later one doubles. */
   lockoutMs?: number;
-  /** Most names tracked at once; past it the entry nearest its expiry goes (default 100,000). */
+  /** The longest block, in milliseconds (default 15 minutes, at least `lockoutMs`). */
+  maxLockoutMs?: number;
+  /** Most (source, name) pairs tracked at once; past it the least recently failed goes (default 100,000). */
   maxTracked?: number;
 }
 
@@ -20,67 +27,83 @@ export type LoginCheck = { blocked: false } | { blocked: true; retryAfterMs: num
 
 /** The answer of {@link LoginLimiter.failed}. */
 export interface LoginFailure {
-  /** True if the name is now locked (by this failure or an earlier one). */
+  /** True if the source is now blocked for the name (by this failure or an earlier one). */
   blocked: boolean;
-  /** Milliseconds until the lock ends; present when `blocked`. */
+  /** Milliseconds until the block ends; present when `blocked`. */
   retryAfterMs?: number;
-  /** Failures left before the lock; 0 when `blocked`. */
+  /** Failures left before the block; 0 when `blocked`. */
   attemptsLeft: number;
 }
 
 interface Entry {
+  /** Failures in the current streak. */
   failures: number;
-  /** When the streak is forgotten: lockoutMs after its latest counted failure. */
-  expiresAt: number;
-  blocked: boolean;
+  /** When the latest counted failure happened. */
+  lastFailureAt: number;
+  /** Blocks served so far: the next one lasts `lockoutMs × 2^blocks`, capped. */
+  blocks: number;
+  /** When the current block ends (in the past if none). */
+  blockedUntil: number;
+  /** When the entry is forgotten: a quiet spell as long as the next block. */
+  forgetAt: number;
 }
 
-/** Default consecutive failures before a lock. */
+/** Default consecutive failures before a block. */
 export const DEFAULT_MAX_ATTEMPTS = 3;
-/** Default lock duration in milliseconds. */
+/** Default first block in milliseconds. */
 export const DEFAULT_LOCKOUT_MS = 10_000;
-/** Default bound on tracked names. */
+/** Default longest block in milliseconds. */
+export const DEFAULT_MAX_LOCKOUT_MS = 15 * 60_000;
+/** Default bound on tracked (source, name) pairs. */
 export const DEFAULT_MAX_TRACKED = 100_000;
 
 /**
- * Counts consecutive failed logins per name and locks a name for `lockoutMs`
- * after the `maxAttempts`-th. Attempts while locked are refused without being
- * counted, and do not extend the lock; once it ends the count starts over. A
- * streak of failures that never reaches the limit is forgotten `lockoutMs`
- * after its latest failure, so a guesser gets at most `maxAttempts` tries per
- * `lockoutMs` either way. A success clears the name.
+ * Counts consecutive failed logins per (source, name) and blocks that source
+ * for that name after the `maxAttempts`-th: for `lockoutMs` the first time,
+ * twice as long each time after, up to `maxLockoutMs`. Attempts while
+ * blocked are refused without being counted and do not extend the block;
+ * once it ends the count starts over. A streak that never reaches the limit
+ * is forgotten `lockoutMs` after its latest failure; the doubling is
+ * forgotten after a quiet spell as long as the next block would be. A
+ * success from the source clears its entry; other sources are not affected
+ * by anyone's failures.
  *
- * Keys are case-folded names (`nameKey`). Pass the key whether or not the
- * name exists, so the limiter answers the same for both and reveals nothing.
+ * So a guesser gets at most `maxAttempts` tries per block, and the blocks
+ * grow to `maxLockoutMs`, while the owner on another address logs in at
+ * once. Keys are `addressKey(ip)` (one per IPv4 address or IPv6 /64) and
+ * case-folded names (`nameKey`); pass the name whether or not it exists, so
+ * the limiter answers the same for both and reveals nothing.
  *
- * Memory is bounded: entries are kept in order of expiry, expired ones are
- * dropped as calls come in, and past `maxTracked` names the one nearest its
- * expiry is dropped early.
+ * Memory is bounded: entries are kept least recently failed first, expired
+ * ones at the front are dropped as calls come in, and past `maxTracked`
+ * pairs the least recently failed is dropped early (which only forgives it).
  *
  * @example
  * ```ts
  * const limiter = new LoginLimiter({ maxAttempts: 3, lockoutMs: 10_000 });
- * const key = nameKey(name);
- * const check = limiter.check(now, key);
+ * const source = addressKey(from.address);
+ * const check = limiter.check(now, source, nameKey(name));
  * if (check.blocked) return refuse(check.retryAfterMs);
- * if (await verify()) limiter.succeeded(key);
- * else limiter.failed(now, key);
+ * if (await verify()) limiter.succeeded(source, nameKey(name));
+ * else limiter.failed(now, source, nameKey(name));
  * ```
  */
 export class LoginLimiter {
   readonly #maxAttempts: number;
   readonly #lockoutMs: number;
+  readonly #maxLockoutMs: number;
   readonly #maxTracked: number;
-  /** In order of `expiresAt` (as long as time does not go backwards). */
+  /** Least recently failed first. */
   readonly #entries = new Map<string, Entry>();
 
   /**
-   * @param options attempts, lock duration and memory bound
+   * @param options attempts, block durations and memory bound
    * @throws {RangeError} if an option is out of range
    */
   constructor(options: LoginLimiterOptions = {}) {
     const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     const lockoutMs = options.lockoutMs ?? DEFAULT_LOCKOUT_MS;
+    const maxLockoutMs = options.maxLockoutMs ?? Math.max(DEFAULT_MAX_LOCKOUT_MS, lockoutMs);
     const maxTracked = options.maxTracked ?? DEFAULT_MAX_TRACKED;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 5) {
       throw new RangeError(`maxAttempts must be an integer from 1 to 5, not ${maxAttempts}`);
@@ -88,84 +111,111 @@ export class LoginLimiter {
     if (!Number.isFinite(lockoutMs) || lockoutMs <= 0) {
       throw new RangeError(`lockoutMs must be a positive number, not ${lockoutMs}`);
     }
+    if (!Number.isFinite(maxLockoutMs) || maxLockoutMs < lockoutMs) {
+      throw new RangeError(`maxLockoutMs must be at least lockoutMs, not ${maxLockoutMs}`);
+    }
     if (!Number.isInteger(maxTracked) || maxTracked < 1) {
       throw new RangeError(`maxTracked must be a positive integer, not ${maxTracked}`);
     }
     this.#maxAttempts = maxAttempts;
     this.#lockoutMs = lockoutMs;
+    this.#maxLockoutMs = maxLockoutMs;
     this.#maxTracked = maxTracked;
   }
 
-  /** @returns how many names are tracked now (expired ones may linger until the next call) */
+  /** @returns how many (source, name) pairs are tracked now (expired ones may linger) */
   get size(): number {
     return this.#entries.size;
   }
 
   /**
-   * Says whether a login for the name may be tried now. Call it before
-   * verifying the password; a blocked attempt must not be verified or counted.
+   * Says whether a login for the name may be tried from the source now. Call
+   * it before verifying the secret; a blocked attempt must not be verified
+   * or counted.
    *
    * @param now the current time in milliseconds
+   * @param source the source's address key (`addressKey`)
    * @param nameKey the case-folded name
    * @returns not blocked, or blocked with the milliseconds left
    */
-  check(now: number, nameKey: string): LoginCheck {
-    const entry = this.#live(now, nameKey);
-    if (entry?.blocked) return { blocked: true, retryAfterMs: entry.expiresAt - now };
+  check(now: number, source: string, nameKey: string): LoginCheck {
+    const entry = this.#live(now, pairKey(source, nameKey));
+    if (entry !== undefined && entry.blockedUntil > now) {
+      return { blocked: true, retryAfterMs: entry.blockedUntil - now };
+    }
     return { blocked: false };
   }
 
   /**
-   * Records a failed login (wrong password or unknown name). The
-   * `maxAttempts`-th consecutive failure locks the name for `lockoutMs`; a
-   * failure reported while the name is locked is not counted.
+   * Records a failed login (wrong secret or unknown name) from the source.
+   * The `maxAttempts`-th consecutive failure blocks the source for the name;
+   * a failure reported while it is blocked is not counted.
    *
    * @param now the current time in milliseconds
+   * @param source the source's address key (`addressKey`)
    * @param nameKey the case-folded name
-   * @returns whether the name is now locked, for how long, and how many tries are left
+   * @returns whether the source is now blocked, for how long, and how many tries are left
    */
-  failed(now: number, nameKey: string): LoginFailure {
-    const entry = this.#live(now, nameKey);
-    if (entry?.blocked) {
-      return { blocked: true, retryAfterMs: entry.expiresAt - now, attemptsLeft: 0 };
+  failed(now: number, source: string, nameKey: string): LoginFailure {
+    const key = pairKey(source, nameKey);
+    const entry = this.#live(now, key) ??
+      { failures: 0, lastFailureAt: -Infinity, blocks: 0, blockedUntil: -Infinity, forgetAt: 0 };
+    if (entry.blockedUntil > now) {
+      return { blocked: true, retryAfterMs: entry.blockedUntil - now, attemptsLeft: 0 };
     }
-    const failures = (entry?.failures ?? 0) + 1;
-    const blocked = failures >= this.#maxAttempts;
-    // Re-insert at the end: its expiry is now the latest.
-    this.#entries.delete(nameKey);
-    this.#entries.set(nameKey, { failures, expiresAt: now + this.#lockoutMs, blocked });
+    if (now - entry.lastFailureAt >= this.#lockoutMs) entry.failures = 0;
+    entry.failures++;
+    entry.lastFailureAt = now;
+    let blockMs = 0;
+    if (entry.failures >= this.#maxAttempts) {
+      blockMs = this.#blockMs(entry.blocks);
+      entry.blocks++;
+      entry.failures = 0;
+      entry.blockedUntil = now + blockMs;
+    }
+    const quietMs = entry.blocks === 0 ? this.#lockoutMs : this.#blockMs(entry.blocks);
+    entry.forgetAt = Math.max(now, entry.blockedUntil) + quietMs;
+    // Re-insert at the end: it is now the most recently failed.
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
     while (this.#entries.size > this.#maxTracked) {
       this.#entries.delete(this.#entries.keys().next().value!);
     }
-    return blocked
-      ? { blocked: true, retryAfterMs: this.#lockoutMs, attemptsLeft: 0 }
-      : { blocked: false, attemptsLeft: this.#maxAttempts - failures };
+    return blockMs > 0
+      ? { blocked: true, retryAfterMs: blockMs, attemptsLeft: 0 }
+      : { blocked: false, attemptsLeft: this.#maxAttempts - entry.failures };
   }
 
   /**
-   * Records a successful login, which clears the name's failures.
+   * Records a successful login from the source, which clears its entry for
+   * the name (and nobody else's).
    *
+   * @param source the source's address key (`addressKey`)
    * @param nameKey the case-folded name
    */
-  succeeded(nameKey: string): void {
-    this.#entries.delete(nameKey);
+  succeeded(source: string, nameKey: string): void {
+    this.#entries.delete(pairKey(source, nameKey));
   }
 
-  /** Drops expired entries, then returns the name's entry if it is still live. */
-  #live(now: number, nameKey: string): Entry | undefined {
-    this.#expire(now);
-    const entry = this.#entries.get(nameKey);
-    if (entry === undefined || entry.expiresAt > now) return entry;
-    // out of order only if the caller's time went backwards
-    this.#entries.delete(nameKey);
+  /** The length of the block after `blocks` earlier ones. */
+  #blockMs(blocks: number): number {
+    return Math.min(this.#lockoutMs * 2 ** Math.min(blocks, 40), this.#maxLockoutMs);
+  }
+
+  /** Drops expired entries at the front, then returns the pair's entry if it is still live. */
+  #live(now: number, key: string): Entry | undefined {
+    for (const [front, entry] of this.#entries) {
+      if (entry.forgetAt > now) break;
+      this.#entries.delete(front);
+    }
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.forgetAt > now) return entry;
+    this.#entries.delete(key);
     return undefined;
   }
+}
 
-  /** Drops entries that have expired, oldest first. */
-  #expire(now: number): void {
-    for (const [key, entry] of this.#entries) {
-      if (entry.expiresAt > now) break;
-      this.#entries.delete(key);
-    }
-  }
+function pairKey(source: string, nameKey: string): string {
+  // Names never contain a newline (see client_name.ts), so the pair is unambiguous.
+  return `${source}\n${nameKey}`;
 }

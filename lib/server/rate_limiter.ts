@@ -35,6 +35,8 @@ export type RateDecision =
 export const DEFAULT_RATE_LIMIT = 100;
 /** Default limit on UDP datagrams with a live session token, per second per address. */
 export const DEFAULT_SESSION_RATE_LIMIT = 2000;
+/** Default limit on new registrations per minute per address (UDP and TCP together). */
+export const DEFAULT_REGISTER_RATE = 20;
 /** Default bound on tracked addresses. */
 export const DEFAULT_MAX_ADDRESSES = 10_000;
 /** Default report period, ms. */

@@ -26,6 +26,12 @@ export interface RegistryRecord {
   readonly keySha256: string;
   /** Fingerprint (hash) of the register request that created it ("" if unknown). */
   readonly registeredBy: string;
+  /**
+   * When it was last seen, ISO 8601: its registration, latest login or a
+   * heartbeat of its session, to within the server's refresh interval.
+   * Absent in files from before it was kept.
+   */
+  readonly lastSeenAt?: string;
 }
 
 /**
@@ -39,12 +45,13 @@ export type RegistryChange =
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
 export type RegistryJson = Record<string, {
-  ip: string;
-  udp_port: number;
-  tcp_port: number;
-  registered_at: string;
-  key_sha256: string;
-  registered_by: string;
+  readonly ip: string;
+  readonly udp_port: number;
+  readonly tcp_port: number;
+  readonly registered_at: string;
+  readonly key_sha256: string;
+  readonly registered_by: string;
+  readonly last_seen?: string;
 }>;
 
 /** Thrown when `registrations.json` does not hold a valid registry. */
@@ -70,6 +77,7 @@ export class RegistryFormatError extends Error {
 export class Registry {
   #byKey = new Map<string, RegistryRecord>();
   #journal: RegistryChange[] = [];
+  #entries = new WeakMap<RegistryRecord, RegistryJson[string]>();
 
   /** How many clients are registered. */
   get size(): number {
@@ -100,6 +108,21 @@ export class Registry {
   }
 
   /**
+   * Replaces the record of a registered name (same name, any field changed).
+   *
+   * @param record the new record
+   * @throws {RangeError} if the name is not registered
+   */
+  replace(record: RegistryRecord): void {
+    const key = nameKey(record.name);
+    if (!this.#byKey.has(key)) {
+      throw new RangeError(`Cannot replace "${record.name}": not registered`);
+    }
+    this.#byKey.set(key, record);
+    this.#journal.push({ op: "put", record });
+  }
+
+  /**
    * Removes a client.
    *
    * @param name its name, any case
@@ -115,7 +138,7 @@ export class Registry {
   }
 
   /**
-   * Hands over the changes made by `add` and `remove` since the last call,
+   * Hands over the changes made by `add`, `replace` and `remove` since the last call,
    * for a store that writes changes rather than snapshots.
    *
    * @returns the changes, oldest first
@@ -159,18 +182,31 @@ export class Registry {
     return [...this.#byKey.values()];
   }
 
-  /** @returns the registry in the shape of `registrations.json` */
+  /**
+   * The registry in the shape of `registrations.json`. Each entry object is
+   * made once per record and shared by every later call, so a writer can
+   * tell what changed since its last save by identity alone (see
+   * `lib/io/registry_file.ts`); treat the entries as read-only.
+   *
+   * @returns a new object holding the (shared) entries, in registration order
+   */
   toJson(): RegistryJson {
     const out: RegistryJson = {};
     for (const r of this.#byKey.values()) {
-      out[r.name] = {
-        ip: r.ip,
-        udp_port: r.udpPort,
-        tcp_port: r.tcpPort,
-        registered_at: r.registeredAt,
-        key_sha256: r.keySha256,
-        registered_by: r.registeredBy,
-      };
+      let entry = this.#entries.get(r);
+      if (entry === undefined) {
+        entry = Object.freeze({
+          ip: r.ip,
+          udp_port: r.udpPort,
+          tcp_port: r.tcpPort,
+          registered_at: r.registeredAt,
+          key_sha256: r.keySha256,
+          registered_by: r.registeredBy,
+          ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
+        });
+        this.#entries.set(r, entry);
+      }
+      out[r.name] = entry;
     }
     return out;
   }
@@ -218,6 +254,10 @@ export class Registry {
       if (typeof registeredBy !== "string" || registeredBy.length > 64) {
         throw new RegistryFormatError(`entry "${name}" has a bad "registered_by"`);
       }
+      const lastSeen = entry.last_seen;
+      if (lastSeen !== undefined && (typeof lastSeen !== "string" || isNaN(Date.parse(lastSeen)))) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "last_seen"`);
+      }
       if (registry.get(name) !== undefined) {
         throw new RegistryFormatError(`entry "${name}" repeats a name (names ignore case)`);
       }
@@ -229,6 +269,7 @@ export class Registry {
         registeredAt,
         keySha256,
         registeredBy,
+        ...(lastSeen === undefined ? {} : { lastSeenAt: lastSeen }),
       });
     }
     registry.takeChanges();

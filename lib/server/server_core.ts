@@ -11,11 +11,13 @@
  * `directory.ts` (sessions, presence, list/lookup/watch), `accounts.ts`
  * (register, deregister, login), `server_storage.ts` (server files) and
  * `admission.ts` (rate and connection limits, asked through `admit`,
- * `connectionOpened` and `checkConnection`).
+ * `admitFrame`, `connectionOpened` and `checkConnection`), `reflector.ts`
+ * (address discovery, on both UDP ports).
  *
  * Over 700 lines: it is the core's one surface, every input a driver feeds
- * (requests, timers, store results, other instances' news) and the routing
- * table; the work itself lives in the parts.
+ * (requests, timers, store results, other instances' news), the routing
+ * table and the cross-cutting mechanisms (replay cache, commit log); the
+ * work itself lives in the parts.
  *
  * @module
  */
@@ -42,6 +44,7 @@ import { addressKey } from "./rate_limiter.ts";
 import type { Registry, RegistryChange, RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
+import { Reflector } from "./reflector.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
@@ -77,9 +80,9 @@ export interface ServerStats {
    * than an `error` would have outgrown it.
    */
   undersizedRequests: number;
-  /** UDP datagrams dropped by the per-address rate limits. */
+  /** UDP datagrams (and TCP requests without a session) dropped by the per-address rate limits. */
   rateLimited: number;
-  /** TCP connections refused by the connection limits. */
+  /** TCP connections refused by the connection limits, or closed to make room for newer ones. */
   tcpRefused: number;
   /** TCP connections closed for being idle or too slow. */
   tcpTimedOut: number;
@@ -111,10 +114,16 @@ export interface ServerCoreOptions {
   dummyPasswordHash?: string;
   /** How long a session lives without a heartbeat, ms (default 30 s). */
   leaseMs?: number;
-  /** Failed logins that block a name (default 3). */
+  /** Failed logins from one address that block it for the name (default 3). */
   maxAttempts?: number;
-  /** How long a blocked name stays blocked, ms (default 10 s). */
+  /** How long the first block lasts, ms (default 10 s); each later one from the same address doubles. */
   lockoutMs?: number;
+  /**
+   * Open mode: an identity not seen (registered, logged in, or kept alive by
+   * a session) for this long, ms, is removed with its files; 0 or absent
+   * never removes one.
+   */
+  expireAfterMs?: number;
   /** Limits on stored files. */
   storage?: StorageLimits;
   /** Files stored at start: user name and files. */
@@ -125,6 +134,8 @@ export interface ServerCoreOptions {
   writesInFlight?: number;
   /** Share sessions and failed logins with other instances (`presence_store`, `login_store`). */
   sharedPresence?: boolean;
+  /** The server's second UDP port, told in `reflect_ok` (default 0: none). */
+  udpPort2?: number;
 }
 
 /** Default session lease, ms. */
@@ -183,6 +194,7 @@ export class ServerCore {
   #accounts: Accounts;
   #admission: Admission;
   #sizing: ReplySizing;
+  #reflector: Reflector;
   #commits: CommitLog<HeldReply>;
   /** True when state is shared with other instances (`sharedPresence`). */
   #shared: boolean;
@@ -216,6 +228,10 @@ export class ServerCore {
         this.#answer(from, request, reply),
       emit: (event: ServerEvent) => this.#emit(event),
       output: (output: ServerOutput) => this.#outputs.push(output),
+      changed: () => {
+        this.#commits.touch();
+        this.#requestPersist();
+      },
     };
     this.#directory = new Directory(host, {
       random: options.random,
@@ -229,6 +245,7 @@ export class ServerCore {
       stats: this.#stats,
     }, options.limits);
     this.#sizing = new ReplySizing((token, to) => this.#directory.proves(token, to));
+    this.#reflector = new Reflector({ port2: options.udpPort2 ?? 0, output: host.output });
     this.#storage = new ServerStorage({
       ...host,
       settle: (request, code, reason) =>
@@ -252,6 +269,8 @@ export class ServerCore {
       replayTtlMs: options.replay?.ttlMs ?? DEFAULT_REPLAY_TTL_MS,
       maxAttempts: options.maxAttempts ?? 3,
       lockoutMs: options.lockoutMs ?? 10_000,
+      registerRatePerMinute: options.limits?.registerRate ?? 0,
+      expireAfterMs: options.expireAfterMs ?? 0,
       directory: this.#directory,
       storage: this.#storage,
     });
@@ -317,6 +336,8 @@ export class ServerCore {
    *   token is larger than this
    */
   handle(now: number, from: Endpoint, message: Message, receivedBytes: number): void {
+    this.#accounts.startExpiry(now);
+    if (this.#reflector.handle(from, message, receivedBytes)) return;
     if (message.type === "presence_ack") return this.#directory.ack(message.token, message.seq);
     if (message.type === "file_chunk") return this.#storage.chunk(from, message);
     if (!isRequest(message)) {
@@ -375,17 +396,21 @@ export class ServerCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    return this.#directory.nextTimeout();
+    const times = [this.#directory.nextTimeout(), this.#accounts.nextTimeout()]
+      .filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
   }
 
   /**
-   * Ends sessions whose lease ran out and resends unacknowledged presence
-   * news.
+   * Ends sessions whose lease ran out, resends unacknowledged presence
+   * news, and removes identities not seen for `expireAfterMs` (the first
+   * call starts those checks).
    *
    * @param now current time, ms
    */
   onTimeout(now: number): void {
     this.#directory.onTimeout(now);
+    this.#accounts.onTimeout(now);
   }
 
   /** Ends every session for a shutdown, telling each client. */
@@ -444,11 +469,12 @@ export class ServerCore {
    * over instances block a name together.
    *
    * @param now current time, ms
+   * @param source the source's address key
    * @param name the name key
    * @param ok true if it succeeded
    */
-  loginElsewhere(now: number, name: string, ok: boolean): void {
-    this.#accounts.loginElsewhere(now, name, ok);
+  loginElsewhere(now: number, source: string, name: string, ok: boolean): void {
+    this.#accounts.loginElsewhere(now, source, name, ok);
   }
 
   /**
@@ -537,6 +563,29 @@ export class ServerCore {
   }
 
   /**
+   * Takes a TCP request without a live session token against the strict
+   * per-address rate limit (anything else passes); one with a live session
+   * marks its connection authenticated (see `admission.ts`). A refused one is
+   * answered `busy`; the driver then pauses that connection's reading for a
+   * while.
+   *
+   * @param now current time, ms
+   * @param from the connection's endpoint, with its `connId`
+   * @param message the decoded frame
+   * @returns true if it may be handled
+   */
+  admitFrame(now: number, from: Endpoint, message: Message): boolean {
+    if (!isRequest(message)) return true;
+    const session = "token" in message && message.token instanceof Uint8Array
+      ? this.#directory.sessions.byToken(message.token)
+      : undefined;
+    if (session === undefined) return this.#admission.sessionlessRequest(now, from, message);
+    // The connection has earned its slot: it counts against its user now.
+    this.#admission.authenticated(from.connId ?? 0, session.name);
+    return true;
+  }
+
+  /**
    * Reports a new TCP connection, and admits it or not: a refused one is
    * told why (a `send` to it), then closed (a `close` output).
    *
@@ -560,9 +609,13 @@ export class ServerCore {
     this.#admission.checkConnection(now, from, sample);
   }
 
-  /** The connection limits' idle and frame times, ms, for how often to check connections. */
-  get connectionTimes(): { idleMs: number; frameMs: number } {
-    return { idleMs: this.#admission.idleMs, frameMs: this.#admission.frameMs };
+  /** The connection limits' times, ms, for how often to check connections. */
+  get connectionTimes(): { idleMs: number; frameMs: number; firstFrameMs: number } {
+    return {
+      idleMs: this.#admission.idleMs,
+      frameMs: this.#admission.frameMs,
+      firstFrameMs: this.#admission.firstFrameMs,
+    };
   }
 
   /**
@@ -600,7 +653,9 @@ export class ServerCore {
       case "lookup":
       case "watch": {
         const session = this.#directory.session(from, request);
-        if (session !== undefined) this.#directory.handle(now, from, request, session);
+        if (session === undefined) return;
+        this.#directory.handle(now, from, request, session);
+        if (request.type === "heartbeat") this.#accounts.seen(now, session.name);
         return;
       }
       case "upload":
@@ -641,16 +696,18 @@ export class ServerCore {
     }
   }
 
-  /** Finds the session of a request's token, or refuses the request. */
-  /** After a session was closed: tell watchers, remember why, tell its client. */
-  /** Sends `session_ended` to a session's client and remembers why for its next request. */
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
     if (this.#shared && request.type === "login") {
       const failed = reply.type === "error" &&
         (reply.code === ERROR_CODES.login_failed || reply.code === ERROR_CODES.locked_out);
       if (failed || reply.type === "login_ok") {
-        this.#outputs.push({ type: "login_store", name: nameKey(request.name), ok: !failed });
+        this.#outputs.push({
+          type: "login_store",
+          source: addressKey(to.address),
+          name: nameKey(request.name),
+          ok: !failed,
+        });
       }
     }
     this.#send(to, request.type, reply, this.#sizing.limit(to, request));

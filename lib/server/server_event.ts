@@ -23,6 +23,8 @@ export interface Endpoint {
   readonly port: number;
   /** For TCP: the driver's id of the connection. */
   readonly connId?: number;
+  /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
+  readonly second?: true;
 }
 
 /** Something that happened, for the log and the console. */
@@ -96,12 +98,24 @@ export type ServerEvent =
   }
   | { readonly kind: "unexpected"; readonly from: Endpoint; readonly type: string }
   | { readonly kind: "save_failed"; readonly reason: string }
+  /** An open-mode identity not seen for `expireAfterMs` was removed, with its files. */
+  | {
+    readonly kind: "expired";
+    readonly name: string;
+    /** When it was last seen (or registered), ISO 8601. */
+    readonly lastSeen: string;
+    /** How many stored files went with it. */
+    readonly files: number;
+  }
   /**
-   * UDP datagrams from one address were dropped by a rate limit: at most one
-   * such event per address per report period, counting the drops since the last.
+   * UDP datagrams (or TCP requests without a session) from one address were
+   * dropped by a rate limit: at most one such event per address per report
+   * period, counting the drops since the last.
    */
   | {
     readonly kind: "rate_limited";
+    /** Where the drops came in: UDP datagrams, or TCP requests (refused with `busy`). */
+    readonly transport: "udp" | "tcp";
     readonly address: string;
     readonly dropped: number;
     /** True for the loose limit on datagrams with a live session token. */
@@ -114,6 +128,16 @@ export type ServerEvent =
     readonly kind: "connection_refused";
     readonly address: string;
     readonly refused: number;
+    readonly hit: ConnectionLimitHit;
+  }
+  /**
+   * Unauthenticated TCP connections from an address were closed to make
+   * room for newer ones (reported at most once per period per address).
+   */
+  | {
+    readonly kind: "connection_made_room";
+    readonly address: string;
+    readonly closed: number;
     readonly hit: ConnectionLimitHit;
   }
   /** A TCP connection was closed for being idle or sending a frame too slowly. */
@@ -142,7 +166,12 @@ export type ServerOutput =
   }
   | { readonly type: "event"; readonly event: ServerEvent }
   /** Tell the other instances of a login that failed or succeeded here (shared state only). */
-  | { readonly type: "login_store"; readonly name: string; readonly ok: boolean }
+  | {
+    readonly type: "login_store";
+    readonly source: string;
+    readonly name: string;
+    readonly ok: boolean;
+  }
   /** Tell the other instances of a session of this one (shared presence only). */
   | {
     readonly type: "presence_store";

@@ -108,11 +108,20 @@ function describe(event: ServerEvent): EventText {
       };
     case "save_failed":
       return { level: "error", text: `Could not save the registry: ${event.reason}` };
+    case "expired":
+      return {
+        level: "info",
+        text: `Expired "${event.name}": not seen since ${event.lastSeen}; removed with ` +
+          `${event.files} stored ${event.files === 1 ? "file" : "files"}`,
+      };
     case "rate_limited":
       return {
         level: "warning",
         quiet: true,
-        text: `Rate limit: dropped ${event.dropped} UDP datagrams from ${event.address} ` +
+        text:
+          `Rate limit: dropped ${event.dropped} ${
+            event.transport === "udp" ? "UDP datagrams" : "TCP requests"
+          } from ${event.address} ` +
           `${event.session ? "with" : "without"} a session since the last report (limit ` +
           `${event.ratePerSecond}/s per address, bursts of ${event.burst}); the next report ` +
           "comes 10 s from now at the earliest",
@@ -123,6 +132,13 @@ function describe(event: ServerEvent): EventText {
         quiet: true,
         text: `TCP limit: refused ${event.refused} connections from ${event.address} since the ` +
           `last report: ${connectionLimitText(event.hit, event.address)}`,
+      };
+    case "connection_made_room":
+      return {
+        level: "info",
+        quiet: true,
+        text: `TCP limit: closed ${event.closed} connections from ${event.address} since the ` +
+          `last report, ${connectionLimitText(event.hit, event.address)}`,
       };
     case "connection_closed": {
       const where = `${event.connId} from ${event.address}:${event.port}: ` +

@@ -295,12 +295,14 @@ export class ServerStorage {
   }
 
   /**
-   * Removes everything of a deregistered user: uploads in progress fail,
-   * and every file is deleted.
+   * Removes everything of a deregistered (or expired) user: uploads in
+   * progress fail, and every file is deleted.
    *
    * @param user the user's name
+   * @param why what became of the identity, for the uploads' refusals
+   * @returns how many stored files went
    */
-  removeUser(user: string): void {
+  removeUser(user: string, why: "deregistered" | "expired" = "deregistered"): number {
     for (const [key, upload] of this.#uploads) {
       if (nameKey(upload.user) !== nameKey(user)) continue;
       this.#abort(key, upload);
@@ -308,14 +310,14 @@ export class ServerStorage {
         upload.from,
         upload.request,
         "not_registered",
-        "Your identity was deregistered during the upload",
+        `Your identity was ${why} during the upload`,
       );
     }
-    for (const file of this.#files.list(user)) {
-      this.#host.emit({ kind: "file_deleted", user, name: file.name });
-    }
+    const files = this.#files.list(user);
+    for (const file of files) this.#host.emit({ kind: "file_deleted", user, name: file.name });
     this.#files.removeUser(user);
     this.#host.output({ type: "delete_user_files", user });
+    return files.length;
   }
 
   /**

@@ -29,8 +29,8 @@ export interface StoreListener {
   changed(changes: readonly RegistryChange[]): void;
   /** A client joined (or moved) on another instance, or left (logged out, lease ran out). */
   presence(op: "join" | "leave", record: PresenceRecord): void;
-  /** A login failed (`ok` false) or succeeded on another instance. */
-  login(name: string, ok: boolean): void;
+  /** A login from `source` (an address key) failed (`ok` false) or succeeded on another instance. */
+  login(source: string, name: string, ok: boolean): void;
   /** News may have been lost (the subscription was restored): read everything again. */
   resync(): void;
 }
@@ -63,8 +63,8 @@ export interface Store {
    * replies: presence is soft state, renewed by every heartbeat.
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
-  /** Tells the other instances of a login that failed or succeeded here. */
-  login(name: string, ok: boolean): Promise<void>;
+  /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
+  login(source: string, name: string, ok: boolean): Promise<void>;
   /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
   sweep(now: number): Promise<void>;
   /** The sessions of the other instances, for a resync. */

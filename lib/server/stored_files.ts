@@ -20,7 +20,7 @@ export interface StoredFile {
   readonly uploadedAt: string;
 }
 
-/** Limits on what one user stores. */
+/** Limits on what one user, and everyone together, stores. */
 export interface StorageLimits {
   /** Largest file, bytes. */
   readonly maxFileSize: number;
@@ -28,6 +28,8 @@ export interface StorageLimits {
   readonly quota: number;
   /** Most files per user. */
   readonly maxFiles: number;
+  /** Most bytes stored by everyone together; absent for no cap. */
+  readonly maxStorage?: number;
 }
 
 /** Default limits: 100 MiB a file, 1 GiB and 100 files a user. */
@@ -53,6 +55,9 @@ export class StoredFiles {
   #byUser = new Map<string, Map<string, StoredFile>>();
   #reserved = new Map<string, number>();
   #reservedFiles = new Map<string, number>();
+  /** Bytes stored by everyone, and reserved by uploads in progress. */
+  #total = 0;
+  #totalReserved = 0;
 
   /** @param limits the limits to enforce */
   constructor(limits: StorageLimits) {
@@ -79,6 +84,11 @@ export class StoredFiles {
    */
   get(user: string, name: string): StoredFile | undefined {
     return this.#byUser.get(nameKey(user))?.get(fileNameKey(name));
+  }
+
+  /** @returns the bytes everyone stores together (uploads in progress not included) */
+  get totalUsage(): number {
+    return this.#total;
   }
 
   /**
@@ -116,6 +126,14 @@ export class StoredFiles {
       return `Storing "${name}" (${size} bytes) would bring you to ${after} bytes; ` +
         `your quota is ${this.limits.quota}`;
     }
+    const max = this.limits.maxStorage;
+    if (
+      max !== undefined && this.#total - (existing?.size ?? 0) + this.#totalReserved + size > max
+    ) {
+      return `The server's storage is full: it holds ${this.#total} of its ${max} bytes ` +
+        `for everyone, too little room for "${name}" (${size} bytes); try again once files ` +
+        "are deleted";
+    }
     return undefined;
   }
 
@@ -130,6 +148,7 @@ export class StoredFiles {
     const key = nameKey(user);
     adjust(this.#reserved, key, size);
     adjust(this.#reservedFiles, key, files);
+    this.#totalReserved += size;
   }
 
   /**
@@ -142,6 +161,7 @@ export class StoredFiles {
     const key = nameKey(user);
     let files = this.#byUser.get(key);
     if (files === undefined) this.#byUser.set(key, files = new Map());
+    this.#total += file.size - (files.get(fileNameKey(file.name))?.size ?? 0);
     files.set(fileNameKey(file.name), file);
   }
 
@@ -156,6 +176,7 @@ export class StoredFiles {
     const files = this.#byUser.get(nameKey(user));
     const file = files?.get(fileNameKey(name));
     files?.delete(fileNameKey(name));
+    this.#total -= file?.size ?? 0;
     return file;
   }
 
@@ -165,6 +186,7 @@ export class StoredFiles {
    * @param user the user's name
    */
   removeUser(user: string): void {
+    for (const file of this.#byUser.get(nameKey(user))?.values() ?? []) this.#total -= file.size;
     this.#byUser.delete(nameKey(user));
   }
 }

@@ -2,7 +2,7 @@
  * The sans-I/O core of the impairment proxy (`scripts/impair_proxy.ts`): a
  * UDP relay that sits between clients and a server like a NAT box, and passes
  * every datagram it forwards through a {@linkcode SimNetwork} for loss,
- * duplication, reordering and delay. No sockets, no timers, no clock: the
+ * duplication, reordering, delay and a bottleneck (link rate and queue). No sockets, no timers, no clock: the
  * driver tells it what arrived and when, and asks it what is due.
  *
  * Routing, NAT style, so that two clients' peer-to-peer traffic goes through
@@ -59,8 +59,14 @@ export interface RelayStats {
   impaired: number;
   /** Copies sent on, duplicates included. */
   forwarded: number;
-  /** Datagrams the impairment dropped. */
+  /** Datagrams the impairment dropped (the bottleneck's full queue included). */
   lost: number;
+  /** Datagrams the bottleneck's full queue dropped. */
+  queueDropped: number;
+  /** Datagrams that crossed the bottleneck (0 without `rate`). */
+  queued: number;
+  /** Their total wait in its queue, ms. */
+  queueDelayMs: number;
   /** Extra copies the impairment made. */
   duplicated: number;
   /** Copies held back so that later ones overtake them. */
@@ -73,7 +79,11 @@ export interface RelayStats {
 export interface ImpairedRelayOptions {
   /** Where clients' datagrams go, `host:port` written as the driver writes sources. */
   target: string;
-  /** Loss, duplication, reordering and delay, as in the simulator. */
+  /**
+   * Loss, duplication, reordering, delay and the bottleneck, as in the
+   * simulator; every routed datagram, whichever way, crosses one shared
+   * bottleneck link (a half-duplex radio channel).
+   */
   impairment: Impairment;
   /** The seeded random source every impairment decision draws from. */
   random: Random;
@@ -112,6 +122,9 @@ export class ImpairedRelay {
     impaired: 0,
     forwarded: 0,
     lost: 0,
+    queueDropped: 0,
+    queued: 0,
+    queueDelayMs: 0,
     duplicated: 0,
     reordered: 0,
     clients: 0,
@@ -234,6 +247,9 @@ export class ImpairedRelay {
     const n = this.#network.stats;
     this.stats.forwarded = n.delivered;
     this.stats.lost = n.lost;
+    this.stats.queueDropped = n.queueDropped;
+    this.stats.queued = n.queued;
+    this.stats.queueDelayMs = n.queueDelayMs;
     this.stats.duplicated = n.duplicated;
     this.stats.reordered = n.reordered;
   }

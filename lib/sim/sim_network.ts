@@ -1,17 +1,19 @@
 /**
  * A simulated datagram network for the simulator: packets between named
  * endpoints, with seeded loss (independent or in bursts), duplication,
- * reordering, delay and partitions, delivered on a virtual clock. No sockets.
+ * reordering, delay, partitions and a bottleneck (a link rate behind a
+ * bounded drop-tail queue), delivered on a virtual clock. No sockets.
  *
  * Every random draw comes from the one {@linkcode Random} given to the
  * constructor, in a fixed order, so a run is reproducible from its seed:
  * per datagram one draw for loss, one for duplication, then per copy one for
  * the delay, one for reordering and, when reordered, one for the extra hold.
- * Partitions draw nothing.
+ * Partitions and the bottleneck's queue draw nothing.
  *
  * @module
  */
 import type { Random } from "../random.ts";
+import type { SimNat } from "./sim_nat.ts";
 
 /** How the simulated network mistreats packets. */
 export interface Impairment {
@@ -32,6 +34,20 @@ export interface Impairment {
   minDelayMs: number;
   /** Largest one-way delay, ms (before reordering). */
   maxDelayMs: number;
+  /**
+   * Rate of the bottleneck link, bytes of payload a second. Absent or 0: no
+   * bottleneck. Datagrams cross it one at a time, in the order sent, each
+   * taking `bytes / rate`; then the loss draw (a datagram lost on a radio
+   * link still took its time on the air), then the delay. Stream packets
+   * (`sendReliable`) do not cross it.
+   */
+  rate?: number;
+  /**
+   * Bytes the bottleneck's drop-tail queue holds (the datagram being sent
+   * included); a datagram that does not fit is dropped. Default: unbounded.
+   * Only meaningful with `rate`.
+   */
+  queue?: number;
 }
 
 /** A perfect network with 1 ms delay. */
@@ -75,6 +91,24 @@ export interface NetworkStats {
   partitioned: number;
   /** Stream packets that waited for a partition to heal (never lost for it). */
   stalled: number;
+  /** Datagrams the bottleneck's full queue dropped (counted in `lost` too). */
+  queueDropped: number;
+  /** Datagrams that entered the bottleneck. */
+  queued: number;
+  /** Total time those datagrams waited in its queue before their turn on the link, ms. */
+  queueDelayMs: number;
+  /** Most bytes its queue held at once. */
+  maxQueueBytes: number;
+}
+
+/** Options of a {@linkcode SimNetwork}. */
+export interface SimNetworkOptions {
+  /**
+   * Names the bottleneck link a datagram crosses: datagrams with the same
+   * name share one rate and one queue. Default: one link for every datagram,
+   * both directions included, as on a half-duplex radio channel.
+   */
+  linkOf?: (from: string, to: string) => string;
 }
 
 /** One cut between two sets of endpoints. */
@@ -108,6 +142,13 @@ export function impairmentProblem(impairment: Impairment): string | undefined {
   }
   if (!(minDelayMs >= 0) || !(maxDelayMs >= minDelayMs) || !Number.isFinite(maxDelayMs)) {
     return `The delay range must satisfy 0 <= min <= max, not ${minDelayMs} to ${maxDelayMs} ms`;
+  }
+  const { rate, queue } = impairment;
+  if (rate !== undefined && !(rate >= 0 && Number.isFinite(rate))) {
+    return `The link rate must be a finite number of bytes a second, at least 0, not ${rate}`;
+  }
+  if (queue !== undefined && !(queue > 0)) {
+    return `The queue must hold more than 0 bytes, not ${queue}`;
   }
   if (burst !== undefined) {
     if (!(burst >= 1) || !Number.isFinite(burst)) {
@@ -146,6 +187,8 @@ function goodToBad(loss: number, burst: number): number {
  * net.send(0, "127.0.0.1:1", "127.0.0.2:2", bytes); // dropped
  * net.heal();
  * const due = net.deliverDue(net.nextDelivery() ?? 0);
+ * // A 1 MB/s link behind a 20 KB queue: 1,000 bytes take 1 ms on it.
+ * const slow = new SimNetwork(new SeededRandom(1), { ...NO_IMPAIRMENT, rate: 1e6, queue: 20_000 });
  * ```
  */
 export class SimNetwork {
@@ -158,8 +201,15 @@ export class SimNetwork {
     reordered: 0,
     partitioned: 0,
     stalled: 0,
+    queueDropped: 0,
+    queued: 0,
+    queueDelayMs: 0,
+    maxQueueBytes: 0,
   };
   #random: Random;
+  #linkOf: (from: string, to: string) => string;
+  /** Per bottleneck link: when the link finishes sending what it has accepted, ms. */
+  #busyUntil = new Map<string, number>();
   #impairment: Impairment;
   #queue: SimPacket[] = [];
   #seq = 0;
@@ -170,15 +220,19 @@ export class SimNetwork {
   #partitions: Partition[] = [];
   /** Stream packets waiting for a partition to heal, per directed link, in order. */
   #stalled = new Map<string, SimPacket[]>();
+  /** NATs in front of hosts: datagrams are translated on the way out and on arrival. */
+  #nats: SimNat[] = [];
 
   /**
    * @param random the run's seeded random source
-   * @param impairment loss, duplication, reordering and delay
+   * @param impairment loss, duplication, reordering, delay and the bottleneck
+   * @param options how datagrams map to bottleneck links
    * @throws {RangeError} if the impairment is not valid (see {@linkcode impairmentProblem})
    */
-  constructor(random: Random, impairment: Impairment) {
+  constructor(random: Random, impairment: Impairment, options: SimNetworkOptions = {}) {
     this.#random = random;
     this.#impairment = checked(impairment);
+    this.#linkOf = options.linkOf ?? (() => "");
   }
 
   /** The impairment in force. */
@@ -223,12 +277,23 @@ export class SimNetwork {
   send(now: number, from: string, to: string, data: Uint8Array): void {
     this.#now = Math.max(this.#now, now);
     this.stats.sent++;
+    const outside = this.#natOut(now, from, to);
+    if (outside === undefined) {
+      this.stats.lost++;
+      return;
+    }
     if (this.blocked(from, to)) {
       this.stats.lost++;
       this.stats.partitioned++;
       return;
     }
     const imp = this.#impairment;
+    const departAt = this.#bottleneck(now, from, to, data.length);
+    if (departAt === undefined) {
+      this.stats.lost++;
+      this.stats.queueDropped++;
+      return;
+    }
     if (this.#lose(`${from}>${to}`, imp)) {
       this.stats.lost++;
       return;
@@ -241,8 +306,43 @@ export class SimNetwork {
         this.stats.reordered++;
         delay += imp.maxDelayMs + this.#random.next() * (imp.maxDelayMs + 10);
       }
-      this.#enqueue({ from, to, data, deliverAt: now + delay, seq: this.#seq++ });
+      this.#enqueue({ from: outside, to, data, deliverAt: departAt + delay, seq: this.#seq++ });
     }
+  }
+
+  /**
+   * Bytes waiting in a bottleneck link's queue at a time, the datagram
+   * being sent included.
+   *
+   * @param now the time, ms
+   * @param link the link's name (see {@linkcode SimNetworkOptions.linkOf}); default the shared one
+   * @returns the bytes, 0 without a bottleneck
+   */
+  queueBytes(now: number, link = ""): number {
+    const rate = this.#impairment.rate ?? 0;
+    if (rate <= 0) return 0;
+    return Math.max(0, (this.#busyUntil.get(link) ?? 0) - now) * rate / 1000;
+  }
+
+  /**
+   * Takes a datagram into its bottleneck link: drop-tail when the queue is
+   * full, else the link sends it after what it holds.
+   *
+   * @returns when it leaves the link, or undefined when the queue dropped it
+   */
+  #bottleneck(now: number, from: string, to: string, bytes: number): number | undefined {
+    const { rate = 0, queue = Infinity } = this.#impairment;
+    if (rate <= 0) return now;
+    const link = this.#linkOf(from, to);
+    const start = Math.max(now, this.#busyUntil.get(link) ?? 0);
+    const backlog = (start - now) * rate / 1000;
+    if (backlog > 0 && backlog + bytes > queue) return undefined;
+    const departAt = start + bytes * 1000 / rate;
+    this.#busyUntil.set(link, departAt);
+    this.stats.queued++;
+    this.stats.queueDelayMs += start - now;
+    this.stats.maxQueueBytes = Math.max(this.stats.maxQueueBytes, backlog + bytes);
+    return departAt;
   }
 
   /**
@@ -285,7 +385,7 @@ export class SimNetwork {
     this.#now = Math.max(this.#now, now);
     let count = 0;
     while (count < this.#queue.length && this.#queue[count].deliverAt <= now) count++;
-    const due = this.#queue.splice(0, count);
+    const due = this.#natIn(now, this.#queue.splice(0, count));
     if (this.#partitions.length === 0) {
       this.stats.delivered += due.length;
       return due;
@@ -397,6 +497,42 @@ export class SimNetwork {
     return false;
   }
 
+  /**
+   * Puts a NAT in front of its hosts (see {@linkcode SimNat}): their
+   * datagrams leave with its public address, datagrams to it reach them only
+   * as its bindings and filtering allow, and an inside address cannot be
+   * reached from outside. Stream packets are not translated.
+   *
+   * @param nat the NAT; adding it twice changes nothing
+   */
+  addNat(nat: SimNat): void {
+    if (!this.#nats.includes(nat)) this.#nats.push(nat);
+  }
+
+  /** The sender as seen outside its NAT, or undefined if the datagram goes nowhere. */
+  #natOut(now: number, from: string, to: string): string | undefined {
+    if (this.#nats.length === 0) return from;
+    const nat = this.#nats.find((n) => n.covers(from));
+    const target = this.#nats.find((n) => n.covers(to));
+    if (target !== undefined && target !== nat) return undefined;
+    return nat === undefined ? from : nat.outbound(now, from, to);
+  }
+
+  /** Arriving datagrams with NATs' public addresses translated; those a NAT drops are lost. */
+  #natIn(now: number, due: SimPacket[]): SimPacket[] {
+    if (this.#nats.length === 0) return due;
+    const kept: SimPacket[] = [];
+    for (const packet of due) {
+      const nat = packet.reliable
+        ? undefined
+        : this.#nats.find((n) => n.publicIp === hostOf(packet.to));
+      const to = nat === undefined ? packet.to : nat.inbound(now, packet.from, packet.to);
+      if (to === undefined) this.stats.lost++;
+      else kept.push(to === packet.to ? packet : { ...packet, to });
+    }
+    return kept;
+  }
+
   /** Draws whether the next datagram on a link is lost: exactly one draw. */
   #lose(link: string, imp: Impairment): boolean {
     const u = this.#random.next();
@@ -450,4 +586,8 @@ function covers(side: string, address: string): boolean {
   if (side === "*" || side === address) return true;
   const colon = address.lastIndexOf(":");
   return colon !== -1 && address.slice(0, colon) === side;
+}
+
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":"));
 }

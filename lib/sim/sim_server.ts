@@ -31,6 +31,8 @@ import type { SimulationOptions } from "./simulation.ts";
 export const SERVER_UDP = "127.0.0.1:3000";
 /** The server's TCP address on the simulated network. */
 export const SERVER_TCP = "127.0.0.1:3001";
+/** The server's second UDP port (address discovery) on the simulated network. */
+export const SERVER_UDP2 = "127.0.0.1:3002";
 
 /**
  * The simulator's stand-in for a password hash: the real driver checks
@@ -190,7 +192,8 @@ export class SimServer {
         case "send": {
           const to = `${out.to.address}:${out.to.port}`;
           const bytes = encodeMessage(out.message);
-          if (out.to.transport === "udp") this.#sim.network.send(now, SERVER_UDP, to, bytes);
+          const udp = out.to.second === true ? SERVER_UDP2 : SERVER_UDP;
+          if (out.to.transport === "udp") this.#sim.network.send(now, udp, to, bytes);
           else this.#sim.network.sendReliable(now, SERVER_TCP, to, bytes);
           break;
         }
@@ -227,9 +230,17 @@ export class SimServer {
   /**
    * A datagram or frame reaches the server: rate limits first for UDP; for
    * TCP, the first frame of a client opens its connection, which the
-   * connection limits may refuse.
+   * connection limits may refuse, and a request without a session spends
+   * the same per-address budget as UDP (`admitFrame`; the real driver also
+   * pauses the connection, which needs no model here).
    */
-  receive(now: number, source: string, tcp: boolean, data: Uint8Array): void {
+  receive(
+    now: number,
+    source: string,
+    tcp: boolean,
+    data: Uint8Array,
+    second = false,
+  ): void {
     const server = this.#core;
     if (server === undefined) return;
     const [address, port] = splitAddress(source);
@@ -239,7 +250,9 @@ export class SimServer {
     } catch {
       message = undefined;
     }
-    let from: Endpoint = { transport: "udp", address, port };
+    let from: Endpoint = second
+      ? { transport: "udp", address, port, second }
+      : { transport: "udp", address, port };
     if (!tcp && !server.admit(now, from, message)) return this.drain();
     if (tcp) {
       let connId = this.#tcpConns.get(source);
@@ -255,6 +268,7 @@ export class SimServer {
       from = { transport: "tcp", address, port, connId };
     }
     if (message === undefined) return;
+    if (tcp && !server.admitFrame(now, from, message)) return this.drain();
     server.handle(now, from, message, data.length);
     this.drain();
   }
@@ -348,6 +362,7 @@ export class SimServer {
       lockoutMs: this.#options.lockoutMs,
       limits: this.#options.limits,
       storage: this.#options.storage,
+      udpPort2: this.#options.secondPort === false ? 0 : 3002,
       storedFiles: this.blobs.stored(),
     });
   }

@@ -13,7 +13,7 @@ import { toHex } from "../hex.ts";
 import { encodeMessage } from "../wire/codec.ts";
 import { numberedName } from "../wire/file_name.ts";
 import { MAX_CHUNK_BYTES, type Message } from "../wire/messages.ts";
-import type { SimClient } from "./simulation.ts";
+import type { SimClient } from "./sim_client.ts";
 
 interface Download {
   name: string;

@@ -3,15 +3,14 @@
  * of {@linkcode ClientCore}s on a {@linkcode SimNetwork} with a virtual clock
  * and one seeded random source, so a run is exactly reproducible from its
  * seed. The server side (its disk, files, password checks and connections)
- * is {@linkcode SimServer}.
+ * is {@linkcode SimServer}; each client, with its in-memory files, a
+ * {@linkcode SimClient}.
  *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
-import { toHex } from "../hex.ts";
 import { ClientCore, type CoreCommand } from "../client/client_core.ts";
-import type { FileOperation, PeerTrace } from "../client/outbox.ts";
-import type { ClientEvent, CommandResult } from "../client/client_event.ts";
+import type { PeerTrace } from "../client/outbox.ts";
 import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
@@ -21,13 +20,14 @@ import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
 import { sampleReadingsCsv } from "../client/sample_readings.ts";
 import type { MemoryBlobStore } from "./memory_blob_store.ts";
-import { SERVER_TCP, SERVER_UDP, SimServer } from "./sim_server.ts";
+import { SERVER_TCP, SERVER_UDP, SERVER_UDP2, SimServer } from "./sim_server.ts";
+import { SimClient } from "./sim_client.ts";
 import { SimServerFiles } from "./sim_server_files.ts";
 import type { AuthMode, ServerCore, ServerEvent } from "../server/server_core.ts";
-import { numberedName } from "../wire/file_name.ts";
 import type { Command } from "../client/command.ts";
 import { isPeerMessage } from "../wire/messages.ts";
 import { type Impairment, SimNetwork } from "./sim_network.ts";
+import type { SimNat } from "./sim_nat.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import type { Message } from "../wire/messages.ts";
 
@@ -53,10 +53,15 @@ export interface SimulationOptions {
   lockoutMs?: number;
   /** How long checking a password takes, ms (default 150, like PBKDF2 here). */
   passwordCheckMs?: number;
-  /** The server's rate and connection limits (default the product's). */
+  /**
+   * The server's rate and connection limits (default the core's: the
+   * product's, except `registerRate`, off unless given).
+   */
   limits?: ServerLimits;
   /** The server's limits on stored files (default the product's). */
   storage?: StorageLimits;
+  /** Whether the server has a second UDP port for address discovery (default true). */
+  secondPort?: boolean;
 }
 
 /** A peer message as the simulator saw it, for invariants and the summary. */
@@ -77,53 +82,6 @@ export interface SimPeerMessage {
   ackedAt?: number;
   /** When it was delivered (delivered only). */
   deliveredAt?: number;
-}
-
-/** A client of the simulation: a real client core with a command queue. */
-export class SimClient {
-  /** `address:port` of this client. */
-  readonly address: string;
-  /** The client core. */
-  readonly core: ClientCore;
-  /** Results of finished commands, in order. */
-  readonly results: CommandResult[] = [];
-  /** Commands waiting to run. */
-  readonly queue: CoreCommand[] = [];
-  /** Events (presence news, session ends), in order. */
-  readonly events: ClientEvent[] = [];
-  /** The identity key from the last `register`, if any. */
-  identityKey: Uint8Array | undefined;
-  /** False once the client is stopped (killed): it neither sends nor receives. */
-  alive = true;
-  /** The name it was added with (or `clientN`). */
-  readonly name: string;
-  /** Set by `exit`: go offline and stop once the queued commands are done. */
-  exitWhenIdle = false;
-  /** True once `userCommand` has queued the opening `hello`. */
-  greeted = false;
-  /**
-   * Its files, by path: what `sendfile` reads, and where files from peers
-   * land (`downloads/NAME`, partial ones as `downloads/.NAME.SHA.part`).
-   */
-  readonly files: Map<string, Uint8Array> = new Map();
-  /** Most bytes its download directory holds; writes beyond fail as a full disk would. */
-  diskBytes = Infinity;
-
-  /**
-   * @param address `address:port`
-   * @param core the core
-   * @param name its name in scenarios and reports
-   */
-  constructor(address: string, core: ClientCore, name: string) {
-    this.address = address;
-    this.core = core;
-    this.name = name;
-  }
-
-  /** True when no command runs or waits. */
-  get idle(): boolean {
-    return !this.core.busy && this.queue.length === 0;
-  }
 }
 
 interface Scheduled {
@@ -199,12 +157,18 @@ export class Simulation {
   /**
    * Adds a client.
    *
-   * @param options its name, transport and TCP port
+   * @param options its name, transport, TCP port and the NAT it sits behind (none by default)
    * @returns the client
    */
-  addClient(options: { name?: string; via?: Via; tcpPort?: number } = {}): SimClient {
+  addClient(
+    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat } = {},
+  ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
+    if (options.nat !== undefined) {
+      options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
+      this.network.addNat(options.nat);
+    }
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
@@ -455,8 +419,9 @@ export class Simulation {
     }
     this.#server.step(now);
     for (const packet of this.network.deliverDue(now)) {
-      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP) {
-        this.#server.receive(now, packet.from, packet.to === SERVER_TCP, packet.data);
+      if (packet.to === SERVER_UDP || packet.to === SERVER_TCP || packet.to === SERVER_UDP2) {
+        const tcp = packet.to === SERVER_TCP;
+        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2);
         continue;
       }
       if (packet.from === SERVER_TCP && packet.data.length === 0) {
@@ -539,111 +504,20 @@ export class Simulation {
         continue;
       }
       if (out.type === "file") {
-        this.#fileOperation(client, out.op);
+        client.fileOperation(this.clock.now(), out.op);
         continue;
       }
       const bytes = encodeMessage(out.message);
-      if (out.via === "udp") this.network.send(now, client.address, SERVER_UDP, bytes);
-      else {
+      if (out.via === "udp") {
+        const to = out.port === undefined ? SERVER_UDP : `${hostOf(SERVER_UDP)}:${out.port}`;
+        this.network.send(now, client.address, to, bytes);
+      } else {
         this.network.sendReliable(now, client.address, SERVER_TCP, bytes);
         this.#serverFiles.sent(client, out.message);
       }
     }
     return any;
   }
-
-  /** The file work of peer transfers, on the client's in-memory files, at once. */
-  #fileOperation(client: SimClient, op: FileOperation): void {
-    const now = this.clock.now();
-    const core = client.core;
-    const receiving = this.#receiving;
-    switch (op.type) {
-      case "read": {
-        const data = client.files.get(op.path);
-        if (data === undefined || data.length < op.offset + op.length) {
-          return core.fileFailed(now, op.id, `Cannot read ${op.path}: it changed`, "read");
-        }
-        return core.fileRead(now, op.id, op.offset, data.slice(op.offset, op.offset + op.length));
-      }
-      case "send_end":
-        return;
-      case "receive_begin": {
-        // As the real driver: two transfers of the same content at once do
-        // not share a partial file; the second gets one of its own.
-        const shared = `downloads/.${op.name}.${op.sha256.slice(0, 16)}.part`;
-        const own = this.#claimed.has(`${client.address}/${shared}`);
-        const partial = own ? shared.replace(/\.part$/, `.${op.id}.part`) : shared;
-        this.#claimed.add(`${client.address}/${partial}`);
-        const have = own
-          ? new Uint8Array()
-          : (client.files.get(partial) ?? new Uint8Array()).slice(0, op.size);
-        client.files.set(partial, have);
-        receiving.set(`${client.address}/${op.id}`, {
-          partial,
-          own,
-          name: op.name,
-          sha256: op.sha256,
-        });
-        return core.fileReceiveReady(now, op.id, have.length);
-      }
-      case "write": {
-        const r = receiving.get(`${client.address}/${op.id}`);
-        if (r === undefined) return;
-        const have = client.files.get(r.partial)!;
-        const used = [...client.files.values()].reduce((sum, f) => sum + f.length, 0);
-        if (used + op.data.length > client.diskBytes) {
-          client.files.delete(r.partial);
-          receiving.delete(`${client.address}/${op.id}`);
-          this.#claimed.delete(`${client.address}/${r.partial}`);
-          return core.fileFailed(
-            now,
-            op.id,
-            `Cannot write ${r.name}: No space left on device (os error 28)`,
-            "disk_full",
-          );
-        }
-        client.files.set(r.partial, appended(have, op.data));
-        return core.fileWritten(now, op.id, op.offset + op.data.length);
-      }
-      case "receive_end": {
-        const key = `${client.address}/${op.id}`;
-        const r = receiving.get(key);
-        if (r === undefined) return;
-        receiving.delete(key);
-        this.#claimed.delete(`${client.address}/${r.partial}`);
-        const data = client.files.get(r.partial)!;
-        client.files.delete(r.partial);
-        if (toHex(sha256(data)) !== r.sha256) {
-          return core.fileFailed(
-            now,
-            op.id,
-            `The SHA-256 of "${r.name}" does not match`,
-            "checksum",
-          );
-        }
-        let path = `downloads/${r.name}`;
-        for (let n = 1; client.files.has(path); n++) path = `downloads/${numberedName(r.name, n)}`;
-        client.files.set(path, data);
-        return core.fileReceived(now, op.id, path);
-      }
-      case "receive_abort": {
-        const key = `${client.address}/${op.id}`;
-        const r = receiving.get(key);
-        receiving.delete(key);
-        if (r === undefined) return;
-        this.#claimed.delete(`${client.address}/${r.partial}`);
-        if (!op.keepPartial || r.own) client.files.delete(r.partial);
-        return;
-      }
-    }
-  }
-
-  #receiving = new Map<
-    string,
-    { partial: string; own: boolean; name: string; sha256: string }
-  >();
-  /** `address/path` of the partial files a receiving transfer holds. */
-  #claimed = new Set<string>();
 }
 
 function base(from: string, to: string, trace: PeerTrace) {
@@ -655,24 +529,6 @@ function splitAddress(address: string): [string, number] {
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
 }
 
-/** Buffers of partial files made by `appended`, which no one else writes to. */
-const GROWABLE = new WeakSet<ArrayBufferLike>();
-
-/**
- * `data` after `have`: written in place behind `have` when its buffer has
- * room (a partial file grows by doubling, so a large transfer copies each
- * byte a few times, not once per chunk after it).
- */
-function appended(have: Uint8Array, data: Uint8Array): Uint8Array {
-  const length = have.length + data.length;
-  if (GROWABLE.has(have.buffer) && have.byteOffset === 0 && have.buffer.byteLength >= length) {
-    const grown = new Uint8Array(have.buffer, 0, length);
-    grown.set(data, have.length);
-    return grown;
-  }
-  const buffer = new Uint8Array(Math.max(length, 2 * have.length, 64 * 1024));
-  GROWABLE.add(buffer.buffer);
-  buffer.set(have);
-  buffer.set(data, have.length);
-  return buffer.subarray(0, length);
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(":"));
 }

@@ -438,7 +438,9 @@ function maxFieldsBytes(fields: readonly (readonly [string, FieldKind])[]): numb
  * pads a client's Initial packets, RFC 9000 section 8.1).
  */
 export const MIN_PADDED_REQUEST_BYTES: number = Math.max(
-  ...(["error", "hello_ok", "register_ok", "login_ok"] as const).map(maxMessageBytes),
+  ...(["error", "hello_ok", "register_ok", "login_ok", "reflect_ok"] as const).map(
+    maxMessageBytes,
+  ),
 );
 
 /** True if every byte of `bytes` from `start` on is zero. */

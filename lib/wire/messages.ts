@@ -262,6 +262,11 @@ export const MESSAGE_SCHEMAS = {
     ],
   },
   peer_terminate_ok: { code: 47, fields: [["session", ID64]] },
+  reflect: { code: 48, fields: [["reqId", U32], ["client", ID64]], padded: true },
+  reflect_ok: {
+    code: 49,
+    fields: [["reqId", U32], ["ip", IP], ["port", U16], ["port2", U16]],
+  },
 } as const satisfies Record<
   string,
   { code: number; fields: readonly (readonly [string, FieldKind])[]; padded?: true }

@@ -1,0 +1,459 @@
+/**
+ * BBR-style congestion control for a reliable channel: a model of the path
+ * (its bottleneck bandwidth and its smallest round trip) instead of a
+ * window that loss cuts, so random loss on a radio link does not slow the
+ * sender down. See docs/DECISIONS.md, "Congestion control: BBR's model".
+ *
+ * @module
+ */
+import type { AckSignals, CongestionController } from "./congestion_control.ts";
+import { Pacer } from "./pacer.ts";
+
+/** Options of a {@linkcode BbrControl}. */
+export interface BbrControlOptions {
+  /** Congestion window at the start, segments (RFC 6928: 10). */
+  initialWindow: number;
+  /** Largest congestion window, segments (the channel's send window). */
+  maxWindow: number;
+  /** Most segments sent back to back before pacing spaces them out. */
+  maxBurst: number;
+}
+
+/** The phases of BBR. */
+export type BbrMode = "startup" | "drain" | "probe_bw" | "probe_rtt";
+
+/** Startup's gain, 2/ln 2: the smallest that doubles the delivery rate each round trip. */
+export const BBR_HIGH_GAIN = 2 / Math.LN2;
+/**
+ * The window over the estimated bandwidth-delay product in probe_bw: 1.5,
+ * not BBR v1's 2, so a flow that overestimates the bandwidth keeps at most
+ * half a BDP queued, and a drop-tail queue of one BDP is never held full by
+ * one flow's window (which locks every other flow's packets out of it).
+ */
+export const BBR_CWND_GAIN = 1.5;
+/**
+ * A loss with the smoothed RTT above this many smallest RTTs is congestion:
+ * a queue of half a BDP or more is building, which random loss does not do
+ * (TCP Veno's test, on BBR's model).
+ */
+export const BBR_CONGESTION_RTT_FACTOR = 1.5;
+/** A round trip's losses count as random when SRTT is within this many smallest RTTs. */
+export const BBR_RANDOM_LOSS_RTT_FACTOR = 1.25;
+/** The most random loss pacing makes up for (a factor of 2 at most). */
+export const BBR_MAX_RANDOM_LOSS = 0.5;
+/** The bandwidth estimate kept after a congestion loss, at most once a round trip. */
+export const BBR_CONGESTION_BACKOFF = 0.85;
+/** Pacing gains of probe_bw's eight phases, one smallest RTT each: probe up, drain, cruise. */
+export const BBR_PACING_CYCLE: readonly number[] = [1.25, 0.75, 1, 1, 1, 1, 1, 1];
+/** Round trips the bandwidth filter remembers its maximum for. */
+export const BBR_BANDWIDTH_ROUNDS = 10;
+/**
+ * How long a smallest RTT stands before probe_rtt measures it again, ms.
+ * BBR v1 waits 10 s, v2 5 s; 2.5 s lets a flow that started behind a queue
+ * (and so took the queue for path) learn the real RTT, and give back its
+ * extra share, within a few seconds, for about 5% of one flow's goodput.
+ */
+export const BBR_MIN_RTT_WINDOW_MS = 2500;
+/** How long probe_rtt holds the window down, ms. */
+export const BBR_PROBE_RTT_MS = 200;
+/** The window in probe_rtt over the BDP (BBR v2: half, not 4 segments). */
+export const BBR_PROBE_RTT_GAIN = 0.5;
+/**
+ * Most round trips (smallest RTTs) probe_bw's 0.75 phase lasts while what
+ * is in flight is still above one BDP: it drains the queue its probe built,
+ * not just one round trip's worth of it.
+ */
+export const BBR_DRAIN_MAX_ROUNDS = 4;
+/** The smallest window, segments. */
+export const BBR_MIN_WINDOW = 4;
+/**
+ * Segments of window above gain x BDP, for acknowledgements that come in
+ * batches (the receiver acks every 8 segments or after 10 ms) and pacing
+ * bursts: without it a window of exactly 2 BDP stalls between batches.
+ */
+export const BBR_ACK_ALLOWANCE = 16;
+/** Startup ends when three round trips in a row grow the bandwidth by less than this factor. */
+const FULL_BANDWIDTH_GROWTH = 1.25;
+const FULL_BANDWIDTH_ROUNDS = 3;
+
+/**
+ * Decides how many segments may be in flight and when the next may leave,
+ * from a model of the path, as BBR (Cardwell et al., 2016) does:
+ *
+ * - **Bottleneck bandwidth**: the largest delivery rate sample of the last
+ *   {@linkcode BBR_BANDWIDTH_ROUNDS} round trips (samples taken while the
+ *   sender was short of data count only when they raise it).
+ * - **Smallest RTT**: the smallest sample of the last 10 s.
+ * - **Pacing** at `gain x bandwidth`, and at most `1.5 x BDP` (plus
+ *   {@linkcode BBR_ACK_ALLOWANCE}) in flight, BDP being bandwidth x smallest RTT.
+ * - **Phases**: startup (gain 2.89, until the bandwidth stops growing by 25%
+ *   for three round trips), drain (gain 1/2.89 until the flight is down to
+ *   one BDP), probe_bw (gains 1.25, 0.75, then 1 for six round trips, over
+ *   and over: probe for more, drain what the probe queued (until the
+ *   flight is down to one BDP, for at most {@linkcode BBR_DRAIN_MAX_ROUNDS}
+ *   round trips), cruise), and probe_rtt (every 2.5 s without a new
+ *   smallest RTT: half a BDP in flight for 200 ms and a round trip, so
+ *   flows sharing a queue see it empty and agree on the path's RTT).
+ * - **Random loss made up for**: the delivery rate counts what arrives, but
+ *   the bottleneck also carried what random loss took after it. The loss
+ *   rate of round trips without a queue (SRTT within 1.25 smallest RTTs),
+ *   averaged over round trips, scales pacing and the window by
+ *   `1 / (1 - loss)` (at most 2), so at 20% loss the link stays busy
+ *   instead of settling at 80% of what reaches the receiver.
+ * - **Loss**: a random loss costs a retransmission, not the rate. A loss
+ *   while the RTT shows a queue of half a BDP or more is congestion, and
+ *   cuts the bandwidth estimate by 15% (see {@linkcode BbrControl.onLoss});
+ *   flows sharing a queue converge because each probe at 1.25 takes share
+ *   from flows above their fair rate. A retransmission timeout drops the
+ *   window to {@linkcode BBR_MIN_WINDOW}, and acks grow it back to the
+ *   model's window at once (the path did not change; something was lost).
+ *
+ * Time comes from the calls; no randomness: probe_bw starts in its cruise
+ * phase and flows desynchronise by when they start.
+ *
+ * @example
+ * ```ts
+ * const cc = new BbrControl({ initialWindow: 10, maxWindow: 1024, maxBurst: 32 });
+ * cc.mode; // "startup"
+ * cc.window; // 10
+ * ```
+ */
+export class BbrControl implements CongestionController {
+  #options: BbrControlOptions;
+  #pacer: Pacer;
+  #cwnd: number;
+  #mode: BbrMode = "startup";
+  #pacingGain = BBR_HIGH_GAIN;
+  #cwndGain = BBR_HIGH_GAIN;
+  /** Largest rate sample per round trip, newest last, at most BBR_BANDWIDTH_ROUNDS. */
+  #bandwidths: { round: number; rate: number }[] = [];
+  #round = 0;
+  #nextRoundDelivered = 0;
+  #minRtt = Infinity;
+  #minRttAt = 0;
+  #fullBandwidth = 0;
+  #fullBandwidthRounds = 0;
+  #filledPipe = false;
+  #cycleIndex = 0;
+  #cycleStart = 0;
+  #probeRttDoneAt: number | undefined;
+  #probeRttRoundDone = false;
+  #priorCwnd = 0;
+  #reductions = 0;
+  #delivered = 0;
+  #srtt: number | undefined;
+  #ackedThisRound = 0;
+  #lostThisRound = 0;
+  /** Moving average of the loss rate of round trips without a queue. */
+  #randomLoss = 0;
+  /** The round trip of the last congestion loss. */
+  #lossRound = -1;
+
+  /**
+   * Creates a controller in startup.
+   *
+   * @param options windows and burst size, in segments
+   */
+  constructor(options: BbrControlOptions) {
+    for (const name of ["initialWindow", "maxWindow", "maxBurst"] as const) {
+      if (!Number.isInteger(options[name]) || options[name] < 1) {
+        throw new RangeError(`Cannot use ${name} ${options[name]}: it must be a positive integer`);
+      }
+    }
+    this.#options = { ...options };
+    this.#cwnd = Math.min(options.initialWindow, options.maxWindow);
+    this.#pacer = new Pacer(options.maxBurst);
+  }
+
+  /** The congestion window, whole segments. */
+  get window(): number {
+    return Math.floor(this.#cwnd);
+  }
+
+  /** BBR has no slow start threshold: `Infinity`. */
+  get slowStartThreshold(): number {
+    return Infinity;
+  }
+
+  /** How many times a congestion loss or a retransmission timeout cut the model or the window. */
+  get reductions(): number {
+    return this.#reductions;
+  }
+
+  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
+  get pacingRate(): number {
+    return this.#pacer.rate;
+  }
+
+  /** The phase the controller is in. */
+  get mode(): BbrMode {
+    return this.#mode;
+  }
+
+  /** The estimated bottleneck bandwidth, segments per ms (0 before a sample). */
+  get bandwidth(): number {
+    let max = 0;
+    for (const { rate } of this.#bandwidths) max = Math.max(max, rate);
+    return max;
+  }
+
+  /** The smallest RTT of the last 10 s, ms (`Infinity` before a sample). */
+  get minRtt(): number {
+    return this.#minRtt;
+  }
+
+  /** The estimated bandwidth-delay product, segments (undefined before the model has both). */
+  get bdp(): number | undefined {
+    const bandwidth = this.bandwidth;
+    if (bandwidth === 0 || !Number.isFinite(this.#minRtt)) return undefined;
+    return bandwidth * this.#minRtt;
+  }
+
+  /**
+   * Updates the model from an acknowledgement, then the pacing rate and the window.
+   *
+   * @param now the current time, ms
+   * @param acked segments this ack newly covers
+   * @param signals the RTT and delivery rate samples it gave, and what is in flight
+   */
+  onAck(now: number, acked: number, signals: AckSignals): void {
+    const inFlight = signals.inFlight ?? this.#cwnd;
+    this.#srtt = signals.srttMs;
+    const sample = signals.sample;
+    let roundStart = false;
+    if (sample !== undefined) {
+      this.#delivered = sample.totalDelivered;
+      if (sample.priorDelivered >= this.#nextRoundDelivered) {
+        this.#nextRoundDelivered = sample.totalDelivered;
+        this.#round++;
+        roundStart = true;
+        this.#endLossRound();
+      }
+      if (sample.rate !== undefined && (!sample.appLimited || sample.rate >= this.bandwidth)) {
+        this.#recordBandwidth(sample.rate);
+      }
+    }
+    if (this.#mode === "probe_bw") this.#advanceCycle(now, inFlight);
+    if (roundStart && !this.#filledPipe && sample !== undefined && !sample.appLimited) {
+      this.#checkFullPipe();
+    }
+    this.#checkDrain(now, inFlight);
+    this.#updateMinRtt(now, signals.rttSampleMs, inFlight, roundStart, sample?.appLimited ?? false);
+    this.#ackedThisRound += acked;
+    this.#setPacingRate(now, signals.srttMs);
+    this.#setWindow(acked);
+  }
+
+  /**
+   * Reacts to a segment found lost by fast retransmit. A random loss (no
+   * queue behind the RTT) leaves the model as it is. A loss in probe_bw
+   * while the smoothed RTT is above {@linkcode BBR_CONGESTION_RTT_FACTOR}
+   * smallest RTTs is congestion: the bandwidth estimate drops to
+   * {@linkcode BBR_CONGESTION_BACKOFF} of itself, once per round trip, so
+   * flows that share a full queue give some of it back instead of holding
+   * it until their estimates age out.
+   */
+  onLoss(_seq: number, _inFlight: number, _sendNext: number): void {
+    this.#lostThisRound++;
+    if (this.#mode !== "probe_bw" || this.#lossRound === this.#round) return;
+    if (this.#srtt === undefined || this.#srtt <= BBR_CONGESTION_RTT_FACTOR * this.#minRtt) return;
+    this.#lossRound = this.#round;
+    for (const sample of this.#bandwidths) sample.rate *= BBR_CONGESTION_BACKOFF;
+    this.#reductions++;
+  }
+
+  /**
+   * Reacts to a retransmission timeout: the window drops to the minimum;
+   * acks grow it back to the model's window.
+   */
+  onTimeout(_inFlight: number, _sendNext: number): void {
+    this.#cwnd = BBR_MIN_WINDOW;
+    this.#reductions++;
+  }
+
+  /**
+   * Tells whether pacing lets a segment leave now.
+   *
+   * @param now the current time, ms
+   * @returns true when a token is available
+   */
+  mayPace(now: number): boolean {
+    return this.#pacer.mayPace(now);
+  }
+
+  /** Spends a token for a segment that left. */
+  spend(): void {
+    this.#pacer.spend();
+  }
+
+  /**
+   * Tells when pacing lets the next segment leave.
+   *
+   * @returns the time, ms
+   */
+  nextSendTime(): number {
+    return this.#pacer.nextSendTime();
+  }
+
+  #recordBandwidth(rate: number): void {
+    const last = this.#bandwidths.at(-1);
+    if (last !== undefined && last.round === this.#round) {
+      last.rate = Math.max(last.rate, rate);
+    } else {
+      this.#bandwidths.push({ round: this.#round, rate });
+    }
+    while (this.#bandwidths[0].round <= this.#round - BBR_BANDWIDTH_ROUNDS) {
+      this.#bandwidths.shift();
+    }
+  }
+
+  #checkFullPipe(): void {
+    const bandwidth = this.bandwidth;
+    if (bandwidth >= this.#fullBandwidth * FULL_BANDWIDTH_GROWTH) {
+      this.#fullBandwidth = bandwidth;
+      this.#fullBandwidthRounds = 0;
+      return;
+    }
+    if (++this.#fullBandwidthRounds >= FULL_BANDWIDTH_ROUNDS) this.#filledPipe = true;
+  }
+
+  #checkDrain(now: number, inFlight: number): void {
+    if (this.#mode === "startup" && this.#filledPipe) {
+      this.#mode = "drain";
+      this.#pacingGain = 1 / BBR_HIGH_GAIN;
+      this.#cwndGain = BBR_HIGH_GAIN;
+    }
+    if (this.#mode === "drain" && inFlight <= (this.bdp ?? 0)) this.#enterProbeBw(now);
+  }
+
+  #enterProbeBw(now: number): void {
+    this.#mode = "probe_bw";
+    this.#cwndGain = BBR_CWND_GAIN;
+    // Start cruising: the phase after the drain one.
+    this.#cycleIndex = 2;
+    this.#cycleStart = now;
+    this.#pacingGain = BBR_PACING_CYCLE[this.#cycleIndex];
+  }
+
+  #advanceCycle(now: number, inFlight: number): void {
+    const bdp = this.bdp ?? 0;
+    const elapsed = now - this.#cycleStart > this.#minRtt;
+    const gain = this.#pacingGain;
+    let next = elapsed;
+    // Probing up lasts until the flight shows the higher rate; draining ends early once drained.
+    if (gain > 1) next = elapsed && inFlight >= gain * bdp;
+    if (gain < 1) {
+      next = inFlight <= bdp || now - this.#cycleStart > BBR_DRAIN_MAX_ROUNDS * this.#minRtt;
+    }
+    if (!next) return;
+    this.#cycleIndex = (this.#cycleIndex + 1) % BBR_PACING_CYCLE.length;
+    this.#cycleStart = now;
+    this.#pacingGain = BBR_PACING_CYCLE[this.#cycleIndex];
+  }
+
+  #updateMinRtt(
+    now: number,
+    rtt: number | undefined,
+    inFlight: number,
+    roundStart: boolean,
+    appLimited: boolean,
+  ): void {
+    const expired = Number.isFinite(this.#minRtt) && now > this.#minRttAt + BBR_MIN_RTT_WINDOW_MS;
+    if (rtt !== undefined && (rtt < this.#minRtt || expired)) {
+      this.#minRtt = rtt;
+      this.#minRttAt = now;
+    }
+    // A flow short of data (chat) builds no queue: its samples are the path's RTT already.
+    if (expired && !appLimited && this.#mode !== "probe_rtt") {
+      this.#mode = "probe_rtt";
+      this.#pacingGain = 1;
+      this.#cwndGain = 1;
+      this.#priorCwnd = this.#cwnd;
+      this.#probeRttDoneAt = undefined;
+    }
+    if (this.#mode !== "probe_rtt") return;
+    if (this.#probeRttDoneAt === undefined) {
+      if (inFlight <= this.#probeRttWindow()) {
+        this.#probeRttDoneAt = now + BBR_PROBE_RTT_MS;
+        this.#probeRttRoundDone = false;
+        this.#nextRoundDelivered = this.#delivered;
+      }
+      return;
+    }
+    if (roundStart) this.#probeRttRoundDone = true;
+    if (this.#probeRttRoundDone && now >= this.#probeRttDoneAt) {
+      this.#minRttAt = now;
+      this.#cwnd = Math.max(this.#cwnd, this.#priorCwnd);
+      if (this.#filledPipe) {
+        this.#enterProbeBw(now);
+      } else {
+        this.#mode = "startup";
+        this.#pacingGain = BBR_HIGH_GAIN;
+        this.#cwndGain = BBR_HIGH_GAIN;
+      }
+    }
+  }
+
+  /** Folds the last round trip's loss rate into the random loss estimate, if the path showed no queue. */
+  #endLossRound(): void {
+    const total = this.#ackedThisRound + this.#lostThisRound;
+    const noQueue = this.#srtt !== undefined &&
+      this.#srtt <= BBR_RANDOM_LOSS_RTT_FACTOR * this.#minRtt;
+    if (total > 0) {
+      const rate = noQueue ? this.#lostThisRound / total : 0;
+      this.#randomLoss += (rate - this.#randomLoss) / 4;
+    }
+    this.#ackedThisRound = 0;
+    this.#lostThisRound = 0;
+  }
+
+  /**
+   * 1 / (1 - random loss): the delivery rate counts what arrives, but the
+   * bottleneck also carried what random loss took after it, so pacing and
+   * the window scale up by that much to keep the link busy.
+   */
+  #lossCompensation(): number {
+    return 1 / (1 - Math.min(this.#randomLoss, BBR_MAX_RANDOM_LOSS));
+  }
+
+  #probeRttWindow(): number {
+    return Math.max(BBR_MIN_WINDOW, BBR_PROBE_RTT_GAIN * (this.bdp ?? 0));
+  }
+
+  #setPacingRate(now: number, srttMs: number | undefined): void {
+    const bandwidth = this.bandwidth;
+    let rate: number;
+    if (bandwidth > 0) {
+      rate = this.#pacingGain * bandwidth * this.#lossCompensation();
+    } else if (srttMs !== undefined) {
+      // No rate sample yet: the initial window over the first RTT, at startup's gain.
+      rate = BBR_HIGH_GAIN * this.#cwnd / Math.max(srttMs, 0.01);
+    } else {
+      return;
+    }
+    // In startup, the rate only rises: a low early sample must not slow the ramp.
+    if (!this.#filledPipe && Number.isFinite(this.#pacer.rate) && rate < this.#pacer.rate) return;
+    // Never slower than the smallest window a round trip: samples taken while
+    // recovering from timeouts can be tiny, and pacing at them would space
+    // retransmissions beyond the next timeout, which backs off again.
+    if (srttMs !== undefined) rate = Math.max(rate, BBR_MIN_WINDOW / Math.max(srttMs, 0.01));
+    this.#pacer.refill(now);
+    this.#pacer.rate = rate;
+  }
+
+  #setWindow(acked: number): void {
+    if (this.#mode === "probe_rtt") {
+      this.#cwnd = Math.min(this.#cwnd, this.#probeRttWindow());
+      return;
+    }
+    const bdp = this.bdp;
+    if (bdp === undefined) {
+      this.#cwnd += acked;
+    } else {
+      const target = this.#cwndGain * bdp * this.#lossCompensation() + BBR_ACK_ALLOWANCE;
+      if (this.#filledPipe) this.#cwnd = Math.min(this.#cwnd + acked, target);
+      else if (this.#cwnd < target) this.#cwnd += acked;
+    }
+    this.#cwnd = Math.min(Math.max(this.#cwnd, BBR_MIN_WINDOW), this.#options.maxWindow);
+  }
+}

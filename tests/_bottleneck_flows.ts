@@ -1,0 +1,211 @@
+/**
+ * Bulk flows of real {@linkcode ReliableChannel}s through one simulated
+ * bottleneck ({@linkcode SimNetwork} with a link rate and a drop-tail
+ * queue), on a virtual clock: deterministic for a seed, so the tests can
+ * assert goodput, fairness and queue figures.
+ *
+ * @module
+ */
+import { SeededRandom } from "../lib/random.ts";
+import {
+  type CongestionChoice,
+  ReliableChannel,
+  type ReliableChannelOptions,
+} from "../lib/reliable/reliable_channel.ts";
+import type { Segment } from "../lib/reliable/segment.ts";
+import { type Impairment, NO_IMPAIRMENT, SimNetwork } from "../lib/sim/sim_network.ts";
+
+/** One bulk flow. */
+export interface FlowSpec {
+  /** When it starts sending, ms. Default 0. */
+  startMs?: number;
+  /** Bytes it sends. Default: as many as it can until the run ends. */
+  bytes?: number;
+  /** Its controller. Default `"bbr"`. */
+  congestion?: CongestionChoice;
+}
+
+/** The bottleneck and the flows through it. */
+export interface BottleneckRun {
+  /** Link rate, bytes a second. */
+  rate: number;
+  /** Drop-tail queue, bytes. */
+  queue: number;
+  /** One-way delay after the link, ms. */
+  delayMs: number;
+  /** Random loss, each way. Default 0. */
+  loss?: number;
+  /** Mean loss burst, packets. Default 1 (independent). */
+  burst?: number;
+  /** The flows. */
+  flows: FlowSpec[];
+  /** Stop at this virtual time, ms. */
+  untilMs: number;
+  /** Seed of the loss draws. Default 1. */
+  seed?: number;
+  /** Sample each flow's delivered bytes every this many ms. Default 100. */
+  sampleMs?: number;
+  /** Extra channel options of both ends of every flow. */
+  channel?: ReliableChannelOptions;
+}
+
+/** What one flow did. */
+export interface FlowResult {
+  /** Bytes delivered to the receiving application. */
+  delivered: number;
+  /** Delivered bytes at each sample time (index i: time (i + 1) x sampleMs). */
+  timeline: number[];
+  /** When its last byte arrived, ms (undefined if it had no size or did not finish). */
+  finishedMs: number | undefined;
+  /** The sender's channel, for its stats. */
+  sender: ReliableChannel;
+}
+
+/** What the run measured. */
+export interface BottleneckResult {
+  flows: FlowResult[];
+  /** The network's counters (queue drops, queueing delay). */
+  network: SimNetwork["stats"];
+  /** Bytes in the queue at each sample time. */
+  queueSamples: number[];
+  /** Virtual time at the end, ms. */
+  endMs: number;
+}
+
+/** Wire size of a segment, bytes: about what the codec and the sealing add. */
+function wireBytes(segment: Segment): number {
+  switch (segment.kind) {
+    case "data":
+      return segment.payload.length + 40;
+    case "ack":
+      return 36 + 8 * segment.ranges.length;
+    case "keepalive":
+      return 30;
+  }
+}
+
+/** Bytes of one bulk message: a file chunk's 32 KiB, as `sendfile` sends. */
+const MESSAGE_BYTES = 32 * 1024;
+
+/**
+ * Runs the flows and reports per-flow goodput over time.
+ *
+ * @param spec the bottleneck and the flows
+ * @returns the figures
+ */
+export function runBottleneck(spec: BottleneckRun): BottleneckResult {
+  const impairment: Impairment = {
+    ...NO_IMPAIRMENT,
+    loss: spec.loss ?? 0,
+    ...(spec.burst !== undefined ? { burst: spec.burst } : {}),
+    minDelayMs: spec.delayMs,
+    maxDelayMs: spec.delayMs,
+    rate: spec.rate,
+    queue: spec.queue,
+  };
+  const net = new SimNetwork(new SeededRandom(spec.seed ?? 1), impairment);
+  const sampleMs = spec.sampleMs ?? 100;
+  const message = new Uint8Array(MESSAGE_BYTES);
+  const flows = spec.flows.map((flow, i) => {
+    const options = { ...spec.channel, congestion: flow.congestion ?? "bbr" };
+    return {
+      spec: flow,
+      from: `10.0.0.${i + 1}:1000`,
+      to: `10.0.1.${i + 1}:2000`,
+      sender: new ReliableChannel(0, options),
+      receiver: new ReliableChannel(0, options),
+      queued: 0,
+      started: false,
+      result: {
+        delivered: 0,
+        timeline: [] as number[],
+        finishedMs: undefined as number | undefined,
+      },
+    };
+  });
+  const byAddress = new Map<string, { channel: ReliableChannel; flow: (typeof flows)[number] }>();
+  for (const flow of flows) {
+    byAddress.set(flow.to, { channel: flow.receiver, flow });
+    byAddress.set(flow.from, { channel: flow.sender, flow });
+  }
+  const queueSamples: number[] = [];
+  let now = 0;
+  let nextSample = sampleMs;
+
+  const feed = (flow: (typeof flows)[number]) => {
+    if (!flow.started) return;
+    const size = flow.spec.bytes ?? Infinity;
+    // As sendfile does: keep about twice the window queued, no more.
+    const limit = 2 * flow.sender.congestionWindow + 40;
+    while (flow.queued < size && flow.sender.backlog < limit) {
+      const bytes = Math.min(MESSAGE_BYTES, size - flow.queued);
+      flow.sender.send(now, bytes === MESSAGE_BYTES ? message : message.subarray(0, bytes));
+      flow.queued += bytes;
+    }
+  };
+  const pump = (flow: (typeof flows)[number]) => {
+    for (let out = flow.sender.poll(); out; out = flow.sender.poll()) {
+      if (out.type === "segment") net.send(now, flow.from, flow.to, encode(out.segment));
+    }
+    for (let out = flow.receiver.poll(); out; out = flow.receiver.poll()) {
+      if (out.type === "segment") net.send(now, flow.to, flow.from, encode(out.segment));
+      if (out.type === "deliver") {
+        flow.result.delivered += out.message.length;
+        if (flow.result.delivered === flow.spec.bytes) flow.result.finishedMs = now;
+      }
+    }
+  };
+  // The network carries sizes only; the segments ride beside them.
+  const carried = new Map<Uint8Array, Segment>();
+  const encode = (segment: Segment) => {
+    const bytes = new Uint8Array(wireBytes(segment));
+    carried.set(bytes, segment);
+    return bytes;
+  };
+
+  while (now < spec.untilMs) {
+    let next = Math.min(net.nextDelivery() ?? Infinity, nextSample);
+    for (const flow of flows) {
+      if (!flow.started) next = Math.min(next, flow.spec.startMs ?? 0);
+      next = Math.min(next, flow.sender.nextTimeout() ?? Infinity);
+      next = Math.min(next, flow.receiver.nextTimeout() ?? Infinity);
+    }
+    now = Math.max(now, next);
+    for (const packet of net.deliverDue(now)) {
+      const segment = carried.get(packet.data)!;
+      carried.delete(packet.data);
+      byAddress.get(packet.to)?.channel.receive(now, segment);
+    }
+    for (const flow of flows) {
+      if (!flow.started && now >= (flow.spec.startMs ?? 0)) flow.started = true;
+      for (const channel of [flow.sender, flow.receiver]) {
+        if ((channel.nextTimeout() ?? Infinity) <= now) channel.onTimeout(now);
+      }
+      feed(flow);
+      pump(flow);
+    }
+    if (now >= nextSample) {
+      for (const flow of flows) flow.result.timeline.push(flow.result.delivered);
+      queueSamples.push(net.queueBytes(now));
+      nextSample += sampleMs;
+    }
+    if (flows.every((f) => f.spec.bytes !== undefined && f.result.finishedMs !== undefined)) break;
+  }
+  return {
+    flows: flows.map((f) => ({ ...f.result, sender: f.sender })),
+    network: { ...net.stats },
+    queueSamples,
+    endMs: now,
+  };
+}
+
+/** Goodput of a flow between two sample indexes, bytes a second. */
+export function goodputBetween(
+  flow: FlowResult,
+  sampleMs: number,
+  from: number,
+  to: number,
+): number {
+  const before = from === 0 ? 0 : flow.timeline[from - 1];
+  return (flow.timeline[to - 1] - before) / ((to - from) * sampleMs / 1000);
+}

@@ -1,0 +1,137 @@
+/**
+ * Bulk flows of the real reliable channel through a simulated bottleneck
+ * (a 2 MB/s link, 20 ms each way, a drop-tail queue of one bandwidth-delay
+ * product) on the virtual clock: goodput under random loss, the queue it
+ * keeps, two flows' shares, a flow that starts second, and heavy
+ * congestion. Deterministic, so the figures are asserted exactly as
+ * measured, with the NewReno baseline beside them where it tells something.
+ */
+import { assert, assertEquals } from "@std/assert";
+import { goodputBetween, runBottleneck } from "./_bottleneck_flows.ts";
+
+const RATE = 2_000_000;
+const DELAY_MS = 20;
+/** One bandwidth-delay product of the path, bytes: 80,000. */
+const BDP = RATE * 2 * DELAY_MS / 1000;
+const FILE = 8 * 1024 * 1024;
+
+function shareOfLink(loss: number, congestion: "bbr" | "newreno" = "bbr", bytes = FILE): number {
+  const run = runBottleneck({
+    rate: RATE,
+    queue: BDP,
+    delayMs: DELAY_MS,
+    loss,
+    flows: [{ bytes, congestion }],
+    untilMs: 600_000,
+  });
+  const flow = run.flows[0];
+  assertEquals(flow.delivered, bytes, "everything arrives");
+  return flow.delivered / (flow.finishedMs! / 1000) / RATE;
+}
+
+Deno.test("bottleneck: 5% loss each way keeps 0.6 of the link busy; NewReno gets a tenth", () => {
+  const bbr = shareOfLink(0.05);
+  assert(bbr >= 0.6, `BBR: ${bbr.toFixed(3)} of the link`);
+  const newreno = shareOfLink(0.05, "newreno", FILE / 8);
+  assert(newreno < 0.2, `NewReno: ${newreno.toFixed(3)} of the link`);
+  assert(bbr > 4 * newreno);
+});
+
+Deno.test("bottleneck: goodput as a share of the link at 1, 10 and 20% loss each way", async (t) => {
+  for (const [loss, goal] of [[0.01, 0.8], [0.1, 0.5], [0.2, 0.3]]) {
+    await t.step(`${loss * 100}% loss: at least ${goal}`, () => {
+      const share = shareOfLink(loss);
+      assert(share >= goal, `${share.toFixed(3)} of the link`);
+    });
+  }
+});
+
+Deno.test("bottleneck: one flow keeps the queue short, even behind a deep buffer", async (t) => {
+  for (const depth of [1, 4]) {
+    await t.step(`queue of ${depth} BDP`, () => {
+      const run = runBottleneck({
+        rate: RATE,
+        queue: depth * BDP,
+        delayMs: DELAY_MS,
+        flows: [{ bytes: FILE }],
+        untilMs: 60_000,
+      });
+      const mean = run.network.queueDelayMs / run.network.queued;
+      // Goal: a mean queueing delay of at most one one-way delay.
+      assert(mean <= DELAY_MS, `mean queueing delay ${mean.toFixed(1)} ms`);
+      // After startup, the window (1.5 BDP) bounds the queue to about half a BDP.
+      const late = run.queueSamples.slice(20);
+      assert(Math.max(...late) <= 0.75 * BDP, `queue reached ${Math.max(...late)} bytes`);
+      const flow = run.flows[0];
+      assert(flow.delivered / (flow.finishedMs! / 1000) >= 0.85 * RATE);
+    });
+  }
+});
+
+Deno.test("bottleneck: two flows started together share the link within 1.5x", () => {
+  const run = runBottleneck({
+    rate: RATE,
+    queue: BDP,
+    delayMs: DELAY_MS,
+    flows: [{}, {}],
+    untilMs: 12_000,
+  });
+  const [a, b] = run.flows.map((flow) => goodputBetween(flow, 100, 30, 120));
+  assert(Math.max(a, b) / Math.min(a, b) <= 1.5, `${a} and ${b} bytes a second`);
+  assert(a + b >= 0.85 * RATE, `together ${(a + b) / RATE} of the link`);
+});
+
+Deno.test("bottleneck: a flow that starts second has its share within two seconds", () => {
+  const run = runBottleneck({
+    rate: RATE,
+    queue: BDP,
+    delayMs: DELAY_MS,
+    flows: [{}, { startMs: 4000 }],
+    untilMs: 18_000,
+  });
+  const [first, second] = run.flows;
+  assert(goodputBetween(first, 100, 10, 40) >= 0.9 * RATE, "alone, the first had the link");
+  // From one second after it starts, the second has at least (about) half the link.
+  const early = goodputBetween(second, 100, 50, 80);
+  assert(early >= 0.4 * RATE, `from 5 s: ${early / RATE} of the link`);
+  // The first gives back more than it must for a while (the second took the
+  // queue it found for path, until probe_rtt); within ten seconds they are even.
+  const a = goodputBetween(first, 100, 140, 180), b = goodputBetween(second, 100, 140, 180);
+  assert(Math.max(a, b) / Math.min(a, b) <= 1.5, `from 14 s: ${a} and ${b} bytes a second`);
+  assert(a + b >= 0.85 * RATE);
+});
+
+Deno.test("bottleneck: four flows share one queue without collapse", () => {
+  const run = runBottleneck({
+    rate: RATE,
+    queue: BDP,
+    delayMs: DELAY_MS,
+    flows: [{}, {}, {}, {}],
+    untilMs: 12_000,
+  });
+  const shares = run.flows.map((flow) => goodputBetween(flow, 100, 30, 120) / RATE);
+  const total = shares.reduce((a, b) => a + b, 0);
+  assert(total >= 0.85, `together ${total.toFixed(2)} of the link`);
+  assert(shares.every((share) => share >= 0.15), `shares ${shares.map((s) => s.toFixed(2))}`);
+  for (const flow of run.flows) {
+    const sent = flow.sender.stats.dataSegmentsSent * 1100;
+    assert(sent / flow.delivered < 1.5, `sent ${sent} bytes for ${flow.delivered}`);
+    assertEquals(flow.sender.deadReason, undefined);
+  }
+});
+
+Deno.test("bottleneck: three flows in a queue of half a BDP all keep moving", () => {
+  // Every probe overflows so short a queue, and the RTT never shows it as congestion.
+  const run = runBottleneck({
+    rate: RATE,
+    queue: BDP / 2,
+    delayMs: DELAY_MS,
+    flows: [{}, {}, {}],
+    untilMs: 12_000,
+  });
+  const shares = run.flows.map((flow) => goodputBetween(flow, 100, 30, 120) / RATE);
+  const total = shares.reduce((a, b) => a + b, 0);
+  assert(total >= 0.85, `together ${total.toFixed(2)} of the link`);
+  assert(shares.every((share) => share >= 0.1), `shares ${shares.map((s) => s.toFixed(2))}`);
+  assert(run.network.queueDropped > 0, "the queue did overflow");
+});
