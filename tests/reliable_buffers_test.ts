@@ -220,6 +220,7 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     for (let seq = 2; seq < 60; seq += 2) buffer.offer(data(seq));
     // The latest one received (58) is the highest here.
     assertEquals(buffer.ranges(30).length, 29, "all 29 when they fit");
+    assertEquals(buffer.ranges(30).length, 29, "every arrival is news for two calls");
     assertEquals(buffer.ranges(4), [
       { start: 2, end: 3 },
       { start: 4, end: 5 },
@@ -242,6 +243,28 @@ Deno.test("ReceiveBuffer holds, de-duplicates and reassembles", async (t) => {
     ]);
     buffer.offer(data(31));
     assertEquals(buffer.ranges(3)[1], { start: 30, end: 33 }, "31 joins 30 and 32");
+  });
+
+  await t.step("reports the ranges that gained a segment in the next two calls", () => {
+    const buffer = new ReceiveBuffer(0, 200);
+    for (let seq = 2; seq <= 100; seq += 2) buffer.offer(data(seq));
+    buffer.ranges(4);
+    buffer.ranges(4);
+    // Acks were delayed: three arrivals in the middle since the last one.
+    for (const seq of [21, 51, 71]) buffer.offer(data(seq));
+    const news = [{ start: 20, end: 23 }, { start: 50, end: 53 }, { start: 70, end: 73 }];
+    assertEquals(buffer.ranges(4), [{ start: 2, end: 3 }, ...news]);
+    assertEquals(
+      buffer.ranges(4),
+      [{ start: 2, end: 3 }, ...news],
+      "again, in case that ack was lost",
+    );
+    assertEquals(buffer.ranges(4), [
+      { start: 2, end: 3 },
+      { start: 4, end: 5 },
+      { start: 70, end: 73 },
+      { start: 100, end: 101 },
+    ], "then the latest, the lowest and the highest again");
   });
 
   await t.step("completes a message larger than the window", () => {

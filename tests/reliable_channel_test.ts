@@ -170,6 +170,31 @@ Deno.test("ReliableChannel sends, acknowledges and delivers", async (t) => {
     assertEquals(deliveredOf(outputs).length, 5);
   });
 
+  await t.step(
+    "acks the first segment above a gap at once, later ones above it after ackEvery",
+    () => {
+      const b = new ReliableChannel(0, { ackEvery: 3 });
+      const fragment = (seq: number): DataSegment => ({
+        kind: "data",
+        seq,
+        fragment: seq,
+        fragments: 20,
+        payload: new Uint8Array([seq]),
+      });
+      b.receive(1, fragment(1)); // 0 is missing: the sender must hear of the gap
+      assertEquals(acksOf(drain(b)), [ack(0, [[1, 2]])]);
+      b.receive(2, fragment(2));
+      b.receive(3, fragment(4));
+      assertEquals(acksOf(drain(b)), [], "the gap is known: these wait");
+      b.receive(4, fragment(5));
+      assertEquals(acksOf(drain(b)), [ack(0, [[1, 3], [4, 6]])], "the third one is acked");
+      b.receive(5, fragment(6));
+      assertEquals(b.nextTimeout(), 5 + DEFAULT_CHANNEL_OPTIONS.ackDelayMs);
+      b.receive(6, fragment(0));
+      assertEquals(acksOf(drain(b)), [ack(3, [[4, 7]])], "the gap filled is acked at once");
+    },
+  );
+
   await t.step("ignores invalid segments and acks of unsent data without throwing", () => {
     const a = new ReliableChannel(0);
     a.send(0, bytes(10));

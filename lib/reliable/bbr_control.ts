@@ -25,12 +25,18 @@ export type BbrMode = "startup" | "drain" | "probe_bw" | "probe_rtt";
 /** Startup's gain, 2/ln 2: the smallest that doubles the delivery rate each round trip. */
 export const BBR_HIGH_GAIN = 2 / Math.LN2;
 /**
- * The window over the estimated bandwidth-delay product in probe_bw: 1.5,
- * not BBR v1's 2, so a flow that overestimates the bandwidth keeps at most
- * half a BDP queued, and a drop-tail queue of one BDP is never held full by
- * one flow's window (which locks every other flow's packets out of it).
+ * The window over the estimated bandwidth-delay product in probe_bw
+ * (besides {@linkcode BBR_QUEUE_ALLOWANCE}), except while probing up, when
+ * it is the probe's pacing gain. 1, not BBR v1's 2: a window proportional
+ * to each flow's share keeps whatever split flows sharing a queue happen
+ * to have (each queues the same fraction of its own rate); a fixed
+ * allowance above one BDP makes each flow queue about the same number of
+ * segments, so the larger flow's RTT share of the queue squeezes it back
+ * toward the others (TCP Vegas's argument). In simulation, two and three
+ * flows through a one-BDP queue went from 1.5-4x apart to mostly within
+ * 1.5x.
  */
-export const BBR_CWND_GAIN = 1.5;
+export const BBR_CWND_GAIN = 1;
 /**
  * A loss with the smoothed RTT above this many smallest RTTs is congestion:
  * a queue of half a BDP or more is building, which random loss does not do
@@ -45,8 +51,13 @@ export const BBR_MAX_RANDOM_LOSS = 0.5;
 export const BBR_CONGESTION_BACKOFF = 0.85;
 /** Pacing gains of probe_bw's eight phases, one smallest RTT each: probe up, drain, cruise. */
 export const BBR_PACING_CYCLE: readonly number[] = [1.25, 0.75, 1, 1, 1, 1, 1, 1];
-/** Round trips the bandwidth filter remembers its maximum for. */
-export const BBR_BANDWIDTH_ROUNDS = 10;
+/**
+ * Round trips the bandwidth filter remembers its maximum for: 5, not BBR
+ * v1's 10, so a flow whose share shrank stops pacing at its old share
+ * sooner, which is how flows sharing a queue converge (a probe cycle of
+ * eight round trips still refreshes it).
+ */
+export const BBR_BANDWIDTH_ROUNDS = 5;
 /**
  * How long a smallest RTT stands before probe_rtt measures it again, ms.
  * BBR v1 waits 10 s, v2 5 s; 2.5 s lets a flow that started behind a queue
@@ -67,11 +78,13 @@ export const BBR_DRAIN_MAX_ROUNDS = 4;
 /** The smallest window, segments. */
 export const BBR_MIN_WINDOW = 4;
 /**
- * Segments of window above gain x BDP, for acknowledgements that come in
+ * Segments of window above gain x BDP: what each flow may keep queued at
+ * the bottleneck (the same for every flow, which makes flows converge; see
+ * {@linkcode BBR_CWND_GAIN}), and room for acknowledgements that come in
  * batches (the receiver acks every 8 segments or after 10 ms) and pacing
- * bursts: without it a window of exactly 2 BDP stalls between batches.
+ * bursts, without which a window of exactly one BDP stalls between batches.
  */
-export const BBR_ACK_ALLOWANCE = 16;
+export const BBR_QUEUE_ALLOWANCE = 24;
 /** Startup ends when three round trips in a row grow the bandwidth by less than this factor. */
 const FULL_BANDWIDTH_GROWTH = 1.25;
 const FULL_BANDWIDTH_ROUNDS = 3;
@@ -84,8 +97,9 @@ const FULL_BANDWIDTH_ROUNDS = 3;
  *   {@linkcode BBR_BANDWIDTH_ROUNDS} round trips (samples taken while the
  *   sender was short of data count only when they raise it).
  * - **Smallest RTT**: the smallest sample of the last 10 s.
- * - **Pacing** at `gain x bandwidth`, and at most `1.5 x BDP` (plus
- *   {@linkcode BBR_ACK_ALLOWANCE}) in flight, BDP being bandwidth x smallest RTT.
+ * - **Pacing** at `gain x bandwidth`, and at most one BDP (1.25 while
+ *   probing up) plus {@linkcode BBR_QUEUE_ALLOWANCE} segments in flight,
+ *   BDP being bandwidth x smallest RTT.
  * - **Phases**: startup (gain 2.89, until the bandwidth stops growing by 25%
  *   for three round trips), drain (gain 1/2.89 until the flight is down to
  *   one BDP), probe_bw (gains 1.25, 0.75, then 1 for six round trips, over
@@ -349,6 +363,8 @@ export class BbrControl implements CongestionController {
     this.#cycleIndex = (this.#cycleIndex + 1) % BBR_PACING_CYCLE.length;
     this.#cycleStart = now;
     this.#pacingGain = BBR_PACING_CYCLE[this.#cycleIndex];
+    // Probing up needs the window to carry the higher rate.
+    this.#cwndGain = Math.max(BBR_CWND_GAIN, this.#pacingGain);
   }
 
   #updateMinRtt(
@@ -450,7 +466,7 @@ export class BbrControl implements CongestionController {
     if (bdp === undefined) {
       this.#cwnd += acked;
     } else {
-      const target = this.#cwndGain * bdp * this.#lossCompensation() + BBR_ACK_ALLOWANCE;
+      const target = this.#cwndGain * bdp * this.#lossCompensation() + BBR_QUEUE_ALLOWANCE;
       if (this.#filledPipe) this.#cwnd = Math.min(this.#cwnd + acked, target);
       else if (this.#cwnd < target) this.#cwnd += acked;
     }

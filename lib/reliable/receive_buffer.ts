@@ -64,6 +64,10 @@ export class ReceiveBuffer {
   #ready: Uint8Array[] = [];
   /** The sequence number of the latest data segment offered. */
   #latest = -1;
+  /** Segments held since the last `ranges` call: the news the next ack must carry. */
+  #fresh: number[] = [];
+  /** Those of the call before, repeated once in case that ack was lost. */
+  #previousFresh: number[] = [];
   #problem: string | undefined;
 
   /**
@@ -118,6 +122,7 @@ export class ReceiveBuffer {
     if (seq >= this.#cumulative + this.#window) return "out_of_window";
     if (seq !== this.#cumulative) {
       this.#held.set(seq, { ...segment, payload: segment.payload.slice() });
+      this.#fresh.push(seq);
       return "accepted";
     }
     for (
@@ -147,18 +152,25 @@ export class ReceiveBuffer {
   /**
    * The held segments as SACK ranges, ascending. When there are more than
    * `max`: the range holding the latest segment received (as TCP's first
-   * SACK block), then the lowest half and the highest rest. The highest tell
-   * the sender what its latest transmissions did (its loss detection and
-   * delivery rate run on them), the lowest what its retransmissions of the
-   * oldest holes did, and the latest that a retransmission arrived, which
-   * ends its retransmissions. With 10% loss and hundreds of segments in
-   * flight, reporting only the lowest left most arrivals unreported for a
-   * round trip or more.
+   * SACK block), the ranges that gained a segment since the last call and
+   * the one before (so every arrival is reported twice, however many acks
+   * are delayed: one ack lost does not make arrivals look lost),
+   * then the lowest half and the highest rest. The highest tell the sender
+   * what its latest transmissions did (its loss detection and delivery rate
+   * run on them), the lowest what its retransmissions of the oldest holes
+   * did, and the latest that a retransmission arrived, which ends its
+   * retransmissions. With 10% loss and hundreds of segments in flight,
+   * reporting only the lowest left most arrivals unreported for a round
+   * trip or more; an arrival never reported is retransmitted for nothing.
    *
    * @param max most ranges to return
    * @returns up to `max` ranges `[start, end)`
    */
   ranges(max: number): SackRange[] {
+    const fresh = this.#fresh;
+    const previous = this.#previousFresh;
+    this.#previousFresh = fresh;
+    this.#fresh = [];
     const seqs = [...this.#held.keys()].sort((a, b) => a - b);
     const ranges: SackRange[] = [];
     for (let i = 0; i < seqs.length;) {
@@ -172,6 +184,13 @@ export class ReceiveBuffer {
     const chosen = new Set<number>();
     const latest = ranges.findIndex((r) => r.start <= this.#latest && this.#latest < r.end);
     if (latest !== -1) chosen.add(latest);
+    for (const news of [fresh, previous]) {
+      for (const seq of news) {
+        if (chosen.size >= max) break;
+        const index = rangeHolding(ranges, seq);
+        if (index !== -1) chosen.add(index);
+      }
+    }
     for (let i = 0; i < Math.floor(max / 2) && chosen.size < max; i++) chosen.add(i);
     for (let i = ranges.length - 1; chosen.size < max; i--) chosen.add(i);
     return [...chosen].sort((a, b) => a - b).map((i) => ranges[i]);
@@ -210,4 +229,17 @@ export class ReceiveBuffer {
     }
     return undefined;
   }
+}
+
+/** The index of the range holding `seq` in ascending, disjoint ranges, or -1. */
+function rangeHolding(ranges: readonly SackRange[], seq: number): number {
+  let low = 0, high = ranges.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const range = ranges[middle];
+    if (seq < range.start) high = middle - 1;
+    else if (seq >= range.end) low = middle + 1;
+    else return middle;
+  }
+  return -1;
 }

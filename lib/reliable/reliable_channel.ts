@@ -2,24 +2,29 @@
  * A sans-I/O reliable, ordered, de-duplicated message channel between two
  * peers over an unreliable datagram path.
  *
- * Over 700 lines: one state machine whose loss detection, retransmission,
- * acknowledgement and timer logic share the same flight bookkeeping, plus
- * its documented options and counters (about 300 lines of types). Its
- * separable parts already live beside it: buffers, RTT estimator,
- * congestion controllers, pacer, delivery rate sampler.
+ * The state machine ties together parts that live beside it: its options
+ * (channel_options.ts), buffers, loss detector, RTT estimator, congestion
+ * controllers, pacer and delivery rate sampler.
  *
  * @module
  */
 import { BbrControl } from "./bbr_control.ts";
+import {
+  BULK_DUP_THRESH,
+  type ReliableChannelOptions,
+  resolveChannelOptions,
+  type ResolvedChannelOptions,
+  THIN_STREAM_BYTES,
+} from "./channel_options.ts";
 import { CongestionControl, type CongestionController } from "./congestion_control.ts";
 import { DeliveryRateSampler } from "./delivery_rate_sampler.ts";
+import { LossDetector } from "./loss_detector.ts";
 import { ReceiveBuffer } from "./receive_buffer.ts";
 import { RttEstimator } from "./rtt_estimator.ts";
 import {
   type AckSegment,
   type DataSegment,
   MAX_MESSAGE_BYTES,
-  MAX_SACK_RANGES,
   MAX_SEGMENT_PAYLOAD,
   type SackRange,
   type Segment,
@@ -27,154 +32,16 @@ import {
 } from "./segment.ts";
 import { type OutgoingSegment, SendBuffer } from "./send_buffer.ts";
 
-/**
- * How a channel recovers losses: `"selective"` (windows, SACK, adaptive RTO,
- * fast retransmit) or `"stop_and_wait"` (one segment in flight, fixed
- * timeout; the baseline of comparisons, as seed 001 behaves).
- */
-export type ChannelMode = "selective" | "stop_and_wait";
-
-/**
- * Which congestion controller a selective channel runs: `"bbr"` (a model of
- * the path's bandwidth and RTT, paced; see {@linkcode BbrControl}) or
- * `"newreno"` (NewReno with Veno's loss discrimination, the controller
- * before BBR, kept as the baseline of benchmarks; see
- * {@linkcode CongestionControl}).
- */
-export type CongestionChoice = "bbr" | "newreno";
-
-/** Options of a {@linkcode ReliableChannel}; every one has a default. */
-export interface ReliableChannelOptions {
-  /** Recovery mode. Default `"selective"`. */
-  mode?: ChannelMode;
-  /** Sequence number of our first data segment. Default 0. */
-  initialSeq?: number;
-  /** Sequence number of the peer's first data segment. Default 0. */
-  peerInitialSeq?: number;
-  /**
-   * Most segments in flight (a span of sequence numbers), and the largest
-   * congestion window. Default 1024; 1 in stop-and-wait.
-   */
-  sendWindow?: number;
-  /**
-   * Sequence numbers accepted from the cumulative point on, so at most
-   * `receiveWindow - 1` out-of-order segments are buffered; advertised to
-   * the peer. Default 1024; 1 in stop-and-wait.
-   */
-  receiveWindow?: number;
-  /**
-   * Congestion control and pacing (see {@linkcode CongestionControl}).
-   * Default true; false in stop-and-wait, which has one segment in flight.
-   */
-  congestionControl?: boolean;
-  /** Which controller, when `congestionControl` is on. Default `"bbr"`. */
-  congestion?: CongestionChoice;
-  /** Congestion window at the start, segments. Default 10 (RFC 6928). */
-  initialWindow?: number;
-  /** Most segments sent back to back before pacing spaces them out. Default 32. */
-  maxBurst?: number;
-  /**
-   * Acknowledge at once after this many in-order data segments that did
-   * not complete a message (delayed acks, as TCP's every second segment).
-   * Segments that complete a message, arrive out of order, fill a gap or
-   * are duplicates are acknowledged at once. Default 8 (an ack's send costs
-   * the receiver as much as receiving three datagrams); 1 in stop-and-wait.
-   */
-  ackEvery?: number;
-  /** Longest delay of an acknowledgement, ms. Default 10. */
-  ackDelayMs?: number;
-  /** Most SACK ranges per ack, 0 to 16. Default 16; 0 in stop-and-wait. */
-  maxSackRanges?: number;
-  /**
-   * Fast retransmit threshold: a segment is lost once this many segments
-   * transmitted after its latest transmission are acknowledged. Default 2.
-   */
-  dupThresh?: number;
-  /** RTO before the first RTT sample, ms. Default 1000 (RFC 6298). */
-  initialRtoMs?: number;
-  /** Lower bound of the RTO, ms. Default 200. */
-  minRtoMs?: number;
-  /** Upper bound of the RTO, backoff included, ms. Default 60000. */
-  maxRtoMs?: number;
-  /** Clock granularity G of RFC 6298, ms. Default 10. */
-  granularityMs?: number;
-  /** The fixed retransmission timeout of stop-and-wait mode, ms. Default 10000. */
-  stopAndWaitRtoMs?: number;
-  /** Send a keepalive after this long without sending anything, ms. Default 5000. */
-  keepaliveMs?: number;
-  /** Declare the peer dead after this long without hearing from it, ms. Default 20000. */
-  deadAfterMs?: number;
-  /** Declare the peer dead when a segment needs retransmitting after this many retransmissions. Default 12. */
-  maxRetransmits?: number;
-  /**
-   * Copies of each data segment transmission while the stream is thin (at
-   * most {@linkcode THIN_STREAM_BYTES} unacknowledged or waiting): 1 sends it once; 2
-   * sends a redundant copy right behind it, which hides most single losses
-   * from the latency for twice the packets of a thin stream. Default 1.
-   */
-  copies?: number;
-}
-
-/**
- * A stream with at most this many payload bytes unacknowledged or waiting
- * to be sent (four full segments) is thin: interactive traffic, where
- * redundant copies cost little. A bulk stream whose flight drained while its
- * sender was busy is not thin: it has more waiting.
- */
-export const THIN_STREAM_BYTES = 4 * MAX_SEGMENT_PAYLOAD;
-
-/**
- * The fast retransmit threshold of a stream that is not thin, at least (as
- * TCP's three duplicate acks): a bulk transfer over a path that reorders
- * does not take every overtaken segment for lost.
- */
-export const BULK_DUP_THRESH = 3;
-
-/** The options of a channel with every default filled in. */
-export type ResolvedChannelOptions = Required<ReliableChannelOptions>;
-
-/** Defaults of the selective mode. */
-export const DEFAULT_CHANNEL_OPTIONS: Readonly<ResolvedChannelOptions> = Object.freeze({
-  mode: "selective",
-  initialSeq: 0,
-  peerInitialSeq: 0,
-  sendWindow: 1024,
-  receiveWindow: 1024,
-  congestionControl: true,
-  congestion: "bbr",
-  initialWindow: 10,
-  maxBurst: 32,
-  ackEvery: 8,
-  ackDelayMs: 10,
-  maxSackRanges: MAX_SACK_RANGES,
-  dupThresh: 2,
-  initialRtoMs: 1000,
-  minRtoMs: 200,
-  maxRtoMs: 60_000,
-  granularityMs: 10,
-  stopAndWaitRtoMs: 10_000,
-  keepaliveMs: 5000,
-  deadAfterMs: 20_000,
-  maxRetransmits: 12,
-  copies: 1,
-});
-
-/**
- * A preset for interactive traffic on lossy links: a redundant copy of each
- * data segment while the stream is thin, and fast retransmit on the first
- * sign of a gap. On KCP's latency test (5% loss each way) it brings the mean
- * round trip from about 157 ms (defaults) to about 102 ms, for about 1.7
- * times the packets; see `scripts/kcp_compare.ts`.
- *
- * @example
- * ```ts
- * const channel = new ReliableChannel(now, LOW_LATENCY_CHANNEL_OPTIONS);
- * ```
- */
-export const LOW_LATENCY_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Object.freeze({
-  copies: 2,
-  dupThresh: 1,
-});
+export {
+  BULK_DUP_THRESH,
+  type ChannelMode,
+  type CongestionChoice,
+  DEFAULT_CHANNEL_OPTIONS,
+  LOW_LATENCY_CHANNEL_OPTIONS,
+  type ReliableChannelOptions,
+  type ResolvedChannelOptions,
+  THIN_STREAM_BYTES,
+} from "./channel_options.ts";
 
 /** How long one window of the recent smallest RTT lasts, ms (BBR's min RTT filter: 10 s). */
 const MIN_RTT_WINDOW_MS = 10_000;
@@ -299,20 +166,11 @@ export class ReliableChannel {
   /** In-order data segments received since the last ack, while acks are delayed. */
   #delayedSegments = 0;
   #ackDueAt: number | undefined;
-  /** Transmissions in order, oldest first; an entry is stale once its segment is acked or sent again. */
-  #transmissions: { segment: OutgoingSegment; order: number }[] = [];
-  #transmissionsHead = 0;
-  /** Segments judged lost, waiting for their retransmission, oldest first. */
-  #lost: OutgoingSegment[] = [];
-  #lostHead = 0;
-  #lostCount = 0;
+  #losses: LossDetector;
   /** True when data waits only for pacing: `nextTimeout` then includes the pacing time. */
   #pacingBlocked = false;
   #lastHeard: number;
   #lastSent: number;
-  #order = 0;
-  /** Latest transmission orders of acknowledged segments, highest first, at most `dupThresh`. */
-  #ackedOrders: number[] = [];
   #peerCumulative: number;
   #peerWindow: number;
   #nextMessageId = 1;
@@ -353,8 +211,9 @@ export class ReliableChannel {
    */
   constructor(now: number, options: ReliableChannelOptions = {}) {
     if (!Number.isFinite(now)) throw new RangeError(`Cannot start a channel at time ${now}`);
-    this.#options = resolveOptions(options);
+    this.#options = resolveChannelOptions(options);
     const o = this.#options;
+    this.#losses = new LossDetector(Math.max(o.dupThresh, BULK_DUP_THRESH));
     this.#rtt = new RttEstimator(o);
     this.#send = new SendBuffer(o.initialSeq);
     this.#receive = new ReceiveBuffer(o.peerInitialSeq, o.receiveWindow);
@@ -498,7 +357,7 @@ export class ReliableChannel {
       this.#lastHeard + this.#options.deadAfterMs,
       this.#lastSent + this.#options.keepaliveMs,
     );
-    const oldest = this.#oldestTransmission();
+    const oldest = this.#losses.oldest();
     if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
     if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
     if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.nextSendTime());
@@ -522,22 +381,14 @@ export class ReliableChannel {
     const rto = this.#currentRto();
     const inFlight = this.#inFlight();
     let due = 0;
-    const oldest = this.#oldestTransmission();
+    const oldest = this.#losses.oldest();
     if (oldest !== undefined && oldest.sentAt + rto <= now) {
       // As RFC 6675 section 5.1: after a timeout everything outstanding is
       // taken as lost and resent as the reduced window allows. Marking only
       // what is older than the (now doubled) RTO would leave the rest
       // counted in flight above the window, and stall the sender until the
       // backoff reaches maxRtoMs.
-      for (
-        let next: OutgoingSegment | undefined = oldest;
-        next;
-        next = this.#oldestTransmission()
-      ) {
-        this.#transmissionsHead++;
-        this.#markLost(next);
-        due++;
-      }
+      due = this.#losses.markAllLost();
     }
     if (due > 0) {
       this.#stats.timeoutRetransmissions += due;
@@ -597,9 +448,13 @@ export class ReliableChannel {
       this.#die(`The peer broke the message stream: ${this.#receive.problem}`);
       return;
     }
-    const plainInOrder = result === "accepted" && messages.length === 0 &&
-      this.#receive.cumulative === before + 1 && this.#receive.held === 0;
-    if (plainInOrder && ++this.#delayedSegments < this.#options.ackEvery) {
+    const cumulative = this.#receive.cumulative;
+    const held = this.#receive.held;
+    // In order with nothing held, or held above a gap the sender knows of
+    // already (not the first held segment): the next ack can wait.
+    const delayable = result === "accepted" && messages.length === 0 &&
+      ((cumulative === before + 1 && held === 0) || (cumulative === before && held > 1));
+    if (delayable && ++this.#delayedSegments < this.#options.ackEvery) {
       this.#ackDueAt ??= now + this.#options.ackDelayMs;
       return;
     }
@@ -629,11 +484,7 @@ export class ReliableChannel {
         });
       }
       for (const segment of newly) {
-        if (segment.lost) {
-          segment.lost = false;
-          this.#lostCount--;
-        }
-        this.#noteAckedOrder(segment.order);
+        this.#losses.onAcked(segment);
         const left = this.#unackedFragments.get(segment.messageId)! - 1;
         if (left > 0) {
           this.#unackedFragments.set(segment.messageId, left);
@@ -685,15 +536,6 @@ export class ReliableChannel {
     return Math.min(this.#previousWindowMinRtt, this.#windowMinRtt ?? Infinity);
   }
 
-  #noteAckedOrder(order: number): void {
-    const orders = this.#ackedOrders;
-    const keep = Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
-    if (orders.length >= keep && order <= orders[keep - 1]) return;
-    orders.push(order);
-    orders.sort((x, y) => y - x);
-    if (orders.length > keep) orders.length = keep;
-  }
-
   /**
    * Marks lost every unacked segment with `dupThresh` acked transmissions
    * after its own; at least {@linkcode BULK_DUP_THRESH} once the stream is
@@ -703,60 +545,20 @@ export class ReliableChannel {
     const dupThresh = this.#thin()
       ? this.#options.dupThresh
       : Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
-    const threshold = this.#ackedOrders[dupThresh - 1];
-    if (threshold === undefined) return;
     const inFlight = this.#inFlight();
-    for (let oldest = this.#oldestTransmission(); oldest; oldest = this.#oldestTransmission()) {
-      if (oldest.order >= threshold) break;
-      this.#transmissionsHead++;
-      this.#markLost(oldest);
+    for (
+      let lost = this.#losses.takeNextLoss(dupThresh);
+      lost;
+      lost = this.#losses.takeNextLoss(dupThresh)
+    ) {
       this.#stats.fastRetransmissions++;
-      this.#cc?.onLoss(oldest.seq, inFlight, this.#send.sendNext);
+      this.#cc?.onLoss(lost.seq, inFlight, this.#send.sendNext);
     }
-  }
-
-  #markLost(segment: OutgoingSegment): void {
-    segment.lost = true;
-    this.#lostCount++;
-    this.#lost.push(segment);
-  }
-
-  /** The unacked segment transmitted longest ago (not judged lost), dropping stale entries. */
-  #oldestTransmission(): OutgoingSegment | undefined {
-    const entries = this.#transmissions;
-    while (this.#transmissionsHead < entries.length) {
-      const { segment, order } = entries[this.#transmissionsHead];
-      if (!segment.acked && !segment.lost && segment.order === order) {
-        // Entries behind the head go, or a bulk transfer that never drains
-        // its flight would keep every segment it sent, payloads included.
-        if (this.#transmissionsHead >= 1024 && this.#transmissionsHead * 2 >= entries.length) {
-          this.#transmissions = entries.slice(this.#transmissionsHead);
-          this.#transmissionsHead = 0;
-        }
-        return segment;
-      }
-      this.#transmissionsHead++;
-    }
-    this.#transmissions = [];
-    this.#transmissionsHead = 0;
-    return undefined;
-  }
-
-  /** The next segment judged lost and still unacked, dropping acked ones. */
-  #nextLost(): OutgoingSegment | undefined {
-    while (this.#lostHead < this.#lost.length) {
-      const segment = this.#lost[this.#lostHead];
-      if (segment.lost) return segment;
-      this.#lostHead++;
-    }
-    this.#lost = [];
-    this.#lostHead = 0;
-    return undefined;
   }
 
   /** Segments in the network as far as we know: sent, not acknowledged, not judged lost. */
   #inFlight(): number {
-    return this.#send.unackedCount - this.#lostCount;
+    return this.#send.unackedCount - this.#losses.lostCount;
   }
 
   #sendLimit(): number {
@@ -771,7 +573,7 @@ export class ReliableChannel {
     this.#pacingBlocked = false;
     const cc = this.#cc;
     while (this.#dead === undefined) {
-      const lost = this.#nextLost();
+      const lost = this.#losses.nextLost();
       const next = lost ?? this.#send.peekUnsent();
       if (next === undefined) {
         // Room in the window and nothing to send: rate samples until this flight is delivered understate the path.
@@ -791,9 +593,7 @@ export class ReliableChannel {
         cc.spend();
       }
       if (lost !== undefined) {
-        this.#lostHead++;
-        lost.lost = false;
-        this.#lostCount--;
+        this.#losses.takeLost(lost);
         this.#retransmit(now, lost);
       } else {
         this.#transmit(now, this.#send.takeUnsent()!);
@@ -817,8 +617,7 @@ export class ReliableChannel {
     if (this.#cc) this.#sampler.stamp(now, this.#inFlight() - 1, segment);
     segment.transmissions++;
     segment.sentAt = now;
-    segment.order = ++this.#order;
-    this.#transmissions.push({ segment, order: segment.order });
+    this.#losses.onTransmit(segment);
     const { seq, fragment, fragments, payload } = segment;
     const copies = this.#thin() ? this.#options.copies : 1;
     this.#stats.dataSegmentsSent += copies;
@@ -854,54 +653,5 @@ export class ReliableChannel {
     const kept = this.#outbox.slice(this.#outboxHead).filter((output) => output.type !== "segment");
     this.#outbox = [...kept, { type: "dead", reason }];
     this.#outboxHead = 0;
-  }
-}
-
-function resolveOptions(options: ReliableChannelOptions): ResolvedChannelOptions {
-  const stopAndWait = options.mode === "stop_and_wait";
-  const o: ResolvedChannelOptions = {
-    ...DEFAULT_CHANNEL_OPTIONS,
-    ...(stopAndWait
-      ? { sendWindow: 1, receiveWindow: 1, maxSackRanges: 0, congestionControl: false, ackEvery: 1 }
-      : {}),
-    ...withoutUndefined(options),
-  };
-  if (o.mode !== "selective" && o.mode !== "stop_and_wait") {
-    throw new RangeError(`Cannot use channel mode "${o.mode}"`);
-  }
-  integer("sendWindow", o.sendWindow, 1, 0xffff_ffff);
-  integer("receiveWindow", o.receiveWindow, 1, 0xffff_ffff);
-  integer("maxSackRanges", o.maxSackRanges, 0, MAX_SACK_RANGES);
-  integer("dupThresh", o.dupThresh, 1, 0xffff);
-  integer("maxRetransmits", o.maxRetransmits, 0, 0xffff);
-  integer("copies", o.copies, 1, 4);
-  integer("initialWindow", o.initialWindow, 1, 0xffff_ffff);
-  integer("maxBurst", o.maxBurst, 1, 0xffff_ffff);
-  integer("ackEvery", o.ackEvery, 1, 0xffff);
-  if (o.congestion !== "bbr" && o.congestion !== "newreno") {
-    throw new RangeError(`Cannot use congestion "${o.congestion}": it must be "bbr" or "newreno"`);
-  }
-  if (typeof o.congestionControl !== "boolean") {
-    throw new RangeError(
-      `Cannot use congestionControl ${o.congestionControl}: it must be a boolean`,
-    );
-  }
-  for (const name of ["stopAndWaitRtoMs", "keepaliveMs", "deadAfterMs", "ackDelayMs"] as const) {
-    if (!(o[name] > 0) || !Number.isFinite(o[name])) {
-      throw new RangeError(`Cannot use ${name} ${o[name]}: it must be a positive number`);
-    }
-  }
-  return Object.freeze(o);
-}
-
-function withoutUndefined(options: ReliableChannelOptions): ReliableChannelOptions {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
-}
-
-function integer(name: string, value: number, min: number, max: number): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `Cannot use ${name} ${value}: it must be an integer from ${min} to ${max}`,
-    );
   }
 }

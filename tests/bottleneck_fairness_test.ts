@@ -1,0 +1,112 @@
+/**
+ * Flows of the real reliable channel sharing one simulated bottleneck with
+ * a drop-tail queue of one bandwidth-delay product, at other rates and
+ * delays than tests/bottleneck_simulation_test.ts: three flows started
+ * together, a flow that starts late, and goodput under bursts of loss
+ * (Gilbert-Elliott). Deterministic for a seed; where loss is random, each
+ * case runs three seeds.
+ */
+import { assert } from "@std/assert";
+import { goodputBetween, runBottleneck } from "./_bottleneck_flows.ts";
+
+/** A link: rate in bytes a second, one-way delay in ms. */
+interface Link {
+  rate: number;
+  delayMs: number;
+}
+
+const LINKS: Link[] = [
+  { rate: 8_000_000, delayMs: 20 },
+  { rate: 4_000_000, delayMs: 10 },
+  { rate: 4_000_000, delayMs: 40 },
+];
+
+function bdp(link: Link): number {
+  return link.rate * 2 * link.delayMs / 1000;
+}
+
+function describe(link: Link): string {
+  return `${link.rate / 1e6} MB/s, ${link.delayMs} ms`;
+}
+
+/** Largest over smallest of the flows' goodputs. */
+function spread(goodputs: number[]): number {
+  return Math.max(...goodputs) / Math.min(...goodputs);
+}
+
+Deno.test("bottleneck: three flows started together share the link within 1.5x", async (t) => {
+  const cases: [Link, number, number][] = [
+    ...LINKS.map((link): [Link, number, number] => [link, 0, 1]),
+    ...[1, 2, 3].map((seed): [Link, number, number] => [LINKS[0], 0.01, seed]),
+  ];
+  for (const [link, loss, seed] of cases) {
+    await t.step(`${describe(link)}, ${loss * 100}% loss, seed ${seed}`, () => {
+      const run = runBottleneck({
+        ...link,
+        queue: bdp(link),
+        loss,
+        seed,
+        flows: [{}, {}, {}],
+        untilMs: 12_000,
+      });
+      const goodputs = run.flows.map((flow) => goodputBetween(flow, 100, 30, 120));
+      const shares = goodputs.map((g) => (g / link.rate).toFixed(2));
+      assert(spread(goodputs) <= 1.5, `shares ${shares}`);
+      const total = goodputs.reduce((a, b) => a + b, 0) / link.rate;
+      assert(total >= 0.85, `together ${total.toFixed(2)} of the link`);
+    });
+  }
+});
+
+Deno.test("bottleneck: a flow that starts late is within 1.5x of the first 3 s later", async (t) => {
+  const cases: [Link, number, number][] = [
+    ...LINKS.map((link): [Link, number, number] => [link, 0, 1]),
+    [{ rate: 2_000_000, delayMs: 20 }, 0, 1],
+    ...[1, 2, 3].map((seed): [Link, number, number] => [LINKS[0], 0.01, seed]),
+  ];
+  for (const [link, loss, seed] of cases) {
+    await t.step(`${describe(link)}, ${loss * 100}% loss, seed ${seed}`, () => {
+      const run = runBottleneck({
+        ...link,
+        queue: bdp(link),
+        loss,
+        seed,
+        flows: [{}, { startMs: 4000 }],
+        untilMs: 12_000,
+      });
+      // From 7 s (3 s after the second started) to 12 s.
+      const goodputs = run.flows.map((flow) => goodputBetween(flow, 100, 70, 120));
+      const shares = goodputs.map((g) => (g / link.rate).toFixed(2));
+      assert(spread(goodputs) <= 1.5, `shares ${shares}`);
+    });
+  }
+});
+
+Deno.test("bottleneck: bursts of loss (Gilbert-Elliott) do not collapse goodput", async (t) => {
+  const link = LINKS[0];
+  const file = 16 * 1024 * 1024;
+  // Loss each way, mean burst length in packets, the least share of the link.
+  const cases: [number, number, number][] = [[0.01, 8, 0.75], [0.05, 3, 0.6]];
+  for (const [loss, burst, least] of cases) {
+    for (const seed of [1, 2]) {
+      await t.step(
+        `${loss * 100}% loss in bursts of ${burst}, seed ${seed}: at least ${least}`,
+        () => {
+          const run = runBottleneck({
+            ...link,
+            queue: bdp(link),
+            loss,
+            burst,
+            seed,
+            flows: [{ bytes: file }],
+            untilMs: 120_000,
+          });
+          const flow = run.flows[0];
+          assert(flow.finishedMs !== undefined, `delivered ${flow.delivered} of ${file} bytes`);
+          const share = file / (flow.finishedMs! / 1000) / link.rate;
+          assert(share >= least, `${share.toFixed(3)} of the link`);
+        },
+      );
+    }
+  }
+});
