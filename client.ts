@@ -70,7 +70,9 @@ With piped input or --script it runs the commands in order and stops at the
 first failure (exit 1).
 
 Flags:
-  --server HOST:PORT  the server's UDP address (default localhost:${DEFAULT_SERVER_PORT}; asked on a terminal)
+  --server HOST:PORT  the server's UDP address (default localhost:${DEFAULT_SERVER_PORT}; asked on a terminal);
+                      HOST:PORT,HOST:PORT,... for instances sharing one Redis: the client
+                      moves to the next when one stops answering
   --name NAME         the name to register under (asked on a terminal as first and last name)
   --tcp-port N        this client's TCP port, 1024 to 65535 (default ${DEFAULT_TCP_PORT}; asked on a terminal)
   --udp-port N        this client's UDP port; 0 picks a free one (default 0)
@@ -111,6 +113,8 @@ ${COMMAND_HELP.map(([usage, text]) => `  ${usage.padEnd(18)}  ${text}`).join("\n
 
 interface ClientFlags {
   server?: { host: string; port: number };
+  /** Other instances after the first in `--server a:3000,b:3000`. */
+  failover?: { host: string; port: number }[];
   name?: string;
   tcpPort?: number;
   udpPort: number;
@@ -187,7 +191,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     if (problem !== undefined) throw new UsageError(`--name: ${problem}`);
   }
   return {
-    server: parsed.server === undefined ? undefined : parseServer(parsed.server),
+    ...serverFlag(parsed.server),
     name,
     tcpPort: parsed["tcp-port"] === undefined
       ? undefined
@@ -213,6 +217,13 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     channelMode: channelMode === "stop-and-wait" ? "stop_and_wait" : channelMode,
     serverKey,
   };
+}
+
+/** Reads `--server`: one address, or several instances of one service, comma-separated. */
+function serverFlag(text: string | undefined): Pick<ClientFlags, "server" | "failover"> {
+  if (text === undefined) return {};
+  const [server, ...failover] = text.split(",").map((part) => parseServer(part));
+  return { server, failover };
 }
 
 /**
@@ -570,6 +581,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     client = opened.client = await ClientDriver.open({
       serverHost: settings.server.host,
       serverPort: settings.server.port,
+      failover: settings.failover,
       udpPort: settings.udpPort,
       tcpPort: settings.tcpPort,
       name: settings.name,

@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
+import { StoreError } from "./lib/server/store.ts";
 import { ServerDriver } from "./lib/io/server_driver.ts";
 import { userCommand } from "./lib/cli/user_command.ts";
 import { UsersFileError } from "./lib/io/users_file.ts";
@@ -72,6 +73,9 @@ Flags:
                       when --udp-port is 0)
   --data-dir DIR      where registrations.json, server.key, users.json, files/ and
                       server.lock live (default ./data)
+  --store URL         keep the registry in Redis, shared by every instance given the
+                      same URL: redis://HOST:PORT[/DB] (default: DATA-DIR's file);
+                      Redis must run with appendonly yes and appendfsync always
   --auth MODE         open (register creates an identity; default) or password
                       (accounts from the users file, added with: user add NAME)
   --users FILE        password mode's users file (default DATA-DIR/users.json)
@@ -132,6 +136,7 @@ interface ServerFlags {
   /** The second UDP port; 0 picks a free one; undefined: none. */
   udpPort2: number | undefined;
   dataDir: string;
+  store?: string;
   logDir: string;
   logLevel: LogLevelName;
   logFormat: LogFormatName;
@@ -214,6 +219,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
     udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
+    store: parsed.store,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
     logFormat: logFormatFlag(parsed["log-format"]),
@@ -402,6 +408,7 @@ async function main(args: string[]): Promise<number> {
       tcpPort: flags.tcpPort,
       udpPort2: flags.udpPort2,
       dataDir: flags.dataDir,
+      store: flags.store,
       version: VERSION,
       onEvent: printEvent,
       auth: flags.auth,
@@ -438,7 +445,9 @@ async function main(args: string[]): Promise<number> {
   if (server.udpPort2 !== 0) {
     console.log(`Server UDP listening on port ${server.udpPort2} for address discovery`);
   }
-  console.log(`Registry: ${server.core.registry.size} registered, in ${flags.dataDir}`);
+  console.log(
+    `Registry: ${server.core.registry.size} registered, in ${flags.store ?? flags.dataDir}`,
+  );
   console.log(`Server key: ${server.fingerprint} (clients pin it: --server-key)`);
   console.log(
     `Logins: ${flags.auth}` +
@@ -578,7 +587,7 @@ function startFailure(error: unknown, flags: ServerFlags): string {
   if (
     error instanceof RegistryFileError || error instanceof DataDirLockedError ||
     error instanceof UsersFileError || error instanceof BlobStoreError ||
-    error instanceof ServerIdentityFileError
+    error instanceof ServerIdentityFileError || error instanceof StoreError
   ) {
     return error.message;
   }

@@ -55,23 +55,28 @@ export class UdpRequester implements Disposable {
   readonly #loop: Promise<void>;
   readonly #record: Uint8Array[] | undefined;
   readonly #guard: ServerGuard;
+  /** Messages go in clear: for an echo server as a baseline (a version 3 server refuses them). */
+  readonly #clear: boolean;
   #nextReqId: number;
   #closed = false;
 
   /**
    * Binds the socket and starts reading replies.
    *
-   * @param options the local address to bind, the server's UDP address, and
-   *   where to record each request's bytes as first sent
+   * @param options the local address to bind, the server's UDP address,
+   *   where to record each request's bytes as first sent, and whether to
+   *   speak in clear (to an echo server, as a baseline)
    */
   constructor(
     options: {
       hostname: string;
       server: { hostname: string; port: number };
       record?: Uint8Array[];
+      clear?: boolean;
     },
   ) {
     this.#record = options.record;
+    this.#clear = options.clear === true;
     this.#socket = Deno.listenDatagram({ transport: "udp", hostname: options.hostname, port: 0 });
     this.localPort = (this.#socket.addr as Deno.NetAddr).port;
     this.#server = { transport: "udp", ...options.server };
@@ -112,7 +117,10 @@ export class UdpRequester implements Disposable {
     let attempts = 0;
     const attempt = () => {
       if (this.#closed || performance.now() >= deadline) return resolve(undefined);
-      const datagrams = this.#guard.outgoing(message, performance.now(), ++attempts);
+      attempts++;
+      const datagrams = this.#clear
+        ? [encodeMessage(message)]
+        : this.#guard.outgoing(message, performance.now(), attempts);
       if (attempts === 1) this.#record?.push(...datagrams);
       for (const bytes of datagrams) this.send(bytes);
       timer = setTimeout(attempt, options.retransmitMs ?? 250);
@@ -146,9 +154,19 @@ export class UdpRequester implements Disposable {
         if (this.#closed || error instanceof Deno.errors.BadResource) return;
         continue; // an ICMP error from an earlier send: the socket is fine
       }
-      const input = this.#guard.incoming(data.slice(), performance.now());
-      for (const bytes of input.send) this.send(bytes);
-      for (const message of input.messages) {
+      let messages: Message[];
+      if (this.#clear) {
+        try {
+          messages = [decodeMessage(data.slice())];
+        } catch {
+          continue;
+        }
+      } else {
+        const input = this.#guard.incoming(data.slice(), performance.now());
+        for (const bytes of input.send) this.send(bytes);
+        messages = input.messages;
+      }
+      for (const message of messages) {
         if ("reqId" in message) this.#waiting.get(message.reqId)?.(message);
       }
     }

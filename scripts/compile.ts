@@ -59,7 +59,10 @@ export const PROGRAMS: readonly Program[] = [
       "--allow-net",
       "--allow-read",
       "--allow-write",
-      `--allow-env=${envNames(SERVER_FLAGS).join(",")}`,
+      // node-redis reads these two debugging switches when it connects.
+      `--allow-env=${
+        [...envNames(SERVER_FLAGS), "REDIS_DEBUG_MAINTENANCE", "REDIS_EMIT_DIAGNOSTICS"].join(",")
+      }`,
     ],
   },
   {

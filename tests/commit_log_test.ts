@@ -32,6 +32,25 @@ Deno.test("CommitLog.failed() fails every change not yet durable, newest first",
   assertEquals(log.persisted(3), ["c"]);
 });
 
+Deno.test("CommitLog with several writes in flight hands out each new version at once", () => {
+  const log = new CommitLog<string>(2);
+  log.hold("a");
+  assertEquals(log.nextSnapshot(), 1);
+  assertEquals(log.nextSnapshot(), undefined, "nothing new to write");
+  log.hold("b");
+  assertEquals(log.nextSnapshot(), 2, "a second write while the first is under way");
+  log.hold("c");
+  assertEquals(log.nextSnapshot(), undefined, "at most two in flight");
+  assertEquals(log.persisted(1), ["a"]);
+  assertEquals(log.nextSnapshot(), 3);
+  assertEquals(log.persisted(2), ["b"]);
+  assertEquals(log.failed(3), ["c"]);
+  assertEquals(log.hasUnsavedChanges, false);
+  assertEquals(log.nextSnapshot(), undefined);
+  log.hold("d");
+  assertEquals(log.nextSnapshot(), 4);
+});
+
 Deno.test("CommitLog.touch() asks for a snapshot with nothing to release", () => {
   const log = new CommitLog<string>();
   log.touch();

@@ -2,14 +2,16 @@
  * The client's ServerChannel against the server's ClientChannels, with no
  * network between them: the handshake, queued messages, both directions,
  * tampered and replayed input dropped without a reply or effect, a
- * man-in-the-middle's key refused, rekeying, and re-handshaking after a
- * server restart.
+ * man-in-the-middle's key refused, rekeying, re-handshaking after a server
+ * restart, and with another instance of the same key after a failover.
  */
 import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import { SeededRandom } from "../lib/random.ts";
 import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { type ChannelInput, ServerChannel } from "../lib/client/server_channel.ts";
 import { ClientChannels } from "../lib/server/client_channels.ts";
+import { ServerGuard } from "../lib/client/server_guard.ts";
+import { decodeMessage } from "../lib/wire/codec.ts";
 
 const encoder = new TextEncoder(), decoder = new TextDecoder();
 const ROUTE = "udp 127.0.0.1 40000";
@@ -197,4 +199,43 @@ Deno.test("ClientChannels answers an initiation under load with a cookie for its
   if (served.kind !== "reply") throw new Error(`expected a response, got ${served.kind}`);
   assertEquals(served.bytes[3], 0x82);
   assertEquals(server.size, 1);
+});
+
+Deno.test("ServerGuard.moved handshakes at once with another instance of the same key, and only the same key", () => {
+  const random = new SeededRandom(9);
+  const serverKeys = generateKeyPair(random);
+  const guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+    pinnedKey: serverKeys.publicKey,
+  });
+  const heartbeat = {
+    type: "heartbeat",
+    reqId: 7,
+    client: "00000000000000aa",
+    token: new Uint8Array(16),
+  } as const;
+  const a = new ClientChannels({ staticKeyPair: serverKeys, random });
+  const { replies } = toServer(a, guard.outgoing(heartbeat, 0, 1), 0);
+  assertEquals(guard.incoming(replies[0], 5).send.length, 1, "the queued heartbeat");
+  // Instance A is gone; B holds the same key but has no session with this client.
+  const b = new ClientChannels({ staticKeyPair: serverKeys, random });
+  const moved = guard.moved(100);
+  assertEquals(moved.length, 1);
+  const answer = toServer(b, moved, 100).replies;
+  assertEquals(answer.length, 1, "B answers the initiation");
+  guard.incoming(answer[0], 105);
+  const opened = b.receive(guard.outgoing(heartbeat, 110, 2)[0], ROUTE, SOURCE, 110);
+  assertEquals(opened.kind === "message" && decodeMessage(opened.plaintext).type, "heartbeat");
+  // An instance with another key cannot complete it: the pin holds across instances.
+  const impostor = new ClientChannels({ staticKeyPair: generateKeyPair(random), random });
+  assertEquals(toServer(impostor, guard.moved(200), 200).replies, []);
+  // Before the key is known there is nothing to move.
+  const fresh = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+  });
+  assertEquals(fresh.moved(0), []);
 });

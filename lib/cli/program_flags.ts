@@ -37,6 +37,7 @@ export const SERVER_FLAGS: FlagSpec = {
     "tcp-idle",
     "tcp-frame-timeout",
     "metrics",
+    "store",
   ],
   booleans: ["help", "version", "log-stderr"],
 };

@@ -150,6 +150,19 @@ export class ServerGuard {
     return [this.#ownHello()];
   }
 
+  /**
+   * Starts a new handshake at once, with the same key: the client moved to
+   * another instance of the service (`server_failover.ts`), which holds the
+   * same server key but has no session with this client. An instance with
+   * another key cannot complete it, so the pin holds across instances.
+   *
+   * @param now current time, ms
+   * @returns the initiation to send to the new instance, or none before the key is known
+   */
+  moved(now: number): Uint8Array[] {
+    return this.#channel === undefined ? [] : [this.#channel.initiate(now)];
+  }
+
   /** A clear `hello` of the guard's own, to learn (or check) the server's key. */
   #ownHello(): Uint8Array {
     const reqId = OWN_HELLO_BASE + (this.#ownHellos++ & 0xffff);

@@ -1,9 +1,10 @@
 /**
  * Runs the {@linkcode ClientCore} on real sockets: a UDP socket for requests
  * to the server, a TCP connection opened when first needed, and one
- * wall-clock timer for retransmissions. Every message to the server goes
- * through the sans-I/O `ServerGuard` (UDP) or a `ServerChannel` per TCP
- * connection (protocol version 3).
+ * wall-clock timer for retransmissions; the work lives in the core, the
+ * transfer disk, the download and the failover (`server_failover.ts`).
+ * Every message to the server goes through the sans-I/O `ServerGuard` (UDP)
+ * or a `ServerChannel` per TCP connection (protocol version 3).
  *
  * Over 700 lines: the secure channel's wiring (pins, TCP handshakes) came on
  * top of a file already near the limit; the TCP path (connect, handshake,
@@ -11,10 +12,12 @@
  *
  * @module
  */
-import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
+import { ServerFailover } from "./server_failover.ts";
+import { resolveServer } from "./resolve_server.ts";
+
+export { resolveServer, ServerNameError } from "./resolve_server.ts";
 import { downloadPath, ServerDownload } from "./server_download.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import { hostPort } from "../host_port.ts";
@@ -82,6 +85,11 @@ export interface ClientConfig {
   serverKey?: string;
   /** Where server keys are trusted on first use (`known_servers.json`); none kept if absent. */
   knownServersFile?: string;
+  /**
+   * Other instances of the service, moved to when one stops answering
+   * (`server_failover.ts`); they must hold the same server key.
+   */
+  failover?: readonly { host: string; port: number }[];
 }
 
 /** How long a TCP connection may take to finish its handshake, ms. */
@@ -100,38 +108,6 @@ export interface TransferProgress {
 }
 
 const log = getLogger(["switchboard", "client"]);
-
-/** Thrown by {@linkcode ClientDriver.open} when the server's host name does not resolve. */
-export class ServerNameError extends Error {
-  /** @param message what is wrong, one sentence */
-  constructor(message: string) {
-    super(message);
-    this.name = "ServerNameError";
-  }
-}
-
-/**
- * The address datagrams to the server go to: an IP address as given, or the
- * first address a host name resolves to (the system's resolver, so
- * `/etc/hosts` counts), looked up once rather than on every send, and so
- * that a name that does not resolve fails at once instead of after every
- * retry.
- *
- * @param host an IP address or a host name
- * @returns the IP address to send to
- * @throws {ServerNameError} if the name does not resolve
- */
-export async function resolveServer(host: string): Promise<string> {
-  if (host === "localhost") return "127.0.0.1";
-  if (isIP(host) !== 0) return host;
-  try {
-    return (await lookup(host)).address;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    const why = code === "ENOTFOUND" ? "no such host" : (error as Error).message;
-    throw new ServerNameError(`Cannot resolve the server name "${host}": ${why}`);
-  }
-}
 
 /**
  * A running client.
@@ -152,6 +128,7 @@ export class ClientDriver {
   #core: ClientCore;
   #udp: UdpSocket;
   #serverAddress: string;
+  #failover: ServerFailover;
   #tcp: FramedConnection | undefined;
   #tcpChannel: ServerChannel | undefined;
   #tcpReady: PromiseWithResolvers<void> | undefined;
@@ -179,7 +156,7 @@ export class ClientDriver {
   private constructor(
     config: ClientConfig,
     udp: UdpSocket,
-    serverAddress: string,
+    failover: ServerFailover,
     pinnedKey: Uint8Array | undefined,
   ) {
     this.#config = config;
@@ -192,7 +169,8 @@ export class ClientDriver {
       pinFile: config.knownServersFile,
     });
     this.#udp = udp;
-    this.#serverAddress = serverAddress;
+    this.#failover = failover;
+    this.#serverAddress = failover.current.address;
     this.udpPort = udp.localPort;
     this.#core = new ClientCore({
       random: cryptoRandom,
@@ -245,6 +223,12 @@ export class ClientDriver {
         return [];
       });
     const pin = pins.find((p) => p.server.toLowerCase() === server);
+    const failover = new ServerFailover([
+      { host: config.serverHost, address: serverAddress, port: config.serverPort },
+      ...await Promise.all(
+        (config.failover ?? []).map(async (o) => ({ ...o, address: await resolveServer(o.host) })),
+      ),
+    ]);
     const hostname = serverAddress.includes(":") ? "::" : "0.0.0.0";
     const udp = UdpSocket.open({ hostname, port: config.udpPort });
     log.info("Client {pid} started on UDP port {udpPort}; server {server}", {
@@ -252,7 +236,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return new ClientDriver(config, udp, serverAddress, pin && fromHex(pin.publicKey));
+    return new ClientDriver(config, udp, failover, pin && fromHex(pin.publicKey));
   }
 
   /** True once `close` has begun. */
@@ -470,10 +454,12 @@ export class ClientDriver {
     return this.#udp.receiveEach((datagram) => {
       if (datagram.data.length > MAX_DATAGRAM_BYTES) return;
       const address = unmapped(datagram.address);
-      if (address === this.#serverAddress && datagram.port === this.#config.serverPort) {
+      const current = this.#failover.current;
+      if (this.#failover.isInstance(address, datagram.port)) {
+        if (address === current.address && datagram.port === current.port) this.#failover.heard();
         return this.#fromServer(datagram.data);
       }
-      if (address === this.#serverAddress && datagram.port === this.#reflectPort) {
+      if (address === current.address && datagram.port === this.#reflectPort) {
         return this.#fromReflector(datagram.data);
       }
       try {
@@ -509,9 +495,8 @@ export class ClientDriver {
   #fromServer(data: Uint8Array): void {
     const now = systemClock.now();
     const input = this.#guard.incoming(data, now);
-    for (const bytes of input.send) {
-      this.#sendUdp(bytes, this.#serverAddress, this.#config.serverPort);
-    }
+    const { address, port } = this.#failover.current;
+    for (const bytes of input.send) this.#sendUdp(bytes, address, port);
     if (input.dropped !== undefined) {
       log.debug("Dropped a datagram from the server: {reason}", { reason: input.dropped });
     }
@@ -677,15 +662,21 @@ export class ClientDriver {
         reqId,
         attempt,
       });
-      if (port !== undefined && port !== this.#config.serverPort) {
+      const now = systemClock.now();
+      if (port !== undefined && port !== this.#failover.current.port) {
         // The second port (address discovery) has no session: `reflect` goes
-        // there in clear, padded, holding nothing secret.
+        // there in clear, padded, holding nothing secret. It may go
+        // unanswered by design (a NAT that filters): no failover for it.
         this.#reflectPort = port;
-        this.#sendUdp(bytes, this.#serverAddress, port);
+        this.#sendUdp(bytes, this.#failover.current.address, port);
         return;
       }
-      for (const sealed of this.#guard.outgoing(message, systemClock.now(), attempt)) {
-        this.#sendUdp(sealed, this.#serverAddress, this.#config.serverPort);
+      const from = this.#failover.current;
+      const to = this.#failover.target("reqId" in message, now);
+      // Another instance (same key, no session with us): handshake with it at once.
+      const moved = to === from ? [] : this.#guard.moved(now);
+      for (const sealed of [...moved, ...this.#guard.outgoing(message, now, attempt)]) {
+        this.#sendUdp(sealed, to.address, to.port);
       }
       return;
     }

@@ -1,7 +1,7 @@
 /**
  * What the server driver (`server_driver.ts`) needs to start: addresses,
- * the data directory, the mode, and every limit, as `server.ts` makes it
- * from its flags.
+ * the data directory, the store, the mode, and every limit, as `server.ts`
+ * makes it from its flags; and where the users file is (`usersPath`).
  *
  * @module
  */
@@ -23,6 +23,8 @@ export interface ServerConfig {
   udpPort2?: number;
   /** Where `registrations.json` lives. */
   dataDir: string;
+  /** Where the registry is kept: the data directory (default) or `redis://HOST:PORT[/DB]`. */
+  store?: string;
   /** The version reported to clients. */
   version: string;
   /** Called for every event after it is logged (the console uses it). */
@@ -48,4 +50,14 @@ export interface ServerConfig {
   limits?: ServerLimits;
   /** Told what comes in and goes out, every event and registry write (for `/metrics`). */
   observer?: ServerObserver;
+}
+
+/**
+ * Where password mode's users file is.
+ *
+ * @param config the server's settings
+ * @returns `usersFile`, or `users.json` in the data directory
+ */
+export function usersPath(config: ServerConfig): string {
+  return config.usersFile ?? `${config.dataDir}/users.json`;
 }

@@ -1,10 +1,13 @@
 /**
  * Runs the {@linkcode ServerCore} on real sockets: UDP datagrams and TCP
- * frames in, replies out, registry changes made durable
- * (`registry_file.ts`) before the replies they hold are released. Every
- * datagram and frame after a clear `hello` goes through the sans-I/O
- * `ClientChannels` (protocol version 3); the second UDP port (address
- * discovery) answers clear, padded `reflect` only.
+ * frames in, replies out, registry changes made durable in the store
+ * (`store_writer.ts`: the data directory's files, or Redis) before the
+ * replies they hold are released. Every datagram and frame after a clear
+ * `hello` goes through the sans-I/O `ClientChannels` (protocol version 3);
+ * the second UDP port (address discovery) answers clear, padded `reflect`
+ * only. Instances sharing one Redis must share one server key too
+ * (`server_identity.json`): a client that fails over re-handshakes with the
+ * same pinned key.
  *
  * Over 700 lines (it was 716 before version 3): the UDP intake (admission,
  * the secure layer, the version 2 refusal) is the part to move into its own
@@ -16,7 +19,6 @@ import { getLogger } from "@logtape/logtape";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
-import type { RegistryJson } from "../server/registry.ts";
 import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { serverEventText } from "../server/server_event_text.ts";
@@ -39,12 +41,16 @@ import { UsersFileWatch } from "./users_file_watch.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { BindError } from "./bind_error.ts";
 import { lockDataDir } from "./data_dir_lock.ts";
-import { RegistryFile, RegistryFileError } from "./registry_file.ts";
+import { RegistryFileError } from "./registry_file.ts";
+import type { Registry } from "../server/registry.ts";
+import type { Store } from "../server/store.ts";
+import { openStore } from "./open_store.ts";
+import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
 import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
 import { SECURE_KIND } from "../crypto/secure_datagram.ts";
-import type { ServerConfig } from "./server_config.ts";
+import { type ServerConfig, usersPath } from "./server_config.ts";
 
 export type { ServerConfig } from "./server_config.ts";
 export type { ServerLimits } from "../server/admission.ts";
@@ -107,12 +113,12 @@ export class ServerDriver {
   #listener: Deno.TcpListener;
   #connections = new Map<number, FramedConnection>();
   #nextConnId = 1;
-  #persisting: Promise<void> = Promise.resolve();
+  #registryStore: Store;
+  #writer: StoreWriter;
   #loops: Promise<void>[] = [];
   #closed = false;
   #lock: Deno.FsFile;
   #storage: StorageDriver;
-  #registryFile: RegistryFile;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #users: UsersFileWatch | undefined;
@@ -130,14 +136,19 @@ export class ServerDriver {
     listener: Deno.TcpListener,
     lock: Deno.FsFile,
     store: BlobStore,
-    registryFile: RegistryFile,
+    registryStore: Store,
     udp2: UdpSocket | undefined,
     identity: ServerIdentity,
   ) {
     this.#lock = lock;
     this.#udp2 = udp2;
     this.udpPort2 = udp2?.localPort ?? 0;
-    this.#registryFile = registryFile;
+    this.#registryStore = registryStore;
+    this.#writer = new StoreWriter(registryStore, {
+      core,
+      drain: () => this.#drain(),
+      stored: (seconds, ok) => this.#config.observer?.stored(seconds, ok),
+    });
     this.fingerprint = identity.fingerprint;
     this.publicKey = identity.keyPair.publicKey;
     this.#channels = new ClientChannels({ staticKeyPair: identity.keyPair, random: cryptoRandom });
@@ -191,6 +202,7 @@ export class ServerDriver {
    * @param config addresses, ports, data directory
    * @returns the running server
    * @throws {RegistryFileError} if the data directory or a file in it is unusable
+   * @throws {StoreError} if the Redis store cannot be used
    * @throws {DataDirLockedError} if another server uses the data directory
    * @throws {BindError} if a socket cannot be bound
    */
@@ -208,13 +220,15 @@ export class ServerDriver {
     let udp: UdpSocket | undefined;
     let udp2: UdpSocket | undefined;
     let listener: Deno.TcpListener | undefined;
-    let registryFile: RegistryFile | undefined;
+    let registryStore: Store | undefined;
+    let registry: Registry;
     let secret: Uint8Array;
     let identity: ServerIdentity;
     let store: BlobStore | undefined;
     let users: UsersFileWatch | undefined;
     try {
-      registryFile = await RegistryFile.open(config.dataDir);
+      registryStore = await openStore(config.store, config.dataDir);
+      registry = await registryStore.load();
       if (config.auth === "password") users = await UsersFileWatch.open(usersPath(config));
       store = await BlobStore.open(config.dataDir);
       udp = bind(
@@ -239,14 +253,13 @@ export class ServerDriver {
       udp2?.close();
       listener?.close();
       await store?.close();
-      registryFile?.release();
+      await registryStore?.close();
       lock.close();
       if (isNew) await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
       throw error;
     }
     const storedFiles: [string, StoredFile[]][] = [];
     for (const user of store.allUsage().keys()) storedFiles.push([user, store.list(user)]);
-    const registry = registryFile.registry;
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
@@ -268,6 +281,8 @@ export class ServerDriver {
         ...config.limits,
         registerRate: config.limits?.registerRate ?? DEFAULT_REGISTER_RATE,
       },
+      writesInFlight: registryStore.shared ? SHARED_STORE_WRITES_IN_FLIGHT : 1,
+      sharedPresence: registryStore.shared,
     });
     const server = new ServerDriver(
       config,
@@ -276,10 +291,16 @@ export class ServerDriver {
       listener,
       lock,
       store,
-      registryFile,
+      registryStore,
       udp2,
       identity,
     );
+    try {
+      await server.#writer.listen();
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
     if ((config.expireAfterMs ?? 0) > 0) {
       // The first sweep for identities not seen, now rather than at the first request.
       core.onTimeout(systemClock.now());
@@ -383,18 +404,15 @@ export class ServerDriver {
     this.#drain();
     // New requests are ignored from here on; changes already made are written
     // and their replies sent before the sockets close.
-    while (true) {
-      const writing = this.#persisting;
-      await writing;
-      if (writing === this.#persisting && !this.#core.hasUnsavedChanges) break;
-    }
+    await this.#writer.idle();
+    await this.#writer.close();
     this.#udp.close();
     this.#udp2?.close();
     for (const conn of this.#connections.values()) conn.close();
     await Promise.all(this.#loops);
     while (this.#checks.size > 0) await Promise.allSettled([...this.#checks]);
     await this.#storage.close();
-    await this.#registryFile.close();
+    await this.#registryStore.close();
     clearTimeout(this.#timer);
     this.#lock.close();
     log.info("Server stopped");
@@ -714,7 +732,13 @@ export class ServerDriver {
           this.#send(out.to, out.message);
           break;
         case "persist":
-          this.#persist(out.version, out.registry);
+          this.#writer.persist(out.version, out, out.changes);
+          break;
+        case "login_store":
+          this.#writer.login(out.source, out.name, out.ok);
+          break;
+        case "presence_store":
+          this.#writer.presence(out.op, out.record, out.deadline);
           break;
         case "event":
           this.#event(out.event);
@@ -807,23 +831,6 @@ export class ServerDriver {
     this.#lastWrite.set(to.connId!, written);
   }
 
-  #persist(version: number, registry: RegistryJson): void {
-    this.#persisting = this.#persisting.then(async () => {
-      const started = performance.now();
-      const stored = (ok: boolean) =>
-        this.#config.observer?.stored((performance.now() - started) / 1000, ok);
-      try {
-        await this.#registryFile.save(registry);
-        stored(true);
-        this.#core.persisted(version, systemClock.now());
-      } catch (error) {
-        stored(false);
-        this.#core.persistFailed(version, error instanceof Error ? error.message : String(error));
-      }
-      this.#drain();
-    });
-  }
-
   #event(event: ServerEvent): void {
     const { level, text: raw } = serverEventText(event);
     const text = raw.replaceAll("{", "{{").replaceAll("}", "}}");
@@ -855,10 +862,6 @@ function routeOf(endpoint: Endpoint): string {
   return endpoint.transport === "udp"
     ? `udp ${endpoint.address} ${endpoint.port}`
     : `tcp ${endpoint.connId}`;
-}
-
-function usersPath(config: ServerConfig): string {
-  return config.usersFile ?? `${config.dataDir}/users.json`;
 }
 
 function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {

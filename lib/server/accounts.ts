@@ -172,6 +172,21 @@ export class Accounts {
     this.#storage = options.storage;
   }
 
+  /**
+   * Counts a failed (`ok` false) or successful login another instance saw,
+   * so that one source's failures spread over instances block it for the
+   * name together.
+   *
+   * @param now current time, ms
+   * @param source the source's address key (`addressKey`)
+   * @param key the name key
+   * @param ok true for a success (which clears the failures)
+   */
+  loginElsewhere(now: number, source: string, key: string, ok: boolean): void {
+    if (ok) this.#limiter.succeeded(source, key);
+    else this.#limiter.failed(now, source, key);
+  }
+
   /** `open` or `password`. */
   get auth(): AuthMode {
     return this.#auth;
@@ -516,7 +531,7 @@ export class Accounts {
    * @param now current time, ms
    */
   onTimeout(now: number): void {
-    const online = (name: string) => this.#directory.sessions.byName(name) !== undefined;
+    const online = (name: string) => this.#directory.isOnline(name);
     const lapsed = this.#expiry.lapsed(now, this.#registry.records(), online);
     for (const record of lapsed) {
       const lastSeen = record.lastSeenAt ?? record.registeredAt;

@@ -8,7 +8,8 @@
 
 /**
  * Held changes in order, numbered by version, with one snapshot write in
- * flight at a time.
+ * flight at a time, or up to `maxInFlight` for a store that applies writes
+ * in the order they were sent (Redis on one connection).
  *
  * @example
  * ```ts
@@ -25,7 +26,17 @@ export class CommitLog<T> {
   #held: { version: number; change: T }[] = [];
   #changeVersion = 0;
   #persistedVersion = 0;
-  #inFlight = false;
+  #requestedVersion = 0;
+  #inFlight = 0;
+  #maxInFlight: number;
+
+  /** @param maxInFlight writes that may be under way at once (default 1) */
+  constructor(maxInFlight = 1) {
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
+      throw new RangeError(`Cannot keep ${maxInFlight} writes in flight: need an integer >= 1`);
+    }
+    this.#maxInFlight = maxInFlight;
+  }
 
   /** True while a change is not yet durable (being written or waiting to be). */
   get hasUnsavedChanges(): boolean {
@@ -62,14 +73,16 @@ export class CommitLog<T> {
   }
 
   /**
-   * Says which version to write now, if any: none while a write is in
-   * flight or when everything is durable.
+   * Says which version to write now, if any: none while the most writes
+   * are in flight, or when every change is written or being written.
    *
    * @returns the version the snapshot to write will carry, or undefined
    */
   nextSnapshot(): number | undefined {
-    if (this.#inFlight || !this.hasUnsavedChanges) return undefined;
-    this.#inFlight = true;
+    if (this.#inFlight >= this.#maxInFlight) return undefined;
+    if (this.#requestedVersion >= this.#changeVersion) return undefined;
+    this.#inFlight++;
+    this.#requestedVersion = this.#changeVersion;
     return this.#changeVersion;
   }
 
@@ -80,7 +93,7 @@ export class CommitLog<T> {
    * @returns the changes it made durable, oldest first: release their replies
    */
   persisted(version: number): T[] {
-    this.#inFlight = false;
+    this.#inFlight = Math.max(0, this.#inFlight - 1);
     this.#persistedVersion = Math.max(this.#persistedVersion, version);
     const ready = this.#held.filter((h) => h.version <= version);
     this.#held = this.#held.filter((h) => h.version > version);
@@ -95,10 +108,11 @@ export class CommitLog<T> {
    * @returns the failed changes, newest first: undo them in this order
    */
   failed(version: number): T[] {
-    this.#inFlight = false;
+    this.#inFlight = Math.max(0, this.#inFlight - 1);
     const failed = this.#held.reverse().map((h) => h.change);
     this.#held = [];
     this.#persistedVersion = Math.max(version, this.#changeVersion);
+    this.#requestedVersion = this.#persistedVersion;
     return failed;
   }
 }

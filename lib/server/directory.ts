@@ -25,6 +25,7 @@ import {
 import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { type Session, SessionTable } from "./session_table.ts";
+import type { PresenceRecord } from "./store.ts";
 
 /** What the directory needs of the core that holds it. */
 export interface DirectoryHost {
@@ -40,6 +41,12 @@ export interface DirectoryHost {
 
 /** The requests the directory answers. */
 export type DirectoryRequest = MessageOf<"logout" | "heartbeat" | "list" | "lookup" | "watch">;
+
+/**
+ * How often a session's lease is written again to the shared store, at most,
+ * ms: its shared deadline trails the real one by less than this.
+ */
+const RENEW_EVERY_MS = 100;
 
 /** How many ended sessions are remembered, to tell their clients why. */
 const ENDED_SESSIONS_KEPT = 10_000;
@@ -69,16 +76,29 @@ export class Directory {
   #sessions: SessionTable;
   #feed = new PresenceFeed();
   #ended = new Map<string, EndedSession>();
+  /** True when sessions are shared with other instances (`presence_store` outputs). */
+  #shared: boolean;
+  /** The other instances' sessions, by name key. */
+  #remote = new Map<string, PresenceRecord>();
+  /** When each session's lease was last written to the shared store. */
+  #sharedAt = new WeakMap<Session, number>();
 
   /**
    * @param host the core's replies, events and outputs
-   * @param options the token source, the lease and the counter of resent news
+   * @param options the token source, the lease, the counter of resent news,
+   *   and whether sessions are shared with other instances
    */
   constructor(
     host: DirectoryHost,
-    options: { random: Random; leaseMs: number; stats: { presenceResent: number } },
+    options: {
+      random: Random;
+      leaseMs: number;
+      stats: { presenceResent: number };
+      shared?: boolean;
+    },
   ) {
     this.#host = host;
+    this.#shared = options.shared ?? false;
     this.#random = options.random;
     this.#stats = options.stats;
     this.#sessions = new SessionTable(options.leaseMs);
@@ -92,6 +112,17 @@ export class Directory {
   /** How many sessions watch presence news. */
   get watchers(): number {
     return this.#feed.size;
+  }
+
+  /**
+   * Tells whether a name is online here or, with shared presence, on
+   * another instance.
+   *
+   * @param name any name
+   * @returns true if it has a live session somewhere
+   */
+  isOnline(name: string): boolean {
+    return this.#sessions.byName(name) !== undefined || this.#remote.has(nameKey(name));
   }
 
   /**
@@ -189,6 +220,7 @@ export class Directory {
     this.#sendPresence(
       this.#feed.publish(now, PRESENCE_CHANGES.joined, onlineClient(now, session), token),
     );
+    this.#share(now, "join", session);
     this.#emitActive();
     return token;
   }
@@ -212,7 +244,10 @@ export class Directory {
     name: string | undefined,
   ): void {
     const session = this.#sessions.byToken(token);
-    if (session !== undefined) return this.#sessions.renew(now, session);
+    if (session !== undefined) {
+      this.#sessions.renew(now, session);
+      return this.#share(now, "renew", session);
+    }
     const ended = this.#ended.get(toHex(token));
     if (ended?.code !== "not_logged_in" || name === undefined) return;
     if (this.#sessions.byName(name) !== undefined) return;
@@ -251,11 +286,13 @@ export class Directory {
         return host.answer(from, request, { type: "logout_ok", reqId: request.reqId });
       case "heartbeat":
         this.#sessions.renew(now, session);
+        this.#share(now, "renew", session);
         return host.answer(from, request, { type: "heartbeat_ok", reqId: request.reqId });
       case "list":
         return host.answer(from, request, this.#list(now, from, request));
       case "lookup": {
-        const target = this.#sessions.byName(request.name);
+        const target = this.#sessions.byName(request.name) ??
+          this.#remote.get(nameKey(request.name));
         if (target === undefined) {
           return host.refuse(from, request, "not_online", `"${request.name}" is not online`);
         }
@@ -312,10 +349,83 @@ export class Directory {
     if (sessions.length > 0) this.#emitActive();
   }
 
+  /**
+   * Takes news of another instance's session: a join (or a move) is
+   * published to watchers unless the name has a session here, a leave too.
+   *
+   * @param now current time, ms
+   * @param op `join` or `leave`
+   * @param record the session
+   */
+  remoteChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
+    const key = nameKey(record.name);
+    const known = this.#remote.get(key);
+    const local = this.#sessions.byName(record.name) !== undefined;
+    if (op === "leave") {
+      if (known === undefined) return;
+      this.#remote.delete(key);
+      if (!local) this.#publishRemote(now, PRESENCE_CHANGES.left, known);
+      return;
+    }
+    this.#remote.set(key, record);
+    if (local || (known?.ip === record.ip && known.udpPort === record.udpPort)) return;
+    this.#publishRemote(now, PRESENCE_CHANGES.joined, record);
+  }
+
+  /**
+   * Replaces the other instances' sessions after news may have been lost,
+   * publishing the differences as joins and leaves.
+   *
+   * @param now current time, ms
+   * @param records every session of the other instances
+   */
+  remoteSynced(now: number, records: readonly PresenceRecord[]): void {
+    const fresh = new Set(records.map((r) => nameKey(r.name)));
+    for (const known of [...this.#remote.values()]) {
+      if (!fresh.has(nameKey(known.name))) this.remoteChanged(now, "leave", known);
+    }
+    for (const record of records) this.remoteChanged(now, "join", record);
+  }
+
+  #publishRemote(now: number, change: number, record: PresenceRecord): void {
+    this.#sendPresence(this.#feed.publish(now, change, onlineClient(now, record)));
+    this.#emitActive();
+  }
+
+  #share(now: number, op: "join" | "renew" | "leave", session: Session): void {
+    if (!this.#shared) return;
+    // A lease written less than RENEW_EVERY_MS ago is fresh enough: a flood
+    // of heartbeats costs the shared store one write per session per interval.
+    if (op === "renew" && now - (this.#sharedAt.get(session) ?? -Infinity) < RENEW_EVERY_MS) return;
+    this.#sharedAt.set(session, now);
+    const { name, ip, udpPort, tcpPort, since } = session;
+    this.#host.output({
+      type: "presence_store",
+      op,
+      record: { name, ip, udpPort, tcpPort, since },
+      deadline: now + this.#sessions.leaseMs,
+    });
+  }
+
+  /** Every online client, here and (shared presence) on other instances, by name. */
+  #online(after: string): (Session | PresenceRecord)[] {
+    const local = this.#sessions.list(after);
+    if (this.#remote.size === 0) return local;
+    const all: (Session | PresenceRecord)[] = [...local];
+    for (const [key, record] of this.#remote) {
+      if (key > after && this.#sessions.byName(key) === undefined) all.push(record);
+    }
+    return all.sort((a, b) => {
+      const x = nameKey(a.name);
+      const y = nameKey(b.name);
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+  }
+
   #list(now: number, from: Endpoint, request: MessageOf<"list">): Reply {
     const limit = from.transport === "udp" ? MAX_DATAGRAM_BYTES : MAX_FRAME_BYTES;
     const after = request.after === "" ? "" : nameKey(request.after);
-    const remaining = this.#sessions.list(after);
+    const remaining = this.#online(after);
     const clients: ReturnType<typeof onlineClient>[] = [];
     // Room for the header, reqId, total, more and count, then the items.
     let size = 4 + 4 + 4 + 1 + 2;
@@ -329,7 +439,7 @@ export class Directory {
     return {
       type: "list_page",
       reqId: request.reqId,
-      total: this.#sessions.size,
+      total: after === "" ? remaining.length : this.#online("").length,
       more: clients.length < remaining.length ? 1 : 0,
       clients,
     };
@@ -347,6 +457,9 @@ export class Directory {
     if (notice !== undefined) {
       this.#push(session, notice.reason, notice.message);
     }
+    this.#share(now, "leave", session);
+    // Still online on another instance (it moved there): no leave to tell.
+    if (this.#remote.has(nameKey(session.name))) return;
     this.#sendPresence(
       this.#feed.publish(now, PRESENCE_CHANGES.left, onlineClient(now, session), session.token),
     );
@@ -389,11 +502,11 @@ export class Directory {
   }
 
   #emitActive(): void {
-    this.#host.emit({ kind: "active", names: this.#sessions.list().map((s) => s.name) });
+    this.#host.emit({ kind: "active", names: this.#online("").map((s) => s.name) });
   }
 }
 
-function onlineClient(now: number, session: Session) {
+function onlineClient(now: number, session: Session | PresenceRecord) {
   return {
     name: session.name,
     ip: session.ip,

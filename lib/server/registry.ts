@@ -34,6 +34,15 @@ export interface RegistryRecord {
   readonly lastSeenAt?: string;
 }
 
+/**
+ * One change to the registry, as a store applies it: a record created (only
+ * if its name is free, or holds this very record), or a record removed (only
+ * if its name still holds the record with this key).
+ */
+export type RegistryChange =
+  | { readonly op: "put"; readonly record: RegistryRecord }
+  | { readonly op: "delete"; readonly name: string; readonly keySha256: string };
+
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
 export type RegistryJson = Record<string, {
   readonly ip: string;
@@ -67,6 +76,7 @@ export class RegistryFormatError extends Error {
  */
 export class Registry {
   #byKey = new Map<string, RegistryRecord>();
+  #journal: RegistryChange[] = [];
   #entries = new WeakMap<RegistryRecord, RegistryJson[string]>();
 
   /** How many clients are registered. */
@@ -94,6 +104,7 @@ export class Registry {
     const key = nameKey(record.name);
     if (this.#byKey.has(key)) throw new RangeError(`Cannot add "${record.name}": name is taken`);
     this.#byKey.set(key, record);
+    this.#journal.push({ op: "put", record });
   }
 
   /**
@@ -108,6 +119,7 @@ export class Registry {
       throw new RangeError(`Cannot replace "${record.name}": not registered`);
     }
     this.#byKey.set(key, record);
+    this.#journal.push({ op: "put", record });
   }
 
   /**
@@ -119,8 +131,50 @@ export class Registry {
   remove(name: string): RegistryRecord | undefined {
     const key = nameKey(name);
     const record = this.#byKey.get(key);
+    if (record === undefined) return undefined;
     this.#byKey.delete(key);
+    this.#journal.push({ op: "delete", name: record.name, keySha256: record.keySha256 });
     return record;
+  }
+
+  /**
+   * Hands over the changes made by `add`, `replace` and `remove` since the last call,
+   * for a store that writes changes rather than snapshots.
+   *
+   * @returns the changes, oldest first
+   */
+  takeChanges(): RegistryChange[] {
+    const changes = this.#journal;
+    this.#journal = [];
+    return changes;
+  }
+
+  /**
+   * Applies changes another server instance made (already durable in the
+   * shared store), without recording them as this instance's changes.
+   *
+   * @param changes the changes, oldest first
+   */
+  apply(changes: readonly RegistryChange[]): void {
+    for (const change of changes) {
+      if (change.op === "put") {
+        this.#byKey.set(nameKey(change.record.name), change.record);
+      } else {
+        const key = nameKey(change.name);
+        if (this.#byKey.get(key)?.keySha256 === change.keySha256) this.#byKey.delete(key);
+      }
+    }
+  }
+
+  /**
+   * Replaces every record with the shared store's, without recording
+   * changes (a resync after a lost subscription or a failed write).
+   *
+   * @param records every record the store holds
+   */
+  replaceAll(records: Iterable<RegistryRecord>): void {
+    this.#byKey.clear();
+    for (const record of records) this.#byKey.set(nameKey(record.name), record);
   }
 
   /** @returns every record, in registration order */
@@ -218,6 +272,7 @@ export class Registry {
         ...(lastSeen === undefined ? {} : { lastSeenAt: lastSeen }),
       });
     }
+    registry.takeChanges();
     return registry;
   }
 }

@@ -12,8 +12,12 @@
  * (register, deregister, login), `server_storage.ts` (server files) and
  * `admission.ts` (rate and connection limits, asked through `admit`,
  * `admitFrame`, `connectionOpened` and `checkConnection`), `reflector.ts`
- * (address discovery, on both UDP ports). It runs a little over 700 lines:
- * the routing table and the cross-cutting mechanisms belong together here.
+ * (address discovery, on both UDP ports).
+ *
+ * Over 700 lines: it is the core's one surface, every input a driver feeds
+ * (requests, timers, store results, other instances' news), the routing
+ * table and the cross-cutting mechanisms (replay cache, commit log); the
+ * work itself lives in the parts.
  *
  * @module
  */
@@ -37,13 +41,14 @@ import { CommitLog } from "./commit_log.ts";
 import type { ConnectionSample } from "./connection_limits.ts";
 import { Directory } from "./directory.ts";
 import { addressKey } from "./rate_limiter.ts";
-import type { Registry } from "./registry.ts";
+import type { Registry, RegistryChange, RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
 import { Reflector } from "./reflector.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
+import type { PresenceRecord } from "./store.ts";
 import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
 
 export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -131,6 +136,10 @@ export interface ServerCoreOptions {
   storedFiles?: Iterable<readonly [string, readonly StoredFile[]]>;
   /** Rate and connection limits (`lib/server/admission.ts`). */
   limits?: ServerLimits;
+  /** Registry writes under way at once: 1 for snapshots, more for an ordered store. */
+  writesInFlight?: number;
+  /** Share sessions and failed logins with other instances (`presence_store`, `login_store`). */
+  sharedPresence?: boolean;
   /** The server's second UDP port, told in `reflect_ok` (default 0: none). */
   udpPort2?: number;
 }
@@ -193,7 +202,9 @@ export class ServerCore {
   #admission: Admission;
   #sizing: ReplySizing;
   #reflector: Reflector;
-  #commits = new CommitLog<HeldReply>();
+  #commits: CommitLog<HeldReply>;
+  /** True when state is shared with other instances (`sharedPresence`). */
+  #shared: boolean;
   #storage: ServerStorage;
   #outputs: ServerOutput[] = [];
   #stats: ServerStats = {
@@ -212,6 +223,8 @@ export class ServerCore {
   /** @param options the registry, randomness and server facts */
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
+    this.#commits = new CommitLog(options.writesInFlight);
+    this.#shared = options.sharedPresence ?? false;
     this.#tcpPort = options.tcpPort;
     this.#serverKey = options.serverKey ?? new Uint8Array(32);
     this.#serverVersion = options.version;
@@ -232,6 +245,7 @@ export class ServerCore {
       random: options.random,
       leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
       stats: this.#stats,
+      shared: options.sharedPresence,
     });
     this.#admission = new Admission({
       ...host,
@@ -445,6 +459,65 @@ export class ServerCore {
       this.#replay.complete(h.client, h.reqId, h.failure);
       this.#send(h.to, h.request, h.failure, h.limit);
     }
+    // The undos restored memory to what is durable: nothing left to write.
+    this.#registry.takeChanges();
+  }
+
+  /**
+   * Applies registry changes another instance made durable in the shared store.
+   *
+   * @param changes the changes, oldest first
+   */
+  registryChanged(changes: readonly RegistryChange[]): void {
+    this.#registry.apply(changes);
+  }
+
+  /**
+   * Counts a login another instance saw (shared state): failures spread
+   * over instances block a name together.
+   *
+   * @param now current time, ms
+   * @param source the source's address key
+   * @param name the name key
+   * @param ok true if it succeeded
+   */
+  loginElsewhere(now: number, source: string, name: string, ok: boolean): void {
+    this.#accounts.loginElsewhere(now, source, name, ok);
+  }
+
+  /**
+   * Takes news of another instance's session (shared presence).
+   *
+   * @param now current time, ms
+   * @param op `join` (or moved) or `leave`
+   * @param record the session
+   */
+  presenceChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
+    this.#directory.remoteChanged(now, op, record);
+  }
+
+  /**
+   * Replaces what is known of the other instances' sessions (after a resubscribe).
+   *
+   * @param now current time, ms
+   * @param records every session of the other instances
+   */
+  presenceSynced(now: number, records: readonly PresenceRecord[]): void {
+    this.#directory.remoteSynced(now, records);
+  }
+
+  /**
+   * Replaces the registry with the shared store's (news may have been lost,
+   * or a write failed); only while `hasUnsavedChanges` is false.
+   *
+   * @param records every record the store holds
+   * @throws {RangeError} if changes are waiting to be written
+   */
+  registrySynced(records: Iterable<RegistryRecord>): void {
+    if (this.hasUnsavedChanges) {
+      throw new RangeError("Cannot resync the registry while changes are unsaved");
+    }
+    this.#registry.replaceAll(records);
   }
 
   /**
@@ -631,6 +704,18 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
+    if (this.#shared && request.type === "login") {
+      const failed = reply.type === "error" &&
+        (reply.code === ERROR_CODES.login_failed || reply.code === ERROR_CODES.locked_out);
+      if (failed || reply.type === "login_ok") {
+        this.#outputs.push({
+          type: "login_store",
+          source: addressKey(to.address),
+          name: nameKey(request.name),
+          ok: !failed,
+        });
+      }
+    }
     this.#send(to, request.type, reply, this.#sizing.limit(to, request));
   }
 
@@ -711,7 +796,16 @@ export class ServerCore {
   #requestPersist(): void {
     const version = this.#commits.nextSnapshot();
     if (version === undefined) return;
-    this.#outputs.push({ type: "persist", version, registry: this.#registry.toJson() });
+    const registry = this.#registry;
+    this.#outputs.push({
+      type: "persist",
+      version,
+      // A snapshot costs a pass over every record: made only if read, when polled.
+      get registry() {
+        return registry.toJson();
+      },
+      changes: this.#registry.takeChanges(),
+    });
   }
 
   #emit(event: ServerEvent): void {

@@ -9,7 +9,8 @@
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
-import type { RegistryJson } from "./registry.ts";
+import type { RegistryChange, RegistryJson } from "./registry.ts";
+import type { PresenceRecord } from "./store.ts";
 import type { StoredFile } from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
@@ -151,8 +152,34 @@ export type ServerEvent =
 /** What the core asks its driver to do. */
 export type ServerOutput =
   | { readonly type: "send"; readonly to: Endpoint; readonly message: Message }
-  | { readonly type: "persist"; readonly version: number; readonly registry: RegistryJson }
+  /**
+   * Make the registry durable as `version`, then call `persisted` (or
+   * `persistFailed`): a file store writes the snapshot (read it when
+   * polled: it is made on reading), a shared store applies the changes
+   * made since the previous `persist`.
+   */
+  | {
+    readonly type: "persist";
+    readonly version: number;
+    readonly registry: RegistryJson;
+    readonly changes: readonly RegistryChange[];
+  }
   | { readonly type: "event"; readonly event: ServerEvent }
+  /** Tell the other instances of a login that failed or succeeded here (shared state only). */
+  | {
+    readonly type: "login_store";
+    readonly source: string;
+    readonly name: string;
+    readonly ok: boolean;
+  }
+  /** Tell the other instances of a session of this one (shared presence only). */
+  | {
+    readonly type: "presence_store";
+    readonly op: "join" | "renew" | "leave";
+    readonly record: PresenceRecord;
+    /** When its lease runs out unless renewed, ms since the epoch. */
+    readonly deadline: number;
+  }
   /** Check a password against a hash, then call `passwordChecked(now, id, ok)`. */
   | {
     readonly type: "verify_password";

@@ -1,0 +1,520 @@
+/**
+ * The Redis store: the registry shared by several server instances.
+ *
+ * - Identities live in one hash (`<prefix>registry`, field = name key, value
+ *   = the record as JSON). A batch of changes is applied by one Lua script,
+ *   atomically: a create succeeds only if the name is free or already holds
+ *   this very record (a retried write), a delete only removes the record with
+ *   the key it names. A lost race is a {@linkcode StoreError} with
+ *   `conflict`, and the core undoes the change and answers with an error.
+ * - The same script publishes the batch on `<prefix>registry:news`; every
+ *   other instance applies it to its replica. Pub/sub loses what is
+ *   published while a subscriber is disconnected, so every resubscription
+ *   asks the listener to resync from the hash.
+ * - Durability: Redis must run with `appendonly yes` and
+ *   `appendfsync always` (it fsyncs before it replies); `open` checks both
+ *   with CONFIG GET and refuses to start otherwise.
+ * - No command waits for a reconnection (offline queue off) and every
+ *   command has a deadline: a Redis that is gone is a refusal, never a hang.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { createClient } from "redis";
+import {
+  Registry,
+  type RegistryChange,
+  type RegistryJson,
+  type RegistryRecord,
+} from "../server/registry.ts";
+import {
+  type PresenceRecord,
+  type Store,
+  StoreError,
+  type StoreListener,
+} from "../server/store.ts";
+import { nameKey } from "../wire/client_name.ts";
+
+/** How long a command may take before it counts as failed, ms. */
+export const REDIS_COMMAND_TIMEOUT_MS = 2000;
+
+type Client = ReturnType<typeof connectClient>;
+type Entry = RegistryJson[string] & { name: string };
+
+const APPLY_SCRIPT = `
+local changes = cjson.decode(ARGV[2])
+local now = {}
+local function current(key)
+  if now[key] ~= nil then return now[key] end
+  local v = redis.call('HGET', KEYS[1], key)
+  if v then return cjson.decode(v) end
+  return false
+end
+for _, c in ipairs(changes) do
+  local cur = current(c.key)
+  if c.op == 'put' then
+    if cur and (cur.key_sha256 ~= c.record.key_sha256 or cur.registered_by ~= c.record.registered_by) then
+      return {'conflict', c.record.name}
+    end
+    now[c.key] = c.record
+  elseif cur and cur.key_sha256 == c.key_sha256 then
+    now[c.key] = false
+  end
+end
+for key, value in pairs(now) do
+  if value then redis.call('HSET', KEYS[1], key, cjson.encode(value))
+  else redis.call('HDEL', KEYS[1], key) end
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+return {'ok', ''}
+`;
+
+// KEYS: leases (sorted set of deadlines), sessions (hash), news channel.
+// ARGV: op, name key, instance, deadline, record JSON. A session's hash value
+// is "<instance> <record>"; news is "<instance> <op> <record>".
+const PRESENCE_SCRIPT = `
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+local mine = cur and string.sub(cur, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. ' '
+if ARGV[1] == 'leave' then
+  if mine then
+    redis.call('ZREM', KEYS[1], ARGV[2])
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' leave ' .. ARGV[5])
+  end
+  return 0
+end
+if ARGV[1] == 'renew' and mine and redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[2])
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' join ' .. ARGV[5])
+return 1
+`;
+
+// KEYS as above; ARGV: now, most leases to end. Whoever removes a lease
+// publishes its leave, so each leave is told once.
+const SWEEP_SCRIPT = `
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, key in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], key)
+  local cur = redis.call('HGET', KEYS[2], key)
+  redis.call('HDEL', KEYS[2], key)
+  if cur then
+    local space = string.find(cur, ' ', 1, true)
+    redis.call('PUBLISH', KEYS[3], 'sweep leave ' .. string.sub(cur, space + 1))
+  end
+end
+return #expired
+`;
+
+/** Leases one sweep ends at most (the next sweep takes the rest). */
+const SWEEP_LIMIT = 500;
+
+/** Options of {@linkcode RedisStore.open}. */
+export interface RedisStoreOptions {
+  /** Prefix of every key and channel (default `sb:`). */
+  prefix?: string;
+  /** Start even if Redis is not set up to fsync every write (tests of the check only). */
+  allowUnsafe?: boolean;
+}
+
+/**
+ * The registry in Redis, shared by every instance that opens the same URL.
+ *
+ * @example
+ * ```ts
+ * const store = await RedisStore.open("redis://127.0.0.1:6379");
+ * const registry = await store.load();
+ * await store.close();
+ * ```
+ */
+export class RedisStore implements Store {
+  readonly kind = "redis";
+  readonly shared = true;
+  readonly url: string;
+  #client: Client;
+  #subscriber: Client | undefined;
+  #prefix: string;
+  /** Distinguishes this instance's own news from the others'. */
+  #origin = crypto.randomUUID();
+  #closed = false;
+  /** The SHA-1 of each loaded Lua script (Redis forgets them on restart). */
+  #shas = new Map<string, string>();
+
+  private constructor(url: string, client: Client, prefix: string) {
+    this.url = url;
+    this.#client = client;
+    this.#prefix = prefix;
+  }
+
+  /**
+   * Connects to Redis and checks it makes writes durable before replying.
+   *
+   * @param url `redis://HOST:PORT[/DB]`
+   * @param options key prefix
+   * @returns the store
+   * @throws {StoreError} if Redis is unreachable or not durable, in one line
+   */
+  static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
+    const client = connectClient(url);
+    try {
+      await withDeadline(client.connect(), `Cannot connect to Redis at ${url}`);
+    } catch (error) {
+      client.destroy();
+      throw new StoreError(`Cannot connect to Redis at ${url}: ${describe(error)}`);
+    }
+    const store = new RedisStore(url, client, options.prefix ?? "sb:");
+    try {
+      await store.#checkDurability(options.allowUnsafe ?? false);
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+    return store;
+  }
+
+  async #checkDurability(allowUnsafe: boolean): Promise<void> {
+    let config: Record<string, string>;
+    try {
+      config = await this.#run((c) => c.configGet("append*"), "check its configuration");
+    } catch (error) {
+      // A managed Redis may rename CONFIG; its operator vouches for durability.
+      getLogger(["switchboard", "server"]).warn(
+        "Cannot check that Redis at {url} fsyncs every write ({error}); " +
+          "it must run with appendonly yes and appendfsync always",
+        { url: this.url, error: describe(error) },
+      );
+      return;
+    }
+    if (allowUnsafe) return;
+    if (config.appendonly !== "yes" || config.appendfsync !== "always") {
+      throw new StoreError(
+        `Redis at ${this.url} has appendonly ${config.appendonly ?? "?"} and appendfsync ` +
+          `${config.appendfsync ?? "?"}; it needs appendonly yes and appendfsync always, ` +
+          "or acknowledged registrations could be lost",
+      );
+    }
+  }
+
+  /** @returns every registered client */
+  async load(): Promise<Registry> {
+    const all = await this.#run((c) => c.hGetAll(this.#key("registry")), "read the registry");
+    const json: RegistryJson = {};
+    for (const value of Object.values(all)) {
+      const entry = parseEntry(value);
+      if (entry !== undefined) json[entry.name] = entry;
+    }
+    try {
+      return Registry.fromJson(json);
+    } catch (error) {
+      throw new StoreError(`The registry in Redis at ${this.url} is not valid: ${describe(error)}`);
+    }
+  }
+
+  /** @returns every registered client's record */
+  async records(): Promise<RegistryRecord[]> {
+    return (await this.load()).records();
+  }
+
+  /**
+   * Applies changes atomically and publishes them to the other instances.
+   *
+   * @param _registry unused (Redis takes changes, not snapshots)
+   * @param changes the changes, oldest first
+   * @throws {StoreError} if Redis failed or another instance holds a name
+   */
+  async persist(_registry: RegistryJson, changes: readonly RegistryChange[]): Promise<void> {
+    if (changes.length === 0) return;
+    const options = {
+      keys: [this.#key("registry"), this.#key("registry:news")],
+      arguments: [this.#origin, JSON.stringify(changes.map(toWire))],
+    };
+    const result = await this.#script("apply", APPLY_SCRIPT, options, "save the registry") as [
+      string,
+      string,
+    ];
+    if (result[0] === "conflict") {
+      throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
+    }
+  }
+
+  /**
+   * Subscribes to the other instances' changes; after every resubscription
+   * (Redis restarted, connection lost) the listener is told to resync.
+   *
+   * @param listener told of changes and resyncs
+   */
+  async listen(listener: StoreListener): Promise<void> {
+    const subscriber = this.#client.duplicate();
+    subscriber.on("error", () => {});
+    let first = true;
+    subscriber.on("ready", () => {
+      if (first) first = false;
+      else listener.resync();
+    });
+    await withDeadline(subscriber.connect(), "Cannot subscribe to Redis");
+    this.#subscriber = subscriber;
+    await withDeadline(
+      subscriber.subscribe(this.#key("registry:news"), (message: string) => {
+        const space = message.indexOf(" ");
+        if (message.slice(0, space) === this.#origin) return;
+        const changes = parseChanges(message.slice(space + 1));
+        if (changes === undefined) listener.resync();
+        else listener.changed(changes);
+      }),
+      "Cannot subscribe to Redis",
+    );
+    await withDeadline(
+      subscriber.subscribe(this.#key("presence:news"), (message: string) => {
+        const [origin, op] = message.split(" ", 2);
+        if (origin === this.#origin || (op !== "join" && op !== "leave")) return;
+        const record = parsePresence(message.slice(origin.length + op.length + 2));
+        if (record !== undefined) listener.presence(op, record);
+      }),
+      "Cannot subscribe to Redis",
+    );
+    await withDeadline(
+      subscriber.subscribe(this.#key("logins"), (message: string) => {
+        const [origin, outcome, source, name] = message.split(" ", 4);
+        if (origin !== this.#origin && name !== undefined) {
+          listener.login(source, name, outcome === "ok");
+        }
+      }),
+      "Cannot subscribe to Redis",
+    );
+  }
+
+  /**
+   * Tells the other instances of a login that failed or succeeded here
+   * (pub/sub only: the counters live a lockout long, in each instance).
+   *
+   * @param source the source's address key (no spaces)
+   * @param name the name key (no spaces)
+   * @param ok true if it succeeded
+   */
+  async login(source: string, name: string, ok: boolean): Promise<void> {
+    await this.#run(
+      (c) =>
+        c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${source} ${name}`),
+      "publish a login",
+    );
+  }
+
+  /**
+   * Publishes a session of this instance (a Lua script: the lease in the
+   * sorted set, the session in the hash, the news on the channel). A renew
+   * of a lease a sweep ended joins again.
+   *
+   * @param op `join`, `renew` or `leave`
+   * @param record the session
+   * @param deadline when its lease runs out, ms since the epoch
+   */
+  async presence(
+    op: "join" | "renew" | "leave",
+    record: PresenceRecord,
+    deadline: number,
+  ): Promise<void> {
+    const { name, ip, udpPort, tcpPort, since } = record;
+    await this.#script("presence", PRESENCE_SCRIPT, {
+      keys: this.#presenceKeys(),
+      arguments: [
+        op,
+        nameKey(name),
+        this.#origin,
+        String(Math.round(deadline)),
+        JSON.stringify({ name, ip, udpPort, tcpPort, since }),
+      ],
+    }, "publish a session");
+  }
+
+  /**
+   * Ends every lease whose deadline is past, publishing each leave once.
+   *
+   * @param now the time, ms since the epoch
+   */
+  async sweep(now: number): Promise<void> {
+    await this.#script("sweep", SWEEP_SCRIPT, {
+      keys: this.#presenceKeys(),
+      arguments: [String(Math.floor(now)), String(SWEEP_LIMIT)],
+    }, "sweep the leases");
+  }
+
+  /** @returns the sessions of the other instances */
+  async presenceRecords(): Promise<PresenceRecord[]> {
+    const all = await this.#run((c) => c.hGetAll(this.#key("presence")), "read the sessions");
+    const records: PresenceRecord[] = [];
+    for (const value of Object.values(all) as string[]) {
+      const space = value.indexOf(" ");
+      if (value.slice(0, space) === this.#origin) continue;
+      const record = parsePresence(value.slice(space + 1));
+      if (record !== undefined) records.push(record);
+    }
+    return records;
+  }
+
+  #presenceKeys(): string[] {
+    return [this.#key("leases"), this.#key("presence"), this.#key("presence:news")];
+  }
+
+  /** Runs a Lua script by its SHA, loading it first, and again after a Redis restart. */
+  #script(
+    name: string,
+    script: string,
+    options: { keys: string[]; arguments: string[] },
+    what: string,
+  ): Promise<unknown> {
+    return this.#run(async (c) => {
+      let sha = this.#shas.get(name);
+      if (sha === undefined) {
+        sha = await c.scriptLoad(script);
+        this.#shas.set(name, sha);
+      }
+      try {
+        return await c.evalSha(sha, options);
+      } catch (error) {
+        if (!describe(error).startsWith("NOSCRIPT")) throw error;
+        sha = await c.scriptLoad(script);
+        this.#shas.set(name, sha);
+        return await c.evalSha(sha, options);
+      }
+    }, what);
+  }
+
+  /** Closes both connections. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const client of [this.#subscriber, this.#client]) {
+      if (client === undefined) continue;
+      if (client.isReady) await client.close().catch(() => client.destroy());
+      else client.destroy();
+    }
+  }
+
+  #key(name: string): string {
+    return this.#prefix + name;
+  }
+
+  async #run<T>(command: (client: Client) => Promise<T>, what: string): Promise<T> {
+    if (!this.#client.isReady) {
+      throw new StoreError(`Cannot ${what}: Redis at ${this.url} is unreachable`);
+    }
+    try {
+      return await withDeadline(command(this.#client), `Cannot ${what}`);
+    } catch (error) {
+      if (error instanceof StoreError) throw error;
+      throw new StoreError(`Cannot ${what} in Redis at ${this.url}: ${describe(error)}`);
+    }
+  }
+}
+
+function connectClient(url: string) {
+  let everConnected = false;
+  const client = createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: REDIS_COMMAND_TIMEOUT_MS,
+      // The first connection fails at once; a lost one is retried quickly.
+      reconnectStrategy: (retries: number, cause: Error) =>
+        everConnected ? Math.min(50 + retries * 50, 500) : cause,
+    },
+  });
+  client.on("ready", () => everConnected = true);
+  client.on("error", () => {});
+  return client;
+}
+
+async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new StoreError(`${what}: Redis did not answer in ${REDIS_COMMAND_TIMEOUT_MS} ms`)),
+      REDIS_COMMAND_TIMEOUT_MS,
+    );
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type WireChange =
+  | { op: "put"; key: string; record: Entry }
+  | { op: "delete"; key: string; name: string; key_sha256: string };
+
+function toWire(change: RegistryChange): WireChange {
+  if (change.op === "delete") {
+    return {
+      op: "delete",
+      key: nameKey(change.name),
+      name: change.name,
+      key_sha256: change.keySha256,
+    };
+  }
+  const r = change.record;
+  return {
+    op: "put",
+    key: nameKey(r.name),
+    record: {
+      name: r.name,
+      ip: r.ip,
+      udp_port: r.udpPort,
+      tcp_port: r.tcpPort,
+      registered_at: r.registeredAt,
+      key_sha256: r.keySha256,
+      registered_by: r.registeredBy,
+      ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
+    },
+  };
+}
+
+function parseEntry(value: unknown): Entry | undefined {
+  try {
+    const entry = typeof value === "string" ? JSON.parse(value) : value;
+    return typeof entry?.name === "string" ? entry as Entry : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseChanges(text: string): RegistryChange[] | undefined {
+  try {
+    const wire = JSON.parse(text) as WireChange[];
+    const changes: RegistryChange[] = [];
+    for (const c of wire) {
+      if (c.op === "delete") {
+        changes.push({ op: "delete", name: c.name, keySha256: c.key_sha256 });
+      } else {
+        const entry = parseEntry(c.record);
+        if (entry === undefined) return undefined;
+        const [record] = Registry.fromJson({ [entry.name]: entry }).records();
+        changes.push({ op: "put", record });
+      }
+    }
+    return changes;
+  } catch {
+    return undefined;
+  }
+}
+
+function parsePresence(text: string): PresenceRecord | undefined {
+  try {
+    const r = JSON.parse(text);
+    const ok = typeof r?.name === "string" && typeof r.ip === "string" &&
+      Number.isInteger(r.udpPort) && Number.isInteger(r.tcpPort) && typeof r.since === "number";
+    return ok
+      ? { name: r.name, ip: r.ip, udpPort: r.udpPort, tcpPort: r.tcpPort, since: r.since }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

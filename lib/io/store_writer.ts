@@ -1,0 +1,267 @@
+/**
+ * Hands the core's `persist` outputs to a store, reports the outcome to the
+ * core, and keeps the registry replica of a shared store in
+ * step: the other instances' changes are applied as they are told, and after
+ * a lost subscription or a failed write the whole registry is read again
+ * once nothing of ours is waiting to be written.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { RegistryChange, RegistryJson } from "../server/registry.ts";
+import type { ServerCore } from "../server/server_core.ts";
+import type { PresenceRecord, Store } from "../server/store.ts";
+import { systemClock } from "../clock.ts";
+
+const log = getLogger(["switchboard", "server"]);
+
+/**
+ * Writes a shared store may have under way at once. Redis applies the
+ * commands of one connection in order and fsyncs once for all it read in one
+ * pass, so writes in flight share their fsync (measured: 4k writes a second
+ * one at a time, over 50k with 32 in flight); a file snapshot is one at a time.
+ */
+export const SHARED_STORE_WRITES_IN_FLIGHT = 32;
+
+/** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
+export const SWEEP_EVERY_MS = 100;
+
+/** What the writer needs of its driver. */
+export interface StoreWriterHost {
+  /** The core to report to. */
+  core: ServerCore;
+  /** Sends what the core has to send after a report. */
+  drain(): void;
+  /** Told how long each write took and whether it worked (metrics). */
+  stored?(seconds: number, ok: boolean): void;
+}
+
+/**
+ * Writes (in order: serial for a file, pipelined for Redis) and replica
+ * upkeep for one store.
+ *
+ * @example
+ * ```ts
+ * const writer = new StoreWriter(store, { core, drain: () => driver.drain() });
+ * await writer.listen();
+ * writer.persist(out.version, out.registry, out.changes);
+ * await writer.idle();
+ * ```
+ */
+export class StoreWriter {
+  #store: Store;
+  #host: StoreWriterHost;
+  #chain: Promise<void> = Promise.resolve();
+  #pipelined = new Set<Promise<void>>();
+  /** Writes started, to notice one that ran while the registry was read. */
+  #writes = 0;
+  #resyncWanted = false;
+  #resyncing = false;
+  /** News that came while the registry was being read, applied again after. */
+  #newsDuringResync: (readonly RegistryChange[])[] = [];
+  #closed = false;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweeping = false;
+  /** Presence writes under way, awaited at close. */
+  #presence = new Set<Promise<void>>();
+
+  /**
+   * @param store where to write
+   * @param host the core and the driver's drain
+   */
+  constructor(store: Store, host: StoreWriterHost) {
+    this.#store = store;
+    this.#host = host;
+  }
+
+  /**
+   * Subscribes to a shared store's news, reads the other instances'
+   * sessions and starts sweeping leases (nothing for the file store).
+   */
+  async listen(): Promise<void> {
+    if (!this.#store.shared) return;
+    await this.#store.listen({
+      changed: (changes) => {
+        if (this.#closed) return;
+        if (this.#resyncing) this.#newsDuringResync.push(changes);
+        this.#host.core.registryChanged(changes);
+      },
+      presence: (op, record) => {
+        if (this.#closed) return;
+        this.#host.core.presenceChanged(systemClock.now(), op, record);
+        this.#host.drain();
+      },
+      login: (source, name, ok) => {
+        if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), source, name, ok);
+      },
+      resync: () => {
+        this.#wantResync();
+        this.#resyncPresence();
+      },
+    });
+    await this.#resyncPresence();
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_EVERY_MS);
+  }
+
+  /**
+   * Publishes a session of this instance; a failure is logged (the next
+   * heartbeat publishes it again).
+   *
+   * @param op `join`, `renew` or `leave`
+   * @param record the session
+   * @param deadline its lease's end
+   */
+  presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
+    const written = this.#store.presence(op, record, deadline).catch((error) =>
+      log.warn("Cannot publish the session of {name}: {error}", {
+        name: record.name,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(written);
+    written.finally(() => this.#presence.delete(written));
+  }
+
+  /**
+   * Tells the other instances of a login; a failure to is logged.
+   *
+   * @param source the source's address key
+   * @param name the name key
+   * @param ok true if it succeeded
+   */
+  login(source: string, name: string, ok: boolean): void {
+    const written = this.#store.login(source, name, ok).catch((error) =>
+      log.warn("Cannot share a login of {name}: {error}", {
+        name,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(written);
+    written.finally(() => this.#presence.delete(written));
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.#closed) return;
+    this.#sweeping = true;
+    try {
+      await this.#store.sweep(systemClock.now());
+    } catch {
+      // Redis is away: the next sweep after it is back ends what expired meanwhile.
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  async #resyncPresence(): Promise<void> {
+    try {
+      const records = await this.#store.presenceRecords();
+      if (this.#closed) return;
+      this.#host.core.presenceSynced(systemClock.now(), records);
+      this.#host.drain();
+    } catch (error) {
+      log.warn("Cannot read the other instances' sessions: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
+  /**
+   * Writes a version after those before it, then tells the core.
+   *
+   * @param version the `persist` output's version
+   * @param snapshot the output, whose `registry` snapshot is read only for a file store
+   * @param changes its changes
+   */
+  persist(
+    version: number,
+    snapshot: { readonly registry: RegistryJson },
+    changes: readonly RegistryChange[],
+  ): void {
+    this.#writes++;
+    // Only the file store reads the snapshot, made now, as it is at this version.
+    const registry = this.#store.shared ? {} : snapshot.registry;
+    const write = async () => {
+      const started = performance.now();
+      try {
+        await this.#store.persist(registry, changes);
+        this.#host.stored?.((performance.now() - started) / 1000, true);
+        this.#host.core.persisted(version, systemClock.now());
+      } catch (error) {
+        this.#host.stored?.((performance.now() - started) / 1000, false);
+        this.#host.core.persistFailed(
+          version,
+          error instanceof Error ? error.message : String(error),
+        );
+        if (this.#store.shared) this.#resyncWanted = true;
+      }
+      this.#host.drain();
+      this.#maybeResync();
+    };
+    if (!this.#store.shared) {
+      this.#chain = this.#chain.then(write);
+      return;
+    }
+    // Sent at once: the connection keeps them in order.
+    const written = write();
+    this.#pipelined.add(written);
+    written.finally(() => this.#pipelined.delete(written));
+  }
+
+  /** Resolves once every write asked for so far is done. */
+  async idle(): Promise<void> {
+    while (true) {
+      const chain = this.#chain;
+      await Promise.all([chain, ...this.#pipelined]);
+      if (
+        chain === this.#chain && this.#pipelined.size === 0 && !this.#host.core.hasUnsavedChanges
+      ) return;
+    }
+  }
+
+  /** Stops applying news, resyncs and sweeps; waits for presence writes. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    while (this.#sweeping || this.#presence.size > 0) {
+      await Promise.allSettled([...this.#presence, new Promise((r) => setTimeout(r, 5))]);
+    }
+  }
+
+  #wantResync(): void {
+    this.#resyncWanted = true;
+    this.#maybeResync();
+  }
+
+  async #maybeResync(): Promise<void> {
+    if (!this.#resyncWanted || this.#resyncing || this.#closed) return;
+    if (this.#host.core.hasUnsavedChanges) return; // after the writes under way
+    this.#resyncing = true;
+    this.#resyncWanted = false;
+    const writes = this.#writes;
+    try {
+      const records = await this.#store.records();
+      if (this.#closed) return;
+      if (writes !== this.#writes || this.#host.core.hasUnsavedChanges) {
+        this.#resyncWanted = true; // ours came in between: read again after them
+      } else {
+        this.#host.core.registrySynced(records);
+        for (const changes of this.#newsDuringResync) this.#host.core.registryChanged(changes);
+        log.info("Registry resynced from the {kind} store: {count} registered", {
+          kind: this.#store.kind,
+          count: records.length,
+        });
+      }
+    } catch (error) {
+      // The next resubscription asks again.
+      log.warn("Cannot resync the registry: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      this.#resyncing = false;
+      this.#newsDuringResync = [];
+    }
+    if (this.#resyncWanted && !this.#host.core.hasUnsavedChanges) {
+      queueMicrotask(() => this.#maybeResync());
+    }
+  }
+}

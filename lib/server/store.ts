@@ -1,0 +1,89 @@
+/**
+ * The store interface: where the server's shared state is made durable.
+ * The core stays sans-I/O; it emits `persist` outputs (a snapshot and the
+ * changes since the previous one) and the driver hands them to a store. Two
+ * stores exist: the embedded file store (`lib/io/file_store.ts`, the default)
+ * and Redis (`lib/io/redis_store.ts`), chosen in `lib/io/open_store.ts`.
+ *
+ * @module
+ */
+import type { Registry, RegistryChange, RegistryJson, RegistryRecord } from "./registry.ts";
+
+/** A session as every instance sees it: who is online where, since when. */
+export interface PresenceRecord {
+  /** The account's name (display form). */
+  readonly name: string;
+  /** The client's IP address. */
+  readonly ip: string;
+  /** The client's UDP port. */
+  readonly udpPort: number;
+  /** The client's TCP port. */
+  readonly tcpPort: number;
+  /** When its session opened, ms since the epoch. */
+  readonly since: number;
+}
+
+/** What a shared store tells an instance about the others' changes. */
+export interface StoreListener {
+  /** Changes another instance made durable. */
+  changed(changes: readonly RegistryChange[]): void;
+  /** A client joined (or moved) on another instance, or left (logged out, lease ran out). */
+  presence(op: "join" | "leave", record: PresenceRecord): void;
+  /** A login from `source` (an address key) failed (`ok` false) or succeeded on another instance. */
+  login(source: string, name: string, ok: boolean): void;
+  /** News may have been lost (the subscription was restored): read everything again. */
+  resync(): void;
+}
+
+/**
+ * Where the registry is durable. A `persist` resolves only once the change
+ * is durable, and rejects with a {@linkcode StoreError} otherwise.
+ */
+export interface Store {
+  /** `file` or `redis`, for logs. */
+  readonly kind: "file" | "redis";
+  /** True if several instances may share it (news and resyncs happen). */
+  readonly shared: boolean;
+  /** Reads the whole registry. */
+  load(): Promise<Registry>;
+  /**
+   * Makes a registry version durable.
+   *
+   * @param registry the snapshot (file store)
+   * @param changes the changes since the previous persist (shared store)
+   */
+  persist(registry: RegistryJson, changes: readonly RegistryChange[]): Promise<void>;
+  /** Subscribes to other instances' changes (a shared store only). */
+  listen(listener: StoreListener): Promise<void>;
+  /** Every record, for a resync. */
+  records(): Promise<RegistryRecord[]>;
+  /**
+   * Publishes a session of this instance: opened (`join`), renewed by a
+   * heartbeat until `deadline` (`renew`), or ended (`leave`). Not awaited by
+   * replies: presence is soft state, renewed by every heartbeat.
+   */
+  presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
+  /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
+  login(source: string, name: string, ok: boolean): Promise<void>;
+  /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
+  sweep(now: number): Promise<void>;
+  /** The sessions of the other instances, for a resync. */
+  presenceRecords(): Promise<PresenceRecord[]>;
+  /** Releases connections. */
+  close(): Promise<void>;
+}
+
+/** A store write or read that failed; the message is one line for the operator. */
+export class StoreError extends Error {
+  /** True if the write lost a race: another instance holds the name. */
+  readonly conflict: boolean;
+  /**
+   * @param message what failed
+   * @param conflict true for a lost create-if-absent race
+   */
+  constructor(message: string, conflict = false) {
+    super(message);
+    this.name = "StoreError";
+    this.conflict = conflict;
+  }
+}

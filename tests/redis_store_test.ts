@@ -1,0 +1,470 @@
+/**
+ * The Redis store against a real `redis-server` (see `tests/_redis.ts`):
+ * several instances share one registry, a change is acknowledged only once
+ * Redis has it, a Redis that is down or goes away is a clear refusal, and
+ * nothing acknowledged is lost when an instance or Redis is killed.
+ */
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { RedisStore } from "../lib/io/redis_store.ts";
+import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
+import { StoreError } from "../lib/server/store.ts";
+import type { Message, MessageOf } from "../lib/wire/messages.ts";
+import { UdpRequester } from "../scripts/_wire_client.ts";
+import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
+
+if (redisUnavailable !== undefined) console.log(`redis_store_test: skipped: ${redisUnavailable}`);
+
+const HOST = "127.0.0.1";
+const ignore = redisUnavailable !== undefined;
+
+/** Starts an instance on the test Redis with its own data directory. */
+async function instance(
+  redis: TestRedis,
+  dirs: string[],
+  extra: Partial<ServerConfig> = {},
+): Promise<ServerDriver> {
+  const dataDir = await Deno.makeTempDir({ prefix: "switchboard_instance_" });
+  dirs.push(dataDir);
+  return await ServerDriver.start({
+    host: HOST,
+    udpPort: 0,
+    tcpPort: 0,
+    dataDir,
+    version: "0.0.0-test",
+    store: redis.url,
+    leaseMs: 2000,
+    limits: { rateLimit: 0, sessionRateLimit: 0, registerRate: 0 },
+    ...extra,
+  });
+}
+
+/** Runs `fn` with a fresh Redis; stops every server, requester and Redis after. */
+async function withRedis(
+  fn: (
+    redis: TestRedis,
+    start: (extra?: Partial<ServerConfig>) => Promise<ServerDriver>,
+    requester: (server: { udpPort: number }) => UdpRequester,
+  ) => Promise<void>,
+): Promise<void> {
+  const redis = await TestRedis.start();
+  const dirs: string[] = [];
+  const servers: ServerDriver[] = [];
+  const requesters: UdpRequester[] = [];
+  try {
+    await fn(
+      redis,
+      async (extra) => {
+        const server = await instance(redis, dirs, extra);
+        servers.push(server);
+        return server;
+      },
+      (server) => {
+        const r = new UdpRequester({
+          hostname: HOST,
+          server: { hostname: HOST, port: server.udpPort },
+        });
+        requesters.push(r);
+        return r;
+      },
+    );
+  } finally {
+    for (const r of requesters) r[Symbol.dispose]();
+    for (const s of servers) await s.close();
+    await redis.stop();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function register(udp: UdpRequester, name: string, timeoutMs = 5000): Promise<Message | undefined> {
+  return udp.request({ type: "register", name, udpPort: udp.localPort, tcpPort: 5001 }, {
+    timeoutMs,
+  });
+}
+
+function isOk(reply: Message | undefined): reply is MessageOf<"register_ok"> {
+  return reply?.type === "register_ok";
+}
+
+async function waitFor(condition: () => boolean, what: string, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Registers `count` names through `servers` in turn, `inFlight` at a time; returns the acknowledged ones. */
+async function registerMany(
+  requesters: UdpRequester[],
+  prefix: string,
+  count: number,
+  timeoutMs = 5000,
+  running: () => boolean = () => true,
+  acknowledged: string[] = [],
+): Promise<string[]> {
+  let next = 0;
+  await Promise.all(requesters.map(async (udp) => {
+    while (next < count && running()) {
+      const name = `${prefix}${next++}`;
+      if (isOk(await register(udp, name, timeoutMs))) acknowledged.push(name);
+    }
+  }));
+  return acknowledged;
+}
+
+Deno.test({
+  name: "RedisStore.open() fails in one line when Redis is down",
+  ignore,
+  async fn() {
+    const probe = Deno.listen({ hostname: HOST, port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const started = Date.now();
+    const error = await RedisStore.open(`redis://${HOST}:${port}`).catch((e) => e);
+    assert(error instanceof StoreError, String(error));
+    assertMatch(
+      error.message,
+      /^Cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/,
+    );
+    assert(!error.message.includes("\n"));
+    assert(Date.now() - started < 3000, "no retrying at start");
+  },
+});
+
+Deno.test({
+  name: "server.ts --store exits non-zero with one line when Redis is down",
+  ignore,
+  async fn() {
+    const probe = Deno.listen({ hostname: HOST, port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const dir = await Deno.makeTempDir({ prefix: "switchboard_redis_down_" });
+    try {
+      const output = await withTimeout(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--config",
+            CONFIG_PATH,
+            SERVER_PATH,
+            "--udp-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--data-dir",
+            `${dir}/data`,
+            "--log-dir",
+            `${dir}/logs`,
+            "--store",
+            `redis://${HOST}:${port}`,
+          ],
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).output(),
+        20_000,
+        "the server to give up",
+      );
+      assertEquals(output.code, 1);
+      const stderr = new TextDecoder().decode(output.stderr).trim();
+      assertMatch(stderr, /^error: cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+: /);
+      assertEquals(stderr.split("\n").length, 1, stderr);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "RedisStore.open() refuses a Redis that does not fsync every write",
+  ignore,
+  async fn() {
+    const redis = await TestRedis.start(["--appendfsync", "everysec"]);
+    try {
+      const error = await RedisStore.open(redis.url).catch((e) => e);
+      assert(error instanceof StoreError, String(error));
+      assertMatch(
+        error.message,
+        /appendfsync everysec; it needs appendonly yes and appendfsync always/,
+      );
+    } finally {
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Two instances share registrations: one made on B reaches A, a name taken on either is refused on both",
+  ignore,
+  async fn() {
+    await withRedis(async (_redis, start, requester) => {
+      const a = await start();
+      const b = await start();
+      const onA = requester(a);
+      const onB = requester(b);
+      // A join on B reaches A within 100 ms, p99 of 100.
+      const delays: number[] = [];
+      for (let i = 0; i < 100; i++) {
+        const reply = await register(onB, `join${i}`);
+        const answered = performance.now();
+        assert(isOk(reply), `register join${i}: ${JSON.stringify(reply)}`);
+        await waitFor(() => a.core.registry.get(`join${i}`) !== undefined, `join${i} on A`);
+        delays.push(performance.now() - answered);
+      }
+      delays.sort((x, y) => x - y);
+      assert(delays[98] < 100, `p99 ${delays[98].toFixed(1)} ms`);
+      // Taken on B: refused on A.
+      const taken = await register(onA, "join0");
+      assertEquals(taken?.type, "error");
+      // A race for one name: exactly one instance acknowledges it.
+      const [x, y] = await Promise.all([register(onA, "Race"), register(onB, "race")]);
+      assertEquals([x, y].filter(isOk).length, 1, `${JSON.stringify(x)} ${JSON.stringify(y)}`);
+      const winner = isOk(x) ? x : y as MessageOf<"register_ok">;
+      const loser = isOk(x) ? y : x;
+      assertEquals(loser?.type, "error");
+      await waitFor(
+        () =>
+          a.core.registry.get("race") !== undefined && b.core.registry.get("race") !== undefined,
+        "both replicas to hold the winner",
+      );
+      assertEquals(a.core.registry.get("race")?.keySha256, b.core.registry.get("race")?.keySha256);
+      // The winner's key logs in on either instance.
+      for (const on of [onA, onB]) {
+        const login = await on.request({
+          type: "login",
+          name: "race",
+          secret: winner.key,
+          udpPort: on.localPort,
+          tcpPort: 5001,
+        });
+        assertEquals(login?.type, "login_ok", JSON.stringify(login));
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Redis killed -9 and restarted: nothing acknowledged is lost, requests meanwhile are refused, instances resync",
+  ignore,
+  async fn() {
+    await withRedis(async (redis, start, requester) => {
+      const a = await start();
+      const b = await start();
+      const many = Array.from({ length: 16 }, () => requester(a));
+      const acknowledged = await registerMany(many, "n", 1000);
+      assertEquals(acknowledged.length, 1000);
+      await redis.kill();
+      // A request while Redis is gone is refused, in bounded time.
+      const started = Date.now();
+      const refused = await register(requester(a), "while-down");
+      assertEquals(refused?.type, "error", JSON.stringify(refused));
+      assertMatch((refused as MessageOf<"error">).message, /could not save/);
+      assert(Date.now() - started < 3000);
+      assertEquals(a.core.registry.get("while-down"), undefined, "the refused change is undone");
+      await redis.restart();
+      // Both instances reconnect: a registration on A reaches B again.
+      const onA = requester(a);
+      let after: Message | undefined;
+      const until = Date.now() + 5000;
+      do {
+        after = await register(onA, "after-restart");
+        if (!isOk(after)) await new Promise((resolve) => setTimeout(resolve, 100));
+      } while (!isOk(after) && Date.now() < until);
+      assert(isOk(after), JSON.stringify(after));
+      await waitFor(
+        () => b.core.registry.get("after-restart") !== undefined,
+        "news after resubscribe",
+      );
+      // Everything acknowledged is in Redis.
+      const store = await RedisStore.open(redis.url);
+      try {
+        const registry = await store.load();
+        for (const name of acknowledged) assert(registry.get(name) !== undefined, `${name} lost`);
+        assertEquals(registry.size, 1001);
+      } finally {
+        await store.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "An instance killed -9: none of its 1,000 acknowledged registrations is lost to the other",
+  ignore,
+  async fn() {
+    await withRedis(async (redis, start, requester) => {
+      const b = await start();
+      const dir = await Deno.makeTempDir({ prefix: "switchboard_instance_a_" });
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--config",
+          CONFIG_PATH,
+          SERVER_PATH,
+          "--host",
+          HOST,
+          "--udp-port",
+          "0",
+          "--tcp-port",
+          "0",
+          "--data-dir",
+          `${dir}/data`,
+          "--log-dir",
+          `${dir}/logs`,
+          "--rate-limit",
+          "0",
+          "--session-rate-limit",
+          "0",
+          "--register-rate",
+          "0",
+          "--store",
+          redis.url,
+        ],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      try {
+        const port = await withTimeout(udpPort(child.stdout), 20_000, "instance A to start");
+        const many = Array.from({ length: 16 }, () => requester({ udpPort: port }));
+        // Kill A while registrations are in flight.
+        const acknowledged: string[] = [];
+        let alive = true;
+        const storm = registerMany(many, "k", 20_000, 1000, () => alive, acknowledged);
+        await waitFor(() => acknowledged.length >= 1000, "1,000 acknowledgements", 20_000);
+        child.kill("SIGKILL");
+        alive = false;
+        await storm;
+        assert(acknowledged.length >= 1000, `${acknowledged.length} acknowledged`);
+        // B knows each (news), and a fresh read of Redis holds each.
+        for (const name of acknowledged) {
+          assert(b.core.registry.get(name) !== undefined, `${name} lost`);
+        }
+        const store = await RedisStore.open(redis.url);
+        try {
+          const registry = await store.load();
+          for (const name of acknowledged) assert(registry.get(name) !== undefined, `${name} lost`);
+        } finally {
+          await store.close();
+        }
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // already dead
+        }
+        await child.status;
+        child.stdin.close();
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+});
+
+/** Reads a server's stdout until it prints its UDP port, then drains the rest. */
+async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
+  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited: ${text}`);
+    text += value;
+    const match = /Server UDP listening on port (\d+)/.exec(text);
+    if (match !== null) {
+      (async () => {
+        while (!(await lines.read()).done) { /* drain */ }
+      })();
+      return Number(match[1]);
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "Failed logins from one address spread over A and B block it for the name together; another address still logs in",
+  ignore,
+  async fn() {
+    await withRedis(async (_redis, start, requester) => {
+      const a = await start();
+      const b = await start();
+      const onA = requester(a);
+      const onB = requester(b);
+      const reply = await register(onA, "victim");
+      assert(isOk(reply));
+      const registered = reply as MessageOf<"register_ok">;
+      await waitFor(() => b.core.registry.get("victim") !== undefined, "victim on B");
+      const login = (on: UdpRequester, secret: Uint8Array) =>
+        on.request({ type: "login", name: "victim", secret, udpPort: on.localPort, tcpPort: 5001 });
+      const wrong = new Uint8Array(registered.key.length);
+      for (const on of [onA, onB, onA]) {
+        const refused = await login(on, wrong);
+        assertEquals(refused?.type, "error");
+        await new Promise((resolve) => setTimeout(resolve, 30)); // the news travels
+      }
+      // The third failure (on A, counting B's) blocked the name: B refuses the right key too.
+      const right = await login(onB, registered.key);
+      assertEquals(right?.type, "error", JSON.stringify(right));
+      assertMatch((right as MessageOf<"error">).message, /Too many failed logins/);
+      // The block is per (address, name), on B as on one instance: the owner elsewhere gets in.
+      using owner = new UdpRequester({
+        hostname: "127.0.0.2",
+        server: { hostname: HOST, port: b.udpPort },
+      });
+      const ownerLogin = await owner.request({
+        type: "login",
+        name: "victim",
+        secret: registered.key,
+        udpPort: owner.localPort,
+        tcpPort: 5001,
+      });
+      assertEquals(ownerLogin?.type, "login_ok", JSON.stringify(ownerLogin));
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Last-seen dates and identity expiry work across instances: a login on A dates the record on B, an expiry on A removes the name from B and Redis",
+  ignore,
+  async fn() {
+    await withRedis(async (_redis, start, requester) => {
+      const a = await start({ expireAfterMs: 3000 }); // refreshes last_seen after 300 ms
+      const b = await start();
+      const onA = requester(a);
+      const onB = requester(b);
+      const kept = await register(onB, "kept");
+      assert(isOk(kept), JSON.stringify(kept));
+      assert(isOk(await register(onB, "gone")));
+      await waitFor(() => a.core.registry.get("gone") !== undefined, "gone on A");
+      const registeredSeen = b.core.registry.get("kept")!.lastSeenAt!;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const login = await onA.request({
+        type: "login",
+        name: "kept",
+        secret: (kept as MessageOf<"register_ok">).key,
+        udpPort: onA.localPort,
+        tcpPort: 5001,
+      });
+      assertEquals(login?.type, "login_ok", JSON.stringify(login));
+      await waitFor(
+        () => (b.core.registry.get("kept")?.lastSeenAt ?? "") > registeredSeen,
+        "A's last_seen of kept on B",
+      );
+      // "gone" is seen nowhere: A's sweep removes it, and the removal reaches B and Redis.
+      await waitFor(() => b.core.registry.get("gone") === undefined, "gone expired on B", 8000);
+      assert(a.core.registry.get("gone") === undefined);
+      const c = await start();
+      assertEquals(c.core.registry.get("gone"), undefined);
+      assertEquals(
+        c.core.registry.get("kept")?.lastSeenAt,
+        b.core.registry.get("kept")?.lastSeenAt,
+      );
+      assert(c.core.registry.get("kept") !== undefined, "kept is online on A: never expired");
+    });
+  },
+});
