@@ -467,13 +467,13 @@ Deno.test("Simulation file transfer ended by the sender's terminate says so in p
 // ---------------------------------------------------------------------------
 // Resume
 
-/** Wraps a client's fileRead to count the bytes read for each transfer. */
+/** Wraps a client's fileReport to count the bytes read for each transfer. */
 function countReads(client: SimClient): Map<number, number> {
   const counts = new Map<number, number>();
-  const read = client.core.fileRead.bind(client.core);
-  client.core.fileRead = (now, id, offset, data) => {
-    counts.set(id, (counts.get(id) ?? 0) + data.length);
-    read(now, id, offset, data);
+  const report = client.core.fileReport.bind(client.core);
+  client.core.fileReport = (now, r) => {
+    if (r.kind === "read") counts.set(r.id, (counts.get(r.id) ?? 0) + r.data.length);
+    report(now, r);
   };
   return counts;
 }

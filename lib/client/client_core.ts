@@ -25,7 +25,7 @@ import { nameKey } from "../wire/client_name.ts";
 import { isPeerMessage, type Message, type PeerMessage } from "../wire/messages.ts";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Command } from "./command.ts";
-import { type FileFailure, FileTransfers } from "./file_transfers.ts";
+import { FileTransfers } from "./file_transfers.ts";
 import { type ClientOutput, Outbox } from "./outbox.ts";
 import type { PeerAddress, PeerSession } from "./peer_session.ts";
 import { PeerTable } from "./peer_table.ts";
@@ -36,7 +36,7 @@ import { ServerFiles } from "./server_files.ts";
 import { ServerLink } from "./server_link.ts";
 import type { Via } from "./server_session.ts";
 import { type ClientTimer, TimerTable } from "./timer_table.ts";
-import { TransferCommands } from "./transfer_commands.ts";
+import { type FileReport, TransferCommands } from "./transfer_commands.ts";
 
 /** A command the core runs (the driver resolves files and secrets first). */
 export type CoreCommand =
@@ -270,66 +270,14 @@ export class ClientCore {
   }
 
   /**
-   * The driver read a chunk of a file being sent.
+   * Takes what the driver did with a file of a peer transfer (read, ready
+   * to receive, written, verified, failed).
    *
    * @param now current time, ms
-   * @param id the transfer
-   * @param offset where the chunk starts
-   * @param data the bytes
+   * @param report what happened
    */
-  fileRead(now: number, id: number, offset: number, data: Uint8Array): void {
-    this.#transfers.read(now, id, offset, data);
-    this.#settle(now);
-  }
-
-  /**
-   * The driver is ready to receive a file; `offset` bytes of a partial
-   * file with the same content are already there.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param offset where receiving starts
-   */
-  fileReceiveReady(now: number, id: number, offset: number): void {
-    this.#transfers.receiveReady(now, id, offset);
-    this.#settle(now);
-  }
-
-  /**
-   * The driver wrote a received file up to `upTo` (for progress).
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param upTo bytes written
-   */
-  fileWritten(now: number, id: number, upTo: number): void {
-    this.#transfers.written(now, id, upTo);
-    this.#settle(now);
-  }
-
-  /**
-   * The driver verified a received file and put it at `path`.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param path where it is
-   */
-  fileReceived(now: number, id: number, path: string): void {
-    this.#transfers.received(now, id, path);
-    this.#settle(now);
-  }
-
-  /**
-   * The driver could not read, write or verify a file: the transfer fails
-   * and the peer is told.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param problem one sentence, for this side's user only
-   * @param failure what failed, all the peer is told
-   */
-  fileFailed(now: number, id: number, problem: string, failure: FileFailure): void {
-    this.#transfers.failed(now, id, problem, failure);
+  fileReport(now: number, report: FileReport): void {
+    this.#transfers.report(now, report);
     this.#settle(now);
   }
 

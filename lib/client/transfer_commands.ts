@@ -30,6 +30,29 @@ export const FILE_STATES_RUNNING: ReadonlySet<string> = new Set([
   "verifying",
 ]);
 
+/** What the driver did with a file of a peer transfer, reported back to the core. */
+export type FileReport =
+  /** Read a chunk of a file being sent. */
+  | {
+    readonly kind: "read";
+    readonly id: number;
+    readonly offset: number;
+    readonly data: Uint8Array;
+  }
+  /** Ready to receive a file from `offset` (a partial file with the same content has that much). */
+  | { readonly kind: "receive_ready"; readonly id: number; readonly offset: number }
+  /** Wrote a received file up to `upTo` bytes (for progress). */
+  | { readonly kind: "written"; readonly id: number; readonly upTo: number }
+  /** Verified a received file and put it at `path`. */
+  | { readonly kind: "received"; readonly id: number; readonly path: string }
+  /** Could not read, write or verify: `problem` for this side's user, `failure` all the peer is told. */
+  | {
+    readonly kind: "failed";
+    readonly id: number;
+    readonly problem: string;
+    readonly failure: FileFailure;
+  };
+
 /**
  * Transfer commands and file work reports.
  *
@@ -116,64 +139,31 @@ export class TransferCommands {
   }
 
   /**
-   * The driver read a chunk of a file being sent.
+   * Takes what the driver did with a file: read a chunk of one being sent,
+   * got ready to receive one, wrote, verified, or failed.
    *
    * @param now current time, ms
-   * @param id the transfer
-   * @param offset where the chunk starts
-   * @param data the bytes
+   * @param report what happened
    */
-  read(now: number, id: number, offset: number, data: Uint8Array): void {
-    this.#transfers.readDone(now, id, offset, data);
-    this.#peers.drainAll(now);
-  }
-
-  /**
-   * The driver is ready to receive a file from `offset`.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param offset where receiving starts
-   */
-  receiveReady(now: number, id: number, offset: number): void {
-    this.#transfers.receiveReady(now, id, offset);
-    this.#peers.drainAll(now);
-  }
-
-  /**
-   * The driver wrote a received file up to `upTo`.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param upTo bytes written
-   */
-  written(now: number, id: number, upTo: number): void {
-    this.#transfers.written(now, id, upTo);
-    this.#peers.drainTransfers(now);
-  }
-
-  /**
-   * The driver verified a received file and put it at `path`.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param path where it is
-   */
-  received(now: number, id: number, path: string): void {
-    this.#transfers.received(now, id, path);
-    this.#peers.drainAll(now);
-  }
-
-  /**
-   * The driver's file work failed.
-   *
-   * @param now current time, ms
-   * @param id the transfer
-   * @param problem one sentence, for this side's user only
-   * @param failure what failed, all the peer is told
-   */
-  failed(now: number, id: number, problem: string, failure: FileFailure): void {
-    this.#transfers.failed(now, id, problem, failure);
+  report(now: number, report: FileReport): void {
+    const id = report.id;
+    switch (report.kind) {
+      case "read":
+        this.#transfers.readDone(now, id, report.offset, report.data);
+        break;
+      case "receive_ready":
+        this.#transfers.receiveReady(now, id, report.offset);
+        break;
+      case "written":
+        this.#transfers.written(now, id, report.upTo);
+        return this.#peers.drainTransfers(now);
+      case "received":
+        this.#transfers.received(now, id, report.path);
+        break;
+      case "failed":
+        this.#transfers.failed(now, id, report.problem, report.failure);
+        break;
+    }
     this.#peers.drainAll(now);
   }
 }

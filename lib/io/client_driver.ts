@@ -192,11 +192,14 @@ export class ClientDriver {
       this.#drain();
     };
     this.#transferFiles = new TransferDisk(config.downloadDir ?? "./downloads", {
-      read: (id, offset, data) => after(() => core.fileRead(now(), id, offset, data)),
-      ready: (id, offset) => after(() => core.fileReceiveReady(now(), id, offset)),
-      written: (id, upTo) => after(() => core.fileWritten(now(), id, upTo)),
-      received: (id, path) => after(() => core.fileReceived(now(), id, path)),
-      failed: (id, problem, failure) => after(() => core.fileFailed(now(), id, problem, failure)),
+      read: (id, offset, data) =>
+        after(() => core.fileReport(now(), { kind: "read", id, offset, data })),
+      ready: (id, offset) =>
+        after(() => core.fileReport(now(), { kind: "receive_ready", id, offset })),
+      written: (id, upTo) => after(() => core.fileReport(now(), { kind: "written", id, upTo })),
+      received: (id, path) => after(() => core.fileReport(now(), { kind: "received", id, path })),
+      failed: (id, problem, failure) =>
+        after(() => core.fileReport(now(), { kind: "failed", id, problem, failure })),
     }, { keepPartialMs: config.keepPartialMs });
     this.#udpLoop = this.#receiveUdp();
   }

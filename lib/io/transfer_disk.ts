@@ -120,11 +120,11 @@ export function partialPath(dir: string, name: string, sha256: string): string {
  * @example
  * ```ts
  * const files = new TransferDisk("./downloads", {
- *   read: (id, offset, data) => core.fileRead(now(), id, offset, data),
- *   ready: (id, offset) => core.fileReceiveReady(now(), id, offset),
- *   written: (id, upTo) => core.fileWritten(now(), id, upTo),
- *   received: (id, path) => core.fileReceived(now(), id, path),
- *   failed: (id, problem, failure) => core.fileFailed(now(), id, problem, failure),
+ *   read: (id, offset, data) => core.fileReport(now(), { kind: "read", id, offset, data }),
+ *   ready: (id, offset) => core.fileReport(now(), { kind: "receive_ready", id, offset }),
+ *   written: (id, upTo) => core.fileReport(now(), { kind: "written", id, upTo }),
+ *   received: (id, path) => core.fileReport(now(), { kind: "received", id, path }),
+ *   failed: (id, problem, failure) => core.fileReport(now(), { kind: "failed", id, problem, failure }),
  * });
  * files.run({ type: "read", id: 1, path: "a.bin", offset: 0, length: 32768 });
  * ```

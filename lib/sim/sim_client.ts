@@ -72,9 +72,11 @@ export class SimClient {
       case "read": {
         const data = this.files.get(op.path);
         if (data === undefined || data.length < op.offset + op.length) {
-          return core.fileFailed(now, op.id, `Cannot read ${op.path}: it changed`, "read");
+          const problem = `Cannot read ${op.path}: it changed`;
+          return core.fileReport(now, { kind: "failed", id: op.id, problem, failure: "read" });
         }
-        return core.fileRead(now, op.id, op.offset, data.slice(op.offset, op.offset + op.length));
+        const chunk = data.slice(op.offset, op.offset + op.length);
+        return core.fileReport(now, { kind: "read", id: op.id, offset: op.offset, data: chunk });
       }
       case "send_end":
         return;
@@ -95,7 +97,7 @@ export class SimClient {
           name: op.name,
           sha256: op.sha256,
         });
-        return core.fileReceiveReady(now, op.id, have.length);
+        return core.fileReport(now, { kind: "receive_ready", id: op.id, offset: have.length });
       }
       case "write": {
         const r = receiving.get(op.id);
@@ -106,15 +108,19 @@ export class SimClient {
           this.files.delete(r.partial);
           receiving.delete(op.id);
           this.#claimed.delete(r.partial);
-          return core.fileFailed(
-            now,
-            op.id,
-            `Cannot write ${r.name}: No space left on device (os error 28)`,
-            "disk_full",
-          );
+          return core.fileReport(now, {
+            kind: "failed",
+            id: op.id,
+            problem: `Cannot write ${r.name}: No space left on device (os error 28)`,
+            failure: "disk_full",
+          });
         }
         this.files.set(r.partial, appended(have, op.data));
-        return core.fileWritten(now, op.id, op.offset + op.data.length);
+        return core.fileReport(now, {
+          kind: "written",
+          id: op.id,
+          upTo: op.offset + op.data.length,
+        });
       }
       case "receive_end": {
         const key = op.id;
@@ -125,17 +131,17 @@ export class SimClient {
         const data = this.files.get(r.partial)!;
         this.files.delete(r.partial);
         if (toHex(sha256(data)) !== r.sha256) {
-          return core.fileFailed(
-            now,
-            op.id,
-            `The SHA-256 of "${r.name}" does not match`,
-            "checksum",
-          );
+          return core.fileReport(now, {
+            kind: "failed",
+            id: op.id,
+            problem: `The SHA-256 of "${r.name}" does not match`,
+            failure: "checksum",
+          });
         }
         let path = `downloads/${r.name}`;
         for (let n = 1; this.files.has(path); n++) path = `downloads/${numberedName(r.name, n)}`;
         this.files.set(path, data);
-        return core.fileReceived(now, op.id, path);
+        return core.fileReport(now, { kind: "received", id: op.id, path });
       }
       case "receive_abort": {
         const key = op.id;
