@@ -2,7 +2,9 @@
  * `deno task demo`: starts a server and two scripted clients on free
  * loopback ports in a temporary data directory, and shows registration, a
  * name collision, presence, discovery, files shared with the server, a
- * direct peer-to-peer chat and deregistration. Exits 0 by itself.
+ * direct peer-to-peer chat and deregistration, over the encrypted channel to
+ * the server (protocol version 3, the server's key pinned on first use), with
+ * an operator's scrape of `/metrics`. Exits 0 by itself.
  *
  * @module
  */
@@ -116,8 +118,14 @@ async function main(): Promise<number> {
   let server: Program | undefined;
   let alice: Program | undefined;
   try {
-    step("Start the server on free loopback ports");
+    step(
+      "Start the server on free loopback ports, with /healthz and /metrics for operators; it " +
+        "prints its key's fingerprint, which clients pin",
+    );
+    const metricsPort = freePort();
     server = new Program("server", "server.ts", [
+      "--metrics",
+      `127.0.0.1:${metricsPort}`,
       "--host",
       "127.0.0.1",
       "--udp-port",
@@ -148,6 +156,12 @@ async function main(): Promise<number> {
     await alice.waitFor(/^Connected to server/);
     await alice.type("register");
     await alice.waitFor(/^Registered and logged in as/);
+    console.log(
+      `${"".padEnd(8)} (everything after hello travels sealed: Noise IK with the server's key, ` +
+        "which Alice's client has now pinned)",
+    );
+    await alice.type("status");
+    await alice.waitFor(/[Mm]apping|NAT/);
     await alice.type("watch");
     await alice.waitFor(/^Watching/);
     await alice.type("tcp Hello server, this is Alice over TCP");
@@ -211,6 +225,14 @@ async function main(): Promise<number> {
     await Deno.remove(chatDir, { recursive: true });
     if (again !== 0) throw new Error(`Bob's second script failed with exit code ${again}`);
 
+    step(`An operator scrapes http://127.0.0.1:${metricsPort}/metrics (a few of its lines)`);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const line of metrics.split("\n")) {
+      if (/^switchboard_(registered_clients|active_sessions|requests_refused_total)\b/.test(line)) {
+        console.log(`${"".padEnd(8)} ${line}`);
+      }
+    }
+
     step("Alice deregisters and leaves");
     await alice.type("deregister");
     await alice.waitFor(/^Deregistered/);
@@ -230,7 +252,8 @@ async function main(): Promise<number> {
     console.log(await Deno.readTextFile(join(logDir, "server.log")));
     console.log(
       "Demo finished: identities, presence, discovery, files, a peer-to-peer chat, a " +
-        "peer-to-peer file transfer and deregistration all worked.",
+        "peer-to-peer file transfer, metrics and deregistration all worked, over an encrypted " +
+        "channel to the server.",
     );
     return 0;
   } catch (error) {
@@ -241,6 +264,14 @@ async function main(): Promise<number> {
     await server?.finish("SIGKILL");
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
+}
+
+/** A TCP port that was free a moment ago, on loopback. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
 }
 
 if (import.meta.main) {
