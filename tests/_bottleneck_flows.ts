@@ -23,6 +23,12 @@ export interface FlowSpec {
   bytes?: number;
   /** Its controller. Default `"bbr"`. */
   congestion?: CongestionChoice;
+  /**
+   * Also send an urgent 64-byte chat message every this many ms, from its
+   * start until its last bulk byte arrives; a flow with chat and a size is
+   * finished once every chat message arrived too.
+   */
+  chatEveryMs?: number;
 }
 
 /** The bottleneck and the flows through it. */
@@ -59,6 +65,10 @@ export interface FlowResult {
   finishedMs: number | undefined;
   /** The sender's channel, for its stats. */
   sender: ReliableChannel;
+  /** Chat messages sent (`chatEveryMs`). */
+  chatsSent: number;
+  /** Each delivered chat message's time from `send` to delivery, ms, in order of delivery. */
+  chatDelaysMs: number[];
 }
 
 /** What the run measured. */
@@ -86,6 +96,8 @@ function wireBytes(segment: Segment): number {
 
 /** Bytes of one bulk message: a file chunk's 32 KiB, as `sendfile` sends. */
 const MESSAGE_BYTES = 32 * 1024;
+/** Bytes of one chat message; bulk messages are larger, so a delivery's size tells them apart. */
+const CHAT_BYTES = 64;
 
 /**
  * Runs the flows and reports per-flow goodput over time.
@@ -116,10 +128,13 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
       receiver: new ReliableChannel(0, options),
       queued: 0,
       started: false,
+      nextChatMs: flow.chatEveryMs === undefined ? Infinity : flow.startMs ?? 0,
+      chatSentAt: [] as number[],
       result: {
         delivered: 0,
         timeline: [] as number[],
         finishedMs: undefined as number | undefined,
+        chatDelaysMs: [] as number[],
       },
     };
   });
@@ -134,6 +149,12 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
 
   const feed = (flow: (typeof flows)[number]) => {
     if (!flow.started) return;
+    const chatting = flow.result.finishedMs === undefined && flow.sender.deadReason === undefined;
+    if (now >= flow.nextChatMs && chatting) {
+      flow.sender.send(now, new Uint8Array(CHAT_BYTES), { urgent: true });
+      flow.chatSentAt.push(now);
+      flow.nextChatMs += flow.spec.chatEveryMs!;
+    }
     const size = flow.spec.bytes ?? Infinity;
     // As sendfile does: keep about twice the window queued, no more.
     const limit = 2 * flow.sender.congestionWindow + 40;
@@ -149,7 +170,10 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     }
     for (let out = flow.receiver.poll(); out; out = flow.receiver.poll()) {
       if (out.type === "segment") net.send(now, flow.to, flow.from, encode(out.segment));
-      if (out.type === "deliver") {
+      if (out.type === "deliver" && out.message.length === CHAT_BYTES) {
+        const sentAt = flow.chatSentAt[flow.result.chatDelaysMs.length];
+        flow.result.chatDelaysMs.push(now - sentAt);
+      } else if (out.type === "deliver") {
         flow.result.delivered += out.message.length;
         if (flow.result.delivered === flow.spec.bytes) flow.result.finishedMs = now;
       }
@@ -167,6 +191,7 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     let next = Math.min(net.nextDelivery() ?? Infinity, nextSample);
     for (const flow of flows) {
       if (!flow.started) next = Math.min(next, flow.spec.startMs ?? 0);
+      if (flow.result.finishedMs === undefined) next = Math.min(next, flow.nextChatMs);
       next = Math.min(next, flow.sender.nextTimeout() ?? Infinity);
       next = Math.min(next, flow.receiver.nextTimeout() ?? Infinity);
     }
@@ -189,10 +214,14 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
       queueSamples.push(net.queueBytes(now));
       nextSample += sampleMs;
     }
-    if (flows.every((f) => f.spec.bytes !== undefined && f.result.finishedMs !== undefined)) break;
+    const done = (f: (typeof flows)[number]) =>
+      f.spec.bytes !== undefined && f.result.finishedMs !== undefined &&
+      f.result.chatDelaysMs.length === f.chatSentAt.length;
+    if (flows.every(done)) break;
+    if (flows.every((f) => f.sender.deadReason !== undefined)) break;
   }
   return {
-    flows: flows.map((f) => ({ ...f.result, sender: f.sender })),
+    flows: flows.map((f) => ({ ...f.result, sender: f.sender, chatsSent: f.chatSentAt.length })),
     network: { ...net.stats },
     queueSamples,
     endMs: now,

@@ -3,6 +3,7 @@ import {
   type ChannelOutput,
   DEFAULT_CHANNEL_OPTIONS,
   LOW_LATENCY_CHANNEL_OPTIONS,
+  PROBES_BEFORE_DEATH,
   ReliableChannel,
 } from "../lib/reliable/reliable_channel.ts";
 import {
@@ -344,7 +345,8 @@ Deno.test("ReliableChannel respects its windows", async (t) => {
 
 Deno.test("ReliableChannel retransmits on timeout with exponential backoff", async (t) => {
   await t.step("doubles the RTO on each timeout and resets it on a new ack", () => {
-    const a = new ReliableChannel(0, { keepaliveMs: 100_000, deadAfterMs: 100_000 });
+    // A long deadAfterMs: the cap on the backoff (deadAfterMs / 40) stays out of the way.
+    const a = new ReliableChannel(0, { keepaliveMs: 100_000, deadAfterMs: 10_000_000 });
     a.send(0, bytes(10));
     drain(a);
     const times: number[] = [];
@@ -367,7 +369,7 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
   });
 
   await t.step("retransmits every outstanding segment once the oldest times out", () => {
-    const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000 });
+    const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs: 1e6 });
     a.send(0, bytes(10));
     a.send(0, bytes(10));
     a.send(500, bytes(10));
@@ -378,6 +380,42 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     // RFC 6675 5.1: seq 2 (sent at 500) goes too, not after another, doubled, RTO.
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2]);
     assertEquals(a.nextTimeout(), 3000); // all resent at 1000, with the RTO now 2000
+  });
+
+  await t.step("caps the backoff at deadAfterMs / PROBES_BEFORE_DEATH", () => {
+    const cases: [number, number[]][] = [
+      [20_000, [300, 550, 800, 1050]],
+      [1e6, [300, 700, 1500, 3100]],
+    ];
+    for (const [deadAfterMs, expected] of cases) {
+      const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs });
+      a.send(0, bytes(10));
+      drain(a);
+      a.receive(40, ack(1)); // a sample of 40 ms: the RTO without backoff is minRtoMs, 200
+      a.send(100, bytes(10));
+      drain(a);
+      const times: number[] = [];
+      while (times.length < 4) {
+        const at = a.nextTimeout()!;
+        a.onTimeout(at);
+        assertEquals(dataOf(drain(a)).map((s) => s.seq), [1]);
+        times.push(at);
+      }
+      // With the default 20 s, 250 ms (20000 / 80): 80 probes before the peer is declared dead.
+      assertEquals(times, expected);
+      assertEquals(deadAfterMs / PROBES_BEFORE_DEATH, deadAfterMs === 20_000 ? 250 : 12_500);
+    }
+  });
+
+  await t.step("takes no RTT sample from a segment acked while it waited, judged lost", () => {
+    const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
+    for (let i = 0; i < 10; i++) a.send(0, bytes(10, i));
+    assertEquals(dataOf(drain(a)).length, 10);
+    a.onTimeout(1000); // all ten judged lost; the window after a timeout resends four
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2, 3]);
+    // The first acks were lost: this one covers the four resent and six sent once, at 0.
+    a.receive(1040, ack(10));
+    assertEquals(a.stats.rttSamples, 0, "no sample of 1040 ms on a path of 40");
   });
 
   await t.step("takes RTT samples only from segments sent once (Karn)", () => {

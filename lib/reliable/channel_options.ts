@@ -83,7 +83,12 @@ export interface ReliableChannelOptions {
   keepaliveMs?: number;
   /** Declare the peer dead after this long without hearing from it, ms. Default 20000. */
   deadAfterMs?: number;
-  /** Declare the peer dead when a segment needs retransmitting after this many retransmissions. Default 12. */
+  /**
+   * Declare the peer dead when a segment needs retransmitting after this
+   * many retransmissions. Default 80: as many tries as a silent peer gets
+   * probes before `deadAfterMs` ends (see `PROBES_BEFORE_DEATH`), so a burst
+   * of loss that a live channel rides out does not kill it this way either.
+   */
   maxRetransmits?: number;
   /**
    * Copies of each data segment transmission while the stream is thin (at
@@ -134,7 +139,7 @@ export const DEFAULT_CHANNEL_OPTIONS: Readonly<ResolvedChannelOptions> = Object.
   stopAndWaitRtoMs: 10_000,
   keepaliveMs: 5000,
   deadAfterMs: 20_000,
-  maxRetransmits: 12,
+  maxRetransmits: 80,
   copies: 1,
 });
 

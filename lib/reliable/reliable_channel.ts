@@ -46,6 +46,18 @@ export {
 /** How long one window of the recent smallest RTT lasts, ms (BBR's min RTT filter: 10 s). */
 const MIN_RTT_WINDOW_MS = 10_000;
 
+/**
+ * Probes a live channel sends, at least, in one `deadAfterMs` of silence
+ * before it declares the peer dead: the backed-off RTO is capped at
+ * `deadAfterMs / PROBES_BEFORE_DEATH`, never below the RTO without backoff
+ * (a channel starts once a handshake proved the path, so its first flight
+ * gets the same cap).
+ * Exponential backoff alone sends 7 probes in 20 s, and a burst of loss
+ * (which ends after so many packets, not after so much time) could outlast
+ * all of them; see DECISIONS.md, "Bursts of loss".
+ */
+export const PROBES_BEFORE_DEATH = 80;
+
 /** What a channel asks its driver to do, from {@linkcode ReliableChannel.poll}. */
 export type ChannelOutput =
   /** Send this segment to the peer. */
@@ -129,13 +141,15 @@ export interface ChannelStats {
  * peer's advertised window; every data segment (duplicates included) and
  * keepalive is acknowledged with the cumulative point, up to 16 SACK ranges
  * and the window, once per batch of input between two `poll` calls. RTT
- * samples follow Karn's rule (only segments transmitted once; of those an
- * ack newly covers, the most recently sent) and RFC 6298 smoothing. A
+ * samples follow Karn's rule (only segments transmitted once and not judged
+ * lost; of those an ack newly covers, the most recently sent) and RFC 6298
+ * smoothing. A
  * segment is fast-retransmitted once `dupThresh` segments transmitted after
  * its latest transmission are acknowledged, so at most once per round trip.
- * When the RTO expires, every unacknowledged segment older than the RTO is
- * retransmitted and the RTO doubles; it resets when new data is
- * acknowledged.
+ * When the RTO expires, every unacknowledged segment is taken as lost and
+ * resent as the window allows, and the RTO doubles, up to
+ * `deadAfterMs / PROBES_BEFORE_DEATH` (never below the RTO without
+ * backoff); it resets when new data is acknowledged.
  *
  * Liveness: after `keepaliveMs` without sending anything, the channel sends
  * a keepalive (the peer acks it). After `deadAfterMs` without hearing
@@ -500,14 +514,18 @@ export class ReliableChannel {
   }
 
   /**
-   * Karn's rule: only segments transmitted once; the most recently sent gives the tightest bound.
+   * Karn's rule: only segments transmitted once, and not judged lost (one
+   * that waited, judged lost, for a retransmission the window did not yet
+   * allow, is acknowledged late because its acks were lost: a burst of ack
+   * loss once gave a sample of 4 s on a path of 40 ms, and a base RTO to
+   * match). Of the rest, the most recently sent gives the tightest bound.
    *
    * @returns the sample, ms, if there was one
    */
   #takeRttSample(now: number, newly: OutgoingSegment[]): number | undefined {
     let sample: number | undefined;
     for (const segment of newly) {
-      if (segment.transmissions !== 1) continue;
+      if (segment.transmissions !== 1 || segment.lost) continue;
       const rtt = now - segment.sentAt;
       if (sample === undefined || rtt < sample) sample = rtt;
     }
@@ -644,7 +662,9 @@ export class ReliableChannel {
   }
 
   #currentRto(): number {
-    return this.#options.mode === "selective" ? this.#rtt.rto : this.#options.stopAndWaitRtoMs;
+    if (this.#options.mode !== "selective") return this.#options.stopAndWaitRtoMs;
+    const ceiling = Math.max(this.#rtt.baseRto, this.#options.deadAfterMs / PROBES_BEFORE_DEATH);
+    return Math.min(this.#rtt.rto, ceiling);
   }
 
   #die(reason: string): void {

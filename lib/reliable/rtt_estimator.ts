@@ -79,13 +79,17 @@ export class RttEstimator {
     return this.#backoffs;
   }
 
-  /** The retransmission timeout, ms, backoff included, within `[minRtoMs, maxRtoMs]`. */
-  get rto(): number {
+  /** The retransmission timeout without backoff, ms, within `[minRtoMs, maxRtoMs]`. */
+  get baseRto(): number {
     const base = this.#srtt === undefined
       ? this.#initialRto
       : this.#srtt + Math.max(this.#granularity, K * this.#rttvar!);
-    const bounded = Math.min(this.#maxRto, Math.max(this.#minRto, base));
-    return Math.min(this.#maxRto, bounded * 2 ** this.#backoffs);
+    return Math.min(this.#maxRto, Math.max(this.#minRto, base));
+  }
+
+  /** The retransmission timeout, ms, backoff included, within `[minRtoMs, maxRtoMs]`. */
+  get rto(): number {
+    return Math.min(this.#maxRto, this.baseRto * 2 ** this.#backoffs);
   }
 
   /**
