@@ -160,8 +160,6 @@ async function main(): Promise<number> {
       `${"".padEnd(8)} (everything after hello travels sealed: Noise IK with the server's key, ` +
         "which Alice's client has now pinned)",
     );
-    await alice.type("status");
-    await alice.waitFor(/[Mm]apping|NAT/);
     await alice.type("watch");
     await alice.waitFor(/^Watching/);
     await alice.type("tcp Hello server, this is Alice over TCP");
@@ -224,6 +222,10 @@ async function main(): Promise<number> {
     const again = await bobAgain.finish();
     await Deno.remove(chatDir, { recursive: true });
     if (again !== 0) throw new Error(`Bob's second script failed with exit code ${again}`);
+
+    step("Alice asks for her status: the server's view of her address, and her NAT's mapping type");
+    await alice.type("status");
+    await alice.waitFor(/^Server /);
 
     step(`An operator scrapes http://127.0.0.1:${metricsPort}/metrics (a few of its lines)`);
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
