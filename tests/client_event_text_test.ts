@@ -240,6 +240,27 @@ Deno.test("commandResultText() words peer commands and waits", () => {
     }),
     "1 peer session:\n  Bob  open  10.0.0.2:4002  2 sent, 1 received",
   );
+  // Wide names and long addresses align by display width, as in `list`.
+  assertEquals(
+    commandResultText({
+      ok: true,
+      command: "peers",
+      peers: [
+        {
+          name: "Cy 한국어",
+          state: "open",
+          ip: "::ffff:127.0.0.1",
+          udpPort: 4003,
+          sent: 0,
+          received: 0,
+        },
+        { name: "Bob", state: "connecting", ip: "10.0.0.2", udpPort: 4002, sent: 2, received: 1 },
+      ],
+    }),
+    "2 peer sessions:\n" +
+      "  Cy 한국어  open        [::ffff:127.0.0.1]:4003  0 sent, 0 received\n" +
+      "  Bob        connecting  10.0.0.2:4002            2 sent, 1 received",
+  );
   const wait = { ok: true, command: "wait" } as const;
   assertEquals(commandResultText({ ...wait, for: "messages", count: 2 }), "2 messages received");
   assertEquals(

@@ -174,10 +174,12 @@ export function commandResultText(result: CommandResult): string {
       return `Ended the session with "${result.name}"` +
         (result.reason === undefined ? "" : `; ${result.reason}`);
     case "peers": {
-      const lines = result.peers.map((p) =>
-        `  ${p.name}  ${p.state}  ${hostPort(p.ip, p.udpPort)}  ` +
-        `${p.sent} sent, ${p.received} received`
-      );
+      const lines = alignColumns(result.peers.map((p) => [
+        p.name,
+        p.state,
+        hostPort(p.ip, p.udpPort),
+        `${p.sent} sent, ${p.received} received`,
+      ])).map((line) => `  ${line}`);
       return result.peers.length === 0
         ? "No peer sessions"
         : `${result.peers.length} peer ${result.peers.length === 1 ? "session" : "sessions"}:\n${

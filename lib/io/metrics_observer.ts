@@ -92,7 +92,11 @@ export class MetricsObserver implements ServerObserver {
     m.gauge("switchboard_active_sessions", "Clients online (live sessions)", gauges.active);
     m.gauge("switchboard_presence_watchers", "Sessions watching presence news", gauges.watchers);
     m.gauge("switchboard_tcp_connections", "Open TCP connections", gauges.tcpConnections);
-    m.gauge("switchboard_storage_used_bytes", "Bytes of stored files", () => this.#storage);
+    m.gauge(
+      "switchboard_storage_used_bytes",
+      "Bytes the stored files and their per-user indexes take on disk",
+      () => this.#storage,
+    );
     for (
       const [name, help] of [
         ["switchboard_datagrams_received_total", "UDP datagrams received, by message type"],
