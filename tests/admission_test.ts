@@ -59,7 +59,8 @@ Deno.test("Admission.openConnection() closes the oldest connection without a log
   const admission = new Admission(h.host, { maxConnectionsPerAddress: 1 });
   assert(admission.openConnection(0, tcp(1)));
   assertEquals(h.outputs, []);
-  assert(admission.openConnection(0, tcp(2)));
+  // Connection 1 gets its first-request time (5 s) before it can give way.
+  assert(admission.openConnection(5_000, tcp(2)));
   assertEquals(h.stats.tcpRefused, 1);
   const [send, close] = h.outputs;
   if (send.type !== "send" || send.message.type !== "error") throw new Error("not an error");
@@ -78,7 +79,7 @@ Deno.test("Admission.openConnection() closes the oldest connection without a log
   }]);
   // A connection that carried a session keeps its slot.
   admission.authenticated(2, "Ann");
-  assert(admission.openConnection(0, tcp(3)));
+  assert(admission.openConnection(10_000, tcp(3)));
   assertEquals(h.outputs.length, 2, "nothing closed");
   admission.closeConnection(1); // the driver reports the close: harmless
 });

@@ -3,6 +3,7 @@ import {
   ConnectionLimits,
   connectionLimitText,
   type ConnectionSample,
+  EVICTION_GRACE_MS,
 } from "../lib/server/connection_limits.ts";
 
 /** A connection's counters, as the driver would sample them. */
@@ -41,8 +42,8 @@ Deno.test("ConnectionLimits.makeRoom() closes the oldest unauthenticated connect
   limits.open(1, 2, "192.0.2.1");
   limits.open(2, 3, "192.0.2.2");
   // Another address's cap is its own.
-  assertEquals(limits.makeRoom(3, "192.0.2.2"), undefined);
-  const room = limits.makeRoom(3, "::ffff:192.0.2.1");
+  assertEquals(limits.makeRoom(5_003, "192.0.2.2"), undefined);
+  const room = limits.makeRoom(5_003, "::ffff:192.0.2.1");
   assertEquals(room, {
     connId: 1,
     hit: { kind: "made_room", scope: "per_address", limit: 2 },
@@ -50,10 +51,24 @@ Deno.test("ConnectionLimits.makeRoom() closes the oldest unauthenticated connect
   });
   assertEquals(limits.size, 2, "forgotten at once");
   assertEquals(limits.open(3, 4, "192.0.2.1"), undefined);
-  assertEquals(limits.makeRoom(4, "192.0.2.1")?.connId, 2, "then the next oldest");
-  assertEquals(limits.makeRoom(4, "192.0.2.1"), undefined, "room again");
+  assertEquals(limits.makeRoom(5_004, "192.0.2.1")?.connId, 2, "then the next oldest");
+  assertEquals(limits.makeRoom(5_004, "192.0.2.1"), undefined, "room again");
   limits.close(1); // already forgotten: harmless
   assertEquals(limits.size, 2);
+});
+
+Deno.test("ConnectionLimits.makeRoom() never pushes out a connection younger than EVICTION_GRACE_MS", () => {
+  // Squatters that reconnect the moment they are closed must not push a new
+  // client out before it could log in.
+  const limits = new ConnectionLimits({ maxPerAddress: 2, maxTotal: 10 });
+  const grace = EVICTION_GRACE_MS;
+  limits.open(0, 1, "192.0.2.1");
+  limits.open(grace - 100, 2, "192.0.2.1");
+  assertEquals(limits.makeRoom(grace - 1, "192.0.2.1"), undefined, "1 is still young");
+  assertEquals(limits.makeRoom(grace, "192.0.2.1")?.connId, 1, "1 had its time");
+  assertEquals(limits.open(grace, 3, "192.0.2.1"), undefined);
+  assertEquals(limits.makeRoom(2 * grace - 101, "192.0.2.1"), undefined, "2 and 3 are young");
+  assertEquals(limits.makeRoom(2 * grace - 100, "192.0.2.1")?.connId, 2);
 });
 
 Deno.test("ConnectionLimits.authenticate() moves a connection to its user's allowance; it never gives way", () => {
@@ -71,9 +86,9 @@ Deno.test("ConnectionLimits.authenticate() moves a connection to its user's allo
   assertEquals(limits.authenticate(4, "ann"), false);
   // The total (4) is reached: the oldest unauthenticated one (2) gives way,
   // not the older authenticated 1.
-  assertEquals(limits.makeRoom(1, "192.0.2.9")?.connId, 2);
+  assertEquals(limits.makeRoom(5_001, "192.0.2.9")?.connId, 2);
   assertEquals(limits.open(1, 5, "192.0.2.9"), undefined);
-  assertEquals(limits.makeRoom(1, "192.0.2.9")?.connId, 4);
+  assertEquals(limits.makeRoom(5_001, "192.0.2.9")?.connId, 4);
   assertEquals(limits.open(1, 6, "192.0.2.9"), undefined);
   assert(limits.authenticate(5, "bob"));
   assert(limits.authenticate(6, "bob"));

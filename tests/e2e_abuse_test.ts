@@ -5,6 +5,7 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { loadRegistry } from "../lib/io/registry_file.ts";
+import { EVICTION_GRACE_MS } from "../lib/server/connection_limits.ts";
 import { loadServerIdentity } from "../lib/io/server_identity_file.ts";
 import { ERROR_CODES } from "../lib/wire/error_code.ts";
 import type { Message } from "../lib/wire/messages.ts";
@@ -17,6 +18,7 @@ import {
   assertExit,
   assertOneErrorLine,
   CLIENT_PATH,
+  delay,
   pollUntil,
   runClient,
   type RunningProgram,
@@ -266,6 +268,8 @@ Deno.test("32 connections that send a hello every 20 s no longer keep a client o
     sources: ["127.0.0.1"],
     perAddress: 32,
   });
+  // Squatters older than the grace time give way; younger ones cannot push a newcomer out.
+  await delay(EVICTION_GRACE_MS + 100);
   const result = await runClient({
     args: w.args(),
     stdin: "register Ann\nupload six.bin\nfiles\n",
@@ -295,6 +299,7 @@ Deno.test("the TCP cap held by idle connections from 16 addresses does not stop 
       perAddress: 4,
     });
     assertEquals(squatters.open, 64);
+    await delay(EVICTION_GRACE_MS + 100);
     assertMatch(await answer(owner, "upload six.bin"), /six\.bin/);
     assertMatch(await answer(owner, "files"), /^1 file, 6000 of/);
     assert(squatters.reopened >= 1, `reopened ${squatters.reopened}`);

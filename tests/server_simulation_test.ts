@@ -246,6 +246,8 @@ Deno.test("Simulation: idle TCP connections without a login give way to logged-i
     );
     runIdle(sim, seed);
     assertEquals(sim.server!.stats.tcpRefused, 0);
+    // A connection gives way only once it has had its first-request time.
+    sim.runFor(5_000);
     // A's own address is at its cap: its oldest stranger gives way. Then the
     // total is reached: the oldest stranger of all gives way for B.
     type(sim, a, "files");
@@ -261,8 +263,10 @@ Deno.test("Simulation: idle TCP connections without a login give way to logged-i
       madeRoom.map((e) => e.kind === "connection_made_room" && [e.address, e.hit]),
       [[aIp, { kind: "made_room", scope: "per_address", limit: 3 }]],
     );
-    // More strangers only push each other out; A's and B's connections,
-    // which carried sessions, stay, and they are never told to close.
+    // More strangers only push out strangers that had their time (the rest
+    // are refused); A's and B's connections, which carried sessions, stay,
+    // and they are never told to close.
+    sim.runFor(5_000);
     for (let i = 4; i < 14; i++) {
       sim.network.sendReliable(sim.clock.now(), `198.51.100.${i}:9000`, SERVER_TCP, hello(i));
     }

@@ -32,6 +32,13 @@ export interface ConnectionLimitsOptions {
 }
 
 /** Default most connections per address. */
+/**
+ * How long a new connection has to log in before it can be made to give way
+ * to a newer one, ms. A client's handshake and first request take a round
+ * trip or two; squatters that reconnect at once cannot rotate it out sooner.
+ */
+export const EVICTION_GRACE_MS = 1_000;
+
 export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 32;
 /** Default most authenticated connections per user. */
 export const DEFAULT_MAX_CONNECTIONS_PER_USER = 8;
@@ -205,10 +212,10 @@ export class ConnectionLimits {
     let victim: number | undefined;
     let hit: ConnectionLimitHit | undefined;
     if ((this.#perAddress.get(key) ?? 0) >= this.maxPerAddress) {
-      victim = this.#oldestUnauthenticated(key);
+      victim = this.#oldestUnauthenticated(now, key);
       hit = { kind: "made_room", scope: "per_address", limit: this.maxPerAddress };
     } else if (this.#connections.size >= this.maxTotal) {
-      victim = this.#oldestUnauthenticated(undefined);
+      victim = this.#oldestUnauthenticated(now, undefined);
       hit = { kind: "made_room", scope: "total", limit: this.maxTotal };
     }
     if (victim === undefined || hit === undefined) return undefined;
@@ -220,9 +227,17 @@ export class ConnectionLimits {
       : { connId: victim, hit, report: { closed: report } };
   }
 
-  #oldestUnauthenticated(key: string | undefined): number | undefined {
+  /**
+   * The oldest unauthenticated connection (of an address key, or of all)
+   * that has had {@linkcode EVICTION_GRACE_MS} to log in. A younger one never
+   * gives way: otherwise squatters that reconnect the moment they are closed
+   * would push every new connection out in turn before it could log in.
+   */
+  #oldestUnauthenticated(now: number, key: string | undefined): number | undefined {
     for (const connId of this.#unauthenticated) {
-      if (key === undefined || this.#connections.get(connId)!.key === key) return connId;
+      const t = this.#connections.get(connId)!;
+      if (now - t.openedAt < EVICTION_GRACE_MS) return undefined; // the rest are younger still
+      if (key === undefined || t.key === key) return connId;
     }
     return undefined;
   }
