@@ -700,11 +700,21 @@ async function commandResult(context: Context, command: Command): Promise<Comman
   }
 }
 
+const EMPTY = new Uint8Array();
+
 /** Logs in with the saved identity (open servers) or a password (password servers). */
 async function login(context: Context, given: string | undefined): Promise<CommandResult> {
   const { client, flags } = context;
   const fail = (error: string, code: "no_identity" | "no_password" | "no_name") =>
     ({ ok: false, command: "login", error, code }) as const;
+  if (client.core.loggedInAs !== undefined) {
+    // The core refuses at once ("already logged in"): ask for no password first.
+    return await client.run({
+      kind: "login",
+      name: given ?? client.core.loggedInAs,
+      secret: EMPTY,
+    });
+  }
   if (client.core.auth === "password") {
     const name = given ?? client.core.name;
     if (name === undefined) return fail("No name given; use login NAME", "no_name");

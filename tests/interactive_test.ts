@@ -291,6 +291,10 @@ Deno.test({
     at = await client.waitFor('Logged out "alice"', at);
     await client.keys(`login\r${password}\r`);
     at = await client.waitFor('Logged in as "alice"', at);
+    // Already logged in: refused at once, no password asked for.
+    await client.type('login "Ann Other"');
+    at = await client.waitFor('error: already logged in as "alice"; logout first', at);
+    assert(!client.text.includes('Password for "Ann Other"'), client.text);
     await client.type("exit");
     assertEquals(await client.finish(), 0, client.text);
     assert(!client.text.includes("horse"), `the password was shown:\n${client.text}`);
