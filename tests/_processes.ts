@@ -753,3 +753,26 @@ export function unusedUdpPort(): number {
   socket.close();
   return port;
 }
+
+/**
+ * Reads a server process's stdout until it prints its UDP port, then drains the rest.
+ *
+ * @param stdout the process's standard output
+ * @returns the port
+ */
+export async function readUdpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
+  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited: ${text}`);
+    text += value;
+    const match = /Server UDP listening on port (\d+)/.exec(text);
+    if (match !== null) {
+      (async () => {
+        while (!(await lines.read()).done) { /* drain */ }
+      })();
+      return Number(match[1]);
+    }
+  }
+}

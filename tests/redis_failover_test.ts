@@ -10,7 +10,7 @@ import { ClientDriver } from "../lib/io/client_driver.ts";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SERVER_IDENTITY_FILE } from "../lib/io/server_identity_file.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
-import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
 
 if (redisUnavailable !== undefined) {
   console.log(`redis_failover_test: skipped: ${redisUnavailable}`);
@@ -75,7 +75,7 @@ Deno.test({
     }).spawn();
     const clients: ClientDriver[] = [];
     try {
-      const aPort = await withTimeout(udpPort(child.stdout), 20_000, "instance A to start");
+      const aPort = await withTimeout(readUdpPort(child.stdout), 20_000, "instance A to start");
       const watcherEvents: ClientEvent[] = [];
       const watcher = await ClientDriver.open({
         serverHost: HOST,
@@ -135,21 +135,3 @@ Deno.test({
     }
   },
 });
-
-/** Reads a server's stdout until it prints its UDP port, then drains the rest. */
-async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
-  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`server exited: ${text}`);
-    text += value;
-    const match = /Server UDP listening on port (\d+)/.exec(text);
-    if (match !== null) {
-      (async () => {
-        while (!(await lines.read()).done) { /* drain */ }
-      })();
-      return Number(match[1]);
-    }
-  }
-}

@@ -18,7 +18,7 @@ import {
   type Request,
 } from "../lib/wire/messages.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
-import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
 
 if (redisUnavailable !== undefined) {
   console.log(`redis_presence_test: skipped: ${redisUnavailable}`);
@@ -329,7 +329,7 @@ Deno.test({
         stderr: "null",
       }).spawn();
       try {
-        const port = await withTimeout(udpPort(child.stdout), 20_000, "instance A to start");
+        const port = await withTimeout(readUdpPort(child.stdout), 20_000, "instance A to start");
         const watcher = new RawClient(b.udpPort);
         const onA = new RawClient(port);
         clients.push(watcher, onA);
@@ -373,21 +373,3 @@ Deno.test({
     });
   },
 });
-
-/** Reads a server's stdout until it prints its UDP port, then drains the rest. */
-async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
-  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`server exited: ${text}`);
-    text += value;
-    const match = /Server UDP listening on port (\d+)/.exec(text);
-    if (match !== null) {
-      (async () => {
-        while (!(await lines.read()).done) { /* drain */ }
-      })();
-      return Number(match[1]);
-    }
-  }
-}

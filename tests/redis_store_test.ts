@@ -10,7 +10,7 @@ import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
-import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
 
 if (redisUnavailable !== undefined) console.log(`redis_store_test: skipped: ${redisUnavailable}`);
@@ -330,7 +330,7 @@ Deno.test({
         stderr: "null",
       }).spawn();
       try {
-        const port = await withTimeout(udpPort(child.stdout), 20_000, "instance A to start");
+        const port = await withTimeout(readUdpPort(child.stdout), 20_000, "instance A to start");
         const many = Array.from({ length: 16 }, () => requester({ udpPort: port }));
         // Kill A while registrations are in flight.
         const acknowledged: string[] = [];
@@ -365,24 +365,6 @@ Deno.test({
     });
   },
 });
-
-/** Reads a server's stdout until it prints its UDP port, then drains the rest. */
-async function udpPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
-  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`server exited: ${text}`);
-    text += value;
-    const match = /Server UDP listening on port (\d+)/.exec(text);
-    if (match !== null) {
-      (async () => {
-        while (!(await lines.read()).done) { /* drain */ }
-      })();
-      return Number(match[1]);
-    }
-  }
-}
 
 Deno.test({
   name:
