@@ -401,7 +401,7 @@ Deno.test("ServerCore answers a token-bearing request without a live session wit
       n === "token"
     ) && t !== "text"
   );
-  assertEquals(tokenTypes.length, 10);
+  assertEquals(tokenTypes.length, 11);
   const tokens = [new Uint8Array(0), new Uint8Array(16).fill(9), ...w.ended.map((e) => e.token)];
   for (const type of tokenTypes) {
     for (const token of tokens) {
@@ -415,6 +415,8 @@ Deno.test("ServerCore answers a token-bearing request without a live session wit
         on: 1,
         size: 1,
         sha256: new Uint8Array(32),
+        session: "0123456789abcdef",
+        hosts: [],
       } as unknown as Message;
       const fields = MESSAGE_SCHEMAS[type].fields as readonly (readonly [string, unknown])[];
       const request = Object.fromEntries(
@@ -658,6 +660,15 @@ Deno.test("ServerDriver answers unauthenticated datagrams (clear hello, handshak
       { type: "download", reqId: 15, client, token, name: "f" },
       { type: "delete", reqId: 16, client, token, name: "f" },
       { type: "files", reqId: 17, client, token },
+      {
+        type: "introduce",
+        reqId: 18,
+        client,
+        token,
+        name: "Amp",
+        session: "0123456789abcdef",
+        hosts: [],
+      },
     ];
     assertEquals(new Set(requests.map((r) => r.type)).size, REQUEST_TYPES.length);
     // Version 3: in clear only hello is answered, and with fewer bytes; the

@@ -34,7 +34,7 @@ import {
   PROTOCOL_VERSION,
 } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
-import { MAX_DATAGRAM_BYTES, type Message, type Reply } from "../wire/messages.ts";
+import { MAX_DATAGRAM_BYTES, type Message, type MessageOf, type Reply } from "../wire/messages.ts";
 import { BlobStore } from "./blob_store.ts";
 import { StorageDriver } from "./storage_driver.ts";
 import { UsersFileWatch } from "./users_file_watch.ts";
@@ -447,6 +447,9 @@ export class ServerDriver {
         if (!(error instanceof ProtocolError)) throw error;
         return this.#admitAndReject(from, error.message);
       }
+      // `relay` too: the peers seal its payload end to end, and the relay's own
+      // checks (a party's address, its rate limit and quota) admit it.
+      if (message.type === "relay" && !second) return this.#relayDatagram(from, message);
       if (message.type !== (second ? "reflect" : "hello")) {
         return this.#admitAndReject(
           from,
@@ -490,6 +493,14 @@ export class ServerDriver {
       return this.#admitAndReject(from, error.message);
     }
     if (this.#admitted(from, message, true)) this.#handle(from, message, input.plaintext.length);
+  }
+
+  /** Forwards a peer's `relay` datagram; one that is no party's is charged as a stranger's. */
+  #relayDatagram(from: Endpoint, message: MessageOf<"relay">): void {
+    if (this.#closed) return;
+    const decision = this.#core.relay(systemClock.now(), from, message);
+    if (decision === "refused") return void this.#admitted(from, message);
+    this.#drain();
   }
 
   /** Asks the core to admit a datagram; a refused one is reported and dropped. */
@@ -784,7 +795,8 @@ export class ServerDriver {
     const plain = encodeMessage(message);
     // The second port has no sessions: its `reflect_ok` goes in clear (it
     // holds only the address it answers and the port numbers).
-    let bytes = to.second === true
+    // A `relay` goes in clear too: its payload is sealed by the peers.
+    let bytes = to.second === true || message.type === "relay"
       ? plain
       : this.#channels.seal(routeOf(to), plain, systemClock.now());
     // Without a session only these go out, in clear: the answers to a clear

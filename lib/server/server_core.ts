@@ -45,6 +45,7 @@ import type { Registry, RegistryChange, RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
 import { Reflector } from "./reflector.ts";
+import { PeerRelay, type PeerRelayLimits } from "./peer_relay.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
@@ -142,6 +143,8 @@ export interface ServerCoreOptions {
   sharedPresence?: boolean;
   /** The server's second UDP port, told in `reflect_ok` (default 0: none). */
   udpPort2?: number;
+  /** Limits of the relay for peers (`peer_relay.ts`). */
+  relay?: Partial<PeerRelayLimits>;
 }
 
 /** Default session lease, ms. */
@@ -173,7 +176,16 @@ const AUTH_FAILURES: ReadonlySet<ErrorCodeName> = new Set([
 ]);
 
 /** Request types that change nothing and so skip the replay cache. */
-const READ_ONLY = new Set(["hello", "heartbeat", "list", "lookup", "files", "download"]);
+const READ_ONLY = new Set([
+  "hello",
+  "heartbeat",
+  "list",
+  "lookup",
+  "files",
+  "download",
+  // Running it again only refreshes the introduction and tells the peer again.
+  "introduce",
+]);
 
 /**
  * The server core.
@@ -202,6 +214,7 @@ export class ServerCore {
   #admission: Admission;
   #sizing: ReplySizing;
   #reflector: Reflector;
+  #relay: PeerRelay;
   #commits: CommitLog<HeldReply>;
   /** True when state is shared with other instances (`sharedPresence`). */
   #shared: boolean;
@@ -254,6 +267,13 @@ export class ServerCore {
     }, options.limits);
     this.#sizing = new ReplySizing((token, to) => this.#directory.proves(token, to));
     this.#reflector = new Reflector({ port2: options.udpPort2 ?? 0, output: host.output });
+    this.#relay = new PeerRelay({
+      sessions: this.#directory.sessions,
+      random: options.random,
+      output: host.output,
+      emit: host.emit,
+      limits: options.relay,
+    });
     this.#storage = new ServerStorage({
       ...host,
       settle: (request, code, reason) =>
@@ -348,6 +368,7 @@ export class ServerCore {
     if (this.#reflector.handle(from, message, receivedBytes)) return;
     if (message.type === "presence_ack") return this.#directory.ack(message.token, message.seq);
     if (message.type === "file_chunk") return this.#storage.chunk(from, message);
+    if (message.type === "relay") return void this.relay(now, from, message);
     if (!isRequest(message)) {
       this.#emit({ kind: "unexpected", from, type: message.type });
       return;
@@ -404,7 +425,11 @@ export class ServerCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const times = [this.#directory.nextTimeout(), this.#accounts.nextTimeout()]
+    const times = [
+      this.#directory.nextTimeout(),
+      this.#accounts.nextTimeout(),
+      this.#relay.nextTimeout(),
+    ]
       .filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
@@ -419,6 +444,32 @@ export class ServerCore {
   onTimeout(now: number): void {
     this.#directory.onTimeout(now);
     this.#accounts.onTimeout(now);
+    this.#relay.onTimeout(now);
+  }
+
+  /** The relay's counters. */
+  get relayStats(): Readonly<PeerRelay["stats"]> {
+    return this.#relay.stats;
+  }
+
+  /**
+   * Forwards a `relay` datagram (it comes in clear: its payload is sealed end
+   * to end by the peers) to the other party of its introduced session.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param message the datagram
+   * @returns `relayed`; `limited` when the session's rate limit or quota
+   *   dropped it; `refused` when it is no party's (unknown session, or not
+   *   from a party's UDP address): the driver charges it to the sender's
+   *   address like any datagram without a session
+   */
+  relay(
+    now: number,
+    from: Endpoint,
+    message: MessageOf<"relay">,
+  ): "relayed" | "limited" | "refused" {
+    return this.#relay.relay(now, from, message);
   }
 
   /** Ends every session for a shutdown, telling each client. */
@@ -669,6 +720,13 @@ export class ServerCore {
       case "delete":
       case "files":
         return this.#storageRequest(from, request);
+      case "introduce": {
+        const session = this.#directory.session(from, request);
+        if (session === undefined) return;
+        const reply = this.#relay.introduce(now, session, request);
+        if ("code" in reply) return this.#refuse(from, request, reply.code, reply.reason);
+        return this.#answer(from, request, reply);
+      }
     }
   }
 

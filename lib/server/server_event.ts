@@ -140,6 +140,43 @@ export type ServerEvent =
     readonly closed: number;
     readonly hit: ConnectionLimitHit;
   }
+  /** A client asked to be introduced to a peer for a session (`introduce`); the peer was told. */
+  | {
+    readonly kind: "introduced";
+    readonly session: string;
+    readonly from: string;
+    readonly to: string;
+    /** How many host candidates the asker gave. */
+    readonly hosts: number;
+  }
+  /** The first datagram of a session went through the relay. */
+  | {
+    readonly kind: "relay_started";
+    readonly session: string;
+    readonly a: string;
+    readonly b: string;
+  }
+  /** The relay dropped datagrams of a session for its rate limit or quota (at most one event per period). */
+  | {
+    readonly kind: "relay_limited";
+    readonly session: string;
+    /** The sender whose datagram was dropped. */
+    readonly name: string;
+    readonly why: "rate" | "quota";
+    /** Datagrams dropped since the last such event. */
+    readonly dropped: number;
+    /** Bytes relayed for the session so far. */
+    readonly bytes: number;
+  }
+  /** A relayed session's introduction was forgotten (idle, or room was made): what it carried. */
+  | {
+    readonly kind: "relay_ended";
+    readonly session: string;
+    readonly a: string;
+    readonly b: string;
+    readonly bytes: number;
+    readonly datagrams: number;
+  }
   /** A TCP connection was closed for being idle or sending a frame too slowly. */
   | {
     readonly kind: "connection_closed";

@@ -147,6 +147,32 @@ function describe(event: ServerEvent): EventText {
         ? { level: "info", quiet: true, text: `Closed TCP connection ${where}` }
         : { level: "warning", quiet: true, text: `TCP limit: closed connection ${where}` };
     }
+    case "introduced":
+      return {
+        level: "info",
+        quiet: true,
+        text: `Introduced "${event.from}" to "${event.to}" for peer session ${event.session} ` +
+          `(${event.hosts} host candidate${event.hosts === 1 ? "" : "s"})`,
+      };
+    case "relay_started":
+      return {
+        level: "info",
+        text: `Relaying peer session ${event.session} between "${event.a}" and "${event.b}"`,
+      };
+    case "relay_limited":
+      return {
+        level: "warning",
+        quiet: true,
+        text: `Relay ${event.why === "quota" ? "quota" : "rate limit"}: dropped ${event.dropped} ` +
+          `datagram${event.dropped === 1 ? "" : "s"} from "${event.name}" on peer session ` +
+          `${event.session} (${event.bytes} bytes relayed so far)`,
+      };
+    case "relay_ended":
+      return {
+        level: "info",
+        text: `Stopped relaying peer session ${event.session} between "${event.a}" and ` +
+          `"${event.b}": ${event.datagrams} datagrams, ${event.bytes} bytes`,
+      };
   }
 }
 

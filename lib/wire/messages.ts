@@ -40,6 +40,18 @@ export const MAX_PEER_PAYLOAD_BYTES = 1100;
 /** Most selective-acknowledgement ranges in one `peer_ack`. */
 export const MAX_SACK_RANGES = 16;
 
+/** Most host candidates a client gives in one `introduce`. */
+export const MAX_HOST_CANDIDATES = 8;
+
+/** Size of the key that authenticates `peer_probe` and `peer_probe_ok`, in bytes. */
+export const PROBE_KEY_BYTES = 16;
+
+/** Size of the tag of a `peer_probe` or `peer_probe_ok`, in bytes. */
+export const PROBE_TAG_BYTES = 16;
+
+/** Largest peer datagram a `relay` carries: a datagram less the relay's 14 bytes. */
+export const MAX_RELAY_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 14;
+
 /** How one field is laid out on the wire. */
 export type FieldKind =
   | { readonly kind: "u8" }
@@ -80,6 +92,9 @@ const ONLINE_CLIENT = [
   ["tcpPort", U16],
   ["onlineMs", U64],
 ] as const;
+
+/** One address a peer may be reached at: a host or server-reflexive candidate. */
+const CANDIDATE = [["ip", IP], ["port", U16]] as const;
 
 /** The fields that describe one stored file, in `file_list`. */
 const STORED_FILE = [
@@ -268,6 +283,54 @@ export const MESSAGE_SCHEMAS = {
     code: 49,
     fields: [["reqId", U32], ["ip", IP], ["port", U16], ["port2", U16]],
   },
+  introduce: {
+    code: 50,
+    fields: [
+      ["reqId", U32],
+      ["client", ID64],
+      ["token", TOKEN],
+      ["name", NAME],
+      ["session", ID64],
+      ["hosts", { kind: "list", max: MAX_HOST_CANDIDATES, of: CANDIDATE }],
+    ],
+  },
+  introduce_ok: {
+    code: 51,
+    fields: [
+      ["reqId", U32],
+      ["session", ID64],
+      ["probeKey", { kind: "bytes", max: PROBE_KEY_BYTES }],
+      ["candidates", { kind: "list", max: MAX_HOST_CANDIDATES + 1, of: CANDIDATE }],
+    ],
+  },
+  introduction: {
+    code: 52,
+    fields: [
+      ["token", TOKEN],
+      ["session", ID64],
+      ["name", NAME],
+      ["probeKey", { kind: "bytes", max: PROBE_KEY_BYTES }],
+      ["candidates", { kind: "list", max: MAX_HOST_CANDIDATES + 1, of: CANDIDATE }],
+    ],
+  },
+  relay: {
+    code: 53,
+    fields: [["session", ID64], ["payload", { kind: "bytes", max: MAX_RELAY_PAYLOAD_BYTES }]],
+  },
+  peer_probe: {
+    code: 54,
+    fields: [["session", ID64], ["nonce", U32], ["tag", { kind: "bytes", max: PROBE_TAG_BYTES }]],
+  },
+  peer_probe_ok: {
+    code: 55,
+    fields: [
+      ["session", ID64],
+      ["nonce", U32],
+      ["ip", IP],
+      ["port", U16],
+      ["tag", { kind: "bytes", max: PROBE_TAG_BYTES }],
+    ],
+  },
 } as const satisfies Record<
   string,
   { code: number; fields: readonly (readonly [string, FieldKind])[]; padded?: true }
@@ -283,6 +346,8 @@ export type PeerMessage = MessageOf<
   | "peer_keepalive"
   | "peer_terminate"
   | "peer_terminate_ok"
+  | "peer_probe"
+  | "peer_probe_ok"
 >;
 
 /**
@@ -335,6 +400,7 @@ export const REQUEST_TYPES = [
   "download",
   "delete",
   "files",
+  "introduce",
 ] as const satisfies readonly MessageType[];
 
 /**
@@ -367,10 +433,11 @@ export type Reply = MessageOf<
   | "download_ok"
   | "delete_ok"
   | "file_list"
+  | "introduce_ok"
 >;
 
-/** Messages the server sends without being asked: presence news and session ends. */
-export type Push = MessageOf<"presence" | "session_ended">;
+/** Messages the server sends without being asked: presence news, session ends, introductions. */
+export type Push = MessageOf<"presence" | "session_ended" | "introduction">;
 
 const REQUEST_TYPE_SET: ReadonlySet<string> = new Set(REQUEST_TYPES);
 
