@@ -645,3 +645,50 @@ Deno.test("simulate --help lists every flag with its default", () => {
   }
   assertStringIncludes(text, "default chat");
 });
+
+Deno.test("parseScenario() reads nat and flush nats lines and refuses bad ones", () => {
+  const steps = parseScenario(
+    "nat alice port-restricted\nnat node-* every 2 symmetric lan home\nflush nats\nflush nats bob\n",
+  ).steps;
+  assertEquals(steps.map((s) => s.kind), ["nat", "nat", "flush", "flush"]);
+  assertEquals(steps[0], {
+    line: 1,
+    kind: "nat",
+    who: { name: "alice" },
+    nat: "port-restricted",
+  });
+  assertEquals(steps[1], {
+    line: 2,
+    kind: "nat",
+    who: { pattern: "node-*", every: 2 },
+    nat: "symmetric",
+    lan: "home",
+  });
+  assertEquals(steps[3], { line: 4, kind: "flush", who: { name: "bob" } });
+  assertThrows(() => parseScenario("nat alice"), ScenarioError, "usage: nat WHO KIND");
+  assertThrows(() => parseScenario("nat alice cone"), ScenarioError, 'unknown NAT kind "cone"');
+  assertThrows(() => parseScenario("flush alice"), ScenarioError, "usage: flush nats [WHO]");
+});
+
+Deno.test("runScenario() puts clients behind NATs: the server sees the NATs' addresses, a LAN shares one", () => {
+  const run = runScenario(
+    parseScenario(
+      "nat alice port-restricted\nnat bob symmetric lan home\nnat carol symmetric lan home\n" +
+        "alice: register\nbob: register\ncarol: register\nsettle\nflush nats alice\n",
+      "nats",
+    ),
+    { seed: 5 },
+  );
+  assertEquals(run.summary.violations, []);
+  const at = (name: string) => run.sim.server?.sessions.byName(name)?.ip;
+  assertEquals([at("alice"), at("bob"), at("carol")], [
+    "203.0.113.1",
+    "203.0.113.2",
+    "203.0.113.2",
+  ]);
+  assertThrows(
+    () => runScenario(parseScenario("nat alice full-cone\nnat alice symmetric\n"), { seed: 1 }),
+    ScenarioError,
+    "behind a NAT already",
+  );
+});

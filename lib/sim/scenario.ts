@@ -47,11 +47,19 @@
  * | `clients N PREFIX` | create clients PREFIX-1 to PREFIX-N (`--clients` overrides N) |
  * | `lease DURATION` | the server's session lease (default 30s); only before any other directive but loss, duplicate, reorder and delay |
  * | `repeat N LINE` | the line N times, `{i}` replaced by 1 to N |
+ * | `nat WHO KIND [lan LABEL]` | put clients behind a NAT of KIND: `full-cone`, `address-restricted`, `port-restricted` or `symmetric` (RFC 4787 classes, as the NAT lab's); clients with the same `lan` label share one NAT |
+ * | `flush nats [WHO]` | every NAT (or those of WHO) forgets its bindings, as `conntrack -F` |
  *
  * Partitions are by host: each client has its own host (`127.0.x.y`) and the
  * server is `127.0.0.1`, so a partition cuts UDP and TCP alike. Datagrams
  * across a partition are lost; TCP frames across one wait and flow again
  * after `heal`.
+ *
+ * A `nat` line creates the clients it names, like a client line; it must
+ * come before their first commands run (the next `advance` or `settle`),
+ * or the server has seen them from their inside address. Each NAT has its
+ * own public address (`203.0.113.N`); its bindings last 30 s without
+ * outbound traffic, and it does no hairpinning.
  *
  * The loss, duplicate, reorder and delay lines before anything else set the
  * initial network, which the runner's overrides (`--loss` and so on) replace
@@ -122,7 +130,25 @@ export type Step =
     | { readonly kind: "settle"; readonly ms?: number }
     | { readonly kind: "clients"; readonly count: number; readonly prefix: string }
     | { readonly kind: "lease"; readonly ms: number }
+    | {
+      readonly kind: "nat";
+      readonly who: Selector;
+      readonly nat: ScenarioNatKind;
+      readonly lan?: string;
+    }
+    | { readonly kind: "flush"; readonly who?: Selector }
   );
+
+/** The kinds of NAT a scenario can put clients behind (the NAT lab's, `scripts/natlab.ts`). */
+export const SCENARIO_NAT_KINDS = [
+  "full-cone",
+  "address-restricted",
+  "port-restricted",
+  "symmetric",
+] as const;
+
+/** One of {@linkcode SCENARIO_NAT_KINDS}. */
+export type ScenarioNatKind = (typeof SCENARIO_NAT_KINDS)[number];
 
 /** A parsed scenario. */
 export interface Scenario {
@@ -288,6 +314,34 @@ function parseLine(line: number, text: string): Step {
       if (problem !== undefined) throw new ScenarioError(line, problem);
       return { line, kind: "clients", count, prefix };
     }
+    case "nat": {
+      const usage = `Usage: nat WHO KIND [lan LABEL]; KIND: ${SCENARIO_NAT_KINDS.join(", ")}`;
+      const lanAt = args.length >= 4 && args[args.length - 2].toLowerCase() === "lan"
+        ? args.length - 2
+        : args.length;
+      if (lanAt < 2) throw new ScenarioError(line, usage);
+      const kind = args[lanAt - 1].toLowerCase();
+      if (!(SCENARIO_NAT_KINDS as readonly string[]).includes(kind)) {
+        throw new ScenarioError(
+          line,
+          `Unknown NAT kind "${args[lanAt - 1]}"; known: ${SCENARIO_NAT_KINDS.join(", ")}`,
+        );
+      }
+      return {
+        line,
+        kind: "nat",
+        who: parseSelector(line, args.slice(0, lanAt - 1).join(" ")),
+        nat: kind as ScenarioNatKind,
+        ...(lanAt === args.length ? {} : { lan: args[lanAt + 1] }),
+      };
+    }
+    case "flush":
+      if (args[0]?.toLowerCase() !== "nats") {
+        throw new ScenarioError(line, "Usage: flush nats [WHO]");
+      }
+      return args.length === 1
+        ? { line, kind: "flush" }
+        : { line, kind: "flush", who: parseSelector(line, args.slice(1).join(" ")) };
     default:
       throw new ScenarioError(
         line,

@@ -13,6 +13,7 @@ import {
   DEFAULT_IMPAIRMENT,
   type Scenario,
   ScenarioError,
+  type ScenarioNatKind,
   type Selector,
   type Side,
   type Step,
@@ -20,6 +21,7 @@ import {
 import { checkInvariants } from "./scenario_invariants.ts";
 import { type Impairment, impairmentProblem, type NetworkStats } from "./sim_network.ts";
 import type { SimClient } from "./sim_client.ts";
+import { type NatBehavior, SimNat } from "./sim_nat.ts";
 import { Simulation } from "./simulation.ts";
 
 /** The server's host in the simulation, as partitions name it. */
@@ -229,6 +231,9 @@ class Runner {
   readonly #sim: Simulation;
   readonly #options: RunScenarioOptions;
   readonly #byKey = new Map<string, SimClient>();
+  readonly #natOf = new Map<SimClient, SimNat>();
+  readonly #lans = new Map<string, SimNat>();
+  #natCount = 0;
   killed = 0;
 
   constructor(sim: Simulation, options: RunScenarioOptions) {
@@ -291,7 +296,35 @@ class Runner {
         for (let i = 1; i <= count; i++) this.#client(`${step.prefix}-${i}`);
         return;
       }
+      case "nat":
+        for (const client of this.#select(step.line, step.who)) {
+          if (this.#natOf.has(client)) {
+            throw new ScenarioError(step.line, `"${client.name}" is behind a NAT already`);
+          }
+          const nat = this.#nat(step.nat, step.lan);
+          sim.putBehindNat(client, nat);
+          this.#natOf.set(client, nat);
+        }
+        return;
+      case "flush": {
+        const nats = step.who === undefined
+          ? new Set(this.#natOf.values())
+          : new Set(this.#select(step.line, step.who).flatMap((c) => this.#natOf.get(c) ?? []));
+        for (const nat of nats) nat.flush();
+        return;
+      }
     }
+  }
+
+  /** A new NAT of a kind, or the LAN's (made on its first use). */
+  #nat(kind: ScenarioNatKind, lan: string | undefined): SimNat {
+    const existing = lan === undefined ? undefined : this.#lans.get(lan);
+    if (existing !== undefined) return existing;
+    const [mapping, filtering] = NAT_BEHAVIORS[kind];
+    this.#natCount++;
+    const nat = new SimNat(`203.0.113.${this.#natCount}`, { mapping, filtering });
+    if (lan !== undefined) this.#lans.set(lan, nat);
+    return nat;
   }
 
   #client(name: string): SimClient {
@@ -323,6 +356,14 @@ class Runner {
     return this.#select(line, side).map((c) => c.address.slice(0, c.address.lastIndexOf(":")));
   }
 }
+
+/** Mapping and filtering of each scenario NAT kind (RFC 4787), as the NAT lab builds them. */
+const NAT_BEHAVIORS: Record<ScenarioNatKind, readonly [NatBehavior, NatBehavior]> = {
+  "full-cone": ["endpoint-independent", "endpoint-independent"],
+  "address-restricted": ["endpoint-independent", "address-dependent"],
+  "port-restricted": ["endpoint-independent", "address-and-port-dependent"],
+  "symmetric": ["address-and-port-dependent", "address-and-port-dependent"],
+};
 
 function peerRtts(sim: Simulation): number[] {
   return sim.peerSent.flatMap((m) => m.ackedAt === undefined ? [] : [m.ackedAt - m.sentAt]);

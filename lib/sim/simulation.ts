@@ -165,10 +165,6 @@ export class Simulation {
   ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
-    if (options.nat !== undefined) {
-      options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
-      this.network.addNat(options.nat);
-    }
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
@@ -180,7 +176,20 @@ export class Simulation {
     });
     const client = new SimClient(address, core, options.name ?? `client${index}`);
     this.clients.push(client);
+    if (options.nat !== undefined) this.putBehindNat(client, options.nat);
     return client;
+  }
+
+  /**
+   * Puts a client's host behind a NAT (before it sends anything, or the
+   * server has seen it from its inside address).
+   *
+   * @param client the client
+   * @param nat the NAT; several clients may share one (a LAN)
+   */
+  putBehindNat(client: SimClient, nat: SimNat): void {
+    nat.addHost(client.address.slice(0, client.address.lastIndexOf(":")));
+    this.network.addNat(nat);
   }
 
   /**
