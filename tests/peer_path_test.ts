@@ -9,6 +9,7 @@ import { assert, assertEquals } from "@std/assert";
 import { PeerPath, type PeerPathOutput, probeTag } from "../lib/client/peer_path.ts";
 import type { PeerAddress } from "../lib/client/peer_session.ts";
 import { type NatBehavior, SimNat } from "../lib/sim/sim_nat.ts";
+import { decodeMessage } from "../lib/wire/codec.ts";
 import type { MessageOf } from "../lib/wire/messages.ts";
 
 const SESSION = "8c3f1a2b4d5e6f70";
@@ -232,4 +233,19 @@ Deno.test("PeerPath ignores probes with a wrong tag, key or session and answers 
   // A probe_ok that answers no probe of ours is ignored.
   const stray = { ...message!, nonce: 12345 } as MessageOf<"peer_probe_ok">;
   assertEquals(path.handleProbeOk(0, from, { ...stray, tag: probeTag(KEY, stray) }), false);
+});
+
+Deno.test("probeTag() gives the tags of PROTOCOL.md's peer_probe and peer_probe_ok examples", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/PROTOCOL.md", import.meta.url));
+  const key = /probe key `([0-9a-f]{32})`/.exec(doc)?.[1] ?? "";
+  assertEquals(key.length, 32, "the document names the probe key of its examples");
+  const keyBytes = Uint8Array.from(key.match(/../g)!, (h) => parseInt(h, 16));
+  for (const type of ["peer_probe", "peer_probe_ok"] as const) {
+    const block = new RegExp(`<!-- message: ${type} -->\\s+\`\`\`hex\\n([^\`]+)\`\`\``).exec(doc);
+    const hex = block?.[1] ?? "";
+    assert(hex !== "", `no ${type} example`);
+    const bytes = Uint8Array.from(hex.trim().split(/\s+/), (h) => parseInt(h, 16));
+    const message = decodeMessage(bytes) as MessageOf<"peer_probe" | "peer_probe_ok">;
+    assertEquals(message.tag, probeTag(keyBytes, message), `${type}: the tag is not the key's`);
+  }
 });

@@ -284,7 +284,7 @@ export const MESSAGE_SCHEMAS = {
     fields: [["reqId", U32], ["ip", IP], ["port", U16], ["port2", U16]],
   },
   introduce: {
-    code: 50,
+    code: 60,
     fields: [
       ["reqId", U32],
       ["client", ID64],
@@ -295,7 +295,7 @@ export const MESSAGE_SCHEMAS = {
     ],
   },
   introduce_ok: {
-    code: 51,
+    code: 61,
     fields: [
       ["reqId", U32],
       ["session", ID64],
@@ -304,7 +304,7 @@ export const MESSAGE_SCHEMAS = {
     ],
   },
   introduction: {
-    code: 52,
+    code: 62,
     fields: [
       ["token", TOKEN],
       ["session", ID64],
@@ -314,15 +314,15 @@ export const MESSAGE_SCHEMAS = {
     ],
   },
   relay: {
-    code: 53,
+    code: 63,
     fields: [["session", ID64], ["payload", { kind: "bytes", max: MAX_RELAY_PAYLOAD_BYTES }]],
   },
   peer_probe: {
-    code: 54,
+    code: 64,
     fields: [["session", ID64], ["nonce", U32], ["tag", { kind: "bytes", max: PROBE_TAG_BYTES }]],
   },
   peer_probe_ok: {
-    code: 55,
+    code: 65,
     fields: [
       ["session", ID64],
       ["nonce", U32],
