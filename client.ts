@@ -298,6 +298,10 @@ class Output {
       this.#out(JSON.stringify({ event: kind, message: clientEventText(event), ...facts }));
     } else if (event.kind === "file_progress" && (this.#terminal || Deno.stderr.isTerminal())) {
       this.#progressBar(event);
+    } else if (event.kind === "peer_path" && this.#terminal === undefined) {
+      // Path changes go to the terminal, --json and the log; a script's text
+      // output stays the same whatever path its sessions take.
+      return;
     } else {
       // A transfer that ended (cancelled, failed) takes its bar with it.
       const ended = event.kind === "file_done" || event.kind === "file_failed";

@@ -48,8 +48,9 @@ export const UNSTABLE_FLAGS: readonly string[] = ["--unstable-net"];
  * (see docs/DECISIONS.md, "Standalone executables"). The environment is
  * scoped to the variables the code reads: `SWITCHBOARD_<FLAG>` for each flag
  * and `SWITCHBOARD_CONFIG` (`lib/cli/flag_sources.ts`), and for the client
- * `SWITCHBOARD_PASSWORD` and `TERM`, and `statfs` for the client's free-space check;
- * nothing else (run, other sys, ffi) is granted.
+ * `SWITCHBOARD_PASSWORD` and `TERM`, and `statfs` for the client's free-space check
+ * and `networkInterfaces` for its host candidates (NAT traversal); nothing
+ * else (run, other sys, ffi) is granted.
  */
 export const PROGRAMS: readonly Program[] = [
   {
@@ -72,8 +73,9 @@ export const PROGRAMS: readonly Program[] = [
       "--allow-net",
       "--allow-read",
       "--allow-write",
-      // The free space of the download directory, before a file is accepted.
-      "--allow-sys=statfs",
+      // The free space of the download directory, before a file is accepted;
+      // the interfaces' addresses, the host candidates of peer sessions.
+      "--allow-sys=statfs,networkInterfaces",
       `--allow-env=${[...envNames(CLIENT_FLAGS), "SWITCHBOARD_PASSWORD", "TERM"].join(",")}`,
     ],
   },

@@ -21,7 +21,7 @@ const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-env",
-  "--allow-sys=statfs",
+  "--allow-sys=statfs,networkInterfaces",
 ];
 
 /** How long a server gets to print its ports. */

@@ -13,6 +13,7 @@ import {
 } from "../lib/client/client_event_text.ts";
 import type { TransferInfo } from "../lib/client/client_event.ts";
 
+const SESSION = "8c3f1a2b4d5e6f70";
 const BOB = { name: "Bob", ip: "10.0.0.2", udpPort: 4002, tcpPort: 5002, onlineMs: 65_000 };
 
 const FILE: TransferInfo = {
@@ -236,9 +237,49 @@ Deno.test("commandResultText() words peer commands and waits", () => {
     commandResultText({
       ok: true,
       command: "peers",
-      peers: [{ name: "Bob", state: "open", ip: "10.0.0.2", udpPort: 4002, sent: 2, received: 1 }],
+      peers: [{
+        name: "Bob",
+        session: SESSION,
+        state: "open",
+        ip: "10.0.0.2",
+        udpPort: 4002,
+        sent: 2,
+        received: 1,
+      }],
     }),
     "1 peer session:\n  Bob  open  10.0.0.2:4002  2 sent, 1 received",
+  );
+  // With paths: relay, or direct with this side's and the peer's address.
+  assertEquals(
+    commandResultText({
+      ok: true,
+      command: "peers",
+      peers: [
+        {
+          name: "Bob",
+          session: SESSION,
+          state: "open",
+          ip: "198.51.100.1",
+          udpPort: 41000,
+          sent: 2,
+          received: 1,
+          path: { kind: "direct", local: "203.0.113.1:40000", remote: "198.51.100.1:41000" },
+        },
+        {
+          name: "Carol",
+          session: SESSION,
+          state: "open",
+          ip: "192.0.2.9",
+          udpPort: 4009,
+          sent: 0,
+          received: 0,
+          path: { kind: "relay" },
+        },
+      ],
+    }),
+    "2 peer sessions:\n" +
+      "  Bob    open  198.51.100.1:41000  direct 203.0.113.1:40000 -> 198.51.100.1:41000  2 sent, 1 received\n" +
+      "  Carol  open  192.0.2.9:4009      relay                                           0 sent, 0 received",
   );
   // Wide names and long addresses align by display width, as in `list`.
   assertEquals(
@@ -248,13 +289,22 @@ Deno.test("commandResultText() words peer commands and waits", () => {
       peers: [
         {
           name: "Cy 한국어",
+          session: SESSION,
           state: "open",
           ip: "::ffff:127.0.0.1",
           udpPort: 4003,
           sent: 0,
           received: 0,
         },
-        { name: "Bob", state: "connecting", ip: "10.0.0.2", udpPort: 4002, sent: 2, received: 1 },
+        {
+          name: "Bob",
+          session: SESSION,
+          state: "connecting",
+          ip: "10.0.0.2",
+          udpPort: 4002,
+          sent: 2,
+          received: 1,
+        },
       ],
     }),
     "2 peer sessions:\n" +
@@ -464,5 +514,25 @@ Deno.test("clientEventText() words file transfer events", () => {
   assertEquals(
     clientEventText({ kind: "file_failed", ...FILE, state: "declined" }),
     'Receiving "a.bin" from "Alice" was declined',
+  );
+});
+
+Deno.test("clientEventText() says which path a peer session takes, and why it left a direct one", () => {
+  const base = { kind: "peer_path", name: "Bob", session: SESSION } as const;
+  assertEquals(
+    clientEventText({
+      ...base,
+      path: {
+        kind: "direct",
+        local: { ip: "203.0.113.1", port: 40000 },
+        remote: { ip: "2001:db8::2", port: 41000 },
+      },
+      why: "checked",
+    }),
+    'The session with "Bob" goes direct: 203.0.113.1:40000 -> [2001:db8::2]:41000',
+  );
+  assertEquals(
+    clientEventText({ ...base, path: { kind: "relay" }, why: "heartbeats_missed" }),
+    `The session with "Bob" goes through the server's relay: the direct path stopped answering`,
   );
 });

@@ -222,7 +222,7 @@ function sentRequest(outputs: ClientOutput[]): { via: string; message: Request; 
   const all = sends(outputs);
   assertEquals(all.length, 1, "expected one send");
   const { via, message, attempt } = all[0];
-  if (message.type === "presence_ack" || message.type === "reflect") {
+  if (message.type === "presence_ack" || message.type === "reflect" || message.type === "relay") {
     throw new Error(`expected a request, got ${message.type}`);
   }
   return { via, message, attempt };

@@ -15,6 +15,7 @@ import type { ClientEvent, CommandResult, TransferEvent } from "../lib/client/cl
 import { parseCommand } from "../lib/client/command.ts";
 import type { SimClient } from "../lib/sim/sim_client.ts";
 import { Simulation } from "../lib/sim/simulation.ts";
+import { SERVER_UDP } from "../lib/sim/sim_server.ts";
 import { toHex } from "../lib/hex.ts";
 import type { Impairment } from "../lib/sim/sim_network.ts";
 import { FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
@@ -489,8 +490,11 @@ Deno.test("Simulation file transfer resumes after a partition ended the session"
     script(sim, Alice, ["sendfile a.bin"]);
     script(sim, Bob, [`wait offer within ${WAIT_S}`, "acceptfile"]);
     runUntil(sim, () => (partialOf(Bob)?.[1].length ?? 0) > 256 * 1024);
-    // Cut Alice and Bob apart (not from the server) until both sessions die.
+    // Cut Alice and Bob apart until both sessions die: from each other, and
+    // the server's relay to Alice (her requests still reach the server, so
+    // her login lives on).
     sim.network.partition(Alice.address, Bob.address);
+    sim.network.partition(SERVER_UDP, Alice.address, true);
     runUntil(
       sim,
       () => [Alice, Bob].every((c) => c.core.peers.every((p) => p.state === "closed")),

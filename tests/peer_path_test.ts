@@ -192,7 +192,7 @@ Deno.test("PeerPath falls back to the relay when heartbeats go unanswered, then 
   assertEquals(w.a.changes.map((c) => c.why), ["checked", "heartbeats_missed"]);
   const lostAt = w.a.changes[1];
   assertEquals(lostAt.path, { kind: "relay" });
-  assertEquals(w.a.introduces, 1, "the controlling side asks for a new introduction at once");
+  assertEquals([w.a.introduces, w.b.introduces], [1, 1], "both ask for a new introduction at once");
   // The server introduces them again: direct once more.
   w.introduce();
   w.run(w.now + 1_000);

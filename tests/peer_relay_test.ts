@@ -257,4 +257,19 @@ Deno.test("ServerCore: introduce needs a live session, is answered and pushes th
   ]);
   assertEquals(core.relay(12, { ...BOB_AT, port: 1 }, relayed(1)), "refused");
   assertEquals(core.relayStats.relayed, 1);
+
+  // Bob's NAT forgets him and maps him to a new port: his next request (its
+  // token proves him) moves his session, and the relay follows.
+  const moved = { ...BOB_AT, port: 41_001 };
+  assertEquals(core.relay(13, moved, relayed(1)), "refused");
+  core.handle(14, moved, {
+    type: "heartbeat",
+    reqId: 9,
+    client: "0000000000000002",
+    token: bobToken,
+  }, 34);
+  drain();
+  assertEquals(core.sessions.byName("Bob")?.udpPort, 41_001);
+  assertEquals(core.relay(15, moved, relayed(1)), "relayed");
+  assertEquals(core.relay(15, BOB_AT, relayed(1)), "refused");
 });

@@ -29,6 +29,10 @@ import { FileTransfers } from "./file_transfers.ts";
 import { type ClientOutput, Outbox } from "./outbox.ts";
 import type { PeerAddress, PeerSession } from "./peer_session.ts";
 import { PeerTable } from "./peer_table.ts";
+import { PeerPaths } from "./peer_paths.ts";
+import type { PeerPathState, PeerPathTimings } from "./peer_path.ts";
+import type { PeerPathInfo } from "./client_event.ts";
+import { hostPort } from "../host_port.ts";
 import { PresenceWatch } from "./presence_watch.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { ScriptWaits } from "./script_waits.ts";
@@ -88,6 +92,16 @@ export interface ClientCoreOptions {
   maxReceive?: number;
   /** Ask the server for the public address and NAT mapping after each login (default true). */
   discover?: boolean;
+  /**
+   * Have the server introduce the sides of each peer session, probe for a
+   * direct path and use the server's relay until one is found (default
+   * true; false sends straight to the peer's address, as before).
+   */
+  traverse?: boolean;
+  /** This machine's host candidates for the UDP socket (the driver reads the interfaces). */
+  hostCandidates?: () => readonly PeerAddress[];
+  /** Timings of the peer paths (tests shorten them). */
+  pathTimings?: Partial<PeerPathTimings>;
 }
 
 /** The order in which timers that are due together are served. */
@@ -98,6 +112,7 @@ const TIMER_ORDER: readonly ClientTimer[] = [
   "relogin",
   "heartbeat",
   "discovery",
+  "paths",
 ];
 
 /**
@@ -122,6 +137,7 @@ export class ClientCore {
   #transfers: TransferCommands;
   #waits: ScriptWaits;
   #discovery: AddressDiscovery;
+  #paths: PeerPaths | undefined;
   /** The login address discovery last started for (it starts again after each login). */
   #discoveredFor: string | undefined;
   #nextId = 1;
@@ -165,6 +181,23 @@ export class ClientCore {
       giveUpMs: (retry ?? DEFAULT_RETRY_POLICY).giveUpMs,
     });
     this.#discovery = new AddressDiscovery({ outbox, timers });
+    if (options.traverse !== false) {
+      const peers = this.#peers;
+      this.#paths = new PeerPaths({
+        link: this.#link,
+        outbox,
+        timers,
+        random,
+        session: (id) => {
+          const peer = peers.byId(id);
+          return peer === undefined
+            ? undefined
+            : { peerName: peer.peerName, outgoing: peer.outgoing, live: peer.state !== "closed" };
+        },
+        hostCandidates: options.hostCandidates,
+        timings: options.pathTimings,
+      });
+    }
   }
 
   /** The server's TCP port, once `hello` has learned it. */
@@ -243,7 +276,10 @@ export class ClientCore {
     if (message.type === "presence") this.#presence.handle(message);
     else if (message.type === "session_ended") this.#link.sessionEnded(now, message);
     else if (message.type === "reflect_ok") this.#discovery.handle(now, message);
-    else this.#link.handle(now, message);
+    else if (message.type === "introduction" || message.type === "relay") {
+      const relayed = this.#paths?.handle(now, message);
+      if (relayed !== undefined) this.#peers.handle(now, relayed.from, relayed.message);
+    } else this.#link.handle(now, message);
     this.#settle(now);
   }
 
@@ -255,7 +291,8 @@ export class ClientCore {
    * @param message a peer message
    */
   handlePeer(now: number, from: PeerAddress, message: PeerMessage): void {
-    this.#peers.handle(now, from, message);
+    const as = this.#paths === undefined ? from : this.#paths.inbound(now, from, message);
+    if (as !== undefined) this.#peers.handle(now, as, message);
     this.#settle(now);
   }
 
@@ -310,6 +347,7 @@ export class ClientCore {
       if (timer === "peers") this.#peers.onTimeout(now);
       else if (timer === "waits") this.#waits.check(now);
       else if (timer === "discovery") this.#discovery.onTimeout(now);
+      else if (timer === "paths") this.#paths?.onTimeout(now);
       else this.#link.onTimeout(now, timer);
     }
     this.#settle(now);
@@ -330,9 +368,32 @@ export class ClientCore {
     return left;
   }
 
-  /** @returns the next output, or undefined */
+  /**
+   * Takes the next output; the peer paths route each datagram to a peer
+   * (direct, through the relay, or both) and add each session's path to
+   * what `peers` reports.
+   *
+   * @returns the next output, or undefined
+   */
   poll(): ClientOutput | undefined {
-    return this.#outbox.poll();
+    const paths = this.#paths;
+    for (let out = this.#outbox.poll(); out !== undefined; out = this.#outbox.poll()) {
+      if (paths === undefined) return out;
+      if (out.type === "peer_send") {
+        const routed = paths.route(this.#now, out);
+        if (routed !== undefined) return routed;
+        continue;
+      }
+      if (out.type === "result" && out.result.ok && out.result.command === "peers") {
+        const peers = out.result.peers.map((p) => {
+          const path = paths.pathOf(p.session);
+          return path === undefined ? p : { ...p, path: pathInfo(path) };
+        });
+        return { ...out, result: { ...out.result, peers } };
+      }
+      return out;
+    }
+    return undefined;
   }
 
   #start(now: number, id: number, command: CoreCommand): void {
@@ -470,4 +531,13 @@ export class ClientCore {
       }
     }
   }
+}
+
+/** A session's path as `peers` shows it. */
+function pathInfo(path: PeerPathState): PeerPathInfo {
+  return path.kind === "relay" ? { kind: "relay" } : {
+    kind: "direct",
+    local: hostPort(path.local.ip, path.local.port),
+    remote: hostPort(path.remote.ip, path.remote.port),
+  };
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { PathChangeReason, PeerPathState } from "./peer_path.ts";
 import type { MappingType } from "./address_discovery.ts";
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { PeerState } from "./peer_session.ts";
@@ -31,12 +32,25 @@ export interface StoredFileInfo {
 /** One peer session, as `peers` lists it. */
 export interface PeerInfo {
   readonly name: string;
+  /** The session id. */
+  readonly session: string;
   readonly state: PeerState;
   readonly ip: string;
   readonly udpPort: number;
   readonly sent: number;
   readonly received: number;
+  /** The path its datagrams take, when the server introduced the sides (see `peer_path.ts`). */
+  readonly path?: PeerPathInfo;
 }
+
+/**
+ * A peer session's path, for `peers` and `--json`: `relay` (through the
+ * server), or `direct` with this side's address as the peer sees it
+ * (`local`) and the peer's address (`remote`), both `host:port`.
+ */
+export type PeerPathInfo =
+  | { readonly kind: "relay" }
+  | { readonly kind: "direct"; readonly local: string; readonly remote: string };
 
 /** How the client reaches the server and who it is: what `status` reports. */
 export interface ClientStatus {
@@ -241,6 +255,14 @@ export type ClientEvent =
     readonly from: string;
     readonly text: string;
     readonly index: number;
+  }
+  /** A peer session's path changed: a check found a direct path, or the direct path died. */
+  | {
+    readonly kind: "peer_path";
+    readonly name: string;
+    readonly session: string;
+    readonly path: PeerPathState;
+    readonly why: PathChangeReason;
   }
   | {
     readonly kind: "peer_ended";

@@ -8,7 +8,13 @@ import { alignColumns } from "../display_width.ts";
 import { durationText } from "../duration_text.ts";
 import { lowerFirstWord } from "../error_line.ts";
 import { hostPort } from "../host_port.ts";
-import type { ClientEvent, CommandResult, OnlineClient, TransferInfo } from "./client_event.ts";
+import type {
+  ClientEvent,
+  CommandResult,
+  OnlineClient,
+  PeerPathInfo,
+  TransferInfo,
+} from "./client_event.ts";
 import { COMMAND_HELP } from "./command.ts";
 
 /**
@@ -57,6 +63,13 @@ export function clientEventText(event: ClientEvent): string {
     }
     case "message":
       return `[${event.from}] ${event.text}`;
+    case "peer_path":
+      return event.path.kind === "relay"
+        ? `The session with "${event.name}" goes through the server's relay` +
+          (event.why === "heartbeats_missed" ? ": the direct path stopped answering" : "")
+        : `The session with "${event.name}" goes direct: ${
+          hostPort(event.path.local.ip, event.path.local.port)
+        } -> ${hostPort(event.path.remote.ip, event.path.remote.port)}`;
     case "peer_ended":
       return event.by === "replaced"
         ? `The session with "${event.name}" ended: it started a new one`
@@ -174,10 +187,13 @@ export function commandResultText(result: CommandResult): string {
       return `Ended the session with "${result.name}"` +
         (result.reason === undefined ? "" : `; ${result.reason}`);
     case "peers": {
+      // The path column only when a session has one (the server introduced its sides).
+      const paths = result.peers.some((p) => p.path !== undefined);
       const lines = alignColumns(result.peers.map((p) => [
         p.name,
         p.state,
         hostPort(p.ip, p.udpPort),
+        ...(paths ? [pathText(p.path)] : []),
         `${p.sent} sent, ${p.received} received`,
       ])).map((line) => `  ${line}`);
       return result.peers.length === 0
@@ -330,4 +346,10 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A session's path in `peers`: `relay`, or `direct` with the addresses (without a path: straight to the peer). */
+function pathText(path: PeerPathInfo | undefined): string {
+  if (path === undefined) return "direct";
+  return path.kind === "relay" ? "relay" : `direct ${path.local} -> ${path.remote}`;
 }

@@ -32,7 +32,8 @@ export type ClientOutput =
   | {
     readonly type: "send";
     readonly via: Via;
-    readonly message: Request | MessageOf<"presence_ack" | "reflect">;
+    /** A `relay` goes in clear: its payload is the peers' own datagram. */
+    readonly message: Request | MessageOf<"presence_ack" | "reflect" | "relay">;
     /** 1 for the first send, 2 for the first retransmission, and so on. */
     readonly attempt: number;
     /** The server's UDP port to send to when not its main one (address discovery's second port). */

@@ -16,11 +16,14 @@
  * took the port for itself (a probe that came before the inside host sent
  * anything) shows up as a new source port, which is learned the same way.
  *
- * On a direct path the side sends a probe every 2 s as a heartbeat; with no
- * verified answer for 5 s the path is dead and the session goes back to the
- * relay at once. The controlling side (the one that asked for the session)
- * then asks the server to introduce the two again, and so once a minute
- * while relayed, to try for a direct path again. The reliable channel does
+ * On a direct path the side sends a probe every 2 s as a heartbeat (every
+ * 0.5 s once one goes unanswered); any datagram of the session from the
+ * path's address counts as an answer too. With nothing for 5 s the path is
+ * dead and the session goes back to the relay at once; it checks again at
+ * once (the lost address first), and both sides ask the server to
+ * introduce them again, which also shows the server where their NATs map
+ * them now. The controlling side (the one that asked for the session) asks
+ * again once a minute while relayed, to try for a direct path again. The reliable channel does
  * not see any of this: it spans path changes, so nothing is lost or
  * repeated.
  *
@@ -149,6 +152,8 @@ export class PeerPath {
   /** On a direct path: the next heartbeat and the last verified answer. */
   #heartbeat: { next: number; confirmed: number } | undefined;
   #upgradeAt: number | undefined;
+  /** The direct path's address before it was lost, if it was. */
+  #lastRemote: PeerAddress | undefined;
   #outputs: PeerPathOutput[] = [];
   #closed = false;
 
@@ -168,6 +173,24 @@ export class PeerPath {
   /** True while connectivity checks run. */
   get checking(): boolean {
     return this.#check !== undefined;
+  }
+
+  /** The best guess at the peer's address while no direct path is verified: the last lost one. */
+  get lastRemote(): PeerAddress | undefined {
+    return this.#lastRemote;
+  }
+
+  /**
+   * Counts a datagram of the session that came from an address as a sign
+   * of life of the direct path, if it is that path's address: a path that
+   * carries traffic is not dropped for want of heartbeat answers.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   */
+  heard(now: number, from: PeerAddress): void {
+    const path = this.#path;
+    if (path.kind === "direct" && sameAddress(path.remote, from)) this.#heartbeat!.confirmed = now;
   }
 
   /** True once the server has introduced the sides (a probe key is known). */
@@ -297,17 +320,29 @@ export class PeerPath {
     const heartbeat = this.#heartbeat;
     if (heartbeat !== undefined && this.#path.kind === "direct") {
       if (now >= heartbeat.confirmed + this.#timings.trustMs) {
+        const lost = this.#path.remote;
         this.#heartbeat = undefined;
         this.#change({ kind: "relay" }, "heartbeats_missed");
-        // Try again at once: the NAT may only have forgotten its binding.
-        if (this.#controlling) this.#upgradeAt = now;
+        // Check again at once, the lost address first (the NAT may only have
+        // forgotten its binding), and have the peer probe too.
+        this.#lastRemote = lost;
+        this.#learn(lost);
+        this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
+        // Both sides ask: the request also shows the server where this side's
+        // NAT maps it now, which the relay needs.
+        this.#upgradeAt = now;
+        this.#probe(lost);
       } else if (now >= heartbeat.next) {
         this.#probe(this.#path.remote);
-        heartbeat.next = now + this.#timings.heartbeatMs;
+        // Unanswered so far: the next one sooner, so a lost datagram or two
+        // does not cost the path.
+        const unanswered = now - heartbeat.confirmed > this.#timings.heartbeatMs;
+        heartbeat.next = now +
+          (unanswered ? this.#timings.heartbeatMs / 4 : this.#timings.heartbeatMs);
       }
     }
     if (this.#upgradeAt !== undefined && now >= this.#upgradeAt) {
-      this.#upgradeAt = now + this.#timings.upgradeEveryMs;
+      this.#upgradeAt = this.#controlling ? now + this.#timings.upgradeEveryMs : undefined;
       this.#outputs.push({ type: "introduce" });
     }
   }

@@ -113,6 +113,16 @@ export class PeerTable {
     this.#transfers = options.transfers;
   }
 
+  /**
+   * A session by id.
+   *
+   * @param id the session id
+   * @returns the session, closed ones included, or undefined
+   */
+  byId(id: string): PeerSession | undefined {
+    return this.#peers.get(id);
+  }
+
   /** @param news told of messages, ends and changes */
   listen(news: PeerNews): void {
     this.#news = news;
@@ -522,6 +532,7 @@ export class PeerTable {
       command: "peers",
       peers: live.map((p) => ({
         name: p.peerName,
+        session: p.id,
         state: p.state,
         ip: p.address.ip,
         udpPort: p.address.port,

@@ -60,6 +60,14 @@ export class TimerTable<Name extends string> {
  * The client core's timers, each owned by one part: `requests` (the server
  * link's retransmissions), `heartbeat` and `relogin` (the server link),
  * `waits` (script waits' deadlines), `peers` (the peer sessions' earliest)
- * and `discovery` (address discovery's retransmissions).
+ * `discovery` (address discovery's retransmissions) and `paths` (the peer
+ * paths' probes, heartbeats and upgrades).
  */
-export type ClientTimer = "requests" | "heartbeat" | "relogin" | "waits" | "peers" | "discovery";
+export type ClientTimer =
+  | "requests"
+  | "heartbeat"
+  | "relogin"
+  | "waits"
+  | "peers"
+  | "discovery"
+  | "paths";

@@ -39,7 +39,9 @@ import {
   MAX_CHUNK_BYTES,
   MAX_DATAGRAM_BYTES,
   type Message,
+  MESSAGE_SCHEMAS,
 } from "../wire/messages.ts";
+import { gatherHostCandidates } from "./host_candidates.ts";
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ServerGuard } from "../client/server_guard.ts";
 import type { ServerChannel } from "../client/server_channel.ts";
@@ -183,6 +185,7 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      hostCandidates: () => gatherHostCandidates(udp.localHostname, udp.localPort),
     });
     const core = this.#core;
     const now = () => systemClock.now();
@@ -460,6 +463,8 @@ export class ClientDriver {
       const current = this.#failover.current;
       if (this.#failover.isInstance(address, datagram.port)) {
         if (address === current.address && datagram.port === current.port) this.#failover.heard();
+        // A peer's datagram through the relay comes in clear: the peers protect it.
+        if (datagram.data[3] === RELAY_CODE) return this.#fromRelay(datagram.data);
         return this.#fromServer(datagram.data);
       }
       if (address === current.address && datagram.port === this.#reflectPort) {
@@ -479,6 +484,19 @@ export class ClientDriver {
         });
       }
     });
+  }
+
+  /** A `relay` from the server: a peer's datagram, handed to the core. */
+  #fromRelay(data: Uint8Array): void {
+    try {
+      const message = decodeMessage(data);
+      if (message.type !== "relay") return;
+      this.#core.handle(systemClock.now(), message);
+      this.#drain();
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      log.debug("Ignored a bad relay datagram: {reason}", { reason: error.message });
+    }
   }
 
   /** A datagram from the server's second port: only a clear `reflect_ok` is taken. */
@@ -674,6 +692,11 @@ export class ClientDriver {
         this.#sendUdp(bytes, this.#failover.current.address, port);
         return;
       }
+      if (message.type === "relay") {
+        // In clear: its payload is the peers' own datagram.
+        this.#sendUdp(bytes, this.#failover.current.address, this.#failover.current.port);
+        return;
+      }
       const from = this.#failover.current;
       const to = this.#failover.target("reqId" in message, now);
       // Another instance (same key, no session with us): handshake with it at once.
@@ -825,6 +848,9 @@ export class ClientDriver {
     }
   }
 }
+
+/** The type code of `relay`, the one clear datagram the server sends after the handshake. */
+const RELAY_CODE = MESSAGE_SCHEMAS.relay.code;
 
 /** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack socket) as `127.0.0.1`. */
 function unmapped(address: string): string {

@@ -48,6 +48,8 @@ const RECEIVE_BUFFER_BYTES = 65536;
 export class UdpSocket {
   /** The port the socket is bound to, useful after binding port 0. */
   readonly localPort: number;
+  /** The address the socket is bound to (`0.0.0.0` or `::` for every interface). */
+  readonly localHostname: string;
   #conn: Deno.DatagramConn;
   #closed = false;
   /** The address of the last send, reused: a transfer sends every datagram to one peer. */
@@ -56,6 +58,7 @@ export class UdpSocket {
   private constructor(conn: Deno.DatagramConn) {
     this.#conn = conn;
     this.localPort = (conn.addr as Deno.NetAddr).port;
+    this.localHostname = (conn.addr as Deno.NetAddr).hostname;
   }
 
   /**

@@ -135,7 +135,10 @@ export class Directory {
    */
   session(from: Endpoint, request: Request & { readonly token: Uint8Array }): Session | undefined {
     const session = this.#sessions.byToken(request.token);
-    if (session !== undefined) return session;
+    if (session !== undefined) {
+      this.#follow(from, session);
+      return session;
+    }
     const ended = this.#ended.get(toHex(request.token));
     this.#host.refuse(
       from,
@@ -144,6 +147,20 @@ export class Directory {
       ended?.message ?? "Not logged in (or the server restarted); log in again",
     );
     return undefined;
+  }
+
+  /**
+   * Follows a client whose NAT gave its UDP socket a new public port (or
+   * address): a request that carries the session's token over UDP from
+   * elsewhere moves the session there, so that pushes, peers' lookups and
+   * the relay reach it again. The token is the proof (it travels sealed).
+   */
+  #follow(from: Endpoint, session: Session): void {
+    if (from.transport !== "udp" || from.second === true) return;
+    if (session.ip === from.address && session.udpPort === from.port) return;
+    session.ip = from.address;
+    session.udpPort = from.port;
+    if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
   }
 
   /**

@@ -173,6 +173,8 @@ export class Simulation {
       tcpPort: options.tcpPort ?? 5000 + index,
       via: options.via ?? "udp",
       server: SERVER_UDP,
+      // The simulated host's one interface: behind a NAT, its inside address.
+      hostCandidates: () => [{ ip: hostOf(address), port: 4000 + index }],
     });
     const client = new SimClient(address, core, options.name ?? `client${index}`);
     this.clients.push(client);
