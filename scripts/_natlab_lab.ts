@@ -31,7 +31,13 @@ import {
 const SERVER_PATH = fromFileUrl(new URL("../server.ts", import.meta.url));
 const CLIENT_PATH = fromFileUrl(new URL("../client.ts", import.meta.url));
 const PROBE_PATH = fromFileUrl(new URL("./_natlab_probe.ts", import.meta.url));
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys=statfs,networkInterfaces",
+];
 
 /** The server's UDP and TCP ports inside its namespace. */
 const SERVER_UDP_PORT = 3000;
@@ -66,8 +72,14 @@ export interface CellResult {
   readonly initiator: string;
   /** The acceptor's NAT kind. */
   readonly acceptor: string;
-  /** `direct` if the session was set up, else `failed` (there is no traversal yet). */
-  readonly path: "direct" | "failed";
+  /**
+   * `direct` if the initiator's session found a direct path (a `peer_path`
+   * event), `relay` if it worked through the server's relay only, `failed`
+   * if no session was set up.
+   */
+  readonly path: "direct" | "relay" | "failed";
+  /** From the initiator's `connect` to its first direct path, in ms, if it found one. */
+  readonly directMs?: number;
   /** From the initiator's `connect` to its session being up, in ms. */
   readonly sessionMs: number | null;
   /** Chat messages delivered, both ways. */
@@ -398,6 +410,14 @@ export class Natlab implements AsyncDisposable {
       const flushed = flush?.done !== undefined;
       await flush?.done;
       const requested = request !== undefined;
+      const direct = events(alice).find((e) =>
+        e.event === "peer_path" && (e.path as { kind?: string } | undefined)?.kind === "direct"
+      );
+      const directAt = direct === undefined
+        ? undefined
+        : alice.stdout.find((line) =>
+          line.text.includes('"event":"peer_path"') && line.text.includes('"kind":"direct"')
+        )?.at;
       const error = printed ??
         (connected !== undefined
           ? undefined
@@ -407,7 +427,10 @@ export class Natlab implements AsyncDisposable {
       return {
         initiator: initiatorKind,
         acceptor: acceptorKind,
-        path: connected === undefined ? "failed" : "direct",
+        path: connected === undefined ? "failed" : direct !== undefined ? "direct" : "relay",
+        ...(directAt === undefined
+          ? {}
+          : { directMs: Math.round(directAt - (asked ?? registered).at) }),
         sessionMs: connected === undefined
           ? null
           : Math.round(connected.at - (asked ?? registered).at),

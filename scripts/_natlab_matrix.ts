@@ -16,8 +16,10 @@ export interface PairSummary {
   readonly acceptor: string;
   /** Runs of the pair. */
   readonly runs: number;
-  /** Runs whose session was set up directly. */
+  /** Runs whose session found a direct path. */
   readonly direct: number;
+  /** Runs whose session worked through the relay only. */
+  readonly relayed: number;
   /** The median time to a working session over those runs, in ms. */
   readonly p50Ms: number | null;
   /** The longest such time, in ms. */
@@ -56,6 +58,7 @@ export function summarizePairs(cells: readonly CellResult[]): PairSummary[] {
       acceptor: runs[0].acceptor,
       runs: runs.length,
       direct: runs.filter((r) => r.path === "direct").length,
+      relayed: runs.filter((r) => r.path === "relay").length,
       p50Ms: times.length === 0 ? null : times[Math.floor((times.length - 1) / 2)],
       maxMs: times.length === 0 ? null : times[times.length - 1],
       delivered: runs.reduce((sum, r) => sum + r.delivered, 0),
@@ -89,9 +92,13 @@ function table(rows: readonly (readonly string[])[]): string {
 }
 
 function path(summary: PairSummary): string {
-  if (summary.direct === summary.runs) return "direct";
-  if (summary.direct === 0) return "failed";
-  return `direct ${summary.direct}/${summary.runs}`;
+  const { runs, direct, relayed } = summary;
+  const failed = runs - direct - relayed;
+  if (direct === runs) return "direct";
+  if (relayed === runs) return "relay";
+  if (failed === runs) return "failed";
+  return [[direct, "direct"], [relayed, "relay"], [failed, "failed"]]
+    .filter(([n]) => n !== 0).map(([n, what]) => `${what} ${n}/${runs}`).join(", ");
 }
 
 /**

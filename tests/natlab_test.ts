@@ -160,10 +160,10 @@ Deno.test("natlabRuleset() shapes each kind's mapping and filtering", () => {
 Deno.test("formatMatrix() prints the paths by pair, then the figures of each pair", () => {
   const mapping = (kind: string) =>
     kind === "symmetric" ? "destination-dependent" : "endpoint-independent";
-  const cell = (initiator: string, acceptor: string, ms: number | null) => ({
+  const cell = (initiator: string, acceptor: string, ms: number | null, relayed = false) => ({
     initiator,
     acceptor,
-    path: ms === null ? "failed" as const : "direct" as const,
+    path: ms === null ? "failed" as const : relayed ? "relay" as const : "direct" as const,
     sessionMs: ms,
     delivered: ms === null ? 0 : 4,
     sent: 4,
@@ -176,7 +176,7 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
     cell("full-cone", "full-cone", 12),
     cell("full-cone", "symmetric", 30),
     cell("symmetric", "full-cone", null),
-    cell("symmetric", "symmetric", null),
+    cell("symmetric", "symmetric", 40, true),
     cell("full-cone", "symmetric", null),
     cell("full-cone", "symmetric", 50),
     cell("same-lan", "same-lan", 8),
@@ -186,6 +186,7 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
     acceptor: "symmetric",
     runs: 3,
     direct: 2,
+    relayed: 0,
     p50Ms: 30,
     maxMs: 50,
     delivered: 8,
@@ -196,15 +197,15 @@ Deno.test("formatMatrix() prints the paths by pair, then the figures of each pai
   assertEquals(
     formatMatrix(cells),
     `initiator \\ acceptor  full-cone  symmetric
-full-cone             direct     direct 2/3
-symmetric             failed     failed
+full-cone             direct     direct 2/3, failed 1/3
+symmetric             failed     relay
 
-initiator  acceptor   path        session p50 ms  max ms  messages  files  mapping
-full-cone  full-cone  direct      12              12      4/4       1/1    EI/EI
-full-cone  symmetric  direct 2/3  30              50      8/12      2/3    EI/DD
-symmetric  full-cone  failed      -               -       0/4       0/1    DD/EI
-symmetric  symmetric  failed      -               -       0/4       0/1    DD/DD
-same-lan   same-lan   direct      8               8       4/4       1/1    -/?
+initiator  acceptor   path                    session p50 ms  max ms  messages  files  mapping
+full-cone  full-cone  direct                  12              12      4/4       1/1    EI/EI
+full-cone  symmetric  direct 2/3, failed 1/3  30              50      8/12      2/3    EI/DD
+symmetric  full-cone  failed                  -               -       0/4       0/1    DD/EI
+symmetric  symmetric  relay                   40              40      4/4       1/1    DD/DD
+same-lan   same-lan   direct                  8               8       4/4       1/1    -/?
 
 mapping: initiator/acceptor, as address discovery found it: EI endpoint-independent, DD destination-dependent (symmetric), ? unknown`,
   );

@@ -242,9 +242,10 @@ export class PeerPath {
       message: { ...answer, tag: probeTag(this.#key!, answer) },
     });
     if (this.#path.kind === "relay") {
-      const known = this.#learn(from);
-      // A triggered check (ICE section 7.3.1.4): probe the source at once.
-      if (!known || this.#check === undefined) this.#probe(from);
+      this.#learn(from);
+      // A triggered check (ICE section 7.3.1.4): probe the source at once,
+      // now that this side's NAT has just let the peer in from there.
+      this.#probe(from);
       if (this.#check === undefined) {
         this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
       }

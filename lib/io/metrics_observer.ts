@@ -136,7 +136,7 @@ export class MetricsObserver implements ServerObserver {
     );
     m.counter(
       "switchboard_relay_bytes_total",
-      "Bytes relayed between peers (always 0: the server relays nothing yet)",
+      "Bytes of peer datagrams the server relayed (payloads of relay datagrams sent)",
     );
     m.counter("switchboard_store_write_failures_total", "Registry writes that failed");
     m.histogram(
@@ -171,6 +171,9 @@ export class MetricsObserver implements ServerObserver {
       ? "switchboard_datagrams_sent_total"
       : "switchboard_frames_sent_total";
     this.#metrics.add(name, 1, { type: message.type });
+    if (message.type === "relay") {
+      this.#metrics.add("switchboard_relay_bytes_total", message.payload.length);
+    }
     if (!("reqId" in message)) return;
     const k = key(to, message.reqId);
     const pending = this.#pending.get(k);
