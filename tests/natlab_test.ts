@@ -75,8 +75,28 @@ Deno.test({
         assertEquals(cell.path, "direct", cell.error);
         assertEquals(cell.flushed, true, "flushed as the session came up");
         assertEquals(cell.initiatorMapping, "endpoint-independent");
+        assertEquals(cell.delivered, cell.sent, "no message lost to the flush");
+        assert(cell.file, "the file arrived across the flush");
       },
     });
+
+    await t.step(
+      "runCell() goes direct through endpoint-independent mappings, and relays where nothing direct works",
+      async () => {
+        const cases = [
+          ["port-restricted", "port-restricted", "direct"],
+          ["symmetric", "full-cone", "direct"],
+          ["port-restricted", "symmetric", "relay"],
+          ["blocked", "full-cone", "relay"],
+        ] as const;
+        for (const [a, b, path] of cases) {
+          const cell = await lab.runCell(a, b, { timeoutMs: 15_000 });
+          assertEquals(cell.path, path, `${a} -> ${b}: ${cell.error ?? ""}`);
+          assertEquals(cell.delivered, cell.sent, `${a} -> ${b}`);
+          assert(cell.file, `${a} -> ${b}: the file arrived`);
+        }
+      },
+    );
 
     await t.step(
       "runSameLan() connects, chats and sends a file with the real programs",

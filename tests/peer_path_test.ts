@@ -249,3 +249,26 @@ Deno.test("probeTag() gives the tags of PROTOCOL.md's peer_probe and peer_probe_
     assertEquals(message.tag, probeTag(keyBytes, message), `${type}: the tag is not the key's`);
   }
 });
+
+Deno.test("PeerPath rations checks: introductions again within 30 s only add candidates", () => {
+  const path = new PeerPath({ session: SESSION, controlling: false, firstNonce: 1 });
+  const probes = () => {
+    let n = 0;
+    for (let out = path.poll(); out; out = path.poll()) if (out.type === "send") n++;
+    return n;
+  };
+  const stranger = { ip: "192.0.2.99", port: 9 };
+  path.introduce(0, KEY, [stranger]);
+  for (let t = 0; t <= 6_000; t += 50) path.onTimeout(t);
+  const first = probes();
+  assert(first >= 90 && first <= 101, `one check: ${first} probes`);
+  // The peer has the server introduce it again and again: no new check for 30 s.
+  for (let t = 6_000; t < 30_000; t += 1_000) {
+    path.introduce(t, KEY, [stranger]);
+    path.onTimeout(t);
+  }
+  assertEquals(probes(), 0);
+  assertEquals(path.checking, false);
+  path.introduce(30_000, KEY, [stranger]);
+  assertEquals(path.checking, true, "a check again once 30 s have passed");
+});

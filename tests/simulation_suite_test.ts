@@ -40,6 +40,8 @@ const PROFILES: Profile[] = [
     fullChat: 600,
     minComplete: 0.9,
   },
+  // Pairs behind every kind of NAT (and one LAN), direct or relayed, every NAT flushed mid-chat.
+  { scenario: "nats", seeds: 20, flags: "", fullChat: 320, minComplete: 1 },
   // Many clients registering, watching, some killed: presence and leases.
   { scenario: "crowd", seeds: 40, flags: "--clients 12", clients: 12 },
 ];

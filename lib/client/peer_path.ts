@@ -82,6 +82,8 @@ export interface PeerPathTimings {
   trustMs: number;
   /** Between attempts to go direct while relayed, controlling side only (default 60,000). */
   upgradeEveryMs: number;
+  /** An introduction starts a check only this long after the last one started (default 30,000). */
+  minCheckGapMs: number;
 }
 
 /** The default timings. */
@@ -91,6 +93,7 @@ export const DEFAULT_PATH_TIMINGS: PeerPathTimings = {
   heartbeatMs: 2_000,
   trustMs: 5_000,
   upgradeEveryMs: 60_000,
+  minCheckGapMs: 30_000,
 };
 
 /** Options of a {@linkcode PeerPath}. */
@@ -152,6 +155,8 @@ export class PeerPath {
   /** On a direct path: the next heartbeat and the last verified answer. */
   #heartbeat: { next: number; confirmed: number } | undefined;
   #upgradeAt: number | undefined;
+  /** When the last check started. */
+  #checkedAt: number | undefined;
   /** The direct path's address before it was lost, if it was. */
   #lastRemote: PeerAddress | undefined;
   #outputs: PeerPathOutput[] = [];
@@ -211,8 +216,13 @@ export class PeerPath {
     if (this.#closed) return;
     this.#key = probeKey;
     for (const candidate of candidates) this.#learn(candidate);
-    if (this.#path.kind === "direct") return;
-    this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
+    if (this.#path.kind === "direct" || this.#check !== undefined) return;
+    // At most one check per `minCheckGapMs`, however often the peer has the
+    // server introduce it: candidates name any address, so checks are rationed.
+    if (this.#checkedAt !== undefined && now < this.#checkedAt + this.#timings.minCheckGapMs) {
+      return;
+    }
+    this.#startCheck(now);
     this.#upgradeAt = undefined;
     this.onTimeout(now);
   }
@@ -246,9 +256,7 @@ export class PeerPath {
       // A triggered check (ICE section 7.3.1.4): probe the source at once,
       // now that this side's NAT has just let the peer in from there.
       this.#probe(from);
-      if (this.#check === undefined) {
-        this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
-      }
+      if (this.#check === undefined) this.#startCheck(now);
     }
     return true;
   }
@@ -328,7 +336,7 @@ export class PeerPath {
         // forgotten its binding), and have the peer probe too.
         this.#lastRemote = lost;
         this.#learn(lost);
-        this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
+        this.#startCheck(now);
         // Both sides ask: the request also shows the server where this side's
         // NAT maps it now, which the relay needs.
         this.#upgradeAt = now;
@@ -364,6 +372,11 @@ export class PeerPath {
     this.#heartbeat = undefined;
     this.#upgradeAt = undefined;
     this.#outputs.length = 0;
+  }
+
+  #startCheck(now: number): void {
+    this.#check = { until: now + this.#timings.checkMs, next: now, index: 0 };
+    this.#checkedAt = now;
   }
 
   #verified(message: MessageOf<"peer_probe" | "peer_probe_ok">): boolean {

@@ -7,7 +7,7 @@
  */
 
 /**
- * The built-in scenarios by name: `chat`, `crowd` and `harsh` (the `kcp`
+ * The built-in scenarios by name: `chat`, `crowd`, `harsh` and `nats` (the `kcp`
  * comparison is not a scenario file; `scripts/simulate.ts` runs it).
  *
  * @example
@@ -92,5 +92,58 @@ alice: wait messages 50 from bob within 120
 bob: wait messages 50 from alice within 120
 bob: terminate alice
 carol: list
+`,
+  nats: `# nats: pairs of clients behind NATs of every kind chat through the server's
+# introductions: direct where the NATs allow it, through the server's relay
+# where they do not (port-restricted with symmetric), on a network with a
+# little loss; halfway through, every NAT forgets its state.
+loss 2%
+duplicate 1%
+reorder 2%
+delay 5 40
+
+nat cone full-cone
+nat sym symmetric
+nat port symmetric
+nat hard port-restricted
+nat addr address-restricted
+nat rest port-restricted
+nat home-a port-restricted lan home
+nat home-b port-restricted lan home
+*: register
+settle
+
+cone: connect sym
+sym: accept cone
+hard: connect port
+port: accept hard
+addr: connect rest
+rest: accept addr
+home-a: connect home-b
+home-b: accept home-a
+settle
+
+repeat 40 cone: send from cone {i}
+repeat 40 sym: send from sym {i}
+repeat 40 hard: send from hard {i}
+repeat 40 port: send from port {i}
+repeat 40 addr: send from addr {i}
+repeat 40 rest: send from rest {i}
+repeat 40 home-a: send from home-a {i}
+repeat 40 home-b: send from home-b {i}
+advance 500ms
+flush nats
+cone: wait messages 40 from sym within 120
+sym: wait messages 40 from cone within 120
+hard: wait messages 40 from port within 120
+port: wait messages 40 from hard within 120
+addr: wait messages 40 from rest within 120
+rest: wait messages 40 from addr within 120
+home-a: wait messages 40 from home-b within 120
+home-b: wait messages 40 from home-a within 120
+cone: terminate sym
+hard: terminate port
+addr: terminate rest
+home-a: terminate home-b
 `,
 };
