@@ -43,7 +43,7 @@ Usage:
   deno task simulate [--scenario NAME|FILE] [--seed N] [--seeds N] [flags]
 
 Flags:
-  --scenario NAME|FILE  a built-in scenario (chat, crowd, harsh, kcp) or a
+  --scenario NAME|FILE  a built-in scenario (chat, crowd, harsh, nats, kcp) or a
                         scenario file (see scenarios/README.md); default chat
   --seed N              the first seed (default 1)
   --seeds N             run seeds seed..seed+N-1 and add them up
@@ -64,6 +64,8 @@ Built-in scenarios:
   crowd  --clients N clients register and watch; every third is killed
   harsh  30% loss in bursts of 3, 20% duplication and reordering, a
          partition, a server crash and restart, and a peer chat
+  nats   pairs behind every kind of NAT (and one LAN) chat, direct or
+         through the server's relay; every NAT forgets its state halfway
   kcp    KCP's latency test on the reliable channel: 5% loss each way,
          30 ms + 0..31 ms one way, 1000 echoed messages; low-latency preset,
          defaults and stop-and-wait against KCP's published fast mode
