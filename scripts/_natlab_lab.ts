@@ -49,8 +49,12 @@ const REFLECT_PORT_2 = 3479;
 const START_MS = 20_000;
 /** Chat messages the initiator sends in a cell; the acceptor answers with one. */
 const CELL_MESSAGES = 3;
-/** The size of the file a cell sends. */
-const CELL_FILE_BYTES = 64 * 1024;
+/**
+ * The size of the file a cell sends: 1 MiB, so that a session lasts long
+ * enough (a few hundred ms on the lab's links) for its checks to end, and
+ * the path a cell reports is the one the pair settles on.
+ */
+const CELL_FILE_BYTES = 1024 * 1024;
 
 /** The result of the self-check for one kind. */
 export interface SelfCheck {
@@ -73,13 +77,15 @@ export interface CellResult {
   /** The acceptor's NAT kind. */
   readonly acceptor: string;
   /**
-   * `direct` if the initiator's session found a direct path (a `peer_path`
-   * event), `relay` if it worked through the server's relay only, `failed`
-   * if no session was set up.
+   * `direct` if the session found a direct path (a `peer_path` event on
+   * either side), `relay` if it worked through the server's relay only,
+   * `failed` if no session was set up.
    */
   readonly path: "direct" | "relay" | "failed";
-  /** From the initiator's `connect` to its first direct path, in ms, if it found one. */
+  /** From the initiator's `connect` to the first direct path either side found, in ms. */
   readonly directMs?: number;
+  /** From the initiator's `connect` until both programs had finished (chat and file done), in ms. */
+  readonly finishedMs?: number;
   /** From the initiator's `connect` to its session being up, in ms. */
   readonly sessionMs: number | null;
   /** Chat messages delivered, both ways. */
@@ -326,7 +332,12 @@ export class Natlab implements AsyncDisposable {
     const dir = `${this.#workDir}/cell${n}`;
     await Deno.mkdir(dir, { recursive: true });
     const file = `${dir}/payload.bin`;
-    await Deno.writeFile(file, crypto.getRandomValues(new Uint8Array(CELL_FILE_BYTES)));
+    const content = new Uint8Array(CELL_FILE_BYTES);
+    // getRandomValues fills at most 64 KiB at a time.
+    for (let at = 0; at < content.length; at += 65536) {
+      crypto.getRandomValues(content.subarray(at, at + 65536));
+    }
+    await Deno.writeFile(file, content);
     const [aName, bName] = [`a${n}`, `b${n}`];
     const within = Math.max(1, Math.ceil(timeoutMs / 1000));
     const bob = await this.#client(bName, acceptor, dir, [
@@ -385,6 +396,7 @@ export class Natlab implements AsyncDisposable {
         flush = { timer: setTimeout(() => flush!.done = flushRouters(routers), at) };
       }
       await Promise.all([alice.finish(left()), bob.finish(left())]);
+      const finishedAt = performance.now();
       const events = (program: NamespacedProgram) =>
         program.stdout.flatMap((line) => {
           try {
@@ -410,14 +422,15 @@ export class Natlab implements AsyncDisposable {
       const flushed = flush?.done !== undefined;
       await flush?.done;
       const requested = request !== undefined;
-      const direct = events(alice).find((e) =>
-        e.event === "peer_path" && (e.path as { kind?: string } | undefined)?.kind === "direct"
-      );
-      const directAt = direct === undefined
-        ? undefined
-        : alice.stdout.find((line) =>
+      // Direct if either side found a direct path (each picks its own pair), timed by the first.
+      const directAt = [alice, bob].flatMap((program) =>
+        program.stdout.filter((line) =>
           line.text.includes('"event":"peer_path"') && line.text.includes('"kind":"direct"')
-        )?.at;
+        ).map((line) =>
+          line.at
+        )
+      ).sort((x, y) => x - y)[0];
+      const direct = directAt !== undefined;
       const error = printed ??
         (connected !== undefined
           ? undefined
@@ -427,10 +440,13 @@ export class Natlab implements AsyncDisposable {
       return {
         initiator: initiatorKind,
         acceptor: acceptorKind,
-        path: connected === undefined ? "failed" : direct !== undefined ? "direct" : "relay",
+        path: connected === undefined ? "failed" : direct ? "direct" : "relay",
         ...(directAt === undefined
           ? {}
           : { directMs: Math.round(directAt - (asked ?? registered).at) }),
+        ...(connected === undefined
+          ? {}
+          : { finishedMs: Math.round(finishedAt - (asked ?? registered).at) }),
         sessionMs: connected === undefined
           ? null
           : Math.round(connected.at - (asked ?? registered).at),

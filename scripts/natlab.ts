@@ -112,7 +112,9 @@ async function run(options: Options, lab: Natlab): Promise<number> {
           ? await lab.runSameLan(a, cellOptions)
           : await lab.runCell(a, b as NatKind, cellOptions);
         cells.push(cell);
-        const time = cell.sessionMs === null ? "" : ` in ${cell.sessionMs} ms`;
+        const time = cell.sessionMs === null ? "" : ` in ${cell.sessionMs} ms` +
+          (cell.directMs === undefined ? "" : `, direct at ${cell.directMs} ms`) +
+          (cell.finishedMs === undefined ? "" : `, done at ${cell.finishedMs} ms`);
         say(
           `natlab: ${cells.length}/${total} ${a} -> ${b}: ${cell.path}${time}, ` +
             `${cell.delivered}/${cell.sent} messages, file ${cell.file ? "ok" : "no"}`,

@@ -12,6 +12,7 @@ import type { Command } from "../lib/client/command.ts";
 import { type NatBehavior, SimNat } from "../lib/sim/sim_nat.ts";
 import type { SimClient } from "../lib/sim/sim_client.ts";
 import { Simulation } from "../lib/sim/simulation.ts";
+import { SERVER_UDP } from "../lib/sim/sim_server.ts";
 
 type Kind = "full-cone" | "address-restricted" | "port-restricted" | "symmetric";
 
@@ -172,4 +173,25 @@ Deno.test("Simulation: NATs that forget their state mid-session cost no message,
       chat(sim, alice, bob, 5, "after");
     }
   }
+});
+
+Deno.test("Simulation: a lost introduction is asked for again, and the pair still goes direct", () => {
+  const { sim, alice, bob } = setUp(
+    21,
+    nat("port-restricted", "203.0.113.1"),
+    nat("port-restricted", "198.51.100.1"),
+  );
+  // Nothing from the server reaches Bob for a while: the introduction and the relayed connect are lost.
+  sim.network.partition(SERVER_UDP, bob.address, true);
+  run(sim, alice, { kind: "connect", name: "Bob" });
+  run(sim, bob, { kind: "accept", name: "Alice" } as Command);
+  sim.runFor(700);
+  assertEquals(bob.core.peers.length, 0, "Bob heard of nothing yet");
+  sim.network.heal();
+  const open = () => [alice, bob].every((c) => c.core.peers.some((p) => p.state === "open"));
+  for (let i = 0; i < 2_000 && !open(); i++) sim.runFor(5);
+  assert(open(), "the session never opened");
+  sim.runFor(2_000);
+  assertEquals([pathKind(alice), pathKind(bob)], ["direct", "direct"]);
+  chat(sim, alice, bob, 5, "late");
 });
