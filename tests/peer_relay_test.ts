@@ -4,7 +4,8 @@
  * probe key at once, only the two parties may relay, each introduction has
  * its rate limit, quota and log lines, and the table stays bounded.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { MetricsObserver } from "../lib/io/metrics_observer.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { PeerRelay, type PeerRelayLimits } from "../lib/server/peer_relay.ts";
 import { Registry } from "../lib/server/registry.ts";
@@ -272,4 +273,27 @@ Deno.test("ServerCore: introduce needs a live session, is answered and pushes th
   assertEquals(core.sessions.byName("Bob")?.udpPort, 41_001);
   assertEquals(core.relay(15, moved, relayed(1)), "relayed");
   assertEquals(core.relay(15, BOB_AT, relayed(1)), "refused");
+});
+
+Deno.test("MetricsObserver counts the bytes the relay forwards", async () => {
+  const zero = () => 0;
+  const metrics = new MetricsObserver("test", {
+    registered: zero,
+    active: zero,
+    watchers: zero,
+    tcpConnections: zero,
+    storageBytes: () => Promise.resolve(0),
+    uptimeSeconds: zero,
+    counters: () => ({
+      presenceResent: 0,
+      authFailures: 0,
+      undersized: 0,
+      tcpRefused: 0,
+      tcpTimedOut: 0,
+    }),
+  });
+  metrics.sent(BOB_AT, relayed(100));
+  metrics.sent(ALICE_AT, relayed(23));
+  metrics.sent(ALICE_AT, { type: "heartbeat_ok", reqId: 1 });
+  assertMatch(await metrics.render(), /^switchboard_relay_bytes_total 123$/m);
 });
