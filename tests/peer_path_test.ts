@@ -188,12 +188,13 @@ Deno.test("PeerPath falls back to the relay when heartbeats go unanswered, then 
   w.a.nat!.flush();
   w.b.nat!.flush();
   const flushedAt = w.now;
-  w.run(flushedAt + 8_000);
+  w.run(flushedAt + 4_000);
   assertEquals(w.a.changes.map((c) => c.why), ["checked", "heartbeats_missed"]);
   const lostAt = w.a.changes[1];
   assertEquals(lostAt.path, { kind: "relay" });
+  assert(w.a.path.checking, "a check starts at once");
   assertEquals([w.a.introduces, w.b.introduces], [1, 1], "both ask for a new introduction at once");
-  // The server introduces them again: direct once more.
+  // The server answers with where the NATs map them now: direct once more.
   w.introduce();
   w.run(w.now + 1_000);
   assertEquals(w.a.path.path.kind, "direct");

@@ -18,7 +18,7 @@
  *
  * On a direct path the side sends a probe every 2 s as a heartbeat (every
  * 0.5 s once one goes unanswered); any datagram of the session from the
- * path's address counts as an answer too. With nothing for 5 s the path is
+ * path's address counts as an answer too. With nothing for 3 s the path is
  * dead and the session goes back to the relay at once; it checks again at
  * once (the lost address first), and both sides ask the server to
  * introduce them again, which also shows the server where their NATs map
@@ -78,7 +78,7 @@ export interface PeerPathTimings {
   checkMs: number;
   /** Between heartbeats on a direct path (default 2,000). */
   heartbeatMs: number;
-  /** A direct path with no verified answer for this long is dead (default 5,000). */
+  /** A direct path with no verified answer for this long is dead (default 3,000). */
   trustMs: number;
   /** Between attempts to go direct while relayed, controlling side only (default 60,000). */
   upgradeEveryMs: number;
@@ -91,7 +91,7 @@ export const DEFAULT_PATH_TIMINGS: PeerPathTimings = {
   probeIntervalMs: 50,
   checkMs: 5_000,
   heartbeatMs: 2_000,
-  trustMs: 5_000,
+  trustMs: 3_000,
   upgradeEveryMs: 60_000,
   minCheckGapMs: 30_000,
 };

@@ -23,6 +23,10 @@
  *   address, or out of a `relay`), reaches the table as if from the peer's
  *   address, so the table's verification and address never depend on the
  *   path.
+ * - A session on the relay that hears nothing from its peer for 3 s asks for
+ *   an introduction again: its NAT may have moved it, and the request
+ *   shows the server where (the relay forwards to where the server last
+ *   saw each side).
  * - While the asking side has heard nothing from the peer on a session, it
  *   asks for the introduction again after 1, 2 and 4 s (an `introduction`
  *   is not acknowledged); the peer answers a first `introduction` with its
@@ -75,6 +79,12 @@ export interface PeerPathsOptions {
 
 /** Most sessions with a path. */
 const MAX_PATHS = 32;
+/**
+ * A session on the relay that hears nothing from its peer for this long asks
+ * for an introduction again, ms: the channel's keepalives (every 2 s of
+ * silence) keep a working session from ever being this quiet.
+ */
+const SILENT_RELAY_MS = 3_000;
 /** Most datagrams of a session held while its introduction is asked for (the handshake's few). */
 const MAX_HELD = 16;
 /** When the asking side asks for the introduction again while it has heard nothing, ms after the first. */
@@ -93,6 +103,10 @@ interface Entry {
   readonly held: Extract<ClientOutput, { type: "peer_send" }>[];
   /** True once anything of the session came from the peer. */
   heard: boolean;
+  /** When something of the session last came from the peer, either way. */
+  lastHeard: number;
+  /** When this side last sent `introduce`. */
+  introducedAt: number;
   /** True once this side (not controlling) answered the introduction with its own. */
   answered: boolean;
   /** The next re-introduction while nothing was heard, and how many were made. */
@@ -199,7 +213,7 @@ export class PeerPaths {
       return undefined;
     }
     if (entry === undefined) return from;
-    this.#heard(entry);
+    this.#heard(now, entry);
     entry.path.heard(now, from);
     return entry.canonical ?? from;
   }
@@ -231,7 +245,7 @@ export class PeerPaths {
     }
     if (!isPeerMessage(inner) || inner.session !== message.session) return undefined;
     if (inner.type === "peer_probe" || inner.type === "peer_probe_ok") return undefined;
-    this.#heard(entry);
+    this.#heard(now, entry);
     return { from: entry.canonical, message: inner };
   }
 
@@ -250,6 +264,12 @@ export class PeerPaths {
       }
       const due = entry.path.nextTimeout();
       if (due !== undefined && due <= now) entry.path.onTimeout(now);
+      if (this.#silent(now, entry)) {
+        // Heard nothing for a while through the relay: this side's NAT may
+        // have moved it, and the relay sends to where the server last saw it.
+        // A request shows the server where it is now.
+        this.#introduce(now, entry);
+      }
       if (entry.reintroduceAt !== undefined && entry.reintroduceAt <= now) {
         entry.reintroduced++;
         entry.reintroduceAt = entry.reintroduced < REINTRODUCE_AFTER_MS.length
@@ -303,6 +323,8 @@ export class PeerPaths {
       introduced: false,
       held: [],
       heard: false,
+      lastHeard: now,
+      introducedAt: now,
       answered: controlling,
       reintroduceAt: undefined,
       reintroduced: 0,
@@ -316,6 +338,7 @@ export class PeerPaths {
   #introduce(now: number, entry: Entry): void {
     const token = this.#options.link.token;
     if (token === undefined) return;
+    entry.introducedAt = now;
     const hosts = (this.#options.hostCandidates?.() ?? []).slice(0, 8);
     const body = {
       type: "introduce",
@@ -365,8 +388,15 @@ export class PeerPaths {
     }
   }
 
-  #heard(entry: Entry): void {
+  /** True if a session on the relay has heard nothing from its peer for a while, nor asked. */
+  #silent(now: number, entry: Entry): boolean {
+    return entry.heard && entry.path.path.kind === "relay" &&
+      now >= Math.max(entry.lastHeard, entry.introducedAt) + SILENT_RELAY_MS;
+  }
+
+  #heard(now: number, entry: Entry): void {
     entry.heard = true;
+    entry.lastHeard = now;
     entry.reintroduceAt = undefined;
   }
 
@@ -394,7 +424,10 @@ export class PeerPaths {
           });
         }
       }
-      for (const at of [entry.path.nextTimeout(), entry.reintroduceAt]) {
+      const silentAt = entry.heard && entry.path.path.kind === "relay"
+        ? Math.max(entry.lastHeard, entry.introducedAt) + SILENT_RELAY_MS
+        : undefined;
+      for (const at of [entry.path.nextTimeout(), entry.reintroduceAt, silentAt]) {
         if (at !== undefined && (next === undefined || at < next)) next = at;
       }
     }
