@@ -10,7 +10,12 @@ import { join } from "@std/path";
 import type { ServerConfig } from "../lib/io/server_config.ts";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SERVER_IDENTITY_FILE } from "../lib/io/server_identity_file.ts";
+import { SERVER_KEY_FILE } from "../lib/io/server_key_file.ts";
 import { TestRedis } from "../scripts/_redis_server.ts";
+import { ServerGuard } from "../lib/client/server_guard.ts";
+import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { cryptoRandom } from "../lib/random.ts";
+import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
 import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
 
 /** The loopback address every instance binds. */
@@ -162,15 +167,13 @@ export class RedisInstances {
     await Deno.remove(this.dir, { recursive: true });
   }
 
-  /** A new data directory holding the first instance's server key, if there is one yet. */
+  /** A new data directory holding the first instance's server keys, if there is one yet. */
   async #dataDir(): Promise<string> {
     const dataDir = join(this.dir, `instance-${++this.#count}`);
     await Deno.mkdir(dataDir);
-    if (this.#count > 1) {
-      await Deno.copyFile(
-        join(this.dir, "instance-1", SERVER_IDENTITY_FILE),
-        join(dataDir, SERVER_IDENTITY_FILE),
-      );
+    // Instances of one service share the key clients pin and the secret identity keys derive from.
+    for (const file of this.#count > 1 ? [SERVER_IDENTITY_FILE, SERVER_KEY_FILE] : []) {
+      await Deno.copyFile(join(this.dir, "instance-1", file), join(dataDir, file));
     }
     return dataDir;
   }
@@ -189,5 +192,122 @@ export async function withRedisInstances(
     await fn(cluster);
   } finally {
     await cluster.stop();
+  }
+}
+
+type Presence = MessageOf<"presence">;
+/** A request without its ids (the client adds them). */
+export type Body = Request extends infer R ? R extends Request ? Omit<R, "reqId" | "client"> : never
+  : never;
+
+/**
+ * A bare client on one UDP socket, speaking version 3 through the client's
+ * `ServerGuard`: requests with retransmission, presence news recorded and
+ * acknowledged.
+ */
+export class RawClient {
+  readonly news: { at: number; message: Presence }[] = [];
+  readonly port: number;
+  token: Uint8Array = new Uint8Array(16);
+  #socket: Deno.DatagramConn;
+  #server: Deno.NetAddr;
+  #guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(cryptoRandom),
+    random: cryptoRandom,
+    server: "the instances",
+  });
+  #waiting = new Map<number, (m: Message) => void>();
+  #reqId = 1;
+  #client = crypto.getRandomValues(new Uint8Array(8)).reduce(
+    (s, b) => s + b.toString(16).padStart(2, "0"),
+    "",
+  );
+  #loop: Promise<void>;
+  #closed = false;
+
+  constructor(serverPort: number) {
+    this.#socket = Deno.listenDatagram({ transport: "udp", hostname: REDIS_TEST_HOST, port: 0 });
+    this.port = (this.#socket.addr as Deno.NetAddr).port;
+    this.#server = { transport: "udp", hostname: REDIS_TEST_HOST, port: serverPort };
+    this.#loop = this.#read();
+  }
+
+  /** Points later requests at another instance (same key), handshaking with it. */
+  moveTo(serverPort: number): void {
+    this.#server = { ...this.#server, port: serverPort };
+    for (const bytes of this.#guard.moved(performance.now())) this.#send(bytes);
+  }
+
+  /**
+   * Sends a request, retransmitting every 200 ms, until its answer comes.
+   *
+   * @param body the request
+   * @param timeoutMs when to give up (the answer is then undefined)
+   * @param reqId the request id: a new one unless given (to send a request again)
+   * @returns the answer
+   */
+  async request(body: Body, timeoutMs = 3000, reqId = this.#reqId++): Promise<Message | undefined> {
+    const message = { ...body, reqId, client: this.#client } as Request;
+    const { promise, resolve } = Promise.withResolvers<Message | undefined>();
+    this.#waiting.set(reqId, resolve);
+    const until = Date.now() + timeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let attempt = 0;
+    const send = () => {
+      if (Date.now() > until || this.#closed) return resolve(undefined);
+      for (const bytes of this.#guard.outgoing(message, performance.now(), ++attempt)) {
+        this.#send(bytes);
+      }
+      timer = setTimeout(send, 200);
+    };
+    send();
+    try {
+      return await promise;
+    } finally {
+      clearTimeout(timer);
+      this.#waiting.delete(reqId);
+    }
+  }
+
+  async register(name: string): Promise<MessageOf<"register_ok">> {
+    const reply = await this.request({ type: "register", name, udpPort: this.port, tcpPort: 5001 });
+    if (reply?.type !== "register_ok") {
+      throw new Error(`register ${name}: ${JSON.stringify(reply)}`);
+    }
+    this.token = reply.token;
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#socket.close();
+    await this.#loop;
+    for (const resolve of this.#waiting.values()) resolve(undefined as never);
+  }
+
+  #send(bytes: Uint8Array): void {
+    if (!this.#closed) this.#socket.send(bytes, this.#server).catch(() => {});
+  }
+
+  async #read(): Promise<void> {
+    while (true) {
+      let data: Uint8Array;
+      try {
+        [data] = await this.#socket.receive();
+      } catch {
+        return;
+      }
+      const input = this.#guard.incoming(data.slice(), performance.now());
+      for (const bytes of input.send) this.#send(bytes);
+      for (const message of input.messages) {
+        if (message.type === "presence") {
+          this.news.push({ at: performance.now(), message });
+          const ack = { type: "presence_ack", token: message.token, seq: message.seq } as const;
+          for (const bytes of this.#guard.outgoing(ack, performance.now(), 1)) this.#send(bytes);
+        } else if ("reqId" in message) {
+          this.#waiting.get(message.reqId)?.(message);
+        }
+      }
+    }
   }
 }
