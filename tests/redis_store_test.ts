@@ -384,3 +384,48 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "RedisStore.persist() never lets an expiry remove an identity seen on another instance " +
+    "since (check and delete in one script)",
+  ignore,
+  async fn() {
+    const redis = await TestRedis.start();
+    const a = await RedisStore.open(redis.url, { prefix: "race:" });
+    const b = await RedisStore.open(redis.url, { prefix: "race:" });
+    try {
+      const record = {
+        name: "Dora",
+        ip: HOST,
+        udpPort: 5000,
+        tcpPort: 5001,
+        registeredAt: "2026-01-01T00:00:00.000Z",
+        keySha256: "d".repeat(64),
+        registeredBy: "f".repeat(32),
+        lastSeenAt: "2026-01-01T00:00:00.000Z",
+      };
+      await a.persist({}, [{ op: "put", record }]);
+      // B sees Dora log in: her last-seen date moves on.
+      const seen = { ...record, lastSeenAt: "2026-03-01T00:00:00.000Z" };
+      await b.persist({}, [{ op: "put", record: seen }]);
+      // A's sweep, judging by the date it knew, expires her: refused, she stays.
+      const expiry = {
+        op: "delete",
+        name: "Dora",
+        keySha256: record.keySha256,
+        lastSeenAt: record.lastSeenAt,
+      } as const;
+      const error = await a.persist({}, [expiry]).catch((e) => e);
+      assert(error instanceof StoreError && error.conflict, String(error));
+      assertMatch(error.message, /"Dora" was seen on another server instance meanwhile/);
+      assertEquals((await a.load()).get("dora")?.lastSeenAt, seen.lastSeenAt);
+      // With the date Redis holds, the same removal goes through.
+      await a.persist({}, [{ ...expiry, lastSeenAt: seen.lastSeenAt }]);
+      assertEquals((await b.load()).get("dora"), undefined);
+    } finally {
+      await a.close();
+      await b.close();
+      await redis.stop();
+    }
+  },
+});

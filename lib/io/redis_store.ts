@@ -5,7 +5,9 @@
  *   = the record as JSON). A batch of changes is applied by one Lua script,
  *   atomically: a create succeeds only if the name is free or already holds
  *   this very record (a retried write), a delete only removes the record with
- *   the key it names. A lost race is a {@linkcode StoreError} with
+ *   the key it names and, if it names one, the last-seen date it names (so an
+ *   expiry on one instance never removes an identity that has just logged in
+ *   on another: check and delete are one script). A lost race is a {@linkcode StoreError} with
  *   `conflict`, and the core undoes the change and answers with an error.
  * - The same script publishes the batch on `<prefix>registry:news`; every
  *   other instance applies it to its replica. Pub/sub loses what is
@@ -60,6 +62,10 @@ for _, c in ipairs(changes) do
     end
     now[c.key] = c.record
   elseif cur and cur.key_sha256 == c.key_sha256 then
+    -- Seen since the deleting instance looked (a login elsewhere): kept.
+    if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
+      return {'seen', c.name}
+    end
     now[c.key] = false
   end
 end
@@ -248,6 +254,9 @@ export class RedisStore implements Store {
     ];
     if (result[0] === "conflict") {
       throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
+    }
+    if (result[0] === "seen") {
+      throw new StoreError(`"${result[1]}" was seen on another server instance meanwhile`, true);
     }
   }
 
@@ -511,7 +520,7 @@ async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
 
 type WireChange =
   | { op: "put"; key: string; record: Entry }
-  | { op: "delete"; key: string; name: string; key_sha256: string };
+  | { op: "delete"; key: string; name: string; key_sha256: string; last_seen?: string };
 
 function toWire(change: RegistryChange): WireChange {
   if (change.op === "delete") {
@@ -520,6 +529,7 @@ function toWire(change: RegistryChange): WireChange {
       key: nameKey(change.name),
       name: change.name,
       key_sha256: change.keySha256,
+      ...(change.lastSeenAt === undefined ? {} : { last_seen: change.lastSeenAt }),
     };
   }
   const r = change.record;
@@ -554,7 +564,12 @@ function parseChanges(text: string): RegistryChange[] | undefined {
     const changes: RegistryChange[] = [];
     for (const c of wire) {
       if (c.op === "delete") {
-        changes.push({ op: "delete", name: c.name, keySha256: c.key_sha256 });
+        changes.push({
+          op: "delete",
+          name: c.name,
+          keySha256: c.key_sha256,
+          ...(c.last_seen === undefined ? {} : { lastSeenAt: c.last_seen }),
+        });
       } else {
         const entry = parseEntry(c.record);
         if (entry === undefined) return undefined;
