@@ -611,12 +611,18 @@ export class ServerCore {
    */
   admitFrame(now: number, from: Endpoint, message: Message): boolean {
     if (!isRequest(message)) return true;
-    const session = "token" in message && message.token instanceof Uint8Array
-      ? this.#directory.sessions.byToken(message.token)
+    const token = "token" in message && message.token instanceof Uint8Array
+      ? message.token
       : undefined;
-    if (session === undefined) return this.#admission.sessionlessRequest(now, from, message);
+    const session = token === undefined ? undefined : this.#directory.sessions.byToken(token);
+    // A download or delete sent on from the instance of the client's session (`file_elsewhere`).
+    const name = session?.name ??
+      (token !== undefined && (message.type === "download" || message.type === "delete")
+        ? this.#remoteUser(token)
+        : undefined);
+    if (name === undefined) return this.#admission.sessionlessRequest(now, from, message);
     // The connection has earned its slot: it counts against its user now.
-    this.#admission.authenticated(from.connId ?? 0, session.name);
+    this.#admission.authenticated(from.connId ?? 0, name);
     return true;
   }
 
