@@ -1811,6 +1811,35 @@ Deno.test("ServerCore (shared store) redirects a download or delete of another i
   assertError(ask(other, NOW, TCP_ALICE, { ...bobDownload, reqId: 9 }), "not_logged_in");
 });
 
+Deno.test("ServerCore.registryChanged() removes the files here of an identity removed on another instance", () => {
+  const { core } = filesCore({
+    sharedPresence: true,
+    storedFiles: [["Old", [stored("kept.csv", 10)]]],
+  });
+  const record = {
+    name: "Old",
+    ip: "10.0.0.9",
+    udpPort: 1,
+    tcpPort: 2,
+    registeredAt: new Date(NOW).toISOString(),
+    keySha256: "0".repeat(64),
+    registeredBy: "f".repeat(32),
+  };
+  core.registryChanged([{ op: "put", record }]);
+  drain(core);
+  core.registryChanged([{ op: "delete", name: "Old", keySha256: record.keySha256 }]);
+  const out = drain(core);
+  assertEquals(outputsOf(out, "delete_user_files"), [{ type: "delete_user_files", user: "Old" }]);
+  assertEquals(outputsOf(out, "file_store").map((o) => [o.op, o.file.name]), [[
+    "delete",
+    "kept.csv",
+  ]]);
+  // A name with nothing here costs nothing.
+  core.registryChanged([{ op: "put", record: { ...record, name: "Other" } }]);
+  core.registryChanged([{ op: "delete", name: "Other", keySha256: record.keySha256 }]);
+  assertEquals(drain(core), []);
+});
+
 Deno.test("ServerCore.handle() deletes a file once the driver has", async (t) => {
   const { core, token } = filesCore({
     storedFiles: [["Alice", [stored("a.txt", 100), stored("b.txt", 200)]]],

@@ -471,12 +471,18 @@ export class ServerCore {
   }
 
   /**
-   * Applies registry changes another instance made durable in the shared store.
+   * Applies registry changes another instance made durable in the shared
+   * store; an identity removed there loses its files here too.
    *
    * @param changes the changes, oldest first
    */
   registryChanged(changes: readonly RegistryChange[]): void {
     this.#registry.apply(changes);
+    // An identity removed elsewhere takes its files on this instance's disk with it.
+    for (const change of changes) {
+      const gone = change.op === "delete" && this.#registry.get(change.name) === undefined;
+      if (gone && this.#storage.holds(change.name)) this.#storage.removeUser(change.name);
+    }
   }
 
   /**

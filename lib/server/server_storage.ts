@@ -302,6 +302,18 @@ export class ServerStorage {
   }
 
   /**
+   * Tells whether a user has files on this instance's disk or uploads under way.
+   *
+   * @param user the user's name
+   * @returns true if so
+   */
+  holds(user: string): boolean {
+    const key = nameKey(user);
+    return this.#files.list(user).length > 0 ||
+      [...this.#uploads.values()].some((u) => nameKey(u.user) === key);
+  }
+
+  /**
    * Removes everything of a deregistered (or expired) user: uploads in
    * progress fail, and every file is deleted.
    *
