@@ -5,7 +5,7 @@
  * answered `file_elsewhere` with the owner's TCP address, which the client
  * follows once, transparently, with its session's token.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
@@ -50,6 +50,7 @@ Deno.test({
         // Alice stores notes.bin on A, then logs out.
         const first = await open(a.udpPort, "alice");
         assert((await first.run({ kind: "register" })).ok);
+        assert((await first.upload(join(dir, "notes.bin"), "spare.bin")).ok);
         const uploaded = await first.upload(join(dir, "notes.bin"), "notes.bin");
         assert(uploaded.ok, JSON.stringify(uploaded));
         const [identity] = await loadIdentities(join(dir, "alice.identities.json"));
@@ -64,10 +65,19 @@ Deno.test({
           secret: fromHex(identity.key),
         });
         assert(login.ok, JSON.stringify(login));
-        const listed = await onB.run({ kind: "files" });
-        if (!listed.ok || listed.command !== "files") throw new Error(JSON.stringify(listed));
-        assertEquals(listed.files.map((f) => f.name), ["notes.bin"]);
-        assertEquals(listed.usedBytes, content.length);
+        // B heard of the file by pub/sub when A stored it.
+        const listing = async () => {
+          const result = await onB.run({ kind: "files" });
+          if (!result.ok || result.command !== "files") throw new Error(JSON.stringify(result));
+          return result;
+        };
+        let listed = await listing();
+        for (const until = Date.now() + 5000; listed.files.length < 2 && Date.now() < until;) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          listed = await listing();
+        }
+        assertEquals(listed.files.map((f) => f.name), ["notes.bin", "spare.bin"]);
+        assertEquals(listed.usedBytes, 2 * content.length);
 
         const fetched = await onB.download("notes.bin", join(dir, "fetched.bin"));
         if (!fetched.ok || fetched.command !== "download") throw new Error(JSON.stringify(fetched));
@@ -81,17 +91,23 @@ Deno.test({
         const deleted = await onB.run({ kind: "delete", name: "notes.bin" });
         assert(deleted.ok, JSON.stringify(deleted));
         // A deleted it from its disk and told B.
-        const until = Date.now() + 5000;
-        let after = await onB.run({ kind: "files" });
-        while (after.ok && after.command === "files" && after.files.length > 0) {
-          if (Date.now() > until) throw new Error("B still lists the deleted file");
+        let after = await listing();
+        for (const until = Date.now() + 5000; after.files.length > 1 && Date.now() < until;) {
           await new Promise((resolve) => setTimeout(resolve, 20));
-          after = await onB.run({ kind: "files" });
+          after = await listing();
         }
-        if (!after.ok || after.command !== "files") throw new Error(JSON.stringify(after));
+        assertEquals(after.files.map((f) => f.name), ["spare.bin"]);
         const again = await onB.download("notes.bin", join(dir, "again.bin"));
         assert(!again.ok && again.code === "file_not_found", JSON.stringify(again));
         assertEquals(onA.filter((e) => e.kind === "file_deleted").length, 1);
+        // With A gone, its file is unavailable: one clear failure, no hang.
+        await a.close();
+        const unreachable = await onB.download("spare.bin", join(dir, "spare.bin"));
+        if (unreachable.ok) throw new Error(JSON.stringify(unreachable));
+        assertMatch(
+          unreachable.error,
+          /Cannot reach the server at 127\.0\.0\.1:\d+ that holds the file/,
+        );
       } finally {
         for (const client of clients) await client.close();
       }
