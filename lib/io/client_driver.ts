@@ -40,8 +40,8 @@ import {
   MAX_CHUNK_BYTES,
   MAX_DATAGRAM_BYTES,
   type Message,
-  type MessageOf,
   MESSAGE_SCHEMAS,
+  type MessageOf,
 } from "../wire/messages.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
 import { gatherHostCandidates } from "./host_candidates.ts";
