@@ -791,7 +791,7 @@ class World {
   #seq = 0;
   #online = new Map<string, { name: string; address: PeerAddress; token: Uint8Array }>();
 
-  add(name: string, address: PeerAddress): Node {
+  add(name: string, address: PeerAddress, traverse = false): Node {
     const node: Node = {
       name,
       address,
@@ -803,6 +803,9 @@ class World {
         tcpPort: 5001,
         via: "udp",
         server: "127.0.0.1:3000",
+        // This world's server only looks up and drops `introduce`, as a server
+        // without introductions would (tests/nat_simulation_test.ts has them).
+        traverse,
       }),
       results: [],
       events: [],
@@ -1023,6 +1026,17 @@ function connectPair(world: World, alice: Node, bob: Node): void {
   world.runUntil(world.now + 10_000, () => bob.results.length > bobBefore);
   assertEquals(done(bob.results[bobBefore]), ["accept", alice.name]);
 }
+
+Deno.test("ClientCore connects straight to the peer, a second late, when the server never answers introduce", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE, true);
+  const bob = world.add("Bob", BOB, true);
+  const start = world.now;
+  connectPair(world, alice, bob);
+  const took = world.now - start;
+  assert(took >= 1_000 && took < 2_000, `connected after ${took} ms`);
+  assert(alice.core.peers.every((p) => p.state === "open"));
+});
 
 Deno.test("ClientCore refuses a connect request whose name the server places elsewhere", () => {
   const world = new World();

@@ -10,7 +10,8 @@
  *   way each side gets a {@linkcode PeerPath} with the other's candidates
  *   and the probe key, and the checks start.
  * - A session's datagrams wait for the server's answer to `introduce` (a
- *   round trip). Then, while the checks run, each goes both to the peer's
+ *   round trip; at most 1 s, then they go straight to the peer's address
+ *   until it comes). Then, while the checks run, each goes both to the peer's
  *   likely address and through the server's relay (the first copy to
  *   arrive wins; the reliable channel drops the other), except the
  *   `peer_connect`, which goes through the relay only, so that the peer
@@ -85,6 +86,12 @@ const MAX_PATHS = 32;
  * silence) keep a working session from ever being this quiet.
  */
 const SILENT_RELAY_MS = 3_000;
+/**
+ * How long a session's datagrams wait for the server's answer to `introduce`,
+ * ms; then they go straight to the peer's address until it comes (a server
+ * without introductions drops the request unanswered).
+ */
+const HOLD_MS = 1_000;
 /** Most datagrams of a session held while its introduction is asked for (the handshake's few). */
 const MAX_HELD = 16;
 /** When the asking side asks for the introduction again while it has heard nothing, ms after the first. */
@@ -169,7 +176,11 @@ export class PeerPaths {
     const path = entry.path.path;
     if (path.kind === "direct") return { ...out, to: path.remote };
     if (!entry.introduced) {
-      // Held until the server answers: through the relay, or straight on.
+      // The asking side's are held until the server answers (through the
+      // relay, or straight on); past HOLD_MS without an answer, and on the
+      // other side (which asked only because an introduction was lost),
+      // straight on meanwhile.
+      if (!entry.controlling || now >= entry.createdAt + HOLD_MS) return out;
       if (entry.held.length < MAX_HELD) entry.held.push(out);
       return undefined;
     }
@@ -264,6 +275,10 @@ export class PeerPaths {
       }
       const due = entry.path.nextTimeout();
       if (due !== undefined && due <= now) entry.path.onTimeout(now);
+      if (!entry.introduced && now >= entry.createdAt + HOLD_MS) {
+        // The server has not answered (an older one drops `introduce`): straight on meanwhile.
+        for (const out of entry.held.splice(0)) this.#options.outbox.push(out);
+      }
       if (this.#silent(now, entry)) {
         // Heard nothing for a while through the relay: this side's NAT may
         // have moved it, and the relay sends to where the server last saw it.
@@ -427,7 +442,8 @@ export class PeerPaths {
       const silentAt = entry.heard && entry.path.path.kind === "relay"
         ? Math.max(entry.lastHeard, entry.introducedAt) + SILENT_RELAY_MS
         : undefined;
-      for (const at of [entry.path.nextTimeout(), entry.reintroduceAt, silentAt]) {
+      const releaseAt = entry.held.length > 0 ? entry.createdAt + HOLD_MS : undefined;
+      for (const at of [entry.path.nextTimeout(), entry.reintroduceAt, silentAt, releaseAt]) {
         if (at !== undefined && (next === undefined || at < next)) next = at;
       }
     }
