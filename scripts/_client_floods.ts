@@ -12,7 +12,10 @@
  */
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
-import { encodeMessage } from "../lib/wire/codec.ts";
+import { encodeIntroduction, PeerCipher } from "../lib/client/peer_cipher.ts";
+import { tai64n } from "../lib/crypto/introduction.ts";
+import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { SeededRandom } from "../lib/random.ts";
 
 /** Options of {@linkcode clientFloods}. */
 export interface ClientFloodOptions {
@@ -227,10 +230,7 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
         while (strangerConnects < due) {
           const n = strangerConnects++;
           const session = n.toString(16).padStart(16, "0");
-          await stranger.send(
-            encodeMessage({ type: "peer_connect", session, name: `Stranger${n % 1000}` }),
-            target,
-          );
+          await stranger.send(strangerConnect(session, `Stranger${n % 1000}`), target);
         }
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
@@ -260,4 +260,22 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
     await victim.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * A `peer_connect` from a stranger with a key pair of its own and none of
+ * the victim's: it costs the victim a Diffie-Hellman only within its
+ * per-address budget, and is then dropped.
+ */
+function strangerConnect(session: string, name: string): Uint8Array {
+  const random = new SeededRandom(session.length + name.length);
+  const cipher = new PeerCipher({
+    session,
+    staticKeyPair: generateKeyPair(random),
+    remoteKey: generateKeyPair(random).publicKey,
+    psk: new Uint8Array(32),
+    random,
+  });
+  const timestamp = tai64n(Date.now());
+  return cipher.initiate(0, encodeIntroduction({ name, nonce: new Uint8Array(16), timestamp }));
 }

@@ -1,12 +1,21 @@
 /**
  * The client's sessions with other clients: the table of them, `connect`
  * (a lookup, then the handshake), incoming requests checked against the
- * server (nobody may pose as another client), `accept`, `reject`, `send`,
- * `terminate` and `peers`; and what the sessions report, routed to the
- * commands waiting on them, to file transfers and to script waits.
+ * server (nobody may pose as another client: the key that opened the
+ * handshake must be the one the server vouches for under that name),
+ * `accept`, `reject`, `send`, `terminate` and `peers`; and what the
+ * sessions report, routed to the commands waiting on them, to file
+ * transfers and to script waits. Datagrams from peers come here as bytes;
+ * the table decodes them, reads new handshakes (with the timestamp rule) and
+ * hands the rest to their session.
  *
  * @module
  */
+import { CryptoError } from "../crypto/crypto_error.ts";
+import { fingerprint } from "../crypto/fingerprint.ts";
+import { TimestampRecord, TimestampSource } from "../crypto/introduction.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
+import type { TransportLimits } from "../crypto/transport_session.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import {
@@ -15,11 +24,20 @@ import {
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import type { MessageOf, PeerMessage, Reply } from "../wire/messages.ts";
+import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import {
+  isPeerMessage,
+  type MessageOf,
+  PEER_KEY_BYTES,
+  PEER_PSK_BYTES,
+  type Reply,
+} from "../wire/messages.ts";
+import { ProtocolError } from "../wire/protocol_error.ts";
 import { peerEndText } from "./client_event_text.ts";
 import type { FileTransfers } from "./file_transfers.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 import type { Outbox } from "./outbox.ts";
+import { PeerCipher, type ReadInitiation, readInitiation, sameBytes } from "./peer_cipher.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
 import type { ServerLink } from "./server_link.ts";
@@ -73,7 +91,18 @@ export interface PeerTableOptions {
   outbox: Outbox;
   /** The core's timers; the table owns `peers`. */
   timers: TimerTable<ClientTimer>;
+  /**
+   * This client's static key pair: the server vouches for its public half.
+   * Default: one drawn from `random` when a peer session first needs it.
+   */
+  staticKeyPair?: KeyPair;
+  /** Rekey and expiry limits of peer keys (tests shorten them). */
+  limits?: Partial<TransportLimits>;
 }
+
+/** The reason a version 2 peer hears, in a version 2 `peer_reject`. */
+export const VERSION_2_PEER_REASON =
+  "this client speaks Switchboard protocol version 3 (encrypted peer sessions); upgrade";
 
 /** A `send` waiting for its acknowledgement. */
 interface Sending {
@@ -104,6 +133,10 @@ export class PeerTable {
   #sending = new Map<string, Map<number, Sending>>();
   /** The lookups incoming requests may cause, per IP address. */
   #lookups = new LookupBudget();
+  /** Our initiations' timestamps, strictly increasing. */
+  #timestamps = new TimestampSource();
+  /** The greatest initiation timestamp accepted per requester key. */
+  #seen = new TimestampRecord();
 
   /** @param options policies, the link, the transfers, the outbox and the timers */
   constructor(options: PeerTableOptions) {
@@ -257,12 +290,27 @@ export class PeerTable {
    *
    * @param now current time, ms
    * @param from where it came from
-   * @param message a peer message
+   * @param bytes the datagram
    */
-  handle(now: number, from: PeerAddress, message: PeerMessage): void {
+  handle(now: number, from: PeerAddress, bytes: Uint8Array): void {
+    if (bytes.length >= 4 && bytes[2] === 2 && bytes[3] === 40) {
+      return this.#version2(now, from, bytes);
+    }
+    let message;
+    try {
+      message = decodeMessage(bytes);
+    } catch (error) {
+      if (error instanceof ProtocolError) return;
+      throw error;
+    }
+    if (!isPeerMessage(message)) return;
     const known = this.#peers.get(message.session);
     if (known !== undefined) {
-      known.handle(now, from, message);
+      if (message.type === "peer_connect" && known.state === "open" && !known.outgoing) {
+        this.#rekey(now, from, known, message, bytes);
+      } else {
+        known.handle(now, from, message);
+      }
       // Most datagrams of a transfer produce only an ack: a `wait` can
       // change only when something else came out.
       if (this.drain(now, known)) this.#news?.changed(now);
@@ -270,19 +318,15 @@ export class PeerTable {
     }
     if (message.type !== "peer_connect") return;
     const reject = (reason: string): void => {
-      this.#outbox.push({
-        type: "peer_send",
-        to: from,
-        message: { type: "peer_reject", session: message.session, reason },
-      });
+      const sent = { type: "peer_reject", session: message.session, reason } as const;
+      this.#outbox.push({ type: "peer_send", to: from, bytes: encodeMessage(sent), sent });
     };
     const token = this.#link.token;
     const ownName = this.#link.loggedInAs;
     if (token === undefined || ownName === undefined) {
       return reject("the client you called is not logged in");
     }
-    if (nameProblem(message.name) !== undefined) return reject("your name is not valid");
-    // Refused without work: no session kept, no lookup sent.
+    // Refused without work: no session kept, no Diffie-Hellman, no lookup.
     const incoming =
       [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
         .length;
@@ -292,17 +336,63 @@ export class PeerTable {
     if (!this.#lookups.take(now, from.ip)) {
       return reject("too many requests from your address; try again in a moment");
     }
+    const read = this.#read(message);
+    // Not a handshake for our key, or garbage: dropped without a word.
+    if (read === undefined) return;
+    const { name, nonce, timestamp } = read.introduction;
+    if (nameProblem(name) !== undefined) return reject("your name is not valid");
+    // The timestamp rule: a replayed initiation is not newer than the last accepted.
+    if (!this.#seen.isNewer(toHex(read.remoteKey), timestamp)) return;
     const peer = this.#add(now, {
       id: message.session,
       ownName,
-      peerName: message.name,
+      peerName: name,
       address: from,
       outgoing: false,
+      cipher: this.#cipher(message.session, read.remoteKey),
     });
-    // Nobody may pose as another client: ask the server where that name is.
-    this.#link.request(now, { type: "lookup", token, name: message.name }, "udp", (at, outcome) => {
-      this.#verified(at, peer, outcome.type === "reply" ? outcome.reply : undefined);
+    // Nobody may pose as another client: ask the server whose key that name has.
+    this.#link.request(now, { type: "lookup", token, name, nonce }, "udp", (at, outcome) => {
+      this.#verified(at, peer, read, bytes, outcome.type === "reply" ? outcome.reply : undefined);
     });
+  }
+
+  /** Reads a message 1 addressed to our key, or undefined. */
+  #read(connect: MessageOf<"peer_connect">): ReadInitiation | undefined {
+    try {
+      return readInitiation(this.#staticKeyPair, connect, this.#options.random);
+    } catch (error) {
+      if (error instanceof CryptoError) return undefined;
+      throw error;
+    }
+  }
+
+  /** A new handshake on an open incoming session: the same key, a newer timestamp. */
+  #rekey(
+    now: number,
+    from: PeerAddress,
+    peer: PeerSession,
+    message: MessageOf<"peer_connect">,
+    bytes: Uint8Array,
+  ): void {
+    const copy = peer.cipher.initiation;
+    if (copy !== undefined && sameBytes(copy, bytes)) return peer.handle(now, from, message);
+    const read = this.#read(message);
+    if (read === undefined || !sameBytes(read.remoteKey, peer.cipher.remoteKey)) return;
+    const key = toHex(read.remoteKey);
+    if (!this.#seen.isNewer(key, read.introduction.timestamp)) return;
+    this.#seen.record(key, read.introduction.timestamp);
+    peer.rekey(now, from, read, bytes);
+  }
+
+  /** A version 2 `peer_connect`: told, in version 2's own `peer_reject`, to upgrade. */
+  #version2(now: number, from: PeerAddress, bytes: Uint8Array): void {
+    if (bytes.length < 12 || !this.#lookups.take(now, from.ip)) return;
+    const session = toHex(bytes.subarray(4, 12));
+    const sent = { type: "peer_reject", session, reason: VERSION_2_PEER_REASON } as const;
+    const reply = encodeMessage(sent);
+    reply[2] = 2;
+    this.#outbox.push({ type: "peer_send", to: from, bytes: reply, sent });
   }
 
   /**
@@ -437,7 +527,7 @@ export class PeerTable {
         "bad_command",
       );
     }
-    const body = { type: "lookup", token, name } as const;
+    const body = { type: "lookup", token, name, nonce: new Uint8Array(0) } as const;
     this.#link.ask(
       now,
       id,
@@ -465,24 +555,46 @@ export class PeerTable {
       // session is dead (its transfers keep their partial files to resume).
       this.#replace(now, existing);
     }
+    if (reply.key.length !== PEER_KEY_BYTES || reply.psk.length !== PEER_PSK_BYTES) {
+      return this.#outbox.fail(
+        id,
+        "connect",
+        `The server vouched for no key of "${reply.name}"`,
+        "bad_command",
+      );
+    }
+    const session = toHex(this.#options.random.bytes(8));
     const peer = this.#add(now, {
-      id: toHex(this.#options.random.bytes(8)),
+      id: session,
       ownName: this.#link.loggedInAs ?? this.#link.name ?? "",
       peerName: reply.name,
       address: { ip: reply.ip, port: reply.udpPort },
       outgoing: true,
+      cipher: this.#cipher(session, reply.key, reply.psk),
+      nonce: reply.nonce,
+      timestamp: (at) => this.#timestamps.next(at),
     });
     this.#waiting.set(peer.id, { id, kind: "connect" });
     this.drain(now, peer);
   }
 
-  #verified(now: number, peer: PeerSession, reply: Reply | undefined): void {
+  #verified(
+    now: number,
+    peer: PeerSession,
+    read: ReadInitiation,
+    initiation: Uint8Array,
+    reply: Reply | undefined,
+  ): void {
     if (this.#peers.get(peer.id) !== peer || peer.state !== "verifying") return;
     const address = peer.address;
+    // The key that opened the handshake must be the one the server has under
+    // that name; the address need not match (a NAT may show another).
     if (
-      reply?.type === "lookup_ok" && reply.ip === address.ip && reply.udpPort === address.port
+      reply?.type === "lookup_ok" && reply.psk.length === PEER_PSK_BYTES &&
+      nameKey(reply.name) === nameKey(peer.peerName) && sameBytes(reply.key, read.remoteKey)
     ) {
-      peer.verified(now);
+      this.#seen.record(toHex(read.remoteKey), read.introduction.timestamp);
+      peer.verified(now, read, initiation, reply.psk);
       this.#outbox.event({
         kind: "request",
         name: peer.peerName,
@@ -499,8 +611,16 @@ export class PeerTable {
       name: peer.peerName,
       ip: address.ip,
       udpPort: address.port,
+      presentedKey: fingerprint(read.remoteKey),
       ...(reply?.type === "lookup_ok"
-        ? { registered: { name: reply.name, ip: reply.ip, udpPort: reply.udpPort } }
+        ? {
+          registered: {
+            name: reply.name,
+            ip: reply.ip,
+            udpPort: reply.udpPort,
+            key: reply.key.length === PEER_KEY_BYTES ? fingerprint(reply.key) : "none",
+          },
+        }
         : reply?.type === "error"
         ? { error: reply.message }
         : {}),
@@ -538,6 +658,9 @@ export class PeerTable {
       peerName: string;
       address: PeerAddress;
       outgoing: boolean;
+      cipher: PeerCipher;
+      nonce?: Uint8Array;
+      timestamp?: (now: number) => Uint8Array;
     },
   ): PeerSession {
     const peer = new PeerSession(now, {
@@ -550,10 +673,21 @@ export class PeerTable {
     return peer;
   }
 
+  #cipher(session: string, remoteKey: Uint8Array, psk?: Uint8Array): PeerCipher {
+    const { random, limits } = this.#options;
+    const staticKeyPair = this.#staticKeyPair;
+    return new PeerCipher({ session, staticKeyPair, remoteKey, psk, random, limits });
+  }
+
+  get #staticKeyPair(): KeyPair {
+    this.#options.staticKeyPair ??= generateKeyPair(this.#options.random);
+    return this.#options.staticKeyPair;
+  }
+
   #output(now: number, peer: PeerSession, out: PeerSessionOutput): void {
     switch (out.type) {
       case "send":
-        this.#outbox.push({ type: "peer_send", to: out.to, message: out.message });
+        this.#outbox.push({ type: "peer_send", to: out.to, bytes: out.bytes, sent: out.sent });
         return;
       case "opened": {
         const waiting = this.#waiting.get(peer.id);

@@ -34,12 +34,7 @@ import { cryptoRandom } from "../random.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
-import {
-  isPeerMessage,
-  MAX_CHUNK_BYTES,
-  MAX_DATAGRAM_BYTES,
-  type Message,
-} from "../wire/messages.ts";
+import { MAX_CHUNK_BYTES, MAX_DATAGRAM_BYTES, type Message } from "../wire/messages.ts";
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ServerGuard } from "../client/server_guard.ts";
 import type { ServerChannel } from "../client/server_channel.ts";
@@ -160,8 +155,11 @@ export class ClientDriver {
     pinnedKey: Uint8Array | undefined,
   ) {
     this.#config = config;
+    // One static key for the server channels and the peer sessions: the
+    // server vouches for the key this client's channel presents.
+    const staticKeyPair = generateKeyPair(cryptoRandom);
     this.#guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair,
       random: cryptoRandom,
       server: hostPort(config.serverHost, config.serverPort),
       expectedFingerprint: config.serverKey,
@@ -183,6 +181,7 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      staticKeyPair,
     });
     const core = this.#core;
     const now = () => systemClock.now();
@@ -465,19 +464,10 @@ export class ClientDriver {
       if (address === current.address && datagram.port === this.#reflectPort) {
         return this.#fromReflector(datagram.data);
       }
-      try {
-        const message = decodeMessage(datagram.data);
-        // Only the server's own channel speaks for the server.
-        if (!isPeerMessage(message)) return;
-        this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, message);
-        this.#drain();
-      } catch (error) {
-        if (!(error instanceof ProtocolError)) throw error;
-        log.debug("Ignored a bad datagram from {address}: {reason}", {
-          address: datagram.address,
-          reason: error.message,
-        });
-      }
+      // Everything else is a peer's: the core decodes and opens it (only the
+      // server's own channel speaks for the server).
+      this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, datagram.data);
+      this.#drain();
     });
   }
 
@@ -541,7 +531,7 @@ export class ClientDriver {
           this.#deliver(out.id, out.result);
           break;
         case "peer_send": {
-          this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
+          this.#sendUdp(out.bytes, out.to.ip, out.to.port);
           break;
         }
         case "file":

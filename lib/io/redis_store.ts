@@ -316,7 +316,7 @@ export class RedisStore implements Store {
     record: PresenceRecord,
     deadline: number,
   ): Promise<void> {
-    const { name, ip, udpPort, tcpPort, since } = record;
+    const { name, ip, udpPort, tcpPort, since, key } = record;
     await this.#script("presence", PRESENCE_SCRIPT, {
       keys: this.#presenceKeys(),
       arguments: [
@@ -324,7 +324,7 @@ export class RedisStore implements Store {
         nameKey(name),
         this.#origin,
         String(Math.round(deadline)),
-        JSON.stringify({ name, ip, udpPort, tcpPort, since }),
+        JSON.stringify({ name, ip, udpPort, tcpPort, since, key }),
       ],
     }, "publish a session");
   }
@@ -507,9 +507,17 @@ function parsePresence(text: string): PresenceRecord | undefined {
     const r = JSON.parse(text);
     const ok = typeof r?.name === "string" && typeof r.ip === "string" &&
       Number.isInteger(r.udpPort) && Number.isInteger(r.tcpPort) && typeof r.since === "number";
-    return ok
-      ? { name: r.name, ip: r.ip, udpPort: r.udpPort, tcpPort: r.tcpPort, since: r.since }
-      : undefined;
+    if (!ok) return undefined;
+    const record = {
+      name: r.name,
+      ip: r.ip,
+      udpPort: r.udpPort,
+      tcpPort: r.tcpPort,
+      since: r.since,
+    };
+    return typeof r.key === "string" && /^[0-9a-f]{64}$/.test(r.key)
+      ? { ...record, key: r.key }
+      : record;
   } catch {
     return undefined;
   }

@@ -106,6 +106,12 @@ export interface ServerCoreOptions {
    * the cores without the secure layer) `hello_ok` carries 32 zero bytes.
    */
   serverKey?: Uint8Array;
+  /**
+   * The secret of peer introductions (`introductionSecret()` of the server's
+   * static private key), so that every instance sharing the key gives the
+   * same PSK. Default: random (one instance).
+   */
+  introductionSecret?: Uint8Array;
   /** The server's TCP port, told to clients in `hello_ok`. */
   tcpPort: number;
   /** The server's version string. */
@@ -246,6 +252,7 @@ export class ServerCore {
       leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
       stats: this.#stats,
       shared: options.sharedPresence,
+      introductionSecret: options.introductionSecret ?? options.random.bytes(32),
     });
     this.#admission = new Admission({
       ...host,

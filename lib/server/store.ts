@@ -21,6 +21,8 @@ export interface PresenceRecord {
   readonly tcpPort: number;
   /** When its session opened, ms since the epoch. */
   readonly since: number;
+  /** The static key it logged in with, 64 hex digits (vouched for to peers). */
+  readonly key?: string;
 }
 
 /** What a shared store tells an instance about the others' changes. */
