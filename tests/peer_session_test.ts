@@ -19,6 +19,8 @@ import {
 import { PeerCipher, readInitiation } from "../lib/client/peer_cipher.ts";
 import { TimestampSource } from "../lib/crypto/introduction.ts";
 import { fingerprint } from "../lib/crypto/fingerprint.ts";
+import type { TransportLimits } from "../lib/crypto/transport_session.ts";
+import { VERSION_2_PEER_REASON } from "../lib/client/peer_table.ts";
 import { type KeyPair, keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
 import {
   ALICE_KEYS,
@@ -864,6 +866,8 @@ const TOKEN_OF = (i: number) => new Uint8Array(16).fill(i);
  */
 class World {
   now = 1_000_000;
+  /** Peer key limits of the cores added (tests shorten them to see rekeys). */
+  peerKeyLimits: Partial<TransportLimits> | undefined;
   /** Lookups the server answered. */
   lookups = 0;
   readonly nodes: Node[] = [];
@@ -884,6 +888,7 @@ class World {
       core: new ClientCore({
         random: new SeededRandom(this.nodes.length + 7),
         staticKeyPair: keys,
+        peerKeyLimits: this.peerKeyLimits,
         retry: NO_JITTER,
         name,
         udpPort: address.port,
@@ -1617,4 +1622,88 @@ Deno.test("ClientCore keeps at most 8 connect requests waiting; more are refused
     s.message.reason === "too many requests are waiting for an answer; try again later"
   );
   assertEquals(refused.length >= 2, true, `${refused.length} refused`);
+});
+
+Deno.test("ClientCore answers a copy of a real connect from a forged source harmlessly", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  const connect = alice.peerSends.find((s) => s.message.type === "peer_connect")!.bytes;
+  const accept = bob.peerSends.find((s) => s.message.type === "peer_accept")!.bytes;
+  const mallory: PeerAddress = { ip: "10.6.6.6", port: 6666 };
+  const sends = bob.peerSends.length;
+  const events = bob.events.length;
+  // Alice's own connect, sent again from Mallory's address: a copy, answered with the same
+  // accept at the copy's source, which only Alice's keys can use.
+  world.inject(mallory, bob, connect);
+  world.settle();
+  const answers = bob.peerSends.slice(sends);
+  assertEquals(answers.map((s) => [s.to, s.message.type]), [[mallory, "peer_accept"]]);
+  assertEquals(answers[0].bytes, accept);
+  // Moved under another session id, the same handshake opens nothing and gets no answer.
+  const moved = connect.slice();
+  moved[11] ^= 1;
+  world.inject(mallory, bob, moved);
+  world.settle();
+  assertEquals(bob.peerSends.length, sends + 1);
+  assertEquals(bob.events.length, events, "no new request, no refusal");
+  // The session still talks to Alice, and only to her.
+  const [session] = bob.core.peers;
+  assertEquals([session.state, session.address], ["open", ALICE]);
+  assertEquals(done(world.command(alice, { kind: "send", text: "still here" })), ["send", "Bob"]);
+  assertEquals(bob.events.flatMap((e) => e.kind === "message" ? [e.text] : []), ["still here"]);
+  assertEquals(bob.peerSends.slice(sends + 1).filter((s) => !sameAddress(s.to, ALICE)), []);
+});
+
+Deno.test("ClientCore answers a version 2 peer_connect with a version 2 peer_reject that says to upgrade", () => {
+  const world = new World();
+  const bob = world.add("Bob", BOB);
+  const old: PeerAddress = { ip: "10.2.2.2", port: 2222 };
+  const name = new TextEncoder().encode("Alice");
+  const v2 = Uint8Array.of(0x53, 0x57, 0x02, 0x28, 1, 2, 3, 4, 5, 6, 7, 8, 0, name.length, ...name);
+  world.inject(old, bob, v2);
+  world.settle();
+  assertEquals(bob.peerSends.length, 1);
+  const [reply] = bob.peerSends;
+  assertEquals(reply.to, old);
+  assertEquals(reply.bytes[2], 2, "in version 2, which the old client reads");
+  const readable = reply.bytes.slice();
+  readable[2] = 3;
+  assertEquals(decodeMessage(readable), {
+    type: "peer_reject",
+    session: "0102030405060708",
+    reason: VERSION_2_PEER_REASON,
+  });
+  assertEquals(bob.core.peers.length, 0, "nothing kept");
+  // A clear version 3 channel message is not a session's: no answer.
+  world.inject(old, bob, encodeMessage({ type: "peer_keepalive", session: "0102030405060708" }));
+  world.settle();
+  assertEquals(bob.peerSends.length, 1);
+});
+
+Deno.test("ClientCore renews peer keys, and drops a replayed older renewal by its timestamp", () => {
+  const world = new World();
+  world.peerKeyLimits = { rekeyAfterMs: 2000, rejectAfterMs: 60_000 };
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  world.runUntil(world.now + 16_000);
+  const connects = alice.peerSends.filter((s) => s.message.type === "peer_connect");
+  assert(connects.length >= 3, `${connects.length} handshakes`);
+  const [session] = alice.core.peers;
+  assertEquals(session.cipher.handshakes, connects.length);
+  assertEquals(session.state, "open");
+  // Chat goes on under the new keys.
+  assertEquals(done(world.command(alice, { kind: "send", text: "renewed" })), ["send", "Bob"]);
+  const sends = bob.peerSends.length;
+  // An older renewal, replayed from Alice's own address: not newer, dropped unanswered.
+  world.inject(ALICE, bob, connects[1].bytes);
+  world.settle();
+  assertEquals(bob.peerSends.length, sends);
+  // The latest is a copy: answered again.
+  world.inject(ALICE, bob, connects.at(-1)!.bytes);
+  world.settle();
+  assertEquals(bob.peerSends.slice(sends).map((s) => s.message.type), ["peer_accept"]);
+  assertEquals(bob.core.peers[0].state, "open");
 });

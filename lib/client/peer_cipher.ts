@@ -20,7 +20,11 @@ import { CryptoError } from "../crypto/crypto_error.ts";
 import { HandshakeState } from "../crypto/handshake_state.ts";
 import { TIMESTAMP_BYTES } from "../crypto/introduction.ts";
 import type { KeyPair } from "../crypto/key_pair.ts";
-import { type TransportLimits, TransportSession } from "../crypto/transport_session.ts";
+import {
+  DEFAULT_TRANSPORT_LIMITS,
+  type TransportLimits,
+  TransportSession,
+} from "../crypto/transport_session.ts";
 import { fromHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
@@ -180,6 +184,8 @@ export class PeerCipher {
   #handshake: HandshakeState | undefined;
   #initiation: Uint8Array | undefined;
   #initiatedAt = -Infinity;
+  /** When the current keys were made (the requester's rekey timer counts from it). */
+  #keysAt = 0;
   #response: Uint8Array | undefined;
   #current: TransportSession | undefined;
   #next: TransportSession | undefined;
@@ -271,6 +277,19 @@ export class PeerCipher {
   }
 
   /**
+   * When the requester should next start a rekey (its timer), or undefined
+   * for the responder and before the first keys.
+   *
+   * @returns a time, ms
+   */
+  nextRekey(): number | undefined {
+    if (!this.#initiator || this.#current === undefined) return undefined;
+    const rekeyAfterMs = this.#options.limits?.rekeyAfterMs ??
+      DEFAULT_TRANSPORT_LIMITS.rekeyAfterMs;
+    return Math.max(this.#keysAt + rekeyAfterMs, this.#initiatedAt + REKEY_RETRY_MS);
+  }
+
+  /**
    * Reads the `peer_accept` of the handshake we started.
    *
    * @param now current time, ms
@@ -292,6 +311,7 @@ export class PeerCipher {
     this.#handshake = undefined;
     this.#previous = this.#current;
     this.#current = this.#transport(handshake, now, true);
+    this.#keysAt = now;
     this.handshakes++;
     return true;
   }

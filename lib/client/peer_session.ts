@@ -430,7 +430,8 @@ export class PeerSession {
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
     if (this.#state === "closed") return undefined;
-    const next = earlier(this.#nextSendAt, this.#channel?.nextTimeout());
+    let next = earlier(this.#nextSendAt, this.#channel?.nextTimeout());
+    if (this.#state === "open") next = earlier(next, this.#cipher.nextRekey());
     if (this.#state === "pending" || this.#state === "connecting") {
       return earlier(next, this.#startedAt + this.#options.retry.giveUpMs);
     }
