@@ -20,7 +20,7 @@ import { PeerCipher, readInitiation } from "../lib/client/peer_cipher.ts";
 import { TimestampSource } from "../lib/crypto/introduction.ts";
 import { fingerprint } from "../lib/crypto/fingerprint.ts";
 import type { TransportLimits } from "../lib/crypto/transport_session.ts";
-import { VERSION_2_PEER_REASON } from "../lib/client/peer_table.ts";
+import { VERSION_2_PEER_REASON } from "../lib/client/peer_requests.ts";
 import { type KeyPair, keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
 import {
   ALICE_KEYS,

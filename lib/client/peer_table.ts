@@ -6,14 +6,12 @@
  * `accept`, `reject`, `send`, `terminate` and `peers`; and what the
  * sessions report, routed to the commands waiting on them, to file
  * transfers and to script waits. Datagrams from peers come here as bytes;
- * the table decodes them, reads new handshakes (with the timestamp rule) and
- * hands the rest to their session.
+ * the table decodes them, hands new requests and key renewals to
+ * {@linkcode PeerRequests} and the rest to their session.
  *
  * @module
  */
-import { CryptoError } from "../crypto/crypto_error.ts";
-import { fingerprint } from "../crypto/fingerprint.ts";
-import { TimestampRecord, TimestampSource } from "../crypto/introduction.ts";
+import { TimestampSource } from "../crypto/introduction.ts";
 import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
 import type { TransportLimits } from "../crypto/transport_session.ts";
 import { toHex } from "../hex.ts";
@@ -24,20 +22,14 @@ import {
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import { decodeMessage, encodeMessage } from "../wire/codec.ts";
-import {
-  isPeerMessage,
-  type MessageOf,
-  PEER_KEY_BYTES,
-  PEER_PSK_BYTES,
-  type Reply,
-} from "../wire/messages.ts";
+import { decodeMessage } from "../wire/codec.ts";
+import { isPeerMessage, type MessageOf, PEER_KEY_BYTES, PEER_PSK_BYTES } from "../wire/messages.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
 import { peerEndText } from "./client_event_text.ts";
 import type { FileTransfers } from "./file_transfers.ts";
-import { LookupBudget } from "./lookup_budget.ts";
 import type { Outbox } from "./outbox.ts";
-import { PeerCipher, type ReadInitiation, readInitiation, sameBytes } from "./peer_cipher.ts";
+import { PeerCipher } from "./peer_cipher.ts";
+import { PeerRequests } from "./peer_requests.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
 import type { ServerLink } from "./server_link.ts";
@@ -59,8 +51,6 @@ export const PEER_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Object.fre
 
 /** Closed peer sessions kept to answer late copies of their messages. */
 const CLOSED_PEERS_KEPT = 256;
-/** Most incoming requests being verified or waiting for `accept` at once. */
-export const MAX_INCOMING_REQUESTS = 8;
 
 /** The commands on peer sessions that the table runs. */
 export type PeerCommand =
@@ -100,10 +90,6 @@ export interface PeerTableOptions {
   limits?: Partial<TransportLimits>;
 }
 
-/** The reason a version 2 peer hears, in a version 2 `peer_reject`. */
-export const VERSION_2_PEER_REASON =
-  "this client speaks Switchboard protocol version 3 (encrypted peer sessions); upgrade";
-
 /** A `send` waiting for its acknowledgement. */
 interface Sending {
   readonly id: number;
@@ -131,12 +117,9 @@ export class PeerTable {
   #waiting = new Map<string, { id: number; kind: "connect" | "terminate" }>();
   /** `send`s waiting for their acknowledgement, by session id, then message id. */
   #sending = new Map<string, Map<number, Sending>>();
-  /** The lookups incoming requests may cause, per IP address. */
-  #lookups = new LookupBudget();
   /** Our initiations' timestamps, strictly increasing. */
   #timestamps = new TimestampSource();
-  /** The greatest initiation timestamp accepted per requester key. */
-  #seen = new TimestampRecord();
+  #requests: PeerRequests;
 
   /** @param options policies, the link, the transfers, the outbox and the timers */
   constructor(options: PeerTableOptions) {
@@ -144,6 +127,20 @@ export class PeerTable {
     this.#link = options.link;
     this.#outbox = options.outbox;
     this.#transfers = options.transfers;
+    this.#requests = new PeerRequests({
+      link: options.link,
+      outbox: options.outbox,
+      random: options.random,
+      staticKeyPair: () => this.#staticKeyPair,
+      waiting: () =>
+        [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
+          .length,
+      open: (now, { key, ...session }) =>
+        this.#add(now, { ...session, outgoing: false, cipher: this.#cipher(session.id, key) }),
+      holds: (peer) => this.#peers.get(peer.id) === peer,
+      drain: (now, peer) => this.drain(now, peer),
+      changed: (now) => this.#news?.changed(now),
+    });
   }
 
   /** @param news told of messages, ends and changes */
@@ -294,7 +291,7 @@ export class PeerTable {
    */
   handle(now: number, from: PeerAddress, bytes: Uint8Array): void {
     if (bytes.length >= 4 && bytes[2] === 2 && bytes[3] === 40) {
-      return this.#version2(now, from, bytes);
+      return this.#requests.version2(now, from, bytes);
     }
     let message;
     try {
@@ -307,7 +304,7 @@ export class PeerTable {
     const known = this.#peers.get(message.session);
     if (known !== undefined) {
       if (message.type === "peer_connect" && known.state === "open" && !known.outgoing) {
-        this.#rekey(now, from, known, message, bytes);
+        this.#requests.rekey(now, from, known, message, bytes);
       } else {
         known.handle(now, from, message);
       }
@@ -316,83 +313,7 @@ export class PeerTable {
       if (this.drain(now, known)) this.#news?.changed(now);
       return;
     }
-    if (message.type !== "peer_connect") return;
-    const reject = (reason: string): void => {
-      const sent = { type: "peer_reject", session: message.session, reason } as const;
-      this.#outbox.push({ type: "peer_send", to: from, bytes: encodeMessage(sent), sent });
-    };
-    const token = this.#link.token;
-    const ownName = this.#link.loggedInAs;
-    if (token === undefined || ownName === undefined) {
-      return reject("the client you called is not logged in");
-    }
-    // Refused without work: no session kept, no Diffie-Hellman, no lookup.
-    const incoming =
-      [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
-        .length;
-    if (incoming >= MAX_INCOMING_REQUESTS) {
-      return reject("too many requests are waiting for an answer; try again later");
-    }
-    if (!this.#lookups.take(now, from.ip)) {
-      return reject("too many requests from your address; try again in a moment");
-    }
-    const read = this.#read(message);
-    // Not a handshake for our key, or garbage: dropped without a word.
-    if (read === undefined) return;
-    const { name, nonce, timestamp } = read.introduction;
-    if (nameProblem(name) !== undefined) return reject("your name is not valid");
-    // The timestamp rule: a replayed initiation is not newer than the last accepted.
-    if (!this.#seen.isNewer(toHex(read.remoteKey), timestamp)) return;
-    const peer = this.#add(now, {
-      id: message.session,
-      ownName,
-      peerName: name,
-      address: from,
-      outgoing: false,
-      cipher: this.#cipher(message.session, read.remoteKey),
-    });
-    // Nobody may pose as another client: ask the server whose key that name has.
-    this.#link.request(now, { type: "lookup", token, name, nonce }, "udp", (at, outcome) => {
-      this.#verified(at, peer, read, bytes, outcome.type === "reply" ? outcome.reply : undefined);
-    });
-  }
-
-  /** Reads a message 1 addressed to our key, or undefined. */
-  #read(connect: MessageOf<"peer_connect">): ReadInitiation | undefined {
-    try {
-      return readInitiation(this.#staticKeyPair, connect, this.#options.random);
-    } catch (error) {
-      if (error instanceof CryptoError) return undefined;
-      throw error;
-    }
-  }
-
-  /** A new handshake on an open incoming session: the same key, a newer timestamp. */
-  #rekey(
-    now: number,
-    from: PeerAddress,
-    peer: PeerSession,
-    message: MessageOf<"peer_connect">,
-    bytes: Uint8Array,
-  ): void {
-    const copy = peer.cipher.initiation;
-    if (copy !== undefined && sameBytes(copy, bytes)) return peer.handle(now, from, message);
-    const read = this.#read(message);
-    if (read === undefined || !sameBytes(read.remoteKey, peer.cipher.remoteKey)) return;
-    const key = toHex(read.remoteKey);
-    if (!this.#seen.isNewer(key, read.introduction.timestamp)) return;
-    this.#seen.record(key, read.introduction.timestamp);
-    peer.rekey(now, from, read, bytes);
-  }
-
-  /** A version 2 `peer_connect`: told, in version 2's own `peer_reject`, to upgrade. */
-  #version2(now: number, from: PeerAddress, bytes: Uint8Array): void {
-    if (bytes.length < 12 || !this.#lookups.take(now, from.ip)) return;
-    const session = toHex(bytes.subarray(4, 12));
-    const sent = { type: "peer_reject", session, reason: VERSION_2_PEER_REASON } as const;
-    const reply = encodeMessage(sent);
-    reply[2] = 2;
-    this.#outbox.push({ type: "peer_send", to: from, bytes: reply, sent });
+    if (message.type === "peer_connect") this.#requests.incoming(now, from, message, bytes);
   }
 
   /**
@@ -576,55 +497,6 @@ export class PeerTable {
     });
     this.#waiting.set(peer.id, { id, kind: "connect" });
     this.drain(now, peer);
-  }
-
-  #verified(
-    now: number,
-    peer: PeerSession,
-    read: ReadInitiation,
-    initiation: Uint8Array,
-    reply: Reply | undefined,
-  ): void {
-    if (this.#peers.get(peer.id) !== peer || peer.state !== "verifying") return;
-    const address = peer.address;
-    // The key that opened the handshake must be the one the server has under
-    // that name; the address need not match (a NAT may show another).
-    if (
-      reply?.type === "lookup_ok" && reply.psk.length === PEER_PSK_BYTES &&
-      nameKey(reply.name) === nameKey(peer.peerName) && sameBytes(reply.key, read.remoteKey)
-    ) {
-      this.#seen.record(toHex(read.remoteKey), read.introduction.timestamp);
-      peer.verified(now, read, initiation, reply.psk);
-      this.#outbox.event({
-        kind: "request",
-        name: peer.peerName,
-        ip: address.ip,
-        udpPort: address.port,
-      });
-      this.#news?.changed(now);
-      return;
-    }
-    peer.reject(`could not verify that you are "${peer.peerName}"`);
-    this.drain(now, peer);
-    this.#outbox.event({
-      kind: "request_refused",
-      name: peer.peerName,
-      ip: address.ip,
-      udpPort: address.port,
-      presentedKey: fingerprint(read.remoteKey),
-      ...(reply?.type === "lookup_ok"
-        ? {
-          registered: {
-            name: reply.name,
-            ip: reply.ip,
-            udpPort: reply.udpPort,
-            key: reply.key.length === PEER_KEY_BYTES ? fingerprint(reply.key) : "none",
-          },
-        }
-        : reply?.type === "error"
-        ? { error: reply.message }
-        : {}),
-    });
   }
 
   /** Ends a session its peer has replaced with a new one, at once. */
