@@ -304,3 +304,38 @@ Deno.test("PROTOCOL.md's peer examples are a real handshake and sealed keepalive
   assert(flat.includes(hex(ALICE_KEYS.publicKey).replaceAll(" ", "")));
   assert(flat.includes(hex(BOB_KEYS.publicKey).replaceAll(" ", "")));
 });
+
+Deno.test("PeerCipher's null cipher (benchmarks only) copies, and no flag of the client reaches it", async () => {
+  const random = new SeededRandom(4);
+  const alice = new PeerCipher({
+    session: SESSION,
+    staticKeyPair: ALICE_KEYS,
+    remoteKey: BOB_KEYS.publicKey,
+    psk: PSK,
+    random,
+    nullCipher: true,
+  });
+  const connect = alice.initiate(T0, intro());
+  const read = readInitiation(BOB_KEYS, connectOf(connect), random);
+  const bob = new PeerCipher({
+    session: SESSION,
+    staticKeyPair: BOB_KEYS,
+    remoteKey: read.remoteKey,
+    psk: PSK,
+    random,
+    nullCipher: true,
+  });
+  assert(alice.complete(T0, acceptOf(bob.respond(T0, read, connect)).handshake));
+  const sealed = alice.seal(T0, chat(0));
+  assert(new TextDecoder().decode(sealed).includes("secret 0"), "the null cipher copies");
+  assertEquals(sealed.length, alice.seal(T0, chat(1)).length, "the same size as sealed");
+  assertEquals(bob.open(T0, sealedOf(sealed)), chat(0));
+  assertEquals(bob.open(T0, sealedOf(sealed)), undefined, "the replay window still holds");
+  // Only scripts set it: the client's entry point and flags never name it.
+  for (
+    const file of ["../client.ts", "../lib/cli/program_flags.ts", "../lib/cli/flag_sources.ts"]
+  ) {
+    const text = await Deno.readTextFile(new URL(file, import.meta.url));
+    assert(!/null(Peer)?Cipher/i.test(text), `${file} names the null cipher`);
+  }
+});

@@ -98,6 +98,8 @@ export interface ClientCoreOptions {
   staticKeyPair?: KeyPair;
   /** Rekey and expiry limits of peer keys (tests shorten them). */
   peerKeyLimits?: Partial<TransportLimits>;
+  /** Benchmarks only: peer sessions seal with a null cipher. No flag sets it. */
+  peerNullCipher?: boolean;
 }
 
 /** The order in which timers that are due together are served. */
@@ -167,6 +169,7 @@ export class ClientCore {
       timers,
       staticKeyPair: options.staticKeyPair,
       limits: options.peerKeyLimits,
+      nullCipher: options.peerNullCipher,
     });
     this.#transfers = new TransferCommands(transfers, this.#peers, outbox);
     this.#waits = new ScriptWaits({

@@ -20,8 +20,11 @@ import { CryptoError } from "../crypto/crypto_error.ts";
 import { HandshakeState } from "../crypto/handshake_state.ts";
 import { TIMESTAMP_BYTES } from "../crypto/introduction.ts";
 import type { KeyPair } from "../crypto/key_pair.ts";
+import { TAG_LENGTH } from "../crypto/chacha20_poly1305.ts";
+import { ReplayWindow } from "../crypto/replay_window.ts";
 import {
   DEFAULT_TRANSPORT_LIMITS,
+  type SealedMessage,
   type TransportLimits,
   TransportSession,
 } from "../crypto/transport_session.ts";
@@ -161,6 +164,12 @@ export interface PeerCipherOptions {
   random: Random;
   /** Rekey and expiry limits (tests shorten them). */
   limits?: Partial<TransportLimits>;
+  /**
+   * Benchmarks only: after the real handshake, seal with a null cipher (a
+   * copy and 16 zero bytes for the tag, the same counters and replay window)
+   * to measure what the AEAD costs. No flag or file sets it.
+   */
+  nullCipher?: boolean;
 }
 
 /**
@@ -406,11 +415,11 @@ export class PeerCipher {
   }
 
   #transport(handshake: HandshakeState, now: number, initiator: boolean): TransportSession {
-    return new TransportSession(handshake.split(), {
-      now,
-      initiator,
-      limits: this.#options.limits,
-    });
+    const keys = handshake.split();
+    const options = { now, initiator, limits: this.#options.limits };
+    return this.#options.nullCipher
+      ? new NullTransport(keys, options)
+      : new TransportSession(keys, options);
   }
 }
 
@@ -426,4 +435,36 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
   return diff === 0;
+}
+
+/**
+ * The benchmark's null cipher: a {@linkcode TransportSession} whose messages
+ * are copied, not encrypted (16 zero bytes stand for the tag), with the same
+ * counters, limits and replay window.
+ */
+class NullTransport extends TransportSession {
+  #window = new ReplayWindow();
+  #next = 0;
+
+  override get sent(): number {
+    return this.#next;
+  }
+
+  override seal(plaintext: Uint8Array, now: number): SealedMessage {
+    if (this.isExpired(now)) throw new CryptoError("expired", "Cannot seal: the keys are too old");
+    const counter = this.#next++;
+    const ciphertext = new Uint8Array(plaintext.length + TAG_LENGTH);
+    ciphertext.set(plaintext);
+    return { counter, ciphertext };
+  }
+
+  override open(counter: number, ciphertext: Uint8Array, now: number): Uint8Array {
+    if (this.isExpired(now)) throw new CryptoError("expired", "Cannot open: the keys are too old");
+    if (ciphertext.length < TAG_LENGTH) throw new CryptoError("truncated", "No room for a tag");
+    if (this.#window.check(counter) !== "fresh") {
+      throw new CryptoError("replayed", `Counter ${counter} was received before`);
+    }
+    this.#window.accept(counter);
+    return ciphertext.slice(0, ciphertext.length - TAG_LENGTH);
+  }
 }

@@ -88,6 +88,8 @@ export interface PeerTableOptions {
   staticKeyPair?: KeyPair;
   /** Rekey and expiry limits of peer keys (tests shorten them). */
   limits?: Partial<TransportLimits>;
+  /** Benchmarks only: peer sessions seal with a null cipher (see `PeerCipherOptions`). */
+  nullCipher?: boolean;
 }
 
 /** A `send` waiting for its acknowledgement. */
@@ -546,9 +548,9 @@ export class PeerTable {
   }
 
   #cipher(session: string, remoteKey: Uint8Array, psk?: Uint8Array): PeerCipher {
-    const { random, limits } = this.#options;
+    const { random, limits, nullCipher } = this.#options;
     const staticKeyPair = this.#staticKeyPair;
-    return new PeerCipher({ session, staticKeyPair, remoteKey, psk, random, limits });
+    return new PeerCipher({ session, staticKeyPair, remoteKey, psk, random, limits, nullCipher });
   }
 
   get #staticKeyPair(): KeyPair {

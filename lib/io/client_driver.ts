@@ -76,6 +76,12 @@ export interface ClientConfig {
   keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
+  /**
+   * Benchmarks only (`scripts/bench_secure_link.ts`): peer sessions seal with
+   * a null cipher, to measure what encryption costs. No flag, variable or
+   * file sets it (client.ts never passes it).
+   */
+  benchNullPeerCipher?: boolean;
   /** The server key's fingerprint the user pinned (`--server-key`), canonical form. */
   serverKey?: string;
   /** Where server keys are trusted on first use (`known_servers.json`); none kept if absent. */
@@ -181,6 +187,7 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      peerNullCipher: config.benchNullPeerCipher,
       staticKeyPair,
     });
     const core = this.#core;
