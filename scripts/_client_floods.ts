@@ -16,6 +16,7 @@ import { encodeIntroduction, PeerCipher } from "../lib/client/peer_cipher.ts";
 import { tai64n } from "../lib/crypto/introduction.ts";
 import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { SeededRandom } from "../lib/random.ts";
+import { fromHex } from "../lib/hex.ts";
 
 /** Options of {@linkcode clientFloods}. */
 export interface ClientFloodOptions {
@@ -230,7 +231,7 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
         while (strangerConnects < due) {
           const n = strangerConnects++;
           const session = n.toString(16).padStart(16, "0");
-          await stranger.send(strangerConnect(session, `Stranger${n % 1000}`), target);
+          await stranger.send(strangerConnect(session), target);
         }
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
@@ -264,18 +265,31 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
 
 /**
  * A `peer_connect` from a stranger with a key pair of its own and none of
- * the victim's: it costs the victim a Diffie-Hellman only within its
- * per-address budget, and is then dropped.
+ * the victim's, made once; each copy carries another session id (which the
+ * handshake binds, so none decrypts). It costs the victim a Diffie-Hellman
+ * only within its per-address budget, and is then dropped.
  */
-function strangerConnect(session: string, name: string): Uint8Array {
-  const random = new SeededRandom(session.length + name.length);
-  const cipher = new PeerCipher({
-    session,
-    staticKeyPair: generateKeyPair(random),
-    remoteKey: generateKeyPair(random).publicKey,
-    psk: new Uint8Array(32),
-    random,
-  });
-  const timestamp = tai64n(Date.now());
-  return cipher.initiate(0, encodeIntroduction({ name, nonce: new Uint8Array(16), timestamp }));
+function strangerConnect(session: string): Uint8Array {
+  strangerInitiation ??= (() => {
+    const random = new SeededRandom(7);
+    const cipher = new PeerCipher({
+      session: "0000000000000000",
+      staticKeyPair: generateKeyPair(random),
+      remoteKey: generateKeyPair(random).publicKey,
+      psk: new Uint8Array(32),
+      random,
+    });
+    const timestamp = tai64n(Date.now());
+    const introduction = encodeIntroduction({
+      name: "Stranger",
+      nonce: new Uint8Array(16),
+      timestamp,
+    });
+    return cipher.initiate(0, introduction);
+  })();
+  const bytes = strangerInitiation.slice();
+  bytes.set(fromHex(session), 4);
+  return bytes;
 }
+
+let strangerInitiation: Uint8Array | undefined;

@@ -415,6 +415,7 @@ Deno.test("ServerCore answers a token-bearing request without a live session wit
         on: 1,
         size: 1,
         sha256: new Uint8Array(32),
+        nonce: new Uint8Array(0),
       } as unknown as Message;
       const fields = MESSAGE_SCHEMAS[type].fields as readonly (readonly [string, unknown])[];
       const request = Object.fromEntries(

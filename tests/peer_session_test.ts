@@ -409,6 +409,31 @@ Deno.test("PeerSession delivers data sealed before a lost accept once a copy of 
   assert(link.runUntil(10_000, () => link.events("b").some((t) => t.output.type === "acked")));
 });
 
+Deno.test("PeerSession repeats its accept with its traffic until the requester's first datagram opens", () => {
+  // The first accept is lost, and so is every copy of the connect: only Bob's
+  // traffic can bring Alice the keys.
+  let connects = 0;
+  let accepts = 0;
+  const link = new Link({
+    drop: (from, message) =>
+      (from === "a" && message.type === "peer_connect" && connects++ > 0) ||
+      (from === "b" && message.type === "peer_accept" && accepts++ === 0),
+  });
+  assert(link.runUntil(5000, () => link.b?.state === "open"));
+  link.send("b", "are you there?");
+  assert(link.runUntil(10_000, () => link.texts("a").length === 1));
+  assertEquals(link.a.state, "open");
+  const sent = link.sent("b", "peer_accept").length;
+  assert(sent >= 2, `${sent} accepts`);
+  // Once Alice's ack opened at Bob, the accept rides no more.
+  link.runFor(1000);
+  const settled = link.sent("b", "peer_accept").length;
+  link.send("b", "good");
+  link.runFor(5000);
+  assertEquals(link.sent("b", "peer_accept").length, settled);
+  assertEquals(link.texts("a"), ["are you there?", "good"]);
+});
+
 Deno.test("PeerSession reject closes both sides with the reason", () => {
   const link = new Link({ autoAccept: false });
   assert(link.runUntil(5000, () => link.b?.state === "pending"));

@@ -63,6 +63,12 @@ export type PeerSessionOutput =
     readonly reason: string;
   };
 
+/**
+ * Least time between two repeats of a `peer_accept` that rides with our
+ * traffic before the requester's first sealed datagram arrives, ms.
+ */
+export const ACCEPT_REPEAT_MS = 250;
+
 /** What one datagram of a session carries: a handshake message, or an inner message. */
 export type PeerSent =
   | PeerInnerMessage
@@ -126,6 +132,10 @@ export class PeerSession {
   #sentMessages = 0;
   #receivedMessages = 0;
   #cipher: PeerCipher;
+  /** Whether something from the peer opened under the session's keys (so it has them). */
+  #confirmed = false;
+  /** When our `peer_accept` last went out. */
+  #acceptSentAt = -Infinity;
   /** The latest time a caller gave: what sealing checks the keys' age against. */
   #now: number;
 
@@ -210,6 +220,7 @@ export class PeerSession {
     const { read, initiation } = this.#pending;
     this.#pending = undefined;
     this.#open(now);
+    this.#acceptSentAt = now;
     this.#emitBytes(this.#cipher.respond(now, read, initiation), this.#accept);
   }
 
@@ -364,6 +375,7 @@ export class PeerSession {
       case "peer_sealed": {
         const inner = this.#cipher.open(now, message);
         if (inner === undefined) return;
+        this.#confirmed = true;
         // It opened under our keys: the peer is reached there now (a NAT rebinding).
         this.#address = from;
         return this.#handleInner(now, inner);
@@ -597,6 +609,17 @@ export class PeerSession {
           this.#close("dead", `"${this.peerName}" never renewed the keys`);
         }
         return;
+      }
+      const accept = this.#cipher.response;
+      if (
+        !this.outgoing && !this.#confirmed && accept !== undefined &&
+        this.#now - this.#acceptSentAt >= ACCEPT_REPEAT_MS
+      ) {
+        // Nothing from the requester has opened yet: its copy of our accept may
+        // have been lost. It rides again with our traffic, which gets through
+        // far more often than the requester's sparse retransmissions.
+        this.#acceptSentAt = this.#now;
+        this.#emitBytes(accept, this.#accept);
       }
       return this.#emitBytes(bytes, message);
     }

@@ -81,7 +81,7 @@ export class Directory {
   #shared: boolean;
   /** The other instances' sessions, by name key. */
   #remote = new Map<string, PresenceRecord>();
-  #introductionSecret: Uint8Array;
+  #introductionSecret: () => Uint8Array;
   /** When each session's lease was last written to the shared store. */
   #sharedAt = new WeakMap<Session, number>();
 
@@ -98,7 +98,7 @@ export class Directory {
       stats: { presenceResent: number };
       shared?: boolean;
       /** The secret of introductions' PSKs (`lib/crypto/introduction.ts`). */
-      introductionSecret: Uint8Array;
+      introductionSecret: () => Uint8Array;
     },
   ) {
     this.#introductionSecret = options.introductionSecret;
@@ -327,10 +327,10 @@ export class Directory {
     if (theirs !== undefined && ours !== undefined) {
       if (request.nonce.length === 0) {
         nonce = introductionNonce(now, this.#random.bytes(8));
-        psk = introductionPsk(this.#introductionSecret, ours, theirs, nonce);
+        psk = introductionPsk(this.#introductionSecret(), ours, theirs, nonce);
       } else if (isFreshNonce(request.nonce, now)) {
         nonce = request.nonce.slice();
-        psk = introductionPsk(this.#introductionSecret, theirs, ours, nonce);
+        psk = introductionPsk(this.#introductionSecret(), theirs, ours, nonce);
       } else {
         return host.refuse(
           from,

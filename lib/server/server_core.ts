@@ -247,12 +247,14 @@ export class ServerCore {
         this.#requestPersist();
       },
     };
+    let introductionSecret = options.introductionSecret;
     this.#directory = new Directory(host, {
       random: options.random,
       leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
       stats: this.#stats,
       shared: options.sharedPresence,
-      introductionSecret: options.introductionSecret ?? options.random.bytes(32),
+      // Drawn at the first introduction, so a server that makes none draws nothing more.
+      introductionSecret: () => (introductionSecret ??= options.random.bytes(32)),
     });
     this.#admission = new Admission({
       ...host,
