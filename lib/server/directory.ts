@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { sha256 } from "@noble/hashes/sha2";
 import { introductionNonce, introductionPsk, isFreshNonce } from "../crypto/introduction.ts";
 import { fromHex, toHex } from "../hex.ts";
 import { hostPort } from "../host_port.ts";
@@ -439,10 +440,20 @@ export class Directory {
     if (op === "renew" && now - (this.#sharedAt.get(session) ?? -Infinity) < RENEW_EVERY_MS) return;
     this.#sharedAt.set(session, now);
     const { name, ip, udpPort, tcpPort, since, key } = session;
+    // The token's hash lets the instance holding a file serve a redirected download.
+    const tokenHash = toHex(sha256(session.token));
     this.#host.output({
       type: "presence_store",
       op,
-      record: { name, ip, udpPort, tcpPort, since, ...(key ? { key: toHex(key) } : {}) },
+      record: {
+        name,
+        ip,
+        udpPort,
+        tcpPort,
+        since,
+        tokenHash,
+        ...(key ? { key: toHex(key) } : {}),
+      },
       deadline: now + this.#sessions.leaseMs,
     });
   }
