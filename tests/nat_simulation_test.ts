@@ -197,3 +197,22 @@ Deno.test("Simulation: a lost introduction is asked for again, and the pair stil
   assertEquals([pathKind(alice), pathKind(bob)], ["direct", "direct"]);
   chat(sim, alice, bob, 5, "late");
 });
+
+Deno.test("Simulation: a relayed session whose side logged out keeps its timers moving", () => {
+  const { sim, alice, bob } = setUp(
+    31,
+    nat("symmetric", "203.0.113.1"),
+    nat("symmetric", "198.51.100.1"),
+  );
+  connect(sim, alice, bob);
+  run(sim, alice, { kind: "logout" });
+  sim.runFor(1_000);
+  assertEquals(alice.core.loggedInAs, undefined);
+  // The peer goes silent: Alice would ask the server again, but has no session to ask with.
+  sim.network.partition(bob.address, "*");
+  const before = sim.clock.now();
+  sim.runFor(10_000);
+  assert(sim.clock.now() >= before + 10_000);
+  const next = alice.core.nextTimeout();
+  assert(next === undefined || next > sim.clock.now(), `a timer stuck at ${next}`);
+});

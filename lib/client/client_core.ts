@@ -22,7 +22,7 @@
 import type { Random } from "../random.ts";
 import { AddressDiscovery } from "./address_discovery.ts";
 import { nameKey } from "../wire/client_name.ts";
-import { isPeerMessage, type Message, type PeerMessage } from "../wire/messages.ts";
+import { isPeerMessage, type Message } from "../wire/messages.ts";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Command } from "./command.ts";
 import { FileTransfers } from "./file_transfers.ts";
@@ -33,6 +33,8 @@ import { PeerPaths } from "./peer_paths.ts";
 import type { PeerPathState, PeerPathTimings } from "./peer_path.ts";
 import type { PeerPathInfo } from "./client_event.ts";
 import { hostPort } from "../host_port.ts";
+import type { KeyPair } from "../crypto/key_pair.ts";
+import type { TransportLimits } from "../crypto/transport_session.ts";
 import { PresenceWatch } from "./presence_watch.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { ScriptWaits } from "./script_waits.ts";
@@ -92,6 +94,16 @@ export interface ClientCoreOptions {
   maxReceive?: number;
   /** Ask the server for the public address and NAT mapping after each login (default true). */
   discover?: boolean;
+  /**
+   * This client's static key pair, the one its server channel presents (the
+   * server vouches for it to peers). Default: one drawn from `random` when a
+   * peer session first needs it.
+   */
+  staticKeyPair?: KeyPair;
+  /** Rekey and expiry limits of peer keys (tests shorten them). */
+  peerKeyLimits?: Partial<TransportLimits>;
+  /** Benchmarks only: peer sessions seal with a null cipher. No flag sets it. */
+  peerNullCipher?: boolean;
   /**
    * Have the server introduce the sides of each peer session, probe for a
    * direct path and use the server's relay until one is found (default
@@ -171,6 +183,9 @@ export class ClientCore {
       transfers,
       outbox,
       timers,
+      staticKeyPair: options.staticKeyPair,
+      limits: options.peerKeyLimits,
+      nullCipher: options.peerNullCipher,
     });
     this.#transfers = new TransferCommands(transfers, this.#peers, outbox);
     this.#waits = new ScriptWaits({
@@ -278,21 +293,21 @@ export class ClientCore {
     else if (message.type === "reflect_ok") this.#discovery.handle(now, message);
     else if (message.type === "introduction" || message.type === "relay") {
       const relayed = this.#paths?.handle(now, message);
-      if (relayed !== undefined) this.#peers.handle(now, relayed.from, relayed.message);
+      if (relayed !== undefined) this.#peers.handle(now, relayed.from, relayed.bytes);
     } else this.#link.handle(now, message);
     this.#settle(now);
   }
 
   /**
-   * Handles a datagram from another client.
+   * Handles a datagram from another client (any source but the server's).
    *
    * @param now current time, ms
    * @param from where it came from
-   * @param message a peer message
+   * @param bytes the datagram, undecoded: the peer table decodes and opens it
    */
-  handlePeer(now: number, from: PeerAddress, message: PeerMessage): void {
-    const as = this.#paths === undefined ? from : this.#paths.inbound(now, from, message);
-    if (as !== undefined) this.#peers.handle(now, as, message);
+  handlePeer(now: number, from: PeerAddress, bytes: Uint8Array): void {
+    const as = this.#paths === undefined ? from : this.#paths.inbound(now, from, bytes);
+    if (as !== undefined) this.#peers.handle(now, as, bytes);
     this.#settle(now);
   }
 

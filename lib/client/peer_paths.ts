@@ -40,9 +40,16 @@
  * @module
  */
 import { nameKey } from "../wire/client_name.ts";
-import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import { toHex } from "../hex.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  HEADER_BYTES,
+  MAGIC,
+  PROTOCOL_VERSION,
+} from "../wire/codec.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
-import { isPeerMessage, type MessageOf, type PeerMessage } from "../wire/messages.ts";
+import { MESSAGE_SCHEMAS, type MessageOf } from "../wire/messages.ts";
 import type { ClientOutput, Outbox } from "./outbox.ts";
 import { PeerPath, type PeerPathState, type PeerPathTimings } from "./peer_path.ts";
 import type { PeerAddress } from "./peer_session.ts";
@@ -164,13 +171,11 @@ export class PeerPaths {
     now: number,
     out: Extract<ClientOutput, { type: "peer_send" }>,
   ): ClientOutput | undefined {
-    const message = out.message;
-    if (message.type === "peer_probe" || message.type === "peer_probe_ok") return out;
-    let entry = this.#entries.get(message.session);
-    if (
-      entry === undefined && (message.type === "peer_connect" || message.type === "peer_accept")
-    ) {
-      entry = this.#start(now, message.session, out.to);
+    const sent = out.sent;
+    if (sent.type === "peer_probe" || sent.type === "peer_probe_ok") return out;
+    let entry = this.#entries.get(sent.session);
+    if (entry === undefined && (sent.type === "peer_connect" || sent.type === "peer_accept")) {
+      entry = this.#start(now, sent.session, out.to);
     }
     if (entry === undefined) return out;
     const path = entry.path.path;
@@ -187,13 +192,13 @@ export class PeerPaths {
     const relay = {
       type: "send",
       via: "udp",
-      message: { type: "relay", session: message.session, payload: encodeMessage(message) },
+      message: { type: "relay", session: sent.session, payload: out.bytes },
       attempt: 1,
     } as const;
     // Still checking: the peer's address may work too, but the handshake
     // goes through the server only, where the peer sees it from the address
-    // it can verify.
-    if (entry.path.checking && message.type !== "peer_connect") {
+    // the server has for this side.
+    if (entry.path.checking && sent.type !== "peer_connect") {
       this.#options.outbox.push(relay);
       const guess = entry.path.lastRemote;
       return guess === undefined ? out : { ...out, to: guess };
@@ -203,23 +208,29 @@ export class PeerPaths {
 
   /**
    * Takes a peer datagram that came directly: probes are answered here; any
-   * other message of a session with a path is handed on as if from the
+   * other datagram of a session with a path is handed on as if from the
    * peer's address.
    *
    * @param now current time, ms
    * @param from its source
-   * @param message the message
+   * @param bytes the datagram
    * @returns the address to hand it to the table with, or undefined if it was taken here
    */
-  inbound(now: number, from: PeerAddress, message: PeerMessage): PeerAddress | undefined {
-    const entry = this.#entries.get(message.session);
-    if (message.type === "peer_probe") {
-      entry?.path.handleProbe(now, from, message);
-      this.#drain(now);
-      return undefined;
-    }
-    if (message.type === "peer_probe_ok") {
-      entry?.path.handleProbeOk(now, from, message);
+  inbound(now: number, from: PeerAddress, bytes: Uint8Array): PeerAddress | undefined {
+    const session = sessionOf(bytes);
+    if (session === undefined) return from;
+    const entry = this.#entries.get(session);
+    const code = bytes[3];
+    if (code === PROBE || code === PROBE_OK) {
+      let message;
+      try {
+        message = decodeMessage(bytes);
+      } catch (error) {
+        if (error instanceof ProtocolError) return undefined;
+        throw error;
+      }
+      if (message.type === "peer_probe") entry?.path.handleProbe(now, from, message);
+      if (message.type === "peer_probe_ok") entry?.path.handleProbeOk(now, from, message);
       this.#drain(now);
       return undefined;
     }
@@ -235,29 +246,25 @@ export class PeerPaths {
    *
    * @param now current time, ms
    * @param message the message
-   * @returns for a `relay` of a session with a path: the peer message and the address to hand it with
+   * @returns for a `relay` of a session with a path: the peer's datagram and the address to hand it with
    */
   handle(
     now: number,
     message: MessageOf<"introduction" | "relay">,
-  ): { from: PeerAddress; message: PeerMessage } | undefined {
+  ): { from: PeerAddress; bytes: Uint8Array } | undefined {
     if (message.type === "introduction") {
       this.#introduction(now, message);
       return undefined;
     }
     const entry = this.#entries.get(message.session);
     if (entry?.canonical === undefined) return undefined;
-    let inner;
-    try {
-      inner = decodeMessage(message.payload);
-    } catch (error) {
-      if (error instanceof ProtocolError) return undefined;
-      throw error;
+    const inner = message.payload;
+    // The peer's datagram of this session, as it was sent; a probe never travels relayed.
+    if (sessionOf(inner) !== message.session || inner[3] === PROBE || inner[3] === PROBE_OK) {
+      return undefined;
     }
-    if (!isPeerMessage(inner) || inner.session !== message.session) return undefined;
-    if (inner.type === "peer_probe" || inner.type === "peer_probe_ok") return undefined;
     this.#heard(now, entry);
-    return { from: entry.canonical, message: inner };
+    return { from: entry.canonical, bytes: inner };
   }
 
   /**
@@ -351,9 +358,11 @@ export class PeerPaths {
 
   /** Asks the server to introduce the sides (again). */
   #introduce(now: number, entry: Entry): void {
+    // Counted as asked even when it cannot be (logged out): the silence
+    // timer must move on.
+    entry.introducedAt = now;
     const token = this.#options.link.token;
     if (token === undefined) return;
-    entry.introducedAt = now;
     const hosts = (this.#options.hostCandidates?.() ?? []).slice(0, 8);
     const body = {
       type: "introduce",
@@ -427,7 +436,12 @@ export class PeerPaths {
     for (const entry of this.#entries.values()) {
       for (let out = entry.path.poll(); out !== undefined; out = entry.path.poll()) {
         if (out.type === "send") {
-          outbox.push({ type: "peer_send", to: out.to, message: out.message });
+          outbox.push({
+            type: "peer_send",
+            to: out.to,
+            bytes: encodeMessage(out.message),
+            sent: out.message,
+          });
         } else if (out.type === "introduce") this.#introduce(now, entry);
         else {
           outbox.event({
@@ -451,4 +465,21 @@ export class PeerPaths {
     if (this.#entries.size > 0 && (next === undefined || next > now + 5_000)) next = now + 5_000;
     this.#options.timers.set("paths", next);
   }
+}
+
+const PROBE = MESSAGE_SCHEMAS.peer_probe.code;
+const PROBE_OK = MESSAGE_SCHEMAS.peer_probe_ok.code;
+
+/**
+ * The session id of a peer datagram (every peer message starts with it,
+ * right after the header), or undefined if it is not one of ours.
+ */
+function sessionOf(bytes: Uint8Array): string | undefined {
+  if (
+    bytes.length < HEADER_BYTES + 8 || bytes[0] !== MAGIC[0] || bytes[1] !== MAGIC[1] ||
+    bytes[2] !== PROTOCOL_VERSION
+  ) {
+    return undefined;
+  }
+  return toHex(bytes.subarray(HEADER_BYTES, HEADER_BYTES + 8));
 }
