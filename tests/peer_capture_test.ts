@@ -143,6 +143,8 @@ Deno.test("a captured peer session behind a NAT holds no chat text, file bytes o
       name: "Alice Peer",
       via: "udp",
       retry: FAST_RETRY,
+      // What travels straight between the peers (traversal would start on the relay).
+      traverse: false,
       downloadDir: join(dir, "alice"),
     });
     clients.push(alice);
@@ -154,6 +156,8 @@ Deno.test("a captured peer session behind a NAT holds no chat text, file bytes o
       name: "Bob Peer",
       via: "udp",
       retry: FAST_RETRY,
+      // What travels straight between the peers (traversal would start on the relay).
+      traverse: false,
       downloadDir: join(dir, "bob"),
       acceptFiles: true,
       onEvent: (event) => bobEvents.push(event),

@@ -85,6 +85,11 @@ export interface ClientConfig {
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
   /**
+   * NAT traversal for peer sessions: introductions, probes, the relay
+   * (default true). Tests of what travels straight between two peers turn it off.
+   */
+  traverse?: boolean;
+  /**
    * Benchmarks only (`scripts/bench_secure_link.ts`): peer sessions seal with
    * a null cipher, to measure what encryption costs. No flag, variable or
    * file sets it (client.ts never passes it).
@@ -196,6 +201,7 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      traverse: config.traverse,
       peerNullCipher: config.benchNullPeerCipher,
       staticKeyPair,
       hostCandidates: () => gatherHostCandidates(udp.localHostname, udp.localPort),
