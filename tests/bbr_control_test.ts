@@ -6,9 +6,10 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import {
   BBR_HIGH_GAIN,
+  BBR_MIN_RTT_CONFIRM_FACTOR,
   BBR_MIN_RTT_WINDOW_MS,
-  BBR_MIN_WINDOW,
   BBR_PROBE_RTT_MS,
+  BBR_TIMEOUT_WINDOW_GAIN,
   BbrControl,
 } from "../lib/reliable/bbr_control.ts";
 import {
@@ -143,7 +144,7 @@ Deno.test("BbrControl keeps its rate and window through losses; a timeout cuts t
   assertEquals(cc.bandwidth, bandwidth);
   assertEquals(cc.reductions, 0);
   cc.onTimeout(window, 1000);
-  assertEquals(cc.window, BBR_MIN_WINDOW);
+  assertEquals(cc.window, BBR_TIMEOUT_WINDOW_GAIN * 80, "a quarter of the BDP of 80");
   assertEquals(cc.reductions, 1);
   assertEquals(cc.bandwidth, bandwidth, "the model stands");
   // Acks grow it back to the model's window within a few round trips.
@@ -167,12 +168,28 @@ Deno.test("BbrControl forgets a bandwidth after ten round trips without it", () 
 
 Deno.test("BbrControl probes the RTT when its smallest RTT is old: half a BDP, then back", () => {
   const cc = bbr();
-  const end = drive(cc, { from: 0, to: BBR_MIN_RTT_WINDOW_MS + 100, rate: 2, rttMs: 40 });
+  // A queue keeps every RTT sample after the first second 10% above the smallest.
+  drive(cc, { from: 0, to: 1000, rate: 2, rttMs: 40 });
+  assertEquals(cc.minRtt, 40);
+  let end = drive(cc, { from: 1000, to: 1000 + BBR_MIN_RTT_WINDOW_MS - 100, rate: 2, rttMs: 44 });
+  assert(cc.mode !== "probe_rtt");
+  end = drive(cc, { from: end, to: end + 300, rate: 2, rttMs: 44 });
   assertEquals(cc.mode, "probe_rtt");
-  assertEquals(cc.window, 40, "half the BDP of 80");
+  assertEquals(cc.window, 44, "half the BDP of 88");
   drive(cc, { from: end, to: end + BBR_PROBE_RTT_MS + 100, rate: 2, rttMs: 40 });
   assertEquals(cc.mode, "probe_bw");
   assert(cc.window >= 80 + 24, `window restored: ${cc.window}`);
+});
+
+Deno.test("BbrControl skips probe_rtt while samples within 5% confirm the smallest RTT", () => {
+  const cc = bbr();
+  drive(cc, { from: 0, to: 1000, rate: 2, rttMs: 40 });
+  const rttMs = Math.floor(BBR_MIN_RTT_CONFIRM_FACTOR * 40);
+  for (let from = 1000; from < 3 * BBR_MIN_RTT_WINDOW_MS; from += 50) {
+    drive(cc, { from, to: from + 50, rate: 2, rttMs });
+    assert(cc.mode !== "probe_rtt", `probe_rtt at ${from} ms`);
+  }
+  assertEquals(cc.minRtt, 40);
 });
 
 Deno.test("BbrControl does not probe the RTT of a flow short of data", () => {

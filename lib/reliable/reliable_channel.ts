@@ -261,9 +261,14 @@ export class ReliableChannel {
     return this.#send.size === 0;
   }
 
-  /** Segments queued or in flight (for backpressure). */
+  /**
+   * Segments queued or sent and not yet acknowledged (for backpressure).
+   * Segments the peer SACKed do not count: they hold no place in the
+   * window, so a sender that counted them would let its queue run dry
+   * behind a lost segment on a lossy link.
+   */
   get backlog(): number {
-    return this.#send.size;
+    return this.#send.unackedCount + this.#send.queued;
   }
 
   /** The congestion window, segments (the send window without congestion control). */
