@@ -57,7 +57,7 @@ class FakePath {
         appLimited: options.appLimited ?? false,
       };
       // What pacing puts in flight, up to the window.
-      const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacingRate, 1e6) * rttMs));
+      const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacer.rate, 1e6) * rttMs));
       cc.onAck(now, acked, {
         srttMs: rttMs,
         minRttMs: rttMs,
@@ -101,7 +101,7 @@ Deno.test("BbrControl starts in startup with the initial window and no pacing", 
   const cc = bbr(10);
   assertEquals(cc.mode, "startup");
   assertEquals(cc.window, 10);
-  assertEquals(cc.pacingRate, Infinity);
+  assertEquals(cc.pacer.rate, Infinity);
   assertEquals(cc.bdp, undefined);
   assertEquals(cc.slowStartThreshold, Infinity);
 });
@@ -112,7 +112,7 @@ Deno.test("BbrControl models the path: bandwidth, smallest RTT, BDP; paces above
   assertEquals(cc.bandwidth, 2);
   assertEquals(cc.minRtt, 40);
   assertEquals(cc.bdp, 80);
-  if (cc.mode === "startup") assertAlmostEquals(cc.pacingRate, BBR_HIGH_GAIN * 2, 1e-9);
+  if (cc.mode === "startup") assertAlmostEquals(cc.pacer.rate, BBR_HIGH_GAIN * 2, 1e-9);
 });
 
 Deno.test("BbrControl leaves startup once the bandwidth stops growing, drains, then probes", () => {
@@ -130,7 +130,7 @@ Deno.test("BbrControl leaves startup once the bandwidth stops growing, drains, t
   const rates = new Set<number>();
   for (let t = 2000; t < 2400; t += 5) {
     drive(cc, { from: t, to: t + 5, rate: 2, rttMs: 40 });
-    rates.add(Math.round(cc.pacingRate / cc.bandwidth * 100) / 100);
+    rates.add(Math.round(cc.pacer.rate / cc.bandwidth * 100) / 100);
   }
   assertEquals([...rates].sort(), [0.75, 1, 1.25]);
 });

@@ -212,9 +212,9 @@ export class BbrControl implements CongestionController {
     return this.#reductions;
   }
 
-  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
-  get pacingRate(): number {
-    return this.#pacer.rate;
+  /** The pacer that spaces segments out at this controller's rate. */
+  get pacer(): Pacer {
+    return this.#pacer;
   }
 
   /** The phase the controller is in. */
@@ -302,30 +302,6 @@ export class BbrControl implements CongestionController {
   onTimeout(_inFlight: number, _sendNext: number): void {
     this.#cwnd = Math.max(BBR_MIN_WINDOW, BBR_TIMEOUT_WINDOW_GAIN * (this.bdp ?? 0));
     this.#reductions++;
-  }
-
-  /**
-   * Tells whether pacing lets a segment leave now.
-   *
-   * @param now the current time, ms
-   * @returns true when a token is available
-   */
-  mayPace(now: number): boolean {
-    return this.#pacer.mayPace(now);
-  }
-
-  /** Spends a token for a segment that left. */
-  spend(): void {
-    this.#pacer.spend();
-  }
-
-  /**
-   * Tells when pacing lets the next segment leave.
-   *
-   * @returns the time, ms
-   */
-  nextSendTime(): number {
-    return this.#pacer.nextSendTime();
   }
 
   #recordBandwidth(rate: number): void {

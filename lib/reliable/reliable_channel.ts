@@ -379,7 +379,7 @@ export class ReliableChannel {
     const oldest = this.#losses.oldest();
     if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
     if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
-    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.nextSendTime());
+    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.pacer.nextSendTime());
     return next;
   }
 
@@ -609,11 +609,11 @@ export class ReliableChannel {
       }
       if (cc) {
         if (this.#inFlight() >= cc.window) return;
-        if (!cc.mayPace(now)) {
+        if (!cc.pacer.mayPace(now)) {
           this.#pacingBlocked = true;
           return;
         }
-        cc.spend();
+        cc.pacer.spend();
       }
       if (lost !== undefined) {
         this.#losses.takeLost(lost);
