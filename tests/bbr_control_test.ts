@@ -40,7 +40,7 @@ class FakePath {
   /** Feeds `cc` the acks from `from` to `to` ms; returns `to`. */
   drive(
     cc: BbrControl,
-    options: { from: number; to: number; rate: number; rttMs: number; appLimited?: boolean },
+    options: DriveOptions,
   ): number {
     const { rate, rttMs } = options;
     for (let now = options.from; now < options.to; now++) {
@@ -59,10 +59,10 @@ class FakePath {
       // What pacing puts in flight, up to the window.
       const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacer.rate, 1e6) * rttMs));
       cc.onAck(now, acked, {
-        srttMs: rttMs,
+        srttMs: options.srttMs ?? rttMs,
         minRttMs: rttMs,
         inFlight,
-        rttSampleMs: rttMs,
+        rttSampleMs: options.noRttSamples ? undefined : rttMs,
         sample,
       });
     }
@@ -70,9 +70,22 @@ class FakePath {
   }
 }
 
+/** What {@linkcode drive} feeds: acks from `from` to `to` ms at `rate` segments a ms. */
+interface DriveOptions {
+  from: number;
+  to: number;
+  rate: number;
+  rttMs: number;
+  appLimited?: boolean;
+  /** The SRTT the acks report (default `rttMs`). */
+  srttMs?: number;
+  /** True for acks without an RTT sample (Karn's rule after retransmissions). */
+  noRttSamples?: boolean;
+}
+
 function drive(
   cc: BbrControl,
-  options: { from: number; to: number; rate: number; rttMs: number; appLimited?: boolean },
+  options: DriveOptions,
   path = paths.get(cc) ?? new FakePath(),
 ): number {
   paths.set(cc, path);
@@ -150,6 +163,25 @@ Deno.test("BbrControl keeps its rate and window through losses; a timeout cuts t
   // Acks grow it back to the model's window within a few round trips.
   drive(cc, { from: 2000, to: 2200, rate: 2, rttMs: 40 });
   assert(cc.window >= 80 + 24, `window ${cc.window}`);
+});
+
+Deno.test("BbrControl takes a loss for congestion only when a fresh RTT shows a queue", () => {
+  const cc = bbr();
+  let end = drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40 });
+  // SRTT 100 but no RTT sample for a few round trips: what a timeout leaves behind.
+  end = drive(cc, {
+    from: end,
+    to: end + 200,
+    rate: 2,
+    rttMs: 40,
+    srttMs: 100,
+    noRttSamples: true,
+  });
+  cc.onLoss(0, 80, 1000);
+  assertEquals(cc.reductions, 0, "a stale SRTT is no evidence of a queue");
+  drive(cc, { from: end, to: end + 50, rate: 2, rttMs: 40, srttMs: 100 });
+  cc.onLoss(1, 80, 1000);
+  assertEquals(cc.reductions, 1, "a fresh one is");
 });
 
 Deno.test("BbrControl ignores app-limited samples below its estimate", () => {

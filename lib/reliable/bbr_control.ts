@@ -174,6 +174,8 @@ export class BbrControl implements CongestionController {
   #reductions = 0;
   #delivered = 0;
   #srtt: number | undefined;
+  /** The round trip of the last RTT sample: an SRTT older than that is no evidence of a queue. */
+  #srttRound = -1;
   #ackedThisRound = 0;
   #lostThisRound = 0;
   /** Moving average of the loss rate of round trips without a queue. */
@@ -251,6 +253,7 @@ export class BbrControl implements CongestionController {
   onAck(now: number, acked: number, signals: AckSignals): void {
     const inFlight = signals.inFlight ?? this.#cwnd;
     this.#srtt = signals.srttMs;
+    if (signals.rttSampleMs !== undefined) this.#srttRound = this.#round;
     const sample = signals.sample;
     let roundStart = false;
     if (sample !== undefined) {
@@ -279,8 +282,9 @@ export class BbrControl implements CongestionController {
   /**
    * Reacts to a segment found lost by fast retransmit. A random loss (no
    * queue behind the RTT) leaves the model as it is. A loss in probe_bw
-   * while the smoothed RTT is above {@linkcode BBR_CONGESTION_RTT_FACTOR}
-   * smallest RTTs is congestion: the bandwidth estimate drops to
+   * while the smoothed RTT, refreshed by an RTT sample within the last
+   * round trip, is above {@linkcode BBR_CONGESTION_RTT_FACTOR} smallest
+   * RTTs is congestion: the bandwidth estimate drops to
    * {@linkcode BBR_CONGESTION_BACKOFF} of itself, once per round trip, so
    * flows that share a full queue give some of it back instead of holding
    * it until their estimates age out.
@@ -289,6 +293,9 @@ export class BbrControl implements CongestionController {
     this.#lostThisRound++;
     if (this.#mode !== "probe_bw" || this.#lossRound === this.#round) return;
     if (this.#srtt === undefined || this.#srtt <= BBR_CONGESTION_RTT_FACTOR * this.#minRtt) return;
+    // Only a fresh RTT shows a queue: after a timeout, Karn's rule leaves
+    // SRTT where the outage put it until a segment sent once is acked.
+    if (this.#round - this.#srttRound > 1) return;
     this.#lossRound = this.#round;
     for (const sample of this.#bandwidths) sample.rate *= BBR_CONGESTION_BACKOFF;
     this.#reductions++;

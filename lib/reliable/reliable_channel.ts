@@ -492,6 +492,9 @@ export class ReliableChannel {
     if (newly.length > 0) {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
+      // Before the controller hears of it: what is in flight leaves out
+      // what was judged lost, and these are no longer.
+      for (const segment of newly) this.#losses.onAcked(segment);
       if (this.#cc) {
         const minRttMs = this.#recentMinRtt();
         this.#cc.onAck(now, newly.length, {
@@ -503,7 +506,6 @@ export class ReliableChannel {
         });
       }
       for (const segment of newly) {
-        this.#losses.onAcked(segment);
         const left = this.#unackedFragments.get(segment.messageId)! - 1;
         if (left > 0) {
           this.#unackedFragments.set(segment.messageId, left);
