@@ -110,3 +110,31 @@ Deno.test("bottleneck: bursts of loss (Gilbert-Elliott) do not collapse goodput"
     }
   }
 });
+
+Deno.test("bottleneck: on a path of a few segments, two flows share within 1.5x and three all move", async (t) => {
+  // BDPs of 9 and 18 segments, less than one flow's fixed queue allowance:
+  // with it, two flows split 1 MB/s 5 to 1 and three flows 20 to 1.
+  for (const link of [{ rate: 1_000_000, delayMs: 5 }, { rate: 2_000_000, delayMs: 5 }]) {
+    await t.step(`${describe(link)}`, () => {
+      const queue = bdp(link);
+      const together = runBottleneck({ ...link, queue, flows: [{}, {}], untilMs: 12_000 });
+      const two = together.flows.map((flow) => goodputBetween(flow, 100, 30, 120));
+      assert(spread(two) <= 1.5, `two: shares ${two.map((g) => (g / link.rate).toFixed(2))}`);
+      const late = runBottleneck({
+        ...link,
+        queue,
+        flows: [{}, { startMs: 4000 }],
+        untilMs: 12_000,
+      });
+      const after = late.flows.map((flow) => goodputBetween(flow, 100, 70, 120));
+      assert(spread(after) <= 1.5, `late: shares ${after.map((g) => (g / link.rate).toFixed(2))}`);
+      const three = runBottleneck({ ...link, queue, flows: [{}, {}, {}], untilMs: 12_000 });
+      const shares = three.flows.map((flow) => goodputBetween(flow, 100, 30, 120) / link.rate);
+      assert(
+        shares.every((share) => share >= 0.2),
+        `three: shares ${shares.map((s) => s.toFixed(2))}`,
+      );
+      assert(shares.reduce((a, b) => a + b) >= 0.85);
+    });
+  }
+});
