@@ -505,14 +505,19 @@ export class ReliableChannel {
           sample: this.#sampler.onAcked(now, newly, minRttMs),
         });
       }
-      for (const segment of newly) {
-        const left = this.#unackedFragments.get(segment.messageId)! - 1;
+      // Fragments of one message come in runs: one map update a run.
+      for (let i = 0; i < newly.length;) {
+        const id = newly[i].messageId;
+        let run = 1;
+        while (i + run < newly.length && newly[i + run].messageId === id) run++;
+        i += run;
+        const left = this.#unackedFragments.get(id)! - run;
         if (left > 0) {
-          this.#unackedFragments.set(segment.messageId, left);
+          this.#unackedFragments.set(id, left);
         } else {
-          this.#unackedFragments.delete(segment.messageId);
+          this.#unackedFragments.delete(id);
           this.#stats.messagesAcked++;
-          this.#outbox.push({ type: "acked", id: segment.messageId });
+          this.#outbox.push({ type: "acked", id });
         }
       }
       if (selective) this.#findLosses();
