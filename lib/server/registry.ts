@@ -37,11 +37,19 @@ export interface RegistryRecord {
 /**
  * One change to the registry, as a store applies it: a record created (only
  * if its name is free, or holds this very record), or a record removed (only
- * if its name still holds the record with this key).
+ * if its name still holds the record with this key, last seen when this
+ * instance saw it: an expiry never removes an identity another instance has
+ * just seen log in).
  */
 export type RegistryChange =
   | { readonly op: "put"; readonly record: RegistryRecord }
-  | { readonly op: "delete"; readonly name: string; readonly keySha256: string };
+  | {
+    readonly op: "delete";
+    readonly name: string;
+    readonly keySha256: string;
+    /** The removed record's `lastSeenAt`, if it had one. */
+    readonly lastSeenAt?: string;
+  };
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
 export type RegistryJson = Record<string, {
@@ -133,7 +141,12 @@ export class Registry {
     const record = this.#byKey.get(key);
     if (record === undefined) return undefined;
     this.#byKey.delete(key);
-    this.#journal.push({ op: "delete", name: record.name, keySha256: record.keySha256 });
+    this.#journal.push({
+      op: "delete",
+      name: record.name,
+      keySha256: record.keySha256,
+      ...(record.lastSeenAt === undefined ? {} : { lastSeenAt: record.lastSeenAt }),
+    });
     return record;
   }
 
