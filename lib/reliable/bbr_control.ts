@@ -113,6 +113,13 @@ export const BBR_QUEUE_ALLOWANCE = 24;
  * keeps 0.7 of it instead of 0.9, its window a few acks wide.
  */
 export const BBR_MIN_QUEUE_ALLOWANCE = 8;
+/**
+ * Nor less than this many ms of the bandwidth: a path with a tiny RTT (loopback, a LAN) has a
+ * small BDP at a high rate, and its window must still carry the sender through a timer's or a
+ * socket's wake-up (Deno's timers are clamped to 1 ms): on loopback (a BDP of 10 to 30 segments
+ * at 50 MB/s) an allowance of one BDP would halve the window.
+ */
+export const BBR_ALLOWANCE_MS = 2;
 /** Startup ends when three round trips in a row grow the bandwidth by less than this factor. */
 const FULL_BANDWIDTH_GROWTH = 1.25;
 const FULL_BANDWIDTH_ROUNDS = 3;
@@ -482,7 +489,10 @@ export class BbrControl implements CongestionController {
     if (bdp === undefined) {
       this.#cwnd += acked;
     } else {
-      const allowance = Math.min(BBR_QUEUE_ALLOWANCE, Math.max(BBR_MIN_QUEUE_ALLOWANCE, bdp));
+      const allowance = Math.min(
+        BBR_QUEUE_ALLOWANCE,
+        Math.max(BBR_MIN_QUEUE_ALLOWANCE, bdp, this.bandwidth * BBR_ALLOWANCE_MS),
+      );
       const target = this.#cwndGain * bdp * this.#lossCompensation() + allowance;
       if (this.#filledPipe) this.#cwnd = Math.min(this.#cwnd + acked, target);
       else if (this.#cwnd < target) this.#cwnd += acked;
