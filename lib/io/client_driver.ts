@@ -36,7 +36,6 @@ import { ServerConnection } from "./server_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import {
-  isPeerMessage,
   MAX_CHUNK_BYTES,
   MAX_DATAGRAM_BYTES,
   type Message,
@@ -83,6 +82,12 @@ export interface ClientConfig {
   keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
+  /**
+   * Benchmarks only (`scripts/bench_secure_link.ts`): peer sessions seal with
+   * a null cipher, to measure what encryption costs. No flag, variable or
+   * file sets it (client.ts never passes it).
+   */
+  benchNullPeerCipher?: boolean;
   /** The server key's fingerprint the user pinned (`--server-key`), canonical form. */
   serverKey?: string;
   /** Where server keys are trusted on first use (`known_servers.json`); none kept if absent. */
@@ -163,8 +168,11 @@ export class ClientDriver {
     pinnedKey: Uint8Array | undefined,
   ) {
     this.#config = config;
+    // One static key for the server channels and the peer sessions: the
+    // server vouches for the key this client's channel presents.
+    const staticKeyPair = generateKeyPair(cryptoRandom);
     this.#guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair,
       random: cryptoRandom,
       server: hostPort(config.serverHost, config.serverPort),
       expectedFingerprint: config.serverKey,
@@ -186,6 +194,8 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      peerNullCipher: config.benchNullPeerCipher,
+      staticKeyPair,
     });
     const core = this.#core;
     const now = () => systemClock.now();
@@ -469,19 +479,10 @@ export class ClientDriver {
       if (address === current.address && datagram.port === this.#reflectPort) {
         return this.#fromReflector(datagram.data);
       }
-      try {
-        const message = decodeMessage(datagram.data);
-        // Only the server's own channel speaks for the server.
-        if (!isPeerMessage(message)) return;
-        this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, message);
-        this.#drain();
-      } catch (error) {
-        if (!(error instanceof ProtocolError)) throw error;
-        log.debug("Ignored a bad datagram from {address}: {reason}", {
-          address: datagram.address,
-          reason: error.message,
-        });
-      }
+      // Everything else is a peer's: the core decodes and opens it (only the
+      // server's own channel speaks for the server).
+      this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, datagram.data);
+      this.#drain();
     });
   }
 
@@ -545,7 +546,7 @@ export class ClientDriver {
           this.#deliver(out.id, out.result);
           break;
         case "peer_send": {
-          this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
+          this.#sendUdp(out.bytes, out.to.ip, out.to.port);
           break;
         }
         case "file":

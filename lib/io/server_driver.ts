@@ -50,6 +50,7 @@ import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
 import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
+import { introductionSecret } from "../crypto/introduction.ts";
 import { SECURE_KIND } from "../crypto/secure_datagram.ts";
 import { type ServerConfig, usersPath } from "./server_config.ts";
 
@@ -269,6 +270,7 @@ export class ServerDriver {
       random: cryptoRandom,
       secret,
       serverKey: identity.keyPair.publicKey,
+      introductionSecret: introductionSecret(identity.keyPair.privateKey),
       tcpPort: (listener.addr as Deno.NetAddr).port,
       udpPort2: udp2?.localPort ?? 0,
       version: config.version,
@@ -494,7 +496,9 @@ export class ServerDriver {
       if (!(error instanceof ProtocolError)) throw error;
       return this.#admitAndReject(from, error.message);
     }
-    if (this.#admitted(from, message, true)) this.#handle(from, message, input.plaintext.length);
+    if (this.#admitted(from, message, true)) {
+      this.#handle({ ...from, clientKey: input.clientKey }, message, input.plaintext.length);
+    }
   }
 
   /** Asks the core to admit a datagram; a refused one is reported and dropped. */
@@ -680,7 +684,7 @@ export class ServerDriver {
           await new Promise((resolve) => setTimeout(resolve, REFUSED_FRAME_PAUSE_MS));
           continue;
         }
-        this.#handle(from, message, input.plaintext.length);
+        this.#handle({ ...from, clientKey: input.clientKey }, message, input.plaintext.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#storage.readGate(connId);
       }

@@ -25,6 +25,12 @@ export interface Endpoint {
   readonly connId?: number;
   /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
   readonly second?: true;
+  /**
+   * The static key of the client's secure channel that carried the message
+   * (absent in clear). A session remembers the key it logged in with; the
+   * server vouches for it to peers in `lookup_ok`.
+   */
+  readonly clientKey?: Uint8Array;
 }
 
 /** Something that happened, for the log and the console. */

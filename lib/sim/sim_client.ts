@@ -24,6 +24,8 @@ export class SimClient {
   readonly queue: CoreCommand[] = [];
   /** Events (presence news, session ends), in order. */
   readonly events: ClientEvent[] = [];
+  /** Its static public key: what the server vouches for to peers. */
+  publicKey: Uint8Array | undefined;
   /** The identity key from the last `register`, if any. */
   identityKey: Uint8Array | undefined;
   /** False once the client is stopped (killed): it neither sends nor receives. */

@@ -232,7 +232,8 @@ export class SimServer {
    * TCP, the first frame of a client opens its connection, which the
    * connection limits may refuse, and a request without a session spends
    * the same per-address budget as UDP (`admitFrame`; the real driver also
-   * pauses the connection, which needs no model here).
+   * pauses the connection, which needs no model here). `clientKey` is the
+   * sender's static key, which a sealed channel would have proved.
    */
   receive(
     now: number,
@@ -240,6 +241,7 @@ export class SimServer {
     tcp: boolean,
     data: Uint8Array,
     second = false,
+    clientKey?: Uint8Array,
   ): void {
     const server = this.#core;
     if (server === undefined) return;
@@ -271,6 +273,7 @@ export class SimServer {
       from = { transport: "tcp", address, port, connId };
     }
     if (message === undefined) return;
+    if (clientKey !== undefined) from = { ...from, clientKey };
     if (tcp && !server.admitFrame(now, from, message)) return this.drain();
     server.handle(now, from, message, data.length);
     this.drain();

@@ -15,6 +15,7 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
+import { generateKeyPair } from "../crypto/key_pair.ts";
 import type { RegistryJson } from "../server/registry.ts";
 import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
@@ -118,6 +119,10 @@ export class Simulation {
   /** Every peer message delivered to a client, in order. */
   readonly peerDelivered: SimPeerMessage[] = [];
   #options: SimulationOptions;
+  /** Where the clients' static keys come from. */
+  #keyRandom: SeededRandom;
+  /** The sender's static key of each datagram and frame to the server (the null-cipher channel). */
+  #senderKeys = new WeakMap<Uint8Array, Uint8Array>();
   #server: SimServer;
   #scheduled: Scheduled[] = [];
   #seq = 0;
@@ -129,6 +134,7 @@ export class Simulation {
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
+    this.#keyRandom = new SeededRandom(options.seed ^ 0x6b657973);
     const secret = this.random.bytes(32);
     this.network = new SimNetwork(this.random, options.impairment);
     this.#server = new SimServer(this, options, secret, this.serverEvents);
@@ -169,9 +175,12 @@ export class Simulation {
       options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
       this.network.addNat(options.nat);
     }
+    // Static keys from a PRNG of their own, so that adding them moved no other draw.
+    const staticKeyPair = generateKeyPair(this.#keyRandom);
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
+      staticKeyPair,
       name: options.name,
       udpPort: 4000 + index,
       tcpPort: options.tcpPort ?? 5000 + index,
@@ -179,6 +188,7 @@ export class Simulation {
       server: SERVER_UDP,
     });
     const client = new SimClient(address, core, options.name ?? `client${index}`);
+    client.publicKey = staticKeyPair.publicKey;
     this.clients.push(client);
     return client;
   }
@@ -421,7 +431,8 @@ export class Simulation {
     for (const packet of this.network.deliverDue(now)) {
       if (packet.to === SERVER_UDP || packet.to === SERVER_TCP || packet.to === SERVER_UDP2) {
         const tcp = packet.to === SERVER_TCP;
-        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2);
+        const key = this.#senderKeys.get(packet.data);
+        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2, key);
         continue;
       }
       if (packet.from === SERVER_TCP && packet.data.length === 0) {
@@ -432,18 +443,22 @@ export class Simulation {
         client.core.tcpFailed("the server closed the TCP connection");
         continue;
       }
+      const client = this.clients.find((c) => c.address === packet.to);
+      if (!client?.alive) continue;
+      if (packet.from !== SERVER_UDP && packet.from !== SERVER_TCP && packet.from !== SERVER_UDP2) {
+        // From a peer: the core decodes and opens it.
+        const [ip, port] = splitAddress(packet.from);
+        client.core.handlePeer(now, { ip, port }, packet.data);
+        continue;
+      }
       let message: Message;
       try {
         message = decodeMessage(packet.data);
       } catch {
         continue;
       }
-      const client = this.clients.find((c) => c.address === packet.to);
-      if (!client?.alive) continue;
-      if (isPeerMessage(message)) {
-        const [ip, port] = splitAddress(packet.from);
-        client.core.handlePeer(now, { ip, port }, message);
-      } else if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
+      if (isPeerMessage(message)) continue;
+      if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
         client.core.handle(now, message);
       }
     }
@@ -495,8 +510,7 @@ export class Simulation {
         continue;
       }
       if (out.type === "peer_send") {
-        const bytes = encodeMessage(out.message);
-        this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, bytes);
+        this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, out.bytes);
         continue;
       }
       if (out.type === "trace") {
@@ -508,6 +522,8 @@ export class Simulation {
         continue;
       }
       const bytes = encodeMessage(out.message);
+      // The null-cipher channel: the server learns the key a sealed channel would have proved.
+      if (client.publicKey !== undefined) this.#senderKeys.set(bytes, client.publicKey);
       if (out.via === "udp") {
         const to = out.port === undefined ? SERVER_UDP : `${hostOf(SERVER_UDP)}:${out.port}`;
         this.network.send(now, client.address, to, bytes);
