@@ -542,7 +542,7 @@ function sendAgain(
   data: Uint8Array,
 ): { again: SimClient; reads: Map<number, number> } {
   const again = w.sim.addClient({ name: "Alice" });
-  again.identityKey = Alice.identityKey;
+  again.staticKey = Alice.staticKey; // the same key file
   again.files.set("a.bin", data);
   w.from.set(again, 0);
   const reads = countReads(again);

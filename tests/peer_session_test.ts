@@ -884,7 +884,7 @@ class World {
       case "register": {
         const token = TOKEN_OF(this.#online.size + 1);
         this.#online.set(nameKey(message.name), { name: message.name, address: from, token });
-        return { type: "register_ok", reqId: message.reqId, key: TOKEN_OF(99), token };
+        return { type: "register_ok", reqId: message.reqId, token };
       }
       case "lookup": {
         this.lookups++;

@@ -43,7 +43,8 @@ import {
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ServerGuard } from "../client/server_guard.ts";
 import type { ServerChannel } from "../client/server_channel.ts";
-import { generateKeyPair } from "../crypto/key_pair.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
+import { loadClientKey } from "./client_key_file.ts";
 import { fromHex } from "../hex.ts";
 import { checkServerKey, loadKnownServers } from "./known_servers_file.ts";
 import { lowerFirstWord } from "../error_line.ts";
@@ -67,6 +68,12 @@ export interface ClientConfig {
   retry?: RetryPolicy;
   /** Where identities from `register` are saved (none saved if absent). */
   identityFile?: string;
+  /**
+   * The client's key pair (`client_key.json`, created if absent): its side
+   * of the encrypted channel, so its open-mode identity. Without one, a new
+   * key pair for this run only.
+   */
+  keyFile?: string;
   /** Called for presence news and session ends. */
   onEvent?: (event: ClientEvent) => void;
   /** Called as a large upload or download moves on. */
@@ -158,10 +165,11 @@ export class ClientDriver {
     udp: UdpSocket,
     failover: ServerFailover,
     pinnedKey: Uint8Array | undefined,
+    keyPair: KeyPair,
   ) {
     this.#config = config;
     this.#guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair: keyPair,
       random: cryptoRandom,
       server: hostPort(config.serverHost, config.serverPort),
       expectedFingerprint: config.serverKey,
@@ -211,9 +219,13 @@ export class ClientDriver {
    * @returns the client, ready for commands
    * @throws {Deno.errors.AddrInUse} if the UDP port is taken
    * @throws {ServerNameError} if the server's host name does not resolve
+   * @throws {ClientKeyFileError} if the key file is unreadable, invalid or cannot be made
    */
   static async open(config: ClientConfig): Promise<ClientDriver> {
     const serverAddress = await resolveServer(config.serverHost);
+    const keyPair = config.keyFile === undefined
+      ? generateKeyPair(cryptoRandom)
+      : (await loadClientKey(config.keyFile)).keyPair;
     const server = hostPort(config.serverHost, config.serverPort).toLowerCase();
     const pins = config.knownServersFile === undefined
       ? []
@@ -239,7 +251,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return new ClientDriver(config, udp, failover, pin && fromHex(pin.publicKey));
+    return new ClientDriver(config, udp, failover, pin && fromHex(pin.publicKey), keyPair);
   }
 
   /** True once `close` has begun. */
@@ -264,7 +276,7 @@ export class ClientDriver {
     if (this.#closed) throw new TypeError("Cannot run a command on a closed client");
     const identityFile = this.#config.identityFile;
     if (command.kind === "register" && identityFile !== undefined) {
-      // Before the server hands out a key: one that cannot be saved orphans the name.
+      // Before the name is bound to the key: a name not noted would be hard to find again.
       return checkIdentityFile(identityFile).then(
         () => this.#run(command),
         (error: Error) => ({
@@ -535,7 +547,7 @@ export class ClientDriver {
           this.#config.onEvent?.(out.event);
           break;
         case "identity":
-          this.#saveIdentity(out.name, out.key);
+          this.#saveIdentity(out.name);
           break;
         case "result":
           this.#deliver(out.id, out.result);
@@ -559,11 +571,11 @@ export class ClientDriver {
     this.#armTimer();
   }
 
-  #saveIdentity(name: string, key: Uint8Array): void {
+  #saveIdentity(name: string): void {
     const path = this.#config.identityFile;
     if (path === undefined) return;
     const server = hostPort(this.#config.serverHost, this.#config.serverPort);
-    this.#saving = saveIdentity(path, { server, name, key }).then(
+    this.#saving = saveIdentity(path, { server, name }).then(
       () => {
         log.info("Saved the identity of {name} to {path}", { name, path });
         return undefined;
@@ -588,7 +600,7 @@ export class ClientDriver {
     this.#waiting.delete(id);
     if (waiting === undefined) return;
     if (result.ok && result.command === "register") {
-      // The key must be on disk before register reports success.
+      // The name must be noted on disk before register reports success.
       const saving = this.#saving;
       this.#saving = Promise.resolve(undefined);
       saving.then((problem) =>

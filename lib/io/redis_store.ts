@@ -53,11 +53,13 @@ end
 for _, c in ipairs(changes) do
   local cur = current(c.key)
   if c.op == 'put' then
-    if cur and (cur.key_sha256 ~= c.record.key_sha256 or cur.registered_by ~= c.record.registered_by) then
+    if cur and (cur.registered_by ~= c.record.registered_by or
+        ((cur.public_key or '') ~= '' and cur.public_key ~= c.record.public_key) or
+        (c.record.key_sha256 ~= '' and cur.key_sha256 ~= c.record.key_sha256)) then
       return {'conflict', c.record.name}
     end
     now[c.key] = c.record
-  elseif cur and cur.key_sha256 == c.key_sha256 then
+  elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
     now[c.key] = false
   end
 end
@@ -445,7 +447,7 @@ async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
 
 type WireChange =
   | { op: "put"; key: string; record: Entry }
-  | { op: "delete"; key: string; name: string; key_sha256: string };
+  | { op: "delete"; key: string; name: string; public_key: string; key_sha256: string };
 
 function toWire(change: RegistryChange): WireChange {
   if (change.op === "delete") {
@@ -453,6 +455,7 @@ function toWire(change: RegistryChange): WireChange {
       op: "delete",
       key: nameKey(change.name),
       name: change.name,
+      public_key: change.publicKey,
       key_sha256: change.keySha256,
     };
   }
@@ -466,6 +469,7 @@ function toWire(change: RegistryChange): WireChange {
       udp_port: r.udpPort,
       tcp_port: r.tcpPort,
       registered_at: r.registeredAt,
+      public_key: r.publicKey,
       key_sha256: r.keySha256,
       registered_by: r.registeredBy,
       ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
@@ -488,7 +492,12 @@ function parseChanges(text: string): RegistryChange[] | undefined {
     const changes: RegistryChange[] = [];
     for (const c of wire) {
       if (c.op === "delete") {
-        changes.push({ op: "delete", name: c.name, keySha256: c.key_sha256 });
+        changes.push({
+          op: "delete",
+          name: c.name,
+          publicKey: c.public_key ?? "",
+          keySha256: c.key_sha256,
+        });
       } else {
         const entry = parseEntry(c.record);
         if (entry === undefined) return undefined;

@@ -46,7 +46,6 @@ import type { Registry } from "../server/registry.ts";
 import type { Store } from "../server/store.ts";
 import { openStore } from "./open_store.ts";
 import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
-import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
 import { SECURE_KIND } from "../crypto/secure_datagram.ts";
@@ -222,7 +221,6 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registryStore: Store | undefined;
     let registry: Registry;
-    let secret: Uint8Array;
     let identity: ServerIdentity;
     let store: BlobStore | undefined;
     let users: UsersFileWatch | undefined;
@@ -246,7 +244,6 @@ export class ServerDriver {
         config.tcpPort,
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
-      secret = await loadServerKey(config.dataDir);
       identity = await loadServerIdentity(config.dataDir);
     } catch (error) {
       udp?.close();
@@ -263,7 +260,6 @@ export class ServerDriver {
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
-      secret,
       serverKey: identity.keyPair.publicKey,
       tcpPort: (listener.addr as Deno.NetAddr).port,
       udpPort2: udp2?.localPort ?? 0,
@@ -489,7 +485,9 @@ export class ServerDriver {
       if (!(error instanceof ProtocolError)) throw error;
       return this.#admitAndReject(from, error.message);
     }
-    if (this.#admitted(from, message, true)) this.#handle(from, message, input.plaintext.length);
+    if (this.#admitted(from, message, true)) {
+      this.#handle({ ...from, clientKey: input.clientKey }, message, input.plaintext.length);
+    }
   }
 
   /** Asks the core to admit a datagram; a refused one is reported and dropped. */
@@ -675,7 +673,7 @@ export class ServerDriver {
           await new Promise((resolve) => setTimeout(resolve, REFUSED_FRAME_PAUSE_MS));
           continue;
         }
-        this.#handle(from, message, input.plaintext.length);
+        this.#handle({ ...from, clientKey: input.clientKey }, message, input.plaintext.length);
         // Read no faster than uploads on this connection reach the disk.
         await this.#storage.readGate(connId);
       }

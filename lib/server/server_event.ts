@@ -25,6 +25,13 @@ export interface Endpoint {
   readonly connId?: number;
   /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
   readonly second?: true;
+  /**
+   * The static public key (X25519) of the encrypted channel the message came
+   * through: the client's identity in open mode. Absent for what came in
+   * clear (`hello`). The simulator, which runs the cores without the secure
+   * layer, stands in with each client's key.
+   */
+  readonly clientKey?: Uint8Array;
 }
 
 /** Something that happened, for the log and the console. */
@@ -47,6 +54,12 @@ export type ServerEvent =
     /** Identifies the request (a hash of it); unique per executed request. */
     readonly fingerprint: string;
     readonly transport: "udp" | "tcp";
+  }
+  | {
+    /** A version 2 identity logged in with its old key and is now bound to its client's key pair. */
+    readonly kind: "identity_bound";
+    readonly name: string;
+    readonly reqId: number;
   }
   | {
     readonly kind: "logged_in";

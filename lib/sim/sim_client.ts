@@ -24,8 +24,13 @@ export class SimClient {
   readonly queue: CoreCommand[] = [];
   /** Events (presence news, session ends), in order. */
   readonly events: ClientEvent[] = [];
-  /** The identity key from the last `register`, if any. */
-  identityKey: Uint8Array | undefined;
+  /**
+   * Its static public key: what its encrypted channel would show the server
+   * (the simulator runs the cores without the secure layer and stands in
+   * with this), so its open-mode identity. Give another client the same key
+   * to model a new process of the same client (the same key file).
+   */
+  staticKey: Uint8Array;
   /** False once the client is stopped (killed): it neither sends nor receives. */
   alive = true;
   /** The name it was added with (or `clientN`). */
@@ -43,7 +48,7 @@ export class SimClient {
   diskBytes = Infinity;
 
   /**
-   * @param address `address:port`
+   * @param address `address:port`, which also names its static key
    * @param core the core
    * @param name its name in scenarios and reports
    */
@@ -51,6 +56,8 @@ export class SimClient {
     this.address = address;
     this.core = core;
     this.name = name;
+    // Derived, not drawn, so that the run's random source gives what it gave before.
+    this.staticKey = sha256(new TextEncoder().encode(`sim client ${address}`));
   }
 
   /** True when no command runs or waits. */

@@ -51,6 +51,11 @@ export interface SimServerContext {
   readonly network: SimNetwork;
   /** Runs an action at a virtual time. */
   at(at: number, action: () => void): void;
+  /**
+   * The static key of the client whose requests carry this client id: the
+   * stand-in for the key of the encrypted channel a request comes through.
+   */
+  clientKeyOf(clientId: string): Uint8Array | undefined;
 }
 
 interface PendingWrite {
@@ -64,7 +69,7 @@ interface PendingWrite {
  *
  * @example
  * ```ts
- * const server = new SimServer(sim, options, secret, events);
+ * const server = new SimServer(sim, options, events);
  * server.receive(now, "127.0.1.1:4001", false, datagram);
  * server.crash();
  * server.restart();
@@ -77,7 +82,6 @@ export class SimServer {
   crashes = 0;
   #sim: SimServerContext;
   #options: SimulationOptions;
-  #secret: Uint8Array;
   #events: ServerEvent[];
   #core: ServerCore | undefined;
   #disk: RegistryJson = {};
@@ -92,18 +96,15 @@ export class SimServer {
    *
    * @param sim the clock, random source, network and scheduler
    * @param options the simulation's options (lease, auth, limits, delays)
-   * @param secret the server's secret key, kept across restarts
    * @param events where every server event goes, in order
    */
   constructor(
     sim: SimServerContext,
     options: SimulationOptions,
-    secret: Uint8Array,
     events: ServerEvent[],
   ) {
     this.#sim = sim;
     this.#options = options;
-    this.#secret = secret;
     this.#events = events;
     this.#core = this.#newCore();
   }
@@ -272,6 +273,8 @@ export class SimServer {
     }
     if (message === undefined) return;
     if (tcp && !server.admitFrame(now, from, message)) return this.drain();
+    const clientKey = "client" in message ? this.#sim.clientKeyOf(message.client) : undefined;
+    if (clientKey !== undefined) from = { ...from, clientKey };
     server.handle(now, from, message, data.length);
     this.drain();
   }
@@ -354,7 +357,6 @@ export class SimServer {
     return new ServerCore({
       registry: Registry.fromJson(this.#disk),
       random: this.#sim.random,
-      secret: this.#secret,
       tcpPort: 3001,
       version: "sim",
       leaseMs: this.#options.leaseMs,

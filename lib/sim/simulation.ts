@@ -121,6 +121,7 @@ export class Simulation {
   #server: SimServer;
   #scheduled: Scheduled[] = [];
   #seq = 0;
+  #byClientId = new Map<string, SimClient>();
   #serverFiles = new SimServerFiles((client, bytes) =>
     this.network.sendReliable(this.clock.now(), client.address, SERVER_TCP, bytes)
   );
@@ -129,9 +130,11 @@ export class Simulation {
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
-    const secret = this.random.bytes(32);
+    // Once the server's secret for identity keys (version 2): still drawn,
+    // so that every seed replays the run it gave before.
+    this.random.bytes(32);
     this.network = new SimNetwork(this.random, options.impairment);
-    this.#server = new SimServer(this, options, secret, this.serverEvents);
+    this.#server = new SimServer(this, options, this.serverEvents);
   }
 
   /** The registry as last made durable on the simulated disk. */
@@ -203,6 +206,21 @@ export class Simulation {
   at(at: number, action: () => void): void {
     this.#scheduled.push({ at, seq: this.#seq++, action });
     this.#scheduled.sort((a, b) => a.at - b.at || a.seq - b.seq);
+  }
+
+  /**
+   * The static key of the client whose requests carry a client id (the
+   * stand-in for its encrypted channel's key).
+   *
+   * @param clientId the id from a request
+   * @returns its static key, or undefined for no client of this simulation
+   */
+  clientKeyOf(clientId: string): Uint8Array | undefined {
+    // A client's id is fixed when it is added: index the new ones only.
+    for (const c of this.clients.slice(this.#byClientId.size)) {
+      this.#byClientId.set(c.core.clientId, c);
+    }
+    return this.#byClientId.get(clientId)?.staticKey;
   }
 
   /**
@@ -341,7 +359,7 @@ export class Simulation {
         const password = this.#options.passwords?.[name];
         const secret = this.#options.auth === "password"
           ? new TextEncoder().encode(password ?? "")
-          : client.identityKey ?? new Uint8Array(0);
+          : new Uint8Array(0);
         return this.command(client, { kind: "login", name, secret });
       }
       default:
@@ -490,10 +508,7 @@ export class Simulation {
         client.events.push(out.event);
         continue;
       }
-      if (out.type === "identity") {
-        client.identityKey = out.key;
-        continue;
-      }
+      if (out.type === "identity") continue;
       if (out.type === "peer_send") {
         const bytes = encodeMessage(out.message);
         this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, bytes);
