@@ -34,6 +34,7 @@ import { cryptoRandom } from "../random.ts";
 import { FramedConnection } from "./framed_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
+import { ERROR_CODES } from "../wire/error_code.ts";
 import {
   isPeerMessage,
   MAX_CHUNK_BYTES,
@@ -522,6 +523,18 @@ export class ClientDriver {
         (error) => log.error("Cannot pin the key of {server}: {error}", { server, error }),
       );
     }
+    if (input.refused !== undefined) log.error("{reason}", { reason: input.refused });
+    if (input.refused !== undefined && this.#core.loggedInAs !== undefined) {
+      // The server came back with another key while the session seemed live
+      // (killed, no notice): a hard error, said at once. (Without a session,
+      // the requests in flight, such as a new login by itself, say it.)
+      this.#config.onEvent?.({
+        kind: "session_ended",
+        name: this.#core.loggedInAs,
+        reason: "server_key_changed",
+        detail: input.refused,
+      });
+    }
     for (const message of input.messages) this.#core.handle(now, message);
     this.#drain();
   }
@@ -692,6 +705,16 @@ export class ClientDriver {
       const moved = to === from ? [] : this.#guard.moved(now);
       for (const sealed of [...moved, ...this.#guard.outgoing(message, now, attempt)]) {
         this.#sendUdp(sealed, to.address, to.port);
+      }
+      const refusal = this.#guard.refusal;
+      if (refusal !== undefined && "reqId" in message && message.type !== "hello") {
+        // The server's key was refused: nothing goes to it; the request fails now.
+        this.#core.handle(now, {
+          type: "error",
+          reqId,
+          code: ERROR_CODES.bad_request,
+          message: refusal,
+        });
       }
       return;
     }
