@@ -360,8 +360,10 @@ Deno.test("ServerCore.handle() never hands a register's reply to a copy sent fro
   const original = registerPersisted(core, 1, "Alice");
   const sameHostNewPort: Endpoint = { ...FROM_ALICE, port: 40999 };
 
-  // The same bytes from another host: refused, the key and token stay private.
-  const copy = call(core, NOW + 1000, FROM_BOB, register(1, "Alice"));
+  // The same bytes, through the same channel key, from another host: refused, the token stays
+  // private. (Through another key they are another request: see the next lines.)
+  const otherHost: Endpoint = { ...FROM_BOB, clientKey: KEY_ALICE };
+  const copy = call(core, NOW + 1000, otherHost, register(1, "Alice"));
   assertEquals(messagesOf(copy, "register_ok"), []);
   assertStringIncludes(
     assertError(sends(copy)[0].message, "bad_request").message,
@@ -374,6 +376,11 @@ Deno.test("ServerCore.handle() never hands a register's reply to a copy sent fro
     "register_ok",
   );
   assertEquals(again.token, original.token);
+  // Through Bob's own channel the same bytes are a new request, for a taken name.
+  assertError(
+    sends(call(core, NOW + 2500, FROM_BOB, register(1, "Alice")))[0].message,
+    "name_taken",
+  );
 
   // After a restart (no replay cache), the copy from another host is a new request for a taken name.
   const restarted = newCore({ registry: Registry.fromJson(core.registry.toJson()) });

@@ -224,9 +224,18 @@ export class ClientDriver {
    */
   static async open(config: ClientConfig): Promise<ClientDriver> {
     const serverAddress = await resolveServer(config.serverHost);
-    const keyPair = config.keyFile === undefined
+    const keyFile = config.keyFile;
+    const keyPair = keyFile === undefined
       ? generateKeyPair(cryptoRandom)
-      : (await loadClientKey(config.keyFile)).keyPair;
+      : await loadClientKey(keyFile).then((key) => key.keyPair, async (error) => {
+        // A key file that exists and cannot be used is an error; a place where
+        // none can exist (its directory is a file) means a key for this run
+        // only, with which nothing can be registered (the identity file is
+        // there too, and register checks it first).
+        if (await Deno.stat(keyFile).then(() => true, () => false)) throw error;
+        log.warn("No key pair kept: {error}", { error: (error as Error).message });
+        return generateKeyPair(cryptoRandom);
+      });
     const server = hostPort(config.serverHost, config.serverPort).toLowerCase();
     const pins = config.knownServersFile === undefined
       ? []

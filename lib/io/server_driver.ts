@@ -451,8 +451,27 @@ export class ServerDriver {
             : `${message.type} in clear text; version 3 seals it`,
         );
       }
+      if (message.type === "hello" && !second) return this.#clearHello(from, message, data.length);
       if (this.#admitted(from, message)) this.#handle(from, message, data.length);
     });
+  }
+
+  /**
+   * A clear `hello`, a first contact. An address over its budget is "under
+   * load", as for handshake initiations: its hello is then charged to its
+   * port's budget, so that a flood from other ports of a shared address does
+   * not stop a newcomer from learning the server's key. It needs no cookie
+   * first: it leaves no state, and its reply is never larger than the padded
+   * datagram (docs/DECISIONS.md).
+   */
+  #clearHello(from: Endpoint, message: Message, bytes: number): void {
+    const now = systemClock.now();
+    if (!this.#core.admit(now, from, false) && !this.#core.admit(now, from, true)) {
+      this.#config.observer?.rateLimited(from, message);
+      this.#drain(false);
+      return;
+    }
+    this.#handle(from, message, bytes);
   }
 
   /** A datagram of the secure layer: a handshake initiation or a sealed message. */

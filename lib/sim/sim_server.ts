@@ -55,7 +55,7 @@ export interface SimServerContext {
    * The static key of the client whose requests carry this client id: the
    * stand-in for the key of the encrypted channel a request comes through.
    */
-  clientKeyOf(clientId: string): Uint8Array | undefined;
+  clientKeyOf(clientId: string): Uint8Array;
 }
 
 interface PendingWrite {
@@ -273,8 +273,7 @@ export class SimServer {
     }
     if (message === undefined) return;
     if (tcp && !server.admitFrame(now, from, message)) return this.drain();
-    const clientKey = "client" in message ? this.#sim.clientKeyOf(message.client) : undefined;
-    if (clientKey !== undefined) from = { ...from, clientKey };
+    if ("client" in message) from = { ...from, clientKey: this.#sim.clientKeyOf(message.client) };
     server.handle(now, from, message, data.length);
     this.drain();
   }

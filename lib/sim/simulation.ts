@@ -210,17 +210,20 @@ export class Simulation {
 
   /**
    * The static key of the client whose requests carry a client id (the
-   * stand-in for its encrypted channel's key).
+   * stand-in for its encrypted channel's key). A sender that is no client
+   * of the simulation (a scenario's raw datagrams) stands for a stranger
+   * with a key pair of its own, derived from the id.
    *
    * @param clientId the id from a request
-   * @returns its static key, or undefined for no client of this simulation
+   * @returns its static key
    */
-  clientKeyOf(clientId: string): Uint8Array | undefined {
+  clientKeyOf(clientId: string): Uint8Array {
     // A client's id is fixed when it is added: index the new ones only.
     for (const c of this.clients.slice(this.#byClientId.size)) {
       this.#byClientId.set(c.core.clientId, c);
     }
-    return this.#byClientId.get(clientId)?.staticKey;
+    return this.#byClientId.get(clientId)?.staticKey ??
+      sha256(new TextEncoder().encode(`sim stranger ${clientId}`));
   }
 
   /**
