@@ -54,6 +54,36 @@ Deno.test("Admission.datagram() applies the strict limit without a session and t
   assert(new Admission(h.host, { rateLimit: 0 }).datagram(0, UDP, false), "0 is no limit");
 });
 
+Deno.test("Admission reports the drops of a flood that stopped once their period is over, not only at the next drop", () => {
+  const h = host();
+  const admission = new Admission(h.host, { rateLimit: 1 });
+  for (let i = 0; i < 1002; i++) admission.datagram(0, UDP, false);
+  assertEquals(h.events.map((e) => e.kind === "rate_limited" && e.dropped), [1]);
+  const at = admission.nextTimeout() ?? Infinity;
+  assert(at <= 1_000, `looks again within a second, not ${at}`);
+  admission.onTimeout(at);
+  assertEquals(h.events.length, 1, "not before the 10 s period is over");
+  let now = at;
+  while (h.events.length === 1) {
+    now = admission.nextTimeout()!;
+    assert(now <= 11_000, "reported within the period plus a second");
+    admission.onTimeout(now);
+  }
+  assertEquals(h.events.map((e) => e.kind === "rate_limited" && e.dropped), [1, 999]);
+  assertEquals(admission.nextTimeout(), undefined, "nothing owed any more");
+});
+
+Deno.test("Admission limits validated traffic per address and port, IPv6 included", () => {
+  const h = host();
+  const admission = new Admission(h.host, { sessionRateLimit: 1 });
+  const v6 = (port: number): Endpoint => ({ transport: "udp", address: "2001:db8::7", port });
+  assertEquals([1, 2, 3].map(() => admission.datagram(0, v6(5000), true)), [true, true, false]);
+  assert(
+    admission.datagram(0, v6(5001), true),
+    "another port of the same address has its own budget",
+  );
+});
+
 Deno.test("Admission.openConnection() closes the oldest connection without a login to make room, saying why", () => {
   const h = host();
   const admission = new Admission(h.host, { maxConnectionsPerAddress: 1 });

@@ -517,8 +517,8 @@ export class ServerDriver {
       address: from.address,
       port: from.port,
     });
-    // Only a report may come out: no timer to re-arm.
-    this.#drain(false);
+    // A report may come out, or drops owed one later: the timer may move.
+    this.#drain();
     return false;
   }
 

@@ -23,6 +23,11 @@ import {
 import { DEFAULT_RATE_LIMIT, DEFAULT_SESSION_RATE_LIMIT, RateLimiter } from "./rate_limiter.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 
+/** How often drops still owed a report are looked at, ms. */
+const FLUSH_EVERY_MS = 1_000;
+/** Most sources with drops owed a report that are remembered (more are reported on their next drop). */
+const MAX_UNREPORTED = 10_000;
+
 /**
  * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
  * off.
@@ -89,6 +94,10 @@ export class Admission {
   #closing = new Set<number>();
   /** The endpoints of admitted connections, to tell one that gives way why. */
   #endpoints = new Map<number, Endpoint>();
+  /** Sources with drops not yet reported (their report period was running). */
+  #unreported = new Map<string, { readonly from: Endpoint; readonly session: boolean }>();
+  /** When the unreported drops are next looked at. */
+  #flushAt = Infinity;
 
   /**
    * @param host the core's events, outputs and counters
@@ -142,21 +151,54 @@ export class Admission {
   datagram(now: number, from: Endpoint, session: boolean): boolean {
     const limiter = session ? this.#sessionLimiter : this.#limiter;
     if (limiter === undefined) return true;
-    const decision = limiter.take(now, session ? `${from.address} ${from.port}` : from.address);
+    const decision = limiter.take(now, from.address, session ? from.port : undefined);
     if (decision.allowed) return true;
     this.#host.stats.rateLimited++;
+    const key = `${session} ${from.address} ${session ? from.port : ""}`;
     if (decision.report !== undefined) {
-      this.#host.emit({
-        kind: "rate_limited",
-        transport: from.transport,
-        address: from.address,
-        dropped: decision.report.dropped,
-        session,
-        ratePerSecond: limiter.ratePerSecond,
-        burst: 2 * limiter.ratePerSecond,
-      });
+      this.#unreported.delete(key);
+      this.#report(from, session, decision.report.dropped);
+    } else if (!this.#unreported.has(key) && this.#unreported.size < MAX_UNREPORTED) {
+      this.#unreported.set(key, { from, session });
+      if (this.#flushAt === Infinity) this.#flushAt = now + FLUSH_EVERY_MS;
     }
     return false;
+  }
+
+  /** @returns when `onTimeout` should next be called to report drops, or undefined */
+  nextTimeout(): number | undefined {
+    return this.#flushAt === Infinity ? undefined : this.#flushAt;
+  }
+
+  /**
+   * Reports the drops whose report period has ended since they came, so the
+   * last burst of a flood that stopped is logged too.
+   *
+   * @param now the current time, ms
+   */
+  onTimeout(now: number): void {
+    if (now < this.#flushAt) return;
+    for (const [key, { from, session }] of this.#unreported) {
+      const limiter = session ? this.#sessionLimiter : this.#limiter;
+      const owed = limiter?.flush(now, from.address, session ? from.port : undefined);
+      if (owed === "later") continue;
+      this.#unreported.delete(key);
+      if (owed !== undefined) this.#report(from, session, owed.dropped);
+    }
+    this.#flushAt = this.#unreported.size === 0 ? Infinity : now + FLUSH_EVERY_MS;
+  }
+
+  #report(from: Endpoint, session: boolean, dropped: number): void {
+    const limiter = (session ? this.#sessionLimiter : this.#limiter)!;
+    this.#host.emit({
+      kind: "rate_limited",
+      transport: from.transport,
+      address: from.address,
+      dropped,
+      session,
+      ratePerSecond: limiter.ratePerSecond,
+      burst: 2 * limiter.ratePerSecond,
+    });
   }
 
   /**

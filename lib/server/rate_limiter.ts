@@ -124,10 +124,11 @@ export class RateLimiter {
    *
    * @param now the current time, ms
    * @param address the packet's source IP address
+   * @param port its source port, to limit per address and port rather than per address
    * @returns allowed, or refused (with a report at most once per period)
    */
-  take(now: number, address: string): RateDecision {
-    const key = addressKey(address);
+  take(now: number, address: string, port?: number): RateDecision {
+    const key = limitKey(address, port);
     let bucket = this.#buckets.get(key);
     if (bucket === undefined) {
       bucket = { tokens: this.#burst, updatedAt: now, dropped: 0, reportedAt: -Infinity };
@@ -153,6 +154,31 @@ export class RateLimiter {
     bucket.reportedAt = now;
     return { allowed: false, report: { dropped } };
   }
+
+  /**
+   * The report owed for drops that came after the last report, so that a
+   * flood that stops still has its whole count logged once its period is
+   * over, and not only when the next drop comes.
+   *
+   * @param now the current time, ms
+   * @param address the source IP address, as given to `take`
+   * @param port the source port, as given to `take`
+   * @returns the report if one is due now, `"later"` if drops wait for their
+   *   period to end, undefined if nothing is owed
+   */
+  flush(now: number, address: string, port?: number): { dropped: number } | "later" | undefined {
+    const bucket = this.#buckets.get(limitKey(address, port));
+    if (bucket === undefined || bucket.dropped === 0) return undefined;
+    if (now - bucket.reportedAt < this.#reportEveryMs) return "later";
+    const dropped = bucket.dropped;
+    bucket.dropped = 0;
+    bucket.reportedAt = now;
+    return { dropped };
+  }
+}
+
+function limitKey(address: string, port: number | undefined): string {
+  return port === undefined ? addressKey(address) : `${addressKey(address)} ${port}`;
 }
 
 /**

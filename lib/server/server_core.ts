@@ -401,21 +401,27 @@ export class ServerCore {
 
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
-    const times = [this.#directory.nextTimeout(), this.#accounts.nextTimeout()]
+    const times = [
+      this.#directory.nextTimeout(),
+      this.#accounts.nextTimeout(),
+      this.#admission.nextTimeout(),
+    ]
       .filter((t): t is number => t !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
   /**
    * Ends sessions whose lease ran out, resends unacknowledged presence
-   * news, and removes identities not seen for `expireAfterMs` (the first
-   * call starts those checks).
+   * news, removes identities not seen for `expireAfterMs` (the first
+   * call starts those checks), and reports rate-limit drops still owed a
+   * report.
    *
    * @param now current time, ms
    */
   onTimeout(now: number): void {
     this.#directory.onTimeout(now);
     this.#accounts.onTimeout(now);
+    this.#admission.onTimeout(now);
   }
 
   /** Ends every session for a shutdown, telling each client. */
