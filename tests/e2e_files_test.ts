@@ -9,6 +9,7 @@ import { sha256 } from "@noble/hashes/sha2";
 import { fromHex, toHex } from "../lib/hex.ts";
 import { type KeyPair, keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
 import { errorCodeName } from "../lib/wire/error_code.ts";
+import type { Message } from "../lib/wire/messages.ts";
 import {
   assertExit,
   assertOneErrorLine,
@@ -198,7 +199,7 @@ async function rawUploads(
   let token: Uint8Array;
   let channel;
   try {
-    const reply = await udp.ask({
+    const login = {
       type: "login",
       reqId: 1,
       client,
@@ -206,7 +207,14 @@ async function rawUploads(
       secret: new Uint8Array(0),
       udpPort: 0,
       tcpPort: 5001,
-    }, 5_000);
+    } as const;
+    // Sent again while unanswered, as a client does: on a loaded machine the
+    // handshake may first be answered with a cookie, which the next send brings back.
+    let reply: Message | undefined;
+    for (let attempt = 0; attempt < 8 && reply === undefined; attempt++) {
+      reply = await udp.tryAsk(login, 1_200);
+    }
+    if (reply === undefined) throw new Error("no reply to login 1");
     if (reply.type !== "login_ok") throw new Error(`login failed: ${JSON.stringify(reply)}`);
     token = reply.token;
     channel = udp.tcpChannel();

@@ -7,7 +7,8 @@
  * initiation gets a cookie bound to its port, and the initiation that brings
  * the cookie back is served and charged to that port alone. So does a client
  * at its first contact, with no key pinned: its clear `hello` (padded, so
- * that the `hello_ok` is no larger) is charged to its port's budget too.
+ * that the `hello_ok` is no larger) passes on its own port's small
+ * first-contact budget, which the flooding ports have spent.
  */
 import { assert, assertEquals } from "@std/assert";
 import { join } from "@std/path";

@@ -632,6 +632,14 @@ export class ClientDriver {
       );
       return;
     }
+    if (result.ok && result.command === "login") {
+      // A version 2 key just moved the name to the key pair: forget the key
+      // on disk before the login reports (a quick exit must not keep it).
+      const saving = this.#saving;
+      this.#saving = Promise.resolve(undefined);
+      saving.then(() => waiting(result));
+      return;
+    }
     if (result.ok && result.command === "deregister" && this.#config.identityFile) {
       const name = result.name;
       const server = hostPort(this.#config.serverHost, this.#config.serverPort);

@@ -457,16 +457,13 @@ export class ServerDriver {
   }
 
   /**
-   * A clear `hello`, a first contact. An address over its budget is "under
-   * load", as for handshake initiations: its hello is then charged to its
-   * port's budget, so that a flood from other ports of a shared address does
-   * not stop a newcomer from learning the server's key. It needs no cookie
-   * first: it leaves no state, and its reply is never larger than the padded
-   * datagram (docs/DECISIONS.md).
+   * A clear `hello`, a first contact: from an address over its budget it
+   * may still pass on its port's small first-contact budget, so that a flood
+   * from other ports of a shared address does not stop a newcomer from
+   * learning the server's key (`Admission.hello`, docs/DECISIONS.md).
    */
   #clearHello(from: Endpoint, message: Message, bytes: number): void {
-    const now = systemClock.now();
-    if (!this.#core.admit(now, from, false) && !this.#core.admit(now, from, true)) {
+    if (!this.#core.admitHello(systemClock.now(), from)) {
       this.#config.observer?.rateLimited(from, message);
       this.#drain(false);
       return;

@@ -571,6 +571,20 @@ export class ServerCore {
   }
 
   /**
+   * Takes a clear `hello` (a first contact) against the rate limits: its
+   * address's strict budget, or, when the address is over it, a small budget
+   * of its port (`Admission.hello`). Call it instead of `admit` for a clear
+   * `hello`; drop the datagram if it says no.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @returns true if it may be handled
+   */
+  admitHello(now: number, from: Endpoint): boolean {
+    return this.#admission.hello(now, from);
+  }
+
+  /**
    * Takes a TCP request without a live session token against the strict
    * per-address rate limit (anything else passes); one with a live session
    * marks its connection authenticated (see `admission.ts`). A refused one is

@@ -257,7 +257,11 @@ export class SimServer {
     // The simulator runs the cores without the secure layer (docs/SECURE_CHANNEL.md):
     // what carries a live token stands for what would have come sealed.
     const sealed = message !== undefined && server.hasLiveSession(message);
-    if (!tcp && !server.admit(now, from, sealed)) return this.drain();
+    // A clear `hello` is a first contact, as the real driver takes it (`admitHello`).
+    const admitted = message?.type === "hello" && !sealed && !second
+      ? server.admitHello(now, from)
+      : server.admit(now, from, sealed);
+    if (!tcp && !admitted) return this.drain();
     if (tcp) {
       let connId = this.#tcpConns.get(source);
       if (connId === undefined) {
