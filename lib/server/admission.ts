@@ -186,10 +186,13 @@ export class Admission {
   hello(now: number, from: Endpoint): boolean {
     const limiter = this.#limiter;
     if (limiter === undefined) return true;
-    const decision = limiter.take(now, from.address);
-    if (decision.allowed) return true;
-    if (this.#firstContact.take(now, from.address, from.port).allowed) return true;
-    return this.#dropped(now, from, false, decision.report?.dropped);
+    if (
+      !limiter.available(now, from.address) &&
+      this.#firstContact.take(now, from.address, from.port).allowed
+    ) {
+      return true;
+    }
+    return this.datagram(now, from, false);
   }
 
   /** Counts a refused datagram and reports the drops (at most once a period per key). */
