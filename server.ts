@@ -76,6 +76,9 @@ Flags:
   --store URL         keep the registry in Redis, shared by every instance given the
                       same URL: redis://HOST:PORT[/DB] (default: DATA-DIR's file);
                       Redis must run with appendonly yes and appendfsync always
+  --advertise HOST    with --store: the host other instances send clients to for the
+                      files on this one's disk (default --host, or the host name when
+                      --host is 0.0.0.0 or ::)
   --auth MODE         open (register creates an identity; default) or password
                       (accounts from the users file, added with: user add NAME)
   --users FILE        password mode's users file (default DATA-DIR/users.json)
@@ -137,6 +140,7 @@ interface ServerFlags {
   udpPort2: number | undefined;
   dataDir: string;
   store?: string;
+  advertise?: string;
   logDir: string;
   logLevel: LogLevelName;
   logFormat: LogFormatName;
@@ -220,6 +224,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
     store: parsed.store,
+    advertise: parsed.advertise,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
     logFormat: logFormatFlag(parsed["log-format"]),
@@ -409,6 +414,7 @@ async function main(args: string[]): Promise<number> {
       udpPort2: flags.udpPort2,
       dataDir: flags.dataDir,
       store: flags.store,
+      advertise: flags.advertise,
       version: VERSION,
       onEvent: printEvent,
       auth: flags.auth,

@@ -5,7 +5,10 @@
  * the bare UDP echo server; then heartbeats and lookups with Redis against
  * the echo. Every target runs as its own process on loopback; this process
  * is the load generator, `--concurrency` requesters with one request in
- * flight each.
+ * flight each. To show where the time goes it also reports the server
+ * process's CPU per request (from `/proc`), Redis's commands per request,
+ * and a ceiling: the same Redis with `appendfsync no` set after the server
+ * started (not durable; never a deployment).
  *
  * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--json]`
  *
@@ -36,6 +39,36 @@ interface Figure {
   p50: number;
   p99: number;
   errors: number;
+  /** The server process's CPU time per request, ms (undefined for the echo). */
+  cpuMs?: number;
+  /** Redis commands per request (Redis targets only). */
+  redisCommands?: number;
+}
+
+/** A process's CPU time so far, ms (user + system, from `/proc/PID/stat`). */
+async function cpuMs(pid: number): Promise<number> {
+  // Read by `cat`: reading /proc directly needs --allow-all.
+  const { stdout } = await new Deno.Command("cat", { args: [`/proc/${pid}/stat`], stdout: "piped" })
+    .output();
+  const stat = new TextDecoder().decode(stdout);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name; 100 ticks a second.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Runs `redis-cli` against the bench's Redis and returns its output. */
+async function redisCli(port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await new Deno.Command("redis-cli", {
+    args: ["-h", HOST, "-p", String(port), ...args],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(stdout);
+}
+
+async function redisCommands(port: number): Promise<number> {
+  const match = /total_commands_processed:(\d+)/.exec(await redisCli(port, "INFO", "stats"));
+  return Number(match?.[1] ?? NaN);
 }
 
 /** Runs `concurrency` requesters doing `work` against `port` for `seconds`. */
@@ -43,7 +76,7 @@ async function measure(
   target: string,
   port: number,
   work: Work,
-  options: { seconds: number; concurrency: number; echo: boolean },
+  options: { seconds: number; concurrency: number; echo: boolean; pid?: number; redis?: number },
 ): Promise<Figure> {
   const latencies: number[] = [];
   let errors = 0;
@@ -67,7 +100,11 @@ async function measure(
     return reply;
   };
   const tag = crypto.randomUUID().slice(0, 6);
-  const end = performance.now() + options.seconds * 1000;
+  let end = Infinity;
+  let ready = 0;
+  const allReady = Promise.withResolvers<void>();
+  let cpuBefore = 0;
+  let commandsBefore = 0;
   await Promise.all(requesters.map(async (udp, i) => {
     const name = `b${tag}-${i}`;
     let token: Uint8Array = fake;
@@ -80,7 +117,16 @@ async function measure(
       });
       if (reply?.type === "register_ok") token = reply.token;
     }
-    latencies.length = 0;
+    // Every requester has its session: the measured time starts now, for all.
+    if (++ready === requesters.length) {
+      cpuBefore = options.pid === undefined ? 0 : await cpuMs(options.pid);
+      commandsBefore = options.redis === undefined ? 0 : await redisCommands(options.redis);
+      latencies.length = 0;
+      errors = 0;
+      end = performance.now() + options.seconds * 1000;
+      allReady.resolve();
+    }
+    await allReady.promise;
     for (let n = 0; performance.now() < end; n++) {
       if (work === "register") {
         const reply = await timed(
@@ -97,15 +143,22 @@ async function measure(
       }
     }
   }));
+  const cpu = options.pid === undefined ? undefined : await cpuMs(options.pid) - cpuBefore;
+  const commands = options.redis === undefined
+    ? undefined
+    : await redisCommands(options.redis) - commandsBefore - 1; // less our own INFO
   for (const r of requesters) await r.close();
+  const requests = latencies.length;
   latencies.sort((a, b) => a - b);
   return {
     target,
     work,
-    perSecond: latencies.length / options.seconds,
+    perSecond: requests / options.seconds,
     p50: percentile(latencies, 0.5),
     p99: percentile(latencies, 0.99),
     errors,
+    ...(cpu === undefined ? {} : { cpuMs: cpu / requests }),
+    ...(commands === undefined ? {} : { redisCommands: commands / requests }),
   };
 }
 
@@ -148,15 +201,23 @@ async function main(args: string[]): Promise<number> {
     const shared = await start("redis", ["--store", redis.url]);
     const echo: Started = file.echo;
     const o = { seconds, concurrency, echo: false };
+    const onFile = { ...o, pid: file.server.child.pid };
+    const onRedis = { ...o, pid: shared.server.child.pid, redis: redis.port };
     const figures: Figure[] = [
       await measure("echo", echo.port, "register", { ...o, echo: true }),
-      await measure("file store", file.server.port, "register", o),
-      await measure("redis store", shared.server.port, "register", o),
-      await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "heartbeat", o),
-      await measure("echo", echo.port, "lookup", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "lookup", o),
+      await measure("file store", file.server.port, "register", onFile),
+      await measure("redis store", shared.server.port, "register", onRedis),
     ];
+    // The ceiling of the Redis path: no fsync at all (set after the server's check).
+    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "no");
+    figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
+    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "always");
+    figures.push(
+      await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
+      await measure("redis store", shared.server.port, "heartbeat", onRedis),
+      await measure("echo", echo.port, "lookup", { ...o, echo: true }),
+      await measure("redis store", shared.server.port, "lookup", onRedis),
+    );
     const of = (target: string, work: Work) =>
       figures.find((f) => f.target === target && f.work === work)!.perSecond;
     const ratio = of("redis store", "register") / of("file store", "register");
@@ -169,7 +230,17 @@ async function main(args: string[]): Promise<number> {
       );
       for (
         const line of table(
-          ["work", "target", "round trips/s", "vs echo", "p50 ms", "p99 ms", "errors"],
+          [
+            "work",
+            "target",
+            "round trips/s",
+            "vs echo",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "server CPU ms/req",
+            "Redis cmds/req",
+          ],
           figures.map((f) => [
             f.work,
             f.target,
@@ -178,6 +249,8 @@ async function main(args: string[]): Promise<number> {
             f.p50.toFixed(2),
             f.p99.toFixed(2),
             String(f.errors),
+            f.cpuMs?.toFixed(3) ?? "",
+            f.redisCommands?.toFixed(2) ?? "",
           ]),
           { leftColumns: 2 },
         )

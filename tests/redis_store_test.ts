@@ -7,38 +7,18 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import type { KeyPair } from "../lib/crypto/key_pair.ts";
 import { RedisStore } from "../lib/io/redis_store.ts";
-import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
+import type { ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
-import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
+import { type RedisInstances, waitFor, withRedisInstances } from "./_redis.ts";
 
 if (redisUnavailable !== undefined) console.log(`redis_store_test: skipped: ${redisUnavailable}`);
 
 const HOST = "127.0.0.1";
 const ignore = redisUnavailable !== undefined;
-
-/** Starts an instance on the test Redis with its own data directory. */
-async function instance(
-  redis: TestRedis,
-  dirs: string[],
-  extra: Partial<ServerConfig> = {},
-): Promise<ServerDriver> {
-  const dataDir = await Deno.makeTempDir({ prefix: "switchboard_instance_" });
-  dirs.push(dataDir);
-  return await ServerDriver.start({
-    host: HOST,
-    udpPort: 0,
-    tcpPort: 0,
-    dataDir,
-    version: "0.0.0-test",
-    store: redis.url,
-    leaseMs: 2000,
-    limits: { rateLimit: 0, sessionRateLimit: 0, registerRate: 0 },
-    ...extra,
-  });
-}
 
 /** Runs `fn` with a fresh Redis; stops every server, requester and Redis after. */
 async function withRedis(
@@ -46,36 +26,30 @@ async function withRedis(
     redis: TestRedis,
     start: (extra?: Partial<ServerConfig>) => Promise<ServerDriver>,
     requester: (server: { udpPort: number }, keyPair?: KeyPair) => UdpRequester,
+    cluster: RedisInstances,
   ) => Promise<void>,
 ): Promise<void> {
-  const redis = await TestRedis.start();
-  const dirs: string[] = [];
-  const servers: ServerDriver[] = [];
-  const requesters: UdpRequester[] = [];
-  try {
-    await fn(
-      redis,
-      async (extra) => {
-        const server = await instance(redis, dirs, extra);
-        servers.push(server);
-        return server;
-      },
-      (server, keyPair) => {
-        const r = new UdpRequester({
-          hostname: HOST,
-          server: { hostname: HOST, port: server.udpPort },
-          keyPair,
-        });
-        requesters.push(r);
-        return r;
-      },
-    );
-  } finally {
-    for (const r of requesters) r[Symbol.dispose]();
-    for (const s of servers) await s.close();
-    await redis.stop();
-    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
-  }
+  await withRedisInstances(async (cluster) => {
+    const requesters: UdpRequester[] = [];
+    try {
+      await fn(
+        cluster.redis,
+        (extra) => cluster.instance(extra),
+        (server, keyPair) => {
+          const r = new UdpRequester({
+            hostname: HOST,
+            server: { hostname: HOST, port: server.udpPort },
+            keyPair,
+          });
+          requesters.push(r);
+          return r;
+        },
+        cluster,
+      );
+    } finally {
+      for (const r of requesters) r[Symbol.dispose]();
+    }
+  });
 }
 
 function register(udp: UdpRequester, name: string, timeoutMs = 5000): Promise<Message | undefined> {
@@ -86,14 +60,6 @@ function register(udp: UdpRequester, name: string, timeoutMs = 5000): Promise<Me
 
 function isOk(reply: Message | undefined): reply is MessageOf<"register_ok"> {
   return reply?.type === "register_ok";
-}
-
-async function waitFor(condition: () => boolean, what: string, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 /** Registers `count` names through `servers` in turn, `inFlight` at a time; returns the acknowledged ones. */
@@ -299,48 +265,25 @@ Deno.test({
   name: "An instance killed -9: none of its 1,000 acknowledged registrations is lost to the other",
   ignore,
   async fn() {
-    await withRedis(async (redis, start, requester) => {
+    await withRedis(async (redis, start, requester, cluster) => {
       const b = await start();
-      const dir = await Deno.makeTempDir({ prefix: "switchboard_instance_a_" });
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--config",
-          CONFIG_PATH,
-          SERVER_PATH,
-          "--host",
-          HOST,
-          "--udp-port",
-          "0",
-          "--tcp-port",
-          "0",
-          "--data-dir",
-          `${dir}/data`,
-          "--log-dir",
-          `${dir}/logs`,
-          "--rate-limit",
-          "0",
-          "--session-rate-limit",
-          "0",
-          "--register-rate",
-          "0",
-          "--store",
-          redis.url,
-        ],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      try {
-        const port = await withTimeout(readUdpPort(child.stdout), 20_000, "instance A to start");
+      const a = await cluster.spawn([
+        "--rate-limit",
+        "0",
+        "--session-rate-limit",
+        "0",
+        "--register-rate",
+        "0",
+      ]);
+      {
+        const port = a.udpPort;
         const many = Array.from({ length: 16 }, () => requester({ udpPort: port }));
         // Kill A while registrations are in flight.
         const acknowledged: string[] = [];
         let alive = true;
         const storm = registerMany(many, "k", 20_000, 1000, () => alive, acknowledged);
         await waitFor(() => acknowledged.length >= 1000, "1,000 acknowledgements", 20_000);
-        child.kill("SIGKILL");
+        await a.kill();
         alive = false;
         await storm;
         assert(acknowledged.length >= 1000, `${acknowledged.length} acknowledged`);
@@ -355,15 +298,6 @@ Deno.test({
         } finally {
           await store.close();
         }
-      } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already dead
-        }
-        await child.status;
-        child.stdin.close();
-        await Deno.remove(dir, { recursive: true });
       }
     });
   },
@@ -457,5 +391,52 @@ Deno.test({
       );
       assert(c.core.registry.get("kept") !== undefined, "kept is online on A: never expired");
     });
+  },
+});
+
+Deno.test({
+  name: "RedisStore.persist() never lets an expiry remove an identity seen on another instance " +
+    "since (check and delete in one script)",
+  ignore,
+  async fn() {
+    const redis = await TestRedis.start();
+    const a = await RedisStore.open(redis.url, { prefix: "race:" });
+    const b = await RedisStore.open(redis.url, { prefix: "race:" });
+    try {
+      const record = {
+        name: "Dora",
+        ip: HOST,
+        udpPort: 5000,
+        tcpPort: 5001,
+        registeredAt: "2026-01-01T00:00:00.000Z",
+        publicKey: "d".repeat(64),
+        keySha256: "",
+        registeredBy: "f".repeat(32),
+        lastSeenAt: "2026-01-01T00:00:00.000Z",
+      };
+      await a.persist({}, [{ op: "put", record }]);
+      // B sees Dora log in: her last-seen date moves on.
+      const seen = { ...record, lastSeenAt: "2026-03-01T00:00:00.000Z" };
+      await b.persist({}, [{ op: "put", record: seen }]);
+      // A's sweep, judging by the date it knew, expires her: refused, she stays.
+      const expiry = {
+        op: "delete",
+        name: "Dora",
+        publicKey: record.publicKey,
+        keySha256: record.keySha256,
+        lastSeenAt: record.lastSeenAt,
+      } as const;
+      const error = await a.persist({}, [expiry]).catch((e) => e);
+      assert(error instanceof StoreError && error.conflict, String(error));
+      assertMatch(error.message, /"Dora" was seen on another server instance meanwhile/);
+      assertEquals((await a.load()).get("dora")?.lastSeenAt, seen.lastSeenAt);
+      // With the date Redis holds, the same removal goes through.
+      await a.persist({}, [{ ...expiry, lastSeenAt: seen.lastSeenAt }]);
+      assertEquals((await b.load()).get("dora"), undefined);
+    } finally {
+      await a.close();
+      await b.close();
+      await redis.stop();
+    }
   },
 });

@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
+import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { Registry } from "../lib/server/registry.ts";
@@ -1785,6 +1786,113 @@ Deno.test("ServerCore.handle() serves downloads of stored files only", () => {
     { type: "download", to: TCP_ALICE, reqId: 4, user: "Alice", file: stored("data.csv", 42) },
   ]);
   assertEquals(events(out), [{ kind: "file_sent", user: "Alice", name: "data.csv", size: 42 }]);
+});
+
+Deno.test("ServerCore (shared store) redirects a download or delete of another instance's file, lists it, and serves another instance's session", () => {
+  const { core, token } = filesCore({
+    sharedPresence: true,
+    storedFiles: [["Alice", [stored("here.csv", 10)]]],
+  });
+  drain(core);
+  core.fileChanged("put", { user: "alice", file: stored("there.csv", 20), owner: "[::1]:4001" });
+  const request = (type: "download" | "delete", reqId: number, name: string, auth = token) => ({
+    type,
+    reqId,
+    client: ALICE_ID,
+    token: auth,
+    name,
+  } as const);
+  assertEquals(
+    as(ask(core, NOW, TCP_ALICE, request("download", 2, "THERE.csv")), "file_elsewhere"),
+    {
+      type: "file_elsewhere",
+      reqId: 2,
+      host: "::1",
+      tcpPort: 4001,
+    },
+  );
+  assertEquals(
+    as(ask(core, NOW, TCP_ALICE, request("delete", 3, "there.csv")), "file_elsewhere").tcpPort,
+    4001,
+  );
+  const list = as(
+    ask(core, NOW, TCP_ALICE, { type: "files", reqId: 4, client: ALICE_ID, token }),
+    "file_list",
+  );
+  assertEquals(list.files.map((f) => f.name), ["here.csv", "there.csv"]);
+  assertEquals(list.usedBytes, 30);
+  core.fileChanged("delete", { user: "Alice", file: stored("there.csv", 20), owner: "[::1]:4001" });
+  assertError(ask(core, NOW, TCP_ALICE, request("download", 5, "there.csv")), "file_not_found");
+
+  // Bob's session is on another instance: his token opens a download here (only its hash is known).
+  const bobToken = new Uint8Array(16).fill(0xbb);
+  const other = newCore({
+    sharedPresence: true,
+    storage: LIMITS,
+    storedFiles: [["Bob", [stored("b.csv", 5)]]],
+  });
+  const bobDownload = {
+    type: "download",
+    reqId: 6,
+    client: BOB_ID,
+    token: bobToken,
+    name: "b.csv",
+  } as const;
+  assertError(ask(other, NOW, TCP_ALICE, bobDownload), "not_logged_in");
+  other.presenceChanged(NOW, "join", {
+    name: "Bob",
+    ip: "10.0.0.2",
+    udpPort: 1,
+    tcpPort: 2,
+    since: NOW,
+    tokenHash: toHex(sha256(bobToken)),
+  });
+  const out = call(other, NOW, TCP_ALICE, { ...bobDownload, reqId: 7 });
+  assertEquals(outputsOf(out, "download").map((o) => [o.user, o.file.name]), [["Bob", "b.csv"]]);
+  // Nothing else: his token lists nothing here, and once he leaves it opens nothing.
+  assertError(
+    ask(other, NOW, TCP_ALICE, { type: "files", reqId: 8, client: BOB_ID, token: bobToken }),
+    "not_logged_in",
+  );
+  other.presenceChanged(NOW, "leave", {
+    name: "Bob",
+    ip: "10.0.0.2",
+    udpPort: 1,
+    tcpPort: 2,
+    since: NOW,
+  });
+  assertError(ask(other, NOW, TCP_ALICE, { ...bobDownload, reqId: 9 }), "not_logged_in");
+});
+
+Deno.test("ServerCore.registryChanged() removes the files here of an identity removed on another instance", () => {
+  const { core } = filesCore({
+    sharedPresence: true,
+    storedFiles: [["Old", [stored("kept.csv", 10)]]],
+  });
+  const record = {
+    name: "Old",
+    ip: "10.0.0.9",
+    udpPort: 1,
+    tcpPort: 2,
+    registeredAt: new Date(NOW).toISOString(),
+    publicKey: "0".repeat(64),
+    keySha256: "",
+    registeredBy: "f".repeat(32),
+  };
+  core.registryChanged([{ op: "put", record }]);
+  drain(core);
+  const keys = { publicKey: record.publicKey, keySha256: record.keySha256 };
+  core.registryChanged([{ op: "delete", name: "Old", ...keys }]);
+  const out = drain(core);
+  assertEquals(outputsOf(out, "delete_user_files"), [{ type: "delete_user_files", user: "Old" }]);
+  assertEquals(outputsOf(out, "file_store").map((o) => [o.op, o.file.name]), [[
+    "delete",
+    "kept.csv",
+  ]]);
+  // A name with nothing here costs nothing.
+  core.registryChanged([{ op: "put", record: { ...record, name: "Other" } }]);
+  core.registryChanged([{ op: "delete", name: "Other", ...keys }]);
+  assertEquals(drain(core), []);
 });
 
 Deno.test("ServerCore.handle() deletes a file once the driver has", async (t) => {

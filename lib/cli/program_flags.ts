@@ -38,6 +38,7 @@ export const SERVER_FLAGS: FlagSpec = {
     "tcp-frame-timeout",
     "metrics",
     "store",
+    "advertise",
   ],
   booleans: ["help", "version", "log-stderr"],
 };

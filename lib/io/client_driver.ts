@@ -6,9 +6,10 @@
  * Every message to the server goes through the sans-I/O `ServerGuard` (UDP)
  * or a `ServerChannel` per TCP connection (protocol version 3).
  *
- * Over 700 lines: the secure channel's wiring (pins, TCP handshakes) came on
- * top of a file already near the limit; the TCP path (connect, handshake,
- * uploads, downloads) is the part to move into its own file next.
+ * Over 700 lines: the secure channel's wiring (pins) came on top of a file
+ * already near the limit. A TCP connection (connect, handshake, sealed
+ * frames) is `server_connection.ts`; what runs over it (uploads, downloads,
+ * following `file_elsewhere` to another instance) is the part to move next.
  *
  * @module
  */
@@ -31,19 +32,19 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
-import { FramedConnection } from "./framed_connection.ts";
+import { ServerConnection } from "./server_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
-import { ERROR_CODES } from "../wire/error_code.ts";
 import {
   isPeerMessage,
   MAX_CHUNK_BYTES,
   MAX_DATAGRAM_BYTES,
   type Message,
+  type MessageOf,
 } from "../wire/messages.ts";
+import { ERROR_CODES } from "../wire/error_code.ts";
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ServerGuard } from "../client/server_guard.ts";
-import type { ServerChannel } from "../client/server_channel.ts";
 import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
 import { loadClientKey } from "./client_key_file.ts";
 import { fromHex } from "../hex.ts";
@@ -100,9 +101,6 @@ export interface ClientConfig {
   failover?: readonly { host: string; port: number }[];
 }
 
-/** How long a TCP connection may take to finish its handshake, ms. */
-const TCP_HANDSHAKE_MS = 10_000;
-
 /** How far a file transfer has come. */
 export interface TransferProgress {
   /** `hash`, `upload` or `download`. */
@@ -137,13 +135,17 @@ export class ClientDriver {
   #udp: UdpSocket;
   #serverAddress: string;
   #failover: ServerFailover;
-  #tcp: FramedConnection | undefined;
-  #tcpChannel: ServerChannel | undefined;
-  #tcpReady: PromiseWithResolvers<void> | undefined;
+  /** The TCP connection to the instance in use. */
+  #tcp: ServerConnection | undefined;
+  /** Connections to instances a `file_elsewhere` named. */
+  #elsewhere = new Set<ServerConnection>();
+  /** Downloads and deletes sent over TCP and not yet answered, to send again elsewhere. */
+  #redirectable = new Map<number, Uint8Array>();
+  /** Request ids being answered by another instance. */
+  #following = new Set<number>();
   #guard: ServerGuard;
   /** The server's second UDP port, once `reflect` went there (it answers in clear). */
   #reflectPort: number | undefined;
-  #tcpLoop: Promise<void> = Promise.resolve();
   #udpLoop: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
@@ -469,9 +471,10 @@ export class ClientDriver {
     await this.#download?.finish("the client closed");
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#udp.close();
-    this.#tcp?.close();
+    const tcps = [...this.#elsewhere, ...this.#tcp === undefined ? [] : [this.#tcp]];
+    for (const tcp of tcps) tcp.close();
     await this.#udpLoop;
-    await this.#tcpLoop;
+    await Promise.all(tcps.map((tcp) => tcp.ended));
     log.info("Client {pid} stopped", { pid: Deno.pid });
   }
 
@@ -733,6 +736,8 @@ export class ClientDriver {
           message: refusal,
         });
       }
+      // Its TCP port may differ: asked again, so that TCP work follows to it.
+      if (to !== from) this.#core.run(now, { kind: "hello" });
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
@@ -744,6 +749,10 @@ export class ClientDriver {
     }
     const upload = message.type === "upload" ? this.#pendingUpload : undefined;
     this.#pendingUpload = undefined;
+    // A download or delete may be answered `file_elsewhere`: kept to send again there.
+    if (message.type === "download" || message.type === "delete") {
+      this.#redirectable.set(reqId, bytes);
+    }
     const work = this.#tcpChain.then(async () => {
       await this.#sendTcp(bytes);
       if (upload !== undefined) await this.#streamUpload(reqId, upload);
@@ -751,61 +760,153 @@ export class ClientDriver {
     this.#tcpChain = work.catch(() => {});
     work.catch((error) => {
       this.#tcp?.close();
-      this.#tcp = undefined;
       this.#core.tcpFailed(
-        `cannot reach the server over TCP at ${
-          hostPort(this.#config.serverHost, this.#core.serverTcpPort ?? 0)
-        }: ${(error as Error).message}`,
+        `cannot reach the server over TCP at ${this.#tcpTarget()}: ${(error as Error).message}`,
       );
       this.#drain();
     });
   }
 
-  async #sendTcp(bytes: Uint8Array): Promise<void> {
-    if (this.#tcp === undefined) {
-      const conn = await Deno.connect({
-        hostname: this.#serverAddress,
-        port: this.#core.serverTcpPort!,
-        transport: "tcp",
-      });
-      if (this.#closed) {
-        conn.close();
-        return;
-      }
-      const framed = new FramedConnection(conn);
-      let channel: ServerChannel;
-      try {
-        channel = this.#guard.tcpChannel();
-      } catch (error) {
-        framed.close();
-        throw error;
-      }
-      this.#tcp = framed;
-      this.#tcpChannel = channel;
-      const ready = Promise.withResolvers<void>();
-      this.#tcpReady = ready;
-      this.#tcpLoop = this.#receiveTcp(framed, channel);
-      await framed.write(channel.initiate(systemClock.now()));
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error("the server did not finish the encrypted handshake")),
-          TCP_HANDSHAKE_MS,
-        );
-      });
-      try {
-        await Promise.race([ready.promise, late]);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-    await this.#writeTcp(bytes);
+  /** The TCP address of the instance in use (it follows a UDP failover). */
+  #tcpTarget(): string {
+    return hostPort(this.#failover.current.address, this.#core.serverTcpPort ?? 0);
   }
 
-  /** Seals a message for the TCP connection and writes it. */
-  async #writeTcp(bytes: Uint8Array): Promise<void> {
-    for (const sealed of this.#tcpChannel!.send(bytes, systemClock.now())) {
-      await this.#tcp!.write(sealed);
+  /**
+   * Writes a message on the connection to the instance in use, opening it
+   * first; one to an instance the client moved away from is closed.
+   */
+  async #sendTcp(bytes: Uint8Array): Promise<void> {
+    if (this.#tcp !== undefined && this.#tcp.target !== this.#tcpTarget()) {
+      // The client moved to another instance (UDP failover): TCP follows.
+      const old = this.#tcp;
+      this.#tcp = undefined;
+      old.close();
+      await old.ended;
+    }
+    if (this.#tcp === undefined) {
+      const channel = this.#guard.tcpChannel();
+      let tcp: ServerConnection | undefined = undefined;
+      tcp = await ServerConnection.open(
+        this.#failover.current.address,
+        this.#core.serverTcpPort!,
+        channel,
+        {
+          message: (message: Message) => this.#fromTcp(message),
+          closed: () => this.#tcpClosed(tcp),
+        },
+      );
+      if (this.#closed) {
+        tcp.close();
+        return;
+      }
+      this.#tcp = tcp;
+    }
+    await this.#tcp.send(bytes);
+  }
+
+  /** A message over TCP, from the instance in use or one a `file_elsewhere` named. */
+  async #fromTcp(message: Message): Promise<void> {
+    if (message.type === "file_chunk" || message.type === "download_ok") {
+      if (message.reqId === this.#download?.reqId) await this.#download.frame(message);
+      if (message.type === "file_chunk") return;
+    }
+    if ("reqId" in message) {
+      const bytes = this.#redirectable.get(message.reqId);
+      this.#redirectable.delete(message.reqId);
+      // Followed once: a second `file_elsewhere` reaches the core, which fails the command.
+      if (message.type === "file_elsewhere" && bytes !== undefined) {
+        return this.#follow(message, bytes);
+      }
+    }
+    this.#core.handle(systemClock.now(), message);
+    this.#drain();
+  }
+
+  /**
+   * Sends a download or delete again to the instance whose disk holds the
+   * file, on a connection of its own (same server key, same session token),
+   * closed once the answer (and a download's data) is in.
+   */
+  async #follow(elsewhere: MessageOf<"file_elsewhere">, bytes: Uint8Array): Promise<void> {
+    const { reqId, host, tcpPort } = elsewhere;
+    log.info("Server file request {reqId} goes to {target}, whose disk holds the file", {
+      reqId,
+      target: hostPort(host, tcpPort),
+    });
+    let done = false;
+    let conn: ServerConnection | undefined = undefined;
+    this.#following.add(reqId);
+    try {
+      conn = await ServerConnection.open(host, tcpPort, this.#guard.tcpChannel(), {
+        message: async (message: Message) => {
+          await this.#fromTcp(message);
+          if (!("reqId" in message) || message.reqId !== reqId || message.type === "file_chunk") {
+            return;
+          }
+          done = true;
+          const close = () => {
+            this.#following.delete(reqId);
+            conn?.close();
+          };
+          // A download's data follows its `download_ok` on this connection.
+          const download = message.type === "download_ok" ? this.#download : undefined;
+          if (download?.reqId === reqId) download.result.finally(close);
+          else close();
+        },
+        closed: async () => {
+          this.#following.delete(reqId);
+          const download = this.#download;
+          if (download?.reqId === reqId) {
+            // Closed before all the data came (a finished download ignores this).
+            await download.finish(`the connection to ${hostPort(host, tcpPort)} closed`);
+          }
+          if (done) return;
+          this.#core.handle(systemClock.now(), {
+            type: "error",
+            reqId,
+            code: ERROR_CODES.file_not_found,
+            message: `The server at ${
+              hostPort(host, tcpPort)
+            } that holds the file closed the connection`,
+          });
+          this.#drain();
+        },
+      });
+      const open = conn;
+      this.#elsewhere.add(open);
+      open.ended.finally(() => this.#elsewhere.delete(open));
+      await open.send(bytes);
+    } catch (error) {
+      this.#following.delete(reqId);
+      const download = this.#download;
+      if (download?.reqId === reqId) {
+        await download.finish("the server that holds the file cannot be reached");
+      }
+      this.#core.handle(systemClock.now(), {
+        type: "error",
+        reqId,
+        code: ERROR_CODES.file_not_found,
+        message: `Cannot reach the server at ${hostPort(host, tcpPort)} that holds the file: ${
+          (error as Error).message
+        }`,
+      });
+      this.#drain();
+    }
+  }
+
+  /** The connection to an instance ended: what was under way on it fails. */
+  async #tcpClosed(tcp: ServerConnection | undefined): Promise<void> {
+    // One the client moved away from (`#sendTcp`) had nothing under way.
+    if (this.#tcp !== tcp) return;
+    this.#tcp = undefined;
+    this.#redirectable.clear();
+    if (this.#download !== undefined && !this.#following.has(this.#download.reqId)) {
+      await this.#download.finish("the TCP connection to the server closed");
+    }
+    if (!this.#closed) {
+      this.#core.tcpFailed("the server closed the TCP connection");
+      this.#drain();
     }
   }
 
@@ -822,7 +923,7 @@ export class ClientDriver {
           buffer.subarray(0, Math.min(MAX_CHUNK_BYTES, upload.size - sent)),
         );
         if (n === null) throw new Error(`${upload.path} became shorter while it was sent`);
-        await this.#writeTcp(
+        await this.#tcp!.send(
           encodeMessage({ type: "file_chunk", reqId, data: buffer.subarray(0, n) }),
         );
         sent += n;
@@ -835,45 +936,6 @@ export class ClientDriver {
       }
     } finally {
       file.close();
-    }
-  }
-
-  async #receiveTcp(framed: FramedConnection, channel: ServerChannel): Promise<void> {
-    try {
-      for await (const frame of framed.frames()) {
-        const input = channel.receive(frame, systemClock.now());
-        if (input.kind === "established") {
-          for (const sealed of input.send) await framed.write(sealed);
-          this.#tcpReady?.resolve();
-          continue;
-        }
-        if (input.kind === "dropped") {
-          log.debug("Dropped a frame from the server: {reason}", { reason: input.reason });
-          continue;
-        }
-        if (input.plaintext.length === 0) continue;
-        const message = decodeMessage(input.plaintext);
-        if (message.type === "file_chunk" || message.type === "download_ok") {
-          if (message.reqId === this.#download?.reqId) await this.#download.frame(message);
-          if (message.type === "file_chunk") continue;
-        }
-        this.#core.handle(systemClock.now(), message);
-        this.#drain();
-      }
-    } catch (error) {
-      log.warn("TCP connection to the server failed: {error}", { error });
-    }
-    framed.close();
-    this.#tcpReady?.reject(new Error("the server closed the TCP connection"));
-    this.#tcpReady?.promise.catch(() => {});
-    if (this.#tcp === framed) {
-      this.#tcp = undefined;
-      this.#tcpChannel = undefined;
-    }
-    await this.#download?.finish("the TCP connection to the server closed");
-    if (!this.#closed) {
-      this.#core.tcpFailed("the server closed the TCP connection");
-      this.#drain();
     }
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Registry, RegistryJson, RegistryRecord } from "../server/registry.ts";
-import type { PresenceRecord, Store } from "../server/store.ts";
+import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
 import { RegistryFile, type RegistryFileOptions } from "./registry_file.ts";
 
 /**
@@ -81,6 +81,21 @@ export class FileStore implements Store {
 
   /** @returns no other instance's sessions */
   presenceRecords(): Promise<PresenceRecord[]> {
+    return Promise.resolve([]);
+  }
+
+  /** Nothing to record: the files are listed from this instance's disk. */
+  file(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Nothing to record: the files are listed from this instance's disk. */
+  ownFiles(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** @returns no other instance's files */
+  fileRecords(): Promise<SharedFileRecord[]> {
     return Promise.resolve([]);
   }
 

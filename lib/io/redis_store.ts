@@ -5,7 +5,9 @@
  *   = the record as JSON). A batch of changes is applied by one Lua script,
  *   atomically: a create succeeds only if the name is free or already holds
  *   this very record (a retried write), a delete only removes the record with
- *   the key it names. A lost race is a {@linkcode StoreError} with
+ *   the key it names and, if it names one, the last-seen date it names (so an
+ *   expiry on one instance never removes an identity that has just logged in
+ *   on another: check and delete are one script). A lost race is a {@linkcode StoreError} with
  *   `conflict`, and the core undoes the change and answers with an error.
  * - The same script publishes the batch on `<prefix>registry:news`; every
  *   other instance applies it to its replica. Pub/sub loses what is
@@ -29,11 +31,13 @@ import {
 } from "../server/registry.ts";
 import {
   type PresenceRecord,
+  type SharedFileRecord,
   type Store,
   StoreError,
   type StoreListener,
 } from "../server/store.ts";
 import { nameKey } from "../wire/client_name.ts";
+import { fileNameKey } from "../wire/file_name.ts";
 
 /** How long a command may take before it counts as failed, ms. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2000;
@@ -60,6 +64,10 @@ for _, c in ipairs(changes) do
     end
     now[c.key] = c.record
   elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
+    -- Seen since the deleting instance looked (a login elsewhere): kept.
+    if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
+      return {'seen', c.name}
+    end
     now[c.key] = false
   end
 end
@@ -109,6 +117,15 @@ for _, key in ipairs(expired) do
   end
 end
 return #expired
+`;
+
+// KEYS: files (hash), news channel. ARGV: op, field, record JSON. The
+// record and its news go together, so every instance sees what the hash holds.
+const FILE_SCRIPT = `
+if ARGV[1] == 'put' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else redis.call('HDEL', KEYS[1], ARGV[2]) end
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+return 0
 `;
 
 /** Leases one sweep ends at most (the next sweep takes the rest). */
@@ -240,6 +257,9 @@ export class RedisStore implements Store {
     if (result[0] === "conflict") {
       throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
     }
+    if (result[0] === "seen") {
+      throw new StoreError(`"${result[1]}" was seen on another server instance meanwhile`, true);
+    }
   }
 
   /**
@@ -274,6 +294,15 @@ export class RedisStore implements Store {
         if (origin === this.#origin || (op !== "join" && op !== "leave")) return;
         const record = parsePresence(message.slice(origin.length + op.length + 2));
         if (record !== undefined) listener.presence(op, record);
+      }),
+      "Cannot subscribe to Redis",
+    );
+    await withDeadline(
+      subscriber.subscribe(this.#key("files:news"), (message: string) => {
+        const space = message.indexOf(" ");
+        const op = message.slice(0, space);
+        const record = parseFile(message.slice(space + 1));
+        if ((op === "put" || op === "delete") && record !== undefined) listener.file(op, record);
       }),
       "Cannot subscribe to Redis",
     );
@@ -318,7 +347,7 @@ export class RedisStore implements Store {
     record: PresenceRecord,
     deadline: number,
   ): Promise<void> {
-    const { name, ip, udpPort, tcpPort, since } = record;
+    const { name, ip, udpPort, tcpPort, since, tokenHash } = record;
     await this.#script("presence", PRESENCE_SCRIPT, {
       keys: this.#presenceKeys(),
       arguments: [
@@ -326,7 +355,7 @@ export class RedisStore implements Store {
         nameKey(name),
         this.#origin,
         String(Math.round(deadline)),
-        JSON.stringify({ name, ip, udpPort, tcpPort, since }),
+        JSON.stringify({ name, ip, udpPort, tcpPort, since, tokenHash }),
       ],
     }, "publish a session");
   }
@@ -354,6 +383,52 @@ export class RedisStore implements Store {
       if (record !== undefined) records.push(record);
     }
     return records;
+  }
+
+  /**
+   * Records a file stored or deleted on this instance and publishes it (one
+   * Lua script: the hash field and the news together).
+   *
+   * @param op `put` or `delete`
+   * @param record the file, with its owner
+   */
+  async file(op: "put" | "delete", record: SharedFileRecord): Promise<void> {
+    await this.#script("file", FILE_SCRIPT, {
+      keys: [this.#key("files"), this.#key("files:news")],
+      arguments: [op, fileField(record), JSON.stringify(record)],
+    }, "record a file");
+  }
+
+  /**
+   * Replaces what the hash says is on `owner`'s disk with `records` (at the
+   * instance's start: what it lost or gained while down).
+   *
+   * @param owner the instance's TCP address
+   * @param records every file on its disk
+   */
+  async ownFiles(owner: string, records: readonly SharedFileRecord[]): Promise<void> {
+    const all = await this.#run((c) => c.hGetAll(this.#key("files")), "read the files");
+    const keep = new Set(records.map(fileField));
+    const gone = Object.keys(all).filter((field) =>
+      parseFile(all[field])?.owner === owner && !keep.has(field)
+    );
+    for (const field of gone) {
+      await this.file("delete", parseFile(all[field])!);
+    }
+    for (const record of records) {
+      if (all[fileField(record)] !== JSON.stringify(record)) await this.file("put", record);
+    }
+  }
+
+  /**
+   * @param owner this instance's TCP address
+   * @returns the files on the other instances' disks
+   */
+  async fileRecords(owner: string): Promise<SharedFileRecord[]> {
+    const all = await this.#run((c) => c.hGetAll(this.#key("files")), "read the files");
+    return (Object.values(all) as string[]).map(parseFile).filter((r): r is SharedFileRecord =>
+      r !== undefined && r.owner !== owner
+    );
   }
 
   #presenceKeys(): string[] {
@@ -447,7 +522,14 @@ async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
 
 type WireChange =
   | { op: "put"; key: string; record: Entry }
-  | { op: "delete"; key: string; name: string; public_key: string; key_sha256: string };
+  | {
+    op: "delete";
+    key: string;
+    name: string;
+    public_key: string;
+    key_sha256: string;
+    last_seen?: string;
+  };
 
 function toWire(change: RegistryChange): WireChange {
   if (change.op === "delete") {
@@ -457,6 +539,7 @@ function toWire(change: RegistryChange): WireChange {
       name: change.name,
       public_key: change.publicKey,
       key_sha256: change.keySha256,
+      ...(change.lastSeenAt === undefined ? {} : { last_seen: change.lastSeenAt }),
     };
   }
   const r = change.record;
@@ -497,6 +580,7 @@ function parseChanges(text: string): RegistryChange[] | undefined {
           name: c.name,
           publicKey: c.public_key ?? "",
           keySha256: c.key_sha256,
+          ...(c.last_seen === undefined ? {} : { lastSeenAt: c.last_seen }),
         });
       } else {
         const entry = parseEntry(c.record);
@@ -516,8 +600,34 @@ function parsePresence(text: string): PresenceRecord | undefined {
     const r = JSON.parse(text);
     const ok = typeof r?.name === "string" && typeof r.ip === "string" &&
       Number.isInteger(r.udpPort) && Number.isInteger(r.tcpPort) && typeof r.since === "number";
+    if (!ok) return undefined;
+    const { name, ip, udpPort, tcpPort, since } = r;
+    return typeof r.tokenHash === "string"
+      ? { name, ip, udpPort, tcpPort, since, tokenHash: r.tokenHash }
+      : { name, ip, udpPort, tcpPort, since };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A file's field in the hash: its owner, user and name (one user may keep a name on two instances). */
+function fileField(record: SharedFileRecord): string {
+  return JSON.stringify([record.owner, nameKey(record.user), fileNameKey(record.file.name)]);
+}
+
+function parseFile(text: unknown): SharedFileRecord | undefined {
+  try {
+    const r = typeof text === "string" ? JSON.parse(text) : undefined;
+    const f = r?.file;
+    const ok = typeof r?.user === "string" && typeof r.owner === "string" &&
+      typeof f?.name === "string" && Number.isSafeInteger(f.size) && typeof f.sha256 === "string" &&
+      typeof f.uploadedAt === "string";
     return ok
-      ? { name: r.name, ip: r.ip, udpPort: r.udpPort, tcpPort: r.tcpPort, since: r.since }
+      ? {
+        user: r.user,
+        owner: r.owner,
+        file: { name: f.name, size: f.size, sha256: f.sha256, uploadedAt: f.uploadedAt },
+      }
       : undefined;
   } catch {
     return undefined;

@@ -25,6 +25,12 @@ export interface ServerConfig {
   dataDir: string;
   /** Where the registry is kept: the data directory (default) or `redis://HOST:PORT[/DB]`. */
   store?: string;
+  /**
+   * The host clients reach this instance's TCP port at, which a shared store
+   * records with the files on its disk (default: `host`, or the machine's
+   * host name when `host` is a wildcard).
+   */
+  advertise?: string;
   /** The version reported to clients. */
   version: string;
   /** Called for every event after it is logged (the console uses it). */

@@ -25,6 +25,7 @@ import { serverEventText } from "../server/server_event_text.ts";
 import { DEFAULT_REGISTER_RATE } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
 import { FramedConnection } from "./framed_connection.ts";
+import { hostPort } from "../host_port.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import {
   decodeMessage,
@@ -138,6 +139,7 @@ export class ServerDriver {
     registryStore: Store,
     udp2: UdpSocket | undefined,
     identity: ServerIdentity,
+    storedFiles: [string, StoredFile[]][],
   ) {
     this.#lock = lock;
     this.#udp2 = udp2;
@@ -147,6 +149,8 @@ export class ServerDriver {
       core,
       drain: () => this.#drain(),
       stored: (seconds, ok) => this.#config.observer?.stored(seconds, ok),
+      owner: hostPort(advertisedHost(config), (listener.addr as Deno.NetAddr).port),
+      files: storedFiles,
     });
     this.fingerprint = identity.fingerprint;
     this.publicKey = identity.keyPair.publicKey;
@@ -290,6 +294,7 @@ export class ServerDriver {
       registryStore,
       udp2,
       identity,
+      storedFiles,
     );
     try {
       await server.#writer.listen();
@@ -754,6 +759,9 @@ export class ServerDriver {
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);
           break;
+        case "file_store":
+          this.#writer.file(out.op, out.user, out.file);
+          break;
         case "event":
           this.#event(out.event);
           break;
@@ -876,6 +884,17 @@ function routeOf(endpoint: Endpoint): string {
   return endpoint.transport === "udp"
     ? `udp ${endpoint.address} ${endpoint.port}`
     : `tcp ${endpoint.connId}`;
+}
+
+/**
+ * The host other instances' clients reach this one at, for the files on
+ * its disk: `advertise`, else the bound host, else (a wildcard) the
+ * machine's host name.
+ */
+function advertisedHost(config: ServerConfig): string {
+  if (config.advertise !== undefined && config.advertise !== "") return config.advertise;
+  const wildcard = ["", "0.0.0.0", "::", "[::]"].includes(config.host);
+  return wildcard ? Deno.hostname() : config.host;
 }
 
 function bind<T>(transport: "udp" | "tcp", host: string, port: number, open: () => T): T {

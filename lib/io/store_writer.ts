@@ -10,7 +10,8 @@
 import { getLogger } from "@logtape/logtape";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { PresenceRecord, Store } from "../server/store.ts";
+import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
 
 const log = getLogger(["switchboard", "server"]);
@@ -34,6 +35,10 @@ export interface StoreWriterHost {
   drain(): void;
   /** Told how long each write took and whether it worked (metrics). */
   stored?(seconds: number, ok: boolean): void;
+  /** This instance's TCP address (`host:port`), which owns the files on its disk (shared store). */
+  owner?: string;
+  /** The files on this instance's disk at start, by user (shared store). */
+  files?: readonly (readonly [string, readonly StoredFile[]])[];
 }
 
 /**
@@ -94,12 +99,21 @@ export class StoreWriter {
       login: (source, name, ok) => {
         if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), source, name, ok);
       },
+      file: (op, record) => {
+        if (!this.#closed && record.owner !== this.#owner) this.#host.core.fileChanged(op, record);
+      },
       resync: () => {
         this.#wantResync();
         this.#resyncPresence();
+        this.#resyncFiles();
       },
     });
+    const own = (this.#host.files ?? []).flatMap(([user, files]) =>
+      files.map((file) => ({ user, file, owner: this.#owner }))
+    );
+    await this.#store.ownFiles(this.#owner, own);
     await this.#resyncPresence();
+    await this.#resyncFiles();
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_EVERY_MS);
   }
 
@@ -138,6 +152,45 @@ export class StoreWriter {
     );
     this.#presence.add(written);
     written.finally(() => this.#presence.delete(written));
+  }
+
+  /**
+   * Records a file stored or deleted on this instance's disk; a failure is
+   * logged (the instance's next start records its disk again).
+   *
+   * @param op `put` or `delete`
+   * @param user the owning user
+   * @param file the file
+   */
+  file(op: "put" | "delete", user: string, file: StoredFile): void {
+    const record: SharedFileRecord = { user, file, owner: this.#owner };
+    this.#track(this.#store.file(op, record), `record the file "${file.name}" of ${user}`);
+  }
+
+  #track(written: Promise<void>, what: string): void {
+    const tracked = written.catch((error) =>
+      log.warn("Cannot {what}: {error}", {
+        what,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(tracked);
+    tracked.finally(() => this.#presence.delete(tracked));
+  }
+
+  get #owner(): string {
+    return this.#host.owner ?? "";
+  }
+
+  async #resyncFiles(): Promise<void> {
+    try {
+      const records = await this.#store.fileRecords(this.#owner);
+      if (!this.#closed) this.#host.core.filesSynced(records);
+    } catch (error) {
+      log.warn("Cannot read the other instances' files: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 
   async #sweep(): Promise<void> {

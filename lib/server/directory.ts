@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../hex.ts";
 import { hostPort } from "../host_port.ts";
 import type { Random } from "../random.ts";
@@ -399,10 +400,12 @@ export class Directory {
     if (op === "renew" && now - (this.#sharedAt.get(session) ?? -Infinity) < RENEW_EVERY_MS) return;
     this.#sharedAt.set(session, now);
     const { name, ip, udpPort, tcpPort, since } = session;
+    // The token's hash lets the instance holding a file serve a redirected download.
+    const tokenHash = toHex(sha256(session.token));
     this.#host.output({
       type: "presence_store",
       op,
-      record: { name, ip, udpPort, tcpPort, since },
+      record: { name, ip, udpPort, tcpPort, since, tokenHash },
       deadline: now + this.#sessions.leaseMs,
     });
   }

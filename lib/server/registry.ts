@@ -45,7 +45,9 @@ export interface RegistryRecord {
 /**
  * One change to the registry, as a store applies it: a record created (only
  * if its name is free, or holds this very record), or a record removed (only
- * if its name still holds the record with these keys).
+ * if its name still holds the record with these keys, last seen when this
+ * instance saw it: an expiry never removes an identity another instance has
+ * just seen log in).
  */
 export type RegistryChange =
   | { readonly op: "put"; readonly record: RegistryRecord }
@@ -54,6 +56,8 @@ export type RegistryChange =
     readonly name: string;
     readonly publicKey: string;
     readonly keySha256: string;
+    /** The removed record's `lastSeenAt`, if it had one. */
+    readonly lastSeenAt?: string;
   };
 
 /** The JSON shape of `registrations.json`: seed-compatible, plus a few fields. */
@@ -152,6 +156,7 @@ export class Registry {
       name: record.name,
       publicKey: record.publicKey,
       keySha256: record.keySha256,
+      ...(record.lastSeenAt === undefined ? {} : { lastSeenAt: record.lastSeenAt }),
     });
     return record;
   }

@@ -48,7 +48,8 @@ import { Reflector } from "./reflector.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
-import type { PresenceRecord } from "./store.ts";
+import type { PresenceRecord, SharedFileRecord } from "./store.ts";
+import { RemoteTokens } from "./remote_tokens.ts";
 import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
 
 export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -200,6 +201,8 @@ export class ServerCore {
   /** True when state is shared with other instances (`sharedPresence`). */
   #shared: boolean;
   #storage: ServerStorage;
+  /** The token hash of each of the other instances' sessions, by name key (shared presence). */
+  #remoteTokens = new RemoteTokens();
   #outputs: ServerOutput[] = [];
   #stats: ServerStats = {
     requests: 0,
@@ -256,7 +259,11 @@ export class ServerCore {
           request.reqId,
           errorReply(request.reqId, code, reason),
         ),
-    }, { limits: options.storage ?? DEFAULT_STORAGE_LIMITS, stored: options.storedFiles });
+    }, {
+      limits: options.storage ?? DEFAULT_STORAGE_LIMITS,
+      stored: options.storedFiles,
+      shared: options.sharedPresence,
+    });
     this.#accounts = new Accounts({
       ...host,
       hold: (to, request, fingerprint, change) => this.#hold(to, request, fingerprint, change),
@@ -467,12 +474,18 @@ export class ServerCore {
   }
 
   /**
-   * Applies registry changes another instance made durable in the shared store.
+   * Applies registry changes another instance made durable in the shared
+   * store; an identity removed there loses its files here too.
    *
    * @param changes the changes, oldest first
    */
   registryChanged(changes: readonly RegistryChange[]): void {
     this.#registry.apply(changes);
+    // An identity removed elsewhere takes its files on this instance's disk with it.
+    for (const change of changes) {
+      const gone = change.op === "delete" && this.#registry.get(change.name) === undefined;
+      if (gone && this.#storage.holds(change.name)) this.#storage.removeUser(change.name);
+    }
   }
 
   /**
@@ -497,6 +510,8 @@ export class ServerCore {
    */
   presenceChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
     this.#directory.remoteChanged(now, op, record);
+    this.#remoteTokens.forget(record.name);
+    if (op === "join") this.#remoteTokens.learn(record);
   }
 
   /**
@@ -507,6 +522,27 @@ export class ServerCore {
    */
   presenceSynced(now: number, records: readonly PresenceRecord[]): void {
     this.#directory.remoteSynced(now, records);
+    this.#remoteTokens = new RemoteTokens();
+    for (const record of records) this.#remoteTokens.learn(record);
+  }
+
+  /**
+   * Takes news of a file stored or deleted on another instance (shared store).
+   *
+   * @param op `put` or `delete`
+   * @param record the file and the instance whose disk holds it
+   */
+  fileChanged(op: "put" | "delete", record: SharedFileRecord): void {
+    this.#storage.remoteChanged(op, record);
+  }
+
+  /**
+   * Replaces what is known of the other instances' files (after a resubscribe).
+   *
+   * @param records every file on the other instances' disks
+   */
+  filesSynced(records: readonly SharedFileRecord[]): void {
+    this.#storage.remoteSynced(records);
   }
 
   /**
@@ -598,12 +634,18 @@ export class ServerCore {
    */
   admitFrame(now: number, from: Endpoint, message: Message): boolean {
     if (!isRequest(message)) return true;
-    const session = "token" in message && message.token instanceof Uint8Array
-      ? this.#directory.sessions.byToken(message.token)
+    const token = "token" in message && message.token instanceof Uint8Array
+      ? message.token
       : undefined;
-    if (session === undefined) return this.#admission.sessionlessRequest(now, from, message);
+    const session = token === undefined ? undefined : this.#directory.sessions.byToken(token);
+    // A download or delete sent on from the instance of the client's session (`file_elsewhere`).
+    const name = session?.name ??
+      (token !== undefined && (message.type === "download" || message.type === "delete")
+        ? this.#remoteUser(token)
+        : undefined);
+    if (name === undefined) return this.#admission.sessionlessRequest(now, from, message);
     // The connection has earned its slot: it counts against its user now.
-    this.#admission.authenticated(from.connId ?? 0, session.name);
+    this.#admission.authenticated(from.connId ?? 0, name);
     return true;
   }
 
@@ -705,18 +747,31 @@ export class ServerCore {
   }
 
   #storageRequest(from: Endpoint, request: MessageOf<"upload" | "download" | "delete" | "files">) {
-    const session = this.#directory.session(from, request);
-    if (session === undefined) return;
+    // A download or delete redirected here from the instance that holds the
+    // client's session (`file_elsewhere`) carries that session's token.
+    const remote = request.type === "download" || request.type === "delete"
+      ? this.#remoteUser(request.token)
+      : undefined;
+    const name = remote ?? this.#directory.session(from, request)?.name;
+    if (name === undefined) return;
     switch (request.type) {
       case "upload":
-        return this.#storage.upload(from, request, session.name);
+        return this.#storage.upload(from, request, name);
       case "download":
-        return this.#storage.download(from, request, session.name);
+        return this.#storage.download(from, request, name);
       case "delete":
-        return this.#storage.delete(from, request, session.name);
+        return this.#storage.delete(from, request, name);
       case "files":
-        return this.#storage.list(from, request, session.name);
+        return this.#storage.list(from, request, name);
     }
+  }
+
+  /** The name of another instance's session whose token this is, if it is one and none here is. */
+  #remoteUser(token: Uint8Array): string | undefined {
+    if (this.#remoteTokens.empty || this.#directory.sessions.byToken(token) !== undefined) {
+      return undefined;
+    }
+    return this.#remoteTokens.name(toHex(sha256(token)));
   }
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {

@@ -230,5 +230,12 @@ export type ServerOutput =
   | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
   /** Delete every file of a deregistered user. */
   | { readonly type: "delete_user_files"; readonly user: string }
+  /** Tell the other instances of a file stored or deleted here (shared store only). */
+  | {
+    readonly type: "file_store";
+    readonly op: "put" | "delete";
+    readonly user: string;
+    readonly file: StoredFile;
+  }
   /** Close a TCP connection once what was sent on it before is written. */
   | { readonly type: "close"; readonly connId: number };

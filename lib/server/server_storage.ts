@@ -9,10 +9,12 @@
  */
 import { fromHex, toHex } from "../hex.ts";
 import { nameKey } from "../wire/client_name.ts";
+import { fileNameKey } from "../wire/file_name.ts";
 import type { ErrorCodeName } from "../wire/error_code.ts";
 import { fileNameProblem } from "../wire/file_name.ts";
 import type { MessageOf, Reply, Request } from "../wire/messages.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
+import type { SharedFileRecord } from "./store.ts";
 import { type StorageLimits, type StoredFile, StoredFiles } from "./stored_files.ts";
 
 /** What storage needs of the core that holds it. */
@@ -66,22 +68,29 @@ interface Deletion {
 export class ServerStorage {
   #host: StorageHost;
   #files: StoredFiles;
+  /** Tell other instances of the files stored here (`file_store` outputs). */
+  #shared: boolean;
+  /** Files on the other instances' disks (shared store): by user key, then file name key. */
+  #remote = new Map<string, Map<string, SharedFileRecord>>();
   #uploads = new Map<string, Upload>();
   #deletions = new Map<number, Deletion>();
   #nextId = 1;
 
   /**
    * @param host the core's replies, events and outputs
-   * @param options the limits, and the files stored at start (user name and files)
+   * @param options the limits, the files stored at start (user name and
+   *   files), and whether other instances share the file index
    */
   constructor(
     host: StorageHost,
     options: {
       limits: StorageLimits;
       stored?: Iterable<readonly [string, readonly StoredFile[]]>;
+      shared?: boolean;
     },
   ) {
     this.#host = host;
+    this.#shared = options.shared ?? false;
     this.#files = new StoredFiles(options.limits);
     for (const [user, files] of options.stored ?? []) {
       for (const file of files) this.#files.add(user, file);
@@ -188,6 +197,7 @@ export class ServerStorage {
       return this.#host.refuse(upload.from, upload.request, code, result.reason);
     }
     this.#files.add(upload.user, result.file);
+    this.#share("put", upload.user, result.file);
     this.#host.emit({
       kind: "file_stored",
       user: upload.user,
@@ -214,14 +224,7 @@ export class ServerStorage {
       return this.#host.refuse(from, request, "needs_tcp", "Downloads go over TCP");
     }
     const file = this.#files.get(user, request.name);
-    if (file === undefined) {
-      return this.#host.refuse(
-        from,
-        request,
-        "file_not_found",
-        `You have no file "${request.name}"`,
-      );
-    }
+    if (file === undefined) return this.#elsewhere(from, request, user);
     this.#host.output({ type: "download", to: from, reqId: request.reqId, user, file });
     this.#host.emit({ kind: "file_sent", user, name: file.name, size: file.size });
   }
@@ -235,14 +238,7 @@ export class ServerStorage {
    */
   delete(from: Endpoint, request: MessageOf<"delete">, user: string): void {
     const file = this.#files.remove(user, request.name);
-    if (file === undefined) {
-      return this.#host.refuse(
-        from,
-        request,
-        "file_not_found",
-        `You have no file "${request.name}"`,
-      );
-    }
+    if (file === undefined) return this.#elsewhere(from, request, user);
     const id = this.#nextId++;
     this.#deletions.set(id, { from, request, user, file });
     this.#host.output({ type: "delete_file", id, user, name: file.name });
@@ -262,6 +258,7 @@ export class ServerStorage {
       this.#files.add(deletion.user, deletion.file);
       return this.#host.refuse(deletion.from, deletion.request, "not_saved", error);
     }
+    this.#share("delete", deletion.user, deletion.file);
     this.#host.emit({ kind: "file_deleted", user: deletion.user, name: deletion.file.name });
     this.#host.answer(deletion.from, deletion.request, {
       type: "delete_ok",
@@ -270,7 +267,8 @@ export class ServerStorage {
   }
 
   /**
-   * Answers `files` with the user's listing.
+   * Answers `files` with the user's listing: the files on this instance's
+   * disk, and (shared store) those on the others'.
    *
    * @param from where it came from
    * @param request the request
@@ -280,18 +278,39 @@ export class ServerStorage {
     if (from.transport !== "tcp") {
       return this.#host.refuse(from, request, "needs_tcp", "File listings go over TCP");
     }
+    const files = this.#files.list(user);
+    const here = new Set(files.map((f) => fileNameKey(f.name)));
+    let used = this.#files.usage(user);
+    for (const [key, record] of this.#remote.get(nameKey(user)) ?? []) {
+      if (here.has(key)) continue;
+      files.push(record.file);
+      used += record.file.size;
+    }
+    files.sort((a, b) => fileNameKey(a.name) < fileNameKey(b.name) ? -1 : 1);
     this.#host.answer(from, request, {
       type: "file_list",
       reqId: request.reqId,
-      usedBytes: this.#files.usage(user),
+      usedBytes: used,
       quotaBytes: this.#files.limits.quota,
-      files: this.#files.list(user).map((f) => ({
+      files: files.map((f) => ({
         name: f.name,
         size: f.size,
         sha256: fromHex(f.sha256),
         uploadedAt: Date.parse(f.uploadedAt),
       })),
     });
+  }
+
+  /**
+   * Tells whether a user has files on this instance's disk or uploads under way.
+   *
+   * @param user the user's name
+   * @returns true if so
+   */
+  holds(user: string): boolean {
+    const key = nameKey(user);
+    return this.#files.list(user).length > 0 ||
+      [...this.#uploads.values()].some((u) => nameKey(u.user) === key);
   }
 
   /**
@@ -314,7 +333,10 @@ export class ServerStorage {
       );
     }
     const files = this.#files.list(user);
-    for (const file of files) this.#host.emit({ kind: "file_deleted", user, name: file.name });
+    for (const file of files) {
+      this.#share("delete", user, file);
+      this.#host.emit({ kind: "file_deleted", user, name: file.name });
+    }
     this.#files.removeUser(user);
     this.#host.output({ type: "delete_user_files", user });
     return files.length;
@@ -333,6 +355,65 @@ export class ServerStorage {
     }
   }
 
+  /**
+   * Takes news of a file stored or deleted on another instance.
+   *
+   * @param op `put` or `delete`
+   * @param record the file and the instance that holds it
+   */
+  remoteChanged(op: "put" | "delete", record: SharedFileRecord): void {
+    const user = nameKey(record.user);
+    const key = fileNameKey(record.file.name);
+    const files = this.#remote.get(user);
+    if (op === "delete") {
+      if (files?.get(key)?.owner !== record.owner) return;
+      files.delete(key);
+      if (files.size === 0) this.#remote.delete(user);
+      return;
+    }
+    if (files === undefined) this.#remote.set(user, new Map([[key, record]]));
+    else files.set(key, record);
+  }
+
+  /**
+   * Replaces what is known of the other instances' files (after a resubscribe).
+   *
+   * @param records every file on the other instances' disks
+   */
+  remoteSynced(records: readonly SharedFileRecord[]): void {
+    this.#remote.clear();
+    for (const record of records) this.remoteChanged("put", record);
+  }
+
+  /**
+   * A `download` or `delete` of a file not on this instance's disk: on
+   * another instance's (shared store), the answer is `file_elsewhere` with
+   * that instance's TCP address, which the client asks instead; else
+   * `file_not_found`.
+   */
+  #elsewhere(from: Endpoint, request: MessageOf<"download" | "delete">, user: string): void {
+    const record = this.#remote.get(nameKey(user))?.get(fileNameKey(request.name));
+    const owner = record === undefined ? undefined : parseOwner(record.owner);
+    if (owner === undefined) {
+      return this.#host.refuse(
+        from,
+        request,
+        "file_not_found",
+        `You have no file "${request.name}"`,
+      );
+    }
+    this.#host.answer(from, request, {
+      type: "file_elsewhere",
+      reqId: request.reqId,
+      host: owner.host,
+      tcpPort: owner.port,
+    });
+  }
+
+  #share(op: "put" | "delete", user: string, file: StoredFile): void {
+    if (this.#shared) this.#host.output({ type: "file_store", op, user, file });
+  }
+
   #abort(key: string, upload: Upload): void {
     this.#uploads.delete(key);
     this.#files.reserve(upload.user, -upload.size, -1);
@@ -347,6 +428,16 @@ export class ServerStorage {
       sha256: upload.sha256,
     });
   }
+}
+
+/** `host:port` or `[v6]:port` as host and port, or undefined if it is not one. */
+function parseOwner(owner: string): { host: string; port: number } | undefined {
+  const colon = owner.lastIndexOf(":");
+  const port = Number(owner.slice(colon + 1));
+  const host = owner.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+  return colon > 0 && Number.isInteger(port) && port > 0 && port < 65536 && host !== ""
+    ? { host, port }
+    : undefined;
 }
 
 function uploadKey(from: Endpoint, reqId: number): string {

@@ -8,6 +8,7 @@
  * @module
  */
 import type { Registry, RegistryChange, RegistryJson, RegistryRecord } from "./registry.ts";
+import type { StoredFile } from "./stored_files.ts";
 
 /** A session as every instance sees it: who is online where, since when. */
 export interface PresenceRecord {
@@ -21,6 +22,21 @@ export interface PresenceRecord {
   readonly tcpPort: number;
   /** When its session opened, ms since the epoch. */
   readonly since: number;
+  /**
+   * The SHA-256 of its session token, lowercase hex: lets the instance that
+   * holds a file serve a download redirected from the session's instance.
+   */
+  readonly tokenHash?: string;
+}
+
+/** A stored file as every instance sees it: whose, which, and on which instance's disk. */
+export interface SharedFileRecord {
+  /** The owning user's name (display form). */
+  readonly user: string;
+  /** The file. */
+  readonly file: StoredFile;
+  /** The TCP address (`host:port`) of the instance whose disk holds it. */
+  readonly owner: string;
 }
 
 /** What a shared store tells an instance about the others' changes. */
@@ -31,6 +47,8 @@ export interface StoreListener {
   presence(op: "join" | "leave", record: PresenceRecord): void;
   /** A login from `source` (an address key) failed (`ok` false) or succeeded on another instance. */
   login(source: string, name: string, ok: boolean): void;
+  /** A file was stored (`put`) or deleted on another instance. */
+  file(op: "put" | "delete", record: SharedFileRecord): void;
   /** News may have been lost (the subscription was restored): read everything again. */
   resync(): void;
 }
@@ -69,6 +87,21 @@ export interface Store {
   sweep(now: number): Promise<void>;
   /** The sessions of the other instances, for a resync. */
   presenceRecords(): Promise<PresenceRecord[]>;
+  /**
+   * Records a file stored (`put`) or deleted on this instance's disk, and
+   * tells the other instances. Not awaited by replies: the file index is
+   * rebuilt from each instance's disk at its start (`ownFiles`).
+   */
+  file(op: "put" | "delete", record: SharedFileRecord): Promise<void>;
+  /**
+   * Replaces the records of the files on one instance's disk (at its start).
+   *
+   * @param owner the instance's TCP address
+   * @param records every file on its disk
+   */
+  ownFiles(owner: string, records: readonly SharedFileRecord[]): Promise<void>;
+  /** The files of the other instances, for a resync. */
+  fileRecords(owner: string): Promise<SharedFileRecord[]>;
   /** Releases connections. */
   close(): Promise<void>;
 }

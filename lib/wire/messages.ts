@@ -225,6 +225,10 @@ export const MESSAGE_SCHEMAS = {
       ["files", { kind: "list", max: 1000, of: STORED_FILE }],
     ],
   },
+  file_elsewhere: {
+    code: 34,
+    fields: [["reqId", U32], ["host", { kind: "text", max: 255 }], ["tcpPort", U16]],
+  },
   peer_connect: {
     code: 40,
     fields: [["session", ID64], ["name", NAME]],
@@ -367,6 +371,7 @@ export type Reply = MessageOf<
   | "download_ok"
   | "delete_ok"
   | "file_list"
+  | "file_elsewhere"
 >;
 
 /** Messages the server sends without being asked: presence news and session ends. */

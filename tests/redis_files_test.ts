@@ -1,0 +1,116 @@
+/**
+ * Stored files across instances on one Redis (a real `redis-server`): a
+ * file stays on the disk of the instance that stored it, every instance
+ * lists it, and a `download` or `delete` sent to another instance is
+ * answered `file_elsewhere` with the owner's TCP address, which the client
+ * follows once, transparently, with its session's token.
+ */
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { join } from "@std/path";
+import { ClientDriver } from "../lib/io/client_driver.ts";
+import { loadIdentities } from "../lib/io/identity_file.ts";
+import type { ServerEvent } from "../lib/server/server_event.ts";
+import { redisUnavailable } from "../scripts/_redis_server.ts";
+import { REDIS_TEST_HOST as HOST, withRedisInstances } from "./_redis.ts";
+
+if (redisUnavailable !== undefined) {
+  console.log(`redis_files_test: skipped: ${redisUnavailable}`);
+}
+
+Deno.test({
+  name:
+    "A file stored on A is listed on B, and a download or delete through B follows file_elsewhere to A",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      const dir = cluster.dir;
+      const onA: ServerEvent[] = [];
+      const a = await cluster.instance({ onEvent: (event) => onA.push(event) });
+      const b = await cluster.instance();
+      const clients: ClientDriver[] = [];
+      const open = async (port: number, name: string) => {
+        const client = await ClientDriver.open({
+          serverHost: HOST,
+          serverPort: port,
+          udpPort: 0,
+          tcpPort: 5001,
+          name,
+          via: "udp",
+          identityFile: join(dir, `${name}.identities.json`),
+          keyFile: join(dir, `${name}.client_key.json`),
+          downloadDir: join(dir, `downloads-${name}`),
+        });
+        clients.push(client);
+        assert((await client.run({ kind: "hello" })).ok);
+        return client;
+      };
+      try {
+        const content = new Uint8Array(150_000).map((_, i) => (i * 7919) % 251);
+        await Deno.writeFile(join(dir, "notes.bin"), content);
+        // Alice stores notes.bin on A, then logs out.
+        const first = await open(a.udpPort, "alice");
+        assert((await first.run({ kind: "register" })).ok);
+        assert((await first.upload(join(dir, "notes.bin"), "spare.bin")).ok);
+        const uploaded = await first.upload(join(dir, "notes.bin"), "notes.bin");
+        assert(uploaded.ok, JSON.stringify(uploaded));
+        const [identity] = await loadIdentities(join(dir, "alice.identities.json"));
+        assertEquals(identity.name, "alice");
+        await first.close();
+        clients.length = 0;
+
+        // She logs in on B, which holds no file of hers on its disk.
+        const onB = await open(b.udpPort, "alice");
+        const login = await onB.run({
+          kind: "login",
+          name: "alice",
+          secret: new Uint8Array(0), // her key pair (the same key file) is the proof
+        });
+        assert(login.ok, JSON.stringify(login));
+        // B heard of the file by pub/sub when A stored it.
+        const listing = async () => {
+          const result = await onB.run({ kind: "files" });
+          if (!result.ok || result.command !== "files") throw new Error(JSON.stringify(result));
+          return result;
+        };
+        let listed = await listing();
+        for (const until = Date.now() + 5000; listed.files.length < 2 && Date.now() < until;) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          listed = await listing();
+        }
+        assertEquals(listed.files.map((f) => f.name), ["notes.bin", "spare.bin"]);
+        assertEquals(listed.usedBytes, 2 * content.length);
+
+        const fetched = await onB.download("notes.bin", join(dir, "fetched.bin"));
+        if (!fetched.ok || fetched.command !== "download") throw new Error(JSON.stringify(fetched));
+        assertEquals(await Deno.readFile(fetched.dest!), content);
+        // A served it: the redirect was followed.
+        assertEquals(onA.filter((e) => e.kind === "file_sent").length, 1);
+
+        const missing = await onB.download("nothing.bin", join(dir, "nothing.bin"));
+        assert(!missing.ok && missing.code === "file_not_found", JSON.stringify(missing));
+
+        const deleted = await onB.run({ kind: "delete", name: "notes.bin" });
+        assert(deleted.ok, JSON.stringify(deleted));
+        // A deleted it from its disk and told B.
+        let after = await listing();
+        for (const until = Date.now() + 5000; after.files.length > 1 && Date.now() < until;) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          after = await listing();
+        }
+        assertEquals(after.files.map((f) => f.name), ["spare.bin"]);
+        const again = await onB.download("notes.bin", join(dir, "again.bin"));
+        assert(!again.ok && again.code === "file_not_found", JSON.stringify(again));
+        assertEquals(onA.filter((e) => e.kind === "file_deleted").length, 1);
+        // With A gone, its file is unavailable: one clear failure, no hang.
+        await a.close();
+        const unreachable = await onB.download("spare.bin", join(dir, "spare.bin"));
+        if (unreachable.ok) throw new Error(JSON.stringify(unreachable));
+        assertMatch(
+          unreachable.error,
+          /Cannot reach the server at 127\.0\.0\.1:\d+ that holds the file/,
+        );
+      } finally {
+        for (const client of clients) await client.close();
+      }
+    }),
+});
