@@ -12,7 +12,11 @@
  */
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
-import { encodeMessage } from "../lib/wire/codec.ts";
+import { encodeIntroduction, PeerCipher } from "../lib/client/peer_cipher.ts";
+import { tai64n } from "../lib/crypto/introduction.ts";
+import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { SeededRandom } from "../lib/random.ts";
+import { fromHex } from "../lib/hex.ts";
 
 /** Options of {@linkcode clientFloods}. */
 export interface ClientFloodOptions {
@@ -227,10 +231,7 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
         while (strangerConnects < due) {
           const n = strangerConnects++;
           const session = n.toString(16).padStart(16, "0");
-          await stranger.send(
-            encodeMessage({ type: "peer_connect", session, name: `Stranger${n % 1000}` }),
-            target,
-          );
+          await stranger.send(strangerConnect(session), target);
         }
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
@@ -261,3 +262,34 @@ export async function clientFloods(options: ClientFloodOptions): Promise<ClientF
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
+
+/**
+ * A `peer_connect` from a stranger with a key pair of its own and none of
+ * the victim's, made once; each copy carries another session id (which the
+ * handshake binds, so none decrypts). It costs the victim a Diffie-Hellman
+ * only within its per-address budget, and is then dropped.
+ */
+function strangerConnect(session: string): Uint8Array {
+  strangerInitiation ??= (() => {
+    const random = new SeededRandom(7);
+    const cipher = new PeerCipher({
+      session: "0000000000000000",
+      staticKeyPair: generateKeyPair(random),
+      remoteKey: generateKeyPair(random).publicKey,
+      psk: new Uint8Array(32),
+      random,
+    });
+    const timestamp = tai64n(Date.now());
+    const introduction = encodeIntroduction({
+      name: "Stranger",
+      nonce: new Uint8Array(16),
+      timestamp,
+    });
+    return cipher.initiate(0, introduction);
+  })();
+  const bytes = strangerInitiation.slice();
+  bytes.set(fromHex(session), 4);
+  return bytes;
+}
+
+let strangerInitiation: Uint8Array | undefined;

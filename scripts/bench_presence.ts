@@ -625,6 +625,7 @@ function lookup(socket: LoadSocket, session: ActiveSession, name: string): Reque
     client: session.identity.clientId,
     token: session.token,
     name,
+    nonce: new Uint8Array(0),
   };
 }
 
@@ -730,7 +731,7 @@ function datagramSizes(name: string): Record<Operation, { request: number; reply
   const size = (message: Message) => encodeMessage(message).length;
   return {
     lookup: {
-      request: size({ type: "lookup", reqId: 1, client, token, name }),
+      request: size({ type: "lookup", reqId: 1, client, token, name, nonce: new Uint8Array(0) }),
       reply: size({
         type: "lookup_ok",
         reqId: 1,
@@ -739,6 +740,9 @@ function datagramSizes(name: string): Record<Operation, { request: number; reply
         udpPort: 40000,
         tcpPort: DECLARED_TCP_PORT,
         onlineMs: 12345,
+        key: new Uint8Array(32),
+        nonce: new Uint8Array(16),
+        psk: new Uint8Array(32),
       }),
     },
     heartbeat: {

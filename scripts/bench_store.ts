@@ -139,7 +139,7 @@ async function measure(
       } else if (work === "heartbeat") {
         await timed(udp, { type: "heartbeat", token }, "heartbeat_ok");
       } else {
-        await timed(udp, { type: "lookup", token, name }, "lookup_ok");
+        await timed(udp, { type: "lookup", token, name, nonce: new Uint8Array(0) }, "lookup_ok");
       }
     }
   }));

@@ -701,7 +701,7 @@ async function ownSessions(host: string, port: number, tag: string): Promise<Fuz
       const other = context.names[(i + 1) % context.names.length];
       await udp.request({ type: "heartbeat", token });
       await udp.request({ type: "list", token, after: "" });
-      await udp.request({ type: "lookup", token, name: other });
+      await udp.request({ type: "lookup", token, name: other, nonce: new Uint8Array(0) });
       await udp.request({ type: "watch", token, on: 1 });
       await udp.request({ type: "text", name, token, text: `fuzz ${tag} says hello` });
       await udp.request({ type: "delete", token, name: "nothing.csv" });

@@ -444,6 +444,7 @@ Deno.test("ServerCore answers a token-bearing request without a live session wit
         on: 1,
         size: 1,
         sha256: new Uint8Array(32),
+        nonce: new Uint8Array(0),
       } as unknown as Message;
       const fields = MESSAGE_SCHEMAS[type].fields as readonly (readonly [string, unknown])[];
       const request = Object.fromEntries(
@@ -693,7 +694,7 @@ Deno.test("ServerDriver answers unauthenticated datagrams (clear hello, handshak
       { type: "logout", reqId: 9, client, token },
       { type: "heartbeat", reqId: 10, client, token },
       { type: "list", reqId: 11, client, token, after: "" },
-      { type: "lookup", reqId: 12, client, token, name: "Amp" },
+      { type: "lookup", reqId: 12, client, token, name: "Amp", nonce: new Uint8Array(0) },
       { type: "watch", reqId: 13, client, token, on: 1 },
       { type: "upload", reqId: 14, client, token, name: "f", size: 1, sha256: new Uint8Array(32) },
       { type: "download", reqId: 15, client, token, name: "f" },

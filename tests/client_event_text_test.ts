@@ -386,10 +386,11 @@ Deno.test("clientEventText() words peer events", () => {
     clientEventText({
       kind: "request_refused",
       ...from,
-      registered: { name: "Alice", ip: "10.0.0.1", udpPort: 4001 },
+      presentedKey: "SHA256:mallory",
+      registered: { name: "Alice", ip: "10.0.0.1", udpPort: 4001, key: "SHA256:alice" },
     }),
     'Refused a connection request from 10.6.6.6:6666 claiming to be "Alice": ' +
-      'the server has "Alice" at 10.0.0.1:4001',
+      'the server has "Alice" with key SHA256:alice, not SHA256:mallory',
   );
   assertEquals(
     clientEventText({ kind: "request_refused", ...from, error: '"Alice" is not online' }),

@@ -11,7 +11,8 @@ import { parseCommand } from "../lib/client/command.ts";
 import type { SimClient } from "../lib/sim/sim_client.ts";
 import { Simulation } from "../lib/sim/simulation.ts";
 import { SERVER_UDP } from "../lib/sim/sim_server.ts";
-import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import { decodeMessage } from "../lib/wire/codec.ts";
+import { forgeInitiation, MALLORY_KEYS } from "./_peer_keys.ts";
 
 const STRANGER = "10.66.0.1:4000";
 /** Flood: this many `peer_connect`, one every FLOOD_GAP_MS of virtual time. */
@@ -54,7 +55,13 @@ Deno.test("Simulation: a connect flood from a stranger stays bounded and the rea
     const start = sim.clock.now();
     for (let i = 0; i < FLOOD; i++) {
       sim.at(start + i * FLOOD_GAP_MS, () => {
-        const bytes = encodeMessage({ type: "peer_connect", session: hex16(i + 1), name: `M${i}` });
+        const bytes = forgeInitiation({
+          session: hex16(i + 1),
+          keys: MALLORY_KEYS,
+          to: bob.publicKey!,
+          name: `M${i}`,
+          atMs: i,
+        });
         sim.network.send(sim.clock.now(), STRANGER, bob.address, bytes);
       });
     }

@@ -1297,7 +1297,14 @@ Deno.test("ClientCore.run() lookup reports where a client is, or that it is not 
   const { message } = sentRequest(drainClient(core));
   if (message.type !== "lookup") throw new Error(`expected lookup, got ${message.type}`);
   assertEquals(message.name, "Bob");
-  core.handle(2, { type: "lookup_ok", reqId: message.reqId, ...online("Bob", 4002) });
+  core.handle(2, {
+    type: "lookup_ok",
+    reqId: message.reqId,
+    ...online("Bob", 4002),
+    key: new Uint8Array(32),
+    nonce: new Uint8Array(16),
+    psk: new Uint8Array(32),
+  });
   const found = ok(result(drainClient(core)));
   assertEquals(found, { ok: true, command: "lookup", client: online("Bob", 4002) });
 

@@ -276,7 +276,7 @@ Deno.test("decodeMessage() returns bytes fields that do not alias the input", ()
   assertNotStrictEquals(decoded.token.buffer, bytes.buffer);
 });
 
-Deno.test("decodeMessage() returns peer_data's payload as a view on the input, and only that", () => {
+Deno.test("decodeMessage() returns peer_data's payload and peer_sealed's ciphertext as views on the input, and only those", () => {
   const payload = Uint8Array.from({ length: 100 }, (_, i) => i);
   const bytes = encodeMessage({
     type: "peer_data",
@@ -295,7 +295,17 @@ Deno.test("decodeMessage() returns peer_data's payload as a view on the input, a
       kind.kind === "bytes" && kind.view === true
     ).map(([f]) => `${type}.${f}`)
   );
-  assertEquals(viewFields, ["peer_data.payload"]);
+  assertEquals(viewFields, ["peer_data.payload", "peer_sealed.sealed"]);
+  const sealed = encodeMessage({
+    type: "peer_sealed",
+    session: "0123456789abcdef",
+    counter: 2 ** 40,
+    sealed: payload,
+  });
+  const opened = decodeMessage(sealed);
+  if (opened.type !== "peer_sealed") throw new Error(`decoded a ${opened.type}`);
+  assertEquals([opened.counter, opened.sealed], [2 ** 40, payload]);
+  assertStrictEquals(opened.sealed.buffer, sealed.buffer);
 });
 
 // ---------------------------------------------------------------------------

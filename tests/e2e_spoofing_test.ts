@@ -111,7 +111,14 @@ Deno.test("forged requests naming another client change nothing, over UDP and TC
           { type: "heartbeat", reqId: reqId++, client: attacker, token: forged },
           { type: "watch", reqId: reqId++, client: attacker, token: forged, on: 0 },
           { type: "list", reqId: reqId++, client: attacker, token: forged, after: "" },
-          { type: "lookup", reqId: reqId++, client: attacker, token: forged, name: "Victor" },
+          {
+            type: "lookup",
+            reqId: reqId++,
+            client: attacker,
+            token: forged,
+            name: "Victor",
+            nonce: new Uint8Array(0),
+          },
           { type: "delete", reqId: reqId++, client: attacker, token: forged, name: "notes.txt" },
           // The victim's client id too: the replay cache keys on it, and must not mix them up.
           { type: "deregister", reqId: 2, client, token: forged },

@@ -11,10 +11,26 @@ import type { ClientEvent, CommandResult } from "../lib/client/client_event.ts";
 import {
   messageOf,
   type PeerAddress,
+  type PeerSent,
   PeerSession,
   type PeerSessionOutput,
   segmentOf,
 } from "../lib/client/peer_session.ts";
+import { PeerCipher, readInitiation } from "../lib/client/peer_cipher.ts";
+import { TimestampSource } from "../lib/crypto/introduction.ts";
+import { fingerprint } from "../lib/crypto/fingerprint.ts";
+import type { TransportLimits } from "../lib/crypto/transport_session.ts";
+import { VERSION_2_PEER_REASON } from "../lib/client/peer_requests.ts";
+import { type KeyPair, keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
+import {
+  ALICE_KEYS,
+  BOB_KEYS,
+  forgeInitiation,
+  MALLORY_KEYS,
+  NONCE,
+  PSK,
+  StandInKeys,
+} from "./_peer_keys.ts";
 import { CommandError, parseCommand } from "../lib/client/command.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/client/retry_policy.ts";
 import { SeededRandom } from "../lib/random.ts";
@@ -32,6 +48,8 @@ import {
   MAX_PEER_PAYLOAD_BYTES,
   MAX_SACK_RANGES,
   type Message,
+  type MessageOf,
+  type PeerInnerMessage,
   type PeerMessage,
 } from "../lib/wire/messages.ts";
 
@@ -56,7 +74,7 @@ interface Timed {
 interface Wire {
   readonly at: number;
   readonly from: Side;
-  readonly message: PeerMessage;
+  readonly message: PeerSent;
   readonly dropped: boolean;
 }
 
@@ -83,7 +101,7 @@ interface LinkOptions {
   /** Random duplication, each way. */
   duplicate?: number;
   /** Drops chosen by the test, before random loss. */
-  drop?: (from: Side, message: PeerMessage) => boolean;
+  drop?: (from: Side, message: PeerSent) => boolean;
   /** B accepts as soon as the request arrives (default true). */
   autoAccept?: boolean;
 }
@@ -91,8 +109,9 @@ interface LinkOptions {
 /**
  * Alice (side `a`, outgoing) and Bob (side `b`, created when the first
  * `peer_connect` reaches him, as the client core does, and taken as
- * verified at once). Every datagram goes through `encodeMessage` and
- * `decodeMessage`, and must fit in {@linkcode MAX_DATAGRAM_BYTES}.
+ * verified at once, with the keys and PSK of `_peer_keys.ts`). Every
+ * datagram is sealed or a handshake message, decoded by `decodeMessage`,
+ * and must fit in {@linkcode MAX_DATAGRAM_BYTES}.
  */
 class Link {
   now = 0;
@@ -110,6 +129,7 @@ class Link {
   constructor(options: LinkOptions = {}) {
     this.#options = options;
     this.random = new SeededRandom(options.seed ?? 1);
+    const stamps = new TimestampSource();
     this.a = new PeerSession(0, {
       id: SESSION,
       ownName: "Alice",
@@ -119,6 +139,15 @@ class Link {
       random: this.random,
       retry: options.retry ?? NO_JITTER,
       channel: options.channel ?? PEER_CHANNEL_OPTIONS,
+      cipher: new PeerCipher({
+        session: SESSION,
+        staticKeyPair: ALICE_KEYS,
+        remoteKey: BOB_KEYS.publicKey,
+        psk: PSK,
+        random: this.random,
+      }),
+      nonce: NONCE,
+      timestamp: (now) => stamps.next(now),
     });
     this.drain("a");
   }
@@ -137,12 +166,12 @@ class Link {
       this.outputs[side].push({ at: this.now, output: out });
       if (out.type !== "send") continue;
       assertEquals(out.to, side === "a" ? BOB : ALICE, "sent to the peer's address");
-      const bytes = encodeMessage(out.message);
-      assert(bytes.length <= MAX_DATAGRAM_BYTES, `${out.message.type} of ${bytes.length} bytes`);
+      const bytes = out.bytes;
+      assert(bytes.length <= MAX_DATAGRAM_BYTES, `${out.sent.type} of ${bytes.length} bytes`);
       const o = this.#options;
-      const dropped = (o.drop?.(side, out.message) ?? false) ||
+      const dropped = (o.drop?.(side, out.sent) ?? false) ||
         this.random.next() < (o.loss ?? 0);
-      this.wire.push({ at: this.now, from: side, message: out.message, dropped });
+      this.wire.push({ at: this.now, from: side, message: out.sent, dropped });
       if (dropped) continue;
       const copies = this.random.next() < (o.duplicate ?? 0) ? 2 : 1;
       for (let i = 0; i < copies; i++) {
@@ -168,25 +197,48 @@ class Link {
     const peerMessage = message as PeerMessage;
     if (packet.to === "b" && this.b === undefined) {
       if (peerMessage.type !== "peer_connect") return;
-      assertEquals(peerMessage.name, "Alice");
+      const read = readInitiation(BOB_KEYS, peerMessage, this.random);
+      assertEquals(read.introduction.name, "Alice");
+      assertEquals(read.remoteKey, ALICE_KEYS.publicKey);
       this.b = new PeerSession(this.now, {
         id: peerMessage.session,
         ownName: "Bob",
-        peerName: peerMessage.name,
+        peerName: read.introduction.name,
         address: ALICE,
         outgoing: false,
         random: this.random,
         retry: this.#options.bobRetry ?? this.#options.retry ?? NO_JITTER,
         channel: this.#options.channel ?? PEER_CHANNEL_OPTIONS,
+        cipher: new PeerCipher({
+          session: peerMessage.session,
+          staticKeyPair: BOB_KEYS,
+          remoteKey: read.remoteKey,
+          random: this.random,
+        }),
       });
       assertEquals(this.b.state, "verifying");
-      this.b.verified(this.now);
+      this.b.verified(this.now, read, packet.bytes, PSK);
       if (this.#options.autoAccept ?? true) this.b.accept(this.now);
       this.drain("b");
       return;
     }
     const session = this.session(packet.to);
-    session.handle(this.now, packet.to === "a" ? BOB : ALICE, peerMessage);
+    const from = packet.to === "a" ? BOB : ALICE;
+    const copy = session.cipher.initiation;
+    if (
+      peerMessage.type === "peer_connect" && session === this.b && session.state === "open" &&
+      !(copy?.length === packet.bytes.length && copy.every((b, i) => b === packet.bytes[i]))
+    ) {
+      // A rekey, as the peer table reads it.
+      session.rekey(
+        this.now,
+        from,
+        readInitiation(BOB_KEYS, peerMessage, this.random),
+        packet.bytes,
+      );
+    } else {
+      session.handle(this.now, from, peerMessage);
+    }
     this.drain(packet.to);
   }
 
@@ -234,7 +286,7 @@ class Link {
   }
 
   /** Datagrams of one type from one side. */
-  sent(from: Side, type: PeerMessage["type"], options: { dropped?: boolean } = {}): Wire[] {
+  sent(from: Side, type: PeerSent["type"], options: { dropped?: boolean } = {}): Wire[] {
     return this.wire.filter((w) =>
       w.from === from && w.message.type === type &&
       (options.dropped === undefined || w.dropped === options.dropped)
@@ -279,8 +331,8 @@ class Link {
 function dropFirst(
   n: number,
   from: Side,
-  type: PeerMessage["type"],
-): (side: Side, message: PeerMessage) => boolean {
+  type: PeerSent["type"],
+): (side: Side, message: PeerSent) => boolean {
   let left = n;
   return (side, message) => {
     if (side !== from || message.type !== type || left === 0) return false;
@@ -293,10 +345,10 @@ function dropFirst(
 function rejectOf(
   out: PeerSessionOutput | undefined,
 ): { to: PeerAddress; message: Extract<PeerMessage, { type: "peer_reject" }> } {
-  if (out?.type !== "send" || out.message.type !== "peer_reject") {
+  if (out?.type !== "send" || out.sent.type !== "peer_reject") {
     throw new Error(`expected a peer_reject, got ${JSON.stringify(out)}`);
   }
-  return { to: out.to, message: out.message };
+  return { to: out.to, message: out.sent };
 }
 
 function times(wires: Wire[]): number[] {
@@ -310,7 +362,7 @@ Deno.test("PeerSession opens both sides with one connect and one accept", () => 
   assertEquals(link.a.state, "connecting");
   assertEquals(link.a.outgoing, true);
   const [connect] = link.sent("a", "peer_connect");
-  assertEquals(connect.message, { type: "peer_connect", session: SESSION, name: "Alice" });
+  assertEquals(connect.message, { type: "peer_connect", session: SESSION });
   assert(link.runUntil(5000, () => link.bothOpen()));
   assertEquals(link.now, 20, "one round trip of 10 ms each way");
   assertEquals(link.b!.id, SESSION);
@@ -320,6 +372,9 @@ Deno.test("PeerSession opens both sides with one connect and one accept", () => 
   assertEquals(link.sent("b", "peer_accept").map((w) => w.message), [
     { type: "peer_accept", session: SESSION },
   ]);
+  // Both hold the same keys: what one seals, the other opens.
+  assertEquals(link.a.cipher.handshakes, 1);
+  assertEquals(link.b!.cipher.handshakes, 1);
   assertEquals(link.events("a").map((t) => t.output), [{ type: "opened" }]);
   assertEquals(link.events("b").map((t) => t.output), [{ type: "opened" }]);
   assert(link.a.channel !== undefined && link.b!.channel !== undefined);
@@ -341,21 +396,42 @@ Deno.test("PeerSession retransmits connect until a lost accept is answered again
   assertEquals(link.sent("a", "peer_connect").length, 3, "connect stops once open");
 });
 
-Deno.test("PeerSession opens on channel data that arrives before the lost accept", () => {
-  const link = new Link({
-    drop: (from, message) => from === "b" && message.type === "peer_accept",
-  });
+Deno.test("PeerSession delivers data sealed before a lost accept once a copy of the accept gets through", () => {
+  const link = new Link({ drop: dropFirst(1, "b", "peer_accept") });
   assert(link.runUntil(5000, () => link.b?.state === "open"));
   assertEquals(link.a.state, "connecting");
   link.send("b", "hello before the accept");
+  // Alice cannot open it without message 2: she waits for the answer to her next connect.
   assert(link.runUntil(5000, () => link.a.state === "open"));
-  assertEquals(link.now, 20, "the data, not a retransmitted connect, opened it");
-  assertEquals(link.events("a").map((t) => t.output.type), ["opened", "message"]);
+  assertEquals(link.now, 520, "opened by the accept that answered the copy of the connect");
+  assert(link.runUntil(10_000, () => link.texts("a").length === 1));
   assertEquals(link.texts("a"), ["hello before the accept"]);
+  assert(link.runUntil(10_000, () => link.events("b").some((t) => t.output.type === "acked")));
+});
+
+Deno.test("PeerSession repeats its accept with its traffic until the requester's first datagram opens", () => {
+  // The first accept is lost, and so is every copy of the connect: only Bob's
+  // traffic can bring Alice the keys.
+  let connects = 0;
+  let accepts = 0;
+  const link = new Link({
+    drop: (from, message) =>
+      (from === "a" && message.type === "peer_connect" && connects++ > 0) ||
+      (from === "b" && message.type === "peer_accept" && accepts++ === 0),
+  });
+  assert(link.runUntil(5000, () => link.b?.state === "open"));
+  link.send("b", "are you there?");
+  assert(link.runUntil(10_000, () => link.texts("a").length === 1));
+  assertEquals(link.a.state, "open");
+  const sent = link.sent("b", "peer_accept").length;
+  assert(sent >= 2, `${sent} accepts`);
+  // Once Alice's ack opened at Bob, the accept rides no more.
+  link.runFor(1000);
+  const settled = link.sent("b", "peer_accept").length;
+  link.send("b", "good");
   link.runFor(5000);
-  assertEquals(link.sent("a", "peer_connect").length, 1);
-  // Bob hears his message was delivered.
-  assert(link.events("b").some((t) => t.output.type === "acked"));
+  assertEquals(link.sent("b", "peer_accept").length, settled);
+  assertEquals(link.texts("a"), ["are you there?", "good"]);
 });
 
 Deno.test("PeerSession reject closes both sides with the reason", () => {
@@ -425,6 +501,14 @@ Deno.test("PeerSession retransmits an unanswered connect with backoff and times 
 
 Deno.test("PeerSession expires an incoming request nobody accepts, and tells the requester", () => {
   const random = new SeededRandom(3);
+  const connect = forgeInitiation({
+    session: SESSION,
+    keys: ALICE_KEYS,
+    to: BOB_KEYS.publicKey,
+    name: "Alice",
+  });
+  const message = decodeMessage(connect) as MessageOf<"peer_connect">;
+  const read = readInitiation(BOB_KEYS, message, random);
   const session = new PeerSession(1000, {
     id: SESSION,
     ownName: "Bob",
@@ -433,6 +517,12 @@ Deno.test("PeerSession expires an incoming request nobody accepts, and tells the
     outgoing: false,
     random,
     retry: NO_JITTER,
+    cipher: new PeerCipher({
+      session: SESSION,
+      staticKeyPair: BOB_KEYS,
+      remoteKey: read.remoteKey,
+      random,
+    }),
   });
   assertEquals(session.state, "verifying");
   assertEquals(session.poll(), undefined, "an incoming session sends nothing by itself");
@@ -440,7 +530,7 @@ Deno.test("PeerSession expires an incoming request nobody accepts, and tells the
   assertThrows(() => session.accept(1001), TypeError, "verifying");
   assertThrows(() => session.send(1001, "hi"), TypeError, "verifying");
   // The time to accept counts from the verification.
-  session.verified(2000);
+  session.verified(2000, read, connect, PSK);
   assertEquals(session.state, "pending");
   assertEquals(session.nextTimeout(), 32_000);
   session.onTimeout(31_999);
@@ -458,8 +548,10 @@ Deno.test("PeerSession expires an incoming request nobody accepts, and tells the
   assertEquals(session.nextTimeout(), undefined);
   assertThrows(() => session.accept(32_001), TypeError, "closed");
   // A late copy of the connect gets the same answer.
-  session.handle(32_500, ALICE, { type: "peer_connect", session: SESSION, name: "Alice" });
+  session.handle(32_500, ALICE, message);
   assertEquals(rejectOf(session.poll()).message.reason, reject.message.reason);
+  // In clear: no keys were ever made.
+  assertEquals(session.cipher.hasKeys, false);
 });
 
 Deno.test("PeerSession connect fails as refused when the request expires unanswered", () => {
@@ -543,7 +635,7 @@ Deno.test("PeerSession terminate waits until every sent message is acknowledged"
   assertEquals(link.sent("a", "peer_terminate").length, 0, "nothing acked yet: no terminate");
   assert(link.runUntil(60_000, () => link.a.state === "closed" && link.b?.state === "closed"));
   const order = link.outputs.a.map((t) =>
-    t.output.type === "send" ? t.output.message.type : t.output.type
+    t.output.type === "send" ? t.output.sent.type : t.output.type
   );
   const firstTerminate = order.indexOf("peer_terminate");
   const lastAcked = order.lastIndexOf("acked");
@@ -662,6 +754,10 @@ Deno.test("PeerSession keeps an idle session alive for 10 minutes over a 30% los
     link.runFor(600_000);
     assertEquals([link.a.state, link.b!.state], ["open", "open"], `seed ${seed}`);
     assert(link.sent("a", "peer_keepalive").length + link.sent("b", "peer_keepalive").length > 0);
+    // The keys expire after 3 minutes: the requester renewed them (every 2 minutes).
+    assert(link.a.cipher.handshakes >= 5, `seed ${seed}: ${link.a.cipher.handshakes} handshakes`);
+    // Bob answered every rekey that reached him, those whose answer was lost too.
+    assert(link.b!.cipher.handshakes >= link.a.cipher.handshakes);
   }
 });
 
@@ -719,7 +815,7 @@ Deno.test("messageOf() and segmentOf() round-trip every segment kind through the
       bytes.length <= MAX_DATAGRAM_BYTES,
       `${segment.kind} takes ${bytes.length} bytes, over ${MAX_DATAGRAM_BYTES}`,
     );
-    const decoded = decodeMessage(bytes) as PeerMessage;
+    const decoded = decodeMessage(bytes) as PeerInnerMessage;
     assertEquals(decoded, message);
     assertEquals(decoded.session, id);
     assertEquals(segmentOf(decoded), segment);
@@ -734,13 +830,22 @@ Deno.test("messageOf() and segmentOf() round-trip every segment kind through the
   link.runFor(1000);
   const data = link.sent("a", "peer_data");
   assert(data.some((w) => w.message.type === "peer_data" && w.message.payload.length === 1100));
+  // Sealed, the largest datagram of a session still fits.
+  const sealed = encodeMessage({
+    type: "peer_sealed",
+    session: id,
+    counter: Number.MAX_SAFE_INTEGER,
+    sealed: new Uint8Array(full.length + 16),
+  });
+  assertEquals(sealed.length, 1160);
+  assert(sealed.length <= MAX_DATAGRAM_BYTES);
   assertEquals(link.texts("b"), ["x".repeat(3 * MAX_PEER_PAYLOAD_BYTES)]);
 });
 
 Deno.test("the handshake messages round-trip through the codec", () => {
   const messages: PeerMessage[] = [
-    { type: "peer_connect", session: SESSION, name: "Ünïcødé name-32 chars long ok" },
-    { type: "peer_accept", session: SESSION },
+    { type: "peer_connect", session: SESSION, handshake: new Uint8Array(300).fill(7) },
+    { type: "peer_accept", session: SESSION, handshake: new Uint8Array(48).fill(8) },
     { type: "peer_reject", session: SESSION, reason: "r".repeat(300) },
     { type: "peer_terminate", session: SESSION, cumulative: 0xffff_fffe, reason: "bye" },
     { type: "peer_terminate_ok", session: SESSION },
@@ -761,8 +866,10 @@ interface Node {
   readonly core: ClientCore;
   readonly results: CommandResult[];
   readonly events: ClientEvent[];
-  /** Datagrams this core sent to other clients, with their destination. */
-  readonly peerSends: { to: PeerAddress; message: PeerMessage }[];
+  /** Datagrams this core sent to other clients, with their destination and what they carry. */
+  readonly peerSends: { to: PeerAddress; message: PeerSent; bytes: Uint8Array }[];
+  /** Its static key pair, which the stand-in server vouches for. */
+  readonly keys: KeyPair;
 }
 
 interface Packet {
@@ -784,19 +891,29 @@ const TOKEN_OF = (i: number) => new Uint8Array(16).fill(i);
  */
 class World {
   now = 1_000_000;
+  /** Peer key limits of the cores added (tests shorten them to see rekeys). */
+  peerKeyLimits: Partial<TransportLimits> | undefined;
   /** Lookups the server answered. */
   lookups = 0;
   readonly nodes: Node[] = [];
   #flight: Packet[] = [];
   #seq = 0;
-  #online = new Map<string, { name: string; address: PeerAddress; token: Uint8Array }>();
+  #online = new Map<
+    string,
+    { name: string; address: PeerAddress; token: Uint8Array; key: Uint8Array }
+  >();
+  #introductions = new StandInKeys();
 
   add(name: string, address: PeerAddress): Node {
+    const keys = keyPairFromPrivateKey(new Uint8Array(32).fill(this.nodes.length + 1));
     const node: Node = {
       name,
       address,
+      keys,
       core: new ClientCore({
         random: new SeededRandom(this.nodes.length + 7),
+        staticKeyPair: keys,
+        peerKeyLimits: this.peerKeyLimits,
         retry: NO_JITTER,
         name,
         udpPort: address.port,
@@ -839,8 +956,8 @@ class World {
   }
 
   /** A datagram from anywhere, as a forger on the network would send it. */
-  inject(from: PeerAddress, to: Node, message: PeerMessage): void {
-    this.#push(from, to.address, encodeMessage(message));
+  inject(from: PeerAddress, to: Node, bytes: Uint8Array): void {
+    this.#push(from, to.address, bytes);
   }
 
   #push(from: PeerAddress, to: PeerAddress | "server", bytes: Uint8Array): void {
@@ -857,8 +974,8 @@ class World {
           node.events.push(out.event);
           break;
         case "peer_send":
-          node.peerSends.push({ to: out.to, message: out.message });
-          this.#push(node.address, out.to, encodeMessage(out.message));
+          node.peerSends.push({ to: out.to, message: out.sent, bytes: out.bytes });
+          this.#push(node.address, out.to, out.bytes);
           break;
         case "send":
           this.#push(node.address, "server", encodeMessage(out.message));
@@ -883,7 +1000,8 @@ class World {
         };
       case "register": {
         const token = TOKEN_OF(this.#online.size + 1);
-        this.#online.set(nameKey(message.name), { name: message.name, address: from, token });
+        const key = this.nodes.find((n) => sameAddress(n.address, from))!.keys.publicKey;
+        this.#online.set(nameKey(message.name), { name: message.name, address: from, token, key });
         return { type: "register_ok", reqId: message.reqId, token };
       }
       case "lookup": {
@@ -897,6 +1015,7 @@ class World {
             message: `"${message.name}" is not online`,
           };
         }
+        const requester = this.nodes.find((n) => sameAddress(n.address, from))!.keys.publicKey;
         return {
           type: "lookup_ok",
           reqId: message.reqId,
@@ -905,6 +1024,8 @@ class World {
           udpPort: found.address.port,
           tcpPort: 5001,
           onlineMs: 1000,
+          key: found.key,
+          ...this.#introductions.introduce(requester, found.key, message.nonce),
         };
       }
       case "heartbeat":
@@ -931,6 +1052,12 @@ class World {
   }
 
   #deliver(packet: Packet): void {
+    if (packet.to !== "server" && !packet.fromServer) {
+      const node = this.nodes.find((n) => sameAddress(n.address, packet.to as PeerAddress));
+      node?.core.handlePeer(this.now, packet.from, packet.bytes);
+      if (node !== undefined) this.#drain(node);
+      return;
+    }
     const message = decodeMessage(packet.bytes);
     if (packet.to === "server") {
       const reply = this.#serve(packet.from, message);
@@ -948,11 +1075,7 @@ class World {
     }
     const node = this.nodes.find((n) => sameAddress(n.address, packet.to as PeerAddress));
     if (node === undefined) return;
-    if (packet.fromServer) {
-      node.core.handle(this.now, message);
-    } else {
-      node.core.handlePeer(this.now, packet.from, message as PeerMessage);
-    }
+    node.core.handle(this.now, message);
     this.#drain(node);
   }
 
@@ -1024,14 +1147,19 @@ function connectPair(world: World, alice: Node, bob: Node): void {
   assertEquals(done(bob.results[bobBefore]), ["accept", alice.name]);
 }
 
-Deno.test("ClientCore refuses a connect request whose name the server places elsewhere", () => {
+Deno.test("ClientCore refuses a connect request made with a key the server does not vouch for", () => {
   const world = new World();
   const alice = world.add("Alice", ALICE);
   const bob = world.add("Bob", BOB);
   const mallory: PeerAddress = { ip: "10.6.6.6", port: 6666 };
-  // Bob waits for a request; a forger claims to be Alice.
+  // Bob waits for a request; a forger with a key pair of its own claims to be Alice.
   world.run(bob, { kind: "accept" });
-  const forged: PeerMessage = { type: "peer_connect", session: "6666666666666666", name: "Alice" };
+  const forged = forgeInitiation({
+    session: "6666666666666666",
+    keys: MALLORY_KEYS,
+    to: bob.keys.publicKey,
+    name: "Alice",
+  });
   world.inject(mallory, bob, forged);
   world.settle();
   const refusals = bob.peerSends.filter((s) => s.message.type === "peer_reject");
@@ -1045,7 +1173,13 @@ Deno.test("ClientCore refuses a connect request whose name the server places els
     name: "Alice",
     ip: "10.6.6.6",
     udpPort: 6666,
-    registered: { name: "Alice", ip: "10.0.0.1", udpPort: 4001 },
+    presentedKey: fingerprint(MALLORY_KEYS.publicKey),
+    registered: {
+      name: "Alice",
+      ip: "10.0.0.1",
+      udpPort: 4001,
+      key: fingerprint(alice.keys.publicKey),
+    },
   });
   assertEquals(bob.results, [], "accept did not take the forged request");
   assertEquals(
@@ -1053,10 +1187,10 @@ Deno.test("ClientCore refuses a connect request whose name the server places els
     0,
     "nothing was sent to the real Alice",
   );
-  // A copy of the forged connect is refused again, and still never shown.
+  // A copy of the forged connect reaches the closed session: no answer, never shown.
   world.inject(mallory, bob, forged);
   world.settle();
-  assertEquals(bob.peerSends.filter((s) => s.message.type === "peer_reject").length, 2);
+  assertEquals(bob.peerSends.filter((s) => s.message.type === "peer_reject").length, 1);
   assertEquals(kinds(bob), ["request_refused"]);
   // The real Alice still gets through to the waiting accept.
   const r = world.command(alice, { kind: "connect", name: "Bob" });
@@ -1070,7 +1204,16 @@ Deno.test("ClientCore refuses a connect request from a name that is not online",
   const world = new World();
   const bob = world.add("Bob", BOB);
   const ghost: PeerAddress = { ip: "10.9.9.9", port: 9999 };
-  world.inject(ghost, bob, { type: "peer_connect", session: "9999999999999999", name: "Ghost" });
+  world.inject(
+    ghost,
+    bob,
+    forgeInitiation({
+      session: "9999999999999999",
+      keys: MALLORY_KEYS,
+      to: bob.keys.publicKey,
+      name: "Ghost",
+    }),
+  );
   world.settle();
   assertEquals(kinds(bob), ["request_refused"]);
   const refused = bob.events[0];
@@ -1460,7 +1603,12 @@ Deno.test("ClientCore answers a flood of connect requests from a stranger withou
   // 1,000 requests at once, each a new session, in Alice's name and others'.
   for (let i = 0; i < 1000; i++) {
     const session = i.toString(16).padStart(16, "0");
-    world.inject(stranger, bob, { type: "peer_connect", session, name: i % 2 ? "Alice" : `N${i}` });
+    const name = i % 2 ? "Alice" : `N${i}`;
+    world.inject(
+      stranger,
+      bob,
+      forgeInitiation({ session, keys: MALLORY_KEYS, to: bob.keys.publicKey, name }),
+    );
   }
   world.settle();
   // A burst of 5 lookups for the stranger's address; every other request was
@@ -1499,4 +1647,88 @@ Deno.test("ClientCore keeps at most 8 connect requests waiting; more are refused
     s.message.reason === "too many requests are waiting for an answer; try again later"
   );
   assertEquals(refused.length >= 2, true, `${refused.length} refused`);
+});
+
+Deno.test("ClientCore answers a copy of a real connect from a forged source harmlessly", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  const connect = alice.peerSends.find((s) => s.message.type === "peer_connect")!.bytes;
+  const accept = bob.peerSends.find((s) => s.message.type === "peer_accept")!.bytes;
+  const mallory: PeerAddress = { ip: "10.6.6.6", port: 6666 };
+  const sends = bob.peerSends.length;
+  const events = bob.events.length;
+  // Alice's own connect, sent again from Mallory's address: a copy, answered with the same
+  // accept at the copy's source, which only Alice's keys can use.
+  world.inject(mallory, bob, connect);
+  world.settle();
+  const answers = bob.peerSends.slice(sends);
+  assertEquals(answers.map((s) => [s.to, s.message.type]), [[mallory, "peer_accept"]]);
+  assertEquals(answers[0].bytes, accept);
+  // Moved under another session id, the same handshake opens nothing and gets no answer.
+  const moved = connect.slice();
+  moved[11] ^= 1;
+  world.inject(mallory, bob, moved);
+  world.settle();
+  assertEquals(bob.peerSends.length, sends + 1);
+  assertEquals(bob.events.length, events, "no new request, no refusal");
+  // The session still talks to Alice, and only to her.
+  const [session] = bob.core.peers;
+  assertEquals([session.state, session.address], ["open", ALICE]);
+  assertEquals(done(world.command(alice, { kind: "send", text: "still here" })), ["send", "Bob"]);
+  assertEquals(bob.events.flatMap((e) => e.kind === "message" ? [e.text] : []), ["still here"]);
+  assertEquals(bob.peerSends.slice(sends + 1).filter((s) => !sameAddress(s.to, ALICE)), []);
+});
+
+Deno.test("ClientCore answers a version 2 peer_connect with a version 2 peer_reject that says to upgrade", () => {
+  const world = new World();
+  const bob = world.add("Bob", BOB);
+  const old: PeerAddress = { ip: "10.2.2.2", port: 2222 };
+  const name = new TextEncoder().encode("Alice");
+  const v2 = Uint8Array.of(0x53, 0x57, 0x02, 0x28, 1, 2, 3, 4, 5, 6, 7, 8, 0, name.length, ...name);
+  world.inject(old, bob, v2);
+  world.settle();
+  assertEquals(bob.peerSends.length, 1);
+  const [reply] = bob.peerSends;
+  assertEquals(reply.to, old);
+  assertEquals(reply.bytes[2], 2, "in version 2, which the old client reads");
+  const readable = reply.bytes.slice();
+  readable[2] = 3;
+  assertEquals(decodeMessage(readable), {
+    type: "peer_reject",
+    session: "0102030405060708",
+    reason: VERSION_2_PEER_REASON,
+  });
+  assertEquals(bob.core.peers.length, 0, "nothing kept");
+  // A clear version 3 channel message is not a session's: no answer.
+  world.inject(old, bob, encodeMessage({ type: "peer_keepalive", session: "0102030405060708" }));
+  world.settle();
+  assertEquals(bob.peerSends.length, 1);
+});
+
+Deno.test("ClientCore renews peer keys, and drops a replayed older renewal by its timestamp", () => {
+  const world = new World();
+  world.peerKeyLimits = { rekeyAfterMs: 2000, rejectAfterMs: 60_000 };
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  connectPair(world, alice, bob);
+  world.runUntil(world.now + 16_000);
+  const connects = alice.peerSends.filter((s) => s.message.type === "peer_connect");
+  assert(connects.length >= 3, `${connects.length} handshakes`);
+  const [session] = alice.core.peers;
+  assertEquals(session.cipher.handshakes, connects.length);
+  assertEquals(session.state, "open");
+  // Chat goes on under the new keys.
+  assertEquals(done(world.command(alice, { kind: "send", text: "renewed" })), ["send", "Bob"]);
+  const sends = bob.peerSends.length;
+  // An older renewal, replayed from Alice's own address: not newer, dropped unanswered.
+  world.inject(ALICE, bob, connects[1].bytes);
+  world.settle();
+  assertEquals(bob.peerSends.length, sends);
+  // The latest is a copy: answered again.
+  world.inject(ALICE, bob, connects.at(-1)!.bytes);
+  world.settle();
+  assertEquals(bob.peerSends.slice(sends).map((s) => s.message.type), ["peer_accept"]);
+  assertEquals(bob.core.peers[0].state, "open");
 });

@@ -322,10 +322,9 @@ function takeover(seed: number, impairment: Impairment): void {
     retry: { initialMs: 500, maxMs: 8000, jitter: 0.2, giveUpMs: 120_000 },
   });
   const older = sim.addClient({ name: "Alice" });
-  const newer = sim.addClient();
+  const newer = sim.addClient({ keyPair: older.keyPair }); // Alice's key pair, on another machine
   connect(sim, [older], { kind: "register" }, { kind: "watch", on: true });
   connect(sim, [newer]);
-  newer.staticKey = older.staticKey; // Alice's key pair, on another machine
   const mark = sim.serverEvents.length;
   sim.network.impairment = impairment;
   sim.command(newer, { kind: "login", name: "Alice", secret: new Uint8Array(0) });

@@ -78,7 +78,12 @@ Deno.test({
       delays.sort((x, y) => x - y);
       assert(delays[98] < 100, `p99 ${delays[98].toFixed(1)} ms`);
       // A lookup on A finds a client of B, where B saw it.
-      const found = await watcher.request({ type: "lookup", token: watcher.token, name: "j7" });
+      const found = await watcher.request({
+        type: "lookup",
+        token: watcher.token,
+        name: "j7",
+        nonce: new Uint8Array(0),
+      });
       assertEquals(found?.type, "lookup_ok", JSON.stringify(found));
       assertEquals((found as MessageOf<"lookup_ok">).udpPort, clients[8].port);
       // A's list holds both instances' clients.
@@ -136,6 +141,7 @@ Deno.test({
           type: "lookup",
           token: watcher.token,
           name: "mover",
+          nonce: new Uint8Array(0),
         });
         assertEquals(found?.type, "lookup_ok");
       } finally {

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertNotEquals, assertStringIncludes } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
+import { introductionPsk } from "../lib/crypto/introduction.ts";
 import { SeededRandom } from "../lib/random.ts";
 import { Registry } from "../lib/server/registry.ts";
 import {
@@ -194,7 +195,7 @@ function list(reqId: number, token: Uint8Array, after = "", client = ALICE_ID): 
 }
 
 function lookup(reqId: number, token: Uint8Array, name: string): MessageOf<"lookup"> {
-  return { type: "lookup", reqId, client: ALICE_ID, token, name };
+  return { type: "lookup", reqId, client: ALICE_ID, token, name, nonce: new Uint8Array(0) };
 }
 
 function watch(reqId: number, token: Uint8Array, client: string, on = 1): MessageOf<"watch"> {
@@ -1276,6 +1277,10 @@ Deno.test("ServerCore.handle() looks up online names only", () => {
     udpPort: 40002,
     tcpPort: 5001,
     onlineMs: 2000,
+    // In clear (no channel key): no key to vouch for, no introduction.
+    key: new Uint8Array(0),
+    nonce: new Uint8Array(0),
+    psk: new Uint8Array(0),
   });
   const error = assertError(
     ask(core, NOW, FROM_ALICE, lookup(3, alice.token, "Carol")),
@@ -1283,6 +1288,43 @@ Deno.test("ServerCore.handle() looks up online names only", () => {
   );
   assertStringIncludes(error.message, "Carol");
   assertError(ask(core, NOW, FROM_ALICE, lookup(4, new Uint8Array(16), "Bob")), "not_logged_in");
+});
+
+Deno.test("ServerCore.handle() vouches for keys and gives both peers the same fresh PSK, and only them", () => {
+  const secret = new Uint8Array(32).fill(9);
+  const core = newCore({ introductionSecret: secret });
+  const aliceKey = new Uint8Array(32).fill(0xa1);
+  const bobKey = new Uint8Array(32).fill(0xb0);
+  const carolKey = new Uint8Array(32).fill(0xc0);
+  const fromAlice: Endpoint = { ...FROM_ALICE, clientKey: aliceKey };
+  const fromBob: Endpoint = { ...FROM_BOB, clientKey: bobKey };
+  const fromCarol: Endpoint = { ...FROM_CAROL, clientKey: carolKey };
+  const alice = registerPersisted(core, 1, "Alice", fromAlice);
+  const bob = registerPersisted(core, 1, "Bob", fromBob, BOB_ID);
+  const carol = registerPersisted(core, 1, "Carol", fromCarol, CAROL_ID);
+  // Alice asks for Bob: his key, a nonce with the time, and the PSK of (Alice, Bob).
+  const asked = as(ask(core, NOW, fromAlice, lookup(2, alice.token, "Bob")), "lookup_ok");
+  assertEquals(asked.key, bobKey);
+  assertEquals(
+    new DataView(asked.nonce.buffer, asked.nonce.byteOffset).getBigUint64(0),
+    BigInt(NOW),
+  );
+  assertEquals(asked.psk, introductionPsk(secret, aliceKey, bobKey, asked.nonce));
+  // Bob checks Alice's request with her nonce: her key, and the same PSK.
+  const check = (from: Endpoint, token: Uint8Array, at: number, nonce = asked.nonce) =>
+    ask(core, at, from, { ...lookup(3, token, "Alice"), client: BOB_ID, nonce });
+  const checked = as(check(fromBob, bob.token, NOW + 60_000), "lookup_ok");
+  assertEquals(checked.key, aliceKey);
+  assertEquals(checked.nonce, asked.nonce);
+  assertEquals(checked.psk, asked.psk);
+  // Carol, with the same nonce, gets the PSK of (Alice, Carol): never Bob's.
+  const stolen = as(check(fromCarol, carol.token, NOW + 1000), "lookup_ok");
+  assert(!stolen.psk.every((b, i) => b === asked.psk[i]), "Carol got the pair's PSK");
+  // A nonce older than two minutes is refused.
+  assertError(check(fromBob, bob.token, NOW + 121_000), "bad_request");
+  // A fresh nonce per lookup: a second lookup gets another PSK.
+  const again = as(ask(core, NOW, fromAlice, lookup(4, alice.token, "Bob")), "lookup_ok");
+  assert(!again.psk.every((b, i) => b === asked.psk[i]), "two introductions share a PSK");
 });
 
 // --- presence news -----------------------------------------------------------------------

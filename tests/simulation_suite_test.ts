@@ -27,10 +27,13 @@ interface Profile {
 const PROFILES: Profile[] = [
   // 30% loss in bursts, 20% duplication, reordering, a partition that heals,
   // a client cut off from the server, a server crash and restart.
-  // Over seeds 1 to 1000, 65% of runs complete their chat (70% before address
-  // discovery's datagrams after each login shifted the seeded draws; seeds 1
-  // to 100 went from 72 to 66): 0.6 still shows the invariants are not met by silence.
-  { scenario: "harsh", seeds: 100, flags: "", fullChat: 100, minComplete: 0.6 },
+  // Over seeds 1 to 1000, 63% of runs complete their chat (70% before address
+  // discovery's datagrams after each login shifted the seeded draws; 65% before
+  // peer sessions were encrypted: a lost peer_accept can no longer be stood in
+  // for by any channel message, only by the accept itself; seeds 1 to 100: 60).
+  // Almost every failure is a request or lookup lost on a link stuck in a loss
+  // burst; 0.55 still shows the invariants are not met by silence.
+  { scenario: "harsh", seeds: 100, flags: "", fullChat: 100, minComplete: 0.55 },
   // The two-way chat with 30% loss, 20% duplication and 20% reordering.
   {
     scenario: "chat",

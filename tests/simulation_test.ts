@@ -162,11 +162,10 @@ Deno.test("Simulation gives a retransmitted register its original key after a cr
     assert(sim.runUntilIdle(60_000));
     assertEquals(alice.results.map((r) => r.ok), [true], `seed ${seed}`);
     if (sim.serverEvents.filter((e) => e.kind === "registered").length === 0) landed++;
-    assertEquals(sim.disk.Alice?.public_key, toHex(alice.staticKey), `seed ${seed}`);
+    assertEquals(sim.disk.Alice?.public_key, toHex(alice.publicKey!), `seed ${seed}`);
 
     // Another client with Alice's key proves it: it logs in as Alice, then deregisters.
-    const other = sim.addClient();
-    other.staticKey = alice.staticKey;
+    const other = sim.addClient({ keyPair: alice.keyPair });
     sim.command(other, { kind: "hello" });
     sim.command(other, { kind: "login", name: "Alice", secret: new Uint8Array(0) });
     sim.command(other, { kind: "deregister" });

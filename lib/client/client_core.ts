@@ -22,13 +22,15 @@
 import type { Random } from "../random.ts";
 import { AddressDiscovery } from "./address_discovery.ts";
 import { nameKey } from "../wire/client_name.ts";
-import { isPeerMessage, type Message, type PeerMessage } from "../wire/messages.ts";
+import { isPeerMessage, type Message } from "../wire/messages.ts";
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Command } from "./command.ts";
 import { FileTransfers } from "./file_transfers.ts";
 import { type ClientOutput, Outbox } from "./outbox.ts";
 import type { PeerAddress, PeerSession } from "./peer_session.ts";
 import { PeerTable } from "./peer_table.ts";
+import type { KeyPair } from "../crypto/key_pair.ts";
+import type { TransportLimits } from "../crypto/transport_session.ts";
 import { PresenceWatch } from "./presence_watch.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retry_policy.ts";
 import { ScriptWaits } from "./script_waits.ts";
@@ -88,6 +90,16 @@ export interface ClientCoreOptions {
   maxReceive?: number;
   /** Ask the server for the public address and NAT mapping after each login (default true). */
   discover?: boolean;
+  /**
+   * This client's static key pair, the one its server channel presents (the
+   * server vouches for it to peers). Default: one drawn from `random` when a
+   * peer session first needs it.
+   */
+  staticKeyPair?: KeyPair;
+  /** Rekey and expiry limits of peer keys (tests shorten them). */
+  peerKeyLimits?: Partial<TransportLimits>;
+  /** Benchmarks only: peer sessions seal with a null cipher. No flag sets it. */
+  peerNullCipher?: boolean;
 }
 
 /** The order in which timers that are due together are served. */
@@ -155,6 +167,9 @@ export class ClientCore {
       transfers,
       outbox,
       timers,
+      staticKeyPair: options.staticKeyPair,
+      limits: options.peerKeyLimits,
+      nullCipher: options.peerNullCipher,
     });
     this.#transfers = new TransferCommands(transfers, this.#peers, outbox);
     this.#waits = new ScriptWaits({
@@ -253,14 +268,14 @@ export class ClientCore {
   }
 
   /**
-   * Handles a datagram from another client.
+   * Handles a datagram from another client (any source but the server's).
    *
    * @param now current time, ms
    * @param from where it came from
-   * @param message a peer message
+   * @param bytes the datagram, undecoded: the peer table decodes and opens it
    */
-  handlePeer(now: number, from: PeerAddress, message: PeerMessage): void {
-    this.#peers.handle(now, from, message);
+  handlePeer(now: number, from: PeerAddress, bytes: Uint8Array): void {
+    this.#peers.handle(now, from, bytes);
     this.#settle(now);
   }
 

@@ -233,8 +233,15 @@ export type ClientEvent =
     readonly name: string;
     readonly ip: string;
     readonly udpPort: number;
-    /** Where the server has that name, when it is elsewhere. */
-    readonly registered?: { readonly name: string; readonly ip: string; readonly udpPort: number };
+    /** The fingerprint of the static key the request was made with. */
+    readonly presentedKey?: string;
+    /** Where the server has that name and the fingerprint of its key, when the key differs. */
+    readonly registered?: {
+      readonly name: string;
+      readonly ip: string;
+      readonly udpPort: number;
+      readonly key: string;
+    };
     /** The server's error, when the lookup failed. */
     readonly error?: string;
   }

@@ -46,9 +46,8 @@ export function clientEventText(event: ClientEvent): string {
         `accept or reject`;
     case "request_refused": {
       const where = event.registered !== undefined
-        ? `the server has "${event.registered.name}" at ${
-          hostPort(event.registered.ip, event.registered.udpPort)
-        }`
+        ? `the server has "${event.registered.name}" with key ${event.registered.key}, ` +
+          `not ${event.presentedKey ?? "the one presented"}`
         : event.error !== undefined
         ? lowerFirstWord(event.error)
         : "the server did not answer";

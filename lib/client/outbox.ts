@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { MessageOf, PeerMessage, Request } from "../wire/messages.ts";
+import type { MessageOf, Request } from "../wire/messages.ts";
 import type { ClientEvent, CommandResult, FailureCode } from "./client_event.ts";
 import type { FileTransfersOutput } from "./file_transfers.ts";
-import type { PeerAddress } from "./peer_session.ts";
+import type { PeerAddress, PeerSent } from "./peer_session.ts";
 import type { Via } from "./server_session.ts";
 
 /** File work for a transfer between peers: read, write, verify, close. */
@@ -47,7 +47,14 @@ export type ClientOutput =
    */
   | { readonly type: "identity"; readonly name: string }
   /** Send a datagram to another client. */
-  | { readonly type: "peer_send"; readonly to: PeerAddress; readonly message: PeerMessage }
+  /** Send this datagram to a peer (a handshake message, a clear reject, or sealed). */
+  | {
+    readonly type: "peer_send";
+    readonly to: PeerAddress;
+    readonly bytes: Uint8Array;
+    /** What `bytes` carries, in clear, for traces and tests (never sent as such). */
+    readonly sent: PeerSent;
+  }
   /** A peer message was sent, acknowledged or delivered (for the log and the simulator). */
   | { readonly type: "trace"; readonly trace: PeerTrace }
   /** File work for a transfer between peers; report back with the `file...` methods. */

@@ -4,15 +4,23 @@
  * out), one bidirectional {@linkcode ReliableChannel} once accepted, and the
  * acknowledged terminate. The client core keeps one per session id.
  *
+ * Its datagrams go through its {@linkcode PeerCipher}: `peer_connect` and
+ * `peer_accept` are the Noise IKpsk2 handshake, and everything after it is
+ * sealed in `peer_sealed`. What opens under the session's keys is the peer,
+ * wherever it comes from: the session then sends to that address.
+ *
  * @module
  */
 import { lowerFirstWord } from "../error_line.ts";
 import { earlier } from "../clock.ts";
+import { CryptoError } from "../crypto/crypto_error.ts";
+import { encodeMessage } from "../wire/codec.ts";
 import { decodePeerPayload, encodePeerPayload, type PeerPayload } from "../wire/peer_payload.ts";
 import type { Random } from "../random.ts";
 import { ReliableChannel, type ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import type { Segment } from "../reliable/segment.ts";
-import type { PeerMessage } from "../wire/messages.ts";
+import type { PeerInnerMessage, PeerMessage } from "../wire/messages.ts";
+import { encodeIntroduction, type PeerCipher, type ReadInitiation } from "./peer_cipher.ts";
 import { retryDelay, type RetryPolicy } from "./retry_policy.ts";
 
 /** Where a peer is reached. */
@@ -32,7 +40,14 @@ export type PeerState = "connecting" | "verifying" | "pending" | "open" | "closi
 
 /** What a session asks its owner to do, or reports. */
 export type PeerSessionOutput =
-  | { readonly type: "send"; readonly to: PeerAddress; readonly message: PeerMessage }
+  /** Send this datagram (encoded, sealed where keys exist). */
+  | {
+    readonly type: "send";
+    readonly to: PeerAddress;
+    readonly bytes: Uint8Array;
+    /** What `bytes` carries, in clear, for traces and tests (never sent as such). */
+    readonly sent: PeerSent;
+  }
   /** The handshake succeeded (either side). */
   | { readonly type: "opened" }
   /** A whole text message arrived, in order, exactly once. */
@@ -47,6 +62,17 @@ export type PeerSessionOutput =
     readonly by: "us" | "peer" | "rejected" | "timeout" | "dead";
     readonly reason: string;
   };
+
+/**
+ * Least time between two repeats of a `peer_accept` that rides with our
+ * traffic before the requester's first sealed datagram arrives, ms.
+ */
+export const ACCEPT_REPEAT_MS = 250;
+
+/** What one datagram of a session carries: a handshake message, or an inner message. */
+export type PeerSent =
+  | PeerInnerMessage
+  | { readonly type: "peer_connect" | "peer_accept"; readonly session: string };
 
 /** Options of a {@linkcode PeerSession}. */
 export interface PeerSessionOptions {
@@ -66,6 +92,12 @@ export interface PeerSessionOptions {
   retry: RetryPolicy;
   /** Options of the reliable channel. */
   channel?: ReliableChannelOptions;
+  /** The session's keys: given the PSK already when outgoing, once verified when incoming. */
+  cipher: PeerCipher;
+  /** Outgoing: the nonce of the `lookup_ok`, told in the introduction. */
+  nonce?: Uint8Array;
+  /** Outgoing: a fresh TAI64N timestamp for each new handshake. */
+  timestamp?: (now: number) => Uint8Array;
 }
 
 /** The payloads of file transfers (everything but chat text). */
@@ -99,6 +131,13 @@ export class PeerSession {
   #terminateReason = "";
   #sentMessages = 0;
   #receivedMessages = 0;
+  #cipher: PeerCipher;
+  /** Whether something from the peer opened under the session's keys (so it has them). */
+  #confirmed = false;
+  /** When our `peer_accept` last went out. */
+  #acceptSentAt = -Infinity;
+  /** The latest time a caller gave: what sealing checks the keys' age against. */
+  #now: number;
 
   /**
    * @param now current time, ms
@@ -110,9 +149,19 @@ export class PeerSession {
     this.outgoing = options.outgoing;
     this.#options = options;
     this.#address = options.address;
+    this.#cipher = options.cipher;
+    this.#now = now;
     this.#startedAt = now;
     this.#state = options.outgoing ? "connecting" : "verifying";
-    if (options.outgoing) this.#sendHandshake(now);
+    if (options.outgoing) {
+      this.#initiate(now);
+      this.#sendHandshake(now);
+    }
+  }
+
+  /** The session's keys. */
+  get cipher(): PeerCipher {
+    return this.#cipher;
   }
 
   /** Where the session stands. */
@@ -136,26 +185,59 @@ export class PeerSession {
   }
 
   /**
-   * For an incoming request: the server confirmed the peer's name and
-   * address; the request now waits (bounded) for accept or reject.
+   * For an incoming request: the server vouched for the peer's name and
+   * key; the request now waits (bounded) for accept or reject.
    *
    * @param now current time, ms
+   * @param read its first handshake message, read
+   * @param initiation the encoded `peer_connect` it came in
+   * @param psk the introduction's PSK, from the server
    */
-  verified(now: number): void {
+  verified(now: number, read: ReadInitiation, initiation: Uint8Array, psk: Uint8Array): void {
+    this.#now = Math.max(this.#now, now);
     if (this.#state !== "verifying") return;
     this.#state = "pending";
     this.#startedAt = now;
+    this.#pending = { read, initiation };
+    this.#received = initiation.slice();
+    this.#cipher.setPsk(psk);
   }
 
+  #pending: { read: ReadInitiation; initiation: Uint8Array } | undefined;
+  /** The `peer_connect` that made an incoming session, to recognise its copies. */
+  #received: Uint8Array | undefined;
+
   /**
-   * Accepts an incoming request.
+   * Accepts an incoming request: handshake message 2 goes out, and the keys are in use.
    *
    * @param now current time, ms
    */
   accept(now: number): void {
-    if (this.#state !== "pending") throw new TypeError(`Cannot accept a ${this.#state} session`);
+    this.#now = Math.max(this.#now, now);
+    if (this.#state !== "pending" || this.#pending === undefined) {
+      throw new TypeError(`Cannot accept a ${this.#state} session`);
+    }
+    const { read, initiation } = this.#pending;
+    this.#pending = undefined;
     this.#open(now);
-    this.#emitSend({ type: "peer_accept", session: this.id });
+    this.#acceptSentAt = now;
+    this.#emitBytes(this.#cipher.respond(now, read, initiation), this.#accept);
+  }
+
+  /**
+   * The requester of an open session started a new handshake (a rekey); its
+   * message 1 was read and its key and timestamp checked by the table.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param read the message 1, read
+   * @param initiation the encoded `peer_connect`
+   */
+  rekey(now: number, from: PeerAddress, read: ReadInitiation, initiation: Uint8Array): void {
+    this.#now = Math.max(this.#now, now);
+    if (this.#state !== "open" || this.outgoing) return;
+    const bytes = this.#cipher.respond(now, read, initiation);
+    this.#outputs.push({ type: "send", to: from, bytes, sent: this.#accept });
   }
 
   /**
@@ -192,6 +274,7 @@ export class PeerSession {
    * @throws {TypeError} unless the session is open
    */
   sendPayload(now: number, payload: PeerPayload): number {
+    this.#now = Math.max(this.#now, now);
     if (this.#state !== "open" || this.#channel === undefined) {
       throw new TypeError(`Cannot send on a ${this.#state} session`);
     }
@@ -215,6 +298,7 @@ export class PeerSession {
    * @param reason told to the peer
    */
   terminate(now: number, reason: string): void {
+    this.#now = Math.max(this.#now, now);
     if (this.#state === "closed" || this.#state === "closing") return;
     if (this.#state !== "open") {
       // Not open yet: tell the peer once and stop (copies are answered again).
@@ -237,29 +321,86 @@ export class PeerSession {
   abort(reason: string): void {
     if (this.#state === "closed") return;
     this.#terminateReason = reason;
-    this.#emitSend(this.#terminateMessage());
+    if (this.#cipher.hasKeys) this.#emitSend(this.#terminateMessage());
+    else if (!this.outgoing) this.#emitSend({ type: "peer_reject", session: this.id, reason });
     this.#close("us", reason);
   }
 
   /**
-   * Handles a message from the peer for this session.
+   * Handles a datagram from the peer for this session: a copy of the
+   * handshake, a `peer_accept`, a clear `peer_reject` (before any keys; only
+   * from the peer's address), or a `peer_sealed`, which is opened (anything
+   * that does not open is dropped without effect).
    *
    * @param now current time, ms
-   * @param from where it came from; anything not from the peer's address is ignored
-   * @param message the message
+   * @param from where it came from
+   * @param message the decoded datagram
    */
   handle(now: number, from: PeerAddress, message: PeerMessage): void {
-    if (from.ip !== this.#address.ip || from.port !== this.#address.port) return;
+    this.#now = Math.max(this.#now, now);
+    switch (message.type) {
+      case "peer_connect":
+        // A copy of the request: the requester has not heard our accept yet.
+        if (this.#initiationCopy(message.handshake) && !this.outgoing) {
+          if (this.#state === "open" && this.#cipher.response !== undefined) {
+            const bytes = this.#cipher.response;
+            this.#outputs.push({ type: "send", to: from, bytes, sent: this.#accept });
+          } else if (this.#state === "closed" && this.#terminateReason !== "") {
+            this.#emitSend({
+              type: "peer_reject",
+              session: this.id,
+              reason: this.#terminateReason,
+            });
+          }
+        }
+        return;
+      case "peer_accept":
+        if (!this.#cipher.complete(now, message.handshake)) return;
+        this.#address = from;
+        if (this.#state === "connecting") this.#open(now);
+        else if (this.#state === "closed" && this.#terminateReason !== "") {
+          // We gave up (or left) before the peer accepted: tell it.
+          this.#emitSend(this.#terminateMessage());
+        }
+        return;
+      case "peer_reject":
+        // In clear: the peer had no keys yet. Believed only from its address.
+        if (
+          this.#state === "connecting" && from.ip === this.#address.ip &&
+          from.port === this.#address.port
+        ) {
+          this.#close("rejected", `"${this.peerName}" refused: ${message.reason}`);
+        }
+        return;
+      case "peer_sealed": {
+        const inner = this.#cipher.open(now, message);
+        if (inner === undefined) return;
+        this.#confirmed = true;
+        // It opened under our keys: the peer is reached there now (a NAT rebinding).
+        this.#address = from;
+        return this.#handleInner(now, inner);
+      }
+      default:
+        // Channel and terminate messages in clear: version 3 seals them.
+        return;
+    }
+  }
+
+  #initiationCopy(handshake: Uint8Array): boolean {
+    const known = this.#cipher.initiation ?? this.#received;
+    if (known === undefined) return false;
+    const copy = encodeMessage({ type: "peer_connect", session: this.id, handshake });
+    return copy.length === known.length && copy.every((b, i) => b === known[i]);
+  }
+
+  #handleInner(now: number, message: PeerInnerMessage): void {
     if (this.#state === "closed") {
       // Answer copies so that the peer can finish too.
       if (message.type === "peer_terminate") {
         this.#emitSend({ type: "peer_terminate_ok", session: this.id });
-      } else if (message.type === "peer_connect" && this.#terminateReason !== "") {
-        this.#emitSend({ type: "peer_reject", session: this.id, reason: this.#terminateReason });
       } else if (
         this.#terminateReason !== "" &&
-        (message.type === "peer_accept" || message.type === "peer_data" ||
-          message.type === "peer_keepalive")
+        (message.type === "peer_data" || message.type === "peer_keepalive")
       ) {
         // We gave up (or left) before the peer accepted or finished: tell it.
         this.#emitSend(this.#terminateMessage());
@@ -267,15 +408,6 @@ export class PeerSession {
       return;
     }
     switch (message.type) {
-      case "peer_connect":
-        // A copy: the requester has not heard our accept yet.
-        if (this.#state === "open" && !this.outgoing) {
-          this.#emitSend({ type: "peer_accept", session: this.id });
-        }
-        return;
-      case "peer_accept":
-        if (this.#state === "connecting") this.#open(now);
-        return;
       case "peer_reject":
         if (this.#state === "connecting") {
           this.#close("rejected", `"${this.peerName}" refused: ${message.reason}`);
@@ -301,8 +433,6 @@ export class PeerSession {
         if (this.#state === "closing") this.#close("us", this.#terminateReason);
         return;
       default:
-        // Channel traffic: in `connecting` it means our accept was lost on the way.
-        if (this.#state === "connecting") this.#open(now);
         if (this.#channel === undefined) return;
         this.#channel.receive(now, segmentOf(message));
         this.#drainChannel(now);
@@ -312,7 +442,8 @@ export class PeerSession {
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
     if (this.#state === "closed") return undefined;
-    const next = earlier(this.#nextSendAt, this.#channel?.nextTimeout());
+    let next = earlier(this.#nextSendAt, this.#channel?.nextTimeout());
+    if (this.#state === "open") next = earlier(next, this.#cipher.nextRekey());
     if (this.#state === "pending" || this.#state === "connecting") {
       return earlier(next, this.#startedAt + this.#options.retry.giveUpMs);
     }
@@ -326,6 +457,7 @@ export class PeerSession {
    * @param now current time, ms
    */
   onTimeout(now: number): void {
+    this.#now = Math.max(this.#now, now);
     const giveUpAt = this.#startedAt + this.#options.retry.giveUpMs;
     const seconds = Math.round(this.#options.retry.giveUpMs / 1000);
     if (this.#state === "verifying") return;
@@ -345,6 +477,10 @@ export class PeerSession {
       return this.#close("timeout", `"${this.peerName}" did not answer within ${seconds} s`);
     }
     if (this.#channel !== undefined) {
+      if (this.#cipher.rekeyDue(now)) {
+        this.#initiate(now);
+        this.#emitBytes(this.#cipher.initiation!, this.#connect);
+      }
       this.#channel.onTimeout(now);
       this.#drainChannel(now);
       if (this.#state === "closed") return;
@@ -372,9 +508,20 @@ export class PeerSession {
     this.#outputs.push({ type: "opened" });
   }
 
+  #initiate(now: number): void {
+    const { ownName, nonce, timestamp } = this.#options;
+    if (nonce === undefined || timestamp === undefined) {
+      throw new TypeError("Cannot connect without the introduction's nonce and timestamps");
+    }
+    this.#cipher.initiate(
+      now,
+      encodeIntroduction({ name: ownName, nonce, timestamp: timestamp(now) }),
+    );
+  }
+
   #sendHandshake(now: number): void {
     if (this.#state === "connecting") {
-      this.#emitSend({ type: "peer_connect", session: this.id, name: this.#options.ownName });
+      this.#emitBytes(this.#cipher.initiation!, this.#connect);
     } else if (this.#state === "closing") {
       this.#emitSend(this.#terminateMessage());
     } else {
@@ -436,7 +583,7 @@ export class PeerSession {
     this.#outputs.push({ type: "closed", by, reason });
   }
 
-  #terminateMessage(): PeerMessage {
+  #terminateMessage(): PeerInnerMessage {
     return {
       type: "peer_terminate",
       session: this.id,
@@ -445,8 +592,50 @@ export class PeerSession {
     };
   }
 
-  #emitSend(message: PeerMessage): void {
-    this.#outputs.push({ type: "send", to: this.#address, message });
+  /**
+   * Sends an inner message: sealed once keys exist; before that only a
+   * `peer_reject` goes, in clear (anything else waits for nothing: the peer
+   * times out).
+   */
+  #emitSend(message: PeerInnerMessage): void {
+    if (this.#cipher.hasKeys) {
+      let bytes: Uint8Array;
+      try {
+        bytes = this.#cipher.seal(this.#now, message);
+      } catch (error) {
+        if (!(error instanceof CryptoError)) throw error;
+        // The keys expired (the requester never rekeyed): the session cannot go on.
+        if (this.#state !== "closed") {
+          this.#close("dead", `"${this.peerName}" never renewed the keys`);
+        }
+        return;
+      }
+      const accept = this.#cipher.response;
+      if (
+        !this.outgoing && !this.#confirmed && accept !== undefined &&
+        this.#now - this.#acceptSentAt >= ACCEPT_REPEAT_MS
+      ) {
+        // Nothing from the requester has opened yet: its copy of our accept may
+        // have been lost. It rides again with our traffic, which gets through
+        // far more often than the requester's sparse retransmissions.
+        this.#acceptSentAt = this.#now;
+        this.#emitBytes(accept, this.#accept);
+      }
+      return this.#emitBytes(bytes, message);
+    }
+    if (message.type === "peer_reject") this.#emitBytes(encodeMessage(message), message);
+  }
+
+  get #connect(): PeerSent {
+    return { type: "peer_connect", session: this.id };
+  }
+
+  get #accept(): PeerSent {
+    return { type: "peer_accept", session: this.id };
+  }
+
+  #emitBytes(bytes: Uint8Array, sent: PeerSent): void {
+    this.#outputs.push({ type: "send", to: this.#address, bytes, sent });
   }
 }
 
@@ -457,7 +646,7 @@ export class PeerSession {
  * @param segment the segment
  * @returns the message
  */
-export function messageOf(session: string, segment: Segment): PeerMessage {
+export function messageOf(session: string, segment: Segment): PeerInnerMessage {
   switch (segment.kind) {
     case "data":
       return {
@@ -487,7 +676,7 @@ export function messageOf(session: string, segment: Segment): PeerMessage {
  * @param message a `peer_data`, `peer_ack` or `peer_keepalive`
  * @returns the segment
  */
-export function segmentOf(message: PeerMessage): Segment {
+export function segmentOf(message: PeerInnerMessage): Segment {
   switch (message.type) {
     case "peer_data":
       return {

@@ -1,12 +1,19 @@
 /**
  * The client's sessions with other clients: the table of them, `connect`
  * (a lookup, then the handshake), incoming requests checked against the
- * server (nobody may pose as another client), `accept`, `reject`, `send`,
- * `terminate` and `peers`; and what the sessions report, routed to the
- * commands waiting on them, to file transfers and to script waits.
+ * server (nobody may pose as another client: the key that opened the
+ * handshake must be the one the server vouches for under that name),
+ * `accept`, `reject`, `send`, `terminate` and `peers`; and what the
+ * sessions report, routed to the commands waiting on them, to file
+ * transfers and to script waits. Datagrams from peers come here as bytes;
+ * the table decodes them, hands new requests and key renewals to
+ * {@linkcode PeerRequests} and the rest to their session.
  *
  * @module
  */
+import { TimestampSource } from "../crypto/introduction.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
+import type { TransportLimits } from "../crypto/transport_session.ts";
 import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import {
@@ -15,11 +22,14 @@ import {
 } from "../reliable/reliable_channel.ts";
 import { MAX_MESSAGE_BYTES } from "../reliable/segment.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
-import type { MessageOf, PeerMessage, Reply } from "../wire/messages.ts";
+import { decodeMessage } from "../wire/codec.ts";
+import { isPeerMessage, type MessageOf, PEER_KEY_BYTES, PEER_PSK_BYTES } from "../wire/messages.ts";
+import { ProtocolError } from "../wire/protocol_error.ts";
 import { peerEndText } from "./client_event_text.ts";
 import type { FileTransfers } from "./file_transfers.ts";
-import { LookupBudget } from "./lookup_budget.ts";
 import type { Outbox } from "./outbox.ts";
+import { PeerCipher } from "./peer_cipher.ts";
+import { PeerRequests } from "./peer_requests.ts";
 import { type PeerAddress, PeerSession, type PeerSessionOutput } from "./peer_session.ts";
 import type { RetryPolicy } from "./retry_policy.ts";
 import type { ServerLink } from "./server_link.ts";
@@ -41,8 +51,6 @@ export const PEER_CHANNEL_OPTIONS: Readonly<ReliableChannelOptions> = Object.fre
 
 /** Closed peer sessions kept to answer late copies of their messages. */
 const CLOSED_PEERS_KEPT = 256;
-/** Most incoming requests being verified or waiting for `accept` at once. */
-export const MAX_INCOMING_REQUESTS = 8;
 
 /** The commands on peer sessions that the table runs. */
 export type PeerCommand =
@@ -73,6 +81,15 @@ export interface PeerTableOptions {
   outbox: Outbox;
   /** The core's timers; the table owns `peers`. */
   timers: TimerTable<ClientTimer>;
+  /**
+   * This client's static key pair: the server vouches for its public half.
+   * Default: one drawn from `random` when a peer session first needs it.
+   */
+  staticKeyPair?: KeyPair;
+  /** Rekey and expiry limits of peer keys (tests shorten them). */
+  limits?: Partial<TransportLimits>;
+  /** Benchmarks only: peer sessions seal with a null cipher (see `PeerCipherOptions`). */
+  nullCipher?: boolean;
 }
 
 /** A `send` waiting for its acknowledgement. */
@@ -102,8 +119,9 @@ export class PeerTable {
   #waiting = new Map<string, { id: number; kind: "connect" | "terminate" }>();
   /** `send`s waiting for their acknowledgement, by session id, then message id. */
   #sending = new Map<string, Map<number, Sending>>();
-  /** The lookups incoming requests may cause, per IP address. */
-  #lookups = new LookupBudget();
+  /** Our initiations' timestamps, strictly increasing. */
+  #timestamps = new TimestampSource();
+  #requests: PeerRequests;
 
   /** @param options policies, the link, the transfers, the outbox and the timers */
   constructor(options: PeerTableOptions) {
@@ -111,6 +129,20 @@ export class PeerTable {
     this.#link = options.link;
     this.#outbox = options.outbox;
     this.#transfers = options.transfers;
+    this.#requests = new PeerRequests({
+      link: options.link,
+      outbox: options.outbox,
+      random: options.random,
+      staticKeyPair: () => this.#staticKeyPair,
+      waiting: () =>
+        [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
+          .length,
+      open: (now, { key, ...session }) =>
+        this.#add(now, { ...session, outgoing: false, cipher: this.#cipher(session.id, key) }),
+      holds: (peer) => this.#peers.get(peer.id) === peer,
+      drain: (now, peer) => this.drain(now, peer),
+      changed: (now) => this.#news?.changed(now),
+    });
   }
 
   /** @param news told of messages, ends and changes */
@@ -257,52 +289,33 @@ export class PeerTable {
    *
    * @param now current time, ms
    * @param from where it came from
-   * @param message a peer message
+   * @param bytes the datagram
    */
-  handle(now: number, from: PeerAddress, message: PeerMessage): void {
+  handle(now: number, from: PeerAddress, bytes: Uint8Array): void {
+    if (bytes.length >= 4 && bytes[2] === 2 && bytes[3] === 40) {
+      return this.#requests.version2(now, from, bytes);
+    }
+    let message;
+    try {
+      message = decodeMessage(bytes);
+    } catch (error) {
+      if (error instanceof ProtocolError) return;
+      throw error;
+    }
+    if (!isPeerMessage(message)) return;
     const known = this.#peers.get(message.session);
     if (known !== undefined) {
-      known.handle(now, from, message);
+      if (message.type === "peer_connect" && known.state === "open" && !known.outgoing) {
+        this.#requests.rekey(now, from, known, message, bytes);
+      } else {
+        known.handle(now, from, message);
+      }
       // Most datagrams of a transfer produce only an ack: a `wait` can
       // change only when something else came out.
       if (this.drain(now, known)) this.#news?.changed(now);
       return;
     }
-    if (message.type !== "peer_connect") return;
-    const reject = (reason: string): void => {
-      this.#outbox.push({
-        type: "peer_send",
-        to: from,
-        message: { type: "peer_reject", session: message.session, reason },
-      });
-    };
-    const token = this.#link.token;
-    const ownName = this.#link.loggedInAs;
-    if (token === undefined || ownName === undefined) {
-      return reject("the client you called is not logged in");
-    }
-    if (nameProblem(message.name) !== undefined) return reject("your name is not valid");
-    // Refused without work: no session kept, no lookup sent.
-    const incoming =
-      [...this.#peers.values()].filter((p) => p.state === "verifying" || p.state === "pending")
-        .length;
-    if (incoming >= MAX_INCOMING_REQUESTS) {
-      return reject("too many requests are waiting for an answer; try again later");
-    }
-    if (!this.#lookups.take(now, from.ip)) {
-      return reject("too many requests from your address; try again in a moment");
-    }
-    const peer = this.#add(now, {
-      id: message.session,
-      ownName,
-      peerName: message.name,
-      address: from,
-      outgoing: false,
-    });
-    // Nobody may pose as another client: ask the server where that name is.
-    this.#link.request(now, { type: "lookup", token, name: message.name }, "udp", (at, outcome) => {
-      this.#verified(at, peer, outcome.type === "reply" ? outcome.reply : undefined);
-    });
+    if (message.type === "peer_connect") this.#requests.incoming(now, from, message, bytes);
   }
 
   /**
@@ -437,7 +450,7 @@ export class PeerTable {
         "bad_command",
       );
     }
-    const body = { type: "lookup", token, name } as const;
+    const body = { type: "lookup", token, name, nonce: new Uint8Array(0) } as const;
     this.#link.ask(
       now,
       id,
@@ -465,46 +478,27 @@ export class PeerTable {
       // session is dead (its transfers keep their partial files to resume).
       this.#replace(now, existing);
     }
+    if (reply.key.length !== PEER_KEY_BYTES || reply.psk.length !== PEER_PSK_BYTES) {
+      return this.#outbox.fail(
+        id,
+        "connect",
+        `The server vouched for no key of "${reply.name}"`,
+        "bad_command",
+      );
+    }
+    const session = toHex(this.#options.random.bytes(8));
     const peer = this.#add(now, {
-      id: toHex(this.#options.random.bytes(8)),
+      id: session,
       ownName: this.#link.loggedInAs ?? this.#link.name ?? "",
       peerName: reply.name,
       address: { ip: reply.ip, port: reply.udpPort },
       outgoing: true,
+      cipher: this.#cipher(session, reply.key, reply.psk),
+      nonce: reply.nonce,
+      timestamp: (at) => this.#timestamps.next(at),
     });
     this.#waiting.set(peer.id, { id, kind: "connect" });
     this.drain(now, peer);
-  }
-
-  #verified(now: number, peer: PeerSession, reply: Reply | undefined): void {
-    if (this.#peers.get(peer.id) !== peer || peer.state !== "verifying") return;
-    const address = peer.address;
-    if (
-      reply?.type === "lookup_ok" && reply.ip === address.ip && reply.udpPort === address.port
-    ) {
-      peer.verified(now);
-      this.#outbox.event({
-        kind: "request",
-        name: peer.peerName,
-        ip: address.ip,
-        udpPort: address.port,
-      });
-      this.#news?.changed(now);
-      return;
-    }
-    peer.reject(`could not verify that you are "${peer.peerName}"`);
-    this.drain(now, peer);
-    this.#outbox.event({
-      kind: "request_refused",
-      name: peer.peerName,
-      ip: address.ip,
-      udpPort: address.port,
-      ...(reply?.type === "lookup_ok"
-        ? { registered: { name: reply.name, ip: reply.ip, udpPort: reply.udpPort } }
-        : reply?.type === "error"
-        ? { error: reply.message }
-        : {}),
-    });
   }
 
   /** Ends a session its peer has replaced with a new one, at once. */
@@ -538,6 +532,9 @@ export class PeerTable {
       peerName: string;
       address: PeerAddress;
       outgoing: boolean;
+      cipher: PeerCipher;
+      nonce?: Uint8Array;
+      timestamp?: (now: number) => Uint8Array;
     },
   ): PeerSession {
     const peer = new PeerSession(now, {
@@ -550,10 +547,21 @@ export class PeerTable {
     return peer;
   }
 
+  #cipher(session: string, remoteKey: Uint8Array, psk?: Uint8Array): PeerCipher {
+    const { random, limits, nullCipher } = this.#options;
+    const staticKeyPair = this.#staticKeyPair;
+    return new PeerCipher({ session, staticKeyPair, remoteKey, psk, random, limits, nullCipher });
+  }
+
+  get #staticKeyPair(): KeyPair {
+    this.#options.staticKeyPair ??= generateKeyPair(this.#options.random);
+    return this.#options.staticKeyPair;
+  }
+
   #output(now: number, peer: PeerSession, out: PeerSessionOutput): void {
     switch (out.type) {
       case "send":
-        this.#outbox.push({ type: "peer_send", to: out.to, message: out.message });
+        this.#outbox.push({ type: "peer_send", to: out.to, bytes: out.bytes, sent: out.sent });
         return;
       case "opened": {
         const waiting = this.#waiting.get(peer.id);

@@ -70,7 +70,12 @@ export class PresenceWatch implements LinkListener {
       case "lookup": {
         const problem = nameProblem(command.name);
         if (problem !== undefined) return this.#outbox.fail(id, "lookup", problem, "invalid_name");
-        const body = { type: "lookup", token, name: command.name } as const;
+        const body = {
+          type: "lookup",
+          token,
+          name: command.name,
+          nonce: new Uint8Array(0),
+        } as const;
         this.#link.ask(
           now,
           id,

@@ -36,7 +36,6 @@ import { ServerConnection } from "./server_connection.ts";
 import { UdpSocket } from "./udp_socket.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import {
-  isPeerMessage,
   MAX_CHUNK_BYTES,
   MAX_DATAGRAM_BYTES,
   type Message,
@@ -90,6 +89,12 @@ export interface ClientConfig {
   keepPartialMs?: number;
   /** Options of peer channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
+  /**
+   * Benchmarks only (`scripts/bench_secure_link.ts`): peer sessions seal with
+   * a null cipher, to measure what encryption costs. No flag, variable or
+   * file sets it (client.ts never passes it).
+   */
+  benchNullPeerCipher?: boolean;
   /** The server key's fingerprint the user pinned (`--server-key`), canonical form. */
   serverKey?: string;
   /** Where server keys are trusted on first use (`known_servers.json`); none kept if absent. */
@@ -171,8 +176,12 @@ export class ClientDriver {
     keyPair: KeyPair,
   ) {
     this.#config = config;
+    // One static key for the server channels and the peer sessions: the
+    // server vouches for the key this client's channel presents, which is
+    // its open-mode identity (`client_key.json`).
+    const staticKeyPair = keyPair;
     this.#guard = new ServerGuard({
-      staticKeyPair: keyPair,
+      staticKeyPair,
       random: cryptoRandom,
       server: hostPort(config.serverHost, config.serverPort),
       expectedFingerprint: config.serverKey,
@@ -194,6 +203,8 @@ export class ClientDriver {
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
+      peerNullCipher: config.benchNullPeerCipher,
+      staticKeyPair,
     });
     const core = this.#core;
     const now = () => systemClock.now();
@@ -490,19 +501,10 @@ export class ClientDriver {
       if (address === current.address && datagram.port === this.#reflectPort) {
         return this.#fromReflector(datagram.data);
       }
-      try {
-        const message = decodeMessage(datagram.data);
-        // Only the server's own channel speaks for the server.
-        if (!isPeerMessage(message)) return;
-        this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, message);
-        this.#drain();
-      } catch (error) {
-        if (!(error instanceof ProtocolError)) throw error;
-        log.debug("Ignored a bad datagram from {address}: {reason}", {
-          address: datagram.address,
-          reason: error.message,
-        });
-      }
+      // Everything else is a peer's: the core decodes and opens it (only the
+      // server's own channel speaks for the server).
+      this.#core.handlePeer(systemClock.now(), { ip: address, port: datagram.port }, datagram.data);
+      this.#drain();
     });
   }
 
@@ -578,7 +580,7 @@ export class ClientDriver {
           this.#deliver(out.id, out.result);
           break;
         case "peer_send": {
-          this.#sendUdp(encodeMessage(out.message), out.to.ip, out.to.port);
+          this.#sendUdp(out.bytes, out.to.ip, out.to.port);
           break;
         }
         case "file":

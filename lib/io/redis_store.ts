@@ -347,7 +347,7 @@ export class RedisStore implements Store {
     record: PresenceRecord,
     deadline: number,
   ): Promise<void> {
-    const { name, ip, udpPort, tcpPort, since, tokenHash } = record;
+    const { name, ip, udpPort, tcpPort, since, key, tokenHash } = record;
     await this.#script("presence", PRESENCE_SCRIPT, {
       keys: this.#presenceKeys(),
       arguments: [
@@ -355,7 +355,7 @@ export class RedisStore implements Store {
         nameKey(name),
         this.#origin,
         String(Math.round(deadline)),
-        JSON.stringify({ name, ip, udpPort, tcpPort, since, tokenHash }),
+        JSON.stringify({ name, ip, udpPort, tcpPort, since, key, tokenHash }),
       ],
     }, "publish a session");
   }
@@ -602,9 +602,15 @@ function parsePresence(text: string): PresenceRecord | undefined {
       Number.isInteger(r.udpPort) && Number.isInteger(r.tcpPort) && typeof r.since === "number";
     if (!ok) return undefined;
     const { name, ip, udpPort, tcpPort, since } = r;
-    return typeof r.tokenHash === "string"
-      ? { name, ip, udpPort, tcpPort, since, tokenHash: r.tokenHash }
-      : { name, ip, udpPort, tcpPort, since };
+    return {
+      name,
+      ip,
+      udpPort,
+      tcpPort,
+      since,
+      ...(typeof r.tokenHash === "string" ? { tokenHash: r.tokenHash } : {}),
+      ...(typeof r.key === "string" && /^[0-9a-f]{64}$/.test(r.key) ? { key: r.key } : {}),
+    };
   } catch {
     return undefined;
   }

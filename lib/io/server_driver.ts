@@ -49,6 +49,7 @@ import { openStore } from "./open_store.ts";
 import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
+import { introductionSecret } from "../crypto/introduction.ts";
 import { SECURE_KIND } from "../crypto/secure_datagram.ts";
 import { type ServerConfig, usersPath } from "./server_config.ts";
 
@@ -265,6 +266,7 @@ export class ServerDriver {
       registry,
       random: cryptoRandom,
       serverKey: identity.keyPair.publicKey,
+      introductionSecret: introductionSecret(identity.keyPair.privateKey),
       tcpPort: (listener.addr as Deno.NetAddr).port,
       udpPort2: udp2?.localPort ?? 0,
       version: config.version,

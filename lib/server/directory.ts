@@ -8,7 +8,8 @@
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
-import { toHex } from "../hex.ts";
+import { introductionNonce, introductionPsk, isFreshNonce } from "../crypto/introduction.ts";
+import { fromHex, toHex } from "../hex.ts";
 import { hostPort } from "../host_port.ts";
 import type { Random } from "../random.ts";
 import { nameKey } from "../wire/client_name.ts";
@@ -81,6 +82,7 @@ export class Directory {
   #shared: boolean;
   /** The other instances' sessions, by name key. */
   #remote = new Map<string, PresenceRecord>();
+  #introductionSecret: () => Uint8Array;
   /** When each session's lease was last written to the shared store. */
   #sharedAt = new WeakMap<Session, number>();
 
@@ -96,8 +98,11 @@ export class Directory {
       leaseMs: number;
       stats: { presenceResent: number };
       shared?: boolean;
+      /** The secret of introductions' PSKs (`lib/crypto/introduction.ts`). */
+      introductionSecret: () => Uint8Array;
     },
   ) {
+    this.#introductionSecret = options.introductionSecret;
     this.#host = host;
     this.#shared = options.shared ?? false;
     this.#random = options.random;
@@ -199,6 +204,7 @@ export class Directory {
       ip: from.address,
       udpPort,
       tcpPort,
+      key: from.clientKey,
     });
     if (replaced !== undefined) {
       this.#feed.unwatch(replaced.token);
@@ -291,24 +297,58 @@ export class Directory {
         return host.answer(from, request, { type: "heartbeat_ok", reqId: request.reqId });
       case "list":
         return host.answer(from, request, this.#list(now, from, request));
-      case "lookup": {
-        const target = this.#sessions.byName(request.name) ??
-          this.#remote.get(nameKey(request.name));
-        if (target === undefined) {
-          return host.refuse(from, request, "not_online", `"${request.name}" is not online`);
-        }
-        return host.answer(from, request, {
-          type: "lookup_ok",
-          reqId: request.reqId,
-          ...onlineClient(now, target),
-        });
-      }
+      case "lookup":
+        return this.#lookup(now, from, request);
       case "watch":
         session.watching = request.on !== 0;
         if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
         else this.#feed.unwatch(session.token);
         return host.answer(from, request, { type: "watch_ok", reqId: request.reqId });
     }
+  }
+
+  /**
+   * Answers a `lookup`: where the client is, the static key it logged in
+   * with, and an introduction (nonce and PSK) for a peer session. A lookup
+   * without a nonce is the requester's: a fresh nonce, and the PSK of
+   * (requester's key, target's key). One with a nonce is the responder's
+   * check of a request: the nonce must be fresh, and the PSK is of
+   * (target's key, requester's key), so only the two can have it.
+   */
+  #lookup(now: number, from: Endpoint, request: MessageOf<"lookup">): void {
+    const host = this.#host;
+    const target = this.#sessions.byName(request.name) ?? this.#remote.get(nameKey(request.name));
+    if (target === undefined) {
+      return host.refuse(from, request, "not_online", `"${request.name}" is not online`);
+    }
+    const theirs = "token" in target ? target.key : remoteKey(target);
+    const ours = from.clientKey;
+    let nonce: Uint8Array = new Uint8Array(0);
+    let psk: Uint8Array = new Uint8Array(0);
+    if (theirs !== undefined && ours !== undefined) {
+      if (request.nonce.length === 0) {
+        nonce = introductionNonce(now, this.#random.bytes(8));
+        psk = introductionPsk(this.#introductionSecret(), ours, theirs, nonce);
+      } else if (isFreshNonce(request.nonce, now)) {
+        nonce = request.nonce.slice();
+        psk = introductionPsk(this.#introductionSecret(), theirs, ours, nonce);
+      } else {
+        return host.refuse(
+          from,
+          request,
+          "bad_request",
+          `The introduction to "${target.name}" is stale or malformed; ask again`,
+        );
+      }
+    }
+    return host.answer(from, request, {
+      type: "lookup_ok",
+      reqId: request.reqId,
+      ...onlineClient(now, target),
+      key: theirs ?? new Uint8Array(0),
+      nonce,
+      psk,
+    });
   }
 
   /** @returns when `onTimeout` should next be called, or undefined */
@@ -399,13 +439,21 @@ export class Directory {
     // of heartbeats costs the shared store one write per session per interval.
     if (op === "renew" && now - (this.#sharedAt.get(session) ?? -Infinity) < RENEW_EVERY_MS) return;
     this.#sharedAt.set(session, now);
-    const { name, ip, udpPort, tcpPort, since } = session;
+    const { name, ip, udpPort, tcpPort, since, key } = session;
     // The token's hash lets the instance holding a file serve a redirected download.
     const tokenHash = toHex(sha256(session.token));
     this.#host.output({
       type: "presence_store",
       op,
-      record: { name, ip, udpPort, tcpPort, since, tokenHash },
+      record: {
+        name,
+        ip,
+        udpPort,
+        tcpPort,
+        since,
+        tokenHash,
+        ...(key ? { key: toHex(key) } : {}),
+      },
       deadline: now + this.#sessions.leaseMs,
     });
   }
@@ -507,6 +555,11 @@ export class Directory {
   #emitActive(): void {
     this.#host.emit({ kind: "active", names: this.#online("").map((s) => s.name) });
   }
+}
+
+/** The key of a client on another instance, if it shared one. */
+function remoteKey(record: PresenceRecord): Uint8Array | undefined {
+  return record.key === undefined ? undefined : fromHex(record.key);
 }
 
 function onlineClient(now: number, session: Session | PresenceRecord) {

@@ -101,6 +101,12 @@ export interface ServerCoreOptions {
    * the cores without the secure layer) `hello_ok` carries 32 zero bytes.
    */
   serverKey?: Uint8Array;
+  /**
+   * The secret of peer introductions (`introductionSecret()` of the server's
+   * static private key), so that every instance sharing the key gives the
+   * same PSK. Default: random (one instance).
+   */
+  introductionSecret?: Uint8Array;
   /** The server's TCP port, told to clients in `hello_ok`. */
   tcpPort: number;
   /** The server's version string. */
@@ -238,11 +244,14 @@ export class ServerCore {
         this.#requestPersist();
       },
     };
+    let introductionSecret = options.introductionSecret;
     this.#directory = new Directory(host, {
       random: options.random,
       leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
       stats: this.#stats,
       shared: options.sharedPresence,
+      // Drawn at the first introduction, so a server that makes none draws nothing more.
+      introductionSecret: () => (introductionSecret ??= options.random.bytes(32)),
     });
     this.#admission = new Admission({
       ...host,

@@ -27,9 +27,10 @@ export interface Endpoint {
   readonly second?: true;
   /**
    * The static public key (X25519) of the encrypted channel the message came
-   * through: the client's identity in open mode. Absent for what came in
-   * clear (`hello`). The simulator, which runs the cores without the secure
-   * layer, stands in with each client's key.
+   * through (absent in clear: `hello`): the client's identity in open mode. A
+   * session remembers the key it logged in with; the server vouches for it
+   * to peers in `lookup_ok`. The simulator, which runs the cores without the
+   * secure layer, stands in with each client's key.
    */
   readonly clientKey?: Uint8Array;
 }

@@ -25,6 +25,8 @@ export interface Session {
   leaseUntil: number;
   /** True if it asked to be told of joins and leaves. */
   watching: boolean;
+  /** The static key of the channel it logged in over, vouched for to peers. */
+  readonly key?: Uint8Array;
 }
 
 /** What a new session needs. */
@@ -39,6 +41,8 @@ export interface SessionStart {
   readonly udpPort: number;
   /** The client's TCP port. */
   readonly tcpPort: number;
+  /** The static key of its channel, if it came sealed. */
+  readonly key?: Uint8Array;
 }
 
 /**
@@ -94,6 +98,7 @@ export class SessionTable {
       since: now,
       leaseUntil: now + this.#leaseMs,
       watching: false,
+      ...(start.key === undefined ? {} : { key: start.key.slice() }),
     };
     this.#byName.set(nameKey(start.name), session);
     this.#byToken.set(toHex(start.token), session);

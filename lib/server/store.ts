@@ -22,6 +22,8 @@ export interface PresenceRecord {
   readonly tcpPort: number;
   /** When its session opened, ms since the epoch. */
   readonly since: number;
+  /** The static key it logged in with, 64 hex digits (vouched for to peers). */
+  readonly key?: string;
   /**
    * The SHA-256 of its session token, lowercase hex: lets the instance that
    * holds a file serve a download redirected from the session's instance.

@@ -7,6 +7,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2";
 import type { ClientCore, CoreCommand } from "../client/client_core.ts";
+import type { KeyPair } from "../crypto/key_pair.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { FileOperation } from "../client/outbox.ts";
 import { toHex } from "../hex.ts";
@@ -25,12 +26,15 @@ export class SimClient {
   /** Events (presence news, session ends), in order. */
   readonly events: ClientEvent[] = [];
   /**
-   * Its static public key: what its encrypted channel would show the server
-   * (the simulator runs the cores without the secure layer and stands in
-   * with this), so its open-mode identity. Give another client the same key
-   * to model a new process of the same client (the same key file).
+   * Its static key pair: its channel's key, which the server vouches for to
+   * peers, and so its open-mode identity (the simulator runs the cores
+   * without the secure layer; the server learns the public key a sealed
+   * channel would have proved). Give a new client the same key pair
+   * (`addClient({ keyPair })`) to model a new process of the same client.
    */
-  staticKey: Uint8Array;
+  keyPair: KeyPair | undefined;
+  /** Its static public key (that of `keyPair`). */
+  publicKey: Uint8Array | undefined;
   /** False once the client is stopped (killed): it neither sends nor receives. */
   alive = true;
   /** The name it was added with (or `clientN`). */
@@ -48,7 +52,7 @@ export class SimClient {
   diskBytes = Infinity;
 
   /**
-   * @param address `address:port`, which also names its static key
+   * @param address `address:port`
    * @param core the core
    * @param name its name in scenarios and reports
    */
@@ -56,8 +60,6 @@ export class SimClient {
     this.address = address;
     this.core = core;
     this.name = name;
-    // Derived, not drawn, so that the run's random source gives what it gave before.
-    this.staticKey = sha256(new TextEncoder().encode(`sim client ${address}`));
   }
 
   /** True when no command runs or waits. */

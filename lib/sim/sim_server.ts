@@ -51,11 +51,6 @@ export interface SimServerContext {
   readonly network: SimNetwork;
   /** Runs an action at a virtual time. */
   at(at: number, action: () => void): void;
-  /**
-   * The static key of the client whose requests carry this client id: the
-   * stand-in for the key of the encrypted channel a request comes through.
-   */
-  clientKeyOf(clientId: string): Uint8Array;
 }
 
 interface PendingWrite {
@@ -233,7 +228,8 @@ export class SimServer {
    * TCP, the first frame of a client opens its connection, which the
    * connection limits may refuse, and a request without a session spends
    * the same per-address budget as UDP (`admitFrame`; the real driver also
-   * pauses the connection, which needs no model here).
+   * pauses the connection, which needs no model here). `clientKey` is the
+   * sender's static key, which a sealed channel would have proved.
    */
   receive(
     now: number,
@@ -241,6 +237,7 @@ export class SimServer {
     tcp: boolean,
     data: Uint8Array,
     second = false,
+    clientKey?: Uint8Array,
   ): void {
     const server = this.#core;
     if (server === undefined) return;
@@ -276,8 +273,11 @@ export class SimServer {
       from = { transport: "tcp", address, port, connId };
     }
     if (message === undefined) return;
+    // A scenario's raw datagram stands for a stranger's, sealed with a key
+    // pair of its own (derived from its client id).
+    const key = clientKey ?? ("client" in message ? strangerKey(message.client) : undefined);
+    if (key !== undefined) from = { ...from, clientKey: key };
     if (tcp && !server.admitFrame(now, from, message)) return this.drain();
-    if ("client" in message) from = { ...from, clientKey: this.#sim.clientKeyOf(message.client) };
     server.handle(now, from, message, data.length);
     this.drain();
   }
@@ -379,4 +379,9 @@ export class SimServer {
 function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(":");
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}
+
+/** The static key a stranger (no client of the simulation) would have sealed with. */
+function strangerKey(clientId: string): Uint8Array {
+  return sha256(new TextEncoder().encode(`sim stranger ${clientId}`));
 }

@@ -15,6 +15,7 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
 import type { RegistryJson } from "../server/registry.ts";
 import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
@@ -118,10 +119,13 @@ export class Simulation {
   /** Every peer message delivered to a client, in order. */
   readonly peerDelivered: SimPeerMessage[] = [];
   #options: SimulationOptions;
+  /** Where the clients' static keys come from. */
+  #keyRandom: SeededRandom;
+  /** The sender's static key of each datagram and frame to the server (the null-cipher channel). */
+  #senderKeys = new WeakMap<Uint8Array, Uint8Array>();
   #server: SimServer;
   #scheduled: Scheduled[] = [];
   #seq = 0;
-  #byClientId = new Map<string, SimClient>();
   #serverFiles = new SimServerFiles((client, bytes) =>
     this.network.sendReliable(this.clock.now(), client.address, SERVER_TCP, bytes)
   );
@@ -130,6 +134,7 @@ export class Simulation {
   constructor(options: SimulationOptions) {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
+    this.#keyRandom = new SeededRandom(options.seed ^ 0x6b657973);
     // Once the server's secret for identity keys (version 2): still drawn,
     // so that every seed replays the run it gave before.
     this.random.bytes(32);
@@ -164,7 +169,7 @@ export class Simulation {
    * @returns the client
    */
   addClient(
-    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat } = {},
+    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat; keyPair?: KeyPair } = {},
   ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
@@ -172,9 +177,12 @@ export class Simulation {
       options.nat.addHost(address.slice(0, address.lastIndexOf(":")));
       this.network.addNat(options.nat);
     }
+    // Static keys from a PRNG of their own, so that adding them moved no other draw.
+    const staticKeyPair = options.keyPair ?? generateKeyPair(this.#keyRandom);
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
+      staticKeyPair,
       name: options.name,
       udpPort: 4000 + index,
       tcpPort: options.tcpPort ?? 5000 + index,
@@ -182,6 +190,8 @@ export class Simulation {
       server: SERVER_UDP,
     });
     const client = new SimClient(address, core, options.name ?? `client${index}`);
+    client.keyPair = staticKeyPair;
+    client.publicKey = staticKeyPair.publicKey;
     this.clients.push(client);
     return client;
   }
@@ -206,24 +216,6 @@ export class Simulation {
   at(at: number, action: () => void): void {
     this.#scheduled.push({ at, seq: this.#seq++, action });
     this.#scheduled.sort((a, b) => a.at - b.at || a.seq - b.seq);
-  }
-
-  /**
-   * The static key of the client whose requests carry a client id (the
-   * stand-in for its encrypted channel's key). A sender that is no client
-   * of the simulation (a scenario's raw datagrams) stands for a stranger
-   * with a key pair of its own, derived from the id.
-   *
-   * @param clientId the id from a request
-   * @returns its static key
-   */
-  clientKeyOf(clientId: string): Uint8Array {
-    // A client's id is fixed when it is added: index the new ones only.
-    for (const c of this.clients.slice(this.#byClientId.size)) {
-      this.#byClientId.set(c.core.clientId, c);
-    }
-    return this.#byClientId.get(clientId)?.staticKey ??
-      sha256(new TextEncoder().encode(`sim stranger ${clientId}`));
   }
 
   /**
@@ -442,7 +434,8 @@ export class Simulation {
     for (const packet of this.network.deliverDue(now)) {
       if (packet.to === SERVER_UDP || packet.to === SERVER_TCP || packet.to === SERVER_UDP2) {
         const tcp = packet.to === SERVER_TCP;
-        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2);
+        const key = this.#senderKeys.get(packet.data);
+        this.#server.receive(now, packet.from, tcp, packet.data, packet.to === SERVER_UDP2, key);
         continue;
       }
       if (packet.from === SERVER_TCP && packet.data.length === 0) {
@@ -453,18 +446,22 @@ export class Simulation {
         client.core.tcpFailed("the server closed the TCP connection");
         continue;
       }
+      const client = this.clients.find((c) => c.address === packet.to);
+      if (!client?.alive) continue;
+      if (packet.from !== SERVER_UDP && packet.from !== SERVER_TCP && packet.from !== SERVER_UDP2) {
+        // From a peer: the core decodes and opens it.
+        const [ip, port] = splitAddress(packet.from);
+        client.core.handlePeer(now, { ip, port }, packet.data);
+        continue;
+      }
       let message: Message;
       try {
         message = decodeMessage(packet.data);
       } catch {
         continue;
       }
-      const client = this.clients.find((c) => c.address === packet.to);
-      if (!client?.alive) continue;
-      if (isPeerMessage(message)) {
-        const [ip, port] = splitAddress(packet.from);
-        client.core.handlePeer(now, { ip, port }, message);
-      } else if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
+      if (isPeerMessage(message)) continue;
+      if (packet.from !== SERVER_TCP || !this.#serverFiles.received(client, message)) {
         client.core.handle(now, message);
       }
     }
@@ -513,8 +510,7 @@ export class Simulation {
       }
       if (out.type === "identity") continue;
       if (out.type === "peer_send") {
-        const bytes = encodeMessage(out.message);
-        this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, bytes);
+        this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, out.bytes);
         continue;
       }
       if (out.type === "trace") {
@@ -526,6 +522,8 @@ export class Simulation {
         continue;
       }
       const bytes = encodeMessage(out.message);
+      // The null-cipher channel: the server learns the key a sealed channel would have proved.
+      if (client.publicKey !== undefined) this.#senderKeys.set(bytes, client.publicKey);
       if (out.via === "udp") {
         const to = out.port === undefined ? SERVER_UDP : `${hostOf(SERVER_UDP)}:${out.port}`;
         this.network.send(now, client.address, to, bytes);

@@ -37,6 +37,24 @@ export const MAX_CHUNK_BYTES = 60000;
 /** Largest payload of one `peer_data` datagram (the reliability engine's segment size). */
 export const MAX_PEER_PAYLOAD_BYTES = 1100;
 
+/** Size of an X25519 static public key, as `lookup_ok` vouches for it. */
+export const PEER_KEY_BYTES = 32;
+
+/** Size of an introduction nonce: 8 bytes of the server's time in ms, 8 random. */
+export const INTRODUCTION_NONCE_BYTES = 16;
+
+/** Size of the pre-shared key of one introduction (Noise IKpsk2). */
+export const PEER_PSK_BYTES = 32;
+
+/** Largest Noise handshake message in `peer_connect` or `peer_accept`. */
+export const MAX_PEER_HANDSHAKE_BYTES = 300;
+
+/**
+ * Largest sealed inner message of `peer_sealed`: a full `peer_data` (1,122
+ * bytes) and the 16-byte tag, so the datagram stays at 1,160 bytes.
+ */
+export const MAX_PEER_SEALED_BYTES = 1138;
+
 /** Most selective-acknowledgement ranges in one `peer_ack`. */
 export const MAX_SACK_RANGES = 16;
 
@@ -50,10 +68,11 @@ export type FieldKind =
   | { readonly kind: "text"; readonly max: number }
   /**
    * Bytes. Decoded as a copy, unless `view` is set: then as a view on the
-   * decoded input, for the one field of the busiest datagram (`peer_data`'s
-   * payload, which the reliable channel copies once into its message), so a
-   * file transfer allocates nothing per datagram. Whoever keeps a view field
-   * must copy it before the input is reused.
+   * decoded input, for the one field of the busiest datagrams (`peer_data`'s
+   * payload, which the reliable channel copies once into its message, and
+   * `peer_sealed`'s ciphertext, which opening copies), so a file transfer
+   * allocates nothing more per datagram. Whoever keeps a view field must
+   * copy it before the input is reused.
    */
   | { readonly kind: "bytes"; readonly max: number; readonly view?: true }
   | { readonly kind: "list"; readonly max: number; readonly of: readonly ListItemField[] };
@@ -169,9 +188,24 @@ export const MESSAGE_SCHEMAS = {
   },
   lookup: {
     code: 18,
-    fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["name", NAME]],
+    fields: [
+      ["reqId", U32],
+      ["client", ID64],
+      ["token", TOKEN],
+      ["name", NAME],
+      ["nonce", { kind: "bytes", max: INTRODUCTION_NONCE_BYTES }],
+    ],
   },
-  lookup_ok: { code: 19, fields: [["reqId", U32], ...ONLINE_CLIENT] },
+  lookup_ok: {
+    code: 19,
+    fields: [
+      ["reqId", U32],
+      ...ONLINE_CLIENT,
+      ["key", { kind: "bytes", max: PEER_KEY_BYTES }],
+      ["nonce", { kind: "bytes", max: INTRODUCTION_NONCE_BYTES }],
+      ["psk", { kind: "bytes", max: PEER_PSK_BYTES }],
+    ],
+  },
   watch: {
     code: 20,
     fields: [["reqId", U32], ["client", ID64], ["token", TOKEN], ["on", U8]],
@@ -231,9 +265,12 @@ export const MESSAGE_SCHEMAS = {
   },
   peer_connect: {
     code: 40,
-    fields: [["session", ID64], ["name", NAME]],
+    fields: [["session", ID64], ["handshake", { kind: "bytes", max: MAX_PEER_HANDSHAKE_BYTES }]],
   },
-  peer_accept: { code: 41, fields: [["session", ID64]] },
+  peer_accept: {
+    code: 41,
+    fields: [["session", ID64], ["handshake", { kind: "bytes", max: MAX_PEER_HANDSHAKE_BYTES }]],
+  },
   peer_reject: {
     code: 42,
     fields: [["session", ID64], ["reason", { kind: "text", max: MAX_ERROR_TEXT_BYTES }]],
@@ -272,12 +309,24 @@ export const MESSAGE_SCHEMAS = {
     code: 49,
     fields: [["reqId", U32], ["ip", IP], ["port", U16], ["port2", U16]],
   },
+  peer_sealed: {
+    code: 50,
+    fields: [
+      ["session", ID64],
+      ["counter", U64],
+      ["sealed", { kind: "bytes", max: MAX_PEER_SEALED_BYTES, view: true }],
+    ],
+  },
 } as const satisfies Record<
   string,
   { code: number; fields: readonly (readonly [string, FieldKind])[]; padded?: true }
 >;
 
-/** Messages between two peers (client to client, over UDP). */
+/**
+ * Messages between two peers (client to client, over UDP): the handshake
+ * (`peer_connect`, `peer_accept`), a `peer_reject` before any keys exist,
+ * and `peer_sealed`, which carries one {@linkcode PeerInnerMessage}.
+ */
 export type PeerMessage = MessageOf<
   | "peer_connect"
   | "peer_accept"
@@ -287,7 +336,37 @@ export type PeerMessage = MessageOf<
   | "peer_keepalive"
   | "peer_terminate"
   | "peer_terminate_ok"
+  | "peer_sealed"
 >;
+
+/** The peer messages that travel only sealed inside `peer_sealed` (and `peer_reject`, also clear). */
+export type PeerInnerMessage = MessageOf<
+  | "peer_reject"
+  | "peer_data"
+  | "peer_ack"
+  | "peer_keepalive"
+  | "peer_terminate"
+  | "peer_terminate_ok"
+>;
+
+const PEER_INNER_TYPES: ReadonlySet<string> = new Set([
+  "peer_reject",
+  "peer_data",
+  "peer_ack",
+  "peer_keepalive",
+  "peer_terminate",
+  "peer_terminate_ok",
+]);
+
+/**
+ * Tells whether a decoded message may travel sealed inside `peer_sealed`.
+ *
+ * @param message a decoded message
+ * @returns true for the inner peer types
+ */
+export function isPeerInnerMessage(message: Message): message is PeerInnerMessage {
+  return PEER_INNER_TYPES.has(message.type);
+}
 
 /**
  * Tells whether a decoded message is a peer message.
