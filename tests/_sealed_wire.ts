@@ -34,6 +34,8 @@ export class SealedUdp {
   readonly socket: Deno.DatagramConn;
   /** Every message the server sent, opened, in order. */
   readonly received: Message[] = [];
+  /** Every datagram the server sent, as it came. */
+  readonly raw: Uint8Array[] = [];
   readonly #target: Deno.NetAddr;
   readonly #guard: ServerGuard;
   readonly #loop: Promise<void>;
@@ -64,6 +66,7 @@ export class SealedUdp {
     this.#loop = (async () => {
       try {
         for await (const [data] of socket) {
+          this.raw.push(data.slice());
           const input = guard.incoming(data.slice(), performance.now());
           for (const bytes of input.send) await socket.send(bytes, target);
           this.received.push(...input.messages);

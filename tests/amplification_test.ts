@@ -35,7 +35,7 @@ import {
   REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
 import { VERSION } from "../lib/version.ts";
-import { channelTo } from "./_sealed_wire.ts";
+import { channelTo, SealedUdp } from "./_sealed_wire.ts";
 
 const NOW = Date.UTC(2026, 0, 1);
 // Channel keys (open mode's identities); Carol's two addresses are one client.
@@ -744,6 +744,40 @@ Deno.test("ServerDriver answers unauthenticated datagrams (clear hello, handshak
     assertEquals(server.core.registry.size, 0);
   } finally {
     socket.close();
+    await server.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("ServerDriver answers a clear hello in clear and within its size, even from the address and port of a secure session", async () => {
+  // Found by a black-box test: a forged clear hello from a client's own
+  // address and port got its reply sealed in that client's session, 32 bytes
+  // over the size it was fitted to (16 bytes in, 47 out).
+  const dataDir = await Deno.makeTempDir({ prefix: "switchboard_amplification_" });
+  const server = await ServerDriver.start({
+    host: "127.0.0.1",
+    udpPort: 0,
+    tcpPort: 0,
+    dataDir,
+    version: VERSION,
+  });
+  const client = "0123456789abcdef";
+  const sealed = new SealedUdp("127.0.0.1", server.udpPort);
+  try {
+    assertEquals((await sealed.ask({ type: "hello", reqId: 1, client })).type, "hello_ok");
+    // The key is pinned: this hello goes sealed and confirms the session.
+    assertEquals((await sealed.ask({ type: "hello", reqId: 2, client })).type, "hello_ok");
+    const padded = encodeMessage({ type: "hello", reqId: 3, client });
+    for (const bytes of [unpadded(padded), padded]) {
+      const before = sealed.raw.length;
+      await sealed.sendRaw(bytes);
+      await sealed.waitFor(() => sealed.raw.length > before ? true : undefined);
+      const reply = sealed.raw[before];
+      assert(reply.length <= bytes.length, `${reply.length} bytes for ${bytes.length}`);
+      assertEquals(reply[3] & 0x80, 0, "in clear");
+    }
+  } finally {
+    await sealed.close();
     await server.close();
     await Deno.remove(dataDir, { recursive: true });
   }

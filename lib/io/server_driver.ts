@@ -475,7 +475,7 @@ export class ServerDriver {
       this.#drain(false);
       return;
     }
-    this.#handle(from, message, bytes);
+    this.#handle({ ...from, clear: true }, message, bytes);
   }
 
   /** A datagram of the secure layer: a handshake initiation or a sealed message. */
@@ -807,8 +807,11 @@ export class ServerDriver {
   #send(to: Endpoint, message: Message): void {
     const plain = encodeMessage(message);
     // The second port has no sessions: its `reflect_ok` goes in clear (it
-    // holds only the address it answers and the port numbers).
-    let bytes = to.second === true
+    // holds only the address it answers and the port numbers). The answer to
+    // a clear `hello` goes in clear too, even where a session exists: it was
+    // sized to the datagram (reply_sizing.ts), and a sender who forged the
+    // address of a client with a session must not get 32 more bytes sent there.
+    let bytes = to.second === true || to.clear === true
       ? plain
       : this.#channels.seal(routeOf(to), plain, systemClock.now());
     // Without a session only these go out, in clear: the answers to a clear

@@ -26,6 +26,12 @@ export interface Endpoint {
   /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
   readonly second?: true;
   /**
+   * For UDP: true if it came in clear (a first-contact `hello`), so its reply
+   * goes in clear too: sealing would add 32 bytes to a reply sized to the
+   * datagram of a sender that proved nothing.
+   */
+  readonly clear?: true;
+  /**
    * The static public key (X25519) of the encrypted channel the message came
    * through (absent in clear: `hello`): the client's identity in open mode. A
    * session remembers the key it logged in with; the server vouches for it
