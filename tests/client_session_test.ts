@@ -1473,3 +1473,90 @@ Deno.test("parseCommand() throws CommandError for bad lines", () => {
   assertThrows(() => parseCommand("status now"), CommandError);
   assertThrows(() => parseCommand("deregister Alice"), CommandError);
 });
+
+/** Answers `request` with not_logged_in at `now` and returns what the client does then. */
+function notLoggedIn(core: ClientCore, now: number, request: Request): ClientOutput[] {
+  core.handle(now, {
+    type: "error",
+    reqId: request.reqId,
+    code: ERROR_CODES.not_logged_in,
+    message: "Not logged in",
+  });
+  const out = drainClient(core);
+  if (core.nextTimeout() !== undefined && core.nextTimeout()! <= now) {
+    core.onTimeout(now);
+    out.push(...drainClient(core));
+  }
+  return out;
+}
+
+Deno.test("ClientCore sends a command again under the new session when its old token was refused after a re-login", () => {
+  // Found by a black-box test: a `list` in flight while the client moved to
+  // another instance failed with "not logged in" once the heartbeat had
+  // already logged in again there.
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  let heartbeat: Request | undefined;
+  while (heartbeat === undefined) {
+    heartbeat = sends(tick(core, clock)).map((s) => s.message)
+      .find((m): m is Request => m.type === "heartbeat");
+  }
+  const relogin = reloginOf(notLoggedIn(core, clock.now(), heartbeat));
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  drainClient(core);
+  const again = sentRequest(notLoggedIn(core, clock.now(), list)).message;
+  if (again.type !== "list") throw new Error(`expected list, got ${again.type}`);
+  assertEquals(again.token, TOKEN2);
+  core.handle(clock.now(), {
+    type: "list_page",
+    reqId: again.reqId,
+    total: 0,
+    more: 0,
+    clients: [],
+  });
+  assertEquals(ok(result(drainClient(core))).command, "list");
+});
+
+Deno.test("ClientCore logs in again when a command is the first to hear the session is gone, then sends it again once", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  const out = notLoggedIn(core, clock.now(), list);
+  assertEquals(events(out), [], "no result and no event yet");
+  const relogin = reloginOf(out);
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  const after = drainClient(core);
+  assertEquals(events(after).map((e) => e.kind), ["logged_in_again"]);
+  const again = sentRequest(after).message;
+  if (again.type !== "list") throw new Error(`expected list, got ${again.type}`);
+  assertEquals(again.token, TOKEN2);
+  // Refused again under the new session: the command fails, no loop.
+  const failed = notLoggedIn(core, clock.now(), again);
+  assertEquals(failure(result(failed)).code, "not_logged_in");
+  assertEquals(sends(failed), []);
+});
+
+Deno.test("ClientCore fails a command waiting for a re-login that is refused", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  const relogin = reloginOf(notLoggedIn(core, clock.now(), list));
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: relogin.reqId,
+    code: ERROR_CODES.login_failed,
+    message: "Login failed",
+  });
+  const out = drainClient(core);
+  assertEquals(failure(result(out)).command, "list");
+});
