@@ -11,7 +11,7 @@ import type { ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
-import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, SERVER_PATH, startServer, withTimeout } from "./_processes.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
 import { type RedisInstances, waitFor, withRedisInstances } from "./_redis.ts";
 
@@ -437,6 +437,41 @@ Deno.test({
       await a.close();
       await b.close();
       await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server.ts --store says in one line that the data directory's registrations.json is not used",
+  ignore,
+  async fn() {
+    // Found by a black-box test: an operator who moved a file-store data
+    // directory to Redis saw "Registry: 0 registered" and nothing else.
+    const redis = await TestRedis.start();
+    const dir = await Deno.makeTempDir({ prefix: "switchboard_redis_unused_" });
+    try {
+      await Deno.mkdir(`${dir}/data`);
+      await Deno.writeTextFile(
+        `${dir}/data/registrations.json`,
+        JSON.stringify({ "Olga Old": { ip: "127.0.0.1", udp_port: 5000, tcp_port: 5001 } }),
+      );
+      await using server = await startServer({
+        dataDir: `${dir}/data`,
+        logDir: `${dir}/logs`,
+        extraArgs: ["--store", redis.url],
+      });
+      await server.waitForLine(/^Server running/, 20_000);
+      const notes = server.lines.filter((l) => l.includes("registrations.json"));
+      assertEquals(notes.length, 1, server.lines.join("\n"));
+      assertMatch(
+        notes[0],
+        /^Note: .*registrations\.json \(1 registered\) is not used with --store; /,
+      );
+      assertEquals(await server.stop(), 0);
+    } finally {
+      await redis.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
