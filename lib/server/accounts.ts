@@ -122,6 +122,8 @@ interface PendingLogin {
   at: number;
   /** The account's name if it exists. */
   known: string | undefined;
+  /** Made with the key pair the name is bound to: the failed-login counts are not its business. */
+  proven?: boolean;
 }
 
 /**
@@ -414,8 +416,14 @@ export class Accounts {
   login(now: number, from: Endpoint, request: MessageOf<"login">, fingerprint: string): void {
     const key = nameKey(request.name);
     const source = addressKey(from.address);
-    const block = this.#limiter.check(now, source, key);
-    if (block.blocked) {
+    // The handshake made with the key a name is bound to proves the owner:
+    // others' failures from a shared address (a NAT) never lock it out, and
+    // its success does not lift their block.
+    const owner = this.#registry.get(request.name)?.publicKey;
+    const proven = this.#auth === "open" && owner !== undefined && owner !== "" &&
+      from.clientKey !== undefined && sameText(toHex(from.clientKey), owner);
+    const block = proven ? undefined : this.#limiter.check(now, source, key);
+    if (block?.blocked) {
       return this.#host.refuse(
         from,
         request,
@@ -437,7 +445,7 @@ export class Accounts {
           (h.event.kind === "registered" || h.event.kind === "identity_bound") &&
           h.event.name === record.name
         );
-      const pending = { from, request, known: record?.name, at: now };
+      const pending = { from, request, known: record?.name, at: now, proven };
       return this.#loginChecked(now, pending, ok, ok ? fingerprint : "");
     }
     if (
@@ -495,7 +503,7 @@ export class Accounts {
         `Login failed: wrong name or ${what}${tail}`,
       );
     }
-    this.#limiter.succeeded(source, key);
+    if (!pending.proven) this.#limiter.succeeded(source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"
