@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { introductionSecret } from "../crypto/introduction.ts";
 import { sha256 } from "@noble/hashes/sha2";
 import type { VirtualClock } from "../clock.ts";
 import type { SeededRandom } from "../random.ts";
@@ -358,6 +359,9 @@ export class SimServer {
       registry: Registry.fromJson(this.#disk),
       random: this.#sim.random,
       secret: this.#secret,
+      // As a real server derives it from its key file: the same after a restart, so
+      // introductions made before a crash still match those made after.
+      introductionSecret: introductionSecret(this.#secret),
       tcpPort: 3001,
       version: "sim",
       leaseMs: this.#options.leaseMs,
