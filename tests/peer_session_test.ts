@@ -895,6 +895,8 @@ class World {
   peerKeyLimits: Partial<TransportLimits> | undefined;
   /** Lookups the server answered. */
   lookups = 0;
+  /** Lookups the server still answers `busy` (an overloaded or just restarted server). */
+  busyLookups = 0;
   readonly nodes: Node[] = [];
   #flight: Packet[] = [];
   #seq = 0;
@@ -1006,6 +1008,10 @@ class World {
       }
       case "lookup": {
         this.lookups++;
+        if (this.busyLookups > 0) {
+          this.busyLookups--;
+          return { type: "error", reqId: message.reqId, code: ERROR_CODES.busy, message: "busy" };
+        }
         const found = this.#online.get(nameKey(message.name));
         if (found === undefined) {
           return {
@@ -1198,6 +1204,28 @@ Deno.test("ClientCore refuses a connect request made with a key the server does 
   world.settle();
   assertEquals(done(bob.results[0]), ["accept", "Alice"]);
   assertEquals(kinds(bob), ["request_refused", "request"]);
+});
+
+Deno.test("ClientCore asks again on the next copy of a request whose check got no definite answer", () => {
+  const world = new World();
+  const alice = world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  world.run(bob, { kind: "accept" });
+  // Alice's own lookup is answered; Bob's check of her key meets a busy server.
+  world.run(alice, { kind: "connect", name: "Bob" });
+  world.runUntil(world.now + 20, () => world.lookups >= 1);
+  world.busyLookups = 1;
+  world.runUntil(world.now + 400, () => world.lookups >= 2);
+  assertEquals(world.busyLookups, 0, "Bob's first check was refused as busy");
+  world.runUntil(world.now + 200);
+  // Before, Bob refused Alice at once ("could not verify"); now he waits, silent,
+  // and her next copy of the same peer_connect is checked again, and accepted.
+  assertEquals(bob.peerSends.filter((s) => s.message.type === "peer_reject").length, 0);
+  assertEquals(kinds(bob), []);
+  world.runUntil(world.now + 10_000, () => bob.results.length > 0);
+  assertEquals(world.lookups, 3);
+  assertEquals(done(bob.results[0]), ["accept", "Alice"]);
+  assertEquals(kinds(bob), ["request"]);
 });
 
 Deno.test("ClientCore refuses a connect request from a name that is not online", () => {

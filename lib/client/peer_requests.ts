@@ -7,6 +7,13 @@
  * renewals of open sessions' keys; and the one-line refusal of a version 2
  * peer. The peer table owns the sessions; this part decides which exist.
  *
+ * Only a definite answer refuses a request: the server vouching for another
+ * key under that name, or saying the name is not online. A check that got
+ * no answer, or another error (the server restarted and no longer knows our
+ * session, the server is busy) leaves the request waiting, silent, and the
+ * requester's next copy of the same `peer_connect` asks again (within the
+ * per-address lookup budget) until {@link VERIFY_RETRY_MS} after it came.
+ *
  * @module
  */
 import { CryptoError } from "../crypto/crypto_error.ts";
@@ -17,6 +24,7 @@ import { toHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { encodeMessage } from "../wire/codec.ts";
+import { errorCodeName } from "../wire/error_code.ts";
 import { type MessageOf, PEER_KEY_BYTES, PEER_PSK_BYTES, type Reply } from "../wire/messages.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 import type { Outbox } from "./outbox.ts";
@@ -26,6 +34,22 @@ import type { ServerLink } from "./server_link.ts";
 
 /** Most incoming requests being verified or waiting for `accept` at once. */
 export const MAX_INCOMING_REQUESTS = 8;
+
+/**
+ * How long a request whose check found no definite answer may be checked
+ * again on the requester's copies, ms (the requester gives up after as long).
+ */
+export const VERIFY_RETRY_MS = 30_000;
+
+/** A request being checked with the server. */
+interface Checking {
+  readonly read: ReadInitiation;
+  /** The `peer_connect` datagram: only its copies ask again. */
+  readonly bytes: Uint8Array;
+  readonly since: number;
+  /** Whether a lookup is on its way. */
+  asking: boolean;
+}
 
 /** The reason a version 2 peer hears, in a version 2 `peer_reject`. */
 export const VERSION_2_PEER_REASON =
@@ -74,6 +98,8 @@ export class PeerRequests {
   #lookups = new LookupBudget();
   /** The greatest initiation timestamp accepted per requester key. */
   #seen = new TimestampRecord();
+  /** Requests being checked with the server. */
+  #checking = new Map<PeerSession, Checking>();
 
   /** @param host the peer table's side */
   constructor(host: PeerRequestsHost) {
@@ -100,6 +126,7 @@ export class PeerRequests {
     if (token === undefined || ownName === undefined) {
       return reject("the client you called is not logged in");
     }
+    this.#expire(now);
     // Refused without work: no session kept, no Diffie-Hellman, no lookup.
     if (this.#host.waiting() >= MAX_INCOMING_REQUESTS) {
       return reject("too many requests are waiting for an answer; try again later");
@@ -110,7 +137,7 @@ export class PeerRequests {
     const read = this.#read(message);
     // Not a handshake for our key, or garbage: dropped without a word.
     if (read === undefined) return;
-    const { name, nonce, timestamp } = read.introduction;
+    const { name, timestamp } = read.introduction;
     if (nameProblem(name) !== undefined) return reject("your name is not valid");
     // The timestamp rule: a replayed initiation is not newer than the last accepted.
     if (!this.#seen.isNewer(toHex(read.remoteKey), timestamp)) return;
@@ -121,10 +148,49 @@ export class PeerRequests {
       address: from,
       key: read.remoteKey,
     });
-    // Nobody may pose as another client: ask the server whose key that name has.
+    const checking = { read, bytes: bytes.slice(), since: now, asking: false };
+    this.#checking.set(peer, checking);
+    this.#ask(now, peer, checking);
+  }
+
+  /**
+   * A copy of the `peer_connect` of a request still being checked: if the
+   * last check found no definite answer, ask the server again.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @param peer the session, `verifying`
+   * @param bytes the datagram
+   */
+  recheck(now: number, from: PeerAddress, peer: PeerSession, bytes: Uint8Array): void {
+    const checking = this.#checking.get(peer);
+    if (checking === undefined || checking.asking || !sameBytes(checking.bytes, bytes)) return;
+    if (this.#host.link.token === undefined || !this.#lookups.take(now, from.ip)) return;
+    this.#ask(now, peer, checking);
+  }
+
+  /** Nobody may pose as another client: asks the server whose key that name has. */
+  #ask(now: number, peer: PeerSession, checking: Checking): void {
+    const { link } = this.#host;
+    const token = link.token!;
+    const { name, nonce } = checking.read.introduction;
+    checking.asking = true;
     link.request(now, { type: "lookup", token, name, nonce }, "udp", (at, outcome) => {
-      this.#verified(at, peer, read, bytes, outcome.type === "reply" ? outcome.reply : undefined);
+      checking.asking = false;
+      const reply = outcome.type === "reply" ? outcome.reply : undefined;
+      this.#verified(at, peer, checking.read, checking.bytes, reply);
     });
+  }
+
+  /** Refuses the requests that found no definite answer within {@link VERIFY_RETRY_MS}. */
+  #expire(now: number): void {
+    for (const [peer, checking] of this.#checking) {
+      if (!this.#host.holds(peer) || peer.state !== "verifying") {
+        this.#checking.delete(peer);
+      } else if (!checking.asking && now - checking.since >= VERIFY_RETRY_MS) {
+        this.#refuse(now, peer, checking.read, undefined);
+      }
+    }
   }
 
   /**
@@ -190,14 +256,17 @@ export class PeerRequests {
     reply: Reply | undefined,
   ): void {
     const host = this.#host;
-    if (!host.holds(peer) || peer.state !== "verifying") return;
+    if (!host.holds(peer) || peer.state !== "verifying") {
+      this.#checking.delete(peer);
+      return;
+    }
     const address = peer.address;
     // The key that opened the handshake must be the one the server has under
     // that name; the address need not match (a NAT may show another).
-    if (
-      reply?.type === "lookup_ok" && reply.psk.length === PEER_PSK_BYTES &&
-      nameKey(reply.name) === nameKey(peer.peerName) && sameBytes(reply.key, read.remoteKey)
-    ) {
+    const answered = reply?.type === "lookup_ok" && reply.psk.length === PEER_PSK_BYTES &&
+      nameKey(reply.name) === nameKey(peer.peerName);
+    if (answered && sameBytes(reply.key, read.remoteKey)) {
+      this.#checking.delete(peer);
       this.#seen.record(toHex(read.remoteKey), read.introduction.timestamp);
       peer.verified(now, read, initiation, reply.psk);
       host.outbox.event({
@@ -209,6 +278,21 @@ export class PeerRequests {
       host.changed(now);
       return;
     }
+    // No definite answer (none at all, or an error other than "not online": our own
+    // session lost to a server restart, a busy server): the requester's next copy
+    // asks again, until VERIFY_RETRY_MS.
+    const definite = answered ||
+      (reply?.type === "error" && errorCodeName(reply.code) === "not_online");
+    const since = this.#checking.get(peer)?.since ?? -Infinity;
+    if (!definite && now - since < VERIFY_RETRY_MS) return;
+    this.#refuse(now, peer, read, reply);
+  }
+
+  /** Refuses a request whose key the server did not vouch for under the name it gave. */
+  #refuse(now: number, peer: PeerSession, read: ReadInitiation, reply: Reply | undefined): void {
+    const host = this.#host;
+    const address = peer.address;
+    this.#checking.delete(peer);
     peer.reject(`could not verify that you are "${peer.peerName}"`);
     host.drain(now, peer);
     host.outbox.event({
