@@ -20,7 +20,7 @@ import { PeerCipher, readInitiation } from "../lib/client/peer_cipher.ts";
 import { TimestampSource } from "../lib/crypto/introduction.ts";
 import { fingerprint } from "../lib/crypto/fingerprint.ts";
 import type { TransportLimits } from "../lib/crypto/transport_session.ts";
-import { VERSION_2_PEER_REASON } from "../lib/client/peer_requests.ts";
+import { MAX_REQUEST_WORK_PER_SECOND, VERSION_2_PEER_REASON } from "../lib/client/peer_requests.ts";
 import { type KeyPair, keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
 import {
   ALICE_KEYS,
@@ -1226,6 +1226,41 @@ Deno.test("ClientCore asks again on the next copy of a request whose check got n
   assertEquals(world.lookups, 3);
   assertEquals(done(bob.results[0]), ["accept", "Alice"]);
   assertEquals(kinds(bob), ["request"]);
+});
+
+Deno.test("ClientCore bounds the work a flood of requests from many addresses costs", () => {
+  const world = new World();
+  world.add("Alice", ALICE);
+  const bob = world.add("Bob", BOB);
+  const before = world.lookups;
+  // For one second, 5 requests every 10 ms, each from an address of its own (so
+  // within its own budget), each a real handshake message 1 of a stranger's key
+  // claiming to be Alice: 500 in all, and each lookup is answered within 10 ms.
+  for (let i = 0; i < 500; i++) {
+    const session = (0x7000_0000_0000_0000n + BigInt(i)).toString(16);
+    world.inject(
+      { ip: `10.7.${i >> 8}.${i & 0xff}`, port: 7000 },
+      bob,
+      forgeInitiation({ session, keys: MALLORY_KEYS, to: bob.keys.publicKey, name: "Alice" }),
+    );
+    if (i % 5 === 4) world.runUntil(world.now + 10);
+  }
+  world.settle();
+  // The handshake work and the lookups stop at the budget for all addresses (a
+  // burst, then so many a second); the rest are dropped unanswered.
+  const lookups = world.lookups - before;
+  assert(
+    lookups >= MAX_REQUEST_WORK_PER_SECOND && lookups <= 2 * MAX_REQUEST_WORK_PER_SECOND + 2,
+    `${lookups} lookups for 500 requests`,
+  );
+  const refusals = bob.peerSends.filter((s) => s.message.type === "peer_reject").length;
+  assert(refusals <= lookups, `${refusals} refusals`);
+  // A second later the budget is back for a real request.
+  world.runUntil(world.now + 1000);
+  world.run(bob, { kind: "accept" });
+  const alice = world.nodes[0];
+  const r = world.command(alice, { kind: "connect", name: "Bob" });
+  assertEquals(done(r), ["connect", "Bob"]);
 });
 
 Deno.test("ClientCore refuses a connect request from a name that is not online", () => {

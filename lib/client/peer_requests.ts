@@ -1,6 +1,7 @@
 /**
  * Connection requests that reach a client (`peer_connect`), sans-I/O: the
- * cheap bounds first (logged in, waiting requests, lookups per address),
+ * cheap bounds first (logged in, waiting requests, lookups per address and
+ * for all addresses together),
  * then message 1 of the Noise IKpsk2 handshake read with our static key,
  * the timestamp rule (a requester key's initiations must get newer), and
  * the check with the server that the key belongs to the name claimed; the
@@ -34,6 +35,14 @@ import type { ServerLink } from "./server_link.ts";
 
 /** Most incoming requests being verified or waiting for `accept` at once. */
 export const MAX_INCOMING_REQUESTS = 8;
+
+/**
+ * Most requests from all addresses together that may cost the handshake's
+ * Diffie-Hellman work and a lookup each second (and the burst): a flood
+ * spread over many source addresses, each within its own budget, still
+ * costs a bounded amount of work. Past it, requests are dropped unanswered.
+ */
+export const MAX_REQUEST_WORK_PER_SECOND = 20;
 
 /**
  * How long a request whose check found no definite answer may be checked
@@ -96,6 +105,8 @@ export class PeerRequests {
   #host: PeerRequestsHost;
   /** The lookups incoming requests may cause, per IP address. */
   #lookups = new LookupBudget();
+  /** The same, all addresses together (one bucket). */
+  #allLookups = new LookupBudget(MAX_REQUEST_WORK_PER_SECOND);
   /** The greatest initiation timestamp accepted per requester key. */
   #seen = new TimestampRecord();
   /** Requests being checked with the server. */
@@ -134,6 +145,8 @@ export class PeerRequests {
     if (!this.#lookups.take(now, from.ip)) {
       return reject("too many requests from your address; try again in a moment");
     }
+    // A flood from many addresses: dropped unanswered (no reply to reflect), no work.
+    if (!this.#allLookups.take(now, "")) return;
     const read = this.#read(message);
     // Not a handshake for our key, or garbage: dropped without a word.
     if (read === undefined) return;
@@ -166,6 +179,7 @@ export class PeerRequests {
     const checking = this.#checking.get(peer);
     if (checking === undefined || checking.asking || !sameBytes(checking.bytes, bytes)) return;
     if (this.#host.link.token === undefined || !this.#lookups.take(now, from.ip)) return;
+    if (!this.#allLookups.take(now, "")) return;
     this.#ask(now, peer, checking);
   }
 
@@ -213,6 +227,10 @@ export class PeerRequests {
   ): void {
     const copy = peer.cipher.initiation;
     if (copy !== undefined && sameBytes(copy, bytes)) return peer.handle(now, from, message);
+    // Reading costs two Diffie-Hellman operations: within the same budgets as a
+    // new request (a renewal comes every two minutes), or a stranger who saw the
+    // session id could make us work at its sending rate.
+    if (!this.#lookups.take(now, from.ip) || !this.#allLookups.take(now, "")) return;
     const read = this.#read(message);
     if (read === undefined || !sameBytes(read.remoteKey, peer.cipher.remoteKey)) return;
     const key = toHex(read.remoteKey);
