@@ -1658,7 +1658,7 @@ Deno.test("ClientCore runs commands on one session in order, each after the one 
   );
 });
 
-Deno.test("ClientCore answers a flood of connect requests from a stranger without work, and its real peer at once", () => {
+Deno.test("ClientCore drops a flood of connect requests from a stranger without work or answer, and lets its real peer in at once", () => {
   const world = new World();
   const alice = world.add("Alice", ALICE);
   const bob = world.add("Bob", BOB);
@@ -1674,18 +1674,12 @@ Deno.test("ClientCore answers a flood of connect requests from a stranger withou
     );
   }
   world.settle();
-  // A burst of 5 lookups for the stranger's address; every other request was
-  // refused without a session or a lookup.
+  // A burst of 5 lookups for the stranger's address, refused once answered;
+  // every other request was dropped without a session, a lookup or a reply (so
+  // a forged source cannot make Bob answer at its sending rate).
   assertEquals(world.lookups, 5);
   const refusals = bob.peerSends.filter((s) => s.message.type === "peer_reject");
-  assertEquals(refusals.length, 1000);
-  const reasons = new Set(
-    refusals.map((s) => s.message.type === "peer_reject" && s.message.reason),
-  );
-  assert(
-    reasons.has("too many requests from your address; try again in a moment"),
-    [...reasons].join(),
-  );
+  assertEquals(refusals.length, 5);
   assert(bob.core.peers.length <= 5, `${bob.core.peers.length} sessions kept`);
   // Alice, from her own address, is looked up and gets through at once.
   world.run(bob, { kind: "accept" });

@@ -8,10 +8,8 @@
  * renewals of open sessions' keys; and the one-line refusal of a version 2
  * peer. The peer table owns the sessions; this part decides which exist.
  *
- * Only a definite answer refuses a request: the server vouching for another
- * key under that name, or saying the name is not online. A check that got
- * no answer, or another error (the server restarted and no longer knows our
- * session, the server is busy) leaves the request waiting, silent, and the
+ * A check with no answer about the request (none at all, our own session
+ * lost to a server restart, a busy server) leaves it waiting, silent, and the
  * requester's next copy of the same `peer_connect` asks again (within the
  * per-address lookup budget) until {@link VERIFY_RETRY_MS} after it came.
  *
@@ -49,6 +47,9 @@ export const MAX_REQUEST_WORK_PER_SECOND = 20;
  * again on the requester's copies, ms (the requester gives up after as long).
  */
 export const VERIFY_RETRY_MS = 30_000;
+
+/** Errors of a check that say nothing of the request: it is asked again. */
+const TRANSIENT_ERRORS: ReadonlySet<string> = new Set(["not_logged_in", "busy"]);
 
 /** A request being checked with the server. */
 interface Checking {
@@ -138,14 +139,14 @@ export class PeerRequests {
       return reject("the client you called is not logged in");
     }
     this.#expire(now);
+    // Past its address's budget a request is dropped unanswered: so a flood,
+    // even from a forged source, gets at most that many (smaller) replies.
+    if (!this.#lookups.take(now, from.ip)) return;
     // Refused without work: no session kept, no Diffie-Hellman, no lookup.
     if (this.#host.waiting() >= MAX_INCOMING_REQUESTS) {
       return reject("too many requests are waiting for an answer; try again later");
     }
-    if (!this.#lookups.take(now, from.ip)) {
-      return reject("too many requests from your address; try again in a moment");
-    }
-    // A flood from many addresses: dropped unanswered (no reply to reflect), no work.
+    // A flood from many addresses: dropped unanswered, no work.
     if (!this.#allLookups.take(now, "")) return;
     const read = this.#read(message);
     // Not a handshake for our key, or garbage: dropped without a word.
@@ -225,12 +226,14 @@ export class PeerRequests {
     message: MessageOf<"peer_connect">,
     bytes: Uint8Array,
   ): void {
+    // A copy is answered again (its accept may have been lost), and reading a new
+    // one costs two Diffie-Hellman operations: both within the budget of the
+    // sender's address (a renewal comes every two minutes), or a stranger who saw
+    // the session id could make us answer or work at its sending rate.
+    if (!this.#lookups.take(now, from.ip)) return;
     const copy = peer.cipher.initiation;
     if (copy !== undefined && sameBytes(copy, bytes)) return peer.handle(now, from, message);
-    // Reading costs two Diffie-Hellman operations: within the same budgets as a
-    // new request (a renewal comes every two minutes), or a stranger who saw the
-    // session id could make us work at its sending rate.
-    if (!this.#lookups.take(now, from.ip) || !this.#allLookups.take(now, "")) return;
+    if (!this.#allLookups.take(now, "")) return;
     const read = this.#read(message);
     if (read === undefined || !sameBytes(read.remoteKey, peer.cipher.remoteKey)) return;
     const key = toHex(read.remoteKey);
@@ -296,13 +299,14 @@ export class PeerRequests {
       host.changed(now);
       return;
     }
-    // No definite answer (none at all, or an error other than "not online": our own
-    // session lost to a server restart, a busy server): the requester's next copy
-    // asks again, until VERIFY_RETRY_MS.
-    const definite = answered ||
-      (reply?.type === "error" && errorCodeName(reply.code) === "not_online");
+    // No definite answer (none at all, our own session lost to a server restart, a
+    // busy server): the requester's next copy asks again, until VERIFY_RETRY_MS.
+    // Any other answer refuses at once, so a stranger cannot hold a waiting place
+    // (a stale nonce, a name that is not online).
+    const passing = reply === undefined ||
+      (reply.type === "error" && TRANSIENT_ERRORS.has(errorCodeName(reply.code)));
     const since = this.#checking.get(peer)?.since ?? -Infinity;
-    if (!definite && now - since < VERIFY_RETRY_MS) return;
+    if (passing && now - since < VERIFY_RETRY_MS) return;
     this.#refuse(now, peer, read, reply);
   }
 
