@@ -6,7 +6,7 @@
  */
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { ServerChannel } from "../lib/client/server_channel.ts";
-import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { generateKeyPair, type KeyPair } from "../lib/crypto/key_pair.ts";
 import { FramedConnection } from "../lib/io/framed_connection.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
@@ -43,13 +43,19 @@ export class SealedUdp {
    * @param hostname the local address to bind
    * @param serverPort the server's UDP port
    * @param serverHost the server's address (default 127.0.0.1)
+   * @param keyPair the client's static key pair, its identity (a new one if absent)
    */
-  constructor(hostname: string, serverPort: number, serverHost = "127.0.0.1") {
+  constructor(
+    hostname: string,
+    serverPort: number,
+    serverHost = "127.0.0.1",
+    keyPair: KeyPair = generateKeyPair(cryptoRandom),
+  ) {
     const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
     this.socket = socket;
     const target: Deno.NetAddr = { transport: "udp", hostname: serverHost, port: serverPort };
     const guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair: keyPair,
       random: cryptoRandom,
       server: `${serverHost}:${serverPort}`,
     });

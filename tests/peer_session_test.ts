@@ -1004,7 +1004,7 @@ class World {
         const token = TOKEN_OF(this.#online.size + 1);
         const key = this.nodes.find((n) => sameAddress(n.address, from))!.keys.publicKey;
         this.#online.set(nameKey(message.name), { name: message.name, address: from, token, key });
-        return { type: "register_ok", reqId: message.reqId, key: TOKEN_OF(99), token };
+        return { type: "register_ok", reqId: message.reqId, token };
       }
       case "lookup": {
         this.lookups++;

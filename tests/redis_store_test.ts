@@ -5,6 +5,7 @@
  * nothing acknowledged is lost when an instance or Redis is killed.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
+import type { KeyPair } from "../lib/crypto/key_pair.ts";
 import { RedisStore } from "../lib/io/redis_store.ts";
 import type { ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
@@ -24,7 +25,7 @@ async function withRedis(
   fn: (
     redis: TestRedis,
     start: (extra?: Partial<ServerConfig>) => Promise<ServerDriver>,
-    requester: (server: { udpPort: number }) => UdpRequester,
+    requester: (server: { udpPort: number }, keyPair?: KeyPair) => UdpRequester,
     cluster: RedisInstances,
   ) => Promise<void>,
 ): Promise<void> {
@@ -34,10 +35,11 @@ async function withRedis(
       await fn(
         cluster.redis,
         (extra) => cluster.instance(extra),
-        (server) => {
+        (server, keyPair) => {
           const r = new UdpRequester({
             hostname: HOST,
             server: { hostname: HOST, port: server.udpPort },
+            keyPair,
           });
           requesters.push(r);
           return r;
@@ -188,7 +190,8 @@ Deno.test({
       // A race for one name: exactly one instance acknowledges it.
       const [x, y] = await Promise.all([register(onA, "Race"), register(onB, "race")]);
       assertEquals([x, y].filter(isOk).length, 1, `${JSON.stringify(x)} ${JSON.stringify(y)}`);
-      const winner = isOk(x) ? x : y as MessageOf<"register_ok">;
+      // The winner's identity is the key pair of the requester it came through.
+      const winnerKey = isOk(x) ? onA.keyPair : onB.keyPair;
       const loser = isOk(x) ? y : x;
       assertEquals(loser?.type, "error");
       await waitFor(
@@ -196,13 +199,13 @@ Deno.test({
           a.core.registry.get("race") !== undefined && b.core.registry.get("race") !== undefined,
         "both replicas to hold the winner",
       );
-      assertEquals(a.core.registry.get("race")?.keySha256, b.core.registry.get("race")?.keySha256);
+      assertEquals(a.core.registry.get("race")?.publicKey, b.core.registry.get("race")?.publicKey);
       // The winner's key logs in on either instance.
-      for (const on of [onA, onB]) {
+      for (const on of [requester(a, winnerKey), requester(b, winnerKey)]) {
         const login = await on.request({
           type: "login",
           name: "race",
-          secret: winner.key,
+          secret: new Uint8Array(0),
           udpPort: on.localPort,
           tcpPort: 5001,
         });
@@ -309,32 +312,38 @@ Deno.test({
       const a = await start();
       const b = await start();
       const onA = requester(a);
-      const onB = requester(b);
       const reply = await register(onA, "victim");
       assert(isOk(reply));
-      const registered = reply as MessageOf<"register_ok">;
       await waitFor(() => b.core.registry.get("victim") !== undefined, "victim on B");
-      const login = (on: UdpRequester, secret: Uint8Array) =>
-        on.request({ type: "login", name: "victim", secret, udpPort: on.localPort, tcpPort: 5001 });
-      const wrong = new Uint8Array(registered.key.length);
-      for (const on of [onA, onB, onA]) {
-        const refused = await login(on, wrong);
+      const login = (on: UdpRequester) =>
+        on.request({
+          type: "login",
+          name: "victim",
+          secret: new Uint8Array(0),
+          udpPort: on.localPort,
+          tcpPort: 5001,
+        });
+      // Guesses through channels with other keys, from the victim's address.
+      const [guessA, guessB] = [requester(a), requester(b)];
+      for (const on of [guessA, guessB, guessA]) {
+        const refused = await login(on);
         assertEquals(refused?.type, "error");
         await new Promise((resolve) => setTimeout(resolve, 30)); // the news travels
       }
       // The third failure (on A, counting B's) blocked the name: B refuses the right key too.
-      const right = await login(onB, registered.key);
+      const right = await login(requester(b, onA.keyPair));
       assertEquals(right?.type, "error", JSON.stringify(right));
       assertMatch((right as MessageOf<"error">).message, /Too many failed logins/);
       // The block is per (address, name), on B as on one instance: the owner elsewhere gets in.
       using owner = new UdpRequester({
         hostname: "127.0.0.2",
         server: { hostname: HOST, port: b.udpPort },
+        keyPair: onA.keyPair,
       });
       const ownerLogin = await owner.request({
         type: "login",
         name: "victim",
-        secret: registered.key,
+        secret: new Uint8Array(0),
         udpPort: owner.localPort,
         tcpPort: 5001,
       });
@@ -351,8 +360,8 @@ Deno.test({
     await withRedis(async (_redis, start, requester) => {
       const a = await start({ expireAfterMs: 3000 }); // refreshes last_seen after 300 ms
       const b = await start();
-      const onA = requester(a);
       const onB = requester(b);
+      const onA = requester(a, onB.keyPair); // the same client, on A
       const kept = await register(onB, "kept");
       assert(isOk(kept), JSON.stringify(kept));
       assert(isOk(await register(onB, "gone")));
@@ -362,7 +371,7 @@ Deno.test({
       const login = await onA.request({
         type: "login",
         name: "kept",
-        secret: (kept as MessageOf<"register_ok">).key,
+        secret: new Uint8Array(0),
         udpPort: onA.localPort,
         tcpPort: 5001,
       });
@@ -400,7 +409,8 @@ Deno.test({
         udpPort: 5000,
         tcpPort: 5001,
         registeredAt: "2026-01-01T00:00:00.000Z",
-        keySha256: "d".repeat(64),
+        publicKey: "d".repeat(64),
+        keySha256: "",
         registeredBy: "f".repeat(32),
         lastSeenAt: "2026-01-01T00:00:00.000Z",
       };
@@ -412,6 +422,7 @@ Deno.test({
       const expiry = {
         op: "delete",
         name: "Dora",
+        publicKey: record.publicKey,
         keySha256: record.keySha256,
         lastSeenAt: record.lastSeenAt,
       } as const;

@@ -295,6 +295,9 @@ Deno.test("ReliableChannel respects its windows", async (t) => {
     // only the fast retransmission of the gap at 2 goes out.
     a.receive(60, ack(2, [[3, 6]]));
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [2]);
+    // The backlog (what read-ahead counts) leaves the SACKed 3, 4 and 5 out:
+    // 2 in flight again and 6 to 9 queued.
+    assertEquals(a.backlog, 5);
     a.receive(70, ack(6));
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [6, 7, 8, 9]);
   });

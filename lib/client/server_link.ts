@@ -90,7 +90,11 @@ export class ServerLink {
   #leaseMs = 30_000;
   #loggedInAs: string | undefined;
   #token: Uint8Array | undefined;
-  /** The identity key (open mode), to log in again by itself. */
+  /**
+   * Open mode: the secret a new login by itself sends, empty for a
+   * key-pair identity (the channel's key is the proof); undefined when
+   * there is no identity to log in again with.
+   */
   #key: Uint8Array | undefined;
   #heartbeatReq: number | undefined;
   /** Who to log in again as when the `relogin` timer fires. */
@@ -130,6 +134,11 @@ export class ServerLink {
   /** The name given by flag or by the last register/login. */
   get name(): string | undefined {
     return this.#name;
+  }
+
+  /** The random client id every request carries (hex). */
+  get clientId(): string {
+    return this.#session.clientId;
   }
 
   /** The name this client is logged in as, if any. */
@@ -403,8 +412,8 @@ export class ServerLink {
     const { udpPort, tcpPort, via } = this.#options;
     const body = { type: "register", name, udpPort, tcpPort } as const;
     this.ask(now, id, { command: "register", body, via, expect: "register_ok" }, (at, reply) => {
-      this.#key = reply.key;
-      this.#outbox.push({ type: "identity", name, key: reply.key });
+      this.#key = new Uint8Array(0);
+      this.#outbox.push({ type: "identity", name });
       this.#startSession(at, name, reply.token);
       this.#outbox.result(id, { ok: true, command: "register", name });
     });
@@ -427,7 +436,12 @@ export class ServerLink {
       id,
       { command: "login", body, via: this.#options.via, expect: "login_ok" },
       (at, reply) => {
-        if (this.#auth === "open") this.#key = secret;
+        if (this.#auth === "open") {
+          this.#key = new Uint8Array(0);
+          // A version 2 identity key logged in: the server bound the name
+          // to this client's key pair, so the old key is forgotten.
+          if (secret.length > 0) this.#outbox.push({ type: "identity", name });
+        }
         this.#startSession(at, name, reply.token);
         this.#outbox.result(id, {
           ok: true,
@@ -502,7 +516,7 @@ export class ServerLink {
     if (code !== "not_logged_in") return;
     const name = this.#loggedInAs;
     // The server forgot the session (a restart, or a lease lost in a
-    // partition): log in again with the identity key.
+    // partition): log in again through the channel, with its key.
     const resuming = this.#canRelogin(name);
     this.#clearSession(resuming);
     if (resuming) return this.#scheduleRelogin(now, name!, 0);

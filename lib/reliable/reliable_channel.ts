@@ -261,9 +261,14 @@ export class ReliableChannel {
     return this.#send.size === 0;
   }
 
-  /** Segments queued or in flight (for backpressure). */
+  /**
+   * Segments queued or sent and not yet acknowledged (for backpressure).
+   * Segments the peer SACKed do not count: they hold no place in the
+   * window, so a sender that counted them would let its queue run dry
+   * behind a lost segment on a lossy link.
+   */
   get backlog(): number {
-    return this.#send.size;
+    return this.#send.unackedCount + this.#send.queued;
   }
 
   /** The congestion window, segments (the send window without congestion control). */
@@ -374,7 +379,7 @@ export class ReliableChannel {
     const oldest = this.#losses.oldest();
     if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
     if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
-    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.nextSendTime());
+    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.pacer.nextSendTime());
     return next;
   }
 
@@ -487,6 +492,9 @@ export class ReliableChannel {
     if (newly.length > 0) {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
+      // Before the controller hears of it: what is in flight leaves out
+      // what was judged lost, and these are no longer.
+      for (const segment of newly) this.#losses.onAcked(segment);
       if (this.#cc) {
         const minRttMs = this.#recentMinRtt();
         this.#cc.onAck(now, newly.length, {
@@ -497,15 +505,19 @@ export class ReliableChannel {
           sample: this.#sampler.onAcked(now, newly, minRttMs),
         });
       }
-      for (const segment of newly) {
-        this.#losses.onAcked(segment);
-        const left = this.#unackedFragments.get(segment.messageId)! - 1;
+      // Fragments of one message come in runs: one map update a run.
+      for (let i = 0; i < newly.length;) {
+        const id = newly[i].messageId;
+        let run = 1;
+        while (i + run < newly.length && newly[i + run].messageId === id) run++;
+        i += run;
+        const left = this.#unackedFragments.get(id)! - run;
         if (left > 0) {
-          this.#unackedFragments.set(segment.messageId, left);
+          this.#unackedFragments.set(id, left);
         } else {
-          this.#unackedFragments.delete(segment.messageId);
+          this.#unackedFragments.delete(id);
           this.#stats.messagesAcked++;
-          this.#outbox.push({ type: "acked", id: segment.messageId });
+          this.#outbox.push({ type: "acked", id });
         }
       }
       if (selective) this.#findLosses();
@@ -604,11 +616,11 @@ export class ReliableChannel {
       }
       if (cc) {
         if (this.#inFlight() >= cc.window) return;
-        if (!cc.mayPace(now)) {
+        if (!cc.pacer.mayPace(now)) {
           this.#pacingBlocked = true;
           return;
         }
-        cc.spend();
+        cc.pacer.spend();
       }
       if (lost !== undefined) {
         this.#losses.takeLost(lost);

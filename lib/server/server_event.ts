@@ -26,9 +26,11 @@ export interface Endpoint {
   /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
   readonly second?: true;
   /**
-   * The static key of the client's secure channel that carried the message
-   * (absent in clear). A session remembers the key it logged in with; the
-   * server vouches for it to peers in `lookup_ok`.
+   * The static public key (X25519) of the encrypted channel the message came
+   * through (absent in clear: `hello`): the client's identity in open mode. A
+   * session remembers the key it logged in with; the server vouches for it
+   * to peers in `lookup_ok`. The simulator, which runs the cores without the
+   * secure layer, stands in with each client's key.
    */
   readonly clientKey?: Uint8Array;
 }
@@ -53,6 +55,12 @@ export type ServerEvent =
     /** Identifies the request (a hash of it); unique per executed request. */
     readonly fingerprint: string;
     readonly transport: "udp" | "tcp";
+  }
+  | {
+    /** A version 2 identity logged in with its old key and is now bound to its client's key pair. */
+    readonly kind: "identity_bound";
+    readonly name: string;
+    readonly reqId: number;
   }
   | {
     readonly kind: "logged_in";

@@ -48,6 +48,12 @@ function describe(event: ServerEvent): EventText {
         text:
           `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
+    case "identity_bound":
+      return {
+        level: "info",
+        text: `Migrated "${event.name}" to a key-pair identity: its version 2 identity key ` +
+          `no longer logs in, its client's key does (request ${event.reqId})`,
+      };
     case "logged_in":
       return {
         level: "info",
