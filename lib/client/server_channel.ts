@@ -115,7 +115,8 @@ export class ServerChannel {
   /**
    * Starts a handshake now, whatever the state.
    *
-   * @param now current time, ms
+   * @param now current time, ms since the Unix epoch (the initiation's timestamp
+   *   comes from it: a clock of another origin would read as a replay)
    * @returns the initiation datagram
    */
   initiate(now: number): Uint8Array {
