@@ -6,6 +6,7 @@
  */
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { ServerChannel } from "../lib/client/server_channel.ts";
+import { systemClock } from "../lib/clock.ts";
 import { generateKeyPair, type KeyPair } from "../lib/crypto/key_pair.ts";
 import { FramedConnection } from "../lib/io/framed_connection.ts";
 import { cryptoRandom } from "../lib/random.ts";
@@ -64,7 +65,7 @@ export class SealedUdp {
     this.#loop = (async () => {
       try {
         for await (const [data] of socket) {
-          const input = guard.incoming(data.slice(), performance.now());
+          const input = guard.incoming(data.slice(), systemClock.now());
           for (const bytes of input.send) await socket.send(bytes, target);
           this.received.push(...input.messages);
           for (const wake of this.#waiters) wake();
@@ -92,7 +93,7 @@ export class SealedUdp {
    * @param attempt 3 or more makes the channel re-handshake, as a retransmission would
    */
   async send(message: Message, attempt = 1): Promise<void> {
-    for (const bytes of this.#guard.outgoing(message, performance.now(), attempt)) {
+    for (const bytes of this.#guard.outgoing(message, systemClock.now(), attempt)) {
       await this.socket.send(bytes, this.#target);
     }
   }
@@ -181,10 +182,10 @@ export class SealedStream {
   static async open(port: number, channel: ServerChannel, hostname = "127.0.0.1") {
     const framed = new FramedConnection(await Deno.connect({ hostname, port, transport: "tcp" }));
     const stream = new SealedStream(framed, channel);
-    await framed.write(channel.initiate(performance.now()));
+    await framed.write(channel.initiate(systemClock.now()));
     const { value, done } = await within(stream.#frames.next(), 10_000, "the handshake response");
     if (done) throw new Error("the server closed the connection during the handshake");
-    const input = channel.receive(value, performance.now());
+    const input = channel.receive(value, systemClock.now());
     if (input.kind !== "established") throw new Error(`handshake failed: ${input.kind}`);
     for (const bytes of input.send) await framed.write(bytes);
     return stream;
@@ -196,7 +197,7 @@ export class SealedStream {
    * @param message the message
    */
   async write(message: Message): Promise<void> {
-    for (const bytes of this.#channel.send(encodeMessage(message), performance.now())) {
+    for (const bytes of this.#channel.send(encodeMessage(message), systemClock.now())) {
       await this.#framed.write(bytes);
     }
   }
@@ -210,7 +211,7 @@ export class SealedStream {
     while (true) {
       const { value, done } = await this.#frames.next();
       if (done) return undefined;
-      const input = this.#channel.receive(value, performance.now());
+      const input = this.#channel.receive(value, systemClock.now());
       if (input.kind === "message" && input.plaintext.length > 0) {
         return decodeMessage(input.plaintext);
       }
@@ -261,12 +262,12 @@ export function channelTo(serverKey: Uint8Array): ServerChannel {
  * @param channel the channel
  */
 export async function handshakeOn(conn: Deno.Conn, channel: ServerChannel): Promise<void> {
-  await writeAllTo(conn, encodeFrame(channel.initiate(performance.now())));
+  await writeAllTo(conn, encodeFrame(channel.initiate(systemClock.now())));
   const header = new Uint8Array(4);
   await readAllFrom(conn, header);
   const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
   await readAllFrom(conn, body);
-  const input = channel.receive(body, performance.now());
+  const input = channel.receive(body, systemClock.now());
   if (input.kind !== "established") throw new Error(`handshake failed: ${input.kind}`);
   for (const bytes of input.send) await writeAllTo(conn, encodeFrame(bytes));
 }
@@ -279,7 +280,7 @@ export async function handshakeOn(conn: Deno.Conn, channel: ServerChannel): Prom
  * @returns the frame's bytes
  */
 export function sealedFrame(channel: ServerChannel, message: Message): Uint8Array {
-  return encodeFrame(channel.send(encodeMessage(message), performance.now())[0]);
+  return encodeFrame(channel.send(encodeMessage(message), systemClock.now())[0]);
 }
 
 /**
@@ -295,7 +296,7 @@ export function openedFrame(
   body: Uint8Array,
 ): Message | undefined {
   if ((body[3] & 0x80) === 0) return decodeMessage(body);
-  const input = channel?.receive(body, performance.now());
+  const input = channel?.receive(body, systemClock.now());
   return input?.kind === "message" && input.plaintext.length > 0
     ? decodeMessage(input.plaintext)
     : undefined;

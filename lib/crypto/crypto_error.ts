@@ -12,10 +12,12 @@ export type CryptoErrorCode =
   | "bad_key"
   /** A handshake message arrived when the handshake expected none, or the other kind. */
   | "unexpected_message"
-  /** A transport counter was seen before. */
+  /** A transport counter, or a handshake initiation, was seen before. */
   | "replayed"
   /** A transport counter is older than the replay window remembers. */
   | "stale_counter"
+  /** A handshake initiation's timestamp is not newer than the responder's record allows. */
+  | "stale_timestamp"
   /** The session's keys are past their age or message limit; a new handshake is needed. */
   | "expired"
   /** A mac1 did not verify: the sender does not know the responder's static key. */

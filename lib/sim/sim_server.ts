@@ -27,6 +27,9 @@ import { MemoryBlobStore } from "./memory_blob_store.ts";
 import type { SimNetwork } from "./sim_network.ts";
 import type { SimulationOptions } from "./simulation.ts";
 
+/** The simulated server's secret of peer introductions, kept across its restarts. */
+const SIM_INTRODUCTION_SECRET = new Uint8Array(32).fill(0x5e);
+
 /** The server's UDP address on the simulated network. */
 export const SERVER_UDP = "127.0.0.1:3000";
 /** The server's TCP address on the simulated network. */
@@ -360,6 +363,10 @@ export class SimServer {
     return new ServerCore({
       registry: Registry.fromJson(this.#disk),
       random: this.#sim.random,
+      // A real server derives it from its key file, so it is the same after a restart
+      // and introductions made before a crash still match those made after. The
+      // simulator models behaviour, not secrecy: one fixed secret, no random draw.
+      introductionSecret: SIM_INTRODUCTION_SECRET,
       tcpPort: 3001,
       version: "sim",
       leaseMs: this.#options.leaseMs,
