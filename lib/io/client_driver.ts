@@ -461,7 +461,8 @@ export class ClientDriver {
         "Channel with {peer}: {sent} data segments sent ({timeouts} retransmitted on timeout, " +
           "{fast} fast, {copies} redundant copies), {received} segments received " +
           "({duplicates} duplicates), " +
-          "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions",
+          "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions; " +
+          "held back {limited} ms",
         {
           peer: peer.peerName,
           sent: stats.dataSegmentsSent,
@@ -475,6 +476,8 @@ export class ClientDriver {
           })`,
           cwnd: stats.congestionWindow,
           reductions: stats.congestionReductions,
+          limited: Object.entries(stats.limitedMs).map(([by, ms]) => `${by} ${ms.toFixed(0)}`)
+            .join(", "),
         },
       );
     }

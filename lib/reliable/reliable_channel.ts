@@ -31,6 +31,7 @@ import {
   validateSegment,
 } from "./segment.ts";
 import { type OutgoingSegment, SendBuffer } from "./send_buffer.ts";
+import { type SendLimit, type SendLimitedMs, SendLimits } from "./send_limits.ts";
 
 export {
   BULK_DUP_THRESH,
@@ -123,6 +124,8 @@ export interface ChannelStats {
   maxRttMs: number | undefined;
   /** Mean of the RTT samples, ms. */
   meanRttMs: number | undefined;
+  /** Time the sender had data but was held back, ms, by each limit. */
+  limitedMs: SendLimitedMs;
 }
 
 /**
@@ -208,6 +211,7 @@ export class ReliableChannel {
     keepalivesSent: 0,
     keepalivesReceived: 0,
   };
+  #limits = new SendLimits();
   #rttSamples = 0;
   #rttSum = 0;
   #rttMin: number | undefined;
@@ -295,6 +299,7 @@ export class ReliableChannel {
       congestionWindow: this.#cc?.window ?? this.#sendLimit(),
       slowStartThreshold: this.#cc?.slowStartThreshold ?? Infinity,
       congestionReductions: this.#cc?.reductions ?? 0,
+      limitedMs: this.#limits.limitedMs,
     };
   }
 
@@ -600,6 +605,12 @@ export class ReliableChannel {
    * congestion window, pacing, the send window and the peer's window allow.
    */
   #sendWhatWindowsAllow(now: number): void {
+    this.#limits.resumed(now);
+    this.#sendLoop(now);
+  }
+
+  #sendLoop(now: number): void {
+    const stop = (limit?: SendLimit) => this.#limits.stopped(now, limit);
     this.#pacingBlocked = false;
     const cc = this.#cc;
     while (this.#dead === undefined) {
@@ -608,17 +619,17 @@ export class ReliableChannel {
       if (next === undefined) {
         // Room in the window and nothing to send: rate samples until this flight is delivered understate the path.
         if (cc && this.#inFlight() < cc.window) this.#sampler.onAppLimited(this.#inFlight());
-        return;
+        return stop();
       }
       if (lost === undefined) {
-        if (this.#send.flightSize >= this.#sendLimit()) return;
-        if (next.seq >= this.#peerCumulative + this.#peerWindow) return;
+        if (this.#send.flightSize >= this.#sendLimit()) return stop("sendWindow");
+        if (next.seq >= this.#peerCumulative + this.#peerWindow) return stop("peerWindow");
       }
       if (cc) {
-        if (this.#inFlight() >= cc.window) return;
+        if (this.#inFlight() >= cc.window) return stop("window");
         if (!cc.pacer.mayPace(now)) {
           this.#pacingBlocked = true;
-          return;
+          return stop("pacing");
         }
         cc.pacer.spend();
       }
