@@ -213,6 +213,9 @@ export class ServerChannel {
       return { kind: "dropped", reason: "unknown_index" };
     }
     const verdict = this.#ownChecker.check(bytes, { address: "", port: 0 }, now, false);
+    if (verdict.kind === "drop") {
+      return { kind: "dropped", reason: verdict.reason === "bad_mac2" ? "bad_mac2" : "bad_mac1" };
+    }
     if (verdict.kind !== "accept") return { kind: "dropped", reason: "bad_mac1" };
     try {
       handshake.readMessage(message);

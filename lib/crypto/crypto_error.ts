@@ -22,6 +22,8 @@ export type CryptoErrorCode =
   | "expired"
   /** A mac1 did not verify: the sender does not know the responder's static key. */
   | "bad_mac1"
+  /** A mac2 was neither zeros nor made with a cookie we gave: the message was altered. */
+  | "bad_mac2"
   /** A cookie reply did not decrypt for the last initiation sent. */
   | "bad_cookie";
 
