@@ -214,6 +214,10 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   if (parsed.users !== undefined && auth !== "password") {
     throw new UsageError("--users only applies with --auth password");
   }
+  const store = parsed.store;
+  if (store !== undefined && store !== "file" && !store.startsWith("redis://")) {
+    throw new UsageError(`--store must be file or redis://HOST:PORT[/DB], not "${store}"`);
+  }
   const maxFileSize = sizeFlag("--max-file-size", parsed["max-file-size"]);
   const quota = sizeFlag("--quota", parsed.quota);
   const maxStorage = sizeFlag("--max-storage", parsed["max-storage"]);
@@ -223,7 +227,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
     udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
-    store: parsed.store,
+    store,
     advertise: parsed.advertise,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,

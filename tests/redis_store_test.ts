@@ -145,6 +145,20 @@ Deno.test({
   },
 });
 
+Deno.test("server.ts --store refuses a value that is neither file nor redis:// as a usage error (exit 2, one line)", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", CONFIG_PATH, SERVER_PATH, "--store", "mysql://db:3306"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assertEquals(output.code, 2);
+  assertEquals(
+    new TextDecoder().decode(output.stderr).trim(),
+    'error: --store must be file or redis://HOST:PORT[/DB], not "mysql://db:3306"',
+  );
+});
+
 Deno.test({
   name: "RedisStore.open() refuses a Redis that does not fsync every write",
   ignore,
