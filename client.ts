@@ -53,6 +53,7 @@ import { CLIENT_FLAGS } from "./lib/cli/program_flags.ts";
 import { VERSION } from "./lib/version.ts";
 import { normalizeFingerprint } from "./lib/crypto/fingerprint.ts";
 import { KnownServersFileError, knownServersPathBeside } from "./lib/io/known_servers_file.ts";
+import { ClientKeyFileError, clientKeyPathBeside } from "./lib/io/client_key_file.ts";
 import { nameProblem } from "./lib/wire/client_name.ts";
 import { fileNameProblem } from "./lib/wire/file_name.ts";
 
@@ -82,7 +83,8 @@ Flags:
   --transport T       udp or tcp: how register and deregister travel (default udp)
   --timeout SECONDS   give up on an unanswered request after this long (default 30)
   --data-dir DIR      where this client keeps its identities (default ./data/client)
-  --identity FILE     the identity file (default DATA-DIR/identities.json)
+  --identity FILE     the identity file (default DATA-DIR/identities.json); the client's
+                      key pair, its identity on open servers, is client_key.json beside it
   --password-file F   read the login password from F (password servers, script mode);
                       the SWITCHBOARD_PASSWORD variable works too
   --download-dir DIR  where download and files from peers land (default ./downloads)
@@ -592,6 +594,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       via: settings.via,
       retry: { ...DEFAULT_RETRY_POLICY, giveUpMs: settings.timeoutMs },
       identityFile: settings.identityFile,
+      keyFile: clientKeyPathBeside(settings.identityFile),
       serverKey: settings.serverKey,
       knownServersFile: knownServersPathBeside(settings.identityFile),
       onEvent: (event) => {
@@ -612,7 +615,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
   } catch (error) {
     if (error instanceof ServerNameError) {
       output.error(error.message, "connection_failed");
-    } else if (error instanceof KnownServersFileError) {
+    } else if (error instanceof KnownServersFileError || error instanceof ClientKeyFileError) {
       output.error(error.message, "file_error");
     } else if (error instanceof Deno.errors.AddrInUse) {
       output.error(
@@ -755,8 +758,11 @@ async function login(context: Context, given: string | undefined): Promise<Comma
       "no_identity",
     );
   }
-  const key = fromHex(identity.key);
-  return await client.run({ kind: "login", name: identity.name, secret: key });
+  // The channel's key (client_key.json) is the proof: no secret is sent,
+  // but for a version 2 identity key, sent once so that the server binds
+  // the name to the key pair.
+  const secret = identity.key === undefined ? EMPTY : fromHex(identity.key);
+  return await client.run({ kind: "login", name: identity.name, secret });
 }
 
 /** The password: from --password-file, SWITCHBOARD_PASSWORD, or asked without echo. */

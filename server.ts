@@ -214,6 +214,10 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
   if (parsed.users !== undefined && auth !== "password") {
     throw new UsageError("--users only applies with --auth password");
   }
+  const store = parsed.store;
+  if (store !== undefined && store !== "file" && !store.startsWith("redis://")) {
+    throw new UsageError(`--store must be file or redis://HOST:PORT[/DB], not "${store}"`);
+  }
   const maxFileSize = sizeFlag("--max-file-size", parsed["max-file-size"]);
   const quota = sizeFlag("--quota", parsed.quota);
   const maxStorage = sizeFlag("--max-storage", parsed["max-storage"]);
@@ -223,7 +227,7 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     tcpPort: portFlag("--tcp-port", parsed["tcp-port"]),
     udpPort2: secondPort(parsed["udp-port2"], portFlag("--udp-port", parsed["udp-port"])),
     dataDir: parsed["data-dir"],
-    store: parsed.store,
+    store,
     advertise: parsed.advertise,
     logDir: parsed["log-dir"],
     logLevel: logLevel as LogLevelName,
@@ -454,6 +458,10 @@ async function main(args: string[]): Promise<number> {
   console.log(
     `Registry: ${server.core.registry.size} registered, in ${flags.store ?? flags.dataDir}`,
   );
+  if (flags.store?.startsWith("redis://")) {
+    const note = await unusedRegistryNote(flags.dataDir);
+    if (note !== undefined) console.log(note);
+  }
   console.log(`Server key: ${server.fingerprint} (clients pin it: --server-key)`);
   console.log(
     `Logins: ${flags.auth}` +
@@ -499,6 +507,24 @@ Flags:
   -h, --help       show this help`;
 
 /** `switchboard-server key`: prints the fingerprint of the server's key. */
+/**
+ * A line for an operator who moved from the data directory's registry to
+ * Redis: the names in `registrations.json` are not in Redis, and the server
+ * says so instead of starting as if they had never been registered.
+ */
+async function unusedRegistryNote(dataDir: string): Promise<string | undefined> {
+  const path = `${dataDir}/registrations.json`;
+  let names: number;
+  try {
+    names = Object.keys(JSON.parse(await Deno.readTextFile(path))).length;
+  } catch {
+    return undefined;
+  }
+  if (names === 0) return undefined;
+  return `Note: ${path} (${names} registered) is not used with --store; ` +
+    "those names are not in Redis and must register again";
+}
+
 async function keyCommand(args: string[]): Promise<number> {
   const parsed = parseArgs(args, {
     string: ["data-dir"],

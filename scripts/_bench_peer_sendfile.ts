@@ -14,10 +14,17 @@
  * @module
  */
 import { parseArgs } from "@std/cli/parse-args";
+import { cpuUsage } from "node:process";
 import type { ClientEvent } from "../lib/client/client_event.ts";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 
 const HOST = "127.0.0.1";
+
+/** CPU milliseconds of this process (user + system): what the other sessions' load does not inflate. */
+function cpuMs(): number {
+  const { user, system } = cpuUsage();
+  return (user + system) / 1000;
+}
 
 async function main(): Promise<void> {
   const flags = parseArgs(Deno.args, {
@@ -49,7 +56,9 @@ async function main(): Promise<void> {
     if (flags.role === "receive") {
       console.log(JSON.stringify({ ready: true }));
       if (!(await client.run({ kind: "accept" })).ok) throw new Error("no request came");
+      const cpuStarted = cpuMs();
       await done();
+      console.log(JSON.stringify({ cpuSeconds: (cpuMs() - cpuStarted) / 1000 }));
       return;
     }
     for (let tries = 0; !(await client.run({ kind: "connect", name: flags.peer! })).ok; tries++) {
@@ -57,10 +66,18 @@ async function main(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const started = performance.now();
+    const cpuStarted = cpuMs();
     const offer = await client.sendFile(flags.file!);
     if (!offer.ok) throw new Error(JSON.stringify(offer));
     await done();
-    console.log(JSON.stringify({ seconds: (performance.now() - started) / 1000 }));
+    const seconds = (performance.now() - started) / 1000;
+    const stats = [...client.core.peers].map((peer) => peer.channel?.stats)[0];
+    console.log(JSON.stringify({
+      seconds,
+      cpuSeconds: (cpuMs() - cpuStarted) / 1000,
+      segmentsSent: stats?.segmentsSent,
+      retransmitted: (stats?.timeoutRetransmissions ?? 0) + (stats?.fastRetransmissions ?? 0),
+    }));
   } finally {
     await client.close();
   }

@@ -15,7 +15,7 @@ import { ServerGuard } from "../lib/client/server_guard.ts";
 import { ServerChannel } from "../lib/client/server_channel.ts";
 import { loadServerIdentity, SERVER_IDENTITY_FILE } from "../lib/io/server_identity_file.ts";
 import { join } from "@std/path";
-import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { generateKeyPair, type KeyPair } from "../lib/crypto/key_pair.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
@@ -47,6 +47,8 @@ export interface RetryOptions {
 export class UdpRequester implements Disposable {
   /** The random client id sent with every request. */
   readonly client: string;
+  /** Its static key pair: its open-mode identity. */
+  readonly keyPair: KeyPair;
   /** The local port. */
   readonly localPort: number;
   readonly #socket: Deno.DatagramConn;
@@ -64,8 +66,9 @@ export class UdpRequester implements Disposable {
    * Binds the socket and starts reading replies.
    *
    * @param options the local address to bind, the server's UDP address,
-   *   where to record each request's bytes as first sent, and whether to
-   *   speak in clear (to an echo server, as a baseline)
+   *   where to record each request's bytes as first sent, whether to
+   *   speak in clear (to an echo server, as a baseline), and the static key
+   *   pair (the identity names are registered to; a new one if absent)
    */
   constructor(
     options: {
@@ -73,6 +76,7 @@ export class UdpRequester implements Disposable {
       server: { hostname: string; port: number };
       record?: Uint8Array[];
       clear?: boolean;
+      keyPair?: KeyPair;
     },
   ) {
     this.#record = options.record;
@@ -80,8 +84,9 @@ export class UdpRequester implements Disposable {
     this.#socket = Deno.listenDatagram({ transport: "udp", hostname: options.hostname, port: 0 });
     this.localPort = (this.#socket.addr as Deno.NetAddr).port;
     this.#server = { transport: "udp", ...options.server };
+    this.keyPair = options.keyPair ?? generateKeyPair(cryptoRandom);
     this.#guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair: this.keyPair,
       random: cryptoRandom,
       server: `${options.server.hostname}:${options.server.port}`,
     });
@@ -280,16 +285,22 @@ export class TcpExchange implements Disposable {
 /**
  * A guard for the load generators (`bench.ts`, `bench_presence.ts`): seals
  * what one simulated client sends to the server and opens what comes back,
- * with a key pair of its own. Given the server's key (`serverKeyIn`) it
+ * with a key pair of its own unless given one (the identity of the names it
+ * registers and logs in to). Given the server's key (`serverKeyIn`) it
  * starts sealed; without, its first request learns the key by a clear `hello`.
  *
  * @param server the server as `host:port`, for messages
  * @param serverKey the server's static public key, if known
+ * @param keyPair the client's static key pair; a new one if absent
  * @returns the guard
  */
-export function benchGuard(server: string, serverKey?: Uint8Array): ServerGuard {
+export function benchGuard(
+  server: string,
+  serverKey?: Uint8Array,
+  keyPair?: KeyPair,
+): ServerGuard {
   return new ServerGuard({
-    staticKeyPair: generateKeyPair(cryptoRandom),
+    staticKeyPair: keyPair ?? generateKeyPair(cryptoRandom),
     random: cryptoRandom,
     server,
     pinnedKey: serverKey,
@@ -314,12 +325,13 @@ export async function serverKeyIn(dataDir: string): Promise<Uint8Array> {
  * A channel for a TCP connection to a server whose key is known.
  *
  * @param serverKey the server's static public key
- * @returns a fresh channel with a key pair of its own
+ * @param keyPair the client's static key pair (its identity); a new one if absent
+ * @returns a fresh channel
  */
-export function channelTo(serverKey: Uint8Array): ServerChannel {
+export function channelTo(serverKey: Uint8Array, keyPair?: KeyPair): ServerChannel {
   return new ServerChannel({
     serverKey,
-    staticKeyPair: generateKeyPair(cryptoRandom),
+    staticKeyPair: keyPair ?? generateKeyPair(cryptoRandom),
     random: cryptoRandom,
   });
 }

@@ -267,7 +267,8 @@ async function guessing(server: Server, seconds: number): Promise<LoginFigures> 
   using guesser = new UdpRequester({ hostname: "127.0.0.2", server: to });
   const registered = await owner.request(register("alice"));
   if (registered?.type !== "register_ok") throw new Error(`register alice: ${registered?.type}`);
-  const key = registered.key;
+  // The owner's channel key is its identity; the guesser's channel has another.
+  const key = new Uint8Array(0);
   const login = (secret: Uint8Array) => ({
     type: "login" as const,
     name: "alice",
@@ -327,7 +328,8 @@ async function registryWrites(names: number): Promise<WriteFigures> {
         udpPort: 40001,
         tcpPort: DECLARED_TCP_PORT,
         registeredAt: new Date().toISOString(),
-        keySha256: "ab".repeat(32),
+        publicKey: "ab".repeat(32),
+        keySha256: "",
         registeredBy: "00112233445566778899aabbccddeeff",
         lastSeenAt: new Date().toISOString(),
       });

@@ -22,6 +22,7 @@ import { join } from "@std/path";
 import { DEFAULT_RETRY_POLICY, retryDelay } from "../lib/client/retry_policy.ts";
 import { toHex } from "../lib/hex.ts";
 import { cryptoRandom } from "../lib/random.ts";
+import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import type { Message, MessageType, Request } from "../lib/wire/messages.ts";
 import type { ServerGuard } from "../lib/client/server_guard.ts";
@@ -108,7 +109,6 @@ type Operation = "lookup" | "heartbeat";
 interface Identity {
   readonly name: string;
   readonly clientId: string;
-  key?: Uint8Array;
 }
 
 /** One online session, owned by one load socket. */
@@ -532,7 +532,6 @@ async function registerAll(
       }
       counters.latencies.push(performance.now() - sentAt);
       counters.done++;
-      identity.key = registered.key;
       const loggedOut = await socket.request(port, {
         type: "logout",
         reqId: socket.takeReqId(),
@@ -576,7 +575,7 @@ async function loginAll(
         reqId: socket.takeReqId(),
         client: identity.clientId,
         name: identity.name,
-        secret: identity.key!,
+        secret: new Uint8Array(0),
         udpPort: socket.localPort,
         tcpPort: DECLARED_TCP_PORT,
       }, counters);
@@ -1009,8 +1008,14 @@ async function main(args: string[]): Promise<number> {
     );
     cleanup.add(() => Promise.all(sockets.map((s) => s.close())));
     const serverKey = await serverKeyIn(dataDir);
+    // One key pair for every load socket: an identity registered through one
+    // logs in through any (open mode's login is the handshake with the key).
+    const keyPair = generateKeyPair(cryptoRandom);
     for (const socket of sockets) {
-      socket.sealed = { port: server.port, guard: benchGuard(`${HOST}:${server.port}`, serverKey) };
+      socket.sealed = {
+        port: server.port,
+        guard: benchGuard(`${HOST}:${server.port}`, serverKey, keyPair),
+      };
     }
     // If the server dies, say so at once instead of waiting for requests to time out.
     for (const started of [server, echo]) {

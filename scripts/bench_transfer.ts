@@ -19,7 +19,7 @@
  * (`file_accepted`) to the verified file (`file_done`); baselines are timed
  * by their receivers from the first byte to the last.
  *
- * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--link-size MIB] [--baseline-size MIB] [--losses P,...] [--skip-lossy] [--json]
+ * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--link-size MIB] [--baseline-size MIB] [--losses P,...] [--skip-lossy] [--skip-baseline] [--json]
  *
  * @module
  */
@@ -57,6 +57,7 @@ Flags:
                        (default 0,1,5,10,20)
   --skip-lossy         only the loopback figures
   --skip-loopback      only the bottleneck figures
+  --skip-baseline      no run of the controller before BBR through the bottleneck
   --json               one JSON object at the end instead of the table
   -h, --help           show this help`;
 
@@ -78,6 +79,7 @@ interface Flags {
   losses: number[];
   skipLossy: boolean;
   skipLoopback: boolean;
+  skipBaseline: boolean;
   json: boolean;
   /** Busy microseconds per datagram of the windowed model runs; empty for none. */
   modelWorkUs: number[];
@@ -85,7 +87,7 @@ interface Flags {
 
 function parseFlags(args: string[]): Flags | "help" {
   const strings = ["size", "rounds", "link-size", "baseline-size", "losses", "model"];
-  const switches = ["help", "json", "skip-lossy", "skip-loopback"];
+  const switches = ["help", "json", "skip-lossy", "skip-loopback", "skip-baseline"];
   const parsed = parseArgs(args, {
     string: strings,
     boolean: switches,
@@ -111,6 +113,7 @@ function parseFlags(args: string[]): Flags | "help" {
     ),
     skipLossy: parsed["skip-lossy"],
     skipLoopback: parsed["skip-loopback"],
+    skipBaseline: parsed["skip-baseline"],
     json: parsed.json,
     modelWorkUs: parsed.model === ""
       ? []
@@ -536,8 +539,11 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
       if (baselineFile !== file) await randomFile(baselineFile, mib * 1024 * 1024);
       baselineFiles.set(mib, baselineFile);
     }
-    const old = await sendfile(dir, baselineFile, { proxy, mode: "newreno" });
+    const old = flags.skipBaseline
+      ? { goodput: NaN }
+      : await sendfile(dir, baselineFile, { proxy, mode: "newreno" });
     const wait = /mean wait (\d+\.\d+) ms/.exec(bbr.proxyCounts ?? "")?.[1];
+    const dropped = /(\d+) dropped by the full queue/.exec(bbr.proxyCounts ?? "")?.[1];
     const row = {
       loss,
       sendfileBytesPerSecond: Math.round(bbr.goodput),
@@ -547,6 +553,7 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
       newrenoFileBytes: mib * 1024 * 1024,
       mathisShareOfLink: mathis(loss) / LINK_RATE,
       meanQueueingDelayMs: wait === undefined ? undefined : Number(wait),
+      queueDrops: dropped === undefined ? undefined : Number(dropped),
       chatIdleMs: median(bbr.chatIdleMs),
       chatBusyMs: bbr.chatBusyMs.length === 0 ? undefined : median(bbr.chatBusyMs),
       chatBusyCount: bbr.chatBusyMs.length,
@@ -556,7 +563,9 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
       `  ${String(loss * 100).padStart(2)}% loss: sendfile ${row.shareOfLink.toFixed(2)} ` +
         `(${mb(bbr.goodput)} MB/s); NewReno-Veno ${row.newrenoShareOfLink.toFixed(3)} ` +
         `(${mib} MiB); Reno by Mathis ${row.mathisShareOfLink.toFixed(3)}; queueing ` +
-        `${row.meanQueueingDelayMs ?? "?"} ms; chat send ${row.chatIdleMs.toFixed(0)} ms idle, ` +
+        `${row.meanQueueingDelayMs ?? "?"} ms, ${row.queueDrops ?? "?"} queue drops; chat send ${
+          row.chatIdleMs.toFixed(0)
+        } ms idle, ` +
         `${row.chatBusyMs?.toFixed(0) ?? "-"} ms during (median of ${row.chatBusyCount})`,
     );
   }

@@ -158,7 +158,8 @@ async function main(): Promise<number> {
     await alice.waitFor(/^Registered and logged in as/);
     console.log(
       `${"".padEnd(8)} (everything after hello travels sealed: Noise IK with the server's key, ` +
-        "which Alice's client has now pinned)",
+        "which Alice's client has now pinned; her identity is the key pair in client_key.json, " +
+        "and the server keeps only its public half)",
     );
     await alice.type("watch");
     await alice.waitFor(/^Watching/);
@@ -189,8 +190,9 @@ async function main(): Promise<number> {
     await alice.waitFor(/"Bob Jones" went offline/);
 
     step(
-      "Bob comes back later (login uses the identity saved by register), chats with Alice " +
-        "and sends her the readings directly",
+      "Bob comes back later (login is the handshake with the key pair his name is bound to: " +
+        "no secret crosses the network), chats with Alice and sends her the readings directly, " +
+        "end to end encrypted (Noise IKpsk2; the server vouches for each side's key)",
     );
     const chatDir = await Deno.makeTempDir({ prefix: "switchboard-demo-script-" });
     const bobScript = join(chatDir, "commands.txt");
@@ -216,6 +218,8 @@ async function main(): Promise<number> {
     await alice.waitFor(/offers "readings\.csv"/);
     await alice.type("acceptfile");
     await alice.waitFor(/^Received "readings\.csv" from "Bob Jones"/);
+    await alice.type("peers");
+    await alice.waitFor(/^\s+Bob Jones\b/);
     await alice.type("send Hello Bob, got both of them, and the file");
     await alice.waitFor(/^Delivered to "Bob Jones"/);
     await alice.waitFor(/"Bob Jones" ended the session/);

@@ -670,7 +670,6 @@ async function ownSessions(host: string, port: number, tag: string): Promise<Fuz
     newNamePrefix: `Fz${tag}`,
   };
   try {
-    const keys: Uint8Array[] = [];
     for (let i = 1; i <= 4; i++) {
       const name = `Fz${tag} ${i}`;
       const ok = replyOf(
@@ -684,7 +683,6 @@ async function ownSessions(host: string, port: number, tag: string): Promise<Fuz
       );
       if (ok === undefined) continue;
       context.names.push(name);
-      keys.push(ok.key);
       context.staleTokens.push(ok.token);
     }
     for (const [i, name] of context.names.entries()) {
@@ -692,7 +690,7 @@ async function ownSessions(host: string, port: number, tag: string): Promise<Fuz
         await udp.request({
           type: "login",
           name,
-          secret: keys[i],
+          secret: new Uint8Array(0), // the requester's channel key registered it
           udpPort: udp.localPort,
           tcpPort: DECLARED_TCP_PORT,
         }),

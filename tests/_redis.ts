@@ -10,7 +10,6 @@ import { join } from "@std/path";
 import type { ServerConfig } from "../lib/io/server_config.ts";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { SERVER_IDENTITY_FILE } from "../lib/io/server_identity_file.ts";
-import { SERVER_KEY_FILE } from "../lib/io/server_key_file.ts";
 import { TestRedis } from "../scripts/_redis_server.ts";
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { generateKeyPair } from "../lib/crypto/key_pair.ts";
@@ -171,8 +170,8 @@ export class RedisInstances {
   async #dataDir(): Promise<string> {
     const dataDir = join(this.dir, `instance-${++this.#count}`);
     await Deno.mkdir(dataDir);
-    // Instances of one service share the key clients pin and the secret identity keys derive from.
-    for (const file of this.#count > 1 ? [SERVER_IDENTITY_FILE, SERVER_KEY_FILE] : []) {
+    // Instances of one service share the key clients pin.
+    for (const file of this.#count > 1 ? [SERVER_IDENTITY_FILE] : []) {
       await Deno.copyFile(join(this.dir, "instance-1", file), join(dataDir, file));
     }
     return dataDir;

@@ -6,7 +6,8 @@
  */
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { ServerChannel } from "../lib/client/server_channel.ts";
-import { generateKeyPair } from "../lib/crypto/key_pair.ts";
+import { systemClock } from "../lib/clock.ts";
+import { generateKeyPair, type KeyPair } from "../lib/crypto/key_pair.ts";
 import { FramedConnection } from "../lib/io/framed_connection.ts";
 import { cryptoRandom } from "../lib/random.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
@@ -34,6 +35,8 @@ export class SealedUdp {
   readonly socket: Deno.DatagramConn;
   /** Every message the server sent, opened, in order. */
   readonly received: Message[] = [];
+  /** Every datagram the server sent, as it came. */
+  readonly raw: Uint8Array[] = [];
   readonly #target: Deno.NetAddr;
   readonly #guard: ServerGuard;
   readonly #loop: Promise<void>;
@@ -43,13 +46,19 @@ export class SealedUdp {
    * @param hostname the local address to bind
    * @param serverPort the server's UDP port
    * @param serverHost the server's address (default 127.0.0.1)
+   * @param keyPair the client's static key pair, its identity (a new one if absent)
    */
-  constructor(hostname: string, serverPort: number, serverHost = "127.0.0.1") {
+  constructor(
+    hostname: string,
+    serverPort: number,
+    serverHost = "127.0.0.1",
+    keyPair: KeyPair = generateKeyPair(cryptoRandom),
+  ) {
     const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
     this.socket = socket;
     const target: Deno.NetAddr = { transport: "udp", hostname: serverHost, port: serverPort };
     const guard = new ServerGuard({
-      staticKeyPair: generateKeyPair(cryptoRandom),
+      staticKeyPair: keyPair,
       random: cryptoRandom,
       server: `${serverHost}:${serverPort}`,
     });
@@ -58,7 +67,8 @@ export class SealedUdp {
     this.#loop = (async () => {
       try {
         for await (const [data] of socket) {
-          const input = guard.incoming(data.slice(), performance.now());
+          this.raw.push(data.slice());
+          const input = guard.incoming(data.slice(), systemClock.now());
           for (const bytes of input.send) await socket.send(bytes, target);
           this.received.push(...input.messages);
           for (const wake of this.#waiters) wake();
@@ -86,7 +96,7 @@ export class SealedUdp {
    * @param attempt 3 or more makes the channel re-handshake, as a retransmission would
    */
   async send(message: Message, attempt = 1): Promise<void> {
-    for (const bytes of this.#guard.outgoing(message, performance.now(), attempt)) {
+    for (const bytes of this.#guard.outgoing(message, systemClock.now(), attempt)) {
       await this.socket.send(bytes, this.#target);
     }
   }
@@ -175,10 +185,10 @@ export class SealedStream {
   static async open(port: number, channel: ServerChannel, hostname = "127.0.0.1") {
     const framed = new FramedConnection(await Deno.connect({ hostname, port, transport: "tcp" }));
     const stream = new SealedStream(framed, channel);
-    await framed.write(channel.initiate(performance.now()));
+    await framed.write(channel.initiate(systemClock.now()));
     const { value, done } = await within(stream.#frames.next(), 10_000, "the handshake response");
     if (done) throw new Error("the server closed the connection during the handshake");
-    const input = channel.receive(value, performance.now());
+    const input = channel.receive(value, systemClock.now());
     if (input.kind !== "established") throw new Error(`handshake failed: ${input.kind}`);
     for (const bytes of input.send) await framed.write(bytes);
     return stream;
@@ -190,7 +200,7 @@ export class SealedStream {
    * @param message the message
    */
   async write(message: Message): Promise<void> {
-    for (const bytes of this.#channel.send(encodeMessage(message), performance.now())) {
+    for (const bytes of this.#channel.send(encodeMessage(message), systemClock.now())) {
       await this.#framed.write(bytes);
     }
   }
@@ -204,7 +214,7 @@ export class SealedStream {
     while (true) {
       const { value, done } = await this.#frames.next();
       if (done) return undefined;
-      const input = this.#channel.receive(value, performance.now());
+      const input = this.#channel.receive(value, systemClock.now());
       if (input.kind === "message" && input.plaintext.length > 0) {
         return decodeMessage(input.plaintext);
       }
@@ -255,12 +265,12 @@ export function channelTo(serverKey: Uint8Array): ServerChannel {
  * @param channel the channel
  */
 export async function handshakeOn(conn: Deno.Conn, channel: ServerChannel): Promise<void> {
-  await writeAllTo(conn, encodeFrame(channel.initiate(performance.now())));
+  await writeAllTo(conn, encodeFrame(channel.initiate(systemClock.now())));
   const header = new Uint8Array(4);
   await readAllFrom(conn, header);
   const body = new Uint8Array(new DataView(header.buffer).getUint32(0));
   await readAllFrom(conn, body);
-  const input = channel.receive(body, performance.now());
+  const input = channel.receive(body, systemClock.now());
   if (input.kind !== "established") throw new Error(`handshake failed: ${input.kind}`);
   for (const bytes of input.send) await writeAllTo(conn, encodeFrame(bytes));
 }
@@ -273,7 +283,7 @@ export async function handshakeOn(conn: Deno.Conn, channel: ServerChannel): Prom
  * @returns the frame's bytes
  */
 export function sealedFrame(channel: ServerChannel, message: Message): Uint8Array {
-  return encodeFrame(channel.send(encodeMessage(message), performance.now())[0]);
+  return encodeFrame(channel.send(encodeMessage(message), systemClock.now())[0]);
 }
 
 /**
@@ -289,7 +299,7 @@ export function openedFrame(
   body: Uint8Array,
 ): Message | undefined {
   if ((body[3] & 0x80) === 0) return decodeMessage(body);
-  const input = channel?.receive(body, performance.now());
+  const input = channel?.receive(body, systemClock.now());
   return input?.kind === "message" && input.plaintext.length > 0
     ? decodeMessage(input.plaintext)
     : undefined;

@@ -54,6 +54,25 @@ Deno.test("Admission.datagram() applies the strict limit without a session and t
   assert(new Admission(h.host, { rateLimit: 0 }).datagram(0, UDP, false), "0 is no limit");
 });
 
+Deno.test("Admission.hello() lets a first contact through on its own port while other ports of its address flood", () => {
+  const h = host();
+  const admission = new Admission(h.host, { rateLimit: 1, sessionRateLimit: 10 });
+  const flooder: Endpoint = { ...UDP, port: 6001 };
+  // The flood spends the address's budget, and its own port's first contacts with it.
+  for (let i = 0; i < 50; i++) admission.datagram(0, flooder, false);
+  assertEquals(admission.datagram(0, UDP, false), false, "the address is over its budget");
+  assertEquals(admission.hello(0, flooder), false, "the flooding port has no first contact left");
+  // A newcomer's port: its hello and two retransmissions pass, then about one a second.
+  const newcomer: Endpoint = { ...UDP, port: 7000 };
+  assertEquals([0, 1, 2, 3].map(() => admission.hello(10, newcomer)), [true, true, true, false]);
+  // A second on, one from the address's budget (refilled) and one from the port's.
+  assertEquals([0, 1, 2].map(() => admission.hello(1010, newcomer)), [true, true, false]);
+  // Under its budget, an address's hellos spend only the address's budget.
+  const quiet: Endpoint = { ...UDP, address: "192.0.2.8" };
+  assertEquals([1, 2].map(() => admission.hello(0, quiet)), [true, true]);
+  assertEquals(admission.hello(0, quiet), true, "over it now: the port's first contact");
+});
+
 Deno.test("Admission reports the drops of a flood that stopped once their period is over, not only at the next drop", () => {
   const h = host();
   const admission = new Admission(h.host, { rateLimit: 1 });

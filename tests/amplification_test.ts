@@ -35,15 +35,42 @@ import {
   REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
 import { VERSION } from "../lib/version.ts";
-import { channelTo } from "./_sealed_wire.ts";
+import { channelTo, SealedUdp } from "./_sealed_wire.ts";
 
 const NOW = Date.UTC(2026, 0, 1);
-const ALICE: Endpoint = { transport: "udp", address: "10.0.0.1", port: 5000 };
-const CAROL_FIRST: Endpoint = { transport: "udp", address: "10.0.0.3", port: 5003 };
-const CAROL_SECOND: Endpoint = { transport: "udp", address: "10.0.0.4", port: 5004 };
-const DAVE: Endpoint = { transport: "udp", address: "10.0.0.5", port: 5005 };
+// Channel keys (open mode's identities); Carol's two addresses are one client.
+const ALICE: Endpoint = {
+  transport: "udp",
+  address: "10.0.0.1",
+  port: 5000,
+  clientKey: new Uint8Array(32).fill(1),
+};
+const CAROL_KEY = new Uint8Array(32).fill(3);
+const CAROL_FIRST: Endpoint = {
+  transport: "udp",
+  address: "10.0.0.3",
+  port: 5003,
+  clientKey: CAROL_KEY,
+};
+const CAROL_SECOND: Endpoint = {
+  transport: "udp",
+  address: "10.0.0.4",
+  port: 5004,
+  clientKey: CAROL_KEY,
+};
+const DAVE: Endpoint = {
+  transport: "udp",
+  address: "10.0.0.5",
+  port: 5005,
+  clientKey: new Uint8Array(32).fill(5),
+};
 /** The forged source: the victim of a reflection attack. */
-const VICTIM: Endpoint = { transport: "udp", address: "198.51.100.77", port: 53 };
+const VICTIM: Endpoint = {
+  transport: "udp",
+  address: "198.51.100.77",
+  port: 53,
+  clientKey: new Uint8Array(32).fill(7),
+};
 
 /** Hands the core a message as the driver does: with the size of its encoding, padded. */
 function handle(core: ServerCore, now: number, from: Endpoint, message: Message): void {
@@ -138,7 +165,8 @@ function world(auth: "open" | "password"): World {
       const out = settle(core, NOW);
       const ok = sendsTo(out, from).find((m) => m.type === "register_ok");
       if (ok?.type !== "register_ok") throw new Error(`${name} did not register`);
-      return { key: ok.key, token: ok.token };
+      // Open mode's login sends no secret: the channel's key is the proof.
+      return { key: new Uint8Array(0), token: ok.token };
     }
     handle(core, NOW, from, login(reqId, name, new TextEncoder().encode("password")));
     const verify = drain(core).find((o) => o.type === "verify_password");
@@ -293,7 +321,8 @@ Deno.test("MIN_PADDED_REQUEST_BYTES is the largest reply to hello, register or l
   assertEquals(MIN_PADDED_REQUEST_BYTES, 312);
   assertEquals(maxMessageBytes("error"), 312);
   assertEquals(maxMessageBytes("hello_ok"), 49 + 2 + 32); // version 3: with the server key
-  assertEquals(maxMessageBytes("register_ok"), 44);
+  assertEquals(maxMessageBytes("register_ok"), 26); // version 3: no identity key
+
   assertEquals(maxMessageBytes("login_ok"), 27);
   assertEquals(maxMessageBytes("reflect_ok"), 78);
   assertEquals([...PADDED_REQUEST_TYPES].sort(), ["hello", "login", "reflect", "register"]);
@@ -470,9 +499,17 @@ Deno.test("ServerCore shortens such a reply at a clause, and keeps it whole for 
 
 Deno.test("ServerCore fits a reply cached for a TCP request to the datagram of a copy over UDP", () => {
   const w = world("open");
-  const tcp: Endpoint = { transport: "tcp", address: "10.0.0.9", port: 40000, connId: 1 };
+  // One client's two channels: the same static key.
+  const clientKey = new Uint8Array(32).fill(9);
+  const tcp: Endpoint = {
+    transport: "tcp",
+    address: "10.0.0.9",
+    port: 40000,
+    connId: 1,
+    clientKey,
+  };
   // Over UDP from the same host: an unproven address (its source could be forged).
-  const udp: Endpoint = { transport: "udp", address: "10.0.0.9", port: 53 };
+  const udp: Endpoint = { transport: "udp", address: "10.0.0.9", port: 53, clientKey };
   // A refusal cached over TCP, its copy from an unproven address in 34 bytes.
   const deregister: Message = {
     type: "deregister",
@@ -504,8 +541,10 @@ Deno.test("ServerCore fits a reply cached for a TCP request to the datagram of a
   assertEquals(again, refusal);
   assert(encodeMessage(again).length <= MIN_PADDED_REQUEST_BYTES);
   // A copy from another host is refused, not answered from the cache, and fits too.
-  handle(w.core, NOW + 50_002, VICTIM, deregister);
-  const elsewhere = errorOf(sendsTo(settle(w.core, NOW + 50_002), VICTIM)[0]);
+  // (The same client's key: through another key it would be another request.)
+  const victim: Endpoint = { ...VICTIM, clientKey };
+  handle(w.core, NOW + 50_002, victim, deregister);
+  const elsewhere = errorOf(sendsTo(settle(w.core, NOW + 50_002), victim)[0]);
   assertEquals(elsewhere.code, ERROR_CODES.bad_request);
   assert(encodeMessage(elsewhere).length <= encodeMessage(deregister).length);
 });
@@ -525,7 +564,7 @@ Deno.test("ServerCore gives a padded hello, register and login from an unproven 
   const register = { type: "register", reqId: 2, client, name: "Eve", udpPort: 0, tcpPort: 5001 };
   const ok = replyTo(register as Message);
   if (ok.type !== "register_ok") throw new Error(JSON.stringify(ok));
-  assertEquals(replyTo(login(3, "Eve", ok.key)).type, "login_ok");
+  assertEquals(replyTo(login(3, "Eve", new Uint8Array(0))).type, "login_ok");
   const taken = errorOf(replyTo({ ...register, reqId: 4 } as Message));
   assertEquals(taken.message, 'Cannot register "Eve": name is taken');
   assertEquals(w.core.stats.shortenedReplies, 0);
@@ -536,10 +575,10 @@ for (const auth of ["open", "password"] as const) {
   Deno.test(`ServerCore (${auth} mode) refuses an unpadded hello, register or login over UDP with a short error and changes nothing`, () => {
     const w = world(auth);
     const client = "0123456789abcdef";
-    // A key or password that would let Frank in.
+    // A password that would let Frank in (open mode: the channel is the proof).
     let secret: Uint8Array = new TextEncoder().encode("password");
     if (auth === "open") {
-      handle(w.core, NOW, ALICE, {
+      handle(w.core, NOW, VICTIM, {
         type: "register",
         reqId: 90,
         client: "00000000000000b0",
@@ -547,9 +586,9 @@ for (const auth of ["open", "password"] as const) {
         udpPort: 0,
         tcpPort: 5001,
       });
-      const ok = sendsTo(settle(w.core, NOW), ALICE)[0];
+      const ok = sendsTo(settle(w.core, NOW), VICTIM)[0];
       if (ok?.type !== "register_ok") throw new Error(JSON.stringify(ok));
-      secret = ok.key;
+      secret = new Uint8Array(0);
     }
     const requests: Message[] = [
       { type: "hello", reqId: 1, client },
@@ -595,7 +634,9 @@ for (const auth of ["open", "password"] as const) {
       handle(w.core, NOW + 50_000, VICTIM, requests[1]);
       assertEquals(sendsTo(settle(w.core, NOW + 50_000), VICTIM)[0]?.type, "register_ok");
       handle(w.core, NOW + 50_000, VICTIM, requests[3]);
-      assertEquals(sendsTo(settle(w.core, NOW + 50_000), VICTIM)[0]?.type, "login_ok");
+      // (Frank's session from register was at VICTIM too: it is told it ended.)
+      const replies = sendsTo(settle(w.core, NOW + 50_000), VICTIM);
+      assertEquals(replies.find((m) => m.type !== "session_ended")?.type, "login_ok");
     }
     // Over TCP (the address is proven) an unpadded request is fine.
     const tcp: Endpoint = { transport: "tcp", address: "10.0.0.9", port: 40000, connId: 1 };
@@ -714,6 +755,40 @@ Deno.test("ServerDriver answers unauthenticated datagrams (clear hello, handshak
     assertEquals(server.core.registry.size, 0);
   } finally {
     socket.close();
+    await server.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("ServerDriver answers a clear hello in clear and within its size, even from the address and port of a secure session", async () => {
+  // Found by a black-box test: a forged clear hello from a client's own
+  // address and port got its reply sealed in that client's session, 32 bytes
+  // over the size it was fitted to (16 bytes in, 47 out).
+  const dataDir = await Deno.makeTempDir({ prefix: "switchboard_amplification_" });
+  const server = await ServerDriver.start({
+    host: "127.0.0.1",
+    udpPort: 0,
+    tcpPort: 0,
+    dataDir,
+    version: VERSION,
+  });
+  const client = "0123456789abcdef";
+  const sealed = new SealedUdp("127.0.0.1", server.udpPort);
+  try {
+    assertEquals((await sealed.ask({ type: "hello", reqId: 1, client })).type, "hello_ok");
+    // The key is pinned: this hello goes sealed and confirms the session.
+    assertEquals((await sealed.ask({ type: "hello", reqId: 2, client })).type, "hello_ok");
+    const padded = encodeMessage({ type: "hello", reqId: 3, client });
+    for (const bytes of [unpadded(padded), padded]) {
+      const before = sealed.raw.length;
+      await sealed.sendRaw(bytes);
+      await sealed.waitFor(() => sealed.raw.length > before ? true : undefined);
+      const reply = sealed.raw[before];
+      assert(reply.length <= bytes.length, `${reply.length} bytes for ${bytes.length}`);
+      assertEquals(reply[3] & 0x80, 0, "in clear");
+    }
+  } finally {
+    await sealed.close();
     await server.close();
     await Deno.remove(dataDir, { recursive: true });
   }

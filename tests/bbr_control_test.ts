@@ -6,9 +6,10 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import {
   BBR_HIGH_GAIN,
+  BBR_MIN_RTT_CONFIRM_FACTOR,
   BBR_MIN_RTT_WINDOW_MS,
-  BBR_MIN_WINDOW,
   BBR_PROBE_RTT_MS,
+  BBR_TIMEOUT_WINDOW_GAIN,
   BbrControl,
 } from "../lib/reliable/bbr_control.ts";
 import {
@@ -39,7 +40,7 @@ class FakePath {
   /** Feeds `cc` the acks from `from` to `to` ms; returns `to`. */
   drive(
     cc: BbrControl,
-    options: { from: number; to: number; rate: number; rttMs: number; appLimited?: boolean },
+    options: DriveOptions,
   ): number {
     const { rate, rttMs } = options;
     for (let now = options.from; now < options.to; now++) {
@@ -56,12 +57,12 @@ class FakePath {
         appLimited: options.appLimited ?? false,
       };
       // What pacing puts in flight, up to the window.
-      const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacingRate, 1e6) * rttMs));
+      const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacer.rate, 1e6) * rttMs));
       cc.onAck(now, acked, {
-        srttMs: rttMs,
+        srttMs: options.srttMs ?? rttMs,
         minRttMs: rttMs,
         inFlight,
-        rttSampleMs: rttMs,
+        rttSampleMs: options.noRttSamples ? undefined : rttMs,
         sample,
       });
     }
@@ -69,9 +70,22 @@ class FakePath {
   }
 }
 
+/** What {@linkcode drive} feeds: acks from `from` to `to` ms at `rate` segments a ms. */
+interface DriveOptions {
+  from: number;
+  to: number;
+  rate: number;
+  rttMs: number;
+  appLimited?: boolean;
+  /** The SRTT the acks report (default `rttMs`). */
+  srttMs?: number;
+  /** True for acks without an RTT sample (Karn's rule after retransmissions). */
+  noRttSamples?: boolean;
+}
+
 function drive(
   cc: BbrControl,
-  options: { from: number; to: number; rate: number; rttMs: number; appLimited?: boolean },
+  options: DriveOptions,
   path = paths.get(cc) ?? new FakePath(),
 ): number {
   paths.set(cc, path);
@@ -100,7 +114,7 @@ Deno.test("BbrControl starts in startup with the initial window and no pacing", 
   const cc = bbr(10);
   assertEquals(cc.mode, "startup");
   assertEquals(cc.window, 10);
-  assertEquals(cc.pacingRate, Infinity);
+  assertEquals(cc.pacer.rate, Infinity);
   assertEquals(cc.bdp, undefined);
   assertEquals(cc.slowStartThreshold, Infinity);
 });
@@ -111,7 +125,7 @@ Deno.test("BbrControl models the path: bandwidth, smallest RTT, BDP; paces above
   assertEquals(cc.bandwidth, 2);
   assertEquals(cc.minRtt, 40);
   assertEquals(cc.bdp, 80);
-  if (cc.mode === "startup") assertAlmostEquals(cc.pacingRate, BBR_HIGH_GAIN * 2, 1e-9);
+  if (cc.mode === "startup") assertAlmostEquals(cc.pacer.rate, BBR_HIGH_GAIN * 2, 1e-9);
 });
 
 Deno.test("BbrControl leaves startup once the bandwidth stops growing, drains, then probes", () => {
@@ -129,7 +143,7 @@ Deno.test("BbrControl leaves startup once the bandwidth stops growing, drains, t
   const rates = new Set<number>();
   for (let t = 2000; t < 2400; t += 5) {
     drive(cc, { from: t, to: t + 5, rate: 2, rttMs: 40 });
-    rates.add(Math.round(cc.pacingRate / cc.bandwidth * 100) / 100);
+    rates.add(Math.round(cc.pacer.rate / cc.bandwidth * 100) / 100);
   }
   assertEquals([...rates].sort(), [0.75, 1, 1.25]);
 });
@@ -143,12 +157,31 @@ Deno.test("BbrControl keeps its rate and window through losses; a timeout cuts t
   assertEquals(cc.bandwidth, bandwidth);
   assertEquals(cc.reductions, 0);
   cc.onTimeout(window, 1000);
-  assertEquals(cc.window, BBR_MIN_WINDOW);
+  assertEquals(cc.window, BBR_TIMEOUT_WINDOW_GAIN * 80, "a quarter of the BDP of 80");
   assertEquals(cc.reductions, 1);
   assertEquals(cc.bandwidth, bandwidth, "the model stands");
   // Acks grow it back to the model's window within a few round trips.
   drive(cc, { from: 2000, to: 2200, rate: 2, rttMs: 40 });
   assert(cc.window >= 80 + 24, `window ${cc.window}`);
+});
+
+Deno.test("BbrControl takes a loss for congestion only when a fresh RTT shows a queue", () => {
+  const cc = bbr();
+  let end = drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40 });
+  // SRTT 100 but no RTT sample for a few round trips: what a timeout leaves behind.
+  end = drive(cc, {
+    from: end,
+    to: end + 200,
+    rate: 2,
+    rttMs: 40,
+    srttMs: 100,
+    noRttSamples: true,
+  });
+  cc.onLoss(0, 80, 1000);
+  assertEquals(cc.reductions, 0, "a stale SRTT is no evidence of a queue");
+  drive(cc, { from: end, to: end + 50, rate: 2, rttMs: 40, srttMs: 100 });
+  cc.onLoss(1, 80, 1000);
+  assertEquals(cc.reductions, 1, "a fresh one is");
 });
 
 Deno.test("BbrControl ignores app-limited samples below its estimate", () => {
@@ -167,12 +200,28 @@ Deno.test("BbrControl forgets a bandwidth after ten round trips without it", () 
 
 Deno.test("BbrControl probes the RTT when its smallest RTT is old: half a BDP, then back", () => {
   const cc = bbr();
-  const end = drive(cc, { from: 0, to: BBR_MIN_RTT_WINDOW_MS + 100, rate: 2, rttMs: 40 });
+  // A queue keeps every RTT sample after the first second 10% above the smallest.
+  drive(cc, { from: 0, to: 1000, rate: 2, rttMs: 40 });
+  assertEquals(cc.minRtt, 40);
+  let end = drive(cc, { from: 1000, to: 1000 + BBR_MIN_RTT_WINDOW_MS - 100, rate: 2, rttMs: 44 });
+  assert(cc.mode !== "probe_rtt");
+  end = drive(cc, { from: end, to: end + 300, rate: 2, rttMs: 44 });
   assertEquals(cc.mode, "probe_rtt");
-  assertEquals(cc.window, 40, "half the BDP of 80");
+  assertEquals(cc.window, 44, "half the BDP of 88");
   drive(cc, { from: end, to: end + BBR_PROBE_RTT_MS + 100, rate: 2, rttMs: 40 });
   assertEquals(cc.mode, "probe_bw");
   assert(cc.window >= 80 + 24, `window restored: ${cc.window}`);
+});
+
+Deno.test("BbrControl skips probe_rtt while samples within 5% confirm the smallest RTT", () => {
+  const cc = bbr();
+  drive(cc, { from: 0, to: 1000, rate: 2, rttMs: 40 });
+  const rttMs = Math.floor(BBR_MIN_RTT_CONFIRM_FACTOR * 40);
+  for (let from = 1000; from < 3 * BBR_MIN_RTT_WINDOW_MS; from += 50) {
+    drive(cc, { from, to: from + 50, rate: 2, rttMs });
+    assert(cc.mode !== "probe_rtt", `probe_rtt at ${from} ms`);
+  }
+  assertEquals(cc.minRtt, 40);
 });
 
 Deno.test("BbrControl does not probe the RTT of a flow short of data", () => {

@@ -186,7 +186,9 @@ Deno.test("ServerSession.failAll() fails only requests on the given transport", 
 
 // --- ClientCore --------------------------------------------------------------
 
+/** A version 2 identity key (a key-pair identity's login sends {@linkcode NO_SECRET}). */
 const KEY = new Uint8Array(16).fill(7);
+const NO_SECRET = new Uint8Array(0);
 const TOKEN = new Uint8Array(16).fill(9);
 const TOKEN2 = new Uint8Array(16).fill(10);
 const SHA = new Uint8Array(32).fill(1);
@@ -283,7 +285,7 @@ function hello(
 function register(core: ClientCore, now: number, name = "Alice", token = TOKEN): ClientOutput[] {
   core.run(now, { kind: "register", name });
   const { message } = sentRequest(drainClient(core));
-  core.handle(now, { type: "register_ok", reqId: message.reqId, key: KEY, token });
+  core.handle(now, { type: "register_ok", reqId: message.reqId, token });
   return drainClient(core);
 }
 
@@ -342,10 +344,10 @@ Deno.test("ClientCore.run() registers over UDP before hello and outputs the iden
   assertEquals(message.udpPort, 40000);
   assertEquals(message.tcpPort, 5001);
   assert(core.busy);
-  core.handle(1, { type: "register_ok", reqId: message.reqId, key: KEY, token: TOKEN });
+  core.handle(1, { type: "register_ok", reqId: message.reqId, token: TOKEN });
   const out = drainClient(core);
   assertEquals(out.map((o) => o.type), ["identity", "result"]);
-  assertEquals(out[0], { type: "identity", name: "Alice", key: KEY });
+  assertEquals(out[0], { type: "identity", name: "Alice" });
   assertEquals(ok(result(out)), { ok: true, command: "register", name: "Alice" });
   assertEquals(core.loggedInAs, "Alice");
   assertEquals(core.name, "Alice");
@@ -499,12 +501,12 @@ Deno.test("ClientCore.run() deregisters over TCP when told to", () => {
 Deno.test("ClientCore.run() logs in with name and secret and reports a takeover", () => {
   const core = newClient();
   hello(core);
-  core.run(2, { kind: "login", name: "Alice", secret: KEY });
+  core.run(2, { kind: "login", name: "Alice", secret: NO_SECRET });
   const { via, message } = sentRequest(drainClient(core));
   assertEquals(via, "udp");
   if (message.type !== "login") throw new Error(`expected login, got ${message.type}`);
   assertEquals(message.name, "Alice");
-  assertEquals(message.secret, KEY);
+  assertEquals(message.secret, NO_SECRET);
   assertEquals(message.udpPort, 40000);
   assertEquals(message.tcpPort, 5001);
   core.handle(3, { type: "login_ok", reqId: message.reqId, token: TOKEN, replaced: 1 });
@@ -513,6 +515,20 @@ Deno.test("ClientCore.run() logs in with name and secret and reports a takeover"
   const r = ok(result(out));
   assertEquals(r, { ok: true, command: "login", name: "Alice", replaced: true });
   assertEquals(core.loggedInAs, "Alice");
+});
+
+Deno.test("ClientCore.run() logs in once with a version 2 identity key, then forgets it", () => {
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  core.run(2, { kind: "login", name: "Alice", secret: KEY });
+  const { message } = sentRequest(drainClient(core));
+  if (message.type !== "login") throw new Error(`expected login, got ${message.type}`);
+  assertEquals(message.secret, KEY, "the old key goes once, inside the channel");
+  core.handle(3, { type: "login_ok", reqId: message.reqId, token: TOKEN, replaced: 0 });
+  const out = drainClient(core);
+  // The server bound the name to the key pair: the identity is saved without the old key.
+  assertEquals(out.filter((o) => o.type === "identity"), [{ type: "identity", name: "Alice" }]);
+  assertEquals(ok(result(out)).command, "login");
 });
 
 Deno.test("ClientCore.run() refuses register and login while logged in", () => {
@@ -619,7 +635,7 @@ Deno.test("ClientCore.run() queues server commands behind each other, in order",
   assertEquals(out.flatMap((o) => o.type === "result" ? [o.id] : []), [helloId]);
   const register = sentRequest(out);
   assertEquals(register.message.type, "register", "then register goes out");
-  core.handle(2, { type: "register_ok", reqId: register.message.reqId, key: KEY, token: TOKEN });
+  core.handle(2, { type: "register_ok", reqId: register.message.reqId, token: TOKEN });
   const results = drainClient(core).flatMap((o) =>
     o.type === "result" ? [[o.id, o.result.ok]] : []
   );
@@ -770,13 +786,13 @@ function loseSession(
   return out;
 }
 
-/** Asserts that `outputs` hold exactly one re-login as Alice with KEY, and returns it. */
+/** Asserts that `outputs` hold exactly one re-login as Alice, with no secret, and returns it. */
 function reloginOf(outputs: ClientOutput[]): MessageOf<"login"> {
   const { via, message } = sentRequest(outputs);
   assertEquals(via, "udp");
   if (message.type !== "login") throw new Error(`expected login, got ${message.type}`);
   assertEquals(message.name, "Alice");
-  assertEquals(message.secret, KEY);
+  assertEquals(message.secret, NO_SECRET);
   return message;
 }
 
@@ -930,7 +946,7 @@ Deno.test("ClientCore retries a re-login the server never answers every heartbea
   }
   if (next === undefined) throw new Error("no second re-login");
   assertEquals(clock.now(), 1000 + 30_000 + 1000);
-  assertEquals(next.secret, KEY);
+  assertEquals(next.secret, NO_SECRET);
   assertEquals(core.loggedInAs, undefined);
   core.handle(clock.now(), { type: "login_ok", reqId: next.reqId, token: TOKEN2, replaced: 0 });
   const out = drainClient(core);
@@ -1456,4 +1472,91 @@ Deno.test("parseCommand() throws CommandError for bad lines", () => {
   assertStringIncludes(unknown.message, "frobnicate");
   assertThrows(() => parseCommand("status now"), CommandError);
   assertThrows(() => parseCommand("deregister Alice"), CommandError);
+});
+
+/** Answers `request` with not_logged_in at `now` and returns what the client does then. */
+function notLoggedIn(core: ClientCore, now: number, request: Request): ClientOutput[] {
+  core.handle(now, {
+    type: "error",
+    reqId: request.reqId,
+    code: ERROR_CODES.not_logged_in,
+    message: "Not logged in",
+  });
+  const out = drainClient(core);
+  if (core.nextTimeout() !== undefined && core.nextTimeout()! <= now) {
+    core.onTimeout(now);
+    out.push(...drainClient(core));
+  }
+  return out;
+}
+
+Deno.test("ClientCore sends a command again under the new session when its old token was refused after a re-login", () => {
+  // Found by a black-box test: a `list` in flight while the client moved to
+  // another instance failed with "not logged in" once the heartbeat had
+  // already logged in again there.
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  let heartbeat: Request | undefined;
+  while (heartbeat === undefined) {
+    heartbeat = sends(tick(core, clock)).map((s) => s.message)
+      .find((m): m is Request => m.type === "heartbeat");
+  }
+  const relogin = reloginOf(notLoggedIn(core, clock.now(), heartbeat));
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  drainClient(core);
+  const again = sentRequest(notLoggedIn(core, clock.now(), list)).message;
+  if (again.type !== "list") throw new Error(`expected list, got ${again.type}`);
+  assertEquals(again.token, TOKEN2);
+  core.handle(clock.now(), {
+    type: "list_page",
+    reqId: again.reqId,
+    total: 0,
+    more: 0,
+    clients: [],
+  });
+  assertEquals(ok(result(drainClient(core))).command, "list");
+});
+
+Deno.test("ClientCore logs in again when a command is the first to hear the session is gone, then sends it again once", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  const out = notLoggedIn(core, clock.now(), list);
+  assertEquals(events(out), [], "no result and no event yet");
+  const relogin = reloginOf(out);
+  core.handle(clock.now(), { type: "login_ok", reqId: relogin.reqId, token: TOKEN2, replaced: 0 });
+  const after = drainClient(core);
+  assertEquals(events(after).map((e) => e.kind), ["logged_in_again"]);
+  const again = sentRequest(after).message;
+  if (again.type !== "list") throw new Error(`expected list, got ${again.type}`);
+  assertEquals(again.token, TOKEN2);
+  // Refused again under the new session: the command fails, no loop.
+  const failed = notLoggedIn(core, clock.now(), again);
+  assertEquals(failure(result(failed)).code, "not_logged_in");
+  assertEquals(sends(failed), []);
+});
+
+Deno.test("ClientCore fails a command waiting for a re-login that is refused", () => {
+  const clock = new VirtualClock();
+  const core = newClient();
+  hello(core, { leaseMs: 3000 });
+  register(core, 0);
+  core.run(clock.now(), { kind: "list" });
+  const list = sentRequest(drainClient(core)).message;
+  const relogin = reloginOf(notLoggedIn(core, clock.now(), list));
+  core.handle(clock.now(), {
+    type: "error",
+    reqId: relogin.reqId,
+    code: ERROR_CODES.login_failed,
+    message: "Login failed",
+  });
+  const out = drainClient(core);
+  assertEquals(failure(result(out)).command, "list");
 });

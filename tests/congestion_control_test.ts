@@ -47,7 +47,7 @@ Deno.test("CongestionControl starts in slow start at the initial window, capped 
   assertEquals(cc.window, 10);
   assertEquals(cc.slowStartThreshold, Infinity);
   assertEquals(cc.reductions, 0);
-  assertEquals(cc.pacingRate, Infinity);
+  assertEquals(cc.pacer.rate, Infinity);
   assertEquals(controller(10, 6).window, 6);
 });
 
@@ -223,40 +223,40 @@ Deno.test("CongestionControl floor is max(4, ceil(0.1 segment/ms * srtt))", asyn
 Deno.test("CongestionControl does not pace before the first RTT sample", () => {
   const cc = controller(10, 1024, 4);
   for (let i = 0; i < 100; i++) {
-    assert(cc.mayPace(0));
-    cc.spend();
+    assert(cc.pacer.mayPace(0));
+    cc.pacer.spend();
   }
-  assertEquals(cc.nextSendTime(), 0);
+  assertEquals(cc.pacer.nextSendTime(), 0);
 });
 
 Deno.test("CongestionControl paces at 2 cwnd/srtt in slow start, tokens capped at maxBurst", () => {
   const cc = controller(10, 1024, 4);
   cc.onAck(0, 1, rtt(100)); // cwnd 11
-  assertAlmostEquals(cc.pacingRate, 0.22, 1e-9);
+  assertAlmostEquals(cc.pacer.rate, 0.22, 1e-9);
   // A burst of maxBurst, then nothing.
   for (let i = 0; i < 4; i++) {
-    assert(cc.mayPace(0), `token ${i}`);
-    cc.spend();
+    assert(cc.pacer.mayPace(0), `token ${i}`);
+    cc.pacer.spend();
   }
-  assert(!cc.mayPace(0));
+  assert(!cc.pacer.mayPace(0));
   // One token every 1 / 0.22 ms.
-  const next = cc.nextSendTime();
+  const next = cc.pacer.nextSendTime();
   assertAlmostEquals(next, 1 / 0.22, 1e-9);
-  assert(!cc.mayPace(next - 0.01));
-  assert(cc.mayPace(next));
-  cc.spend();
+  assert(!cc.pacer.mayPace(next - 0.01));
+  assert(cc.pacer.mayPace(next));
+  cc.pacer.spend();
   // 10 ms refill 2.2 tokens.
-  assert(!cc.mayPace(next));
-  assert(cc.mayPace(next + 10));
-  cc.spend();
-  assert(cc.mayPace(next + 10));
-  cc.spend();
-  assert(!cc.mayPace(next + 10));
-  assertAlmostEquals(cc.nextSendTime(), next + 10 + 0.8 / 0.22, 1e-6);
+  assert(!cc.pacer.mayPace(next));
+  assert(cc.pacer.mayPace(next + 10));
+  cc.pacer.spend();
+  assert(cc.pacer.mayPace(next + 10));
+  cc.pacer.spend();
+  assert(!cc.pacer.mayPace(next + 10));
+  assertAlmostEquals(cc.pacer.nextSendTime(), next + 10 + 0.8 / 0.22, 1e-6);
   // A long idle time fills the bucket only up to maxBurst.
   let sent = 0;
-  while (cc.mayPace(100_000)) {
-    cc.spend();
+  while (cc.pacer.mayPace(100_000)) {
+    cc.pacer.spend();
     sent++;
   }
   assertEquals(sent, 4);
@@ -265,18 +265,18 @@ Deno.test("CongestionControl paces at 2 cwnd/srtt in slow start, tokens capped a
 Deno.test("CongestionControl paces at 1.25 cwnd/srtt in avoidance and cuts the rate with the window", () => {
   const cc = controller(40);
   cc.onAck(0, 1, rtt(100)); // cwnd 41, slow start: 2 * 41 / 100
-  assertAlmostEquals(cc.pacingRate, 0.82, 1e-9);
+  assertAlmostEquals(cc.pacer.rate, 0.82, 1e-9);
   cc.onLoss(0, 40, 100); // window 32: the rate follows at once
-  assertAlmostEquals(cc.pacingRate, 0.82 * 32 / 41, 1e-9);
+  assertAlmostEquals(cc.pacer.rate, 0.82 * 32 / 41, 1e-9);
   cc.onAck(10, 32, rtt(100)); // avoidance: cwnd 33
-  assertAlmostEquals(cc.pacingRate, 1.25 * 33 / 100, 1e-9);
+  assertAlmostEquals(cc.pacer.rate, 1.25 * 33 / 100, 1e-9);
 });
 
 Deno.test("CongestionControl nextSendTime is the last check while a token is available", () => {
   const cc = controller(10, 1024, 2);
   cc.onAck(50, 1, rtt(10));
-  assert(cc.mayPace(60));
-  assertEquals(cc.nextSendTime(), 60);
+  assert(cc.pacer.mayPace(60));
+  assertEquals(cc.pacer.nextSendTime(), 60);
 });
 
 // ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 import { assert, assertEquals, assertGreaterOrEqual } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
+import type { KeyPair } from "../lib/crypto/key_pair.ts";
 import { loadRegistry } from "../lib/io/registry_file.ts";
 import { SeededRandom } from "../lib/random.ts";
 import type { Message } from "../lib/wire/messages.ts";
@@ -61,8 +62,9 @@ class Ledger {
   readonly counts = { registers: 0, deregisters: 0, uploads: 0, attemptedUploads: 0 };
 }
 
-function keySha(key: Uint8Array): string {
-  return toHex(sha256(key));
+/** The public key, as the registry records the identity of a name registered with it. */
+function keyHex(keyPair: KeyPair): string {
+  return toHex(keyPair.publicKey);
 }
 
 function fileKey(user: string, name: string): string {
@@ -79,7 +81,8 @@ function content(size: number): Uint8Array {
 /** A user the test uploads as. */
 interface Uploader {
   name: string;
-  key: Uint8Array;
+  /** The key pair it registered with: its login is a handshake with it. */
+  keyPair: KeyPair;
 }
 
 interface Storm {
@@ -87,10 +90,11 @@ interface Storm {
   stop(): Promise<void>;
 }
 
-function udpTo(server: ServerProcess, index: number): UdpRequester {
+function udpTo(server: ServerProcess, index: number, keyPair?: KeyPair): UdpRequester {
   return new UdpRequester({
     hostname: `127.0.0.${2 + (index % 8)}`,
     server: { hostname: "127.0.0.1", port: server.udpPort },
+    keyPair,
   });
 }
 
@@ -113,7 +117,7 @@ async function registrar(
       if (reply !== undefined && running()) throw new Error(`register ${name}: ${show(reply)}`);
       return;
     }
-    ledger.registered.set(name, keySha(ok.key));
+    ledger.registered.set(name, keyHex(udp.keyPair));
     ledger.counts.registers++;
     if (random.next() < 0.5) continue;
     ledger.deregistering.add(name);
@@ -207,7 +211,7 @@ async function login(udp: UdpRequester, uploader: Uploader): Promise<Uint8Array>
   const reply = await udp.request({
     type: "login",
     name: uploader.name,
-    secret: uploader.key,
+    secret: new Uint8Array(0),
     udpPort: udp.localPort,
     tcpPort: DECLARED_TCP_PORT,
   });
@@ -263,7 +267,7 @@ async function verify(
   for (const [name, sha] of ledger.registered) {
     if (ledger.deregistering.has(name)) continue;
     assertEquals(
-      registry[name]?.key_sha256,
+      registry[name]?.public_key,
       sha,
       `${context}: acknowledged registration "${name}" is missing or changed`,
     );
@@ -274,7 +278,7 @@ async function verify(
   const leftovers = (await listFiles(dataDir)).filter((path) => /\.tmp-|\.part$/.test(path));
   assertEquals(leftovers, [], `${context}: temp files left after the restart`);
 
-  using udp = udpTo(server, 7);
+  using udp = udpTo(server, 7, uploaders[0]?.keyPair);
   const tokens: Uint8Array[] = [];
   for (const uploader of uploaders) {
     const token = await login(udp, uploader);
@@ -376,9 +380,9 @@ Deno.test(`the server survives ${KILLS} SIGKILLs during a storm of registrations
           udpPort: udp.localPort,
           tcpPort: DECLARED_TCP_PORT,
         });
-        const ok = must(replyOf(reply, "register_ok"), `register ${name}`, reply);
-        uploaders.push({ name, key: ok.key });
-        ledger.registered.set(name, keySha(ok.key));
+        must(replyOf(reply, "register_ok"), `register ${name}`, reply);
+        uploaders.push({ name, keyPair: udp.keyPair });
+        ledger.registered.set(name, keyHex(udp.keyPair));
       }
       await udp.close();
     }

@@ -9,6 +9,7 @@ import { fromHex, toHex } from "../lib/hex.ts";
 import {
   chacha20Poly1305Open,
   chacha20Poly1305Seal,
+  chacha20Poly1305SealInto,
   counterNonce,
   xchacha20Poly1305Open,
   xchacha20Poly1305Seal,
@@ -89,4 +90,28 @@ Deno.test("hmacSha256() matches node:crypto's HMAC and RFC 4231 test case 2", ()
     const expected = new Uint8Array(createHmac("sha256", key).update(message).digest());
     assertEquals(hmacSha256(key, message.subarray(0, 5), message.subarray(5)), expected);
   }
+});
+
+Deno.test("chacha20Poly1305SealInto() writes what chacha20Poly1305Seal() returns, at an offset", () => {
+  const key = new Uint8Array(32).fill(3), ad = Uint8Array.of(1, 2);
+  const plaintext = new TextEncoder().encode("sealed in place");
+  const out = new Uint8Array(5 + plaintext.length + 16 + 3).fill(0xee);
+  chacha20Poly1305SealInto(key, counterNonce(9), ad, plaintext, out, 5);
+  const expected = chacha20Poly1305Seal(key, counterNonce(9), ad, plaintext);
+  assertEquals(out.subarray(5, 5 + expected.length), expected);
+  assertEquals([...out.subarray(0, 5), ...out.subarray(5 + expected.length)], Array(8).fill(0xee));
+  assertThrows(
+    () => chacha20Poly1305SealInto(key, counterNonce(9), ad, plaintext, out, 9),
+    RangeError,
+  );
+  // Opening gives a plain Uint8Array (a Buffer's slice() would be a view, not a copy).
+  const opened = chacha20Poly1305Open(key, counterNonce(9), ad, expected);
+  assertEquals(Object.getPrototypeOf(opened), Uint8Array.prototype);
+  assertEquals(opened, plaintext);
+  const copy = opened.slice();
+  copy[0] ^= 1;
+  assertEquals(opened, plaintext);
+  // A reused nonce buffer is rewritten whole.
+  const nonce = counterNonce(2 ** 40 + 5);
+  assertEquals(counterNonce(1, nonce), counterNonce(1));
 });

@@ -26,6 +26,7 @@ const random = new SeededRandom(2026);
 const server = keyPairFromPrivateKey(random.bytes(32));
 const client = keyPairFromPrivateKey(random.bytes(32));
 const ALICE: SourceAddress = { address: "192.0.2.10", port: 5000 };
+const BOB: SourceAddress = { address: "192.0.2.20", port: 5000 };
 
 /** An encoded initiation to the server, without MACs yet. */
 function initiation(payload = new Uint8Array(0)): Uint8Array {
@@ -73,6 +74,28 @@ Deno.test("CookieChecker: every bit flip before mac2 fails mac1", () => {
   }
 });
 
+Deno.test("CookieChecker: every bit flip of mac2 is dropped, under load or not, and no reply is made", () => {
+  const checker = new CookieChecker(server.publicKey, { random });
+  const message = new CookieGenerator(server.publicKey).addMacs(initiation(), 0);
+  for (let bit = (message.length - 16) * 8; bit < message.length * 8; bit++) {
+    const bad = message.slice();
+    bad[bit >> 3] ^= 1 << (bit & 7);
+    assertEquals(checker.check(bad, ALICE, 0, false), { kind: "drop", reason: "bad_mac2" });
+  }
+});
+
+Deno.test("CookieChecker: a cookie stays good across one secret replacement, under load or not", () => {
+  const checker = new CookieChecker(server.publicKey, { random, secretLifetimeMs: 120_000 });
+  const macs = new CookieGenerator(server.publicKey);
+  const first = macs.addMacs(initiation(), 100_000);
+  macs.consumeReply(cookieReplyOf(checker.check(first, ALICE, 100_000, true)), 100_000);
+  // The secret is replaced at 120 s; the sender keeps its cookie until 220 s.
+  const later = macs.addMacs(initiation(), 210_000);
+  assertEquals(checker.check(later, ALICE, 210_000, true), { kind: "accept" });
+  assertEquals(checker.check(later, ALICE, 210_000, false), { kind: "accept" });
+  assertEquals(checker.check(later, BOB, 210_000, false).kind, "drop", "bound to its source");
+});
+
 Deno.test("CookieChecker: under load, a cookie round trip gets the initiation accepted", () => {
   const checker = new CookieChecker(server.publicKey, { random });
   const macs = new CookieGenerator(server.publicKey);
@@ -101,7 +124,7 @@ Deno.test("CookieChecker: a cookie is bound to the IP address and to the port", 
   );
 });
 
-Deno.test("CookieChecker: the secret rotates after two minutes, so old cookies stop working", () => {
+Deno.test("CookieChecker: the secret rotates every two minutes; a cookie dies with the secret after its own", () => {
   const checker = new CookieChecker(server.publicKey, { random });
   const macs = new CookieGenerator(server.publicKey);
   macs.consumeReply(cookieReplyOf(checker.check(macs.addMacs(initiation(), 0), ALICE, 0, true)), 0);
@@ -110,7 +133,8 @@ Deno.test("CookieChecker: the secret rotates after two minutes, so old cookies s
     "accept",
   );
   const late = macs.addMacs(initiation(), 119_999);
-  assertEquals(checker.check(late, ALICE, 120_000, true).kind, "cookie");
+  assertEquals(checker.check(late, ALICE, 120_000, true).kind, "accept", "previous secret");
+  assertEquals(checker.check(late, ALICE, 240_000, true).kind, "cookie", "two secrets later");
 });
 
 Deno.test("CookieGenerator: drops its cookie after two minutes (mac2 back to zeros)", () => {

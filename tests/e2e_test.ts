@@ -5,6 +5,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { dirname, join } from "@std/path";
+import { clientKeyPathBeside } from "../lib/io/client_key_file.ts";
 import { encodeFrame } from "../lib/wire/frame_decoder.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import {
@@ -86,7 +87,7 @@ async function readRegistry(dataDir: string): Promise<RegistryFile> {
 
 function assertRegistryEntry(entry: Record<string, unknown> | undefined, udpPort?: number): void {
   if (entry === undefined) throw new Error("The registry entry is missing");
-  for (const key of ["ip", "udp_port", "tcp_port", "registered_at", "key_sha256"]) {
+  for (const key of ["ip", "udp_port", "tcp_port", "registered_at", "public_key"]) {
     assert(Object.hasOwn(entry, key), `the entry has "${key}": ${JSON.stringify(entry)}`);
   }
   assert(!Object.hasOwn(entry, "token"), "no token in clear");
@@ -95,7 +96,8 @@ function assertRegistryEntry(entry: Record<string, unknown> | undefined, udpPort
   assert(Number.isInteger(entry.udp_port) && (entry.udp_port as number) > 0, "udp_port");
   if (udpPort !== undefined) assertEquals(entry.udp_port, udpPort);
   assert(!Number.isNaN(Date.parse(entry.registered_at as string)), "registered_at is a date");
-  assertMatch(entry.key_sha256 as string, /^[0-9a-f]{64}$/);
+  assertMatch(entry.public_key as string, /^[0-9a-f]{64}$/);
+  assertEquals(entry.key_sha256, "", "no secret's hash: the public key is the identity");
 }
 
 Deno.test("server and client register, message, show status and deregister end to end", async () => {
@@ -129,12 +131,17 @@ Deno.test("server and client register, message, show status and deregister end t
     const mode = (await Deno.stat(`${dataDir}/registrations.json`)).mode!;
     assertEquals(mode & 0o777, 0o600, "registrations.json is private to its owner");
   }
-  // register saved the identity key before it said so, privately.
+  // register noted the identity before it said so, privately; the name is bound to the
+  // public key of the client's key pair, kept beside it.
   const identities = await readIdentities(identityFile);
   assertEquals(identities.map((i) => [i.server, i.name]), [[server.address, "Alice Smith"]]);
-  assertMatch(identities[0].key, /^[0-9a-f]{32}$/);
+  assertEquals(identities[0].key, undefined, "no secret is saved");
+  const keyFile = clientKeyPathBeside(identityFile);
+  const clientKey = JSON.parse(await Deno.readTextFile(keyFile));
+  assertEquals(registry["Alice Smith"].public_key, clientKey.publicKey);
   if (Deno.build.os !== "windows") {
     assertEquals((await Deno.stat(identityFile)).mode! & 0o777, 0o600, "identities are private");
+    assertEquals((await Deno.stat(keyFile)).mode! & 0o777, 0o600, "the key pair is private");
   }
 
   await client.write('tcp hello from Alice, with {braces} and "quotes"\n');
@@ -173,13 +180,9 @@ Deno.test("server and client register, message, show status and deregister end t
     /INFO .*Message from "Alice Smith" over TCP, request \d+: "hello from Alice/,
   );
   assertMatch(serverLog, /INFO .*Deregistered "Alice Smith"\W.*\bUDP\b/);
-  assert(
-    !serverLog.includes(registry["Alice Smith"].key_sha256 as string),
-    "no token hash in log",
-  );
-  assert(!serverLog.includes(identities[0].key), "no identity key in the server log");
+  assert(!serverLog.includes(clientKey.privateKey), "no private key in the server log");
   const clientLogText = await Deno.readTextFile(`${logDir}/client.log`);
-  assert(!clientLogText.includes(identities[0].key), "no identity key in the client log");
+  assert(!clientLogText.includes(clientKey.privateKey), "no private key in the client log");
   const clientLog = await Deno.stat(`${logDir}/client.log`);
   assert(clientLog.isFile && clientLog.size > 0, "logs/client.log is written");
 });

@@ -545,8 +545,8 @@ function sendAgain(
   Alice: SimClient,
   data: Uint8Array,
 ): { again: SimClient; reads: Map<number, number> } {
-  const again = w.sim.addClient({ name: "Alice" });
-  again.identityKey = Alice.identityKey;
+  // The same key pair (the same key file): her identity, and the key peers see.
+  const again = w.sim.addClient({ name: "Alice", keyPair: Alice.keyPair });
   again.files.set("a.bin", data);
   w.from.set(again, 0);
   const reads = countReads(again);

@@ -14,6 +14,7 @@ function record(name: string, registeredAt: number | string, lastSeenAt?: number
     registeredAt: typeof registeredAt === "string"
       ? registeredAt
       : new Date(registeredAt).toISOString(),
+    publicKey: "",
     keySha256: "",
     registeredBy: "",
     ...(lastSeenAt === undefined ? {} : { lastSeenAt: new Date(lastSeenAt).toISOString() }),

@@ -11,6 +11,7 @@ import type { Via } from "../lib/client/server_session.ts";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { REGISTRY_FILE } from "../lib/io/registry_file.ts";
 import { findIdentity, loadIdentities } from "../lib/io/identity_file.ts";
+import { clientKeyPathBeside } from "../lib/io/client_key_file.ts";
 import { type ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { saveUsers, UsersFile } from "../lib/io/users_file.ts";
 import { hashPassword } from "../lib/server/password_hash.ts";
@@ -76,6 +77,7 @@ async function withHarness(fn: (h: Harness) => Promise<void>): Promise<void> {
         via: o.via ?? "udp",
         retry: FAST_RETRY,
         identityFile: o.identityFile,
+        keyFile: o.identityFile === undefined ? undefined : clientKeyPathBeside(o.identityFile),
         onEvent: o.onEvent,
       });
       clients.push(client);
@@ -98,10 +100,6 @@ async function waitFor(condition: () => boolean, what: string, ms = 3000): Promi
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-}
-
-function fromHex(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g) ?? [], (pair) => parseInt(pair, 16));
 }
 
 /** Writes `size` random bytes to a new file in `dir` and returns its path and bytes. */
@@ -237,7 +235,8 @@ Deno.test("ServerDriver leaves the registry file on disk after close", async () 
     assertEquals(file.Carol.ip, HOST);
     assertEquals(file.Carol.udp_port, carol.udpPort);
     assertEquals(file.Carol.tcp_port, 5001);
-    assertMatch(String(file.Carol.key_sha256), /^[0-9a-f]{64}$/);
+    assertMatch(String(file.Carol.public_key), /^[0-9a-f]{64}$/);
+    assertEquals(file.Carol.key_sha256, "");
     assertMatch(String(file.Carol.registered_at), /^\d{4}-\d\d-\d\dT/);
     if (Deno.build.os !== "windows") {
       const mode = (await Deno.stat(join(h.dataDir, REGISTRY_FILE))).mode!;
@@ -267,13 +266,17 @@ Deno.test("ServerDriver.start() keeps registrations across a restart; the saved 
 
     const saved = findIdentity(await loadIdentities(identityFile), `${HOST}:${udpPort}`, "Erin");
     if (saved === undefined) throw new Error("no identity was saved for Erin");
+    assertEquals(saved.key, undefined, "no secret is saved: the key pair is the identity");
+    // Another client's key pair does not log in as Erin, whatever secret it sends.
     const wrong = failure(
       await other.run({ kind: "login", name: "Erin", secret: new Uint8Array(16) }),
     );
     assertEquals(wrong.code, "login_failed");
-    ok(await other.run({ kind: "login", name: "Erin", secret: fromHex(saved.key) }));
-    assertEquals(other.core.loggedInAs, "Erin");
-    ok(await other.run({ kind: "deregister" }));
+    // A client with Erin's key file does, with no secret at all.
+    const again = await h.client("erin", { identityFile });
+    ok(await again.run({ kind: "login", name: "Erin", secret: new Uint8Array(0) }));
+    assertEquals(again.core.loggedInAs, "Erin");
+    ok(await again.run({ kind: "deregister" }));
     assertEquals(second.core.registry.size, 0);
     assertEquals(await readRegistryFile(h.dataDir), {});
   });
@@ -415,10 +418,10 @@ Deno.test("ClientDriver logs in with the key another client saved and replaces i
       );
     }
 
-    const second = await h.client();
+    const second = await h.client(undefined, { identityFile });
     ok(await second.run({ kind: "hello" }));
     const login = as(
-      await second.run({ kind: "login", name: "Alice", secret: fromHex(identities[0].key) }),
+      await second.run({ kind: "login", name: "Alice", secret: new Uint8Array(0) }),
       "login",
     );
     assertEquals(login.replaced, true);

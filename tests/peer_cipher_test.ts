@@ -256,6 +256,13 @@ Deno.test("encodeMessage() keeps the sealed datagram of a full peer_data within 
   const largest = alice.seal(T0, chat(0, new Uint8Array(1100)));
   assert(largest.length <= MAX_DATAGRAM_BYTES);
   assertEquals(encodeMessage(sealedOf(largest)), largest);
+  // seal() writes the datagram itself: the codec's layout, counter and length, every time.
+  for (let i = 1; i < 300; i++) {
+    const bytes = alice.seal(T0, chat(i, new Uint8Array(i)));
+    const sealed = sealedOf(bytes);
+    assertEquals(sealed.counter, i);
+    assertEquals(encodeMessage(sealed), bytes);
+  }
 });
 
 Deno.test("PROTOCOL.md's peer examples are a real handshake and sealed keepalive", async () => {

@@ -240,19 +240,22 @@ Deno.test("ServerCore: introduce needs a live session, is answered and pushes th
     for (const o of drain()) if (o.type === "persist") core.persisted(o.version, 0);
     return sent(drain(), "register_ok").message.token;
   };
-  const aliceToken = register("Alice", ALICE_AT, 1);
-  const bobToken = register("Bob", BOB_AT, 2);
-  core.handle(10, ALICE_AT, { ...introduce("Bob"), token: new Uint8Array(16) }, 100);
+  // Each client's channel key, as the secure layer reports it with every request.
+  const alice = { ...ALICE_AT, clientKey: new Uint8Array(32).fill(1) };
+  const bob = { ...BOB_AT, clientKey: new Uint8Array(32).fill(2) };
+  const aliceToken = register("Alice", alice, 1);
+  const bobToken = register("Bob", bob, 2);
+  core.handle(10, alice, { ...introduce("Bob"), token: new Uint8Array(16) }, 100);
   assertEquals(sent(drain(), "error").message.code, ERROR_CODES.not_logged_in);
 
-  core.handle(10, ALICE_AT, { ...introduce("Bob"), token: aliceToken }, 100);
+  core.handle(10, alice, { ...introduce("Bob"), token: aliceToken }, 100);
   const sends = drain().filter((o) => o.type === "send");
   assertEquals(sends.map((o) => o.type === "send" && o.message.type).sort(), [
     "introduce_ok",
     "introduction",
   ]);
   assertEquals(sent(sends, "introduction").message.token, bobToken);
-  core.handle(11, BOB_AT, relayed(64), 78);
+  core.handle(11, bob, relayed(64), 78);
   assertEquals(drain().filter((o) => o.type === "send"), [
     { type: "send", to: ALICE_AT, message: relayed(64) },
   ]);
@@ -261,7 +264,7 @@ Deno.test("ServerCore: introduce needs a live session, is answered and pushes th
 
   // Bob's NAT forgets him and maps him to a new port: his next request (its
   // token proves him) moves his session, and the relay follows.
-  const moved = { ...BOB_AT, port: 41_001 };
+  const moved = { ...bob, port: 41_001 };
   assertEquals(core.relay(13, moved, relayed(1)), "refused");
   core.handle(14, moved, {
     type: "heartbeat",

@@ -13,6 +13,7 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { sha256 } from "@noble/hashes/sha2";
+import { keyPairFromPrivateKey } from "../lib/crypto/key_pair.ts";
 import { toHex } from "../lib/hex.ts";
 import { Registry } from "../lib/server/registry.ts";
 import { ServerCore } from "../lib/server/server_core.ts";
@@ -255,39 +256,45 @@ for (const block of blocks) {
   });
 }
 
-Deno.test("PROTOCOL.md: the worked example's fingerprint and key are what the server derives", () => {
+Deno.test("PROTOCOL.md: the worked example's client key, fingerprint and binding are what the server makes", () => {
   const example = (type: string) =>
     decodeMessage(parseHex(must(
       blocks.find((b) => b.label === "message" && b.type === type),
       `no example of "${type}"`,
     )));
   const register = example("register") as Message & { type: "register" };
-  const fingerprint = toHex(sha256(encodeMessage(register)).subarray(0, 16));
+  // The example's client private key is the bytes 0x20 to 0x3f.
+  const clientKey = keyPairFromPrivateKey(Uint8Array.from({ length: 32 }, (_, i) => 0x20 + i))
+    .publicKey;
+  assert(doc.includes(`\`${toHex(clientKey)}\``), "the client's public key is not given");
+  const fingerprint = toHex(
+    sha256.create().update(encodeMessage(register)).update(clientKey).digest().subarray(0, 16),
+  );
   assert(doc.includes(`\`${fingerprint}\``), `the fingerprint ${fingerprint} is not given`);
-  // The example's server key is the bytes 0 to 31.
   const core = new ServerCore({
     registry: new Registry(),
     random: { next: () => 0.5, bytes: (n) => new Uint8Array(n) },
-    secret: Uint8Array.from({ length: 32 }, (_, i) => i),
     tcpPort: 3001,
     version: "0.0.0",
   });
-  const from = { transport: "udp", address: "192.0.2.10", port: register.udpPort } as const;
+  const from = {
+    transport: "udp",
+    address: "192.0.2.10",
+    port: register.udpPort,
+    clientKey,
+  } as const;
   core.handle(Date.UTC(2025, 0, 1), from, register, encodeMessage(register).length);
   const replies: Message[] = [];
   for (let out = core.poll(); out !== undefined; out = core.poll()) {
     if (out.type === "persist") core.persisted(out.version, Date.UTC(2025, 0, 1));
     if (out.type === "send") replies.push(out.message);
   }
-  const reply = must(replies.find((m) => m.type === "register_ok"), "no register_ok");
-  const key = toHex((reply as Message & { type: "register_ok" }).key);
-  const documented = example("register_ok") as Message & { type: "register_ok" };
-  assertEquals(toHex(documented.key), key, "the register_ok example holds another key");
-  assert(doc.includes(`\`${key}\``), `the key ${key} is not given`);
-  const keySha256 = must(core.registry.get(register.name), "not registered").keySha256;
-  assert(doc.includes(`\`${keySha256}\``), `the key_sha256 ${keySha256} is not given`);
+  must(replies.find((m) => m.type === "register_ok"), "no register_ok");
+  const record = must(core.registry.get(register.name), "not registered");
+  assertEquals([record.publicKey, record.keySha256], [toHex(clientKey), ""]);
+  assertEquals(record.registeredBy, fingerprint);
   const login = example("login") as Message & { type: "login" };
-  assertEquals(toHex(login.secret), key, "the login example does not carry the key");
+  assertEquals(login.secret.length, 0, "the login example carries a secret");
 });
 
 // ---------------------------------------------------------------------------

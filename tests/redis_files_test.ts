@@ -9,7 +9,6 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
-import { fromHex } from "../lib/hex.ts";
 import type { ServerEvent } from "../lib/server/server_event.ts";
 import { redisUnavailable } from "../scripts/_redis_server.ts";
 import { REDIS_TEST_HOST as HOST, withRedisInstances } from "./_redis.ts";
@@ -38,6 +37,7 @@ Deno.test({
           name,
           via: "udp",
           identityFile: join(dir, `${name}.identities.json`),
+          keyFile: join(dir, `${name}.client_key.json`),
           downloadDir: join(dir, `downloads-${name}`),
         });
         clients.push(client);
@@ -54,6 +54,7 @@ Deno.test({
         const uploaded = await first.upload(join(dir, "notes.bin"), "notes.bin");
         assert(uploaded.ok, JSON.stringify(uploaded));
         const [identity] = await loadIdentities(join(dir, "alice.identities.json"));
+        assertEquals(identity.name, "alice");
         await first.close();
         clients.length = 0;
 
@@ -62,7 +63,7 @@ Deno.test({
         const login = await onB.run({
           kind: "login",
           name: "alice",
-          secret: fromHex(identity.key),
+          secret: new Uint8Array(0), // her key pair (the same key file) is the proof
         });
         assert(login.ok, JSON.stringify(login));
         // B heard of the file by pub/sub when A stored it.

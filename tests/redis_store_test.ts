@@ -5,12 +5,13 @@
  * nothing acknowledged is lost when an instance or Redis is killed.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
+import type { KeyPair } from "../lib/crypto/key_pair.ts";
 import { RedisStore } from "../lib/io/redis_store.ts";
 import type { ServerConfig, ServerDriver } from "../lib/io/server_driver.ts";
 import { StoreError } from "../lib/server/store.ts";
 import type { Message, MessageOf } from "../lib/wire/messages.ts";
 import { UdpRequester } from "../scripts/_wire_client.ts";
-import { CONFIG_PATH, SERVER_PATH, withTimeout } from "./_processes.ts";
+import { CONFIG_PATH, SERVER_PATH, startServer, withTimeout } from "./_processes.ts";
 import { redisUnavailable, TestRedis } from "../scripts/_redis_server.ts";
 import { type RedisInstances, waitFor, withRedisInstances } from "./_redis.ts";
 
@@ -24,7 +25,7 @@ async function withRedis(
   fn: (
     redis: TestRedis,
     start: (extra?: Partial<ServerConfig>) => Promise<ServerDriver>,
-    requester: (server: { udpPort: number }) => UdpRequester,
+    requester: (server: { udpPort: number }, keyPair?: KeyPair) => UdpRequester,
     cluster: RedisInstances,
   ) => Promise<void>,
 ): Promise<void> {
@@ -34,10 +35,11 @@ async function withRedis(
       await fn(
         cluster.redis,
         (extra) => cluster.instance(extra),
-        (server) => {
+        (server, keyPair) => {
           const r = new UdpRequester({
             hostname: HOST,
             server: { hostname: HOST, port: server.udpPort },
+            keyPair,
           });
           requesters.push(r);
           return r;
@@ -143,6 +145,20 @@ Deno.test({
   },
 });
 
+Deno.test("server.ts --store refuses a value that is neither file nor redis:// as a usage error (exit 2, one line)", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", CONFIG_PATH, SERVER_PATH, "--store", "mysql://db:3306"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assertEquals(output.code, 2);
+  assertEquals(
+    new TextDecoder().decode(output.stderr).trim(),
+    'error: --store must be file or redis://HOST:PORT[/DB], not "mysql://db:3306"',
+  );
+});
+
 Deno.test({
   name: "RedisStore.open() refuses a Redis that does not fsync every write",
   ignore,
@@ -188,7 +204,8 @@ Deno.test({
       // A race for one name: exactly one instance acknowledges it.
       const [x, y] = await Promise.all([register(onA, "Race"), register(onB, "race")]);
       assertEquals([x, y].filter(isOk).length, 1, `${JSON.stringify(x)} ${JSON.stringify(y)}`);
-      const winner = isOk(x) ? x : y as MessageOf<"register_ok">;
+      // The winner's identity is the key pair of the requester it came through.
+      const winnerKey = isOk(x) ? onA.keyPair : onB.keyPair;
       const loser = isOk(x) ? y : x;
       assertEquals(loser?.type, "error");
       await waitFor(
@@ -196,13 +213,13 @@ Deno.test({
           a.core.registry.get("race") !== undefined && b.core.registry.get("race") !== undefined,
         "both replicas to hold the winner",
       );
-      assertEquals(a.core.registry.get("race")?.keySha256, b.core.registry.get("race")?.keySha256);
+      assertEquals(a.core.registry.get("race")?.publicKey, b.core.registry.get("race")?.publicKey);
       // The winner's key logs in on either instance.
-      for (const on of [onA, onB]) {
+      for (const on of [requester(a, winnerKey), requester(b, winnerKey)]) {
         const login = await on.request({
           type: "login",
           name: "race",
-          secret: winner.key,
+          secret: new Uint8Array(0),
           udpPort: on.localPort,
           tcpPort: 5001,
         });
@@ -309,32 +326,42 @@ Deno.test({
       const a = await start();
       const b = await start();
       const onA = requester(a);
-      const onB = requester(b);
       const reply = await register(onA, "victim");
       assert(isOk(reply));
-      const registered = reply as MessageOf<"register_ok">;
       await waitFor(() => b.core.registry.get("victim") !== undefined, "victim on B");
-      const login = (on: UdpRequester, secret: Uint8Array) =>
-        on.request({ type: "login", name: "victim", secret, udpPort: on.localPort, tcpPort: 5001 });
-      const wrong = new Uint8Array(registered.key.length);
-      for (const on of [onA, onB, onA]) {
-        const refused = await login(on, wrong);
+      const login = (on: UdpRequester) =>
+        on.request({
+          type: "login",
+          name: "victim",
+          secret: new Uint8Array(0),
+          udpPort: on.localPort,
+          tcpPort: 5001,
+        });
+      // Guesses through channels with other keys, from the victim's address.
+      const [guessA, guessB] = [requester(a), requester(b)];
+      for (const on of [guessA, guessB, guessA]) {
+        const refused = await login(on);
         assertEquals(refused?.type, "error");
         await new Promise((resolve) => setTimeout(resolve, 30)); // the news travels
       }
-      // The third failure (on A, counting B's) blocked the name: B refuses the right key too.
-      const right = await login(onB, registered.key);
-      assertEquals(right?.type, "error", JSON.stringify(right));
-      assertMatch((right as MessageOf<"error">).message, /Too many failed logins/);
+      // The third failure (on A, counting B's) blocked the address for the
+      // name: B refuses a fourth guess unchecked, and lets the owner's key
+      // pair in from that address all the same (the handshake proves it).
+      const fourth = await login(requester(b));
+      assertEquals(fourth?.type, "error", JSON.stringify(fourth));
+      assertMatch((fourth as MessageOf<"error">).message, /Too many failed logins/);
+      const right = await login(requester(b, onA.keyPair));
+      assertEquals(right?.type, "login_ok", JSON.stringify(right));
       // The block is per (address, name), on B as on one instance: the owner elsewhere gets in.
       using owner = new UdpRequester({
         hostname: "127.0.0.2",
         server: { hostname: HOST, port: b.udpPort },
+        keyPair: onA.keyPair,
       });
       const ownerLogin = await owner.request({
         type: "login",
         name: "victim",
-        secret: registered.key,
+        secret: new Uint8Array(0),
         udpPort: owner.localPort,
         tcpPort: 5001,
       });
@@ -351,8 +378,8 @@ Deno.test({
     await withRedis(async (_redis, start, requester) => {
       const a = await start({ expireAfterMs: 3000 }); // refreshes last_seen after 300 ms
       const b = await start();
-      const onA = requester(a);
       const onB = requester(b);
+      const onA = requester(a, onB.keyPair); // the same client, on A
       const kept = await register(onB, "kept");
       assert(isOk(kept), JSON.stringify(kept));
       assert(isOk(await register(onB, "gone")));
@@ -362,7 +389,7 @@ Deno.test({
       const login = await onA.request({
         type: "login",
         name: "kept",
-        secret: (kept as MessageOf<"register_ok">).key,
+        secret: new Uint8Array(0),
         udpPort: onA.localPort,
         tcpPort: 5001,
       });
@@ -400,7 +427,8 @@ Deno.test({
         udpPort: 5000,
         tcpPort: 5001,
         registeredAt: "2026-01-01T00:00:00.000Z",
-        keySha256: "d".repeat(64),
+        publicKey: "d".repeat(64),
+        keySha256: "",
         registeredBy: "f".repeat(32),
         lastSeenAt: "2026-01-01T00:00:00.000Z",
       };
@@ -412,6 +440,7 @@ Deno.test({
       const expiry = {
         op: "delete",
         name: "Dora",
+        publicKey: record.publicKey,
         keySha256: record.keySha256,
         lastSeenAt: record.lastSeenAt,
       } as const;
@@ -426,6 +455,41 @@ Deno.test({
       await a.close();
       await b.close();
       await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server.ts --store says in one line that the data directory's registrations.json is not used",
+  ignore,
+  async fn() {
+    // Found by a black-box test: an operator who moved a file-store data
+    // directory to Redis saw "Registry: 0 registered" and nothing else.
+    const redis = await TestRedis.start();
+    const dir = await Deno.makeTempDir({ prefix: "switchboard_redis_unused_" });
+    try {
+      await Deno.mkdir(`${dir}/data`);
+      await Deno.writeTextFile(
+        `${dir}/data/registrations.json`,
+        JSON.stringify({ "Olga Old": { ip: "127.0.0.1", udp_port: 5000, tcp_port: 5001 } }),
+      );
+      await using server = await startServer({
+        dataDir: `${dir}/data`,
+        logDir: `${dir}/logs`,
+        extraArgs: ["--store", redis.url],
+      });
+      await server.waitForLine(/^Server running/, 20_000);
+      const notes = server.lines.filter((l) => l.includes("registrations.json"));
+      assertEquals(notes.length, 1, server.lines.join("\n"));
+      assertMatch(
+        notes[0],
+        /^Note: .*registrations\.json \(1 registered\) is not used with --store; /,
+      );
+      assertEquals(await server.stop(), 0);
+    } finally {
+      await redis.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

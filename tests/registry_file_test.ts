@@ -20,7 +20,8 @@ function record(name: string, overrides: Partial<RegistryRecord> = {}): Registry
     udpPort: 50123,
     tcpPort: 5001,
     registeredAt: "2025-01-02T03:04:05.000Z",
-    keySha256: "ab".repeat(32),
+    publicKey: "ab".repeat(32),
+    keySha256: "",
     registeredBy: "00112233aabbccdd00112233aabbccdd",
     ...overrides,
   };

@@ -25,6 +25,7 @@ function record(name: string, overrides: Partial<RegistryRecord> = {}): Registry
     udpPort: 50123,
     tcpPort: 5001,
     registeredAt: "2025-01-02T03:04:05.000Z",
+    publicKey: "",
     keySha256: HASH,
     registeredBy: "00112233aabbccdd/7",
     ...overrides,
@@ -74,13 +75,22 @@ Deno.test("Registry.records() lists records in registration order", () => {
 Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => {
   const registry = new Registry();
   registry.add(record("Alice Smith"));
-  registry.add(record("bob", { ip: "10.1.2.3", udpPort: 4000, tcpPort: 4001, keySha256: "" }));
+  registry.add(
+    record("bob", {
+      ip: "10.1.2.3",
+      udpPort: 4000,
+      tcpPort: 4001,
+      publicKey: "cd".repeat(32),
+      keySha256: "",
+    }),
+  );
   assertEquals(registry.toJson(), {
     "Alice Smith": {
       ip: "127.0.0.1",
       udp_port: 50123,
       tcp_port: 5001,
       registered_at: "2025-01-02T03:04:05.000Z",
+      public_key: "",
       key_sha256: HASH,
       registered_by: "00112233aabbccdd/7",
     },
@@ -89,6 +99,7 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
       udp_port: 4000,
       tcp_port: 4001,
       registered_at: "2025-01-02T03:04:05.000Z",
+      public_key: "cd".repeat(32),
       key_sha256: "",
       registered_by: "00112233aabbccdd/7",
     },
@@ -98,7 +109,7 @@ Deno.test("Registry.toJson() gives the seed shape keyed by display name", () => 
 Deno.test("Registry.fromJson() round-trips toJson()", () => {
   const registry = new Registry();
   registry.add(record("Alice Smith"));
-  registry.add(record("Bob-2", { keySha256: "" }));
+  registry.add(record("Bob-2", { publicKey: "ef".repeat(32), keySha256: "" }));
   const copy = Registry.fromJson(JSON.parse(JSON.stringify(registry.toJson())));
   assertEquals(copy.records(), registry.records());
 });
@@ -113,6 +124,7 @@ Deno.test("Registry.fromJson() accepts a seed file without registered_at or key_
     udpPort: 50123,
     tcpPort: 5001,
     registeredAt: "",
+    publicKey: "",
     keySha256: "",
     registeredBy: "",
   }]);
@@ -179,6 +191,8 @@ Deno.test("Registry.fromJson() rejects bad entries, naming the entry", async (t)
       Alice: { ...good, key_sha256: "AB".repeat(32) },
     }, "key_sha256"],
     ["a numeric key_sha256", { Alice: { ...good, key_sha256: 12 } }, "key_sha256"],
+    ["a short public_key", { Alice: { ...good, public_key: "abcd" } }, "public_key"],
+    ["an uppercase public_key", { Alice: { ...good, public_key: "AB".repeat(32) } }, "public_key"],
     ["a numeric registered_at", { Alice: { ...good, registered_at: 12 } }, "registered_at"],
     ["a numeric registered_by", { Alice: { ...good, registered_by: 12 } }, "registered_by"],
   ];

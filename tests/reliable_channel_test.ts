@@ -295,6 +295,9 @@ Deno.test("ReliableChannel respects its windows", async (t) => {
     // only the fast retransmission of the gap at 2 goes out.
     a.receive(60, ack(2, [[3, 6]]));
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [2]);
+    // The backlog (what read-ahead counts) leaves the SACKed 3, 4 and 5 out:
+    // 2 in flight again and 6 to 9 queued.
+    assertEquals(a.backlog, 5);
     a.receive(70, ack(6));
     assertEquals(dataOf(drain(a)).map((s) => s.seq), [6, 7, 8, 9]);
   });
@@ -331,6 +334,45 @@ Deno.test("ReliableChannel respects its windows", async (t) => {
     assertEquals(acksOf(outputs), [ack(2, [[3, 4]], 4)]);
     assertEquals(deliveredOf(outputs).map((m) => m[0]), [0, 1]);
     assertEquals(b.stats.outOfWindowDropped, 1);
+  });
+
+  await t.step("counts the time the send window and the peer's window held the sender back", () => {
+    const a = new ReliableChannel(0, { ...MECHANICS, sendWindow: 4 });
+    for (let i = 0; i < 10; i++) a.send(0, bytes(5, i));
+    drain(a);
+    a.receive(50, ack(2)); // 50 ms held by the send window
+    drain(a);
+    a.receive(80, ack(6, [], 2)); // 30 more; 6 and 7 leave, then the peer's window is full
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [6, 7]);
+    a.receive(100, ack(8)); // 20 ms held by the peer's window; 8 and 9 leave
+    drain(a);
+    a.receive(300, ack(10)); // nothing left to send: not held back
+    assertEquals(a.stats.limitedMs, { window: 0, pacing: 0, sendWindow: 80, peerWindow: 20 });
+  });
+
+  await t.step("counts the time the congestion window and pacing held the sender back", () => {
+    const a = new ReliableChannel(0, { initialWindow: 4, maxBurst: 1 });
+    a.send(0, bytes(5));
+    drain(a);
+    a.receive(40, ack(1)); // an RTT sample: pacing starts
+    for (let i = 0; i < 10; i++) a.send(40, bytes(5, i));
+    let sent = dataOf(drain(a)).length;
+    assertEquals(sent, 1, "one token in the bucket");
+    let now = 40;
+    while (sent < 10 && now < 200) {
+      now = a.nextTimeout()!;
+      a.onTimeout(now);
+      const out = dataOf(drain(a)).length;
+      if (out === 0) break;
+      sent += out;
+    }
+    // Paced out one token at a time, then the window of 4 (of 5 with the
+    // first ack) stayed full until the retransmission timer.
+    assertEquals(sent, 6);
+    const held = a.stats.limitedMs;
+    assert(held.pacing > 0 && held.pacing < now - 40, `pacing ${held.pacing}`);
+    assertEquals(held.pacing + held.window, now - 40, "held back from the first send on");
+    assertEquals(held.sendWindow + held.peerWindow, 0);
   });
 
   await t.step("carries at most maxSackRanges ranges", () => {

@@ -16,7 +16,6 @@ import { hashPassword } from "../lib/server/password_hash.ts";
 import { fingerprint } from "../lib/crypto/fingerprint.ts";
 import { MESSAGE_SCHEMAS } from "../lib/wire/messages.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
-import { fromHex } from "../lib/hex.ts";
 
 const HOST = "127.0.0.1";
 const FAST_RETRY = { initialMs: 100, maxMs: 400, jitter: 0.2, giveUpMs: 5000 };
@@ -210,15 +209,15 @@ Deno.test("a captured session holds no token, key, password, name, message or fi
     await ok(alice.run({ kind: "hello" }));
     await ok(alice.run({ kind: "register" }));
     const [saved] = await loadIdentities(join(dir, "alice", "identities.json"));
-    const identity = { name: saved.name, key: fromHex(saved.key) };
     await ok(alice.run({ kind: "logout" }));
-    await ok(alice.run({ kind: "login", name: identity.name, secret: identity.key }));
+    // Open mode's login is the handshake with the client's key pair: no secret is sent.
+    await ok(alice.run({ kind: "login", name: saved.name, secret: new Uint8Array(0) }));
     await ok(alice.run({ kind: "list" } as never));
     await ok(alice.run({ kind: "tcp", text: "the eagle lands at midnight" }));
     await ok(alice.upload(file, "secret.bin"));
     await ok(alice.download("secret.bin", join(dir, "got.bin")));
     assertEquals(await Deno.readFile(join(dir, "got.bin")), content);
-    secrets.push(identity.key, text("Alice Secret"), text("the eagle lands at midnight"));
+    secrets.push(text("Alice Secret"), text("the eagle lands at midnight"));
     const session = open.core.sessions.byName("Alice Secret")!;
     secrets.push(session.token);
     // The pin was saved beside the identity file, once the handshake succeeded.

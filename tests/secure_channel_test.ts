@@ -11,7 +11,7 @@ import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { type ChannelInput, ServerChannel } from "../lib/client/server_channel.ts";
 import { ClientChannels } from "../lib/server/client_channels.ts";
 import { ServerGuard } from "../lib/client/server_guard.ts";
-import { decodeMessage } from "../lib/wire/codec.ts";
+import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 
 const encoder = new TextEncoder(), decoder = new TextDecoder();
 const ROUTE = "udp 127.0.0.1 40000";
@@ -238,4 +238,48 @@ Deno.test("ServerGuard.moved handshakes at once with another instance of the sam
     server: "a:3000",
   });
   assertEquals(fresh.moved(0), []);
+});
+
+Deno.test("ServerGuard checks the key with a clear hello when a request goes unanswered, and refuses another key at once, failing what is in flight", () => {
+  const random = new SeededRandom(11);
+  const serverKeys = generateKeyPair(random);
+  const guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+    pinnedKey: serverKeys.publicKey,
+  });
+  const heartbeat = (reqId: number) =>
+    ({ type: "heartbeat", reqId, client: "00000000000000aa", token: new Uint8Array(16) }) as const;
+  const server = new ClientChannels({ staticKeyPair: serverKeys, random });
+  const { replies } = toServer(server, guard.outgoing(heartbeat(1), 0, 1), 0);
+  guard.incoming(replies[0], 5);
+  const clear = (datagrams: Uint8Array[]) => datagrams.filter((d) => (d[3] & 0x80) === 0);
+  assertEquals(clear(guard.outgoing(heartbeat(2), 10, 1)), [], "a first attempt asks nothing");
+  // Unanswered: the retransmission carries a clear hello of the guard's own (once a second).
+  const probes = clear(guard.outgoing(heartbeat(2), 600, 2));
+  assertEquals(probes.length, 1);
+  assertEquals(clear(guard.outgoing(heartbeat(2), 900, 3)), [], "at most one a second");
+  const hello = decodeMessage(probes[0]);
+  if (hello.type !== "hello") throw new Error(`expected a hello, got ${hello.type}`);
+  // The server came back with another key: its hello_ok says so.
+  const other = generateKeyPair(random).publicKey;
+  const helloOk = encodeMessage({
+    type: "hello_ok",
+    reqId: hello.reqId,
+    tcpPort: 3001,
+    serverVersion: "x",
+    auth: 0,
+    leaseMs: 30_000,
+    serverKey: other,
+  });
+  const input = guard.incoming(helloOk, 1000);
+  assert(input.refused?.includes("has changed"), input.refused);
+  // Every request in flight (neither heartbeat was answered) fails with that line.
+  assertEquals(
+    input.messages.map((m) => m.type === "error" && [m.reqId, m.message]),
+    [[1, input.refused], [2, input.refused]],
+  );
+  assertEquals(guard.outgoing(heartbeat(3), 1100, 1), [], "nothing more goes to it");
+  assertEquals(guard.refusal, input.refused);
 });

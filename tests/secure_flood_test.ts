@@ -5,7 +5,10 @@
  * keeps talking to the server, and a new client on 127.0.0.1 that pinned the
  * server's key registers within 5 s: the address is over its budget, so its
  * initiation gets a cookie bound to its port, and the initiation that brings
- * the cookie back is served and charged to that port alone.
+ * the cookie back is served and charged to that port alone. So does a client
+ * at its first contact, with no key pinned: its clear `hello` (padded, so
+ * that the `hello_ok` is no larger) passes on its own port's small
+ * first-contact budget, which the flooding ports have spent.
  */
 import { assert, assertEquals } from "@std/assert";
 import { join } from "@std/path";
@@ -25,7 +28,7 @@ Deno.test("a flood from other ports of a client's address stops neither its sess
     version: "0.0.0-test",
   });
   const pins = join(dir, "client", "known_servers.json");
-  const open = (name: string) =>
+  const open = (name: string, knownServersFile = pins) =>
     ClientDriver.open({
       serverHost: HOST,
       serverPort: server.udpPort,
@@ -33,7 +36,7 @@ Deno.test("a flood from other ports of a client's address stops neither its sess
       tcpPort: 5001,
       name,
       via: "udp",
-      knownServersFile: pins,
+      knownServersFile,
     });
   const alice = await open("Alice Anchor");
   const flooders = Array.from(
@@ -41,6 +44,7 @@ Deno.test("a flood from other ports of a client's address stops neither its sess
     () => Deno.listenDatagram({ transport: "udp", hostname: HOST, port: 0 }),
   );
   let bob: ClientDriver | undefined;
+  let carol: ClientDriver | undefined;
   let flooding = true;
   let sent = 0;
   try {
@@ -86,16 +90,26 @@ Deno.test("a flood from other ports of a client's address stops neither its sess
     const took = performance.now() - t0;
     assert(registered.ok, JSON.stringify(registered));
     assert(took < 5000, `Bob took ${Math.round(took)} ms`);
+    // Carol, at her first contact (no key pinned: a clear hello first), on the same address too.
+    const t1 = performance.now();
+    carol = await open("Carol Firstcontact", join(dir, "carol", "known_servers.json"));
+    const carolHello = await carol.run({ kind: "hello" });
+    assert(carolHello.ok, JSON.stringify(carolHello));
+    const carolRegistered = await carol.run({ kind: "register" });
+    const carolTook = performance.now() - t1;
+    assert(carolRegistered.ok, JSON.stringify(carolRegistered));
+    assert(carolTook < 5000, `Carol took ${Math.round(carolTook)} ms`);
     flooding = false;
     await flood;
     const rate = sent / ((performance.now() - floodStarted) / 1000);
     assert(rate > 8000, `only ${Math.round(rate)} datagrams a second`);
     assert(server.traffic.rateLimited > 1000, `${server.traffic.rateLimited} rate-limited`);
-    assertEquals(server.core.registry.size, 2);
+    assertEquals(server.core.registry.size, 3);
   } finally {
     flooding = false;
     for (const socket of flooders) socket.close();
     await bob?.close();
+    await carol?.close();
     await alice.close();
     await server.close();
     await Deno.remove(dir, { recursive: true });

@@ -199,3 +199,17 @@ Deno.test("serverEventText() tells what the limits did, for the log only", () =>
   assertStringIncludes(slow.text, "TCP limit: closed connection 5 from 192.0.2.7:6001: a frame");
   assertEquals(serverEventText({ kind: "active", names: [] }).quiet, undefined);
 });
+
+Deno.test("serverEventText() says a failed save once, whether or not the store's reason says it", () => {
+  assertEquals(
+    serverEventText({
+      kind: "save_failed",
+      reason: "Cannot save the registry: Redis at redis://127.0.0.1:6379 is unreachable",
+    }).text,
+    "Cannot save the registry: Redis at redis://127.0.0.1:6379 is unreachable",
+  );
+  assertEquals(
+    serverEventText({ kind: "save_failed", reason: "No space left on device" }).text,
+    "Could not save the registry: No space left on device",
+  );
+});

@@ -27,13 +27,17 @@ interface Profile {
 const PROFILES: Profile[] = [
   // 30% loss in bursts, 20% duplication, reordering, a partition that heals,
   // a client cut off from the server, a server crash and restart.
-  // Over seeds 1 to 1000, 63% of runs complete their chat (70% before address
-  // discovery's datagrams after each login shifted the seeded draws; 65% before
-  // peer sessions were encrypted: a lost peer_accept can no longer be stood in
-  // for by any channel message, only by the accept itself; seeds 1 to 100: 60).
-  // Almost every failure is a request or lookup lost on a link stuck in a loss
-  // burst; 0.55 still shows the invariants are not met by silence.
-  { scenario: "harsh", seeds: 100, flags: "", fullChat: 100, minComplete: 0.55 },
+  // Over seeds 1 to 1000, 72% of runs complete their chat (seeds 1 to 100: 71).
+  // It was 63% once peer sessions were encrypted, for two causes of ours: the
+  // simulated server drew a new introduction secret when it restarted (a real
+  // one derives it from its key file), so a PSK from before the crash never
+  // matched one from after; and a responder refused a request at once when
+  // its check with the server got no answer (the server was down, or had not
+  // yet seen the requester log in again), where a copy of the request now
+  // asks again. Almost every failure left is a request or lookup lost on a
+  // link stuck in a loss burst, or a lookup sent with the token of a session
+  // the restart ended; 0.65 shows the invariants are not met by silence.
+  { scenario: "harsh", seeds: 100, flags: "", fullChat: 100, minComplete: 0.65 },
   // The two-way chat with 30% loss, 20% duplication and 20% reordering.
   {
     scenario: "chat",

@@ -4,7 +4,6 @@
  * A failing run names its seed; replay it with SIM_SEED=<seed>.
  */
 import { assert, assertEquals } from "@std/assert";
-import { sha256 } from "@noble/hashes/sha2";
 import { toHex } from "../lib/hex.ts";
 import type { SimClient } from "../lib/sim/sim_client.ts";
 import { Simulation } from "../lib/sim/simulation.ts";
@@ -163,14 +162,12 @@ Deno.test("Simulation gives a retransmitted register its original key after a cr
     assert(sim.runUntilIdle(60_000));
     assertEquals(alice.results.map((r) => r.ok), [true], `seed ${seed}`);
     if (sim.serverEvents.filter((e) => e.kind === "registered").length === 0) landed++;
-    const key = alice.identityKey;
-    if (key === undefined) throw new Error(`seed ${seed}: no identity`);
-    assertEquals(sim.disk.Alice?.key_sha256, toHex(sha256(key)), `seed ${seed}`);
+    assertEquals(sim.disk.Alice?.public_key, toHex(alice.publicKey!), `seed ${seed}`);
 
-    // Another client proves the key: it logs in as Alice, then deregisters.
-    const other = sim.addClient();
+    // Another client with Alice's key proves it: it logs in as Alice, then deregisters.
+    const other = sim.addClient({ keyPair: alice.keyPair });
     sim.command(other, { kind: "hello" });
-    sim.command(other, { kind: "login", name: "Alice", secret: key });
+    sim.command(other, { kind: "login", name: "Alice", secret: new Uint8Array(0) });
     sim.command(other, { kind: "deregister" });
     assert(sim.runUntilIdle(60_000));
     assertEquals(other.results.map((r) => r.ok), [true, true, true], `seed ${seed}`);

@@ -13,16 +13,22 @@ import { Registry, type RegistryRecord } from "../lib/server/registry.ts";
 import { type Endpoint, ServerCore, type ServerOutput } from "../lib/server/server_core.ts";
 
 const NOW = Date.UTC(2025, 0, 2);
-const FROM: Endpoint = { transport: "udp", address: "10.0.0.1", port: 40001 };
+const FROM: Endpoint = {
+  transport: "udp",
+  address: "10.0.0.1",
+  port: 40001,
+  clientKey: new Uint8Array(32).fill(1),
+};
 
-function record(name: string, keySha256 = "a".repeat(64)): RegistryRecord {
+function record(name: string, publicKey = "a".repeat(64)): RegistryRecord {
   return {
     name,
     ip: "10.0.0.9",
     udpPort: 4000,
     tcpPort: 4001,
     registeredAt: "2025-01-01T00:00:00.000Z",
-    keySha256,
+    publicKey,
+    keySha256: "",
     registeredBy: "",
   };
 }
@@ -60,7 +66,7 @@ Deno.test("Registry.takeChanges() hands over adds and removes once; fromJson() s
   registry.remove("old");
   assertEquals(registry.takeChanges(), [
     { op: "put", record: record("Alice") },
-    { op: "delete", name: "Old", keySha256: "" },
+    { op: "delete", name: "Old", publicKey: "", keySha256: "" },
   ]);
   assertEquals(registry.takeChanges(), []);
   assertEquals(registry.remove("nobody"), undefined);
@@ -71,9 +77,9 @@ Deno.test("Registry.apply() takes another instance's changes without recording t
   const registry = new Registry();
   registry.apply([{ op: "put", record: record("Bob") }]);
   assertEquals(registry.get("bob")?.name, "Bob");
-  registry.apply([{ op: "delete", name: "bob", keySha256: "b".repeat(64) }]);
+  registry.apply([{ op: "delete", name: "bob", publicKey: "b".repeat(64), keySha256: "" }]);
   assertEquals(registry.get("bob")?.name, "Bob", "a delete of another key leaves the record");
-  registry.apply([{ op: "delete", name: "bob", keySha256: "a".repeat(64) }]);
+  registry.apply([{ op: "delete", name: "bob", publicKey: "a".repeat(64), keySha256: "" }]);
   assertEquals(registry.get("bob"), undefined);
   registry.replaceAll([record("Carol")]);
   assertEquals(registry.records().map((r) => r.name), ["Carol"]);

@@ -241,6 +241,11 @@ export class ClientCore {
     return this.#link.name;
   }
 
+  /** The random client id every request to the server carries (hex). */
+  get clientId(): string {
+    return this.#link.clientId;
+  }
+
   /** Retransmissions made since start. */
   get retransmissions(): number {
     return this.#link.retransmissions;

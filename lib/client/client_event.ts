@@ -210,6 +210,8 @@ export type SessionEndReason =
   | "watch_failed"
   /** Logging in again was refused or not understood. */
   | "relogin_failed"
+  /** The server came back with another static key: refused, nothing more is sent to it. */
+  | "server_key_changed"
   | "unknown";
 
 /** Something that happened without a command: presence news, a session's end, a peer's doing. */

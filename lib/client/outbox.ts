@@ -42,8 +42,11 @@ export type ClientOutput =
   /** The result of the command `run` numbered `id`. */
   | { readonly type: "result"; readonly id: number; readonly result: CommandResult }
   | { readonly type: "event"; readonly event: ClientEvent }
-  /** Save this identity (name and secret key) so `login` can use it later. */
-  | { readonly type: "identity"; readonly name: string; readonly key: Uint8Array }
+  /**
+   * Save that this name is registered to the client's key pair on this
+   * server, without any version 2 identity key (it no longer logs in).
+   */
+  | { readonly type: "identity"; readonly name: string }
   /** Send a datagram to another client. */
   /** Send this datagram to a peer (a handshake message, a clear reject, or sealed). */
   | {

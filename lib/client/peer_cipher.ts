@@ -28,6 +28,7 @@ import {
   type TransportLimits,
   TransportSession,
 } from "../crypto/transport_session.ts";
+import { allocateBytes } from "../byte_pool.ts";
 import { fromHex } from "../hex.ts";
 import type { Random } from "../random.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
@@ -35,6 +36,7 @@ import {
   INTRODUCTION_NONCE_BYTES,
   isPeerInnerMessage,
   MAX_NAME_BYTES,
+  MAX_PEER_SEALED_BYTES,
   type MessageOf,
   type PeerInnerMessage,
 } from "../wire/messages.ts";
@@ -56,6 +58,12 @@ export function peerPrologue(session: string): Uint8Array {
   out.set(fromHex(session), PEER_PROLOGUE.length);
   return out;
 }
+
+/** Bytes of a `peer_sealed` before its ciphertext: header, session id, counter, length. */
+const SEALED_HEADER_BYTES = 4 + 8 + 8 + 2;
+/** Where the counter starts in a `peer_sealed`. */
+const COUNTER_AT = 12;
+const EMPTY = new Uint8Array(0);
 
 /** Least time between two rekey initiations of one session, ms (WireGuard's REKEY_TIMEOUT). */
 export const REKEY_RETRY_MS = 5000;
@@ -202,6 +210,8 @@ export class PeerCipher {
   #initiator = false;
   /** The associated data of every sealed message: the session id's 8 bytes. */
   #ad: Uint8Array;
+  /** The first bytes of this session's `peer_sealed` datagrams (counter and length zero). */
+  #header: Uint8Array;
   /** Handshakes completed (the first one and rekeys). */
   handshakes = 0;
 
@@ -212,6 +222,12 @@ export class PeerCipher {
     this.#options = options;
     this.#psk = options.psk?.slice();
     this.#ad = fromHex(options.session);
+    this.#header = encodeMessage({
+      type: "peer_sealed",
+      session: options.session,
+      counter: 0,
+      sealed: EMPTY,
+    }).slice(0, SEALED_HEADER_BYTES);
   }
 
   /** Whether transport keys exist (a message can be sealed). */
@@ -369,13 +385,22 @@ export class PeerCipher {
   seal(now: number, message: PeerInnerMessage): Uint8Array {
     const keys = this.#current;
     if (keys === undefined) throw new CryptoError("expired", "Cannot seal: no session keys yet");
-    const { counter, ciphertext } = keys.seal(encodeMessage(message), now, this.#ad);
-    return encodeMessage({
-      type: "peer_sealed",
-      session: this.session,
-      counter,
-      sealed: ciphertext,
-    });
+    const plain = encodeMessage(message);
+    const length = plain.length + TAG_LENGTH;
+    if (length > MAX_PEER_SEALED_BYTES) {
+      throw new RangeError(`Cannot seal a ${plain.length}-byte message in one peer_sealed`);
+    }
+    // The datagram is built here rather than by encodeMessage, so the AEAD
+    // writes into it directly: the header (as the codec lays it out: tested
+    // against encodeMessage), the counter, the length, then ciphertext and tag.
+    const out = allocateBytes(SEALED_HEADER_BYTES + length);
+    out.set(this.#header);
+    const counter = keys.sealInto(plain, now, this.#ad, out, SEALED_HEADER_BYTES);
+    const view = new DataView(out.buffer, out.byteOffset, SEALED_HEADER_BYTES);
+    view.setUint32(COUNTER_AT, Math.floor(counter / 0x1_0000_0000));
+    view.setUint32(COUNTER_AT + 4, counter >>> 0);
+    view.setUint16(COUNTER_AT + 8, length);
+    return out;
   }
 
   /**
@@ -444,18 +469,23 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  */
 class NullTransport extends TransportSession {
   #window = new ReplayWindow();
-  #next = 0;
-
-  override get sent(): number {
-    return this.#next;
-  }
 
   override seal(plaintext: Uint8Array, now: number): SealedMessage {
-    if (this.isExpired(now)) throw new CryptoError("expired", "Cannot seal: the keys are too old");
-    const counter = this.#next++;
     const ciphertext = new Uint8Array(plaintext.length + TAG_LENGTH);
-    ciphertext.set(plaintext);
-    return { counter, ciphertext };
+    return { counter: this.sealInto(plaintext, now, EMPTY, ciphertext, 0), ciphertext };
+  }
+
+  override sealInto(
+    plaintext: Uint8Array,
+    now: number,
+    _ad: Uint8Array,
+    out: Uint8Array,
+    offset: number,
+  ): number {
+    const counter = this.nextSealCounter(now);
+    out.set(plaintext, offset);
+    out.fill(0, offset + plaintext.length, offset + plaintext.length + TAG_LENGTH);
+    return counter;
   }
 
   override open(counter: number, ciphertext: Uint8Array, now: number): Uint8Array {
@@ -465,6 +495,9 @@ class NullTransport extends TransportSession {
       throw new CryptoError("replayed", `Counter ${counter} was received before`);
     }
     this.#window.accept(counter);
-    return ciphertext.slice(0, ciphertext.length - TAG_LENGTH);
+    // A copy into a pooled array, as the AEAD's output is.
+    const out = allocateBytes(ciphertext.length - TAG_LENGTH);
+    out.set(ciphertext.subarray(0, out.length));
+    return out;
   }
 }

@@ -317,6 +317,8 @@ export class PeerTable {
     if (known !== undefined) {
       if (message.type === "peer_connect" && known.state === "open" && !known.outgoing) {
         this.#requests.rekey(now, from, known, message, bytes);
+      } else if (message.type === "peer_connect" && known.state === "verifying") {
+        this.#requests.recheck(now, from, known, bytes);
       } else {
         known.handle(now, from, message);
       }

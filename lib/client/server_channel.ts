@@ -17,12 +17,17 @@
  * client core's re-login then runs over the new one). The old keys keep
  * working meanwhile, so a needless handshake costs a round trip of CPU only.
  *
+ * Message 1's payload is a TAI64N timestamp, newer for each initiation of
+ * the channel: the server drops a replayed initiation by it
+ * (`InitiationRecord`, docs/DECISIONS.md).
+ *
  * @module
  */
 import { CookieChecker } from "../crypto/cookie_checker.ts";
 import { CookieGenerator } from "../crypto/cookie_generator.ts";
 import { CryptoError, type CryptoErrorCode } from "../crypto/crypto_error.ts";
 import { HandshakeState } from "../crypto/handshake_state.ts";
+import { TimestampSource } from "../crypto/introduction.ts";
 import type { KeyPair } from "../crypto/key_pair.ts";
 import {
   CLIENT_SERVER_PROLOGUE,
@@ -48,6 +53,8 @@ export interface ServerChannelOptions {
   random: Random;
   /** Rekey and expiry limits (tests shorten them). */
   limits?: Partial<TransportLimits>;
+  /** Where initiation timestamps come from (default: one source per channel). */
+  timestamps?: TimestampSource;
 }
 
 /** What one datagram or frame from the server came to. */
@@ -108,7 +115,8 @@ export class ServerChannel {
   /**
    * Starts a handshake now, whatever the state.
    *
-   * @param now current time, ms
+   * @param now current time, ms since the Unix epoch (the initiation's timestamp
+   *   comes from it: a clock of another origin would read as a replay)
    * @returns the initiation datagram
    */
   initiate(now: number): Uint8Array {
@@ -123,7 +131,8 @@ export class ServerChannel {
     });
     this.#handshakeIndex = randomIndex(random);
     this.#lastInitiationAt = now;
-    const handshake = this.#handshake.writeMessage(new Uint8Array(0));
+    const timestamps = this.#options.timestamps ??= new TimestampSource();
+    const handshake = this.#handshake.writeMessage(timestamps.next(now));
     return this.#macs.addMacs(
       encodeSecureDatagram({ kind: "initiation", sender: this.#handshakeIndex, handshake }),
       now,
@@ -204,6 +213,9 @@ export class ServerChannel {
       return { kind: "dropped", reason: "unknown_index" };
     }
     const verdict = this.#ownChecker.check(bytes, { address: "", port: 0 }, now, false);
+    if (verdict.kind === "drop") {
+      return { kind: "dropped", reason: verdict.reason === "bad_mac2" ? "bad_mac2" : "bad_mac1" };
+    }
     if (verdict.kind !== "accept") return { kind: "dropped", reason: "bad_mac1" };
     try {
       handshake.readMessage(message);

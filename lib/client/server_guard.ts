@@ -14,6 +14,16 @@
  * clear instead: no downgrade. Messages the core sends before the key is
  * known wait, and the guard asks for the key with a `hello` of its own.
  *
+ * A server that restarted with another key drops the sealed datagrams of a
+ * running client without a word (it has neither the old keys nor the old
+ * static key). So when the core retransmits, or sends its first request
+ * after the server said it was shutting down, the guard sends a clear
+ * `hello` of its own beside the message (at most once a second), and after
+ * a shutdown starts a new handshake at once (a restarted server has lost
+ * the old keys, whatever its key): a `hello_ok` with another key refuses the
+ * channel, every request in flight fails with the one line that says so,
+ * and nothing more is sent.
+ *
  * @module
  */
 import type { KeyPair } from "../crypto/key_pair.ts";
@@ -22,9 +32,9 @@ import { SECURE_VERSION } from "../crypto/secure_datagram.ts";
 import type { Random } from "../random.ts";
 import { decodeMessage, encodeMessage } from "../wire/codec.ts";
 import { ERROR_CODES } from "../wire/error_code.ts";
-import type { Message } from "../wire/messages.ts";
+import { type Message, SESSION_END_REASONS } from "../wire/messages.ts";
 import { ProtocolError } from "../wire/protocol_error.ts";
-import { MAX_QUEUED_MESSAGES, ServerChannel } from "./server_channel.ts";
+import { HANDSHAKE_RETRY_MS, MAX_QUEUED_MESSAGES, ServerChannel } from "./server_channel.ts";
 
 /** Options for a {@link ServerGuard}. */
 export interface ServerGuardOptions {
@@ -52,7 +62,15 @@ export interface GuardInput {
   readonly trustKey?: Uint8Array;
   /** Why the datagram was dropped, if it was. */
   readonly dropped?: string;
+  /**
+   * Set when this datagram made the guard refuse the server's key while it
+   * had a channel (the server came back with another key): one line.
+   */
+  readonly refused?: string;
 }
+
+/** Most requests in flight remembered, to fail them when the key is refused. */
+const MAX_IN_FLIGHT = 256;
 
 /** The reqIds of the guard's own `hello`s, far from the core's, which count up from 1. */
 const OWN_HELLO_BASE = 0xffff_0000;
@@ -80,6 +98,12 @@ export class ServerGuard {
   #trusted = false;
   /** The reqId of the core's last `hello`, when it went sealed. */
   #sealedHello: number | undefined;
+  /** Requests sent through the channel and not yet answered, by reqId. */
+  #inFlight = new Set<number>();
+  /** When the last clear `hello` went beside a retransmission (to check the key). */
+  #lastProbeAt = -Infinity;
+  /** True after the server said it was shutting down: the next request checks its key. */
+  #restarting = false;
 
   /** @param options keys, randomness and the pin */
   constructor(options: ServerGuardOptions) {
@@ -142,7 +166,22 @@ export class ServerGuard {
       return [...this.#channel.send(encodeMessage(message), now, attempt >= 3), this.#ownHello()];
     }
     const bytes = encodeMessage(message);
-    if (this.#channel !== undefined) return this.#channel.send(bytes, now, attempt >= 3);
+    if (this.#channel !== undefined) {
+      const restarting = this.#restarting && "reqId" in message;
+      this.#restarting &&= !restarting;
+      const out = this.#channel.send(bytes, now, attempt >= 3 || restarting);
+      if (!("reqId" in message)) return out;
+      this.#inFlight.add(message.reqId);
+      if (this.#inFlight.size > MAX_IN_FLIGHT) {
+        this.#inFlight.delete(this.#inFlight.values().next().value!);
+      }
+      if ((attempt >= 2 || restarting) && now - this.#lastProbeAt >= HANDSHAKE_RETRY_MS) {
+        // Unanswered: is the server still the one whose key we hold?
+        this.#lastProbeAt = now;
+        out.push(this.#ownHello());
+      }
+      return out;
+    }
     if (this.#refusal !== undefined) return [];
     this.#waiting.push({ bytes, attempt });
     if (this.#waiting.length > MAX_QUEUED_MESSAGES) this.#waiting.shift();
@@ -167,6 +206,10 @@ export class ServerGuard {
   #ownHello(): Uint8Array {
     const reqId = OWN_HELLO_BASE + (this.#ownHellos++ & 0xffff);
     this.#clearHellos.add(reqId);
+    // Only recent hellos are answered; the oldest are forgotten.
+    if (this.#clearHellos.size > MAX_IN_FLIGHT) {
+      this.#clearHellos.delete(this.#clearHellos.values().next().value!);
+    }
     return encodeMessage({ type: "hello", reqId, client: this.#clientId });
   }
 
@@ -195,6 +238,7 @@ export class ServerGuard {
     if (!this.#clearHellos.has(message.reqId)) return nothing("an answer to no hello of ours");
     const own = message.reqId >= OWN_HELLO_BASE;
     if (message.type === "error") return own ? nothing("error") : { messages: [message], send: [] };
+    const connected = this.#channel !== undefined;
     const problem = this.#accept(message.serverKey);
     if (problem !== undefined) {
       const refusal: Message = {
@@ -203,10 +247,14 @@ export class ServerGuard {
         code: ERROR_CODES.bad_request,
         message: problem,
       };
-      // The core hears it on its own hello, sealed or clear.
+      // The core hears it on its own hello, sealed or clear, and on every
+      // request in flight: none of them will be answered.
       const coreHello = own ? this.#sealedHello : message.reqId;
-      const messages = coreHello === undefined ? [] : [{ ...refusal, reqId: coreHello }];
-      return { messages, send: [], dropped: problem };
+      const reqIds = new Set(this.#inFlight);
+      this.#inFlight.clear();
+      if (coreHello !== undefined) reqIds.add(coreHello);
+      const messages = [...reqIds].map((reqId) => ({ ...refusal, reqId }));
+      return { messages, send: [], dropped: problem, ...(connected ? { refused: problem } : {}) };
     }
     const send = this.#flush(now);
     return { messages: own ? [] : [message], send };
@@ -227,7 +275,15 @@ export class ServerGuard {
       case "message": {
         if (input.plaintext.length === 0) return nothing("keepalive");
         try {
-          return { messages: [decodeMessage(input.plaintext)], send: [] };
+          const message = decodeMessage(input.plaintext);
+          if ("reqId" in message) this.#inFlight.delete(message.reqId);
+          if (
+            message.type === "session_ended" &&
+            message.reason === SESSION_END_REASONS.server_shutdown
+          ) {
+            this.#restarting = true;
+          }
+          return { messages: [message], send: [] };
         } catch (error) {
           if (error instanceof ProtocolError) return nothing(error.message);
           throw error;
@@ -280,7 +336,9 @@ export class ServerGuard {
     } else if (this.#serverKey !== undefined && !sameKey(this.#serverKey, key)) {
       problem = `The key of ${server} changed while connected (was ${
         fingerprint(this.#serverKey)
-      }, now ${presented}): refusing to go on`;
+      }, now ${presented}): refusing to go on; if the server's key really changed, remove its entry from ${
+        pinFile ?? "the known-servers file"
+      } and start again`;
     }
     if (problem !== undefined) {
       this.#refusal = problem;

@@ -2,7 +2,9 @@
  * The client's link to the server: hello, register, login, logout,
  * deregister and TCP text; heartbeats that hold the session's lease, and a
  * new login by itself (open mode) when the server forgot the session. Other
- * parts send their requests through it.
+ * parts send their requests through it. Over 700 lines because the login by
+ * itself and the commands that wait for it share one state (token, timers,
+ * waiting requests) that a split would spread over two files.
  *
  * @module
  */
@@ -90,13 +92,21 @@ export class ServerLink {
   #leaseMs = 30_000;
   #loggedInAs: string | undefined;
   #token: Uint8Array | undefined;
-  /** The identity key (open mode), to log in again by itself. */
+  /**
+   * Open mode: the secret a new login by itself sends, empty for a
+   * key-pair identity (the channel's key is the proof); undefined when
+   * there is no identity to log in again with.
+   */
   #key: Uint8Array | undefined;
   #heartbeatReq: number | undefined;
   /** Who to log in again as when the `relogin` timer fires. */
   #relogin: { name: string; key: Uint8Array } | undefined;
   /** Re-logins refused in a row (`locked_out`, `busy`), for the backoff. */
   #reloginRefusals = 0;
+  /** True while a login by itself is waiting for its answer. */
+  #reloginInFlight = false;
+  /** Commands' requests refused for a lost session, to go again after the new login. */
+  #afterRelogin: { resume: (now: number, token: Uint8Array) => void; fail: () => void }[] = [];
 
   /** @param options ports, name, transport, randomness, outbox and timers */
   constructor(options: ServerLinkOptions) {
@@ -130,6 +140,11 @@ export class ServerLink {
   /** The name given by flag or by the last register/login. */
   get name(): string | undefined {
     return this.#name;
+  }
+
+  /** The random client id every request carries (hex). */
+  get clientId(): string {
+    return this.#session.clientId;
   }
 
   /** The name this client is logged in as, if any. */
@@ -192,7 +207,15 @@ export class ServerLink {
   ask<T extends Reply["type"]>(
     now: number,
     id: number,
-    request: { command: string; body: RequestBody; via: Via; expect: T; extraMs?: number },
+    request: {
+      command: string;
+      body: RequestBody;
+      via: Via;
+      expect: T;
+      extraMs?: number;
+      /** Set when it goes again after a lost session (once at most). */
+      again?: true;
+    },
     onReply: (now: number, reply: Extract<Reply, { type: T }>, reqId: number) => void,
   ): number {
     const { command, expect } = request;
@@ -201,6 +224,7 @@ export class ServerLink {
         return this.#outbox.fail(id, command, capitalize(outcome.reason), outcome.code);
       }
       const reply = outcome.reply;
+      if (reply.type === "error" && this.#askAgain(at, reply, request, onReply, id)) return;
       if (reply.type === "error") {
         return this.#outbox.fail(id, command, reply.message, errorCodeName(reply.code));
       }
@@ -215,6 +239,44 @@ export class ServerLink {
       onReply(at, reply as Extract<Reply, { type: T }>, reqId);
     }, request.extraMs);
     return reqId;
+  }
+
+  /**
+   * Sends a command's request again, once, if `not_logged_in` refused a token
+   * that a new login by itself replaced or will replace (another instance
+   * took over, or the server restarted); true if it will go again.
+   */
+  #askAgain<T extends Reply["type"]>(
+    now: number,
+    reply: MessageOf<"error">,
+    request: Parameters<ServerLink["ask"]>[2] & { expect: T },
+    onReply: (now: number, reply: Extract<Reply, { type: T }>, reqId: number) => void,
+    id: number,
+  ): boolean {
+    const sent = "token" in request.body ? request.body.token : undefined;
+    const lost = errorCodeName(reply.code) === "not_logged_in" && !request.again;
+    if (!lost || sent === undefined || sent.length === 0) return false;
+    const again = (at: number, token: Uint8Array) => {
+      const body = { ...request.body, token } as RequestBody;
+      this.ask(at, id, { ...request, body, again: true }, onReply);
+    };
+    const current = this.#token;
+    if (current !== undefined && !this.ownsToken(sent)) {
+      again(now, current);
+      return true;
+    }
+    if (current !== undefined) {
+      // This request is the first to hear the session is gone.
+      const name = this.#loggedInAs;
+      if (!this.#canRelogin(name)) return false;
+      this.#clearSession(true);
+      this.#scheduleRelogin(now, name!, 0);
+    } else if (this.#relogin === undefined && !this.#reloginInFlight) {
+      return false;
+    }
+    const fail = () => this.#outbox.fail(id, request.command, reply.message, "not_logged_in");
+    this.#afterRelogin.push({ resume: again, fail });
+    return true;
   }
 
   /**
@@ -403,8 +465,8 @@ export class ServerLink {
     const { udpPort, tcpPort, via } = this.#options;
     const body = { type: "register", name, udpPort, tcpPort } as const;
     this.ask(now, id, { command: "register", body, via, expect: "register_ok" }, (at, reply) => {
-      this.#key = reply.key;
-      this.#outbox.push({ type: "identity", name, key: reply.key });
+      this.#key = new Uint8Array(0);
+      this.#outbox.push({ type: "identity", name });
       this.#startSession(at, name, reply.token);
       this.#outbox.result(id, { ok: true, command: "register", name });
     });
@@ -427,7 +489,12 @@ export class ServerLink {
       id,
       { command: "login", body, via: this.#options.via, expect: "login_ok" },
       (at, reply) => {
-        if (this.#auth === "open") this.#key = secret;
+        if (this.#auth === "open") {
+          this.#key = new Uint8Array(0);
+          // A version 2 identity key logged in: the server bound the name
+          // to this client's key pair, so the old key is forgotten.
+          if (secret.length > 0) this.#outbox.push({ type: "identity", name });
+        }
         this.#startSession(at, name, reply.token);
         this.#outbox.result(id, {
           ok: true,
@@ -502,7 +569,7 @@ export class ServerLink {
     if (code !== "not_logged_in") return;
     const name = this.#loggedInAs;
     // The server forgot the session (a restart, or a lease lost in a
-    // partition): log in again with the identity key.
+    // partition): log in again through the channel, with its key.
     const resuming = this.#canRelogin(name);
     this.#clearSession(resuming);
     if (resuming) return this.#scheduleRelogin(now, name!, 0);
@@ -516,8 +583,11 @@ export class ServerLink {
 
   #reloginNow(now: number, relogin: { name: string; key: Uint8Array }): void {
     const { name, key } = relogin;
+    this.#reloginInFlight = true;
     this.request(now, this.#loginBody(name, key), this.#options.via, (at, outcome) => {
+      this.#reloginInFlight = false;
       if (outcome.type === "failed") {
+        this.#failAfterRelogin();
         // The server is unreachable (down, or a partition): try again later.
         if (this.#key !== undefined) this.#scheduleRelogin(at, name, this.#heartbeatInterval);
         return;
@@ -527,6 +597,7 @@ export class ServerLink {
       if (reply.type === "error" && RELOGIN_REFUSALS_TO_OUTLAST.has(code!)) {
         // Someone else's guesses locked the name out from this address, or
         // the server is busy: wait, longer each time, and try again.
+        this.#failAfterRelogin();
         if (this.#key === undefined) return;
         const delayMs = retryDelay(this.#reloginRefusals++, this.#options.random, RELOGIN_BACKOFF);
         this.#scheduleRelogin(at, name, delayMs);
@@ -538,6 +609,7 @@ export class ServerLink {
         });
       }
       if (reply.type !== "login_ok") {
+        this.#failAfterRelogin();
         this.#listener?.ended(false);
         return this.#outbox.event({
           kind: "session_ended",
@@ -549,7 +621,17 @@ export class ServerLink {
       this.#startSession(at, name, reply.token);
       this.#outbox.event({ kind: "logged_in_again", name });
       this.#listener?.resumed(at, reply.token);
+      const waiting = this.#afterRelogin;
+      this.#afterRelogin = [];
+      for (const { resume } of waiting) resume(at, reply.token);
     });
+  }
+
+  /** Fails the commands waiting for a login by itself that will not come. */
+  #failAfterRelogin(): void {
+    const waiting = this.#afterRelogin;
+    this.#afterRelogin = [];
+    for (const { fail } of waiting) fail();
   }
 
   /** In open mode with a key, a lost session is logged in again by itself. */
@@ -582,6 +664,7 @@ export class ServerLink {
     this.#loggedInAs = undefined;
     this.#token = undefined;
     this.#timers.set("heartbeat", undefined);
+    if (!resuming) this.#failAfterRelogin();
     this.#listener?.ended(resuming);
   }
 

@@ -23,15 +23,21 @@ export const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
  * bits little-endian (Noise section 12.3, WireGuard section 5.4.6).
  *
  * @param counter an integer in [0, 2^53)
+ * @param nonce where to write it (a transport keeps one and reuses it: the
+ *   cipher copies the nonce it is given), a new array if absent
  * @returns the nonce
  */
-export function counterNonce(counter: number): Uint8Array {
+export function counterNonce(counter: number, nonce: Uint8Array = new Uint8Array(12)): Uint8Array {
   if (!Number.isSafeInteger(counter) || counter < 0) {
     throw new RangeError(`Cannot make a nonce of counter ${counter}`);
   }
-  const nonce = new Uint8Array(12);
   const low = counter >>> 0;
   const high = Math.floor(counter / 0x1_0000_0000);
+  nonce[0] =
+    nonce[1] =
+    nonce[2] =
+    nonce[3] =
+      0;
   nonce[4] = low;
   nonce[5] = low >>> 8;
   nonce[6] = low >>> 16;
@@ -63,13 +69,43 @@ export function chacha20Poly1305Seal(
   ad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array {
+  const out = new Uint8Array(plaintext.length + TAG_LENGTH);
+  chacha20Poly1305SealInto(key, nonce, ad, plaintext, out, 0);
+  return out;
+}
+
+/**
+ * Seals like {@link chacha20Poly1305Seal}, writing ciphertext and tag into
+ * `out` at `offset`: a transport seals straight into the datagram it sends,
+ * with no array of its own (`node:crypto` builds a cipher object per
+ * message; this keeps the rest of the work to one copy).
+ *
+ * @param key 32 bytes
+ * @param nonce 12 bytes, never reused under one key
+ * @param ad associated data
+ * @param plaintext the message
+ * @param out where the `plaintext.length + 16` bytes go
+ * @param offset where in `out` they start
+ * @throws {RangeError} if `out` has no room for them
+ */
+export function chacha20Poly1305SealInto(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+  out: Uint8Array,
+  offset: number,
+): void {
+  if (offset < 0 || offset + plaintext.length + TAG_LENGTH > out.length) {
+    throw new RangeError(
+      `Cannot seal ${plaintext.length} bytes at ${offset} of a ${out.length}-byte array`,
+    );
+  }
   const cipher = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: TAG_LENGTH });
   cipher.setAAD(ad, { plaintextLength: plaintext.length });
-  const out = new Uint8Array(plaintext.length + TAG_LENGTH);
-  out.set(cipher.update(plaintext));
+  out.set(cipher.update(plaintext), offset);
   cipher.final();
-  out.set(cipher.getAuthTag(), plaintext.length);
-  return out;
+  out.set(cipher.getAuthTag(), offset + plaintext.length);
 }
 
 /**
@@ -79,7 +115,8 @@ export function chacha20Poly1305Seal(
  * @param nonce the 12-byte nonce it was sealed with
  * @param ad the same associated data
  * @param sealed ciphertext and tag
- * @returns the plaintext
+ * @returns the plaintext (a view on the cipher's own output array, which
+ *   nothing else uses: no second copy)
  * @throws {CryptoError} `truncated` if shorter than a tag, `auth_failed` if the tag is wrong
  */
 export function chacha20Poly1305Open(
@@ -100,14 +137,14 @@ export function chacha20Poly1305Open(
   });
   decipher.setAuthTag(sealed.subarray(body.length));
   decipher.setAAD(ad, { plaintextLength: body.length });
-  const out = new Uint8Array(body.length);
-  out.set(decipher.update(body));
+  const out = decipher.update(body);
   try {
     decipher.final();
   } catch {
     throw new CryptoError("auth_failed", "The authentication tag does not match");
   }
-  return out;
+  // A plain Uint8Array over the Buffer's bytes: a Buffer's slice() is a view, not a copy.
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** The ChaCha20-Poly1305 key and nonce an XChaCha20 24-byte nonce stands for. */

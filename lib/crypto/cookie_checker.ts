@@ -14,6 +14,12 @@
  *   24-byte nonce, with the message's mac1 as associated data, so only the
  *   sender of that message can use it, and only from that address and port.
  *
+ * - Not under load, mac2 must be zeros (no cookie) or valid. WireGuard
+ *   ignores it then; we drop any other value, so that no altered message is
+ *   ever answered. Cookies made under the previous secret stay valid, so a
+ *   sender's cookie (which it uses for two minutes) never turns against it
+ *   when the secret is replaced.
+ *
  * The reply is smaller than any message it answers (64 bytes framed, against
  * at least 136), so it cannot amplify a flood.
  *
@@ -53,8 +59,12 @@ export type MacVerdict =
   | { readonly kind: "accept" }
   /** Under load and without a valid mac2: send this cookie reply, do nothing else. */
   | { readonly kind: "cookie"; readonly reply: CookieReply }
-  /** Drop it without any reply: too short, or mac1 is wrong. */
-  | { readonly kind: "drop"; readonly reason: "truncated" | "bad_mac1" };
+  /**
+   * Drop it without any reply: too short, mac1 is wrong, or mac2 is neither
+   * zeros nor valid (a sender without a cookie sends zeros; only tampering
+   * makes anything else).
+   */
+  | { readonly kind: "drop"; readonly reason: "truncated" | "bad_mac1" | "bad_mac2" };
 
 /** Options for a {@link CookieChecker}. */
 export interface CookieCheckerOptions {
@@ -97,6 +107,8 @@ export class CookieChecker {
   #random: Random;
   #lifetime: number;
   #secret: Uint8Array | undefined;
+  /** The secret before the current one: cookies made with it are still honoured. */
+  #previousSecret: Uint8Array | undefined;
   #secretSince = 0;
 
   /**
@@ -126,12 +138,16 @@ export class CookieChecker {
     if (!sameBytes(mac(this.#mac1Key, message.subarray(0, mac1At)), mac1)) {
       return { kind: "drop", reason: "bad_mac1" };
     }
-    if (!underLoad) return { kind: "accept" };
-    const cookie = this.#cookieFor(source, now);
     const mac2 = message.subarray(mac1At + MAC_LENGTH);
-    if (sameBytes(mac(cookie, message.subarray(0, mac1At + MAC_LENGTH)), mac2)) {
-      return { kind: "accept" };
+    const signed = message.subarray(0, mac1At + MAC_LENGTH);
+    const proven = this.#validMac2(signed, mac2, source, now);
+    if (!underLoad) {
+      return proven || mac2.every((byte) => byte === 0)
+        ? { kind: "accept" }
+        : { kind: "drop", reason: "bad_mac2" };
     }
+    if (proven) return { kind: "accept" };
+    const cookie = this.#cookieFor(source, now);
     const nonce = this.#random.bytes(XNONCE_LENGTH);
     return {
       kind: "cookie",
@@ -142,9 +158,19 @@ export class CookieChecker {
     };
   }
 
+  /** True if mac2 was made with the cookie of this source under the current or the previous secret. */
+  #validMac2(signed: Uint8Array, mac2: Uint8Array, source: SourceAddress, now: number): boolean {
+    if (mac2.every((byte) => byte === 0)) return false;
+    const current = this.#cookieFor(source, now);
+    if (sameBytes(mac(current, signed), mac2)) return true;
+    return this.#previousSecret !== undefined &&
+      sameBytes(mac(mac(this.#previousSecret, sourceBytes(source)), signed), mac2);
+  }
+
   /** The cookie of a source under the current secret, replacing the secret when it is old. */
   #cookieFor(source: SourceAddress, now: number): Uint8Array {
     if (this.#secret === undefined || now - this.#secretSince >= this.#lifetime) {
+      this.#previousSecret = this.#secret;
       this.#secret = this.#random.bytes(32);
       this.#secretSince = now;
     }

@@ -12,14 +12,18 @@ export type CryptoErrorCode =
   | "bad_key"
   /** A handshake message arrived when the handshake expected none, or the other kind. */
   | "unexpected_message"
-  /** A transport counter was seen before. */
+  /** A transport counter, or a handshake initiation, was seen before. */
   | "replayed"
   /** A transport counter is older than the replay window remembers. */
   | "stale_counter"
+  /** A handshake initiation's timestamp is not newer than the responder's record allows. */
+  | "stale_timestamp"
   /** The session's keys are past their age or message limit; a new handshake is needed. */
   | "expired"
   /** A mac1 did not verify: the sender does not know the responder's static key. */
   | "bad_mac1"
+  /** A mac2 was neither zeros nor made with a cookie we gave: the message was altered. */
+  | "bad_mac2"
   /** A cookie reply did not decrypt for the last initiation sent. */
   | "bad_cookie";
 

@@ -8,7 +8,12 @@
  *
  * @module
  */
-import { chacha20Poly1305Open, chacha20Poly1305Seal, counterNonce } from "./chacha20_poly1305.ts";
+import {
+  chacha20Poly1305Open,
+  chacha20Poly1305Seal,
+  chacha20Poly1305SealInto,
+  counterNonce,
+} from "./chacha20_poly1305.ts";
 import { CryptoError } from "./crypto_error.ts";
 import type { HandshakeKeys } from "./handshake_state.ts";
 import { ReplayWindow } from "./replay_window.ts";
@@ -75,6 +80,8 @@ export class TransportSession {
   #limits: TransportLimits;
   #nextCounter = 0;
   #window = new ReplayWindow();
+  /** The nonce buffer, rewritten for each message (the cipher copies it). */
+  #nonce = new Uint8Array(12);
 
   /**
    * @param keys the handshake's transport CipherStates, from this side's view
@@ -126,17 +133,59 @@ export class TransportSession {
    * @throws {CryptoError} `expired` past the age or message limit
    */
   seal(plaintext: Uint8Array, now: number, ad: Uint8Array = EMPTY): SealedMessage {
+    const counter = this.nextSealCounter(now);
+    return {
+      counter,
+      ciphertext: chacha20Poly1305Seal(
+        this.#sendKey,
+        counterNonce(counter, this.#nonce),
+        ad,
+        plaintext,
+      ),
+    };
+  }
+
+  /**
+   * Seals a message under the next counter straight into `out` at `offset`
+   * (the datagram being built): ciphertext, then the 16-byte tag.
+   *
+   * @param plaintext the message
+   * @param now the caller's milliseconds
+   * @param ad associated data both sides know
+   * @param out where the `plaintext.length + 16` bytes go
+   * @param offset where in `out` they start
+   * @returns the counter, to send in clear
+   * @throws {CryptoError} `expired` past the age or message limit
+   * @throws {RangeError} if `out` has no room
+   */
+  sealInto(
+    plaintext: Uint8Array,
+    now: number,
+    ad: Uint8Array,
+    out: Uint8Array,
+    offset: number,
+  ): number {
+    const counter = this.nextSealCounter(now);
+    const nonce = counterNonce(counter, this.#nonce);
+    chacha20Poly1305SealInto(this.#sendKey, nonce, ad, plaintext, out, offset);
+    return counter;
+  }
+
+  /**
+   * Takes the next sending counter, if the keys may still seal.
+   *
+   * @param now the caller's milliseconds
+   * @returns the counter
+   * @throws {CryptoError} `expired` past the age or message limit
+   */
+  protected nextSealCounter(now: number): number {
     if (this.isExpired(now)) {
       throw new CryptoError("expired", "Cannot seal: the session keys are too old");
     }
     if (this.#nextCounter >= this.#limits.rejectAfterMessages) {
       throw new CryptoError("expired", "Cannot seal: the session keys sealed their last message");
     }
-    const counter = this.#nextCounter++;
-    return {
-      counter,
-      ciphertext: chacha20Poly1305Seal(this.#sendKey, counterNonce(counter), ad, plaintext),
-    };
+    return this.#nextCounter++;
   }
 
   /**
@@ -160,7 +209,8 @@ export class TransportSession {
       throw new CryptoError("stale_counter", `Counter ${counter} is beyond the session's limit`);
     }
     this.#checkCounter(counter);
-    const plaintext = chacha20Poly1305Open(this.#receiveKey, counterNonce(counter), ad, ciphertext);
+    const nonce = counterNonce(counter, this.#nonce);
+    const plaintext = chacha20Poly1305Open(this.#receiveKey, nonce, ad, ciphertext);
     this.#window.accept(counter);
     return plaintext;
   }

@@ -46,7 +46,8 @@ import { ERROR_CODES } from "../wire/error_code.ts";
 import { gatherHostCandidates } from "./host_candidates.ts";
 import { checkIdentityFile, forgetIdentity, saveIdentity } from "./identity_file.ts";
 import { ServerGuard } from "../client/server_guard.ts";
-import { generateKeyPair } from "../crypto/key_pair.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
+import { loadClientKey } from "./client_key_file.ts";
 import { fromHex } from "../hex.ts";
 import { checkServerKey, loadKnownServers } from "./known_servers_file.ts";
 import { lowerFirstWord } from "../error_line.ts";
@@ -70,6 +71,12 @@ export interface ClientConfig {
   retry?: RetryPolicy;
   /** Where identities from `register` are saved (none saved if absent). */
   identityFile?: string;
+  /**
+   * The client's key pair (`client_key.json`, created if absent): its side
+   * of the encrypted channel, so its open-mode identity. Without one, a new
+   * key pair for this run only.
+   */
+  keyFile?: string;
   /** Called for presence news and session ends. */
   onEvent?: (event: ClientEvent) => void;
   /** Called as a large upload or download moves on. */
@@ -173,11 +180,13 @@ export class ClientDriver {
     udp: UdpSocket,
     failover: ServerFailover,
     pinnedKey: Uint8Array | undefined,
+    keyPair: KeyPair,
   ) {
     this.#config = config;
     // One static key for the server channels and the peer sessions: the
-    // server vouches for the key this client's channel presents.
-    const staticKeyPair = generateKeyPair(cryptoRandom);
+    // server vouches for the key this client's channel presents, which is
+    // its open-mode identity (`client_key.json`).
+    const staticKeyPair = keyPair;
     this.#guard = new ServerGuard({
       staticKeyPair,
       random: cryptoRandom,
@@ -233,9 +242,22 @@ export class ClientDriver {
    * @returns the client, ready for commands
    * @throws {Deno.errors.AddrInUse} if the UDP port is taken
    * @throws {ServerNameError} if the server's host name does not resolve
+   * @throws {ClientKeyFileError} if the key file is unreadable, invalid or cannot be made
    */
   static async open(config: ClientConfig): Promise<ClientDriver> {
     const serverAddress = await resolveServer(config.serverHost);
+    const keyFile = config.keyFile;
+    const keyPair = keyFile === undefined
+      ? generateKeyPair(cryptoRandom)
+      : await loadClientKey(keyFile).then((key) => key.keyPair, async (error) => {
+        // A key file that exists and cannot be used is an error; a place where
+        // none can exist (its directory is a file) means a key for this run
+        // only, with which nothing can be registered (the identity file is
+        // there too, and register checks it first).
+        if (await Deno.stat(keyFile).then(() => true, () => false)) throw error;
+        log.warn("No key pair kept: {error}", { error: (error as Error).message });
+        return generateKeyPair(cryptoRandom);
+      });
     const server = hostPort(config.serverHost, config.serverPort).toLowerCase();
     const pins = config.knownServersFile === undefined
       ? []
@@ -261,7 +283,7 @@ export class ClientDriver {
       udpPort: udp.localPort,
       server: hostPort(config.serverHost, config.serverPort),
     });
-    return new ClientDriver(config, udp, failover, pin && fromHex(pin.publicKey));
+    return new ClientDriver(config, udp, failover, pin && fromHex(pin.publicKey), keyPair);
   }
 
   /** True once `close` has begun. */
@@ -286,7 +308,7 @@ export class ClientDriver {
     if (this.#closed) throw new TypeError("Cannot run a command on a closed client");
     const identityFile = this.#config.identityFile;
     if (command.kind === "register" && identityFile !== undefined) {
-      // Before the server hands out a key: one that cannot be saved orphans the name.
+      // Before the name is bound to the key: a name not noted would be hard to find again.
       return checkIdentityFile(identityFile).then(
         () => this.#run(command),
         (error: Error) => ({
@@ -448,7 +470,8 @@ export class ClientDriver {
         "Channel with {peer}: {sent} data segments sent ({timeouts} retransmitted on timeout, " +
           "{fast} fast, {copies} redundant copies), {received} segments received " +
           "({duplicates} duplicates), " +
-          "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions",
+          "srtt {srtt} ms, congestion window {cwnd}, {reductions} reductions; " +
+          "held back {limited} ms",
         {
           peer: peer.peerName,
           sent: stats.dataSegmentsSent,
@@ -462,6 +485,8 @@ export class ClientDriver {
           })`,
           cwnd: stats.congestionWindow,
           reductions: stats.congestionReductions,
+          limited: Object.entries(stats.limitedMs).map(([by, ms]) => `${by} ${ms.toFixed(0)}`)
+            .join(", "),
         },
       );
     }
@@ -539,6 +564,18 @@ export class ClientDriver {
         (error) => log.error("Cannot pin the key of {server}: {error}", { server, error }),
       );
     }
+    if (input.refused !== undefined) log.error("{reason}", { reason: input.refused });
+    if (input.refused !== undefined && this.#core.loggedInAs !== undefined) {
+      // The server came back with another key while the session seemed live
+      // (killed, no notice): a hard error, said at once. (Without a session,
+      // the requests in flight, such as a new login by itself, say it.)
+      this.#config.onEvent?.({
+        kind: "session_ended",
+        name: this.#core.loggedInAs,
+        reason: "server_key_changed",
+        detail: input.refused,
+      });
+    }
     for (const message of input.messages) this.#core.handle(now, message);
     this.#drain();
   }
@@ -564,7 +601,7 @@ export class ClientDriver {
           this.#config.onEvent?.(out.event);
           break;
         case "identity":
-          this.#saveIdentity(out.name, out.key);
+          this.#saveIdentity(out.name);
           break;
         case "result":
           this.#deliver(out.id, out.result);
@@ -588,11 +625,11 @@ export class ClientDriver {
     this.#armTimer();
   }
 
-  #saveIdentity(name: string, key: Uint8Array): void {
+  #saveIdentity(name: string): void {
     const path = this.#config.identityFile;
     if (path === undefined) return;
     const server = hostPort(this.#config.serverHost, this.#config.serverPort);
-    this.#saving = saveIdentity(path, { server, name, key }).then(
+    this.#saving = saveIdentity(path, { server, name }).then(
       () => {
         log.info("Saved the identity of {name} to {path}", { name, path });
         return undefined;
@@ -617,7 +654,7 @@ export class ClientDriver {
     this.#waiting.delete(id);
     if (waiting === undefined) return;
     if (result.ok && result.command === "register") {
-      // The key must be on disk before register reports success.
+      // The name must be noted on disk before register reports success.
       const saving = this.#saving;
       this.#saving = Promise.resolve(undefined);
       saving.then((problem) =>
@@ -625,6 +662,14 @@ export class ClientDriver {
           problem === undefined ? result : { ...result, identityProblem: problem },
         )
       );
+      return;
+    }
+    if (result.ok && result.command === "login") {
+      // A version 2 key just moved the name to the key pair: forget the key
+      // on disk before the login reports (a quick exit must not keep it).
+      const saving = this.#saving;
+      this.#saving = Promise.resolve(undefined);
+      saving.then(() => waiting(result));
       return;
     }
     if (result.ok && result.command === "deregister" && this.#config.identityFile) {
@@ -714,6 +759,16 @@ export class ClientDriver {
       const moved = to === from ? [] : this.#guard.moved(now);
       for (const sealed of [...moved, ...this.#guard.outgoing(message, now, attempt)]) {
         this.#sendUdp(sealed, to.address, to.port);
+      }
+      const refusal = this.#guard.refusal;
+      if (refusal !== undefined && "reqId" in message && message.type !== "hello") {
+        // The server's key was refused: nothing goes to it; the request fails now.
+        this.#core.handle(now, {
+          type: "error",
+          reqId,
+          code: ERROR_CODES.bad_request,
+          message: refusal,
+        });
       }
       // Its TCP port may differ: asked again, so that TCP work follows to it.
       if (to !== from) this.#core.run(now, { kind: "hello" });

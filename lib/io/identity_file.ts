@@ -1,13 +1,15 @@
 /**
- * The client's identity file: the secret keys that `register` returned, one
- * per server and name, so that `login` works in a later run. Written
- * atomically with mode 0600, under an exclusive lock so that two clients
- * sharing the file do not lose each other's keys.
+ * The client's identity file: the names registered with the client's key
+ * pair (`client_key_file.ts`), one entry per server and name, so that
+ * `login` knows them in a later run. Version 2 files also held a 16-byte
+ * secret key per entry; such an entry logs in once with it, the server then
+ * binds the name to the key pair, and the entry is saved without it.
+ * Written atomically with mode 0600, under an exclusive lock so that two
+ * clients sharing the file do not lose each other's entries.
  *
  * @module
  */
 import { dirname } from "@std/path";
-import { toHex } from "../hex.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { atomicWriteFile } from "./atomic_write.ts";
 
@@ -17,8 +19,8 @@ export interface Identity {
   readonly server: string;
   /** The registered name. */
   readonly name: string;
-  /** The secret key, hex. */
-  readonly key: string;
+  /** Version 2 only: the secret identity key, hex, until a login binds the name to the key pair. */
+  readonly key?: string;
   /** When it was saved, ISO 8601. */
   readonly savedAt: string;
 }
@@ -49,11 +51,15 @@ export async function loadIdentities(path: string): Promise<Identity[]> {
   }
   try {
     const json = JSON.parse(text);
-    if (json?.version !== 1 || !Array.isArray(json.identities)) throw new Error("bad shape");
+    // Version 1 (written by protocol version 2's clients) has a key in every entry.
+    const version = json?.version;
+    if ((version !== 1 && version !== 2) || !Array.isArray(json.identities)) {
+      throw new Error("bad shape");
+    }
     for (const i of json.identities) {
       if (
         typeof i?.server !== "string" || typeof i.name !== "string" ||
-        typeof i.key !== "string" || !/^[0-9a-f]{32}$/.test(i.key) ||
+        (i.key === undefined ? version === 1 : !/^[0-9a-f]{32}$/.test(i.key)) ||
         typeof i.savedAt !== "string"
       ) {
         throw new Error("bad entry");
@@ -89,27 +95,23 @@ export function findIdentity(
 }
 
 /**
- * Saves (or replaces) the identity of a server and name.
+ * Saves (or replaces) the identity of a server and name: registered with
+ * the key pair, so without a version 2 key.
  *
  * @param path the identity file
- * @param identity the server, name and key
+ * @param identity the server and name
  * @throws {IdentityFileError} if the file cannot be written
  */
 export async function saveIdentity(
   path: string,
-  identity: { server: string; name: string; key: Uint8Array },
+  identity: { server: string; name: string },
 ): Promise<void> {
   await withLock(path, async () => {
     const key = nameKey(identity.name);
     const kept = (await loadIdentities(path)).filter((i) =>
       !(i.server.toLowerCase() === identity.server.toLowerCase() && nameKey(i.name) === key)
     );
-    kept.push({
-      server: identity.server,
-      name: identity.name,
-      key: toHex(identity.key),
-      savedAt: new Date().toISOString(),
-    });
+    kept.push({ server: identity.server, name: identity.name, savedAt: new Date().toISOString() });
     await write(path, kept);
   });
 }
@@ -117,7 +119,7 @@ export async function saveIdentity(
 /**
  * Checks, before a `register`, that the identity file is valid and can be
  * written, by writing back what it holds (an empty file if there is none):
- * a key the server hands out but the client cannot keep would orphan the name.
+ * a name registered but not noted would be known to the key only.
  *
  * @param path the identity file
  * @throws {IdentityFileError} if the file is malformed or cannot be written
@@ -147,7 +149,7 @@ export async function forgetIdentity(path: string, server: string, name: string)
 
 async function write(path: string, identities: Identity[]): Promise<void> {
   try {
-    const text = JSON.stringify({ version: 1, identities }, null, 2) + "\n";
+    const text = JSON.stringify({ version: 2, identities }, null, 2) + "\n";
     await atomicWriteFile(path, text, { mode: 0o600 });
   } catch (error) {
     throw new IdentityFileError(`Cannot write ${path}: ${(error as Error).message}`);

@@ -57,11 +57,13 @@ end
 for _, c in ipairs(changes) do
   local cur = current(c.key)
   if c.op == 'put' then
-    if cur and (cur.key_sha256 ~= c.record.key_sha256 or cur.registered_by ~= c.record.registered_by) then
+    if cur and (cur.registered_by ~= c.record.registered_by or
+        ((cur.public_key or '') ~= '' and cur.public_key ~= c.record.public_key) or
+        (c.record.key_sha256 ~= '' and cur.key_sha256 ~= c.record.key_sha256)) then
       return {'conflict', c.record.name}
     end
     now[c.key] = c.record
-  elseif cur and cur.key_sha256 == c.key_sha256 then
+  elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
     -- Seen since the deleting instance looked (a login elsewhere): kept.
     if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
       return {'seen', c.name}
@@ -520,7 +522,14 @@ async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
 
 type WireChange =
   | { op: "put"; key: string; record: Entry }
-  | { op: "delete"; key: string; name: string; key_sha256: string; last_seen?: string };
+  | {
+    op: "delete";
+    key: string;
+    name: string;
+    public_key: string;
+    key_sha256: string;
+    last_seen?: string;
+  };
 
 function toWire(change: RegistryChange): WireChange {
   if (change.op === "delete") {
@@ -528,6 +537,7 @@ function toWire(change: RegistryChange): WireChange {
       op: "delete",
       key: nameKey(change.name),
       name: change.name,
+      public_key: change.publicKey,
       key_sha256: change.keySha256,
       ...(change.lastSeenAt === undefined ? {} : { last_seen: change.lastSeenAt }),
     };
@@ -542,6 +552,7 @@ function toWire(change: RegistryChange): WireChange {
       udp_port: r.udpPort,
       tcp_port: r.tcpPort,
       registered_at: r.registeredAt,
+      public_key: r.publicKey,
       key_sha256: r.keySha256,
       registered_by: r.registeredBy,
       ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
@@ -567,6 +578,7 @@ function parseChanges(text: string): RegistryChange[] | undefined {
         changes.push({
           op: "delete",
           name: c.name,
+          publicKey: c.public_key ?? "",
           keySha256: c.key_sha256,
           ...(c.last_seen === undefined ? {} : { lastSeenAt: c.last_seen }),
         });

@@ -386,7 +386,7 @@ async function readText(path: string): Promise<string | undefined> {
 /** About the bytes a name's entry takes in either file. */
 function lineBytes(name: string, entry: Entry): number {
   return name.length + entry.ip.length + entry.registered_at.length +
-    entry.key_sha256.length + entry.registered_by.length + 120;
+    entry.public_key.length + entry.key_sha256.length + entry.registered_by.length + 120;
 }
 
 function describe(error: unknown): string {

@@ -47,7 +47,6 @@ import type { Registry } from "../server/registry.ts";
 import type { Store } from "../server/store.ts";
 import { openStore } from "./open_store.ts";
 import { SHARED_STORE_WRITES_IN_FLIGHT, StoreWriter } from "./store_writer.ts";
-import { loadServerKey } from "./server_key_file.ts";
 import { loadServerIdentity, type ServerIdentity } from "./server_identity_file.ts";
 import { ClientChannels } from "../server/client_channels.ts";
 import { introductionSecret } from "../crypto/introduction.ts";
@@ -227,7 +226,6 @@ export class ServerDriver {
     let listener: Deno.TcpListener | undefined;
     let registryStore: Store | undefined;
     let registry: Registry;
-    let secret: Uint8Array;
     let identity: ServerIdentity;
     let store: BlobStore | undefined;
     let users: UsersFileWatch | undefined;
@@ -251,7 +249,6 @@ export class ServerDriver {
         config.tcpPort,
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
-      secret = await loadServerKey(config.dataDir);
       identity = await loadServerIdentity(config.dataDir);
     } catch (error) {
       udp?.close();
@@ -268,7 +265,6 @@ export class ServerDriver {
     const core = new ServerCore({
       registry,
       random: cryptoRandom,
-      secret,
       serverKey: identity.keyPair.publicKey,
       introductionSecret: introductionSecret(identity.keyPair.privateKey),
       tcpPort: (listener.addr as Deno.NetAddr).port,
@@ -465,8 +461,24 @@ export class ServerDriver {
             : `${message.type} in clear text; version 3 seals it`,
         );
       }
+      if (message.type === "hello" && !second) return this.#clearHello(from, message, data.length);
       if (this.#admitted(from, message)) this.#handle(from, message, data.length);
     });
+  }
+
+  /**
+   * A clear `hello`, a first contact: from an address over its budget it
+   * may still pass on its port's small first-contact budget, so that a flood
+   * from other ports of a shared address does not stop a newcomer from
+   * learning the server's key (`Admission.hello`, docs/DECISIONS.md).
+   */
+  #clearHello(from: Endpoint, message: Message, bytes: number): void {
+    if (!this.#core.admitHello(systemClock.now(), from)) {
+      this.#config.observer?.rateLimited(from, message);
+      this.#drain(false);
+      return;
+    }
+    this.#handle({ ...from, clear: true }, message, bytes);
   }
 
   /** A datagram of the secure layer: a handshake initiation or a sealed message. */
@@ -806,9 +818,12 @@ export class ServerDriver {
   #send(to: Endpoint, message: Message): void {
     const plain = encodeMessage(message);
     // The second port has no sessions: its `reflect_ok` goes in clear (it
-    // holds only the address it answers and the port numbers).
+    // holds only the address it answers and the port numbers). The answer to
+    // a clear `hello` goes in clear too, even where a session exists: it was
+    // sized to the datagram (reply_sizing.ts), and a sender who forged the
+    // address of a client with a session must not get 32 more bytes sent there.
     // A `relay` goes in clear too: its payload is sealed by the peers.
-    let bytes = to.second === true || message.type === "relay"
+    let bytes = to.second === true || to.clear === true || message.type === "relay"
       ? plain
       : this.#channels.seal(routeOf(to), plain, systemClock.now());
     // Without a session only these go out, in clear: the answers to a clear

@@ -34,20 +34,17 @@ export interface CongestionController {
   readonly slowStartThreshold: number;
   /** How many times the window was cut for a loss or a timeout. */
   readonly reductions: number;
-  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
-  readonly pacingRate: number;
+  /**
+   * The pacer that spaces segments out at the controller's rate (`Infinity`
+   * before the first RTT sample); the channel asks it before each segment.
+   */
+  readonly pacer: Pacer;
   /** Takes an acknowledgement that newly covers `acked` segments (0 for none). */
   onAck(now: number, acked: number, signals: AckSignals): void;
   /** Takes a segment found lost by fast retransmit. */
   onLoss(seq: number, inFlight: number, sendNext: number): void;
   /** Takes a retransmission timeout. */
   onTimeout(inFlight: number, sendNext: number): void;
-  /** Tells whether pacing lets a segment leave now. */
-  mayPace(now: number): boolean;
-  /** Spends pacing's token for a segment that left. */
-  spend(): void;
-  /** Tells when pacing lets the next segment leave, ms. */
-  nextSendTime(): number;
 }
 
 /** Options of a {@linkcode CongestionControl}. */
@@ -175,9 +172,9 @@ export class CongestionControl implements CongestionController {
     return this.#reductions;
   }
 
-  /** The pacing rate, segments per ms (`Infinity` before the first RTT sample). */
-  get pacingRate(): number {
-    return this.#pacer.rate;
+  /** The pacer that spaces segments out at this controller's rate. */
+  get pacer(): Pacer {
+    return this.#pacer;
   }
 
   /**
@@ -263,30 +260,6 @@ export class CongestionControl implements CongestionController {
     this.#cwnd = window;
     this.#recoveryEnd = sendNext;
     this.#reductions++;
-  }
-
-  /**
-   * Tells whether pacing lets a segment leave now.
-   *
-   * @param now the current time, ms
-   * @returns true when a token is available
-   */
-  mayPace(now: number): boolean {
-    return this.#pacer.mayPace(now);
-  }
-
-  /** Spends a token for a segment that left. */
-  spend(): void {
-    this.#pacer.spend();
-  }
-
-  /**
-   * Tells when pacing lets the next segment leave.
-   *
-   * @returns the time, ms (at most the time of the last check when a token is available)
-   */
-  nextSendTime(): number {
-    return this.#pacer.nextSendTime();
   }
 
   #updateRate(now: number, srttMs: number | undefined): void {

@@ -23,8 +23,12 @@ import type { OutgoingSegment } from "./send_buffer.ts";
  * ```
  */
 export class LossDetector {
-  /** Transmissions in order, oldest first; an entry is stale once its segment is acked or sent again. */
-  #transmissions: { segment: OutgoingSegment; order: number }[] = [];
+  /**
+   * Transmissions in order, oldest first, as two parallel arrays (no object
+   * a transmission); an entry is stale once its segment is acked or sent again.
+   */
+  #transmitted: OutgoingSegment[] = [];
+  #transmittedOrders: number[] = [];
   #transmissionsHead = 0;
   /** Segments judged lost, waiting for their retransmission, oldest first. */
   #lost: OutgoingSegment[] = [];
@@ -56,7 +60,8 @@ export class LossDetector {
    */
   onTransmit(segment: OutgoingSegment): void {
     segment.order = ++this.#order;
-    this.#transmissions.push({ segment, order: segment.order });
+    this.#transmitted.push(segment);
+    this.#transmittedOrders.push(segment.order);
   }
 
   /**
@@ -71,10 +76,12 @@ export class LossDetector {
     }
     const orders = this.#ackedOrders;
     const keep = this.#keep;
-    if (orders.length >= keep && segment.order <= orders[keep - 1]) return;
-    orders.push(segment.order);
-    orders.sort((x, y) => y - x);
-    if (orders.length > keep) orders.length = keep;
+    const order = segment.order;
+    if (orders.length >= keep && order <= orders[keep - 1]) return;
+    // Insert in place, highest first: at most `keep` (a few) entries.
+    let i = Math.min(orders.length, keep - 1);
+    for (; i > 0 && orders[i - 1] < order; i--) orders[i] = orders[i - 1];
+    orders[i] = order;
   }
 
   /**
@@ -116,21 +123,25 @@ export class LossDetector {
    * @returns the segment, or `undefined` when nothing is outstanding
    */
   oldest(): OutgoingSegment | undefined {
-    const entries = this.#transmissions;
-    while (this.#transmissionsHead < entries.length) {
-      const { segment, order } = entries[this.#transmissionsHead];
-      if (!segment.acked && !segment.lost && segment.order === order) {
+    const segments = this.#transmitted;
+    const orders = this.#transmittedOrders;
+    while (this.#transmissionsHead < segments.length) {
+      const head = this.#transmissionsHead;
+      const segment = segments[head];
+      if (!segment.acked && !segment.lost && segment.order === orders[head]) {
         // Entries behind the head go, or a bulk transfer that never drains
         // its flight would keep every segment it sent, payloads included.
-        if (this.#transmissionsHead >= 1024 && this.#transmissionsHead * 2 >= entries.length) {
-          this.#transmissions = entries.slice(this.#transmissionsHead);
+        if (head >= 1024 && head * 2 >= segments.length) {
+          this.#transmitted = segments.slice(head);
+          this.#transmittedOrders = orders.slice(head);
           this.#transmissionsHead = 0;
         }
         return segment;
       }
       this.#transmissionsHead++;
     }
-    this.#transmissions = [];
+    this.#transmitted = [];
+    this.#transmittedOrders = [];
     this.#transmissionsHead = 0;
     return undefined;
   }

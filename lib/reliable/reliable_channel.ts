@@ -31,6 +31,7 @@ import {
   validateSegment,
 } from "./segment.ts";
 import { type OutgoingSegment, SendBuffer } from "./send_buffer.ts";
+import { type SendLimit, type SendLimitedMs, SendLimits } from "./send_limits.ts";
 
 export {
   BULK_DUP_THRESH,
@@ -123,6 +124,8 @@ export interface ChannelStats {
   maxRttMs: number | undefined;
   /** Mean of the RTT samples, ms. */
   meanRttMs: number | undefined;
+  /** Time the sender had data but was held back, ms, by each limit. */
+  limitedMs: SendLimitedMs;
 }
 
 /**
@@ -208,6 +211,7 @@ export class ReliableChannel {
     keepalivesSent: 0,
     keepalivesReceived: 0,
   };
+  #limits = new SendLimits();
   #rttSamples = 0;
   #rttSum = 0;
   #rttMin: number | undefined;
@@ -261,9 +265,14 @@ export class ReliableChannel {
     return this.#send.size === 0;
   }
 
-  /** Segments queued or in flight (for backpressure). */
+  /**
+   * Segments queued or sent and not yet acknowledged (for backpressure).
+   * Segments the peer SACKed do not count: they hold no place in the
+   * window, so a sender that counted them would let its queue run dry
+   * behind a lost segment on a lossy link.
+   */
   get backlog(): number {
-    return this.#send.size;
+    return this.#send.unackedCount + this.#send.queued;
   }
 
   /** The congestion window, segments (the send window without congestion control). */
@@ -290,6 +299,7 @@ export class ReliableChannel {
       congestionWindow: this.#cc?.window ?? this.#sendLimit(),
       slowStartThreshold: this.#cc?.slowStartThreshold ?? Infinity,
       congestionReductions: this.#cc?.reductions ?? 0,
+      limitedMs: this.#limits.limitedMs,
     };
   }
 
@@ -374,7 +384,7 @@ export class ReliableChannel {
     const oldest = this.#losses.oldest();
     if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
     if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
-    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.nextSendTime());
+    if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.pacer.nextSendTime());
     return next;
   }
 
@@ -487,6 +497,9 @@ export class ReliableChannel {
     if (newly.length > 0) {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
+      // Before the controller hears of it: what is in flight leaves out
+      // what was judged lost, and these are no longer.
+      for (const segment of newly) this.#losses.onAcked(segment);
       if (this.#cc) {
         const minRttMs = this.#recentMinRtt();
         this.#cc.onAck(now, newly.length, {
@@ -497,15 +510,19 @@ export class ReliableChannel {
           sample: this.#sampler.onAcked(now, newly, minRttMs),
         });
       }
-      for (const segment of newly) {
-        this.#losses.onAcked(segment);
-        const left = this.#unackedFragments.get(segment.messageId)! - 1;
+      // Fragments of one message come in runs: one map update a run.
+      for (let i = 0; i < newly.length;) {
+        const id = newly[i].messageId;
+        let run = 1;
+        while (i + run < newly.length && newly[i + run].messageId === id) run++;
+        i += run;
+        const left = this.#unackedFragments.get(id)! - run;
         if (left > 0) {
-          this.#unackedFragments.set(segment.messageId, left);
+          this.#unackedFragments.set(id, left);
         } else {
-          this.#unackedFragments.delete(segment.messageId);
+          this.#unackedFragments.delete(id);
           this.#stats.messagesAcked++;
-          this.#outbox.push({ type: "acked", id: segment.messageId });
+          this.#outbox.push({ type: "acked", id });
         }
       }
       if (selective) this.#findLosses();
@@ -588,6 +605,12 @@ export class ReliableChannel {
    * congestion window, pacing, the send window and the peer's window allow.
    */
   #sendWhatWindowsAllow(now: number): void {
+    this.#limits.resumed(now);
+    this.#sendLoop(now);
+  }
+
+  #sendLoop(now: number): void {
+    const stop = (limit?: SendLimit) => this.#limits.stopped(now, limit);
     this.#pacingBlocked = false;
     const cc = this.#cc;
     while (this.#dead === undefined) {
@@ -596,19 +619,19 @@ export class ReliableChannel {
       if (next === undefined) {
         // Room in the window and nothing to send: rate samples until this flight is delivered understate the path.
         if (cc && this.#inFlight() < cc.window) this.#sampler.onAppLimited(this.#inFlight());
-        return;
+        return stop();
       }
       if (lost === undefined) {
-        if (this.#send.flightSize >= this.#sendLimit()) return;
-        if (next.seq >= this.#peerCumulative + this.#peerWindow) return;
+        if (this.#send.flightSize >= this.#sendLimit()) return stop("sendWindow");
+        if (next.seq >= this.#peerCumulative + this.#peerWindow) return stop("peerWindow");
       }
       if (cc) {
-        if (this.#inFlight() >= cc.window) return;
-        if (!cc.mayPace(now)) {
+        if (this.#inFlight() >= cc.window) return stop("window");
+        if (!cc.pacer.mayPace(now)) {
           this.#pacingBlocked = true;
-          return;
+          return stop("pacing");
         }
-        cc.spend();
+        cc.pacer.spend();
       }
       if (lost !== undefined) {
         this.#losses.takeLost(lost);

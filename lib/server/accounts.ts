@@ -1,14 +1,22 @@
 /**
  * Accounts, sans-I/O: `register` and `deregister` of open mode's
  * identities (changes held in the commit log until durable; new names per
- * address under `--register-rate`), `login` with an identity key or a
- * password, under the failed-login limiter (per source address and name),
- * and open mode's identity expiry (`identity_expiry.ts`): when each was
- * last seen, and the removal of those not seen for `expireAfterMs`.
+ * address under `--register-rate`), `login` by the channel's key (open
+ * mode) or with a password, under the failed-login limiter (per source
+ * address and name), and open mode's identity expiry (`identity_expiry.ts`):
+ * when each was last seen, and the removal of those not seen for
+ * `expireAfterMs`.
+ *
+ * An open-mode identity is a key pair on the client: `register` binds the
+ * name to the static public key of the encrypted channel it came through,
+ * and `login` succeeds when it comes through a channel with that key. The
+ * server keeps no secret from which anyone could log in. A version 2 record
+ * (the hash of a 16-byte identity key) logs in once more with that key, and
+ * is then bound to the channel's key (the login's reply waits until that is
+ * durable).
  *
  * @module
  */
-import { hmac } from "@noble/hashes/hmac";
 import { sha256 } from "@noble/hashes/sha2";
 import { lowerFirstWord } from "../error_line.ts";
 import { toHex } from "../hex.ts";
@@ -77,10 +85,8 @@ export interface AccountsHost {
 export interface AccountsOptions {
   /** The registry loaded at start. */
   registry: Registry;
-  /** Source of identity secrets' tokens. */
+  /** Source of session tokens. */
   random: Random;
-  /** The secret key identity keys are derived from. */
-  secret: Uint8Array;
   /** `open` or `password`. */
   auth: AuthMode;
   /** Password mode's accounts, by name key. */
@@ -116,6 +122,8 @@ interface PendingLogin {
   at: number;
   /** The account's name if it exists. */
   known: string | undefined;
+  /** Made with the key pair the name is bound to: the failed-login counts are not its business. */
+  proven?: boolean;
 }
 
 /**
@@ -123,15 +131,14 @@ interface PendingLogin {
  *
  * @example
  * ```ts
- * const accounts = new Accounts(host, { registry, random, secret, auth: "open", ... });
- * accounts.login(now, from, request); // login_ok, login_failed, or a password check
+ * const accounts = new Accounts(host, { registry, random, auth: "open", ... });
+ * accounts.login(now, from, request, fingerprint); // login_ok, login_failed, or a password check
  * ```
  */
 export class Accounts {
   #host: AccountsHost;
   #registry: Registry;
   #random: Random;
-  #secret: Uint8Array;
   #auth: AuthMode;
   #users: ReadonlyMap<string, PasswordUser>;
   #dummyHash: string;
@@ -152,7 +159,6 @@ export class Accounts {
     this.#host = host;
     this.#registry = options.registry;
     this.#random = options.random;
-    this.#secret = options.secret;
     this.#auth = options.auth;
     this.#users = options.users;
     this.#dummyHash = options.dummyPasswordHash;
@@ -222,7 +228,7 @@ export class Accounts {
     const pending = this.#logins.get(id);
     if (pending === undefined) return;
     this.#logins.delete(id);
-    this.#loginChecked(now, pending, ok && pending.known !== undefined);
+    this.#loginChecked(now, pending, ok && pending.known !== undefined, "");
   }
 
   /**
@@ -275,10 +281,19 @@ export class Accounts {
         `Cannot register "${name}": TCP port ${request.tcpPort} is not in 1024..65535`,
       );
     }
-    const key = this.#identityKey(fingerprint);
+    if (from.clientKey === undefined) {
+      return this.#host.refuse(
+        from,
+        request,
+        "bad_request",
+        `Cannot register "${name}": it did not come through an encrypted channel`,
+      );
+    }
+    const publicKey = toHex(from.clientKey);
     const existing = this.#registry.get(name);
     if (
       existing !== undefined && existing.registeredBy === fingerprint &&
+      existing.publicKey === publicKey &&
       now - Date.parse(existing.registeredAt) <= this.#replayTtlMs &&
       addressKey(existing.ip) === addressKey(from.address)
     ) {
@@ -287,12 +302,7 @@ export class Accounts {
       // only once it is durable.
       if (this.#host.holds((h) => h.fingerprint === fingerprint)) return;
       const token = this.#directory.start(now, from, existing.name, udpPort, request.tcpPort);
-      return this.#host.answer(from, request, {
-        type: "register_ok",
-        reqId: request.reqId,
-        key,
-        token,
-      });
+      return this.#host.answer(from, request, { type: "register_ok", reqId: request.reqId, token });
     }
     if (existing !== undefined) {
       return this.#host.refuse(
@@ -319,14 +329,15 @@ export class Accounts {
       udpPort,
       tcpPort: request.tcpPort,
       registeredAt: new Date(now).toISOString(),
-      keySha256: toHex(sha256(key)),
+      publicKey,
+      keySha256: "",
       registeredBy: fingerprint,
       lastSeenAt: new Date(now).toISOString(),
     };
     this.#registry.add(record);
     const token = this.#random.bytes(TOKEN_BYTES);
     this.#host.hold(from, request, fingerprint, {
-      reply: { type: "register_ok", reqId: request.reqId, key, token },
+      reply: { type: "register_ok", reqId: request.reqId, token },
       event: {
         kind: "registered",
         name,
@@ -392,18 +403,27 @@ export class Accounts {
   }
 
   /**
-   * Runs `login`: the identity key (open mode) or the password (checked by
-   * the driver, `verify_password`), under the failed-login limiter.
+   * Runs `login`: the channel's key (open mode; a version 2 record's
+   * identity key once, which binds it to the channel's key) or the password
+   * (checked by the driver, `verify_password`), under the failed-login
+   * limiter.
    *
    * @param now current time, ms
-   * @param from where it came from
+   * @param from where it came from, with its channel's key
    * @param request the request
+   * @param fingerprint the request's hash, which names a migration
    */
-  login(now: number, from: Endpoint, request: MessageOf<"login">): void {
+  login(now: number, from: Endpoint, request: MessageOf<"login">, fingerprint: string): void {
     const key = nameKey(request.name);
     const source = addressKey(from.address);
-    const block = this.#limiter.check(now, source, key);
-    if (block.blocked) {
+    // The handshake made with the key a name is bound to proves the owner:
+    // others' failures from a shared address (a NAT) never lock it out, and
+    // its success does not lift their block.
+    const owner = this.#registry.get(request.name)?.publicKey;
+    const proven = this.#auth === "open" && owner !== undefined && owner !== "" &&
+      from.clientKey !== undefined && sameText(toHex(from.clientKey), owner);
+    const block = proven ? undefined : this.#limiter.check(now, source, key);
+    if (block?.blocked) {
       return this.#host.refuse(
         from,
         request,
@@ -415,11 +435,18 @@ export class Accounts {
     }
     if (this.#auth === "open") {
       const record = this.#registry.get(request.name);
-      const ok = record !== undefined && record.keySha256 !== "" &&
-        request.secret.length === TOKEN_BYTES &&
-        sameText(toHex(sha256(request.secret)), record.keySha256) &&
-        !this.#host.holds((h) => h.event.kind === "registered" && h.event.name === record.name);
-      return this.#loginChecked(now, { from, request, known: record?.name, at: now }, ok);
+      const channelKey = from.clientKey === undefined ? "" : toHex(from.clientKey);
+      const ok = record !== undefined && channelKey !== "" &&
+        (record.publicKey !== ""
+          ? sameText(channelKey, record.publicKey)
+          : record.keySha256 !== "" && request.secret.length === TOKEN_BYTES &&
+            sameText(toHex(sha256(request.secret)), record.keySha256)) &&
+        !this.#host.holds((h) =>
+          (h.event.kind === "registered" || h.event.kind === "identity_bound") &&
+          h.event.name === record.name
+        );
+      const pending = { from, request, known: record?.name, at: now, proven };
+      return this.#loginChecked(now, pending, ok, ok ? fingerprint : "");
     }
     if (
       [...this.#logins.values()].some((p) =>
@@ -453,7 +480,11 @@ export class Accounts {
     });
   }
 
-  #loginChecked(now: number, pending: PendingLogin, ok: boolean): void {
+  /**
+   * Answers a checked login; `fingerprint` names the migration of a
+   * version 2 record that a successful login brings.
+   */
+  #loginChecked(now: number, pending: PendingLogin, ok: boolean, fingerprint: string): void {
     const { from, request } = pending;
     const key = nameKey(request.name);
     const source = addressKey(from.address);
@@ -472,7 +503,7 @@ export class Accounts {
         `Login failed: wrong name or ${what}${tail}`,
       );
     }
-    this.#limiter.succeeded(source, key);
+    if (!pending.proven) this.#limiter.succeeded(source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"
@@ -482,6 +513,10 @@ export class Accounts {
     if (portProblem !== undefined) {
       return this.#host.refuse(from, request, "bad_request", `Cannot log in: ${portProblem}`);
     }
+    const record = this.#auth === "open" ? this.#registry.get(pending.known) : undefined;
+    if (record !== undefined && record.publicKey === "" && from.clientKey !== undefined) {
+      return this.#bindKey(now, pending, record, from.clientKey, fingerprint);
+    }
     this.seen(now, pending.known);
     const replaced = this.#directory.sessions.byName(pending.known) !== undefined;
     const token = this.#directory.start(now, from, pending.known, udpPort, request.tcpPort);
@@ -490,6 +525,38 @@ export class Accounts {
       reqId: request.reqId,
       token,
       replaced: replaced ? 1 : 0,
+    });
+  }
+
+  /**
+   * Binds a version 2 record, just logged in to with its identity key, to
+   * the channel's key pair: its key hash goes, and the reply waits until
+   * that is durable, so that the client forgets the old key only then.
+   */
+  #bindKey(
+    now: number,
+    pending: PendingLogin,
+    record: RegistryRecord,
+    clientKey: Uint8Array,
+    fingerprint: string,
+  ): void {
+    const { from, request } = pending;
+    const udpPort = from.transport === "udp" ? from.port : request.udpPort;
+    const bound: RegistryRecord = {
+      ...record,
+      publicKey: toHex(clientKey),
+      keySha256: "",
+      lastSeenAt: new Date(now).toISOString(),
+    };
+    this.#registry.replace(bound);
+    const token = this.#random.bytes(TOKEN_BYTES);
+    const replaced = this.#directory.sessions.byName(record.name) !== undefined ? 1 : 0;
+    this.#host.hold(from, request, fingerprint, {
+      reply: { type: "login_ok", reqId: request.reqId, token, replaced },
+      event: { kind: "identity_bound", name: record.name, reqId: request.reqId },
+      undo: () => this.#registry.replace(record),
+      done: (at) => this.#directory.start(at, from, record.name, udpPort, request.tcpPort, token),
+      failureText: `Cannot log in as "${record.name}": the server could not save its registry`,
     });
   }
 
@@ -540,11 +607,6 @@ export class Accounts {
       this.#host.emit({ kind: "expired", name: record.name, lastSeen, files });
     }
     if (lapsed.length > 0) this.#host.changed();
-  }
-
-  #identityKey(fingerprint: string): Uint8Array {
-    const input = new TextEncoder().encode(`register/${fingerprint}`);
-    return hmac(sha256, this.#secret, input).subarray(0, TOKEN_BYTES);
   }
 }
 

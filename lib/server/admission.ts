@@ -27,6 +27,10 @@ import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 const FLUSH_EVERY_MS = 1_000;
 /** Most sources with drops owed a report that are remembered (more are reported on their next drop). */
 const MAX_UNREPORTED = 10_000;
+/** First contacts (clear `hello`s) a port of an address over its budget may send, a second. */
+const FIRST_CONTACT_RATE = 1;
+/** ... and at once: a client's `hello` and its first retransmissions. */
+const FIRST_CONTACT_BURST = 3;
 
 /**
  * Limits on traffic. Each has a default; a rate of 0 turns that rate limit
@@ -88,6 +92,16 @@ export interface AdmissionHost {
 export class Admission {
   #host: AdmissionHost;
   #limiter: RateLimiter | undefined;
+  /**
+   * First contacts from an address over its budget, per address and port:
+   * a clear `hello` may spend one of these; any other unproven datagram
+   * that the address's budget refuses spends one too, so a port that floods
+   * has none left, while a newcomer's fresh port has its own.
+   */
+  #firstContact = new RateLimiter({
+    ratePerSecond: FIRST_CONTACT_RATE,
+    burst: FIRST_CONTACT_BURST,
+  });
   #sessionLimiter: RateLimiter | undefined;
   #connections: ConnectionLimits;
   /** Connections already told why they are being closed. */
@@ -153,11 +167,41 @@ export class Admission {
     if (limiter === undefined) return true;
     const decision = limiter.take(now, from.address, session ? from.port : undefined);
     if (decision.allowed) return true;
+    if (!session) this.#firstContact.take(now, from.address, from.port);
+    return this.#dropped(now, from, session, decision.report?.dropped);
+  }
+
+  /**
+   * Takes a clear `hello`, a first contact (the client has no key to seal
+   * with yet): against its address's strict budget, or, when the address is
+   * over it, against a small budget of its port (about one a second), so
+   * that a flood from other ports of a shared address does not keep a
+   * newcomer from learning the server's key. It needs no cookie first: a
+   * `hello` leaves no state and its padded datagram is larger than its reply.
+   *
+   * @param now the current time, ms
+   * @param from where it came from
+   * @returns true if it may be handled, false to drop it
+   */
+  hello(now: number, from: Endpoint): boolean {
+    const limiter = this.#limiter;
+    if (limiter === undefined) return true;
+    if (
+      !limiter.available(now, from.address) &&
+      this.#firstContact.take(now, from.address, from.port).allowed
+    ) {
+      return true;
+    }
+    return this.datagram(now, from, false);
+  }
+
+  /** Counts a refused datagram and reports the drops (at most once a period per key). */
+  #dropped(now: number, from: Endpoint, session: boolean, reported: number | undefined): false {
     this.#host.stats.rateLimited++;
     const key = `${session} ${from.address} ${session ? from.port : ""}`;
-    if (decision.report !== undefined) {
+    if (reported !== undefined) {
       this.#unreported.delete(key);
-      this.#report(from, session, decision.report.dropped);
+      this.#report(from, session, reported);
     } else if (!this.#unreported.has(key) && this.#unreported.size < MAX_UNREPORTED) {
       this.#unreported.set(key, { from, session });
       if (this.#flushAt === Infinity) this.#flushAt = now + FLUSH_EVERY_MS;

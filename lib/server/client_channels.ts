@@ -9,7 +9,12 @@
  * A session answers only after the client's first transport message opens
  * under its keys (key confirmation, as WireGuard's responder does), so a
  * replayed initiation or a lost response never moves a client's route to
- * keys it does not hold. Sessions die with their keys (`rejectAfterMs`) and
+ * keys it does not hold. Before that, a replayed initiation is dropped
+ * without a reply, a session or the second half of the handshake's work:
+ * message 1 carries the client's TAI64N timestamp, and an
+ * {@link InitiationRecord} refuses one that is stale or seen before (per
+ * client key, with a window for channels whose initiations cross).
+ * Sessions die with their keys (`rejectAfterMs`) and
  * the table is bounded: past {@link MAX_SESSIONS} the oldest entry goes.
  *
  * @module
@@ -18,6 +23,8 @@ import { CookieChecker, type SourceAddress } from "../crypto/cookie_checker.ts";
 import { CookieGenerator } from "../crypto/cookie_generator.ts";
 import { CryptoError, type CryptoErrorCode } from "../crypto/crypto_error.ts";
 import { HandshakeState } from "../crypto/handshake_state.ts";
+import { InitiationRecord } from "../crypto/initiation_record.ts";
+import { TIMESTAMP_BYTES } from "../crypto/introduction.ts";
 import type { KeyPair } from "../crypto/key_pair.ts";
 import {
   CLIENT_SERVER_PROLOGUE,
@@ -82,6 +89,8 @@ export class ClientChannels {
   /** Route to the index of the session that last proved itself there. */
   #routes = new Map<string, number>();
   #lastSweep = 0;
+  /** Initiations admitted, per client key: replays are dropped. */
+  #initiations = new InitiationRecord();
   /** Inputs dropped, by reason. */
   readonly dropped = new Map<string, number>();
 
@@ -202,8 +211,13 @@ export class ClientChannels {
       prologue: CLIENT_SERVER_PROLOGUE,
       random,
     });
-    handshake.readMessage(message);
+    const timestamp = handshake.readMessage(message);
     const clientKey = handshake.remoteStaticKey!;
+    if (timestamp.length !== TIMESTAMP_BYTES) return this.#drop("malformed");
+    // The ephemeral key, in clear at the start of message 1, tells a replay from a new initiation.
+    const admitted = this.#initiations.admit(clientKey, timestamp, message.subarray(0, 32));
+    if (admitted === "stale") return this.#drop("stale_timestamp");
+    if (admitted === "replayed") return this.#drop("replayed");
     let index = randomIndex(random);
     while (this.#sessions.has(index)) index = randomIndex(random);
     const response = encodeSecureDatagram({

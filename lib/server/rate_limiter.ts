@@ -120,6 +120,21 @@ export class RateLimiter {
   }
 
   /**
+   * Tells whether a packet would be allowed now, without taking a token.
+   *
+   * @param now the current time, ms
+   * @param address the source address
+   * @param port the source port, for a per-port budget
+   * @returns true if a token is there
+   */
+  available(now: number, address: string, port?: number): boolean {
+    const bucket = this.#buckets.get(limitKey(address, port));
+    if (bucket === undefined) return true;
+    const elapsed = Math.max(0, now - bucket.updatedAt);
+    return Math.min(this.#burst, bucket.tokens + elapsed * this.#perMs) >= 1;
+  }
+
+  /**
    * Takes a token for one packet from an address.
    *
    * @param now the current time, ms

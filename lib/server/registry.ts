@@ -22,7 +22,15 @@ export interface RegistryRecord {
   readonly tcpPort: number;
   /** When it registered, ISO 8601. */
   readonly registeredAt: string;
-  /** SHA-256 of its identity key, hex; never the key itself. */
+  /**
+   * The static public key (X25519) of its key pair, hex: the channel key a
+   * login must come through. "" for a version 2 record not yet migrated.
+   */
+  readonly publicKey: string;
+  /**
+   * Version 2 only: SHA-256 of its 16-byte identity key, hex; "" for a
+   * key-pair identity (or a migrated one).
+   */
   readonly keySha256: string;
   /** Fingerprint (hash) of the register request that created it ("" if unknown). */
   readonly registeredBy: string;
@@ -37,7 +45,7 @@ export interface RegistryRecord {
 /**
  * One change to the registry, as a store applies it: a record created (only
  * if its name is free, or holds this very record), or a record removed (only
- * if its name still holds the record with this key, last seen when this
+ * if its name still holds the record with these keys, last seen when this
  * instance saw it: an expiry never removes an identity another instance has
  * just seen log in).
  */
@@ -46,17 +54,19 @@ export type RegistryChange =
   | {
     readonly op: "delete";
     readonly name: string;
+    readonly publicKey: string;
     readonly keySha256: string;
     /** The removed record's `lastSeenAt`, if it had one. */
     readonly lastSeenAt?: string;
   };
 
-/** The JSON shape of `registrations.json`: seed-compatible, plus two fields. */
+/** The JSON shape of `registrations.json`: seed-compatible, plus a few fields. */
 export type RegistryJson = Record<string, {
   readonly ip: string;
   readonly udp_port: number;
   readonly tcp_port: number;
   readonly registered_at: string;
+  readonly public_key: string;
   readonly key_sha256: string;
   readonly registered_by: string;
   readonly last_seen?: string;
@@ -78,7 +88,7 @@ export class RegistryFormatError extends Error {
  * ```ts
  * const registry = new Registry();
  * registry.add({ name: "Alice", ip: "127.0.0.1", udpPort: 5000, tcpPort: 5001,
- *   registeredAt: new Date().toISOString(), keySha256: "", registeredBy: "" });
+ *   registeredAt: new Date().toISOString(), publicKey: "", keySha256: "", registeredBy: "" });
  * registry.get("alice")?.name; // "Alice"
  * ```
  */
@@ -144,6 +154,7 @@ export class Registry {
     this.#journal.push({
       op: "delete",
       name: record.name,
+      publicKey: record.publicKey,
       keySha256: record.keySha256,
       ...(record.lastSeenAt === undefined ? {} : { lastSeenAt: record.lastSeenAt }),
     });
@@ -174,7 +185,10 @@ export class Registry {
         this.#byKey.set(nameKey(change.record.name), change.record);
       } else {
         const key = nameKey(change.name);
-        if (this.#byKey.get(key)?.keySha256 === change.keySha256) this.#byKey.delete(key);
+        const held = this.#byKey.get(key);
+        if (held?.publicKey === change.publicKey && held.keySha256 === change.keySha256) {
+          this.#byKey.delete(key);
+        }
       }
     }
   }
@@ -213,6 +227,7 @@ export class Registry {
           udp_port: r.udpPort,
           tcp_port: r.tcpPort,
           registered_at: r.registeredAt,
+          public_key: r.publicKey,
           key_sha256: r.keySha256,
           registered_by: r.registeredBy,
           ...(r.lastSeenAt === undefined ? {} : { last_seen: r.lastSeenAt }),
@@ -226,8 +241,10 @@ export class Registry {
 
   /**
    * Builds a registry from parsed `registrations.json` content, checking
-   * every entry. Seed files without `registered_at` and `key_sha256` load;
-   * such entries can only be removed by editing the file.
+   * every entry. Seed files without `registered_at` and keys load; such
+   * entries can only be removed by editing the file. Version 2 entries
+   * (`key_sha256`, no `public_key`) load as they are: their first login
+   * binds them to a key pair (`accounts.ts`).
    *
    * @param json the parsed file
    * @returns the registry
@@ -263,6 +280,10 @@ export class Registry {
       if (typeof keySha256 !== "string" || !/^([0-9a-f]{64})?$/.test(keySha256)) {
         throw new RegistryFormatError(`entry "${name}" has a bad "key_sha256"`);
       }
+      const publicKey = entry.public_key ?? "";
+      if (typeof publicKey !== "string" || !/^([0-9a-f]{64})?$/.test(publicKey)) {
+        throw new RegistryFormatError(`entry "${name}" has a bad "public_key"`);
+      }
       const registeredBy = entry.registered_by ?? "";
       if (typeof registeredBy !== "string" || registeredBy.length > 64) {
         throw new RegistryFormatError(`entry "${name}" has a bad "registered_by"`);
@@ -280,6 +301,7 @@ export class Registry {
         udpPort: entry.udp_port as number,
         tcpPort: entry.tcp_port as number,
         registeredAt,
+        publicKey,
         keySha256,
         registeredBy,
         ...(lastSeen === undefined ? {} : { lastSeenAt: lastSeen }),

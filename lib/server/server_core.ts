@@ -94,14 +94,8 @@ export interface ServerStats {
 export interface ServerCoreOptions {
   /** The registry loaded at start. */
   registry: Registry;
-  /** Source of session tokens, and of the key secret when none is given. */
+  /** Source of session tokens. */
   random: Random;
-  /**
-   * The server's secret key (32 bytes) from which identity keys are derived.
-   * Pass the persisted one so that a register executed just before a crash
-   * and retransmitted after the restart gets its original key back.
-   */
-  secret?: Uint8Array;
   /**
    * The server's static public key (X25519), told in `hello_ok` so that a
    * client can pin it on first use. Without one (the simulator, which runs
@@ -306,7 +300,6 @@ export class ServerCore {
     }, {
       registry: options.registry,
       random: options.random,
-      secret: options.secret ?? options.random.bytes(32),
       auth: options.auth ?? "open",
       users: options.users ?? new Map(),
       dummyPasswordHash: options.dummyPasswordHash ?? "",
@@ -399,7 +392,11 @@ export class ServerCore {
       return this.#refuseUncached(from, message.type, message.reqId, undersized, receivedBytes);
     }
     if (READ_ONLY.has(message.type)) return this.#execute(now, from, message, "");
-    const fingerprint = toHex(sha256(encodeMessage(message)).subarray(0, 16));
+    // Who sent it is part of what it is: the same bytes through another
+    // channel key are another request, never answered from this one's reply.
+    const hash = sha256.create().update(encodeMessage(message));
+    if (from.clientKey !== undefined) hash.update(from.clientKey);
+    const fingerprint = toHex(hash.digest().subarray(0, 16));
     const origin = addressKey(from.address);
     const seen = this.#replay.check(now, message.client, message.reqId, fingerprint, origin);
     if (seen.state === "pending") return;
@@ -667,6 +664,20 @@ export class ServerCore {
   }
 
   /**
+   * Takes a clear `hello` (a first contact) against the rate limits: its
+   * address's strict budget, or, when the address is over it, a small budget
+   * of its port (`Admission.hello`). Call it instead of `admit` for a clear
+   * `hello`; drop the datagram if it says no.
+   *
+   * @param now current time, ms
+   * @param from where it came from
+   * @returns true if it may be handled
+   */
+  admitHello(now: number, from: Endpoint): boolean {
+    return this.#admission.hello(now, from);
+  }
+
+  /**
    * Takes a TCP request without a live session token against the strict
    * per-address rate limit (anything else passes); one with a live session
    * marks its connection authenticated (see `admission.ts`). A refused one is
@@ -757,7 +768,7 @@ export class ServerCore {
       case "text":
         return this.#text(from, request);
       case "login":
-        return this.#accounts.login(now, from, request);
+        return this.#accounts.login(now, from, request, fingerprint);
       case "logout":
       case "heartbeat":
       case "list":

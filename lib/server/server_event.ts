@@ -26,9 +26,17 @@ export interface Endpoint {
   /** For UDP: true if it came to the second port (address discovery); replies leave from there. */
   readonly second?: true;
   /**
-   * The static key of the client's secure channel that carried the message
-   * (absent in clear). A session remembers the key it logged in with; the
-   * server vouches for it to peers in `lookup_ok`.
+   * For UDP: true if it came in clear (a first-contact `hello`), so its reply
+   * goes in clear too: sealing would add 32 bytes to a reply sized to the
+   * datagram of a sender that proved nothing.
+   */
+  readonly clear?: true;
+  /**
+   * The static public key (X25519) of the encrypted channel the message came
+   * through (absent in clear: `hello`): the client's identity in open mode. A
+   * session remembers the key it logged in with; the server vouches for it
+   * to peers in `lookup_ok`. The simulator, which runs the cores without the
+   * secure layer, stands in with each client's key.
    */
   readonly clientKey?: Uint8Array;
 }
@@ -53,6 +61,12 @@ export type ServerEvent =
     /** Identifies the request (a hash of it); unique per executed request. */
     readonly fingerprint: string;
     readonly transport: "udp" | "tcp";
+  }
+  | {
+    /** A version 2 identity logged in with its old key and is now bound to its client's key pair. */
+    readonly kind: "identity_bound";
+    readonly name: string;
+    readonly reqId: number;
   }
   | {
     readonly kind: "logged_in";

@@ -48,6 +48,12 @@ function describe(event: ServerEvent): EventText {
         text:
           `Deregistered "${event.name}" over ${event.transport.toUpperCase()}, request ${event.reqId}`,
       };
+    case "identity_bound":
+      return {
+        level: "info",
+        text: `Migrated "${event.name}" to a key-pair identity: its version 2 identity key ` +
+          `no longer logs in, its client's key does (request ${event.reqId})`,
+      };
     case "logged_in":
       return {
         level: "info",
@@ -107,7 +113,13 @@ function describe(event: ServerEvent): EventText {
         text: `Ignored a "${event.type}" message from ${endpointText(event.from)}`,
       };
     case "save_failed":
-      return { level: "error", text: `Could not save the registry: ${event.reason}` };
+      return {
+        level: "error",
+        // A store's own reason may already say what failed.
+        text: /^cannot save the registry\b/i.test(event.reason)
+          ? event.reason
+          : `Could not save the registry: ${event.reason}`,
+      };
     case "expired":
       return {
         level: "info",

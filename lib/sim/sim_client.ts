@@ -7,6 +7,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2";
 import type { ClientCore, CoreCommand } from "../client/client_core.ts";
+import type { KeyPair } from "../crypto/key_pair.ts";
 import type { ClientEvent, CommandResult } from "../client/client_event.ts";
 import type { FileOperation } from "../client/outbox.ts";
 import { toHex } from "../hex.ts";
@@ -24,10 +25,16 @@ export class SimClient {
   readonly queue: CoreCommand[] = [];
   /** Events (presence news, session ends), in order. */
   readonly events: ClientEvent[] = [];
-  /** Its static public key: what the server vouches for to peers. */
+  /**
+   * Its static key pair: its channel's key, which the server vouches for to
+   * peers, and so its open-mode identity (the simulator runs the cores
+   * without the secure layer; the server learns the public key a sealed
+   * channel would have proved). Give a new client the same key pair
+   * (`addClient({ keyPair })`) to model a new process of the same client.
+   */
+  keyPair: KeyPair | undefined;
+  /** Its static public key (that of `keyPair`). */
   publicKey: Uint8Array | undefined;
-  /** The identity key from the last `register`, if any. */
-  identityKey: Uint8Array | undefined;
   /** False once the client is stopped (killed): it neither sends nor receives. */
   alive = true;
   /** The name it was added with (or `clientN`). */

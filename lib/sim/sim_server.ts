@@ -27,6 +27,9 @@ import { MemoryBlobStore } from "./memory_blob_store.ts";
 import type { SimNetwork } from "./sim_network.ts";
 import type { SimulationOptions } from "./simulation.ts";
 
+/** The simulated server's secret of peer introductions, kept across its restarts. */
+const SIM_INTRODUCTION_SECRET = new Uint8Array(32).fill(0x5e);
+
 /** The server's UDP address on the simulated network. */
 export const SERVER_UDP = "127.0.0.1:3000";
 /** The server's TCP address on the simulated network. */
@@ -64,7 +67,7 @@ interface PendingWrite {
  *
  * @example
  * ```ts
- * const server = new SimServer(sim, options, secret, events);
+ * const server = new SimServer(sim, options, events);
  * server.receive(now, "127.0.1.1:4001", false, datagram);
  * server.crash();
  * server.restart();
@@ -77,7 +80,6 @@ export class SimServer {
   crashes = 0;
   #sim: SimServerContext;
   #options: SimulationOptions;
-  #secret: Uint8Array;
   #events: ServerEvent[];
   #core: ServerCore | undefined;
   #disk: RegistryJson = {};
@@ -92,18 +94,15 @@ export class SimServer {
    *
    * @param sim the clock, random source, network and scheduler
    * @param options the simulation's options (lease, auth, limits, delays)
-   * @param secret the server's secret key, kept across restarts
    * @param events where every server event goes, in order
    */
   constructor(
     sim: SimServerContext,
     options: SimulationOptions,
-    secret: Uint8Array,
     events: ServerEvent[],
   ) {
     this.#sim = sim;
     this.#options = options;
-    this.#secret = secret;
     this.#events = events;
     this.#core = this.#newCore();
   }
@@ -258,7 +257,11 @@ export class SimServer {
     // The simulator runs the cores without the secure layer (docs/SECURE_CHANNEL.md):
     // what carries a live token stands for what would have come sealed.
     const sealed = message !== undefined && server.hasLiveSession(message);
-    if (!tcp && !server.admit(now, from, sealed)) return this.drain();
+    // A clear `hello` is a first contact, as the real driver takes it (`admitHello`).
+    const admitted = message?.type === "hello" && !sealed && !second
+      ? server.admitHello(now, from)
+      : server.admit(now, from, sealed);
+    if (!tcp && !admitted) return this.drain();
     if (tcp) {
       let connId = this.#tcpConns.get(source);
       if (connId === undefined) {
@@ -273,7 +276,10 @@ export class SimServer {
       from = { transport: "tcp", address, port, connId };
     }
     if (message === undefined) return;
-    if (clientKey !== undefined) from = { ...from, clientKey };
+    // A scenario's raw datagram stands for a stranger's, sealed with a key
+    // pair of its own (derived from its client id).
+    const key = clientKey ?? ("client" in message ? strangerKey(message.client) : undefined);
+    if (key !== undefined) from = { ...from, clientKey: key };
     if (tcp && !server.admitFrame(now, from, message)) return this.drain();
     server.handle(now, from, message, data.length);
     this.drain();
@@ -357,7 +363,10 @@ export class SimServer {
     return new ServerCore({
       registry: Registry.fromJson(this.#disk),
       random: this.#sim.random,
-      secret: this.#secret,
+      // A real server derives it from its key file, so it is the same after a restart
+      // and introductions made before a crash still match those made after. The
+      // simulator models behaviour, not secrecy: one fixed secret, no random draw.
+      introductionSecret: SIM_INTRODUCTION_SECRET,
       tcpPort: 3001,
       version: "sim",
       leaseMs: this.#options.leaseMs,
@@ -377,4 +386,9 @@ export class SimServer {
 function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(":");
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}
+
+/** The static key a stranger (no client of the simulation) would have sealed with. */
+function strangerKey(clientId: string): Uint8Array {
+  return sha256(new TextEncoder().encode(`sim stranger ${clientId}`));
 }

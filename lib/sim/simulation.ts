@@ -15,7 +15,7 @@ import type { RetryPolicy } from "../client/retry_policy.ts";
 import type { Via } from "../client/server_session.ts";
 import { VirtualClock } from "../clock.ts";
 import { SeededRandom } from "../random.ts";
-import { generateKeyPair } from "../crypto/key_pair.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/key_pair.ts";
 import type { RegistryJson } from "../server/registry.ts";
 import type { ServerLimits } from "../server/admission.ts";
 import type { StorageLimits } from "../server/stored_files.ts";
@@ -135,9 +135,11 @@ export class Simulation {
     this.#options = options;
     this.random = new SeededRandom(options.seed);
     this.#keyRandom = new SeededRandom(options.seed ^ 0x6b657973);
-    const secret = this.random.bytes(32);
+    // Once the server's secret for identity keys (version 2): still drawn,
+    // so that every seed replays the run it gave before.
+    this.random.bytes(32);
     this.network = new SimNetwork(this.random, options.impairment);
-    this.#server = new SimServer(this, options, secret, this.serverEvents);
+    this.#server = new SimServer(this, options, this.serverEvents);
   }
 
   /** The registry as last made durable on the simulated disk. */
@@ -167,12 +169,12 @@ export class Simulation {
    * @returns the client
    */
   addClient(
-    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat } = {},
+    options: { name?: string; via?: Via; tcpPort?: number; nat?: SimNat; keyPair?: KeyPair } = {},
   ): SimClient {
     const index = this.clients.length + 1;
     const address = `127.0.${1 + (index >> 8)}.${index & 0xff}:${4000 + index}`;
     // Static keys from a PRNG of their own, so that adding them moved no other draw.
-    const staticKeyPair = generateKeyPair(this.#keyRandom);
+    const staticKeyPair = options.keyPair ?? generateKeyPair(this.#keyRandom);
     const core = new ClientCore({
       random: this.random,
       retry: this.#options.retry,
@@ -186,6 +188,7 @@ export class Simulation {
       hostCandidates: () => [{ ip: hostOf(address), port: 4000 + index }],
     });
     const client = new SimClient(address, core, options.name ?? `client${index}`);
+    client.keyPair = staticKeyPair;
     client.publicKey = staticKeyPair.publicKey;
     this.clients.push(client);
     if (options.nat !== undefined) this.putBehindNat(client, options.nat);
@@ -362,7 +365,7 @@ export class Simulation {
         const password = this.#options.passwords?.[name];
         const secret = this.#options.auth === "password"
           ? new TextEncoder().encode(password ?? "")
-          : client.identityKey ?? new Uint8Array(0);
+          : new Uint8Array(0);
         return this.command(client, { kind: "login", name, secret });
       }
       default:
@@ -516,10 +519,7 @@ export class Simulation {
         client.events.push(out.event);
         continue;
       }
-      if (out.type === "identity") {
-        client.identityKey = out.key;
-        continue;
-      }
+      if (out.type === "identity") continue;
       if (out.type === "peer_send") {
         this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, out.bytes);
         continue;

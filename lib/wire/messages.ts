@@ -153,7 +153,7 @@ export const MESSAGE_SCHEMAS = {
     ]],
     padded: true,
   },
-  register_ok: { code: 4, fields: [["reqId", U32], ["key", TOKEN], ["token", TOKEN]] },
+  register_ok: { code: 4, fields: [["reqId", U32], ["token", TOKEN]] },
   deregister: { code: 5, fields: [["reqId", U32], ["client", ID64], ["token", TOKEN]] },
   deregister_ok: { code: 6, fields: [["reqId", U32]] },
   text: {
