@@ -14,7 +14,13 @@ import { TestRedis } from "../scripts/_redis_server.ts";
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { generateKeyPair } from "../lib/crypto/key_pair.ts";
 import { cryptoRandom } from "../lib/random.ts";
-import type { Message, MessageOf, Request } from "../lib/wire/messages.ts";
+import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import {
+  type Message,
+  MESSAGE_SCHEMAS,
+  type MessageOf,
+  type Request,
+} from "../lib/wire/messages.ts";
 import { CONFIG_PATH, readUdpPort, SERVER_PATH, withTimeout } from "./_processes.ts";
 
 /** The loopback address every instance binds. */
@@ -206,6 +212,10 @@ export type Body = Request extends infer R ? R extends Request ? Omit<R, "reqId"
  */
 export class RawClient {
   readonly news: { at: number; message: Presence }[] = [];
+  /** Other messages the server pushed (sealed, answering no request): `introduction`, `session_ended`. */
+  readonly pushes: Message[] = [];
+  /** `relay` datagrams the server forwarded (they come in clear). */
+  readonly relayed: MessageOf<"relay">[] = [];
   readonly port: number;
   token: Uint8Array = new Uint8Array(16);
   #socket: Deno.DatagramConn;
@@ -277,6 +287,11 @@ export class RawClient {
     return reply;
   }
 
+  /** Sends a message in clear (a `relay` datagram: its payload is the peers' business). */
+  sendClear(message: Message): void {
+    this.#send(encodeMessage(message));
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#socket.close();
@@ -296,6 +311,11 @@ export class RawClient {
       } catch {
         return;
       }
+      if (data[3] === MESSAGE_SCHEMAS.relay.code) {
+        const message = decodeMessage(data);
+        if (message.type === "relay") this.relayed.push(message);
+        continue;
+      }
       const input = this.#guard.incoming(data.slice(), performance.now());
       for (const bytes of input.send) this.#send(bytes);
       for (const message of input.messages) {
@@ -305,6 +325,8 @@ export class RawClient {
           for (const bytes of this.#guard.outgoing(ack, performance.now(), 1)) this.#send(bytes);
         } else if ("reqId" in message) {
           this.#waiting.get(message.reqId)?.(message);
+        } else {
+          this.pushes.push(message);
         }
       }
     }

@@ -2,12 +2,14 @@
  * The server's introductions and relay (`lib/server/peer_relay.ts`), alone
  * and through `ServerCore`: both sides learn each other's candidates and one
  * probe key at once, only the two parties may relay, each introduction has
- * its rate limit, quota and log lines, and the table stays bounded.
+ * its rate limit, quota and log lines, and the table stays bounded; across
+ * instances (peer news passed between two relays) the same holds.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { MetricsObserver } from "../lib/io/metrics_observer.ts";
 import { SeededRandom } from "../lib/random.ts";
-import { PeerRelay, type PeerRelayLimits } from "../lib/server/peer_relay.ts";
+import { type PeerNews, PeerRelay, type PeerRelayLimits } from "../lib/server/peer_relay.ts";
+import type { PresenceRecord } from "../lib/server/store.ts";
 import { Registry } from "../lib/server/registry.ts";
 import { ServerCore } from "../lib/server/server_core.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "../lib/server/server_event.ts";
@@ -299,4 +301,119 @@ Deno.test("MetricsObserver counts the bytes the relay forwards", async () => {
   metrics.sent(ALICE_AT, relayed(23));
   metrics.sent(ALICE_AT, { type: "heartbeat_ok", reqId: 1 });
   assertMatch(await metrics.render(), /^switchboard_relay_bytes_total 123$/m);
+});
+
+/** Two instances' relays, Alice's session on A and Bob's on B, their peer news passed by hand. */
+function twoInstances(limits: Partial<PeerRelayLimits> = {}) {
+  const secret = new Uint8Array(32).fill(9);
+  const side = (name: string, at: Endpoint, other: string, otherAt: Endpoint, seed: number) => {
+    const sessions = new SessionTable(30_000);
+    const session = sessions.open(0, {
+      name,
+      token: new Uint8Array(16).fill(seed),
+      ip: at.address,
+      udpPort: at.port,
+      tcpPort: 0,
+    }).session;
+    const record: PresenceRecord = {
+      name: other,
+      ip: otherAt.address,
+      udpPort: otherAt.port,
+      tcpPort: 0,
+      since: 0,
+      instance: other === "Bob" ? "B" : "A",
+    };
+    const outputs: ServerOutput[] = [];
+    const relay = new PeerRelay({
+      sessions,
+      random: new SeededRandom(seed),
+      output: (o) => outputs.push(o),
+      emit: () => {},
+      limits,
+      remote: (n) => n.toLowerCase() === other.toLowerCase() ? record : undefined,
+      secret: () => secret,
+    });
+    return { session, relay, outputs };
+  };
+  const a = side("Alice", ALICE_AT, "Bob", BOB_AT, 1);
+  const b = side("Bob", BOB_AT, "Alice", ALICE_AT, 2);
+  /** Delivers the peer news each side published to the other, and returns it. */
+  const pass = (now: number): PeerNews[] => {
+    const news: PeerNews[] = [];
+    for (const [from, to] of [[a, b], [b, a]] as const) {
+      for (const o of from.outputs.splice(0)) {
+        if (o.type === "peer_store") {
+          news.push(o.news);
+          to.relay.news(now, o.news);
+        } else from.outputs.push(o);
+      }
+    }
+    return news;
+  };
+  return { a, b, pass };
+}
+
+Deno.test("PeerRelay across instances: introductions made at once on both agree on one probe key", () => {
+  const { a, b, pass } = twoInstances();
+  const fromA = ok(a.relay.introduce(0, a.session, introduce("Bob")));
+  const fromB = ok(b.relay.introduce(0, b.session, { ...introduce("Alice"), hosts: [] }));
+  assertEquals(fromA.probeKey, fromB.probeKey);
+  assertEquals(fromA.candidates, [{ ip: BOB_AT.address, port: BOB_AT.port }]);
+  const news = pass(1);
+  assertEquals(news.map((n) => [n.kind, n.instance, n.to]), [
+    ["introduce", "B", "Bob"],
+    ["introduce", "A", "Alice"],
+  ]);
+  const toBob = sent(b.outputs, "introduction");
+  assertEquals(toBob.to, BOB_AT);
+  assertEquals(toBob.message.token, b.session.token);
+  assertEquals(toBob.message.probeKey, fromA.probeKey);
+  assertEquals(toBob.message.candidates.length, 3);
+  assertEquals(sent(a.outputs, "introduction").message.probeKey, fromA.probeKey);
+  // Each instance now knows the other party's host candidates.
+  assertEquals(ok(b.relay.introduce(2, b.session, introduce("Alice"))).candidates.length, 3);
+});
+
+Deno.test("PeerRelay across instances: relayed datagrams cross only for an introduced pair, charged where they enter", () => {
+  const { a, b, pass } = twoInstances({ burstBytes: 1500, bytesPerSecond: 1000 });
+  // Before any introduction, nothing crosses.
+  assertEquals(a.relay.relay(0, ALICE_AT, relayed(10)), "refused");
+  ok(a.relay.introduce(0, a.session, introduce("Bob")));
+  pass(0);
+  b.outputs.length = 0;
+  assertEquals(a.relay.relay(1, ALICE_AT, relayed(1000)), "relayed");
+  assertEquals(a.relay.relay(1, ALICE_AT, relayed(1000)), "limited");
+  assertEquals(a.relay.relay(1, { ...ALICE_AT, port: 1 }, relayed(10)), "refused");
+  const news = pass(2);
+  assertEquals(news.length, 1);
+  assertEquals(b.outputs, [{ type: "send", to: BOB_AT, message: relayed(1000) }]);
+  // And back, from B to A.
+  assertEquals(b.relay.relay(3, BOB_AT, relayed(5)), "relayed");
+  pass(3);
+  assertEquals(sent(a.outputs, "relay"), { to: ALICE_AT, message: relayed(5) });
+  // News of a session this instance never saw introduced, or for a name not here, is dropped.
+  b.outputs.length = 0;
+  b.relay.news(4, { ...news[0], session: "0000000000000002" } as PeerNews);
+  b.relay.news(4, { ...news[0], to: "Carol" } as PeerNews);
+  assertEquals(b.outputs, []);
+});
+
+Deno.test("PeerRelay: a peer on another instance is not_online without the instances' shared secret", () => {
+  const sessions = new SessionTable(30_000);
+  const alice = sessions.open(0, {
+    name: "Alice",
+    token: new Uint8Array(16),
+    ip: ALICE_AT.address,
+    udpPort: ALICE_AT.port,
+    tcpPort: 0,
+  }).session;
+  const relay = new PeerRelay({
+    sessions,
+    random: new SeededRandom(1),
+    output: () => {},
+    emit: () => {},
+    remote: () => ({ name: "Bob", ip: "", udpPort: 1, tcpPort: 0, since: 0, instance: "B" }),
+  });
+  const reply = relay.introduce(0, alice, introduce("Bob"));
+  assertEquals("code" in reply && reply.code, "not_online");
 });

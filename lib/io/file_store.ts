@@ -69,6 +69,11 @@ export class FileStore implements Store {
     return Promise.resolve();
   }
 
+  /** Nothing to send: with one instance every peer is here. */
+  peer(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Nothing to tell: the failed-login counters stay in this instance's memory. */
   login(): Promise<void> {
     return Promise.resolve();

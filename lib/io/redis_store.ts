@@ -23,6 +23,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { createClient } from "redis";
+import { fromHex, toHex } from "../hex.ts";
+import type { PeerNews } from "../server/peer_relay.ts";
 import {
   Registry,
   type RegistryChange,
@@ -292,7 +294,7 @@ export class RedisStore implements Store {
       subscriber.subscribe(this.#key("presence:news"), (message: string) => {
         const [origin, op] = message.split(" ", 2);
         if (origin === this.#origin || (op !== "join" && op !== "leave")) return;
-        const record = parsePresence(message.slice(origin.length + op.length + 2));
+        const record = parsePresence(message.slice(origin.length + op.length + 2), origin);
         if (record !== undefined) listener.presence(op, record);
       }),
       "Cannot subscribe to Redis",
@@ -307,6 +309,13 @@ export class RedisStore implements Store {
       "Cannot subscribe to Redis",
     );
     await withDeadline(
+      subscriber.subscribe(this.#key(`peer:${this.#origin}`), (message: string) => {
+        const news = parsePeerNews(message, this.#origin);
+        if (news !== undefined) listener.peer(news);
+      }),
+      "Cannot subscribe to Redis",
+    );
+    await withDeadline(
       subscriber.subscribe(this.#key("logins"), (message: string) => {
         const [origin, outcome, source, name] = message.split(" ", 4);
         if (origin !== this.#origin && name !== undefined) {
@@ -315,6 +324,26 @@ export class RedisStore implements Store {
       }),
       "Cannot subscribe to Redis",
     );
+  }
+
+  /**
+   * Sends an introduction or a relayed datagram to the instance holding its
+   * party, on that instance's own channel (`<prefix>peer:<instance>`), so
+   * no other instance hears it.
+   *
+   * @param news the news
+   */
+  async peer(news: PeerNews): Promise<void> {
+    const { instance, probeKey, payload, ...rest } = news as PeerNews & {
+      probeKey?: Uint8Array;
+      payload?: Uint8Array;
+    };
+    const body = JSON.stringify({
+      ...rest,
+      ...(probeKey ? { probeKey: toHex(probeKey) } : {}),
+      ...(payload ? { payload: toHex(payload) } : {}),
+    });
+    await this.#run((c) => c.publish(this.#key(`peer:${instance}`), body), "pass peer news");
   }
 
   /**
@@ -379,7 +408,7 @@ export class RedisStore implements Store {
     for (const value of Object.values(all) as string[]) {
       const space = value.indexOf(" ");
       if (value.slice(0, space) === this.#origin) continue;
-      const record = parsePresence(value.slice(space + 1));
+      const record = parsePresence(value.slice(space + 1), value.slice(0, space));
       if (record !== undefined) records.push(record);
     }
     return records;
@@ -595,7 +624,7 @@ function parseChanges(text: string): RegistryChange[] | undefined {
   }
 }
 
-function parsePresence(text: string): PresenceRecord | undefined {
+function parsePresence(text: string, instance: string): PresenceRecord | undefined {
   try {
     const r = JSON.parse(text);
     const ok = typeof r?.name === "string" && typeof r.ip === "string" &&
@@ -609,11 +638,37 @@ function parsePresence(text: string): PresenceRecord | undefined {
       tcpPort,
       since,
       ...(typeof r.tokenHash === "string" ? { tokenHash: r.tokenHash } : {}),
+      ...(instance === "sweep" ? {} : { instance }),
       ...(typeof r.key === "string" && /^[0-9a-f]{64}$/.test(r.key) ? { key: r.key } : {}),
     };
   } catch {
     return undefined;
   }
+}
+
+/** Peer news as published by {@linkcode RedisStore.peer}, or undefined if it is not that. */
+function parsePeerNews(text: string, instance: string): PeerNews | undefined {
+  try {
+    const r = JSON.parse(text);
+    const ok = typeof r?.session === "string" && typeof r.from === "string" &&
+      typeof r.to === "string";
+    if (!ok) return undefined;
+    const { session, from, to } = r;
+    if (r.kind === "relay" && typeof r.payload === "string") {
+      return { kind: "relay", instance, session, from, to, payload: fromHex(r.payload) };
+    }
+    const candidates = Array.isArray(r.candidates) &&
+      r.candidates.every((c: { ip?: unknown; port?: unknown }) =>
+        typeof c?.ip === "string" && Number.isInteger(c.port)
+      );
+    if (r.kind === "introduce" && typeof r.probeKey === "string" && candidates) {
+      const probeKey = fromHex(r.probeKey);
+      return { kind: "introduce", instance, session, from, to, probeKey, candidates: r.candidates };
+    }
+  } catch {
+    // Not JSON, or not hex.
+  }
+  return undefined;
 }
 
 /** A file's field in the hash: its owner, user and name (one user may keep a name on two instances). */

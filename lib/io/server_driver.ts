@@ -772,6 +772,9 @@ export class ServerDriver {
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);
           break;
+        case "peer_store":
+          this.#writer.peer(out.news);
+          break;
         case "file_store":
           this.#writer.file(out.op, out.user, out.file);
           break;

@@ -8,6 +8,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import type { PeerNews } from "../server/peer_relay.ts";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
 import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
@@ -96,6 +97,11 @@ export class StoreWriter {
         this.#host.core.presenceChanged(systemClock.now(), op, record);
         this.#host.drain();
       },
+      peer: (news) => {
+        if (this.#closed) return;
+        this.#host.core.peerNews(systemClock.now(), news);
+        this.#host.drain();
+      },
       login: (source, name, ok) => {
         if (!this.#closed) this.#host.core.loginElsewhere(systemClock.now(), source, name, ok);
       },
@@ -147,6 +153,24 @@ export class StoreWriter {
     const written = this.#store.login(source, name, ok).catch((error) =>
       log.warn("Cannot share a login of {name}: {error}", {
         name,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+    this.#presence.add(written);
+    written.finally(() => this.#presence.delete(written));
+  }
+
+  /**
+   * Sends an introduction or relayed datagram to another instance; a failure
+   * is logged (the peers retransmit).
+   *
+   * @param news the news
+   */
+  peer(news: PeerNews): void {
+    const written = this.#store.peer(news).catch((error) =>
+      log.debug("Cannot pass a peer {kind} to {name}: {error}", {
+        kind: news.kind,
+        name: news.to,
         error: error instanceof Error ? error.message : String(error),
       })
     );

@@ -132,6 +132,14 @@ export class Directory {
   }
 
   /**
+   * @param name any name
+   * @returns its session on another instance (shared presence), unless it has one here
+   */
+  remoteSession(name: string): PresenceRecord | undefined {
+    return this.#sessions.byName(name) === undefined ? this.#remote.get(nameKey(name)) : undefined;
+  }
+
+  /**
    * Finds the session of a request's token, or refuses the request (saying
    * why its session ended, when that is remembered).
    *

@@ -20,18 +20,30 @@
  * (token bucket, bytes a second) and byte quota, and the relay logs when it
  * starts, when it limits and when it ends.
  *
+ * **Across instances** (shared presence): a party whose session is on
+ * another instance is reached through that instance. `introduce` for such a
+ * peer answers with the peer's candidates from its shared session and hands
+ * the introduction to the driver as {@linkcode PeerNews}, which the holding
+ * instance turns into the `introduction` push ({@linkcode PeerRelay.news});
+ * a `relay` datagram for such a party travels the same way, charged to the
+ * introduction's rate limit and quota on the instance it entered. The two
+ * instances derive the same probe key from the secret they share (the
+ * server key), so two introductions made at once on both agree.
+ *
  * Bounded: at most {@linkcode PeerRelayLimits.perName} introductions per
  * name (the oldest goes) and {@linkcode PeerRelayLimits.total} in all; one
  * unused for {@linkcode PeerRelayLimits.idleMs} is forgotten.
  *
  * @module
  */
+import { hmacSha256 } from "../crypto/symmetric_state.ts";
 import { nameKey } from "../wire/client_name.ts";
 import type { MessageOf } from "../wire/messages.ts";
-import { MAX_HOST_CANDIDATES, PROBE_KEY_BYTES } from "../wire/messages.ts";
+import { MAX_HOST_CANDIDATES, MAX_RELAY_PAYLOAD_BYTES, PROBE_KEY_BYTES } from "../wire/messages.ts";
 import type { Random } from "../random.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import type { Session, SessionTable } from "./session_table.ts";
+import type { PresenceRecord } from "./store.ts";
 
 /** The relay's limits. */
 export interface PeerRelayLimits {
@@ -74,7 +86,37 @@ export interface PeerRelayOptions {
   emit: (event: ServerEvent) => void;
   /** Limits (defaults: {@linkcode DEFAULT_RELAY_LIMITS}). */
   limits?: Partial<PeerRelayLimits>;
+  /** The session a name has on another instance (shared presence), if any. */
+  remote?: (name: string) => PresenceRecord | undefined;
+  /** The secret the instances share, for the probe keys of introductions across instances. */
+  secret?: () => Uint8Array;
 }
+
+/**
+ * An introduction or a relayed datagram for a party on another instance:
+ * the driver publishes it to `instance`, whose driver gives it to
+ * {@linkcode PeerRelay.news}.
+ */
+export type PeerNews =
+  | {
+    readonly kind: "introduce";
+    /** The instance that holds `to`'s session. */
+    readonly instance: string;
+    readonly session: string;
+    readonly from: string;
+    readonly to: string;
+    readonly probeKey: Uint8Array;
+    /** `from`'s candidates, its server-reflexive address first. */
+    readonly candidates: readonly Candidate[];
+  }
+  | {
+    readonly kind: "relay";
+    readonly instance: string;
+    readonly session: string;
+    readonly from: string;
+    readonly to: string;
+    readonly payload: Uint8Array;
+  };
 
 /** The relay's counters. */
 export interface PeerRelayStats {
@@ -91,7 +133,10 @@ export interface PeerRelayStats {
 }
 
 /** One candidate on the wire. */
-type Candidate = { readonly ip: string; readonly port: number };
+export type Candidate = { readonly ip: string; readonly port: number };
+
+/** Where a party's UDP socket is: a live session here, or one on another instance. */
+type Place = { readonly ip: string; readonly udpPort: number };
 
 interface Party {
   readonly name: string;
@@ -144,6 +189,8 @@ export class PeerRelay {
   #output: (output: ServerOutput) => void;
   #emit: (event: ServerEvent) => void;
   #limits: PeerRelayLimits;
+  #remote: (name: string) => PresenceRecord | undefined;
+  #secret: (() => Uint8Array) | undefined;
   /** By session id, oldest use first (a use moves it to the end). */
   #byId = new Map<string, Introduction>();
 
@@ -157,6 +204,8 @@ export class PeerRelay {
     this.#output = options.output;
     this.#emit = options.emit;
     this.#limits = { ...DEFAULT_RELAY_LIMITS, ...options.limits };
+    this.#remote = options.remote ?? (() => undefined);
+    this.#secret = options.secret;
     for (const [key, value] of Object.entries(this.#limits)) {
       if (!(value > 0) && !(key === "quotaBytes" && value === 0)) {
         throw new RangeError(`The relay limit ${key} must be above 0, not ${value}`);
@@ -183,7 +232,10 @@ export class PeerRelay {
     asker: Session,
     request: MessageOf<"introduce">,
   ): MessageOf<"introduce_ok"> | IntroduceRefusal {
-    const peer = this.#sessions.byName(request.name);
+    const local = this.#sessions.byName(request.name);
+    const remote = local === undefined ? this.#remote(request.name) : undefined;
+    const peer: (Place & { name: string }) | undefined = local ??
+      (remote?.instance !== undefined && this.#secret !== undefined ? remote : undefined);
     if (peer === undefined) {
       return { code: "not_online", reason: `"${request.name}" is not online` };
     }
@@ -196,20 +248,10 @@ export class PeerRelay {
       return { code: "bad_request", reason: `Session ${request.session} belongs to others` };
     }
     if (intro === undefined) {
-      intro = {
-        session: request.session,
-        parties: [{ name: asker.name, hosts: [] }, { name: peer.name, hosts: [] }],
-        probeKey: this.#random.bytes(PROBE_KEY_BYTES),
-        lastUsed: now,
-        tokens: this.#limits.burstBytes,
-        refilledAt: now,
-        bytes: 0,
-        datagrams: 0,
-        started: false,
-        dropped: 0,
-        reportedAt: undefined,
-      };
-      this.#makeRoom(asker.name, peer.name);
+      const probeKey = local === undefined
+        ? this.#derivedKey(request.session, asker.name, peer.name)
+        : this.#random.bytes(PROBE_KEY_BYTES);
+      intro = this.#create(now, request.session, asker.name, peer.name, probeKey);
     }
     this.#touch(now, intro);
     const [mine, theirs] = partiesOf(intro, asker.name);
@@ -222,18 +264,33 @@ export class PeerRelay {
       to: peer.name,
       hosts: mine.hosts.length,
     });
-    this.#output({
-      type: "send",
-      to: { transport: "udp", address: peer.ip, port: peer.udpPort },
-      message: {
-        type: "introduction",
-        token: peer.token,
-        session: intro.session,
-        name: asker.name,
-        probeKey: intro.probeKey,
-        candidates: candidatesOf(asker, mine),
-      },
-    });
+    if (local !== undefined) {
+      this.#output({
+        type: "send",
+        to: { transport: "udp", address: local.ip, port: local.udpPort },
+        message: {
+          type: "introduction",
+          token: local.token,
+          session: intro.session,
+          name: asker.name,
+          probeKey: intro.probeKey,
+          candidates: candidatesOf(asker, mine),
+        },
+      });
+    } else {
+      this.#output({
+        type: "peer_store",
+        news: {
+          kind: "introduce",
+          instance: remote!.instance!,
+          session: intro.session,
+          from: asker.name,
+          to: peer.name,
+          probeKey: intro.probeKey,
+          candidates: candidatesOf(asker, mine),
+        },
+      });
+    }
     return {
       type: "introduce_ok",
       reqId: request.reqId,
@@ -270,7 +327,8 @@ export class PeerRelay {
       ? intro.parties[1].name
       : intro.parties[0].name;
     const receiver = this.#sessions.byName(receiverName);
-    if (receiver === undefined) {
+    const remote = receiver === undefined ? this.#remote(receiverName) : undefined;
+    if (receiver === undefined && remote?.instance === undefined) {
       this.stats.refused++;
       return "refused";
     }
@@ -303,16 +361,115 @@ export class PeerRelay {
         b: intro.parties[1].name,
       });
     }
-    intro.bytes += size;
-    intro.datagrams++;
-    this.stats.relayed++;
-    this.stats.relayedBytes += size;
+    if (receiver !== undefined) return this.#forward(intro, receiver, message);
+    this.#count(intro, size);
+    this.#output({
+      type: "peer_store",
+      news: {
+        kind: "relay",
+        instance: remote!.instance!,
+        session: intro.session,
+        from: sender.name,
+        to: receiverName,
+        payload: message.payload,
+      },
+    });
+    return "relayed";
+  }
+
+  /**
+   * Takes news from another instance for a party whose session is here: an
+   * introduction (recorded, and pushed to the party) or a relayed datagram of
+   * an introduced session (forwarded to the party). News for a name with no
+   * session here, or a datagram of a session not introduced here, is dropped.
+   *
+   * @param now current time, ms
+   * @param news the news
+   */
+  news(now: number, news: PeerNews): void {
+    const party = this.#sessions.byName(news.to);
+    if (party === undefined || nameKey(news.from) === nameKey(news.to)) return;
+    this.#expire(now);
+    let intro = this.#byId.get(news.session);
+    if (intro !== undefined && !isPartyPair(intro, news.from, news.to)) return;
+    if (news.kind === "relay") {
+      if (intro === undefined || news.payload.length > MAX_RELAY_PAYLOAD_BYTES) return;
+      this.#touch(now, intro);
+      this.#forward(intro, party, { type: "relay", session: news.session, payload: news.payload });
+      return;
+    }
+    if (news.probeKey.length !== PROBE_KEY_BYTES || news.candidates.length === 0) return;
+    intro ??= this.#create(now, news.session, news.from, party.name, news.probeKey.slice());
+    this.#touch(now, intro);
+    const [theirs] = partiesOf(intro, news.from);
+    theirs.hosts = news.candidates.slice(1, 1 + MAX_HOST_CANDIDATES)
+      .map(({ ip, port }) => ({ ip, port }));
+    this.stats.introduced++;
+    this.#emit({
+      kind: "introduced",
+      session: intro.session,
+      from: news.from,
+      to: party.name,
+      hosts: theirs.hosts.length,
+    });
+    this.#output({
+      type: "send",
+      to: { transport: "udp", address: party.ip, port: party.udpPort },
+      message: {
+        type: "introduction",
+        token: party.token,
+        session: intro.session,
+        name: news.from,
+        probeKey: intro.probeKey,
+        candidates: news.candidates.slice(0, 1 + MAX_HOST_CANDIDATES)
+          .map(({ ip, port }) => ({ ip, port })),
+      },
+    });
+  }
+
+  /** Sends a relayed datagram to a party here. */
+  #forward(intro: Introduction, receiver: Session, message: MessageOf<"relay">): "relayed" {
+    this.#count(intro, message.payload.length);
     this.#output({
       type: "send",
       to: { transport: "udp", address: receiver.ip, port: receiver.udpPort },
       message,
     });
     return "relayed";
+  }
+
+  #count(intro: Introduction, size: number): void {
+    intro.bytes += size;
+    intro.datagrams++;
+    this.stats.relayed++;
+    this.stats.relayedBytes += size;
+  }
+
+  #create(now: number, session: string, a: string, b: string, probeKey: Uint8Array): Introduction {
+    this.#makeRoom(a, b);
+    return {
+      session,
+      parties: [{ name: a, hosts: [] }, { name: b, hosts: [] }],
+      probeKey,
+      lastUsed: now,
+      tokens: this.#limits.burstBytes,
+      refilledAt: now,
+      bytes: 0,
+      datagrams: 0,
+      started: false,
+      dropped: 0,
+      reportedAt: undefined,
+    };
+  }
+
+  /**
+   * The probe key of a session across instances: HMAC-SHA256 of the shared
+   * secret over the session id and the two name keys in order, so that the
+   * instances agree without asking each other.
+   */
+  #derivedKey(session: string, a: string, b: string): Uint8Array {
+    const text = ["switchboard probe key", session, ...[nameKey(a), nameKey(b)].sort()].join("\n");
+    return hmacSha256(this.#secret!(), new TextEncoder().encode(text)).slice(0, PROBE_KEY_BYTES);
   }
 
   /** @returns when `onTimeout` should next be called (the oldest introduction's idle end), or undefined */
@@ -398,7 +555,7 @@ function partiesOf(intro: Introduction, name: string): [Party, Party] {
 }
 
 /** A party's candidates: the server-reflexive address its session is at, then its host addresses. */
-function candidatesOf(session: Session, party: Party): Candidate[] {
+function candidatesOf(session: Place, party: Party): Candidate[] {
   const reflexive = { ip: session.ip, port: session.udpPort };
   return [
     reflexive,

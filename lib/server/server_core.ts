@@ -45,7 +45,7 @@ import type { Registry, RegistryChange, RegistryRecord } from "./registry.ts";
 import { DEFAULT_REPLAY_TTL_MS, ReplayCache, type ReplayCacheOptions } from "./replay_cache.ts";
 import { ReplySizing } from "./reply_sizing.ts";
 import { Reflector } from "./reflector.ts";
-import { PeerRelay, type PeerRelayLimits } from "./peer_relay.ts";
+import { type PeerNews, PeerRelay, type PeerRelayLimits } from "./peer_relay.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
@@ -279,6 +279,8 @@ export class ServerCore {
       output: host.output,
       emit: host.emit,
       limits: options.relay,
+      remote: (name) => this.#directory.remoteSession(name),
+      secret: () => (introductionSecret ??= options.random.bytes(32)),
     });
     this.#storage = new ServerStorage({
       ...host,
@@ -486,6 +488,17 @@ export class ServerCore {
     message: MessageOf<"relay">,
   ): "relayed" | "limited" | "refused" {
     return this.#relay.relay(now, from, message);
+  }
+
+  /**
+   * Takes an introduction or a relayed datagram another instance sent for a
+   * client of this one (shared presence).
+   *
+   * @param now current time, ms
+   * @param news the news
+   */
+  peerNews(now: number, news: PeerNews): void {
+    this.#relay.news(now, news);
   }
 
   /** Ends every session for a shutdown, telling each client. */

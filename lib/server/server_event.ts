@@ -10,6 +10,7 @@ import type { ErrorCodeName } from "../wire/error_code.ts";
 import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
 import type { RegistryChange, RegistryJson } from "./registry.ts";
+import type { PeerNews } from "./peer_relay.ts";
 import type { PresenceRecord } from "./store.ts";
 import type { StoredFile } from "./stored_files.ts";
 
@@ -229,6 +230,8 @@ export type ServerOutput =
     readonly name: string;
     readonly ok: boolean;
   }
+  /** Send an introduction or relayed datagram to the instance holding its party (shared presence only). */
+  | { readonly type: "peer_store"; readonly news: PeerNews }
   /** Tell the other instances of a session of this one (shared presence only). */
   | {
     readonly type: "presence_store";

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { PeerNews } from "./peer_relay.ts";
 import type { Registry, RegistryChange, RegistryJson, RegistryRecord } from "./registry.ts";
 import type { StoredFile } from "./stored_files.ts";
 
@@ -29,6 +30,8 @@ export interface PresenceRecord {
    * holds a file serve a download redirected from the session's instance.
    */
   readonly tokenHash?: string;
+  /** The shared store's id of the instance holding the session, where peer news for it goes. */
+  readonly instance?: string;
 }
 
 /** A stored file as every instance sees it: whose, which, and on which instance's disk. */
@@ -51,6 +54,8 @@ export interface StoreListener {
   login(source: string, name: string, ok: boolean): void;
   /** A file was stored (`put`) or deleted on another instance. */
   file(op: "put" | "delete", record: SharedFileRecord): void;
+  /** An introduction or relayed datagram for a client of this instance, from another. */
+  peer(news: PeerNews): void;
   /** News may have been lost (the subscription was restored): read everything again. */
   resync(): void;
 }
@@ -83,6 +88,8 @@ export interface Store {
    * replies: presence is soft state, renewed by every heartbeat.
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
+  /** Sends an introduction or relayed datagram to the instance `news.instance` (pub/sub, not awaited by replies). */
+  peer(news: PeerNews): Promise<void>;
   /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
   login(source: string, name: string, ok: boolean): Promise<void>;
   /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
