@@ -17,8 +17,7 @@
  *   `peer_connect`, which goes through the relay only, so that the peer
  *   sees it from the address the server vouches for. Once direct, only to
  *   the verified address; after a check that found none, only through the
- *   relay. A session the server cannot introduce (the peer is on another
- *   instance, or an older server) goes straight to the peer's address, as
+ *   relay. A session the server cannot introduce (an older server) goes straight to the peer's address, as
  *   before.
  * - Every datagram of a session, whichever way it came (direct from any
  *   address, or out of a `relay`), reaches the table as if from the peer's
@@ -378,7 +377,7 @@ export class PeerPaths {
         entry.path.introduce(at, reply.probeKey, reply.candidates);
         this.#introduced(at, entry);
       } else if (!entry.introduced) {
-        // No introduction (an older server, a peer on another instance): straight to the peer.
+        // No introduction (an older server): straight to the peer.
         this.#forget(entry);
         for (const out of entry.held) this.#options.outbox.push(out);
       }
