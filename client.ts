@@ -92,6 +92,10 @@ Flags:
   --max-receive SIZE  decline offers of files larger than this (default 4G)
   --keep-partial D    remove partial files of ended transfers after D, such as 12h
                       or 30m (default 1d)
+  --traversal MODE    on (default): peers are introduced by the server, probe
+                      for a direct path and use its relay meanwhile; off: send
+                      straight to the address the server sees (as through
+                      deno task impair, whose proxy must carry the traffic)
   --channel-mode M    selective (default), or baselines for benchmarks: newreno
                       (selective with the congestion control before BBR) or
                       stop-and-wait (seed 001's one segment at a time, 10 s timeout)
@@ -136,6 +140,8 @@ interface ClientFlags {
   maxReceive: number;
   keepPartialMs: number;
   channelMode: "selective" | "newreno" | "stop_and_wait";
+  /** Whether peer sessions use the server's introductions, probes and relay. */
+  traverse: boolean;
   serverKey?: string;
 }
 
@@ -156,6 +162,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
       "max-receive": "4G",
       "keep-partial": "1d",
       "channel-mode": "selective",
+      traversal: "on",
     },
   });
   requireValues(args, parsed, strings);
@@ -170,6 +177,10 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
   const logLevel = parsed["log-level"];
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
+  }
+  const traversal = parsed.traversal;
+  if (traversal !== "on" && traversal !== "off") {
+    throw new UsageError(`--traversal must be on or off, not "${traversal}"`);
   }
   const channelMode = parsed["channel-mode"];
   if (channelMode !== "selective" && channelMode !== "newreno" && channelMode !== "stop-and-wait") {
@@ -217,6 +228,7 @@ function parseFlags(args: string[]): ClientFlags | "help" | "version" {
     maxReceive: sizeFlag("--max-receive", parsed["max-receive"]),
     keepPartialMs: keepPartialFlag(parsed["keep-partial"]),
     channelMode: channelMode === "stop-and-wait" ? "stop_and_wait" : channelMode,
+    traverse: traversal === "on",
     serverKey,
   };
 }
@@ -606,6 +618,7 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
       acceptFiles: settings.acceptFiles,
       maxReceive: settings.maxReceive,
       keepPartialMs: settings.keepPartialMs,
+      traverse: settings.traverse,
       peerChannel: settings.channelMode === "selective"
         ? undefined
         : settings.channelMode === "newreno"

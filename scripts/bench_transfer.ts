@@ -358,6 +358,9 @@ async function sendfile(
           "120",
           "--channel-mode",
           options.mode ?? "selective",
+          // Through the proxy, not around it over the machine's own addresses.
+          "--traversal",
+          "off",
           "--json",
           "--script",
           script,

@@ -66,6 +66,11 @@ async function scriptArgs(
     dir.join("logs"),
     "--timeout",
     "30",
+    // Peers send straight to the addresses the server sees: the proxy's. With
+    // traversal on they would find each other's interface addresses and go
+    // around the proxy.
+    "--traversal",
+    "off",
     "--json",
     "--script",
     script,

@@ -64,6 +64,7 @@ export const CLIENT_FLAGS: FlagSpec = {
     "keep-partial",
     "channel-mode",
     "server-key",
+    "traversal",
   ],
   booleans: [
     "help",
