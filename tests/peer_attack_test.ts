@@ -137,6 +137,8 @@ Deno.test("an attacker's replays, forgeries, a borrowed key and a flood change n
       name: "Alice",
       via: "udp",
       retry: FAST_RETRY,
+      // Straight between the peers, where the recorder sees what travels (no relay).
+      traverse: false,
       onEvent: (event) => aliceEvents.push(event),
     });
     clients.push(alice);
@@ -148,6 +150,7 @@ Deno.test("an attacker's replays, forgeries, a borrowed key and a flood change n
       name: "Bob",
       via: "udp",
       retry: FAST_RETRY,
+      traverse: false,
       onEvent: (event) => bobEvents.push(event),
     });
     clients.push(bob);
