@@ -273,3 +273,25 @@ Deno.test("PeerPath rations checks: introductions again within 30 s only add can
   path.introduce(30_000, KEY, [stranger]);
   assertEquals(path.checking, true, "a check again once 30 s have passed");
 });
+
+Deno.test("PeerPath never answers its own probe: a candidate naming its own socket is no direct path", () => {
+  const self = { ip: "10.0.0.2", port: 5000 };
+  const path = new PeerPath({ session: SESSION, controlling: true, firstNonce: 1 });
+  path.introduce(0, KEY, [{ ip: "198.51.100.1", port: 41000 }, self]);
+  let answers = 0;
+  for (let now = 0; now < 6_000; now += 50) {
+    path.onTimeout(now);
+    for (let out = path.poll(); out !== undefined; out = path.poll()) {
+      if (out.type !== "send" || out.to.ip !== self.ip || out.to.port !== self.port) continue;
+      // The datagram loops back to this very socket, as it does between two
+      // LANs that both number their host 10.0.0.2 and run the client on 5000.
+      if (out.message.type === "peer_probe") path.handleProbe(now, self, out.message);
+      else {
+        answers++;
+        path.handleProbeOk(now, self, out.message);
+      }
+    }
+  }
+  assertEquals(answers, 0);
+  assertEquals(path.path, { kind: "relay" });
+});

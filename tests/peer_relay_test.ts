@@ -218,6 +218,29 @@ Deno.test("PeerRelay keeps at most perName introductions per name and total in a
   assertEquals(relay.relay(20, ALICE_AT, relayed(1, "0000000000000001")), "refused");
 });
 
+Deno.test("PeerRelay: a third client's introductions to a party never push the party's session out", () => {
+  const { relay, alice, bob, sessions } = setup({ perName: 3, total: 100 });
+  const mallory = sessions.open(0, {
+    name: "Mallory",
+    token: new Uint8Array(16).fill(3),
+    ip: "192.0.2.66",
+    udpPort: 6666,
+    tcpPort: 0,
+  }).session;
+  ok(relay.introduce(0, alice, introduce("Bob")));
+  assertEquals(relay.relay(1, ALICE_AT, relayed(1)), "relayed");
+  for (let i = 0; i < 10; i++) {
+    ok(relay.introduce(2, mallory, introduce("Alice", `ee${i.toString(16).padStart(14, "0")}`)));
+    ok(relay.introduce(2, mallory, introduce("Bob", `ff${i.toString(16).padStart(14, "0")}`)));
+  }
+  assertEquals(relay.relay(3, ALICE_AT, relayed(1)), "relayed");
+  assertEquals(relay.relay(3, BOB_AT, relayed(1)), "relayed");
+  // Mallory's own are held to perName all the same.
+  assertEquals(relay.size, 1 + 3);
+  ok(relay.introduce(4, bob, introduce("Alice", "0000000000000002")));
+  assertEquals(relay.size, 1 + 3 + 1);
+});
+
 Deno.test("ServerCore: introduce needs a live session, is answered and pushes the introduction", () => {
   const core = new ServerCore({
     registry: new Registry(),

@@ -238,6 +238,12 @@ export class PeerPath {
    */
   handleProbe(now: number, from: PeerAddress, probe: MessageOf<"peer_probe">): boolean {
     if (this.#closed || !this.#verified(probe)) return false;
+    // One of this side's own probes come back: a peer's candidate names this
+    // very socket (two home LANs with the same addresses and port, or a
+    // candidate a stranger made up). Answering it would make a "direct
+    // path" to itself, which answers its own heartbeats forever.
+    const sentTo = this.#outstanding.get(probe.nonce);
+    if (sentTo !== undefined && sameAddress(sentTo, from)) return false;
     const answer = {
       type: "peer_probe_ok",
       session: this.#session,

@@ -30,8 +30,8 @@
  * instances derive the same probe key from the secret they share (the
  * server key), so two introductions made at once on both agree.
  *
- * Bounded: at most {@linkcode PeerRelayLimits.perName} introductions per
- * name (the oldest goes) and {@linkcode PeerRelayLimits.total} in all; one
+ * Bounded: at most {@linkcode PeerRelayLimits.perName} introductions asked
+ * for by one name (its oldest goes) and {@linkcode PeerRelayLimits.total} in all; one
  * unused for {@linkcode PeerRelayLimits.idleMs} is forgotten.
  *
  * @module
@@ -55,7 +55,7 @@ export interface PeerRelayLimits {
   quotaBytes: number;
   /** An introduction neither relayed through nor introduced again for this long is forgotten, ms (default 120 s). */
   idleMs: number;
-  /** Most introductions a name is a party to (default 16). */
+  /** Most introductions one name asked for (default 16); its oldest goes first. */
   perName: number;
   /** Most introductions in all (default 10,000). */
   total: number;
@@ -446,7 +446,7 @@ export class PeerRelay {
   }
 
   #create(now: number, session: string, a: string, b: string, probeKey: Uint8Array): Introduction {
-    this.#makeRoom(a, b);
+    this.#makeRoom(a);
     return {
       session,
       parties: [{ name: a, hosts: [] }, { name: b, hosts: [] }],
@@ -515,16 +515,16 @@ export class PeerRelay {
     }
   }
 
-  /** Makes room for one more introduction between two names. */
-  #makeRoom(a: string, b: string): void {
-    for (const name of [a, b]) {
-      const key = nameKey(name);
-      const theirs = [...this.#byId.values()].filter((i) =>
-        i.parties.some((p) => nameKey(p.name) === key)
-      );
-      for (const intro of theirs.slice(0, Math.max(0, theirs.length - this.#limits.perName + 1))) {
-        this.#forget(intro);
-      }
+  /**
+   * Makes room for one more introduction asked for by `asker`: its own
+   * oldest go, never one another name asked for, so a third client cannot
+   * push someone's session off the relay by asking for introductions to them.
+   */
+  #makeRoom(asker: string): void {
+    const key = nameKey(asker);
+    const theirs = [...this.#byId.values()].filter((i) => nameKey(i.parties[0].name) === key);
+    for (const intro of theirs.slice(0, Math.max(0, theirs.length - this.#limits.perName + 1))) {
+      this.#forget(intro);
     }
     while (this.#byId.size >= this.#limits.total) this.#forget(this.#byId.values().next().value!);
   }
