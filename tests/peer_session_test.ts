@@ -960,6 +960,19 @@ class World {
     this.#drain(node);
   }
 
+  /** A message from the server to a node, with the node's own token where it takes one. */
+  fromServer(to: Node, message: (token: Uint8Array) => Message): void {
+    const token = this.#online.get(nameKey(to.name))!.token;
+    this.#flight.push({
+      at: this.now + 5,
+      seq: this.#seq++,
+      from: to.address,
+      to: to.address,
+      bytes: encodeMessage(message(token)),
+      fromServer: true,
+    });
+  }
+
   /** A datagram from anywhere, as a forger on the network would send it. */
   inject(from: PeerAddress, to: Node, bytes: Uint8Array): void {
     this.#push(from, to.address, bytes);
@@ -1802,4 +1815,32 @@ Deno.test("ClientCore renews peer keys, and drops a replayed older renewal by it
   world.settle();
   assertEquals(bob.peerSends.slice(sends).map((s) => s.message.type), ["peer_accept"]);
   assertEquals(bob.core.peers[0].state, "open");
+});
+
+Deno.test("ClientCore probes for at most 4 introductions of sessions it does not have, whoever asks for them", () => {
+  const world = new World();
+  const bob = world.add("Bob", { ip: "192.0.2.20", port: 5000 }, true);
+  // A logged-in stranger has the server introduce Bob to 20 made-up
+  // sessions, each naming 8 addresses of a victim.
+  const victim = (i: number) => ({ ip: `198.51.100.${i + 1}`, port: 9000 });
+  for (let n = 0; n < 20; n++) {
+    world.fromServer(bob, (token) => ({
+      type: "introduction",
+      token,
+      session: (0x1000 + n).toString(16).padStart(16, "0"),
+      name: "Mallory",
+      probeKey: new Uint8Array(16).fill(n + 1),
+      candidates: Array.from({ length: 8 }, (_, i) => victim(i)),
+    }));
+  }
+  world.runUntil(world.now + 1_000);
+  const from = bob.peerSends.length;
+  world.runUntil(world.now + 3_000);
+  const probing = new Set(
+    bob.peerSends.slice(from).filter((s) => s.message.type === "peer_probe").map((s) =>
+      s.message.session
+    ),
+  );
+  assert(probing.size > 0, "the newest introductions probe");
+  assert(probing.size <= 4, `at most 4 made-up sessions probe at once, not ${probing.size}`);
 });

@@ -87,6 +87,12 @@ export interface PeerPathsOptions {
 /** Most sessions with a path. */
 const MAX_PATHS = 32;
 /**
+ * Most paths probing for introductions of sessions we do not have, so that
+ * introductions a stranger asks for cannot make this client probe many
+ * addresses at once (each path sends at most 20 small probes a second).
+ */
+const MAX_UNSOLICITED = 4;
+/**
  * A session on the relay that hears nothing from its peer for this long asks
  * for an introduction again, ms: the channel's keepalives (every 2 s of
  * silence) keep a working session from ever being this quiet.
@@ -389,7 +395,17 @@ export class PeerPaths {
     if (!this.#options.link.ownsToken(message.token)) return;
     let entry = this.#entries.get(message.session);
     if (entry !== undefined && nameKey(entry.peerName) !== nameKey(message.name)) return;
-    entry ??= this.#add(now, message.session, message.name, false);
+    if (entry === undefined) {
+      // An introduction for no session of ours (yet: it may come just ahead
+      // of the peer's connect). Any logged-in stranger can have the server
+      // send us such introductions naming any address, so only a few of
+      // them probe at once: the oldest makes way.
+      const unsolicited = [...this.#entries.values()].filter((e) =>
+        this.#options.session(e.session) === undefined
+      );
+      if (unsolicited.length >= MAX_UNSOLICITED) this.#forget(unsolicited[0]);
+      entry = this.#add(now, message.session, message.name, false);
+    }
     entry.canonical ??= message.candidates[0];
     entry.path.introduce(now, message.probeKey, message.candidates);
     this.#introduced(now, entry);
