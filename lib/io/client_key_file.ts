@@ -11,25 +11,23 @@
  * @module
  */
 import { dirname, join } from "@std/path";
-import { getLogger } from "@logtape/logtape";
-import { fromHex, toHex } from "../hex.ts";
+import { toHex } from "../hex.ts";
 import { cryptoRandom, type Random } from "../random.ts";
-import { fingerprint } from "../crypto/fingerprint.ts";
-import { generateKeyPair, type KeyPair, keyPairFromPrivateKey } from "../crypto/key_pair.ts";
+import { generateKeyPair } from "../crypto/key_pair.ts";
 import { atomicWriteFile } from "./atomic_write.ts";
+import {
+  keepPrivate,
+  keyPairFileText,
+  parseKeyPairFile,
+  type StoredKeyPair,
+  storedKeyPair,
+} from "./key_pair_file.ts";
 
 /** The file's name, in the identity file's directory. */
 export const CLIENT_KEY_FILE = "client_key.json";
 
 /** The client's key pair and what people call it. */
-export interface ClientKey {
-  /** The X25519 key pair. */
-  readonly keyPair: KeyPair;
-  /** The public key's fingerprint (see `lib/crypto/fingerprint.ts`). */
-  readonly fingerprint: string;
-  /** Whether this start created it. */
-  readonly created: boolean;
-}
+export type ClientKey = StoredKeyPair;
 
 /** Thrown when the key file cannot be read or written, or is not a valid key pair. */
 export class ClientKeyFileError extends Error {
@@ -73,16 +71,10 @@ export async function loadClientKey(
   const existing = await read(path);
   if (existing !== undefined) return existing;
   const keyPair = generateKeyPair(random);
-  const json = {
-    version: 1,
-    type: "x25519",
-    privateKey: toHex(keyPair.privateKey),
-    publicKey: toHex(keyPair.publicKey),
-  };
   const temp = `${path}.${toHex(random.bytes(6))}.new`;
   try {
     await Deno.mkdir(dirname(path), { recursive: true });
-    await atomicWriteFile(temp, JSON.stringify(json, null, 2) + "\n", { mode: 0o600 });
+    await atomicWriteFile(temp, keyPairFileText(keyPair), { mode: 0o600 });
     await Deno.link(temp, path);
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) {
@@ -92,7 +84,7 @@ export async function loadClientKey(
   } finally {
     await Deno.remove(temp).catch(() => {});
   }
-  return { keyPair, fingerprint: fingerprint(keyPair.publicKey), created: true };
+  return storedKeyPair(keyPair, true);
 }
 
 async function read(path: string): Promise<ClientKey | undefined> {
@@ -103,41 +95,13 @@ async function read(path: string): Promise<ClientKey | undefined> {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw new ClientKeyFileError(`Cannot read ${path}: ${(error as Error).message}`);
   }
-  await keepPrivate(path);
-  const keyPair = parse(text);
+  await keepPrivate(path, "client");
+  const keyPair = parseKeyPairFile(text);
   if (keyPair === undefined) {
     throw new ClientKeyFileError(
       `${path} is not a valid client key; restore it from a backup (the names registered ` +
         "with it log in with no other key), or move it away to start a new identity",
     );
   }
-  return { keyPair, fingerprint: fingerprint(keyPair.publicKey), created: false };
-}
-
-function parse(text: string): KeyPair | undefined {
-  try {
-    const json = JSON.parse(text);
-    if (
-      json?.version !== 1 || json.type !== "x25519" ||
-      !/^[0-9a-f]{64}$/.test(json.privateKey) || !/^[0-9a-f]{64}$/.test(json.publicKey)
-    ) {
-      return undefined;
-    }
-    const keyPair = keyPairFromPrivateKey(fromHex(json.privateKey));
-    return toHex(keyPair.publicKey) === json.publicKey ? keyPair : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Restores mode 0600 if others can read the file, and says so. */
-async function keepPrivate(path: string): Promise<void> {
-  if (Deno.build.os === "windows") return;
-  const mode = (await Deno.stat(path)).mode;
-  if (mode === null || (mode & 0o077) === 0) return;
-  await Deno.chmod(path, 0o600);
-  getLogger(["switchboard", "client"]).warn(
-    "{path} was readable by others (mode {mode}); set it back to 0600",
-    { path, mode: (mode & 0o777).toString(8) },
-  );
+  return storedKeyPair(keyPair, false);
 }
