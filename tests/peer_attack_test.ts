@@ -24,70 +24,10 @@ import { ClientDriver } from "../lib/io/client_driver.ts";
 import { ServerDriver } from "../lib/io/server_driver.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
 import { forgeInitiation } from "./_peer_keys.ts";
+import { RecordingNat } from "./_recording_nat.ts";
 
 const HOST = "127.0.0.1";
 const FAST_RETRY = { initialMs: 100, maxMs: 400, jitter: 0.2, giveUpMs: 10_000 };
-
-/** Forwards datagrams between the world and one host, keeping a copy of each that reaches it. */
-class Recorder {
-  readonly toHost: Uint8Array[] = [];
-  readonly outside: Deno.DatagramConn;
-  #inside = new Map<string, Deno.DatagramConn>();
-  #host: Deno.NetAddr | undefined;
-  #loops: Promise<void>[] = [];
-
-  constructor(readonly serverPort: number) {
-    this.outside = Deno.listenDatagram({ transport: "udp", hostname: HOST, port: 0 });
-    this.#loops.push(this.#fromOutside());
-  }
-
-  get port(): number {
-    return (this.outside.addr as Deno.NetAddr).port;
-  }
-
-  /** The port the host sends to, to reach `remote` through the recorder. */
-  insidePort(remote: Deno.NetAddr): number {
-    return (this.#insideFor(remote).addr as Deno.NetAddr).port;
-  }
-
-  #insideFor(remote: Deno.NetAddr): Deno.DatagramConn {
-    const key = `${remote.hostname}:${remote.port}`;
-    let socket = this.#inside.get(key);
-    if (socket !== undefined) return socket;
-    socket = Deno.listenDatagram({ transport: "udp", hostname: HOST, port: 0 });
-    this.#inside.set(key, socket);
-    const conn = socket;
-    this.#loops.push((async () => {
-      try {
-        for await (const [data, from] of conn) {
-          this.#host = from as Deno.NetAddr;
-          await this.outside.send(data, remote);
-        }
-      } catch {
-        // closed
-      }
-    })());
-    return socket;
-  }
-
-  async #fromOutside(): Promise<void> {
-    try {
-      for await (const [data, from] of this.outside) {
-        const remote = from as Deno.NetAddr;
-        if (remote.port !== this.serverPort) this.toHost.push(data.slice());
-        if (this.#host !== undefined) await this.#insideFor(remote).send(data, this.#host);
-      }
-    } catch {
-      // closed
-    }
-  }
-
-  async close(): Promise<void> {
-    this.outside.close();
-    for (const socket of this.#inside.values()) socket.close();
-    await Promise.all(this.#loops);
-  }
-}
 
 /** Waits (at most 20 s) until `check` holds. */
 async function until(check: () => boolean, what: string): Promise<void> {
@@ -123,7 +63,7 @@ Deno.test("an attacker's replays, forgeries, a borrowed key and a flood change n
     dataDir: join(dir, "server"),
     version: "0.0.0-test",
   });
-  const recorder = new Recorder(server.udpPort);
+  const recorder = new RecordingNat(server.udpPort);
   const mallory = attacker("127.0.0.66");
   const bobEvents: ClientEvent[] = [];
   const aliceEvents: ClientEvent[] = [];
@@ -144,7 +84,7 @@ Deno.test("an attacker's replays, forgeries, a borrowed key and a flood change n
     clients.push(alice);
     const bob = await ClientDriver.open({
       serverHost: HOST,
-      serverPort: recorder.insidePort({ transport: "udp", hostname: HOST, port: server.udpPort }),
+      serverPort: recorder.insidePort(server.udpPort),
       udpPort: 0,
       tcpPort: 5002,
       name: "Bob",
@@ -168,8 +108,9 @@ Deno.test("an attacker's replays, forgeries, a borrowed key and a flood change n
     assert((await alice.run({ kind: "connect", name: "Bob" })).ok);
     assert((await accepted).ok);
     assert((await alice.run({ kind: "send", text: "first" })).ok);
-    const captured = recorder.toHost.map((bytes) => decodeMessage(bytes));
-    const connect = recorder.toHost[captured.findIndex((m) => m.type === "peer_connect")];
+    const toBob = recorder.datagrams.filter((d) => d.peer && d.toHost).map((d) => d.bytes);
+    const captured = toBob.map((bytes) => decodeMessage(bytes));
+    const connect = toBob[captured.findIndex((m) => m.type === "peer_connect")];
     const sealed = captured.find((m) => m.type === "peer_sealed");
     if (connect === undefined || sealed?.type !== "peer_sealed") throw new Error("no capture");
     assertEquals(requests(), 1);
