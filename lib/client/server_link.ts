@@ -41,7 +41,7 @@ export type LinkCommand =
 export interface LinkListener {
   /** The session ended; `resuming` if a new login by itself will follow. */
   ended(resuming: boolean): void;
-  /** Logged in again by itself, with a new token. */
+  /** Logged in again by itself (a new token), or moved to another instance (the same one). */
   resumed(now: number, token: Uint8Array): void;
 }
 
@@ -59,6 +59,12 @@ export interface ServerLinkOptions {
   via: Via;
   /** The server's address as the user gave it, for messages. */
   server: string;
+  /**
+   * True if the client has other instances of the service to move to
+   * (`--server a,b`): a shutdown notice then moves it (a `move` output)
+   * instead of ending its session.
+   */
+  failover?: boolean;
   /** Where outputs go. */
   outbox: Outbox;
   /** The core's timers; the link owns `requests`, `heartbeat` and `relogin`. */
@@ -81,6 +87,8 @@ export const MAX_HEARTBEAT_INTERVAL_MS = 25_000;
 export class ServerLink {
   #session: ServerSession;
   #options: ServerLinkOptions;
+  /** The instance in use, `host:port`. */
+  #server: string;
   #outbox: Outbox;
   #timers: TimerTable<ClientTimer>;
   #handlers = new Map<number, (now: number, outcome: RequestOutcome) => void>();
@@ -111,6 +119,7 @@ export class ServerLink {
   /** @param options ports, name, transport, randomness, outbox and timers */
   constructor(options: ServerLinkOptions) {
     this.#options = options;
+    this.#server = options.server;
     this.#outbox = options.outbox;
     this.#timers = options.timers;
     this.#name = options.name;
@@ -304,7 +313,7 @@ export class ServerLink {
           this.#outbox.result(id, {
             ok: true,
             command: "hello",
-            server: this.#options.server,
+            server: this.#server,
             serverTcpPort: reply.tcpPort,
             serverVersion: reply.serverVersion,
             auth,
@@ -373,6 +382,10 @@ export class ServerLink {
    */
   sessionEnded(now: number, message: MessageOf<"session_ended">): void {
     if (!this.ownsToken(message.token)) return;
+    if (message.reason === SESSION_END_REASONS.server_shutdown && this.#options.failover) {
+      // Another instance takes the session over (`moved`): nothing ends.
+      return this.#outbox.push({ type: "move" });
+    }
     const name = this.#loggedInAs;
     const replaced = message.reason === SESSION_END_REASONS.replaced;
     if (replaced) this.#key = undefined;
@@ -391,6 +404,26 @@ export class ServerLink {
       reason: (reason ?? "unknown") as SessionEndReason,
       detail: message.message,
     });
+  }
+
+  /**
+   * The client moved to another instance of the service: requests in flight
+   * go there at once, and a heartbeat carries the session there (the instance
+   * takes it over from the shared presence: same token, same key); watching
+   * resumes there.
+   *
+   * @param now current time, ms
+   * @param server the instance now in use, `host:port`
+   */
+  moved(now: number, server: string): void {
+    this.#server = server;
+    this.#session.resendAll(now);
+    const token = this.#token;
+    if (token !== undefined) {
+      this.#heartbeat(now);
+      this.#listener?.resumed(now, token);
+    }
+    this.#drain(now);
   }
 
   /**
