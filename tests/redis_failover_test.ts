@@ -22,6 +22,7 @@ import {
   waitFor,
   withRedisInstances,
 } from "./_redis.ts";
+import { unusedUdpPort } from "./_processes.ts";
 
 if (redisUnavailable !== undefined) {
   console.log(`redis_failover_test: skipped: ${redisUnavailable}`);
@@ -254,6 +255,38 @@ Deno.test({
         assertEquals(w.about("joined").length, 1, "the watcher saw roamer join again");
       } finally {
         await w.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "ClientDriver whose first server is down connects to the next and names it in hello " +
+    "and status",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      const c = await cluster.instance();
+      const events: ClientEvent[] = [];
+      const client = await ClientDriver.open({
+        serverHost: HOST,
+        serverPort: unusedUdpPort(),
+        failover: [{ host: HOST, port: c.udpPort }],
+        udpPort: 0,
+        tcpPort: 5001,
+        via: "udp",
+        retry: FAST_RETRY,
+        onEvent: (event) => events.push(event),
+      });
+      try {
+        const hello = await client.run({ kind: "hello" });
+        if (!hello.ok || hello.command !== "hello") throw new Error(JSON.stringify(hello));
+        assertEquals(hello.server, `${HOST}:${c.udpPort}`);
+        const status = await client.run({ kind: "status" });
+        if (!status.ok || status.command !== "status") throw new Error(JSON.stringify(status));
+        assertEquals(status.server, `${HOST}:${c.udpPort}`);
+        assertEquals(events.map((e) => e.kind), ["server_moved"]);
+      } finally {
+        await client.close();
       }
     }),
 });
