@@ -564,6 +564,19 @@ export class Directory {
     for (const record of records) this.remoteChanged(now, "join", record);
   }
 
+  /**
+   * Writes every session here to the shared store again, with a fresh
+   * deadline: the store was away, and the deadlines it holds went stale.
+   *
+   * @param now current time, ms
+   */
+  renewShared(now: number): void {
+    for (const session of this.#sessions.all()) {
+      this.#sharedAt.delete(session);
+      this.#share(now, "renew", session);
+    }
+  }
+
   #publishRemote(now: number, change: number, record: PresenceRecord): void {
     this.#sendPresence(this.#feed.publish(now, change, onlineClient(now, record)));
     this.#emitActive();

@@ -580,6 +580,16 @@ export class ServerCore {
   }
 
   /**
+   * Writes every session of this instance to the shared store again with a
+   * fresh deadline (the store was away: the deadlines it holds are stale).
+   *
+   * @param now current time, ms
+   */
+  renewShared(now: number): void {
+    this.#directory.renewShared(now);
+  }
+
+  /**
    * Replaces what is known of the other instances' sessions (after a resubscribe).
    *
    * @param now current time, ms
