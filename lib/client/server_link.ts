@@ -2,9 +2,11 @@
  * The client's link to the server: hello, register, login, logout,
  * deregister and TCP text; heartbeats that hold the session's lease, and a
  * new login by itself (open mode) when the server forgot the session. Other
- * parts send their requests through it. Over 700 lines because the login by
- * itself and the commands that wait for it share one state (token, timers,
- * waiting requests) that a split would spread over two files.
+ * parts send their requests through it; a move to another instance of the
+ * service sends what is in flight there and carries the session over. Over
+ * 700 lines because the login by itself, the move and the commands that wait
+ * for them share one state (token, timers, waiting requests) that a split
+ * would spread over two files.
  *
  * @module
  */
@@ -305,18 +307,14 @@ export class ServerLink {
           via: "udp",
           expect: "hello_ok",
         }, (_, reply) => {
-          this.#serverTcpPort = reply.tcpPort;
-          this.#serverVersion = reply.serverVersion;
-          const auth = reply.auth === AUTH_MODES.password ? "password" : "open";
-          this.#auth = auth;
-          this.#leaseMs = Math.max(1000, reply.leaseMs);
+          this.#learn(reply);
           this.#outbox.result(id, {
             ok: true,
             command: "hello",
             server: this.#server,
             serverTcpPort: reply.tcpPort,
             serverVersion: reply.serverVersion,
-            auth,
+            auth: this.#auth!,
             leaseMs: reply.leaseMs,
           });
         });
@@ -418,6 +416,10 @@ export class ServerLink {
   moved(now: number, server: string): void {
     this.#server = server;
     this.#session.resendAll(now);
+    // Its TCP port may differ: learned now, ahead of queued commands, so that TCP work follows.
+    this.request(now, { type: "hello" }, "udp", (_, outcome) => {
+      if (outcome.type === "reply" && outcome.reply.type === "hello_ok") this.#learn(outcome.reply);
+    });
     const token = this.#token;
     if (token !== undefined) {
       this.#heartbeat(now);
@@ -479,6 +481,14 @@ export class ServerLink {
     this.request(now, { type: "logout", token }, "udp", () => {});
     this.#clearSession(false);
     return true;
+  }
+
+  /** Learns the server's ports, version, login mode and lease from its `hello_ok`. */
+  #learn(reply: MessageOf<"hello_ok">): void {
+    this.#serverTcpPort = reply.tcpPort;
+    this.#serverVersion = reply.serverVersion;
+    this.#auth = reply.auth === AUTH_MODES.password ? "password" : "open";
+    this.#leaseMs = Math.max(1000, reply.leaseMs);
   }
 
   #register(now: number, id: number, name: string | undefined): void {

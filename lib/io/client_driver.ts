@@ -831,7 +831,7 @@ export class ClientDriver {
   /**
    * Moves to the next instance of the service: a new handshake with it (same
    * server key), then the requests in flight go there at once and carry the
-   * session over; `hello` learns its TCP port, so that TCP work follows.
+   * session over (see `ClientCore.moved`).
    */
   #move(why: "silent" | "shutdown"): void {
     const now = systemClock.now();
@@ -845,7 +845,6 @@ export class ClientDriver {
     const { address, port } = this.#failover.current;
     for (const bytes of this.#guard.moved(now, to)) this.#sendUdp(bytes, address, port);
     this.#core.moved(now, from, to, why);
-    this.#core.run(now, { kind: "hello" });
     this.#drain();
   }
 
