@@ -415,11 +415,12 @@ export class ServerLink {
    */
   moved(now: number, server: string): void {
     this.#server = server;
-    this.#session.resendAll(now);
-    // Its TCP port may differ: learned now, ahead of queued commands, so that TCP work follows.
-    this.request(now, { type: "hello" }, "udp", (_, outcome) => {
+    // Its TCP port may differ: learned first, ahead of what is in flight and
+    // of queued commands, so that TCP work (and `status`) follows.
+    const hello = this.request(now, { type: "hello" }, "udp", (_, outcome) => {
       if (outcome.type === "reply" && outcome.reply.type === "hello_ok") this.#learn(outcome.reply);
     });
+    this.#session.resendAll(now, hello);
     const token = this.#token;
     if (token !== undefined) {
       this.#heartbeat(now);

@@ -159,10 +159,11 @@ export class ServerSession {
    * delay the answers). Their give-up times stay.
    *
    * @param now current time, ms
+   * @param except a request just sent, not to send again
    */
-  resendAll(now: number): void {
-    for (const p of this.#pending.values()) {
-      if (p.via !== "udp") continue;
+  resendAll(now: number, except?: number): void {
+    for (const [reqId, p] of this.#pending) {
+      if (p.via !== "udp" || reqId === except) continue;
       p.retransmissions++;
       this.#retransmissions++;
       p.nextAt = Math.min(
