@@ -288,3 +288,43 @@ Deno.test("ServerGuard checks the key with a clear hello when a request goes una
   assertEquals(guard.outgoing(heartbeat(3), 1100, 1), [], "nothing more goes to it");
   assertEquals(guard.refusal, input.refused);
 });
+
+Deno.test("ServerGuard names the instance in use when another key answers after a move, and the pin's entry under the first", () => {
+  const random = new SeededRandom(12);
+  const serverKeys = generateKeyPair(random);
+  const guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+    pinnedKey: serverKeys.publicKey,
+    pinFile: "known_servers.json",
+  });
+  const moved = guard.moved(0, "b:3000");
+  assertEquals(moved.length, 1);
+  const heartbeat = {
+    type: "heartbeat",
+    reqId: 1,
+    client: "00000000000000aa",
+    token: new Uint8Array(16),
+  } as const;
+  const probe = guard.outgoing(heartbeat, 2000, 2).filter((d) => (d[3] & 0x80) === 0);
+  const hello = decodeMessage(probe[0]);
+  if (hello.type !== "hello") throw new Error(`expected a hello, got ${hello.type}`);
+  const input = guard.incoming(
+    encodeMessage({
+      type: "hello_ok",
+      reqId: hello.reqId,
+      tcpPort: 3001,
+      serverVersion: "x",
+      auth: 0,
+      leaseMs: 30_000,
+      serverKey: generateKeyPair(random).publicKey,
+    }),
+    2001,
+  );
+  assert(input.dropped?.startsWith("The key of b:3000 has changed"), input.dropped);
+  assert(
+    input.dropped?.includes("remove the entry of a:3000 from known_servers.json"),
+    input.dropped,
+  );
+});
