@@ -10,7 +10,9 @@
  * and a ceiling: the same Redis with `appendfsync no` set after the server
  * started (not durable; never a deployment).
  *
- * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--json]`
+ * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--cpu-prof DIR] [--json]`
+ * (`--cpu-prof DIR`: both servers write a V8 CPU profile there when they stop, and only the
+ * durable registrations run, so the profiles hold that work).
  *
  * @module
  */
@@ -164,13 +166,15 @@ async function measure(
 
 async function main(args: string[]): Promise<number> {
   const parsed = parseArgs(args, {
-    string: ["seconds", "concurrency"],
+    string: ["seconds", "concurrency", "cpu-prof"],
     boolean: ["json", "help"],
     default: { seconds: "3", concurrency: "32" },
   });
-  rejectUnknownFlags(parsed, ["seconds", "concurrency", "json", "help"]);
+  rejectUnknownFlags(parsed, ["seconds", "concurrency", "cpu-prof", "json", "help"]);
   if (parsed.help) {
-    console.log("Usage: deno task bench:store [--seconds S] [--concurrency K] [--json]");
+    console.log(
+      "Usage: deno task bench:store [--seconds S] [--concurrency K] [--cpu-prof DIR] [--json]",
+    );
     return 0;
   }
   const seconds = Number(parsed.seconds);
@@ -190,12 +194,16 @@ async function main(args: string[]): Promise<number> {
   const redis = await TestRedis.start();
   cleanup.add(() => redis.stop());
   try {
+    const profiles = parsed["cpu-prof"];
     const start = (name: string, flags: string[]) =>
       startServers({
         dataDir: `${root}/${name}/data`,
         logDir: `${root}/${name}/logs`,
         stopSignal: "SIGTERM",
         serverFlags: flags,
+        denoFlags: profiles === undefined
+          ? []
+          : ["--cpu-prof", "--cpu-prof-dir", profiles, "--cpu-prof-name", `${name}.cpuprofile`],
       });
     const file = await start("file", []);
     const shared = await start("redis", ["--store", redis.url]);
@@ -208,16 +216,19 @@ async function main(args: string[]): Promise<number> {
       await measure("file store", file.server.port, "register", onFile),
       await measure("redis store", shared.server.port, "register", onRedis),
     ];
-    // The ceiling of the Redis path: no fsync at all (set after the server's check).
-    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "no");
-    figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
-    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "always");
-    figures.push(
-      await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "heartbeat", onRedis),
-      await measure("echo", echo.port, "lookup", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "lookup", onRedis),
-    );
+    // Profiles hold the durable registrations only: the rest is not run.
+    if (profiles === undefined) {
+      // The ceiling of the Redis path: no fsync at all (set after the server's check).
+      await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "no");
+      figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
+      await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "always");
+      figures.push(
+        await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
+        await measure("redis store", shared.server.port, "heartbeat", onRedis),
+        await measure("echo", echo.port, "lookup", { ...o, echo: true }),
+        await measure("redis store", shared.server.port, "lookup", onRedis),
+      );
+    }
     const of = (target: string, work: Work) =>
       figures.find((f) => f.target === target && f.work === work)!.perSecond;
     const ratio = of("redis store", "register") / of("file store", "register");
