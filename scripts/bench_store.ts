@@ -11,9 +11,9 @@
  * and a ceiling: the same Redis with `appendfsync no` set after the server
  * started (not durable; never a deployment).
  *
- * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--cpu-prof DIR] [--json]`
- * (`--cpu-prof DIR`: both servers write a V8 CPU profile there when they stop, and only the
- * durable registrations run, so the profiles hold that work).
+ * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--register-only]
+ * [--cpu-prof DIR] [--json]` (`--register-only`: the durable registrations and the echo only;
+ * `--cpu-prof DIR`: both servers write a V8 CPU profile there when they stop).
  *
  * @module
  */
@@ -179,13 +179,21 @@ async function measure(
 async function main(args: string[]): Promise<number> {
   const parsed = parseArgs(args, {
     string: ["seconds", "concurrency", "cpu-prof"],
-    boolean: ["json", "help"],
+    boolean: ["json", "help", "register-only"],
     default: { seconds: "3", concurrency: "32" },
   });
-  rejectUnknownFlags(parsed, ["seconds", "concurrency", "cpu-prof", "json", "help"]);
+  rejectUnknownFlags(parsed, [
+    "seconds",
+    "concurrency",
+    "register-only",
+    "cpu-prof",
+    "json",
+    "help",
+  ]);
   if (parsed.help) {
     console.log(
-      "Usage: deno task bench:store [--seconds S] [--concurrency K] [--cpu-prof DIR] [--json]",
+      "Usage: deno task bench:store [--seconds S] [--concurrency K] [--register-only] " +
+        "[--cpu-prof DIR] [--json]",
     );
     return 0;
   }
@@ -228,8 +236,7 @@ async function main(args: string[]): Promise<number> {
       await measure("file store", file.server.port, "register", onFile),
       await measure("redis store", shared.server.port, "register", onRedis),
     ];
-    // Profiles hold the durable registrations only: the rest is not run.
-    if (profiles === undefined) {
+    if (!parsed["register-only"]) {
       // The ceiling of the Redis path: no fsync at all (set after the server's check).
       await redis.cli("CONFIG", "SET", "appendfsync", "no");
       figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
