@@ -167,7 +167,8 @@ export class Directory {
    * Follows a client whose NAT gave its UDP socket a new public port (or
    * address): a request that carries the session's token over UDP from
    * elsewhere moves the session there, so that pushes, peers' lookups and
-   * the relay reach it again. The token is the proof (it travels sealed).
+   * the relay reach it again, on every instance. The token is the proof (it
+   * travels sealed).
    */
   #follow(from: Endpoint, session: Session): void {
     if (from.transport !== "udp" || from.second === true) return;
@@ -175,6 +176,10 @@ export class Directory {
     session.ip = from.address;
     session.udpPort = from.port;
     if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
+    // Other instances answer lookups and introductions from shared presence:
+    // it takes the new address at once (a join replaces the record), with the
+    // lease as last renewed.
+    this.#share(session.leaseUntil - this.#sessions.leaseMs, "join", session);
   }
 
   /**
