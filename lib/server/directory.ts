@@ -490,17 +490,12 @@ export class Directory {
 
   /** Every online client, here and (shared presence) on other instances, by name. */
   #online(after: string): (Session | PresenceRecord)[] {
-    const local = this.#sessions.list(after);
-    if (this.#remote.size === 0) return local;
-    const all: (Session | PresenceRecord)[] = [...local];
-    for (const [key, record] of this.#remote) {
-      if (key > after && this.#sessions.byName(key) === undefined) all.push(record);
-    }
-    return all.sort((a, b) => {
-      const x = nameKey(a.name);
-      const y = nameKey(b.name);
-      return x < y ? -1 : x > y ? 1 : 0;
-    });
+    if (this.#remote.size === 0) return this.#sessions.list(after);
+    const all = new Map<string, Session | PresenceRecord>();
+    for (const [key, record] of this.#remote) if (key > after) all.set(key, record);
+    // A session here stands for its name, whatever another instance says.
+    for (const [key, session] of this.#sessions.entries()) if (key > after) all.set(key, session);
+    return [...all.keys()].sort().map((key) => all.get(key)!);
   }
 
   #list(now: number, from: Endpoint, request: MessageOf<"list">): Reply {
