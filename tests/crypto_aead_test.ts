@@ -2,7 +2,9 @@
  * The AEAD pieces of lib/crypto against published vectors:
  * draft-irtf-cfrg-xchacha-03 section 2.2.1 (HChaCha20) and appendix A.3.1
  * (AEAD_XChaCha20_Poly1305), which WireGuard's cookie replies use; and
- * HMAC-SHA256 against RFC 4231 and node:crypto's own HMAC.
+ * HMAC-SHA256 against RFC 4231 and node:crypto's own HMAC; ChaCha20-Poly1305
+ * against RFC 8439 section 2.8.2, and its two implementations (libsodium's
+ * WebAssembly for small messages, node:crypto for large) against each other.
  */
 import { assertEquals, assertThrows } from "@std/assert";
 import { fromHex, toHex } from "../lib/hex.ts";
@@ -11,13 +13,14 @@ import {
   chacha20Poly1305Seal,
   chacha20Poly1305SealInto,
   counterNonce,
+  SMALL_MESSAGE_BYTES,
   xchacha20Poly1305Open,
   xchacha20Poly1305Seal,
 } from "../lib/crypto/chacha20_poly1305.ts";
 import { CryptoError } from "../lib/crypto/crypto_error.ts";
 import { hchacha20 } from "../lib/crypto/hchacha20.ts";
 import { hmacSha256 } from "../lib/crypto/symmetric_state.ts";
-import { createHmac } from "node:crypto";
+import { createCipheriv, createHmac } from "node:crypto";
 
 function sequence(first: number, length: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => first + i);
@@ -114,4 +117,49 @@ Deno.test("chacha20Poly1305SealInto() writes what chacha20Poly1305Seal() returns
   // A reused nonce buffer is rewritten whole.
   const nonce = counterNonce(2 ** 40 + 5);
   assertEquals(counterNonce(1, nonce), counterNonce(1));
+});
+
+Deno.test("chacha20Poly1305Seal() matches RFC 8439 section 2.8.2", () => {
+  const key = sequence(0x80, 32);
+  const nonce = fromHex("070000004041424344454647");
+  const ad = fromHex("50515253c0c1c2c3c4c5c6c7");
+  const plaintext = new TextEncoder().encode(
+    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+  );
+  const sealed = chacha20Poly1305Seal(key, nonce, ad, plaintext);
+  assertEquals(toHex(sealed.subarray(0, 16)), "d31a8d34648e60db7b86afbc53ef7ec2");
+  assertEquals(toHex(sealed.subarray(plaintext.length)), "1ae10b594f09e26a7e902ecbd0600691");
+  assertEquals(chacha20Poly1305Open(key, nonce, ad, sealed), plaintext);
+});
+
+/** node:crypto's ChaCha20-Poly1305, called directly: the reference for every size. */
+function referenceSeal(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array) {
+  const cipher = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: 16 });
+  cipher.setAAD(ad, { plaintextLength: plaintext.length });
+  const body = cipher.update(plaintext);
+  cipher.final();
+  return Uint8Array.from([...body, ...cipher.getAuthTag()]);
+}
+
+Deno.test("both ChaCha20-Poly1305 implementations give node:crypto's bytes on each side of the size where they meet", () => {
+  const sizes = [0, 1, 63, 64, 65, 1100, 1400, SMALL_MESSAGE_BYTES - 1, SMALL_MESSAGE_BYTES];
+  sizes.push(SMALL_MESSAGE_BYTES + 1, 4096, 70_000, 20, 1100); // back to small after a large one
+  let seed = 7;
+  const random = (length: number) =>
+    Uint8Array.from({ length }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  for (const size of sizes) {
+    const key = random(32), nonce = counterNonce(size * 31), ad = random(size % 40);
+    const plaintext = random(size);
+    const sealed = chacha20Poly1305Seal(key, nonce, ad, plaintext);
+    assertEquals(toHex(sealed), toHex(referenceSeal(key, nonce, ad, plaintext)), `${size} bytes`);
+    assertEquals(chacha20Poly1305Open(key, nonce, ad, sealed), plaintext, `${size} bytes`);
+    for (const at of [0, Math.floor(sealed.length / 2), sealed.length - 1]) {
+      const tampered = sealed.slice();
+      tampered[at] ^= 0x20;
+      assertThrows(() => chacha20Poly1305Open(key, nonce, ad, tampered), CryptoError);
+    }
+    const otherKey = key.slice();
+    otherKey[31] ^= 1;
+    assertThrows(() => chacha20Poly1305Open(otherKey, nonce, ad, sealed), CryptoError);
+  }
 });
