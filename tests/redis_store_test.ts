@@ -376,7 +376,8 @@ Deno.test({
   ignore,
   async fn() {
     await withRedis(async (_redis, start, requester) => {
-      const a = await start({ expireAfterMs: 3000 }); // refreshes last_seen after 300 ms
+      // Refreshes last_seen after 300 ms; its sessions outlast the test (no heartbeats here).
+      const a = await start({ expireAfterMs: 3000, leaseMs: 60_000 });
       const b = await start();
       const onB = requester(b);
       const onA = requester(a, onB.keyPair); // the same client, on A
