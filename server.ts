@@ -34,6 +34,7 @@ import {
 import { logFormatFlag } from "./lib/cli/usage_error.ts";
 import type { ServerEvent } from "./lib/server/server_core.ts";
 import { serverEventText } from "./lib/server/server_event_text.ts";
+import { ConsoleLines } from "./lib/cli/console_lines.ts";
 import {
   durationFlag,
   integerFlag,
@@ -276,10 +277,13 @@ function metricsFlag(text: string): { host: string; port: number } {
   return { host: match[1] ?? match[2] ?? "127.0.0.1", port: portFlag("--metrics port", match[3]) };
 }
 
+/** The events' console lines, written together at the end of each task. */
+const eventLines = new ConsoleLines();
+
 function printEvent(event: ServerEvent): void {
   const { level, text, quiet } = serverEventText(event);
   if (level === "debug" || quiet) return;
-  (level === "info" ? console.log : console.error)(text);
+  eventLines.print(text, level === "info" ? "stdout" : "stderr");
 }
 
 /**

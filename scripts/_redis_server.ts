@@ -87,6 +87,21 @@ export class TestRedis {
     }
   }
 
+  /**
+   * Runs `redis-cli` against it.
+   *
+   * @param args the command and its arguments, such as `INFO stats`
+   * @returns what it printed
+   */
+  async cli(...args: string[]): Promise<string> {
+    const { stdout } = await new Deno.Command("redis-cli", {
+      args: ["-h", "127.0.0.1", "-p", String(this.port), ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(stdout);
+  }
+
   /** Kills it at once (SIGKILL) and waits for it to be gone. */
   async kill(): Promise<void> {
     const process = this.#process;

@@ -5,12 +5,15 @@
  * the bare UDP echo server; then heartbeats and lookups with Redis against
  * the echo. Every target runs as its own process on loopback; this process
  * is the load generator, `--concurrency` requesters with one request in
- * flight each. To show where the time goes it also reports the server
- * process's CPU per request (from `/proc`), Redis's commands per request,
+ * flight each. To show where the time goes it also reports the CPU per
+ * request of the server process (from `/proc`), of Redis (`INFO cpu`) and of
+ * this load generator (`/proc`), Redis's commands per request,
  * and a ceiling: the same Redis with `appendfsync no` set after the server
  * started (not durable; never a deployment).
  *
- * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--json]`
+ * Usage: `deno task bench:store [--seconds S] [--concurrency K] [--register-only]
+ * [--cpu-prof DIR] [--json]` (`--register-only`: the durable registrations and the echo only;
+ * `--cpu-prof DIR`: both servers write a V8 CPU profile there when they stop).
  *
  * @module
  */
@@ -43,6 +46,10 @@ interface Figure {
   cpuMs?: number;
   /** Redis commands per request (Redis targets only). */
   redisCommands?: number;
+  /** Redis's CPU time per request, ms (Redis targets only). */
+  redisCpuMs?: number;
+  /** This process's CPU time per request, ms: the load generator's. */
+  benchCpuMs: number;
 }
 
 /** A process's CPU time so far, ms (user + system, from `/proc/PID/stat`). */
@@ -56,19 +63,14 @@ async function cpuMs(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** Runs `redis-cli` against the bench's Redis and returns its output. */
-async function redisCli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await new Deno.Command("redis-cli", {
-    args: ["-h", HOST, "-p", String(port), ...args],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(stdout);
-}
-
-async function redisCommands(port: number): Promise<number> {
-  const match = /total_commands_processed:(\d+)/.exec(await redisCli(port, "INFO", "stats"));
-  return Number(match?.[1] ?? NaN);
+/** Redis's commands so far and its CPU time so far, ms (every thread). */
+async function redisStats(redis: TestRedis): Promise<{ commands: number; cpuMs: number }> {
+  const info = await redis.cli("INFO", "stats", "cpu");
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(info)?.[1]);
+  return {
+    commands: field("total_commands_processed"),
+    cpuMs: (field("used_cpu_sys") + field("used_cpu_user")) * 1000,
+  };
 }
 
 /** Runs `concurrency` requesters doing `work` against `port` for `seconds`. */
@@ -76,7 +78,13 @@ async function measure(
   target: string,
   port: number,
   work: Work,
-  options: { seconds: number; concurrency: number; echo: boolean; pid?: number; redis?: number },
+  options: {
+    seconds: number;
+    concurrency: number;
+    echo: boolean;
+    pid?: number;
+    redis?: TestRedis;
+  },
 ): Promise<Figure> {
   const latencies: number[] = [];
   let errors = 0;
@@ -104,7 +112,8 @@ async function measure(
   let ready = 0;
   const allReady = Promise.withResolvers<void>();
   let cpuBefore = 0;
-  let commandsBefore = 0;
+  let benchCpuBefore = 0;
+  let redisBefore = { commands: 0, cpuMs: 0 };
   await Promise.all(requesters.map(async (udp, i) => {
     const name = `b${tag}-${i}`;
     let token: Uint8Array = fake;
@@ -120,7 +129,8 @@ async function measure(
     // Every requester has its session: the measured time starts now, for all.
     if (++ready === requesters.length) {
       cpuBefore = options.pid === undefined ? 0 : await cpuMs(options.pid);
-      commandsBefore = options.redis === undefined ? 0 : await redisCommands(options.redis);
+      benchCpuBefore = await cpuMs(Deno.pid);
+      if (options.redis !== undefined) redisBefore = await redisStats(options.redis);
       latencies.length = 0;
       errors = 0;
       end = performance.now() + options.seconds * 1000;
@@ -144,9 +154,8 @@ async function measure(
     }
   }));
   const cpu = options.pid === undefined ? undefined : await cpuMs(options.pid) - cpuBefore;
-  const commands = options.redis === undefined
-    ? undefined
-    : await redisCommands(options.redis) - commandsBefore - 1; // less our own INFO
+  const benchCpu = await cpuMs(Deno.pid) - benchCpuBefore;
+  const redis = options.redis === undefined ? undefined : await redisStats(options.redis);
   for (const r of requesters) await r.close();
   const requests = latencies.length;
   latencies.sort((a, b) => a - b);
@@ -158,19 +167,34 @@ async function measure(
     p99: percentile(latencies, 0.99),
     errors,
     ...(cpu === undefined ? {} : { cpuMs: cpu / requests }),
-    ...(commands === undefined ? {} : { redisCommands: commands / requests }),
+    ...(redis === undefined ? {} : {
+      // Less our own INFO.
+      redisCommands: (redis.commands - redisBefore.commands - 1) / requests,
+      redisCpuMs: (redis.cpuMs - redisBefore.cpuMs) / requests,
+    }),
+    benchCpuMs: benchCpu / requests,
   };
 }
 
 async function main(args: string[]): Promise<number> {
   const parsed = parseArgs(args, {
-    string: ["seconds", "concurrency"],
-    boolean: ["json", "help"],
+    string: ["seconds", "concurrency", "cpu-prof"],
+    boolean: ["json", "help", "register-only"],
     default: { seconds: "3", concurrency: "32" },
   });
-  rejectUnknownFlags(parsed, ["seconds", "concurrency", "json", "help"]);
+  rejectUnknownFlags(parsed, [
+    "seconds",
+    "concurrency",
+    "register-only",
+    "cpu-prof",
+    "json",
+    "help",
+  ]);
   if (parsed.help) {
-    console.log("Usage: deno task bench:store [--seconds S] [--concurrency K] [--json]");
+    console.log(
+      "Usage: deno task bench:store [--seconds S] [--concurrency K] [--register-only] " +
+        "[--cpu-prof DIR] [--json]",
+    );
     return 0;
   }
   const seconds = Number(parsed.seconds);
@@ -190,34 +214,40 @@ async function main(args: string[]): Promise<number> {
   const redis = await TestRedis.start();
   cleanup.add(() => redis.stop());
   try {
+    const profiles = parsed["cpu-prof"];
     const start = (name: string, flags: string[]) =>
       startServers({
         dataDir: `${root}/${name}/data`,
         logDir: `${root}/${name}/logs`,
         stopSignal: "SIGTERM",
         serverFlags: flags,
+        denoFlags: profiles === undefined
+          ? []
+          : ["--cpu-prof", "--cpu-prof-dir", profiles, "--cpu-prof-name", `${name}.cpuprofile`],
       });
     const file = await start("file", []);
     const shared = await start("redis", ["--store", redis.url]);
     const echo: Started = file.echo;
     const o = { seconds, concurrency, echo: false };
     const onFile = { ...o, pid: file.server.child.pid };
-    const onRedis = { ...o, pid: shared.server.child.pid, redis: redis.port };
+    const onRedis = { ...o, pid: shared.server.child.pid, redis };
     const figures: Figure[] = [
       await measure("echo", echo.port, "register", { ...o, echo: true }),
       await measure("file store", file.server.port, "register", onFile),
       await measure("redis store", shared.server.port, "register", onRedis),
     ];
-    // The ceiling of the Redis path: no fsync at all (set after the server's check).
-    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "no");
-    figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
-    await redisCli(redis.port, "CONFIG", "SET", "appendfsync", "always");
-    figures.push(
-      await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "heartbeat", onRedis),
-      await measure("echo", echo.port, "lookup", { ...o, echo: true }),
-      await measure("redis store", shared.server.port, "lookup", onRedis),
-    );
+    if (!parsed["register-only"]) {
+      // The ceiling of the Redis path: no fsync at all (set after the server's check).
+      await redis.cli("CONFIG", "SET", "appendfsync", "no");
+      figures.push(await measure("redis, fsync off", shared.server.port, "register", onRedis));
+      await redis.cli("CONFIG", "SET", "appendfsync", "always");
+      figures.push(
+        await measure("echo", echo.port, "heartbeat", { ...o, echo: true }),
+        await measure("redis store", shared.server.port, "heartbeat", onRedis),
+        await measure("echo", echo.port, "lookup", { ...o, echo: true }),
+        await measure("redis store", shared.server.port, "lookup", onRedis),
+      );
+    }
     const of = (target: string, work: Work) =>
       figures.find((f) => f.target === target && f.work === work)!.perSecond;
     const ratio = of("redis store", "register") / of("file store", "register");
@@ -239,6 +269,8 @@ async function main(args: string[]): Promise<number> {
             "p99 ms",
             "errors",
             "server CPU ms/req",
+            "Redis CPU ms/req",
+            "bench CPU ms/req",
             "Redis cmds/req",
           ],
           figures.map((f) => [
@@ -250,6 +282,8 @@ async function main(args: string[]): Promise<number> {
             f.p99.toFixed(2),
             String(f.errors),
             f.cpuMs?.toFixed(3) ?? "",
+            f.redisCpuMs?.toFixed(3) ?? "",
+            f.benchCpuMs.toFixed(3),
             f.redisCommands?.toFixed(2) ?? "",
           ]),
           { leftColumns: 2 },

@@ -216,7 +216,7 @@ export class RawClient {
   readonly pushes: Message[] = [];
   /** `relay` datagrams the server forwarded (they come in clear). */
   readonly relayed: MessageOf<"relay">[] = [];
-  readonly port: number;
+  port: number;
   token: Uint8Array = new Uint8Array(16);
   #socket: Deno.DatagramConn;
   #server: Deno.NetAddr;
@@ -238,6 +238,19 @@ export class RawClient {
     this.#socket = Deno.listenDatagram({ transport: "udp", hostname: REDIS_TEST_HOST, port: 0 });
     this.port = (this.#socket.addr as Deno.NetAddr).port;
     this.#server = { transport: "udp", hostname: REDIS_TEST_HOST, port: serverPort };
+    this.#loop = this.#read();
+  }
+
+  /**
+   * Moves to a new local port, as a NAT that maps the client anew would:
+   * the session and its channel stay, the server sees a new source.
+   */
+  async rebind(): Promise<void> {
+    const old = this.#socket;
+    this.#socket = Deno.listenDatagram({ transport: "udp", hostname: REDIS_TEST_HOST, port: 0 });
+    this.port = (this.#socket.addr as Deno.NetAddr).port;
+    old.close();
+    await this.#loop;
     this.#loop = this.#read();
   }
 

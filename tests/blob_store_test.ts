@@ -289,6 +289,22 @@ Deno.test("BlobStore keeps users apart", async () => {
   });
 });
 
+Deno.test("BlobStore.deleteUser() removes a directory an aborted upload or an earlier run left", async () => {
+  await withStore(async (store, dataDir) => {
+    const aborted = await store.beginUpload("alice", "gone.bin");
+    await aborted.abort();
+    const dirName = toHex(sha256(new TextEncoder().encode("alice")));
+    await Deno.mkdir(join(dataDir, FILES_DIR, dirName), { recursive: true });
+    const again = await BlobStore.open(dataDir);
+    assertEquals(await again.deleteUser("alice"), 0);
+    assertEquals(await listNames(join(dataDir, FILES_DIR)), []);
+    await Deno.mkdir(join(dataDir, FILES_DIR, dirName));
+    assertEquals(await store.deleteUser("alice"), 0);
+    assertEquals(await listNames(join(dataDir, FILES_DIR)), [], "the upload's directory went too");
+    assertEquals(await store.deleteUser("bob"), 0, "a user with no directory: nothing to remove");
+  });
+});
+
 Deno.test("BlobStore never uses a user's or file's raw name on disk", async () => {
   await withStore(async (store, dataDir) => {
     const users = ["../../etc", "a/b", "..", "", "\0", "CON", "C:\\x", "é".repeat(300), "x\u202ey"];

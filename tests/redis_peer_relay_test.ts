@@ -118,6 +118,45 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "Two instances on one Redis: a client whose NAT moved it is found at its new port " +
+    "through the other instance",
+  ignore: redisUnavailable !== undefined,
+  async fn() {
+    await withRedisInstances(async (cluster) => {
+      const a = await cluster.instance();
+      const b = await cluster.instance();
+      const alice = new RawClient(a.udpPort);
+      const bob = new RawClient(b.udpPort);
+      try {
+        await alice.register("alice");
+        await bob.register("bob");
+        const port = async () => {
+          const reply = await lookup(bob, "alice");
+          return reply?.type === "lookup_ok" ? reply.udpPort : undefined;
+        };
+        for (let i = 0; (await port()) !== alice.port; i++) {
+          assert(i < 50, "B never heard of Alice's session on A");
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        // Alice's NAT maps her anew; her next heartbeat reaches A from there.
+        const before = alice.port;
+        await alice.rebind();
+        const beat = await alice.request({ type: "heartbeat", token: alice.token });
+        assertEquals(beat?.type, "heartbeat_ok");
+        assert(alice.port !== before);
+        let seen: number | undefined;
+        for (let i = 0; (seen = await port()) !== alice.port; i++) {
+          assert(i < 50, `B still gives Alice's old port ${seen}, not ${alice.port}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      } finally {
+        for (const c of [alice, bob]) await c.close();
+      }
+    });
+  },
+});
+
 function lookup(client: RawClient, name: string) {
   return client.request(
     { type: "lookup", token: client.token, name, nonce: new Uint8Array(0) },

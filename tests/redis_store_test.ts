@@ -461,6 +461,54 @@ Deno.test({
 });
 
 Deno.test({
+  name: "RedisStore.persist() makes the session writes with the changes in one script, " +
+    "and none of them when it refuses the changes",
+  ignore,
+  async fn() {
+    const redis = await TestRedis.start();
+    const a = await RedisStore.open(redis.url, { prefix: "ride:" });
+    const b = await RedisStore.open(redis.url, { prefix: "ride:" });
+    try {
+      const record = (name: string, registeredBy: string) => ({
+        name,
+        ip: HOST,
+        udpPort: 5000,
+        tcpPort: 5001,
+        registeredAt: "2026-01-01T00:00:00.000Z",
+        publicKey: "e".repeat(64),
+        keySha256: "",
+        registeredBy,
+      });
+      const session = (name: string) => ({
+        op: "join" as const,
+        record: { name, ip: HOST, udpPort: 5000, tcpPort: 5001, since: 1 },
+        deadline: Date.now() + 60_000,
+      });
+      const scripts = async () =>
+        Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.cli("INFO", "commandstats"))?.[1]);
+      await a.persist({}, [{ op: "put", record: record("Erin", "1") }]);
+      const before = await scripts();
+      await a.persist({}, [{ op: "put", record: record("Finn", "1") }], [session("Erin")]);
+      assertEquals(await scripts() - before, 1, "one script for the change and the session");
+      assertEquals((await b.presenceRecords()).map((r) => r.name), ["Erin"]);
+      // Finn registered elsewhere: the batch is refused, and Gail's join with it.
+      const error = await a.persist({}, [{ op: "put", record: record("Finn", "2") }], [
+        session("Gail"),
+      ]).catch((e) => e);
+      assert(error instanceof StoreError && error.conflict, String(error));
+      assertEquals((await b.presenceRecords()).map((r) => r.name), ["Erin"]);
+      // With no change to make, the session writes still go.
+      await a.persist({}, [], [session("Gail")]);
+      assertEquals((await b.presenceRecords()).map((r) => r.name).sort(), ["Erin", "Gail"]);
+    } finally {
+      await a.close();
+      await b.close();
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
   name:
     "server.ts --store says in one line that the data directory's registrations.json is not used",
   ignore,

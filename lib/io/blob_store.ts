@@ -184,6 +184,12 @@ export class BlobStore {
   readonly #users = new Map<string, UserFiles>();
   readonly #locks = new Map<string, Promise<void>>();
   readonly #uploads = new Map<string, Set<UploadImpl>>();
+  /**
+   * The user directories that may exist: found at open or made for an
+   * upload since. Deregistering a user who never stored a file (most) then
+   * costs no file system call.
+   */
+  readonly #dirs = new Set<string>();
   #closed = false;
 
   private constructor(root: string, clock: Clock, cleanup: string[]) {
@@ -220,6 +226,7 @@ export class BlobStore {
       for await (const entry of Deno.readDir(root)) {
         if (entry.isDirectory && USER_DIR_PATTERN.test(entry.name)) dirs.push(entry.name);
       }
+      for (const dir of dirs) store.#dirs.add(dir);
       for (const dir of dirs.sort()) await store.#load(dir, cleanup);
     } catch (error) {
       const cause = error instanceof BlobStoreError && error.cause ? error.cause : error;
@@ -312,12 +319,14 @@ export class BlobStore {
     const problem = fileNameProblem(name);
     if (problem !== undefined) throw new BlobStoreError("invalid_name", problem);
     const key = nameKey(user);
-    const dir = join(this.#root, userDirName(key));
+    const dirName = userDirName(key);
+    const dir = join(this.#root, dirName);
     return await this.#withLock(key, async () => {
       const id = randomHex(16);
       const temp = join(dir, `${UPLOAD_PREFIX}${id}${UPLOAD_SUFFIX}`);
       let file: Deno.FsFile;
       try {
+        this.#dirs.add(dirName);
         await Deno.mkdir(dir, { recursive: true });
         file = await Deno.open(temp, { write: true, createNew: true, mode: FILE_MODE });
       } catch (error) {
@@ -434,12 +443,16 @@ export class BlobStore {
       for (const upload of this.#uploads.get(key) ?? []) if (upload.isOpen) await upload.abort();
       this.#uploads.delete(key);
       const count = this.#users.get(key)?.files.size ?? 0;
-      try {
-        await Deno.remove(join(this.#root, userDirName(key)), { recursive: true });
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) {
-          throw ioError(`Cannot delete the files of ${quote(user)}`, error);
+      const dirName = userDirName(key);
+      if (this.#dirs.has(dirName)) {
+        try {
+          await Deno.remove(join(this.#root, dirName), { recursive: true });
+        } catch (error) {
+          if (!(error instanceof Deno.errors.NotFound)) {
+            throw ioError(`Cannot delete the files of ${quote(user)}`, error);
+          }
         }
+        this.#dirs.delete(dirName);
       }
       this.#users.delete(key);
       return count;

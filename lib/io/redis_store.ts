@@ -33,6 +33,7 @@ import {
 } from "../server/registry.ts";
 import {
   type PresenceRecord,
+  type PresenceWrite,
   type SharedFileRecord,
   type Store,
   StoreError,
@@ -40,95 +41,13 @@ import {
 } from "../server/store.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { fileNameKey } from "../wire/file_name.ts";
+import { APPLY_SCRIPT, FILE_SCRIPT, PRESENCE_SCRIPT, SWEEP_SCRIPT } from "./redis_scripts.ts";
 
 /** How long a command may take before it counts as failed, ms. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2000;
 
 type Client = ReturnType<typeof connectClient>;
 type Entry = RegistryJson[string] & { name: string };
-
-const APPLY_SCRIPT = `
-local changes = cjson.decode(ARGV[2])
-local now = {}
-local function current(key)
-  if now[key] ~= nil then return now[key] end
-  local v = redis.call('HGET', KEYS[1], key)
-  if v then return cjson.decode(v) end
-  return false
-end
-for _, c in ipairs(changes) do
-  local cur = current(c.key)
-  if c.op == 'put' then
-    if cur and (cur.registered_by ~= c.record.registered_by or
-        ((cur.public_key or '') ~= '' and cur.public_key ~= c.record.public_key) or
-        (c.record.key_sha256 ~= '' and cur.key_sha256 ~= c.record.key_sha256)) then
-      return {'conflict', c.record.name}
-    end
-    now[c.key] = c.record
-  elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
-    -- Seen since the deleting instance looked (a login elsewhere): kept.
-    if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
-      return {'seen', c.name}
-    end
-    now[c.key] = false
-  end
-end
-for key, value in pairs(now) do
-  if value then redis.call('HSET', KEYS[1], key, cjson.encode(value))
-  else redis.call('HDEL', KEYS[1], key) end
-end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
-return {'ok', ''}
-`;
-
-// KEYS: leases (sorted set of deadlines), sessions (hash), news channel.
-// ARGV: op, name key, instance, deadline, record JSON. A session's hash value
-// is "<instance> <record>"; news is "<instance> <op> <record>".
-const PRESENCE_SCRIPT = `
-local cur = redis.call('HGET', KEYS[2], ARGV[2])
-local mine = cur and string.sub(cur, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. ' '
-if ARGV[1] == 'leave' then
-  if mine then
-    redis.call('ZREM', KEYS[1], ARGV[2])
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' leave ' .. ARGV[5])
-  end
-  return 0
-end
-if ARGV[1] == 'renew' and mine and redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[2])
-  return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[5])
-redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' join ' .. ARGV[5])
-return 1
-`;
-
-// KEYS as above; ARGV: now, most leases to end. Whoever removes a lease
-// publishes its leave, so each leave is told once.
-const SWEEP_SCRIPT = `
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, key in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], key)
-  local cur = redis.call('HGET', KEYS[2], key)
-  redis.call('HDEL', KEYS[2], key)
-  if cur then
-    local space = string.find(cur, ' ', 1, true)
-    redis.call('PUBLISH', KEYS[3], 'sweep leave ' .. string.sub(cur, space + 1))
-  end
-end
-return #expired
-`;
-
-// KEYS: files (hash), news channel. ARGV: op, field, record JSON. The
-// record and its news go together, so every instance sees what the hash holds.
-const FILE_SCRIPT = `
-if ARGV[1] == 'put' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-else redis.call('HDEL', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
-return 0
-`;
 
 /** Leases one sweep ends at most (the next sweep takes the rest). */
 const SWEEP_LIMIT = 500;
@@ -240,17 +159,27 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Applies changes atomically and publishes them to the other instances.
+   * Applies changes atomically and publishes them to the other instances,
+   * then the session writes, in one script (one round trip).
    *
    * @param _registry unused (Redis takes changes, not snapshots)
    * @param changes the changes, oldest first
-   * @throws {StoreError} if Redis failed or another instance holds a name
+   * @param presence session writes, applied only if the changes are
+   * @throws {StoreError} if Redis failed or another instance holds a name (nothing written then)
    */
-  async persist(_registry: RegistryJson, changes: readonly RegistryChange[]): Promise<void> {
-    if (changes.length === 0) return;
+  async persist(
+    _registry: RegistryJson,
+    changes: readonly RegistryChange[],
+    presence: readonly PresenceWrite[] = [],
+  ): Promise<void> {
+    if (changes.length === 0) return await this.presence(presence);
     const options = {
-      keys: [this.#key("registry"), this.#key("registry:news")],
-      arguments: [this.#origin, JSON.stringify(changes.map(toWire))],
+      keys: [this.#key("registry"), this.#key("registry:news"), ...this.#presenceKeys()],
+      arguments: [
+        this.#origin,
+        JSON.stringify(changes.map(toWire)),
+        ...presence.flatMap(presenceArguments),
+      ],
     };
     const result = await this.#script("apply", APPLY_SCRIPT, options, "save the registry") as [
       string,
@@ -363,30 +292,18 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Publishes a session of this instance (a Lua script: the lease in the
-   * sorted set, the session in the hash, the news on the channel). A renew
-   * of a lease a sweep ended joins again.
+   * Publishes sessions of this instance, in order (one Lua script: each
+   * lease in the sorted set, session in the hash, news on the channel). A
+   * renew of a lease a sweep ended joins again.
    *
-   * @param op `join`, `renew` or `leave`
-   * @param record the session
-   * @param deadline when its lease runs out, ms since the epoch
+   * @param writes the session writes
    */
-  async presence(
-    op: "join" | "renew" | "leave",
-    record: PresenceRecord,
-    deadline: number,
-  ): Promise<void> {
-    const { name, ip, udpPort, tcpPort, since, key, tokenHash } = record;
+  async presence(writes: readonly PresenceWrite[]): Promise<void> {
+    if (writes.length === 0) return;
     await this.#script("presence", PRESENCE_SCRIPT, {
       keys: this.#presenceKeys(),
-      arguments: [
-        op,
-        nameKey(name),
-        this.#origin,
-        String(Math.round(deadline)),
-        JSON.stringify({ name, ip, udpPort, tcpPort, since, key, tokenHash }),
-      ],
-    }, "publish a session");
+      arguments: [this.#origin, ...writes.flatMap(presenceArguments)],
+    }, "publish sessions");
   }
 
   /**
@@ -547,6 +464,17 @@ async function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A session write as the Lua scripts take it: op, name key, deadline, record JSON. */
+function presenceArguments({ op, record, deadline }: PresenceWrite): string[] {
+  const { name, ip, udpPort, tcpPort, since, key, tokenHash } = record;
+  return [
+    op,
+    nameKey(name),
+    String(Math.round(deadline)),
+    JSON.stringify({ name, ip, udpPort, tcpPort, since, key, tokenHash }),
+  ];
 }
 
 type WireChange =

@@ -11,7 +11,7 @@ import { getLogger } from "@logtape/logtape";
 import type { PeerNews } from "../server/peer_relay.ts";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import type { PresenceRecord, PresenceWrite, SharedFileRecord, Store } from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
 
@@ -27,6 +27,18 @@ export const SHARED_STORE_WRITES_IN_FLIGHT = 32;
 
 /** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
 export const SWEEP_EVERY_MS = 100;
+
+/**
+ * How long a session write may wait for a registry write to ride on, ms.
+ * A register's join (and a deregister's leave) comes once its change is
+ * durable; the next change usually follows within a round trip of a client,
+ * and one Redis script then applies both. Past this, or with
+ * {@linkcode PRESENCE_BATCH} waiting, the session writes go on their own.
+ */
+export const PRESENCE_WAIT_MS = 5;
+
+/** Session writes sent in one script at most. */
+export const PRESENCE_BATCH = 64;
 
 /**
  * How long an instance holds off sweeping after the shared store was away,
@@ -83,6 +95,9 @@ export class StoreWriter {
   #renewWanted = false;
   /** Presence writes under way, awaited at close. */
   #presence = new Set<Promise<void>>();
+  /** Session writes waiting for a registry write to ride on, oldest first. */
+  #sessions: PresenceWrite[] = [];
+  #sessionTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * @param store where to write
@@ -137,18 +152,36 @@ export class StoreWriter {
   }
 
   /**
-   * Publishes a session of this instance; a failure is logged (the next
-   * heartbeat publishes it again).
+   * Publishes a session of this instance with the next registry write, or
+   * within {@linkcode PRESENCE_WAIT_MS} on its own; a failure is logged (the
+   * next heartbeat publishes it again).
    *
    * @param op `join`, `renew` or `leave`
    * @param record the session
    * @param deadline its lease's end
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
-    const written = this.#store.presence(op, record, deadline).catch((error) => {
+    if (this.#closed) return;
+    this.#sessions.push({ op, record, deadline });
+    if (this.#sessions.length >= PRESENCE_BATCH) this.#flushSessions();
+    else this.#sessionTimer ??= setTimeout(() => this.#flushSessions(), PRESENCE_WAIT_MS);
+  }
+
+  /** Takes the session writes waiting, to send now. */
+  #takeSessions(): PresenceWrite[] {
+    clearTimeout(this.#sessionTimer);
+    this.#sessionTimer = undefined;
+    const writes = this.#sessions;
+    this.#sessions = [];
+    return writes;
+  }
+
+  #flushSessions(writes = this.#takeSessions()): void {
+    if (writes.length === 0) return;
+    const written = this.#store.presence(writes).catch((error) => {
       this.#renewWanted = true;
-      log.warn("Cannot publish the session of {name}: {error}", {
-        name: record.name,
+      log.warn("Cannot publish the sessions of {names}: {error}", {
+        names: [...new Set(writes.map((w) => w.record.name))].join(", "),
         error: error instanceof Error ? error.message : String(error),
       });
     });
@@ -285,13 +318,17 @@ export class StoreWriter {
     this.#writes++;
     // Only the file store reads the snapshot, made now, as it is at this version.
     const registry = this.#store.shared ? {} : snapshot.registry;
+    // The session writes waiting ride on this write (one Redis round trip).
+    const sessions = this.#store.shared ? this.#takeSessions() : [];
     const write = async () => {
       const started = performance.now();
       try {
-        await this.#store.persist(registry, changes);
+        await this.#store.persist(registry, changes, sessions);
         this.#host.stored?.((performance.now() - started) / 1000, true);
         this.#host.core.persisted(version, systemClock.now());
       } catch (error) {
+        // A refused write made none of its session writes: they go on their own.
+        this.#flushSessions(sessions);
         this.#host.stored?.((performance.now() - started) / 1000, false);
         this.#host.core.persistFailed(
           version,
@@ -323,8 +360,9 @@ export class StoreWriter {
     }
   }
 
-  /** Stops applying news, resyncs and sweeps; waits for presence writes. */
+  /** Stops applying news, resyncs and sweeps; sends the session writes waiting and waits for them. */
   async close(): Promise<void> {
+    this.#flushSessions();
     this.#closed = true;
     clearInterval(this.#sweeper);
     while (this.#sweeping || this.#presence.size > 0) {

@@ -241,7 +241,8 @@ export class Directory {
    * Follows a client whose NAT gave its UDP socket a new public port (or
    * address): a request that carries the session's token over UDP from
    * elsewhere moves the session there, so that pushes, peers' lookups and
-   * the relay reach it again. The token is the proof (it travels sealed).
+   * the relay reach it again, on every instance. The token is the proof (it
+   * travels sealed).
    */
   #follow(from: Endpoint, session: Session): void {
     if (from.transport !== "udp" || from.second === true) return;
@@ -249,6 +250,10 @@ export class Directory {
     session.ip = from.address;
     session.udpPort = from.port;
     if (session.watching) this.#feed.watch(session.token, session.ip, session.udpPort);
+    // Other instances answer lookups and introductions from shared presence:
+    // it takes the new address at once (a join replaces the record), with the
+    // lease as last renewed.
+    this.#share(session.leaseUntil - this.#sessions.leaseMs, "join", session);
   }
 
   /**
@@ -609,17 +614,12 @@ export class Directory {
 
   /** Every online client, here and (shared presence) on other instances, by name. */
   #online(after: string): (Session | PresenceRecord)[] {
-    const local = this.#sessions.list(after);
-    if (this.#remote.size === 0) return local;
-    const all: (Session | PresenceRecord)[] = [...local];
-    for (const [key, record] of this.#remote) {
-      if (key > after && this.#sessions.byName(key) === undefined) all.push(record);
-    }
-    return all.sort((a, b) => {
-      const x = nameKey(a.name);
-      const y = nameKey(b.name);
-      return x < y ? -1 : x > y ? 1 : 0;
-    });
+    if (this.#remote.size === 0) return this.#sessions.list(after);
+    const all = new Map<string, Session | PresenceRecord>();
+    for (const [key, record] of this.#remote) if (key > after) all.set(key, record);
+    // A session here stands for its name, whatever another instance says.
+    for (const [key, session] of this.#sessions.entries()) if (key > after) all.set(key, session);
+    return [...all.keys()].sort().map((key) => all.get(key)!);
   }
 
   #list(now: number, from: Endpoint, request: MessageOf<"list">): Reply {

@@ -186,14 +186,21 @@ export class SessionTable {
    * @returns the sessions
    */
   list(after = ""): Session[] {
-    const out: Session[] = [];
-    for (const [key, session] of this.#byName) if (key > after) out.push(session);
-    return out.sort(byName);
+    // Sorted by the keys the table holds: a name key per comparison would
+    // cost every join and leave (the active list) a normalization per step.
+    const keys: string[] = [];
+    for (const key of this.#byName.keys()) if (key > after) keys.push(key);
+    return keys.sort().map((key) => this.#byName.get(key)!);
   }
 
   /** @returns every active session, in no particular order */
   all(): IterableIterator<Session> {
     return this.#byName.values();
+  }
+
+  /** @returns every active session with its name key, in no particular order */
+  entries(): IterableIterator<[string, Session]> {
+    return this.#byName.entries();
   }
 }
 

@@ -34,6 +34,16 @@ export interface PresenceRecord {
   readonly instance?: string;
 }
 
+/** A write of one of this instance's sessions to shared presence. */
+export interface PresenceWrite {
+  /** Opened (`join`), renewed by a heartbeat (`renew`), or ended (`leave`). */
+  readonly op: "join" | "renew" | "leave";
+  /** The session. */
+  readonly record: PresenceRecord;
+  /** When its lease runs out, ms since the epoch. */
+  readonly deadline: number;
+}
+
 /** A stored file as every instance sees it: whose, which, and on which instance's disk. */
 export interface SharedFileRecord {
   /** The owning user's name (display form). */
@@ -76,18 +86,25 @@ export interface Store {
    *
    * @param registry the snapshot (file store)
    * @param changes the changes since the previous persist (shared store)
+   * @param presence session writes to make in the same step, after the
+   *   changes (shared store; one round trip for both): a persist that fails
+   *   has made none of them
    */
-  persist(registry: RegistryJson, changes: readonly RegistryChange[]): Promise<void>;
+  persist(
+    registry: RegistryJson,
+    changes: readonly RegistryChange[],
+    presence?: readonly PresenceWrite[],
+  ): Promise<void>;
   /** Subscribes to other instances' changes (a shared store only). */
   listen(listener: StoreListener): Promise<void>;
   /** Every record, for a resync. */
   records(): Promise<RegistryRecord[]>;
   /**
-   * Publishes a session of this instance: opened (`join`), renewed by a
-   * heartbeat until `deadline` (`renew`), or ended (`leave`). Not awaited by
-   * replies: presence is soft state, renewed by every heartbeat.
+   * Publishes sessions of this instance, in order: each opened (`join`),
+   * renewed by a heartbeat until its deadline (`renew`), or ended (`leave`).
+   * Not awaited by replies: presence is soft state, renewed by every heartbeat.
    */
-  presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
+  presence(writes: readonly PresenceWrite[]): Promise<void>;
   /** Sends an introduction or relayed datagram to the instance `news.instance` (pub/sub, not awaited by replies). */
   peer(news: PeerNews): Promise<void>;
   /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
