@@ -2250,3 +2250,37 @@ Deno.test("ServerCore without expireAfterMs never removes an identity", () => {
   core.onTimeout(NOW + 10 * 365 * 86_400_000);
   assertEquals(core.registry.size, 1);
 });
+
+Deno.test("ServerCore (shared store) refuses a failed login once the store recorded it, and counts the failures the store holds", () => {
+  const core = passwordCore({ sharedPresence: true });
+  const [verify] = outputsOf(
+    call(core, NOW, FROM_ALICE, login(1, "Alice", utf8("guess"))),
+    "verify_password",
+  );
+  core.passwordChecked(NOW, verify.id, false);
+  const out = drain(core);
+  assertEquals(sends(out), [], "no refusal before the store has the failure");
+  const [stored] = outputsOf(out, "login_store");
+  assertEquals(stored.outcome, {
+    source: "10.0.0.1",
+    name: "alice",
+    ok: false,
+    at: NOW,
+    keepMs: 30 * 60_000,
+  });
+  core.loginRecorded(stored.id!);
+  const error = assertError(sends(drain(core))[0].message, "login_failed");
+  assertStringIncludes(error.message, "2 attempts left");
+  core.loginRecorded(stored.id!);
+  assertEquals(drain(core), [], "told twice: nothing more");
+
+  // Two failures elsewhere, as the store holds them: the next one here blocks.
+  core.loginsSynced([{ source: "10.0.0.1", name: "alice", failures: [NOW + 1, NOW + 2] }]);
+  const [again] = outputsOf(
+    call(core, NOW + 3, FROM_ALICE, login(2, "Alice", utf8("guess"))),
+    "verify_password",
+  );
+  core.passwordChecked(NOW + 3, again.id, false);
+  core.loginRecorded(outputsOf(drain(core), "login_store")[0].id!);
+  assertError(sends(drain(core))[0].message, "locked_out");
+});

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Registry, RegistryJson, RegistryRecord } from "../server/registry.ts";
-import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import type { LoginFailures, PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
 import { RegistryFile, type RegistryFileOptions } from "./registry_file.ts";
 
 /**
@@ -77,6 +77,11 @@ export class FileStore implements Store {
   /** Nothing to tell: the failed-login counters stay in this instance's memory. */
   login(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** @returns nothing: the failed-login counters stay in this instance's memory */
+  loginFailures(): Promise<LoginFailures[]> {
+    return Promise.resolve([]);
   }
 
   /** Nothing to sweep: this instance ends its own leases. */

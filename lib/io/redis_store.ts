@@ -32,6 +32,8 @@ import {
   type RegistryRecord,
 } from "../server/registry.ts";
 import {
+  type LoginFailures,
+  type LoginOutcome,
   type PresenceRecord,
   type SharedFileRecord,
   type Store,
@@ -43,6 +45,9 @@ import { fileNameKey } from "../wire/file_name.ts";
 
 /** How long a command may take before it counts as failed, ms. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2000;
+
+/** A pair's latest failed logins kept (blocks double up to their cap within far fewer). */
+const LOGIN_FAILURES_KEPT = 64;
 
 type Client = ReturnType<typeof connectClient>;
 type Entry = RegistryJson[string] & { name: string };
@@ -128,6 +133,32 @@ if ARGV[1] == 'put' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 else redis.call('HDEL', KEYS[1], ARGV[2]) end
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
 return 0
+`;
+
+// KEYS: failures (hash: pair -> JSON list of times), their horizons (sorted
+// set), news channel. ARGV: origin, ok|failed, pair, time, keep ms, news.
+const LOGIN_SCRIPT = `
+if ARGV[2] == 'ok' then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  local v = redis.call('HGET', KEYS[1], ARGV[3])
+  local times = v and cjson.decode(v) or {}
+  table.insert(times, tonumber(ARGV[4]))
+  while #times > ${LOGIN_FAILURES_KEPT} do table.remove(times, 1) end
+  redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(times))
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[3])
+end
+redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' ' .. ARGV[6])
+return 0
+`;
+
+// KEYS as above; ARGV: now. Forgets the pairs past their horizon, returns the rest.
+const LOGIN_FAILURES_SCRIPT = `
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, pair in ipairs(gone) do redis.call('HDEL', KEYS[1], pair) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
 `;
 
 /** Leases one sweep ends at most (the next sweep takes the rest). */
@@ -317,10 +348,10 @@ export class RedisStore implements Store {
     );
     await withDeadline(
       subscriber.subscribe(this.#key("logins"), (message: string) => {
-        const [origin, outcome, source, name] = message.split(" ", 4);
-        if (origin !== this.#origin && name !== undefined) {
-          listener.login(source, name, outcome === "ok");
-        }
+        const space = message.indexOf(" ");
+        if (message.slice(0, space) === this.#origin) return;
+        const outcome = parseLogin(message.slice(space + 1));
+        if (outcome !== undefined) listener.login(outcome.source, outcome.name, outcome.ok);
       }),
       "Cannot subscribe to Redis",
     );
@@ -347,19 +378,54 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Tells the other instances of a login that failed or succeeded here
-   * (pub/sub only: the counters live a lockout long, in each instance).
+   * Records a login that failed or succeeded here and tells the other
+   * instances (one Lua script): a failure is appended to its (source, name)
+   * pair's list in `<prefix>login:failures`, forgotten `keepMs` after the
+   * latest; a success clears the list.
    *
-   * @param source the source's address key (no spaces)
-   * @param name the name key (no spaces)
-   * @param ok true if it succeeded
+   * @param outcome the login
    */
-  async login(source: string, name: string, ok: boolean): Promise<void> {
-    await this.#run(
-      (c) =>
-        c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${source} ${name}`),
-      "publish a login",
-    );
+  async login(outcome: LoginOutcome): Promise<void> {
+    const { source, name, ok, at, keepMs } = outcome;
+    await this.#script("login", LOGIN_SCRIPT, {
+      keys: this.#loginKeys(),
+      arguments: [
+        this.#origin,
+        ok ? "ok" : "failed",
+        JSON.stringify([source, name]),
+        String(Math.round(at)),
+        String(Math.round(keepMs)),
+        JSON.stringify({ source, name, ok }),
+      ],
+    }, "record a login");
+  }
+
+  /**
+   * @param now the time, ms since the epoch (pairs past their horizon are forgotten)
+   * @returns every (source, name) pair's recorded failures
+   */
+  async loginFailures(now: number): Promise<LoginFailures[]> {
+    const all = await this.#script("loginFailures", LOGIN_FAILURES_SCRIPT, {
+      keys: this.#loginKeys(),
+      arguments: [String(Math.floor(now))],
+    }, "read the failed logins") as string[];
+    const pairs: LoginFailures[] = [];
+    for (let i = 0; i + 1 < all.length; i += 2) {
+      try {
+        const [source, name] = JSON.parse(all[i]);
+        const failures = JSON.parse(all[i + 1]);
+        const ok = typeof source === "string" && typeof name === "string" &&
+          Array.isArray(failures) && failures.every(Number.isFinite);
+        if (ok) pairs.push({ source, name, failures });
+      } catch {
+        // Not ours: skipped.
+      }
+    }
+    return pairs;
+  }
+
+  #loginKeys(): string[] {
+    return [this.#key("login:failures"), this.#key("login:horizons"), this.#key("logins")];
   }
 
   /**
@@ -641,6 +707,18 @@ function parsePresence(text: string, instance: string): PresenceRecord | undefin
       ...(instance === "sweep" ? {} : { instance }),
       ...(typeof r.key === "string" && /^[0-9a-f]{64}$/.test(r.key) ? { key: r.key } : {}),
     };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A login's news as published by {@linkcode RedisStore.login}, or undefined if it is not that. */
+function parseLogin(text: string): { source: string; name: string; ok: boolean } | undefined {
+  try {
+    const r = JSON.parse(text);
+    return typeof r?.source === "string" && typeof r.name === "string" && typeof r.ok === "boolean"
+      ? { source: r.source, name: r.name, ok: r.ok }
+      : undefined;
   } catch {
     return undefined;
   }

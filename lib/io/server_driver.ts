@@ -767,7 +767,7 @@ export class ServerDriver {
           this.#writer.persist(out.version, out, out.changes);
           break;
         case "login_store":
-          this.#writer.login(out.source, out.name, out.ok);
+          this.#writer.login(out.outcome, out.id);
           break;
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);

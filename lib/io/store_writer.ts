@@ -11,7 +11,7 @@ import { getLogger } from "@logtape/logtape";
 import type { PeerNews } from "../server/peer_relay.ts";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import type { LoginOutcome, PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
 
@@ -112,6 +112,7 @@ export class StoreWriter {
         this.#wantResync();
         this.#resyncPresence();
         this.#resyncFiles();
+        this.#resyncLogins();
       },
     });
     const own = (this.#host.files ?? []).flatMap(([user, files]) =>
@@ -120,6 +121,7 @@ export class StoreWriter {
     await this.#store.ownFiles(this.#owner, own);
     await this.#resyncPresence();
     await this.#resyncFiles();
+    await this.#resyncLogins();
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_EVERY_MS);
   }
 
@@ -143,21 +145,19 @@ export class StoreWriter {
   }
 
   /**
-   * Tells the other instances of a login; a failure to is logged.
+   * Records a login in the shared store and tells the other instances; a
+   * failure to is logged. With an id, the core is told when it is done.
    *
-   * @param source the source's address key
-   * @param name the name key
-   * @param ok true if it succeeded
+   * @param outcome the login
+   * @param id the output's id, if the core waits
    */
-  login(source: string, name: string, ok: boolean): void {
-    const written = this.#store.login(source, name, ok).catch((error) =>
-      log.warn("Cannot share a login of {name}: {error}", {
-        name,
-        error: error instanceof Error ? error.message : String(error),
-      })
-    );
-    this.#presence.add(written);
-    written.finally(() => this.#presence.delete(written));
+  login(outcome: LoginOutcome, id?: number): void {
+    const written = this.#store.login(outcome).finally(() => {
+      if (id === undefined || this.#closed) return;
+      this.#host.core.loginRecorded(id);
+      this.#host.drain();
+    });
+    this.#track(written, `record a login of ${outcome.name}`);
   }
 
   /**
@@ -204,6 +204,18 @@ export class StoreWriter {
 
   get #owner(): string {
     return this.#host.owner ?? "";
+  }
+
+  /** Counts the failed logins the shared store holds (at start, and news may have been lost). */
+  async #resyncLogins(): Promise<void> {
+    try {
+      const pairs = await this.#store.loginFailures(systemClock.now());
+      if (!this.#closed) this.#host.core.loginsSynced(pairs);
+    } catch (error) {
+      log.warn("Cannot read the failed logins: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 
   async #resyncFiles(): Promise<void> {

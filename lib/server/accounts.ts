@@ -33,6 +33,7 @@ import {
 import type { Directory } from "./directory.ts";
 import { IdentityExpiry } from "./identity_expiry.ts";
 import { LoginLimiter } from "./login_limiter.ts";
+import type { LoginFailures } from "./store.ts";
 import { addressKey, RateLimiter } from "./rate_limiter.ts";
 import type { Registry, RegistryRecord } from "./registry.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -113,6 +114,8 @@ export interface AccountsOptions {
   directory: Directory;
   /** The files deregistrations delete. */
   storage: ServerStorage;
+  /** Record logins in the shared store (`login_store`), so that instances count failures together. */
+  shared: boolean;
 }
 
 interface PendingLogin {
@@ -148,7 +151,10 @@ export class Accounts {
   #expiry: IdentityExpiry;
   #directory: Directory;
   #storage: ServerStorage;
+  #shared: boolean;
   #logins = new Map<number, PendingLogin>();
+  /** Refusals of failed logins waiting for the shared store to record them, by output id. */
+  #recording = new Map<number, () => void>();
   #nextId = 1;
 
   /**
@@ -176,6 +182,7 @@ export class Accounts {
     this.#expiry = new IdentityExpiry(options.expireAfterMs);
     this.#directory = options.directory;
     this.#storage = options.storage;
+    this.#shared = options.shared;
   }
 
   /**
@@ -191,6 +198,37 @@ export class Accounts {
   loginElsewhere(now: number, source: string, key: string, ok: boolean): void {
     if (ok) this.#limiter.succeeded(source, key);
     else this.#limiter.failed(now, source, key);
+  }
+
+  /**
+   * Replaces the failed-login counts of the pairs a shared store holds with
+   * its record of them.
+   *
+   * @param pairs each (source, name key) pair's failures, oldest first
+   */
+  loginsSynced(pairs: readonly LoginFailures[]): void {
+    for (const { source, name, failures } of pairs) this.#limiter.replay(source, name, failures);
+  }
+
+  /**
+   * Reports that a failed login was recorded in the shared store (or could
+   * not be): its refusal, held until then, goes out.
+   *
+   * @param id the `login_store` output's id
+   */
+  loginRecorded(id: number): void {
+    const refuse = this.#recording.get(id);
+    this.#recording.delete(id);
+    refuse?.();
+  }
+
+  /** Clears a pair's failed logins here and (shared store) for the other instances. */
+  #succeeded(at: number, source: string, key: string): void {
+    this.#limiter.succeeded(source, key);
+    if (this.#shared) {
+      const outcome = { source, name: key, ok: true, at, keepMs: this.#limiter.horizonMs };
+      this.#host.output({ type: "login_store", outcome });
+    }
   }
 
   /** `open` or `password`. */
@@ -496,14 +534,28 @@ export class Accounts {
           seconds(after.retryAfterMs ?? 0)
         } s from your address`
         : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
-      return this.#host.refuse(
-        from,
-        request,
-        after.blocked ? "locked_out" : "login_failed",
-        `Login failed: wrong name or ${what}${tail}`,
-      );
+      const refuse = () =>
+        this.#host.refuse(
+          from,
+          request,
+          after.blocked ? "locked_out" : "login_failed",
+          `Login failed: wrong name or ${what}${tail}`,
+        );
+      if (!this.#shared) return refuse();
+      // Refused once the failure is in the shared store: a guess sent to
+      // another instance after this refusal finds it counted there.
+      const id = this.#nextId++;
+      this.#recording.set(id, refuse);
+      const outcome = {
+        source,
+        name: key,
+        ok: false,
+        at: pending.at,
+        keepMs: this.#limiter.horizonMs,
+      };
+      return this.#host.output({ type: "login_store", outcome, id });
     }
-    if (!pending.proven) this.#limiter.succeeded(source, key);
+    if (!pending.proven) this.#succeeded(now, source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"

@@ -49,7 +49,7 @@ import { type PeerNews, PeerRelay, type PeerRelayLimits } from "./peer_relay.ts"
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
-import type { PresenceRecord, SharedFileRecord } from "./store.ts";
+import type { LoginFailures, PresenceRecord, SharedFileRecord } from "./store.ts";
 import { RemoteTokens } from "./remote_tokens.ts";
 import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
 
@@ -312,6 +312,7 @@ export class ServerCore {
       expireAfterMs: options.expireAfterMs ?? 0,
       directory: this.#directory,
       storage: this.#storage,
+      shared: options.sharedPresence ?? false,
     });
   }
 
@@ -569,6 +570,27 @@ export class ServerCore {
    */
   loginElsewhere(now: number, source: string, name: string, ok: boolean): void {
     this.#accounts.loginElsewhere(now, source, name, ok);
+  }
+
+  /**
+   * Replaces the failed-login counts of the pairs a shared store holds with
+   * its record of them (at start, and after a resubscribe: news may have
+   * been lost).
+   *
+   * @param pairs each (source, name) pair's failures
+   */
+  loginsSynced(pairs: readonly LoginFailures[]): void {
+    this.#accounts.loginsSynced(pairs);
+  }
+
+  /**
+   * Reports that a `login_store` output with an id was carried out (or
+   * failed): the login's refusal goes out.
+   *
+   * @param id the output's id
+   */
+  loginRecorded(id: number): void {
+    this.#accounts.loginRecorded(id);
   }
 
   /**
@@ -853,18 +875,6 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
-    if (this.#shared && request.type === "login") {
-      const failed = reply.type === "error" &&
-        (reply.code === ERROR_CODES.login_failed || reply.code === ERROR_CODES.locked_out);
-      if (failed || reply.type === "login_ok") {
-        this.#outputs.push({
-          type: "login_store",
-          source: addressKey(to.address),
-          name: nameKey(request.name),
-          ok: !failed,
-        });
-      }
-    }
     this.#send(to, request.type, reply, this.#sizing.limit(to, request));
   }
 

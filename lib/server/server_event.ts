@@ -11,7 +11,7 @@ import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
 import type { RegistryChange, RegistryJson } from "./registry.ts";
 import type { PeerNews } from "./peer_relay.ts";
-import type { PresenceRecord } from "./store.ts";
+import type { LoginOutcome, PresenceRecord } from "./store.ts";
 import type { StoredFile } from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
@@ -223,13 +223,12 @@ export type ServerOutput =
     readonly changes: readonly RegistryChange[];
   }
   | { readonly type: "event"; readonly event: ServerEvent }
-  /** Tell the other instances of a login that failed or succeeded here (shared state only). */
-  | {
-    readonly type: "login_store";
-    readonly source: string;
-    readonly name: string;
-    readonly ok: boolean;
-  }
+  /**
+   * Record in the shared store a login that failed or succeeded here, and
+   * tell the other instances; with an `id`, report `loginRecorded(id)` when
+   * done (or failed): the refusal waits for it.
+   */
+  | { readonly type: "login_store"; readonly outcome: LoginOutcome; readonly id?: number }
   /** Send an introduction or relayed datagram to the instance holding its party (shared presence only). */
   | { readonly type: "peer_store"; readonly news: PeerNews }
   /** Tell the other instances of a session of this one (shared presence only). */

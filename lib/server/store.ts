@@ -44,6 +44,30 @@ export interface SharedFileRecord {
   readonly owner: string;
 }
 
+/** A login that failed or succeeded on one instance, for the shared failed-login counts. */
+export interface LoginOutcome {
+  /** The source's address key (`addressKey`). */
+  readonly source: string;
+  /** The name key. */
+  readonly name: string;
+  /** True if it succeeded (which clears the pair's failures). */
+  readonly ok: boolean;
+  /** When it happened, ms since the epoch. */
+  readonly at: number;
+  /** How long the pair's failures matter after this one, ms (the limiter's horizon). */
+  readonly keepMs: number;
+}
+
+/** A (source, name) pair's failed logins as a shared store holds them. */
+export interface LoginFailures {
+  /** The source's address key. */
+  readonly source: string;
+  /** The name key. */
+  readonly name: string;
+  /** When each failure happened, ms since the epoch, oldest first. */
+  readonly failures: readonly number[];
+}
+
 /** What a shared store tells an instance about the others' changes. */
 export interface StoreListener {
   /** Changes another instance made durable. */
@@ -90,8 +114,13 @@ export interface Store {
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): Promise<void>;
   /** Sends an introduction or relayed datagram to the instance `news.instance` (pub/sub, not awaited by replies). */
   peer(news: PeerNews): Promise<void>;
-  /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
-  login(source: string, name: string, ok: boolean): Promise<void>;
+  /**
+   * Records a login that failed or succeeded here (a failure is added to
+   * its pair's list, a success clears it) and tells the other instances.
+   */
+  login(outcome: LoginOutcome): Promise<void>;
+  /** Every pair's recorded failures, for a start or resync (past the horizon they are gone). */
+  loginFailures(now: number): Promise<LoginFailures[]>;
   /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
   sweep(now: number): Promise<void>;
   /** The sessions of the other instances, for a resync. */
