@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
 import { ClientDriver } from "../lib/io/client_driver.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
+import { RedisStore } from "../lib/io/redis_store.ts";
 import type { ServerEvent } from "../lib/server/server_event.ts";
 import { redisUnavailable } from "../scripts/_redis_server.ts";
 import { REDIS_TEST_HOST as HOST, withRedisInstances } from "./_redis.ts";
@@ -109,6 +110,81 @@ Deno.test({
           unreachable.error,
           /Cannot reach the server at 127\.0\.0\.1:\d+ that holds the file/,
         );
+      } finally {
+        for (const client of clients) await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "A name deregistered on B while A (holding its files) is down: nobody gets the files, " +
+    "not the next owner of the name, and A deletes them when it comes back",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      // Found by black-box testing: the next "Zed" downloaded the first one's file.
+      const dir = cluster.dir;
+      const a = await cluster.instance();
+      const aConfig = { dataDir: join(dir, "instance-1"), udpPort: a.udpPort, tcpPort: a.tcpPort };
+      const b = await cluster.instance();
+      const clients: ClientDriver[] = [];
+      const open = async (port: number, who: string) => {
+        const client = await ClientDriver.open({
+          serverHost: HOST,
+          serverPort: port,
+          udpPort: 0,
+          tcpPort: 5001,
+          name: "Zed",
+          via: "udp",
+          identityFile: join(dir, `${who}.identities.json`),
+          keyFile: join(dir, `${who}.client_key.json`),
+          downloadDir: join(dir, `downloads-${who}`),
+        });
+        clients.push(client);
+        assert((await client.run({ kind: "hello" })).ok);
+        return client;
+      };
+      try {
+        await Deno.writeFile(join(dir, "zf.csv"), new TextEncoder().encode("secret,rows\n"));
+        const first = await open(a.udpPort, "first");
+        assert((await first.run({ kind: "register" })).ok);
+        assert((await first.upload(join(dir, "zf.csv"), "zf.csv")).ok);
+        await a.close(); // down: it hears nothing from now on
+        const onB = await open(b.udpPort, "first");
+        assert((await onB.run({ kind: "login", name: "Zed", secret: new Uint8Array(0) })).ok);
+        assert((await onB.run({ kind: "deregister" })).ok);
+
+        // Its file's record goes from Redis with the identity (not awaited by the reply).
+        const store = await RedisStore.open(cluster.redis.url);
+        try {
+          let records = await store.fileRecords("");
+          for (const until = Date.now() + 5000; records.length > 0 && Date.now() < until;) {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            records = await store.fileRecords("");
+          }
+          assertEquals(records, []);
+        } finally {
+          await store.close();
+        }
+
+        const next = await open(b.udpPort, "next");
+        const registered = await next.run({ kind: "register" });
+        assert(registered.ok, JSON.stringify(registered));
+        const listed = await next.run({ kind: "files" });
+        if (!listed.ok || listed.command !== "files") throw new Error(JSON.stringify(listed));
+        assertEquals(listed.files, [], "the earlier Zed's file is not listed");
+        const early = await next.download("zf.csv", join(dir, "early.csv"));
+        assert(!early.ok && early.code === "file_not_found", JSON.stringify(early));
+
+        // A comes back on the same ports: it deletes the earlier identity's files.
+        await cluster.instance(aConfig);
+        const late = await next.download("zf.csv", join(dir, "late.csv"));
+        assert(!late.ok && late.code === "file_not_found", JSON.stringify(late));
+        const left = [];
+        for await (const entry of Deno.readDir(join(aConfig.dataDir, "files"))) {
+          left.push(entry.name);
+        }
+        assertEquals(left, [], "nothing of the earlier Zed on A's disk");
       } finally {
         for (const client of clients) await client.close();
       }

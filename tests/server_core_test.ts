@@ -1698,7 +1698,8 @@ Deno.test("ServerCore.handle() stores an upload chunk by chunk", async (t) => {
     const out = call(core, NOW, TCP_ALICE, chunk(2, 6));
     assertEquals(out.map((o) => o.type), ["upload_chunk", "upload_commit"]);
     assertEquals(outputsOf(out, "upload_commit"), [
-      { type: "upload_commit", id, size: 10, sha256: toHex(HASH) },
+      // Dated no earlier than Alice's registration, whichever clock dated that.
+      { type: "upload_commit", id, size: 10, sha256: toHex(HASH), notBefore: NOW },
     ]);
     const listing = as(ask(core, NOW, TCP_ALICE, withToken("files", 3, token)), "file_list");
     assertEquals(listing.files, [], "not listed before uploadDone");

@@ -20,7 +20,7 @@ import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
 import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
-import type { StoredFile } from "../server/stored_files.ts";
+import { fileOfIdentity, type StoredFile } from "../server/stored_files.ts";
 import { serverEventText } from "../server/server_event_text.ts";
 import { DEFAULT_REGISTER_RATE } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
@@ -234,6 +234,9 @@ export class ServerDriver {
       registry = await registryStore.load();
       if (config.auth === "password") users = await UsersFileWatch.open(usersPath(config));
       store = await BlobStore.open(config.dataDir);
+      if (registryStore.shared && config.auth !== "password") {
+        await deleteEarlierFiles(store, registry);
+      }
       udp = bind(
         "udp",
         config.host,
@@ -776,7 +779,7 @@ export class ServerDriver {
           this.#writer.peer(out.news);
           break;
         case "file_store":
-          this.#writer.file(out.op, out.user, out.file);
+          this.#writer.file(out.op, out.user, out.file, out.owner);
           break;
         case "event":
           this.#event(out.event);
@@ -900,6 +903,25 @@ export const VERSION_2_REFUSAL =
   "This server speaks Switchboard protocol version 3 (encrypted); upgrade the client";
 
 /** The name of a route for the secure channels: a UDP address and port, or a TCP connection. */
+/**
+ * Deletes from this instance's disk the files of identities removed, or
+ * replaced by another under their name, while it was down (shared store,
+ * open mode): the news of the removal never reached it, and no one may get
+ * them (`fileOfIdentity`).
+ */
+async function deleteEarlierFiles(store: BlobStore, registry: Registry): Promise<void> {
+  for (const user of [...store.allUsage().keys()]) {
+    const since = registry.get(user)?.registeredAt;
+    if (store.list(user).every((file) => fileOfIdentity(since, file))) continue;
+    const count = await store.deleteUser(user);
+    log.warn(
+      "Deleted the {count} files of {user} on this disk: the identity they belonged to was " +
+        "removed while this instance was down",
+      { count, user },
+    );
+  }
+}
+
 function routeOf(endpoint: Endpoint): string {
   return endpoint.transport === "udp"
     ? `udp ${endpoint.address} ${endpoint.port}`

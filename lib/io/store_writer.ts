@@ -179,15 +179,17 @@ export class StoreWriter {
   }
 
   /**
-   * Records a file stored or deleted on this instance's disk; a failure is
-   * logged (the instance's next start records its disk again).
+   * Records a file stored or deleted on this instance's disk (or removes
+   * the record of one on `owner`'s); a failure is logged (each instance's
+   * next start records its disk again).
    *
    * @param op `put` or `delete`
    * @param user the owning user
    * @param file the file
+   * @param owner the TCP address of the instance whose disk holds it, if not this one
    */
-  file(op: "put" | "delete", user: string, file: StoredFile): void {
-    const record: SharedFileRecord = { user, file, owner: this.#owner };
+  file(op: "put" | "delete", user: string, file: StoredFile, owner = this.#owner): void {
+    const record: SharedFileRecord = { user, file, owner };
     this.#track(this.#store.file(op, record), `record the file "${file.name}" of ${user}`);
   }
 

@@ -435,6 +435,7 @@ export class Accounts {
       done: (at) => {
         this.#directory.close(at, session, "deregister");
         this.#storage.removeUser(record.name);
+        this.#storage.unlistElsewhere(record.name);
       },
       failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
     });

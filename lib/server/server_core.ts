@@ -51,7 +51,12 @@ import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
 import type { LoginFailures, PresenceRecord, SharedFileRecord } from "./store.ts";
 import { RemoteTokens } from "./remote_tokens.ts";
-import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
+import {
+  DEFAULT_STORAGE_LIMITS,
+  fileOfIdentity,
+  type StorageLimits,
+  type StoredFile,
+} from "./stored_files.ts";
 
 export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 export type { AuthMode, PasswordUser } from "./accounts.ts";
@@ -282,8 +287,16 @@ export class ServerCore {
       remote: (name) => this.#directory.remoteSession(name),
       secret: () => (introductionSecret ??= options.random.bytes(32)),
     });
+    const auth = options.auth ?? "open";
     this.#storage = new ServerStorage({
       ...host,
+      // Password accounts are the operator's: their files never outlive an identity.
+      owns: (user, file) =>
+        auth === "password" || fileOfIdentity(this.#registry.get(user)?.registeredAt, file),
+      registeredAt: (user) => {
+        const at = Date.parse(this.#registry.get(user)?.registeredAt ?? "");
+        return auth === "password" || Number.isNaN(at) ? undefined : at;
+      },
       settle: (request, code, reason) =>
         this.#replay.complete(
           request.client,
@@ -552,10 +565,13 @@ export class ServerCore {
    */
   registryChanged(changes: readonly RegistryChange[]): void {
     this.#registry.apply(changes);
-    // An identity removed elsewhere takes its files on this instance's disk with it.
+    // An identity removed elsewhere (or replaced by another under its name,
+    // news of the removal lost) takes its files on this instance's disk with it.
     for (const change of changes) {
-      const gone = change.op === "delete" && this.#registry.get(change.name) === undefined;
-      if (gone && this.#storage.holds(change.name)) this.#storage.removeUser(change.name);
+      const name = change.op === "delete" ? change.name : change.record.name;
+      const gone = change.op === "delete" && this.#registry.get(name) === undefined;
+      if (gone && this.#storage.holds(name)) this.#storage.removeUser(name);
+      else this.#storage.removeEarlier(name);
     }
   }
 
@@ -649,6 +665,7 @@ export class ServerCore {
       throw new RangeError("Cannot resync the registry while changes are unsaved");
     }
     this.#registry.replaceAll(records);
+    for (const user of this.#storage.users()) this.#storage.removeEarlier(user);
   }
 
   /**

@@ -262,6 +262,8 @@ export type ServerOutput =
     readonly id: number;
     readonly size: number;
     readonly sha256: string;
+    /** The file's date is no earlier (ms): its owner's registration, dated by another clock maybe. */
+    readonly notBefore?: number;
   }
   | { readonly type: "upload_abort"; readonly id: number }
   /** Send `download_ok` then the file's content in `file_chunk` frames to `to`. */
@@ -276,12 +278,17 @@ export type ServerOutput =
   | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
   /** Delete every file of a deregistered user. */
   | { readonly type: "delete_user_files"; readonly user: string }
-  /** Tell the other instances of a file stored or deleted here (shared store only). */
+  /**
+   * Tell the other instances of a file stored or deleted here, or (with an
+   * `owner`) remove the record of a file on that instance's disk (shared store only).
+   */
   | {
     readonly type: "file_store";
     readonly op: "put" | "delete";
     readonly user: string;
     readonly file: StoredFile;
+    /** The TCP address of the instance whose disk holds it, if not this one. */
+    readonly owner?: string;
   }
   /** Close a TCP connection once what was sent on it before is written. */
   | { readonly type: "close"; readonly connId: number };
