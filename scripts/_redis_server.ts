@@ -87,6 +87,16 @@ export class TestRedis {
     }
   }
 
+  /**
+   * Stops (`SIGSTOP`) or continues (`SIGCONT`) it: a Redis that stalls and
+   * then carries out what it was sent meanwhile.
+   *
+   * @param signal which
+   */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.#process?.kill(signal);
+  }
+
   /** Kills it at once (SIGKILL) and waits for it to be gone. */
   async kill(): Promise<void> {
     const process = this.#process;

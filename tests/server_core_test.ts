@@ -778,12 +778,23 @@ Deno.test("ServerCore.handle() never hands a session to a changed or late copy o
     "name_taken",
   );
 
-  // The very same request, but after the replay window: refused too.
+  // The very same request after the replay window, through another key: refused too.
   const late = restarted();
   assertError(
-    sends(call(late, NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice")))[0].message,
+    sends(
+      call(late, NOW + 10 * 60_000, { ...FROM_ALICE, clientKey: KEY_BOB }, register(1, "Alice")),
+    )[0]
+      .message,
     "name_taken",
   );
+  // Through Alice's own key (her channel proves it) it is her registering her name again: logged in.
+  const own = restarted();
+  const ok = as(
+    sends(call(own, NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice")))[0].message,
+    "register_ok",
+  );
+  assertEquals(own.sessions.byToken(ok.token)?.name, "Alice");
+  assertEquals(persists(drain(own)), [], "nothing to write");
 });
 
 Deno.test("ServerCore.handle() holds a retransmission whose cache entry was evicted until the write lands", () => {
@@ -2154,8 +2165,10 @@ Deno.test("ServerCore.handle() does not spend the register budget on a taken nam
   registerPersisted(core, 1, "alice");
   // The retransmission is answered from the replay cache, a taken name is refused as taken.
   as(ask(core, NOW + 1, FROM_ALICE, register(1, "alice")), "register_ok");
-  assertError(ask(core, NOW + 2, FROM_ALICE, register(2, "ALICE")), "name_taken");
-  assertError(ask(core, NOW + 3, FROM_ALICE, register(3, "bob")), "busy");
+  assertError(ask(core, NOW + 2, FROM_BOB, register(2, "ALICE", { client: BOB_ID })), "name_taken");
+  // Her own key registering her name again is a login, not a new name.
+  as(ask(core, NOW + 2, FROM_ALICE, register(3, "ALICE")), "register_ok");
+  assertError(ask(core, NOW + 3, FROM_ALICE, register(4, "bob")), "busy");
 });
 
 // --- bounded growth: identities not seen expire ---

@@ -61,15 +61,21 @@ local function current(key)
   if v then return cjson.decode(v) end
   return false
 end
+local news, kept = ARGV[2], {}
 for _, c in ipairs(changes) do
   local cur = current(c.key)
   if c.op == 'put' then
-    if cur and (cur.registered_by ~= c.record.registered_by or
+    if cur and cur.registered_by ~= c.record.registered_by and (cur.public_key or '') ~= '' and
+        cur.public_key == c.record.public_key then
+      -- The same key registering its name again (an earlier reply was lost): already done.
+      kept[c.key] = true
+    elseif cur and (cur.registered_by ~= c.record.registered_by or
         ((cur.public_key or '') ~= '' and cur.public_key ~= c.record.public_key) or
         (c.record.key_sha256 ~= '' and cur.key_sha256 ~= c.record.key_sha256)) then
       return {'conflict', c.record.name}
+    else
+      now[c.key] = c.record
     end
-    now[c.key] = c.record
   elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
     -- Seen since the deleting instance looked (a login elsewhere): kept.
     if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
@@ -82,7 +88,16 @@ for key, value in pairs(now) do
   if value then redis.call('HSET', KEYS[1], key, cjson.encode(value))
   else redis.call('HDEL', KEYS[1], key) end
 end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+if next(kept) then
+  local told = {}
+  for _, c in ipairs(changes) do
+    if not (c.op == 'put' and kept[c.key]) then told[#told + 1] = c end
+  end
+  if #told == 0 then return {'kept', ''} end
+  news = cjson.encode(told)
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. news)
+if next(kept) then return {'kept', ''} end
 return {'ok', ''}
 `;
 
@@ -188,6 +203,7 @@ export class RedisStore implements Store {
   readonly url: string;
   #client: Client;
   #subscriber: Client | undefined;
+  #listener: StoreListener | undefined;
   #prefix: string;
   /** Distinguishes this instance's own news from the others'. */
   #origin = crypto.randomUUID();
@@ -288,11 +304,17 @@ export class RedisStore implements Store {
       string,
     ];
     if (result[0] === "conflict") {
-      throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
+      throw new StoreError(
+        `"${result[1]}" was registered on another server instance`,
+        true,
+        result[1],
+      );
     }
     if (result[0] === "seen") {
       throw new StoreError(`"${result[1]}" was seen on another server instance meanwhile`, true);
     }
+    // A name its key had registered already: Redis keeps its record, so this replica reads it.
+    if (result[0] === "kept") this.#listener?.resync();
   }
 
   /**
@@ -302,6 +324,7 @@ export class RedisStore implements Store {
    * @param listener told of changes and resyncs
    */
   async listen(listener: StoreListener): Promise<void> {
+    this.#listener = listener;
     const subscriber = this.#client.duplicate();
     subscriber.on("error", () => {});
     let first = true;

@@ -11,7 +11,13 @@ import { getLogger } from "@logtape/logtape";
 import type { PeerNews } from "../server/peer_relay.ts";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { LoginOutcome, PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import {
+  type LoginOutcome,
+  type PresenceRecord,
+  type SharedFileRecord,
+  type Store,
+  StoreError,
+} from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
 
@@ -24,6 +30,9 @@ const log = getLogger(["switchboard", "server"]);
  * one at a time, over 50k with 32 in flight); a file snapshot is one at a time.
  */
 export const SHARED_STORE_WRITES_IN_FLIGHT = 32;
+
+/** How long after a failed resync of the registry the next is tried, ms. */
+const RESYNC_RETRY_MS = 500;
 
 /** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
 export const SWEEP_EVERY_MS = 100;
@@ -67,6 +76,8 @@ export class StoreWriter {
   #newsDuringResync: (readonly RegistryChange[])[] = [];
   #closed = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** A resync that failed, tried again at this timer. */
+  #resyncRetry: ReturnType<typeof setTimeout> | undefined;
   #sweeping = false;
   /** Presence writes under way, awaited at close. */
   #presence = new Set<Promise<void>>();
@@ -282,6 +293,7 @@ export class StoreWriter {
         this.#host.core.persistFailed(
           version,
           error instanceof Error ? error.message : String(error),
+          error instanceof StoreError ? error.taken : undefined,
         );
         if (this.#store.shared) this.#resyncWanted = true;
       }
@@ -313,6 +325,7 @@ export class StoreWriter {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    clearTimeout(this.#resyncRetry);
     while (this.#sweeping || this.#presence.size > 0) {
       await Promise.allSettled([...this.#presence, new Promise((r) => setTimeout(r, 5))]);
     }
@@ -324,6 +337,8 @@ export class StoreWriter {
   }
 
   async #maybeResync(): Promise<void> {
+    clearTimeout(this.#resyncRetry);
+    this.#resyncRetry = undefined;
     if (!this.#resyncWanted || this.#resyncing || this.#closed) return;
     if (this.#host.core.hasUnsavedChanges) return; // after the writes under way
     this.#resyncing = true;
@@ -343,15 +358,20 @@ export class StoreWriter {
         });
       }
     } catch (error) {
-      // The next resubscription asks again.
+      // Tried again shortly: a Redis that stalled loses no subscription, so nothing else asks.
       log.warn("Cannot resync the registry: {error}", {
         error: error instanceof Error ? error.message : String(error),
       });
+      this.#resyncWanted = true;
+      clearTimeout(this.#resyncRetry);
+      this.#resyncRetry = setTimeout(() => this.#maybeResync(), RESYNC_RETRY_MS);
     } finally {
       this.#resyncing = false;
       this.#newsDuringResync = [];
     }
-    if (this.#resyncWanted && !this.#host.core.hasUnsavedChanges) {
+    if (
+      this.#resyncWanted && !this.#host.core.hasUnsavedChanges && this.#resyncRetry === undefined
+    ) {
       queueMicrotask(() => this.#maybeResync());
     }
   }

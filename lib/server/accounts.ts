@@ -62,6 +62,8 @@ export interface AccountChange {
   readonly done?: (now: number) => void;
   /** The error message if the write fails. */
   readonly failureText: string;
+  /** The error message if the store says another instance registered the name first. */
+  readonly takenText?: string;
 }
 
 /** What accounts need of the core that holds them. */
@@ -342,6 +344,25 @@ export class Accounts {
       const token = this.#directory.start(now, from, existing.name, udpPort, request.tcpPort);
       return this.#host.answer(from, request, { type: "register_ok", reqId: request.reqId, token });
     }
+    if (existing !== undefined && existing.publicKey === publicKey) {
+      // The same key registering its name again: its earlier reply was lost,
+      // or said "not saved" while the write went through after all (a Redis
+      // that stalled). Not a conflict: it is logged in, as by `login`.
+      const pending = this.#host.holds((h) =>
+        h.event.kind === "registered" && nameKey(h.event.name) === nameKey(name)
+      );
+      if (pending) {
+        return this.#host.refuse(
+          from,
+          request,
+          "busy",
+          `Cannot register "${name}": it is being saved; try again in a moment`,
+        );
+      }
+      this.seen(now, existing.name);
+      const token = this.#directory.start(now, from, existing.name, udpPort, request.tcpPort);
+      return this.#host.answer(from, request, { type: "register_ok", reqId: request.reqId, token });
+    }
     if (existing !== undefined) {
       return this.#host.refuse(
         from,
@@ -389,6 +410,7 @@ export class Accounts {
       undo: () => this.#registry.remove(name),
       done: (at) => this.#directory.start(at, from, name, udpPort, request.tcpPort, token),
       failureText: `Cannot register "${name}": the server could not save its registry`,
+      takenText: `Cannot register "${name}": name is taken`,
     });
   }
 

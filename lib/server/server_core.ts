@@ -171,6 +171,8 @@ interface HeldReply {
   undo: () => void;
   done?: (now: number) => void;
   failure: Reply;
+  /** The answer if the store says another instance registered the name first. */
+  taken?: Reply;
 }
 
 /** Refusals that count as authentication failures. */
@@ -545,13 +547,18 @@ export class ServerCore {
    *
    * @param version the version from the `persist` output
    * @param reason why, for the log
+   * @param taken the name another instance registered first, if that is why
    */
-  persistFailed(version: number, reason: string): void {
+  persistFailed(version: number, reason: string, taken?: string): void {
     this.#emit({ kind: "save_failed", reason });
     for (const h of this.#commits.failed(version)) {
       h.undo();
-      this.#replay.complete(h.client, h.reqId, h.failure);
-      this.#send(h.to, h.request, h.failure, h.limit);
+      // The loser of a race for a name on several instances: the name is taken.
+      const lost = taken !== undefined && h.taken !== undefined && h.event.kind === "registered" &&
+        nameKey(h.event.name) === nameKey(taken);
+      const failure = lost ? h.taken! : h.failure;
+      this.#replay.complete(h.client, h.reqId, failure);
+      this.#send(h.to, h.request, failure, h.limit);
     }
     // The undos restored memory to what is durable: nothing left to write.
     this.#registry.takeChanges();
@@ -965,6 +972,9 @@ export class ServerCore {
       undo: change.undo,
       done: change.done,
       failure: errorReply(request.reqId, "not_saved", change.failureText),
+      ...(change.takenText === undefined
+        ? {}
+        : { taken: errorReply(request.reqId, "name_taken", change.takenText) }),
     });
     this.#requestPersist();
   }

@@ -148,13 +148,17 @@ export interface Store {
 export class StoreError extends Error {
   /** True if the write lost a race: another instance holds the name. */
   readonly conflict: boolean;
+  /** The name another instance registered meanwhile, if that was the race lost. */
+  readonly taken?: string;
   /**
    * @param message what failed
    * @param conflict true for a lost create-if-absent race
+   * @param taken the name registered elsewhere, for a lost create race
    */
-  constructor(message: string, conflict = false) {
+  constructor(message: string, conflict = false, taken?: string) {
     super(message);
     this.name = "StoreError";
     this.conflict = conflict;
+    if (taken !== undefined) this.taken = taken;
   }
 }
