@@ -42,6 +42,7 @@ import {
 } from "../server/store.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { fileNameKey } from "../wire/file_name.ts";
+import { redactUrl } from "./store_url.ts";
 
 /** How long a command may take before it counts as failed, ms. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2000;
@@ -200,6 +201,7 @@ export interface RedisStoreOptions {
 export class RedisStore implements Store {
   readonly kind = "redis";
   readonly shared = true;
+  /** The URL without its password (for logs and errors). */
   readonly url: string;
   #client: Client;
   #subscriber: Client | undefined;
@@ -212,7 +214,7 @@ export class RedisStore implements Store {
   #shas = new Map<string, string>();
 
   private constructor(url: string, client: Client, prefix: string) {
-    this.url = url;
+    this.url = redactUrl(url);
     this.#client = client;
     this.#prefix = prefix;
   }
@@ -220,18 +222,19 @@ export class RedisStore implements Store {
   /**
    * Connects to Redis and checks it makes writes durable before replying.
    *
-   * @param url `redis://HOST:PORT[/DB]`
+   * @param url `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
    * @param options key prefix
    * @returns the store
    * @throws {StoreError} if Redis is unreachable or not durable, in one line
    */
   static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
     const client = connectClient(url);
+    const shown = redactUrl(url);
     try {
-      await withDeadline(client.connect(), `Cannot connect to Redis at ${url}`);
+      await withDeadline(client.connect(), `Cannot connect to Redis at ${shown}`);
     } catch (error) {
       client.destroy();
-      throw new StoreError(`Cannot connect to Redis at ${url}: ${describe(error)}`);
+      throw new StoreError(`Cannot connect to Redis at ${shown}: ${describe(error)}`);
     }
     const store = new RedisStore(url, client, options.prefix ?? "sb:");
     try {
