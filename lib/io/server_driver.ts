@@ -915,7 +915,7 @@ async function deleteEarlierFiles(store: BlobStore, registry: Registry): Promise
     if (store.list(user).every((file) => fileOfIdentity(since, file))) continue;
     const count = await store.deleteUser(user);
     log.warn(
-      "Deleted the {count} files of {user} on this disk: the identity they belonged to was " +
+      "Deleted the files of {user} on this disk ({count}): the identity they belonged to was " +
         "removed while this instance was down",
       { count, user },
     );
