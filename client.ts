@@ -651,7 +651,9 @@ async function session(flags: ClientFlags, opened: Opened): Promise<number> {
     output.note(`Not run (typed while connecting): ${early.map((l) => printable(l)).join(", ")}`);
   }
   if (!hello.ok) {
-    output.error(`cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
+    // A refused server key is its own line: the server was reached, and is not trusted.
+    const refusal = client.serverKeyRefusal;
+    output.error(refusal ?? `cannot reach the server: ${lowerFirstWord(hello.error)}`, hello.code);
     return 1;
   }
   const { ok: _ok, command: _command, ...facts } = hello;

@@ -72,8 +72,9 @@ Flags:
   --udp-port2 N       second UDP port, for clients' address discovery (NAT mapping
                       type); 0 turns it off (default the UDP port + 2; a free one
                       when --udp-port is 0)
-  --data-dir DIR      where registrations.json, server.key, users.json, files/ and
-                      server.lock live (default ./data)
+  --data-dir DIR      where server_identity.json (the server's key pair),
+                      registrations.json and .log, users.json, files/ and server.lock
+                      live (default ./data)
   --store URL         keep the registry in Redis, shared by every instance given the
                       same URL: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (default:
                       DATA-DIR's file; port 6379, database 0); Redis must run with

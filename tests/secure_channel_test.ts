@@ -12,6 +12,7 @@ import { type ChannelInput, ServerChannel } from "../lib/client/server_channel.t
 import { ClientChannels } from "../lib/server/client_channels.ts";
 import { ServerGuard } from "../lib/client/server_guard.ts";
 import { decodeMessage, encodeMessage } from "../lib/wire/codec.ts";
+import { ERROR_CODES } from "../lib/wire/error_code.ts";
 
 const encoder = new TextEncoder(), decoder = new TextDecoder();
 const ROUTE = "udp 127.0.0.1 40000";
@@ -282,4 +283,40 @@ Deno.test("ServerGuard checks the key with a clear hello when a request goes una
   );
   assertEquals(guard.outgoing(heartbeat(3), 1100, 1), [], "nothing more goes to it");
   assertEquals(guard.refusal, input.refused);
+});
+
+Deno.test("ServerGuard ignores a clear bad_request to its first hello (a truncated copy drew it) and still takes the real answer", () => {
+  const random = new SeededRandom(13);
+  const serverKeys = generateKeyPair(random);
+  const guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+  });
+  const sent = guard.outgoing({ type: "hello", reqId: 5, client: "00000000000000aa" }, 0, 1);
+  assertEquals(sent.length, 1, "a clear hello: no key to handshake with yet");
+  const refusal = (code: number) =>
+    encodeMessage({
+      type: "error",
+      reqId: 5,
+      code,
+      message: "Pad hello to 312 bytes (it came in 227)",
+    });
+  const altered = guard.incoming(refusal(ERROR_CODES.bad_request), 3);
+  assertEquals(altered.messages, [], "our hello was padded: the refusal is of someone else's copy");
+  // Other refusals are the server's word on our hello, and the core hears them.
+  assertEquals(guard.incoming(refusal(ERROR_CODES.busy), 4).messages.map((m) => m.type), ["error"]);
+  const answer = guard.incoming(
+    encodeMessage({
+      type: "hello_ok",
+      reqId: 5,
+      tcpPort: 3001,
+      serverVersion: "x",
+      auth: 0,
+      leaseMs: 30_000,
+      serverKey: serverKeys.publicKey,
+    }),
+    6,
+  );
+  assertEquals(answer.messages.map((m) => m.type), ["hello_ok"]);
 });

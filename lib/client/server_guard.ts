@@ -237,7 +237,14 @@ export class ServerGuard {
     }
     if (!this.#clearHellos.has(message.reqId)) return nothing("an answer to no hello of ours");
     const own = message.reqId >= OWN_HELLO_BASE;
-    if (message.type === "error") return own ? nothing("error") : { messages: [message], send: [] };
+    if (message.type === "error") {
+      if (own) return nothing("error");
+      // Our hellos are well formed and padded, so a clear bad_request is about
+      // a truncated or altered copy someone else sent: believing it would let
+      // them end our first contact (the real answer is still on its way).
+      if (message.code === ERROR_CODES.bad_request) return nothing("a refusal of an altered copy");
+      return { messages: [message], send: [] };
+    }
     const connected = this.#channel !== undefined;
     const problem = this.#accept(message.serverKey);
     if (problem !== undefined) {

@@ -127,6 +127,9 @@ export interface TransferProgress {
 
 const log = getLogger(["switchboard", "client"]);
 
+/** What a request fails with once the line that refused the server's key has been said. */
+const REFUSAL_SAID = "Not sent: the server's key was refused (said above)";
+
 /**
  * A running client.
  *
@@ -156,6 +159,8 @@ export class ClientDriver {
   /** Request ids being answered by another instance. */
   #following = new Set<number>();
   #guard: ServerGuard;
+  /** Whether the refusal of the server's key was said as an event (requests then refer to it). */
+  #refusalSaid = false;
   /** The server's second UDP port, once `reflect` went there (it answers in clear). */
   #reflectPort: number | undefined;
   #udpLoop: Promise<void>;
@@ -565,19 +570,30 @@ export class ClientDriver {
       );
     }
     if (input.refused !== undefined) log.error("{reason}", { reason: input.refused });
+    let messages = input.messages;
     if (input.refused !== undefined && this.#core.loggedInAs !== undefined) {
       // The server came back with another key while the session seemed live
-      // (killed, no notice): a hard error, said at once. (Without a session,
-      // the requests in flight, such as a new login by itself, say it.)
+      // (killed, no notice): a hard error, said at once, once: the requests
+      // in flight fail with a reference to it. (Without a session, the
+      // requests in flight, such as a new login by itself, say it.)
       this.#config.onEvent?.({
         kind: "session_ended",
         name: this.#core.loggedInAs,
         reason: "server_key_changed",
         detail: input.refused,
       });
+      this.#refusalSaid = true;
+      messages = messages.map((m) =>
+        m.type === "error" && m.message === input.refused ? { ...m, message: REFUSAL_SAID } : m
+      );
     }
-    for (const message of input.messages) this.#core.handle(now, message);
+    for (const message of messages) this.#core.handle(now, message);
     this.#drain();
+  }
+
+  /** Why the server's key was refused, if it was: one line. */
+  get serverKeyRefusal(): string | undefined {
+    return this.#guard.refusal;
   }
 
   #drain(): void {
@@ -767,7 +783,7 @@ export class ClientDriver {
           type: "error",
           reqId,
           code: ERROR_CODES.bad_request,
-          message: refusal,
+          message: this.#refusalSaid ? REFUSAL_SAID : refusal,
         });
       }
       // Its TCP port may differ: asked again, so that TCP work follows to it.
