@@ -34,7 +34,7 @@ for (const how of ["stopped", "killed"] as const) {
     await Deno.remove(`${dataDir}/${SERVER_IDENTITY_FILE}`);
     const restarted = performance.now();
     await using second = await startServer({ dataDir, logDir, extraArgs, ports });
-    const line = await client.waitForLine(CHANGED, 15_000);
+    await client.waitForLine(CHANGED, 15_000);
     const tookS = (performance.now() - restarted) / 1000;
     // Its next exchange (a heartbeat's retransmission, or the new login) tells: seconds, not 30.
     assert(tookS < 15, `told after ${tookS.toFixed(1)} s`);
