@@ -244,7 +244,9 @@ export class RawClient {
   /** Points later requests at another instance (same key), handshaking with it. */
   moveTo(serverPort: number): void {
     this.#server = { ...this.#server, port: serverPort };
-    for (const bytes of this.#guard.moved(performance.now())) this.#send(bytes);
+    for (const bytes of this.#guard.moved(performance.now(), `port ${serverPort}`)) {
+      this.#send(bytes);
+    }
   }
 
   /**

@@ -194,8 +194,11 @@ const TOKEN2 = new Uint8Array(16).fill(10);
 const SHA = new Uint8Array(32).fill(1);
 const MIB = 1024 * 1024;
 
-function newClient(options: { name?: string; via?: "udp" | "tcp" } = {}): ClientCore {
+function newClient(
+  options: { name?: string; via?: "udp" | "tcp"; failover?: boolean } = {},
+): ClientCore {
   return new ClientCore({
+    failover: options.failover,
     random: new SeededRandom(11),
     retry: NO_JITTER,
     name: options.name,
@@ -1123,6 +1126,37 @@ Deno.test("ClientCore logs in again after session_ended(expired) at once, after 
     assertEquals(core.nextTimeout(), 500 + delay, name);
     reloginOf(tick(core, clock));
   }
+});
+
+Deno.test("ClientCore with other instances moves on a shutdown notice, keeping its session, and sends what is in flight there at once", () => {
+  const core = newClient({ failover: true });
+  hello(core, { auth: "password", leaseMs: 3000 });
+  register(core, 0);
+  core.run(10, { kind: "list" });
+  const list = sentRequest(drainClient(core));
+  const out = drainAfter(
+    core,
+    { type: "session_ended", token: TOKEN, reason: 3, message: "The server is shutting down" },
+    20,
+  );
+  assertEquals(out, [{ type: "move" }]);
+  assertEquals(core.loggedInAs, "Alice");
+  // The driver moved it: a hello, the list again and a heartbeat go to the new instance now.
+  core.moved(30, "127.0.0.1:3000", "127.0.0.1:3010", "shutdown");
+  const moved = drainClient(core);
+  assertEquals(sends(moved).map((s) => s.message.type), ["hello", "list", "heartbeat"]);
+  const again = sends(moved)[1].message;
+  assertEquals("reqId" in again && again.reqId, list.message.reqId);
+  assertEquals(events(moved), [{
+    kind: "server_moved",
+    from: "127.0.0.1:3000",
+    to: "127.0.0.1:3010",
+    why: "shutdown",
+    name: "Alice",
+  }]);
+  core.run(40, { kind: "status" });
+  const status = ok(result(drainClient(core)));
+  assert(status.command === "status" && status.server === "127.0.0.1:3010" && status.loggedIn);
 });
 
 Deno.test("ClientCore in password mode does not log in again after session_ended", () => {

@@ -16,6 +16,8 @@ if (redisUnavailable !== undefined) {
 
 const ignore = redisUnavailable !== undefined;
 const LEASE_MS = 1000;
+/** Heartbeats a third of it apart, as clients send them: far apart beside Redis's reconnection. */
+const OUTAGE_LEASE_MS = 3000;
 
 function heard(client: RawClient, name: string, change: number) {
   return client.news.find((n) => n.message.name === name && n.message.change === change);
@@ -193,5 +195,42 @@ Deno.test({
         assert(left <= LEASE_MS + 250, `left after ${left.toFixed(0)} ms`);
       }
     });
+  },
+});
+
+Deno.test({
+  name: "A Redis outage longer than the lease: live clients are not seen to leave and join again",
+  ignore,
+  async fn() {
+    await withInstances(async (cluster, start, clients) => {
+      const a = await start();
+      const b = await start();
+      const watcher = new RawClient(b.udpPort);
+      const steady = new RawClient(a.udpPort);
+      clients.push(watcher, steady);
+      await watcher.register("watcher");
+      await watcher.request({ type: "watch", token: watcher.token, on: 1 });
+      await steady.register("steady");
+      await waitFor(() => heard(watcher, "steady", PRESENCE_CHANGES.joined) !== undefined, "join");
+      const beat = setInterval(() => {
+        steady.request({ type: "heartbeat", token: steady.token }, 500);
+        watcher.request({ type: "heartbeat", token: watcher.token }, 500);
+      }, OUTAGE_LEASE_MS / 3);
+      try {
+        await cluster.redis.kill();
+        await new Promise((resolve) => setTimeout(resolve, OUTAGE_LEASE_MS + 1000));
+        await cluster.redis.restart();
+        await new Promise((resolve) => setTimeout(resolve, OUTAGE_LEASE_MS));
+        const about = watcher.news.filter((n) => n.message.name === "steady");
+        assertEquals(about.map((n) => n.message.change), [PRESENCE_CHANGES.joined]);
+        const page = await watcher.request({ type: "list", token: watcher.token, after: "" });
+        assertEquals(
+          (page as MessageOf<"list_page">).clients.map((c) => c.name),
+          ["steady", "watcher"],
+        );
+      } finally {
+        clearInterval(beat);
+      }
+    }, OUTAGE_LEASE_MS);
   },
 });

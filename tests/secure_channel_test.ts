@@ -222,23 +222,28 @@ Deno.test("ServerGuard.moved handshakes at once with another instance of the sam
   assertEquals(guard.incoming(replies[0], 5).send.length, 1, "the queued heartbeat");
   // Instance A is gone; B holds the same key but has no session with this client.
   const b = new ClientChannels({ staticKeyPair: serverKeys, random });
-  const moved = guard.moved(100);
+  const moved = guard.moved(100, "b:3000");
   assertEquals(moved.length, 1);
+  // Sent before B answers: it waits for B's keys (A's would be lost on B).
+  assertEquals(guard.outgoing({ ...heartbeat, reqId: 8 }, 101, 1), []);
   const answer = toServer(b, moved, 100).replies;
   assertEquals(answer.length, 1, "B answers the initiation");
-  guard.incoming(answer[0], 105);
+  const flushed = guard.incoming(answer[0], 105).send;
+  assertEquals(flushed.length, 1, "the heartbeat that waited");
+  const waited = b.receive(flushed[0], ROUTE, SOURCE, 106);
+  assertEquals(waited.kind === "message" && decodeMessage(waited.plaintext).type, "heartbeat");
   const opened = b.receive(guard.outgoing(heartbeat, 110, 2)[0], ROUTE, SOURCE, 110);
   assertEquals(opened.kind === "message" && decodeMessage(opened.plaintext).type, "heartbeat");
   // An instance with another key cannot complete it: the pin holds across instances.
   const impostor = new ClientChannels({ staticKeyPair: generateKeyPair(random), random });
-  assertEquals(toServer(impostor, guard.moved(200), 200).replies, []);
+  assertEquals(toServer(impostor, guard.moved(200, "c:3000"), 200).replies, []);
   // Before the key is known there is nothing to move.
   const fresh = new ServerGuard({
     staticKeyPair: generateKeyPair(random),
     random,
     server: "a:3000",
   });
-  assertEquals(fresh.moved(0), []);
+  assertEquals(fresh.moved(0, "b:3000"), []);
 });
 
 Deno.test("ServerGuard checks the key with a clear hello when a request goes unanswered, and refuses another key at once, failing what is in flight", () => {
@@ -319,4 +324,44 @@ Deno.test("ServerGuard ignores a clear bad_request to its first hello (a truncat
     6,
   );
   assertEquals(answer.messages.map((m) => m.type), ["hello_ok"]);
+});
+
+Deno.test("ServerGuard names the instance in use when another key answers after a move, and the pin's entry under the first", () => {
+  const random = new SeededRandom(12);
+  const serverKeys = generateKeyPair(random);
+  const guard = new ServerGuard({
+    staticKeyPair: generateKeyPair(random),
+    random,
+    server: "a:3000",
+    pinnedKey: serverKeys.publicKey,
+    pinFile: "known_servers.json",
+  });
+  const moved = guard.moved(0, "b:3000");
+  assertEquals(moved.length, 1);
+  const heartbeat = {
+    type: "heartbeat",
+    reqId: 1,
+    client: "00000000000000aa",
+    token: new Uint8Array(16),
+  } as const;
+  const probe = guard.outgoing(heartbeat, 2000, 2).filter((d) => (d[3] & 0x80) === 0);
+  const hello = decodeMessage(probe[0]);
+  if (hello.type !== "hello") throw new Error(`expected a hello, got ${hello.type}`);
+  const input = guard.incoming(
+    encodeMessage({
+      type: "hello_ok",
+      reqId: hello.reqId,
+      tcpPort: 3001,
+      serverVersion: "x",
+      auth: 0,
+      leaseMs: 30_000,
+      serverKey: generateKeyPair(random).publicKey,
+    }),
+    2001,
+  );
+  assert(input.dropped?.startsWith("The key of b:3000 has changed"), input.dropped);
+  assert(
+    input.dropped?.includes("remove the entry of a:3000 from known_servers.json"),
+    input.dropped,
+  );
 });

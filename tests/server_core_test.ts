@@ -1441,6 +1441,97 @@ Deno.test("ServerCore presence news are numbered, resent until acknowledged, the
   });
 });
 
+// --- shared presence: sessions that move between instances ----------------------------
+
+/** The record a core shared for `name` (its last `presence_store` join). */
+function sharedRecord(outputs: ServerOutput[], name: string) {
+  const stored = outputsOf(outputs, "presence_store").filter((o) =>
+    o.op === "join" && o.record.name === name
+  );
+  assert(stored.length > 0, `no presence_store join for ${name}`);
+  return stored[stored.length - 1].record;
+}
+
+Deno.test("ServerCore takes over another instance's session from its token and key: same token and start time, no news, and the instance left lets its copy go without a word", () => {
+  const a = newCore({ sharedPresence: true, random: new SeededRandom(1) });
+  const c = newCore({ sharedPresence: true, random: new SeededRandom(2) });
+  handle(a, NOW, FROM_ALICE, register(1, "Alice"));
+  const [persist] = persists(drain(a));
+  a.persisted(persist.version, NOW);
+  const onA = drain(a);
+  const token = as(sends(onA)[0].message, "register_ok").token;
+  const bob = registerPersisted(c, 1, "Bob", FROM_BOB, BOB_ID);
+  ask(c, NOW, FROM_BOB, watch(2, bob.token, BOB_ID));
+  c.presenceChanged(NOW, "join", { ...sharedRecord(onA, "Alice"), instance: "a" });
+  assertEquals(messagesOf(drain(c), "presence").map((m) => [m.name, m.change]), [
+    ["Alice", PRESENCE_CHANGES.joined],
+  ]);
+
+  // Same token over a channel with another key: not hers to take.
+  assertError(ask(c, NOW + 1000, FROM_CAROL, withToken("heartbeat", 2, token)), "not_logged_in");
+  // A is gone; Alice's heartbeat reaches C.
+  const moved = call(c, NOW + 5000, FROM_ALICE, withToken("heartbeat", 3, token));
+  assertEquals(messagesOf(moved, "heartbeat_ok").length, 1);
+  assertEquals(messagesOf(moved, "presence"), [], "watchers hear nothing");
+  assertEquals(events(moved).find((e) => e.kind === "logged_in"), {
+    kind: "logged_in",
+    name: "Alice",
+    ip: FROM_ALICE.address,
+    udpPort: FROM_ALICE.port,
+    tcpPort: 5001,
+    transport: "udp",
+    replaced: false,
+    moved: true,
+  });
+  const record = sharedRecord(moved, "Alice");
+  assertEquals([record.since, record.tokenHash], [NOW, toHex(sha256(token))]);
+  const page = as(ask(c, NOW + 5000, FROM_BOB, list(4, bob.token, "", BOB_ID)), "list_page");
+  assertEquals(page.clients.find((x) => x.name === "Alice")?.onlineMs, 5000);
+
+  // A (were it alive) hears the join: its copy ends quietly.
+  a.presenceChanged(NOW + 5001, "join", { ...record, instance: "c" });
+  const left = drain(a);
+  assertEquals(messagesOf(left, "session_ended"), []);
+  assert(events(left).some((e) => e.kind === "logged_out" && e.why === "moved"));
+  assertEquals(a.sessions.byName("Alice"), undefined);
+
+  // Alice logs out on C: the watcher sees her go, and she is listed no more.
+  const out = call(c, NOW + 6000, FROM_ALICE, withToken("logout", 5, token));
+  assertEquals(messagesOf(out, "presence").map((m) => [m.name, m.change]), [
+    ["Alice", PRESENCE_CHANGES.left],
+  ]);
+  const after = as(ask(c, NOW + 6000, FROM_BOB, list(6, bob.token, "", BOB_ID)), "list_page");
+  assertEquals(after.clients.map((x) => x.name), ["Bob"]);
+});
+
+Deno.test("ServerCore: a login here of a name another instance holds replaces the shared record, so its leave is seen and lists drop it", () => {
+  const c = newCore({ sharedPresence: true });
+  const bob = registerPersisted(c, 1, "Bob", FROM_BOB, BOB_ID);
+  ask(c, NOW, FROM_BOB, watch(2, bob.token, BOB_ID));
+  const elsewhere = {
+    name: "Ghost",
+    ip: FROM_ALICE.address,
+    udpPort: FROM_ALICE.port,
+    tcpPort: 5001,
+    since: NOW - 60_000,
+    key: toHex(KEY_ALICE),
+    tokenHash: "ab".repeat(32),
+    instance: "a",
+  };
+  c.presenceChanged(NOW, "join", elsewhere);
+  drain(c);
+  // The same client (same key) logs in here: it moved, so no second join, and its time goes on.
+  const ghost = registerPersisted(c, 3, "Ghost", FROM_ALICE, ALICE_ID, NOW + 1000);
+  const page = as(ask(c, NOW + 1000, FROM_BOB, list(4, bob.token, "", BOB_ID)), "list_page");
+  assertEquals(page.clients.find((x) => x.name === "Ghost")?.onlineMs, 61_000);
+  const out = call(c, NOW + 2000, FROM_ALICE, withToken("logout", 5, ghost.token));
+  assertEquals(messagesOf(out, "presence").map((m) => [m.name, m.change]), [
+    ["Ghost", PRESENCE_CHANGES.left],
+  ]);
+  const after = as(ask(c, NOW + 2000, FROM_BOB, list(6, bob.token, "", BOB_ID)), "list_page");
+  assertEquals(after.clients.map((x) => x.name), ["Bob"], "no ghost");
+});
+
 // --- secrets ----------------------------------------------------------------------------
 
 /** Asserts that no event holds a byte array or any of the secrets, in any usual spelling. */

@@ -86,6 +86,8 @@ export interface ClientCoreOptions {
   via: Via;
   /** The server's address as the user gave it, for messages. */
   server: string;
+  /** True if it has other instances of the service to move to (`--server a,b`). */
+  failover?: boolean;
   /** Options of peer sessions' reliable channels (default: `PEER_CHANNEL_OPTIONS`). */
   peerChannel?: ReliableChannelOptions;
   /** Accept every file offered by a peer at once (`--accept-files`). */
@@ -161,10 +163,13 @@ export class ClientCore {
   #laneOf = new Map<number, string>();
   /** The latest time the core was given. */
   #now = 0;
+  /** The server instance in use, `host:port`. */
+  #server: string;
 
   /** @param options ports, name, transport and randomness */
   constructor(options: ClientCoreOptions) {
     this.#options = options;
+    this.#server = options.server;
     const { random, retry } = options;
     const outbox = this.#outbox;
     const timers = this.#timers;
@@ -374,6 +379,23 @@ export class ClientCore {
   }
 
   /**
+   * The driver moved the client to another instance of the service (the
+   * one in use left a request unanswered, or said it is shutting down):
+   * requests in flight go there now and the session follows.
+   *
+   * @param now current time, ms
+   * @param from the instance left, `host:port`
+   * @param to the instance now in use, `host:port`
+   * @param why `silent` or `shutdown`
+   */
+  moved(now: number, from: string, to: string, why: "silent" | "shutdown"): void {
+    this.#server = to;
+    this.#link.moved(now, to);
+    this.#outbox.event({ kind: "server_moved", from, to, why, name: this.#link.loggedInAs });
+    this.#settle(now);
+  }
+
+  /**
    * Ends the session for `exit` or Ctrl+C: ends peer sessions and sends one
    * `logout` without waiting; the server also forgets the session when its
    * lease runs out.
@@ -461,7 +483,8 @@ export class ClientCore {
 
   #status(id: number): void {
     const link = this.#link;
-    const { server, udpPort, tcpPort, via } = this.#options;
+    const { udpPort, tcpPort, via } = this.#options;
+    const server = this.#server;
     this.#outbox.result(id, {
       ok: true,
       command: "status",

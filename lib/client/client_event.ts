@@ -54,7 +54,7 @@ export type PeerPathInfo =
 
 /** How the client reaches the server and who it is: what `status` reports. */
 export interface ClientStatus {
-  /** The server's address as the user gave it. */
+  /** The server instance in use, as the user gave it (it changes when the client moves). */
   readonly server: string;
   readonly serverVersion: string | null;
   readonly serverTcpPort: number | null;
@@ -75,7 +75,7 @@ export interface ClientStatus {
 export type CommandSuccess =
   | {
     readonly command: "hello";
-    /** The server's address as the user gave it. */
+    /** The server instance that answered, as the user gave it. */
     readonly server: string;
     readonly serverTcpPort: number;
     readonly serverVersion: string;
@@ -236,6 +236,19 @@ export type ClientEvent =
     readonly detail?: string;
   }
   | { readonly kind: "logged_in_again"; readonly name: string }
+  /**
+   * The client moved to another instance of the service, its session with
+   * it: `silent` when the one in use left a request unanswered, `shutdown`
+   * when it said it is shutting down.
+   */
+  | {
+    readonly kind: "server_moved";
+    readonly from: string;
+    readonly to: string;
+    readonly why: "silent" | "shutdown";
+    /** The name logged in as, if any. */
+    readonly name: string | undefined;
+  }
   | {
     readonly kind: "request";
     readonly name: string;

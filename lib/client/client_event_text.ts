@@ -47,6 +47,11 @@ export function clientEventText(event: ClientEvent): string {
         } s`;
     case "logged_in_again":
       return `The server had lost your session; logged in again as "${event.name}"`;
+    case "server_moved":
+      return `Server ${event.from} ${
+        event.why === "shutdown" ? "is shutting down" : "stopped answering"
+      }; moved to ${event.to}` +
+        (event.name === undefined ? "" : `, still logged in as "${event.name}"`);
     case "request":
       return `"${event.name}" wants to connect (${hostPort(event.ip, event.udpPort)}): ` +
         `accept or reject`;

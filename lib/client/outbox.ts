@@ -39,6 +39,11 @@ export type ClientOutput =
     /** The server's UDP port to send to when not its main one (address discovery's second port). */
     readonly port?: number;
   }
+  /**
+   * Move to the next instance of the service now: the one in use said it is
+   * shutting down (only when the client was given several, `--server a,b`).
+   */
+  | { readonly type: "move" }
   /** The result of the command `run` numbered `id`. */
   | { readonly type: "result"; readonly id: number; readonly result: CommandResult }
   | { readonly type: "event"; readonly event: ClientEvent }

@@ -132,7 +132,8 @@ export class PresenceWatch implements LinkListener {
   }
 
   /**
-   * Logged in again by itself: watch again if it watched.
+   * Logged in again by itself, or moved to another instance: watch again
+   * there if it watched.
    *
    * @param now current time, ms
    * @param token the new session's token

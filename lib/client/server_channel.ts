@@ -140,6 +140,21 @@ export class ServerChannel {
   }
 
   /**
+   * Forgets the session's keys and starts a handshake: the client moved to
+   * another instance of the service, which holds the same key but none of
+   * the session's. Messages wait for the new handshake instead of going out
+   * sealed under keys the new instance does not have.
+   *
+   * @param now current time, ms since the Unix epoch
+   * @returns the initiation datagram
+   */
+  restart(now: number): Uint8Array {
+    this.#current = undefined;
+    this.#previous = undefined;
+    return this.initiate(now);
+  }
+
+  /**
    * Seals a message for the server, or queues it until the handshake is done.
    *
    * @param plaintext an encoded message (or empty: a keepalive)

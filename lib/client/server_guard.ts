@@ -42,7 +42,10 @@ export interface ServerGuardOptions {
   staticKeyPair: KeyPair;
   /** Ephemeral keys, indexes, the guard's own hello. */
   random: Random;
-  /** The server as the user named it, `host:port`, for messages. */
+  /**
+   * The server as the user named it first, `host:port`: its key is pinned
+   * under this name, and messages name it until the client moves.
+   */
   server: string;
   /** The fingerprint the user pinned (`--server-key`), canonical form. */
   expectedFingerprint?: string;
@@ -104,10 +107,13 @@ export class ServerGuard {
   #lastProbeAt = -Infinity;
   /** True after the server said it was shutting down: the next request checks its key. */
   #restarting = false;
+  /** The instance in use, `host:port`, for messages. */
+  #server: string;
 
   /** @param options keys, randomness and the pin */
   constructor(options: ServerGuardOptions) {
     this.#options = options;
+    this.#server = options.server;
     this.#trusted = options.pinnedKey !== undefined || options.expectedFingerprint !== undefined;
     const id = options.random.bytes(8);
     this.#clientId = Array.from(id, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -192,14 +198,18 @@ export class ServerGuard {
   /**
    * Starts a new handshake at once, with the same key: the client moved to
    * another instance of the service (`server_failover.ts`), which holds the
-   * same server key but has no session with this client. An instance with
-   * another key cannot complete it, so the pin holds across instances.
+   * same server key but has no channel with this client; what is sent
+   * meanwhile waits for it. An instance with another key cannot complete
+   * it, so the pin holds across instances.
    *
    * @param now current time, ms
+   * @param server the instance now in use, `host:port`, for messages
    * @returns the initiation to send to the new instance, or none before the key is known
    */
-  moved(now: number): Uint8Array[] {
-    return this.#channel === undefined ? [] : [this.#channel.initiate(now)];
+  moved(now: number, server: string): Uint8Array[] {
+    this.#server = server;
+    this.#restarting = false;
+    return this.#channel === undefined ? [] : [this.#channel.restart(now)];
   }
 
   /** A clear `hello` of the guard's own, to learn (or check) the server's key. */
@@ -314,7 +324,7 @@ export class ServerGuard {
           reqId: message.reqId,
           code: ERROR_CODES.bad_request,
           message:
-            `${this.#options.server} speaks Switchboard protocol version 2; this client needs version 3`,
+            `${this.#server} speaks Switchboard protocol version 2; this client needs version 3`,
         }],
         send: [],
       };
@@ -326,7 +336,12 @@ export class ServerGuard {
   /** Checks a presented key; returns why it is refused, or undefined. */
   #accept(key: Uint8Array): string | undefined {
     if (this.#refusal !== undefined) return this.#refusal;
-    const { expectedFingerprint, pinnedKey, server, pinFile } = this.#options;
+    const { expectedFingerprint, pinnedKey, pinFile } = this.#options;
+    const server = this.#server;
+    // The pin is kept under the first instance given; after a move, say so.
+    const entry = server === this.#options.server
+      ? "its entry"
+      : `the entry of ${this.#options.server}`;
     const presented = fingerprint(key);
     let problem: string | undefined;
     if (key.length !== 32 || key.every((b) => b === 0)) {
@@ -337,13 +352,13 @@ export class ServerGuard {
     } else if (pinnedKey !== undefined && !sameKey(pinnedKey, key)) {
       problem = `The key of ${server} has changed (pinned ${
         fingerprint(pinnedKey)
-      }, now ${presented}): refusing to connect; if the server's key really changed, remove its entry from ${
+      }, now ${presented}): refusing to connect; if the server's key really changed, remove ${entry} from ${
         pinFile ?? "the known-servers file"
       }`;
     } else if (this.#serverKey !== undefined && !sameKey(this.#serverKey, key)) {
       problem = `The key of ${server} changed while connected (was ${
         fingerprint(this.#serverKey)
-      }, now ${presented}): refusing to go on; if the server's key really changed, remove its entry from ${
+      }, now ${presented}): refusing to go on; if the server's key really changed, remove ${entry} from ${
         pinFile ?? "the known-servers file"
       } and start again`;
     }

@@ -2,9 +2,11 @@
  * The client's link to the server: hello, register, login, logout,
  * deregister and TCP text; heartbeats that hold the session's lease, and a
  * new login by itself (open mode) when the server forgot the session. Other
- * parts send their requests through it. Over 700 lines because the login by
- * itself and the commands that wait for it share one state (token, timers,
- * waiting requests) that a split would spread over two files.
+ * parts send their requests through it; a move to another instance of the
+ * service sends what is in flight there and carries the session over. Over
+ * 700 lines because the login by itself, the move and the commands that wait
+ * for them share one state (token, timers, waiting requests) that a split
+ * would spread over two files.
  *
  * @module
  */
@@ -41,7 +43,7 @@ export type LinkCommand =
 export interface LinkListener {
   /** The session ended; `resuming` if a new login by itself will follow. */
   ended(resuming: boolean): void;
-  /** Logged in again by itself, with a new token. */
+  /** Logged in again by itself (a new token), or moved to another instance (the same one). */
   resumed(now: number, token: Uint8Array): void;
 }
 
@@ -59,6 +61,12 @@ export interface ServerLinkOptions {
   via: Via;
   /** The server's address as the user gave it, for messages. */
   server: string;
+  /**
+   * True if the client has other instances of the service to move to
+   * (`--server a,b`): a shutdown notice then moves it (a `move` output)
+   * instead of ending its session.
+   */
+  failover?: boolean;
   /** Where outputs go. */
   outbox: Outbox;
   /** The core's timers; the link owns `requests`, `heartbeat` and `relogin`. */
@@ -81,6 +89,8 @@ export const MAX_HEARTBEAT_INTERVAL_MS = 25_000;
 export class ServerLink {
   #session: ServerSession;
   #options: ServerLinkOptions;
+  /** The instance in use, `host:port`. */
+  #server: string;
   #outbox: Outbox;
   #timers: TimerTable<ClientTimer>;
   #handlers = new Map<number, (now: number, outcome: RequestOutcome) => void>();
@@ -111,6 +121,7 @@ export class ServerLink {
   /** @param options ports, name, transport, randomness, outbox and timers */
   constructor(options: ServerLinkOptions) {
     this.#options = options;
+    this.#server = options.server;
     this.#outbox = options.outbox;
     this.#timers = options.timers;
     this.#name = options.name;
@@ -296,18 +307,14 @@ export class ServerLink {
           via: "udp",
           expect: "hello_ok",
         }, (_, reply) => {
-          this.#serverTcpPort = reply.tcpPort;
-          this.#serverVersion = reply.serverVersion;
-          const auth = reply.auth === AUTH_MODES.password ? "password" : "open";
-          this.#auth = auth;
-          this.#leaseMs = Math.max(1000, reply.leaseMs);
+          this.#learn(reply);
           this.#outbox.result(id, {
             ok: true,
             command: "hello",
-            server: this.#options.server,
+            server: this.#server,
             serverTcpPort: reply.tcpPort,
             serverVersion: reply.serverVersion,
-            auth,
+            auth: this.#auth!,
             leaseMs: reply.leaseMs,
           });
         });
@@ -373,6 +380,10 @@ export class ServerLink {
    */
   sessionEnded(now: number, message: MessageOf<"session_ended">): void {
     if (!this.ownsToken(message.token)) return;
+    if (message.reason === SESSION_END_REASONS.server_shutdown && this.#options.failover) {
+      // Another instance takes the session over (`moved`): nothing ends.
+      return this.#outbox.push({ type: "move" });
+    }
     const name = this.#loggedInAs;
     const replaced = message.reason === SESSION_END_REASONS.replaced;
     if (replaced) this.#key = undefined;
@@ -391,6 +402,31 @@ export class ServerLink {
       reason: (reason ?? "unknown") as SessionEndReason,
       detail: message.message,
     });
+  }
+
+  /**
+   * The client moved to another instance of the service: requests in flight
+   * go there at once, and a heartbeat carries the session there (the instance
+   * takes it over from the shared presence: same token, same key); watching
+   * resumes there.
+   *
+   * @param now current time, ms
+   * @param server the instance now in use, `host:port`
+   */
+  moved(now: number, server: string): void {
+    this.#server = server;
+    // Its TCP port may differ: learned first, ahead of what is in flight and
+    // of queued commands, so that TCP work (and `status`) follows.
+    const hello = this.request(now, { type: "hello" }, "udp", (_, outcome) => {
+      if (outcome.type === "reply" && outcome.reply.type === "hello_ok") this.#learn(outcome.reply);
+    });
+    this.#session.resendAll(now, hello);
+    const token = this.#token;
+    if (token !== undefined) {
+      this.#heartbeat(now);
+      this.#listener?.resumed(now, token);
+    }
+    this.#drain(now);
   }
 
   /**
@@ -446,6 +482,14 @@ export class ServerLink {
     this.request(now, { type: "logout", token }, "udp", () => {});
     this.#clearSession(false);
     return true;
+  }
+
+  /** Learns the server's ports, version, login mode and lease from its `hello_ok`. */
+  #learn(reply: MessageOf<"hello_ok">): void {
+    this.#serverTcpPort = reply.tcpPort;
+    this.#serverVersion = reply.serverVersion;
+    this.#auth = reply.auth === AUTH_MODES.password ? "password" : "open";
+    this.#leaseMs = Math.max(1000, reply.leaseMs);
   }
 
   #register(now: number, id: number, name: string | undefined): void {

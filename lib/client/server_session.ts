@@ -153,6 +153,32 @@ export class ServerSession {
     }
   }
 
+  /**
+   * Sends every outstanding UDP request again now (the client moved to
+   * another instance of the service: waiting for the backoff would only
+   * delay the answers). Their give-up times stay.
+   *
+   * @param now current time, ms
+   * @param except a request just sent, not to send again
+   */
+  resendAll(now: number, except?: number): void {
+    for (const [reqId, p] of this.#pending) {
+      if (p.via !== "udp" || reqId === except) continue;
+      p.retransmissions++;
+      this.#retransmissions++;
+      p.nextAt = Math.min(
+        now + retryDelay(p.retransmissions, this.#random, this.#retry),
+        p.giveUpAt,
+      );
+      this.#outputs.push({
+        type: "send",
+        via: p.via,
+        message: p.message,
+        attempt: p.retransmissions + 1,
+      });
+    }
+  }
+
   /** @returns when `onTimeout` should next be called, or undefined */
   nextTimeout(): number | undefined {
     let next: number | undefined;

@@ -15,7 +15,7 @@
  */
 import type { ReliableChannelOptions } from "../reliable/reliable_channel.ts";
 import { TransferDisk } from "./transfer_disk.ts";
-import { ServerFailover } from "./server_failover.ts";
+import { FAILOVER_AFTER_MS, ServerFailover } from "./server_failover.ts";
 import { resolveServer } from "./resolve_server.ts";
 
 export { resolveServer, ServerNameError } from "./resolve_server.ts";
@@ -150,6 +150,8 @@ export class ClientDriver {
   #udp: UdpSocket;
   #serverAddress: string;
   #failover: ServerFailover;
+  /** Fires when the instance in use has left a request unanswered too long. */
+  #failoverTimer: ReturnType<typeof setTimeout> | undefined;
   /** The TCP connection to the instance in use. */
   #tcp: ServerConnection | undefined;
   /** Connections to instances a `file_elsewhere` named. */
@@ -212,6 +214,7 @@ export class ClientDriver {
       tcpPort: config.tcpPort,
       via: config.via,
       server: hostPort(config.serverHost, config.serverPort),
+      failover: failover.several,
       acceptFiles: config.acceptFiles,
       maxReceive: config.maxReceive,
       peerChannel: config.peerChannel,
@@ -498,6 +501,7 @@ export class ClientDriver {
     await this.#transferFiles.close();
     await this.#download?.finish("the client closed");
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    clearTimeout(this.#failoverTimer);
     this.#udp.close();
     const tcps = [...this.#elsewhere, ...this.#tcp === undefined ? [] : [this.#tcp]];
     for (const tcp of tcps) tcp.close();
@@ -511,8 +515,16 @@ export class ClientDriver {
       if (datagram.data.length > MAX_DATAGRAM_BYTES) return;
       const address = unmapped(datagram.address);
       const current = this.#failover.current;
-      if (this.#failover.isInstance(address, datagram.port)) {
-        if (address === current.address && datagram.port === current.port) this.#failover.heard();
+      const instance = this.#failover.instance(address, datagram.port);
+      if (instance === "other") {
+        // An instance the client moved away from: what it says is stale (its
+        // requests went again to the one in use, which holds the session now).
+        return log.debug("Ignored a datagram from {server}, no longer in use", {
+          server: hostPort(address, datagram.port),
+        });
+      }
+      if (instance === "current") {
+        this.#failover.heard();
         // A peer's datagram through the relay comes in clear: the peers protect it.
         if (datagram.data[3] === RELAY_CODE) return this.#fromRelay(datagram.data);
         return this.#fromServer(datagram.data);
@@ -618,6 +630,9 @@ export class ClientDriver {
           break;
         case "identity":
           this.#saveIdentity(out.name);
+          break;
+        case "move":
+          this.#move("shutdown");
           break;
         case "result":
           this.#deliver(out.id, out.result);
@@ -769,11 +784,12 @@ export class ClientDriver {
         this.#sendUdp(bytes, this.#failover.current.address, this.#failover.current.port);
         return;
       }
-      const from = this.#failover.current;
-      const to = this.#failover.target("reqId" in message, now);
-      // Another instance (same key, no session with us): handshake with it at once.
-      const moved = to === from ? [] : this.#guard.moved(now);
-      for (const sealed of [...moved, ...this.#guard.outgoing(message, now, attempt)]) {
+      const to = this.#failover.current;
+      if ("reqId" in message) {
+        this.#failover.asked(now);
+        this.#armFailover();
+      }
+      for (const sealed of this.#guard.outgoing(message, now, attempt)) {
         this.#sendUdp(sealed, to.address, to.port);
       }
       const refusal = this.#guard.refusal;
@@ -786,8 +802,6 @@ export class ClientDriver {
           message: this.#refusalSaid ? REFUSAL_SAID : refusal,
         });
       }
-      // Its TCP port may differ: asked again, so that TCP work follows to it.
-      if (to !== from) this.#core.run(now, { kind: "hello" });
       return;
     }
     if (message.type === "download" && this.#pendingDownload !== undefined) {
@@ -815,6 +829,39 @@ export class ClientDriver {
       );
       this.#drain();
     });
+  }
+
+  /** Checks, once the instance in use may have been silent too long, whether it was. */
+  #armFailover(): void {
+    const due = this.#failover.dueAt;
+    if (due === undefined || this.#failoverTimer !== undefined || this.#closed) return;
+    this.#failoverTimer = setTimeout(() => {
+      this.#failoverTimer = undefined;
+      const dueAt = this.#failover.dueAt;
+      if (dueAt === undefined || this.#closed) return;
+      if (systemClock.now() >= dueAt) this.#move("silent");
+      else this.#armFailover();
+    }, Math.max(0, due - systemClock.now()));
+  }
+
+  /**
+   * Moves to the next instance of the service: a new handshake with it (same
+   * server key), then the requests in flight go there at once and carry the
+   * session over (see `ClientCore.moved`).
+   */
+  #move(why: "silent" | "shutdown"): void {
+    const now = systemClock.now();
+    const { from, to } = this.#failover.move();
+    log.warn(
+      why === "silent"
+        ? "Server {from} left a request unanswered for {ms} ms; moving to {to}"
+        : "Server {from} is shutting down; moving to {to}",
+      { from, to, ms: FAILOVER_AFTER_MS },
+    );
+    const { address, port } = this.#failover.current;
+    for (const bytes of this.#guard.moved(now, to)) this.#sendUdp(bytes, address, port);
+    this.#core.moved(now, from, to, why);
+    this.#drain();
   }
 
   /** The TCP address of the instance in use (it follows a UDP failover). */

@@ -1,18 +1,17 @@
 /**
  * Which server instance a client sends its UDP requests to: the first one
- * given, then the next (in turn) once the current has left requests
- * unanswered for {@linkcode FAILOVER_AFTER_MS}. The instances share one
- * Redis, so the next one knows the client's name; it answers the old
- * session's next heartbeat `not_logged_in`, and the client logs in again
- * with its key before its lease runs out, so nobody sees it leave.
+ * given, then the next (in turn) once the current one has left a request
+ * unanswered for {@linkcode FAILOVER_AFTER_MS}, or said it is shutting down.
+ * The instances share one Redis, so the next one holds the client's session
+ * in the shared presence: the client's requests carry its token there and the
+ * instance takes the session over (`Directory`), so nobody sees it leave.
  *
  * @module
  */
-import { getLogger } from "@logtape/logtape";
 import { hostPort } from "../host_port.ts";
 
 /**
- * How long an instance may leave UDP requests unanswered before the client
+ * How long an instance may leave a UDP request unanswered before the client
  * moves to the next one, ms: well within a lease (30 s by default, with a
  * heartbeat every third of it).
  */
@@ -34,8 +33,9 @@ export interface ServerInstance {
  * @example
  * ```ts
  * const failover = new ServerFailover([a, b]);
- * const to = failover.target(true, Date.now()); // send a request there
- * failover.heard(); // on any datagram from the server
+ * failover.asked(Date.now()); // a request went to failover.current
+ * failover.heard(); // on any datagram from it
+ * if (Date.now() >= (failover.dueAt ?? Infinity)) failover.move(Date.now());
  * ```
  */
 export class ServerFailover {
@@ -54,43 +54,64 @@ export class ServerFailover {
     return this.#servers[this.#current];
   }
 
+  /** The instance in use as `host:port`, as the user gave it. */
+  get currentName(): string {
+    return hostPort(this.current.host, this.current.port);
+  }
+
+  /** True if there is another instance to move to. */
+  get several(): boolean {
+    return this.#servers.length > 1;
+  }
+
+  /**
+   * When the client should move if the instance in use stays silent, ms;
+   * undefined while nothing is unanswered or there is nowhere to go.
+   */
+  get dueAt(): number | undefined {
+    const since = this.#unansweredSince;
+    return this.several && since !== undefined ? since + FAILOVER_AFTER_MS : undefined;
+  }
+
   /**
    * Whether a datagram from this address and port comes from one of the
-   * instances (the client's secure channel takes it).
+   * instances.
    *
    * @param address the source address
    * @param port the source port
-   * @returns true for an instance's UDP port
+   * @returns `current` for the instance in use, `other` for another, undefined for neither
    */
-  isInstance(address: string, port: number): boolean {
-    return this.#servers.some((s) => s.address === address && s.port === port);
+  instance(address: string, port: number): "current" | "other" | undefined {
+    const { address: at, port: on } = this.current;
+    if (address === at && port === on) return "current";
+    return this.#servers.some((s) => s.address === address && s.port === port)
+      ? "other"
+      : undefined;
   }
 
-  /** Records an answer from the server: it is alive. */
+  /**
+   * Records a request sent to the instance in use.
+   *
+   * @param now current time, ms
+   */
+  asked(now: number): void {
+    this.#unansweredSince ??= now;
+  }
+
+  /** Records an answer from the instance in use: it is alive. */
   heard(): void {
     this.#unansweredSince = undefined;
   }
 
   /**
-   * Says where to send, moving to the next instance if the current one has
-   * been silent too long.
+   * Moves to the next instance.
    *
-   * @param request true for a request (it expects an answer), false for an acknowledgement
-   * @param now current time, ms
-   * @returns the instance to send to
+   * @returns the instance left and the one now in use, as `host:port`
    */
-  target(request: boolean, now: number): ServerInstance {
-    if (request) this.#unansweredSince ??= now;
-    const since = this.#unansweredSince;
-    if (this.#servers.length > 1 && since !== undefined && now - since >= FAILOVER_AFTER_MS) {
-      const from = this.current;
-      this.#current = (this.#current + 1) % this.#servers.length;
-      this.#unansweredSince = now;
-      getLogger(["switchboard", "client"]).warn("Server {from} stopped answering; moving to {to}", {
-        from: hostPort(from.host, from.port),
-        to: hostPort(this.current.host, this.current.port),
-      });
-    }
-    return this.current;
+  move(): { from: string; to: string } {
+    const from = this.currentName;
+    this.#current = (this.#current + 1) % this.#servers.length;
+    this.#unansweredSince = undefined;
+    return { from, to: this.currentName };
   }
 }

@@ -37,6 +37,15 @@ const RESYNC_RETRY_MS = 500;
 /** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
 export const SWEEP_EVERY_MS = 100;
 
+/**
+ * How long an instance holds off sweeping after the shared store was away,
+ * ms: the leases' deadlines there went stale while nobody could renew them,
+ * and every instance must get back (Redis clients reconnect every 50-500 ms)
+ * and renew its own before any sweeps them, or live clients would be seen to
+ * leave and join again.
+ */
+export const SWEEP_GRACE_MS = 2000;
+
 /** What the writer needs of its driver. */
 export interface StoreWriterHost {
   /** The core to report to. */
@@ -79,6 +88,10 @@ export class StoreWriter {
   /** A resync that failed, tried again at this timer. */
   #resyncRetry: ReturnType<typeof setTimeout> | undefined;
   #sweeping = false;
+  /** No sweep before this time (the store was away), ms. */
+  #sweepAfter = 0;
+  /** True once a presence write or a sweep failed: this instance's leases are renewed when the store is back. */
+  #renewWanted = false;
   /** Presence writes under way, awaited at close. */
   #presence = new Set<Promise<void>>();
 
@@ -145,12 +158,13 @@ export class StoreWriter {
    * @param deadline its lease's end
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
-    const written = this.#store.presence(op, record, deadline).catch((error) =>
+    const written = this.#store.presence(op, record, deadline).catch((error) => {
+      this.#renewWanted = true;
       log.warn("Cannot publish the session of {name}: {error}", {
         name: record.name,
         error: error instanceof Error ? error.message : String(error),
-      })
-    );
+      });
+    });
     this.#presence.add(written);
     written.finally(() => this.#presence.delete(written));
   }
@@ -242,13 +256,27 @@ export class StoreWriter {
     }
   }
 
+  /**
+   * Ends the shared leases whose deadline is past. After the store was away,
+   * first renews this instance's own leases (their deadlines there went
+   * stale), and ends nothing until {@linkcode SWEEP_GRACE_MS} after the last
+   * failure; meanwhile a sweep of nothing (deadline 0) tells when it is back.
+   */
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#closed) return;
     this.#sweeping = true;
+    const now = systemClock.now();
     try {
-      await this.#store.sweep(systemClock.now());
+      await this.#store.sweep(now < this.#sweepAfter ? 0 : now);
+      if (this.#renewWanted && !this.#closed) {
+        this.#renewWanted = false;
+        this.#host.core.renewShared(now);
+        this.#host.drain();
+      }
     } catch {
-      // Redis is away: the next sweep after it is back ends what expired meanwhile.
+      // Away: the sweeps after it is back end what expired meanwhile, after the grace.
+      this.#renewWanted = true;
+      this.#sweepAfter = systemClock.now() + SWEEP_GRACE_MS;
     } finally {
       this.#sweeping = false;
     }

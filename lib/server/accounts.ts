@@ -418,12 +418,18 @@ export class Accounts {
    * Runs `deregister` (open mode): the identity goes, with its session and
    * files, once durable.
    *
+   * @param now current time, ms
    * @param from where it came from
    * @param request the request
    * @param fingerprint the request's hash, which names the change
    */
-  deregister(from: Endpoint, request: MessageOf<"deregister">, fingerprint: string): void {
-    const session = this.#directory.session(from, request);
+  deregister(
+    now: number,
+    from: Endpoint,
+    request: MessageOf<"deregister">,
+    fingerprint: string,
+  ): void {
+    const session = this.#directory.session(now, from, request);
     if (session === undefined) return;
     if (this.#auth === "password") {
       return this.#host.refuse(

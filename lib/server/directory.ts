@@ -5,6 +5,13 @@
  * watchers (resending what they did not acknowledge), and answers
  * `logout`, `heartbeat`, `list`, `lookup` and `watch`.
  *
+ * With shared presence (several instances), a session is held by one
+ * instance at a time and can move: a client whose instance stopped answering
+ * sends its requests, with its token, to another instance, which takes the
+ * session over from the shared record (same token hash, same channel key)
+ * with its start time; the instance it left, told of the join, lets its copy
+ * go without a word. Watchers see neither a leave nor a second join.
+ *
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2";
@@ -28,6 +35,7 @@ import { PresenceFeed, type PresenceSend } from "./presence_feed.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { type Session, SessionTable } from "./session_table.ts";
 import type { PresenceRecord } from "./store.ts";
+import { RemoteTokens } from "./remote_tokens.ts";
 
 /** What the directory needs of the core that holds it. */
 export interface DirectoryHost {
@@ -82,6 +90,8 @@ export class Directory {
   #shared: boolean;
   /** The other instances' sessions, by name key. */
   #remote = new Map<string, PresenceRecord>();
+  /** Their token hashes: a request with one of those tokens takes its session over. */
+  #remoteTokens = new RemoteTokens();
   #introductionSecret: () => Uint8Array;
   /** When each session's lease was last written to the shared store. */
   #sharedAt = new WeakMap<Session, number>();
@@ -140,15 +150,30 @@ export class Directory {
   }
 
   /**
-   * Finds the session of a request's token, or refuses the request (saying
-   * why its session ended, when that is remembered).
+   * @param token a session token
+   * @returns the name of another instance's session whose token this is, unless one here is
+   */
+  remoteUser(token: Uint8Array): string | undefined {
+    if (this.#remoteTokens.empty || this.#sessions.byToken(token) !== undefined) return undefined;
+    return this.#remoteTokens.name(toHex(sha256(token)));
+  }
+
+  /**
+   * Finds the session of a request's token (taking it over from another
+   * instance if it is held there: the client moved), or refuses the request
+   * (saying why its session ended, when that is remembered).
    *
+   * @param now current time, ms
    * @param from where it came from
    * @param request a request with a token
    * @returns the session, or undefined once refused
    */
-  session(from: Endpoint, request: Request & { readonly token: Uint8Array }): Session | undefined {
-    const session = this.#sessions.byToken(request.token);
+  session(
+    now: number,
+    from: Endpoint,
+    request: Request & { readonly token: Uint8Array },
+  ): Session | undefined {
+    const session = this.#sessions.byToken(request.token) ?? this.#takeOver(now, from, request);
     if (session !== undefined) {
       this.#follow(from, session);
       return session;
@@ -161,6 +186,55 @@ export class Directory {
       ended?.message ?? "Not logged in (or the server restarted); log in again",
     );
     return undefined;
+  }
+
+  /**
+   * Takes over another instance's session whose token a request carries,
+   * over a channel with the key that session logged in with: the client
+   * moved here (its instance stopped answering or shut down). The session
+   * keeps its token and start time; watchers are told nothing, since the
+   * client never left.
+   */
+  #takeOver(
+    now: number,
+    from: Endpoint,
+    request: Request & { readonly token: Uint8Array },
+  ): Session | undefined {
+    const name = this.remoteUser(request.token);
+    const record = name === undefined ? undefined : this.#remote.get(nameKey(name));
+    const key = from.clientKey;
+    if (record?.key === undefined || key === undefined || record.key !== toHex(key)) return;
+    this.#dropRemote(record.name);
+    const udpPort = from.transport === "udp" ? from.port : record.udpPort;
+    const { session } = this.#sessions.open(now, {
+      name: record.name,
+      token: request.token,
+      ip: from.address,
+      udpPort,
+      tcpPort: record.tcpPort,
+      key,
+      since: record.since,
+    });
+    this.#host.emit({
+      kind: "logged_in",
+      name: session.name,
+      ip: session.ip,
+      udpPort,
+      tcpPort: session.tcpPort,
+      transport: from.transport,
+      replaced: false,
+      moved: true,
+    });
+    this.#share(now, "join", session);
+    return session;
+  }
+
+  /** Forgets another instance's session of a name (it is held here now). */
+  #dropRemote(name: string): PresenceRecord | undefined {
+    const record = this.#remote.get(nameKey(name));
+    this.#remote.delete(nameKey(name));
+    this.#remoteTokens.forget(name);
+    return record;
   }
 
   /**
@@ -223,13 +297,20 @@ export class Directory {
     tcpPort: number,
     token: Uint8Array = this.#random.bytes(TOKEN_BYTES),
   ): Uint8Array {
+    // The shared store holds one session a name: this one, from now on. If
+    // the same client (same key) had it on another instance, it moved here by
+    // logging in again: it keeps its start time and watchers hear nothing.
+    const elsewhere = this.#dropRemote(name);
+    const key = from.clientKey;
+    const moved = elsewhere?.key !== undefined && key !== undefined && elsewhere.key === toHex(key);
     const { session, replaced } = this.#sessions.open(now, {
       name,
       token,
       ip: from.address,
       udpPort,
       tcpPort,
-      key: from.clientKey,
+      key,
+      ...(moved ? { since: elsewhere.since } : {}),
     });
     if (replaced !== undefined) {
       this.#feed.unwatch(replaced.token);
@@ -248,10 +329,13 @@ export class Directory {
       tcpPort,
       transport: from.transport,
       replaced: replaced !== undefined,
+      ...(moved ? { moved } : {}),
     });
-    this.#sendPresence(
-      this.#feed.publish(now, PRESENCE_CHANGES.joined, onlineClient(now, session), token),
-    );
+    if (!moved) {
+      this.#sendPresence(
+        this.#feed.publish(now, PRESENCE_CHANGES.joined, onlineClient(now, session), token),
+      );
+    }
     this.#share(now, "join", session);
     this.#emitActive();
     return token;
@@ -426,16 +510,43 @@ export class Directory {
   remoteChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
     const key = nameKey(record.name);
     const known = this.#remote.get(key);
-    const local = this.#sessions.byName(record.name) !== undefined;
+    const local = this.#sessions.byName(record.name);
     if (op === "leave") {
       if (known === undefined) return;
-      this.#remote.delete(key);
-      if (!local) this.#publishRemote(now, PRESENCE_CHANGES.left, known);
+      this.#dropRemote(record.name);
+      if (local === undefined) this.#publishRemote(now, PRESENCE_CHANGES.left, known);
       return;
     }
     this.#remote.set(key, record);
-    if (local || (known?.ip === record.ip && known.udpPort === record.udpPort)) return;
+    this.#remoteTokens.forget(record.name);
+    this.#remoteTokens.learn(record);
+    if (local !== undefined) return this.#endedElsewhere(local, record);
+    const sameSession = known !== undefined && known.tokenHash === record.tokenHash;
+    if (sameSession || (known?.ip === record.ip && known.udpPort === record.udpPort)) return;
     this.#publishRemote(now, PRESENCE_CHANGES.joined, record);
+  }
+
+  /**
+   * Another instance now holds the session of a name that has one here: the
+   * shared store keeps one a name. If it is this very session (same token),
+   * its client moved there and this copy goes without a word; otherwise a
+   * login there replaced it, and its client is told, as on one instance.
+   */
+  #endedElsewhere(local: Session, record: PresenceRecord): void {
+    this.#sessions.close(local);
+    this.#feed.unwatch(local.token);
+    if (record.tokenHash === toHex(sha256(local.token))) {
+      this.#host.emit({ kind: "logged_out", name: local.name, why: "moved" });
+    } else {
+      this.#host.emit({ kind: "logged_out", name: local.name, why: "replaced" });
+      this.#push(
+        local,
+        SESSION_END_REASONS.replaced,
+        `"${local.name}" logged in elsewhere (${hostPort(record.ip, record.udpPort)}); ` +
+          "this session has ended",
+      );
+    }
+    this.#emitActive();
   }
 
   /**
@@ -451,6 +562,19 @@ export class Directory {
       if (!fresh.has(nameKey(known.name))) this.remoteChanged(now, "leave", known);
     }
     for (const record of records) this.remoteChanged(now, "join", record);
+  }
+
+  /**
+   * Writes every session here to the shared store again, with a fresh
+   * deadline: the store was away, and the deadlines it holds went stale.
+   *
+   * @param now current time, ms
+   */
+  renewShared(now: number): void {
+    for (const session of this.#sessions.all()) {
+      this.#sharedAt.delete(session);
+      this.#share(now, "renew", session);
+    }
   }
 
   #publishRemote(now: number, change: number, record: PresenceRecord): void {

@@ -50,7 +50,6 @@ import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
 import type { LoginFailures, PresenceRecord, SharedFileRecord } from "./store.ts";
-import { RemoteTokens } from "./remote_tokens.ts";
 import {
   DEFAULT_STORAGE_LIMITS,
   fileOfIdentity,
@@ -227,8 +226,6 @@ export class ServerCore {
   /** True when state is shared with other instances (`sharedPresence`). */
   #shared: boolean;
   #storage: ServerStorage;
-  /** The token hash of each of the other instances' sessions, by name key (shared presence). */
-  #remoteTokens = new RemoteTokens();
   #outputs: ServerOutput[] = [];
   #stats: ServerStats = {
     requests: 0,
@@ -625,8 +622,16 @@ export class ServerCore {
    */
   presenceChanged(now: number, op: "join" | "leave", record: PresenceRecord): void {
     this.#directory.remoteChanged(now, op, record);
-    this.#remoteTokens.forget(record.name);
-    if (op === "join") this.#remoteTokens.learn(record);
+  }
+
+  /**
+   * Writes every session of this instance to the shared store again with a
+   * fresh deadline (the store was away: the deadlines it holds are stale).
+   *
+   * @param now current time, ms
+   */
+  renewShared(now: number): void {
+    this.#directory.renewShared(now);
   }
 
   /**
@@ -637,8 +642,6 @@ export class ServerCore {
    */
   presenceSynced(now: number, records: readonly PresenceRecord[]): void {
     this.#directory.remoteSynced(now, records);
-    this.#remoteTokens = new RemoteTokens();
-    for (const record of records) this.#remoteTokens.learn(record);
   }
 
   /**
@@ -823,7 +826,7 @@ export class ServerCore {
       case "register":
         return this.#accounts.register(now, from, request, fingerprint);
       case "deregister":
-        return this.#accounts.deregister(from, request, fingerprint);
+        return this.#accounts.deregister(now, from, request, fingerprint);
       case "text":
         return this.#text(from, request);
       case "login":
@@ -833,7 +836,7 @@ export class ServerCore {
       case "list":
       case "lookup":
       case "watch": {
-        const session = this.#directory.session(from, request);
+        const session = this.#directory.session(now, from, request);
         if (session === undefined) return;
         this.#directory.handle(now, from, request, session);
         if (request.type === "heartbeat") this.#accounts.seen(now, session.name);
@@ -843,9 +846,9 @@ export class ServerCore {
       case "download":
       case "delete":
       case "files":
-        return this.#storageRequest(from, request);
+        return this.#storageRequest(now, from, request);
       case "introduce": {
-        const session = this.#directory.session(from, request);
+        const session = this.#directory.session(now, from, request);
         if (session === undefined) return;
         const reply = this.#relay.introduce(now, session, request);
         if ("code" in reply) return this.#refuse(from, request, reply.code, reply.reason);
@@ -869,13 +872,17 @@ export class ServerCore {
     this.#answer(from, request, { type: "text_ok", reqId: request.reqId });
   }
 
-  #storageRequest(from: Endpoint, request: MessageOf<"upload" | "download" | "delete" | "files">) {
+  #storageRequest(
+    now: number,
+    from: Endpoint,
+    request: MessageOf<"upload" | "download" | "delete" | "files">,
+  ) {
     // A download or delete redirected here from the instance that holds the
     // client's session (`file_elsewhere`) carries that session's token.
     const remote = request.type === "download" || request.type === "delete"
       ? this.#remoteUser(request.token)
       : undefined;
-    const name = remote ?? this.#directory.session(from, request)?.name;
+    const name = remote ?? this.#directory.session(now, from, request)?.name;
     if (name === undefined) return;
     switch (request.type) {
       case "upload":
@@ -891,10 +898,7 @@ export class ServerCore {
 
   /** The name of another instance's session whose token this is, if it is one and none here is. */
   #remoteUser(token: Uint8Array): string | undefined {
-    if (this.#remoteTokens.empty || this.#directory.sessions.byToken(token) !== undefined) {
-      return undefined;
-    }
-    return this.#remoteTokens.name(toHex(sha256(token)));
+    return this.#directory.remoteUser(token);
   }
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {

@@ -78,12 +78,18 @@ export type ServerEvent =
     readonly transport: "udp" | "tcp";
     /** True if it replaced an older session of the same name. */
     readonly replaced: boolean;
+    /** True if the session moved here from another instance (shared presence). */
+    readonly moved?: boolean;
   }
   | {
     readonly kind: "logged_out";
     readonly name: string;
-    /** `exit` (logout), `lease` (no heartbeat in time) or `deregister`. */
-    readonly why: "exit" | "lease" | "deregister" | "shutdown";
+    /**
+     * `exit` (logout), `lease` (no heartbeat in time), `deregister`; with
+     * shared presence, `moved` (its client moved to another instance) or
+     * `replaced` (a login on another instance took the name over).
+     */
+    readonly why: "exit" | "lease" | "deregister" | "shutdown" | "moved" | "replaced";
   }
   | { readonly kind: "active"; readonly names: readonly string[] }
   | {

@@ -55,6 +55,13 @@ function describe(event: ServerEvent): EventText {
           `no longer logs in, its client's key does (request ${event.reqId})`,
       };
     case "logged_in":
+      if (event.moved) {
+        return {
+          level: "info",
+          text: `"${event.name}" moved here from another instance, at ${event.ip} ` +
+            `(UDP port ${event.udpPort}), with its session`,
+        };
+      }
       return {
         level: "info",
         text: `"${event.name}" logged in from ${event.ip} (UDP port ${event.udpPort}, ` +
@@ -193,6 +200,8 @@ const LEFT_BECAUSE = {
   lease: "its lease ran out without a heartbeat",
   deregister: "deregistered",
   shutdown: "server shutdown",
+  moved: "it moved to another instance with its session",
+  replaced: "a login on another instance replaced it",
 } as const;
 
 /** Most names the active list shows in one line. */

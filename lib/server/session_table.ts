@@ -43,6 +43,8 @@ export interface SessionStart {
   readonly tcpPort: number;
   /** The static key of its channel, if it came sealed. */
   readonly key?: Uint8Array;
+  /** When it began, if before now (a session that moved from another instance), ms. */
+  readonly since?: number;
 }
 
 /**
@@ -95,7 +97,7 @@ export class SessionTable {
       ip: start.ip,
       udpPort: start.udpPort,
       tcpPort: start.tcpPort,
-      since: now,
+      since: start.since ?? now,
       leaseUntil: now + this.#leaseMs,
       watching: false,
       ...(start.key === undefined ? {} : { key: start.key.slice() }),

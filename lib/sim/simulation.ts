@@ -519,7 +519,8 @@ export class Simulation {
         client.events.push(out.event);
         continue;
       }
-      if (out.type === "identity") continue;
+      // The simulated service is one instance: nowhere to move to.
+      if (out.type === "identity" || out.type === "move") continue;
       if (out.type === "peer_send") {
         this.network.send(now, client.address, `${out.to.ip}:${out.to.port}`, out.bytes);
         continue;
