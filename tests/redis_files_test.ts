@@ -7,7 +7,10 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
+import { sha256 } from "@noble/hashes/sha2";
+import { BlobStore } from "../lib/io/blob_store.ts";
 import { ClientDriver } from "../lib/io/client_driver.ts";
+import { toHex } from "../lib/hex.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
 import { RedisStore } from "../lib/io/redis_store.ts";
 import type { ServerEvent } from "../lib/server/server_event.ts";
@@ -128,13 +131,13 @@ Deno.test({
       const aConfig = { dataDir: join(dir, "instance-1"), udpPort: a.udpPort, tcpPort: a.tcpPort };
       const b = await cluster.instance();
       const clients: ClientDriver[] = [];
-      const open = async (port: number, who: string) => {
+      const open = async (port: number, who: string, name = "Zed") => {
         const client = await ClientDriver.open({
           serverHost: HOST,
           serverPort: port,
           udpPort: 0,
           tcpPort: 5001,
-          name: "Zed",
+          name,
           via: "udp",
           identityFile: join(dir, `${who}.identities.json`),
           keyFile: join(dir, `${who}.client_key.json`),
@@ -149,10 +152,16 @@ Deno.test({
         const first = await open(a.udpPort, "first");
         assert((await first.run({ kind: "register" })).ok);
         assert((await first.upload(join(dir, "zf.csv"), "zf.csv")).ok);
+        // Yan's name will be nobody's: only the tombstone B leaves tells A to delete his file.
+        const yan = await open(a.udpPort, "yan", "Yan");
+        assert((await yan.run({ kind: "register" })).ok);
+        assert((await yan.upload(join(dir, "zf.csv"), "yf.csv")).ok);
         await a.close(); // down: it hears nothing from now on
-        const onB = await open(b.udpPort, "first");
-        assert((await onB.run({ kind: "login", name: "Zed", secret: new Uint8Array(0) })).ok);
-        assert((await onB.run({ kind: "deregister" })).ok);
+        for (const [who, name] of [["first", "Zed"], ["yan", "Yan"]]) {
+          const onB = await open(b.udpPort, who, name);
+          assert((await onB.run({ kind: "login", name, secret: new Uint8Array(0) })).ok);
+          assert((await onB.run({ kind: "deregister" })).ok);
+        }
 
         // Its file's record goes from Redis with the identity (not awaited by the reply).
         const store = await RedisStore.open(cluster.redis.url);
@@ -184,9 +193,33 @@ Deno.test({
         for await (const entry of Deno.readDir(join(aConfig.dataDir, "files"))) {
           left.push(entry.name);
         }
-        assertEquals(left, [], "nothing of the earlier Zed on A's disk");
+        assertEquals(left, [], "nothing of the earlier Zed or of Yan on A's disk");
       } finally {
         for (const client of clients) await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "An instance whose Redis holds none of the names on its disk (a wrong database, or a data " +
+    "directory moved from the file store) deletes none of their files",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      const dataDir = join(cluster.dir, "moved");
+      const blobs = await BlobStore.open(dataDir);
+      const content = new TextEncoder().encode("kept,rows\n");
+      const upload = await blobs.beginUpload("Olga", "o.csv");
+      await upload.write(content);
+      await upload.commit({ size: content.length, sha256: toHex(sha256(content)) });
+      await blobs.close();
+      await cluster.instance({ dataDir });
+      const reopened = await BlobStore.open(dataDir);
+      try {
+        assertEquals(reopened.list("Olga").map((f) => f.name), ["o.csv"]);
+      } finally {
+        await reopened.close();
       }
     }),
 });

@@ -104,6 +104,11 @@ export class FileStore implements Store {
     return Promise.resolve();
   }
 
+  /** No tombstones: with one instance, a removed identity's files go at once. */
+  takeGoneFiles(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** @returns no other instance's files */
   fileRecords(): Promise<SharedFileRecord[]> {
     return Promise.resolve([]);

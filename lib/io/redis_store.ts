@@ -142,12 +142,14 @@ end
 return #expired
 `;
 
-// KEYS: files (hash), news channel. ARGV: op, field, record JSON. The
-// record and its news go together, so every instance sees what the hash holds.
+// KEYS: files (hash), news channel, the owner's tombstones (set). ARGV: op,
+// field, record JSON. The record and its news go together, so every instance
+// sees what the hash holds; 'gone' is a delete that also leaves a tombstone.
 const FILE_SCRIPT = `
 if ARGV[1] == 'put' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 else redis.call('HDEL', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+if ARGV[1] == 'gone' then redis.call('SADD', KEYS[3], ARGV[3]) end
+redis.call('PUBLISH', KEYS[2], (ARGV[1] == 'put' and 'put' or 'delete') .. ' ' .. ARGV[3])
 return 0
 `;
 
@@ -510,12 +512,12 @@ export class RedisStore implements Store {
    * Records a file stored or deleted on this instance and publishes it (one
    * Lua script: the hash field and the news together).
    *
-   * @param op `put` or `delete`
+   * @param op `put`, `delete`, or `gone` (a delete that leaves the owner a tombstone)
    * @param record the file, with its owner
    */
-  async file(op: "put" | "delete", record: SharedFileRecord): Promise<void> {
+  async file(op: "put" | "delete" | "gone", record: SharedFileRecord): Promise<void> {
     await this.#script("file", FILE_SCRIPT, {
-      keys: [this.#key("files"), this.#key("files:news")],
+      keys: [this.#key("files"), this.#key("files:news"), this.#goneKey(record.owner)],
       arguments: [op, fileField(record), JSON.stringify(record)],
     }, "record a file");
   }
@@ -539,6 +541,29 @@ export class RedisStore implements Store {
     for (const record of records) {
       if (all[fileField(record)] !== JSON.stringify(record)) await this.file("put", record);
     }
+  }
+
+  /**
+   * Hands the tombstones of the files on `owner`'s disk whose identity was
+   * removed while it was down to `remove`, and forgets them once it is done.
+   *
+   * @param owner the instance's TCP address
+   * @param remove deletes those files from the disk
+   */
+  async takeGoneFiles(
+    owner: string,
+    remove: (records: SharedFileRecord[]) => Promise<void>,
+  ): Promise<void> {
+    const key = this.#goneKey(owner);
+    const members = await this.#run((c) => c.sMembers(key), "read the deleted files");
+    await remove(members.map(parseFile).filter((r): r is SharedFileRecord => r !== undefined));
+    if (members.length > 0) {
+      await this.#run((c) => c.sRem(key, members), "forget the deleted files");
+    }
+  }
+
+  #goneKey(owner: string): string {
+    return this.#key(`files:gone:${owner}`);
   }
 
   /**

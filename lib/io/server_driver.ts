@@ -234,9 +234,6 @@ export class ServerDriver {
       registry = await registryStore.load();
       if (config.auth === "password") users = await UsersFileWatch.open(usersPath(config));
       store = await BlobStore.open(config.dataDir);
-      if (registryStore.shared && config.auth !== "password") {
-        await deleteEarlierFiles(store, registry);
-      }
       udp = bind(
         "udp",
         config.host,
@@ -253,6 +250,10 @@ export class ServerDriver {
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
       identity = await loadServerIdentity(config.dataDir);
+      if (registryStore.shared && config.auth !== "password") {
+        const owner = hostPort(advertisedHost(config), (listener.addr as Deno.NetAddr).port);
+        await deleteEarlierFiles(store, registry, registryStore, owner);
+      }
     } catch (error) {
       udp?.close();
       udp2?.close();
@@ -904,21 +905,42 @@ export const VERSION_2_REFUSAL =
 
 /** The name of a route for the secure channels: a UDP address and port, or a TCP connection. */
 /**
- * Deletes from this instance's disk the files of identities removed, or
- * replaced by another under their name, while it was down (shared store,
- * open mode): the news of the removal never reached it, and no one may get
- * them (`fileOfIdentity`).
+ * Deletes from this instance's disk the files of identities removed while
+ * it was down (shared store, open mode), which the news of the removal never
+ * reached: those the removing instance left a tombstone for, and those of a
+ * name registered since by a new identity (`fileOfIdentity`). Files of a
+ * name nobody holds and no tombstone names stay (unreachable: nobody can
+ * log in as it): an instance pointed at the wrong Redis database must not
+ * delete every file it has.
  */
-async function deleteEarlierFiles(store: BlobStore, registry: Registry): Promise<void> {
+async function deleteEarlierFiles(
+  store: BlobStore,
+  registry: Registry,
+  shared: Store,
+  owner: string,
+): Promise<void> {
+  const deleted = (user: string, count: number) => {
+    if (count > 0) {
+      log.warn(
+        "Deleted the files of {user} on this disk ({count}): the identity they belonged to was " +
+          "removed while this instance was down",
+        { count, user },
+      );
+    }
+  };
+  await shared.takeGoneFiles(owner, async (records) => {
+    for (const { user, file } of records) {
+      if (store.get(user, file.name)?.uploadedAt !== file.uploadedAt) continue; // not that one
+      deleted(user, await store.delete(user, file.name) ? 1 : 0);
+      if (store.list(user).length === 0) await store.deleteUser(user); // its directory too
+    }
+  });
   for (const user of [...store.allUsage().keys()]) {
     const since = registry.get(user)?.registeredAt;
-    if (store.list(user).every((file) => fileOfIdentity(since, file))) continue;
-    const count = await store.deleteUser(user);
-    log.warn(
-      "Deleted the files of {user} on this disk ({count}): the identity they belonged to was " +
-        "removed while this instance was down",
-      { count, user },
-    );
+    if (since === undefined || store.list(user).every((file) => fileOfIdentity(since, file))) {
+      continue;
+    }
+    deleted(user, await store.deleteUser(user));
   }
 }
 

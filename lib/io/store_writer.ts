@@ -208,12 +208,12 @@ export class StoreWriter {
    * the record of one on `owner`'s); a failure is logged (each instance's
    * next start records its disk again).
    *
-   * @param op `put` or `delete`
+   * @param op `put`, `delete`, or `gone` (another instance's file of a removed identity: a tombstone)
    * @param user the owning user
    * @param file the file
    * @param owner the TCP address of the instance whose disk holds it, if not this one
    */
-  file(op: "put" | "delete", user: string, file: StoredFile, owner = this.#owner): void {
+  file(op: "put" | "delete" | "gone", user: string, file: StoredFile, owner = this.#owner): void {
     const record: SharedFileRecord = { user, file, owner };
     this.#track(this.#store.file(op, record), `record the file "${file.name}" of ${user}`);
   }

@@ -408,7 +408,11 @@ export class Accounts {
         transport: from.transport,
       },
       undo: () => this.#registry.remove(name),
-      done: (at) => this.#directory.start(at, from, name, udpPort, request.tcpPort, token),
+      done: (at) => {
+        // Files an earlier identity of the name left on this disk are not the new one's.
+        this.#storage.removeEarlier(name);
+        this.#directory.start(at, from, name, udpPort, request.tcpPort, token);
+      },
       failureText: `Cannot register "${name}": the server could not save its registry`,
       takenText: `Cannot register "${name}": name is taken`,
     });

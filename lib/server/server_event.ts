@@ -290,7 +290,8 @@ export type ServerOutput =
    */
   | {
     readonly type: "file_store";
-    readonly op: "put" | "delete";
+    /** `gone`: the record of another instance's file whose identity was removed (a tombstone). */
+    readonly op: "put" | "delete" | "gone";
     readonly user: string;
     readonly file: StoredFile;
     /** The TCP address of the instance whose disk holds it, if not this one. */

@@ -376,7 +376,7 @@ export class ServerStorage {
   unlistElsewhere(user: string): void {
     for (const record of this.#remote.get(nameKey(user))?.values() ?? []) {
       const { file, owner } = record;
-      if (this.#shared) this.#host.output({ type: "file_store", op: "delete", user, file, owner });
+      if (this.#shared) this.#host.output({ type: "file_store", op: "gone", user, file, owner });
     }
     this.#remote.delete(nameKey(user));
   }

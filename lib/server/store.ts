@@ -128,9 +128,22 @@ export interface Store {
   /**
    * Records a file stored (`put`) or deleted on this instance's disk, and
    * tells the other instances. Not awaited by replies: the file index is
-   * rebuilt from each instance's disk at its start (`ownFiles`).
+   * rebuilt from each instance's disk at its start (`ownFiles`). `gone`
+   * removes the record of a file on another instance's disk whose identity
+   * was removed, and leaves a tombstone: that instance, if it was down,
+   * deletes the file at its next start (`takeGoneFiles`).
    */
-  file(op: "put" | "delete", record: SharedFileRecord): Promise<void>;
+  file(op: "put" | "delete" | "gone", record: SharedFileRecord): Promise<void>;
+  /**
+   * Hands the tombstones of `owner`'s files to `remove`, and forgets them once it is done.
+   *
+   * @param owner the instance's TCP address
+   * @param remove deletes those files from its disk
+   */
+  takeGoneFiles(
+    owner: string,
+    remove: (records: SharedFileRecord[]) => Promise<void>,
+  ): Promise<void>;
   /**
    * Replaces the records of the files on one instance's disk (at its start).
    *
