@@ -53,6 +53,27 @@ export interface BottleneckRun {
   sampleMs?: number;
   /** Extra channel options of both ends of every flow. */
   channel?: ReliableChannelOptions;
+  /** A loaded host's stalls and late timers at every end (default: none, a perfect host). */
+  host?: HostNoise;
+}
+
+/**
+ * What a loaded host does to a process the simulator otherwise runs on
+ * time: its timers fire late, and now and then it is descheduled (or
+ * collecting garbage) for a while, during which it neither sends nor reads
+ * and the datagrams sent to it wait in its socket's receive buffer, the
+ * ones beyond it dropped. Drawn from its own seeded source, so a run stays
+ * reproducible and the loss draws are the same as without it.
+ */
+export interface HostNoise {
+  /** Each timer fires up to this many ms late (uniform). */
+  timerLateMs: number;
+  /** Mean time between stalls of one process, ms (exponential). */
+  stallEveryMs: number;
+  /** Mean length of a stall, ms (exponential, at most 10 times the mean). */
+  stallMs: number;
+  /** Datagrams a socket holds while its process stalls; later ones are dropped (Linux: about 90). */
+  socketDatagrams: number;
 }
 
 /** What one flow did. */
@@ -80,6 +101,82 @@ export interface BottleneckResult {
   queueSamples: number[];
   /** Virtual time at the end, ms. */
   endMs: number;
+  /** Datagrams dropped by full socket buffers of stalled processes ({@linkcode HostNoise}). */
+  socketDropped: number;
+}
+
+/**
+ * One end of a flow as a process: on a perfect host it runs each timeout
+ * when due and each datagram when it arrives; with {@linkcode HostNoise}
+ * its timer fires late (early timers stay armed, as the client driver's
+ * do) and it stalls now and then.
+ */
+class Process {
+  inbox: Segment[] = [];
+  #stalledUntil = -Infinity;
+  #nextStallAt = Infinity;
+  #armedFor: number | undefined;
+  #fireAt = Infinity;
+
+  constructor(
+    readonly channel: ReliableChannel,
+    readonly noise: HostNoise | undefined,
+    readonly random: SeededRandom,
+  ) {
+    if (noise) this.#nextStallAt = this.#exponential(noise.stallEveryMs);
+  }
+
+  /** True unless it is stalled at `now`. */
+  awake(now: number): boolean {
+    while (now >= this.#nextStallAt) {
+      const { stallMs, stallEveryMs } = this.noise!;
+      this.#stalledUntil = this.#nextStallAt +
+        Math.min(this.#exponential(stallMs), 10 * stallMs);
+      this.#nextStallAt = this.#stalledUntil + this.#exponential(stallEveryMs);
+    }
+    return now >= this.#stalledUntil;
+  }
+
+  /** When it next runs by itself: its timer, or the end of a stall with datagrams waiting. */
+  nextWake(): number {
+    const at = this.channel.nextTimeout();
+    if (!this.noise) return at ?? Infinity;
+    if (at !== undefined && (this.#armedFor === undefined || at < this.#armedFor)) {
+      this.#armedFor = at;
+      this.#fireAt = at + this.random.next() * this.noise.timerLateMs;
+    }
+    const wake = this.inbox.length > 0 ? this.#stalledUntil : this.#fireAt;
+    return Math.max(wake, this.#stalledUntil);
+  }
+
+  /** Takes a datagram: at once, or into the socket's buffer while stalled (dropped when full). */
+  deliver(now: number, segment: Segment): boolean {
+    if (this.awake(now)) {
+      this.channel.receive(now, segment);
+      return true;
+    }
+    if (this.inbox.length >= this.noise!.socketDatagrams) return false;
+    this.inbox.push(segment);
+    return true;
+  }
+
+  /** Runs what is due at `now`: the datagrams that waited out a stall, then the timer. */
+  run(now: number): void {
+    if (!this.awake(now)) return;
+    for (const segment of this.inbox) this.channel.receive(now, segment);
+    this.inbox = [];
+    if (!this.noise) {
+      if ((this.channel.nextTimeout() ?? Infinity) <= now) this.channel.onTimeout(now);
+    } else if (now >= this.#fireAt) {
+      this.#armedFor = undefined;
+      this.#fireAt = Infinity;
+      this.channel.onTimeout(now);
+    }
+  }
+
+  #exponential(mean: number): number {
+    return -mean * Math.log(1 - this.random.next());
+  }
 }
 
 /** Wire size of a segment, bytes: about what the codec and the sealing add. */
@@ -116,6 +213,9 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     queue: spec.queue,
   };
   const net = new SimNetwork(new SeededRandom(spec.seed ?? 1), impairment);
+  // Its own source: the loss draws stay those of a run on a perfect host.
+  const hostRandom = new SeededRandom((spec.seed ?? 1) + 1_000_003);
+  let socketDropped = 0;
   const sampleMs = spec.sampleMs ?? 100;
   const message = new Uint8Array(MESSAGE_BYTES);
   const flows = spec.flows.map((flow, i) => {
@@ -124,8 +224,8 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
       spec: flow,
       from: `10.0.0.${i + 1}:1000`,
       to: `10.0.1.${i + 1}:2000`,
-      sender: new ReliableChannel(0, options),
-      receiver: new ReliableChannel(0, options),
+      sender: new Process(new ReliableChannel(0, options), spec.host, hostRandom),
+      receiver: new Process(new ReliableChannel(0, options), spec.host, hostRandom),
       queued: 0,
       started: false,
       nextChatMs: flow.chatEveryMs === undefined ? Infinity : flow.startMs ?? 0,
@@ -138,37 +238,39 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
       },
     };
   });
-  const byAddress = new Map<string, { channel: ReliableChannel; flow: (typeof flows)[number] }>();
+  const byAddress = new Map<string, Process>();
   for (const flow of flows) {
-    byAddress.set(flow.to, { channel: flow.receiver, flow });
-    byAddress.set(flow.from, { channel: flow.sender, flow });
+    byAddress.set(flow.to, flow.receiver);
+    byAddress.set(flow.from, flow.sender);
   }
   const queueSamples: number[] = [];
   let now = 0;
   let nextSample = sampleMs;
 
   const feed = (flow: (typeof flows)[number]) => {
-    if (!flow.started) return;
-    const chatting = flow.result.finishedMs === undefined && flow.sender.deadReason === undefined;
+    if (!flow.started || !flow.sender.awake(now)) return;
+    const sender = flow.sender.channel;
+    const chatting = flow.result.finishedMs === undefined && sender.deadReason === undefined;
     if (now >= flow.nextChatMs && chatting) {
-      flow.sender.send(now, new Uint8Array(CHAT_BYTES), { urgent: true });
+      sender.send(now, new Uint8Array(CHAT_BYTES), { urgent: true });
       flow.chatSentAt.push(now);
       flow.nextChatMs += flow.spec.chatEveryMs!;
     }
     const size = flow.spec.bytes ?? Infinity;
     // As sendfile does: keep about twice the window queued, no more.
-    const limit = 2 * flow.sender.congestionWindow + 40;
-    while (flow.queued < size && flow.sender.backlog < limit) {
+    const limit = 2 * sender.congestionWindow + 40;
+    while (flow.queued < size && sender.backlog < limit) {
       const bytes = Math.min(MESSAGE_BYTES, size - flow.queued);
-      flow.sender.send(now, bytes === MESSAGE_BYTES ? message : message.subarray(0, bytes));
+      sender.send(now, bytes === MESSAGE_BYTES ? message : message.subarray(0, bytes));
       flow.queued += bytes;
     }
   };
   const pump = (flow: (typeof flows)[number]) => {
-    for (let out = flow.sender.poll(); out; out = flow.sender.poll()) {
+    const sender = flow.sender.channel, receiver = flow.receiver.channel;
+    for (let out = sender.poll(); out; out = sender.poll()) {
       if (out.type === "segment") net.send(now, flow.from, flow.to, encode(out.segment));
     }
-    for (let out = flow.receiver.poll(); out; out = flow.receiver.poll()) {
+    for (let out = receiver.poll(); out; out = receiver.poll()) {
       if (out.type === "segment") net.send(now, flow.to, flow.from, encode(out.segment));
       if (out.type === "deliver" && out.message.length === CHAT_BYTES) {
         const sentAt = flow.chatSentAt[flow.result.chatDelaysMs.length];
@@ -192,20 +294,19 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     for (const flow of flows) {
       if (!flow.started) next = Math.min(next, flow.spec.startMs ?? 0);
       if (flow.result.finishedMs === undefined) next = Math.min(next, flow.nextChatMs);
-      next = Math.min(next, flow.sender.nextTimeout() ?? Infinity);
-      next = Math.min(next, flow.receiver.nextTimeout() ?? Infinity);
+      next = Math.min(next, flow.sender.nextWake(), flow.receiver.nextWake());
     }
     now = Math.max(now, next);
     for (const packet of net.deliverDue(now)) {
       const segment = carried.get(packet.data)!;
       carried.delete(packet.data);
-      byAddress.get(packet.to)?.channel.receive(now, segment);
+      const to = byAddress.get(packet.to);
+      if (to !== undefined && !to.deliver(now, segment)) socketDropped++;
     }
     for (const flow of flows) {
       if (!flow.started && now >= (flow.spec.startMs ?? 0)) flow.started = true;
-      for (const channel of [flow.sender, flow.receiver]) {
-        if ((channel.nextTimeout() ?? Infinity) <= now) channel.onTimeout(now);
-      }
+      flow.sender.run(now);
+      flow.receiver.run(now);
       feed(flow);
       pump(flow);
     }
@@ -218,13 +319,18 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
       f.spec.bytes !== undefined && f.result.finishedMs !== undefined &&
       f.result.chatDelaysMs.length === f.chatSentAt.length;
     if (flows.every(done)) break;
-    if (flows.every((f) => f.sender.deadReason !== undefined)) break;
+    if (flows.every((f) => f.sender.channel.deadReason !== undefined)) break;
   }
   return {
-    flows: flows.map((f) => ({ ...f.result, sender: f.sender, chatsSent: f.chatSentAt.length })),
+    flows: flows.map((f) => ({
+      ...f.result,
+      sender: f.sender.channel,
+      chatsSent: f.chatSentAt.length,
+    })),
     network: { ...net.stats },
     queueSamples,
     endMs: now,
+    socketDropped,
   };
 }
 

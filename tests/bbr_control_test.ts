@@ -283,6 +283,45 @@ Deno.test("Pacer spaces segments at its rate with bursts of at most maxBurst", (
   assertThrows(() => new Pacer(0), RangeError);
 });
 
+Deno.test("Pacer smooths how late a sender it held back runs, and nothing else", () => {
+  const pacer = new Pacer(1);
+  pacer.rate = 0.5;
+  assert(pacer.mayPace(0));
+  pacer.spend();
+  assert(!pacer.mayPace(0)); // the next token is due at 2
+  pacer.noteWake(1); // an ack came first: not late
+  assertEquals(pacer.lateness, 0);
+  pacer.noteWake(10); // 8 ms late: an eighth of it
+  assertEquals(pacer.lateness, 1);
+  assert(pacer.mayPace(10));
+  pacer.noteWake(20); // a token waits: the sender was not held back
+  assertEquals(pacer.lateness, 1);
+});
+
+Deno.test("BbrControl widens the window, and the congestion test, for a sender that runs late", () => {
+  const onTime = bbr(), late = bbr();
+  drive(onTime, { from: 0, to: 2000, rate: 2, rttMs: 40 });
+  drive(late, { from: 0, to: 2000, rate: 2, rttMs: 40 });
+  // Timers 2.5 ms late on average: 8 x 2.5 ms of bandwidth, 40 segments, at most a quarter BDP (20).
+  for (let i = 0; i < 100; i++) {
+    late.pacer.rate = 1;
+    late.pacer.refill(0);
+    while (late.pacer.mayPace(0)) late.pacer.spend();
+    late.pacer.noteWake(1 + 2.5);
+  }
+  assertAlmostEquals(late.pacer.lateness, 2.5, 0.01);
+  drive(late, { from: 2000, to: 2100, rate: 2, rttMs: 40 });
+  drive(onTime, { from: 2000, to: 2100, rate: 2, rttMs: 40 });
+  assertEquals(late.window - onTime.window, Math.floor(0.25 * late.bdp!));
+  // A loss with SRTT 1.6 x the smallest RTT: congestion on time, the late host's stall otherwise.
+  for (const cc of [onTime, late]) {
+    cc.onAck(2100, 1, { srttMs: 64, minRttMs: 40, rttSampleMs: 64 });
+    cc.onLoss(0, 80, 1000);
+  }
+  assertEquals(onTime.reductions, 1);
+  assertEquals(late.reductions, 0);
+});
+
 Deno.test("BbrControl takes a loss behind a queue for congestion: 15% off the model, once a round", () => {
   const cc = bbr();
   drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40 });

@@ -7,6 +7,8 @@
 
 /** Rounding slack of the token count, so a refill at the announced time always yields a token. */
 const TOKEN_EPSILON = 1e-6;
+/** Weight of each new lateness in {@linkcode Pacer.lateness} (RFC 6298's weight of an RTT sample). */
+const LATENESS_GAIN = 1 / 8;
 
 /**
  * Lets segments leave at `rate` segments per ms, with bursts of at most
@@ -31,6 +33,7 @@ export class Pacer {
   #tokens: number;
   #refilledAt: number | undefined;
   #rate = Infinity;
+  #lateness = 0;
 
   /**
    * Creates a full bucket with an infinite rate.
@@ -56,6 +59,15 @@ export class Pacer {
   }
 
   /**
+   * How late the sender ran, smoothed, after pacing held it back: its
+   * host's timer and scheduling delays, ms. 0 where the sender runs when it
+   * asks to (the simulator on a perfect host).
+   */
+  get lateness(): number {
+    return this.#lateness;
+  }
+
+  /**
    * Tells whether a segment may leave now.
    *
    * @param now the current time, ms
@@ -64,6 +76,19 @@ export class Pacer {
   mayPace(now: number): boolean {
     this.refill(now);
     return this.#tokens >= 1 - TOKEN_EPSILON;
+  }
+
+  /**
+   * Notes that a sender that found the bucket empty runs again: how long
+   * after its next token was due goes into {@linkcode Pacer.lateness}. A run
+   * before that (an acknowledgement came first) counts nothing.
+   *
+   * @param now the current time, ms
+   */
+  noteWake(now: number): void {
+    if (this.#tokens >= 1 - TOKEN_EPSILON || !Number.isFinite(this.#rate)) return;
+    const late = now - this.nextSendTime();
+    if (late >= 0) this.#lateness += (late - this.#lateness) * LATENESS_GAIN;
   }
 
   /** Spends a token for a segment that left. */

@@ -497,8 +497,7 @@ export class ReliableChannel {
     if (newly.length > 0) {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
-      // Before the controller hears of it: what is in flight leaves out
-      // what was judged lost, and these are no longer.
+      // Before the controller hears: in flight leaves out what was judged lost, and these are not.
       for (const segment of newly) this.#losses.onAcked(segment);
       if (this.#cc) {
         const minRttMs = this.#recentMinRtt();
@@ -611,8 +610,9 @@ export class ReliableChannel {
 
   #sendLoop(now: number): void {
     const stop = (limit?: SendLimit) => this.#limits.stopped(now, limit);
-    this.#pacingBlocked = false;
     const cc = this.#cc;
+    if (this.#pacingBlocked) cc?.pacer.noteWake(now);
+    this.#pacingBlocked = false;
     while (this.#dead === undefined) {
       const lost = this.#losses.nextLost();
       const next = lost ?? this.#send.peekUnsent();
