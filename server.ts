@@ -12,6 +12,7 @@ import { UsersFileError } from "./lib/io/users_file.ts";
 import { BlobStoreError } from "./lib/io/blob_store.ts";
 import { DEFAULT_STORAGE_LIMITS } from "./lib/server/stored_files.ts";
 import { BindError } from "./lib/io/bind_error.ts";
+import { redactUrl, storeUrlProblem } from "./lib/io/store_url.ts";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -76,8 +77,9 @@ Flags:
                       registrations.json and .log, users.json, files/ and server.lock
                       live (default ./data)
   --store URL         keep the registry in Redis, shared by every instance given the
-                      same URL: redis://HOST:PORT[/DB] (default: DATA-DIR's file);
-                      Redis must run with appendonly yes and appendfsync always
+                      same URL: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (default:
+                      DATA-DIR's file; port 6379, database 0); Redis must run with
+                      appendonly yes and appendfsync always
   --advertise HOST    with --store: the host other instances send clients to for the
                       files on this one's disk (default --host, or the host name when
                       --host is 0.0.0.0 or ::)
@@ -217,9 +219,8 @@ function parseFlags(args: string[]): ServerFlags | "help" | "version" {
     throw new UsageError("--users only applies with --auth password");
   }
   const store = parsed.store;
-  if (store !== undefined && store !== "file" && !store.startsWith("redis://")) {
-    throw new UsageError(`--store must be file or redis://HOST:PORT[/DB], not "${store}"`);
-  }
+  const storeProblem = store === undefined ? undefined : storeUrlProblem(store);
+  if (storeProblem !== undefined) throw new UsageError(storeProblem);
   const maxFileSize = sizeFlag("--max-file-size", parsed["max-file-size"]);
   const quota = sizeFlag("--quota", parsed.quota);
   const maxStorage = sizeFlag("--max-storage", parsed["max-storage"]);
@@ -461,7 +462,9 @@ async function main(args: string[]): Promise<number> {
     console.log(`Server UDP listening on port ${server.udpPort2} for address discovery`);
   }
   console.log(
-    `Registry: ${server.core.registry.size} registered, in ${flags.store ?? flags.dataDir}`,
+    `Registry: ${server.core.registry.size} registered, in ${
+      flags.store === undefined ? flags.dataDir : redactUrl(flags.store)
+    }`,
   );
   if (flags.store?.startsWith("redis://")) {
     const note = await unusedRegistryNote(flags.dataDir);

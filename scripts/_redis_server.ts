@@ -102,6 +102,16 @@ export class TestRedis {
     return new TextDecoder().decode(stdout);
   }
 
+  /**
+   * Stops (`SIGSTOP`) or continues (`SIGCONT`) it: a Redis that stalls and
+   * then carries out what it was sent meanwhile.
+   *
+   * @param signal which
+   */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.#process?.kill(signal);
+  }
+
   /** Kills it at once (SIGKILL) and waits for it to be gone. */
   async kill(): Promise<void> {
     const process = this.#process;
@@ -124,7 +134,8 @@ export class TestRedis {
       await conn.write(new TextEncoder().encode("PING\r\n"));
       const buffer = new Uint8Array(16);
       const n = await conn.read(buffer);
-      return n !== null && new TextDecoder().decode(buffer.subarray(0, n)).startsWith("+PONG");
+      const answer = n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
+      return answer.startsWith("+PONG") || answer.startsWith("-NOAUTH"); // up, with a password
     } catch {
       return false;
     } finally {

@@ -565,8 +565,8 @@ Deno.test("ServerCore gives a padded hello, register and login from an unproven 
   const ok = replyTo(register as Message);
   if (ok.type !== "register_ok") throw new Error(JSON.stringify(ok));
   assertEquals(replyTo(login(3, "Eve", new Uint8Array(0))).type, "login_ok");
-  const taken = errorOf(replyTo({ ...register, reqId: 4 } as Message));
-  assertEquals(taken.message, 'Cannot register "Eve": name is taken');
+  // Registering her own name again is logged in (her key holds it): its whole reply too.
+  assertEquals(replyTo({ ...register, reqId: 4 } as Message).type, "register_ok");
   assertEquals(w.core.stats.shortenedReplies, 0);
   assertEquals(w.core.stats.undersizedRequests, 0);
 });

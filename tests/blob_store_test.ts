@@ -540,3 +540,18 @@ Deno.test("BlobStoreError messages name the file, never a path on the server", a
     }
   });
 });
+
+Deno.test("BlobStore upload commit dates the file no earlier than notBefore (another clock's registration)", async () => {
+  await withStore(async (store) => {
+    const data = bytes(10);
+    const early = await store.beginUpload("alice", "a.bin");
+    await early.write(data);
+    const later = T0 + 1500;
+    const file = await early.commit({ size: 10, sha256: hashOf(data), notBefore: later });
+    assertEquals(file.uploadedAt, new Date(later).toISOString());
+    const now = await store.beginUpload("alice", "b.bin");
+    await now.write(data);
+    const plain = await now.commit({ size: 10, sha256: hashOf(data), notBefore: T0 - 1 });
+    assertEquals(plain.uploadedAt, new Date(T0).toISOString());
+  });
+});

@@ -230,9 +230,13 @@ Deno.test("--expire-after removes an identity not seen for that long, with its f
     const files = [];
     for await (const entry of Deno.readDir(`${w.dataDir}/files`)) files.push(entry.name);
     assertEquals(files, [], "the expired identity's files are gone");
-    // The one online is still there and its name still taken.
+    // The one online is still there and its name still taken (for someone else's key).
     assertMatch(await answer(online, "status"), /logged in as "alive"/);
-    const taken = await runClient({ args: w.args(), stdin: "register alive\n", cwd: w.cwd });
+    const taken = await runClient({
+      args: w.args("--data-dir", `${w.cwd}/someone-else`),
+      stdin: "register alive\n",
+      cwd: w.cwd,
+    });
     assertOneErrorLine(taken, /name is taken/);
   } finally {
     await online.write("quit\n").catch(() => {});

@@ -27,6 +27,11 @@ import {
  * Flags every client in these tests gets, so nothing is written to the cwd:
  * logs in `logDir`, identities in `client/` beside it.
  */
+/** Flags for a client with a key of its own (another data directory): someone else. */
+function otherKey(logDir: string): string[] {
+  return ["--data-dir", join(dirname(logDir), "someone-else")];
+}
+
 function clientArgs(server: string, name: string, logDir: string, ...more: string[]): string[] {
   return [
     "--server",
@@ -201,8 +206,9 @@ Deno.test("client register refuses a name taken in another case, in text and JSO
   assertExit(first, 0);
   assertStringIncludes(first.stdout, 'Registered and logged in as "Alice Smith"');
 
+  // Others, with keys of their own (the same key registering its name again is logged in).
   const second = await runClient({
-    args: clientArgs(server.address, "alice SMITH", logDir),
+    args: clientArgs(server.address, "alice SMITH", logDir, ...otherKey(logDir)),
     stdin: "register\nstatus\n",
   });
   assertExit(second, 1);
@@ -210,7 +216,7 @@ Deno.test("client register refuses a name taken in another case, in text and JSO
   assert(!second.stdout.includes("Server "), "status after the failure did not run");
 
   const json = await runClient({
-    args: clientArgs(server.address, "ALICE smith", logDir, "--json"),
+    args: clientArgs(server.address, "ALICE smith", logDir, "--json", ...otherKey(logDir)),
     stdin: "register\n",
   });
   assertExit(json, 1);
@@ -333,7 +339,7 @@ Deno.test("server keeps acknowledged registrations across SIGINT, SIGTERM and SI
     await using server = await startServer({ dataDir, logDir });
     await server.waitForLine(/^Registry: 1 registered, in /);
     const again = await runClient({
-      args: clientArgs(server.address, "CAROL JONES", logDir),
+      args: clientArgs(server.address, "CAROL JONES", logDir, ...otherKey(logDir)),
       stdin: "register\n",
     });
     assertExit(again, 1);
@@ -356,7 +362,7 @@ Deno.test("server keeps acknowledged registrations across SIGINT, SIGTERM and SI
     await using server = await startServer({ dataDir, logDir });
     await server.waitForLine(/^Registry: 2 registered, in /);
     const again = await runClient({
-      args: clientArgs(server.address, "dave brown", logDir, "--json"),
+      args: clientArgs(server.address, "dave brown", logDir, "--json", ...otherKey(logDir)),
       stdin: "register\n",
     });
     assertExit(again, 1);

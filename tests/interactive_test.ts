@@ -96,9 +96,18 @@ Deno.test({
       dataDir: `${dir.path}/data`,
       logDir: `${dir.path}/logs`,
     });
-    // Someone already holds the name the user will type.
+    // Someone (another key) already holds the name the user will type.
     const first = await runClient({
-      args: ["--server", server.address, "--name", "Alice Smith", "--log-dir", `${dir.path}/logs`],
+      args: [
+        "--server",
+        server.address,
+        "--name",
+        "Alice Smith",
+        "--log-dir",
+        `${dir.path}/logs`,
+        "--data-dir",
+        `${dir.path}/someone-else`,
+      ],
       stdin: "register\n",
       cwd: dir.path,
     });
@@ -147,11 +156,11 @@ Deno.test({
     const registry = JSON.parse(await Deno.readTextFile(`${dir.path}/data/registrations.json`));
     assertEquals(Object.keys(registry), ["Alice Smith"]);
     assertStringIncludes(server.lines.join("\n"), 'Deregistered "Alice Jones"');
-    // Both runs kept their identities under the working directory's ./data/client.
+    // The terminal run kept its identities under the working directory's ./data/client.
     const saved = JSON.parse(
       await Deno.readTextFile(`${dir.path}/data/client/identities.json`),
     ).identities.map((i: { name: string }) => i.name);
-    assertEquals(saved, ["Alice Smith"], "deregister forgot Alice Jones");
+    assertEquals(saved, [], "deregister forgot Alice Jones");
   },
 });
 

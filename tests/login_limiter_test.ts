@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "@std/assert";
-import { LoginLimiter } from "../lib/server/login_limiter.ts";
+import { DEFAULT_MAX_LOCKOUT_MS, LoginLimiter } from "../lib/server/login_limiter.ts";
 
 const T0 = 1_000_000;
 /** The source address key most tests fail from. */
@@ -205,4 +205,19 @@ Deno.test("LoginLimiter keeps memory bounded under guesses from many sources", (
     limiter.failed(T0, `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, "alice");
   }
   assertEquals(limiter.size, 1_000);
+});
+
+Deno.test("LoginLimiter.replay() replaces a pair's count with recorded failures, as if they happened here", () => {
+  const limiter = new LoginLimiter({ maxAttempts: 3, lockoutMs: 10_000 });
+  limiter.failed(0, "10.0.0.1", "bob");
+  limiter.replay("10.0.0.1", "bob", [1000, 2000]);
+  assertEquals(limiter.check(2500, "10.0.0.1", "bob"), { blocked: false });
+  assertEquals(limiter.failed(3000, "10.0.0.1", "bob").blocked, true, "the third failure blocks");
+  limiter.replay("10.0.0.1", "bob", []);
+  assertEquals(
+    limiter.check(3000, "10.0.0.1", "bob"),
+    { blocked: false },
+    "none recorded: cleared",
+  );
+  assertEquals(limiter.horizonMs, 2 * DEFAULT_MAX_LOCKOUT_MS);
 });

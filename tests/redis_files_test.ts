@@ -7,8 +7,12 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { join } from "@std/path";
+import { sha256 } from "@noble/hashes/sha2";
+import { BlobStore } from "../lib/io/blob_store.ts";
 import { ClientDriver } from "../lib/io/client_driver.ts";
+import { toHex } from "../lib/hex.ts";
 import { loadIdentities } from "../lib/io/identity_file.ts";
+import { RedisStore } from "../lib/io/redis_store.ts";
 import type { ServerEvent } from "../lib/server/server_event.ts";
 import { redisUnavailable } from "../scripts/_redis_server.ts";
 import { REDIS_TEST_HOST as HOST, withRedisInstances } from "./_redis.ts";
@@ -111,6 +115,111 @@ Deno.test({
         );
       } finally {
         for (const client of clients) await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "A name deregistered on B while A (holding its files) is down: nobody gets the files, " +
+    "not the next owner of the name, and A deletes them when it comes back",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      // Found by black-box testing: the next "Zed" downloaded the first one's file.
+      const dir = cluster.dir;
+      const a = await cluster.instance();
+      const aConfig = { dataDir: join(dir, "instance-1"), udpPort: a.udpPort, tcpPort: a.tcpPort };
+      const b = await cluster.instance();
+      const clients: ClientDriver[] = [];
+      const open = async (port: number, who: string, name = "Zed") => {
+        const client = await ClientDriver.open({
+          serverHost: HOST,
+          serverPort: port,
+          udpPort: 0,
+          tcpPort: 5001,
+          name,
+          via: "udp",
+          identityFile: join(dir, `${who}.identities.json`),
+          keyFile: join(dir, `${who}.client_key.json`),
+          downloadDir: join(dir, `downloads-${who}`),
+        });
+        clients.push(client);
+        assert((await client.run({ kind: "hello" })).ok);
+        return client;
+      };
+      try {
+        await Deno.writeFile(join(dir, "zf.csv"), new TextEncoder().encode("secret,rows\n"));
+        const first = await open(a.udpPort, "first");
+        assert((await first.run({ kind: "register" })).ok);
+        assert((await first.upload(join(dir, "zf.csv"), "zf.csv")).ok);
+        // Yan's name will be nobody's: only the tombstone B leaves tells A to delete his file.
+        const yan = await open(a.udpPort, "yan", "Yan");
+        assert((await yan.run({ kind: "register" })).ok);
+        assert((await yan.upload(join(dir, "zf.csv"), "yf.csv")).ok);
+        await a.close(); // down: it hears nothing from now on
+        for (const [who, name] of [["first", "Zed"], ["yan", "Yan"]]) {
+          const onB = await open(b.udpPort, who, name);
+          assert((await onB.run({ kind: "login", name, secret: new Uint8Array(0) })).ok);
+          assert((await onB.run({ kind: "deregister" })).ok);
+        }
+
+        // Its file's record goes from Redis with the identity (not awaited by the reply).
+        const store = await RedisStore.open(cluster.redis.url);
+        try {
+          let records = await store.fileRecords("");
+          for (const until = Date.now() + 5000; records.length > 0 && Date.now() < until;) {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            records = await store.fileRecords("");
+          }
+          assertEquals(records, []);
+        } finally {
+          await store.close();
+        }
+
+        const next = await open(b.udpPort, "next");
+        const registered = await next.run({ kind: "register" });
+        assert(registered.ok, JSON.stringify(registered));
+        const listed = await next.run({ kind: "files" });
+        if (!listed.ok || listed.command !== "files") throw new Error(JSON.stringify(listed));
+        assertEquals(listed.files, [], "the earlier Zed's file is not listed");
+        const early = await next.download("zf.csv", join(dir, "early.csv"));
+        assert(!early.ok && early.code === "file_not_found", JSON.stringify(early));
+
+        // A comes back on the same ports: it deletes the earlier identity's files.
+        await cluster.instance(aConfig);
+        const late = await next.download("zf.csv", join(dir, "late.csv"));
+        assert(!late.ok && late.code === "file_not_found", JSON.stringify(late));
+        const left = [];
+        for await (const entry of Deno.readDir(join(aConfig.dataDir, "files"))) {
+          left.push(entry.name);
+        }
+        assertEquals(left, [], "nothing of the earlier Zed or of Yan on A's disk");
+      } finally {
+        for (const client of clients) await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "An instance whose Redis holds none of the names on its disk (a wrong database, or a data " +
+    "directory moved from the file store) deletes none of their files",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      const dataDir = join(cluster.dir, "moved");
+      const blobs = await BlobStore.open(dataDir);
+      const content = new TextEncoder().encode("kept,rows\n");
+      const upload = await blobs.beginUpload("Olga", "o.csv");
+      await upload.write(content);
+      await upload.commit({ size: content.length, sha256: toHex(sha256(content)) });
+      await blobs.close();
+      await cluster.instance({ dataDir });
+      const reopened = await BlobStore.open(dataDir);
+      try {
+        assertEquals(reopened.list("Olga").map((f) => f.name), ["o.csv"]);
+      } finally {
+        await reopened.close();
       }
     }),
 });

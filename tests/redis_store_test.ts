@@ -145,18 +145,92 @@ Deno.test({
   },
 });
 
-Deno.test("server.ts --store refuses a value that is neither file nor redis:// as a usage error (exit 2, one line)", async () => {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", CONFIG_PATH, SERVER_PATH, "--store", "mysql://db:3306"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assertEquals(output.code, 2);
-  assertEquals(
-    new TextDecoder().decode(output.stderr).trim(),
-    'error: --store must be file or redis://HOST:PORT[/DB], not "mysql://db:3306"',
-  );
+Deno.test("server.ts --store refuses a value that is not file or a redis:// URL as a usage error (exit 2, one line, no password)", async () => {
+  // Found by black-box testing: a port that is not a number exited 1, rediss:// 2.
+  for (
+    const [spec, shown] of [
+      ["mysql://db:3306", "mysql://db:3306"],
+      ["redis://127.0.0.1:notaport", "redis://127.0.0.1:notaport"],
+      ["rediss://:secretpw@db:6380", "rediss://:***@db:6380"],
+      ["redis://user:secretpw@db:6379/x", "redis://user:***@db:6379/x"],
+    ]
+  ) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", CONFIG_PATH, SERVER_PATH, "--store", spec],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assertEquals(output.code, 2, spec);
+    assertEquals(
+      new TextDecoder().decode(output.stderr).trim(),
+      `error: --store must be file or redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], not "${shown}"`,
+    );
+  }
+});
+
+Deno.test({
+  name:
+    "server.ts --store with a Redis password never prints it: not in the start line, the log, " +
+    "or the error when it is wrong",
+  ignore,
+  async fn() {
+    // Found by black-box testing: "Registry: … in redis://:secretpw@127.0.0.1:47445".
+    const redis = await TestRedis.start(["--requirepass", "secretpw"]);
+    const dir = await Deno.makeTempDir({ prefix: "switchboard_redis_password_" });
+    try {
+      const url = `redis://:secretpw@127.0.0.1:${redis.port}`;
+      await using server = await startServer({
+        dataDir: `${dir}/data`,
+        logDir: `${dir}/logs`,
+        extraArgs: ["--store", url],
+      });
+      await server.waitForLine(/^Server running/, 20_000);
+      assert(
+        server.lines.includes(`Registry: 0 registered, in redis://:***@127.0.0.1:${redis.port}`),
+        server.lines.join("\n"),
+      );
+      assertEquals(await server.stop(), 0);
+      const wrong = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--config",
+          CONFIG_PATH,
+          SERVER_PATH,
+          "--udp-port",
+          "0",
+          "--tcp-port",
+          "0",
+          "--data-dir",
+          `${dir}/data2`,
+          "--log-dir",
+          `${dir}/logs`,
+          "--store",
+          `redis://:wrongsecret@127.0.0.1:${redis.port}`,
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(wrong.code, 1);
+      const stderr = new TextDecoder().decode(wrong.stderr).trim();
+      assertMatch(
+        stderr,
+        /^error: cannot connect to Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+: /,
+      );
+      for (const text of [...server.lines, stderr, new TextDecoder().decode(wrong.stdout)]) {
+        assert(!text.includes("secretpw") && !text.includes("wrongsecret"), text);
+      }
+      for await (const entry of Deno.readDir(`${dir}/logs`)) {
+        const log = await Deno.readTextFile(`${dir}/logs/${entry.name}`);
+        assert(!log.includes("secretpw") && !log.includes("wrongsecret"), log);
+      }
+    } finally {
+      await redis.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test({
@@ -469,13 +543,13 @@ Deno.test({
     const a = await RedisStore.open(redis.url, { prefix: "ride:" });
     const b = await RedisStore.open(redis.url, { prefix: "ride:" });
     try {
-      const record = (name: string, registeredBy: string) => ({
+      const record = (name: string, registeredBy: string, publicKey = "e".repeat(64)) => ({
         name,
         ip: HOST,
         udpPort: 5000,
         tcpPort: 5001,
         registeredAt: "2026-01-01T00:00:00.000Z",
-        publicKey: "e".repeat(64),
+        publicKey,
         keySha256: "",
         registeredBy,
       });
@@ -491,8 +565,9 @@ Deno.test({
       await a.persist({}, [{ op: "put", record: record("Finn", "1") }], [session("Erin")]);
       assertEquals(await scripts() - before, 1, "one script for the change and the session");
       assertEquals((await b.presenceRecords()).map((r) => r.name), ["Erin"]);
-      // Finn registered elsewhere: the batch is refused, and Gail's join with it.
-      const error = await a.persist({}, [{ op: "put", record: record("Finn", "2") }], [
+      // Finn registered elsewhere, by another key: the batch is refused, and Gail's join with it.
+      const other = record("Finn", "2", "f".repeat(64));
+      const error = await a.persist({}, [{ op: "put", record: other }], [
         session("Gail"),
       ]).catch((e) => e);
       assert(error instanceof StoreError && error.conflict, String(error));
@@ -500,6 +575,9 @@ Deno.test({
       // With no change to make, the session writes still go.
       await a.persist({}, [], [session("Gail")]);
       assertEquals((await b.presenceRecords()).map((r) => r.name).sort(), ["Erin", "Gail"]);
+      // Finn's own key registering again (a reply lost): kept, not refused, and its join goes.
+      await a.persist({}, [{ op: "put", record: record("Finn", "3") }], [session("Finn")]);
+      assertEquals((await b.presenceRecords()).map((r) => r.name).sort(), ["Erin", "Finn", "Gail"]);
     } finally {
       await a.close();
       await b.close();

@@ -778,12 +778,23 @@ Deno.test("ServerCore.handle() never hands a session to a changed or late copy o
     "name_taken",
   );
 
-  // The very same request, but after the replay window: refused too.
+  // The very same request after the replay window, through another key: refused too.
   const late = restarted();
   assertError(
-    sends(call(late, NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice")))[0].message,
+    sends(
+      call(late, NOW + 10 * 60_000, { ...FROM_ALICE, clientKey: KEY_BOB }, register(1, "Alice")),
+    )[0]
+      .message,
     "name_taken",
   );
+  // Through Alice's own key (her channel proves it) it is her registering her name again: logged in.
+  const own = restarted();
+  const ok = as(
+    sends(call(own, NOW + 10 * 60_000, FROM_ALICE, register(1, "Alice")))[0].message,
+    "register_ok",
+  );
+  assertEquals(own.sessions.byToken(ok.token)?.name, "Alice");
+  assertEquals(persists(drain(own)), [], "nothing to write");
 });
 
 Deno.test("ServerCore.handle() holds a retransmission whose cache entry was evicted until the write lands", () => {
@@ -1789,7 +1800,8 @@ Deno.test("ServerCore.handle() stores an upload chunk by chunk", async (t) => {
     const out = call(core, NOW, TCP_ALICE, chunk(2, 6));
     assertEquals(out.map((o) => o.type), ["upload_chunk", "upload_commit"]);
     assertEquals(outputsOf(out, "upload_commit"), [
-      { type: "upload_commit", id, size: 10, sha256: toHex(HASH) },
+      // Dated no earlier than Alice's registration, whichever clock dated that.
+      { type: "upload_commit", id, size: 10, sha256: toHex(HASH), notBefore: NOW },
     ]);
     const listing = as(ask(core, NOW, TCP_ALICE, withToken("files", 3, token)), "file_list");
     assertEquals(listing.files, [], "not listed before uploadDone");
@@ -2244,8 +2256,10 @@ Deno.test("ServerCore.handle() does not spend the register budget on a taken nam
   registerPersisted(core, 1, "alice");
   // The retransmission is answered from the replay cache, a taken name is refused as taken.
   as(ask(core, NOW + 1, FROM_ALICE, register(1, "alice")), "register_ok");
-  assertError(ask(core, NOW + 2, FROM_ALICE, register(2, "ALICE")), "name_taken");
-  assertError(ask(core, NOW + 3, FROM_ALICE, register(3, "bob")), "busy");
+  assertError(ask(core, NOW + 2, FROM_BOB, register(2, "ALICE", { client: BOB_ID })), "name_taken");
+  // Her own key registering her name again is a login, not a new name.
+  as(ask(core, NOW + 2, FROM_ALICE, register(3, "ALICE")), "register_ok");
+  assertError(ask(core, NOW + 3, FROM_ALICE, register(4, "bob")), "busy");
 });
 
 // --- bounded growth: identities not seen expire ---
@@ -2340,4 +2354,38 @@ Deno.test("ServerCore without expireAfterMs never removes an identity", () => {
   drain(core);
   core.onTimeout(NOW + 10 * 365 * 86_400_000);
   assertEquals(core.registry.size, 1);
+});
+
+Deno.test("ServerCore (shared store) refuses a failed login once the store recorded it, and counts the failures the store holds", () => {
+  const core = passwordCore({ sharedPresence: true });
+  const [verify] = outputsOf(
+    call(core, NOW, FROM_ALICE, login(1, "Alice", utf8("guess"))),
+    "verify_password",
+  );
+  core.passwordChecked(NOW, verify.id, false);
+  const out = drain(core);
+  assertEquals(sends(out), [], "no refusal before the store has the failure");
+  const [stored] = outputsOf(out, "login_store");
+  assertEquals(stored.outcome, {
+    source: "10.0.0.1",
+    name: "alice",
+    ok: false,
+    at: NOW,
+    keepMs: 30 * 60_000,
+  });
+  core.loginRecorded(stored.id!);
+  const error = assertError(sends(drain(core))[0].message, "login_failed");
+  assertStringIncludes(error.message, "2 attempts left");
+  core.loginRecorded(stored.id!);
+  assertEquals(drain(core), [], "told twice: nothing more");
+
+  // Two failures elsewhere, as the store holds them: the next one here blocks.
+  core.loginsSynced([{ source: "10.0.0.1", name: "alice", failures: [NOW + 1, NOW + 2] }]);
+  const [again] = outputsOf(
+    call(core, NOW + 3, FROM_ALICE, login(2, "Alice", utf8("guess"))),
+    "verify_password",
+  );
+  core.passwordChecked(NOW + 3, again.id, false);
+  core.loginRecorded(outputsOf(drain(core), "login_store")[0].id!);
+  assertError(sends(drain(core))[0].message, "locked_out");
 });

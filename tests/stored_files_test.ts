@@ -1,6 +1,7 @@
 import { assertEquals, assertStringIncludes } from "@std/assert";
 import {
   DEFAULT_STORAGE_LIMITS,
+  fileOfIdentity,
   type StoredFile,
   StoredFiles,
 } from "../lib/server/stored_files.ts";
@@ -119,4 +120,12 @@ Deno.test("StoredFiles refuses an upload past maxStorage, everyone's files and u
   files.removeUser("Alice");
   assertEquals(files.totalUsage, 0);
   assertEquals(files.uploadProblem("Dave", "d.txt", 1000), undefined);
+});
+
+Deno.test("fileOfIdentity() says a file is the identity's only if it was registered before it was stored", () => {
+  const stored = { ...file("a.csv", 1), uploadedAt: "2026-01-02T00:00:00.000Z" };
+  assertEquals(fileOfIdentity("2026-01-01T00:00:00.000Z", stored), true);
+  assertEquals(fileOfIdentity("2026-01-02T00:00:00.000Z", stored), true, "the same instant");
+  assertEquals(fileOfIdentity("2026-01-03T00:00:00.000Z", stored), false, "a later owner");
+  assertEquals(fileOfIdentity(undefined, stored), false, "nobody holds the name");
 });

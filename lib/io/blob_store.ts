@@ -94,6 +94,19 @@ export interface FileInfo {
   readonly uploadedAt: string;
 }
 
+/** What an upload must be to be stored, and how it is dated. */
+export interface UploadExpected {
+  /** The size the sender announced. */
+  size: number;
+  /** The SHA-256 (hex) the sender announced. */
+  sha256: string;
+  /**
+   * The earliest date the file may have, ms since the epoch: its owner's
+   * registration, which another instance's clock may have dated.
+   */
+  notBefore?: number;
+}
+
 /** An upload in progress, from {@link BlobStore.beginUpload}. */
 export interface Upload {
   /** The owner, as passed to `beginUpload`. */
@@ -115,11 +128,11 @@ export interface Upload {
    * makes it durable and replaces any file of the same name. On any failure
    * the upload's temp file is removed.
    *
-   * @param expected the size and SHA-256 (hex) the sender announced
+   * @param expected the size and SHA-256 (hex) the sender announced, and the earliest date
    * @returns the stored file
    * @throws {BlobStoreError} `size_mismatch`, `checksum_mismatch`, `aborted` or `io`
    */
-  commit(expected: { size: number; sha256: string }): Promise<FileInfo>;
+  commit(expected: UploadExpected): Promise<FileInfo>;
   /** Discards the upload; safe to call at any time, any number of times. */
   abort(): Promise<void>;
 }
@@ -338,7 +351,7 @@ export class BlobStore {
         file,
         temp,
         blob: `${id}.blob`,
-        commit: (u, digest) => this.#commit(u, digest),
+        commit: (u, digest, notBefore) => this.#commit(u, digest, notBefore),
         forget: (u) => this.#uploads.get(key)?.delete(u),
       });
       let uploads = this.#uploads.get(key);
@@ -478,7 +491,7 @@ export class BlobStore {
   }
 
   /** Called by an upload whose content has been verified, synced and closed. */
-  async #commit(upload: UploadImpl, digest: string): Promise<FileInfo> {
+  async #commit(upload: UploadImpl, digest: string, notBefore: number): Promise<FileInfo> {
     const key = nameKey(upload.user);
     const dir = join(this.#root, userDirName(key));
     return await this.#withLock(key, async () => {
@@ -504,7 +517,7 @@ export class BlobStore {
         name: upload.name,
         size: upload.size,
         sha256: digest,
-        uploadedAt: new Date(this.#clock.now()).toISOString(),
+        uploadedAt: new Date(Math.max(this.#clock.now(), notBefore)).toISOString(),
         blob: upload.blob,
       };
       const next = new Map(files.files);
@@ -619,7 +632,7 @@ interface UploadParts {
   file: Deno.FsFile;
   temp: string;
   blob: string;
-  commit: (upload: UploadImpl, digest: string) => Promise<FileInfo>;
+  commit: (upload: UploadImpl, digest: string, notBefore: number) => Promise<FileInfo>;
   forget: (upload: UploadImpl) => void;
 }
 
@@ -678,7 +691,7 @@ class UploadImpl implements Upload {
     return this.#state === "open";
   }
 
-  commit(expected: { size: number; sha256: string }): Promise<FileInfo> {
+  commit(expected: UploadExpected): Promise<FileInfo> {
     if (this.#state !== "open") return Promise.reject(this.#notOpen());
     this.#state = "committing";
     const committing = this.#finish(expected);
@@ -686,7 +699,7 @@ class UploadImpl implements Upload {
     return committing;
   }
 
-  async #finish(expected: { size: number; sha256: string }): Promise<FileInfo> {
+  async #finish(expected: UploadExpected): Promise<FileInfo> {
     try {
       await this.#writes;
       if (this.#writeError !== undefined) throw this.#writeError;
@@ -711,7 +724,7 @@ class UploadImpl implements Upload {
         throw ioError(`Cannot store file ${quote(this.name)}`, error);
       }
       this.#closeFile();
-      const stored = await this.#commit(this, digest);
+      const stored = await this.#commit(this, digest, expected.notBefore ?? 0);
       this.#state = "done";
       this.#forget(this);
       return stored;

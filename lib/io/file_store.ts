@@ -6,7 +6,7 @@
  * @module
  */
 import type { Registry, RegistryJson, RegistryRecord } from "../server/registry.ts";
-import type { PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
+import type { LoginFailures, PresenceRecord, SharedFileRecord, Store } from "../server/store.ts";
 import { RegistryFile, type RegistryFileOptions } from "./registry_file.ts";
 
 /**
@@ -79,6 +79,11 @@ export class FileStore implements Store {
     return Promise.resolve();
   }
 
+  /** @returns nothing: the failed-login counters stay in this instance's memory */
+  loginFailures(): Promise<LoginFailures[]> {
+    return Promise.resolve([]);
+  }
+
   /** Nothing to sweep: this instance ends its own leases. */
   sweep(): Promise<void> {
     return Promise.resolve();
@@ -96,6 +101,11 @@ export class FileStore implements Store {
 
   /** Nothing to record: the files are listed from this instance's disk. */
   ownFiles(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** No tombstones: with one instance, a removed identity's files go at once. */
+  takeGoneFiles(): Promise<void> {
     return Promise.resolve();
   }
 

@@ -1,12 +1,13 @@
 /**
  * Chooses the store from the `--store` setting: none for the embedded file
- * store in the data directory, `redis://HOST:PORT[/DB]` for Redis.
+ * store in the data directory, `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` for Redis.
  *
  * @module
  */
 import { type Store, StoreError } from "../server/store.ts";
 import { FileStore } from "./file_store.ts";
 import { RedisStore } from "./redis_store.ts";
+import { storeUrlProblem } from "./store_url.ts";
 
 /**
  * Opens the store a server instance keeps its registry in.
@@ -23,8 +24,7 @@ import { RedisStore } from "./redis_store.ts";
  */
 export async function openStore(spec: string | undefined, dataDir: string): Promise<Store> {
   if (spec === undefined || spec === "" || spec === "file") return new FileStore(dataDir);
-  if (!/^redis:\/\/[^/\s]+(\/\d+)?$/.test(spec)) {
-    throw new StoreError(`Cannot use store "${spec}": expected file or redis://HOST:PORT[/DB]`);
-  }
+  const problem = storeUrlProblem(spec);
+  if (problem !== undefined) throw new StoreError(problem);
   return await RedisStore.open(spec);
 }

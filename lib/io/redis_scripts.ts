@@ -41,7 +41,9 @@ end
  * writes that ride with it. KEYS: registry (hash), registry news, then the
  * presence keys. ARGV: instance, changes JSON, then session writes. The
  * changes are checked first: a refused batch writes nothing, its session
- * writes included.
+ * writes included. A name that the same key holds already (a register
+ * retried after a lost reply) is kept as it is and left out of the news:
+ * 'kept'.
  */
 export const APPLY_SCRIPT = PRESENCE_FUNCTION + `
 local changes = cjson.decode(ARGV[2])
@@ -52,15 +54,21 @@ local function current(key)
   if v then return cjson.decode(v) end
   return false
 end
+local news, kept = ARGV[2], {}
 for _, c in ipairs(changes) do
   local cur = current(c.key)
   if c.op == 'put' then
-    if cur and (cur.registered_by ~= c.record.registered_by or
+    if cur and cur.registered_by ~= c.record.registered_by and (cur.public_key or '') ~= '' and
+        cur.public_key == c.record.public_key then
+      -- The same key registering its name again (an earlier reply was lost): already done.
+      kept[c.key] = true
+    elseif cur and (cur.registered_by ~= c.record.registered_by or
         ((cur.public_key or '') ~= '' and cur.public_key ~= c.record.public_key) or
         (c.record.key_sha256 ~= '' and cur.key_sha256 ~= c.record.key_sha256)) then
       return {'conflict', c.record.name}
+    else
+      now[c.key] = c.record
     end
-    now[c.key] = c.record
   elseif cur and cur.key_sha256 == c.key_sha256 and (cur.public_key or '') == c.public_key then
     -- Seen since the deleting instance looked (a login elsewhere): kept.
     if c.last_seen and cur.last_seen and cur.last_seen ~= c.last_seen then
@@ -73,8 +81,16 @@ for key, value in pairs(now) do
   if value then redis.call('HSET', KEYS[1], key, cjson.encode(value))
   else redis.call('HDEL', KEYS[1], key) end
 end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+if next(kept) then
+  local told = {}
+  for _, c in ipairs(changes) do
+    if not (c.op == 'put' and kept[c.key]) then told[#told + 1] = c end
+  end
+  news = #told > 0 and cjson.encode(told) or nil
+end
+if news then redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. news) end
 presence(3, ARGV[1], 3)
+if next(kept) then return {'kept', ''} end
 return {'ok', ''}
 `;
 
@@ -104,13 +120,47 @@ return #expired
 `;
 
 /**
- * Records a file put or deleted. KEYS: files (hash), news channel. ARGV: op,
- * field, record JSON. The record and its news go together, so every instance
- * sees what the hash holds.
+ * Records a file put or deleted. KEYS: files (hash), news channel, the
+ * owner's tombstones (set). ARGV: op, field, record JSON. The record and its
+ * news go together, so every instance sees what the hash holds; 'gone' is a
+ * delete that also leaves a tombstone.
  */
 export const FILE_SCRIPT = `
 if ARGV[1] == 'put' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 else redis.call('HDEL', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+if ARGV[1] == 'gone' then redis.call('SADD', KEYS[3], ARGV[3]) end
+redis.call('PUBLISH', KEYS[2], (ARGV[1] == 'put' and 'put' or 'delete') .. ' ' .. ARGV[3])
 return 0
+`;
+
+/** A pair's latest failed logins kept (blocks double up to their cap within far fewer). */
+const LOGIN_FAILURES_KEPT = 64;
+
+/**
+ * Records a failed or successful login. KEYS: failures (hash: pair -> JSON
+ * list of times), their horizons (sorted set), news channel. ARGV: origin,
+ * ok|failed, pair, time, keep ms, news.
+ */
+export const LOGIN_SCRIPT = `
+if ARGV[2] == 'ok' then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  local v = redis.call('HGET', KEYS[1], ARGV[3])
+  local times = v and cjson.decode(v) or {}
+  table.insert(times, tonumber(ARGV[4]))
+  while #times > ${LOGIN_FAILURES_KEPT} do table.remove(times, 1) end
+  redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(times))
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[3])
+end
+redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' ' .. ARGV[6])
+return 0
+`;
+
+/** Forgets the pairs past their horizon and returns the rest. KEYS as above; ARGV: now. */
+export const LOGIN_FAILURES_SCRIPT = `
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, pair in ipairs(gone) do redis.call('HDEL', KEYS[1], pair) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
 `;

@@ -32,6 +32,8 @@ import {
   type RegistryRecord,
 } from "../server/registry.ts";
 import {
+  type LoginFailures,
+  type LoginOutcome,
   type PresenceRecord,
   type PresenceWrite,
   type SharedFileRecord,
@@ -41,7 +43,15 @@ import {
 } from "../server/store.ts";
 import { nameKey } from "../wire/client_name.ts";
 import { fileNameKey } from "../wire/file_name.ts";
-import { APPLY_SCRIPT, FILE_SCRIPT, PRESENCE_SCRIPT, SWEEP_SCRIPT } from "./redis_scripts.ts";
+import {
+  APPLY_SCRIPT,
+  FILE_SCRIPT,
+  LOGIN_FAILURES_SCRIPT,
+  LOGIN_SCRIPT,
+  PRESENCE_SCRIPT,
+  SWEEP_SCRIPT,
+} from "./redis_scripts.ts";
+import { redactUrl } from "./store_url.ts";
 
 /** How long a command may take before it counts as failed, ms. */
 export const REDIS_COMMAND_TIMEOUT_MS = 2000;
@@ -73,9 +83,11 @@ export interface RedisStoreOptions {
 export class RedisStore implements Store {
   readonly kind = "redis";
   readonly shared = true;
+  /** The URL without its password (for logs and errors). */
   readonly url: string;
   #client: Client;
   #subscriber: Client | undefined;
+  #listener: StoreListener | undefined;
   #prefix: string;
   /** Distinguishes this instance's own news from the others'. */
   #origin = crypto.randomUUID();
@@ -84,7 +96,7 @@ export class RedisStore implements Store {
   #shas = new Map<string, string>();
 
   private constructor(url: string, client: Client, prefix: string) {
-    this.url = url;
+    this.url = redactUrl(url);
     this.#client = client;
     this.#prefix = prefix;
   }
@@ -92,18 +104,19 @@ export class RedisStore implements Store {
   /**
    * Connects to Redis and checks it makes writes durable before replying.
    *
-   * @param url `redis://HOST:PORT[/DB]`
+   * @param url `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
    * @param options key prefix
    * @returns the store
    * @throws {StoreError} if Redis is unreachable or not durable, in one line
    */
   static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
     const client = connectClient(url);
+    const shown = redactUrl(url);
     try {
-      await withDeadline(client.connect(), `Cannot connect to Redis at ${url}`);
+      await withDeadline(client.connect(), `Cannot connect to Redis at ${shown}`);
     } catch (error) {
       client.destroy();
-      throw new StoreError(`Cannot connect to Redis at ${url}: ${describe(error)}`);
+      throw new StoreError(`Cannot connect to Redis at ${shown}: ${describe(error)}`);
     }
     const store = new RedisStore(url, client, options.prefix ?? "sb:");
     try {
@@ -186,11 +199,17 @@ export class RedisStore implements Store {
       string,
     ];
     if (result[0] === "conflict") {
-      throw new StoreError(`"${result[1]}" was registered on another server instance`, true);
+      throw new StoreError(
+        `"${result[1]}" was registered on another server instance`,
+        true,
+        result[1],
+      );
     }
     if (result[0] === "seen") {
       throw new StoreError(`"${result[1]}" was seen on another server instance meanwhile`, true);
     }
+    // A name its key had registered already: Redis keeps its record, so this replica reads it.
+    if (result[0] === "kept") this.#listener?.resync();
   }
 
   /**
@@ -200,6 +219,7 @@ export class RedisStore implements Store {
    * @param listener told of changes and resyncs
    */
   async listen(listener: StoreListener): Promise<void> {
+    this.#listener = listener;
     const subscriber = this.#client.duplicate();
     subscriber.on("error", () => {});
     let first = true;
@@ -246,10 +266,10 @@ export class RedisStore implements Store {
     );
     await withDeadline(
       subscriber.subscribe(this.#key("logins"), (message: string) => {
-        const [origin, outcome, source, name] = message.split(" ", 4);
-        if (origin !== this.#origin && name !== undefined) {
-          listener.login(source, name, outcome === "ok");
-        }
+        const space = message.indexOf(" ");
+        if (message.slice(0, space) === this.#origin) return;
+        const outcome = parseLogin(message.slice(space + 1));
+        if (outcome !== undefined) listener.login(outcome.source, outcome.name, outcome.ok);
       }),
       "Cannot subscribe to Redis",
     );
@@ -276,19 +296,54 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Tells the other instances of a login that failed or succeeded here
-   * (pub/sub only: the counters live a lockout long, in each instance).
+   * Records a login that failed or succeeded here and tells the other
+   * instances (one Lua script): a failure is appended to its (source, name)
+   * pair's list in `<prefix>login:failures`, forgotten `keepMs` after the
+   * latest; a success clears the list.
    *
-   * @param source the source's address key (no spaces)
-   * @param name the name key (no spaces)
-   * @param ok true if it succeeded
+   * @param outcome the login
    */
-  async login(source: string, name: string, ok: boolean): Promise<void> {
-    await this.#run(
-      (c) =>
-        c.publish(this.#key("logins"), `${this.#origin} ${ok ? "ok" : "failed"} ${source} ${name}`),
-      "publish a login",
-    );
+  async login(outcome: LoginOutcome): Promise<void> {
+    const { source, name, ok, at, keepMs } = outcome;
+    await this.#script("login", LOGIN_SCRIPT, {
+      keys: this.#loginKeys(),
+      arguments: [
+        this.#origin,
+        ok ? "ok" : "failed",
+        JSON.stringify([source, name]),
+        String(Math.round(at)),
+        String(Math.round(keepMs)),
+        JSON.stringify({ source, name, ok }),
+      ],
+    }, "record a login");
+  }
+
+  /**
+   * @param now the time, ms since the epoch (pairs past their horizon are forgotten)
+   * @returns every (source, name) pair's recorded failures
+   */
+  async loginFailures(now: number): Promise<LoginFailures[]> {
+    const all = await this.#script("loginFailures", LOGIN_FAILURES_SCRIPT, {
+      keys: this.#loginKeys(),
+      arguments: [String(Math.floor(now))],
+    }, "read the failed logins") as string[];
+    const pairs: LoginFailures[] = [];
+    for (let i = 0; i + 1 < all.length; i += 2) {
+      try {
+        const [source, name] = JSON.parse(all[i]);
+        const failures = JSON.parse(all[i + 1]);
+        const ok = typeof source === "string" && typeof name === "string" &&
+          Array.isArray(failures) && failures.every(Number.isFinite);
+        if (ok) pairs.push({ source, name, failures });
+      } catch {
+        // Not ours: skipped.
+      }
+    }
+    return pairs;
+  }
+
+  #loginKeys(): string[] {
+    return [this.#key("login:failures"), this.#key("login:horizons"), this.#key("logins")];
   }
 
   /**
@@ -335,12 +390,12 @@ export class RedisStore implements Store {
    * Records a file stored or deleted on this instance and publishes it (one
    * Lua script: the hash field and the news together).
    *
-   * @param op `put` or `delete`
+   * @param op `put`, `delete`, or `gone` (a delete that leaves the owner a tombstone)
    * @param record the file, with its owner
    */
-  async file(op: "put" | "delete", record: SharedFileRecord): Promise<void> {
+  async file(op: "put" | "delete" | "gone", record: SharedFileRecord): Promise<void> {
     await this.#script("file", FILE_SCRIPT, {
-      keys: [this.#key("files"), this.#key("files:news")],
+      keys: [this.#key("files"), this.#key("files:news"), this.#goneKey(record.owner)],
       arguments: [op, fileField(record), JSON.stringify(record)],
     }, "record a file");
   }
@@ -364,6 +419,29 @@ export class RedisStore implements Store {
     for (const record of records) {
       if (all[fileField(record)] !== JSON.stringify(record)) await this.file("put", record);
     }
+  }
+
+  /**
+   * Hands the tombstones of the files on `owner`'s disk whose identity was
+   * removed while it was down to `remove`, and forgets them once it is done.
+   *
+   * @param owner the instance's TCP address
+   * @param remove deletes those files from the disk
+   */
+  async takeGoneFiles(
+    owner: string,
+    remove: (records: SharedFileRecord[]) => Promise<void>,
+  ): Promise<void> {
+    const key = this.#goneKey(owner);
+    const members = await this.#run((c) => c.sMembers(key), "read the deleted files");
+    await remove(members.map(parseFile).filter((r): r is SharedFileRecord => r !== undefined));
+    if (members.length > 0) {
+      await this.#run((c) => c.sRem(key, members), "forget the deleted files");
+    }
+  }
+
+  #goneKey(owner: string): string {
+    return this.#key(`files:gone:${owner}`);
   }
 
   /**
@@ -569,6 +647,18 @@ function parsePresence(text: string, instance: string): PresenceRecord | undefin
       ...(instance === "sweep" ? {} : { instance }),
       ...(typeof r.key === "string" && /^[0-9a-f]{64}$/.test(r.key) ? { key: r.key } : {}),
     };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A login's news as published by {@linkcode RedisStore.login}, or undefined if it is not that. */
+function parseLogin(text: string): { source: string; name: string; ok: boolean } | undefined {
+  try {
+    const r = JSON.parse(text);
+    return typeof r?.source === "string" && typeof r.name === "string" && typeof r.ok === "boolean"
+      ? { source: r.source, name: r.name, ok: r.ok }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -23,7 +23,7 @@ export interface ServerConfig {
   udpPort2?: number;
   /** Where `registrations.json` lives. */
   dataDir: string;
-  /** Where the registry is kept: the data directory (default) or `redis://HOST:PORT[/DB]`. */
+  /** Where the registry is kept: the data directory (default) or `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`. */
   store?: string;
   /**
    * The host clients reach this instance's TCP port at, which a shared store

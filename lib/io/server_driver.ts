@@ -20,7 +20,7 @@ import { systemClock } from "../clock.ts";
 import { cryptoRandom } from "../random.ts";
 import { DUMMY_HASH, verifyPassword } from "../server/password_hash.ts";
 import { type Endpoint, ServerCore, type ServerEvent } from "../server/server_core.ts";
-import type { StoredFile } from "../server/stored_files.ts";
+import { fileOfIdentity, type StoredFile } from "../server/stored_files.ts";
 import { serverEventText } from "../server/server_event_text.ts";
 import { DEFAULT_REGISTER_RATE } from "../server/rate_limiter.ts";
 import { type ServerStatus, serverStatusText } from "../server/server_status_text.ts";
@@ -250,6 +250,10 @@ export class ServerDriver {
         () => Deno.listen({ hostname: config.host, port: config.tcpPort, transport: "tcp" }),
       );
       identity = await loadServerIdentity(config.dataDir);
+      if (registryStore.shared && config.auth !== "password") {
+        const owner = hostPort(advertisedHost(config), (listener.addr as Deno.NetAddr).port);
+        await deleteEarlierFiles(store, registry, registryStore, owner);
+      }
     } catch (error) {
       udp?.close();
       udp2?.close();
@@ -767,7 +771,7 @@ export class ServerDriver {
           this.#writer.persist(out.version, out, out.changes);
           break;
         case "login_store":
-          this.#writer.login(out.source, out.name, out.ok);
+          this.#writer.login(out.outcome, out.id);
           break;
         case "presence_store":
           this.#writer.presence(out.op, out.record, out.deadline);
@@ -776,7 +780,7 @@ export class ServerDriver {
           this.#writer.peer(out.news);
           break;
         case "file_store":
-          this.#writer.file(out.op, out.user, out.file);
+          this.#writer.file(out.op, out.user, out.file, out.owner);
           break;
         case "event":
           this.#event(out.event);
@@ -900,6 +904,46 @@ export const VERSION_2_REFUSAL =
   "This server speaks Switchboard protocol version 3 (encrypted); upgrade the client";
 
 /** The name of a route for the secure channels: a UDP address and port, or a TCP connection. */
+/**
+ * Deletes from this instance's disk the files of identities removed while
+ * it was down (shared store, open mode), which the news of the removal never
+ * reached: those the removing instance left a tombstone for, and those of a
+ * name registered since by a new identity (`fileOfIdentity`). Files of a
+ * name nobody holds and no tombstone names stay (unreachable: nobody can
+ * log in as it): an instance pointed at the wrong Redis database must not
+ * delete every file it has.
+ */
+async function deleteEarlierFiles(
+  store: BlobStore,
+  registry: Registry,
+  shared: Store,
+  owner: string,
+): Promise<void> {
+  const deleted = (user: string, count: number) => {
+    if (count > 0) {
+      log.warn(
+        "Deleted the files of {user} on this disk ({count}): the identity they belonged to was " +
+          "removed while this instance was down",
+        { count, user },
+      );
+    }
+  };
+  await shared.takeGoneFiles(owner, async (records) => {
+    for (const { user, file } of records) {
+      if (store.get(user, file.name)?.uploadedAt !== file.uploadedAt) continue; // not that one
+      deleted(user, await store.delete(user, file.name) ? 1 : 0);
+      if (store.list(user).length === 0) await store.deleteUser(user); // its directory too
+    }
+  });
+  for (const user of [...store.allUsage().keys()]) {
+    const since = registry.get(user)?.registeredAt;
+    if (since === undefined || store.list(user).every((file) => fileOfIdentity(since, file))) {
+      continue;
+    }
+    deleted(user, await store.deleteUser(user));
+  }
+}
+
 function routeOf(endpoint: Endpoint): string {
   return endpoint.transport === "udp"
     ? `udp ${endpoint.address} ${endpoint.port}`

@@ -108,7 +108,7 @@ export class StorageDriver {
         return this.#track(
           upload.then(async (u) => {
             if (u === undefined) throw new BlobStoreError("io", "the file could not be created");
-            return await u.commit({ size: out.size, sha256: out.sha256 });
+            return await u.commit({ size: out.size, sha256: out.sha256, notBefore: out.notBefore });
           }).then(
             (file) => core.uploadDone(out.id, { ok: true, file }),
             (error) => {

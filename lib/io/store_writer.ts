@@ -11,7 +11,14 @@ import { getLogger } from "@logtape/logtape";
 import type { PeerNews } from "../server/peer_relay.ts";
 import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
-import type { PresenceRecord, PresenceWrite, SharedFileRecord, Store } from "../server/store.ts";
+import {
+  type LoginOutcome,
+  type PresenceRecord,
+  type PresenceWrite,
+  type SharedFileRecord,
+  type Store,
+  StoreError,
+} from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
 
@@ -24,6 +31,9 @@ const log = getLogger(["switchboard", "server"]);
  * one at a time, over 50k with 32 in flight); a file snapshot is one at a time.
  */
 export const SHARED_STORE_WRITES_IN_FLIGHT = 32;
+
+/** How long after a failed resync of the registry the next is tried, ms. */
+const RESYNC_RETRY_MS = 500;
 
 /** How often each instance sweeps the shared leases, ms (a leave is seen within lease + this). */
 export const SWEEP_EVERY_MS = 100;
@@ -88,6 +98,8 @@ export class StoreWriter {
   #newsDuringResync: (readonly RegistryChange[])[] = [];
   #closed = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** A resync that failed, tried again at this timer. */
+  #resyncRetry: ReturnType<typeof setTimeout> | undefined;
   #sweeping = false;
   /** No sweep before this time (the store was away), ms. */
   #sweepAfter = 0;
@@ -140,6 +152,7 @@ export class StoreWriter {
         this.#wantResync();
         this.#resyncPresence();
         this.#resyncFiles();
+        this.#resyncLogins();
       },
     });
     const own = (this.#host.files ?? []).flatMap(([user, files]) =>
@@ -148,6 +161,7 @@ export class StoreWriter {
     await this.#store.ownFiles(this.#owner, own);
     await this.#resyncPresence();
     await this.#resyncFiles();
+    await this.#resyncLogins();
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_EVERY_MS);
   }
 
@@ -190,21 +204,19 @@ export class StoreWriter {
   }
 
   /**
-   * Tells the other instances of a login; a failure to is logged.
+   * Records a login in the shared store and tells the other instances; a
+   * failure to is logged. With an id, the core is told when it is done.
    *
-   * @param source the source's address key
-   * @param name the name key
-   * @param ok true if it succeeded
+   * @param outcome the login
+   * @param id the output's id, if the core waits
    */
-  login(source: string, name: string, ok: boolean): void {
-    const written = this.#store.login(source, name, ok).catch((error) =>
-      log.warn("Cannot share a login of {name}: {error}", {
-        name,
-        error: error instanceof Error ? error.message : String(error),
-      })
-    );
-    this.#presence.add(written);
-    written.finally(() => this.#presence.delete(written));
+  login(outcome: LoginOutcome, id?: number): void {
+    const written = this.#store.login(outcome).finally(() => {
+      if (id === undefined || this.#closed) return;
+      this.#host.core.loginRecorded(id);
+      this.#host.drain();
+    });
+    this.#track(written, `record a login of ${outcome.name}`);
   }
 
   /**
@@ -226,15 +238,17 @@ export class StoreWriter {
   }
 
   /**
-   * Records a file stored or deleted on this instance's disk; a failure is
-   * logged (the instance's next start records its disk again).
+   * Records a file stored or deleted on this instance's disk (or removes
+   * the record of one on `owner`'s); a failure is logged (each instance's
+   * next start records its disk again).
    *
-   * @param op `put` or `delete`
+   * @param op `put`, `delete`, or `gone` (another instance's file of a removed identity: a tombstone)
    * @param user the owning user
    * @param file the file
+   * @param owner the TCP address of the instance whose disk holds it, if not this one
    */
-  file(op: "put" | "delete", user: string, file: StoredFile): void {
-    const record: SharedFileRecord = { user, file, owner: this.#owner };
+  file(op: "put" | "delete" | "gone", user: string, file: StoredFile, owner = this.#owner): void {
+    const record: SharedFileRecord = { user, file, owner };
     this.#track(this.#store.file(op, record), `record the file "${file.name}" of ${user}`);
   }
 
@@ -251,6 +265,18 @@ export class StoreWriter {
 
   get #owner(): string {
     return this.#host.owner ?? "";
+  }
+
+  /** Counts the failed logins the shared store holds (at start, and news may have been lost). */
+  async #resyncLogins(): Promise<void> {
+    try {
+      const pairs = await this.#store.loginFailures(systemClock.now());
+      if (!this.#closed) this.#host.core.loginsSynced(pairs);
+    } catch (error) {
+      log.warn("Cannot read the failed logins: {error}", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 
   async #resyncFiles(): Promise<void> {
@@ -333,6 +359,7 @@ export class StoreWriter {
         this.#host.core.persistFailed(
           version,
           error instanceof Error ? error.message : String(error),
+          error instanceof StoreError ? error.taken : undefined,
         );
         if (this.#store.shared) this.#resyncWanted = true;
       }
@@ -365,6 +392,7 @@ export class StoreWriter {
     this.#flushSessions();
     this.#closed = true;
     clearInterval(this.#sweeper);
+    clearTimeout(this.#resyncRetry);
     while (this.#sweeping || this.#presence.size > 0) {
       await Promise.allSettled([...this.#presence, new Promise((r) => setTimeout(r, 5))]);
     }
@@ -376,6 +404,8 @@ export class StoreWriter {
   }
 
   async #maybeResync(): Promise<void> {
+    clearTimeout(this.#resyncRetry);
+    this.#resyncRetry = undefined;
     if (!this.#resyncWanted || this.#resyncing || this.#closed) return;
     if (this.#host.core.hasUnsavedChanges) return; // after the writes under way
     this.#resyncing = true;
@@ -395,15 +425,20 @@ export class StoreWriter {
         });
       }
     } catch (error) {
-      // The next resubscription asks again.
+      // Tried again shortly: a Redis that stalled loses no subscription, so nothing else asks.
       log.warn("Cannot resync the registry: {error}", {
         error: error instanceof Error ? error.message : String(error),
       });
+      this.#resyncWanted = true;
+      clearTimeout(this.#resyncRetry);
+      this.#resyncRetry = setTimeout(() => this.#maybeResync(), RESYNC_RETRY_MS);
     } finally {
       this.#resyncing = false;
       this.#newsDuringResync = [];
     }
-    if (this.#resyncWanted && !this.#host.core.hasUnsavedChanges) {
+    if (
+      this.#resyncWanted && !this.#host.core.hasUnsavedChanges && this.#resyncRetry === undefined
+    ) {
       queueMicrotask(() => this.#maybeResync());
     }
   }

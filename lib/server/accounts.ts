@@ -33,6 +33,7 @@ import {
 import type { Directory } from "./directory.ts";
 import { IdentityExpiry } from "./identity_expiry.ts";
 import { LoginLimiter } from "./login_limiter.ts";
+import type { LoginFailures } from "./store.ts";
 import { addressKey, RateLimiter } from "./rate_limiter.ts";
 import type { Registry, RegistryRecord } from "./registry.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -61,6 +62,8 @@ export interface AccountChange {
   readonly done?: (now: number) => void;
   /** The error message if the write fails. */
   readonly failureText: string;
+  /** The error message if the store says another instance registered the name first. */
+  readonly takenText?: string;
 }
 
 /** What accounts need of the core that holds them. */
@@ -113,6 +116,8 @@ export interface AccountsOptions {
   directory: Directory;
   /** The files deregistrations delete. */
   storage: ServerStorage;
+  /** Record logins in the shared store (`login_store`), so that instances count failures together. */
+  shared: boolean;
 }
 
 interface PendingLogin {
@@ -148,7 +153,10 @@ export class Accounts {
   #expiry: IdentityExpiry;
   #directory: Directory;
   #storage: ServerStorage;
+  #shared: boolean;
   #logins = new Map<number, PendingLogin>();
+  /** Refusals of failed logins waiting for the shared store to record them, by output id. */
+  #recording = new Map<number, () => void>();
   #nextId = 1;
 
   /**
@@ -176,6 +184,7 @@ export class Accounts {
     this.#expiry = new IdentityExpiry(options.expireAfterMs);
     this.#directory = options.directory;
     this.#storage = options.storage;
+    this.#shared = options.shared;
   }
 
   /**
@@ -191,6 +200,37 @@ export class Accounts {
   loginElsewhere(now: number, source: string, key: string, ok: boolean): void {
     if (ok) this.#limiter.succeeded(source, key);
     else this.#limiter.failed(now, source, key);
+  }
+
+  /**
+   * Replaces the failed-login counts of the pairs a shared store holds with
+   * its record of them.
+   *
+   * @param pairs each (source, name key) pair's failures, oldest first
+   */
+  loginsSynced(pairs: readonly LoginFailures[]): void {
+    for (const { source, name, failures } of pairs) this.#limiter.replay(source, name, failures);
+  }
+
+  /**
+   * Reports that a failed login was recorded in the shared store (or could
+   * not be): its refusal, held until then, goes out.
+   *
+   * @param id the `login_store` output's id
+   */
+  loginRecorded(id: number): void {
+    const refuse = this.#recording.get(id);
+    this.#recording.delete(id);
+    refuse?.();
+  }
+
+  /** Clears a pair's failed logins here and (shared store) for the other instances. */
+  #succeeded(at: number, source: string, key: string): void {
+    this.#limiter.succeeded(source, key);
+    if (this.#shared) {
+      const outcome = { source, name: key, ok: true, at, keepMs: this.#limiter.horizonMs };
+      this.#host.output({ type: "login_store", outcome });
+    }
   }
 
   /** `open` or `password`. */
@@ -304,6 +344,25 @@ export class Accounts {
       const token = this.#directory.start(now, from, existing.name, udpPort, request.tcpPort);
       return this.#host.answer(from, request, { type: "register_ok", reqId: request.reqId, token });
     }
+    if (existing !== undefined && existing.publicKey === publicKey) {
+      // The same key registering its name again: its earlier reply was lost,
+      // or said "not saved" while the write went through after all (a Redis
+      // that stalled). Not a conflict: it is logged in, as by `login`.
+      const pending = this.#host.holds((h) =>
+        h.event.kind === "registered" && nameKey(h.event.name) === nameKey(name)
+      );
+      if (pending) {
+        return this.#host.refuse(
+          from,
+          request,
+          "busy",
+          `Cannot register "${name}": it is being saved; try again in a moment`,
+        );
+      }
+      this.seen(now, existing.name);
+      const token = this.#directory.start(now, from, existing.name, udpPort, request.tcpPort);
+      return this.#host.answer(from, request, { type: "register_ok", reqId: request.reqId, token });
+    }
     if (existing !== undefined) {
       return this.#host.refuse(
         from,
@@ -349,8 +408,13 @@ export class Accounts {
         transport: from.transport,
       },
       undo: () => this.#registry.remove(name),
-      done: (at) => this.#directory.start(at, from, name, udpPort, request.tcpPort, token),
+      done: (at) => {
+        // Files an earlier identity of the name left on this disk are not the new one's.
+        this.#storage.removeEarlier(name);
+        this.#directory.start(at, from, name, udpPort, request.tcpPort, token);
+      },
       failureText: `Cannot register "${name}": the server could not save its registry`,
+      takenText: `Cannot register "${name}": name is taken`,
     });
   }
 
@@ -403,6 +467,7 @@ export class Accounts {
       done: (at) => {
         this.#directory.close(at, session, "deregister");
         this.#storage.removeUser(record.name);
+        this.#storage.unlistElsewhere(record.name);
       },
       failureText: `Cannot deregister "${record.name}": the server could not save its registry`,
     });
@@ -502,14 +567,28 @@ export class Accounts {
           seconds(after.retryAfterMs ?? 0)
         } s from your address`
         : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
-      return this.#host.refuse(
-        from,
-        request,
-        after.blocked ? "locked_out" : "login_failed",
-        `Login failed: wrong name or ${what}${tail}`,
-      );
+      const refuse = () =>
+        this.#host.refuse(
+          from,
+          request,
+          after.blocked ? "locked_out" : "login_failed",
+          `Login failed: wrong name or ${what}${tail}`,
+        );
+      if (!this.#shared) return refuse();
+      // Refused once the failure is in the shared store: a guess sent to
+      // another instance after this refusal finds it counted there.
+      const id = this.#nextId++;
+      this.#recording.set(id, refuse);
+      const outcome = {
+        source,
+        name: key,
+        ok: false,
+        at: pending.at,
+        keepMs: this.#limiter.horizonMs,
+      };
+      return this.#host.output({ type: "login_store", outcome, id });
     }
-    if (!pending.proven) this.#limiter.succeeded(source, key);
+    if (!pending.proven) this.#succeeded(now, source, key);
     const udpPort = from.transport === "udp" ? from.port : request.udpPort;
     const portProblem = udpPort === 0
       ? "UDP port 0"

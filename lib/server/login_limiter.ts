@@ -197,6 +197,28 @@ export class LoginLimiter {
     this.#entries.delete(pairKey(source, nameKey));
   }
 
+  /**
+   * Replaces what is known of a (source, name) pair with its failures as a
+   * shared store recorded them (failures from every instance, oldest first),
+   * counted as if they had happened here.
+   *
+   * @param source the source's address key (`addressKey`)
+   * @param nameKey the case-folded name
+   * @param failures when each failure happened, ms, oldest first
+   */
+  replay(source: string, nameKey: string, failures: readonly number[]): void {
+    this.#entries.delete(pairKey(source, nameKey));
+    for (const at of failures) this.failed(at, source, nameKey);
+  }
+
+  /**
+   * How long a pair's failures matter after its latest one, ms: the longest
+   * block and the quiet spell after it. A shared store may forget them then.
+   */
+  get horizonMs(): number {
+    return 2 * this.#maxLockoutMs;
+  }
+
   /** The length of the block after `blocks` earlier ones. */
   #blockMs(blocks: number): number {
     return Math.min(this.#lockoutMs * 2 ** Math.min(blocks, 40), this.#maxLockoutMs);

@@ -49,8 +49,13 @@ import { type PeerNews, PeerRelay, type PeerRelayLimits } from "./peer_relay.ts"
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
-import type { PresenceRecord, SharedFileRecord } from "./store.ts";
-import { DEFAULT_STORAGE_LIMITS, type StorageLimits, type StoredFile } from "./stored_files.ts";
+import type { LoginFailures, PresenceRecord, SharedFileRecord } from "./store.ts";
+import {
+  DEFAULT_STORAGE_LIMITS,
+  fileOfIdentity,
+  type StorageLimits,
+  type StoredFile,
+} from "./stored_files.ts";
 
 export type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 export type { AuthMode, PasswordUser } from "./accounts.ts";
@@ -165,6 +170,8 @@ interface HeldReply {
   undo: () => void;
   done?: (now: number) => void;
   failure: Reply;
+  /** The answer if the store says another instance registered the name first. */
+  taken?: Reply;
 }
 
 /** Refusals that count as authentication failures. */
@@ -279,8 +286,16 @@ export class ServerCore {
       remote: (name) => this.#directory.remoteSession(name),
       secret: () => (introductionSecret ??= options.random.bytes(32)),
     });
+    const auth = options.auth ?? "open";
     this.#storage = new ServerStorage({
       ...host,
+      // Password accounts are the operator's: their files never outlive an identity.
+      owns: (user, file) =>
+        auth === "password" || fileOfIdentity(this.#registry.get(user)?.registeredAt, file),
+      registeredAt: (user) => {
+        const at = Date.parse(this.#registry.get(user)?.registeredAt ?? "");
+        return auth === "password" || Number.isNaN(at) ? undefined : at;
+      },
       settle: (request, code, reason) =>
         this.#replay.complete(
           request.client,
@@ -309,6 +324,7 @@ export class ServerCore {
       expireAfterMs: options.expireAfterMs ?? 0,
       directory: this.#directory,
       storage: this.#storage,
+      shared: options.sharedPresence ?? false,
     });
   }
 
@@ -528,13 +544,18 @@ export class ServerCore {
    *
    * @param version the version from the `persist` output
    * @param reason why, for the log
+   * @param taken the name another instance registered first, if that is why
    */
-  persistFailed(version: number, reason: string): void {
+  persistFailed(version: number, reason: string, taken?: string): void {
     this.#emit({ kind: "save_failed", reason });
     for (const h of this.#commits.failed(version)) {
       h.undo();
-      this.#replay.complete(h.client, h.reqId, h.failure);
-      this.#send(h.to, h.request, h.failure, h.limit);
+      // The loser of a race for a name on several instances: the name is taken.
+      const lost = taken !== undefined && h.taken !== undefined && h.event.kind === "registered" &&
+        nameKey(h.event.name) === nameKey(taken);
+      const failure = lost ? h.taken! : h.failure;
+      this.#replay.complete(h.client, h.reqId, failure);
+      this.#send(h.to, h.request, failure, h.limit);
     }
     // The undos restored memory to what is durable: nothing left to write.
     this.#registry.takeChanges();
@@ -548,10 +569,13 @@ export class ServerCore {
    */
   registryChanged(changes: readonly RegistryChange[]): void {
     this.#registry.apply(changes);
-    // An identity removed elsewhere takes its files on this instance's disk with it.
+    // An identity removed elsewhere (or replaced by another under its name,
+    // news of the removal lost) takes its files on this instance's disk with it.
     for (const change of changes) {
-      const gone = change.op === "delete" && this.#registry.get(change.name) === undefined;
-      if (gone && this.#storage.holds(change.name)) this.#storage.removeUser(change.name);
+      const name = change.op === "delete" ? change.name : change.record.name;
+      const gone = change.op === "delete" && this.#registry.get(name) === undefined;
+      if (gone && this.#storage.holds(name)) this.#storage.removeUser(name);
+      else this.#storage.removeEarlier(name);
     }
   }
 
@@ -566,6 +590,27 @@ export class ServerCore {
    */
   loginElsewhere(now: number, source: string, name: string, ok: boolean): void {
     this.#accounts.loginElsewhere(now, source, name, ok);
+  }
+
+  /**
+   * Replaces the failed-login counts of the pairs a shared store holds with
+   * its record of them (at start, and after a resubscribe: news may have
+   * been lost).
+   *
+   * @param pairs each (source, name) pair's failures
+   */
+  loginsSynced(pairs: readonly LoginFailures[]): void {
+    this.#accounts.loginsSynced(pairs);
+  }
+
+  /**
+   * Reports that a `login_store` output with an id was carried out (or
+   * failed): the login's refusal goes out.
+   *
+   * @param id the output's id
+   */
+  loginRecorded(id: number): void {
+    this.#accounts.loginRecorded(id);
   }
 
   /**
@@ -630,6 +675,7 @@ export class ServerCore {
       throw new RangeError("Cannot resync the registry while changes are unsaved");
     }
     this.#registry.replaceAll(records);
+    for (const user of this.#storage.users()) this.#storage.removeEarlier(user);
   }
 
   /**
@@ -857,18 +903,6 @@ export class ServerCore {
 
   #answer(to: Endpoint, request: Request, reply: Reply): void {
     if (!READ_ONLY.has(request.type)) this.#replay.complete(request.client, request.reqId, reply);
-    if (this.#shared && request.type === "login") {
-      const failed = reply.type === "error" &&
-        (reply.code === ERROR_CODES.login_failed || reply.code === ERROR_CODES.locked_out);
-      if (failed || reply.type === "login_ok") {
-        this.#outputs.push({
-          type: "login_store",
-          source: addressKey(to.address),
-          name: nameKey(request.name),
-          ok: !failed,
-        });
-      }
-    }
     this.#send(to, request.type, reply, this.#sizing.limit(to, request));
   }
 
@@ -942,6 +976,9 @@ export class ServerCore {
       undo: change.undo,
       done: change.done,
       failure: errorReply(request.reqId, "not_saved", change.failureText),
+      ...(change.takenText === undefined
+        ? {}
+        : { taken: errorReply(request.reqId, "name_taken", change.takenText) }),
     });
     this.#requestPersist();
   }

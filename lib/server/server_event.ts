@@ -11,7 +11,7 @@ import type { Message } from "../wire/messages.ts";
 import type { ConnectionLimitHit } from "./connection_limits.ts";
 import type { RegistryChange, RegistryJson } from "./registry.ts";
 import type { PeerNews } from "./peer_relay.ts";
-import type { PresenceRecord } from "./store.ts";
+import type { LoginOutcome, PresenceRecord } from "./store.ts";
 import type { StoredFile } from "./stored_files.ts";
 
 /** Where a message came from, and so where its reply goes. */
@@ -229,13 +229,12 @@ export type ServerOutput =
     readonly changes: readonly RegistryChange[];
   }
   | { readonly type: "event"; readonly event: ServerEvent }
-  /** Tell the other instances of a login that failed or succeeded here (shared state only). */
-  | {
-    readonly type: "login_store";
-    readonly source: string;
-    readonly name: string;
-    readonly ok: boolean;
-  }
+  /**
+   * Record in the shared store a login that failed or succeeded here, and
+   * tell the other instances; with an `id`, report `loginRecorded(id)` when
+   * done (or failed): the refusal waits for it.
+   */
+  | { readonly type: "login_store"; readonly outcome: LoginOutcome; readonly id?: number }
   /** Send an introduction or relayed datagram to the instance holding its party (shared presence only). */
   | { readonly type: "peer_store"; readonly news: PeerNews }
   /** Tell the other instances of a session of this one (shared presence only). */
@@ -269,6 +268,8 @@ export type ServerOutput =
     readonly id: number;
     readonly size: number;
     readonly sha256: string;
+    /** The file's date is no earlier (ms): its owner's registration, dated by another clock maybe. */
+    readonly notBefore?: number;
   }
   | { readonly type: "upload_abort"; readonly id: number }
   /** Send `download_ok` then the file's content in `file_chunk` frames to `to`. */
@@ -283,12 +284,18 @@ export type ServerOutput =
   | { readonly type: "delete_file"; readonly id: number; readonly user: string; name: string }
   /** Delete every file of a deregistered user. */
   | { readonly type: "delete_user_files"; readonly user: string }
-  /** Tell the other instances of a file stored or deleted here (shared store only). */
+  /**
+   * Tell the other instances of a file stored or deleted here, or (with an
+   * `owner`) remove the record of a file on that instance's disk (shared store only).
+   */
   | {
     readonly type: "file_store";
-    readonly op: "put" | "delete";
+    /** `gone`: the record of another instance's file whose identity was removed (a tombstone). */
+    readonly op: "put" | "delete" | "gone";
     readonly user: string;
     readonly file: StoredFile;
+    /** The TCP address of the instance whose disk holds it, if not this one. */
+    readonly owner?: string;
   }
   /** Close a TCP connection once what was sent on it before is written. */
   | { readonly type: "close"; readonly connId: number };

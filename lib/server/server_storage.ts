@@ -29,6 +29,17 @@ export interface StorageHost {
   emit(event: ServerEvent): void;
   /** Asks the driver for file work. */
   output(output: ServerOutput): void;
+  /**
+   * Tells whether a file stored under `user` is the current identity's
+   * (`fileOfIdentity`; always, in password mode): files of an earlier
+   * identity of the name are never listed, served or kept.
+   */
+  owns(user: string, file: StoredFile): boolean;
+  /**
+   * When the identity holding `user` was registered, ms (open mode): a file
+   * it stores is dated no earlier, whatever this instance's clock says.
+   */
+  registeredAt(user: string): number | undefined;
 }
 
 /** The end of an upload after `upload_commit`: stored, or why not. */
@@ -282,7 +293,7 @@ export class ServerStorage {
     const here = new Set(files.map((f) => fileNameKey(f.name)));
     let used = this.#files.usage(user);
     for (const [key, record] of this.#remote.get(nameKey(user)) ?? []) {
-      if (here.has(key)) continue;
+      if (here.has(key) || !this.#host.owns(user, record.file)) continue;
       files.push(record.file);
       used += record.file.size;
     }
@@ -343,6 +354,39 @@ export class ServerStorage {
   }
 
   /**
+   * Removes a user's files on this disk if any of them is not the current
+   * identity's (the name was deregistered, or went to someone else, while
+   * this instance did not hear of it).
+   *
+   * @param user the user's name
+   * @returns how many stored files went
+   */
+  removeEarlier(user: string): number {
+    const files = this.#files.list(user);
+    return files.some((file) => !this.#host.owns(user, file)) ? this.removeUser(user) : 0;
+  }
+
+  /**
+   * Removes the shared records of a removed identity's files on the other
+   * instances' disks (each deletes the files themselves when it hears of
+   * the removal, or at its next start if it is down).
+   *
+   * @param user the user's name
+   */
+  unlistElsewhere(user: string): void {
+    for (const record of this.#remote.get(nameKey(user))?.values() ?? []) {
+      const { file, owner } = record;
+      if (this.#shared) this.#host.output({ type: "file_store", op: "gone", user, file, owner });
+    }
+    this.#remote.delete(nameKey(user));
+  }
+
+  /** @returns the name keys of the users with files on this disk */
+  users(): string[] {
+    return this.#files.users();
+  }
+
+  /**
    * Abandons the uploads on a closed TCP connection.
    *
    * @param connId the driver's id of the connection
@@ -393,7 +437,9 @@ export class ServerStorage {
    */
   #elsewhere(from: Endpoint, request: MessageOf<"download" | "delete">, user: string): void {
     const record = this.#remote.get(nameKey(user))?.get(fileNameKey(request.name));
-    const owner = record === undefined ? undefined : parseOwner(record.owner);
+    const owner = record === undefined || !this.#host.owns(user, record.file)
+      ? undefined
+      : parseOwner(record.owner);
     if (owner === undefined) {
       return this.#host.refuse(
         from,
@@ -426,6 +472,7 @@ export class ServerStorage {
       id: upload.id,
       size: upload.size,
       sha256: upload.sha256,
+      notBefore: this.#host.registeredAt(upload.user),
     });
   }
 }

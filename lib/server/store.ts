@@ -54,6 +54,30 @@ export interface SharedFileRecord {
   readonly owner: string;
 }
 
+/** A login that failed or succeeded on one instance, for the shared failed-login counts. */
+export interface LoginOutcome {
+  /** The source's address key (`addressKey`). */
+  readonly source: string;
+  /** The name key. */
+  readonly name: string;
+  /** True if it succeeded (which clears the pair's failures). */
+  readonly ok: boolean;
+  /** When it happened, ms since the epoch. */
+  readonly at: number;
+  /** How long the pair's failures matter after this one, ms (the limiter's horizon). */
+  readonly keepMs: number;
+}
+
+/** A (source, name) pair's failed logins as a shared store holds them. */
+export interface LoginFailures {
+  /** The source's address key. */
+  readonly source: string;
+  /** The name key. */
+  readonly name: string;
+  /** When each failure happened, ms since the epoch, oldest first. */
+  readonly failures: readonly number[];
+}
+
 /** What a shared store tells an instance about the others' changes. */
 export interface StoreListener {
   /** Changes another instance made durable. */
@@ -107,8 +131,13 @@ export interface Store {
   presence(writes: readonly PresenceWrite[]): Promise<void>;
   /** Sends an introduction or relayed datagram to the instance `news.instance` (pub/sub, not awaited by replies). */
   peer(news: PeerNews): Promise<void>;
-  /** Tells the other instances of a login from `source` (an address key) that failed or succeeded here. */
-  login(source: string, name: string, ok: boolean): Promise<void>;
+  /**
+   * Records a login that failed or succeeded here (a failure is added to
+   * its pair's list, a success clears it) and tells the other instances.
+   */
+  login(outcome: LoginOutcome): Promise<void>;
+  /** Every pair's recorded failures, for a start or resync (past the horizon they are gone). */
+  loginFailures(now: number): Promise<LoginFailures[]>;
   /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
   sweep(now: number): Promise<void>;
   /** The sessions of the other instances, for a resync. */
@@ -116,9 +145,22 @@ export interface Store {
   /**
    * Records a file stored (`put`) or deleted on this instance's disk, and
    * tells the other instances. Not awaited by replies: the file index is
-   * rebuilt from each instance's disk at its start (`ownFiles`).
+   * rebuilt from each instance's disk at its start (`ownFiles`). `gone`
+   * removes the record of a file on another instance's disk whose identity
+   * was removed, and leaves a tombstone: that instance, if it was down,
+   * deletes the file at its next start (`takeGoneFiles`).
    */
-  file(op: "put" | "delete", record: SharedFileRecord): Promise<void>;
+  file(op: "put" | "delete" | "gone", record: SharedFileRecord): Promise<void>;
+  /**
+   * Hands the tombstones of `owner`'s files to `remove`, and forgets them once it is done.
+   *
+   * @param owner the instance's TCP address
+   * @param remove deletes those files from its disk
+   */
+  takeGoneFiles(
+    owner: string,
+    remove: (records: SharedFileRecord[]) => Promise<void>,
+  ): Promise<void>;
   /**
    * Replaces the records of the files on one instance's disk (at its start).
    *
@@ -136,13 +178,17 @@ export interface Store {
 export class StoreError extends Error {
   /** True if the write lost a race: another instance holds the name. */
   readonly conflict: boolean;
+  /** The name another instance registered meanwhile, if that was the race lost. */
+  readonly taken?: string;
   /**
    * @param message what failed
    * @param conflict true for a lost create-if-absent race
+   * @param taken the name registered elsewhere, for a lost create race
    */
-  constructor(message: string, conflict = false) {
+  constructor(message: string, conflict = false, taken?: string) {
     super(message);
     this.name = "StoreError";
     this.conflict = conflict;
+    if (taken !== undefined) this.taken = taken;
   }
 }

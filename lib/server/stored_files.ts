@@ -20,6 +20,30 @@ export interface StoredFile {
   readonly uploadedAt: string;
 }
 
+/**
+ * Tells whether a file stored under a name belongs to the identity that
+ * holds the name now: one registered before the file was stored. A name
+ * deregistered and registered again by someone else is a new identity, and
+ * the files of the earlier one are not theirs (on several instances, an
+ * instance that was down while the name changed hands still holds them).
+ *
+ * @param registeredAt when the name's identity was registered (ISO 8601), or
+ *   undefined if the name is not registered
+ * @param file the file
+ * @returns true if the file is the identity's
+ *
+ * @example
+ * ```ts
+ * const file = { name: "a.csv", size: 1, sha256: "…", uploadedAt: "2026-01-02T00:00:00.000Z" };
+ * fileOfIdentity("2026-01-01T00:00:00.000Z", file); // true
+ * fileOfIdentity("2026-01-03T00:00:00.000Z", file); // false: stored before this identity
+ * ```
+ */
+export function fileOfIdentity(registeredAt: string | undefined, file: StoredFile): boolean {
+  if (registeredAt === undefined) return false;
+  return !(Date.parse(file.uploadedAt) < Date.parse(registeredAt));
+}
+
 /** Limits on what one user, and everyone together, stores. */
 export interface StorageLimits {
   /** Largest file, bytes. */
@@ -178,6 +202,11 @@ export class StoredFiles {
     files?.delete(fileNameKey(name));
     this.#total -= file?.size ?? 0;
     return file;
+  }
+
+  /** @returns the name keys of the users with files */
+  users(): string[] {
+    return [...this.#byUser.keys()];
   }
 
   /**
