@@ -21,6 +21,33 @@ if (redisUnavailable !== undefined) {
   console.log(`redis_files_test: skipped: ${redisUnavailable}`);
 }
 
+/**
+ * Opens a client of `who` (its own identity and key files in `dir`) as
+ * `name` on the instance at `port`, says hello, and adds it to `clients`.
+ */
+async function openClient(
+  clients: ClientDriver[],
+  dir: string,
+  port: number,
+  who: string,
+  name: string,
+): Promise<ClientDriver> {
+  const client = await ClientDriver.open({
+    serverHost: HOST,
+    serverPort: port,
+    udpPort: 0,
+    tcpPort: 5001,
+    name,
+    via: "udp",
+    identityFile: join(dir, `${who}.identities.json`),
+    keyFile: join(dir, `${who}.client_key.json`),
+    downloadDir: join(dir, `downloads-${who}`),
+  });
+  clients.push(client);
+  assert((await client.run({ kind: "hello" })).ok);
+  return client;
+}
+
 Deno.test({
   name:
     "A file stored on A is listed on B, and a download or delete through B follows file_elsewhere to A",
@@ -32,22 +59,7 @@ Deno.test({
       const a = await cluster.instance({ onEvent: (event) => onA.push(event) });
       const b = await cluster.instance();
       const clients: ClientDriver[] = [];
-      const open = async (port: number, name: string) => {
-        const client = await ClientDriver.open({
-          serverHost: HOST,
-          serverPort: port,
-          udpPort: 0,
-          tcpPort: 5001,
-          name,
-          via: "udp",
-          identityFile: join(dir, `${name}.identities.json`),
-          keyFile: join(dir, `${name}.client_key.json`),
-          downloadDir: join(dir, `downloads-${name}`),
-        });
-        clients.push(client);
-        assert((await client.run({ kind: "hello" })).ok);
-        return client;
-      };
+      const open = (port: number, name: string) => openClient(clients, dir, port, name, name);
       try {
         const content = new Uint8Array(150_000).map((_, i) => (i * 7919) % 251);
         await Deno.writeFile(join(dir, "notes.bin"), content);
@@ -131,22 +143,8 @@ Deno.test({
       const aConfig = { dataDir: join(dir, "instance-1"), udpPort: a.udpPort, tcpPort: a.tcpPort };
       const b = await cluster.instance();
       const clients: ClientDriver[] = [];
-      const open = async (port: number, who: string, name = "Zed") => {
-        const client = await ClientDriver.open({
-          serverHost: HOST,
-          serverPort: port,
-          udpPort: 0,
-          tcpPort: 5001,
-          name,
-          via: "udp",
-          identityFile: join(dir, `${who}.identities.json`),
-          keyFile: join(dir, `${who}.client_key.json`),
-          downloadDir: join(dir, `downloads-${who}`),
-        });
-        clients.push(client);
-        assert((await client.run({ kind: "hello" })).ok);
-        return client;
-      };
+      const open = (port: number, who: string, name = "Zed") =>
+        openClient(clients, dir, port, who, name);
       try {
         await Deno.writeFile(join(dir, "zf.csv"), new TextEncoder().encode("secret,rows\n"));
         const first = await open(a.udpPort, "first");
