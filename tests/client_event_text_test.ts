@@ -393,6 +393,27 @@ Deno.test("clientEventText() words presence news and session ends", () => {
     clientEventText({ kind: "logged_in_again", name: "Alice" }),
     'The server had lost your session; logged in again as "Alice"',
   );
+  // A move claims nothing before the next instance has answered (black-box test).
+  assertEquals(
+    clientEventText({
+      kind: "server_moved",
+      from: "a:3000",
+      to: "b:3000",
+      why: "silent",
+      name: "Alice",
+    }),
+    'Server a:3000 stopped answering; moving to b:3000 with the session of "Alice"',
+  );
+  assertEquals(
+    clientEventText({
+      kind: "server_moved",
+      from: "a:3000",
+      to: "b:3000",
+      why: "shutdown",
+      name: undefined,
+    }),
+    "Server a:3000 is shutting down; moving to b:3000",
+  );
   assertEquals(
     clientEventText({
       kind: "relogin_refused",

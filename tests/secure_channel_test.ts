@@ -326,7 +326,7 @@ Deno.test("ServerGuard ignores a clear bad_request to its first hello (a truncat
   assertEquals(answer.messages.map((m) => m.type), ["hello_ok"]);
 });
 
-Deno.test("ServerGuard names the instance in use when another key answers after a move, and the pin's entry under the first", () => {
+Deno.test("ServerGuard says another instance answered with another key after a move, and names the pin's entry under the first", () => {
   const random = new SeededRandom(12);
   const serverKeys = generateKeyPair(random);
   const guard = new ServerGuard({
@@ -359,7 +359,10 @@ Deno.test("ServerGuard names the instance in use when another key answers after 
     }),
     2001,
   );
-  assert(input.dropped?.startsWith("The key of b:3000 has changed"), input.dropped);
+  assert(
+    input.dropped?.startsWith("b:3000, another instance of a:3000, has another key ("),
+    input.dropped,
+  );
   assert(
     input.dropped?.includes("remove the entry of a:3000 from known_servers.json"),
     input.dropped,

@@ -50,8 +50,8 @@ export function clientEventText(event: ClientEvent): string {
     case "server_moved":
       return `Server ${event.from} ${
         event.why === "shutdown" ? "is shutting down" : "stopped answering"
-      }; moved to ${event.to}` +
-        (event.name === undefined ? "" : `, still logged in as "${event.name}"`);
+      }; moving to ${event.to}` +
+        (event.name === undefined ? "" : ` with the session of "${event.name}"`);
     case "request":
       return `"${event.name}" wants to connect (${hostPort(event.ip, event.udpPort)}): ` +
         `accept or reject`;

@@ -343,9 +343,22 @@ export class ServerGuard {
       ? "its entry"
       : `the entry of ${this.#options.server}`;
     const presented = fingerprint(key);
+    const known = pinnedKey ?? this.#serverKey;
     let problem: string | undefined;
     if (key.length !== 32 || key.every((b) => b === 0)) {
       problem = `${server} presented no usable server key`;
+    } else if (
+      server !== this.#options.server && known !== undefined && !sameKey(known, key) &&
+      (expectedFingerprint === undefined || fingerprint(known) === expectedFingerprint)
+    ) {
+      // Another instance of the service answers with another key: it is
+      // misconfigured or an impostor; the service's key has not changed.
+      problem =
+        `${server}, another instance of ${this.#options.server}, has another key (${presented}, not ${
+          fingerprint(known)
+        }): refusing it; if the service's key really changed, remove ${entry} from ${
+          pinFile ?? "the known-servers file"
+        } and start again`;
     } else if (expectedFingerprint !== undefined && presented !== expectedFingerprint) {
       problem =
         `The key of ${server} is ${presented}, not ${expectedFingerprint} as --server-key says: refusing to connect`;
