@@ -13,6 +13,7 @@ import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
 import {
   type LoginOutcome,
+  type LoginRecorded,
   type PresenceRecord,
   type PresenceWrite,
   type SharedFileRecord,
@@ -205,18 +206,21 @@ export class StoreWriter {
 
   /**
    * Records a login in the shared store and tells the other instances; a
-   * failure to is logged. With an id, the core is told when it is done.
+   * failure to is logged. With an id, the core is told when it is done, and
+   * what the store made of it.
    *
    * @param outcome the login
    * @param id the output's id, if the core waits
    */
   login(outcome: LoginOutcome, id?: number): void {
-    const written = this.#store.login(outcome).finally(() => {
+    const written = this.#store.login(outcome);
+    const told = (recorded?: LoginRecorded) => {
       if (id === undefined || this.#closed) return;
-      this.#host.core.loginRecorded(id);
+      this.#host.core.loginRecorded(id, systemClock.now(), recorded);
       this.#host.drain();
-    });
-    this.#track(written, `record a login of ${outcome.name}`);
+    };
+    written.then(told, () => told());
+    this.#track(written.then(() => {}), `record a login of ${outcome.name}`);
   }
 
   /**
