@@ -22,6 +22,7 @@ import {
 } from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
+import { nameKey } from "../wire/client_name.ts";
 
 const log = getLogger(["switchboard", "server"]);
 
@@ -110,6 +111,11 @@ export class StoreWriter {
   #presence = new Set<Promise<void>>();
   /** Session writes waiting for a registry write to ride on, oldest first. */
   #sessions: PresenceWrite[] = [];
+  /**
+   * Leaves whose write failed (the store was away), by name key: written
+   * again once it is back, unless the name has a session here again.
+   */
+  #leavesOwed = new Map<string, PresenceWrite>();
   #sessionTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -177,6 +183,8 @@ export class StoreWriter {
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
     if (this.#closed) return;
+    // The name has a session here again: a leave owed from before would end it.
+    this.#leavesOwed.delete(nameKey(record.name));
     this.#sessions.push({ op, record, deadline });
     if (this.#sessions.length >= PRESENCE_BATCH) this.#flushSessions();
     else this.#sessionTimer ??= setTimeout(() => this.#flushSessions(), PRESENCE_WAIT_MS);
@@ -195,6 +203,11 @@ export class StoreWriter {
     if (writes.length === 0) return;
     const written = this.#store.presence(writes).catch((error) => {
       this.#renewWanted = true;
+      for (const w of writes) {
+        const key = nameKey(w.record.name);
+        if (w.op === "leave") this.#leavesOwed.set(key, w);
+        else this.#leavesOwed.delete(key);
+      }
       log.warn("Cannot publish the sessions of {names}: {error}", {
         names: [...new Set(writes.map((w) => w.record.name))].join(", "),
         error: error instanceof Error ? error.message : String(error),
@@ -310,6 +323,11 @@ export class StoreWriter {
         this.#renewWanted = false;
         this.#host.core.renewShared(now);
         this.#host.drain();
+        // The leaves lost while it was away (a logout acknowledged then): without them the
+        // other instances would list those clients until their leases ran out.
+        for (const leave of this.#leavesOwed.values()) this.#sessions.push(leave);
+        this.#leavesOwed.clear();
+        this.#flushSessions();
       }
     } catch {
       // Away: the sweeps after it is back end what expired meanwhile, after the grace.
