@@ -339,7 +339,10 @@ interface TransferOptions {
 interface TransferResult {
   /** File bytes a second, of the first flow. */
   goodput: number;
-  /** Each flow's file bytes a second while every flow was moving (one flow: its goodput). */
+  /**
+   * Each flow's file bytes a second while every flow was moving (one flow: its goodput; none if
+   * one was done before another began).
+   */
   overlapGoodputs: number[];
   /** The proxy's counts line, printed when it stops. */
   proxyCounts?: string;
@@ -477,6 +480,8 @@ async function sendfile(
     const until = Math.min(...moved.map((m) => m.done.at));
     const overlapGoodputs = flows === 1
       ? [size / ((done.at - accepted.at) / 1000)]
+      : until <= from
+      ? [] // One was done before another began.
       : moved.map((m) => {
         const points = [{ at: m.accepted.at, bytes: 0 }];
         for (const line of m.bob.lines) {
@@ -661,7 +666,9 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
       /** Each flow's share of the link while all of them were moving. */
       flowShares: bbr.overlapGoodputs.map((goodput) => goodput / link.rate),
       /** The largest flow's goodput over the smallest's, while all were moving. */
-      flowSpread: Math.max(...bbr.overlapGoodputs) / Math.min(...bbr.overlapGoodputs),
+      flowSpread: bbr.overlapGoodputs.length === 0
+        ? undefined
+        : Math.max(...bbr.overlapGoodputs) / Math.min(...bbr.overlapGoodputs),
     };
     rows.push(row);
     say(
@@ -673,11 +680,13 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
         } ms idle, ` +
         `${row.chatBusyMs?.toFixed(0) ?? "-"} ms during (median of ${row.chatBusyCount})`,
     );
-    if (link.flows > 1) {
+    if (link.flows > 1 && row.flowSpread === undefined) {
+      say("      the flows never all moved at once: give them a larger --link-size");
+    } else if (link.flows > 1) {
       say(
         `      flows while all moved: ${row.flowShares.map((x) => x.toFixed(2)).join(", ")} ` +
           `of the link (together ${row.flowShares.reduce((a, b) => a + b, 0).toFixed(2)}; ` +
-          `largest / smallest ${row.flowSpread.toFixed(2)})`,
+          `largest / smallest ${row.flowSpread?.toFixed(2)})`,
       );
     }
   }
