@@ -43,6 +43,14 @@ export interface BottleneckRun {
   loss?: number;
   /** Mean loss burst, packets. Default 1 (independent). */
   burst?: number;
+  /**
+   * Each datagram's one-way delay is drawn from `delayMs` ± this many ms
+   * (uniform, never below 0), after the link: later datagrams overtake
+   * earlier ones, as with netem's jitter. Default 0.
+   */
+  jitterMs?: number;
+  /** Probability that a datagram is held back so later ones overtake it (the simulator's `reorder`). Default 0. */
+  reorder?: number;
   /** The flows. */
   flows: FlowSpec[];
   /** Stop at this virtual time, ms. */
@@ -207,8 +215,9 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     ...NO_IMPAIRMENT,
     loss: spec.loss ?? 0,
     ...(spec.burst !== undefined ? { burst: spec.burst } : {}),
-    minDelayMs: spec.delayMs,
-    maxDelayMs: spec.delayMs,
+    minDelayMs: Math.max(0, spec.delayMs - (spec.jitterMs ?? 0)),
+    maxDelayMs: spec.delayMs + (spec.jitterMs ?? 0),
+    reorder: spec.reorder ?? 0,
     rate: spec.rate,
     queue: spec.queue,
   };

@@ -410,7 +410,7 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     assertEquals(a.nextTimeout(), 41_000);
   });
 
-  await t.step("retransmits every outstanding segment once the oldest times out", () => {
+  await t.step("resends two segments, then everything outstanding", () => {
     const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs: 1e6 });
     a.send(0, bytes(10));
     a.send(0, bytes(10));
@@ -419,9 +419,30 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     a.onTimeout(999);
     assertEquals(drain(a), []);
     a.onTimeout(1000);
+    // F-RTO, TLP, PTO: the first timeout resends two, a flight merely delayed is not resent.
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1]);
+    assertEquals(a.nextTimeout(), 3000, "the doubled RTO, from the timeout (RFC 6298 5.6)");
+    a.onTimeout(3000);
     // RFC 6675 5.1: seq 2 (sent at 500) goes too, not after another, doubled, RTO.
-    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2]);
-    assertEquals(a.nextTimeout(), 3000); // all resent at 1000, with the RTO now 2000
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [2, 0, 1]);
+    assertEquals(a.nextTimeout(), 7000);
+  });
+
+  await t.step("sends nothing more when the probe's ack shows the flight was delayed", () => {
+    const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs: 1e6 });
+    a.send(0, bytes(10));
+    drain(a);
+    a.receive(40, ack(1)); // the smallest RTT, 40 ms; the RTO without backoff is 200
+    for (let i = 0; i < 4; i++) a.send(100, bytes(10, i));
+    drain(a);
+    a.onTimeout(300);
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 2]);
+    a.receive(310, ack(5)); // the originals' ack, late
+    assertEquals(dataOf(drain(a)), []);
+    assertEquals(a.stats.timeoutRetransmissions, 2);
+    assertEquals(a.stats.spuriousRetransmissions, 2, "acked 10 ms after the probes left");
+    // 3 and 4, sent once at 100, give a sample of 210 ms: 61.25 + 4 x 57.5 + 10 of ack delay.
+    assertEquals(a.stats.rtoMs, 301.25, "no backoff left");
   });
 
   await t.step("caps the backoff at deadAfterMs / PROBES_BEFORE_DEATH", () => {
@@ -453,11 +474,13 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
     for (let i = 0; i < 10; i++) a.send(0, bytes(10, i));
     assertEquals(dataOf(drain(a)).length, 10);
-    a.onTimeout(1000); // all ten judged lost; the window after a timeout resends four
-    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1, 2, 3]);
-    // The first acks were lost: this one covers the four resent and six sent once, at 0.
-    a.receive(1040, ack(10));
-    assertEquals(a.stats.rttSamples, 0, "no sample of 1040 ms on a path of 40");
+    a.onTimeout(1000); // the probes
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [0, 1]);
+    a.onTimeout(2000); // all ten judged lost; the window after a timeout resends four
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [2, 3, 4, 5]);
+    // The first acks were lost: this one covers the six resent and four sent once, at 0.
+    a.receive(2040, ack(10));
+    assertEquals(a.stats.rttSamples, 0, "no sample of 2040 ms on a path of 40");
   });
 
   await t.step("takes RTT samples only from segments sent once (Karn)", () => {

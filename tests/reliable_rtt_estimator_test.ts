@@ -39,6 +39,12 @@ Deno.test("RttEstimator follows RFC 6298", async (t) => {
     assertEquals(rtt.rto, 60); // 50 + max(10, ~0)
   });
 
+  await t.step("adds the peer's ack delay (RFC 9002's max_ack_delay)", () => {
+    const rtt = new RttEstimator({ minRtoMs: 1, granularityMs: 10, ackDelayMs: 25 });
+    for (let i = 0; i < 100; i++) rtt.sample(50);
+    assertEquals(rtt.rto, 85); // 50 + max(10, ~0) + 25
+  });
+
   await t.step("keeps the RTO within minRtoMs and maxRtoMs", () => {
     const low = new RttEstimator({ minRtoMs: 200 });
     low.sample(10);
@@ -55,6 +61,7 @@ Deno.test("RttEstimator follows RFC 6298", async (t) => {
     assertThrows(() => rtt.sample(Infinity), RangeError);
     assertThrows(() => new RttEstimator({ minRtoMs: 0 }), RangeError);
     assertThrows(() => new RttEstimator({ minRtoMs: 500, maxRtoMs: 100 }), RangeError);
+    assertThrows(() => new RttEstimator({ ackDelayMs: -1 }), RangeError);
   });
 });
 

@@ -90,6 +90,8 @@ export interface ChannelStats {
   timeoutRetransmissions: number;
   /** Retransmissions on gap evidence from SACKs. */
   fastRetransmissions: number;
+  /** Retransmissions acked sooner than the smallest RTT after they left (the original was). */
+  spuriousRetransmissions: number;
   /** Data segments received again (below the cumulative point or already held) and discarded. */
   duplicatesDiscarded: number;
   /** Data segments beyond the receive window, dropped unacknowledged. */
@@ -146,13 +148,12 @@ export interface ChannelStats {
  * and the window, once per batch of input between two `poll` calls. RTT
  * samples follow Karn's rule (only segments transmitted once and not judged
  * lost; of those an ack newly covers, the most recently sent) and RFC 6298
- * smoothing. A
- * segment is fast-retransmitted once `dupThresh` segments transmitted after
- * its latest transmission are acknowledged, so at most once per round trip.
- * When the RTO expires, every unacknowledged segment is taken as lost and
- * resent as the window allows, and the RTO doubles, up to
- * `deadAfterMs / PROBES_BEFORE_DEATH` (never below the RTO without
- * backoff); it resets when new data is acknowledged.
+ * smoothing. Losses are judged as {@linkcode LossDetector} does (RACK, and
+ * `dupThresh` until reordering shows). When the RTO expires, two segments
+ * are resent; when it expires again with no ack between, every one, as the
+ * window allows. The RTO doubles each time, up to `deadAfterMs /
+ * PROBES_BEFORE_DEATH` (never below the RTO without backoff); it resets
+ * when new data is acknowledged.
  *
  * Liveness: after `keepaliveMs` without sending anything, the channel sends
  * a keepalive (the peer acks it). After `deadAfterMs` without hearing
@@ -220,6 +221,7 @@ export class ReliableChannel {
   #windowMinRtt: number | undefined;
   #previousWindowMinRtt: number | undefined;
   #minRttWindowStart = 0;
+  #timedOutAt = -Infinity;
 
   /**
    * Creates a channel; the peer is taken as heard from at `now`.
@@ -292,6 +294,7 @@ export class ReliableChannel {
       srttMs: this.#rtt.srtt,
       rttvarMs: this.#rtt.rttvar,
       rtoMs: this.#currentRto(),
+      spuriousRetransmissions: this.#losses.spurious,
       rttSamples: this.#rttSamples,
       minRttMs: this.#rttMin,
       maxRttMs: this.#rttMax,
@@ -382,7 +385,8 @@ export class ReliableChannel {
       this.#lastSent + this.#options.keepaliveMs,
     );
     const oldest = this.#losses.oldest();
-    if (oldest !== undefined) next = Math.min(next, oldest.sentAt + this.#currentRto());
+    if (oldest !== undefined) next = Math.min(next, this.#rtoDueAt(oldest));
+    next = Math.min(next, this.#losses.lossAt ?? Infinity);
     if (this.#ackDueAt !== undefined) next = Math.min(next, this.#ackDueAt);
     if (this.#pacingBlocked && this.#cc) next = Math.min(next, this.#cc.pacer.nextSendTime());
     return next;
@@ -402,21 +406,23 @@ export class ReliableChannel {
       return;
     }
     if (this.#ackDueAt !== undefined && now >= this.#ackDueAt) this.#requestAck(now);
-    const rto = this.#currentRto();
+    if (now >= (this.#losses.lossAt ?? Infinity)) this.#findLosses(now);
     const inFlight = this.#inFlight();
     let due = 0;
     const oldest = this.#losses.oldest();
-    if (oldest !== undefined && oldest.sentAt + rto <= now) {
-      // As RFC 6675 section 5.1: after a timeout everything outstanding is
-      // taken as lost and resent as the reduced window allows. Marking only
-      // what is older than the (now doubled) RTO would leave the rest
-      // counted in flight above the window, and stall the sender until the
-      // backoff reaches maxRtoMs.
-      due = this.#losses.markAllLost();
+    // The first timeout since an ack resends two segments, no more, and
+    // leaves the window (F-RTO, TLP, PTO): a flight merely delayed is acked.
+    // Another with no ack between takes everything outstanding as lost (RFC
+    // 6675 5.1): marking only what is older than the doubled RTO would
+    // leave the rest in flight above the window and stall the sender.
+    const probe = this.#rtt.backoffs === 0 && o.mode === "selective";
+    if (oldest !== undefined && this.#rtoDueAt(oldest) <= now) {
+      this.#timedOutAt = now;
+      due = probe ? this.#losses.markProbesLost() : this.#losses.markAllLost();
     }
     if (due > 0) {
       this.#stats.timeoutRetransmissions += due;
-      this.#cc?.onTimeout(inFlight, this.#send.sendNext);
+      if (!probe) this.#cc?.onTimeout(inFlight, this.#send.sendNext);
       if (o.mode === "selective") this.#rtt.backoff();
     }
     this.#sendWhatWindowsAllow(now);
@@ -498,9 +504,9 @@ export class ReliableChannel {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
-      for (const segment of newly) this.#losses.onAcked(segment);
+      const minRttMs = this.#recentMinRtt();
+      for (const segment of newly) this.#losses.onAcked(segment, now, minRttMs);
       if (this.#cc) {
-        const minRttMs = this.#recentMinRtt();
         this.#cc.onAck(now, newly.length, {
           srttMs: this.#rtt.srtt,
           minRttMs,
@@ -524,7 +530,7 @@ export class ReliableChannel {
           this.#outbox.push({ type: "acked", id });
         }
       }
-      if (selective) this.#findLosses();
+      if (selective) this.#findLosses(now);
     }
     this.#sendWhatWindowsAllow(now);
   }
@@ -571,20 +577,17 @@ export class ReliableChannel {
   }
 
   /**
-   * Marks lost every unacked segment with `dupThresh` acked transmissions
-   * after its own; at least {@linkcode BULK_DUP_THRESH} once the stream is
-   * not thin, so that reordering within a bulk flow is not taken for loss.
+   * Marks lost what {@linkcode LossDetector} judges lost, with `dupThresh`
+   * at least {@linkcode BULK_DUP_THRESH} once the stream is not thin.
    */
-  #findLosses(): void {
+  #findLosses(now: number): void {
     const dupThresh = this.#thin()
       ? this.#options.dupThresh
       : Math.max(this.#options.dupThresh, BULK_DUP_THRESH);
     const inFlight = this.#inFlight();
-    for (
-      let lost = this.#losses.takeNextLoss(dupThresh);
-      lost;
-      lost = this.#losses.takeNextLoss(dupThresh)
-    ) {
+    const minRtt = this.#recentMinRtt() ?? 0, srtt = this.#rtt.srtt ?? minRtt;
+    const next = () => this.#losses.takeNextLoss(dupThresh, now, minRtt, srtt);
+    for (let lost = next(); lost; lost = next()) {
       this.#stats.fastRetransmissions++;
       this.#cc?.onLoss(lost.seq, inFlight, this.#send.sendNext);
     }
@@ -682,6 +685,11 @@ export class ReliableChannel {
   #requestAck(now: number): void {
     this.#ackPending = true;
     this.#lastSent = Math.max(this.#lastSent, now);
+  }
+
+  /** The RTO runs from the oldest segment's transmission or the last timeout (RFC 6298 5.6). */
+  #rtoDueAt(oldest: OutgoingSegment): number {
+    return Math.max(oldest.sentAt, this.#timedOutAt) + this.#currentRto();
   }
 
   #currentRto(): number {

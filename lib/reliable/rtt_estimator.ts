@@ -1,6 +1,6 @@
 /**
  * Round-trip time estimation and the retransmission timeout, as RFC 6298
- * specifies them.
+ * specifies them, plus the peer's ack delay as RFC 9002's PTO adds it.
  *
  * @module
  */
@@ -15,6 +15,8 @@ export interface RttEstimatorOptions {
   maxRtoMs?: number;
   /** Clock granularity G of RFC 6298. Default 10. */
   granularityMs?: number;
+  /** Longest the peer delays an ack (RFC 9002's max_ack_delay), added to the RTO. Default 0. */
+  ackDelayMs?: number;
 }
 
 const ALPHA = 1 / 8;
@@ -45,6 +47,7 @@ export class RttEstimator {
   #minRto: number;
   #maxRto: number;
   #granularity: number;
+  #ackDelay: number;
   #srtt: number | undefined;
   #rttvar: number | undefined;
   #backoffs = 0;
@@ -59,6 +62,10 @@ export class RttEstimator {
     this.#minRto = positive("minRtoMs", options.minRtoMs ?? 200);
     this.#maxRto = positive("maxRtoMs", options.maxRtoMs ?? 60_000);
     this.#granularity = positive("granularityMs", options.granularityMs ?? 10);
+    this.#ackDelay = options.ackDelayMs ?? 0;
+    if (!(this.#ackDelay >= 0) || !Number.isFinite(this.#ackDelay)) {
+      throw new RangeError(`Cannot use ackDelayMs ${this.#ackDelay}: it must be at least 0`);
+    }
     if (this.#minRto > this.#maxRto) {
       throw new RangeError(`Cannot use minRtoMs ${this.#minRto} above maxRtoMs ${this.#maxRto}`);
     }
@@ -79,11 +86,14 @@ export class RttEstimator {
     return this.#backoffs;
   }
 
-  /** The retransmission timeout without backoff, ms, within `[minRtoMs, maxRtoMs]`. */
+  /**
+   * The retransmission timeout without backoff, ms, within `[minRtoMs, maxRtoMs]`:
+   * SRTT + max(G, 4 RTTVAR) + the peer's ack delay (RFC 9002 section 6.2.1).
+   */
   get baseRto(): number {
     const base = this.#srtt === undefined
       ? this.#initialRto
-      : this.#srtt + Math.max(this.#granularity, K * this.#rttvar!);
+      : this.#srtt + Math.max(this.#granularity, K * this.#rttvar!) + this.#ackDelay;
     return Math.min(this.#maxRto, Math.max(this.#minRto, base));
   }
 

@@ -1,0 +1,64 @@
+/**
+ * One flow through a simulated bottleneck on long paths, with jitter and
+ * with reordering: spurious retransmission timeouts and fast retransmits
+ * once cut these to a fraction of the link. At 2 MB/s with 100 and 150 ms
+ * one-way, the RTO (SRTT + 10 ms, so little after 180 ms of RTT) fired on
+ * the queue BBR's own probing builds, thousands of timeouts at 0% loss, and
+ * each resent the whole window: 0.42 and 0.12 of the link, and 4 MiB at
+ * 150 ms and 1% loss did not finish in 30 s. At 8 MB/s and 20 ms, ±5 ms of
+ * jitter (which reorders datagrams, as netem's does) set off a fast
+ * retransmit on every three later acks: 0.09 of the link; 2% reordering
+ * 0.50. See DECISIONS.md, "Spurious timeouts and reordering".
+ * Deterministic: the figures are asserted.
+ */
+import { assert } from "@std/assert";
+import { type BottleneckRun, goodputBetween, runBottleneck } from "./_bottleneck_flows.ts";
+
+type Path = Pick<BottleneckRun, "rate" | "delayMs" | "jitterMs" | "reorder">;
+
+function run(path: Path, loss: number, bytes?: number) {
+  const result = runBottleneck({
+    ...path,
+    queue: path.rate * 2 * path.delayMs / 1000,
+    loss,
+    seed: 1,
+    flows: [{ bytes }],
+    untilMs: 30_000,
+  });
+  return result.flows[0];
+}
+
+Deno.test("bottleneck: a long path keeps the link busy without spurious timeouts", async (t) => {
+  for (const delayMs of [100, 150]) {
+    await t.step(`2 MB/s, ${delayMs} ms, 0% loss`, () => {
+      const flow = run({ rate: 2_000_000, delayMs }, 0);
+      const share = goodputBetween(flow, 100, 50, 300) / 2_000_000;
+      const stats = flow.sender.stats;
+      assert(share >= 0.85, `${share.toFixed(3)} of the link`);
+      assert(stats.timeoutRetransmissions <= 40, `${stats.timeoutRetransmissions} timeouts`);
+    });
+    await t.step(`2 MB/s, ${delayMs} ms, 1% loss: 4 MiB within 8 s`, () => {
+      const flow = run({ rate: 2_000_000, delayMs }, 0.01, 4 * 1024 * 1024);
+      assert(flow.finishedMs !== undefined && flow.finishedMs <= 8000, `${flow.finishedMs} ms`);
+    });
+  }
+});
+
+Deno.test("bottleneck: jitter and reordering are not taken for loss", async (t) => {
+  // Share of the link at least, and fast retransmits at most, over data segments sent.
+  const cases: [string, Path, number, number][] = [
+    ["±2 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 2 }, 0.8, 0.005],
+    ["±5 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 5 }, 0.58, 0.005],
+    // Held back 20 to 50 ms (the simulator's reordering), past a window capped at SRTT.
+    ["2% reordered", { rate: 8_000_000, delayMs: 20, reorder: 0.02 }, 0.8, 0.03],
+  ];
+  for (const [name, path, least, resent] of cases) {
+    await t.step(`8 MB/s, 20 ms, ${name}`, () => {
+      const flow = run(path, 0);
+      const share = goodputBetween(flow, 100, 50, 300) / path.rate;
+      const { fastRetransmissions, dataSegmentsSent } = flow.sender.stats;
+      assert(share >= least, `${share.toFixed(3)} of the link`);
+      assert(fastRetransmissions <= resent * dataSegmentsSent, `${fastRetransmissions} resent`);
+    });
+  }
+});
