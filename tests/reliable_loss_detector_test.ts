@@ -17,7 +17,7 @@ function transmitted(detector: LossDetector, count: number): OutgoingSegment[] {
 
 function ack(detector: LossDetector, segment: OutgoingSegment): void {
   segment.acked = true;
-  detector.onAcked(segment);
+  detector.onAcked(segment, 100, 40);
 }
 
 Deno.test("LossDetector.takeNextLoss() judges a segment lost once dupThresh later transmissions are acked", () => {
@@ -55,4 +55,23 @@ Deno.test("LossDetector.markAllLost() judges everything outstanding lost, oldest
   }
   assertEquals(order, [0, 2, 3]);
   assertEquals(detector.lostCount, 0);
+});
+
+Deno.test("LossDetector.onAcked() does not take an ack of an earlier copy for the retransmission's", () => {
+  // `first` is sent again at 50 ms, after `second`; the smallest RTT is 40 ms.
+  function judged(firstAckedAt: number): OutgoingSegment | undefined {
+    const detector = new LossDetector(3);
+    const [first, second, ...later] = transmitted(detector, 4);
+    first.transmissions = 2;
+    first.sentAt = 50;
+    detector.onTransmit(first);
+    first.acked = true;
+    detector.onAcked(first, firstAckedAt, 40);
+    for (const segment of later) ack(detector, segment);
+    return detector.takeNextLoss(3) === second ? second : undefined;
+  }
+  // Acked 10 ms after it left: for the first copy, which says nothing of `second`.
+  assertEquals(judged(60), undefined);
+  // Acked a round trip after it left: the copy arrived, and `second`, sent before it, did not.
+  assertEquals(judged(95)?.seq, 1);
 });

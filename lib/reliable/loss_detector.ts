@@ -17,7 +17,7 @@ import type { OutgoingSegment } from "./send_buffer.ts";
  * ```ts
  * const detector = new LossDetector(3);
  * detector.onTransmit(segment);
- * detector.onAcked(later); // three times, for later transmissions
+ * detector.onAcked(later, now, minRtt); // three times, for later transmissions
  * detector.takeNextLoss(3); // segment, now judged lost
  * detector.nextLost(); // segment, until takeLost() or an ack
  * ```
@@ -65,15 +65,24 @@ export class LossDetector {
   }
 
   /**
-   * Records that the peer acknowledged a segment for the first time.
+   * Records that the peer acknowledged a segment for the first time. The
+   * ack counts toward judging earlier transmissions lost only if it can be
+   * for the segment's latest transmission: a retransmitted segment acked
+   * sooner than the smallest RTT after it left was acked for an earlier
+   * copy (RFC 8985 section 6.2, step 2), and taking that ack for the
+   * retransmission's would judge lost everything sent between the two,
+   * still in flight, whose retransmissions then repeat the mistake.
    *
    * @param segment the segment newly acknowledged
+   * @param now the time of the ack, ms
+   * @param minRttMs the path's smallest RTT, ms
    */
-  onAcked(segment: OutgoingSegment): void {
+  onAcked(segment: OutgoingSegment, now: number, minRttMs: number): void {
     if (segment.lost) {
       segment.lost = false;
       this.#lostCount--;
     }
+    if (segment.transmissions > 1 && now - segment.sentAt < minRttMs) return;
     const orders = this.#ackedOrders;
     const keep = this.#keep;
     const order = segment.order;

@@ -498,7 +498,7 @@ export class ReliableChannel {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
-      for (const segment of newly) this.#losses.onAcked(segment);
+      for (const segment of newly) this.#losses.onAcked(segment, now, this.#rttMin ?? 0);
       if (this.#cc) {
         const minRttMs = this.#recentMinRtt();
         this.#cc.onAck(now, newly.length, {
