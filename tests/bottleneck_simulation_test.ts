@@ -161,7 +161,7 @@ Deno.test("bottleneck: on a loaded host, 1% loss still keeps 0.85 of the link bu
 Deno.test("bottleneck: at 20% loss on 8 MB/s nothing is sent again for an ack of an earlier copy", async (t) => {
   // An ack of a retransmitted segment's first copy, taken for the retransmission's, judged lost
   // what was sent between the two copies and still in flight, and so on: 8 MiB took 13,500 to
-  // 14,300 data segments at 20% loss, the link 0.34-0.39 busy (0.31-0.46 on the loaded host).
+  // 14,300 data segments at 20% loss, the link 0.34-0.48 busy (0.31-0.46 on the loaded host).
   const host = { timerLateMs: 3, stallEveryMs: 50, stallMs: 8, socketDatagrams: 90 };
   for (
     const [name, noise, least] of [["perfect", undefined, 0.46], ["loaded", host, 0.44]] as const
