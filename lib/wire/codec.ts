@@ -36,6 +36,15 @@ const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const ID64_PATTERN = /^[0-9a-f]{16}$/;
 
+/**
+ * The id64 field last encoded or decoded, both ways: a peer session's
+ * datagrams all carry the same one (twice, sealed and inside), so its
+ * digits are checked and converted once, and decoding hands out the same
+ * string each time (a map keyed by it then finds its hash already made).
+ * It starts as a valid pair, so a match is always a checked value.
+ */
+const lastId64 = { hex: "0000000000000000", bytes: new Uint8Array(8) };
+
 /** Options for {@linkcode encodeMessage}. */
 export interface EncodeOptions {
   /** Refuse to produce more than this many bytes (a RangeError). */
@@ -112,7 +121,8 @@ function measureFields(
   texts: Uint8Array[],
 ): number {
   let size = 0;
-  for (const [field, kind] of fields) {
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const value = record[field];
     switch (kind.kind) {
       case "u8":
@@ -132,7 +142,7 @@ function measureFields(
         size += 8;
         break;
       case "id64":
-        if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
+        if (value !== lastId64.hex && (typeof value !== "string" || !ID64_PATTERN.test(value))) {
           throw new RangeError(`Cannot encode field "${field}": not 16 lowercase hex digits`);
         }
         size += 8;
@@ -192,7 +202,8 @@ interface Writer {
 
 /** Writes fields that `measureFields` checked. */
 function writeFields(fields: Fields, record: Record<string, unknown>, w: Writer): void {
-  for (const [field, kind] of fields) {
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const value = record[field];
     switch (kind.kind) {
       case "u8":
@@ -212,10 +223,15 @@ function writeFields(fields: Fields, record: Record<string, unknown>, w: Writer)
         break;
       case "id64": {
         const hex = value as string;
-        for (let i = 0; i < 8; i++) {
-          w.out[w.offset++] = (hexDigit(hex.charCodeAt(2 * i)) << 4) |
-            hexDigit(hex.charCodeAt(2 * i + 1));
+        if (hex !== lastId64.hex) {
+          for (let i = 0; i < 8; i++) {
+            lastId64.bytes[i] = (hexDigit(hex.charCodeAt(2 * i)) << 4) |
+              hexDigit(hex.charCodeAt(2 * i + 1));
+          }
+          lastId64.hex = hex;
         }
+        w.out.set(lastId64.bytes, w.offset);
+        w.offset += 8;
         break;
       }
       case "text":
@@ -311,7 +327,8 @@ function decodeFields(
 ): number {
   const { bytes, view, type } = input;
   let offset = start;
-  for (const [field, kind] of fields) {
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const need = fixedSize(kind);
     if (offset + need > bytes.length) {
       throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
@@ -335,9 +352,18 @@ function decodeFields(
         break;
       }
       case "id64": {
-        let hex = "";
-        for (let i = 0; i < 8; i++) hex += HEX_OF_BYTE[bytes[offset + i]];
-        result[field] = hex;
+        const id = lastId64.bytes;
+        let same = true;
+        for (let i = 0; i < 8 && same; i++) same = bytes[offset + i] === id[i];
+        if (!same) {
+          let hex = "";
+          for (let i = 0; i < 8; i++) {
+            id[i] = bytes[offset + i];
+            hex += HEX_OF_BYTE[id[i]];
+          }
+          lastId64.hex = hex;
+        }
+        result[field] = lastId64.hex;
         break;
       }
       case "list": {
