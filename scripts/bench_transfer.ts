@@ -10,7 +10,8 @@
  *   20 ms one-way delay, a drop-tail queue of one bandwidth-delay product)
  *   at 0, 1, 5, 10 and 20% random loss each way: a 16 MiB `sendfile` as a
  *   share of the link rate, beside the Mathis figure for TCP Reno at that
- *   loss and round trip and beside the controller before BBR
+ *   loss and round trip and beside the controller before BBR (the link,
+ *   loss in bursts, and several flows sharing it are flags)
  *   (`--channel-mode newreno`, with a smaller file where it is slow); the
  *   proxy's mean queueing delay; and the time of a chat `send` (until the
  *   peer acknowledges it) during each transfer against the same session idle.
@@ -19,7 +20,7 @@
  * (`file_accepted`) to the verified file (`file_done`); baselines are timed
  * by their receivers from the first byte to the last.
  *
- * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--link-size MIB] [--baseline-size MIB] [--losses P,...] [--skip-lossy] [--skip-baseline] [--json]
+ * Usage: deno task bench:transfer [--size MIB] [--rounds N] [--link-size MIB] [--baseline-size MIB] [--losses P,...] [--rate B] [--delay MS] [--queue B] [--burst N] [--flows N] [--skip-lossy] [--skip-baseline] [--json]
  *
  * @module
  */
@@ -57,24 +58,49 @@ Flags:
                        (default 1; 4 at 1% loss; the full file at 0%)
   --losses P,...       random loss each way through the bottleneck, percent
                        (default 0,1,5,10,20)
+  --rate BYTES         the bottleneck's link rate, bytes a second (default
+                       8000000)
+  --delay MS           its one-way delay (default 20)
+  --queue BYTES        its drop-tail queue (default one bandwidth-delay
+                       product: rate x 2 x delay)
+  --burst N            lose datagrams in runs of N on average, at the same
+                       long-run rate (default 1: independent losses)
+  --flows N            transfers sharing the bottleneck at once, each between
+                       its own two clients (default 1); prints each flow's
+                       share while all were moving, and the largest over the
+                       smallest
   --skip-lossy         only the loopback figures
   --skip-loopback      only the bottleneck figures
   --skip-baseline      no run of the controller before BBR through the bottleneck
   --json               one JSON object at the end instead of the table
   -h, --help           show this help`;
 
-/** The bottleneck of the lossy runs: link rate (bytes a second), one-way delay (ms), queue (bytes). */
+/** The bottleneck of the lossy runs, by default. */
 const LINK_RATE = 8_000_000;
 const LINK_DELAY_MS = 20;
-const LINK_QUEUE = LINK_RATE * 2 * LINK_DELAY_MS / 1000;
 /** Payload bytes of a full data segment: the MSS of the Mathis figure. */
 const SEGMENT_BYTES = 1100;
 /** Chat sends while the session is idle, then during the transfer. */
 const IDLE_CHATS = 10;
 const BUSY_CHATS = 60;
 
+/** The bottleneck of the lossy runs. */
+interface Link {
+  /** Bytes a second, both directions together. */
+  rate: number;
+  /** One-way delay, ms. */
+  delayMs: number;
+  /** Drop-tail queue, bytes. */
+  queue: number;
+  /** Mean length of a run of losses, datagrams (1: independent). */
+  burst: number;
+  /** Transfers sharing it at once. */
+  flows: number;
+}
+
 interface Flags {
   sizeMiB: number;
+  link: Link;
   rounds: number;
   linkMiB: number;
   baselineMiB: number;
@@ -88,7 +114,10 @@ interface Flags {
 }
 
 function parseFlags(args: string[]): Flags | "help" {
-  const strings = ["size", "rounds", "link-size", "baseline-size", "losses", "model"];
+  const strings = [
+    ...["size", "rounds", "link-size", "baseline-size", "losses", "model"],
+    ...["rate", "delay", "queue", "burst", "flows"],
+  ];
   const switches = ["help", "json", "skip-lossy", "skip-loopback", "skip-baseline"];
   const parsed = parseArgs(args, {
     string: strings,
@@ -101,11 +130,27 @@ function parseFlags(args: string[]): Flags | "help" {
       "baseline-size": "1",
       losses: "0,1,5,10,20",
       model: "0",
+      rate: String(LINK_RATE),
+      delay: String(LINK_DELAY_MS),
+      burst: "1",
+      flows: "1",
     },
   });
   rejectUnknownFlags(parsed, [...strings, ...switches, "h"]);
   if (parsed.help) return "help";
+  const rate = integerFlag("--rate", parsed.rate, { min: 10_000, max: 999_999_999 });
+  const delayMs = integerFlag("--delay", parsed.delay, { min: 0, max: 10_000 });
+  const link: Link = {
+    rate,
+    delayMs,
+    queue: parsed.queue === undefined
+      ? Math.max(3000, Math.round(rate * 2 * delayMs / 1000))
+      : integerFlag("--queue", parsed.queue, { min: 1500, max: 999_999_999 }),
+    burst: integerFlag("--burst", parsed.burst, { min: 1, max: 1000 }),
+    flows: integerFlag("--flows", parsed.flows, { min: 1, max: 8 }),
+  };
   return {
+    link,
     sizeMiB: integerFlag("--size", parsed.size, { min: 1, max: 4096 }),
     rounds: integerFlag("--rounds", parsed.rounds, { min: 1, max: 50 }),
     linkMiB: integerFlag("--link-size", parsed["link-size"], { min: 1, max: 4096 }),
@@ -305,11 +350,18 @@ interface TransferOptions {
   mode?: "selective" | "newreno";
   /** Time chat sends: some before the file, more while it moves. */
   chat?: boolean;
+  /** Transfers at once, each between its own two clients (the first one chats). */
+  flows?: number;
 }
 
 interface TransferResult {
-  /** File bytes a second. */
+  /** File bytes a second, of the first flow. */
   goodput: number;
+  /**
+   * Each flow's file bytes a second while every flow was moving (one flow: its goodput; none if
+   * one was done before another began).
+   */
+  overlapGoodputs: number[];
   /** The proxy's counts line, printed when it stops. */
   proxyCounts?: string;
   /** Durations of chat sends (until acknowledged) with the session idle, ms. */
@@ -389,29 +441,47 @@ async function sendfile(
       children.push(child);
       return child;
     };
-    const bob = await client("bob", [
-      "register Bob",
-      "accept",
-      "wait transfers within 3600",
-      "wait terminate within 600",
-    ], ["--accept-files"]);
-    await bob.waitFor(/"command":"register","ok":true/, 60_000);
+    const flows = options.flows ?? 1;
+    const suffix = (i: number) => i === 0 ? "" : String(i + 1);
+    const bobs: Child[] = [];
+    for (let i = 0; i < flows; i++) {
+      bobs.push(
+        await client(`bob${suffix(i)}`, [
+          `register Bob${suffix(i)}`,
+          "accept",
+          "wait transfers within 3600",
+          "wait terminate within 600",
+        ], ["--accept-files"]),
+      );
+    }
+    for (const bob of bobs) await bob.waitFor(/"command":"register","ok":true/, 60_000);
     const chats = (count: number, label: string) =>
       Array.from({ length: count }, (_, i) => `send Bob ${label} ${i}`);
-    const alice = await client("alice", [
-      "register Alice",
-      "connect Bob",
-      ...(options.chat ? chats(IDLE_CHATS, "idle") : []),
-      `sendfile ${file}`,
-      ...(options.chat ? chats(BUSY_CHATS, "busy") : []),
-      "wait transfers within 3600",
-      "terminate",
-    ], []);
-    const accepted = await bob.waitFor(/"event":"file_accepted"/, 120_000);
-    const done = await bob.waitFor(/"event":"file_(done|failed)"/, 3_600_000);
-    if (done.text.includes("file_failed")) throw new Error(`The transfer failed: ${done.text}`);
-    await Promise.all([alice.done, bob.done]);
+    const alices: Child[] = [];
+    for (let i = 0; i < flows; i++) {
+      const chat = options.chat && i === 0;
+      alices.push(
+        await client(`alice${suffix(i)}`, [
+          `register Alice${suffix(i)}`,
+          `connect Bob${suffix(i)}`,
+          ...(chat ? chats(IDLE_CHATS, "idle") : []),
+          `sendfile ${file}`,
+          ...(chat ? chats(BUSY_CHATS, "busy") : []),
+          "wait transfers within 3600",
+          "terminate",
+        ], []),
+      );
+    }
+    const moved = await Promise.all(bobs.map(async (bob) => {
+      const accepted = await bob.waitFor(/"event":"file_accepted"/, 120_000);
+      const done = await bob.waitFor(/"event":"file_(done|failed)"/, 3_600_000);
+      if (done.text.includes("file_failed")) throw new Error(`The transfer failed: ${done.text}`);
+      return { bob, accepted, done };
+    }));
+    await Promise.all([...alices, ...bobs].map((child) => child.done));
     const size = (await Deno.stat(file)).size;
+    const { accepted, done } = moved[0];
+    const alice = alices[0];
     // A command's duration: from the previous command's result to its own.
     const results = alice.lines.filter((line) => line.text.includes('"event":"result"'));
     const offered = results.findIndex((line) => line.text.includes('"command":"sendfile"'));
@@ -423,6 +493,22 @@ async function sendfile(
       if (i < offered) chatIdleMs.push(ms);
       else if (results[i - 1].at >= accepted.at && line.at <= done.at) chatBusyMs.push(ms);
     }
+    // Each flow's bytes while all were moving, from its receiver's progress lines.
+    const from = Math.max(...moved.map((m) => m.accepted.at));
+    const until = Math.min(...moved.map((m) => m.done.at));
+    const overlapGoodputs = flows === 1
+      ? [size / ((done.at - accepted.at) / 1000)]
+      : until <= from
+      ? [] // One was done before another began.
+      : moved.map((m) => {
+        const points = [{ at: m.accepted.at, bytes: 0 }];
+        for (const line of m.bob.lines) {
+          if (!line.text.includes('"event":"file_progress"')) continue;
+          points.push({ at: line.at, bytes: (JSON.parse(line.text) as { done: number }).done });
+        }
+        points.push({ at: m.done.at, bytes: size });
+        return (bytesAt(points, until) - bytesAt(points, from)) / ((until - from) / 1000);
+      });
     const proxy = children.find((child) => child.label === "proxy");
     if (proxy !== undefined) {
       proxy.stop();
@@ -430,6 +516,7 @@ async function sendfile(
     }
     return {
       goodput: size / ((done.at - accepted.at) / 1000),
+      overlapGoodputs,
       proxyCounts: proxy?.lines.find((line) => line.text.startsWith("Counts: "))?.text,
       chatIdleMs,
       chatBusyMs,
@@ -455,16 +542,25 @@ async function randomFile(path: string, bytes: number): Promise<void> {
 
 const mb = (bytesPerSecond: number) => (bytesPerSecond / 1e6).toFixed(2);
 
+/** Bytes moved by a time, linearly between the nearest progress points around it. */
+function bytesAt(points: { at: number; bytes: number }[], at: number): number {
+  const after = points.findIndex((point) => point.at >= at);
+  if (after === -1) return points[points.length - 1].bytes;
+  if (after === 0) return points[0].bytes;
+  const [a, b] = [points[after - 1], points[after]];
+  return a.bytes + (b.bytes - a.bytes) * (at - a.at) / Math.max(1e-9, b.at - a.at);
+}
+
 /** The middle value (the upper one of an even count), as the other benchmarks report. */
 function median(values: number[]): number {
   return percentile([...values].sort((a, b) => a - b), 0.5);
 }
 
 /** TCP Reno's goodput by the Mathis formula, MSS/RTT x 1.22/sqrt(p), bytes a second (at most the link). */
-function mathis(loss: number): number {
-  if (loss === 0) return LINK_RATE;
-  const rtt = 2 * LINK_DELAY_MS / 1000;
-  return Math.min(LINK_RATE, SEGMENT_BYTES / rtt * 1.22 / Math.sqrt(loss));
+function mathis(link: Link, loss: number): number {
+  if (loss === 0) return link.rate;
+  const rtt = 2 * link.delayMs / 1000;
+  return Math.min(link.rate, SEGMENT_BYTES / rtt * 1.22 / Math.sqrt(loss));
 }
 
 /** The file size the controller before BBR sends at a loss, MiB: it is slow where loss is high. */
@@ -546,17 +642,24 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
   const file = join(dir, "link.bin");
   await randomFile(file, flags.linkMiB * 1024 * 1024);
   const baselineFiles = new Map<number, string>();
+  const { link } = flags;
   say(
-    `Through the proxy: a ${LINK_RATE / 1e6} MB/s link, ${LINK_DELAY_MS} ms one-way delay, ` +
-      `a queue of ${LINK_QUEUE} bytes (one BDP); ${flags.linkMiB} MiB, shares of the link rate:`,
+    `Through the proxy: a ${link.rate / 1e6} MB/s link, ${link.delayMs} ms one-way delay, ` +
+      `a queue of ${link.queue} bytes (${
+        (link.queue / (link.rate * 2 * link.delayMs / 1000)).toFixed(2)
+      } BDP)` +
+      (link.burst > 1 ? `, losses in runs of ${link.burst} on average` : "") +
+      (link.flows > 1 ? `, ${link.flows} flows at once` : "") +
+      `; ${flags.linkMiB} MiB, shares of the link rate:`,
   );
   const rows = [];
   for (const loss of flags.losses) {
     const proxy = [
-      ...["--loss", String(loss), "--delay", String(LINK_DELAY_MS)],
-      ...["--rate", String(LINK_RATE), "--queue", String(LINK_QUEUE), "--seed", "1"],
+      ...["--loss", String(loss), "--delay", String(link.delayMs)],
+      ...["--rate", String(link.rate), "--queue", String(link.queue), "--seed", "1"],
+      ...(link.burst > 1 && loss > 0 ? ["--burst", String(link.burst)] : []),
     ];
-    const bbr = await sendfile(dir, file, { proxy, chat: true });
+    const bbr = await sendfile(dir, file, { proxy, chat: true, flows: link.flows });
     const mib = baselineMiB(flags, loss);
     const baselineFile = baselineFiles.get(mib) ??
       (mib === flags.linkMiB ? file : join(dir, `baseline-${mib}.bin`));
@@ -566,22 +669,28 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
     }
     const old = flags.skipBaseline
       ? { goodput: NaN }
-      : await sendfile(dir, baselineFile, { proxy, mode: "newreno" });
+      : await sendfile(dir, baselineFile, { proxy, mode: "newreno", flows: link.flows });
     const wait = /mean wait (\d+\.\d+) ms/.exec(bbr.proxyCounts ?? "")?.[1];
     const dropped = /(\d+) dropped by the full queue/.exec(bbr.proxyCounts ?? "")?.[1];
     const row = {
       loss,
       sendfileBytesPerSecond: Math.round(bbr.goodput),
-      shareOfLink: bbr.goodput / LINK_RATE,
+      shareOfLink: bbr.goodput / link.rate,
       newrenoBytesPerSecond: Math.round(old.goodput),
-      newrenoShareOfLink: old.goodput / LINK_RATE,
+      newrenoShareOfLink: old.goodput / link.rate,
       newrenoFileBytes: mib * 1024 * 1024,
-      mathisShareOfLink: mathis(loss) / LINK_RATE,
+      mathisShareOfLink: mathis(link, loss) / link.rate,
       meanQueueingDelayMs: wait === undefined ? undefined : Number(wait),
       queueDrops: dropped === undefined ? undefined : Number(dropped),
       chatIdleMs: median(bbr.chatIdleMs),
       chatBusyMs: bbr.chatBusyMs.length === 0 ? undefined : median(bbr.chatBusyMs),
       chatBusyCount: bbr.chatBusyMs.length,
+      /** Each flow's share of the link while all of them were moving. */
+      flowShares: bbr.overlapGoodputs.map((goodput) => goodput / link.rate),
+      /** The largest flow's goodput over the smallest's, while all were moving. */
+      flowSpread: bbr.overlapGoodputs.length === 0
+        ? undefined
+        : Math.max(...bbr.overlapGoodputs) / Math.min(...bbr.overlapGoodputs),
     };
     rows.push(row);
     say(
@@ -593,6 +702,15 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
         } ms idle, ` +
         `${row.chatBusyMs?.toFixed(0) ?? "-"} ms during (median of ${row.chatBusyCount})`,
     );
+    if (link.flows > 1 && row.flowSpread === undefined) {
+      say("      the flows never all moved at once: give them a larger --link-size");
+    } else if (link.flows > 1) {
+      say(
+        `      flows while all moved: ${row.flowShares.map((x) => x.toFixed(2)).join(", ")} ` +
+          `of the link (together ${row.flowShares.reduce((a, b) => a + b, 0).toFixed(2)}; ` +
+          `largest / smallest ${row.flowSpread?.toFixed(2)})`,
+      );
+    }
   }
   return rows;
 }
@@ -608,9 +726,11 @@ async function main(args: string[]): Promise<number> {
       : await loopback(dir, flags, say);
     if (!flags.skipLossy) {
       result.bottleneck = {
-        rateBytesPerSecond: LINK_RATE,
-        delayMs: LINK_DELAY_MS,
-        queueBytes: LINK_QUEUE,
+        rateBytesPerSecond: flags.link.rate,
+        delayMs: flags.link.delayMs,
+        queueBytes: flags.link.queue,
+        burst: flags.link.burst,
+        flows: flags.link.flows,
         rows: await bottleneck(dir, flags, say),
       };
     }

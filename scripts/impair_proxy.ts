@@ -26,7 +26,7 @@ import {
   type RelayStats,
   type SocketId,
 } from "../lib/sim/impaired_relay.ts";
-import type { Impairment } from "../lib/sim/sim_network.ts";
+import { type Impairment, impairmentProblem, NO_IMPAIRMENT } from "../lib/sim/sim_network.ts";
 import { UdpSocket } from "../lib/io/udp_socket.ts";
 import {
   integerFlag,
@@ -50,6 +50,9 @@ Flags:
   --target HOST:PORT   the server's UDP address (required)
   --listen HOST:PORT   where clients send (default 127.0.0.1:0, 0 picks a port)
   --loss P             drop each datagram with probability P, 0.1 or 10% (default 0)
+  --burst N            lose datagrams in runs of N on average (Gilbert-Elliott),
+                       keeping --loss as the long-run rate (default 1: each
+                       datagram on its own)
   --duplicate P        deliver a datagram twice with probability P (default 0)
   --reorder P          hold a copy back so later ones overtake it (default 0)
   --delay MS           one-way delay in ms (default 0)
@@ -69,6 +72,7 @@ const STRING_FLAGS = [
   "target",
   "listen",
   "loss",
+  "burst",
   "duplicate",
   "reorder",
   "delay",
@@ -144,11 +148,20 @@ function parseOptions(args: string[]): ProxyOptions | "help" {
   }
   const probability = (flag: "loss" | "duplicate" | "reorder") =>
     parsed[flag] === undefined ? 0 : probabilityFlag(`--${flag}`, parsed[flag]);
+  const burst = parsed.burst === undefined
+    ? undefined
+    : integerFlag("--burst", parsed.burst, { min: 1, max: 1000 });
+  const loss = probability("loss");
+  const burstProblem = burst === undefined
+    ? undefined
+    : impairmentProblem({ ...NO_IMPAIRMENT, loss, burst });
+  if (burstProblem !== undefined) throw new UsageError(burstProblem);
   return {
     listen: addressFlag("--listen", parsed.listen ?? "127.0.0.1:0", 0),
     target: addressFlag("--target", parsed.target, 1),
     impairment: {
-      loss: probability("loss"),
+      loss,
+      ...(burst === undefined ? {} : { burst }),
       duplicate: probability("duplicate"),
       reorder: probability("reorder"),
       minDelayMs: Math.max(0, delayMs - jitterMs),
@@ -263,7 +276,8 @@ async function run(options: ProxyOptions): Promise<number> {
   console.log(`Proxy UDP listening on port ${listen.localPort}`);
   console.log(
     `Relaying ${hostPort(options.listen.host, listen.localPort)} to ` +
-      `${hostPort(options.target.host, options.target.port)}: loss ${percent(imp.loss)}, ` +
+      `${hostPort(options.target.host, options.target.port)}: loss ${percent(imp.loss)}` +
+      (imp.burst === undefined ? ", " : ` in bursts of ${imp.burst}, `) +
       `duplicate ${percent(imp.duplicate)}, reorder ${percent(imp.reorder)}, delay ` +
       `${options.delayMs} ms ± ${options.jitterMs} ms` +
       (imp.rate === undefined

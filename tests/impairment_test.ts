@@ -191,6 +191,7 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
         "--target",
         "--listen",
         "--loss",
+        "--burst",
         "--duplicate",
         "--reorder",
         "--delay",
@@ -212,6 +213,11 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
     [["--target", "127.0.0.1:3000", "--delay", "1e9"], /^error: --delay must be/],
     [["--target", "127.0.0.1:3000", "--jitter=-5"], /^error: --jitter must be/],
     [["--target", "127.0.0.1:3000", "--seed", "x"], /^error: --seed must be/],
+    [["--target", "127.0.0.1:3000", "--burst", "0"], /^error: --burst must be a whole number/],
+    [
+      ["--target", "127.0.0.1:3000", "--loss", "80%", "--burst", "2"],
+      /^error: loss 0.8 needs a mean burst of at least 4 packets, not 2$/,
+    ],
     [["--target", "127.0.0.1:3000", "--rate", "0"], /^error: --rate must be a whole number/],
     [["--target", "127.0.0.1:3000", "--rate", "8e6"], /^error: --rate must be a whole number/],
     [["--target", "127.0.0.1:3000", "--queue", "1000"], /^error: --queue needs --rate/],
@@ -297,4 +303,74 @@ Deno.test("impair_proxy.ts --rate spaces datagrams out and --queue drops what ov
     stopped.stdout,
     /; bottleneck: 4 queued, 2 dropped by the full queue, mean wait \d+\.\d\d ms; 1 client$/m,
   );
+});
+
+Deno.test("impair_proxy.ts --burst loses datagrams in runs at the same long-run rate", async () => {
+  /** The lengths of the runs of lost datagrams among `count` numbered ones sent through a proxy. */
+  async function lossRuns(count: number, flags: string[]): Promise<number[]> {
+    const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
+    const targetPort = (target.addr as Deno.NetAddr).port;
+    await using proxy = new RunningProgram("proxy", PROXY_PATH, [
+      "--target",
+      `127.0.0.1:${targetPort}`,
+      "--seed",
+      "7",
+      ...flags,
+    ]);
+    const line = await proxy.waitForLine(/^Proxy UDP listening on port \d+$/);
+    const to = {
+      transport: "udp" as const,
+      hostname: "127.0.0.1",
+      port: Number(line.split(" ")[5]),
+    };
+    const received = new Set<number>();
+    const receiving = (async () => {
+      const buffer = new Uint8Array(100);
+      while (received.size < count) {
+        const [data] = await target.receive(buffer);
+        const n = new DataView(data.buffer, data.byteOffset).getUint16(0);
+        received.add(n);
+        if (n === count - 1) break;
+      }
+    })();
+    for (let i = 0; i < count; i++) {
+      const datagram = new Uint8Array(2);
+      new DataView(datagram.buffer).setUint16(0, i);
+      await client.send(datagram, to);
+      // A few at a time, so that no socket between here and the target overflows.
+      if (i % 20 === 19) await new Promise((resolve) => setTimeout(resolve, 4));
+    }
+    // The last one is always sent until it gets through: it marks the end.
+    const last = new Uint8Array(2);
+    new DataView(last.buffer).setUint16(0, count - 1);
+    const resend = setInterval(() => client.send(last, to).catch(() => {}), 20);
+    try {
+      await receiving;
+    } finally {
+      clearInterval(resend);
+    }
+    const runs: number[] = [];
+    let run = 0;
+    for (let i = 0; i < count - 1; i++) {
+      if (received.has(i)) {
+        if (run > 0) runs.push(run);
+        run = 0;
+      } else run++;
+    }
+    if (run > 0) runs.push(run);
+    return runs;
+  }
+  const count = 2000;
+  const mean = (runs: number[]) => runs.reduce((a, b) => a + b, 0) / runs.length;
+  const lost = (runs: number[]) => runs.reduce((a, b) => a + b, 0) / (count - 1);
+  const independent = await lossRuns(count, ["--loss", "10%"]);
+  const bursty = await lossRuns(count, ["--loss", "10%", "--burst", "8"]);
+  for (const [label, runs] of [["independent", independent], ["bursts", bursty]] as const) {
+    const share = lost(runs);
+    assert(share > 0.05 && share < 0.15, `${label}: lost ${share.toFixed(3)}, not about 10%`);
+  }
+  assert(mean(independent) < 1.5, `independent losses come in runs of ${mean(independent)}`);
+  assert(mean(bursty) > 4, `--burst 8 lost in runs of ${mean(bursty)} on average`);
 });

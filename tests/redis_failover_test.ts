@@ -17,12 +17,13 @@ import type { ServerEvent } from "../lib/server/server_event.ts";
 import { redisUnavailable } from "../scripts/_redis_server.ts";
 import {
   type ChildInstance,
+  RawClient,
   REDIS_TEST_HOST as HOST,
   type RedisInstances,
   waitFor,
   withRedisInstances,
 } from "./_redis.ts";
-import { unusedUdpPort } from "./_processes.ts";
+import { startClient, unusedUdpPort } from "./_processes.ts";
 
 if (redisUnavailable !== undefined) {
   console.log(`redis_failover_test: skipped: ${redisUnavailable}`);
@@ -287,6 +288,60 @@ Deno.test({
         assertEquals(events.map((e) => e.kind), ["server_moved"]);
       } finally {
         await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "client.ts watching on server.ts A, killed -9: what happened on B during its move (a " +
+    "leave, a join) is shown once it watches on B",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      // Found by black-box re-testing: news published while the watcher was moving was lost.
+      const flags = ["--lease", String(LEASE_S), "--rate-limit", "0"];
+      const a = await cluster.spawn(flags);
+      const b = await cluster.spawn(flags);
+      const cwd = join(cluster.dir, "watcher");
+      await Deno.mkdir(cwd);
+      const servers = `${HOST}:${a.udpPort},${HOST}:${b.udpPort}`;
+      await using watcher = startClient(
+        ["--json", "--server", servers, "--name", "Wendy", "--log-dir", join(cwd, "logs")],
+        { cwd },
+      );
+      const leaver = new RawClient(b.udpPort);
+      const joiner = new RawClient(b.udpPort);
+      try {
+        await watcher.write("register\nwatch\n");
+        await watcher.waitForLine(/^\{"event":"result","command":"watch","ok":true/, 20_000);
+        await leaver.register("leaver");
+        await watcher.waitForLine(/^\{"event":"joined".*"leaver"/);
+        const from = watcher.stdout.lines.length;
+        await a.kill();
+        // Before the watcher notices (its next heartbeat goes unanswered for 2 s): news on B.
+        assertEquals(
+          (await leaver.request({ type: "logout", token: leaver.token }))?.type,
+          "logout_ok",
+        );
+        await joiner.register("joiner");
+        const beat = setInterval(
+          () => joiner.request({ type: "heartbeat", token: joiner.token }, 1000),
+          1000,
+        );
+        try {
+          await watcher.waitForLine(/^\{"event":"server_moved"/, 20_000, from);
+          await watcher.waitForLine(/^\{"event":"left".*"leaver"/, 10_000, from);
+          await watcher.waitForLine(/^\{"event":"joined".*"joiner"/, 10_000, from);
+        } finally {
+          clearInterval(beat);
+        }
+        const shown = watcher.stdout.lines.slice(from).filter((l) =>
+          /"event":"(left|joined)"/.test(l)
+        );
+        assertEquals(shown.length, 2, shown.join("\n"));
+      } finally {
+        await leaver.close();
+        await joiner.close();
       }
     }),
 });

@@ -66,3 +66,61 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "Failed logins fired at server.ts A and B at the same instant lock the name exactly as " +
+    "many on one instance would",
+  ignore: redisUnavailable !== undefined,
+  fn: () =>
+    withRedisInstances(async (cluster) => {
+      // Each instance used to count its own failure before hearing the other's: two
+      // "2 attempts left", then two "1 attempt left", four guesses where one instance allows three.
+      const flags = ["--rate-limit", "0", "--session-rate-limit", "0", "--max-attempts", "3"];
+      const a = await cluster.spawn(flags);
+      const b = await cluster.spawn(flags);
+      const requesters: UdpRequester[] = [];
+      const on = (server: { udpPort: number }) => {
+        const r = new UdpRequester({
+          hostname: HOST,
+          server: { hostname: HOST, port: server.udpPort },
+        });
+        requesters.push(r);
+        return r;
+      };
+      const login = (r: UdpRequester, name: string) =>
+        r.request(
+          { type: "login", name, secret: new Uint8Array(0), udpPort: r.localPort, tcpPort: 5001 },
+          { timeoutMs: 5000 },
+        );
+      try {
+        const owner = on(a);
+        const registered = await owner.request({
+          type: "register",
+          name: "Target",
+          udpPort: owner.localPort,
+          tcpPort: 5001,
+        });
+        assertEquals(registered?.type, "register_ok", JSON.stringify(registered));
+        for (const round of [1, 2, 3]) {
+          // Four guesses with other keys, two at each instance, sent together (handshakes first).
+          const guessers = [on(a), on(a), on(b), on(b)];
+          for (const g of guessers) {
+            assertEquals((await g.request({ type: "hello" }))?.type, "hello_ok");
+          }
+          // A registered name, then names nobody holds: both count alike.
+          const name = round === 1 ? "target" : `nobody${round}`;
+          const texts = (await Promise.all(guessers.map((g) => login(g, name)))).map(errorText);
+          const sorted = texts.map((t) => t.replace(/"[^"]*"/g, "N").replace(/\d+ s\b/, "T s"))
+            .sort();
+          assertEquals(sorted, [
+            "Login failed: wrong name or identity key; 1 attempt left",
+            "Login failed: wrong name or identity key; 2 attempts left",
+            "Login failed: wrong name or identity key; N is now blocked for T s from your address",
+            "Too many failed logins for N from your address; try again in T s",
+          ], JSON.stringify(texts));
+        }
+      } finally {
+        for (const r of requesters) r[Symbol.dispose]();
+      }
+    }),
+});

@@ -2373,10 +2373,10 @@ Deno.test("ServerCore (shared store) refuses a failed login once the store recor
     at: NOW,
     keepMs: 30 * 60_000,
   });
-  core.loginRecorded(stored.id!);
+  core.loginRecorded(stored.id!, NOW);
   const error = assertError(sends(drain(core))[0].message, "login_failed");
   assertStringIncludes(error.message, "2 attempts left");
-  core.loginRecorded(stored.id!);
+  core.loginRecorded(stored.id!, NOW);
   assertEquals(drain(core), [], "told twice: nothing more");
 
   // Two failures elsewhere, as the store holds them: the next one here blocks.
@@ -2386,6 +2386,32 @@ Deno.test("ServerCore (shared store) refuses a failed login once the store recor
     "verify_password",
   );
   core.passwordChecked(NOW + 3, again.id, false);
-  core.loginRecorded(outputsOf(drain(core), "login_store")[0].id!);
+  core.loginRecorded(outputsOf(drain(core), "login_store")[0].id!, NOW + 3);
   assertError(sends(drain(core))[0].message, "locked_out");
+});
+
+Deno.test("ServerCore (shared store) answers a failed login as the store counted it, every instance's failures in", () => {
+  const core = passwordCore({ sharedPresence: true });
+  const guess = (reqId: number, at: number) => {
+    const [verify] = outputsOf(
+      call(core, at, FROM_ALICE, login(reqId, "Alice", utf8("guess"))),
+      "verify_password",
+    );
+    core.passwordChecked(at, verify.id, false);
+    return outputsOf(drain(core), "login_store")[0].id!;
+  };
+  // Another instance's failure came first: this one is the second.
+  core.loginRecorded(guess(1, NOW), NOW, { failures: [NOW - 1, NOW] });
+  assertStringIncludes(
+    assertError(sends(drain(core))[0].message, "login_failed").message,
+    "1 attempt left",
+  );
+  // Two came meanwhile: the block began before this one, which is refused as blocked.
+  core.loginRecorded(guess(2, NOW + 1), NOW + 1, {
+    failures: [NOW - 1, NOW, NOW, NOW + 1, NOW + 1],
+  });
+  assertStringIncludes(
+    assertError(sends(drain(core))[0].message, "locked_out").message,
+    "Too many failed logins",
+  );
 });

@@ -86,6 +86,19 @@ Deno.test("serverEventText() shows at most 20 active names, then a count", () =>
   assertEquals(text.includes('"user20"'), false);
 });
 
+Deno.test("serverEventText() says how many active names are this instance's with shared presence", () => {
+  const names = ["Alice", "Bob"];
+  assertEquals(
+    serverEventText({ kind: "active", names, here: 1 }).text,
+    'Active (2, 1 on this instance): "Alice", "Bob"',
+  );
+  // After a shutdown: the other instances' clients, none of this one's.
+  assertEquals(
+    serverEventText({ kind: "active", names, here: 0 }).text,
+    'Active (2, none on this instance): "Alice", "Bob"',
+  );
+});
+
 Deno.test("serverEventText() escapes control characters in active names", () => {
   const { text } = serverEventText({ kind: "active", names: ["a\u001b[31mb"] });
   assertEquals(text.includes("\u001b"), false);

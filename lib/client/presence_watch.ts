@@ -3,9 +3,16 @@
  * server pushes in order; each piece of news is shown once, in order, and
  * acknowledged (again for a copy, so the server stops resending).
  *
+ * A watcher that can move to another instance (`--server a,b`) keeps its
+ * view of who is online: a `list` when watching starts, then the news. News
+ * published while it is moving (its instance died, the next has not yet
+ * taken its session over) reaches no instance's watcher list it is on, so
+ * when it watches again there it lists again and shows the difference as
+ * news.
+ *
  * @module
  */
-import { nameProblem } from "../wire/client_name.ts";
+import { nameKey, nameProblem } from "../wire/client_name.ts";
 import { type MessageOf, PRESENCE_CHANGES } from "../wire/messages.ts";
 import type { OnlineClient } from "./client_event.ts";
 import type { Outbox } from "./outbox.ts";
@@ -31,6 +38,8 @@ export class PresenceWatch implements LinkListener {
   #outbox: Outbox;
   #watching = false;
   #seq = 0;
+  /** Who is online as the watcher knows it, by name key; undefined until listed. */
+  #view: Map<string, OnlineClient> | undefined;
 
   /**
    * @param link the server link, for requests and the token
@@ -90,10 +99,19 @@ export class PresenceWatch implements LinkListener {
         // A new watcher numbers its news from 1; an existing one goes on.
         if (command.on && !this.#watching) this.#seq = 0;
         const body = { type: "watch", token, on: command.on ? 1 : 0 } as const;
-        this.#link.ask(now, id, { command: "watch", body, via: "udp", expect: "watch_ok" }, () => {
-          this.#watching = command.on;
-          this.#outbox.result(id, { ok: true, command: "watch", watching: command.on });
-        });
+        this.#link.ask(
+          now,
+          id,
+          { command: "watch", body, via: "udp", expect: "watch_ok" },
+          (at) => {
+            const started = command.on && !this.#watching;
+            this.#watching = command.on;
+            if (!command.on) this.#view = undefined;
+            this.#outbox.result(id, { ok: true, command: "watch", watching: command.on });
+            // Only a client that can move to another instance needs the view (see resumed).
+            if (started && this.#link.canMove) this.#snapshot(at, false);
+          },
+        );
         return;
       }
     }
@@ -111,8 +129,10 @@ export class PresenceWatch implements LinkListener {
     if (message.seq === this.#seq + 1 || resync) {
       this.#seq = message.seq;
       if (message.change === PRESENCE_CHANGES.joined) {
+        this.#view?.set(nameKey(message.name), onlineClient(message));
         this.#outbox.event({ kind: "joined", client: onlineClient(message) });
       } else if (message.change === PRESENCE_CHANGES.left) {
+        this.#view?.delete(nameKey(message.name));
         this.#outbox.event({ kind: "left", client: onlineClient(message) });
       } else {
         this.#outbox.event({ kind: "resync" });
@@ -128,7 +148,9 @@ export class PresenceWatch implements LinkListener {
 
   /** @param resuming true if watching goes on after a new login by itself */
   ended(resuming: boolean): void {
-    if (!resuming) this.#watching = false;
+    if (resuming) return;
+    this.#watching = false;
+    this.#view = undefined;
   }
 
   /**
@@ -141,14 +163,50 @@ export class PresenceWatch implements LinkListener {
   resumed(now: number, token: Uint8Array): void {
     if (!this.#watching) return;
     this.#seq = 0;
-    this.#link.request(now, { type: "watch", token, on: 1 }, "udp", (_, outcome) => {
-      if (outcome.type === "reply") return;
+    this.#link.request(now, { type: "watch", token, on: 1 }, "udp", (at, outcome) => {
+      // What changed while nothing reached it: the difference from a new list.
+      if (outcome.type === "reply") {
+        if (this.#view !== undefined) this.#snapshot(at, true);
+        return;
+      }
       this.#watching = false;
+      this.#view = undefined;
       this.#outbox.event({
         kind: "session_ended",
         name: this.#link.loggedInAs,
         reason: "watch_failed",
       });
+    });
+  }
+
+  /**
+   * Lists who is online, page by page, as the watcher's view; with `tell`,
+   * shows how it differs from the view it had as news (left, then joined).
+   * A list that fails leaves the view as it was.
+   */
+  #snapshot(now: number, tell: boolean, after = "", got: OnlineClient[] = []): void {
+    const token = this.#link.token;
+    if (token === undefined || !this.#watching) return;
+    this.#link.request(now, { type: "list", token, after }, "udp", (at, outcome) => {
+      if (outcome.type !== "reply" || outcome.reply.type !== "list_page") return;
+      const page = outcome.reply;
+      const clients = [...got, ...page.clients.map(onlineClient)];
+      if (page.more === 1 && page.clients.length > 0) {
+        return this.#snapshot(at, tell, page.clients[page.clients.length - 1].name, clients);
+      }
+      const fresh = new Map(clients.map((c) => [nameKey(c.name), c]));
+      const before = this.#view;
+      this.#view = fresh;
+      if (!tell || before === undefined || !this.#watching) return;
+      for (const [key, client] of before) {
+        if (!fresh.has(key)) this.#outbox.event({ kind: "left", client });
+      }
+      for (const [key, client] of fresh) {
+        const known = before.get(key);
+        if (known?.ip !== client.ip || known.udpPort !== client.udpPort) {
+          this.#outbox.event({ kind: "joined", client });
+        }
+      }
     });
   }
 

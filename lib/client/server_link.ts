@@ -163,6 +163,11 @@ export class ServerLink {
     return this.#loggedInAs;
   }
 
+  /** True if the client has other instances to move to (`--server a,b`). */
+  get canMove(): boolean {
+    return this.#options.failover === true;
+  }
+
   /** The session token, while logged in. */
   get token(): Uint8Array | undefined {
     return this.#token;

@@ -852,12 +852,15 @@ export class ClientDriver {
   #move(why: "silent" | "shutdown"): void {
     const now = systemClock.now();
     const { from, to } = this.#failover.move();
-    log.warn(
-      why === "silent"
-        ? "Server {from} left a request unanswered for {ms} ms; moving to {to}"
-        : "Server {from} is shutting down; moving to {to}",
-      { from, to, ms: FAILOVER_AFTER_MS },
-    );
+    // Each line's properties say what triggered it (a JSON log line carries them all).
+    if (why === "silent") {
+      log.warn("Server {from} left a request unanswered for {ms} ms; moving to {to}", {
+        from,
+        to,
+        why,
+        ms: FAILOVER_AFTER_MS,
+      });
+    } else log.warn("Server {from} is shutting down; moving to {to}", { from, to, why });
     const { address, port } = this.#failover.current;
     for (const bytes of this.#guard.moved(now, to)) this.#sendUdp(bytes, address, port);
     this.#core.moved(now, from, to, why);

@@ -75,8 +75,8 @@ export class FileStore implements Store {
   }
 
   /** Nothing to tell: the failed-login counters stay in this instance's memory. */
-  login(): Promise<void> {
-    return Promise.resolve();
+  login(): Promise<undefined> {
+    return Promise.resolve(undefined);
   }
 
   /** @returns nothing: the failed-login counters stay in this instance's memory */

@@ -138,23 +138,34 @@ const LOGIN_FAILURES_KEPT = 64;
 
 /**
  * Records a failed or successful login. KEYS: failures (hash: pair -> JSON
- * list of times), their horizons (sorted set), news channel. ARGV: origin,
- * ok|failed, pair, time, keep ms, news.
+ * list of times), their horizons (sorted set), news channel, registry.
+ * ARGV: origin, ok|failed, pair, time, keep ms, news, name key, claimed key.
+ * A failure whose claimed key is the one the registry binds the name to is
+ * the owner's (the instance's replica lagged): nothing is counted, and the
+ * record is returned ('owner'). Otherwise a failure returns the pair's list
+ * with it, last ('failed'): appended here, atomically, so failures at once
+ * on several instances each count the others'.
  */
 export const LOGIN_SCRIPT = `
 if ARGV[2] == 'ok' then
   redis.call('HDEL', KEYS[1], ARGV[3])
   redis.call('ZREM', KEYS[2], ARGV[3])
-else
-  local v = redis.call('HGET', KEYS[1], ARGV[3])
-  local times = v and cjson.decode(v) or {}
-  table.insert(times, tonumber(ARGV[4]))
-  while #times > ${LOGIN_FAILURES_KEPT} do table.remove(times, 1) end
-  redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(times))
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[3])
+  redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' ' .. ARGV[6])
+  return {'ok', ''}
 end
+if ARGV[8] ~= '' then
+  local v = redis.call('HGET', KEYS[4], ARGV[7])
+  if v and cjson.decode(v).public_key == ARGV[8] then return {'owner', v} end
+end
+local v = redis.call('HGET', KEYS[1], ARGV[3])
+local times = v and cjson.decode(v) or {}
+table.insert(times, tonumber(ARGV[4]))
+while #times > ${LOGIN_FAILURES_KEPT} do table.remove(times, 1) end
+local list = cjson.encode(times)
+redis.call('HSET', KEYS[1], ARGV[3], list)
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[3])
 redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' ' .. ARGV[6])
-return 0
+return {'failed', list}
 `;
 
 /** Forgets the pairs past their horizon and returns the rest. KEYS as above; ARGV: now. */

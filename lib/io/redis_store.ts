@@ -34,6 +34,7 @@ import {
 import {
   type LoginFailures,
   type LoginOutcome,
+  type LoginRecorded,
   type PresenceRecord,
   type PresenceWrite,
   type SharedFileRecord,
@@ -299,14 +300,16 @@ export class RedisStore implements Store {
    * Records a login that failed or succeeded here and tells the other
    * instances (one Lua script): a failure is appended to its (source, name)
    * pair's list in `<prefix>login:failures`, forgotten `keepMs` after the
-   * latest; a success clears the list.
+   * latest, unless the registry binds the name to the key it claims; a
+   * success clears the list.
    *
    * @param outcome the login
+   * @returns for a failure, the owner's record or the pair's failures
    */
-  async login(outcome: LoginOutcome): Promise<void> {
-    const { source, name, ok, at, keepMs } = outcome;
-    await this.#script("login", LOGIN_SCRIPT, {
-      keys: this.#loginKeys(),
+  async login(outcome: LoginOutcome): Promise<LoginRecorded | undefined> {
+    const { source, name, ok, at, keepMs, claim } = outcome;
+    const [result, value] = await this.#script("login", LOGIN_SCRIPT, {
+      keys: [...this.#loginKeys(), this.#key("registry")],
       arguments: [
         this.#origin,
         ok ? "ok" : "failed",
@@ -314,8 +317,22 @@ export class RedisStore implements Store {
         String(Math.round(at)),
         String(Math.round(keepMs)),
         JSON.stringify({ source, name, ok }),
+        name,
+        claim ?? "",
       ],
-    }, "record a login");
+    }, "record a login") as [string, string];
+    try {
+      if (result === "owner") {
+        const entry = parseEntry(value);
+        if (entry !== undefined) {
+          return { owner: Registry.fromJson({ [entry.name]: entry }).records()[0] };
+        }
+      }
+      const failures = result === "failed" ? JSON.parse(value) : undefined;
+      return Array.isArray(failures) && failures.every(Number.isFinite) ? { failures } : undefined;
+    } catch {
+      return undefined; // not a record or list of ours
+    }
   }
 
   /**

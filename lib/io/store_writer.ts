@@ -13,6 +13,7 @@ import type { RegistryChange, RegistryJson } from "../server/registry.ts";
 import type { ServerCore } from "../server/server_core.ts";
 import {
   type LoginOutcome,
+  type LoginRecorded,
   type PresenceRecord,
   type PresenceWrite,
   type SharedFileRecord,
@@ -21,6 +22,7 @@ import {
 } from "../server/store.ts";
 import type { StoredFile } from "../server/stored_files.ts";
 import { systemClock } from "../clock.ts";
+import { nameKey } from "../wire/client_name.ts";
 
 const log = getLogger(["switchboard", "server"]);
 
@@ -109,6 +111,11 @@ export class StoreWriter {
   #presence = new Set<Promise<void>>();
   /** Session writes waiting for a registry write to ride on, oldest first. */
   #sessions: PresenceWrite[] = [];
+  /**
+   * Leaves whose write failed (the store was away), by name key: written
+   * again once it is back, unless the name has a session here again.
+   */
+  #leavesOwed = new Map<string, PresenceWrite>();
   #sessionTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -176,6 +183,8 @@ export class StoreWriter {
    */
   presence(op: "join" | "renew" | "leave", record: PresenceRecord, deadline: number): void {
     if (this.#closed) return;
+    // The name has a session here again: a leave owed from before would end it.
+    this.#leavesOwed.delete(nameKey(record.name));
     this.#sessions.push({ op, record, deadline });
     if (this.#sessions.length >= PRESENCE_BATCH) this.#flushSessions();
     else this.#sessionTimer ??= setTimeout(() => this.#flushSessions(), PRESENCE_WAIT_MS);
@@ -194,6 +203,11 @@ export class StoreWriter {
     if (writes.length === 0) return;
     const written = this.#store.presence(writes).catch((error) => {
       this.#renewWanted = true;
+      for (const w of writes) {
+        const key = nameKey(w.record.name);
+        if (w.op === "leave") this.#leavesOwed.set(key, w);
+        else this.#leavesOwed.delete(key);
+      }
       log.warn("Cannot publish the sessions of {names}: {error}", {
         names: [...new Set(writes.map((w) => w.record.name))].join(", "),
         error: error instanceof Error ? error.message : String(error),
@@ -205,18 +219,21 @@ export class StoreWriter {
 
   /**
    * Records a login in the shared store and tells the other instances; a
-   * failure to is logged. With an id, the core is told when it is done.
+   * failure to is logged. With an id, the core is told when it is done, and
+   * what the store made of it.
    *
    * @param outcome the login
    * @param id the output's id, if the core waits
    */
   login(outcome: LoginOutcome, id?: number): void {
-    const written = this.#store.login(outcome).finally(() => {
+    const written = this.#store.login(outcome);
+    const told = (recorded?: LoginRecorded) => {
       if (id === undefined || this.#closed) return;
-      this.#host.core.loginRecorded(id);
+      this.#host.core.loginRecorded(id, systemClock.now(), recorded);
       this.#host.drain();
-    });
-    this.#track(written, `record a login of ${outcome.name}`);
+    };
+    written.then(told, () => told());
+    this.#track(written.then(() => {}), `record a login of ${outcome.name}`);
   }
 
   /**
@@ -306,6 +323,11 @@ export class StoreWriter {
         this.#renewWanted = false;
         this.#host.core.renewShared(now);
         this.#host.drain();
+        // The leaves lost while it was away (a logout acknowledged then): without them the
+        // other instances would list those clients until their leases ran out.
+        for (const leave of this.#leavesOwed.values()) this.#sessions.push(leave);
+        this.#leavesOwed.clear();
+        this.#flushSessions();
       }
     } catch {
       // Away: the sweeps after it is back end what expired meanwhile, after the grace.

@@ -32,8 +32,8 @@ import {
 } from "../wire/messages.ts";
 import type { Directory } from "./directory.ts";
 import { IdentityExpiry } from "./identity_expiry.ts";
-import { LoginLimiter } from "./login_limiter.ts";
-import type { LoginFailures } from "./store.ts";
+import { type LoginFailure, LoginLimiter } from "./login_limiter.ts";
+import type { LoginFailures, LoginRecorded } from "./store.ts";
 import { addressKey, RateLimiter } from "./rate_limiter.ts";
 import type { Registry, RegistryRecord } from "./registry.ts";
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
@@ -155,8 +155,8 @@ export class Accounts {
   #storage: ServerStorage;
   #shared: boolean;
   #logins = new Map<number, PendingLogin>();
-  /** Refusals of failed logins waiting for the shared store to record them, by output id. */
-  #recording = new Map<number, () => void>();
+  /** Failed logins waiting for the shared store to record them, by output id. */
+  #recording = new Map<number, PendingLogin>();
   #nextId = 1;
 
   /**
@@ -214,14 +214,38 @@ export class Accounts {
 
   /**
    * Reports that a failed login was recorded in the shared store (or could
-   * not be): its refusal, held until then, goes out.
+   * not be), and answers it: logged in after all if the store binds the name
+   * to the login's channel key (this replica lagged: a write whose outcome
+   * it never heard, news not yet come), else refused with the pair's count
+   * as the store holds it, every instance's failures in it.
    *
    * @param id the `login_store` output's id
+   * @param now current time, ms
+   * @param recorded what the store made of it; undefined if it could not record it
    */
-  loginRecorded(id: number): void {
-    const refuse = this.#recording.get(id);
+  loginRecorded(id: number, now: number, recorded?: LoginRecorded): void {
+    const pending = this.#recording.get(id);
+    if (pending === undefined) return;
     this.#recording.delete(id);
-    refuse?.();
+    if (recorded !== undefined && "owner" in recorded) {
+      this.#registry.apply([{ op: "put", record: recorded.owner }]);
+      const owner = { ...pending, known: recorded.owner.name, proven: true };
+      return this.#loginChecked(now, owner, true, "");
+    }
+    const source = addressKey(pending.from.address);
+    const key = nameKey(pending.request.name);
+    if (recorded === undefined) {
+      // A store that is down costs the count elsewhere, not the answer.
+      return this.#refuseFailed(pending, this.#limiter.failed(pending.at, source, key));
+    }
+    // Counted as if every instance's failures had happened here, this one last.
+    const at = recorded.failures.at(-1) ?? pending.at;
+    this.#limiter.replay(source, key, recorded.failures.slice(0, -1));
+    const block = this.#limiter.check(at, source, key);
+    if (block.blocked) {
+      return this.#refuseBlocked(pending.from, pending.request, block.retryAfterMs);
+    }
+    this.#refuseFailed(pending, this.#limiter.failed(at, source, key));
   }
 
   /** Clears a pair's failed logins here and (shared store) for the other instances. */
@@ -494,16 +518,7 @@ export class Accounts {
     const proven = this.#auth === "open" && owner !== undefined && owner !== "" &&
       from.clientKey !== undefined && sameText(toHex(from.clientKey), owner);
     const block = proven ? undefined : this.#limiter.check(now, source, key);
-    if (block?.blocked) {
-      return this.#host.refuse(
-        from,
-        request,
-        "locked_out",
-        `Too many failed logins for "${request.name}" from your address; try again in ${
-          seconds(block.retryAfterMs)
-        } s`,
-      );
-    }
+    if (block?.blocked) return this.#refuseBlocked(from, request, block.retryAfterMs);
     if (this.#auth === "open") {
       const record = this.#registry.get(request.name);
       const channelKey = from.clientKey === undefined ? "" : toHex(from.clientKey);
@@ -560,31 +575,25 @@ export class Accounts {
     const key = nameKey(request.name);
     const source = addressKey(from.address);
     if (!ok || pending.known === undefined) {
-      const after = this.#limiter.failed(pending.at, source, key);
-      const what = this.#auth === "open" ? "identity key" : "password";
-      const tail = after.blocked
-        ? `; "${request.name}" is now blocked for ${
-          seconds(after.retryAfterMs ?? 0)
-        } s from your address`
-        : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
-      const refuse = () =>
-        this.#host.refuse(
-          from,
-          request,
-          after.blocked ? "locked_out" : "login_failed",
-          `Login failed: wrong name or ${what}${tail}`,
-        );
-      if (!this.#shared) return refuse();
-      // Refused once the failure is in the shared store: a guess sent to
-      // another instance after this refusal finds it counted there.
+      if (!this.#shared) {
+        return this.#refuseFailed(pending, this.#limiter.failed(pending.at, source, key));
+      }
+      // Counted in the shared store first, atomically with the other instances' failures, and
+      // answered as it says (`loginRecorded`): a guess sent to another instance after this
+      // refusal finds it counted there, and guesses at once on two instances each count the
+      // other's.
       const id = this.#nextId++;
-      this.#recording.set(id, refuse);
+      this.#recording.set(id, pending);
+      const claim = this.#auth === "open" && from.clientKey !== undefined
+        ? { claim: toHex(from.clientKey) }
+        : {};
       const outcome = {
         source,
         name: key,
         ok: false,
         at: pending.at,
         keepMs: this.#limiter.horizonMs,
+        ...claim,
       };
       return this.#host.output({ type: "login_store", outcome, id });
     }
@@ -611,6 +620,35 @@ export class Accounts {
       token,
       replaced: replaced ? 1 : 0,
     });
+  }
+
+  /** Refuses a failed login, saying how many tries are left or how long the block is. */
+  #refuseFailed(pending: PendingLogin, after: LoginFailure): void {
+    const { from, request } = pending;
+    const what = this.#auth === "open" ? "identity key" : "password";
+    const tail = after.blocked
+      ? `; "${request.name}" is now blocked for ${
+        seconds(after.retryAfterMs ?? 0)
+      } s from your address`
+      : `; ${after.attemptsLeft} ${after.attemptsLeft === 1 ? "attempt" : "attempts"} left`;
+    this.#host.refuse(
+      from,
+      request,
+      after.blocked ? "locked_out" : "login_failed",
+      `Login failed: wrong name or ${what}${tail}`,
+    );
+  }
+
+  /** Refuses a login from a source blocked for the name. */
+  #refuseBlocked(from: Endpoint, request: MessageOf<"login">, retryAfterMs: number): void {
+    this.#host.refuse(
+      from,
+      request,
+      "locked_out",
+      `Too many failed logins for "${request.name}" from your address; try again in ${
+        seconds(retryAfterMs)
+      } s`,
+    );
   }
 
   /**

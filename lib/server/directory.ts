@@ -702,7 +702,11 @@ export class Directory {
   }
 
   #emitActive(): void {
-    this.#host.emit({ kind: "active", names: this.#online("").map((s) => s.name) });
+    const names = this.#online("").map((s) => s.name);
+    // With other instances' sessions in the list, say how many are this one's (none after a
+    // shutdown, which would otherwise seem to leave everyone listed).
+    const here = this.#shared ? { here: this.#sessions.size } : {};
+    this.#host.emit({ kind: "active", names, ...here });
   }
 }
 

@@ -49,7 +49,7 @@ import { type PeerNews, PeerRelay, type PeerRelayLimits } from "./peer_relay.ts"
 import type { Endpoint, ServerEvent, ServerOutput } from "./server_event.ts";
 import { ServerStorage, type UploadResult } from "./server_storage.ts";
 import type { SessionTable } from "./session_table.ts";
-import type { LoginFailures, PresenceRecord, SharedFileRecord } from "./store.ts";
+import type { LoginFailures, LoginRecorded, PresenceRecord, SharedFileRecord } from "./store.ts";
 import {
   DEFAULT_STORAGE_LIMITS,
   fileOfIdentity,
@@ -605,12 +605,15 @@ export class ServerCore {
 
   /**
    * Reports that a `login_store` output with an id was carried out (or
-   * failed): the login's refusal goes out.
+   * failed): the login is answered, as the store's record says (the owner's
+   * login after all, or a refusal counting every instance's failures).
    *
    * @param id the output's id
+   * @param now current time, ms
+   * @param recorded what the store made of it; undefined if it could not record it
    */
-  loginRecorded(id: number): void {
-    this.#accounts.loginRecorded(id);
+  loginRecorded(id: number, now: number, recorded?: LoginRecorded): void {
+    this.#accounts.loginRecorded(id, now, recorded);
   }
 
   /**

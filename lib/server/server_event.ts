@@ -91,7 +91,13 @@ export type ServerEvent =
      */
     readonly why: "exit" | "lease" | "deregister" | "shutdown" | "moved" | "replaced";
   }
-  | { readonly kind: "active"; readonly names: readonly string[] }
+  | {
+    readonly kind: "active";
+    /** Everyone online, on this instance and (shared presence) the others. */
+    readonly names: readonly string[];
+    /** With shared presence: how many of them are this instance's sessions. */
+    readonly here?: number;
+  }
   | {
     readonly kind: "file_stored";
     readonly user: string;

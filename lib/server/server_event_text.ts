@@ -71,7 +71,7 @@ function describe(event: ServerEvent): EventText {
     case "logged_out":
       return { level: "info", text: `"${event.name}" went offline (${LEFT_BECAUSE[event.why]})` };
     case "active":
-      return { level: "info", text: activeListText(event.names) };
+      return { level: "info", text: activeListText(event.names, event.here) };
     case "file_stored":
       return {
         level: "info",
@@ -208,18 +208,21 @@ const LEFT_BECAUSE = {
 const ACTIVE_NAMES_SHOWN = 20;
 
 /**
- * Renders the active list as one line: up to 20 names, then a count.
+ * Renders the active list as one line: up to 20 names, then a count; with
+ * shared presence, how many are this instance's own.
  *
  * @param names the active names, in order
- * @returns for example `Active (2): "Alice", "Bob"`
+ * @param here how many have their session on this instance (shared presence only)
+ * @returns for example `Active (2): "Alice", "Bob"` or `Active (2, 1 on this instance): ...`
  */
-export function activeListText(names: readonly string[]): string {
+export function activeListText(names: readonly string[], here?: number): string {
   if (names.length === 0) return "Active (0): nobody";
   const shown = names.slice(0, ACTIVE_NAMES_SHOWN).map((n) => JSON.stringify(n)).join(", ");
   const more = names.length > ACTIVE_NAMES_SHOWN
     ? ` and ${names.length - ACTIVE_NAMES_SHOWN} more`
     : "";
-  return `Active (${names.length}): ${shown}${more}`;
+  const where = here === undefined ? "" : `, ${here === 0 ? "none" : here} on this instance`;
+  return `Active (${names.length}${where}): ${shown}${more}`;
 }
 
 /** How much of a custom message the log keeps. */

@@ -66,7 +66,21 @@ export interface LoginOutcome {
   readonly at: number;
   /** How long the pair's failures matter after this one, ms (the limiter's horizon). */
   readonly keepMs: number;
+  /**
+   * A failed open-mode login's channel key, 64 hex digits: if the shared
+   * registry binds the name to that key (this instance's replica lagged, as
+   * after a write whose outcome it never heard), the login is the owner's,
+   * and no failure is counted.
+   */
+  readonly claim?: string;
 }
+
+/** What a shared store made of a failed login ({@linkcode Store.login}). */
+export type LoginRecorded =
+  /** The store binds the name to the claimed key: the owner's login, with the record. */
+  | { readonly owner: RegistryRecord }
+  /** The failure was counted: the pair's failures in the store, oldest first, this one last. */
+  | { readonly failures: readonly number[] };
 
 /** A (source, name) pair's failed logins as a shared store holds them. */
 export interface LoginFailures {
@@ -133,9 +147,14 @@ export interface Store {
   peer(news: PeerNews): Promise<void>;
   /**
    * Records a login that failed or succeeded here (a failure is added to
-   * its pair's list, a success clears it) and tells the other instances.
+   * its pair's list, a success clears it) and tells the other instances,
+   * in one atomic step: failures at once on several instances each see the
+   * others'.
+   *
+   * @returns for a failure, the owner's record (the claim holds) or the
+   *   pair's failures; nothing for a success or a store that shares nothing
    */
-  login(outcome: LoginOutcome): Promise<void>;
+  login(outcome: LoginOutcome): Promise<LoginRecorded | undefined>;
   /** Every pair's recorded failures, for a start or resync (past the horizon they are gone). */
   loginFailures(now: number): Promise<LoginFailures[]>;
   /** Ends the leases whose deadline is past (each once, whichever instance sweeps first). */
