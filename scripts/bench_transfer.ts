@@ -65,6 +65,10 @@ Flags:
                        product: rate x 2 x delay)
   --burst N            lose datagrams in runs of N on average, at the same
                        long-run rate (default 1: independent losses)
+  --jitter MS          the delay varies by up to +-MS, which reorders
+                       datagrams as netem does (default 0)
+  --reorder P          hold a datagram back so later ones overtake it, with
+                       probability P percent (default 0)
   --flows N            transfers sharing the bottleneck at once, each between
                        its own two clients (default 1); prints each flow's
                        share while all were moving, and the largest over the
@@ -94,6 +98,10 @@ interface Link {
   queue: number;
   /** Mean length of a run of losses, datagrams (1: independent). */
   burst: number;
+  /** The delay varies by up to this many ms either way. */
+  jitterMs: number;
+  /** Probability that a datagram is held back so later ones overtake it. */
+  reorder: number;
   /** Transfers sharing it at once. */
   flows: number;
 }
@@ -116,7 +124,7 @@ interface Flags {
 function parseFlags(args: string[]): Flags | "help" {
   const strings = [
     ...["size", "rounds", "link-size", "baseline-size", "losses", "model"],
-    ...["rate", "delay", "queue", "burst", "flows"],
+    ...["rate", "delay", "queue", "burst", "flows", "jitter", "reorder"],
   ];
   const switches = ["help", "json", "skip-lossy", "skip-loopback", "skip-baseline"];
   const parsed = parseArgs(args, {
@@ -134,6 +142,8 @@ function parseFlags(args: string[]): Flags | "help" {
       delay: String(LINK_DELAY_MS),
       burst: "1",
       flows: "1",
+      jitter: "0",
+      reorder: "0",
     },
   });
   rejectUnknownFlags(parsed, [...strings, ...switches, "h"]);
@@ -147,6 +157,8 @@ function parseFlags(args: string[]): Flags | "help" {
       ? Math.max(3000, Math.round(rate * 2 * delayMs / 1000))
       : integerFlag("--queue", parsed.queue, { min: 1500, max: 999_999_999 }),
     burst: integerFlag("--burst", parsed.burst, { min: 1, max: 1000 }),
+    jitterMs: integerFlag("--jitter", parsed.jitter, { min: 0, max: delayMs }),
+    reorder: integerFlag("--reorder", parsed.reorder, { min: 0, max: 50 }) / 100,
     flows: integerFlag("--flows", parsed.flows, { min: 1, max: 8 }),
   };
   return {
@@ -216,6 +228,17 @@ class Child {
         this.#waiters.push(wake);
         setTimeout(wake, 200);
       });
+    }
+  }
+
+  /** Waits until `count` lines match. */
+  async waitForCount(pattern: RegExp, count: number, ms = 120_000): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (this.lines.filter((line) => pattern.test(line.text)).length < count) {
+      if (performance.now() > deadline) {
+        throw new Error(`The ${this.label} never printed ${pattern} ${count} times`);
+      }
+      await new Promise((wake) => setTimeout(wake, 20));
     }
   }
 
@@ -362,6 +385,8 @@ interface TransferResult {
    * one was done before another began).
    */
   overlapGoodputs: number[];
+  /** How long every flow was moving at once, ms. */
+  overlapMs: number;
   /** The proxy's counts line, printed when it stops. */
   proxyCounts?: string;
   /** Durations of chat sends (until acknowledged) with the session idle, ms. */
@@ -471,6 +496,8 @@ async function sendfile(
           "terminate",
         ], []),
       );
+      // The first flow's idle chats are timed before any file moves.
+      if (chat && flows > 1) await alices[0].waitForCount(/"command":"send","ok":true/, IDLE_CHATS);
     }
     const moved = await Promise.all(bobs.map(async (bob) => {
       const accepted = await bob.waitFor(/"event":"file_accepted"/, 120_000);
@@ -517,6 +544,7 @@ async function sendfile(
     return {
       goodput: size / ((done.at - accepted.at) / 1000),
       overlapGoodputs,
+      overlapMs: Math.max(0, until - from),
       proxyCounts: proxy?.lines.find((line) => line.text.startsWith("Counts: "))?.text,
       chatIdleMs,
       chatBusyMs,
@@ -649,6 +677,8 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
         (link.queue / (link.rate * 2 * link.delayMs / 1000)).toFixed(2)
       } BDP)` +
       (link.burst > 1 ? `, losses in runs of ${link.burst} on average` : "") +
+      (link.jitterMs > 0 ? `, jitter +-${link.jitterMs} ms` : "") +
+      (link.reorder > 0 ? `, ${link.reorder * 100}% reordered` : "") +
       (link.flows > 1 ? `, ${link.flows} flows at once` : "") +
       `; ${flags.linkMiB} MiB, shares of the link rate:`,
   );
@@ -658,6 +688,7 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
       ...["--loss", String(loss), "--delay", String(link.delayMs)],
       ...["--rate", String(link.rate), "--queue", String(link.queue), "--seed", "1"],
       ...(link.burst > 1 && loss > 0 ? ["--burst", String(link.burst)] : []),
+      ...["--jitter", String(link.jitterMs), "--reorder", String(link.reorder)],
     ];
     const bbr = await sendfile(dir, file, { proxy, chat: true, flows: link.flows });
     const mib = baselineMiB(flags, loss);
@@ -695,8 +726,11 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
     rows.push(row);
     say(
       `  ${String(loss * 100).padStart(2)}% loss: sendfile ${row.shareOfLink.toFixed(2)} ` +
-        `(${mb(bbr.goodput)} MB/s); NewReno-Veno ${row.newrenoShareOfLink.toFixed(3)} ` +
-        `(${mib} MiB); Reno by Mathis ${row.mathisShareOfLink.toFixed(3)}; queueing ` +
+        `(${mb(bbr.goodput)} MB/s); ` +
+        (flags.skipBaseline
+          ? ""
+          : `NewReno-Veno ${row.newrenoShareOfLink.toFixed(3)} (${mib} MiB); `) +
+        `Reno by Mathis ${row.mathisShareOfLink.toFixed(3)}; queueing ` +
         `${row.meanQueueingDelayMs ?? "?"} ms, ${row.queueDrops ?? "?"} queue drops; chat send ${
           row.chatIdleMs.toFixed(0)
         } ms idle, ` +
@@ -705,6 +739,12 @@ async function bottleneck(dir: string, flags: Flags, say: (text: string) => void
     if (link.flows > 1 && row.flowSpread === undefined) {
       say("      the flows never all moved at once: give them a larger --link-size");
     } else if (link.flows > 1) {
+      if (bbr.overlapMs < 10_000) {
+        say(
+          `      (the flows moved together for ${(bbr.overlapMs / 1000).toFixed(1)} s only: ` +
+            "progress comes every 0.5 s, so these shares are rough; give a larger --link-size)",
+        );
+      }
       say(
         `      flows while all moved: ${row.flowShares.map((x) => x.toFixed(2)).join(", ")} ` +
           `of the link (together ${row.flowShares.reduce((a, b) => a + b, 0).toFixed(2)}; ` +

@@ -51,7 +51,8 @@ Flags:
   --listen HOST:PORT   where clients send (default 127.0.0.1:0, 0 picks a port)
   --loss P             drop each datagram with probability P, 0.1 or 10% (default 0)
   --burst N            lose datagrams in runs of N on average (Gilbert-Elliott),
-                       keeping --loss as the long-run rate (default 1: each
+                       keeping --loss as the long-run rate; a run ends after
+                       200 ms without a datagram on its way (default 1: each
                        datagram on its own)
   --duplicate P        deliver a datagram twice with probability P (default 0)
   --reorder P          hold a copy back so later ones overtake it (default 0)

@@ -15,7 +15,9 @@ Deno.test("bench_transfer.ts --help names the bottleneck's flags, and bad ones a
   await t.step("--help", async () => {
     const result = await runProgram(BENCH_PATH, { args: ["--help"] });
     assertEquals(result.code, 0, describeRun(result));
-    for (const flag of ["--rate", "--delay", "--queue", "--burst", "--flows", "--losses"]) {
+    for (
+      const flag of ["--rate", "--delay", "--queue", "--burst", "--jitter", "--reorder", "--flows"]
+    ) {
       assertMatch(result.stdout, new RegExp(`^  ${flag}\\b`, "m"));
     }
   });

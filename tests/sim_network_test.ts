@@ -5,6 +5,7 @@
 import { assert, assertAlmostEquals, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { SeededRandom } from "../lib/random.ts";
 import {
+  BURST_QUIET_MS,
   type Impairment,
   impairmentProblem,
   NO_IMPAIRMENT,
@@ -83,6 +84,28 @@ for (const [loss, burst] of [[0.05, 3], [0.2, 4], [0.3, 3], [0.5, 10]]) {
     assertEquals(net.stats.lost, lost.filter(Boolean).length);
   });
 }
+
+Deno.test("SimNetwork ends a run of losses once its link has been quiet for BURST_QUIET_MS", () => {
+  const imp = { ...NO_IMPAIRMENT, loss: 0.5, burst: 50 };
+  // A packet a ms: runs of 50 on average, half of them lost.
+  const dense = new SimNetwork(new SeededRandom(5), imp);
+  const denseLost = lossPattern(dense, 20_000);
+  assertAlmostEquals(mean(runs(denseLost)), 50, 10);
+  // A packet every BURST_QUIET_MS (a client's hello every second or so): each
+  // starts outside a burst, so it is lost only if a burst starts with it.
+  const sparse = new SimNetwork(new SeededRandom(5), imp);
+  const sparseLost: boolean[] = [];
+  for (let i = 0; i < 20_000; i++) {
+    const now = i * BURST_QUIET_MS;
+    const before = sparse.stats.lost;
+    sparse.send(now, A, B, bytes(i));
+    sparseLost.push(sparse.stats.lost > before);
+    sparse.deliverDue(now);
+  }
+  const share = sparseLost.filter(Boolean).length / sparseLost.length;
+  assertAlmostEquals(share, 0.02, 0.005, `lost ${share}: 0.5 / (50 x 0.5) enter a burst`);
+  assertAlmostEquals(mean(runs(sparseLost)), 1, 0.05);
+});
 
 Deno.test("SimNetwork keeps the burst state per directed link", () => {
   const net = new SimNetwork(new SeededRandom(3), { ...NO_IMPAIRMENT, loss: 0.2, burst: 5 });
