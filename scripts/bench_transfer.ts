@@ -27,7 +27,9 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { fromFileUrl, join } from "@std/path";
 import { encodeMessage } from "../lib/wire/codec.ts";
-import { MAX_PEER_PAYLOAD_BYTES } from "../lib/wire/messages.ts";
+import { MAX_PEER_SEALED_BYTES } from "../lib/wire/messages.ts";
+import { encodePeerPayload, FILE_CHUNK_BYTES } from "../lib/wire/peer_payload.ts";
+import { MAX_SEGMENT_PAYLOAD } from "../lib/reliable/segment.ts";
 import { integerFlag, rejectUnknownFlags } from "../lib/cli/usage_error.ts";
 import { flagsOrExitCode, percentile } from "./_bench_support.ts";
 
@@ -253,16 +255,32 @@ function deno(script: string, ...args: string[]): string[] {
   return ["run", ...PERMISSIONS, "--config", CONFIG, join(REPO, script), ...args];
 }
 
-/** Size of a full `peer_data` datagram, what the blast sends. */
-function peerDataDatagramBytes(): number {
+/**
+ * Size of a full sealed peer datagram (a `peer_sealed` holding a full
+ * `peer_data`), what `sendfile` sends and so what the blast and the model
+ * send.
+ */
+function sealedDatagramBytes(): number {
   return encodeMessage({
-    type: "peer_data",
+    type: "peer_sealed",
     session: "0123456789abcdef",
-    seq: 0,
-    fragment: 0,
-    fragments: 1,
-    payload: new Uint8Array(MAX_PEER_PAYLOAD_BYTES),
+    counter: 0,
+    sealed: new Uint8Array(MAX_PEER_SEALED_BYTES),
   }).length;
+}
+
+/**
+ * File bytes in one of `sendfile`'s data datagrams: a 32 KiB chunk and its
+ * header are cut into segments of at most `MAX_SEGMENT_PAYLOAD` bytes.
+ */
+function fileBytesPerDatagram(): number {
+  const chunk = encodePeerPayload({
+    kind: "file_chunk",
+    transfer: 0,
+    offset: 0,
+    data: new Uint8Array(FILE_CHUNK_BYTES),
+  });
+  return FILE_CHUNK_BYTES / Math.ceil(chunk.length / MAX_SEGMENT_PAYLOAD);
 }
 
 async function udpBlast(dir: string, count: number, size: number): Promise<number> {
@@ -584,8 +602,9 @@ async function loopback(dir: string, flags: Flags, say: (text: string) => void) 
   const big = join(dir, "big.bin");
   const size = flags.sizeMiB * 1024 * 1024;
   await randomFile(big, size);
-  const datagram = peerDataDatagramBytes();
-  const datagrams = Math.ceil(size / MAX_PEER_PAYLOAD_BYTES);
+  const datagram = sealedDatagramBytes();
+  const fileBytes = fileBytesPerDatagram();
+  const datagrams = Math.ceil(size / fileBytes);
   say(`Loopback, ${flags.sizeMiB} MiB (${datagrams} datagrams of ${datagram} bytes):`);
   // Rounds back to back, each its own baseline: the machines are shared,
   // and their speed drifts by a third within a minute.
@@ -613,11 +632,14 @@ async function loopback(dir: string, flags: Flags, say: (text: string) => void) 
   await Deno.remove(big);
   const toBlast = median(sendfiles.map((s, i) => s / blasts[i]));
   const toTcp = median(sendfiles.map((s, i) => s / tcps[i]));
-  // Item 6 of issue 20: sendfile against the windowed model at 0 us, round by round.
+  // Item 6 of issue 20: sendfile against the windowed model at 0 us, round
+  // by round, in datagrams a second (both send datagrams of one size; each
+  // of sendfile's carries `fileBytes` of the file, each of the model's
+  // counts whole).
   const zero = flags.modelWorkUs.indexOf(0);
   const toModel = zero === -1
     ? undefined
-    : median(sendfiles.map((s, i) => s / blasts[i] / models[zero][i]));
+    : median(sendfiles.map((s, i) => s / fileBytes / (blasts[i] * models[zero][i] / datagram)));
   say(`  bare UDP blast    ${mb(median(blasts))} MB/s (median)`);
   say(`  plain TCP         ${mb(median(tcps))} MB/s`);
   say(`  sendfile          ${mb(median(sendfiles))} MB/s`);

@@ -41,8 +41,8 @@ Deno.test("bench_transfer.ts --flows 2 --burst 4: two transfers share the proxy'
   const output = await new Deno.Command(Deno.execPath(), {
     args: [
       ...["task", "-q", "bench:transfer"],
-      ...["--skip-loopback", "--skip-baseline", "--json", "--link-size", "4"],
-      ...["--losses", "5", "--burst", "4", "--flows", "2", "--rate", "4000000", "--delay", "5"],
+      ...["--skip-loopback", "--skip-baseline", "--json", "--link-size", "3"],
+      ...["--losses", "5", "--burst", "4", "--flows", "2", "--rate", "1000000", "--delay", "5"],
     ],
     cwd: fromFileUrl(new URL("..", import.meta.url)),
     env: { NO_COLOR: "1" },
@@ -59,7 +59,7 @@ Deno.test("bench_transfer.ts --flows 2 --burst 4: two transfers share the proxy'
     };
   };
   const { bottleneck } = report;
-  assertEquals([bottleneck.burst, bottleneck.flows, bottleneck.queueBytes], [4, 2, 40_000]);
+  assertEquals([bottleneck.burst, bottleneck.flows, bottleneck.queueBytes], [4, 2, 10_000]);
   const [row] = bottleneck.rows;
   assertEquals(row.loss, 0.05);
   assertEquals(row.flowShares.length, 2);

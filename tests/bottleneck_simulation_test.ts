@@ -157,3 +157,36 @@ Deno.test("bottleneck: on a loaded host, 1% loss still keeps 0.85 of the link bu
   const mean = run.network.queueDelayMs / run.network.queued;
   assert(mean <= DELAY_MS, `mean queueing delay ${mean.toFixed(1)} ms`);
 });
+
+Deno.test("bottleneck: at 20% loss on 8 MB/s nothing is sent again for an ack of an earlier copy", async (t) => {
+  // An ack of a retransmitted segment's first copy, taken for the retransmission's, judged lost
+  // what was sent between the two copies and still in flight, and so on: 8 MiB took 13,500 to
+  // 14,300 data segments at 20% loss, the link 0.34-0.48 busy (0.31-0.46 on the loaded host).
+  const host = { timerLateMs: 3, stallEveryMs: 50, stallMs: 8, socketDatagrams: 90 };
+  for (
+    const [name, noise, least] of [["perfect", undefined, 0.46], ["loaded", host, 0.44]] as const
+  ) {
+    await t.step(`${name} host, seeds 1-4: at least ${least} of the link`, () => {
+      let share = 0;
+      for (const seed of [1, 2, 3, 4]) {
+        const run = runBottleneck({
+          rate: 8_000_000,
+          queue: 320_000,
+          delayMs: DELAY_MS,
+          loss: 0.2,
+          seed,
+          flows: [{ bytes: FILE }],
+          untilMs: 600_000,
+          host: noise,
+        });
+        const flow = run.flows[0];
+        assertEquals(flow.delivered, FILE, "everything arrives");
+        // 7,680 segments, of which a fifth are lost each time they are sent: 9,600 expected.
+        const sent = flow.sender.stats.dataSegmentsSent;
+        assert(sent <= 10_080, `seed ${seed}: ${sent} data segments sent`);
+        share += FILE / (flow.finishedMs! / 1000) / 8_000_000 / 4;
+      }
+      assert(share >= least, `${share.toFixed(3)} of the link`);
+    });
+  }
+});

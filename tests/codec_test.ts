@@ -19,9 +19,11 @@ import {
   MAX_DATAGRAM_BYTES,
   type Message,
   MESSAGE_SCHEMAS,
+  type MessageOf,
   type MessageType,
   PADDED_REQUEST_TYPES,
 } from "../lib/wire/messages.ts";
+import { toHex } from "../lib/hex.ts";
 import { ProtocolError, type ProtocolErrorCode } from "../lib/wire/protocol_error.ts";
 
 type Schema = { code: number; fields: readonly (readonly [string, FieldKind])[] };
@@ -683,6 +685,21 @@ Deno.test("encodeMessage() throws RangeError for a malformed id64", () => {
     () => encodeMessage({ type: "hello", reqId: 1, client: 5 as unknown as string }),
     RangeError,
   );
+});
+
+Deno.test("encodeMessage() and decodeMessage() keep id64 fields apart across calls", () => {
+  // The codec remembers the last id64 both ways; a different one in between
+  // must neither be taken for it nor slip past the check.
+  const ids = ["0123456789abcdef", "fedcba9876543210", "0123456789abcdef", "0000000000000000"];
+  for (const client of ids) {
+    const bytes = encodeMessage({ type: "hello", reqId: 1, client });
+    assertEquals(toHex(bytes.subarray(8, 16)), client);
+    assertEquals((decodeMessage(bytes) as MessageOf<"hello">).client, client);
+    assertThrows(() => encodeMessage({ type: "hello", reqId: 1, client: `${client.slice(1)}G` }));
+  }
+  const flipped = encodeMessage({ type: "hello", reqId: 1, client: ids[0] });
+  flipped[15] ^= 1;
+  assertEquals((decodeMessage(flipped) as MessageOf<"hello">).client, "0123456789abcdee");
 });
 
 Deno.test("encodeMessage() throws RangeError for oversized or mistyped text and bytes fields", () => {

@@ -120,6 +120,15 @@ Deno.test("SendBuffer fragments, numbers and acknowledges", async (t) => {
     assertEquals([...buffer.peekUnsent()!.payload], [1, 2, 3]);
   });
 
+  await t.step("takes an owned message as it is: its fragments are views on it", () => {
+    const buffer = new SendBuffer(0);
+    const message = new Uint8Array(MAX_SEGMENT_PAYLOAD + 1);
+    assertEquals(buffer.push(1, message, false, true), 2);
+    const first = buffer.takeUnsent()!, second = buffer.takeUnsent()!;
+    assert(first.payload.buffer === message.buffer && second.payload.buffer === message.buffer);
+    assertEquals([first.payload.length, second.payload.length], [MAX_SEGMENT_PAYLOAD, 1]);
+  });
+
   await t.step(
     "marks cumulative and SACKed segments once, forgets those below the cumulative point",
     () => {

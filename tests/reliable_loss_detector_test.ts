@@ -100,3 +100,33 @@ Deno.test("LossDetector.markAllLost() judges everything outstanding lost, oldest
   assertEquals(order, [0, 2, 3]);
   assertEquals(detector.lostCount, 0);
 });
+
+Deno.test("LossDetector.onAcked() does not take an ack of an earlier copy for the retransmission's", () => {
+  // `first` is sent again at 50 ms, after `second`; the smallest RTT is 40 ms.
+  function judged(firstAckedAt: number): OutgoingSegment | undefined {
+    const detector = new LossDetector(3);
+    const [first, second, ...later] = transmitted(detector, 4);
+    first.transmissions = 2;
+    first.sentAt = 50;
+    detector.onTransmit(first);
+    first.acked = true;
+    detector.onAcked(first, firstAckedAt, 40);
+    for (const segment of later) ack(detector, segment);
+    return detector.takeNextLoss(3) === second ? second : undefined;
+  }
+  // Acked 10 ms after it left: for the first copy, which says nothing of `second`.
+  assertEquals(judged(60), undefined);
+  // Acked a round trip after it left: the copy arrived, and `second`, sent before it, did not.
+  assertEquals(judged(95)?.seq, 1);
+});
+
+Deno.test("LossDetector takes no segment reported after a full ack's for reordered", () => {
+  const detector = new LossDetector(3);
+  const segments = transmitted(detector, 8);
+  detector.onAckRanges(true); // as many ranges as an ack holds: some may have been left out
+  ack(detector, segments[1]);
+  detector.onAckRanges(false);
+  ack(detector, segments[0], 41); // reported late, not reordered
+  for (const segment of segments.slice(3)) ack(detector, segment, 42);
+  assertStrictEquals(next(detector, 3, 42), segments[2], "the fast-retransmit rule still holds");
+});

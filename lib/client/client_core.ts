@@ -154,6 +154,8 @@ export class ClientCore {
   #paths: PeerPaths | undefined;
   /** The login address discovery last started for (it starts again after each login). */
   #discoveredFor: string | undefined;
+  /** The token `#discover` last looked at: the same array needs no second look. */
+  #lookedAt: Uint8Array | undefined;
   #nextId = 1;
   /** Commands started or queued, and not finished. */
   #running = new Set<number>();
@@ -543,6 +545,10 @@ export class ClientCore {
   /** Starts address discovery once per login (a token stands for one login). */
   #discover(now: number): void {
     const token = this.#link.token;
+    // Called for every datagram: the same array is the same login, with no
+    // string to build (a new login brings a new array).
+    if (token !== undefined && token === this.#lookedAt) return;
+    this.#lookedAt = token;
     const login = token === undefined ? undefined : token.join(",");
     if (login === this.#discoveredFor) return;
     this.#discoveredFor = login;

@@ -282,6 +282,7 @@ export class PeerSession {
     }
     const id = this.#channel.send(now, encodePeerPayload(payload), {
       urgent: payload.kind === "text", // chat goes ahead of queued file data
+      owned: true, // made for this send: the channel need not copy a file's chunk again
     });
     this.#drainChannel(now);
     return id;

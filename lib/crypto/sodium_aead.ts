@@ -66,18 +66,15 @@ function allocate(bytes: number): number {
 }
 
 /**
- * The scratch area: key, nonce and tag at fixed places, then the associated
- * data and the message in areas that grow to the largest seen. JavaScript
- * runs one call at a time and each finishes before the next, so one area
- * serves them all.
+ * The scratch area: key and nonce at fixed places, then the associated data
+ * and the message with its tag right after it, in areas that grow to the
+ * largest seen. JavaScript runs one call at a time and each finishes before
+ * the next, so one area serves them all.
  */
 const scratch = {
-  key: allocate(KEY + NONCE + TAG),
+  key: allocate(KEY + NONCE),
   get nonce(): number {
     return this.key + KEY;
-  },
-  get tag(): number {
-    return this.key + KEY + NONCE;
   },
   ad: 0,
   adRoom: 0,
@@ -85,15 +82,43 @@ const scratch = {
   messageRoom: 0,
 };
 
+/** A view of the heap on the message area, kept while the heap, the area and the length stay. */
+interface HeapView {
+  heap: Uint8Array;
+  at: number;
+  view: Uint8Array;
+}
+
+/**
+ * The views the last seal and the last open copied out of: datagrams of a
+ * transfer have one size, so one view serves most calls (a view is an
+ * object; a datagram made two or three).
+ */
+const views = {
+  sealed: { heap: new Uint8Array(0), at: 0, view: new Uint8Array(0) } as HeapView,
+  opened: { heap: new Uint8Array(0), at: 0, view: new Uint8Array(0) } as HeapView,
+};
+
+/** The first `length` bytes of the message area, through the view kept under `slot`. */
+function messageBytes(slot: keyof typeof views, heap: Uint8Array, length: number): Uint8Array {
+  const last = views[slot];
+  if (last.heap === heap && last.at === scratch.message && last.view.length === length) {
+    return last.view;
+  }
+  const view = heap.subarray(scratch.message, scratch.message + length);
+  views[slot] = { heap, at: scratch.message, view };
+  return view;
+}
+
 /**
  * Writes key, nonce and data into the scratch area, with room for a message.
  *
  * @returns the heap (read after any allocation: growing the heap replaces the array)
  */
 function load(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, length: number): Uint8Array {
-  if (length > scratch.messageRoom) {
+  if (length + TAG > scratch.messageRoom) {
     if (scratch.message !== 0) sodium._free(scratch.message);
-    scratch.messageRoom = Math.max(length, 4096);
+    scratch.messageRoom = Math.max(length + TAG, 4096);
     scratch.message = allocate(scratch.messageRoom);
   }
   if (ad.length > scratch.adRoom) {
@@ -125,7 +150,7 @@ export function sodiumSealInto(
   heap.set(plaintext, scratch.message);
   sodium._crypto_aead_chacha20poly1305_ietf_encrypt_detached(
     scratch.message,
-    scratch.tag,
+    scratch.message + length,
     0,
     scratch.message,
     length,
@@ -138,8 +163,7 @@ export function sodiumSealInto(
     scratch.key,
   );
   heap.fill(0, scratch.key, scratch.key + KEY);
-  out.set(heap.subarray(scratch.message, scratch.message + length), offset);
-  out.set(heap.subarray(scratch.tag, scratch.tag + TAG), offset + length);
+  out.set(messageBytes("sealed", heap, length + TAG), offset);
 }
 
 /**
@@ -157,15 +181,14 @@ export function sodiumOpenInto(
 ): boolean {
   const length = sealed.length - TAG;
   const heap = load(key, nonce, ad, length);
-  heap.set(sealed.subarray(0, length), scratch.message);
-  heap.set(sealed.subarray(length), scratch.tag);
+  heap.set(sealed, scratch.message);
   const failed = sodium._crypto_aead_chacha20poly1305_ietf_decrypt_detached(
     scratch.message,
     0,
     scratch.message,
     length,
     0,
-    scratch.tag,
+    scratch.message + length,
     scratch.ad,
     ad.length,
     0,
@@ -174,6 +197,6 @@ export function sodiumOpenInto(
   );
   heap.fill(0, scratch.key, scratch.key + KEY);
   if (failed !== 0) return false;
-  out.set(heap.subarray(scratch.message, scratch.message + length));
+  out.set(messageBytes("opened", heap, length));
   return true;
 }

@@ -44,7 +44,7 @@ const MAX_REORDERING_STEPS = 2;
  * ```ts
  * const detector = new LossDetector(3);
  * detector.onTransmit(segment);
- * detector.onAcked(later); // three times, for later transmissions
+ * detector.onAcked(later, now, minRtt); // three times, for later transmissions
  * detector.takeNextLoss(3); // segment, now judged lost
  * detector.nextLost(); // segment, until takeLost() or an ack
  * ```
@@ -70,6 +70,9 @@ export class LossDetector {
   /** When a segment sent once was last acked after one sent later, ms. */
   #reorderedAt = -Infinity;
   #highestAckedSeq = -Infinity;
+  /** True while an ack may report late what a full ack before it left out (see `onAckRanges`). */
+  #sackTruncated = false;
+  #lastAckFull = false;
   #reorderingSteps = 1;
   /** When a retransmission last proved spurious, ms. */
   #spuriousAt = -Infinity;
@@ -113,14 +116,33 @@ export class LossDetector {
   }
 
   /**
+   * Takes whether an ack carried as many SACK ranges as an ack holds: it may
+   * have left out ranges between its lowest and highest, which a later ack
+   * reports below segments acked before, not reordered. Call before the
+   * ack's `onAcked` calls.
+   *
+   * @param full true when the ack's ranges filled it
+   */
+  onAckRanges(full: boolean): void {
+    this.#sackTruncated = full || this.#lastAckFull;
+    this.#lastAckFull = full;
+  }
+
+  /**
    * Records that the peer acknowledged a segment for the first time. Call
-   * for the segments of one ack in sequence order.
+   * for the segments of one ack in sequence order. The ack counts toward
+   * judging earlier transmissions lost only if it can be for the segment's
+   * latest transmission: a retransmitted segment acked sooner than the
+   * smallest RTT after it left was acked for an earlier copy (RFC 8985
+   * section 6.2, step 2), and taking that ack for the retransmission's
+   * would judge lost everything sent between the two, still in flight,
+   * whose retransmissions then repeat the mistake.
    *
    * @param segment the segment newly acknowledged
-   * @param now the current time, ms
-   * @param minRttMs the path's smallest recent RTT, ms, if known
+   * @param now the time of the ack, ms
+   * @param minRttMs the path's smallest RTT, ms (0 before any sample)
    */
-  onAcked(segment: OutgoingSegment, now = 0, minRttMs?: number): void {
+  onAcked(segment: OutgoingSegment, now: number, minRttMs: number): void {
     if (segment.lost) {
       segment.lost = false;
       this.#lostCount--;
@@ -129,7 +151,7 @@ export class LossDetector {
     const keep = this.#keep;
     const order = segment.order;
     const rtt = now - segment.sentAt;
-    if (segment.transmissions > 1 && minRttMs !== undefined && rtt < minRttMs) {
+    if (segment.transmissions > 1 && rtt < minRttMs) {
       // The original's ack (RFC 8985 6.2 step 2): the retransmission was
       // spurious, and the window grows, at most once a round trip (step 4).
       this.#spurious++;
@@ -141,7 +163,8 @@ export class LossDetector {
     }
     // Sent once, below a segment acked before (Linux's test, by sequence:
     // the segments of one ack come in sequence order).
-    if (segment.seq < this.#highestAckedSeq && segment.transmissions === 1) this.#reorderedAt = now;
+    const below = segment.seq < this.#highestAckedSeq;
+    if (below && segment.transmissions === 1 && !this.#sackTruncated) this.#reorderedAt = now;
     this.#highestAckedSeq = Math.max(this.#highestAckedSeq, segment.seq);
     if (orders.length === 0 || order > orders[0]) this.#rackRtt = rtt;
     if (orders.length >= keep && order <= orders[keep - 1]) return;

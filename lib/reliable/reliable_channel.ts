@@ -313,13 +313,13 @@ export class ReliableChannel {
    * being sent stay in front, as a message's fragments are consecutive.
    *
    * @param now the current time, ms
-   * @param message up to {@linkcode MAX_MESSAGE_BYTES} bytes, copied
-   * @param options `urgent`: send ahead of queued bulk data (default false)
+   * @param message up to {@linkcode MAX_MESSAGE_BYTES} bytes, copied unless `owned`
+   * @param options `urgent`: send ahead of queued bulk data; `owned`: the caller gives the bytes up
    * @returns the message's id, repeated in its `acked` output
    * @throws {RangeError} when the message is too large
    * @throws {TypeError} when the channel is dead
    */
-  send(now: number, message: Uint8Array, options: { urgent?: boolean } = {}): number {
+  send(now: number, message: Uint8Array, { urgent = false, owned = false } = {}): number {
     if (this.#dead !== undefined) {
       throw new TypeError(`Cannot send on a dead channel: ${this.#dead}`);
     }
@@ -332,7 +332,7 @@ export class ReliableChannel {
       );
     }
     const id = this.#nextMessageId++;
-    this.#unackedFragments.set(id, this.#send.push(id, message, options.urgent ?? false));
+    this.#unackedFragments.set(id, this.#send.push(id, message, urgent, owned));
     this.#stats.messagesSent++;
     this.#sendWhatWindowsAllow(now);
     return id;
@@ -504,8 +504,9 @@ export class ReliableChannel {
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
+      this.#losses.onAckRanges(ranges.length >= this.#options.maxSackRanges);
+      for (const segment of newly) this.#losses.onAcked(segment, now, this.#rttMin ?? 0);
       const minRttMs = this.#recentMinRtt();
-      for (const segment of newly) this.#losses.onAcked(segment, now, minRttMs);
       if (this.#cc) {
         this.#cc.onAck(now, newly.length, {
           srttMs: this.#rtt.srtt,

@@ -124,19 +124,21 @@ export class SendBuffer {
    * message) when its turn comes.
    *
    * @param messageId id of the message
-   * @param message its bytes, copied
+   * @param message its bytes, copied unless `owned`
    * @param urgent true to send it ahead of every message queued without it
+   * @param owned true if the caller gives the bytes up (never touches them
+   * again), which saves the copy: a file transfer's chunks are made for it
    * @returns the number of fragments
    */
-  push(messageId: number, message: Uint8Array, urgent = false): number {
+  push(messageId: number, message: Uint8Array, urgent = false, owned = false): number {
     const fragments = Math.max(1, Math.ceil(message.length / MAX_SEGMENT_PAYLOAD));
     if (this.#nextSeq + this.#pendingFragments + fragments - 1 > MAX_SEQ) {
       throw new RangeError(
         `Cannot send ${fragments} more segments: the sequence space ends at ${MAX_SEQ}`,
       );
     }
-    // One copy of the whole message; its fragments will be views on it.
-    const pending = { messageId, bytes: message.slice(), fragments };
+    // One copy of the whole message (or none); its fragments will be views on it.
+    const pending = { messageId, bytes: owned ? message : message.slice(), fragments };
     if (urgent) this.#urgent.push(pending);
     else this.#bulk.push(pending);
     this.#pendingFragments += fragments;

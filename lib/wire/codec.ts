@@ -36,6 +36,15 @@ const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const ID64_PATTERN = /^[0-9a-f]{16}$/;
 
+/**
+ * The id64 field last encoded or decoded, both ways: a peer session's
+ * datagrams all carry the same one (twice, sealed and inside), so its
+ * digits are checked and converted once, and decoding hands out the same
+ * string each time (a map keyed by it then finds its hash already made).
+ * It starts as a valid pair, so a match is always a checked value.
+ */
+const lastId64 = { hex: "0000000000000000", bytes: new Uint8Array(8) };
+
 /** Options for {@linkcode encodeMessage}. */
 export interface EncodeOptions {
   /** Refuse to produce more than this many bytes (a RangeError). */
@@ -79,10 +88,14 @@ function encodeUnpadded(message: Message, options: EncodeOptions): Uint8Array {
   const record = message as unknown as Record<string, unknown>;
   // Two passes over the fields: the first checks every value and sums the
   // size (keeping the UTF-8 of text fields), the second writes into one
-  // array. Peer data goes through here for every datagram.
-  const texts: Uint8Array[] = [];
-  const size = HEADER_BYTES + measureFields(schema.fields, record, texts);
+  // array. Peer data goes through here for every datagram, so neither pass
+  // makes an object: the texts go in one reused list (encoding never
+  // re-enters itself), and numbers are written byte by byte, not through a
+  // DataView.
+  texts.length = 0;
+  const size = HEADER_BYTES + measureFields(schema.fields, record);
   if (options.maxBytes !== undefined && size > options.maxBytes) {
+    texts.length = 0;
     throw new RangeError(
       `Cannot encode "${message.type}" in ${options.maxBytes} bytes: it needs ${size}`,
     );
@@ -92,27 +105,24 @@ function encodeUnpadded(message: Message, options: EncodeOptions): Uint8Array {
   out[1] = MAGIC[1];
   out[2] = PROTOCOL_VERSION;
   out[3] = schema.code;
-  const writer: Writer = {
-    out,
-    view: new DataView(out.buffer, out.byteOffset, size),
-    offset: HEADER_BYTES,
-    texts,
-    text: 0,
-  };
-  writeFields(schema.fields, record, writer);
+  nextText = 0;
+  writeFields(schema.fields, record, out, HEADER_BYTES);
+  texts.length = 0;
   return out;
 }
 
 type Fields = readonly (readonly [string, FieldKind])[];
 
+/** The UTF-8 of the text fields of the message being encoded, in order, from `measureFields`. */
+const texts: Uint8Array[] = [];
+/** The next of `texts` for `writeFields`. */
+let nextText = 0;
+
 /** Checks the values of `fields` in `record` and returns their encoded size. */
-function measureFields(
-  fields: Fields,
-  record: Record<string, unknown>,
-  texts: Uint8Array[],
-): number {
+function measureFields(fields: Fields, record: Record<string, unknown>): number {
   let size = 0;
-  for (const [field, kind] of fields) {
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const value = record[field];
     switch (kind.kind) {
       case "u8":
@@ -132,7 +142,7 @@ function measureFields(
         size += 8;
         break;
       case "id64":
-        if (typeof value !== "string" || !ID64_PATTERN.test(value)) {
+        if (value !== lastId64.hex && (typeof value !== "string" || !ID64_PATTERN.test(value))) {
           throw new RangeError(`Cannot encode field "${field}": not 16 lowercase hex digits`);
         }
         size += 8;
@@ -171,7 +181,7 @@ function measureFields(
           if (typeof item !== "object" || item === null) {
             throw new RangeError(`Cannot encode field "${field}": an item is not an object`);
           }
-          size += measureFields(kind.of, item as Record<string, unknown>, texts);
+          size += measureFields(kind.of, item as Record<string, unknown>);
         }
         break;
       }
@@ -180,61 +190,77 @@ function measureFields(
   return size;
 }
 
-interface Writer {
-  out: Uint8Array;
-  view: DataView;
-  offset: number;
-  /** The UTF-8 of the text fields, in order, from `measureFields`. */
-  texts: Uint8Array[];
-  /** The next of `texts`. */
-  text: number;
-}
-
-/** Writes fields that `measureFields` checked. */
-function writeFields(fields: Fields, record: Record<string, unknown>, w: Writer): void {
-  for (const [field, kind] of fields) {
+/** Writes fields that `measureFields` checked into `out` from `offset`; returns where they end. */
+function writeFields(
+  fields: Fields,
+  record: Record<string, unknown>,
+  out: Uint8Array,
+  start: number,
+): number {
+  let offset = start;
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const value = record[field];
     switch (kind.kind) {
       case "u8":
-        w.out[w.offset++] = value as number;
+        out[offset++] = value as number;
         break;
       case "u16":
-        w.view.setUint16(w.offset, value as number);
-        w.offset += 2;
+        offset = writeU16(out, offset, value as number);
         break;
       case "u32":
-        w.view.setUint32(w.offset, value as number);
-        w.offset += 4;
+        offset = writeU32(out, offset, value as number);
         break;
-      case "u64":
-        w.view.setBigUint64(w.offset, BigInt(value as number));
-        w.offset += 8;
+      case "u64": {
+        const n = value as number;
+        offset = writeU32(out, offset, Math.floor(n / 0x1_0000_0000));
+        offset = writeU32(out, offset, n >>> 0);
         break;
+      }
       case "id64": {
         const hex = value as string;
-        for (let i = 0; i < 8; i++) {
-          w.out[w.offset++] = (hexDigit(hex.charCodeAt(2 * i)) << 4) |
-            hexDigit(hex.charCodeAt(2 * i + 1));
+        if (hex !== lastId64.hex) {
+          for (let i = 0; i < 8; i++) {
+            lastId64.bytes[i] = (hexDigit(hex.charCodeAt(2 * i)) << 4) |
+              hexDigit(hex.charCodeAt(2 * i + 1));
+          }
+          lastId64.hex = hex;
         }
+        out.set(lastId64.bytes, offset);
+        offset += 8;
         break;
       }
       case "text":
       case "bytes": {
-        const body = kind.kind === "text" ? w.texts[w.text++] : value as Uint8Array;
-        w.view.setUint16(w.offset, body.length);
-        w.out.set(body, w.offset + 2);
-        w.offset += 2 + body.length;
+        const body = kind.kind === "text" ? texts[nextText++] : value as Uint8Array;
+        offset = writeU16(out, offset, body.length);
+        out.set(body, offset);
+        offset += body.length;
         break;
       }
       case "list": {
         const items = value as Record<string, unknown>[];
-        w.view.setUint16(w.offset, items.length);
-        w.offset += 2;
-        for (const item of items) writeFields(kind.of, item, w);
+        offset = writeU16(out, offset, items.length);
+        for (const item of items) offset = writeFields(kind.of, item, out, offset);
         break;
       }
     }
   }
+  return offset;
+}
+
+function writeU16(out: Uint8Array, offset: number, value: number): number {
+  out[offset] = value >>> 8;
+  out[offset + 1] = value;
+  return offset + 2;
+}
+
+function writeU32(out: Uint8Array, offset: number, value: number): number {
+  out[offset] = value >>> 24;
+  out[offset + 1] = value >>> 16;
+  out[offset + 2] = value >>> 8;
+  out[offset + 3] = value;
+  return offset + 4;
 }
 
 /** The value of one lowercase hex digit (checked by ID64_PATTERN). */
@@ -285,9 +311,8 @@ export function decodeMessage(bytes: Uint8Array): Message {
   if (type === undefined) {
     throw new ProtocolError("unknown_type", `Message type ${bytes[3]} is unknown`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const result: Record<string, unknown> = { type };
-  const offset = decodeFields(SCHEMAS[type].fields, { bytes, view, type }, HEADER_BYTES, result);
+  const offset = decodeFields(SCHEMAS[type].fields, bytes, type, HEADER_BYTES, result);
   if (offset !== bytes.length && !(SCHEMAS[type].padded === true && allZero(bytes, offset))) {
     throw new ProtocolError(
       "trailing_bytes",
@@ -297,21 +322,19 @@ export function decodeMessage(bytes: Uint8Array): Message {
   return result as unknown as Message;
 }
 
-interface Input {
-  bytes: Uint8Array;
-  view: DataView;
-  type: string;
-}
-
+/** Reads the fields of a message of `type` from `start`, into `result`; returns where they end. */
 function decodeFields(
-  fields: readonly (readonly [string, FieldKind])[],
-  input: Input,
+  fields: Fields,
+  bytes: Uint8Array,
+  type: string,
   start: number,
   result: Record<string, unknown>,
 ): number {
-  const { bytes, view, type } = input;
+  // Numbers are read byte by byte, not through a DataView: no object per
+  // message (peer data comes through here for every datagram).
   let offset = start;
-  for (const [field, kind] of fields) {
+  for (let f = 0; f < fields.length; f++) {
+    const field = fields[f][0], kind = fields[f][1];
     const need = fixedSize(kind);
     if (offset + need > bytes.length) {
       throw new ProtocolError("truncated", `Message "${type}" ends inside field "${field}"`);
@@ -321,27 +344,37 @@ function decodeFields(
         result[field] = bytes[offset];
         break;
       case "u16":
-        result[field] = view.getUint16(offset);
+        result[field] = readU16(bytes, offset);
         break;
       case "u32":
-        result[field] = view.getUint32(offset);
+        result[field] = readU32(bytes, offset);
         break;
       case "u64": {
-        const n = view.getBigUint64(offset);
-        if (n > BigInt(Number.MAX_SAFE_INTEGER)) {
+        const high = readU32(bytes, offset);
+        // Above 2^53 - 1, Number.MAX_SAFE_INTEGER.
+        if (high > 0x1f_ffff) {
           throw new ProtocolError("too_long", `Field "${field}" of "${type}" is out of range`);
         }
-        result[field] = Number(n);
+        result[field] = high * 0x1_0000_0000 + readU32(bytes, offset + 4);
         break;
       }
       case "id64": {
-        let hex = "";
-        for (let i = 0; i < 8; i++) hex += HEX_OF_BYTE[bytes[offset + i]];
-        result[field] = hex;
+        const id = lastId64.bytes;
+        let same = true;
+        for (let i = 0; i < 8 && same; i++) same = bytes[offset + i] === id[i];
+        if (!same) {
+          let hex = "";
+          for (let i = 0; i < 8; i++) {
+            id[i] = bytes[offset + i];
+            hex += HEX_OF_BYTE[id[i]];
+          }
+          lastId64.hex = hex;
+        }
+        result[field] = lastId64.hex;
         break;
       }
       case "list": {
-        const count = view.getUint16(offset);
+        const count = readU16(bytes, offset);
         if (count > kind.max) {
           throw new ProtocolError(
             "too_long",
@@ -352,7 +385,7 @@ function decodeFields(
         offset += 2;
         for (let i = 0; i < count; i++) {
           const item: Record<string, unknown> = {};
-          offset = decodeFields(kind.of, input, offset, item);
+          offset = decodeFields(kind.of, bytes, type, offset, item);
           items.push(item);
         }
         result[field] = items;
@@ -360,7 +393,7 @@ function decodeFields(
       }
       case "text":
       case "bytes": {
-        const length = view.getUint16(offset);
+        const length = readU16(bytes, offset);
         if (length > kind.max) {
           throw new ProtocolError(
             "too_long",
@@ -388,6 +421,15 @@ function decodeFields(
     offset += need;
   }
   return offset;
+}
+
+function readU16(bytes: Uint8Array, offset: number): number {
+  return (bytes[offset] << 8) | bytes[offset + 1];
+}
+
+function readU32(bytes: Uint8Array, offset: number): number {
+  return ((bytes[offset] << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) |
+    bytes[offset + 3]) >>> 0;
 }
 
 function fixedSize(kind: FieldKind): number {
