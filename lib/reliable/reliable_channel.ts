@@ -410,11 +410,9 @@ export class ReliableChannel {
     const inFlight = this.#inFlight();
     let due = 0;
     const oldest = this.#losses.oldest();
-    // The first timeout since an ack resends two segments, no more, and
-    // leaves the window (F-RTO, TLP, PTO): a flight merely delayed is acked.
-    // Another with no ack between takes everything outstanding as lost (RFC
-    // 6675 5.1): marking only what is older than the doubled RTO would
-    // leave the rest in flight above the window and stall the sender.
+    // A first timeout resends two segments and leaves the window (F-RTO, TLP, PTO); another with no
+    // ack between takes all outstanding as lost (RFC 6675 5.1; only what is older than the doubled
+    // RTO would leave the rest in flight above the window and stall the sender).
     const probe = this.#rtt.backoffs === 0 && o.mode === "selective";
     if (oldest !== undefined && this.#rtoDueAt(oldest) <= now) {
       this.#timedOutAt = now;
