@@ -62,3 +62,23 @@ Deno.test("bottleneck: jitter and reordering are not taken for loss", async (t) 
     });
   }
 });
+
+Deno.test("bottleneck: a timeout's wait is not taken for the path's round trip", () => {
+  // 2 MB/s, 2 ms, 20% loss each way: acks of segments sent before a timeout, lost until one
+  // came seconds later, gave RTT samples of 2.6 s and an RTO of 4 s (0.019 and 0.038 of the link
+  // on seeds 1 and 2; 0.07 and 0.085 before the first timeout stopped marking all lost).
+  for (const seed of [1, 2]) {
+    const flow = runBottleneck({
+      rate: 2_000_000,
+      delayMs: 2,
+      queue: 8000,
+      loss: 0.2,
+      seed,
+      flows: [{}],
+      untilMs: 20_000,
+    }).flows[0];
+    const share = goodputBetween(flow, 100, 30, 200) / 2_000_000;
+    assert(share >= 0.05, `seed ${seed}: ${share.toFixed(3)} of the link`);
+    assert(flow.sender.stats.rtoMs < 1000, `seed ${seed}: an RTO of ${flow.sender.stats.rtoMs} ms`);
+  }
+});

@@ -445,6 +445,22 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     assertEquals(a.stats.rtoMs, 301.25, "no backoff left");
   });
 
+  await t.step("takes no RTT from an ack that came a round trip or more after the timeout", () => {
+    const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs: 1e6 });
+    a.send(0, bytes(10));
+    drain(a);
+    a.receive(40, ack(1)); // the smallest RTT, 40 ms; the RTO without backoff is 200
+    for (let i = 0; i < 4; i++) a.send(100, bytes(10, i));
+    drain(a);
+    a.onTimeout(300);
+    assertEquals(dataOf(drain(a)).map((s) => s.seq), [1, 2]);
+    // 3 and 4's acks were lost; this one may answer the probes. Taken, 3 and 4 sent at 100 would
+    // give a sample of 1,900 ms, the timeout's wait and not the path (20% loss on a 2 ms path:
+    // an RTO of 4 s and a tenth of the goodput).
+    a.receive(2000, ack(5));
+    assertEquals(a.stats.rtoMs, 200);
+  });
+
   await t.step("caps the backoff at deadAfterMs / PROBES_BEFORE_DEATH", () => {
     const cases: [number, number[]][] = [
       [20_000, [300, 550, 800, 1050]],

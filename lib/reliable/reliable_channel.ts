@@ -546,7 +546,9 @@ export class ReliableChannel {
   #takeRttSample(now: number, newly: OutgoingSegment[]): number | undefined {
     let sample: number | undefined;
     for (const segment of newly) {
-      if (segment.transmissions !== 1 || segment.lost) continue;
+      if (segment.transmissions !== 1 || segment.lost || this.#mayAnswerProbes(now, segment)) {
+        continue;
+      }
       const rtt = now - segment.sentAt;
       if (sample === undefined || rtt < sample) sample = rtt;
     }
@@ -564,6 +566,15 @@ export class ReliableChannel {
       this.#windowMinRtt = Math.min(this.#windowMinRtt ?? sample, sample);
     }
     return sample;
+  }
+
+  /**
+   * Tells whether an ack of `segment` may have been sent for the timeout's probes, not for it: it
+   * left before the last timeout and the ack came a smallest RTT or more after it (Karn). Sooner,
+   * the ack was already on its way, and the sample is the path's (a delayed flight).
+   */
+  #mayAnswerProbes(now: number, segment: OutgoingSegment): boolean {
+    return segment.sentAt < this.#timedOutAt && now - this.#timedOutAt >= (this.#rttMin ?? 0);
   }
 
   /**
