@@ -647,7 +647,13 @@ Deno.test("client carries on, saying nothing, when the server closes its idle TC
     "the idle close in the log",
   );
   await client.write("tcp second\n");
-  await server.waitForLine(/second/);
+  await server.waitForLine(/second/).catch((error) => {
+    // It failed once in CI (the client logged out after the idle close): say what the client said.
+    throw new Error(
+      `${(error as Error).message}\n--- client stdout ---\n${client.stdout.text}\n` +
+        `--- client stderr ---\n${client.stderr.text}`,
+    );
+  });
   const result = await client.finished();
   assertEquals(result.code, 0, result.stderr);
   assertEquals(result.stderr, "");
