@@ -329,7 +329,7 @@ export class ClientCore {
    * @param reason one sentence
    */
   tcpFailed(reason: string): void {
-    this.#link.tcpFailed(reason);
+    this.#link.tcpFailed(this.#now, reason);
     this.#settle(this.#now);
   }
 

@@ -447,11 +447,12 @@ export class ServerLink {
   /**
    * Fails every request over TCP, for a connection error.
    *
+   * @param now current time, ms
    * @param reason one sentence
    */
-  tcpFailed(reason: string): void {
+  tcpFailed(now: number, reason: string): void {
     this.#session.failAll("tcp", reason);
-    this.#drain(0);
+    this.#drain(now);
   }
 
   /**
