@@ -213,12 +213,13 @@ class Child {
     this.done = drained.then(() => this.process.status);
   }
 
-  async waitFor(pattern: RegExp, ms: number): Promise<{ at: number; text: string }> {
+  /** Waits for the `count`th line that matches, and returns it. */
+  async waitFor(pattern: RegExp, ms: number, count = 1): Promise<{ at: number; text: string }> {
     const deadline = performance.now() + ms;
     let exited = false;
     this.done.then(() => exited = true);
     while (true) {
-      const hit = this.lines.find((line) => pattern.test(line.text));
+      const hit = this.lines.filter((line) => pattern.test(line.text))[count - 1];
       if (hit) return hit;
       if (exited || performance.now() > deadline) {
         const tail = this.lines.slice(-8).map((l) => `  ${l.text}`).join("\n");
@@ -228,17 +229,6 @@ class Child {
         this.#waiters.push(wake);
         setTimeout(wake, 200);
       });
-    }
-  }
-
-  /** Waits until `count` lines match. */
-  async waitForCount(pattern: RegExp, count: number, ms = 120_000): Promise<void> {
-    const deadline = performance.now() + ms;
-    while (this.lines.filter((line) => pattern.test(line.text)).length < count) {
-      if (performance.now() > deadline) {
-        throw new Error(`The ${this.label} never printed ${pattern} ${count} times`);
-      }
-      await new Promise((wake) => setTimeout(wake, 20));
     }
   }
 
@@ -497,7 +487,9 @@ async function sendfile(
         ], []),
       );
       // The first flow's idle chats are timed before any file moves.
-      if (chat && flows > 1) await alices[0].waitForCount(/"command":"send","ok":true/, IDLE_CHATS);
+      if (chat && flows > 1) {
+        await alices[0].waitFor(/"command":"send","ok":true/, 120_000, IDLE_CHATS);
+      }
     }
     const moved = await Promise.all(bobs.map(async (bob) => {
       const accepted = await bob.waitFor(/"event":"file_accepted"/, 120_000);

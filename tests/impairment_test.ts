@@ -238,18 +238,41 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
   }
 });
 
-Deno.test("impair_proxy.ts relays datagrams both ways and prints its counts on SIGTERM", async () => {
+/** A real proxy between two loopback sockets: `client` sends to `port`, `target` is its server. */
+interface ProxiedSockets extends AsyncDisposable {
+  target: Deno.DatagramConn;
+  client: Deno.DatagramConn;
+  proxy: RunningProgram;
+  /** The proxy's listening port. */
+  port: number;
+}
+
+/** Starts `scripts/impair_proxy.ts` in front of a fresh target socket, with these flags. */
+async function proxyBetweenSockets(flags: string[]): Promise<ProxiedSockets> {
   const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
   const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
   const targetPort = (target.addr as Deno.NetAddr).port;
-  await using proxy = new RunningProgram("proxy", PROXY_PATH, [
-    "--target",
-    `127.0.0.1:${targetPort}`,
-    "--seed",
-    "1",
+  const proxy = new RunningProgram("proxy", PROXY_PATH, [
+    ...["--target", `127.0.0.1:${targetPort}`],
+    ...flags,
   ]);
-  const port = Number((await proxy.waitForLine(/^Proxy UDP listening on port \d+$/)).split(" ")[5]);
+  const dispose = async () => {
+    await proxy[Symbol.asyncDispose]();
+    for (const socket of [target, client]) socket.close();
+  };
+  try {
+    const line = await proxy.waitForLine(/^Proxy UDP listening on port \d+$/);
+    const port = Number(line.split(" ")[5]);
+    return { target, client, proxy, port, [Symbol.asyncDispose]: dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+Deno.test("impair_proxy.ts relays datagrams both ways and prints its counts on SIGTERM", async () => {
+  await using proxied = await proxyBetweenSockets(["--seed", "1"]);
+  const { target, client, proxy, port } = proxied;
   await proxy.waitForLine(/loss 0%, duplicate 0%, reorder 0%, delay 0 ms ± 0 ms; seed 1$/);
   const buffer = new Uint8Array(100);
   await client.send(Uint8Array.of(1, 2, 3), { transport: "udp", hostname: "127.0.0.1", port });
@@ -268,22 +291,11 @@ Deno.test("impair_proxy.ts relays datagrams both ways and prints its counts on S
 });
 
 Deno.test("impair_proxy.ts --rate spaces datagrams out and --queue drops what overflows", async () => {
-  const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
-  const targetPort = (target.addr as Deno.NetAddr).port;
   // 20,000 bytes a second: a 1,000-byte datagram takes 50 ms; the queue holds 4 of them.
-  await using proxy = new RunningProgram("proxy", PROXY_PATH, [
-    "--target",
-    `127.0.0.1:${targetPort}`,
-    "--rate",
-    "20000",
-    "--queue",
-    "4000",
-    "--seed",
-    "1",
+  await using proxied = await proxyBetweenSockets([
+    ...["--rate", "20000", "--queue", "4000", "--seed", "1"],
   ]);
-  const port = Number((await proxy.waitForLine(/^Proxy UDP listening on port \d+$/)).split(" ")[5]);
+  const { target, client, proxy, port } = proxied;
   await proxy.waitForLine(/rate 20000 B\/s, queue 4000 B; seed 1$/);
   const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
   const started = performance.now();
@@ -308,23 +320,9 @@ Deno.test("impair_proxy.ts --rate spaces datagrams out and --queue drops what ov
 Deno.test("impair_proxy.ts --burst loses datagrams in runs at the same long-run rate", async () => {
   /** The lengths of the runs of lost datagrams among `count` numbered ones sent through a proxy. */
   async function lossRuns(count: number, flags: string[]): Promise<number[]> {
-    const target = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    using _sockets = { [Symbol.dispose]: () => [target, client].forEach((s) => s.close()) };
-    const targetPort = (target.addr as Deno.NetAddr).port;
-    await using proxy = new RunningProgram("proxy", PROXY_PATH, [
-      "--target",
-      `127.0.0.1:${targetPort}`,
-      "--seed",
-      "7",
-      ...flags,
-    ]);
-    const line = await proxy.waitForLine(/^Proxy UDP listening on port \d+$/);
-    const to = {
-      transport: "udp" as const,
-      hostname: "127.0.0.1",
-      port: Number(line.split(" ")[5]),
-    };
+    await using proxied = await proxyBetweenSockets(["--seed", "7", ...flags]);
+    const { target, client, port } = proxied;
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
     const received = new Set<number>();
     const receiving = (async () => {
       const buffer = new Uint8Array(100);

@@ -26,14 +26,14 @@ function id(packet: SimPacket): number {
   return packet.data[0] | (packet.data[1] << 8) | (packet.data[2] << 16);
 }
 
-/** Sends `count` datagrams on one link and returns, for each, whether it was lost. */
-function lossPattern(net: SimNetwork, count: number, from = A, to = B): boolean[] {
+/** Sends `count` datagrams on one link, one every `everyMs`, and returns, for each, whether it was lost. */
+function lossPattern(net: SimNetwork, count: number, from = A, to = B, everyMs = 1): boolean[] {
   const lost: boolean[] = [];
   for (let i = 0; i < count; i++) {
     const before = net.stats.lost;
-    net.send(i, from, to, bytes(i));
+    net.send(i * everyMs, from, to, bytes(i));
     lost.push(net.stats.lost > before);
-    net.deliverDue(i);
+    net.deliverDue(i * everyMs);
   }
   return lost;
 }
@@ -94,14 +94,7 @@ Deno.test("SimNetwork ends a run of losses once its link has been quiet for BURS
   // A packet every BURST_QUIET_MS (a client's hello every second or so): each
   // starts outside a burst, so it is lost only if a burst starts with it.
   const sparse = new SimNetwork(new SeededRandom(5), imp);
-  const sparseLost: boolean[] = [];
-  for (let i = 0; i < 20_000; i++) {
-    const now = i * BURST_QUIET_MS;
-    const before = sparse.stats.lost;
-    sparse.send(now, A, B, bytes(i));
-    sparseLost.push(sparse.stats.lost > before);
-    sparse.deliverDue(now);
-  }
+  const sparseLost = lossPattern(sparse, 20_000, A, B, BURST_QUIET_MS);
   const share = sparseLost.filter(Boolean).length / sparseLost.length;
   assertAlmostEquals(share, 0.02, 0.005, `lost ${share}: 0.5 / (50 x 0.5) enter a burst`);
   assertAlmostEquals(mean(runs(sparseLost)), 1, 0.05);
