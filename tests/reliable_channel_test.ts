@@ -461,9 +461,11 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
   });
 
   await t.step("caps the backoff at deadAfterMs / PROBES_BEFORE_DEATH", () => {
+    // The first timeout is the tail probe, 2 SRTTs and the ack delay after the send at 100;
+    // the backed-off RTO runs from it.
     const cases: [number, number[]][] = [
-      [20_000, [300, 550, 800, 1050]],
-      [1e6, [300, 700, 1500, 3100]],
+      [20_000, [190, 440, 690, 940]],
+      [1e6, [190, 590, 1390, 2990]],
     ];
     for (const [deadAfterMs, expected] of cases) {
       const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, deadAfterMs });
@@ -484,6 +486,30 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
       assertEquals(deadAfterMs / PROBES_BEFORE_DEATH, deadAfterMs === 20_000 ? 250 : 12_500);
     }
   });
+
+  await t.step(
+    "probes the end of a transfer 2 SRTTs after the last progress, not at the RTO",
+    () => {
+      const a = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000 });
+      a.send(0, bytes(10));
+      drain(a);
+      a.receive(40, ack(1)); // SRTT 40 ms, the RTO 200
+      a.send(100, bytes(10));
+      drain(a);
+      // Nothing left to send: 100 + 2 x 40 + the 10 ms ack delay (RFC 8985 7.2), not 100 + 200.
+      assertEquals(a.nextTimeout(), 190);
+      a.onTimeout(190);
+      assertEquals(dataOf(drain(a)).map((s) => s.seq), [1]);
+      const b = new ReliableChannel(0, { ...MECHANICS, keepaliveMs: 100_000, sendWindow: 1 });
+      b.send(0, bytes(10));
+      drain(b);
+      b.receive(40, ack(1));
+      b.send(100, bytes(10));
+      b.send(100, bytes(10));
+      drain(b);
+      assertEquals(b.nextTimeout(), 300, "more waits to be sent: the RTO");
+    },
+  );
 
   await t.step("takes no RTT sample from a segment acked while it waited, judged lost", () => {
     const a = new ReliableChannel(0, { keepaliveMs: 100_000 });

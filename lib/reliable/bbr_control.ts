@@ -248,6 +248,11 @@ export class BbrControl implements CongestionController {
     return this.#reductions;
   }
 
+  /** The estimated rate of random loss: of round trips without a queue, averaged (0 to 1). */
+  get randomLoss(): number {
+    return this.#randomLoss;
+  }
+
   /** The pacer that spaces segments out at this controller's rate. */
   get pacer(): Pacer {
     return this.#pacer;

@@ -34,6 +34,8 @@ export interface CongestionController {
   readonly slowStartThreshold: number;
   /** How many times the window was cut for a loss or a timeout. */
   readonly reductions: number;
+  /** The share of segments the path loses at random as the controller estimates it, 0 to 1 (0: none, or no estimate). */
+  readonly randomLoss: number;
   /**
    * The pacer that spaces segments out at the controller's rate (`Infinity`
    * before the first RTT sample); the channel asks it before each segment.
@@ -170,6 +172,11 @@ export class CongestionControl implements CongestionController {
   /** How many times the window was reduced for a loss or a timeout. */
   get reductions(): number {
     return this.#reductions;
+  }
+
+  /** NewReno keeps no estimate of random loss: 0. */
+  get randomLoss(): number {
+    return 0;
   }
 
   /** The pacer that spaces segments out at this controller's rate. */

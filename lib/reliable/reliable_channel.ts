@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { BbrControl } from "./bbr_control.ts";
+import { BBR_RANDOM_LOSS_RTT_FACTOR, BbrControl } from "./bbr_control.ts";
 import {
   BULK_DUP_THRESH,
   type ReliableChannelOptions,
@@ -58,6 +58,17 @@ const MIN_RTT_WINDOW_MS = 10_000;
  * all of them; see DECISIONS.md, "Bursts of loss".
  */
 export const PROBES_BEFORE_DEATH = 80;
+
+/**
+ * At the end of what there is to send, the first timeout (which only
+ * probes) comes this many SRTTs, plus the peer's ack delay, after the last
+ * acknowledgement of new data or the last new segment, if the RTO has not
+ * come first: RFC 8985 section 7.2's tail loss probe. Its RTO runs from the
+ * oldest segment's transmission and is at least `minRtoMs` (200 ms), five
+ * round trips of a 40 ms path, which a lost retransmission of the last
+ * flight waited out.
+ */
+export const TAIL_PROBE_SRTTS = 2;
 
 /** What a channel asks its driver to do, from {@linkcode ReliableChannel.poll}. */
 export type ChannelOutput =
@@ -222,6 +233,11 @@ export class ReliableChannel {
   #previousWindowMinRtt: number | undefined;
   #minRttWindowStart = 0;
   #timedOutAt = -Infinity;
+  /** Retransmissions, oldest first, with their transmission count then: candidates for a spare copy. */
+  #retransmitted: { segment: OutgoingSegment; transmissions: number }[] = [];
+  #retransmittedHead = 0;
+  /** When new data was last sent or acknowledged, ms: the tail loss probe counts from it. */
+  #progressAt = -Infinity;
 
   /**
    * Creates a channel; the peer is taken as heard from at `now`.
@@ -499,6 +515,7 @@ export class ReliableChannel {
     }
     const newly = this.#send.acknowledge(ack.cumulative, ranges);
     if (newly.length > 0) {
+      this.#progressAt = now;
       const rttSampleMs = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
@@ -632,11 +649,17 @@ export class ReliableChannel {
       if (next === undefined) {
         // Room in the window and nothing to send: rate samples until this flight is delivered understate the path.
         if (cc && this.#inFlight() < cc.window) this.#sampler.onAppLimited(this.#inFlight());
+        if (this.#sendSpare(now)) continue;
         return stop();
       }
       if (lost === undefined) {
-        if (this.#send.flightSize >= this.#sendLimit()) return stop("sendWindow");
-        if (next.seq >= this.#peerCumulative + this.#peerWindow) return stop("peerWindow");
+        let limit: SendLimit | undefined;
+        if (this.#send.flightSize >= this.#sendLimit()) limit = "sendWindow";
+        else if (next.seq >= this.#peerCumulative + this.#peerWindow) limit = "peerWindow";
+        if (limit !== undefined) {
+          if (this.#sendSpare(now)) continue;
+          return stop(limit);
+        }
       }
       if (cc) {
         if (this.#inFlight() >= cc.window) return stop("window");
@@ -663,12 +686,61 @@ export class ReliableChannel {
       return false;
     }
     this.#transmit(now, segment);
+    this.#retransmitted.push({ segment, transmissions: segment.transmissions });
     return true;
+  }
+
+  /**
+   * Sends a spare copy of the oldest retransmission still unacknowledged,
+   * once per retransmission, in a slot the sender would otherwise leave
+   * empty: nothing is left to repair, and no new data is left or allowed
+   * (the send or the peer's window is full), while the congestion window
+   * and pacing have room. Only where loss is random (the controller's
+   * estimate above 0) and no queue shows (SRTT within
+   * {@linkcode BBR_RANDOM_LOSS_RTT_FACTOR} smallest RTTs, where BBR counts
+   * losses as random): behind a queue the link is not idle. A lost
+   * retransmission holds the window's left edge, or the end of a transfer,
+   * for another round trip; the copy usually gets through (copies of
+   * retransmissions as in Flach et al., "Reducing Web Latency: the Virtue
+   * of Gentle Aggression", SIGCOMM 2013, sent here only into spare room).
+   * It is not a transmission: the loss detector and the rate sampler keep
+   * the retransmission's record, so it changes no loss verdict, RTT or rate
+   * sample, and it counts as a redundant copy.
+   *
+   * @returns true when a copy left
+   */
+  #sendSpare(now: number): boolean {
+    const cc = this.#cc;
+    if (cc === undefined || this.#options.mode !== "selective") return false;
+    const candidates = this.#retransmitted;
+    while (this.#retransmittedHead < candidates.length) {
+      const { segment, transmissions } = candidates[this.#retransmittedHead];
+      if (segment.acked || segment.lost || segment.transmissions !== transmissions) {
+        this.#retransmittedHead++;
+        continue;
+      }
+      const minRtt = this.#recentMinRtt(), srtt = this.#rtt.srtt;
+      const queue = minRtt === undefined || srtt === undefined ||
+        srtt > BBR_RANDOM_LOSS_RTT_FACTOR * minRtt;
+      if (queue || !(cc.randomLoss > 0) || this.#inFlight() >= cc.window) return false;
+      if (!cc.pacer.mayPace(now)) return false;
+      cc.pacer.spend();
+      this.#retransmittedHead++;
+      this.#stats.dataSegmentsSent++;
+      this.#stats.redundantCopies++;
+      const { seq, fragment, fragments, payload } = segment;
+      this.#emit(now, { kind: "data", seq, fragment, fragments, payload });
+      return true;
+    }
+    this.#retransmitted = [];
+    this.#retransmittedHead = 0;
+    return false;
   }
 
   #transmit(now: number, segment: OutgoingSegment): void {
     // In flight before this transmission: the segment is counted already.
     if (this.#cc) this.#sampler.stamp(now, this.#inFlight() - 1, segment);
+    if (segment.transmissions === 0) this.#progressAt = now;
     segment.transmissions++;
     segment.sentAt = now;
     this.#losses.onTransmit(segment);
@@ -697,9 +769,21 @@ export class ReliableChannel {
     this.#lastSent = Math.max(this.#lastSent, now);
   }
 
-  /** The RTO runs from the oldest segment's transmission or the last timeout (RFC 6298 5.6). */
+  /**
+   * The RTO runs from the oldest segment's transmission or the last timeout (RFC 6298 5.6). With
+   * nothing new left to send, the first timeout, which only probes, comes sooner if nothing new
+   * was sent or acknowledged for {@linkcode TAIL_PROBE_SRTTS} SRTTs and the peer's ack delay.
+   */
   #rtoDueAt(oldest: OutgoingSegment): number {
-    return Math.max(oldest.sentAt, this.#timedOutAt) + this.#currentRto();
+    const rtoAt = Math.max(oldest.sentAt, this.#timedOutAt) + this.#currentRto();
+    const srtt = this.#rtt.srtt;
+    const tail = this.#send.peekUnsent() === undefined;
+    if (
+      !tail || this.#rtt.backoffs > 0 || this.#options.mode !== "selective" || srtt === undefined
+    ) {
+      return rtoAt;
+    }
+    return Math.min(rtoAt, this.#progressAt + TAIL_PROBE_SRTTS * srtt + this.#options.ackDelayMs);
   }
 
   #currentRto(): number {
