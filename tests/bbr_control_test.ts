@@ -340,11 +340,13 @@ Deno.test("BbrControl makes up for random loss: window and pacing scale by 1 / (
   const cc = bbr();
   drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40 });
   assert(cc.window <= 124, `no loss: 1.25 BDP + 24 at most, window ${cc.window}`);
+  assertEquals(cc.randomLoss, 0);
   // 2 segments acked and one lost every 2 ms: 20% of what is sent is lost, with no queue.
   for (let t = 2000; t < 3000; t++) {
     drive(cc, { from: t, to: t + 1, rate: 2, rttMs: 40 });
     if (t % 2 === 0) cc.onLoss(t, 80, 10_000);
   }
   assert(cc.window >= 115, `window ${cc.window}: about 80 / 0.8 + 24 = 124`);
+  assert(cc.randomLoss > 0.15 && cc.randomLoss < 0.25, `random loss ${cc.randomLoss}`);
   assertEquals(cc.reductions, 0, "random loss is not congestion");
 });
