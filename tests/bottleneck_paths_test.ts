@@ -48,7 +48,10 @@ Deno.test("bottleneck: jitter and reordering are not taken for loss", async (t) 
   // Share of the link at least, and fast retransmits at most, over data segments sent.
   const cases: [string, Path, number, number][] = [
     ["±2 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 2 }, 0.8, 0.005],
-    ["±5 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 5 }, 0.58, 0.005],
+    ["±5 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 5 }, 0.75, 0.005],
+    // Half the one-way delay: 0.019 of the link before the controller told jitter from a queue
+    // (session 21); NewReno 0.024. Still far from the link: see DECISIONS, "Jitter is no queue".
+    ["±10 ms of jitter", { rate: 8_000_000, delayMs: 20, jitterMs: 10 }, 0.25, 0.12],
     // Held back 20 to 50 ms (the simulator's reordering), past a window capped at SRTT.
     ["2% reordered", { rate: 8_000_000, delayMs: 20, reorder: 0.02 }, 0.8, 0.03],
   ];

@@ -349,7 +349,8 @@ Deno.test("Simulation file transfer cancelled mid-transfer by either side stops 
         const w = world(seed, ["Alice", "Bob"], MILD);
         const { sim, clients } = w;
         const { Alice, Bob } = clients;
-        const data = content(MIB, seed);
+        // Large enough to be still moving when the cancel arrives.
+        const data = content(4 * MIB, seed);
         Alice.files.set("a.bin", data);
         connect(w, ["Bob"]);
         script(sim, Alice, ["sendfile a.bin"]);
@@ -445,7 +446,8 @@ Deno.test("Simulation chat sent after sendfile is shown after the offer, even wh
 Deno.test("Simulation file transfer ended by the sender's terminate says so in plain words", () => {
   const w = world(570_000, ["Alice", "Bob"], CLEAN);
   const { sim, clients: { Alice, Bob } } = w;
-  Alice.files.set("a.bin", content(2 * MIB, 1));
+  // Large enough to be still moving when the terminate arrives.
+  Alice.files.set("a.bin", content(8 * MIB, 1));
   connect(w, ["Bob"]);
   script(sim, Alice, ["sendfile a.bin"]);
   script(sim, Bob, [`wait offer within ${WAIT_S}`, "acceptfile"]);

@@ -21,6 +21,11 @@ export interface AckSignals {
   rttSampleMs?: number;
   /** This ack's delivery rate sample, if it gave one. */
   sample?: RateSample;
+  /**
+   * True while the path reorders datagrams (RACK saw it lately): its RTT
+   * varies with no queue behind it, as a drop-tail queue never reorders.
+   */
+  reordering?: boolean;
 }
 
 /**
@@ -45,6 +50,12 @@ export interface CongestionController {
   onLoss(seq: number, inFlight: number, sendNext: number): void;
   /** Takes a retransmission timeout. */
   onTimeout(inFlight: number, sendNext: number): void;
+  /**
+   * Hears that a fast retransmission proved spurious: the original was
+   * acknowledged (RFC 8985 section 6.2 step 2). Optional: a controller
+   * that can undo what it did for that loss (RFC 4015's Eifel response).
+   */
+  onSpuriousLoss?(): void;
 }
 
 /** Options of a {@linkcode CongestionControl}. */

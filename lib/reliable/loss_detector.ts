@@ -19,13 +19,15 @@ const REORDERING_PERSIST_ROUNDS = 16;
 export const TIMEOUT_PROBES = 2;
 /**
  * Largest multiple of min_rtt / 4 the reordering window grows to (and at
- * most SRTT). Two, not Linux's larger cap: a wider window delays every real
- * loss as much, and two transfers at 3% loss, 5-30 ms delay and 3%
- * reordering (tests/file_transfer_simulation_test.ts) finished 2-8x apart
- * in 16 seeds of 16 with 8, in 2 of 16 with 2 (0 without RACK); ±5 ms of
- * jitter at 8 MB/s keeps 0.62 of the link with 2, 0.60 with 8.
+ * most SRTT): 1.5 min_rtt. Session 20 chose 2 when jitter set off
+ * congestion cuts (two transfers at 3% loss, 5-30 ms delay and 3%
+ * reordering finished 2-8x apart with 8); now that the controller tells
+ * jitter from a queue, ±10 ms on a 20 ms path (RTTs of 20 to 60 ms) needs
+ * more: 4 MiB at 8 MB/s took 0.06-0.11 of the link with 2, 0.40-0.71
+ * with 4 to 6. With 8 a transfer in the client simulator (8 MiB, 1-5 ms)
+ * stalled, not yet understood.
  */
-const MAX_REORDERING_STEPS = 2;
+const MAX_REORDERING_STEPS = 6;
 
 /**
  * Tracks transmissions in the order they left and decides which segments
@@ -97,6 +99,19 @@ export class LossDetector {
   /** Retransmissions that proved spurious: acknowledged sooner than min_rtt after they left. */
   get spurious(): number {
     return this.#spurious;
+  }
+
+  /**
+   * Tells whether reordering was seen lately: a segment sent once was
+   * acked below one acked before within the last 16 round trips (RFC 8985
+   * section 6.2 step 5's time for the window to persist).
+   *
+   * @param now the current time, ms
+   * @param srttMs the smoothed RTT, ms
+   * @returns true while the path reorders
+   */
+  reordering(now: number, srttMs: number): boolean {
+    return now - this.#reorderedAt <= REORDERING_PERSIST_ROUNDS * srttMs;
   }
 
   /** When `takeNextLoss` will judge the oldest segment lost by time, if it is not acked first, ms. */

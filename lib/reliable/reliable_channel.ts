@@ -503,7 +503,9 @@ export class ReliableChannel {
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
       this.#losses.onAckRanges(ranges.length >= this.#options.maxSackRanges);
+      const spurious = this.#losses.spurious;
       for (const segment of newly) this.#losses.onAcked(segment, now, this.#rttMin ?? 0);
+      for (let i = spurious; i < this.#losses.spurious; i++) this.#cc?.onSpuriousLoss?.();
       const minRttMs = this.#recentMinRtt();
       if (this.#cc) {
         this.#cc.onAck(now, newly.length, {
@@ -512,6 +514,7 @@ export class ReliableChannel {
           inFlight: this.#inFlight(),
           rttSampleMs,
           sample: this.#sampler.onAcked(now, newly, minRttMs),
+          reordering: this.#losses.reordering(now, this.#rtt.srtt ?? 0),
         });
       }
       // Fragments of one message come in runs: one map update a run.
