@@ -176,9 +176,10 @@ const FULL_BANDWIDTH_ROUNDS = 3;
  *   window to a quarter of the BDP, and acks grow it back to the
  *   model's window at once (the path did not change; something was lost).
  * - **Jitter is no queue**: on a path that reorders (jitter does, a queue
- *   never), what jitter adds to SRTT ({@linkcode BbrControl.jitter}) is left
- *   out of the queue tests and added to the RTT of the BDP, and a
- *   congestion cut for a loss that proves spurious is given back.
+ *   never), what jitter adds to the RTT on average
+ *   ({@linkcode BbrControl.jitter}) is left out of SRTT in the queue tests
+ *   and added to the RTT of the BDP and of a round trip, and a congestion
+ *   cut for a loss that proves spurious is given back.
  *
  * Time comes from the calls; no randomness: probe_bw starts in its cruise
  * phase and flows desynchronise by when they start.
@@ -201,6 +202,7 @@ export class BbrControl implements CongestionController {
   #bandwidths: { round: number; rate: number }[] = [];
   #round = 0;
   #nextRoundDelivered = 0;
+  #roundStartAt = -Infinity;
   #minRtt = Infinity;
   #minRttAt = 0;
   #fullBandwidth = 0;
@@ -227,7 +229,10 @@ export class BbrControl implements CongestionController {
   /** The smallest RTT sample of this round trip and of the one before, ms. */
   #roundMinRtt = Infinity;
   #lastRoundMinRtt = Infinity;
-  /** SRTT over the standing RTT at the end of each of the last {@linkcode BBR_JITTER_ROUNDS} round trips, ms. */
+  /** This round trip's mean RTT samples: their sum and count. */
+  #roundRttSum = 0;
+  #roundRtts = 0;
+  /** The mean RTT over the standing RTT at the end of each of the last {@linkcode BBR_JITTER_ROUNDS} round trips, ms. */
   #spreads: number[] = [];
   /** Whether the path reorders (see {@linkcode AckSignals.reordering}): only then is RTT spread taken for jitter. */
   #reordering = false;
@@ -288,11 +293,13 @@ export class BbrControl implements CongestionController {
   /**
    * What jitter adds to the RTT on average, ms, on a path that reorders
    * (0 on one that does not: a drop-tail queue never reorders): the median,
-   * over the last {@linkcode BBR_JITTER_ROUNDS} round trips, of SRTT over
-   * the standing RTT at a round trip's end. A queue raises every sample, so
-   * SRTT and the standing RTT alike; jitter raises SRTT only. The median,
+   * over the last {@linkcode BBR_JITTER_ROUNDS} round trips, of a round
+   * trip's mean RTT over its standing RTT. A queue raises every sample, so
+   * the mean and the standing RTT alike; jitter raises the mean only. The
+   * mean of every segment's RTT, not SRTT: an ack's sample is the smallest
+   * of the segments it covers, which hides the data's jitter. The median,
    * not the smallest: a round trip of few samples has a standing RTT near
-   * SRTT, which on a slow flow would hide the jitter.
+   * its mean, which on a slow flow would hide the jitter.
    */
   get jitter(): number {
     if (!this.#reordering || this.#spreads.length === 0) return 0;
@@ -328,7 +335,15 @@ export class BbrControl implements CongestionController {
     let roundStart = false;
     if (sample !== undefined) {
       this.#delivered = sample.totalDelivered;
-      if (sample.priorDelivered >= this.#nextRoundDelivered) {
+      // With jitter a round trip lasts the mean RTT at least, not until the first
+      // segment sent in it is acked, which can come a smallest RTT later: five
+      // rounds of bandwidth samples then spanned two or three real ones.
+      const jitter = this.jitter;
+      if (
+        sample.priorDelivered >= this.#nextRoundDelivered &&
+        (jitter === 0 || now - this.#roundStartAt >= this.#minRtt + jitter)
+      ) {
+        this.#roundStartAt = now;
         this.#nextRoundDelivered = sample.totalDelivered;
         this.#round++;
         roundStart = true;
@@ -347,6 +362,10 @@ export class BbrControl implements CongestionController {
     this.#updateMinRtt(now, signals.rttSampleMs, inFlight, roundStart, sample?.appLimited ?? false);
     this.#ackedThisRound += acked;
     this.#roundMinRtt = Math.min(this.#roundMinRtt, signals.rttSampleMs ?? Infinity);
+    if (signals.meanRttSampleMs !== undefined) {
+      this.#roundRttSum += signals.meanRttSampleMs;
+      this.#roundRtts++;
+    }
     this.#setPacingRate(now, signals.srttMs);
     this.#setWindow(acked);
   }
@@ -533,15 +552,17 @@ export class BbrControl implements CongestionController {
     return (this.#srtt ?? Infinity) - this.jitter;
   }
 
-  /** Ends a round trip's standing RTT, and keeps SRTT's spread over it (see {@linkcode jitter}). */
+  /** Ends a round trip's standing and mean RTT, and keeps the spread between them (see {@linkcode jitter}). */
   #endJitterRound(): void {
     const standing = this.#standingRtt();
-    if (this.#srtt !== undefined && Number.isFinite(standing)) {
-      this.#spreads.push(Math.max(0, this.#srtt - standing));
+    if (this.#roundRtts > 0 && Number.isFinite(standing)) {
+      this.#spreads.push(Math.max(0, this.#roundRttSum / this.#roundRtts - standing));
       if (this.#spreads.length > BBR_JITTER_ROUNDS) this.#spreads.shift();
     }
     this.#lastRoundMinRtt = this.#roundMinRtt;
     this.#roundMinRtt = Infinity;
+    this.#roundRttSum = 0;
+    this.#roundRtts = 0;
   }
 
   /**

@@ -17,8 +17,10 @@ export interface AckSignals {
   minRttMs: number | undefined;
   /** Segments still in flight after this ack (the window when not given). */
   inFlight?: number;
-  /** This ack's RTT sample, ms, if it gave one (Karn's rule). */
+  /** This ack's RTT sample, ms, if it gave one (Karn's rule): the smallest of the segments it covers. */
   rttSampleMs?: number;
+  /** The mean RTT of the segments this ack covers that Karn's rule lets give one, ms. */
+  meanRttSampleMs?: number;
   /** This ack's delivery rate sample, if it gave one. */
   sample?: RateSample;
   /**

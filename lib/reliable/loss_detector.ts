@@ -19,15 +19,15 @@ const REORDERING_PERSIST_ROUNDS = 16;
 export const TIMEOUT_PROBES = 2;
 /**
  * Largest multiple of min_rtt / 4 the reordering window grows to (and at
- * most SRTT): 1.5 min_rtt. Session 20 chose 2 when jitter set off
+ * most SRTT): one min_rtt. Session 20 chose 2 while jitter set off
  * congestion cuts (two transfers at 3% loss, 5-30 ms delay and 3%
- * reordering finished 2-8x apart with 8); now that the controller tells
- * jitter from a queue, ±10 ms on a 20 ms path (RTTs of 20 to 60 ms) needs
- * more: 4 MiB at 8 MB/s took 0.06-0.11 of the link with 2, 0.40-0.71
- * with 4 to 6. With 8 a transfer in the client simulator (8 MiB, 1-5 ms)
- * stalled, not yet understood.
+ * reordering finished 2-8x apart with 8). Once the controller told jitter
+ * from a queue, ±10 ms on a 20 ms path (RTTs of 20 to 60 ms) needed more:
+ * at 8 MB/s (seeds 1-4, 5-20 s) 0.15 of the link with 2, 0.82-0.86 with 4,
+ * 0.36-0.74 with 6 and 0.36-0.62 with 8, with more retransmissions
+ * proved spurious (13-20% of segments against 6.5%; why is not yet known).
  */
-const MAX_REORDERING_STEPS = 6;
+const MAX_REORDERING_STEPS = 4;
 
 /**
  * Tracks transmissions in the order they left and decides which segments
