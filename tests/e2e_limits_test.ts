@@ -646,6 +646,16 @@ Deno.test("client carries on, saying nothing, when the server closes its idle TC
     5000,
     "the idle close in the log",
   );
+  // And the client saw it: a request written before then would go out on the closing
+  // connection and fail with it (the race a loaded CI machine once lost).
+  await pollUntil(
+    async () =>
+      (await Deno.readTextFile(join(logDir, "client.log"))).includes(
+        "The server closed the TCP connection",
+      ) || undefined,
+    5000,
+    "the client's note of the close",
+  );
   await client.write("tcp second\n");
   await server.waitForLine(/second/).catch((error) => {
     // It failed once in CI (the client logged out after the idle close): say what the client said.

@@ -1005,6 +1005,7 @@ export class ClientDriver {
       await this.#download.finish("the TCP connection to the server closed");
     }
     if (!this.#closed) {
+      log.info("The server closed the TCP connection; the next request over TCP opens another");
       this.#core.tcpFailed("the server closed the TCP connection");
       this.#drain();
     }
