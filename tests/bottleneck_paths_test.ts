@@ -72,6 +72,46 @@ Deno.test("bottleneck: jitter and reordering are not taken for loss", async (t) 
   }
 });
 
+Deno.test("bottleneck: jitter of half the one-way delay at other rates and delays, and shared", async (t) => {
+  // Session 21: main kept 0.03-0.13 of the link on each of these, three flows 0.02 each.
+  const cases: [string, Path & Pick<BottleneckRun, "loss">, number][] = [
+    ["1 MB/s, 20 ms, ±10 ms", { rate: 1_000_000, delayMs: 20, jitterMs: 10 }, 0.75],
+    [
+      "2 MB/s, 100 ms, ±50 ms, 1% loss",
+      { rate: 2_000_000, delayMs: 100, jitterMs: 50, loss: 0.01 },
+      0.7,
+    ],
+  ];
+  for (const [name, path, least] of cases) {
+    await t.step(name, () => {
+      const flow = runBottleneck({
+        ...path,
+        queue: path.rate * 2 * path.delayMs / 1000,
+        seed: 1,
+        flows: [{}],
+        untilMs: 15_000,
+      }).flows[0];
+      const share = goodputBetween(flow, 100, 30, 150) / path.rate;
+      assert(share >= least, `${share.toFixed(3)} of the link`);
+    });
+  }
+  await t.step("three flows, 8 MB/s, 20 ms, ±10 ms: within 1.5x, most of the link together", () => {
+    const { flows } = runBottleneck({
+      rate: 8_000_000,
+      delayMs: 20,
+      jitterMs: 10,
+      queue: 320_000,
+      seed: 1,
+      flows: [{}, {}, {}],
+      untilMs: 15_000,
+    });
+    const shares = flows.map((flow) => goodputBetween(flow, 100, 30, 150) / 8_000_000);
+    const together = shares.reduce((a, b) => a + b, 0);
+    assert(Math.max(...shares) <= 1.5 * Math.min(...shares), shares.join(", "));
+    assert(together >= 0.8, `${together.toFixed(3)} together`);
+  });
+});
+
 Deno.test("bottleneck: a timeout's wait is not taken for the path's round trip", () => {
   // 2 MB/s, 2 ms, 20% loss each way: acks of segments sent before a timeout, lost until one
   // came seconds later, gave RTT samples of 2.6 s and an RTO of 4 s (0.019 and 0.038 of the link
