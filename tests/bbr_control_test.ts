@@ -58,12 +58,16 @@ class FakePath {
       };
       // What pacing puts in flight, up to the window.
       const inFlight = Math.min(cc.window, Math.ceil(Math.min(cc.pacer.rate, 1e6) * rttMs));
+      const jitterMs = options.jitterMs ?? 0;
+      const rttSampleMs = options.noRttSamples ? undefined : rttMs + (now % 2) * 2 * jitterMs;
       cc.onAck(now, acked, {
-        srttMs: options.srttMs ?? rttMs,
+        srttMs: options.srttMs ?? rttMs + jitterMs,
         minRttMs: rttMs,
         inFlight,
-        rttSampleMs: options.noRttSamples ? undefined : rttMs,
+        rttSampleMs,
+        meanRttSampleMs: rttSampleMs,
         sample,
+        reordering: options.reordering,
       });
     }
     return options.to;
@@ -81,6 +85,10 @@ interface DriveOptions {
   srttMs?: number;
   /** True for acks without an RTT sample (Karn's rule after retransmissions). */
   noRttSamples?: boolean;
+  /** Every other RTT sample is this many ms above `rttMs` twice over (default 0), and SRTT once. */
+  jitterMs?: number;
+  /** What the acks say of reordering. */
+  reordering?: boolean;
 }
 
 function drive(
@@ -349,4 +357,39 @@ Deno.test("BbrControl makes up for random loss: window and pacing scale by 1 / (
   assert(cc.window >= 115, `window ${cc.window}: about 80 / 0.8 + 24 = 124`);
   assert(cc.randomLoss > 0.15 && cc.randomLoss < 0.25, `random loss ${cc.randomLoss}`);
   assertEquals(cc.reductions, 0, "random loss is not congestion");
+});
+
+Deno.test("BbrControl takes a spread RTT on a path that reorders for jitter, not a queue", () => {
+  // RTT samples of 40 and 90 ms in turn, SRTT 65: a queue of 0.6 BDP by SRTT alone.
+  for (const reordering of [false, true]) {
+    const cc = bbr();
+    drive(cc, { from: 0, to: 3000, rate: 2, rttMs: 40, jitterMs: 25, reordering });
+    assertEquals(cc.mode, "probe_bw");
+    if (reordering) {
+      // 25.6: a round trip of 41 acks has 21 samples of 90 ms.
+      assertAlmostEquals(cc.jitter, 25, 1, "the mean RTT over the standing RTT");
+      assertEquals(cc.bdp, 2 * (40 + cc.jitter), "the flight the acks' average RTT needs");
+    } else {
+      assertEquals(cc.jitter, 0, "a path that does not reorder has a queue, not jitter");
+      assertEquals(cc.bdp, 2 * 40);
+    }
+    cc.onLoss(0, 80, 1000);
+    assertEquals(cc.reductions, reordering ? 0 : 1, "jitter is no queue");
+  }
+});
+
+Deno.test("BbrControl gives back a congestion cut when the loss proves spurious on a path that reorders", () => {
+  const cc = bbr();
+  let end = drive(cc, { from: 0, to: 2000, rate: 2, rttMs: 40, reordering: true });
+  const bandwidth = cc.bandwidth;
+  // Every sample 70 ms over a smallest of 40: a queue, not jitter.
+  end = drive(cc, { from: end, to: end + 100, rate: 2, rttMs: 70, reordering: true });
+  assertEquals(cc.bandwidth, bandwidth);
+  cc.onLoss(0, 80, 1000);
+  assertEquals(cc.reductions, 1);
+  assertAlmostEquals(cc.bandwidth, bandwidth * 0.85, 1e-9);
+  cc.onSpuriousLoss();
+  assertAlmostEquals(cc.bandwidth, bandwidth, 1e-9, "undone");
+  cc.onSpuriousLoss();
+  assertAlmostEquals(cc.bandwidth, bandwidth, 1e-9, "once");
 });

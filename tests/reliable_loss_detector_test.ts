@@ -64,7 +64,11 @@ Deno.test("LossDetector widens its reordering window once reordering shows", () 
   const detector = new LossDetector(3);
   const segments = transmitted(detector, 8);
   ack(detector, segments[1]);
+  assertEquals(detector.reordering(40, 40), false);
   ack(detector, segments[0], 41); // sent before one acked already, never resent: reordered
+  assertEquals(detector.reordering(41, 40), true, "reordering shows");
+  assertEquals(detector.reordering(41 + 16 * 40, 40), true);
+  assertEquals(detector.reordering(42 + 16 * 40, 40), false, "for 16 round trips");
   for (const segment of segments.slice(3)) ack(detector, segment, 42);
   assertEquals(next(detector, 3, 42), undefined, "five later acks, but reordering was seen");
   // RACK: lost once out for the RTT of the latest sent acked plus min_rtt / 4.

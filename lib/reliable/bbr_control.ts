@@ -136,6 +136,8 @@ export const BBR_ALLOWANCE_MS = 2;
 export const BBR_LATENESS_GAIN = 8;
 /** The most window {@linkcode BBR_LATENESS_GAIN} adds, over the BDP (and RTT over the smallest RTT). */
 export const BBR_LATENESS_MAX_BDP = 0.25;
+/** Round trips over which {@linkcode BbrControl.jitter} takes its median: a probe cycle's. */
+export const BBR_JITTER_ROUNDS = 8;
 /** Startup ends when three round trips in a row grow the bandwidth by less than this factor. */
 const FULL_BANDWIDTH_GROWTH = 1.25;
 const FULL_BANDWIDTH_ROUNDS = 3;
@@ -173,6 +175,11 @@ const FULL_BANDWIDTH_ROUNDS = 3;
  *   from flows above their fair rate. A retransmission timeout drops the
  *   window to a quarter of the BDP, and acks grow it back to the
  *   model's window at once (the path did not change; something was lost).
+ * - **Jitter is no queue**: on a path that reorders (jitter does, a queue
+ *   never), what jitter adds to the RTT on average
+ *   ({@linkcode BbrControl.jitter}) is left out of SRTT in the queue tests
+ *   and added to the RTT of the BDP and of a round trip, and a congestion
+ *   cut for a loss that proves spurious is given back.
  *
  * Time comes from the calls; no randomness: probe_bw starts in its cruise
  * phase and flows desynchronise by when they start.
@@ -195,6 +202,7 @@ export class BbrControl implements CongestionController {
   #bandwidths: { round: number; rate: number }[] = [];
   #round = 0;
   #nextRoundDelivered = 0;
+  #roundStartAt = -Infinity;
   #minRtt = Infinity;
   #minRttAt = 0;
   #fullBandwidth = 0;
@@ -216,6 +224,18 @@ export class BbrControl implements CongestionController {
   #randomLoss = 0;
   /** The round trip of the last congestion loss. */
   #lossRound = -1;
+  /** Whether the last congestion loss's cut may still be undone (see {@linkcode BbrControl.onSpuriousLoss}). */
+  #undoable = false;
+  /** The smallest RTT sample of this round trip and of the one before, ms. */
+  #roundMinRtt = Infinity;
+  #lastRoundMinRtt = Infinity;
+  /** This round trip's mean RTT samples: their sum and count. */
+  #roundRttSum = 0;
+  #roundRtts = 0;
+  /** The mean RTT over the standing RTT at the end of each of the last {@linkcode BBR_JITTER_ROUNDS} round trips, ms. */
+  #spreads: number[] = [];
+  /** Whether the path reorders (see {@linkcode AckSignals.reordering}): only then is RTT spread taken for jitter. */
+  #reordering = false;
 
   /**
    * Creates a controller in startup.
@@ -275,11 +295,33 @@ export class BbrControl implements CongestionController {
     return this.#minRtt;
   }
 
-  /** The estimated bandwidth-delay product, segments (undefined before the model has both). */
+  /**
+   * What jitter adds to the RTT on average, ms, on a path that reorders
+   * (0 on one that does not: a drop-tail queue never reorders): the median,
+   * over the last {@linkcode BBR_JITTER_ROUNDS} round trips, of a round
+   * trip's mean RTT over its standing RTT. A queue raises every sample, so
+   * the mean and the standing RTT alike; jitter raises the mean only. The
+   * mean of every segment's RTT, not SRTT: an ack's sample is the smallest
+   * of the segments it covers, which hides the data's jitter. The median,
+   * not the smallest: a round trip of few samples has a standing RTT near
+   * its mean, which on a slow flow would hide the jitter.
+   */
+  get jitter(): number {
+    if (!this.#reordering || this.#spreads.length === 0) return 0;
+    const sorted = [...this.#spreads].sort((a, b) => a - b);
+    return sorted[sorted.length >> 1];
+  }
+
+  /**
+   * The estimated bandwidth-delay product, segments (undefined before the
+   * model has both): the bandwidth over the smallest RTT plus the
+   * {@linkcode jitter}, the flight that keeps the link busy while acks come
+   * that much late on average.
+   */
   get bdp(): number | undefined {
     const bandwidth = this.bandwidth;
     if (bandwidth === 0 || !Number.isFinite(this.#minRtt)) return undefined;
-    return bandwidth * this.#minRtt;
+    return bandwidth * (this.#minRtt + this.jitter);
   }
 
   /**
@@ -292,16 +334,26 @@ export class BbrControl implements CongestionController {
   onAck(now: number, acked: number, signals: AckSignals): void {
     const inFlight = signals.inFlight ?? this.#cwnd;
     this.#srtt = signals.srttMs;
+    this.#reordering = signals.reordering ?? false;
     if (signals.rttSampleMs !== undefined) this.#srttRound = this.#round;
     const sample = signals.sample;
     let roundStart = false;
     if (sample !== undefined) {
       this.#delivered = sample.totalDelivered;
-      if (sample.priorDelivered >= this.#nextRoundDelivered) {
+      // With jitter a round trip lasts the mean RTT at least, not until the first
+      // segment sent in it is acked, which can come a smallest RTT later: five
+      // rounds of bandwidth samples then spanned two or three real ones.
+      const jitter = this.jitter;
+      if (
+        sample.priorDelivered >= this.#nextRoundDelivered &&
+        (jitter === 0 || now - this.#roundStartAt >= this.#minRtt + jitter)
+      ) {
+        this.#roundStartAt = now;
         this.#nextRoundDelivered = sample.totalDelivered;
         this.#round++;
         roundStart = true;
         this.#endLossRound();
+        this.#endJitterRound();
       }
       if (sample.rate !== undefined && (!sample.appLimited || sample.rate >= this.bandwidth)) {
         this.#recordBandwidth(sample.rate);
@@ -314,6 +366,11 @@ export class BbrControl implements CongestionController {
     this.#checkDrain(now, inFlight);
     this.#updateMinRtt(now, signals.rttSampleMs, inFlight, roundStart, sample?.appLimited ?? false);
     this.#ackedThisRound += acked;
+    this.#roundMinRtt = Math.min(this.#roundMinRtt, signals.rttSampleMs ?? Infinity);
+    if (signals.meanRttSampleMs !== undefined) {
+      this.#roundRttSum += signals.meanRttSampleMs;
+      this.#roundRtts++;
+    }
     this.#setPacingRate(now, signals.srttMs);
     this.#setWindow(acked);
   }
@@ -333,17 +390,29 @@ export class BbrControl implements CongestionController {
     if (this.#mode !== "probe_bw" || this.#lossRound === this.#round) return;
     // What a late host adds to the RTT is no queue (see BBR_LATENESS_GAIN).
     const slack = Math.min(this.#lateness(), BBR_LATENESS_MAX_BDP) * this.#minRtt;
-    if (
-      this.#srtt === undefined || this.#srtt <= BBR_CONGESTION_RTT_FACTOR * this.#minRtt + slack
-    ) {
-      return;
-    }
+    const queued = BBR_CONGESTION_RTT_FACTOR * this.#minRtt + slack;
+    if (this.#srtt === undefined || this.#queueRtt() <= queued) return;
     // Only a fresh RTT shows a queue: after a timeout, Karn's rule leaves
     // SRTT where the outage put it until a segment sent once is acked.
     if (this.#round - this.#srttRound > 1) return;
     this.#lossRound = this.#round;
     for (const sample of this.#bandwidths) sample.rate *= BBR_CONGESTION_BACKOFF;
     this.#reductions++;
+    this.#undoable = true;
+  }
+
+  /**
+   * Undoes a loss that proved spurious on a path that reorders (its
+   * original was acked): it no longer counts toward the random loss rate, and the
+   * last congestion cut, if made within the last two round trips and not
+   * undone yet, is given back (RFC 4015's Eifel response; Linux's undo).
+   */
+  onSpuriousLoss(): void {
+    if (!this.#reordering) return;
+    this.#lostThisRound = Math.max(0, this.#lostThisRound - 1);
+    if (!this.#undoable || this.#round - this.#lossRound > 2) return;
+    this.#undoable = false;
+    for (const sample of this.#bandwidths) sample.rate /= BBR_CONGESTION_BACKOFF;
   }
 
   /**
@@ -464,13 +533,41 @@ export class BbrControl implements CongestionController {
   #endLossRound(): void {
     const total = this.#ackedThisRound + this.#lostThisRound;
     const noQueue = this.#srtt !== undefined &&
-      this.#srtt <= BBR_RANDOM_LOSS_RTT_FACTOR * this.#minRtt;
+      this.#queueRtt() <= BBR_RANDOM_LOSS_RTT_FACTOR * this.#minRtt;
     if (total > 0) {
       const rate = noQueue ? this.#lostThisRound / total : 0;
       this.#randomLoss += (rate - this.#randomLoss) / 4;
     }
     this.#ackedThisRound = 0;
     this.#lostThisRound = 0;
+  }
+
+  /**
+   * The smallest RTT sample of this round trip and the one before (Copa's
+   * standing RTT, over a round trip or two rather than half an SRTT): a
+   * queue raises every sample, jitter only some, so where jitter spreads
+   * the samples SRTT rises with no queue and this does not.
+   */
+  #standingRtt(): number {
+    return Math.min(this.#roundMinRtt, this.#lastRoundMinRtt);
+  }
+
+  /** The RTT that shows a queue: SRTT less the {@linkcode jitter}. */
+  #queueRtt(): number {
+    return (this.#srtt ?? Infinity) - this.jitter;
+  }
+
+  /** Ends a round trip's standing and mean RTT, and keeps the spread between them (see {@linkcode jitter}). */
+  #endJitterRound(): void {
+    const standing = this.#standingRtt();
+    if (this.#roundRtts > 0 && Number.isFinite(standing)) {
+      this.#spreads.push(Math.max(0, this.#roundRttSum / this.#roundRtts - standing));
+      if (this.#spreads.length > BBR_JITTER_ROUNDS) this.#spreads.shift();
+    }
+    this.#lastRoundMinRtt = this.#roundMinRtt;
+    this.#roundMinRtt = Infinity;
+    this.#roundRttSum = 0;
+    this.#roundRtts = 0;
   }
 
   /**

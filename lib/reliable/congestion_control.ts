@@ -17,10 +17,17 @@ export interface AckSignals {
   minRttMs: number | undefined;
   /** Segments still in flight after this ack (the window when not given). */
   inFlight?: number;
-  /** This ack's RTT sample, ms, if it gave one (Karn's rule). */
+  /** This ack's RTT sample, ms, if it gave one (Karn's rule): the smallest of the segments it covers. */
   rttSampleMs?: number;
+  /** The mean RTT of the segments this ack covers that Karn's rule lets give one, ms. */
+  meanRttSampleMs?: number;
   /** This ack's delivery rate sample, if it gave one. */
   sample?: RateSample;
+  /**
+   * True while the path reorders datagrams (RACK saw it lately): its RTT
+   * varies with no queue behind it, as a drop-tail queue never reorders.
+   */
+  reordering?: boolean;
 }
 
 /**
@@ -47,6 +54,12 @@ export interface CongestionController {
   onLoss(seq: number, inFlight: number, sendNext: number): void;
   /** Takes a retransmission timeout. */
   onTimeout(inFlight: number, sendNext: number): void;
+  /**
+   * Hears that a fast retransmission proved spurious: the original was
+   * acknowledged (RFC 8985 section 6.2 step 2). Optional: a controller
+   * that can undo what it did for that loss (RFC 4015's Eifel response).
+   */
+  onSpuriousLoss?(): void;
 }
 
 /** Options of a {@linkcode CongestionControl}. */

@@ -19,13 +19,15 @@ const REORDERING_PERSIST_ROUNDS = 16;
 export const TIMEOUT_PROBES = 2;
 /**
  * Largest multiple of min_rtt / 4 the reordering window grows to (and at
- * most SRTT). Two, not Linux's larger cap: a wider window delays every real
- * loss as much, and two transfers at 3% loss, 5-30 ms delay and 3%
- * reordering (tests/file_transfer_simulation_test.ts) finished 2-8x apart
- * in 16 seeds of 16 with 8, in 2 of 16 with 2 (0 without RACK); ±5 ms of
- * jitter at 8 MB/s keeps 0.62 of the link with 2, 0.60 with 8.
+ * most SRTT): one min_rtt. Session 20 chose 2 while jitter set off
+ * congestion cuts (two transfers at 3% loss, 5-30 ms delay and 3%
+ * reordering finished 2-8x apart with 8). Once the controller told jitter
+ * from a queue, ±10 ms on a 20 ms path (RTTs of 20 to 60 ms) needed more:
+ * at 8 MB/s (seeds 1-4, 5-20 s) 0.15 of the link with 2, 0.82-0.86 with 4,
+ * 0.36-0.74 with 6 and 0.36-0.62 with 8, with more retransmissions
+ * proved spurious (13-20% of segments against 6.5%; why is not yet known).
  */
-const MAX_REORDERING_STEPS = 2;
+const MAX_REORDERING_STEPS = 4;
 
 /**
  * Tracks transmissions in the order they left and decides which segments
@@ -97,6 +99,19 @@ export class LossDetector {
   /** Retransmissions that proved spurious: acknowledged sooner than min_rtt after they left. */
   get spurious(): number {
     return this.#spurious;
+  }
+
+  /**
+   * Tells whether reordering was seen lately: a segment sent once was
+   * acked below one acked before within the last 16 round trips (RFC 8985
+   * section 6.2 step 5's time for the window to persist).
+   *
+   * @param now the current time, ms
+   * @param srttMs the smoothed RTT, ms
+   * @returns true while the path reorders
+   */
+  reordering(now: number, srttMs: number): boolean {
+    return now - this.#reorderedAt <= REORDERING_PERSIST_ROUNDS * srttMs;
   }
 
   /** When `takeNextLoss` will judge the oldest segment lost by time, if it is not acked first, ms. */

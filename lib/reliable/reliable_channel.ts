@@ -516,19 +516,23 @@ export class ReliableChannel {
     const newly = this.#send.acknowledge(ack.cumulative, ranges);
     if (newly.length > 0) {
       this.#progressAt = now;
-      const rttSampleMs = this.#takeRttSample(now, newly);
+      const rttSamples = this.#takeRttSample(now, newly);
       this.#rtt.resetBackoff();
       // Before the controller hears: in flight leaves out what was judged lost, and these are not.
       this.#losses.onAckRanges(ranges.length >= this.#options.maxSackRanges);
+      const spurious = this.#losses.spurious;
       for (const segment of newly) this.#losses.onAcked(segment, now, this.#rttMin ?? 0);
+      for (let i = spurious; i < this.#losses.spurious; i++) this.#cc?.onSpuriousLoss?.();
       const minRttMs = this.#recentMinRtt();
       if (this.#cc) {
         this.#cc.onAck(now, newly.length, {
           srttMs: this.#rtt.srtt,
           minRttMs,
           inFlight: this.#inFlight(),
-          rttSampleMs,
+          rttSampleMs: rttSamples?.smallest,
+          meanRttSampleMs: rttSamples?.mean,
           sample: this.#sampler.onAcked(now, newly, minRttMs),
+          reordering: this.#losses.reordering(now, this.#rtt.srtt ?? 0),
         });
       }
       // Fragments of one message come in runs: one map update a run.
@@ -558,16 +562,22 @@ export class ReliableChannel {
    * loss once gave a sample of 4 s on a path of 40 ms, and a base RTO to
    * match). Of the rest, the most recently sent gives the tightest bound.
    *
-   * @returns the sample, ms, if there was one
+   * @returns the sample (the smallest) and the mean of the segments', ms, if there was one
    */
-  #takeRttSample(now: number, newly: OutgoingSegment[]): number | undefined {
+  #takeRttSample(
+    now: number,
+    newly: OutgoingSegment[],
+  ): { smallest: number; mean: number } | undefined {
     let sample: number | undefined;
+    let sum = 0, count = 0;
     for (const segment of newly) {
       if (segment.transmissions !== 1 || segment.lost || this.#mayAnswerProbes(now, segment)) {
         continue;
       }
       const rtt = now - segment.sentAt;
       if (sample === undefined || rtt < sample) sample = rtt;
+      sum += rtt;
+      count++;
     }
     if (sample === undefined) return undefined;
     this.#rtt.sample(sample);
@@ -582,7 +592,7 @@ export class ReliableChannel {
     } else {
       this.#windowMinRtt = Math.min(this.#windowMinRtt ?? sample, sample);
     }
-    return sample;
+    return { smallest: sample, mean: sum / count };
   }
 
   /**
