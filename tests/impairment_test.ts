@@ -227,6 +227,10 @@ Deno.test("impair_proxy.ts prints its help and refuses bad flags in one line wit
     [["--target", "127.0.0.1:3000", "--listen", "127.0.0.1:70000"], /^error: --listen port/],
     [["--target", "127.0.0.1:3000", "--lossy", "1"], /^error: unknown flag --lossy/],
     [["--target", "127.0.0.1:3000", "extra"], /^error: unexpected argument "extra"/],
+    [
+      ["--target", "127.0.0.1:3000", "--delay", "-1"],
+      /^error: cannot use the value -1: it must not be negative/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     await t.step(args.join(" ") || "(no flags)", async () => {

@@ -156,6 +156,10 @@ export function rejectUnknownFlags(
 ): void {
   for (const key of Object.keys(parsed)) {
     if (key === "_" || known.includes(key)) continue;
+    // `--delay -1` reaches here as a short flag "1": say what the user wrote.
+    if (/^[0-9.]/.test(key)) {
+      throw new UsageError(`cannot use the value -${key}: it must not be negative; see ${help}`);
+    }
     throw new UsageError(`unknown flag --${key}; see ${help}`);
   }
   const rest = parsed._ as unknown[];
