@@ -1504,6 +1504,38 @@ Deno.test("ServerCore takes over another instance's session from its token and k
   assertEquals(after.clients.map((x) => x.name), ["Bob"]);
 });
 
+Deno.test("ServerCore: another instance's join that arrives after the client moved here (older than the session here) is stale: the session stays, and that instance's leave is not told", () => {
+  const c = newCore({ sharedPresence: true });
+  const bob = registerPersisted(c, 1, "Bob", FROM_BOB, BOB_ID);
+  ask(c, NOW, FROM_BOB, watch(2, bob.token, BOB_ID));
+  // The client logs in here before its join on A came over Redis (a loaded machine).
+  const mover = registerPersisted(c, 3, "Mover", FROM_ALICE, ALICE_ID, NOW + 1000);
+  drain(c);
+  const onA = {
+    name: "Mover",
+    ip: FROM_ALICE.address,
+    udpPort: FROM_ALICE.port + 1,
+    tcpPort: 5001,
+    since: NOW + 500,
+    key: toHex(KEY_ALICE),
+    tokenHash: "ab".repeat(32),
+    instance: "a",
+  };
+  c.presenceChanged(NOW + 1100, "join", onA);
+  const late = drain(c);
+  assertEquals(messagesOf(late, "session_ended"), []);
+  assertEquals(events(late).filter((e) => e.kind === "logged_out"), []);
+  assertEquals(c.sessions.byName("Mover")?.token, mover.token);
+  // A's copy runs out of lease: watchers here hear nothing, the client is here.
+  c.presenceChanged(NOW + 2000, "leave", onA);
+  assertEquals(messagesOf(drain(c), "presence"), []);
+  const beat = call(c, NOW + 2100, FROM_ALICE, withToken("heartbeat", 4, mover.token));
+  assertEquals(messagesOf(beat, "heartbeat_ok").length, 1);
+  // A newer login on A still replaces it.
+  c.presenceChanged(NOW + 3000, "join", { ...onA, since: NOW + 3000 });
+  assertEquals(c.sessions.byName("Mover"), undefined);
+});
+
 Deno.test("ServerCore: a login here of a name another instance holds replaces the shared record, so its leave is seen and lists drop it", () => {
   const c = newCore({ sharedPresence: true });
   const bob = registerPersisted(c, 1, "Bob", FROM_BOB, BOB_ID);

@@ -507,6 +507,8 @@ export class Directory {
   /**
    * Takes news of another instance's session: a join (or a move) is
    * published to watchers unless the name has a session here, a leave too.
+   * A join of a session older than this instance's own of the name is
+   * stale (it arrived after the client moved here) and is ignored.
    *
    * @param now current time, ms
    * @param op `join` or `leave`
@@ -522,6 +524,10 @@ export class Directory {
       if (local === undefined) this.#publishRemote(now, PRESENCE_CHANGES.left, known);
       return;
     }
+    // News of a session that opened before this instance's own session of the name is stale: it
+    // came late over Redis, after the client moved here (its start times are both instances'
+    // clocks, which agree far closer than a client moves).
+    if (local !== undefined && record.since < local.since) return;
     this.#remote.set(key, record);
     this.#remoteTokens.forget(record.name);
     this.#remoteTokens.learn(record);
