@@ -696,6 +696,14 @@ export class ReliableChannel {
       return false;
     }
     this.#transmit(now, segment);
+    this.#nextSpareCandidate();
+    // What was skipped is gone for good: let it go (its payload too), however long no copy leaves.
+    if (
+      this.#retransmittedHead >= 64 && 2 * this.#retransmittedHead >= this.#retransmitted.length
+    ) {
+      this.#retransmitted = this.#retransmitted.slice(this.#retransmittedHead);
+      this.#retransmittedHead = 0;
+    }
     this.#retransmitted.push({ segment, transmissions: segment.transmissions });
     return true;
   }
@@ -722,13 +730,8 @@ export class ReliableChannel {
   #sendSpare(now: number): boolean {
     const cc = this.#cc;
     if (cc === undefined || this.#options.mode !== "selective") return false;
-    const candidates = this.#retransmitted;
-    while (this.#retransmittedHead < candidates.length) {
-      const { segment, transmissions } = candidates[this.#retransmittedHead];
-      if (segment.acked || segment.lost || segment.transmissions !== transmissions) {
-        this.#retransmittedHead++;
-        continue;
-      }
+    const segment = this.#nextSpareCandidate();
+    if (segment !== undefined) {
       const minRtt = this.#recentMinRtt(), srtt = this.#rtt.srtt;
       const queue = minRtt === undefined || srtt === undefined ||
         srtt > BBR_RANDOM_LOSS_RTT_FACTOR * minRtt;
@@ -745,6 +748,19 @@ export class ReliableChannel {
     this.#retransmitted = [];
     this.#retransmittedHead = 0;
     return false;
+  }
+
+  /** The oldest retransmission still waiting for a spare copy (acked, lost or resent ones skipped). */
+  #nextSpareCandidate(): OutgoingSegment | undefined {
+    const candidates = this.#retransmitted;
+    while (this.#retransmittedHead < candidates.length) {
+      const { segment, transmissions } = candidates[this.#retransmittedHead];
+      if (!segment.acked && !segment.lost && segment.transmissions === transmissions) {
+        return segment;
+      }
+      this.#retransmittedHead++;
+    }
+    return undefined;
   }
 
   #transmit(now: number, segment: OutgoingSegment): void {
