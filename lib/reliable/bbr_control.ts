@@ -234,6 +234,8 @@ export class BbrControl implements CongestionController {
   #roundRtts = 0;
   /** The mean RTT over the standing RTT at the end of each of the last {@linkcode BBR_JITTER_ROUNDS} round trips, ms. */
   #spreads: number[] = [];
+  /** Their median (0 before any), kept as they change: every ack asks for it several times. */
+  #spreadMedian = 0;
   /** Whether the path reorders (see {@linkcode AckSignals.reordering}): only then is RTT spread taken for jitter. */
   #reordering = false;
 
@@ -307,9 +309,7 @@ export class BbrControl implements CongestionController {
    * its mean, which on a slow flow would hide the jitter.
    */
   get jitter(): number {
-    if (!this.#reordering || this.#spreads.length === 0) return 0;
-    const sorted = [...this.#spreads].sort((a, b) => a - b);
-    return sorted[sorted.length >> 1];
+    return this.#reordering ? this.#spreadMedian : 0;
   }
 
   /**
@@ -563,6 +563,8 @@ export class BbrControl implements CongestionController {
     if (this.#roundRtts > 0 && Number.isFinite(standing)) {
       this.#spreads.push(Math.max(0, this.#roundRttSum / this.#roundRtts - standing));
       if (this.#spreads.length > BBR_JITTER_ROUNDS) this.#spreads.shift();
+      const sorted = [...this.#spreads].sort((a, b) => a - b);
+      this.#spreadMedian = sorted[sorted.length >> 1];
     }
     this.#lastRoundMinRtt = this.#roundMinRtt;
     this.#roundMinRtt = Infinity;
