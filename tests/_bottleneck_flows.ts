@@ -145,6 +145,11 @@ class Process {
     return now >= this.#stalledUntil;
   }
 
+  /** When it next runs: `now` if awake, else the end of its stall. */
+  awakeAt(now: number): number {
+    return this.awake(now) ? now : this.#stalledUntil;
+  }
+
   /** When it next runs by itself: its timer, or the end of a stall with datagrams waiting. */
   nextWake(): number {
     const at = this.channel.nextTimeout();
@@ -302,7 +307,10 @@ export function runBottleneck(spec: BottleneckRun): BottleneckResult {
     let next = Math.min(net.nextDelivery() ?? Infinity, nextSample);
     for (const flow of flows) {
       if (!flow.started) next = Math.min(next, flow.spec.startMs ?? 0);
-      if (flow.result.finishedMs === undefined) next = Math.min(next, flow.nextChatMs);
+      // A chat message due while the sender stalls is sent when the stall ends.
+      if (flow.result.finishedMs === undefined) {
+        next = Math.min(next, Math.max(flow.nextChatMs, flow.sender.awakeAt(now)));
+      }
       next = Math.min(next, flow.sender.nextWake(), flow.receiver.nextWake());
     }
     now = Math.max(now, next);
