@@ -511,6 +511,47 @@ Deno.test("ReliableChannel retransmits on timeout with exponential backoff", asy
     },
   );
 
+  await t.step("probes a path of heavy random loss with a pacing burst", () => {
+    /**
+     * Sends a bulk stream a to b, 20 ms each way, every fifth datagram lost when `lossy`, for
+     * 1.5 s, then loses everything: the segments the first timeout resends.
+     */
+    function firstTimeoutProbes(lossy: boolean): number {
+      const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
+      const b = new ReliableChannel(0, { keepaliveMs: 100_000 });
+      const chunk = new Uint8Array(32 * 1024);
+      const wire: { at: number; to: ReliableChannel; segment: Segment }[] = [];
+      let now = 0, datagrams = 0, before: number | undefined;
+      const pump = (from: ReliableChannel, to: ReliableChannel) => {
+        for (let out = from.poll(); out; out = from.poll()) {
+          if (out.type !== "segment" || before !== undefined) continue;
+          if (lossy && ++datagrams % 5 === 0) continue;
+          wire.push({ at: now + 20, to, segment: out.segment });
+        }
+      };
+      while (now < 10_000) {
+        if (now >= 1500) before ??= a.stats.timeoutRetransmissions;
+        if (before !== undefined && a.stats.timeoutRetransmissions > before) {
+          return a.stats.timeoutRetransmissions - before;
+        }
+        while (a.backlog < 2 * a.congestionWindow + 40) a.send(now, chunk, { owned: true });
+        pump(a, b);
+        pump(b, a);
+        now = Math.min(wire[0]?.at ?? Infinity, a.nextTimeout()!, b.nextTimeout()!);
+        while (wire.length > 0 && wire[0].at <= now) {
+          const { to, segment } = wire.shift()!;
+          to.receive(now, segment);
+        }
+        a.onTimeout(now);
+        b.onTimeout(now);
+      }
+      throw new Error("No timeout");
+    }
+    // A timeout there is mostly a burst that took a flight or its acks, and takes two probes too.
+    assertEquals(firstTimeoutProbes(true), DEFAULT_CHANNEL_OPTIONS.maxBurst);
+    assertEquals(firstTimeoutProbes(false), 2, "without loss, a delayed flight is likelier");
+  });
+
   await t.step("takes no RTT sample from a segment acked while it waited, judged lost", () => {
     const a = new ReliableChannel(0, { keepaliveMs: 100_000 });
     for (let i = 0; i < 10; i++) a.send(0, bytes(10, i));

@@ -228,15 +228,16 @@ export class LossDetector {
   }
 
   /**
-   * Judges lost the {@linkcode TIMEOUT_PROBES} oldest outstanding segments
-   * alone: the probes of a first timeout (RFC 5682's F-RTO, RFC 8985's
-   * tail loss probe, RFC 9002's PTO).
+   * Judges lost the oldest outstanding segments alone: the probes of a
+   * first timeout (RFC 5682's F-RTO, RFC 8985's tail loss probe, RFC 9002's
+   * PTO).
    *
+   * @param probes how many, {@linkcode TIMEOUT_PROBES} unless the channel asks for more
    * @returns how many segments were newly judged lost
    */
-  markProbesLost(): number {
+  markProbesLost(probes = TIMEOUT_PROBES): number {
     let marked = 0;
-    for (let oldest = this.oldest(); oldest && marked < TIMEOUT_PROBES; oldest = this.oldest()) {
+    for (let oldest = this.oldest(); oldest && marked < probes; oldest = this.oldest()) {
       this.#transmissionsHead++;
       this.#markLost(oldest);
       marked++;

@@ -18,7 +18,7 @@ import {
 } from "./channel_options.ts";
 import { CongestionControl, type CongestionController } from "./congestion_control.ts";
 import { DeliveryRateSampler } from "./delivery_rate_sampler.ts";
-import { LossDetector } from "./loss_detector.ts";
+import { LossDetector, TIMEOUT_PROBES } from "./loss_detector.ts";
 import { ReceiveBuffer } from "./receive_buffer.ts";
 import { RttEstimator } from "./rtt_estimator.ts";
 import {
@@ -69,6 +69,22 @@ export const PROBES_BEFORE_DEATH = 80;
  * flight waited out.
  */
 export const TAIL_PROBE_SRTTS = 2;
+
+/**
+ * Where the controller estimates random loss above this rate
+ * (`CongestionController.randomLoss`), a first timeout resends one pacing
+ * burst (`maxBurst` segments) instead of {@linkcode TIMEOUT_PROBES}. On such
+ * a path a timeout mostly means a burst of loss (an outage of the radio)
+ * that took a whole flight or its acks, and the burst often takes two probes
+ * or their acks as well (each way lossy at 10%, two probe round trips both
+ * fail in 3.6% of timeouts at random, far more in bursts): the second timeout
+ * then comes 250 ms later. In simulation (8 MB/s, 20 ms, one BDP of queue,
+ * 4 MiB, 20% loss in bursts of 16, seeds 1-600) 0.336 of the link became
+ * 0.346 (loaded host 0.320 to 0.327); a lower threshold, or more probes
+ * everywhere, broke the fairness matrix or made the spurious timeouts of
+ * long paths cost 32 segments each. See DECISIONS.md, "Ninth pass".
+ */
+export const MANY_PROBES_RANDOM_LOSS = 0.1;
 
 /** What a channel asks its driver to do, from {@linkcode ReliableChannel.poll}. */
 export type ChannelOutput =
@@ -162,8 +178,9 @@ export interface ChannelStats {
  * lost; of those an ack newly covers, the most recently sent) and RFC 6298
  * smoothing. Losses are judged as {@linkcode LossDetector} does (RACK, and
  * `dupThresh` until reordering shows). When the RTO expires, two segments
- * are resent; when it expires again with no ack between, every one, as the
- * window allows. The RTO doubles each time, up to `deadAfterMs /
+ * are resent (a pacing burst of them where the controller estimates random
+ * loss above {@linkcode MANY_PROBES_RANDOM_LOSS}); when it expires again
+ * with no ack between, every one, as the window allows. The RTO doubles each time, up to `deadAfterMs /
  * PROBES_BEFORE_DEATH` (never below the RTO without backoff); it resets
  * when new data is acknowledged.
  *
@@ -433,7 +450,10 @@ export class ReliableChannel {
     const probe = this.#rtt.backoffs === 0 && o.mode === "selective";
     if (oldest !== undefined && this.#rtoDueAt(oldest) <= now) {
       this.#timedOutAt = now;
-      due = probe ? this.#losses.markProbesLost() : this.#losses.markAllLost();
+      const lossy = (this.#cc?.randomLoss ?? 0) > MANY_PROBES_RANDOM_LOSS;
+      due = probe
+        ? this.#losses.markProbesLost(lossy ? o.maxBurst : TIMEOUT_PROBES)
+        : this.#losses.markAllLost();
     }
     if (due > 0) {
       this.#stats.timeoutRetransmissions += due;
