@@ -393,3 +393,21 @@ Deno.test("BbrControl gives back a congestion cut when the loss proves spurious 
   cc.onSpuriousLoss();
   assertAlmostEquals(cc.bandwidth, bandwidth, 1e-9, "once");
 });
+
+Deno.test("BbrControl's cruise window is one BDP and the allowance, whatever the gain or the loss", () => {
+  const cc = bbr();
+  assertEquals(cc.cruiseWindow, 10, "the window itself before the model has a BDP");
+  drive(cc, { from: 0, to: 110, rate: 2, rttMs: 40 });
+  assertEquals(cc.mode, "startup");
+  assertEquals(cc.cruiseWindow, 80 + 24);
+  assert(cc.window > 2 * cc.cruiseWindow, `startup's window ${cc.window}`);
+  // 20% random loss raises the window by 1 / (1 - loss), not the cruise window.
+  for (let t = 110; t < 3000; t++) {
+    drive(cc, { from: t, to: t + 1, rate: 2, rttMs: 40 });
+    if (t % 2 === 0) cc.onLoss(t, 80, 10_000);
+  }
+  assertEquals(cc.mode, "probe_bw");
+  assert(cc.randomLoss > 0.15, `random loss ${cc.randomLoss}`);
+  assertEquals(cc.cruiseWindow, 80 + 24);
+  assert(cc.window >= 115, `window ${cc.window}`);
+});

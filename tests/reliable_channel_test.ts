@@ -222,7 +222,7 @@ Deno.test("ReliableChannel sends, acknowledges and delivers", async (t) => {
     assertThrows(() => new ReliableChannel(0, { maxBurst: 0 }), RangeError);
     assertThrows(() => new ReliableChannel(0, { initialWindow: 0.5 }), RangeError);
     assertThrows(() => new ReliableChannel(0, { ackDelayMs: 0 }), RangeError);
-    assertEquals(new ReliableChannel(0, { sendWindow: undefined }).options.sendWindow, 1024);
+    assertEquals(new ReliableChannel(0, { sendWindow: undefined }).options.sendWindow, 2048);
   });
 });
 

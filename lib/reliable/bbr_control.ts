@@ -338,6 +338,21 @@ export class BbrControl implements CongestionController {
   }
 
   /**
+   * The window without startup's or a probe's gain: one BDP and the queue
+   * allowance ({@linkcode BBR_QUEUE_ALLOWANCE}), nothing made up for random
+   * loss or a late host. The channel holds what it has in flight to this
+   * while the span of sequence numbers in flight is beyond half its send
+   * window (holes the receiver has not filled yet): it keeps the link busy
+   * while they are repaired, without the startup or probing gain that would
+   * overfill a queue (see `ReliableChannel`). The window itself (`window`)
+   * before the model has a BDP.
+   */
+  get cruiseWindow(): number {
+    const bdp = this.bdp;
+    return bdp === undefined ? this.window : bdp + this.#allowance(bdp);
+  }
+
+  /**
    * Updates the model from an acknowledgement, then the pacing rate and the window.
    *
    * @param now the current time, ms
@@ -612,6 +627,14 @@ export class BbrControl implements CongestionController {
     return BBR_LATENESS_GAIN * this.#pacer.lateness / this.#minRtt;
   }
 
+  /** Segments of window above gain x BDP (see {@linkcode BBR_QUEUE_ALLOWANCE}). */
+  #allowance(bdp: number): number {
+    return Math.min(
+      BBR_QUEUE_ALLOWANCE,
+      Math.max(BBR_MIN_QUEUE_ALLOWANCE, bdp, this.bandwidth * BBR_ALLOWANCE_MS),
+    );
+  }
+
   #probeRttWindow(): number {
     return Math.max(BBR_MIN_WINDOW, BBR_PROBE_RTT_GAIN * (this.bdp ?? 0));
   }
@@ -646,12 +669,8 @@ export class BbrControl implements CongestionController {
     if (bdp === undefined) {
       this.#cwnd += acked;
     } else {
-      const allowance = Math.min(
-        BBR_QUEUE_ALLOWANCE,
-        Math.max(BBR_MIN_QUEUE_ALLOWANCE, bdp, this.bandwidth * BBR_ALLOWANCE_MS),
-      );
       const late = Math.min(this.#lateness(), BBR_LATENESS_MAX_BDP) * bdp;
-      const target = this.#cwndGain * bdp * this.#lossCompensation() + allowance + late;
+      const target = this.#cwndGain * bdp * this.#lossCompensation() + this.#allowance(bdp) + late;
       if (this.#filledPipe) this.#cwnd = Math.min(this.#cwnd + acked, target);
       else if (this.#cwnd < target) this.#cwnd += acked;
     }

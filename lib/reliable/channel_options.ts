@@ -32,13 +32,17 @@ export interface ReliableChannelOptions {
   peerInitialSeq?: number;
   /**
    * Most segments in flight (a span of sequence numbers), and the largest
-   * congestion window. Default 1024; 1 in stop-and-wait.
+   * congestion window. Beyond half of it, new segments go out only while
+   * what is in flight is below the controller's cruise window (BBR: one BDP
+   * and its queue allowance; NewReno: none), so the second half serves to
+   * repair holes while the link stays busy. Default 2048; 1 in stop-and-wait.
    */
   sendWindow?: number;
   /**
    * Sequence numbers accepted from the cumulative point on, so at most
-   * `receiveWindow - 1` out-of-order segments are buffered; advertised to
-   * the peer. Default 1024; 1 in stop-and-wait.
+   * `receiveWindow - 1` out-of-order segments (about 2.3 MB at the
+   * default) are buffered; advertised to the peer. Default 2048; 1 in
+   * stop-and-wait.
    */
   receiveWindow?: number;
   /**
@@ -122,8 +126,8 @@ export const DEFAULT_CHANNEL_OPTIONS: Readonly<ResolvedChannelOptions> = Object.
   mode: "selective",
   initialSeq: 0,
   peerInitialSeq: 0,
-  sendWindow: 1024,
-  receiveWindow: 1024,
+  sendWindow: 2048,
+  receiveWindow: 2048,
   congestionControl: true,
   congestion: "bbr",
   initialWindow: 10,

@@ -41,6 +41,13 @@ export interface CongestionController {
   readonly slowStartThreshold: number;
   /** How many times the window was cut for a loss or a timeout. */
   readonly reductions: number;
+  /**
+   * Segments allowed in flight while the span of sequence numbers in flight
+   * is beyond half the channel's send window: the window without the gain
+   * of a startup or a probe (see `BbrControl.cruiseWindow`). Optional: a
+   * controller without it (NewReno) sends nothing new beyond that half.
+   */
+  readonly cruiseWindow?: number;
   /** The share of segments the path loses at random as the controller estimates it, 0 to 1 (0: none, or no estimate). */
   readonly randomLoss: number;
   /**

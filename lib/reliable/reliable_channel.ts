@@ -153,7 +153,8 @@ export interface ChannelStats {
  *   dead. Call it until it returns `undefined` after every other call.
  * - `nextTimeout()` tells when to call `onTimeout(now)`.
  *
- * Selective mode: up to `sendWindow` segments in flight, never beyond the
+ * Selective mode: up to `sendWindow` segments in flight (beyond half of it
+ * only at the controller's cruise window), never beyond the
  * peer's advertised window; every data segment (duplicates included) and
  * keepalive is acknowledged with the cumulative point, up to 16 SACK ranges
  * and the window, once per batch of input between two `poll` calls. RTT
@@ -640,6 +641,23 @@ export class ReliableChannel {
   }
 
   /**
+   * True when the send window holds new segments back: the span in flight
+   * is the whole send window, or beyond half of it while what is in flight
+   * is at the controller's cruise window (none without one). The second
+   * half of the span is for repair: holes the receiver still lacks (a lost
+   * retransmission holds the left edge for another round trip) leave room
+   * for new data at one BDP in flight, so the link stays busy, but not for
+   * startup's or a probe's gain, which would overfill a queue (DECISIONS,
+   * "Session 22").
+   */
+  #sendWindowFull(): boolean {
+    const span = this.#send.flightSize, limit = this.#sendLimit();
+    if (span >= limit) return true;
+    if (2 * span < limit || this.#cc === undefined) return false;
+    return this.#inFlight() >= (this.#cc.cruiseWindow ?? 0);
+  }
+
+  /**
    * Retransmits segments judged lost, then sends new ones, while the
    * congestion window, pacing, the send window and the peer's window allow.
    */
@@ -664,7 +682,7 @@ export class ReliableChannel {
       }
       if (lost === undefined) {
         let limit: SendLimit | undefined;
-        if (this.#send.flightSize >= this.#sendLimit()) limit = "sendWindow";
+        if (this.#sendWindowFull()) limit = "sendWindow";
         else if (next.seq >= this.#peerCumulative + this.#peerWindow) limit = "peerWindow";
         if (limit !== undefined) {
           if (this.#sendSpare(now)) continue;
