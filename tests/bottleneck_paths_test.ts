@@ -115,8 +115,8 @@ Deno.test("bottleneck: jitter of half the one-way delay at other rates and delay
 Deno.test("bottleneck: startup on a jittery path ends at a standing queue, not after filling it", async (t) => {
   // The black-box cases (issue 20): session 21 left startup after three round trips of flat
   // bandwidth, which jittered delivery rates and random loss put off while its 2.89x filled the
-  // queue: seeds 1-4 dropped 481-815 (two flows) and 287-491 (one flow) datagrams at the queue,
-  // with a mean queueing delay of 40-51 and 66-90 ms.
+  // queue: seeds 1-4 dropped 481-839 (two flows) and 433-577 (one flow) datagrams at the queue,
+  // with a mean queueing delay of 41-50 and 86-99 ms.
   const cases: [string, Omit<BottleneckRun, "queue" | "untilMs">][] = [
     ["two 4 MiB transfers, 2 MB/s, 50 ms, ±10 ms, 5% loss", {
       rate: 2_000_000,
