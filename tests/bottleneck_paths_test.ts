@@ -112,6 +112,44 @@ Deno.test("bottleneck: jitter of half the one-way delay at other rates and delay
   });
 });
 
+Deno.test("bottleneck: startup on a jittery path ends at a standing queue, not after filling it", async (t) => {
+  // The black-box cases (issue 20): session 21 left startup after three round trips of flat
+  // bandwidth, which jittered delivery rates and random loss put off while its 2.89x filled the
+  // queue: seeds 1-4 dropped 481-839 (two flows) and 433-577 (one flow) datagrams at the queue,
+  // with a mean queueing delay of 41-50 and 86-99 ms.
+  const cases: [string, Omit<BottleneckRun, "queue" | "untilMs">][] = [
+    ["two 4 MiB transfers, 2 MB/s, 50 ms, ±10 ms, 5% loss", {
+      rate: 2_000_000,
+      delayMs: 50,
+      jitterMs: 10,
+      loss: 0.05,
+      flows: [{ bytes: 4 * 1024 * 1024 }, { bytes: 4 * 1024 * 1024 }],
+    }],
+    ["16 MiB, 2 MB/s, 100 ms, ±20 ms", {
+      rate: 2_000_000,
+      delayMs: 100,
+      jitterMs: 20,
+      flows: [{ bytes: 16 * 1024 * 1024 }],
+    }],
+  ];
+  for (const [name, path] of cases) {
+    await t.step(name, () => {
+      for (const seed of [1, 2, 3, 4]) {
+        const { flows, network } = runBottleneck({
+          ...path,
+          queue: path.rate * 2 * path.delayMs / 1000,
+          seed,
+          untilMs: 30_000,
+        });
+        const queueing = network.queueDelayMs / network.queued;
+        assert(flows.every((flow) => flow.finishedMs !== undefined), `seed ${seed}: unfinished`);
+        assert(network.queueDropped <= 250, `seed ${seed}: ${network.queueDropped} queue drops`);
+        assert(queueing <= path.delayMs, `seed ${seed}: ${queueing.toFixed(1)} ms queueing`);
+      }
+    });
+  }
+});
+
 Deno.test("bottleneck: a timeout's wait is not taken for the path's round trip", () => {
   // 2 MB/s, 2 ms, 20% loss each way: acks of segments sent before a timeout, lost until one
   // came seconds later, gave RTT samples of 2.6 s and an RTO of 4 s (0.019 and 0.038 of the link

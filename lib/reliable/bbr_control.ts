@@ -138,6 +138,17 @@ export const BBR_LATENESS_GAIN = 8;
 export const BBR_LATENESS_MAX_BDP = 0.25;
 /** Round trips over which {@linkcode BbrControl.jitter} takes its median: a probe cycle's. */
 export const BBR_JITTER_ROUNDS = 8;
+/**
+ * On a path that reorders, startup also ends at a round trip whose standing
+ * RTT (see {@linkcode BbrControl.jitter}) is above this many smallest RTTs
+ * plus the jitter: a standing queue, which jitter does not build. There
+ * the bandwidth grows slowly (the delivery rate of jittered acks, random
+ * loss), so three flat round trips came only after startup's 2.89x had
+ * filled the queue for seconds. In simulation (2 MB/s, 50 ms, ±10 ms, two
+ * 4 MiB transfers at 5% loss, 8 seeds) the mean queueing delay went from
+ * 45 to 30 ms and the queue's drops from 719 to 186.
+ */
+export const BBR_STARTUP_QUEUE_FACTOR = 1.25;
 /** Startup ends when three round trips in a row grow the bandwidth by less than this factor. */
 const FULL_BANDWIDTH_GROWTH = 1.25;
 const FULL_BANDWIDTH_ROUNDS = 3;
@@ -178,8 +189,10 @@ const FULL_BANDWIDTH_ROUNDS = 3;
  * - **Jitter is no queue**: on a path that reorders (jitter does, a queue
  *   never), what jitter adds to the RTT on average
  *   ({@linkcode BbrControl.jitter}) is left out of SRTT in the queue tests
- *   and added to the RTT of the BDP and of a round trip, and a congestion
- *   cut for a loss that proves spurious is given back.
+ *   and added to the RTT of the BDP and of a round trip, a congestion
+ *   cut for a loss that proves spurious is given back, and startup also
+ *   ends once the standing RTT shows a queue beyond the jitter
+ *   ({@linkcode BBR_STARTUP_QUEUE_FACTOR}).
  *
  * Time comes from the calls; no randomness: probe_bw starts in its cruise
  * phase and flows desynchronise by when they start.
@@ -368,6 +381,7 @@ export class BbrControl implements CongestionController {
         this.#round++;
         roundStart = true;
         this.#endLossRound();
+        this.#checkStartupQueue();
         this.#endJitterRound();
       }
       if (sample.rate !== undefined && (!sample.appLimited || sample.rate >= this.bandwidth)) {
@@ -460,6 +474,18 @@ export class BbrControl implements CongestionController {
       return;
     }
     if (++this.#fullBandwidthRounds >= FULL_BANDWIDTH_ROUNDS) this.#filledPipe = true;
+  }
+
+  /**
+   * Ends startup, on a path that reorders, once the standing RTT shows a
+   * queue beyond the jitter (see {@linkcode BBR_STARTUP_QUEUE_FACTOR}).
+   */
+  #checkStartupQueue(): void {
+    if (this.#filledPipe || this.#mode !== "startup" || !this.#reordering) return;
+    const standing = this.#standingRtt();
+    // A round trip or two without an RTT sample (a timeout) shows nothing.
+    if (!Number.isFinite(standing)) return;
+    if (standing > BBR_STARTUP_QUEUE_FACTOR * this.#minRtt + this.jitter) this.#filledPipe = true;
   }
 
   #checkDrain(now: number, inFlight: number): void {
