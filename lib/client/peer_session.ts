@@ -69,6 +69,17 @@ export type PeerSessionOutput =
  */
 export const ACCEPT_REPEAT_MS = 250;
 
+/**
+ * Most times a `peer_terminate` goes out (on the retry schedule: about 7.5 s
+ * in all by default). With no `peer_terminate_ok` by the last one's delay,
+ * the session closes unconfirmed: the peer most likely heard it, answered,
+ * and is gone (a program that exits once its session ends), its answer
+ * lost. As QUIC's closing state (RFC 9000 section 10.2), a bounded wait:
+ * waiting out the give-up time instead held `terminate` for 30 s and then
+ * blamed a peer that had done nothing wrong.
+ */
+export const TERMINATE_ATTEMPTS = 4;
+
 /** What one datagram of a session carries: a handshake message, or an inner message. */
 export type PeerSent =
   | PeerInnerMessage
@@ -493,7 +504,10 @@ export class PeerSession {
       this.#sendHandshake(now);
     }
     if (this.#nextSendAt === undefined || now < this.#nextSendAt) return;
-    if (this.#state === "closing" && now >= giveUpAt + this.#options.retry.giveUpMs) {
+    if (
+      this.#state === "closing" &&
+      (this.#attempts >= TERMINATE_ATTEMPTS || now >= giveUpAt + this.#options.retry.giveUpMs)
+    ) {
       return this.#close("timeout", `"${this.peerName}" did not confirm the end of the session`);
     }
     this.#sendHandshake(now);
